@@ -1,0 +1,165 @@
+/* stats.h - Envoy-named counters, gauges and histograms with per-worker shards.
+ *
+ * A *scope* is a group of stats that share a name and tags, e.g. all of
+ * "cluster.backend.*".  Each subsystem declares its stats beside its code as
+ * an X-macro list and creates one scope per instance:
+ *
+ *   #define CLUSTER_STATS(X)  X(COUNTER, upstream_rq_total) X(GAUGE, upstream_cx_active) \
+ *                             X(HISTOGRAM, upstream_rq_time)
+ *   enum { CLUSTER_STATS(STATS_ENUM) CLUSTER_STATS_N };
+ *   static const struct stat_desc cluster_stat_desc[] = { CLUSTER_STATS(STATS_DESC) };
+ *   s = stats_scope_new(store, "cluster.backend", "cluster", "envoy_cluster_name", "backend",
+ *                       cluster_stat_desc, CLUSTER_STATS_N);
+ *   stats_inc(s, shard, upstream_rq_total);
+ *
+ * Shards: shard 0 belongs to the main thread, shard 1..N to workers 0..N-1.
+ * A thread only ever writes its own shard, without atomics or locks; readers
+ * (the main thread rendering /stats) sum every shard with relaxed loads.
+ * Gauges are summed the same way (each shard holds its own +/- deltas), or,
+ * for gauges only the main thread sets (membership_total), use shard 0 with
+ * stats_gauge_set.
+ *
+ * Response-code families: a scope may have code families (e.g.
+ * "upstream_rq", "downstream_rq"); stats_code_inc(s, shard, fam, 503) bumps
+ * "<scope>.<family>_503" and "<scope>.<family>_5xx".  Exact-code counters are
+ * allocated per shard on first use and only rendered once nonzero, as Envoy
+ * creates them on demand; the _Nxx counters always exist.
+ *
+ * Histograms record values (milliseconds for *_time stats) into fixed
+ * buckets with Envoy's default bounds
+ *   0.5 1 5 10 25 50 100 250 500 1000 2500 5000 10000 30000 60000 300000
+ *   600000 1800000 3600000 (+Inf),
+ * plus count and sum; shards are merged on read. */
+#ifndef REMORA_STATS_H
+#define REMORA_STATS_H
+
+#include "../proxy/common.h"
+
+struct evbuffer;
+
+enum stat_type { STAT_COUNTER, STAT_GAUGE, STAT_HISTOGRAM };
+
+struct stat_desc {
+	const char *name;          /* leaf name, e.g. "upstream_rq_total" */
+	enum stat_type type;
+};
+
+#define STATS_ENUM(type, name) name,
+#define STATS_DESC(type, name) { #name, STAT_##type },
+
+#define STATS_HIST_BUCKETS 19                 /* finite bounds; +1 overflow bucket */
+extern const double stats_hist_bounds[STATS_HIST_BUCKETS];
+
+struct stats_hist {                           /* one shard's histogram */
+	uint64_t buckets[STATS_HIST_BUCKETS + 1];
+	uint64_t count;
+	double sum;
+};
+
+#define STATS_MAX_CODE_FAMILIES 2
+#define STATS_MAX_SHARDS 257
+
+struct stats_shard {                          /* one thread's values for a scope */
+	int64_t *vals;                            /* owned; [ndesc], counters and gauges */
+	struct stats_hist *hists;                 /* owned; [ndesc], only histogram slots used */
+	uint64_t *codes[STATS_MAX_CODE_FAMILIES]; /* owned, lazily allocated [500] (100..599) */
+	uint64_t classes[STATS_MAX_CODE_FAMILIES][5]; /* 1xx..5xx */
+} __attribute__((aligned(64)));
+
+struct stats_store;
+
+struct stats_scope {
+	struct stats_store *store;                /* not owned */
+	char *name;                               /* owned; full prefix without trailing dot,
+	                                             e.g. "cluster.backend" ("" for none) */
+	char *tag_prefix;                         /* owned; name with the tag value removed,
+	                                             e.g. "cluster" (used for Prometheus names) */
+	char *tag_name;                           /* owned, may be NULL: "envoy_cluster_name" */
+	char *tag_value;                          /* owned, may be NULL: "backend" */
+	const struct stat_desc *desc;             /* not owned (static) */
+	size_t ndesc;
+	const char *families[STATS_MAX_CODE_FAMILIES]; /* not owned (static), may be NULL */
+	unsigned nshards;
+	struct stats_shard *shards;               /* owned; [nshards] */
+	struct stats_scope *next;                 /* store's list */
+};
+
+/* nshards = 1 + number of workers. */
+struct stats_store *stats_store_new(unsigned nshards);
+void stats_store_free(struct stats_store *st);
+unsigned stats_store_nshards(const struct stats_store *st);
+
+/* Create a scope and register it with the store (main thread only).
+ * tag_name/tag_value may be NULL (no tag; then tag_prefix should equal name).
+ * Examples:
+ *   ("server", "server", NULL, NULL)
+ *   ("cluster.backend", "cluster", "envoy_cluster_name", "backend")
+ *   ("http.ingress_http", "http", "envoy_http_conn_manager_prefix", "ingress_http")
+ *   ("listener.127.0.0.1_10000", "listener", "envoy_listener_address", "127.0.0.1_10000") */
+struct stats_scope *stats_scope_new(struct stats_store *st, const char *name,
+				    const char *tag_prefix, const char *tag_name,
+				    const char *tag_value, const struct stat_desc *desc,
+				    size_t ndesc);
+/* Add a response-code family ("upstream_rq"); returns its index (0..). */
+int stats_scope_add_family(struct stats_scope *s, const char *family);
+/* Unregister and free (main thread, once no worker can touch it). NULL ok. */
+void stats_scope_free(struct stats_scope *s);
+
+static inline void stats_add(struct stats_scope *s, unsigned shard, unsigned idx, int64_t v)
+{
+	s->shards[shard].vals[idx] += v;
+}
+static inline void stats_inc(struct stats_scope *s, unsigned shard, unsigned idx)
+{
+	s->shards[shard].vals[idx]++;
+}
+static inline void stats_dec(struct stats_scope *s, unsigned shard, unsigned idx)
+{
+	s->shards[shard].vals[idx]--;
+}
+/* Main-thread-owned gauge: shard 0 holds the value. */
+static inline void stats_gauge_set(struct stats_scope *s, unsigned idx, int64_t v)
+{
+	s->shards[0].vals[idx] = v;
+}
+void stats_hist_record(struct stats_scope *s, unsigned shard, unsigned idx, double value);
+void stats_code_inc(struct stats_scope *s, unsigned shard, int family, int code);
+
+/* Reading (main thread): the sum over shards. */
+int64_t stats_value(const struct stats_scope *s, unsigned idx);
+uint64_t stats_code_value(const struct stats_scope *s, int family, int code);
+void stats_hist_merge(const struct stats_scope *s, unsigned idx, struct stats_hist *out);
+/* Quantile estimate (0..1) from merged buckets by linear interpolation; NAN if empty. */
+double stats_hist_quantile(const struct stats_hist *h, double q);
+
+/* Zero every counter and histogram (not gauges) in every shard
+ * (/reset_counters; racy by design, as in Envoy). */
+void stats_reset_counters(struct stats_store *st);
+
+/* Rendering, all append to out.  Names are sorted.
+ * Text:   "cluster.backend.upstream_rq_total: 12" one per line; histograms as
+ *         "name: P0(v,v) P25(..) P50(..) P75(..) P90(..) P95(..) P99(..) P99.5(..) P99.9(..) P100(..)"
+ *         (Envoy shows interval,cumulative; we show cumulative twice) or
+ *         "name: No recorded values".
+ * JSON:   {"stats":[{"name":..,"value":..},...,{"histograms":{"supported_quantiles":[..],
+ *          "computed_quantiles":[{"name":..,"values":[{"interval":..,"cumulative":..}]}]}}]}
+ * filter: a PCRE2 regex matched (unanchored) against the full stat name, or NULL.
+ *         Returns RM_ERROR (and writes nothing) if the regex does not compile,
+ *         with a message in err.
+ * used_only: skip counters/gauges that are zero and histograms with no values. */
+int stats_render_text(struct stats_store *st, struct evbuffer *out, const char *filter,
+		      bool used_only, char *err, size_t errlen);
+int stats_render_json(struct stats_store *st, struct evbuffer *out, const char *filter,
+		      bool used_only, char *err, size_t errlen);
+/* Prometheus text exposition 0.0.4: "envoy_" + tag_prefix + "_" + leaf with
+ * '.' and other invalid characters turned into '_', tags as labels, one
+ * "# TYPE" line per metric family (counter/gauge/histogram), samples of one
+ * family grouped together, histograms as _bucket{le=...} (cumulative, with
+ * le="+Inf"), _sum and _count.  Response-code stats use Envoy's tag
+ * extraction: "<fam>_503" -> "envoy_<prefix>_<fam>{envoy_response_code="503",...}",
+ * "<fam>_5xx" -> "envoy_<prefix>_<fam>_xx{envoy_response_code_class="5",...}".
+ * Label values are escaped (\\, \", \n). */
+int stats_render_prometheus(struct stats_store *st, struct evbuffer *out, const char *filter,
+			    bool used_only, char *err, size_t errlen);
+
+#endif
