@@ -34,7 +34,7 @@ $(BUILD)/libremora.a: $(LIB_OBJS)
 	ar rcs $@ $^
 
 $(BUILD)/remora: $(MAIN_OBJ) $(BUILD)/libremora.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(MAIN_OBJ) -Wl,--whole-archive $(BUILD)/libremora.a -Wl,--no-whole-archive $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(UNIT_MAIN) $(BUILD)/libremora.a
 	@mkdir -p $(dir $@)

@@ -89,6 +89,9 @@ struct stats_store *stats_store_new(unsigned nshards);
 void stats_store_free(struct stats_store *st);
 unsigned stats_store_nshards(const struct stats_store *st);
 
+/* The registered scopes (linked through ->next), for renderers. */
+struct stats_scope *stats_store_scopes(const struct stats_store *st);
+
 /* Create a scope and register it with the store (main thread only).
  * tag_name/tag_value may be NULL (no tag; then tag_prefix should equal name).
  * Examples:

@@ -96,7 +96,7 @@ void h1_chunked_free(struct h1_chunked *c);
 
 /* Feed in[0..len).  Returns the number of bytes consumed (>= 0) or RM_ERROR
  * with *err set.  At most one run of payload is reported per call:
- * *data_off/*data_len give its position inside in (data_len == 0 for none);
+ * *data_off and *data_len give its position inside in (data_len == 0 for none);
  * when a run is reported the call returns data_off + data_len (the payload
  * ends the call).  Bytes consumed outside the run are framing.  Once c->done,
  * the call consumes nothing more and returns 0. */

@@ -1,0 +1,630 @@
+/* router.c - envoy.filters.http.router: route the stream to an upstream.
+ *
+ * Picks the route, the cluster and a host (the cluster's load balancer),
+ * takes an HTTP/1.1 connection from the worker's pool, streams the request
+ * (re-framed: content-length kept, otherwise chunked) and streams the
+ * response back with back-pressure both ways.  The route timeout (default
+ * 15 s) starts once the downstream request is complete, as in Envoy.
+ * Retries, hedging and per-try timeouts arrive with the resilience work. */
+#include <sys/socket.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include "proxy/filter.h"
+#include "proxy/worker.h"
+#include "proxy/log.h"
+#include "proxy/snapshot.h"
+#include "proxy/http/stream.h"
+#include "proxy/http/h1_parser.h"
+#include "proxy/router/route.h"
+#include "proxy/upstream/cluster.h"
+#include "proxy/upstream/pool.h"
+
+#define ROUTER_TYPE "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+#define RESET_BEFORE_HEADERS "upstream connect error or disconnect/reset before headers. reset reason: "
+
+struct router_cfg {
+	bool suppress_envoy_headers;
+};
+
+struct router {
+	struct http_stream *s;               /* not owned */
+	const struct router_cfg *cfg;
+	const struct route_entry *re;        /* in the stream's snapshot */
+	const struct virtual_host *vh;
+	const struct weighted_cluster *wc;
+	struct cluster *cl;                  /* in the snapshot */
+	struct host *host;                   /* ref */
+	struct upstream_conn *uc;            /* owned while connecting/busy */
+	struct evbuffer *pending;            /* owned: body waiting for the connection */
+	struct http_headers *pending_trailers; /* owned, may be NULL */
+	struct event *timer;                 /* owned: route timeout */
+	struct h1_scan scan;
+	struct h1_head resp;
+	struct h1_chunked rchunked;
+	struct evbuffer *rtmp;               /* owned: scratch for response body */
+	enum h1_body_kind rbody;
+	uint64_t rremaining;
+	uint64_t up_start_ns;
+	bool connected, req_chunked, req_end, req_sent_end, head_done, resp_done;
+	bool tunnel, paused_down, shut_up_wr, rq_active, chunked_init;
+};
+
+/* ---- helpers --------------------------------------------------------------- */
+
+static unsigned shard(const struct router *r)
+{
+	return http_stream_worker(r->s)->shard;
+}
+
+static void release_upstream(struct router *r, bool reusable)
+{
+	if (!r->uc)
+		return;
+	struct upstream_conn *uc = r->uc;
+	r->uc = NULL;
+	if (uc->state == UC_BUSY && r->connected) {
+		bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
+		pool_release(uc, reusable);
+	} else {
+		pool_conn_close(uc, false);
+	}
+}
+
+static void rq_done(struct router *r, bool success)
+{
+	unsigned sh = shard(r);
+	if (!r->rq_active)
+		return;
+	r->rq_active = false;
+	stats_dec(r->cl->stats, sh, upstream_rq_active);
+	stats_inc(r->cl->stats, sh, upstream_rq_completed);
+	host_stat_add(r->host, sh, HOST_RQ_ACTIVE, -1);
+	host_stat_add(r->host, sh, success ? HOST_RQ_SUCCESS : HOST_RQ_ERROR, 1);
+}
+
+/* Fail before a response started: local reply; after: reset. */
+static void fail(struct router *r, int status, const char *body, const char *details)
+{
+	if (r->timer)
+		event_del(r->timer);
+	release_upstream(r, false);
+	rq_done(r, false);
+	if (status)
+		stats_code_inc(r->cl->stats, shard(r), 0, status);
+	http_stream_send_local_reply(r->s, status, body, details);
+}
+
+static void write_body(struct router *r, struct evbuffer *data, bool end)
+{
+	struct evbuffer *out = bufferevent_get_output(r->uc->bev);
+	size_t n = evbuffer_get_length(data);
+	stats_add(r->cl->stats, shard(r), upstream_cx_tx_bytes_total, (int64_t)n);
+	if (r->req_chunked) {
+		if (n)
+			h1_encode_chunk(out, data);
+		if (end)
+			h1_encode_last_chunk(out, NULL);
+	} else {
+		evbuffer_add_buffer(out, data);
+	}
+	if (end)
+		r->req_sent_end = true;
+	uint32_t limit = r->cl->buffer_limit;
+	if (evbuffer_get_length(out) > limit && !r->paused_down) {
+		r->paused_down = true;
+		bufferevent_setwatermark(r->uc->bev, EV_WRITE, limit / 2, 0);
+		http_stream_pause_decoding(r->s);
+	}
+}
+
+static void start_timer(struct router *r)
+{
+	uint64_t ms = r->re->timeout_ms;
+	if (!ms || r->tunnel)
+		return;
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	evtimer_add(r->timer, &tv);
+}
+
+/* ---- upstream response ------------------------------------------------------ */
+
+static void response_complete(struct router *r)
+{
+	bool reusable = r->resp.keep_alive && r->req_sent_end && r->rbody != H1_BODY_EOF;
+	r->resp_done = true;
+	if (r->timer)
+		event_del(r->timer);
+	rq_done(r, r->resp.status < 500);
+	release_upstream(r, reusable);
+}
+
+static int read_head(struct router *r, struct evbuffer *in)
+{
+	unsigned flags = 0;
+	size_t ml, len = evbuffer_get_length(in);
+	struct http_headers *req = http_stream_request(r->s);
+	const char *m = hdrs_get(req, ":method", &ml);
+	struct h1_limits lim = { 96 * 1024, 200 };
+	struct h1_error err = { 0, NULL };
+	unsigned sh = shard(r);
+
+	if (m && ml == 4 && !memcmp(m, "HEAD", 4))
+		flags |= H1_F_REQ_HEAD;
+	for (;;) {
+		len = evbuffer_get_length(in);
+		if (!len)
+			return RM_AGAIN;
+		size_t look = MIN(len, (size_t)lim.max_head_bytes + 4);
+		const char *p = (const char *)evbuffer_pullup(in, (ssize_t)look);
+		long n = h1_head_end(&r->scan, p, look, lim.max_head_bytes);
+		if (n < 0 || (n == 0 && look > lim.max_head_bytes)) {
+			stats_inc(r->cl->stats, sh, upstream_cx_protocol_error);
+			fail(r, 503, RESET_BEFORE_HEADERS "protocol error", "upstream_reset_before_response_started");
+			return RM_ERROR;
+		}
+		if (n == 0)
+			return RM_AGAIN;
+		hdrs_clear(&r->resp.hdrs);
+		if (h1_parse_head(H1_RESPONSE, p, (size_t)n, flags, &lim, &r->resp, &err)) {
+			stats_inc(r->cl->stats, sh, upstream_cx_protocol_error);
+			fail(r, 503, RESET_BEFORE_HEADERS "protocol error", "upstream_reset_before_response_started");
+			return RM_ERROR;
+		}
+		evbuffer_drain(in, (size_t)n);
+		stats_add(r->cl->stats, sh, upstream_cx_rx_bytes_total, n);
+		memset(&r->scan, 0, sizeof(r->scan));
+		if (r->resp.status >= 100 && r->resp.status < 200 && r->resp.status != 101)
+			continue;   /* 100 Continue etc.: the HCM answered the client itself */
+		return RM_OK;
+	}
+}
+
+static void deliver_head(struct router *r)
+{
+	char buf[32];
+	unsigned sh = shard(r);
+	int status = r->resp.status;
+	bool end;
+
+	r->head_done = true;
+	if (status == 101 && http_stream_is_upgrade(r->s)) {
+		r->tunnel = true;
+		if (r->timer)
+			event_del(r->timer);
+	}
+	r->rbody = r->tunnel ? H1_BODY_EOF : r->resp.body;
+	r->rremaining = r->resp.content_length;
+	if (r->rbody == H1_BODY_CHUNKED) {
+		h1_chunked_init(&r->rchunked, &(struct h1_limits){ 96 * 1024, 200 });
+		r->chunked_init = true;
+	}
+	end = !r->tunnel && (r->rbody == H1_BODY_NONE ||
+			     (r->rbody == H1_BODY_LENGTH && r->rremaining == 0));
+	stats_code_inc(r->cl->stats, sh, 0, status);
+	stats_hist_record(r->cl->stats, sh, upstream_rq_time,
+			  (double)(now_ns() - r->up_start_ns) / 1e6);
+	route_apply_response(http_stream_route_config(r->s), r->vh, r->re, r->wc, &r->resp.hdrs);
+	if (!r->cfg->suppress_envoy_headers) {
+		snprintf(buf, sizeof(buf), "%llu",
+			 (unsigned long long)((now_ns() - r->up_start_ns) / 1000000));
+		hdrs_set(&r->resp.hdrs, "x-envoy-upstream-service-time", buf, strlen(buf));
+	}
+	if (end)
+		response_complete(r);
+	http_stream_encode_headers(r->s, &r->resp.hdrs, end);
+}
+
+/* Move response body bytes downstream.  Returns false if it must stop. */
+static bool deliver_body(struct router *r, struct evbuffer *in)
+{
+	while (!r->resp_done && evbuffer_get_length(in)) {
+		size_t len = evbuffer_get_length(in);
+		if (http_stream_downstream_blocked(r->s)) {
+			bufferevent_disable(r->uc->bev, EV_READ);
+			return false;
+		}
+		stats_add(r->cl->stats, shard(r), upstream_cx_rx_bytes_total, (int64_t)len);
+		if (r->rbody == H1_BODY_LENGTH) {
+			size_t n = (size_t)MIN((uint64_t)len, r->rremaining);
+			evbuffer_remove_buffer(in, r->rtmp, n);
+			r->rremaining -= n;
+			bool end = r->rremaining == 0;
+			if (end)
+				response_complete(r);
+			http_stream_encode_data(r->s, r->rtmp, end);
+			if (end)
+				return false;
+		} else if (r->rbody == H1_BODY_CHUNKED) {
+			struct evbuffer_iovec v;
+			struct h1_error err = { 0, NULL };
+			size_t off = 0, dlen = 0;
+			evbuffer_peek(in, -1, NULL, &v, 1);
+			long n = h1_chunked_feed(&r->rchunked, v.iov_base, v.iov_len, &off, &dlen, &err);
+			if (n < 0) {
+				stats_inc(r->cl->stats, shard(r), upstream_cx_protocol_error);
+				release_upstream(r, false);
+				rq_done(r, false);
+				http_stream_reset(r->s, "upstream_protocol_error");
+				return false;
+			}
+			evbuffer_drain(in, off);
+			if (dlen)
+				evbuffer_remove_buffer(in, r->rtmp, dlen);
+			evbuffer_drain(in, (size_t)n - off - dlen);
+			if (r->rchunked.done) {
+				response_complete(r);
+				if (r->rchunked.trailers.n) {
+					if (evbuffer_get_length(r->rtmp))
+						http_stream_encode_data(r->s, r->rtmp, false);
+					http_stream_encode_trailers(r->s, &r->rchunked.trailers);
+				} else {
+					http_stream_encode_data(r->s, r->rtmp, true);
+				}
+				return false;
+			}
+			if (dlen)
+				http_stream_encode_data(r->s, r->rtmp, false);
+			else if (n == 0)
+				return true;
+		} else {
+			/* EOF-delimited body, or an upgraded tunnel */
+			evbuffer_add_buffer(r->rtmp, in);
+			http_stream_encode_data(r->s, r->rtmp, false);
+		}
+	}
+	return true;
+}
+
+static void up_read(struct bufferevent *bev, void *arg)
+{
+	struct router *r = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	if (!r->head_done) {
+		if (read_head(r, in) != RM_OK)
+			return;
+		deliver_head(r);
+		if (r->resp_done || !r->uc)
+			return;
+	}
+	deliver_body(r, in);
+}
+
+static void up_write(struct bufferevent *bev, void *arg)
+{
+	struct router *r = arg;
+	if (r->shut_up_wr && !evbuffer_get_length(bufferevent_get_output(bev))) {
+		shutdown(bufferevent_getfd(bev), SHUT_WR);
+		r->shut_up_wr = false;
+	}
+	if (r->paused_down) {
+		r->paused_down = false;
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		http_stream_resume_decoding(r->s);
+	}
+}
+
+static void up_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct router *r = arg;
+	unsigned sh = shard(r);
+	(void)bev;
+	if ((what & BEV_EVENT_EOF) && r->head_done && (r->rbody == H1_BODY_EOF || r->tunnel)) {
+		struct evbuffer *in = bufferevent_get_input(r->uc->bev);
+		if (evbuffer_get_length(in))
+			evbuffer_add_buffer(r->rtmp, in);
+		release_upstream(r, false);
+		rq_done(r, true);
+		r->resp_done = true;
+		if (r->timer)
+			event_del(r->timer);
+		http_stream_encode_data(r->s, r->rtmp, true);
+		return;
+	}
+	stats_inc(r->cl->stats, sh, upstream_rq_rx_reset);
+	if (!r->head_done) {
+		fail(r, 503, RESET_BEFORE_HEADERS "connection termination",
+		     "upstream_reset_before_response_started");
+		return;
+	}
+	release_upstream(r, false);
+	rq_done(r, false);
+	http_stream_reset(r->s, "upstream_reset_after_response_started");
+}
+
+static void timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct router *r = arg;
+	unsigned sh = shard(r);
+	(void)fd;
+	(void)what;
+	stats_inc(r->cl->stats, sh, upstream_rq_timeout);
+	host_stat_add(r->host, sh, HOST_RQ_TIMEOUT, 1);
+	if (http_stream_response_started(r->s)) {
+		release_upstream(r, false);
+		rq_done(r, false);
+		http_stream_reset(r->s, "upstream_response_timeout");
+		return;
+	}
+	fail(r, 504, "upstream request timeout", "upstream_response_timeout");
+}
+
+/* ---- sending the request ------------------------------------------------------ */
+
+static void send_head(struct router *r)
+{
+	struct http_headers *h = http_stream_request(r->s);
+	struct evbuffer *out = bufferevent_get_output(r->uc->bev);
+	r->connected = true;
+	r->uc->nrequests++;
+	bufferevent_setcb(r->uc->bev, up_read, up_write, up_event, r);
+	h1_encode_request(out, h, r->req_chunked, true, http_stream_is_upgrade(r->s));
+	if (r->pending && evbuffer_get_length(r->pending))
+		write_body(r, r->pending, r->req_end && !r->pending_trailers);
+	else if (r->req_end && !r->pending_trailers) {
+		if (r->req_chunked)
+			h1_encode_last_chunk(out, NULL);
+		r->req_sent_end = true;
+	}
+	if (r->pending_trailers) {
+		h1_encode_last_chunk(out, r->pending_trailers);
+		r->req_sent_end = true;
+	}
+	bufferevent_enable(r->uc->bev, EV_READ | EV_WRITE);
+}
+
+static void on_pool_ready(void *arg, struct upstream_conn *uc, enum pool_err err, const char *detail)
+{
+	struct router *r = arg;
+	if (err) {
+		r->uc = NULL;
+		char body[160];
+		snprintf(body, sizeof(body), RESET_BEFORE_HEADERS "%s", detail);
+		fail(r, 503, body, "upstream_reset_before_response_started");
+		return;
+	}
+	r->uc = uc;
+	send_head(r);
+}
+
+/* ---- filter hooks --------------------------------------------------------------- */
+
+static enum filter_status router_decode_headers(void *ctx, struct http_stream *s,
+						struct http_headers *h, bool end_stream)
+{
+	struct router *r = ctx;
+	const struct route_config *rc = http_stream_route_config(s);
+	struct stats_scope *hs = http_stream_stats(s);
+	struct worker *w = http_stream_worker(s);
+	unsigned sh = w->shard;
+
+	r->re = route_match(rc, h, &r->vh);
+	if (!r->re) {
+		stats_inc(hs, sh, no_route);
+		http_stream_send_local_reply(s, 404, NULL, "route_not_found");
+		return FILTER_STOP;
+	}
+	if (r->re->kind == ROUTE_ACTION_DIRECT) {
+		struct http_headers rh;
+		char st[8], len[24];
+		stats_inc(hs, sh, rq_direct_response);
+		hdrs_init(&rh);
+		snprintf(st, sizeof(st), "%u", r->re->direct_status);
+		snprintf(len, sizeof(len), "%zu", r->re->direct_body_len);
+		hdrs_add(&rh, ":status", 7, st, strlen(st));
+		if (r->re->direct_body_len)
+			hdrs_add(&rh, "content-type", 12, "text/plain", 10);
+		hdrs_add(&rh, "content-length", 14, len, strlen(len));
+		route_apply_response(rc, r->vh, r->re, NULL, &rh);
+		if (!r->re->direct_body_len) {
+			http_stream_encode_headers(s, &rh, true);
+		} else {
+			http_stream_encode_headers(s, &rh, false);
+			struct evbuffer *b = evbuffer_new();
+			evbuffer_add(b, r->re->direct_body, r->re->direct_body_len);
+			http_stream_encode_data(s, b, true);
+			evbuffer_free(b);
+		}
+		hdrs_free(&rh);
+		return FILTER_STOP;
+	}
+	if (r->re->kind == ROUTE_ACTION_REDIRECT) {
+		char loc[4096], st[8];
+		struct http_headers rh;
+		stats_inc(hs, sh, rq_redirect);
+		if (route_redirect_location(r->re, h, false, loc, sizeof(loc)) < 0) {
+			http_stream_send_local_reply(s, 500, "redirect location too long", "internal_redirect_failed");
+			return FILTER_STOP;
+		}
+		hdrs_init(&rh);
+		snprintf(st, sizeof(st), "%u", r->re->redirect_status);
+		hdrs_add(&rh, ":status", 7, st, strlen(st));
+		hdrs_add(&rh, "location", 8, loc, strlen(loc));
+		hdrs_add(&rh, "content-length", 14, "0", 1);
+		route_apply_response(rc, r->vh, r->re, NULL, &rh);
+		http_stream_encode_headers(s, &rh, true);
+		hdrs_free(&rh);
+		return FILTER_STOP;
+	}
+
+	const char *cname = route_pick_cluster(r->re, rand_u64(), &r->wc);
+	r->cl = cname ? snapshot_find_cluster(http_stream_snapshot(s), cname) : NULL;
+	if (!r->cl) {
+		stats_inc(hs, sh, no_cluster);
+		http_stream_send_local_reply(s, 503, NULL, "cluster_not_found");
+		return FILTER_STOP;
+	}
+	stats_inc(hs, sh, rq_total);
+	stats_inc(r->cl->stats, sh, upstream_rq_total);
+	route_apply_request(rc, r->vh, r->re, r->wc, h);
+	if (!r->cfg->suppress_envoy_headers && r->re->timeout_ms) {
+		char buf[24];
+		snprintf(buf, sizeof(buf), "%llu", (unsigned long long)r->re->timeout_ms);
+		hdrs_set(h, "x-envoy-expected-rq-timeout-ms", buf, strlen(buf));
+	}
+	struct host *host = cluster_pick_host(r->cl, w);
+	if (!host) {
+		stats_inc(r->cl->stats, sh, upstream_cx_none_healthy);
+		stats_code_inc(r->cl->stats, sh, 0, 503);
+		http_stream_send_local_reply(s, 503, "no healthy upstream", "no_healthy_upstream");
+		return FILTER_STOP;
+	}
+	r->host = host_ref(host);
+	r->rq_active = true;
+	stats_inc(r->cl->stats, sh, upstream_rq_active);
+	host_stat_add(host, sh, HOST_RQ_TOTAL, 1);
+	host_stat_add(host, sh, HOST_RQ_ACTIVE, 1);
+	r->up_start_ns = now_ns();
+	r->req_end = end_stream;
+	r->req_chunked = !end_stream && !http_stream_is_upgrade(s) &&
+			 hdrs_find(h, "content-length", 14, 0) < 0;
+	r->timer = evtimer_new(w->base, timeout_cb, r);
+	if (end_stream)
+		start_timer(r);
+	struct upstream_conn *uc;
+	if (pool_get(w, r->cl, host, on_pool_ready, r, &uc) == RM_OK) {
+		r->uc = uc;
+		send_head(r);
+	} else {
+		r->uc = uc;   /* connecting: cancelled by release_upstream() if we go away */
+	}
+	return FILTER_STOP;
+}
+
+static enum filter_status router_decode_data(void *ctx, struct http_stream *s,
+					     struct evbuffer *data, bool end_stream)
+{
+	struct router *r = ctx;
+	if (!r->host || r->resp_done)
+		return FILTER_STOP;   /* local reply already sent */
+	if (end_stream && !r->req_end) {
+		r->req_end = true;
+		start_timer(r);
+	}
+	if (r->connected && r->uc) {
+		if (r->tunnel) {
+			evbuffer_add_buffer(bufferevent_get_output(r->uc->bev), data);
+			if (end_stream) {
+				r->shut_up_wr = true;
+				up_write(r->uc->bev, r);
+			}
+			return FILTER_STOP;
+		}
+		write_body(r, data, end_stream);
+		return FILTER_STOP;
+	}
+	if (!r->pending)
+		r->pending = evbuffer_new();
+	evbuffer_add_buffer(r->pending, data);
+	if (evbuffer_get_length(r->pending) > r->cl->buffer_limit && !r->paused_down) {
+		/* resumed once the connection is up and the buffer drains */
+		r->paused_down = true;
+		http_stream_pause_decoding(s);
+	}
+	return FILTER_STOP;
+}
+
+static enum filter_status router_decode_trailers(void *ctx, struct http_stream *s,
+						 struct http_headers *t)
+{
+	struct router *r = ctx;
+	(void)s;
+	if (!r->host || r->resp_done)
+		return FILTER_STOP;
+	r->req_end = true;
+	start_timer(r);
+	if (r->connected && r->uc) {
+		if (r->req_chunked)
+			h1_encode_last_chunk(bufferevent_get_output(r->uc->bev), t);
+		r->req_sent_end = true;
+		return FILTER_STOP;
+	}
+	r->pending_trailers = xmalloc(sizeof(*r->pending_trailers));
+	hdrs_init(r->pending_trailers);
+	hdrs_copy(r->pending_trailers, t);
+	return FILTER_STOP;
+}
+
+static void router_on_downstream_writable(void *ctx, struct http_stream *s)
+{
+	struct router *r = ctx;
+	(void)s;
+	if (!r->uc || r->resp_done)
+		return;
+	bufferevent_enable(r->uc->bev, EV_READ);
+	deliver_body(r, bufferevent_get_input(r->uc->bev));
+}
+
+static void router_on_reset(void *ctx, struct http_stream *s)
+{
+	struct router *r = ctx;
+	(void)s;
+	if (r->host && !r->resp_done) {
+		stats_inc(r->cl->stats, shard(r), upstream_rq_tx_reset);
+		release_upstream(r, false);
+		rq_done(r, false);
+	}
+}
+
+static void *router_create(struct http_stream *s, const void *cfg)
+{
+	struct router *r = xcalloc(1, sizeof(*r));
+	r->s = s;
+	r->cfg = cfg;
+	hdrs_init(&r->resp.hdrs);
+	r->rtmp = evbuffer_new();
+	return r;
+}
+
+static void router_destroy(void *ctx)
+{
+	struct router *r = ctx;
+	if (r->uc)
+		release_upstream(r, false);
+	if (r->host)
+		rq_done(r, false);
+	if (r->timer)
+		event_free(r->timer);
+	if (r->pending)
+		evbuffer_free(r->pending);
+	if (r->pending_trailers) {
+		hdrs_free(r->pending_trailers);
+		free(r->pending_trailers);
+	}
+	if (r->chunked_init)
+		h1_chunked_free(&r->rchunked);
+	hdrs_free(&r->resp.hdrs);
+	evbuffer_free(r->rtmp);
+	host_unref(r->host);
+	free(r);
+}
+
+static void *router_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+{
+	static const char *const f[] = { "dynamic_stats", "suppress_envoy_headers",
+					 "respect_expected_rq_timeout", "start_child_span", NULL };
+	struct router_cfg *cfg = xcalloc(1, sizeof(*cfg));
+	bool child = false;
+	(void)b;
+	if (j && (cfg_expect_object(c, j) || cfg_check_fields(c, j, f) ||
+		  cfg_bool(c, j, "suppress_envoy_headers", &cfg->suppress_envoy_headers) ||
+		  cfg_bool(c, j, "start_child_span", &child))) {
+		free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+const struct http_filter_ops router_filter_ops = {
+	.name = "envoy.filters.http.router",
+	.type_url = ROUTER_TYPE,
+	.terminal = true,
+	.parse_config = router_parse_config,
+	.free_config = free,
+	.create = router_create,
+	.destroy = router_destroy,
+	.decode_headers = router_decode_headers,
+	.decode_data = router_decode_data,
+	.decode_trailers = router_decode_trailers,
+	.on_downstream_writable = router_on_downstream_writable,
+	.on_reset = router_on_reset,
+};

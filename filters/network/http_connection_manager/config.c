@@ -1,0 +1,268 @@
+/* config.c - parse HttpConnectionManager typed_config into struct hcm_cfg. */
+#include "hcm-t.h"
+#include "proxy/snapshot.h"
+#include "proxy/router/route.h"
+#include "proxy/upstream/cluster.h"
+
+static const struct stat_desc hcm_stat_desc[] = { HCM_STATS(STATS_DESC) };
+
+static const char *const hcm_fields[] = {
+	"stat_prefix", "codec_type", "route_config", "rds", "http_filters", "generate_request_id",
+	"preserve_external_request_id", "always_set_request_id_in_response", "use_remote_address",
+	"xff_num_trusted_hops", "server_name", "server_header_transformation",
+	"common_http_protocol_options", "max_request_headers_kb", "request_timeout",
+	"request_headers_timeout", "stream_idle_timeout", "upgrade_configs", "http_protocol_options",
+	"drain_timeout", "delayed_close_timeout", NULL
+};
+static const char *const codec_names[] = { "AUTO", "HTTP1", "HTTP2", "HTTP3" };
+static const char *const server_modes[] = { "OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH" };
+
+void hcm_free_config(void *v)
+{
+	struct hcm_cfg *cfg = v;
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < cfg->nfilters; i++)
+		if (cfg->filters[i].ops && cfg->filters[i].ops->free_config)
+			cfg->filters[i].ops->free_config(cfg->filters[i].cfg);
+	free(cfg->filters);
+	for (size_t i = 0; i < cfg->nupgrades; i++)
+		free(cfg->upgrades[i]);
+	free(cfg->upgrades);
+	route_config_free(cfg->rc);
+	stats_scope_free(cfg->stats);
+	free(cfg->stat_prefix);
+	free(cfg->server_name);
+	free(cfg);
+}
+
+static int parse_http_filters(struct cfg_ctx *c, const json_t *arr, struct hcm_cfg *cfg,
+			      struct build_ctx *b)
+{
+	static const char *const f[] = { "name", "typed_config", "is_optional", "disabled", NULL };
+	if (cfg_expect_array(c, arr))
+		return RM_ERROR;
+	size_t n = json_array_size(arr);
+	cfg->filters = xcalloc(n ? n : 1, sizeof(*cfg->filters));
+	for (size_t i = 0; i < n; i++) {
+		const json_t *e = cfg_enter_idx(c, arr, i), *tc;
+		const char *name = NULL, *type = NULL;
+		const struct http_filter_ops *ops;
+		int rc = RM_ERROR;
+		if (cfg_expect_object(c, e) || cfg_check_fields(c, e, f) ||
+		    cfg_string_req(c, e, "name", &name))
+			goto out;
+		tc = cfg_get(e, "typed_config");
+		if (tc && json_is_object(tc))
+			type = json_string_value(json_object_get(tc, "@type"));
+		ops = http_filter_find(name, type);
+		if (!ops) {
+			cfg_enter(c, e, type ? "typed_config" : "name");
+			cfg_fail(c, "unknown or unsupported HTTP filter '%s'%s%s", type ? type : name,
+				 type ? "" : " (no typed_config @type)", "");
+			cfg_leave(c);
+			goto out;
+		}
+		if (ops->terminal != (i == n - 1)) {
+			cfg_fail(c, ops->terminal ? "terminal filter '%s' must be the last in the chain"
+						  : "the last filter must be terminal (a router), not '%s'",
+				 ops->name);
+			goto out;
+		}
+		tc = cfg_enter(c, e, "typed_config");
+		cfg->filters[i].ops = ops;
+		cfg->filters[i].cfg = ops->parse_config ? ops->parse_config(c, tc, b) : NULL;
+		if (tc)
+			cfg_leave(c);
+		if (c->failed)
+			goto out;
+		cfg->nfilters++;
+		rc = RM_OK;
+out:
+		cfg_leave(c);
+		if (rc)
+			return rc;
+	}
+	if (!n)
+		return cfg_fail(c, "at least one HTTP filter (envoy.filters.http.router) is required");
+	return RM_OK;
+}
+
+static int parse_upgrades(struct cfg_ctx *c, const json_t *arr, struct hcm_cfg *cfg)
+{
+	static const char *const f[] = { "upgrade_type", "enabled", NULL };
+	if (cfg_expect_array(c, arr))
+		return RM_ERROR;
+	cfg->upgrades = xcalloc(json_array_size(arr) + 1, sizeof(char *));
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		const json_t *e = cfg_enter_idx(c, arr, i);
+		const char *t = NULL;
+		bool enabled = true;
+		int rc = cfg_expect_object(c, e) || cfg_check_fields(c, e, f) ||
+			 cfg_string_req(c, e, "upgrade_type", &t) || cfg_bool(c, e, "enabled", &enabled);
+		if (!rc && !strcasecmp(t, "CONNECT")) {
+			cfg_enter(c, e, "upgrade_type");
+			rc = cfg_fail(c, "CONNECT is not supported yet");
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+		if (rc)
+			return RM_ERROR;
+		if (!enabled)
+			continue;
+		char *lt = xstrdup(t);
+		for (char *p = lt; *p; p++)
+			*p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+		if (!strcmp(lt, "websocket"))
+			cfg->websocket = true;
+		cfg->upgrades[cfg->nupgrades++] = lt;
+	}
+	return RM_OK;
+}
+
+struct cluster_check {
+	struct cfg_ctx *c;
+	struct build_ctx *b;
+	int rc;
+};
+
+static void check_cluster(const char *name, void *arg)
+{
+	struct cluster_check *cc = arg;
+	if (!cc->rc && !snapshot_find_cluster(cc->b->snap, name))
+		cc->rc = cfg_fail(cc->c, "route references unknown cluster '%s'", name);
+}
+
+void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+{
+	struct hcm_cfg *cfg = xcalloc(1, sizeof(*cfg));
+	const char *prefix = NULL, *server = NULL;
+	const json_t *v;
+	int codec = 0;
+	uint32_t kb = 60, maxh = 100;
+
+	cfg->generate_request_id = true;
+	cfg->idle_timeout_ms = 3600 * 1000;
+	cfg->stream_idle_timeout_ms = 300 * 1000;
+	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, hcm_fields) ||
+	    cfg_string_req(c, j, "stat_prefix", &prefix) ||
+	    cfg_enum(c, j, "codec_type", codec_names, ARRAY_SIZE(codec_names), &codec) ||
+	    cfg_bool(c, j, "generate_request_id", &cfg->generate_request_id) ||
+	    cfg_bool(c, j, "preserve_external_request_id", &cfg->preserve_external_request_id) ||
+	    cfg_bool(c, j, "always_set_request_id_in_response", &cfg->always_set_request_id_in_response) ||
+	    cfg_bool(c, j, "use_remote_address", &cfg->use_remote_address) ||
+	    cfg_u32(c, j, "xff_num_trusted_hops", &cfg->xff_num_trusted_hops) ||
+	    cfg_string(c, j, "server_name", &server) ||
+	    cfg_enum(c, j, "server_header_transformation", server_modes, 3, (int *)&cfg->server_mode) ||
+	    cfg_u32(c, j, "max_request_headers_kb", &kb) ||
+	    cfg_duration_ms(c, j, "request_timeout", &cfg->request_timeout_ms) ||
+	    cfg_duration_ms(c, j, "request_headers_timeout", &cfg->request_headers_timeout_ms) ||
+	    cfg_duration_ms(c, j, "stream_idle_timeout", &cfg->stream_idle_timeout_ms))
+		goto error;
+	if (codec == 2 || codec == 3) {
+		cfg_enter(c, j, "codec_type");
+		cfg_fail(c, "codec_type %s is not supported yet (AUTO and HTTP1 are)", codec_names[codec]);
+		cfg_leave(c);
+		goto error;
+	}
+	if (kb < 1 || kb > 8192) {
+		cfg_enter(c, j, "max_request_headers_kb");
+		cfg_fail(c, "must be in 1..8192");
+		cfg_leave(c);
+		goto error;
+	}
+	if ((v = cfg_enter(c, j, "common_http_protocol_options"))) {
+		static const char *const f[] = { "idle_timeout", "max_headers_count",
+						 "max_stream_duration", "headers_with_underscores_action", NULL };
+		int rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, f) ||
+			 cfg_duration_ms(c, v, "idle_timeout", &cfg->idle_timeout_ms) ||
+			 cfg_u32(c, v, "max_headers_count", &maxh) ||
+			 cfg_duration_ms(c, v, "max_stream_duration", &cfg->max_stream_duration_ms);
+		if (!rc && cfg_get(v, "headers_with_underscores_action")) {
+			cfg_enter(c, v, "headers_with_underscores_action");
+			rc = cfg_fail(c, "not supported yet");
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	if ((v = cfg_enter(c, j, "http_protocol_options"))) {
+		static const char *const f[] = { NULL };
+		int rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, f);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	if (cfg_get(j, "drain_timeout") || cfg_get(j, "delayed_close_timeout")) {
+		uint64_t ignored;
+		/* accepted and validated; HTTP/1 drains per request */
+		if (cfg_duration_ms(c, j, "drain_timeout", &ignored) ||
+		    cfg_duration_ms(c, j, "delayed_close_timeout", &ignored))
+			goto error;
+	}
+	cfg->limits.max_head_bytes = kb * 1024;
+	cfg->limits.max_headers = maxh;
+	cfg->server_name = xstrdup(server ? server : "envoy");
+	cfg->stat_prefix = xstrdup(prefix);
+	{
+		char *scope = xasprintf("http.%s", prefix);
+		cfg->stats = stats_scope_new(b->stats, scope, "http", "envoy_http_conn_manager_prefix",
+					     prefix, hcm_stat_desc, HCM_STATS_N);
+		stats_scope_add_family(cfg->stats, "downstream_rq");
+		free(scope);
+	}
+	if ((v = cfg_enter(c, j, "upgrade_configs"))) {
+		int rc = parse_upgrades(c, v, cfg);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	if (cfg_get(j, "rds")) {
+		cfg_enter(c, j, "rds");
+		cfg_fail(c, "RDS is not supported yet (use an inline route_config)");
+		cfg_leave(c);
+		goto error;
+	}
+	if (!(v = cfg_enter_req(c, j, "route_config")))
+		goto error;
+	{
+		/* validate_clusters is a RouteConfiguration field the table
+		 * compiler does not need: handle it here (default true for
+		 * static route configs, as Envoy). */
+		bool validate = true;
+		json_t *copy = NULL;
+		const json_t *rcj = v;
+		if (json_is_object(v) && cfg_get(v, "validate_clusters")) {
+			if (cfg_bool(c, v, "validate_clusters", &validate)) {
+				cfg_leave(c);
+				goto error;
+			}
+			copy = json_copy((json_t *)v);
+			json_object_del(copy, "validate_clusters");
+			json_object_del(copy, "validateClusters");
+			rcj = copy;
+		}
+		cfg->rc = route_config_compile(c, rcj);
+		if (cfg->rc && validate) {
+			struct cluster_check cc = { c, b, RM_OK };
+			route_config_for_each_cluster(cfg->rc, check_cluster, &cc);
+		}
+		json_decref(copy);
+	}
+	cfg_leave(c);
+	if (!cfg->rc || c->failed)
+		goto error;
+	if (!(v = cfg_enter_req(c, j, "http_filters")))
+		goto error;
+	{
+		int rc = parse_http_filters(c, v, cfg, b);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	return cfg;
+error:
+	hcm_free_config(cfg);
+	return NULL;
+}

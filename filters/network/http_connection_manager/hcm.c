@@ -1,0 +1,852 @@
+/* hcm.c - envoy.filters.network.http_connection_manager, HTTP/1.1 downstream.
+ *
+ * One request is processed at a time per connection; pipelined requests wait
+ * in the input buffer (bounded: reading stops past the buffer limit) and are
+ * parsed once the current response is complete, so responses stay in order.
+ * Request bodies stream to the filters chunk by chunk; the response streams
+ * back the same way.  Destruction is deferred to hc->deferred so that no
+ * object is freed under a callback that is still running. */
+#include "hcm-t.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <time.h>
+#include "proxy/worker.h"
+#include "proxy/log.h"
+#include "proxy/snapshot.h"
+
+static void hc_process(struct hcm_conn *hc);
+static void stream_destroy(struct http_stream *s);
+static void hc_schedule(struct hcm_conn *hc);
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static inline unsigned shard_of(const struct hcm_conn *hc)
+{
+	return hc->super.w->shard;
+}
+
+static void set_timer(struct event *ev, uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	evtimer_add(ev, &tv);
+}
+
+static void gen_uuid4(char out[37])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint64_t a = rand_u64(), b = rand_u64();
+	unsigned char r[16];
+	memcpy(r, &a, 8);
+	memcpy(r + 8, &b, 8);
+	r[6] = (r[6] & 0x0f) | 0x40;
+	r[8] = (r[8] & 0x3f) | 0x80;
+	char *p = out;
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			*p++ = '-';
+		*p++ = hex[r[i] >> 4];
+		*p++ = hex[r[i] & 15];
+	}
+	*p = 0;
+}
+
+/* Cached "date" header value, refreshed once per second per thread. */
+static const char *http_date(void)
+{
+	static __thread char buf[64];
+	static __thread time_t last;
+	time_t t = time(NULL);
+	if (t != last) {
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		last = t;
+	}
+	return buf;
+}
+
+/* ---- connection lifetime ------------------------------------------------------ */
+
+static void hc_destroy(struct downstream *d)
+{
+	struct hcm_conn *hc = (struct hcm_conn *)d;
+	unsigned sh = d->w->shard;
+	if (hc->s) {
+		stats_inc(hc->cfg->stats, sh, downstream_cx_destroy_active_rq);
+		stream_destroy(hc->s);
+	}
+	if (hc->tunnel)
+		stats_dec(hc->cfg->stats, sh, downstream_cx_upgrades_active);
+	stats_dec(hc->cfg->stats, sh, downstream_cx_active);
+	stats_dec(hc->cfg->stats, sh, downstream_cx_http1_active);
+	stats_inc(hc->cfg->stats, sh, downstream_cx_destroy);
+	stats_hist_record(hc->cfg->stats, sh, downstream_cx_length_ms,
+			  (double)(now_ms() - d->start_ms));
+	if (hc->timer)
+		event_free(hc->timer);
+	if (hc->deferred)
+		event_free(hc->deferred);
+}
+
+/* Close the connection at the next safe point. */
+static void hc_close(struct hcm_conn *hc, bool remote)
+{
+	if (hc->dead)
+		return;
+	hc->dead = true;
+	stats_inc(hc->cfg->stats, shard_of(hc),
+		  remote ? downstream_cx_destroy_remote : downstream_cx_destroy_local);
+	if (hc->super.bev)
+		bufferevent_disable(hc->super.bev, EV_READ | EV_WRITE);
+	hc_schedule(hc);
+}
+
+/* Close once everything written so far has been flushed. */
+static void hc_close_after_flush(struct hcm_conn *hc)
+{
+	hc->closing = true;
+	bufferevent_disable(hc->super.bev, EV_READ);
+	if (!evbuffer_get_length(bufferevent_get_output(hc->super.bev)))
+		hc_close(hc, false);
+}
+
+static void hc_schedule(struct hcm_conn *hc)
+{
+	event_active(hc->deferred, EV_TIMEOUT, 0);
+}
+
+/* ---- streams ---------------------------------------------------------------------- */
+
+static void stream_destroy(struct http_stream *s)
+{
+	struct hcm_conn *hc = s->hc;
+	for (size_t i = 0; i < s->nfilters; i++)
+		if (s->filters[i].ops && s->filters[i].ops->destroy)
+			s->filters[i].ops->destroy(s->filters[i].ctx);
+	if (s->counted_active)
+		stats_dec(hc->cfg->stats, shard_of(hc), downstream_rq_active);
+	free(s->filters);
+	hdrs_free(&s->req.hdrs);
+	h1_chunked_free(&s->chunked);
+	if (s->tmp)
+		evbuffer_free(s->tmp);
+	if (s->timer)
+		event_free(s->timer);
+	if (hc->s == s)
+		hc->s = NULL;
+	free(s);
+}
+
+/* The current stream is finished: account for it and move on. */
+static void stream_finish(struct http_stream *s)
+{
+	struct hcm_conn *hc = s->hc;
+	unsigned sh = shard_of(hc);
+	if (s->done)
+		return;
+	s->done = true;
+	stats_inc(hc->cfg->stats, sh, downstream_rq_completed);
+	stats_hist_record(hc->cfg->stats, sh, downstream_rq_time,
+			  (double)(now_ns() - s->start_ns) / 1e6);
+	if (!s->req_done || s->resp_close || hc->super.w->draining)
+		hc->close_after = true;
+	hc_schedule(hc);
+}
+
+static void stream_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static struct http_stream *stream_new(struct hcm_conn *hc)
+{
+	struct http_stream *s = xcalloc(1, sizeof(*s));
+	const struct hcm_cfg *cfg = hc->cfg;
+	s->hc = hc;
+	hdrs_init(&s->req.hdrs);
+	s->start_ns = now_ns();
+	s->last_activity_ms = now_ms();
+	s->tmp = evbuffer_new();
+	s->filters = xcalloc(cfg->nfilters, sizeof(*s->filters));
+	s->nfilters = 0;   /* grows as filter instances are created */
+	if (cfg->request_timeout_ms || cfg->stream_idle_timeout_ms || cfg->max_stream_duration_ms) {
+		uint64_t t = UINT64_MAX;
+		if (cfg->request_timeout_ms)
+			t = cfg->request_timeout_ms;
+		if (cfg->stream_idle_timeout_ms && cfg->stream_idle_timeout_ms < t)
+			t = cfg->stream_idle_timeout_ms;
+		if (cfg->max_stream_duration_ms && cfg->max_stream_duration_ms < t)
+			t = cfg->max_stream_duration_ms;
+		s->timer = evtimer_new(hc->super.w->base, stream_timer_cb, s);
+		set_timer(s->timer, t);
+	}
+	return s;
+}
+
+/* ---- filter chain: decode ------------------------------------------------------- */
+
+static void run_decode_headers(struct http_stream *s, bool end_stream)
+{
+	for (size_t i = 0; i < s->nfilters && !s->done; i++) {
+		const struct http_filter_ops *ops = s->filters[i].ops;
+		if (ops->decode_headers &&
+		    ops->decode_headers(s->filters[i].ctx, s, &s->req.hdrs, end_stream) == FILTER_STOP)
+			return;
+	}
+}
+
+static void run_decode_data(struct http_stream *s, struct evbuffer *data, bool end_stream)
+{
+	s->last_activity_ms = now_ms();
+	for (size_t i = 0; i < s->nfilters && !s->done; i++) {
+		const struct http_filter_ops *ops = s->filters[i].ops;
+		if (ops->decode_data && ops->decode_data(s->filters[i].ctx, s, data, end_stream) == FILTER_STOP)
+			break;
+	}
+	evbuffer_drain(data, evbuffer_get_length(data));
+}
+
+static void run_decode_trailers(struct http_stream *s, struct http_headers *t)
+{
+	for (size_t i = 0; i < s->nfilters && !s->done; i++) {
+		const struct http_filter_ops *ops = s->filters[i].ops;
+		if (ops->decode_trailers && ops->decode_trailers(s->filters[i].ctx, s, t) == FILTER_STOP)
+			return;
+	}
+}
+
+/* ---- stream API for filters ------------------------------------------------------- */
+
+struct worker *http_stream_worker(const struct http_stream *s) { return s->hc->super.w; }
+struct snapshot *http_stream_snapshot(const struct http_stream *s) { return s->hc->super.snap; }
+const struct route_config *http_stream_route_config(const struct http_stream *s) { return s->hc->cfg->rc; }
+struct stats_scope *http_stream_stats(const struct http_stream *s) { return s->hc->cfg->stats; }
+struct http_headers *http_stream_request(struct http_stream *s) { return &s->req.hdrs; }
+bool http_stream_is_upgrade(const struct http_stream *s) { return s->upgrade; }
+const char *http_stream_peer_ip(const struct http_stream *s) { return s->hc->super.peer_ip; }
+uint64_t http_stream_start_ns(const struct http_stream *s) { return s->start_ns; }
+bool http_stream_response_started(const struct http_stream *s) { return s->resp_started; }
+bool http_stream_downstream_blocked(const struct http_stream *s) { return s->blocked; }
+
+void http_stream_pause_decoding(struct http_stream *s)
+{
+	s->paused = true;
+	bufferevent_disable(s->hc->super.bev, EV_READ);
+}
+
+void http_stream_resume_decoding(struct http_stream *s)
+{
+	if (!s->paused)
+		return;
+	s->paused = false;
+	hc_schedule(s->hc);   /* process buffered input outside the caller's stack */
+}
+
+static void check_blocked(struct http_stream *s)
+{
+	struct hcm_conn *hc = s->hc;
+	struct evbuffer *out = bufferevent_get_output(hc->super.bev);
+	uint32_t limit = hc->super.lcfg->buffer_limit;
+	if (evbuffer_get_length(out) > limit) {
+		s->blocked = true;
+		bufferevent_setwatermark(hc->super.bev, EV_WRITE, limit / 2, 0);
+	}
+}
+
+void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, bool end_stream)
+{
+	struct hcm_conn *hc = s->hc;
+	const struct hcm_cfg *cfg = hc->cfg;
+	struct evbuffer *out = bufferevent_get_output(hc->super.bev);
+	const char *st = hdrs_get(h, ":status", NULL);
+	int status = st ? atoi(st) : 500;
+	bool upgrade = false;
+
+	if (s->resp_started || hc->dead)
+		return;
+	s->resp_started = true;
+	s->status = status;
+	s->last_activity_ms = now_ms();
+	for (size_t i = s->nfilters; i-- > 0;) {
+		const struct http_filter_ops *ops = s->filters[i].ops;
+		if (ops->encode_headers)
+			ops->encode_headers(s->filters[i].ctx, s, h, end_stream);
+	}
+	if (status == 101 && s->upgrade)
+		upgrade = true;
+	/* Envoy's response header handling. */
+	if (cfg->server_mode == SERVER_HDR_OVERWRITE)
+		hdrs_set(h, "server", cfg->server_name, strlen(cfg->server_name));
+	else if (cfg->server_mode == SERVER_HDR_APPEND_IF_ABSENT && hdrs_find(h, "server", 6, 0) < 0)
+		hdrs_add(h, "server", 6, cfg->server_name, strlen(cfg->server_name));
+	if (hdrs_find(h, "date", 4, 0) < 0) {
+		const char *d = http_date();
+		hdrs_add(h, "date", 4, d, strlen(d));
+	}
+	if (cfg->always_set_request_id_in_response) {
+		size_t n;
+		const char *rid = hdrs_get(&s->req.hdrs, "x-request-id", &n);
+		if (rid)
+			hdrs_set(h, "x-request-id", rid, n);
+	}
+	bool has_len = hdrs_find(h, "content-length", 14, 0) >= 0;
+	if (end_stream && !has_len && status != 204 && status != 304 && !(status < 200) && !s->is_head) {
+		hdrs_add(h, "content-length", 14, "0", 1);
+		has_len = true;
+	}
+	s->resp_chunked = !end_stream && !has_len && !upgrade && status >= 200 && status != 204 &&
+			  status != 304 && !s->is_head && s->req.version_minor >= 1;
+	bool close = hc->close_after || hc->closing || hc->super.w->draining || !s->req.keep_alive;
+	if (!end_stream && !has_len && !s->resp_chunked && !upgrade && !s->is_head &&
+	    status >= 200 && status != 204 && status != 304)
+		close = true;   /* HTTP/1.0 client: body delimited by close */
+	s->resp_close = close;
+	h1_encode_response(out, h, s->req.version_minor, s->resp_chunked, !close, upgrade);
+	hdrs_clear(h);
+	stats_code_inc(cfg->stats, shard_of(hc), 0, status);
+	if (upgrade) {
+		hc->tunnel = true;
+		stats_inc(cfg->stats, shard_of(hc), downstream_cx_upgrades_total);
+		stats_inc(cfg->stats, shard_of(hc), downstream_cx_upgrades_active);
+		if (s->timer)
+			event_del(s->timer);
+		/* bytes that arrived after the upgrade request belong to the tunnel */
+		hc_schedule(hc);
+		return;
+	}
+	if (end_stream) {
+		s->resp_done = true;
+		stream_finish(s);
+	}
+	check_blocked(s);
+}
+
+void http_stream_encode_data(struct http_stream *s, struct evbuffer *data, bool end_stream)
+{
+	struct hcm_conn *hc = s->hc;
+	struct evbuffer *out = bufferevent_get_output(hc->super.bev);
+	size_t n = evbuffer_get_length(data);
+
+	if (hc->dead || s->resp_done) {
+		evbuffer_drain(data, n);
+		return;
+	}
+	s->last_activity_ms = now_ms();
+	for (size_t i = s->nfilters; i-- > 0;) {
+		const struct http_filter_ops *ops = s->filters[i].ops;
+		if (ops->encode_data)
+			ops->encode_data(s->filters[i].ctx, s, data, end_stream);
+	}
+	stats_add(hc->cfg->stats, shard_of(hc), downstream_cx_tx_bytes_total, (int64_t)n);
+	if (s->is_head) {
+		evbuffer_drain(data, n);
+	} else if (s->resp_chunked) {
+		if (n)
+			h1_encode_chunk(out, data);
+		if (end_stream)
+			h1_encode_last_chunk(out, NULL);
+	} else {
+		evbuffer_add_buffer(out, data);
+	}
+	if (end_stream) {
+		s->resp_done = true;
+		if (hc->tunnel)
+			hc_close_after_flush(hc);
+		else
+			stream_finish(s);
+	}
+	check_blocked(s);
+}
+
+void http_stream_encode_trailers(struct http_stream *s, struct http_headers *t)
+{
+	struct hcm_conn *hc = s->hc;
+	if (hc->dead || s->resp_done)
+		return;
+	if (s->resp_chunked)
+		h1_encode_last_chunk(bufferevent_get_output(hc->super.bev), t);
+	s->resp_done = true;
+	stream_finish(s);
+}
+
+void http_stream_reset(struct http_stream *s, const char *details)
+{
+	struct hcm_conn *hc = s->hc;
+	s->details = details;
+	stats_inc(hc->cfg->stats, shard_of(hc), downstream_rq_tx_reset);
+	if (!s->done) {
+		s->done = true;
+		stats_inc(hc->cfg->stats, shard_of(hc), downstream_rq_completed);
+	}
+	hc_close(hc, false);
+}
+
+void http_stream_send_local_reply(struct http_stream *s, int status, const char *body,
+				  const char *details)
+{
+	struct http_headers h;
+	char st[8], len[24];
+	size_t blen = body ? strlen(body) : 0;
+
+	s->details = details;
+	if (s->resp_started) {
+		stats_inc(s->hc->cfg->stats, shard_of(s->hc), rq_reset_after_downstream_response_started);
+		http_stream_reset(s, details);
+		return;
+	}
+	hdrs_init(&h);
+	snprintf(st, sizeof(st), "%d", status);
+	snprintf(len, sizeof(len), "%zu", blen);
+	hdrs_add(&h, ":status", 7, st, strlen(st));
+	if (blen)
+		hdrs_add(&h, "content-type", 12, "text/plain", 10);
+	hdrs_add(&h, "content-length", 14, len, strlen(len));
+	if (!blen) {
+		http_stream_encode_headers(s, &h, true);
+	} else {
+		http_stream_encode_headers(s, &h, false);
+		struct evbuffer *b = evbuffer_new();
+		evbuffer_add(b, body, blen);
+		http_stream_encode_data(s, b, true);
+		evbuffer_free(b);
+	}
+	hdrs_free(&h);
+}
+
+/* A reply for a request the codec rejected: no stream/filters involved. */
+static void hc_protocol_error(struct hcm_conn *hc, int status, const char *reason)
+{
+	struct evbuffer *out = bufferevent_get_output(hc->super.bev);
+	unsigned sh = shard_of(hc);
+	stats_inc(hc->cfg->stats, sh, downstream_cx_protocol_error);
+	stats_code_inc(hc->cfg->stats, sh, 0, status);
+	if (status == 413)
+		stats_inc(hc->cfg->stats, sh, downstream_rq_too_large);
+	log_debug("downstream protocol error from %s: %d %s", hc->super.peer_ip, status, reason);
+	evbuffer_add_printf(out,
+			    "HTTP/1.1 %d %s\r\ncontent-length: %zu\r\ncontent-type: text/plain\r\n"
+			    "date: %s\r\nserver: %s\r\nconnection: close\r\n\r\n%s",
+			    status, http_reason(status), strlen(reason), http_date(),
+			    hc->cfg->server_name, reason);
+	if (hc->s) {
+		hc->s->done = true;   /* the codec aborted it */
+		stream_destroy(hc->s);
+	}
+	hc_close_after_flush(hc);
+}
+
+/* ---- timers ----------------------------------------------------------------------- */
+
+static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_stream *s = arg;
+	struct hcm_conn *hc = s->hc;
+	const struct hcm_cfg *cfg = hc->cfg;
+	uint64_t now = now_ms(), start = s->start_ns / 1000000;
+	(void)fd;
+	(void)what;
+	if (cfg->max_stream_duration_ms && now - start >= cfg->max_stream_duration_ms) {
+		http_stream_send_local_reply(s, 408, "downstream duration timeout", "max_duration_timeout");
+		return;
+	}
+	if (cfg->request_timeout_ms && !s->req_done && now - start >= cfg->request_timeout_ms) {
+		stats_inc(cfg->stats, shard_of(hc), downstream_rq_timeout);
+		http_stream_send_local_reply(s, 408, "request timeout", "request_overall_timeout");
+		return;
+	}
+	if (cfg->stream_idle_timeout_ms && now - s->last_activity_ms >= cfg->stream_idle_timeout_ms) {
+		stats_inc(cfg->stats, shard_of(hc), downstream_rq_idle_timeout);
+		http_stream_send_local_reply(s, 408, "stream timeout", "stream_idle_timeout");
+		return;
+	}
+	/* re-arm for the nearest remaining deadline */
+	uint64_t next = UINT64_MAX;
+	if (cfg->max_stream_duration_ms)
+		next = MIN(next, start + cfg->max_stream_duration_ms - now);
+	if (cfg->request_timeout_ms && !s->req_done)
+		next = MIN(next, start + cfg->request_timeout_ms - now);
+	if (cfg->stream_idle_timeout_ms)
+		next = MIN(next, s->last_activity_ms + cfg->stream_idle_timeout_ms - now);
+	if (next != UINT64_MAX)
+		set_timer(s->timer, next ? next : 1);
+}
+
+static void hc_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hcm_conn *hc = arg;
+	(void)fd;
+	(void)what;
+	if (hc->s)
+		return;
+	if (hc->in_head_timer) {
+		stats_inc(hc->cfg->stats, shard_of(hc), downstream_rq_header_timeout);
+		hc_protocol_error(hc, 408, "request header timeout");
+		return;
+	}
+	stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_idle_timeout);
+	hc_close(hc, false);
+}
+
+static void arm_wait_timer(struct hcm_conn *hc)
+{
+	size_t buffered = evbuffer_get_length(bufferevent_get_input(hc->super.bev));
+	if (buffered && hc->cfg->request_headers_timeout_ms) {
+		if (!hc->in_head_timer) {
+			hc->in_head_timer = true;
+			set_timer(hc->timer, hc->cfg->request_headers_timeout_ms);
+		}
+		return;
+	}
+	hc->in_head_timer = false;
+	if (hc->cfg->idle_timeout_ms && !buffered)
+		set_timer(hc->timer, hc->cfg->idle_timeout_ms);
+	else
+		event_del(hc->timer);
+}
+
+/* ---- request parsing ----------------------------------------------------------------- */
+
+static void prepare_request(struct hcm_conn *hc, struct http_stream *s)
+{
+	const struct hcm_cfg *cfg = hc->cfg;
+	struct http_headers *h = &s->req.hdrs;
+	size_t n;
+
+	hdrs_set(h, ":scheme", "http", 4);
+	/* x-forwarded-for / x-forwarded-proto */
+	if (cfg->use_remote_address) {
+		const char *xff = hdrs_get(h, "x-forwarded-for", &n);
+		const char *ip = hc->super.peer_ip;
+		if (xff) {
+			char *v = xasprintf("%.*s,%s", (int)n, xff, ip);
+			hdrs_set(h, "x-forwarded-for", v, strlen(v));
+			free(v);
+		} else {
+			hdrs_add(h, "x-forwarded-for", 15, ip, strlen(ip));
+		}
+		hdrs_set(h, "x-forwarded-proto", "http", 4);
+	} else if (hdrs_find(h, "x-forwarded-proto", 17, 0) < 0) {
+		hdrs_add(h, "x-forwarded-proto", 17, "http", 4);
+	}
+	/* x-request-id */
+	if (cfg->generate_request_id) {
+		bool have = hdrs_find(h, "x-request-id", 12, 0) >= 0;
+		if (!have || (cfg->use_remote_address && !cfg->preserve_external_request_id)) {
+			char id[37];
+			gen_uuid4(id);
+			hdrs_set(h, "x-request-id", id, 36);
+		}
+	}
+	if (s->req.expect_continue) {
+		hdrs_del(h, "expect");
+		if (s->body != H1_BODY_NONE)
+			evbuffer_add(bufferevent_get_output(hc->super.bev),
+				     "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	}
+}
+
+static bool upgrade_allowed(const struct hcm_cfg *cfg, const struct http_headers *h)
+{
+	size_t n;
+	const char *u = hdrs_get(h, "upgrade", &n);
+	if (!u)
+		return false;
+	for (size_t i = 0; i < cfg->nupgrades; i++)
+		if (strlen(cfg->upgrades[i]) == n && mem_ieq(cfg->upgrades[i], u, n))
+			return true;
+	return false;
+}
+
+/* Try to parse the next request head.  Returns true if a stream started. */
+static bool hc_parse_head(struct hcm_conn *hc)
+{
+	struct evbuffer *in = bufferevent_get_input(hc->super.bev);
+	const struct hcm_cfg *cfg = hc->cfg;
+	size_t len = evbuffer_get_length(in);
+	uint32_t max = cfg->limits.max_head_bytes;
+	struct h1_error err = { 0, NULL };
+	unsigned sh = shard_of(hc);
+
+	if (!len)
+		return false;
+	size_t look = MIN(len, (size_t)max + 4);
+	const char *p = (const char *)evbuffer_pullup(in, (ssize_t)look);
+	long r = h1_head_end(&hc->scan, p, look, max);
+	if (r < 0 || (r == 0 && look > max)) {
+		hc_protocol_error(hc, 431, "headers_too_large");
+		return false;
+	}
+	if (r == 0)
+		return false;
+
+	struct http_stream *s = stream_new(hc);
+	hc->s = s;
+	memset(&hc->scan, 0, sizeof(hc->scan));
+	event_del(hc->timer);
+	hc->in_head_timer = false;
+	if (h1_parse_head(H1_REQUEST, p, (size_t)r, 0, &cfg->limits, &s->req, &err)) {
+		evbuffer_drain(in, (size_t)r);
+		hc_protocol_error(hc, err.status ? err.status : 400, err.reason ? err.reason : "bad_request");
+		return false;
+	}
+	evbuffer_drain(in, (size_t)r);
+	stats_add(cfg->stats, sh, downstream_cx_rx_bytes_total, r);
+	hc->nrequests++;
+	stats_inc(cfg->stats, sh, downstream_rq_total);
+	stats_inc(cfg->stats, sh, downstream_rq_http1_total);
+	stats_inc(cfg->stats, sh, downstream_rq_active);
+	s->counted_active = true;
+	s->body = s->req.body;
+	s->remaining = s->req.content_length;
+	if (s->body == H1_BODY_CHUNKED)
+		h1_chunked_init(&s->chunked, &cfg->limits);
+	{
+		size_t ml;
+		const char *m = hdrs_get(&s->req.hdrs, ":method", &ml);
+		s->is_head = m && ml == 4 && !memcmp(m, "HEAD", 4);
+	}
+	if (s->req.connect) {
+		http_stream_send_local_reply(s, 403, NULL, "upgrade_failed");
+		s->req_done = false;
+		return true;
+	}
+	if (s->req.upgrade) {
+		if (!upgrade_allowed(cfg, &s->req.hdrs)) {
+			/* Envoy answers 403 to upgrades the HCM is not configured for. */
+			s->req_done = true;
+			http_stream_send_local_reply(s, 403, NULL, "upgrade_failed");
+			return true;
+		}
+		s->upgrade = true;
+	}
+	if (hc->super.w->draining)
+		s->req.keep_alive = false;
+	prepare_request(hc, s);
+	for (size_t i = 0; i < cfg->nfilters; i++) {
+		s->filters[i].ops = cfg->filters[i].ops;
+		s->filters[i].ctx = s->filters[i].ops->create ?
+				    s->filters[i].ops->create(s, cfg->filters[i].cfg) : NULL;
+		s->nfilters++;
+	}
+	bool end = s->body == H1_BODY_NONE && !s->upgrade;
+	if (end)
+		s->req_done = true;
+	run_decode_headers(s, end);
+	return true;
+}
+
+/* Feed available body bytes to the filters. */
+static void hc_read_body(struct hcm_conn *hc, struct http_stream *s)
+{
+	struct evbuffer *in = bufferevent_get_input(hc->super.bev);
+	const struct hcm_cfg *cfg = hc->cfg;
+
+	while (!s->req_done && !s->paused && !hc->dead && !s->done) {
+		size_t len = evbuffer_get_length(in);
+		if (!len)
+			return;
+		if (s->body == H1_BODY_LENGTH) {
+			size_t n = (size_t)MIN((uint64_t)len, s->remaining);
+			evbuffer_remove_buffer(in, s->tmp, n);
+			s->remaining -= n;
+			stats_add(cfg->stats, shard_of(hc), downstream_cx_rx_bytes_total, (int64_t)n);
+			if (!s->remaining)
+				s->req_done = true;
+			run_decode_data(s, s->tmp, s->req_done);
+			continue;
+		}
+		if (s->body == H1_BODY_CHUNKED) {
+			struct evbuffer_iovec v;
+			struct h1_error err = { 0, NULL };
+			size_t off = 0, dlen = 0;
+			if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+				return;
+			long r = h1_chunked_feed(&s->chunked, v.iov_base, v.iov_len, &off, &dlen, &err);
+			if (r < 0) {
+				if (s->resp_started) {
+					http_stream_reset(s, err.reason);
+				} else {
+					stats_inc(cfg->stats, shard_of(hc), downstream_cx_protocol_error);
+					http_stream_send_local_reply(s, err.status ? err.status : 400,
+								     err.reason, err.reason);
+					hc->close_after = true;
+				}
+				return;
+			}
+			stats_add(cfg->stats, shard_of(hc), downstream_cx_rx_bytes_total, r);
+			evbuffer_drain(in, off);
+			if (dlen)
+				evbuffer_remove_buffer(in, s->tmp, dlen);
+			evbuffer_drain(in, (size_t)r - off - dlen);
+			if (s->chunked.done) {
+				s->req_done = true;
+				if (s->chunked.trailers.n) {
+					if (evbuffer_get_length(s->tmp))
+						run_decode_data(s, s->tmp, false);
+					run_decode_trailers(s, &s->chunked.trailers);
+				} else {
+					run_decode_data(s, s->tmp, true);
+				}
+			} else if (dlen) {
+				run_decode_data(s, s->tmp, false);
+			} else if (r == 0) {
+				return;   /* need more bytes */
+			}
+			continue;
+		}
+		if (s->upgrade) {
+			if (!hc->tunnel)
+				return;   /* wait for the 101 before forwarding bytes */
+			evbuffer_add_buffer(s->tmp, in);
+			run_decode_data(s, s->tmp, false);
+			continue;
+		}
+		return;
+	}
+}
+
+/* Drive the connection: parse heads, stream bodies, keep order. */
+static void hc_process(struct hcm_conn *hc)
+{
+	struct evbuffer *in = bufferevent_get_input(hc->super.bev);
+	struct http_stream *s;
+
+	if (hc->dead || hc->closing)
+		return;
+	if (!hc->s && !hc_parse_head(hc)) {
+		if (!hc->dead && !hc->closing && !hc->s)
+			arm_wait_timer(hc);
+	}
+	s = hc->s;
+	if (s && !s->done && !hc->dead && (!s->req_done || hc->tunnel))
+		hc_read_body(hc, s);
+	if (hc->dead || hc->closing)
+		return;
+	/* Pipelined requests and early tunnel bytes wait in the input buffer
+	 * while they cannot be consumed; bound what we accept. */
+	s = hc->s;
+	bool paused = s && s->paused;
+	bool consuming = s && !s->done && !s->req_done && !paused && (!s->upgrade || hc->tunnel);
+	bool want_read = !paused &&
+			 (consuming || evbuffer_get_length(in) <= hc->super.lcfg->buffer_limit);
+	if (want_read)
+		bufferevent_enable(hc->super.bev, EV_READ);
+	else
+		bufferevent_disable(hc->super.bev, EV_READ);
+}
+
+/* Deferred work: destroy finished streams, close, or start the next request. */
+static void hc_deferred_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hcm_conn *hc = arg;
+	(void)fd;
+	(void)what;
+	if (hc->dead) {
+		downstream_close(&hc->super);
+		return;
+	}
+	if (hc->s && hc->s->done) {
+		stream_destroy(hc->s);
+		if (hc->close_after) {
+			hc_close_after_flush(hc);
+			return;
+		}
+	}
+	hc_process(hc);
+}
+
+/* ---- bufferevent callbacks ------------------------------------------------------------ */
+
+static void hc_read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	hc_process(arg);
+}
+
+static void hc_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct hcm_conn *hc = arg;
+	struct http_stream *s = hc->s;
+	if (hc->closing && !evbuffer_get_length(bufferevent_get_output(bev))) {
+		hc_close(hc, false);
+		return;
+	}
+	if (s && s->blocked) {
+		s->blocked = false;
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		for (size_t i = 0; i < s->nfilters; i++)
+			if (s->filters[i].ops->on_downstream_writable)
+				s->filters[i].ops->on_downstream_writable(s->filters[i].ctx, s);
+	}
+}
+
+static void hc_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct hcm_conn *hc = arg;
+	struct http_stream *s = hc->s;
+	(void)bev;
+	if ((what & BEV_EVENT_EOF) && s && !s->done) {
+		if (hc->tunnel) {
+			/* client closed its side of the tunnel: pass the rest, then end */
+			hc_read_body(hc, s);
+			run_decode_data(s, s->tmp, true);
+			s->req_done = true;
+			return;
+		}
+		if (s->req_done && !s->resp_done && !hc->closing) {
+			/* half-close after a full request: still answer (HTTP/1.0 style) */
+			hc->close_after = true;
+			return;
+		}
+	}
+	if (s && !s->done) {
+		stats_inc(hc->cfg->stats, shard_of(hc), downstream_rq_rx_reset);
+		for (size_t i = 0; i < s->nfilters; i++)
+			if (s->filters[i].ops->on_reset)
+				s->filters[i].ops->on_reset(s->filters[i].ctx, s);
+	}
+	hc_close(hc, true);
+}
+
+/* ---- drain and accept ---------------------------------------------------------------------- */
+
+static void hc_drain(struct downstream *d)
+{
+	struct hcm_conn *hc = (struct hcm_conn *)d;
+	if (!hc->s) {
+		stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_drain_close);
+		hc_close(hc, false);
+	} else {
+		hc->close_after = true;
+	}
+}
+
+static const struct downstream_ops hcm_downstream_ops = {
+	.drain = hc_drain,
+	.destroy = hc_destroy,
+};
+
+static void hcm_on_accept(const struct accept_info *ai, const void *vcfg)
+{
+	const struct hcm_cfg *cfg = vcfg;
+	struct hcm_conn *hc = (struct hcm_conn *)downstream_new(sizeof(*hc), ai);
+	unsigned sh = ai->w->shard;
+
+	hc->super.ops = &hcm_downstream_ops;
+	hc->cfg = cfg;
+	hc->timer = evtimer_new(ai->w->base, hc_timer_cb, hc);
+	hc->deferred = event_new(ai->w->base, -1, 0, hc_deferred_cb, hc);
+	stats_inc(cfg->stats, sh, downstream_cx_total);
+	stats_inc(cfg->stats, sh, downstream_cx_active);
+	stats_inc(cfg->stats, sh, downstream_cx_http1_total);
+	stats_inc(cfg->stats, sh, downstream_cx_http1_active);
+	bufferevent_setcb(hc->super.bev, hc_read_cb, hc_write_cb, hc_event_cb, hc);
+	bufferevent_enable(hc->super.bev, EV_READ | EV_WRITE);
+	arm_wait_timer(hc);
+}
+
+const struct network_filter_ops hcm_filter_ops = {
+	.name = "envoy.filters.network.http_connection_manager",
+	.type_url = HCM_TYPE,
+	.parse_config = hcm_parse_config,
+	.free_config = hcm_free_config,
+	.on_accept = hcm_on_accept,
+};

@@ -1,0 +1,388 @@
+/* tcp_proxy.c - envoy.filters.network.tcp_proxy: L4 proxying to a cluster.
+ *
+ * Bytes flow both ways through bufferevents with back-pressure: when one
+ * side's output passes the listener's buffer limit, reading from the other
+ * side stops until it drains below half.  Idle connections close after
+ * idle_timeout (1 h by default, 0 disables). */
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include "proxy/filter.h"
+#include "proxy/downstream.h"
+#include "proxy/worker.h"
+#include "proxy/log.h"
+#include "proxy/upstream/cluster.h"
+
+#define TCP_PROXY_TYPE "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+
+#define TCP_STATS(X)                                                                  \
+	X(COUNTER, downstream_cx_total) X(COUNTER, downstream_cx_no_route)           \
+	X(COUNTER, downstream_cx_rx_bytes_total) X(GAUGE, downstream_cx_rx_bytes_buffered) \
+	X(COUNTER, downstream_cx_tx_bytes_total) X(GAUGE, downstream_cx_tx_bytes_buffered) \
+	X(COUNTER, downstream_flow_control_paused_reading_total)                     \
+	X(COUNTER, downstream_flow_control_resumed_reading_total)                    \
+	X(COUNTER, idle_timeout) X(COUNTER, upstream_flush_total)                    \
+	X(GAUGE, upstream_flush_active)
+#define TCP_ENUM(type, name) TCP_##name,
+enum { TCP_STATS(TCP_ENUM) TCP_STATS_N };
+static const struct stat_desc tcp_stat_desc[] = { TCP_STATS(STATS_DESC) };
+
+struct tcp_proxy_cfg {
+	char *stat_prefix;               /* owned */
+	struct cluster **clusters;       /* refs [n] */
+	uint32_t *weights;               /* owned [n] */
+	size_t n;
+	uint32_t total_weight;
+	uint64_t idle_timeout_ms;
+	struct stats_scope *stats;       /* owned */
+};
+
+struct tcp_conn {
+	struct downstream super;         /* must be first */
+	const struct tcp_proxy_cfg *cfg;
+	struct cluster *cl;              /* in super.snap */
+	struct host *host;               /* ref */
+	struct bufferevent *up;          /* owned */
+	struct event *timer;             /* owned: connect timeout, then idle */
+	uint64_t last_activity_ms;
+	uint64_t up_start_ms;
+	bool connected, closing, up_eof, down_eof;
+};
+
+static void tcp_close(struct tcp_conn *t)
+{
+	downstream_close(&t->super);
+}
+
+static void tcp_destroy(struct downstream *d)
+{
+	struct tcp_conn *t = (struct tcp_conn *)d;
+	unsigned sh = d->w->shard;
+	if (t->up) {
+		bufferevent_free(t->up);
+		stats_dec(t->cl->stats, sh, upstream_cx_active);
+		stats_inc(t->cl->stats, sh, upstream_cx_destroy);
+		host_stat_add(t->host, sh, HOST_CX_ACTIVE, -1);
+		stats_hist_record(t->cl->stats, sh, upstream_cx_length_ms,
+				  (double)(now_ms() - t->up_start_ms));
+	}
+	if (t->timer)
+		event_free(t->timer);
+	if (t->host)
+		host_unref(t->host);
+}
+
+/* Close once everything pending toward the side still open was written. */
+static void maybe_finish(struct tcp_conn *t)
+{
+	size_t pend_down = evbuffer_get_length(bufferevent_get_output(t->super.bev));
+	size_t pend_up = t->up ? evbuffer_get_length(bufferevent_get_output(t->up)) : 0;
+	if ((t->up_eof && !pend_down) || (t->down_eof && !pend_up) || (t->up_eof && t->down_eof))
+		tcp_close(t);
+}
+
+static void copy(struct tcp_conn *t, struct bufferevent *from, struct bufferevent *to, bool down_to_up)
+{
+	struct evbuffer *in = bufferevent_get_input(from);
+	size_t n = evbuffer_get_length(in);
+	unsigned sh = t->super.w->shard;
+	if (!n)
+		return;
+	t->last_activity_ms = now_ms();
+	stats_add(t->cfg->stats, sh, down_to_up ? TCP_downstream_cx_rx_bytes_total : TCP_downstream_cx_tx_bytes_total,
+		  (int64_t)n);
+	stats_add(t->cl->stats, sh, down_to_up ? upstream_cx_tx_bytes_total : upstream_cx_rx_bytes_total,
+		  (int64_t)n);
+	evbuffer_add_buffer(bufferevent_get_output(to), in);
+	uint32_t limit = t->super.lcfg->buffer_limit;
+	if (evbuffer_get_length(bufferevent_get_output(to)) > limit) {
+		bufferevent_disable(from, EV_READ);
+		bufferevent_setwatermark(to, EV_WRITE, limit / 2, 0);
+		if (down_to_up)
+			stats_inc(t->cfg->stats, sh, TCP_downstream_flow_control_paused_reading_total);
+	}
+}
+
+static void down_read(struct bufferevent *bev, void *arg)
+{
+	struct tcp_conn *t = arg;
+	if (t->connected)
+		copy(t, bev, t->up, true);
+}
+
+static void up_read(struct bufferevent *bev, void *arg)
+{
+	struct tcp_conn *t = arg;
+	copy(t, bev, t->super.bev, false);
+}
+
+/* Output of `bev` drained below the watermark: resume the other side. */
+static void down_write(struct bufferevent *bev, void *arg)
+{
+	struct tcp_conn *t = arg;
+	(void)bev;
+	if (t->up_eof) {
+		maybe_finish(t);
+		return;
+	}
+	bufferevent_setwatermark(t->super.bev, EV_WRITE, 0, 0);
+	if (t->up)
+		bufferevent_enable(t->up, EV_READ);
+}
+
+static void up_write(struct bufferevent *bev, void *arg)
+{
+	struct tcp_conn *t = arg;
+	(void)bev;
+	if (!t->connected)
+		return;
+	if (t->down_eof) {
+		maybe_finish(t);
+		return;
+	}
+	if (!(bufferevent_get_enabled(t->super.bev) & EV_READ)) {
+		stats_inc(t->cfg->stats, t->super.w->shard, TCP_downstream_flow_control_resumed_reading_total);
+		bufferevent_setwatermark(t->up, EV_WRITE, 0, 0);
+		bufferevent_enable(t->super.bev, EV_READ);
+	}
+}
+
+static void down_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct tcp_conn *t = arg;
+	(void)bev;
+	if (what & BEV_EVENT_EOF) {
+		t->down_eof = true;
+		if (t->connected)
+			copy(t, t->super.bev, t->up, true);
+		if (!t->connected) {
+			tcp_close(t);
+			return;
+		}
+		maybe_finish(t);
+		return;
+	}
+	tcp_close(t);   /* error: reset both sides */
+}
+
+static void arm_idle(struct tcp_conn *t, uint64_t ms);
+
+static void up_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct tcp_conn *t = arg;
+	unsigned sh = t->super.w->shard;
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		int one = 1;
+		setsockopt(bufferevent_getfd(t->up), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		t->connected = true;
+		stats_hist_record(t->cl->stats, sh, upstream_cx_connect_ms,
+				  (double)(now_ms() - t->up_start_ms));
+		event_del(t->timer);
+		t->last_activity_ms = now_ms();
+		if (t->cfg->idle_timeout_ms)
+			arm_idle(t, t->cfg->idle_timeout_ms);
+		bufferevent_enable(t->up, EV_READ);
+		bufferevent_enable(t->super.bev, EV_READ);
+		copy(t, t->super.bev, t->up, true);
+		return;
+	}
+	if (!t->connected) {
+		stats_inc(t->cl->stats, sh, upstream_cx_connect_fail);
+		host_stat_add(t->host, sh, HOST_CX_CONNECT_FAIL, 1);
+		tcp_close(t);
+		return;
+	}
+	if (what & BEV_EVENT_EOF) {
+		t->up_eof = true;
+		copy(t, t->up, t->super.bev, false);
+		maybe_finish(t);
+		return;
+	}
+	tcp_close(t);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tcp_conn *t = arg;
+	(void)fd;
+	(void)what;
+	if (!t->connected) {
+		stats_inc(t->cl->stats, t->super.w->shard, upstream_cx_connect_timeout);
+		stats_inc(t->cl->stats, t->super.w->shard, upstream_cx_connect_fail);
+		tcp_close(t);
+		return;
+	}
+	uint64_t idle = now_ms() - t->last_activity_ms;
+	if (idle >= t->cfg->idle_timeout_ms) {
+		stats_inc(t->cfg->stats, t->super.w->shard, TCP_idle_timeout);
+		tcp_close(t);
+		return;
+	}
+	arm_idle(t, t->cfg->idle_timeout_ms - idle);
+}
+
+static void arm_idle(struct tcp_conn *t, uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	evtimer_add(t->timer, &tv);
+}
+
+static void tcp_drain(struct downstream *d)
+{
+	(void)d;   /* L4: no request boundary; connections end on their own or at exit */
+}
+
+static const struct downstream_ops tcp_downstream_ops = {
+	.drain = tcp_drain,
+	.destroy = tcp_destroy,
+};
+
+static void tcp_on_accept(const struct accept_info *ai, const void *vcfg)
+{
+	const struct tcp_proxy_cfg *cfg = vcfg;
+	struct tcp_conn *t = (struct tcp_conn *)downstream_new(sizeof(*t), ai);
+	struct worker *w = ai->w;
+	unsigned sh = w->shard;
+	size_t k = 0;
+
+	t->super.ops = &tcp_downstream_ops;
+	t->cfg = cfg;
+	stats_inc(cfg->stats, sh, TCP_downstream_cx_total);
+	if (cfg->n > 1) {
+		uint32_t r = rand_below(cfg->total_weight);
+		for (k = 0; k < cfg->n - 1 && r >= cfg->weights[k]; k++)
+			r -= cfg->weights[k];
+	}
+	t->cl = cfg->clusters[k];
+	t->timer = evtimer_new(w->base, timer_cb, t);
+	bufferevent_setcb(t->super.bev, down_read, down_write, down_event, t);
+	struct host *h = cluster_pick_host(t->cl, w);
+	if (!h) {
+		stats_inc(cfg->stats, sh, TCP_downstream_cx_no_route);
+		stats_inc(t->cl->stats, sh, upstream_cx_none_healthy);
+		tcp_close(t);
+		return;
+	}
+	t->host = host_ref(h);
+	t->up = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	t->up_start_ms = now_ms();
+	stats_inc(t->cl->stats, sh, upstream_cx_total);
+	stats_inc(t->cl->stats, sh, upstream_cx_active);
+	host_stat_add(h, sh, HOST_CX_TOTAL, 1);
+	host_stat_add(h, sh, HOST_CX_ACTIVE, 1);
+	bufferevent_setcb(t->up, up_read, up_write, up_event, t);
+	if (bufferevent_socket_connect(t->up, (struct sockaddr *)&h->addr, (int)h->addrlen) < 0) {
+		bufferevent_trigger_event(t->up, BEV_EVENT_ERROR, BEV_TRIG_DEFER_CALLBACKS);
+		return;
+	}
+	arm_idle(t, t->cl->connect_timeout_ms);
+}
+
+/* ---- config -------------------------------------------------------------- */
+
+static void tcp_free_config(void *v)
+{
+	struct tcp_proxy_cfg *cfg = v;
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < cfg->n; i++)
+		if (cfg->clusters[i])
+			cluster_unref(cfg->clusters[i]);
+	free(cfg->clusters);
+	free(cfg->weights);
+	stats_scope_free(cfg->stats);
+	free(cfg->stat_prefix);
+	free(cfg);
+}
+
+static int add_cluster(struct cfg_ctx *c, struct tcp_proxy_cfg *cfg, struct build_ctx *b,
+		       const char *name, uint32_t weight)
+{
+	struct cluster *cl = snapshot_find_cluster(b->snap, name);
+	if (!cl)
+		return cfg_fail(c, "unknown cluster '%s'", name);
+	cfg->clusters = xrealloc(cfg->clusters, (cfg->n + 1) * sizeof(*cfg->clusters));
+	cfg->weights = xrealloc(cfg->weights, (cfg->n + 1) * sizeof(*cfg->weights));
+	cfg->clusters[cfg->n] = cluster_ref(cl);
+	cfg->weights[cfg->n++] = weight;
+	cfg->total_weight += weight;
+	return RM_OK;
+}
+
+static void *tcp_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+{
+	static const char *const f[] = { "stat_prefix", "cluster", "weighted_clusters",
+					 "idle_timeout", NULL };
+	struct tcp_proxy_cfg *cfg = xcalloc(1, sizeof(*cfg));
+	const char *prefix = NULL, *cluster = NULL;
+	const json_t *wc;
+
+	cfg->idle_timeout_ms = 3600 * 1000;
+	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, f) ||
+	    cfg_string_req(c, j, "stat_prefix", &prefix) || cfg_string(c, j, "cluster", &cluster) ||
+	    cfg_duration_ms(c, j, "idle_timeout", &cfg->idle_timeout_ms))
+		goto error;
+	if (cluster) {
+		cfg_enter(c, j, "cluster");
+		int rc = add_cluster(c, cfg, b, cluster, 1);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	} else if ((wc = cfg_enter(c, j, "weighted_clusters"))) {
+		static const char *const wf[] = { "clusters", NULL };
+		static const char *const cf[] = { "name", "weight", NULL };
+		const json_t *arr;
+		if (cfg_expect_object(c, wc) || cfg_check_fields(c, wc, wf) ||
+		    !(arr = cfg_enter_req(c, wc, "clusters"))) {
+			cfg_leave(c);
+			goto error;
+		}
+		int rc = cfg_expect_array(c, arr);
+		for (size_t i = 0; !rc && i < json_array_size(arr); i++) {
+			const json_t *e = cfg_enter_idx(c, arr, i);
+			const char *name = NULL;
+			uint32_t weight = 0;
+			rc = cfg_expect_object(c, e) || cfg_check_fields(c, e, cf) ||
+			     cfg_string_req(c, e, "name", &name) || cfg_u32(c, e, "weight", &weight);
+			if (!rc && !weight) {
+				cfg_enter(c, e, "weight");
+				rc = cfg_fail(c, "must be at least 1");
+				cfg_leave(c);
+			}
+			if (!rc) {
+				cfg_enter(c, e, "name");
+				rc = add_cluster(c, cfg, b, name, weight);
+				cfg_leave(c);
+			}
+			cfg_leave(c);
+		}
+		if (!rc && !cfg->n)
+			rc = cfg_fail(c, "at least one cluster is required");
+		cfg_leave(c);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	} else {
+		cfg_fail(c, "one of 'cluster' or 'weighted_clusters' is required");
+		goto error;
+	}
+	cfg->stat_prefix = xstrdup(prefix);
+	char *scope = xasprintf("tcp.%s", prefix);
+	cfg->stats = stats_scope_new(b->stats, scope, "tcp", "envoy_tcp_prefix", prefix,
+				     tcp_stat_desc, TCP_STATS_N);
+	free(scope);
+	return cfg;
+error:
+	tcp_free_config(cfg);
+	return NULL;
+}
+
+const struct network_filter_ops tcp_proxy_filter_ops = {
+	.name = "envoy.filters.network.tcp_proxy",
+	.type_url = TCP_PROXY_TYPE,
+	.parse_config = tcp_parse_config,
+	.free_config = tcp_free_config,
+	.on_accept = tcp_on_accept,
+};

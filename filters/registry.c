@@ -1,0 +1,36 @@
+/* registry.c - the filters Remora knows, one line each. */
+#include "proxy/filter.h"
+
+extern const struct network_filter_ops tcp_proxy_filter_ops;
+extern const struct network_filter_ops hcm_filter_ops;
+extern const struct http_filter_ops router_filter_ops;
+
+static const struct network_filter_ops *const network_filters[] = {
+	&tcp_proxy_filter_ops,
+	&hcm_filter_ops,
+};
+
+static const struct http_filter_ops *const http_filters[] = {
+	&router_filter_ops,
+};
+
+/* Match by @type URL if given (Envoy selects by type), else by name. */
+const struct network_filter_ops *network_filter_find(const char *name, const char *type_url)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(network_filters); i++) {
+		if (type_url ? !strcmp(type_url, network_filters[i]->type_url)
+			     : (name && !strcmp(name, network_filters[i]->name)))
+			return network_filters[i];
+	}
+	return NULL;
+}
+
+const struct http_filter_ops *http_filter_find(const char *name, const char *type_url)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(http_filters); i++) {
+		if (type_url ? !strcmp(type_url, http_filters[i]->type_url)
+			     : (name && !strcmp(name, http_filters[i]->name)))
+			return http_filters[i];
+	}
+	return NULL;
+}

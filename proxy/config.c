@@ -1,0 +1,377 @@
+/* config.c - compile an Envoy v3 bootstrap into a snapshot.
+ *
+ * Supported: node, admin.address, static_resources.listeners and .clusters.
+ * Anything else is an error naming the field (DESIGN.md: never silently
+ * ignored).  Clusters are compiled first so that filters can resolve the
+ * clusters they reference. */
+#include "snapshot.h"
+
+#include <unistd.h>
+#include "server.h"
+#include "filter.h"
+#include "log.h"
+#include "config/address.h"
+#include "upstream/cluster.h"
+
+static const struct stat_desc listener_stat_desc[] = { LISTENER_STATS(STATS_DESC) };
+
+/* ---- snapshot lifetime --------------------------------------------------------- */
+
+struct snapshot *snapshot_ref(struct snapshot *s)
+{
+	__atomic_add_fetch(&s->refcnt, 1, __ATOMIC_RELAXED);
+	return s;
+}
+
+static void listener_free(struct listener_cfg *l)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; i < l->nchains; i++)
+		if (l->chains[i].ops)
+			l->chains[i].ops->free_config(l->chains[i].cfg);
+	free(l->chains);
+	if (l->fds) {
+		for (unsigned i = 0; i < l->nfds; i++)
+			if (l->fds[i] >= 0)
+				close(l->fds[i]);
+		free(l->fds);
+	}
+	stats_scope_free(l->stats);
+	free(l->name);
+	free(l);
+}
+
+void snapshot_unref(struct snapshot *s)
+{
+	if (!s || __atomic_sub_fetch(&s->refcnt, 1, __ATOMIC_ACQ_REL))
+		return;
+	for (size_t i = 0; i < s->nlisteners; i++)
+		listener_free(s->listeners[i]);
+	free(s->listeners);
+	for (size_t i = 0; i < s->nclusters; i++)
+		cluster_unref(s->clusters[i]);
+	free(s->clusters);
+	free(s->cl_hash);
+	json_decref(s->bootstrap);
+	free(s);
+}
+
+static uint64_t hash_str(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+	return h;
+}
+
+void snapshot_index_clusters(struct snapshot *s)
+{
+	size_t size = 8;
+	while (size < s->nclusters * 2)
+		size *= 2;
+	free(s->cl_hash);
+	s->cl_hash = xcalloc(size, sizeof(*s->cl_hash));
+	s->cl_hash_size = size;
+	for (size_t i = 0; i < s->nclusters; i++) {
+		size_t k = hash_str(s->clusters[i]->name) & (size - 1);
+		while (s->cl_hash[k])
+			k = (k + 1) & (size - 1);
+		s->cl_hash[k] = s->clusters[i];
+	}
+}
+
+struct cluster *snapshot_find_cluster(const struct snapshot *s, const char *name)
+{
+	if (!s->cl_hash_size)
+		return NULL;
+	size_t k = hash_str(name) & (s->cl_hash_size - 1);
+	while (s->cl_hash[k]) {
+		if (!strcmp(s->cl_hash[k]->name, name))
+			return s->cl_hash[k];
+		k = (k + 1) & (s->cl_hash_size - 1);
+	}
+	return NULL;
+}
+
+/* ---- listeners ---------------------------------------------------------------- */
+
+static int parse_filter_chain(struct cfg_ctx *c, const json_t *fc, struct filter_chain *out,
+			      struct build_ctx *b)
+{
+	static const char *const f[] = { "filter_chain_match", "filters", "name", NULL };
+	static const char *const mf[] = { "destination_port", NULL };
+	static const char *const ff[] = { "name", "typed_config", NULL };
+	const json_t *v, *arr;
+
+	if (cfg_expect_object(c, fc) || cfg_check_fields(c, fc, f))
+		return RM_ERROR;
+	if ((v = cfg_enter(c, fc, "filter_chain_match"))) {
+		int rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, mf) ||
+			 cfg_u32(c, v, "destination_port", &out->dst_port);
+		cfg_leave(c);
+		if (rc)
+			return RM_ERROR;
+	}
+	if (!(arr = cfg_enter_req(c, fc, "filters")))
+		return RM_ERROR;
+	int rc = cfg_expect_array(c, arr);
+	size_t n = rc ? 0 : json_array_size(arr);
+	if (!rc && n != 1)
+		rc = cfg_fail(c, n ? "only a single (terminal) network filter is supported yet: "
+				     "tcp_proxy or http_connection_manager"
+				   : "at least one network filter is required");
+	for (size_t i = 0; !rc && i < n; i++) {
+		const json_t *e = cfg_enter_idx(c, arr, i), *tc;
+		const char *name = NULL, *type = NULL;
+		rc = cfg_expect_object(c, e) || cfg_check_fields(c, e, ff) ||
+		     cfg_string_req(c, e, "name", &name);
+		if (!rc) {
+			tc = cfg_get(e, "typed_config");
+			if (tc && json_is_object(tc))
+				type = json_string_value(json_object_get(tc, "@type"));
+			out->ops = network_filter_find(name, type);
+			if (!out->ops) {
+				cfg_enter(c, e, type ? "typed_config" : "name");
+				rc = cfg_fail(c, "unknown or unsupported network filter '%s'", type ? type : name);
+				cfg_leave(c);
+			}
+		}
+		if (!rc) {
+			if (!(tc = cfg_enter_req(c, e, "typed_config"))) {
+				rc = RM_ERROR;
+			} else {
+				out->cfg = out->ops->parse_config(c, tc, b);
+				if (!out->cfg)
+					rc = RM_ERROR;
+				cfg_leave(c);
+			}
+		}
+		cfg_leave(c);
+	}
+	cfg_leave(c);
+	if (rc)
+		out->ops = NULL;
+	return rc;
+}
+
+static struct listener_cfg *parse_listener(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+{
+	static const char *const f[] = { "name", "address", "filter_chains",
+					 "per_connection_buffer_limit_bytes", "enable_reuse_port",
+					 "traffic_direction", "stat_prefix", "listener_filters", NULL };
+	struct listener_cfg *l = xcalloc(1, sizeof(*l));
+	const char *name = NULL, *prefix = NULL;
+	const json_t *v;
+	uint32_t lim = 1024 * 1024;
+
+	l->backlog = 1024;
+	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, f) || cfg_string(c, j, "name", &name) ||
+	    cfg_string(c, j, "stat_prefix", &prefix) ||
+	    cfg_u32(c, j, "per_connection_buffer_limit_bytes", &lim))
+		goto error;
+	if (cfg_get(j, "traffic_direction")) {
+		static const char *const dirs[] = { "UNSPECIFIED", "INBOUND", "OUTBOUND" };
+		int d;
+		if (cfg_enum(c, j, "traffic_direction", dirs, 3, &d))
+			goto error;
+	}
+	if (cfg_get(j, "enable_reuse_port")) {
+		bool reuse = true;
+		if (cfg_bool(c, j, "enable_reuse_port", &reuse))
+			goto error;
+	}
+	if ((v = cfg_enter(c, j, "listener_filters"))) {
+		int rc = cfg_expect_array(c, v);
+		if (!rc && json_array_size(v))
+			rc = cfg_fail(c, "listener filters are not supported yet");
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	l->buffer_limit = lim ? lim : 1024 * 1024;
+	if (!(v = cfg_enter_req(c, j, "address")))
+		goto error;
+	if (cfg_address(c, v, &l->addr, &l->addrlen)) {
+		cfg_leave(c);
+		goto error;
+	}
+	cfg_leave(c);
+	sockaddr_format((struct sockaddr *)&l->addr, l->addr_str, sizeof(l->addr_str));
+	for (char *p = l->addr_str; *p; p++)
+		if (*p == ':')
+			*p = '_';
+	l->name = xstrdup(name ? name : l->addr_str);
+	if (!(v = cfg_enter_req(c, j, "filter_chains")))
+		goto error;
+	if (cfg_expect_array(c, v)) {
+		cfg_leave(c);
+		goto error;
+	}
+	l->nchains = json_array_size(v);
+	l->chains = xcalloc(l->nchains ? l->nchains : 1, sizeof(*l->chains));
+	for (size_t i = 0; i < l->nchains; i++) {
+		const json_t *fc = cfg_enter_idx(c, v, i);
+		int rc = parse_filter_chain(c, fc, &l->chains[i], b);
+		cfg_leave(c);
+		if (rc) {
+			cfg_leave(c);
+			goto error;
+		}
+	}
+	if (!l->nchains) {
+		cfg_fail(c, "at least one filter chain is required");
+		cfg_leave(c);
+		goto error;
+	}
+	cfg_leave(c);
+	{
+		const char *sp = prefix ? prefix : l->addr_str;
+		char *scope = xasprintf("listener.%s", sp);
+		l->stats = stats_scope_new(b->stats, scope, "listener", "envoy_listener_address", sp,
+					   listener_stat_desc, LISTENER_STATS_N);
+		free(scope);
+	}
+	return l;
+error:
+	listener_free(l);
+	return NULL;
+}
+
+/* ---- bootstrap ------------------------------------------------------------------- */
+
+static int parse_node(struct cfg_ctx *c, const json_t *n, struct server *srv)
+{
+	static const char *const f[] = { "id", "cluster", "metadata", "locality",
+					 "user_agent_name", NULL };
+	const char *id = NULL, *cl = NULL;
+	if (cfg_expect_object(c, n) || cfg_check_fields(c, n, f) || cfg_string(c, n, "id", &id) ||
+	    cfg_string(c, n, "cluster", &cl))
+		return RM_ERROR;
+	if (id && !srv->node_id)
+		srv->node_id = xstrdup(id);
+	if (cl && !srv->node_cluster)
+		srv->node_cluster = xstrdup(cl);
+	return RM_OK;
+}
+
+static int parse_admin(struct cfg_ctx *c, const json_t *a, struct server *srv)
+{
+	static const char *const f[] = { "address", "access_log", "access_log_path", "profile_path", NULL };
+	const json_t *v;
+	if (cfg_expect_object(c, a) || cfg_check_fields(c, a, f))
+		return RM_ERROR;
+	if (cfg_get(a, "access_log")) {
+		cfg_enter(c, a, "access_log");
+		cfg_fail(c, "admin access logs are not supported yet");
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	if ((v = cfg_enter(c, a, "address"))) {
+		int rc = cfg_address(c, v, &srv->admin_addr, &srv->admin_addrlen);
+		cfg_leave(c);
+		if (rc)
+			return RM_ERROR;
+		srv->has_admin = true;
+	}
+	return RM_OK;
+}
+
+static void free_listeners(struct listener_cfg **ls, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		listener_free(ls[i]);
+	free(ls);
+}
+
+struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, struct server *srv)
+{
+	static const char *const f[] = { "node", "admin", "static_resources", NULL };
+	static const char *const sf[] = { "listeners", "clusters", NULL };
+	struct snapshot *s = xcalloc(1, sizeof(*s));
+	struct build_ctx b = { srv, s, srv->stats, srv->nworkers };
+	const json_t *v, *sr;
+
+	s->refcnt = 1;
+	s->version = 1;
+	if (cfg_expect_object(c, root) || cfg_check_fields(c, root, f))
+		goto error;
+	if ((v = cfg_enter(c, root, "node"))) {
+		int rc = parse_node(c, v, srv);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	if ((v = cfg_enter(c, root, "admin"))) {
+		int rc = parse_admin(c, v, srv);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	if ((sr = cfg_enter(c, root, "static_resources"))) {
+		if (cfg_expect_object(c, sr) || cfg_check_fields(c, sr, sf))
+			goto error_sr;
+		if ((v = cfg_enter(c, sr, "clusters"))) {
+			if (cfg_expect_array(c, v))
+				goto error_v;
+			s->clusters = xcalloc(json_array_size(v) + 1, sizeof(*s->clusters));
+			for (size_t i = 0; i < json_array_size(v); i++) {
+				const json_t *cj = cfg_enter_idx(c, v, i);
+				struct cluster *cl = cluster_parse(c, cj, &b);
+				if (cl && snapshot_find_cluster(s, cl->name)) {
+					cfg_enter(c, cj, "name");
+					cfg_fail(c, "duplicate cluster name '%s'", cl->name);
+					cfg_leave(c);
+					cluster_unref(cl);
+					cl = NULL;
+				}
+				cfg_leave(c);
+				if (!cl)
+					goto error_v;
+				s->clusters[s->nclusters++] = cl;
+				snapshot_index_clusters(s);
+			}
+			cfg_leave(c);
+		}
+		if ((v = cfg_enter(c, sr, "listeners"))) {
+			if (cfg_expect_array(c, v))
+				goto error_v;
+			s->listeners = xcalloc(json_array_size(v) + 1, sizeof(*s->listeners));
+			for (size_t i = 0; i < json_array_size(v); i++) {
+				const json_t *lj = cfg_enter_idx(c, v, i);
+				struct listener_cfg *l = parse_listener(c, lj, &b);
+				for (size_t k = 0; l && k < s->nlisteners; k++) {
+					if (!strcmp(s->listeners[k]->name, l->name)) {
+						cfg_fail(c, "duplicate listener name '%s'", l->name);
+					} else if (s->listeners[k]->addrlen == l->addrlen &&
+						   !memcmp(&s->listeners[k]->addr, &l->addr, l->addrlen)) {
+						cfg_enter(c, lj, "address");
+						cfg_fail(c, "listener '%s' uses the same address as listener '%s'",
+							 l->name, s->listeners[k]->name);
+						cfg_leave(c);
+					} else {
+						continue;
+					}
+					listener_free(l);
+					l = NULL;
+				}
+				cfg_leave(c);
+				if (!l)
+					goto error_v;
+				s->listeners[s->nlisteners++] = l;
+			}
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+	}
+	s->bootstrap = json_incref((json_t *)root);
+	return s;
+error_v:
+	cfg_leave(c);
+error_sr:
+	cfg_leave(c);
+error:
+	(void)free_listeners;
+	snapshot_unref(s);
+	return NULL;
+}

@@ -1,0 +1,52 @@
+/* downstream.h - an accepted connection, as seen by network filters.
+ *
+ * The terminal network filter embeds struct downstream first in its own
+ * connection struct and sets ops.  Closing is always deferred to a safe point
+ * with downstream_close(); the owning filter's ops->destroy frees its state. */
+#ifndef REMORA_DOWNSTREAM_H
+#define REMORA_DOWNSTREAM_H
+
+#include <sys/socket.h>
+#include <event2/bufferevent.h>
+#include "snapshot.h"
+
+struct worker;
+struct downstream;
+
+struct downstream_ops {
+	/* Server is draining: finish what is in flight, then close. */
+	void (*drain)(struct downstream *d);
+	/* Free the filter's state (the bufferevent is freed by the caller). */
+	void (*destroy)(struct downstream *d);
+};
+
+struct downstream {
+	const struct downstream_ops *ops;
+	struct worker *w;                    /* not owned */
+	struct bufferevent *bev;             /* owned */
+	struct snapshot *snap;               /* ref held */
+	struct listener_cfg *lcfg;           /* in snap */
+	struct sockaddr_storage peer, local;
+	char peer_ip[64];                    /* textual peer address */
+	uint64_t start_ms;
+	struct downstream *prev, *next;      /* worker's list */
+	bool closed;
+};
+
+/* What the accept path hands to a network filter's on_accept. */
+struct accept_info {
+	struct worker *w;
+	struct bufferevent *bev;             /* ownership passes to the filter */
+	struct listener_cfg *lcfg;
+	const struct sockaddr *peer;
+	socklen_t peerlen;
+};
+
+/* Allocate a downstream of size bytes (>= sizeof(struct downstream)) owning
+ * bev; links it into the worker's list and counts it. */
+struct downstream *downstream_new(size_t size, const struct accept_info *ai);
+/* Close now: unlink, free bev, call ops->destroy, free.  Must not be called
+ * while the caller will still touch d. */
+void downstream_close(struct downstream *d);
+
+#endif

@@ -1,0 +1,67 @@
+/* filter.h - network and HTTP filter vtables, registered by Envoy extension
+ * name and @type URL in filters/registry.c (one line per filter).
+ *
+ * Config is parsed once per snapshot into an immutable struct
+ * (parse_config); per-connection / per-stream state is created from it. */
+#ifndef REMORA_FILTER_H
+#define REMORA_FILTER_H
+
+#include "config/cfg.h"
+
+struct worker;
+struct downstream;
+struct accept_info;
+struct http_stream;
+struct http_headers;
+struct evbuffer;
+struct build_ctx;
+
+/* Terminal network filters (tcp_proxy, http_connection_manager) take over an
+ * accepted connection. */
+struct network_filter_ops {
+	const char *name;                  /* "envoy.filters.network.tcp_proxy" */
+	const char *type_url;              /* "type.googleapis.com/envoy...TcpProxy" */
+	/* Parse typed_config (already stripped of nothing: "@type" is present).
+	 * Returns an owned config or NULL after cfg_fail(). */
+	void *(*parse_config)(struct cfg_ctx *c, const json_t *typed_config, struct build_ctx *b);
+	void (*free_config)(void *cfg);
+	/* Take ownership of the accepted connection (ai->bev). */
+	void (*on_accept)(const struct accept_info *ai, const void *cfg);
+};
+
+/* HTTP filter hooks return one of these.  STOP pauses the chain at this
+ * filter; the filter resumes it with http_stream_continue_decoding() /
+ * _encoding().  The router is terminal: it always returns STOP from decode
+ * hooks and produces the response by calling the stream's encode functions. */
+enum filter_status { FILTER_CONTINUE = 0, FILTER_STOP = 1 };
+
+struct http_filter_ops {
+	const char *name;                  /* "envoy.filters.http.router" */
+	const char *type_url;
+	bool terminal;                     /* must be last in the chain */
+	void *(*parse_config)(struct cfg_ctx *c, const json_t *typed_config, struct build_ctx *b);
+	void (*free_config)(void *cfg);
+	/* Per-stream state; may return NULL if the filter needs none. */
+	void *(*create)(struct http_stream *s, const void *cfg);
+	void (*destroy)(void *ctx);
+	/* Hooks; any may be NULL (CONTINUE). */
+	enum filter_status (*decode_headers)(void *ctx, struct http_stream *s,
+					     struct http_headers *h, bool end_stream);
+	enum filter_status (*decode_data)(void *ctx, struct http_stream *s,
+					  struct evbuffer *data, bool end_stream);
+	enum filter_status (*decode_trailers)(void *ctx, struct http_stream *s,
+					      struct http_headers *t);
+	enum filter_status (*encode_headers)(void *ctx, struct http_stream *s,
+					     struct http_headers *h, bool end_stream);
+	enum filter_status (*encode_data)(void *ctx, struct http_stream *s,
+					  struct evbuffer *data, bool end_stream);
+	/* The downstream side can take more data again (back-pressure released). */
+	void (*on_downstream_writable)(void *ctx, struct http_stream *s);
+	/* The downstream went away (reset / closed) before the stream finished. */
+	void (*on_reset)(void *ctx, struct http_stream *s);
+};
+
+const struct network_filter_ops *network_filter_find(const char *name, const char *type_url);
+const struct http_filter_ops *http_filter_find(const char *name, const char *type_url);
+
+#endif

@@ -1,0 +1,78 @@
+/* stream.h - what an HTTP filter may do with its stream.
+ *
+ * A stream is one request/response exchange on a downstream connection.  It
+ * is codec-neutral: filters see header maps (headers.h) and body chunks in
+ * evbuffers.  The connection manager owns streams; a filter must not keep a
+ * stream pointer past its destroy hook.  Every function here is worker-only.
+ *
+ * Completion and destruction are deferred: when a filter finishes the
+ * response from inside a callback, the stream (and possibly the connection)
+ * is destroyed after the current callback returns, never under it. */
+#ifndef REMORA_HTTP_STREAM_H
+#define REMORA_HTTP_STREAM_H
+
+#include "headers.h"
+#include "../../stats/stats.h"
+
+struct http_stream;
+struct evbuffer;
+struct worker;
+struct snapshot;
+struct route_config;
+
+/* HCM stats (http.<stat_prefix>.*), including the router's. */
+#define HCM_STATS(X)                                                                    \
+	X(COUNTER, downstream_cx_total) X(GAUGE, downstream_cx_active)                 \
+	X(COUNTER, downstream_cx_http1_total) X(GAUGE, downstream_cx_http1_active)     \
+	X(COUNTER, downstream_cx_destroy) X(COUNTER, downstream_cx_destroy_remote)     \
+	X(COUNTER, downstream_cx_destroy_local) X(COUNTER, downstream_cx_destroy_active_rq) \
+	X(COUNTER, downstream_cx_protocol_error) X(COUNTER, downstream_cx_idle_timeout) \
+	X(COUNTER, downstream_cx_drain_close) X(COUNTER, downstream_cx_upgrades_total) \
+	X(GAUGE, downstream_cx_upgrades_active) X(COUNTER, downstream_cx_rx_bytes_total) \
+	X(COUNTER, downstream_cx_tx_bytes_total) X(HISTOGRAM, downstream_cx_length_ms) \
+	X(COUNTER, downstream_rq_total) X(COUNTER, downstream_rq_http1_total)          \
+	X(GAUGE, downstream_rq_active) X(COUNTER, downstream_rq_completed)             \
+	X(COUNTER, downstream_rq_timeout) X(COUNTER, downstream_rq_idle_timeout)       \
+	X(COUNTER, downstream_rq_header_timeout) X(COUNTER, downstream_rq_rx_reset)    \
+	X(COUNTER, downstream_rq_tx_reset) X(COUNTER, downstream_rq_too_large)         \
+	X(COUNTER, downstream_rq_ws_on_non_ws_route) X(HISTOGRAM, downstream_rq_time)  \
+	X(COUNTER, no_route) X(COUNTER, no_cluster) X(COUNTER, rq_redirect)            \
+	X(COUNTER, rq_direct_response) X(COUNTER, rq_total)                            \
+	X(COUNTER, rq_reset_after_downstream_response_started)
+enum { HCM_STATS(STATS_ENUM) HCM_STATS_N };
+
+struct worker *http_stream_worker(const struct http_stream *s);
+struct snapshot *http_stream_snapshot(const struct http_stream *s);
+const struct route_config *http_stream_route_config(const struct http_stream *s);
+struct stats_scope *http_stream_stats(const struct http_stream *s);
+/* The request headers (mutable until the router sends them). */
+struct http_headers *http_stream_request(struct http_stream *s);
+/* True if the request is an accepted upgrade (WebSocket): after a 101 the
+ * stream carries raw bytes both ways until either side closes. */
+bool http_stream_is_upgrade(const struct http_stream *s);
+/* Downstream peer IP (text) and whether the downstream is TLS. */
+const char *http_stream_peer_ip(const struct http_stream *s);
+uint64_t http_stream_start_ns(const struct http_stream *s);
+
+/* Response path.  encode_headers takes the contents of h (h is left empty);
+ * h must hold ":status".  encode_data drains data. */
+void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, bool end_stream);
+void http_stream_encode_data(struct http_stream *s, struct evbuffer *data, bool end_stream);
+void http_stream_encode_trailers(struct http_stream *s, struct http_headers *t);
+/* A reply made by the proxy (text/plain body, may be NULL).  If the response
+ * has already started, the stream is reset instead.  details is a static
+ * string recorded for logs (Envoy's response code details). */
+void http_stream_send_local_reply(struct http_stream *s, int status, const char *body,
+				  const char *details);
+/* Abort: the downstream connection is closed. */
+void http_stream_reset(struct http_stream *s, const char *details);
+bool http_stream_response_started(const struct http_stream *s);
+
+/* Back-pressure.  After encode_data, if the downstream is blocked the filter
+ * should stop reading its source until on_downstream_writable.  A filter that
+ * cannot take more request body pauses decoding and resumes later. */
+bool http_stream_downstream_blocked(const struct http_stream *s);
+void http_stream_pause_decoding(struct http_stream *s);
+void http_stream_resume_decoding(struct http_stream *s);
+
+#endif

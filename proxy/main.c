@@ -1,0 +1,115 @@
+/* main.c - command line, then server_run(). */
+#include <getopt.h>
+#include <signal.h>
+#include <event2/thread.h>
+#include "server.h"
+#include "log.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: remora -c FILE [options]\n"
+		"  -c, --config-path FILE        Envoy v3 bootstrap (YAML, or JSON if *.json)\n"
+		"      --concurrency N           worker threads (default: usable CPUs from the\n"
+		"                                affinity mask and cgroup cpu.max)\n"
+		"      --mode serve|validate     validate: check the config and exit\n"
+		"      --drain-time-s N          SIGTERM drain time (default 5)\n"
+		"  -l, --log-level LEVEL         trace|debug|info|warning|error|critical|off\n"
+		"      --service-node ID         node.id (overrides the bootstrap)\n"
+		"      --service-cluster NAME    node.cluster (overrides the bootstrap)\n"
+		"      --allow-unknown-static-fields  warn on unknown config fields instead of failing\n"
+		"      --version                 print the version and exit\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config-path", required_argument, NULL, 'c' },
+		{ "concurrency", required_argument, NULL, 'n' },
+		{ "mode", required_argument, NULL, 'm' },
+		{ "drain-time-s", required_argument, NULL, 'd' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "service-node", required_argument, NULL, 'N' },
+		{ "service-cluster", required_argument, NULL, 'C' },
+		{ "allow-unknown-static-fields", no_argument, NULL, 'u' },
+		{ "allow-unknown-fields", no_argument, NULL, 'u' },
+		{ "version", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct server *srv = &g_server;
+	int c;
+	size_t linelen = 0;
+
+	srv->opt.drain_time_s = 5;
+	for (int i = 0; i < argc; i++)
+		linelen += strlen(argv[i]) + 1;
+	srv->opt.argv_line = xcalloc(1, linelen + 1);
+	for (int i = 0; i < argc; i++) {
+		strcat(srv->opt.argv_line, argv[i]);
+		if (i + 1 < argc)
+			strcat(srv->opt.argv_line, " ");
+	}
+	while ((c = getopt_long(argc, argv, "c:l:h", opts, NULL)) != -1) {
+		char *end;
+		switch (c) {
+		case 'c':
+			srv->opt.config_path = optarg;
+			break;
+		case 'n':
+			srv->nworkers = (unsigned)strtoul(optarg, &end, 10);
+			if (*end || srv->nworkers > 256) {
+				fprintf(stderr, "remora: --concurrency must be 1..256\n");
+				return 1;
+			}
+			break;
+		case 'm':
+			if (!strcmp(optarg, "validate"))
+				srv->opt.validate_only = true;
+			else if (strcmp(optarg, "serve")) {
+				fprintf(stderr, "remora: --mode must be serve or validate\n");
+				return 1;
+			}
+			break;
+		case 'd':
+			srv->opt.drain_time_s = (unsigned)strtoul(optarg, &end, 10);
+			if (*end) {
+				fprintf(stderr, "remora: --drain-time-s takes seconds\n");
+				return 1;
+			}
+			break;
+		case 'l':
+			if (log_set_level_name(optarg)) {
+				fprintf(stderr, "remora: unknown log level '%s'\n", optarg);
+				return 1;
+			}
+			srv->opt.log_level = optarg;
+			break;
+		case 'N':
+			srv->node_id = xstrdup(optarg);
+			break;
+		case 'C':
+			srv->node_cluster = xstrdup(optarg);
+			break;
+		case 'u':
+			srv->opt.allow_unknown_fields = true;
+			break;
+		case 'v':
+			printf("remora version 0.1.0\n");
+			free(srv->opt.argv_line);
+			return 0;
+		case 'h':
+			usage(stdout);
+			free(srv->opt.argv_line);
+			return 0;
+		default:
+			usage(stderr);
+			free(srv->opt.argv_line);
+			return 1;
+		}
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (evthread_use_pthreads())
+		die("evthread_use_pthreads");
+	return server_run(srv);
+}

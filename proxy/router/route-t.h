@@ -1,0 +1,159 @@
+/* route-t.h - private types of the compiled route table (proxy/router only).
+ *
+ * route.c compiles a RouteConfiguration into these structs; route_match.c
+ * reads them on the request path.  Everything here is immutable after
+ * route_config_compile() returns, so one table is shared by every worker. */
+#ifndef REMORA_ROUTER_ROUTE_T_H
+#define REMORA_ROUTER_ROUTE_T_H
+
+#include "route.h"
+#include "route_regex.h"
+
+/* StringMatcher (envoy.type.matcher.v3.StringMatcher). */
+enum sm_kind { SM_EXACT, SM_PREFIX, SM_SUFFIX, SM_CONTAINS, SM_REGEX };
+
+struct str_matcher {
+	enum sm_kind kind;
+	bool ignore_case;            /* exact/prefix/suffix/contains only */
+	char *s;                     /* owned; NULL for SM_REGEX */
+	uint32_t len;
+	struct route_re *re;         /* owned; SM_REGEX only (full match) */
+};
+
+/* HeaderMatcher.  HM_ANY is the legacy `exact_match: ""`, which Envoy treats
+ * as "any value" (HeaderMatchType::Value with an empty value). */
+enum hm_kind { HM_PRESENT, HM_ANY, HM_STRING };
+
+struct hdr_matcher {
+	char *name;                  /* owned, lowercase */
+	uint32_t name_len;
+	enum hm_kind kind;
+	bool present;                /* HM_PRESENT: the present_match value */
+	bool invert;                 /* invert_match */
+	bool missing_as_empty;       /* treat_missing_header_as_empty */
+	struct str_matcher sm;       /* HM_STRING */
+};
+
+/* QueryParameterMatcher: has_sm false means "present". */
+struct qp_matcher {
+	char *name;                  /* owned */
+	uint32_t name_len;
+	bool has_sm;
+	struct str_matcher sm;
+};
+
+/* HeaderValueOption.append_action; values as in the proto enum. */
+enum hdr_append_action {
+	HDR_APPEND_IF_EXISTS_OR_ADD,
+	HDR_ADD_IF_ABSENT,
+	HDR_OVERWRITE_IF_EXISTS_OR_ADD,
+	HDR_OVERWRITE_IF_EXISTS,
+};
+
+struct hdr_add {
+	char *key;                   /* owned, lowercase */
+	uint32_t key_len;
+	char *value;                 /* owned, literal */
+	uint32_t value_len;
+	enum hdr_append_action action;
+	bool keep_empty;             /* keep_empty_value */
+};
+
+/* One level's *_headers_to_remove then *_headers_to_add. */
+struct hdr_ops {
+	char **remove;               /* owned [nremove], each owned, lowercase */
+	uint32_t nremove;
+	struct hdr_add *add;         /* owned [nadd] */
+	uint32_t nadd;
+};
+
+struct hdr_mutations {
+	struct hdr_ops req, resp;
+};
+
+enum path_kind { PM_PREFIX, PM_PATH, PM_REGEX, PM_SEP_PREFIX };
+
+struct route {
+	struct route_entry e;        /* public part; route_match() returns &e */
+	/* RouteMatch */
+	enum path_kind pkind;
+	char *pstr;                  /* owned; prefix/path/separated prefix */
+	uint32_t plen;
+	bool case_sensitive;
+	struct route_re *pre;        /* owned; PM_REGEX (full match) */
+	struct hdr_matcher *hm;      /* owned [nhm] */
+	uint32_t nhm;
+	struct qp_matcher *qm;       /* owned [nqm] */
+	uint32_t nqm;
+	/* ROUTE and REDIRECT: prefix_rewrite (NULL = none) */
+	char *prefix_rewrite;        /* owned */
+	uint32_t prefix_rewrite_len;
+	/* ROUTE */
+	struct route_re *rewrite_re; /* owned; regex_rewrite.pattern (unanchored) */
+	char *rewrite_sub;           /* owned; regex_rewrite.substitution */
+	char *host_rewrite;          /* owned; host_rewrite_literal or NULL */
+	bool append_xfh;             /* append_x_forwarded_host */
+	/* REDIRECT */
+	char *scheme_redirect;       /* owned, lowercase; NULL = keep (https_redirect sets "https") */
+	char *host_redirect;         /* owned or NULL */
+	char *path_redirect;         /* owned or NULL */
+	uint32_t port_redirect;      /* 0 = keep */
+	bool path_redirect_has_query;
+	bool strip_query;
+	struct hdr_mutations hdrs;
+};
+
+struct virtual_host {
+	char *name;                  /* owned */
+	struct route *routes;        /* owned [nroutes] */
+	uint32_t nroutes;
+	struct hdr_mutations hdrs;
+};
+
+/* Domain table: one open-addressing hash over (kind, lowercase string). */
+enum dom_kind { DOM_EXACT, DOM_SUFFIX, DOM_PREFIX };
+
+struct dom_slot {
+	char *key;                   /* owned, lowercase; NULL = empty slot */
+	uint32_t len;
+	uint32_t hash;
+	enum dom_kind kind;
+	struct virtual_host *vh;     /* not owned */
+};
+
+struct dom_table {
+	struct dom_slot *slots;      /* owned [cap], cap a power of two */
+	uint32_t cap, n;
+};
+
+struct route_config {
+	char *name;                  /* owned ("" when unnamed) */
+	struct virtual_host *vhosts; /* owned [nvhosts] */
+	uint32_t nvhosts;
+	struct hdr_mutations hdrs;
+	struct dom_table domains;
+	uint32_t *suffix_lens;       /* owned: distinct "*suffix" lengths, descending */
+	uint32_t nsuffix;
+	uint32_t *prefix_lens;       /* owned: distinct "prefix*" lengths, descending */
+	uint32_t nprefix;
+	struct virtual_host *default_vh;  /* not owned: the "*" virtual host */
+	/* Host matching uses the :authority as-is, port included (Envoy's
+	 * default).  true = ignore_port_in_host_matching: drop the port first. */
+	bool ignore_port;
+	/* most_specific_header_mutations_wins: apply route config, virtual
+	 * host, route (least specific first) instead of the default order. */
+	bool most_specific_wins;
+	uint32_t max_direct_body;    /* max_direct_response_body_size_bytes */
+};
+
+static inline const struct route *route_of(const struct route_entry *re)
+{
+	return container_of(re, const struct route, e);
+}
+
+/* Domain table (route.c). */
+uint32_t route_dom_hash(enum dom_kind kind, const char *s, size_t len);
+struct virtual_host *route_dom_find(const struct dom_table *t, enum dom_kind kind,
+				    const char *s, size_t len);
+
+#endif

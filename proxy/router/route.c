@@ -1,0 +1,1092 @@
+/* route.c - compiling a RouteConfiguration (route.h) into the immutable
+ * table of route-t.h.  Matching and request/response transformations live in
+ * route_match.c.
+ *
+ * Every object is checked with cfg_check_fields, so a field this file does
+ * not implement is an error naming its path.  On error the half-built table
+ * is freed by route_config_free (arrays are allocated zeroed and their counts
+ * set before they are filled), and the walker's path stack is restored to
+ * where it was on entry. */
+#include "route-t.h"
+
+#include <ctype.h>
+
+#define HDR_MAX_LEN 16384           /* Envoy's HeaderValue key/value limit */
+#define DIRECT_BODY_MAX_DEFAULT 4096   /* max_direct_response_body_size_bytes */
+#define DEFAULT_TIMEOUT_MS 15000
+
+/* ------------------------------------------------------------------------
+ * Domain table */
+
+uint32_t route_dom_hash(enum dom_kind kind, const char *s, size_t len)
+{
+	uint32_t h = 2166136261u ^ (uint32_t)kind;   /* FNV-1a over lowercase bytes */
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		h ^= (ch >= 'A' && ch <= 'Z') ? ch + 32u : ch;
+		h *= 16777619u;
+	}
+	h ^= h >> 15;
+	h *= 0x2c1b3c6du;
+	h ^= h >> 12;
+	return h;
+}
+
+struct virtual_host *route_dom_find(const struct dom_table *t, enum dom_kind kind,
+				    const char *s, size_t len)
+{
+	if (!t->n)
+		return NULL;
+	uint32_t h = route_dom_hash(kind, s, len);
+	for (uint32_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+		const struct dom_slot *sl = &t->slots[i];
+		if (!sl->key)
+			return NULL;
+		if (sl->hash == h && sl->kind == kind && sl->len == len && mem_ieq(sl->key, s, len))
+			return sl->vh;
+	}
+}
+
+static void dom_put_slot(struct dom_slot *slots, uint32_t cap, const struct dom_slot *src)
+{
+	uint32_t i = src->hash & (cap - 1);
+
+	while (slots[i].key)
+		i = (i + 1) & (cap - 1);
+	slots[i] = *src;
+}
+
+/* Insert lowercase key (copied); RM_DECLINED if (kind, key) is present. */
+static int dom_insert(struct dom_table *t, enum dom_kind kind, const char *key, size_t len,
+		      struct virtual_host *vh)
+{
+	if (route_dom_find(t, kind, key, len))
+		return RM_DECLINED;
+	if ((t->n + 1) * 2 > t->cap) {
+		uint32_t cap = t->cap ? t->cap * 2 : 16;
+		struct dom_slot *slots = xcalloc(cap, sizeof(*slots));
+		for (uint32_t i = 0; i < t->cap; i++)
+			if (t->slots[i].key)
+				dom_put_slot(slots, cap, &t->slots[i]);
+		xfree(t->slots);
+		t->slots = slots;
+		t->cap = cap;
+	}
+	struct dom_slot sl = {
+		.key = xstrndup(key, len), .len = (uint32_t)len,
+		.hash = route_dom_hash(kind, key, len), .kind = kind, .vh = vh,
+	};
+	dom_put_slot(t->slots, t->cap, &sl);
+	t->n++;
+	return RM_OK;
+}
+
+/* Add len to a descending list of distinct lengths. */
+static void add_len(uint32_t **lens, uint32_t *n, uint32_t len)
+{
+	uint32_t i = 0;
+
+	while (i < *n && (*lens)[i] > len)
+		i++;
+	if (i < *n && (*lens)[i] == len)
+		return;
+	*lens = xrealloc(*lens, (*n + 1) * sizeof(**lens));
+	memmove(*lens + i + 1, *lens + i, (*n - i) * sizeof(**lens));
+	(*lens)[i] = len;
+	(*n)++;
+}
+
+/* ------------------------------------------------------------------------
+ * Freeing (accepts half-built tables) */
+
+static void sm_free(struct str_matcher *sm)
+{
+	xfree(sm->s);
+	route_re_free(sm->re);
+}
+
+static void hdr_ops_free(struct hdr_ops *o)
+{
+	for (uint32_t i = 0; i < o->nremove; i++)
+		xfree(o->remove[i]);
+	xfree(o->remove);
+	for (uint32_t i = 0; i < o->nadd; i++) {
+		xfree(o->add[i].key);
+		xfree(o->add[i].value);
+	}
+	xfree(o->add);
+}
+
+static void hdr_mut_free(struct hdr_mutations *m)
+{
+	if (!m)
+		return;
+	hdr_ops_free(&m->req);
+	hdr_ops_free(&m->resp);
+}
+
+static void route_free_one(struct route *r)
+{
+	struct route_entry *e = &r->e;
+
+	xfree(e->name);
+	xfree(e->cluster);
+	for (uint32_t i = 0; i < e->nwclusters; i++) {
+		xfree(e->wclusters[i].name);
+		hdr_mut_free(e->wclusters[i].headers);
+		xfree(e->wclusters[i].headers);
+	}
+	xfree(e->wclusters);
+	xfree(e->direct_body);
+	xfree(r->pstr);
+	route_re_free(r->pre);
+	for (uint32_t i = 0; i < r->nhm; i++) {
+		xfree(r->hm[i].name);
+		sm_free(&r->hm[i].sm);
+	}
+	xfree(r->hm);
+	for (uint32_t i = 0; i < r->nqm; i++) {
+		xfree(r->qm[i].name);
+		sm_free(&r->qm[i].sm);
+	}
+	xfree(r->qm);
+	xfree(r->prefix_rewrite);
+	route_re_free(r->rewrite_re);
+	xfree(r->rewrite_sub);
+	xfree(r->host_rewrite);
+	xfree(r->scheme_redirect);
+	xfree(r->host_redirect);
+	xfree(r->path_redirect);
+	hdr_mut_free(&r->hdrs);
+}
+
+void route_config_free(struct route_config *rc)
+{
+	if (!rc)
+		return;
+	for (uint32_t i = 0; i < rc->nvhosts; i++) {
+		struct virtual_host *vh = &rc->vhosts[i];
+		for (uint32_t j = 0; j < vh->nroutes; j++)
+			route_free_one(&vh->routes[j]);
+		xfree(vh->routes);
+		xfree(vh->name);
+		hdr_mut_free(&vh->hdrs);
+	}
+	xfree(rc->vhosts);
+	hdr_mut_free(&rc->hdrs);
+	for (uint32_t i = 0; i < rc->domains.cap; i++)
+		xfree(rc->domains.slots[i].key);
+	xfree(rc->domains.slots);
+	xfree(rc->suffix_lens);
+	xfree(rc->prefix_lens);
+	xfree(rc->name);
+	xfree(rc);
+}
+
+/* ------------------------------------------------------------------------
+ * Small compile helpers */
+
+/* Exactly one (required) or at most one of names[] may be set in obj.
+ * *which = its index, or -1 if none. */
+static int oneof(struct cfg_ctx *c, const json_t *obj, const char *const *names, bool required,
+		 int *which)
+{
+	char list[256];
+	size_t len = 0;
+
+	list[0] = '\0';
+	for (int i = 0; names[i] && len < sizeof(list) - 1; i++) {
+		int n = snprintf(list + len, sizeof(list) - len, "%s'%s'",
+				 !i ? "" : names[i + 1] ? ", " : " or ", names[i]);
+		len = n > 0 ? MIN(len + (size_t)n, sizeof(list) - 1) : len;
+	}
+	*which = -1;
+	for (int i = 0; names[i]; i++) {
+		if (!cfg_get(obj, names[i]))
+			continue;
+		if (*which >= 0)
+			return cfg_fail(c, "only one of %s may be set ('%s' and '%s' are both set)",
+					list, names[*which], names[i]);
+		*which = i;
+	}
+	if (required && *which < 0)
+		return cfg_fail(c, "one of %s is required", list);
+	return RM_OK;
+}
+
+/* Enter member name as a list: RM_OK (entered, *arr set), RM_DECLINED
+ * (absent), RM_ERROR (not a list). */
+static int enter_list(struct cfg_ctx *c, const json_t *obj, const char *name, const json_t **arr)
+{
+	*arr = cfg_enter(c, obj, name);
+	if (!*arr)
+		return c->failed ? RM_ERROR : RM_DECLINED;
+	return cfg_expect_array(c, *arr);
+}
+
+/* Enter member name as an object: as enter_list. */
+static int enter_obj(struct cfg_ctx *c, const json_t *obj, const char *name, const json_t **out,
+		     const char *const *fields)
+{
+	*out = cfg_enter(c, obj, name);
+	if (!*out)
+		return c->failed ? RM_ERROR : RM_DECLINED;
+	return cfg_check_fields(c, *out, fields);
+}
+
+static bool has_ctl(const char *s)
+{
+	for (; *s; s++)
+		if (*s == '\r' || *s == '\n')
+			return true;
+	return false;
+}
+
+/* A string field that ends up in a header value: no CR/LF, bounded. */
+static int string_hv(struct cfg_ctx *c, const json_t *obj, const char *name, const char **out)
+{
+	const char *s = NULL;
+
+	if (cfg_string(c, obj, name, &s) != RM_OK)
+		return RM_ERROR;
+	if (!s)
+		return RM_OK;
+	if (has_ctl(s) || strlen(s) > HDR_MAX_LEN) {
+		cfg_enter(c, obj, name);
+		return cfg_fail(c, "must be a valid header value (no CR or LF, at most %d bytes)",
+				HDR_MAX_LEN);
+	}
+	*out = s;
+	return RM_OK;
+}
+
+/* RFC 7230 tchar, plus a leading ':' for pseudo-headers. */
+static bool header_name_ok(const char *s)
+{
+	if (*s == ':')
+		s++;
+	if (!*s)
+		return false;
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (!(isalnum(ch) || strchr("!#$%&'*+-.^_`|~", ch)))
+			return false;
+	}
+	return true;
+}
+
+static char *lower_dup(const char *s)
+{
+	char *d = xstrdup(s);
+
+	for (char *p = d; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	return d;
+}
+
+/* A required header-name string member, lowercased. */
+static int header_name(struct cfg_ctx *c, const json_t *obj, const char *field, char **out,
+		       uint32_t *len)
+{
+	const char *s = NULL;
+
+	if (cfg_string_req(c, obj, field, &s) != RM_OK)
+		return RM_ERROR;
+	if (!header_name_ok(s) || strlen(s) > HDR_MAX_LEN) {
+		cfg_enter(c, obj, field);
+		return cfg_fail(c, "invalid header name '%.100s'", s);
+	}
+	*out = lower_dup(s);
+	*len = (uint32_t)strlen(*out);
+	return RM_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Regex and string matchers */
+
+static const char *const regex_fields[] = { "google_re2", "regex", NULL };
+static const char *const google_re2_fields[] = { "max_program_size", NULL };
+
+/* RegexMatcher member `name` of obj (which must be present). */
+static int regex_matcher(struct cfg_ctx *c, const json_t *obj, const char *name, unsigned flags,
+			 struct route_re **out)
+{
+	const json_t *m, *g;
+	const char *pattern = NULL;
+	uint32_t ignored;
+
+	if (enter_obj(c, obj, name, &m, regex_fields) != RM_OK)
+		return RM_ERROR;
+	int rc = enter_obj(c, m, "google_re2", &g, google_re2_fields);
+	if (rc == RM_ERROR || (rc == RM_OK && cfg_u32(c, g, "max_program_size", &ignored)))
+		return RM_ERROR;
+	if (rc == RM_OK)
+		cfg_leave(c);
+	if (cfg_string_req(c, m, "regex", &pattern) != RM_OK)
+		return RM_ERROR;
+	cfg_enter(c, m, "regex");
+	if (!*pattern)
+		return cfg_fail(c, "must not be empty");
+	*out = route_re_compile(c, pattern, flags);
+	if (!*out)
+		return RM_ERROR;
+	cfg_leave(c);
+	cfg_leave(c);
+	return RM_OK;
+}
+
+static const char *const sm_fields[] = {
+	"exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case", NULL,
+};
+static const char *const sm_oneof[] = {
+	"exact", "prefix", "suffix", "contains", "safe_regex", NULL,
+};
+
+/* StringMatcher object m (the walker is inside it). */
+static int str_matcher(struct cfg_ctx *c, const json_t *m, struct str_matcher *sm)
+{
+	const char *s = NULL;
+	int which;
+
+	if (cfg_check_fields(c, m, sm_fields) || oneof(c, m, sm_oneof, true, &which) ||
+	    cfg_bool(c, m, "ignore_case", &sm->ignore_case))
+		return RM_ERROR;
+	sm->kind = (enum sm_kind)which;
+	if (sm->kind == SM_REGEX) {
+		if (sm->ignore_case)
+			return cfg_fail(c, "ignore_case has no effect for safe_regex");
+		return regex_matcher(c, m, "safe_regex", ROUTE_RE_FULL, &sm->re);
+	}
+	if (cfg_string(c, m, sm_oneof[which], &s) != RM_OK)
+		return RM_ERROR;
+	if (!*s && sm->kind != SM_EXACT) {
+		cfg_enter(c, m, sm_oneof[which]);
+		return cfg_fail(c, "must not be empty");
+	}
+	sm->s = xstrdup(s);
+	sm->len = (uint32_t)strlen(s);
+	return RM_OK;
+}
+
+/* StringMatcher member `name` of obj. */
+static int str_matcher_member(struct cfg_ctx *c, const json_t *obj, const char *name,
+			      struct str_matcher *sm)
+{
+	const json_t *m = cfg_enter(c, obj, name);
+
+	if (!m || str_matcher(c, m, sm) != RM_OK)
+		return RM_ERROR;
+	cfg_leave(c);
+	return RM_OK;
+}
+
+static const char *const hm_fields[] = {
+	"name", "exact_match", "safe_regex_match", "present_match", "prefix_match",
+	"suffix_match", "contains_match", "string_match", "invert_match",
+	"treat_missing_header_as_empty", NULL,
+};
+static const char *const hm_oneof[] = {
+	"exact_match", "safe_regex_match", "present_match", "prefix_match", "suffix_match",
+	"contains_match", "string_match", NULL,
+};
+
+static int hdr_matcher(struct cfg_ctx *c, const json_t *m, struct hdr_matcher *hm)
+{
+	static const enum sm_kind legacy_kind[] = {
+		[0] = SM_EXACT, [3] = SM_PREFIX, [4] = SM_SUFFIX, [5] = SM_CONTAINS,
+	};
+	const char *s = NULL;
+	int which;
+
+	if (cfg_check_fields(c, m, hm_fields) || header_name(c, m, "name", &hm->name, &hm->name_len) ||
+	    oneof(c, m, hm_oneof, false, &which) || cfg_bool(c, m, "invert_match", &hm->invert) ||
+	    cfg_bool(c, m, "treat_missing_header_as_empty", &hm->missing_as_empty))
+		return RM_ERROR;
+	hm->kind = HM_STRING;
+	switch (which) {
+	case -1:   /* no specifier: Envoy checks for presence */
+		hm->kind = HM_PRESENT;
+		hm->present = true;
+		return RM_OK;
+	case 1:
+		hm->sm.kind = SM_REGEX;
+		return regex_matcher(c, m, "safe_regex_match", ROUTE_RE_FULL, &hm->sm.re);
+	case 2:
+		hm->kind = HM_PRESENT;
+		return cfg_bool(c, m, "present_match", &hm->present);
+	case 6:
+		return str_matcher_member(c, m, "string_match", &hm->sm);
+	default:
+		if (cfg_string(c, m, hm_oneof[which], &s) != RM_OK)
+			return RM_ERROR;
+		if (!*s && which == 0) {
+			hm->kind = HM_ANY;
+			return RM_OK;
+		}
+		if (!*s) {
+			cfg_enter(c, m, hm_oneof[which]);
+			return cfg_fail(c, "must not be empty");
+		}
+		hm->sm.kind = legacy_kind[which];
+		hm->sm.s = xstrdup(s);
+		hm->sm.len = (uint32_t)strlen(s);
+		return RM_OK;
+	}
+}
+
+static const char *const qp_fields[] = { "name", "string_match", "present_match", NULL };
+static const char *const qp_oneof[] = { "string_match", "present_match", NULL };
+
+static int qp_matcher(struct cfg_ctx *c, const json_t *m, struct qp_matcher *qm)
+{
+	const char *name = NULL;
+	bool present = false;
+	int which;
+
+	if (cfg_check_fields(c, m, qp_fields) || cfg_string_req(c, m, "name", &name) ||
+	    oneof(c, m, qp_oneof, false, &which) || cfg_bool(c, m, "present_match", &present))
+		return RM_ERROR;
+	if (!*name || strlen(name) > 1024) {
+		cfg_enter(c, m, "name");
+		return cfg_fail(c, "must be 1 to 1024 bytes long");
+	}
+	qm->name = xstrdup(name);
+	qm->name_len = (uint32_t)strlen(name);
+	if (which == 0) {
+		qm->has_sm = true;
+		return str_matcher_member(c, m, "string_match", &qm->sm);
+	}
+	return RM_OK;
+}
+
+/* Compile list member `name` of obj with fn(c, element, &out[i]). */
+#define COMPILE_LIST(c, obj, name, out, nout, fn)                                   \
+	({                                                                         \
+		const json_t *arr_;                                                \
+		int rc_ = enter_list((c), (obj), (name), &arr_);                   \
+		if (rc_ == RM_OK) {                                                \
+			size_t n_ = json_array_size(arr_);                         \
+			(out) = xcalloc(n_, sizeof(*(out)));                       \
+			(nout) = (uint32_t)n_;                                     \
+			for (size_t i_ = 0; i_ < n_ && rc_ == RM_OK; i_++) {       \
+				const json_t *el_ = cfg_enter_idx((c), arr_, i_); \
+				if (!el_ || fn((c), el_, &(out)[i_]) != RM_OK)     \
+					rc_ = RM_ERROR;                            \
+				else                                               \
+					cfg_leave(c);                              \
+			}                                                          \
+			if (rc_ == RM_OK)                                          \
+				cfg_leave(c);                                      \
+		}                                                                  \
+		rc_ == RM_ERROR ? RM_ERROR : RM_OK;                                \
+	})
+
+/* ------------------------------------------------------------------------
+ * Header mutations */
+
+static const char *const hvo_fields[] = {
+	"header", "append", "append_action", "keep_empty_value", NULL,
+};
+static const char *const hv_fields[] = { "key", "value", NULL };
+static const char *const append_actions[] = {
+	"APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS_OR_ADD",
+	"OVERWRITE_IF_EXISTS",
+};
+
+static bool header_modifiable(const char *lname)
+{
+	return lname[0] != ':' && strcmp(lname, "host") != 0;
+}
+
+/* HeaderValueOption. */
+static int hdr_add(struct cfg_ctx *c, const json_t *o, struct hdr_add *a)
+{
+	const json_t *h;
+	const char *value = "";
+	bool append = true;
+	int action = HDR_APPEND_IF_EXISTS_OR_ADD;
+
+	if (cfg_check_fields(c, o, hvo_fields))
+		return RM_ERROR;
+	if (cfg_get(o, "append") && cfg_get(o, "append_action"))
+		return cfg_fail(c, "Both append and append_action are set and it's not allowed");
+	if (cfg_bool(c, o, "append", &append) ||
+	    cfg_enum(c, o, "append_action", append_actions, ARRAY_SIZE(append_actions), &action) ||
+	    cfg_bool(c, o, "keep_empty_value", &a->keep_empty))
+		return RM_ERROR;
+	if (cfg_get(o, "append"))
+		action = append ? HDR_APPEND_IF_EXISTS_OR_ADD : HDR_OVERWRITE_IF_EXISTS_OR_ADD;
+	a->action = (enum hdr_append_action)action;
+
+	if (!(h = cfg_enter_req(c, o, "header")) || cfg_check_fields(c, h, hv_fields) ||
+	    header_name(c, h, "key", &a->key, &a->key_len) || string_hv(c, h, "value", &value))
+		return RM_ERROR;
+	if (!header_modifiable(a->key)) {
+		cfg_enter(c, h, "key");
+		return cfg_fail(c, ":-prefixed or host headers may not be modified");
+	}
+	a->value = xstrdup(value);
+	a->value_len = (uint32_t)strlen(value);
+	cfg_leave(c);
+	return RM_OK;
+}
+
+static int hdr_remove(struct cfg_ctx *c, const json_t *v, char **out)
+{
+	if (!json_is_string(v))
+		return cfg_fail(c, "expected a string");
+	const char *s = json_string_value(v);
+	if (!header_name_ok(s) || strlen(s) > HDR_MAX_LEN)
+		return cfg_fail(c, "invalid header name '%.100s'", s);
+	*out = lower_dup(s);
+	if (!header_modifiable(*out))
+		return cfg_fail(c, ":-prefixed or host headers may not be removed");
+	return RM_OK;
+}
+
+/* The four *_headers_to_add/remove lists of obj. */
+static int hdr_mutations(struct cfg_ctx *c, const json_t *obj, struct hdr_mutations *m)
+{
+	if (COMPILE_LIST(c, obj, "request_headers_to_add", m->req.add, m->req.nadd, hdr_add) ||
+	    COMPILE_LIST(c, obj, "request_headers_to_remove", m->req.remove, m->req.nremove,
+			 hdr_remove) ||
+	    COMPILE_LIST(c, obj, "response_headers_to_add", m->resp.add, m->resp.nadd, hdr_add) ||
+	    COMPILE_LIST(c, obj, "response_headers_to_remove", m->resp.remove, m->resp.nremove,
+			 hdr_remove))
+		return RM_ERROR;
+	return RM_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Route */
+
+static const char *const match_fields[] = {
+	"prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers",
+	"query_parameters", NULL,
+};
+static const char *const path_oneof[] = {
+	"prefix", "path", "safe_regex", "path_separated_prefix", NULL,
+};
+
+static int route_match_cfg(struct cfg_ctx *c, const json_t *m, struct route *r)
+{
+	static const enum path_kind kinds[] = { PM_PREFIX, PM_PATH, PM_REGEX, PM_SEP_PREFIX };
+	const char *s = NULL;
+	int which;
+
+	r->case_sensitive = true;
+	if (cfg_check_fields(c, m, match_fields) || oneof(c, m, path_oneof, true, &which) ||
+	    cfg_bool(c, m, "case_sensitive", &r->case_sensitive))
+		return RM_ERROR;
+	r->pkind = kinds[which];
+	if (r->pkind == PM_REGEX) {
+		if (regex_matcher(c, m, "safe_regex", ROUTE_RE_FULL, &r->pre) != RM_OK)
+			return RM_ERROR;
+	} else {
+		if (cfg_string(c, m, path_oneof[which], &s) != RM_OK)
+			return RM_ERROR;
+		if (r->pkind == PM_SEP_PREFIX &&
+		    (strlen(s) < 2 || strpbrk(s, "?#") || s[strlen(s) - 1] == '/')) {
+			cfg_enter(c, m, "path_separated_prefix");
+			return cfg_fail(c, "'%.100s' is not a valid separated prefix (it must not "
+					"contain '?' or '#' nor end with '/')", s);
+		}
+		r->pstr = xstrdup(s);
+		r->plen = (uint32_t)strlen(s);
+	}
+	if (COMPILE_LIST(c, m, "headers", r->hm, r->nhm, hdr_matcher) ||
+	    COMPILE_LIST(c, m, "query_parameters", r->qm, r->nqm, qp_matcher))
+		return RM_ERROR;
+	return RM_OK;
+}
+
+static const char *const wc_fields[] = { "clusters", "total_weight", NULL };
+static const char *const cw_fields[] = {
+	"name", "weight", "request_headers_to_add", "request_headers_to_remove",
+	"response_headers_to_add", "response_headers_to_remove", NULL,
+};
+
+static int cluster_weight(struct cfg_ctx *c, const json_t *o, struct weighted_cluster *wc)
+{
+	const char *name = NULL;
+	struct hdr_mutations *m;
+
+	if (cfg_check_fields(c, o, cw_fields) || cfg_string_req(c, o, "name", &name))
+		return RM_ERROR;
+	if (!*name) {
+		cfg_enter(c, o, "name");
+		return cfg_fail(c, "must not be empty");
+	}
+	wc->name = xstrdup(name);
+	if (!cfg_get(o, "weight")) {
+		cfg_enter_req(c, o, "weight");
+		return RM_ERROR;
+	}
+	if (cfg_u32(c, o, "weight", &wc->weight) != RM_OK)
+		return RM_ERROR;
+	wc->headers = m = xcalloc(1, sizeof(*m));
+	return hdr_mutations(c, o, m);
+}
+
+static int weighted_clusters(struct cfg_ctx *c, const json_t *a, struct route_entry *e)
+{
+	const json_t *w;
+	uint32_t total = 0;
+	uint64_t sum = 0;
+
+	if (enter_obj(c, a, "weighted_clusters", &w, wc_fields) != RM_OK ||
+	    cfg_u32(c, w, "total_weight", &total))
+		return RM_ERROR;
+	if (!cfg_get(w, "clusters")) {
+		cfg_enter_req(c, w, "clusters");
+		return RM_ERROR;
+	}
+	if (COMPILE_LIST(c, w, "clusters", e->wclusters, e->nwclusters, cluster_weight))
+		return RM_ERROR;
+	if (!e->nwclusters) {
+		cfg_enter(c, w, "clusters");
+		return cfg_fail(c, "at least one cluster is required");
+	}
+	for (uint32_t i = 0; i < e->nwclusters; i++)
+		sum += e->wclusters[i].weight;
+	if (sum == 0)
+		return cfg_fail(c, "Sum of weights in the weighted_cluster must be greater than 0.");
+	if (sum > UINT32_MAX)
+		return cfg_fail(c, "Sum of weights in the weighted_cluster must not exceed %u",
+				UINT32_MAX);
+	if (total && total != sum) {
+		cfg_enter(c, w, "total_weight");
+		return cfg_fail(c, "Sum of weights in the weighted_cluster should add up to %u "
+				"(they add up to %llu)", total, (unsigned long long)sum);
+	}
+	e->total_weight = (uint32_t)sum;
+	cfg_leave(c);
+	return RM_OK;
+}
+
+static const char *const ra_fields[] = {
+	"cluster", "weighted_clusters", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal",
+	"append_x_forwarded_host", "timeout", "idle_timeout", NULL,
+};
+static const char *const cluster_oneof[] = { "cluster", "weighted_clusters", NULL };
+static const char *const rewrite_oneof[] = { "prefix_rewrite", "regex_rewrite", NULL };
+static const char *const rr_fields[] = { "pattern", "substitution", NULL };
+
+static int regex_rewrite(struct cfg_ctx *c, const json_t *a, struct route *r)
+{
+	const json_t *rr;
+	const char *sub = NULL;
+
+	if (enter_obj(c, a, "regex_rewrite", &rr, rr_fields) != RM_OK)
+		return RM_ERROR;
+	if (!cfg_get(rr, "pattern")) {
+		cfg_enter_req(c, rr, "pattern");
+		return RM_ERROR;
+	}
+	if (regex_matcher(c, rr, "pattern", 0, &r->rewrite_re) ||
+	    cfg_string_req(c, rr, "substitution", &sub))
+		return RM_ERROR;
+	cfg_enter(c, rr, "substitution");
+	if (has_ctl(sub))
+		return cfg_fail(c, "must not contain CR or LF");
+	if (route_re_check_rewrite(c, r->rewrite_re, sub) != RM_OK)
+		return RM_ERROR;
+	cfg_leave(c);
+	r->rewrite_sub = xstrdup(sub);
+	cfg_leave(c);
+	return RM_OK;
+}
+
+static int route_action(struct cfg_ctx *c, const json_t *a, struct route *r)
+{
+	struct route_entry *e = &r->e;
+	const char *s = NULL;
+	int which, rw;
+
+	e->kind = ROUTE_ACTION_ROUTE;
+	e->timeout_ms = DEFAULT_TIMEOUT_MS;
+	if (cfg_check_fields(c, a, ra_fields) || oneof(c, a, cluster_oneof, true, &which) ||
+	    oneof(c, a, rewrite_oneof, false, &rw) ||
+	    cfg_duration_ms(c, a, "timeout", &e->timeout_ms) ||
+	    cfg_duration_ms(c, a, "idle_timeout", &e->idle_timeout_ms) ||
+	    cfg_bool(c, a, "append_x_forwarded_host", &r->append_xfh))
+		return RM_ERROR;
+	if (which == 0) {
+		if (cfg_string(c, a, "cluster", &s) != RM_OK)
+			return RM_ERROR;
+		if (!*s) {
+			cfg_enter(c, a, "cluster");
+			return cfg_fail(c, "must not be empty");
+		}
+		e->cluster = xstrdup(s);
+	} else if (weighted_clusters(c, a, e) != RM_OK) {
+		return RM_ERROR;
+	}
+	s = NULL;
+	if (string_hv(c, a, "prefix_rewrite", &s) != RM_OK)
+		return RM_ERROR;
+	if (s && *s) {   /* proto3: "" is the same as unset */
+		r->prefix_rewrite = xstrdup(s);
+		r->prefix_rewrite_len = (uint32_t)strlen(s);
+	}
+	if (rw == 1 && regex_rewrite(c, a, r) != RM_OK)
+		return RM_ERROR;
+	s = NULL;
+	if (string_hv(c, a, "host_rewrite_literal", &s) != RM_OK)
+		return RM_ERROR;
+	if (s && *s)
+		r->host_rewrite = xstrdup(s);
+	return RM_OK;
+}
+
+static const char *const redir_fields[] = {
+	"https_redirect", "scheme_redirect", "host_redirect", "port_redirect", "path_redirect",
+	"prefix_rewrite", "response_code", "strip_query", NULL,
+};
+static const char *const scheme_oneof[] = { "https_redirect", "scheme_redirect", NULL };
+static const char *const redir_path_oneof[] = { "path_redirect", "prefix_rewrite", NULL };
+static const char *const redirect_codes[] = {
+	"MOVED_PERMANENTLY", "FOUND", "SEE_OTHER", "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT",
+};
+static const uint16_t redirect_status[] = { 301, 302, 303, 307, 308 };
+
+static int redirect_action(struct cfg_ctx *c, const json_t *a, struct route *r)
+{
+	const char *scheme = NULL, *host = NULL, *path = NULL, *prefix = NULL;
+	bool https = false;
+	int which, code = 0;
+
+	r->e.kind = ROUTE_ACTION_REDIRECT;
+	if (cfg_check_fields(c, a, redir_fields) || oneof(c, a, scheme_oneof, false, &which) ||
+	    oneof(c, a, redir_path_oneof, false, &which) ||
+	    cfg_bool(c, a, "https_redirect", &https) || string_hv(c, a, "scheme_redirect", &scheme) ||
+	    string_hv(c, a, "host_redirect", &host) ||
+	    cfg_u32(c, a, "port_redirect", &r->port_redirect) ||
+	    string_hv(c, a, "path_redirect", &path) || string_hv(c, a, "prefix_rewrite", &prefix) ||
+	    cfg_enum(c, a, "response_code", redirect_codes, ARRAY_SIZE(redirect_codes), &code) ||
+	    cfg_bool(c, a, "strip_query", &r->strip_query))
+		return RM_ERROR;
+	if (r->port_redirect > 65535) {
+		cfg_enter(c, a, "port_redirect");
+		return cfg_fail(c, "expected a port in 0..65535");
+	}
+	if (https)
+		r->scheme_redirect = xstrdup("https");
+	else if (scheme && *scheme)
+		r->scheme_redirect = lower_dup(scheme);
+	if (host && *host)
+		r->host_redirect = xstrdup(host);
+	if (path && *path) {
+		r->path_redirect = xstrdup(path);
+		r->path_redirect_has_query = strchr(path, '?') != NULL;
+	}
+	if (prefix && *prefix) {
+		r->prefix_rewrite = xstrdup(prefix);
+		r->prefix_rewrite_len = (uint32_t)strlen(prefix);
+	}
+	r->e.redirect_status = redirect_status[code];
+	return RM_OK;
+}
+
+static const char *const dr_fields[] = { "status", "body", NULL };
+static const char *const ds_fields[] = { "inline_string", "inline_bytes", NULL };
+
+static int b64_val(unsigned char ch)
+{
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A';
+	if (ch >= 'a' && ch <= 'z')
+		return ch - 'a' + 26;
+	if (ch >= '0' && ch <= '9')
+		return ch - '0' + 52;
+	if (ch == '+' || ch == '-')
+		return 62;
+	if (ch == '/' || ch == '_')
+		return 63;
+	return -1;
+}
+
+/* proto3 JSON bytes: standard or URL-safe base64, padding optional. */
+static char *b64_decode(const char *s, size_t *out_len)
+{
+	size_t n = strlen(s);
+	char *out = xmalloc(n / 4 * 3 + 3);
+	size_t o = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+
+	while (n && s[n - 1] == '=')
+		n--;
+	for (size_t i = 0; i < n; i++) {
+		int v = b64_val((unsigned char)s[i]);
+		if (v < 0) {
+			xfree(out);
+			return NULL;
+		}
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	if (bits >= 6) {   /* a lone trailing character carries no whole byte */
+		xfree(out);
+		return NULL;
+	}
+	out[o] = '\0';
+	*out_len = o;
+	return out;
+}
+
+static int direct_response(struct cfg_ctx *c, const json_t *a, struct route *r,
+			   const struct route_config *rc)
+{
+	struct route_entry *e = &r->e;
+	const json_t *b;
+	uint32_t status = 0;
+	const char *s = NULL;
+	int which, brc;
+
+	e->kind = ROUTE_ACTION_DIRECT;
+	if (cfg_check_fields(c, a, dr_fields))
+		return RM_ERROR;
+	if (!cfg_get(a, "status")) {
+		cfg_enter_req(c, a, "status");
+		return RM_ERROR;
+	}
+	if (cfg_u32(c, a, "status", &status) != RM_OK)
+		return RM_ERROR;
+	if (status < 200 || status > 599) {
+		cfg_enter(c, a, "status");
+		return cfg_fail(c, "expected an HTTP status in 200..599");
+	}
+	e->direct_status = (uint16_t)status;
+	brc = enter_obj(c, a, "body", &b, ds_fields);
+	if (brc == RM_ERROR)
+		return RM_ERROR;
+	if (brc == RM_DECLINED)
+		return RM_OK;
+	if (oneof(c, b, ds_fields, true, &which) != RM_OK ||
+	    cfg_string(c, b, ds_fields[which], &s) != RM_OK)
+		return RM_ERROR;
+	if (which == 0) {
+		e->direct_body = xstrdup(s);
+		e->direct_body_len = strlen(s);
+	} else if (!(e->direct_body = b64_decode(s, &e->direct_body_len))) {
+		cfg_enter(c, b, "inline_bytes");
+		return cfg_fail(c, "invalid base64");
+	}
+	if (e->direct_body_len > rc->max_direct_body)
+		return cfg_fail(c, "response body size is %zu bytes; maximum is %u",
+				e->direct_body_len, rc->max_direct_body);
+	cfg_leave(c);
+	return RM_OK;
+}
+
+static const char *const route_fields[] = {
+	"name", "match", "route", "redirect", "direct_response", "request_headers_to_add",
+	"request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
+	NULL,
+};
+static const char *const action_oneof[] = { "route", "redirect", "direct_response", NULL };
+
+static int route_cfg(struct cfg_ctx *c, const json_t *o, struct route *r,
+		     const struct route_config *rc)
+{
+	const json_t *m, *a;
+	const char *name = NULL;
+	int which, arc;
+
+	if (cfg_check_fields(c, o, route_fields) || cfg_string(c, o, "name", &name))
+		return RM_ERROR;
+	if (name)
+		r->e.name = xstrdup(name);
+	if (!(m = cfg_enter_req(c, o, "match")) || route_match_cfg(c, m, r))
+		return RM_ERROR;
+	cfg_leave(c);
+	if (oneof(c, o, action_oneof, true, &which) != RM_OK)
+		return RM_ERROR;
+	if (!(a = cfg_enter(c, o, action_oneof[which])))
+		return RM_ERROR;
+	switch (which) {
+	case 0:
+		arc = route_action(c, a, r);
+		break;
+	case 1:
+		arc = redirect_action(c, a, r);
+		break;
+	default:
+		arc = direct_response(c, a, r, rc);
+		break;
+	}
+	if (arc != RM_OK)
+		return RM_ERROR;
+	cfg_leave(c);
+	return hdr_mutations(c, o, &r->hdrs);
+}
+
+/* ------------------------------------------------------------------------
+ * Virtual host and route configuration */
+
+static const char *const vh_fields[] = {
+	"name", "domains", "routes", "request_headers_to_add", "request_headers_to_remove",
+	"response_headers_to_add", "response_headers_to_remove", NULL,
+};
+
+static int vh_domain(struct cfg_ctx *c, const json_t *v, struct virtual_host *vh,
+		     struct route_config *rc)
+{
+	if (!json_is_string(v))
+		return cfg_fail(c, "expected a string");
+	const char *d = json_string_value(v);
+	size_t len = strlen(d);
+	enum dom_kind kind = DOM_EXACT;
+	int irc;
+
+	for (const char *p = d; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return cfg_fail(c, "invalid domain: control characters are not allowed");
+	if (!strcmp(d, "*")) {
+		if (rc->default_vh)
+			return cfg_fail(c, "only a single wildcard domain '*' is permitted in route "
+					"configuration '%s'", rc->name);
+		rc->default_vh = vh;
+		return RM_OK;
+	}
+	if (len && d[0] == '*') {
+		kind = DOM_SUFFIX;
+		d++;
+		len--;
+		add_len(&rc->suffix_lens, &rc->nsuffix, (uint32_t)len);
+	} else if (len && d[len - 1] == '*') {
+		kind = DOM_PREFIX;
+		len--;
+		add_len(&rc->prefix_lens, &rc->nprefix, (uint32_t)len);
+	}
+	char *low = lower_dup(json_string_value(v));
+	irc = dom_insert(&rc->domains, kind, low + (kind == DOM_SUFFIX), len, vh);
+	xfree(low);
+	if (irc == RM_DECLINED)
+		return cfg_fail(c, "only unique values for domains are permitted: duplicate entry "
+				"of domain '%s' in route configuration '%s'", json_string_value(v),
+				rc->name);
+	return RM_OK;
+}
+
+static int vhost_cfg(struct cfg_ctx *c, const json_t *o, struct virtual_host *vh,
+		     struct route_config *rc)
+{
+	const json_t *arr;
+	const char *name = NULL;
+
+	if (cfg_check_fields(c, o, vh_fields) || cfg_string_req(c, o, "name", &name))
+		return RM_ERROR;
+	if (!*name) {
+		cfg_enter(c, o, "name");
+		return cfg_fail(c, "must not be empty");
+	}
+	vh->name = xstrdup(name);
+	if (!cfg_get(o, "domains")) {
+		cfg_enter_req(c, o, "domains");
+		return RM_ERROR;
+	}
+	if (enter_list(c, o, "domains", &arr) != RM_OK)
+		return RM_ERROR;
+	if (!json_array_size(arr))
+		return cfg_fail(c, "at least one domain is required");
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		const json_t *d = cfg_enter_idx(c, arr, i);
+		if (!d || vh_domain(c, d, vh, rc) != RM_OK)
+			return RM_ERROR;
+		cfg_leave(c);
+	}
+	cfg_leave(c);
+
+	int lrc = enter_list(c, o, "routes", &arr);
+	if (lrc == RM_ERROR)
+		return RM_ERROR;
+	if (lrc == RM_OK) {
+		size_t n = json_array_size(arr);
+		vh->routes = xcalloc(n, sizeof(*vh->routes));
+		vh->nroutes = (uint32_t)n;
+		for (size_t i = 0; i < n; i++) {
+			const json_t *r = cfg_enter_idx(c, arr, i);
+			if (!r || route_cfg(c, r, &vh->routes[i], rc) != RM_OK)
+				return RM_ERROR;
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+	}
+	return hdr_mutations(c, o, &vh->hdrs);
+}
+
+static const char *const rc_fields[] = {
+	"name", "virtual_hosts", "request_headers_to_add", "request_headers_to_remove",
+	"response_headers_to_add", "response_headers_to_remove", "ignore_port_in_host_matching",
+	"most_specific_header_mutations_wins", "max_direct_response_body_size_bytes", NULL,
+};
+
+struct route_config *route_config_compile(struct cfg_ctx *c, const json_t *j)
+{
+	struct route_config *rc = xcalloc(1, sizeof(*rc));
+	int depth0 = c->depth;
+	const json_t *arr;
+	const char *name = "";
+
+	rc->max_direct_body = DIRECT_BODY_MAX_DEFAULT;
+	if (cfg_check_fields(c, j, rc_fields) || cfg_string(c, j, "name", &name) ||
+	    cfg_bool(c, j, "ignore_port_in_host_matching", &rc->ignore_port) ||
+	    cfg_bool(c, j, "most_specific_header_mutations_wins", &rc->most_specific_wins) ||
+	    cfg_u32(c, j, "max_direct_response_body_size_bytes", &rc->max_direct_body))
+		goto error;
+	rc->name = xstrdup(name);
+
+	int lrc = enter_list(c, j, "virtual_hosts", &arr);
+	if (lrc == RM_ERROR)
+		goto error;
+	if (lrc == RM_OK) {
+		size_t n = json_array_size(arr);
+		rc->vhosts = xcalloc(n, sizeof(*rc->vhosts));
+		rc->nvhosts = (uint32_t)n;
+		for (size_t i = 0; i < n; i++) {
+			const json_t *v = cfg_enter_idx(c, arr, i);
+			if (!v || vhost_cfg(c, v, &rc->vhosts[i], rc) != RM_OK)
+				goto error;
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+	}
+	if (hdr_mutations(c, j, &rc->hdrs) != RM_OK)
+		goto error;
+	return rc;
+error:
+	c->depth = depth0;
+	if (!c->failed)
+		cfg_fail(c, "invalid route configuration");
+	route_config_free(rc);
+	return NULL;
+}
+
+const char *route_config_name(const struct route_config *rc)
+{
+	return rc->name;
+}
+
+void route_config_for_each_cluster(const struct route_config *rc,
+				   void (*fn)(const char *name, void *arg), void *arg)
+{
+	for (uint32_t i = 0; i < rc->nvhosts; i++) {
+		const struct virtual_host *vh = &rc->vhosts[i];
+		for (uint32_t j = 0; j < vh->nroutes; j++) {
+			const struct route_entry *e = &vh->routes[j].e;
+			if (e->kind != ROUTE_ACTION_ROUTE)
+				continue;
+			if (e->cluster)
+				fn(e->cluster, arg);
+			for (uint32_t k = 0; k < e->nwclusters; k++)
+				fn(e->wclusters[k].name, arg);
+		}
+	}
+}

@@ -1,0 +1,118 @@
+/* route.h - RouteConfiguration: compile once into an immutable table, match
+ * requests against it.  Pure: no I/O, no globals, safe to share read-only
+ * between workers (it lives in the config snapshot).
+ *
+ * Supported (Envoy v3 envoy.config.route.v3.*):
+ *  RouteConfiguration: name, virtual_hosts, request_headers_to_add,
+ *    request_headers_to_remove, response_headers_to_add,
+ *    response_headers_to_remove.
+ *  VirtualHost: name, domains (exact, "*.suffix", "prefix.*", "*"; a domain
+ *    with a port matches host:port exactly; a host's port is ignored when no
+ *    domain with a port matches, as Envoy does), routes, the four
+ *    *_headers_to_add/remove lists.
+ *  Route: name, match, route | redirect | direct_response, the four header
+ *    lists.
+ *  RouteMatch: prefix | path | safe_regex {regex} | path_separated_prefix,
+ *    case_sensitive (default true), headers[] (HeaderMatcher:
+ *    string_match {exact,prefix,suffix,contains,safe_regex,ignore_case},
+ *    exact_match, prefix_match, suffix_match, contains_match,
+ *    safe_regex_match, present_match, invert_match, treat_missing_header_as_empty),
+ *    query_parameters[] (name, string_match, present_match).
+ *  RouteAction: cluster | weighted_clusters {clusters[{name, weight,
+ *    request/response header lists}], total_weight(ignored/validated)},
+ *    prefix_rewrite, regex_rewrite {pattern{regex}, substitution},
+ *    host_rewrite_literal, timeout (default 15 s; 0 = none),
+ *    idle_timeout.
+ *  RedirectAction: scheme_redirect / https_redirect, host_redirect,
+ *    port_redirect, path_redirect | prefix_rewrite, response_code
+ *    (MOVED_PERMANENTLY 301 default, FOUND 302, SEE_OTHER 303,
+ *    TEMPORARY_REDIRECT 307, PERMANENT_REDIRECT 308), strip_query.
+ *  DirectResponseAction: status, body {inline_string | inline_bytes}.
+ *  HeaderValueOption: header {key, value}, append (deprecated bool),
+ *    append_action (APPEND_IF_EXISTS_OR_ADD default,
+ *    ADD_IF_ABSENT, OVERWRITE_IF_EXISTS_OR_ADD, OVERWRITE_IF_EXISTS),
+ *    keep_empty_value.  Values are literal (no %VAR% formatting yet).
+ * Regexes: RE2 syntax subset, compiled with PCRE2 (+JIT where available),
+ *   anchored full-match as Envoy's safe_regex requires; match limits set so a
+ *   pathological pattern is bounded. */
+#ifndef REMORA_ROUTER_ROUTE_H
+#define REMORA_ROUTER_ROUTE_H
+
+#include "../config/cfg.h"
+#include "../http/headers.h"
+
+struct route_config;      /* opaque; immutable after compile */
+struct virtual_host;      /* opaque */
+
+enum route_action_kind { ROUTE_ACTION_ROUTE, ROUTE_ACTION_REDIRECT, ROUTE_ACTION_DIRECT };
+
+struct weighted_cluster {
+	char *name;                       /* owned */
+	uint32_t weight;
+	void *headers;                    /* owned, private: per-cluster header mutations */
+};
+
+/* Public view of a matched route (the rest is private to route.c). */
+struct route_entry {
+	char *name;                       /* owned, may be NULL */
+	enum route_action_kind kind;
+	/* ROUTE */
+	char *cluster;                    /* owned; NULL when weighted */
+	struct weighted_cluster *wclusters;  /* owned [nwclusters] */
+	uint32_t nwclusters, total_weight;
+	uint64_t timeout_ms;              /* 0 = no timeout; default 15000 */
+	uint64_t idle_timeout_ms;         /* 0 = unset */
+	/* DIRECT */
+	uint16_t direct_status;
+	char *direct_body;                /* owned, may be NULL */
+	size_t direct_body_len;
+	/* REDIRECT: see route_redirect_location() */
+	uint16_t redirect_status;
+};
+
+/* Compile a RouteConfiguration object (the value of HCM route_config).
+ * Returns NULL with the error recorded in c (cfg_fail) on invalid input;
+ * unsupported fields are errors (cfg_check_fields).  The caller owns the
+ * result; the json tree is not referenced afterwards. */
+struct route_config *route_config_compile(struct cfg_ctx *c, const json_t *rc);
+void route_config_free(struct route_config *rc);       /* NULL ok */
+const char *route_config_name(const struct route_config *rc);
+
+/* Cluster names the table references (for validation that they exist).
+ * Calls fn(name, arg) once per reference, in order. */
+void route_config_for_each_cluster(const struct route_config *rc,
+				   void (*fn)(const char *name, void *arg), void *arg);
+
+/* Select the virtual host by :authority and the first matching route.
+ * req holds ":authority", ":path" (with query), ":method" and headers.
+ * Returns NULL if no virtual host or no route matches (*vh_out is set to the
+ * matched virtual host or NULL either way). */
+const struct route_entry *route_match(const struct route_config *rc,
+				      const struct http_headers *req,
+				      const struct virtual_host **vh_out);
+
+/* Pick the upstream cluster of a ROUTE entry; for weighted clusters uses
+ * rnd (uniform 64-bit) to choose by weight.  Returns the cluster name and,
+ * if wc_out != NULL, the chosen weighted entry (or NULL). */
+const char *route_pick_cluster(const struct route_entry *re, uint64_t rnd,
+			       const struct weighted_cluster **wc_out);
+
+/* Apply request-side transformations for a ROUTE entry to req, in Envoy's
+ * order: path rewrites (prefix_rewrite / regex_rewrite) and host rewrite
+ * (host_rewrite_literal; the original host goes to x-forwarded-host), then
+ * header removals/additions for weighted cluster, route, virtual host,
+ * route config (most specific first, as Envoy does by default). */
+void route_apply_request(const struct route_config *rc, const struct virtual_host *vh,
+			 const struct route_entry *re, const struct weighted_cluster *wc,
+			 struct http_headers *req);
+/* Response-side header removals/additions (any action kind; vh/re may be NULL). */
+void route_apply_response(const struct route_config *rc, const struct virtual_host *vh,
+			  const struct route_entry *re, const struct weighted_cluster *wc,
+			  struct http_headers *resp);
+
+/* For a REDIRECT entry: build the Location value for req into buf (NUL
+ * terminated).  Returns its length, or -1 if it does not fit. */
+int route_redirect_location(const struct route_entry *re, const struct http_headers *req,
+			    bool req_is_tls, char *buf, size_t buflen);
+
+#endif

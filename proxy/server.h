@@ -1,0 +1,73 @@
+/* server.h - the process: main thread, workers, lifecycle. */
+#ifndef REMORA_SERVER_H
+#define REMORA_SERVER_H
+
+#include <pthread.h>
+#include <sys/socket.h>
+#include <event2/event.h>
+#include "snapshot.h"
+
+#define SERVER_STATS(X)                                                          \
+	X(GAUGE, live) X(GAUGE, state) X(GAUGE, uptime) X(GAUGE, concurrency)    \
+	X(GAUGE, total_connections) X(GAUGE, memory_allocated)                   \
+	X(GAUGE, memory_heap_size) X(GAUGE, hot_restart_epoch)                   \
+	X(GAUGE, days_until_first_cert_expiring) X(COUNTER, envoy_bug_failures)   \
+	X(COUNTER, debug_assertion_failures) X(GAUGE, parent_connections)        \
+	X(GAUGE, version) X(COUNTER, dynamic_unknown_fields) X(COUNTER, static_unknown_fields)
+#define SRV_ENUM(type, name) SRV_##name,
+enum { SERVER_STATS(SRV_ENUM) SERVER_STATS_N };
+
+enum server_state { SERVER_LIVE = 0, SERVER_DRAINING = 1, SERVER_PRE_INITIALIZING = 2,
+		    SERVER_INITIALIZING = 3 };
+
+struct worker;
+struct admin;
+
+struct server_options {
+	const char *config_path;
+	unsigned concurrency;             /* 0 = auto */
+	bool validate_only;
+	unsigned drain_time_s;            /* --drain-time-s (default 600 in Envoy; we use 5) */
+	const char *service_node, *service_cluster;
+	const char *log_level;
+	bool allow_unknown_fields;
+	char *argv_line;                  /* owned; for /server_info */
+};
+
+struct server {
+	struct server_options opt;
+	struct event_base *base;          /* main thread */
+	pthread_t main_thread;
+	unsigned nworkers;
+	struct worker *workers;           /* owned [nworkers] */
+	struct stats_store *stats;        /* owned */
+	struct stats_scope *server_stats; /* owned */
+	struct stats_scope *lm_stats;     /* listener_manager.* */
+	struct snapshot *snap;            /* current (ref) */
+	struct admin *admin;              /* owned */
+	char *node_id, *node_cluster;     /* owned */
+	struct sockaddr_storage admin_addr;
+	socklen_t admin_addrlen;
+	bool has_admin;
+	volatile int state;               /* enum server_state */
+	volatile bool healthcheck_failed;
+	uint64_t start_ms;
+	struct event *sigterm_ev, *sigint_ev, *sigpipe_ev, *tick_ev, *drain_timer;
+	uint64_t drain_deadline_ms;
+	size_t clusters_pending;          /* clusters not yet initialized */
+	int exit_code;
+};
+
+extern struct server g_server;
+
+unsigned server_default_concurrency(void);
+int server_run(struct server *srv);
+/* Start draining: close listeners, finish in-flight, exit. Main thread. */
+void server_begin_drain(struct server *srv, bool immediate);
+/* Close listeners only (admin /drain_listeners). */
+void server_drain_listeners(struct server *srv);
+void server_free(struct server *srv);
+/* Total downstream connections across workers. */
+long server_active_connections(const struct server *srv);
+
+#endif

@@ -1,0 +1,74 @@
+/* snapshot.h - the immutable, refcounted configuration the workers run on.
+ *
+ * Built on the main thread by config.c from the bootstrap (later from xDS),
+ * published to workers by message; a connection and each of its streams
+ * hold a reference to the snapshot they started with, so a new snapshot never
+ * changes a request mid-flight. */
+#ifndef REMORA_SNAPSHOT_H
+#define REMORA_SNAPSHOT_H
+
+#include <sys/socket.h>
+#include "config/cfg.h"
+#include "../stats/stats.h"
+
+struct cluster;
+struct network_filter_ops;
+struct server;
+
+#define LISTENER_STATS(X)                                                        \
+	X(COUNTER, downstream_cx_total) X(GAUGE, downstream_cx_active)          \
+	X(COUNTER, downstream_cx_destroy) X(COUNTER, no_filter_chain_match)     \
+	X(COUNTER, downstream_cx_overflow) X(HISTOGRAM, downstream_cx_length_ms)
+#define LS_ENUM(type, name) LS_##name,
+enum { LISTENER_STATS(LS_ENUM) LISTENER_STATS_N };
+
+struct filter_chain {
+	uint32_t dst_port;                   /* filter_chain_match.destination_port, 0 = any */
+	const struct network_filter_ops *ops; /* terminal network filter */
+	void *cfg;                           /* owned via ops->free_config */
+};
+
+struct listener_cfg {
+	char *name;                          /* owned */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	char addr_str[80];                   /* "127.0.0.1_10000" (stat name form) */
+	uint32_t buffer_limit;               /* per_connection_buffer_limit_bytes */
+	int backlog;
+	struct filter_chain *chains;         /* owned [nchains] */
+	size_t nchains;
+	struct filter_chain *default_chain;  /* owned, may be NULL */
+	struct stats_scope *stats;           /* owned */
+	int *fds;                            /* owned [nfds]: SO_REUSEPORT sockets, -1 after handoff */
+	unsigned nfds;
+};
+
+struct snapshot {
+	int refcnt;                          /* atomic */
+	uint64_t version;
+	json_t *bootstrap;                   /* owned ref; for /config_dump */
+	struct listener_cfg **listeners;     /* owned [nlisteners] */
+	size_t nlisteners;
+	struct cluster **clusters;           /* refs [nclusters] */
+	size_t nclusters;
+	struct cluster **cl_hash;            /* owned open-addressing table [cl_hash_size] */
+	size_t cl_hash_size;
+};
+
+/* What a filter's parse_config may need while a snapshot is built. */
+struct build_ctx {
+	struct server *srv;
+	struct snapshot *snap;               /* being built; clusters are parsed first */
+	struct stats_store *stats;
+	unsigned nworkers;
+};
+
+struct snapshot *snapshot_ref(struct snapshot *s);
+void snapshot_unref(struct snapshot *s);  /* any thread; frees at 0 (must be main-safe) */
+struct cluster *snapshot_find_cluster(const struct snapshot *s, const char *name);
+void snapshot_index_clusters(struct snapshot *s);
+
+/* Compile a bootstrap tree.  Returns NULL with c->err set. */
+struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, struct server *srv);
+
+#endif

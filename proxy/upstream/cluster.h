@@ -1,0 +1,154 @@
+/* cluster.h - upstream clusters, hosts, host sets and load balancing.
+ *
+ * Threads: a cluster's config is immutable once built.  Its membership (the
+ * host set) is owned by the main thread, which builds a new immutable,
+ * refcounted host set on every change (DNS answer) and posts it to every
+ * worker; each worker keeps its own current host set and LB state in
+ * cluster->workers[w], touched by worker w only. */
+#ifndef REMORA_UPSTREAM_CLUSTER_H
+#define REMORA_UPSTREAM_CLUSTER_H
+
+#include <sys/socket.h>
+#include <event2/event.h>
+#include "../config/cfg.h"
+#include "../../stats/stats.h"
+#include "dns.h"
+
+struct worker;
+struct pool;
+struct build_ctx;
+
+#define CLUSTER_STATS(X)                                                           \
+	X(COUNTER, upstream_cx_total) X(GAUGE, upstream_cx_active)                \
+	X(COUNTER, upstream_cx_http1_total) X(COUNTER, upstream_cx_connect_fail)  \
+	X(COUNTER, upstream_cx_connect_timeout) X(COUNTER, upstream_cx_destroy)   \
+	X(COUNTER, upstream_cx_destroy_local) X(COUNTER, upstream_cx_destroy_remote) \
+	X(COUNTER, upstream_cx_idle_timeout) X(COUNTER, upstream_cx_max_requests) \
+	X(COUNTER, upstream_cx_none_healthy) X(COUNTER, upstream_cx_protocol_error) \
+	X(COUNTER, upstream_cx_rx_bytes_total) X(COUNTER, upstream_cx_tx_bytes_total) \
+	X(HISTOGRAM, upstream_cx_connect_ms) X(HISTOGRAM, upstream_cx_length_ms)  \
+	X(COUNTER, upstream_rq_total) X(GAUGE, upstream_rq_active)                \
+	X(COUNTER, upstream_rq_completed) X(COUNTER, upstream_rq_timeout)         \
+	X(COUNTER, upstream_rq_rx_reset) X(COUNTER, upstream_rq_tx_reset)         \
+	X(COUNTER, upstream_rq_pending_total) X(GAUGE, upstream_rq_pending_active) \
+	X(COUNTER, upstream_rq_pending_failure_eject) X(HISTOGRAM, upstream_rq_time) \
+	X(GAUGE, membership_healthy) X(GAUGE, membership_total)                   \
+	X(GAUGE, membership_degraded) X(GAUGE, membership_excluded)               \
+	X(COUNTER, membership_change) X(COUNTER, update_attempt)                  \
+	X(COUNTER, update_success) X(COUNTER, update_failure)                     \
+	X(COUNTER, update_no_rebuild) X(COUNTER, lb_healthy_panic)
+
+enum { CLUSTER_STATS(STATS_ENUM) CLUSTER_STATS_N };
+
+/* Per-host counters kept per shard (for /clusters). */
+enum { HOST_CX_TOTAL, HOST_CX_ACTIVE, HOST_CX_CONNECT_FAIL, HOST_RQ_TOTAL, HOST_RQ_ACTIVE,
+       HOST_RQ_ERROR, HOST_RQ_SUCCESS, HOST_RQ_TIMEOUT, HOST_STATS_N };
+
+enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS };
+enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM };
+
+struct host {
+	int refcnt;                         /* atomic; host sets and pools hold refs */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	char addr_str[64];                  /* "127.0.0.1:8080" / "[::1]:8080" */
+	char *hostname;                     /* owned, may be NULL (DNS name it came from) */
+	uint32_t weight;
+	unsigned nshards;
+	int64_t *stats;                     /* owned; [nshards][HOST_STATS_N] */
+	struct pool **pools;                /* owned array [nworkers]; slot w owned by worker w */
+};
+
+struct hostset {
+	int refcnt;                         /* atomic */
+	size_t n;
+	struct host **hosts;                /* owned array; each element holds a ref */
+	uint32_t total_weight;
+	bool weighted;                      /* weights differ */
+};
+
+/* Worker w's view of a cluster. */
+struct cluster_worker {
+	struct hostset *hs;                 /* ref held; NULL until the first set arrives */
+	uint64_t rr;                        /* round-robin cursor */
+	int64_t *cur_weight;                /* owned; smooth-WRR state [hs->n] when weighted */
+};
+
+struct cluster;
+struct dns_cb_arg {                         /* callback argument of one endpoint's query */
+	struct cluster *cl;
+	size_t idx;
+};
+
+struct endpoint_cfg {                       /* one lb_endpoints[] entry */
+	char *address;                      /* owned: IP literal or DNS name */
+	uint16_t port;
+	uint32_t weight;
+};
+
+struct cluster {
+	int refcnt;                         /* atomic; snapshots hold refs */
+	char *name;                         /* owned */
+	enum cluster_type type;
+	enum lb_policy lb;
+	uint32_t lr_choice_count;           /* least_request_lb_config.choice_count (2) */
+	uint64_t connect_timeout_ms;        /* default 5000 */
+	uint32_t buffer_limit;              /* per_connection_buffer_limit_bytes (1 MiB) */
+	uint32_t max_requests_per_connection; /* 0 = unlimited */
+	uint64_t idle_timeout_ms;           /* upstream idle timeout (1 h default) */
+	uint64_t dns_refresh_ms;            /* dns_refresh_rate (5000) */
+	bool respect_dns_ttl;
+	enum dns_family dns_family;
+	struct sockaddr_storage *resolvers; /* owned [nresolvers] */
+	size_t nresolvers;
+	struct endpoint_cfg *endpoints;     /* owned [nendpoints] */
+	size_t nendpoints;
+	json_t *json;                       /* owned ref, for /config_dump */
+	struct stats_scope *stats;          /* owned */
+	unsigned nworkers;
+	struct cluster_worker *workers;     /* owned [nworkers] */
+	/* main thread only */
+	struct hostset *hs;                 /* current host set (ref) */
+	struct dns_resolver *dns;           /* owned, STRICT_DNS only */
+	struct dns_query **queries;         /* owned [nendpoints], pending queries */
+	struct dns_cb_arg *dns_args;        /* owned [nendpoints] */
+	struct sockaddr_storage **dns_addrs; /* owned per endpoint: last answer */
+	size_t *dns_naddrs;
+	size_t dns_pending;                 /* queries in flight this round */
+	struct event *dns_timer;            /* owned */
+	uint32_t dns_min_ttl_s;             /* smallest TTL of this round */
+	bool initialized;                   /* first membership known */
+	void (*on_init)(struct cluster *cl, void *arg); /* called once, see cluster_start */
+	void *on_init_arg;
+};
+
+/* Parse a Cluster.  Returns NULL after cfg_fail(). */
+struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_ctx *b);
+struct cluster *cluster_ref(struct cluster *cl);
+void cluster_unref(struct cluster *cl);              /* main thread; frees at 0 */
+
+/* Main thread: begin membership (STATIC: immediately; DNS: first query).
+ * on_init(arg) is called once the first membership is known. */
+void cluster_start(struct cluster *cl, struct event_base *base,
+		   void (*on_init)(struct cluster *cl, void *arg), void *arg);
+
+/* Worker side. */
+void cluster_worker_set_hostset(struct cluster *cl, unsigned w, struct hostset *hs); /* takes ref */
+struct host *cluster_pick_host(struct cluster *cl, struct worker *w);
+
+struct host *host_ref(struct host *h);
+void host_unref(struct host *h);
+void hostset_unref(struct hostset *hs);
+static inline void host_stat_add(struct host *h, unsigned shard, int idx, int64_t v)
+{
+	h->stats[shard * HOST_STATS_N + idx] += v;
+}
+int64_t host_stat(const struct host *h, int idx);   /* summed over shards */
+
+/* Text for /clusters (Envoy format) appended to out. */
+void cluster_dump_admin(const struct cluster *cl, struct evbuffer *out);
+
+/* Hook used by cluster.c to publish a host set to workers; set by the server. */
+extern void (*cluster_publish_hook)(struct cluster *cl, struct hostset *hs);
+
+#endif

@@ -1,0 +1,237 @@
+/* pool.c - HTTP/1.1 upstream connection pools (per worker, per host). */
+#include "pool.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <event2/buffer.h>
+#include "../worker.h"
+#include "../log.h"
+
+static struct pool *pool_for(struct worker *w, struct cluster *cl, struct host *h)
+{
+	struct pool *p = h->pools[w->id];
+	if (!p) {
+		p = xcalloc(1, sizeof(*p));
+		p->host = host_ref(h);
+		p->cl = cl;
+		p->w = w;
+		h->pools[w->id] = p;
+	}
+	return p;
+}
+
+/* Free an empty pool; its host slot is cleared (worker-owned). */
+static void pool_free(struct pool *p)
+{
+	p->host->pools[p->w->id] = NULL;
+	host_unref(p->host);
+	free(p);
+}
+
+void pool_orphan(struct worker *w, struct host *h)
+{
+	struct pool *p = h->pools[w->id];
+	if (!p)
+		return;
+	while (p->idle)
+		pool_conn_close(p->idle, false);
+	if (!p->nconns)
+		pool_free(p);
+	else
+		p->orphan = true;                  /* the last busy one frees it */
+}
+
+static void idle_unlink(struct upstream_conn *uc)
+{
+	struct pool *p = uc->pool;
+	if (uc->prev)
+		uc->prev->next = uc->next;
+	else
+		p->idle = uc->next;
+	if (uc->next)
+		uc->next->prev = uc->prev;
+	uc->prev = uc->next = NULL;
+	p->nidle--;
+}
+
+void pool_conn_close(struct upstream_conn *uc, bool remote)
+{
+	struct pool *p = uc->pool;
+	unsigned sh = p->w->shard;
+
+	if (uc->state == UC_IDLE)
+		idle_unlink(uc);
+	stats_inc(p->cl->stats, sh, upstream_cx_destroy);
+	stats_inc(p->cl->stats, sh, remote ? upstream_cx_destroy_remote : upstream_cx_destroy_local);
+	stats_dec(p->cl->stats, sh, upstream_cx_active);
+	stats_hist_record(p->cl->stats, sh, upstream_cx_length_ms, (double)(now_ms() - uc->created_ms));
+	host_stat_add(p->host, sh, HOST_CX_ACTIVE, -1);
+	if (uc->timer)
+		event_free(uc->timer);
+	bufferevent_free(uc->bev);
+	p->nconns--;
+	free(uc);
+	if (p->orphan && !p->nconns)
+		pool_free(p);
+}
+
+static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	(void)what;
+	/* EOF, error, or unexpected bytes on an idle connection: drop it. */
+	pool_conn_close(arg, true);
+}
+
+static void idle_read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	pool_conn_close(arg, true);
+}
+
+static void idle_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream_conn *uc = arg;
+	(void)fd;
+	(void)what;
+	stats_inc(uc->pool->cl->stats, uc->pool->w->shard, upstream_cx_idle_timeout);
+	pool_conn_close(uc, false);
+}
+
+void pool_release(struct upstream_conn *uc, bool reusable)
+{
+	struct pool *p = uc->pool;
+	struct cluster *cl = p->cl;
+
+	if (reusable && cl->max_requests_per_connection &&
+	    uc->nrequests >= cl->max_requests_per_connection) {
+		stats_inc(cl->stats, p->w->shard, upstream_cx_max_requests);
+		reusable = false;
+	}
+	if (!reusable || p->w->draining || evbuffer_get_length(bufferevent_get_input(uc->bev))) {
+		pool_conn_close(uc, false);
+		return;
+	}
+	uc->state = UC_IDLE;
+	uc->next = p->idle;
+	uc->prev = NULL;
+	if (p->idle)
+		p->idle->prev = uc;
+	p->idle = uc;
+	p->nidle++;
+	bufferevent_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
+	bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
+	bufferevent_enable(uc->bev, EV_READ);
+	if (cl->idle_timeout_ms) {
+		struct timeval tv = { (time_t)(cl->idle_timeout_ms / 1000),
+				      (suseconds_t)(cl->idle_timeout_ms % 1000) * 1000 };
+		event_assign(uc->timer, p->w->base, -1, 0, idle_timeout_cb, uc);
+		event_add(uc->timer, &tv);
+	}
+}
+
+static void connect_done(struct upstream_conn *uc, enum pool_err err, const char *detail)
+{
+	pool_ready_cb cb = uc->ready_cb;
+	void *arg = uc->ready_arg;
+	struct pool *p = uc->pool;
+	unsigned sh = p->w->shard;
+
+	event_del(uc->timer);
+	uc->ready_cb = NULL;
+	if (err) {
+		stats_inc(p->cl->stats, sh, upstream_cx_connect_fail);
+		if (err == POOL_E_TIMEOUT)
+			stats_inc(p->cl->stats, sh, upstream_cx_connect_timeout);
+		host_stat_add(p->host, sh, HOST_CX_CONNECT_FAIL, 1);
+		pool_conn_close(uc, false);
+		cb(arg, NULL, err, detail);
+		return;
+	}
+	stats_hist_record(p->cl->stats, sh, upstream_cx_connect_ms,
+			  (double)(now_ms() - uc->connect_start_ms));
+	uc->state = UC_BUSY;
+	cb(arg, uc, POOL_OK, NULL);
+}
+
+static void connect_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct upstream_conn *uc = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		int one = 1;
+		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		connect_done(uc, POOL_OK, NULL);
+		return;
+	}
+	int e = EVUTIL_SOCKET_ERROR();
+	log_debug("upstream connect to %s failed: %s", uc->pool->host->addr_str,
+		  evutil_socket_error_to_string(e));
+	connect_done(uc, POOL_E_CONNECT_FAIL, "connection failure");
+}
+
+static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	connect_done(arg, POOL_E_TIMEOUT, "connection timeout");
+}
+
+int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb cb, void *arg,
+	     struct upstream_conn **out)
+{
+	struct pool *p = pool_for(w, cl, h);
+	struct upstream_conn *uc = p->idle;
+
+	*out = NULL;
+	if (uc) {
+		idle_unlink(uc);
+		event_del(uc->timer);
+		uc->state = UC_BUSY;
+		bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
+		*out = uc;
+		return RM_OK;
+	}
+
+	uc = xcalloc(1, sizeof(*uc));
+	uc->pool = p;
+	uc->state = UC_CONNECTING;
+	uc->created_ms = uc->connect_start_ms = now_ms();
+	uc->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (!uc->bev)
+		die("bufferevent_socket_new");
+	uc->timer = evtimer_new(w->base, connect_timeout_cb, uc);
+	uc->ready_cb = cb;
+	uc->ready_arg = arg;
+	p->nconns++;
+	stats_inc(cl->stats, w->shard, upstream_cx_total);
+	stats_inc(cl->stats, w->shard, upstream_cx_http1_total);
+	stats_inc(cl->stats, w->shard, upstream_cx_active);
+	host_stat_add(h, w->shard, HOST_CX_TOTAL, 1);
+	host_stat_add(h, w->shard, HOST_CX_ACTIVE, 1);
+	bufferevent_setcb(uc->bev, NULL, NULL, connect_event_cb, uc);
+	if (bufferevent_socket_connect(uc->bev, (struct sockaddr *)&h->addr, (int)h->addrlen) < 0) {
+		/* Synchronous failure (e.g. no route): report it from the loop,
+		 * never re-entrantly from pool_get(). */
+		bufferevent_trigger_event(uc->bev, BEV_EVENT_ERROR, BEV_TRIG_DEFER_CALLBACKS);
+		*out = uc;
+		return RM_AGAIN;
+	}
+	struct timeval tv = { (time_t)(cl->connect_timeout_ms / 1000),
+			      (suseconds_t)(cl->connect_timeout_ms % 1000) * 1000 };
+	evtimer_add(uc->timer, &tv);
+	*out = uc;
+	return RM_AGAIN;
+}
+
+void pool_close_idle_all(struct worker *w, struct cluster *cl)
+{
+	struct hostset *hs = cl->workers[w->id].hs;
+	if (!hs)
+		return;
+	for (size_t i = 0; i < hs->n; i++) {
+		struct pool *p = hs->hosts[i]->pools[w->id];
+		while (p && p->idle)
+			pool_conn_close(p->idle, false);
+	}
+}

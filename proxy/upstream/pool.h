@@ -1,0 +1,60 @@
+/* pool.h - per-worker, per-host HTTP/1.1 upstream connection pools.
+ *
+ * Idle connections are reused (keep-alive) until the upstream idle timeout
+ * or max_requests_per_connection; an idle connection that becomes readable
+ * (EOF or unexpected bytes) is closed.  A busy connection belongs to exactly
+ * one upstream request, which sets the bufferevent callbacks itself. */
+#ifndef REMORA_UPSTREAM_POOL_H
+#define REMORA_UPSTREAM_POOL_H
+
+#include <event2/bufferevent.h>
+#include "cluster.h"
+
+enum pool_err { POOL_OK = 0, POOL_E_CONNECT_FAIL, POOL_E_TIMEOUT };
+
+struct upstream_conn;
+typedef void (*pool_ready_cb)(void *arg, struct upstream_conn *uc, enum pool_err err,
+			      const char *detail);
+
+enum uc_state { UC_CONNECTING, UC_IDLE, UC_BUSY };
+
+struct upstream_conn {
+	struct bufferevent *bev;         /* owned */
+	struct pool *pool;               /* not owned */
+	enum uc_state state;
+	uint32_t nrequests;              /* requests sent on this connection */
+	uint64_t created_ms, connect_start_ms;
+	struct event *timer;             /* owned: connect timeout, then idle timeout */
+	pool_ready_cb ready_cb;          /* while CONNECTING */
+	void *ready_arg;
+	struct upstream_conn *prev, *next; /* pool's idle list */
+};
+
+struct pool {
+	struct host *host;               /* ref held */
+	struct cluster *cl;              /* not owned; outlives the pool */
+	struct worker *w;                /* not owned */
+	struct upstream_conn *idle;      /* idle list (most recently used first) */
+	unsigned nidle, nconns;
+	bool orphan;                     /* host left the host set: free when empty */
+};
+
+/* Get a connection to h.  If an idle one exists it is returned in *out (state
+ * BUSY) and RM_OK is returned; otherwise a connect starts, the connecting
+ * connection is returned in *out, RM_AGAIN is returned, and cb runs later
+ * (never from inside pool_get) with the connection (BUSY) or an error (the
+ * connection is then already freed).  Cancel a pending connect with
+ * pool_conn_close(*out). */
+int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb cb, void *arg,
+	     struct upstream_conn **out);
+/* Done with a BUSY connection: back to the idle list if reusable, else closed. */
+void pool_release(struct upstream_conn *uc, bool reusable);
+/* Close and free a connection in any state (local close). */
+void pool_conn_close(struct upstream_conn *uc, bool remote);
+/* The host left worker w's host set: close its idle connections and free
+ * the pool once its busy ones are done. */
+void pool_orphan(struct worker *w, struct host *h);
+/* Worker shutdown: close idle connections of every pool of this worker. */
+void pool_close_idle_all(struct worker *w, struct cluster *cl);
+
+#endif

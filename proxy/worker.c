@@ -1,0 +1,271 @@
+/* worker.c - worker threads, message queues, listeners, downstream list. */
+#include "worker.h"
+
+#include <errno.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <event2/bufferevent.h>
+#include <event2/thread.h>
+#include "server.h"
+#include "downstream.h"
+#include "filter.h"
+#include "log.h"
+#include "config/address.h"
+#include "upstream/pool.h"
+
+__thread struct worker *current_worker;
+
+static void msg_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct worker_msg *m;
+	(void)fd;
+	(void)what;
+	pthread_mutex_lock(&w->mq_lock);
+	m = w->mq_head;
+	w->mq_head = w->mq_tail = NULL;
+	pthread_mutex_unlock(&w->mq_lock);
+	while (m) {
+		struct worker_msg *next = m->next;
+		m->fn(w, m->arg);
+		free(m);
+		m = next;
+	}
+}
+
+void worker_post(struct worker *w, void (*fn)(struct worker *w, void *arg), void *arg)
+{
+	struct worker_msg *m = xmalloc(sizeof(*m));
+	m->fn = fn;
+	m->arg = arg;
+	m->next = NULL;
+	pthread_mutex_lock(&w->mq_lock);
+	if (w->mq_tail)
+		w->mq_tail->next = m;
+	else
+		w->mq_head = m;
+	w->mq_tail = m;
+	pthread_mutex_unlock(&w->mq_lock);
+	event_active(w->msg_ev, EV_READ, 0);
+}
+
+struct main_msg {
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void main_msg_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct main_msg *m = arg;
+	(void)fd;
+	(void)what;
+	m->fn(m->arg);
+	free(m);
+}
+
+void main_post(void (*fn)(void *arg), void *arg)
+{
+	struct main_msg *m = xmalloc(sizeof(*m));
+	m->fn = fn;
+	m->arg = arg;
+	/* event_base_once is thread-safe once evthread_use_pthreads() ran. */
+	struct timeval zero = { 0, 0 };
+	if (event_base_once(g_server.base, -1, EV_TIMEOUT, main_msg_cb, m, &zero))
+		die("event_base_once");
+}
+
+/* ---- downstream connections ---------------------------------------------- */
+
+struct downstream *downstream_new(size_t size, const struct accept_info *ai)
+{
+	struct downstream *d = xcalloc(1, size);
+	struct worker *w = ai->w;
+	struct bufferevent *bev = ai->bev;
+	struct listener_cfg *lcfg = ai->lcfg;
+	const struct sockaddr *peer = ai->peer;
+	socklen_t peerlen = ai->peerlen;
+	socklen_t ll = sizeof(d->local);
+	d->w = w;
+	d->bev = bev;
+	d->snap = snapshot_ref(w->snap);
+	d->lcfg = lcfg;
+	memcpy(&d->peer, peer, MIN((size_t)peerlen, sizeof(d->peer)));
+	getsockname(bufferevent_getfd(bev), (struct sockaddr *)&d->local, &ll);
+	sockaddr_ip(peer, d->peer_ip, sizeof(d->peer_ip));
+	d->start_ms = now_ms();
+	d->next = w->conns;
+	if (w->conns)
+		w->conns->prev = d;
+	w->conns = d;
+	__atomic_add_fetch(&w->nconns, 1, __ATOMIC_RELAXED);
+	stats_inc(lcfg->stats, w->shard, LS_downstream_cx_total);
+	stats_inc(lcfg->stats, w->shard, LS_downstream_cx_active);
+	return d;
+}
+
+void downstream_close(struct downstream *d)
+{
+	struct worker *w = d->w;
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		w->conns = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	__atomic_sub_fetch(&w->nconns, 1, __ATOMIC_RELAXED);
+	stats_dec(d->lcfg->stats, w->shard, LS_downstream_cx_active);
+	stats_inc(d->lcfg->stats, w->shard, LS_downstream_cx_destroy);
+	stats_hist_record(d->lcfg->stats, w->shard, LS_downstream_cx_length_ms,
+			  (double)(now_ms() - d->start_ms));
+	if (d->bev)
+		bufferevent_free(d->bev);
+	d->bev = NULL;
+	struct snapshot *snap = d->snap;
+	if (d->ops && d->ops->destroy)
+		d->ops->destroy(d);
+	free(d);
+	snapshot_unref(snap);
+}
+
+/* ---- accept ---------------------------------------------------------------- */
+
+static const struct filter_chain *match_chain(const struct listener_cfg *l, uint16_t dport)
+{
+	for (size_t i = 0; i < l->nchains; i++)
+		if (!l->chains[i].dst_port || l->chains[i].dst_port == dport)
+			return &l->chains[i];
+	return l->default_chain;
+}
+
+static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+		      int salen, void *arg)
+{
+	struct worker_listener *wl = arg;
+	struct worker *w = wl->w;
+	struct listener_cfg *l = wl->cfg;
+	struct sockaddr_storage local;
+	socklen_t ll = sizeof(local);
+	(void)evl;
+
+	if (w->draining) {
+		evutil_closesocket(fd);
+		return;
+	}
+	getsockname(fd, (struct sockaddr *)&local, &ll);
+	const struct filter_chain *fc = match_chain(l, sockaddr_port((struct sockaddr *)&local));
+	if (!fc) {
+		stats_inc(l->stats, w->shard, LS_no_filter_chain_match);
+		evutil_closesocket(fd);
+		return;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!bev) {
+		evutil_closesocket(fd);
+		return;
+	}
+	/* The filter allocates its connection struct with downstream_new(). */
+	struct accept_info ai = { w, bev, l, sa, (socklen_t)salen };
+	fc->ops->on_accept(&ai, fc->cfg);
+}
+
+static void accept_error_cb(struct evconnlistener *evl, void *arg)
+{
+	int e = EVUTIL_SOCKET_ERROR();
+	(void)evl;
+	(void)arg;
+	/* EMFILE and friends: back off briefly instead of spinning. */
+	log_warn("accept failed: %s", evutil_socket_error_to_string(e));
+}
+
+static void start_listeners(struct worker *w)
+{
+	struct snapshot *s = w->snap;
+	w->nlisteners = s->nlisteners;
+	w->listeners = xcalloc(s->nlisteners ? s->nlisteners : 1, sizeof(*w->listeners));
+	for (size_t i = 0; i < s->nlisteners; i++) {
+		struct listener_cfg *l = s->listeners[i];
+		struct worker_listener *wl = &w->listeners[i];
+		wl->cfg = l;
+		wl->w = w;
+		wl->evl = evconnlistener_new(w->base, accept_cb, wl,
+					     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1, l->fds[w->id]);
+		if (!wl->evl)
+			die("evconnlistener_new");
+		l->fds[w->id] = -1;
+		evconnlistener_set_error_cb(wl->evl, accept_error_cb);
+	}
+}
+
+void worker_msg_stop_listeners(struct worker *w, void *arg)
+{
+	(void)arg;
+	for (size_t i = 0; i < w->nlisteners; i++) {
+		if (w->listeners[i].evl)
+			evconnlistener_free(w->listeners[i].evl);
+		w->listeners[i].evl = NULL;
+	}
+}
+
+void worker_msg_drain(struct worker *w, void *arg)
+{
+	worker_msg_stop_listeners(w, arg);
+	w->draining = true;
+	/* Ask every connection to finish; iterate carefully: drain may close. */
+	struct downstream *d = w->conns;
+	while (d) {
+		struct downstream *next = d->next;
+		if (d->ops && d->ops->drain)
+			d->ops->drain(d);
+		d = next;
+	}
+	for (size_t i = 0; i < w->snap->nclusters; i++)
+		pool_close_idle_all(w, w->snap->clusters[i]);
+}
+
+void worker_msg_exit(struct worker *w, void *arg)
+{
+	(void)arg;
+	event_base_loopbreak(w->base);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	current_worker = w;
+	start_listeners(w);
+	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	/* Shutdown: close whatever is left. */
+	worker_msg_stop_listeners(w, NULL);
+	while (w->conns)
+		downstream_close(w->conns);
+	/* Every request is gone: free this worker's pools. */
+	for (size_t i = 0; i < w->snap->nclusters; i++) {
+		struct hostset *hs = w->snap->clusters[i]->workers[w->id].hs;
+		for (size_t k = 0; hs && k < hs->n; k++)
+			pool_orphan(w, hs->hosts[k]);
+	}
+	return NULL;
+}
+
+void worker_init(struct worker *w, unsigned id)
+{
+	memset(w, 0, sizeof(*w));
+	w->id = id;
+	w->shard = id + 1;
+	w->base = event_base_new();
+	if (!w->base)
+		die("event_base_new");
+	pthread_mutex_init(&w->mq_lock, NULL);
+	/* Never added: only activated by worker_post(). */
+	w->msg_ev = event_new(w->base, -1, EV_PERSIST, msg_cb, w);
+}
+
+int worker_start(struct worker *w)
+{
+	if (pthread_create(&w->thread, NULL, worker_main, w))
+		return RM_ERROR;
+	return RM_OK;
+}

@@ -1,0 +1,62 @@
+/* worker.h - a worker thread: its event loop, listeners, connections.
+ *
+ * A connection never moves between workers; workers never lock on the
+ * request path.  The main thread talks to a worker only through
+ * worker_post(): a closure queued under a mutex and run on the worker's
+ * loop (woken with event_active). */
+#ifndef REMORA_WORKER_H
+#define REMORA_WORKER_H
+
+#include <pthread.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include "snapshot.h"
+
+struct downstream;
+struct worker;
+
+struct worker_msg {
+	void (*fn)(struct worker *w, void *arg);
+	void *arg;
+	struct worker_msg *next;
+};
+
+struct worker_listener {
+	struct evconnlistener *evl;        /* owned */
+	struct listener_cfg *cfg;          /* in w->snap */
+	struct worker *w;
+};
+
+struct worker {
+	unsigned id;                       /* 0..n-1 */
+	unsigned shard;                    /* stats shard: id + 1 */
+	pthread_t thread;
+	struct event_base *base;           /* owned */
+	struct snapshot *snap;             /* current (ref) */
+	struct event *msg_ev;              /* owned; wakes the loop for messages */
+	pthread_mutex_t mq_lock;
+	struct worker_msg *mq_head, *mq_tail;
+	struct worker_listener *listeners; /* owned [nlisteners] */
+	size_t nlisteners;
+	struct downstream *conns;          /* intrusive list of live downstream connections */
+	long nconns;                       /* atomic read by main for drain/stats */
+	bool draining;                     /* stop keep-alive, close idle */
+	struct event_base *main_base;      /* not owned */
+};
+
+void worker_init(struct worker *w, unsigned id);
+int worker_start(struct worker *w);
+/* Queue fn(w, arg) on w's loop.  Any thread. */
+void worker_post(struct worker *w, void (*fn)(struct worker *w, void *arg), void *arg);
+/* Run fn on the main thread's loop (from a worker). */
+void main_post(void (*fn)(void *arg), void *arg);
+
+/* Worker side handlers for messages from main. */
+void worker_msg_stop_listeners(struct worker *w, void *arg);
+void worker_msg_drain(struct worker *w, void *arg);
+void worker_msg_exit(struct worker *w, void *arg);
+
+/* Thread-local current worker (NULL on the main thread). */
+extern __thread struct worker *current_worker;
+
+#endif

@@ -1,0 +1,579 @@
+#!/usr/bin/python3
+"""Remora vs HAProxy vs nginx, side by side (`make bench`).
+
+One upstream nginx (CPU 1, one worker) answers 200 "hello".  Each proxy under
+test runs pinned to CPU 0 with one worker and proxies to that upstream; wrk
+(CPU 1, 1 thread, 50 keep-alive connections) loads one proxy at a time.
+Rounds alternate between the proxies; the table shows medians over rounds.
+See docs/benchmarks.md for the method.
+
+Environment:
+  BENCH_SECONDS    measured seconds per round (default 10)
+  BENCH_ROUNDS     rounds per proxy (default 3)
+  BENCH_WARMUP     warm-up seconds before each round (default 2)
+  BENCH_PROXIES    comma list out of remora,haproxy,nginx (default all three)
+  BENCH_PORT_BASE  first loopback port (default 18080; uses base..base+3, base+10)
+  BENCH_DOC        markdown file to update (default docs/benchmarks.md; "-" = none)
+  REMORA_BIN       proxy binary (default build/remora)
+"""
+
+import datetime
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+CONNECTIONS = 50
+DEFAULT_BASE = 18080
+# offset of each port from the base; the config files carry the default ports
+PORT_OFFSETS = {"upstream": 0, "haproxy": 1, "nginx": 2, "remora": 3, "admin": 10}
+BEGIN_MARK = "<!-- bench:begin -->"
+END_MARK = "<!-- bench:end -->"
+NAMES = {"remora": "Remora", "haproxy": "HAProxy", "nginx": "nginx"}
+REMORA_STATS = ("http.bench.downstream_cx_total", "http.bench.downstream_rq_total",
+                "cluster.upstream.upstream_cx_total", "cluster.upstream.upstream_rq_total")
+UPSTREAM_STATUS = "/__bench_upstream_status"
+
+
+def env_int(name, default):
+    v = os.environ.get(name, "")
+    try:
+        return int(v) if v else default
+    except ValueError:
+        sys.exit("bench: %s must be an integer, got %r" % (name, v))
+
+
+SECONDS = env_int("BENCH_SECONDS", 10)
+ROUNDS = env_int("BENCH_ROUNDS", 3)
+WARMUP = env_int("BENCH_WARMUP", 2)
+BASE = env_int("BENCH_PORT_BASE", DEFAULT_BASE)
+PORTS = {k: BASE + off for k, off in PORT_OFFSETS.items()}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- processes
+
+class Server:
+    """A process started in its own session (so its forks share its process
+    group), pinned with taskset, output to a log file in the temp dir."""
+
+    def __init__(self, name, cmd, cpu, tmp, cwd=None):
+        self.name = name
+        self.log = os.path.join(tmp, name + ".log")
+        with open(self.log, "wb") as f:
+            self.proc = subprocess.Popen(["taskset", "-c", cpu] + cmd, cwd=cwd or tmp, stdin=subprocess.DEVNULL,
+                                         stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.proc.pid  # taskset execs the command: same pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def tail(self, n=3):
+        try:
+            with open(self.log, errors="replace") as f:
+                lines = [l.strip() for l in f.read().splitlines() if l.strip()]
+        except OSError:
+            return ""
+        return " / ".join(lines[-n:])
+
+    def stop(self):
+        """SIGTERM the process group, SIGKILL what is left after 3 s."""
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
+            if not group_alive(self.pid) and not self.alive():
+                break
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            end = time.time() + wait
+            while time.time() < end:
+                self.proc.poll()
+                if not group_alive(self.pid):
+                    break
+                time.sleep(0.05)
+        try:
+            self.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+SERVERS = []
+
+
+def group_alive(pgid):
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = read_stat(int(d))
+            if st and st["pgrp"] == pgid and st["state"] != "Z":
+                return True
+    return False
+
+
+def cleanup():
+    while SERVERS:
+        SERVERS.pop().stop()
+
+
+def on_signal(signum, frame):
+    raise SystemExit("bench: interrupted by signal %d" % signum)
+
+
+def read_stat(pid):
+    """utime/stime (ticks), ppid, pgrp and state of one process (all threads)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    # rest[0] is field 3 (state); utime/stime are fields 14/15
+    return {"state": rest[0], "ppid": int(rest[1]), "pgrp": int(rest[2]),
+            "utime": int(rest[11]), "stime": int(rest[12])}
+
+
+def tree(pid):
+    """pid and all its descendants."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = read_stat(int(d))
+            if st:
+                children.setdefault(st["ppid"], []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_ticks(pid):
+    out = {}
+    for p in tree(pid):
+        st = read_stat(p)
+        if st:
+            out[p] = st["utime"] + st["stime"]
+    return out
+
+
+def rss_kib(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open("/proc/%d/status" % p) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def listening(port):
+    want = ":%04X" % port
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[1].endswith(want) and parts[3] == "0A":
+                        return True
+        except OSError:
+            pass
+    return False
+
+
+def wait_listening(server, ports, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if not server.alive():
+            raise BenchError("exited with status %s: %s" % (server.proc.returncode, server.tail()))
+        if all(listening(p) for p in ports):
+            return
+        time.sleep(0.05)
+    raise BenchError("not listening on %s after %.0f s: %s" % (ports, timeout, server.tail()))
+
+
+def http_get(port, path="/", timeout=3.0):
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as r:
+        return r.status, r.read()
+
+
+# ---------------------------------------------------------------- configs
+
+def render(name, tmp):
+    """Config file from tests/bench with the default ports replaced by this
+    run's ports.  Returns the path of the copy (or of the file itself when
+    nothing changes and the file is usable in place)."""
+    src = os.path.join(HERE, name)
+    with open(src) as f:
+        text = f.read()
+    if BASE == DEFAULT_BASE and name == "remora.yaml":
+        return src
+    for key, off in PORT_OFFSETS.items():
+        text = re.sub(r"\b%d\b" % (DEFAULT_BASE + off), str(PORTS[key]), text)
+    dst = os.path.join(tmp, name)
+    with open(dst, "w") as f:
+        f.write(text)
+    return dst
+
+
+def start_upstream(tmp):
+    conf = render("nginx-upstream.conf", tmp)
+    s = Server("upstream-nginx", ["/usr/sbin/nginx", "-p", tmp + "/", "-e", "stderr", "-c", conf], LOAD_CPU, tmp)
+    SERVERS.append(s)
+    wait_listening(s, [PORTS["upstream"]])
+    status, body = http_get(PORTS["upstream"])
+    if status != 200 or body != b"hello":
+        raise BenchError("upstream answered %s %r" % (status, body[:60]))
+    return s
+
+
+def proxy_command(key, tmp):
+    if key == "haproxy":
+        return ["/usr/sbin/haproxy", "-db", "-f", render("haproxy.cfg", tmp)], [PORTS["haproxy"]]
+    if key == "nginx":
+        return (["/usr/sbin/nginx", "-p", tmp + "/", "-e", "stderr", "-c", render("nginx-proxy.conf", tmp)],
+                [PORTS["nginx"]])
+    binary = os.environ.get("REMORA_BIN", os.path.join(ROOT, "build", "remora"))
+    if not os.access(binary, os.X_OK):
+        raise BenchError("not run: %s not built" % os.path.relpath(binary, ROOT))
+    conf = render("remora.yaml", tmp)
+    if conf.startswith(ROOT + os.sep):
+        conf = os.path.relpath(conf, ROOT)  # as documented: -c tests/bench/remora.yaml
+    return [binary, "-c", conf, "--concurrency", "1"], [PORTS["remora"], PORTS["admin"]]
+
+
+# ---------------------------------------------------------------- wrk
+
+UNIT_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+
+
+def parse_wrk(out):
+    r = {"errors": []}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    r["rps"] = float(m.group(1)) if m else None
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+),", out)
+    r["requests"] = int(m.group(1)) if m else 0
+    for pct in ("50", "99"):
+        m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s|m|h)\s*$" % pct, out, re.M)
+        r["p" + pct] = float(m.group(1)) * UNIT_US[m.group(2)] if m else None
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        names = ("connect", "read", "write", "timeout")
+        errs = ["%s %s" % (n, v) for n, v in zip(names, m.groups()) if v != "0"]
+        if errs:
+            r["errors"].append("socket errors: " + ", ".join(errs))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m and m.group(1) != "0":
+        r["errors"].append("%s non-2xx responses" % m.group(1))
+    if r["requests"] == 0 or r["rps"] is None or r["p50"] is None or r["p99"] is None:
+        r["errors"].append("wrk produced no result: " + " / ".join(out.strip().splitlines()[-2:]))
+    return r
+
+
+def run_wrk(port, seconds):
+    cmd = ["taskset", "-c", LOAD_CPU, "/usr/bin/wrk", "-t1", "-c%d" % CONNECTIONS, "-d%ds" % seconds,
+           "--latency", "http://127.0.0.1:%d/" % port]
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=seconds + 30)
+    out = p.stdout.decode(errors="replace")
+    r = parse_wrk(out)
+    if p.returncode != 0:
+        r["errors"].append("wrk exited with status %d" % p.returncode)
+    return r
+
+
+def upstream_counters():
+    """(accepted connections, requests) of the upstream nginx, or None."""
+    try:
+        status, body = http_get(PORTS["upstream"], UPSTREAM_STATUS)
+    except OSError:
+        return None
+    m = re.search(r"\n\s*(\d+)\s+(\d+)\s+(\d+)", body.decode())
+    return (int(m.group(1)), int(m.group(3))) if status == 200 and m else None
+
+
+def remora_stats():
+    try:
+        status, body = http_get(PORTS["admin"], "/stats")
+    except OSError as e:
+        return {"error": "admin /stats failed: %s" % e}
+    vals = {}
+    for line in body.decode(errors="replace").splitlines():
+        name, sep, v = line.partition(": ")
+        if sep and name.strip() in REMORA_STATS:
+            vals[name.strip()] = v.strip()
+    return vals
+
+
+# ---------------------------------------------------------------- rounds
+
+class Leg:
+    def __init__(self, key):
+        self.key = key
+        self.server = None
+        self.status = None  # None = fine, else the reason shown in the table
+        self.idle_rss = None
+        self.rounds = []
+        self.stats = None
+
+
+def start_leg(leg, tmp):
+    try:
+        cmd, ports = proxy_command(leg.key, tmp)
+        for p in ports:
+            if listening(p):
+                raise BenchError("failed to start: port %d already in use" % p)
+        # Remora runs from the repository root: -c tests/bench/remora.yaml
+        leg.server = Server(leg.key, cmd, PROXY_CPU, tmp, ROOT if leg.key == "remora" else tmp)
+        SERVERS.append(leg.server)
+        try:
+            wait_listening(leg.server, ports)
+        except BenchError as e:
+            raise BenchError("failed to start: %s" % e)
+        time.sleep(0.3)
+        leg.idle_rss = rss_kib(leg.server.pid)
+        try:
+            status, body = http_get(ports[0])
+        except OSError as e:
+            raise BenchError("first request failed: %s" % e)
+        if status != 200 or body != b"hello":
+            raise BenchError("first request answered %s %r" % (status, body[:60]))
+    except BenchError as e:
+        leg.status = str(e)
+        print("bench: %s: %s" % (NAMES[leg.key], e), flush=True)
+
+
+def run_round(leg, n):
+    port = PORTS[leg.key]
+    srv = leg.server
+    warm = run_wrk(port, WARMUP)
+    if warm["errors"]:
+        raise BenchError("round %d warm-up: %s" % (n, "; ".join(warm["errors"])))
+    if not srv.alive():
+        raise BenchError("round %d: exited during warm-up: %s" % (n, srv.tail()))
+    up0 = upstream_counters()
+    t0 = cpu_ticks(srv.pid)
+    r = run_wrk(port, SECONDS)
+    t1 = cpu_ticks(srv.pid)
+    up1 = upstream_counters()
+    if not srv.alive():
+        raise BenchError("round %d: exited during the run: %s" % (n, srv.tail()))
+    if r["errors"]:
+        raise BenchError("round %d: %s" % (n, "; ".join(r["errors"])))
+    gone = [p for p in t0 if p not in t1]
+    ticks = sum(v - t0.get(p, 0) for p, v in t1.items())
+    r["cpu_us"] = ticks * 1e6 / CLK_TCK / r["requests"]
+    r["cpu_note"] = "%d process(es) exited mid-run" % len(gone) if gone else ""
+    r["rss"] = rss_kib(srv.pid)
+    if up0 and up1:
+        # minus the status request itself (one connection, one request)
+        r["up_conns"] = up1[0] - up0[0] - 1
+        r["up_reqs"] = up1[1] - up0[1] - 1
+    return r
+
+
+def median(leg, field):
+    return statistics.median(r[field] for r in leg.rounds)
+
+
+# ---------------------------------------------------------------- report
+
+def machine():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return os.cpu_count(), model, os.uname().release
+
+
+def tool_versions():
+    def first(cmd, pat):
+        try:
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
+            m = re.search(pat, p.stdout.decode(errors="replace"))
+            return m.group(1) if m else "?"
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+    rev = first(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], r"(\w+)")
+    dirty = first(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], r"(\S)")
+    return {"wrk": first(["/usr/bin/wrk", "-v"], r"wrk (\S+)"),
+            "haproxy": first(["/usr/sbin/haproxy", "-v"], r"version (\S+)"),
+            "nginx": first(["/usr/sbin/nginx", "-v"], r"nginx/(\S+)"),
+            "remora": rev + (" (with uncommitted changes)" if dirty != "?" else "")}
+
+
+def fmt_ratio(a, b):
+    return "%.2f" % (a / b) if b else "n/a"
+
+
+def report(legs, started):
+    ncpu, model, kernel = machine()
+    v = tool_versions()
+    L = []
+    L.append("- Date: %s UTC" % started.strftime("%Y-%m-%d %H:%M"))
+    L.append("- Machine: %d CPUs (nproc), %s, Linux %s" % (ncpu, model, kernel))
+    L.append("- Load: wrk %s, 1 thread, %d keep-alive connections; %d round(s) per proxy of %d s after "
+             "%d s warm-up; medians over rounds" % (v["wrk"], CONNECTIONS, ROUNDS, SECONDS, WARMUP))
+    L.append("- Versions: Remora %s, HAProxy %s, nginx %s" % (v["remora"], v["haproxy"], v["nginx"]))
+    L.append("")
+    L.append("| Proxy | req/s | p50 ms | p99 ms | CPU µs/req | RSS after KiB | idle RSS KiB | new upstream conns / reqs |")
+    L.append("|---|--:|--:|--:|--:|--:|--:|--:|")
+    for leg in legs:
+        name = NAMES[leg.key]
+        if leg.status:
+            L.append("| %s | %s | | | | | %s | |" % (name, leg.status.replace("|", "/"),
+                                                     leg.idle_rss if leg.idle_rss else ""))
+            continue
+        up = ""
+        if all("up_conns" in r for r in leg.rounds):
+            up = "%d / %d" % (sum(r["up_conns"] for r in leg.rounds), sum(r["up_reqs"] for r in leg.rounds))
+        L.append("| %s | %.0f | %.3f | %.3f | %.1f | %d | %d | %s |" % (
+            name, median(leg, "rps"), median(leg, "p50") / 1e3, median(leg, "p99") / 1e3,
+            median(leg, "cpu_us"), median(leg, "rss"), leg.idle_rss, up))
+    L.append("")
+    ok = {leg.key: leg for leg in legs if not leg.status}
+    if "remora" in ok:
+        for other in ("haproxy", "nginx"):
+            if other in ok:
+                L.append("- Remora / %s: req/s ratio %s, CPU-per-request ratio %s" % (
+                    NAMES[other], fmt_ratio(median(ok["remora"], "rps"), median(ok[other], "rps")),
+                    fmt_ratio(median(ok["remora"], "cpu_us"), median(ok[other], "cpu_us"))))
+            else:
+                L.append("- Remora / %s: no ratio (%s did not produce numbers)" % (NAMES[other], NAMES[other]))
+    else:
+        L.append("- Remora ratios: none (Remora did not produce numbers)")
+    rem = [leg for leg in legs if leg.key == "remora"]
+    if rem and rem[0].stats is not None:
+        st = rem[0].stats
+        if "error" in st:
+            L.append("- Remora admin: %s" % st["error"])
+        else:
+            L.append("- Remora admin /stats after the last round: " + ", ".join(
+                "%s %s" % (k, st.get(k, "absent")) for k in REMORA_STATS))
+    notes = [r["cpu_note"] for leg in legs for r in leg.rounds if r.get("cpu_note")]
+    if notes:
+        L.append("- CPU caveat: " + "; ".join(sorted(set(notes))))
+    L.append("")
+    L.append("Per round (req/s, p50 ms, p99 ms, CPU µs/req):")
+    L.append("")
+    for leg in legs:
+        if leg.rounds:
+            L.append("- %s: %s" % (NAMES[leg.key], "; ".join(
+                "%.0f, %.3f, %.3f, %.1f" % (r["rps"], r["p50"] / 1e3, r["p99"] / 1e3, r["cpu_us"])
+                for r in leg.rounds)))
+    return "\n".join(L) + "\n"
+
+
+DOC_HEAD = """# Benchmarks
+
+Remora against HAProxy and nginx as HTTP/1.1 reverse proxies, one worker each,
+run by `make bench` (tests/bench/run.sh).  The section between the markers
+below is rewritten by every run; the rest of this file is kept.
+
+"""
+
+
+def write_doc(path, section):
+    block = "%s\n%s%s" % (BEGIN_MARK, section, END_MARK)
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = DOC_HEAD + BEGIN_MARK + "\n" + END_MARK + "\n"
+    if BEGIN_MARK in text and END_MARK in text:
+        a = text.index(BEGIN_MARK)
+        b = text.index(END_MARK) + len(END_MARK)
+        text = text[:a] + block + text[b:]
+    else:
+        text = text.rstrip("\n") + "\n\n## Latest run\n\n" + block + "\n"
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    keys = [k.strip() for k in os.environ.get("BENCH_PROXIES", "remora,haproxy,nginx").split(",") if k.strip()]
+    for k in keys:
+        if k not in NAMES:
+            sys.exit("bench: unknown proxy %r in BENCH_PROXIES" % k)
+    for tool in ("/usr/bin/wrk", "/usr/sbin/haproxy", "/usr/sbin/nginx"):
+        if not os.access(tool, os.X_OK):
+            sys.exit("bench: %s missing (run `make deps`)" % tool)
+    if (os.cpu_count() or 1) < 2:
+        print("bench: warning: fewer than 2 CPUs; proxy and load share CPU 0", flush=True)
+        global LOAD_CPU
+        LOAD_CPU = "0"
+    started = datetime.datetime.now(datetime.timezone.utc)
+    tmp = tempfile.mkdtemp(prefix="remora-bench.")
+    legs = [Leg(k) for k in keys]
+    try:
+        if listening(PORTS["upstream"]):
+            sys.exit("bench: port %d already in use (set BENCH_PORT_BASE)" % PORTS["upstream"])
+        try:
+            start_upstream(tmp)
+        except (BenchError, OSError) as e:
+            sys.exit("bench: upstream nginx: %s" % e)
+        for leg in legs:
+            start_leg(leg, tmp)
+        for n in range(1, ROUNDS + 1):
+            for leg in legs:
+                if leg.status:
+                    continue
+                print("bench: round %d/%d %s ..." % (n, ROUNDS, NAMES[leg.key]), flush=True)
+                try:
+                    r = run_round(leg, n)
+                    leg.rounds.append(r)
+                    print("bench:   %.0f req/s, p50 %.3f ms, p99 %.3f ms, %.1f CPU µs/req" % (
+                        r["rps"], r["p50"] / 1e3, r["p99"] / 1e3, r["cpu_us"]), flush=True)
+                except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+                    leg.status = "FAILED: %s" % e
+                    print("bench:   %s" % leg.status, flush=True)
+                if leg.key == "remora" and leg.server and leg.server.alive():
+                    leg.stats = remora_stats()
+        section = report(legs, started)
+    finally:
+        cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(section, end="")
+    doc = os.environ.get("BENCH_DOC", os.path.join(ROOT, "docs", "benchmarks.md"))
+    if doc != "-":
+        write_doc(doc, section)
+        print("\nbench: updated %s" % os.path.relpath(doc, os.getcwd()))
+    bad = [leg for leg in legs if leg.status and not leg.status.startswith("not run")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        cleanup()

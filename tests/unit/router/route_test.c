@@ -1,0 +1,1143 @@
+/* route_test.c - RouteConfiguration compile and match (proxy/router/route.h).
+ *
+ * Configs are JSON text written with single quotes (turned into double
+ * quotes before parsing) so they stay readable in C strings. */
+#include "test.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+
+#include "proxy/router/route.h"
+
+/* ------------------------------------------------------------------------
+ * Helpers */
+
+static char last_err[1024];
+
+/* Compile JSON text whose strings use ' instead of ".  NULL on error, with
+ * the walker's message in last_err. */
+static struct route_config *compile(const char *text)
+{
+	char *s = strdup(text);
+	json_error_t je;
+	struct cfg_ctx c;
+
+	for (char *p = s; *p; p++)
+		if (*p == '\'')
+			*p = '"';
+	json_t *j = json_loads(s, 0, &je);
+	if (!j) {
+		fprintf(stderr, "  test bug: bad JSON: %s at %d:%d\n%s\n", je.text, je.line,
+			je.column, s);
+		free(s);
+		test_failed_checks++;
+		return NULL;
+	}
+	cfg_init(&c, NULL, NULL);
+	struct route_config *rc = route_config_compile(&c, j);
+	snprintf(last_err, sizeof(last_err), "%s", c.err);
+	if (!rc)
+		CHECK(c.failed);
+	CHECK_INT(c.depth, 0);
+	json_decref(j);
+	free(s);
+	return rc;
+}
+
+/* Compile text that must fail; returns the error text. */
+static const char *compile_err(const char *text)
+{
+	struct route_config *rc = compile(text);
+	if (rc) {
+		fprintf(stderr, "  expected a compile error for: %s\n", text);
+		test_failed_checks++;
+		route_config_free(rc);
+		return "(compiled)";
+	}
+	return last_err;
+}
+
+/* A request: authority (NULL = none), path, then name/value pairs, NULL. */
+static void req_set(struct http_headers *h, const char *authority, const char *path, ...)
+{
+	va_list ap;
+	const char *n, *v;
+
+	hdrs_init(h);
+	hdrs_add_cstr(h, ":method", "GET");
+	hdrs_add_cstr(h, ":scheme", "http");
+	if (authority)
+		hdrs_add_cstr(h, ":authority", authority);
+	if (path)
+		hdrs_add_cstr(h, ":path", path);
+	va_start(ap, path);
+	while ((n = va_arg(ap, const char *)) && (v = va_arg(ap, const char *)))
+		hdrs_add_cstr(h, n, v);
+	va_end(ap);
+}
+
+/* Name of the route matched for authority/path (+ headers), "-" if none. */
+#define MATCH(rc, ...) match_name((rc), __VA_ARGS__, NULL)
+static const char *match_name(const struct route_config *rc, const char *authority,
+			      const char *path, ...)
+{
+	static char out[128];
+	struct http_headers h;
+	va_list ap;
+	const char *n, *v;
+
+	hdrs_init(&h);
+	if (authority)
+		hdrs_add_cstr(&h, ":authority", authority);
+	if (path)
+		hdrs_add_cstr(&h, ":path", path);
+	va_start(ap, path);
+	while ((n = va_arg(ap, const char *)) && (v = va_arg(ap, const char *)))
+		hdrs_add_cstr(&h, n, v);
+	va_end(ap);
+	const struct virtual_host *vh = (void *)1;
+	const struct route_entry *re = route_match(rc, &h, &vh);
+	snprintf(out, sizeof(out), "%s", re ? (re->name ? re->name : "(unnamed)") : "-");
+	if (!re && !vh)
+		snprintf(out, sizeof(out), "-novh");
+	hdrs_free(&h);
+	return out;
+}
+
+/* All values of name joined by "|" (for checking header maps). */
+static const char *values(const struct http_headers *h, const char *name)
+{
+	static char out[512];
+	size_t len = 0;
+	bool found = false;
+
+	out[0] = '\0';
+	for (int i = hdrs_find(h, name, strlen(name), 0); i >= 0;
+	     i = hdrs_find(h, name, strlen(name), i + 1)) {
+		len += (size_t)snprintf(out + len, sizeof(out) - len, "%s%s", found ? "|" : "",
+					hdrs_value(h, (uint32_t)i));
+		found = true;
+	}
+	return found ? out : "(absent)";
+}
+
+/* ------------------------------------------------------------------------
+ * Virtual host selection */
+
+static const char *const domains_cfg =
+	"{'name': 'rc', 'virtual_hosts': ["
+	" {'name': 'exact', 'domains': ['api.example.com', 'Other.Example.com'],"
+	"  'routes': [{'name': 'exact', 'match': {'prefix': '/'}, 'route': {'cluster': 'a'}}]},"
+	" {'name': 'suffix', 'domains': ['*.example.com'],"
+	"  'routes': [{'name': 'suffix', 'match': {'prefix': '/'}, 'route': {'cluster': 'b'}}]},"
+	" {'name': 'longsuffix', 'domains': ['*-bar.example.com'],"
+	"  'routes': [{'name': 'longsuffix', 'match': {'prefix': '/'}, 'route': {'cluster': 'c'}}]},"
+	" {'name': 'prefix', 'domains': ['api.*'],"
+	"  'routes': [{'name': 'prefix', 'match': {'prefix': '/'}, 'route': {'cluster': 'd'}}]},"
+	" {'name': 'longprefix', 'domains': ['api-v2.*'],"
+	"  'routes': [{'name': 'longprefix', 'match': {'prefix': '/'}, 'route': {'cluster': 'e'}}]},"
+	" {'name': 'default', 'domains': ['*'],"
+	"  'routes': [{'name': 'default', 'match': {'prefix': '/'}, 'route': {'cluster': 'f'}}]}"
+	"]}";
+
+TEST(vhost_domain_kinds_and_precedence)
+{
+	struct route_config *rc = compile(domains_cfg);
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK_STR(route_config_name(rc), "rc");
+	CHECK_STR(MATCH(rc, "api.example.com", "/"), "exact");
+	CHECK_STR(MATCH(rc, "API.Example.COM", "/"), "exact");      /* case-insensitive */
+	CHECK_STR(MATCH(rc, "other.example.com", "/"), "exact");    /* domain lowercased */
+	CHECK_STR(MATCH(rc, "foo.example.com", "/"), "suffix");
+	CHECK_STR(MATCH(rc, "a.b.EXAMPLE.com", "/"), "suffix");
+	CHECK_STR(MATCH(rc, "foo-bar.example.com", "/"), "longsuffix");  /* longest suffix */
+	CHECK_STR(MATCH(rc, "-bar.example.com", "/"), "suffix");    /* '*' must match >= 1 char */
+	CHECK_STR(MATCH(rc, ".example.com", "/"), "default");
+	CHECK_STR(MATCH(rc, "api.other.org", "/"), "prefix");
+	CHECK_STR(MATCH(rc, "api-v2.other.org", "/"), "longprefix");  /* longest prefix */
+	CHECK_STR(MATCH(rc, "api.", "/"), "default");               /* '*' must match >= 1 char */
+	CHECK_STR(MATCH(rc, "api.x.example.com", "/"), "suffix");   /* suffix beats prefix */
+	CHECK_STR(MATCH(rc, "unknown.org", "/"), "default");
+	CHECK_STR(MATCH(rc, NULL, "/"), "-novh");                   /* no :authority */
+	route_config_free(rc);
+}
+
+TEST(vhost_none_and_route_none)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['a.com'],"
+		" 'routes': [{'name': 'r', 'match': {'prefix': '/x'}, 'route': {'cluster': 'c'}}]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK_STR(MATCH(rc, "b.com", "/x"), "-novh");
+	CHECK_STR(MATCH(rc, "a.com", "/y"), "-");     /* vhost found, no route */
+	CHECK_STR(MATCH(rc, "a.com", "/x"), "r");
+	CHECK_STR(MATCH(rc, "a.com", NULL), "-");     /* no :path */
+
+	struct http_headers h;
+	req_set(&h, "a.com", "/y", NULL);
+	const struct virtual_host *vh = NULL;
+	CHECK(route_match(rc, &h, &vh) == NULL);
+	CHECK(vh != NULL);
+	hdrs_free(&h);
+	req_set(&h, "zzz", "/x", NULL);
+	vh = (void *)1;
+	CHECK(route_match(rc, &h, &vh) == NULL);
+	CHECK(vh == NULL);
+	hdrs_free(&h);
+	route_config_free(rc);
+
+	/* Only a "*" host: matches without any :authority. */
+	rc = compile("{'virtual_hosts': [{'name': 'v', 'domains': ['*'],"
+		     " 'routes': [{'name': 'r', 'match': {'prefix': '/'}, 'route': {'cluster': 'c'}}]}]}");
+	CHECK(rc != NULL);
+	if (rc)
+		CHECK_STR(MATCH(rc, NULL, "/"), "r");
+	route_config_free(rc);
+
+	/* No virtual hosts at all. */
+	rc = compile("{'name': 'empty'}");
+	CHECK(rc != NULL);
+	if (rc)
+		CHECK_STR(MATCH(rc, "a", "/"), "-novh");
+	route_config_free(rc);
+}
+
+static const char *const port_cfg =
+	"{%s 'virtual_hosts': ["
+	" {'name': 'plain', 'domains': ['example.com', '[::1]'],"
+	"  'routes': [{'name': 'plain', 'match': {'prefix': '/'}, 'route': {'cluster': 'a'}}]},"
+	" {'name': 'port', 'domains': ['example.com:8080'],"
+	"  'routes': [{'name': 'port', 'match': {'prefix': '/'}, 'route': {'cluster': 'b'}}]},"
+	" {'name': 'default', 'domains': ['*'],"
+	"  'routes': [{'name': 'default', 'match': {'prefix': '/'}, 'route': {'cluster': 'c'}}]}"
+	"]}";
+
+TEST(vhost_port_handling)
+{
+	char text[1024];
+
+	/* Envoy's default: the :authority is matched as-is, port included. */
+	snprintf(text, sizeof(text), port_cfg, "");
+	struct route_config *rc = compile(text);
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK_STR(MATCH(rc, "example.com", "/"), "plain");
+	CHECK_STR(MATCH(rc, "example.com:8080", "/"), "port");
+	CHECK_STR(MATCH(rc, "example.com:9090", "/"), "default");
+	CHECK_STR(MATCH(rc, "[::1]:80", "/"), "default");
+	route_config_free(rc);
+
+	/* ignore_port_in_host_matching: the port is dropped before matching. */
+	snprintf(text, sizeof(text), port_cfg, "'ignore_port_in_host_matching': true,");
+	rc = compile(text);
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK_STR(MATCH(rc, "example.com:9090", "/"), "plain");
+	CHECK_STR(MATCH(rc, "example.com:8080", "/"), "plain");
+	CHECK_STR(MATCH(rc, "[::1]:80", "/"), "plain");
+	CHECK_STR(MATCH(rc, "[::1]", "/"), "plain");
+	route_config_free(rc);
+}
+
+/* ------------------------------------------------------------------------
+ * Path matching */
+
+TEST(route_path_specifiers)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		" {'name': 'exact', 'match': {'path': '/exact'}, 'route': {'cluster': 'c'}},"
+		" {'name': 'sep', 'match': {'path_separated_prefix': '/sep'}, 'route': {'cluster': 'c'}},"
+		" {'name': 'regex', 'match': {'safe_regex': {'regex': '/re/[0-9]+'}}, 'route': {'cluster': 'c'}},"
+		" {'name': 'alt', 'match': {'safe_regex': {'google_re2': {}, 'regex': 'a|ab'}}, 'route': {'cluster': 'c'}},"
+		" {'name': 'ci', 'match': {'prefix': '/CI/', 'case_sensitive': false}, 'route': {'cluster': 'c'}},"
+		" {'name': 'cipath', 'match': {'path': '/Upper', 'caseSensitive': false}, 'route': {'cluster': 'c'}},"
+		" {'name': 'cs', 'match': {'prefix': '/Case'}, 'route': {'cluster': 'c'}},"
+		" {'name': 'prefix', 'match': {'prefix': '/p'}, 'route': {'cluster': 'c'}}"
+		"]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK_STR(MATCH(rc, "h", "/exact"), "exact");
+	CHECK_STR(MATCH(rc, "h", "/exact?q=1"), "exact");       /* query ignored */
+	CHECK_STR(MATCH(rc, "h", "/exact#frag"), "exact");
+	CHECK_STR(MATCH(rc, "h", "/exact/"), "-");
+	CHECK_STR(MATCH(rc, "h", "/EXACT"), "-");
+	CHECK_STR(MATCH(rc, "h", "/sep"), "sep");
+	CHECK_STR(MATCH(rc, "h", "/sep/x"), "sep");
+	CHECK_STR(MATCH(rc, "h", "/sep?x=1"), "sep");
+	CHECK_STR(MATCH(rc, "h", "/separate"), "-");
+	CHECK_STR(MATCH(rc, "h", "/re/123"), "regex");
+	CHECK_STR(MATCH(rc, "h", "/re/123?x=y"), "regex");      /* regex sees no query */
+	CHECK_STR(MATCH(rc, "h", "/re/123/x"), "-");            /* full match, not search */
+	CHECK_STR(MATCH(rc, "h", "x/re/123"), "-");
+	CHECK_STR(MATCH(rc, "h", "ab"), "alt");                 /* anchoring covers alternation */
+	CHECK_STR(MATCH(rc, "h", "/ci/x"), "ci");
+	CHECK_STR(MATCH(rc, "h", "/Ci/x"), "ci");
+	CHECK_STR(MATCH(rc, "h", "/uPPer"), "cipath");
+	CHECK_STR(MATCH(rc, "h", "/case"), "-");                /* case_sensitive default true */
+	CHECK_STR(MATCH(rc, "h", "/Case/1"), "cs");
+	CHECK_STR(MATCH(rc, "h", "/p"), "prefix");
+	CHECK_STR(MATCH(rc, "h", "/pq?x"), "prefix");
+	CHECK_STR(MATCH(rc, "h", "/q"), "-");
+	route_config_free(rc);
+}
+
+TEST(route_first_match_wins)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		" {'name': 'first', 'match': {'prefix': '/a'}, 'route': {'cluster': 'c1'}},"
+		" {'name': 'second', 'match': {'path': '/ab'}, 'route': {'cluster': 'c2'}},"
+		" {'name': 'third', 'match': {'prefix': '/'}, 'route': {'cluster': 'c3'}}"
+		"]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK_STR(MATCH(rc, "h", "/ab"), "first");
+	CHECK_STR(MATCH(rc, "h", "/b"), "third");
+	route_config_free(rc);
+}
+
+/* ------------------------------------------------------------------------
+ * Header and query parameter matchers */
+
+static const char *const headers_cfg =
+	"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+	" {'name': 'exact', 'match': {'prefix': '/exact', 'headers': [{'name': 'X-A', 'exact_match': 'one'}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'prefix', 'match': {'prefix': '/prefix', 'headers': [{'name': 'x-a', 'prefix_match': 'pre'}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'suffix', 'match': {'prefix': '/suffix', 'headers': [{'name': 'x-a', 'suffix_match': 'fix'}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'contains', 'match': {'prefix': '/contains', 'headers': [{'name': 'x-a', 'contains_match': 'mid'}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'regex', 'match': {'prefix': '/regex', 'headers': [{'name': 'x-a', 'safe_regex_match': {'regex': 'v[0-9]'}}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'present', 'match': {'prefix': '/present', 'headers': [{'name': 'x-a', 'present_match': true}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'absent', 'match': {'prefix': '/absent', 'headers': [{'name': 'x-a', 'present_match': false}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'bare', 'match': {'prefix': '/bare', 'headers': [{'name': 'x-a'}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'sm_ic', 'match': {'prefix': '/smic', 'headers': [{'name': 'x-a', 'string_match': {'exact': 'MiXeD', 'ignore_case': true}}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'sm_cs', 'match': {'prefix': '/smcs', 'headers': [{'name': 'x-a', 'string_match': {'prefix': 'Ab'}}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'sm_contains_ic', 'match': {'prefix': '/smci', 'headers': [{'name': 'x-a', 'string_match': {'contains': 'XY', 'ignore_case': true}}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'sm_re', 'match': {'prefix': '/smre', 'headers': [{'name': 'x-a', 'string_match': {'safe_regex': {'regex': '[a-c]+'}}}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'invert', 'match': {'prefix': '/invert', 'headers': [{'name': 'x-a', 'exact_match': 'no', 'invert_match': true}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'invpresent', 'match': {'prefix': '/invpresent', 'headers': [{'name': 'x-a', 'present_match': true, 'invert_match': true}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'empty', 'match': {'prefix': '/empty', 'headers': [{'name': 'x-a', 'string_match': {'exact': ''}, 'treat_missing_header_as_empty': true}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'method', 'match': {'prefix': '/method', 'headers': [{'name': ':method', 'exact_match': 'POST'}]}, 'route': {'cluster': 'c'}},"
+	" {'name': 'two', 'match': {'prefix': '/two', 'headers': [{'name': 'x-a', 'exact_match': '1'}, {'name': 'x-b', 'exact_match': '2'}]}, 'route': {'cluster': 'c'}}"
+	"]}]}";
+
+TEST(route_header_matchers)
+{
+	struct route_config *rc = compile(headers_cfg);
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK_STR(MATCH(rc, "h", "/exact", "x-a", "one"), "exact");
+	CHECK_STR(MATCH(rc, "h", "/exact", "x-a", "One"), "-");
+	CHECK_STR(MATCH(rc, "h", "/exact"), "-");
+	CHECK_STR(MATCH(rc, "h", "/prefix", "x-a", "prefab"), "prefix");
+	CHECK_STR(MATCH(rc, "h", "/prefix", "x-a", "xpre"), "-");
+	CHECK_STR(MATCH(rc, "h", "/suffix", "x-a", "postfix"), "suffix");
+	CHECK_STR(MATCH(rc, "h", "/suffix", "x-a", "fixed"), "-");
+	CHECK_STR(MATCH(rc, "h", "/contains", "x-a", "amidst"), "contains");
+	CHECK_STR(MATCH(rc, "h", "/contains", "x-a", "MID"), "-");
+	CHECK_STR(MATCH(rc, "h", "/regex", "x-a", "v7"), "regex");
+	CHECK_STR(MATCH(rc, "h", "/regex", "x-a", "v77"), "-");     /* full match */
+	CHECK_STR(MATCH(rc, "h", "/present", "x-a", ""), "present");
+	CHECK_STR(MATCH(rc, "h", "/present"), "-");
+	CHECK_STR(MATCH(rc, "h", "/absent"), "absent");
+	CHECK_STR(MATCH(rc, "h", "/absent", "x-a", "1"), "-");
+	CHECK_STR(MATCH(rc, "h", "/bare", "x-a", "anything"), "bare");
+	CHECK_STR(MATCH(rc, "h", "/bare"), "-");
+	CHECK_STR(MATCH(rc, "h", "/smic", "x-a", "mixed"), "sm_ic");
+	CHECK_STR(MATCH(rc, "h", "/smcs", "x-a", "Abc"), "sm_cs");
+	CHECK_STR(MATCH(rc, "h", "/smcs", "x-a", "abc"), "-");
+	CHECK_STR(MATCH(rc, "h", "/smci", "x-a", "..xy.."), "sm_contains_ic");
+	CHECK_STR(MATCH(rc, "h", "/smci", "x-a", "..x.y.."), "-");
+	CHECK_STR(MATCH(rc, "h", "/smre", "x-a", "abcab"), "sm_re");
+	CHECK_STR(MATCH(rc, "h", "/smre", "x-a", "abd"), "-");
+	CHECK_STR(MATCH(rc, "h", "/invert", "x-a", "yes"), "invert");
+	CHECK_STR(MATCH(rc, "h", "/invert", "x-a", "no"), "-");
+	CHECK_STR(MATCH(rc, "h", "/invert"), "-");          /* missing header never matches */
+	CHECK_STR(MATCH(rc, "h", "/invpresent"), "invpresent");
+	CHECK_STR(MATCH(rc, "h", "/invpresent", "x-a", "1"), "-");
+	CHECK_STR(MATCH(rc, "h", "/empty"), "empty");        /* treat_missing_header_as_empty */
+	CHECK_STR(MATCH(rc, "h", "/empty", "x-a", "v"), "-");
+	CHECK_STR(MATCH(rc, "h", "/method", ":method", "POST"), "method");
+	CHECK_STR(MATCH(rc, "h", "/method", ":method", "GET"), "-");
+	CHECK_STR(MATCH(rc, "h", "/two", "x-a", "1", "x-b", "2"), "two");
+	CHECK_STR(MATCH(rc, "h", "/two", "x-a", "1"), "-");
+	/* several fields: values joined with "," before matching */
+	CHECK_STR(MATCH(rc, "h", "/suffix", "x-a", "a", "x-a", "fix"), "suffix");
+	CHECK_STR(MATCH(rc, "h", "/exact", "x-a", "one", "x-a", "one"), "-");
+	CHECK_STR(MATCH(rc, "h", "/contains", "x-a", "m", "x-a", "id"), "-");   /* "m,id" */
+	CHECK_STR(MATCH(rc, "h", "/smre", "x-a", "ab", "x-a", "c"), "-");       /* "ab,c" */
+	route_config_free(rc);
+}
+
+TEST(route_header_join_large)
+{
+	/* Joined values beyond the stack buffer take the heap path. */
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		" {'name': 'r', 'match': {'prefix': '/', 'headers': [{'name': 'x', 'suffix_match': ',end'}]}, 'route': {'cluster': 'c'}}"
+		"]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	char big[1500];
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	CHECK_STR(MATCH(rc, "h", "/", "x", big, "x", "end"), "r");
+	CHECK_STR(MATCH(rc, "h", "/", "x", big, "x", "nope"), "-");
+	route_config_free(rc);
+}
+
+TEST(route_query_parameters)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		" {'name': 'exact', 'match': {'prefix': '/e', 'query_parameters': [{'name': 'debug', 'string_match': {'exact': 'true'}}]}, 'route': {'cluster': 'c'}},"
+		" {'name': 'present', 'match': {'prefix': '/p', 'query_parameters': [{'name': 'id', 'present_match': true}]}, 'route': {'cluster': 'c'}},"
+		" {'name': 'bare', 'match': {'prefix': '/b', 'query_parameters': [{'name': 'flag'}]}, 'route': {'cluster': 'c'}},"
+		" {'name': 'ic', 'match': {'prefix': '/i', 'query_parameters': [{'name': 'v', 'string_match': {'prefix': 'AB', 'ignore_case': true}}]}, 'route': {'cluster': 'c'}}"
+		"]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK_STR(MATCH(rc, "h", "/e?debug=true"), "exact");
+	CHECK_STR(MATCH(rc, "h", "/e?x=1&debug=true&y"), "exact");
+	CHECK_STR(MATCH(rc, "h", "/e?debug=false"), "-");
+	CHECK_STR(MATCH(rc, "h", "/e?debug=false&debug=true"), "-");  /* first value counts */
+	CHECK_STR(MATCH(rc, "h", "/e?xdebug=true"), "-");
+	CHECK_STR(MATCH(rc, "h", "/e"), "-");
+	CHECK_STR(MATCH(rc, "h", "/e?debug=%74rue"), "-");            /* no percent-decoding */
+	CHECK_STR(MATCH(rc, "h", "/p?id="), "present");
+	CHECK_STR(MATCH(rc, "h", "/p?id"), "present");
+	CHECK_STR(MATCH(rc, "h", "/p?idx=1"), "-");
+	CHECK_STR(MATCH(rc, "h", "/b?a&&flag"), "bare");
+	CHECK_STR(MATCH(rc, "h", "/i?v=abc"), "ic");
+	CHECK_STR(MATCH(rc, "h", "/i?v=xab"), "-");
+	route_config_free(rc);
+}
+
+/* ------------------------------------------------------------------------
+ * Route actions */
+
+TEST(route_action_fields_and_timeouts)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		" {'name': 'dflt', 'match': {'path': '/d'}, 'route': {'cluster': 'c1'}},"
+		" {'name': 'zero', 'match': {'path': '/z'}, 'route': {'cluster': 'c2', 'timeout': '0s', 'idle_timeout': '2.5s'}},"
+		" {'name': 'obj', 'match': {'path': '/o'}, 'route': {'cluster': 'c3', 'timeout': {'seconds': 3, 'nanos': 500000000}}}"
+		"]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers h;
+	req_set(&h, "h", "/d", NULL);
+	const struct route_entry *re = route_match(rc, &h, NULL);
+	CHECK(re != NULL);
+	if (re) {
+		CHECK_INT(re->kind, ROUTE_ACTION_ROUTE);
+		CHECK_STR(re->cluster, "c1");
+		CHECK_INT(re->timeout_ms, 15000);
+		CHECK_INT(re->idle_timeout_ms, 0);
+		CHECK_STR(route_pick_cluster(re, 12345, NULL), "c1");
+	}
+	hdrs_free(&h);
+	req_set(&h, "h", "/z", NULL);
+	re = route_match(rc, &h, NULL);
+	CHECK(re && re->timeout_ms == 0 && re->idle_timeout_ms == 2500);
+	hdrs_free(&h);
+	req_set(&h, "h", "/o", NULL);
+	re = route_match(rc, &h, NULL);
+	CHECK(re && re->timeout_ms == 3500);
+	hdrs_free(&h);
+	route_config_free(rc);
+}
+
+TEST(route_weighted_clusters)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		" {'name': 'w', 'match': {'prefix': '/'}, 'route': {'weighted_clusters': {'clusters': ["
+		"   {'name': 'a', 'weight': 10}, {'name': 'zero', 'weight': 0},"
+		"   {'name': 'b', 'weight': 30}, {'name': 'c', 'weight': '60'}]}}}"
+		"]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers h;
+	req_set(&h, "h", "/", NULL);
+	const struct route_entry *re = route_match(rc, &h, NULL);
+	hdrs_free(&h);
+	CHECK(re != NULL);
+	if (!re)
+		goto out;
+	CHECK(re->cluster == NULL);
+	CHECK_INT(re->nwclusters, 4);
+	CHECK_INT(re->total_weight, 100);
+	const struct weighted_cluster *wc = NULL;
+	CHECK_STR(route_pick_cluster(re, 0, &wc), "a");
+	CHECK(wc == &re->wclusters[0]);
+	CHECK_STR(route_pick_cluster(re, 9, NULL), "a");
+	CHECK_STR(route_pick_cluster(re, 10, &wc), "b");     /* zero weight never picked */
+	CHECK(wc == &re->wclusters[2]);
+	CHECK_STR(route_pick_cluster(re, 39, NULL), "b");
+	CHECK_STR(route_pick_cluster(re, 40, NULL), "c");
+	CHECK_STR(route_pick_cluster(re, 99, NULL), "c");
+	CHECK_STR(route_pick_cluster(re, 100, NULL), "a");   /* modulo total */
+	CHECK_STR(route_pick_cluster(re, UINT64_MAX, NULL), "b");  /* 2^64-1 % 100 = 15 */
+	int counts[3] = { 0, 0, 0 };
+	for (uint64_t r = 0; r < 1000; r++) {
+		const char *n = route_pick_cluster(re, r * 7919, NULL);
+		counts[n[0] - 'a']++;
+	}
+	CHECK_INT(counts[0], 100);
+	CHECK_INT(counts[1], 300);
+	CHECK_INT(counts[2], 600);
+out:
+	route_config_free(rc);
+}
+
+struct seen { char names[8][16]; int n; };
+
+static void collect(const char *name, void *arg)
+{
+	struct seen *s = arg;
+	if (s->n < 8)
+		snprintf(s->names[s->n++], sizeof(s->names[0]), "%s", name);
+}
+
+TEST(route_for_each_cluster)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': ["
+		" {'name': 'v1', 'domains': ['a'], 'routes': ["
+		"  {'match': {'prefix': '/1'}, 'route': {'cluster': 'one'}},"
+		"  {'match': {'prefix': '/2'}, 'redirect': {'host_redirect': 'x'}},"
+		"  {'match': {'prefix': '/3'}, 'route': {'weighted_clusters': {'clusters': [{'name': 'w1', 'weight': 1}, {'name': 'w2', 'weight': 1}]}}}]},"
+		" {'name': 'v2', 'domains': ['b'], 'routes': ["
+		"  {'match': {'prefix': '/'}, 'direct_response': {'status': 200}},"
+		"  {'match': {'prefix': '/'}, 'route': {'cluster': 'two'}}]}"
+		"]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct seen s = { .n = 0 };
+	route_config_for_each_cluster(rc, collect, &s);
+	CHECK_INT(s.n, 4);
+	CHECK_STR(s.names[0], "one");
+	CHECK_STR(s.names[1], "w1");
+	CHECK_STR(s.names[2], "w2");
+	CHECK_STR(s.names[3], "two");
+	route_config_free(rc);
+}
+
+/* Match authority/path in rc, apply the request side, return the map. */
+static const struct route_entry *apply_req(const struct route_config *rc, struct http_headers *h,
+					   const char *authority, const char *path)
+{
+	const struct virtual_host *vh;
+	const struct weighted_cluster *wc = NULL;
+
+	req_set(h, authority, path, NULL);
+	const struct route_entry *re = route_match(rc, h, &vh);
+	CHECK(re != NULL);
+	if (!re)
+		return NULL;
+	route_pick_cluster(re, 0, &wc);
+	route_apply_request(rc, vh, re, wc, h);
+	return re;
+}
+
+TEST(route_prefix_rewrite)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		" {'match': {'prefix': '/api/'}, 'route': {'cluster': 'c', 'prefix_rewrite': '/v2/'}},"
+		" {'match': {'prefix': '/CI', 'case_sensitive': false}, 'route': {'cluster': 'c', 'prefix_rewrite': '/ci'}},"
+		" {'match': {'path': '/old'}, 'route': {'cluster': 'c', 'prefix_rewrite': '/new'}},"
+		" {'match': {'path_separated_prefix': '/sep'}, 'route': {'cluster': 'c', 'prefix_rewrite': '/'}},"
+		" {'match': {'safe_regex': {'regex': '/rx/.*'}}, 'route': {'cluster': 'c', 'prefix_rewrite': '/whole'}},"
+		" {'match': {'prefix': '/keep'}, 'route': {'cluster': 'c', 'prefix_rewrite': ''}}"
+		"]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers h;
+	apply_req(rc, &h, "h", "/api/users?id=1");
+	CHECK_STR(values(&h, ":path"), "/v2/users?id=1");
+	hdrs_free(&h);
+	apply_req(rc, &h, "h", "/cIx/y");
+	CHECK_STR(values(&h, ":path"), "/cix/y");
+	hdrs_free(&h);
+	apply_req(rc, &h, "h", "/old?a=b");
+	CHECK_STR(values(&h, ":path"), "/new?a=b");
+	hdrs_free(&h);
+	apply_req(rc, &h, "h", "/sep/rest");
+	CHECK_STR(values(&h, ":path"), "//rest");
+	hdrs_free(&h);
+	apply_req(rc, &h, "h", "/rx/a/b?q");
+	CHECK_STR(values(&h, ":path"), "/whole?q");   /* regex route: whole path replaced */
+	hdrs_free(&h);
+	apply_req(rc, &h, "h", "/keep/x");
+	CHECK_STR(values(&h, ":path"), "/keep/x");    /* "" = no rewrite (proto3 default) */
+	hdrs_free(&h);
+	route_config_free(rc);
+}
+
+TEST(route_regex_rewrite)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		" {'match': {'prefix': '/svc/'}, 'route': {'cluster': 'c', 'regex_rewrite': {'pattern': {'regex': '^/svc/([^/]+)/v([0-9]+)/(.*)$'}, 'substitution': '/\\\\3/\\\\1?ver=\\\\2'}}},"
+		" {'match': {'prefix': '/all/'}, 'route': {'cluster': 'c', 'regex_rewrite': {'pattern': {'regex': 'one'}, 'substitution': 'two'}}},"
+		" {'match': {'prefix': '/empty'}, 'route': {'cluster': 'c', 'regex_rewrite': {'pattern': {'regex': 'x*'}, 'substitution': '-'}}},"
+		" {'match': {'prefix': '/bs'}, 'route': {'cluster': 'c', 'regex_rewrite': {'pattern': {'regex': '(b)s'}, 'substitution': '\\\\\\\\\\\\0'}}}"
+		"]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers h;
+	apply_req(rc, &h, "h", "/svc/users/v3/list/all");
+	CHECK_STR(values(&h, ":path"), "/list/all/users?ver=3");
+	hdrs_free(&h);
+	apply_req(rc, &h, "h", "/all/one/x/one?q=one");
+	CHECK_STR(values(&h, ":path"), "/all/two/x/two?q=one");   /* query untouched */
+	hdrs_free(&h);
+	apply_req(rc, &h, "h", "/empty");
+	CHECK_STR(values(&h, ":path"), "-/-e-m-p-t-y-");          /* RE2 GlobalReplace semantics */
+	hdrs_free(&h);
+	apply_req(rc, &h, "h", "/bs");
+	CHECK_STR(values(&h, ":path"), "/\\bs");                   /* "\\" and "\0" */
+	hdrs_free(&h);
+	route_config_free(rc);
+}
+
+TEST(route_host_rewrite)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		" {'match': {'prefix': '/plain'}, 'route': {'cluster': 'c', 'host_rewrite_literal': 'upstream.local'}},"
+		" {'match': {'prefix': '/xfh'}, 'route': {'cluster': 'c', 'host_rewrite_literal': 'up:81', 'append_x_forwarded_host': true}}"
+		"]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers h;
+	apply_req(rc, &h, "front.example", "/plain");
+	CHECK_STR(values(&h, ":authority"), "upstream.local");
+	CHECK_STR(values(&h, "x-forwarded-host"), "(absent)");   /* Envoy: only when asked */
+	hdrs_free(&h);
+	apply_req(rc, &h, "front.example", "/xfh");
+	CHECK_STR(values(&h, ":authority"), "up:81");
+	CHECK_STR(values(&h, "x-forwarded-host"), "front.example");
+	hdrs_free(&h);
+
+	/* An existing x-forwarded-host is appended to, unless it already ends
+	 * with this host. */
+	const struct virtual_host *vh;
+	req_set(&h, "front.example", "/xfh", "x-forwarded-host", "edge.example", NULL);
+	const struct route_entry *re = route_match(rc, &h, &vh);
+	CHECK(re != NULL);
+	if (re) {
+		route_apply_request(rc, vh, re, NULL, &h);
+		CHECK_STR(values(&h, "x-forwarded-host"), "edge.example,front.example");
+	}
+	hdrs_free(&h);
+	req_set(&h, "front.example", "/xfh", "x-forwarded-host", "a, front.example", NULL);
+	re = route_match(rc, &h, &vh);
+	if (re) {
+		route_apply_request(rc, vh, re, NULL, &h);
+		CHECK_STR(values(&h, "x-forwarded-host"), "a, front.example");
+	}
+	hdrs_free(&h);
+	route_config_free(rc);
+}
+
+/* ------------------------------------------------------------------------
+ * Redirects and direct responses */
+
+static const char *const redirect_cfg =
+	"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+	" {'name': 'https', 'match': {'prefix': '/https'}, 'redirect': {'https_redirect': true}},"
+	" {'name': 'host', 'match': {'prefix': '/host'}, 'redirect': {'host_redirect': 'new.example', 'response_code': 'FOUND'}},"
+	" {'name': 'port', 'match': {'prefix': '/port'}, 'redirect': {'port_redirect': 8443, 'response_code': 'PERMANENT_REDIRECT'}},"
+	" {'name': 'hostport', 'match': {'prefix': '/hp'}, 'redirect': {'host_redirect': 'n.example:1', 'port_redirect': 2}},"
+	" {'name': 'path', 'match': {'prefix': '/path'}, 'redirect': {'path_redirect': '/elsewhere', 'response_code': 'SEE_OTHER'}},"
+	" {'name': 'pathq', 'match': {'prefix': '/pq'}, 'redirect': {'path_redirect': '/p?fixed=1', 'strip_query': true}},"
+	" {'name': 'strip', 'match': {'prefix': '/strip'}, 'redirect': {'strip_query': true, 'response_code': 'TEMPORARY_REDIRECT'}},"
+	" {'name': 'prefix', 'match': {'prefix': '/old/'}, 'redirect': {'prefix_rewrite': '/new/'}},"
+	" {'name': 'scheme', 'match': {'prefix': '/scheme'}, 'redirect': {'scheme_redirect': 'HTTP'}},"
+	" {'name': 'rel', 'match': {'prefix': '/rel'}, 'redirect': {'path_redirect': 'rel'}},"
+	" {'name': 'numcode', 'match': {'prefix': '/num'}, 'redirect': {'response_code': 1}}"
+	"]}]}";
+
+/* Location for authority/path; "" if none, "-1" if it does not fit. */
+static const char *location(const struct route_config *rc, const char *authority,
+			    const char *path, bool tls, size_t buflen, int *status)
+{
+	static char buf[512];
+	struct http_headers h;
+
+	req_set(&h, authority, path, NULL);
+	const struct route_entry *re = route_match(rc, &h, NULL);
+	buf[0] = '\0';
+	if (re && re->kind == ROUTE_ACTION_REDIRECT) {
+		if (status)
+			*status = re->redirect_status;
+		int n = route_redirect_location(re, &h, tls, buf, buflen);
+		if (n < 0)
+			snprintf(buf, sizeof(buf), "-1");
+		else if ((size_t)n != strlen(buf))
+			snprintf(buf, sizeof(buf), "bad length");
+	}
+	hdrs_free(&h);
+	return buf;
+}
+
+TEST(route_redirects)
+{
+	struct route_config *rc = compile(redirect_cfg);
+	int st = 0;
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK_STR(location(rc, "example.com", "/https/x?a=1", false, 512, &st),
+		  "https://example.com/https/x?a=1");
+	CHECK_INT(st, 301);
+	/* scheme changes http->https: the old scheme's default port goes */
+	CHECK_STR(location(rc, "example.com:80", "/https", false, 512, NULL),
+		  "https://example.com/https");
+	CHECK_STR(location(rc, "example.com:8080", "/https", false, 512, NULL),
+		  "https://example.com:8080/https");
+	CHECK_STR(location(rc, "example.com:443", "/https", false, 512, NULL),
+		  "https://example.com:443/https");   /* :443 is not http's default */
+	CHECK_STR(location(rc, "example.com:443", "/https", true, 512, NULL),
+		  "https://example.com:443/https");   /* same scheme: untouched */
+	CHECK_STR(location(rc, "[::1]:80", "/https", false, 512, NULL), "https://[::1]/https");
+	CHECK_STR(location(rc, "example.com:443", "/scheme", true, 512, NULL),
+		  "http://example.com/scheme");       /* https->http drops :443; lowercased */
+	CHECK_STR(location(rc, "example.com", "/host/a?b", false, 512, &st),
+		  "http://new.example/host/a?b");
+	CHECK_INT(st, 302);
+	CHECK_STR(location(rc, "example.com:9000", "/port", true, 512, &st),
+		  "https://example.com:8443/port");
+	CHECK_INT(st, 308);
+	CHECK_STR(location(rc, "[::1]:9000", "/port", true, 512, NULL), "https://[::1]:8443/port");
+	CHECK_STR(location(rc, "x", "/hp", false, 512, NULL), "http://n.example:2/hp");
+	CHECK_STR(location(rc, "example.com", "/path/1?x=y", false, 512, &st),
+		  "http://example.com/elsewhere?x=y");
+	CHECK_INT(st, 303);
+	CHECK_STR(location(rc, "example.com", "/pq?x=y", false, 512, NULL),
+		  "http://example.com/p?fixed=1");    /* its own query wins, kept despite strip_query */
+	CHECK_STR(location(rc, "example.com", "/strip/a?x=y", false, 512, &st),
+		  "http://example.com/strip/a");
+	CHECK_INT(st, 307);
+	CHECK_STR(location(rc, "example.com", "/old/thing?k=v", false, 512, NULL),
+		  "http://example.com/new/thing?k=v");
+	CHECK_STR(location(rc, "example.com", "/rel", false, 512, NULL), "http://example.com/rel");
+	CHECK_STR(location(rc, "example.com", "/num", false, 512, &st), "http://example.com/num");
+	CHECK_INT(st, 302);
+	/* buffer sizes: exact fit (with NUL), one byte short */
+	const char *want = "http://new.example/host";
+	CHECK_STR(location(rc, "e", "/host", false, strlen(want) + 1, NULL), want);
+	CHECK_STR(location(rc, "e", "/host", false, strlen(want), NULL), "-1");
+	CHECK_STR(location(rc, "e", "/rel", false, strlen("http://e/rel") + 1, NULL), "http://e/rel");
+	CHECK_STR(location(rc, "e", "/rel", false, strlen("http://e/rel"), NULL), "-1");
+	CHECK_STR(location(rc, "e", "/host", false, 0, NULL), "-1");
+	route_config_free(rc);
+}
+
+TEST(route_direct_response)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		" {'name': 's', 'match': {'prefix': '/s'}, 'direct_response': {'status': 404, 'body': {'inline_string': 'not here'}}},"
+		" {'name': 'b', 'match': {'prefix': '/b'}, 'direct_response': {'status': 200, 'body': {'inline_bytes': 'aGk-Pw'}}},"
+		" {'name': 'n', 'match': {'prefix': '/n'}, 'direct_response': {'status': 503}}"
+		"]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers h;
+	req_set(&h, "h", "/s", NULL);
+	const struct route_entry *re = route_match(rc, &h, NULL);
+	CHECK(re && re->kind == ROUTE_ACTION_DIRECT && re->direct_status == 404);
+	if (re) {
+		CHECK_INT(re->direct_body_len, 8);
+		CHECK_STR(re->direct_body, "not here");
+		CHECK(route_pick_cluster(re, 0, NULL) == NULL);
+	}
+	hdrs_free(&h);
+	req_set(&h, "h", "/b", NULL);
+	re = route_match(rc, &h, NULL);
+	CHECK(re && re->direct_status == 200 && re->direct_body_len == 4 &&
+	      !memcmp(re->direct_body, "hi>?", 4));   /* URL-safe base64, no padding */
+	hdrs_free(&h);
+	req_set(&h, "h", "/n", NULL);
+	re = route_match(rc, &h, NULL);
+	CHECK(re && re->direct_status == 503 && re->direct_body == NULL);
+	hdrs_free(&h);
+	route_config_free(rc);
+}
+
+/* ------------------------------------------------------------------------
+ * Header mutations */
+
+static const char *const mut_cfg =
+	"{%s"
+	" 'request_headers_to_add': [{'header': {'key': 'x-level', 'value': 'rc'}, 'append_action': 'OVERWRITE_IF_EXISTS_OR_ADD'},"
+	"                            {'header': {'key': 'x-rc', 'value': '1'}}],"
+	" 'request_headers_to_remove': ['x-drop-rc'],"
+	" 'response_headers_to_add': [{'header': {'key': 'x-resp', 'value': 'rc'}}],"
+	" 'virtual_hosts': [{'name': 'v', 'domains': ['*'],"
+	"  'request_headers_to_add': [{'header': {'key': 'x-level', 'value': 'vh'}, 'append': false}],"
+	"  'request_headers_to_remove': ['X-Drop-VH'],"
+	"  'response_headers_to_add': [{'header': {'key': 'x-resp', 'value': 'vh'}}],"
+	"  'routes': [{'match': {'prefix': '/'}, 'route': {'weighted_clusters': {'clusters': [{'name': 'w', 'weight': 1,"
+	"      'request_headers_to_add': [{'header': {'key': 'x-level', 'value': 'wc'}}],"
+	"      'response_headers_to_add': [{'header': {'key': 'x-resp', 'value': 'wc'}}],"
+	"      'response_headers_to_remove': ['server']}]}},"
+	"   'request_headers_to_add': [{'header': {'key': 'x-level', 'value': 'route'}, 'append_action': 'APPEND_IF_EXISTS_OR_ADD'}],"
+	"   'response_headers_to_add': [{'header': {'key': 'x-resp', 'value': 'route'}}]}]}]}";
+
+TEST(route_header_mutation_levels)
+{
+	char text[4096];
+
+	snprintf(text, sizeof(text), mut_cfg, "");
+	struct route_config *rc = compile(text);
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers h;
+	const struct virtual_host *vh;
+	const struct weighted_cluster *wc;
+	req_set(&h, "h", "/", "x-level", "client", "x-drop-rc", "1", "x-drop-vh", "1", "x-keep", "1",
+		NULL);
+	const struct route_entry *re = route_match(rc, &h, &vh);
+	CHECK(re != NULL);
+	if (!re)
+		goto out;
+	route_pick_cluster(re, 0, &wc);
+	CHECK(wc != NULL);
+	route_apply_request(rc, vh, re, wc, &h);
+	/* wc appends, route appends, vh overwrites (append: false), rc overwrites */
+	CHECK_STR(values(&h, "x-level"), "rc");
+	CHECK_STR(values(&h, "x-rc"), "1");
+	CHECK_STR(values(&h, "x-drop-rc"), "(absent)");
+	CHECK_STR(values(&h, "x-drop-vh"), "(absent)");
+	CHECK_STR(values(&h, "x-keep"), "1");
+	hdrs_free(&h);
+
+	hdrs_init(&h);
+	hdrs_add_cstr(&h, ":status", "200");
+	hdrs_add_cstr(&h, "server", "upstream");
+	route_apply_response(rc, vh, re, wc, &h);
+	CHECK_STR(values(&h, "x-resp"), "wc|route|vh|rc");   /* most specific first */
+	CHECK_STR(values(&h, "server"), "(absent)");
+	hdrs_free(&h);
+
+	/* No route (e.g. a 404 local reply): only the route config's level. */
+	hdrs_init(&h);
+	route_apply_response(rc, NULL, NULL, NULL, &h);
+	CHECK_STR(values(&h, "x-resp"), "rc");
+	hdrs_free(&h);
+	route_config_free(rc);
+
+	/* most_specific_header_mutations_wins reverses route/vh/rc. */
+	snprintf(text, sizeof(text), mut_cfg, "'most_specific_header_mutations_wins': true,");
+	rc = compile(text);
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	req_set(&h, "h", "/", "x-level", "client", NULL);
+	re = route_match(rc, &h, &vh);
+	if (re) {
+		route_pick_cluster(re, 0, &wc);
+		route_apply_request(rc, vh, re, wc, &h);
+		CHECK_STR(values(&h, "x-level"), "vh|route");
+	}
+	hdrs_free(&h);
+	hdrs_init(&h);
+	if (re) {
+		route_apply_response(rc, vh, re, wc, &h);
+		CHECK_STR(values(&h, "x-resp"), "wc|rc|vh|route");
+	}
+	hdrs_free(&h);
+out:
+	route_config_free(rc);
+}
+
+TEST(route_header_append_actions)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': [{'match': {'prefix': '/'}, 'route': {'cluster': 'c'},"
+		" 'request_headers_to_remove': ['x-gone'],"
+		" 'request_headers_to_add': ["
+		"  {'header': {'key': 'x-append', 'value': 'new'}},"
+		"  {'header': {'key': 'x-absent-yes', 'value': 'added'}, 'append_action': 'ADD_IF_ABSENT'},"
+		"  {'header': {'key': 'x-absent-no', 'value': 'added'}, 'append_action': 'ADD_IF_ABSENT'},"
+		"  {'header': {'key': 'x-over', 'value': 'over'}, 'append_action': 'OVERWRITE_IF_EXISTS_OR_ADD'},"
+		"  {'header': {'key': 'x-over-new', 'value': 'over'}, 'append_action': 'OVERWRITE_IF_EXISTS_OR_ADD'},"
+		"  {'header': {'key': 'x-ifexists-yes', 'value': 'over'}, 'append_action': 'OVERWRITE_IF_EXISTS'},"
+		"  {'header': {'key': 'x-ifexists-no', 'value': 'over'}, 'append_action': 'OVERWRITE_IF_EXISTS'},"
+		"  {'header': {'key': 'x-gone', 'value': 'readded'}, 'append_action': 'ADD_IF_ABSENT'},"
+		"  {'header': {'key': 'x-empty', 'value': ''}},"
+		"  {'header': {'key': 'x-empty-kept', 'value': ''}, 'keep_empty_value': true},"
+		"  {'header': {'key': 'x-twice', 'value': '1'}, 'append_action': 'ADD_IF_ABSENT'},"
+		"  {'header': {'key': 'x-twice', 'value': '2'}, 'append_action': 'ADD_IF_ABSENT'},"
+		"  {'header': {'key': 'X-Mixed', 'value': 'v'}, 'append_action': 2}"
+		" ]}]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers h;
+	const struct virtual_host *vh;
+	req_set(&h, "h", "/", "x-append", "old", "x-absent-no", "orig", "x-over", "a", "x-over", "b",
+		"x-ifexists-yes", "orig", "x-gone", "1", NULL);
+	const struct route_entry *re = route_match(rc, &h, &vh);
+	CHECK(re != NULL);
+	if (re)
+		route_apply_request(rc, vh, re, NULL, &h);
+	CHECK_STR(values(&h, "x-append"), "old|new");
+	CHECK_STR(values(&h, "x-absent-yes"), "added");
+	CHECK_STR(values(&h, "x-absent-no"), "orig");
+	CHECK_STR(values(&h, "x-over"), "over");
+	CHECK_STR(values(&h, "x-over-new"), "over");
+	CHECK_STR(values(&h, "x-ifexists-yes"), "over");
+	CHECK_STR(values(&h, "x-ifexists-no"), "(absent)");
+	CHECK_STR(values(&h, "x-gone"), "readded");          /* removal happens first */
+	CHECK_STR(values(&h, "x-empty"), "(absent)");
+	CHECK_STR(values(&h, "x-empty-kept"), "");
+	CHECK(hdrs_find(&h, "x-empty-kept", 12, 0) >= 0);
+	CHECK_STR(values(&h, "x-twice"), "1|2");             /* judged before this level adds */
+	CHECK_STR(values(&h, "x-mixed"), "v");
+	hdrs_free(&h);
+	route_config_free(rc);
+}
+
+/* ------------------------------------------------------------------------
+ * Compile errors */
+
+#define VH(routes) "{'name': 'rc1', 'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': [" routes "]}]}"
+#define OK_ROUTE "{'match': {'prefix': '/'}, 'route': {'cluster': 'c'}}"
+
+TEST(route_compile_errors)
+{
+	CHECK_STR(compile_err(VH(OK_ROUTE ", {'match': {'prefx': '/'}, 'route': {'cluster': 'c'}}")),
+		  "virtual_hosts[0].routes[1].match.prefx: unknown field 'prefx'");
+	CHECK_STR(compile_err("{'virtual_hosts': [], 'vhosts': []}"), "vhosts: unknown field 'vhosts'");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'retry_policy': {}}}")),
+		  "virtual_hosts[0].routes[0].route.retry_policy: unknown field 'retry_policy'");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}}")),
+		  "virtual_hosts[0].routes[0]: one of 'route', 'redirect' or 'direct_response' is required");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c'}, 'redirect': {}}")),
+		  "virtual_hosts[0].routes[0]: only one of 'route', 'redirect' or 'direct_response' may "
+		  "be set ('route' and 'redirect' are both set)");
+	CHECK_STR(compile_err(VH("{'route': {'cluster': 'c'}}")),
+		  "virtual_hosts[0].routes[0].match: missing required field 'match'");
+	CHECK_STR(compile_err(VH("{'match': {}, 'route': {'cluster': 'c'}}")),
+		  "virtual_hosts[0].routes[0].match: one of 'prefix', 'path', 'safe_regex' or "
+		  "'path_separated_prefix' is required");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {}}")),
+		  "virtual_hosts[0].routes[0].route: one of 'cluster' or 'weighted_clusters' is required");
+	/* bad regexes: PCRE2's message at the regex field */
+	CHECK_CONTAINS(compile_err(VH("{'match': {'safe_regex': {'regex': '/a(b'}}, 'route': {'cluster': 'c'}}")),
+		       "virtual_hosts[0].routes[0].match.safe_regex.regex: invalid regex '/a(b': missing closing parenthesis");
+	CHECK_CONTAINS(compile_err(VH("{'match': {'prefix': '/', 'headers': [{'name': 'x', 'safe_regex_match': {'regex': '[z-a]'}}]}, 'route': {'cluster': 'c'}}")),
+		       "virtual_hosts[0].routes[0].match.headers[0].safe_regex_match.regex: invalid regex '[z-a]'");
+	CHECK_CONTAINS(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'regex_rewrite': {'pattern': {'regex': '*x'}, 'substitution': ''}}}")),
+		       "virtual_hosts[0].routes[0].route.regex_rewrite.pattern.regex: invalid regex '*x'");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'regex_rewrite': {'pattern': {'regex': '(a)'}, 'substitution': '\\\\2'}}}")),
+		  "virtual_hosts[0].routes[0].route.regex_rewrite.substitution: substitution refers to "
+		  "group \\2 but the pattern has only 1 capture group");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'prefix_rewrite': '/x', 'regex_rewrite': {'pattern': {'regex': 'a'}, 'substitution': 'b'}}}")),
+		  "virtual_hosts[0].routes[0].route: only one of 'prefix_rewrite' or 'regex_rewrite' may "
+		  "be set ('prefix_rewrite' and 'regex_rewrite' are both set)");
+	/* duplicate domains, across virtual hosts and case-insensitively */
+	CHECK_STR(compile_err("{'name': 'r', 'virtual_hosts': ["
+			      "{'name': 'a', 'domains': ['x.com', '*.y.com']},"
+			      "{'name': 'b', 'domains': ['z.com', '*.Y.com']}]}"),
+		  "virtual_hosts[1].domains[1]: only unique values for domains are permitted: duplicate "
+		  "entry of domain '*.Y.com' in route configuration 'r'");
+	CHECK_STR(compile_err("{'name': 'r', 'virtual_hosts': ["
+			      "{'name': 'a', 'domains': ['*']}, {'name': 'b', 'domains': ['*']}]}"),
+		  "virtual_hosts[1].domains[0]: only a single wildcard domain '*' is permitted in route "
+		  "configuration 'r'");
+	CHECK_STR(compile_err("{'virtual_hosts': [{'name': 'a', 'domains': []}]}"),
+		  "virtual_hosts[0].domains: at least one domain is required");
+	CHECK_STR(compile_err("{'virtual_hosts': [{'domains': ['a']}]}"),
+		  "virtual_hosts[0].name: missing required field 'name'");
+	/* weights */
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'weighted_clusters': {'clusters': [{'name': 'a', 'weight': 0}, {'name': 'b', 'weight': 0}]}}}")),
+		  "virtual_hosts[0].routes[0].route.weighted_clusters: Sum of weights in the "
+		  "weighted_cluster must be greater than 0.");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'weighted_clusters': {'clusters': [{'name': 'a', 'weight': 1}], 'total_weight': 100}}}")),
+		  "virtual_hosts[0].routes[0].route.weighted_clusters.total_weight: Sum of weights in the "
+		  "weighted_cluster should add up to 100 (they add up to 1)");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'weighted_clusters': {'clusters': [{'name': 'a'}]}}}")),
+		  "virtual_hosts[0].routes[0].route.weighted_clusters.clusters[0].weight: missing "
+		  "required field 'weight'");
+	route_config_free(NULL);   /* NULL is fine */
+}
+
+TEST(route_compile_errors_more)
+{
+	/* header mutations */
+	CHECK_STR(compile_err("{'request_headers_to_add': [{'header': {'key': ':path', 'value': '/'}}]}"),
+		  "request_headers_to_add[0].header.key: :-prefixed or host headers may not be modified");
+	CHECK_STR(compile_err("{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'response_headers_to_add': [{'header': {'key': 'Host', 'value': 'x'}}]}]}"),
+		  "virtual_hosts[0].response_headers_to_add[0].header.key: :-prefixed or host headers "
+		  "may not be modified");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c'}, 'request_headers_to_remove': ['x-ok', 'HOST']}")),
+		  "virtual_hosts[0].routes[0].request_headers_to_remove[1]: :-prefixed or host headers "
+		  "may not be removed");
+	CHECK_STR(compile_err("{'response_headers_to_remove': [':status']}"),
+		  "response_headers_to_remove[0]: :-prefixed or host headers may not be removed");
+	CHECK_STR(compile_err("{'request_headers_to_add': [{'header': {'key': 'x', 'value': 'y'}, 'append': true, 'append_action': 'ADD_IF_ABSENT'}]}"),
+		  "request_headers_to_add[0]: Both append and append_action are set and it's not allowed");
+	CHECK_STR(compile_err("{'request_headers_to_add': [{'header': {'key': 'x', 'value': 'y'}, 'append_action': 'SOMETIMES'}]}"),
+		  "request_headers_to_add[0].append_action: unknown value 'SOMETIMES' (expected one of "
+		  "APPEND_IF_EXISTS_OR_ADD, ADD_IF_ABSENT, OVERWRITE_IF_EXISTS_OR_ADD, OVERWRITE_IF_EXISTS)");
+	CHECK_STR(compile_err("{'request_headers_to_add': [{'header': {'key': 'bad key', 'value': 'y'}}]}"),
+		  "request_headers_to_add[0].header.key: invalid header name 'bad key'");
+	CHECK_STR(compile_err("{'request_headers_to_add': [{'header': {'key': 'x', 'value': 'a\\r\\nb: c'}}]}"),
+		  "request_headers_to_add[0].header.value: must be a valid header value (no CR or LF, at "
+		  "most 16384 bytes)");
+	CHECK_STR(compile_err("{'request_headers_to_add': [{'header': {'key': 'x', 'raw_value': 'eA=='}}]}"),
+		  "request_headers_to_add[0].header.raw_value: unknown field 'raw_value'");
+	/* matchers */
+	CHECK_STR(compile_err(VH("{'match': {'path_separated_prefix': '/a/'}, 'route': {'cluster': 'c'}}")),
+		  "virtual_hosts[0].routes[0].match.path_separated_prefix: '/a/' is not a valid separated "
+		  "prefix (it must not contain '?' or '#' nor end with '/')");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/', 'path': '/'}, 'route': {'cluster': 'c'}}")),
+		  "virtual_hosts[0].routes[0].match: only one of 'prefix', 'path', 'safe_regex' or "
+		  "'path_separated_prefix' may be set ('prefix' and 'path' are both set)");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/', 'headers': [{'name': 'x', 'string_match': {'safe_regex': {'regex': 'a'}, 'ignore_case': true}}]}, 'route': {'cluster': 'c'}}")),
+		  "virtual_hosts[0].routes[0].match.headers[0].string_match: ignore_case has no effect "
+		  "for safe_regex");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/', 'headers': [{'name': 'x', 'prefix_match': ''}]}, 'route': {'cluster': 'c'}}")),
+		  "virtual_hosts[0].routes[0].match.headers[0].prefix_match: must not be empty");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/', 'headers': [{'name': 'x', 'range_match': {'start': 1, 'end': 2}}]}, 'route': {'cluster': 'c'}}")),
+		  "virtual_hosts[0].routes[0].match.headers[0].range_match: unknown field 'range_match'");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/', 'query_parameters': [{'name': 'q', 'string_match': {}}]}, 'route': {'cluster': 'c'}}")),
+		  "virtual_hosts[0].routes[0].match.query_parameters[0].string_match: one of 'exact', "
+		  "'prefix', 'suffix', 'contains' or 'safe_regex' is required");
+	CHECK_STR(compile_err(VH("{'match': {'safe_regex': {'regex': ''}}, 'route': {'cluster': 'c'}}")),
+		  "virtual_hosts[0].routes[0].match.safe_regex.regex: must not be empty");
+	/* actions */
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'timeout': '5'}}")),
+		  "virtual_hosts[0].routes[0].route.timeout: invalid duration '5' (expected e.g. \"1.5s\")");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'direct_response': {'status': 99}}")),
+		  "virtual_hosts[0].routes[0].direct_response.status: expected an HTTP status in 200..599");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'direct_response': {}}")),
+		  "virtual_hosts[0].routes[0].direct_response.status: missing required field 'status'");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'direct_response': {'status': 200, 'body': {'filename': '/etc/passwd'}}}")),
+		  "virtual_hosts[0].routes[0].direct_response.body.filename: unknown field 'filename'");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'direct_response': {'status': 200, 'body': {'inline_bytes': '!!'}}}")),
+		  "virtual_hosts[0].routes[0].direct_response.body.inline_bytes: invalid base64");
+	CHECK_STR(compile_err("{'max_direct_response_body_size_bytes': 4, 'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': "
+			      "[{'match': {'prefix': '/'}, 'direct_response': {'status': 200, 'body': {'inline_string': 'hello'}}}]}]}"),
+		  "virtual_hosts[0].routes[0].direct_response.body: response body size is 5 bytes; "
+		  "maximum is 4");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'redirect': {'response_code': 'GONE'}}")),
+		  "virtual_hosts[0].routes[0].redirect.response_code: unknown value 'GONE' (expected one "
+		  "of MOVED_PERMANENTLY, FOUND, SEE_OTHER, TEMPORARY_REDIRECT, PERMANENT_REDIRECT)");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'redirect': {'https_redirect': true, 'scheme_redirect': 'ftp'}}")),
+		  "virtual_hosts[0].routes[0].redirect: only one of 'https_redirect' or 'scheme_redirect' "
+		  "may be set ('https_redirect' and 'scheme_redirect' are both set)");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'redirect': {'port_redirect': 70000}}")),
+		  "virtual_hosts[0].routes[0].redirect.port_redirect: expected a port in 0..65535");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': ''}}")),
+		  "virtual_hosts[0].routes[0].route.cluster: must not be empty");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 7}}")),
+		  "virtual_hosts[0].routes[0].route.cluster: expected a string");
+	CHECK_STR(compile_err("{'virtual_hosts': {}}"), "virtual_hosts: expected a list");
+	CHECK_STR(compile_err("[]"), "<root>: expected an object");
+}
+
+TEST(route_camel_case_keys)
+{
+	/* proto3 JSON: lowerCamelCase names are accepted everywhere. */
+	struct route_config *rc = compile(
+		"{'virtualHosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		" {'name': 'r', 'match': {'pathSeparatedPrefix': '/a', 'queryParameters': [{'name': 'x', 'presentMatch': true}]},"
+		"  'route': {'cluster': 'c', 'prefixRewrite': '/b', 'hostRewriteLiteral': 'h2'},"
+		"  'requestHeadersToAdd': [{'header': {'key': 'k', 'value': 'v'}, 'appendAction': 'ADD_IF_ABSENT', 'keepEmptyValue': false}]}"
+		"]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers h;
+	apply_req(rc, &h, "h", "/a/z?x");
+	CHECK_STR(values(&h, ":path"), "/b/z?x");
+	CHECK_STR(values(&h, ":authority"), "h2");
+	CHECK_STR(values(&h, "k"), "v");
+	hdrs_free(&h);
+	route_config_free(rc);
+}
+
+/* Workers share one table and match regexes concurrently. */
+struct mt_arg {
+	const struct route_config *rc;
+	int ok;
+};
+
+static void *mt_worker(void *p)
+{
+	struct mt_arg *a = p;
+	char path[64];
+
+	for (int i = 0; i < 2000; i++) {
+		struct http_headers h;
+		const struct virtual_host *vh;
+		snprintf(path, sizeof(path), "/item/%d/detail", i);
+		req_set(&h, "h", path, "x-v", i % 2 ? "odd" : "even", NULL);
+		const struct route_entry *re = route_match(a->rc, &h, &vh);
+		if (re && re->name && !strcmp(re->name, i % 2 ? "odd" : "even")) {
+			route_apply_request(a->rc, vh, re, NULL, &h);
+			size_t n;
+			const char *np = hdrs_get(&h, ":path", &n);
+			char want[64];
+			snprintf(want, sizeof(want), "/detail/%d", i);
+			if (np && !strcmp(np, want))
+				a->ok++;
+		}
+		hdrs_free(&h);
+	}
+	return NULL;
+}
+
+TEST(route_concurrent_regex)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		" {'name': 'odd', 'match': {'safe_regex': {'regex': '/item/([0-9]+)/(\\\\w+)'}, 'headers': [{'name': 'x-v', 'safe_regex_match': {'regex': 'o.d'}}]},"
+		"  'route': {'cluster': 'c', 'regex_rewrite': {'pattern': {'regex': '^/item/([0-9]+)/(\\\\w+)$'}, 'substitution': '/\\\\2/\\\\1'}}},"
+		" {'name': 'even', 'match': {'safe_regex': {'regex': '/item/[0-9]*[02468]/.*'}},"
+		"  'route': {'cluster': 'c', 'regex_rewrite': {'pattern': {'regex': '/item/([0-9]+)/(detail)'}, 'substitution': '/\\\\2/\\\\1'}}}"
+		"]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	pthread_t t[4];
+	struct mt_arg a[4];
+	for (int i = 0; i < 4; i++) {
+		a[i].rc = rc;
+		a[i].ok = 0;
+		pthread_create(&t[i], NULL, mt_worker, &a[i]);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		CHECK_INT(a[i].ok, 2000);
+	}
+	route_config_free(rc);
+}

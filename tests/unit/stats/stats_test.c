@@ -1,0 +1,298 @@
+/* stats_test.c - store, scopes, shards, code families, histograms. */
+#include "test.h"
+#include "stats/stats.h"
+
+#include <math.h>
+#include <pthread.h>
+
+#define T_STATS(X) X(COUNTER, rq_total) X(GAUGE, cx_active) X(HISTOGRAM, rq_time) \
+	X(COUNTER, cx_total) X(GAUGE, membership_total)
+enum { T_STATS(STATS_ENUM) T_N };
+static const struct stat_desc t_desc[] = { T_STATS(STATS_DESC) };
+
+#define C_STATS(X) X(COUNTER, only_counter)
+enum { C_STATS(STATS_ENUM) C_N };
+static const struct stat_desc c_desc[] = { C_STATS(STATS_DESC) };
+
+TEST(stats_scope_naming)
+{
+	struct stats_store *st = stats_store_new(5);
+	struct stats_scope *c, *srv;
+
+	CHECK_INT(stats_store_nshards(st), 5);
+	c = stats_scope_new(st, "cluster.backend", "cluster", "envoy_cluster_name", "backend",
+			    t_desc, T_N);
+	srv = stats_scope_new(st, "server", "server", NULL, NULL, c_desc, C_N);
+	CHECK_STR(c->name, "cluster.backend");
+	CHECK_STR(c->tag_prefix, "cluster");
+	CHECK_STR(c->tag_name, "envoy_cluster_name");
+	CHECK_STR(c->tag_value, "backend");
+	CHECK_INT(c->ndesc, T_N);
+	CHECK_INT(c->nshards, 5);
+	CHECK(c->store == st);
+	CHECK(c->desc == t_desc);
+	CHECK_STR(c->desc[rq_time].name, "rq_time");
+	CHECK_INT(c->desc[rq_time].type, STAT_HISTOGRAM);
+	CHECK_STR(srv->name, "server");
+	CHECK(srv->tag_name == NULL && srv->tag_value == NULL);
+	CHECK(srv->shards[0].hists == NULL);              /* no histograms, no block */
+	CHECK(((uintptr_t)c->shards & 63) == 0);          /* shards are cache-line aligned */
+	for (unsigned i = 0; i < c->nshards; i++) {
+		CHECK(c->shards[i].vals != NULL);
+		CHECK(c->shards[i].hists != NULL);
+		CHECK(c->shards[i].codes[0] == NULL);
+	}
+	stats_store_free(st);                              /* frees both scopes */
+}
+
+TEST(stats_scope_free_unregisters)
+{
+	struct stats_store *st = stats_store_new(2);
+	struct stats_scope *a = stats_scope_new(st, "a", "a", NULL, NULL, c_desc, C_N);
+	struct stats_scope *b = stats_scope_new(st, "b", "b", NULL, NULL, c_desc, C_N);
+
+	stats_inc(a, 0, only_counter);
+	stats_inc(b, 1, only_counter);
+	stats_scope_free(a);
+	stats_scope_free(NULL);
+	/* b still works and reset walks only live scopes (ASan catches a stale a). */
+	stats_reset_counters(st);
+	CHECK_INT(stats_value(b, only_counter), 0);
+	stats_inc(b, 1, only_counter);
+	CHECK_INT(stats_value(b, only_counter), 1);
+	stats_store_free(st);
+}
+
+struct writer {
+	struct stats_scope *s;
+	unsigned shard;
+	int n;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+
+	for (int i = 0; i < w->n; i++) {
+		stats_inc(w->s, w->shard, rq_total);
+		stats_add(w->s, w->shard, cx_total, 2);
+		stats_inc(w->s, w->shard, cx_active);
+		stats_hist_record(w->s, w->shard, rq_time, (double)(i % 20));
+		stats_code_inc(w->s, w->shard, 0, 200 + (i % 2) * 303);
+		if (i % 2)
+			stats_dec(w->s, w->shard, cx_active);
+	}
+	return NULL;
+}
+
+TEST(stats_shards_sum_across_workers)
+{
+	struct stats_store *st = stats_store_new(5);
+	struct stats_scope *s = stats_scope_new(st, "cluster.x", "cluster", "envoy_cluster_name",
+						"x", t_desc, T_N);
+	struct writer w[4];
+	pthread_t th[4];
+	int64_t last = 0;
+	bool monotonic = true;
+	struct stats_hist h;
+
+	CHECK_INT(stats_scope_add_family(s, "upstream_rq"), 0);
+	for (int i = 0; i < 4; i++) {
+		w[i] = (struct writer){ s, (unsigned)i + 1, 10000 + i };
+		CHECK_INT(pthread_create(&th[i], NULL, writer_main, &w[i]), 0);
+	}
+	/* The main thread reads while workers write: sums only grow. */
+	for (int k = 0; k < 1000; k++) {
+		int64_t v = stats_value(s, rq_total);
+		if (v < last)
+			monotonic = false;
+		last = v;
+		(void)stats_code_value(s, 0, 503);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	stats_inc(s, 0, rq_total);                         /* main thread's own shard */
+
+	CHECK(monotonic);
+	CHECK_INT(stats_value(s, rq_total), 10000 + 10001 + 10002 + 10003 + 1);
+	CHECK_INT(stats_value(s, cx_total), 2 * (10000 + 10001 + 10002 + 10003));
+	/* each writer leaves ceil(n/2) connections open */
+	CHECK_INT(stats_value(s, cx_active), 5000 + 5001 + 5001 + 5002);
+	for (unsigned i = 1; i <= 4; i++)
+		CHECK_INT(s->shards[i].vals[rq_total], 10000 + (int)i - 1);
+	CHECK_INT(stats_code_value(s, 0, 200), 5000 + 5001 + 5001 + 5002);
+	CHECK_INT(stats_code_value(s, 0, 503), 5000 + 5000 + 5001 + 5001);
+	CHECK_INT(stats_code_value(s, 0, 2), 5000 + 5001 + 5001 + 5002);
+	CHECK_INT(stats_code_value(s, 0, 5), 5000 + 5000 + 5001 + 5001);
+	stats_hist_merge(s, rq_time, &h);
+	CHECK_INT(h.count, 40006);
+	stats_store_free(st);
+}
+
+TEST(stats_gauges_deltas_and_set)
+{
+	struct stats_store *st = stats_store_new(3);
+	struct stats_scope *s = stats_scope_new(st, "cluster.g", "cluster", "envoy_cluster_name",
+						"g", t_desc, T_N);
+
+	stats_inc(s, 1, cx_active);
+	stats_inc(s, 1, cx_active);
+	stats_inc(s, 1, cx_active);
+	stats_dec(s, 2, cx_active);                        /* closed on another worker */
+	CHECK_INT(stats_value(s, cx_active), 2);
+	CHECK_INT(s->shards[2].vals[cx_active], -1);
+	stats_add(s, 2, cx_active, -5);
+	CHECK_INT(stats_value(s, cx_active), -3);
+	stats_add(s, 1, cx_active, 3);
+	CHECK_INT(stats_value(s, cx_active), 0);
+
+	stats_gauge_set(s, membership_total, 42);
+	CHECK_INT(stats_value(s, membership_total), 42);
+	stats_gauge_set(s, membership_total, 7);
+	CHECK_INT(stats_value(s, membership_total), 7);
+	CHECK_INT(s->shards[0].vals[membership_total], 7);
+	stats_store_free(st);
+}
+
+TEST(stats_code_families)
+{
+	struct stats_store *st = stats_store_new(3);
+	struct stats_scope *s = stats_scope_new(st, "http.in", "http",
+						"envoy_http_conn_manager_prefix", "in",
+						t_desc, T_N);
+	int up = stats_scope_add_family(s, "upstream_rq");
+	int down = stats_scope_add_family(s, "downstream_rq");
+
+	CHECK_INT(up, 0);
+	CHECK_INT(down, 1);
+	CHECK_STR(s->families[1], "downstream_rq");
+	for (unsigned i = 0; i < 3; i++)
+		CHECK(s->shards[i].codes[0] == NULL && s->shards[i].codes[1] == NULL);
+	CHECK_INT(stats_code_value(s, up, 503), 0);
+
+	stats_code_inc(s, 2, up, 503);
+	CHECK(s->shards[2].codes[up] != NULL);             /* allocated on first use */
+	CHECK(s->shards[1].codes[up] == NULL);             /* ... only for that shard */
+	CHECK(s->shards[2].codes[down] == NULL);           /* ... and that family */
+	stats_code_inc(s, 1, up, 503);
+	stats_code_inc(s, 1, up, 504);
+	stats_code_inc(s, 1, up, 100);
+	stats_code_inc(s, 1, up, 599);
+	stats_code_inc(s, 1, down, 200);
+	stats_code_inc(s, 1, up, 99);                      /* out of range: ignored */
+	stats_code_inc(s, 1, up, 600);
+	stats_code_inc(s, 1, 5, 200);                      /* unknown family: ignored */
+	stats_code_inc(s, 1, -1, 200);
+
+	CHECK_INT(stats_code_value(s, up, 503), 2);
+	CHECK_INT(stats_code_value(s, up, 504), 1);
+	CHECK_INT(stats_code_value(s, up, 100), 1);
+	CHECK_INT(stats_code_value(s, up, 599), 1);
+	CHECK_INT(stats_code_value(s, up, 200), 0);
+	CHECK_INT(stats_code_value(s, up, 5), 4);          /* 5xx class */
+	CHECK_INT(stats_code_value(s, up, 1), 1);
+	CHECK_INT(stats_code_value(s, up, 2), 0);
+	CHECK_INT(stats_code_value(s, down, 2), 1);
+	CHECK_INT(stats_code_value(s, down, 200), 1);
+	CHECK_INT(stats_code_value(s, up, 600), 0);
+	CHECK_INT(s->shards[1].classes[up][4], 3);
+	stats_store_free(st);
+}
+
+TEST(stats_hist_bucket_boundaries)
+{
+	struct stats_store *st = stats_store_new(2);
+	struct stats_scope *s = stats_scope_new(st, "h", "h", NULL, NULL, t_desc, T_N);
+	struct stats_hist h;
+
+	CHECK_INT(ARRAY_SIZE(stats_hist_bounds), 19);
+	CHECK(stats_hist_bounds[0] == 0.5 && stats_hist_bounds[18] == 3600000);
+	stats_hist_record(s, 0, rq_time, 0);               /* -> le 0.5 */
+	stats_hist_record(s, 0, rq_time, 0.5);             /* equal to a bound: that bucket */
+	stats_hist_record(s, 1, rq_time, 0.5000001);       /* -> le 1 */
+	stats_hist_record(s, 1, rq_time, 1);               /* -> le 1 */
+	stats_hist_record(s, 1, rq_time, 25);              /* -> le 25 (index 4) */
+	stats_hist_record(s, 0, rq_time, 25.001);          /* -> le 50 */
+	stats_hist_record(s, 0, rq_time, 3600000);         /* -> last finite bucket */
+	stats_hist_record(s, 1, rq_time, 3600000.5);       /* -> overflow */
+	stats_hist_record(s, 1, rq_time, NAN);             /* dropped */
+
+	CHECK_INT(s->shards[0].hists[rq_time].buckets[0], 2);
+	CHECK_INT(s->shards[0].hists[rq_time].count, 4);
+	stats_hist_merge(s, rq_time, &h);
+	CHECK_INT(h.buckets[0], 2);
+	CHECK_INT(h.buckets[1], 2);
+	CHECK_INT(h.buckets[2], 0);
+	CHECK_INT(h.buckets[4], 1);
+	CHECK_INT(h.buckets[5], 1);
+	CHECK_INT(h.buckets[18], 1);
+	CHECK_INT(h.buckets[19], 1);
+	CHECK_INT(h.count, 8);
+	CHECK(fabs(h.sum - (0 + 0.5 + 0.5000001 + 1 + 25 + 25.001 + 3600000 + 3600000.5)) < 1e-6);
+	stats_store_free(st);
+}
+
+TEST(stats_hist_quantiles)
+{
+	struct stats_hist h;
+
+	memset(&h, 0, sizeof(h));
+	CHECK(isnan(stats_hist_quantile(&h, 0.5)));
+
+	h.buckets[2] = 4;                                  /* four values in (1, 5] */
+	h.count = 4;
+	CHECK(stats_hist_quantile(&h, 0) == 1);
+	CHECK(stats_hist_quantile(&h, 0.5) == 3);
+	CHECK(stats_hist_quantile(&h, 0.25) == 2);
+	CHECK(stats_hist_quantile(&h, 1) == 5);
+	CHECK(stats_hist_quantile(&h, 7) == 5);            /* clamped */
+
+	memset(&h, 0, sizeof(h));
+	h.buckets[0] = 10;                                 /* [0, 0.5] */
+	h.buckets[3] = 10;                                 /* (5, 10] */
+	h.count = 20;
+	CHECK(stats_hist_quantile(&h, 0) == 0);
+	CHECK(stats_hist_quantile(&h, 0.25) == 0.25);
+	CHECK(stats_hist_quantile(&h, 0.5) == 0.5);        /* the rank ends bucket 0 */
+	CHECK(stats_hist_quantile(&h, 0.75) == 7.5);
+	CHECK(stats_hist_quantile(&h, 1) == 10);
+
+	memset(&h, 0, sizeof(h));
+	h.buckets[STATS_HIST_BUCKETS] = 3;                 /* overflow only */
+	h.count = 3;
+	CHECK(stats_hist_quantile(&h, 0.5) == 3600000);
+}
+
+TEST(stats_reset_counters_keeps_gauges)
+{
+	struct stats_store *st = stats_store_new(3);
+	struct stats_scope *s = stats_scope_new(st, "cluster.r", "cluster", "envoy_cluster_name",
+						"r", t_desc, T_N);
+	struct stats_scope *c = stats_scope_new(st, "other", "other", NULL, NULL, c_desc, C_N);
+	struct stats_hist h;
+	int fam = stats_scope_add_family(s, "upstream_rq");
+
+	stats_inc(s, 1, rq_total);
+	stats_inc(s, 2, rq_total);
+	stats_inc(c, 2, only_counter);
+	stats_inc(s, 1, cx_active);
+	stats_gauge_set(s, membership_total, 9);
+	stats_hist_record(s, 2, rq_time, 12);
+	stats_code_inc(s, 1, fam, 404);
+
+	stats_reset_counters(st);
+	CHECK_INT(stats_value(s, rq_total), 0);
+	CHECK_INT(stats_value(c, only_counter), 0);
+	CHECK_INT(stats_value(s, cx_active), 1);
+	CHECK_INT(stats_value(s, membership_total), 9);
+	stats_hist_merge(s, rq_time, &h);
+	CHECK_INT(h.count, 0);
+	CHECK_INT(h.buckets[4], 0);
+	CHECK(h.sum == 0);
+	CHECK_INT(stats_code_value(s, fam, 404), 0);
+	CHECK_INT(stats_code_value(s, fam, 4), 0);
+	/* counting resumes after the reset */
+	stats_code_inc(s, 1, fam, 404);
+	CHECK_INT(stats_code_value(s, fam, 404), 1);
+	stats_store_free(st);
+}
