@@ -20,7 +20,7 @@ UNIT_SRCS := $(shell find tests/unit -name '*_test.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_MAIN := $(BUILD)/obj/tests/unit/test_main.o
 
-.PHONY: all remora deps run test test-unit test-integration bench fuzz clean asan format
+.PHONY: all remora deps run test test-unit test-integration bench fuzz fuzz-bins unit-bins clean asan format
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/remora
@@ -58,6 +58,7 @@ run: deps all
 
 test: deps
 	$(MAKE) asan
+	$(MAKE) fuzz-bins
 	@sh tests/run.sh
 
 # Only the unit tests / only the integration tests (sanitizer build).
@@ -65,6 +66,34 @@ test-unit: asan
 	@ONLY=unit sh tests/run.sh
 test-integration: asan
 	@ONLY=integration sh tests/run.sh
+
+# libFuzzer targets: one per parser (tests/fuzz/*_fuzz.c), each run for
+# FUZZ_SECONDS over a copy of its committed seed corpus.  `make test` runs
+# each briefly (FUZZ_SECONDS=5 via tests/run.sh); `make fuzz` runs longer.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang-14
+FUZZ_SRCS    := $(shell find tests/fuzz -name '*_fuzz.c' 2>/dev/null | sort)
+FUZZ_BINS    := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 -fsanitize=fuzzer-no-link,address,undefined -D_GNU_SOURCE -pthread -I.
+FUZZ_OBJS    := $(LIB_SRCS:%.c=build/fuzz/obj/%.o)
+
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+build/fuzz/libremora.a: $(FUZZ_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/fuzz/%: tests/fuzz/%.c build/fuzz/libremora.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(PKG_CFLAGS) -o $@ $< build/fuzz/libremora.a $(LDLIBS)
+
+fuzz-bins: $(FUZZ_BINS)
+
+fuzz: deps fuzz-bins
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f _fuzz); \
+		sh tests/fuzz/run-one.sh $$f tests/fuzz/corpus/$$n $(FUZZ_SECONDS) || exit 1; done
 
 bench: deps all
 	@sh tests/bench/run.sh

@@ -5,7 +5,7 @@
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/asan}
 export REMORA_BIN="$PWD/$BUILD/remora"
-export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1:quarantine_size_mb=16}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 passed=0; failed=0; skipped=0
 log=$(mktemp -d /tmp/remora-test.XXXXXX)
@@ -24,6 +24,18 @@ if [ "${ONLY:-unit}" = unit ] || [ -z "$ONLY" ]; then
 		echo "unit $name: $p passed, $f failed"
 		if [ "$f" != 0 ]; then grep '^not ok' "$log/unit.out"; tail -n 40 "$log/unit.err"; fi
 		passed=$((passed + p)); failed=$((failed + f))
+	done
+fi
+
+# Each libFuzzer target runs briefly over its seed corpus (longer: make fuzz).
+if [ "${ONLY:-fuzz}" = fuzz ] || [ -z "$ONLY" ]; then
+	for f in $(find build/fuzz -maxdepth 1 -type f -name '*_fuzz' 2>/dev/null | sort); do
+		n=$(basename "$f" _fuzz)
+		if sh tests/fuzz/run-one.sh "$f" "tests/fuzz/corpus/$n" "${FUZZ_SECONDS:-5}"; then
+			echo "ok - fuzz $n"; passed=$((passed + 1))
+		else
+			echo "not ok - fuzz $n"; failed=$((failed + 1))
+		fi
 	done
 fi
 

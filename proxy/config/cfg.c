@@ -240,6 +240,8 @@ static void format_where(const struct cfg_ctx *c, const json_t *at_node, const c
 		have = frame_pos(c, i, &line, &col);
 	if (have)
 		sb_printf(b, "%s%s%d:%d: ", c->file ? c->file : "", c->file ? ":" : "", line, col);
+	else if (c->file)
+		sb_printf(b, "%s: ", c->file);   /* e.g. JSON sources: no positions */
 	for (int i = 0; i < c->depth; i++) {
 		const struct cfg_frame *f = &c->st[i];
 		if (f->key)

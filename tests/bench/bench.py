@@ -12,7 +12,8 @@ Environment:
   BENCH_ROUNDS     rounds per proxy (default 3)
   BENCH_WARMUP     warm-up seconds before each round (default 2)
   BENCH_PROXIES    comma list out of remora,haproxy,nginx (default all three)
-  BENCH_PORT_BASE  first loopback port (default 18080; uses base..base+3, base+10)
+  BENCH_PORT_BASE  first loopback port (default 28080, or the first free one from 29080
+                   on when those ports are taken; uses base..base+3, base+10)
   BENCH_DOC        markdown file to update (default docs/benchmarks.md; "-" = none)
   REMORA_BIN       proxy binary (default build/remora)
 """
@@ -35,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 PROXY_CPU = "0"
 LOAD_CPU = "1"
 CONNECTIONS = 50
-DEFAULT_BASE = 18080
+DEFAULT_BASE = 28080
 # offset of each port from the base; the config files carry the default ports
 PORT_OFFSETS = {"upstream": 0, "haproxy": 1, "nginx": 2, "remora": 3, "admin": 10}
 BEGIN_MARK = "<!-- bench:begin -->"
@@ -58,7 +59,13 @@ SECONDS = env_int("BENCH_SECONDS", 10)
 ROUNDS = env_int("BENCH_ROUNDS", 3)
 WARMUP = env_int("BENCH_WARMUP", 2)
 BASE = env_int("BENCH_PORT_BASE", DEFAULT_BASE)
-PORTS = {k: BASE + off for k, off in PORT_OFFSETS.items()}
+
+
+def ports_for(base):
+    return {k: base + off for k, off in PORT_OFFSETS.items()}
+
+
+PORTS = ports_for(BASE)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -359,23 +366,27 @@ def start_leg(leg, tmp):
     except BenchError as e:
         leg.status = str(e)
         print("bench: %s: %s" % (NAMES[leg.key], e), flush=True)
+        if leg.server:
+            leg.server.stop()  # keep CPU 0 quiet for the others
 
 
-def run_round(leg, n):
+def run_round(leg, n, upstream):
     port = PORTS[leg.key]
     srv = leg.server
+    if not upstream.alive() or not group_alive(upstream.pid):
+        raise BenchError("round %d: the upstream nginx is gone (status %s)" % (n, upstream.proc.returncode))
     warm = run_wrk(port, WARMUP)
     if warm["errors"]:
         raise BenchError("round %d warm-up: %s" % (n, "; ".join(warm["errors"])))
     if not srv.alive():
-        raise BenchError("round %d: exited during warm-up: %s" % (n, srv.tail()))
+        raise BenchError("round %d: exited (status %s) during warm-up: %s" % (n, srv.proc.returncode, srv.tail()))
     up0 = upstream_counters()
     t0 = cpu_ticks(srv.pid)
     r = run_wrk(port, SECONDS)
     t1 = cpu_ticks(srv.pid)
     up1 = upstream_counters()
     if not srv.alive():
-        raise BenchError("round %d: exited during the run: %s" % (n, srv.tail()))
+        raise BenchError("round %d: exited (status %s) during the run: %s" % (n, srv.proc.returncode, srv.tail()))
     if r["errors"]:
         raise BenchError("round %d: %s" % (n, "; ".join(r["errors"])))
     gone = [p for p in t0 if p not in t1]
@@ -387,6 +398,9 @@ def run_round(leg, n):
         # minus the status request itself (one connection, one request)
         r["up_conns"] = up1[0] - up0[0] - 1
         r["up_reqs"] = up1[1] - up0[1] - 1
+        if r["up_reqs"] < r["requests"]:
+            raise BenchError("round %d: wrk counted %d responses but the upstream saw only %d requests"
+                             % (n, r["requests"], r["up_reqs"]))
     return r
 
 
@@ -429,7 +443,15 @@ def fmt_ratio(a, b):
     return "%.2f" % (a / b) if b else "n/a"
 
 
-def report(legs, started):
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def report(legs, started, load_before):
     ncpu, model, kernel = machine()
     v = tool_versions()
     L = []
@@ -438,6 +460,8 @@ def report(legs, started):
     L.append("- Load: wrk %s, 1 thread, %d keep-alive connections; %d round(s) per proxy of %d s after "
              "%d s warm-up; medians over rounds" % (v["wrk"], CONNECTIONS, ROUNDS, SECONDS, WARMUP))
     L.append("- Versions: Remora %s, HAProxy %s, nginx %s" % (v["remora"], v["haproxy"], v["nginx"]))
+    busy = " (other work was running: expect noisy numbers)" if load_before >= 0.5 else ""
+    L.append("- Load average (1 min) before the run: %.2f%s" % (load_before, busy))
     L.append("")
     L.append("| Proxy | req/s | p50 ms | p99 ms | CPU µs/req | RSS after KiB | idle RSS KiB | new upstream conns / reqs |")
     L.append("|---|--:|--:|--:|--:|--:|--:|--:|")
@@ -517,6 +541,21 @@ def write_doc(path, section):
 
 # ---------------------------------------------------------------- main
 
+def choose_ports():
+    """Keep BENCH_PORT_BASE if given; otherwise move off the default ports
+    when something else (another test run) listens there."""
+    global BASE, PORTS
+    if any(listening(p) for p in PORTS.values()):
+        if os.environ.get("BENCH_PORT_BASE"):
+            sys.exit("bench: ports %s: some already in use" % sorted(PORTS.values()))
+        for base in range(29080, 32000, 100):
+            if not any(listening(p) for p in ports_for(base).values()):
+                print("bench: default ports busy, using %d..%d" % (base, base + 10), flush=True)
+                BASE, PORTS = base, ports_for(base)
+                return
+        sys.exit("bench: no free port range found (set BENCH_PORT_BASE)")
+
+
 def main():
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -532,13 +571,13 @@ def main():
         global LOAD_CPU
         LOAD_CPU = "0"
     started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = loadavg()
     tmp = tempfile.mkdtemp(prefix="remora-bench.")
     legs = [Leg(k) for k in keys]
     try:
-        if listening(PORTS["upstream"]):
-            sys.exit("bench: port %d already in use (set BENCH_PORT_BASE)" % PORTS["upstream"])
+        choose_ports()
         try:
-            start_upstream(tmp)
+            upstream = start_upstream(tmp)
         except (BenchError, OSError) as e:
             sys.exit("bench: upstream nginx: %s" % e)
         for leg in legs:
@@ -549,7 +588,7 @@ def main():
                     continue
                 print("bench: round %d/%d %s ..." % (n, ROUNDS, NAMES[leg.key]), flush=True)
                 try:
-                    r = run_round(leg, n)
+                    r = run_round(leg, n, upstream)
                     leg.rounds.append(r)
                     print("bench:   %.0f req/s, p50 %.3f ms, p99 %.3f ms, %.1f CPU µs/req" % (
                         r["rps"], r["p50"] / 1e3, r["p99"] / 1e3, r["cpu_us"]), flush=True)
@@ -558,7 +597,9 @@ def main():
                     print("bench:   %s" % leg.status, flush=True)
                 if leg.key == "remora" and leg.server and leg.server.alive():
                     leg.stats = remora_stats()
-        section = report(legs, started)
+                if leg.status:
+                    leg.server.stop()  # keep CPU 0 quiet for the others
+        section = report(legs, started, load_before)
     finally:
         cleanup()
         shutil.rmtree(tmp, ignore_errors=True)

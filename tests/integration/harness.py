@@ -444,12 +444,17 @@ class CurlResult:
             f"body={self.body[:300]!r})")
 
 
-def curl(url, *args, timeout=20.0, keep_body=True):
-    """Run curl once.  args are extra curl arguments (e.g. "-X", "POST")."""
+def curl(url, *args, timeout=20.0, keep_body=True, output=None):
+    """Run curl once.  args are extra curl arguments (e.g. "-X", "POST").
+    The body is kept in memory, or discarded (keep_body=False), or written
+    to the file output."""
     d = tempfile.mkdtemp(prefix="remora-curl-")
     try:
         hdr = os.path.join(d, "headers")
-        body = os.path.join(d, "body") if keep_body else "/dev/null"
+        if output:
+            body, keep_body = output, False
+        else:
+            body = os.path.join(d, "body") if keep_body else "/dev/null"
         cmd = ["curl", "-sS", "--max-time", str(timeout), "-D", hdr, "-o", body,
                "-w", "%{json}", *args, url]
         p = subprocess.run(cmd, capture_output=True, timeout=timeout + 10)

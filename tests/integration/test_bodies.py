@@ -95,7 +95,7 @@ def test_large_chunked_response_intact(remora, upstream, ports, tmp_path):
     r, base, _ = _start(remora, upstream, ports)
     n = 20 * MB + 12345
     out = tmp_path / "resp.bin"
-    res = curl(base + f"/c?bytes={n}&chunked=1", "-o", str(out), keep_body=False, timeout=60)
+    res = curl(base + f"/c?bytes={n}&chunked=1", output=str(out), timeout=60)
     assert res.rc == 0 and res.status == 200, res
     assert os.path.getsize(out) == n
     assert sha256_file(out) == pattern_sha256(n)

@@ -430,6 +430,60 @@ TEST(reject_bad_names_and_values)
 	REQ_ERR("GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n", 400, "invalid_method");
 }
 
+/* Every byte position of a long value, so both the word-at-a-time scan and
+ * its byte-wise tail see each kind of byte. */
+TEST(value_bytes_at_every_position)
+{
+	const char bad[] = { 0x00, 0x01, 0x0b, 0x1f, 0x7f, '\r', '\n' };
+	const char *reasons[] = { "invalid_header_value", "invalid_header_value", "invalid_header_value",
+				  "invalid_header_value", "invalid_header_value", "bare_cr", "bare_lf" };
+	int wrong = 0, okcount = 0;
+	for (int pos = 0; pos < 24; pos++) {
+		char val[25];
+		memset(val, 'v', 24);
+		val[24] = 0;
+		for (size_t k = 0; k < sizeof(bad); k++) {
+			char raw[128];
+			int n = snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\nX-Long: %s\r\n\r\n", val);
+			raw[n - 4 - 24 + pos] = bad[k];
+			struct h1_head h;
+			struct h1_error e = { 0, NULL };
+			hdrs_init(&h.hdrs);
+			/* Parse the exact bytes: some of these fool h1_head_end. */
+			int rc = h1_parse_head(H1_REQUEST, raw, (size_t)n, 0, &lim, &h, &e);
+			if (rc != RM_ERROR || e.status != 400 || strcmp(e.reason, reasons[k])) {
+				wrong++;
+				fprintf(stderr, "  pos %d byte %02x: rc %d %s\n", pos, (unsigned char)bad[k], rc,
+					e.reason ? e.reason : "-");
+			}
+			hdrs_free(&h.hdrs);
+		}
+		const char good[] = { '\t', (char)0x80, (char)0xff, ' ', '~' };
+		for (size_t k = 0; k < sizeof(good); k++) {
+			char raw[128];
+			int n = snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\nX-Long: %s\r\n\r\n", val);
+			raw[n - 4 - 24 + pos] = good[k];
+			struct h1_head h;
+			struct h1_error e = { 0, NULL };
+			hdrs_init(&h.hdrs);
+			int rc = h1_parse_head(H1_REQUEST, raw, (size_t)n, 0, &lim, &h, &e);
+			size_t vl = 0;
+			const char *v = hdrs_get(&h.hdrs, "x-long", &vl);
+			/* Edge OWS is trimmed; anything else is kept verbatim. */
+			bool edge_ws = (good[k] == '\t' || good[k] == ' ') && (pos == 0 || pos == 23);
+			if (rc == RM_OK && v && vl == (edge_ws ? 23u : 24u) &&
+			    (edge_ws || (unsigned char)v[pos] == (unsigned char)good[k]))
+				okcount++;
+			else
+				fprintf(stderr, "  pos %d good byte %02x rejected or mangled\n", pos,
+					(unsigned char)good[k]);
+			hdrs_free(&h.hdrs);
+		}
+	}
+	CHECK_INT(wrong, 0);
+	CHECK_INT(okcount, 24 * 5);
+}
+
 TEST(reject_host_problems)
 {
 	REQ_ERR("GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n", 400, "missing_host");
@@ -823,8 +877,8 @@ TEST(encode_request_exact_and_round_trip)
 TEST(encode_parsed_requests_round_trip)
 {
 	const char *reqs[] = {
-		"GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
-		"Sec-WebSocket-Version: 13\r\n\r\n",
+		("GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+		 "Sec-WebSocket-Version: 13\r\n\r\n"),
 		"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n",
 		"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
 		"GET http://up:81/x?y HTTP/1.1\r\nHost: other\r\nAccept: */*\r\n\r\n",
