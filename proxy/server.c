@@ -364,6 +364,8 @@ void server_free(struct server *srv)
 		if (w->base)
 			event_base_free(w->base);
 		pthread_mutex_destroy(&w->mq_lock);
+		if (w->efd > 0)
+			close(w->efd);
 	}
 	free(srv->workers);
 	srv->workers = NULL;

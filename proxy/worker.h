@@ -3,7 +3,7 @@
  * A connection never moves between workers; workers never lock on the
  * request path.  The main thread talks to a worker only through
  * worker_post(): a closure queued under a mutex and run on the worker's
- * loop (woken with event_active). */
+ * loop (woken through an eventfd; worker bases run without libevent locks). */
 #ifndef REMORA_WORKER_H
 #define REMORA_WORKER_H
 
@@ -34,6 +34,7 @@ struct worker {
 	struct event_base *base;           /* owned */
 	struct snapshot *snap;             /* current (ref) */
 	struct event *msg_ev;              /* owned; wakes the loop for messages */
+	int efd;                           /* owned eventfd behind msg_ev */
 	pthread_mutex_t mq_lock;
 	struct worker_msg *mq_head, *mq_tail;
 	struct worker_listener *listeners; /* owned [nlisteners] */

@@ -4,12 +4,7 @@
  * could read differently is rejected instead of repaired.  Character classes
  * are compile-time tables; a head is walked once, line by line with memchr,
  * and fields are copied straight into the header map's arena. */
-/* h1_parser.h has a slash-star inside a comment, which -Wcomment
- * (in -Wall) rejects; harmless once the header is fixed. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wcomment"
 #include "h1_parser.h"
-#pragma GCC diagnostic pop
 
 #include <event2/buffer.h>
 

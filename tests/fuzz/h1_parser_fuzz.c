@@ -12,10 +12,7 @@
  *    method/path/authority/status, body kind and upgrade flag;
  *  - the chunked decoder gives the same payload, consumed length and verdict
  *    whether fed whole, byte by byte or in 7-byte pieces. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wcomment"
 #include "proxy/http/h1_parser.h"
-#pragma GCC diagnostic pop
 
 #include <event2/buffer.h>
 

@@ -456,6 +456,7 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 	stats_inc(hs, sh, rq_total);
 	stats_inc(r->cl->stats, sh, upstream_rq_total);
 	route_apply_request(rc, r->vh, r->re, r->wc, h);
+	bool need_host = hdrs_find(h, ":authority", 10, 0) < 0;   /* HTTP/1.0 without Host */
 	if (!r->cfg->suppress_envoy_headers && r->re->timeout_ms) {
 		char buf[24];
 		snprintf(buf, sizeof(buf), "%llu", (unsigned long long)r->re->timeout_ms);
@@ -469,6 +470,8 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 		return FILTER_STOP;
 	}
 	r->host = host_ref(host);
+	if (need_host)
+		hdrs_set(h, ":authority", host->addr_str, strlen(host->addr_str));
 	r->rq_active = true;
 	stats_inc(r->cl->stats, sh, upstream_rq_active);
 	host_stat_add(host, sh, HOST_RQ_TOTAL, 1);

@@ -1,10 +1,6 @@
 /* h1_parser_test.c - HTTP/1.x head parser, chunked decoder, encoders. */
 #include "test.h"
-/* h1_parser.h trips -Wcomment (a slash-star inside a comment). */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wcomment"
 #include "proxy/http/h1_parser.h"
-#pragma GCC diagnostic pop
 
 #include <event2/buffer.h>
 
