@@ -7,7 +7,7 @@
 #define REMORA_DOWNSTREAM_H
 
 #include <sys/socket.h>
-#include <event2/bufferevent.h>
+#include "conn.h"
 #include "snapshot.h"
 
 struct worker;
@@ -16,14 +16,14 @@ struct downstream;
 struct downstream_ops {
 	/* Server is draining: finish what is in flight, then close. */
 	void (*drain)(struct downstream *d);
-	/* Free the filter's state (the bufferevent is freed by the caller). */
+	/* Free the filter's state (the conn is freed by the caller). */
 	void (*destroy)(struct downstream *d);
 };
 
 struct downstream {
 	const struct downstream_ops *ops;
 	struct worker *w;                    /* not owned */
-	struct bufferevent *bev;             /* owned */
+	struct conn *bev;             /* owned */
 	struct snapshot *snap;               /* ref held */
 	struct listener_cfg *lcfg;           /* in snap */
 	struct sockaddr_storage peer, local;
@@ -36,7 +36,7 @@ struct downstream {
 /* What the accept path hands to a network filter's on_accept. */
 struct accept_info {
 	struct worker *w;
-	struct bufferevent *bev;             /* ownership passes to the filter */
+	struct conn *bev;             /* ownership passes to the filter */
 	struct listener_cfg *lcfg;
 	const struct sockaddr *peer;
 	socklen_t peerlen;

@@ -6,7 +6,7 @@
 #include <sys/eventfd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <event2/bufferevent.h>
+#include "conn.h"
 #include <event2/thread.h>
 #include "server.h"
 #include "downstream.h"
@@ -86,7 +86,7 @@ struct downstream *downstream_new(size_t size, const struct accept_info *ai)
 {
 	struct downstream *d = xcalloc(1, size);
 	struct worker *w = ai->w;
-	struct bufferevent *bev = ai->bev;
+	struct conn *bev = ai->bev;
 	struct listener_cfg *lcfg = ai->lcfg;
 	const struct sockaddr *peer = ai->peer;
 	socklen_t peerlen = ai->peerlen;
@@ -96,7 +96,7 @@ struct downstream *downstream_new(size_t size, const struct accept_info *ai)
 	d->snap = snapshot_ref(w->snap);
 	d->lcfg = lcfg;
 	memcpy(&d->peer, peer, MIN((size_t)peerlen, sizeof(d->peer)));
-	getsockname(bufferevent_getfd(bev), (struct sockaddr *)&d->local, &ll);
+	getsockname(conn_fd(bev), (struct sockaddr *)&d->local, &ll);
 	sockaddr_ip(peer, d->peer_ip, sizeof(d->peer_ip));
 	d->start_ms = now_ms();
 	d->next = w->conns;
@@ -124,7 +124,7 @@ void downstream_close(struct downstream *d)
 	stats_hist_record(d->lcfg->stats, w->shard, LS_downstream_cx_length_ms,
 			  (double)(now_ms() - d->start_ms));
 	if (d->bev)
-		bufferevent_free(d->bev);
+		conn_free(d->bev);
 	d->bev = NULL;
 	struct snapshot *snap = d->snap;
 	if (d->ops && d->ops->destroy)
@@ -166,7 +166,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	struct conn *bev = conn_new(w->base, fd);
 	if (!bev) {
 		evutil_closesocket(fd);
 		return;

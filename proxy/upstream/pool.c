@@ -69,14 +69,14 @@ void pool_conn_close(struct upstream_conn *uc, bool remote)
 	host_stat_add(p->host, sh, HOST_CX_ACTIVE, -1);
 	if (uc->timer)
 		event_free(uc->timer);
-	bufferevent_free(uc->bev);
+	conn_free(uc->bev);
 	p->nconns--;
 	free(uc);
 	if (p->orphan && !p->nconns)
 		pool_free(p);
 }
 
-static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+static void idle_event_cb(struct conn *bev, short what, void *arg)
 {
 	(void)bev;
 	(void)what;
@@ -84,7 +84,7 @@ static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
 	pool_conn_close(arg, true);
 }
 
-static void idle_read_cb(struct bufferevent *bev, void *arg)
+static void idle_read_cb(struct conn *bev, void *arg)
 {
 	(void)bev;
 	pool_conn_close(arg, true);
@@ -109,7 +109,7 @@ void pool_release(struct upstream_conn *uc, bool reusable)
 		stats_inc(cl->stats, p->w->shard, upstream_cx_max_requests);
 		reusable = false;
 	}
-	if (!reusable || p->w->draining || evbuffer_get_length(bufferevent_get_input(uc->bev))) {
+	if (!reusable || p->w->draining || evbuffer_get_length(conn_input(uc->bev))) {
 		pool_conn_close(uc, false);
 		return;
 	}
@@ -120,9 +120,9 @@ void pool_release(struct upstream_conn *uc, bool reusable)
 		p->idle->prev = uc;
 	p->idle = uc;
 	p->nidle++;
-	bufferevent_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
-	bufferevent_setwatermark(uc->bev, EV_WRITE, 0, 0);
-	bufferevent_enable(uc->bev, EV_READ);
+	conn_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
+	conn_set_write_lowat(uc->bev, 0);
+	conn_enable_read(uc->bev);
 	if (cl->idle_timeout_ms) {
 		struct timeval tv = { (time_t)(cl->idle_timeout_ms / 1000),
 				      (suseconds_t)(cl->idle_timeout_ms % 1000) * 1000 };
@@ -155,12 +155,10 @@ static void connect_done(struct upstream_conn *uc, enum pool_err err, const char
 	cb(arg, uc, POOL_OK, NULL);
 }
 
-static void connect_event_cb(struct bufferevent *bev, short what, void *arg)
+static void connect_event_cb(struct conn *bev, short what, void *arg)
 {
 	struct upstream_conn *uc = arg;
-	if (what & BEV_EVENT_CONNECTED) {
-		int one = 1;
-		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (what & CONN_CONNECTED) {
 		connect_done(uc, POOL_OK, NULL);
 		return;
 	}
@@ -188,7 +186,7 @@ int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb
 		idle_unlink(uc);
 		event_del(uc->timer);
 		uc->state = UC_BUSY;
-		bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
+		conn_setcb(uc->bev, NULL, NULL, NULL, NULL);
 		*out = uc;
 		return RM_OK;
 	}
@@ -197,9 +195,7 @@ int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb
 	uc->pool = p;
 	uc->state = UC_CONNECTING;
 	uc->created_ms = uc->connect_start_ms = now_ms();
-	uc->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (!uc->bev)
-		die("bufferevent_socket_new");
+	uc->bev = conn_new(w->base, -1);
 	uc->timer = evtimer_new(w->base, connect_timeout_cb, uc);
 	uc->ready_cb = cb;
 	uc->ready_arg = arg;
@@ -209,14 +205,9 @@ int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb
 	stats_inc(cl->stats, w->shard, upstream_cx_active);
 	host_stat_add(h, w->shard, HOST_CX_TOTAL, 1);
 	host_stat_add(h, w->shard, HOST_CX_ACTIVE, 1);
-	bufferevent_setcb(uc->bev, NULL, NULL, connect_event_cb, uc);
-	if (bufferevent_socket_connect(uc->bev, (struct sockaddr *)&h->addr, (int)h->addrlen) < 0) {
-		/* Synchronous failure (e.g. no route): report it from the loop,
-		 * never re-entrantly from pool_get(). */
-		bufferevent_trigger_event(uc->bev, BEV_EVENT_ERROR, BEV_TRIG_DEFER_CALLBACKS);
-		*out = uc;
-		return RM_AGAIN;
-	}
+	conn_setcb(uc->bev, NULL, NULL, connect_event_cb, uc);
+	/* Failures, even synchronous ones, are reported from the loop. */
+	conn_connect(uc->bev, (struct sockaddr *)&h->addr, h->addrlen);
 	struct timeval tv = { (time_t)(cl->connect_timeout_ms / 1000),
 			      (suseconds_t)(cl->connect_timeout_ms % 1000) * 1000 };
 	evtimer_add(uc->timer, &tv);

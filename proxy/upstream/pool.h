@@ -3,11 +3,11 @@
  * Idle connections are reused (keep-alive) until the upstream idle timeout
  * or max_requests_per_connection; an idle connection that becomes readable
  * (EOF or unexpected bytes) is closed.  A busy connection belongs to exactly
- * one upstream request, which sets the bufferevent callbacks itself. */
+ * one upstream request, which sets the conn callbacks itself. */
 #ifndef REMORA_UPSTREAM_POOL_H
 #define REMORA_UPSTREAM_POOL_H
 
-#include <event2/bufferevent.h>
+#include "../conn.h"
 #include "cluster.h"
 
 enum pool_err { POOL_OK = 0, POOL_E_CONNECT_FAIL, POOL_E_TIMEOUT };
@@ -19,7 +19,7 @@ typedef void (*pool_ready_cb)(void *arg, struct upstream_conn *uc, enum pool_err
 enum uc_state { UC_CONNECTING, UC_IDLE, UC_BUSY };
 
 struct upstream_conn {
-	struct bufferevent *bev;         /* owned */
+	struct conn *bev;         /* owned */
 	struct pool *pool;               /* not owned */
 	enum uc_state state;
 	uint32_t nrequests;              /* requests sent on this connection */

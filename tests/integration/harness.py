@@ -444,7 +444,7 @@ class CurlResult:
             f"body={self.body[:300]!r})")
 
 
-def curl(url, *args, timeout=20.0, keep_body=True, output=None):
+def curl(url, *args, timeout=10.0, keep_body=True, output=None):
     """Run curl once.  args are extra curl arguments (e.g. "-X", "POST").
     The body is kept in memory, or discarded (keep_body=False), or written
     to the file output."""

@@ -224,7 +224,7 @@ def test_serving_bad_config_exits_with_message(tmp_path):
     path, text = write_config(tmp_path, GOOD.replace('prefix: "/"', 'prefx: "/"', 1))
     line, col = position_of(text, "prefx")
     lport = int(re.search(r"port_value: (\d+)\n    filter_chains", text).group(1))
-    rc, err, _ = run_remora(["-c", path, "--concurrency", "1"], timeout=30)
+    rc, err, _ = run_remora(["-c", path, "--concurrency", "1"], timeout=15)
     assert rc != 0, err
     assert f"{path}:{line}:{col}: {MATCH_PATH}.prefx: unknown field 'prefx'" in err, err
     with pytest.raises(ConnectionRefusedError):

@@ -8,7 +8,7 @@
  * Retries, hedging and per-try timeouts arrive with the resilience work. */
 #include <sys/socket.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "proxy/conn.h"
 #include "proxy/filter.h"
 #include "proxy/worker.h"
 #include "proxy/log.h"
@@ -63,7 +63,7 @@ static void release_upstream(struct router *r, bool reusable)
 	struct upstream_conn *uc = r->uc;
 	r->uc = NULL;
 	if (uc->state == UC_BUSY && r->connected) {
-		bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
+		conn_setcb(uc->bev, NULL, NULL, NULL, NULL);
 		pool_release(uc, reusable);
 	} else {
 		pool_conn_close(uc, false);
@@ -96,7 +96,7 @@ static void fail(struct router *r, int status, const char *body, const char *det
 
 static void write_body(struct router *r, struct evbuffer *data, bool end)
 {
-	struct evbuffer *out = bufferevent_get_output(r->uc->bev);
+	struct evbuffer *out = conn_output(r->uc->bev);
 	size_t n = evbuffer_get_length(data);
 	stats_add(r->cl->stats, shard(r), upstream_cx_tx_bytes_total, (int64_t)n);
 	if (r->req_chunked) {
@@ -112,7 +112,7 @@ static void write_body(struct router *r, struct evbuffer *data, bool end)
 	uint32_t limit = r->cl->buffer_limit;
 	if (evbuffer_get_length(out) > limit && !r->paused_down) {
 		r->paused_down = true;
-		bufferevent_setwatermark(r->uc->bev, EV_WRITE, limit / 2, 0);
+		conn_set_write_lowat(r->uc->bev, limit / 2);
 		http_stream_pause_decoding(r->s);
 	}
 }
@@ -220,7 +220,7 @@ static bool deliver_body(struct router *r, struct evbuffer *in)
 	while (!r->resp_done && evbuffer_get_length(in)) {
 		size_t len = evbuffer_get_length(in);
 		if (http_stream_downstream_blocked(r->s)) {
-			bufferevent_disable(r->uc->bev, EV_READ);
+			conn_disable_read(r->uc->bev);
 			return false;
 		}
 		stats_add(r->cl->stats, shard(r), upstream_cx_rx_bytes_total, (int64_t)len);
@@ -275,10 +275,10 @@ static bool deliver_body(struct router *r, struct evbuffer *in)
 	return true;
 }
 
-static void up_read(struct bufferevent *bev, void *arg)
+static void up_read(struct conn *bev, void *arg)
 {
 	struct router *r = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = conn_input(bev);
 	if (!r->head_done) {
 		if (read_head(r, in) != RM_OK)
 			return;
@@ -289,27 +289,27 @@ static void up_read(struct bufferevent *bev, void *arg)
 	deliver_body(r, in);
 }
 
-static void up_write(struct bufferevent *bev, void *arg)
+static void up_write(struct conn *bev, void *arg)
 {
 	struct router *r = arg;
-	if (r->shut_up_wr && !evbuffer_get_length(bufferevent_get_output(bev))) {
-		shutdown(bufferevent_getfd(bev), SHUT_WR);
+	if (r->shut_up_wr && !evbuffer_get_length(conn_output(bev))) {
+		shutdown(conn_fd(bev), SHUT_WR);
 		r->shut_up_wr = false;
 	}
 	if (r->paused_down) {
 		r->paused_down = false;
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		conn_set_write_lowat(bev, 0);
 		http_stream_resume_decoding(r->s);
 	}
 }
 
-static void up_event(struct bufferevent *bev, short what, void *arg)
+static void up_event(struct conn *bev, short what, void *arg)
 {
 	struct router *r = arg;
 	unsigned sh = shard(r);
 	(void)bev;
-	if ((what & BEV_EVENT_EOF) && r->head_done && (r->rbody == H1_BODY_EOF || r->tunnel)) {
-		struct evbuffer *in = bufferevent_get_input(r->uc->bev);
+	if ((what & CONN_EOF) && r->head_done && (r->rbody == H1_BODY_EOF || r->tunnel)) {
+		struct evbuffer *in = conn_input(r->uc->bev);
 		if (evbuffer_get_length(in))
 			evbuffer_add_buffer(r->rtmp, in);
 		release_upstream(r, false);
@@ -353,10 +353,10 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 static void send_head(struct router *r)
 {
 	struct http_headers *h = http_stream_request(r->s);
-	struct evbuffer *out = bufferevent_get_output(r->uc->bev);
+	struct evbuffer *out = conn_output(r->uc->bev);
 	r->connected = true;
 	r->uc->nrequests++;
-	bufferevent_setcb(r->uc->bev, up_read, up_write, up_event, r);
+	conn_setcb(r->uc->bev, up_read, up_write, up_event, r);
 	h1_encode_request(out, h, r->req_chunked, true, http_stream_is_upgrade(r->s));
 	if (r->pending && evbuffer_get_length(r->pending))
 		write_body(r, r->pending, r->req_end && !r->pending_trailers);
@@ -369,7 +369,7 @@ static void send_head(struct router *r)
 		h1_encode_last_chunk(out, r->pending_trailers);
 		r->req_sent_end = true;
 	}
-	bufferevent_enable(r->uc->bev, EV_READ | EV_WRITE);
+	conn_enable_read(r->uc->bev);
 }
 
 static void on_pool_ready(void *arg, struct upstream_conn *uc, enum pool_err err, const char *detail)
@@ -505,7 +505,7 @@ static enum filter_status router_decode_data(void *ctx, struct http_stream *s,
 	}
 	if (r->connected && r->uc) {
 		if (r->tunnel) {
-			evbuffer_add_buffer(bufferevent_get_output(r->uc->bev), data);
+			evbuffer_add_buffer(conn_output(r->uc->bev), data);
 			if (end_stream) {
 				r->shut_up_wr = true;
 				up_write(r->uc->bev, r);
@@ -537,7 +537,7 @@ static enum filter_status router_decode_trailers(void *ctx, struct http_stream *
 	start_timer(r);
 	if (r->connected && r->uc) {
 		if (r->req_chunked)
-			h1_encode_last_chunk(bufferevent_get_output(r->uc->bev), t);
+			h1_encode_last_chunk(conn_output(r->uc->bev), t);
 		r->req_sent_end = true;
 		return FILTER_STOP;
 	}
@@ -553,8 +553,8 @@ static void router_on_downstream_writable(void *ctx, struct http_stream *s)
 	(void)s;
 	if (!r->uc || r->resp_done)
 		return;
-	bufferevent_enable(r->uc->bev, EV_READ);
-	deliver_body(r, bufferevent_get_input(r->uc->bev));
+	conn_enable_read(r->uc->bev);
+	deliver_body(r, conn_input(r->uc->bev));
 }
 
 static void router_on_reset(void *ctx, struct http_stream *s)

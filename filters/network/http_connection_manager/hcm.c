@@ -9,7 +9,7 @@
 #include "hcm-t.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "proxy/conn.h"
 #include <time.h>
 #include "proxy/worker.h"
 #include "proxy/log.h"
@@ -98,7 +98,7 @@ static void hc_close(struct hcm_conn *hc, bool remote)
 	stats_inc(hc->cfg->stats, shard_of(hc),
 		  remote ? downstream_cx_destroy_remote : downstream_cx_destroy_local);
 	if (hc->super.bev)
-		bufferevent_disable(hc->super.bev, EV_READ | EV_WRITE);
+		conn_disable_read(hc->super.bev);
 	hc_schedule(hc);
 }
 
@@ -106,8 +106,8 @@ static void hc_close(struct hcm_conn *hc, bool remote)
 static void hc_close_after_flush(struct hcm_conn *hc)
 {
 	hc->closing = true;
-	bufferevent_disable(hc->super.bev, EV_READ);
-	if (!evbuffer_get_length(bufferevent_get_output(hc->super.bev)))
+	conn_disable_read(hc->super.bev);
+	if (!evbuffer_get_length(conn_output(hc->super.bev)))
 		hc_close(hc, false);
 }
 
@@ -229,7 +229,7 @@ bool http_stream_downstream_blocked(const struct http_stream *s) { return s->blo
 void http_stream_pause_decoding(struct http_stream *s)
 {
 	s->paused = true;
-	bufferevent_disable(s->hc->super.bev, EV_READ);
+	conn_disable_read(s->hc->super.bev);
 }
 
 void http_stream_resume_decoding(struct http_stream *s)
@@ -243,11 +243,11 @@ void http_stream_resume_decoding(struct http_stream *s)
 static void check_blocked(struct http_stream *s)
 {
 	struct hcm_conn *hc = s->hc;
-	struct evbuffer *out = bufferevent_get_output(hc->super.bev);
+	struct evbuffer *out = conn_output(hc->super.bev);
 	uint32_t limit = hc->super.lcfg->buffer_limit;
 	if (evbuffer_get_length(out) > limit) {
 		s->blocked = true;
-		bufferevent_setwatermark(hc->super.bev, EV_WRITE, limit / 2, 0);
+		conn_set_write_lowat(hc->super.bev, limit / 2);
 	}
 }
 
@@ -255,7 +255,7 @@ void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, b
 {
 	struct hcm_conn *hc = s->hc;
 	const struct hcm_cfg *cfg = hc->cfg;
-	struct evbuffer *out = bufferevent_get_output(hc->super.bev);
+	struct evbuffer *out = conn_output(hc->super.bev);
 	const char *st = hdrs_get(h, ":status", NULL);
 	int status = st ? atoi(st) : 500;
 	bool upgrade = false;
@@ -322,7 +322,7 @@ void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, b
 void http_stream_encode_data(struct http_stream *s, struct evbuffer *data, bool end_stream)
 {
 	struct hcm_conn *hc = s->hc;
-	struct evbuffer *out = bufferevent_get_output(hc->super.bev);
+	struct evbuffer *out = conn_output(hc->super.bev);
 	size_t n = evbuffer_get_length(data);
 
 	if (hc->dead || s->resp_done) {
@@ -362,7 +362,7 @@ void http_stream_encode_trailers(struct http_stream *s, struct http_headers *t)
 	if (hc->dead || s->resp_done)
 		return;
 	if (s->resp_chunked)
-		h1_encode_last_chunk(bufferevent_get_output(hc->super.bev), t);
+		h1_encode_last_chunk(conn_output(hc->super.bev), t);
 	s->resp_done = true;
 	stream_finish(s);
 }
@@ -414,7 +414,7 @@ void http_stream_send_local_reply(struct http_stream *s, int status, const char 
 /* A reply for a request the codec rejected: no stream/filters involved. */
 static void hc_protocol_error(struct hcm_conn *hc, int status, const char *reason)
 {
-	struct evbuffer *out = bufferevent_get_output(hc->super.bev);
+	struct evbuffer *out = conn_output(hc->super.bev);
 	unsigned sh = shard_of(hc);
 	stats_inc(hc->cfg->stats, sh, downstream_cx_protocol_error);
 	stats_code_inc(hc->cfg->stats, sh, 0, status);
@@ -487,7 +487,7 @@ static void hc_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 static void arm_wait_timer(struct hcm_conn *hc)
 {
-	size_t buffered = evbuffer_get_length(bufferevent_get_input(hc->super.bev));
+	size_t buffered = evbuffer_get_length(conn_input(hc->super.bev));
 	if (buffered && hc->cfg->request_headers_timeout_ms) {
 		if (!hc->in_head_timer) {
 			hc->in_head_timer = true;
@@ -538,7 +538,7 @@ static void prepare_request(struct hcm_conn *hc, struct http_stream *s)
 	if (s->req.expect_continue) {
 		hdrs_del(h, "expect");
 		if (s->body != H1_BODY_NONE)
-			evbuffer_add(bufferevent_get_output(hc->super.bev),
+			evbuffer_add(conn_output(hc->super.bev),
 				     "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	}
 }
@@ -558,7 +558,7 @@ static bool upgrade_allowed(const struct hcm_cfg *cfg, const struct http_headers
 /* Try to parse the next request head.  Returns true if a stream started. */
 static bool hc_parse_head(struct hcm_conn *hc)
 {
-	struct evbuffer *in = bufferevent_get_input(hc->super.bev);
+	struct evbuffer *in = conn_input(hc->super.bev);
 	const struct hcm_cfg *cfg = hc->cfg;
 	size_t len = evbuffer_get_length(in);
 	uint32_t max = cfg->limits.max_head_bytes;
@@ -636,7 +636,7 @@ static bool hc_parse_head(struct hcm_conn *hc)
 /* Feed available body bytes to the filters. */
 static void hc_read_body(struct hcm_conn *hc, struct http_stream *s)
 {
-	struct evbuffer *in = bufferevent_get_input(hc->super.bev);
+	struct evbuffer *in = conn_input(hc->super.bev);
 	const struct hcm_cfg *cfg = hc->cfg;
 
 	while (!s->req_done && !s->paused && !hc->dead && !s->done) {
@@ -706,7 +706,7 @@ static void hc_read_body(struct hcm_conn *hc, struct http_stream *s)
 /* Drive the connection: parse heads, stream bodies, keep order. */
 static void hc_process(struct hcm_conn *hc)
 {
-	struct evbuffer *in = bufferevent_get_input(hc->super.bev);
+	struct evbuffer *in = conn_input(hc->super.bev);
 	struct http_stream *s;
 
 	if (hc->dead || hc->closing)
@@ -728,9 +728,9 @@ static void hc_process(struct hcm_conn *hc)
 	bool want_read = !paused &&
 			 (consuming || evbuffer_get_length(in) <= hc->super.lcfg->buffer_limit);
 	if (want_read)
-		bufferevent_enable(hc->super.bev, EV_READ);
+		conn_enable_read(hc->super.bev);
 	else
-		bufferevent_disable(hc->super.bev, EV_READ);
+		conn_disable_read(hc->super.bev);
 }
 
 /* Deferred work: destroy finished streams, close, or start the next request. */
@@ -753,37 +753,37 @@ static void hc_deferred_cb(evutil_socket_t fd, short what, void *arg)
 	hc_process(hc);
 }
 
-/* ---- bufferevent callbacks ------------------------------------------------------------ */
+/* ---- conn callbacks ------------------------------------------------------------ */
 
-static void hc_read_cb(struct bufferevent *bev, void *arg)
+static void hc_read_cb(struct conn *bev, void *arg)
 {
 	(void)bev;
 	hc_process(arg);
 }
 
-static void hc_write_cb(struct bufferevent *bev, void *arg)
+static void hc_write_cb(struct conn *bev, void *arg)
 {
 	struct hcm_conn *hc = arg;
 	struct http_stream *s = hc->s;
-	if (hc->closing && !evbuffer_get_length(bufferevent_get_output(bev))) {
+	if (hc->closing && !evbuffer_get_length(conn_output(bev))) {
 		hc_close(hc, false);
 		return;
 	}
 	if (s && s->blocked) {
 		s->blocked = false;
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		conn_set_write_lowat(bev, 0);
 		for (size_t i = 0; i < s->nfilters; i++)
 			if (s->filters[i].ops->on_downstream_writable)
 				s->filters[i].ops->on_downstream_writable(s->filters[i].ctx, s);
 	}
 }
 
-static void hc_event_cb(struct bufferevent *bev, short what, void *arg)
+static void hc_event_cb(struct conn *bev, short what, void *arg)
 {
 	struct hcm_conn *hc = arg;
 	struct http_stream *s = hc->s;
 	(void)bev;
-	if ((what & BEV_EVENT_EOF) && s && !s->done) {
+	if ((what & CONN_EOF) && s && !s->done) {
 		if (hc->tunnel) {
 			/* client closed its side of the tunnel: pass the rest, then end */
 			hc_read_body(hc, s);
@@ -838,8 +838,8 @@ static void hcm_on_accept(const struct accept_info *ai, const void *vcfg)
 	stats_inc(cfg->stats, sh, downstream_cx_active);
 	stats_inc(cfg->stats, sh, downstream_cx_http1_total);
 	stats_inc(cfg->stats, sh, downstream_cx_http1_active);
-	bufferevent_setcb(hc->super.bev, hc_read_cb, hc_write_cb, hc_event_cb, hc);
-	bufferevent_enable(hc->super.bev, EV_READ | EV_WRITE);
+	conn_setcb(hc->super.bev, hc_read_cb, hc_write_cb, hc_event_cb, hc);
+	conn_enable_read(hc->super.bev);
 	arm_wait_timer(hc);
 }
 

@@ -1,11 +1,11 @@
 /* tcp_proxy.c - envoy.filters.network.tcp_proxy: L4 proxying to a cluster.
  *
- * Bytes flow both ways through bufferevents with back-pressure: when one
+ * Bytes flow both ways through conns (proxy/conn.h) with back-pressure: when one
  * side's output passes the listener's buffer limit, reading from the other
  * side stops until it drains below half.  Idle connections close after
  * idle_timeout (1 h by default, 0 disables). */
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include "proxy/conn.h"
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include "proxy/filter.h"
@@ -43,7 +43,7 @@ struct tcp_conn {
 	const struct tcp_proxy_cfg *cfg;
 	struct cluster *cl;              /* in super.snap */
 	struct host *host;               /* ref */
-	struct bufferevent *up;          /* owned */
+	struct conn *up;          /* owned */
 	struct event *timer;             /* owned: connect timeout, then idle */
 	uint64_t last_activity_ms;
 	uint64_t up_start_ms;
@@ -60,7 +60,7 @@ static void tcp_destroy(struct downstream *d)
 	struct tcp_conn *t = (struct tcp_conn *)d;
 	unsigned sh = d->w->shard;
 	if (t->up) {
-		bufferevent_free(t->up);
+		conn_free(t->up);
 		stats_dec(t->cl->stats, sh, upstream_cx_active);
 		stats_inc(t->cl->stats, sh, upstream_cx_destroy);
 		host_stat_add(t->host, sh, HOST_CX_ACTIVE, -1);
@@ -76,15 +76,15 @@ static void tcp_destroy(struct downstream *d)
 /* Close once everything pending toward the side still open was written. */
 static void maybe_finish(struct tcp_conn *t)
 {
-	size_t pend_down = evbuffer_get_length(bufferevent_get_output(t->super.bev));
-	size_t pend_up = t->up ? evbuffer_get_length(bufferevent_get_output(t->up)) : 0;
+	size_t pend_down = evbuffer_get_length(conn_output(t->super.bev));
+	size_t pend_up = t->up ? evbuffer_get_length(conn_output(t->up)) : 0;
 	if ((t->up_eof && !pend_down) || (t->down_eof && !pend_up) || (t->up_eof && t->down_eof))
 		tcp_close(t);
 }
 
-static void copy(struct tcp_conn *t, struct bufferevent *from, struct bufferevent *to, bool down_to_up)
+static void copy(struct tcp_conn *t, struct conn *from, struct conn *to, bool down_to_up)
 {
-	struct evbuffer *in = bufferevent_get_input(from);
+	struct evbuffer *in = conn_input(from);
 	size_t n = evbuffer_get_length(in);
 	unsigned sh = t->super.w->shard;
 	if (!n)
@@ -94,31 +94,31 @@ static void copy(struct tcp_conn *t, struct bufferevent *from, struct buffereven
 		  (int64_t)n);
 	stats_add(t->cl->stats, sh, down_to_up ? upstream_cx_tx_bytes_total : upstream_cx_rx_bytes_total,
 		  (int64_t)n);
-	evbuffer_add_buffer(bufferevent_get_output(to), in);
+	evbuffer_add_buffer(conn_output(to), in);
 	uint32_t limit = t->super.lcfg->buffer_limit;
-	if (evbuffer_get_length(bufferevent_get_output(to)) > limit) {
-		bufferevent_disable(from, EV_READ);
-		bufferevent_setwatermark(to, EV_WRITE, limit / 2, 0);
+	if (evbuffer_get_length(conn_output(to)) > limit) {
+		conn_disable_read(from);
+		conn_set_write_lowat(to, limit / 2);
 		if (down_to_up)
 			stats_inc(t->cfg->stats, sh, TCP_downstream_flow_control_paused_reading_total);
 	}
 }
 
-static void down_read(struct bufferevent *bev, void *arg)
+static void down_read(struct conn *bev, void *arg)
 {
 	struct tcp_conn *t = arg;
 	if (t->connected)
 		copy(t, bev, t->up, true);
 }
 
-static void up_read(struct bufferevent *bev, void *arg)
+static void up_read(struct conn *bev, void *arg)
 {
 	struct tcp_conn *t = arg;
 	copy(t, bev, t->super.bev, false);
 }
 
 /* Output of `bev` drained below the watermark: resume the other side. */
-static void down_write(struct bufferevent *bev, void *arg)
+static void down_write(struct conn *bev, void *arg)
 {
 	struct tcp_conn *t = arg;
 	(void)bev;
@@ -126,12 +126,12 @@ static void down_write(struct bufferevent *bev, void *arg)
 		maybe_finish(t);
 		return;
 	}
-	bufferevent_setwatermark(t->super.bev, EV_WRITE, 0, 0);
+	conn_set_write_lowat(t->super.bev, 0);
 	if (t->up)
-		bufferevent_enable(t->up, EV_READ);
+		conn_enable_read(t->up);
 }
 
-static void up_write(struct bufferevent *bev, void *arg)
+static void up_write(struct conn *bev, void *arg)
 {
 	struct tcp_conn *t = arg;
 	(void)bev;
@@ -141,18 +141,18 @@ static void up_write(struct bufferevent *bev, void *arg)
 		maybe_finish(t);
 		return;
 	}
-	if (!(bufferevent_get_enabled(t->super.bev) & EV_READ)) {
+	if (!conn_reading(t->super.bev)) {
 		stats_inc(t->cfg->stats, t->super.w->shard, TCP_downstream_flow_control_resumed_reading_total);
-		bufferevent_setwatermark(t->up, EV_WRITE, 0, 0);
-		bufferevent_enable(t->super.bev, EV_READ);
+		conn_set_write_lowat(t->up, 0);
+		conn_enable_read(t->super.bev);
 	}
 }
 
-static void down_event(struct bufferevent *bev, short what, void *arg)
+static void down_event(struct conn *bev, short what, void *arg)
 {
 	struct tcp_conn *t = arg;
 	(void)bev;
-	if (what & BEV_EVENT_EOF) {
+	if (what & CONN_EOF) {
 		t->down_eof = true;
 		if (t->connected)
 			copy(t, t->super.bev, t->up, true);
@@ -168,14 +168,12 @@ static void down_event(struct bufferevent *bev, short what, void *arg)
 
 static void arm_idle(struct tcp_conn *t, uint64_t ms);
 
-static void up_event(struct bufferevent *bev, short what, void *arg)
+static void up_event(struct conn *bev, short what, void *arg)
 {
 	struct tcp_conn *t = arg;
 	unsigned sh = t->super.w->shard;
 	(void)bev;
-	if (what & BEV_EVENT_CONNECTED) {
-		int one = 1;
-		setsockopt(bufferevent_getfd(t->up), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (what & CONN_CONNECTED) {
 		t->connected = true;
 		stats_hist_record(t->cl->stats, sh, upstream_cx_connect_ms,
 				  (double)(now_ms() - t->up_start_ms));
@@ -183,8 +181,8 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 		t->last_activity_ms = now_ms();
 		if (t->cfg->idle_timeout_ms)
 			arm_idle(t, t->cfg->idle_timeout_ms);
-		bufferevent_enable(t->up, EV_READ);
-		bufferevent_enable(t->super.bev, EV_READ);
+		conn_enable_read(t->up);
+		conn_enable_read(t->super.bev);
 		copy(t, t->super.bev, t->up, true);
 		return;
 	}
@@ -194,7 +192,7 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 		tcp_close(t);
 		return;
 	}
-	if (what & BEV_EVENT_EOF) {
+	if (what & CONN_EOF) {
 		t->up_eof = true;
 		copy(t, t->up, t->super.bev, false);
 		maybe_finish(t);
@@ -257,7 +255,7 @@ static void tcp_on_accept(const struct accept_info *ai, const void *vcfg)
 	}
 	t->cl = cfg->clusters[k];
 	t->timer = evtimer_new(w->base, timer_cb, t);
-	bufferevent_setcb(t->super.bev, down_read, down_write, down_event, t);
+	conn_setcb(t->super.bev, down_read, down_write, down_event, t);
 	struct host *h = cluster_pick_host(t->cl, w);
 	if (!h) {
 		stats_inc(cfg->stats, sh, TCP_downstream_cx_no_route);
@@ -266,17 +264,14 @@ static void tcp_on_accept(const struct accept_info *ai, const void *vcfg)
 		return;
 	}
 	t->host = host_ref(h);
-	t->up = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	t->up = conn_new(w->base, -1);
 	t->up_start_ms = now_ms();
 	stats_inc(t->cl->stats, sh, upstream_cx_total);
 	stats_inc(t->cl->stats, sh, upstream_cx_active);
 	host_stat_add(h, sh, HOST_CX_TOTAL, 1);
 	host_stat_add(h, sh, HOST_CX_ACTIVE, 1);
-	bufferevent_setcb(t->up, up_read, up_write, up_event, t);
-	if (bufferevent_socket_connect(t->up, (struct sockaddr *)&h->addr, (int)h->addrlen) < 0) {
-		bufferevent_trigger_event(t->up, BEV_EVENT_ERROR, BEV_TRIG_DEFER_CALLBACKS);
-		return;
-	}
+	conn_setcb(t->up, up_read, up_write, up_event, t);
+	conn_connect(t->up, (struct sockaddr *)&h->addr, h->addrlen);
 	arm_idle(t, t->cl->connect_timeout_ms);
 }
 

@@ -724,6 +724,8 @@ TEST(route_redirects)
 	CHECK_STR(location(rc, "[::1]:80", "/https", false, 512, NULL), "https://[::1]/https");
 	CHECK_STR(location(rc, "example.com:443", "/scheme", true, 512, NULL),
 		  "http://example.com/scheme");       /* https->http drops :443; lowercased */
+	CHECK_STR(location(rc, "example.com:80", "/scheme", true, 512, NULL),
+		  "http://example.com:80/scheme");    /* :80 is not https's default: kept */
 	CHECK_STR(location(rc, "example.com", "/host/a?b", false, 512, &st),
 		  "http://new.example/host/a?b");
 	CHECK_INT(st, 302);

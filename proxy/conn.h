@@ -1,0 +1,76 @@
+/* conn.h - a buffered TCP connection on a libevent base (worker-only).
+ *
+ * Replaces libevent's bufferevent on the data path to cut system calls:
+ *  - the read event stays registered (EV_PERSIST) unless the owner pauses
+ *    reading for back-pressure, so there is no epoll_ctl per request;
+ *  - reads go straight into the input evbuffer with readv (no FIONREAD);
+ *  - writes are batched and speculative: appending to the output schedules
+ *    one flush at the end of the current loop iteration (event_active, no
+ *    syscall), which writes immediately; EV_WRITE is registered only when
+ *    the socket cannot take everything.
+ * The transport is raw TCP; TLS will plug in behind the same struct.
+ *
+ * Callbacks: readcb after bytes were appended to the input; writecb after a
+ * flush left the output at or below the write low watermark; eventcb with
+ * CONN_CONNECTED, CONN_EOF (peer closed its side; reading stops) or
+ * CONN_ERROR (plus CONN_READING / CONN_WRITING).  conn_free() may be
+ * called from inside any callback: the memory is released once the
+ * callback returns. */
+#ifndef REMORA_CONN_H
+#define REMORA_CONN_H
+
+#include <sys/socket.h>
+#include <event2/event.h>
+#include "common.h"
+
+struct evbuffer;
+struct conn;
+
+#define CONN_READING   0x01
+#define CONN_WRITING   0x02
+#define CONN_EOF       0x10
+#define CONN_ERROR     0x20
+#define CONN_CONNECTED 0x80
+
+typedef void (*conn_data_cb)(struct conn *c, void *arg);
+typedef void (*conn_event_cb)(struct conn *c, short what, void *arg);
+
+struct conn {
+	int fd;                          /* owned, -1 before connect */
+	struct event_base *base;         /* not owned */
+	struct event *rev, *wev, *fev;   /* owned: read, write, deferred flush/notify */
+	struct evbuffer *in, *out;       /* owned */
+	conn_data_cb readcb, writecb;
+	conn_event_cb eventcb;
+	void *arg;
+	size_t wlowat;                   /* writecb fires when out <= wlowat after a flush */
+	short pending_event;             /* deferred event to report from fev */
+	unsigned in_cb;                  /* callback depth (free is deferred while > 0) */
+	bool read_on;                    /* owner wants to read */
+	bool rev_added, wev_added, flush_scheduled;
+	bool connecting, eof, dead;
+};
+
+/* fd >= 0: an accepted socket (made non-blocking); fd < 0: call
+ * conn_connect().  Reading is off until conn_enable_read(). */
+struct conn *conn_new(struct event_base *base, int fd);
+/* Start a non-blocking connect; the result arrives as CONN_CONNECTED or
+ * CONN_ERROR through eventcb (never from inside this call). */
+void conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len);
+void conn_free(struct conn *c);      /* NULL ok; closes the socket */
+
+void conn_setcb(struct conn *c, conn_data_cb readcb, conn_data_cb writecb,
+		conn_event_cb eventcb, void *arg);
+void conn_enable_read(struct conn *c);
+void conn_disable_read(struct conn *c);
+static inline bool conn_reading(const struct conn *c) { return c->read_on; }
+static inline struct evbuffer *conn_input(struct conn *c) { return c->in; }
+static inline struct evbuffer *conn_output(struct conn *c) { return c->out; }
+static inline int conn_fd(const struct conn *c) { return c->fd; }
+static inline void conn_set_write_lowat(struct conn *c, size_t lowat) { c->wlowat = lowat; }
+/* Report CONN_ERROR from the loop (e.g. after a synchronous failure). */
+void conn_trigger_error(struct conn *c);
+/* Half-close once the output has been written (tunnels). */
+void conn_shutdown_write(struct conn *c);
+
+#endif
