@@ -43,7 +43,8 @@ void cfg_init(struct cfg_ctx *c, const struct cfg_src *src, const char *file);
 
 /* Record an error at the current path (first error wins).  Always returns
  * RM_ERROR so callers can `return cfg_fail(c, "...")`.  Format of c->err:
- *   "<file>:<line>:<col>: <path>: <message>"   (position part omitted if unknown)
+ *   "<file>:<line>:<col>: <path>: <message>"   ("<file>: <path>: ..." if the
+ *   position is unknown; no prefix at all without a file name)
  * where <path> is the dotted path of the stack ("a.b[2].c"); empty stack: "<root>". */
 int cfg_fail(struct cfg_ctx *c, const char *fmt, ...) PRINTF(2, 3);
 
@@ -69,8 +70,8 @@ int cfg_expect_array(struct cfg_ctx *c, const json_t *v);
 /* Every key of obj must be in allowed (NULL-terminated snake_case names,
  * camelCase forms accepted).  "@type" is always allowed.  The first unknown
  * key fails with "unknown field '<key>'" at the key's path/position, unless
- * CFG_F_ALLOW_UNKNOWN, where it logs a warning and counts it in
- * *unknown_count (may be NULL). */
+ * CFG_F_ALLOW_UNKNOWN, where it logs a warning and counts it in the global
+ * cfg_unknown_fields_seen (main thread only; not atomic). */
 int cfg_check_fields(struct cfg_ctx *c, const json_t *obj, const char *const *allowed);
 extern unsigned long cfg_unknown_fields_seen;
 

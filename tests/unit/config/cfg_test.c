@@ -47,8 +47,8 @@ TEST(cfg_path_nested_keys_and_indices)
 	CHECK(json_is_integer(pv));
 	CHECK_INT(cfg_fail(&c, "expected an integer in 0..%d", 65535), RM_ERROR);
 	CHECK(c.failed);
-	/* no positions known: the position part is omitted entirely */
-	CHECK_STR(c.err, "static_resources.listeners[0].address.socket_address.port_value: "
+	/* no positions known: the file name stays, line:col is omitted */
+	CHECK_STR(c.err, "bad.yaml: static_resources.listeners[0].address.socket_address.port_value: "
 			 "expected an integer in 0..65535");
 	json_decref(root);
 }
@@ -136,7 +136,7 @@ TEST(cfg_fail_root_path)
 
 	cfg_init(&c, NULL, "x.yaml");
 	cfg_fail(&c, "expected an object");
-	CHECK_STR(c.err, "<root>: expected an object");
+	CHECK_STR(c.err, "x.yaml: <root>: expected an object");
 }
 
 TEST(cfg_src_table_grows)
@@ -510,7 +510,7 @@ TEST(cfg_string_getters)
 	CHECK_INT(cfg_string_req(&c, o, "name", &s), RM_OK);
 	CHECK(!c.failed);
 	CHECK_INT(cfg_string(&c, o, "n", &s), RM_ERROR);
-	CHECK_STR(c.err, "n: expected a string");
+	CHECK_STR(c.err, "s.yaml: n: expected a string");
 	cfg_init(&c, NULL, NULL);
 	CHECK_INT(cfg_string_req(&c, o, "cluster_name", &s), RM_ERROR);
 	CHECK_STR(c.err, "cluster_name: missing required field 'cluster_name'");
@@ -588,7 +588,7 @@ TEST(cfg_duration_ms_getter)
 	CHECK(!c.failed);
 
 	CHECK_INT(cfg_duration_ms(&c, o, "g", &ms), RM_ERROR);
-	CHECK_STR(c.err, "g: invalid duration '1.5' (expected e.g. \"1.5s\")");
+	CHECK_STR(c.err, "d.yaml: g: invalid duration '1.5' (expected e.g. \"1.5s\")");
 	CHECK_INT(ms, 42);
 	cfg_init(&c, NULL, NULL);
 	CHECK_INT(cfg_duration_ms(&c, o, "h", &ms), RM_ERROR);
