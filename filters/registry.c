@@ -34,3 +34,13 @@ const struct http_filter_ops *http_filter_find(const char *name, const char *typ
 	}
 	return NULL;
 }
+
+void filters_thread_exit(void)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(network_filters); i++)
+		if (network_filters[i]->thread_exit)
+			network_filters[i]->thread_exit();
+	for (size_t i = 0; i < ARRAY_SIZE(http_filters); i++)
+		if (http_filters[i]->thread_exit)
+			http_filters[i]->thread_exit();
+}

@@ -27,6 +27,8 @@ struct network_filter_ops {
 	void (*free_config)(void *cfg);
 	/* Take ownership of the accepted connection (ai->bev). */
 	void (*on_accept)(const struct accept_info *ai, const void *cfg);
+	/* A worker thread is exiting: free per-thread caches.  May be NULL. */
+	void (*thread_exit)(void);
 };
 
 /* HTTP filter hooks return one of these.  STOP pauses the chain at this
@@ -59,7 +61,12 @@ struct http_filter_ops {
 	void (*on_downstream_writable)(void *ctx, struct http_stream *s);
 	/* The downstream went away (reset / closed) before the stream finished. */
 	void (*on_reset)(void *ctx, struct http_stream *s);
+	/* A worker thread is exiting: free per-thread caches.  May be NULL. */
+	void (*thread_exit)(void);
 };
+
+/* Call every filter's thread_exit hook (end of a worker thread). */
+void filters_thread_exit(void);
 
 const struct network_filter_ops *network_filter_find(const char *name, const char *type_url);
 const struct http_filter_ops *http_filter_find(const char *name, const char *type_url);

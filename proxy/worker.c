@@ -236,6 +236,27 @@ void worker_msg_exit(struct worker *w, void *arg)
 	event_base_loopbreak(w->base);
 }
 
+void worker_timer_add(struct worker *w, struct event *ev, uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	for (unsigned i = 0; i < w->nct; i++) {
+		if (w->ct_ms[i] == ms) {
+			event_add(ev, w->ct_tv[i]);
+			return;
+		}
+	}
+	if (w->nct < ARRAY_SIZE(w->ct_ms)) {
+		const struct timeval *ct = event_base_init_common_timeout(w->base, &tv);
+		if (ct) {
+			w->ct_ms[w->nct] = ms;
+			w->ct_tv[w->nct++] = ct;
+			event_add(ev, ct);
+			return;
+		}
+	}
+	event_add(ev, &tv);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -252,6 +273,7 @@ static void *worker_main(void *arg)
 		for (size_t k = 0; hs && k < hs->n; k++)
 			pool_orphan(w, hs->hosts[k]);
 	}
+	filters_thread_exit();
 	return NULL;
 }
 

@@ -43,7 +43,15 @@ struct worker {
 	long nconns;                       /* atomic read by main for drain/stats */
 	bool draining;                     /* stop keep-alive, close idle */
 	struct event_base *main_base;      /* not owned */
+	uint64_t ct_ms[8];                 /* common-timeout durations registered... */
+	const struct timeval *ct_tv[8];    /* ...and libevent's magic timevals for them */
+	unsigned nct;
 };
+
+/* Arm ev (on w's base) to fire in ms.  Durations shared by many events (the
+ * configured route and stream timeouts) use libevent common timeouts, so
+ * thousands of equal timers cost O(1) each instead of heap operations. */
+void worker_timer_add(struct worker *w, struct event *ev, uint64_t ms);
 
 void worker_init(struct worker *w, unsigned id);
 int worker_start(struct worker *w);

@@ -47,7 +47,14 @@ struct router {
 	uint64_t up_start_ns;
 	bool connected, req_chunked, req_end, req_sent_end, head_done, resp_done;
 	bool tunnel, paused_down, shut_up_wr, rq_active, chunked_init;
+	struct router *next_free;            /* per-thread free list link */
 };
+
+/* Router contexts are recycled per thread with their evbuffer, timer and
+ * response-header storage (see the stream free list in the HCM). */
+#define ROUTER_CACHE_MAX 256
+static __thread struct router *router_cache;
+static __thread unsigned router_cache_n;
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -85,8 +92,7 @@ static void rq_done(struct router *r, bool success)
 /* Fail before a response started: local reply; after: reset. */
 static void fail(struct router *r, int status, const char *body, const char *details)
 {
-	if (r->timer)
-		event_del(r->timer);
+	event_del(r->timer);
 	release_upstream(r, false);
 	rq_done(r, false);
 	if (status)
@@ -122,8 +128,7 @@ static void start_timer(struct router *r)
 	uint64_t ms = r->re->timeout_ms;
 	if (!ms || r->tunnel)
 		return;
-	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-	evtimer_add(r->timer, &tv);
+	worker_timer_add(http_stream_worker(r->s), r->timer, ms);
 }
 
 /* ---- upstream response ------------------------------------------------------ */
@@ -132,8 +137,7 @@ static void response_complete(struct router *r)
 {
 	bool reusable = r->resp.keep_alive && r->req_sent_end && r->rbody != H1_BODY_EOF;
 	r->resp_done = true;
-	if (r->timer)
-		event_del(r->timer);
+	event_del(r->timer);
 	rq_done(r, r->resp.status < 500);
 	release_upstream(r, reusable);
 }
@@ -480,7 +484,6 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 	r->req_end = end_stream;
 	r->req_chunked = !end_stream && !http_stream_is_upgrade(s) &&
 			 hdrs_find(h, "content-length", 14, 0) < 0;
-	r->timer = evtimer_new(w->base, timeout_cb, r);
 	if (end_stream)
 		start_timer(r);
 	struct upstream_conn *uc;
@@ -570,12 +573,44 @@ static void router_on_reset(void *ctx, struct http_stream *s)
 
 static void *router_create(struct http_stream *s, const void *cfg)
 {
-	struct router *r = xcalloc(1, sizeof(*r));
+	struct router *r = router_cache;
+	if (r) {
+		struct http_headers hdrs = r->resp.hdrs;
+		struct evbuffer *rtmp = r->rtmp;
+		struct event *timer = r->timer;
+		router_cache = r->next_free;
+		router_cache_n--;
+		memset(r, 0, sizeof(*r));
+		r->resp.hdrs = hdrs;
+		r->rtmp = rtmp;
+		r->timer = timer;
+	} else {
+		r = xcalloc(1, sizeof(*r));
+		hdrs_init(&r->resp.hdrs);
+		r->rtmp = evbuffer_new();
+		r->timer = evtimer_new(http_stream_worker(s)->base, timeout_cb, r);
+	}
 	r->s = s;
 	r->cfg = cfg;
-	hdrs_init(&r->resp.hdrs);
-	r->rtmp = evbuffer_new();
 	return r;
+}
+
+static void router_release(struct router *r)
+{
+	hdrs_free(&r->resp.hdrs);
+	evbuffer_free(r->rtmp);
+	event_free(r->timer);
+	free(r);
+}
+
+static void router_thread_exit(void)
+{
+	while (router_cache) {
+		struct router *r = router_cache;
+		router_cache = r->next_free;
+		router_release(r);
+	}
+	router_cache_n = 0;
 }
 
 static void router_destroy(void *ctx)
@@ -585,8 +620,7 @@ static void router_destroy(void *ctx)
 		release_upstream(r, false);
 	if (r->host)
 		rq_done(r, false);
-	if (r->timer)
-		event_free(r->timer);
+	event_del(r->timer);
 	if (r->pending)
 		evbuffer_free(r->pending);
 	if (r->pending_trailers) {
@@ -595,10 +629,16 @@ static void router_destroy(void *ctx)
 	}
 	if (r->chunked_init)
 		h1_chunked_free(&r->rchunked);
-	hdrs_free(&r->resp.hdrs);
-	evbuffer_free(r->rtmp);
 	host_unref(r->host);
-	free(r);
+	if (router_cache_n >= ROUTER_CACHE_MAX) {
+		router_release(r);
+		return;
+	}
+	hdrs_clear(&r->resp.hdrs);
+	evbuffer_drain(r->rtmp, evbuffer_get_length(r->rtmp));
+	r->next_free = router_cache;
+	router_cache = r;
+	router_cache_n++;
 }
 
 static void *router_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
@@ -630,4 +670,5 @@ const struct http_filter_ops router_filter_ops = {
 	.decode_trailers = router_decode_trailers,
 	.on_downstream_writable = router_on_downstream_writable,
 	.on_reset = router_on_reset,
+	.thread_exit = router_thread_exit,
 };

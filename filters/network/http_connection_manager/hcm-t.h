@@ -55,8 +55,9 @@ struct http_stream {
 	uint64_t remaining;              /* LENGTH: bytes still expected */
 	struct h1_chunked chunked;       /* CHUNKED decoder */
 	struct evbuffer *tmp;            /* owned: scratch for body chunks */
-	struct filter_inst *filters;     /* owned [nfilters] */
-	size_t nfilters;
+	struct filter_inst *filters;     /* owned [filters_cap] */
+	size_t nfilters, filters_cap;
+	struct http_stream *next_free;   /* per-thread free list link */
 	bool req_done;                   /* end_stream delivered to the filters */
 	bool resp_started, resp_done, resp_chunked, resp_close;
 	bool upgrade;                    /* accepted upgrade request */

@@ -118,6 +118,33 @@ static void hc_schedule(struct hcm_conn *hc)
 
 /* ---- streams ---------------------------------------------------------------------- */
 
+/* Streams are recycled through a per-thread free list that keeps their
+ * evbuffer, timer and header storage, so a request allocates nothing in
+ * the common case (STYLE.md §7). */
+#define STREAM_CACHE_MAX 256
+static __thread struct http_stream *stream_cache;
+static __thread unsigned stream_cache_n;
+
+static void stream_release(struct http_stream *s)
+{
+	hdrs_free(&s->req.hdrs);
+	free(s->filters);
+	evbuffer_free(s->tmp);
+	if (s->timer)
+		event_free(s->timer);
+	free(s);
+}
+
+static void hcm_thread_exit(void)
+{
+	while (stream_cache) {
+		struct http_stream *s = stream_cache;
+		stream_cache = s->next_free;
+		stream_release(s);
+	}
+	stream_cache_n = 0;
+}
+
 static void stream_destroy(struct http_stream *s)
 {
 	struct hcm_conn *hc = s->hc;
@@ -126,16 +153,20 @@ static void stream_destroy(struct http_stream *s)
 			s->filters[i].ops->destroy(s->filters[i].ctx);
 	if (s->counted_active)
 		stats_dec(hc->cfg->stats, shard_of(hc), downstream_rq_active);
-	free(s->filters);
-	hdrs_free(&s->req.hdrs);
 	h1_chunked_free(&s->chunked);
-	if (s->tmp)
-		evbuffer_free(s->tmp);
-	if (s->timer)
-		event_free(s->timer);
 	if (hc->s == s)
 		hc->s = NULL;
-	free(s);
+	if (stream_cache_n >= STREAM_CACHE_MAX) {
+		stream_release(s);
+		return;
+	}
+	hdrs_clear(&s->req.hdrs);
+	evbuffer_drain(s->tmp, evbuffer_get_length(s->tmp));
+	if (s->timer)
+		event_del(s->timer);
+	s->next_free = stream_cache;
+	stream_cache = s;
+	stream_cache_n++;
 }
 
 /* The current stream is finished: account for it and move on. */
@@ -158,14 +189,38 @@ static void stream_timer_cb(evutil_socket_t fd, short what, void *arg);
 
 static struct http_stream *stream_new(struct hcm_conn *hc)
 {
-	struct http_stream *s = xcalloc(1, sizeof(*s));
 	const struct hcm_cfg *cfg = hc->cfg;
+	struct worker *w = hc->super.w;
+	struct http_stream *s = stream_cache;
+
+	if (s) {
+		/* keep the reusable storage, reset everything else */
+		struct http_headers hdrs = s->req.hdrs;
+		struct evbuffer *tmp = s->tmp;
+		struct event *timer = s->timer;
+		struct filter_inst *filters = s->filters;
+		size_t cap = s->filters_cap;
+		stream_cache = s->next_free;
+		stream_cache_n--;
+		memset(s, 0, sizeof(*s));
+		s->req.hdrs = hdrs;
+		s->tmp = tmp;
+		s->timer = timer;
+		s->filters = filters;
+		s->filters_cap = cap;
+	} else {
+		s = xcalloc(1, sizeof(*s));
+		hdrs_init(&s->req.hdrs);
+		s->tmp = evbuffer_new();
+	}
+	if (s->filters_cap < cfg->nfilters) {
+		s->filters = xrealloc(s->filters, cfg->nfilters * sizeof(*s->filters));
+		s->filters_cap = cfg->nfilters;
+	}
+	memset(s->filters, 0, cfg->nfilters * sizeof(*s->filters));
 	s->hc = hc;
-	hdrs_init(&s->req.hdrs);
 	s->start_ns = now_ns();
-	s->last_activity_ms = now_ms();
-	s->tmp = evbuffer_new();
-	s->filters = xcalloc(cfg->nfilters, sizeof(*s->filters));
+	s->last_activity_ms = s->start_ns / 1000000;
 	s->nfilters = 0;   /* grows as filter instances are created */
 	if (cfg->request_timeout_ms || cfg->stream_idle_timeout_ms || cfg->max_stream_duration_ms) {
 		uint64_t t = UINT64_MAX;
@@ -175,8 +230,9 @@ static struct http_stream *stream_new(struct hcm_conn *hc)
 			t = cfg->stream_idle_timeout_ms;
 		if (cfg->max_stream_duration_ms && cfg->max_stream_duration_ms < t)
 			t = cfg->max_stream_duration_ms;
-		s->timer = evtimer_new(hc->super.w->base, stream_timer_cb, s);
-		set_timer(s->timer, t);
+		if (!s->timer)
+			s->timer = evtimer_new(w->base, stream_timer_cb, s);
+		worker_timer_add(w, s->timer, t);
 	}
 	return s;
 }
@@ -849,4 +905,5 @@ const struct network_filter_ops hcm_filter_ops = {
 	.parse_config = hcm_parse_config,
 	.free_config = hcm_free_config,
 	.on_accept = hcm_on_accept,
+	.thread_exit = hcm_thread_exit,
 };
