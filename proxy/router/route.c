@@ -18,19 +18,54 @@
 /* ------------------------------------------------------------------------
  * Domain table */
 
+/* ASCII-lowercase 8 bytes at once: a byte in 'A'..'Z' gets 0x20 added. */
+static inline uint64_t lower8(uint64_t x)
+{
+	const uint64_t hi = 0x8080808080808080ull;
+	uint64_t low7 = x & ~hi;
+	uint64_t ge_a = low7 + 0x3f3f3f3f3f3f3f3full;    /* high bit set if byte >= 'A' */
+	uint64_t gt_z = low7 + 0x2525252525252525ull;    /* high bit set if byte > 'Z' */
+	uint64_t upper = (ge_a ^ gt_z) & ~x & hi;
+
+	return x | (upper >> 2);
+}
+
+/* Up to 8 bytes of s as a word, zero-padded (same layout for equal input). */
+static inline uint64_t load8(const char *s, size_t n)
+{
+	uint64_t w = 0;
+
+	if (n >= 8) {
+		memcpy(&w, s, 8);
+		return w;
+	}
+	for (size_t i = 0; i < n; i++)
+		w |= (uint64_t)(unsigned char)s[i] << (8 * i);
+	return w;
+}
+
+/* Case-insensitive hash of s, 8 bytes per step (hosts are hashed on every
+ * request, once per distinct wildcard length). */
 uint32_t route_dom_hash(enum dom_kind kind, const char *s, size_t len)
 {
-	uint32_t h = 2166136261u ^ (uint32_t)kind;   /* FNV-1a over lowercase bytes */
+	uint64_t h = 0x9e3779b97f4a7c15ull ^ ((uint64_t)kind << 56) ^ len;
 
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		h ^= (ch >= 'A' && ch <= 'Z') ? ch + 32u : ch;
-		h *= 16777619u;
+	for (size_t i = 0; i < len; i += 8) {
+		h = (h ^ lower8(load8(s + i, len - i))) * 0xff51afd7ed558ccdull;
+		h ^= h >> 32;
 	}
-	h ^= h >> 15;
-	h *= 0x2c1b3c6du;
-	h ^= h >> 12;
-	return h;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 29;
+	return (uint32_t)h;
+}
+
+/* key is stored lowercase; s is compared lowercased. */
+static inline bool dom_eq(const char *key, const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i += 8)
+		if (load8(key + i, len - i) != lower8(load8(s + i, len - i)))
+			return false;
+	return true;
 }
 
 struct virtual_host *route_dom_find(const struct dom_table *t, enum dom_kind kind,
@@ -43,7 +78,7 @@ struct virtual_host *route_dom_find(const struct dom_table *t, enum dom_kind kin
 		const struct dom_slot *sl = &t->slots[i];
 		if (!sl->key)
 			return NULL;
-		if (sl->hash == h && sl->kind == kind && sl->len == len && mem_ieq(sl->key, s, len))
+		if (sl->hash == h && sl->kind == kind && sl->len == len && dom_eq(sl->key, s, len))
 			return sl->vh;
 	}
 }

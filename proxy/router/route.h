@@ -6,9 +6,11 @@
  *  RouteConfiguration: name, virtual_hosts, request_headers_to_add,
  *    request_headers_to_remove, response_headers_to_add,
  *    response_headers_to_remove.
- *  VirtualHost: name, domains (exact, "*.suffix", "prefix.*", "*"; a domain
- *    with a port matches host:port exactly; a host's port is ignored when no
- *    domain with a port matches, as Envoy does), routes, the four
+ *  RouteConfiguration also: ignore_port_in_host_matching,
+ *    most_specific_header_mutations_wins, max_direct_response_body_size_bytes.
+ *  VirtualHost: name, domains (exact, "*suffix", "prefix*", "*"; matched
+ *    against :authority as-is, port included, as Envoy does by default;
+ *    ignore_port_in_host_matching strips the port), routes, the four
  *    *_headers_to_add/remove lists.
  *  Route: name, match, route | redirect | direct_response, the four header
  *    lists.
@@ -21,8 +23,8 @@
  *  RouteAction: cluster | weighted_clusters {clusters[{name, weight,
  *    request/response header lists}], total_weight(ignored/validated)},
  *    prefix_rewrite, regex_rewrite {pattern{regex}, substitution},
- *    host_rewrite_literal, timeout (default 15 s; 0 = none),
- *    idle_timeout.
+ *    host_rewrite_literal, append_x_forwarded_host, timeout (default 15 s;
+ *    0 = none), idle_timeout.
  *  RedirectAction: scheme_redirect / https_redirect, host_redirect,
  *    port_redirect, path_redirect | prefix_rewrite, response_code
  *    (MOVED_PERMANENTLY 301 default, FOUND 302, SEE_OTHER 303,
@@ -98,10 +100,11 @@ const char *route_pick_cluster(const struct route_entry *re, uint64_t rnd,
 			       const struct weighted_cluster **wc_out);
 
 /* Apply request-side transformations for a ROUTE entry to req, in Envoy's
- * order: path rewrites (prefix_rewrite / regex_rewrite) and host rewrite
- * (host_rewrite_literal; the original host goes to x-forwarded-host), then
- * header removals/additions for weighted cluster, route, virtual host,
- * route config (most specific first, as Envoy does by default). */
+ * order: header removals/additions for weighted cluster, route, virtual
+ * host, route config (later levels win unless
+ * most_specific_header_mutations_wins), then host_rewrite_literal (the
+ * original host goes to x-forwarded-host only with append_x_forwarded_host),
+ * then path rewrites (prefix_rewrite / regex_rewrite). */
 void route_apply_request(const struct route_config *rc, const struct virtual_host *vh,
 			 const struct route_entry *re, const struct weighted_cluster *wc,
 			 struct http_headers *req);

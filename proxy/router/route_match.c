@@ -24,10 +24,12 @@ static bool eq_case(const char *a, const char *b, size_t n, bool icase)
 /* Length of the path part of :path (before '?' or '#'). */
 static size_t path_only_len(const char *path, size_t len)
 {
-	for (size_t i = 0; i < len; i++)
-		if (path[i] == '?' || path[i] == '#')
-			return i;
-	return len;
+	const char *q = memchr(path, '?', len);
+
+	if (q)
+		len = (size_t)(q - path);
+	q = memchr(path, '#', len);
+	return q ? (size_t)(q - path) : len;
 }
 
 /* ------------------------------------------------------------------------

@@ -164,6 +164,28 @@ TEST(vhost_domain_kinds_and_precedence)
 	route_config_free(rc);
 }
 
+TEST(vhost_case_folding_is_ascii_only)
+{
+	/* '@' '[' '`' '{' sit next to 'A'..'Z' / 'a'..'z'; bytes >= 0x80 are
+	 * never folded.  Lengths cover whole 8-byte words and short tails. */
+	struct route_config *rc = compile(
+		"{'virtual_hosts': ["
+		" {'name': 'odd', 'domains': ['ab@[z.example.com', 'caf\xc3\xa9.example.org', '*.long-suffix-domain.example.net'],"
+		"  'routes': [{'name': 'odd', 'match': {'prefix': '/'}, 'route': {'cluster': 'a'}}]},"
+		" {'name': 'default', 'domains': ['*'],"
+		"  'routes': [{'name': 'default', 'match': {'prefix': '/'}, 'route': {'cluster': 'b'}}]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK_STR(MATCH(rc, "AB@[Z.EXAMPLE.COM", "/"), "odd");
+	CHECK_STR(MATCH(rc, "ab`{z.example.com", "/"), "default");
+	CHECK_STR(MATCH(rc, "CAF\xc3\xa9.Example.Org", "/"), "odd");
+	CHECK_STR(MATCH(rc, "caf\xc3\x89.example.org", "/"), "default");
+	CHECK_STR(MATCH(rc, "X.LONG-SUFFIX-DOMAIN.EXAMPLE.NET", "/"), "odd");
+	CHECK_STR(MATCH(rc, "x.long-suffix-domain.example.ne", "/"), "default");
+	route_config_free(rc);
+}
+
 TEST(vhost_none_and_route_none)
 {
 	struct route_config *rc = compile(
