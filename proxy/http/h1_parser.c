@@ -266,10 +266,11 @@ static int parse_request_line(struct pctx *cx, const char *p, size_t n)
 	const char *t = p + i + 1;
 	const char *lastsp = memrchr(t, ' ', (size_t)(p + n - t));
 	if (!lastsp) {
-		/* "GET /": an HTTP/0.9 simple request. */
-		if (t < p + n && valid_target_chars(t, (size_t)(p + n - t)))
+		/* "GET /": an HTTP/0.9 simple request (505); anything else
+		 * without a version is not a request line at all (400). */
+		if (t < p + n && *t == '/' && valid_target_chars(t, (size_t)(p + n - t)))
 			return fail(cx, 505, "invalid_version");
-		return fail(cx, 400, "invalid_target");
+		return fail(cx, 400, "invalid_request_line");
 	}
 	int v = parse_version(lastsp + 1, (size_t)(p + n - lastsp - 1), &cx->out->version_minor);
 	if (v)
@@ -643,9 +644,11 @@ static int finish_head(struct pctx *cx)
 			return fail(cx, 400, "content_length_and_transfer_encoding");
 		if (out->version_minor == 0)
 			return fail(cx, 400, "invalid_transfer_encoding");
-		if (cx->te_bad || !cx->te_last_chunked || cx->te_chunked != 1)
+		/* Malformed framing is a 400; a well-formed coding we do not
+		 * implement (gzip, identity, ...) is a 501 (RFC 9112 6.1). */
+		if (cx->te_bad || cx->te_chunked > 1 || (cx->te_chunked == 1 && !cx->te_last_chunked))
 			return fail(cx, 400, "invalid_transfer_encoding");
-		if (cx->te_other)
+		if (cx->te_other || !cx->te_last_chunked)
 			return fail(cx, 501, "unsupported_transfer_encoding");
 	}
 

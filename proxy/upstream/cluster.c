@@ -658,7 +658,6 @@ static void dns_answer(const struct dns_result *res, void *arg)
 	struct dns_cb_arg *a = arg;
 	struct cluster *cl = a->cl;
 	size_t i = a->idx;
-	free(a);
 	cl->queries[i] = NULL;
 	if (res->status == 0) {
 		free(cl->dns_addrs[i]);

@@ -33,6 +33,7 @@ void hcm_free_config(void *v)
 	stats_scope_free(cfg->stats);
 	free(cfg->stat_prefix);
 	free(cfg->server_name);
+	free(cfg->default_host_http_10);
 	free(cfg);
 }
 
@@ -188,11 +189,16 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 			goto error;
 	}
 	if ((v = cfg_enter(c, j, "http_protocol_options"))) {
-		static const char *const f[] = { NULL };
-		int rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, f);
+		static const char *const f[] = { "accept_http_10", "default_host_for_http_10", NULL };
+		const char *dh = NULL;
+		int rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, f) ||
+			 cfg_bool(c, v, "accept_http_10", &cfg->accept_http_10) ||
+			 cfg_string(c, v, "default_host_for_http_10", &dh);
 		cfg_leave(c);
 		if (rc)
 			goto error;
+		if (dh && *dh)
+			cfg->default_host_http_10 = xstrdup(dh);
 	}
 	if (cfg_get(j, "drain_timeout") || cfg_get(j, "delayed_close_timeout")) {
 		uint64_t ignored;

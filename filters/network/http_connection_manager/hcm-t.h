@@ -36,6 +36,8 @@ struct hcm_cfg {
 	uint64_t request_headers_timeout_ms; /* 0 = off */
 	uint64_t stream_idle_timeout_ms; /* 5 min default; 0 = off */
 	uint64_t max_stream_duration_ms; /* 0 = off */
+	bool accept_http_10;             /* http_protocol_options.accept_http_10 */
+	char *default_host_http_10;      /* owned, may be NULL: default_host_for_http_10 */
 	bool websocket;                  /* upgrade_configs has websocket */
 	char **upgrades;                 /* owned [nupgrades] lowercase upgrade types */
 	size_t nupgrades;

@@ -659,6 +659,18 @@ static bool hc_parse_head(struct hcm_conn *hc)
 		const char *m = hdrs_get(&s->req.hdrs, ":method", &ml);
 		s->is_head = m && ml == 4 && !memcmp(m, "HEAD", 4);
 	}
+	if (s->req.version_minor == 0) {
+		/* Envoy's default: HTTP/1.0 only with accept_http_10. */
+		if (!cfg->accept_http_10) {
+			s->req_done = s->body == H1_BODY_NONE;
+			hc->close_after = true;
+			http_stream_send_local_reply(s, 426, NULL, "low_version");
+			return true;
+		}
+		if (hdrs_find(&s->req.hdrs, ":authority", 10, 0) < 0 && cfg->default_host_http_10)
+			hdrs_set(&s->req.hdrs, ":authority", cfg->default_host_http_10,
+				 strlen(cfg->default_host_http_10));
+	}
 	if (s->req.connect) {
 		http_stream_send_local_reply(s, 403, NULL, "upgrade_failed");
 		s->req_done = false;

@@ -47,7 +47,7 @@ struct tcp_conn {
 	struct event *timer;             /* owned: connect timeout, then idle */
 	uint64_t last_activity_ms;
 	uint64_t up_start_ms;
-	bool connected, closing, up_eof, down_eof;
+	bool connected, closing, up_eof, down_eof, up_shut, down_shut;
 };
 
 static void tcp_close(struct tcp_conn *t)
@@ -73,13 +73,26 @@ static void tcp_destroy(struct downstream *d)
 		host_unref(t->host);
 }
 
-/* Close once everything pending toward the side still open was written. */
-static void maybe_finish(struct tcp_conn *t)
+/* Half-close: a FIN from one side is passed on once the bytes before it
+ * were written; the connection closes when both directions are finished
+ * (as Envoy's tcp_proxy does). */
+static bool maybe_finish(struct tcp_conn *t)   /* true: t was freed */
 {
 	size_t pend_down = evbuffer_get_length(conn_output(t->super.bev));
 	size_t pend_up = t->up ? evbuffer_get_length(conn_output(t->up)) : 0;
-	if ((t->up_eof && !pend_down) || (t->down_eof && !pend_up) || (t->up_eof && t->down_eof))
+	if (t->down_eof && !pend_up && !t->up_shut && t->up) {
+		conn_shutdown_write(t->up);
+		t->up_shut = true;
+	}
+	if (t->up_eof && !pend_down && !t->down_shut) {
+		conn_shutdown_write(t->super.bev);
+		t->down_shut = true;
+	}
+	if (t->up_shut && t->down_shut) {
 		tcp_close(t);
+		return true;
+	}
+	return false;
 }
 
 static void copy(struct tcp_conn *t, struct conn *from, struct conn *to, bool down_to_up)
@@ -122,10 +135,8 @@ static void down_write(struct conn *bev, void *arg)
 {
 	struct tcp_conn *t = arg;
 	(void)bev;
-	if (t->up_eof) {
-		maybe_finish(t);
+	if ((t->up_eof || t->down_eof) && (maybe_finish(t) || t->up_eof))
 		return;
-	}
 	conn_set_write_lowat(t->super.bev, 0);
 	if (t->up)
 		conn_enable_read(t->up);
@@ -137,10 +148,8 @@ static void up_write(struct conn *bev, void *arg)
 	(void)bev;
 	if (!t->connected)
 		return;
-	if (t->down_eof) {
-		maybe_finish(t);
+	if ((t->down_eof || t->up_eof) && (maybe_finish(t) || t->down_eof))
 		return;
-	}
 	if (!conn_reading(t->super.bev)) {
 		stats_inc(t->cfg->stats, t->super.w->shard, TCP_downstream_flow_control_resumed_reading_total);
 		conn_set_write_lowat(t->up, 0);
