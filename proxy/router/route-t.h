@@ -71,7 +71,7 @@ struct hdr_mutations {
 	struct hdr_ops req, resp;
 };
 
-enum path_kind { PM_PREFIX, PM_PATH, PM_REGEX, PM_SEP_PREFIX };
+enum path_kind { PM_PREFIX, PM_PATH, PM_REGEX, PM_SEP_PREFIX, PM_CONNECT };
 
 struct route {
 	struct route_entry e;        /* public part; route_match() returns &e */

@@ -597,16 +597,17 @@ static int hdr_mutations(struct cfg_ctx *c, const json_t *obj, struct hdr_mutati
  * Route */
 
 static const char *const match_fields[] = {
-	"prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers",
-	"query_parameters", NULL,
+	"prefix", "path", "safe_regex", "path_separated_prefix", "connect_matcher",
+	"case_sensitive", "headers", "query_parameters", NULL,
 };
 static const char *const path_oneof[] = {
-	"prefix", "path", "safe_regex", "path_separated_prefix", NULL,
+	"prefix", "path", "safe_regex", "path_separated_prefix", "connect_matcher", NULL,
 };
 
 static int route_match_cfg(struct cfg_ctx *c, const json_t *m, struct route *r)
 {
-	static const enum path_kind kinds[] = { PM_PREFIX, PM_PATH, PM_REGEX, PM_SEP_PREFIX };
+	static const enum path_kind kinds[] = { PM_PREFIX, PM_PATH, PM_REGEX, PM_SEP_PREFIX,
+						PM_CONNECT };
 	const char *s = NULL;
 	int which;
 
@@ -615,7 +616,15 @@ static int route_match_cfg(struct cfg_ctx *c, const json_t *m, struct route *r)
 	    cfg_bool(c, m, "case_sensitive", &r->case_sensitive))
 		return RM_ERROR;
 	r->pkind = kinds[which];
-	if (r->pkind == PM_REGEX) {
+	if (r->pkind == PM_CONNECT) {
+		static const char *const none[] = { NULL };
+		const json_t *cm = cfg_enter(c, m, "connect_matcher");
+		int rc = cm ? (cfg_expect_object(c, cm) || cfg_check_fields(c, cm, none)) : RM_OK;
+		if (cm)
+			cfg_leave(c);
+		if (rc)
+			return RM_ERROR;
+	} else if (r->pkind == PM_REGEX) {
 		if (regex_matcher(c, m, "safe_regex", ROUTE_RE_FULL, &r->pre) != RM_OK)
 			return RM_ERROR;
 	} else {
@@ -702,8 +711,42 @@ static int weighted_clusters(struct cfg_ctx *c, const json_t *a, struct route_en
 
 static const char *const ra_fields[] = {
 	"cluster", "weighted_clusters", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal",
-	"append_x_forwarded_host", "timeout", "idle_timeout", NULL,
+	"append_x_forwarded_host", "timeout", "idle_timeout", "upgrade_configs", NULL,
 };
+
+/* RouteAction.upgrade_configs: only CONNECT's connect_config changes what the
+ * router does (terminate CONNECT); other entries are validated. */
+static int route_upgrades(struct cfg_ctx *c, const json_t *a, struct route *r)
+{
+	static const char *const uf[] = { "upgrade_type", "enabled", "connect_config", NULL };
+	static const char *const ccf[] = { NULL };
+	const json_t *arr = cfg_enter(c, a, "upgrade_configs");
+	int rc = RM_OK;
+	if (!arr)
+		return RM_OK;
+	if (cfg_expect_array(c, arr)) {
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	for (size_t i = 0; !rc && i < json_array_size(arr); i++) {
+		const json_t *u = cfg_enter_idx(c, arr, i), *cc;
+		const char *type = NULL;
+		bool enabled = true;
+		rc = cfg_expect_object(c, u) || cfg_check_fields(c, u, uf) ||
+		     cfg_string_req(c, u, "upgrade_type", &type) || cfg_bool(c, u, "enabled", &enabled);
+		if (!rc && (cc = cfg_enter(c, u, "connect_config"))) {
+			rc = cfg_expect_object(c, cc) || cfg_check_fields(c, cc, ccf);
+			if (!rc && strcasecmp(type, "CONNECT"))
+				rc = cfg_fail(c, "connect_config is only valid with upgrade_type CONNECT");
+			cfg_leave(c);
+			if (!rc && enabled)
+				r->e.connect_terminate = true;
+		}
+		cfg_leave(c);
+	}
+	cfg_leave(c);
+	return rc ? RM_ERROR : RM_OK;
+}
 static const char *const cluster_oneof[] = { "cluster", "weighted_clusters", NULL };
 static const char *const rewrite_oneof[] = { "prefix_rewrite", "regex_rewrite", NULL };
 static const char *const rr_fields[] = { "pattern", "substitution", NULL };
@@ -772,7 +815,7 @@ static int route_action(struct cfg_ctx *c, const json_t *a, struct route *r)
 		return RM_ERROR;
 	if (s && *s)
 		r->host_rewrite = xstrdup(s);
-	return RM_OK;
+	return route_upgrades(c, a, r);
 }
 
 static const char *const redir_fields[] = {

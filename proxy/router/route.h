@@ -14,7 +14,8 @@
  *    *_headers_to_add/remove lists.
  *  Route: name, match, route | redirect | direct_response, the four header
  *    lists.
- *  RouteMatch: prefix | path | safe_regex {regex} | path_separated_prefix,
+ *  RouteMatch: prefix | path | safe_regex {regex} | path_separated_prefix |
+ *    connect_matcher {} (CONNECT requests match only connect_matcher routes),
  *    case_sensitive (default true), headers[] (HeaderMatcher:
  *    string_match {exact,prefix,suffix,contains,safe_regex,ignore_case},
  *    exact_match, prefix_match, suffix_match, contains_match,
@@ -24,7 +25,8 @@
  *    request/response header lists}], total_weight(ignored/validated)},
  *    prefix_rewrite, regex_rewrite {pattern{regex}, substitution},
  *    host_rewrite_literal, append_x_forwarded_host, timeout (default 15 s;
- *    0 = none), idle_timeout.
+ *    0 = none), idle_timeout, upgrade_configs[] {upgrade_type, enabled,
+ *    connect_config {}}.
  *  RedirectAction: scheme_redirect / https_redirect, host_redirect,
  *    port_redirect, path_redirect | prefix_rewrite, response_code
  *    (MOVED_PERMANENTLY 301 default, FOUND 302, SEE_OTHER 303,
@@ -64,6 +66,8 @@ struct route_entry {
 	uint32_t nwclusters, total_weight;
 	uint64_t timeout_ms;              /* 0 = no timeout; default 15000 */
 	uint64_t idle_timeout_ms;         /* 0 = unset */
+	bool connect_terminate;           /* upgrade_configs CONNECT with connect_config:
+	                                     the proxy answers 200 and tunnels raw TCP */
 	/* DIRECT */
 	uint16_t direct_status;
 	char *direct_body;                /* owned, may be NULL */

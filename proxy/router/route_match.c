@@ -205,6 +205,8 @@ static bool path_match(const struct route *r, const char *p, size_t n)
 		       (n == r->plen || p[r->plen] == '/');
 	case PM_REGEX:
 		return route_re_match(r->pre, p, n);
+	case PM_CONNECT:
+		return false;   /* only CONNECT requests, which have no :path */
 	}
 	return false;
 }
@@ -238,8 +240,24 @@ const struct route_entry *route_match(const struct route_config *rc,
 
 	if (vh_out)
 		*vh_out = vh;
-	if (!vh || (i = hdrs_find(req, ":path", 5, 0)) < 0)
+	if (!vh)
 		return NULL;
+	if ((i = hdrs_find(req, ":path", 5, 0)) < 0) {
+		/* CONNECT (authority-form): only connect_matcher routes apply. */
+		size_t ml;
+		const char *m = hdrs_get(req, ":method", &ml);
+		if (!m || ml != 7 || memcmp(m, "CONNECT", 7))
+			return NULL;
+		for (uint32_t k = 0; k < vh->nroutes; k++) {
+			const struct route *r = &vh->routes[k];
+			bool ok = r->pkind == PM_CONNECT;
+			for (uint32_t h = 0; ok && h < r->nhm; h++)
+				ok = hm_match(&r->hm[h], req);
+			if (ok)
+				return &r->e;
+		}
+		return NULL;
+	}
 	const char *path = hdrs_value(req, (uint32_t)i);
 	size_t len = req->f[i].value_len;
 	size_t just = path_only_len(path, len);

@@ -154,6 +154,8 @@ static int read_head(struct router *r, struct evbuffer *in)
 
 	if (m && ml == 4 && !memcmp(m, "HEAD", 4))
 		flags |= H1_F_REQ_HEAD;
+	if (m && ml == 7 && !memcmp(m, "CONNECT", 7))
+		flags |= H1_F_REQ_CONNECT;
 	for (;;) {
 		len = evbuffer_get_length(in);
 		if (!len)
@@ -191,7 +193,10 @@ static void deliver_head(struct router *r)
 	bool end;
 
 	r->head_done = true;
-	if (status == 101 && http_stream_is_upgrade(r->s)) {
+	bool connect = !!hdrs_get(http_stream_request(r->s), ":method", NULL) &&
+		       hdrs_find(http_stream_request(r->s), ":path", 5, 0) < 0;
+	if ((status == 101 || (connect && status >= 200 && status < 300)) &&
+	    http_stream_is_upgrade(r->s)) {
 		r->tunnel = true;
 		if (r->timer)
 			event_del(r->timer);
@@ -361,6 +366,19 @@ static void send_head(struct router *r)
 	r->connected = true;
 	r->uc->nrequests++;
 	conn_setcb(r->uc->bev, up_read, up_write, up_event, r);
+	if (r->re->connect_terminate) {
+		/* Terminate CONNECT: the TCP connection is the tunnel; answer 200
+		 * ourselves and pass raw bytes both ways. */
+		hdrs_clear(&r->resp.hdrs);
+		hdrs_add(&r->resp.hdrs, ":status", 7, "200", 3);
+		r->resp.status = 200;
+		r->resp.keep_alive = false;
+		conn_enable_read(r->uc->bev);
+		deliver_head(r);
+		if (r->pending && evbuffer_get_length(r->pending))
+			evbuffer_add_buffer(conn_output(r->uc->bev), r->pending);
+		return;
+	}
 	h1_encode_request(out, h, r->req_chunked, true, http_stream_is_upgrade(r->s));
 	if (r->pending && evbuffer_get_length(r->pending))
 		write_body(r, r->pending, r->req_end && !r->pending_trailers);

@@ -101,11 +101,6 @@ static int parse_upgrades(struct cfg_ctx *c, const json_t *arr, struct hcm_cfg *
 		bool enabled = true;
 		int rc = cfg_expect_object(c, e) || cfg_check_fields(c, e, f) ||
 			 cfg_string_req(c, e, "upgrade_type", &t) || cfg_bool(c, e, "enabled", &enabled);
-		if (!rc && !strcasecmp(t, "CONNECT")) {
-			cfg_enter(c, e, "upgrade_type");
-			rc = cfg_fail(c, "CONNECT is not supported yet");
-			cfg_leave(c);
-		}
 		cfg_leave(c);
 		if (rc)
 			return RM_ERROR;

@@ -326,7 +326,8 @@ void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, b
 		if (ops->encode_headers)
 			ops->encode_headers(s->filters[i].ctx, s, h, end_stream);
 	}
-	if (status == 101 && s->upgrade)
+	bool connect_ok = s->upgrade && s->req.connect && status >= 200 && status < 300;
+	if ((status == 101 && s->upgrade) || connect_ok)
 		upgrade = true;
 	/* Envoy's response header handling. */
 	if (cfg->server_mode == SERVER_HDR_OVERWRITE)
@@ -348,6 +349,8 @@ void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, b
 		hdrs_add(h, "content-length", 14, "0", 1);
 		has_len = true;
 	}
+	if (connect_ok)
+		hdrs_del(h, "content-length");   /* a 2xx to CONNECT has no body: tunnel */
 	s->resp_chunked = !end_stream && !has_len && !upgrade && status >= 200 && status != 204 &&
 			  status != 304 && !s->is_head && s->req.version_minor >= 1;
 	bool close = hc->close_after || hc->closing || hc->super.w->draining || !s->req.keep_alive;
@@ -355,7 +358,10 @@ void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, b
 	    status >= 200 && status != 204 && status != 304)
 		close = true;   /* HTTP/1.0 client: body delimited by close */
 	s->resp_close = close;
-	h1_encode_response(out, h, s->req.version_minor, s->resp_chunked, !close, upgrade);
+	if (connect_ok)
+		close = false;
+	h1_encode_response(out, h, s->req.version_minor, s->resp_chunked, !close,
+			   upgrade && !connect_ok);
 	hdrs_clear(h);
 	stats_code_inc(cfg->stats, shard_of(hc), 0, status);
 	if (upgrade) {
@@ -672,9 +678,16 @@ static bool hc_parse_head(struct hcm_conn *hc)
 				 strlen(cfg->default_host_http_10));
 	}
 	if (s->req.connect) {
-		http_stream_send_local_reply(s, 403, NULL, "upgrade_failed");
-		s->req_done = false;
-		return true;
+		bool ok = false;
+		for (size_t i = 0; i < cfg->nupgrades && !ok; i++)
+			ok = !strcmp(cfg->upgrades[i], "connect");
+		if (!ok) {
+			/* Envoy answers 403 to upgrades the HCM is not configured for. */
+			hc->close_after = true;
+			http_stream_send_local_reply(s, 403, NULL, "upgrade_failed");
+			return true;
+		}
+		s->upgrade = true;
 	}
 	if (s->req.upgrade) {
 		if (!upgrade_allowed(cfg, &s->req.hdrs)) {

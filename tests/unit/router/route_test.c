@@ -969,8 +969,8 @@ TEST(route_compile_errors)
 	CHECK_STR(compile_err(VH("{'route': {'cluster': 'c'}}")),
 		  "virtual_hosts[0].routes[0].match: missing required field 'match'");
 	CHECK_STR(compile_err(VH("{'match': {}, 'route': {'cluster': 'c'}}")),
-		  "virtual_hosts[0].routes[0].match: one of 'prefix', 'path', 'safe_regex' or "
-		  "'path_separated_prefix' is required");
+		  "virtual_hosts[0].routes[0].match: one of 'prefix', 'path', 'safe_regex', "
+		  "'path_separated_prefix' or 'connect_matcher' is required");
 	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {}}")),
 		  "virtual_hosts[0].routes[0].route: one of 'cluster' or 'weighted_clusters' is required");
 	/* bad regexes: PCRE2's message at the regex field */
@@ -1043,8 +1043,8 @@ TEST(route_compile_errors_more)
 		  "virtual_hosts[0].routes[0].match.path_separated_prefix: '/a/' is not a valid separated "
 		  "prefix (it must not contain '?' or '#' nor end with '/')");
 	CHECK_STR(compile_err(VH("{'match': {'prefix': '/', 'path': '/'}, 'route': {'cluster': 'c'}}")),
-		  "virtual_hosts[0].routes[0].match: only one of 'prefix', 'path', 'safe_regex' or "
-		  "'path_separated_prefix' may be set ('prefix' and 'path' are both set)");
+		  "virtual_hosts[0].routes[0].match: only one of 'prefix', 'path', 'safe_regex', "
+		  "'path_separated_prefix' or 'connect_matcher' may be set ('prefix' and 'path' are both set)");
 	CHECK_STR(compile_err(VH("{'match': {'prefix': '/', 'headers': [{'name': 'x', 'string_match': {'safe_regex': {'regex': 'a'}, 'ignore_case': true}}]}, 'route': {'cluster': 'c'}}")),
 		  "virtual_hosts[0].routes[0].match.headers[0].string_match: ignore_case has no effect "
 		  "for safe_regex");
@@ -1164,4 +1164,48 @@ TEST(route_concurrent_regex)
 		CHECK_INT(a[i].ok, 2000);
 	}
 	route_config_free(rc);
+}
+
+/* CONNECT requests (no :path) match only connect_matcher routes; other
+ * requests never match them.  connect_config marks CONNECT termination. */
+TEST(route_connect_matcher)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		"{'name': 'tunnel', 'match': {'connect_matcher': {}}, 'route': {'cluster': 'c',"
+		" 'upgrade_configs': [{'upgrade_type': 'CONNECT', 'connect_config': {}}]}},"
+		"{'name': 'fwd', 'match': {'connect_matcher': {}, 'headers': [{'name': 'x-fwd', 'present_match': true}]},"
+		" 'route': {'cluster': 'c'}},"
+		"{'name': 'all', 'match': {'prefix': '/'}, 'route': {'cluster': 'c'}}]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers h;
+	const struct virtual_host *vh;
+	hdrs_init(&h);
+	hdrs_add_cstr(&h, ":method", "CONNECT");
+	hdrs_add_cstr(&h, ":authority", "example.com:443");
+	const struct route_entry *re = route_match(rc, &h, &vh);
+	CHECK(re && re->name && !strcmp(re->name, "tunnel"));
+	CHECK(re && re->connect_terminate);
+	hdrs_free(&h);
+	/* a GET to "/" skips the connect_matcher routes */
+	CHECK_STR(MATCH(rc, "example.com", "/x"), "all");
+	/* a CONNECT without connect_matcher routes matching gets nothing */
+	struct route_config *rc2 = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+		"{'name': 'all', 'match': {'prefix': '/'}, 'route': {'cluster': 'c'}}]}]}");
+	hdrs_init(&h);
+	hdrs_add_cstr(&h, ":method", "CONNECT");
+	hdrs_add_cstr(&h, ":authority", "example.com:443");
+	CHECK(rc2 && route_match(rc2, &h, &vh) == NULL);
+	hdrs_free(&h);
+	route_config_free(rc2);
+	route_config_free(rc);
+	CHECK_CONTAINS(compile_err("{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'routes': ["
+				   "{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'upgrade_configs':"
+				   " [{'upgrade_type': 'websocket', 'connect_config': {}}]}}]}]}"),
+		       "connect_config is only valid with upgrade_type CONNECT");
+	CHECK_CONTAINS(compile_err(VH("{'match': {'connect_matcher': {'x': 1}}, 'route': {'cluster': 'c'}}")),
+		       "match.connect_matcher.x: unknown field 'x'");
 }
