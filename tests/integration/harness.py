@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer",
-             "ERROR: ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
+                     "ERROR: ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
 
 
 def remora_bin():
@@ -55,8 +55,8 @@ def spawn(argv, stdout=None, stderr=None, env=None, cwd=None):
     if _SETPRIV:
         argv = [_SETPRIV, "--pdeathsig", "KILL", "--"] + list(argv)
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout or subprocess.DEVNULL,
-                stderr=stderr or subprocess.DEVNULL, env=env, cwd=cwd,
-                start_new_session=True)
+                            stderr=stderr or subprocess.DEVNULL, env=env, cwd=cwd,
+                            start_new_session=True)
 
 
 def stop_process(proc, sig=signal.SIGTERM, timeout=10.0):
@@ -148,14 +148,14 @@ class Remora:
     r.admin_get("/stats"), r.stats(), r.stop()"""
 
     def __init__(self, workdir, config, concurrency=2, drain_time_s=1, log_level="info",
-             extra_args=(), name="remora", asan_options_extra=None, config_text=None):
+                 extra_args=(), name="remora", asan_options_extra=None, config_text=None):
         self.workdir = str(workdir)
         self.name = name
         self.config = config
         self.config_path = os.path.join(self.workdir, f"{name}.yaml")
         with open(self.config_path, "w") as f:
             f.write(config_text if config_text is not None
-                else yaml.safe_dump(config, sort_keys=False))
+                    else yaml.safe_dump(config, sort_keys=False))
         self.admin_port = None
         try:
             self.admin_port = config["admin"]["address"]["socket_address"]["port_value"]
@@ -191,11 +191,11 @@ class Remora:
         binary = remora_bin()
         if not os.access(binary, os.X_OK):
             raise RemoraError(f"remora binary not found or not executable: {binary} "
-                      "(build it with `make asan`, or set REMORA_BIN)")
-        self._out = open(self.stdout_path, "wb")
-        self._err = open(self.stderr_path, "wb")
+                              "(build it with `make asan`, or set REMORA_BIN)")
+        self._out = open(self.stdout_path, "ab")
+        self._err = open(self.stderr_path, "ab")
         self.proc = spawn([binary] + self.args, stdout=self._out, stderr=self._err, env=self.env,
-                  cwd=self.workdir)
+                          cwd=self.workdir)
         if wait_ready:
             self.wait_ready(timeout)
         return self
@@ -207,7 +207,7 @@ class Remora:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RemoraError(f"remora exited with status {self.proc.returncode} before "
-                          f"becoming ready\n{self.log_tail()}")
+                                  f"becoming ready\n{self.log_tail()}")
             try:
                 st, _, body = self.admin_request("GET", "/ready", timeout=2)
                 last = (st, body)
@@ -217,7 +217,7 @@ class Remora:
                 last = e
             time.sleep(0.05)
         raise RemoraError(f"remora not ready within {timeout}s (last /ready: {last!r})\n"
-                  f"{self.log_tail()}")
+                          f"{self.log_tail()}")
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -231,9 +231,10 @@ class Remora:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            self.stopped_by_us = True
             self.proc.kill()
             self.proc.wait(timeout=10)
-            raise AssertionError(f"remora did not exit within {timeout}s\n{self.log_tail()}")
+            raise AssertionError(f"remora did not exit within {timeout}s\n{self.log_tail()}") from None
 
     def stop(self, sig=signal.SIGTERM, timeout=15.0, check=True):
         """Send sig, wait for exit (SIGKILL after timeout).  Returns the exit
@@ -243,7 +244,7 @@ class Remora:
         self._close_files()
         if killed:
             raise AssertionError(f"remora did not exit within {timeout}s of signal {sig!r}; "
-                         f"killed\n{self.log_tail()}")
+                                 f"killed\n{self.log_tail()}")
         if check:
             self.check_sanitizers()
         return rc
@@ -302,10 +303,10 @@ class Remora:
                 problems.append(f"remora ({self.name}) ignored SIGTERM for 15s; killed")
             elif rc != 0:
                 problems.append(f"remora ({self.name}) exited with status {rc} after SIGTERM")
-        elif not self.stopped_by_us and self.proc.returncode not in (0,) and \
-                self.proc.returncode is not None and self.proc.returncode < 0:
-            problems.append(f"remora ({self.name}) died from signal {-self.proc.returncode} "
-                    "during the test")
+        elif not self.stopped_by_us and self.proc.returncode != 0:
+            rc = self.proc.returncode
+            how = f"died from signal {-rc}" if rc < 0 else f"exited with status {rc}"
+            problems.append(f"remora ({self.name}) {how} during the test\n{self.log_tail()}")
         self._close_files()
         rep = self.sanitizer_report()
         if rep:
@@ -354,7 +355,7 @@ class Remora:
             wait_until(check, timeout, interval=0.05, what=f"stat {name}")
         except AssertionError:
             raise AssertionError(f"stat {name} = {last[0]!r} did not reach the expected value "
-                         f"within {timeout}s") from None
+                                 f"within {timeout}s") from None
         return last[0]
 
     def rss_kb(self):
@@ -441,7 +442,7 @@ class CurlResult:
 
     def __repr__(self):
         return (f"CurlResult(rc={self.rc}, status={self.status}, stderr={self.stderr.strip()!r}, "
-            f"body={self.body[:300]!r})")
+                f"body={self.body[:300]!r})")
 
 
 def curl(url, *args, timeout=10.0, keep_body=True, output=None):
@@ -477,18 +478,22 @@ def curl(url, *args, timeout=10.0, keep_body=True, output=None):
 
 
 def curl_multi(urls, *args, timeout=30.0, workdir=None):
-    """One curl process fetching several URLs (curl reuses one connection
-    for them).  Returns a list of (info dict, body bytes) in order."""
+    """One curl process fetching several URLs (sequentially curl reuses one
+    connection for them; with "-Z" it runs them in parallel).  Returns
+    (exit status, stderr, [(info dict, body bytes)] in URL order)."""
     d = tempfile.mkdtemp(prefix="remora-curl-", dir=workdir)
     try:
         cmd = ["curl", "-sS", "--max-time", str(timeout), "-w", "%{json}\\n", *args]
+        names = []
         for i, u in enumerate(urls):
-            cmd += ["-o", os.path.join(d, f"b{i}"), u]
+            names.append(os.path.join(d, f"b{i}"))
+            cmd += ["-o", names[-1], u]
         p = subprocess.run(cmd, capture_output=True, timeout=timeout + 10)
         infos = [json.loads(l) for l in p.stdout.decode().splitlines() if l.strip()]
+        by_file = {info.get("filename_effective"): info for info in infos}
         res = []
-        for i, info in enumerate(infos):
-            path = os.path.join(d, f"b{i}")
+        for i, path in enumerate(names):
+            info = by_file.get(path) or (infos[i] if i < len(infos) else {})
             data = open(path, "rb").read() if os.path.exists(path) else b""
             res.append((info, data))
         return p.returncode, p.stderr.decode("utf-8", "replace"), res
@@ -775,7 +780,7 @@ def hcm(rc, stat_prefix="ingress_http", http_filters=None, **extra):
 
 
 def http_listener(port, routes=None, rc=None, name="listener_0", stat_prefix="ingress_http",
-          **hcm_extra):
+                  **hcm_extra):
     if rc is None:
         rc = route_config([virtual_host(routes)])
     return {
@@ -792,7 +797,7 @@ def tcp_proxy_listener(port, cluster, stat_prefix="tcp_echo", name="tcp_listener
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.tcp_proxy",
             "typed_config": {"@type": TCP_PROXY_TYPE, "stat_prefix": stat_prefix,
-                     "cluster": cluster, **extra},
+                             "cluster": cluster, **extra},
         }]}],
     }
 
@@ -811,7 +816,7 @@ def static_cluster(name, endpoints, connect_timeout="1s", **extra):
     if isinstance(endpoints, int):
         endpoints = [("127.0.0.1", endpoints)]
     return {"name": name, "type": "STATIC", "connect_timeout": connect_timeout,
-        "load_assignment": load_assignment(name, endpoints), **extra}
+            "load_assignment": load_assignment(name, endpoints), **extra}
 
 
 def strict_dns_cluster(name, hostname, port, dns_port, refresh="1s", connect_timeout="1s", **extra):
@@ -822,7 +827,7 @@ def strict_dns_cluster(name, hostname, port, dns_port, refresh="1s", connect_tim
         "typed_dns_resolver_config": {
             "name": "envoy.network.dns_resolvers.cares",
             "typed_config": {"@type": CARES_TYPE,
-                     "resolvers": [sockaddr(dns_port)]},
+                             "resolvers": [sockaddr(dns_port)]},
         },
         "load_assignment": load_assignment(name, [(hostname, port)]),
         **extra,
@@ -830,12 +835,12 @@ def strict_dns_cluster(name, hostname, port, dns_port, refresh="1s", connect_tim
 
 
 def simple_http_config(admin_port, listener_port, upstream_port, cluster="backend",
-               stat_prefix="ingress_http", **hcm_extra):
+                       stat_prefix="ingress_http", **hcm_extra):
     """Admin + one HTTP listener routing every path to one STATIC cluster."""
     return bootstrap(admin_port,
-             [http_listener(listener_port, [route({"prefix": "/"}, cluster)],
-                    stat_prefix=stat_prefix, **hcm_extra)],
-             [static_cluster(cluster, upstream_port)])
+                     [http_listener(listener_port, [route({"prefix": "/"}, cluster)],
+                                    stat_prefix=stat_prefix, **hcm_extra)],
+                     [static_cluster(cluster, upstream_port)])
 
 
 def listener_stat(port, leaf, address="127.0.0.1"):

@@ -13,7 +13,7 @@ from harness import connect_refused, curl, simple_http_config, wait_until
 def env(remora, upstream, ports):
     admin, lport = ports.get(), ports.get()
     r = remora(simple_http_config(admin, lport, upstream.port), concurrency=2,
-           extra_args=["--service-node", "node-7", "--service-cluster", "cluster-x"])
+               extra_args=["--service-node", "node-7", "--service-cluster", "cluster-x"])
 
     class Env:
         pass
@@ -56,14 +56,18 @@ def test_stats_text(env):
     assert lines, "empty /stats"
     for line in lines:
         assert re.match(r"^[^\s:][^:]*: \S.*$", line), f"bad /stats line {line!r}"
-    names = [l.split(": ", 1)[0] for l in lines]
-    assert names == sorted(names), "stats are not sorted by name"
+    # counters and gauges sorted by name; histograms (non-numeric values)
+    # sorted among themselves (Envoy lists them after the others)
+    scalars = [l.split(": ", 1)[0] for l in lines if re.match(r"^[^:]*: -?\d+$", l)]
+    hists = [l.split(": ", 1)[0] for l in lines if not re.match(r"^[^:]*: -?\d+$", l)]
+    assert scalars == sorted(scalars), "counters/gauges are not sorted by name"
+    assert hists == sorted(hists), "histograms are not sorted by name"
     st = env.r.stats()
     for name in ("cluster.backend.upstream_cx_total", "cluster.backend.upstream_cx_active",
-             "cluster.backend.upstream_rq_total", "cluster.backend.upstream_rq_200",
-             "cluster.backend.membership_healthy", "cluster.backend.membership_total",
-             "http.ingress_http.downstream_rq_total", "http.ingress_http.downstream_rq_2xx",
-             f"listener.127.0.0.1_{env.lport}.downstream_cx_total"):
+                 "cluster.backend.upstream_rq_total", "cluster.backend.upstream_rq_200",
+                 "cluster.backend.membership_healthy", "cluster.backend.membership_total",
+                 "http.ingress_http.downstream_rq_total", "http.ingress_http.downstream_rq_2xx",
+                 f"listener.127.0.0.1_{env.lport}.downstream_cx_total"):
         assert name in st, f"{name} missing from /stats"
     assert st["cluster.backend.upstream_rq_total"] == 3
     assert st["cluster.backend.upstream_rq_200"] == 3
@@ -108,6 +112,23 @@ def test_stats_json(env):
     assert "http.ingress_http.downstream_rq_time" in names
 
 
+def prom_samples(text, name):
+    """[(labels dict, value)] for every sample of metric name."""
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$", line)
+        if m and m.group(1) == name:
+            labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            out.append((labels, float(m.group(3))))
+    return out
+
+
+def prom_value(text, name, **labels):
+    vals = [v for l, v in prom_samples(text, name) if l == labels]
+    assert len(vals) == 1, f"{name}{labels}: {len(vals)} samples\n{text}"
+    return vals[0]
+
+
 def test_stats_prometheus_shape(env):
     _send(env, 4)
     env.r.wait_stat("cluster.backend.upstream_rq_total", lambda v: v == 4)
@@ -116,15 +137,21 @@ def test_stats_prometheus_shape(env):
     assert h.get("content-type", "").startswith("text/plain"), h
     text = body.decode()
     assert "# TYPE envoy_cluster_upstream_rq_total counter" in text
-    assert re.search(r'^envoy_cluster_upstream_rq_total\{envoy_cluster_name="backend"\} 4$', text, re.M), text
-    assert re.search(r'^envoy_cluster_membership_total\{envoy_cluster_name="backend"\} 1$', text, re.M)
+    assert prom_value(text, "envoy_cluster_upstream_rq_total", envoy_cluster_name="backend") == 4
+    assert "# TYPE envoy_cluster_membership_total gauge" in text
+    assert prom_value(text, "envoy_cluster_membership_total", envoy_cluster_name="backend") == 1
+    assert prom_value(text, "envoy_listener_downstream_cx_total",
+                      envoy_listener_address=f"127.0.0.1_{env.lport}") == 4
+    # response-code families use Envoy's tag extraction
+    assert prom_value(text, "envoy_cluster_upstream_rq", envoy_cluster_name="backend",
+                      envoy_response_code="200") == 4
+    assert prom_value(text, "envoy_http_downstream_rq_xx", envoy_http_conn_manager_prefix="ingress_http",
+                      envoy_response_code_class="2") == 4
     assert "# TYPE envoy_http_downstream_rq_time histogram" in text
-    assert re.search(r'^envoy_http_downstream_rq_time_bucket\{envoy_http_conn_manager_prefix="ingress_http",le="\+Inf"\} 4$',
-             text, re.M), text
-    assert re.search(r'^envoy_cluster_upstream_rq\{envoy_response_code="200",envoy_cluster_name="backend"\} 4$',
-             text, re.M) or \
-        re.search(r'^envoy_cluster_upstream_rq\{envoy_cluster_name="backend",envoy_response_code="200"\} 4$',
-              text, re.M), text
+    assert prom_value(text, "envoy_http_downstream_rq_time_bucket",
+                      envoy_http_conn_manager_prefix="ingress_http", le="+Inf") == 4
+    assert prom_value(text, "envoy_http_downstream_rq_time_count",
+                      envoy_http_conn_manager_prefix="ingress_http") == 4
 
 
 def test_clusters(env):
@@ -157,7 +184,7 @@ def test_config_dump(env):
 
 
 @pytest.mark.parametrize("path", ["/quitquitquit", "/healthcheck/fail", "/healthcheck/ok",
-                  "/drain_listeners", "/logging?level=debug", "/reset_counters"])
+                                  "/drain_listeners", "/logging?level=debug", "/reset_counters"])
 def test_post_only_endpoints_reject_get(env, path):
     st, h, body = env.r.admin_get(path)
     assert st == 405, (st, body)

@@ -6,7 +6,7 @@ import hashlib
 import os
 
 from harness import (HttpConn, RssSampler, curl, pattern_sha256, sha256_file,
-             simple_http_config, write_pattern_file)
+                     simple_http_config, write_pattern_file)
 
 MB = 1 << 20
 BIG = 100 * MB
@@ -30,7 +30,7 @@ def test_chunked_request_body_intact(remora, upstream, ports, tmp_path):
     f = tmp_path / "chunked.bin"
     f.write_bytes(data)
     res = curl(base + "/upload", "-H", "Transfer-Encoding: chunked", "-H", "Expect:",
-           "--data-binary", f"@{f}")
+               "--data-binary", f"@{f}")
     assert res.status == 200, res
     echo = res.json()
     assert echo["method"] == "POST"
@@ -44,7 +44,7 @@ def test_content_length_request_body_intact(remora, upstream, ports, tmp_path):
     f = tmp_path / "cl.bin"
     f.write_bytes(data)
     res = curl(base + "/upload", "-H", "Content-Type: application/octet-stream",
-           "--data-binary", f"@{f}")
+               "--data-binary", f"@{f}")
     assert res.status == 200, res
     echo = res.json()
     assert echo["body_length"] == len(data)
@@ -136,7 +136,7 @@ def test_expect_100_continue_with_curl(remora, upstream, ports, tmp_path):
     data = os.urandom(64 * 1024)
     f.write_bytes(data)
     res = curl(base + "/e", "-H", "Expect: 100-continue", "--expect100-timeout", "10",
-           "--data-binary", f"@{f}", "-v")
+               "--data-binary", f"@{f}", "-v")
     assert res.status == 200, res
     assert "HTTP/1.1 100" in res.stderr, res.stderr
     assert res.json()["body_sha256"] == hashlib.sha256(data).hexdigest()

@@ -61,7 +61,7 @@ static_resources:
 
 LISTENER_PORT_PATH = "static_resources.listeners[0].address.socket_address.port_value"
 MATCH_PATH = ("static_resources.listeners[0].filter_chains[0].filters[0].typed_config."
-          "route_config.virtual_hosts[0].routes[0].match")
+              "route_config.virtual_hosts[0].routes[0].match")
 
 
 def _env():
@@ -76,7 +76,7 @@ def run_remora(args, timeout=30):
     if not os.access(binary, os.X_OK):
         pytest.fail(f"remora binary not found: {binary} (build with `make asan`)")
     p = subprocess.run([binary] + args, capture_output=True, timeout=timeout, env=_env(),
-               stdin=subprocess.DEVNULL)
+                       stdin=subprocess.DEVNULL)
     out = p.stdout.decode("utf-8", "replace") + p.stderr.decode("utf-8", "replace")
     for m in SANITIZER_MARKERS:
         assert m not in out, f"sanitizer report:\n{out[-6000:]}"
@@ -190,7 +190,7 @@ def test_validate_wrong_type_names_path_and_position(tmp_path, name, old, new, n
 
 def test_validate_missing_required_cluster_name(tmp_path):
     path, text = write_config(tmp_path, GOOD.replace("  - name: backend\n    type: STATIC",
-                             "  - type: STATIC", 1))
+                                                     "  - type: STATIC", 1))
     rc, err, _ = validate(path)
     assert rc == 1, err
     assert re.search(re.escape(path) + r":\d+:\d+: static_resources\.clusters\[0\]\.name: .*name", err), err
@@ -198,7 +198,7 @@ def test_validate_missing_required_cluster_name(tmp_path):
 
 def test_validate_unknown_filter_type(tmp_path):
     text = GOOD.replace("envoy.extensions.filters.http.router.v3.Router",
-                "envoy.extensions.filters.http.router.v3.Routerr")
+                        "envoy.extensions.filters.http.router.v3.Routerr")
     path, text = write_config(tmp_path, text)
     rc, err, _ = validate(path)
     assert rc == 1, err

@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from harness import (bootstrap, curl, free_port, http_listener, route, spawn, stop_process,
-             strict_dns_cluster, wait_until)
+                     strict_dns_cluster, wait_until)
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 NAME = "backend.remora.test"
@@ -70,20 +70,20 @@ class Dnsmasq:
     def start(self, ips):
         self.set_records(ips)
         self.proc = spawn([DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null",
-                   f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-                   "--no-resolv", "--no-hosts", f"--addn-hosts={self.hosts}",
-                   "--local-ttl=0", "--no-negcache", "--user=root", "--group=root",
-                   f"--pid-file={self.pidfile}", f"--log-facility={self.log}",
-                   "--log-queries"])
+                           f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+                           "--no-resolv", "--no-hosts", f"--addn-hosts={self.hosts}",
+                           "--local-ttl=0", "--no-negcache", "--user=root", "--group=root",
+                           f"--pid-file={self.pidfile}", f"--log-facility={self.log}",
+                           "--log-queries"])
         wait_until(lambda: dns_query_a(self.port, NAME) == sorted(ips), 10,
-               what="dnsmasq answering")
+                   what="dnsmasq answering")
 
     def change(self, ips):
         """Rewrite the hosts file and make dnsmasq re-read it (SIGHUP)."""
         self.set_records(ips)
         self.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: dns_query_a(self.port, NAME) == sorted(ips), 10,
-               what="dnsmasq serving the new records")
+                   what="dnsmasq serving the new records")
 
     def stop(self):
         if self.proc:
@@ -107,7 +107,7 @@ def test_strict_dns_follows_record_changes(remora, make_upstream, dnsmasq, ports
 
     admin, lport = ports.get(), ports.get()
     cfg = bootstrap(admin, [http_listener(lport, [route({"prefix": "/"}, "backend")])],
-            [strict_dns_cluster("backend", NAME, port, dnsmasq.port, refresh="1s")])
+                    [strict_dns_cluster("backend", NAME, port, dnsmasq.port, refresh="1s")])
     r = remora(cfg)
     url = f"http://127.0.0.1:{lport}/dns"
 
@@ -126,6 +126,7 @@ def test_strict_dns_follows_record_changes(remora, make_upstream, dnsmasq, ports
         return recent[-5:] == ["two"] * 5
     wait_until(switched, 15, interval=0.1, what="requests reaching the new address")
     assert r.stats()["cluster.backend.membership_total"] == 1
+    assert one.request_count() >= 1 and two.request_count() >= 5
 
     # two records: both hosts become members and both get traffic
     dnsmasq.change(["127.0.0.1", "127.0.0.2"])
@@ -145,12 +146,12 @@ def test_strict_dns_follows_record_changes(remora, make_upstream, dnsmasq, ports
 
 def test_strict_dns_initial_resolution_with_two_records(remora, make_upstream, dnsmasq, ports):
     port = free_port(hosts=("127.0.0.1", "127.0.0.2"))
-    make_upstream("one", host="127.0.0.1", port=port)
-    make_upstream("two", host="127.0.0.2", port=port)
+    one = make_upstream("one", host="127.0.0.1", port=port)
+    two = make_upstream("two", host="127.0.0.2", port=port)
     dnsmasq.start(["127.0.0.1", "127.0.0.2"])
     admin, lport = ports.get(), ports.get()
     cfg = bootstrap(admin, [http_listener(lport, [route({"prefix": "/"}, "backend")])],
-            [strict_dns_cluster("backend", NAME, port, dnsmasq.port, refresh="1s")])
+                    [strict_dns_cluster("backend", NAME, port, dnsmasq.port, refresh="1s")])
     r = remora(cfg)
     r.wait_stat("cluster.backend.membership_total", lambda v: v == 2, timeout=15)
     st, _, body = r.admin_get("/clusters")
@@ -158,3 +159,5 @@ def test_strict_dns_initial_resolution_with_two_records(remora, make_upstream, d
     text = body.decode()
     assert f"backend::127.0.0.1:{port}::health_flags::healthy" in text, text
     assert f"backend::127.0.0.2:{port}::health_flags::healthy" in text, text
+    seen = {curl(f"http://127.0.0.1:{lport}/").json()["server"] for _ in range(10)}
+    assert seen == {one.name, two.name}, seen

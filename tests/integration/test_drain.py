@@ -12,8 +12,8 @@ from harness import connect_refused, simple_http_config, wait_until
 
 def _slow_curl(url, out_path, max_time=30):
     return subprocess.Popen(["curl", "-sS", "--max-time", str(max_time), "-o", out_path,
-                 "-w", "%{http_code}", url],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                             "-w", "%{http_code}", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def _reap(p):
@@ -37,7 +37,7 @@ def test_sigterm_drains_in_flight_request(remora, upstream, ports, tmp_path):
         r.send_signal(signal.SIGTERM)
         # new connections are refused while the old request is still running
         wait_until(lambda: connect_refused(lport, timeout=1), 2.5, interval=0.05,
-               what="listener refusing new connections after SIGTERM")
+                   what="listener refusing new connections after SIGTERM")
         assert slow.poll() is None, "the in-flight request ended before the listener closed"
         assert r.alive(), "remora exited without draining the in-flight request"
         stdout, stderr = slow.communicate(timeout=30)

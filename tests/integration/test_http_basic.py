@@ -7,7 +7,7 @@ import re
 import pytest
 
 from harness import (bootstrap, closed_port, curl, http_listener, route, route_config,
-             static_cluster, virtual_host)
+                     simple_http_config, static_cluster, virtual_host)
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -22,12 +22,12 @@ def env(remora, make_upstream, ports):
     routes = [
         route({"path": "/exact"}, "a"),
         route({"prefix": "/hdr", "headers": [{"name": "x-pick",
-                              "string_match": {"exact": "b"}}]}, "b"),
+                                              "string_match": {"exact": "b"}}]}, "b"),
         route({"prefix": "/hdr"}, "a"),
         route({"prefix": "/old/"}, "a", prefix_rewrite="/new/"),
         {"match": {"prefix": "/weighted"},
          "route": {"weighted_clusters": {"clusters": [{"name": "a", "weight": 50},
-                                 {"name": "b", "weight": 50}]}}},
+                                                      {"name": "b", "weight": 50}]}}},
         {"match": {"prefix": "/direct"},
          "direct_response": {"status": 200, "body": {"inline_string": "hello from direct_response\n"}}},
         {"match": {"prefix": "/teapot"},
@@ -62,7 +62,7 @@ def env(remora, make_upstream, ports):
 
 def test_get_forwarded_with_headers(env):
     res = curl(env.url("/a/hello?x=1&y=two"), "-H", "X-Custom: custom-value",
-           "-H", "User-Agent: remora-tests")
+               "-H", "User-Agent: remora-tests")
     assert res.rc == 0, res
     assert res.status == 200, res
     echo = res.json()
@@ -185,9 +185,12 @@ def test_no_route_404(env):
 
 def test_unknown_cluster_503(remora, upstream, ports):
     admin, lport = ports.get(), ports.get()
-    cfg = bootstrap(admin, [http_listener(lport, [route({"prefix": "/missing"}, "no_such_cluster"),
-                              route({"prefix": "/"}, "backend")])],
-            [static_cluster("backend", upstream.port)])
+    # a static route table naming an unknown cluster is a config error unless
+    # validate_clusters is false (as in Envoy); then such requests get 503
+    rc = route_config([virtual_host([route({"prefix": "/missing"}, "no_such_cluster"),
+                                     route({"prefix": "/"}, "backend")])])
+    rc["validate_clusters"] = False
+    cfg = bootstrap(admin, [http_listener(lport, rc=rc)], [static_cluster("backend", upstream.port)])
     r = remora(cfg)
     res = curl(f"http://127.0.0.1:{lport}/missing")
     assert res.status == 503, res
@@ -242,8 +245,26 @@ def test_stats_count_requests(env):
 
 def test_use_remote_address_sets_xff(remora, upstream, ports):
     admin, lport = ports.get(), ports.get()
-    from harness import simple_http_config
-    r = remora(simple_http_config(admin, lport, upstream.port, use_remote_address=True))
+    remora(simple_http_config(admin, lport, upstream.port, use_remote_address=True))
     res = curl(f"http://127.0.0.1:{lport}/")
     assert res.status == 200, res
     assert res.json()["headers"].get("x-forwarded-for") == "127.0.0.1", res.json()["headers"]
+
+
+def test_hop_by_hop_headers_not_forwarded(env):
+    r = curl(env.url("/a/hop"), "-H", "Connection: keep-alive, X-Hop-Nominated",
+             "-H", "X-Hop-Nominated: 1", "-H", "Keep-Alive: timeout=5",
+             "-H", "Proxy-Connection: keep-alive", "-H", "X-End-To-End: kept")
+    assert r.status == 200, r
+    h = r.json()["headers"]
+    assert h.get("x-end-to-end") == "kept"
+    for name in ("keep-alive", "proxy-connection", "x-hop-nominated"):
+        assert name not in h, f"hop-by-hop header {name} forwarded: {h}"
+    assert "x-hop-nominated" not in h.get("connection", "").lower()
+
+
+def test_response_hop_by_hop_headers_not_returned(env):
+    r = curl(env.url("/a/x?resp_header=keep-alive:timeout%3D99&resp_header=x-e2e:yes"))
+    assert r.status == 200, r
+    assert r.headers.get("x-e2e") == "yes"
+    assert "timeout=99" not in r.headers.get("keep-alive", ""), r.headers

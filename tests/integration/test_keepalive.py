@@ -99,8 +99,8 @@ def test_client_connection_close(remora, upstream, ports):
 
 def test_http10_request_gets_answer_and_close(remora, upstream, ports):
     admin, lport = ports.get(), ports.get()
-    r = remora(simple_http_config(admin, lport, upstream.port,
-                      http_protocol_options={"accept_http_10": True}))
+    remora(simple_http_config(admin, lport, upstream.port,
+                              http_protocol_options={"accept_http_10": True}))
     with HttpConn(lport) as c:
         c.send(b"GET /old HTTP/1.0\r\nHost: t\r\n\r\n")
         resp = c.read_response()
@@ -117,3 +117,22 @@ def test_http10_rejected_by_default(remora, upstream, ports):
         resp = c.read_response()
         assert resp.status == 426, resp
     assert upstream.request_count() == 0
+
+
+def test_parallel_requests_each_get_their_own_answer(remora, upstream, ports, tmp_path):
+    r, lport = _start(remora, upstream, ports)
+    n = 60
+    urls = [f"http://127.0.0.1:{lport}/par{i}?sleep_ms=50" for i in range(n)]
+    rc, err, results = curl_multi(urls, "-Z", "--parallel-max", "30", workdir=str(tmp_path))
+    assert rc == 0, err
+    assert len(results) == n
+    for i, (info, body) in enumerate(results):
+        assert info.get("http_code") == 200, info
+        assert json.loads(body)["path"] == f"/par{i}?sleep_ms=50"
+    r.wait_stat("cluster.backend.upstream_rq_total", lambda v: v == n)
+    r.wait_stat("http.ingress_http.downstream_rq_2xx", lambda v: v == n)
+    # no request is left active and the pool holds no more connections than it opened
+    r.wait_stat("cluster.backend.upstream_rq_active", lambda v: v == 0)
+    st = r.stats()
+    assert st["cluster.backend.upstream_cx_active"] <= st["cluster.backend.upstream_cx_total"]
+    assert st["cluster.backend.upstream_cx_total"] == upstream.connections

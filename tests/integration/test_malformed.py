@@ -44,7 +44,7 @@ def _start(remora, upstream, ports, **hcm):
 def _error_counters(r):
     st = r.stats()
     return sum(st.get(f"http.ingress_http.{k}", 0) for k in
-           ("downstream_rq_4xx", "downstream_rq_5xx", "downstream_cx_protocol_error"))
+               ("downstream_rq_4xx", "downstream_rq_5xx", "downstream_cx_protocol_error"))
 
 
 def _send_bad(lport, raw):
@@ -79,7 +79,7 @@ def test_malformed_request(remora, upstream, ports, name, raw, status, untouched
 
 def test_too_many_headers_431(remora, upstream, ports):
     r, lport = _start(remora, upstream, ports,
-              common_http_protocol_options={"max_headers_count": 20})
+                      common_http_protocol_options={"max_headers_count": 20})
     raw = b"GET / HTTP/1.1\r\n" + H + b"".join(b"X-H%d: v\r\n" % i for i in range(30)) + b"\r\n"
     resp, closed = _send_bad(lport, raw)
     assert resp.status == 431, resp

@@ -36,7 +36,7 @@ def _recv_eof(s, timeout):
 def _start(remora, ports, cluster_port, **tcp_extra):
     admin, lport = ports.get(), ports.get()
     cfg = bootstrap(admin, [tcp_proxy_listener(lport, "echo", stat_prefix="tcp_echo", **tcp_extra)],
-            [static_cluster("echo", cluster_port)])
+                    [static_cluster("echo", cluster_port)])
     return remora(cfg), lport
 
 

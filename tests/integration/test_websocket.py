@@ -12,8 +12,8 @@ TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 def _handshake(c, path="/ws"):
     key = base64.b64encode(os.urandom(16)).decode()
     c.send((f"GET {path} HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            "Connection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
     version, status, reason, headers = c.read_head()
     return key, status, {k.lower(): v for k, v in headers}
 
@@ -21,7 +21,7 @@ def _handshake(c, path="/ws"):
 def test_websocket_echo(remora, upstream, ports):
     admin, lport = ports.get(), ports.get()
     r = remora(simple_http_config(admin, lport, upstream.port,
-                      upgrade_configs=[{"upgrade_type": "websocket"}]))
+                                  upgrade_configs=[{"upgrade_type": "websocket"}]))
     with HttpConn(lport, timeout=10) as c:
         key, status, h = _handshake(c)
         assert status == 101, (status, h)
@@ -30,7 +30,7 @@ def test_websocket_echo(remora, upstream, ports):
         assert h.get("sec-websocket-accept") == ws_accept_key(key), h
 
         frames = [(TEXT, b"hello"), (BINARY, os.urandom(300)), (TEXT, "żółw ☃".encode()),
-              (BINARY, os.urandom(70000))]       # 16-bit and 64-bit length forms
+                  (BINARY, os.urandom(70000))]       # 16-bit and 64-bit length forms
         for op, payload in frames:
             c.send(ws_encode(op, payload))
             fin, rop, rpayload = ws_read_frame(c)
@@ -60,7 +60,7 @@ def test_websocket_echo(remora, upstream, ports):
 def test_websocket_upstream_closes_first(remora, upstream, ports):
     admin, lport = ports.get(), ports.get()
     remora(simple_http_config(admin, lport, upstream.port,
-                  upgrade_configs=[{"upgrade_type": "websocket"}]))
+                              upgrade_configs=[{"upgrade_type": "websocket"}]))
     with HttpConn(lport, timeout=10) as c:
         _, status, _ = _handshake(c)
         assert status == 101

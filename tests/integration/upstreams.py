@@ -163,7 +163,7 @@ class UpstreamServer:
                 cid = self.connections
                 self._socks.add(s)
             t = threading.Thread(target=self._serve, args=(s, peer, cid), daemon=True,
-                         name=f"{self.name}-conn{cid}")
+                                 name=f"{self.name}-conn{cid}")
             self._threads = [x for x in self._threads if x.is_alive()]
             self._threads.append(t)
             t.start()
@@ -360,14 +360,14 @@ class UpstreamServer:
     def _websocket(self, s, r, headers, cid, idx, method, target, header_list, peer):
         key = headers.get("sec-websocket-key", "")
         info = {"server": self.name, "conn_id": cid, "conn_request_index": idx, "method": method,
-            "path": target, "headers": headers, "header_list": header_list,
-            "body_length": 0, "peer": [peer[0], peer[1]], "websocket": True}
+                "path": target, "headers": headers, "header_list": header_list,
+                "body_length": 0, "peer": [peer[0], peer[1]], "websocket": True}
         with self.lock:
             self.requests.append(info)
         accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
         s.sendall(("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
-               "connection: upgrade\r\n"
-               f"sec-websocket-accept: {accept}\r\nx-upstream: {self.name}\r\n\r\n").encode())
+                   "connection: upgrade\r\n"
+                   f"sec-websocket-accept: {accept}\r\nx-upstream: {self.name}\r\n\r\n").encode())
         while True:
             b0, b1 = r.read_exact(2)
             fin, opcode = b0 & 0x80, b0 & 0x0F
@@ -396,9 +396,9 @@ class UpstreamServer:
 
 
 _REASONS = {100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Created",
-        204: "No Content", 301: "Moved Permanently", 302: "Found", 304: "Not Modified",
-        400: "Bad Request", 404: "Not Found", 418: "I'm a teapot", 500: "Internal Server Error",
-        502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+            204: "No Content", 301: "Moved Permanently", 302: "Found", 304: "Not Modified",
+            400: "Bad Request", 404: "Not Found", 418: "I'm a teapot", 500: "Internal Server Error",
+            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 def _reason(status):
