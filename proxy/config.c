@@ -277,13 +277,6 @@ static int parse_admin(struct cfg_ctx *c, const json_t *a, struct server *srv)
 	return RM_OK;
 }
 
-static void free_listeners(struct listener_cfg **ls, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		listener_free(ls[i]);
-	free(ls);
-}
-
 struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, struct server *srv)
 {
 	static const char *const f[] = { "node", "admin", "static_resources", NULL };
@@ -371,7 +364,6 @@ error_v:
 error_sr:
 	cfg_leave(c);
 error:
-	(void)free_listeners;
 	snapshot_unref(s);
 	return NULL;
 }

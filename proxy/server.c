@@ -350,10 +350,11 @@ void server_free(struct server *srv)
 	srv->admin = NULL;
 	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++) {
 		struct worker *w = &srv->workers[i];
+		/* Messages posted after the worker stopped (a DNS answer racing
+		 * shutdown) are dropped; only the queue nodes are freed. */
 		struct worker_msg *m = w->mq_head;
 		while (m) {
 			struct worker_msg *next = m->next;
-			free(m->arg == NULL ? NULL : NULL);
 			free(m);
 			m = next;
 		}

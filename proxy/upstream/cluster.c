@@ -300,100 +300,101 @@ static int parse_dns_resolver(struct cfg_ctx *c, const json_t *o, struct cluster
 	return rc;
 }
 
-static int parse_load_assignment(struct cfg_ctx *c, const json_t *la, struct cluster *cl)
+static void add_endpoint(struct cluster *cl, const char *host, uint16_t port, uint32_t weight)
 {
-	static const char *const laf[] = { "cluster_name", "endpoints", "policy", NULL };
-	static const char *const lef[] = { "lb_endpoints", "locality", "load_balancing_weight",
-					   "priority", NULL };
+	cl->endpoints = xrealloc(cl->endpoints, (cl->nendpoints + 1) * sizeof(*cl->endpoints));
+	cl->endpoints[cl->nendpoints].address = xstrdup(host);
+	cl->endpoints[cl->nendpoints].port = port;
+	cl->endpoints[cl->nendpoints++].weight = weight;
+}
+
+/* One lb_endpoints[] entry: {endpoint: {address}, load_balancing_weight}. */
+static int parse_lb_endpoint(struct cfg_ctx *c, const json_t *lb, struct cluster *cl)
+{
 	static const char *const lbf[] = { "endpoint", "load_balancing_weight", "health_status",
 					   "metadata", NULL };
 	static const char *const epf[] = { "address", "hostname", "health_check_config", NULL };
+	const json_t *ep, *addr;
+	uint32_t weight = 1;
+	const char *host;
+	uint16_t port;
+	int rc = RM_ERROR;
+
+	if (cfg_expect_object(c, lb) || cfg_check_fields(c, lb, lbf) ||
+	    cfg_u32(c, lb, "load_balancing_weight", &weight))
+		return RM_ERROR;
+	if (weight == 0) {
+		cfg_enter(c, lb, "load_balancing_weight");
+		cfg_fail(c, "must be at least 1");
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	if (!(ep = cfg_enter_req(c, lb, "endpoint")))
+		return RM_ERROR;
+	if (cfg_expect_object(c, ep) || cfg_check_fields(c, ep, epf) ||
+	    !(addr = cfg_enter_req(c, ep, "address")))
+		goto out;
+	if (!cfg_socket_address_name(c, addr, &host, &port)) {
+		struct sockaddr_storage ss;
+		socklen_t len;
+		/* STATIC endpoints must be IP literals; DNS types take names. */
+		if (cl->type != CLUSTER_STATIC || !cfg_address(c, addr, &ss, &len)) {
+			add_endpoint(cl, host, port, weight);
+			rc = RM_OK;
+		}
+	}
+	cfg_leave(c);
+out:
+	cfg_leave(c);
+	return rc;
+}
+
+/* One endpoints[] (LocalityLbEndpoints) entry. */
+static int parse_locality(struct cfg_ctx *c, const json_t *le, struct cluster *cl)
+{
+	static const char *const lef[] = { "lb_endpoints", "locality", "load_balancing_weight",
+					   "priority", NULL };
+	const json_t *lbs;
+	uint32_t prio = 0;
+	int rc = RM_OK;
+
+	if (cfg_expect_object(c, le) || cfg_check_fields(c, le, lef) ||
+	    cfg_u32(c, le, "priority", &prio))
+		return RM_ERROR;
+	if (prio != 0) {
+		cfg_enter(c, le, "priority");
+		cfg_fail(c, "only priority 0 is supported");
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	if (!(lbs = cfg_enter(c, le, "lb_endpoints")))
+		return RM_OK;
+	rc = cfg_expect_array(c, lbs);
+	for (size_t j = 0; !rc && j < json_array_size(lbs); j++) {
+		rc = parse_lb_endpoint(c, cfg_enter_idx(c, lbs, j), cl);
+		cfg_leave(c);
+	}
+	cfg_leave(c);
+	return rc;
+}
+
+static int parse_load_assignment(struct cfg_ctx *c, const json_t *la, struct cluster *cl)
+{
+	static const char *const laf[] = { "cluster_name", "endpoints", "policy", NULL };
 	const json_t *eps;
-	size_t cap = 0;
+	int rc;
 
 	if (cfg_expect_object(c, la) || cfg_check_fields(c, la, laf))
 		return RM_ERROR;
 	if (!(eps = cfg_enter(c, la, "endpoints")))
 		return RM_OK;
-	if (cfg_expect_array(c, eps))
-		goto error;
-	for (size_t i = 0; i < json_array_size(eps); i++) {
-		const json_t *le = cfg_enter_idx(c, eps, i), *lbs;
-		uint32_t prio = 0;
-		if (cfg_expect_object(c, le) || cfg_check_fields(c, le, lef) ||
-		    cfg_u32(c, le, "priority", &prio))
-			goto error_le;
-		if (prio != 0) {
-			cfg_enter(c, le, "priority");
-			cfg_fail(c, "only priority 0 is supported");
-			cfg_leave(c);
-			goto error_le;
-		}
-		if ((lbs = cfg_enter(c, le, "lb_endpoints"))) {
-			if (cfg_expect_array(c, lbs))
-				goto error_lbs;
-			for (size_t j = 0; j < json_array_size(lbs); j++) {
-				const json_t *lb = cfg_enter_idx(c, lbs, j), *ep, *addr;
-				uint32_t weight = 1;
-				const char *host;
-				uint16_t port;
-				if (cfg_expect_object(c, lb) || cfg_check_fields(c, lb, lbf) ||
-				    cfg_u32(c, lb, "load_balancing_weight", &weight))
-					goto error_lb;
-				if (weight == 0) {
-					cfg_enter(c, lb, "load_balancing_weight");
-					cfg_fail(c, "must be at least 1");
-					cfg_leave(c);
-					goto error_lb;
-				}
-				if (!(ep = cfg_enter_req(c, lb, "endpoint")))
-					goto error_lb;
-				if (cfg_expect_object(c, ep) || cfg_check_fields(c, ep, epf))
-					goto error_ep;
-				if (!(addr = cfg_enter_req(c, ep, "address")))
-					goto error_ep;
-				if (cfg_socket_address_name(c, addr, &host, &port))
-					goto error_addr;
-				if (cl->type == CLUSTER_STATIC) {
-					struct sockaddr_storage ss;
-					socklen_t len;
-					if (cfg_address(c, addr, &ss, &len))
-						goto error_addr;
-				}
-				if (cl->nendpoints == cap) {
-					cap = cap ? cap * 2 : 4;
-					cl->endpoints = xrealloc(cl->endpoints, cap * sizeof(*cl->endpoints));
-				}
-				cl->endpoints[cl->nendpoints].address = xstrdup(host);
-				cl->endpoints[cl->nendpoints].port = port;
-				cl->endpoints[cl->nendpoints++].weight = weight;
-				cfg_leave(c);
-				cfg_leave(c);
-				cfg_leave(c);
-				continue;
-error_addr:
-				cfg_leave(c);
-error_ep:
-				cfg_leave(c);
-error_lb:
-				cfg_leave(c);
-				goto error_lbs;
-			}
-			cfg_leave(c);
-		}
+	rc = cfg_expect_array(c, eps);
+	for (size_t i = 0; !rc && i < json_array_size(eps); i++) {
+		rc = parse_locality(c, cfg_enter_idx(c, eps, i), cl);
 		cfg_leave(c);
-		continue;
-error_lbs:
-		cfg_leave(c);
-error_le:
-		cfg_leave(c);
-		goto error;
 	}
 	cfg_leave(c);
-	return RM_OK;
-error:
-	cfg_leave(c);
-	return RM_ERROR;
+	return rc;
 }
 
 static void cluster_free(struct cluster *cl)
