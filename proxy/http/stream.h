@@ -68,6 +68,11 @@ void http_stream_send_local_reply(struct http_stream *s, int status, const char 
 void http_stream_reset(struct http_stream *s, const char *details);
 bool http_stream_response_started(const struct http_stream *s);
 
+/* A non-terminal filter that returned STOP from decode_headers (e.g. to
+ * delay the request) resumes the chain with this; the request body is not
+ * read from the client until then.  STOP from decode_data/trailers of a
+ * non-terminal filter is not supported yet (treated as CONTINUE). */
+void http_stream_continue_decoding(struct http_stream *s);
 /* Back-pressure.  After encode_data, if the downstream is blocked the filter
  * should stop reading its source until on_downstream_writable.  A filter that
  * cannot take more request body pauses decoding and resumes later. */

@@ -66,6 +66,10 @@ struct http_stream {
 	bool is_head;
 	bool done;                       /* complete; destroy at the next safe point */
 	bool paused;                     /* a filter paused decoding */
+	bool headers_held;               /* a non-terminal filter returned STOP from
+	                                    decode_headers; body waits in the socket */
+	bool headers_end;                /* end_stream of the held headers */
+	uint32_t decode_next;            /* filter to run when decoding continues */
 	bool blocked;                    /* downstream output over the limit */
 	bool counted_active;
 	int status;

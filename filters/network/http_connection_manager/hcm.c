@@ -239,14 +239,32 @@ static struct http_stream *stream_new(struct hcm_conn *hc)
 
 /* ---- filter chain: decode ------------------------------------------------------- */
 
+/* Run decode_headers from filter s->decode_next on.  A non-terminal filter
+ * returning STOP holds the headers (and leaves the body unread in the
+ * socket buffer) until it calls http_stream_continue_decoding(). */
 static void run_decode_headers(struct http_stream *s, bool end_stream)
 {
-	for (size_t i = 0; i < s->nfilters && !s->done; i++) {
+	s->headers_end = end_stream;
+	for (size_t i = s->decode_next; i < s->nfilters && !s->done; i++) {
 		const struct http_filter_ops *ops = s->filters[i].ops;
+		s->decode_next = (uint32_t)i + 1;
 		if (ops->decode_headers &&
-		    ops->decode_headers(s->filters[i].ctx, s, &s->req.hdrs, end_stream) == FILTER_STOP)
+		    ops->decode_headers(s->filters[i].ctx, s, &s->req.hdrs, end_stream) == FILTER_STOP) {
+			if (!ops->terminal && !s->done)
+				s->headers_held = true;
 			return;
+		}
 	}
+}
+
+void http_stream_continue_decoding(struct http_stream *s)
+{
+	if (!s->headers_held || s->done)
+		return;
+	s->headers_held = false;
+	run_decode_headers(s, s->headers_end);
+	if (!s->headers_held)
+		hc_schedule(s->hc);   /* read the body, outside the caller's stack */
 }
 
 static void run_decode_data(struct http_stream *s, struct evbuffer *data, bool end_stream)
@@ -797,14 +815,14 @@ static void hc_process(struct hcm_conn *hc)
 			arm_wait_timer(hc);
 	}
 	s = hc->s;
-	if (s && !s->done && !hc->dead && (!s->req_done || hc->tunnel))
+	if (s && !s->done && !hc->dead && !s->headers_held && (!s->req_done || hc->tunnel))
 		hc_read_body(hc, s);
 	if (hc->dead || hc->closing)
 		return;
 	/* Pipelined requests and early tunnel bytes wait in the input buffer
 	 * while they cannot be consumed; bound what we accept. */
 	s = hc->s;
-	bool paused = s && s->paused;
+	bool paused = s && (s->paused || s->headers_held);
 	bool consuming = s && !s->done && !s->req_done && !paused && (!s->upgrade || hc->tunnel);
 	bool want_read = !paused &&
 			 (consuming || evbuffer_get_length(in) <= hc->super.lcfg->buffer_limit);
