@@ -236,6 +236,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	stats_gauge_set(srv->server_stats, SRV_memory_allocated, (int64_t)mi.uordblks);
 	stats_gauge_set(srv->server_stats, SRV_memory_heap_size, (int64_t)(mi.arena + mi.hblkhd));
 	stats_gauge_set(srv->server_stats, SRV_total_connections, server_active_connections(srv));
+	for (size_t i = 0; srv->snap && i < srv->snap->nclusters; i++)
+		cluster_update_cb_gauges(srv->snap->clusters[i]);
 }
 
 static json_t *load_config(const char *path, struct cfg_src **src, char *err, size_t errlen)

@@ -101,6 +101,8 @@ struct route {
 	bool path_redirect_has_query;
 	bool strip_query;
 	struct hdr_mutations hdrs;
+	struct retry_policy *own_retry; /* owned: route.retry_policy (e.retry points here or at the vhost's) */
+	bool has_buffer_limit;       /* per_request_buffer_limit_bytes set on the route */
 };
 
 struct virtual_host {
@@ -108,7 +110,13 @@ struct virtual_host {
 	struct route *routes;        /* owned [nroutes] */
 	uint32_t nroutes;
 	struct hdr_mutations hdrs;
+	struct retry_policy *retry;  /* owned: virtual_host.retry_policy, may be NULL */
+	uint32_t buffer_limit;       /* per_request_buffer_limit_bytes, 0 = unset */
+	bool attempt_req, attempt_resp; /* include_(request_)attempt_count... */
 };
+
+struct retry_policy *retry_policy_compile(struct cfg_ctx *c, const json_t *j);
+void retry_policy_free(struct retry_policy *rp);
 
 /* Domain table: one open-addressing hash over (kind, lowercase string). */
 enum dom_kind { DOM_EXACT, DOM_SUFFIX, DOM_PREFIX };

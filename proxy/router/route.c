@@ -194,6 +194,7 @@ static void route_free_one(struct route *r)
 	xfree(r->host_redirect);
 	xfree(r->path_redirect);
 	hdr_mut_free(&r->hdrs);
+	retry_policy_free(r->own_retry);
 }
 
 void route_config_free(struct route_config *rc)
@@ -206,6 +207,7 @@ void route_config_free(struct route_config *rc)
 			route_free_one(&vh->routes[j]);
 		xfree(vh->routes);
 		xfree(vh->name);
+		retry_policy_free(vh->retry);
 		hdr_mut_free(&vh->hdrs);
 	}
 	xfree(rc->vhosts);
@@ -711,7 +713,7 @@ static int weighted_clusters(struct cfg_ctx *c, const json_t *a, struct route_en
 
 static const char *const ra_fields[] = {
 	"cluster", "weighted_clusters", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal",
-	"append_x_forwarded_host", "timeout", "idle_timeout", "upgrade_configs", NULL,
+	"append_x_forwarded_host", "timeout", "idle_timeout", "upgrade_configs", "retry_policy", NULL,
 };
 
 /* RouteAction.upgrade_configs: only CONNECT's connect_config changes what the
@@ -815,6 +817,14 @@ static int route_action(struct cfg_ctx *c, const json_t *a, struct route *r)
 		return RM_ERROR;
 	if (s && *s)
 		r->host_rewrite = xstrdup(s);
+	const json_t *rp = cfg_enter(c, a, "retry_policy");
+	if (rp) {
+		r->own_retry = retry_policy_compile(c, rp);
+		cfg_leave(c);
+		if (!r->own_retry)
+			return RM_ERROR;
+		e->retry = r->own_retry;
+	}
 	return route_upgrades(c, a, r);
 }
 
@@ -966,7 +976,7 @@ static int direct_response(struct cfg_ctx *c, const json_t *a, struct route *r,
 static const char *const route_fields[] = {
 	"name", "match", "route", "redirect", "direct_response", "request_headers_to_add",
 	"request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
-	NULL,
+	"per_request_buffer_limit_bytes", NULL,
 };
 static const char *const action_oneof[] = { "route", "redirect", "direct_response", NULL };
 
@@ -977,8 +987,10 @@ static int route_cfg(struct cfg_ctx *c, const json_t *o, struct route *r,
 	const char *name = NULL;
 	int which, arc;
 
-	if (cfg_check_fields(c, o, route_fields) || cfg_string(c, o, "name", &name))
+	if (cfg_check_fields(c, o, route_fields) || cfg_string(c, o, "name", &name) ||
+	    cfg_u32(c, o, "per_request_buffer_limit_bytes", &r->e.per_request_buffer_limit))
 		return RM_ERROR;
+	r->has_buffer_limit = cfg_get(o, "per_request_buffer_limit_bytes") != NULL;
 	if (name)
 		r->e.name = xstrdup(name);
 	if (!(m = cfg_enter_req(c, o, "match")) || route_match_cfg(c, m, r))
@@ -1010,7 +1022,9 @@ static int route_cfg(struct cfg_ctx *c, const json_t *o, struct route *r,
 
 static const char *const vh_fields[] = {
 	"name", "domains", "routes", "request_headers_to_add", "request_headers_to_remove",
-	"response_headers_to_add", "response_headers_to_remove", NULL,
+	"response_headers_to_add", "response_headers_to_remove", "retry_policy",
+	"include_request_attempt_count", "include_attempt_count_in_response",
+	"per_request_buffer_limit_bytes", NULL,
 };
 
 static int vh_domain(struct cfg_ctx *c, const json_t *v, struct virtual_host *vh,
@@ -1059,8 +1073,18 @@ static int vhost_cfg(struct cfg_ctx *c, const json_t *o, struct virtual_host *vh
 	const json_t *arr;
 	const char *name = NULL;
 
-	if (cfg_check_fields(c, o, vh_fields) || cfg_string_req(c, o, "name", &name))
+	if (cfg_check_fields(c, o, vh_fields) || cfg_string_req(c, o, "name", &name) ||
+	    cfg_bool(c, o, "include_request_attempt_count", &vh->attempt_req) ||
+	    cfg_bool(c, o, "include_attempt_count_in_response", &vh->attempt_resp) ||
+	    cfg_u32(c, o, "per_request_buffer_limit_bytes", &vh->buffer_limit))
 		return RM_ERROR;
+	const json_t *vrp = cfg_enter(c, o, "retry_policy");
+	if (vrp) {
+		vh->retry = retry_policy_compile(c, vrp);
+		cfg_leave(c);
+		if (!vh->retry)
+			return RM_ERROR;
+	}
 	if (!*name) {
 		cfg_enter(c, o, "name");
 		return cfg_fail(c, "must not be empty");
@@ -1094,6 +1118,14 @@ static int vhost_cfg(struct cfg_ctx *c, const json_t *o, struct virtual_host *vh
 			if (!r || route_cfg(c, r, &vh->routes[i], rc) != RM_OK)
 				return RM_ERROR;
 			cfg_leave(c);
+			/* virtual-host settings a route does not override */
+			struct route_entry *e = &vh->routes[i].e;
+			if (!e->retry && e->kind == ROUTE_ACTION_ROUTE)
+				e->retry = vh->retry;
+			if (!vh->routes[i].has_buffer_limit)
+				e->per_request_buffer_limit = vh->buffer_limit;
+			e->attempt_count_in_request = vh->attempt_req;
+			e->attempt_count_in_response = vh->attempt_resp;
 		}
 		cfg_leave(c);
 	}

@@ -46,6 +46,40 @@
 #include "../http/headers.h"
 
 struct route_config;      /* opaque; immutable after compile */
+
+/* retry_on conditions (RetryPolicy.retry_on, x-envoy-retry-on). */
+#define RETRY_ON_5XX                 (1u << 0)
+#define RETRY_ON_GATEWAY_ERROR       (1u << 1)  /* 502, 503, 504 */
+#define RETRY_ON_RESET               (1u << 2)
+#define RETRY_ON_CONNECT_FAILURE     (1u << 3)
+#define RETRY_ON_REFUSED_STREAM      (1u << 4)
+#define RETRY_ON_RETRIABLE_4XX       (1u << 5)  /* 409 */
+#define RETRY_ON_RETRIABLE_CODES     (1u << 6)  /* retriable_status_codes */
+#define RETRY_ON_GRPC_CANCELLED      (1u << 7)
+#define RETRY_ON_GRPC_DEADLINE       (1u << 8)
+#define RETRY_ON_GRPC_RESOURCE       (1u << 9)
+#define RETRY_ON_GRPC_INTERNAL       (1u << 10)
+#define RETRY_ON_GRPC_UNAVAILABLE    (1u << 11)
+
+/* RetryPolicy (route.retry_policy, or its virtual host's). Immutable. */
+struct retry_policy {
+	uint32_t retry_on;                /* RETRY_ON_* */
+	uint32_t num_retries;             /* default 1 */
+	uint64_t per_try_timeout_ms;      /* 0 = none */
+	uint64_t per_try_idle_timeout_ms; /* 0 = none */
+	uint64_t backoff_base_ms;         /* retry_back_off.base_interval, default 25 */
+	uint64_t backoff_max_ms;          /* default 10 x base */
+	uint16_t *status_codes;           /* owned [nstatus]: retriable_status_codes */
+	uint32_t nstatus;
+	bool previous_hosts;              /* retry_host_predicate previous_hosts */
+	uint32_t host_selection_max_attempts; /* default 1 */
+};
+
+/* Parse a comma-separated retry_on list.  Unknown tokens: RM_ERROR with
+ * *bad pointing at it (the header form ignores them). */
+int retry_on_parse(const char *s, size_t len, uint32_t *out, const char **bad, size_t *badlen);
+/* Does a response status (and grpc-status, -1 if none) call for a retry? */
+bool retry_on_status(uint32_t retry_on, const struct retry_policy *rp, int status, int grpc_status);
 struct virtual_host;      /* opaque */
 
 enum route_action_kind { ROUTE_ACTION_ROUTE, ROUTE_ACTION_REDIRECT, ROUTE_ACTION_DIRECT };
@@ -68,6 +102,10 @@ struct route_entry {
 	uint64_t idle_timeout_ms;         /* 0 = unset */
 	bool connect_terminate;           /* upgrade_configs CONNECT with connect_config:
 	                                     the proxy answers 200 and tunnels raw TCP */
+	const struct retry_policy *retry; /* route's or virtual host's; NULL = none */
+	uint32_t per_request_buffer_limit; /* per_request_buffer_limit_bytes, 0 = unset */
+	bool attempt_count_in_request;    /* vhost include_request_attempt_count */
+	bool attempt_count_in_response;   /* vhost include_attempt_count_in_response */
 	/* DIRECT */
 	uint16_t direct_status;
 	char *direct_body;                /* owned, may be NULL */

@@ -10,6 +10,25 @@
 #include "../config/address.h"
 
 static const struct stat_desc cluster_stat_desc[] = { CLUSTER_STATS(STATS_DESC) };
+static const struct stat_desc cb_stat_desc[] = { CB_STATS(STATS_DESC) };
+
+void cluster_update_cb_gauges(struct cluster *cl)
+{
+	int64_t cx = 0, rq = __atomic_load_n(&cl->cb_rq, __ATOMIC_RELAXED);
+	int64_t pend = __atomic_load_n(&cl->cb_pending, __ATOMIC_RELAXED);
+	int64_t rt = __atomic_load_n(&cl->cb_retries, __ATOMIC_RELAXED);
+	cx = stats_value(cl->stats, upstream_cx_active);
+	stats_gauge_set(cl->cb_stats, CB_cx_open, cx >= cl->max_connections);
+	stats_gauge_set(cl->cb_stats, CB_rq_pending_open, pend >= cl->max_pending);
+	stats_gauge_set(cl->cb_stats, CB_rq_open, rq >= cl->max_requests);
+	stats_gauge_set(cl->cb_stats, CB_rq_retry_open, rt >= cl->max_retries);
+	if (cl->track_remaining) {
+		stats_gauge_set(cl->cb_stats, CB_remaining_cx, MAX(0, (int64_t)cl->max_connections - cx));
+		stats_gauge_set(cl->cb_stats, CB_remaining_pending, MAX(0, (int64_t)cl->max_pending - pend));
+		stats_gauge_set(cl->cb_stats, CB_remaining_rq, MAX(0, (int64_t)cl->max_requests - rq));
+		stats_gauge_set(cl->cb_stats, CB_remaining_retries, MAX(0, (int64_t)cl->max_retries - rt));
+	}
+}
 
 void (*cluster_publish_hook)(struct cluster *cl, struct hostset *hs);
 
@@ -184,7 +203,8 @@ static const char *const cluster_fields[] = {
 	"per_connection_buffer_limit_bytes", "max_requests_per_connection",
 	"dns_refresh_rate", "dns_lookup_family", "respect_dns_ttl", "typed_dns_resolver_config",
 	"dns_resolvers", "common_http_protocol_options", "typed_extension_protocol_options",
-	"least_request_lb_config", "round_robin_lb_config", "http_protocol_options", NULL
+	"least_request_lb_config", "round_robin_lb_config", "http_protocol_options",
+	"circuit_breakers", NULL
 };
 static const char *const type_names[] = { "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST" };
 static const char *const lb_names[] = { "ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM",
@@ -257,6 +277,57 @@ static int parse_protocol_options(struct cfg_ctx *c, const json_t *m, struct clu
 			return rc;
 	}
 	return RM_OK;
+}
+
+/* circuit_breakers: thresholds[] by priority (DEFAULT is enforced; HIGH is
+ * accepted: routes have no priority yet), per_host_thresholds[].max_connections. */
+static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct cluster *cl)
+{
+	static const char *const f[] = { "thresholds", "per_host_thresholds", NULL };
+	static const char *const tf[] = { "priority", "max_connections", "max_pending_requests",
+					  "max_requests", "max_retries", "track_remaining",
+					  "max_connection_pools", NULL };
+	static const char *const prio[] = { "DEFAULT", "HIGH" };
+	const json_t *arr;
+	int rc = cfg_expect_object(c, o) || cfg_check_fields(c, o, f);
+	if (rc)
+		return RM_ERROR;
+	if ((arr = cfg_enter(c, o, "thresholds"))) {
+		rc = cfg_expect_array(c, arr);
+		for (size_t i = 0; !rc && i < json_array_size(arr); i++) {
+			const json_t *t = cfg_enter_idx(c, arr, i);
+			int p = 0;
+			struct cluster tmp = *cl;
+			rc = cfg_expect_object(c, t) || cfg_check_fields(c, t, tf) ||
+			     cfg_enum(c, t, "priority", prio, 2, &p) ||
+			     cfg_u32(c, t, "max_connections", &tmp.max_connections) ||
+			     cfg_u32(c, t, "max_pending_requests", &tmp.max_pending) ||
+			     cfg_u32(c, t, "max_requests", &tmp.max_requests) ||
+			     cfg_u32(c, t, "max_retries", &tmp.max_retries) ||
+			     cfg_bool(c, t, "track_remaining", &tmp.track_remaining);
+			if (!rc && cfg_get(t, "max_connection_pools")) {
+				cfg_enter(c, t, "max_connection_pools");
+				rc = cfg_fail(c, "not supported yet");
+				cfg_leave(c);
+			}
+			if (!rc && p == 0) {
+				cl->max_connections = tmp.max_connections;
+				cl->max_pending = tmp.max_pending;
+				cl->max_requests = tmp.max_requests;
+				cl->max_retries = tmp.max_retries;
+				cl->track_remaining = tmp.track_remaining;
+			}
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+	}
+	if (!rc && (arr = cfg_enter(c, o, "per_host_thresholds"))) {
+		rc = cfg_expect_array(c, arr);
+		if (!rc && json_array_size(arr))
+			rc = cfg_fail(c, "per-host circuit breakers are not supported yet");
+		cfg_leave(c);
+	}
+	return rc ? RM_ERROR : RM_OK;
 }
 
 static int parse_resolver_list(struct cfg_ctx *c, const json_t *arr, struct cluster *cl)
@@ -427,6 +498,7 @@ static void cluster_free(struct cluster *cl)
 	free(cl->workers);
 	hostset_unref(cl->hs);
 	stats_scope_free(cl->stats);
+	stats_scope_free(cl->cb_stats);
 	json_decref(cl->json);
 	free(cl->name);
 	free(cl);
@@ -455,6 +527,8 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 
 	cl->refcnt = 1;
 	cl->connect_timeout_ms = 5000;
+	cl->max_connections = cl->max_pending = cl->max_requests = 1024;
+	cl->max_retries = 3;
 	cl->idle_timeout_ms = 3600 * 1000;
 	cl->lr_choice_count = 2;
 	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, cluster_fields) ||
@@ -499,6 +573,12 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	cl->dns_family = (enum dns_family)fam;
 	cl->buffer_limit = lim;
 	cl->dns_refresh_ms = refresh ? refresh : 5000;
+	if ((v = cfg_enter(c, j, "circuit_breakers"))) {
+		int rc = parse_circuit_breakers(c, v, cl);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
 	if ((v = cfg_enter(c, j, "least_request_lb_config"))) {
 		static const char *const f[] = { "choice_count", NULL };
 		int rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, f) ||
@@ -567,6 +647,10 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		cl->stats = stats_scope_new(b->stats, scope, "cluster", "envoy_cluster_name", cl->name,
 					    cluster_stat_desc, CLUSTER_STATS_N);
 		stats_scope_add_family(cl->stats, "upstream_rq");
+		free(scope);
+		scope = xasprintf("cluster.%s.circuit_breakers.default", cl->name);
+		cl->cb_stats = stats_scope_new(b->stats, scope, "cluster.circuit_breakers.default",
+					       "envoy_cluster_name", cl->name, cb_stat_desc, CB_STATS_N);
 		free(scope);
 	}
 	return cl;

@@ -36,9 +36,21 @@ struct build_ctx;
 	X(GAUGE, membership_degraded) X(GAUGE, membership_excluded)               \
 	X(COUNTER, membership_change) X(COUNTER, update_attempt)                  \
 	X(COUNTER, update_success) X(COUNTER, update_failure)                     \
-	X(COUNTER, update_no_rebuild) X(COUNTER, lb_healthy_panic)
+	X(COUNTER, update_no_rebuild) X(COUNTER, lb_healthy_panic)                \
+	X(COUNTER, upstream_rq_retry) X(COUNTER, upstream_rq_retry_success)       \
+	X(COUNTER, upstream_rq_retry_overflow) X(COUNTER, upstream_rq_retry_limit_exceeded) \
+	X(COUNTER, upstream_rq_retry_backoff_exponential)                         \
+	X(COUNTER, upstream_rq_per_try_timeout) X(COUNTER, upstream_rq_pending_overflow) \
+	X(COUNTER, upstream_cx_overflow)
 
 enum { CLUSTER_STATS(STATS_ENUM) CLUSTER_STATS_N };
+
+/* cluster.<name>.circuit_breakers.default.* gauges (main thread, 1 s tick). */
+#define CB_STATS(X) X(GAUGE, cx_open) X(GAUGE, cx_pool_open) X(GAUGE, rq_pending_open) \
+	X(GAUGE, rq_open) X(GAUGE, rq_retry_open) X(GAUGE, remaining_cx)                \
+	X(GAUGE, remaining_pending) X(GAUGE, remaining_rq) X(GAUGE, remaining_retries)
+#define CB_ENUM(type, name) CB_##name,
+enum { CB_STATS(CB_ENUM) CB_STATS_N };
 
 /* Per-host counters kept per shard (for /clusters). */
 enum { HOST_CX_TOTAL, HOST_CX_ACTIVE, HOST_CX_CONNECT_FAIL, HOST_RQ_TOTAL, HOST_RQ_ACTIVE,
@@ -105,6 +117,7 @@ struct cluster {
 	size_t nendpoints;
 	json_t *json;                       /* owned ref, for /config_dump */
 	struct stats_scope *stats;          /* owned */
+	struct stats_scope *cb_stats;       /* owned: circuit_breakers.default.* */
 	unsigned nworkers;
 	struct cluster_worker *workers;     /* owned [nworkers] */
 	/* main thread only */
@@ -117,6 +130,11 @@ struct cluster {
 	size_t dns_pending;                 /* queries in flight this round */
 	struct event *dns_timer;            /* owned */
 	uint32_t dns_min_ttl_s;             /* smallest TTL of this round */
+	/* circuit_breakers.thresholds (DEFAULT priority); limits are cluster-wide
+	 * across workers, counted with atomics */
+	uint32_t max_connections, max_pending, max_requests, max_retries;
+	bool track_remaining;
+	int cb_cx, cb_pending, cb_rq, cb_retries;   /* atomic current counts */
 	bool initialized;                   /* first membership known */
 	void (*on_init)(struct cluster *cl, void *arg); /* called once, see cluster_start */
 	void *on_init_arg;
@@ -144,6 +162,9 @@ static inline void host_stat_add(struct host *h, unsigned shard, int idx, int64_
 	h->stats[shard * HOST_STATS_N + idx] += v;
 }
 int64_t host_stat(const struct host *h, int idx);   /* summed over shards */
+
+/* Refresh the circuit-breaker gauges from the live counts (main thread). */
+void cluster_update_cb_gauges(struct cluster *cl);
 
 /* Text for /clusters (Envoy format) appended to out. */
 void cluster_dump_admin(const struct cluster *cl, struct evbuffer *out);

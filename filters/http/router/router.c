@@ -46,9 +46,28 @@ struct router {
 	uint64_t rremaining;
 	uint64_t up_start_ns;
 	bool connected, req_chunked, req_end, req_sent_end, head_done, resp_done;
-	bool tunnel, paused_down, shut_up_wr, rq_active, chunked_init;
+	bool tunnel, paused_down, shut_up_wr, rq_active, chunked_init, cb_rq, need_host, failed;
+	/* retries */
+	const struct retry_policy *rp;       /* route's policy, may be NULL */
+	uint32_t retry_on;                   /* policy + x-envoy-retry-on */
+	uint32_t max_retries;                /* num_retries or x-envoy-max-retries */
+	uint32_t attempt;                    /* 1 = first try */
+	struct evbuffer *replay;             /* owned: request body kept for retries, NULL if none */
+	uint32_t replay_limit;
+	bool replay_overflow;                /* body outgrew the limit (or had trailers): no retry */
+	bool retry_counted;                  /* this attempt holds a retry circuit-breaker slot */
+	struct host *tried[8];               /* refs: hosts already tried (previous_hosts) */
+	uint32_t ntried;
+	struct event *try_timer;             /* owned: per-try timeout */
+	struct event *backoff_timer;         /* owned: retry back-off */
 	struct router *next_free;            /* per-thread free list link */
 };
+
+enum fail_kind { FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_STATUS };
+static void send_head(struct router *r);
+static void on_pool_ready(void *arg, struct upstream_conn *uc, enum pool_err err, const char *detail);
+static bool retry_maybe(struct router *r, enum fail_kind kind, int status, int grpc);
+static void attempt_start(struct router *r);
 
 /* Router contexts are recycled per thread with their evbuffer, timer and
  * response-header storage (see the stream free list in the HCM). */
@@ -77,6 +96,20 @@ static void release_upstream(struct router *r, bool reusable)
 	}
 }
 
+/* The retry circuit-breaker slot is held from the first retry until the
+ * request is finished. */
+static void retry_slot_release(struct router *r)
+{
+	if (r->retry_counted) {
+		__atomic_sub_fetch(&r->cl->cb_retries, 1, __ATOMIC_RELAXED);
+		r->retry_counted = false;
+	}
+	if (r->cb_rq) {   /* the max_requests slot, held for the whole request */
+		__atomic_sub_fetch(&r->cl->cb_rq, 1, __ATOMIC_RELAXED);
+		r->cb_rq = false;
+	}
+}
+
 static void rq_done(struct router *r, bool success)
 {
 	unsigned sh = shard(r);
@@ -92,9 +125,12 @@ static void rq_done(struct router *r, bool success)
 /* Fail before a response started: local reply; after: reset. */
 static void fail(struct router *r, int status, const char *body, const char *details)
 {
+	r->failed = true;
 	event_del(r->timer);
+	event_del(r->try_timer);
 	release_upstream(r, false);
 	rq_done(r, false);
+	retry_slot_release(r);
 	if (status)
 		stats_code_inc(r->cl->stats, shard(r), 0, status);
 	http_stream_send_local_reply(r->s, status, body, details);
@@ -138,7 +174,9 @@ static void response_complete(struct router *r)
 	bool reusable = r->resp.keep_alive && r->req_sent_end && r->rbody != H1_BODY_EOF;
 	r->resp_done = true;
 	event_del(r->timer);
+	event_del(r->try_timer);
 	rq_done(r, r->resp.status < 500);
+	retry_slot_release(r);
 	release_upstream(r, reusable);
 }
 
@@ -193,6 +231,17 @@ static void deliver_head(struct router *r)
 	bool end;
 
 	r->head_done = true;
+	event_del(r->try_timer);   /* the per-try timeout covers the wait for headers */
+	if (r->attempt > 1) {
+		/* a success is an answer the policy would not retry */
+		const char *g = hdrs_get(&r->resp.hdrs, "grpc-status", NULL);
+		if (!retry_on_status(r->retry_on, r->rp, status, g ? atoi(g) : -1))
+			stats_inc(r->cl->stats, sh, upstream_rq_retry_success);
+	}
+	if (r->re->attempt_count_in_response) {
+		snprintf(buf, sizeof(buf), "%u", r->attempt);
+		hdrs_set(&r->resp.hdrs, "x-envoy-attempt-count", buf, strlen(buf));
+	}
 	bool connect = !!hdrs_get(http_stream_request(r->s), ":method", NULL) &&
 		       hdrs_find(http_stream_request(r->s), ":path", 5, 0) < 0;
 	if ((status == 101 || (connect && status >= 200 && status < 300)) &&
@@ -291,6 +340,11 @@ static void up_read(struct conn *bev, void *arg)
 	if (!r->head_done) {
 		if (read_head(r, in) != RM_OK)
 			return;
+		if (r->retry_on) {
+			const char *g = hdrs_get(&r->resp.hdrs, "grpc-status", NULL);
+			if (retry_maybe(r, FAIL_STATUS, r->resp.status, g ? atoi(g) : -1))
+				return;
+		}
 		deliver_head(r);
 		if (r->resp_done || !r->uc)
 			return;
@@ -331,6 +385,8 @@ static void up_event(struct conn *bev, short what, void *arg)
 	}
 	stats_inc(r->cl->stats, sh, upstream_rq_rx_reset);
 	if (!r->head_done) {
+		if (retry_maybe(r, FAIL_RESET, 0, -1))
+			return;
 		fail(r, 503, RESET_BEFORE_HEADERS "connection termination",
 		     "upstream_reset_before_response_started");
 		return;
@@ -357,7 +413,158 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 	fail(r, 504, "upstream request timeout", "upstream_response_timeout");
 }
 
+/* ---- retries ----------------------------------------------------------------- */
+
+static void arm_try_timer(struct router *r)
+{
+	if (r->rp && r->rp->per_try_timeout_ms && r->req_end && r->uc && !r->head_done)
+		worker_timer_add(http_stream_worker(r->s), r->try_timer, r->rp->per_try_timeout_ms);
+}
+
+static void try_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct router *r = arg;
+	unsigned sh = shard(r);
+	(void)fd;
+	(void)what;
+	if (r->head_done)
+		return;
+	stats_inc(r->cl->stats, sh, upstream_rq_per_try_timeout);
+	host_stat_add(r->host, sh, HOST_RQ_TIMEOUT, 1);
+	if (retry_maybe(r, FAIL_TIMEOUT, 0, -1))
+		return;
+	fail(r, 504, "upstream request timeout", "upstream_per_try_timeout");
+}
+
+static void backoff_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	attempt_start(arg);
+}
+
+/* End the current attempt (its connection is not reused). */
+static void attempt_reset(struct router *r)
+{
+	event_del(r->try_timer);
+	release_upstream(r, false);
+	rq_done(r, false);
+	if (r->chunked_init) {
+		h1_chunked_free(&r->rchunked);
+		r->chunked_init = false;
+	}
+	hdrs_clear(&r->resp.hdrs);
+	memset(&r->scan, 0, sizeof(r->scan));
+	evbuffer_drain(r->rtmp, evbuffer_get_length(r->rtmp));
+	r->connected = r->req_sent_end = r->head_done = r->paused_down = false;
+	host_unref(r->host);
+	r->host = NULL;
+}
+
+/* A failure before the response started: retry if the policy, the attempt
+ * count, the body buffer and the retry circuit breaker all allow it.
+ * Returns true if a retry was scheduled (the attempt was reset). */
+static bool retry_maybe(struct router *r, enum fail_kind kind, int status, int grpc)
+{
+	unsigned sh = shard(r);
+	bool retriable;
+
+	if (!r->retry_on || r->replay_overflow || http_stream_is_upgrade(r->s) ||
+	    http_stream_response_started(r->s))
+		return false;
+	switch (kind) {
+	case FAIL_CONNECT:
+		retriable = r->retry_on & (RETRY_ON_CONNECT_FAILURE | RETRY_ON_5XX |
+					   RETRY_ON_GATEWAY_ERROR | RETRY_ON_RESET);
+		break;
+	case FAIL_RESET:
+	case FAIL_TIMEOUT:
+		retriable = r->retry_on & (RETRY_ON_5XX | RETRY_ON_GATEWAY_ERROR | RETRY_ON_RESET);
+		break;
+	default:
+		retriable = retry_on_status(r->retry_on, r->rp, status, grpc);
+		break;
+	}
+	if (!retriable)
+		return false;
+	if (r->attempt > r->max_retries) {
+		stats_inc(r->cl->stats, sh, upstream_rq_retry_limit_exceeded);
+		return false;
+	}
+	if (!r->retry_counted) {
+		int n = __atomic_add_fetch(&r->cl->cb_retries, 1, __ATOMIC_RELAXED);
+		if ((uint32_t)n > r->cl->max_retries) {
+			__atomic_sub_fetch(&r->cl->cb_retries, 1, __ATOMIC_RELAXED);
+			stats_inc(r->cl->stats, sh, upstream_rq_retry_overflow);
+			return false;
+		}
+		r->retry_counted = true;
+	}
+	if (kind == FAIL_STATUS)
+		stats_code_inc(r->cl->stats, sh, 0, status);
+	attempt_reset(r);
+	r->attempt++;
+	stats_inc(r->cl->stats, sh, upstream_rq_retry);
+	stats_inc(r->cl->stats, sh, upstream_rq_retry_backoff_exponential);
+	/* full jitter: uniform in [0, min(base * (2^n - 1), max)] */
+	uint32_t n = r->attempt - 1;
+	uint64_t cap = r->rp ? r->rp->backoff_base_ms : 25, max = r->rp ? r->rp->backoff_max_ms : 250;
+	cap = n < 20 ? cap * ((1ull << n) - 1) : max;
+	if (cap > max)
+		cap = max;
+	uint64_t delay = cap ? rand_u64() % (cap + 1) : 0;
+	struct timeval tv = { (time_t)(delay / 1000), (suseconds_t)(delay % 1000) * 1000 };
+	if (!r->backoff_timer)
+		r->backoff_timer = evtimer_new(http_stream_worker(r->s)->base, backoff_cb, r);
+	evtimer_add(r->backoff_timer, &tv);
+	return true;
+}
+
 /* ---- sending the request ------------------------------------------------------ */
+
+static bool tried_before(const struct router *r, const struct host *h)
+{
+	for (uint32_t i = 0; i < r->ntried; i++)
+		if (r->tried[i] == h)
+			return true;
+	return false;
+}
+
+/* Start an attempt: pick a host (avoiding hosts already tried when the
+ * previous_hosts predicate is set), take a connection. */
+static void attempt_start(struct router *r)
+{
+	struct http_stream *s = r->s;
+	struct worker *w = http_stream_worker(s);
+	unsigned sh = w->shard;
+	struct host *host = cluster_pick_host(r->cl, w);
+	if (host && r->rp && r->rp->previous_hosts) {
+		for (uint32_t k = 1; k < r->rp->host_selection_max_attempts && tried_before(r, host); k++)
+			host = cluster_pick_host(r->cl, w);
+	}
+	if (!host) {
+		stats_inc(r->cl->stats, sh, upstream_cx_none_healthy);
+		fail(r, 503, "no healthy upstream", "no_healthy_upstream");
+		return;
+	}
+	r->host = host_ref(host);
+	if (r->ntried < ARRAY_SIZE(r->tried) && !tried_before(r, host))
+		r->tried[r->ntried++] = host_ref(host);
+	if (r->need_host)
+		hdrs_set(http_stream_request(s), ":authority", host->addr_str, strlen(host->addr_str));
+	r->rq_active = true;
+	stats_inc(r->cl->stats, sh, upstream_rq_total);
+	stats_inc(r->cl->stats, sh, upstream_rq_active);
+	host_stat_add(host, sh, HOST_RQ_TOTAL, 1);
+	host_stat_add(host, sh, HOST_RQ_ACTIVE, 1);
+	r->up_start_ns = now_ns();
+	struct upstream_conn *uc;
+	int rc = pool_get(w, r->cl, host, on_pool_ready, r, &uc);
+	r->uc = uc;   /* connecting: cancelled by release_upstream() if we go away */
+	arm_try_timer(r);
+	if (rc == RM_OK)
+		send_head(r);
+}
 
 static void send_head(struct router *r)
 {
@@ -379,8 +586,26 @@ static void send_head(struct router *r)
 			evbuffer_add_buffer(conn_output(r->uc->bev), r->pending);
 		return;
 	}
+	if (r->re->attempt_count_in_request) {
+		char buf[16];
+		snprintf(buf, sizeof(buf), "%u", r->attempt);
+		hdrs_set(h, "x-envoy-attempt-count", buf, strlen(buf));
+	}
 	h1_encode_request(out, h, r->req_chunked, true, http_stream_is_upgrade(r->s));
-	if (r->pending && evbuffer_get_length(r->pending))
+	if (r->replay) {
+		/* every attempt sends all the body received so far */
+		struct evbuffer *copy = evbuffer_new();
+		size_t n = evbuffer_get_length(r->replay);
+		struct evbuffer_iovec v;
+		if (n && evbuffer_reserve_space(copy, n, &v, 1) == 1) {
+			evbuffer_copyout(r->replay, v.iov_base, n);
+			v.iov_len = n;
+			evbuffer_commit_space(copy, &v, 1);
+		}
+		if (n || r->req_end)
+			write_body(r, copy, r->req_end);
+		evbuffer_free(copy);
+	} else if (r->pending && evbuffer_get_length(r->pending))
 		write_body(r, r->pending, r->req_end && !r->pending_trailers);
 	else if (r->req_end && !r->pending_trailers) {
 		if (r->req_chunked)
@@ -399,6 +624,8 @@ static void on_pool_ready(void *arg, struct upstream_conn *uc, enum pool_err err
 	struct router *r = arg;
 	if (err) {
 		r->uc = NULL;
+		if (retry_maybe(r, FAIL_CONNECT, 0, -1))
+			return;
 		char body[160];
 		snprintf(body, sizeof(body), RESET_BEFORE_HEADERS "%s", detail);
 		fail(r, 503, body, "upstream_reset_before_response_started");
@@ -476,7 +703,27 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 		return FILTER_STOP;
 	}
 	stats_inc(hs, sh, rq_total);
-	stats_inc(r->cl->stats, sh, upstream_rq_total);
+	/* max_requests circuit breaker: cluster-wide outstanding requests */
+	if ((uint32_t)__atomic_add_fetch(&r->cl->cb_rq, 1, __ATOMIC_RELAXED) > r->cl->max_requests) {
+		__atomic_sub_fetch(&r->cl->cb_rq, 1, __ATOMIC_RELAXED);
+		stats_inc(r->cl->stats, sh, upstream_rq_pending_overflow);
+		stats_code_inc(r->cl->stats, sh, 0, 503);
+		struct http_headers rh;
+		hdrs_init(&rh);
+		hdrs_add(&rh, ":status", 7, "503", 3);
+		hdrs_add(&rh, "x-envoy-overloaded", 18, "true", 4);
+		hdrs_add(&rh, "content-type", 12, "text/plain", 10);
+		hdrs_add(&rh, "content-length", 14, "81", 2);
+		http_stream_encode_headers(s, &rh, false);
+		struct evbuffer *b = evbuffer_new();
+		evbuffer_add(b, "upstream connect error or disconnect/reset before headers. reset reason: overflow", 81);
+		http_stream_encode_data(s, b, true);
+		evbuffer_free(b);
+		hdrs_free(&rh);
+		r->failed = true;
+		return FILTER_STOP;
+	}
+	r->cb_rq = true;
 	route_apply_request(rc, r->vh, r->re, r->wc, h);
 	bool need_host = hdrs_find(h, ":authority", 10, 0) < 0;   /* HTTP/1.0 without Host */
 	if (!r->cfg->suppress_envoy_headers && r->re->timeout_ms) {
@@ -484,33 +731,31 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 		snprintf(buf, sizeof(buf), "%llu", (unsigned long long)r->re->timeout_ms);
 		hdrs_set(h, "x-envoy-expected-rq-timeout-ms", buf, strlen(buf));
 	}
-	struct host *host = cluster_pick_host(r->cl, w);
-	if (!host) {
-		stats_inc(r->cl->stats, sh, upstream_cx_none_healthy);
-		stats_code_inc(r->cl->stats, sh, 0, 503);
-		http_stream_send_local_reply(s, 503, "no healthy upstream", "no_healthy_upstream");
-		return FILTER_STOP;
-	}
-	r->host = host_ref(host);
-	if (need_host)
-		hdrs_set(h, ":authority", host->addr_str, strlen(host->addr_str));
-	r->rq_active = true;
-	stats_inc(r->cl->stats, sh, upstream_rq_active);
-	host_stat_add(host, sh, HOST_RQ_TOTAL, 1);
-	host_stat_add(host, sh, HOST_RQ_ACTIVE, 1);
-	r->up_start_ns = now_ns();
 	r->req_end = end_stream;
 	r->req_chunked = !end_stream && !http_stream_is_upgrade(s) &&
 			 hdrs_find(h, "content-length", 14, 0) < 0;
+	r->need_host = need_host;
+	/* retry policy: the route's, widened by x-envoy-retry-on / -max-retries */
+	r->rp = r->re->retry;
+	r->retry_on = r->rp ? r->rp->retry_on : 0;
+	r->max_retries = r->rp ? r->rp->num_retries : 1;
+	{
+		size_t n;
+		const char *v = hdrs_get(h, "x-envoy-retry-on", &n);
+		if (v)
+			retry_on_parse(v, n, &r->retry_on, NULL, NULL);   /* unknown tokens ignored */
+		if ((v = hdrs_get(h, "x-envoy-max-retries", &n)))
+			r->max_retries = (uint32_t)strtoul(v, NULL, 10);
+	}
+	r->attempt = 1;
+	if (r->retry_on && r->max_retries && !end_stream) {
+		r->replay = evbuffer_new();
+		r->replay_limit = r->re->per_request_buffer_limit ? r->re->per_request_buffer_limit
+								   : 1024 * 1024;
+	}
 	if (end_stream)
 		start_timer(r);
-	struct upstream_conn *uc;
-	if (pool_get(w, r->cl, host, on_pool_ready, r, &uc) == RM_OK) {
-		r->uc = uc;
-		send_head(r);
-	} else {
-		r->uc = uc;   /* connecting: cancelled by release_upstream() if we go away */
-	}
+	attempt_start(r);
 	return FILTER_STOP;
 }
 
@@ -518,11 +763,38 @@ static enum filter_status router_decode_data(void *ctx, struct http_stream *s,
 					     struct evbuffer *data, bool end_stream)
 {
 	struct router *r = ctx;
-	if (!r->host || r->resp_done)
+	if (!r->cl || r->resp_done || r->failed)
 		return FILTER_STOP;   /* local reply already sent */
 	if (end_stream && !r->req_end) {
 		r->req_end = true;
 		start_timer(r);
+		arm_try_timer(r);
+	}
+	if (r->replay) {
+		/* keep a copy for retries while it fits; past the limit the
+		 * request is no longer retriable */
+		size_t n = evbuffer_get_length(data), have = evbuffer_get_length(r->replay);
+		if (have + n > r->replay_limit) {
+			r->replay_overflow = true;
+			if (!r->connected) {
+				if (!r->pending)
+					r->pending = evbuffer_new();
+				evbuffer_add_buffer(r->pending, r->replay);
+			}
+			evbuffer_free(r->replay);
+			r->replay = NULL;
+		} else {
+			struct evbuffer_iovec v;
+			if (n && evbuffer_reserve_space(r->replay, n, &v, 1) == 1) {
+				evbuffer_copyout(data, v.iov_base, n);
+				v.iov_len = n;
+				evbuffer_commit_space(r->replay, &v, 1);
+			}
+			if (!(r->connected && r->uc)) {
+				evbuffer_drain(data, n);   /* sent from the replay copy on connect */
+				return FILTER_STOP;
+			}
+		}
 	}
 	if (r->connected && r->uc) {
 		if (r->tunnel) {
@@ -552,10 +824,21 @@ static enum filter_status router_decode_trailers(void *ctx, struct http_stream *
 {
 	struct router *r = ctx;
 	(void)s;
-	if (!r->host || r->resp_done)
+	if (!r->cl || r->resp_done || r->failed)
 		return FILTER_STOP;
 	r->req_end = true;
 	start_timer(r);
+	if (r->replay) {
+		/* trailers are not replayed: no retries for this request */
+		r->replay_overflow = true;
+		if (!r->connected) {
+			if (!r->pending)
+				r->pending = evbuffer_new();
+			evbuffer_add_buffer(r->pending, r->replay);
+		}
+		evbuffer_free(r->replay);
+		r->replay = NULL;
+	}
 	if (r->connected && r->uc) {
 		if (r->req_chunked)
 			h1_encode_last_chunk(conn_output(r->uc->bev), t);
@@ -582,7 +865,9 @@ static void router_on_reset(void *ctx, struct http_stream *s)
 {
 	struct router *r = ctx;
 	(void)s;
-	if (r->host && !r->resp_done) {
+	if (r->cl && !r->resp_done && !r->failed) {
+		if (r->backoff_timer)
+			event_del(r->backoff_timer);
 		stats_inc(r->cl->stats, shard(r), upstream_rq_tx_reset);
 		release_upstream(r, false);
 		rq_done(r, false);
@@ -595,18 +880,21 @@ static void *router_create(struct http_stream *s, const void *cfg)
 	if (r) {
 		struct http_headers hdrs = r->resp.hdrs;
 		struct evbuffer *rtmp = r->rtmp;
-		struct event *timer = r->timer;
+		struct event *timer = r->timer, *try_timer = r->try_timer, *backoff = r->backoff_timer;
 		router_cache = r->next_free;
 		router_cache_n--;
 		memset(r, 0, sizeof(*r));
 		r->resp.hdrs = hdrs;
 		r->rtmp = rtmp;
 		r->timer = timer;
+		r->try_timer = try_timer;
+		r->backoff_timer = backoff;
 	} else {
 		r = xcalloc(1, sizeof(*r));
 		hdrs_init(&r->resp.hdrs);
 		r->rtmp = evbuffer_new();
 		r->timer = evtimer_new(http_stream_worker(s)->base, timeout_cb, r);
+		r->try_timer = evtimer_new(http_stream_worker(s)->base, try_timeout_cb, r);
 	}
 	r->s = s;
 	r->cfg = cfg;
@@ -618,6 +906,9 @@ static void router_release(struct router *r)
 	hdrs_free(&r->resp.hdrs);
 	evbuffer_free(r->rtmp);
 	event_free(r->timer);
+	event_free(r->try_timer);
+	if (r->backoff_timer)
+		event_free(r->backoff_timer);
 	free(r);
 }
 
@@ -638,7 +929,15 @@ static void router_destroy(void *ctx)
 		release_upstream(r, false);
 	if (r->host)
 		rq_done(r, false);
+	retry_slot_release(r);
 	event_del(r->timer);
+	event_del(r->try_timer);
+	if (r->backoff_timer)
+		event_del(r->backoff_timer);
+	if (r->replay)
+		evbuffer_free(r->replay);
+	for (uint32_t i = 0; i < r->ntried; i++)
+		host_unref(r->tried[i]);
 	if (r->pending)
 		evbuffer_free(r->pending);
 	if (r->pending_trailers) {

@@ -959,8 +959,8 @@ TEST(route_compile_errors)
 	CHECK_STR(compile_err(VH(OK_ROUTE ", {'match': {'prefx': '/'}, 'route': {'cluster': 'c'}}")),
 		  "virtual_hosts[0].routes[1].match.prefx: unknown field 'prefx'");
 	CHECK_STR(compile_err("{'virtual_hosts': [], 'vhosts': []}"), "vhosts: unknown field 'vhosts'");
-	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'retry_policy': {}}}")),
-		  "virtual_hosts[0].routes[0].route.retry_policy: unknown field 'retry_policy'");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'hedge_policy': {}}}")),
+		  "virtual_hosts[0].routes[0].route.hedge_policy: unknown field 'hedge_policy'");
 	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}}")),
 		  "virtual_hosts[0].routes[0]: one of 'route', 'redirect' or 'direct_response' is required");
 	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c'}, 'redirect': {}}")),
@@ -1208,4 +1208,75 @@ TEST(route_connect_matcher)
 		       "connect_config is only valid with upgrade_type CONNECT");
 	CHECK_CONTAINS(compile_err(VH("{'match': {'connect_matcher': {'x': 1}}, 'route': {'cluster': 'c'}}")),
 		       "match.connect_matcher.x: unknown field 'x'");
+}
+
+/* RetryPolicy: route-level, inherited from the virtual host, defaults, errors. */
+TEST(route_retry_policy)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'include_request_attempt_count': true,"
+		" 'retry_policy': {'retry_on': 'connect-failure', 'num_retries': 5},"
+		" 'routes': ["
+		"{'name': 'own', 'match': {'prefix': '/own'}, 'route': {'cluster': 'c', 'retry_policy':"
+		" {'retry_on': '5xx,reset, retriable-status-codes', 'num_retries': 3, 'per_try_timeout': '0.25s',"
+		"  'retriable_status_codes': [418], 'retry_back_off': {'base_interval': '0.010s'},"
+		"  'retry_host_predicate': [{'name': 'envoy.retry_host_predicates.previous_hosts'}],"
+		"  'host_selection_retry_max_attempts': 3}}},"
+		"{'name': 'inherit', 'match': {'prefix': '/'}, 'route': {'cluster': 'c'}}]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers h;
+	const struct virtual_host *vh;
+	req_set(&h, "a", "/own", NULL);
+	const struct route_entry *re = route_match(rc, &h, &vh);
+	hdrs_free(&h);
+	CHECK(re && re->retry);
+	if (re && re->retry) {
+		const struct retry_policy *rp = re->retry;
+		CHECK_INT(rp->retry_on, RETRY_ON_5XX | RETRY_ON_RESET | RETRY_ON_RETRIABLE_CODES);
+		CHECK_INT(rp->num_retries, 3);
+		CHECK_INT(rp->per_try_timeout_ms, 250);
+		CHECK_INT(rp->backoff_base_ms, 10);
+		CHECK_INT(rp->backoff_max_ms, 100);
+		CHECK(rp->previous_hosts);
+		CHECK_INT(rp->host_selection_max_attempts, 3);
+		CHECK(retry_on_status(rp->retry_on, rp, 418, -1));
+		CHECK(retry_on_status(rp->retry_on, rp, 503, -1));
+		CHECK(!retry_on_status(rp->retry_on, rp, 404, -1));
+		CHECK(re->attempt_count_in_request);
+	}
+	req_set(&h, "a", "/x", NULL);
+	re = route_match(rc, &h, &vh);
+	hdrs_free(&h);
+	CHECK(re && re->retry && re->retry->retry_on == RETRY_ON_CONNECT_FAILURE &&
+	      re->retry->num_retries == 5 && re->retry->backoff_base_ms == 25 &&
+	      re->retry->backoff_max_ms == 250);
+	route_config_free(rc);
+
+	uint32_t on = 0;
+	const char *bad = NULL;
+	size_t badlen = 0;
+	CHECK_INT(retry_on_parse("gateway-error, unavailable,cancelled", 36, &on, &bad, &badlen), RM_OK);
+	CHECK_INT(on, RETRY_ON_GATEWAY_ERROR | RETRY_ON_GRPC_UNAVAILABLE | RETRY_ON_GRPC_CANCELLED);
+	CHECK(retry_on_status(on, NULL, 200, 14));
+	CHECK(!retry_on_status(on, NULL, 500, -1));
+	CHECK(retry_on_status(on, NULL, 504, -1));
+	CHECK_INT(retry_on_parse("5xx,bogus", 9, &on, &bad, &badlen), RM_ERROR);
+	CHECK(badlen == 5 && !memcmp(bad, "bogus", 5));
+
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'retry_policy':"
+				 " {'retry_on': '5xx,sometimes'}}}")),
+		  "virtual_hosts[0].routes[0].route.retry_policy.retry_on: unsupported retry_on value 'sometimes'");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'retry_policy':"
+				 " {'retry_back_off': {'max_interval': '1s'}}}}")),
+		  "virtual_hosts[0].routes[0].route.retry_policy.retry_back_off.base_interval: "
+		  "missing required field 'base_interval'");
+	CHECK_CONTAINS(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'retry_policy':"
+				      " {'retry_host_predicate': [{'name': 'envoy.retry_host_predicates.omit_canary_hosts'}]}}}")),
+		       "unsupported retry host predicate 'envoy.retry_host_predicates.omit_canary_hosts'");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'retry_policy':"
+				 " {'retriable_status_codes': [99]}}}")),
+		  "virtual_hosts[0].routes[0].route.retry_policy.retriable_status_codes[0]: "
+		  "expected an HTTP status code (100..599)");
 }

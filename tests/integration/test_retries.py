@@ -1,0 +1,193 @@
+"""Retries (route/virtual-host retry_policy, x-envoy-retry-on), per-try
+timeouts, and the max_requests / max_retries circuit breakers, against the
+controllable upstream (status / reset / sleep per request) and real curl."""
+
+import threading
+import time
+
+from harness import (HttpConn, bootstrap, closed_port, curl, http_listener, route,
+                     static_cluster)
+
+
+def _cfg(admin, lport, endpoints, retry_policy=None, cluster_extra=None, vh_extra=None,
+         route_extra=None):
+    action = {}
+    if retry_policy is not None:
+        action["retry_policy"] = retry_policy
+    action.update(route_extra or {})
+    rc = {"name": "local_route", "virtual_hosts": [dict({
+        "name": "local_service", "domains": ["*"],
+        "routes": [route({"prefix": "/"}, "backend", **action)]}, **(vh_extra or {}))]}
+    return bootstrap(admin, [http_listener(lport, rc=rc)],
+                     [static_cluster("backend", endpoints, **(cluster_extra or {}))])
+
+
+def test_retries_exhausted_on_persistent_5xx(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port,
+                    {"retry_on": "5xx", "num_retries": 2,
+                     "retry_back_off": {"base_interval": "0.01s"}},
+                    vh_extra={"include_attempt_count_in_response": True}))
+    res = curl(f"http://127.0.0.1:{lport}/fail?status=503")
+    assert res.status == 503, res
+    assert res.headers.get("x-envoy-attempt-count") == "3", res.headers
+    # num_retries + 1 attempts reached the upstream
+    assert len([q for q in upstream.requests if q["path"].startswith("/fail")]) == 3
+    s = r.stats()
+    assert s["cluster.backend.upstream_rq_retry"] == 2
+    assert s["cluster.backend.upstream_rq_retry_limit_exceeded"] == 1
+    assert s["cluster.backend.upstream_rq_retry_success"] == 0
+
+
+def test_no_retry_for_non_retriable_status(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port, {"retry_on": "5xx", "num_retries": 3}))
+    res = curl(f"http://127.0.0.1:{lport}/nf?status=404")
+    assert res.status == 404
+    assert len(upstream.requests) == 1
+    assert r.stat("cluster.backend.upstream_rq_retry") == 0
+
+
+def test_retriable_status_codes_and_header_policy(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port))   # no route policy
+    # x-envoy-retry-on / x-envoy-max-retries from the request
+    res = curl(f"http://127.0.0.1:{lport}/h?status=502", "-H", "x-envoy-retry-on: gateway-error",
+               "-H", "x-envoy-max-retries: 1")
+    assert res.status == 502
+    assert len(upstream.requests) == 2
+    res = curl(f"http://127.0.0.1:{lport}/h2?status=418", "-H",
+               "x-envoy-retry-on: retriable-status-codes")
+    # retriable-status-codes without codes configured: nothing matches
+    assert res.status == 418 and len(upstream.requests) == 3
+    assert r.stat("cluster.backend.upstream_rq_retry") == 1
+
+
+def test_retry_moves_to_another_host_with_previous_hosts(remora, make_upstream, ports):
+    good, bad = make_upstream("good"), make_upstream("bad")
+    bad.force_status = 503
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, [("127.0.0.1", bad.port), ("127.0.0.1", good.port)],
+                    {"retry_on": "5xx", "num_retries": 1,
+                     "retry_back_off": {"base_interval": "0.005s"},
+                     "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts"}],
+                     "host_selection_retry_max_attempts": 10},
+                    cluster_extra={"lb_policy": "RANDOM"}))
+    n = 40
+    for i in range(n):
+        res = curl(f"http://127.0.0.1:{lport}/p{i}")
+        # one retry is always enough: the retry never picks the failed host again
+        assert res.status == 200, (i, res)
+        assert res.json()["server"] == "good"
+    s = r.stats()
+    assert s["cluster.backend.upstream_rq_retry"] == len(bad.requests) > 0
+    assert s["cluster.backend.upstream_rq_retry_success"] == len(bad.requests)
+    assert len(good.requests) == n
+
+
+def test_connect_failure_retry(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    dead = closed_port()
+    r = remora(_cfg(admin, lport, [("127.0.0.1", dead), ("127.0.0.1", upstream.port)],
+                    {"retry_on": "connect-failure", "num_retries": 2,
+                     "retry_back_off": {"base_interval": "0.005s"},
+                     "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts"}]}))
+    for i in range(10):
+        res = curl(f"http://127.0.0.1:{lport}/c{i}")
+        assert res.status == 200, res
+    s = r.stats()
+    assert s["cluster.backend.upstream_cx_connect_fail"] >= 1
+    assert s["cluster.backend.upstream_rq_retry"] == s["cluster.backend.upstream_cx_connect_fail"]
+
+
+def test_reset_before_headers_is_retried(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port,
+                    {"retry_on": "reset", "num_retries": 1,
+                     "retry_back_off": {"base_interval": "0.005s"}}))
+    res = curl(f"http://127.0.0.1:{lport}/r?action=reset")
+    assert res.status == 503, res
+    assert len(upstream.requests) == 2
+    assert r.stat("cluster.backend.upstream_rq_retry") == 1
+
+
+def test_body_replayed_and_limit(remora, upstream, ports, tmp_path):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port,
+                    {"retry_on": "5xx", "num_retries": 1,
+                     "retry_back_off": {"base_interval": "0.005s"}},
+                    route_extra=None, vh_extra={"per_request_buffer_limit_bytes": 4096}))
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 1000)
+    res = curl(f"http://127.0.0.1:{lport}/small?status=503", "--data-binary", f"@{small}")
+    assert res.status == 503
+    reqs = [q for q in upstream.requests if q["path"].startswith("/small")]
+    assert len(reqs) == 2
+    assert all(q["body_length"] == 1000 for q in reqs), reqs   # replayed in full
+    big = tmp_path / "big"
+    big.write_bytes(b"y" * 20000)
+    res = curl(f"http://127.0.0.1:{lport}/big?status=503", "--data-binary", f"@{big}")
+    assert res.status == 503
+    reqs = [q for q in upstream.requests if q["path"].startswith("/big")]
+    assert len(reqs) == 1, "a body over per_request_buffer_limit_bytes must not be retried"
+    assert reqs[0]["body_length"] == 20000
+    # chunked upload (no content-length) is replayed too
+    res = curl(f"http://127.0.0.1:{lport}/chunked?status=503", "-H", "Transfer-Encoding: chunked",
+               "--data-binary", f"@{small}")
+    reqs = [q for q in upstream.requests if q["path"].startswith("/chunked")]
+    assert len(reqs) == 2 and all(q["body_length"] == 1000 for q in reqs), reqs
+
+
+def test_per_try_timeout(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port,
+                    {"retry_on": "5xx", "num_retries": 1, "per_try_timeout": "0.3s",
+                     "retry_back_off": {"base_interval": "0.001s"}}))
+    t0 = time.monotonic()
+    res = curl(f"http://127.0.0.1:{lport}/slow?sleep_ms=3000", timeout=15)
+    elapsed = time.monotonic() - t0
+    assert res.status == 504, res
+    # two tries of 0.3 s each: measured, with a generous upper bound
+    assert 0.55 <= elapsed < 2.5, elapsed
+    s = r.stats()
+    assert s["cluster.backend.upstream_rq_per_try_timeout"] == 2
+    assert s["cluster.backend.upstream_rq_retry"] == 1
+
+
+def test_max_requests_breaker(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    n_allowed, extra = 3, 4
+    r = remora(_cfg(admin, lport, upstream.port, cluster_extra={
+        "circuit_breakers": {"thresholds": [{"max_requests": n_allowed, "track_remaining": True}]}}))
+    results = []
+    lock = threading.Lock()
+
+    def one(i):
+        res = curl(f"http://127.0.0.1:{lport}/slow{i}?sleep_ms=1500", timeout=15)
+        with lock:
+            results.append(res)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n_allowed + extra)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(20)
+    overflowed = [x for x in results if x.status == 503]
+    assert len(results) == n_allowed + extra
+    assert len(overflowed) == extra, [x.status for x in results]
+    assert all(x.headers.get("x-envoy-overloaded") == "true" for x in overflowed)
+    assert sum(1 for x in results if x.status == 200) == n_allowed
+    assert r.stat("cluster.backend.upstream_rq_pending_overflow") == extra
+    r.wait_stat("cluster.backend.circuit_breakers.default.remaining_rq",
+                lambda v: v == n_allowed, timeout=5)
+
+
+def test_max_retries_breaker(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port, {"retry_on": "5xx", "num_retries": 3},
+                    cluster_extra={"circuit_breakers": {"thresholds": [{"max_retries": 0}]}}))
+    res = curl(f"http://127.0.0.1:{lport}/x?status=503")
+    assert res.status == 503
+    assert len(upstream.requests) == 1
+    assert r.stat("cluster.backend.upstream_rq_retry_overflow") == 1
