@@ -80,13 +80,16 @@ void hostset_unref(struct hostset *hs)
 		return;
 	for (size_t i = 0; i < hs->n; i++)
 		host_unref(hs->hosts[i]);
+	if (hs->active != hs->hosts)
+		free(hs->active);
 	free(hs->hosts);
 	free(hs);
 }
 
-static struct hostset *hostset_new(struct host **hosts, size_t n)
+static struct hostset *hostset_new(struct host **hosts, size_t n, uint32_t panic_pct)
 {
 	struct hostset *hs = xcalloc(1, sizeof(*hs));
+	size_t healthy = 0;
 	hs->refcnt = 1;
 	hs->n = n;
 	hs->hosts = hosts;
@@ -94,15 +97,40 @@ static struct hostset *hostset_new(struct host **hosts, size_t n)
 		hs->total_weight += hosts[i]->weight;
 		if (hosts[i]->weight != hosts[0]->weight)
 			hs->weighted = true;
+		if (!__atomic_load_n(&hosts[i]->health_flags, __ATOMIC_RELAXED))
+			healthy++;
+	}
+	hs->active = hosts;
+	hs->nactive = n;
+	hs->active_weight = hs->total_weight;
+	hs->active_weighted = hs->weighted;
+	if (healthy < n && n) {
+		if (healthy * 100 < (size_t)panic_pct * n || !healthy) {
+			hs->panic = true;   /* too few healthy hosts: use them all */
+		} else {
+			hs->active = xmalloc(healthy * sizeof(*hs->active));
+			hs->nactive = 0;
+			hs->active_weight = 0;
+			hs->active_weighted = false;
+			for (size_t i = 0; i < n; i++) {
+				if (__atomic_load_n(&hosts[i]->health_flags, __ATOMIC_RELAXED))
+					continue;
+				hs->active[hs->nactive++] = hosts[i];
+				hs->active_weight += hosts[i]->weight;
+				if (hosts[i]->weight != hs->active[0]->weight)
+					hs->active_weighted = true;
+			}
+		}
 	}
 	return hs;
 }
 
-/* Main thread: install a new host set and tell the workers. */
-static void cluster_set_hostset(struct cluster *cl, struct hostset *hs)
+/* Main thread: install a new host set and tell the workers.  force: the
+ * hosts are the same but their health changed. */
+static void cluster_set_hostset_ex(struct cluster *cl, struct hostset *hs, bool force)
 {
 	struct hostset *old = cl->hs;
-	bool changed = !old || old->n != hs->n;
+	bool changed = force || !old || old->n != hs->n;
 	for (size_t i = 0; !changed && i < hs->n; i++)
 		changed = old->hosts[i] != hs->hosts[i];
 	stats_inc(cl->stats, 0, update_attempt);
@@ -114,11 +142,180 @@ static void cluster_set_hostset(struct cluster *cl, struct hostset *hs)
 	stats_inc(cl->stats, 0, update_success);
 	stats_inc(cl->stats, 0, membership_change);
 	stats_gauge_set(cl->stats, membership_total, (int64_t)hs->n);
-	stats_gauge_set(cl->stats, membership_healthy, (int64_t)hs->n);
+	{
+		int64_t healthy = 0;
+		for (size_t i = 0; i < hs->n; i++)
+			healthy += !__atomic_load_n(&hs->hosts[i]->health_flags, __ATOMIC_RELAXED);
+		stats_gauge_set(cl->stats, membership_healthy, healthy);
+	}
 	cl->hs = hs;
 	if (cluster_publish_hook)
 		cluster_publish_hook(cl, hs);
 	hostset_unref(old);
+}
+
+static void cluster_set_hostset(struct cluster *cl, struct hostset *hs)
+{
+	cluster_set_hostset_ex(cl, hs, false);
+}
+
+/* Same hosts, new health: rebuild the active subset and publish it. */
+static void cluster_republish(struct cluster *cl)
+{
+	struct hostset *old = cl->hs;
+	if (!old)
+		return;
+	struct host **hosts = xmalloc((old->n ? old->n : 1) * sizeof(*hosts));
+	for (size_t i = 0; i < old->n; i++)
+		hosts[i] = host_ref(old->hosts[i]);
+	cluster_set_hostset_ex(cl, hostset_new(hosts, old->n, cl->panic_threshold), true);
+}
+
+/* ---- outlier detection ------------------------------------------------------ */
+
+static const struct stat_desc od_stat_desc[] = { OD_STATS(STATS_DESC) };
+
+struct od_msg {
+	struct cluster *cl;   /* ref */
+	struct host *h;       /* ref */
+	bool gateway;         /* consecutive gateway failures (else 5xx) */
+};
+
+static size_t ejected_count(const struct cluster *cl)
+{
+	size_t n = 0;
+	for (size_t i = 0; cl->hs && i < cl->hs->n; i++)
+		n += !!(cl->hs->hosts[i]->health_flags & HOST_FAILED_OUTLIER);
+	return n;
+}
+
+/* Main thread: a worker saw a host cross a consecutive-failure threshold. */
+static void od_eject(void *arg)
+{
+	struct od_msg *m = arg;
+	struct cluster *cl = m->cl;
+	struct host *h = m->h;
+	const struct outlier_cfg *od = &cl->od;
+	bool present = false;
+
+	for (size_t i = 0; cl->hs && i < cl->hs->n && !present; i++)
+		present = cl->hs->hosts[i] == h;
+	if (!present || (h->health_flags & HOST_FAILED_OUTLIER) || !cl->od_stats)
+		goto out;
+	stats_inc(cl->od_stats, 0, m->gateway ? OD_ejections_detected_consecutive_gateway_failure
+					      : OD_ejections_detected_consecutive_5xx);
+	uint32_t enforcing = m->gateway ? od->enforcing_gw : od->enforcing_5xx;
+	if (rand_below(100) >= enforcing)
+		goto out;
+	/* max_ejection_percent, but at least one host may always be ejected */
+	size_t n = cl->hs->n, ej = ejected_count(cl);
+	if (ej && (ej + 1) * 100 > (size_t)od->max_ejection_percent * n) {
+		stats_inc(cl->od_stats, 0, OD_ejections_overflow);
+		goto out;
+	}
+	h->ejections++;
+	uint64_t t = od->base_ejection_ms * h->ejections;
+	uint64_t cap = MAX(od->base_ejection_ms, od->max_ejection_ms);
+	h->ejected_until_ms = now_ms() + MIN(t, cap);
+	__atomic_or_fetch(&h->health_flags, HOST_FAILED_OUTLIER, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->consecutive_5xx, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->consecutive_gw, 0, __ATOMIC_RELAXED);
+	stats_inc(cl->od_stats, 0, OD_ejections_enforced_total);
+	stats_inc(cl->od_stats, 0, OD_ejections_total);
+	stats_inc(cl->od_stats, 0, m->gateway ? OD_ejections_enforced_consecutive_gateway_failure
+					      : OD_ejections_enforced_consecutive_5xx);
+	stats_gauge_set(cl->od_stats, OD_ejections_active, (int64_t)ejected_count(cl));
+	log_info("cluster '%s': host %s ejected by outlier detection for %llu ms", cl->name,
+		 h->addr_str, (unsigned long long)MIN(t, cap));
+	cluster_republish(cl);
+out:
+	host_unref(h);
+	cluster_unref(cl);
+	free(m);
+}
+
+/* Main thread, every interval: bring back hosts whose ejection ended. */
+static void od_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct cluster *cl = arg;
+	bool changed = false;
+	uint64_t now = now_ms();
+	(void)fd;
+	(void)what;
+	for (size_t i = 0; cl->hs && i < cl->hs->n; i++) {
+		struct host *h = cl->hs->hosts[i];
+		if ((h->health_flags & HOST_FAILED_OUTLIER) && now >= h->ejected_until_ms) {
+			__atomic_and_fetch(&h->health_flags, ~HOST_FAILED_OUTLIER, __ATOMIC_RELAXED);
+			changed = true;
+		}
+	}
+	if (changed) {
+		stats_gauge_set(cl->od_stats, OD_ejections_active, (int64_t)ejected_count(cl));
+		cluster_republish(cl);
+	}
+}
+
+void cluster_outlier_report(struct cluster *cl, struct host *h, int status)
+{
+	const struct outlier_cfg *od = &cl->od;
+	if (!od->enabled || !h)
+		return;
+	if (status && status < 500) {
+		if (__atomic_load_n(&h->consecutive_5xx, __ATOMIC_RELAXED))
+			__atomic_store_n(&h->consecutive_5xx, 0, __ATOMIC_RELAXED);
+		if (__atomic_load_n(&h->consecutive_gw, __ATOMIC_RELAXED))
+			__atomic_store_n(&h->consecutive_gw, 0, __ATOMIC_RELAXED);
+		return;
+	}
+	bool gw = !status || (status >= 502 && status <= 504);
+	int n5 = __atomic_add_fetch(&h->consecutive_5xx, 1, __ATOMIC_RELAXED);
+	int ng = gw ? __atomic_add_fetch(&h->consecutive_gw, 1, __ATOMIC_RELAXED) : 0;
+	if (!gw)
+		__atomic_store_n(&h->consecutive_gw, 0, __ATOMIC_RELAXED);
+	bool hit5 = od->consecutive_5xx && (uint32_t)n5 == od->consecutive_5xx;
+	bool hitg = od->consecutive_gw && (uint32_t)ng == od->consecutive_gw;
+	if (!hit5 && !hitg)
+		return;
+	struct od_msg *m = xmalloc(sizeof(*m));
+	m->cl = cluster_ref(cl);
+	m->h = host_ref(h);
+	m->gateway = !hit5;
+	main_post(od_eject, m);
+}
+
+static int parse_outlier(struct cfg_ctx *c, const json_t *o, struct cluster *cl)
+{
+	static const char *const f[] = { "consecutive_5xx", "consecutive_gateway_failure",
+					 "enforcing_consecutive_5xx", "enforcing_consecutive_gateway_failure",
+					 "interval", "base_ejection_time", "max_ejection_time",
+					 "max_ejection_percent", NULL };
+	struct outlier_cfg *od = &cl->od;
+	od->enabled = true;
+	od->consecutive_5xx = 5;
+	od->consecutive_gw = 5;
+	od->enforcing_5xx = 100;
+	od->enforcing_gw = 0;
+	od->interval_ms = 10000;
+	od->base_ejection_ms = 30000;
+	od->max_ejection_ms = 300000;
+	od->max_ejection_percent = 10;
+	if (cfg_expect_object(c, o) || cfg_check_fields(c, o, f) ||
+	    cfg_u32(c, o, "consecutive_5xx", &od->consecutive_5xx) ||
+	    cfg_u32(c, o, "consecutive_gateway_failure", &od->consecutive_gw) ||
+	    cfg_u32(c, o, "enforcing_consecutive_5xx", &od->enforcing_5xx) ||
+	    cfg_u32(c, o, "enforcing_consecutive_gateway_failure", &od->enforcing_gw) ||
+	    cfg_duration_ms(c, o, "interval", &od->interval_ms) ||
+	    cfg_duration_ms(c, o, "base_ejection_time", &od->base_ejection_ms) ||
+	    cfg_duration_ms(c, o, "max_ejection_time", &od->max_ejection_ms) ||
+	    cfg_u32(c, o, "max_ejection_percent", &od->max_ejection_percent))
+		return RM_ERROR;
+	if (od->enforcing_5xx > 100 || od->enforcing_gw > 100 || od->max_ejection_percent > 100) {
+		cfg_fail(c, "percentages must be in 0..100");
+		return RM_ERROR;
+	}
+	if (!od->interval_ms)
+		od->interval_ms = 10000;
+	return RM_OK;
 }
 
 /* Worker w: adopt hs (a ref is passed in); orphan pools of hosts that left. */
@@ -129,7 +326,7 @@ void cluster_worker_set_hostset(struct cluster *cl, unsigned w, struct hostset *
 
 	cw->hs = hs;
 	free(cw->cur_weight);
-	cw->cur_weight = hs && hs->weighted ? xcalloc(hs->n, sizeof(int64_t)) : NULL;
+	cw->cur_weight = hs && hs->active_weighted ? xcalloc(hs->nactive, sizeof(int64_t)) : NULL;
 	if (old && current_worker) {
 		for (size_t i = 0; i < old->n; i++) {
 			bool kept = false;
@@ -149,27 +346,31 @@ struct host *cluster_pick_host(struct cluster *cl, struct worker *w)
 	struct cluster_worker *cw = &cl->workers[w->id];
 	struct hostset *hs = cw->hs;
 
-	if (!hs || !hs->n)
+	if (!hs || !hs->nactive)
 		return NULL;
-	if (hs->n == 1)
-		return hs->hosts[0];
+	struct host **hosts = hs->active;
+	size_t n = hs->nactive;
+	if (hs->panic)
+		stats_inc(cl->stats, w->shard, lb_healthy_panic);
+	if (n == 1)
+		return hosts[0];
 	switch (cl->lb) {
 	case LB_RANDOM:
-		if (hs->weighted) {
-			uint32_t r = rand_below(hs->total_weight);
-			for (size_t i = 0; i < hs->n; i++) {
-				if (r < hs->hosts[i]->weight)
-					return hs->hosts[i];
-				r -= hs->hosts[i]->weight;
+		if (hs->active_weighted) {
+			uint32_t r = rand_below(hs->active_weight);
+			for (size_t i = 0; i < n; i++) {
+				if (r < hosts[i]->weight)
+					return hosts[i];
+				r -= hosts[i]->weight;
 			}
 		}
-		return hs->hosts[rand_below((uint32_t)hs->n)];
+		return hosts[rand_below((uint32_t)n)];
 	case LB_LEAST_REQUEST: {
 		/* Power of N choices on this worker's view of active requests. */
 		struct host *best = NULL;
 		int64_t best_load = 0;
 		for (uint32_t k = 0; k < cl->lr_choice_count; k++) {
-			struct host *h = hs->hosts[rand_below((uint32_t)hs->n)];
+			struct host *h = hosts[rand_below((uint32_t)n)];
 			int64_t load = h->stats[w->shard * HOST_STATS_N + HOST_RQ_ACTIVE];
 			/* weighted: compare load/weight */
 			if (!best || load * best->weight < best_load * h->weight) {
@@ -181,18 +382,18 @@ struct host *cluster_pick_host(struct cluster *cl, struct worker *w)
 	}
 	case LB_ROUND_ROBIN:
 	default:
-		if (hs->weighted && cw->cur_weight) {
+		if (hs->active_weighted && cw->cur_weight) {
 			/* Smooth weighted round robin (nginx's algorithm). */
 			size_t best = 0;
-			for (size_t i = 0; i < hs->n; i++) {
-				cw->cur_weight[i] += hs->hosts[i]->weight;
+			for (size_t i = 0; i < n; i++) {
+				cw->cur_weight[i] += hosts[i]->weight;
 				if (cw->cur_weight[i] > cw->cur_weight[best])
 					best = i;
 			}
-			cw->cur_weight[best] -= hs->total_weight;
-			return hs->hosts[best];
+			cw->cur_weight[best] -= hs->active_weight;
+			return hosts[best];
 		}
-		return hs->hosts[cw->rr++ % hs->n];
+		return hosts[cw->rr++ % n];
 	}
 }
 
@@ -204,7 +405,7 @@ static const char *const cluster_fields[] = {
 	"dns_refresh_rate", "dns_lookup_family", "respect_dns_ttl", "typed_dns_resolver_config",
 	"dns_resolvers", "common_http_protocol_options", "typed_extension_protocol_options",
 	"least_request_lb_config", "round_robin_lb_config", "http_protocol_options",
-	"circuit_breakers", NULL
+	"circuit_breakers", "outlier_detection", "common_lb_config", NULL
 };
 static const char *const type_names[] = { "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST" };
 static const char *const lb_names[] = { "ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM",
@@ -499,6 +700,9 @@ static void cluster_free(struct cluster *cl)
 	hostset_unref(cl->hs);
 	stats_scope_free(cl->stats);
 	stats_scope_free(cl->cb_stats);
+	stats_scope_free(cl->od_stats);
+	if (cl->od_timer)
+		event_free(cl->od_timer);
 	json_decref(cl->json);
 	free(cl->name);
 	free(cl);
@@ -529,6 +733,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	cl->connect_timeout_ms = 5000;
 	cl->max_connections = cl->max_pending = cl->max_requests = 1024;
 	cl->max_retries = 3;
+	cl->panic_threshold = 50;
 	cl->idle_timeout_ms = 3600 * 1000;
 	cl->lr_choice_count = 2;
 	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, cluster_fields) ||
@@ -573,6 +778,30 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	cl->dns_family = (enum dns_family)fam;
 	cl->buffer_limit = lim;
 	cl->dns_refresh_ms = refresh ? refresh : 5000;
+	if ((v = cfg_enter(c, j, "outlier_detection"))) {
+		int rc = parse_outlier(c, v, cl);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	if ((v = cfg_enter(c, j, "common_lb_config"))) {
+		static const char *const f[] = { "healthy_panic_threshold", NULL };
+		static const char *const pf[] = { "value", NULL };
+		const json_t *pt;
+		int rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, f);
+		if (!rc && (pt = cfg_enter(c, v, "healthy_panic_threshold"))) {
+			double pct = 50;
+			rc = cfg_expect_object(c, pt) || cfg_check_fields(c, pt, pf) ||
+			     cfg_double(c, pt, "value", &pct);
+			if (!rc && (pct < 0 || pct > 100))
+				rc = cfg_fail(c, "must be in 0..100");
+			cl->panic_threshold = (uint32_t)pct;
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
 	if ((v = cfg_enter(c, j, "circuit_breakers"))) {
 		int rc = parse_circuit_breakers(c, v, cl);
 		cfg_leave(c);
@@ -648,6 +877,13 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 					    cluster_stat_desc, CLUSTER_STATS_N);
 		stats_scope_add_family(cl->stats, "upstream_rq");
 		free(scope);
+		if (cl->od.enabled) {
+			scope = xasprintf("cluster.%s.outlier_detection", cl->name);
+			cl->od_stats = stats_scope_new(b->stats, scope, "cluster.outlier_detection",
+						       "envoy_cluster_name", cl->name, od_stat_desc,
+						       OD_STATS_N);
+			free(scope);
+		}
 		scope = xasprintf("cluster.%s.circuit_breakers.default", cl->name);
 		cl->cb_stats = stats_scope_new(b->stats, scope, "cluster.circuit_breakers.default",
 					       "envoy_cluster_name", cl->name, cb_stat_desc, CB_STATS_N);
@@ -710,7 +946,7 @@ static void publish_from_endpoints(struct cluster *cl)
 			hosts[n++] = h;
 		}
 	}
-	cluster_set_hostset(cl, hostset_new(hosts, n));
+	cluster_set_hostset(cl, hostset_new(hosts, n, cl->panic_threshold));
 }
 
 static void dns_round(struct cluster *cl);
@@ -777,6 +1013,12 @@ static void dns_round(struct cluster *cl)
 void cluster_start(struct cluster *cl, struct event_base *base,
 		   void (*on_init)(struct cluster *cl, void *arg), void *arg)
 {
+	if (cl->od.enabled) {
+		struct timeval tv = { (time_t)(cl->od.interval_ms / 1000),
+				      (suseconds_t)(cl->od.interval_ms % 1000) * 1000 };
+		cl->od_timer = event_new(base, -1, EV_PERSIST, od_sweep, cl);
+		event_add(cl->od_timer, &tv);
+	}
 	if (cl->type == CLUSTER_STATIC || cl->nendpoints == 0) {
 		publish_from_endpoints(cl);
 		cl->initialized = true;
@@ -824,7 +1066,10 @@ void cluster_dump_admin(const struct cluster *cl, struct evbuffer *out)
 					    (long long)host_stat(h, order[k]));
 		evbuffer_add_printf(out, "%s::%s::hostname::%s\n", n, h->addr_str,
 				    h->hostname ? h->hostname : "");
-		evbuffer_add_printf(out, "%s::%s::health_flags::healthy\n", n, h->addr_str);
+		int hf = __atomic_load_n(&h->health_flags, __ATOMIC_RELAXED);
+		evbuffer_add_printf(out, "%s::%s::health_flags::%s%s%s\n", n, h->addr_str,
+				    hf ? "" : "healthy", (hf & HOST_FAILED_ACTIVE_HC) ? "/failed_active_hc" : "",
+				    (hf & HOST_FAILED_OUTLIER) ? "/failed_outlier_check" : "");
 		evbuffer_add_printf(out, "%s::%s::weight::%u\n", n, h->addr_str, h->weight);
 		evbuffer_add_printf(out, "%s::%s::region::\n%s::%s::zone::\n%s::%s::sub_zone::\n",
 				    n, h->addr_str, n, h->addr_str, n, h->addr_str);

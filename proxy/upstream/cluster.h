@@ -59,8 +59,16 @@ enum { HOST_CX_TOTAL, HOST_CX_ACTIVE, HOST_CX_CONNECT_FAIL, HOST_RQ_TOTAL, HOST_
 enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS };
 enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM };
 
+#define HOST_FAILED_ACTIVE_HC 0x1          /* health_flags */
+#define HOST_FAILED_OUTLIER   0x2
+
 struct host {
 	int refcnt;                         /* atomic; host sets and pools hold refs */
+	int health_flags;                   /* HOST_FAILED_*; written by the main thread */
+	int consecutive_5xx;                /* atomic; outlier detection (all workers) */
+	int consecutive_gw;                 /* atomic; consecutive gateway failures */
+	uint32_t ejections;                 /* main thread: times ejected (multiplier) */
+	uint64_t ejected_until_ms;          /* main thread */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	char addr_str[64];                  /* "127.0.0.1:8080" / "[::1]:8080" */
@@ -77,7 +85,34 @@ struct hostset {
 	struct host **hosts;                /* owned array; each element holds a ref */
 	uint32_t total_weight;
 	bool weighted;                      /* weights differ */
+	/* The hosts load balancing uses: the healthy ones, or all of them when
+	 * fewer than healthy_panic_threshold % are healthy (panic). */
+	struct host **active;               /* owned array (no extra refs) or == hosts */
+	size_t nactive;
+	uint32_t active_weight;
+	bool active_weighted;
+	bool panic;
 };
+
+struct outlier_cfg {                        /* cluster.outlier_detection */
+	bool enabled;
+	uint32_t consecutive_5xx;           /* default 5 */
+	uint32_t consecutive_gw;            /* consecutive_gateway_failure, default 5 */
+	uint32_t enforcing_5xx;             /* percent, default 100 */
+	uint32_t enforcing_gw;              /* percent, default 0 */
+	uint64_t interval_ms;               /* default 10 s */
+	uint64_t base_ejection_ms;          /* default 30 s */
+	uint64_t max_ejection_ms;           /* default 300 s */
+	uint32_t max_ejection_percent;      /* default 10 */
+};
+
+#define OD_STATS(X) X(GAUGE, ejections_active) X(COUNTER, ejections_total)                    \
+	X(COUNTER, ejections_overflow) X(COUNTER, ejections_enforced_total)                    \
+	X(COUNTER, ejections_enforced_consecutive_5xx) X(COUNTER, ejections_detected_consecutive_5xx) \
+	X(COUNTER, ejections_enforced_consecutive_gateway_failure)                             \
+	X(COUNTER, ejections_detected_consecutive_gateway_failure)
+#define OD_ENUM(type, name) OD_##name,
+enum { OD_STATS(OD_ENUM) OD_STATS_N };
 
 /* Worker w's view of a cluster. */
 struct cluster_worker {
@@ -118,6 +153,10 @@ struct cluster {
 	json_t *json;                       /* owned ref, for /config_dump */
 	struct stats_scope *stats;          /* owned */
 	struct stats_scope *cb_stats;       /* owned: circuit_breakers.default.* */
+	struct stats_scope *od_stats;       /* owned: outlier_detection.*, may be NULL */
+	struct outlier_cfg od;
+	uint32_t panic_threshold;           /* common_lb_config.healthy_panic_threshold %, default 50 */
+	struct event *od_timer;             /* owned: unejection sweep (main thread) */
 	unsigned nworkers;
 	struct cluster_worker *workers;     /* owned [nworkers] */
 	/* main thread only */
@@ -162,6 +201,10 @@ static inline void host_stat_add(struct host *h, unsigned shard, int idx, int64_
 	h->stats[shard * HOST_STATS_N + idx] += v;
 }
 int64_t host_stat(const struct host *h, int idx);   /* summed over shards */
+
+/* A request to h finished with status (0: connect failure / reset /
+ * timeout).  Any worker; feeds outlier detection. */
+void cluster_outlier_report(struct cluster *cl, struct host *h, int status);
 
 /* Refresh the circuit-breaker gauges from the live counts (main thread). */
 void cluster_update_cb_gauges(struct cluster *cl);

@@ -340,6 +340,7 @@ static void up_read(struct conn *bev, void *arg)
 	if (!r->head_done) {
 		if (read_head(r, in) != RM_OK)
 			return;
+		cluster_outlier_report(r->cl, r->host, r->resp.status);
 		if (r->retry_on) {
 			const char *g = hdrs_get(&r->resp.hdrs, "grpc-status", NULL);
 			if (retry_maybe(r, FAIL_STATUS, r->resp.status, g ? atoi(g) : -1))
@@ -385,6 +386,7 @@ static void up_event(struct conn *bev, short what, void *arg)
 	}
 	stats_inc(r->cl->stats, sh, upstream_rq_rx_reset);
 	if (!r->head_done) {
+		cluster_outlier_report(r->cl, r->host, 0);
 		if (retry_maybe(r, FAIL_RESET, 0, -1))
 			return;
 		fail(r, 503, RESET_BEFORE_HEADERS "connection termination",
@@ -431,6 +433,7 @@ static void try_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	stats_inc(r->cl->stats, sh, upstream_rq_per_try_timeout);
 	host_stat_add(r->host, sh, HOST_RQ_TIMEOUT, 1);
+	cluster_outlier_report(r->cl, r->host, 0);
 	if (retry_maybe(r, FAIL_TIMEOUT, 0, -1))
 		return;
 	fail(r, 504, "upstream request timeout", "upstream_per_try_timeout");
@@ -624,6 +627,7 @@ static void on_pool_ready(void *arg, struct upstream_conn *uc, enum pool_err err
 	struct router *r = arg;
 	if (err) {
 		r->uc = NULL;
+		cluster_outlier_report(r->cl, r->host, 0);
 		if (retry_maybe(r, FAIL_CONNECT, 0, -1))
 			return;
 		char body[160];
