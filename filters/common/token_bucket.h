@@ -27,7 +27,7 @@ struct token_bucket {
 	uint32_t tokens_per_fill;    /* > 0 */
 	uint64_t interval_ns;        /* > 0 */
 	uint64_t epoch_ns;           /* clock value at init: fill index 0 */
-} __attribute__((aligned(64)));
+};
 
 /* Start full at time now_ns (a now_ns() value, or a test clock). */
 void token_bucket_init(struct token_bucket *tb, uint32_t max_tokens, uint32_t tokens_per_fill,
