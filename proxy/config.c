@@ -23,13 +23,14 @@ struct snapshot *snapshot_ref(struct snapshot *s)
 	return s;
 }
 
+static void filter_chain_free(struct filter_chain *fc);
+
 static void listener_free(struct listener_cfg *l)
 {
 	if (!l)
 		return;
 	for (size_t i = 0; i < l->nchains; i++)
-		if (l->chains[i].ops)
-			l->chains[i].ops->free_config(l->chains[i].cfg);
+		filter_chain_free(&l->chains[i]);
 	free(l->chains);
 	if (l->fds) {
 		for (unsigned i = 0; i < l->nfds; i++)
@@ -96,12 +97,57 @@ struct cluster *snapshot_find_cluster(const struct snapshot *s, const char *name
 
 /* ---- listeners ---------------------------------------------------------------- */
 
+/* One entry of filter_chains[].filters: find the filter, parse its config. */
+static int parse_network_filter(struct cfg_ctx *c, const json_t *e, struct net_filter *out,
+				struct build_ctx *b)
+{
+	static const char *const ff[] = { "name", "typed_config", NULL };
+	const char *name = NULL, *type = NULL;
+	const json_t *tc;
+
+	if (cfg_expect_object(c, e) || cfg_check_fields(c, e, ff) ||
+	    cfg_string_req(c, e, "name", &name))
+		return RM_ERROR;
+	tc = cfg_get(e, "typed_config");
+	if (tc && json_is_object(tc))
+		type = json_string_value(json_object_get(tc, "@type"));
+	out->ops = network_filter_find(name, type);
+	if (!out->ops) {
+		cfg_enter(c, e, type ? "typed_config" : "name");
+		cfg_fail(c, "unknown or unsupported network filter '%s'", type ? type : name);
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	if (!(tc = cfg_enter_req(c, e, "typed_config")))
+		return RM_ERROR;
+	out->cfg = out->ops->parse_config(c, tc, b);
+	cfg_leave(c);
+	if (!out->cfg) {
+		out->ops = NULL;
+		return RM_ERROR;
+	}
+	return RM_OK;
+}
+
+static void filter_chain_free(struct filter_chain *fc)
+{
+	for (size_t i = 0; i < fc->npre; i++)
+		fc->pre[i].ops->free_config(fc->pre[i].cfg);
+	free(fc->pre);
+	fc->pre = NULL;
+	fc->npre = 0;
+	if (fc->ops)
+		fc->ops->free_config(fc->cfg);
+	fc->ops = NULL;
+	fc->cfg = NULL;
+}
+
+/* filters[]: non-terminal filters first, exactly one terminal filter last. */
 static int parse_filter_chain(struct cfg_ctx *c, const json_t *fc, struct filter_chain *out,
 			      struct build_ctx *b)
 {
 	static const char *const f[] = { "filter_chain_match", "filters", "name", NULL };
 	static const char *const mf[] = { "destination_port", NULL };
-	static const char *const ff[] = { "name", "typed_config", NULL };
 	const json_t *v, *arr;
 
 	if (cfg_expect_object(c, fc) || cfg_check_fields(c, fc, f))
@@ -117,41 +163,33 @@ static int parse_filter_chain(struct cfg_ctx *c, const json_t *fc, struct filter
 		return RM_ERROR;
 	int rc = cfg_expect_array(c, arr);
 	size_t n = rc ? 0 : json_array_size(arr);
-	if (!rc && n != 1)
-		rc = cfg_fail(c, n ? "only a single (terminal) network filter is supported yet: "
-				     "tcp_proxy or http_connection_manager"
-				   : "at least one network filter is required");
+	if (!rc && !n)
+		rc = cfg_fail(c, "at least one network filter is required");
+	if (!rc && n > 1)
+		out->pre = xcalloc(n - 1, sizeof(*out->pre));
 	for (size_t i = 0; !rc && i < n; i++) {
-		const json_t *e = cfg_enter_idx(c, arr, i), *tc;
-		const char *name = NULL, *type = NULL;
-		rc = cfg_expect_object(c, e) || cfg_check_fields(c, e, ff) ||
-		     cfg_string_req(c, e, "name", &name);
-		if (!rc) {
-			tc = cfg_get(e, "typed_config");
-			if (tc && json_is_object(tc))
-				type = json_string_value(json_object_get(tc, "@type"));
-			out->ops = network_filter_find(name, type);
-			if (!out->ops) {
-				cfg_enter(c, e, type ? "typed_config" : "name");
-				rc = cfg_fail(c, "unknown or unsupported network filter '%s'", type ? type : name);
-				cfg_leave(c);
-			}
-		}
-		if (!rc) {
-			if (!(tc = cfg_enter_req(c, e, "typed_config"))) {
-				rc = RM_ERROR;
-			} else {
-				out->cfg = out->ops->parse_config(c, tc, b);
-				if (!out->cfg)
-					rc = RM_ERROR;
-				cfg_leave(c);
-			}
-		}
+		struct net_filter nf = { NULL, NULL };
+		bool last = i == n - 1;
+		rc = parse_network_filter(c, cfg_enter_idx(c, arr, i), &nf, b);
+		if (!rc && last != (nf.ops->on_accept != NULL))
+			rc = cfg_fail(c, last ? "the last network filter must be terminal "
+						"(tcp_proxy or http_connection_manager), not '%s'"
+					      : "terminal network filter '%s' must be the last in the chain",
+				      nf.ops->name);
 		cfg_leave(c);
+		if (rc) {
+			if (nf.ops)
+				nf.ops->free_config(nf.cfg);
+		} else if (last) {
+			out->ops = nf.ops;
+			out->cfg = nf.cfg;
+		} else {
+			out->pre[out->npre++] = nf;
+		}
 	}
 	cfg_leave(c);
 	if (rc)
-		out->ops = NULL;
+		filter_chain_free(out);
 	return rc;
 }
 

@@ -16,8 +16,10 @@ struct http_headers;
 struct evbuffer;
 struct build_ctx;
 
-/* Terminal network filters (tcp_proxy, http_connection_manager) take over an
- * accepted connection. */
+/* A listener filter chain is a list of network filters: zero or more
+ * non-terminal ones (local_ratelimit) that may reject a new connection, then
+ * one terminal filter (tcp_proxy, http_connection_manager) that takes it
+ * over.  A filter is terminal iff it has on_accept. */
 struct network_filter_ops {
 	const char *name;                  /* "envoy.filters.network.tcp_proxy" */
 	const char *type_url;              /* "type.googleapis.com/envoy...TcpProxy" */
@@ -25,8 +27,12 @@ struct network_filter_ops {
 	 * Returns an owned config or NULL after cfg_fail(). */
 	void *(*parse_config)(struct cfg_ctx *c, const json_t *typed_config, struct build_ctx *b);
 	void (*free_config)(void *cfg);
-	/* Take ownership of the accepted connection (ai->bev). */
+	/* Terminal filters: take ownership of the accepted connection (ai->bev). */
 	void (*on_accept)(const struct accept_info *ai, const void *cfg);
+	/* Non-terminal filters: judge a new connection before the terminal
+	 * filter sees it, in chain order.  ai->bev is NULL (nothing is allocated
+	 * yet).  Return false to close it at once (later filters do not run). */
+	bool (*on_new_connection)(const struct accept_info *ai, const void *cfg);
 	/* A worker thread is exiting: free per-thread caches.  May be NULL. */
 	void (*thread_exit)(void);
 };
@@ -61,6 +67,9 @@ struct http_filter_ops {
 	void (*on_downstream_writable)(void *ctx, struct http_stream *s);
 	/* The downstream went away (reset / closed) before the stream finished. */
 	void (*on_reset)(void *ctx, struct http_stream *s);
+	/* Free what the filter stored with http_stream_conn_state() (required
+	 * if it uses it; called when the downstream connection closes). */
+	void (*conn_state_free)(void *state);
 	/* A worker thread is exiting: free per-thread caches.  May be NULL. */
 	void (*thread_exit)(void);
 };

@@ -22,8 +22,15 @@ struct server;
 #define LS_ENUM(type, name) LS_##name,
 enum { LISTENER_STATS(LS_ENUM) LISTENER_STATS_N };
 
+struct net_filter {
+	const struct network_filter_ops *ops;
+	void *cfg;                           /* owned via ops->free_config */
+};
+
 struct filter_chain {
 	uint32_t dst_port;                   /* filter_chain_match.destination_port, 0 = any */
+	struct net_filter *pre;              /* owned [npre]: non-terminal filters, in order */
+	size_t npre;
 	const struct network_filter_ops *ops; /* terminal network filter */
 	void *cfg;                           /* owned via ops->free_config */
 };

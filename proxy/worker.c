@@ -164,6 +164,13 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 		evutil_closesocket(fd);
 		return;
 	}
+	struct accept_info ai = { w, NULL, l, sa, (socklen_t)salen };
+	for (size_t i = 0; i < fc->npre; i++) {
+		if (!fc->pre[i].ops->on_new_connection(&ai, fc->pre[i].cfg)) {
+			evutil_closesocket(fd);
+			return;
+		}
+	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct conn *bev = conn_new(w->base, fd);
@@ -172,7 +179,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 		return;
 	}
 	/* The filter allocates its connection struct with downstream_new(). */
-	struct accept_info ai = { w, bev, l, sa, (socklen_t)salen };
+	ai.bev = bev;
 	fc->ops->on_accept(&ai, fc->cfg);
 }
 

@@ -54,6 +54,12 @@ bool http_stream_is_upgrade(const struct http_stream *s);
 const char *http_stream_peer_ip(const struct http_stream *s);
 uint64_t http_stream_start_ns(const struct http_stream *s);
 
+/* Per-connection state of the filter whose parsed config is filter_cfg
+ * (e.g. a token bucket per downstream connection): a slot that lives as long
+ * as the connection, NULL until the filter stores something.  When the
+ * connection closes, the filter's ops->conn_state_free(state) frees it. */
+void **http_stream_conn_state(struct http_stream *s, const void *filter_cfg);
+
 /* Response path.  encode_headers takes the contents of h (h is left empty);
  * h must hold ":status".  encode_data drains data. */
 void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, bool end_stream);

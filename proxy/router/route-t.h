@@ -71,6 +71,14 @@ struct hdr_mutations {
 	struct hdr_ops req, resp;
 };
 
+/* route.h's struct header_adds: one level of additions only. */
+struct header_adds {
+	struct hdr_ops ops;
+};
+
+/* Apply one level (route_match.c). */
+void hdr_ops_apply(const struct hdr_ops *o, struct http_headers *h);
+
 enum path_kind { PM_PREFIX, PM_PATH, PM_REGEX, PM_SEP_PREFIX, PM_CONNECT };
 
 struct route {

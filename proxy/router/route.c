@@ -595,6 +595,30 @@ static int hdr_mutations(struct cfg_ctx *c, const json_t *obj, struct hdr_mutati
 	return RM_OK;
 }
 
+int header_adds_compile(struct cfg_ctx *c, const json_t *obj, const char *field,
+			struct header_adds **out)
+{
+	struct header_adds *a = xcalloc(1, sizeof(*a));
+	*out = NULL;
+	if (COMPILE_LIST(c, obj, field, a->ops.add, a->ops.nadd, hdr_add)) {
+		header_adds_free(a);
+		return RM_ERROR;
+	}
+	if (!a->ops.nadd)
+		header_adds_free(a);
+	else
+		*out = a;
+	return RM_OK;
+}
+
+void header_adds_free(struct header_adds *a)
+{
+	if (!a)
+		return;
+	hdr_ops_free(&a->ops);
+	free(a);
+}
+
 /* ------------------------------------------------------------------------
  * Route */
 

@@ -155,6 +155,16 @@ void route_apply_response(const struct route_config *rc, const struct virtual_ho
 			  const struct route_entry *re, const struct weighted_cluster *wc,
 			  struct http_headers *resp);
 
+/* A standalone HeaderValueOption list (the same rules as the route table's
+ * *_headers_to_add), for filters that add headers, e.g. local_ratelimit's
+ * response_headers_to_add.  compile: member field of obj; absent or empty
+ * gives *out = NULL and RM_OK.  The list is immutable and shareable. */
+struct header_adds;
+int header_adds_compile(struct cfg_ctx *c, const json_t *obj, const char *field,
+			struct header_adds **out);
+void header_adds_apply(const struct header_adds *a, struct http_headers *h); /* NULL ok */
+void header_adds_free(struct header_adds *a);                                /* NULL ok */
+
 /* For a REDIRECT entry: build the Location value for req into buf (NUL
  * terminated).  Returns its length, or -1 if it does not fit. */
 int route_redirect_location(const struct route_entry *re, const struct http_headers *req,

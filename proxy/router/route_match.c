@@ -295,7 +295,7 @@ const char *route_pick_cluster(const struct route_entry *re, uint64_t rnd,
 /* Envoy's HeaderParser::evaluateHeaders: removals, then additions whose
  * conditions are all judged against the map as it was before this level
  * added anything; overwrites are applied before appends. */
-static void hdr_ops_apply(const struct hdr_ops *o, struct http_headers *h)
+void hdr_ops_apply(const struct hdr_ops *o, struct http_headers *h)
 {
 	enum { SKIP, OVERWRITE, ADD };
 	uint8_t small[32], *what = small;
@@ -337,6 +337,12 @@ static void hdr_ops_apply(const struct hdr_ops *o, struct http_headers *h)
 				 o->add[i].value_len);
 	if (what != small)
 		xfree(what);
+}
+
+void header_adds_apply(const struct header_adds *a, struct http_headers *h)
+{
+	if (a)
+		hdr_ops_apply(&a->ops, h);
 }
 
 /* The weighted cluster's level first, then route, virtual host, route

@@ -86,6 +86,9 @@ struct hcm_conn {
 	struct h1_scan scan;
 	struct event *timer;             /* owned: idle / request headers timeout */
 	struct event *deferred;          /* owned: runs deferred completion work */
+	void **conn_state;               /* owned [cfg->nfilters], lazily: per-connection
+	                                    filter state (http_stream_conn_state), each
+	                                    freed by its filter's conn_state_free */
 	uint32_t nrequests;
 	bool close_after;                /* close when the current response is flushed */
 	bool closing;                    /* flushing, then close */

@@ -87,6 +87,12 @@ static void hc_destroy(struct downstream *d)
 		event_free(hc->timer);
 	if (hc->deferred)
 		event_free(hc->deferred);
+	if (hc->conn_state) {
+		for (size_t i = 0; i < hc->cfg->nfilters; i++)
+			if (hc->conn_state[i])
+				hc->cfg->filters[i].ops->conn_state_free(hc->conn_state[i]);
+		free(hc->conn_state);
+	}
 }
 
 /* Close the connection at the next safe point. */
@@ -299,6 +305,23 @@ const char *http_stream_peer_ip(const struct http_stream *s) { return s->hc->sup
 uint64_t http_stream_start_ns(const struct http_stream *s) { return s->start_ns; }
 bool http_stream_response_started(const struct http_stream *s) { return s->resp_started; }
 bool http_stream_downstream_blocked(const struct http_stream *s) { return s->blocked; }
+
+void **http_stream_conn_state(struct http_stream *s, const void *filter_cfg)
+{
+	struct hcm_conn *hc = s->hc;
+	const struct hcm_cfg *cfg = hc->cfg;
+	for (size_t i = 0; i < cfg->nfilters; i++) {
+		if (cfg->filters[i].cfg != filter_cfg)
+			continue;
+		if (!cfg->filters[i].ops->conn_state_free)
+			die("filter %s keeps connection state without conn_state_free",
+			    cfg->filters[i].ops->name);
+		if (!hc->conn_state)
+			hc->conn_state = xcalloc(cfg->nfilters, sizeof(*hc->conn_state));
+		return &hc->conn_state[i];
+	}
+	die("http_stream_conn_state: unknown filter config");
+}
 
 void http_stream_pause_decoding(struct http_stream *s)
 {
