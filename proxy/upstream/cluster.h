@@ -13,6 +13,7 @@
 #include "../config/cfg.h"
 #include "../../stats/stats.h"
 #include "dns.h"
+#include "lb_hash.h"
 
 struct worker;
 struct pool;
@@ -45,7 +46,7 @@ enum { HOST_CX_TOTAL, HOST_CX_ACTIVE, HOST_CX_CONNECT_FAIL, HOST_RQ_TOTAL, HOST_
        HOST_RQ_ERROR, HOST_RQ_SUCCESS, HOST_RQ_TIMEOUT, HOST_STATS_N };
 
 enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS };
-enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM };
+enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV };
 
 struct host {
 	int refcnt;                         /* atomic; host sets and pools hold refs */
@@ -65,6 +66,8 @@ struct hostset {
 	struct host **hosts;                /* owned array; each element holds a ref */
 	uint32_t total_weight;
 	bool weighted;                      /* weights differ */
+	struct lb_hash_table *lbt;          /* owned; RING_HASH/MAGLEV lookup table built
+					       by the main thread for this set, else NULL */
 };
 
 /* Worker w's view of a cluster. */
@@ -92,6 +95,7 @@ struct cluster {
 	enum cluster_type type;
 	enum lb_policy lb;
 	uint32_t lr_choice_count;           /* least_request_lb_config.choice_count (2) */
+	struct lb_hash_cfg hash_cfg;        /* ring_hash_lb_config / maglev_lb_config */
 	uint64_t connect_timeout_ms;        /* default 5000 */
 	uint32_t buffer_limit;              /* per_connection_buffer_limit_bytes (1 MiB) */
 	uint32_t max_requests_per_connection; /* 0 = unlimited */
@@ -135,6 +139,15 @@ void cluster_start(struct cluster *cl, struct event_base *base,
 /* Worker side. */
 void cluster_worker_set_hostset(struct cluster *cl, unsigned w, struct hostset *hs); /* takes ref */
 struct host *cluster_pick_host(struct cluster *cl, struct worker *w);
+/* RING_HASH / MAGLEV: the host owning hash in this worker's host set; with
+ * have_hash false (no hash_policy produced a hash) a random one, as Envoy.
+ * Other policies ignore the hash (same as cluster_pick_host). */
+struct host *cluster_pick_host_hash(struct cluster *cl, struct worker *w, uint64_t hash,
+				    bool have_hash);
+static inline bool cluster_lb_is_hash(const struct cluster *cl)
+{
+	return cl->lb == LB_RING_HASH || cl->lb == LB_MAGLEV;
+}
 
 struct host *host_ref(struct host *h);
 void host_unref(struct host *h);
