@@ -477,6 +477,10 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 	}
 	stats_inc(hs, sh, rq_total);
 	stats_inc(r->cl->stats, sh, upstream_rq_total);
+	/* RING_HASH/MAGLEV: hash the request as it came in (before rewrites). */
+	uint64_t hash = 0;
+	bool have_hash = cluster_lb_is_hash(r->cl) &&
+			 route_hash(r->re, h, http_stream_peer_ip(s), &hash);
 	route_apply_request(rc, r->vh, r->re, r->wc, h);
 	bool need_host = hdrs_find(h, ":authority", 10, 0) < 0;   /* HTTP/1.0 without Host */
 	if (!r->cfg->suppress_envoy_headers && r->re->timeout_ms) {
@@ -484,7 +488,7 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 		snprintf(buf, sizeof(buf), "%llu", (unsigned long long)r->re->timeout_ms);
 		hdrs_set(h, "x-envoy-expected-rq-timeout-ms", buf, strlen(buf));
 	}
-	struct host *host = cluster_pick_host(r->cl, w);
+	struct host *host = cluster_pick_host_hash(r->cl, w, hash, have_hash);
 	if (!host) {
 		stats_inc(r->cl->stats, sh, upstream_cx_none_healthy);
 		stats_code_inc(r->cl->stats, sh, 0, 503);
