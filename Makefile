@@ -1,7 +1,7 @@
 # Remora build.  `make` builds build/remora; `make test` installs deps, builds
 # with ASan+UBSan and runs every test; `make run` starts the quickstart.
 CC       ?= gcc
-PKGS     := libevent libevent_pthreads libevent_openssl openssl libnghttp2 yaml-0.1 jansson libcares libprotobuf-c libpcre2-8
+PKGS     := libevent libevent_pthreads libevent_openssl openssl libnghttp2 yaml-0.1 jansson libcares libprotobuf-c libpcre2-8 libxxhash
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes -Wmissing-prototypes

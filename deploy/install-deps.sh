@@ -3,7 +3,7 @@
 # Only what is missing is installed; `apt-get update` runs only then.
 set -e
 PKGS="gcc make pkg-config libevent-dev libssl-dev libnghttp2-dev libyaml-dev libjansson-dev
-libc-ares-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libpcre2-dev
+libc-ares-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libpcre2-dev libxxhash-dev
 curl wrk haproxy nginx-light prometheus python3-pytest python3-yaml python3-h2 nghttp2-client
 clang-14 libclang-rt-14-dev iproute2 procps dnsmasq-base"
 missing=""

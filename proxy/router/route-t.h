@@ -79,6 +79,18 @@ struct header_adds {
 /* Apply one level (route_match.c). */
 void hdr_ops_apply(const struct hdr_ops *o, struct http_headers *h);
 
+/* RouteAction.HashPolicy.  HP_NONE is connection_properties with source_ip
+ * false, which Envoy accepts and never hashes. */
+enum hp_kind { HP_NONE, HP_HEADER, HP_COOKIE, HP_QUERY, HP_SOURCE_IP };
+
+struct hash_policy {
+	enum hp_kind kind;
+	char *name;                  /* owned; header (lowercase), cookie or query
+	                                parameter name; NULL for HP_SOURCE_IP/NONE */
+	uint32_t name_len;
+	bool terminal;
+};
+
 enum path_kind { PM_PREFIX, PM_PATH, PM_REGEX, PM_SEP_PREFIX, PM_CONNECT };
 
 struct route {
@@ -101,6 +113,8 @@ struct route {
 	char *rewrite_sub;           /* owned; regex_rewrite.substitution */
 	char *host_rewrite;          /* owned; host_rewrite_literal or NULL */
 	bool append_xfh;             /* append_x_forwarded_host */
+	struct hash_policy *hp;      /* owned [nhp]; hash_policy, in order */
+	uint32_t nhp;
 	/* REDIRECT */
 	char *scheme_redirect;       /* owned, lowercase; NULL = keep (https_redirect sets "https") */
 	char *host_redirect;         /* owned or NULL */

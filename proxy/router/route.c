@@ -190,6 +190,9 @@ static void route_free_one(struct route *r)
 	route_re_free(r->rewrite_re);
 	xfree(r->rewrite_sub);
 	xfree(r->host_rewrite);
+	for (uint32_t i = 0; i < r->nhp; i++)
+		xfree(r->hp[i].name);
+	xfree(r->hp);
 	xfree(r->scheme_redirect);
 	xfree(r->host_redirect);
 	xfree(r->path_redirect);
@@ -737,8 +740,101 @@ static int weighted_clusters(struct cfg_ctx *c, const json_t *a, struct route_en
 
 static const char *const ra_fields[] = {
 	"cluster", "weighted_clusters", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal",
-	"append_x_forwarded_host", "timeout", "idle_timeout", "upgrade_configs", "retry_policy", NULL,
+	"append_x_forwarded_host", "timeout", "idle_timeout", "upgrade_configs", "retry_policy",
+	"hash_policy", NULL,
 };
+
+static const char *const hp_fields[] = {
+	"header", "cookie", "connection_properties", "query_parameter", "filter_state", "terminal",
+	NULL,
+};
+static const char *const hp_oneof[] = {
+	"header", "cookie", "connection_properties", "query_parameter", "filter_state", NULL,
+};
+
+/* A non-empty name member of a hash policy, copied (lowercased if lower). */
+static int hp_name(struct cfg_ctx *c, const json_t *o, const char *field, bool lower,
+		   struct hash_policy *p)
+{
+	const char *s = NULL;
+
+	if (cfg_string_req(c, o, field, &s) != RM_OK)
+		return RM_ERROR;
+	if (!*s || strlen(s) > HDR_MAX_LEN) {
+		cfg_enter(c, o, field);
+		return cfg_fail(c, "must be 1 to %d bytes long", HDR_MAX_LEN);
+	}
+	p->name = lower ? lower_dup(s) : xstrdup(s);
+	p->name_len = (uint32_t)strlen(s);
+	return RM_OK;
+}
+
+/* "not supported yet" at member field of o, when it is present. */
+static int hp_unsupported(struct cfg_ctx *c, const json_t *o, const char *field, const char *why)
+{
+	if (!cfg_get(o, field))
+		return RM_OK;
+	cfg_enter(c, o, field);
+	return cfg_fail(c, "not supported yet%s", why);
+}
+
+/* RouteAction.HashPolicy. */
+static int hash_policy(struct cfg_ctx *c, const json_t *o, struct hash_policy *p)
+{
+	static const char *const hf[] = { "header_name", "regex_rewrite", NULL };
+	static const char *const cf[] = { "name", "ttl", "path", "attributes", NULL };
+	static const char *const pf[] = { "source_ip", NULL };
+	static const char *const qf[] = { "name", NULL };
+	static const char *const ff[] = { "key", NULL };
+	const json_t *v;
+	int which, rc;
+	bool src = false;
+
+	if (cfg_expect_object(c, o) || cfg_check_fields(c, o, hp_fields) ||
+	    oneof(c, o, hp_oneof, true, &which) || cfg_bool(c, o, "terminal", &p->terminal))
+		return RM_ERROR;
+	switch (which) {
+	case 0:
+		if (enter_obj(c, o, "header", &v, hf) != RM_OK ||
+		    hp_unsupported(c, v, "regex_rewrite", "") != RM_OK)
+			return RM_ERROR;
+		p->kind = HP_HEADER;
+		if (header_name(c, v, "header_name", &p->name, &p->name_len) != RM_OK)
+			return RM_ERROR;
+		break;
+	case 1:
+		if (enter_obj(c, o, "cookie", &v, cf) != RM_OK ||
+		    hp_unsupported(c, v, "ttl", " (generating cookies; a cookie hash policy without "
+				   "ttl is supported)") != RM_OK ||
+		    hp_unsupported(c, v, "attributes", "") != RM_OK)
+			return RM_ERROR;
+		p->kind = HP_COOKIE;
+		if (hp_name(c, v, "name", false, p) != RM_OK ||
+		    cfg_string(c, v, "path", &(const char *){ NULL }) != RM_OK)
+			return RM_ERROR;
+		break;
+	case 2:
+		if (enter_obj(c, o, "connection_properties", &v, pf) != RM_OK ||
+		    cfg_bool(c, v, "source_ip", &src) != RM_OK)
+			return RM_ERROR;
+		p->kind = src ? HP_SOURCE_IP : HP_NONE;
+		break;
+	case 3:
+		if (enter_obj(c, o, "query_parameter", &v, qf) != RM_OK)
+			return RM_ERROR;
+		p->kind = HP_QUERY;
+		if (hp_name(c, v, "name", false, p) != RM_OK)
+			return RM_ERROR;
+		break;
+	default:
+		rc = enter_obj(c, o, "filter_state", &v, ff);
+		if (rc == RM_OK)
+			cfg_fail(c, "not supported yet");
+		return RM_ERROR;
+	}
+	cfg_leave(c);
+	return RM_OK;
+}
 
 /* RouteAction.upgrade_configs: only CONNECT's connect_config changes what the
  * router does (terminate CONNECT); other entries are validated. */
@@ -814,7 +910,8 @@ static int route_action(struct cfg_ctx *c, const json_t *a, struct route *r)
 	    oneof(c, a, rewrite_oneof, false, &rw) ||
 	    cfg_duration_ms(c, a, "timeout", &e->timeout_ms) ||
 	    cfg_duration_ms(c, a, "idle_timeout", &e->idle_timeout_ms) ||
-	    cfg_bool(c, a, "append_x_forwarded_host", &r->append_xfh))
+	    cfg_bool(c, a, "append_x_forwarded_host", &r->append_xfh) ||
+	    COMPILE_LIST(c, a, "hash_policy", r->hp, r->nhp, hash_policy))
 		return RM_ERROR;
 	if (which == 0) {
 		if (cfg_string(c, a, "cluster", &s) != RM_OK)

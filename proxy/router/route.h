@@ -141,6 +141,18 @@ const struct route_entry *route_match(const struct route_config *rc,
 const char *route_pick_cluster(const struct route_entry *re, uint64_t rnd,
 			       const struct weighted_cluster **wc_out);
 
+/* RouteAction.hash_policy: the request's hash for RING_HASH/MAGLEV
+ * clusters, computed as Envoy does: each policy that yields a hash (header
+ * present, cookie present and non-empty, query parameter present, peer IP
+ * known) is combined as hash = rotl(hash, 1) ^ policy_hash; a terminal
+ * policy that leaves a hash stops the walk.  Each policy hashes with
+ * xxHash64 (seed 0): header values all of the field's values, sorted and
+ * chained; cookie and query parameter values raw (no decoding); source IP
+ * peer_ip's text ("10.0.0.1", "::1").  Returns false (hash_out untouched)
+ * when no policy applies or the route has none.  Does not allocate. */
+bool route_hash(const struct route_entry *re, const struct http_headers *req, const char *peer_ip,
+		uint64_t *hash_out);
+
 /* Apply request-side transformations for a ROUTE entry to req, in Envoy's
  * order: header removals/additions for weighted cluster, route, virtual
  * host, route config (later levels win unless

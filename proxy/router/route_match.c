@@ -9,6 +9,8 @@
  * rewrites with x-forwarded-host may allocate. */
 #include "route-t.h"
 
+#include <xxhash.h>
+
 #define JOIN_STACK 1024   /* joined multi-value headers up to this size stay on the stack */
 
 static inline unsigned char lc(unsigned char ch)
@@ -287,6 +289,138 @@ const char *route_pick_cluster(const struct route_entry *re, uint64_t rnd,
 		}
 	}
 	return NULL;   /* unreachable: the weights add up to total_weight */
+}
+
+/* ------------------------------------------------------------------------
+ * Hash policies (consistent-hash load balancing) */
+
+#define HASH_MAX_VALUES 32   /* header values sorted on the stack; more are hashed in order */
+
+struct sv {
+	const char *p;
+	size_t n;
+};
+
+/* absl::string_view ordering: bytes, then the shorter first. */
+static int sv_cmp(const struct sv *a, const struct sv *b)
+{
+	int r = memcmp(a->p, b->p, MIN(a->n, b->n));
+	return r ? r : (a->n > b->n) - (a->n < b->n);
+}
+
+/* Envoy's HeaderHashMethod: all values of the header, sorted (so the order
+ * they came in does not matter), hashed in a chain (each value's xxHash64
+ * seeded with the previous result, starting at 0). */
+static bool hash_header(const struct hash_policy *p, const struct http_headers *h, uint64_t *out)
+{
+	struct sv v[HASH_MAX_VALUES];
+	size_t n = 0;
+	uint64_t rest = 0;
+	bool extra = false;
+	int i = hdrs_find(h, p->name, p->name_len, 0);
+
+	if (i < 0)
+		return false;
+	for (; i >= 0; i = hdrs_find(h, p->name, p->name_len, i + 1)) {
+		if (n == HASH_MAX_VALUES) {   /* pathological: hash the rest unsorted */
+			rest = XXH64(hdrs_value(h, (uint32_t)i), h->f[i].value_len, rest);
+			extra = true;
+			continue;
+		}
+		struct sv x = { hdrs_value(h, (uint32_t)i), h->f[i].value_len };
+		size_t k = n++;
+		for (; k > 0 && sv_cmp(&v[k - 1], &x) > 0; k--)   /* insertion sort */
+			v[k] = v[k - 1];
+		v[k] = x;
+	}
+	uint64_t sorted = 0;
+	for (size_t k = 0; k < n; k++)
+		sorted = XXH64(v[k].p, v[k].n, sorted);
+	*out = extra ? XXH64(&rest, sizeof(rest), sorted) : sorted;
+	return true;
+}
+
+/* Envoy's Utility::parseCookieValue: the first `name=value` among the
+ * ';'-separated pairs of every cookie header; surrounding double quotes
+ * are removed.  An empty value counts as absent. */
+static bool hash_cookie(const struct hash_policy *p, const struct http_headers *h, uint64_t *out)
+{
+	for (int i = hdrs_find(h, "cookie", 6, 0); i >= 0; i = hdrs_find(h, "cookie", 6, i + 1)) {
+		const char *s = hdrs_value(h, (uint32_t)i), *end = s + h->f[i].value_len;
+		while (s < end) {
+			const char *semi = memchr(s, ';', (size_t)(end - s));
+			const char *pe = semi ? semi : end;
+			while (s < pe && (*s == ' ' || *s == '\t'))
+				s++;
+			const char *eq = memchr(s, '=', (size_t)(pe - s));
+			if (eq && (size_t)(eq - s) == p->name_len && !memcmp(s, p->name, p->name_len)) {
+				const char *v = eq + 1;
+				size_t n = (size_t)(pe - v);
+				if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+					v++;
+					n -= 2;
+				}
+				if (!n)
+					return false;
+				*out = XXH64(v, n, 0);
+				return true;
+			}
+			s = pe + 1;
+		}
+	}
+	return false;
+}
+
+bool route_hash(const struct route_entry *re, const struct http_headers *req, const char *peer_ip,
+		uint64_t *hash_out)
+{
+	const struct route *r = route_of(re);
+	bool have = false;
+	uint64_t hash = 0;
+
+	for (uint32_t k = 0; k < r->nhp; k++) {
+		const struct hash_policy *p = &r->hp[k];
+		uint64_t h = 0;
+		bool got = false;
+		switch (p->kind) {
+		case HP_HEADER:
+			got = hash_header(p, req, &h);
+			break;
+		case HP_COOKIE:
+			got = hash_cookie(p, req, &h);
+			break;
+		case HP_QUERY: {
+			int i = hdrs_find(req, ":path", 5, 0);
+			const char *v;
+			size_t vn;
+			if (i >= 0 && query_param(hdrs_value(req, (uint32_t)i), req->f[i].value_len,
+						  p->name, p->name_len, &v, &vn)) {
+				h = XXH64(v, vn, 0);
+				got = true;
+			}
+			break;
+		}
+		case HP_SOURCE_IP:
+			if (peer_ip && *peer_ip) {
+				h = XXH64(peer_ip, strlen(peer_ip), 0);
+				got = true;
+			}
+			break;
+		case HP_NONE:
+			break;
+		}
+		if (got) {
+			/* Envoy: rotate the running hash so that equal policies do not
+			 * cancel each other out, then mix in the new one. */
+			hash = (have ? (hash << 1) | (hash >> 63) : 0) ^ h;
+			have = true;
+		}
+		if (p->terminal && have)
+			break;
+	}
+	if (have)
+		*hash_out = hash;
+	return have;
 }
 
 /* ------------------------------------------------------------------------

@@ -83,6 +83,7 @@ void hostset_unref(struct hostset *hs)
 	if (hs->active != hs->hosts)
 		free(hs->active);
 	free(hs->hosts);
+	lb_hash_free(hs->lbt);
 	free(hs);
 }
 
@@ -125,6 +126,24 @@ static struct hostset *hostset_new(struct host **hosts, size_t n, uint32_t panic
 	return hs;
 }
 
+/* Main thread: the RING_HASH/MAGLEV table of a new host set, built before it
+ * is published so workers only ever read it. */
+static void hostset_build_lb(const struct cluster *cl, struct hostset *hs)
+{
+	if (!cluster_lb_is_hash(cl) || !hs->nactive)
+		return;
+	/* over the active (healthy, or all in panic) hosts: lookups index hs->active */
+	const char **keys = xmalloc(hs->nactive * sizeof(*keys));
+	uint32_t *weights = xmalloc(hs->nactive * sizeof(*weights));
+	for (size_t i = 0; i < hs->nactive; i++) {
+		keys[i] = hs->active[i]->addr_str;
+		weights[i] = hs->active[i]->weight;
+	}
+	hs->lbt = lb_hash_build(&cl->hash_cfg, keys, weights, hs->nactive);
+	free(keys);
+	free(weights);
+}
+
 /* Main thread: install a new host set and tell the workers.  force: the
  * hosts are the same but their health changed. */
 static void cluster_set_hostset_ex(struct cluster *cl, struct hostset *hs, bool force)
@@ -148,6 +167,7 @@ static void cluster_set_hostset_ex(struct cluster *cl, struct hostset *hs, bool 
 			healthy += !__atomic_load_n(&hs->hosts[i]->health_flags, __ATOMIC_RELAXED);
 		stats_gauge_set(cl->stats, membership_healthy, healthy);
 	}
+	hostset_build_lb(cl, hs);
 	cl->hs = hs;
 	if (cluster_publish_hook)
 		cluster_publish_hook(cl, hs);
@@ -354,6 +374,8 @@ struct host *cluster_pick_host(struct cluster *cl, struct worker *w)
 		stats_inc(cl->stats, w->shard, lb_healthy_panic);
 	if (n == 1)
 		return hosts[0];
+	if (hs->lbt)   /* RING_HASH/MAGLEV without a hash: random, as Envoy */
+		return hosts[lb_hash_lookup(hs->lbt, rand_u64())];
 	switch (cl->lb) {
 	case LB_RANDOM:
 		if (hs->active_weighted) {
@@ -397,6 +419,16 @@ struct host *cluster_pick_host(struct cluster *cl, struct worker *w)
 	}
 }
 
+struct host *cluster_pick_host_hash(struct cluster *cl, struct worker *w, uint64_t hash,
+				    bool have_hash)
+{
+	struct hostset *hs = cl->workers[w->id].hs;
+
+	if (!have_hash || !hs || !hs->lbt)
+		return cluster_pick_host(cl, w);
+	return hs->active[lb_hash_lookup(hs->lbt, hash)];
+}
+
 /* ---- config ------------------------------------------------------------- */
 
 static const char *const cluster_fields[] = {
@@ -405,7 +437,8 @@ static const char *const cluster_fields[] = {
 	"dns_refresh_rate", "dns_lookup_family", "respect_dns_ttl", "typed_dns_resolver_config",
 	"dns_resolvers", "common_http_protocol_options", "typed_extension_protocol_options",
 	"least_request_lb_config", "round_robin_lb_config", "http_protocol_options",
-	"circuit_breakers", "outlier_detection", "common_lb_config", NULL
+	"circuit_breakers", "outlier_detection", "common_lb_config",
+	"ring_hash_lb_config", "maglev_lb_config", NULL
 };
 static const char *const type_names[] = { "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST" };
 static const char *const lb_names[] = { "ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM",
@@ -569,6 +602,64 @@ static int parse_dns_resolver(struct cfg_ctx *c, const json_t *o, struct cluster
 		cfg_leave(c);
 	}
 	cfg_leave(c);
+	return rc;
+}
+
+/* ring_hash_lb_config and maglev_lb_config (each validated when present,
+ * used when lb_policy selects it). */
+static int parse_hash_lb_config(struct cfg_ctx *c, const json_t *j, struct cluster *cl)
+{
+	static const char *const rf[] = { "minimum_ring_size", "maximum_ring_size",
+					  "hash_function", NULL };
+	static const char *const mf[] = { "table_size", NULL };
+	static const char *const hash_fns[] = { "XX_HASH", "MURMUR_HASH_2" };
+	struct lb_hash_cfg *h = &cl->hash_cfg;
+	const json_t *v;
+	int fn = 0, rc = RM_OK;
+
+	h->kind = cl->lb == LB_MAGLEV ? LB_HASH_MAGLEV : LB_HASH_RING;
+	h->ring_min = LB_RING_MIN_DEFAULT;
+	h->ring_max = LB_RING_MAX_DEFAULT;
+	h->maglev_size = LB_MAGLEV_SIZE_DEFAULT;
+	if ((v = cfg_enter(c, j, "ring_hash_lb_config"))) {
+		if (cfg_expect_object(c, v) || cfg_check_fields(c, v, rf) ||
+		    cfg_u64(c, v, "minimum_ring_size", &h->ring_min) ||
+		    cfg_u64(c, v, "maximum_ring_size", &h->ring_max) ||
+		    cfg_enum(c, v, "hash_function", hash_fns, ARRAY_SIZE(hash_fns), &fn))
+			rc = RM_ERROR;
+		else if (fn != 0) {
+			cfg_enter(c, v, "hash_function");
+			rc = cfg_fail(c, "MURMUR_HASH_2 is not supported yet (XX_HASH is)");
+			cfg_leave(c);
+		} else if (h->ring_min < 1 || h->ring_min > LB_RING_MAX_DEFAULT) {
+			cfg_enter(c, v, "minimum_ring_size");
+			rc = cfg_fail(c, "must be in 1..%u", LB_RING_MAX_DEFAULT);
+			cfg_leave(c);
+		} else if (h->ring_max < 1 || h->ring_max > LB_RING_MAX_DEFAULT) {
+			cfg_enter(c, v, "maximum_ring_size");
+			rc = cfg_fail(c, "must be in 1..%u", LB_RING_MAX_DEFAULT);
+			cfg_leave(c);
+		} else if (h->ring_min > h->ring_max) {
+			rc = cfg_fail(c, "minimum_ring_size (%llu) > maximum_ring_size (%llu)",
+				      (unsigned long long)h->ring_min,
+				      (unsigned long long)h->ring_max);
+		}
+		cfg_leave(c);
+		if (rc)
+			return rc;
+	}
+	if ((v = cfg_enter(c, j, "maglev_lb_config"))) {
+		if (cfg_expect_object(c, v) || cfg_check_fields(c, v, mf) ||
+		    cfg_u64(c, v, "table_size", &h->maglev_size))
+			rc = RM_ERROR;
+		else if (!lb_is_prime(h->maglev_size) || h->maglev_size >= LB_MAGLEV_SIZE_MAX) {
+			cfg_enter(c, v, "table_size");
+			rc = cfg_fail(c, "the table size of maglev must be a prime number below %u",
+				      LB_MAGLEV_SIZE_MAX);
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+	}
 	return rc;
 }
 
@@ -768,10 +859,14 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		cl->lb = LB_LEAST_REQUEST;
 	else if (lb == 3)
 		cl->lb = LB_RANDOM;
+	else if (lb == 2)
+		cl->lb = LB_RING_HASH;
+	else if (lb == 5)
+		cl->lb = LB_MAGLEV;
 	else {
 		cfg_enter(c, j, "lb_policy");
-		cfg_fail(c, "lb_policy %s is not supported yet (ROUND_ROBIN, LEAST_REQUEST, RANDOM are)",
-			 lb_names[lb]);
+		cfg_fail(c, "lb_policy %s is not supported yet (ROUND_ROBIN, LEAST_REQUEST, RANDOM, "
+			 "RING_HASH, MAGLEV are)", lb_names[lb]);
 		cfg_leave(c);
 		goto error;
 	}
@@ -818,6 +913,8 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		if (cl->lr_choice_count < 2)
 			cl->lr_choice_count = 2;
 	}
+	if (parse_hash_lb_config(c, j, cl))
+		goto error;
 	if ((v = cfg_enter(c, j, "round_robin_lb_config"))) {
 		static const char *const f[] = { NULL };
 		int rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, f);

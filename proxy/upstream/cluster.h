@@ -13,6 +13,7 @@
 #include "../config/cfg.h"
 #include "../../stats/stats.h"
 #include "dns.h"
+#include "lb_hash.h"
 
 struct worker;
 struct pool;
@@ -57,7 +58,7 @@ enum { HOST_CX_TOTAL, HOST_CX_ACTIVE, HOST_CX_CONNECT_FAIL, HOST_RQ_TOTAL, HOST_
        HOST_RQ_ERROR, HOST_RQ_SUCCESS, HOST_RQ_TIMEOUT, HOST_STATS_N };
 
 enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS };
-enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM };
+enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV };
 
 #define HOST_FAILED_ACTIVE_HC 0x1          /* health_flags */
 #define HOST_FAILED_OUTLIER   0x2
@@ -92,6 +93,8 @@ struct hostset {
 	uint32_t active_weight;
 	bool active_weighted;
 	bool panic;
+	struct lb_hash_table *lbt;          /* owned; RING_HASH/MAGLEV lookup table built
+					       by the main thread for this set, else NULL */
 };
 
 struct outlier_cfg {                        /* cluster.outlier_detection */
@@ -139,6 +142,7 @@ struct cluster {
 	enum cluster_type type;
 	enum lb_policy lb;
 	uint32_t lr_choice_count;           /* least_request_lb_config.choice_count (2) */
+	struct lb_hash_cfg hash_cfg;        /* ring_hash_lb_config / maglev_lb_config */
 	uint64_t connect_timeout_ms;        /* default 5000 */
 	uint32_t buffer_limit;              /* per_connection_buffer_limit_bytes (1 MiB) */
 	uint32_t max_requests_per_connection; /* 0 = unlimited */
@@ -192,6 +196,15 @@ void cluster_start(struct cluster *cl, struct event_base *base,
 /* Worker side. */
 void cluster_worker_set_hostset(struct cluster *cl, unsigned w, struct hostset *hs); /* takes ref */
 struct host *cluster_pick_host(struct cluster *cl, struct worker *w);
+/* RING_HASH / MAGLEV: the host owning hash in this worker's host set; with
+ * have_hash false (no hash_policy produced a hash) a random one, as Envoy.
+ * Other policies ignore the hash (same as cluster_pick_host). */
+struct host *cluster_pick_host_hash(struct cluster *cl, struct worker *w, uint64_t hash,
+				    bool have_hash);
+static inline bool cluster_lb_is_hash(const struct cluster *cl)
+{
+	return cl->lb == LB_RING_HASH || cl->lb == LB_MAGLEV;
+}
 
 struct host *host_ref(struct host *h);
 void host_unref(struct host *h);

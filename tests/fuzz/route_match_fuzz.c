@@ -3,18 +3,20 @@
  * Two fixed route tables (with safe_regex routes, regex header matchers,
  * regex rewrites, wildcard domains, redirects, weighted clusters; one with
  * ignore_port_in_host_matching) are compiled once; each input becomes a
- * request that is matched against both, then run through the request and
- * response transformations and the redirect Location builder.
+ * request that is matched against both, hashed by the route's hash_policy,
+ * then run through the request and response transformations and the
+ * redirect Location builder.
  *
- * Input: byte 0 = flags (bit 0: TLS, bit 1: small Location buffer), then
- * lines: ":authority", ":path", then "name: value" header lines.
+ * Input: byte 0 = flags (bit 0: TLS, bit 1: small Location buffer, bit 2: a
+ * peer IP for the source_ip hash policy), then lines: ":authority", ":path",
+ * then "name: value" header lines.
  *
  * Build and run (from the repository root):
  *   clang-14 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. \
- *     $(pkg-config --cflags jansson libpcre2-8) tests/fuzz/route_match_fuzz.c \
+ *     $(pkg-config --cflags jansson libpcre2-8 libxxhash) tests/fuzz/route_match_fuzz.c \
  *     proxy/router/route.c proxy/router/route_match.c proxy/router/route_regex.c \
  *     proxy/config/cfg.c proxy/http/headers.c proxy/common.c proxy/log.c \
- *     $(pkg-config --libs jansson libpcre2-8) -lm -o /tmp/route_match_fuzz
+ *     $(pkg-config --libs jansson libpcre2-8 libxxhash) -lm -o /tmp/route_match_fuzz
  *   /tmp/route_match_fuzz -max_total_time=20 tests/fuzz/corpus/route_match */
 #include <jansson.h>
 
@@ -47,7 +49,9 @@ static const char table_json[] =
 	"    {\"name\": \"q\", \"match\": {\"path_separated_prefix\": \"/q\", \"case_sensitive\": false,"
 	"      \"query_parameters\": [{\"name\": \"k\", \"string_match\": {\"safe_regex\": {\"regex\": \"[^&]*\"}}},"
 	"        {\"name\": \"p\", \"present_match\": true}]},"
-	"     \"route\": {\"cluster\": \"q\", \"prefix_rewrite\": \"/query\"}},"
+	"     \"route\": {\"cluster\": \"q\", \"prefix_rewrite\": \"/query\", \"hash_policy\": ["
+	"       {\"cookie\": {\"name\": \"session\"}}, {\"header\": {\"header_name\": \"x-a\"}, \"terminal\": true},"
+	"       {\"query_parameter\": {\"name\": \"k\"}}, {\"connection_properties\": {\"source_ip\": true}}]}},"
 	"    {\"name\": \"redir\", \"match\": {\"prefix\": \"/r\"}, \"redirect\": {\"https_redirect\": true,"
 	"      \"prefix_rewrite\": \"/R\", \"strip_query\": true}},"
 	"    {\"name\": \"redir2\", \"match\": {\"prefix\": \"/2\"}, \"redirect\": {\"port_redirect\": 8443,"
@@ -159,6 +163,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			case ROUTE_ACTION_ROUTE:
 				if (!route_pick_cluster(re, rnd, &wc))
 					abort();
+				uint64_t hash;
+				(void)route_hash(re, &req, (data[0] & 4) ? "10.0.0.1" : NULL, &hash);
 				route_apply_request(tables[t], vh, re, wc, &req);
 				break;
 			case ROUTE_ACTION_REDIRECT: {

@@ -47,6 +47,8 @@ struct router {
 	uint64_t up_start_ns;
 	bool connected, req_chunked, req_end, req_sent_end, head_done, resp_done;
 	bool tunnel, paused_down, shut_up_wr, rq_active, chunked_init, cb_rq, need_host, failed;
+	bool have_hash;                      /* hash_policy produced a hash (RING_HASH/MAGLEV) */
+	uint64_t hash;
 	/* retries */
 	const struct retry_policy *rp;       /* route's policy, may be NULL */
 	uint32_t retry_on;                   /* policy + x-envoy-retry-on */
@@ -540,8 +542,9 @@ static void attempt_start(struct router *r)
 	struct http_stream *s = r->s;
 	struct worker *w = http_stream_worker(s);
 	unsigned sh = w->shard;
-	struct host *host = cluster_pick_host(r->cl, w);
+	struct host *host = cluster_pick_host_hash(r->cl, w, r->hash, r->have_hash);
 	if (host && r->rp && r->rp->previous_hosts) {
+		/* consistent hashing would pick the same host again: reselect randomly */
 		for (uint32_t k = 1; k < r->rp->host_selection_max_attempts && tried_before(r, host); k++)
 			host = cluster_pick_host(r->cl, w);
 	}
@@ -728,6 +731,9 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 		return FILTER_STOP;
 	}
 	r->cb_rq = true;
+	/* RING_HASH/MAGLEV: hash the request as it came in (before rewrites). */
+	r->have_hash = cluster_lb_is_hash(r->cl) &&
+		       route_hash(r->re, h, http_stream_peer_ip(s), &r->hash);
 	route_apply_request(rc, r->vh, r->re, r->wc, h);
 	bool need_host = hdrs_find(h, ":authority", 10, 0) < 0;   /* HTTP/1.0 without Host */
 	if (!r->cfg->suppress_envoy_headers && r->re->timeout_ms) {

@@ -207,3 +207,33 @@ TEST(config_tcp_proxy)
 	CHECK_STR(err, "t.yaml:13:11: static_resources.listeners[0].filter_chains[0].filters[0]"
 		       ".typed_config.cluster: unknown cluster 'c'");
 }
+
+TEST(config_cluster_hash_lb)
+{
+	char err[1024];
+#define C1 "static_resources:\n  clusters:\n  - name: a\n"
+	CHECK(compile(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {minimum_ring_size: 16, "
+		      "maximum_ring_size: 4096, hash_function: XX_HASH}\n", err, sizeof(err)) != NULL);
+	CHECK(compile(C1 "    lb_policy: MAGLEV\n    maglev_lb_config: {table_size: 307}\n", err,
+		      sizeof(err)) != NULL);
+	CHECK(compile(C1 "    lb_policy: MAGLEV\n    maglev_lb_config: {table_size: 1000}\n", err,
+		      sizeof(err)) == NULL);
+	CHECK_CONTAINS(err, "static_resources.clusters[0].maglev_lb_config.table_size: the table size "
+		       "of maglev must be a prime number below 5000011");
+	CHECK(compile(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {minimum_ring_size: 100, "
+		      "maximum_ring_size: 10}\n", err, sizeof(err)) == NULL);
+	CHECK_CONTAINS(err, "static_resources.clusters[0].ring_hash_lb_config: minimum_ring_size (100) > "
+		       "maximum_ring_size (10)");
+	CHECK(compile(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {maximum_ring_size: 8388609}\n",
+		      err, sizeof(err)) == NULL);
+	CHECK_CONTAINS(err, "ring_hash_lb_config.maximum_ring_size: must be in 1..8388608");
+	CHECK(compile(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {hash_function: MURMUR_HASH_2}\n",
+		      err, sizeof(err)) == NULL);
+	CHECK_CONTAINS(err, "ring_hash_lb_config.hash_function: MURMUR_HASH_2 is not supported yet");
+	CHECK(compile(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {ring_size: 1}\n",
+		      err, sizeof(err)) == NULL);
+	CHECK_CONTAINS(err, "ring_hash_lb_config.ring_size: unknown field 'ring_size'");
+	CHECK(compile(C1 "    lb_policy: CLUSTER_PROVIDED\n", err, sizeof(err)) == NULL);
+	CHECK_CONTAINS(err, "lb_policy: lb_policy CLUSTER_PROVIDED is not supported yet");
+#undef C1
+}

@@ -1280,3 +1280,193 @@ TEST(route_retry_policy)
 		  "virtual_hosts[0].routes[0].route.retry_policy.retriable_status_codes[0]: "
 		  "expected an HTTP status code (100..599)");
 }
+
+/* ------------------------------------------------------------------------
+ * Hash policies */
+
+#include <xxhash.h>
+
+#define HP_ROUTE(policies) \
+	VH("{'name': 'h', 'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'hash_policy': [" \
+	   policies "]}}, {'name': 'plain', 'match': {'prefix': '/'}, 'route': {'cluster': 'c'}}")
+#define HP_ERR(policies) compile_err(HP_ROUTE(policies))
+
+TEST(route_hash_policy_compile_errors)
+{
+	CHECK_STR(HP_ERR("{}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0]: one of 'header', 'cookie', "
+		  "'connection_properties', 'query_parameter' or 'filter_state' is required");
+	CHECK_STR(HP_ERR("{'header': {'header_name': 'x'}, 'query_parameter': {'name': 'q'}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0]: only one of 'header', 'cookie', "
+		  "'connection_properties', 'query_parameter' or 'filter_state' may be set ('header' "
+		  "and 'query_parameter' are both set)");
+	CHECK_STR(HP_ERR("{'header': {'header_name': 'x'}}, {'header': {}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[1].header.header_name: missing "
+		  "required field 'header_name'");
+	CHECK_STR(HP_ERR("{'header': {'header_name': 'bad name'}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].header.header_name: invalid header "
+		  "name 'bad name'");
+	CHECK_STR(HP_ERR("{'header': {'header_name': 'x', 'regex_rewrite': {}}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].header.regex_rewrite: not supported yet");
+	CHECK_STR(HP_ERR("{'cookie': {'name': 's', 'ttl': '10s'}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].cookie.ttl: not supported yet "
+		  "(generating cookies; a cookie hash policy without ttl is supported)");
+	CHECK_STR(HP_ERR("{'cookie': {'name': ''}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].cookie.name: must be 1 to 16384 "
+		  "bytes long");
+	CHECK_STR(HP_ERR("{'query_parameter': {'name': 'q', 'value': 1}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].query_parameter.value: unknown field 'value'");
+	CHECK_STR(HP_ERR("{'filter_state': {'key': 'k'}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].filter_state: not supported yet");
+	CHECK_STR(HP_ERR("{'connection_properties': {'source_ip': 'yes'}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].connection_properties.source_ip: "
+		  "expected true or false");
+	CHECK_STR(HP_ERR("{'header': {'header_name': 'x'}, 'terminal': 1, 'extra': 2}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].extra: unknown field 'extra'");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'hash_policy': {}}}")),
+		  "virtual_hosts[0].routes[0].route.hash_policy: expected a list");
+}
+
+static uint64_t xxh(const char *s)
+{
+	return XXH64(s, strlen(s), 0);
+}
+
+static uint64_t rotl1(uint64_t h)
+{
+	return (h << 1) | (h >> 63);
+}
+
+/* route_hash for the first route of rc ('h') on path + headers (NULL ends). */
+static bool hash_of(const struct route_config *rc, const char *peer, uint64_t *out,
+		    const char *path, ...)
+{
+	struct http_headers h;
+	const struct virtual_host *vh;
+	va_list ap;
+	const char *n, *v;
+
+	hdrs_init(&h);
+	hdrs_add_cstr(&h, ":authority", "h");
+	hdrs_add_cstr(&h, ":path", path);
+	va_start(ap, path);
+	while ((n = va_arg(ap, const char *)) && (v = va_arg(ap, const char *)))
+		hdrs_add_cstr(&h, n, v);
+	va_end(ap);
+	const struct route_entry *re = route_match(rc, &h, &vh);
+	*out = 0xdeadull;
+	bool got = re && route_hash(re, &h, peer, out);
+	if (!got)
+		CHECK(*out == 0xdeadull);   /* untouched without a hash */
+	hdrs_free(&h);
+	return got;
+}
+
+TEST(route_hash_header)
+{
+	struct route_config *rc = compile(HP_ROUTE("{'header': {'header_name': 'X-User'}}"));
+	uint64_t a, b;
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK(!hash_of(rc, "10.0.0.1", &a, "/", NULL));                      /* absent: no hash */
+	CHECK(!hash_of(rc, "10.0.0.1", &a, "/", "x-other", "alice", NULL));
+	CHECK(hash_of(rc, "10.0.0.1", &a, "/", "x-user", "alice", NULL));
+	CHECK(a == xxh("alice"));
+	CHECK(hash_of(rc, "10.0.0.2", &b, "/x?y=1", "x-user", "alice", NULL));  /* stable */
+	CHECK(a == b);
+	CHECK(hash_of(rc, "10.0.0.1", &b, "/", "x-user", "bob", NULL));
+	CHECK(a != b);
+	CHECK(hash_of(rc, NULL, &b, "/", "x-user", "", NULL));                /* empty counts */
+	CHECK(b == xxh(""));
+	/* several fields: sorted, chained; their order does not matter */
+	CHECK(hash_of(rc, NULL, &a, "/", "x-user", "b", "x-user", "a", NULL));
+	CHECK(hash_of(rc, NULL, &b, "/", "x-user", "a", "x-user", "b", NULL));
+	CHECK(a == b);
+	CHECK(a == XXH64("b", 1, XXH64("a", 1, 0)));
+	route_config_free(rc);
+}
+
+TEST(route_hash_cookie_query_source_ip)
+{
+	struct route_config *rc = compile(HP_ROUTE("{'cookie': {'name': 'sess', 'path': '/'}}"));
+	uint64_t a;
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK(!hash_of(rc, NULL, &a, "/", NULL));
+	CHECK(!hash_of(rc, NULL, &a, "/", "cookie", "other=1; sessx=2", NULL));
+	CHECK(!hash_of(rc, NULL, &a, "/", "cookie", "sess=", NULL));        /* empty: absent */
+	CHECK(hash_of(rc, NULL, &a, "/", "cookie", "a=1;  sess=\"abc\"; b=2", NULL));
+	CHECK(a == xxh("abc"));
+	CHECK(hash_of(rc, NULL, &a, "/", "cookie", "a=1", "cookie", "sess=xyz", NULL));
+	CHECK(a == xxh("xyz"));
+	route_config_free(rc);
+
+	rc = compile(HP_ROUTE("{'query_parameter': {'name': 'user'}}"));
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK(!hash_of(rc, NULL, &a, "/p", NULL));
+	CHECK(!hash_of(rc, NULL, &a, "/p?username=x", NULL));
+	CHECK(hash_of(rc, NULL, &a, "/p?a=1&user=al%20ice&user=bob", NULL));   /* first, raw */
+	CHECK(a == xxh("al%20ice"));
+	CHECK(hash_of(rc, NULL, &a, "/p?user", NULL));
+	CHECK(a == xxh(""));
+	route_config_free(rc);
+
+	rc = compile(HP_ROUTE("{'connection_properties': {'source_ip': true}}"));
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK(!hash_of(rc, NULL, &a, "/", NULL));
+	CHECK(hash_of(rc, "10.1.2.3", &a, "/", NULL));
+	CHECK(a == xxh("10.1.2.3"));
+	CHECK(hash_of(rc, "::1", &a, "/", NULL));
+	CHECK(a == xxh("::1"));
+	route_config_free(rc);
+
+	rc = compile(HP_ROUTE("{'connection_properties': {'source_ip': false}}"));
+	CHECK(rc != NULL);
+	if (rc)
+		CHECK(!hash_of(rc, "10.1.2.3", &a, "/", NULL));
+	route_config_free(rc);
+}
+
+TEST(route_hash_combine_and_terminal)
+{
+	struct route_config *rc = compile(HP_ROUTE(
+		"{'header': {'header_name': 'x-a'}}, {'query_parameter': {'name': 'q'}},"
+		"{'header': {'header_name': 'x-a'}}"));
+	uint64_t a;
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK(hash_of(rc, NULL, &a, "/?q=2", "x-a", "1", NULL));
+	CHECK(a == (rotl1(rotl1(xxh("1")) ^ xxh("2")) ^ xxh("1")));
+	CHECK(hash_of(rc, NULL, &a, "/?q=2", NULL));          /* only the policies that apply */
+	CHECK(a == xxh("2"));
+	/* a duplicated policy does not cancel itself out */
+	CHECK(hash_of(rc, NULL, &a, "/", "x-a", "1", NULL));
+	CHECK(a == (rotl1(xxh("1")) ^ xxh("1")));
+	CHECK(a != 0);
+	route_config_free(rc);
+
+	rc = compile(HP_ROUTE(
+		"{'header': {'header_name': 'x-a'}, 'terminal': true}, {'query_parameter': {'name': 'q'}}"));
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	CHECK(hash_of(rc, NULL, &a, "/?q=2", "x-a", "1", NULL));   /* terminal with a hash: stop */
+	CHECK(a == xxh("1"));
+	CHECK(hash_of(rc, NULL, &a, "/?q=2", NULL));               /* terminal without: go on */
+	CHECK(a == xxh("2"));
+	route_config_free(rc);
+
+	/* a route without hash_policy never has a hash */
+	rc = compile(VH(OK_ROUTE));
+	CHECK(rc != NULL);
+	if (rc)
+		CHECK(!hash_of(rc, "10.0.0.1", &a, "/", "x-a", "1", NULL));
+	route_config_free(rc);
+}
