@@ -4,6 +4,7 @@
 extern const struct network_filter_ops tcp_proxy_filter_ops;
 extern const struct network_filter_ops hcm_filter_ops;
 extern const struct http_filter_ops router_filter_ops;
+extern const struct http_filter_ops fault_filter_ops;
 
 static const struct network_filter_ops *const network_filters[] = {
 	&tcp_proxy_filter_ops,
@@ -12,6 +13,7 @@ static const struct network_filter_ops *const network_filters[] = {
 
 static const struct http_filter_ops *const http_filters[] = {
 	&router_filter_ops,
+	&fault_filter_ops,
 };
 
 /* Match by @type URL if given (Envoy selects by type), else by name. */
