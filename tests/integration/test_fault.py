@@ -30,10 +30,10 @@ def pct(n, denom=None):
 
 
 def fault_config(admin, lport, upstream_port, fault, prefix="ingress_http", routes=None,
-                 clusters=None):
+                 clusters=None, **hcm_extra):
     routes = routes or [route({"prefix": "/"}, "backend")]
     lst = http_listener(lport, routes, stat_prefix=prefix,
-                        http_filters=[fault_filter(**fault), ROUTER_FILTER])
+                        http_filters=[fault_filter(**fault), ROUTER_FILTER], **hcm_extra)
     return bootstrap(admin, [lst], clusters or [static_cluster("backend", upstream_port)])
 
 
@@ -199,6 +199,22 @@ def test_client_gone_during_delay(remora, upstream, ports):
         c.close()
     time.sleep(1.0)   # the timers fire on closed (or destroyed) streams
     assert curl(f"http://127.0.0.1:{lport}/").status == 200
+    r.wait_stat("http.ingress_http.fault.active_faults", lambda v: v == 0)
+
+
+def test_request_timeout_during_delay(remora, upstream, ports):
+    # the HCM's request_timeout fires while the headers are held: 408, and
+    # the delay timer never resumes the finished stream
+    r, lport = start(remora, upstream, ports, {
+        "delay": {"fixed_delay": "1s", "percentage": pct(100)},
+        "abort": {"http_status": 503, "percentage": pct(100)}}, request_timeout="0.3s")
+    for _ in range(2):
+        res = curl(f"http://127.0.0.1:{lport}/", "-H", "Expect:", "-d", "x" * 100)
+        assert res.status == 408, res
+    time.sleep(1.2)
+    assert upstream.request_count() == 0
+    st = r.stats()
+    assert st["http.ingress_http.fault.aborts_injected"] == 0
     r.wait_stat("http.ingress_http.fault.active_faults", lambda v: v == 0)
 
 

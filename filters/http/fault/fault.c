@@ -430,6 +430,12 @@ static void delay_done(evutil_socket_t fd, short what, void *arg)
 	int grpc, status;
 	(void)fd;
 	(void)what;
+	if (http_stream_response_started(f->s)) {
+		/* answered meanwhile (e.g. the HCM's request timeout); the stream
+		 * is about to be destroyed */
+		deactivate(f);
+		return;
+	}
 	status = fault_abort_status(f->cfg, http_stream_request(f->s), rand_u64(), &grpc);
 	if (status) {
 		do_abort(f, status, grpc);
