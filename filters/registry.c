@@ -6,6 +6,7 @@ extern const struct network_filter_ops hcm_filter_ops;
 extern const struct network_filter_ops network_local_ratelimit_filter_ops;
 extern const struct http_filter_ops router_filter_ops;
 extern const struct http_filter_ops local_ratelimit_filter_ops;
+extern const struct http_filter_ops fault_filter_ops;
 
 static const struct network_filter_ops *const network_filters[] = {
 	&tcp_proxy_filter_ops,
@@ -16,6 +17,7 @@ static const struct network_filter_ops *const network_filters[] = {
 static const struct http_filter_ops *const http_filters[] = {
 	&router_filter_ops,
 	&local_ratelimit_filter_ops,
+	&fault_filter_ops,
 };
 
 /* Match by @type URL if given (Envoy selects by type), else by name. */

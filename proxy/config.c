@@ -320,7 +320,7 @@ struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, s
 	static const char *const f[] = { "node", "admin", "static_resources", NULL };
 	static const char *const sf[] = { "listeners", "clusters", NULL };
 	struct snapshot *s = xcalloc(1, sizeof(*s));
-	struct build_ctx b = { srv, s, srv->stats, srv->nworkers };
+	struct build_ctx b = { .srv = srv, .snap = s, .stats = srv->stats, .nworkers = srv->nworkers };
 	const json_t *v, *sr;
 
 	s->refcnt = 1;

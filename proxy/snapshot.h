@@ -68,6 +68,8 @@ struct build_ctx {
 	struct snapshot *snap;               /* being built; clusters are parsed first */
 	struct stats_store *stats;
 	unsigned nworkers;
+	const char *http_stat_prefix;        /* set by the HCM while its http_filters are
+	                                        parsed ("ingress_http"), NULL otherwise */
 };
 
 struct snapshot *snapshot_ref(struct snapshot *s);

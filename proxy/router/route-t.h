@@ -34,6 +34,12 @@ struct hdr_matcher {
 	struct str_matcher sm;       /* HM_STRING */
 };
 
+/* header_match_list (route.h): matchers outside a route. */
+struct header_match_list {
+	struct hdr_matcher *hm;      /* owned [nhm] */
+	uint32_t nhm;
+};
+
 /* QueryParameterMatcher: has_sm false means "present". */
 struct qp_matcher {
 	char *name;                  /* owned */

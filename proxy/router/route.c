@@ -522,6 +522,38 @@ static int qp_matcher(struct cfg_ctx *c, const json_t *m, struct qp_matcher *qm)
 		rc_ == RM_ERROR ? RM_ERROR : RM_OK;                                \
 	})
 
+void header_match_list_free(struct header_match_list *l)
+{
+	if (!l)
+		return;
+	for (uint32_t i = 0; i < l->nhm; i++) {
+		xfree(l->hm[i].name);
+		sm_free(&l->hm[i].sm);
+	}
+	xfree(l->hm);
+	xfree(l);
+}
+
+int header_match_list_compile(struct cfg_ctx *c, const json_t *obj, const char *name,
+			      struct header_match_list **out)
+{
+	struct header_match_list *l = xcalloc(1, sizeof(*l));
+	int depth = c->depth;
+
+	*out = NULL;
+	if (COMPILE_LIST(c, obj, name, l->hm, l->nhm, hdr_matcher) != RM_OK) {
+		while (c->depth > depth)
+			cfg_leave(c);
+		header_match_list_free(l);
+		return RM_ERROR;
+	}
+	if (!l->nhm)
+		header_match_list_free(l);
+	else
+		*out = l;
+	return RM_OK;
+}
+
 /* ------------------------------------------------------------------------
  * Header mutations */
 

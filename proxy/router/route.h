@@ -177,6 +177,19 @@ int header_adds_compile(struct cfg_ctx *c, const json_t *obj, const char *field,
 void header_adds_apply(const struct header_adds *a, struct http_headers *h); /* NULL ok */
 void header_adds_free(struct header_adds *a);                                /* NULL ok */
 
+/* A standalone list of HeaderMatchers (a filter's `headers` field, e.g. the
+ * fault filter), compiled with the same rules as RouteMatch.headers and
+ * matched as Envoy's HeaderUtility::matchHeaders: every matcher must match.
+ * header_match_list_compile compiles member `name` of obj: RM_OK with *out
+ * set (NULL when the member is absent or empty), RM_ERROR after cfg_fail.
+ * The caller owns *out (header_match_list_free, NULL ok).  Matching a NULL
+ * list is true. */
+struct header_match_list;
+int header_match_list_compile(struct cfg_ctx *c, const json_t *obj, const char *name,
+			      struct header_match_list **out);
+void header_match_list_free(struct header_match_list *l);
+bool header_match_list_match(const struct header_match_list *l, const struct http_headers *req);
+
 /* For a REDIRECT entry: build the Location value for req into buf (NUL
  * terminated).  Returns its length, or -1 if it does not fit. */
 int route_redirect_location(const struct route_entry *re, const struct http_headers *req,

@@ -167,6 +167,16 @@ static bool hm_match(const struct hdr_matcher *m, const struct http_headers *h)
 	return match != m->invert;
 }
 
+bool header_match_list_match(const struct header_match_list *l, const struct http_headers *req)
+{
+	if (!l)
+		return true;
+	for (uint32_t i = 0; i < l->nhm; i++)
+		if (!hm_match(&l->hm[i], req))
+			return false;
+	return true;
+}
+
 /* First value of query parameter name in path (no percent-decoding, as
  * Envoy's route matching does not decode either). */
 static bool query_param(const char *path, size_t len, const char *name, size_t nlen,

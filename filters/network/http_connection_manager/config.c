@@ -257,7 +257,9 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 	if (!(v = cfg_enter_req(c, j, "http_filters")))
 		goto error;
 	{
+		b->http_stat_prefix = cfg->stat_prefix;   /* filters name their stats after it */
 		int rc = parse_http_filters(c, v, cfg, b);
+		b->http_stat_prefix = NULL;
 		cfg_leave(c);
 		if (rc)
 			goto error;
