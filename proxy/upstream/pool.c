@@ -8,6 +8,8 @@
 #include "../worker.h"
 #include "../log.h"
 
+static void dispatch_cb(evutil_socket_t fd, short what, void *arg);
+
 static struct pool *pool_for(struct worker *w, struct cluster *cl, struct host *h)
 {
 	struct pool *p = h->pools[w->id];
@@ -16,14 +18,18 @@ static struct pool *pool_for(struct worker *w, struct cluster *cl, struct host *
 		p->host = host_ref(h);
 		p->cl = cl;
 		p->w = w;
+		p->dispatch = event_new(w->base, -1, 0, dispatch_cb, p);
 		h->pools[w->id] = p;
 	}
 	return p;
 }
 
 /* Free an empty pool; its host slot is cleared (worker-owned). */
+/* Only called with no connections and no queued requests left. */
 static void pool_free(struct pool *p)
 {
+	if (p->dispatch)
+		event_free(p->dispatch);
 	p->host->pools[p->w->id] = NULL;
 	host_unref(p->host);
 	free(p);
@@ -36,10 +42,10 @@ void pool_orphan(struct worker *w, struct host *h)
 		return;
 	while (p->idle)
 		pool_conn_close(p->idle, false);
-	if (!p->nconns)
+	if (!p->nconns && !p->npending)
 		pool_free(p);
 	else
-		p->orphan = true;                  /* the last busy one frees it */
+		p->orphan = true;   /* the last connection or queued request frees it */
 }
 
 static void idle_unlink(struct upstream_conn *uc)
@@ -71,8 +77,11 @@ void pool_conn_close(struct upstream_conn *uc, bool remote)
 		event_free(uc->timer);
 	conn_free(uc->bev);
 	p->nconns--;
+	__atomic_sub_fetch(&p->cl->cb_cx, 1, __ATOMIC_RELAXED);
+	if (p->pend_head && !p->orphan)
+		event_active(p->dispatch, EV_TIMEOUT, 0);   /* capacity freed */
 	free(uc);
-	if (p->orphan && !p->nconns)
+	if (p->orphan && !p->nconns && !p->npending)
 		pool_free(p);
 }
 
@@ -113,6 +122,8 @@ void pool_release(struct upstream_conn *uc, bool reusable)
 		pool_conn_close(uc, false);
 		return;
 	}
+	if (p->pend_head)
+		event_active(p->dispatch, EV_TIMEOUT, 0);   /* a waiting request takes it */
 	uc->state = UC_IDLE;
 	uc->next = p->idle;
 	uc->prev = NULL;
@@ -175,23 +186,24 @@ static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	connect_done(arg, POOL_E_TIMEOUT, "connection timeout");
 }
 
-int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb cb, void *arg,
-	     struct upstream_conn **out)
+static struct upstream_conn *take_idle(struct pool *p)
 {
-	struct pool *p = pool_for(w, cl, h);
 	struct upstream_conn *uc = p->idle;
+	if (!uc)
+		return NULL;
+	idle_unlink(uc);
+	event_del(uc->timer);
+	uc->state = UC_BUSY;
+	conn_setcb(uc->bev, NULL, NULL, NULL, NULL);
+	return uc;
+}
 
-	*out = NULL;
-	if (uc) {
-		idle_unlink(uc);
-		event_del(uc->timer);
-		uc->state = UC_BUSY;
-		conn_setcb(uc->bev, NULL, NULL, NULL, NULL);
-		*out = uc;
-		return RM_OK;
-	}
-
-	uc = xcalloc(1, sizeof(*uc));
+static struct upstream_conn *connect_new(struct pool *p, pool_ready_cb cb, void *arg)
+{
+	struct worker *w = p->w;
+	struct cluster *cl = p->cl;
+	struct host *h = p->host;
+	struct upstream_conn *uc = xcalloc(1, sizeof(*uc));
 	uc->pool = p;
 	uc->state = UC_CONNECTING;
 	uc->created_ms = uc->connect_start_ms = now_ms();
@@ -211,8 +223,107 @@ int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb
 	struct timeval tv = { (time_t)(cl->connect_timeout_ms / 1000),
 			      (suseconds_t)(cl->connect_timeout_ms % 1000) * 1000 };
 	evtimer_add(uc->timer, &tv);
-	*out = uc;
+	return uc;
+}
+
+/* Reserve one connection under max_connections (cluster-wide). */
+static bool cx_reserve(struct cluster *cl)
+{
+	if ((uint32_t)__atomic_add_fetch(&cl->cb_cx, 1, __ATOMIC_RELAXED) <= cl->max_connections)
+		return true;
+	__atomic_sub_fetch(&cl->cb_cx, 1, __ATOMIC_RELAXED);
+	return false;
+}
+
+int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb cb, void *arg,
+	     struct upstream_conn **out, struct pool_pending **pend)
+{
+	struct pool *p = pool_for(w, cl, h);
+
+	*out = NULL;
+	*pend = NULL;
+	if ((*out = take_idle(p)))
+		return RM_OK;
+	if (cx_reserve(cl)) {
+		*out = connect_new(p, cb, arg);
+		return RM_AGAIN;
+	}
+	stats_inc(cl->stats, w->shard, upstream_cx_overflow);
+	if ((uint32_t)__atomic_add_fetch(&cl->cb_pending, 1, __ATOMIC_RELAXED) > cl->max_pending) {
+		__atomic_sub_fetch(&cl->cb_pending, 1, __ATOMIC_RELAXED);
+		stats_inc(cl->stats, w->shard, upstream_rq_pending_overflow);
+		return RM_ERROR;
+	}
+	struct pool_pending *pp = xcalloc(1, sizeof(*pp));
+	pp->cb = cb;
+	pp->arg = arg;
+	pp->pool = p;
+	pp->prev = p->pend_tail;
+	if (p->pend_tail)
+		p->pend_tail->next = pp;
+	else
+		p->pend_head = pp;
+	p->pend_tail = pp;
+	p->npending++;
+	stats_inc(cl->stats, w->shard, upstream_rq_pending_total);
+	stats_inc(cl->stats, w->shard, upstream_rq_pending_active);
+	*pend = pp;
 	return RM_AGAIN;
+}
+
+static void pending_unlink(struct pool_pending *pp)
+{
+	struct pool *p = pp->pool;
+	if (pp->prev)
+		pp->prev->next = pp->next;
+	else
+		p->pend_head = pp->next;
+	if (pp->next)
+		pp->next->prev = pp->prev;
+	else
+		p->pend_tail = pp->prev;
+	p->npending--;
+	__atomic_sub_fetch(&p->cl->cb_pending, 1, __ATOMIC_RELAXED);
+	stats_dec(p->cl->stats, p->w->shard, upstream_rq_pending_active);
+}
+
+void pool_pending_cancel(struct pool_pending *pp)
+{
+	if (!pp)
+		return;
+	struct pool *p = pp->pool;
+	pending_unlink(pp);
+	free(pp);
+	if (p->orphan && !p->nconns && !p->npending)
+		pool_free(p);
+}
+
+/* Deferred: give idle connections, or new capacity, to waiting requests. */
+static void dispatch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool *p = arg;
+	(void)fd;
+	(void)what;
+	while (p->pend_head) {
+		struct pool_pending *pp = p->pend_head;
+		struct upstream_conn *uc = take_idle(p);
+		if (!uc) {
+			if (!cx_reserve(p->cl))
+				return;   /* still at the limit: wait for the next release */
+			pending_unlink(pp);
+			uc = connect_new(p, pp->cb, pp->arg);
+			/* the connect result reaches pp->cb through connect_done(); but
+			 * the caller must learn the connecting conn to cancel it */
+			pp->cb(pp->arg, uc, POOL_E_PENDING_CONNECTING, NULL);
+			free(pp);
+			continue;
+		}
+		pending_unlink(pp);
+		pool_ready_cb cb = pp->cb;
+		void *cbarg = pp->arg;
+		free(pp);
+		cb(cbarg, uc, POOL_OK, NULL);
+	}
 }
 
 void pool_close_idle_all(struct worker *w, struct cluster *cl)

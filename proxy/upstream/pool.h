@@ -10,7 +10,15 @@
 #include "../conn.h"
 #include "cluster.h"
 
-enum pool_err { POOL_OK = 0, POOL_E_CONNECT_FAIL, POOL_E_TIMEOUT };
+enum pool_err {
+	POOL_OK = 0,
+	POOL_E_CONNECT_FAIL,
+	POOL_E_TIMEOUT,
+	POOL_E_OVERFLOW,
+	/* not an error: a queued request got capacity and its connection is
+	 * now connecting (uc); the final result follows through the same cb */
+	POOL_E_PENDING_CONNECTING,
+};
 
 struct upstream_conn;
 typedef void (*pool_ready_cb)(void *arg, struct upstream_conn *uc, enum pool_err err,
@@ -30,12 +38,23 @@ struct upstream_conn {
 	struct upstream_conn *prev, *next; /* pool's idle list */
 };
 
+/* A request waiting for a connection (max_connections reached). */
+struct pool_pending {
+	pool_ready_cb cb;
+	void *arg;
+	struct pool *pool;               /* not owned */
+	struct pool_pending *prev, *next;
+};
+
 struct pool {
 	struct host *host;               /* ref held */
 	struct cluster *cl;              /* not owned; outlives the pool */
 	struct worker *w;                /* not owned */
 	struct upstream_conn *idle;      /* idle list (most recently used first) */
 	unsigned nidle, nconns;
+	struct pool_pending *pend_head, *pend_tail; /* FIFO of waiting requests */
+	unsigned npending;
+	struct event *dispatch;          /* owned: hands freed capacity to pending requests */
 	bool orphan;                     /* host left the host set: free when empty */
 };
 
@@ -46,7 +65,13 @@ struct pool {
  * connection is then already freed).  Cancel a pending connect with
  * pool_conn_close(*out). */
 int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb cb, void *arg,
-	     struct upstream_conn **out);
+	     struct upstream_conn **out, struct pool_pending **pend);
+/* The circuit breakers: with max_connections reached cluster-wide, the
+ * request is queued (RM_AGAIN, *out NULL, *pend set; cb runs when a
+ * connection frees up) unless max_pending_requests is reached too, in which
+ * case RM_ERROR is returned (overflow, nothing queued).  Cancel a queued
+ * request with pool_pending_cancel(). */
+void pool_pending_cancel(struct pool_pending *pp);
 /* Done with a BUSY connection: back to the idle list if reusable, else closed. */
 void pool_release(struct upstream_conn *uc, bool reusable);
 /* Close and free a connection in any state (local close). */

@@ -191,3 +191,36 @@ def test_max_retries_breaker(remora, upstream, ports):
     assert res.status == 503
     assert len(upstream.requests) == 1
     assert r.stat("cluster.backend.upstream_rq_retry_overflow") == 1
+
+
+def test_max_connections_and_pending_queue(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port, cluster_extra={
+        "circuit_breakers": {"thresholds": [{"max_connections": 2, "max_pending_requests": 2}]}}),
+        concurrency=1)
+    results = {}
+    lock = threading.Lock()
+
+    def one(i):
+        res = curl(f"http://127.0.0.1:{lport}/q{i}?sleep_ms=800", timeout=15)
+        with lock:
+            results[i] = res
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+        time.sleep(0.08)
+    for t in threads:
+        t.join(20)
+    statuses = sorted(x.status for x in results.values())
+    # 2 connections serve 2 requests at once, 2 more wait in the queue and are
+    # served on the same connections, the last 2 overflow
+    assert statuses == [200, 200, 200, 200, 503, 503], statuses
+    assert all(x.headers.get("x-envoy-overloaded") == "true"
+               for x in results.values() if x.status == 503)
+    assert upstream.connections <= 2, upstream.connections
+    s = r.stats()
+    assert s["cluster.backend.upstream_rq_pending_total"] == 2
+    assert s["cluster.backend.upstream_rq_pending_overflow"] == 2
+    assert s["cluster.backend.upstream_cx_overflow"] >= 4
+    assert s["cluster.backend.upstream_rq_pending_active"] == 0

@@ -35,6 +35,7 @@ struct router {
 	struct cluster *cl;                  /* in the snapshot */
 	struct host *host;                   /* ref */
 	struct upstream_conn *uc;            /* owned while connecting/busy */
+	struct pool_pending *pend;           /* queued for a connection (max_connections) */
 	struct evbuffer *pending;            /* owned: body waiting for the connection */
 	struct http_headers *pending_trailers; /* owned, may be NULL */
 	struct event *timer;                 /* owned: route timeout */
@@ -86,6 +87,10 @@ static unsigned shard(const struct router *r)
 
 static void release_upstream(struct router *r, bool reusable)
 {
+	if (r->pend) {
+		pool_pending_cancel(r->pend);
+		r->pend = NULL;
+	}
 	if (!r->uc)
 		return;
 	struct upstream_conn *uc = r->uc;
@@ -417,6 +422,32 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 	fail(r, 504, "upstream request timeout", "upstream_response_timeout");
 }
 
+/* A circuit breaker overflowed: 503 with x-envoy-overloaded, as Envoy. */
+static void reply_overloaded(struct router *r)
+{
+	static const char body[] = RESET_BEFORE_HEADERS "overflow";
+	struct http_headers rh;
+	char len[16];
+	event_del(r->timer);
+	event_del(r->try_timer);
+	r->failed = true;
+	rq_done(r, false);
+	retry_slot_release(r);
+	stats_code_inc(r->cl->stats, shard(r), 0, 503);
+	hdrs_init(&rh);
+	snprintf(len, sizeof(len), "%zu", sizeof(body) - 1);
+	hdrs_add(&rh, ":status", 7, "503", 3);
+	hdrs_add(&rh, "x-envoy-overloaded", 18, "true", 4);
+	hdrs_add(&rh, "content-type", 12, "text/plain", 10);
+	hdrs_add(&rh, "content-length", 14, len, strlen(len));
+	http_stream_encode_headers(r->s, &rh, false);
+	struct evbuffer *b = evbuffer_new();
+	evbuffer_add(b, body, sizeof(body) - 1);
+	http_stream_encode_data(r->s, b, true);
+	evbuffer_free(b);
+	hdrs_free(&rh);
+}
+
 /* ---- retries ----------------------------------------------------------------- */
 
 static void arm_try_timer(struct router *r)
@@ -565,8 +596,14 @@ static void attempt_start(struct router *r)
 	host_stat_add(host, sh, HOST_RQ_ACTIVE, 1);
 	r->up_start_ns = now_ns();
 	struct upstream_conn *uc;
-	int rc = pool_get(w, r->cl, host, on_pool_ready, r, &uc);
-	r->uc = uc;   /* connecting: cancelled by release_upstream() if we go away */
+	struct pool_pending *pp;
+	int rc = pool_get(w, r->cl, host, on_pool_ready, r, &uc, &pp);
+	if (rc == RM_ERROR) {   /* max_connections and max_pending_requests both reached */
+		reply_overloaded(r);
+		return;
+	}
+	r->uc = uc;   /* connecting (or NULL while queued): cancelled by release_upstream() */
+	r->pend = pp;
 	arm_try_timer(r);
 	if (rc == RM_OK)
 		send_head(r);
@@ -628,6 +665,11 @@ static void send_head(struct router *r)
 static void on_pool_ready(void *arg, struct upstream_conn *uc, enum pool_err err, const char *detail)
 {
 	struct router *r = arg;
+	r->pend = NULL;
+	if (err == POOL_E_PENDING_CONNECTING) {
+		r->uc = uc;   /* left the queue; the connect result follows */
+		return;
+	}
 	if (err) {
 		r->uc = NULL;
 		cluster_outlier_report(r->cl, r->host, 0);
@@ -714,20 +756,7 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 	if ((uint32_t)__atomic_add_fetch(&r->cl->cb_rq, 1, __ATOMIC_RELAXED) > r->cl->max_requests) {
 		__atomic_sub_fetch(&r->cl->cb_rq, 1, __ATOMIC_RELAXED);
 		stats_inc(r->cl->stats, sh, upstream_rq_pending_overflow);
-		stats_code_inc(r->cl->stats, sh, 0, 503);
-		struct http_headers rh;
-		hdrs_init(&rh);
-		hdrs_add(&rh, ":status", 7, "503", 3);
-		hdrs_add(&rh, "x-envoy-overloaded", 18, "true", 4);
-		hdrs_add(&rh, "content-type", 12, "text/plain", 10);
-		hdrs_add(&rh, "content-length", 14, "81", 2);
-		http_stream_encode_headers(s, &rh, false);
-		struct evbuffer *b = evbuffer_new();
-		evbuffer_add(b, "upstream connect error or disconnect/reset before headers. reset reason: overflow", 81);
-		http_stream_encode_data(s, b, true);
-		evbuffer_free(b);
-		hdrs_free(&rh);
-		r->failed = true;
+		reply_overloaded(r);
 		return FILTER_STOP;
 	}
 	r->cb_rq = true;
