@@ -79,6 +79,9 @@ bool http_stream_response_started(const struct http_stream *s);
  * read from the client until then.  STOP from decode_data/trailers of a
  * non-terminal filter is not supported yet (treated as CONTINUE). */
 void http_stream_continue_decoding(struct http_stream *s);
+/* Replace the stream idle timeout (the route's idle_timeout; 0 = none). */
+void http_stream_set_idle_timeout(struct http_stream *s, uint64_t ms);
+
 /* Back-pressure.  After encode_data, if the downstream is blocked the filter
  * should stop reading its source until on_downstream_writable.  A filter that
  * cannot take more request body pauses decoding and resumes later. */

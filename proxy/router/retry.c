@@ -193,3 +193,25 @@ error:
 	retry_policy_free(rp);
 	return NULL;
 }
+
+int grpc_timeout_parse(const char *v, size_t n, uint64_t *ms)
+{
+	uint64_t x = 0;
+	if (n < 2 || n > 9)
+		return RM_ERROR;
+	for (size_t i = 0; i + 1 < n; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return RM_ERROR;
+		x = x * 10 + (uint64_t)(v[i] - '0');
+	}
+	switch (v[n - 1]) {
+	case 'H': *ms = x * 3600000; break;
+	case 'M': *ms = x * 60000; break;
+	case 'S': *ms = x * 1000; break;
+	case 'm': *ms = x; break;
+	case 'u': *ms = (x + 999) / 1000; break;
+	case 'n': *ms = (x + 999999) / 1000000; break;
+	default: return RM_ERROR;
+	}
+	return RM_OK;
+}

@@ -773,6 +773,7 @@ static int weighted_clusters(struct cfg_ctx *c, const json_t *a, struct route_en
 static const char *const ra_fields[] = {
 	"cluster", "weighted_clusters", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal",
 	"append_x_forwarded_host", "timeout", "idle_timeout", "upgrade_configs", "retry_policy",
+	"max_stream_duration",
 	"hash_policy", NULL,
 };
 
@@ -970,6 +971,26 @@ static int route_action(struct cfg_ctx *c, const json_t *a, struct route *r)
 		return RM_ERROR;
 	if (s && *s)
 		r->host_rewrite = xstrdup(s);
+	e->grpc_timeout_max_ms = -1;
+	const json_t *msd = cfg_enter(c, a, "max_stream_duration");
+	if (msd) {
+		static const char *const mf[] = { "grpc_timeout_header_max", "grpc_timeout_header_offset",
+						  "max_stream_duration", NULL };
+		uint64_t max = 0;
+		int rc = cfg_expect_object(c, msd) || cfg_check_fields(c, msd, mf) ||
+			 cfg_duration_ms(c, msd, "grpc_timeout_header_max", &max) ||
+			 cfg_duration_ms(c, msd, "grpc_timeout_header_offset", &e->grpc_timeout_offset_ms);
+		if (!rc && cfg_get(msd, "max_stream_duration")) {
+			cfg_enter(c, msd, "max_stream_duration");
+			rc = cfg_fail(c, "not supported yet (use the HCM's common_http_protocol_options.max_stream_duration)");
+			cfg_leave(c);
+		}
+		if (!rc && cfg_get(msd, "grpc_timeout_header_max"))
+			e->grpc_timeout_max_ms = (int64_t)max;
+		cfg_leave(c);
+		if (rc)
+			return RM_ERROR;
+	}
 	const json_t *rp = cfg_enter(c, a, "retry_policy");
 	if (rp) {
 		r->own_retry = retry_policy_compile(c, rp);

@@ -75,6 +75,10 @@ struct retry_policy {
 	uint32_t host_selection_max_attempts; /* default 1 */
 };
 
+/* Parse a gRPC "grpc-timeout" header value ("100m", "5S", 8 digits max and
+ * a unit H M S m u n) into milliseconds (rounded up).  RM_OK / RM_ERROR. */
+int grpc_timeout_parse(const char *v, size_t n, uint64_t *ms);
+
 /* Parse a comma-separated retry_on list.  Unknown tokens: RM_ERROR with
  * *bad pointing at it (the header form ignores them). */
 int retry_on_parse(const char *s, size_t len, uint32_t *out, const char **bad, size_t *badlen);
@@ -103,6 +107,9 @@ struct route_entry {
 	bool connect_terminate;           /* upgrade_configs CONNECT with connect_config:
 	                                     the proxy answers 200 and tunnels raw TCP */
 	const struct retry_policy *retry; /* route's or virtual host's; NULL = none */
+	int64_t grpc_timeout_max_ms;      /* max_stream_duration.grpc_timeout_header_max:
+	                                     -1 unset (grpc-timeout ignored), 0 no cap */
+	uint64_t grpc_timeout_offset_ms;  /* max_stream_duration.grpc_timeout_header_offset */
 	uint32_t per_request_buffer_limit; /* per_request_buffer_limit_bytes, 0 = unset */
 	bool attempt_count_in_request;    /* vhost include_request_attempt_count */
 	bool attempt_count_in_response;   /* vhost include_attempt_count_in_response */

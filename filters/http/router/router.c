@@ -50,6 +50,7 @@ struct router {
 	bool tunnel, paused_down, shut_up_wr, rq_active, chunked_init, cb_rq, need_host, failed;
 	bool have_hash;                      /* hash_policy produced a hash (RING_HASH/MAGLEV) */
 	uint64_t hash;
+	uint64_t timeout_ms;                 /* route timeout, or from grpc-timeout */
 	/* retries */
 	const struct retry_policy *rp;       /* route's policy, may be NULL */
 	uint32_t retry_on;                   /* policy + x-envoy-retry-on */
@@ -168,7 +169,7 @@ static void write_body(struct router *r, struct evbuffer *data, bool end)
 
 static void start_timer(struct router *r)
 {
-	uint64_t ms = r->re->timeout_ms;
+	uint64_t ms = r->timeout_ms;
 	if (!ms || r->tunnel)
 		return;
 	worker_timer_add(http_stream_worker(r->s), r->timer, ms);
@@ -765,9 +766,24 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 		       route_hash(r->re, h, http_stream_peer_ip(s), &r->hash);
 	route_apply_request(rc, r->vh, r->re, r->wc, h);
 	bool need_host = hdrs_find(h, ":authority", 10, 0) < 0;   /* HTTP/1.0 without Host */
-	if (!r->cfg->suppress_envoy_headers && r->re->timeout_ms) {
+	r->timeout_ms = r->re->timeout_ms;
+	if (r->re->grpc_timeout_max_ms >= 0) {
+		/* a grpc-timeout header bounds the request, capped by the route */
+		size_t n;
+		uint64_t gt;
+		const char *v = hdrs_get(h, "grpc-timeout", &n);
+		if (v && !grpc_timeout_parse(v, n, &gt)) {
+			gt = gt > r->re->grpc_timeout_offset_ms ? gt - r->re->grpc_timeout_offset_ms : 1;
+			if (r->re->grpc_timeout_max_ms && gt > (uint64_t)r->re->grpc_timeout_max_ms)
+				gt = (uint64_t)r->re->grpc_timeout_max_ms;
+			r->timeout_ms = gt;
+		}
+	}
+	if (r->re->idle_timeout_ms)
+		http_stream_set_idle_timeout(s, r->re->idle_timeout_ms);
+	if (!r->cfg->suppress_envoy_headers && r->timeout_ms) {
 		char buf[24];
-		snprintf(buf, sizeof(buf), "%llu", (unsigned long long)r->re->timeout_ms);
+		snprintf(buf, sizeof(buf), "%llu", (unsigned long long)r->timeout_ms);
 		hdrs_set(h, "x-envoy-expected-rq-timeout-ms", buf, strlen(buf));
 	}
 	r->req_end = end_stream;

@@ -76,6 +76,7 @@ struct http_stream {
 	const char *details;             /* static */
 	uint64_t start_ns;
 	uint64_t last_activity_ms;
+	uint64_t idle_ms;                /* stream idle timeout: HCM's, or the route's idle_timeout */
 	struct event *timer;             /* owned: request / stream idle / max duration */
 };
 

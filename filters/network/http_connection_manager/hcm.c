@@ -192,6 +192,7 @@ static void stream_finish(struct http_stream *s)
 }
 
 static void stream_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void stream_arm(struct http_stream *s);
 
 static struct http_stream *stream_new(struct hcm_conn *hc)
 {
@@ -228,6 +229,7 @@ static struct http_stream *stream_new(struct hcm_conn *hc)
 	s->start_ns = now_ns();
 	s->last_activity_ms = s->start_ns / 1000000;
 	s->nfilters = 0;   /* grows as filter instances are created */
+	s->idle_ms = cfg->stream_idle_timeout_ms;
 	if (cfg->request_timeout_ms || cfg->stream_idle_timeout_ms || cfg->max_stream_duration_ms) {
 		uint64_t t = UINT64_MAX;
 		if (cfg->request_timeout_ms)
@@ -296,6 +298,13 @@ static void run_decode_trailers(struct http_stream *s, struct http_headers *t)
 /* ---- stream API for filters ------------------------------------------------------- */
 
 struct worker *http_stream_worker(const struct http_stream *s) { return s->hc->super.w; }
+
+void http_stream_set_idle_timeout(struct http_stream *s, uint64_t ms)
+{
+	s->idle_ms = ms;
+	if (!s->upgrade)
+		stream_arm(s);
+}
 struct snapshot *http_stream_snapshot(const struct http_stream *s) { return s->hc->super.snap; }
 const struct route_config *http_stream_route_config(const struct http_stream *s) { return s->hc->cfg->rc; }
 struct stats_scope *http_stream_stats(const struct http_stream *s) { return s->hc->cfg->stats; }
@@ -555,21 +564,36 @@ static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)
 		http_stream_send_local_reply(s, 408, "request timeout", "request_overall_timeout");
 		return;
 	}
-	if (cfg->stream_idle_timeout_ms && now - s->last_activity_ms >= cfg->stream_idle_timeout_ms) {
+	if (s->idle_ms && now - s->last_activity_ms >= s->idle_ms) {
 		stats_inc(cfg->stats, shard_of(hc), downstream_rq_idle_timeout);
 		http_stream_send_local_reply(s, 408, "stream timeout", "stream_idle_timeout");
 		return;
 	}
-	/* re-arm for the nearest remaining deadline */
-	uint64_t next = UINT64_MAX;
+	stream_arm(s);
+}
+
+/* Arm the stream timer for the nearest remaining deadline (none: disarm). */
+static void stream_arm(struct http_stream *s)
+{
+	const struct hcm_cfg *cfg = s->hc->cfg;
+	uint64_t now = now_ms(), start = s->start_ns / 1000000, next = UINT64_MAX;
 	if (cfg->max_stream_duration_ms)
-		next = MIN(next, start + cfg->max_stream_duration_ms - now);
+		next = MIN(next, start + cfg->max_stream_duration_ms > now ?
+				 start + cfg->max_stream_duration_ms - now : 1);
 	if (cfg->request_timeout_ms && !s->req_done)
-		next = MIN(next, start + cfg->request_timeout_ms - now);
-	if (cfg->stream_idle_timeout_ms)
-		next = MIN(next, s->last_activity_ms + cfg->stream_idle_timeout_ms - now);
-	if (next != UINT64_MAX)
-		set_timer(s->timer, next ? next : 1);
+		next = MIN(next, start + cfg->request_timeout_ms > now ?
+				 start + cfg->request_timeout_ms - now : 1);
+	if (s->idle_ms)
+		next = MIN(next, s->last_activity_ms + s->idle_ms > now ?
+				 s->last_activity_ms + s->idle_ms - now : 1);
+	if (next == UINT64_MAX) {
+		if (s->timer)
+			event_del(s->timer);
+		return;
+	}
+	if (!s->timer)
+		s->timer = evtimer_new(s->hc->super.w->base, stream_timer_cb, s);
+	set_timer(s->timer, next ? next : 1);
 }
 
 static void hc_timer_cb(evutil_socket_t fd, short what, void *arg)

@@ -1470,3 +1470,40 @@ TEST(route_hash_combine_and_terminal)
 		CHECK(!hash_of(rc, "10.0.0.1", &a, "/", "x-a", "1", NULL));
 	route_config_free(rc);
 }
+
+TEST(route_grpc_timeout)
+{
+	uint64_t ms = 0;
+	CHECK_INT(grpc_timeout_parse("100m", 4, &ms), RM_OK);
+	CHECK_INT(ms, 100);
+	CHECK_INT(grpc_timeout_parse("5S", 2, &ms), RM_OK);
+	CHECK_INT(ms, 5000);
+	CHECK_INT(grpc_timeout_parse("2M", 2, &ms), RM_OK);
+	CHECK_INT(ms, 120000);
+	CHECK_INT(grpc_timeout_parse("1H", 2, &ms), RM_OK);
+	CHECK_INT(ms, 3600000);
+	CHECK_INT(grpc_timeout_parse("1500u", 5, &ms), RM_OK);
+	CHECK_INT(ms, 2);
+	CHECK_INT(grpc_timeout_parse("1n", 2, &ms), RM_OK);
+	CHECK_INT(ms, 1);
+	CHECK_INT(grpc_timeout_parse("m", 1, &ms), RM_ERROR);
+	CHECK_INT(grpc_timeout_parse("123456789S", 10, &ms), RM_ERROR);   /* > 8 digits */
+	CHECK_INT(grpc_timeout_parse("10x", 3, &ms), RM_ERROR);
+	CHECK_INT(grpc_timeout_parse("-1S", 3, &ms), RM_ERROR);
+	struct route_config *rc = compile(VH(
+		"{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'max_stream_duration':"
+		" {'grpc_timeout_header_max': '0.5s', 'grpc_timeout_header_offset': '0.01s'}}}"));
+	CHECK(rc != NULL);
+	if (rc) {
+		struct http_headers h;
+		const struct virtual_host *vh;
+		req_set(&h, "a", "/", NULL);
+		const struct route_entry *re = route_match(rc, &h, &vh);
+		CHECK(re && re->grpc_timeout_max_ms == 500 && re->grpc_timeout_offset_ms == 10);
+		hdrs_free(&h);
+		route_config_free(rc);
+	}
+	CHECK_CONTAINS(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c',"
+				      " 'max_stream_duration': {'max_stream_duration': '1s'}}}")),
+		       "route.max_stream_duration.max_stream_duration: not supported yet");
+}
