@@ -12,6 +12,17 @@
 static const struct stat_desc cluster_stat_desc[] = { CLUSTER_STATS(STATS_DESC) };
 static const struct stat_desc cb_stat_desc[] = { CB_STATS(STATS_DESC) };
 
+uint32_t cluster_retry_limit(const struct cluster *cl)
+{
+	if (!cl->retry_budget)
+		return cl->max_retries;
+	/* Envoy: a share of the active and pending requests, with a floor */
+	double active = (double)__atomic_load_n(&cl->cb_rq, __ATOMIC_RELAXED) +
+			(double)__atomic_load_n(&cl->cb_pending, __ATOMIC_RELAXED);
+	uint32_t budget = (uint32_t)(active * cl->budget_percent / 100.0);
+	return MAX(budget, cl->min_retry_concurrency);
+}
+
 void cluster_update_cb_gauges(struct cluster *cl)
 {
 	int64_t cx = 0, rq = __atomic_load_n(&cl->cb_rq, __ATOMIC_RELAXED);
@@ -21,12 +32,13 @@ void cluster_update_cb_gauges(struct cluster *cl)
 	stats_gauge_set(cl->cb_stats, CB_cx_open, cx >= cl->max_connections);
 	stats_gauge_set(cl->cb_stats, CB_rq_pending_open, pend >= cl->max_pending);
 	stats_gauge_set(cl->cb_stats, CB_rq_open, rq >= cl->max_requests);
-	stats_gauge_set(cl->cb_stats, CB_rq_retry_open, rt >= cl->max_retries);
+	stats_gauge_set(cl->cb_stats, CB_rq_retry_open, rt >= cluster_retry_limit(cl));
 	if (cl->track_remaining) {
 		stats_gauge_set(cl->cb_stats, CB_remaining_cx, MAX(0, (int64_t)cl->max_connections - cx));
 		stats_gauge_set(cl->cb_stats, CB_remaining_pending, MAX(0, (int64_t)cl->max_pending - pend));
 		stats_gauge_set(cl->cb_stats, CB_remaining_rq, MAX(0, (int64_t)cl->max_requests - rq));
-		stats_gauge_set(cl->cb_stats, CB_remaining_retries, MAX(0, (int64_t)cl->max_retries - rt));
+		stats_gauge_set(cl->cb_stats, CB_remaining_retries,
+				MAX(0, (int64_t)cluster_retry_limit(cl) - rt));
 	}
 }
 
@@ -520,7 +532,9 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 	static const char *const f[] = { "thresholds", "per_host_thresholds", NULL };
 	static const char *const tf[] = { "priority", "max_connections", "max_pending_requests",
 					  "max_requests", "max_retries", "track_remaining",
-					  "max_connection_pools", NULL };
+					  "max_connection_pools", "retry_budget", NULL };
+	static const char *const bf[] = { "budget_percent", "min_retry_concurrency", NULL };
+	static const char *const pf[] = { "value", NULL };
 	static const char *const prio[] = { "DEFAULT", "HIGH" };
 	const json_t *arr;
 	int rc = cfg_expect_object(c, o) || cfg_check_fields(c, o, f);
@@ -539,6 +553,23 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 			     cfg_u32(c, t, "max_requests", &tmp.max_requests) ||
 			     cfg_u32(c, t, "max_retries", &tmp.max_retries) ||
 			     cfg_bool(c, t, "track_remaining", &tmp.track_remaining);
+			const json_t *bj;
+			if (!rc && (bj = cfg_enter(c, t, "retry_budget"))) {
+				const json_t *pj;
+				tmp.retry_budget = true;
+				tmp.budget_percent = 20;
+				tmp.min_retry_concurrency = 3;
+				rc = cfg_expect_object(c, bj) || cfg_check_fields(c, bj, bf) ||
+				     cfg_u32(c, bj, "min_retry_concurrency", &tmp.min_retry_concurrency);
+				if (!rc && (pj = cfg_enter(c, bj, "budget_percent"))) {
+					rc = cfg_expect_object(c, pj) || cfg_check_fields(c, pj, pf) ||
+					     cfg_double(c, pj, "value", &tmp.budget_percent);
+					if (!rc && (tmp.budget_percent < 0 || tmp.budget_percent > 100))
+						rc = cfg_fail(c, "must be in 0..100");
+					cfg_leave(c);
+				}
+				cfg_leave(c);
+			}
 			if (!rc && cfg_get(t, "max_connection_pools")) {
 				cfg_enter(c, t, "max_connection_pools");
 				rc = cfg_fail(c, "not supported yet");
@@ -550,6 +581,9 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 				cl->max_requests = tmp.max_requests;
 				cl->max_retries = tmp.max_retries;
 				cl->track_remaining = tmp.track_remaining;
+				cl->retry_budget = tmp.retry_budget;
+				cl->budget_percent = tmp.budget_percent;
+				cl->min_retry_concurrency = tmp.min_retry_concurrency;
 			}
 			cfg_leave(c);
 		}

@@ -176,6 +176,9 @@ struct cluster {
 	/* circuit_breakers.thresholds (DEFAULT priority); limits are cluster-wide
 	 * across workers, counted with atomics */
 	uint32_t max_connections, max_pending, max_requests, max_retries;
+	bool retry_budget;                  /* thresholds.retry_budget set: replaces max_retries */
+	double budget_percent;              /* default 20 */
+	uint32_t min_retry_concurrency;     /* default 3 */
 	bool track_remaining;
 	int cb_cx, cb_pending, cb_rq, cb_retries;   /* atomic current counts */
 	bool initialized;                   /* first membership known */
@@ -218,6 +221,9 @@ int64_t host_stat(const struct host *h, int idx);   /* summed over shards */
 /* A request to h finished with status (0: connect failure / reset /
  * timeout).  Any worker; feeds outlier detection. */
 void cluster_outlier_report(struct cluster *cl, struct host *h, int status);
+
+/* Concurrent retries allowed now: max_retries, or the retry budget. */
+uint32_t cluster_retry_limit(const struct cluster *cl);
 
 /* Refresh the circuit-breaker gauges from the live counts (main thread). */
 void cluster_update_cb_gauges(struct cluster *cl);

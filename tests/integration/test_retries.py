@@ -224,3 +224,28 @@ def test_max_connections_and_pending_queue(remora, upstream, ports):
     assert s["cluster.backend.upstream_rq_pending_overflow"] == 2
     assert s["cluster.backend.upstream_cx_overflow"] >= 4
     assert s["cluster.backend.upstream_rq_pending_active"] == 0
+
+
+def test_retry_budget_caps_concurrent_retries(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port,
+                    {"retry_on": "5xx", "num_retries": 1,
+                     "retry_back_off": {"base_interval": "0.001s"}},
+                    cluster_extra={"circuit_breakers": {"thresholds": [{
+                        "retry_budget": {"budget_percent": {"value": 20.0},
+                                         "min_retry_concurrency": 1}}]}}))
+    n = 5
+    threads = []
+    for i in range(n):
+        # every attempt fails slowly, so all five want to retry at about the
+        # same time while the one retry allowed (20 % of 5) is in flight
+        t = threading.Thread(target=curl, args=(f"http://127.0.0.1:{lport}/b{i}?status=503&sleep_ms=700",),
+                             kwargs={"timeout": 15})
+        threads.append(t)
+        t.start()
+    for t in threads:
+        t.join(20)
+    s = r.stats()
+    assert s["cluster.backend.upstream_rq_retry"] == 1, s["cluster.backend.upstream_rq_retry"]
+    assert s["cluster.backend.upstream_rq_retry_overflow"] == n - 1
+    assert len(upstream.requests) == n + 1

@@ -530,7 +530,7 @@ static bool retry_maybe(struct router *r, enum fail_kind kind, int status, int g
 	}
 	if (!r->retry_counted) {
 		int n = __atomic_add_fetch(&r->cl->cb_retries, 1, __ATOMIC_RELAXED);
-		if ((uint32_t)n > r->cl->max_retries) {
+		if ((uint32_t)n > cluster_retry_limit(r->cl)) {
 			__atomic_sub_fetch(&r->cl->cb_retries, 1, __ATOMIC_RELAXED);
 			stats_inc(r->cl->stats, sh, upstream_rq_retry_overflow);
 			return false;
