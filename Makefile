@@ -42,7 +42,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(UNIT_MAIN) $(BUILD)/libremora.a
 
 unit-bins: $(UNIT_BINS)
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj build/fuzz/obj -name '*.d' 2>/dev/null)
 
 # Install missing Debian packages (root, apt-get).  Idempotent and quick when
 # everything is there.

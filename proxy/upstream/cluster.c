@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <event2/buffer.h>
 #include "pool.h"
+#include "health_check.h"
 #include "../snapshot.h"
 #include "../worker.h"
 #include "../log.h"
@@ -184,6 +185,8 @@ static void cluster_set_hostset_ex(struct cluster *cl, struct hostset *hs, bool 
 	if (cluster_publish_hook)
 		cluster_publish_hook(cl, hs);
 	hostset_unref(old);
+	if (cl->hc && !force)   /* membership changed: check new hosts, stop old ones */
+		health_checker_sync(cl->hc);
 }
 
 static void cluster_set_hostset(struct cluster *cl, struct hostset *hs)
@@ -192,7 +195,7 @@ static void cluster_set_hostset(struct cluster *cl, struct hostset *hs)
 }
 
 /* Same hosts, new health: rebuild the active subset and publish it. */
-static void cluster_republish(struct cluster *cl)
+void cluster_republish(struct cluster *cl)
 {
 	struct hostset *old = cl->hs;
 	if (!old)
@@ -450,7 +453,7 @@ static const char *const cluster_fields[] = {
 	"dns_resolvers", "common_http_protocol_options", "typed_extension_protocol_options",
 	"least_request_lb_config", "round_robin_lb_config", "http_protocol_options",
 	"circuit_breakers", "outlier_detection", "common_lb_config",
-	"ring_hash_lb_config", "maglev_lb_config", NULL
+	"ring_hash_lb_config", "maglev_lb_config", "health_checks", NULL
 };
 static const char *const type_names[] = { "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST" };
 static const char *const lb_names[] = { "ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM",
@@ -828,6 +831,9 @@ static void cluster_free(struct cluster *cl)
 	stats_scope_free(cl->od_stats);
 	if (cl->od_timer)
 		event_free(cl->od_timer);
+	health_checker_free(cl->hc);
+	hc_cfg_free(cl->hc_cfg);
+	stats_scope_free(cl->hc_stats);
 	json_decref(cl->json);
 	free(cl->name);
 	free(cl);
@@ -909,6 +915,12 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	cl->dns_refresh_ms = refresh ? refresh : 5000;
 	if ((v = cfg_enter(c, j, "outlier_detection"))) {
 		int rc = parse_outlier(c, v, cl);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	if ((v = cfg_enter(c, j, "health_checks"))) {
+		int rc = hc_parse(c, v, cl->name, &cl->hc_cfg);
 		cfg_leave(c);
 		if (rc)
 			goto error;
@@ -1015,6 +1027,13 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 						       OD_STATS_N);
 			free(scope);
 		}
+		if (cl->hc_cfg) {
+			scope = xasprintf("cluster.%s.health_check", cl->name);
+			cl->hc_stats = stats_scope_new(b->stats, scope, "cluster.health_check",
+						       "envoy_cluster_name", cl->name, hc_stat_desc,
+						       HC_STATS_N);
+			free(scope);
+		}
 		scope = xasprintf("cluster.%s.circuit_breakers.default", cl->name);
 		cl->cb_stats = stats_scope_new(b->stats, scope, "cluster.circuit_breakers.default",
 					       "envoy_cluster_name", cl->name, cb_stat_desc, CB_STATS_N);
@@ -1065,11 +1084,16 @@ static void publish_from_endpoints(struct cluster *cl)
 			if (dup)
 				continue;
 			struct host *h = find_old_host(cl, &ss);
-			if (h && h->weight == e->weight)
+			if (h && h->weight == e->weight) {
 				host_ref(h);
-			else
+			} else {
 				h = host_new(&ss, cl->type == CLUSTER_STATIC ? NULL : e->address,
 					     e->weight, cl->nworkers);
+				/* actively checked hosts start unhealthy until their
+				 * first check (Envoy) */
+				if (cl->hc_cfg)
+					h->health_flags = HOST_FAILED_ACTIVE_HC;
+			}
 			if (n == cap) {
 				cap = cap ? cap * 2 : 4;
 				hosts = xrealloc(hosts, cap * sizeof(*hosts));
@@ -1081,6 +1105,25 @@ static void publish_from_endpoints(struct cluster *cl)
 }
 
 static void dns_round(struct cluster *cl);
+
+/* The first membership is known.  With active health checking the cluster
+ * reports itself initialized only after the first check round, as Envoy. */
+static void cluster_mark_initialized(struct cluster *cl)
+{
+	cl->initialized = true;
+	if (cl->hc && !health_checker_warmed(cl->hc))
+		return;   /* cluster_hc_warmed() finishes */
+	void (*fn)(struct cluster *, void *) = cl->on_init;
+	cl->on_init = NULL;
+	if (fn)
+		fn(cl, cl->on_init_arg);
+}
+
+void cluster_hc_warmed(struct cluster *cl)
+{
+	if (cl->initialized)
+		cluster_mark_initialized(cl);
+}
 
 static void dns_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1097,11 +1140,8 @@ static void dns_round_done(struct cluster *cl)
 		next = (uint64_t)cl->dns_min_ttl_s * 1000;
 	struct timeval tv = { (time_t)(next / 1000), (suseconds_t)(next % 1000) * 1000 };
 	evtimer_add(cl->dns_timer, &tv);
-	if (!cl->initialized) {
-		cl->initialized = true;
-		if (cl->on_init)
-			cl->on_init(cl, cl->on_init_arg);
-	}
+	if (!cl->initialized)
+		cluster_mark_initialized(cl);
 }
 
 
@@ -1150,21 +1190,21 @@ void cluster_start(struct cluster *cl, struct event_base *base,
 		cl->od_timer = event_new(base, -1, EV_PERSIST, od_sweep, cl);
 		event_add(cl->od_timer, &tv);
 	}
+	cl->on_init = on_init;
+	cl->on_init_arg = arg;
+	if (cl->hc_cfg)
+		cl->hc = health_checker_new(cl, base);
 	if (cl->type == CLUSTER_STATIC || cl->nendpoints == 0) {
 		publish_from_endpoints(cl);
-		cl->initialized = true;
-		on_init(cl, arg);
+		cluster_mark_initialized(cl);
 		return;
 	}
 	char err[256];
-	cl->on_init = on_init;
-	cl->on_init_arg = arg;
 	cl->dns = dns_resolver_new(base, cl->resolvers, cl->nresolvers, err, sizeof(err));
 	if (!cl->dns) {
 		log_error("cluster '%s': cannot create DNS resolver: %s", cl->name, err);
-		cl->initialized = true;
 		publish_from_endpoints(cl);
-		on_init(cl, arg);
+		cluster_mark_initialized(cl);
 		return;
 	}
 	cl->queries = xcalloc(cl->nendpoints, sizeof(*cl->queries));

@@ -18,6 +18,8 @@
 struct worker;
 struct pool;
 struct build_ctx;
+struct hc_cfg;
+struct health_checker;
 
 #define CLUSTER_STATS(X)                                                           \
 	X(COUNTER, upstream_cx_total) X(GAUGE, upstream_cx_active)                \
@@ -161,6 +163,9 @@ struct cluster {
 	struct outlier_cfg od;
 	uint32_t panic_threshold;           /* common_lb_config.healthy_panic_threshold %, default 50 */
 	struct event *od_timer;             /* owned: unejection sweep (main thread) */
+	struct hc_cfg *hc_cfg;              /* owned: health_checks[0], NULL if none */
+	struct stats_scope *hc_stats;       /* owned: health_check.*, NULL if none */
+	struct health_checker *hc;          /* owned, main thread; from cluster_start */
 	unsigned nworkers;
 	struct cluster_worker *workers;     /* owned [nworkers] */
 	/* main thread only */
@@ -224,6 +229,12 @@ void cluster_outlier_report(struct cluster *cl, struct host *h, int status);
 
 /* Concurrent retries allowed now: max_retries, or the retry budget. */
 uint32_t cluster_retry_limit(const struct cluster *cl);
+/* Main thread: same hosts, new health flags: rebuild the active subset
+ * and publish a new host set to the workers. */
+void cluster_republish(struct cluster *cl);
+/* Main thread: the health checker finished its first round (every host
+ * checked once); the cluster may now report itself initialized. */
+void cluster_hc_warmed(struct cluster *cl);
 
 /* Refresh the circuit-breaker gauges from the live counts (main thread). */
 void cluster_update_cb_gauges(struct cluster *cl);

@@ -161,3 +161,39 @@ def test_strict_dns_initial_resolution_with_two_records(remora, make_upstream, d
     assert f"backend::127.0.0.2:{port}::health_flags::healthy" in text, text
     seen = {curl(f"http://127.0.0.1:{lport}/").json()["server"] for _ in range(10)}
     assert seen == {one.name, two.name}, seen
+
+
+def test_strict_dns_health_checks_follow_membership(remora, make_upstream, dnsmasq, ports):
+    """Active health checks stop for a host that left the DNS answer and
+    start for one that (re)appears."""
+    import time
+    port = free_port(hosts=("127.0.0.1", "127.0.0.2"))
+    make_upstream("one", host="127.0.0.1", port=port)
+    two = make_upstream("two", host="127.0.0.2", port=port)
+    dnsmasq.start(["127.0.0.1", "127.0.0.2"])
+    admin, lport = ports.get(), ports.get()
+    hc = {"timeout": "1s", "interval": "0.1s", "unhealthy_threshold": 2, "healthy_threshold": 1,
+          "http_health_check": {"path": "/healthz"}}
+    cfg = bootstrap(admin, [http_listener(lport, [route({"prefix": "/"}, "backend")])],
+                    [strict_dns_cluster("backend", NAME, port, dnsmasq.port, refresh="1s",
+                                        health_checks=[hc])])
+    r = remora(cfg)
+    r.wait_stat("cluster.backend.health_check.healthy", lambda v: v == 2, timeout=15)
+
+    def checks_of_two():
+        with two.lock:
+            return len([q for q in two.requests if q["path"] == "/healthz"])
+    wait_until(lambda: checks_of_two() >= 3, 5, what="checks of 127.0.0.2")
+
+    dnsmasq.change(["127.0.0.1"])
+    r.wait_stat("cluster.backend.membership_total", lambda v: v == 1, timeout=15)
+    assert r.wait_stat("cluster.backend.health_check.healthy", lambda v: v == 1) == 1
+    time.sleep(0.3)                        # a check in flight may still land
+    n = checks_of_two()
+    time.sleep(1.0)                        # ten intervals
+    assert checks_of_two() == n, "a host that left the set is still checked"
+
+    dnsmasq.change(["127.0.0.1", "127.0.0.2"])
+    r.wait_stat("cluster.backend.membership_total", lambda v: v == 2, timeout=15)
+    wait_until(lambda: checks_of_two() > n, 5, what="checks of the returning host")
+    r.wait_stat("cluster.backend.health_check.healthy", lambda v: v == 2, timeout=5)

@@ -22,6 +22,9 @@ The query string of the request path steers it (so any client can use it):
   close=1         answer with "connection: close" and close afterwards
   resp_header=k:v add a response header (repeatable)
 
+server.health_status, when set, is the status of every answer to the path
+/healthz (health checks); other paths are unaffected.
+
 A request with "Upgrade: websocket" gets a 101 answer and then every data
 frame is echoed back (ping -> pong, close -> close and hang up).
 
@@ -109,6 +112,7 @@ class UpstreamServer:
         self.connections = 0        # accepted connections
         self.ws_frames = 0
         self.force_status = None    # when set, every answer uses this status
+        self.health_status = None   # when set, answers to /healthz use this status
         self._socks = set()
         self._stop = threading.Event()
         self._threads = []
@@ -288,6 +292,8 @@ class UpstreamServer:
             (version == "HTTP/1.0" and "keep-alive" not in headers.get("connection", "").lower())
         close = req_close or qget("close") == "1"
         status = self.force_status or int(qget("status", "200"))
+        if self.health_status and urlsplit(target).path == "/healthz":
+            status = self.health_status
         extra = []
         for hv in q.get("resp_header", []):
             k, _, v = hv.partition(":")
