@@ -1113,7 +1113,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		cl->lb = LB_RING_HASH;
 	else if (lb == 5)
 		cl->lb = LB_MAGLEV;
-	else if (lb == 7 && cfg_get(j, "load_balancing_policy"))
+	else if (lb == 7)
 		cl->lb = LB_ROUND_ROBIN;   /* decided by load_balancing_policy below */
 	else {
 		cfg_enter(c, j, "lb_policy");
