@@ -59,7 +59,7 @@ def test_peak_ewma_policy_list_without_lb_policy(remora, make_upstream, ports):
         {"typed_extension_config": {"name": "x", "typed_config": {"@type": "type.googleapis.com/x.Unknown"}}},
         {"typed_extension_config": {"name": "remora.load_balancers.peak_ewma",
                                     "typed_config": {"@type": PEAK_EWMA_TYPE, "decay_time": "5s"}}}]}
-    r, port, fast, slow = make_env(remora, make_upstream, ports, )
+    r, port, fast, slow = make_env(remora, make_upstream, ports, load_balancing_policy=policy)
     slow.force_sleep_ms = 40
     counts = count_servers(port, 100)
     assert counts.get("fast", 0) > 75, counts

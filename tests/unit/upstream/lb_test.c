@@ -261,6 +261,13 @@ TEST(lb_peak_ewma_weights_and_config)
 		  "\"choice_count\":3}}}]}", err, sizeof(err));
 	CHECK(cl && cl->lb == LB_LEAST_REQUEST && cl->lr_choice_count == 3);
 	cluster_unref(cl);
+	cl = make(2, NULL, "\"load_balancing_policy\":{\"policies\":["
+		  "{\"typed_extension_config\":{\"name\":\"x\",\"typed_config\":{\"@type\":\"type.googleapis.com/x.Y\"}}},"
+		  "{\"typed_extension_config\":{\"name\":\"e\",\"typed_config\":{\"@type\":"
+		  "\"type.googleapis.com/remora.extensions.load_balancers.peak_ewma.v1.PeakEwma\","
+		  "\"decay_time\":\"5s\"}}}]}", err, sizeof(err));
+	CHECK(cl && cl->lb == LB_PEAK_EWMA && cl->ewma_decay_us == 5000000 && host_at(cl, 0)->ewma);
+	cluster_unref(cl);
 
 	CHECK(!make(2, NULL, "\"lb_policy\":\"LOAD_BALANCING_POLICY_CONFIG\"", err, sizeof(err)));
 	CHECK_CONTAINS(err, "lb_policy: LOAD_BALANCING_POLICY_CONFIG needs load_balancing_policy");
