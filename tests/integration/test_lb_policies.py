@@ -7,8 +7,10 @@ per-worker LB state is the only one:
   round-robin balancer gives ~50 %; peak-EWMA gives the slow host a request
   or two, then avoids it for tens of seconds).
 - LEAST_REQUEST: while one upstream holds an outstanding request (it sleeps
-  5 s), new requests go to the other one (with choice_count 8 and two hosts a
-  pick lands on the busy host only if all 8 draws hit it: 1/256).
+  5 s), new requests go to the other one.  Draws are with replacement (as
+  Envoy), so a pick lands on the busy host only if all choice_count draws hit
+  it: choice_count 30 makes that 2^-30 per pick (with the default 2 it would
+  be 1/4, and one such pick lets the next ones tie).
 """
 
 import socket
@@ -67,7 +69,7 @@ def test_peak_ewma_policy_list_without_lb_policy(remora, make_upstream, ports):
 
 def test_least_request_avoids_the_host_with_outstanding_requests(remora, make_upstream, ports):
     r, port, fast, slow = make_env(remora, make_upstream, ports, lb_policy="LEAST_REQUEST",
-                                   least_request_lb_config={"choice_count": 8})
+                                   least_request_lb_config={"choice_count": 30})
     slow.force_sleep_ms = 5000
     held = []
     try:
