@@ -1,6 +1,7 @@
 /* cluster.c - cluster config, host sets, load balancing, DNS refresh. */
 #include "cluster.h"
 
+#include <math.h>
 #include <netinet/in.h>
 #include <event2/buffer.h>
 #include "pool.h"
@@ -60,6 +61,7 @@ void host_unref(struct host *h)
 	free(h->hostname);
 	free(h->stats);
 	free(h->pools);
+	free(h->ewma);
 	free(h);
 }
 
@@ -71,9 +73,10 @@ int64_t host_stat(const struct host *h, int idx)
 	return v;
 }
 
-static struct host *host_new(const struct sockaddr_storage *ss, const char *hostname,
-			     uint32_t weight, unsigned nworkers)
+static struct host *host_new(const struct cluster *cl, const struct sockaddr_storage *ss,
+			     const char *hostname, uint32_t weight)
 {
+	unsigned nworkers = cl->nworkers;
 	struct host *h = xcalloc(1, sizeof(*h));
 	h->refcnt = 1;
 	h->addr = *ss;
@@ -84,6 +87,12 @@ static struct host *host_new(const struct sockaddr_storage *ss, const char *host
 	h->nshards = nworkers + 1;
 	h->stats = xcalloc(h->nshards * HOST_STATS_N, sizeof(int64_t));
 	h->pools = xcalloc(nworkers ? nworkers : 1, sizeof(struct pool *));
+	if (cl->lb == LB_PEAK_EWMA) {
+		size_t sz = (nworkers ? nworkers : 1) * sizeof(struct host_ewma);
+		if (!(h->ewma = aligned_alloc(_Alignof(struct host_ewma), sz)))
+			die("out of memory");
+		memset(h->ewma, 0, sz);   /* stamp 0: no sample yet, cost = default_rtt */
+	}
 	return h;
 }
 
@@ -362,6 +371,9 @@ void cluster_worker_set_hostset(struct cluster *cl, unsigned w, struct hostset *
 	cw->hs = hs;
 	free(cw->cur_weight);
 	cw->cur_weight = hs && hs->active_weighted ? xcalloc(hs->nactive, sizeof(int64_t)) : NULL;
+	free(cw->lr_cur);
+	cw->lr_cur = hs && hs->active_weighted && cl->lb == LB_LEAST_REQUEST ?
+		     xcalloc(hs->nactive, sizeof(double)) : NULL;
 	if (old && current_worker) {
 		for (size_t i = 0; i < old->n; i++) {
 			bool kept = false;
@@ -376,7 +388,120 @@ void cluster_worker_set_hostset(struct cluster *cl, unsigned w, struct hostset *
 
 /* ---- load balancing (worker) -------------------------------------------- */
 
-struct host *cluster_pick_host(struct cluster *cl, struct worker *w)
+/* Active requests to h from worker shard sh: every LB here works on its own
+ * worker's view (as in Envoy, where each worker thread has its own LB). */
+static inline int64_t host_active(const struct host *h, unsigned sh)
+{
+	return h->stats[sh * HOST_STATS_N + HOST_RQ_ACTIVE];
+}
+
+/* LEAST_REQUEST, all weights equal: the fewest active requests among
+ * choice_count random draws (with replacement, as Envoy); ties keep the
+ * first draw.  O(choice_count). */
+static struct host *pick_least_request_p2c(const struct cluster *cl, struct host **hosts,
+					   size_t n, unsigned sh)
+{
+	struct host *best = NULL;
+	int64_t best_load = 0;
+	for (uint32_t k = 0; k < cl->lr_choice_count; k++) {
+		struct host *h = hosts[rand_below((uint32_t)n)];
+		int64_t load = host_active(h, sh);
+		if (!best || load < best_load) {
+			best = h;
+			best_load = load;
+		}
+	}
+	return best;
+}
+
+/* LEAST_REQUEST, weights differ: Envoy's rule, a weighted round robin whose
+ * weights are recomputed at each pick as
+ *   weight / (active_requests + 1) ^ active_request_bias
+ * done here as smooth weighted round robin over those dynamic weights (an
+ * O(n) scan over the active hosts; Envoy uses an EDF scheduler).  With bias 0
+ * it is exactly smooth WRR by weight. */
+static struct host *pick_least_request_weighted(const struct cluster *cl,
+						struct cluster_worker *cw, struct host **hosts,
+						size_t n, unsigned sh)
+{
+	double total = 0, bias = cl->lr_bias;
+	size_t best = 0;
+	for (size_t i = 0; i < n; i++) {
+		double ew = hosts[i]->weight, a = (double)host_active(hosts[i], sh) + 1;
+		if (bias == 1.0)
+			ew /= a;
+		else if (bias != 0.0)
+			ew /= pow(a, bias);
+		total += ew;
+		cw->lr_cur[i] += ew;
+		if (cw->lr_cur[i] > cw->lr_cur[best])
+			best = i;
+	}
+	cw->lr_cur[best] -= total;
+	return hosts[best];
+}
+
+/* Peak-EWMA estimate of one host for one worker, decayed toward zero since its
+ * last sample (so an idle, once-slow host is eventually tried again). */
+static double ewma_value(const struct cluster *cl, const struct host_ewma *e, uint64_t now_us)
+{
+	if (!e->stamp_us)
+		return (double)cl->ewma_default_rtt_us;
+	double dt = now_us > e->stamp_us ? (double)(now_us - e->stamp_us) : 0;
+	return e->cost_us * exp(-dt / (double)cl->ewma_decay_us);
+}
+
+double cluster_ewma_cost(const struct cluster *cl, const struct worker *w,
+			 const struct host *h, uint64_t now_us)
+{
+	if (!h->ewma)
+		return 0;
+	/* +1 µs: outstanding requests count even when the estimate decayed to 0 */
+	double v = ewma_value(cl, &h->ewma[w->id], now_us) + 1.0;
+	return v * (double)(host_active(h, w->shard) + 1) / (double)h->weight;
+}
+
+void cluster_lb_observe_at(struct cluster *cl, struct worker *w, struct host *h,
+			   uint64_t rtt_us, uint64_t now_us)
+{
+	if (cl->lb != LB_PEAK_EWMA || !h->ewma)
+		return;
+	struct host_ewma *e = &h->ewma[w->id];
+	double rtt = (double)rtt_us;
+	if (!e->stamp_us) {   /* first sample: start from default_rtt */
+		e->cost_us = (double)cl->ewma_default_rtt_us;
+		e->stamp_us = now_us;
+	}
+	if (rtt > e->cost_us) {
+		e->cost_us = rtt;   /* peaks are taken at once */
+	} else {
+		/* Finagle's time-weighted EWMA: the longer since the last sample,
+		 * the more the new one counts (time constant decay_time). */
+		double dt = now_us > e->stamp_us ? (double)(now_us - e->stamp_us) : 0;
+		double keep = exp(-dt / (double)cl->ewma_decay_us);
+		e->cost_us = e->cost_us * keep + rtt * (1 - keep);
+	}
+	e->stamp_us = now_us ? now_us : 1;
+}
+
+void cluster_lb_observe(struct cluster *cl, struct worker *w, struct host *h, uint64_t rtt_us)
+{
+	if (cl->lb == LB_PEAK_EWMA && h)
+		cluster_lb_observe_at(cl, w, h, rtt_us, now_ns() / 1000);
+}
+
+/* Peak-EWMA: the cheaper of two distinct random hosts. */
+static struct host *pick_peak_ewma(const struct cluster *cl, const struct worker *w,
+				   struct host **hosts, size_t n, uint64_t now_us)
+{
+	size_t i = rand_below((uint32_t)n), j = rand_below((uint32_t)n - 1);
+	if (j >= i)
+		j++;
+	return cluster_ewma_cost(cl, w, hosts[j], now_us) <
+	       cluster_ewma_cost(cl, w, hosts[i], now_us) ? hosts[j] : hosts[i];
+}
+
+struct host *cluster_pick_host_at(struct cluster *cl, struct worker *w, uint64_t now_us)
 {
 	struct cluster_worker *cw = &cl->workers[w->id];
 	struct hostset *hs = cw->hs;
@@ -402,21 +527,12 @@ struct host *cluster_pick_host(struct cluster *cl, struct worker *w)
 			}
 		}
 		return hosts[rand_below((uint32_t)n)];
-	case LB_LEAST_REQUEST: {
-		/* Power of N choices on this worker's view of active requests. */
-		struct host *best = NULL;
-		int64_t best_load = 0;
-		for (uint32_t k = 0; k < cl->lr_choice_count; k++) {
-			struct host *h = hosts[rand_below((uint32_t)n)];
-			int64_t load = h->stats[w->shard * HOST_STATS_N + HOST_RQ_ACTIVE];
-			/* weighted: compare load/weight */
-			if (!best || load * best->weight < best_load * h->weight) {
-				best = h;
-				best_load = load;
-			}
-		}
-		return best;
-	}
+	case LB_LEAST_REQUEST:
+		if (hs->active_weighted && cw->lr_cur)
+			return pick_least_request_weighted(cl, cw, hosts, n, w->shard);
+		return pick_least_request_p2c(cl, hosts, n, w->shard);
+	case LB_PEAK_EWMA:
+		return pick_peak_ewma(cl, w, hosts, n, now_us);
 	case LB_ROUND_ROBIN:
 	default:
 		if (hs->active_weighted && cw->cur_weight) {
@@ -432,6 +548,11 @@ struct host *cluster_pick_host(struct cluster *cl, struct worker *w)
 		}
 		return hosts[cw->rr++ % n];
 	}
+}
+
+struct host *cluster_pick_host(struct cluster *cl, struct worker *w)
+{
+	return cluster_pick_host_at(cl, w, cl->lb == LB_PEAK_EWMA ? now_ns() / 1000 : 0);
 }
 
 struct host *cluster_pick_host_hash(struct cluster *cl, struct worker *w, uint64_t hash,
@@ -453,7 +574,7 @@ static const char *const cluster_fields[] = {
 	"dns_resolvers", "common_http_protocol_options", "typed_extension_protocol_options",
 	"least_request_lb_config", "round_robin_lb_config", "http_protocol_options",
 	"circuit_breakers", "outlier_detection", "common_lb_config",
-	"ring_hash_lb_config", "maglev_lb_config", "health_checks", NULL
+	"ring_hash_lb_config", "maglev_lb_config", "health_checks", "load_balancing_policy", NULL
 };
 static const char *const type_names[] = { "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST" };
 static const char *const lb_names[] = { "ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM",
@@ -642,6 +763,131 @@ static int parse_dns_resolver(struct cfg_ctx *c, const json_t *o, struct cluster
 	return rc;
 }
 
+/* least_request_lb_config, or the typed config of the
+ * envoy.load_balancing_policies.least_request extension (slow_start_config,
+ * locality_lb_config and selection_method are not supported). */
+static int parse_least_request(struct cfg_ctx *c, const json_t *o, struct cluster *cl)
+{
+	static const char *const f[] = { "choice_count", "active_request_bias", NULL };
+	static const char *const bf[] = { "default_value", "runtime_key", NULL };
+	const json_t *b;
+	const char *key = NULL;
+	if (cfg_expect_object(c, o) || cfg_check_fields(c, o, f) ||
+	    cfg_u32(c, o, "choice_count", &cl->lr_choice_count))
+		return RM_ERROR;
+	if (cl->lr_choice_count < 2) {
+		cfg_enter(c, o, "choice_count");
+		cfg_fail(c, "must be at least 2");
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	if ((b = cfg_enter(c, o, "active_request_bias"))) {
+		/* RuntimeDouble: runtime overrides are not implemented, the
+		 * default_value is used */
+		int rc = cfg_expect_object(c, b) || cfg_check_fields(c, b, bf) ||
+			 cfg_double(c, b, "default_value", &cl->lr_bias) ||
+			 cfg_string(c, b, "runtime_key", &key);
+		if (!rc && !(cl->lr_bias >= 0 && isfinite(cl->lr_bias))) {
+			cfg_enter(c, b, "default_value");
+			rc = cfg_fail(c, "must be a finite number >= 0");
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+		if (rc)
+			return RM_ERROR;
+	}
+	return RM_OK;
+}
+
+#define LBP_PREFIX "type.googleapis.com/envoy.extensions.load_balancing_policies."
+#define PEAK_EWMA_TYPE "type.googleapis.com/remora.extensions.load_balancers.peak_ewma.v1.PeakEwma"
+
+static int parse_peak_ewma(struct cfg_ctx *c, const json_t *o, struct cluster *cl)
+{
+	static const char *const f[] = { "decay_time", "default_rtt", NULL };
+	uint64_t decay = 10000, rtt = 10;
+	if (cfg_expect_object(c, o) || cfg_check_fields(c, o, f) ||
+	    cfg_duration_ms(c, o, "decay_time", &decay) ||
+	    cfg_duration_ms(c, o, "default_rtt", &rtt))
+		return RM_ERROR;
+	if (!decay) {
+		cfg_enter(c, o, "decay_time");
+		cfg_fail(c, "must be positive");
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	cl->lb = LB_PEAK_EWMA;
+	cl->ewma_decay_us = decay * 1000;
+	cl->ewma_default_rtt_us = rtt * 1000;
+	return RM_OK;
+}
+
+/* One load_balancing_policy.policies[] entry.  Returns RM_OK with *used set
+ * when it configured the cluster, RM_OK with *used false when its type is
+ * unknown (Envoy skips to the next entry), RM_ERROR on a bad config. */
+static int parse_lb_policy_entry(struct cfg_ctx *c, const json_t *p, struct cluster *cl, bool *used)
+{
+	static const char *const pf[] = { "typed_extension_config", NULL };
+	static const char *const tf[] = { "name", "typed_config", NULL };
+	static const char *const empty[] = { NULL };
+	const json_t *te, *tc;
+	const char *type = NULL;
+	int rc = RM_OK;
+
+	*used = false;
+	if (cfg_expect_object(c, p) || cfg_check_fields(c, p, pf) ||
+	    !(te = cfg_enter_req(c, p, "typed_extension_config")))
+		return RM_ERROR;
+	if (cfg_expect_object(c, te) || cfg_check_fields(c, te, tf) ||
+	    !(tc = cfg_enter_req(c, te, "typed_config"))) {
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	if (cfg_expect_object(c, tc) || cfg_string_req(c, tc, "@type", &type))
+		rc = RM_ERROR;
+	else if (!strcmp(type, PEAK_EWMA_TYPE)) {
+		*used = true;
+		rc = parse_peak_ewma(c, tc, cl);
+	} else if (!strcmp(type, LBP_PREFIX "least_request.v3.LeastRequest")) {
+		*used = true;
+		cl->lb = LB_LEAST_REQUEST;
+		rc = parse_least_request(c, tc, cl);
+	} else if (!strcmp(type, LBP_PREFIX "round_robin.v3.RoundRobin")) {
+		*used = true;
+		cl->lb = LB_ROUND_ROBIN;
+		rc = cfg_check_fields(c, tc, empty);
+	} else if (!strcmp(type, LBP_PREFIX "random.v3.Random")) {
+		*used = true;
+		cl->lb = LB_RANDOM;
+		rc = cfg_check_fields(c, tc, empty);
+	}
+	cfg_leave(c);
+	cfg_leave(c);
+	return rc;
+}
+
+/* load_balancing_policy: {policies: [...]}; the first supported entry wins. */
+static int parse_lb_policy_ext(struct cfg_ctx *c, const json_t *o, struct cluster *cl)
+{
+	static const char *const f[] = { "policies", NULL };
+	const json_t *arr;
+	bool used = false;
+	int rc;
+	if (cfg_expect_object(c, o) || cfg_check_fields(c, o, f) ||
+	    !(arr = cfg_enter_req(c, o, "policies")))
+		return RM_ERROR;
+	rc = cfg_expect_array(c, arr);
+	for (size_t i = 0; !rc && !used && i < json_array_size(arr); i++) {
+		rc = parse_lb_policy_entry(c, cfg_enter_idx(c, arr, i), cl, &used);
+		cfg_leave(c);
+	}
+	if (!rc && !used)
+		rc = cfg_fail(c, "no supported policy (remora.load_balancers.peak_ewma, "
+			      "envoy.load_balancing_policies.{round_robin,least_request,random} are)");
+	cfg_leave(c);
+	return rc;
+}
+
 /* ring_hash_lb_config and maglev_lb_config (each validated when present,
  * used when lb_policy selects it). */
 static int parse_hash_lb_config(struct cfg_ctx *c, const json_t *j, struct cluster *cl)
@@ -823,6 +1069,7 @@ static void cluster_free(struct cluster *cl)
 	for (unsigned w = 0; cl->workers && w < cl->nworkers; w++) {
 		hostset_unref(cl->workers[w].hs);
 		free(cl->workers[w].cur_weight);
+		free(cl->workers[w].lr_cur);
 	}
 	free(cl->workers);
 	hostset_unref(cl->hs);
@@ -867,6 +1114,9 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	cl->panic_threshold = 50;
 	cl->idle_timeout_ms = 3600 * 1000;
 	cl->lr_choice_count = 2;
+	cl->lr_bias = 1.0;
+	cl->ewma_decay_us = 10 * 1000 * 1000;
+	cl->ewma_default_rtt_us = 10 * 1000;
 	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, cluster_fields) ||
 	    cfg_string_req(c, j, "name", &name) ||
 	    cfg_enum(c, j, "type", type_names, ARRAY_SIZE(type_names), &type) ||
@@ -903,10 +1153,12 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		cl->lb = LB_RING_HASH;
 	else if (lb == 5)
 		cl->lb = LB_MAGLEV;
+	else if (lb == 7)
+		cl->lb = LB_ROUND_ROBIN;   /* decided by load_balancing_policy below */
 	else {
 		cfg_enter(c, j, "lb_policy");
 		cfg_fail(c, "lb_policy %s is not supported yet (ROUND_ROBIN, LEAST_REQUEST, RANDOM, "
-			 "RING_HASH, MAGLEV are)", lb_names[lb]);
+			 "RING_HASH, MAGLEV, LOAD_BALANCING_POLICY_CONFIG are)", lb_names[lb]);
 		cfg_leave(c);
 		goto error;
 	}
@@ -950,14 +1202,22 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 			goto error;
 	}
 	if ((v = cfg_enter(c, j, "least_request_lb_config"))) {
-		static const char *const f[] = { "choice_count", NULL };
-		int rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, f) ||
-			 cfg_u32(c, v, "choice_count", &cl->lr_choice_count);
+		int rc = parse_least_request(c, v, cl);
 		cfg_leave(c);
 		if (rc)
 			goto error;
-		if (cl->lr_choice_count < 2)
-			cl->lr_choice_count = 2;
+	}
+	if ((v = cfg_enter(c, j, "load_balancing_policy"))) {
+		/* takes precedence over lb_policy, as in Envoy */
+		int rc = parse_lb_policy_ext(c, v, cl);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	} else if (lb == 7) {
+		cfg_enter(c, j, "lb_policy");
+		cfg_fail(c, "LOAD_BALANCING_POLICY_CONFIG needs load_balancing_policy");
+		cfg_leave(c);
+		goto error;
 	}
 	if (parse_hash_lb_config(c, j, cl))
 		goto error;
@@ -1087,8 +1347,8 @@ static void publish_from_endpoints(struct cluster *cl)
 			if (h && h->weight == e->weight) {
 				host_ref(h);
 			} else {
-				h = host_new(&ss, cl->type == CLUSTER_STATIC ? NULL : e->address,
-					     e->weight, cl->nworkers);
+				h = host_new(cl, &ss, cl->type == CLUSTER_STATIC ? NULL : e->address,
+					     e->weight);
 				/* actively checked hosts start unhealthy until their
 				 * first check (Envoy) */
 				if (cl->hc_cfg)

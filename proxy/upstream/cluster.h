@@ -60,7 +60,15 @@ enum { HOST_CX_TOTAL, HOST_CX_ACTIVE, HOST_CX_CONNECT_FAIL, HOST_RQ_TOTAL, HOST_
        HOST_RQ_ERROR, HOST_RQ_SUCCESS, HOST_RQ_TIMEOUT, HOST_STATS_N };
 
 enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS };
-enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV };
+enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV,
+		 LB_PEAK_EWMA };
+
+/* Peak-EWMA state of one host as seen by one worker (only that worker
+ * touches it).  Padded to a cache line so workers do not false-share. */
+struct host_ewma {
+	_Alignas(64) double cost_us;        /* peak-sensitive EWMA of the response latency */
+	uint64_t stamp_us;                  /* time of cost_us; 0 = no sample yet */
+};
 
 #define HOST_FAILED_ACTIVE_HC 0x1          /* health_flags */
 #define HOST_FAILED_OUTLIER   0x2
@@ -80,6 +88,8 @@ struct host {
 	unsigned nshards;
 	int64_t *stats;                     /* owned; [nshards][HOST_STATS_N] */
 	struct pool **pools;                /* owned array [nworkers]; slot w owned by worker w */
+	struct host_ewma *ewma;             /* owned [nworkers] (aligned_alloc), slot w owned by
+					       worker w; NULL unless the cluster is peak-EWMA */
 };
 
 struct hostset {
@@ -123,7 +133,9 @@ enum { OD_STATS(OD_ENUM) OD_STATS_N };
 struct cluster_worker {
 	struct hostset *hs;                 /* ref held; NULL until the first set arrives */
 	uint64_t rr;                        /* round-robin cursor */
-	int64_t *cur_weight;                /* owned; smooth-WRR state [hs->n] when weighted */
+	int64_t *cur_weight;                /* owned; smooth-WRR state [hs->nactive] when weighted */
+	double *lr_cur;                     /* owned; LEAST_REQUEST dynamic-weight WRR state
+					       [hs->nactive] when weighted */
 };
 
 struct cluster;
@@ -144,6 +156,9 @@ struct cluster {
 	enum cluster_type type;
 	enum lb_policy lb;
 	uint32_t lr_choice_count;           /* least_request_lb_config.choice_count (2) */
+	double lr_bias;                     /* least_request_lb_config.active_request_bias (1.0) */
+	uint64_t ewma_decay_us;             /* peak_ewma decay_time (10 s) */
+	uint64_t ewma_default_rtt_us;       /* peak_ewma default_rtt (10 ms) */
 	struct lb_hash_cfg hash_cfg;        /* ring_hash_lb_config / maglev_lb_config */
 	uint64_t connect_timeout_ms;        /* default 5000 */
 	uint32_t buffer_limit;              /* per_connection_buffer_limit_bytes (1 MiB) */
@@ -204,6 +219,18 @@ void cluster_start(struct cluster *cl, struct event_base *base,
 /* Worker side. */
 void cluster_worker_set_hostset(struct cluster *cl, unsigned w, struct hostset *hs); /* takes ref */
 struct host *cluster_pick_host(struct cluster *cl, struct worker *w);
+/* Same, at an explicit monotonic time in microseconds (peak-EWMA decays with
+ * time; the other policies ignore now_us).  For tests. */
+struct host *cluster_pick_host_at(struct cluster *cl, struct worker *w, uint64_t now_us);
+/* Worker w got the response head of a request to h rtt_us after it started:
+ * feed the peak-EWMA latency estimate (no-op for other policies). */
+void cluster_lb_observe(struct cluster *cl, struct worker *w, struct host *h, uint64_t rtt_us);
+void cluster_lb_observe_at(struct cluster *cl, struct worker *w, struct host *h,
+			   uint64_t rtt_us, uint64_t now_us);
+/* Peak-EWMA cost of h for worker w at now_us: the decayed latency estimate
+ * times (active requests + 1), divided by the weight.  Exposed for tests. */
+double cluster_ewma_cost(const struct cluster *cl, const struct worker *w,
+			 const struct host *h, uint64_t now_us);
 /* RING_HASH / MAGLEV: the host owning hash in this worker's host set; with
  * have_hash false (no hash_policy produced a hash) a random one, as Envoy.
  * Other policies ignore the hash (same as cluster_pick_host). */

@@ -269,6 +269,7 @@ static void deliver_head(struct router *r)
 	stats_code_inc(r->cl->stats, sh, 0, status);
 	stats_hist_record(r->cl->stats, sh, upstream_rq_time,
 			  (double)(now_ns() - r->up_start_ns) / 1e6);
+	cluster_lb_observe(r->cl, http_stream_worker(r->s), r->host, (now_ns() - r->up_start_ns) / 1000);
 	route_apply_response(http_stream_route_config(r->s), r->vh, r->re, r->wc, &r->resp.hdrs);
 	if (!r->cfg->suppress_envoy_headers) {
 		snprintf(buf, sizeof(buf), "%llu",

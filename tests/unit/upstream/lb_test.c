@@ -1,0 +1,288 @@
+/* lb_test.c - load balancers of proxy/upstream/cluster.c through the public
+ * API: a STATIC cluster is parsed from JSON, started (its host set published
+ * to worker 0 through cluster_publish_hook) and picked from.  Active requests
+ * are set through the per-worker host stats the router bumps; peak-EWMA gets
+ * latency samples with explicit timestamps.  Statistical bounds are generous
+ * (several standard deviations), so these do not flake. */
+#include "test.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+
+#include "proxy/common.h"
+#include "proxy/snapshot.h"
+#include "proxy/worker.h"
+#include "proxy/upstream/cluster.h"
+
+static struct stats_store *store;
+static struct worker wk = { .id = 0, .shard = 1 };
+
+static void publish(struct cluster *cl, struct hostset *hs)
+{
+	__atomic_add_fetch(&hs->refcnt, 1, __ATOMIC_RELAXED);
+	cluster_worker_set_hostset(cl, 0, hs);
+}
+
+static void inited(struct cluster *cl, void *arg)
+{
+	(void)cl;
+	(void)arg;
+}
+
+/* A cluster of n hosts 10.0.0.<i+1>:80 with weights w[i] (NULL: 1) and the
+ * given extra top-level fields (JSON object text without braces, or ""). */
+static struct cluster *make(size_t n, const unsigned *w, const char *extra, char *err, size_t errlen)
+{
+	char buf[4096];
+	size_t off = 0;
+	off += (size_t)snprintf(buf + off, sizeof(buf) - off,
+				"{\"name\":\"c\",\"type\":\"STATIC\",%s%s\"load_assignment\":"
+				"{\"endpoints\":[{\"lb_endpoints\":[", extra, *extra ? "," : "");
+	for (size_t i = 0; i < n; i++)
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off,
+					"%s{\"endpoint\":{\"address\":{\"socket_address\":"
+					"{\"address\":\"10.0.0.%zu\",\"port_value\":80}}},"
+					"\"load_balancing_weight\":%u}",
+					i ? "," : "", i + 1, w ? w[i] : 1);
+	snprintf(buf + off, sizeof(buf) - off, "]}]}}");
+	json_error_t je;
+	json_t *j = json_loads(buf, 0, &je);
+	if (!j) {
+		fprintf(stderr, "bad test json: %s\n%s\n", je.text, buf);
+		return NULL;
+	}
+	if (!store)
+		store = stats_store_new(2);
+	struct build_ctx b = { .stats = store, .nworkers = 1 };
+	struct cfg_ctx c;
+	cfg_init(&c, NULL, NULL);
+	struct cluster *cl = cluster_parse(&c, j, &b);
+	if (err)
+		snprintf(err, errlen, "%s", c.err);
+	json_decref(j);
+	if (!cl)
+		return NULL;
+	cluster_publish_hook = publish;
+	cluster_start(cl, NULL, inited, NULL);
+	return cl;
+}
+
+static struct host *host_at(struct cluster *cl, size_t i)
+{
+	return cl->workers[0].hs->hosts[i];
+}
+
+static void set_active(struct cluster *cl, size_t i, int64_t v)
+{
+	struct host *h = host_at(cl, i);
+	host_stat_add(h, wk.shard, HOST_RQ_ACTIVE, v - h->stats[wk.shard * HOST_STATS_N + HOST_RQ_ACTIVE]);
+}
+
+static size_t index_of(struct cluster *cl, const struct host *h)
+{
+	for (size_t i = 0; i < cl->workers[0].hs->n; i++)
+		if (cl->workers[0].hs->hosts[i] == h)
+			return i;
+	return (size_t)-1;
+}
+
+TEST(lb_least_request_p2c_never_picks_the_busier_of_two)
+{
+	/* Two hosts: every pick draws both or the same one twice.  The busier
+	 * host may only be picked when both draws hit it (25 %). */
+	struct cluster *cl = make(2, NULL, "\"lb_policy\":\"LEAST_REQUEST\"", NULL, 0);
+	CHECK(cl && cl->lb == LB_LEAST_REQUEST && cl->lr_choice_count == 2);
+	set_active(cl, 0, 5);
+	set_active(cl, 1, 1);
+	int busy = 0;
+	for (int k = 0; k < 4000; k++)
+		busy += index_of(cl, cluster_pick_host(cl, &wk)) == 0;
+	CHECK(busy > 700 && busy < 1300);   /* ~1000 */
+
+	/* Ten hosts, choice_count 10: the least loaded one wins whenever drawn,
+	 * and the most loaded host is never picked unless every draw is it. */
+	cluster_unref(cl);
+	cl = make(10, NULL, "\"lb_policy\":\"LEAST_REQUEST\","
+		  "\"least_request_lb_config\":{\"choice_count\":10}", NULL, 0);
+	CHECK(cl && cl->lr_choice_count == 10);
+	for (size_t i = 0; i < 10; i++)
+		set_active(cl, i, 10 + (int64_t)i);
+	set_active(cl, 3, 0);
+	int least = 0, most = 0;
+	for (int k = 0; k < 2000; k++) {
+		size_t i = index_of(cl, cluster_pick_host(cl, &wk));
+		least += i == 3;
+		most += i == 9;
+	}
+	CHECK(least > 2000 * 0.55);   /* 1 - 0.9^10 = 65 % */
+	CHECK_INT(most, 0);
+	for (size_t i = 0; i < 10; i++)
+		set_active(cl, i, 0);
+	cluster_unref(cl);
+}
+
+TEST(lb_least_request_weighted_bias)
+{
+	static const unsigned w[] = { 1, 3 };
+	char err[512];
+	/* bias 0: purely by weight, whatever the active requests */
+	struct cluster *cl = make(2, w, "\"lb_policy\":\"LEAST_REQUEST\",\"least_request_lb_config\":"
+				  "{\"active_request_bias\":{\"default_value\":0,\"runtime_key\":\"x\"}}",
+				  err, sizeof(err));
+	CHECK(cl && cl->lr_bias == 0.0);
+	if (!cl) {
+		fprintf(stderr, "%s\n", err);
+		return;
+	}
+	set_active(cl, 1, 100);
+	int heavy = 0;
+	for (int k = 0; k < 400; k++)
+		heavy += index_of(cl, cluster_pick_host(cl, &wk)) == 1;
+	CHECK_INT(heavy, 300);   /* smooth WRR: exact */
+	set_active(cl, 1, 0);
+	cluster_unref(cl);
+
+	/* default bias 1: 3 / (5 + 1) = 0.5 < 1 / (0 + 1): the light host gets 2/3 */
+	cl = make(2, w, "\"lb_policy\":\"LEAST_REQUEST\"", NULL, 0);
+	CHECK(cl && cl->lr_bias == 1.0);
+	set_active(cl, 1, 5);
+	heavy = 0;
+	for (int k = 0; k < 300; k++)
+		heavy += index_of(cl, cluster_pick_host(cl, &wk)) == 1;
+	CHECK(heavy >= 99 && heavy <= 101);
+	set_active(cl, 1, 0);
+	cluster_unref(cl);
+
+	/* bias 2: 3 / 2^2 = 0.75 against 1 / 1 */
+	cl = make(2, w, "\"lb_policy\":\"LEAST_REQUEST\",\"least_request_lb_config\":"
+		  "{\"active_request_bias\":{\"default_value\":2}}", NULL, 0);
+	set_active(cl, 1, 1);
+	heavy = 0;
+	for (int k = 0; k < 700; k++)
+		heavy += index_of(cl, cluster_pick_host(cl, &wk)) == 1;
+	CHECK(heavy >= 299 && heavy <= 301);
+	set_active(cl, 1, 0);
+	cluster_unref(cl);
+}
+
+TEST(lb_random_weighted)
+{
+	static const unsigned w[] = { 1, 9 };
+	struct cluster *cl = make(2, w, "\"lb_policy\":\"RANDOM\"", NULL, 0);
+	int heavy = 0;
+	for (int k = 0; k < 10000; k++)
+		heavy += index_of(cl, cluster_pick_host(cl, &wk)) == 1;
+	CHECK(heavy > 8700 && heavy < 9300);   /* 9000, sd 30 */
+	cluster_unref(cl);
+}
+
+#define EWMA_POLICY(decay, rtt) \
+	"\"lb_policy\":\"LOAD_BALANCING_POLICY_CONFIG\",\"load_balancing_policy\":{\"policies\":[" \
+	"{\"typed_extension_config\":{\"name\":\"remora.load_balancers.peak_ewma\",\"typed_config\":{" \
+	"\"@type\":\"type.googleapis.com/remora.extensions.load_balancers.peak_ewma.v1.PeakEwma\"," \
+	"\"decay_time\":\"" decay "\",\"default_rtt\":\"" rtt "\"}}}]}"
+
+TEST(lb_peak_ewma_prefers_fast_reacts_to_peaks_and_decays)
+{
+	char err[512];
+	struct cluster *cl = make(3, NULL, EWMA_POLICY("10s", "0.010s"), err, sizeof(err));
+	CHECK(cl && cl->lb == LB_PEAK_EWMA);
+	if (!cl) {
+		fprintf(stderr, "%s\n", err);
+		return;
+	}
+	CHECK_INT(cl->ewma_decay_us, 10000000);
+	CHECK_INT(cl->ewma_default_rtt_us, 10000);
+	struct host *h0 = host_at(cl, 0), *h1 = host_at(cl, 1), *h2 = host_at(cl, 2);
+	uint64_t t = 1000000;
+	/* no samples: default_rtt for everyone */
+	CHECK(cluster_ewma_cost(cl, &wk, h0, t) == cluster_ewma_cost(cl, &wk, h1, t));
+
+	/* h0 answers in 1 ms, h1 in 50 ms, h2 in 5 ms; simulate 3000 picks over 3 s
+	 * feeding each picked host its latency */
+	int picks[3] = { 0, 0, 0 };
+	static const uint64_t lat[3] = { 1000, 50000, 5000 };
+	for (int k = 0; k < 3000; k++) {
+		t += 1000;
+		struct host *h = cluster_pick_host_at(cl, &wk, t);
+		size_t i = index_of(cl, h);
+		picks[i]++;
+		cluster_lb_observe_at(cl, &wk, h, lat[i], t);
+	}
+	CHECK(picks[0] > picks[2] && picks[2] > picks[1]);
+	CHECK(picks[0] > 3000 / 2);
+	CHECK(picks[1] < 3000 / 10);
+
+	/* a peak is taken at once */
+	cluster_lb_observe_at(cl, &wk, h0, 80000, t);
+	CHECK(cluster_ewma_cost(cl, &wk, h0, t) > 80000);
+	CHECK(cluster_ewma_cost(cl, &wk, h0, t) > cluster_ewma_cost(cl, &wk, h1, t));
+	for (int k = 0; k < 200; k++) {   /* now h0 is avoided whenever drawn against h2 */
+		size_t i = index_of(cl, cluster_pick_host_at(cl, &wk, t));
+		CHECK(i != 0);
+	}
+	/* ...and decays: lower samples pull it down with time constant 10 s */
+	double peak = cluster_ewma_cost(cl, &wk, h0, t);
+	cluster_lb_observe_at(cl, &wk, h0, 1000, t + 100000);        /* 0.1 s later */
+	double c1 = cluster_ewma_cost(cl, &wk, h0, t + 100000);
+	CHECK(c1 < peak && c1 > peak * 0.95);                        /* barely moved */
+	cluster_lb_observe_at(cl, &wk, h0, 1000, t + 30100000);      /* 30 s later */
+	double c2 = cluster_ewma_cost(cl, &wk, h0, t + 30100000);
+	CHECK(c2 < 1000 + c1 * 0.06 && c2 > 1000);                   /* e^-3 = 5 % of the peak left */
+	/* without samples the estimate decays toward 0 (idle hosts get retried) */
+	CHECK(cluster_ewma_cost(cl, &wk, h2, t + 100000000) < 10);
+
+	/* outstanding requests multiply the cost */
+	double base = cluster_ewma_cost(cl, &wk, h2, t);
+	set_active(cl, 2, 3);
+	CHECK(cluster_ewma_cost(cl, &wk, h2, t) > base * 3.99);
+	set_active(cl, 2, 0);
+	cluster_unref(cl);
+}
+
+TEST(lb_peak_ewma_weights_and_config)
+{
+	static const unsigned w[] = { 1, 4 };
+	char err[512];
+	/* equal latency, weight 4 makes h1 four times cheaper: always chosen
+	 * (two hosts: every pick compares both) */
+	struct cluster *cl = make(2, w, EWMA_POLICY("1s", "0.005s"), NULL, 0);
+	int heavy = 0;
+	for (int k = 0; k < 100; k++)
+		heavy += index_of(cl, cluster_pick_host_at(cl, &wk, 1000)) == 1;
+	CHECK_INT(heavy, 100);
+	cluster_unref(cl);
+
+	/* the policy list without lb_policy; unknown entries are skipped */
+	cl = make(2, NULL, "\"load_balancing_policy\":{\"policies\":["
+		  "{\"typed_extension_config\":{\"name\":\"x\",\"typed_config\":{\"@type\":\"type.googleapis.com/x.Y\"}}},"
+		  "{\"typed_extension_config\":{\"name\":\"lr\",\"typed_config\":{\"@type\":"
+		  "\"type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest\","
+		  "\"choice_count\":3}}}]}", err, sizeof(err));
+	CHECK(cl && cl->lb == LB_LEAST_REQUEST && cl->lr_choice_count == 3);
+	cluster_unref(cl);
+	cl = make(2, NULL, "\"load_balancing_policy\":{\"policies\":["
+		  "{\"typed_extension_config\":{\"name\":\"x\",\"typed_config\":{\"@type\":\"type.googleapis.com/x.Y\"}}},"
+		  "{\"typed_extension_config\":{\"name\":\"e\",\"typed_config\":{\"@type\":"
+		  "\"type.googleapis.com/remora.extensions.load_balancers.peak_ewma.v1.PeakEwma\","
+		  "\"decay_time\":\"5s\"}}}]}", err, sizeof(err));
+	CHECK(cl && cl->lb == LB_PEAK_EWMA && cl->ewma_decay_us == 5000000 && host_at(cl, 0)->ewma);
+	cluster_unref(cl);
+
+	CHECK(!make(2, NULL, "\"lb_policy\":\"LOAD_BALANCING_POLICY_CONFIG\"", err, sizeof(err)));
+	CHECK_CONTAINS(err, "lb_policy: LOAD_BALANCING_POLICY_CONFIG needs load_balancing_policy");
+	CHECK(!make(2, NULL, "\"load_balancing_policy\":{\"policies\":[{\"typed_extension_config\":"
+		    "{\"name\":\"x\",\"typed_config\":{\"@type\":\"type.googleapis.com/x.Y\"}}}]}",
+		    err, sizeof(err)));
+	CHECK_CONTAINS(err, "load_balancing_policy.policies: no supported policy");
+	CHECK(!make(2, NULL, "\"load_balancing_policy\":{\"policies\":[{\"typed_extension_config\":"
+		    "{\"name\":\"x\",\"typed_config\":{\"@type\":"
+		    "\"type.googleapis.com/remora.extensions.load_balancers.peak_ewma.v1.PeakEwma\","
+		    "\"decay\":\"1s\"}}}]}", err, sizeof(err)));
+	CHECK_CONTAINS(err, "load_balancing_policy.policies[0].typed_extension_config.typed_config.decay: unknown field");
+	CHECK(!make(2, NULL, "\"least_request_lb_config\":{\"choice_count\":1}", err, sizeof(err)));
+	CHECK_CONTAINS(err, "least_request_lb_config.choice_count: must be at least 2");
+	CHECK(!make(2, NULL, "\"least_request_lb_config\":{\"active_request_bias\":{\"default_value\":-1}}",
+		    err, sizeof(err)));
+	CHECK_CONTAINS(err, "active_request_bias.default_value: must be a finite number >= 0");
+}
