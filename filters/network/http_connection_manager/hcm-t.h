@@ -15,6 +15,9 @@ enum server_header_mode { SERVER_HDR_OVERWRITE, SERVER_HDR_APPEND_IF_ABSENT, SER
 struct hcm_filter_cfg {
 	const struct http_filter_ops *ops;
 	void *cfg;                       /* owned via ops->free_config */
+	char *name;                      /* owned: http_filters[].name (per-route configs) */
+	bool disabled;                   /* http_filters[].disabled: off unless a route
+	                                    enables it (typed_per_filter_config) */
 };
 
 struct hcm_cfg {
@@ -48,6 +51,8 @@ struct hcm_conn;
 struct filter_inst {
 	const struct http_filter_ops *ops;
 	void *ctx;
+	uint32_t idx;                    /* position in hcm_cfg.filters (filters
+	                                    disabled for the route are skipped) */
 };
 
 struct http_stream {
@@ -57,6 +62,9 @@ struct http_stream {
 	uint64_t remaining;              /* LENGTH: bytes still expected */
 	struct h1_chunked chunked;       /* CHUNKED decoder */
 	struct evbuffer *tmp;            /* owned: scratch for body chunks */
+	const struct route_entry *route; /* matched once before the filter chain, NULL
+	                                    = no route; in hc->cfg->rc (not owned) */
+	const struct virtual_host *vh;   /* the route's virtual host (not owned) */
 	struct filter_inst *filters;     /* owned [filters_cap] */
 	size_t nfilters, filters_cap;
 	struct http_stream *next_free;   /* per-thread free list link */
