@@ -8,6 +8,8 @@
  *    response_headers_to_remove.
  *  RouteConfiguration also: ignore_port_in_host_matching,
  *    most_specific_header_mutations_wins, max_direct_response_body_size_bytes.
+ *  typed_per_filter_config on RouteConfiguration, VirtualHost and Route
+ *    (per_filter.c; see route_config_compile and struct route_filters).
  *  VirtualHost: name, domains (exact, "*suffix", "prefix*", "*"; matched
  *    against :authority as-is, port included, as Envoy does by default;
  *    ignore_port_in_host_matching strips the port), routes, the four

@@ -51,8 +51,6 @@ struct hcm_conn;
 struct filter_inst {
 	const struct http_filter_ops *ops;
 	void *ctx;
-	uint32_t idx;                    /* position in hcm_cfg.filters (filters
-	                                    disabled for the route are skipped) */
 };
 
 struct http_stream {
@@ -65,7 +63,8 @@ struct http_stream {
 	const struct route_entry *route; /* matched once before the filter chain, NULL
 	                                    = no route; in hc->cfg->rc (not owned) */
 	const struct virtual_host *vh;   /* the route's virtual host (not owned) */
-	struct filter_inst *filters;     /* owned [filters_cap] */
+	struct filter_inst *filters;     /* owned [filters_cap]: the filters that run
+	                                    (those disabled for the route are skipped) */
 	size_t nfilters, filters_cap;
 	struct http_stream *next_free;   /* per-thread free list link */
 	bool req_done;                   /* end_stream delivered to the filters */

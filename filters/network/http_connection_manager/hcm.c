@@ -785,7 +785,6 @@ static bool hc_parse_head(struct hcm_conn *hc)
 			continue;
 		struct filter_inst *fi = &s->filters[s->nfilters++];
 		fi->ops = ops;
-		fi->idx = (uint32_t)i;
 		fi->ctx = ops->create ? ops->create(s, cfg->filters[i].cfg) : NULL;
 	}
 	bool end = s->body == H1_BODY_NONE && !s->upgrade;
