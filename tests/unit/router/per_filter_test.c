@@ -293,3 +293,44 @@ TEST(per_filter_vhost_level_error_path)
 	       "t.yaml:28:103: " VH_PATH ".typed_per_filter_config.nope.delay: one of "
 	       "'fixed_delay' or 'header_delay' is required");
 }
+
+#define HCM_ONLY_ROUTER_DISABLED \
+	"static_resources:\n" \
+	"  listeners:\n" \
+	"  - address: {socket_address: {address: 127.0.0.1, port_value: 1}}\n" \
+	"    filter_chains:\n" \
+	"    - filters:\n" \
+	"      - name: envoy.filters.network.http_connection_manager\n" \
+	"        typed_config:\n" \
+	"          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n" \
+	"          stat_prefix: in\n" \
+	"          http_filters:\n" \
+	"          - name: envoy.filters.http.router\n" \
+	"            disabled: true\n" \
+	"            typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}\n" \
+	"          route_config: {}\n"
+
+TEST(per_filter_router_http_filter_cannot_be_disabled)
+{
+	expect(HCM_ONLY_ROUTER_DISABLED,
+	       "t.yaml:12:13: static_resources.listeners[0].filter_chains[0].filters[0].typed_config."
+	       "http_filters[0].disabled: the terminal filter envoy.filters.http.router cannot be "
+	       "disabled");
+}
+
+TEST(per_filter_http_filter_disabled_must_be_bool)
+{
+	char y[4096];
+	snprintf(y, sizeof(y), "%s", HEAD "                  fault: {\"@type\": " FC ", disabled: true}\n");
+	char *p = strstr(y, "          - name: fault\n");
+	CHECK(p != NULL);
+	if (!p)
+		return;
+	/* insert "disabled: 3" after the filter's name line */
+	char rest[4096];
+	p += strlen("          - name: fault\n");
+	snprintf(rest, sizeof(rest), "%s", p);
+	snprintf(p, sizeof(y) - (size_t)(p - y), "            disabled: 3\n%s", rest);
+	expect(y, "t.yaml:15:13: static_resources.listeners[0].filter_chains[0].filters[0]."
+		  "typed_config.http_filters[0].disabled: expected true or false");
+}
