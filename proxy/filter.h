@@ -49,7 +49,17 @@ struct http_filter_ops {
 	bool terminal;                     /* must be last in the chain */
 	void *(*parse_config)(struct cfg_ctx *c, const json_t *typed_config, struct build_ctx *b);
 	void (*free_config)(void *cfg);
-	/* Per-stream state; may return NULL if the filter needs none. */
+	/* typed_per_filter_config (route, virtual host or route configuration
+	 * level; the most specific wins): parse one Any of this filter's type
+	 * ("@type" present) into an owned, immutable config the route table
+	 * keeps; NULL after cfg_fail().  The filter finds it per stream with
+	 * http_stream_per_route_config().  NULL hooks: the filter has no
+	 * per-route config (configuring one is an error; a FilterConfig
+	 * {disabled: true} is accepted for any filter). */
+	void *(*parse_per_route)(struct cfg_ctx *c, const json_t *typed_config, struct build_ctx *b);
+	void (*free_per_route)(void *cfg);
+	/* Per-stream state; may return NULL if the filter needs none.  The
+	 * stream's route is already matched (http_stream_route()). */
 	void *(*create)(struct http_stream *s, const void *cfg);
 	void (*destroy)(void *ctx);
 	/* Hooks; any may be NULL (CONTINUE). */

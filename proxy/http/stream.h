@@ -19,6 +19,8 @@ struct evbuffer;
 struct worker;
 struct snapshot;
 struct route_config;
+struct route_entry;
+struct virtual_host;
 
 /* HCM stats (http.<stat_prefix>.*), including the router's. */
 #define HCM_STATS(X)                                                                    \
@@ -53,6 +55,18 @@ bool http_stream_is_upgrade(const struct http_stream *s);
 /* Downstream peer IP (text) and whether the downstream is TLS. */
 const char *http_stream_peer_ip(const struct http_stream *s);
 uint64_t http_stream_start_ns(const struct http_stream *s);
+
+/* The stream's route, matched once by the connection manager after the
+ * request headers arrived and before the filter chain runs (NULL: no route
+ * matched); *vh_out (if not NULL) gets its virtual host.  Header changes
+ * made by filters do not re-match.  Both live in the stream's route table. */
+const struct route_entry *http_stream_route(const struct http_stream *s,
+					    const struct virtual_host **vh_out);
+/* The most specific typed_per_filter_config (route > virtual host > route
+ * configuration) of the filter whose parsed config is filter_cfg (the
+ * pointer its create hook got) for the stream's route: that filter's
+ * parse_per_route result, or NULL when none applies.  No allocation. */
+const void *http_stream_per_route_config(const struct http_stream *s, const void *filter_cfg);
 
 /* Per-connection state of the filter whose parsed config is filter_cfg
  * (e.g. a token bucket per downstream connection): a slot that lives as long

@@ -130,6 +130,8 @@ struct route {
 	bool strip_query;
 	struct hdr_mutations hdrs;
 	struct retry_policy *own_retry; /* owned: route.retry_policy (e.retry points here or at the vhost's) */
+	struct route_filter_cfg *pfc; /* owned [rc->npf]: this route's typed_per_filter_config, or NULL */
+	struct route_filter_cfg *merged; /* owned [rc->npf]: e.filter_cfgs (configs not owned), or NULL */
 	bool has_buffer_limit;       /* per_request_buffer_limit_bytes set on the route */
 };
 
@@ -141,6 +143,7 @@ struct virtual_host {
 	struct retry_policy *retry;  /* owned: virtual_host.retry_policy, may be NULL */
 	uint32_t buffer_limit;       /* per_request_buffer_limit_bytes, 0 = unset */
 	bool attempt_req, attempt_resp; /* include_(request_)attempt_count... */
+	struct route_filter_cfg *pfc; /* owned [rc->npf]: typed_per_filter_config, or NULL */
 };
 
 struct retry_policy *retry_policy_compile(struct cfg_ctx *c, const json_t *j);
@@ -180,7 +183,20 @@ struct route_config {
 	 * host, route (least specific first) instead of the default order. */
 	bool most_specific_wins;
 	uint32_t max_direct_body;    /* max_direct_response_body_size_bytes */
+	/* typed_per_filter_config: slots per chain filter (route_filters) */
+	const struct route_filters *filters; /* not owned; valid during compile only */
+	const struct http_filter_ops **pf_ops; /* owned [npf]: frees the parsed configs */
+	uint32_t npf;
+	struct route_filter_cfg *pfc; /* owned [npf]: route-configuration level, or NULL */
 };
+
+/* per_filter.c: compile obj's typed_per_filter_config into *out (NULL when
+ * absent, empty, or naming no filter of the chain); free one level. */
+int route_pf_compile(struct cfg_ctx *c, const json_t *obj, struct route_config *rc,
+		     struct route_filter_cfg **out);
+void route_pf_free(const struct route_config *rc, struct route_filter_cfg *pfc);
+/* Fill every route's e.filter_cfgs (route > virtual host > route config). */
+void route_pf_merge(struct route_config *rc);
 
 static inline const struct route *route_of(const struct route_entry *re)
 {

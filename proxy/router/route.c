@@ -206,14 +206,20 @@ void route_config_free(struct route_config *rc)
 		return;
 	for (uint32_t i = 0; i < rc->nvhosts; i++) {
 		struct virtual_host *vh = &rc->vhosts[i];
-		for (uint32_t j = 0; j < vh->nroutes; j++)
+		for (uint32_t j = 0; j < vh->nroutes; j++) {
+			route_pf_free(rc, vh->routes[j].pfc);
+			xfree(vh->routes[j].merged);
 			route_free_one(&vh->routes[j]);
+		}
+		route_pf_free(rc, vh->pfc);
 		xfree(vh->routes);
 		xfree(vh->name);
 		retry_policy_free(vh->retry);
 		hdr_mut_free(&vh->hdrs);
 	}
 	xfree(rc->vhosts);
+	route_pf_free(rc, rc->pfc);
+	xfree(rc->pf_ops);
 	hdr_mut_free(&rc->hdrs);
 	for (uint32_t i = 0; i < rc->domains.cap; i++)
 		xfree(rc->domains.slots[i].key);
@@ -1150,12 +1156,12 @@ static int direct_response(struct cfg_ctx *c, const json_t *a, struct route *r,
 static const char *const route_fields[] = {
 	"name", "match", "route", "redirect", "direct_response", "request_headers_to_add",
 	"request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
-	"per_request_buffer_limit_bytes", NULL,
+	"per_request_buffer_limit_bytes", "typed_per_filter_config", NULL,
 };
 static const char *const action_oneof[] = { "route", "redirect", "direct_response", NULL };
 
 static int route_cfg(struct cfg_ctx *c, const json_t *o, struct route *r,
-		     const struct route_config *rc)
+		     struct route_config *rc)
 {
 	const json_t *m, *a;
 	const char *name = NULL;
@@ -1188,6 +1194,8 @@ static int route_cfg(struct cfg_ctx *c, const json_t *o, struct route *r,
 	if (arc != RM_OK)
 		return RM_ERROR;
 	cfg_leave(c);
+	if (route_pf_compile(c, o, rc, &r->pfc) != RM_OK)
+		return RM_ERROR;
 	return hdr_mutations(c, o, &r->hdrs);
 }
 
@@ -1198,7 +1206,7 @@ static const char *const vh_fields[] = {
 	"name", "domains", "routes", "request_headers_to_add", "request_headers_to_remove",
 	"response_headers_to_add", "response_headers_to_remove", "retry_policy",
 	"include_request_attempt_count", "include_attempt_count_in_response",
-	"per_request_buffer_limit_bytes", NULL,
+	"per_request_buffer_limit_bytes", "typed_per_filter_config", NULL,
 };
 
 static int vh_domain(struct cfg_ctx *c, const json_t *v, struct virtual_host *vh,
@@ -1251,6 +1259,8 @@ static int vhost_cfg(struct cfg_ctx *c, const json_t *o, struct virtual_host *vh
 	    cfg_bool(c, o, "include_request_attempt_count", &vh->attempt_req) ||
 	    cfg_bool(c, o, "include_attempt_count_in_response", &vh->attempt_resp) ||
 	    cfg_u32(c, o, "per_request_buffer_limit_bytes", &vh->buffer_limit))
+		return RM_ERROR;
+	if (route_pf_compile(c, o, rc, &vh->pfc) != RM_OK)
 		return RM_ERROR;
 	const json_t *vrp = cfg_enter(c, o, "retry_policy");
 	if (vrp) {
@@ -1309,10 +1319,12 @@ static int vhost_cfg(struct cfg_ctx *c, const json_t *o, struct virtual_host *vh
 static const char *const rc_fields[] = {
 	"name", "virtual_hosts", "request_headers_to_add", "request_headers_to_remove",
 	"response_headers_to_add", "response_headers_to_remove", "ignore_port_in_host_matching",
-	"most_specific_header_mutations_wins", "max_direct_response_body_size_bytes", NULL,
+	"most_specific_header_mutations_wins", "max_direct_response_body_size_bytes",
+	"typed_per_filter_config", NULL,
 };
 
-struct route_config *route_config_compile(struct cfg_ctx *c, const json_t *j)
+struct route_config *route_config_compile(struct cfg_ctx *c, const json_t *j,
+					  const struct route_filters *filters)
 {
 	struct route_config *rc = xcalloc(1, sizeof(*rc));
 	int depth0 = c->depth;
@@ -1320,12 +1332,20 @@ struct route_config *route_config_compile(struct cfg_ctx *c, const json_t *j)
 	const char *name = "";
 
 	rc->max_direct_body = DIRECT_BODY_MAX_DEFAULT;
+	rc->filters = filters;
+	if (filters && filters->n) {
+		rc->npf = filters->n;
+		rc->pf_ops = xcalloc(rc->npf, sizeof(*rc->pf_ops));
+		memcpy(rc->pf_ops, filters->ops, rc->npf * sizeof(*rc->pf_ops));
+	}
 	if (cfg_check_fields(c, j, rc_fields) || cfg_string(c, j, "name", &name) ||
 	    cfg_bool(c, j, "ignore_port_in_host_matching", &rc->ignore_port) ||
 	    cfg_bool(c, j, "most_specific_header_mutations_wins", &rc->most_specific_wins) ||
 	    cfg_u32(c, j, "max_direct_response_body_size_bytes", &rc->max_direct_body))
 		goto error;
 	rc->name = xstrdup(name);
+	if (route_pf_compile(c, j, rc, &rc->pfc) != RM_OK)
+		goto error;
 
 	int lrc = enter_list(c, j, "virtual_hosts", &arr);
 	if (lrc == RM_ERROR)
@@ -1344,6 +1364,8 @@ struct route_config *route_config_compile(struct cfg_ctx *c, const json_t *j)
 	}
 	if (hdr_mutations(c, j, &rc->hdrs) != RM_OK)
 		goto error;
+	route_pf_merge(rc);
+	rc->filters = NULL;
 	return rc;
 error:
 	c->depth = depth0;

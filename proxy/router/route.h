@@ -8,6 +8,8 @@
  *    response_headers_to_remove.
  *  RouteConfiguration also: ignore_port_in_host_matching,
  *    most_specific_header_mutations_wins, max_direct_response_body_size_bytes.
+ *  typed_per_filter_config on RouteConfiguration, VirtualHost and Route
+ *    (per_filter.c; see route_config_compile and struct route_filters).
  *  VirtualHost: name, domains (exact, "*suffix", "prefix*", "*"; matched
  *    against :authority as-is, port included, as Envoy does by default;
  *    ignore_port_in_host_matching strips the port), routes, the four
@@ -94,6 +96,34 @@ struct weighted_cluster {
 	void *headers;                    /* owned, private: per-cluster header mutations */
 };
 
+/* typed_per_filter_config, resolved against the HCM's HTTP filter chain
+ * (route_config_compile's `filters`).  One slot per chain filter. */
+enum route_filter_state {
+	ROUTE_FILTER_UNSET = 0,           /* this level says nothing about the filter */
+	ROUTE_FILTER_ENABLED,             /* configured (cfg may be NULL: FilterConfig
+	                                     with an empty config only enables it) */
+	ROUTE_FILTER_DISABLED,            /* FilterConfig {disabled: true} */
+};
+
+struct route_filter_cfg {
+	void *cfg;                        /* the filter's parse_per_route result, or NULL;
+	                                     owned by the route table */
+	enum route_filter_state state;
+};
+
+struct http_filter_ops;
+struct build_ctx;
+
+/* The HTTP filter chain a route table is compiled for: per-filter configs
+ * are keyed by http_filters[].name and parsed by the filter of the Any's
+ * @type (Envoy's rule).  Arrays have n entries, in chain order. */
+struct route_filters {
+	const char *const *names;                   /* http_filters[i].name */
+	const struct http_filter_ops *const *ops;   /* http_filters[i]'s filter */
+	uint32_t n;
+	struct build_ctx *b;                        /* passed to parse_per_route */
+};
+
 /* Public view of a matched route (the rest is private to route.c). */
 struct route_entry {
 	char *name;                       /* owned, may be NULL */
@@ -119,13 +149,27 @@ struct route_entry {
 	size_t direct_body_len;
 	/* REDIRECT: see route_redirect_location() */
 	uint16_t redirect_status;
+	/* typed_per_filter_config merged over route > virtual host > route
+	 * configuration: [filters->n] slots indexed by chain position, or NULL
+	 * when no level configures any filter.  Owned by the table. */
+	const struct route_filter_cfg *filter_cfgs;
 };
 
 /* Compile a RouteConfiguration object (the value of HCM route_config).
  * Returns NULL with the error recorded in c (cfg_fail) on invalid input;
  * unsupported fields are errors (cfg_check_fields).  The caller owns the
- * result; the json tree is not referenced afterwards. */
-struct route_config *route_config_compile(struct cfg_ctx *c, const json_t *rc);
+ * result; the json tree is not referenced afterwards.
+ *
+ * filters is the HTTP filter chain the table serves (NULL: none, and any
+ * typed_per_filter_config is an error).  Each typed_per_filter_config
+ * entry is parsed here, at its own path, by the filter its Any's @type
+ * names (FilterConfig {disabled, config, is_optional} is unwrapped); the
+ * result is kept in the slot of the chain filter with that name.  Names
+ * not in the chain are validated and dropped, as Envoy accepts them (route
+ * tables are shared by listeners with different chains).  The table frees
+ * the parsed configs with ops->free_per_route. */
+struct route_config *route_config_compile(struct cfg_ctx *c, const json_t *rc,
+					  const struct route_filters *filters);
 void route_config_free(struct route_config *rc);       /* NULL ok */
 const char *route_config_name(const struct route_config *rc);
 

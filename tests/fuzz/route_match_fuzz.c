@@ -85,7 +85,7 @@ static struct route_config *build(const char *extra)
 		abort();
 	}
 	cfg_init(&c, NULL, NULL);
-	struct route_config *rc = route_config_compile(&c, j);
+	struct route_config *rc = route_config_compile(&c, j, NULL);
 	json_decref(j);
 	if (!rc) {
 		fprintf(stderr, "route_match_fuzz: table does not compile: %s\n", c.err);

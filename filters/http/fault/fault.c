@@ -297,40 +297,61 @@ static int member(struct cfg_ctx *c, const json_t *obj, const char *name,
 	return RM_OK;
 }
 
-static void *fault_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+/* The HTTPFault settings (everything but stats and the shared counter). */
+static int parse_settings(struct cfg_ctx *c, const json_t *j, struct fault_cfg *cfg)
 {
-	struct fault_cfg *cfg = xcalloc(1, sizeof(*cfg));
 	const char *uc = NULL, *ignored;
 	bool no_ds_stats = false;
 
-	json_t *empty = NULL;
-
-	if (!j)   /* no typed_config: an empty HTTPFault, which injects nothing */
-		j = empty = json_object();
 	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, fault_fields))
-		goto error;
+		return RM_ERROR;
 	for (size_t i = 0; unsupported_fields[i]; i++) {
 		if (cfg_get(j, unsupported_fields[i])) {
 			cfg_enter(c, j, unsupported_fields[i]);
-			cfg_fail(c, "not supported yet");
-			goto error;
+			return cfg_fail(c, "not supported yet");
 		}
 	}
 	for (size_t i = 0; runtime_fields[i]; i++)
 		if (cfg_string(c, j, runtime_fields[i], &ignored))
-			goto error;
+			return RM_ERROR;
 	if (member(c, j, "delay", parse_delay, cfg) || member(c, j, "abort", parse_abort, cfg) ||
 	    cfg_string(c, j, "upstream_cluster", &uc) ||
 	    cfg_bool(c, j, "disable_downstream_cluster_stats", &no_ds_stats) ||
 	    header_match_list_compile(c, j, "headers", &cfg->headers))
-		goto error;
+		return RM_ERROR;
 	if (cfg_get(j, "max_active_faults")) {
 		cfg->has_max_active = true;
 		if (cfg_u32(c, j, "max_active_faults", &cfg->max_active))
-			goto error;
+			return RM_ERROR;
 	}
 	if (uc && *uc)
 		cfg->upstream_cluster = xstrdup(uc);
+	return RM_OK;
+}
+
+/* A per-route HTTPFault replaces the filter-level settings for the route;
+ * stats and the max_active_faults count stay the filter's (Envoy's
+ * FaultSettings vs FaultFilterConfig). */
+static void *fault_parse_per_route(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+{
+	struct fault_cfg *cfg = xcalloc(1, sizeof(*cfg));
+	(void)b;
+	if (parse_settings(c, j, cfg)) {
+		fault_free_config(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+static void *fault_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+{
+	struct fault_cfg *cfg = xcalloc(1, sizeof(*cfg));
+	json_t *empty = NULL;
+
+	if (!j)   /* no typed_config: an empty HTTPFault, which injects nothing */
+		j = empty = json_object();
+	if (parse_settings(c, j, cfg))
+		goto error;
 	cfg->shared = xcalloc(1, sizeof(*cfg->shared));
 	{
 		const char *prefix = b->http_stat_prefix ? b->http_stat_prefix : "";
@@ -352,7 +373,9 @@ error:
 
 struct fault_filter {
 	struct http_stream *s;           /* not owned */
-	const struct fault_cfg *cfg;     /* in the stream's snapshot */
+	const struct fault_cfg *cfg;     /* filter level: stats, shared count */
+	const struct fault_cfg *set;     /* settings: the route's, else cfg */
+	bool shared_counted;             /* counted in cfg->shared->active */
 	struct event *timer;             /* owned: the delay; kept while cached */
 	struct event_base *base;         /* the timer's base */
 	bool active;                     /* counted in active_faults */
@@ -376,15 +399,16 @@ static bool try_activate(struct fault_filter *f)
 	const struct fault_cfg *cfg = f->cfg;
 	if (f->active)
 		return true;
-	if (cfg->has_max_active) {
+	if (f->set->has_max_active) {
 		uint64_t cur = __atomic_load_n(&cfg->shared->active, __ATOMIC_RELAXED);
 		do {
-			if (cur >= cfg->max_active) {
+			if (cur >= f->set->max_active) {
 				stats_inc(cfg->stats, shard(f), faults_overflow);
 				return false;
 			}
 		} while (!__atomic_compare_exchange_n(&cfg->shared->active, &cur, cur + 1, true,
 						      __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+		f->shared_counted = true;
 	}
 	stats_inc(cfg->stats, shard(f), active_faults);
 	f->active = true;
@@ -397,8 +421,9 @@ static void deactivate(struct fault_filter *f)
 		return;
 	f->active = false;
 	stats_dec(f->cfg->stats, shard(f), active_faults);
-	if (f->cfg->has_max_active)
+	if (f->shared_counted)
 		__atomic_fetch_sub(&f->cfg->shared->active, 1, __ATOMIC_RELAXED);
+	f->shared_counted = false;
 }
 
 static void do_abort(struct fault_filter *f, int status, int grpc)
@@ -436,7 +461,7 @@ static void delay_done(evutil_socket_t fd, short what, void *arg)
 		deactivate(f);
 		return;
 	}
-	status = fault_abort_status(f->cfg, http_stream_request(f->s), rand_u64(), &grpc);
+	status = fault_abort_status(f->set, http_stream_request(f->s), rand_u64(), &grpc);
 	if (status) {
 		do_abort(f, status, grpc);
 		return;
@@ -462,7 +487,11 @@ static void *fault_create(struct http_stream *s, const void *vcfg)
 	}
 	f->s = s;
 	f->cfg = vcfg;
+	f->set = http_stream_per_route_config(s, vcfg);
+	if (!f->set)
+		f->set = vcfg;
 	f->active = false;
+	f->shared_counted = false;
 	f->next_free = NULL;
 	return f;
 }
@@ -484,6 +513,7 @@ static void fault_destroy(void *ctx)
 	deactivate(f);
 	f->s = NULL;
 	f->cfg = NULL;
+	f->set = NULL;
 	if (fault_cache_n >= FAULT_CACHE_MAX) {
 		fault_release(f);
 		return;
@@ -512,7 +542,8 @@ static bool cluster_matches(const struct fault_cfg *cfg, struct http_stream *s,
 	const struct route_entry *re;
 	if (!cfg->upstream_cluster)
 		return true;
-	re = route_match(http_stream_route_config(s), h, &vh);
+	(void)h;
+	re = http_stream_route(s, &vh);
 	return re && re->kind == ROUTE_ACTION_ROUTE && re->cluster &&
 	       !strcmp(re->cluster, cfg->upstream_cluster);
 }
@@ -521,7 +552,7 @@ static enum filter_status fault_decode_headers(void *ctx, struct http_stream *s,
 					       struct http_headers *h, bool end_stream)
 {
 	struct fault_filter *f = ctx;
-	const struct fault_cfg *cfg = f->cfg;
+	const struct fault_cfg *cfg = f->set;
 	uint64_t ms;
 	int status, grpc;
 	(void)end_stream;
@@ -538,7 +569,7 @@ static enum filter_status fault_decode_headers(void *ctx, struct http_stream *s,
 				die("evtimer_new");
 			f->base = w->base;
 		}
-		stats_inc(cfg->stats, shard(f), delays_injected);
+		stats_inc(f->cfg->stats, shard(f), delays_injected);
 		if (cfg->delay == FAULT_DELAY_FIXED) {
 			worker_timer_add(w, f->timer, ms);   /* one shared duration */
 		} else {
@@ -560,6 +591,8 @@ const struct http_filter_ops fault_filter_ops = {
 	.type_url = FAULT_TYPE,
 	.parse_config = fault_parse_config,
 	.free_config = fault_free_config,
+	.parse_per_route = fault_parse_per_route,
+	.free_per_route = fault_free_config,
 	.create = fault_create,
 	.destroy = fault_destroy,
 	.decode_headers = fault_decode_headers,

@@ -13,6 +13,8 @@
  *    x-envoy-fault-abort-grpc-request; the *-percentage headers lower the
  *    configured numerator (min of both, same denominator); only the first
  *    value of a header counts; an absent or malformed header means no fault;
+ *  - a per-route HTTPFault (typed_per_filter_config) replaces these settings
+ *    for its route; stats and the active-fault count stay the filter's;
  *  - a fault is injected only while fewer than max_active_faults are active
  *    (faults_overflow counts the refusals); a request counts once however
  *    many faults it gets, and stops counting when its delay ends without an

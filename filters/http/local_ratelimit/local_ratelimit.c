@@ -10,9 +10,13 @@
  * Stats (Envoy's names): <stat_prefix>.http_local_rate_limit.{enabled,
  * enforced, rate_limited, ok}.
  *
- * Not yet: descriptors and rate-limit actions, per-route configuration
- * (typed_per_filter_config), a runtime layer (runtime keys are accepted; the
- * default values apply). */
+ * Per-route configuration (typed_per_filter_config, the same LocalRateLimit
+ * message): as Envoy, it replaces the filter-level config for the route's
+ * requests, with its own token bucket, stats (its stat_prefix) and settings.
+ *
+ * Not yet: descriptors and rate-limit actions, per-connection buckets in a
+ * per-route config, a runtime layer (runtime keys are accepted; the default
+ * values apply). */
 #include "proxy/filter.h"
 #include "proxy/snapshot.h"
 #include "proxy/http/stream.h"
@@ -177,6 +181,21 @@ error:
 	return NULL;
 }
 
+/* A per-route LocalRateLimit: the same message and parser.  Per-connection
+ * buckets live in the HCM's per-connection slot of the filter-level config,
+ * which a per-route config does not have (yet). */
+static void *lrl_parse_per_route(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+{
+	struct lrl_cfg *cfg = lrl_parse_config(c, j, b);
+	if (cfg && cfg->per_connection) {
+		fail_field(c, j, "local_rate_limit_per_downstream_connection",
+			   "not supported yet in a per-route (typed_per_filter_config) config");
+		lrl_free_config(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
 /* ---- per stream ---------------------------------------------------------------- */
 
 #define LRL_CACHE_MAX 256
@@ -186,7 +205,7 @@ static __thread unsigned lrl_cache_n;
 static void *lrl_create(struct http_stream *s, const void *vcfg)
 {
 	struct lrl_stream *ls = lrl_cache;
-	(void)s;
+	const void *route_cfg = http_stream_per_route_config(s, vcfg);
 	if (ls) {
 		lrl_cache = ls->next_free;
 		lrl_cache_n--;
@@ -194,7 +213,7 @@ static void *lrl_create(struct http_stream *s, const void *vcfg)
 		ls = xmalloc(sizeof(*ls));
 	}
 	memset(ls, 0, sizeof(*ls));
-	ls->cfg = vcfg;
+	ls->cfg = route_cfg ? route_cfg : vcfg;   /* per-route config replaces it */
 	return ls;
 }
 
@@ -305,6 +324,8 @@ const struct http_filter_ops local_ratelimit_filter_ops = {
 	.type_url = LRL_TYPE,
 	.parse_config = lrl_parse_config,
 	.free_config = lrl_free_config,
+	.parse_per_route = lrl_parse_per_route,
+	.free_per_route = lrl_free_config,
 	.create = lrl_create,
 	.destroy = lrl_destroy,
 	.decode_headers = lrl_decode_headers,

@@ -697,7 +697,7 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 	struct worker *w = http_stream_worker(s);
 	unsigned sh = w->shard;
 
-	r->re = route_match(rc, h, &r->vh);
+	r->re = http_stream_route(s, &r->vh);   /* matched by the HCM before the filters */
 	if (!r->re) {
 		stats_inc(hs, sh, no_route);
 		http_stream_send_local_reply(s, 404, NULL, "route_not_found");

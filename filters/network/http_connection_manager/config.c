@@ -22,14 +22,17 @@ void hcm_free_config(void *v)
 	struct hcm_cfg *cfg = v;
 	if (!cfg)
 		return;
-	for (size_t i = 0; i < cfg->nfilters; i++)
+	route_config_free(cfg->rc);   /* before the filters: it holds their per-route configs */
+	cfg->rc = NULL;
+	for (size_t i = 0; i < cfg->nfilters; i++) {
 		if (cfg->filters[i].ops && cfg->filters[i].ops->free_config)
 			cfg->filters[i].ops->free_config(cfg->filters[i].cfg);
+		free(cfg->filters[i].name);
+	}
 	free(cfg->filters);
 	for (size_t i = 0; i < cfg->nupgrades; i++)
 		free(cfg->upgrades[i]);
 	free(cfg->upgrades);
-	route_config_free(cfg->rc);
 	stats_scope_free(cfg->stats);
 	free(cfg->stat_prefix);
 	free(cfg->server_name);
@@ -49,9 +52,11 @@ static int parse_http_filters(struct cfg_ctx *c, const json_t *arr, struct hcm_c
 		const json_t *e = cfg_enter_idx(c, arr, i), *tc;
 		const char *name = NULL, *type = NULL;
 		const struct http_filter_ops *ops;
+		bool disabled = false, optional = false;
 		int rc = RM_ERROR;
 		if (cfg_expect_object(c, e) || cfg_check_fields(c, e, f) ||
-		    cfg_string_req(c, e, "name", &name))
+		    cfg_string_req(c, e, "name", &name) || cfg_bool(c, e, "disabled", &disabled) ||
+		    cfg_bool(c, e, "is_optional", &optional))
 			goto out;
 		tc = cfg_get(e, "typed_config");
 		if (tc && json_is_object(tc))
@@ -70,6 +75,12 @@ static int parse_http_filters(struct cfg_ctx *c, const json_t *arr, struct hcm_c
 				 ops->name);
 			goto out;
 		}
+		if (disabled && ops->terminal) {
+			cfg_enter(c, e, "disabled");
+			cfg_fail(c, "the terminal filter %s cannot be disabled", ops->name);
+			cfg_leave(c);
+			goto out;
+		}
 		tc = cfg_enter(c, e, "typed_config");
 		cfg->filters[i].ops = ops;
 		cfg->filters[i].cfg = ops->parse_config ? ops->parse_config(c, tc, b) : NULL;
@@ -77,6 +88,8 @@ static int parse_http_filters(struct cfg_ctx *c, const json_t *arr, struct hcm_c
 			cfg_leave(c);
 		if (c->failed)
 			goto out;
+		cfg->filters[i].name = xstrdup(name);
+		cfg->filters[i].disabled = disabled;
 		cfg->nfilters++;
 		rc = RM_OK;
 out:
@@ -225,6 +238,18 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 		cfg_leave(c);
 		goto error;
 	}
+	if (!(v = cfg_enter_req(c, j, "http_filters")))
+		goto error;
+	/* http_filters first: the route table resolves its
+	 * typed_per_filter_config against the chain */
+	{
+		b->http_stat_prefix = cfg->stat_prefix;   /* filters name their stats after it */
+		int rc = parse_http_filters(c, v, cfg, b);
+		b->http_stat_prefix = NULL;
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
 	if (!(v = cfg_enter_req(c, j, "route_config")))
 		goto error;
 	{
@@ -244,7 +269,18 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 			json_object_del(copy, "validateClusters");
 			rcj = copy;
 		}
-		cfg->rc = route_config_compile(c, rcj);
+		const char **names = xcalloc(cfg->nfilters, sizeof(*names));
+		const struct http_filter_ops **ops = xcalloc(cfg->nfilters, sizeof(*ops));
+		for (size_t i = 0; i < cfg->nfilters; i++) {
+			names[i] = cfg->filters[i].name;
+			ops[i] = cfg->filters[i].ops;
+		}
+		struct route_filters rf = { names, ops, (uint32_t)cfg->nfilters, b };
+		b->http_stat_prefix = cfg->stat_prefix;
+		cfg->rc = route_config_compile(c, rcj, &rf);
+		b->http_stat_prefix = NULL;
+		free(names);
+		free(ops);
 		if (cfg->rc && validate) {
 			struct cluster_check cc = { c, b, RM_OK };
 			route_config_for_each_cluster(cfg->rc, check_cluster, &cc);
@@ -254,16 +290,6 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 	cfg_leave(c);
 	if (!cfg->rc || c->failed)
 		goto error;
-	if (!(v = cfg_enter_req(c, j, "http_filters")))
-		goto error;
-	{
-		b->http_stat_prefix = cfg->stat_prefix;   /* filters name their stats after it */
-		int rc = parse_http_filters(c, v, cfg, b);
-		b->http_stat_prefix = NULL;
-		cfg_leave(c);
-		if (rc)
-			goto error;
-	}
 	return cfg;
 error:
 	hcm_free_config(cfg);

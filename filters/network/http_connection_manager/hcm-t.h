@@ -15,6 +15,9 @@ enum server_header_mode { SERVER_HDR_OVERWRITE, SERVER_HDR_APPEND_IF_ABSENT, SER
 struct hcm_filter_cfg {
 	const struct http_filter_ops *ops;
 	void *cfg;                       /* owned via ops->free_config */
+	char *name;                      /* owned: http_filters[].name (per-route configs) */
+	bool disabled;                   /* http_filters[].disabled: off unless a route
+	                                    enables it (typed_per_filter_config) */
 };
 
 struct hcm_cfg {
@@ -57,7 +60,11 @@ struct http_stream {
 	uint64_t remaining;              /* LENGTH: bytes still expected */
 	struct h1_chunked chunked;       /* CHUNKED decoder */
 	struct evbuffer *tmp;            /* owned: scratch for body chunks */
-	struct filter_inst *filters;     /* owned [filters_cap] */
+	const struct route_entry *route; /* matched once before the filter chain, NULL
+	                                    = no route; in hc->cfg->rc (not owned) */
+	const struct virtual_host *vh;   /* the route's virtual host (not owned) */
+	struct filter_inst *filters;     /* owned [filters_cap]: the filters that run
+	                                    (those disabled for the route are skipped) */
 	size_t nfilters, filters_cap;
 	struct http_stream *next_free;   /* per-thread free list link */
 	bool req_done;                   /* end_stream delivered to the filters */

@@ -14,6 +14,7 @@
 #include "proxy/worker.h"
 #include "proxy/log.h"
 #include "proxy/snapshot.h"
+#include "proxy/router/route.h"
 
 static void hc_process(struct hcm_conn *hc);
 static void stream_destroy(struct http_stream *s);
@@ -314,6 +315,26 @@ const char *http_stream_peer_ip(const struct http_stream *s) { return s->hc->sup
 uint64_t http_stream_start_ns(const struct http_stream *s) { return s->start_ns; }
 bool http_stream_response_started(const struct http_stream *s) { return s->resp_started; }
 bool http_stream_downstream_blocked(const struct http_stream *s) { return s->blocked; }
+
+const struct route_entry *http_stream_route(const struct http_stream *s,
+					    const struct virtual_host **vh_out)
+{
+	if (vh_out)
+		*vh_out = s->vh;
+	return s->route;
+}
+
+const void *http_stream_per_route_config(const struct http_stream *s, const void *filter_cfg)
+{
+	const struct hcm_cfg *cfg = s->hc->cfg;
+	const struct route_filter_cfg *pf = s->route ? s->route->filter_cfgs : NULL;
+	if (!pf)
+		return NULL;
+	for (size_t i = 0; i < cfg->nfilters; i++)
+		if (cfg->filters[i].cfg == filter_cfg)
+			return pf[i].cfg;
+	return NULL;
+}
 
 void **http_stream_conn_state(struct http_stream *s, const void *filter_cfg)
 {
@@ -682,6 +703,17 @@ static bool upgrade_allowed(const struct hcm_cfg *cfg, const struct http_headers
 	return false;
 }
 
+/* Is chain filter i on for this route?  The most specific
+ * typed_per_filter_config decides (FilterConfig disabled: off; any other
+ * entry: on); without one, http_filters[i].disabled does. */
+static bool filter_enabled(const struct hcm_cfg *cfg, const struct route_entry *re, size_t i)
+{
+	const struct route_filter_cfg *pf = re && re->filter_cfgs ? &re->filter_cfgs[i] : NULL;
+	if (pf && pf->state != ROUTE_FILTER_UNSET)
+		return pf->state == ROUTE_FILTER_ENABLED;
+	return !cfg->filters[i].disabled;
+}
+
 /* Try to parse the next request head.  Returns true if a stream started. */
 static bool hc_parse_head(struct hcm_conn *hc)
 {
@@ -766,11 +798,18 @@ static bool hc_parse_head(struct hcm_conn *hc)
 	if (hc->super.w->draining)
 		s->req.keep_alive = false;
 	prepare_request(hc, s);
+	/* The route is matched once, here, before any filter runs (Envoy caches
+	 * it on the stream the same way): per-route filter configs and the
+	 * router use this match.  Filters that change headers do not cause a
+	 * new match (no clearRouteCache). */
+	s->route = route_match(cfg->rc, &s->req.hdrs, &s->vh);
 	for (size_t i = 0; i < cfg->nfilters; i++) {
-		s->filters[i].ops = cfg->filters[i].ops;
-		s->filters[i].ctx = s->filters[i].ops->create ?
-				    s->filters[i].ops->create(s, cfg->filters[i].cfg) : NULL;
-		s->nfilters++;
+		const struct http_filter_ops *ops = cfg->filters[i].ops;
+		if (!filter_enabled(cfg, s->route, i))
+			continue;
+		struct filter_inst *fi = &s->filters[s->nfilters++];
+		fi->ops = ops;
+		fi->ctx = ops->create ? ops->create(s, cfg->filters[i].cfg) : NULL;
 	}
 	bool end = s->body == H1_BODY_NONE && !s->upgrade;
 	if (end)

@@ -34,7 +34,7 @@ static struct route_config *compile(const char *text)
 		return NULL;
 	}
 	cfg_init(&c, NULL, NULL);
-	struct route_config *rc = route_config_compile(&c, j);
+	struct route_config *rc = route_config_compile(&c, j, NULL);
 	snprintf(last_err, sizeof(last_err), "%s", c.err);
 	if (!rc)
 		CHECK(c.failed);
