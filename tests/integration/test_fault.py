@@ -155,7 +155,7 @@ def test_delay_then_abort(remora, upstream, ports):
         "abort": {"http_status": 502, "percentage": pct(100)}})
     t0 = time.monotonic()
     res = curl(f"http://127.0.0.1:{lport}/")
-    assert time.monotonic() - t0 >= 0.3
+    assert time.monotonic() - t0 >= 0.28   # timers may end a hair early (cached loop time)
     assert res.status == 502 and res.body == b"fault filter abort", res
     st = r.stats()
     assert st["http.ingress_http.fault.delays_injected"] == 1
@@ -173,7 +173,7 @@ def test_delayed_post_body_intact(remora, upstream, ports, tmp_path):
         t0 = time.monotonic()
         res = curl(f"http://127.0.0.1:{lport}/upload", "-H", "Expect:", *extra,
                    "--data-binary", f"@{f}", timeout=30)
-        assert time.monotonic() - t0 >= 0.4
+        assert time.monotonic() - t0 >= 0.38
         assert res.status == 200, res
         echo = res.json()
         assert echo["body_length"] == len(data)
@@ -322,7 +322,9 @@ def test_max_active_faults_caps_concurrent_delays(remora, upstream, ports):
         for c in conns:
             c.close()
     assert all(x and x[0] == 200 for x in results), results
-    delayed = [x for x in results if x[1] >= 2.0]
+    # libevent arms timers from its cached loop time, so a 2 s delay can end a
+    # hair early seen from here; 1.9 s still separates delayed from undelayed
+    delayed = [x for x in results if x[1] >= 1.9]
     assert len(delayed) == 2, results
     st = r.stats()
     assert st["http.ingress_http.fault.delays_injected"] == 2
@@ -331,7 +333,7 @@ def test_max_active_faults_caps_concurrent_delays(remora, upstream, ports):
     # the slots are free again
     t0 = time.monotonic()
     assert curl(f"http://127.0.0.1:{lport}/").status == 200
-    assert time.monotonic() - t0 >= 2.0
+    assert time.monotonic() - t0 >= 1.9
 
 
 # ---------------------------------------------------------------------------
