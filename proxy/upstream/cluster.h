@@ -44,6 +44,7 @@ struct health_checker;
 	X(COUNTER, upstream_rq_retry_overflow) X(COUNTER, upstream_rq_retry_limit_exceeded) \
 	X(COUNTER, upstream_rq_retry_backoff_exponential)                         \
 	X(COUNTER, upstream_rq_per_try_timeout) X(COUNTER, upstream_rq_pending_overflow) \
+	X(COUNTER, upstream_rq_per_try_idle_timeout)                              \
 	X(COUNTER, upstream_cx_overflow)
 
 enum { CLUSTER_STATS(STATS_ENUM) CLUSTER_STATS_N };

@@ -249,3 +249,20 @@ def test_retry_budget_caps_concurrent_retries(remora, upstream, ports):
     assert s["cluster.backend.upstream_rq_retry"] == 1, s["cluster.backend.upstream_rq_retry"]
     assert s["cluster.backend.upstream_rq_retry_overflow"] == n - 1
     assert len(upstream.requests) == n + 1
+
+
+def test_per_try_idle_timeout(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port,
+                    {"retry_on": "5xx", "num_retries": 1, "per_try_idle_timeout": "0.3s",
+                     "retry_back_off": {"base_interval": "0.001s"}}))
+    t0 = time.monotonic()
+    res = curl(f"http://127.0.0.1:{lport}/idle?sleep_ms=3000", timeout=15)
+    elapsed = time.monotonic() - t0
+    assert res.status == 504, res
+    assert 0.55 <= elapsed < 2.5, elapsed        # two idle tries of 0.3 s
+    s = r.stats()
+    assert s["cluster.backend.upstream_rq_per_try_idle_timeout"] == 2
+    assert s["cluster.backend.upstream_rq_retry"] == 1
+    # a prompt answer is not affected
+    assert curl(f"http://127.0.0.1:{lport}/ok?sleep_ms=50").status == 200

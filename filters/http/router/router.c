@@ -64,6 +64,8 @@ struct router {
 	uint32_t ntried;
 	struct event *try_timer;             /* owned: per-try timeout */
 	struct event *backoff_timer;         /* owned: retry back-off */
+	struct event *idle_timer;            /* owned: per_try_idle_timeout */
+	uint64_t last_up_ms;                 /* last bytes to or from the upstream */
 	struct router *next_free;            /* per-thread free list link */
 };
 
@@ -136,6 +138,8 @@ static void fail(struct router *r, int status, const char *body, const char *det
 	r->failed = true;
 	event_del(r->timer);
 	event_del(r->try_timer);
+	if (r->idle_timer)
+		event_del(r->idle_timer);
 	release_upstream(r, false);
 	rq_done(r, false);
 	retry_slot_release(r);
@@ -147,6 +151,7 @@ static void fail(struct router *r, int status, const char *body, const char *det
 static void write_body(struct router *r, struct evbuffer *data, bool end)
 {
 	struct evbuffer *out = conn_output(r->uc->bev);
+	r->last_up_ms = now_ms();
 	size_t n = evbuffer_get_length(data);
 	stats_add(r->cl->stats, shard(r), upstream_cx_tx_bytes_total, (int64_t)n);
 	if (r->req_chunked) {
@@ -183,6 +188,8 @@ static void response_complete(struct router *r)
 	r->resp_done = true;
 	event_del(r->timer);
 	event_del(r->try_timer);
+	if (r->idle_timer)
+		event_del(r->idle_timer);
 	rq_done(r, r->resp.status < 500);
 	retry_slot_release(r);
 	release_upstream(r, reusable);
@@ -346,6 +353,7 @@ static void up_read(struct conn *bev, void *arg)
 {
 	struct router *r = arg;
 	struct evbuffer *in = conn_input(bev);
+	r->last_up_ms = now_ms();
 	if (!r->head_done) {
 		if (read_head(r, in) != RM_OK)
 			return;
@@ -474,6 +482,48 @@ static void try_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	fail(r, 504, "upstream request timeout", "upstream_per_try_timeout");
 }
 
+/* per_try_idle_timeout: no bytes to or from the upstream for that long
+ * during an attempt: retried like a per-try timeout before the response,
+ * a reset after it started. */
+static void idle_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct router *r = arg;
+	uint64_t idle = r->rp->per_try_idle_timeout_ms, now = now_ms();
+	unsigned sh = shard(r);
+	(void)fd;
+	(void)what;
+	if (!r->uc || r->resp_done)
+		return;
+	if (now - r->last_up_ms < idle) {
+		struct timeval tv = { (time_t)((r->last_up_ms + idle - now) / 1000),
+				      (suseconds_t)((r->last_up_ms + idle - now) % 1000) * 1000 };
+		evtimer_add(r->idle_timer, &tv);
+		return;
+	}
+	stats_inc(r->cl->stats, sh, upstream_rq_per_try_idle_timeout);
+	cluster_outlier_report(r->cl, r->host, 0);
+	if (r->head_done) {
+		release_upstream(r, false);
+		rq_done(r, false);
+		r->resp_done = true;
+		http_stream_reset(r->s, "upstream_per_try_idle_timeout");
+		return;
+	}
+	if (retry_maybe(r, FAIL_TIMEOUT, 0, -1))
+		return;
+	fail(r, 504, "upstream request timeout", "upstream_per_try_idle_timeout");
+}
+
+static void arm_idle_timer(struct router *r)
+{
+	if (!r->rp || !r->rp->per_try_idle_timeout_ms || r->tunnel)
+		return;
+	if (!r->idle_timer)
+		r->idle_timer = evtimer_new(http_stream_worker(r->s)->base, idle_timeout_cb, r);
+	r->last_up_ms = now_ms();
+	worker_timer_add(http_stream_worker(r->s), r->idle_timer, r->rp->per_try_idle_timeout_ms);
+}
+
 static void backoff_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -485,6 +535,8 @@ static void backoff_cb(evutil_socket_t fd, short what, void *arg)
 static void attempt_reset(struct router *r)
 {
 	event_del(r->try_timer);
+	if (r->idle_timer)
+		event_del(r->idle_timer);
 	release_upstream(r, false);
 	rq_done(r, false);
 	if (r->chunked_init) {
@@ -618,6 +670,7 @@ static void send_head(struct router *r)
 	r->connected = true;
 	r->uc->nrequests++;
 	conn_setcb(r->uc->bev, up_read, up_write, up_event, r);
+	arm_idle_timer(r);
 	if (r->re->connect_terminate) {
 		/* Terminate CONNECT: the TCP connection is the tunnel; answer 200
 		 * ourselves and pass raw bytes both ways. */
@@ -937,6 +990,7 @@ static void *router_create(struct http_stream *s, const void *cfg)
 		struct http_headers hdrs = r->resp.hdrs;
 		struct evbuffer *rtmp = r->rtmp;
 		struct event *timer = r->timer, *try_timer = r->try_timer, *backoff = r->backoff_timer;
+		struct event *idle = r->idle_timer;
 		router_cache = r->next_free;
 		router_cache_n--;
 		memset(r, 0, sizeof(*r));
@@ -945,6 +999,7 @@ static void *router_create(struct http_stream *s, const void *cfg)
 		r->timer = timer;
 		r->try_timer = try_timer;
 		r->backoff_timer = backoff;
+		r->idle_timer = idle;
 	} else {
 		r = xcalloc(1, sizeof(*r));
 		hdrs_init(&r->resp.hdrs);
@@ -965,6 +1020,8 @@ static void router_release(struct router *r)
 	event_free(r->try_timer);
 	if (r->backoff_timer)
 		event_free(r->backoff_timer);
+	if (r->idle_timer)
+		event_free(r->idle_timer);
 	free(r);
 }
 
@@ -990,6 +1047,8 @@ static void router_destroy(void *ctx)
 	event_del(r->try_timer);
 	if (r->backoff_timer)
 		event_del(r->backoff_timer);
+	if (r->idle_timer)
+		event_del(r->idle_timer);
 	if (r->replay)
 		evbuffer_free(r->replay);
 	for (uint32_t i = 0; i < r->ntried; i++)
