@@ -93,6 +93,8 @@ bool http_stream_response_started(const struct http_stream *s);
  * read from the client until then.  STOP from decode_data/trailers of a
  * non-terminal filter is not supported yet (treated as CONTINUE). */
 void http_stream_continue_decoding(struct http_stream *s);
+/* Replace the stream's maximum duration (route max_stream_duration; 0 = none). */
+void http_stream_set_max_duration(struct http_stream *s, uint64_t ms);
 /* Replace the stream idle timeout (the route's idle_timeout; 0 = none). */
 void http_stream_set_idle_timeout(struct http_stream *s, uint64_t ms);
 

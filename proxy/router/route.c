@@ -985,12 +985,8 @@ static int route_action(struct cfg_ctx *c, const json_t *a, struct route *r)
 		uint64_t max = 0;
 		int rc = cfg_expect_object(c, msd) || cfg_check_fields(c, msd, mf) ||
 			 cfg_duration_ms(c, msd, "grpc_timeout_header_max", &max) ||
-			 cfg_duration_ms(c, msd, "grpc_timeout_header_offset", &e->grpc_timeout_offset_ms);
-		if (!rc && cfg_get(msd, "max_stream_duration")) {
-			cfg_enter(c, msd, "max_stream_duration");
-			rc = cfg_fail(c, "not supported yet (use the HCM's common_http_protocol_options.max_stream_duration)");
-			cfg_leave(c);
-		}
+			 cfg_duration_ms(c, msd, "grpc_timeout_header_offset", &e->grpc_timeout_offset_ms) ||
+			 cfg_duration_ms(c, msd, "max_stream_duration", &e->max_stream_duration_ms);
 		if (!rc && cfg_get(msd, "grpc_timeout_header_max"))
 			e->grpc_timeout_max_ms = (int64_t)max;
 		cfg_leave(c);

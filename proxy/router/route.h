@@ -140,6 +140,7 @@ struct route_entry {
 	int64_t grpc_timeout_max_ms;      /* max_stream_duration.grpc_timeout_header_max:
 	                                     -1 unset (grpc-timeout ignored), 0 no cap */
 	uint64_t grpc_timeout_offset_ms;  /* max_stream_duration.grpc_timeout_header_offset */
+	uint64_t max_stream_duration_ms;  /* max_stream_duration.max_stream_duration, 0 = HCM's */
 	uint32_t per_request_buffer_limit; /* per_request_buffer_limit_bytes, 0 = unset */
 	bool attempt_count_in_request;    /* vhost include_request_attempt_count */
 	bool attempt_count_in_response;   /* vhost include_attempt_count_in_response */

@@ -51,3 +51,15 @@ def test_grpc_timeout_ignored_without_route_setting(remora, upstream, ports):
     remora(_cfg(admin, lport, upstream.port, timeout="10s"))
     res = curl(f"http://127.0.0.1:{lport}/g?sleep_ms=600", "-H", "grpc-timeout: 100m", timeout=15)
     assert res.status == 200, res
+
+
+def test_route_max_stream_duration(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port, timeout="10s",
+                    max_stream_duration={"max_stream_duration": "0.4s"}))
+    t0 = time.monotonic()
+    res = curl(f"http://127.0.0.1:{lport}/long?sleep_ms=3000", timeout=15)
+    elapsed = time.monotonic() - t0
+    assert res.status == 408, res          # the downstream duration limit, as Envoy
+    assert 0.38 <= elapsed < 2.0, elapsed
+    assert curl(f"http://127.0.0.1:{lport}/short?sleep_ms=50").status == 200

@@ -835,6 +835,8 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 	}
 	if (r->re->idle_timeout_ms)
 		http_stream_set_idle_timeout(s, r->re->idle_timeout_ms);
+	if (r->re->max_stream_duration_ms)
+		http_stream_set_max_duration(s, r->re->max_stream_duration_ms);
 	if (!r->cfg->suppress_envoy_headers && r->timeout_ms) {
 		char buf[24];
 		snprintf(buf, sizeof(buf), "%llu", (unsigned long long)r->timeout_ms);

@@ -84,6 +84,7 @@ struct http_stream {
 	uint64_t start_ns;
 	uint64_t last_activity_ms;
 	uint64_t idle_ms;                /* stream idle timeout: HCM's, or the route's idle_timeout */
+	uint64_t max_dur_ms;             /* max stream duration: HCM's, or the route's */
 	struct event *timer;             /* owned: request / stream idle / max duration */
 };
 

@@ -231,6 +231,7 @@ static struct http_stream *stream_new(struct hcm_conn *hc)
 	s->last_activity_ms = s->start_ns / 1000000;
 	s->nfilters = 0;   /* grows as filter instances are created */
 	s->idle_ms = cfg->stream_idle_timeout_ms;
+	s->max_dur_ms = cfg->max_stream_duration_ms;
 	if (cfg->request_timeout_ms || cfg->stream_idle_timeout_ms || cfg->max_stream_duration_ms) {
 		uint64_t t = UINT64_MAX;
 		if (cfg->request_timeout_ms)
@@ -299,6 +300,13 @@ static void run_decode_trailers(struct http_stream *s, struct http_headers *t)
 /* ---- stream API for filters ------------------------------------------------------- */
 
 struct worker *http_stream_worker(const struct http_stream *s) { return s->hc->super.w; }
+
+void http_stream_set_max_duration(struct http_stream *s, uint64_t ms)
+{
+	s->max_dur_ms = ms;
+	if (!s->upgrade)
+		stream_arm(s);
+}
 
 void http_stream_set_idle_timeout(struct http_stream *s, uint64_t ms)
 {
@@ -576,7 +584,7 @@ static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = now_ms(), start = s->start_ns / 1000000;
 	(void)fd;
 	(void)what;
-	if (cfg->max_stream_duration_ms && now - start >= cfg->max_stream_duration_ms) {
+	if (s->max_dur_ms && now - start >= s->max_dur_ms) {
 		http_stream_send_local_reply(s, 408, "downstream duration timeout", "max_duration_timeout");
 		return;
 	}
@@ -598,9 +606,8 @@ static void stream_arm(struct http_stream *s)
 {
 	const struct hcm_cfg *cfg = s->hc->cfg;
 	uint64_t now = now_ms(), start = s->start_ns / 1000000, next = UINT64_MAX;
-	if (cfg->max_stream_duration_ms)
-		next = MIN(next, start + cfg->max_stream_duration_ms > now ?
-				 start + cfg->max_stream_duration_ms - now : 1);
+	if (s->max_dur_ms)
+		next = MIN(next, start + s->max_dur_ms > now ? start + s->max_dur_ms - now : 1);
 	if (cfg->request_timeout_ms && !s->req_done)
 		next = MIN(next, start + cfg->request_timeout_ms > now ?
 				 start + cfg->request_timeout_ms - now : 1);
