@@ -81,6 +81,7 @@ struct host {
 	int consecutive_gw;                 /* atomic; consecutive gateway failures */
 	uint32_t ejections;                 /* main thread: times ejected (multiplier) */
 	uint64_t ejected_until_ms;          /* main thread */
+	int64_t od_prev_ok, od_prev_err;    /* main thread: counters at the last sweep */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	char addr_str[64];                  /* "127.0.0.1:8080" / "[::1]:8080" */
@@ -120,13 +121,20 @@ struct outlier_cfg {                        /* cluster.outlier_detection */
 	uint64_t base_ejection_ms;          /* default 30 s */
 	uint64_t max_ejection_ms;           /* default 300 s */
 	uint32_t max_ejection_percent;      /* default 10 */
+	/* success rate: hosts below mean - stdev_factor/1000 x stdev are outliers */
+	uint32_t sr_min_hosts, sr_volume, sr_stdev_factor, enforcing_sr;  /* 5, 100, 1900, 100 */
+	/* failure percentage: hosts at or above the threshold are outliers */
+	uint32_t fp_min_hosts, fp_volume, fp_threshold, enforcing_fp;     /* 5, 50, 85, 0 */
 };
 
 #define OD_STATS(X) X(GAUGE, ejections_active) X(COUNTER, ejections_total)                    \
 	X(COUNTER, ejections_overflow) X(COUNTER, ejections_enforced_total)                    \
 	X(COUNTER, ejections_enforced_consecutive_5xx) X(COUNTER, ejections_detected_consecutive_5xx) \
 	X(COUNTER, ejections_enforced_consecutive_gateway_failure)                             \
-	X(COUNTER, ejections_detected_consecutive_gateway_failure)
+	X(COUNTER, ejections_detected_consecutive_gateway_failure)                             \
+	X(COUNTER, ejections_enforced_success_rate) X(COUNTER, ejections_detected_success_rate) \
+	X(COUNTER, ejections_enforced_failure_percentage)                                      \
+	X(COUNTER, ejections_detected_failure_percentage)
 #define OD_ENUM(type, name) OD_##name,
 enum { OD_STATS(OD_ENUM) OD_STATS_N };
 

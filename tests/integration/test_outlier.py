@@ -81,3 +81,53 @@ def test_panic_threshold_uses_all_hosts(remora, make_upstream, ports):
     _hits(lport, 6)
     assert len(bad.requests) > before, "in panic mode ejected hosts still get traffic"
     assert r.stat("cluster.backend.lb_healthy_panic") > 0
+
+
+def _five(make_upstream):
+    ups = [make_upstream(f"u{i}") for i in range(5)]
+    ups[0].force_status = 500
+    return ups
+
+
+def test_success_rate_ejection(remora, make_upstream, ports):
+    ups = _five(make_upstream)
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, [u.port for u in ups],
+                    {"consecutive_5xx": 0, "consecutive_gateway_failure": 0, "interval": "1s",
+                     "base_ejection_time": "30s", "max_ejection_percent": 50,
+                     "success_rate_request_volume": 5, "success_rate_minimum_hosts": 5}),
+               concurrency=1)
+    # 4 hosts at 100 %, one at 0 %: mean 80, stdev 40, limit 80 - 1.9 x 40 = 4
+    # requests keep flowing until a sweep judges an interval in which every
+    # host has the minimum volume
+    for i in range(400):
+        curl(f"http://127.0.0.1:{lport}/s{i}")
+        if r.stat("cluster.backend.outlier_detection.ejections_enforced_success_rate"):
+            break
+    r.wait_stat("cluster.backend.outlier_detection.ejections_enforced_success_rate",
+                lambda v: v == 1, timeout=5)
+    before = len(ups[0].requests)
+    hits = _hits(lport, 12)
+    assert all(h[0] == 200 for h in hits), hits
+    assert len(ups[0].requests) == before
+
+
+def test_failure_percentage_ejection(remora, make_upstream, ports):
+    ups = _five(make_upstream)
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, [u.port for u in ups],
+                    {"consecutive_5xx": 0, "consecutive_gateway_failure": 0, "interval": "1s",
+                     "base_ejection_time": "30s", "max_ejection_percent": 50,
+                     "enforcing_success_rate": 0, "enforcing_failure_percentage": 100,
+                     "failure_percentage_request_volume": 5, "failure_percentage_minimum_hosts": 5}),
+               concurrency=1)
+    for i in range(400):
+        curl(f"http://127.0.0.1:{lport}/f{i}")
+        if r.stat("cluster.backend.outlier_detection.ejections_enforced_failure_percentage"):
+            break
+    r.wait_stat("cluster.backend.outlier_detection.ejections_enforced_failure_percentage",
+                lambda v: v == 1, timeout=5)
+    assert r.stat("cluster.backend.outlier_detection.ejections_enforced_success_rate") == 0
+    before = len(ups[0].requests)
+    _hits(lport, 12)
+    assert len(ups[0].requests) == before
