@@ -488,7 +488,7 @@ def loadavg():
         return 0.0
 
 
-def report(legs, started, load_before):
+def report(legs, started, load_before, load_after):
     ncpu, model, kernel = machine()
     v = tool_versions()
     L = []
@@ -499,6 +499,8 @@ def report(legs, started, load_before):
     L.append("- Versions: Remora %s, HAProxy %s, nginx %s" % (v["remora"], v["haproxy"], v["nginx"]))
     busy = " (other work was running: expect noisy numbers)" if load_before >= 0.5 else ""
     L.append("- Load average (1 min) before the run: %.2f%s" % (load_before, busy))
+    L.append("- Load average (1 min) after the run: %.2f (includes the bench's own proxy, wrk and "
+             "upstream)" % load_after)
     L.append("")
     L.append("| Proxy | req/s | p50 ms | p99 ms | CPU µs/req | RSS after KiB | idle RSS KiB | new upstream conns / reqs |")
     L.append("|---|--:|--:|--:|--:|--:|--:|--:|")
@@ -656,7 +658,7 @@ def main():
                     leg.stats = remora_stats(leg.key)
                 if leg.status:
                     leg.server.stop()  # keep CPU 0 quiet for the others
-        section = report(legs, started, load_before)
+        section = report(legs, started, load_before, loadavg())
     finally:
         cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
