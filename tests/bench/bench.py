@@ -4,16 +4,18 @@
 One upstream nginx (CPU 1, one worker) answers 200 "hello".  Each proxy under
 test runs pinned to CPU 0 with one worker and proxies to that upstream; wrk
 (CPU 1, 1 thread, 50 keep-alive connections) loads one proxy at a time.
-Rounds alternate between the proxies; the table shows medians over rounds.
-See docs/benchmarks.md for the method.
+"Remora+filters" is the same binary with fault, local rate limit, retries,
+circuit breakers and outlier detection configured but never triggering
+(remora-filters.yaml).  Rounds alternate between the proxies; the table shows
+medians over rounds.  See docs/benchmarks.md for the method.
 
 Environment:
   BENCH_SECONDS    measured seconds per round (default 10)
   BENCH_ROUNDS     rounds per proxy (default 3)
   BENCH_WARMUP     warm-up seconds before each round (default 2)
-  BENCH_PROXIES    comma list out of remora,haproxy,nginx (default all three)
+  BENCH_PROXIES    comma list out of remora,remora-filters,haproxy,nginx (default all four)
   BENCH_PORT_BASE  first loopback port (default 28080, or the first free one from 29080
-                   on when those ports are taken; uses base..base+3, base+10)
+                   on when those ports are taken; uses base..base+4, base+10, base+11)
   BENCH_DOC        markdown file to update (default docs/benchmarks.md; "-" = none)
   REMORA_BIN       proxy binary (default build/remora)
 """
@@ -38,12 +40,26 @@ LOAD_CPU = "1"
 CONNECTIONS = 50
 DEFAULT_BASE = 28080
 # offset of each port from the base; the config files carry the default ports
-PORT_OFFSETS = {"upstream": 0, "haproxy": 1, "nginx": 2, "remora": 3, "admin": 10}
+PORT_OFFSETS = {"upstream": 0, "haproxy": 1, "nginx": 2, "remora": 3, "remora-filters": 4,
+                "admin": 10, "admin-filters": 11}
 BEGIN_MARK = "<!-- bench:begin -->"
 END_MARK = "<!-- bench:end -->"
-NAMES = {"remora": "Remora", "haproxy": "HAProxy", "nginx": "nginx"}
+NAMES = {"remora": "Remora", "remora-filters": "Remora+filters", "haproxy": "HAProxy", "nginx": "nginx"}
+REMORA_KEYS = ("remora", "remora-filters")
+CONFIGS = {"remora": "remora.yaml", "remora-filters": "remora-filters.yaml"}
+ADMIN = {"remora": "admin", "remora-filters": "admin-filters"}
 REMORA_STATS = ("http.bench.downstream_cx_total", "http.bench.downstream_rq_total",
                 "cluster.upstream.upstream_cx_total", "cluster.upstream.upstream_rq_total")
+# Remora+filters: the rate limit filter must have checked and passed every
+# request, and none of the resilience features may have triggered.
+FILTER_CHECKED = "bench_rl.http_local_rate_limit.ok"
+FILTER_IDLE = ("bench_rl.http_local_rate_limit.rate_limited", "http.bench.fault.delays_injected",
+               "http.bench.fault.aborts_injected", "http.bench.fault.faults_overflow",
+               "cluster.upstream.upstream_rq_retry", "cluster.upstream.upstream_rq_pending_overflow",
+               "cluster.upstream.outlier_detection.ejections_total")
+FILTER_STATS = (FILTER_CHECKED,) + FILTER_IDLE
+# CPU-per-request target of Remora+filters against plain Remora
+FILTER_TARGET = 1.10
 UPSTREAM_STATUS = "/__bench_upstream_status"
 
 
@@ -231,7 +247,7 @@ def render(name, tmp):
     src = os.path.join(HERE, name)
     with open(src) as f:
         text = f.read()
-    if BASE == DEFAULT_BASE and name == "remora.yaml":
+    if BASE == DEFAULT_BASE and name in CONFIGS.values():
         return src
     for key, off in PORT_OFFSETS.items():
         text = re.sub(r"\b%d\b" % (DEFAULT_BASE + off), str(PORTS[key]), text)
@@ -261,10 +277,10 @@ def proxy_command(key, tmp):
     binary = os.environ.get("REMORA_BIN", os.path.join(ROOT, "build", "remora"))
     if not os.access(binary, os.X_OK):
         raise BenchError("not run: %s not built" % os.path.relpath(binary, ROOT))
-    conf = render("remora.yaml", tmp)
+    conf = render(CONFIGS[key], tmp)
     if conf.startswith(ROOT + os.sep):
         conf = os.path.relpath(conf, ROOT)  # as documented: -c tests/bench/remora.yaml
-    return [binary, "-c", conf, "--concurrency", "1"], [PORTS["remora"], PORTS["admin"]]
+    return [binary, "-c", conf, "--concurrency", "1"], [PORTS[key], PORTS[ADMIN[key]]]
 
 
 # ---------------------------------------------------------------- wrk
@@ -317,17 +333,36 @@ def upstream_counters():
     return (int(m.group(1)), int(m.group(3))) if status == 200 and m else None
 
 
-def remora_stats():
+def remora_stats(key):
     try:
-        status, body = http_get(PORTS["admin"], "/stats")
+        status, body = http_get(PORTS[ADMIN[key]], "/stats")
     except OSError as e:
         return {"error": "admin /stats failed: %s" % e}
+    want = REMORA_STATS + (FILTER_STATS if key == "remora-filters" else ())
     vals = {}
     for line in body.decode(errors="replace").splitlines():
         name, sep, v = line.partition(": ")
-        if sep and name.strip() in REMORA_STATS:
+        if sep and name.strip() in want:
             vals[name.strip()] = v.strip()
     return vals
+
+
+def check_filters_idle(n):
+    """Remora+filters after a round: every request went through the rate
+    limit filter (took a token), and nothing was limited, faulted, retried,
+    overflowed or ejected (so the leg measures configured-but-idle filters)."""
+    st = remora_stats("remora-filters")
+    if "error" in st:
+        raise BenchError("round %d: %s" % (n, st["error"]))
+    missing = [k for k in (FILTER_CHECKED, "http.bench.downstream_rq_total") + FILTER_IDLE if k not in st]
+    if missing:
+        raise BenchError("round %d: stats missing from /stats: %s" % (n, ", ".join(missing)))
+    fired = ["%s %s" % (k, st[k]) for k in FILTER_IDLE if st[k] != "0"]
+    if fired:
+        raise BenchError("round %d: filters triggered: %s" % (n, ", ".join(fired)))
+    if st[FILTER_CHECKED] != st["http.bench.downstream_rq_total"]:
+        raise BenchError("round %d: %s %s but http.bench.downstream_rq_total %s" % (
+            n, FILTER_CHECKED, st[FILTER_CHECKED], st["http.bench.downstream_rq_total"]))
 
 
 # ---------------------------------------------------------------- rounds
@@ -349,7 +384,7 @@ def start_leg(leg, tmp):
             if listening(p):
                 raise BenchError("failed to start: port %d already in use" % p)
         # Remora runs from the repository root: -c tests/bench/remora.yaml
-        leg.server = Server(leg.key, cmd, PROXY_CPU, tmp, ROOT if leg.key == "remora" else tmp)
+        leg.server = Server(leg.key, cmd, PROXY_CPU, tmp, ROOT if leg.key in REMORA_KEYS else tmp)
         SERVERS.append(leg.server)
         try:
             wait_listening(leg.server, ports)
@@ -401,6 +436,8 @@ def run_round(leg, n, upstream):
         if r["up_reqs"] < r["requests"]:
             raise BenchError("round %d: wrk counted %d responses but the upstream saw only %d requests"
                              % (n, r["requests"], r["up_reqs"]))
+    if leg.key == "remora-filters":
+        check_filters_idle(n)
     return r
 
 
@@ -451,7 +488,7 @@ def loadavg():
         return 0.0
 
 
-def report(legs, started, load_before):
+def report(legs, started, load_before, load_after):
     ncpu, model, kernel = machine()
     v = tool_versions()
     L = []
@@ -462,6 +499,8 @@ def report(legs, started, load_before):
     L.append("- Versions: Remora %s, HAProxy %s, nginx %s" % (v["remora"], v["haproxy"], v["nginx"]))
     busy = " (other work was running: expect noisy numbers)" if load_before >= 0.5 else ""
     L.append("- Load average (1 min) before the run: %.2f%s" % (load_before, busy))
+    L.append("- Load average (1 min) after the run: %.2f (includes the bench's own proxy, wrk and "
+             "upstream)" % load_after)
     L.append("")
     L.append("| Proxy | req/s | p50 ms | p99 ms | CPU µs/req | RSS after KiB | idle RSS KiB | new upstream conns / reqs |")
     L.append("|---|--:|--:|--:|--:|--:|--:|--:|")
@@ -479,24 +518,50 @@ def report(legs, started, load_before):
             median(leg, "cpu_us"), median(leg, "rss"), leg.idle_rss, up))
     L.append("")
     ok = {leg.key: leg for leg in legs if not leg.status}
-    if "remora" in ok:
-        for other in ("haproxy", "nginx"):
-            if other in ok:
-                L.append("- Remora / %s: req/s ratio %s, CPU-per-request ratio %s" % (
-                    NAMES[other], fmt_ratio(median(ok["remora"], "rps"), median(ok[other], "rps")),
-                    fmt_ratio(median(ok["remora"], "cpu_us"), median(ok[other], "cpu_us"))))
+    present = {leg.key for leg in legs}
+    for mine in REMORA_KEYS:
+        if mine not in present:
+            continue
+        if mine not in ok:
+            L.append("- %s ratios: none (%s did not produce numbers)" % (NAMES[mine], NAMES[mine]))
+            continue
+        if mine == "remora-filters" and "remora" in present:
+            if "remora" in ok:
+                f, r = ok["remora-filters"], ok["remora"]
+                # Round n of Remora+filters runs right after round n of
+                # Remora, so each pair sees nearly the same machine: the
+                # median of the per-round ratios cancels slow drifts that the
+                # ratio of the two medians (rounds picked independently) does
+                # not.  The target is checked on the paired figure.
+                pairs = [a["cpu_us"] / b["cpu_us"] for a, b in zip(f.rounds, r.rounds)]
+                paired = statistics.median(pairs)
+                L.append("- Remora+filters / Remora: req/s ratio %s, CPU-per-request ratio %.2f; paired "
+                         "CPU-per-request ratio %.2f (median of per-round ratios %s; target <= %.2f: %s)" % (
+                             fmt_ratio(median(f, "rps"), median(r, "rps")),
+                             median(f, "cpu_us") / median(r, "cpu_us"), paired,
+                             ", ".join("%.2f" % x for x in pairs), FILTER_TARGET,
+                             "met" if paired <= FILTER_TARGET else "NOT met"))
             else:
-                L.append("- Remora / %s: no ratio (%s did not produce numbers)" % (NAMES[other], NAMES[other]))
-    else:
-        L.append("- Remora ratios: none (Remora did not produce numbers)")
-    rem = [leg for leg in legs if leg.key == "remora"]
-    if rem and rem[0].stats is not None:
-        st = rem[0].stats
-        if "error" in st:
-            L.append("- Remora admin: %s" % st["error"])
-        else:
-            L.append("- Remora admin /stats after the last round: " + ", ".join(
-                "%s %s" % (k, st.get(k, "absent")) for k in REMORA_STATS))
+                L.append("- Remora+filters / Remora: no ratio (Remora did not produce numbers)")
+        for other in ("haproxy", "nginx"):
+            if other not in present:
+                continue
+            if other in ok:
+                L.append("- %s / %s: req/s ratio %s, CPU-per-request ratio %s" % (
+                    NAMES[mine], NAMES[other], fmt_ratio(median(ok[mine], "rps"), median(ok[other], "rps")),
+                    fmt_ratio(median(ok[mine], "cpu_us"), median(ok[other], "cpu_us"))))
+            else:
+                L.append("- %s / %s: no ratio (%s did not produce numbers)" % (NAMES[mine], NAMES[other],
+                                                                            NAMES[other]))
+    for leg in legs:
+        if leg.key in REMORA_KEYS and leg.stats is not None:
+            st = leg.stats
+            if "error" in st:
+                L.append("- %s admin: %s" % (NAMES[leg.key], st["error"]))
+            else:
+                keys = REMORA_STATS + (FILTER_STATS if leg.key == "remora-filters" else ())
+                L.append("- %s admin /stats after the last round: %s" % (NAMES[leg.key], ", ".join(
+                    "%s %s" % (k, st.get(k, "absent")) for k in keys)))
     notes = [r["cpu_note"] for leg in legs for r in leg.rounds if r.get("cpu_note")]
     if notes:
         L.append("- CPU caveat: " + "; ".join(sorted(set(notes))))
@@ -559,7 +624,7 @@ def choose_ports():
 def main():
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
-    keys = [k.strip() for k in os.environ.get("BENCH_PROXIES", "remora,haproxy,nginx").split(",") if k.strip()]
+    keys = [k.strip() for k in os.environ.get("BENCH_PROXIES", ",".join(NAMES)).split(",") if k.strip()]
     for k in keys:
         if k not in NAMES:
             sys.exit("bench: unknown proxy %r in BENCH_PROXIES" % k)
@@ -595,11 +660,11 @@ def main():
                 except (BenchError, subprocess.TimeoutExpired, OSError) as e:
                     leg.status = "FAILED: %s" % e
                     print("bench:   %s" % leg.status, flush=True)
-                if leg.key == "remora" and leg.server and leg.server.alive():
-                    leg.stats = remora_stats()
+                if leg.key in REMORA_KEYS and leg.server and leg.server.alive():
+                    leg.stats = remora_stats(leg.key)
                 if leg.status:
                     leg.server.stop()  # keep CPU 0 quiet for the others
-        section = report(legs, started, load_before)
+        section = report(legs, started, load_before, loadavg())
     finally:
         cleanup()
         shutil.rmtree(tmp, ignore_errors=True)

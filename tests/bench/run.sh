@@ -1,5 +1,6 @@
 #!/bin/sh
-# `make bench`: Remora vs HAProxy vs nginx, side by side.  See
+# `make bench`: Remora (plain and with idle resilience filters) vs HAProxy vs
+# nginx, side by side.  See
 # tests/bench/bench.py for the knobs (BENCH_SECONDS, BENCH_ROUNDS, ...) and
 # docs/benchmarks.md for the method and the latest table.
 cd "$(dirname "$0")/../.." || exit 1
