@@ -106,3 +106,47 @@ bool mem_ieq(const char *a, const char *b, size_t n)
 	}
 	return true;
 }
+
+static int b64_val(unsigned char ch)
+{
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A';
+	if (ch >= 'a' && ch <= 'z')
+		return ch - 'a' + 26;
+	if (ch >= '0' && ch <= '9')
+		return ch - '0' + 52;
+	if (ch == '+' || ch == '-')
+		return 62;
+	if (ch == '/' || ch == '_')
+		return 63;
+	return -1;
+}
+
+char *base64_decode(const char *s, size_t *out_len)
+{
+	size_t n = strlen(s), o = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+
+	while (n && s[n - 1] == '=')
+		n--;
+	if (n % 4 == 1)   /* a lone trailing character carries no whole byte */
+		return NULL;
+	char *out = xmalloc(n / 4 * 3 + 3);
+	for (size_t i = 0; i < n; i++) {
+		int v = b64_val((unsigned char)s[i]);
+		if (v < 0) {
+			free(out);
+			return NULL;
+		}
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	out[o] = 0;
+	*out_len = o;
+	return out;
+}

@@ -54,6 +54,11 @@ uint64_t now_ns(void);
 uint64_t rand_u64(void);
 static inline uint32_t rand_below(uint32_t n) { return n ? (uint32_t)(((rand_u64() >> 32) * n) >> 32) : 0; }
 
+/* Decode proto3-JSON bytes: standard or URL-safe base64, padding optional.
+ * Returns a NUL-terminated buffer the caller frees (*out_len bytes of data),
+ * or NULL if s is not valid base64. */
+char *base64_decode(const char *s, size_t *out_len);
+
 /* Case-insensitive ASCII compare of two buffers of equal length. */
 bool mem_ieq(const char *a, const char *b, size_t n);
 

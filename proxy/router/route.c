@@ -1056,54 +1056,6 @@ static int redirect_action(struct cfg_ctx *c, const json_t *a, struct route *r)
 static const char *const dr_fields[] = { "status", "body", NULL };
 static const char *const ds_fields[] = { "inline_string", "inline_bytes", NULL };
 
-static int b64_val(unsigned char ch)
-{
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	if (ch == '+' || ch == '-')
-		return 62;
-	if (ch == '/' || ch == '_')
-		return 63;
-	return -1;
-}
-
-/* proto3 JSON bytes: standard or URL-safe base64, padding optional. */
-static char *b64_decode(const char *s, size_t *out_len)
-{
-	size_t n = strlen(s);
-	char *out = xmalloc(n / 4 * 3 + 3);
-	size_t o = 0;
-	uint32_t acc = 0;
-	int bits = 0;
-
-	while (n && s[n - 1] == '=')
-		n--;
-	for (size_t i = 0; i < n; i++) {
-		int v = b64_val((unsigned char)s[i]);
-		if (v < 0) {
-			xfree(out);
-			return NULL;
-		}
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[o++] = (char)((acc >> bits) & 0xff);
-		}
-	}
-	if (bits >= 6) {   /* a lone trailing character carries no whole byte */
-		xfree(out);
-		return NULL;
-	}
-	out[o] = '\0';
-	*out_len = o;
-	return out;
-}
-
 static int direct_response(struct cfg_ctx *c, const json_t *a, struct route *r,
 			   const struct route_config *rc)
 {
@@ -1138,7 +1090,7 @@ static int direct_response(struct cfg_ctx *c, const json_t *a, struct route *r,
 	if (which == 0) {
 		e->direct_body = xstrdup(s);
 		e->direct_body_len = strlen(s);
-	} else if (!(e->direct_body = b64_decode(s, &e->direct_body_len))) {
+	} else if (!(e->direct_body = base64_decode(s, &e->direct_body_len))) {
 		cfg_enter(c, b, "inline_bytes");
 		return cfg_fail(c, "invalid base64");
 	}

@@ -30,44 +30,15 @@ void hc_cfg_free(struct hc_cfg *cfg)
 	free(cfg);
 }
 
-static int b64val(int ch)
-{
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	if (ch == '+' || ch == '-')
-		return 62;
-	if (ch == '/' || ch == '_')
-		return 63;
-	return -1;
-}
-
-/* Standard or URL-safe base64, padding optional. */
+/* Standard or URL-safe base64, padding optional (proto3 JSON bytes). */
 static int b64_decode(const char *s, struct hc_bytes *out)
 {
-	size_t n = strlen(s);
-	while (n && s[n - 1] == '=')
-		n--;
-	if (n % 4 == 1)
+	size_t n;
+	char *d = base64_decode(s, &n);
+	if (!d)
 		return RM_ERROR;
-	out->data = xmalloc(n * 3 / 4 + 1);
-	out->len = 0;
-	uint32_t acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < n; i++) {
-		int v = b64val((unsigned char)s[i]);
-		if (v < 0)
-			return RM_ERROR;
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out->data[out->len++] = (uint8_t)(acc >> bits);
-		}
-	}
+	out->data = (uint8_t *)d;
+	out->len = n;
 	return RM_OK;
 }
 

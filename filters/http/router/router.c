@@ -870,6 +870,21 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 	return FILTER_STOP;
 }
 
+/* Stop keeping the body for retries (it outgrew the limit, or has
+ * trailers): the request is no longer retriable.  Not yet connected, the
+ * copy becomes the body still to send. */
+static void replay_drop(struct router *r)
+{
+	r->replay_overflow = true;
+	if (!r->connected) {
+		if (!r->pending)
+			r->pending = evbuffer_new();
+		evbuffer_add_buffer(r->pending, r->replay);
+	}
+	evbuffer_free(r->replay);
+	r->replay = NULL;
+}
+
 static enum filter_status router_decode_data(void *ctx, struct http_stream *s,
 					     struct evbuffer *data, bool end_stream)
 {
@@ -886,14 +901,7 @@ static enum filter_status router_decode_data(void *ctx, struct http_stream *s,
 		 * request is no longer retriable */
 		size_t n = evbuffer_get_length(data), have = evbuffer_get_length(r->replay);
 		if (have + n > r->replay_limit) {
-			r->replay_overflow = true;
-			if (!r->connected) {
-				if (!r->pending)
-					r->pending = evbuffer_new();
-				evbuffer_add_buffer(r->pending, r->replay);
-			}
-			evbuffer_free(r->replay);
-			r->replay = NULL;
+			replay_drop(r);
 		} else {
 			struct evbuffer_iovec v;
 			if (n && evbuffer_reserve_space(r->replay, n, &v, 1) == 1) {
@@ -939,17 +947,8 @@ static enum filter_status router_decode_trailers(void *ctx, struct http_stream *
 		return FILTER_STOP;
 	r->req_end = true;
 	start_timer(r);
-	if (r->replay) {
-		/* trailers are not replayed: no retries for this request */
-		r->replay_overflow = true;
-		if (!r->connected) {
-			if (!r->pending)
-				r->pending = evbuffer_new();
-			evbuffer_add_buffer(r->pending, r->replay);
-		}
-		evbuffer_free(r->replay);
-		r->replay = NULL;
-	}
+	if (r->replay)
+		replay_drop(r);   /* trailers are not replayed: no retries for this request */
 	if (r->connected && r->uc) {
 		if (r->req_chunked)
 			h1_encode_last_chunk(conn_output(r->uc->bev), t);
