@@ -803,9 +803,20 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 		cfg_leave(c);
 	}
 	if (!rc && (arr = cfg_enter(c, o, "per_host_thresholds"))) {
+		/* as Envoy, only max_connections applies per host */
+		static const char *const hf[] = { "priority", "max_connections", NULL };
 		rc = cfg_expect_array(c, arr);
-		if (!rc && json_array_size(arr))
-			rc = cfg_fail(c, "per-host circuit breakers are not supported yet");
+		for (size_t i = 0; !rc && i < json_array_size(arr); i++) {
+			const json_t *t = cfg_enter_idx(c, arr, i);
+			int p = 0;
+			uint32_t mc = 0;
+			rc = cfg_expect_object(c, t) || cfg_check_fields(c, t, hf) ||
+			     cfg_enum(c, t, "priority", prio, 2, &p) ||
+			     cfg_u32(c, t, "max_connections", &mc);
+			if (!rc && p == 0)
+				cl->max_host_connections = mc;
+			cfg_leave(c);
+		}
 		cfg_leave(c);
 	}
 	return rc ? RM_ERROR : RM_OK;

@@ -82,6 +82,7 @@ struct host {
 	uint32_t ejections;                 /* main thread: times ejected (multiplier) */
 	uint64_t ejected_until_ms;          /* main thread */
 	int64_t od_prev_ok, od_prev_err;    /* main thread: counters at the last sweep */
+	int cb_cx;                          /* atomic: connections to this host (all workers) */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	char addr_str[64];                  /* "127.0.0.1:8080" / "[::1]:8080" */
@@ -205,6 +206,7 @@ struct cluster {
 	/* circuit_breakers.thresholds (DEFAULT priority); limits are cluster-wide
 	 * across workers, counted with atomics */
 	uint32_t max_connections, max_pending, max_requests, max_retries;
+	uint32_t max_host_connections;      /* per_host_thresholds.max_connections, 0 = none */
 	bool retry_budget;                  /* thresholds.retry_budget set: replaces max_retries */
 	double budget_percent;              /* default 20 */
 	uint32_t min_retry_concurrency;     /* default 3 */

@@ -78,6 +78,8 @@ void pool_conn_close(struct upstream_conn *uc, bool remote)
 	conn_free(uc->bev);
 	p->nconns--;
 	__atomic_sub_fetch(&p->cl->cb_cx, 1, __ATOMIC_RELAXED);
+	if (p->cl->max_host_connections)
+		__atomic_sub_fetch(&p->host->cb_cx, 1, __ATOMIC_RELAXED);
 	if (p->pend_head && !p->orphan)
 		event_active(p->dispatch, EV_TIMEOUT, 0);   /* capacity freed */
 	free(uc);
@@ -226,13 +228,21 @@ static struct upstream_conn *connect_new(struct pool *p, pool_ready_cb cb, void 
 	return uc;
 }
 
-/* Reserve one connection under max_connections (cluster-wide). */
-static bool cx_reserve(struct cluster *cl)
+/* Reserve one connection under max_connections (cluster-wide) and the
+ * per-host max_connections. */
+static bool cx_reserve(struct cluster *cl, struct host *h)
 {
-	if ((uint32_t)__atomic_add_fetch(&cl->cb_cx, 1, __ATOMIC_RELAXED) <= cl->max_connections)
-		return true;
-	__atomic_sub_fetch(&cl->cb_cx, 1, __ATOMIC_RELAXED);
-	return false;
+	if ((uint32_t)__atomic_add_fetch(&cl->cb_cx, 1, __ATOMIC_RELAXED) > cl->max_connections) {
+		__atomic_sub_fetch(&cl->cb_cx, 1, __ATOMIC_RELAXED);
+		return false;
+	}
+	if (cl->max_host_connections &&
+	    (uint32_t)__atomic_add_fetch(&h->cb_cx, 1, __ATOMIC_RELAXED) > cl->max_host_connections) {
+		__atomic_sub_fetch(&h->cb_cx, 1, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&cl->cb_cx, 1, __ATOMIC_RELAXED);
+		return false;
+	}
+	return true;
 }
 
 int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb cb, void *arg,
@@ -244,7 +254,7 @@ int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb
 	*pend = NULL;
 	if ((*out = take_idle(p)))
 		return RM_OK;
-	if (cx_reserve(cl)) {
+	if (cx_reserve(cl, h)) {
 		*out = connect_new(p, cb, arg);
 		return RM_AGAIN;
 	}
@@ -308,7 +318,7 @@ static void dispatch_cb(evutil_socket_t fd, short what, void *arg)
 		struct pool_pending *pp = p->pend_head;
 		struct upstream_conn *uc = take_idle(p);
 		if (!uc) {
-			if (!cx_reserve(p->cl))
+			if (!cx_reserve(p->cl, p->host))
 				return;   /* still at the limit: wait for the next release */
 			pending_unlink(pp);
 			uc = connect_new(p, pp->cb, pp->arg);

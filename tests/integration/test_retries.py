@@ -266,3 +266,28 @@ def test_per_try_idle_timeout(remora, upstream, ports):
     assert s["cluster.backend.upstream_rq_retry"] == 1
     # a prompt answer is not affected
     assert curl(f"http://127.0.0.1:{lport}/ok?sleep_ms=50").status == 200
+
+
+def test_per_host_max_connections(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port, cluster_extra={
+        "circuit_breakers": {"per_host_thresholds": [{"max_connections": 1}]}}), concurrency=1)
+    results = []
+    lock = threading.Lock()
+
+    def one(i):
+        res = curl(f"http://127.0.0.1:{lport}/ph{i}?sleep_ms=400", timeout=15)
+        with lock:
+            results.append(res.status)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(20)
+    assert results == [200, 200, 200], results
+    assert upstream.connections == 1, upstream.connections   # queued, then reused
+    s = r.stats()
+    assert s["cluster.backend.upstream_rq_pending_total"] == 2
+    assert s["cluster.backend.upstream_cx_overflow"] >= 2
