@@ -352,11 +352,18 @@ void server_free(struct server *srv)
 	srv->admin = NULL;
 	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++) {
 		struct worker *w = &srv->workers[i];
-		/* Messages posted after the worker stopped (a DNS answer racing
-		 * shutdown) are dropped; only the queue nodes are freed. */
+		/* Messages posted after the worker stopped (a DNS answer or a
+		 * health change racing shutdown) are dropped; host-set messages
+		 * hold references that must be released. */
 		struct worker_msg *m = w->mq_head;
 		while (m) {
 			struct worker_msg *next = m->next;
+			if (m->fn == worker_set_hostset) {
+				struct hs_msg *hm = m->arg;
+				hostset_unref(hm->hs);
+				cluster_unref(hm->cl);
+				free(hm);
+			}
 			free(m);
 			m = next;
 		}

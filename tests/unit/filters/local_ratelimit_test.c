@@ -6,50 +6,16 @@
 #include "proxy/filter.h"
 #include "proxy/config/yaml_json.h"
 #include "proxy/upstream/cluster.h"
-
-static struct server srv;
-
-/* Compile YAML; returns the snapshot (caller: done()) or NULL, and the error. */
-static struct snapshot *compile(const char *yaml, char *err, size_t errlen)
-{
-	struct cfg_src *src = NULL;
-	struct cfg_ctx c;
-	char lerr[512];
-	memset(&srv, 0, sizeof(srv));
-	srv.nworkers = 2;
-	srv.stats = stats_store_new(3);
-	json_t *root = yaml_load_buffer("t.yaml", yaml, strlen(yaml), &src, lerr, sizeof(lerr));
-	if (!root) {
-		snprintf(err, errlen, "%s", lerr);
-		stats_store_free(srv.stats);
-		return NULL;
-	}
-	cfg_init(&c, src, "t.yaml");
-	struct snapshot *s = config_build_bootstrap(&c, root, &srv);
-	snprintf(err, errlen, "%s", c.err);
-	json_decref(root);
-	cfg_src_free(src);
-	if (!s)
-		stats_store_free(srv.stats);
-	return s;
-}
-
-static void done(struct snapshot *s)
-{
-	snapshot_unref(s);
-	free(srv.node_id);
-	free(srv.node_cluster);
-	stats_store_free(srv.stats);
-}
+#include "bootstrap_helper.h"
 
 /* Expect failure with exactly msg. */
 static void expect_error(const char *yaml, const char *msg)
 {
 	char err[1024];
-	struct snapshot *s = compile(yaml, err, sizeof(err));
+	struct snapshot *s = test_bootstrap(yaml, err, sizeof(err));
 	CHECK(s == NULL);
 	if (s)
-		done(s);
+		test_bootstrap_done(s);
 	CHECK_STR(err, msg);
 }
 
@@ -81,7 +47,7 @@ static void expect_error(const char *yaml, const char *msg)
 TEST(chain_nonterminal_then_terminal)
 {
 	char err[1024];
-	struct snapshot *s = compile(CLUSTER NET_LRL NET_LRL TCP_PROXY, err, sizeof(err));
+	struct snapshot *s = test_bootstrap(CLUSTER NET_LRL NET_LRL TCP_PROXY, err, sizeof(err));
 	CHECK_STR(err, "");
 	CHECK(s != NULL);
 	if (!s)
@@ -90,7 +56,7 @@ TEST(chain_nonterminal_then_terminal)
 	CHECK_INT(fc->npre, 2);
 	CHECK_STR(fc->pre[0].ops->name, "envoy.filters.network.local_ratelimit");
 	CHECK_STR(fc->ops->name, "envoy.filters.network.tcp_proxy");
-	done(s);
+	test_bootstrap_done(s);
 }
 
 TEST(chain_terminal_must_be_last)
@@ -145,12 +111,12 @@ TEST(net_lrl_share_key_not_yet)
 TEST(net_lrl_runtime_enabled)
 {
 	char err[1024];
-	struct snapshot *s = compile(CLUSTER NET_LRL
+	struct snapshot *s = test_bootstrap(CLUSTER NET_LRL
 				     "          runtime_enabled: {default_value: false, runtime_key: k}\n"
 				     TCP_PROXY, err, sizeof(err));
 	CHECK_STR(err, "");
 	if (s)
-		done(s);
+		test_bootstrap_done(s);
 	expect_error(CLUSTER NET_LRL "          runtime_enabled: {runtime_key: k}\n" TCP_PROXY,
 		     "t.yaml:14:28: static_resources.listeners[0].filter_chains[0].filters[0]"
 		     ".typed_config.runtime_enabled.default_value: missing required field "
@@ -178,7 +144,7 @@ TEST(net_lrl_runtime_enabled)
 TEST(http_lrl_full_config)
 {
 	char err[1024];
-	struct snapshot *s = compile(CLUSTER HCM
+	struct snapshot *s = test_bootstrap(CLUSTER HCM
 		P "stat_prefix: rl\n"
 		P "token_bucket: {max_tokens: 20, tokens_per_fill: 4, fill_interval: 0.2s}\n"
 		P "filter_enabled: {runtime_key: a, default_value: {numerator: 100, denominator: HUNDRED}}\n"
@@ -194,7 +160,7 @@ TEST(http_lrl_full_config)
 	CHECK_STR(err, "");
 	CHECK(s != NULL);
 	if (s)
-		done(s);
+		test_bootstrap_done(s);
 }
 
 TEST(http_lrl_errors)

@@ -3,39 +3,8 @@
 #include "test.h"
 #include "proxy/server.h"
 #include "proxy/config/yaml_json.h"
+#include "bootstrap_helper.h"
 #include "proxy/upstream/cluster.h"
-
-/* Compile YAML text; returns the snapshot (or NULL) and the error text. */
-static struct snapshot *compile(const char *yaml, char *err, size_t errlen)
-{
-	static struct server srv;
-	struct cfg_src *src = NULL;
-	struct cfg_ctx c;
-	char lerr[512];
-	memset(&srv, 0, sizeof(srv));
-	srv.nworkers = 2;
-	srv.stats = stats_store_new(3);
-	json_t *root = yaml_load_buffer("t.yaml", yaml, strlen(yaml), &src, lerr, sizeof(lerr));
-	if (!root) {
-		snprintf(err, errlen, "%s", lerr);
-		stats_store_free(srv.stats);
-		return NULL;
-	}
-	cfg_init(&c, src, "t.yaml");
-	struct snapshot *s = config_build_bootstrap(&c, root, &srv);
-	snprintf(err, errlen, "%s", c.err);
-	json_decref(root);
-	cfg_src_free(src);
-	if (s) {
-		/* keep the store alive as long as the snapshot: freed together */
-		snapshot_unref(s);
-		s = (struct snapshot *)1;
-	}
-	free(srv.node_id);
-	free(srv.node_cluster);
-	stats_store_free(srv.stats);
-	return s;
-}
 
 #define HCM_HEAD \
 	"static_resources:\n" \
@@ -70,7 +39,7 @@ TEST(config_good_hcm)
 		"              routes:\n"
 		"              - match: {prefix: /}\n"
 		"                route: {cluster: backend}\n";
-	CHECK(compile(y, err, sizeof(err)) != NULL);
+	CHECK(test_bootstrap_ok(y, err, sizeof(err)));
 	CHECK_STR(err, "");
 }
 
@@ -85,7 +54,7 @@ TEST(config_unknown_route_field)
 		"              routes:\n"
 		"              - match: {prefx: /}\n"
 		"                route: {cluster: backend}\n";
-	CHECK(compile(y, err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok(y, err, sizeof(err)));
 	CHECK_STR(err, "t.yaml:26:25: static_resources.listeners[0].filter_chains[0].filters[0]"
 		       ".typed_config.route_config.virtual_hosts[0].routes[0].match.prefx: "
 		       "unknown field 'prefx'");
@@ -102,7 +71,7 @@ TEST(config_route_unknown_cluster)
 		"              routes:\n"
 		"              - match: {prefix: /}\n"
 		"                route: {cluster: nope}\n";
-	CHECK(compile(y, err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok(y, err, sizeof(err)));
 	CHECK_CONTAINS(err, "typed_config.route_config: route references unknown cluster 'nope'");
 	/* with validate_clusters: false it compiles (503 at run time) */
 	const char *y2 = HCM_HEAD
@@ -114,7 +83,7 @@ TEST(config_route_unknown_cluster)
 		"              routes:\n"
 		"              - match: {prefix: /}\n"
 		"                route: {cluster: nope}\n";
-	CHECK(compile(y2, err, sizeof(err)) != NULL);
+	CHECK(test_bootstrap_ok(y2, err, sizeof(err)));
 }
 
 TEST(config_bad_port)
@@ -126,7 +95,7 @@ TEST(config_bad_port)
 		"  - name: l\n"
 		"    address: {socket_address: {address: 127.0.0.1, port_value: 70000}}\n"
 		"    filter_chains: []\n";
-	CHECK(compile(y, err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok(y, err, sizeof(err)));
 	CHECK_STR(err, "t.yaml:4:52: static_resources.listeners[0].address.socket_address.port_value: "
 		       "expected an integer in 0..65535");
 }
@@ -134,16 +103,16 @@ TEST(config_bad_port)
 TEST(config_wrong_type_and_missing)
 {
 	char err[1024];
-	CHECK(compile("static_resources:\n  clusters:\n  - connect_timeout: 1s\n", err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok("static_resources:\n  clusters:\n  - connect_timeout: 1s\n", err, sizeof(err)));
 	CHECK_CONTAINS(err, "static_resources.clusters[0].name: missing required field 'name'");
-	CHECK(compile("static_resources:\n  clusters:\n  - name: a\n    connect_timeout: 5\n", err,
-		      sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok("static_resources:\n  clusters:\n  - name: a\n    connect_timeout: 5\n", err,
+		      sizeof(err)));
 	CHECK_CONTAINS(err, "t.yaml:4:5: static_resources.clusters[0].connect_timeout: invalid duration");
-	CHECK(compile("static_resources:\n  clusters:\n  - name: a\n    type: EDS\n", err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok("static_resources:\n  clusters:\n  - name: a\n    type: EDS\n", err, sizeof(err)));
 	CHECK_CONTAINS(err, "static_resources.clusters[0].type: cluster type EDS is not supported yet");
-	CHECK(compile("static_resources:\n  clusters:\n  - name: a\n  - name: a\n", err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok("static_resources:\n  clusters:\n  - name: a\n  - name: a\n", err, sizeof(err)));
 	CHECK_CONTAINS(err, "static_resources.clusters[1].name: duplicate cluster name 'a'");
-	CHECK(compile("dynamic_resources: {}\n", err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok("dynamic_resources: {}\n", err, sizeof(err)));
 	CHECK_STR(err, "t.yaml:1:1: dynamic_resources: unknown field 'dynamic_resources'");
 }
 
@@ -159,7 +128,7 @@ TEST(config_static_cluster_needs_ip)
 		"      endpoints:\n"
 		"      - lb_endpoints:\n"
 		"        - endpoint: {address: {socket_address: {address: example.com, port_value: 80}}}\n";
-	CHECK(compile(y, err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok(y, err, sizeof(err)));
 	CHECK_CONTAINS(err, "endpoint.address.socket_address.address: 'example.com' is not an IP address");
 	/* the same endpoint is fine for STRICT_DNS */
 	char y2[1024];
@@ -167,7 +136,7 @@ TEST(config_static_cluster_needs_ip)
 	char *p = strstr(y2, "STATIC");
 	memmove(p + 10, p + 6, strlen(p + 6) + 1);
 	memcpy(p, "STRICT_DNS", 10);
-	CHECK(compile(y2, err, sizeof(err)) != NULL);
+	CHECK(test_bootstrap_ok(y2, err, sizeof(err)));
 }
 
 TEST(config_unknown_network_filter)
@@ -181,7 +150,7 @@ TEST(config_unknown_network_filter)
 		"    - filters:\n"
 		"      - name: envoy.filters.network.redis_proxy\n"
 		"        typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy}\n";
-	CHECK(compile(y, err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok(y, err, sizeof(err)));
 	CHECK_CONTAINS(err, "filters[0].typed_config: unknown or unsupported network filter "
 			    "'type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy'");
 }
@@ -203,7 +172,7 @@ TEST(config_tcp_proxy)
 		"          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n"
 		"          stat_prefix: t\n"
 		"          cluster: c\n";
-	CHECK(compile(y, err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok(y, err, sizeof(err)));
 	CHECK_STR(err, "t.yaml:13:11: static_resources.listeners[0].filter_chains[0].filters[0]"
 		       ".typed_config.cluster: unknown cluster 'c'");
 }
@@ -212,28 +181,28 @@ TEST(config_cluster_hash_lb)
 {
 	char err[1024];
 #define C1 "static_resources:\n  clusters:\n  - name: a\n"
-	CHECK(compile(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {minimum_ring_size: 16, "
-		      "maximum_ring_size: 4096, hash_function: XX_HASH}\n", err, sizeof(err)) != NULL);
-	CHECK(compile(C1 "    lb_policy: MAGLEV\n    maglev_lb_config: {table_size: 307}\n", err,
-		      sizeof(err)) != NULL);
-	CHECK(compile(C1 "    lb_policy: MAGLEV\n    maglev_lb_config: {table_size: 1000}\n", err,
-		      sizeof(err)) == NULL);
+	CHECK(test_bootstrap_ok(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {minimum_ring_size: 16, "
+		      "maximum_ring_size: 4096, hash_function: XX_HASH}\n", err, sizeof(err)));
+	CHECK(test_bootstrap_ok(C1 "    lb_policy: MAGLEV\n    maglev_lb_config: {table_size: 307}\n", err,
+		      sizeof(err)));
+	CHECK(!test_bootstrap_ok(C1 "    lb_policy: MAGLEV\n    maglev_lb_config: {table_size: 1000}\n", err,
+		      sizeof(err)));
 	CHECK_CONTAINS(err, "static_resources.clusters[0].maglev_lb_config.table_size: the table size "
 		       "of maglev must be a prime number below 5000011");
-	CHECK(compile(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {minimum_ring_size: 100, "
-		      "maximum_ring_size: 10}\n", err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {minimum_ring_size: 100, "
+		      "maximum_ring_size: 10}\n", err, sizeof(err)));
 	CHECK_CONTAINS(err, "static_resources.clusters[0].ring_hash_lb_config: minimum_ring_size (100) > "
 		       "maximum_ring_size (10)");
-	CHECK(compile(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {maximum_ring_size: 8388609}\n",
-		      err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {maximum_ring_size: 8388609}\n",
+		      err, sizeof(err)));
 	CHECK_CONTAINS(err, "ring_hash_lb_config.maximum_ring_size: must be in 1..8388608");
-	CHECK(compile(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {hash_function: MURMUR_HASH_2}\n",
-		      err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {hash_function: MURMUR_HASH_2}\n",
+		      err, sizeof(err)));
 	CHECK_CONTAINS(err, "ring_hash_lb_config.hash_function: MURMUR_HASH_2 is not supported yet");
-	CHECK(compile(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {ring_size: 1}\n",
-		      err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok(C1 "    lb_policy: RING_HASH\n    ring_hash_lb_config: {ring_size: 1}\n",
+		      err, sizeof(err)));
 	CHECK_CONTAINS(err, "ring_hash_lb_config.ring_size: unknown field 'ring_size'");
-	CHECK(compile(C1 "    lb_policy: CLUSTER_PROVIDED\n", err, sizeof(err)) == NULL);
+	CHECK(!test_bootstrap_ok(C1 "    lb_policy: CLUSTER_PROVIDED\n", err, sizeof(err)));
 	CHECK_CONTAINS(err, "lb_policy: lb_policy CLUSTER_PROVIDED is not supported yet");
 #undef C1
 }

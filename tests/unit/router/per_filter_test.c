@@ -3,6 +3,7 @@
  * FilterConfig {disabled, config, is_optional}, and config errors at their
  * exact path (through the whole bootstrap compiler). */
 #include "test.h"
+#include "bootstrap_helper.h"
 #include "proxy/server.h"
 #include "proxy/filter.h"
 #include "proxy/snapshot.h"
@@ -160,40 +161,12 @@ TEST(per_filter_needs_a_chain)
 
 /* ---- through the bootstrap (HCM) ---------------------------------------------- */
 
-static struct server srv;
-
-static struct snapshot *compile(const char *yaml, char *err, size_t errlen)
-{
-	struct cfg_src *src = NULL;
-	struct cfg_ctx c;
-	char lerr[512];
-	memset(&srv, 0, sizeof(srv));
-	srv.nworkers = 2;
-	srv.stats = stats_store_new(3);
-	json_t *root = yaml_load_buffer("t.yaml", yaml, strlen(yaml), &src, lerr, sizeof(lerr));
-	if (!root) {
-		snprintf(err, errlen, "%s", lerr);
-		stats_store_free(srv.stats);
-		return NULL;
-	}
-	cfg_init(&c, src, "t.yaml");
-	struct snapshot *s = config_build_bootstrap(&c, root, &srv);
-	snprintf(err, errlen, "%s", c.err);
-	json_decref(root);
-	cfg_src_free(src);
-	if (s)
-		snapshot_unref(s);
-	free(srv.node_id);
-	free(srv.node_cluster);
-	stats_store_free(srv.stats);
-	return s;
-}
 
 static void expect(const char *yaml, const char *msg)
 {
 	char err[1024];
-	struct snapshot *s = compile(yaml, err, sizeof(err));
-	CHECK(msg[0] ? s == NULL : s != NULL);
+	bool ok = test_bootstrap_ok(yaml, err, sizeof(err));
+	CHECK(msg[0] ? !ok : ok);
 	CHECK_STR(err, msg);
 }
 
