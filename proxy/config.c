@@ -300,9 +300,7 @@ static int parse_admin(struct cfg_ctx *c, const json_t *a, struct server *srv)
 	if (cfg_expect_object(c, a) || cfg_check_fields(c, a, f))
 		return RM_ERROR;
 	if (cfg_get(a, "access_log")) {
-		cfg_enter(c, a, "access_log");
-		cfg_fail(c, "admin access logs are not supported yet");
-		cfg_leave(c);
+		cfg_fail_field(c, a, "access_log", "admin access logs are not supported yet");
 		return RM_ERROR;
 	}
 	if ((v = cfg_enter(c, a, "address"))) {
@@ -350,9 +348,7 @@ struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, s
 				const json_t *cj = cfg_enter_idx(c, v, i);
 				struct cluster *cl = cluster_parse(c, cj, &b);
 				if (cl && snapshot_find_cluster(s, cl->name)) {
-					cfg_enter(c, cj, "name");
-					cfg_fail(c, "duplicate cluster name '%s'", cl->name);
-					cfg_leave(c);
+					cfg_fail_field(c, cj, "name", "duplicate cluster name '%s'", cl->name);
 					cluster_unref(cl);
 					cl = NULL;
 				}
@@ -376,10 +372,8 @@ struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, s
 						cfg_fail(c, "duplicate listener name '%s'", l->name);
 					} else if (s->listeners[k]->addrlen == l->addrlen &&
 						   !memcmp(&s->listeners[k]->addr, &l->addr, l->addrlen)) {
-						cfg_enter(c, lj, "address");
-						cfg_fail(c, "listener '%s' uses the same address as listener '%s'",
+						cfg_fail_field(c, lj, "address", "listener '%s' uses the same address as listener '%s'",
 							 l->name, s->listeners[k]->name);
-						cfg_leave(c);
 					} else {
 						continue;
 					}

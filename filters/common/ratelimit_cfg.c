@@ -24,19 +24,13 @@ int cfg_token_bucket(struct cfg_ctx *c, const json_t *obj, const char *field,
 		rc = cfg_u32(c, tb, "max_tokens", &max) || cfg_u32(c, tb, "tokens_per_fill", &per_fill) ||
 		     cfg_duration_ms(c, tb, "fill_interval", &ms);
 	if (!rc && !max) {
-		cfg_enter(c, tb, "max_tokens");
-		rc = cfg_fail(c, "must be greater than 0");
-		cfg_leave(c);
+		rc = cfg_fail_field(c, tb, "max_tokens", "must be greater than 0");
 	}
 	if (!rc && !per_fill) {
-		cfg_enter(c, tb, "tokens_per_fill");
-		rc = cfg_fail(c, "must be greater than 0");
-		cfg_leave(c);
+		rc = cfg_fail_field(c, tb, "tokens_per_fill", "must be greater than 0");
 	}
 	if (!rc && ms < MIN_FILL_INTERVAL_MS) {
-		cfg_enter(c, tb, "fill_interval");
-		rc = cfg_fail(c, "local rate limit token bucket fill timer must be >= 50ms");
-		cfg_leave(c);
+		rc = cfg_fail_field(c, tb, "fill_interval", "local rate limit token bucket fill timer must be >= 50ms");
 	}
 	cfg_leave(c);
 	if (rc)

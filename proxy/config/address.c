@@ -43,13 +43,11 @@ static int parse_sa(struct cfg_ctx *c, const json_t *addr, const char **host, ui
 	    cfg_enum(c, sa, "protocol", protocols, 2, &proto))
 		goto error;
 	if (proto != 0) {
-		cfg_enter(c, sa, "protocol");
-		cfg_fail(c, "only TCP is supported");
+		cfg_fail_field(c, sa, "protocol", "only TCP is supported");
 		goto error;
 	}
 	if (p > 65535) {
-		cfg_enter(c, sa, "port_value");
-		cfg_fail(c, "expected an integer in 0..65535");
+		cfg_fail_field(c, sa, "port_value", "expected an integer in 0..65535");
 		goto error;
 	}
 	*port = (uint16_t)p;
@@ -73,9 +71,7 @@ int cfg_address(struct cfg_ctx *c, const json_t *addr, struct sockaddr_storage *
 		return RM_ERROR;
 	if (sockaddr_parse_ip(host, port, ss, len)) {
 		const json_t *sa = cfg_enter(c, addr, "socket_address");
-		cfg_enter(c, sa, "address");
-		cfg_fail(c, "'%s' is not an IP address", host);
-		cfg_leave(c);
+		cfg_fail_field(c, sa, "address", "'%s' is not an IP address", host);
 		cfg_leave(c);
 		return RM_ERROR;
 	}

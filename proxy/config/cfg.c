@@ -290,6 +290,20 @@ int cfg_fail(struct cfg_ctx *c, const char *fmt, ...)
 	return RM_ERROR;
 }
 
+int cfg_fail_field(struct cfg_ctx *c, const json_t *obj, const char *snake_name,
+		   const char *fmt, ...)
+{
+	va_list ap;
+	const json_t *v = cfg_enter(c, obj, snake_name);
+
+	va_start(ap, fmt);
+	vfail_at(c, NULL, NULL, fmt, ap);
+	va_end(ap);
+	if (v)
+		cfg_leave(c);
+	return RM_ERROR;
+}
+
 /* ------------------------------------------------------------------------
  * Lookup and the path stack */
 

@@ -48,6 +48,12 @@ void cfg_init(struct cfg_ctx *c, const struct cfg_src *src, const char *file);
  * where <path> is the dotted path of the stack ("a.b[2].c"); empty stack: "<root>". */
 int cfg_fail(struct cfg_ctx *c, const char *fmt, ...) PRINTF(2, 3);
 
+/* cfg_fail at the path of member snake_name of obj (as cfg_enter would
+ * push it; at obj's path if the member is absent), keeping the stack
+ * balanced.  Always returns RM_ERROR. */
+int cfg_fail_field(struct cfg_ctx *c, const json_t *obj, const char *snake_name,
+		   const char *fmt, ...) PRINTF(4, 5);
+
 /* Look up member snake_name (or its lowerCamel form) in obj.  If present,
  * push it on the path stack and return its value; the caller must
  * cfg_leave() after.  If absent (or JSON null), push nothing, return NULL. */

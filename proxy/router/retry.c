@@ -134,9 +134,7 @@ struct retry_policy *retry_policy_compile(struct cfg_ctx *c, const json_t *j)
 		const char *bad = NULL;
 		size_t badlen = 0;
 		if (retry_on_parse(on, strlen(on), &rp->retry_on, &bad, &badlen)) {
-			cfg_enter(c, j, "retry_on");
-			cfg_fail(c, "unsupported retry_on value '%.*s'", (int)badlen, bad);
-			cfg_leave(c);
+			cfg_fail_field(c, j, "retry_on", "unsupported retry_on value '%.*s'", (int)badlen, bad);
 			goto error;
 		}
 	}
@@ -167,14 +165,10 @@ struct retry_policy *retry_policy_compile(struct cfg_ctx *c, const json_t *j)
 			     cfg_duration_ms(c, v, "max_interval", &max);
 		}
 		if (!rc && !base) {
-			cfg_enter(c, v, "base_interval");
-			rc = cfg_fail(c, "must be greater than zero");
-			cfg_leave(c);
+			rc = cfg_fail_field(c, v, "base_interval", "must be greater than zero");
 		}
 		if (!rc && max && max < base) {
-			cfg_enter(c, v, "max_interval");
-			rc = cfg_fail(c, "must be at least base_interval");
-			cfg_leave(c);
+			rc = cfg_fail_field(c, v, "max_interval", "must be at least base_interval");
 		}
 		cfg_leave(c);
 		if (rc)

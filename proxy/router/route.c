@@ -494,8 +494,7 @@ static int qp_matcher(struct cfg_ctx *c, const json_t *m, struct qp_matcher *qm)
 	    oneof(c, m, qp_oneof, false, &which) || cfg_bool(c, m, "present_match", &present))
 		return RM_ERROR;
 	if (!*name || strlen(name) > 1024) {
-		cfg_enter(c, m, "name");
-		return cfg_fail(c, "must be 1 to 1024 bytes long");
+		return cfg_fail_field(c, m, "name", "must be 1 to 1024 bytes long");
 	}
 	qm->name = xstrdup(name);
 	qm->name_len = (uint32_t)strlen(name);
@@ -601,8 +600,7 @@ static int hdr_add(struct cfg_ctx *c, const json_t *o, struct hdr_add *a)
 	    header_name(c, h, "key", &a->key, &a->key_len) || string_hv(c, h, "value", &value))
 		return RM_ERROR;
 	if (!header_modifiable(a->key)) {
-		cfg_enter(c, h, "key");
-		return cfg_fail(c, ":-prefixed or host headers may not be modified");
+		return cfg_fail_field(c, h, "key", ":-prefixed or host headers may not be modified");
 	}
 	a->value = xstrdup(value);
 	a->value_len = (uint32_t)strlen(value);
@@ -699,8 +697,7 @@ static int route_match_cfg(struct cfg_ctx *c, const json_t *m, struct route *r)
 			return RM_ERROR;
 		if (r->pkind == PM_SEP_PREFIX &&
 		    (strlen(s) < 2 || strpbrk(s, "?#") || s[strlen(s) - 1] == '/')) {
-			cfg_enter(c, m, "path_separated_prefix");
-			return cfg_fail(c, "'%.100s' is not a valid separated prefix (it must not "
+			return cfg_fail_field(c, m, "path_separated_prefix", "'%.100s' is not a valid separated prefix (it must not "
 					"contain '?' or '#' nor end with '/')", s);
 		}
 		r->pstr = xstrdup(s);
@@ -726,8 +723,7 @@ static int cluster_weight(struct cfg_ctx *c, const json_t *o, struct weighted_cl
 	if (cfg_check_fields(c, o, cw_fields) || cfg_string_req(c, o, "name", &name))
 		return RM_ERROR;
 	if (!*name) {
-		cfg_enter(c, o, "name");
-		return cfg_fail(c, "must not be empty");
+		return cfg_fail_field(c, o, "name", "must not be empty");
 	}
 	wc->name = xstrdup(name);
 	if (!cfg_get(o, "weight")) {
@@ -756,8 +752,7 @@ static int weighted_clusters(struct cfg_ctx *c, const json_t *a, struct route_en
 	if (COMPILE_LIST(c, w, "clusters", e->wclusters, e->nwclusters, cluster_weight))
 		return RM_ERROR;
 	if (!e->nwclusters) {
-		cfg_enter(c, w, "clusters");
-		return cfg_fail(c, "at least one cluster is required");
+		return cfg_fail_field(c, w, "clusters", "at least one cluster is required");
 	}
 	for (uint32_t i = 0; i < e->nwclusters; i++)
 		sum += e->wclusters[i].weight;
@@ -767,8 +762,7 @@ static int weighted_clusters(struct cfg_ctx *c, const json_t *a, struct route_en
 		return cfg_fail(c, "Sum of weights in the weighted_cluster must not exceed %u",
 				UINT32_MAX);
 	if (total && total != sum) {
-		cfg_enter(c, w, "total_weight");
-		return cfg_fail(c, "Sum of weights in the weighted_cluster should add up to %u "
+		return cfg_fail_field(c, w, "total_weight", "Sum of weights in the weighted_cluster should add up to %u "
 				"(they add up to %llu)", total, (unsigned long long)sum);
 	}
 	e->total_weight = (uint32_t)sum;
@@ -956,8 +950,7 @@ static int route_action(struct cfg_ctx *c, const json_t *a, struct route *r)
 		if (cfg_string(c, a, "cluster", &s) != RM_OK)
 			return RM_ERROR;
 		if (!*s) {
-			cfg_enter(c, a, "cluster");
-			return cfg_fail(c, "must not be empty");
+			return cfg_fail_field(c, a, "cluster", "must not be empty");
 		}
 		e->cluster = xstrdup(s);
 	} else if (weighted_clusters(c, a, e) != RM_OK) {
@@ -1032,8 +1025,7 @@ static int redirect_action(struct cfg_ctx *c, const json_t *a, struct route *r)
 	    cfg_bool(c, a, "strip_query", &r->strip_query))
 		return RM_ERROR;
 	if (r->port_redirect > 65535) {
-		cfg_enter(c, a, "port_redirect");
-		return cfg_fail(c, "expected a port in 0..65535");
+		return cfg_fail_field(c, a, "port_redirect", "expected a port in 0..65535");
 	}
 	if (https)
 		r->scheme_redirect = xstrdup("https");
@@ -1075,8 +1067,7 @@ static int direct_response(struct cfg_ctx *c, const json_t *a, struct route *r,
 	if (cfg_u32(c, a, "status", &status) != RM_OK)
 		return RM_ERROR;
 	if (status < 200 || status > 599) {
-		cfg_enter(c, a, "status");
-		return cfg_fail(c, "expected an HTTP status in 200..599");
+		return cfg_fail_field(c, a, "status", "expected an HTTP status in 200..599");
 	}
 	e->direct_status = (uint16_t)status;
 	brc = enter_obj(c, a, "body", &b, ds_fields);
@@ -1091,8 +1082,7 @@ static int direct_response(struct cfg_ctx *c, const json_t *a, struct route *r,
 		e->direct_body = xstrdup(s);
 		e->direct_body_len = strlen(s);
 	} else if (!(e->direct_body = base64_decode(s, &e->direct_body_len))) {
-		cfg_enter(c, b, "inline_bytes");
-		return cfg_fail(c, "invalid base64");
+		return cfg_fail_field(c, b, "inline_bytes", "invalid base64");
 	}
 	if (e->direct_body_len > rc->max_direct_body)
 		return cfg_fail(c, "response body size is %zu bytes; maximum is %u",
@@ -1218,8 +1208,7 @@ static int vhost_cfg(struct cfg_ctx *c, const json_t *o, struct virtual_host *vh
 			return RM_ERROR;
 	}
 	if (!*name) {
-		cfg_enter(c, o, "name");
-		return cfg_fail(c, "must not be empty");
+		return cfg_fail_field(c, o, "name", "must not be empty");
 	}
 	vh->name = xstrdup(name);
 	if (!cfg_get(o, "domains")) {

@@ -784,9 +784,7 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 				cfg_leave(c);
 			}
 			if (!rc && cfg_get(t, "max_connection_pools")) {
-				cfg_enter(c, t, "max_connection_pools");
-				rc = cfg_fail(c, "not supported yet");
-				cfg_leave(c);
+				rc = cfg_fail_field(c, t, "max_connection_pools", "not supported yet");
 			}
 			if (!rc && p == 0) {
 				cl->max_connections = tmp.max_connections;
@@ -876,9 +874,7 @@ static int parse_least_request(struct cfg_ctx *c, const json_t *o, struct cluste
 	    cfg_u32(c, o, "choice_count", &cl->lr_choice_count))
 		return RM_ERROR;
 	if (cl->lr_choice_count < 2) {
-		cfg_enter(c, o, "choice_count");
-		cfg_fail(c, "must be at least 2");
-		cfg_leave(c);
+		cfg_fail_field(c, o, "choice_count", "must be at least 2");
 		return RM_ERROR;
 	}
 	if ((b = cfg_enter(c, o, "active_request_bias"))) {
@@ -888,9 +884,7 @@ static int parse_least_request(struct cfg_ctx *c, const json_t *o, struct cluste
 			 cfg_double(c, b, "default_value", &cl->lr_bias) ||
 			 cfg_string(c, b, "runtime_key", &key);
 		if (!rc && !(cl->lr_bias >= 0 && isfinite(cl->lr_bias))) {
-			cfg_enter(c, b, "default_value");
-			rc = cfg_fail(c, "must be a finite number >= 0");
-			cfg_leave(c);
+			rc = cfg_fail_field(c, b, "default_value", "must be a finite number >= 0");
 		}
 		cfg_leave(c);
 		if (rc)
@@ -911,9 +905,7 @@ static int parse_peak_ewma(struct cfg_ctx *c, const json_t *o, struct cluster *c
 	    cfg_duration_ms(c, o, "default_rtt", &rtt))
 		return RM_ERROR;
 	if (!decay) {
-		cfg_enter(c, o, "decay_time");
-		cfg_fail(c, "must be positive");
-		cfg_leave(c);
+		cfg_fail_field(c, o, "decay_time", "must be positive");
 		return RM_ERROR;
 	}
 	cl->lb = LB_PEAK_EWMA;
@@ -1011,17 +1003,11 @@ static int parse_hash_lb_config(struct cfg_ctx *c, const json_t *j, struct clust
 		    cfg_enum(c, v, "hash_function", hash_fns, ARRAY_SIZE(hash_fns), &fn))
 			rc = RM_ERROR;
 		else if (fn != 0) {
-			cfg_enter(c, v, "hash_function");
-			rc = cfg_fail(c, "MURMUR_HASH_2 is not supported yet (XX_HASH is)");
-			cfg_leave(c);
+			rc = cfg_fail_field(c, v, "hash_function", "MURMUR_HASH_2 is not supported yet (XX_HASH is)");
 		} else if (h->ring_min < 1 || h->ring_min > LB_RING_MAX_DEFAULT) {
-			cfg_enter(c, v, "minimum_ring_size");
-			rc = cfg_fail(c, "must be in 1..%u", LB_RING_MAX_DEFAULT);
-			cfg_leave(c);
+			rc = cfg_fail_field(c, v, "minimum_ring_size", "must be in 1..%u", LB_RING_MAX_DEFAULT);
 		} else if (h->ring_max < 1 || h->ring_max > LB_RING_MAX_DEFAULT) {
-			cfg_enter(c, v, "maximum_ring_size");
-			rc = cfg_fail(c, "must be in 1..%u", LB_RING_MAX_DEFAULT);
-			cfg_leave(c);
+			rc = cfg_fail_field(c, v, "maximum_ring_size", "must be in 1..%u", LB_RING_MAX_DEFAULT);
 		} else if (h->ring_min > h->ring_max) {
 			rc = cfg_fail(c, "minimum_ring_size (%llu) > maximum_ring_size (%llu)",
 				      (unsigned long long)h->ring_min,
@@ -1036,10 +1022,8 @@ static int parse_hash_lb_config(struct cfg_ctx *c, const json_t *j, struct clust
 		    cfg_u64(c, v, "table_size", &h->maglev_size))
 			rc = RM_ERROR;
 		else if (!lb_is_prime(h->maglev_size) || h->maglev_size >= LB_MAGLEV_SIZE_MAX) {
-			cfg_enter(c, v, "table_size");
-			rc = cfg_fail(c, "the table size of maglev must be a prime number below %u",
+			rc = cfg_fail_field(c, v, "table_size", "the table size of maglev must be a prime number below %u",
 				      LB_MAGLEV_SIZE_MAX);
-			cfg_leave(c);
 		}
 		cfg_leave(c);
 	}
@@ -1070,9 +1054,7 @@ static int parse_lb_endpoint(struct cfg_ctx *c, const json_t *lb, struct cluster
 	    cfg_u32(c, lb, "load_balancing_weight", &weight))
 		return RM_ERROR;
 	if (weight == 0) {
-		cfg_enter(c, lb, "load_balancing_weight");
-		cfg_fail(c, "must be at least 1");
-		cfg_leave(c);
+		cfg_fail_field(c, lb, "load_balancing_weight", "must be at least 1");
 		return RM_ERROR;
 	}
 	if (!(ep = cfg_enter_req(c, lb, "endpoint")))
@@ -1108,9 +1090,7 @@ static int parse_locality(struct cfg_ctx *c, const json_t *le, struct cluster *c
 	    cfg_u32(c, le, "priority", &prio))
 		return RM_ERROR;
 	if (prio != 0) {
-		cfg_enter(c, le, "priority");
-		cfg_fail(c, "only priority 0 is supported");
-		cfg_leave(c);
+		cfg_fail_field(c, le, "priority", "only priority 0 is supported");
 		return RM_ERROR;
 	}
 	if (!(lbs = cfg_enter(c, le, "lb_endpoints")))
@@ -1230,16 +1210,12 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		goto error;
 	cl->name = xstrdup(name);
 	if (!*name) {
-		cfg_enter(c, j, "name");
-		cfg_fail(c, "must not be empty");
-		cfg_leave(c);
+		cfg_fail_field(c, j, "name", "must not be empty");
 		goto error;
 	}
 	if (type != CLUSTER_STATIC && type != CLUSTER_STRICT_DNS && type != CLUSTER_LOGICAL_DNS) {
-		cfg_enter(c, j, "type");
-		cfg_fail(c, "cluster type %s is not supported yet (STATIC, STRICT_DNS, LOGICAL_DNS are)",
+		cfg_fail_field(c, j, "type", "cluster type %s is not supported yet (STATIC, STRICT_DNS, LOGICAL_DNS are)",
 			 type_names[type]);
-		cfg_leave(c);
 		goto error;
 	}
 	cl->type = type;
@@ -1256,10 +1232,8 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	else if (lb == 7)
 		cl->lb = LB_ROUND_ROBIN;   /* decided by load_balancing_policy below */
 	else {
-		cfg_enter(c, j, "lb_policy");
-		cfg_fail(c, "lb_policy %s is not supported yet (ROUND_ROBIN, LEAST_REQUEST, RANDOM, "
+		cfg_fail_field(c, j, "lb_policy", "lb_policy %s is not supported yet (ROUND_ROBIN, LEAST_REQUEST, RANDOM, "
 			 "RING_HASH, MAGLEV, LOAD_BALANCING_POLICY_CONFIG are)", lb_names[lb]);
-		cfg_leave(c);
 		goto error;
 	}
 	cl->dns_family = (enum dns_family)fam;
@@ -1314,9 +1288,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		if (rc)
 			goto error;
 	} else if (lb == 7) {
-		cfg_enter(c, j, "lb_policy");
-		cfg_fail(c, "LOAD_BALANCING_POLICY_CONFIG needs load_balancing_policy");
-		cfg_leave(c);
+		cfg_fail_field(c, j, "lb_policy", "LOAD_BALANCING_POLICY_CONFIG needs load_balancing_policy");
 		goto error;
 	}
 	if (parse_hash_lb_config(c, j, cl))
@@ -1366,9 +1338,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 			goto error;
 	}
 	if (cl->type == CLUSTER_LOGICAL_DNS && cl->nendpoints != 1) {
-		cfg_enter(c, j, "load_assignment");
-		cfg_fail(c, "LOGICAL_DNS clusters must have a single endpoint");
-		cfg_leave(c);
+		cfg_fail_field(c, j, "load_assignment", "LOGICAL_DNS clusters must have a single endpoint");
 		goto error;
 	}
 	cl->json = json_incref((json_t *)j);

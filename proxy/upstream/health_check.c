@@ -61,9 +61,7 @@ static int parse_payload(struct cfg_ctx *c, const json_t *o, struct hc_bytes *ou
 		return cfg_fail(c, "exactly one of 'text', 'binary' is required");
 	if (bin) {
 		if (b64_decode(bin, out)) {
-			cfg_enter(c, o, "binary");
-			cfg_fail(c, "invalid base64");
-			cfg_leave(c);
+			cfg_fail_field(c, o, "binary", "invalid base64");
 			return RM_ERROR;
 		}
 		return RM_OK;
@@ -75,9 +73,7 @@ static int parse_payload(struct cfg_ctx *c, const json_t *o, struct hc_bytes *ou
 		int hi = hexval((unsigned char)text[i]);
 		int lo = i + 1 < n ? hexval((unsigned char)text[i + 1]) : -1;
 		if (hi < 0 || lo < 0) {
-			cfg_enter(c, o, "text");
-			cfg_fail(c, "expected an even number of hex digits");
-			cfg_leave(c);
+			cfg_fail_field(c, o, "text", "expected an even number of hex digits");
 			return RM_ERROR;
 		}
 		out->data[i / 2] = (uint8_t)(hi << 4 | lo);
@@ -172,9 +168,7 @@ static int parse_add_header(struct cfg_ctx *c, const json_t *o, struct http_head
 	int rc = cfg_expect_object(c, hv) || cfg_check_fields(c, hv, hf) ||
 		 cfg_string_req(c, hv, "key", &key) || cfg_string(c, hv, "value", &value);
 	if (!rc && cfg_get(hv, "raw_value")) {
-		cfg_enter(c, hv, "raw_value");
-		rc = cfg_fail(c, "not supported yet");
-		cfg_leave(c);
+		rc = cfg_fail_field(c, hv, "raw_value", "not supported yet");
 	}
 	if (!rc) {
 		size_t kl = strlen(key);
@@ -182,30 +176,22 @@ static int parse_add_header(struct cfg_ctx *c, const json_t *o, struct http_head
 		for (size_t i = 0; ok && i < kl; i++)
 			ok = token_char((unsigned char)key[i]);
 		if (!ok) {
-			cfg_enter(c, hv, "key");
-			rc = cfg_fail(c, "invalid header name '%s'", key);
-			cfg_leave(c);
+			rc = cfg_fail_field(c, hv, "key", "invalid header name '%s'", key);
 		} else {
 			for (size_t i = 0; i <= kl; i++)
 				lname[i] = (char)tolower((unsigned char)key[i]);
 			if (!strcmp(lname, "host") || !strcmp(lname, "connection") ||
 			    !strcmp(lname, "content-length") || !strcmp(lname, "transfer-encoding")) {
-				cfg_enter(c, hv, "key");
-				rc = cfg_fail(c, "setting '%s' on health check requests is not supported", key);
-				cfg_leave(c);
+				rc = cfg_fail_field(c, hv, "key", "setting '%s' on health check requests is not supported", key);
 			}
 		}
 	}
 	if (!rc) {
 		for (const char *p = value; *p && !rc; p++) {
 			if (*p == '%') {
-				cfg_enter(c, hv, "value");
-				rc = cfg_fail(c, "header value formatters (%%...%%) are not supported yet");
-				cfg_leave(c);
+				rc = cfg_fail_field(c, hv, "value", "header value formatters (%%...%%) are not supported yet");
 			} else if ((unsigned char)*p < 0x20 && *p != '\t') {
-				cfg_enter(c, hv, "value");
-				rc = cfg_fail(c, "invalid character in header value");
-				cfg_leave(c);
+				rc = cfg_fail_field(c, hv, "value", "invalid character in header value");
 			}
 		}
 	}
@@ -266,33 +252,25 @@ static int parse_http(struct cfg_ctx *c, const json_t *o, struct hc_cfg *cfg, co
 		}
 	}
 	if (codec != 0) {
-		cfg_enter(c, o, "codec_client_type");
-		cfg_fail(c, "only HTTP1 health checks are supported yet");
-		cfg_leave(c);
+		cfg_fail_field(c, o, "codec_client_type", "only HTTP1 health checks are supported yet");
 		return RM_ERROR;
 	}
 	if (method > 1) {
-		cfg_enter(c, o, "method");
-		cfg_fail(c, "only GET health checks are supported yet");
-		cfg_leave(c);
+		cfg_fail_field(c, o, "method", "only GET health checks are supported yet");
 		return RM_ERROR;
 	}
 	bool bad_path = path[0] != '/';
 	for (const char *p = path; *p && !bad_path; p++)
 		bad_path = (unsigned char)*p <= 0x20 || *p == 0x7f;
 	if (bad_path) {
-		cfg_enter(c, o, "path");
-		cfg_fail(c, "expected an origin-form path ('/...') without spaces or controls");
-		cfg_leave(c);
+		cfg_fail_field(c, o, "path", "expected an origin-form path ('/...') without spaces or controls");
 		return RM_ERROR;
 	}
 	if (!host || !*host)
 		host = cluster_name;
 	for (const char *p = host; *p; p++) {
 		if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
-			cfg_enter(c, o, "host");
-			cfg_fail(c, "invalid character in host");
-			cfg_leave(c);
+			cfg_fail_field(c, o, "host", "invalid character in host");
 			return RM_ERROR;
 		}
 	}
@@ -426,9 +404,7 @@ static int parse_one(struct cfg_ctx *c, const json_t *o, const char *cluster_nam
 
 	const json_t *hv = cfg_get(o, "http_health_check"), *tv = cfg_get(o, "tcp_health_check");
 	if (hv && tv) {
-		cfg_enter(c, o, "tcp_health_check");
-		cfg_fail(c, "only one of http_health_check, tcp_health_check may be set");
-		cfg_leave(c);
+		cfg_fail_field(c, o, "tcp_health_check", "only one of http_health_check, tcp_health_check may be set");
 		return RM_ERROR;
 	}
 	if ((v = cfg_enter(c, o, "http_health_check"))) {

@@ -224,8 +224,7 @@ static int parse_delay(struct cfg_ctx *c, const json_t *d, struct fault_cfg *cfg
 		if (cfg_duration_ms(c, d, "fixed_delay", &cfg->delay_ms))
 			return RM_ERROR;
 		if (!cfg->delay_ms) {
-			cfg_enter(c, d, "fixed_delay");
-			return cfg_fail(c, "must be greater than 0s");
+			return cfg_fail_field(c, d, "fixed_delay", "must be greater than 0s");
 		}
 	} else {
 		cfg->delay = FAULT_DELAY_HEADER;
@@ -251,8 +250,7 @@ static int parse_abort(struct cfg_ctx *c, const json_t *a, struct fault_cfg *cfg
 		if (cfg_u32(c, a, "http_status", &cfg->abort_http))
 			return RM_ERROR;
 		if (cfg->abort_http < 200 || cfg->abort_http >= 600) {
-			cfg_enter(c, a, "http_status");
-			return cfg_fail(c, "must be in 200..599");
+			return cfg_fail_field(c, a, "http_status", "must be in 200..599");
 		}
 		break;
 	case 1:

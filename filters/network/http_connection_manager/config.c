@@ -76,9 +76,7 @@ static int parse_http_filters(struct cfg_ctx *c, const json_t *arr, struct hcm_c
 			goto out;
 		}
 		if (disabled && ops->terminal) {
-			cfg_enter(c, e, "disabled");
-			cfg_fail(c, "the terminal filter %s cannot be disabled", ops->name);
-			cfg_leave(c);
+			cfg_fail_field(c, e, "disabled", "the terminal filter %s cannot be disabled", ops->name);
 			goto out;
 		}
 		tc = cfg_enter(c, e, "typed_config");
@@ -169,15 +167,11 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 	    cfg_duration_ms(c, j, "stream_idle_timeout", &cfg->stream_idle_timeout_ms))
 		goto error;
 	if (codec == 2 || codec == 3) {
-		cfg_enter(c, j, "codec_type");
-		cfg_fail(c, "codec_type %s is not supported yet (AUTO and HTTP1 are)", codec_names[codec]);
-		cfg_leave(c);
+		cfg_fail_field(c, j, "codec_type", "codec_type %s is not supported yet (AUTO and HTTP1 are)", codec_names[codec]);
 		goto error;
 	}
 	if (kb < 1 || kb > 8192) {
-		cfg_enter(c, j, "max_request_headers_kb");
-		cfg_fail(c, "must be in 1..8192");
-		cfg_leave(c);
+		cfg_fail_field(c, j, "max_request_headers_kb", "must be in 1..8192");
 		goto error;
 	}
 	if ((v = cfg_enter(c, j, "common_http_protocol_options"))) {
@@ -188,9 +182,7 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 			 cfg_u32(c, v, "max_headers_count", &maxh) ||
 			 cfg_duration_ms(c, v, "max_stream_duration", &cfg->max_stream_duration_ms);
 		if (!rc && cfg_get(v, "headers_with_underscores_action")) {
-			cfg_enter(c, v, "headers_with_underscores_action");
-			rc = cfg_fail(c, "not supported yet");
-			cfg_leave(c);
+			rc = cfg_fail_field(c, v, "headers_with_underscores_action", "not supported yet");
 		}
 		cfg_leave(c);
 		if (rc)
@@ -233,9 +225,7 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 			goto error;
 	}
 	if (cfg_get(j, "rds")) {
-		cfg_enter(c, j, "rds");
-		cfg_fail(c, "RDS is not supported yet (use an inline route_config)");
-		cfg_leave(c);
+		cfg_fail_field(c, j, "rds", "RDS is not supported yet (use an inline route_config)");
 		goto error;
 	}
 	if (!(v = cfg_enter_req(c, j, "http_filters")))

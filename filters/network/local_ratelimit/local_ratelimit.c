@@ -45,15 +45,11 @@ static void *nlrl_parse_config(struct cfg_ctx *c, const json_t *j, struct build_
 	    cfg_string_req(c, j, "stat_prefix", &prefix))
 		goto error;
 	if (!*prefix) {
-		cfg_enter(c, j, "stat_prefix");
-		cfg_fail(c, "must not be empty");
-		cfg_leave(c);
+		cfg_fail_field(c, j, "stat_prefix", "must not be empty");
 		goto error;
 	}
 	if (cfg_get(j, "share_key")) {
-		cfg_enter(c, j, "share_key");
-		cfg_fail(c, "not supported yet (each filter has its own bucket)");
-		cfg_leave(c);
+		cfg_fail_field(c, j, "share_key", "not supported yet (each filter has its own bucket)");
 		goto error;
 	}
 	if (cfg_token_bucket(c, j, "token_bucket", &tb) ||

@@ -351,9 +351,7 @@ static void *tcp_parse_config(struct cfg_ctx *c, const json_t *j, struct build_c
 			rc = cfg_expect_object(c, e) || cfg_check_fields(c, e, cf) ||
 			     cfg_string_req(c, e, "name", &name) || cfg_u32(c, e, "weight", &weight);
 			if (!rc && !weight) {
-				cfg_enter(c, e, "weight");
-				rc = cfg_fail(c, "must be at least 1");
-				cfg_leave(c);
+				rc = cfg_fail_field(c, e, "weight", "must be at least 1");
 			}
 			if (!rc) {
 				cfg_enter(c, e, "name");
