@@ -129,7 +129,7 @@ struct retry_policy *retry_policy_compile(struct cfg_ctx *c, const json_t *j)
 	    cfg_duration_ms(c, j, "per_try_idle_timeout", &rp->per_try_idle_timeout_ms) ||
 	    cfg_u64(c, j, "host_selection_retry_max_attempts", &hs))
 		goto error;
-	rp->host_selection_max_attempts = (uint32_t)MIN(MAX(hs, 1), 16);
+	rp->host_selection_max_attempts = (uint32_t)MIN(MAX(hs, 1), 1000);   /* re-picks only on retries */
 	if (on) {
 		const char *bad = NULL;
 		size_t badlen = 0;

@@ -71,7 +71,9 @@ def test_retry_moves_to_another_host_with_previous_hosts(remora, make_upstream, 
                     {"retry_on": "5xx", "num_retries": 1,
                      "retry_back_off": {"base_interval": "0.005s"},
                      "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts"}],
-                     "host_selection_retry_max_attempts": 10},
+                     # RANDOM over 2 hosts: 50 re-picks make a repeat of the failed
+                     # host a 2^-50 event, so the test cannot flake
+                     "host_selection_retry_max_attempts": 50},
                     cluster_extra={"lb_policy": "RANDOM"}))
     n = 40
     for i in range(n):
