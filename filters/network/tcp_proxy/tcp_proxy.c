@@ -13,6 +13,7 @@
 #include "proxy/worker.h"
 #include "proxy/log.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/upstream/lb_hash.h"
 
 #define TCP_PROXY_TYPE "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
@@ -35,6 +36,7 @@ struct tcp_proxy_cfg {
 	size_t n;
 	uint32_t total_weight;
 	uint64_t idle_timeout_ms;
+	bool hash_source_ip;             /* hash_policy: [{source_ip: {}}] */
 	struct stats_scope *stats;       /* owned */
 };
 
@@ -265,7 +267,14 @@ static void tcp_on_accept(const struct accept_info *ai, const void *vcfg)
 	t->cl = cfg->clusters[k];
 	t->timer = evtimer_new(w->base, timer_cb, t);
 	conn_setcb(t->super.bev, down_read, down_write, down_event, t);
-	struct host *h = cluster_pick_host(t->cl, w);
+	struct host *h;
+	if (cfg->hash_source_ip && cluster_lb_is_hash(t->cl)) {
+		const char *ip = t->super.peer_ip;
+		bool have = ip && *ip;
+		h = cluster_pick_host_hash(t->cl, w, have ? lb_xxhash64(ip, strlen(ip), 0) : 0, have);
+	} else {
+		h = cluster_pick_host(t->cl, w);
+	}
 	if (!h) {
 		stats_inc(cfg->stats, sh, TCP_downstream_cx_no_route);
 		stats_inc(t->cl->stats, sh, upstream_cx_none_healthy);
@@ -315,10 +324,43 @@ static int add_cluster(struct cfg_ctx *c, struct tcp_proxy_cfg *cfg, struct buil
 	return RM_OK;
 }
 
+/* hash_policy: at most one type.v3.HashPolicy; only source_ip (the
+ * downstream address, hashed like the HTTP source_ip policy) is supported. */
+static int parse_hash_policy(struct cfg_ctx *c, const json_t *j, struct tcp_proxy_cfg *cfg)
+{
+	static const char *const hf[] = { "source_ip", "filter_state", NULL };
+	const json_t *arr = cfg_enter(c, j, "hash_policy"), *e, *v;
+	int rc = 0;
+	if (!arr)
+		return 0;
+	if (cfg_expect_array(c, arr)) {
+		rc = -1;
+	} else if (json_array_size(arr) > 1) {
+		rc = cfg_fail(c, "at most one hash policy is allowed");
+	} else if (json_array_size(arr) == 1) {
+		e = cfg_enter_idx(c, arr, 0);
+		if (cfg_expect_object(c, e) || cfg_check_fields(c, e, hf)) {
+			rc = -1;
+		} else if (json_object_get(e, "filter_state")) {
+			rc = cfg_fail_field(c, e, "filter_state", "not supported yet");
+		} else if (!(v = json_object_get(e, "source_ip"))) {
+			rc = cfg_fail(c, "source_ip is required");
+		} else {
+			cfg_enter(c, e, "source_ip");
+			rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, (const char *const[]){ NULL });
+			cfg_leave(c);
+			cfg->hash_source_ip = !rc;
+		}
+		cfg_leave(c);
+	}
+	cfg_leave(c);
+	return rc;
+}
+
 static void *tcp_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 {
 	static const char *const f[] = { "stat_prefix", "cluster", "weighted_clusters",
-					 "idle_timeout", NULL };
+					 "idle_timeout", "hash_policy", NULL };
 	struct tcp_proxy_cfg *cfg = xcalloc(1, sizeof(*cfg));
 	const char *prefix = NULL, *cluster = NULL;
 	const json_t *wc;
@@ -327,6 +369,8 @@ static void *tcp_parse_config(struct cfg_ctx *c, const json_t *j, struct build_c
 	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, f) ||
 	    cfg_string_req(c, j, "stat_prefix", &prefix) || cfg_string(c, j, "cluster", &cluster) ||
 	    cfg_duration_ms(c, j, "idle_timeout", &cfg->idle_timeout_ms))
+		goto error;
+	if (parse_hash_policy(c, j, cfg))
 		goto error;
 	if (cluster) {
 		cfg_enter(c, j, "cluster");
