@@ -59,7 +59,10 @@ enum { CB_STATS(CB_ENUM) CB_STATS_N };
 
 /* Per-host counters kept per shard (for /clusters). */
 enum { HOST_CX_TOTAL, HOST_CX_ACTIVE, HOST_CX_CONNECT_FAIL, HOST_RQ_TOTAL, HOST_RQ_ACTIVE,
-       HOST_RQ_ERROR, HOST_RQ_SUCCESS, HOST_RQ_TIMEOUT, HOST_STATS_N };
+       HOST_RQ_ERROR, HOST_RQ_SUCCESS, HOST_RQ_TIMEOUT,
+       /* outlier detection's success-rate inputs (outlier.c), per attempt:
+        * externally / locally originated results, ok and failed */
+       HOST_OD_EXT_OK, HOST_OD_EXT_ERR, HOST_OD_LO_OK, HOST_OD_LO_ERR, HOST_STATS_N };
 
 enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS };
 enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV,
@@ -80,9 +83,11 @@ struct host {
 	int health_flags;                   /* HOST_FAILED_*; written by the main thread */
 	int consecutive_5xx;                /* atomic; outlier detection (all workers) */
 	int consecutive_gw;                 /* atomic; consecutive gateway failures */
+	int consecutive_lo;                 /* atomic; consecutive local-origin failures
+					       (split_external_local_origin_errors only) */
 	uint32_t ejections;                 /* main thread: times ejected (multiplier) */
 	uint64_t ejected_until_ms;          /* main thread */
-	int64_t od_prev_ok, od_prev_err;    /* main thread: counters at the last sweep */
+	int64_t od_prev[4];                 /* main thread: HOST_OD_* sums at the last interval */
 	int cb_cx;                          /* atomic: connections to this host (all workers) */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;

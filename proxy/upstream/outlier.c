@@ -2,7 +2,16 @@
  * hosts: Envoy's consecutive-failure detectors, fed by the filters from the
  * workers, and its success-rate / failure-percentage detectors, run by the
  * main thread every interval.  Ejection state lives in struct host and is
- * written by the main thread only. */
+ * written by the main thread only.
+ *
+ * With split_external_local_origin_errors, each host has two sets of
+ * inputs, as in Envoy: externally originated results (HTTP statuses) feed
+ * consecutive_5xx, consecutive_gateway_failure and the success-rate /
+ * failure-percentage detectors; locally originated ones (connect failure,
+ * timeout, reset; success = connected and answered) feed
+ * consecutive_local_origin_failure and the local-origin success-rate /
+ * failure-percentage detectors.  Without it, local-origin results are
+ * mapped to HTTP statuses and everything feeds the first set. */
 #include "outlier.h"
 
 #include <math.h>
@@ -12,15 +21,17 @@
 
 static const struct stat_desc od_stat_desc[] = { OD_STATS(STATS_DESC) };
 
-enum od_kind { OD_5XX, OD_GATEWAY, OD_SUCCESS_RATE, OD_FAILURE_PCT };
+uint64_t (*outlier_clock)(void) = now_ms;
+void (*outlier_post)(void (*fn)(void *arg), void *arg) = main_post;
+
+enum od_kind { OD_5XX, OD_GATEWAY, OD_LOCAL, OD_SUCCESS_RATE, OD_FAILURE_PCT,
+	       OD_LO_SUCCESS_RATE, OD_LO_FAILURE_PCT };
 
 struct od_msg {
 	struct cluster *cl;   /* ref */
 	struct host *h;       /* ref */
-	bool gateway;         /* consecutive gateway failures (else 5xx) */
+	enum od_kind kind;    /* OD_5XX, OD_GATEWAY or OD_LOCAL */
 };
-
-static bool od_try_eject(struct cluster *cl, struct host *h, enum od_kind kind);
 
 static size_t ejected_count(const struct cluster *cl)
 {
@@ -35,19 +46,26 @@ static size_t ejected_count(const struct cluster *cl)
 static bool od_try_eject(struct cluster *cl, struct host *h, enum od_kind kind)
 {
 	static const int detected[] = { OD_ejections_detected_consecutive_5xx,
-		OD_ejections_detected_consecutive_gateway_failure, OD_ejections_detected_success_rate,
-		OD_ejections_detected_failure_percentage };
+		OD_ejections_detected_consecutive_gateway_failure,
+		OD_ejections_detected_consecutive_local_origin_failure,
+		OD_ejections_detected_success_rate, OD_ejections_detected_failure_percentage,
+		OD_ejections_detected_local_origin_success_rate,
+		OD_ejections_detected_local_origin_failure_percentage };
 	static const int enforced[] = { OD_ejections_enforced_consecutive_5xx,
-		OD_ejections_enforced_consecutive_gateway_failure, OD_ejections_enforced_success_rate,
-		OD_ejections_enforced_failure_percentage };
+		OD_ejections_enforced_consecutive_gateway_failure,
+		OD_ejections_enforced_consecutive_local_origin_failure,
+		OD_ejections_enforced_success_rate, OD_ejections_enforced_failure_percentage,
+		OD_ejections_enforced_local_origin_success_rate,
+		OD_ejections_enforced_local_origin_failure_percentage };
 	const struct outlier_cfg *od = &cl->od;
-	uint32_t enforcing = kind == OD_5XX ? od->enforcing_5xx : kind == OD_GATEWAY ? od->enforcing_gw :
-			     kind == OD_SUCCESS_RATE ? od->enforcing_sr : od->enforcing_fp;
+	const uint32_t enforcing[] = { od->enforcing_5xx, od->enforcing_gw, od->enforcing_lo,
+				       od->enforcing_sr, od->enforcing_fp, od->enforcing_lo_sr,
+				       od->enforcing_lo_fp };
 
 	if (h->health_flags & HOST_FAILED_OUTLIER)
 		return false;
 	stats_inc(cl->od_stats, 0, detected[kind]);
-	if (rand_below(100) >= enforcing)
+	if (rand_below(100) >= enforcing[kind])
 		return false;
 	/* max_ejection_percent, but at least one host may always be ejected */
 	size_t n = cl->hs->n, ej = ejected_count(cl);
@@ -58,10 +76,11 @@ static bool od_try_eject(struct cluster *cl, struct host *h, enum od_kind kind)
 	h->ejections++;
 	uint64_t t = od->base_ejection_ms * h->ejections;
 	uint64_t cap = MAX(od->base_ejection_ms, od->max_ejection_ms);
-	h->ejected_until_ms = now_ms() + MIN(t, cap);
+	h->ejected_until_ms = outlier_clock() + MIN(t, cap);
 	__atomic_or_fetch(&h->health_flags, HOST_FAILED_OUTLIER, __ATOMIC_RELAXED);
 	__atomic_store_n(&h->consecutive_5xx, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&h->consecutive_gw, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->consecutive_lo, 0, __ATOMIC_RELAXED);
 	stats_inc(cl->od_stats, 0, OD_ejections_enforced_total);
 	stats_inc(cl->od_stats, 0, OD_ejections_total);
 	stats_inc(cl->od_stats, 0, enforced[kind]);
@@ -71,7 +90,9 @@ static bool od_try_eject(struct cluster *cl, struct host *h, enum od_kind kind)
 	return true;
 }
 
-/* Main thread: a worker saw a host cross a consecutive-failure threshold. */
+/* Main thread: a worker saw a host cross a consecutive-failure threshold.
+ * As Envoy, the counter that crossed starts again from zero whether or not
+ * the ejection was enforced, so another run of failures is detected again. */
 static void od_eject(void *arg)
 {
 	struct od_msg *m = arg;
@@ -80,33 +101,37 @@ static void od_eject(void *arg)
 
 	for (size_t i = 0; cl->hs && i < cl->hs->n && !present; i++)
 		present = cl->hs->hosts[i] == m->h;
-	if (present && cl->od_stats && od_try_eject(cl, m->h, m->gateway ? OD_GATEWAY : OD_5XX))
-		cluster_republish(cl);
+	if (present && cl->od_stats) {
+		int *ctr = m->kind == OD_5XX ? &m->h->consecutive_5xx :
+			   m->kind == OD_GATEWAY ? &m->h->consecutive_gw : &m->h->consecutive_lo;
+		bool ejected = od_try_eject(cl, m->h, m->kind);
+		__atomic_store_n(ctr, 0, __ATOMIC_RELAXED);
+		if (ejected)
+			cluster_republish(cl);
+	}
 	host_unref(m->h);
 	cluster_unref(cl);
 	free(m);
 }
 
-/* Main thread, each interval: Envoy's success-rate and failure-percentage
- * algorithms over the requests of the interval (hosts below the request
- * volume, or too few such hosts, are not judged). */
-static bool od_statistics(struct cluster *cl)
+/* Envoy's success-rate and failure-percentage algorithms over one input set
+ * (ok/err: HOST_OD_EXT_* or HOST_OD_LO_*; prev: index into h->od_prev) for
+ * the interval just ended.  Hosts below the request volume, or too few such
+ * hosts, are not judged. */
+static bool od_statistics_set(struct cluster *cl, int ok_idx, int err_idx, size_t prev,
+			      enum od_kind sr_kind, enum od_kind fp_kind, double *rate,
+			      int64_t *vol)
 {
 	const struct outlier_cfg *od = &cl->od;
-	size_t n = cl->hs ? cl->hs->n : 0;
-	if (!n)
-		return false;
-	double *rate = xcalloc(n, sizeof(double));
-	int64_t *vol = xcalloc(n, sizeof(int64_t));
+	size_t n = cl->hs->n, sr_hosts = 0, fp_hosts = 0;
 	bool changed = false;
-	size_t sr_hosts = 0, fp_hosts = 0;
 	double sum = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct host *h = cl->hs->hosts[i];
-		int64_t ok = host_stat(h, HOST_RQ_SUCCESS), err = host_stat(h, HOST_RQ_ERROR);
-		int64_t dok = ok - h->od_prev_ok, derr = err - h->od_prev_err;
-		h->od_prev_ok = ok;
-		h->od_prev_err = err;
+		int64_t ok = host_stat(h, ok_idx), err = host_stat(h, err_idx);
+		int64_t dok = ok - h->od_prev[prev], derr = err - h->od_prev[prev + 1];
+		h->od_prev[prev] = ok;
+		h->od_prev[prev + 1] = err;
 		vol[i] = dok + derr;
 		rate[i] = vol[i] ? 100.0 * (double)dok / (double)vol[i] : 100.0;
 		if (h->health_flags & HOST_FAILED_OUTLIER)
@@ -126,26 +151,37 @@ static bool od_statistics(struct cluster *cl)
 		double limit = mean - (od->sr_stdev_factor / 1000.0) * sqrt(var / (double)sr_hosts);
 		for (size_t i = 0; i < n; i++)
 			if (vol[i] >= od->sr_volume && rate[i] < limit)
-				changed |= od_try_eject(cl, cl->hs->hosts[i], OD_SUCCESS_RATE);
+				changed |= od_try_eject(cl, cl->hs->hosts[i], sr_kind);
 	}
 	if (fp_hosts >= od->fp_min_hosts && fp_hosts) {
 		for (size_t i = 0; i < n; i++)
 			if (vol[i] >= od->fp_volume && 100.0 - rate[i] >= od->fp_threshold)
-				changed |= od_try_eject(cl, cl->hs->hosts[i], OD_FAILURE_PCT);
+				changed |= od_try_eject(cl, cl->hs->hosts[i], fp_kind);
 	}
+	return changed;
+}
+
+static bool od_statistics(struct cluster *cl)
+{
+	size_t n = cl->hs ? cl->hs->n : 0;
+	if (!n)
+		return false;
+	double *rate = xcalloc(n, sizeof(double));
+	int64_t *vol = xcalloc(n, sizeof(int64_t));
+	bool changed = od_statistics_set(cl, HOST_OD_EXT_OK, HOST_OD_EXT_ERR, 0, OD_SUCCESS_RATE,
+					 OD_FAILURE_PCT, rate, vol);
+	if (cl->od.split)
+		changed |= od_statistics_set(cl, HOST_OD_LO_OK, HOST_OD_LO_ERR, 2, OD_LO_SUCCESS_RATE,
+					     OD_LO_FAILURE_PCT, rate, vol);
 	free(rate);
 	free(vol);
 	return changed;
 }
 
-/* Main thread, every interval: bring back hosts whose ejection ended. */
-static void od_sweep(evutil_socket_t fd, short what, void *arg)
+void outlier_interval(struct cluster *cl)
 {
-	struct cluster *cl = arg;
 	bool changed = false;
-	uint64_t now = now_ms();
-	(void)fd;
-	(void)what;
+	uint64_t now = outlier_clock();
 	for (size_t i = 0; cl->hs && i < cl->hs->n; i++) {
 		struct host *h = cl->hs->hosts[i];
 		if ((h->health_flags & HOST_FAILED_OUTLIER) && now >= h->ejected_until_ms) {
@@ -160,32 +196,90 @@ static void od_sweep(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-void cluster_outlier_report(struct cluster *cl, struct host *h, int status)
+/* Main thread, every interval. */
+static void od_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	outlier_interval(arg);
+}
+
+static void od_post(struct cluster *cl, struct host *h, enum od_kind kind)
+{
+	struct od_msg *m = xmalloc(sizeof(*m));
+	m->cl = cluster_ref(cl);
+	m->h = host_ref(h);
+	m->kind = kind;
+	outlier_post(od_eject, m);
+}
+
+/* Envoy's putHttpResponseCode: the externally originated detectors. */
+static void od_put_status(struct cluster *cl, struct host *h, unsigned sh, int status)
 {
 	const struct outlier_cfg *od = &cl->od;
-	if (!od->enabled || !h)
-		return;
-	if (status && status < 500) {
+	if (status < 500) {
+		host_stat_add(h, sh, HOST_OD_EXT_OK, 1);
+		/* loads first: successes, the common case, do not dirty the line */
 		if (__atomic_load_n(&h->consecutive_5xx, __ATOMIC_RELAXED))
 			__atomic_store_n(&h->consecutive_5xx, 0, __ATOMIC_RELAXED);
 		if (__atomic_load_n(&h->consecutive_gw, __ATOMIC_RELAXED))
 			__atomic_store_n(&h->consecutive_gw, 0, __ATOMIC_RELAXED);
 		return;
 	}
-	bool gw = !status || (status >= 502 && status <= 504);
+	host_stat_add(h, sh, HOST_OD_EXT_ERR, 1);
+	bool gw = status >= 502 && status <= 504;
 	int n5 = __atomic_add_fetch(&h->consecutive_5xx, 1, __ATOMIC_RELAXED);
 	int ng = gw ? __atomic_add_fetch(&h->consecutive_gw, 1, __ATOMIC_RELAXED) : 0;
-	if (!gw)
+	if (!gw && __atomic_load_n(&h->consecutive_gw, __ATOMIC_RELAXED))
 		__atomic_store_n(&h->consecutive_gw, 0, __ATOMIC_RELAXED);
 	bool hit5 = od->consecutive_5xx && (uint32_t)n5 == od->consecutive_5xx;
 	bool hitg = od->consecutive_gw && (uint32_t)ng == od->consecutive_gw;
-	if (!hit5 && !hitg)
+	/* both at once: both detected, as Envoy (5xx first: it is enforced by
+	 * default; the second finds the host ejected already) */
+	if (hit5)
+		od_post(cl, h, OD_5XX);
+	if (hitg)
+		od_post(cl, h, OD_GATEWAY);
+}
+
+void cluster_outlier_report(struct cluster *cl, struct host *h, enum outlier_result r,
+			    int status)
+{
+	const struct outlier_cfg *od = &cl->od;
+	if (!od->enabled || !h)
 		return;
-	struct od_msg *m = xmalloc(sizeof(*m));
-	m->cl = cluster_ref(cl);
-	m->h = host_ref(h);
-	m->gateway = !hit5;
-	main_post(od_eject, m);
+	unsigned sh = current_worker ? current_worker->shard : 0;
+	if (!od->split) {
+		switch (r) {
+		case OUTLIER_EXT_ORIGIN:           break;
+		case OUTLIER_LOCAL_CONNECT_FAILED:
+		case OUTLIER_LOCAL_RESET:          status = 503; break;
+		case OUTLIER_LOCAL_TIMEOUT:        status = 504; break;
+		case OUTLIER_LOCAL_SUCCESS_FINAL:  status = 200; break;
+		case OUTLIER_LOCAL_SUCCESS:        return;   /* the HTTP status follows */
+		}
+		od_put_status(cl, h, sh, status);
+		return;
+	}
+	switch (r) {
+	case OUTLIER_EXT_ORIGIN:
+		od_put_status(cl, h, sh, status);
+		return;
+	case OUTLIER_LOCAL_SUCCESS:
+	case OUTLIER_LOCAL_SUCCESS_FINAL:
+		host_stat_add(h, sh, HOST_OD_LO_OK, 1);
+		if (__atomic_load_n(&h->consecutive_lo, __ATOMIC_RELAXED))
+			__atomic_store_n(&h->consecutive_lo, 0, __ATOMIC_RELAXED);
+		return;
+	case OUTLIER_LOCAL_CONNECT_FAILED:
+	case OUTLIER_LOCAL_RESET:
+	case OUTLIER_LOCAL_TIMEOUT:
+		break;
+	}
+	host_stat_add(h, sh, HOST_OD_LO_ERR, 1);
+	int nl = __atomic_add_fetch(&h->consecutive_lo, 1, __ATOMIC_RELAXED);
+	if (od->consecutive_lo && (uint32_t)nl == od->consecutive_lo)
+		od_post(cl, h, OD_LOCAL);
 }
 
 int outlier_parse(struct cfg_ctx *c, const json_t *o, struct outlier_cfg *od)
@@ -197,7 +291,11 @@ int outlier_parse(struct cfg_ctx *c, const json_t *o, struct outlier_cfg *od)
 					 "success_rate_request_volume", "success_rate_stdev_factor",
 					 "enforcing_success_rate", "failure_percentage_minimum_hosts",
 					 "failure_percentage_request_volume", "failure_percentage_threshold",
-					 "enforcing_failure_percentage", NULL };
+					 "enforcing_failure_percentage", "split_external_local_origin_errors",
+					 "consecutive_local_origin_failure",
+					 "enforcing_consecutive_local_origin_failure",
+					 "enforcing_local_origin_success_rate",
+					 "enforcing_failure_percentage_local_origin", NULL };
 	od->enabled = true;
 	od->consecutive_5xx = 5;
 	od->consecutive_gw = 5;
@@ -215,6 +313,11 @@ int outlier_parse(struct cfg_ctx *c, const json_t *o, struct outlier_cfg *od)
 	od->fp_volume = 50;
 	od->fp_threshold = 85;
 	od->enforcing_fp = 0;
+	od->split = false;
+	od->consecutive_lo = 5;
+	od->enforcing_lo = 100;
+	od->enforcing_lo_sr = 100;
+	od->enforcing_lo_fp = 0;
 	if (cfg_expect_object(c, o) || cfg_check_fields(c, o, f) ||
 	    cfg_u32(c, o, "success_rate_minimum_hosts", &od->sr_min_hosts) ||
 	    cfg_u32(c, o, "success_rate_request_volume", &od->sr_volume) ||
@@ -231,10 +334,16 @@ int outlier_parse(struct cfg_ctx *c, const json_t *o, struct outlier_cfg *od)
 	    cfg_duration_ms(c, o, "interval", &od->interval_ms) ||
 	    cfg_duration_ms(c, o, "base_ejection_time", &od->base_ejection_ms) ||
 	    cfg_duration_ms(c, o, "max_ejection_time", &od->max_ejection_ms) ||
-	    cfg_u32(c, o, "max_ejection_percent", &od->max_ejection_percent))
+	    cfg_u32(c, o, "max_ejection_percent", &od->max_ejection_percent) ||
+	    cfg_bool(c, o, "split_external_local_origin_errors", &od->split) ||
+	    cfg_u32(c, o, "consecutive_local_origin_failure", &od->consecutive_lo) ||
+	    cfg_u32(c, o, "enforcing_consecutive_local_origin_failure", &od->enforcing_lo) ||
+	    cfg_u32(c, o, "enforcing_local_origin_success_rate", &od->enforcing_lo_sr) ||
+	    cfg_u32(c, o, "enforcing_failure_percentage_local_origin", &od->enforcing_lo_fp))
 		return RM_ERROR;
 	if (od->enforcing_5xx > 100 || od->enforcing_gw > 100 || od->max_ejection_percent > 100 ||
-	    od->enforcing_sr > 100 || od->enforcing_fp > 100 || od->fp_threshold > 100) {
+	    od->enforcing_sr > 100 || od->enforcing_fp > 100 || od->fp_threshold > 100 ||
+	    od->enforcing_lo > 100 || od->enforcing_lo_sr > 100 || od->enforcing_lo_fp > 100) {
 		cfg_fail(c, "percentages must be in 0..100");
 		return RM_ERROR;
 	}
