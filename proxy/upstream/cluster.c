@@ -1,4 +1,5 @@
-/* cluster.c - cluster config, host sets, load balancing, DNS refresh. */
+/* cluster.c - cluster config, host sets, load balancing, DNS refresh.  Outlier
+ * detection is in outlier.c. */
 #include "cluster.h"
 
 #include <math.h>
@@ -213,242 +214,6 @@ void cluster_republish(struct cluster *cl)
 	for (size_t i = 0; i < old->n; i++)
 		hosts[i] = host_ref(old->hosts[i]);
 	cluster_set_hostset_ex(cl, hostset_new(hosts, old->n, cl->panic_threshold), true);
-}
-
-/* ---- outlier detection ------------------------------------------------------ */
-
-static const struct stat_desc od_stat_desc[] = { OD_STATS(STATS_DESC) };
-
-enum od_kind { OD_5XX, OD_GATEWAY, OD_SUCCESS_RATE, OD_FAILURE_PCT };
-
-struct od_msg {
-	struct cluster *cl;   /* ref */
-	struct host *h;       /* ref */
-	bool gateway;         /* consecutive gateway failures (else 5xx) */
-};
-
-static bool od_try_eject(struct cluster *cl, struct host *h, enum od_kind kind);
-
-static size_t ejected_count(const struct cluster *cl)
-{
-	size_t n = 0;
-	for (size_t i = 0; cl->hs && i < cl->hs->n; i++)
-		n += !!(cl->hs->hosts[i]->health_flags & HOST_FAILED_OUTLIER);
-	return n;
-}
-
-/* Main thread: eject h for kind if enforcement and max_ejection_percent
- * allow; returns true if it was ejected (the caller republishes). */
-static bool od_try_eject(struct cluster *cl, struct host *h, enum od_kind kind)
-{
-	static const int detected[] = { OD_ejections_detected_consecutive_5xx,
-		OD_ejections_detected_consecutive_gateway_failure, OD_ejections_detected_success_rate,
-		OD_ejections_detected_failure_percentage };
-	static const int enforced[] = { OD_ejections_enforced_consecutive_5xx,
-		OD_ejections_enforced_consecutive_gateway_failure, OD_ejections_enforced_success_rate,
-		OD_ejections_enforced_failure_percentage };
-	const struct outlier_cfg *od = &cl->od;
-	uint32_t enforcing = kind == OD_5XX ? od->enforcing_5xx : kind == OD_GATEWAY ? od->enforcing_gw :
-			     kind == OD_SUCCESS_RATE ? od->enforcing_sr : od->enforcing_fp;
-
-	if (h->health_flags & HOST_FAILED_OUTLIER)
-		return false;
-	stats_inc(cl->od_stats, 0, detected[kind]);
-	if (rand_below(100) >= enforcing)
-		return false;
-	/* max_ejection_percent, but at least one host may always be ejected */
-	size_t n = cl->hs->n, ej = ejected_count(cl);
-	if (ej && (ej + 1) * 100 > (size_t)od->max_ejection_percent * n) {
-		stats_inc(cl->od_stats, 0, OD_ejections_overflow);
-		return false;
-	}
-	h->ejections++;
-	uint64_t t = od->base_ejection_ms * h->ejections;
-	uint64_t cap = MAX(od->base_ejection_ms, od->max_ejection_ms);
-	h->ejected_until_ms = now_ms() + MIN(t, cap);
-	__atomic_or_fetch(&h->health_flags, HOST_FAILED_OUTLIER, __ATOMIC_RELAXED);
-	__atomic_store_n(&h->consecutive_5xx, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&h->consecutive_gw, 0, __ATOMIC_RELAXED);
-	stats_inc(cl->od_stats, 0, OD_ejections_enforced_total);
-	stats_inc(cl->od_stats, 0, OD_ejections_total);
-	stats_inc(cl->od_stats, 0, enforced[kind]);
-	stats_gauge_set(cl->od_stats, OD_ejections_active, (int64_t)ejected_count(cl));
-	log_info("cluster '%s': host %s ejected by outlier detection for %llu ms", cl->name,
-		 h->addr_str, (unsigned long long)MIN(t, cap));
-	return true;
-}
-
-/* Main thread: a worker saw a host cross a consecutive-failure threshold. */
-static void od_eject(void *arg)
-{
-	struct od_msg *m = arg;
-	struct cluster *cl = m->cl;
-	bool present = false;
-
-	for (size_t i = 0; cl->hs && i < cl->hs->n && !present; i++)
-		present = cl->hs->hosts[i] == m->h;
-	if (present && cl->od_stats && od_try_eject(cl, m->h, m->gateway ? OD_GATEWAY : OD_5XX))
-		cluster_republish(cl);
-	host_unref(m->h);
-	cluster_unref(cl);
-	free(m);
-}
-
-/* Main thread, each interval: Envoy's success-rate and failure-percentage
- * algorithms over the requests of the interval (hosts below the request
- * volume, or too few such hosts, are not judged). */
-static bool od_statistics(struct cluster *cl)
-{
-	const struct outlier_cfg *od = &cl->od;
-	size_t n = cl->hs ? cl->hs->n : 0;
-	if (!n)
-		return false;
-	double *rate = xcalloc(n, sizeof(double));
-	int64_t *vol = xcalloc(n, sizeof(int64_t));
-	bool changed = false;
-	size_t sr_hosts = 0, fp_hosts = 0;
-	double sum = 0;
-	for (size_t i = 0; i < n; i++) {
-		struct host *h = cl->hs->hosts[i];
-		int64_t ok = host_stat(h, HOST_RQ_SUCCESS), err = host_stat(h, HOST_RQ_ERROR);
-		int64_t dok = ok - h->od_prev_ok, derr = err - h->od_prev_err;
-		h->od_prev_ok = ok;
-		h->od_prev_err = err;
-		vol[i] = dok + derr;
-		rate[i] = vol[i] ? 100.0 * (double)dok / (double)vol[i] : 100.0;
-		if (h->health_flags & HOST_FAILED_OUTLIER)
-			continue;
-		if (vol[i] >= od->sr_volume) {
-			sr_hosts++;
-			sum += rate[i];
-		}
-		if (vol[i] >= od->fp_volume)
-			fp_hosts++;
-	}
-	if (sr_hosts >= od->sr_min_hosts && sr_hosts) {
-		double mean = sum / (double)sr_hosts, var = 0;
-		for (size_t i = 0; i < n; i++)
-			if (!(cl->hs->hosts[i]->health_flags & HOST_FAILED_OUTLIER) && vol[i] >= od->sr_volume)
-				var += (rate[i] - mean) * (rate[i] - mean);
-		double limit = mean - (od->sr_stdev_factor / 1000.0) * sqrt(var / (double)sr_hosts);
-		for (size_t i = 0; i < n; i++)
-			if (vol[i] >= od->sr_volume && rate[i] < limit)
-				changed |= od_try_eject(cl, cl->hs->hosts[i], OD_SUCCESS_RATE);
-	}
-	if (fp_hosts >= od->fp_min_hosts && fp_hosts) {
-		for (size_t i = 0; i < n; i++)
-			if (vol[i] >= od->fp_volume && 100.0 - rate[i] >= od->fp_threshold)
-				changed |= od_try_eject(cl, cl->hs->hosts[i], OD_FAILURE_PCT);
-	}
-	free(rate);
-	free(vol);
-	return changed;
-}
-
-/* Main thread, every interval: bring back hosts whose ejection ended. */
-static void od_sweep(evutil_socket_t fd, short what, void *arg)
-{
-	struct cluster *cl = arg;
-	bool changed = false;
-	uint64_t now = now_ms();
-	(void)fd;
-	(void)what;
-	for (size_t i = 0; cl->hs && i < cl->hs->n; i++) {
-		struct host *h = cl->hs->hosts[i];
-		if ((h->health_flags & HOST_FAILED_OUTLIER) && now >= h->ejected_until_ms) {
-			__atomic_and_fetch(&h->health_flags, ~HOST_FAILED_OUTLIER, __ATOMIC_RELAXED);
-			changed = true;
-		}
-	}
-	changed |= od_statistics(cl);
-	if (changed) {
-		stats_gauge_set(cl->od_stats, OD_ejections_active, (int64_t)ejected_count(cl));
-		cluster_republish(cl);
-	}
-}
-
-void cluster_outlier_report(struct cluster *cl, struct host *h, int status)
-{
-	const struct outlier_cfg *od = &cl->od;
-	if (!od->enabled || !h)
-		return;
-	if (status && status < 500) {
-		if (__atomic_load_n(&h->consecutive_5xx, __ATOMIC_RELAXED))
-			__atomic_store_n(&h->consecutive_5xx, 0, __ATOMIC_RELAXED);
-		if (__atomic_load_n(&h->consecutive_gw, __ATOMIC_RELAXED))
-			__atomic_store_n(&h->consecutive_gw, 0, __ATOMIC_RELAXED);
-		return;
-	}
-	bool gw = !status || (status >= 502 && status <= 504);
-	int n5 = __atomic_add_fetch(&h->consecutive_5xx, 1, __ATOMIC_RELAXED);
-	int ng = gw ? __atomic_add_fetch(&h->consecutive_gw, 1, __ATOMIC_RELAXED) : 0;
-	if (!gw)
-		__atomic_store_n(&h->consecutive_gw, 0, __ATOMIC_RELAXED);
-	bool hit5 = od->consecutive_5xx && (uint32_t)n5 == od->consecutive_5xx;
-	bool hitg = od->consecutive_gw && (uint32_t)ng == od->consecutive_gw;
-	if (!hit5 && !hitg)
-		return;
-	struct od_msg *m = xmalloc(sizeof(*m));
-	m->cl = cluster_ref(cl);
-	m->h = host_ref(h);
-	m->gateway = !hit5;
-	main_post(od_eject, m);
-}
-
-static int parse_outlier(struct cfg_ctx *c, const json_t *o, struct cluster *cl)
-{
-	static const char *const f[] = { "consecutive_5xx", "consecutive_gateway_failure",
-					 "enforcing_consecutive_5xx", "enforcing_consecutive_gateway_failure",
-					 "interval", "base_ejection_time", "max_ejection_time",
-					 "max_ejection_percent", "success_rate_minimum_hosts",
-					 "success_rate_request_volume", "success_rate_stdev_factor",
-					 "enforcing_success_rate", "failure_percentage_minimum_hosts",
-					 "failure_percentage_request_volume", "failure_percentage_threshold",
-					 "enforcing_failure_percentage", NULL };
-	struct outlier_cfg *od = &cl->od;
-	od->enabled = true;
-	od->consecutive_5xx = 5;
-	od->consecutive_gw = 5;
-	od->enforcing_5xx = 100;
-	od->enforcing_gw = 0;
-	od->interval_ms = 10000;
-	od->base_ejection_ms = 30000;
-	od->max_ejection_ms = 300000;
-	od->max_ejection_percent = 10;
-	od->sr_min_hosts = 5;
-	od->sr_volume = 100;
-	od->sr_stdev_factor = 1900;
-	od->enforcing_sr = 100;
-	od->fp_min_hosts = 5;
-	od->fp_volume = 50;
-	od->fp_threshold = 85;
-	od->enforcing_fp = 0;
-	if (cfg_expect_object(c, o) || cfg_check_fields(c, o, f) ||
-	    cfg_u32(c, o, "success_rate_minimum_hosts", &od->sr_min_hosts) ||
-	    cfg_u32(c, o, "success_rate_request_volume", &od->sr_volume) ||
-	    cfg_u32(c, o, "success_rate_stdev_factor", &od->sr_stdev_factor) ||
-	    cfg_u32(c, o, "enforcing_success_rate", &od->enforcing_sr) ||
-	    cfg_u32(c, o, "failure_percentage_minimum_hosts", &od->fp_min_hosts) ||
-	    cfg_u32(c, o, "failure_percentage_request_volume", &od->fp_volume) ||
-	    cfg_u32(c, o, "failure_percentage_threshold", &od->fp_threshold) ||
-	    cfg_u32(c, o, "enforcing_failure_percentage", &od->enforcing_fp) ||
-	    cfg_u32(c, o, "consecutive_5xx", &od->consecutive_5xx) ||
-	    cfg_u32(c, o, "consecutive_gateway_failure", &od->consecutive_gw) ||
-	    cfg_u32(c, o, "enforcing_consecutive_5xx", &od->enforcing_5xx) ||
-	    cfg_u32(c, o, "enforcing_consecutive_gateway_failure", &od->enforcing_gw) ||
-	    cfg_duration_ms(c, o, "interval", &od->interval_ms) ||
-	    cfg_duration_ms(c, o, "base_ejection_time", &od->base_ejection_ms) ||
-	    cfg_duration_ms(c, o, "max_ejection_time", &od->max_ejection_ms) ||
-	    cfg_u32(c, o, "max_ejection_percent", &od->max_ejection_percent))
-		return RM_ERROR;
-	if (od->enforcing_5xx > 100 || od->enforcing_gw > 100 || od->max_ejection_percent > 100 ||
-	    od->enforcing_sr > 100 || od->enforcing_fp > 100 || od->fp_threshold > 100) {
-		cfg_fail(c, "percentages must be in 0..100");
-		return RM_ERROR;
-	}
-	if (!od->interval_ms)
-		od->interval_ms = 10000;
-	return RM_OK;
 }
 
 /* Worker w: adopt hs (a ref is passed in); orphan pools of hosts that left. */
@@ -1240,7 +1005,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	cl->buffer_limit = lim;
 	cl->dns_refresh_ms = refresh ? refresh : 5000;
 	if ((v = cfg_enter(c, j, "outlier_detection"))) {
-		int rc = parse_outlier(c, v, cl);
+		int rc = outlier_parse(c, v, &cl->od);
 		cfg_leave(c);
 		if (rc)
 			goto error;
@@ -1350,13 +1115,8 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 					    cluster_stat_desc, CLUSTER_STATS_N);
 		stats_scope_add_family(cl->stats, "upstream_rq");
 		free(scope);
-		if (cl->od.enabled) {
-			scope = xasprintf("cluster.%s.outlier_detection", cl->name);
-			cl->od_stats = stats_scope_new(b->stats, scope, "cluster.outlier_detection",
-						       "envoy_cluster_name", cl->name, od_stat_desc,
-						       OD_STATS_N);
-			free(scope);
-		}
+		if (cl->od.enabled)
+			cl->od_stats = outlier_stats_new(b->stats, cl->name);
 		if (cl->hc_cfg) {
 			scope = xasprintf("cluster.%s.health_check", cl->name);
 			cl->hc_stats = stats_scope_new(b->stats, scope, "cluster.health_check",
@@ -1514,12 +1274,8 @@ static void dns_round(struct cluster *cl)
 void cluster_start(struct cluster *cl, struct event_base *base,
 		   void (*on_init)(struct cluster *cl, void *arg), void *arg)
 {
-	if (cl->od.enabled) {
-		struct timeval tv = { (time_t)(cl->od.interval_ms / 1000),
-				      (suseconds_t)(cl->od.interval_ms % 1000) * 1000 };
-		cl->od_timer = event_new(base, -1, EV_PERSIST, od_sweep, cl);
-		event_add(cl->od_timer, &tv);
-	}
+	if (cl->od.enabled)
+		outlier_start(cl, base);
 	cl->on_init = on_init;
 	cl->on_init_arg = arg;
 	if (cl->hc_cfg)

@@ -14,6 +14,7 @@
 #include "../../stats/stats.h"
 #include "dns.h"
 #include "lb_hash.h"
+#include "outlier.h"
 
 struct worker;
 struct pool;
@@ -58,7 +59,10 @@ enum { CB_STATS(CB_ENUM) CB_STATS_N };
 
 /* Per-host counters kept per shard (for /clusters). */
 enum { HOST_CX_TOTAL, HOST_CX_ACTIVE, HOST_CX_CONNECT_FAIL, HOST_RQ_TOTAL, HOST_RQ_ACTIVE,
-       HOST_RQ_ERROR, HOST_RQ_SUCCESS, HOST_RQ_TIMEOUT, HOST_STATS_N };
+       HOST_RQ_ERROR, HOST_RQ_SUCCESS, HOST_RQ_TIMEOUT,
+       /* outlier detection's success-rate inputs (outlier.c), per attempt:
+        * externally / locally originated results, ok and failed */
+       HOST_OD_EXT_OK, HOST_OD_EXT_ERR, HOST_OD_LO_OK, HOST_OD_LO_ERR, HOST_STATS_N };
 
 enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS };
 enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV,
@@ -79,9 +83,11 @@ struct host {
 	int health_flags;                   /* HOST_FAILED_*; written by the main thread */
 	int consecutive_5xx;                /* atomic; outlier detection (all workers) */
 	int consecutive_gw;                 /* atomic; consecutive gateway failures */
+	int consecutive_lo;                 /* atomic; consecutive local-origin failures
+					       (split_external_local_origin_errors only) */
 	uint32_t ejections;                 /* main thread: times ejected (multiplier) */
 	uint64_t ejected_until_ms;          /* main thread */
-	int64_t od_prev_ok, od_prev_err;    /* main thread: counters at the last sweep */
+	int64_t od_prev[4];                 /* main thread: HOST_OD_* sums at the last interval */
 	int cb_cx;                          /* atomic: connections to this host (all workers) */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
@@ -111,33 +117,6 @@ struct hostset {
 	struct lb_hash_table *lbt;          /* owned; RING_HASH/MAGLEV lookup table built
 					       by the main thread for this set, else NULL */
 };
-
-struct outlier_cfg {                        /* cluster.outlier_detection */
-	bool enabled;
-	uint32_t consecutive_5xx;           /* default 5 */
-	uint32_t consecutive_gw;            /* consecutive_gateway_failure, default 5 */
-	uint32_t enforcing_5xx;             /* percent, default 100 */
-	uint32_t enforcing_gw;              /* percent, default 0 */
-	uint64_t interval_ms;               /* default 10 s */
-	uint64_t base_ejection_ms;          /* default 30 s */
-	uint64_t max_ejection_ms;           /* default 300 s */
-	uint32_t max_ejection_percent;      /* default 10 */
-	/* success rate: hosts below mean - stdev_factor/1000 x stdev are outliers */
-	uint32_t sr_min_hosts, sr_volume, sr_stdev_factor, enforcing_sr;  /* 5, 100, 1900, 100 */
-	/* failure percentage: hosts at or above the threshold are outliers */
-	uint32_t fp_min_hosts, fp_volume, fp_threshold, enforcing_fp;     /* 5, 50, 85, 0 */
-};
-
-#define OD_STATS(X) X(GAUGE, ejections_active) X(COUNTER, ejections_total)                    \
-	X(COUNTER, ejections_overflow) X(COUNTER, ejections_enforced_total)                    \
-	X(COUNTER, ejections_enforced_consecutive_5xx) X(COUNTER, ejections_detected_consecutive_5xx) \
-	X(COUNTER, ejections_enforced_consecutive_gateway_failure)                             \
-	X(COUNTER, ejections_detected_consecutive_gateway_failure)                             \
-	X(COUNTER, ejections_enforced_success_rate) X(COUNTER, ejections_detected_success_rate) \
-	X(COUNTER, ejections_enforced_failure_percentage)                                      \
-	X(COUNTER, ejections_detected_failure_percentage)
-#define OD_ENUM(type, name) OD_##name,
-enum { OD_STATS(OD_ENUM) OD_STATS_N };
 
 /* Worker w's view of a cluster. */
 struct cluster_worker {
@@ -260,10 +239,6 @@ static inline void host_stat_add(struct host *h, unsigned shard, int idx, int64_
 	h->stats[shard * HOST_STATS_N + idx] += v;
 }
 int64_t host_stat(const struct host *h, int idx);   /* summed over shards */
-
-/* A request to h finished with status (0: connect failure / reset /
- * timeout).  Any worker; feeds outlier detection. */
-void cluster_outlier_report(struct cluster *cl, struct host *h, int status);
 
 /* Concurrent retries allowed now: max_retries, or the retry budget. */
 uint32_t cluster_retry_limit(const struct cluster *cl);

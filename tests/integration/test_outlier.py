@@ -1,10 +1,13 @@
 """Outlier detection: consecutive 5xx ejects a host (it stops receiving
 traffic), it comes back after the ejection time, and max_ejection_percent
-holds.  Plus the healthy panic threshold."""
+holds.  Plus the healthy panic threshold, and locally originated errors
+(split_external_local_origin_errors) from the router and tcp_proxy."""
 
+import socket
 import time
 
-from harness import bootstrap, curl, http_listener, route, static_cluster, wait_until
+from harness import (bootstrap, curl, http_listener, route, static_cluster, tcp_proxy_listener,
+                     wait_until)
 
 
 def _cfg(admin, lport, ports_list, od, panic=None):
@@ -131,3 +134,95 @@ def test_failure_percentage_ejection(remora, make_upstream, ports):
     before = len(ups[0].requests)
     _hits(lport, 12)
     assert len(ups[0].requests) == before
+
+
+# ---- locally originated errors (split_external_local_origin_errors) -------------------
+
+OD = "cluster.backend.outlier_detection."
+
+
+def test_split_local_origin_ejects_refusing_host_not_500s(remora, make_upstream, ports):
+    """Split on: a host that refuses connections is ejected by
+    consecutive_local_origin_failure; a host answering 500s is not (its
+    connections work), and consecutive_5xx is out of reach here."""
+    good, errs = make_upstream("good"), make_upstream("errs")
+    errs.force_status = 500
+    dead = ports.get()   # nobody listens: connections are refused
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, [good.port, errs.port, dead],
+                    {"split_external_local_origin_errors": True,
+                     "consecutive_local_origin_failure": 3, "consecutive_5xx": 1000,
+                     "consecutive_gateway_failure": 1000, "interval": "0.2s",
+                     "base_ejection_time": "60s", "max_ejection_percent": 100}), concurrency=1)
+    statuses = [curl(f"http://127.0.0.1:{lport}/a{i}").status for i in range(9)]
+    # round robin: three of each; the refused ones are 503s
+    assert sorted(statuses) == [200] * 3 + [500] * 3 + [503] * 3, statuses
+    r.wait_stat(OD + "ejections_enforced_consecutive_local_origin_failure", lambda v: v == 1,
+                timeout=5)
+    assert r.stat(OD + "ejections_detected_consecutive_local_origin_failure") == 1
+    assert r.stat(OD + "ejections_active") == 1
+    clusters = r.admin_get("/clusters")[2].decode()
+    assert f"backend::127.0.0.1:{dead}::health_flags::/failed_outlier_check" in clusters
+    assert f"backend::127.0.0.1:{errs.port}::health_flags::healthy" in clusters
+    # from now on only good and errs answer, alternately; errs stays in
+    before = len(errs.requests)
+    statuses = [curl(f"http://127.0.0.1:{lport}/b{i}").status for i in range(12)]
+    assert sorted(statuses) == [200] * 6 + [500] * 6, statuses
+    assert len(errs.requests) == before + 6
+    assert r.stat(OD + "ejections_detected_consecutive_local_origin_failure") == 1
+    assert r.stat(OD + "ejections_detected_consecutive_5xx") == 0
+    assert r.stat(OD + "ejections_enforced_total") == 1
+    assert r.stat(OD + "ejections_active") == 1
+
+
+def test_split_off_connect_failures_count_as_5xx(remora, make_upstream, ports):
+    good = make_upstream("good")
+    dead = ports.get()
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, [good.port, dead],
+                    {"consecutive_5xx": 3, "consecutive_local_origin_failure": 1,
+                     "interval": "0.2s", "base_ejection_time": "60s",
+                     "max_ejection_percent": 100}), concurrency=1)
+    statuses = [curl(f"http://127.0.0.1:{lport}/c{i}").status for i in range(6)]
+    assert sorted(statuses) == [200] * 3 + [503] * 3, statuses
+    r.wait_stat(OD + "ejections_enforced_consecutive_5xx", lambda v: v == 1, timeout=5)
+    # the local-origin detector does not run without the split
+    assert r.stat(OD + "ejections_detected_consecutive_local_origin_failure") == 0
+    statuses = [curl(f"http://127.0.0.1:{lport}/d{i}").status for i in range(6)]
+    assert statuses == [200] * 6, statuses
+
+
+def _tcp_roundtrip(port, payload=b"ping"):
+    """True if the proxied connection echoes payload, False if it is closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            try:
+                chunk = s.recv(64)
+            except ConnectionResetError:
+                return False
+            if not chunk:
+                return False
+            got += chunk
+        return got == payload
+
+
+def test_tcp_proxy_connect_failures_eject(remora, echo_server, ports):
+    """tcp_proxy reports connect failures (and successes) as local-origin
+    results, as Envoy's does."""
+    dead = ports.get()
+    admin, lport = ports.get(), ports.get()
+    cluster = static_cluster("backend", [("127.0.0.1", echo_server.port), ("127.0.0.1", dead)],
+                             lb_policy="ROUND_ROBIN",
+                             outlier_detection={"split_external_local_origin_errors": True,
+                                                "consecutive_local_origin_failure": 2,
+                                                "interval": "0.2s", "base_ejection_time": "60s",
+                                                "max_ejection_percent": 100})
+    r = remora(bootstrap(admin, [tcp_proxy_listener(lport, "backend")], [cluster]), concurrency=1)
+    results = [_tcp_roundtrip(lport) for _ in range(4)]
+    assert sorted(results) == [False, False, True, True], results
+    r.wait_stat(OD + "ejections_enforced_consecutive_local_origin_failure", lambda v: v == 1,
+                timeout=5)
+    results = [_tcp_roundtrip(lport) for _ in range(4)]
+    assert results == [True] * 4, results

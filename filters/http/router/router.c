@@ -357,7 +357,8 @@ static void up_read(struct conn *bev, void *arg)
 	if (!r->head_done) {
 		if (read_head(r, in) != RM_OK)
 			return;
-		cluster_outlier_report(r->cl, r->host, r->resp.status);
+		cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_SUCCESS, 0);
+		cluster_outlier_report(r->cl, r->host, OUTLIER_EXT_ORIGIN, r->resp.status);
 		if (r->retry_on) {
 			const char *g = hdrs_get(&r->resp.hdrs, "grpc-status", NULL);
 			if (retry_maybe(r, FAIL_STATUS, r->resp.status, g ? atoi(g) : -1))
@@ -403,7 +404,7 @@ static void up_event(struct conn *bev, short what, void *arg)
 	}
 	stats_inc(r->cl->stats, sh, upstream_rq_rx_reset);
 	if (!r->head_done) {
-		cluster_outlier_report(r->cl, r->host, 0);
+		cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_RESET, 0);
 		if (retry_maybe(r, FAIL_RESET, 0, -1))
 			return;
 		fail(r, 503, RESET_BEFORE_HEADERS "connection termination",
@@ -423,6 +424,8 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	stats_inc(r->cl->stats, sh, upstream_rq_timeout);
 	host_stat_add(r->host, sh, HOST_RQ_TIMEOUT, 1);
+	if (r->connected && !r->head_done)   /* as Envoy: only an attempt awaiting headers */
+		cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_TIMEOUT, 0);
 	if (http_stream_response_started(r->s)) {
 		release_upstream(r, false);
 		rq_done(r, false);
@@ -476,7 +479,7 @@ static void try_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	stats_inc(r->cl->stats, sh, upstream_rq_per_try_timeout);
 	host_stat_add(r->host, sh, HOST_RQ_TIMEOUT, 1);
-	cluster_outlier_report(r->cl, r->host, 0);
+	cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_TIMEOUT, 0);
 	if (retry_maybe(r, FAIL_TIMEOUT, 0, -1))
 		return;
 	fail(r, 504, "upstream request timeout", "upstream_per_try_timeout");
@@ -501,7 +504,7 @@ static void idle_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	stats_inc(r->cl->stats, sh, upstream_rq_per_try_idle_timeout);
-	cluster_outlier_report(r->cl, r->host, 0);
+	cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_TIMEOUT, 0);
 	if (r->head_done) {
 		release_upstream(r, false);
 		rq_done(r, false);
@@ -727,7 +730,8 @@ static void on_pool_ready(void *arg, struct upstream_conn *uc, enum pool_err err
 	}
 	if (err) {
 		r->uc = NULL;
-		cluster_outlier_report(r->cl, r->host, 0);
+		if (err != POOL_E_OVERFLOW)   /* a local limit, not the host's fault */
+			cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_CONNECT_FAILED, 0);
 		if (retry_maybe(r, FAIL_CONNECT, 0, -1))
 			return;
 		char body[160];

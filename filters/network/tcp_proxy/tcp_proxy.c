@@ -186,6 +186,7 @@ static void up_event(struct conn *bev, short what, void *arg)
 	(void)bev;
 	if (what & CONN_CONNECTED) {
 		t->connected = true;
+		cluster_outlier_report(t->cl, t->host, OUTLIER_LOCAL_SUCCESS_FINAL, 0);
 		stats_hist_record(t->cl->stats, sh, upstream_cx_connect_ms,
 				  (double)(now_ms() - t->up_start_ms));
 		event_del(t->timer);
@@ -200,6 +201,7 @@ static void up_event(struct conn *bev, short what, void *arg)
 	if (!t->connected) {
 		stats_inc(t->cl->stats, sh, upstream_cx_connect_fail);
 		host_stat_add(t->host, sh, HOST_CX_CONNECT_FAIL, 1);
+		cluster_outlier_report(t->cl, t->host, OUTLIER_LOCAL_CONNECT_FAILED, 0);
 		tcp_close(t);
 		return;
 	}
@@ -220,6 +222,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	if (!t->connected) {
 		stats_inc(t->cl->stats, t->super.w->shard, upstream_cx_connect_timeout);
 		stats_inc(t->cl->stats, t->super.w->shard, upstream_cx_connect_fail);
+		cluster_outlier_report(t->cl, t->host, OUTLIER_LOCAL_CONNECT_FAILED, 0);
 		tcp_close(t);
 		return;
 	}
