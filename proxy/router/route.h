@@ -33,6 +33,7 @@
  *    port_redirect, path_redirect | prefix_rewrite, response_code
  *    (MOVED_PERMANENTLY 301 default, FOUND 302, SEE_OTHER 303,
  *    TEMPORARY_REDIRECT 307, PERMANENT_REDIRECT 308), strip_query.
+ *  RouteAction.rate_limits and VirtualHost.rate_limits (ratelimit_action.h).
  *  DirectResponseAction: status, body {inline_string | inline_bytes}.
  *  HeaderValueOption: header {key, value}, append (deprecated bool),
  *    append_action (APPEND_IF_EXISTS_OR_ADD default,
