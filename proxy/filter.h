@@ -71,8 +71,15 @@ struct http_filter_ops {
 					      struct http_headers *t);
 	enum filter_status (*encode_headers)(void *ctx, struct http_stream *s,
 					     struct http_headers *h, bool end_stream);
+	/* STOP from encode_data / encode_trailers: the filter has taken the
+	 * data (drained it into its own buffer) or trailers (copied) and sends
+	 * them on later with http_stream_encode_data_from() /
+	 * http_stream_encode_trailers_from(), which run only the filters
+	 * before it.  Anything left in data is dropped. */
 	enum filter_status (*encode_data)(void *ctx, struct http_stream *s,
 					  struct evbuffer *data, bool end_stream);
+	enum filter_status (*encode_trailers)(void *ctx, struct http_stream *s,
+					      struct http_headers *t);
 	/* The downstream side can take more data again (back-pressure released). */
 	void (*on_downstream_writable)(void *ctx, struct http_stream *s);
 	/* The downstream went away (reset / closed) before the stream finished. */

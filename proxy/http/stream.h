@@ -79,6 +79,13 @@ void **http_stream_conn_state(struct http_stream *s, const void *filter_cfg);
 void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, bool end_stream);
 void http_stream_encode_data(struct http_stream *s, struct evbuffer *data, bool end_stream);
 void http_stream_encode_trailers(struct http_stream *s, struct http_headers *t);
+/* A filter that returned STOP from encode_data / encode_trailers (it holds
+ * response data, e.g. to pace it) sends it on with these: only the filters
+ * before it (ctx: its per-stream context) run, then the codec. */
+void http_stream_encode_data_from(struct http_stream *s, const void *ctx, struct evbuffer *data,
+				  bool end_stream);
+void http_stream_encode_trailers_from(struct http_stream *s, const void *ctx,
+				      struct http_headers *t);
 /* A reply made by the proxy (text/plain body, may be NULL).  If the response
  * has already started, the stream is reset instead.  details is a static
  * string recorded for logs (Envoy's response code details). */
@@ -102,6 +109,13 @@ void http_stream_set_idle_timeout(struct http_stream *s, uint64_t ms);
  * should stop reading its source until on_downstream_writable.  A filter that
  * cannot take more request body pauses decoding and resumes later. */
 bool http_stream_downstream_blocked(const struct http_stream *s);
+/* A filter holding response data sets this while its buffer is full: the
+ * response source sees http_stream_downstream_blocked() and stops reading;
+ * clearing it calls the filters' on_downstream_writable (unless the socket
+ * itself is still blocked).  Reset with the stream. */
+void http_stream_set_encode_hold(struct http_stream *s, bool hold);
+/* Only the downstream socket's output over its limit (not encode holds). */
+bool http_stream_output_blocked(const struct http_stream *s);
 void http_stream_pause_decoding(struct http_stream *s);
 void http_stream_resume_decoding(struct http_stream *s);
 

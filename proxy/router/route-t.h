@@ -48,6 +48,14 @@ struct qp_matcher {
 	struct str_matcher sm;
 };
 
+/* QueryParameterMatcher lists outside a route (rate-limit actions): compile
+ * list member name of obj (absent: *out NULL, *n 0), free, and match the
+ * query of path (every matcher must match). */
+int route_qp_list_compile(struct cfg_ctx *c, const json_t *obj, const char *name,
+			  struct qp_matcher **out, uint32_t *n);
+void route_qp_list_free(struct qp_matcher *qm, uint32_t n);
+bool route_qp_list_match(const struct qp_matcher *qm, uint32_t n, const char *path, size_t len);
+
 /* HeaderValueOption.append_action; values as in the proto enum. */
 enum hdr_append_action {
 	HDR_APPEND_IF_EXISTS_OR_ADD,
@@ -144,6 +152,7 @@ struct virtual_host {
 	uint32_t buffer_limit;       /* per_request_buffer_limit_bytes, 0 = unset */
 	bool attempt_req, attempt_resp; /* include_(request_)attempt_count... */
 	struct route_filter_cfg *pfc; /* owned [rc->npf]: typed_per_filter_config, or NULL */
+	struct rl_policy_list *rate_limits; /* owned: virtual_host.rate_limits, or NULL */
 };
 
 struct retry_policy *retry_policy_compile(struct cfg_ctx *c, const json_t *j);

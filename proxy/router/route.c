@@ -8,6 +8,7 @@
  * set before they are filled), and the walker's path stack is restored to
  * where it was on entry. */
 #include "route-t.h"
+#include "ratelimit_action.h"
 
 #include <ctype.h>
 
@@ -198,6 +199,7 @@ static void route_free_one(struct route *r)
 	xfree(r->path_redirect);
 	hdr_mut_free(&r->hdrs);
 	retry_policy_free(r->own_retry);
+	rl_policy_list_free(e->rate_limits);
 }
 
 void route_config_free(struct route_config *rc)
@@ -215,6 +217,7 @@ void route_config_free(struct route_config *rc)
 		xfree(vh->routes);
 		xfree(vh->name);
 		retry_policy_free(vh->retry);
+		rl_policy_list_free(vh->rate_limits);
 		hdr_mut_free(&vh->hdrs);
 	}
 	xfree(rc->vhosts);
@@ -774,7 +777,9 @@ static const char *const ra_fields[] = {
 	"cluster", "weighted_clusters", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal",
 	"append_x_forwarded_host", "timeout", "idle_timeout", "upgrade_configs", "retry_policy",
 	"max_stream_duration",
-	"hash_policy", NULL,
+	"hash_policy",
+	"rate_limits",
+	NULL,
 };
 
 static const char *const hp_fields[] = {
@@ -944,7 +949,8 @@ static int route_action(struct cfg_ctx *c, const json_t *a, struct route *r)
 	    cfg_duration_ms(c, a, "timeout", &e->timeout_ms) ||
 	    cfg_duration_ms(c, a, "idle_timeout", &e->idle_timeout_ms) ||
 	    cfg_bool(c, a, "append_x_forwarded_host", &r->append_xfh) ||
-	    COMPILE_LIST(c, a, "hash_policy", r->hp, r->nhp, hash_policy))
+	    COMPILE_LIST(c, a, "hash_policy", r->hp, r->nhp, hash_policy) ||
+	    rl_policy_list_compile(c, a, "rate_limits", &e->rate_limits))
 		return RM_ERROR;
 	if (which == 0) {
 		if (cfg_string(c, a, "cluster", &s) != RM_OK)
@@ -1144,7 +1150,9 @@ static const char *const vh_fields[] = {
 	"name", "domains", "routes", "request_headers_to_add", "request_headers_to_remove",
 	"response_headers_to_add", "response_headers_to_remove", "retry_policy",
 	"include_request_attempt_count", "include_attempt_count_in_response",
-	"per_request_buffer_limit_bytes", "typed_per_filter_config", NULL,
+	"per_request_buffer_limit_bytes", "typed_per_filter_config",
+	"rate_limits",
+	NULL,
 };
 
 static int vh_domain(struct cfg_ctx *c, const json_t *v, struct virtual_host *vh,
@@ -1198,7 +1206,8 @@ static int vhost_cfg(struct cfg_ctx *c, const json_t *o, struct virtual_host *vh
 	    cfg_bool(c, o, "include_attempt_count_in_response", &vh->attempt_resp) ||
 	    cfg_u32(c, o, "per_request_buffer_limit_bytes", &vh->buffer_limit))
 		return RM_ERROR;
-	if (route_pf_compile(c, o, rc, &vh->pfc) != RM_OK)
+	if (route_pf_compile(c, o, rc, &vh->pfc) != RM_OK ||
+	    rl_policy_list_compile(c, o, "rate_limits", &vh->rate_limits) != RM_OK)
 		return RM_ERROR;
 	const json_t *vrp = cfg_enter(c, o, "retry_policy");
 	if (vrp) {
@@ -1247,6 +1256,7 @@ static int vhost_cfg(struct cfg_ctx *c, const json_t *o, struct virtual_host *vh
 				e->per_request_buffer_limit = vh->buffer_limit;
 			e->attempt_count_in_request = vh->attempt_req;
 			e->attempt_count_in_response = vh->attempt_resp;
+			e->vh_rate_limits = vh->rate_limits;
 		}
 		cfg_leave(c);
 	}
@@ -1332,4 +1342,34 @@ void route_config_for_each_cluster(const struct route_config *rc,
 				fn(e->wclusters[k].name, arg);
 		}
 	}
+}
+
+/* ------------------------------------------------------------------------
+ * QueryParameterMatcher lists outside a route (ratelimit_action.c) */
+
+int route_qp_list_compile(struct cfg_ctx *c, const json_t *obj, const char *name,
+			  struct qp_matcher **out, uint32_t *n)
+{
+	int depth = c->depth;
+
+	*out = NULL;
+	*n = 0;
+	if (COMPILE_LIST(c, obj, name, *out, *n, qp_matcher) != RM_OK) {
+		while (c->depth > depth)
+			cfg_leave(c);
+		route_qp_list_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+		return RM_ERROR;
+	}
+	return RM_OK;
+}
+
+void route_qp_list_free(struct qp_matcher *qm, uint32_t n)
+{
+	for (uint32_t i = 0; qm && i < n; i++) {
+		xfree(qm[i].name);
+		sm_free(&qm[i].sm);
+	}
+	xfree(qm);
 }

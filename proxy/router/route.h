@@ -33,6 +33,7 @@
  *    port_redirect, path_redirect | prefix_rewrite, response_code
  *    (MOVED_PERMANENTLY 301 default, FOUND 302, SEE_OTHER 303,
  *    TEMPORARY_REDIRECT 307, PERMANENT_REDIRECT 308), strip_query.
+ *  RouteAction.rate_limits and VirtualHost.rate_limits (ratelimit_action.h).
  *  DirectResponseAction: status, body {inline_string | inline_bytes}.
  *  HeaderValueOption: header {key, value}, append (deprecated bool),
  *    append_action (APPEND_IF_EXISTS_OR_ADD default,
@@ -48,6 +49,7 @@
 #include "../http/headers.h"
 
 struct route_config;      /* opaque; immutable after compile */
+struct rl_policy_list;    /* ratelimit_action.h */
 
 /* retry_on conditions (RetryPolicy.retry_on, x-envoy-retry-on). */
 #define RETRY_ON_5XX                 (1u << 0)
@@ -154,6 +156,10 @@ struct route_entry {
 	 * configuration: [filters->n] slots indexed by chain position, or NULL
 	 * when no level configures any filter.  Owned by the table. */
 	const struct route_filter_cfg *filter_cfgs;
+	/* rate_limits (ratelimit_action.h): the route action's (owned) and its
+	 * virtual host's (not owned); NULL when none. */
+	struct rl_policy_list *rate_limits;
+	const struct rl_policy_list *vh_rate_limits;
 };
 
 /* Compile a RouteConfiguration object (the value of HCM route_config).

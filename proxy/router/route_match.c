@@ -722,3 +722,16 @@ int route_redirect_location(const struct route_entry *re, const struct http_head
 	buf[b.len] = '\0';
 	return (int)b.len;
 }
+
+bool route_qp_list_match(const struct qp_matcher *qm, uint32_t n, const char *path, size_t len)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		const char *v;
+		size_t vn;
+		if (!query_param(path, len, qm[i].name, qm[i].name_len, &v, &vn))
+			return false;
+		if (qm[i].has_sm && !sm_match(&qm[i].sm, v, vn))
+			return false;
+	}
+	return true;
+}

@@ -13,7 +13,7 @@ import time
 import yaml
 
 from harness import (ROUTER_FILTER, HttpConn, bootstrap, curl, free_port, http_listener, remora_bin,
-                     route, route_config, static_cluster, virtual_host)
+                     pattern_sha256, route, route_config, static_cluster, virtual_host)
 
 FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 
@@ -385,8 +385,8 @@ def test_config_errors_name_the_field(tmp_path):
     prefix = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config."
     for fault, msg in [
         ({"downstream_nodes": ["a"]}, "downstream_nodes: not supported yet"),
-        ({"response_rate_limit": {"fixed_limit": {"limit_kbps": 1}}},
-         "response_rate_limit: not supported yet"),
+        ({"response_rate_limit": {"fixed_limit": {"limit_kbps": 0}}},
+         "response_rate_limit.fixed_limit.limit_kbps: must be in 1..2^40"),
         ({"abort": {"http_status": 700}}, "abort.http_status: must be in 200..599"),
         ({"delay": {"fixed_delay": "0s"}}, "delay.fixed_delay: must be greater than 0s"),
     ]:
@@ -395,3 +395,79 @@ def test_config_errors_name_the_field(tmp_path):
         assert prefix + msg in out, out
     rc, out = _validate(tmp_path, {"delay_percent_runtime": "fault.http.x", "abort": {"http_status": 503}})
     assert rc == 0, out
+
+
+# ---- response_rate_limit ----------------------------------------------------------------
+
+def _timed_download(lport, path, headers=None):
+    """GET path; returns (status, headers, body, seconds from the response
+    headers to the last body byte)."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", lport, timeout=30)
+    try:
+        c.request("GET", path, headers={"host": "test.local", **(headers or {})})
+        resp = c.getresponse()
+        t0 = time.monotonic()
+        body = resp.read()
+        return resp.status, dict(resp.getheaders()), body, time.monotonic() - t0
+    finally:
+        c.close()
+
+
+SIZE = 200 * 1024
+
+
+def test_response_rate_limit_paces_body(remora, upstream, ports):
+    """200 KiB at limit_kbps 100 takes ~2 s (measured, 70-130 % of the
+    nominal rate); the body arrives intact and the stat counts it."""
+    r, lport = start(remora, upstream, ports,
+                     {"response_rate_limit": {"fixed_limit": {"limit_kbps": 100},
+                                              "percentage": pct(100)}})
+    for path in (f"/big?bytes={SIZE}", f"/big?bytes={SIZE}&chunked=1"):
+        st, _, body, secs = _timed_download(lport, path)
+        assert st == 200 and len(body) == SIZE
+        assert hashlib.sha256(body).hexdigest() == pattern_sha256(SIZE)
+        rate = SIZE / 1024 / secs                      # KiB/s
+        assert 70 <= rate <= 130, (path, secs, rate)
+    r.wait_stat("http.ingress_http.fault.response_rl_injected", lambda v: v == 2)
+    r.wait_stat("http.ingress_http.fault.active_faults", lambda v: v == 0)
+
+
+def test_response_rate_limit_trailers_after_body(remora, upstream, ports):
+    _, lport = start(remora, upstream, ports,
+                     {"response_rate_limit": {"fixed_limit": {"limit_kbps": 400},
+                                              "percentage": pct(100)}})
+    with HttpConn(lport, timeout=20) as c:
+        c.request("GET", f"/t?bytes={64 * 1024}&chunked=1&trailers=1")
+        t0 = time.monotonic()
+        resp = c.read_response()
+        secs = time.monotonic() - t0
+    assert resp.status == 200 and len(resp.body) == 64 * 1024
+    assert hashlib.sha256(resp.body).hexdigest() == pattern_sha256(64 * 1024)
+    trailers = {k.lower(): v for k, v in (resp.trailers or [])} if not isinstance(
+        resp.trailers, dict) else resp.trailers
+    assert "x-trailer-one" in trailers, resp.trailers
+    assert secs >= 0.1           # paced: 64 KiB at 400 KiB/s is ~0.15 s
+
+
+def test_response_rate_limit_percentage_zero_and_header_control(remora, upstream, ports):
+    """percentage 0: no pacing (and no stat); header_limit: the rate comes
+    from x-envoy-fault-throughput-response, absent header = none."""
+    r, lport = start(remora, upstream, ports,
+                     {"response_rate_limit": {"fixed_limit": {"limit_kbps": 10},
+                                              "percentage": pct(0)}})
+    st, _, body, secs = _timed_download(lport, f"/big?bytes={SIZE}")
+    assert st == 200 and len(body) == SIZE
+    assert secs < 5          # 10 KiB/s would need 20 s
+    assert r.stat("http.ingress_http.fault.response_rl_injected") == 0
+
+    r2, lport2 = start(remora, upstream, ports,
+                       {"response_rate_limit": {"header_limit": {}, "percentage": pct(100)}})
+    st, _, body, secs = _timed_download(lport2, f"/big?bytes={SIZE}")
+    assert st == 200 and len(body) == SIZE and secs < 5
+    st, _, body, secs = _timed_download(lport2, f"/big?bytes={SIZE}",
+                                        {"x-envoy-fault-throughput-response": "200"})
+    assert st == 200 and len(body) == SIZE
+    rate = SIZE / 1024 / secs
+    assert 140 <= rate <= 260, (secs, rate)
+    r2.wait_stat("http.ingress_http.fault.response_rl_injected", lambda v: v == 1)

@@ -10,8 +10,8 @@ import socket
 import threading
 import time
 
-from harness import (ROUTER_FILTER, bootstrap, http_listener, route, static_cluster,
-                     tcp_proxy_listener)
+from harness import (ROUTER_FILTER, bootstrap, http_listener, route, route_config,
+                     static_cluster, tcp_proxy_listener, virtual_host)
 
 LRL_TYPE = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 NLRL_TYPE = "type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit"
@@ -204,6 +204,103 @@ def test_shared_bucket_across_workers(remora, ports, upstream):
         statuses.append(get(c)[0])
         c.close()
     assert statuses.count(200) == 4 and statuses.count(429) == 6, statuses
+
+
+# ---- descriptors and route rate_limits ----------------------------------------------
+
+def start_rc(remora, ports, upstream, rc, concurrency=2, **cfg):
+    admin, lport = ports.get(), ports.get()
+    listener = http_listener(lport, rc=rc, http_filters=[lrl_filter(**cfg), ROUTER_FILTER])
+    r = remora(bootstrap(admin, [listener], [static_cluster("backend", upstream.port)]),
+               concurrency=concurrency)
+    return r, lport
+
+
+def get_h(conn, path="/", **headers):
+    conn.request("GET", path, headers={"host": "test.local", **headers})
+    resp = conn.getresponse()
+    body = resp.read()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+
+USER_ACTION = {"actions": [{"request_headers": {"header_name": "x-user",
+                                                "descriptor_key": "user"}}]}
+
+
+def test_descriptor_bucket_limits_only_matching_requests(remora, ports, upstream):
+    """A descriptor bucket (2 tokens) for user=alice: alice's third request
+    gets a 429 whose x-ratelimit-* headers describe that bucket; bob and
+    header-less requests use only the large default bucket and pass."""
+    rc = route_config([virtual_host([route({"prefix": "/"}, "backend",
+                                           rate_limits=[USER_ACTION])])])
+    r, lport = start_rc(
+        remora, ports, upstream, rc, concurrency=2,
+        token_bucket={"max_tokens": 1000, "fill_interval": "60s"},
+        descriptors=[{"entries": [{"key": "user", "value": "alice"}],
+                      "token_bucket": {"max_tokens": 2, "fill_interval": "60s"}}],
+        filter_enabled=ALL, filter_enforced=ALL,
+        enable_x_ratelimit_headers="DRAFT_VERSION_03")
+    c = new_conn(lport)
+    alice = [get_h(c, **{"x-user": "alice"}) for _ in range(4)]
+    assert [st for st, _, _ in alice] == [200, 200, 429, 429]
+    assert [h["x-ratelimit-limit"] for _, h, _ in alice] == ["2"] * 4
+    assert [h["x-ratelimit-remaining"] for _, h, _ in alice] == ["1", "0", "0", "0"]
+    assert alice[2][1]["x-envoy-ratelimited"] == "true"
+    assert alice[2][2] == b"local_rate_limited"
+    others = [get_h(c, **{"x-user": "bob"}) for _ in range(5)] + [get_h(c) for _ in range(5)]
+    assert [st for st, _, _ in others] == [200] * 10
+    assert all(h["x-ratelimit-limit"] == "1000" for _, h, _ in others)
+    c.close()
+    # a fresh connection (possibly another worker) sees the same shared bucket
+    c = new_conn(lport)
+    assert get_h(c, **{"x-user": "alice"})[0] == 429
+    c.close()
+    r.wait_stat("rl.http_local_rate_limit.rate_limited", lambda v: v == 3)
+    assert r.stat("rl.http_local_rate_limit.ok") == 12
+
+
+def test_descriptor_also_consumes_default_bucket(remora, ports, upstream):
+    """always_consume_default_token_bucket (default true): a matched request
+    takes from the default bucket too; with false it does not."""
+    rc = route_config([virtual_host([route({"prefix": "/"}, "backend",
+                                           rate_limits=[USER_ACTION])])])
+    desc = [{"entries": [{"key": "user", "value": "alice"}],
+             "token_bucket": {"max_tokens": 100, "fill_interval": "60s"}}]
+    r, lport = start_rc(remora, ports, upstream, rc,
+                        token_bucket={"max_tokens": 3, "fill_interval": "60s"},
+                        descriptors=desc, filter_enabled=ALL, filter_enforced=ALL)
+    c = new_conn(lport)
+    assert [get_h(c, **{"x-user": "alice"})[0] for _ in range(4)] == [200, 200, 200, 429]
+    assert get_h(c)[0] == 429                    # the default bucket is empty for all
+    c.close()
+
+    r2, lport2 = start_rc(remora, ports, upstream, rc,
+                          token_bucket={"max_tokens": 3, "fill_interval": "60s"},
+                          descriptors=desc, filter_enabled=ALL, filter_enforced=ALL,
+                          always_consume_default_token_bucket=False)
+    c = new_conn(lport2)
+    assert [get_h(c, **{"x-user": "alice"})[0] for _ in range(6)] == [200] * 6
+    assert [get_h(c)[0] for _ in range(4)] == [200, 200, 200, 429]
+    c.close()
+
+
+def test_virtual_host_rate_limits_and_vh_mode(remora, ports, upstream):
+    """The virtual host's rate_limits apply to a route without its own
+    (OVERRIDE, the default); IGNORE drops them."""
+    vh = virtual_host([route({"prefix": "/"}, "backend")])
+    vh["rate_limits"] = [{"actions": [{"generic_key": {"descriptor_value": "vh"}}]}]
+    desc = [{"entries": [{"key": "generic_key", "value": "vh"}],
+             "token_bucket": {"max_tokens": 1, "fill_interval": "60s"}}]
+    r, lport = start_rc(remora, ports, upstream, route_config([vh]), descriptors=desc,
+                        filter_enabled=ALL, filter_enforced=ALL)
+    c = new_conn(lport)
+    assert [get_h(c)[0] for _ in range(3)] == [200, 429, 429]
+    c.close()
+    r2, lport2 = start_rc(remora, ports, upstream, route_config([vh]), descriptors=desc,
+                          filter_enabled=ALL, filter_enforced=ALL, vh_rate_limits="IGNORE")
+    c = new_conn(lport2)
+    assert [get_h(c)[0] for _ in range(3)] == [200] * 3
+    c.close()
 
 
 # ---- network filter --------------------------------------------------------------------

@@ -6,6 +6,7 @@
  * abort is a local reply.  Per-stream contexts are recycled per thread with
  * their timer, so a request allocates nothing here. */
 #include <event2/event.h>
+#include <event2/buffer.h>
 #include "fault.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
@@ -21,6 +22,12 @@
 #define H_ABORT "x-envoy-fault-abort-request"
 #define H_ABORT_GRPC "x-envoy-fault-abort-grpc-request"
 #define H_ABORT_PCT "x-envoy-fault-abort-request-percentage"
+#define H_RL "x-envoy-fault-throughput-response"
+#define H_RL_PCT "x-envoy-fault-throughput-response-percentage"
+
+#define RL_TICK_MS 50                      /* pacing slice */
+#define RL_TICKS_PER_S (1000 / RL_TICK_MS)
+#define RL_HOLD_BYTES (64 * 1024)          /* held body that stops the source */
 
 static const struct stat_desc fault_stat_desc[] = { FAULT_STATS(STATS_DESC) };
 
@@ -109,6 +116,24 @@ uint64_t fault_delay_ms(const struct fault_cfg *cfg, const struct http_headers *
 			return 0;
 		/* bounded so the timeval cannot overflow; ~31 years */
 		return fault_header_u64(h, H_DELAY, (uint64_t)1 << 40, &ms) ? ms : 0;
+	default:
+		return 0;
+	}
+}
+
+uint64_t fault_response_kbps(const struct fault_cfg *cfg, const struct http_headers *h,
+			     uint64_t rnd)
+{
+	uint64_t kbps;
+
+	switch (cfg->rl) {
+	case FAULT_RL_FIXED:
+		return fault_pct_hit(cfg->rl_pct, rnd) ? cfg->rl_kbps : 0;
+	case FAULT_RL_HEADER:
+		if (!fault_pct_hit(fault_header_pct(cfg->rl_pct, h, H_RL_PCT), rnd))
+			return 0;
+		/* bounded so bytes per slice cannot overflow */
+		return fault_header_u64(h, H_RL, (uint64_t)1 << 40, &kbps) ? kbps : 0;
 	default:
 		return 0;
 	}
@@ -280,7 +305,40 @@ static const char *const runtime_fields[] = {
 	"abort_http_status_runtime", "max_active_faults_runtime",
 	"response_rate_limit_percent_runtime", "abort_grpc_status_runtime", NULL,
 };
-static const char *const unsupported_fields[] = { "downstream_nodes", "response_rate_limit", NULL };
+static const char *const unsupported_fields[] = { "downstream_nodes", NULL };
+
+/* FaultRateLimit {fixed_limit {limit_kbps} | header_limit {}, percentage}. */
+static int parse_rate_limit(struct cfg_ctx *c, const json_t *r, struct fault_cfg *cfg)
+{
+	static const char *const f[] = { "fixed_limit", "header_limit", "percentage", NULL };
+	static const char *const spec[] = { "fixed_limit", "header_limit", NULL };
+	static const char *const ff[] = { "limit_kbps", NULL };
+	const json_t *fl;
+	int which;
+
+	if (cfg_expect_object(c, r) || cfg_check_fields(c, r, f))
+		return RM_ERROR;
+	if ((which = one_of(c, r, spec, "'fixed_limit' or 'header_limit'")) < 0)
+		return RM_ERROR;
+	if (which == 0) {
+		cfg->rl = FAULT_RL_FIXED;
+		if (!(fl = cfg_enter(c, r, "fixed_limit")) || cfg_expect_object(c, fl) ||
+		    cfg_check_fields(c, fl, ff))
+			return RM_ERROR;
+		if (!cfg_get(fl, "limit_kbps"))
+			return (cfg_enter_req(c, fl, "limit_kbps"), RM_ERROR);
+		if (cfg_u64(c, fl, "limit_kbps", &cfg->rl_kbps))
+			return RM_ERROR;
+		if (!cfg->rl_kbps || cfg->rl_kbps > ((uint64_t)1 << 40))
+			return cfg_fail_field(c, fl, "limit_kbps", "must be in 1..2^40");
+		cfg_leave(c);
+	} else {
+		cfg->rl = FAULT_RL_HEADER;
+		if (parse_empty(c, r, "header_limit"))
+			return RM_ERROR;
+	}
+	return parse_pct(c, r, &cfg->rl_pct);
+}
 
 /* Enter member name of obj and run fn on it; absent is fine. */
 static int member(struct cfg_ctx *c, const json_t *obj, const char *name,
@@ -313,6 +371,7 @@ static int parse_settings(struct cfg_ctx *c, const json_t *j, struct fault_cfg *
 		if (cfg_string(c, j, runtime_fields[i], &ignored))
 			return RM_ERROR;
 	if (member(c, j, "delay", parse_delay, cfg) || member(c, j, "abort", parse_abort, cfg) ||
+	    member(c, j, "response_rate_limit", parse_rate_limit, cfg) ||
 	    cfg_string(c, j, "upstream_cluster", &uc) ||
 	    cfg_bool(c, j, "disable_downstream_cluster_stats", &no_ds_stats) ||
 	    header_match_list_compile(c, j, "headers", &cfg->headers))
@@ -378,6 +437,18 @@ struct fault_filter {
 	struct event_base *base;         /* the timer's base */
 	bool active;                     /* counted in active_faults */
 	struct fault_filter *next_free;  /* per-thread free list link */
+	/* response_rate_limit: the body is held in rl_buf and sent rl_tick
+	 * bytes per RL_TICK_MS by rl_timer */
+	uint64_t rl_tick;                /* bytes per slice; 0 = not limited */
+	struct evbuffer *rl_buf;         /* owned, kept while cached: held body */
+	struct evbuffer *rl_out;         /* owned, kept while cached: one slice */
+	struct event *rl_timer;          /* owned, kept while cached */
+	uint64_t rl_next_ms;             /* earliest time of the next slice */
+	bool rl_end;                     /* end_stream is held too */
+	bool rl_has_trailers;            /* rl_trailers are held */
+	bool rl_wait_output;             /* paused: the downstream socket is full */
+	bool rl_hold;                    /* asked the source to stop */
+	struct http_headers rl_trailers; /* owned while rl_has_trailers */
 };
 
 #define FAULT_CACHE_MAX 256
@@ -464,7 +535,8 @@ static void delay_done(evutil_socket_t fd, short what, void *arg)
 		do_abort(f, status, grpc);
 		return;
 	}
-	deactivate(f);   /* the delay is over and nothing else is injected */
+	if (!f->rl_tick)
+		deactivate(f);   /* the delay is over and nothing else is injected */
 	http_stream_continue_decoding(f->s);
 }
 
@@ -491,6 +563,9 @@ static void *fault_create(struct http_stream *s, const void *vcfg)
 	f->active = false;
 	f->shared_counted = false;
 	f->next_free = NULL;
+	f->rl_tick = 0;
+	f->rl_next_ms = 0;
+	f->rl_end = f->rl_has_trailers = f->rl_wait_output = f->rl_hold = false;
 	return f;
 }
 
@@ -498,6 +573,12 @@ static void fault_release(struct fault_filter *f)
 {
 	if (f->timer)
 		event_free(f->timer);
+	if (f->rl_timer)
+		event_free(f->rl_timer);
+	if (f->rl_buf)
+		evbuffer_free(f->rl_buf);
+	if (f->rl_out)
+		evbuffer_free(f->rl_out);
 	xfree(f);
 }
 
@@ -508,6 +589,14 @@ static void fault_destroy(void *ctx)
 		return;
 	if (f->timer)
 		event_del(f->timer);
+	if (f->rl_timer)
+		event_del(f->rl_timer);
+	if (f->rl_buf)
+		evbuffer_drain(f->rl_buf, evbuffer_get_length(f->rl_buf));
+	if (f->rl_has_trailers)
+		hdrs_free(&f->rl_trailers);
+	f->rl_has_trailers = false;
+	f->rl_tick = 0;
 	deactivate(f);
 	f->s = NULL;
 	f->cfg = NULL;
@@ -555,10 +644,17 @@ static enum filter_status fault_decode_headers(void *ctx, struct http_stream *s,
 	int status, grpc;
 	(void)end_stream;
 
-	if (cfg->delay == FAULT_DELAY_NONE && cfg->abort == FAULT_ABORT_NONE)
+	if (cfg->delay == FAULT_DELAY_NONE && cfg->abort == FAULT_ABORT_NONE &&
+	    cfg->rl == FAULT_RL_NONE)
 		return FILTER_CONTINUE;
 	if (!cluster_matches(cfg, s, h) || !header_match_list_match(cfg->headers, h))
 		return FILTER_CONTINUE;
+	/* Envoy's maybeSetupResponseRateLimit comes first */
+	uint64_t kbps = http_stream_is_upgrade(s) ? 0 : fault_response_kbps(cfg, h, rand_u64());
+	if (kbps && try_activate(f)) {
+		stats_inc(f->cfg->stats, shard(f), response_rl_injected);
+		f->rl_tick = MAX(kbps * 1024 / RL_TICKS_PER_S, 1);
+	}
 	if ((ms = fault_delay_ms(cfg, h, rand_u64())) && try_activate(f)) {
 		struct worker *w = http_stream_worker(s);
 		if (!f->timer) {
@@ -584,6 +680,111 @@ static enum filter_status fault_decode_headers(void *ctx, struct http_stream *s,
 	return FILTER_CONTINUE;
 }
 
+/* ---- response pacing ------------------------------------------------------------- */
+
+static void rl_schedule(struct fault_filter *f)
+{
+	uint64_t now = now_ms();
+	struct timeval tv = { 0, 0 };
+	if (f->rl_next_ms > now) {
+		uint64_t ms = f->rl_next_ms - now;
+		tv.tv_sec = (time_t)(ms / 1000);
+		tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	}
+	if (!evtimer_pending(f->rl_timer, NULL))
+		evtimer_add(f->rl_timer, &tv);
+}
+
+/* One slice: send up to rl_tick bytes (and what ends the response once the
+ * body is out), then let the source go on if the held body is small. */
+static void rl_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fault_filter *f = arg;
+	struct http_stream *s = f->s;
+	(void)fd;
+	(void)what;
+	if (!s)
+		return;
+	if (http_stream_output_blocked(s)) {
+		f->rl_wait_output = true;   /* on_downstream_writable resumes */
+		return;
+	}
+	size_t held = evbuffer_get_length(f->rl_buf);
+	size_t n = (size_t)MIN((uint64_t)held, f->rl_tick);
+	bool last = n == held;
+	if (n)
+		evbuffer_remove_buffer(f->rl_buf, f->rl_out, n);
+	f->rl_next_ms = now_ms() + RL_TICK_MS;
+	if (n || (last && f->rl_end && !f->rl_has_trailers)) {
+		bool end = last && f->rl_end && !f->rl_has_trailers;
+		if (end)
+			f->rl_end = false;
+		http_stream_encode_data_from(s, f, f->rl_out, end);
+	}
+	if (last && f->rl_has_trailers) {
+		f->rl_has_trailers = false;
+		http_stream_encode_trailers_from(s, f, &f->rl_trailers);
+		hdrs_free(&f->rl_trailers);
+	}
+	if (evbuffer_get_length(f->rl_buf))
+		rl_schedule(f);
+	if (f->rl_hold && evbuffer_get_length(f->rl_buf) < RL_HOLD_BYTES) {
+		f->rl_hold = false;
+		http_stream_set_encode_hold(s, false);   /* may call encode_data again */
+	}
+}
+
+static enum filter_status fault_encode_data(void *ctx, struct http_stream *s,
+					    struct evbuffer *data, bool end_stream)
+{
+	struct fault_filter *f = ctx;
+	if (!f->rl_tick)
+		return FILTER_CONTINUE;
+	if (!f->rl_buf) {
+		f->rl_buf = evbuffer_new();
+		f->rl_out = evbuffer_new();
+		if (!f->rl_buf || !f->rl_out)
+			die("evbuffer_new");
+	}
+	if (!f->rl_timer) {
+		f->rl_timer = evtimer_new(http_stream_worker(s)->base, rl_tick_cb, f);
+		if (!f->rl_timer)
+			die("evtimer_new");
+	}
+	evbuffer_add_buffer(f->rl_buf, data);
+	f->rl_end = f->rl_end || end_stream;
+	if (!f->rl_hold && evbuffer_get_length(f->rl_buf) >= RL_HOLD_BYTES) {
+		f->rl_hold = true;
+		http_stream_set_encode_hold(s, true);
+	}
+	if (!f->rl_wait_output)
+		rl_schedule(f);
+	return FILTER_STOP;
+}
+
+static enum filter_status fault_encode_trailers(void *ctx, struct http_stream *s,
+						struct http_headers *t)
+{
+	struct fault_filter *f = ctx;
+	(void)s;
+	if (!f->rl_tick || !f->rl_buf || !evbuffer_get_length(f->rl_buf))
+		return FILTER_CONTINUE;
+	hdrs_init(&f->rl_trailers);
+	hdrs_copy(&f->rl_trailers, t);
+	f->rl_has_trailers = true;
+	return FILTER_STOP;
+}
+
+static void fault_on_downstream_writable(void *ctx, struct http_stream *s)
+{
+	struct fault_filter *f = ctx;
+	(void)s;
+	if (!f->rl_wait_output)
+		return;
+	f->rl_wait_output = false;
+	rl_schedule(f);
+}
+
 const struct http_filter_ops fault_filter_ops = {
 	.name = "envoy.filters.http.fault",
 	.type_url = FAULT_TYPE,
@@ -594,5 +795,8 @@ const struct http_filter_ops fault_filter_ops = {
 	.create = fault_create,
 	.destroy = fault_destroy,
 	.decode_headers = fault_decode_headers,
+	.encode_data = fault_encode_data,
+	.encode_trailers = fault_encode_trailers,
+	.on_downstream_writable = fault_on_downstream_writable,
 	.thread_exit = fault_thread_exit,
 };

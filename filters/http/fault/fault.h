@@ -15,6 +15,13 @@
  *    value of a header counts; an absent or malformed header means no fault;
  *  - a per-route HTTPFault (typed_per_filter_config) replaces these settings
  *    for its route; stats and the active-fault count stay the filter's;
+ *  - response_rate_limit (fixed_limit {limit_kbps} or header_limit {},
+ *    whose value comes from x-envoy-fault-throughput-response in KiB/s, its
+ *    percentage lowered by x-envoy-fault-throughput-response-percentage) is
+ *    decided with the request, before the delay; the response body (not its
+ *    headers) is then sent at that rate, limit_kbps * 1024 bytes per second in
+ *    50 ms slices, trailers after the body; it counts as an active fault
+ *    until the stream ends;
  *  - a fault is injected only while fewer than max_active_faults are active
  *    (faults_overflow counts the refusals); a request counts once however
  *    many faults it gets, and stops counting when its delay ends without an
@@ -33,7 +40,8 @@ struct header_match_list;
 /* http.<prefix>.fault.* */
 #define FAULT_STATS(X)                                                              \
 	X(COUNTER, delays_injected) X(COUNTER, aborts_injected)                    \
-	X(COUNTER, faults_overflow) X(GAUGE, active_faults)
+	X(COUNTER, faults_overflow) X(GAUGE, active_faults)                        \
+	X(COUNTER, response_rl_injected)
 enum { FAULT_STATS(STATS_ENUM) FAULT_STATS_N };
 
 /* envoy.type.v3.FractionalPercent: hit when rnd % denom < num. */
@@ -44,6 +52,7 @@ struct fault_pct {
 
 enum fault_delay_kind { FAULT_DELAY_NONE, FAULT_DELAY_FIXED, FAULT_DELAY_HEADER };
 enum fault_abort_kind { FAULT_ABORT_NONE, FAULT_ABORT_HTTP, FAULT_ABORT_GRPC, FAULT_ABORT_HEADER };
+enum fault_rl_kind { FAULT_RL_NONE, FAULT_RL_FIXED, FAULT_RL_HEADER };
 
 /* Mutable state shared by every worker using one config. */
 struct fault_shared {
@@ -59,6 +68,9 @@ struct fault_cfg {
 	uint32_t abort_http;             /* HTTP: 200..599 */
 	uint32_t abort_grpc;             /* GRPC */
 	struct fault_pct abort_pct;
+	enum fault_rl_kind rl;           /* response_rate_limit */
+	uint64_t rl_kbps;                /* FIXED: KiB/s, >= 1 */
+	struct fault_pct rl_pct;
 	char *upstream_cluster;          /* owned; NULL = any */
 	struct header_match_list *headers; /* owned; NULL = any */
 	bool has_max_active;
@@ -94,6 +106,11 @@ int fault_abort_status(const struct fault_cfg *cfg, const struct http_headers *h
 /* The delay in ms to inject for request h if the percentage drawn with rnd
  * hits (0 = none).  Envoy's FaultFilter::delayDuration. */
 uint64_t fault_delay_ms(const struct fault_cfg *cfg, const struct http_headers *h, uint64_t rnd);
+
+/* The response rate limit in KiB/s for request h if the percentage drawn
+ * with rnd hits (0 = none). */
+uint64_t fault_response_kbps(const struct fault_cfg *cfg, const struct http_headers *h,
+			     uint64_t rnd);
 
 /* Envoy's Grpc::Utility::httpToGrpcStatus. */
 int fault_http_to_grpc(int http_status);

@@ -78,6 +78,8 @@ struct http_stream {
 	bool headers_end;                /* end_stream of the held headers */
 	uint32_t decode_next;            /* filter to run when decoding continues */
 	bool blocked;                    /* downstream output over the limit */
+	bool encode_hold;                /* a filter holding response data asked the
+	                                    source to stop (http_stream_set_encode_hold) */
 	bool counted_active;
 	int status;
 	const char *details;             /* static */

@@ -322,7 +322,8 @@ bool http_stream_is_upgrade(const struct http_stream *s) { return s->upgrade; }
 const char *http_stream_peer_ip(const struct http_stream *s) { return s->hc->super.peer_ip; }
 uint64_t http_stream_start_ns(const struct http_stream *s) { return s->start_ns; }
 bool http_stream_response_started(const struct http_stream *s) { return s->resp_started; }
-bool http_stream_downstream_blocked(const struct http_stream *s) { return s->blocked; }
+bool http_stream_downstream_blocked(const struct http_stream *s) { return s->blocked || s->encode_hold; }
+bool http_stream_output_blocked(const struct http_stream *s) { return s->blocked; }
 
 const struct route_entry *http_stream_route(const struct http_stream *s,
 					    const struct virtual_host **vh_out)
@@ -460,7 +461,19 @@ void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, b
 	check_blocked(s);
 }
 
-void http_stream_encode_data(struct http_stream *s, struct evbuffer *data, bool end_stream)
+/* Position of the filter whose per-stream context is ctx. */
+static size_t filter_index(const struct http_stream *s, const void *ctx)
+{
+	for (size_t i = 0; i < s->nfilters; i++)
+		if (s->filters[i].ctx == ctx)
+			return i;
+	die("http stream: unknown filter context");
+}
+
+/* Run the encode_data hooks of filters [0, start) (in reverse order), then
+ * write.  A hook returning STOP has taken the data: nothing more happens. */
+static void encode_data_from(struct http_stream *s, size_t start, struct evbuffer *data,
+			     bool end_stream)
 {
 	struct hcm_conn *hc = s->hc;
 	struct evbuffer *out = conn_output(hc->super.bev);
@@ -471,11 +484,15 @@ void http_stream_encode_data(struct http_stream *s, struct evbuffer *data, bool 
 		return;
 	}
 	s->last_activity_ms = now_ms();
-	for (size_t i = s->nfilters; i-- > 0;) {
+	for (size_t i = start; i-- > 0;) {
 		const struct http_filter_ops *ops = s->filters[i].ops;
-		if (ops->encode_data)
-			ops->encode_data(s->filters[i].ctx, s, data, end_stream);
+		if (ops->encode_data && ops->encode_data(s->filters[i].ctx, s, data, end_stream) ==
+					    FILTER_STOP) {
+			evbuffer_drain(data, evbuffer_get_length(data));   /* contract: taken */
+			return;
+		}
 	}
+	n = evbuffer_get_length(data);
 	stats_add(hc->cfg->stats, shard_of(hc), downstream_cx_tx_bytes_total, (int64_t)n);
 	if (s->is_head) {
 		evbuffer_drain(data, n);
@@ -497,15 +514,56 @@ void http_stream_encode_data(struct http_stream *s, struct evbuffer *data, bool 
 	check_blocked(s);
 }
 
-void http_stream_encode_trailers(struct http_stream *s, struct http_headers *t)
+void http_stream_encode_data(struct http_stream *s, struct evbuffer *data, bool end_stream)
+{
+	encode_data_from(s, s->nfilters, data, end_stream);
+}
+
+void http_stream_encode_data_from(struct http_stream *s, const void *ctx, struct evbuffer *data,
+				  bool end_stream)
+{
+	encode_data_from(s, filter_index(s, ctx), data, end_stream);
+}
+
+static void encode_trailers_from(struct http_stream *s, size_t start, struct http_headers *t)
 {
 	struct hcm_conn *hc = s->hc;
 	if (hc->dead || s->resp_done)
 		return;
+	for (size_t i = start; i-- > 0;) {
+		const struct http_filter_ops *ops = s->filters[i].ops;
+		if (ops->encode_trailers &&
+		    ops->encode_trailers(s->filters[i].ctx, s, t) == FILTER_STOP)
+			return;
+	}
 	if (s->resp_chunked)
 		h1_encode_last_chunk(conn_output(hc->super.bev), t);
 	s->resp_done = true;
 	stream_finish(s);
+}
+
+void http_stream_encode_trailers(struct http_stream *s, struct http_headers *t)
+{
+	encode_trailers_from(s, s->nfilters, t);
+}
+
+void http_stream_encode_trailers_from(struct http_stream *s, const void *ctx,
+				      struct http_headers *t)
+{
+	encode_trailers_from(s, filter_index(s, ctx), t);
+}
+
+void http_stream_set_encode_hold(struct http_stream *s, bool hold)
+{
+	if (s->encode_hold == hold)
+		return;
+	s->encode_hold = hold;
+	if (hold || s->blocked || s->hc->dead || s->resp_done)
+		return;
+	/* the source may produce again (as when the socket drains) */
+	for (size_t i = 0; i < s->nfilters; i++)
+		if (s->filters[i].ops->on_downstream_writable)
+			s->filters[i].ops->on_downstream_writable(s->filters[i].ctx, s);
 }
 
 void http_stream_reset(struct http_stream *s, const char *details)

@@ -124,8 +124,17 @@ TEST(fault_parse_errors)
 		     "delay.percentage.denominator: unknown value 'THOUSAND' "
 		     "(expected one of HUNDRED, TEN_THOUSAND, MILLION)");
 	expect_error("{'downstream_nodes': ['a']}", "downstream_nodes: not supported yet");
-	expect_error("{'response_rate_limit': {'fixed_limit': {'limit_kbps': 1}}}",
-		     "response_rate_limit: not supported yet");
+	expect_error("{'response_rate_limit': {'fixed_limit': {'limit_kbps': 0}}}",
+		     "response_rate_limit.fixed_limit.limit_kbps: must be in 1..2^40");
+	expect_error("{'response_rate_limit': {'fixed_limit': {}}}",
+		     "response_rate_limit.fixed_limit.limit_kbps: missing required field 'limit_kbps'");
+	expect_error("{'response_rate_limit': {'percentage': {'numerator': 1}}}",
+		     "response_rate_limit: one of 'fixed_limit' or 'header_limit' is required");
+	expect_error("{'response_rate_limit': {'fixed_limit': {'limit_kbps': 1}, 'header_limit': {}}}",
+		     "response_rate_limit: only one of 'fixed_limit' or 'header_limit' may be set "
+		     "('fixed_limit' and 'header_limit' are both set)");
+	expect_error("{'response_rate_limit': {'header_limit': {'kbps': 1}}}",
+		     "response_rate_limit.header_limit.kbps: unknown field 'kbps'");
 	expect_error("{'max_active_faults': -1}", "max_active_faults: expected an unsigned 32-bit integer");
 	expect_error("{'headers': [{'name': 'x', 'bogus': 1}]}", "headers[0].bogus: unknown field 'bogus'");
 	expect_error("{'fault': 1}", "fault: unknown field 'fault'");
@@ -300,4 +309,45 @@ TEST(fault_stats_prometheus_names)
 	CHECK_CONTAINS(text, "http.ingress.fault.aborts_injected: 1");
 	evbuffer_free(out);
 	fault_filter_ops.free_config(cfg);
+}
+
+TEST(fault_response_rate_limit_decision)
+{
+	struct http_headers h;
+	struct fault_cfg *cfg = parse("{'response_rate_limit': {'fixed_limit': {'limit_kbps': 100},"
+				      " 'percentage': {'numerator': 30}}}");
+	CHECK(cfg != NULL);
+	if (!cfg)
+		return;
+	hdrs_init(&h);
+	CHECK_INT(cfg->rl, FAULT_RL_FIXED);
+	CHECK_INT(fault_response_kbps(cfg, &h, 29), 100);
+	CHECK_INT(fault_response_kbps(cfg, &h, 30), 0);
+	set(&h, "x-envoy-fault-throughput-response", "5");   /* ignored: fixed */
+	CHECK_INT(fault_response_kbps(cfg, &h, 129), 100);
+	fault_filter_ops.free_config(cfg);
+	hdrs_free(&h);
+
+	/* absent percentage: 0 %, never */
+	cfg = parse("{'response_rate_limit': {'fixed_limit': {'limit_kbps': 100}}}");
+	hdrs_init(&h);
+	CHECK_INT(fault_response_kbps(cfg, &h, 0), 0);
+	fault_filter_ops.free_config(cfg);
+	hdrs_free(&h);
+
+	cfg = parse("{'response_rate_limit': {'header_limit': {}, 'percentage': {'numerator': 100}}}");
+	hdrs_init(&h);
+	CHECK_INT(cfg->rl, FAULT_RL_HEADER);
+	CHECK_INT(fault_response_kbps(cfg, &h, 0), 0);          /* no header: none */
+	set(&h, "x-envoy-fault-throughput-response", "250");
+	CHECK_INT(fault_response_kbps(cfg, &h, 99), 250);
+	set(&h, "x-envoy-fault-throughput-response-percentage", "10");
+	CHECK_INT(fault_response_kbps(cfg, &h, 9), 250);
+	CHECK_INT(fault_response_kbps(cfg, &h, 10), 0);
+	hdrs_free(&h);
+	hdrs_init(&h);
+	set(&h, "x-envoy-fault-throughput-response", "fast");
+	CHECK_INT(fault_response_kbps(cfg, &h, 0), 0);
+	fault_filter_ops.free_config(cfg);
+	hdrs_free(&h);
 }

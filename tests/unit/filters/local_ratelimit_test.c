@@ -154,8 +154,13 @@ TEST(http_lrl_full_config)
 		P "request_headers_to_add_when_not_enforced: [{header: {key: x-shadow, value: '1'}}]\n"
 		P "local_rate_limit_per_downstream_connection: true\n"
 		P "enable_x_ratelimit_headers: DRAFT_VERSION_03\n"
-		P "descriptors: []\n"
-		P "stage: 0\n"
+		P "descriptors: [{entries: [{key: k, value: v}, {key: k2, value: v2}],"
+		  " token_bucket: {max_tokens: 1, fill_interval: 1s}},"
+		  " {entries: [{key: k, value: v}], token_bucket: {max_tokens: 5, fill_interval: 60s}}]\n"
+		P "stage: 3\n"
+		P "vh_rate_limits: INCLUDE\n"
+		P "always_consume_default_token_bucket: false\n"
+		P "rate_limits: [{stage: 3, actions: [{generic_key: {descriptor_value: v, descriptor_key: k}}]}]\n"
 		ROUTER, err, sizeof(err));
 	CHECK_STR(err, "");
 	CHECK(s != NULL);
@@ -184,13 +189,32 @@ TEST(http_lrl_errors)
 	expect_error(CLUSTER HCM P "stat_prefix: rl\n" P "status: {code: 99}\n" ROUTER,
 		     "t.yaml:19:24: " LRL_PATH ".status.code: must be an HTTP status in 200..599");
 	expect_error(CLUSTER HCM P "stat_prefix: rl\n"
-		     P "descriptors: [{entries: [{key: a, value: b}], token_bucket: {max_tokens: 1, fill_interval: 1s}}]\n"
+		     P "descriptors: [{entries: [{key: a}], token_bucket: {max_tokens: 1, fill_interval: 1s}}]\n"
 		     ROUTER,
-		     "t.yaml:19:15: " LRL_PATH ".descriptors: not supported yet by Remora's "
+		     "t.yaml:19:40: " LRL_PATH ".descriptors[0].entries[0]: an empty value (a wildcard "
+		     "descriptor) is not supported yet");
+	expect_error(CLUSTER HCM P "stat_prefix: rl\n"
+		     P "descriptors: [{entries: [{key: a, value: b}]}]\n" ROUTER,
+		     "t.yaml:19:29: " LRL_PATH ".descriptors[0].token_bucket: missing required field "
+		     "'token_bucket'");
+	expect_error(CLUSTER HCM P "stat_prefix: rl\n"
+		     P "descriptors: [{entries: [{key: a, value: b}], token_bucket: {max_tokens: 1, fill_interval: 1s}},"
+		     " {entries: [{key: a, value: b}], token_bucket: {max_tokens: 2, fill_interval: 1s}}]\n"
+		     ROUTER,
+		     "t.yaml:19:112: " LRL_PATH ".descriptors[1]: duplicate descriptor (same entries as "
+		     "descriptors[0])");
+	expect_error(CLUSTER HCM P "stat_prefix: rl\n" P "stage: 11\n" ROUTER,
+		     "t.yaml:19:15: " LRL_PATH ".stage: must be at most 10");
+	expect_error(CLUSTER HCM P "stat_prefix: rl\n" P "vh_rate_limits: SOMETIMES\n" ROUTER,
+		     "t.yaml:19:15: " LRL_PATH ".vh_rate_limits: unknown value 'SOMETIMES' "
+		     "(expected one of OVERRIDE, INCLUDE, IGNORE)");
+	expect_error(CLUSTER HCM P "stat_prefix: rl\n"
+		     P "rate_limits: [{actions: [{dynamic_metadata: {}}]}]\n" ROUTER,
+		     "t.yaml:19:41: " LRL_PATH ".rate_limits[0].actions[0].dynamic_metadata: not "
+		     "supported yet");
+	expect_error(CLUSTER HCM P "stat_prefix: rl\n" P "max_dynamic_descriptors: 5\n" ROUTER,
+		     "t.yaml:19:15: " LRL_PATH ".max_dynamic_descriptors: not supported yet by Remora's "
 		     "local_ratelimit");
-	expect_error(CLUSTER HCM P "stat_prefix: rl\n" P "stage: 2\n" ROUTER,
-		     "t.yaml:19:15: " LRL_PATH ".stage: only stage 0 is supported (stages select "
-		     "descriptors, which are not supported yet)");
 	expect_error(CLUSTER HCM P "stat_prefix: rl\n"
 		     P "response_headers_to_add: [{header: {key: ':status', value: '1'}}]\n" ROUTER,
 		     "t.yaml:19:51: " LRL_PATH ".response_headers_to_add[0].header.key: "
