@@ -28,7 +28,9 @@
  *    prefix_rewrite, regex_rewrite {pattern{regex}, substitution},
  *    host_rewrite_literal, append_x_forwarded_host, timeout (default 15 s;
  *    0 = none), idle_timeout, upgrade_configs[] {upgrade_type, enabled,
- *    connect_config {}}.
+ *    connect_config {}}, hash_policy[] (header, cookie {name, ttl, path,
+ *    attributes}, query_parameter, connection_properties, terminal),
+ *    priority (DEFAULT | HIGH).
  *  RedirectAction: scheme_redirect / https_redirect, host_redirect,
  *    port_redirect, path_redirect | prefix_rewrite, response_code
  *    (MOVED_PERMANENTLY 301 default, FOUND 302, SEE_OTHER 303,
