@@ -811,7 +811,9 @@ static int parse_protocol_options(struct cfg_ctx *c, const json_t *m, struct clu
 }
 
 /* circuit_breakers: thresholds[] by priority (a route's `priority` picks
- * which apply), per_host_thresholds[].max_connections. */
+ * which apply), per_host_thresholds[].max_connections.  As Envoy (find_if
+ * over the list), the first entry of a priority is used; later ones for the
+ * same priority are validated and ignored. */
 static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct cluster *cl)
 {
 	static const char *const f[] = { "thresholds", "per_host_thresholds", NULL };
@@ -822,6 +824,7 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 	static const char *const pf[] = { "value", NULL };
 	static const char *const prio[] = { "DEFAULT", "HIGH" };
 	const json_t *arr;
+	bool seen[CB_PRIO_N] = { false }, host_seen[CB_PRIO_N] = { false };
 	int rc = cfg_expect_object(c, o) || cfg_check_fields(c, o, f);
 	if (rc)
 		return RM_ERROR;
@@ -834,7 +837,7 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 			rc = cfg_expect_object(c, t) || cfg_check_fields(c, t, tf) ||
 			     cfg_enum(c, t, "priority", prio, 2, &p);
 			if (!rc)
-				tmp = cl->cb[p];   /* a later entry of the same priority wins */
+				tmp = cl->cb[p];   /* the defaults */
 			rc = rc || cfg_u32(c, t, "max_connections", &tmp.max_connections) ||
 			     cfg_u32(c, t, "max_pending_requests", &tmp.max_pending) ||
 			     cfg_u32(c, t, "max_requests", &tmp.max_requests) ||
@@ -860,8 +863,9 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 			if (!rc && cfg_get(t, "max_connection_pools")) {
 				rc = cfg_fail_field(c, t, "max_connection_pools", "not supported yet");
 			}
-			if (!rc)
+			if (!rc && !seen[p])
 				cl->cb[p] = tmp;
+			seen[p] = true;
 			cfg_leave(c);
 		}
 		cfg_leave(c);
@@ -877,8 +881,9 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 			rc = cfg_expect_object(c, t) || cfg_check_fields(c, t, hf) ||
 			     cfg_enum(c, t, "priority", prio, 2, &p) ||
 			     cfg_u32(c, t, "max_connections", &mc);
-			if (!rc)
+			if (!rc && !host_seen[p])
 				cl->cb[p].max_host_connections = mc;
+			host_seen[p] = true;
 			cfg_leave(c);
 		}
 		cfg_leave(c);

@@ -372,7 +372,8 @@ TEST(lb_circuit_breaker_priorities)
 	struct cluster *cl = make(1, NULL, "\"circuit_breakers\":{\"thresholds\":["
 				  "{\"max_requests\":2,\"max_retries\":1},"
 				  "{\"priority\":\"HIGH\",\"max_requests\":5,\"max_pending_requests\":7,"
-				  "\"retry_budget\":{\"min_retry_concurrency\":4}}],"
+				  "\"retry_budget\":{\"min_retry_concurrency\":4}},"
+				  "{\"priority\":\"HIGH\",\"max_requests\":99}],"
 				  "\"per_host_thresholds\":[{\"priority\":\"HIGH\",\"max_connections\":9}]}",
 				  err, sizeof(err));
 	CHECK(cl);
