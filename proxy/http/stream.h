@@ -54,6 +54,10 @@ struct http_headers *http_stream_request(struct http_stream *s);
 bool http_stream_is_upgrade(const struct http_stream *s);
 /* Downstream peer IP (text) and whether the downstream is TLS. */
 const char *http_stream_peer_ip(const struct http_stream *s);
+/* The downstream connection's peer and local socket addresses. */
+struct sockaddr;
+void http_stream_addresses(const struct http_stream *s, const struct sockaddr **peer,
+			   const struct sockaddr **local);
 uint64_t http_stream_start_ns(const struct http_stream *s);
 
 /* The stream's route, matched once by the connection manager after the

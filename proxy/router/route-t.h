@@ -103,6 +103,10 @@ struct hash_policy {
 	                                parameter name; NULL for HP_SOURCE_IP/NONE */
 	uint32_t name_len;
 	bool terminal;
+	char *set_cookie_tail;       /* owned; HP_COOKIE with ttl: what follows the
+	                                value in a generated Set-Cookie ("; Max-Age=N;
+	                                Path=p; attr=v; HttpOnly"), else NULL */
+	uint32_t set_cookie_tail_len;
 };
 
 enum path_kind { PM_PREFIX, PM_PATH, PM_REGEX, PM_SEP_PREFIX, PM_CONNECT };

@@ -191,8 +191,10 @@ static void route_free_one(struct route *r)
 	route_re_free(r->rewrite_re);
 	xfree(r->rewrite_sub);
 	xfree(r->host_rewrite);
-	for (uint32_t i = 0; i < r->nhp; i++)
+	for (uint32_t i = 0; i < r->nhp; i++) {
 		xfree(r->hp[i].name);
+		xfree(r->hp[i].set_cookie_tail);
+	}
 	xfree(r->hp);
 	xfree(r->scheme_redirect);
 	xfree(r->host_redirect);
@@ -777,7 +779,7 @@ static const char *const ra_fields[] = {
 	"cluster", "weighted_clusters", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal",
 	"append_x_forwarded_host", "timeout", "idle_timeout", "upgrade_configs", "retry_policy",
 	"max_stream_duration",
-	"hash_policy",
+	"hash_policy", "priority",
 	"rate_limits",
 	NULL,
 };
@@ -816,6 +818,83 @@ static int hp_unsupported(struct cfg_ctx *c, const json_t *o, const char *field,
 	return cfg_fail(c, "not supported yet%s", why);
 }
 
+/* Cookie.attributes[] {name, value}: appended to a generated Set-Cookie as
+ * "; name=value" ("; name" when the value is empty), as Envoy's
+ * makeSetCookieValue.  Appends to *tail (a growing string). */
+static int cookie_attributes(struct cfg_ctx *c, const json_t *v, char **tail)
+{
+	static const char *const af[] = { "name", "value", NULL };
+	const json_t *arr = cfg_enter(c, v, "attributes");
+	int rc;
+	if (!arr)
+		return RM_OK;
+	rc = cfg_expect_array(c, arr);
+	for (size_t i = 0; !rc && i < json_array_size(arr); i++) {
+		const json_t *a = cfg_enter_idx(c, arr, i);
+		const char *name = NULL, *value = "";
+		rc = cfg_expect_object(c, a) || cfg_check_fields(c, a, af) ||
+		     cfg_string_req(c, a, "name", &name) || cfg_string(c, a, "value", &value);
+		if (!rc && (!*name || has_ctl(name) || strlen(name) > 16384))
+			rc = cfg_fail_field(c, a, "name", "must be 1 to 16384 bytes without CR or LF");
+		if (!rc && (has_ctl(value) || strlen(value) > 16384))
+			rc = cfg_fail_field(c, a, "value", "must be at most 16384 bytes without CR or LF");
+		if (!rc) {
+			char *t = *value ? xasprintf("%s; %s=%s", *tail, name, value)
+					 : xasprintf("%s; %s", *tail, name);
+			xfree(*tail);
+			*tail = t;
+		}
+		if (!rc)
+			cfg_leave(c);
+	}
+	if (!rc)
+		cfg_leave(c);
+	return rc ? RM_ERROR : RM_OK;
+}
+
+/* HashPolicy.cookie.  With ttl, a request without the cookie gets one
+ * generated (route_hash); everything after the value of its Set-Cookie is
+ * fixed by the config, so it is built here: "; Max-Age=N" (ttl in whole
+ * seconds, none when 0: a session cookie), "; Path=p", the attributes, then
+ * "; HttpOnly" (Envoy's order). */
+static int hash_policy_cookie(struct cfg_ctx *c, const json_t *v, struct hash_policy *p)
+{
+	const char *path = NULL;
+	uint64_t ttl_ms = 0;
+
+	p->kind = HP_COOKIE;
+	if (hp_name(c, v, "name", false, p) != RM_OK || cfg_string(c, v, "path", &path) != RM_OK ||
+	    cfg_duration_ms(c, v, "ttl", &ttl_ms) != RM_OK)
+		return RM_ERROR;
+	if (has_ctl(p->name))   /* it goes into a Set-Cookie header */
+		return cfg_fail_field(c, v, "name", "must not contain CR or LF");
+	if (path && (has_ctl(path) || strlen(path) > 16384))
+		return cfg_fail_field(c, v, "path", "must be at most 16384 bytes without CR or LF");
+	if (!cfg_get(v, "ttl")) {
+		/* without ttl nothing is generated, so path and attributes are unused
+		 * (Envoy too); attributes are still validated */
+		char *tail = xstrdup("");
+		int rc = cookie_attributes(c, v, &tail);
+		xfree(tail);
+		return rc;
+	}
+	char *tail = ttl_ms >= 1000 ? xasprintf("; Max-Age=%llu", (unsigned long long)(ttl_ms / 1000))
+				    : xstrdup("");
+	if (path && *path) {
+		char *t = xasprintf("%s; Path=%s", tail, path);
+		xfree(tail);
+		tail = t;
+	}
+	if (cookie_attributes(c, v, &tail) != RM_OK) {
+		xfree(tail);
+		return RM_ERROR;
+	}
+	p->set_cookie_tail = xasprintf("%s; HttpOnly", tail);
+	p->set_cookie_tail_len = (uint32_t)strlen(p->set_cookie_tail);
+	xfree(tail);
+	return RM_OK;
+}
+
 /* RouteAction.HashPolicy. */
 static int hash_policy(struct cfg_ctx *c, const json_t *o, struct hash_policy *p)
 {
@@ -841,14 +920,7 @@ static int hash_policy(struct cfg_ctx *c, const json_t *o, struct hash_policy *p
 			return RM_ERROR;
 		break;
 	case 1:
-		if (enter_obj(c, o, "cookie", &v, cf) != RM_OK ||
-		    hp_unsupported(c, v, "ttl", " (generating cookies; a cookie hash policy without "
-				   "ttl is supported)") != RM_OK ||
-		    hp_unsupported(c, v, "attributes", "") != RM_OK)
-			return RM_ERROR;
-		p->kind = HP_COOKIE;
-		if (hp_name(c, v, "name", false, p) != RM_OK ||
-		    cfg_string(c, v, "path", &(const char *){ NULL }) != RM_OK)
+		if (enter_obj(c, o, "cookie", &v, cf) != RM_OK || hash_policy_cookie(c, v, p) != RM_OK)
 			return RM_ERROR;
 		break;
 	case 2:
@@ -938,9 +1010,10 @@ static int regex_rewrite(struct cfg_ctx *c, const json_t *a, struct route *r)
 
 static int route_action(struct cfg_ctx *c, const json_t *a, struct route *r)
 {
+	static const char *const routing_priorities[] = { "DEFAULT", "HIGH" };
 	struct route_entry *e = &r->e;
 	const char *s = NULL;
-	int which, rw;
+	int which, rw, prio = 0;
 
 	e->kind = ROUTE_ACTION_ROUTE;
 	e->timeout_ms = DEFAULT_TIMEOUT_MS;
@@ -950,8 +1023,13 @@ static int route_action(struct cfg_ctx *c, const json_t *a, struct route *r)
 	    cfg_duration_ms(c, a, "idle_timeout", &e->idle_timeout_ms) ||
 	    cfg_bool(c, a, "append_x_forwarded_host", &r->append_xfh) ||
 	    COMPILE_LIST(c, a, "hash_policy", r->hp, r->nhp, hash_policy) ||
-	    rl_policy_list_compile(c, a, "rate_limits", &e->rate_limits))
+	    rl_policy_list_compile(c, a, "rate_limits", &e->rate_limits) ||
+	    cfg_enum(c, a, "priority", routing_priorities, ARRAY_SIZE(routing_priorities), &prio))
 		return RM_ERROR;
+	e->priority = (uint8_t)prio;
+	if (r->nhp > ROUTE_HASH_POLICIES_MAX)
+		return cfg_fail_field(c, a, "hash_policy", "at most %d entries are supported",
+				      ROUTE_HASH_POLICIES_MAX);
 	if (which == 0) {
 		if (cfg_string(c, a, "cluster", &s) != RM_OK)
 			return RM_ERROR;

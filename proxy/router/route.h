@@ -28,7 +28,9 @@
  *    prefix_rewrite, regex_rewrite {pattern{regex}, substitution},
  *    host_rewrite_literal, append_x_forwarded_host, timeout (default 15 s;
  *    0 = none), idle_timeout, upgrade_configs[] {upgrade_type, enabled,
- *    connect_config {}}.
+ *    connect_config {}}, hash_policy[] (header, cookie {name, ttl, path,
+ *    attributes}, query_parameter, connection_properties, terminal),
+ *    priority (DEFAULT | HIGH).
  *  RedirectAction: scheme_redirect / https_redirect, host_redirect,
  *    port_redirect, path_redirect | prefix_rewrite, response_code
  *    (MOVED_PERMANENTLY 301 default, FOUND 302, SEE_OTHER 303,
@@ -146,6 +148,8 @@ struct route_entry {
 	uint32_t per_request_buffer_limit; /* per_request_buffer_limit_bytes, 0 = unset */
 	bool attempt_count_in_request;    /* vhost include_request_attempt_count */
 	bool attempt_count_in_response;   /* vhost include_attempt_count_in_response */
+	uint8_t priority;                 /* RouteAction.priority: 0 DEFAULT, 1 HIGH (the
+	                                     cluster's circuit-breaker thresholds used) */
 	/* DIRECT */
 	uint16_t direct_status;
 	char *direct_body;                /* owned, may be NULL */
@@ -199,6 +203,23 @@ const struct route_entry *route_match(const struct route_config *rc,
 const char *route_pick_cluster(const struct route_entry *re, uint64_t rnd,
 			       const struct weighted_cluster **wc_out);
 
+#define ROUTE_HASH_POLICIES_MAX 64   /* hash_policy entries per route */
+
+/* Cookies that cookie hash policies with a ttl generated for a request
+ * that lacked them (Envoy's Router::Filter::addDownstreamSetCookie). */
+struct route_cookies {
+	uint64_t policies;                /* bit k: hash_policy[k] generated its cookie */
+	uint64_t value;                   /* the value (the same for every policy) */
+};
+
+struct sockaddr;
+/* The downstream connection a request came on: its peer IP text (source_ip
+ * policies) and both socket addresses (generated cookie values). */
+struct route_hash_conn {
+	const char *peer_ip;              /* "10.0.0.1", "::1" */
+	const struct sockaddr *peer, *local;
+};
+
 /* RouteAction.hash_policy: the request's hash for RING_HASH/MAGLEV
  * clusters, computed as Envoy does: each policy that yields a hash (header
  * present, cookie present and non-empty, query parameter present, peer IP
@@ -206,10 +227,21 @@ const char *route_pick_cluster(const struct route_entry *re, uint64_t rnd,
  * policy that leaves a hash stops the walk.  Each policy hashes with
  * xxHash64 (seed 0): header values all of the field's values, sorted and
  * chained; cookie and query parameter values raw (no decoding); source IP
- * peer_ip's text ("10.0.0.1", "::1").  Returns false (hash_out untouched)
- * when no policy applies or the route has none.  Does not allocate. */
-bool route_hash(const struct route_entry *re, const struct http_headers *req, const char *peer_ip,
-		uint64_t *hash_out);
+ * peer_ip's text ("10.0.0.1", "::1").  A cookie policy with a ttl whose
+ * cookie is absent generates one, as Envoy: the value is the 16 lowercase
+ * hex digits of xxHash64 of the connection's peer then local address
+ * ("10.0.0.1:5000" / "[::1]:5000" each), so every request of a connection
+ * gets the same one; the value's hash is used and the policy is recorded
+ * in *gen (route_add_set_cookies).  gen == NULL or conn->peer/local NULL:
+ * nothing is generated.  Returns false (hash_out untouched) when no policy
+ * applies or the route has none.  Does not allocate. */
+bool route_hash(const struct route_entry *re, const struct http_headers *req,
+		const struct route_hash_conn *conn, struct route_cookies *gen, uint64_t *hash_out);
+
+/* Add one "set-cookie: name=\"value\"; Max-Age=N; Path=p; attrs; HttpOnly"
+ * to resp per cookie route_hash generated (gen->policies == 0: none). */
+void route_add_set_cookies(const struct route_entry *re, const struct route_cookies *gen,
+			   struct http_headers *resp);
 
 /* Apply request-side transformations for a ROUTE entry to req, in Envoy's
  * order: header removals/additions for weighted cluster, route, virtual

@@ -10,6 +10,7 @@
 #include "route-t.h"
 
 #include <xxhash.h>
+#include "../config/address.h"
 
 #define JOIN_STACK 1024   /* joined multi-value headers up to this size stay on the stack */
 
@@ -381,13 +382,27 @@ static bool hash_cookie(const struct hash_policy *p, const struct http_headers *
 	return false;
 }
 
-bool route_hash(const struct route_entry *re, const struct http_headers *req, const char *peer_ip,
-		uint64_t *hash_out)
+/* Envoy's generated cookie value: Hex::uint64ToHex(xxHash64(peer + local))
+ * over the addresses' asString() forms. */
+static uint64_t cookie_value(const struct route_hash_conn *conn)
+{
+	char buf[160];
+	sockaddr_format(conn->peer, buf, 80);
+	size_t n = strlen(buf);
+	sockaddr_format(conn->local, buf + n, sizeof(buf) - n);
+	return XXH64(buf, strlen(buf), 0);
+}
+
+bool route_hash(const struct route_entry *re, const struct http_headers *req,
+		const struct route_hash_conn *conn, struct route_cookies *gen, uint64_t *hash_out)
 {
 	const struct route *r = route_of(re);
-	bool have = false;
+	const char *peer_ip = conn ? conn->peer_ip : NULL;
+	bool have = false, can_gen = gen && conn && conn->peer && conn->local;
 	uint64_t hash = 0;
 
+	if (gen)
+		gen->policies = 0;
 	for (uint32_t k = 0; k < r->nhp; k++) {
 		const struct hash_policy *p = &r->hp[k];
 		uint64_t h = 0;
@@ -398,6 +413,15 @@ bool route_hash(const struct route_entry *re, const struct http_headers *req, co
 			break;
 		case HP_COOKIE:
 			got = hash_cookie(p, req, &h);
+			if (!got && p->set_cookie_tail && can_gen) {
+				char hex[17];
+				if (!gen->policies)
+					gen->value = cookie_value(conn);
+				gen->policies |= 1ull << k;   /* k < ROUTE_HASH_POLICIES_MAX */
+				snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)gen->value);
+				h = XXH64(hex, 16, 0);
+				got = true;
+			}
 			break;
 		case HP_QUERY: {
 			int i = hdrs_find(req, ":path", 5, 0);
@@ -431,6 +455,24 @@ bool route_hash(const struct route_entry *re, const struct http_headers *req, co
 	if (have)
 		*hash_out = hash;
 	return have;
+}
+
+void route_add_set_cookies(const struct route_entry *re, const struct route_cookies *gen,
+			   struct http_headers *resp)
+{
+	const struct route *r = route_of(re);
+	char buf[512];
+
+	for (uint64_t m = gen ? gen->policies : 0; m; m &= m - 1) {
+		const struct hash_policy *p = &r->hp[__builtin_ctzll(m)];
+		size_t need = p->name_len + 20 + p->set_cookie_tail_len + 1;
+		char *v = need <= sizeof(buf) ? buf : xmalloc(need);   /* long attributes only */
+		int n = snprintf(v, need, "%s=\"%016llx\"%s", p->name, (unsigned long long)gen->value,
+				 p->set_cookie_tail);
+		hdrs_add(resp, "set-cookie", 10, v, (size_t)n);
+		if (v != buf)
+			free(v);
+	}
 }
 
 /* ------------------------------------------------------------------------

@@ -15,33 +15,43 @@
 static const struct stat_desc cluster_stat_desc[] = { CLUSTER_STATS(STATS_DESC) };
 static const struct stat_desc cb_stat_desc[] = { CB_STATS(STATS_DESC) };
 
-uint32_t cluster_retry_limit(const struct cluster *cl)
+static const struct stat_desc ring_stat_desc[] = { RING_STATS(STATS_DESC) };
+static const struct stat_desc maglev_stat_desc[] = { MAGLEV_STATS(STATS_DESC) };
+
+uint32_t cluster_retry_limit(const struct cluster *cl, enum cb_priority p)
 {
-	if (!cl->retry_budget)
-		return cl->max_retries;
+	const struct cb_prio *b = &cl->cb[p];
+	if (!b->retry_budget)
+		return b->max_retries;
 	/* Envoy: a share of the active and pending requests, with a floor */
-	double active = (double)__atomic_load_n(&cl->cb_rq, __ATOMIC_RELAXED) +
-			(double)__atomic_load_n(&cl->cb_pending, __ATOMIC_RELAXED);
-	uint32_t budget = (uint32_t)(active * cl->budget_percent / 100.0);
-	return MAX(budget, cl->min_retry_concurrency);
+	double active = (double)__atomic_load_n(&b->rq, __ATOMIC_RELAXED) +
+			(double)__atomic_load_n(&b->pending, __ATOMIC_RELAXED);
+	uint32_t budget = (uint32_t)(active * b->budget_percent / 100.0);
+	return MAX(budget, b->min_retry_concurrency);
 }
 
 void cluster_update_cb_gauges(struct cluster *cl)
 {
-	int64_t cx = 0, rq = __atomic_load_n(&cl->cb_rq, __ATOMIC_RELAXED);
-	int64_t pend = __atomic_load_n(&cl->cb_pending, __ATOMIC_RELAXED);
-	int64_t rt = __atomic_load_n(&cl->cb_retries, __ATOMIC_RELAXED);
-	cx = stats_value(cl->stats, upstream_cx_active);
-	stats_gauge_set(cl->cb_stats, CB_cx_open, cx >= cl->max_connections);
-	stats_gauge_set(cl->cb_stats, CB_rq_pending_open, pend >= cl->max_pending);
-	stats_gauge_set(cl->cb_stats, CB_rq_open, rq >= cl->max_requests);
-	stats_gauge_set(cl->cb_stats, CB_rq_retry_open, rt >= cluster_retry_limit(cl));
-	if (cl->track_remaining) {
-		stats_gauge_set(cl->cb_stats, CB_remaining_cx, MAX(0, (int64_t)cl->max_connections - cx));
-		stats_gauge_set(cl->cb_stats, CB_remaining_pending, MAX(0, (int64_t)cl->max_pending - pend));
-		stats_gauge_set(cl->cb_stats, CB_remaining_rq, MAX(0, (int64_t)cl->max_requests - rq));
-		stats_gauge_set(cl->cb_stats, CB_remaining_retries,
-				MAX(0, (int64_t)cluster_retry_limit(cl) - rt));
+	for (int p = 0; p < CB_PRIO_N; p++) {
+		const struct cb_prio *b = &cl->cb[p];
+		struct stats_scope *s = b->stats;
+		int64_t cx = __atomic_load_n(&b->cx, __ATOMIC_RELAXED);
+		int64_t rq = __atomic_load_n(&b->rq, __ATOMIC_RELAXED);
+		int64_t pend = __atomic_load_n(&b->pending, __ATOMIC_RELAXED);
+		int64_t rt = __atomic_load_n(&b->retries, __ATOMIC_RELAXED);
+		uint32_t rlim = cluster_retry_limit(cl, (enum cb_priority)p);
+		if (!s)
+			continue;
+		stats_gauge_set(s, CB_cx_open, cx >= b->max_connections);
+		stats_gauge_set(s, CB_rq_pending_open, pend >= b->max_pending);
+		stats_gauge_set(s, CB_rq_open, rq >= b->max_requests);
+		stats_gauge_set(s, CB_rq_retry_open, rt >= rlim);
+		if (b->track_remaining) {
+			stats_gauge_set(s, CB_remaining_cx, MAX(0, (int64_t)b->max_connections - cx));
+			stats_gauge_set(s, CB_remaining_pending, MAX(0, (int64_t)b->max_pending - pend));
+			stats_gauge_set(s, CB_remaining_rq, MAX(0, (int64_t)b->max_requests - rq));
+			stats_gauge_set(s, CB_remaining_retries, MAX(0, (int64_t)rlim - rt));
+		}
 	}
 }
 
@@ -149,12 +159,34 @@ static struct hostset *hostset_new(struct host **hosts, size_t n, uint32_t panic
 	return hs;
 }
 
+/* Main thread: Envoy's ring_hash_lb.* / maglev_lb.* gauges for table t
+ * (NULL: no active host, all 0). */
+static void hostset_lb_gauges(const struct cluster *cl, const struct lb_hash_table *t)
+{
+	int64_t size = t ? (int64_t)t->size : 0;
+	int64_t lo = t ? t->min_per_host : 0, hi = t ? t->max_per_host : 0;
+	if (!cl->lbh_stats)
+		return;
+	if (cl->lb == LB_RING_HASH) {
+		stats_gauge_set(cl->lbh_stats, LBH_size, size);
+		stats_gauge_set(cl->lbh_stats, LBH_min_hashes_per_host, lo);
+		stats_gauge_set(cl->lbh_stats, LBH_max_hashes_per_host, hi);
+	} else {
+		stats_gauge_set(cl->lbh_stats, LBH_min_entries_per_host, lo);
+		stats_gauge_set(cl->lbh_stats, LBH_max_entries_per_host, hi);
+	}
+}
+
 /* Main thread: the RING_HASH/MAGLEV table of a new host set, built before it
  * is published so workers only ever read it. */
 static void hostset_build_lb(const struct cluster *cl, struct hostset *hs)
 {
-	if (!cluster_lb_is_hash(cl) || !hs->nactive)
+	if (!cluster_lb_is_hash(cl))
 		return;
+	if (!hs->nactive) {
+		hostset_lb_gauges(cl, NULL);
+		return;
+	}
 	/* over the active (healthy, or all in panic) hosts: lookups index hs->active */
 	const char **keys = xmalloc(hs->nactive * sizeof(*keys));
 	uint32_t *weights = xmalloc(hs->nactive * sizeof(*weights));
@@ -165,6 +197,7 @@ static void hostset_build_lb(const struct cluster *cl, struct hostset *hs)
 	hs->lbt = lb_hash_build(&cl->hash_cfg, keys, weights, hs->nactive);
 	free(keys);
 	free(weights);
+	hostset_lb_gauges(cl, hs->lbt);
 }
 
 /* Main thread: install a new host set and tell the workers.  force: the
@@ -225,9 +258,10 @@ void cluster_worker_set_hostset(struct cluster *cl, unsigned w, struct hostset *
 	cw->hs = hs;
 	free(cw->cur_weight);
 	cw->cur_weight = hs && hs->active_weighted ? xcalloc(hs->nactive, sizeof(int64_t)) : NULL;
-	free(cw->lr_cur);
-	cw->lr_cur = hs && hs->active_weighted && cl->lb == LB_LEAST_REQUEST ?
-		     xcalloc(hs->nactive, sizeof(double)) : NULL;
+	free(cw->lr_heap);
+	cw->lr_heap = hs && hs->active_weighted && cl->lb == LB_LEAST_REQUEST ?
+		      xcalloc(hs->nactive, sizeof(*cw->lr_heap)) : NULL;
+	cw->lr_built = false;
 	if (old && current_worker) {
 		for (size_t i = 0; i < old->n; i++) {
 			bool kept = false;
@@ -268,31 +302,69 @@ static struct host *pick_least_request_p2c(const struct cluster *cl, struct host
 	return best;
 }
 
-/* LEAST_REQUEST, weights differ: Envoy's rule, a weighted round robin whose
- * weights are recomputed at each pick as
- *   weight / (active_requests + 1) ^ active_request_bias
- * done here as smooth weighted round robin over those dynamic weights (an
- * O(n) scan over the active hosts; Envoy uses an EDF scheduler).  With bias 0
- * it is exactly smooth WRR by weight. */
+/* Envoy's least-request host weight: weight / (active + 1) ^ bias. */
+static double lr_weight(const struct cluster *cl, const struct host *h, unsigned sh)
+{
+	double ew = h->weight, a = (double)host_active(h, sh) + 1;
+	if (cl->lr_bias == 1.0)
+		ew /= a;
+	else if (cl->lr_bias != 0.0)
+		ew /= pow(a, cl->lr_bias);
+	return ew;
+}
+
+static inline bool edf_before(const struct lr_edf *a, const struct lr_edf *b)
+{
+	return a->deadline < b->deadline || (a->deadline == b->deadline && a->order < b->order);
+}
+
+/* Restore the min-heap below slot i (heap of n). */
+static void edf_sift_down(struct lr_edf *heap, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, m = i;
+		if (l < n && edf_before(&heap[l], &heap[m]))
+			m = l;
+		if (l + 1 < n && edf_before(&heap[l + 1], &heap[m]))
+			m = l + 1;
+		if (m == i)
+			return;
+		struct lr_edf t = heap[i];
+		heap[i] = heap[m];
+		heap[m] = t;
+		i = m;
+	}
+}
+
+/* LEAST_REQUEST, weights differ: Envoy's EDF scheduler.  Each host waits
+ * for a deadline 1/weight after it was (re)scheduled, with the dynamic
+ * weight weight / (active_requests + 1) ^ active_request_bias taken when it
+ * is scheduled; a pick takes the earliest deadline (ties: scheduled first),
+ * moves the clock there and reschedules that host alone with its current
+ * weight, as Envoy's EdfScheduler::pickAndAdd.  O(log n) per pick, no
+ * allocation (the heap is sized when the host set arrives and filled on
+ * the first pick, so it sees the active requests of that moment).  With
+ * bias 0 it is weighted round robin by weight. */
 static struct host *pick_least_request_weighted(const struct cluster *cl,
 						struct cluster_worker *cw, struct host **hosts,
 						size_t n, unsigned sh)
 {
-	double total = 0, bias = cl->lr_bias;
-	size_t best = 0;
-	for (size_t i = 0; i < n; i++) {
-		double ew = hosts[i]->weight, a = (double)host_active(hosts[i], sh) + 1;
-		if (bias == 1.0)
-			ew /= a;
-		else if (bias != 0.0)
-			ew /= pow(a, bias);
-		total += ew;
-		cw->lr_cur[i] += ew;
-		if (cw->lr_cur[i] > cw->lr_cur[best])
-			best = i;
+	struct lr_edf *heap = cw->lr_heap;
+	if (!cw->lr_built) {
+		cw->lr_now = 0;
+		cw->lr_order = n;
+		for (size_t i = 0; i < n; i++)
+			heap[i] = (struct lr_edf){ 1.0 / lr_weight(cl, hosts[i], sh), i, (uint32_t)i };
+		for (size_t i = n / 2; i-- > 0;)
+			edf_sift_down(heap, n, i);
+		cw->lr_built = true;
 	}
-	cw->lr_cur[best] -= total;
-	return hosts[best];
+	struct host *h = hosts[heap[0].host];
+	cw->lr_now = heap[0].deadline;
+	heap[0].deadline = cw->lr_now + 1.0 / lr_weight(cl, h, sh);
+	heap[0].order = cw->lr_order++;
+	edf_sift_down(heap, n, 0);
+	return h;
 }
 
 /* Peak-EWMA estimate of one host for one worker, decayed toward zero since its
@@ -382,7 +454,7 @@ struct host *cluster_pick_host_at(struct cluster *cl, struct worker *w, uint64_t
 		}
 		return hosts[rand_below((uint32_t)n)];
 	case LB_LEAST_REQUEST:
-		if (hs->active_weighted && cw->lr_cur)
+		if (hs->active_weighted && cw->lr_heap)
 			return pick_least_request_weighted(cl, cw, hosts, n, w->shard);
 		return pick_least_request_p2c(cl, hosts, n, w->shard);
 	case LB_PEAK_EWMA:
@@ -503,8 +575,10 @@ static int parse_protocol_options(struct cfg_ctx *c, const json_t *m, struct clu
 	return RM_OK;
 }
 
-/* circuit_breakers: thresholds[] by priority (DEFAULT is enforced; HIGH is
- * accepted: routes have no priority yet), per_host_thresholds[].max_connections. */
+/* circuit_breakers: thresholds[] by priority (a route's `priority` picks
+ * which apply), per_host_thresholds[].max_connections.  As Envoy (find_if
+ * over the list), the first entry of a priority is used; later ones for the
+ * same priority are validated and ignored. */
 static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct cluster *cl)
 {
 	static const char *const f[] = { "thresholds", "per_host_thresholds", NULL };
@@ -515,6 +589,7 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 	static const char *const pf[] = { "value", NULL };
 	static const char *const prio[] = { "DEFAULT", "HIGH" };
 	const json_t *arr;
+	bool seen[CB_PRIO_N] = { false }, host_seen[CB_PRIO_N] = { false };
 	int rc = cfg_expect_object(c, o) || cfg_check_fields(c, o, f);
 	if (rc)
 		return RM_ERROR;
@@ -523,10 +598,12 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 		for (size_t i = 0; !rc && i < json_array_size(arr); i++) {
 			const json_t *t = cfg_enter_idx(c, arr, i);
 			int p = 0;
-			struct cluster tmp = *cl;
+			struct cb_prio tmp = cl->cb[CB_PRIO_DEFAULT];
 			rc = cfg_expect_object(c, t) || cfg_check_fields(c, t, tf) ||
-			     cfg_enum(c, t, "priority", prio, 2, &p) ||
-			     cfg_u32(c, t, "max_connections", &tmp.max_connections) ||
+			     cfg_enum(c, t, "priority", prio, 2, &p);
+			if (!rc)
+				tmp = cl->cb[p];   /* the defaults */
+			rc = rc || cfg_u32(c, t, "max_connections", &tmp.max_connections) ||
 			     cfg_u32(c, t, "max_pending_requests", &tmp.max_pending) ||
 			     cfg_u32(c, t, "max_requests", &tmp.max_requests) ||
 			     cfg_u32(c, t, "max_retries", &tmp.max_retries) ||
@@ -551,16 +628,9 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 			if (!rc && cfg_get(t, "max_connection_pools")) {
 				rc = cfg_fail_field(c, t, "max_connection_pools", "not supported yet");
 			}
-			if (!rc && p == 0) {
-				cl->max_connections = tmp.max_connections;
-				cl->max_pending = tmp.max_pending;
-				cl->max_requests = tmp.max_requests;
-				cl->max_retries = tmp.max_retries;
-				cl->track_remaining = tmp.track_remaining;
-				cl->retry_budget = tmp.retry_budget;
-				cl->budget_percent = tmp.budget_percent;
-				cl->min_retry_concurrency = tmp.min_retry_concurrency;
-			}
+			if (!rc && !seen[p])
+				cl->cb[p] = tmp;
+			seen[p] = true;
 			cfg_leave(c);
 		}
 		cfg_leave(c);
@@ -576,8 +646,9 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 			rc = cfg_expect_object(c, t) || cfg_check_fields(c, t, hf) ||
 			     cfg_enum(c, t, "priority", prio, 2, &p) ||
 			     cfg_u32(c, t, "max_connections", &mc);
-			if (!rc && p == 0)
-				cl->max_host_connections = mc;
+			if (!rc && !host_seen[p])
+				cl->cb[p].max_host_connections = mc;
+			host_seen[p] = true;
 			cfg_leave(c);
 		}
 		cfg_leave(c);
@@ -914,12 +985,14 @@ static void cluster_free(struct cluster *cl)
 	for (unsigned w = 0; cl->workers && w < cl->nworkers; w++) {
 		hostset_unref(cl->workers[w].hs);
 		free(cl->workers[w].cur_weight);
-		free(cl->workers[w].lr_cur);
+		free(cl->workers[w].lr_heap);
 	}
 	free(cl->workers);
 	hostset_unref(cl->hs);
 	stats_scope_free(cl->stats);
-	stats_scope_free(cl->cb_stats);
+	for (int p = 0; p < CB_PRIO_N; p++)
+		stats_scope_free(cl->cb[p].stats);
+	stats_scope_free(cl->lbh_stats);
 	stats_scope_free(cl->od_stats);
 	if (cl->od_timer)
 		event_free(cl->od_timer);
@@ -954,8 +1027,10 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 
 	cl->refcnt = 1;
 	cl->connect_timeout_ms = 5000;
-	cl->max_connections = cl->max_pending = cl->max_requests = 1024;
-	cl->max_retries = 3;
+	for (int p = 0; p < CB_PRIO_N; p++) {   /* Envoy's defaults, for both priorities */
+		cl->cb[p].max_connections = cl->cb[p].max_pending = cl->cb[p].max_requests = 1024;
+		cl->cb[p].max_retries = 3;
+	}
 	cl->panic_threshold = 50;
 	cl->idle_timeout_ms = 3600 * 1000;
 	cl->lr_choice_count = 2;
@@ -1124,10 +1199,25 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 						       HC_STATS_N);
 			free(scope);
 		}
-		scope = xasprintf("cluster.%s.circuit_breakers.default", cl->name);
-		cl->cb_stats = stats_scope_new(b->stats, scope, "cluster.circuit_breakers.default",
-					       "envoy_cluster_name", cl->name, cb_stat_desc, CB_STATS_N);
-		free(scope);
+		static const char *const prio_names[CB_PRIO_N] = { "default", "high" };
+		for (int p = 0; p < CB_PRIO_N; p++) {
+			char *group = xasprintf("cluster.circuit_breakers.%s", prio_names[p]);
+			scope = xasprintf("cluster.%s.circuit_breakers.%s", cl->name, prio_names[p]);
+			cl->cb[p].stats = stats_scope_new(b->stats, scope, group, "envoy_cluster_name",
+							  cl->name, cb_stat_desc, CB_STATS_N);
+			free(scope);
+			free(group);
+		}
+		if (cluster_lb_is_hash(cl)) {
+			bool ring = cl->lb == LB_RING_HASH;
+			scope = xasprintf("cluster.%s.%s", cl->name, ring ? "ring_hash_lb" : "maglev_lb");
+			cl->lbh_stats = stats_scope_new(b->stats, scope,
+							ring ? "cluster.ring_hash_lb" : "cluster.maglev_lb",
+							"envoy_cluster_name", cl->name,
+							ring ? ring_stat_desc : maglev_stat_desc,
+							ring ? RING_STATS_N : MAGLEV_STATS_N);
+			free(scope);
+		}
 	}
 	return cl;
 error:
@@ -1311,10 +1401,14 @@ void cluster_dump_admin(const struct cluster *cl, struct evbuffer *out)
 		HOST_RQ_ACTIVE, HOST_RQ_ERROR, HOST_RQ_SUCCESS, HOST_RQ_TIMEOUT, HOST_RQ_TOTAL };
 	const char *n = cl->name;
 	evbuffer_add_printf(out, "%s::observability_name::%s\n", n, n);
-	evbuffer_add_printf(out, "%s::default_priority::max_connections::1024\n", n);
-	evbuffer_add_printf(out, "%s::default_priority::max_pending_requests::1024\n", n);
-	evbuffer_add_printf(out, "%s::default_priority::max_requests::1024\n", n);
-	evbuffer_add_printf(out, "%s::default_priority::max_retries::3\n", n);
+	for (int p = 0; p < CB_PRIO_N; p++) {
+		const char *pn = p == CB_PRIO_HIGH ? "high_priority" : "default_priority";
+		const struct cb_prio *b = &cl->cb[p];
+		evbuffer_add_printf(out, "%s::%s::max_connections::%u\n", n, pn, b->max_connections);
+		evbuffer_add_printf(out, "%s::%s::max_pending_requests::%u\n", n, pn, b->max_pending);
+		evbuffer_add_printf(out, "%s::%s::max_requests::%u\n", n, pn, b->max_requests);
+		evbuffer_add_printf(out, "%s::%s::max_retries::%u\n", n, pn, b->max_retries);
+	}
 	evbuffer_add_printf(out, "%s::added_via_api::false\n", n);
 	for (size_t i = 0; cl->hs && i < cl->hs->n; i++) {
 		const struct host *h = cl->hs->hosts[i];

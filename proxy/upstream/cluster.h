@@ -50,12 +50,38 @@ struct health_checker;
 
 enum { CLUSTER_STATS(STATS_ENUM) CLUSTER_STATS_N };
 
-/* cluster.<name>.circuit_breakers.default.* gauges (main thread, 1 s tick). */
+/* cluster.<name>.circuit_breakers.{default,high}.* gauges (main thread, 1 s tick). */
 #define CB_STATS(X) X(GAUGE, cx_open) X(GAUGE, cx_pool_open) X(GAUGE, rq_pending_open) \
 	X(GAUGE, rq_open) X(GAUGE, rq_retry_open) X(GAUGE, remaining_cx)                \
 	X(GAUGE, remaining_pending) X(GAUGE, remaining_rq) X(GAUGE, remaining_retries)
 #define CB_ENUM(type, name) CB_##name,
 enum { CB_STATS(CB_ENUM) CB_STATS_N };
+
+/* cluster.<name>.ring_hash_lb.* / maglev_lb.* gauges (main thread, set when
+ * the table is rebuilt). */
+#define RING_STATS(X) X(GAUGE, size) X(GAUGE, min_hashes_per_host) X(GAUGE, max_hashes_per_host)
+#define MAGLEV_STATS(X) X(GAUGE, min_entries_per_host) X(GAUGE, max_entries_per_host)
+#define LBH_ENUM(type, name) LBH_##name,
+enum { RING_STATS(LBH_ENUM) RING_STATS_N };
+enum { MAGLEV_STATS(LBH_ENUM) MAGLEV_STATS_N };
+
+/* Envoy's RoutingPriority: a route's requests use the thresholds (and the
+ * counters) of its priority. */
+enum cb_priority { CB_PRIO_DEFAULT, CB_PRIO_HIGH, CB_PRIO_N };
+
+/* circuit_breakers.thresholds[] of one priority, and what is held against
+ * them.  Limits are cluster-wide across workers, counted with atomics. */
+struct cb_prio {
+	uint32_t max_connections, max_pending, max_requests, max_retries; /* 1024 x 3, 3 */
+	uint32_t max_host_connections;      /* per_host_thresholds.max_connections, 0 = none */
+	bool retry_budget;                  /* retry_budget set: replaces max_retries */
+	double budget_percent;              /* default 20 */
+	uint32_t min_retry_concurrency;     /* default 3 */
+	bool track_remaining;
+	struct stats_scope *stats;          /* owned: circuit_breakers.<default|high>.* */
+	/* atomic current counts, on their own cache line (every worker bumps them) */
+	_Alignas(64) int cx, pending, rq, retries;
+};
 
 /* Per-host counters kept per shard (for /clusters). */
 enum { HOST_CX_TOTAL, HOST_CX_ACTIVE, HOST_CX_CONNECT_FAIL, HOST_RQ_TOTAL, HOST_RQ_ACTIVE,
@@ -123,8 +149,18 @@ struct cluster_worker {
 	struct hostset *hs;                 /* ref held; NULL until the first set arrives */
 	uint64_t rr;                        /* round-robin cursor */
 	int64_t *cur_weight;                /* owned; smooth-WRR state [hs->nactive] when weighted */
-	double *lr_cur;                     /* owned; LEAST_REQUEST dynamic-weight WRR state
-					       [hs->nactive] when weighted */
+	struct lr_edf *lr_heap;             /* owned; LEAST_REQUEST EDF min-heap [hs->nactive]
+					       when weighted */
+	bool lr_built;                      /* lr_heap filled (on the first pick) */
+	double lr_now;                      /* EDF clock: deadline of the last pick */
+	uint64_t lr_order;                  /* EDF insertion counter (tie break) */
+};
+
+/* One host in the weighted LEAST_REQUEST EDF scheduler. */
+struct lr_edf {
+	double deadline;                    /* pick when the clock reaches it */
+	uint64_t order;                     /* insertion order: ties go to the oldest */
+	uint32_t host;                      /* index into hs->active */
 };
 
 struct cluster;
@@ -162,7 +198,7 @@ struct cluster {
 	size_t nendpoints;
 	json_t *json;                       /* owned ref, for /config_dump */
 	struct stats_scope *stats;          /* owned */
-	struct stats_scope *cb_stats;       /* owned: circuit_breakers.default.* */
+	struct stats_scope *lbh_stats;      /* owned: ring_hash_lb.* or maglev_lb.*, may be NULL */
 	struct stats_scope *od_stats;       /* owned: outlier_detection.*, may be NULL */
 	struct outlier_cfg od;
 	uint32_t panic_threshold;           /* common_lb_config.healthy_panic_threshold %, default 50 */
@@ -182,15 +218,7 @@ struct cluster {
 	size_t dns_pending;                 /* queries in flight this round */
 	struct event *dns_timer;            /* owned */
 	uint32_t dns_min_ttl_s;             /* smallest TTL of this round */
-	/* circuit_breakers.thresholds (DEFAULT priority); limits are cluster-wide
-	 * across workers, counted with atomics */
-	uint32_t max_connections, max_pending, max_requests, max_retries;
-	uint32_t max_host_connections;      /* per_host_thresholds.max_connections, 0 = none */
-	bool retry_budget;                  /* thresholds.retry_budget set: replaces max_retries */
-	double budget_percent;              /* default 20 */
-	uint32_t min_retry_concurrency;     /* default 3 */
-	bool track_remaining;
-	int cb_cx, cb_pending, cb_rq, cb_retries;   /* atomic current counts */
+	struct cb_prio cb[CB_PRIO_N];       /* circuit breakers by RoutingPriority */
 	bool initialized;                   /* first membership known */
 	void (*on_init)(struct cluster *cl, void *arg); /* called once, see cluster_start */
 	void *on_init_arg;
@@ -240,8 +268,42 @@ static inline void host_stat_add(struct host *h, unsigned shard, int idx, int64_
 }
 int64_t host_stat(const struct host *h, int idx);   /* summed over shards */
 
-/* Concurrent retries allowed now: max_retries, or the retry budget. */
-uint32_t cluster_retry_limit(const struct cluster *cl);
+/* Concurrent retries allowed now at priority p: max_retries, or the retry
+ * budget. */
+uint32_t cluster_retry_limit(const struct cluster *cl, enum cb_priority p);
+
+/* Take one unit under a cluster-wide limit of priority p: false (nothing
+ * taken) when that would exceed the limit.  Lock-free; any worker. */
+static inline bool cb_take(int *count, uint32_t limit)
+{
+	if ((uint32_t)__atomic_add_fetch(count, 1, __ATOMIC_RELAXED) > limit) {
+		__atomic_sub_fetch(count, 1, __ATOMIC_RELAXED);
+		return false;
+	}
+	return true;
+}
+static inline void cb_put(int *count)
+{
+	__atomic_sub_fetch(count, 1, __ATOMIC_RELAXED);
+}
+/* max_requests: one outstanding request of priority p. */
+static inline bool cluster_rq_take(struct cluster *cl, enum cb_priority p)
+{
+	return cb_take(&cl->cb[p].rq, cl->cb[p].max_requests);
+}
+static inline void cluster_rq_put(struct cluster *cl, enum cb_priority p)
+{
+	cb_put(&cl->cb[p].rq);
+}
+/* max_retries / retry_budget: one concurrent retry of priority p. */
+static inline bool cluster_retry_take(struct cluster *cl, enum cb_priority p)
+{
+	return cb_take(&cl->cb[p].retries, cluster_retry_limit(cl, p));
+}
+static inline void cluster_retry_put(struct cluster *cl, enum cb_priority p)
+{
+	cb_put(&cl->cb[p].retries);
+}
 /* Main thread: same hosts, new health flags: rebuild the active subset
  * and publish a new host set to the workers. */
 void cluster_republish(struct cluster *cl);

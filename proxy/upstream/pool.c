@@ -77,9 +77,8 @@ void pool_conn_close(struct upstream_conn *uc, bool remote)
 		event_free(uc->timer);
 	conn_free(uc->bev);
 	p->nconns--;
-	__atomic_sub_fetch(&p->cl->cb_cx, 1, __ATOMIC_RELAXED);
-	if (p->cl->max_host_connections)
-		__atomic_sub_fetch(&p->host->cb_cx, 1, __ATOMIC_RELAXED);
+	cb_put(&p->cl->cb[uc->prio].cx);
+	cb_put(&p->host->cb_cx);
 	if (p->pend_head && !p->orphan)
 		event_active(p->dispatch, EV_TIMEOUT, 0);   /* capacity freed */
 	free(uc);
@@ -200,13 +199,15 @@ static struct upstream_conn *take_idle(struct pool *p)
 	return uc;
 }
 
-static struct upstream_conn *connect_new(struct pool *p, pool_ready_cb cb, void *arg)
+static struct upstream_conn *connect_new(struct pool *p, enum cb_priority prio, pool_ready_cb cb,
+				       void *arg)
 {
 	struct worker *w = p->w;
 	struct cluster *cl = p->cl;
 	struct host *h = p->host;
 	struct upstream_conn *uc = xcalloc(1, sizeof(*uc));
 	uc->pool = p;
+	uc->prio = prio;
 	uc->state = UC_CONNECTING;
 	uc->created_ms = uc->connect_start_ms = now_ms();
 	uc->bev = conn_new(w->base, -1);
@@ -228,25 +229,24 @@ static struct upstream_conn *connect_new(struct pool *p, pool_ready_cb cb, void 
 	return uc;
 }
 
-/* Reserve one connection under max_connections (cluster-wide) and the
- * per-host max_connections. */
-static bool cx_reserve(struct cluster *cl, struct host *h)
+/* Reserve one connection under max_connections of priority prio
+ * (cluster-wide) and its per-host max_connections.  The host's count is
+ * shared by both priorities, the limits are not (Envoy's
+ * canCreateConnection(priority)). */
+static bool cx_reserve(struct cluster *cl, struct host *h, enum cb_priority prio)
 {
-	if ((uint32_t)__atomic_add_fetch(&cl->cb_cx, 1, __ATOMIC_RELAXED) > cl->max_connections) {
-		__atomic_sub_fetch(&cl->cb_cx, 1, __ATOMIC_RELAXED);
+	const struct cb_prio *b = &cl->cb[prio];
+	if (!cb_take(&cl->cb[prio].cx, b->max_connections))
 		return false;
-	}
-	if (cl->max_host_connections &&
-	    (uint32_t)__atomic_add_fetch(&h->cb_cx, 1, __ATOMIC_RELAXED) > cl->max_host_connections) {
-		__atomic_sub_fetch(&h->cb_cx, 1, __ATOMIC_RELAXED);
-		__atomic_sub_fetch(&cl->cb_cx, 1, __ATOMIC_RELAXED);
+	if (!cb_take(&h->cb_cx, b->max_host_connections ? b->max_host_connections : UINT32_MAX)) {
+		cb_put(&cl->cb[prio].cx);
 		return false;
 	}
 	return true;
 }
 
-int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb cb, void *arg,
-	     struct upstream_conn **out, struct pool_pending **pend)
+int pool_get(struct worker *w, struct cluster *cl, struct host *h, enum cb_priority prio,
+	     pool_ready_cb cb, void *arg, struct upstream_conn **out, struct pool_pending **pend)
 {
 	struct pool *p = pool_for(w, cl, h);
 
@@ -254,13 +254,12 @@ int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb
 	*pend = NULL;
 	if ((*out = take_idle(p)))
 		return RM_OK;
-	if (cx_reserve(cl, h)) {
-		*out = connect_new(p, cb, arg);
+	if (cx_reserve(cl, h, prio)) {
+		*out = connect_new(p, prio, cb, arg);
 		return RM_AGAIN;
 	}
 	stats_inc(cl->stats, w->shard, upstream_cx_overflow);
-	if ((uint32_t)__atomic_add_fetch(&cl->cb_pending, 1, __ATOMIC_RELAXED) > cl->max_pending) {
-		__atomic_sub_fetch(&cl->cb_pending, 1, __ATOMIC_RELAXED);
+	if (!cb_take(&cl->cb[prio].pending, cl->cb[prio].max_pending)) {
 		stats_inc(cl->stats, w->shard, upstream_rq_pending_overflow);
 		return RM_ERROR;
 	}
@@ -268,6 +267,7 @@ int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb
 	pp->cb = cb;
 	pp->arg = arg;
 	pp->pool = p;
+	pp->prio = prio;
 	pp->prev = p->pend_tail;
 	if (p->pend_tail)
 		p->pend_tail->next = pp;
@@ -293,7 +293,7 @@ static void pending_unlink(struct pool_pending *pp)
 	else
 		p->pend_tail = pp->prev;
 	p->npending--;
-	__atomic_sub_fetch(&p->cl->cb_pending, 1, __ATOMIC_RELAXED);
+	cb_put(&p->cl->cb[pp->prio].pending);
 	stats_dec(p->cl->stats, p->w->shard, upstream_rq_pending_active);
 }
 
@@ -308,31 +308,38 @@ void pool_pending_cancel(struct pool_pending *pp)
 		pool_free(p);
 }
 
-/* Deferred: give idle connections, or new capacity, to waiting requests. */
+/* Deferred: give idle connections, or new capacity, to waiting requests.
+ * In FIFO order; a request whose priority has no connection to spare yet
+ * does not hold back one of the other priority queued behind it. */
 static void dispatch_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct pool *p = arg;
+	struct pool_pending *pp = p->pend_head;
 	(void)fd;
 	(void)what;
-	while (p->pend_head) {
-		struct pool_pending *pp = p->pend_head;
+	while (pp) {
+		struct pool_pending *next = pp->next;
 		struct upstream_conn *uc = take_idle(p);
 		if (!uc) {
-			if (!cx_reserve(p->cl, p->host))
-				return;   /* still at the limit: wait for the next release */
+			if (!cx_reserve(p->cl, p->host, pp->prio)) {
+				pp = next;   /* still at this priority's limit */
+				continue;
+			}
 			pending_unlink(pp);
-			uc = connect_new(p, pp->cb, pp->arg);
+			uc = connect_new(p, pp->prio, pp->cb, pp->arg);
 			/* the connect result reaches pp->cb through connect_done(); but
 			 * the caller must learn the connecting conn to cancel it */
 			pp->cb(pp->arg, uc, POOL_E_PENDING_CONNECTING, NULL);
 			free(pp);
-			continue;
+		} else {
+			pending_unlink(pp);
+			pool_ready_cb cb = pp->cb;
+			void *cbarg = pp->arg;
+			free(pp);
+			cb(cbarg, uc, POOL_OK, NULL);
 		}
-		pending_unlink(pp);
-		pool_ready_cb cb = pp->cb;
-		void *cbarg = pp->arg;
-		free(pp);
-		cb(cbarg, uc, POOL_OK, NULL);
+		/* the callback may have cancelled other queued requests */
+		pp = p->pend_head;
 	}
 }
 

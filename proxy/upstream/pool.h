@@ -31,6 +31,8 @@ struct upstream_conn {
 	struct pool *pool;               /* not owned */
 	enum uc_state state;
 	uint32_t nrequests;              /* requests sent on this connection */
+	enum cb_priority prio;           /* max_connections it counts against: the
+	                                    priority of the request that opened it */
 	uint64_t created_ms, connect_start_ms;
 	struct event *timer;             /* owned: connect timeout, then idle timeout */
 	pool_ready_cb ready_cb;          /* while CONNECTING */
@@ -43,6 +45,7 @@ struct pool_pending {
 	pool_ready_cb cb;
 	void *arg;
 	struct pool *pool;               /* not owned */
+	enum cb_priority prio;           /* the request's routing priority */
 	struct pool_pending *prev, *next;
 };
 
@@ -58,14 +61,15 @@ struct pool {
 	bool orphan;                     /* host left the host set: free when empty */
 };
 
-/* Get a connection to h.  If an idle one exists it is returned in *out (state
+/* Get a connection to h for a request of routing priority prio (whose
+ * circuit-breaker thresholds apply).  If an idle one exists it is returned in *out (state
  * BUSY) and RM_OK is returned; otherwise a connect starts, the connecting
  * connection is returned in *out, RM_AGAIN is returned, and cb runs later
  * (never from inside pool_get) with the connection (BUSY) or an error (the
  * connection is then already freed).  Cancel a pending connect with
  * pool_conn_close(*out). */
-int pool_get(struct worker *w, struct cluster *cl, struct host *h, pool_ready_cb cb, void *arg,
-	     struct upstream_conn **out, struct pool_pending **pend);
+int pool_get(struct worker *w, struct cluster *cl, struct host *h, enum cb_priority prio,
+	     pool_ready_cb cb, void *arg, struct upstream_conn **out, struct pool_pending **pend);
 /* The circuit breakers: with max_connections reached cluster-wide, the
  * request is queued (RM_AGAIN, *out NULL, *pend set; cb runs when a
  * connection frees up) unless max_pending_requests is reached too, in which

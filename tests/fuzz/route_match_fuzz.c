@@ -19,6 +19,7 @@
  *     $(pkg-config --libs jansson libpcre2-8 libxxhash) -lm -o /tmp/route_match_fuzz
  *   /tmp/route_match_fuzz -max_total_time=20 tests/fuzz/corpus/route_match */
 #include <jansson.h>
+#include <netinet/in.h>
 
 #include "proxy/router/route.h"
 
@@ -164,7 +165,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				if (!route_pick_cluster(re, rnd, &wc))
 					abort();
 				uint64_t hash;
-				(void)route_hash(re, &req, (data[0] & 4) ? "10.0.0.1" : NULL, &hash);
+				struct sockaddr_in pa = { .sin_family = AF_INET, .sin_port = htons(5000) };
+				struct route_hash_conn hc = { (data[0] & 4) ? "10.0.0.1" : NULL,
+							      (struct sockaddr *)&pa, (struct sockaddr *)&pa };
+				struct route_cookies gen;
+				(void)route_hash(re, &req, &hc, &gen, &hash);
+				route_add_set_cookies(re, &gen, &resp);
 				route_apply_request(tables[t], vh, re, wc, &req);
 				break;
 			case ROUTE_ACTION_REDIRECT: {

@@ -147,8 +147,10 @@ def test_bad_hash_config_is_rejected(ports, tmp_path):
          "static_resources.clusters[0].maglev_lb_config.table_size: the table size of maglev "
          "must be a prime number below 5000011"),
         (static_cluster("c", 1, lb_policy="RING_HASH"),
-         route({"prefix": "/"}, "c", hash_policy=[{"cookie": {"name": "s", "ttl": "60s"}}]),
-         "routes[0].route.hash_policy[0].cookie.ttl: not supported yet"),
+         route({"prefix": "/"}, "c", hash_policy=[{"cookie": {
+             "name": "s", "ttl": "60s", "attributes": [{"name": "a", "value": "x\r\ny: 1"}]}}]),
+         "routes[0].route.hash_policy[0].cookie.attributes[0].value: must be at most 16384 "
+         "bytes without CR or LF"),
     ]:
         path = tmp_path / "bad.yaml"
         path.write_text(yaml.safe_dump(bootstrap(admin, [http_listener(lport, [rt])], [cluster])))

@@ -6,6 +6,8 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "proxy/router/route.h"
 
@@ -1308,9 +1310,26 @@ TEST(route_hash_policy_compile_errors)
 		  "name 'bad name'");
 	CHECK_STR(HP_ERR("{'header': {'header_name': 'x', 'regex_rewrite': {}}}"),
 		  "virtual_hosts[0].routes[0].route.hash_policy[0].header.regex_rewrite: not supported yet");
-	CHECK_STR(HP_ERR("{'cookie': {'name': 's', 'ttl': '10s'}}"),
-		  "virtual_hosts[0].routes[0].route.hash_policy[0].cookie.ttl: not supported yet "
-		  "(generating cookies; a cookie hash policy without ttl is supported)");
+	CHECK_STR(HP_ERR("{'cookie': {'name': 's', 'ttl': 'soon'}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].cookie.ttl: invalid duration 'soon' "
+		  "(expected e.g. \"1.5s\")");
+	CHECK_STR(HP_ERR("{'cookie': {'name': 's', 'ttl': '1s', 'attributes': [{'value': 'v'}]}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].cookie.attributes[0].name: missing "
+		  "required field 'name'");
+	CHECK_STR(HP_ERR("{'cookie': {'name': 's', 'ttl': '1s', 'attributes': [{'name': ''}]}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].cookie.attributes[0].name: must be 1 "
+		  "to 16384 bytes without CR or LF");
+	CHECK_STR(HP_ERR("{'cookie': {'name': 's', 'ttl': '1s', 'attributes': [{'name': 'a', 'x': 1}]}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].cookie.attributes[0].x: unknown field 'x'");
+	CHECK_STR(HP_ERR("{'cookie': {'name': 's', 'ttl': '1s', 'attributes': [{'name': 'a', 'value': 'b\\r\\nX: 1'}]}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].cookie.attributes[0].value: must be at "
+		  "most 16384 bytes without CR or LF");
+	CHECK_STR(HP_ERR("{'cookie': {'name': 's', 'ttl': '1s', 'path': '/\\n'}}"),
+		  "virtual_hosts[0].routes[0].route.hash_policy[0].cookie.path: must be at most 16384 "
+		  "bytes without CR or LF");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'priority': 'LOW'}}")),
+		  "virtual_hosts[0].routes[0].route.priority: unknown value 'LOW' (expected one of "
+		  "DEFAULT, HIGH)");
 	CHECK_STR(HP_ERR("{'cookie': {'name': ''}}"),
 		  "virtual_hosts[0].routes[0].route.hash_policy[0].cookie.name: must be 1 to 16384 "
 		  "bytes long");
@@ -1355,7 +1374,8 @@ static bool hash_of(const struct route_config *rc, const char *peer, uint64_t *o
 	va_end(ap);
 	const struct route_entry *re = route_match(rc, &h, &vh);
 	*out = 0xdeadull;
-	bool got = re && route_hash(re, &h, peer, out);
+	struct route_hash_conn hc = { peer, NULL, NULL };
+	bool got = re && route_hash(re, &h, &hc, NULL, out);
 	if (!got)
 		CHECK(*out == 0xdeadull);   /* untouched without a hash */
 	hdrs_free(&h);
@@ -1468,6 +1488,99 @@ TEST(route_hash_combine_and_terminal)
 	CHECK(rc != NULL);
 	if (rc)
 		CHECK(!hash_of(rc, "10.0.0.1", &a, "/", "x-a", "1", NULL));
+	route_config_free(rc);
+}
+
+/* Envoy's cookie generation: absent cookie + ttl -> value = hex(xxHash64(peer
+ * address + local address)), hashed like a received cookie, and a
+ * Set-Cookie in makeSetCookieValue's format. */
+TEST(route_hash_cookie_generation)
+{
+	struct route_config *rc = compile(HP_ROUTE(
+		"{'cookie': {'name': 'sess', 'ttl': '3600s', 'path': '/app', 'attributes': "
+		"[{'name': 'SameSite', 'value': 'Lax'}, {'name': 'Secure'}]}}"));
+	struct sockaddr_in peer = { .sin_family = AF_INET, .sin_port = htons(5000) };
+	struct sockaddr_in local = { .sin_family = AF_INET, .sin_port = htons(80) };
+	inet_pton(AF_INET, "10.0.0.1", &peer.sin_addr);
+	inet_pton(AF_INET, "10.0.0.2", &local.sin_addr);
+	struct route_hash_conn hc = { "10.0.0.1", (struct sockaddr *)&peer, (struct sockaddr *)&local };
+	struct http_headers h, resp;
+	struct route_cookies gen;
+	uint64_t hash = 0;
+	char hex[17], want[256];
+	CHECK(rc);
+	if (!rc)
+		return;
+	uint64_t v = xxh("10.0.0.1:500010.0.0.2:80");
+	snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)v);
+
+	hdrs_init(&h);
+	hdrs_add_cstr(&h, ":authority", "h");
+	hdrs_add_cstr(&h, ":path", "/");
+	const struct route_entry *re = route_match(rc, &h, NULL);
+	CHECK(re && re->priority == 0);
+	CHECK(route_hash(re, &h, &hc, &gen, &hash));
+	CHECK(gen.policies == 1 && gen.value == v);
+	CHECK(hash == xxh(hex));
+	hdrs_init(&resp);
+	route_add_set_cookies(re, &gen, &resp);
+	snprintf(want, sizeof(want), "sess=\"%s\"; Max-Age=3600; Path=/app; SameSite=Lax; Secure; HttpOnly",
+		 hex);
+	CHECK_STR(hdrs_get(&resp, "set-cookie", NULL), want);
+	hdrs_free(&resp);
+
+	/* replaying the cookie: the same hash, nothing generated */
+	uint64_t again = 0;
+	snprintf(want, sizeof(want), "sess=\"%s\"", hex);
+	hdrs_add_cstr(&h, "cookie", want);
+	CHECK(route_hash(re, &h, &hc, &gen, &again));
+	CHECK(again == hash && gen.policies == 0);
+	hdrs_init(&resp);
+	route_add_set_cookies(re, &gen, &resp);
+	CHECK(!hdrs_get(&resp, "set-cookie", NULL));
+	hdrs_free(&resp);
+	hdrs_free(&h);
+
+	/* without the connection addresses (or gen) nothing is generated */
+	hdrs_init(&h);
+	hdrs_add_cstr(&h, ":authority", "h");
+	hdrs_add_cstr(&h, ":path", "/");
+	CHECK(!route_hash(re, &h, &(struct route_hash_conn){ "10.0.0.1", NULL, NULL }, &gen, &hash));
+	CHECK(!route_hash(re, &h, &hc, NULL, &hash));
+
+	/* IPv6 peer: "[::1]:5000" */
+	struct sockaddr_in6 p6 = { .sin6_family = AF_INET6, .sin6_port = htons(5000) };
+	struct sockaddr_in6 l6 = { .sin6_family = AF_INET6, .sin6_port = htons(80) };
+	inet_pton(AF_INET6, "::1", &p6.sin6_addr);
+	inet_pton(AF_INET6, "::1", &l6.sin6_addr);
+	struct route_hash_conn hc6 = { "::1", (struct sockaddr *)&p6, (struct sockaddr *)&l6 };
+	CHECK(route_hash(re, &h, &hc6, &gen, &hash));
+	CHECK(gen.value == xxh("[::1]:5000[::1]:80"));
+	hdrs_free(&h);
+	route_config_free(rc);
+
+	/* ttl 0: a session cookie (no Max-Age); no path; a policy without ttl
+	 * never generates; the priority is parsed */
+	rc = compile(VH("{'name': 'h', 'match': {'prefix': '/'}, 'route': {'cluster': 'c', "
+			"'priority': 'HIGH', 'hash_policy': [{'cookie': {'name': 'plain'}}, "
+			"{'cookie': {'name': 's2', 'ttl': '0s'}}]}}"));
+	CHECK(rc);
+	if (!rc)
+		return;
+	hdrs_init(&h);
+	hdrs_add_cstr(&h, ":authority", "h");
+	hdrs_add_cstr(&h, ":path", "/");
+	re = route_match(rc, &h, NULL);
+	CHECK(re && re->priority == 1);
+	CHECK(route_hash(re, &h, &hc, &gen, &hash));
+	CHECK(gen.policies == 2);
+	CHECK(hash == xxh(hex));   /* only the generated cookie contributed */
+	hdrs_init(&resp);
+	route_add_set_cookies(re, &gen, &resp);
+	snprintf(want, sizeof(want), "s2=\"%s\"; HttpOnly", hex);
+	CHECK_STR(hdrs_get(&resp, "set-cookie", NULL), want);
+	hdrs_free(&resp);
+	hdrs_free(&h);
 	route_config_free(rc);
 }
 

@@ -33,7 +33,7 @@ static void inited(struct cluster *cl, void *arg)
  * given extra top-level fields (JSON object text without braces, or ""). */
 static struct cluster *make(size_t n, const unsigned *w, const char *extra, char *err, size_t errlen)
 {
-	char buf[4096];
+	char buf[16384];
 	size_t off = 0;
 	off += (size_t)snprintf(buf + off, sizeof(buf) - off,
 				"{\"name\":\"c\",\"type\":\"STATIC\",%s%s\"load_assignment\":"
@@ -285,4 +285,131 @@ TEST(lb_peak_ewma_weights_and_config)
 	CHECK(!make(2, NULL, "\"least_request_lb_config\":{\"active_request_bias\":{\"default_value\":-1}}",
 		    err, sizeof(err)));
 	CHECK_CONTAINS(err, "active_request_bias.default_value: must be a finite number >= 0");
+}
+
+TEST(lb_least_request_weighted_edf_split)
+{
+	/* weights 1 and 3, no active requests: EDF picks 1:3 (Envoy) */
+	static const unsigned w[] = { 1, 3 };
+	struct cluster *cl = make(2, w, "\"lb_policy\":\"LEAST_REQUEST\"", NULL, 0);
+	CHECK(cl && cl->workers[0].lr_heap);
+	if (!cl)
+		return;
+	int heavy = 0, run = 0, longest = 0;
+	for (int k = 0; k < 4000; k++) {
+		bool h = index_of(cl, cluster_pick_host(cl, &wk)) == 1;
+		heavy += h;
+		run = h ? 0 : run + 1;
+		longest = run > longest ? run : longest;
+	}
+	CHECK(heavy > 2850 && heavy < 3150);   /* ~3000 */
+	CHECK(longest <= 2);                    /* interleaved, not batched */
+	cluster_unref(cl);
+
+	/* 40 hosts with weights 1..40: each host's share follows its weight */
+	unsigned w40[40];
+	for (unsigned i = 0; i < 40; i++)
+		w40[i] = i + 1;
+	cl = make(40, w40, "\"lb_policy\":\"LEAST_REQUEST\"", NULL, 0);
+	CHECK(cl);
+	if (!cl)
+		return;
+	int count[40] = { 0 };
+	const int picks = 820 * 20;   /* total weight 820: 20 rounds */
+	for (int k = 0; k < picks; k++)
+		count[index_of(cl, cluster_pick_host(cl, &wk))]++;
+	for (unsigned i = 0; i < 40; i++) {
+		int want = (int)(20 * w40[i]);
+		CHECK(count[i] >= want * 9 / 10 - 2 && count[i] <= want * 11 / 10 + 2);
+	}
+	/* a busy host is picked less: host 39 (weight 40) with 3 active
+	 * requests weighs 40/4 = 10 */
+	set_active(cl, 39, 3);
+	memset(count, 0, sizeof(count));
+	for (int k = 0; k < picks; k++)
+		count[index_of(cl, cluster_pick_host(cl, &wk))]++;
+	CHECK(count[39] > 100 && count[39] < 330);   /* ~10/790 x 16400 = 208 */
+	set_active(cl, 39, 0);
+	cluster_unref(cl);
+}
+
+TEST(lb_hash_gauges)
+{
+	static const unsigned w[] = { 1, 2, 1 };
+	struct cluster *cl = make(3, w, "\"lb_policy\":\"RING_HASH\",\"ring_hash_lb_config\":"
+				  "{\"minimum_ring_size\":64}", NULL, 0);
+	CHECK(cl && cl->lbh_stats && cl->workers[0].hs->lbt);
+	if (!cl)
+		return;
+	const struct lb_hash_table *t = cl->workers[0].hs->lbt;
+	CHECK_INT(stats_value(cl->lbh_stats, LBH_size), (int64_t)t->size);
+	CHECK_INT(t->size, 64);   /* minimum_ring_size, shared 1:2:1 */
+	CHECK_INT(stats_value(cl->lbh_stats, LBH_min_hashes_per_host), 16);
+	CHECK_INT(stats_value(cl->lbh_stats, LBH_max_hashes_per_host), 32);
+	cluster_unref(cl);
+
+	cl = make(3, w, "\"lb_policy\":\"MAGLEV\",\"maglev_lb_config\":{\"table_size\":1009}", NULL, 0);
+	CHECK(cl && cl->lbh_stats);
+	if (!cl)
+		return;
+	t = cl->workers[0].hs->lbt;
+	int64_t lo = stats_value(cl->lbh_stats, LBH_min_entries_per_host);
+	int64_t hi = stats_value(cl->lbh_stats, LBH_max_entries_per_host);
+	CHECK_INT(lo, t->min_per_host);
+	CHECK_INT(hi, t->max_per_host);
+	CHECK(lo > 200 && lo < 300 && hi > 450 && hi < 560);   /* 1009 x 1/4, 1/2 */
+	cluster_unref(cl);
+
+	/* other policies have no such scope */
+	cl = make(2, NULL, "", NULL, 0);
+	CHECK(cl && !cl->lbh_stats);
+	cluster_unref(cl);
+}
+
+TEST(lb_circuit_breaker_priorities)
+{
+	char err[512];
+	struct cluster *cl = make(1, NULL, "\"circuit_breakers\":{\"thresholds\":["
+				  "{\"max_requests\":2,\"max_retries\":1},"
+				  "{\"priority\":\"HIGH\",\"max_requests\":5,\"max_pending_requests\":7,"
+				  "\"retry_budget\":{\"min_retry_concurrency\":4}},"
+				  "{\"priority\":\"HIGH\",\"max_requests\":99}],"
+				  "\"per_host_thresholds\":[{\"priority\":\"HIGH\",\"max_connections\":9}]}",
+				  err, sizeof(err));
+	CHECK(cl);
+	if (!cl) {
+		fprintf(stderr, "%s\n", err);
+		return;
+	}
+	CHECK_INT(cl->cb[CB_PRIO_DEFAULT].max_requests, 2);
+	CHECK_INT(cl->cb[CB_PRIO_DEFAULT].max_pending, 1024);
+	CHECK_INT(cl->cb[CB_PRIO_HIGH].max_requests, 5);
+	CHECK_INT(cl->cb[CB_PRIO_HIGH].max_pending, 7);
+	CHECK_INT(cl->cb[CB_PRIO_HIGH].max_connections, 1024);
+	CHECK_INT(cl->cb[CB_PRIO_HIGH].max_host_connections, 9);
+	CHECK_INT(cl->cb[CB_PRIO_DEFAULT].max_host_connections, 0);
+	/* separate counts: DEFAULT overflows at 2 while HIGH still takes 5 */
+	int d = 0, h = 0;
+	for (int k = 0; k < 10; k++) {
+		d += cluster_rq_take(cl, CB_PRIO_DEFAULT);
+		h += cluster_rq_take(cl, CB_PRIO_HIGH);
+	}
+	CHECK_INT(d, 2);
+	CHECK_INT(h, 5);
+	CHECK_INT(cluster_retry_limit(cl, CB_PRIO_DEFAULT), 1);
+	CHECK_INT(cluster_retry_limit(cl, CB_PRIO_HIGH), 4);   /* budget floor */
+	for (int k = 0; k < 2; k++)
+		cluster_rq_put(cl, CB_PRIO_DEFAULT);
+	for (int k = 0; k < 5; k++)
+		cluster_rq_put(cl, CB_PRIO_HIGH);
+	CHECK(cluster_retry_take(cl, CB_PRIO_DEFAULT));
+	CHECK(!cluster_retry_take(cl, CB_PRIO_DEFAULT));
+	cluster_retry_put(cl, CB_PRIO_DEFAULT);
+	/* gauges per priority */
+	CHECK(cl->cb[CB_PRIO_DEFAULT].stats && cl->cb[CB_PRIO_HIGH].stats);
+	cluster_unref(cl);
+
+	CHECK(!make(1, NULL, "\"circuit_breakers\":{\"thresholds\":[{\"priority\":\"LOW\"}]}",
+		    err, sizeof(err)));
+	CHECK_CONTAINS(err, "circuit_breakers.thresholds[0].priority: unknown value 'LOW'");
 }
