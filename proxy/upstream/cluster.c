@@ -115,15 +115,41 @@ void hostset_unref(struct hostset *hs)
 		host_unref(hs->hosts[i]);
 	if (hs->active != hs->hosts)
 		free(hs->active);
+	free(hs->degraded);
 	free(hs->hosts);
 	lb_hash_free(hs->lbt);
+	lb_hash_free(hs->lbt_degraded);
 	free(hs);
 }
 
+/* The hosts of hosts[0..n) in state want, into a new array (no refs). */
+static struct host **hostset_subset(struct host **hosts, size_t n, enum host_health want,
+				    size_t *count, uint32_t *weight, bool *weighted)
+{
+	struct host **out = xmalloc((n ? n : 1) * sizeof(*out));
+	*count = 0;
+	*weight = 0;
+	*weighted = false;
+	for (size_t i = 0; i < n; i++) {
+		if (host_health_of(__atomic_load_n(&hosts[i]->health_flags, __ATOMIC_RELAXED)) != want)
+			continue;
+		out[*count] = hosts[i];
+		*weight += hosts[i]->weight;
+		if (hosts[i]->weight != out[0]->weight)
+			*weighted = true;
+		(*count)++;
+	}
+	return out;
+}
+
+/* Envoy's load split for one priority: healthy hosts take
+ * min(100, 1.4 x healthy%) of the traffic, degraded hosts what is left up to
+ * 1.4 x degraded%, and the two are normalised to 100.  Panic (too few
+ * healthy + degraded hosts, or none at all): every host, health ignored. */
 static struct hostset *hostset_new(struct host **hosts, size_t n, uint32_t panic_pct)
 {
 	struct hostset *hs = xcalloc(1, sizeof(*hs));
-	size_t healthy = 0;
+	size_t healthy = 0, degraded = 0;
 	hs->refcnt = 1;
 	hs->n = n;
 	hs->hosts = hosts;
@@ -131,31 +157,34 @@ static struct hostset *hostset_new(struct host **hosts, size_t n, uint32_t panic
 		hs->total_weight += hosts[i]->weight;
 		if (hosts[i]->weight != hosts[0]->weight)
 			hs->weighted = true;
-		if (!__atomic_load_n(&hosts[i]->health_flags, __ATOMIC_RELAXED))
-			healthy++;
+		switch (host_health_of(__atomic_load_n(&hosts[i]->health_flags, __ATOMIC_RELAXED))) {
+		case HOST_HEALTHY: healthy++; break;
+		case HOST_DEGRADED: degraded++; break;
+		case HOST_UNHEALTHY: break;
+		}
 	}
 	hs->active = hosts;
 	hs->nactive = n;
 	hs->active_weight = hs->total_weight;
 	hs->active_weighted = hs->weighted;
-	if (healthy < n && n) {
-		if (healthy * 100 < (size_t)panic_pct * n || !healthy) {
-			hs->panic = true;   /* too few healthy hosts: use them all */
-		} else {
-			hs->active = xmalloc(healthy * sizeof(*hs->active));
-			hs->nactive = 0;
-			hs->active_weight = 0;
-			hs->active_weighted = false;
-			for (size_t i = 0; i < n; i++) {
-				if (__atomic_load_n(&hosts[i]->health_flags, __ATOMIC_RELAXED))
-					continue;
-				hs->active[hs->nactive++] = hosts[i];
-				hs->active_weight += hosts[i]->weight;
-				if (hosts[i]->weight != hs->active[0]->weight)
-					hs->active_weighted = true;
-			}
-		}
+	if (healthy == n || !n)
+		return hs;
+	if ((healthy + degraded) * 100 < (size_t)panic_pct * n || !(healthy + degraded)) {
+		hs->panic = true;   /* too few usable hosts: use them all */
+		return hs;
 	}
+	hs->active = hostset_subset(hosts, n, HOST_HEALTHY, &hs->nactive, &hs->active_weight,
+				    &hs->active_weighted);
+	if (!degraded)
+		return hs;
+	bool unused;
+	hs->degraded = hostset_subset(hosts, n, HOST_DEGRADED, &hs->ndegraded,
+				      &hs->degraded_weight, &unused);
+	/* availability in per-mille with the 1.4 overprovisioning factor */
+	uint64_t h_avail = MIN(1000, healthy * 1400 / n);
+	uint64_t d_avail = MIN(1000 - h_avail, degraded * 1400 / n);
+	hs->degraded_load = !healthy ? 100 :
+			    (uint32_t)((d_avail * 100 + (h_avail + d_avail) / 2) / (h_avail + d_avail));
 	return hs;
 }
 
@@ -183,7 +212,7 @@ static void hostset_build_lb(const struct cluster *cl, struct hostset *hs)
 {
 	if (!cluster_lb_is_hash(cl))
 		return;
-	if (!hs->nactive) {
+	if (!hs->nactive && !hs->ndegraded) {
 		hostset_lb_gauges(cl, NULL);
 		return;
 	}
@@ -198,6 +227,17 @@ static void hostset_build_lb(const struct cluster *cl, struct hostset *hs)
 	free(keys);
 	free(weights);
 	hostset_lb_gauges(cl, hs->lbt);
+	if (hs->ndegraded) {
+		keys = xmalloc(hs->ndegraded * sizeof(*keys));
+		weights = xmalloc(hs->ndegraded * sizeof(*weights));
+		for (size_t i = 0; i < hs->ndegraded; i++) {
+			keys[i] = hs->degraded[i]->addr_str;
+			weights[i] = hs->degraded[i]->weight;
+		}
+		hs->lbt_degraded = lb_hash_build(&cl->hash_cfg, keys, weights, hs->ndegraded);
+		free(keys);
+		free(weights);
+	}
 }
 
 /* Main thread: install a new host set and tell the workers.  force: the
@@ -205,11 +245,11 @@ static void hostset_build_lb(const struct cluster *cl, struct hostset *hs)
 static void cluster_set_hostset_ex(struct cluster *cl, struct hostset *hs, bool force)
 {
 	struct hostset *old = cl->hs;
-	bool changed = force || !old || old->n != hs->n;
-	for (size_t i = 0; !changed && i < hs->n; i++)
-		changed = old->hosts[i] != hs->hosts[i];
+	bool same = old && old->n == hs->n;
+	for (size_t i = 0; same && i < hs->n; i++)
+		same = old->hosts[i] == hs->hosts[i];
 	stats_inc(cl->stats, 0, update_attempt);
-	if (!changed) {
+	if (same && !force) {
 		stats_inc(cl->stats, 0, update_no_rebuild);
 		hostset_unref(hs);
 		return;
@@ -218,23 +258,19 @@ static void cluster_set_hostset_ex(struct cluster *cl, struct hostset *hs, bool 
 	stats_inc(cl->stats, 0, membership_change);
 	stats_gauge_set(cl->stats, membership_total, (int64_t)hs->n);
 	{
-		int64_t healthy = 0;
+		int64_t by[3] = { 0 };
 		for (size_t i = 0; i < hs->n; i++)
-			healthy += !__atomic_load_n(&hs->hosts[i]->health_flags, __ATOMIC_RELAXED);
-		stats_gauge_set(cl->stats, membership_healthy, healthy);
+			by[host_health_of(__atomic_load_n(&hs->hosts[i]->health_flags, __ATOMIC_RELAXED))]++;
+		stats_gauge_set(cl->stats, membership_healthy, by[HOST_HEALTHY]);
+		stats_gauge_set(cl->stats, membership_degraded, by[HOST_DEGRADED]);
 	}
 	hostset_build_lb(cl, hs);
 	cl->hs = hs;
 	if (cluster_publish_hook)
 		cluster_publish_hook(cl, hs);
 	hostset_unref(old);
-	if (cl->hc && !force)   /* membership changed: check new hosts, stop old ones */
+	if (cl->hc && !same)   /* membership changed: check new hosts, stop old ones */
 		health_checker_sync(cl->hc);
-}
-
-static void cluster_set_hostset(struct cluster *cl, struct hostset *hs)
-{
-	cluster_set_hostset_ex(cl, hs, false);
 }
 
 /* Same hosts, new health: rebuild the active subset and publish it. */
@@ -427,12 +463,42 @@ static struct host *pick_peak_ewma(const struct cluster *cl, const struct worker
 	       cluster_ewma_cost(cl, w, hosts[i], now_us) ? hosts[j] : hosts[i];
 }
 
+/* A degraded host: the same kind of choice as the policy makes, kept
+ * simple (degraded hosts only take the traffic the healthy ones cannot):
+ * hash tables for RING_HASH/MAGLEV (hash), P2C for LEAST_REQUEST, a
+ * round-robin cursor or weighted random otherwise. */
+static struct host *pick_degraded(const struct cluster *cl, struct cluster_worker *cw,
+				  const struct hostset *hs, unsigned sh, uint64_t hash)
+{
+	struct host **hosts = hs->degraded;
+	size_t n = hs->ndegraded;
+	if (n == 1)
+		return hosts[0];
+	if (hs->lbt_degraded)
+		return hosts[lb_hash_lookup(hs->lbt_degraded, hash)];
+	if (cl->lb == LB_LEAST_REQUEST)
+		return pick_least_request_p2c(cl, hosts, n, sh);
+	if (hs->degraded_weight != hosts[0]->weight * n) {
+		uint32_t r = rand_below(hs->degraded_weight);
+		for (size_t i = 0; i < n; i++) {
+			if (r < hosts[i]->weight)
+				return hosts[i];
+			r -= hosts[i]->weight;
+		}
+	}
+	return hosts[cw->rr_degraded++ % n];
+}
+
 struct host *cluster_pick_host_at(struct cluster *cl, struct worker *w, uint64_t now_us)
 {
 	struct cluster_worker *cw = &cl->workers[w->id];
 	struct hostset *hs = cw->hs;
 
-	if (!hs || !hs->nactive)
+	if (!hs)
+		return NULL;
+	if (hs->degraded_load && (hs->degraded_load >= 100 || rand_below(100) < hs->degraded_load))
+		return pick_degraded(cl, cw, hs, w->shard, rand_u64());
+	if (!hs->nactive)
 		return NULL;
 	struct host **hosts = hs->active;
 	size_t n = hs->nactive;
@@ -488,6 +554,11 @@ struct host *cluster_pick_host_hash(struct cluster *cl, struct worker *w, uint64
 
 	if (!have_hash || !hs || !hs->lbt)
 		return cluster_pick_host(cl, w);
+	/* healthy or degraded: decided by the hash too, so a key stays put */
+	if (hs->degraded_load && (hs->degraded_load >= 100 || hash % 100 < hs->degraded_load))
+		return pick_degraded(cl, &cl->workers[w->id], hs, w->shard, hash);
+	if (!hs->nactive)
+		return NULL;
 	return hs->active[lb_hash_lookup(hs->lbt, hash)];
 }
 
@@ -866,13 +937,22 @@ static int parse_hash_lb_config(struct cfg_ctx *c, const json_t *j, struct clust
 	return rc;
 }
 
-static void add_endpoint(struct cluster *cl, const char *host, uint16_t port, uint32_t weight)
+static void add_endpoint(struct cluster *cl, const char *host, uint16_t port, uint32_t weight,
+			 int eds_flags)
 {
 	cl->endpoints = xrealloc(cl->endpoints, (cl->nendpoints + 1) * sizeof(*cl->endpoints));
 	cl->endpoints[cl->nendpoints].address = xstrdup(host);
 	cl->endpoints[cl->nendpoints].port = port;
+	cl->endpoints[cl->nendpoints].eds_flags = eds_flags;
 	cl->endpoints[cl->nendpoints++].weight = weight;
 }
+
+/* config.core.v3.HealthStatus, as Envoy applies it to an endpoint:
+ * UNHEALTHY, DRAINING and TIMEOUT fail the host, DEGRADED degrades it. */
+static const char *const health_status_names[] = { "UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING",
+						   "TIMEOUT", "DEGRADED" };
+static const int health_status_flags[] = { 0, 0, HOST_FAILED_EDS_HEALTH, HOST_FAILED_EDS_HEALTH,
+					   HOST_FAILED_EDS_HEALTH, HOST_DEGRADED_EDS_HEALTH };
 
 /* One lb_endpoints[] entry: {endpoint: {address}, load_balancing_weight}. */
 static int parse_lb_endpoint(struct cfg_ctx *c, const json_t *lb, struct cluster *cl)
@@ -886,8 +966,11 @@ static int parse_lb_endpoint(struct cfg_ctx *c, const json_t *lb, struct cluster
 	uint16_t port;
 	int rc = RM_ERROR;
 
+	int status = 0;
 	if (cfg_expect_object(c, lb) || cfg_check_fields(c, lb, lbf) ||
-	    cfg_u32(c, lb, "load_balancing_weight", &weight))
+	    cfg_u32(c, lb, "load_balancing_weight", &weight) ||
+	    cfg_enum(c, lb, "health_status", health_status_names, ARRAY_SIZE(health_status_names),
+		     &status))
 		return RM_ERROR;
 	if (weight == 0) {
 		cfg_fail_field(c, lb, "load_balancing_weight", "must be at least 1");
@@ -903,7 +986,7 @@ static int parse_lb_endpoint(struct cfg_ctx *c, const json_t *lb, struct cluster
 		socklen_t len;
 		/* STATIC endpoints must be IP literals; DNS types take names. */
 		if (cl->type != CLUSTER_STATIC || !cfg_address(c, addr, &ss, &len)) {
-			add_endpoint(cl, host, port, weight);
+			add_endpoint(cl, host, port, weight, health_status_flags[status]);
 			rc = RM_OK;
 		}
 	}
@@ -1244,6 +1327,7 @@ static void publish_from_endpoints(struct cluster *cl)
 {
 	size_t cap = 0, n = 0;
 	struct host **hosts = NULL;
+	bool health_changed = false;
 	for (size_t i = 0; i < cl->nendpoints; i++) {
 		struct endpoint_cfg *e = &cl->endpoints[i];
 		size_t na = cl->type == CLUSTER_STATIC ? 1 : cl->dns_naddrs[i];
@@ -1266,13 +1350,21 @@ static void publish_from_endpoints(struct cluster *cl)
 			struct host *h = find_old_host(cl, &ss);
 			if (h && h->weight == e->weight) {
 				host_ref(h);
+				int eds = HOST_FAILED_EDS_HEALTH | HOST_DEGRADED_EDS_HEALTH;
+				int was = __atomic_load_n(&h->health_flags, __ATOMIC_RELAXED);
+				if ((was & eds) != e->eds_flags) {
+					__atomic_and_fetch(&h->health_flags, ~eds, __ATOMIC_RELAXED);
+					__atomic_or_fetch(&h->health_flags, e->eds_flags, __ATOMIC_RELAXED);
+					health_changed = true;
+				}
 			} else {
 				h = host_new(cl, &ss, cl->type == CLUSTER_STATIC ? NULL : e->address,
 					     e->weight);
 				/* actively checked hosts start unhealthy until their
 				 * first check (Envoy) */
+				h->health_flags = e->eds_flags;
 				if (cl->hc_cfg)
-					h->health_flags = HOST_FAILED_ACTIVE_HC;
+					h->health_flags |= HOST_FAILED_ACTIVE_HC;
 			}
 			if (n == cap) {
 				cap = cap ? cap * 2 : 4;
@@ -1281,7 +1373,7 @@ static void publish_from_endpoints(struct cluster *cl)
 			hosts[n++] = h;
 		}
 	}
-	cluster_set_hostset(cl, hostset_new(hosts, n, cl->panic_threshold));
+	cluster_set_hostset_ex(cl, hostset_new(hosts, n, cl->panic_threshold), health_changed);
 }
 
 static void dns_round(struct cluster *cl);
@@ -1418,9 +1510,12 @@ void cluster_dump_admin(const struct cluster *cl, struct evbuffer *out)
 		evbuffer_add_printf(out, "%s::%s::hostname::%s\n", n, h->addr_str,
 				    h->hostname ? h->hostname : "");
 		int hf = __atomic_load_n(&h->health_flags, __ATOMIC_RELAXED);
-		evbuffer_add_printf(out, "%s::%s::health_flags::%s%s%s\n", n, h->addr_str,
+		evbuffer_add_printf(out, "%s::%s::health_flags::%s%s%s%s%s%s\n", n, h->addr_str,
 				    hf ? "" : "healthy", (hf & HOST_FAILED_ACTIVE_HC) ? "/failed_active_hc" : "",
-				    (hf & HOST_FAILED_OUTLIER) ? "/failed_outlier_check" : "");
+				    (hf & HOST_FAILED_OUTLIER) ? "/failed_outlier_check" : "",
+				    (hf & HOST_FAILED_EDS_HEALTH) ? "/failed_eds_health" : "",
+				    (hf & HOST_DEGRADED_ACTIVE_HC) ? "/degraded_active_hc" : "",
+				    (hf & HOST_DEGRADED_EDS_HEALTH) ? "/degraded_eds_health" : "");
 		evbuffer_add_printf(out, "%s::%s::weight::%u\n", n, h->addr_str, h->weight);
 		evbuffer_add_printf(out, "%s::%s::region::\n%s::%s::zone::\n%s::%s::sub_zone::\n",
 				    n, h->addr_str, n, h->addr_str, n, h->addr_str);

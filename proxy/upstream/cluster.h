@@ -101,12 +101,26 @@ struct host_ewma {
 	uint64_t stamp_us;                  /* time of cost_us; 0 = no sample yet */
 };
 
-#define HOST_FAILED_ACTIVE_HC 0x1          /* health_flags */
-#define HOST_FAILED_OUTLIER   0x2
+#define HOST_FAILED_ACTIVE_HC    0x1       /* health_flags */
+#define HOST_FAILED_OUTLIER      0x2
+#define HOST_FAILED_EDS_HEALTH   0x4       /* health_status UNHEALTHY/DRAINING/TIMEOUT */
+#define HOST_DEGRADED_ACTIVE_HC  0x8       /* check answered with x-envoy-degraded */
+#define HOST_DEGRADED_EDS_HEALTH 0x10      /* health_status DEGRADED */
+#define HOST_FAILED_MASK   (HOST_FAILED_ACTIVE_HC | HOST_FAILED_OUTLIER | HOST_FAILED_EDS_HEALTH)
+#define HOST_DEGRADED_MASK (HOST_DEGRADED_ACTIVE_HC | HOST_DEGRADED_EDS_HEALTH)
+
+/* Envoy's Host::Health: a failed host is unhealthy even if also degraded. */
+enum host_health { HOST_HEALTHY, HOST_DEGRADED, HOST_UNHEALTHY };
+static inline enum host_health host_health_of(int flags)
+{
+	return (flags & HOST_FAILED_MASK) ? HOST_UNHEALTHY :
+	       (flags & HOST_DEGRADED_MASK) ? HOST_DEGRADED : HOST_HEALTHY;
+}
 
 struct host {
 	int refcnt;                         /* atomic; host sets and pools hold refs */
-	int health_flags;                   /* HOST_FAILED_*; written by the main thread */
+	int health_flags;                   /* HOST_FAILED_* / HOST_DEGRADED_*; written by the
+					       main thread */
 	int consecutive_5xx;                /* atomic; outlier detection (all workers) */
 	int consecutive_gw;                 /* atomic; consecutive gateway failures */
 	int consecutive_lo;                 /* atomic; consecutive local-origin failures
@@ -142,12 +156,21 @@ struct hostset {
 	bool panic;
 	struct lb_hash_table *lbt;          /* owned; RING_HASH/MAGLEV lookup table built
 					       by the main thread for this set, else NULL */
+	/* Degraded hosts (Envoy): they take degraded_load % of the picks, the
+	 * share the healthy hosts cannot carry with the 1.4 overprovisioning
+	 * factor; 0 when the healthy ones suffice or in panic. */
+	struct host **degraded;             /* owned array (no extra refs) [ndegraded] */
+	size_t ndegraded;
+	uint32_t degraded_weight;
+	uint32_t degraded_load;             /* 0..100 */
+	struct lb_hash_table *lbt_degraded; /* owned; hash table over degraded[] */
 };
 
 /* Worker w's view of a cluster. */
 struct cluster_worker {
 	struct hostset *hs;                 /* ref held; NULL until the first set arrives */
 	uint64_t rr;                        /* round-robin cursor */
+	uint64_t rr_degraded;               /* round-robin cursor over hs->degraded */
 	int64_t *cur_weight;                /* owned; smooth-WRR state [hs->nactive] when weighted */
 	struct lr_edf *lr_heap;             /* owned; LEAST_REQUEST EDF min-heap [hs->nactive]
 					       when weighted */
@@ -173,6 +196,8 @@ struct endpoint_cfg {                       /* one lb_endpoints[] entry */
 	char *address;                      /* owned: IP literal or DNS name */
 	uint16_t port;
 	uint32_t weight;
+	int eds_flags;                      /* health_status: HOST_FAILED_EDS_HEALTH,
+					       HOST_DEGRADED_EDS_HEALTH or 0 */
 };
 
 struct cluster {

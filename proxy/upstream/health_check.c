@@ -487,6 +487,7 @@ struct hc_session {
 	/* HTTP response state */
 	struct h1_scan scan;
 	enum hc_result http_result;
+	bool http_degraded;             /* the answer carried x-envoy-degraded */
 	enum h1_body_kind body_kind;
 	uint64_t body_left;
 	size_t body_seen;
@@ -509,11 +510,16 @@ static void session_start_check(struct hc_session *s);
 
 static void update_healthy_gauge(struct health_checker *hc)
 {
-	int64_t healthy = 0;
-	for (size_t i = 0; i < hc->n; i++)
-		healthy += !(__atomic_load_n(&hc->s[i]->h->health_flags, __ATOMIC_RELAXED) &
-			     HOST_FAILED_ACTIVE_HC);
+	int64_t healthy = 0, degraded = 0;
+	for (size_t i = 0; i < hc->n; i++) {
+		int f = __atomic_load_n(&hc->s[i]->h->health_flags, __ATOMIC_RELAXED);
+		if (!(f & HOST_FAILED_ACTIVE_HC)) {
+			healthy++;
+			degraded += !!(f & HOST_DEGRADED_ACTIVE_HC);
+		}
+	}
 	stats_gauge_set(hc->cl->hc_stats, HC_healthy, healthy);
+	stats_gauge_set(hc->cl->hc_stats, HC_degraded, degraded);
 }
 
 static void check_warmed(struct health_checker *hc)
@@ -575,6 +581,21 @@ static void session_done(struct hc_session *s, enum hc_result r, bool close)
 	if (r == HC_OK) {
 		s->nunhealthy = 0;
 		stats_inc(st, 0, HC_success);
+		/* Envoy: a passing answer with x-envoy-degraded marks the host
+		 * degraded at once, one without it clears that (TCP: never). */
+		bool was_degraded = __atomic_load_n(&h->health_flags, __ATOMIC_RELAXED) &
+				    HOST_DEGRADED_ACTIVE_HC;
+		bool degraded = cfg->kind == HC_HTTP && s->http_degraded;
+		if (degraded != was_degraded) {
+			if (degraded)
+				__atomic_or_fetch(&h->health_flags, HOST_DEGRADED_ACTIVE_HC, __ATOMIC_RELAXED);
+			else
+				__atomic_and_fetch(&h->health_flags, ~HOST_DEGRADED_ACTIVE_HC,
+						   __ATOMIC_RELAXED);
+			changed = true;
+			log_info("cluster '%s': host %s is %s (active health check)", hc->cl->name,
+				 h->addr_str, degraded ? "degraded" : "no longer degraded");
+		}
 		if (failed) {
 			if (s->first_check || ++s->nhealthy >= cfg->healthy_threshold) {
 				__atomic_and_fetch(&h->health_flags, ~HOST_FAILED_ACTIVE_HC, __ATOMIC_RELAXED);
@@ -673,6 +694,7 @@ static void http_read(struct hc_session *s, struct evbuffer *in)
 			session_done(s, HC_FAIL_NETWORK, true);   /* protocol error */
 			return;
 		}
+		s->http_degraded = hdrs_get(&head.hdrs, "x-envoy-degraded", NULL) != NULL;
 		hdrs_free(&head.hdrs);
 		evbuffer_drain(in, (size_t)end);
 		if (head.status < 200) {   /* 1xx: wait for the final answer */

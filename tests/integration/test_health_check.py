@@ -186,3 +186,55 @@ def test_tcp_health_check_send_receive(remora, echo_server, ports):
     # echo_ok reuses one connection; connect-only checks open one per check
     wait_until(lambda: echo_server.connections >= 8, 5, what="connect-only checks")
     assert r.stat("cluster.echo_ok.health_check.degraded") == 0
+
+
+def _share(lport, n, name):
+    return sum(1 for s in _servers(lport, n) if s == name) / n
+
+
+def test_http_check_degraded_host(remora, make_upstream, ports):
+    """A passing check answered with x-envoy-degraded marks the host degraded
+    (Envoy): with 1 healthy + 1 degraded host the healthy one takes
+    min(100, 1.4 x 50) = 70 % of the traffic and the degraded one the rest;
+    when the header goes away the host is healthy again."""
+    a, b = make_upstream("a"), make_upstream("b")
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, [a.port, b.port], _http_hc(interval="0.1s")), concurrency=1)
+    assert r.stat("cluster.backend.health_check.degraded") == 0
+    b.health_headers = [("x-envoy-degraded", "")]
+    wait_until(lambda: _flags(r, "backend", b.port) == "/degraded_active_hc", 0.1 + SLACK,
+               what="b degraded")
+    assert r.wait_stat("cluster.backend.health_check.degraded", lambda v: v == 1) == 1
+    assert r.wait_stat("cluster.backend.membership_degraded", lambda v: v == 1) == 1
+    assert r.stat("cluster.backend.membership_healthy") == 1
+    assert r.stat("cluster.backend.health_check.healthy") == 2   # degraded still passes
+    share = _share(lport, 400, "b")
+    assert 0.20 < share < 0.40, share     # 0.30, sd 0.023
+    b.health_headers = []
+    wait_until(lambda: _flags(r, "backend", b.port) == "healthy", 0.1 + SLACK, what="b healthy")
+    assert r.wait_stat("cluster.backend.membership_degraded", lambda v: v == 0) == 0
+    share = _share(lport, 400, "b")
+    assert 0.40 < share < 0.60, share     # round robin: 0.5
+
+
+def test_endpoint_health_status(remora, make_upstream, ports):
+    """load_assignment health_status: UNHEALTHY/DRAINING/TIMEOUT hosts get no
+    traffic, DEGRADED ones only what the healthy cannot carry; /clusters shows
+    the EDS flags."""
+    ups = [make_upstream(n) for n in ("a", "b", "c", "d")]
+    admin, lport = ports.get(), ports.get()
+    statuses = ["HEALTHY", "DRAINING", "DEGRADED", "UNKNOWN"]
+    cl = static_cluster("backend", [("127.0.0.1", u.port) for u in ups])
+    for ep, st in zip(cl["load_assignment"]["endpoints"][0]["lb_endpoints"], statuses):
+        ep["health_status"] = st
+    r = remora(bootstrap(admin, [http_listener(lport, [route({"prefix": "/"}, "backend")])], [cl]),
+               concurrency=1)
+    assert _flags(r, "backend", ups[1].port) == "/failed_eds_health"
+    assert _flags(r, "backend", ups[2].port) == "/degraded_eds_health"
+    assert _flags(r, "backend", ups[0].port) == "healthy"
+    assert r.stat("cluster.backend.membership_healthy") == 2
+    assert r.stat("cluster.backend.membership_degraded") == 1
+    # 2 of 4 healthy: 1.4 x 50 = 70 % healthy, 30 % to the degraded host
+    got = _servers(lport, 400)
+    assert got.count("b") == 0
+    assert 0.20 < got.count("c") / 400 < 0.40, got.count("c")

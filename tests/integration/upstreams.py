@@ -23,7 +23,8 @@ The query string of the request path steers it (so any client can use it):
   resp_header=k:v add a response header (repeatable)
 
 server.health_status, when set, is the status of every answer to the path
-/healthz (health checks); other paths are unaffected.
+/healthz (health checks), and server.health_headers [(name, value)] are added
+to those answers; other paths are unaffected.
 
 A request with "Upgrade: websocket" gets a 101 answer and then every data
 frame is echoed back (ping -> pong, close -> close and hang up).
@@ -113,6 +114,7 @@ class UpstreamServer:
         self.ws_frames = 0
         self.force_status = None    # when set, every answer uses this status
         self.health_status = None   # when set, answers to /healthz use this status
+        self.health_headers = []    # (name, value) pairs added to answers to /healthz
         self.force_sleep_ms = None  # when set, every answer waits this many ms
         self._socks = set()
         self._stop = threading.Event()
@@ -297,6 +299,8 @@ class UpstreamServer:
         if self.health_status and urlsplit(target).path == "/healthz":
             status = self.health_status
         extra = []
+        if urlsplit(target).path == "/healthz":
+            extra += list(self.health_headers)
         for hv in q.get("resp_header", []):
             k, _, v = hv.partition(":")
             extra.append((k, v))

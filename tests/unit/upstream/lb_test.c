@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "proxy/common.h"
 #include "proxy/snapshot.h"
@@ -412,4 +413,138 @@ TEST(lb_circuit_breaker_priorities)
 	CHECK(!make(1, NULL, "\"circuit_breakers\":{\"thresholds\":[{\"priority\":\"LOW\"}]}",
 		    err, sizeof(err)));
 	CHECK_CONTAINS(err, "circuit_breakers.thresholds[0].priority: unknown value 'LOW'");
+}
+
+/* A ROUND_ROBIN (or lb_policy given in extra) cluster of hosts
+ * 10.0.0.<i+1>:80 with health_status[i]. */
+static struct cluster *make_health(size_t n, const char *const *status, const char *extra)
+{
+	char buf[8192];
+	size_t off = 0;
+	off += (size_t)snprintf(buf + off, sizeof(buf) - off,
+				"{\"name\":\"c\",\"type\":\"STATIC\",%s%s\"load_assignment\":"
+				"{\"endpoints\":[{\"lb_endpoints\":[", extra, *extra ? "," : "");
+	for (size_t i = 0; i < n; i++)
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off,
+					"%s{\"endpoint\":{\"address\":{\"socket_address\":"
+					"{\"address\":\"10.0.0.%zu\",\"port_value\":80}}},"
+					"\"health_status\":\"%s\"}", i ? "," : "", i + 1, status[i]);
+	snprintf(buf + off, sizeof(buf) - off, "]}]}}");
+	json_t *j = json_loads(buf, 0, NULL);
+	if (!store)
+		store = stats_store_new(2);
+	struct build_ctx b = { .stats = store, .nworkers = 1 };
+	struct cfg_ctx c;
+	cfg_init(&c, NULL, NULL);
+	struct cluster *cl = cluster_parse(&c, j, &b);
+	json_decref(j);
+	if (!cl) {
+		fprintf(stderr, "%s\n", c.err);
+		return NULL;
+	}
+	cluster_publish_hook = publish;
+	cluster_start(cl, NULL, inited, NULL);
+	return cl;
+}
+
+/* picks[i] = how often host i was picked in n picks */
+static void count_picks(struct cluster *cl, int n, int *picks, size_t nhosts)
+{
+	memset(picks, 0, nhosts * sizeof(*picks));
+	for (int k = 0; k < n; k++) {
+		size_t i = index_of(cl, cluster_pick_host(cl, &wk));
+		if (i < nhosts)
+			picks[i]++;
+	}
+}
+
+TEST(lb_health_status_unhealthy_hosts_get_nothing)
+{
+	static const char *const st[] = { "HEALTHY", "UNHEALTHY", "DRAINING", "UNKNOWN" };
+	struct cluster *cl = make_health(4, st, "");
+	int p[4];
+	CHECK(cl != NULL);
+	count_picks(cl, 1000, p, 4);
+	CHECK_INT(p[1] + p[2], 0);
+	CHECK_INT(p[0], 500);                 /* round robin over the two healthy */
+	CHECK_INT(p[3], 500);
+	CHECK_INT(host_health_of(host_at(cl, 2)->health_flags), HOST_UNHEALTHY);
+	CHECK(host_at(cl, 1)->health_flags & HOST_FAILED_EDS_HEALTH);
+	cluster_unref(cl);
+}
+
+TEST(lb_degraded_hosts_take_only_what_healthy_cannot)
+{
+	/* 3 of 4 healthy: 1.4 x 75 % covers everything, the degraded host idles */
+	static const char *const a[] = { "HEALTHY", "HEALTHY", "DEGRADED", "HEALTHY" };
+	struct cluster *cl = make_health(4, a, "");
+	int p[4];
+	count_picks(cl, 3000, p, 4);
+	CHECK_INT(p[2], 0);
+	CHECK_INT(p[0] + p[1] + p[3], 3000);
+	CHECK_INT(cl->workers[0].hs->degraded_load, 0);
+	cluster_unref(cl);
+
+	/* 1 healthy, 3 degraded: healthy 1.4 x 25 = 35 %, degraded 65 % */
+	static const char *const b[] = { "DEGRADED", "HEALTHY", "DEGRADED", "DEGRADED" };
+	cl = make_health(4, b, "");
+	CHECK_INT(cl->workers[0].hs->degraded_load, 65);
+	count_picks(cl, 10000, p, 4);
+	CHECK(p[1] > 3200 && p[1] < 3800);    /* 3500, sd 48 */
+	CHECK(p[0] > 1900 && p[2] > 1900 && p[3] > 1900);   /* degraded share spread */
+	cluster_unref(cl);
+
+	/* only degraded hosts (not panic: they count as usable) */
+	static const char *const c[] = { "DEGRADED", "DEGRADED", "UNHEALTHY" };
+	cl = make_health(3, c, "\"lb_policy\":\"LEAST_REQUEST\"");
+	count_picks(cl, 1000, p, 3);
+	CHECK_INT(p[2], 0);
+	CHECK_INT(p[0] + p[1], 1000);
+	cluster_unref(cl);
+}
+
+TEST(lb_degraded_and_panic)
+{
+	/* 1 of 4 usable (25 % < the 50 % panic threshold): every host */
+	static const char *const a[] = { "UNHEALTHY", "DEGRADED", "UNHEALTHY", "TIMEOUT" };
+	struct cluster *cl = make_health(4, a, "");
+	int p[4];
+	count_picks(cl, 1000, p, 4);
+	CHECK(cl->workers[0].hs->panic);
+	for (int i = 0; i < 4; i++)
+		CHECK_INT(p[i], 250);
+	cluster_unref(cl);
+}
+
+TEST(lb_degraded_hash_is_sticky)
+{
+	static const char *const a[] = { "HEALTHY", "DEGRADED", "DEGRADED", "DEGRADED", "HEALTHY" };
+	struct cluster *cl = make_health(5, a, "\"lb_policy\":\"RING_HASH\"");
+	int to_degraded = 0;
+	for (uint64_t k = 0; k < 2000; k++) {
+		uint64_t key = k * 0x9E3779B97F4A7C15ull;
+		struct host *h = cluster_pick_host_hash(cl, &wk, key, true);
+		CHECK(h == cluster_pick_host_hash(cl, &wk, key, true));
+		to_degraded += host_health_of(h->health_flags) == HOST_DEGRADED;
+	}
+	/* healthy 1.4 x 40 = 56 %, degraded 44 % */
+	CHECK_INT(cl->workers[0].hs->degraded_load, 44);
+	CHECK(to_degraded > 700 && to_degraded < 1060);   /* 880, sd 22 */
+	cluster_unref(cl);
+}
+
+TEST(lb_health_status_config_error)
+{
+	static const char *const a[] = { "SICK" };
+	char buf[512];
+	snprintf(buf, sizeof(buf), "{\"name\":\"c\",\"type\":\"STATIC\",\"load_assignment\":"
+		 "{\"endpoints\":[{\"lb_endpoints\":[{\"endpoint\":{\"address\":{\"socket_address\":"
+		 "{\"address\":\"10.0.0.1\",\"port_value\":80}}},\"health_status\":\"%s\"}]}]}}", a[0]);
+	json_t *j = json_loads(buf, 0, NULL);
+	struct build_ctx b = { .stats = store, .nworkers = 1 };
+	struct cfg_ctx c;
+	cfg_init(&c, NULL, NULL);
+	CHECK(cluster_parse(&c, j, &b) == NULL);
+	CHECK_CONTAINS(c.err, "load_assignment.endpoints[0].lb_endpoints[0].health_status");
+	json_decref(j);
 }
