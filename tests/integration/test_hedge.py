@@ -171,3 +171,46 @@ def test_hedge_bounded_by_route_timeout(remora, make_upstream, ports):
     assert s["cluster.backend.upstream_rq_retry"] == 1
     wait_until(lambda: _host_stat(r, slow.port, "cx_active") == 0 and
                _host_stat(r, fast.port, "cx_active") == 0, 5, what="connections closed")
+
+
+def test_hedged_attempt_retriable_answer_waits_for_the_other(remora, make_upstream, ports):
+    """The first attempt (a) answers 503 at 0.5 s after the hedge to b
+    started (0.2 s); a was already retried, so its 503 is dropped while b may
+    still answer, and b's 200 (at ~0.9 s) is the response.  The POST body is
+    replayed to the hedge."""
+    a, b = make_upstream("a"), make_upstream("b")
+    a.force_sleep_ms, a.force_status = 500, 503
+    b.force_sleep_ms = 700
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, a, b, hedge=True), concurrency=1)
+    body = "x" * 5000
+    res = curl(f"http://127.0.0.1:{lport}/post", "-X", "POST", "--data-binary", body, timeout=20)
+    assert res.status == 200, res
+    j = res.json()
+    assert j["server"] == "b" and j["body_length"] == len(body), j
+    assert len(a.requests) == 1 and a.requests[0]["body_length"] == len(body)
+    assert _host_stat(r, a.port, "rq_error") == 1
+    s = r.stats()
+    assert s["cluster.backend.upstream_rq_retry"] == 1
+    assert s["cluster.backend.upstream_rq_per_try_timeout"] == 0
+    assert s["cluster.backend.upstream_rq_tx_reset"] == 0   # nobody lost a race
+    assert s["cluster.backend.upstream_rq_active"] == 0
+
+
+def test_hedge_fails_fast_then_first_attempt_answers(remora, make_upstream, ports):
+    """The hedge (to b) gets a 503 with no retries left while the first
+    attempt (a) is still running: the 503 is dropped and a's late 200 wins."""
+    a, b = make_upstream("a"), make_upstream("b")
+    a.force_sleep_ms = 800
+    b.force_status = 503
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, a, b, hedge=True), concurrency=1)
+    res = curl(f"http://127.0.0.1:{lport}/late", timeout=20)
+    assert res.status == 200 and res.json()["server"] == "a", res
+    assert len(b.requests) == 1
+    s = r.stats()
+    assert s["cluster.backend.upstream_rq_retry"] == 1
+    assert s["cluster.backend.upstream_rq_retry_limit_exceeded"] == 1
+    assert s["cluster.backend.upstream_rq_retry_success"] == 1
+    assert _host_stat(r, b.port, "rq_error") == 1
+    assert _host_stat(r, a.port, "rq_success") == 1
