@@ -90,8 +90,10 @@ struct router {
 	/* hedging (hedge_on_per_try_timeout) */
 	bool hedge;                          /* route policy or x-envoy-hedge-on-per-try-timeout */
 	uint32_t nslots;                     /* hedge slots in use */
-	struct hedge_slot slots[HEDGE_SLOTS];
 	struct router *next_free;            /* per-thread free list link */
+	/* Last: not cleared when a recycled context is reused; every slot is
+	 * free (uc NULL) whenever nslots is 0, which destroy guarantees. */
+	struct hedge_slot slots[HEDGE_SLOTS];
 };
 
 enum fail_kind { FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_STATUS };
@@ -474,7 +476,7 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 	stats_inc(r->cl->stats, sh, upstream_rq_timeout);
 	if (r->host)
 		host_stat_add(r->host, sh, HOST_RQ_TIMEOUT, 1);
-	for (unsigned i = 0; i < HEDGE_SLOTS; i++) {
+	for (unsigned i = 0; r->nslots && i < HEDGE_SLOTS; i++) {
 		/* every hedged attempt still waiting times out too (Envoy counts
 		 * each); their outlier timeout was reported at the per-try timeout */
 		if (r->slots[i].uc) {
@@ -1129,10 +1131,13 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 			r->max_retries = (uint32_t)strtoul(v, NULL, 10);
 		/* retriable_request_headers: no retry state at all unless the
 		 * request matches one (Envoy) */
-		if (r->retry_on && !retry_request_allowed(r->rp, h))
+		if (r->retry_on && r->rp && r->rp->retriable_request_headers &&
+		    !retry_request_allowed(r->rp, h))
 			r->retry_on = 0;
+		/* hedging needs a per-try timeout: only then is the header looked at */
 		r->hedge = r->re->hedge_on_per_try_timeout;
-		if ((v = hdrs_get(h, "x-envoy-hedge-on-per-try-timeout", &n)))
+		if (r->rp && r->rp->per_try_timeout_ms &&
+		    (v = hdrs_get(h, "x-envoy-hedge-on-per-try-timeout", &n)))
 			r->hedge = n == 4 && !memcmp(v, "true", 4);
 	}
 	r->attempt = 1;
@@ -1273,7 +1278,7 @@ static void *router_create(struct http_stream *s, const void *cfg)
 		struct event *idle = r->idle_timer;
 		router_cache = r->next_free;
 		router_cache_n--;
-		memset(r, 0, sizeof(*r));
+		memset(r, 0, offsetof(struct router, slots));
 		r->resp.hdrs = hdrs;
 		r->rtmp = rtmp;
 		r->timer = timer;
