@@ -104,7 +104,7 @@ static bool retry_admit(struct router *r);
 static void retry_schedule(struct router *r);
 static void hedge_per_try_timeout(struct router *r);
 static void attempt_start(struct router *r);
-static void hedge_drop_all(struct router *r);
+static void hedge_drop_all(struct router *r, bool error);
 static bool hedge_wait(struct router *r);
 static bool resp_retriable(struct router *r, int status, int grpc);
 
@@ -178,7 +178,7 @@ static void fail(struct router *r, int status, const char *body, const char *det
 	release_upstream(r, false);
 	rq_done(r, false);
 	if (r->nslots)
-		hedge_drop_all(r);
+		hedge_drop_all(r, true);
 	retry_slot_release(r);
 	if (status)
 		stats_code_inc(r->cl->stats, shard(r), 0, status);
@@ -285,7 +285,7 @@ static void deliver_head(struct router *r)
 	r->head_done = true;
 	event_del(r->try_timer);   /* the per-try timeout covers the wait for headers */
 	if (r->nslots)
-		hedge_drop_all(r);   /* this attempt won: reset the hedged ones */
+		hedge_drop_all(r, false);   /* this attempt won: reset the hedged ones */
 	if (r->attempt > 1) {
 		/* a success is an answer the policy would not retry */
 		const char *g = hdrs_get(&r->resp.hdrs, "grpc-status", NULL);
@@ -504,7 +504,7 @@ static void reply_overloaded(struct router *r)
 	r->failed = true;
 	rq_done(r, false);
 	if (r->nslots)
-		hedge_drop_all(r);
+		hedge_drop_all(r, true);
 	retry_slot_release(r);
 	stats_code_inc(r->cl->stats, shard(r), 0, 503);
 	hdrs_init(&rh);
@@ -742,11 +742,14 @@ static void slot_close(struct router *r, struct hedge_slot *hs, bool error)
 	hs->host = NULL;
 }
 
-static void hedge_drop_all(struct router *r)
+/* Reset every hedged attempt: lost the race (error false) or failed with
+ * the request (route timeout, local reply: a host error, as Envoy's
+ * upstream abort). */
+static void hedge_drop_all(struct router *r, bool error)
 {
 	for (unsigned i = 0; i < HEDGE_SLOTS && r->nslots; i++)
 		if (r->slots[i].uc)
-			slot_close(r, &r->slots[i], false);
+			slot_close(r, &r->slots[i], error);
 }
 
 /* The current attempt failed and will not be retried: if hedged attempts
@@ -797,7 +800,11 @@ static void hedge_promote(struct router *r, struct hedge_slot *hs)
 	hs->uc = NULL;
 	hs->host = NULL;
 	r->nslots--;
-	hedge_drop_all(r);
+	hedge_drop_all(r, false);
+	if (r->paused_down) {   /* the abandoned attempt had paused the client */
+		r->paused_down = false;
+		http_stream_resume_decoding(r->s);
+	}
 	conn_setcb(r->uc->bev, up_read, up_write, up_event, r);
 	arm_idle_timer(r);
 }
@@ -1264,7 +1271,7 @@ static void router_on_reset(void *ctx, struct http_stream *s)
 		release_upstream(r, false);
 		rq_done(r, false);
 		if (r->nslots)
-			hedge_drop_all(r);
+			hedge_drop_all(r, false);
 	}
 }
 
@@ -1328,7 +1335,7 @@ static void router_destroy(void *ctx)
 	if (r->host)
 		rq_done(r, false);
 	if (r->nslots)
-		hedge_drop_all(r);
+		hedge_drop_all(r, false);
 	retry_slot_release(r);
 	event_del(r->timer);
 	event_del(r->try_timer);
