@@ -15,8 +15,8 @@ SLOW_MS = 4000
 PER_TRY = "0.2s"
 
 
-def _cfg(admin, lport, slow, fast, hedge, vh_hedge=None, num_retries=1):
-    rp = {"retry_on": "5xx", "num_retries": num_retries, "per_try_timeout": PER_TRY,
+def _cfg(admin, lport, slow, fast, hedge, vh_hedge=None, num_retries=1, per_try=PER_TRY):
+    rp = {"retry_on": "5xx", "num_retries": num_retries, "per_try_timeout": per_try,
           "retry_back_off": {"base_interval": "0.01s"},
           "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts"}],
           "host_selection_retry_max_attempts": 5}
@@ -111,16 +111,16 @@ def test_without_hedging_per_try_timeout_cancels_and_retries(remora, make_upstre
 
 
 def test_hedge_first_attempt_wins_when_it_answers_first(remora, make_upstream, ports):
-    """Both hosts answer after 0.6 s; the per-try timeout is 0.2 s.  With
-    hedging the first attempt is not cancelled and answers at ~0.6 s, before
-    the hedge (started at ~0.2 s, answering at ~0.8 s) - so the answer comes
+    """Both hosts answer after 0.8 s; the per-try timeout is 0.5 s.  With
+    hedging the first attempt is not cancelled and answers at ~0.8 s, well
+    before the hedge (started at ~0.5 s, answering at ~1.3 s) - so the answer comes
     from the host that got the first attempt, and the other host's
     connection is reset."""
     a, b = make_upstream("a"), make_upstream("b")
-    a.force_sleep_ms = b.force_sleep_ms = 600
+    a.force_sleep_ms = b.force_sleep_ms = 800
     admin, lport = ports.get(), ports.get()
-    r = remora(_cfg(admin, lport, a, b, hedge=None, vh_hedge={"hedge_on_per_try_timeout": True}),
-               concurrency=1)
+    r = remora(_cfg(admin, lport, a, b, hedge=None, vh_hedge={"hedge_on_per_try_timeout": True},
+                    per_try="0.5s"), concurrency=1)
     res = curl(f"http://127.0.0.1:{lport}/first", timeout=20)
     assert res.status == 200, res
     # one worker, round robin from the first endpoint: the first attempt
