@@ -18,6 +18,7 @@ static const struct {
 	{ "resource-exhausted", RETRY_ON_GRPC_RESOURCE },
 	{ "internal", RETRY_ON_GRPC_INTERNAL },
 	{ "unavailable", RETRY_ON_GRPC_UNAVAILABLE },
+	{ "retriable-headers", RETRY_ON_RETRIABLE_HEADERS },
 };
 
 int retry_on_parse(const char *s, size_t len, uint32_t *out, const char **bad, size_t *badlen)
@@ -73,10 +74,57 @@ bool retry_on_status(uint32_t on, const struct retry_policy *rp, int status, int
 	}
 }
 
+/* Is a header named name[0..n) (trimmed) present in h? */
+static bool header_named(const struct http_headers *h, const char *name, size_t n)
+{
+	char low[128];
+	while (n && (*name == ' ' || *name == '\t')) {
+		name++;
+		n--;
+	}
+	while (n && (name[n - 1] == ' ' || name[n - 1] == '\t'))
+		n--;
+	if (!n || n >= sizeof(low))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		low[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+	return hdrs_find(h, low, n, 0) >= 0;
+}
+
+bool retry_on_headers(uint32_t on, const struct retry_policy *rp,
+		      const struct http_headers *req, const struct http_headers *resp)
+{
+	if (!(on & RETRY_ON_RETRIABLE_HEADERS))
+		return false;
+	if (rp && header_match_list_any(rp->retriable_headers, resp))
+		return true;
+	size_t len;
+	const char *v = req ? hdrs_get(req, "x-envoy-retriable-header-names", &len) : NULL;
+	while (v && len) {
+		const char *comma = memchr(v, ',', len);
+		size_t n = comma ? (size_t)(comma - v) : len;
+		if (header_named(resp, v, n))
+			return true;
+		if (!comma)
+			break;
+		len -= n + 1;
+		v = comma + 1;
+	}
+	return false;
+}
+
+bool retry_request_allowed(const struct retry_policy *rp, const struct http_headers *req)
+{
+	return !rp || !rp->retriable_request_headers ||
+	       header_match_list_any(rp->retriable_request_headers, req);
+}
+
 void retry_policy_free(struct retry_policy *rp)
 {
 	if (!rp)
 		return;
+	header_match_list_free(rp->retriable_headers);
+	header_match_list_free(rp->retriable_request_headers);
 	free(rp->status_codes);
 	free(rp);
 }
@@ -114,7 +162,8 @@ struct retry_policy *retry_policy_compile(struct cfg_ctx *c, const json_t *j)
 	static const char *const f[] = { "retry_on", "num_retries", "per_try_timeout",
 					 "per_try_idle_timeout", "retry_host_predicate",
 					 "host_selection_retry_max_attempts", "retriable_status_codes",
-					 "retry_back_off", NULL };
+					 "retry_back_off", "retriable_headers",
+					 "retriable_request_headers", NULL };
 	struct retry_policy *rp = xcalloc(1, sizeof(*rp));
 	const char *on = NULL;
 	const json_t *v;
@@ -127,7 +176,10 @@ struct retry_policy *retry_policy_compile(struct cfg_ctx *c, const json_t *j)
 	    cfg_u32(c, j, "num_retries", &rp->num_retries) ||
 	    cfg_duration_ms(c, j, "per_try_timeout", &rp->per_try_timeout_ms) ||
 	    cfg_duration_ms(c, j, "per_try_idle_timeout", &rp->per_try_idle_timeout_ms) ||
-	    cfg_u64(c, j, "host_selection_retry_max_attempts", &hs))
+	    cfg_u64(c, j, "host_selection_retry_max_attempts", &hs) ||
+	    header_match_list_compile(c, j, "retriable_headers", &rp->retriable_headers) ||
+	    header_match_list_compile(c, j, "retriable_request_headers",
+				      &rp->retriable_request_headers))
 		goto error;
 	rp->host_selection_max_attempts = (uint32_t)MIN(MAX(hs, 1), 1000);   /* re-picks only on retries */
 	if (on) {
@@ -186,6 +238,51 @@ struct retry_policy *retry_policy_compile(struct cfg_ctx *c, const json_t *j)
 error:
 	retry_policy_free(rp);
 	return NULL;
+}
+
+/* HedgePolicy: only what Envoy's default behaviour needs is supported;
+ * initial_requests > 1 and additional_request_chance > 0 are refused. */
+int hedge_policy_compile(struct cfg_ctx *c, const json_t *obj, bool *present, bool *on_ptt)
+{
+	static const char *const f[] = { "initial_requests", "additional_request_chance",
+					 "hedge_on_per_try_timeout", NULL };
+	static const char *const rf[] = { "default_value", "runtime_key", NULL };
+	static const char *const pf[] = { "numerator", "denominator", NULL };
+	static const char *const dens[] = { "HUNDRED", "TEN_THOUSAND", "MILLION" };
+	const json_t *j = cfg_enter(c, obj, "hedge_policy"), *arc, *dv;
+	uint32_t initial = 1, num = 0;
+	const char *key = NULL;
+	int den = 0, rc;
+
+	*present = false;
+	*on_ptt = false;
+	if (!j)
+		return RM_OK;
+	rc = cfg_expect_object(c, j) || cfg_check_fields(c, j, f) ||
+	     cfg_u32(c, j, "initial_requests", &initial) ||
+	     cfg_bool(c, j, "hedge_on_per_try_timeout", on_ptt);
+	if (!rc && initial != 1)
+		rc = cfg_fail_field(c, j, "initial_requests",
+				    "initial_requests other than 1 is not supported yet");
+	if (!rc && (arc = cfg_enter(c, j, "additional_request_chance"))) {
+		rc = cfg_expect_object(c, arc) || cfg_check_fields(c, arc, rf) ||
+		     cfg_string(c, arc, "runtime_key", &key);
+		if (!rc && (dv = cfg_enter(c, arc, "default_value"))) {
+			rc = cfg_expect_object(c, dv) || cfg_check_fields(c, dv, pf) ||
+			     cfg_u32(c, dv, "numerator", &num) ||
+			     cfg_enum(c, dv, "denominator", dens, ARRAY_SIZE(dens), &den);
+			if (!rc && num)
+				rc = cfg_fail_field(c, dv, "numerator",
+						    "additional_request_chance above 0 is not supported yet");
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+	}
+	cfg_leave(c);
+	if (rc)
+		return RM_ERROR;
+	*present = true;
+	return RM_OK;
 }
 
 int grpc_timeout_parse(const char *v, size_t n, uint64_t *ms)

@@ -145,6 +145,7 @@ struct route {
 	struct route_filter_cfg *pfc; /* owned [rc->npf]: this route's typed_per_filter_config, or NULL */
 	struct route_filter_cfg *merged; /* owned [rc->npf]: e.filter_cfgs (configs not owned), or NULL */
 	bool has_buffer_limit;       /* per_request_buffer_limit_bytes set on the route */
+	bool has_hedge;              /* route.hedge_policy set (wins over the vhost's) */
 };
 
 struct virtual_host {
@@ -153,6 +154,7 @@ struct virtual_host {
 	uint32_t nroutes;
 	struct hdr_mutations hdrs;
 	struct retry_policy *retry;  /* owned: virtual_host.retry_policy, may be NULL */
+	bool has_hedge, hedge_ptt;   /* virtual_host.hedge_policy set / hedge_on_per_try_timeout */
 	uint32_t buffer_limit;       /* per_request_buffer_limit_bytes, 0 = unset */
 	bool attempt_req, attempt_resp; /* include_(request_)attempt_count... */
 	struct route_filter_cfg *pfc; /* owned [rc->npf]: typed_per_filter_config, or NULL */
@@ -161,6 +163,8 @@ struct virtual_host {
 
 struct retry_policy *retry_policy_compile(struct cfg_ctx *c, const json_t *j);
 void retry_policy_free(struct retry_policy *rp);
+/* HedgePolicy at obj[field] (absent: RM_OK, *present false). */
+int hedge_policy_compile(struct cfg_ctx *c, const json_t *obj, bool *present, bool *on_ptt);
 
 /* Domain table: one open-addressing hash over (kind, lowercase string). */
 enum dom_kind { DOM_EXACT, DOM_SUFFIX, DOM_PREFIX };

@@ -777,7 +777,7 @@ static int weighted_clusters(struct cfg_ctx *c, const json_t *a, struct route_en
 
 static const char *const ra_fields[] = {
 	"cluster", "weighted_clusters", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal",
-	"append_x_forwarded_host", "timeout", "idle_timeout", "upgrade_configs", "retry_policy",
+	"append_x_forwarded_host", "timeout", "idle_timeout", "upgrade_configs", "retry_policy", "hedge_policy",
 	"max_stream_duration",
 	"hash_policy", "priority",
 	"rate_limits",
@@ -1078,6 +1078,8 @@ static int route_action(struct cfg_ctx *c, const json_t *a, struct route *r)
 			return RM_ERROR;
 		e->retry = r->own_retry;
 	}
+	if (hedge_policy_compile(c, a, &r->has_hedge, &e->hedge_on_per_try_timeout))
+		return RM_ERROR;
 	return route_upgrades(c, a, r);
 }
 
@@ -1226,7 +1228,7 @@ static int route_cfg(struct cfg_ctx *c, const json_t *o, struct route *r,
 
 static const char *const vh_fields[] = {
 	"name", "domains", "routes", "request_headers_to_add", "request_headers_to_remove",
-	"response_headers_to_add", "response_headers_to_remove", "retry_policy",
+	"response_headers_to_add", "response_headers_to_remove", "retry_policy", "hedge_policy",
 	"include_request_attempt_count", "include_attempt_count_in_response",
 	"per_request_buffer_limit_bytes", "typed_per_filter_config",
 	"rate_limits",
@@ -1294,6 +1296,8 @@ static int vhost_cfg(struct cfg_ctx *c, const json_t *o, struct virtual_host *vh
 		if (!vh->retry)
 			return RM_ERROR;
 	}
+	if (hedge_policy_compile(c, o, &vh->has_hedge, &vh->hedge_ptt))
+		return RM_ERROR;
 	if (!*name) {
 		return cfg_fail_field(c, o, "name", "must not be empty");
 	}
@@ -1330,6 +1334,8 @@ static int vhost_cfg(struct cfg_ctx *c, const json_t *o, struct virtual_host *vh
 			struct route_entry *e = &vh->routes[i].e;
 			if (!e->retry && e->kind == ROUTE_ACTION_ROUTE)
 				e->retry = vh->retry;
+			if (!vh->routes[i].has_hedge)
+				e->hedge_on_per_try_timeout = vh->hedge_ptt;
 			if (!vh->routes[i].has_buffer_limit)
 				e->per_request_buffer_limit = vh->buffer_limit;
 			e->attempt_count_in_request = vh->attempt_req;

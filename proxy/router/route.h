@@ -66,6 +66,9 @@ struct rl_policy_list;    /* ratelimit_action.h */
 #define RETRY_ON_GRPC_RESOURCE       (1u << 9)
 #define RETRY_ON_GRPC_INTERNAL       (1u << 10)
 #define RETRY_ON_GRPC_UNAVAILABLE    (1u << 11)
+#define RETRY_ON_RETRIABLE_HEADERS   (1u << 12) /* retriable_headers, x-envoy-retriable-header-names */
+
+struct header_match_list;
 
 /* RetryPolicy (route.retry_policy, or its virtual host's). Immutable. */
 struct retry_policy {
@@ -79,6 +82,12 @@ struct retry_policy {
 	uint32_t nstatus;
 	bool previous_hosts;              /* retry_host_predicate previous_hosts */
 	uint32_t host_selection_max_attempts; /* default 1 */
+	/* retriable_headers: a response matching any of them is retriable
+	 * (retry_on retriable-headers); owned, NULL = none */
+	struct header_match_list *retriable_headers;
+	/* retriable_request_headers: retry at all only if the request matches
+	 * any of them; owned, NULL = no condition */
+	struct header_match_list *retriable_request_headers;
 };
 
 /* Parse a gRPC "grpc-timeout" header value ("100m", "5S", 8 digits max and
@@ -90,6 +99,14 @@ int grpc_timeout_parse(const char *v, size_t n, uint64_t *ms);
 int retry_on_parse(const char *s, size_t len, uint32_t *out, const char **bad, size_t *badlen);
 /* Does a response status (and grpc-status, -1 if none) call for a retry? */
 bool retry_on_status(uint32_t retry_on, const struct retry_policy *rp, int status, int grpc_status);
+/* retry_on retriable-headers: does the response match one of the policy's
+ * retriable_headers, or carry a header named in the request's
+ * x-envoy-retriable-header-names (comma list; names only, as Envoy)?
+ * req may be NULL. */
+bool retry_on_headers(uint32_t retry_on, const struct retry_policy *rp,
+		      const struct http_headers *req, const struct http_headers *resp);
+/* retriable_request_headers: may this request be retried at all? */
+bool retry_request_allowed(const struct retry_policy *rp, const struct http_headers *req);
 struct virtual_host;      /* opaque */
 
 enum route_action_kind { ROUTE_ACTION_ROUTE, ROUTE_ACTION_REDIRECT, ROUTE_ACTION_DIRECT };
@@ -141,6 +158,7 @@ struct route_entry {
 	bool connect_terminate;           /* upgrade_configs CONNECT with connect_config:
 	                                     the proxy answers 200 and tunnels raw TCP */
 	const struct retry_policy *retry; /* route's or virtual host's; NULL = none */
+	bool hedge_on_per_try_timeout;    /* hedge_policy (route's, else virtual host's) */
 	int64_t grpc_timeout_max_ms;      /* max_stream_duration.grpc_timeout_header_max:
 	                                     -1 unset (grpc-timeout ignored), 0 no cap */
 	uint64_t grpc_timeout_offset_ms;  /* max_stream_duration.grpc_timeout_header_offset */
@@ -279,6 +297,8 @@ int header_match_list_compile(struct cfg_ctx *c, const json_t *obj, const char *
 			      struct header_match_list **out);
 void header_match_list_free(struct header_match_list *l);
 bool header_match_list_match(const struct header_match_list *l, const struct http_headers *req);
+/* Any matcher matches (Envoy's retriable_headers rule); a NULL list is false. */
+bool header_match_list_any(const struct header_match_list *l, const struct http_headers *h);
 
 /* For a REDIRECT entry: build the Location value for req into buf (NUL
  * terminated).  Returns its length, or -1 if it does not fit. */

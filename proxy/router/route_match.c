@@ -178,6 +178,16 @@ bool header_match_list_match(const struct header_match_list *l, const struct htt
 	return true;
 }
 
+bool header_match_list_any(const struct header_match_list *l, const struct http_headers *h)
+{
+	if (!l)
+		return false;
+	for (uint32_t i = 0; i < l->nhm; i++)
+		if (hm_match(&l->hm[i], h))
+			return true;
+	return false;
+}
+
 /* First value of query parameter name in path (no percent-decoding, as
  * Envoy's route matching does not decode either). */
 static bool query_param(const char *path, size_t len, const char *name, size_t nlen,

@@ -293,3 +293,69 @@ def test_per_host_max_connections(remora, upstream, ports):
     s = r.stats()
     assert s["cluster.backend.upstream_rq_pending_total"] == 2
     assert s["cluster.backend.upstream_cx_overflow"] >= 2
+
+
+def _attempts(upstream, prefix):
+    return len([q for q in upstream.requests if q["path"].startswith(prefix)])
+
+
+def test_retriable_headers(remora, upstream, ports):
+    """retry_on retriable-headers: a response matching any retriable_headers
+    matcher is retried (here every attempt matches, so num_retries + 1
+    attempts); other responses are not."""
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port,
+                    {"retry_on": "retriable-headers", "num_retries": 2,
+                     "retry_back_off": {"base_interval": "0.005s"},
+                     "retriable_headers": [
+                         {"name": "x-upstream-pushback"},
+                         {"name": "x-state", "string_match": {"prefix": "busy"}}]}))
+    res = curl(f"http://127.0.0.1:{lport}/pb?resp_header=x-upstream-pushback:1")
+    assert res.status == 200 and res.headers.get("x-upstream-pushback") == "1", res
+    assert _attempts(upstream, "/pb") == 3
+    res = curl(f"http://127.0.0.1:{lport}/st?resp_header=x-state:busy-now")
+    assert res.status == 200 and _attempts(upstream, "/st") == 3
+    res = curl(f"http://127.0.0.1:{lport}/idle?resp_header=x-state:idle")
+    assert res.status == 200 and _attempts(upstream, "/idle") == 1
+    # a 5xx without a matching header is not retriable under this policy
+    res = curl(f"http://127.0.0.1:{lport}/err?status=503")
+    assert res.status == 503 and _attempts(upstream, "/err") == 1
+    s = r.stats()
+    assert s["cluster.backend.upstream_rq_retry"] == 4
+    assert s["cluster.backend.upstream_rq_retry_limit_exceeded"] == 2
+
+
+def test_retriable_header_names_from_the_request(remora, upstream, ports):
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port,
+                    {"retry_on": "5xx", "num_retries": 1,
+                     "retry_back_off": {"base_interval": "0.005s"}}))
+    hdr = ("-H", "x-envoy-retriable-header-names: x-one, X-Two")
+    # names only count when retriable-headers is in retry_on
+    res = curl(f"http://127.0.0.1:{lport}/a?resp_header=x-two:v", *hdr)
+    assert res.status == 200 and _attempts(upstream, "/a") == 1
+    on = ("-H", "x-envoy-retry-on: retriable-headers")
+    res = curl(f"http://127.0.0.1:{lport}/b?resp_header=x-two:v", *hdr, *on)
+    assert res.status == 200 and _attempts(upstream, "/b") == 2
+    res = curl(f"http://127.0.0.1:{lport}/c?resp_header=x-three:v", *hdr, *on)
+    assert res.status == 200 and _attempts(upstream, "/c") == 1
+    assert r.stat("cluster.backend.upstream_rq_retry") == 1
+
+
+def test_retriable_request_headers(remora, upstream, ports):
+    """retriable_request_headers: a request matching none of them is never
+    retried (nor hedged), whatever the response."""
+    admin, lport = ports.get(), ports.get()
+    r = remora(_cfg(admin, lport, upstream.port,
+                    {"retry_on": "5xx", "num_retries": 1,
+                     "retry_back_off": {"base_interval": "0.005s"},
+                     "retriable_request_headers": [
+                         {"name": "x-idempotent", "present_match": True},
+                         {"name": ":method", "string_match": {"exact": "PUT"}}]}))
+    res = curl(f"http://127.0.0.1:{lport}/no?status=503")
+    assert res.status == 503 and _attempts(upstream, "/no") == 1
+    res = curl(f"http://127.0.0.1:{lport}/yes?status=503", "-H", "x-idempotent: 1")
+    assert res.status == 503 and _attempts(upstream, "/yes") == 2
+    res = curl(f"http://127.0.0.1:{lport}/put?status=503", "-X", "PUT")
+    assert res.status == 503 and _attempts(upstream, "/put") == 2
+    assert r.stat("cluster.backend.upstream_rq_retry") == 2

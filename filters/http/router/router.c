@@ -5,7 +5,13 @@
  * (re-framed: content-length kept, otherwise chunked) and streams the
  * response back with back-pressure both ways.  The route timeout (default
  * 15 s) starts once the downstream request is complete, as in Envoy.
- * Retries, hedging and per-try timeouts arrive with the resilience work. */
+ *
+ * Attempts: the stream's current attempt lives in the router itself (uc,
+ * host, scan...), so the common single-attempt path is unchanged.  With
+ * hedge_on_per_try_timeout, a per-try timeout does not cancel the attempt:
+ * it is parked in one of a few inline hedge slots (still waiting for its
+ * response headers) and a retry starts as the new current attempt.  The
+ * first attempt whose response headers arrive wins; the others are reset. */
 #include <sys/socket.h>
 #include <event2/buffer.h>
 #include "proxy/conn.h"
@@ -24,6 +30,21 @@
 
 struct router_cfg {
 	bool suppress_envoy_headers;
+};
+
+struct router;
+
+/* An earlier attempt kept running after a hedged per-try timeout, waiting
+ * for its response headers.  Its connection is busy and its request sent
+ * (it was connected when parked).  Free when uc is NULL. */
+#define HEDGE_SLOTS 3
+struct hedge_slot {
+	struct router *r;                    /* owner (connection callback argument) */
+	struct upstream_conn *uc;            /* owned; NULL = free slot */
+	struct host *host;                   /* ref */
+	struct h1_scan scan;                 /* response head scan state */
+	uint64_t up_start_ns;
+	bool req_sent_end;
 };
 
 struct router {
@@ -67,14 +88,26 @@ struct router {
 	struct event *backoff_timer;         /* owned: retry back-off */
 	struct event *idle_timer;            /* owned: per_try_idle_timeout */
 	uint64_t last_up_ms;                 /* last bytes to or from the upstream */
+	/* hedging (hedge_on_per_try_timeout) */
+	bool hedge;                          /* route policy or x-envoy-hedge-on-per-try-timeout */
+	uint32_t nslots;                     /* hedge slots in use */
 	struct router *next_free;            /* per-thread free list link */
+	/* Last: not cleared when a recycled context is reused; every slot is
+	 * free (uc NULL) whenever nslots is 0, which destroy guarantees. */
+	struct hedge_slot slots[HEDGE_SLOTS];
 };
 
 enum fail_kind { FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_STATUS };
 static void send_head(struct router *r);
 static void on_pool_ready(void *arg, struct upstream_conn *uc, enum pool_err err, const char *detail);
 static bool retry_maybe(struct router *r, enum fail_kind kind, int status, int grpc);
+static bool retry_admit(struct router *r);
+static void retry_schedule(struct router *r);
+static void hedge_per_try_timeout(struct router *r);
 static void attempt_start(struct router *r);
+static void hedge_drop_all(struct router *r, bool error);
+static bool hedge_wait(struct router *r);
+static bool resp_retriable(struct router *r, int status, int grpc);
 
 /* Router contexts are recycled per thread with their evbuffer, timer and
  * response-header storage (see the stream free list in the HCM). */
@@ -141,8 +174,12 @@ static void fail(struct router *r, int status, const char *body, const char *det
 	event_del(r->try_timer);
 	if (r->idle_timer)
 		event_del(r->idle_timer);
+	if (r->backoff_timer)
+		event_del(r->backoff_timer);
 	release_upstream(r, false);
 	rq_done(r, false);
+	if (r->nslots)
+		hedge_drop_all(r, true);
 	retry_slot_release(r);
 	if (status)
 		stats_code_inc(r->cl->stats, shard(r), 0, status);
@@ -196,7 +233,9 @@ static void response_complete(struct router *r)
 	release_upstream(r, reusable);
 }
 
-static int read_head(struct router *r, struct evbuffer *in)
+/* Parse the response head from in into r->resp (scan: the attempt's scan
+ * state).  RM_OK, RM_AGAIN, or RM_ERROR (protocol error, counted). */
+static int read_head(struct router *r, struct evbuffer *in, struct h1_scan *scan)
 {
 	unsigned flags = 0;
 	size_t ml, len = evbuffer_get_length(in);
@@ -216,10 +255,9 @@ static int read_head(struct router *r, struct evbuffer *in)
 			return RM_AGAIN;
 		size_t look = MIN(len, (size_t)lim.max_head_bytes + 4);
 		const char *p = (const char *)evbuffer_pullup(in, (ssize_t)look);
-		long n = h1_head_end(&r->scan, p, look, lim.max_head_bytes);
+		long n = h1_head_end(scan, p, look, lim.max_head_bytes);
 		if (n < 0 || (n == 0 && look > lim.max_head_bytes)) {
 			stats_inc(r->cl->stats, sh, upstream_cx_protocol_error);
-			fail(r, 503, RESET_BEFORE_HEADERS "protocol error", "upstream_reset_before_response_started");
 			return RM_ERROR;
 		}
 		if (n == 0)
@@ -227,12 +265,11 @@ static int read_head(struct router *r, struct evbuffer *in)
 		hdrs_clear(&r->resp.hdrs);
 		if (h1_parse_head(H1_RESPONSE, p, (size_t)n, flags, &lim, &r->resp, &err)) {
 			stats_inc(r->cl->stats, sh, upstream_cx_protocol_error);
-			fail(r, 503, RESET_BEFORE_HEADERS "protocol error", "upstream_reset_before_response_started");
 			return RM_ERROR;
 		}
 		evbuffer_drain(in, (size_t)n);
 		stats_add(r->cl->stats, sh, upstream_cx_rx_bytes_total, n);
-		memset(&r->scan, 0, sizeof(r->scan));
+		memset(scan, 0, sizeof(*scan));
 		if (r->resp.status >= 100 && r->resp.status < 200 && r->resp.status != 101)
 			continue;   /* 100 Continue etc.: the HCM answered the client itself */
 		return RM_OK;
@@ -248,10 +285,12 @@ static void deliver_head(struct router *r)
 
 	r->head_done = true;
 	event_del(r->try_timer);   /* the per-try timeout covers the wait for headers */
+	if (r->nslots)
+		hedge_drop_all(r, false);   /* this attempt won: reset the hedged ones */
 	if (r->attempt > 1) {
 		/* a success is an answer the policy would not retry */
 		const char *g = hdrs_get(&r->resp.hdrs, "grpc-status", NULL);
-		if (!retry_on_status(r->retry_on, r->rp, status, g ? atoi(g) : -1))
+		if (!resp_retriable(r, status, g ? atoi(g) : -1))
 			stats_inc(r->cl->stats, sh, upstream_rq_retry_success);
 	}
 	if (r->re->attempt_count_in_response) {
@@ -357,13 +396,26 @@ static void up_read(struct conn *bev, void *arg)
 	struct evbuffer *in = conn_input(bev);
 	r->last_up_ms = now_ms();
 	if (!r->head_done) {
-		if (read_head(r, in) != RM_OK)
+		int rc = read_head(r, in, &r->scan);
+		if (rc == RM_AGAIN)
 			return;
+		if (rc == RM_ERROR) {
+			if (hedge_wait(r))
+				return;
+			fail(r, 503, RESET_BEFORE_HEADERS "protocol error",
+			     "upstream_reset_before_response_started");
+			return;
+		}
 		cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_SUCCESS, 0);
 		cluster_outlier_report(r->cl, r->host, OUTLIER_EXT_ORIGIN, r->resp.status);
 		if (r->retry_on) {
 			const char *g = hdrs_get(&r->resp.hdrs, "grpc-status", NULL);
-			if (retry_maybe(r, FAIL_STATUS, r->resp.status, g ? atoi(g) : -1))
+			int grpc = g ? atoi(g) : -1;
+			if (retry_maybe(r, FAIL_STATUS, r->resp.status, grpc))
+				return;
+			/* not retried (limit, budget) but hedged attempts are still
+			 * in flight: wait for them rather than answer with this one */
+			if (r->nslots && resp_retriable(r, r->resp.status, grpc) && hedge_wait(r))
 				return;
 		}
 		deliver_head(r);
@@ -407,7 +459,7 @@ static void up_event(struct conn *bev, short what, void *arg)
 	stats_inc(r->cl->stats, sh, upstream_rq_rx_reset);
 	if (!r->head_done) {
 		cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_RESET, 0);
-		if (retry_maybe(r, FAIL_RESET, 0, -1))
+		if (retry_maybe(r, FAIL_RESET, 0, -1) || hedge_wait(r))
 			return;
 		fail(r, 503, RESET_BEFORE_HEADERS "connection termination",
 		     "upstream_reset_before_response_started");
@@ -425,9 +477,18 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	stats_inc(r->cl->stats, sh, upstream_rq_timeout);
-	host_stat_add(r->host, sh, HOST_RQ_TIMEOUT, 1);
-	if (r->connected && !r->head_done)   /* as Envoy: only an attempt awaiting headers */
+	if (r->host)
+		host_stat_add(r->host, sh, HOST_RQ_TIMEOUT, 1);
+	if (r->host && r->connected && !r->head_done)   /* as Envoy: only an attempt awaiting headers */
 		cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_TIMEOUT, 0);
+	for (unsigned i = 0; r->nslots && i < HEDGE_SLOTS; i++) {
+		/* every hedged attempt still waiting times out too (Envoy counts
+		 * each); their outlier timeout was reported at the per-try timeout */
+		if (r->slots[i].uc) {
+			stats_inc(r->cl->stats, sh, upstream_rq_timeout);
+			host_stat_add(r->slots[i].host, sh, HOST_RQ_TIMEOUT, 1);
+		}
+	}
 	if (http_stream_response_started(r->s)) {
 		release_upstream(r, false);
 		rq_done(r, false);
@@ -447,6 +508,8 @@ static void reply_overloaded(struct router *r)
 	event_del(r->try_timer);
 	r->failed = true;
 	rq_done(r, false);
+	if (r->nslots)
+		hedge_drop_all(r, true);
 	retry_slot_release(r);
 	stats_code_inc(r->cl->stats, shard(r), 0, 503);
 	hdrs_init(&rh);
@@ -479,6 +542,10 @@ static void try_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (r->head_done)
 		return;
+	if (r->hedge && r->connected && r->uc) {
+		hedge_per_try_timeout(r);
+		return;
+	}
 	stats_inc(r->cl->stats, sh, upstream_rq_per_try_timeout);
 	host_stat_add(r->host, sh, HOST_RQ_TIMEOUT, 1);
 	cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_TIMEOUT, 0);
@@ -514,7 +581,7 @@ static void idle_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		http_stream_reset(r->s, "upstream_per_try_idle_timeout");
 		return;
 	}
-	if (retry_maybe(r, FAIL_TIMEOUT, 0, -1))
+	if (retry_maybe(r, FAIL_TIMEOUT, 0, -1) || hedge_wait(r))
 		return;
 	fail(r, 504, "upstream request timeout", "upstream_per_try_idle_timeout");
 }
@@ -556,6 +623,35 @@ static void attempt_reset(struct router *r)
 	r->host = NULL;
 }
 
+/* Does this response call for a retry (status, grpc-status, headers)? */
+static bool resp_retriable(struct router *r, int status, int grpc)
+{
+	if (retry_on_status(r->retry_on, r->rp, status, grpc))
+		return true;
+	return (r->retry_on & RETRY_ON_RETRIABLE_HEADERS) &&
+	       retry_on_headers(r->retry_on, r->rp, http_stream_request(r->s), &r->resp.hdrs);
+}
+
+/* Another attempt is allowed: retries left (num_retries or
+ * x-envoy-max-retries) and the retry circuit breaker, whose slot is then
+ * held until the request finishes. */
+static bool retry_admit(struct router *r)
+{
+	unsigned sh = shard(r);
+	if (r->attempt > r->max_retries) {
+		stats_inc(r->cl->stats, sh, upstream_rq_retry_limit_exceeded);
+		return false;
+	}
+	if (!r->retry_counted) {
+		if (!cluster_retry_take(r->cl, r->re->priority)) {
+			stats_inc(r->cl->stats, sh, upstream_rq_retry_overflow);
+			return false;
+		}
+		r->retry_counted = true;
+	}
+	return true;
+}
+
 /* A failure before the response started: retry if the policy, the attempt
  * count, the body buffer and the retry circuit breaker all allow it.
  * Returns true if a retry was scheduled (the attempt was reset). */
@@ -577,25 +673,22 @@ static bool retry_maybe(struct router *r, enum fail_kind kind, int status, int g
 		retriable = r->retry_on & (RETRY_ON_5XX | RETRY_ON_GATEWAY_ERROR | RETRY_ON_RESET);
 		break;
 	default:
-		retriable = retry_on_status(r->retry_on, r->rp, status, grpc);
+		retriable = resp_retriable(r, status, grpc);
 		break;
 	}
-	if (!retriable)
+	if (!retriable || !retry_admit(r))
 		return false;
-	if (r->attempt > r->max_retries) {
-		stats_inc(r->cl->stats, sh, upstream_rq_retry_limit_exceeded);
-		return false;
-	}
-	if (!r->retry_counted) {
-		if (!cluster_retry_take(r->cl, r->re->priority)) {
-			stats_inc(r->cl->stats, sh, upstream_rq_retry_overflow);
-			return false;
-		}
-		r->retry_counted = true;
-	}
 	if (kind == FAIL_STATUS)
 		stats_code_inc(r->cl->stats, sh, 0, status);
 	attempt_reset(r);
+	retry_schedule(r);
+	return true;
+}
+
+/* Schedule the next attempt after the back-off (full jitter). */
+static void retry_schedule(struct router *r)
+{
+	unsigned sh = shard(r);
 	r->attempt++;
 	stats_inc(r->cl->stats, sh, upstream_rq_retry);
 	stats_inc(r->cl->stats, sh, upstream_rq_retry_backoff_exponential);
@@ -610,7 +703,194 @@ static bool retry_maybe(struct router *r, enum fail_kind kind, int status, int g
 	if (!r->backoff_timer)
 		r->backoff_timer = evtimer_new(http_stream_worker(r->s)->base, backoff_cb, r);
 	evtimer_add(r->backoff_timer, &tv);
+}
+
+/* ---- hedging ------------------------------------------------------------------ */
+
+static bool backoff_pending(const struct router *r)
+{
+	return r->backoff_timer && evtimer_pending(r->backoff_timer, NULL);
+}
+
+/* The current attempt's request accounting without an error: an attempt
+ * abandoned because another one won (Envoy counts no host error). */
+static void rq_abandon(struct router *r, struct host *h)
+{
+	unsigned sh = shard(r);
+	stats_dec(r->cl->stats, sh, upstream_rq_active);
+	stats_inc(r->cl->stats, sh, upstream_rq_completed);
+	stats_inc(r->cl->stats, sh, upstream_rq_tx_reset);
+	host_stat_add(h, sh, HOST_RQ_ACTIVE, -1);
+}
+
+/* Close a hedge slot's connection (never back to the pool).  error: the
+ * attempt failed (host error) rather than lost the race. */
+static void slot_close(struct router *r, struct hedge_slot *hs, bool error)
+{
+	unsigned sh = shard(r);
+	struct upstream_conn *uc = hs->uc;
+	hs->uc = NULL;
+	r->nslots--;
+	conn_setcb(uc->bev, NULL, NULL, NULL, NULL);
+	pool_release(uc, false);
+	if (error) {
+		stats_dec(r->cl->stats, sh, upstream_rq_active);
+		stats_inc(r->cl->stats, sh, upstream_rq_completed);
+		host_stat_add(hs->host, sh, HOST_RQ_ACTIVE, -1);
+		host_stat_add(hs->host, sh, HOST_RQ_ERROR, 1);
+	} else {
+		rq_abandon(r, hs->host);
+	}
+	host_unref(hs->host);
+	hs->host = NULL;
+}
+
+/* Reset every hedged attempt: lost the race (error false) or failed with
+ * the request (route timeout, local reply: a host error, as Envoy's
+ * upstream abort). */
+static void hedge_drop_all(struct router *r, bool error)
+{
+	for (unsigned i = 0; i < HEDGE_SLOTS && r->nslots; i++)
+		if (r->slots[i].uc)
+			slot_close(r, &r->slots[i], error);
+}
+
+/* The current attempt failed and will not be retried: if hedged attempts
+ * are still waiting, drop it and wait for them (Envoy answers only once no
+ * attempt is left).  Returns true if it did. */
+static bool hedge_wait(struct router *r)
+{
+	if (!r->nslots || http_stream_response_started(r->s))
+		return false;
+	attempt_reset(r);
 	return true;
+}
+
+/* A hedged attempt failed before its response headers. */
+static void slot_fail(struct router *r, struct hedge_slot *hs)
+{
+	slot_close(r, hs, true);
+	if (r->nslots || r->uc || r->pend || backoff_pending(r))
+		return;   /* another attempt may still answer */
+	fail(r, 503, RESET_BEFORE_HEADERS "connection termination",
+	     "upstream_reset_before_response_started");
+}
+
+/* Make hedge slot hs the current attempt (its response headers arrived
+ * first): the current attempt, a scheduled retry and the other slots are
+ * abandoned. */
+static void hedge_promote(struct router *r, struct hedge_slot *hs)
+{
+	/* abandon the current attempt (not attempt_reset(): r->resp holds the
+	 * slot's parsed head); it has no response head of its own yet */
+	if (r->rq_active) {
+		r->rq_active = false;
+		rq_abandon(r, r->host);
+	}
+	event_del(r->try_timer);
+	if (r->idle_timer)
+		event_del(r->idle_timer);
+	release_upstream(r, false);
+	host_unref(r->host);
+	if (r->backoff_timer)
+		event_del(r->backoff_timer);
+	r->uc = hs->uc;
+	r->host = hs->host;
+	r->up_start_ns = hs->up_start_ns;
+	r->req_sent_end = hs->req_sent_end;
+	r->connected = r->rq_active = true;
+	memset(&r->scan, 0, sizeof(r->scan));
+	hs->uc = NULL;
+	hs->host = NULL;
+	r->nslots--;
+	hedge_drop_all(r, false);
+	if (r->paused_down) {   /* the abandoned attempt had paused the client */
+		r->paused_down = false;
+		http_stream_resume_decoding(r->s);
+	}
+	conn_setcb(r->uc->bev, up_read, up_write, up_event, r);
+	arm_idle_timer(r);
+}
+
+static void slot_read(struct conn *bev, void *arg)
+{
+	struct hedge_slot *hs = arg;
+	struct router *r = hs->r;
+	struct evbuffer *in = conn_input(bev);
+	int rc = read_head(r, in, &hs->scan);
+	if (rc == RM_AGAIN)
+		return;
+	if (rc == RM_ERROR) {
+		slot_fail(r, hs);
+		return;
+	}
+	cluster_outlier_report(r->cl, hs->host, OUTLIER_LOCAL_SUCCESS, 0);
+	cluster_outlier_report(r->cl, hs->host, OUTLIER_EXT_ORIGIN, r->resp.status);
+	if (r->retry_on) {
+		/* already retried (hedged): a retriable answer is not retried
+		 * again, only dropped while another attempt may still answer */
+		const char *g = hdrs_get(&r->resp.hdrs, "grpc-status", NULL);
+		if (resp_retriable(r, r->resp.status, g ? atoi(g) : -1) &&
+		    (r->nslots > 1 || r->uc || r->pend || backoff_pending(r))) {
+			slot_close(r, hs, true);
+			return;
+		}
+	}
+	hedge_promote(r, hs);
+	deliver_head(r);
+	if (r->resp_done || !r->uc)
+		return;
+	deliver_body(r, in);
+}
+
+static void slot_event(struct conn *bev, short what, void *arg)
+{
+	struct hedge_slot *hs = arg;
+	struct router *r = hs->r;
+	(void)bev;
+	(void)what;
+	stats_inc(r->cl->stats, shard(r), upstream_rq_rx_reset);
+	cluster_outlier_report(r->cl, hs->host, OUTLIER_LOCAL_RESET, 0);
+	slot_fail(r, hs);
+}
+
+/* Per-try timeout with hedge_on_per_try_timeout, as Envoy's "soft" per-try
+ * timeout: the attempt is not cancelled and upstream_rq_per_try_timeout is
+ * not counted; the timeout goes to outlier detection now, and a retry
+ * starts beside the attempt if the retry rules allow one.  Otherwise the
+ * attempt simply keeps running (bounded by the route timeout). */
+static void hedge_per_try_timeout(struct router *r)
+{
+	struct hedge_slot *hs = NULL;
+	cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_TIMEOUT, 0);
+	if (!r->retry_on || r->replay_overflow || http_stream_is_upgrade(r->s) ||
+	    http_stream_response_started(r->s))
+		return;
+	for (unsigned i = 0; i < HEDGE_SLOTS && !hs; i++)
+		if (!r->slots[i].uc)
+			hs = &r->slots[i];
+	if (!hs || !retry_admit(r))
+		return;
+	/* park the current attempt in the slot */
+	hs->r = r;
+	hs->uc = r->uc;
+	hs->host = r->host;
+	hs->scan = r->scan;
+	hs->up_start_ns = r->up_start_ns;
+	hs->req_sent_end = r->req_sent_end;
+	r->nslots++;
+	conn_setcb(hs->uc->bev, slot_read, NULL, slot_event, hs);
+	if (r->paused_down) {
+		conn_set_write_lowat(hs->uc->bev, 0);
+		http_stream_resume_decoding(r->s);
+	}
+	if (r->idle_timer)
+		event_del(r->idle_timer);
+	r->uc = NULL;
+	r->host = NULL;
+	r->rq_active = r->connected = r->req_sent_end = r->paused_down = false;
+	memset(&r->scan, 0, sizeof(r->scan));
+	retry_schedule(r);
 }
 
 /* ---- sending the request ------------------------------------------------------ */
@@ -732,7 +1012,7 @@ static void on_pool_ready(void *arg, struct upstream_conn *uc, enum pool_err err
 		r->uc = NULL;
 		if (err != POOL_E_OVERFLOW)   /* a local limit, not the host's fault */
 			cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_CONNECT_FAILED, 0);
-		if (retry_maybe(r, FAIL_CONNECT, 0, -1))
+		if (retry_maybe(r, FAIL_CONNECT, 0, -1) || hedge_wait(r))
 			return;
 		char body[160];
 		snprintf(body, sizeof(body), RESET_BEFORE_HEADERS "%s", detail);
@@ -863,6 +1143,16 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 			retry_on_parse(v, n, &r->retry_on, NULL, NULL);   /* unknown tokens ignored */
 		if ((v = hdrs_get(h, "x-envoy-max-retries", &n)))
 			r->max_retries = (uint32_t)strtoul(v, NULL, 10);
+		/* retriable_request_headers: no retry state at all unless the
+		 * request matches one (Envoy) */
+		if (r->retry_on && r->rp && r->rp->retriable_request_headers &&
+		    !retry_request_allowed(r->rp, h))
+			r->retry_on = 0;
+		/* hedging needs a per-try timeout: only then is the header looked at */
+		r->hedge = r->re->hedge_on_per_try_timeout;
+		if (r->rp && r->rp->per_try_timeout_ms &&
+		    (v = hdrs_get(h, "x-envoy-hedge-on-per-try-timeout", &n)))
+			r->hedge = n == 4 && !memcmp(v, "true", 4);
 	}
 	r->attempt = 1;
 	if (r->retry_on && r->max_retries && !end_stream) {
@@ -987,6 +1277,8 @@ static void router_on_reset(void *ctx, struct http_stream *s)
 		stats_inc(r->cl->stats, shard(r), upstream_rq_tx_reset);
 		release_upstream(r, false);
 		rq_done(r, false);
+		if (r->nslots)
+			hedge_drop_all(r, false);
 	}
 }
 
@@ -1000,7 +1292,7 @@ static void *router_create(struct http_stream *s, const void *cfg)
 		struct event *idle = r->idle_timer;
 		router_cache = r->next_free;
 		router_cache_n--;
-		memset(r, 0, sizeof(*r));
+		memset(r, 0, offsetof(struct router, slots));
 		r->resp.hdrs = hdrs;
 		r->rtmp = rtmp;
 		r->timer = timer;
@@ -1049,6 +1341,8 @@ static void router_destroy(void *ctx)
 		release_upstream(r, false);
 	if (r->host)
 		rq_done(r, false);
+	if (r->nslots)
+		hedge_drop_all(r, false);
 	retry_slot_release(r);
 	event_del(r->timer);
 	event_del(r->try_timer);

@@ -961,8 +961,8 @@ TEST(route_compile_errors)
 	CHECK_STR(compile_err(VH(OK_ROUTE ", {'match': {'prefx': '/'}, 'route': {'cluster': 'c'}}")),
 		  "virtual_hosts[0].routes[1].match.prefx: unknown field 'prefx'");
 	CHECK_STR(compile_err("{'virtual_hosts': [], 'vhosts': []}"), "vhosts: unknown field 'vhosts'");
-	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'hedge_policy': {}}}")),
-		  "virtual_hosts[0].routes[0].route.hedge_policy: unknown field 'hedge_policy'");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'no_such_policy': {}}}")),
+		  "virtual_hosts[0].routes[0].route.no_such_policy: unknown field 'no_such_policy'");
 	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}}")),
 		  "virtual_hosts[0].routes[0]: one of 'route', 'redirect' or 'direct_response' is required");
 	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c'}, 'redirect': {}}")),
@@ -1281,6 +1281,124 @@ TEST(route_retry_policy)
 				 " {'retriable_status_codes': [99]}}}")),
 		  "virtual_hosts[0].routes[0].route.retry_policy.retriable_status_codes[0]: "
 		  "expected an HTTP status code (100..599)");
+}
+
+/* HedgePolicy: route-level wins over the virtual host's (even when false);
+ * only what Envoy does by default is supported. */
+TEST(route_hedge_policy)
+{
+	struct route_config *rc = compile(
+		"{'virtual_hosts': [{'name': 'v', 'domains': ['*'],"
+		" 'hedge_policy': {'hedge_on_per_try_timeout': true, 'initial_requests': 1,"
+		"  'additional_request_chance': {'default_value': {'numerator': 0, 'denominator': 'HUNDRED'}}},"
+		" 'routes': ["
+		"{'name': 'off', 'match': {'prefix': '/off'}, 'route': {'cluster': 'c',"
+		" 'hedge_policy': {'hedge_on_per_try_timeout': false}}},"
+		"{'name': 'inherit', 'match': {'prefix': '/'}, 'route': {'cluster': 'c'}}]},"
+		" {'name': 'w', 'domains': ['w'], 'routes': ["
+		"{'name': 'on', 'match': {'prefix': '/'}, 'route': {'cluster': 'c',"
+		" 'hedgePolicy': {'hedgeOnPerTryTimeout': true}}}]}]}");
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers h;
+	const struct virtual_host *vh;
+	const struct route_entry *re;
+	req_set(&h, "a", "/off", NULL);
+	re = route_match(rc, &h, &vh);
+	hdrs_free(&h);
+	CHECK(re && !re->hedge_on_per_try_timeout);
+	req_set(&h, "a", "/x", NULL);
+	re = route_match(rc, &h, &vh);
+	hdrs_free(&h);
+	CHECK(re && re->hedge_on_per_try_timeout);
+	req_set(&h, "w", "/x", NULL);
+	re = route_match(rc, &h, &vh);
+	hdrs_free(&h);
+	CHECK(re && re->hedge_on_per_try_timeout);
+	route_config_free(rc);
+
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'hedge_policy':"
+				 " {'initial_requests': 2}}}")),
+		  "virtual_hosts[0].routes[0].route.hedge_policy.initial_requests: "
+		  "initial_requests other than 1 is not supported yet");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'hedge_policy':"
+				 " {'additional_request_chance': {'default_value': {'numerator': 5}}}}}")),
+		  "virtual_hosts[0].routes[0].route.hedge_policy.additional_request_chance.default_value."
+		  "numerator: additional_request_chance above 0 is not supported yet");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'hedge_policy':"
+				 " {'hedge_on_per_try_timeout': true, 'hedge_always': 1}}}")),
+		  "virtual_hosts[0].routes[0].route.hedge_policy.hedge_always: unknown field 'hedge_always'");
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'hedge_policy':"
+				 " {'hedge_on_per_try_timeout': 'yes'}}}")),
+		  "virtual_hosts[0].routes[0].route.hedge_policy.hedge_on_per_try_timeout: expected true or false");
+	CHECK_STR(compile_err("{'virtual_hosts': [{'name': 'v', 'domains': ['*'], 'hedge_policy':"
+			      " {'initial_requests': 0}, 'routes': []}]}"),
+		  "virtual_hosts[0].hedge_policy.initial_requests: "
+		  "initial_requests other than 1 is not supported yet");
+}
+
+/* retry_on retriable-headers: retriable_headers (any matches),
+ * retriable_request_headers, x-envoy-retriable-header-names. */
+TEST(route_retriable_headers)
+{
+	struct route_config *rc = compile(VH(
+		"{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'retry_policy':"
+		" {'retry_on': 'retriable-headers', 'retriable_headers': ["
+		"  {'name': 'x-upstream-pushback'},"
+		"  {'name': ':status', 'string_match': {'exact': '418'}}],"
+		"  'retriable_request_headers': [{'name': ':method', 'string_match': {'exact': 'GET'}},"
+		"  {'name': 'x-retry-me', 'present_match': true}]}}}"));
+	CHECK(rc != NULL);
+	if (!rc)
+		return;
+	struct http_headers req, resp;
+	const struct virtual_host *vh;
+	req_set(&req, "a", "/", NULL);
+	const struct route_entry *re = route_match(rc, &req, &vh);
+	CHECK(re && re->retry);
+	if (re && re->retry) {
+		const struct retry_policy *rp = re->retry;
+		CHECK_INT(rp->retry_on, RETRY_ON_RETRIABLE_HEADERS);
+		CHECK(retry_request_allowed(rp, &req));   /* GET */
+		hdrs_init(&resp);
+		hdrs_add_cstr(&resp, ":status", "200");
+		CHECK(!retry_on_headers(rp->retry_on, rp, &req, &resp));
+		hdrs_add_cstr(&resp, "x-upstream-pushback", "1");
+		CHECK(retry_on_headers(rp->retry_on, rp, &req, &resp));
+		CHECK(!retry_on_headers(RETRY_ON_5XX, rp, &req, &resp));   /* needs the retry_on bit */
+		hdrs_free(&resp);
+		hdrs_init(&resp);
+		hdrs_add_cstr(&resp, ":status", "418");
+		CHECK(retry_on_headers(rp->retry_on, rp, &req, &resp));
+		hdrs_free(&resp);
+		/* names from the request, trimmed, case-insensitive */
+		hdrs_init(&resp);
+		hdrs_add_cstr(&resp, ":status", "200");
+		hdrs_add_cstr(&resp, "x-two", "v");
+		CHECK(!retry_on_headers(rp->retry_on, rp, &req, &resp));
+		hdrs_add_cstr(&req, "x-envoy-retriable-header-names", "x-one, X-Two ");
+		CHECK(retry_on_headers(rp->retry_on, rp, &req, &resp));
+		CHECK(!retry_on_headers(rp->retry_on, NULL, NULL, &resp));
+		hdrs_free(&resp);
+		hdrs_free(&req);
+		req_set(&req, "a", "/", NULL);
+		hdrs_set(&req, ":method", "POST", 4);
+		CHECK(!retry_request_allowed(rp, &req));
+		hdrs_add_cstr(&req, "x-retry-me", "");
+		CHECK(retry_request_allowed(rp, &req));
+		CHECK(retry_request_allowed(NULL, &req));
+	}
+	hdrs_free(&req);
+	route_config_free(rc);
+
+	CHECK_STR(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'retry_policy':"
+				 " {'retriable_headers': [{'name': 'x', 'exact_matchh': 'y'}]}}}")),
+		  "virtual_hosts[0].routes[0].route.retry_policy.retriable_headers[0].exact_matchh: "
+		  "unknown field 'exact_matchh'");
+	CHECK_CONTAINS(compile_err(VH("{'match': {'prefix': '/'}, 'route': {'cluster': 'c', 'retry_policy':"
+				      " {'retriable_request_headers': {'name': 'x'}}}}")),
+		       "virtual_hosts[0].routes[0].route.retry_policy.retriable_request_headers");
 }
 
 /* ------------------------------------------------------------------------
