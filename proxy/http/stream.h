@@ -21,6 +21,7 @@ struct snapshot;
 struct route_config;
 struct route_entry;
 struct virtual_host;
+struct downstream;
 
 /* HCM stats (http.<stat_prefix>.*), including the router's. */
 #define HCM_STATS(X)                                                                    \
@@ -54,6 +55,8 @@ struct http_headers *http_stream_request(struct http_stream *s);
 bool http_stream_is_upgrade(const struct http_stream *s);
 /* Downstream peer IP (text) and whether the downstream is TLS. */
 const char *http_stream_peer_ip(const struct http_stream *s);
+/* The downstream connection (addresses; local_restored: original destination). */
+const struct downstream *http_stream_downstream(const struct http_stream *s);
 uint64_t http_stream_start_ns(const struct http_stream *s);
 
 /* The stream's route, matched once by the connection manager after the

@@ -20,6 +20,7 @@ struct pool;
 struct build_ctx;
 struct hc_cfg;
 struct health_checker;
+struct odst;
 
 #define CLUSTER_STATS(X)                                                           \
 	X(COUNTER, upstream_cx_total) X(GAUGE, upstream_cx_active)                \
@@ -60,7 +61,7 @@ enum { CB_STATS(CB_ENUM) CB_STATS_N };
 enum { HOST_CX_TOTAL, HOST_CX_ACTIVE, HOST_CX_CONNECT_FAIL, HOST_RQ_TOTAL, HOST_RQ_ACTIVE,
        HOST_RQ_ERROR, HOST_RQ_SUCCESS, HOST_RQ_TIMEOUT, HOST_STATS_N };
 
-enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS };
+enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS, CLUSTER_ORIGINAL_DST };
 enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV,
 		 LB_PEAK_EWMA };
 
@@ -212,6 +213,7 @@ struct cluster {
 	uint32_t min_retry_concurrency;     /* default 3 */
 	bool track_remaining;
 	int cb_cx, cb_pending, cb_rq, cb_retries;   /* atomic current counts */
+	struct odst *odst;                  /* owned: ORIGINAL_DST state (original_dst.h), else NULL */
 	bool initialized;                   /* first membership known */
 	void (*on_init)(struct cluster *cl, void *arg); /* called once, see cluster_start */
 	void *on_init_arg;
@@ -252,6 +254,9 @@ static inline bool cluster_lb_is_hash(const struct cluster *cl)
 	return cl->lb == LB_RING_HASH || cl->lb == LB_MAGLEV;
 }
 
+/* A new host of cl (ref 1) with per-worker pool slots and stats shards. */
+struct host *host_new(const struct cluster *cl, const struct sockaddr_storage *ss,
+		      const char *hostname, uint32_t weight);
 struct host *host_ref(struct host *h);
 void host_unref(struct host *h);
 void hostset_unref(struct hostset *hs);

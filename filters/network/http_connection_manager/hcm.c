@@ -320,6 +320,7 @@ struct stats_scope *http_stream_stats(const struct http_stream *s) { return s->h
 struct http_headers *http_stream_request(struct http_stream *s) { return &s->req.hdrs; }
 bool http_stream_is_upgrade(const struct http_stream *s) { return s->upgrade; }
 const char *http_stream_peer_ip(const struct http_stream *s) { return s->hc->super.peer_ip; }
+const struct downstream *http_stream_downstream(const struct http_stream *s) { return &s->hc->super; }
 uint64_t http_stream_start_ns(const struct http_stream *s) { return s->start_ns; }
 bool http_stream_response_started(const struct http_stream *s) { return s->resp_started; }
 bool http_stream_downstream_blocked(const struct http_stream *s) { return s->blocked; }
