@@ -26,11 +26,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import uuid
 
 import pytest
-import yaml
 
 import harness
 
@@ -329,7 +327,6 @@ def test_http_through_both_sidecars(pods):
     assert got["port"] == 8080 and got["path"] == "/hello"
     # B's app was reached from B's sidecar (loopback), not from pod A
     assert got["peer"] in ("127.0.0.1", "::ffff:127.0.0.1"), got
-    # A's sidecar added x-forwarded-for? (HCM); either way the request passed both HCMs
     a1, b1 = snap(pods)
     # A: the virtual listener handed the connection to the 10.77.0.2:8080 listener
     assert delta(a0, a1, f"listener.{B_IP}_8080.downstream_cx_total") == 1

@@ -9,9 +9,8 @@ import subprocess
 import pytest
 import yaml
 
-from harness import (SANITIZER_MARKERS, bootstrap, connect_refused, curl, free_port, hcm,
-                     http_listener, remora_bin, route, route_config, sockaddr, static_cluster,
-                     tcp_proxy_listener, virtual_host, wait_until)
+from harness import (SANITIZER_MARKERS, bootstrap, connect_refused, curl, free_port,
+                     http_listener, remora_bin, route, static_cluster, tcp_proxy_listener)
 
 ORIGINAL_DST_LF = {"name": "envoy.filters.listener.original_dst",
                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener."
