@@ -7,6 +7,7 @@ extern const struct network_filter_ops network_local_ratelimit_filter_ops;
 extern const struct http_filter_ops router_filter_ops;
 extern const struct http_filter_ops local_ratelimit_filter_ops;
 extern const struct http_filter_ops fault_filter_ops;
+extern const struct listener_filter_ops original_dst_listener_filter_ops;
 
 static const struct network_filter_ops *const network_filters[] = {
 	&tcp_proxy_filter_ops,
@@ -18,6 +19,10 @@ static const struct http_filter_ops *const http_filters[] = {
 	&router_filter_ops,
 	&local_ratelimit_filter_ops,
 	&fault_filter_ops,
+};
+
+static const struct listener_filter_ops *const listener_filters[] = {
+	&original_dst_listener_filter_ops,
 };
 
 /* Match by @type URL if given (Envoy selects by type), else by name. */
@@ -37,6 +42,16 @@ const struct http_filter_ops *http_filter_find(const char *name, const char *typ
 		if (type_url ? !strcmp(type_url, http_filters[i]->type_url)
 			     : (name && !strcmp(name, http_filters[i]->name)))
 			return http_filters[i];
+	}
+	return NULL;
+}
+
+const struct listener_filter_ops *listener_filter_find(const char *name, const char *type_url)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(listener_filters); i++) {
+		if (type_url ? !strcmp(type_url, listener_filters[i]->type_url)
+			     : (name && !strcmp(name, listener_filters[i]->name)))
+			return listener_filters[i];
 	}
 	return NULL;
 }

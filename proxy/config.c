@@ -7,6 +7,7 @@
 #include "snapshot.h"
 
 #include <unistd.h>
+#include <netinet/in.h>
 #include "server.h"
 #include "filter.h"
 #include "log.h"
@@ -32,6 +33,9 @@ static void listener_free(struct listener_cfg *l)
 	for (size_t i = 0; i < l->nchains; i++)
 		filter_chain_free(&l->chains[i]);
 	free(l->chains);
+	for (size_t i = 0; i < l->nlfilters; i++)
+		l->lfilters[i].ops->free_config(l->lfilters[i].cfg);
+	free(l->lfilters);
 	if (l->fds) {
 		for (unsigned i = 0; i < l->nfds; i++)
 			if (l->fds[i] >= 0)
@@ -54,6 +58,7 @@ void snapshot_unref(struct snapshot *s)
 		cluster_unref(s->clusters[i]);
 	free(s->clusters);
 	free(s->cl_hash);
+	free(s->l_hash);
 	json_decref(s->bootstrap);
 	free(s);
 }
@@ -95,7 +100,128 @@ struct cluster *snapshot_find_cluster(const struct snapshot *s, const char *name
 	return NULL;
 }
 
+/* Hash of a listener address: family, port and IP (no allocation). */
+static uint64_t hash_addr(const struct sockaddr *sa)
+{
+	uint64_t h = 1469598103934665603ull;
+	const unsigned char *p;
+	size_t n;
+	if (sa->sa_family == AF_INET) {
+		p = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+		n = 4;
+	} else {
+		p = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+		n = 16;
+	}
+	h = (h ^ sa->sa_family) * 1099511628211ull;
+	h = (h ^ sockaddr_port(sa)) * 1099511628211ull;
+	while (n--)
+		h = (h ^ *p++) * 1099511628211ull;
+	return h;
+}
+
+static bool addr_equal(const struct sockaddr *a, const struct sockaddr *b)
+{
+	if (a->sa_family != b->sa_family || sockaddr_port(a) != sockaddr_port(b))
+		return false;
+	if (a->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	return a->sa_family == AF_INET6 &&
+	       !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+		       &((const struct sockaddr_in6 *)b)->sin6_addr, 16);
+}
+
+void snapshot_index_listeners(struct snapshot *s)
+{
+	size_t size = 8;
+	while (size < s->nlisteners * 2)
+		size *= 2;
+	free(s->l_hash);
+	s->l_hash = xcalloc(size, sizeof(*s->l_hash));
+	s->l_hash_size = size;
+	for (size_t i = 0; i < s->nlisteners; i++) {
+		const struct sockaddr *sa = (const struct sockaddr *)&s->listeners[i]->addr;
+		if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
+			continue;
+		size_t k = hash_addr(sa) & (size - 1);
+		while (s->l_hash[k])
+			k = (k + 1) & (size - 1);
+		s->l_hash[k] = s->listeners[i];
+	}
+}
+
+static struct listener_cfg *find_listener_exact(const struct snapshot *s, const struct sockaddr *sa)
+{
+	size_t k = hash_addr(sa) & (s->l_hash_size - 1);
+	while (s->l_hash[k]) {
+		if (addr_equal((const struct sockaddr *)&s->l_hash[k]->addr, sa))
+			return s->l_hash[k];
+		k = (k + 1) & (s->l_hash_size - 1);
+	}
+	return NULL;
+}
+
+struct listener_cfg *snapshot_find_listener_by_addr(const struct snapshot *s,
+						    const struct sockaddr *sa)
+{
+	struct sockaddr_storage any;
+	struct listener_cfg *l;
+	if (!s->l_hash_size || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+		return NULL;
+	if ((l = find_listener_exact(s, sa)))
+		return l;
+	/* the wildcard listener of the same port and family */
+	memset(&any, 0, sizeof(any));
+	any.ss_family = sa->sa_family;
+	sockaddr_set_port(&any, sockaddr_port(sa));
+	return find_listener_exact(s, (const struct sockaddr *)&any);
+}
+
 /* ---- listeners ---------------------------------------------------------------- */
+
+/* listener_filters[]: {name, typed_config}, found by @type (or name). */
+static int parse_listener_filters(struct cfg_ctx *c, const json_t *arr, struct listener_cfg *l,
+				  struct build_ctx *b)
+{
+	static const char *const ff[] = { "name", "typed_config", NULL };
+	if (cfg_expect_array(c, arr))
+		return RM_ERROR;
+	size_t n = json_array_size(arr);
+	l->lfilters = xcalloc(n ? n : 1, sizeof(*l->lfilters));
+	for (size_t i = 0; i < n; i++) {
+		const json_t *e = cfg_enter_idx(c, arr, i), *tc;
+		const char *name = NULL, *type = NULL;
+		int rc = cfg_expect_object(c, e) || cfg_check_fields(c, e, ff) ||
+			 cfg_string_req(c, e, "name", &name);
+		const struct listener_filter_ops *ops = NULL;
+		void *cfg = NULL;
+		if (!rc) {
+			tc = cfg_get(e, "typed_config");
+			if (tc && json_is_object(tc))
+				type = json_string_value(json_object_get(tc, "@type"));
+			if (!(ops = listener_filter_find(name, type)))
+				rc = cfg_fail_field(c, e, type ? "typed_config" : "name",
+						    "unknown or unsupported listener filter '%s' "
+						    "(envoy.filters.listener.original_dst is supported)",
+						    type ? type : name);
+		}
+		if (!rc) {
+			tc = cfg_enter(c, e, "typed_config");
+			cfg = ops->parse_config(c, tc, b);
+			if (tc)
+				cfg_leave(c);
+			if (!cfg)
+				rc = RM_ERROR;
+		}
+		cfg_leave(c);
+		if (rc)
+			return RM_ERROR;
+		l->lfilters[l->nlfilters].ops = ops;
+		l->lfilters[l->nlfilters++].cfg = cfg;
+	}
+	return RM_OK;
+}
 
 /* One entry of filter_chains[].filters: find the filter, parse its config. */
 static int parse_network_filter(struct cfg_ctx *c, const json_t *e, struct net_filter *out,
@@ -197,15 +323,23 @@ static struct listener_cfg *parse_listener(struct cfg_ctx *c, const json_t *j, s
 {
 	static const char *const f[] = { "name", "address", "filter_chains",
 					 "per_connection_buffer_limit_bytes", "enable_reuse_port",
-					 "traffic_direction", "stat_prefix", "listener_filters", NULL };
+					 "traffic_direction", "stat_prefix", "listener_filters",
+					 "listener_filters_timeout", "continue_on_listener_filters_timeout",
+					 "use_original_dst", "bind_to_port", NULL };
 	struct listener_cfg *l = xcalloc(1, sizeof(*l));
 	const char *name = NULL, *prefix = NULL;
 	const json_t *v;
 	uint32_t lim = 1024 * 1024;
 
 	l->backlog = 1024;
+	l->bind_to_port = true;
+	l->lf_timeout_ms = 15000;
 	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, f) || cfg_string(c, j, "name", &name) ||
 	    cfg_string(c, j, "stat_prefix", &prefix) ||
+	    cfg_bool(c, j, "use_original_dst", &l->use_original_dst) ||
+	    cfg_bool(c, j, "bind_to_port", &l->bind_to_port) ||
+	    cfg_duration_ms(c, j, "listener_filters_timeout", &l->lf_timeout_ms) ||
+	    cfg_bool(c, j, "continue_on_listener_filters_timeout", &l->lf_continue_on_timeout) ||
 	    cfg_u32(c, j, "per_connection_buffer_limit_bytes", &lim))
 		goto error;
 	if (cfg_get(j, "traffic_direction")) {
@@ -220,9 +354,7 @@ static struct listener_cfg *parse_listener(struct cfg_ctx *c, const json_t *j, s
 			goto error;
 	}
 	if ((v = cfg_enter(c, j, "listener_filters"))) {
-		int rc = cfg_expect_array(c, v);
-		if (!rc && json_array_size(v))
-			rc = cfg_fail(c, "listener filters are not supported yet");
+		int rc = parse_listener_filters(c, v, l, b);
 		cfg_leave(c);
 		if (rc)
 			goto error;
@@ -385,6 +517,7 @@ struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, s
 					goto error_v;
 				s->listeners[s->nlisteners++] = l;
 			}
+			snapshot_index_listeners(s);
 			cfg_leave(c);
 		}
 		cfg_leave(c);

@@ -26,7 +26,9 @@ struct downstream {
 	struct conn *bev;             /* owned */
 	struct snapshot *snap;               /* ref held */
 	struct listener_cfg *lcfg;           /* in snap */
-	struct sockaddr_storage peer, local;
+	struct sockaddr_storage peer, local; /* local: the original destination when
+						local_restored (listener filter original_dst) */
+	bool local_restored;
 	char peer_ip[64];                    /* textual peer address */
 	uint64_t start_ms;
 	struct downstream *prev, *next;      /* worker's list */
@@ -40,6 +42,10 @@ struct accept_info {
 	struct listener_cfg *lcfg;
 	const struct sockaddr *peer;
 	socklen_t peerlen;
+	const struct sockaddr_storage *local; /* the connection's local address, or the
+						 restored original destination; NULL: ask
+						 the socket */
+	bool local_restored;                 /* local is the original destination */
 };
 
 /* Allocate a downstream of size bytes (>= sizeof(struct downstream)) owning

@@ -6,6 +6,7 @@
 #ifndef REMORA_FILTER_H
 #define REMORA_FILTER_H
 
+#include <sys/socket.h>
 #include "config/cfg.h"
 
 struct worker;
@@ -91,10 +92,42 @@ struct http_filter_ops {
 	void (*thread_exit)(void);
 };
 
+/* Listener filters (Envoy's listener_filters) run on a freshly accepted
+ * socket, in order, before the filter chain is chosen.  They may rewrite
+ * what the rest of the accept path sees: original_dst restores the local
+ * address the connection was sent to before iptables redirected it.  Today
+ * every listener filter is synchronous; inspectors that must read bytes
+ * first (tls_inspector, http_inspector) will add an LF_AGAIN status and a
+ * resume call bounded by listener_filters_timeout. */
+struct listener_accept {
+	int fd;                            /* the accepted socket (not owned) */
+	const struct sockaddr *peer;
+	struct sockaddr_storage local;     /* getsockname(), or the restored original destination */
+	socklen_t locallen;
+	bool local_restored;               /* local is the original destination (SO_ORIGINAL_DST) */
+};
+
+enum lf_status {
+	LF_CONTINUE = 0,                   /* next listener filter, then the filter chain */
+	LF_CLOSE = 1,                      /* close the socket now */
+};
+
+struct listener_filter_ops {
+	const char *name;                  /* "envoy.filters.listener.original_dst" */
+	const char *type_url;
+	/* Parse typed_config ("@type" present; may be NULL when the entry has
+	 * none).  Returns an owned config (non-NULL) or NULL after cfg_fail(). */
+	void *(*parse_config)(struct cfg_ctx *c, const json_t *typed_config, struct build_ctx *b);
+	void (*free_config)(void *cfg);
+	/* Judge / annotate one accepted socket.  Worker thread, no allocation. */
+	enum lf_status (*on_accept)(struct listener_accept *a, const void *cfg, struct worker *w);
+};
+
 /* Call every filter's thread_exit hook (end of a worker thread). */
 void filters_thread_exit(void);
 
 const struct network_filter_ops *network_filter_find(const char *name, const char *type_url);
 const struct http_filter_ops *http_filter_find(const char *name, const char *type_url);
+const struct listener_filter_ops *listener_filter_find(const char *name, const char *type_url);
 
 #endif

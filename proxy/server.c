@@ -89,7 +89,9 @@ static int bind_listeners(struct server *srv, struct snapshot *s)
 		l->nfds = srv->nworkers;
 		for (unsigned w = 0; w < srv->nworkers; w++)
 			l->fds[w] = -1;
-		for (unsigned w = 0; w < srv->nworkers; w++) {
+		/* bind_to_port: false: no socket; connections arrive only by
+		 * use_original_dst hand-off from another listener */
+		for (unsigned w = 0; w < srv->nworkers && l->bind_to_port; w++) {
 			l->fds[w] = open_listener_socket(&l->addr, l->addrlen, l->backlog, err, sizeof(err));
 			if (l->fds[w] < 0) {
 				char a[80];
@@ -107,6 +109,7 @@ static int bind_listeners(struct server *srv, struct snapshot *s)
 		stats_inc(srv->lm_stats, 0, listener_added);
 	}
 	stats_gauge_set(srv->lm_stats, total_listeners_active, (int64_t)s->nlisteners);
+	snapshot_index_listeners(s);   /* port 0 listeners now have their real port */
 	return RM_OK;
 }
 

@@ -13,6 +13,7 @@
 
 struct cluster;
 struct network_filter_ops;
+struct listener_filter_ops;
 struct server;
 
 #define LISTENER_STATS(X)                                                        \
@@ -35,6 +36,11 @@ struct filter_chain {
 	void *cfg;                           /* owned via ops->free_config */
 };
 
+struct listener_filter {                   /* one listener_filters[] entry */
+	const struct listener_filter_ops *ops;
+	void *cfg;                           /* owned via ops->free_config */
+};
+
 struct listener_cfg {
 	char *name;                          /* owned */
 	struct sockaddr_storage addr;
@@ -46,6 +52,13 @@ struct listener_cfg {
 	size_t nchains;
 	struct filter_chain *default_chain;  /* owned, may be NULL */
 	struct stats_scope *stats;           /* owned */
+	struct listener_filter *lfilters;    /* owned [nlfilters]: run on accept, in order */
+	size_t nlfilters;
+	uint64_t lf_timeout_ms;              /* listener_filters_timeout (15 s; for inspectors) */
+	bool lf_continue_on_timeout;         /* continue_on_listener_filters_timeout */
+	bool use_original_dst;               /* hand restored connections to the listener of
+						their original destination */
+	bool bind_to_port;                   /* false: no socket, only a hand-off target */
 	int *fds;                            /* owned [nfds]: SO_REUSEPORT sockets, -1 after handoff */
 	unsigned nfds;
 };
@@ -60,6 +73,8 @@ struct snapshot {
 	size_t nclusters;
 	struct cluster **cl_hash;            /* owned open-addressing table [cl_hash_size] */
 	size_t cl_hash_size;
+	struct listener_cfg **l_hash;        /* owned: listeners by address [l_hash_size] */
+	size_t l_hash_size;
 };
 
 /* What a filter's parse_config may need while a snapshot is built. */
@@ -76,6 +91,12 @@ struct snapshot *snapshot_ref(struct snapshot *s);
 void snapshot_unref(struct snapshot *s);  /* any thread; frees at 0 (must be main-safe) */
 struct cluster *snapshot_find_cluster(const struct snapshot *s, const char *name);
 void snapshot_index_clusters(struct snapshot *s);
+/* use_original_dst hand-off target for a restored destination: the listener
+ * bound to exactly that address:port, else the wildcard (0.0.0.0 / ::)
+ * listener of that port, else NULL.  O(1), no allocation (worker). */
+struct listener_cfg *snapshot_find_listener_by_addr(const struct snapshot *s,
+						    const struct sockaddr *sa);
+void snapshot_index_listeners(struct snapshot *s);
 
 /* Compile a bootstrap tree.  Returns NULL with c->err set. */
 struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, struct server *srv);

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "config/address.h"
 #include "upstream/pool.h"
+#include "upstream/original_dst.h"
 
 __thread struct worker *current_worker;
 
@@ -96,7 +97,11 @@ struct downstream *downstream_new(size_t size, const struct accept_info *ai)
 	d->snap = snapshot_ref(w->snap);
 	d->lcfg = lcfg;
 	memcpy(&d->peer, peer, MIN((size_t)peerlen, sizeof(d->peer)));
-	getsockname(conn_fd(bev), (struct sockaddr *)&d->local, &ll);
+	if (ai->local)
+		d->local = *ai->local;
+	else
+		getsockname(conn_fd(bev), (struct sockaddr *)&d->local, &ll);
+	d->local_restored = ai->local_restored;
 	sockaddr_ip(peer, d->peer_ip, sizeof(d->peer_ip));
 	d->start_ms = now_ms();
 	d->next = w->conns;
@@ -143,28 +148,60 @@ static const struct filter_chain *match_chain(const struct listener_cfg *l, uint
 	return l->default_chain;
 }
 
+/* Run l's listener filters on a, in order.  false: close the socket. */
+static bool run_listener_filters(const struct listener_cfg *l, struct listener_accept *a,
+				 struct worker *w)
+{
+	for (size_t i = 0; i < l->nlfilters; i++)
+		if (l->lfilters[i].ops->on_accept(a, l->lfilters[i].cfg, w) != LF_CONTINUE)
+			return false;
+	return true;
+}
+
 static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 		      int salen, void *arg)
 {
 	struct worker_listener *wl = arg;
 	struct worker *w = wl->w;
 	struct listener_cfg *l = wl->cfg;
-	struct sockaddr_storage local;
-	socklen_t ll = sizeof(local);
+	struct listener_accept la;
 	(void)evl;
 
 	if (w->draining) {
 		evutil_closesocket(fd);
 		return;
 	}
-	getsockname(fd, (struct sockaddr *)&local, &ll);
-	const struct filter_chain *fc = match_chain(l, sockaddr_port((struct sockaddr *)&local));
+	la.fd = fd;
+	la.peer = sa;
+	la.locallen = sizeof(la.local);
+	la.local_restored = false;
+	getsockname(fd, (struct sockaddr *)&la.local, &la.locallen);
+	if (!run_listener_filters(l, &la, w)) {
+		evutil_closesocket(fd);
+		return;
+	}
+	if (l->use_original_dst && la.local_restored) {
+		/* Envoy's hand-off: the listener of the original destination (in
+		 * this worker's snapshot) takes the connection and runs its own
+		 * listener filters; it does not hand off again.  None: this
+		 * listener's own chains serve it (passthrough). */
+		struct listener_cfg *t = snapshot_find_listener_by_addr(w->snap,
+									(struct sockaddr *)&la.local);
+		if (t && t != l) {
+			l = t;
+			if (!run_listener_filters(l, &la, w)) {
+				evutil_closesocket(fd);
+				return;
+			}
+		}
+	}
+	const struct filter_chain *fc = match_chain(l, sockaddr_port((struct sockaddr *)&la.local));
 	if (!fc) {
 		stats_inc(l->stats, w->shard, LS_no_filter_chain_match);
 		evutil_closesocket(fd);
 		return;
 	}
-	struct accept_info ai = { w, NULL, l, sa, (socklen_t)salen };
+	struct accept_info ai = { w, NULL, l, sa, (socklen_t)salen, &la.local, la.local_restored };
 	for (size_t i = 0; i < fc->npre; i++) {
 		if (!fc->pre[i].ops->on_new_connection(&ai, fc->pre[i].cfg)) {
 			evutil_closesocket(fd);
@@ -202,6 +239,8 @@ static void start_listeners(struct worker *w)
 		struct worker_listener *wl = &w->listeners[i];
 		wl->cfg = l;
 		wl->w = w;
+		if (!l->bind_to_port)
+			continue;   /* a hand-off target only: no socket */
 		wl->evl = evconnlistener_new(w->base, accept_cb, wl,
 					     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1, l->fds[w->id]);
 		if (!wl->evl)
@@ -275,6 +314,9 @@ static void *worker_main(void *arg)
 	while (w->conns)
 		downstream_close(w->conns);
 	/* Every request is gone: free this worker's pools. */
+	for (size_t i = 0; i < w->snap->nclusters; i++)
+		if (w->snap->clusters[i]->odst)
+			original_dst_worker_exit(w->snap->clusters[i], w);
 	for (size_t i = 0; i < w->snap->nclusters; i++) {
 		struct hostset *hs = w->snap->clusters[i]->workers[w->id].hs;
 		for (size_t k = 0; hs && k < hs->n; k++)

@@ -21,6 +21,7 @@ struct snapshot;
 struct route_config;
 struct route_entry;
 struct virtual_host;
+struct downstream;
 
 /* HCM stats (http.<stat_prefix>.*), including the router's. */
 #define HCM_STATS(X)                                                                    \
@@ -58,6 +59,8 @@ const char *http_stream_peer_ip(const struct http_stream *s);
 struct sockaddr;
 void http_stream_addresses(const struct http_stream *s, const struct sockaddr **peer,
 			   const struct sockaddr **local);
+/* The downstream connection (addresses; local_restored: original destination). */
+const struct downstream *http_stream_downstream(const struct http_stream *s);
 uint64_t http_stream_start_ns(const struct http_stream *s);
 
 /* The stream's route, matched once by the connection manager after the

@@ -7,6 +7,7 @@
 #include <event2/buffer.h>
 #include "pool.h"
 #include "health_check.h"
+#include "original_dst.h"
 #include "../snapshot.h"
 #include "../worker.h"
 #include "../log.h"
@@ -84,8 +85,8 @@ int64_t host_stat(const struct host *h, int idx)
 	return v;
 }
 
-static struct host *host_new(const struct cluster *cl, const struct sockaddr_storage *ss,
-			     const char *hostname, uint32_t weight)
+struct host *host_new(const struct cluster *cl, const struct sockaddr_storage *ss,
+		      const char *hostname, uint32_t weight)
 {
 	unsigned nworkers = cl->nworkers;
 	struct host *h = xcalloc(1, sizeof(*h));
@@ -571,7 +572,8 @@ static const char *const cluster_fields[] = {
 	"dns_resolvers", "common_http_protocol_options", "typed_extension_protocol_options",
 	"least_request_lb_config", "round_robin_lb_config", "http_protocol_options",
 	"circuit_breakers", "outlier_detection", "common_lb_config",
-	"ring_hash_lb_config", "maglev_lb_config", "health_checks", "load_balancing_policy", NULL
+	"ring_hash_lb_config", "maglev_lb_config", "health_checks", "load_balancing_policy",
+	"original_dst_lb_config", "cleanup_interval", NULL
 };
 static const char *const type_names[] = { "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST" };
 static const char *const lb_names[] = { "ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM",
@@ -1080,6 +1082,7 @@ static void cluster_free(struct cluster *cl)
 	if (cl->od_timer)
 		event_free(cl->od_timer);
 	health_checker_free(cl->hc);
+	original_dst_free(cl->odst);
 	hc_cfg_free(cl->hc_cfg);
 	stats_scope_free(cl->hc_stats);
 	json_decref(cl->json);
@@ -1136,12 +1139,14 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		cfg_fail_field(c, j, "name", "must not be empty");
 		goto error;
 	}
-	if (type != CLUSTER_STATIC && type != CLUSTER_STRICT_DNS && type != CLUSTER_LOGICAL_DNS) {
-		cfg_fail_field(c, j, "type", "cluster type %s is not supported yet (STATIC, STRICT_DNS, LOGICAL_DNS are)",
+	if (type == 3) {
+		cfg_fail_field(c, j, "type", "cluster type %s is not supported yet (STATIC, STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST are)",
 			 type_names[type]);
 		goto error;
 	}
-	cl->type = type;
+	cl->type = type == 4 ? CLUSTER_ORIGINAL_DST : (enum cluster_type)type;
+	if (original_dst_parse(c, j, cl, &lb, b))   /* its fields; ORIGINAL_DST only */
+		goto error;
 	if (lb == 0)
 		cl->lb = LB_ROUND_ROBIN;
 	else if (lb == 1)

@@ -21,6 +21,7 @@ struct pool;
 struct build_ctx;
 struct hc_cfg;
 struct health_checker;
+struct odst;
 
 #define CLUSTER_STATS(X)                                                           \
 	X(COUNTER, upstream_cx_total) X(GAUGE, upstream_cx_active)                \
@@ -90,7 +91,7 @@ enum { HOST_CX_TOTAL, HOST_CX_ACTIVE, HOST_CX_CONNECT_FAIL, HOST_RQ_TOTAL, HOST_
         * externally / locally originated results, ok and failed */
        HOST_OD_EXT_OK, HOST_OD_EXT_ERR, HOST_OD_LO_OK, HOST_OD_LO_ERR, HOST_STATS_N };
 
-enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS };
+enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS, CLUSTER_ORIGINAL_DST };
 enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV,
 		 LB_PEAK_EWMA };
 
@@ -244,6 +245,7 @@ struct cluster {
 	struct event *dns_timer;            /* owned */
 	uint32_t dns_min_ttl_s;             /* smallest TTL of this round */
 	struct cb_prio cb[CB_PRIO_N];       /* circuit breakers by RoutingPriority */
+	struct odst *odst;                  /* owned: ORIGINAL_DST state (original_dst.h), else NULL */
 	bool initialized;                   /* first membership known */
 	void (*on_init)(struct cluster *cl, void *arg); /* called once, see cluster_start */
 	void *on_init_arg;
@@ -284,6 +286,9 @@ static inline bool cluster_lb_is_hash(const struct cluster *cl)
 	return cl->lb == LB_RING_HASH || cl->lb == LB_MAGLEV;
 }
 
+/* A new host of cl (ref 1) with per-worker pool slots and stats shards. */
+struct host *host_new(const struct cluster *cl, const struct sockaddr_storage *ss,
+		      const char *hostname, uint32_t weight);
 struct host *host_ref(struct host *h);
 void host_unref(struct host *h);
 void hostset_unref(struct hostset *hs);

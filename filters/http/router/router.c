@@ -24,6 +24,7 @@
 #include "proxy/router/route.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/pool.h"
+#include "proxy/upstream/original_dst.h"
 
 #define ROUTER_TYPE "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 #define RESET_BEFORE_HEADERS "upstream connect error or disconnect/reset before headers. reset reason: "
@@ -910,8 +911,9 @@ static void attempt_start(struct router *r)
 	struct http_stream *s = r->s;
 	struct worker *w = http_stream_worker(s);
 	unsigned sh = w->shard;
-	struct host *host = cluster_pick_host_hash(r->cl, w, r->hash, r->have_hash);
-	if (host && r->rp && r->rp->previous_hosts) {
+	struct host *host = r->cl->odst ? original_dst_pick(r->cl, w, http_stream_downstream(s), http_stream_request(s))
+					: cluster_pick_host_hash(r->cl, w, r->hash, r->have_hash);
+	if (host && r->rp && r->rp->previous_hosts && !r->cl->odst) {
 		/* consistent hashing would pick the same host again: reselect randomly */
 		for (uint32_t k = 1; k < r->rp->host_selection_max_attempts && tried_before(r, host); k++)
 			host = cluster_pick_host(r->cl, w);

@@ -326,6 +326,7 @@ void http_stream_addresses(const struct http_stream *s, const struct sockaddr **
 	*peer = (const struct sockaddr *)&s->hc->super.peer;
 	*local = (const struct sockaddr *)&s->hc->super.local;
 }
+const struct downstream *http_stream_downstream(const struct http_stream *s) { return &s->hc->super; }
 uint64_t http_stream_start_ns(const struct http_stream *s) { return s->start_ns; }
 bool http_stream_response_started(const struct http_stream *s) { return s->resp_started; }
 bool http_stream_downstream_blocked(const struct http_stream *s) { return s->blocked || s->encode_hold; }

@@ -14,6 +14,7 @@
 #include "proxy/log.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/lb_hash.h"
+#include "proxy/upstream/original_dst.h"
 
 #define TCP_PROXY_TYPE "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
@@ -271,7 +272,9 @@ static void tcp_on_accept(const struct accept_info *ai, const void *vcfg)
 	t->timer = evtimer_new(w->base, timer_cb, t);
 	conn_setcb(t->super.bev, down_read, down_write, down_event, t);
 	struct host *h;
-	if (cfg->hash_source_ip && cluster_lb_is_hash(t->cl)) {
+	if (t->cl->odst) {
+		h = original_dst_pick(t->cl, w, &t->super, NULL);
+	} else if (cfg->hash_source_ip && cluster_lb_is_hash(t->cl)) {
 		const char *ip = t->super.peer_ip;
 		bool have = ip && *ip;
 		h = cluster_pick_host_hash(t->cl, w, have ? lb_xxhash64(ip, strlen(ip), 0) : 0, have);

@@ -1,0 +1,406 @@
+"""Transparent capture end to end, in two network namespaces ("pods").
+
+  pod A (10.77.0.1)                              pod B (10.77.0.2, 10.77.0.3)
+  curl (root) --iptables--> remora :15001  ===>  iptables --> remora :15006 --> app :8080
+                             (UID 1337)    veth                 (UID 1337)        (127.0.0.1)
+
+Each pod runs remora-init in its namespace and a Remora as UID/GID 1337.  The
+client in A connects to B's IP:port exactly as without a mesh; each sidecar's
+stats and the app's view of the peer prove which way the bytes went:
+
+  8080  A: listener 10.77.0.2:8080 (bind_to_port: false) <- use_original_dst hand-off,
+           HTTP, STATIC cluster.   B: filter chain destination_port 8080, HTTP.
+  9090  A: listener 0.0.0.0:9090 (bind_to_port: false, the wildcard match), tcp_proxy to an
+           ORIGINAL_DST cluster.   B: chain 9090, tcp_proxy.
+  7070  A: no listener: the virtual listener's own chain (passthrough), tcp_proxy to an
+           ORIGINAL_DST cluster.   B: chain 7070, tcp_proxy.
+  8081  excluded port (A outbound, B inbound): no proxy at all; the app sees A's address.
+  10.77.0.3  excluded CIDR in A: A's sidecar is bypassed, B still captures inbound.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import uuid
+
+import pytest
+
+import harness
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+INIT = os.path.join(ROOT, "deploy", "init", "remora-init")
+A_IP, B_IP, B_IP2 = "10.77.0.1", "10.77.0.2", "10.77.0.3"
+A_IP6, B_IP6 = "fd77::1", "fd77::2"
+PROXY_UID = 1337
+APP_PORTS = (8080, 9090, 7070, 8081)
+
+APP = textwrap.dedent("""\
+    # A tiny HTTP app: answers every request with JSON naming the port, the
+    # peer address it saw and the request line; logs one JSON line per request.
+    import json, socket, sys, threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    log = open(sys.argv[1], "a", buffering=1)
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def do_GET(self):
+            rec = {"port": self.server.server_address[1], "peer": self.client_address[0],
+                   "path": self.path, "xff": self.headers.get("x-forwarded-for")}
+            log.write(json.dumps(rec) + "\\n")
+            body = json.dumps(rec).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a):
+            pass
+    class S(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+        daemon_threads = True
+        def server_bind(self):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+    for p in sys.argv[2:]:
+        srv = S(("::", int(p)), H)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    print("ready", flush=True)
+    threading.Event().wait()
+    """)
+
+ROUTER = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+ORIGINAL_DST_LF = {"name": "envoy.filters.listener.original_dst",
+                   "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener."
+                                             "original_dst.v3.OriginalDst"}}
+
+
+def hcm(prefix, cluster):
+    return {"name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                         "http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": prefix,
+                "route_config": {"name": prefix, "virtual_hosts": [
+                    {"name": prefix, "domains": ["*"],
+                     "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}]}]},
+                "http_filters": [ROUTER]}}
+
+
+def tcp(prefix, cluster):
+    return {"name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network."
+                                      "tcp_proxy.v3.TcpProxy",
+                             "stat_prefix": prefix, "cluster": cluster}}
+
+
+def sockaddr(ip, port):
+    return {"socket_address": {"address": ip, "port_value": port}}
+
+
+def static_cluster(name, ip, port):
+    return {"name": name, "type": "STATIC", "connect_timeout": "2s",
+            "load_assignment": {"cluster_name": name, "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": sockaddr(ip, port)}}]}]}}
+
+
+def odst_cluster(name):
+    return {"name": name, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED",
+            "connect_timeout": "2s", "cleanup_interval": "30s"}
+
+
+def config_a(b_ip):
+    """Pod A's sidecar: Istio-style outbound side."""
+    return {
+        "admin": {"address": sockaddr("127.0.0.1", 15000)},
+        "static_resources": {
+            "listeners": [
+                {"name": "virtualOutbound", "address": sockaddr("0.0.0.0", 15001),
+                 "use_original_dst": True, "listener_filters": [ORIGINAL_DST_LF],
+                 "filter_chains": [{"filters": [tcp("PassthroughCluster", "PassthroughCluster")]}]},
+                {"name": "virtualOutbound6", "address": sockaddr("::", 15001),
+                 "use_original_dst": True, "listener_filters": [ORIGINAL_DST_LF],
+                 "filter_chains": [{"filters": [tcp("PassthroughCluster", "PassthroughCluster")]}]},
+                {"name": f"{b_ip}_8080", "address": sockaddr(b_ip, 8080), "bind_to_port": False,
+                 "filter_chains": [{"filters": [hcm("outbound_8080", "outbound_8080")]}]},
+                {"name": "0.0.0.0_9090", "address": sockaddr("0.0.0.0", 9090),
+                 "bind_to_port": False,
+                 "filter_chains": [{"filters": [tcp("outbound_9090", "outbound_9090")]}]},
+            ],
+            "clusters": [static_cluster("outbound_8080", b_ip, 8080),
+                         odst_cluster("outbound_9090"), odst_cluster("PassthroughCluster")],
+        },
+    }
+
+
+def config_b():
+    """Pod B's sidecar: inbound side, one filter chain per app port."""
+    chains = [{"filter_chain_match": {"destination_port": 8080},
+               "filters": [hcm("inbound_8080", "inbound_8080")]}]
+    for p in (9090, 7070):
+        chains.append({"filter_chain_match": {"destination_port": p},
+                       "filters": [tcp(f"inbound_{p}", f"inbound_{p}")]})
+    return {
+        "admin": {"address": sockaddr("127.0.0.1", 15000)},
+        "static_resources": {
+            "listeners": [{"name": "virtualInbound", "address": sockaddr("0.0.0.0", 15006),
+                           "listener_filters": [ORIGINAL_DST_LF], "filter_chains": chains},
+                          {"name": "virtualInbound6", "address": sockaddr("::", 15006),
+                           "listener_filters": [ORIGINAL_DST_LF], "filter_chains": chains}],
+            "clusters": [static_cluster(f"inbound_{p}", "127.0.0.1", p) for p in (8080, 9090, 7070)],
+        },
+    }
+
+
+def ns_run(ns, *cmd, check=True, timeout=30):
+    p = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} in {ns} failed ({p.returncode}): {p.stderr}")
+    return p
+
+
+class NsRemora(harness.Remora):
+    """A Remora run inside a network namespace as UID/GID 1337; its admin
+    port is reached with curl inside the namespace."""
+
+    def __init__(self, workdir, config, ns, **kw):
+        super().__init__(workdir, config, **kw)
+        self.ns = ns
+        self.admin_port = 15000
+        os.chmod(self.config_path, 0o644)
+
+    def start(self, wait_ready=True, timeout=30.0):
+        binary = harness.remora_bin()
+        self._out = open(self.stdout_path, "ab")
+        self._err = open(self.stderr_path, "ab")
+        argv = ["ip", "netns", "exec", self.ns, "setpriv", "--reuid", str(PROXY_UID),
+                "--regid", str(PROXY_UID), "--clear-groups", "--", binary] + self.args
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._out,
+                                     stderr=self._err, env=self.env, cwd=self.workdir,
+                                     start_new_session=True)
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self
+
+    def admin_request(self, method, path, body=None, headers=None, timeout=5.0):
+        args = ["curl", "-s", "-m", str(timeout), "-o", "-", "-w", "\n%{http_code}", "-X", method,
+                f"http://127.0.0.1:{self.admin_port}{path}"]
+        p = ns_run(self.ns, *args, check=False, timeout=timeout + 5)
+        if p.returncode != 0:
+            raise OSError(f"admin {path}: curl exit {p.returncode}")
+        text, _, code = p.stdout.rpartition("\n")
+        return int(code), {}, text.encode()
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    # readable by UID 1337 (pytest's tmp_path is root-only)
+    d = tempfile.mkdtemp(prefix="remora-capture-")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _skip_reason():
+    if os.geteuid() != 0:
+        return "needs root (ip netns, iptables, setpriv)"
+    for tool in ("ip", "iptables-restore", "ip6tables-restore", "setpriv", "curl"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (deploy/install-deps.sh installs it)"
+    binary = harness.remora_bin()
+    if not os.access(binary, os.X_OK):
+        return None   # the first test fails loudly on the missing binary
+    # UID 1337 must be able to reach and run the binary
+    p = subprocess.run(["setpriv", "--reuid", str(PROXY_UID), "--regid", str(PROXY_UID),
+                        "--clear-groups", "--", "test", "-x", binary], capture_output=True)
+    if p.returncode != 0:
+        pytest.fail(f"UID {PROXY_UID} cannot execute {binary}: make its directories world-readable")
+    return None
+
+
+@pytest.fixture(scope="module")
+def pods(workdir):
+    """Two namespaces joined by a veth pair; apps, rules and sidecars
+    started.  Everything is torn down even when setup fails half-way."""
+    why = _skip_reason()
+    if why:
+        pytest.skip(why)
+    tag = uuid.uuid4().hex[:6]
+    na, nb = f"rmA-{tag}", f"rmB-{tag}"
+    created, procs, remoras = [], [], []
+    try:
+        for ns in (na, nb):
+            p = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+            if p.returncode != 0:
+                pytest.skip(f"the kernel refuses network namespaces: {p.stderr.strip()}")
+            created.append(ns)
+            ns_run(ns, "ip", "link", "set", "lo", "up")
+        va, vb = f"va{tag}", f"vb{tag}"
+        subprocess.run(["ip", "link", "add", va, "netns", na, "type", "veth", "peer", "name", vb,
+                        "netns", nb], check=True, capture_output=True)
+        ns_run(na, "ip", "addr", "add", f"{A_IP}/24", "dev", va)
+        ns_run(na, "ip", "-6", "addr", "add", f"{A_IP6}/64", "dev", va, "nodad")
+        ns_run(nb, "ip", "addr", "add", f"{B_IP}/24", "dev", vb)
+        ns_run(nb, "ip", "addr", "add", f"{B_IP2}/24", "dev", vb)
+        ns_run(nb, "ip", "-6", "addr", "add", f"{B_IP6}/64", "dev", vb, "nodad")
+        ns_run(na, "ip", "link", "set", va, "up")
+        ns_run(nb, "ip", "link", "set", vb, "up")
+
+        # B's app (plain, as root: it is not the proxy)
+        app_py = os.path.join(workdir, "app.py")
+        with open(app_py, "w") as f:
+            f.write(APP)
+        app_log = os.path.join(workdir, "app.log")
+        open(app_log, "w").close()
+        app = subprocess.Popen(["ip", "netns", "exec", nb, sys.executable, app_py, app_log,
+                                *map(str, APP_PORTS)], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        procs.append(app)
+        assert app.stdout.readline().strip() == "ready", "B's app did not start"
+
+        # the rules: IPv6 too (the namespaces have global IPv6 addresses)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REMORA_")}
+        env_a = dict(env, REMORA_OUTBOUND_PORTS_EXCLUDE="8081",
+                     REMORA_OUTBOUND_IP_RANGES_EXCLUDE=f"{B_IP2}/32")
+        env_b = dict(env, REMORA_INBOUND_PORTS_EXCLUDE="15090,15021,15020,8081")
+        for ns, e in ((na, env_a), (nb, env_b)):
+            p = subprocess.run(["ip", "netns", "exec", ns, "sh", INIT], env=e, capture_output=True,
+                               text=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+            assert "REMORA_OUTPUT" in ns_run(ns, "ip6tables-save", "-t", "nat").stdout
+
+        ra = NsRemora(workdir, config_a(B_IP), na, name="podA", concurrency=2)
+        rb = NsRemora(workdir, config_b(), nb, name="podB", concurrency=2)
+        for r in (ra, rb):
+            remoras.append(r)
+            r.start()
+        yield {"a": ra, "b": rb, "na": na, "nb": nb, "app_log": app_log}
+    finally:
+        problems = []
+        for r in remoras:
+            problems += r.finalize()
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=10)
+        for ns in created:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        if problems:
+            pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def app_get(pods, url, *extra):
+    """curl from pod A's app (root: captured like any application)."""
+    p = ns_run(pods["na"], "curl", "-s", "-m", "10", "-g", *extra, url, check=False, timeout=20)
+    assert p.returncode == 0, f"curl {url} failed ({p.returncode}): {p.stderr}"
+    return json.loads(p.stdout)
+
+
+def app_log(pods):
+    with open(pods["app_log"]) as f:
+        return [json.loads(ln) for ln in f if ln.strip()]
+
+
+def snap(pods):
+    return pods["a"].stats(), pods["b"].stats()
+
+
+def delta(before, after, name):
+    return after.get(name, 0) - before.get(name, 0)
+
+
+A_OUT = "listener.0.0.0.0_15001.downstream_cx_total"
+B_IN = "listener.0.0.0.0_15006.downstream_cx_total"
+
+
+def test_http_through_both_sidecars(pods):
+    a0, b0 = snap(pods)
+    n0 = len(app_log(pods))
+    got = app_get(pods, f"http://{B_IP}:8080/hello")
+    assert got["port"] == 8080 and got["path"] == "/hello"
+    # B's app was reached from B's sidecar (loopback), not from pod A
+    assert got["peer"] in ("127.0.0.1", "::ffff:127.0.0.1"), got
+    a1, b1 = snap(pods)
+    # A: the virtual listener handed the connection to the 10.77.0.2:8080 listener
+    assert delta(a0, a1, f"listener.{B_IP}_8080.downstream_cx_total") == 1
+    assert delta(a0, a1, A_OUT) == 0
+    assert delta(a0, a1, "http.outbound_8080.downstream_rq_total") == 1
+    assert delta(a0, a1, "cluster.outbound_8080.upstream_rq_total") == 1
+    # B: inbound capture, filter chain chosen by the restored destination port
+    assert delta(b0, b1, B_IN) == 1
+    assert delta(b0, b1, "http.inbound_8080.downstream_rq_total") == 1
+    assert delta(b0, b1, "cluster.inbound_8080.upstream_rq_total") == 1
+    log = app_log(pods)[n0:]
+    assert [r["path"] for r in log] == ["/hello"]
+
+
+def test_wildcard_listener_and_original_dst_cluster(pods):
+    a0, b0 = snap(pods)
+    got = app_get(pods, f"http://{B_IP}:9090/wild")
+    assert got["port"] == 9090 and got["peer"] in ("127.0.0.1", "::ffff:127.0.0.1")
+    a1, b1 = snap(pods)
+    assert delta(a0, a1, "listener.0.0.0.0_9090.downstream_cx_total") == 1
+    assert delta(a0, a1, "tcp.outbound_9090.downstream_cx_total") == 1
+    assert delta(a0, a1, "cluster.outbound_9090.upstream_cx_total") == 1
+    assert a1.get("cluster.outbound_9090.membership_total", 0) >= 1
+    assert delta(b0, b1, "tcp.inbound_9090.downstream_cx_total") == 1
+    assert delta(b0, b1, "cluster.inbound_9090.upstream_cx_total") == 1
+
+
+def test_passthrough_chain_of_the_virtual_listener(pods):
+    a0, b0 = snap(pods)
+    for i in range(3):
+        got = app_get(pods, f"http://{B_IP}:7070/pass{i}")
+        assert got["port"] == 7070
+    a1, b1 = snap(pods)
+    # no listener for :7070: the virtual listener's own chain, ORIGINAL_DST cluster
+    assert delta(a0, a1, A_OUT) == 3
+    assert delta(a0, a1, "tcp.PassthroughCluster.downstream_cx_total") == 3
+    assert delta(a0, a1, "cluster.PassthroughCluster.upstream_cx_total") == 3
+    # the sidecar's own upstream connections (UID 1337) were not captured again:
+    # one downstream connection per client connection, no loop
+    assert delta(a0, a1, "listener.0.0.0.0_9090.downstream_cx_total") == 0
+    assert delta(b0, b1, "tcp.inbound_7070.downstream_cx_total") == 3
+
+
+def test_excluded_port_bypasses_both_proxies(pods):
+    a0, b0 = snap(pods)
+    got = app_get(pods, f"http://{B_IP}:8081/direct")
+    assert got["port"] == 8081
+    assert got["peer"].endswith(A_IP), got   # the app saw pod A itself
+    a1, b1 = snap(pods)
+    assert delta(a0, a1, A_OUT) == 0
+    assert sum(delta(a0, a1, k) for k in a1 if k.endswith("downstream_cx_total")) == 0
+    assert delta(b0, b1, B_IN) == 0
+
+
+def test_excluded_cidr_bypasses_the_outbound_proxy(pods):
+    a0, b0 = snap(pods)
+    got = app_get(pods, f"http://{B_IP2}:8080/cidr")
+    assert got["port"] == 8080
+    a1, b1 = snap(pods)
+    # A's sidecar saw nothing (10.77.0.3/32 excluded); B still captured it inbound
+    assert sum(delta(a0, a1, k) for k in a1 if k.endswith("downstream_cx_total")) == 0
+    assert delta(b0, b1, B_IN) == 1
+    assert delta(b0, b1, "http.inbound_8080.downstream_rq_total") == 1
+    assert got["peer"] in ("127.0.0.1", "::ffff:127.0.0.1")
+
+
+def test_ipv6_capture(pods):
+    a0, b0 = snap(pods)
+    got = app_get(pods, f"http://[{B_IP6}]:7070/v6")
+    assert got["port"] == 7070 and got["path"] == "/v6"
+    assert got["peer"] in ("127.0.0.1", "::ffff:127.0.0.1")
+    a1, b1 = snap(pods)
+    # ip6tables REDIRECT to the [::]:15001 / [::]:15006 listeners; IP6T_SO_ORIGINAL_DST
+    assert delta(a0, a1, "listener.[__]_15001.downstream_cx_total") == 1
+    assert delta(a0, a1, "cluster.PassthroughCluster.upstream_cx_total") == 1
+    assert delta(b0, b1, "listener.[__]_15006.downstream_cx_total") == 1
+    assert delta(b0, b1, "cluster.inbound_7070.upstream_cx_total") == 1
