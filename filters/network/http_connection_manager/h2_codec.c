@@ -500,6 +500,11 @@ static int on_frame_send(nghttp2_session *ses, const nghttp2_frame *frame, void 
 	switch (frame->hd.type) {
 	case NGHTTP2_RST_STREAM:
 		stats_inc(h2st(c), shard(c), tx_reset);
+		/* we only ever reset with INTERNAL_ERROR or NO_ERROR ourselves:
+		 * PROTOCOL_ERROR is nghttp2 enforcing the HTTP messaging rules
+		 * (forbidden headers, pseudo-headers, content-length vs DATA) */
+		if (frame->rst_stream.error_code == NGHTTP2_PROTOCOL_ERROR)
+			stats_inc(h2st(c), shard(c), rx_messaging_error);
 		break;
 	case NGHTTP2_GOAWAY:
 		stats_inc(h2st(c), shard(c), goaway_sent);
@@ -518,17 +523,6 @@ static int on_frame_send(nghttp2_session *ses, const nghttp2_frame *frame, void 
 	default:
 		break;
 	}
-	return 0;
-}
-
-static int on_invalid_frame(nghttp2_session *ses, const nghttp2_frame *frame, int lib_error,
-			    void *ud)
-{
-	struct h2_conn *c = ud;
-	(void)ses;
-	(void)frame;
-	if (lib_error == NGHTTP2_ERR_HTTP_HEADER || lib_error == NGHTTP2_ERR_HTTP_MESSAGING)
-		stats_inc(h2st(c), shard(c), rx_messaging_error);
 	return 0;
 }
 
@@ -785,7 +779,6 @@ void h2_conn_start(struct hcm_conn *hc)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
 	nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
-	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	if (nghttp2_session_server_new2(&c->ses, cbs, c, opt))
 		die("out of memory (nghttp2 session)");
