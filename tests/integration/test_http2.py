@@ -533,3 +533,47 @@ def test_grpc_local_reply_on_http1_and_h2_headers(grpc_env):
     # a non-gRPC request keeps the plain local reply
     res = curl(f"http://127.0.0.1:{port}/nosuch", "--http2-prior-knowledge")
     assert res.status == 404
+
+
+# ---------------------------------------------------------------------------
+# configuration
+
+HCM_PATH = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"
+
+
+@pytest.mark.parametrize("extra,path,msg", [
+    ("http2_protocol_options: {allow_connect: true}",
+     "http2_protocol_options.allow_connect", "not supported yet"),
+    ("http2_protocol_options: {max_concurrent_streams: 0}",
+     "http2_protocol_options.max_concurrent_streams", "1..2147483647"),
+    ("http2_protocol_options: {initial_stream_window_size: 1000}",
+     "http2_protocol_options.initial_stream_window_size", "65535"),
+    ("http2_protocol_options: {bogus: 1}", "http2_protocol_options.bogus", "unknown field"),
+    ("http2_protocol_options: {connection_keepalive: {interval: 1s}}",
+     "http2_protocol_options.connection_keepalive", "timeout is required"),
+    ("http2_protocol_options: {connection_keepalive: {timeout: 1s, connection_idle_interval: 1s}}",
+     "http2_protocol_options.connection_keepalive.connection_idle_interval", "not supported yet"),
+    ("codec_type: HTTP3", "codec_type", "not supported"),
+])
+def test_http2_options_config_errors(tmp_path, extra, path, msg):
+    from test_config import GOOD, validate, write_config
+    text = GOOD.replace("          stat_prefix: ingress_http\n",
+                        "          stat_prefix: ingress_http\n          " + extra + "\n")
+    p, _ = write_config(tmp_path, text)
+    rc, err, _ = validate(p)
+    assert rc != 0
+    assert f"{HCM_PATH}.{path}" in err, err
+    assert msg in err, err
+
+
+def test_http2_options_config_accepted(tmp_path):
+    from test_config import GOOD, validate, write_config
+    extra = ("codec_type: HTTP2\n          http2_protocol_options: {maxConcurrentStreams: 100, "
+             "initial_stream_window_size: 65536, initialConnectionWindowSize: 1048576, "
+             "hpack_table_size: 0, connection_keepalive: {interval: 10s, timeout: 2s, "
+             "interval_jitter: {value: 5}}}")
+    text = GOOD.replace("          stat_prefix: ingress_http\n",
+                        "          stat_prefix: ingress_http\n          " + extra + "\n")
+    p, _ = write_config(tmp_path, text)
+    rc, err, _ = validate(p)
+    assert rc == 0, err
