@@ -454,6 +454,68 @@ def test_request_body_flow_control_follows_upstream(h2env, upstream):
         assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
+def test_held_headers_stop_the_request_window(remora, upstream, ports):
+    """While the fault filter delays a request (decode_headers STOP), its body
+    is not consumed: the stream's window stays closed until the delay ends,
+    then the whole body reaches the upstream."""
+    from test_fault import fault_filter, pct
+    from harness import ROUTER_FILTER
+    admin, lport = ports.get(), ports.get()
+    lst = http_listener(lport, [route({"prefix": "/"}, "backend")],
+                        http_filters=[fault_filter(delay={"fixed_delay": "1.5s",
+                                                          "percentage": pct(100)}),
+                                      ROUTER_FILTER],
+                        http2_protocol_options={"initial_stream_window_size": 65535})
+    r = remora(bootstrap(admin, [lst], [static_cluster("backend", upstream.port)]))
+    body = pattern_bytes(300000)
+    with H2Client(lport) as c:
+        c.conn.increment_flow_control_window(1 << 24)   # connection window: not the limit
+        sid = c.request("/held", method="POST", end=False)
+        sent = 0
+        while c.conn.local_flow_control_window(sid) > 0:
+            n = min(c.conn.local_flow_control_window(sid), 16384, c.conn.max_outbound_frame_size)
+            c.conn.send_data(sid, body[sent:sent + n])
+            sent += n
+        c.flush()
+        assert sent <= 65535
+        # during the delay no WINDOW_UPDATE opens the stream again
+        t_end = time.monotonic() + 0.7
+        while time.monotonic() < t_end:
+            c.pump(0.1)
+        assert c.conn.local_flow_control_window(sid) == 0
+        deadline = time.monotonic() + 30
+        while sent < len(body) and time.monotonic() < deadline:
+            n = min(c.conn.local_flow_control_window(sid), 16384, len(body) - sent)
+            if n <= 0:
+                c.pump(0.1)
+                continue
+            c.conn.send_data(sid, body[sent:sent + n], end_stream=sent + n == len(body))
+            sent += n
+            c.flush()
+        assert sent == len(body)
+        hdrs, resp, _, reset = c.response(sid, timeout=30)
+        assert reset is None and hdrs[":status"] == "200"
+        echo = json.loads(resp)
+        assert echo["body_length"] == len(body)
+        assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert r.stat("http.ingress_http.fault.delays_injected") == 1
+
+
+def test_slow_stream_does_not_block_others(h2env):
+    r, port = h2env()
+    with H2Client(port) as c:
+        slow = c.request("/slow?sleep_ms=4000")
+        fast = [c.request(f"/fast/{i}") for i in range(10)]
+        for i, sid in enumerate(fast):
+            hdrs, body, _, reset = c.response(sid)
+            assert reset is None and json.loads(body)["path"] == f"/fast/{i}"
+        # the slow one is still running when all the fast ones are done
+        assert not any(isinstance(e, h2.events.StreamEnded) and e.stream_id == slow
+                       for e in c.events)
+        hdrs, body, _, reset = c.response(slow)
+        assert reset is None and hdrs[":status"] == "200"
+
+
 def test_goaway_on_drain(h2env):
     r, port = h2env()
     with H2Client(port) as c:

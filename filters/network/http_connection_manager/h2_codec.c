@@ -878,6 +878,15 @@ static void run_queue(struct h2_conn *c)
 	}
 }
 
+/* Close once the GOAWAY (and whatever precedes it) is flushed; a peer that
+ * does not read gets 1 s (Envoy's default delayed_close_timeout). */
+static void close_after_flush(struct hcm_conn *hc)
+{
+	struct timeval tv = { 1, 0 };
+	evtimer_add(hc->timer, &tv);
+	hcm_close_after_flush(hc);
+}
+
 void h2_conn_process(struct hcm_conn *hc)
 {
 	struct h2_conn *c = hc->h2;
@@ -921,14 +930,14 @@ void h2_conn_process(struct hcm_conn *hc)
 	if (c->send_blocked)
 		conn_set_write_lowat(bev, c->limit / 2);
 	if (!nghttp2_session_want_read(c->ses) && !nghttp2_session_want_write(c->ses)) {
-		hcm_close_after_flush(hc);
+		close_after_flush(hc);
 		return;
 	}
 	if (c->nlive == 0) {
 		if (hc->close_after && !c->goaway)
 			h2_conn_drain(hc);
 		if (hc->close_after && !nghttp2_session_want_write(c->ses)) {
-			hcm_close_after_flush(hc);
+			close_after_flush(hc);
 			return;
 		}
 		if (!event_pending(hc->timer, EV_TIMEOUT, NULL))

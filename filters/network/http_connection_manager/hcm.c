@@ -759,9 +759,13 @@ static void hc_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct hcm_conn *hc = arg;
 	(void)fd;
 	(void)what;
-	if (hc->s || hc->closing || hc->dead)
+	if (hc->s)
 		return;
 	if (hc->proto == 2) {
+		if (hc->closing || hc->dead) {
+			hc_close(hc, false);   /* a GOAWAY the peer never read: give up */
+			return;
+		}
 		if (!hcm_h2_idle(hc))
 			return;
 		stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_idle_timeout);
