@@ -528,6 +528,31 @@ def test_goaway_on_drain(h2env):
         assert c.goaway.last_stream_id == 1
 
 
+def test_drain_lets_in_flight_streams_finish(remora, upstream, ports):
+    """SIGTERM: GOAWAY at once, the in-flight stream still completes, then the
+    connection closes and the process exits 0.  (nghttp as the client:
+    python3-h2 treats a GOAWAY as the end of the connection.)"""
+    admin, lport = ports.get(), ports.get()
+    r = remora(simple_http_config(admin, lport, upstream.port), drain_time_s=10)
+    p = subprocess.Popen(["nghttp", "-v", f"http://127.0.0.1:{lport}/inflight?sleep_ms=1500"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: any(q["path"].startswith("/inflight") for q in upstream.requests)
+                   or None, 10, what="request at the upstream")
+        r.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    text = out.decode(errors="replace")
+    assert p.returncode == 0, text[-3000:]
+    assert "recv GOAWAY frame" in text and "NO_ERROR" in text, text[-3000:]
+    assert re.search(r"recv \(stream_id=\d+\) :status: 200", text), text[-3000:]
+    assert '"/inflight?sleep_ms=1500"' in text      # the body arrived
+    assert r.wait_exit(15) == 0
+
+
 def test_idle_timeout_sends_goaway(h2env):
     r, port = h2env(common_http_protocol_options={"idle_timeout": "0.3s"})
     with H2Client(port) as c:
