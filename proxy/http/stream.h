@@ -27,6 +27,7 @@ struct downstream;
 #define HCM_STATS(X)                                                                    \
 	X(COUNTER, downstream_cx_total) X(GAUGE, downstream_cx_active)                 \
 	X(COUNTER, downstream_cx_http1_total) X(GAUGE, downstream_cx_http1_active)     \
+	X(COUNTER, downstream_cx_http2_total) X(GAUGE, downstream_cx_http2_active)     \
 	X(COUNTER, downstream_cx_destroy) X(COUNTER, downstream_cx_destroy_remote)     \
 	X(COUNTER, downstream_cx_destroy_local) X(COUNTER, downstream_cx_destroy_active_rq) \
 	X(COUNTER, downstream_cx_protocol_error) X(COUNTER, downstream_cx_idle_timeout) \
@@ -34,6 +35,7 @@ struct downstream;
 	X(GAUGE, downstream_cx_upgrades_active) X(COUNTER, downstream_cx_rx_bytes_total) \
 	X(COUNTER, downstream_cx_tx_bytes_total) X(HISTOGRAM, downstream_cx_length_ms) \
 	X(COUNTER, downstream_rq_total) X(COUNTER, downstream_rq_http1_total)          \
+	X(COUNTER, downstream_rq_http2_total)                                           \
 	X(GAUGE, downstream_rq_active) X(COUNTER, downstream_rq_completed)             \
 	X(COUNTER, downstream_rq_timeout) X(COUNTER, downstream_rq_idle_timeout)       \
 	X(COUNTER, downstream_rq_header_timeout) X(COUNTER, downstream_rq_rx_reset)    \
@@ -93,12 +95,16 @@ void http_stream_encode_data_from(struct http_stream *s, const void *ctx, struct
 				  bool end_stream);
 void http_stream_encode_trailers_from(struct http_stream *s, const void *ctx,
 				      struct http_headers *t);
-/* A reply made by the proxy (text/plain body, may be NULL).  If the response
- * has already started, the stream is reset instead.  details is a static
+/* A reply made by the proxy (text/plain body, may be NULL).  For a gRPC
+ * request (content-type application/grpc*) it is a trailers-only gRPC
+ * response instead: :status 200, grpc-status mapped from status as Envoy's
+ * httpToGrpcStatus, grpc-message = body.  If the response has already
+ * started, the stream is reset instead.  details is a static
  * string recorded for logs (Envoy's response code details). */
 void http_stream_send_local_reply(struct http_stream *s, int status, const char *body,
 				  const char *details);
-/* Abort: the downstream connection is closed. */
+/* Abort: HTTP/1 closes the downstream connection; HTTP/2 resets the stream
+ * (RST_STREAM INTERNAL_ERROR) and the connection goes on. */
 void http_stream_reset(struct http_stream *s, const char *details);
 bool http_stream_response_started(const struct http_stream *s);
 

@@ -14,6 +14,10 @@ Environment:
   BENCH_ROUNDS     rounds per proxy (default 3)
   BENCH_WARMUP     warm-up seconds before each round (default 2)
   BENCH_PROXIES    comma list out of remora,remora-filters,haproxy,nginx (default all four)
+  BENCH_H2         1 (default): after the HTTP/1.1 rounds, an h2c leg per proxy with
+                   h2load (10 connections x 10 streams) against Remora's listener
+                   (codec_type AUTO), HAProxy's `proto h2` bind and nginx's `http2`
+                   listen, same upstream; 0 skips it
   BENCH_PORT_BASE  first loopback port (default 28080, or the first free one from 29080
                    on when those ports are taken; uses base..base+4, base+10, base+11)
   BENCH_DOC        markdown file to update (default docs/benchmarks.md; "-" = none)
@@ -41,6 +45,7 @@ CONNECTIONS = 50
 DEFAULT_BASE = 28080
 # offset of each port from the base; the config files carry the default ports
 PORT_OFFSETS = {"upstream": 0, "haproxy": 1, "nginx": 2, "remora": 3, "remora-filters": 4,
+                "haproxy-h2": 5, "nginx-h2": 6,
                 "admin": 10, "admin-filters": 11}
 BEGIN_MARK = "<!-- bench:begin -->"
 END_MARK = "<!-- bench:end -->"
@@ -375,6 +380,8 @@ class Leg:
         self.idle_rss = None
         self.rounds = []
         self.stats = None
+        self.h2_rounds = []
+        self.h2_status = None
 
 
 def start_leg(leg, tmp):
@@ -438,6 +445,52 @@ def run_round(leg, n, upstream):
                              % (n, r["requests"], r["up_reqs"]))
     if leg.key == "remora-filters":
         check_filters_idle(n)
+    return r
+
+
+# ---------------------------------------------------------------- h2load (h2c)
+
+H2_PORT = {"remora": "remora", "haproxy": "haproxy-h2", "nginx": "nginx-h2"}
+H2_CONNS, H2_STREAMS = 10, 10
+
+
+def run_h2load(port, seconds):
+    cmd = ["taskset", "-c", LOAD_CPU, "/usr/bin/h2load", "-c", str(H2_CONNS), "-m", str(H2_STREAMS),
+           "-D", str(seconds), "http://127.0.0.1:%d/" % port]
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=seconds + 60)
+    out = p.stdout.decode(errors="replace")
+    r = {"errors": []}
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    r["rps"] = float(m.group(1)) if m else None
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored", out)
+    r["requests"] = int(m.group(3)) if m else 0
+    if not m or m.group(4) != "0" or m.group(5) != "0":
+        r["errors"].append("h2load: " + (m.group(0) if m else "no result: " + out.strip()[-200:]))
+    m = re.search(r"status codes: (\d+) 2xx", out)
+    if not m or int(m.group(1)) != r["requests"]:
+        r["errors"].append("h2load: not all 2xx")
+    if p.returncode != 0:
+        r["errors"].append("h2load exited with status %d" % p.returncode)
+    if r["rps"] is None or not r["requests"]:
+        r["errors"].append("h2load produced no result")
+    return r
+
+
+def run_h2_round(leg, n):
+    port = PORTS[H2_PORT[leg.key]]
+    srv = leg.server
+    warm = run_h2load(port, WARMUP)
+    if warm["errors"]:
+        raise BenchError("h2 round %d warm-up: %s" % (n, "; ".join(warm["errors"])))
+    t0 = cpu_ticks(srv.pid)
+    r = run_h2load(port, SECONDS)
+    t1 = cpu_ticks(srv.pid)
+    if r["errors"]:
+        raise BenchError("h2 round %d: %s" % (n, "; ".join(r["errors"])))
+    ticks = sum(v - t0.get(p, 0) for p, v in t1.items())
+    r["cpu_us"] = ticks * 1e6 / CLK_TCK / r["requests"]
     return r
 
 
@@ -562,6 +615,22 @@ def report(legs, started, load_before, load_after):
                 keys = REMORA_STATS + (FILTER_STATS if leg.key == "remora-filters" else ())
                 L.append("- %s admin /stats after the last round: %s" % (NAMES[leg.key], ", ".join(
                     "%s %s" % (k, st.get(k, "absent")) for k in keys)))
+    h2legs = [leg for leg in legs if leg.key in H2_PORT and (leg.h2_rounds or leg.h2_status)]
+    if h2legs:
+        L.append("")
+        L.append("HTTP/2 (h2c prior knowledge) to the same HTTP/1.1 upstream: h2load, %d connections x %d "
+                 "concurrent streams, %d s per round, medians:" % (H2_CONNS, H2_STREAMS, SECONDS))
+        L.append("")
+        L.append("| Proxy (h2c) | req/s | CPU µs/req |")
+        L.append("|---|--:|--:|")
+        for leg in h2legs:
+            if leg.h2_status:
+                L.append("| %s | %s | |" % (NAMES[leg.key], leg.h2_status.replace("|", "/")))
+            else:
+                L.append("| %s | %.0f | %.1f |" % (
+                    NAMES[leg.key], statistics.median(r["rps"] for r in leg.h2_rounds),
+                    statistics.median(r["cpu_us"] for r in leg.h2_rounds)))
+        L.append("")
     notes = [r["cpu_note"] for leg in legs for r in leg.rounds if r.get("cpu_note")]
     if notes:
         L.append("- CPU caveat: " + "; ".join(sorted(set(notes))))
@@ -664,6 +733,19 @@ def main():
                     leg.stats = remora_stats(leg.key)
                 if leg.status:
                     leg.server.stop()  # keep CPU 0 quiet for the others
+        if os.environ.get("BENCH_H2", "1") != "0" and os.access("/usr/bin/h2load", os.X_OK):
+            for n in range(1, ROUNDS + 1):
+                for leg in legs:
+                    if leg.key not in H2_PORT or leg.status or leg.h2_status:
+                        continue
+                    print("bench: h2 round %d/%d %s ..." % (n, ROUNDS, NAMES[leg.key]), flush=True)
+                    try:
+                        r = run_h2_round(leg, n)
+                        leg.h2_rounds.append(r)
+                        print("bench:   %.0f req/s, %.1f CPU µs/req" % (r["rps"], r["cpu_us"]), flush=True)
+                    except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+                        leg.h2_status = "FAILED: %s" % e
+                        print("bench:   %s" % leg.h2_status, flush=True)
         section = report(legs, started, load_before, loadavg())
     finally:
         cleanup()

@@ -20,6 +20,27 @@ struct hcm_filter_cfg {
 	                                    enables it (typed_per_filter_config) */
 };
 
+enum hcm_codec { HCM_CODEC_AUTO, HCM_CODEC_HTTP1, HCM_CODEC_HTTP2 };
+
+/* http2_protocol_options (Envoy's defaults in parentheses). */
+struct hcm_h2_opts {
+	uint32_t max_concurrent_streams;  /* advertised SETTINGS_MAX_CONCURRENT_STREAMS (2^31-1) */
+	uint32_t initial_stream_window;   /* SETTINGS_INITIAL_WINDOW_SIZE (256 MiB) */
+	uint32_t initial_conn_window;     /* connection window, raised by WINDOW_UPDATE (256 MiB) */
+	uint32_t hpack_table_size;        /* SETTINGS_HEADER_TABLE_SIZE (4096) */
+	uint64_t keepalive_interval_ms;   /* connection_keepalive.interval; 0 = no PINGs */
+	uint64_t keepalive_timeout_ms;    /* connection_keepalive.timeout */
+	uint32_t keepalive_jitter_pct;    /* connection_keepalive.interval_jitter (15 %) */
+};
+
+/* HTTP/2 codec stats, rooted at "http2." as in Envoy (one scope shared by
+ * every connection manager; see h2_stats_ref()). */
+#define H2_STATS(X)                                                                     \
+	X(COUNTER, rx_reset) X(COUNTER, tx_reset) X(COUNTER, header_overflow)          \
+	X(COUNTER, rx_messaging_error) X(COUNTER, trailers) X(COUNTER, keepalive_timeout) \
+	X(COUNTER, goaway_sent) X(COUNTER, headers_cb_no_stream) X(GAUGE, streams_active)
+enum { H2_STATS(STATS_ENUM) H2_STATS_N };
+
 struct hcm_cfg {
 	char *stat_prefix;               /* owned */
 	struct stats_scope *stats;       /* owned: http.<prefix>.* */
@@ -44,9 +65,15 @@ struct hcm_cfg {
 	bool websocket;                  /* upgrade_configs has websocket */
 	char **upgrades;                 /* owned [nupgrades] lowercase upgrade types */
 	size_t nupgrades;
+	enum hcm_codec codec;            /* codec_type (AUTO: HTTP/2 if the client
+	                                    starts with the connection preface) */
+	struct hcm_h2_opts h2;           /* http2_protocol_options */
+	struct stats_scope *h2stats;     /* shared "http2" scope, one reference */
 };
 
 struct hcm_conn;
+struct h2_conn;
+struct h2_stream;
 
 struct filter_inst {
 	const struct http_filter_ops *ops;
@@ -88,12 +115,20 @@ struct http_stream {
 	uint64_t idle_ms;                /* stream idle timeout: HCM's, or the route's idle_timeout */
 	uint64_t max_dur_ms;             /* max stream duration: HCM's, or the route's */
 	struct event *timer;             /* owned: request / stream idle / max duration */
+	/* HTTP/2 only (zero for HTTP/1): */
+	struct h2_stream *h2s;           /* codec state; NULL once the codec closed the
+	                                    stream (owned by the h2 connection) */
+	struct http_stream *lprev, *lnext; /* the connection's live streams */
+	struct http_stream *qnext;       /* the connection's work queue */
+	bool queued;                     /* on the work queue */
 };
 
 struct hcm_conn {
 	struct downstream super;         /* must be first */
 	const struct hcm_cfg *cfg;       /* in super.snap */
-	struct http_stream *s;           /* current stream, NULL between requests */
+	struct http_stream *s;           /* HTTP/1: current stream, NULL between requests */
+	struct h2_conn *h2;              /* owned: HTTP/2 codec, NULL for HTTP/1 */
+	uint8_t proto;                   /* 0 undecided (AUTO), 1 HTTP/1, 2 HTTP/2 */
 	struct h1_scan scan;
 	struct event *timer;             /* owned: idle / request headers timeout */
 	struct event *deferred;          /* owned: runs deferred completion work */
@@ -111,5 +146,43 @@ struct hcm_conn {
 
 void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b);
 void hcm_free_config(void *cfg);
+
+/* ---- shared by the codecs (hcm.c) ---- */
+struct http_stream *hcm_stream_new(struct hcm_conn *hc);
+/* Request head is in s->req.hdrs (pseudo-headers first): prepare it, match
+ * the route, create the filters and run decode_headers. */
+void hcm_stream_begin(struct http_stream *s, bool end_stream);
+void hcm_stream_destroy(struct http_stream *s);
+void hcm_run_decode_data(struct http_stream *s, struct evbuffer *data, bool end_stream);
+void hcm_run_decode_trailers(struct http_stream *s, struct http_headers *t);
+/* Filters' encode_headers hooks, then server/date/x-request-id; returns the status. */
+int hcm_response_prepare(struct http_stream *s, struct http_headers *h, bool end_stream);
+void hcm_stream_finish(struct http_stream *s);
+void hcm_schedule(struct hcm_conn *hc);
+void hcm_close(struct hcm_conn *hc, bool remote);
+void hcm_close_after_flush(struct hcm_conn *hc);
+void hcm_arm_idle(struct hcm_conn *hc);
+int hcm_http_to_grpc_status(int http_status);
+
+/* ---- HTTP/2 codec (h2_codec.c) ---- */
+/* Does buf start like the HTTP/2 client preface?  1 yes, 0 no, -1 need more. */
+int h2_preface_match(const char *buf, size_t len);
+void h2_conn_start(struct hcm_conn *hc);       /* sends SETTINGS */
+void h2_conn_free(struct hcm_conn *hc);        /* after the streams are gone */
+void h2_conn_process(struct hcm_conn *hc);     /* read input, run the work queue, send */
+void h2_conn_on_write(struct hcm_conn *hc);    /* output drained below the low mark */
+void h2_conn_drain(struct hcm_conn *hc);       /* GOAWAY, close when idle */
+void h2_conn_eof(struct hcm_conn *hc);         /* peer closed: reset live streams */
+void h2_stream_detach(struct http_stream *s);  /* the HCM destroys s */
+void h2_encode_headers(struct http_stream *s, struct http_headers *h, bool end_stream);
+void h2_encode_data(struct http_stream *s, struct evbuffer *data, bool end_stream);
+void h2_encode_trailers(struct http_stream *s, struct http_headers *t);
+void h2_reset_stream(struct http_stream *s);
+void h2_stream_resume(struct http_stream *s);  /* decoding resumed / continued */
+void h2_queue_push(struct hcm_conn *hc, struct http_stream *s); /* s->queued was set */
+bool hcm_h2_idle(struct hcm_conn *hc);         /* HTTP/2 with no live stream */
+void h2_thread_exit(void);                     /* free the per-thread stream cache */
+struct stats_scope *h2_stats_ref(struct stats_store *st);
+void h2_stats_unref(struct stats_scope *sc);
 
 #endif

@@ -1,6 +1,7 @@
-/* hcm.c - envoy.filters.network.http_connection_manager, HTTP/1.1 downstream.
+/* hcm.c - envoy.filters.network.http_connection_manager: streams, the filter
+ * chain and the HTTP/1.1 downstream codec (HTTP/2 is h2_codec.c).
  *
- * One request is processed at a time per connection; pipelined requests wait
+ * HTTP/1: one request is processed at a time per connection; pipelined requests wait
  * in the input buffer (bounded: reading stops past the buffer limit) and are
  * parsed once the current response is complete, so responses stay in order.
  * Request bodies stream to the filters chunk by chunk; the response streams
@@ -17,6 +18,8 @@
 #include "proxy/router/route.h"
 
 static void hc_process(struct hcm_conn *hc);
+static bool hc_detect(struct hcm_conn *hc);
+static void arm_wait_timer(struct hcm_conn *hc);
 static void stream_destroy(struct http_stream *s);
 static void hc_schedule(struct hcm_conn *hc);
 
@@ -77,10 +80,17 @@ static void hc_destroy(struct downstream *d)
 		stats_inc(hc->cfg->stats, sh, downstream_cx_destroy_active_rq);
 		stream_destroy(hc->s);
 	}
+	if (hc->h2) {
+		h2_conn_free(hc);   /* destroys the live streams first */
+		hc->h2 = NULL;
+	}
 	if (hc->tunnel)
 		stats_dec(hc->cfg->stats, sh, downstream_cx_upgrades_active);
 	stats_dec(hc->cfg->stats, sh, downstream_cx_active);
-	stats_dec(hc->cfg->stats, sh, downstream_cx_http1_active);
+	if (hc->proto == 1)
+		stats_dec(hc->cfg->stats, sh, downstream_cx_http1_active);
+	else if (hc->proto == 2)
+		stats_dec(hc->cfg->stats, sh, downstream_cx_http2_active);
 	stats_inc(hc->cfg->stats, sh, downstream_cx_destroy);
 	stats_hist_record(hc->cfg->stats, sh, downstream_cx_length_ms,
 			  (double)(now_ms() - d->start_ms));
@@ -150,11 +160,14 @@ static void hcm_thread_exit(void)
 		stream_release(s);
 	}
 	stream_cache_n = 0;
+	h2_thread_exit();
 }
 
 static void stream_destroy(struct http_stream *s)
 {
 	struct hcm_conn *hc = s->hc;
+	if (hc->proto == 2)
+		h2_stream_detach(s);
 	for (size_t i = 0; i < s->nfilters; i++)
 		if (s->filters[i].ops && s->filters[i].ops->destroy)
 			s->filters[i].ops->destroy(s->filters[i].ctx);
@@ -187,8 +200,16 @@ static void stream_finish(struct http_stream *s)
 	stats_inc(hc->cfg->stats, sh, downstream_rq_completed);
 	stats_hist_record(hc->cfg->stats, sh, downstream_rq_time,
 			  (double)(now_ns() - s->start_ns) / 1e6);
-	if (!s->req_done || s->resp_close || hc->super.w->draining)
+	if (hc->proto == 2) {
+		/* the codec keeps what it still has to send; s goes at the next safe point */
+		if (!s->queued) {
+			s->queued = true;
+			s->qnext = NULL;
+			h2_queue_push(hc, s);
+		}
+	} else if (!s->req_done || s->resp_close || hc->super.w->draining) {
 		hc->close_after = true;
+	}
 	hc_schedule(hc);
 }
 
@@ -247,6 +268,22 @@ static struct http_stream *stream_new(struct hcm_conn *hc)
 	return s;
 }
 
+/* ---- entry points for the codecs (hcm-t.h) ---------------------------------------- */
+
+struct http_stream *hcm_stream_new(struct hcm_conn *hc) { return stream_new(hc); }
+void hcm_stream_destroy(struct http_stream *s) { stream_destroy(s); }
+void hcm_stream_finish(struct http_stream *s) { stream_finish(s); }
+void hcm_schedule(struct hcm_conn *hc) { hc_schedule(hc); }
+void hcm_close(struct hcm_conn *hc, bool remote) { hc_close(hc, remote); }
+void hcm_close_after_flush(struct hcm_conn *hc) { hc_close_after_flush(hc); }
+
+/* HTTP/2: no stream is live; arm the connection idle timer. */
+void hcm_arm_idle(struct hcm_conn *hc)
+{
+	if (hc->cfg->idle_timeout_ms)
+		set_timer(hc->timer, hc->cfg->idle_timeout_ms);
+}
+
 /* ---- filter chain: decode ------------------------------------------------------- */
 
 /* Run decode_headers from filter s->decode_next on.  A non-terminal filter
@@ -273,8 +310,11 @@ void http_stream_continue_decoding(struct http_stream *s)
 		return;
 	s->headers_held = false;
 	run_decode_headers(s, s->headers_end);
-	if (!s->headers_held)
+	if (!s->headers_held) {
+		if (s->hc->proto == 2)
+			h2_stream_resume(s);
 		hc_schedule(s->hc);   /* read the body, outside the caller's stack */
+	}
 }
 
 static void run_decode_data(struct http_stream *s, struct evbuffer *data, bool end_stream)
@@ -296,6 +336,9 @@ static void run_decode_trailers(struct http_stream *s, struct http_headers *t)
 			return;
 	}
 }
+
+void hcm_run_decode_data(struct http_stream *s, struct evbuffer *d, bool end) { run_decode_data(s, d, end); }
+void hcm_run_decode_trailers(struct http_stream *s, struct http_headers *t) { run_decode_trailers(s, t); }
 
 /* ---- stream API for filters ------------------------------------------------------- */
 
@@ -372,7 +415,9 @@ void **http_stream_conn_state(struct http_stream *s, const void *filter_cfg)
 void http_stream_pause_decoding(struct http_stream *s)
 {
 	s->paused = true;
-	conn_disable_read(s->hc->super.bev);
+	/* HTTP/2: the stream's window stops opening; other streams go on */
+	if (s->hc->proto != 2)
+		conn_disable_read(s->hc->super.bev);
 }
 
 void http_stream_resume_decoding(struct http_stream *s)
@@ -380,6 +425,8 @@ void http_stream_resume_decoding(struct http_stream *s)
 	if (!s->paused)
 		return;
 	s->paused = false;
+	if (s->hc->proto == 2)
+		h2_stream_resume(s);
 	hc_schedule(s->hc);   /* process buffered input outside the caller's stack */
 }
 
@@ -394,17 +441,14 @@ static void check_blocked(struct http_stream *s)
 	}
 }
 
-void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, bool end_stream)
+/* Codec-neutral part of the response head: the filters' encode_headers
+ * hooks, then Envoy's server / date / x-request-id handling. */
+int hcm_response_prepare(struct http_stream *s, struct http_headers *h, bool end_stream)
 {
-	struct hcm_conn *hc = s->hc;
-	const struct hcm_cfg *cfg = hc->cfg;
-	struct evbuffer *out = conn_output(hc->super.bev);
+	const struct hcm_cfg *cfg = s->hc->cfg;
 	const char *st = hdrs_get(h, ":status", NULL);
 	int status = st ? atoi(st) : 500;
-	bool upgrade = false;
 
-	if (s->resp_started || hc->dead)
-		return;
 	s->resp_started = true;
 	s->status = status;
 	s->last_activity_ms = now_ms();
@@ -413,9 +457,6 @@ void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, b
 		if (ops->encode_headers)
 			ops->encode_headers(s->filters[i].ctx, s, h, end_stream);
 	}
-	bool connect_ok = s->upgrade && s->req.connect && status >= 200 && status < 300;
-	if ((status == 101 && s->upgrade) || connect_ok)
-		upgrade = true;
 	/* Envoy's response header handling. */
 	if (cfg->server_mode == SERVER_HDR_OVERWRITE)
 		hdrs_set(h, "server", cfg->server_name, strlen(cfg->server_name));
@@ -431,6 +472,26 @@ void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, b
 		if (rid)
 			hdrs_set(h, "x-request-id", rid, n);
 	}
+	return status;
+}
+
+void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, bool end_stream)
+{
+	struct hcm_conn *hc = s->hc;
+	const struct hcm_cfg *cfg = hc->cfg;
+	struct evbuffer *out = conn_output(hc->super.bev);
+	bool upgrade = false;
+
+	if (s->resp_started || hc->dead)
+		return;
+	if (hc->proto == 2) {
+		h2_encode_headers(s, h, end_stream);
+		return;
+	}
+	int status = hcm_response_prepare(s, h, end_stream);
+	bool connect_ok = s->upgrade && s->req.connect && status >= 200 && status < 300;
+	if ((status == 101 && s->upgrade) || connect_ok)
+		upgrade = true;
 	bool has_len = hdrs_find(h, "content-length", 14, 0) >= 0;
 	if (end_stream && !has_len && status != 204 && status != 304 && !(status < 200) && !s->is_head) {
 		hdrs_add(h, "content-length", 14, "0", 1);
@@ -499,6 +560,10 @@ static void encode_data_from(struct http_stream *s, size_t start, struct evbuffe
 			return;
 		}
 	}
+	if (hc->proto == 2) {
+		h2_encode_data(s, data, end_stream);
+		return;
+	}
 	n = evbuffer_get_length(data);
 	stats_add(hc->cfg->stats, shard_of(hc), downstream_cx_tx_bytes_total, (int64_t)n);
 	if (s->is_head) {
@@ -543,6 +608,10 @@ static void encode_trailers_from(struct http_stream *s, size_t start, struct htt
 		    ops->encode_trailers(s->filters[i].ctx, s, t) == FILTER_STOP)
 			return;
 	}
+	if (hc->proto == 2) {
+		h2_encode_trailers(s, t);
+		return;
+	}
 	if (s->resp_chunked)
 		h1_encode_last_chunk(conn_output(hc->super.bev), t);
 	s->resp_done = true;
@@ -578,11 +647,60 @@ void http_stream_reset(struct http_stream *s, const char *details)
 	struct hcm_conn *hc = s->hc;
 	s->details = details;
 	stats_inc(hc->cfg->stats, shard_of(hc), downstream_rq_tx_reset);
+	if (hc->proto == 2) {
+		h2_reset_stream(s);   /* RST_STREAM; the connection and other streams go on */
+		if (!s->done) {
+			s->resp_done = true;
+			stream_finish(s);
+		}
+		return;
+	}
 	if (!s->done) {
 		s->done = true;
 		stats_inc(hc->cfg->stats, shard_of(hc), downstream_rq_completed);
 	}
 	hc_close(hc, false);
+}
+
+/* Envoy's Grpc::Utility::httpToGrpcStatus (grpc's http-grpc-status-mapping). */
+int hcm_http_to_grpc_status(int status)
+{
+	switch (status) {
+	case 400: return 13;   /* INTERNAL */
+	case 401: return 16;   /* UNAUTHENTICATED */
+	case 403: return 7;    /* PERMISSION_DENIED */
+	case 404: return 12;   /* UNIMPLEMENTED */
+	case 429: case 502: case 503: case 504: return 14;   /* UNAVAILABLE */
+	default: return 2;     /* UNKNOWN */
+	}
+}
+
+static bool is_grpc_request(const struct http_stream *s)
+{
+	size_t n;
+	const char *ct = hdrs_get(&s->req.hdrs, "content-type", &n);
+	return ct && n >= 16 && mem_ieq(ct, "application/grpc", 16) &&
+	       (n == 16 || ct[16] == '+' || ct[16] == ';');
+}
+
+/* grpc-message is percent-encoded (gRPC over HTTP/2 spec): bytes outside
+ * 0x20..0x7e and '%' become %XX. */
+static void grpc_message_add(struct http_headers *h, const char *msg)
+{
+	size_t n = strlen(msg), o = 0;
+	char buf[512];
+	for (size_t i = 0; i < n && o + 3 < sizeof(buf); i++) {
+		unsigned char ch = (unsigned char)msg[i];
+		if (ch < 0x20 || ch > 0x7e || ch == '%') {
+			static const char hex[] = "0123456789ABCDEF";
+			buf[o++] = '%';
+			buf[o++] = hex[ch >> 4];
+			buf[o++] = hex[ch & 15];
+		} else {
+			buf[o++] = (char)ch;
+		}
+	}
+	hdrs_add(h, "grpc-message", 12, buf, o);
 }
 
 void http_stream_send_local_reply(struct http_stream *s, int status, const char *body,
@@ -599,6 +717,18 @@ void http_stream_send_local_reply(struct http_stream *s, int status, const char 
 		return;
 	}
 	hdrs_init(&h);
+	if (is_grpc_request(s)) {
+		/* Trailers-only gRPC response (Envoy's local reply for gRPC). */
+		snprintf(st, sizeof(st), "%d", hcm_http_to_grpc_status(status));
+		hdrs_add(&h, ":status", 7, "200", 3);
+		hdrs_add(&h, "content-type", 12, "application/grpc", 16);
+		hdrs_add(&h, "grpc-status", 11, st, strlen(st));
+		if (blen)
+			grpc_message_add(&h, body);
+		http_stream_encode_headers(s, &h, true);
+		hdrs_free(&h);
+		return;
+	}
 	snprintf(st, sizeof(st), "%d", status);
 	snprintf(len, sizeof(len), "%zu", blen);
 	hdrs_add(&h, ":status", 7, st, strlen(st));
@@ -696,6 +826,17 @@ static void hc_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (hc->s)
 		return;
+	if (hc->proto == 2) {
+		if (hc->closing || hc->dead) {
+			hc_close(hc, false);   /* a GOAWAY the peer never read: give up */
+			return;
+		}
+		if (!hcm_h2_idle(hc))
+			return;
+		stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_idle_timeout);
+		h2_conn_drain(hc);   /* GOAWAY, then close */
+		return;
+	}
 	if (hc->in_head_timer) {
 		stats_inc(hc->cfg->stats, shard_of(hc), downstream_rq_header_timeout);
 		hc_protocol_error(hc, 408, "request header timeout");
@@ -869,6 +1010,15 @@ static bool hc_parse_head(struct hcm_conn *hc)
 	}
 	if (hc->super.w->draining)
 		s->req.keep_alive = false;
+	hcm_stream_begin(s, s->body == H1_BODY_NONE && !s->upgrade);
+	return true;
+}
+
+void hcm_stream_begin(struct http_stream *s, bool end)
+{
+	struct hcm_conn *hc = s->hc;
+	const struct hcm_cfg *cfg = hc->cfg;
+
 	prepare_request(hc, s);
 	/* The route is matched once, here, before any filter runs (Envoy caches
 	 * it on the stream the same way): per-route filter configs and the
@@ -883,11 +1033,9 @@ static bool hc_parse_head(struct hcm_conn *hc)
 		fi->ops = ops;
 		fi->ctx = ops->create ? ops->create(s, cfg->filters[i].cfg) : NULL;
 	}
-	bool end = s->body == H1_BODY_NONE && !s->upgrade;
 	if (end)
 		s->req_done = true;
 	run_decode_headers(s, end);
-	return true;
 }
 
 /* Feed available body bytes to the filters. */
@@ -960,6 +1108,39 @@ static void hc_read_body(struct hcm_conn *hc, struct http_stream *s)
 	}
 }
 
+static void set_proto(struct hcm_conn *hc, uint8_t proto)
+{
+	unsigned sh = shard_of(hc);
+	hc->proto = proto;
+	if (proto == 2) {
+		stats_inc(hc->cfg->stats, sh, downstream_cx_http2_total);
+		stats_inc(hc->cfg->stats, sh, downstream_cx_http2_active);
+		h2_conn_start(hc);
+	} else {
+		stats_inc(hc->cfg->stats, sh, downstream_cx_http1_total);
+		stats_inc(hc->cfg->stats, sh, downstream_cx_http1_active);
+	}
+}
+
+/* codec_type AUTO: HTTP/2 when the client starts with the connection preface
+ * (h2c with prior knowledge), else HTTP/1.  False: wait for more bytes. */
+static bool hc_detect(struct hcm_conn *hc)
+{
+	struct evbuffer *in = conn_input(hc->super.bev);
+	size_t len = MIN(evbuffer_get_length(in), (size_t)24);
+	if (!len) {
+		arm_wait_timer(hc);
+		return false;
+	}
+	int m = h2_preface_match((const char *)evbuffer_pullup(in, (ssize_t)len), len);
+	if (m < 0) {
+		conn_enable_read(hc->super.bev);
+		return false;
+	}
+	set_proto(hc, m ? 2 : 1);
+	return true;
+}
+
 /* Drive the connection: parse heads, stream bodies, keep order. */
 static void hc_process(struct hcm_conn *hc)
 {
@@ -968,6 +1149,12 @@ static void hc_process(struct hcm_conn *hc)
 
 	if (hc->dead || hc->closing)
 		return;
+	if (!hc->proto && !hc_detect(hc))
+		return;
+	if (hc->proto == 2) {
+		h2_conn_process(hc);
+		return;
+	}
 	if (!hc->s && !hc_parse_head(hc)) {
 		if (!hc->dead && !hc->closing && !hc->s)
 			arm_wait_timer(hc);
@@ -1000,6 +1187,11 @@ static void hc_deferred_cb(evutil_socket_t fd, short what, void *arg)
 		downstream_close(&hc->super);
 		return;
 	}
+	if (hc->proto == 2) {
+		if (!hc->closing)
+			h2_conn_process(hc);
+		return;
+	}
 	if (hc->s && hc->s->done) {
 		stream_destroy(hc->s);
 		if (hc->close_after) {
@@ -1026,6 +1218,10 @@ static void hc_write_cb(struct conn *bev, void *arg)
 		hc_close(hc, false);
 		return;
 	}
+	if (hc->proto == 2) {
+		h2_conn_on_write(hc);
+		return;
+	}
 	if (s && s->blocked) {
 		s->blocked = false;
 		conn_set_write_lowat(bev, 0);
@@ -1040,6 +1236,11 @@ static void hc_event_cb(struct conn *bev, short what, void *arg)
 	struct hcm_conn *hc = arg;
 	struct http_stream *s = hc->s;
 	(void)bev;
+	if (hc->proto == 2) {
+		h2_conn_eof(hc);   /* resets the live streams */
+		hc_close(hc, true);
+		return;
+	}
 	if ((what & CONN_EOF) && s && !s->done) {
 		if (hc->tunnel) {
 			/* client closed its side of the tunnel: pass the rest, then end */
@@ -1068,6 +1269,12 @@ static void hc_event_cb(struct conn *bev, short what, void *arg)
 static void hc_drain(struct downstream *d)
 {
 	struct hcm_conn *hc = (struct hcm_conn *)d;
+	if (hc->proto == 2) {
+		if (hcm_h2_idle(hc))
+			stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_drain_close);
+		h2_conn_drain(hc);
+		return;
+	}
 	if (!hc->s) {
 		stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_drain_close);
 		hc_close(hc, false);
@@ -1093,11 +1300,14 @@ static void hcm_on_accept(const struct accept_info *ai, const void *vcfg)
 	hc->deferred = event_new(ai->w->base, -1, 0, hc_deferred_cb, hc);
 	stats_inc(cfg->stats, sh, downstream_cx_total);
 	stats_inc(cfg->stats, sh, downstream_cx_active);
-	stats_inc(cfg->stats, sh, downstream_cx_http1_total);
-	stats_inc(cfg->stats, sh, downstream_cx_http1_active);
 	conn_setcb(hc->super.bev, hc_read_cb, hc_write_cb, hc_event_cb, hc);
 	conn_enable_read(hc->super.bev);
-	arm_wait_timer(hc);
+	if (cfg->codec != HCM_CODEC_AUTO)
+		set_proto(hc, cfg->codec == HCM_CODEC_HTTP2 ? 2 : 1);
+	if (hc->proto == 2)
+		hc_schedule(hc);   /* send our SETTINGS */
+	else
+		arm_wait_timer(hc);
 }
 
 const struct network_filter_ops hcm_filter_ops = {
