@@ -103,6 +103,10 @@ void http_stream_encode_trailers_from(struct http_stream *s, const void *ctx,
  * string recorded for logs (Envoy's response code details). */
 void http_stream_send_local_reply(struct http_stream *s, int status, const char *body,
 				  const char *details);
+/* The same, with grpc_status (>= 0) replacing the one mapped from status
+ * when the request is gRPC (Envoy's sendLocalReply grpc_status argument). */
+void http_stream_send_local_reply_grpc(struct http_stream *s, int status, int grpc_status,
+				       const char *body, const char *details);
 /* Abort: HTTP/1 closes the downstream connection; HTTP/2 resets the stream
  * (RST_STREAM INTERNAL_ERROR) and the connection goes on. */
 void http_stream_reset(struct http_stream *s, const char *details);

@@ -354,3 +354,27 @@ def test_network_filter_refills(remora, ports, echo_server):
     time.sleep(0.35)           # at least one fill since the first connection
     assert _served(lport)
     assert r.stat("local_rate_limit.conns.rate_limited") <= 1
+
+
+def test_grpc_requests_get_trailers_only_status(remora, ports, upstream):
+    """A rate-limited gRPC request (grpcio over HTTP/2) gets a trailers-only
+    reply: UNAVAILABLE (Envoy's 429 mapping), or RESOURCE_EXHAUSTED with
+    rate_limited_as_resource_exhausted."""
+    import grpc
+    for exhausted, want in ((False, grpc.StatusCode.UNAVAILABLE),
+                            (True, grpc.StatusCode.RESOURCE_EXHAUSTED)):
+        r, lport = start(remora, ports, upstream, rate_limited_as_resource_exhausted=exhausted,
+                         token_bucket={"max_tokens": 1, "fill_interval": "60s"},
+                         filter_enabled=ALL, filter_enforced=ALL)
+        c = new_conn(lport)
+        assert get(c)[0] == 200          # takes the only token
+        c.close()
+        with grpc.insecure_channel(f"127.0.0.1:{lport}") as ch:
+            fn = ch.unary_unary("/svc.S/M", request_serializer=lambda x: x,
+                                response_deserializer=lambda x: x)
+            try:
+                fn(b"", timeout=10)
+                raise AssertionError("the call was not rate limited")
+            except grpc.RpcError as e:
+                assert e.code() == want, (exhausted, e)
+        assert r.stat("rl.http_local_rate_limit.rate_limited") == 1

@@ -139,31 +139,6 @@ uint64_t fault_response_kbps(const struct fault_cfg *cfg, const struct http_head
 	}
 }
 
-int fault_http_to_grpc(int http_status)
-{
-	switch (http_status) {
-	case 400: return 13;   /* INTERNAL */
-	case 401: return 16;   /* UNAUTHENTICATED */
-	case 403: return 7;    /* PERMISSION_DENIED */
-	case 404: return 12;   /* UNIMPLEMENTED */
-	case 429:
-	case 502:
-	case 503:
-	case 504: return 14;   /* UNAVAILABLE */
-	default: return 2;     /* UNKNOWN */
-	}
-}
-
-/* Envoy's Grpc::Common::hasGrpcContentType: "application/grpc", optionally
- * followed by "+suffix" or ";params". */
-static bool is_grpc_request(const struct http_headers *h)
-{
-	static const char g[] = "application/grpc";
-	size_t n, gl = sizeof(g) - 1;
-	const char *ct = hdrs_get(h, "content-type", &n);
-	return ct && n >= gl && mem_ieq(ct, g, gl) && (n == gl || ct[gl] == '+' || ct[gl] == ';');
-}
-
 /* ---- config ---------------------------------------------------------------------- */
 
 static void fault_free_config(void *v)
@@ -497,25 +472,10 @@ static void deactivate(struct fault_filter *f)
 
 static void do_abort(struct fault_filter *f, int status, int grpc)
 {
-	struct http_stream *s = f->s;
 	stats_inc(f->cfg->stats, shard(f), aborts_injected);
-	if (!is_grpc_request(http_stream_request(s))) {
-		http_stream_send_local_reply(s, status, ABORT_BODY, ABORT_DETAILS);
-		return;
-	}
-	/* gRPC: a trailers-only reply.  HTTP/1 cannot carry trailers without a
-	 * body, so grpc-status / grpc-message travel as headers of an empty 200
-	 * (what gRPC clients accept as trailers-only). */
-	struct http_headers h;
-	char gs[16];
-	int n = snprintf(gs, sizeof(gs), "%d", grpc >= 0 ? grpc : fault_http_to_grpc(status));
-	hdrs_init(&h);
-	hdrs_add(&h, ":status", 7, "200", 3);
-	hdrs_add(&h, "content-type", 12, "application/grpc", 16);
-	hdrs_add(&h, "grpc-status", 11, gs, (size_t)n);
-	hdrs_add(&h, "grpc-message", 12, ABORT_BODY, sizeof(ABORT_BODY) - 1);
-	http_stream_encode_headers(s, &h, true);
-	hdrs_free(&h);
+	/* a gRPC request gets a trailers-only reply with grpc (or the status
+	 * mapped from the HTTP one) */
+	http_stream_send_local_reply_grpc(f->s, status, grpc, ABORT_BODY, ABORT_DETAILS);
 }
 
 static void delay_done(evutil_socket_t fd, short what, void *arg)

@@ -112,8 +112,6 @@ uint64_t fault_delay_ms(const struct fault_cfg *cfg, const struct http_headers *
 uint64_t fault_response_kbps(const struct fault_cfg *cfg, const struct http_headers *h,
 			     uint64_t rnd);
 
-/* Envoy's Grpc::Utility::httpToGrpcStatus. */
-int fault_http_to_grpc(int http_status);
 
 extern const struct http_filter_ops fault_filter_ops;
 

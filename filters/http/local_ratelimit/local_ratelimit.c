@@ -68,6 +68,7 @@ struct lrl_cfg {
 	struct token_bucket_cfg tb;
 	struct fraction enabled, enforced;   /* default 0 %: off, as Envoy */
 	int status;                      /* default 429 */
+	int grpc_status;                 /* gRPC requests: 8 (rate_limited_as_resource_exhausted) or -1 (mapped from status) */
 	struct header_adds *resp_add;    /* owned: response_headers_to_add */
 	struct header_adds *req_add;     /* owned: request_headers_to_add_when_not_enforced */
 	struct stats_scope *stats;       /* owned: <prefix>.http_local_rate_limit.* */
@@ -302,11 +303,7 @@ static void *lrl_parse_config(struct cfg_ctx *c, const json_t *j, struct build_c
 		goto error;
 	}
 	cfg->vh_mode = (enum vh_rl_mode)vh_mode;
-	if (exhausted) {
-		fail_field(c, j, "rate_limited_as_resource_exhausted",
-			   "not supported yet (gRPC status mapping of local replies)");
-		goto error;
-	}
+	cfg->grpc_status = exhausted ? 8 : -1;   /* RESOURCE_EXHAUSTED, else mapped */
 	cfg->xrl_headers = xrl == 1;
 	if (cfg_get(j, "token_bucket")) {
 		if (cfg_token_bucket(c, j, "token_bucket", &cfg->tb))
@@ -516,7 +513,8 @@ static enum filter_status lrl_decode_headers(void *ctx, struct http_stream *s,
 	}
 	stats_inc(st, shard, enforced);
 	ls->limited = true;
-	http_stream_send_local_reply(s, cfg->status, "local_rate_limited", "local_rate_limited");
+	http_stream_send_local_reply_grpc(s, cfg->status, cfg->grpc_status, "local_rate_limited",
+					  "local_rate_limited");
 	return FILTER_STOP;
 }
 

@@ -162,7 +162,6 @@ void hcm_schedule(struct hcm_conn *hc);
 void hcm_close(struct hcm_conn *hc, bool remote);
 void hcm_close_after_flush(struct hcm_conn *hc);
 void hcm_arm_idle(struct hcm_conn *hc);
-int hcm_http_to_grpc_status(int http_status);
 
 /* ---- HTTP/2 codec (h2_codec.c) ---- */
 /* Does buf start like the HTTP/2 client preface?  1 yes, 0 no, -1 need more. */

@@ -8,6 +8,7 @@
  * back the same way.  Destruction is deferred to hc->deferred so that no
  * object is freed under a callback that is still running. */
 #include "hcm-t.h"
+#include "proxy/http/grpc.h"
 
 #include <event2/buffer.h>
 #include "proxy/conn.h"
@@ -662,27 +663,6 @@ void http_stream_reset(struct http_stream *s, const char *details)
 	hc_close(hc, false);
 }
 
-/* Envoy's Grpc::Utility::httpToGrpcStatus (grpc's http-grpc-status-mapping). */
-int hcm_http_to_grpc_status(int status)
-{
-	switch (status) {
-	case 400: return 13;   /* INTERNAL */
-	case 401: return 16;   /* UNAUTHENTICATED */
-	case 403: return 7;    /* PERMISSION_DENIED */
-	case 404: return 12;   /* UNIMPLEMENTED */
-	case 429: case 502: case 503: case 504: return 14;   /* UNAVAILABLE */
-	default: return 2;     /* UNKNOWN */
-	}
-}
-
-static bool is_grpc_request(const struct http_stream *s)
-{
-	size_t n;
-	const char *ct = hdrs_get(&s->req.hdrs, "content-type", &n);
-	return ct && n >= 16 && mem_ieq(ct, "application/grpc", 16) &&
-	       (n == 16 || ct[16] == '+' || ct[16] == ';');
-}
-
 /* grpc-message is percent-encoded (gRPC over HTTP/2 spec): bytes outside
  * 0x20..0x7e and '%' become %XX. */
 static void grpc_message_add(struct http_headers *h, const char *msg)
@@ -706,6 +686,12 @@ static void grpc_message_add(struct http_headers *h, const char *msg)
 void http_stream_send_local_reply(struct http_stream *s, int status, const char *body,
 				  const char *details)
 {
+	http_stream_send_local_reply_grpc(s, status, -1, body, details);
+}
+
+void http_stream_send_local_reply_grpc(struct http_stream *s, int status, int grpc_status,
+				       const char *body, const char *details)
+{
 	struct http_headers h;
 	char st[8], len[24];
 	size_t blen = body ? strlen(body) : 0;
@@ -717,9 +703,10 @@ void http_stream_send_local_reply(struct http_stream *s, int status, const char 
 		return;
 	}
 	hdrs_init(&h);
-	if (is_grpc_request(s)) {
+	if (grpc_is_request(&s->req.hdrs)) {
 		/* Trailers-only gRPC response (Envoy's local reply for gRPC). */
-		snprintf(st, sizeof(st), "%d", hcm_http_to_grpc_status(status));
+		snprintf(st, sizeof(st), "%d", grpc_status >= 0 ? grpc_status :
+					       grpc_status_from_http(status));
 		hdrs_add(&h, ":status", 7, "200", 3);
 		hdrs_add(&h, "content-type", 12, "application/grpc", 16);
 		hdrs_add(&h, "grpc-status", 11, st, strlen(st));

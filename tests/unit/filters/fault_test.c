@@ -279,16 +279,6 @@ TEST(fault_fixed_ignores_headers)
 	fault_filter_ops.free_config(cfg);
 }
 
-TEST(fault_grpc_mapping)
-{
-	CHECK_INT(fault_http_to_grpc(400), 13);
-	CHECK_INT(fault_http_to_grpc(401), 16);
-	CHECK_INT(fault_http_to_grpc(403), 7);
-	CHECK_INT(fault_http_to_grpc(404), 12);
-	CHECK_INT(fault_http_to_grpc(503), 14);
-	CHECK_INT(fault_http_to_grpc(500), 2);
-}
-
 TEST(fault_stats_prometheus_names)
 {
 	struct fault_cfg *cfg = parse("{'abort': {'http_status': 503}}");

@@ -2,6 +2,7 @@
  * preface detection (codec_type AUTO), Envoy's HTTP -> gRPC status mapping
  * for local replies, and the compiled http2_protocol_options. */
 #include "test.h"
+#include "proxy/http/grpc.h"
 #include "bootstrap_helper.h"
 #include "filters/network/http_connection_manager/hcm-t.h"
 
@@ -19,17 +20,17 @@ TEST(h2_preface_detection)
 
 TEST(grpc_status_mapping_is_envoys)
 {
-	CHECK_INT(hcm_http_to_grpc_status(400), 13);  /* INTERNAL */
-	CHECK_INT(hcm_http_to_grpc_status(401), 16);  /* UNAUTHENTICATED */
-	CHECK_INT(hcm_http_to_grpc_status(403), 7);   /* PERMISSION_DENIED */
-	CHECK_INT(hcm_http_to_grpc_status(404), 12);  /* UNIMPLEMENTED */
-	CHECK_INT(hcm_http_to_grpc_status(429), 14);  /* UNAVAILABLE */
-	CHECK_INT(hcm_http_to_grpc_status(502), 14);
-	CHECK_INT(hcm_http_to_grpc_status(503), 14);
-	CHECK_INT(hcm_http_to_grpc_status(504), 14);
-	CHECK_INT(hcm_http_to_grpc_status(500), 2);   /* UNKNOWN */
-	CHECK_INT(hcm_http_to_grpc_status(408), 2);
-	CHECK_INT(hcm_http_to_grpc_status(200), 2);
+	CHECK_INT(grpc_status_from_http(400), 13);  /* INTERNAL */
+	CHECK_INT(grpc_status_from_http(401), 16);  /* UNAUTHENTICATED */
+	CHECK_INT(grpc_status_from_http(403), 7);   /* PERMISSION_DENIED */
+	CHECK_INT(grpc_status_from_http(404), 12);  /* UNIMPLEMENTED */
+	CHECK_INT(grpc_status_from_http(429), 14);  /* UNAVAILABLE */
+	CHECK_INT(grpc_status_from_http(502), 14);
+	CHECK_INT(grpc_status_from_http(503), 14);
+	CHECK_INT(grpc_status_from_http(504), 14);
+	CHECK_INT(grpc_status_from_http(500), 2);   /* UNKNOWN */
+	CHECK_INT(grpc_status_from_http(408), 2);
+	CHECK_INT(grpc_status_from_http(200), 2);
 }
 
 static const char *yaml_fmt =
