@@ -43,7 +43,8 @@ struct downstream;
 	X(COUNTER, downstream_rq_ws_on_non_ws_route) X(HISTOGRAM, downstream_rq_time)  \
 	X(COUNTER, no_route) X(COUNTER, no_cluster) X(COUNTER, rq_redirect)            \
 	X(COUNTER, rq_direct_response) X(COUNTER, rq_total)                            \
-	X(COUNTER, rq_reset_after_downstream_response_started)
+	X(COUNTER, rq_reset_after_downstream_response_started)                       \
+	X(COUNTER, downstream_rq_too_many_premature_resets)
 enum { HCM_STATS(STATS_ENUM) HCM_STATS_N };
 
 struct worker *http_stream_worker(const struct http_stream *s);

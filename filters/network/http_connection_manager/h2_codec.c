@@ -37,6 +37,8 @@ struct h2_stream {
 	struct http_headers *resp_trailers; /* owned, NULL: response trailers to send */
 	uint32_t hbytes, hcount;         /* request header block so far (limits) */
 	bool started;                    /* request head handed to the HCM */
+	bool rx_rst;                     /* the client reset it (RST_STREAM) */
+	uint64_t open_ms;                /* when its HEADERS arrived */
 	bool in_end;                     /* END_STREAM received */
 	bool end_delivered;              /* end of request given to the filters */
 	bool have_trailers;
@@ -61,7 +63,14 @@ struct h2_conn {
 	bool goaway;                     /* GOAWAY submitted: close when idle */
 	bool send_blocked;               /* output over the limit: wait for the writecb */
 	bool in_send;
+	/* Envoy's premature-reset defence (HTTP/2 "rapid reset"): streams the
+	 * client reset within 1 s of opening, against all closed streams */
+	uint32_t closed_streams, premature_resets;
+	bool too_many_resets;            /* close the connection now */
 };
+
+#define H2_PREMATURE_RESET_MS 1000   /* overload.premature_reset_min_stream_lifetime_seconds */
+#define H2_PREMATURE_RESET_COUNT 500 /* overload.premature_reset_total_stream_count */
 
 static inline unsigned shard(const struct h2_conn *c) { return c->hc->super.w->shard; }
 static inline struct stats_scope *h2st(const struct h2_conn *c) { return c->hc->cfg->h2stats; }
@@ -148,6 +157,7 @@ static struct h2_stream *h2s_new(struct h2_conn *c, int32_t id)
 	}
 	st->c = c;
 	st->id = id;
+	st->open_ms = now_ms();
 	st->next = c->streams;
 	if (c->streams)
 		c->streams->prev = st;
@@ -431,6 +441,9 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void 
 		break;
 	case NGHTTP2_RST_STREAM:
 		stats_inc(h2st(c), shard(c), rx_reset);
+		st = nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id);
+		if (st)
+			st->rx_rst = true;
 		break;
 	case NGHTTP2_PING:
 		if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && c->ping_out) {
@@ -469,6 +482,17 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t error_code
 	struct http_stream *s = st->s;
 	size_t left = evbuffer_get_length(st->in);
 	stats_dec(h2st(c), shard(c), streams_active);
+	/* As Envoy: with fewer than 500 closed streams, close the connection
+	 * once premature resets reach half of 500; after that, once they are
+	 * more than half of all closed streams. */
+	c->closed_streams++;
+	if (st->rx_rst && now_ms() - st->open_ms < H2_PREMATURE_RESET_MS)
+		c->premature_resets++;
+	if (c->premature_resets &&
+	    (c->closed_streams < H2_PREMATURE_RESET_COUNT ?
+	     c->premature_resets * 2 >= H2_PREMATURE_RESET_COUNT :
+	     c->premature_resets * 2 > c->closed_streams))
+		c->too_many_resets = true;
 	if (left)
 		nghttp2_session_consume_connection(ses, left);
 	if (s) {
@@ -895,7 +919,7 @@ void h2_conn_process(struct hcm_conn *hc)
 
 	if (hc->dead || hc->closing || c->in_send)
 		return;
-	while (evbuffer_get_length(in) && !hc->dead) {
+	while (evbuffer_get_length(in) && !hc->dead && !c->too_many_resets) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
@@ -909,6 +933,12 @@ void h2_conn_process(struct hcm_conn *hc)
 		}
 		stats_add(hcmst(c), shard(c), downstream_cx_rx_bytes_total, rv);
 		evbuffer_drain(in, (size_t)rv);
+	}
+	if (c->too_many_resets && !hc->dead) {
+		stats_inc(hcmst(c), shard(c), downstream_rq_too_many_premature_resets);
+		log_debug("h2: too many premature stream resets from %s: closing", hc->super.peer_ip);
+		hcm_close(hc, false);
+		return;
 	}
 	for (int round = 0; round < 8 && !hc->dead; round++) {
 		run_queue(c);

@@ -1,0 +1,266 @@
+"""Adversarial HTTP/2 clients (issue 10): rapid reset, CONTINUATION flood,
+SETTINGS / PING floods without reading, HPACK bombs, a stream flood beyond
+max_concurrent_streams, and a zero-window stall.  Frames are written raw
+(only header blocks are HPACK-encoded with python3-hpack), so the attacks
+are exactly what the wire carries.  For each: the offender is reset or
+disconnected and counted, memory stays bounded, and a well-behaved client
+on another connection keeps being served."""
+
+import socket
+import struct
+import threading
+import time
+
+import hpack
+
+from advlib import GoodClient, check_unaffected, rss_kb
+from harness import simple_http_config
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = \
+    0, 1, 3, 4, 6, 7, 8, 9
+END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
+NO_QUARANTINE = "quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
+
+
+def frame(ftype, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + \
+        struct.pack(">I", sid) + payload
+
+
+def settings(**kv):
+    ids = {"max_concurrent_streams": 3, "initial_window_size": 4, "max_frame_size": 5,
+           "header_table_size": 1}
+    return frame(SETTINGS, 0, 0, b"".join(struct.pack(">HI", ids[k], v) for k, v in kv.items()))
+
+
+class Raw:
+    """A raw h2c connection; a thread drains (and parses) what the proxy sends."""
+
+    def __init__(self, port, initial_window=None):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.enc = hpack.Encoder()
+        self.closed = threading.Event()
+        self.goaway_code = None
+        self.rst = 0
+        self.buf = b""
+        self.read = True
+        hello = PREFACE + (settings(initial_window_size=initial_window) if initial_window
+                           is not None else settings())
+        self.s.sendall(hello + frame(SETTINGS, ACK, 0))
+        self.t = threading.Thread(target=self._reader, daemon=True)
+        self.t.start()
+
+    def _reader(self):
+        while True:
+            if not self.read:
+                time.sleep(0.05)
+                continue
+            try:
+                d = self.s.recv(65536)
+            except OSError:
+                d = b""
+            if not d:
+                self.closed.set()
+                return
+            self.buf += d
+            while len(self.buf) >= 9:
+                n = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) < 9 + n:
+                    break
+                ftype, payload = self.buf[3], self.buf[9:9 + n]
+                if ftype == GOAWAY:
+                    self.goaway_code = struct.unpack(">I", payload[4:8])[0]
+                elif ftype == RST_STREAM:
+                    self.rst += 1
+                self.buf = self.buf[9 + n:]
+
+    def headers_block(self, path="/", extra=()):
+        return self.enc.encode([(":method", "GET"), (":path", path), (":scheme", "http"),
+                                (":authority", "t")] + list(extra))
+
+    def send(self, data):
+        try:
+            self.s.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+def _start(remora, upstream, ports, **hcm):
+    admin, lport = ports.get(), ports.get()
+    r = remora(simple_http_config(admin, lport, upstream.port, **hcm), concurrency=2,
+               asan_options_extra=NO_QUARANTINE)
+    return r, lport
+
+
+def test_rapid_reset_closes_the_connection(remora, upstream, ports):
+    """HEADERS + RST_STREAM in a loop (CVE-2023-44487): as Envoy, once
+    premature resets reach half of 500 streams the connection is closed and
+    http.<prefix>.downstream_rq_too_many_premature_resets counts it."""
+    r, lport = _start(remora, upstream, ports)
+    good = GoodClient(lport)
+    before = good.sample(1.0)
+    good.start()
+    c = Raw(lport)
+    sent = 0
+    batch = []
+    for i in range(5000):
+        sid = 2 * i + 1
+        batch.append(frame(HEADERS, END_STREAM | END_HEADERS, sid, c.headers_block()) +
+                     frame(RST_STREAM, 0, sid, struct.pack(">I", 8)))   # CANCEL
+        if len(batch) == 50:
+            if not c.send(b"".join(batch)):
+                break
+            sent += 50
+            batch = []
+    assert c.closed.wait(10), "the rapid-reset connection was not closed"
+    c.close()
+    during = good.stop()
+    assert sent < 5000, "the proxy read all 5000 reset streams without closing"
+    assert r.wait_stat("http.ingress_http.downstream_rq_too_many_premature_resets",
+                       lambda v: v == 1) == 1
+    check_unaffected(before, during, good.errors, "rapid reset")
+
+
+def test_legitimate_resets_do_not_trip_the_defence(remora, upstream, ports):
+    """A client that resets a few long-running streams is not disconnected."""
+    r, lport = _start(remora, upstream, ports)
+    c = Raw(lport)
+    for i in range(40):
+        sid = 2 * i + 1
+        c.send(frame(HEADERS, END_STREAM | END_HEADERS, sid, c.headers_block("/?sleep_ms=50")))
+    time.sleep(1.5)
+    for i in range(40, 60):
+        sid = 2 * i + 1
+        c.send(frame(HEADERS, END_STREAM | END_HEADERS, sid, c.headers_block()) +
+               frame(RST_STREAM, 0, sid, struct.pack(">I", 8)))
+    time.sleep(1.0)
+    assert not c.closed.is_set()
+    c.close()
+    assert r.stat("http.ingress_http.downstream_rq_too_many_premature_resets") == 0
+
+
+def test_continuation_flood_is_cut(remora, upstream, ports):
+    """HEADERS without END_HEADERS followed by endless CONTINUATION frames
+    (CVE-2024-27316 class): the proxy must not buffer them without bound;
+    the connection is closed (GOAWAY) long before 64 MiB were accepted."""
+    r, lport = _start(remora, upstream, ports)
+    good = GoodClient(lport)
+    before = good.sample(1.0)
+    rss0 = rss_kb(r.pid)
+    good.start()
+    c = Raw(lport)
+    c.send(frame(HEADERS, 0, 1, c.headers_block()))
+    chunk = frame(CONTINUATION, 0, 1, c.enc.encode([("x-flood", "a" * 8000)]))
+    total = 0
+    while total < 64 * 1024 * 1024 and not c.closed.is_set():
+        if not c.send(chunk * 16):
+            break
+        total += len(chunk) * 16
+    assert c.closed.wait(10), "CONTINUATION flood connection still open"
+    c.close()
+    during = good.stop()
+    assert total < 64 * 1024 * 1024
+    assert rss_kb(r.pid) - rss0 < 64 * 1024
+    check_unaffected(before, during, good.errors, "CONTINUATION flood")
+
+
+def test_settings_and_ping_floods_without_reading(remora, upstream, ports):
+    """Thousands of SETTINGS and PING frames from a client that never reads
+    the ACKs: the queued ACKs are bounded (nghttp2's outbound-ACK limit) and
+    the connection is closed; the proxy's memory stays bounded."""
+    r, lport = _start(remora, upstream, ports)
+    good = GoodClient(lport)
+    before = good.sample(1.0)
+    rss0 = rss_kb(r.pid)
+    good.start()
+    for flood in (frame(SETTINGS, 0, 0, struct.pack(">HI", 3, 100)),
+                  frame(PING, 0, 0, b"12345678")):
+        c = Raw(lport)
+        c.read = False                       # never read the ACKs
+        c.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sent = 0
+        while sent < 200000:
+            if not c.send(flood * 1000):
+                break
+            sent += 1000
+        c.read = True
+        assert c.closed.wait(10), f"flood of frame type {flood[3]} not cut"
+        c.close()
+    during = good.stop()
+    assert rss_kb(r.pid) - rss0 < 64 * 1024
+    check_unaffected(before, during, good.errors, "SETTINGS/PING flood")
+
+
+def test_hpack_bomb_is_refused(remora, upstream, ports):
+    """A header that decodes to far more than max_request_headers_kb
+    (an indexed 4 KiB header repeated): the stream is reset (or the
+    connection closed) and counted; nothing reaches the upstream."""
+    r, lport = _start(remora, upstream, ports)
+    c = Raw(lport)
+    enc = c.enc
+    first = enc.encode([(":method", "GET"), (":path", "/bomb"), (":scheme", "http"),
+                        (":authority", "t"), ("x-bomb", "b" * 4000)])
+    # every further reference to the dynamic-table entry is one byte on the wire
+    block = first + enc.encode([("x-bomb", "b" * 4000)]) * 200
+    c.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, block))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (c.rst or c.closed.is_set()):
+        time.sleep(0.05)
+    assert c.rst or c.closed.is_set()
+    c.close()
+    assert not [q for q in upstream.requests if q["path"] == "/bomb"]
+    st = r.stats()
+    assert st.get("http2.header_overflow", 0) + \
+        st.get("http.ingress_http.downstream_cx_protocol_error", 0) >= 1, \
+        {k: v for k, v in st.items() if "http2" in k or "protocol" in k}
+
+
+def test_stream_flood_beyond_max_concurrent_streams(remora, upstream, ports):
+    """A client opening 1,000 slow streams on a listener that advertises
+    max_concurrent_streams 100: streams beyond the limit are refused
+    (RST_STREAM REFUSED_STREAM), at most 100 reach the upstream at once."""
+    r, lport = _start(remora, upstream, ports,
+                      http2_protocol_options={"max_concurrent_streams": 100})
+    c = Raw(lport)
+    time.sleep(0.3)                      # let the SETTINGS arrive (the flood ignores them)
+    out = b"".join(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1,
+                         c.headers_block("/?sleep_ms=2000")) for i in range(1000))
+    c.send(out)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and c.rst < 900 and not c.closed.is_set():
+        time.sleep(0.05)
+    assert c.rst >= 900 or c.closed.is_set(), c.rst
+    time.sleep(0.5)
+    assert r.stat("cluster.backend.upstream_rq_active") <= 100
+    c.close()
+
+
+def test_zero_window_stall_is_bounded(remora, upstream, ports):
+    """A client that advertises a zero stream window and asks for 8 MiB on
+    20 streams: the proxy holds a bounded amount, other connections are
+    served, and the stall ends when the client goes away."""
+    r, lport = _start(remora, upstream, ports)
+    good = GoodClient(lport)
+    before = good.sample(1.0)
+    rss0 = rss_kb(r.pid)
+    c = Raw(lport, initial_window=0)
+    good.start()
+    for i in range(20):
+        c.send(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1,
+                     c.headers_block("/?bytes=8388608")))
+    time.sleep(3.0)
+    grown = rss_kb(r.pid) - rss0
+    during = good.stop()
+    c.close()
+    print(f"\n[zero window] RSS grew {grown} KiB for 20 stalled 8 MiB streams")
+    assert grown < 96 * 1024
+    check_unaffected(before, during, good.errors, "zero-window stall")
+    r.wait_stat("cluster.backend.upstream_rq_active", lambda v: v == 0, timeout=10)
