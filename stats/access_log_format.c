@@ -622,11 +622,9 @@ static void op_value(const struct al_format *f, const struct al_seg *seg, const 
 	case OP_TRAILER: hdr_val(r->trailers, seg, v); return;
 	case OP_PROTOCOL: str_val(r->protocol, v); return;
 	case OP_RESPONSE_CODE:
-		/* Envoy shows 0 when no response was sent (HTTP); TCP has none */
-		if (r->protocol) {
-			v->kind = VAL_NUM;
-			v->num = r->response_code;
-		}
+		/* Envoy shows 0 when there is none (TCP, no response sent) */
+		v->kind = VAL_NUM;
+		v->num = r->response_code;
 		return;
 	case OP_RESPONSE_CODE_DETAILS: str_val(r->details, v); return;
 	case OP_RESPONSE_FLAGS:

@@ -499,6 +499,7 @@ static void do_abort(struct fault_filter *f, int status, int grpc)
 {
 	struct http_stream *s = f->s;
 	stats_inc(f->cfg->stats, shard(f), aborts_injected);
+	http_stream_set_response_flag(s, RF_FI);
 	if (!is_grpc_request(http_stream_request(s))) {
 		http_stream_send_local_reply(s, status, ABORT_BODY, ABORT_DETAILS);
 		return;
@@ -664,6 +665,7 @@ static enum filter_status fault_decode_headers(void *ctx, struct http_stream *s,
 			f->base = w->base;
 		}
 		stats_inc(f->cfg->stats, shard(f), delays_injected);
+		http_stream_set_response_flag(s, RF_DI);
 		if (cfg->delay == FAULT_DELAY_FIXED) {
 			worker_timer_add(w, f->timer, ms);   /* one shared duration */
 		} else {
