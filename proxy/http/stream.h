@@ -121,13 +121,15 @@ void http_stream_set_idle_timeout(struct http_stream *s, uint64_t ms);
 
 /* Access-log data.  A code path that causes one of Envoy's response flags
  * sets it (RF_UH, RF_UF, ... from access_log_format.h); flags accumulate.
- * The router reports each upstream attempt's cluster and host (the attempt
- * count is the number of calls), the attempt connection's fd (its local
+ * The router reports the cluster it picked and each upstream
+ * attempt's host (the attempt count is the number of host calls), the attempt connection's fd (its local
  * address is read only if a format shows it) and a transport failure
- * reason.  Strings are copied or must live in the stream's snapshot. */
+ * reason.  Strings are copied (the cluster name must live in the
+ * stream's snapshot). */
 void http_stream_set_response_flag(struct http_stream *s, enum response_flag f);
 bool http_stream_has_response_flag(const struct http_stream *s, enum response_flag f);
-void http_stream_set_upstream_host(struct http_stream *s, const char *cluster, const char *host);
+void http_stream_set_upstream_cluster(struct http_stream *s, const char *cluster);
+void http_stream_set_upstream_host(struct http_stream *s, const char *host);
 void http_stream_set_upstream_fd(struct http_stream *s, int fd);
 void http_stream_set_upstream_failure(struct http_stream *s, const char *reason);
 

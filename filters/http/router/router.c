@@ -935,7 +935,7 @@ static void attempt_start(struct router *r)
 		return;
 	}
 	r->host = host_ref(host);
-	http_stream_set_upstream_host(s, r->cl->name, host->addr_str);
+	http_stream_set_upstream_host(s, host->addr_str);
 	if (r->ntried < ARRAY_SIZE(r->tried) && !tried_before(r, host))
 		r->tried[r->ntried++] = host_ref(host);
 	if (r->need_host)
@@ -1110,6 +1110,7 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 		return FILTER_STOP;
 	}
 	stats_inc(hs, sh, rq_total);
+	http_stream_set_upstream_cluster(s, r->cl->name);
 	/* max_requests circuit breaker: cluster-wide outstanding requests */
 	if (!cluster_rq_take(r->cl, r->re->priority)) {   /* the route's priority's thresholds */
 		stats_inc(r->cl->stats, sh, upstream_rq_pending_overflow);

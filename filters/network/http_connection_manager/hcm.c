@@ -439,10 +439,14 @@ bool http_stream_has_response_flag(const struct http_stream *s, enum response_fl
 	return (s->rflags & RF_BIT(f)) != 0;
 }
 
-void http_stream_set_upstream_host(struct http_stream *s, const char *cluster, const char *host)
+void http_stream_set_upstream_cluster(struct http_stream *s, const char *cluster)
+{
+	s->up_cluster = cluster;
+}
+
+void http_stream_set_upstream_host(struct http_stream *s, const char *host)
 {
 	s->attempts++;
-	s->up_cluster = cluster;
 	snprintf(s->up_host, sizeof(s->up_host), "%s", host ? host : "");
 }
 
