@@ -132,6 +132,8 @@ static void buf_reserve(struct al_buf *b, size_t n)
 
 static void buf_add(struct al_buf *b, const char *s, size_t n)
 {
+	if (!n)
+		return;   /* b->p may still be NULL */
 	buf_reserve(b, n);
 	memcpy(b->p + b->len, s, n);
 	b->len += n;

@@ -99,6 +99,10 @@ TEST(operators)
 	CHECK_STR(s, "/a/b|text/plain|0|10.1.2.3:40000|10.1.2.3|127.0.0.1:10000|backend|r1|42|2|1|-|"
 		     "via_upstream|-|-|-|100%|%%");
 	free(s);
+	hdrs_add_cstr(&req, "x-empty", "");
+	s = render_text("%REQ(X-EMPTY)%", false, &r);   /* empty value into an empty buffer */
+	CHECK_STR(s, "");
+	free(s);
 	s = render_text("%REQ(X-NOPE)%/%RESP(X-NOPE)%", true, &r);
 	CHECK_STR(s, "/");   /* omit_empty_values: unset is empty, not "-" */
 	free(s);
