@@ -389,3 +389,12 @@ def test_request_id_edge_rules(remora, ports, upstream, tmp_path):
     assert echoed_rid(lo, {"x-request-id": "external-id"})[0] == "external-id"
     _, off = start_http(remora, ports, upstream, [], generate_request_id=False)
     assert echoed_rid(off)[0] is None
+
+
+def test_http2_stream_logged(remora, ports, upstream, tmp_path):
+    log = tmp_path / "h2.log"
+    r, lport = start_http(remora, ports, upstream, [file_log(
+        log, "%PROTOCOL% %RESPONSE_CODE% %REQ(:PATH)% %BYTES_SENT%\n")])
+    res = curl(f"http://127.0.0.1:{lport}/h2?bytes=300", "--http2-prior-knowledge")
+    assert res.status == 200 and len(res.body) == 300
+    assert read_lines(log, 1) == ["HTTP/2 200 /h2?bytes=300 300"]
