@@ -13,7 +13,8 @@ static char *render(const struct al_format *f, const struct al_record *r)
 	struct al_buf b = { 0 };
 	al_format_render(f, r, &b);
 	char *s = xmalloc(b.len + 1);
-	memcpy(s, b.p, b.len);
+	if (b.len)
+		memcpy(s, b.p, b.len);
 	s[b.len] = 0;
 	al_buf_free(&b);
 	return s;
