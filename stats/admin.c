@@ -2,6 +2,7 @@
  *
  * Runs on the main thread only: it reads stats (summing worker shards),
  * cluster membership (main-thread owned) and the current snapshot. */
+#include "access_log.h"
 #include "admin.h"
 
 #include <sys/queue.h>
@@ -253,6 +254,16 @@ static void h_reset(struct admin *a, struct evhttp_request *req, struct evkeyval
 	reply_text(req, 200, "OK\n");
 }
 
+/* Access-log files are reopened by the flusher before its next write
+ * (rotation: mv the file, then POST /reopen_logs). */
+static void h_reopen_logs(struct admin *a, struct evhttp_request *req, struct evkeyvalq *q)
+{
+	(void)a;
+	(void)q;
+	al_reopen_all();
+	reply_text(req, 200, "OK\n");
+}
+
 static void h_logging(struct admin *a, struct evhttp_request *req, struct evkeyvalq *q)
 {
 	const char *level = evhttp_find_header(q, "level");
@@ -290,6 +301,7 @@ static const struct endpoint endpoints[] = {
 	{ "/healthcheck/ok", true, h_hc_ok, "cause the server to pass health checks" },
 	{ "/drain_listeners", true, h_drain, "drain listeners" },
 	{ "/reset_counters", true, h_reset, "reset all counters to zero" },
+	{ "/reopen_logs", true, h_reopen_logs, "reopen access logs" },
 	{ "/logging", true, h_logging, "query/change logging levels (level=...)" },
 };
 

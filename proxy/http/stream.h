@@ -13,6 +13,7 @@
 
 #include "headers.h"
 #include "../../stats/stats.h"
+#include "../../stats/access_log_format.h"
 
 struct http_stream;
 struct evbuffer;
@@ -122,6 +123,20 @@ void http_stream_continue_decoding(struct http_stream *s);
 void http_stream_set_max_duration(struct http_stream *s, uint64_t ms);
 /* Replace the stream idle timeout (the route's idle_timeout; 0 = none). */
 void http_stream_set_idle_timeout(struct http_stream *s, uint64_t ms);
+
+/* Access-log data.  A code path that causes one of Envoy's response flags
+ * sets it (RF_UH, RF_UF, ... from access_log_format.h); flags accumulate.
+ * The router reports the cluster it picked and each upstream
+ * attempt's host (the attempt count is the number of host calls), the attempt connection's fd (its local
+ * address is read only if a format shows it) and a transport failure
+ * reason.  Strings are copied (the cluster name must live in the
+ * stream's snapshot). */
+void http_stream_set_response_flag(struct http_stream *s, enum response_flag f);
+bool http_stream_has_response_flag(const struct http_stream *s, enum response_flag f);
+void http_stream_set_upstream_cluster(struct http_stream *s, const char *cluster);
+void http_stream_set_upstream_host(struct http_stream *s, const char *host);
+void http_stream_set_upstream_fd(struct http_stream *s, int fd);
+void http_stream_set_upstream_failure(struct http_stream *s, const char *reason);
 
 /* Back-pressure.  After encode_data, if the downstream is blocked the filter
  * should stop reading its source until on_downstream_writable.  A filter that

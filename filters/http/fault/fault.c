@@ -473,6 +473,7 @@ static void deactivate(struct fault_filter *f)
 static void do_abort(struct fault_filter *f, int status, int grpc)
 {
 	stats_inc(f->cfg->stats, shard(f), aborts_injected);
+	http_stream_set_response_flag(f->s, RF_FI);
 	/* a gRPC request gets a trailers-only reply with grpc (or the status
 	 * mapped from the HTTP one) */
 	http_stream_send_local_reply_grpc(f->s, status, grpc, ABORT_BODY, ABORT_DETAILS);
@@ -624,6 +625,7 @@ static enum filter_status fault_decode_headers(void *ctx, struct http_stream *s,
 			f->base = w->base;
 		}
 		stats_inc(f->cfg->stats, shard(f), delays_injected);
+		http_stream_set_response_flag(s, RF_DI);
 		if (cfg->delay == FAULT_DELAY_FIXED) {
 			worker_timer_add(w, f->timer, ms);   /* one shared duration */
 		} else {

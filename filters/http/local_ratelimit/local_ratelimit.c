@@ -513,6 +513,7 @@ static enum filter_status lrl_decode_headers(void *ctx, struct http_stream *s,
 	}
 	stats_inc(st, shard, enforced);
 	ls->limited = true;
+	http_stream_set_response_flag(s, RF_RL);
 	http_stream_send_local_reply_grpc(s, cfg->status, cfg->grpc_status, "local_rate_limited",
 					  "local_rate_limited");
 	return FILTER_STOP;

@@ -360,6 +360,7 @@ static bool deliver_body(struct router *r, struct evbuffer *in)
 				stats_inc(r->cl->stats, shard(r), upstream_cx_protocol_error);
 				release_upstream(r, false);
 				rq_done(r, false);
+				http_stream_set_response_flag(r->s, RF_UPE);
 				http_stream_reset(r->s, "upstream_protocol_error");
 				return false;
 			}
@@ -403,6 +404,7 @@ static void up_read(struct conn *bev, void *arg)
 		if (rc == RM_ERROR) {
 			if (hedge_wait(r))
 				return;
+			http_stream_set_response_flag(r->s, RF_UPE);
 			fail(r, 503, RESET_BEFORE_HEADERS "protocol error",
 			     "upstream_reset_before_response_started");
 			return;
@@ -462,12 +464,14 @@ static void up_event(struct conn *bev, short what, void *arg)
 		cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_RESET, 0);
 		if (retry_maybe(r, FAIL_RESET, 0, -1) || hedge_wait(r))
 			return;
+		http_stream_set_response_flag(r->s, RF_UC);
 		fail(r, 503, RESET_BEFORE_HEADERS "connection termination",
 		     "upstream_reset_before_response_started");
 		return;
 	}
 	release_upstream(r, false);
 	rq_done(r, false);
+	http_stream_set_response_flag(r->s, RF_UC);
 	http_stream_reset(r->s, "upstream_reset_after_response_started");
 }
 
@@ -478,6 +482,7 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	stats_inc(r->cl->stats, sh, upstream_rq_timeout);
+	http_stream_set_response_flag(r->s, RF_UT);
 	if (r->host)
 		host_stat_add(r->host, sh, HOST_RQ_TIMEOUT, 1);
 	if (r->host && r->connected && !r->head_done)   /* as Envoy: only an attempt awaiting headers */
@@ -505,6 +510,7 @@ static void reply_overloaded(struct router *r)
 	static const char body[] = RESET_BEFORE_HEADERS "overflow";
 	struct http_headers rh;
 	char len[16];
+	http_stream_set_response_flag(r->s, RF_UO);
 	event_del(r->timer);
 	event_del(r->try_timer);
 	r->failed = true;
@@ -552,6 +558,7 @@ static void try_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_TIMEOUT, 0);
 	if (retry_maybe(r, FAIL_TIMEOUT, 0, -1))
 		return;
+	http_stream_set_response_flag(r->s, RF_UT);
 	fail(r, 504, "upstream request timeout", "upstream_per_try_timeout");
 }
 
@@ -574,6 +581,7 @@ static void idle_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	stats_inc(r->cl->stats, sh, upstream_rq_per_try_idle_timeout);
+	http_stream_set_response_flag(r->s, RF_UT);
 	cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_TIMEOUT, 0);
 	if (r->head_done) {
 		release_upstream(r, false);
@@ -641,6 +649,7 @@ static bool retry_admit(struct router *r)
 	unsigned sh = shard(r);
 	if (r->attempt > r->max_retries) {
 		stats_inc(r->cl->stats, sh, upstream_rq_retry_limit_exceeded);
+		http_stream_set_response_flag(r->s, RF_URX);
 		return false;
 	}
 	if (!r->retry_counted) {
@@ -773,6 +782,7 @@ static void slot_fail(struct router *r, struct hedge_slot *hs)
 	slot_close(r, hs, true);
 	if (r->nslots || r->uc || r->pend || backoff_pending(r))
 		return;   /* another attempt may still answer */
+	http_stream_set_response_flag(r->s, RF_UC);
 	fail(r, 503, RESET_BEFORE_HEADERS "connection termination",
 	     "upstream_reset_before_response_started");
 }
@@ -920,10 +930,12 @@ static void attempt_start(struct router *r)
 	}
 	if (!host) {
 		stats_inc(r->cl->stats, sh, upstream_cx_none_healthy);
+		http_stream_set_response_flag(s, RF_UH);
 		fail(r, 503, "no healthy upstream", "no_healthy_upstream");
 		return;
 	}
 	r->host = host_ref(host);
+	http_stream_set_upstream_host(s, host->addr_str);
 	if (r->ntried < ARRAY_SIZE(r->tried) && !tried_before(r, host))
 		r->tried[r->ntried++] = host_ref(host);
 	if (r->need_host)
@@ -953,6 +965,7 @@ static void send_head(struct router *r)
 	struct http_headers *h = http_stream_request(r->s);
 	struct evbuffer *out = conn_output(r->uc->bev);
 	r->connected = true;
+	http_stream_set_upstream_fd(r->s, conn_fd(r->uc->bev));
 	r->uc->nrequests++;
 	conn_setcb(r->uc->bev, up_read, up_write, up_event, r);
 	arm_idle_timer(r);
@@ -1017,6 +1030,8 @@ static void on_pool_ready(void *arg, struct upstream_conn *uc, enum pool_err err
 		if (retry_maybe(r, FAIL_CONNECT, 0, -1) || hedge_wait(r))
 			return;
 		char body[160];
+		http_stream_set_upstream_failure(r->s, detail);
+		http_stream_set_response_flag(r->s, err == POOL_E_OVERFLOW ? RF_UO : RF_UF);
 		snprintf(body, sizeof(body), RESET_BEFORE_HEADERS "%s", detail);
 		fail(r, 503, body, "upstream_reset_before_response_started");
 		return;
@@ -1039,6 +1054,7 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 	r->re = http_stream_route(s, &r->vh);   /* matched by the HCM before the filters */
 	if (!r->re) {
 		stats_inc(hs, sh, no_route);
+		http_stream_set_response_flag(s, RF_NR);
 		http_stream_send_local_reply(s, 404, NULL, "route_not_found");
 		return FILTER_STOP;
 	}
@@ -1089,10 +1105,12 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 	r->cl = cname ? snapshot_find_cluster(http_stream_snapshot(s), cname) : NULL;
 	if (!r->cl) {
 		stats_inc(hs, sh, no_cluster);
+		http_stream_set_response_flag(s, RF_NC);
 		http_stream_send_local_reply(s, 503, NULL, "cluster_not_found");
 		return FILTER_STOP;
 	}
 	stats_inc(hs, sh, rq_total);
+	http_stream_set_upstream_cluster(s, r->cl->name);
 	/* max_requests circuit breaker: cluster-wide outstanding requests */
 	if (!cluster_rq_take(r->cl, r->re->priority)) {   /* the route's priority's thresholds */
 		stats_inc(r->cl->stats, sh, upstream_rq_pending_overflow);

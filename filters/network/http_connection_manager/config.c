@@ -3,6 +3,7 @@
 #include "proxy/snapshot.h"
 #include "proxy/router/route.h"
 #include "proxy/upstream/cluster.h"
+#include <arpa/inet.h>
 
 static const struct stat_desc hcm_stat_desc[] = { HCM_STATS(STATS_DESC) };
 
@@ -12,7 +13,8 @@ static const char *const hcm_fields[] = {
 	"xff_num_trusted_hops", "server_name", "server_header_transformation",
 	"common_http_protocol_options", "max_request_headers_kb", "request_timeout",
 	"request_headers_timeout", "stream_idle_timeout", "upgrade_configs", "http_protocol_options",
-	"drain_timeout", "delayed_close_timeout", "http2_protocol_options", NULL
+	"drain_timeout", "delayed_close_timeout", "http2_protocol_options", "access_log",
+	"internal_address_config", NULL
 };
 static const char *const codec_names[] = { "AUTO", "HTTP1", "HTTP2", "HTTP3" };
 static const char *const server_modes[] = { "OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH" };
@@ -33,6 +35,8 @@ void hcm_free_config(void *v)
 	for (size_t i = 0; i < cfg->nupgrades; i++)
 		free(cfg->upgrades[i]);
 	free(cfg->upgrades);
+	al_list_free(cfg->access_logs);
+	free(cfg->internal);
 	stats_scope_free(cfg->stats);
 	h2_stats_unref(cfg->h2stats);
 	free(cfg->stat_prefix);
@@ -189,6 +193,48 @@ static int parse_h2_options(struct cfg_ctx *c, const json_t *v, struct hcm_h2_op
 	return RM_OK;
 }
 
+/* internal_address_config: unix_sockets, cidr_ranges[{address_prefix, prefix_len}]. */
+static int parse_internal(struct cfg_ctx *c, const json_t *v, struct hcm_cfg *cfg)
+{
+	static const char *const f[] = { "unix_sockets", "cidr_ranges", NULL };
+	static const char *const rf[] = { "address_prefix", "prefix_len", NULL };
+	const json_t *arr;
+	bool unix_sockets = false;
+	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f) ||
+	    cfg_bool(c, v, "unix_sockets", &unix_sockets))
+		return RM_ERROR;
+	cfg->internal_configured = true;
+	if (!(arr = cfg_enter(c, v, "cidr_ranges")))
+		return RM_OK;
+	int rc = cfg_expect_array(c, arr);
+	if (!rc)
+		cfg->internal = xcalloc(json_array_size(arr) + 1, sizeof(*cfg->internal));
+	for (size_t i = 0; !rc && i < json_array_size(arr); i++) {
+		const json_t *e = cfg_enter_idx(c, arr, i);
+		const char *pfx = NULL;
+		uint32_t plen = 0;
+		struct hcm_cidr *cr = &cfg->internal[cfg->ninternal];
+		rc = cfg_expect_object(c, e) || cfg_check_fields(c, e, rf) ||
+		     cfg_string_req(c, e, "address_prefix", &pfx) || cfg_u32(c, e, "prefix_len", &plen);
+		if (!rc) {
+			if (inet_pton(AF_INET, pfx, cr->addr) == 1)
+				cr->family = AF_INET;
+			else if (inet_pton(AF_INET6, pfx, cr->addr) == 1)
+				cr->family = AF_INET6;
+			else
+				rc = cfg_fail_field(c, e, "address_prefix", "not an IP address");
+		}
+		if (!rc && plen > (cr->family == AF_INET ? 32u : 128u))
+			rc = cfg_fail_field(c, e, "prefix_len", "too long for the address");
+		cr->prefix_len = plen;
+		if (!rc)
+			cfg->ninternal++;
+		cfg_leave(c);
+	}
+	cfg_leave(c);
+	return rc ? RM_ERROR : RM_OK;
+}
+
 struct cluster_check {
 	struct cfg_ctx *c;
 	struct build_ctx *b;
@@ -299,6 +345,15 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 		if (rc)
 			goto error;
 	}
+	if ((v = cfg_enter(c, j, "internal_address_config"))) {
+		int rc = parse_internal(c, v, cfg);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	if (al_list_parse(c, j, b, false, &cfg->access_logs))
+		goto error;
+	cfg->al_needs = al_list_needs(cfg->access_logs);
 	if (cfg_get(j, "rds")) {
 		cfg_fail_field(c, j, "rds", "RDS is not supported yet (use an inline route_config)");
 		goto error;

@@ -511,6 +511,7 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t error_code
 			}
 			s->resp_done = true;
 			s->details = error_code ? "http2.remote_reset" : "http2.stream_closed";
+			s->rflags |= RF_BIT(error_code ? RF_DR : RF_DC);
 			hcm_stream_finish(s);
 		}
 	}
@@ -852,6 +853,7 @@ void h2_conn_eof(struct hcm_conn *hc)
 		if (s->done || !s->h2s || !s->h2s->started)
 			continue;
 		s->done = true;
+		s->rflags |= RF_BIT(RF_DC);
 		stats_inc(hcmst(c), shard(c), downstream_rq_rx_reset);
 		for (size_t i = 0; i < s->nfilters; i++)
 			if (s->filters[i].ops->on_reset)

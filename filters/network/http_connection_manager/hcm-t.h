@@ -7,6 +7,7 @@
 #include "proxy/downstream.h"
 #include "proxy/http/h1_parser.h"
 #include "proxy/http/stream.h"
+#include "stats/access_log.h"
 
 #define HCM_TYPE "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
@@ -52,6 +53,12 @@ struct hcm_cfg {
 	bool preserve_external_request_id;
 	bool always_set_request_id_in_response;
 	bool use_remote_address;
+	struct hcm_cidr *internal;       /* owned [ninternal]: internal_address_config.cidr_ranges */
+	size_t ninternal;
+	bool internal_configured;        /* internal_address_config present (else Envoy's
+	                                    default: loopback and private ranges are internal) */
+	struct al_list *access_logs;     /* owned, NULL: none (access_log[]) */
+	unsigned al_needs;               /* AL_NEED_* of access_logs */
 	uint32_t xff_num_trusted_hops;
 	char *server_name;               /* owned; default "envoy" */
 	enum server_header_mode server_mode;
@@ -69,6 +76,13 @@ struct hcm_cfg {
 	                                    starts with the connection preface) */
 	struct hcm_h2_opts h2;           /* http2_protocol_options */
 	struct stats_scope *h2stats;     /* shared "http2" scope, one reference */
+};
+
+/* A CIDR range (internal_address_config.cidr_ranges). */
+struct hcm_cidr {
+	int family;                      /* AF_INET / AF_INET6 */
+	uint8_t addr[16];
+	unsigned prefix_len;
 };
 
 struct hcm_conn;
@@ -115,6 +129,18 @@ struct http_stream {
 	uint64_t idle_ms;                /* stream idle timeout: HCM's, or the route's idle_timeout */
 	uint64_t max_dur_ms;             /* max stream duration: HCM's, or the route's */
 	struct event *timer;             /* owned: request / stream idle / max duration */
+	/* access log (http_stream_set_* and the codecs fill these): */
+	uint32_t rflags;                 /* RF_BIT(response_flag) set */
+	uint64_t bytes_rx, bytes_tx;     /* request / response body bytes */
+	uint64_t req_end_ns, resp_start_ns; /* 0: not yet */
+	uint32_t attempts;               /* upstream attempts */
+	const char *up_cluster;          /* in the snapshot (not owned), NULL: none */
+	char up_host[64];                /* "ip:port" of the last upstream host, "" none */
+	char up_failure[96];             /* upstream transport failure reason */
+	struct sockaddr_storage up_local;/* family 0: unknown */
+	struct http_headers resp_hdrs;   /* copy of the response headers (only when a
+	                                    format reads them); storage kept on recycle */
+	struct http_headers resp_trailers; /* same, trailers */
 	/* HTTP/2 only (zero for HTTP/1): */
 	struct h2_stream *h2s;           /* codec state; NULL once the codec closed the
 	                                    stream (owned by the h2 connection) */
@@ -136,6 +162,7 @@ struct hcm_conn {
 	                                    filter state (http_stream_conn_state), each
 	                                    freed by its filter's conn_state_free */
 	uint32_t nrequests;
+	uint64_t conn_id;                /* %CONNECTION_ID% */
 	bool close_after;                /* close when the current response is flushed */
 	bool closing;                    /* flushing, then close */
 	bool tunnel;                     /* upgrade established: raw bytes */
@@ -162,6 +189,8 @@ void hcm_schedule(struct hcm_conn *hc);
 void hcm_close(struct hcm_conn *hc, bool remote);
 void hcm_close_after_flush(struct hcm_conn *hc);
 void hcm_arm_idle(struct hcm_conn *hc);
+/* Is the peer internal for x-request-id (internal_address_config)? */
+bool hcm_peer_internal(const struct hcm_cfg *cfg, const struct sockaddr *sa);
 
 /* ---- HTTP/2 codec (h2_codec.c) ---- */
 /* Does buf start like the HTTP/2 client preface?  1 yes, 0 no, -1 need more. */

@@ -13,6 +13,7 @@
 #include <event2/buffer.h>
 #include "proxy/conn.h"
 #include <time.h>
+#include <arpa/inet.h>
 #include "proxy/worker.h"
 #include "proxy/log.h"
 #include "proxy/snapshot.h"
@@ -79,6 +80,8 @@ static void hc_destroy(struct downstream *d)
 	unsigned sh = d->w->shard;
 	if (hc->s) {
 		stats_inc(hc->cfg->stats, sh, downstream_cx_destroy_active_rq);
+		if (!hc->s->done && !hc->tunnel)
+			hc->s->rflags |= RF_BIT(RF_DC);   /* the client went away mid-stream */
 		stream_destroy(hc->s);
 	}
 	if (hc->h2) {
@@ -146,6 +149,8 @@ static __thread unsigned stream_cache_n;
 static void stream_release(struct http_stream *s)
 {
 	hdrs_free(&s->req.hdrs);
+	hdrs_free(&s->resp_hdrs);
+	hdrs_free(&s->resp_trailers);
 	free(s->filters);
 	evbuffer_free(s->tmp);
 	if (s->timer)
@@ -162,11 +167,52 @@ static void hcm_thread_exit(void)
 	}
 	stream_cache_n = 0;
 	h2_thread_exit();
+	al_thread_exit();
+}
+
+/* Envoy logs a stream when it is destroyed: everything about it is known. */
+static void stream_log(struct http_stream *s)
+{
+	struct hcm_conn *hc = s->hc;
+	const struct hcm_cfg *cfg = hc->cfg;
+	struct timespec ts;
+	uint64_t now = now_ns(), dur = now - s->start_ns;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t wall = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	struct al_record r = {
+		.req = &s->req.hdrs,
+		.resp = cfg->al_needs & AL_NEED_RESP ? &s->resp_hdrs : NULL,
+		.trailers = cfg->al_needs & AL_NEED_TRAILERS ? &s->resp_trailers : NULL,
+		.protocol = hc->proto == 2 ? "HTTP/2" : s->req.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1",
+		.response_code = s->status,
+		.details = s->details ? s->details : s->status ? "via_upstream" : NULL,
+		.flags = s->rflags,
+		.bytes_received = s->bytes_rx,
+		.bytes_sent = s->bytes_tx,
+		.start_wall_ns = wall - dur,
+		.duration_ns = (int64_t)dur,
+		.request_duration_ns = s->req_end_ns ? (int64_t)(s->req_end_ns - s->start_ns) : -1,
+		.response_duration_ns = s->resp_start_ns ? (int64_t)(s->resp_start_ns - s->start_ns) : -1,
+		.upstream_host = s->up_host[0] ? s->up_host : NULL,
+		.upstream_cluster = s->up_cluster,
+		.upstream_local = s->up_local.ss_family ? (const struct sockaddr *)&s->up_local : NULL,
+		.upstream_failure = s->up_failure[0] ? s->up_failure : NULL,
+		.downstream_remote = (const struct sockaddr *)&hc->super.peer,
+		.downstream_local = (const struct sockaddr *)&hc->super.local,
+		.peer_uri_san = NULL,   /* hook: the TLS transport socket's peer URI SAN */
+		.sni = NULL,            /* hook: the TLS server name */
+		.route_name = s->route ? s->route->name : NULL,
+		.connection_id = hc->conn_id,
+		.attempts = s->attempts,
+	};
+	al_list_log(cfg->access_logs, &r, shard_of(hc));
 }
 
 static void stream_destroy(struct http_stream *s)
 {
 	struct hcm_conn *hc = s->hc;
+	if (hc->cfg->access_logs)
+		stream_log(s);
 	if (hc->proto == 2)
 		h2_stream_detach(s);
 	for (size_t i = 0; i < s->nfilters; i++)
@@ -182,6 +228,8 @@ static void stream_destroy(struct http_stream *s)
 		return;
 	}
 	hdrs_clear(&s->req.hdrs);
+	hdrs_clear(&s->resp_hdrs);
+	hdrs_clear(&s->resp_trailers);
 	evbuffer_drain(s->tmp, evbuffer_get_length(s->tmp));
 	if (s->timer)
 		event_del(s->timer);
@@ -225,7 +273,7 @@ static struct http_stream *stream_new(struct hcm_conn *hc)
 
 	if (s) {
 		/* keep the reusable storage, reset everything else */
-		struct http_headers hdrs = s->req.hdrs;
+		struct http_headers hdrs = s->req.hdrs, rh = s->resp_hdrs, rt = s->resp_trailers;
 		struct evbuffer *tmp = s->tmp;
 		struct event *timer = s->timer;
 		struct filter_inst *filters = s->filters;
@@ -234,6 +282,8 @@ static struct http_stream *stream_new(struct hcm_conn *hc)
 		stream_cache_n--;
 		memset(s, 0, sizeof(*s));
 		s->req.hdrs = hdrs;
+		s->resp_hdrs = rh;
+		s->resp_trailers = rt;
 		s->tmp = tmp;
 		s->timer = timer;
 		s->filters = filters;
@@ -241,6 +291,8 @@ static struct http_stream *stream_new(struct hcm_conn *hc)
 	} else {
 		s = xcalloc(1, sizeof(*s));
 		hdrs_init(&s->req.hdrs);
+		hdrs_init(&s->resp_hdrs);
+		hdrs_init(&s->resp_trailers);
 		s->tmp = evbuffer_new();
 	}
 	if (s->filters_cap < cfg->nfilters) {
@@ -321,6 +373,9 @@ void http_stream_continue_decoding(struct http_stream *s)
 static void run_decode_data(struct http_stream *s, struct evbuffer *data, bool end_stream)
 {
 	s->last_activity_ms = now_ms();
+	s->bytes_rx += evbuffer_get_length(data);
+	if (end_stream)
+		s->req_end_ns = now_ns();
 	for (size_t i = 0; i < s->nfilters && !s->done; i++) {
 		const struct http_filter_ops *ops = s->filters[i].ops;
 		if (ops->decode_data && ops->decode_data(s->filters[i].ctx, s, data, end_stream) == FILTER_STOP)
@@ -331,6 +386,7 @@ static void run_decode_data(struct http_stream *s, struct evbuffer *data, bool e
 
 static void run_decode_trailers(struct http_stream *s, struct http_headers *t)
 {
+	s->req_end_ns = now_ns();
 	for (size_t i = 0; i < s->nfilters && !s->done; i++) {
 		const struct http_filter_ops *ops = s->filters[i].ops;
 		if (ops->decode_trailers && ops->decode_trailers(s->filters[i].ctx, s, t) == FILTER_STOP)
@@ -373,6 +429,40 @@ void http_stream_addresses(const struct http_stream *s, const struct sockaddr **
 const struct downstream *http_stream_downstream(const struct http_stream *s) { return &s->hc->super; }
 uint64_t http_stream_start_ns(const struct http_stream *s) { return s->start_ns; }
 bool http_stream_response_started(const struct http_stream *s) { return s->resp_started; }
+
+void http_stream_set_response_flag(struct http_stream *s, enum response_flag f)
+{
+	s->rflags |= RF_BIT(f);
+}
+
+bool http_stream_has_response_flag(const struct http_stream *s, enum response_flag f)
+{
+	return (s->rflags & RF_BIT(f)) != 0;
+}
+
+void http_stream_set_upstream_cluster(struct http_stream *s, const char *cluster)
+{
+	s->up_cluster = cluster;
+}
+
+void http_stream_set_upstream_host(struct http_stream *s, const char *host)
+{
+	s->attempts++;
+	snprintf(s->up_host, sizeof(s->up_host), "%s", host ? host : "");
+}
+
+void http_stream_set_upstream_fd(struct http_stream *s, int fd)
+{
+	socklen_t len = sizeof(s->up_local);
+	if (!(s->hc->cfg->al_needs & AL_NEED_UP_LOCAL) ||
+	    getsockname(fd, (struct sockaddr *)&s->up_local, &len))
+		s->up_local.ss_family = 0;
+}
+
+void http_stream_set_upstream_failure(struct http_stream *s, const char *reason)
+{
+	snprintf(s->up_failure, sizeof(s->up_failure), "%s", reason ? reason : "");
+}
 bool http_stream_downstream_blocked(const struct http_stream *s) { return s->blocked || s->encode_hold; }
 bool http_stream_output_blocked(const struct http_stream *s) { return s->blocked; }
 
@@ -453,6 +543,7 @@ int hcm_response_prepare(struct http_stream *s, struct http_headers *h, bool end
 	s->resp_started = true;
 	s->status = status;
 	s->last_activity_ms = now_ms();
+	s->resp_start_ns = now_ns();
 	for (size_t i = s->nfilters; i-- > 0;) {
 		const struct http_filter_ops *ops = s->filters[i].ops;
 		if (ops->encode_headers)
@@ -473,6 +564,8 @@ int hcm_response_prepare(struct http_stream *s, struct http_headers *h, bool end
 		if (rid)
 			hdrs_set(h, "x-request-id", rid, n);
 	}
+	if (cfg->al_needs & AL_NEED_RESP)
+		hdrs_copy(&s->resp_hdrs, h);   /* for %RESP(...)%: the codec consumes h */
 	return status;
 }
 
@@ -561,11 +654,12 @@ static void encode_data_from(struct http_stream *s, size_t start, struct evbuffe
 			return;
 		}
 	}
+	n = evbuffer_get_length(data);
+	s->bytes_tx += n;
 	if (hc->proto == 2) {
 		h2_encode_data(s, data, end_stream);
 		return;
 	}
-	n = evbuffer_get_length(data);
 	stats_add(hc->cfg->stats, shard_of(hc), downstream_cx_tx_bytes_total, (int64_t)n);
 	if (s->is_head) {
 		evbuffer_drain(data, n);
@@ -609,6 +703,8 @@ static void encode_trailers_from(struct http_stream *s, size_t start, struct htt
 		    ops->encode_trailers(s->filters[i].ctx, s, t) == FILTER_STOP)
 			return;
 	}
+	if (hc->cfg->al_needs & AL_NEED_TRAILERS)
+		hdrs_copy(&s->resp_trailers, t);
 	if (hc->proto == 2) {
 		h2_encode_trailers(s, t);
 		return;
@@ -647,6 +743,8 @@ void http_stream_reset(struct http_stream *s, const char *details)
 {
 	struct hcm_conn *hc = s->hc;
 	s->details = details;
+	if (!s->rflags)
+		s->rflags |= RF_BIT(RF_LR);   /* a reset no other cause claimed */
 	stats_inc(hc->cfg->stats, shard_of(hc), downstream_rq_tx_reset);
 	if (hc->proto == 2) {
 		h2_reset_stream(s);   /* RST_STREAM; the connection and other streams go on */
@@ -751,6 +849,9 @@ static void hc_protocol_error(struct hcm_conn *hc, int status, const char *reaso
 			    hc->cfg->server_name, reason);
 	if (hc->s) {
 		hc->s->done = true;   /* the codec aborted it */
+		hc->s->status = status;
+		hc->s->details = reason;
+		hc->s->rflags |= RF_BIT(RF_DPE);
 		stream_destroy(hc->s);
 	}
 	hc_close_after_flush(hc);
@@ -767,6 +868,7 @@ static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (s->max_dur_ms && now - start >= s->max_dur_ms) {
+		s->rflags |= RF_BIT(RF_DT);
 		http_stream_send_local_reply(s, 408, "downstream duration timeout", "max_duration_timeout");
 		return;
 	}
@@ -777,6 +879,7 @@ static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (s->idle_ms && now - s->last_activity_ms >= s->idle_ms) {
 		stats_inc(cfg->stats, shard_of(hc), downstream_rq_idle_timeout);
+		s->rflags |= RF_BIT(RF_SI);
 		http_stream_send_local_reply(s, 408, "stream timeout", "stream_idle_timeout");
 		return;
 	}
@@ -852,6 +955,44 @@ static void arm_wait_timer(struct hcm_conn *hc)
 
 /* ---- request parsing ----------------------------------------------------------------- */
 
+static bool cidr_match(const struct hcm_cidr *c, const uint8_t *a)
+{
+	unsigned bits = c->prefix_len, full = bits / 8, rest = bits % 8;
+	if (memcmp(c->addr, a, full))
+		return false;
+	return !rest || ((c->addr[full] ^ a[full]) & (0xffu << (8 - rest)) & 0xff) == 0;
+}
+
+/* Is the downstream peer internal (internal_address_config)?  Without that
+ * config, Envoy's default: loopback and RFC 1918 / unique-local addresses. */
+bool hcm_peer_internal(const struct hcm_cfg *cfg, const struct sockaddr *sa)
+{
+	uint8_t a[16];
+	int fam = sa->sa_family;
+	if (fam == AF_INET) {
+		memcpy(a, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+	} else if (fam == AF_INET6) {
+		memcpy(a, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+		if (!memcmp(a, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12)) {   /* v4-mapped */
+			memmove(a, a + 12, 4);
+			fam = AF_INET;
+		}
+	} else {
+		return fam == AF_UNIX;
+	}
+	if (cfg->internal_configured) {
+		for (size_t i = 0; i < cfg->ninternal; i++)
+			if (cfg->internal[i].family == fam && cidr_match(&cfg->internal[i], a))
+				return true;
+		return false;
+	}
+	if (fam == AF_INET)
+		return a[0] == 127 || a[0] == 10 || (a[0] == 172 && (a[1] & 0xf0) == 16) ||
+		       (a[0] == 192 && a[1] == 168);
+	static const uint8_t lo6[16] = { [15] = 1 };
+	return !memcmp(a, lo6, 16) || (a[0] & 0xfe) == 0xfc;
+}
+
 static void prepare_request(struct hcm_conn *hc, struct http_stream *s)
 {
 	const struct hcm_cfg *cfg = hc->cfg;
@@ -874,10 +1015,14 @@ static void prepare_request(struct hcm_conn *hc, struct http_stream *s)
 	} else if (hdrs_find(h, "x-forwarded-proto", 17, 0) < 0) {
 		hdrs_add(h, "x-forwarded-proto", 17, "http", 4);
 	}
-	/* x-request-id */
+	/* x-request-id, as Envoy's ConnectionManagerUtility: an edge request
+	 * (use_remote_address and a peer that is not internal) gets a new id
+	 * unless preserve_external_request_id; any request without one gets one. */
 	if (cfg->generate_request_id) {
 		bool have = hdrs_find(h, "x-request-id", 12, 0) >= 0;
-		if (!have || (cfg->use_remote_address && !cfg->preserve_external_request_id)) {
+		bool edge = cfg->use_remote_address &&
+			    !hcm_peer_internal(cfg, (const struct sockaddr *)&hc->super.peer);
+		if (!have || (edge && !cfg->preserve_external_request_id)) {
 			char id[37];
 			gen_uuid4(id);
 			hdrs_set(h, "x-request-id", id, 36);
@@ -1020,8 +1165,10 @@ void hcm_stream_begin(struct http_stream *s, bool end)
 		fi->ops = ops;
 		fi->ctx = ops->create ? ops->create(s, cfg->filters[i].cfg) : NULL;
 	}
-	if (end)
+	if (end) {
 		s->req_done = true;
+		s->req_end_ns = now_ns();
+	}
 	run_decode_headers(s, end);
 }
 
@@ -1054,9 +1201,11 @@ static void hc_read_body(struct hcm_conn *hc, struct http_stream *s)
 			long r = h1_chunked_feed(&s->chunked, v.iov_base, v.iov_len, &off, &dlen, &err);
 			if (r < 0) {
 				if (s->resp_started) {
+					s->rflags |= RF_BIT(RF_DPE);
 					http_stream_reset(s, err.reason);
 				} else {
 					stats_inc(cfg->stats, shard_of(hc), downstream_cx_protocol_error);
+					s->rflags |= RF_BIT(RF_DPE);
 					http_stream_send_local_reply(s, err.status ? err.status : 400,
 								     err.reason, err.reason);
 					hc->close_after = true;
@@ -1283,6 +1432,8 @@ static void hcm_on_accept(const struct accept_info *ai, const void *vcfg)
 
 	hc->super.ops = &hcm_downstream_ops;
 	hc->cfg = cfg;
+	if (cfg->access_logs)
+		hc->conn_id = al_next_connection_id();
 	hc->timer = evtimer_new(ai->w->base, hc_timer_cb, hc);
 	hc->deferred = event_new(ai->w->base, -1, 0, hc_deferred_cb, hc);
 	stats_inc(cfg->stats, sh, downstream_cx_total);

@@ -15,6 +15,8 @@
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/lb_hash.h"
 #include "proxy/upstream/original_dst.h"
+#include <time.h>
+#include "stats/access_log.h"
 
 #define TCP_PROXY_TYPE "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
@@ -39,6 +41,7 @@ struct tcp_proxy_cfg {
 	uint64_t idle_timeout_ms;
 	bool hash_source_ip;             /* hash_policy: [{source_ip: {}}] */
 	struct stats_scope *stats;       /* owned */
+	struct al_list *access_logs;     /* owned, NULL: none */
 };
 
 struct tcp_conn {
@@ -51,7 +54,39 @@ struct tcp_conn {
 	uint64_t last_activity_ms;
 	uint64_t up_start_ms;
 	bool connected, closing, up_eof, down_eof, up_shut, down_shut;
+	/* access log */
+	uint32_t rflags;                 /* RF_BIT(response_flag) */
+	uint64_t rx, tx;                 /* bytes from / to the downstream */
+	uint64_t start_ns, conn_id;
+	struct sockaddr_storage up_local;
 };
+
+static void tcp_log(struct tcp_conn *t)
+{
+	struct timespec ts;
+	uint64_t dur = now_ns() - t->start_ns;
+	char host[96] = "";
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (t->host)
+		snprintf(host, sizeof(host), "%s", t->host->addr_str);
+	struct al_record r = {
+		.flags = t->rflags,
+		.bytes_received = t->rx,
+		.bytes_sent = t->tx,
+		.start_wall_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - dur,
+		.duration_ns = (int64_t)dur,
+		.request_duration_ns = -1,
+		.response_duration_ns = -1,
+		.upstream_host = host[0] ? host : NULL,
+		.upstream_cluster = t->cl ? t->cl->name : NULL,
+		.upstream_local = t->up_local.ss_family ? (const struct sockaddr *)&t->up_local : NULL,
+		.downstream_remote = (const struct sockaddr *)&t->super.peer,
+		.downstream_local = (const struct sockaddr *)&t->super.local,
+		.connection_id = t->conn_id,
+		.attempts = t->host ? 1 : 0,
+	};
+	al_list_log(t->cfg->access_logs, &r, t->super.w->shard);
+}
 
 static void tcp_close(struct tcp_conn *t)
 {
@@ -62,6 +97,8 @@ static void tcp_destroy(struct downstream *d)
 {
 	struct tcp_conn *t = (struct tcp_conn *)d;
 	unsigned sh = d->w->shard;
+	if (t->cfg->access_logs)
+		tcp_log(t);
 	if (t->up) {
 		conn_free(t->up);
 		stats_dec(t->cl->stats, sh, upstream_cx_active);
@@ -106,6 +143,7 @@ static void copy(struct tcp_conn *t, struct conn *from, struct conn *to, bool do
 	if (!n)
 		return;
 	t->last_activity_ms = now_ms();
+	*(down_to_up ? &t->rx : &t->tx) += n;
 	stats_add(t->cfg->stats, sh, down_to_up ? TCP_downstream_cx_rx_bytes_total : TCP_downstream_cx_tx_bytes_total,
 		  (int64_t)n);
 	stats_add(t->cl->stats, sh, down_to_up ? upstream_cx_tx_bytes_total : upstream_cx_rx_bytes_total,
@@ -169,12 +207,14 @@ static void down_event(struct conn *bev, short what, void *arg)
 		if (t->connected)
 			copy(t, t->super.bev, t->up, true);
 		if (!t->connected) {
+			t->rflags |= RF_BIT(RF_DC);   /* gone before the upstream answered */
 			tcp_close(t);
 			return;
 		}
 		maybe_finish(t);
 		return;
 	}
+	t->rflags |= RF_BIT(RF_DC);
 	tcp_close(t);   /* error: reset both sides */
 }
 
@@ -192,6 +232,11 @@ static void up_event(struct conn *bev, short what, void *arg)
 				  (double)(now_ms() - t->up_start_ms));
 		event_del(t->timer);
 		t->last_activity_ms = now_ms();
+		if (t->cfg->access_logs) {
+			socklen_t len = sizeof(t->up_local);
+			if (getsockname(conn_fd(t->up), (struct sockaddr *)&t->up_local, &len))
+				t->up_local.ss_family = 0;
+		}
 		if (t->cfg->idle_timeout_ms)
 			arm_idle(t, t->cfg->idle_timeout_ms);
 		conn_enable_read(t->up);
@@ -203,6 +248,7 @@ static void up_event(struct conn *bev, short what, void *arg)
 		stats_inc(t->cl->stats, sh, upstream_cx_connect_fail);
 		host_stat_add(t->host, sh, HOST_CX_CONNECT_FAIL, 1);
 		cluster_outlier_report(t->cl, t->host, OUTLIER_LOCAL_CONNECT_FAILED, 0);
+		t->rflags |= RF_BIT(RF_UF);
 		tcp_close(t);
 		return;
 	}
@@ -212,6 +258,7 @@ static void up_event(struct conn *bev, short what, void *arg)
 		maybe_finish(t);
 		return;
 	}
+	t->rflags |= RF_BIT(RF_UC);   /* upstream error after connecting */
 	tcp_close(t);
 }
 
@@ -224,6 +271,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		stats_inc(t->cl->stats, t->super.w->shard, upstream_cx_connect_timeout);
 		stats_inc(t->cl->stats, t->super.w->shard, upstream_cx_connect_fail);
 		cluster_outlier_report(t->cl, t->host, OUTLIER_LOCAL_CONNECT_FAILED, 0);
+		t->rflags |= RF_BIT(RF_UF);
 		tcp_close(t);
 		return;
 	}
@@ -262,6 +310,9 @@ static void tcp_on_accept(const struct accept_info *ai, const void *vcfg)
 
 	t->super.ops = &tcp_downstream_ops;
 	t->cfg = cfg;
+	t->start_ns = now_ns();
+	if (cfg->access_logs)
+		t->conn_id = al_next_connection_id();
 	stats_inc(cfg->stats, sh, TCP_downstream_cx_total);
 	if (cfg->n > 1) {
 		uint32_t r = rand_below(cfg->total_weight);
@@ -284,6 +335,7 @@ static void tcp_on_accept(const struct accept_info *ai, const void *vcfg)
 	if (!h) {
 		stats_inc(cfg->stats, sh, TCP_downstream_cx_no_route);
 		stats_inc(t->cl->stats, sh, upstream_cx_none_healthy);
+		t->rflags |= RF_BIT(RF_UH);
 		tcp_close(t);
 		return;
 	}
@@ -312,6 +364,7 @@ static void tcp_free_config(void *v)
 	free(cfg->clusters);
 	free(cfg->weights);
 	stats_scope_free(cfg->stats);
+	al_list_free(cfg->access_logs);
 	free(cfg->stat_prefix);
 	free(cfg);
 }
@@ -366,7 +419,7 @@ static int parse_hash_policy(struct cfg_ctx *c, const json_t *j, struct tcp_prox
 static void *tcp_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 {
 	static const char *const f[] = { "stat_prefix", "cluster", "weighted_clusters",
-					 "idle_timeout", "hash_policy", NULL };
+					 "idle_timeout", "hash_policy", "access_log", NULL };
 	struct tcp_proxy_cfg *cfg = xcalloc(1, sizeof(*cfg));
 	const char *prefix = NULL, *cluster = NULL;
 	const json_t *wc;
@@ -376,7 +429,7 @@ static void *tcp_parse_config(struct cfg_ctx *c, const json_t *j, struct build_c
 	    cfg_string_req(c, j, "stat_prefix", &prefix) || cfg_string(c, j, "cluster", &cluster) ||
 	    cfg_duration_ms(c, j, "idle_timeout", &cfg->idle_timeout_ms))
 		goto error;
-	if (parse_hash_policy(c, j, cfg))
+	if (parse_hash_policy(c, j, cfg) || al_list_parse(c, j, b, true, &cfg->access_logs))
 		goto error;
 	if (cluster) {
 		cfg_enter(c, j, "cluster");
@@ -437,4 +490,5 @@ const struct network_filter_ops tcp_proxy_filter_ops = {
 	.parse_config = tcp_parse_config,
 	.free_config = tcp_free_config,
 	.on_accept = tcp_on_accept,
+	.thread_exit = al_thread_exit,
 };

@@ -1,0 +1,733 @@
+/* access_log.c - access_log[] config, filters, per-worker rings and the flusher. */
+#include "access_log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include "proxy/common.h"
+#include "proxy/config/cfg.h"
+#include "proxy/http/headers.h"
+#include "proxy/log.h"
+#include "proxy/router/route.h"
+#include "proxy/snapshot.h"
+#include "stats.h"
+
+#define AL_RING_BYTES (1u << 20)      /* per worker per file */
+#define AL_FLUSH_MS 100
+
+#define AL_STATS(X)                                                                     \
+	X(COUNTER, write_buffered) X(COUNTER, write_dropped) X(COUNTER, write_completed) \
+	X(COUNTER, write_failed) X(COUNTER, flushed_by_timer) X(COUNTER, reopen_failed)  \
+	X(GAUGE, write_total_buffered)
+enum { AL_STATS(STATS_ENUM) AL_STATS_N };
+static const struct stat_desc al_stat_desc[] = { AL_STATS(STATS_DESC) };
+
+/* ---- files, rings, flusher ------------------------------------------------ */
+
+/* Single-producer (one worker) single-consumer (the flusher) byte ring. */
+struct al_ring {
+	_Atomic size_t head;            /* bytes ever written (producer) */
+	_Atomic size_t tail;            /* bytes ever consumed (flusher) */
+	atomic_int kicked;              /* producer woke the flusher; cleared after a drain */
+	char data[AL_RING_BYTES];
+};
+
+struct al_file {
+	char *path;                     /* owned */
+	int fd;                         /* owned unless std */
+	bool std;                       /* stdout/stderr: never closed or reopened */
+	int refs;                       /* under reg_lock */
+	unsigned nshards;
+	struct al_ring *_Atomic *rings; /* owned [nshards], each allocated by its producer */
+	unsigned reopen_gen;            /* flusher only */
+	int64_t buffered_reported;      /* flusher only: its share of write_total_buffered */
+	struct al_file *next;           /* registry list */
+};
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct al_file *reg_files;
+static struct stats_scope *al_stats;      /* written by workers (own shard), flusher (0) */
+static struct stats_store *al_stats_store;
+static int flush_efd = -1;
+static pthread_t flusher;
+static bool flusher_running;
+static atomic_bool flusher_stop;
+static atomic_uint reopen_gen;
+static _Atomic uint64_t conn_ids;
+
+uint64_t al_next_connection_id(void)
+{
+	return atomic_fetch_add_explicit(&conn_ids, 1, memory_order_relaxed) + 1;
+}
+
+void al_flush_kick(void)
+{
+	uint64_t one = 1;
+	if (flush_efd >= 0 && write(flush_efd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is saturated, the flusher is awake anyway */
+	}
+}
+
+void al_reopen_all(void)
+{
+	atomic_fetch_add(&reopen_gen, 1);
+	al_flush_kick();
+}
+
+static int open_path(const char *path)
+{
+	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+}
+
+/* Write all of p (blocking); false on error. */
+static bool write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+/* Drain every ring of f (flusher, or the last owner at free). */
+static void file_drain(struct al_file *f)
+{
+	int64_t pending = 0;
+	for (unsigned i = 0; i < f->nshards; i++) {
+		struct al_ring *r = atomic_load_explicit(&f->rings[i], memory_order_acquire);
+		if (!r)
+			continue;
+		size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+		size_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+		size_t n = head - tail;
+		if (n) {
+			size_t off = tail % AL_RING_BYTES, first = MIN(n, AL_RING_BYTES - off);
+			bool ok = f->fd >= 0 && write_all(f->fd, r->data + off, first) &&
+				  (first == n || write_all(f->fd, r->data, n - first));
+			if (al_stats)
+				stats_inc(al_stats, 0, ok ? write_completed : write_failed);
+			atomic_store_explicit(&r->tail, head, memory_order_release);
+		}
+		atomic_store_explicit(&r->kicked, 0, memory_order_relaxed);
+		pending += (int64_t)(atomic_load_explicit(&r->head, memory_order_relaxed) - head);
+	}
+	if (al_stats) {
+		stats_add(al_stats, 0, write_total_buffered, pending - f->buffered_reported);
+		f->buffered_reported = pending;
+	}
+}
+
+static void file_reopen(struct al_file *f)
+{
+	if (f->std)
+		return;
+	int fd = open_path(f->path);
+	if (fd < 0) {
+		if (al_stats)
+			stats_inc(al_stats, 0, reopen_failed);
+		log_warn("access log: reopening %s: %s", f->path, strerror(errno));
+		return;
+	}
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = fd;
+}
+
+static void file_destroy(struct al_file *f)
+{
+	file_drain(f);
+	if (al_stats)
+		stats_add(al_stats, 0, write_total_buffered, -f->buffered_reported);
+	if (!f->std && f->fd >= 0)
+		close(f->fd);
+	for (unsigned i = 0; i < f->nshards; i++)
+		free(atomic_load(&f->rings[i]));
+	free(f->rings);
+	free(f->path);
+	free(f);
+}
+
+static void *flusher_main(void *arg)
+{
+	(void)arg;
+	struct pollfd pfd = { flush_efd, POLLIN, 0 };
+	unsigned seen_gen = atomic_load(&reopen_gen);
+	while (!atomic_load(&flusher_stop)) {
+		int pr = poll(&pfd, 1, AL_FLUSH_MS);
+		if (pr > 0) {
+			uint64_t v;
+			if (read(flush_efd, &v, sizeof(v)) < 0) {
+				/* spurious: EAGAIN */
+			}
+		}
+		unsigned gen = atomic_load(&reopen_gen);
+		/* hold a reference on every file while writing without the lock */
+		struct al_file *list[64];
+		size_t n = 0;
+		pthread_mutex_lock(&reg_lock);
+		for (struct al_file *f = reg_files; f && n < ARRAY_SIZE(list); f = f->next) {
+			f->refs++;
+			list[n++] = f;
+		}
+		if (pr == 0 && al_stats)
+			stats_inc(al_stats, 0, flushed_by_timer);
+		pthread_mutex_unlock(&reg_lock);
+		for (size_t i = 0; i < n; i++) {
+			if (gen != seen_gen)
+				file_reopen(list[i]);
+			file_drain(list[i]);
+		}
+		seen_gen = gen;
+		for (size_t i = 0; i < n; i++) {
+			struct al_file *f = list[i], *dead = NULL;
+			pthread_mutex_lock(&reg_lock);
+			if (--f->refs == 0) {
+				for (struct al_file **pp = &reg_files; *pp; pp = &(*pp)->next)
+					if (*pp == f) {
+						*pp = f->next;
+						break;
+					}
+				dead = f;
+			}
+			pthread_mutex_unlock(&reg_lock);
+			if (dead)
+				file_destroy(dead);
+		}
+	}
+	return NULL;
+}
+
+/* Main thread, at config time. */
+static struct al_file *file_get(const char *path, unsigned nshards, char *err, size_t errlen)
+{
+	struct al_file *f;
+	pthread_mutex_lock(&reg_lock);
+	for (f = reg_files; f; f = f->next)
+		if (!strcmp(f->path, path) && f->nshards == nshards) {
+			f->refs++;
+			pthread_mutex_unlock(&reg_lock);
+			return f;
+		}
+	pthread_mutex_unlock(&reg_lock);
+	f = xcalloc(1, sizeof(*f));
+	f->path = xstrdup(path);
+	f->nshards = nshards;
+	f->refs = 1;
+	if (!strcmp(path, "<stdout>") || !strcmp(path, "<stderr>")) {
+		f->std = true;
+		f->fd = path[4] == 'o' ? STDOUT_FILENO : STDERR_FILENO;
+	} else if ((f->fd = open_path(path)) < 0) {
+		snprintf(err, errlen, "cannot open access log '%s': %s", path, strerror(errno));
+		free(f->path);
+		free(f);
+		return NULL;
+	}
+	f->rings = xcalloc(nshards, sizeof(*f->rings));
+	pthread_mutex_lock(&reg_lock);
+	f->next = reg_files;
+	reg_files = f;
+	if (!flusher_running) {
+		if (flush_efd < 0 && (flush_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+			die("eventfd: %s", strerror(errno));
+		atomic_store(&flusher_stop, false);
+		if (pthread_create(&flusher, NULL, flusher_main, NULL))
+			die("pthread_create: access log flusher");
+		flusher_running = true;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	return f;
+}
+
+/* Main thread.  The last file gone stops the flusher (it is restarted with
+ * the next file), so nothing touches the stats scope after shutdown. */
+static void file_put(struct al_file *f)
+{
+	if (!f)
+		return;
+	bool dead = false, stop = false;
+	pthread_mutex_lock(&reg_lock);
+	if (--f->refs == 0) {
+		for (struct al_file **pp = &reg_files; *pp; pp = &(*pp)->next)
+			if (*pp == f) {
+				*pp = f->next;
+				break;
+			}
+		dead = true;
+	}
+	stop = !reg_files && flusher_running;
+	if (stop)
+		flusher_running = false;
+	pthread_mutex_unlock(&reg_lock);
+	if (dead)
+		file_destroy(f);
+	if (stop) {
+		atomic_store(&flusher_stop, true);
+		al_flush_kick();
+		pthread_join(flusher, NULL);
+	}
+}
+
+/* Worker: copy one line into this thread's ring; drop it if full. */
+static void file_write(struct al_file *f, unsigned shard, const char *p, size_t n)
+{
+	if (shard >= f->nshards)
+		shard = 0;
+	struct al_ring *r = atomic_load_explicit(&f->rings[shard], memory_order_acquire);
+	if (!r) {
+		r = xcalloc(1, sizeof(*r));
+		atomic_store_explicit(&f->rings[shard], r, memory_order_release);
+	}
+	size_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+	size_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+	size_t used = head - tail;
+	if (n > AL_RING_BYTES - used) {
+		if (al_stats)
+			stats_inc(al_stats, shard, write_dropped);
+		al_flush_kick();
+		return;
+	}
+	size_t off = head % AL_RING_BYTES, first = MIN(n, AL_RING_BYTES - off);
+	memcpy(r->data + off, p, first);
+	memcpy(r->data, p + first, n - first);
+	atomic_store_explicit(&r->head, head + n, memory_order_release);
+	if (al_stats)
+		stats_inc(al_stats, shard, write_buffered);
+	if (used + n > AL_RING_BYTES / 2 && !atomic_exchange_explicit(&r->kicked, 1, memory_order_relaxed))
+		al_flush_kick();
+}
+
+/* ---- filters ----------------------------------------------------------------- */
+
+enum alf_kind { ALF_STATUS, ALF_DURATION, ALF_NOT_HC, ALF_FLAGS, ALF_AND, ALF_OR, ALF_HEADER };
+enum alf_op { ALF_EQ, ALF_GE, ALF_LE, ALF_NE };
+
+struct al_filter {
+	enum alf_kind kind;
+	enum alf_op op;
+	uint64_t value;                 /* status code, or milliseconds */
+	uint32_t flags;                 /* ALF_FLAGS: any of these (0: any flag) */
+	struct al_filter *kids;         /* owned [nkids] (AND/OR) */
+	size_t nkids;
+	struct header_match_list *hm;   /* owned (HEADER) */
+};
+
+struct al_logger {
+	struct al_format *fmt;          /* owned */
+	struct al_filter *filter;       /* owned, NULL: log everything */
+	struct al_file *file;           /* reference */
+};
+
+struct al_list {
+	struct al_logger *loggers;      /* owned [n] */
+	size_t n;
+	unsigned needs;
+};
+
+static void filter_fini(struct al_filter *f)
+{
+	for (size_t i = 0; i < f->nkids; i++)
+		filter_fini(&f->kids[i]);
+	free(f->kids);
+	header_match_list_free(f->hm);
+}
+
+static bool filter_eval(const struct al_filter *f, const struct al_record *r)
+{
+	uint64_t v;
+	switch (f->kind) {
+	case ALF_STATUS:
+	case ALF_DURATION:
+		v = f->kind == ALF_STATUS ? (uint64_t)r->response_code
+					  : (uint64_t)(r->duration_ns > 0 ? r->duration_ns / 1000000 : 0);
+		switch (f->op) {
+		case ALF_EQ: return v == f->value;
+		case ALF_GE: return v >= f->value;
+		case ALF_LE: return v <= f->value;
+		case ALF_NE: return v != f->value;
+		}
+		return false;
+	case ALF_NOT_HC:
+		return true;   /* no health_check HTTP filter: nothing is a health check */
+	case ALF_FLAGS:
+		return f->flags ? (r->flags & f->flags) != 0 : r->flags != 0;
+	case ALF_AND:
+		for (size_t i = 0; i < f->nkids; i++)
+			if (!filter_eval(&f->kids[i], r))
+				return false;
+		return true;
+	case ALF_OR:
+		for (size_t i = 0; i < f->nkids; i++)
+			if (filter_eval(&f->kids[i], r))
+				return true;
+		return false;
+	case ALF_HEADER:
+		return r->req && header_match_list_match(f->hm, r->req);
+	}
+	return false;
+}
+
+static int parse_comparison(struct cfg_ctx *c, const json_t *j, struct al_filter *f)
+{
+	static const char *const ff[] = { "comparison", NULL };
+	static const char *const cf[] = { "op", "value", NULL };
+	static const char *const vf[] = { "default_value", "runtime_key", NULL };
+	static const char *const ops[] = { "EQ", "GE", "LE", "NE" };
+	const json_t *cmp, *val;
+	int op = 0;
+	uint32_t dv = 0;
+	const char *rk = NULL;
+	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, ff))
+		return RM_ERROR;
+	if (!(cmp = cfg_enter_req(c, j, "comparison")))
+		return RM_ERROR;
+	int rc = cfg_expect_object(c, cmp) || cfg_check_fields(c, cmp, cf) ||
+		 cfg_enum(c, cmp, "op", ops, ARRAY_SIZE(ops), &op);
+	if (!rc && (val = cfg_enter_req(c, cmp, "value"))) {
+		rc = cfg_expect_object(c, val) || cfg_check_fields(c, val, vf) ||
+		     cfg_u32(c, val, "default_value", &dv) || cfg_string(c, val, "runtime_key", &rk);
+		cfg_leave(c);
+	} else if (!rc) {
+		rc = RM_ERROR;
+	}
+	cfg_leave(c);
+	f->op = (enum alf_op)op;
+	f->value = dv;
+	return rc ? RM_ERROR : RM_OK;
+}
+
+static int parse_filter(struct cfg_ctx *c, const json_t *j, struct al_filter *f, int depth)
+{
+	static const char *const kinds[] = {
+		"status_code_filter", "duration_filter", "not_health_check_filter",
+		"response_flag_filter", "and_filter", "or_filter", "header_filter",
+		"traceable_filter", "runtime_filter", "grpc_status_filter", "extension_filter",
+		"metadata_filter", "log_type_filter", NULL
+	};
+	const char *which = NULL;
+	const json_t *v = NULL;
+	int rc = RM_ERROR;
+	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, kinds))
+		return RM_ERROR;
+	if (depth > 8)
+		return cfg_fail(c, "access log filters nest too deeply");
+	for (size_t i = 0; kinds[i]; i++) {
+		if (!cfg_get(j, kinds[i]))
+			continue;
+		if (which)
+			return cfg_fail_field(c, j, kinds[i], "only one filter per AccessLogFilter (already %s)",
+					      which);
+		which = kinds[i];
+	}
+	if (!which)
+		return cfg_fail(c, "an AccessLogFilter needs one filter");
+	v = cfg_enter(c, j, which);
+	if (!strcmp(which, "status_code_filter") || !strcmp(which, "duration_filter")) {
+		f->kind = which[0] == 's' ? ALF_STATUS : ALF_DURATION;
+		rc = parse_comparison(c, v, f);
+	} else if (!strcmp(which, "not_health_check_filter")) {
+		f->kind = ALF_NOT_HC;
+		rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, (const char *const[]){ NULL });
+	} else if (!strcmp(which, "response_flag_filter")) {
+		static const char *const rf[] = { "flags", NULL };
+		const json_t *fl;
+		f->kind = ALF_FLAGS;
+		rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, rf);
+		if (!rc && (fl = cfg_enter(c, v, "flags"))) {
+			rc = cfg_expect_array(c, fl);
+			for (size_t i = 0; !rc && i < json_array_size(fl); i++) {
+				const json_t *e = cfg_enter_idx(c, fl, i);
+				int bit = json_is_string(e) ? al_response_flag_parse(json_string_value(e)) : -1;
+				if (bit < 0)
+					rc = cfg_fail(c, "unknown response flag (Envoy short names: UH, UF, NR, ...)");
+				else
+					f->flags |= RF_BIT(bit);
+				cfg_leave(c);
+			}
+			cfg_leave(c);
+		}
+	} else if (!strcmp(which, "and_filter") || !strcmp(which, "or_filter")) {
+		static const char *const lf[] = { "filters", NULL };
+		const json_t *arr;
+		f->kind = which[0] == 'a' ? ALF_AND : ALF_OR;
+		rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, lf);
+		if (!rc && (arr = cfg_enter_req(c, v, "filters"))) {
+			rc = cfg_expect_array(c, arr);
+			if (!rc && json_array_size(arr) < 2)
+				rc = cfg_fail(c, "needs at least two filters");
+			if (!rc)
+				f->kids = xcalloc(json_array_size(arr), sizeof(*f->kids));
+			for (size_t i = 0; !rc && i < json_array_size(arr); i++) {
+				const json_t *e = cfg_enter_idx(c, arr, i);
+				f->nkids++;
+				rc = parse_filter(c, e, &f->kids[i], depth + 1);
+				cfg_leave(c);
+			}
+			cfg_leave(c);
+		} else if (!rc) {
+			rc = RM_ERROR;
+		}
+	} else if (!strcmp(which, "header_filter")) {
+		static const char *const hf[] = { "header", NULL };
+		f->kind = ALF_HEADER;
+		rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, hf);
+		if (!rc && !cfg_get(v, "header"))
+			rc = cfg_fail(c, "missing required field 'header'");
+		if (!rc) {
+			/* compile the one HeaderMatcher as a one-element list */
+			json_t *wrap = json_pack("{s:[O]}", "header", cfg_get(v, "header"));
+			rc = header_match_list_compile(c, wrap, "header", &f->hm);
+			json_decref(wrap);
+		}
+	} else {
+		rc = cfg_fail(c, "%s is not supported (supported: status_code_filter, duration_filter, "
+			      "not_health_check_filter, response_flag_filter, and_filter, or_filter, "
+			      "header_filter)", which);
+	}
+	if (v)
+		cfg_leave(c);
+	return rc ? RM_ERROR : RM_OK;
+}
+
+/* ---- loggers ------------------------------------------------------------------ */
+
+#define FILE_TYPE "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+#define STDOUT_TYPE "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+#define STDERR_TYPE "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog"
+
+/* SubstitutionFormatString (log_format). */
+static struct al_format *parse_log_format(struct cfg_ctx *c, const json_t *v)
+{
+	static const char *const f[] = { "text_format", "json_format", "text_format_source",
+					 "omit_empty_values", "content_type", "formatters",
+					 "json_format_options", NULL };
+	static const char *const ds[] = { "inline_string", "filename", "inline_bytes",
+					  "environment_variable", NULL };
+	const char *text = NULL, *ct = NULL;
+	const json_t *src;
+	bool omit = false;
+	char err[256];
+	int forms = 0;
+	struct al_format *fmt = NULL;
+	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f) ||
+	    cfg_bool(c, v, "omit_empty_values", &omit) || cfg_string(c, v, "content_type", &ct) ||
+	    cfg_string(c, v, "text_format", &text))
+		return NULL;
+	if (cfg_get(v, "formatters")) {
+		cfg_fail_field(c, v, "formatters", "formatter extensions are not supported");
+		return NULL;
+	}
+	if (cfg_get(v, "json_format_options")) {
+		cfg_fail_field(c, v, "json_format_options", "not supported");
+		return NULL;
+	}
+	forms = !!cfg_get(v, "text_format") + !!cfg_get(v, "json_format") +
+		!!cfg_get(v, "text_format_source");
+	if (forms > 1) {
+		cfg_fail(c, "only one of text_format, json_format, text_format_source");
+		return NULL;
+	}
+	if ((src = cfg_enter(c, v, "text_format_source"))) {
+		int rc = cfg_expect_object(c, src) || cfg_check_fields(c, src, ds);
+		if (!rc && !cfg_get(src, "inline_string"))
+			rc = cfg_fail(c, "only inline_string is supported");
+		if (!rc)
+			rc = cfg_string(c, src, "inline_string", &text);
+		if (!rc) {
+			const json_t *is = cfg_enter(c, src, "inline_string");
+			if (!(fmt = al_format_text(text, omit, err, sizeof(err))))
+				cfg_fail(c, "%s", err);
+			if (is)
+				cfg_leave(c);
+		}
+		cfg_leave(c);
+		return fmt;
+	}
+	if ((src = cfg_enter(c, v, "json_format"))) {
+		if (!cfg_expect_object(c, src) && !(fmt = al_format_json(src, omit, err, sizeof(err))))
+			cfg_fail(c, "%s", err);
+		cfg_leave(c);
+		return fmt;
+	}
+	const json_t *tf = text ? cfg_enter(c, v, "text_format") : NULL;
+	if (!(fmt = al_format_text(text ? text : AL_DEFAULT_FORMAT, omit, err, sizeof(err))))
+		cfg_fail(c, "%s", err);
+	if (tf)
+		cfg_leave(c);
+	return fmt;
+}
+
+static int parse_logger(struct cfg_ctx *c, const json_t *e, struct build_ctx *b, struct al_logger *lg)
+{
+	static const char *const f[] = { "name", "typed_config", "filter", NULL };
+	static const char *const ff[] = { "path", "format", "json_format", "log_format",
+					  "typed_json_format", NULL };
+	static const char *const sf[] = { "log_format", NULL };
+	const char *name = NULL, *type = NULL, *path = NULL;
+	const json_t *tc, *v;
+	char err[300];
+	if (cfg_expect_object(c, e) || cfg_check_fields(c, e, f) || cfg_string(c, e, "name", &name))
+		return RM_ERROR;
+	tc = cfg_get(e, "typed_config");
+	if (tc && json_is_object(tc))
+		type = json_string_value(json_object_get(tc, "@type"));
+	int kind = -1;   /* 0 file, 1 stdout, 2 stderr */
+	if (type)
+		kind = !strcmp(type, FILE_TYPE) ? 0 : !strcmp(type, STDOUT_TYPE) ? 1 : !strcmp(type, STDERR_TYPE) ? 2 : -1;
+	else if (name)
+		kind = !strcmp(name, "envoy.access_loggers.file") ? 0 :
+		       !strcmp(name, "envoy.access_loggers.stdout") ? 1 :
+		       !strcmp(name, "envoy.access_loggers.stderr") ? 2 : -1;
+	if (kind < 0)
+		return cfg_fail_field(c, e, type ? "typed_config" : "name",
+				      "unknown or unsupported access logger '%s' (supported: "
+				      "envoy.access_loggers.file, .stdout, .stderr)",
+				      type ? type : name ? name : "");
+	if (kind == 0 && !tc)
+		return cfg_fail(c, "envoy.access_loggers.file needs a typed_config with a path");
+	if ((tc = cfg_enter(c, e, "typed_config"))) {
+		int rc = cfg_expect_object(c, tc) || cfg_check_fields(c, tc, kind ? sf : ff);
+		if (!rc && kind == 0) {
+			rc = cfg_string_req(c, tc, "path", &path);
+			if (!rc && cfg_get(tc, "typed_json_format"))
+				rc = cfg_fail_field(c, tc, "typed_json_format", "not supported (use log_format.json_format)");
+			if (!rc && !!cfg_get(tc, "format") + !!cfg_get(tc, "json_format") +
+					       !!cfg_get(tc, "log_format") > 1)
+				rc = cfg_fail(c, "only one of format, json_format, log_format");
+		}
+		if (!rc && (v = cfg_enter(c, tc, "log_format"))) {
+			lg->fmt = parse_log_format(c, v);
+			rc = lg->fmt ? RM_OK : RM_ERROR;
+			cfg_leave(c);
+		} else if (!rc && (v = cfg_enter(c, tc, "json_format"))) {
+			if (!cfg_expect_object(c, v) && !(lg->fmt = al_format_json(v, false, err, sizeof(err))))
+				cfg_fail(c, "%s", err);
+			rc = lg->fmt ? RM_OK : RM_ERROR;
+			cfg_leave(c);
+		} else if (!rc && (v = cfg_enter(c, tc, "format"))) {
+			if (!json_is_string(v))
+				cfg_fail(c, "expected a string");
+			else if (!(lg->fmt = al_format_text(json_string_value(v), false, err, sizeof(err))))
+				cfg_fail(c, "%s", err);
+			rc = lg->fmt ? RM_OK : RM_ERROR;
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+		if (rc)
+			return RM_ERROR;
+	}
+	if (!lg->fmt && !(lg->fmt = al_format_text(AL_DEFAULT_FORMAT, false, err, sizeof(err))))
+		die("default access log format: %s", err);
+	if ((v = cfg_enter(c, e, "filter"))) {
+		lg->filter = xcalloc(1, sizeof(*lg->filter));
+		int rc = parse_filter(c, v, lg->filter, 0);
+		cfg_leave(c);
+		if (rc)
+			return RM_ERROR;
+	}
+	unsigned nshards = b && b->stats ? stats_store_nshards(b->stats) : 1;
+	if (b && b->stats && al_stats_store != b->stats) {
+		al_stats = stats_scope_new(b->stats, "access_log_file", "access_log_file", NULL, NULL,
+					   al_stat_desc, AL_STATS_N);
+		al_stats_store = b->stats;
+	}
+	lg->file = file_get(kind == 0 ? path : kind == 1 ? "<stdout>" : "<stderr>", nshards, err,
+			    sizeof(err));
+	if (!lg->file)
+		return cfg_fail_field(c, e, "typed_config", "%s", err);
+	return RM_OK;
+}
+
+static void logger_fini(struct al_logger *lg)
+{
+	al_format_free(lg->fmt);
+	if (lg->filter) {
+		filter_fini(lg->filter);
+		free(lg->filter);
+	}
+	file_put(lg->file);
+}
+
+void al_list_free(struct al_list *l)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; i < l->n; i++)
+		logger_fini(&l->loggers[i]);
+	free(l->loggers);
+	free(l);
+}
+
+int al_list_parse(struct cfg_ctx *c, const json_t *obj, struct build_ctx *b, bool tcp,
+		  struct al_list **out)
+{
+	const json_t *arr;
+	(void)tcp;
+	*out = NULL;
+	if (!(arr = cfg_enter(c, obj, "access_log")))
+		return RM_OK;
+	if (cfg_expect_array(c, arr)) {
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	struct al_list *l = xcalloc(1, sizeof(*l));
+	size_t n = json_array_size(arr);
+	l->loggers = xcalloc(n ? n : 1, sizeof(*l->loggers));
+	for (size_t i = 0; i < n; i++) {
+		const json_t *e = cfg_enter_idx(c, arr, i);
+		int rc = parse_logger(c, e, b, &l->loggers[l->n++]);
+		cfg_leave(c);
+		if (rc) {
+			cfg_leave(c);
+			al_list_free(l);
+			return RM_ERROR;
+		}
+		l->needs |= al_format_needs(l->loggers[i].fmt);
+	}
+	cfg_leave(c);
+	if (!l->n) {
+		al_list_free(l);
+		return RM_OK;
+	}
+	*out = l;
+	return RM_OK;
+}
+
+unsigned al_list_needs(const struct al_list *l)
+{
+	return l ? l->needs : 0;
+}
+
+bool al_list_filter_pass(const struct al_list *l, size_t i, const struct al_record *r)
+{
+	return !l->loggers[i].filter || filter_eval(l->loggers[i].filter, r);
+}
+
+static __thread struct al_buf line;
+
+void al_thread_exit(void)
+{
+	al_buf_free(&line);
+	al_format_thread_exit();
+}
+
+void al_list_log(const struct al_list *l, const struct al_record *r, unsigned shard)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		const struct al_logger *lg = &l->loggers[i];
+		if (lg->filter && !filter_eval(lg->filter, r))
+			continue;
+		line.len = 0;
+		al_format_render(lg->fmt, r, &line);
+		file_write(lg->file, shard, line.p, line.len);
+	}
+}
