@@ -211,7 +211,7 @@ static int parse_listener_filters(struct cfg_ctx *c, const json_t *arr, struct l
 			if (!(ops = listener_filter_find(name, type)))
 				rc = cfg_fail_field(c, e, type ? "typed_config" : "name",
 						    "unknown or unsupported listener filter '%s' "
-						    "(envoy.filters.listener.original_dst is supported)",
+						    "(original_dst, tls_inspector and http_inspector are supported)",
 						    type ? type : name);
 		}
 		if (!rc) {
