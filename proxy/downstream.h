@@ -64,7 +64,7 @@ void downstream_close(struct downstream *d);
 #include "worker.h"
 static inline bool downstream_draining(const struct downstream *d)
 {
-	return d->draining || d->w->draining;
+	return d->draining || d->w->draining || (d->w->drain_dirs & (1u << d->lcfg->direction));
 }
 
 #endif

@@ -181,12 +181,15 @@ static void finish(struct server *srv)
 static void drain_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *srv = arg;
+	long active = server_active_connections(srv);
+	bool may_exit_idle = !srv->drain_wait_outbound || srv->opt.exit_on_zero_active;
 	(void)fd;
 	(void)what;
-	if (server_active_connections(srv) == 0 || now_ms() >= srv->drain_deadline_ms) {
-		if (server_active_connections(srv))
-			log_warn("drain time over with %ld connection(s) open; closing them",
-				 server_active_connections(srv));
+	if ((active == 0 && may_exit_idle) || now_ms() >= srv->drain_deadline_ms) {
+		if (active)
+			log_warn("drain time over with %ld connection(s) open; closing them", active);
+		else
+			log_info("drained: no active connections");
 		finish(srv);
 		return;
 	}
@@ -194,32 +197,128 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(srv->drain_timer, &tv);
 }
 
-void server_drain_listeners(struct server *srv)
+static void post_all(struct server *srv, void (*fn)(struct worker *, void *), void *arg)
 {
 	for (unsigned i = 0; i < srv->nworkers && workers_running; i++)
-		worker_post(&srv->workers[i], worker_msg_stop_listeners, NULL);
-	stats_gauge_set(srv->lm_stats, total_listeners_active, 0);
+		worker_post(&srv->workers[i], fn, arg);
+}
+
+/* Listeners with a socket whose traffic_direction is OUTBOUND. */
+static bool has_outbound_listeners(const struct server *srv)
+{
+	for (size_t i = 0; srv->snap && i < srv->snap->nlisteners; i++)
+		if (srv->snap->listeners[i]->direction == LISTENER_OUTBOUND &&
+		    srv->snap->listeners[i]->bind_to_port)
+			return true;
+	return false;
+}
+
+static int64_t bound_listeners(const struct server *srv, unsigned dir_mask)
+{
+	int64_t n = 0;
+	for (size_t i = 0; srv->snap && i < srv->snap->nlisteners; i++)
+		if (srv->snap->listeners[i]->bind_to_port &&
+		    (dir_mask & WDRAIN_DIR(srv->snap->listeners[i]->direction)))
+			n++;
+	return n;
+}
+
+static void start_drain_timer(struct server *srv)
+{
+	srv->drain_deadline_ms = now_ms() + (uint64_t)srv->opt.drain_time_s * 1000;
+	if (!srv->drain_timer)
+		srv->drain_timer = evtimer_new(srv->base, drain_tick, srv);
+	struct timeval tv = { 0, 20 * 1000 };
+	evtimer_add(srv->drain_timer, &tv);
+}
+
+/* Leave LIVE: /ready answers 503 from now on. */
+static bool enter_draining(struct server *srv)
+{
+	if (srv->state == SERVER_DRAINING)
+		return false;
+	srv->state = SERVER_DRAINING;
+	stats_gauge_set(srv->server_stats, SRV_state, SERVER_DRAINING);
+	stats_gauge_set(srv->server_stats, SRV_live, 0);
+	return true;
+}
+
+static void graceful_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	(void)fd;
+	(void)what;
+	post_all(srv, worker_msg_drain_some, (void *)(uintptr_t)(srv->graceful_flags | WDRAIN_LISTENERS));
+	srv->graceful_flags = 0;
+}
+
+void server_drain_listeners(struct server *srv, bool inbound_only, bool graceful, bool skip_exit)
+{
+	unsigned dirs = inbound_only ? WDRAIN_DIR(LISTENER_INBOUND) : WDRAIN_DIRS;
+	int64_t n = bound_listeners(srv, dirs);
+	if (!graceful) {
+		post_all(srv, worker_msg_drain_some, (void *)(uintptr_t)(dirs | WDRAIN_LISTENERS));
+		stats_gauge_set(srv->lm_stats, total_listeners_active,
+				bound_listeners(srv, WDRAIN_DIRS) - n);
+		return;
+	}
+	/* Envoy: a graceful drain that already runs is not restarted */
+	if (srv->graceful_timer && evtimer_pending(srv->graceful_timer, NULL))
+		return;
+	post_all(srv, worker_msg_drain_some, (void *)(uintptr_t)(dirs | WDRAIN_CONNS));
+	stats_gauge_set(srv->lm_stats, total_listeners_draining, n);
+	if (skip_exit)
+		return;
+	srv->graceful_flags = dirs;
+	if (!srv->graceful_timer)
+		srv->graceful_timer = evtimer_new(srv->base, graceful_tick, srv);
+	struct timeval tv = { (time_t)srv->opt.drain_time_s, 0 };
+	evtimer_add(srv->graceful_timer, &tv);
 }
 
 void server_begin_drain(struct server *srv, bool immediate)
 {
-	if (srv->state == SERVER_DRAINING && !immediate)
-		return;
-	log_info(immediate ? "shutting down" : "draining (up to %u s), then exiting",
-		 srv->opt.drain_time_s);
-	srv->state = SERVER_DRAINING;
-	stats_gauge_set(srv->server_stats, SRV_state, SERVER_DRAINING);
-	stats_gauge_set(srv->server_stats, SRV_live, 0);
-	if (!workers_running || immediate) {
+	if (immediate) {
+		log_info("shutting down");
+		enter_draining(srv);
 		finish(srv);
 		return;
 	}
-	for (unsigned i = 0; i < srv->nworkers; i++)
-		worker_post(&srv->workers[i], worker_msg_drain, NULL);
-	srv->drain_deadline_ms = now_ms() + (uint64_t)srv->opt.drain_time_s * 1000;
-	srv->drain_timer = evtimer_new(srv->base, drain_tick, srv);
-	struct timeval tv = { 0, 20 * 1000 };
-	evtimer_add(srv->drain_timer, &tv);
+	if (!enter_draining(srv))
+		return;
+	if (!workers_running) {
+		finish(srv);
+		return;
+	}
+	/* A sidecar: inbound stops first; outbound keeps working for the
+	 * application's own shutdown. */
+	unsigned dirs = WDRAIN_DIR(LISTENER_INBOUND) | WDRAIN_DIR(LISTENER_UNSPECIFIED);
+	srv->drain_wait_outbound = has_outbound_listeners(srv);
+	log_info("draining inbound listeners (up to %u s%s), then exiting", srv->opt.drain_time_s,
+		 srv->drain_wait_outbound
+			 ? (srv->opt.exit_on_zero_active ? "; outbound serves until no connection is left"
+							 : "; outbound serves until then")
+			 : "");
+	post_all(srv, worker_msg_drain_some, (void *)(uintptr_t)(dirs | WDRAIN_LISTENERS | WDRAIN_CONNS));
+	stats_gauge_set(srv->lm_stats, total_listeners_active, bound_listeners(srv, ~dirs & WDRAIN_DIRS));
+	stats_gauge_set(srv->lm_stats, total_listeners_draining, bound_listeners(srv, dirs));
+	start_drain_timer(srv);
+}
+
+void server_quit(struct server *srv)
+{
+	bool first = enter_draining(srv);
+	if (!workers_running) {
+		finish(srv);
+		return;
+	}
+	log_info("quit requested: draining every listener (up to %u s), then exiting",
+		 srv->opt.drain_time_s);
+	srv->drain_wait_outbound = false;
+	post_all(srv, worker_msg_drain, NULL);
+	stats_gauge_set(srv->lm_stats, total_listeners_active, 0);
+	if (first || !srv->drain_timer || !evtimer_pending(srv->drain_timer, NULL))
+		start_drain_timer(srv);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -392,6 +491,8 @@ void server_free(struct server *srv)
 		event_free(srv->tick_ev);
 	if (srv->drain_timer)
 		event_free(srv->drain_timer);
+	if (srv->graceful_timer)
+		event_free(srv->graceful_timer);
 	if (srv->base)
 		event_base_free(srv->base);
 	srv->base = NULL;

@@ -497,6 +497,7 @@ void worker_msg_drain_some(struct worker *w, void *arg)
 	}
 	if (!(flags & WDRAIN_CONNS))
 		return;
+	w->drain_dirs |= flags & WDRAIN_DIRS;
 	lf_close_waiting(w, flags & WDRAIN_DIRS);
 	struct downstream *d = w->conns;
 	while (d) {

@@ -45,6 +45,7 @@ struct worker {
 	struct downstream *conns;          /* intrusive list of live downstream connections */
 	long nconns;                       /* atomic read by main for drain/stats */
 	bool draining;                     /* stop keep-alive, close idle */
+	unsigned drain_dirs;               /* WDRAIN_DIR bits: listeners whose connections drain */
 	struct lf_wait *lf_waits;          /* sockets waiting in listener filters (owned list) */
 	uint8_t *lf_buf;                   /* owned [LF_PEEK_MAX]: inspectors' peek buffer */
 	struct event_base *main_base;      /* not owned */
