@@ -324,8 +324,11 @@ void server_quit(struct server *srv)
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	(void)what;
+	struct server *srv = arg;
 	log_info("received signal %d", (int)sig);
-	server_begin_drain(arg, false);
+	/* a second SIGTERM/SIGINT while draining: stop waiting */
+	server_begin_drain(srv, srv->state == SERVER_DRAINING && srv->drain_timer &&
+				     evtimer_pending(srv->drain_timer, NULL));
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
