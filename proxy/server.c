@@ -25,25 +25,139 @@ static const struct stat_desc server_stat_desc[] = { SERVER_STATS(STATS_DESC) };
 enum { LM_STATS(STATS_ENUM) LM_STATS_N };
 static const struct stat_desc lm_stat_desc[] = { LM_STATS(STATS_DESC) };
 
-/* CPUs we may actually use: the affinity mask, capped by the cgroup v2
- * cpu.max quota (rounded up), never the host's count. */
+/* Read one or two unsigned/"max" words from a file; false if absent. */
+static bool read_words(const char *path, char *a, size_t al, char *b, size_t bl)
+{
+	FILE *f = fopen(path, "r");
+	char line[128];
+	bool ok = false;
+	if (!f)
+		return false;
+	if (fgets(line, sizeof(line), f)) {
+		char fmt[32];
+		snprintf(fmt, sizeof(fmt), "%%%zus %%%zus", al - 1, bl - 1);
+		b[0] = '\0';
+		ok = sscanf(line, fmt, a, b) >= 1;
+	}
+	fclose(f);
+	return ok;
+}
+
+/* The smallest CPU quota (rounded up to whole CPUs) set on dir or any of
+ * its ancestors below mount; 0 = none.  v2: cpu.max "QUOTA PERIOD" or
+ * "max PERIOD"; v1: cpu.cfs_quota_us (-1 = none) / cpu.cfs_period_us.  A
+ * path that does not exist under the mount (a container whose cgroup
+ * namespace is not private shows the host's path while the mount is its
+ * own cgroup) is skipped: the walk goes up to the mount root. */
+static unsigned quota_walk(const char *mount, const char *dir, bool v2)
+{
+	char path[1024], cur[512], a[32], b[32];
+	unsigned best = 0;
+	snprintf(cur, sizeof(cur), "%s", dir);
+	for (;;) {
+		unsigned long q = 0, period = 0;
+		bool have = false;
+		size_t n = strlen(cur);
+		while (n > 1 && cur[n - 1] == '/')
+			cur[--n] = '\0';
+		const char *sep = (n == 1 && cur[0] == '/') || !n ? "" : cur;
+		if (v2) {
+			snprintf(path, sizeof(path), "%s%s/cpu.max", mount, sep);
+			if (read_words(path, a, sizeof(a), b, sizeof(b)) && strcmp(a, "max")) {
+				q = strtoul(a, NULL, 10);
+				period = strtoul(b, NULL, 10);
+				have = true;
+			}
+		} else {
+			snprintf(path, sizeof(path), "%s%s/cpu.cfs_quota_us", mount, sep);
+			if (read_words(path, a, sizeof(a), b, sizeof(b)) && a[0] != '-') {
+				q = strtoul(a, NULL, 10);
+				snprintf(path, sizeof(path), "%s%s/cpu.cfs_period_us", mount, sep);
+				if (read_words(path, a, sizeof(a), b, sizeof(b)))
+					period = strtoul(a, NULL, 10);
+				have = true;
+			}
+		}
+		if (have && q && period) {
+			unsigned c = (unsigned)((q + period - 1) / period);
+			if (c && (!best || c < best))
+				best = c;
+		}
+		char *slash = strrchr(cur, '/');
+		if (!slash || !*sep)
+			break;
+		if (slash == cur)
+			cur[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	return best;
+}
+
+unsigned cgroup_cpu_quota(const char *root, const char *self_cgroup)
+{
+	char line[1024], mount[512];
+	unsigned best = 0;
+	const char *p = self_cgroup;
+	while (p && *p) {
+		size_t len = strcspn(p, "\n");
+		snprintf(line, sizeof(line), "%.*s", (int)len, p);
+		p += len + (p[len] == '\n');
+		/* "ID:controllers:path" */
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c1 = '\0';
+		*c2 = '\0';
+		const char *ctrls = c1 + 1, *path = c2 + 1;
+		unsigned q = 0;
+		if (!strcmp(line, "0") && !*ctrls) {
+			/* v2: the unified hierarchy at root, or root/unified (hybrid) */
+			snprintf(mount, sizeof(mount), "%s", root);
+			q = quota_walk(mount, path, true);
+			if (!q) {
+				snprintf(mount, sizeof(mount), "%s/unified", root);
+				q = quota_walk(mount, path, true);
+			}
+		} else {
+			bool cpu = false;
+			char tmp[256];
+			snprintf(tmp, sizeof(tmp), "%s", ctrls);
+			for (char *save = NULL, *t = strtok_r(tmp, ",", &save); t; t = strtok_r(NULL, ",", &save))
+				cpu |= !strcmp(t, "cpu");
+			if (!cpu)
+				continue;
+			snprintf(mount, sizeof(mount), "%s/%s", root, ctrls);
+			q = quota_walk(mount, path, false);
+			if (!q) {
+				snprintf(mount, sizeof(mount), "%s/cpu", root);
+				q = quota_walk(mount, path, false);
+			}
+		}
+		if (q && (!best || q < best))
+			best = q;
+	}
+	return best;
+}
+
+/* CPUs we may actually use: the affinity mask, capped by the cgroup CPU
+ * quota (v2 cpu.max or v1 cfs_quota_us of our cgroup and its ancestors,
+ * rounded up), never the host's count. */
 unsigned server_default_concurrency(void)
 {
 	cpu_set_t set;
 	unsigned n = 1;
+	char buf[4096];
 	if (!sched_getaffinity(0, sizeof(set), &set))
 		n = (unsigned)CPU_COUNT(&set);
-	FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+	FILE *f = fopen("/proc/self/cgroup", "r");
 	if (f) {
-		char quota[32];
-		unsigned long period = 0;
-		if (fscanf(f, "%31s %lu", quota, &period) == 2 && strcmp(quota, "max") && period) {
-			unsigned long q = strtoul(quota, NULL, 10);
-			unsigned c = (unsigned)((q + period - 1) / period);
-			if (c >= 1 && c < n)
-				n = c;
-		}
+		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+		buf[len] = '\0';
 		fclose(f);
+		unsigned q = cgroup_cpu_quota("/sys/fs/cgroup", buf);
+		if (q >= 1 && q < n)
+			n = q;
 	}
 	return n ? n : 1;
 }

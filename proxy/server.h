@@ -66,6 +66,10 @@ struct server {
 extern struct server g_server;
 
 unsigned server_default_concurrency(void);
+/* CPU quota of the process's cgroup (and ancestors) in whole CPUs, rounded
+ * up; 0 = no quota.  root: the cgroup mount ("/sys/fs/cgroup"); self_cgroup:
+ * the text of /proc/self/cgroup.  Exposed for tests. */
+unsigned cgroup_cpu_quota(const char *root, const char *self_cgroup);
 int server_run(struct server *srv);
 /* SIGTERM (main thread): INBOUND and UNSPECIFIED listeners stop accepting
  * and their connections drain; OUTBOUND listeners keep serving (the
