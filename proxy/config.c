@@ -41,8 +41,11 @@ static void listener_free(struct listener_cfg *l)
 	if (l->default_chain)
 		filter_chain_free(l->default_chain);
 	free(l->default_chain);
-	for (size_t i = 0; i < l->nlfilters; i++)
+	for (size_t i = 0; i < l->nlfilters; i++) {
 		l->lfilters[i].ops->free_config(l->lfilters[i].cfg);
+		lf_pred_free(l->lfilters[i].disabled);
+		free(l->lfilters[i].disabled);
+	}
 	free(l->lfilters);
 	if (l->fds) {
 		for (unsigned i = 0; i < l->nfds; i++)
@@ -192,7 +195,7 @@ struct listener_cfg *snapshot_find_listener_by_addr(const struct snapshot *s,
 static int parse_listener_filters(struct cfg_ctx *c, const json_t *arr, struct listener_cfg *l,
 				  struct build_ctx *b)
 {
-	static const char *const ff[] = { "name", "typed_config", NULL };
+	static const char *const ff[] = { "name", "typed_config", "filter_disabled", NULL };
 	if (cfg_expect_array(c, arr))
 		return RM_ERROR;
 	size_t n = json_array_size(arr);
@@ -222,10 +225,23 @@ static int parse_listener_filters(struct cfg_ctx *c, const json_t *arr, struct l
 			if (!cfg)
 				rc = RM_ERROR;
 		}
+		struct lf_pred *dis = NULL;
+		const json_t *dj;
+		if (!rc && (dj = cfg_enter(c, e, "filter_disabled"))) {
+			dis = xcalloc(1, sizeof(*dis));
+			rc = lf_pred_parse(c, dj, dis);
+			cfg_leave(c);
+		}
 		cfg_leave(c);
-		if (rc)
+		if (rc) {
+			if (cfg)
+				ops->free_config(cfg);
+			lf_pred_free(dis);
+			free(dis);
 			return RM_ERROR;
+		}
 		l->lfilters[l->nlfilters].ops = ops;
+		l->lfilters[l->nlfilters].disabled = dis;
 		l->lfilters[l->nlfilters++].cfg = cfg;
 	}
 	return RM_OK;

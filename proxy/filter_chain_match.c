@@ -392,3 +392,123 @@ long fcm_select(const struct fc_match *m, size_t n, const struct fcm_input *in)
 	}
 	return nc ? cand[0] : -1;
 }
+
+/* ---- listener filter predicates ------------------------------------------------------------- */
+
+#define LF_PRED_MAX_DEPTH 16
+
+static int pred_parse(struct cfg_ctx *c, const json_t *j, struct lf_pred *p, int depth)
+{
+	static const char *const f[] = { "or_match", "and_match", "not_match", "any_match",
+					  "destination_port_range", NULL };
+	static const char *const setf[] = { "rules", NULL };
+	static const char *const rangef[] = { "start", "end", NULL };
+	const json_t *v;
+	int n = 0;
+	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, f))
+		return RM_ERROR;
+	for (const char *const *k = f; *k; k++)
+		n += cfg_get(j, *k) != NULL;
+	if (n != 1)
+		return cfg_fail(c, "exactly one of or_match, and_match, not_match, any_match, "
+				   "destination_port_range is required");
+	if (depth > LF_PRED_MAX_DEPTH)
+		return cfg_fail(c, "predicate nested too deeply");
+	if (cfg_get(j, "any_match")) {
+		bool any = false;
+		if (cfg_bool(c, j, "any_match", &any))
+			return RM_ERROR;
+		if (!any)
+			return cfg_fail_field(c, j, "any_match", "must be true");
+		p->kind = LFP_ANY;
+		return RM_OK;
+	}
+	if ((v = cfg_enter(c, j, "not_match"))) {
+		p->kind = LFP_NOT;
+		p->subs = xcalloc(1, sizeof(*p->subs));
+		p->nsubs = 1;
+		int rc = pred_parse(c, v, p->subs, depth + 1);
+		cfg_leave(c);
+		return rc;
+	}
+	if ((v = cfg_enter(c, j, "destination_port_range"))) {
+		int64_t start = 0, end = 0;
+		int rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, rangef);
+		const json_t *sv = rc ? NULL : cfg_get(v, "start"), *ev = rc ? NULL : cfg_get(v, "end");
+		/* Int64 in proto3 JSON: a number or a decimal string */
+		if (!rc) {
+			start = json_is_string(sv) ? strtoll(json_string_value(sv), NULL, 10)
+						   : json_integer_value(sv);
+			end = json_is_string(ev) ? strtoll(json_string_value(ev), NULL, 10)
+						 : json_integer_value(ev);
+			if (start < 0 || end > 65536 || start >= end)
+				rc = cfg_fail(c, "expected 0 <= start < end <= 65536 (end exclusive)");
+		}
+		cfg_leave(c);
+		p->kind = LFP_PORT_RANGE;
+		p->start = (uint32_t)start;
+		p->end = (uint32_t)end;
+		return rc;
+	}
+	const char *set = cfg_get(j, "or_match") ? "or_match" : "and_match";
+	p->kind = set[0] == 'o' ? LFP_OR : LFP_AND;
+	v = cfg_enter(c, j, set);
+	int rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, setf);
+	const json_t *rules = rc ? NULL : cfg_enter_req(c, v, "rules");
+	if (!rc && !rules)
+		rc = RM_ERROR;
+	if (!rc) {
+		rc = cfg_expect_array(c, rules);
+		if (!rc && json_array_size(rules) < 2)
+			rc = cfg_fail(c, "at least two rules are required");
+		if (!rc) {
+			p->subs = xcalloc(json_array_size(rules), sizeof(*p->subs));
+			for (size_t i = 0; !rc && i < json_array_size(rules); i++) {
+				rc = pred_parse(c, cfg_enter_idx(c, rules, i), &p->subs[i], depth + 1);
+				p->nsubs = i + 1;
+				cfg_leave(c);
+			}
+		}
+		cfg_leave(c);
+	}
+	cfg_leave(c);
+	return rc;
+}
+
+int lf_pred_parse(struct cfg_ctx *c, const json_t *j, struct lf_pred *p)
+{
+	return pred_parse(c, j, p, 0);
+}
+
+void lf_pred_free(struct lf_pred *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->nsubs; i++)
+		lf_pred_free(&p->subs[i]);
+	free(p->subs);
+	p->subs = NULL;
+	p->nsubs = 0;
+}
+
+bool lf_pred_match(const struct lf_pred *p, uint16_t port)
+{
+	switch (p->kind) {
+	case LFP_ANY:
+		return true;
+	case LFP_NOT:
+		return !lf_pred_match(&p->subs[0], port);
+	case LFP_PORT_RANGE:
+		return port >= p->start && port < p->end;
+	case LFP_OR:
+		for (size_t i = 0; i < p->nsubs; i++)
+			if (lf_pred_match(&p->subs[i], port))
+				return true;
+		return false;
+	default:
+		for (size_t i = 0; i < p->nsubs; i++)
+			if (!lf_pred_match(&p->subs[i], port))
+				return false;
+		return true;
+	}
+}

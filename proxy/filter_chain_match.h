@@ -71,4 +71,19 @@ bool fcm_overlap(const struct fc_match *a, const struct fc_match *b);
 #define FCM_MAX_CHAINS 4096
 long fcm_select(const struct fc_match *m, size_t n, const struct fcm_input *in);
 
+/* listener_filters[].filter_disabled (ListenerFilterChainMatchPredicate):
+ * skip the filter for connections the predicate matches.  Supported:
+ * or_match, and_match, not_match, any_match, destination_port_range. */
+enum lf_pred_kind { LFP_ANY, LFP_OR, LFP_AND, LFP_NOT, LFP_PORT_RANGE };
+struct lf_pred {
+	int kind;                            /* enum lf_pred_kind */
+	struct lf_pred *subs;                /* owned [nsubs] (OR, AND: n; NOT: 1) */
+	size_t nsubs;
+	uint32_t start, end;                 /* PORT_RANGE: [start, end) */
+};
+/* Parse into *p (zeroed by the caller). */
+int lf_pred_parse(struct cfg_ctx *c, const json_t *j, struct lf_pred *p);
+void lf_pred_free(struct lf_pred *p);     /* frees what p owns, not p */
+bool lf_pred_match(const struct lf_pred *p, uint16_t dst_port);
+
 #endif

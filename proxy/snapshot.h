@@ -13,6 +13,7 @@
 
 struct cluster;
 struct fc_match;
+struct lf_pred;
 struct network_filter_ops;
 struct listener_filter_ops;
 struct server;
@@ -44,6 +45,7 @@ enum listener_direction { LISTENER_UNSPECIFIED = 0, LISTENER_INBOUND = 1, LISTEN
 struct listener_filter {                   /* one listener_filters[] entry */
 	const struct listener_filter_ops *ops;
 	void *cfg;                           /* owned via ops->free_config */
+	struct lf_pred *disabled;            /* owned, NULL: always runs (filter_disabled) */
 };
 
 struct listener_cfg {

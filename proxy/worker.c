@@ -220,7 +220,10 @@ static int lf_advance(struct worker *w, struct lf_state *st)
 		while (st->next < l->nlfilters) {
 			const struct listener_filter *f = &l->lfilters[st->next];
 			int r;
-			if (f->ops->on_data)
+			if (f->disabled &&
+			    lf_pred_match(f->disabled, sockaddr_port((struct sockaddr *)&st->la.local)))
+				r = LFS_DONE;   /* filter_disabled: e.g. no detection on opaque ports */
+			else if (f->ops->on_data)
 				r = lf_inspect(w, st, f);
 			else
 				r = f->ops->on_accept(&st->la, f->cfg, w) == LF_CONTINUE ? LFS_DONE : LFS_CLOSE;

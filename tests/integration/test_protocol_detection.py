@@ -353,3 +353,24 @@ def test_inspector_config_errors(tmp_path, ports):
                          timeout=60)
     assert out.returncode != 0
     assert b"listener_filters[0].typed_config.bogus" in out.stderr, out.stderr
+
+
+def test_opaque_port_skips_detection(remora, upstream, banner, ports):
+    """filter_disabled (Istio's way of declaring a port opaque): the
+    inspector does not run for that destination port, so a server-first
+    client gets its banner at once although the detection timeout is long."""
+    admin, lport = ports.get(), ports.get()
+    cfg = _detect_config(admin, lport, upstream.port, banner.port, timeout="30s")
+    lst = cfg["static_resources"]["listeners"][0]
+    lst["listener_filters"] = [dict(HTTP_INSPECTOR, filter_disabled={
+        "destination_port_range": {"start": lport, "end": lport + 1}})]
+    r = remora(cfg)
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", lport), timeout=10) as s:
+        assert _read_line(s, timeout=10) == BANNER
+    assert time.monotonic() - t0 < 10     # far below the 30 s detection timeout
+    st = r.stats()
+    assert st["listener.127.0.0.1_%d.downstream_pre_cx_timeout" % lport] == 0
+    assert st["http_inspector.http_not_found"] == 0
+    assert st["http_inspector.http11_found"] == 0
+    assert st["tcp.opaque.downstream_cx_total"] == 1

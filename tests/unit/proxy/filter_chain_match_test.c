@@ -179,3 +179,47 @@ TEST(cidr_contains_v6)
 	CHECK_INT(cidr_parse("10.0.0.1", 33, &r), RM_ERROR);
 	CHECK_INT(cidr_parse("nope", 8, &r), RM_ERROR);
 }
+
+TEST(listener_filter_disabled_predicate)
+{
+	char err[512];
+	struct snapshot *s = test_bootstrap(HEAD
+		"    listener_filters:\n"
+		"    - name: envoy.filters.listener.http_inspector\n"
+		"      filter_disabled:\n"
+		"        or_match: {rules: [{destination_port_range: {start: 3306, end: 3307}},\n"
+		"                           {and_match: {rules: [{destination_port_range: {start: 5000, end: 6000}},\n"
+		"                                                {not_match: {destination_port_range: {start: 5432, end: 5433}}}]}}]}\n"
+		"    - name: envoy.filters.listener.tls_inspector\n"
+		"      filter_disabled: {any_match: true}\n"
+		"    filter_chains:\n"
+		"    -\n" TCP("a"), err, sizeof(err));
+	CHECK_STR(err, "");
+	if (!s)
+		return;
+	const struct lf_pred *p = s->listeners[0]->lfilters[0].disabled;
+	CHECK(p != NULL);
+	CHECK(lf_pred_match(p, 3306));
+	CHECK(!lf_pred_match(p, 3307));
+	CHECK(lf_pred_match(p, 5000));
+	CHECK(!lf_pred_match(p, 5432));
+	CHECK(lf_pred_match(p, 5999));
+	CHECK(!lf_pred_match(p, 6000));
+	CHECK(!lf_pred_match(p, 80));
+	CHECK(lf_pred_match(s->listeners[0]->lfilters[1].disabled, 80));
+	test_bootstrap_done(s);
+	CHECK(!test_bootstrap_ok(HEAD
+		"    listener_filters:\n"
+		"    - name: envoy.filters.listener.http_inspector\n"
+		"      filter_disabled: {destination_port_range: {start: 10, end: 5}}\n"
+		"    filter_chains:\n"
+		"    -\n" TCP("a"), err, sizeof(err)));
+	CHECK_CONTAINS(err, "listener_filters[0].filter_disabled.destination_port_range");
+	CHECK(!test_bootstrap_ok(HEAD
+		"    listener_filters:\n"
+		"    - name: envoy.filters.listener.http_inspector\n"
+		"      filter_disabled: {any_match: true, not_match: {any_match: true}}\n"
+		"    filter_chains:\n"
+		"    -\n" TCP("a"), err, sizeof(err)));
+	CHECK_CONTAINS(err, "exactly one of");
+}
