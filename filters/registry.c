@@ -8,6 +8,8 @@ extern const struct http_filter_ops router_filter_ops;
 extern const struct http_filter_ops local_ratelimit_filter_ops;
 extern const struct http_filter_ops fault_filter_ops;
 extern const struct listener_filter_ops original_dst_listener_filter_ops;
+extern const struct listener_filter_ops http_inspector_listener_filter_ops;
+extern const struct listener_filter_ops tls_inspector_listener_filter_ops;
 
 static const struct network_filter_ops *const network_filters[] = {
 	&tcp_proxy_filter_ops,
@@ -23,6 +25,8 @@ static const struct http_filter_ops *const http_filters[] = {
 
 static const struct listener_filter_ops *const listener_filters[] = {
 	&original_dst_listener_filter_ops,
+	&http_inspector_listener_filter_ops,
+	&tls_inspector_listener_filter_ops,
 };
 
 /* Match by @type URL if given (Envoy selects by type), else by name. */

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include "server.h"
 #include "filter.h"
+#include "filter_chain_match.h"
 #include "log.h"
 #include "config/address.h"
 #include "upstream/cluster.h"
@@ -30,11 +31,21 @@ static void listener_free(struct listener_cfg *l)
 {
 	if (!l)
 		return;
-	for (size_t i = 0; i < l->nchains; i++)
+	for (size_t i = 0; i < l->nchains; i++) {
 		filter_chain_free(&l->chains[i]);
+		if (l->chain_match)
+			fcm_free(&l->chain_match[i]);
+	}
 	free(l->chains);
-	for (size_t i = 0; i < l->nlfilters; i++)
+	free(l->chain_match);
+	if (l->default_chain)
+		filter_chain_free(l->default_chain);
+	free(l->default_chain);
+	for (size_t i = 0; i < l->nlfilters; i++) {
 		l->lfilters[i].ops->free_config(l->lfilters[i].cfg);
+		lf_pred_free(l->lfilters[i].disabled);
+		free(l->lfilters[i].disabled);
+	}
 	free(l->lfilters);
 	if (l->fds) {
 		for (unsigned i = 0; i < l->nfds; i++)
@@ -184,7 +195,7 @@ struct listener_cfg *snapshot_find_listener_by_addr(const struct snapshot *s,
 static int parse_listener_filters(struct cfg_ctx *c, const json_t *arr, struct listener_cfg *l,
 				  struct build_ctx *b)
 {
-	static const char *const ff[] = { "name", "typed_config", NULL };
+	static const char *const ff[] = { "name", "typed_config", "filter_disabled", NULL };
 	if (cfg_expect_array(c, arr))
 		return RM_ERROR;
 	size_t n = json_array_size(arr);
@@ -203,7 +214,7 @@ static int parse_listener_filters(struct cfg_ctx *c, const json_t *arr, struct l
 			if (!(ops = listener_filter_find(name, type)))
 				rc = cfg_fail_field(c, e, type ? "typed_config" : "name",
 						    "unknown or unsupported listener filter '%s' "
-						    "(envoy.filters.listener.original_dst is supported)",
+						    "(original_dst, tls_inspector and http_inspector are supported)",
 						    type ? type : name);
 		}
 		if (!rc) {
@@ -214,10 +225,23 @@ static int parse_listener_filters(struct cfg_ctx *c, const json_t *arr, struct l
 			if (!cfg)
 				rc = RM_ERROR;
 		}
+		struct lf_pred *dis = NULL;
+		const json_t *dj;
+		if (!rc && (dj = cfg_enter(c, e, "filter_disabled"))) {
+			dis = xcalloc(1, sizeof(*dis));
+			rc = lf_pred_parse(c, dj, dis);
+			cfg_leave(c);
+		}
 		cfg_leave(c);
-		if (rc)
+		if (rc) {
+			if (cfg)
+				ops->free_config(cfg);
+			lf_pred_free(dis);
+			free(dis);
 			return RM_ERROR;
+		}
 		l->lfilters[l->nlfilters].ops = ops;
+		l->lfilters[l->nlfilters].disabled = dis;
 		l->lfilters[l->nlfilters++].cfg = cfg;
 	}
 	return RM_OK;
@@ -269,21 +293,23 @@ static void filter_chain_free(struct filter_chain *fc)
 }
 
 /* filters[]: non-terminal filters first, exactly one terminal filter last. */
+/* match: where filter_chain_match goes; NULL for default_filter_chain (which
+ * has none). */
 static int parse_filter_chain(struct cfg_ctx *c, const json_t *fc, struct filter_chain *out,
-			      struct build_ctx *b)
+			      struct fc_match *match, struct build_ctx *b)
 {
 	static const char *const f[] = { "filter_chain_match", "filters", "name", NULL };
-	static const char *const mf[] = { "destination_port", NULL };
 	const json_t *v, *arr;
 
 	if (cfg_expect_object(c, fc) || cfg_check_fields(c, fc, f))
 		return RM_ERROR;
 	if ((v = cfg_enter(c, fc, "filter_chain_match"))) {
-		int rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, mf) ||
-			 cfg_u32(c, v, "destination_port", &out->dst_port);
+		int rc = match ? fcm_parse(c, v, match)
+			       : cfg_fail(c, "default_filter_chain has no filter_chain_match");
 		cfg_leave(c);
 		if (rc)
 			return RM_ERROR;
+		out->dst_port = match->dst_port;
 	}
 	if (!(arr = cfg_enter_req(c, fc, "filters")))
 		return RM_ERROR;
@@ -325,7 +351,7 @@ static struct listener_cfg *parse_listener(struct cfg_ctx *c, const json_t *j, s
 					 "per_connection_buffer_limit_bytes", "enable_reuse_port",
 					 "traffic_direction", "stat_prefix", "listener_filters",
 					 "listener_filters_timeout", "continue_on_listener_filters_timeout",
-					 "use_original_dst", "bind_to_port", NULL };
+					 "use_original_dst", "bind_to_port", "default_filter_chain", NULL };
 	struct listener_cfg *l = xcalloc(1, sizeof(*l));
 	const char *name = NULL, *prefix = NULL;
 	const json_t *v;
@@ -344,8 +370,7 @@ static struct listener_cfg *parse_listener(struct cfg_ctx *c, const json_t *j, s
 		goto error;
 	if (cfg_get(j, "traffic_direction")) {
 		static const char *const dirs[] = { "UNSPECIFIED", "INBOUND", "OUTBOUND" };
-		int d;
-		if (cfg_enum(c, j, "traffic_direction", dirs, 3, &d))
+		if (cfg_enum(c, j, "traffic_direction", dirs, 3, &l->direction))
 			goto error;
 	}
 	if (cfg_get(j, "enable_reuse_port")) {
@@ -372,29 +397,49 @@ static struct listener_cfg *parse_listener(struct cfg_ctx *c, const json_t *j, s
 		if (*p == ':')
 			*p = '_';
 	l->name = xstrdup(name ? name : l->addr_str);
-	if (!(v = cfg_enter_req(c, j, "filter_chains")))
+	if (!cfg_get(j, "filter_chains") && cfg_get(j, "default_filter_chain"))
+		v = NULL;   /* only the default chain */
+	else if (!(v = cfg_enter_req(c, j, "filter_chains")))
 		goto error;
-	if (cfg_expect_array(c, v)) {
+	if (v && cfg_expect_array(c, v)) {
 		cfg_leave(c);
 		goto error;
 	}
-	l->nchains = json_array_size(v);
+	l->nchains = v ? json_array_size(v) : 0;
 	l->chains = xcalloc(l->nchains ? l->nchains : 1, sizeof(*l->chains));
+	l->chain_match = xcalloc(l->nchains ? l->nchains : 1, sizeof(*l->chain_match));
+	if (l->nchains > FCM_MAX_CHAINS) {
+		cfg_fail(c, "at most %d filter chains per listener are supported", FCM_MAX_CHAINS);
+		cfg_leave(c);
+		goto error;
+	}
 	for (size_t i = 0; i < l->nchains; i++) {
 		const json_t *fc = cfg_enter_idx(c, v, i);
-		int rc = parse_filter_chain(c, fc, &l->chains[i], b);
+		int rc = parse_filter_chain(c, fc, &l->chains[i], &l->chain_match[i], b);
+		for (size_t k = 0; !rc && k < i; k++)
+			if (fcm_overlap(&l->chain_match[k], &l->chain_match[i]))
+				rc = cfg_fail(c, "multiple filter chains with the same matching rules "
+						 "are defined (filter_chains[%zu] and [%zu])", k, i);
 		cfg_leave(c);
 		if (rc) {
 			cfg_leave(c);
 			goto error;
 		}
 	}
-	if (!l->nchains) {
+	if (v && !l->nchains && !cfg_get(j, "default_filter_chain")) {
 		cfg_fail(c, "at least one filter chain is required");
 		cfg_leave(c);
 		goto error;
 	}
-	cfg_leave(c);
+	if (v)
+		cfg_leave(c);
+	if ((v = cfg_enter(c, j, "default_filter_chain"))) {
+		l->default_chain = xcalloc(1, sizeof(*l->default_chain));
+		int rc = parse_filter_chain(c, v, l->default_chain, NULL, b);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
 	{
 		const char *sp = prefix ? prefix : l->addr_str;
 		char *scope = xasprintf("listener.%s", sp);

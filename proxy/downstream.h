@@ -33,6 +33,8 @@ struct downstream {
 	uint64_t start_ms;
 	struct downstream *prev, *next;      /* worker's list */
 	bool closed;
+	bool draining;                       /* this connection was asked to drain (its
+						listener drains while others keep serving) */
 };
 
 /* What the accept path hands to a network filter's on_accept. */
@@ -48,11 +50,21 @@ struct accept_info {
 	bool local_restored;                 /* local is the original destination */
 };
 
+/* Should the connection stop keep-alive / send GOAWAY: the whole worker
+ * drains, or this connection's listener does. */
+static inline bool downstream_draining(const struct downstream *d);
+
 /* Allocate a downstream of size bytes (>= sizeof(struct downstream)) owning
  * bev; links it into the worker's list and counts it. */
 struct downstream *downstream_new(size_t size, const struct accept_info *ai);
 /* Close now: unlink, free bev, call ops->destroy, free.  Must not be called
  * while the caller will still touch d. */
 void downstream_close(struct downstream *d);
+
+#include "worker.h"
+static inline bool downstream_draining(const struct downstream *d)
+{
+	return d->draining || d->w->draining || (d->w->drain_dirs & (1u << d->lcfg->direction));
+}
 
 #endif

@@ -95,22 +95,33 @@ struct http_filter_ops {
 /* Listener filters (Envoy's listener_filters) run on a freshly accepted
  * socket, in order, before the filter chain is chosen.  They may rewrite
  * what the rest of the accept path sees: original_dst restores the local
- * address the connection was sent to before iptables redirected it.  Today
- * every listener filter is synchronous; inspectors that must read bytes
- * first (tls_inspector, http_inspector) will add an LF_AGAIN status and a
- * resume call bounded by listener_filters_timeout. */
+ * address the connection was sent to before iptables redirected it;
+ * inspectors (tls_inspector, http_inspector) look at the first bytes the
+ * client sends, without consuming them (MSG_PEEK), and record the transport
+ * protocol, SNI and application protocols for filter-chain matching.  The
+ * stage is bounded by the listener's listener_filters_timeout. */
 struct listener_accept {
 	int fd;                            /* the accepted socket (not owned) */
 	const struct sockaddr *peer;
 	struct sockaddr_storage local;     /* getsockname(), or the restored original destination */
 	socklen_t locallen;
 	bool local_restored;               /* local is the original destination (SO_ORIGINAL_DST) */
+	/* protocol detection; what filter_chain_match compares */
+	const char *transport_protocol;    /* static string ("tls"); NULL: "raw_buffer" */
+	char server_name[256];             /* SNI, "" if none */
+	uint16_t alpn_len;                 /* bytes used in alpn */
+	uint8_t alpn[256];                 /* application protocols, ALPN wire format
+					      (length-prefixed), in the client's order */
 };
 
 enum lf_status {
 	LF_CONTINUE = 0,                   /* next listener filter, then the filter chain */
 	LF_CLOSE = 1,                      /* close the socket now */
+	LF_AGAIN = 2,                      /* on_data only: need more bytes */
 };
+
+/* Set the application protocols to one name (inspectors). */
+void listener_accept_set_alpn1(struct listener_accept *a, const char *proto);
 
 struct listener_filter_ops {
 	const char *name;                  /* "envoy.filters.listener.original_dst" */
@@ -119,8 +130,18 @@ struct listener_filter_ops {
 	 * none).  Returns an owned config (non-NULL) or NULL after cfg_fail(). */
 	void *(*parse_config)(struct cfg_ctx *c, const json_t *typed_config, struct build_ctx *b);
 	void (*free_config)(void *cfg);
-	/* Judge / annotate one accepted socket.  Worker thread, no allocation. */
+	/* Synchronous filters: judge / annotate one accepted socket.  Worker
+	 * thread, no allocation.  NULL for inspectors. */
 	enum lf_status (*on_accept)(struct listener_accept *a, const void *cfg, struct worker *w);
+	/* Inspectors: the most bytes on_data may need (the peek size). */
+	size_t (*max_read_bytes)(const void *cfg);
+	/* Inspectors: data[0..len) is everything the client has sent so far
+	 * (peeked, still in the socket).  LF_AGAIN: call again when more has
+	 * arrived; with len == max_read_bytes() the filter must decide (AGAIN
+	 * then counts as CONTINUE).  data == NULL: the socket failed (count it;
+	 * the socket is closed whatever is returned).  Worker thread. */
+	enum lf_status (*on_data)(struct listener_accept *a, const void *cfg, struct worker *w,
+				  const uint8_t *data, size_t len);
 };
 
 /* Call every filter's thread_exit hook (end of a worker thread). */

@@ -4,16 +4,21 @@
 #include <event2/thread.h>
 #include "server.h"
 #include "log.h"
+#include "wait_ready.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: remora -c FILE [options]\n"
+		"       remora wait-ready [--timeout S] [--admin HOST:PORT]   (exit 0 once /ready is 200)\n"
 		"  -c, --config-path FILE        Envoy v3 bootstrap (YAML, or JSON if *.json)\n"
 		"      --concurrency N           worker threads (default: usable CPUs from the\n"
 		"                                affinity mask and cgroup cpu.max)\n"
 		"      --mode serve|validate     validate: check the config and exit\n"
 		"      --drain-time-s N          SIGTERM drain time (default 5)\n"
+		"      --exit-on-zero-active-connections  on SIGTERM, exit as soon as no downstream\n"
+		"                                connection is left, even while outbound listeners\n"
+		"                                still accept (default: wait the drain time)\n"
 		"  -l, --log-level LEVEL         trace|debug|info|warning|error|critical|off\n"
 		"      --service-node ID         node.id (overrides the bootstrap)\n"
 		"      --service-cluster NAME    node.cluster (overrides the bootstrap)\n"
@@ -28,6 +33,7 @@ int main(int argc, char **argv)
 		{ "concurrency", required_argument, NULL, 'n' },
 		{ "mode", required_argument, NULL, 'm' },
 		{ "drain-time-s", required_argument, NULL, 'd' },
+		{ "exit-on-zero-active-connections", no_argument, NULL, 'z' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "service-node", required_argument, NULL, 'N' },
 		{ "service-cluster", required_argument, NULL, 'C' },
@@ -41,6 +47,8 @@ int main(int argc, char **argv)
 	int c;
 	size_t linelen = 0;
 
+	if (argc > 1 && !strcmp(argv[1], "wait-ready"))
+		return wait_ready_main(argc - 1, argv + 1);
 	srv->opt.drain_time_s = 5;
 	for (int i = 0; i < argc; i++)
 		linelen += strlen(argv[i]) + 1;
@@ -77,6 +85,9 @@ int main(int argc, char **argv)
 				fprintf(stderr, "remora: --drain-time-s takes seconds\n");
 				return 1;
 			}
+			break;
+		case 'z':
+			srv->opt.exit_on_zero_active = true;
 			break;
 		case 'l':
 			if (log_set_level_name(optarg)) {

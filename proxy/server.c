@@ -25,25 +25,139 @@ static const struct stat_desc server_stat_desc[] = { SERVER_STATS(STATS_DESC) };
 enum { LM_STATS(STATS_ENUM) LM_STATS_N };
 static const struct stat_desc lm_stat_desc[] = { LM_STATS(STATS_DESC) };
 
-/* CPUs we may actually use: the affinity mask, capped by the cgroup v2
- * cpu.max quota (rounded up), never the host's count. */
+/* Read one or two unsigned/"max" words from a file; false if absent. */
+static bool read_words(const char *path, char *a, size_t al, char *b, size_t bl)
+{
+	FILE *f = fopen(path, "r");
+	char line[128];
+	bool ok = false;
+	if (!f)
+		return false;
+	if (fgets(line, sizeof(line), f)) {
+		char fmt[32];
+		snprintf(fmt, sizeof(fmt), "%%%zus %%%zus", al - 1, bl - 1);
+		b[0] = '\0';
+		ok = sscanf(line, fmt, a, b) >= 1;
+	}
+	fclose(f);
+	return ok;
+}
+
+/* The smallest CPU quota (rounded up to whole CPUs) set on dir or any of
+ * its ancestors below mount; 0 = none.  v2: cpu.max "QUOTA PERIOD" or
+ * "max PERIOD"; v1: cpu.cfs_quota_us (-1 = none) / cpu.cfs_period_us.  A
+ * path that does not exist under the mount (a container whose cgroup
+ * namespace is not private shows the host's path while the mount is its
+ * own cgroup) is skipped: the walk goes up to the mount root. */
+static unsigned quota_walk(const char *mount, const char *dir, bool v2)
+{
+	char path[1024], cur[512], a[32], b[32];
+	unsigned best = 0;
+	snprintf(cur, sizeof(cur), "%s", dir);
+	for (;;) {
+		unsigned long q = 0, period = 0;
+		bool have = false;
+		size_t n = strlen(cur);
+		while (n > 1 && cur[n - 1] == '/')
+			cur[--n] = '\0';
+		const char *sep = (n == 1 && cur[0] == '/') || !n ? "" : cur;
+		if (v2) {
+			snprintf(path, sizeof(path), "%s%s/cpu.max", mount, sep);
+			if (read_words(path, a, sizeof(a), b, sizeof(b)) && strcmp(a, "max")) {
+				q = strtoul(a, NULL, 10);
+				period = strtoul(b, NULL, 10);
+				have = true;
+			}
+		} else {
+			snprintf(path, sizeof(path), "%s%s/cpu.cfs_quota_us", mount, sep);
+			if (read_words(path, a, sizeof(a), b, sizeof(b)) && a[0] != '-') {
+				q = strtoul(a, NULL, 10);
+				snprintf(path, sizeof(path), "%s%s/cpu.cfs_period_us", mount, sep);
+				if (read_words(path, a, sizeof(a), b, sizeof(b)))
+					period = strtoul(a, NULL, 10);
+				have = true;
+			}
+		}
+		if (have && q && period) {
+			unsigned c = (unsigned)((q + period - 1) / period);
+			if (c && (!best || c < best))
+				best = c;
+		}
+		char *slash = strrchr(cur, '/');
+		if (!slash || !*sep)
+			break;
+		if (slash == cur)
+			cur[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	return best;
+}
+
+unsigned cgroup_cpu_quota(const char *root, const char *self_cgroup)
+{
+	char line[1024], mount[512];
+	unsigned best = 0;
+	const char *p = self_cgroup;
+	while (p && *p) {
+		size_t len = strcspn(p, "\n");
+		snprintf(line, sizeof(line), "%.*s", (int)len, p);
+		p += len + (p[len] == '\n');
+		/* "ID:controllers:path" */
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c1 = '\0';
+		*c2 = '\0';
+		const char *ctrls = c1 + 1, *path = c2 + 1;
+		unsigned q = 0;
+		if (!strcmp(line, "0") && !*ctrls) {
+			/* v2: the unified hierarchy at root, or root/unified (hybrid) */
+			snprintf(mount, sizeof(mount), "%s", root);
+			q = quota_walk(mount, path, true);
+			if (!q) {
+				snprintf(mount, sizeof(mount), "%s/unified", root);
+				q = quota_walk(mount, path, true);
+			}
+		} else {
+			bool cpu = false;
+			char tmp[256];
+			snprintf(tmp, sizeof(tmp), "%s", ctrls);
+			for (char *save = NULL, *t = strtok_r(tmp, ",", &save); t; t = strtok_r(NULL, ",", &save))
+				cpu |= !strcmp(t, "cpu");
+			if (!cpu)
+				continue;
+			snprintf(mount, sizeof(mount), "%s/%s", root, ctrls);
+			q = quota_walk(mount, path, false);
+			if (!q) {
+				snprintf(mount, sizeof(mount), "%s/cpu", root);
+				q = quota_walk(mount, path, false);
+			}
+		}
+		if (q && (!best || q < best))
+			best = q;
+	}
+	return best;
+}
+
+/* CPUs we may actually use: the affinity mask, capped by the cgroup CPU
+ * quota (v2 cpu.max or v1 cfs_quota_us of our cgroup and its ancestors,
+ * rounded up), never the host's count. */
 unsigned server_default_concurrency(void)
 {
 	cpu_set_t set;
 	unsigned n = 1;
+	char buf[4096];
 	if (!sched_getaffinity(0, sizeof(set), &set))
 		n = (unsigned)CPU_COUNT(&set);
-	FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+	FILE *f = fopen("/proc/self/cgroup", "r");
 	if (f) {
-		char quota[32];
-		unsigned long period = 0;
-		if (fscanf(f, "%31s %lu", quota, &period) == 2 && strcmp(quota, "max") && period) {
-			unsigned long q = strtoul(quota, NULL, 10);
-			unsigned c = (unsigned)((q + period - 1) / period);
-			if (c >= 1 && c < n)
-				n = c;
-		}
+		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+		buf[len] = '\0';
 		fclose(f);
+		unsigned q = cgroup_cpu_quota("/sys/fs/cgroup", buf);
+		if (q >= 1 && q < n)
+			n = q;
 	}
 	return n ? n : 1;
 }
@@ -181,12 +295,15 @@ static void finish(struct server *srv)
 static void drain_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *srv = arg;
+	long active = server_active_connections(srv);
+	bool may_exit_idle = !srv->drain_wait_outbound || srv->opt.exit_on_zero_active;
 	(void)fd;
 	(void)what;
-	if (server_active_connections(srv) == 0 || now_ms() >= srv->drain_deadline_ms) {
-		if (server_active_connections(srv))
-			log_warn("drain time over with %ld connection(s) open; closing them",
-				 server_active_connections(srv));
+	if ((active == 0 && may_exit_idle) || now_ms() >= srv->drain_deadline_ms) {
+		if (active)
+			log_warn("drain time over with %ld connection(s) open; closing them", active);
+		else
+			log_info("drained: no active connections");
 		finish(srv);
 		return;
 	}
@@ -194,39 +311,138 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(srv->drain_timer, &tv);
 }
 
-void server_drain_listeners(struct server *srv)
+static void post_all(struct server *srv, void (*fn)(struct worker *, void *), void *arg)
 {
 	for (unsigned i = 0; i < srv->nworkers && workers_running; i++)
-		worker_post(&srv->workers[i], worker_msg_stop_listeners, NULL);
-	stats_gauge_set(srv->lm_stats, total_listeners_active, 0);
+		worker_post(&srv->workers[i], fn, arg);
+}
+
+/* Listeners with a socket whose traffic_direction is OUTBOUND. */
+static bool has_outbound_listeners(const struct server *srv)
+{
+	for (size_t i = 0; srv->snap && i < srv->snap->nlisteners; i++)
+		if (srv->snap->listeners[i]->direction == LISTENER_OUTBOUND &&
+		    srv->snap->listeners[i]->bind_to_port)
+			return true;
+	return false;
+}
+
+static int64_t bound_listeners(const struct server *srv, unsigned dir_mask)
+{
+	int64_t n = 0;
+	for (size_t i = 0; srv->snap && i < srv->snap->nlisteners; i++)
+		if (srv->snap->listeners[i]->bind_to_port &&
+		    (dir_mask & WDRAIN_DIR(srv->snap->listeners[i]->direction)))
+			n++;
+	return n;
+}
+
+static void start_drain_timer(struct server *srv)
+{
+	srv->drain_deadline_ms = now_ms() + (uint64_t)srv->opt.drain_time_s * 1000;
+	if (!srv->drain_timer)
+		srv->drain_timer = evtimer_new(srv->base, drain_tick, srv);
+	struct timeval tv = { 0, 20 * 1000 };
+	evtimer_add(srv->drain_timer, &tv);
+}
+
+/* Leave LIVE: /ready answers 503 from now on. */
+static bool enter_draining(struct server *srv)
+{
+	if (srv->state == SERVER_DRAINING)
+		return false;
+	srv->state = SERVER_DRAINING;
+	stats_gauge_set(srv->server_stats, SRV_state, SERVER_DRAINING);
+	stats_gauge_set(srv->server_stats, SRV_live, 0);
+	return true;
+}
+
+static void graceful_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	(void)fd;
+	(void)what;
+	post_all(srv, worker_msg_drain_some, (void *)(uintptr_t)(srv->graceful_flags | WDRAIN_LISTENERS));
+	srv->graceful_flags = 0;
+}
+
+void server_drain_listeners(struct server *srv, bool inbound_only, bool graceful, bool skip_exit)
+{
+	unsigned dirs = inbound_only ? WDRAIN_DIR(LISTENER_INBOUND) : WDRAIN_DIRS;
+	int64_t n = bound_listeners(srv, dirs);
+	if (!graceful) {
+		post_all(srv, worker_msg_drain_some, (void *)(uintptr_t)(dirs | WDRAIN_LISTENERS));
+		stats_gauge_set(srv->lm_stats, total_listeners_active,
+				bound_listeners(srv, WDRAIN_DIRS) - n);
+		return;
+	}
+	/* Envoy: a graceful drain that already runs is not restarted */
+	if (srv->graceful_timer && evtimer_pending(srv->graceful_timer, NULL))
+		return;
+	post_all(srv, worker_msg_drain_some, (void *)(uintptr_t)(dirs | WDRAIN_CONNS));
+	stats_gauge_set(srv->lm_stats, total_listeners_draining, n);
+	if (skip_exit)
+		return;
+	srv->graceful_flags = dirs;
+	if (!srv->graceful_timer)
+		srv->graceful_timer = evtimer_new(srv->base, graceful_tick, srv);
+	struct timeval tv = { (time_t)srv->opt.drain_time_s, 0 };
+	evtimer_add(srv->graceful_timer, &tv);
 }
 
 void server_begin_drain(struct server *srv, bool immediate)
 {
-	if (srv->state == SERVER_DRAINING && !immediate)
-		return;
-	log_info(immediate ? "shutting down" : "draining (up to %u s), then exiting",
-		 srv->opt.drain_time_s);
-	srv->state = SERVER_DRAINING;
-	stats_gauge_set(srv->server_stats, SRV_state, SERVER_DRAINING);
-	stats_gauge_set(srv->server_stats, SRV_live, 0);
-	if (!workers_running || immediate) {
+	if (immediate) {
+		log_info("shutting down");
+		enter_draining(srv);
 		finish(srv);
 		return;
 	}
-	for (unsigned i = 0; i < srv->nworkers; i++)
-		worker_post(&srv->workers[i], worker_msg_drain, NULL);
-	srv->drain_deadline_ms = now_ms() + (uint64_t)srv->opt.drain_time_s * 1000;
-	srv->drain_timer = evtimer_new(srv->base, drain_tick, srv);
-	struct timeval tv = { 0, 20 * 1000 };
-	evtimer_add(srv->drain_timer, &tv);
+	if (!enter_draining(srv))
+		return;
+	if (!workers_running) {
+		finish(srv);
+		return;
+	}
+	/* A sidecar: inbound stops first; outbound keeps working for the
+	 * application's own shutdown. */
+	unsigned dirs = WDRAIN_DIR(LISTENER_INBOUND) | WDRAIN_DIR(LISTENER_UNSPECIFIED);
+	srv->drain_wait_outbound = has_outbound_listeners(srv);
+	log_info("draining inbound listeners (up to %u s%s), then exiting", srv->opt.drain_time_s,
+		 srv->drain_wait_outbound
+			 ? (srv->opt.exit_on_zero_active ? "; outbound serves until no connection is left"
+							 : "; outbound serves until then")
+			 : "");
+	post_all(srv, worker_msg_drain_some, (void *)(uintptr_t)(dirs | WDRAIN_LISTENERS | WDRAIN_CONNS));
+	stats_gauge_set(srv->lm_stats, total_listeners_active, bound_listeners(srv, ~dirs & WDRAIN_DIRS));
+	stats_gauge_set(srv->lm_stats, total_listeners_draining, bound_listeners(srv, dirs));
+	start_drain_timer(srv);
+}
+
+void server_quit(struct server *srv)
+{
+	bool first = enter_draining(srv);
+	if (!workers_running) {
+		finish(srv);
+		return;
+	}
+	log_info("quit requested: draining every listener (up to %u s), then exiting",
+		 srv->opt.drain_time_s);
+	srv->drain_wait_outbound = false;
+	post_all(srv, worker_msg_drain, NULL);
+	stats_gauge_set(srv->lm_stats, total_listeners_active, 0);
+	if (first || !srv->drain_timer || !evtimer_pending(srv->drain_timer, NULL))
+		start_drain_timer(srv);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	(void)what;
+	struct server *srv = arg;
 	log_info("received signal %d", (int)sig);
-	server_begin_drain(arg, false);
+	/* a second SIGTERM/SIGINT while draining: stop waiting */
+	server_begin_drain(srv, srv->state == SERVER_DRAINING && srv->drain_timer &&
+				     evtimer_pending(srv->drain_timer, NULL));
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -392,6 +608,8 @@ void server_free(struct server *srv)
 		event_free(srv->tick_ev);
 	if (srv->drain_timer)
 		event_free(srv->drain_timer);
+	if (srv->graceful_timer)
+		event_free(srv->graceful_timer);
 	if (srv->base)
 		event_base_free(srv->base);
 	srv->base = NULL;

@@ -31,6 +31,7 @@ struct server_options {
 	const char *service_node, *service_cluster;
 	const char *log_level;
 	bool allow_unknown_fields;
+	bool exit_on_zero_active;         /* --exit-on-zero-active-connections */
 	char *argv_line;                  /* owned; for /server_info */
 };
 
@@ -54,6 +55,10 @@ struct server {
 	uint64_t start_ms;
 	struct event *sigterm_ev, *sigint_ev, *sigpipe_ev, *tick_ev, *drain_timer;
 	uint64_t drain_deadline_ms;
+	bool drain_wait_outbound;         /* SIGTERM drain keeps outbound listeners open: wait
+					     for the deadline unless exit_on_zero_active */
+	struct event *graceful_timer;     /* /drain_listeners?graceful: stop listeners later */
+	unsigned graceful_flags;          /* WDRAIN_* for graceful_timer */
 	size_t clusters_pending;          /* clusters not yet initialized */
 	int exit_code;
 };
@@ -61,11 +66,26 @@ struct server {
 extern struct server g_server;
 
 unsigned server_default_concurrency(void);
+/* CPU quota of the process's cgroup (and ancestors) in whole CPUs, rounded
+ * up; 0 = no quota.  root: the cgroup mount ("/sys/fs/cgroup"); self_cgroup:
+ * the text of /proc/self/cgroup.  Exposed for tests. */
+unsigned cgroup_cpu_quota(const char *root, const char *self_cgroup);
 int server_run(struct server *srv);
-/* Start draining: close listeners, finish in-flight, exit. Main thread. */
+/* SIGTERM (main thread): INBOUND and UNSPECIFIED listeners stop accepting
+ * and their connections drain; OUTBOUND listeners keep serving (the
+ * application may still call out while it shuts down).  Exit 0 when no
+ * connection is left (at once if there are no outbound listeners, or with
+ * --exit-on-zero-active-connections), else at --drain-time-s.  immediate:
+ * exit now. */
 void server_begin_drain(struct server *srv, bool immediate);
-/* Close listeners only (admin /drain_listeners). */
-void server_drain_listeners(struct server *srv);
+/* POST /quitquitquit: every listener stops, connections drain, exit 0 when
+ * none is left or at --drain-time-s. */
+void server_quit(struct server *srv);
+/* POST /drain_listeners: stop accepting on all listeners (inbound_only: the
+ * INBOUND ones); connections stay.  graceful: drain their connections first
+ * and stop the listeners after --drain-time-s (not at all with skip_exit).
+ * The process keeps running. */
+void server_drain_listeners(struct server *srv, bool inbound_only, bool graceful, bool skip_exit);
 void server_free(struct server *srv);
 /* Total downstream connections across workers. */
 long server_active_connections(const struct server *srv);

@@ -12,6 +12,8 @@
 #include "../stats/stats.h"
 
 struct cluster;
+struct fc_match;
+struct lf_pred;
 struct network_filter_ops;
 struct listener_filter_ops;
 struct server;
@@ -19,7 +21,9 @@ struct server;
 #define LISTENER_STATS(X)                                                        \
 	X(COUNTER, downstream_cx_total) X(GAUGE, downstream_cx_active)          \
 	X(COUNTER, downstream_cx_destroy) X(COUNTER, no_filter_chain_match)     \
-	X(COUNTER, downstream_cx_overflow) X(HISTOGRAM, downstream_cx_length_ms)
+	X(COUNTER, downstream_cx_overflow) X(HISTOGRAM, downstream_cx_length_ms)   \
+	X(COUNTER, downstream_pre_cx_timeout) X(GAUGE, downstream_pre_cx_active)  \
+	X(COUNTER, downstream_listener_filter_remote_close)
 #define LS_ENUM(type, name) LS_##name,
 enum { LISTENER_STATS(LS_ENUM) LISTENER_STATS_N };
 
@@ -36,9 +40,12 @@ struct filter_chain {
 	void *cfg;                           /* owned via ops->free_config */
 };
 
+enum listener_direction { LISTENER_UNSPECIFIED = 0, LISTENER_INBOUND = 1, LISTENER_OUTBOUND = 2 };
+
 struct listener_filter {                   /* one listener_filters[] entry */
 	const struct listener_filter_ops *ops;
 	void *cfg;                           /* owned via ops->free_config */
+	struct lf_pred *disabled;            /* owned, NULL: always runs (filter_disabled) */
 };
 
 struct listener_cfg {
@@ -50,7 +57,8 @@ struct listener_cfg {
 	int backlog;
 	struct filter_chain *chains;         /* owned [nchains] */
 	size_t nchains;
-	struct filter_chain *default_chain;  /* owned, may be NULL */
+	struct fc_match *chain_match;        /* owned [nchains]: filter_chain_match of chains[i] */
+	struct filter_chain *default_chain;  /* owned, may be NULL (default_filter_chain) */
 	struct stats_scope *stats;           /* owned */
 	struct listener_filter *lfilters;    /* owned [nlfilters]: run on accept, in order */
 	size_t nlfilters;
@@ -59,6 +67,7 @@ struct listener_cfg {
 	bool use_original_dst;               /* hand restored connections to the listener of
 						their original destination */
 	bool bind_to_port;                   /* false: no socket, only a hand-off target */
+	int direction;                       /* traffic_direction: enum listener_direction */
 	int *fds;                            /* owned [nfds]: SO_REUSEPORT sockets, -1 after handoff */
 	unsigned nfds;
 };

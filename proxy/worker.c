@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include "conn.h"
 #include <event2/thread.h>
+#include <event2/event_struct.h>
 #include "server.h"
 #include "downstream.h"
 #include "filter.h"
@@ -15,6 +16,7 @@
 #include "config/address.h"
 #include "upstream/pool.h"
 #include "upstream/original_dst.h"
+#include "filter_chain_match.h"
 
 __thread struct worker *current_worker;
 
@@ -140,68 +142,140 @@ void downstream_close(struct downstream *d)
 
 /* ---- accept ---------------------------------------------------------------- */
 
-static const struct filter_chain *match_chain(const struct listener_cfg *l, uint16_t dport)
+/* ---- listener filters ---------------------------------------------------- */
+
+/* One accepted socket going through its listener filters.  It lives on the
+ * accept callback's stack while every filter is synchronous (no allocation);
+ * it moves into a struct lf_wait on the heap only when an inspector must
+ * wait for the client's first bytes. */
+struct lf_state {
+	struct listener_cfg *l;              /* current listener (in the worker's snapshot) */
+	size_t next;                         /* next listener filter of l to run */
+	bool handed_off;                     /* use_original_dst hand-off done (or skipped) */
+	struct sockaddr_storage peer;
+	socklen_t peerlen;
+	struct listener_accept la;           /* la.peer points at peer */
+};
+
+struct lf_wait {
+	struct lf_state st;
+	struct worker *w;
+	struct snapshot *snap;               /* ref: st.l lives in it */
+	struct event rd;                     /* edge-triggered readability of st.la.fd */
+	struct event timer;                  /* listener_filters_timeout */
+	bool timer_armed;
+	struct listener_cfg *gauge_l;        /* listener counting it in downstream_pre_cx_active */
+	struct lf_wait *prev, *next;         /* w->lf_waits */
+};
+
+enum { LFS_DONE, LFS_AGAIN, LFS_CLOSE };
+
+void listener_accept_set_alpn1(struct listener_accept *a, const char *proto)
 {
-	for (size_t i = 0; i < l->nchains; i++)
-		if (!l->chains[i].dst_port || l->chains[i].dst_port == dport)
-			return &l->chains[i];
-	return l->default_chain;
+	size_t n = strlen(proto);
+	if (n > 254)
+		n = 254;
+	a->alpn[0] = (uint8_t)n;
+	memcpy(a->alpn + 1, proto, n);
+	a->alpn_len = (uint16_t)(n + 1);
 }
 
-/* Run l's listener filters on a, in order.  false: close the socket. */
-static bool run_listener_filters(const struct listener_cfg *l, struct listener_accept *a,
-				 struct worker *w)
+/* Peek at what the client sent and let the inspector f judge it. */
+static int lf_inspect(struct worker *w, struct lf_state *st, const struct listener_filter *f)
 {
-	for (size_t i = 0; i < l->nlfilters; i++)
-		if (l->lfilters[i].ops->on_accept(a, l->lfilters[i].cfg, w) != LF_CONTINUE)
-			return false;
-	return true;
+	size_t max = f->ops->max_read_bytes ? f->ops->max_read_bytes(f->cfg) : LF_PEEK_MAX;
+	if (max > LF_PEEK_MAX)
+		max = LF_PEEK_MAX;
+	if (!w->lf_buf)
+		w->lf_buf = xmalloc(LF_PEEK_MAX);
+	ssize_t n = recv(st->la.fd, w->lf_buf, max, MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return LFS_AGAIN;
+	if (n == 0) {
+		/* the client closed before the filters decided */
+		stats_inc(st->l->stats, w->shard, LS_downstream_listener_filter_remote_close);
+		return LFS_CLOSE;
+	}
+	if (n < 0) {
+		f->ops->on_data(&st->la, f->cfg, w, NULL, 0);
+		return LFS_CLOSE;
+	}
+	switch (f->ops->on_data(&st->la, f->cfg, w, w->lf_buf, (size_t)n)) {
+	case LF_CLOSE:
+		return LFS_CLOSE;
+	case LF_AGAIN:
+		/* a full buffer decides */
+		return (size_t)n < max ? LFS_AGAIN : LFS_DONE;
+	default:
+		return LFS_DONE;
+	}
 }
 
-static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
-		      int salen, void *arg)
+/* Run listener filters from where st stopped, then the use_original_dst
+ * hand-off (whose target runs its own filters, once). */
+static int lf_advance(struct worker *w, struct lf_state *st)
 {
-	struct worker_listener *wl = arg;
-	struct worker *w = wl->w;
-	struct listener_cfg *l = wl->cfg;
-	struct listener_accept la;
-	(void)evl;
-
-	if (w->draining) {
-		evutil_closesocket(fd);
-		return;
-	}
-	la.fd = fd;
-	la.peer = sa;
-	la.locallen = sizeof(la.local);
-	la.local_restored = false;
-	getsockname(fd, (struct sockaddr *)&la.local, &la.locallen);
-	if (!run_listener_filters(l, &la, w)) {
-		evutil_closesocket(fd);
-		return;
-	}
-	if (l->use_original_dst && la.local_restored) {
+	for (;;) {
+		struct listener_cfg *l = st->l;
+		while (st->next < l->nlfilters) {
+			const struct listener_filter *f = &l->lfilters[st->next];
+			int r;
+			if (f->disabled &&
+			    lf_pred_match(f->disabled, sockaddr_port((struct sockaddr *)&st->la.local)))
+				r = LFS_DONE;   /* filter_disabled: e.g. no detection on opaque ports */
+			else if (f->ops->on_data)
+				r = lf_inspect(w, st, f);
+			else
+				r = f->ops->on_accept(&st->la, f->cfg, w) == LF_CONTINUE ? LFS_DONE : LFS_CLOSE;
+			if (r != LFS_DONE)
+				return r;
+			st->next++;
+		}
+		if (st->handed_off || !l->use_original_dst || !st->la.local_restored)
+			return LFS_DONE;
 		/* Envoy's hand-off: the listener of the original destination (in
 		 * this worker's snapshot) takes the connection and runs its own
 		 * listener filters; it does not hand off again.  None: this
 		 * listener's own chains serve it (passthrough). */
+		st->handed_off = true;
 		struct listener_cfg *t = snapshot_find_listener_by_addr(w->snap,
-									(struct sockaddr *)&la.local);
-		if (t && t != l) {
-			l = t;
-			if (!run_listener_filters(l, &la, w)) {
-				evutil_closesocket(fd);
-				return;
-			}
-		}
+									(struct sockaddr *)&st->la.local);
+		if (!t || t == l)
+			return LFS_DONE;
+		st->l = t;
+		st->next = 0;
 	}
-	const struct filter_chain *fc = match_chain(l, sockaddr_port((struct sockaddr *)&la.local));
+}
+
+static const struct filter_chain *match_chain(const struct listener_cfg *l,
+					      const struct listener_accept *la)
+{
+	struct fcm_input in = {
+		.local = (const struct sockaddr *)&la->local,
+		.peer = la->peer,
+		.server_name = la->server_name,
+		.transport_protocol = la->transport_protocol ? la->transport_protocol : "raw_buffer",
+		.alpn = la->alpn,
+		.alpn_len = la->alpn_len,
+	};
+	long i = l->nchains ? fcm_select(l->chain_match, l->nchains, &in) : -1;
+	return i >= 0 ? &l->chains[i] : l->default_chain;
+}
+
+/* The listener filters are done: choose the filter chain, run its
+ * non-terminal filters, hand the socket to the terminal one. */
+static void accept_finish(struct worker *w, struct lf_state *st)
+{
+	struct listener_cfg *l = st->l;
+	int fd = st->la.fd;
+	const struct filter_chain *fc = match_chain(l, &st->la);
 	if (!fc) {
 		stats_inc(l->stats, w->shard, LS_no_filter_chain_match);
 		evutil_closesocket(fd);
 		return;
 	}
-	struct accept_info ai = { w, NULL, l, sa, (socklen_t)salen, &la.local, la.local_restored };
+	struct accept_info ai = { w, NULL, l, (struct sockaddr *)&st->peer, st->peerlen,
+				  &st->la.local, st->la.local_restored };
 	for (size_t i = 0; i < fc->npre; i++) {
 		if (!fc->pre[i].ops->on_new_connection(&ai, fc->pre[i].cfg)) {
 			evutil_closesocket(fd);
@@ -218,6 +292,159 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 	/* The filter allocates its connection struct with downstream_new(). */
 	ai.bev = bev;
 	fc->ops->on_accept(&ai, fc->cfg);
+}
+
+static void lf_wait_free(struct lf_wait *p, bool close_fd)
+{
+	struct worker *w = p->w;
+	event_del(&p->rd);
+	event_del(&p->timer);
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		w->lf_waits = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	stats_dec(p->gauge_l->stats, w->shard, LS_downstream_pre_cx_active);
+	if (close_fd)
+		evutil_closesocket(p->st.la.fd);
+	snapshot_unref(p->snap);
+	free(p);
+}
+
+static void lf_wait_arm_timer(struct lf_wait *p)
+{
+	if (!p->timer_armed && p->st.l->lf_timeout_ms) {
+		worker_timer_add(p->w, &p->timer, p->st.l->lf_timeout_ms);
+		p->timer_armed = true;
+	}
+}
+
+/* Continue p after an event; it is freed on every path but AGAIN. */
+static void lf_wait_resume(struct lf_wait *p)
+{
+	int r = lf_advance(p->w, &p->st);
+	if (r == LFS_AGAIN) {
+		if (p->st.l != p->gauge_l) {
+			/* handed off: the target listener's timeout starts now */
+			stats_dec(p->gauge_l->stats, p->w->shard, LS_downstream_pre_cx_active);
+			p->gauge_l = p->st.l;
+			stats_inc(p->gauge_l->stats, p->w->shard, LS_downstream_pre_cx_active);
+			event_del(&p->timer);
+			p->timer_armed = false;
+		}
+		lf_wait_arm_timer(p);
+		return;
+	}
+	if (r == LFS_CLOSE) {
+		lf_wait_free(p, true);
+		return;
+	}
+	/* The listener may belong to a snapshot older than the worker's:
+	 * p->snap keeps it alive until the connection took its own reference
+	 * (downstream_new refs the worker's current snapshot; a listener
+	 * removed by xDS meanwhile is the xDS side's to handle). */
+	struct lf_state st = p->st;
+	st.la.peer = (const struct sockaddr *)&st.peer;
+	struct worker *w = p->w;
+	struct snapshot *snap = snapshot_ref(p->snap);
+	lf_wait_free(p, false);
+	accept_finish(w, &st);
+	snapshot_unref(snap);
+}
+
+static void lf_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	lf_wait_resume(arg);
+}
+
+static void lf_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lf_wait *p = arg;
+	(void)fd;
+	(void)what;
+	p->timer_armed = false;
+	stats_inc(p->st.l->stats, p->w->shard, LS_downstream_pre_cx_timeout);
+	if (!p->st.l->lf_continue_on_timeout) {
+		lf_wait_free(p, true);
+		return;
+	}
+	/* Envoy: skip this listener's remaining filters and go on with what
+	 * is known (a server-first protocol reaches the default chain). */
+	p->st.next = p->st.l->nlfilters;
+	lf_wait_resume(p);
+}
+
+/* st is on the stack and an inspector must wait: move it to the heap. */
+static void lf_wait_start(struct worker *w, const struct lf_state *st)
+{
+	struct lf_wait *p = xcalloc(1, sizeof(*p));
+	p->st = *st;
+	p->st.la.peer = (const struct sockaddr *)&p->st.peer;
+	p->w = w;
+	p->snap = snapshot_ref(w->snap);
+	event_assign(&p->rd, w->base, st->la.fd, EV_READ | EV_PERSIST | EV_ET, lf_read_cb, p);
+	evtimer_assign(&p->timer, w->base, lf_timeout_cb, p);
+	event_add(&p->rd, NULL);
+	p->next = w->lf_waits;
+	if (w->lf_waits)
+		w->lf_waits->prev = p;
+	w->lf_waits = p;
+	p->gauge_l = p->st.l;
+	stats_inc(p->gauge_l->stats, w->shard, LS_downstream_pre_cx_active);
+	lf_wait_arm_timer(p);
+}
+
+static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+		      int salen, void *arg)
+{
+	struct worker_listener *wl = arg;
+	struct worker *w = wl->w;
+	struct lf_state st;
+	(void)evl;
+
+	if (w->draining) {
+		evutil_closesocket(fd);
+		return;
+	}
+	st.l = wl->cfg;
+	st.next = 0;
+	st.handed_off = false;
+	st.peerlen = (socklen_t)MIN((size_t)salen, sizeof(st.peer));
+	memcpy(&st.peer, sa, st.peerlen);
+	st.la.fd = fd;
+	st.la.peer = (const struct sockaddr *)&st.peer;
+	st.la.locallen = sizeof(st.la.local);
+	st.la.local_restored = false;
+	st.la.transport_protocol = NULL;
+	st.la.server_name[0] = '\0';
+	st.la.alpn_len = 0;
+	getsockname(fd, (struct sockaddr *)&st.la.local, &st.la.locallen);
+	switch (lf_advance(w, &st)) {
+	case LFS_CLOSE:
+		evutil_closesocket(fd);
+		return;
+	case LFS_AGAIN:
+		lf_wait_start(w, &st);
+		return;
+	default:
+		accept_finish(w, &st);
+	}
+}
+
+/* Close sockets still in listener filters (all, or those of listeners
+ * matching dir_mask). */
+static void lf_close_waiting(struct worker *w, unsigned dir_mask)
+{
+	struct lf_wait *p = w->lf_waits;
+	while (p) {
+		struct lf_wait *next = p->next;
+		if (dir_mask & WDRAIN_DIR(p->st.l->direction))
+			lf_wait_free(p, true);
+		p = next;
+	}
 }
 
 static void accept_error_cb(struct evconnlistener *evl, void *arg)
@@ -260,10 +487,38 @@ void worker_msg_stop_listeners(struct worker *w, void *arg)
 	}
 }
 
+void worker_msg_drain_some(struct worker *w, void *arg)
+{
+	unsigned flags = (unsigned)(uintptr_t)arg;
+	for (size_t i = 0; i < w->nlisteners; i++) {
+		struct worker_listener *wl = &w->listeners[i];
+		if (!(flags & WDRAIN_LISTENERS) || !wl->evl ||
+		    !(flags & WDRAIN_DIR(wl->cfg->direction)))
+			continue;
+		evconnlistener_free(wl->evl);
+		wl->evl = NULL;
+	}
+	if (!(flags & WDRAIN_CONNS))
+		return;
+	w->drain_dirs |= flags & WDRAIN_DIRS;
+	lf_close_waiting(w, flags & WDRAIN_DIRS);
+	struct downstream *d = w->conns;
+	while (d) {
+		struct downstream *next = d->next;
+		if ((flags & WDRAIN_DIR(d->lcfg->direction)) && !d->draining) {
+			d->draining = true;
+			if (d->ops && d->ops->drain)
+				d->ops->drain(d);
+		}
+		d = next;
+	}
+}
+
 void worker_msg_drain(struct worker *w, void *arg)
 {
 	worker_msg_stop_listeners(w, arg);
 	w->draining = true;
+	lf_close_waiting(w, WDRAIN_DIRS);
 	/* Ask every connection to finish; iterate carefully: drain may close. */
 	struct downstream *d = w->conns;
 	while (d) {
@@ -311,6 +566,9 @@ static void *worker_main(void *arg)
 	event_base_dispatch(w->base);
 	/* Shutdown: close whatever is left. */
 	worker_msg_stop_listeners(w, NULL);
+	lf_close_waiting(w, WDRAIN_DIRS);
+	free(w->lf_buf);
+	w->lf_buf = NULL;
 	while (w->conns)
 		downstream_close(w->conns);
 	/* Every request is gone: free this worker's pools. */

@@ -14,6 +14,9 @@
 
 struct downstream;
 struct worker;
+struct lf_wait;
+
+#define LF_PEEK_MAX (64 * 1024)           /* largest listener-filter peek (TLS ClientHello) */
 
 struct worker_msg {
 	void (*fn)(struct worker *w, void *arg);
@@ -42,6 +45,9 @@ struct worker {
 	struct downstream *conns;          /* intrusive list of live downstream connections */
 	long nconns;                       /* atomic read by main for drain/stats */
 	bool draining;                     /* stop keep-alive, close idle */
+	unsigned drain_dirs;               /* WDRAIN_DIR bits: listeners whose connections drain */
+	struct lf_wait *lf_waits;          /* sockets waiting in listener filters (owned list) */
+	uint8_t *lf_buf;                   /* owned [LF_PEEK_MAX]: inspectors' peek buffer */
 	struct event_base *main_base;      /* not owned */
 	uint64_t ct_ms[8];                 /* common-timeout durations registered... */
 	const struct timeval *ct_tv[8];    /* ...and libevent's magic timevals for them */
@@ -63,6 +69,16 @@ void main_post(void (*fn)(void *arg), void *arg);
 /* Worker side handlers for messages from main. */
 void worker_msg_stop_listeners(struct worker *w, void *arg);
 void worker_msg_drain(struct worker *w, void *arg);
+/* Partial drain (admin /drain_listeners, SIGTERM of a sidecar): arg is
+ * (void *)(uintptr_t) of WDRAIN_* bits.  Stops the selected listeners and,
+ * with WDRAIN_CONNS, asks their connections to finish (Connection: close,
+ * GOAWAY) and closes their sockets still in listener filters; the other
+ * listeners keep serving. */
+#define WDRAIN_DIR(d)     (1u << (d))      /* select listeners of enum listener_direction d */
+#define WDRAIN_DIRS       0xffu
+#define WDRAIN_LISTENERS  0x100u           /* stop accepting on the selected listeners */
+#define WDRAIN_CONNS      0x200u           /* drain their connections */
+void worker_msg_drain_some(struct worker *w, void *arg);
 void worker_msg_exit(struct worker *w, void *arg);
 
 /* Thread-local current worker (NULL on the main thread). */

@@ -215,7 +215,7 @@ static void quit_cb(evutil_socket_t fd, short what, void *arg)
 	struct admin *a = arg;
 	(void)fd;
 	(void)what;
-	server_begin_drain(a->srv, true);
+	server_quit(a->srv);
 }
 
 static void h_quit(struct admin *a, struct evhttp_request *req, struct evkeyvalq *q)
@@ -240,10 +240,28 @@ static void h_hc_ok(struct admin *a, struct evhttp_request *req, struct evkeyval
 	reply_text(req, 200, "OK\n");
 }
 
+/* Envoy's flags are bare names ("?inboundonly&graceful"); a value is ignored. */
+static bool query_flag(struct evhttp_request *req, const char *name)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
+	size_t n = strlen(name);
+	while (q && *q) {
+		size_t len = strcspn(q, "&");
+		if ((len == n || (len > n && q[n] == '=')) && !strncmp(q, name, n))
+			return true;
+		q += len;
+		if (*q == '&')
+			q++;
+	}
+	return false;
+}
+
 static void h_drain(struct admin *a, struct evhttp_request *req, struct evkeyvalq *q)
 {
 	(void)q;
-	server_drain_listeners(a->srv);
+	server_drain_listeners(a->srv, query_flag(req, "inboundonly"), query_flag(req, "graceful"),
+			       query_flag(req, "skip_exit"));
 	reply_text(req, 200, "OK\n");
 }
 
@@ -296,10 +314,11 @@ static const struct endpoint endpoints[] = {
 	{ "/clusters", false, h_clusters, "upstream cluster status" },
 	{ "/listeners", false, h_listeners, "print listener info (format=json)" },
 	{ "/config_dump", false, h_config_dump, "dump current configuration" },
-	{ "/quitquitquit", true, h_quit, "exit the server" },
+	{ "/quitquitquit", true, h_quit, "drain every listener, then exit the server" },
 	{ "/healthcheck/fail", true, h_hc_fail, "cause the server to fail health checks" },
 	{ "/healthcheck/ok", true, h_hc_ok, "cause the server to pass health checks" },
-	{ "/drain_listeners", true, h_drain, "drain listeners" },
+	{ "/drain_listeners", true, h_drain,
+	  "drain listeners (?inboundonly: INBOUND only; ?graceful: drain connections first)" },
 	{ "/reset_counters", true, h_reset, "reset all counters to zero" },
 	{ "/reopen_logs", true, h_reopen_logs, "reopen access logs" },
 	{ "/logging", true, h_logging, "query/change logging levels (level=...)" },
@@ -328,7 +347,9 @@ static void admin_cb(struct evhttp_request *req, void *arg)
 	struct evkeyvalq q;
 
 	TAILQ_INIT(&q);
-	if (query && evhttp_parse_query_str(query, &q)) {
+	/* Envoy's bare flags ("/drain_listeners?inboundonly") are not
+	 * key=value pairs: those endpoints read the raw query (query_flag) */
+	if (query && evhttp_parse_query_str(query, &q) && strcmp(path ? path : "", "/drain_listeners")) {
 		reply_text(req, 400, "bad query string\n");
 		return;
 	}

@@ -16,6 +16,13 @@ stats and the app's view of the peer prove which way the bytes went:
            ORIGINAL_DST cluster.   B: chain 7070, tcp_proxy.
   8081  excluded port (A outbound, B inbound): no proxy at all; the app sees A's address.
   10.77.0.3  excluded CIDR in A: A's sidecar is bypassed, B still captures inbound.
+
+Protocol detection on B's inbound listener (http_inspector, 1 s timeout, continue on timeout):
+  8888  an "unusual" port with an HTTP chain matched on application_protocols: detected as HTTP.
+  3306  server-first service on an unlisted port: the client waits for the banner; detection
+        times out and the default chain (tcp_proxy) carries it.
+  5432  server-first service on an opaque port (filter_disabled for 5432): no detection, no
+        timeout.
 """
 
 import json
@@ -37,7 +44,53 @@ INIT = os.path.join(ROOT, "deploy", "init", "remora-init")
 A_IP, B_IP, B_IP2 = "10.77.0.1", "10.77.0.2", "10.77.0.3"
 A_IP6, B_IP6 = "fd77::1", "fd77::2"
 PROXY_UID = 1337
-APP_PORTS = (8080, 9090, 7070, 8081)
+APP_PORTS = (8080, 9090, 7070, 8081, 8888)
+BANNER_PORTS = (3306, 5432)
+
+BANNER_APP = textwrap.dedent("""\
+    # A server-first service (MySQL/SMTP style): a banner on accept, then
+    # "250 <line>" for every line received.
+    import socket, sys, threading
+    def serve(c):
+        try:
+            c.sendall(b"220 banner\\r\\n")
+            f = c.makefile("rb")
+            for line in f:
+                c.sendall(b"250 " + line.strip() + b"\\r\\n")
+        except OSError:
+            pass
+        finally:
+            c.close()
+    def run(port):
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("0.0.0.0", port))
+        ls.listen(16)
+        while True:
+            c, _ = ls.accept()
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+    for p in sys.argv[1:]:
+        threading.Thread(target=run, args=(int(p),), daemon=True).start()
+    print("ready", flush=True)
+    threading.Event().wait()
+    """)
+
+BANNER_CLIENT = textwrap.dedent("""\
+    # Connect, say nothing, wait for the banner; then one command.
+    import json, socket, sys, time
+    t0 = time.monotonic()
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=15)
+    f = s.makefile("rb")
+    banner = f.readline()
+    waited = time.monotonic() - t0
+    s.sendall(b"HELO pod-a\\r\\n")
+    reply = f.readline()
+    print(json.dumps({"banner": banner.decode(), "reply": reply.decode(), "waited": waited}))
+    """)
+HTTP_INSPECTOR_LF = {"name": "envoy.filters.listener.http_inspector",
+                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters."
+                                               "listener.http_inspector.v3.HttpInspector"},
+                     "filter_disabled": {"destination_port_range": {"start": 5432, "end": 5433}}}
 
 APP = textwrap.dedent("""\
     # A tiny HTTP app: answers every request with JSON naming the port, the
@@ -141,17 +194,26 @@ def config_b():
     """Pod B's sidecar: inbound side, one filter chain per app port."""
     chains = [{"filter_chain_match": {"destination_port": 8080},
                "filters": [hcm("inbound_8080", "inbound_8080")]}]
-    for p in (9090, 7070):
+    for p in (9090, 7070, 5432):
         chains.append({"filter_chain_match": {"destination_port": p},
                        "filters": [tcp(f"inbound_{p}", f"inbound_{p}")]})
+    chains.append({"filter_chain_match": {"destination_port": 8888,
+                                          "application_protocols": ["http/1.1", "h2c"]},
+                   "filters": [hcm("inbound_8888", "inbound_8888")]})
+    lf = [ORIGINAL_DST_LF, HTTP_INSPECTOR_LF]
+    detect = {"listener_filters_timeout": "1s", "continue_on_listener_filters_timeout": True,
+              # unlisted ports: Istio passes them through to the original destination;
+              # Remora cannot bind 127.0.0.6 yet, so this test sends them to 127.0.0.1:3306
+              "default_filter_chain": {"filters": [tcp("inbound_unlisted", "inbound_3306")]}}
     return {
         "admin": {"address": sockaddr("127.0.0.1", 15000)},
         "static_resources": {
             "listeners": [{"name": "virtualInbound", "address": sockaddr("0.0.0.0", 15006),
-                           "listener_filters": [ORIGINAL_DST_LF], "filter_chains": chains},
+                           "listener_filters": lf, "filter_chains": chains, **detect},
                           {"name": "virtualInbound6", "address": sockaddr("::", 15006),
-                           "listener_filters": [ORIGINAL_DST_LF], "filter_chains": chains}],
-            "clusters": [static_cluster(f"inbound_{p}", "127.0.0.1", p) for p in (8080, 9090, 7070)],
+                           "listener_filters": lf, "filter_chains": chains, **detect}],
+            "clusters": [static_cluster(f"inbound_{p}", "127.0.0.1", p)
+                         for p in (8080, 9090, 7070, 8888, 3306, 5432)],
         },
     }
 
@@ -262,6 +324,16 @@ def pods(workdir):
                                stderr=subprocess.DEVNULL, text=True, start_new_session=True)
         procs.append(app)
         assert app.stdout.readline().strip() == "ready", "B's app did not start"
+        banner_py = os.path.join(workdir, "banner.py")
+        with open(banner_py, "w") as f:
+            f.write(BANNER_APP)
+        with open(os.path.join(workdir, "banner_client.py"), "w") as f:
+            f.write(BANNER_CLIENT)
+        bapp = subprocess.Popen(["ip", "netns", "exec", nb, sys.executable, banner_py,
+                                 *map(str, BANNER_PORTS)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        procs.append(bapp)
+        assert bapp.stdout.readline().strip() == "ready", "B's banner service did not start"
 
         # the rules: IPv6 too (the namespaces have global IPv6 addresses)
         env = {k: v for k, v in os.environ.items() if not k.startswith("REMORA_")}
@@ -279,7 +351,7 @@ def pods(workdir):
         for r in (ra, rb):
             remoras.append(r)
             r.start()
-        yield {"a": ra, "b": rb, "na": na, "nb": nb, "app_log": app_log}
+        yield {"a": ra, "b": rb, "na": na, "nb": nb, "app_log": app_log, "workdir": workdir}
     finally:
         problems = []
         for r in remoras:
@@ -404,3 +476,52 @@ def test_ipv6_capture(pods):
     assert delta(a0, a1, "cluster.PassthroughCluster.upstream_cx_total") == 1
     assert delta(b0, b1, "listener.[__]_15006.downstream_cx_total") == 1
     assert delta(b0, b1, "cluster.inbound_7070.upstream_cx_total") == 1
+
+
+def banner_get(pods, port):
+    p = ns_run(pods["na"], sys.executable, os.path.join(pods["workdir"], "banner_client.py"),
+               B_IP, str(port), check=False, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+B_TIMEOUTS = "listener.0.0.0.0_15006.downstream_pre_cx_timeout"
+
+
+def test_http_on_unusual_port_is_detected(pods):
+    a0, b0 = snap(pods)
+    got = app_get(pods, f"http://{B_IP}:8888/unusual")
+    assert got["port"] == 8888 and got["path"] == "/unusual"
+    a1, b1 = snap(pods)
+    assert delta(b0, b1, "http_inspector.http11_found") == 1
+    assert delta(b0, b1, "http.inbound_8888.downstream_rq_total") == 1
+    assert delta(b0, b1, B_TIMEOUTS) == 0
+    # A had no listener for 8888: passthrough, as for any unknown port
+    assert delta(a0, a1, "tcp.PassthroughCluster.downstream_cx_total") == 1
+
+
+def test_server_first_protocol_on_unlisted_port(pods):
+    a0, b0 = snap(pods)
+    got = banner_get(pods, 3306)
+    assert got["banner"] == "220 banner\r\n"
+    assert got["reply"] == "250 HELO pod-a\r\n"
+    # the banner could only come once B's 1 s detection timeout expired
+    assert got["waited"] >= 0.9, got
+    a1, b1 = snap(pods)
+    assert delta(b0, b1, B_TIMEOUTS) == 1
+    assert delta(b0, b1, "tcp.inbound_unlisted.downstream_cx_total") == 1
+    assert delta(b0, b1, "http_inspector.http_not_found") == 0
+    assert delta(a0, a1, "tcp.PassthroughCluster.downstream_cx_total") == 1
+
+
+def test_server_first_protocol_on_opaque_port(pods):
+    a0, b0 = snap(pods)
+    got = banner_get(pods, 5432)
+    assert got["banner"] == "220 banner\r\n"
+    assert got["reply"] == "250 HELO pod-a\r\n"
+    a1, b1 = snap(pods)
+    # http_inspector is disabled for 5432: nothing waited, nothing timed out
+    assert delta(b0, b1, B_TIMEOUTS) == 0
+    assert delta(b0, b1, "tcp.inbound_5432.downstream_cx_total") == 1
+    for k in ("http10_found", "http11_found", "http2_found", "http_not_found"):
+        assert delta(b0, b1, "http_inspector." + k) == 0

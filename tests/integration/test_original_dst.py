@@ -212,7 +212,7 @@ def test_cluster_config_errors(tmp_path, cluster, path, msg):
 
 
 @pytest.mark.parametrize("mutate,path,msg", [
-    (lambda l: l.update(listener_filters=[{"name": "envoy.filters.listener.tls_inspector"}]),
+    (lambda l: l.update(listener_filters=[{"name": "envoy.filters.listener.proxy_protocol"}]),
      "listener_filters[0].name", "unknown or unsupported listener filter"),
     (lambda l: l.update(listener_filters=[dict(ORIGINAL_DST_LF, filter_disabled={})]),
      "listener_filters[0].filter_disabled", ""),

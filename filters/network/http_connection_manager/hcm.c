@@ -256,7 +256,7 @@ static void stream_finish(struct http_stream *s)
 			s->qnext = NULL;
 			h2_queue_push(hc, s);
 		}
-	} else if (!s->req_done || s->resp_close || hc->super.w->draining) {
+	} else if (!s->req_done || s->resp_close || downstream_draining(&hc->super)) {
 		hc->close_after = true;
 	}
 	hc_schedule(hc);
@@ -595,7 +595,7 @@ void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, b
 		hdrs_del(h, "content-length");   /* a 2xx to CONNECT has no body: tunnel */
 	s->resp_chunked = !end_stream && !has_len && !upgrade && status >= 200 && status != 204 &&
 			  status != 304 && !s->is_head && s->req.version_minor >= 1;
-	bool close = hc->close_after || hc->closing || hc->super.w->draining || !s->req.keep_alive;
+	bool close = hc->close_after || hc->closing || downstream_draining(&hc->super) || !s->req.keep_alive;
 	if (!end_stream && !has_len && !s->resp_chunked && !upgrade && !s->is_head &&
 	    status >= 200 && status != 204 && status != 304)
 		close = true;   /* HTTP/1.0 client: body delimited by close */
@@ -1140,7 +1140,7 @@ static bool hc_parse_head(struct hcm_conn *hc)
 		}
 		s->upgrade = true;
 	}
-	if (hc->super.w->draining)
+	if (downstream_draining(&hc->super))
 		s->req.keep_alive = false;
 	hcm_stream_begin(s, s->body == H1_BODY_NONE && !s->upgrade);
 	return true;

@@ -95,11 +95,11 @@ TEST(listener_filter_errors)
 		"  - name: l\n"
 		"    address: {socket_address: {address: 0.0.0.0, port_value: 15001}}\n"
 		"    listener_filters:\n"
-		"    - name: envoy.filters.listener.tls_inspector\n"
-		"      typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}\n"
+		"    - name: envoy.filters.listener.proxy_protocol\n"
+		"      typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol}\n"
 		TCP("v");
 	CHECK(!test_bootstrap_ok(bad, err, sizeof(err)));
 	CHECK_CONTAINS(err, "static_resources.listeners[0].listener_filters[0].typed_config: "
 			    "unknown or unsupported listener filter "
-			    "'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector'");
+			    "'type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol'");
 }
