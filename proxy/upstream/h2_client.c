@@ -185,7 +185,6 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 		st->out_blocked = false;
 		st->pend |= P_WRITABLE;
 	}
-	stats_add(ccl(c)->stats, csh(c), upstream_cx_tx_bytes_total, (int64_t)n);
 	return (ssize_t)n;
 }
 
@@ -294,7 +293,6 @@ void h2c_stream_consumed(struct h2c_stream *st, size_t n)
 {
 	if (!st->c || !n)
 		return;
-	stats_add(ccl(st->c)->stats, csh(st->c), upstream_cx_rx_bytes_total, (int64_t)n);
 	if (st->id > 0 && !st->ng_closed)
 		nghttp2_session_consume(st->c->ng, st->id, n);
 	else
@@ -348,6 +346,7 @@ static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int
 	if (evbuffer_get_length(out) > c->limit)
 		return NGHTTP2_ERR_WOULDBLOCK;
 	evbuffer_add(out, data, len);
+	stats_add(ccl(c)->stats, csh(c), upstream_cx_tx_bytes_total, (int64_t)len);
 	return (ssize_t)len;
 }
 
@@ -715,6 +714,7 @@ static void read_cb(struct conn *bev, void *arg)
 			break;
 		}
 		evbuffer_drain(in, (size_t)n);
+		stats_add(ccl(c)->stats, csh(c), upstream_cx_rx_bytes_total, n);
 	}
 	pump(c);
 }

@@ -40,6 +40,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 
 from harness import PATTERN
 
@@ -62,6 +63,7 @@ class _Conn:
         self.active = 0
         self.goaway_pending = False
         self.goaway_sent = False
+        self.goaway_last = 0
         self.lock = threading.Lock()
 
     def run(self):
@@ -86,7 +88,7 @@ class _Conn:
                 self.tick()
                 self.flush()
                 if self.goaway_sent and self.active == 0 and not self.sending:
-                    time.sleep(0.05)
+                    self.linger()
                     break
         except (OSError, h2.exceptions.ProtocolError):
             pass
@@ -98,6 +100,22 @@ class _Conn:
             except OSError:
                 pass
 
+    def linger(self):
+        """Half-close and read until the peer closes, so no RST discards
+        what was sent."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 2
+            self.sock.settimeout(0.1)
+            while time.monotonic() < deadline:
+                try:
+                    if not self.sock.recv(65536):
+                        return
+                except socket.timeout:
+                    pass
+        except OSError:
+            pass
+
     def flush(self):
         data = self.h2.data_to_send()
         if data:
@@ -106,6 +124,8 @@ class _Conn:
     def on_event(self, ev):
         srv = self.server
         if isinstance(ev, h2.events.RequestReceived):
+            if self.goaway_sent and ev.stream_id > self.goaway_last:
+                return   # above the GOAWAY's last stream id: ignored, as RFC 9113 says
             self.streams[ev.stream_id] = {"headers": dict(ev.headers), "header_list": ev.headers,
                                           "body": bytearray(), "trailers": {}}
             self.active += 1
@@ -161,8 +181,15 @@ class _Conn:
     def tick(self):
         now = time.monotonic()
         if self.goaway_pending and not self.goaway_sent:
+            # a graceful GOAWAY written by hand: h2's close_connection() would
+            # stop the state machine, and in-flight streams must go on
             self.goaway_sent = True
-            self.h2.close_connection(error_code=0, last_stream_id=self.h2.highest_inbound_stream_id)
+            self.goaway_last = self.h2.highest_inbound_stream_id
+            f = hyperframe.frame.GoAwayFrame(0)
+            f.last_stream_id = self.goaway_last
+            f.error_code = 0
+            self.flush()
+            self.sock.sendall(f.serialize())
         due = [x for x in self.sched if x[0] <= now]
         self.sched = [x for x in self.sched if x[0] > now]
         for _, sid in due:
@@ -186,7 +213,7 @@ class _Conn:
         status = q.get("status", ["200"])[0]
         trailers = None
         if q.get("trailers", ["0"])[0] == "1":
-            trailers = [("x-trailer-one", "1"), ("x-trailer-two", "2")]
+            trailers = [("x-trailer-one", "1"), ("x-trailer-two", "two")]
             if "grpc_status" in q:
                 trailers.append(("grpc-status", q["grpc_status"][0]))
         if "bytes" in q:
