@@ -219,7 +219,7 @@ static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	connect_done(arg, POOL_E_TIMEOUT, "connection timeout");
 }
 
-static struct upstream_conn *take_idle(struct pool *p)
+static inline __attribute__((always_inline)) struct upstream_conn *take_idle(struct pool *p)
 {
 	struct upstream_conn *uc = p->idle;
 	if (!uc)

@@ -310,3 +310,31 @@ def test_bridging_matrix_with_trailers(remora, ports, h2up, make_upstream, down,
     else:
         assert rec["headers"]["host"] == "test.local"
         assert r.stat("cluster.backend.upstream_cx_http1_total") == 1
+
+
+def test_slow_downstream_bounds_memory(remora, ports, h2up):
+    """The client stops reading a 32 MB response from an HTTP/2 upstream:
+    Remora consumes upstream DATA only as the downstream takes it, so the
+    upstream stays blocked on its window and the proxy's memory does not
+    grow with the body; once the client reads, everything arrives intact."""
+    from harness import HttpConn, RssSampler
+    big = 32 * 1024 * 1024
+    up = h2up()
+    cfg, lport = config(ports, up.port, {"typed_extension_protocol_options": h2_opts(
+        initial_stream_window_size=65535, initial_connection_window_size=65535),
+        "per_connection_buffer_limit_bytes": 65536}, {"timeout": "0s"})
+    r = remora(cfg, asan_options_extra="quarantine_size_mb=16:thread_local_quarantine_size_kb=256")
+    baseline = r.rss_kb()
+    with HttpConn(lport, timeout=60) as c, RssSampler(r) as s:
+        c.sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 65536)
+        c.request("GET", f"/big?bytes={big}")
+        wait_until(lambda: up.pending_bytes() > 0, 10, what="upstream started sending")
+        time.sleep(1.5)   # the client reads nothing meanwhile
+        stalled = up.pending_bytes()
+        peak_stalled = s.peak_kb
+        resp = c.read_response()
+    assert resp.status == 200
+    assert len(resp.body) == big and resp.body == pattern_bytes(big)
+    # the upstream could not push the body into the proxy
+    assert stalled > big - 16 * 1024 * 1024, stalled
+    assert peak_stalled - baseline < 32 * 1024, (baseline, peak_stalled)

@@ -90,8 +90,11 @@ class _Conn:
                 if self.goaway_sent and self.active == 0 and not self.sending:
                     self.linger()
                     break
-        except (OSError, h2.exceptions.ProtocolError):
-            pass
+        except (OSError, h2.exceptions.ProtocolError) as e:
+            srv.errors.append(repr(e))
+        except Exception as e:   # a bug in the test server: visible to tests
+            srv.errors.append(repr(e))
+            raise
         finally:
             with srv.lock:
                 srv.active_total -= self.active
@@ -119,7 +122,13 @@ class _Conn:
     def flush(self):
         data = self.h2.data_to_send()
         if data:
-            self.sock.sendall(data)
+            # the read timeout is short (the loop polls); a send may wait
+            old = self.sock.gettimeout()
+            self.sock.settimeout(30)
+            try:
+                self.sock.sendall(data)
+            finally:
+                self.sock.settimeout(old)
 
     def on_event(self, ev):
         srv = self.server
@@ -280,6 +289,7 @@ class H2UpstreamServer:
         self.active_total = 0
         self.refuse_first_n = 0
         self.conns = []
+        self.errors = []
         self.stopping = False
         self.threads = []
 
@@ -307,6 +317,12 @@ class H2UpstreamServer:
             t = threading.Thread(target=c.run, daemon=True)
             t.start()
             self.threads.append(t)
+
+    def pending_bytes(self):
+        """Response bytes the server could not send yet (peer windows closed)."""
+        with self.lock:
+            conns = list(self.conns)
+        return sum(len(e[0]) for c in conns for e in list(c.sending.values()))
 
     def goaway_all(self):
         """Graceful GOAWAY on the connections open now (new ones are not affected)."""

@@ -1453,9 +1453,9 @@ static enum filter_status router_decode_headers(void *ctx, struct http_stream *s
 	r->req_chunked = !end_stream && !http_stream_is_upgrade(s) &&
 			 hdrs_find(h, "content-length", 14, 0) < 0;
 	r->need_host = need_host;
-	r->use_h2 = !http_stream_is_upgrade(s) && !r->re->connect_terminate &&
-		    (r->cl->proto == CL_PROTO_HTTP2 ||
-		     (r->cl->proto == CL_PROTO_DOWNSTREAM && http_stream_is_http2(s)));
+	r->use_h2 = r->cl->proto != CL_PROTO_HTTP1 &&   /* HTTP/1 clusters: one compare */
+		    (r->cl->proto == CL_PROTO_HTTP2 || http_stream_is_http2(s)) &&
+		    !http_stream_is_upgrade(s) && !r->re->connect_terminate;
 	/* retry policy: the route's, widened by x-envoy-retry-on / -max-retries */
 	r->rp = r->re->retry;
 	r->retry_on = r->rp ? r->rp->retry_on : 0;
