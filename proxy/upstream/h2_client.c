@@ -642,7 +642,8 @@ static void connect_failed(struct h2c_conn *c, enum pool_err err, const char *de
 
 /* The connection's state after events: close it when it is dead, drained
  * (GOAWAY or max_requests_per_connection) and idle, or idle while the
- * worker drains; otherwise keep the idle timer. */
+ * worker drains or its host left the host set; otherwise keep the idle
+ * timer. */
 static void settle(struct h2c_conn *c)
 {
 	struct cluster *cl = ccl(c);
@@ -656,7 +657,7 @@ static void settle(struct h2c_conn *c)
 		bool spent = cl->max_requests_per_connection && c->ntotal >= cl->max_requests_per_connection;
 		if (spent)
 			stats_inc(cl->stats, csh(c), upstream_cx_max_requests);
-		if (c->goaway || spent || c->p->w->draining) {
+		if (c->goaway || spent || c->p->w->draining || c->p->orphan) {
 			conn_close(c);
 			return;
 		}

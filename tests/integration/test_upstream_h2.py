@@ -338,3 +338,29 @@ def test_slow_downstream_bounds_memory(remora, ports, h2up):
     # the upstream could not push the body into the proxy
     assert stalled > big - 16 * 1024 * 1024, stalled
     assert peak_stalled - baseline < 32 * 1024, (baseline, peak_stalled)
+
+
+def test_h2load_and_nghttp_h2c_to_h2_upstream(remora, ports, h2up):
+    """Real HTTP/2 clients through an HTTP/2 upstream (h2<->h2): h2load runs
+    400 requests over 4 connections x 10 streams; nghttp fetches 30 slow
+    streams on one connection, which the upstream sees multiplexed."""
+    import re
+    up = h2up()
+    cfg, lport = config(ports, up.port, {"typed_extension_protocol_options": downstream_opts()})
+    r = remora(cfg, concurrency=1)
+    p = subprocess.run(["h2load", "-n", "400", "-c", "4", "-m", "10",
+                        f"http://127.0.0.1:{lport}/load"], capture_output=True, timeout=120)
+    out = p.stdout.decode()
+    assert p.returncode == 0, out + p.stderr.decode()
+    assert re.search(r"requests: 400 total, 400 started, 400 done, 400 succeeded", out), out
+    assert re.search(r"status codes: 400 2xx", out), out
+    assert r.stat("cluster.backend.upstream_rq_2xx") == 400
+    assert r.stat("cluster.backend.upstream_cx_http2_total") <= 4
+    urls = [f"http://127.0.0.1:{lport}/s/{i}?sleep_ms=300" for i in range(30)]
+    before = up.max_active_total
+    p = subprocess.run(["nghttp", "-s"] + urls, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    assert p.stdout.decode().count('"server"') == 30
+    assert up.max_active_total >= 10 and up.max_active_total >= before
+    # every request of both runs reached the upstream over HTTP/2
+    assert len(up.requests) == 430
