@@ -672,6 +672,7 @@ static void settle(struct h2c_conn *c)
 
 static void pump(struct h2c_conn *c)
 {
+	bool more = false;
 	for (int i = 0; i < 8 && c->state != H2C_CLOSED; i++) {
 		deliver(c);
 		if (c->dead)
@@ -680,7 +681,7 @@ static void pump(struct h2c_conn *c)
 			c->dead = true;
 			break;
 		}
-		bool more = false;
+		more = false;
 		for (struct h2c_stream *st = c->streams; st && !more; st = st->next)
 			more = st->pend && !st->released && st->ops;
 		if (!more)
@@ -688,6 +689,8 @@ static void pump(struct h2c_conn *c)
 	}
 	if (c->state == H2C_CLOSED)
 		return;
+	if (more)
+		schedule(c);   /* bounded work per event: the rest from the loop */
 	if (!c->dead && !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng))
 		c->dead = true;
 	settle(c);
