@@ -7,6 +7,7 @@ extern const struct network_filter_ops network_local_ratelimit_filter_ops;
 extern const struct http_filter_ops router_filter_ops;
 extern const struct http_filter_ops local_ratelimit_filter_ops;
 extern const struct http_filter_ops fault_filter_ops;
+extern const struct http_filter_ops grpc_stats_filter_ops;
 extern const struct listener_filter_ops original_dst_listener_filter_ops;
 extern const struct listener_filter_ops http_inspector_listener_filter_ops;
 extern const struct listener_filter_ops tls_inspector_listener_filter_ops;
@@ -21,6 +22,7 @@ static const struct http_filter_ops *const http_filters[] = {
 	&router_filter_ops,
 	&local_ratelimit_filter_ops,
 	&fault_filter_ops,
+	&grpc_stats_filter_ops,
 };
 
 static const struct listener_filter_ops *const listener_filters[] = {

@@ -59,7 +59,7 @@ unsigned stats_store_nshards(const struct stats_store *st)
 
 struct stats_scope *stats_store_scopes(const struct stats_store *st)
 {
-	return st->scopes;
+	return __atomic_load_n(&st->scopes, __ATOMIC_ACQUIRE);
 }
 
 struct stats_scope *stats_scope_new(struct stats_store *st, const char *name,
@@ -96,8 +96,14 @@ struct stats_scope *stats_scope_new(struct stats_store *st, const char *name,
 			s->shards[i].hists = xcalloc(1, nhist * sizeof(struct stats_hist) + STATS_PAD);
 	}
 
-	s->next = st->scopes;
-	st->scopes = s;
+	/* Published with a release CAS so a worker may add a scope (first use
+	 * of a dynamic name, e.g. grpc_stats per method) while the main thread
+	 * renders: readers see the old list or the complete new scope. */
+	struct stats_scope *head = __atomic_load_n(&st->scopes, __ATOMIC_RELAXED);
+	do
+		s->next = head;
+	while (!__atomic_compare_exchange_n(&st->scopes, &head, s, true, __ATOMIC_RELEASE,
+					    __ATOMIC_RELAXED));
 	return s;
 }
 
@@ -119,10 +125,15 @@ void stats_scope_free(struct stats_scope *s)
 
 	if (!s)
 		return;
-	for (pp = &s->store->scopes; *pp; pp = &(*pp)->next) {
-		if (*pp == s) {
-			*pp = s->next;
-			break;
+	/* the head may be replaced concurrently by stats_scope_new on a worker */
+	struct stats_scope *head = s;
+	if (!__atomic_compare_exchange_n(&s->store->scopes, &head, s->next, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		for (pp = &s->store->scopes; *pp; pp = &(*pp)->next) {
+			if (*pp == s) {
+				*pp = s->next;
+				break;
+			}
 		}
 	}
 	for (unsigned i = 0; i < s->nshards; i++) {

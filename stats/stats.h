@@ -92,7 +92,9 @@ unsigned stats_store_nshards(const struct stats_store *st);
 /* The registered scopes (linked through ->next), for renderers. */
 struct stats_scope *stats_store_scopes(const struct stats_store *st);
 
-/* Create a scope and register it with the store (main thread only).
+/* Create a scope and register it with the store (main thread; a worker may
+ * add one too, e.g. on the first use of a dynamically named scope: the
+ * insertion is lock-free and safe against a concurrent render or free).
  * tag_name/tag_value may be NULL (no tag; then tag_prefix should equal name).
  * Examples:
  *   ("server", "server", NULL, NULL)

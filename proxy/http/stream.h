@@ -57,6 +57,8 @@ struct http_headers *http_stream_request(struct http_stream *s);
 /* True if the request is an accepted upgrade (WebSocket): after a 101 the
  * stream carries raw bytes both ways until either side closes. */
 bool http_stream_is_upgrade(const struct http_stream *s);
+/* True if the downstream connection speaks HTTP/2 (use_downstream_protocol_config). */
+bool http_stream_is_http2(const struct http_stream *s);
 /* Downstream peer IP (text) and whether the downstream is TLS. */
 const char *http_stream_peer_ip(const struct http_stream *s);
 /* The downstream connection's peer and local socket addresses. */

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <event2/buffer.h>
 #include "pool.h"
+#include "h2_client.h"
 #include "health_check.h"
 #include "original_dst.h"
 #include "../snapshot.h"
@@ -573,7 +574,7 @@ static const char *const cluster_fields[] = {
 	"least_request_lb_config", "round_robin_lb_config", "http_protocol_options",
 	"circuit_breakers", "outlier_detection", "common_lb_config",
 	"ring_hash_lb_config", "maglev_lb_config", "health_checks", "load_balancing_policy",
-	"original_dst_lb_config", "cleanup_interval", NULL
+	"original_dst_lb_config", "cleanup_interval", "http2_protocol_options", NULL
 };
 static const char *const type_names[] = { "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST" };
 static const char *const lb_names[] = { "ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM",
@@ -602,6 +603,88 @@ static int parse_common_http(struct cfg_ctx *c, const json_t *o, struct cluster 
 	return RM_OK;
 }
 
+/* config.core.v3.Http2ProtocolOptions for upstream connections: every
+ * field is known; the ones not implemented are rejected with their path. */
+static int parse_h2_client(struct cfg_ctx *c, const json_t *v, struct h2_client_opts *o)
+{
+	static const char *const f[] = {
+		"hpack_table_size", "max_concurrent_streams", "initial_stream_window_size",
+		"initial_connection_window_size", "connection_keepalive", "allow_connect",
+		"allow_metadata", "max_outbound_frames", "max_outbound_control_frames",
+		"max_consecutive_inbound_frames_with_empty_payload",
+		"max_inbound_priority_frames_per_stream",
+		"max_inbound_window_update_frames_per_data_frame_sent",
+		"stream_error_on_invalid_http_messaging",
+		"override_stream_error_on_invalid_http_message", "custom_settings_parameters",
+		"use_oghttp2_codec", "max_metadata_size", NULL
+	};
+	static const char *const ka_f[] = { "interval", "timeout", "interval_jitter",
+					    "connection_idle_interval", NULL };
+	const json_t *ka;
+	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f))
+		return RM_ERROR;
+	for (size_t i = 5; f[i]; i++)
+		if (cfg_get(v, f[i]))
+			return cfg_fail_field(c, v, f[i], "not supported yet");
+	if (cfg_u32(c, v, "hpack_table_size", &o->hpack_table_size) ||
+	    cfg_u32(c, v, "max_concurrent_streams", &o->max_concurrent_streams) ||
+	    cfg_u32(c, v, "initial_stream_window_size", &o->initial_stream_window) ||
+	    cfg_u32(c, v, "initial_connection_window_size", &o->initial_conn_window))
+		return RM_ERROR;
+	if (o->max_concurrent_streams < 1 || o->max_concurrent_streams > 2147483647u)
+		return cfg_fail_field(c, v, "max_concurrent_streams", "must be in 1..2147483647");
+	if (o->initial_stream_window < 65535 || o->initial_stream_window > 2147483647u)
+		return cfg_fail_field(c, v, "initial_stream_window_size", "must be in 65535..2147483647");
+	if (o->initial_conn_window < 65535 || o->initial_conn_window > 2147483647u)
+		return cfg_fail_field(c, v, "initial_connection_window_size",
+				      "must be in 65535..2147483647");
+	if ((ka = cfg_enter(c, v, "connection_keepalive"))) {
+		int rc = cfg_expect_object(c, ka) || cfg_check_fields(c, ka, ka_f) ||
+			 cfg_duration_ms(c, ka, "interval", &o->keepalive_interval_ms) ||
+			 cfg_duration_ms(c, ka, "timeout", &o->keepalive_timeout_ms);
+		if (!rc && (cfg_get(ka, "connection_idle_interval") || cfg_get(ka, "interval_jitter")))
+			rc = cfg_fail_field(c, ka, cfg_get(ka, "interval_jitter") ? "interval_jitter" :
+					    "connection_idle_interval", "not supported yet");
+		if (!rc && !cfg_get(ka, "timeout"))
+			rc = cfg_fail(c, "connection_keepalive.timeout is required");
+		cfg_leave(c);
+		if (rc)
+			return RM_ERROR;
+	}
+	return RM_OK;
+}
+
+/* HttpProtocolOptions.explicit_http_config / use_downstream_protocol_config:
+ * exactly one of http_protocol_options / http2_protocol_options (the
+ * explicit oneof), either of them (or both) for use_downstream. */
+static int parse_http_config(struct cfg_ctx *c, const json_t *x, struct cluster *cl, bool downstream)
+{
+	static const char *const ef[] = { "http_protocol_options", "http2_protocol_options",
+					  "http3_protocol_options", NULL };
+	const json_t *o;
+	int rc = cfg_expect_object(c, x) || cfg_check_fields(c, x, ef);
+	if (!rc && cfg_get(x, "http3_protocol_options"))
+		rc = cfg_fail_field(c, x, "http3_protocol_options", "HTTP/3 is not supported");
+	if (!rc && !downstream && cfg_get(x, "http_protocol_options") &&
+	    cfg_get(x, "http2_protocol_options"))
+		rc = cfg_fail(c, "explicit_http_config: only one of http_protocol_options and "
+			      "http2_protocol_options may be set");
+	if (!rc && (o = cfg_enter(c, x, "http_protocol_options"))) {
+		static const char *const f[] = { NULL };
+		rc = cfg_expect_object(c, o) || cfg_check_fields(c, o, f);
+		cfg_leave(c);
+	}
+	if (!rc && (o = cfg_enter(c, x, "http2_protocol_options"))) {
+		rc = parse_h2_client(c, o, &cl->h2);
+		cfg_leave(c);
+		if (!downstream)
+			cl->proto = CL_PROTO_HTTP2;
+	}
+	if (!rc && downstream)
+		cl->proto = CL_PROTO_DOWNSTREAM;
+	return rc;
+}
+
 static int parse_protocol_options(struct cfg_ctx *c, const json_t *m, struct cluster *cl)
 {
 	const char *key;
@@ -613,7 +696,9 @@ static int parse_protocol_options(struct cfg_ctx *c, const json_t *m, struct clu
 		const json_t *x;
 		int rc = RM_OK;
 		static const char *const f[] = { "common_http_protocol_options",
-						 "explicit_http_config", "use_downstream_protocol_config", NULL };
+						 "explicit_http_config", "use_downstream_protocol_config",
+						 "auto_config", "upstream_http_protocol_options",
+						 "http_filters", "header_validation_config", NULL };
 		cfg_enter(c, m, key);
 		if (strcmp(key, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions")) {
 			cfg_leave(c);
@@ -627,18 +712,23 @@ static int parse_protocol_options(struct cfg_ctx *c, const json_t *m, struct clu
 			rc = RM_ERROR;
 		else if (type && strcmp(type, HTTP_OPTS_TYPE))
 			rc = cfg_fail(c, "unexpected @type '%s'", type);
+		for (size_t i = 3; !rc && f[i]; i++)
+			if (cfg_get(v, f[i]))
+				rc = cfg_fail_field(c, v, f[i], i == 3 ? "not supported yet (needs ALPN, "
+						    "which comes with TLS)" : "not supported yet");
+		if (!rc && cfg_get(v, "explicit_http_config") && cfg_get(v, "use_downstream_protocol_config"))
+			rc = cfg_fail(c, "only one of explicit_http_config and "
+				      "use_downstream_protocol_config may be set");
 		if (!rc && (x = cfg_enter(c, v, "common_http_protocol_options"))) {
 			rc = parse_common_http(c, x, cl);
 			cfg_leave(c);
 		}
 		if (!rc && (x = cfg_enter(c, v, "explicit_http_config"))) {
-			static const char *const ef[] = { "http_protocol_options", NULL };
-			if (cfg_expect_object(c, x) || cfg_check_fields(c, x, ef))
-				rc = RM_ERROR;
+			rc = parse_http_config(c, x, cl, false);
 			cfg_leave(c);
 		}
 		if (!rc && (x = cfg_enter(c, v, "use_downstream_protocol_config"))) {
-			rc = cfg_fail(c, "not supported yet (HTTP/2 upstreams arrive with the HTTP/2 work)");
+			rc = parse_http_config(c, x, cl, true);
 			cfg_leave(c);
 		}
 		cfg_leave(c);
@@ -1079,6 +1169,7 @@ static void cluster_free(struct cluster *cl)
 		stats_scope_free(cl->cb[p].stats);
 	stats_scope_free(cl->lbh_stats);
 	stats_scope_free(cl->od_stats);
+	stats_scope_free(cl->h2_stats);
 	if (cl->od_timer)
 		event_free(cl->od_timer);
 	health_checker_free(cl->hc);
@@ -1119,6 +1210,10 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	}
 	cl->panic_threshold = 50;
 	cl->idle_timeout_ms = 3600 * 1000;
+	cl->h2.max_concurrent_streams = 2147483647u;
+	cl->h2.initial_stream_window = 268435456u;
+	cl->h2.initial_conn_window = 268435456u;
+	cl->h2.hpack_table_size = 4096;
 	cl->lr_choice_count = 2;
 	cl->lr_bias = 1.0;
 	cl->ewma_decay_us = 10 * 1000 * 1000;
@@ -1235,6 +1330,14 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		if (rc)
 			goto error;
 	}
+	if ((v = cfg_enter(c, j, "http2_protocol_options"))) {
+		/* deprecated cluster-level field: HTTP/2 to the upstream */
+		int rc = parse_h2_client(c, v, &cl->h2);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+		cl->proto = CL_PROTO_HTTP2;
+	}
 	if ((v = cfg_enter(c, j, "common_http_protocol_options"))) {
 		int rc = parse_common_http(c, v, cl);
 		cfg_leave(c);
@@ -1280,6 +1383,8 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		free(scope);
 		if (cl->od.enabled)
 			cl->od_stats = outlier_stats_new(b->stats, cl->name);
+		if (cl->proto != CL_PROTO_HTTP1)
+			cl->h2_stats = h2c_stats_new(b->stats, cl->name);
 		if (cl->hc_cfg) {
 			scope = xasprintf("cluster.%s.health_check", cl->name);
 			cl->hc_stats = stats_scope_new(b->stats, scope, "cluster.health_check",

@@ -26,6 +26,7 @@ struct odst;
 #define CLUSTER_STATS(X)                                                           \
 	X(COUNTER, upstream_cx_total) X(GAUGE, upstream_cx_active)                \
 	X(COUNTER, upstream_cx_http1_total) X(COUNTER, upstream_cx_connect_fail)  \
+	X(COUNTER, upstream_cx_http2_total)                                       \
 	X(COUNTER, upstream_cx_connect_timeout) X(COUNTER, upstream_cx_destroy)   \
 	X(COUNTER, upstream_cx_destroy_local) X(COUNTER, upstream_cx_destroy_remote) \
 	X(COUNTER, upstream_cx_idle_timeout) X(COUNTER, upstream_cx_max_requests) \
@@ -201,6 +202,24 @@ struct endpoint_cfg {                       /* one lb_endpoints[] entry */
 					       HOST_DEGRADED_EDS_HEALTH or 0 */
 };
 
+/* Upstream protocol (typed_extension_protocol_options HttpProtocolOptions). */
+enum cluster_proto {
+	CL_PROTO_HTTP1,        /* explicit_http_config.http_protocol_options, or nothing */
+	CL_PROTO_HTTP2,        /* explicit http2_protocol_options / deprecated cluster field */
+	CL_PROTO_DOWNSTREAM,   /* use_downstream_protocol_config: same as the downstream */
+};
+
+/* Upstream http2_protocol_options (Envoy's defaults in parentheses). */
+struct h2_client_opts {
+	uint32_t max_concurrent_streams;  /* our own cap on streams per connection (2^31-1);
+	                                     the peer's SETTINGS_MAX_CONCURRENT_STREAMS applies too */
+	uint32_t initial_stream_window;   /* SETTINGS_INITIAL_WINDOW_SIZE we send (256 MiB) */
+	uint32_t initial_conn_window;     /* connection receive window (256 MiB) */
+	uint32_t hpack_table_size;        /* SETTINGS_HEADER_TABLE_SIZE (4096) */
+	uint64_t keepalive_interval_ms;   /* connection_keepalive.interval; 0 = no PINGs */
+	uint64_t keepalive_timeout_ms;    /* connection_keepalive.timeout */
+};
+
 struct cluster {
 	int refcnt;                         /* atomic; snapshots hold refs */
 	char *name;                         /* owned */
@@ -215,6 +234,9 @@ struct cluster {
 	uint32_t buffer_limit;              /* per_connection_buffer_limit_bytes (1 MiB) */
 	uint32_t max_requests_per_connection; /* 0 = unlimited */
 	uint64_t idle_timeout_ms;           /* upstream idle timeout (1 h default) */
+	enum cluster_proto proto;           /* upstream HTTP protocol */
+	struct h2_client_opts h2;           /* used when proto is HTTP2 or DOWNSTREAM */
+	struct stats_scope *h2_stats;       /* owned: cluster.<name>.http2.*, NULL for HTTP/1 */
 	uint64_t dns_refresh_ms;            /* dns_refresh_rate (5000) */
 	bool respect_dns_ttl;
 	enum dns_family dns_family;

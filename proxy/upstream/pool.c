@@ -1,5 +1,7 @@
-/* pool.c - HTTP/1.1 upstream connection pools (per worker, per host). */
+/* pool.c - upstream connection pools (per worker, per host): HTTP/1.1
+ * connections here, HTTP/2 ones in h2_client.c, one pending queue. */
 #include "pool.h"
+#include "h2_client.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -9,6 +11,7 @@
 #include "../log.h"
 
 static void dispatch_cb(evutil_socket_t fd, short what, void *arg);
+static struct pool_pending *pending_add(struct pool *p, enum cb_priority prio, void *arg);
 
 static struct pool *pool_for(struct worker *w, struct cluster *cl, struct host *h)
 {
@@ -42,6 +45,7 @@ void pool_orphan(struct worker *w, struct host *h)
 		return;
 	while (p->idle)
 		pool_conn_close(p->idle, false);
+	h2c_pool_close_idle(p);
 	if (!p->nconns && !p->npending)
 		pool_free(p);
 	else
@@ -64,24 +68,52 @@ static void idle_unlink(struct upstream_conn *uc)
 void pool_conn_close(struct upstream_conn *uc, bool remote)
 {
 	struct pool *p = uc->pool;
-	unsigned sh = p->w->shard;
 
 	if (uc->state == UC_IDLE)
 		idle_unlink(uc);
-	stats_inc(p->cl->stats, sh, upstream_cx_destroy);
-	stats_inc(p->cl->stats, sh, remote ? upstream_cx_destroy_remote : upstream_cx_destroy_local);
-	stats_dec(p->cl->stats, sh, upstream_cx_active);
-	stats_hist_record(p->cl->stats, sh, upstream_cx_length_ms, (double)(now_ms() - uc->created_ms));
-	host_stat_add(p->host, sh, HOST_CX_ACTIVE, -1);
 	if (uc->timer)
 		event_free(uc->timer);
 	conn_free(uc->bev);
-	p->nconns--;
-	cb_put(&p->cl->cb[uc->prio].cx);
-	cb_put(&p->host->cb_cx);
-	if (p->pend_head && !p->orphan)
-		event_active(p->dispatch, EV_TIMEOUT, 0);   /* capacity freed */
+	enum cb_priority prio = uc->prio;
+	uint64_t created = uc->created_ms;
 	free(uc);
+	pool_cx_closed(p, prio, created, remote);
+}
+
+void pool_cx_opened(struct pool *p, bool h2)
+{
+	struct cluster *cl = p->cl;
+	unsigned sh = p->w->shard;
+	p->nconns++;
+	stats_inc(cl->stats, sh, upstream_cx_total);
+	if (h2)
+		stats_inc(cl->stats, sh, upstream_cx_http2_total);
+	else
+		stats_inc(cl->stats, sh, upstream_cx_http1_total);
+	stats_inc(cl->stats, sh, upstream_cx_active);
+	host_stat_add(p->host, sh, HOST_CX_TOTAL, 1);
+	host_stat_add(p->host, sh, HOST_CX_ACTIVE, 1);
+}
+
+void pool_kick(struct pool *p)
+{
+	if (p->pend_head && !p->orphan)
+		event_active(p->dispatch, EV_TIMEOUT, 0);
+}
+
+/* May free the pool (orphaned and empty). */
+void pool_cx_closed(struct pool *p, enum cb_priority prio, uint64_t created_ms, bool remote)
+{
+	unsigned sh = p->w->shard;
+	stats_inc(p->cl->stats, sh, upstream_cx_destroy);
+	stats_inc(p->cl->stats, sh, remote ? upstream_cx_destroy_remote : upstream_cx_destroy_local);
+	stats_dec(p->cl->stats, sh, upstream_cx_active);
+	stats_hist_record(p->cl->stats, sh, upstream_cx_length_ms, (double)(now_ms() - created_ms));
+	host_stat_add(p->host, sh, HOST_CX_ACTIVE, -1);
+	p->nconns--;
+	cb_put(&p->cl->cb[prio].cx);
+	cb_put(&p->host->cb_cx);
+	pool_kick(p);   /* capacity freed */
 	if (p->orphan && !p->nconns && !p->npending)
 		pool_free(p);
 }
@@ -187,7 +219,7 @@ static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	connect_done(arg, POOL_E_TIMEOUT, "connection timeout");
 }
 
-static struct upstream_conn *take_idle(struct pool *p)
+static inline __attribute__((always_inline)) struct upstream_conn *take_idle(struct pool *p)
 {
 	struct upstream_conn *uc = p->idle;
 	if (!uc)
@@ -214,12 +246,7 @@ static struct upstream_conn *connect_new(struct pool *p, enum cb_priority prio, 
 	uc->timer = evtimer_new(w->base, connect_timeout_cb, uc);
 	uc->ready_cb = cb;
 	uc->ready_arg = arg;
-	p->nconns++;
-	stats_inc(cl->stats, w->shard, upstream_cx_total);
-	stats_inc(cl->stats, w->shard, upstream_cx_http1_total);
-	stats_inc(cl->stats, w->shard, upstream_cx_active);
-	host_stat_add(h, w->shard, HOST_CX_TOTAL, 1);
-	host_stat_add(h, w->shard, HOST_CX_ACTIVE, 1);
+	pool_cx_opened(p, false);
 	conn_setcb(uc->bev, NULL, NULL, connect_event_cb, uc);
 	/* Failures, even synchronous ones, are reported from the loop. */
 	conn_connect(uc->bev, (struct sockaddr *)&h->addr, h->addrlen);
@@ -263,8 +290,16 @@ int pool_get(struct worker *w, struct cluster *cl, struct host *h, enum cb_prior
 		stats_inc(cl->stats, w->shard, upstream_rq_pending_overflow);
 		return RM_ERROR;
 	}
-	struct pool_pending *pp = xcalloc(1, sizeof(*pp));
+	struct pool_pending *pp = pending_add(p, prio, arg);
 	pp->cb = cb;
+	*pend = pp;
+	return RM_AGAIN;
+}
+
+static struct pool_pending *pending_add(struct pool *p, enum cb_priority prio, void *arg)
+{
+	struct cluster *cl = p->cl;
+	struct pool_pending *pp = xcalloc(1, sizeof(*pp));
 	pp->arg = arg;
 	pp->pool = p;
 	pp->prio = prio;
@@ -275,9 +310,46 @@ int pool_get(struct worker *w, struct cluster *cl, struct host *h, enum cb_prior
 		p->pend_head = pp;
 	p->pend_tail = pp;
 	p->npending++;
-	stats_inc(cl->stats, w->shard, upstream_rq_pending_total);
-	stats_inc(cl->stats, w->shard, upstream_rq_pending_active);
+	stats_inc(cl->stats, p->w->shard, upstream_rq_pending_total);
+	stats_inc(cl->stats, p->w->shard, upstream_rq_pending_active);
+	return pp;
+}
+
+/* Open HTTP/2 connections while the waiting requests outnumber what the
+ * connecting ones are expected to take and max_connections allows. */
+static void h2_grow(struct pool *p, enum cb_priority prio)
+{
+	while (p->npending_h2 > h2c_pool_promised(p)) {
+		if (!cx_reserve(p->cl, p->host, prio)) {
+			stats_inc(p->cl->stats, p->w->shard, upstream_cx_overflow);
+			return;
+		}
+		h2c_conn_connect(p, prio);
+	}
+}
+
+int pool_get_h2(struct worker *w, struct cluster *cl, struct host *h, enum cb_priority prio,
+		pool_h2_ready_cb cb, void *arg, struct h2c_stream **out, struct pool_pending **pend)
+{
+	struct pool *p = pool_for(w, cl, h);
+	struct h2c_conn *c;
+
+	*out = NULL;
+	*pend = NULL;
+	if (!p->npending_h2 && (c = h2c_pool_pick(p))) {
+		*out = h2c_stream_new(c);
+		return RM_OK;
+	}
+	/* Envoy counts a request waiting for an HTTP/2 connection as pending */
+	if (!cb_take(&cl->cb[prio].pending, cl->cb[prio].max_pending)) {
+		stats_inc(cl->stats, w->shard, upstream_rq_pending_overflow);
+		return RM_ERROR;
+	}
+	struct pool_pending *pp = pending_add(p, prio, arg);
+	pp->cb2 = cb;
+	p->npending_h2++;
 	*pend = pp;
+	h2_grow(p, prio);
 	return RM_AGAIN;
 }
 
@@ -293,6 +365,8 @@ static void pending_unlink(struct pool_pending *pp)
 	else
 		p->pend_tail = pp->prev;
 	p->npending--;
+	if (pp->cb2)
+		p->npending_h2--;
 	cb_put(&p->cl->cb[pp->prio].pending);
 	stats_dec(p->cl->stats, p->w->shard, upstream_rq_pending_active);
 }
@@ -319,6 +393,21 @@ static void dispatch_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	while (pp) {
 		struct pool_pending *next = pp->next;
+		if (pp->cb2) {
+			struct h2c_conn *c = h2c_pool_pick(p);
+			if (!c) {
+				h2_grow(p, pp->prio);
+				pp = next;
+				continue;
+			}
+			pending_unlink(pp);
+			pool_h2_ready_cb cb2 = pp->cb2;
+			void *cbarg = pp->arg;
+			free(pp);
+			cb2(cbarg, h2c_stream_new(c), POOL_OK, NULL);
+			pp = p->pend_head;
+			continue;
+		}
 		struct upstream_conn *uc = take_idle(p);
 		if (!uc) {
 			if (!cx_reserve(p->cl, p->host, pp->prio)) {
@@ -352,5 +441,25 @@ void pool_close_idle_all(struct worker *w, struct cluster *cl)
 		struct pool *p = hs->hosts[i]->pools[w->id];
 		while (p && p->idle)
 			pool_conn_close(p->idle, false);
+		if (p)
+			h2c_pool_close_idle(p);
+	}
+}
+
+void pool_h2_fail_pending(struct pool *p, unsigned n, enum pool_err err, const char *detail)
+{
+	struct pool_pending *pp = p->pend_head;
+	while (pp && n) {
+		struct pool_pending *next = pp->next;
+		if (pp->cb2 && p->npending_h2 > h2c_pool_promised(p)) {
+			pool_h2_ready_cb cb2 = pp->cb2;
+			void *arg = pp->arg;
+			pending_unlink(pp);
+			free(pp);
+			n--;
+			cb2(arg, NULL, err, detail);
+			next = p->pend_head;   /* the callback may have cancelled others */
+		}
+		pp = next;
 	}
 }

@@ -1,4 +1,8 @@
-/* pool.h - per-worker, per-host HTTP/1.1 upstream connection pools.
+/* pool.h - per-worker, per-host upstream connection pools.
+ *
+ * HTTP/1.1 (below) and HTTP/2 (multiplexed; h2_client.h) connections of a
+ * host share one pool per worker, its pending queue and its circuit-breaker
+ * accounting.
  *
  * Idle connections are reused (keep-alive) until the upstream idle timeout
  * or max_requests_per_connection; an idle connection that becomes readable
@@ -21,6 +25,11 @@ enum pool_err {
 };
 
 struct upstream_conn;
+struct h2c_stream;
+struct h2c_conn;
+/* HTTP/2: a stream on a ready connection, or an error (s NULL). */
+typedef void (*pool_h2_ready_cb)(void *arg, struct h2c_stream *s, enum pool_err err,
+				 const char *detail);
 typedef void (*pool_ready_cb)(void *arg, struct upstream_conn *uc, enum pool_err err,
 			      const char *detail);
 
@@ -42,7 +51,8 @@ struct upstream_conn {
 
 /* A request waiting for a connection (max_connections reached). */
 struct pool_pending {
-	pool_ready_cb cb;
+	pool_ready_cb cb;                /* HTTP/1 requests */
+	pool_h2_ready_cb cb2;            /* HTTP/2 requests (cb NULL) */
 	void *arg;
 	struct pool *pool;               /* not owned */
 	enum cb_priority prio;           /* the request's routing priority */
@@ -56,7 +66,8 @@ struct pool {
 	struct upstream_conn *idle;      /* idle list (most recently used first) */
 	unsigned nidle, nconns;
 	struct pool_pending *pend_head, *pend_tail; /* FIFO of waiting requests */
-	unsigned npending;
+	unsigned npending, npending_h2;
+	struct h2c_conn *h2;             /* HTTP/2 connections (any state), owned */
 	struct event *dispatch;          /* owned: hands freed capacity to pending requests */
 	bool orphan;                     /* host left the host set: free when empty */
 };
@@ -76,6 +87,24 @@ int pool_get(struct worker *w, struct cluster *cl, struct host *h, enum cb_prior
  * case RM_ERROR is returned (overflow, nothing queued).  Cancel a queued
  * request with pool_pending_cancel(). */
 void pool_pending_cancel(struct pool_pending *pp);
+/* HTTP/2: a stream to h.  RM_OK: *out is a new stream on a ready connection
+ * with room.  RM_AGAIN: the request waits in the pending queue (*pend) for a
+ * connection to become ready or a stream to free up (a new connection opens
+ * when the connecting ones cannot take it and max_connections allows); cb
+ * runs later with the stream or an error.  RM_ERROR: max_pending_requests
+ * overflow.  Cancel with pool_pending_cancel(). */
+int pool_get_h2(struct worker *w, struct cluster *cl, struct host *h, enum cb_priority prio,
+		pool_h2_ready_cb cb, void *arg, struct h2c_stream **out, struct pool_pending **pend);
+
+/* For h2_client.c: connection accounting shared with HTTP/1. */
+void pool_cx_opened(struct pool *p, bool h2);
+void pool_cx_closed(struct pool *p, enum cb_priority prio, uint64_t created_ms, bool remote);
+/* Capacity changed (connection ready, stream done, connection gone):
+ * serve waiting requests from the loop. */
+void pool_kick(struct pool *p);
+/* An HTTP/2 connection failed to connect: fail up to n waiting HTTP/2
+ * requests with err (the ones it was expected to take). */
+void pool_h2_fail_pending(struct pool *p, unsigned n, enum pool_err err, const char *detail);
 /* Done with a BUSY connection: back to the idle list if reusable, else closed. */
 void pool_release(struct upstream_conn *uc, bool reusable);
 /* Close and free a connection in any state (local close). */

@@ -690,11 +690,7 @@ void h2_encode_data(struct http_stream *s, struct evbuffer *data, bool end)
 	struct hcm_conn *hc = s->hc;
 	struct h2_stream *st = s->h2s;
 	s->last_activity_ms = now_ms();
-	for (size_t i = s->nfilters; i-- > 0;) {
-		const struct http_filter_ops *ops = s->filters[i].ops;
-		if (ops->encode_data)
-			ops->encode_data(s->filters[i].ctx, s, data, end);
-	}
+	/* the encode_data filters already ran (hcm.c encode_data_from) */
 	if (!st || s->is_head) {
 		evbuffer_drain(data, evbuffer_get_length(data));
 	} else {

@@ -419,6 +419,7 @@ const struct route_config *http_stream_route_config(const struct http_stream *s)
 struct stats_scope *http_stream_stats(const struct http_stream *s) { return s->hc->cfg->stats; }
 struct http_headers *http_stream_request(struct http_stream *s) { return &s->req.hdrs; }
 bool http_stream_is_upgrade(const struct http_stream *s) { return s->upgrade; }
+bool http_stream_is_http2(const struct http_stream *s) { return s->hc->h2 != NULL; }
 const char *http_stream_peer_ip(const struct http_stream *s) { return s->hc->super.peer_ip; }
 void http_stream_addresses(const struct http_stream *s, const struct sockaddr **peer,
 			   const struct sockaddr **local)
