@@ -13,6 +13,7 @@
 #include "log.h"
 #include "config/address.h"
 #include "upstream/cluster.h"
+#include "tls/tls.h"
 
 static const struct stat_desc listener_stat_desc[] = { LISTENER_STATS(STATS_DESC) };
 
@@ -266,13 +267,15 @@ static void filter_chain_free(struct filter_chain *fc)
 		fc->ops->free_config(fc->cfg);
 	fc->ops = NULL;
 	fc->cfg = NULL;
+	tls_ctx_free(fc->tls);
+	fc->tls = NULL;
 }
 
 /* filters[]: non-terminal filters first, exactly one terminal filter last. */
 static int parse_filter_chain(struct cfg_ctx *c, const json_t *fc, struct filter_chain *out,
 			      struct build_ctx *b)
 {
-	static const char *const f[] = { "filter_chain_match", "filters", "name", NULL };
+	static const char *const f[] = { "filter_chain_match", "filters", "name", "transport_socket", NULL };
 	static const char *const mf[] = { "destination_port", NULL };
 	const json_t *v, *arr;
 
@@ -316,6 +319,26 @@ static int parse_filter_chain(struct cfg_ctx *c, const json_t *fc, struct filter
 	cfg_leave(c);
 	if (rc)
 		filter_chain_free(out);
+	return rc;
+}
+
+/* filter_chains[i].transport_socket of every chain (TLS; tls/tls.h). */
+static int parse_chain_tls(struct cfg_ctx *c, const json_t *chains, struct listener_cfg *l,
+			   const char *stat_prefix, struct build_ctx *b)
+{
+	char *scope = xasprintf("listener.%s", stat_prefix);
+	int rc = RM_OK;
+	for (size_t i = 0; !rc && i < l->nchains; i++) {
+		const json_t *fc = cfg_enter_idx(c, chains, i), *ts;
+		if ((ts = cfg_enter(c, fc, "transport_socket"))) {
+			rc = tls_transport_socket_parse(c, ts, true, b, scope, "listener",
+							"envoy_listener_address", stat_prefix,
+							&l->chains[i].tls);
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+	}
+	free(scope);
 	return rc;
 }
 
@@ -394,6 +417,10 @@ static struct listener_cfg *parse_listener(struct cfg_ctx *c, const json_t *j, s
 		cfg_leave(c);
 		goto error;
 	}
+	if (parse_chain_tls(c, v, l, prefix ? prefix : l->addr_str, b)) {
+		cfg_leave(c);
+		goto error;
+	}
 	cfg_leave(c);
 	{
 		const char *sp = prefix ? prefix : l->addr_str;
@@ -448,7 +475,7 @@ static int parse_admin(struct cfg_ctx *c, const json_t *a, struct server *srv)
 struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, struct server *srv)
 {
 	static const char *const f[] = { "node", "admin", "static_resources", NULL };
-	static const char *const sf[] = { "listeners", "clusters", NULL };
+	static const char *const sf[] = { "listeners", "clusters", "secrets", NULL };
 	struct snapshot *s = xcalloc(1, sizeof(*s));
 	struct build_ctx b = { .srv = srv, .snap = s, .stats = srv->stats, .nworkers = srv->nworkers };
 	const json_t *v, *sr;
@@ -472,6 +499,11 @@ struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, s
 	if ((sr = cfg_enter(c, root, "static_resources"))) {
 		if (cfg_expect_object(c, sr) || cfg_check_fields(c, sr, sf))
 			goto error_sr;
+		if ((v = cfg_enter(c, sr, "secrets"))) {   /* before their users */
+			if (tls_secrets_parse(c, v))
+				goto error_v;
+			cfg_leave(c);
+		}
 		if ((v = cfg_enter(c, sr, "clusters"))) {
 			if (cfg_expect_array(c, v))
 				goto error_v;

@@ -12,6 +12,7 @@
 #include "../stats/stats.h"
 
 struct cluster;
+struct tls_ctx;
 struct network_filter_ops;
 struct listener_filter_ops;
 struct server;
@@ -34,6 +35,8 @@ struct filter_chain {
 	size_t npre;
 	const struct network_filter_ops *ops; /* terminal network filter */
 	void *cfg;                           /* owned via ops->free_config */
+	struct tls_ctx *tls;                 /* owned (tls_ctx_free): transport_socket
+						envoy.transport_sockets.tls, NULL = raw */
 };
 
 struct listener_filter {                   /* one listener_filters[] entry */

@@ -215,6 +215,8 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 		evutil_closesocket(fd);
 		return;
 	}
+	if (fc->tls)
+		conn_set_tls(bev, fc->tls, true, NULL);   /* handshake before any filter reads */
 	/* The filter allocates its connection struct with downstream_new(). */
 	ai.bev = bev;
 	fc->ops->on_accept(&ai, fc->cfg);
