@@ -181,10 +181,7 @@ static void fail_verify(struct tls_conn *tc, int stat, const char *why)
 {
 	tc->verify_failed = true;
 	stats_inc(tc->t->stats, tc->shard, stat);
-	log_debug("tls: %s: peer %s: certificate verification failed: %s", tc->t->label, tc->peer, why);
-	if (log_current_level > LOG_DEBUG)
-		log_info("tls: %s: peer %s: certificate verification failed: %s", tc->t->label,
-			 tc->peer, why);
+	log_info("tls: %s: peer %s: certificate verification failed: %s", tc->t->label, tc->peer, why);
 }
 
 /* Replaces OpenSSL's chain verification (SSL_CTX_set_cert_verify_callback):

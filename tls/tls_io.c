@@ -144,7 +144,10 @@ static void on_failed(struct tls_conn *tc, int err)
 		else
 			stats_inc(tc->t->stats, tc->shard, connection_error);
 	}
-	log_info("tls: %s: handshake with %s failed: %s", tc->t->label, tc->peer, buf);
+	if (tc->verify_failed)   /* the reason was logged by the verifier */
+		log_debug("tls: %s: handshake with %s failed: %s", tc->t->label, tc->peer, buf);
+	else
+		log_info("tls: %s: handshake with %s failed: %s", tc->t->label, tc->peer, buf);
 	ERR_clear_error();
 }
 
