@@ -43,12 +43,15 @@ def _ca(d, name, cn):
 
 def issue(d, name, ca, sans, cn=None, expired=False):
     """Sign a P-256 leaf named name with ca (the CA's file prefix) and
-    subjectAltName sans (openssl syntax, e.g. "URI:spiffe://x,DNS:a")."""
+    subjectAltName sans (openssl syntax, e.g. "URI:spiffe://x,DNS:a").  Leaves
+    carry a CRL distribution point (never fetched: testssl runs offline, but
+    rates a certificate without any revocation info HIGH)."""
     key, csr, pem = (os.path.join(d, name + e) for e in (".key", ".csr", ".pem"))
     ext = os.path.join(d, name + ".ext")
     with open(ext, "w") as f:
         f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=" + sans + "\n")
+                "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=" + sans + "\n"
+                "crlDistributionPoints=URI:http://crl.remora.invalid/ca.crl\n")
     _run("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
          "-keyout", key, "-out", csr, "-subj", "/O=Remora Tests/CN=" + (cn or name))
     capem, cakey = os.path.join(d, ca + ".pem"), os.path.join(d, ca + ".key")
