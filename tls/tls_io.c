@@ -17,6 +17,7 @@
 #include "../proxy/log.h"
 #include "../proxy/worker.h"
 #include "../proxy/config/address.h"
+#include "../proxy/downstream.h"
 
 #define TLS_RECORD 16384
 
@@ -251,6 +252,12 @@ const char *tls_conn_alpn(const struct tls_conn *tc, unsigned *len)
 
 const char *tls_conn_peer_principal(const struct tls_conn *tc) { return tc->principal; }
 const char *tls_conn_peer_uri_san(const struct tls_conn *tc) { return tc->uri_san; }
+const char *downstream_peer_principal(const struct downstream *d)
+{
+	struct tls_conn *tc = d->bev ? conn_tls(d->bev) : NULL;
+	return tc ? tc->principal : NULL;
+}
+
 bool tls_conn_peer_cert_presented(const struct tls_conn *tc)
 {
 	return tc->handshake_done && SSL_get0_peer_certificate(tc->ssl) != NULL;

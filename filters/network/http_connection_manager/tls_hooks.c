@@ -82,3 +82,13 @@ void hcm_tls_request_headers(struct hcm_conn *hc, struct http_headers *h)
 		hdrs_set(h, xfcc, mine, n);
 	}
 }
+
+const char *http_stream_peer_principal(const struct http_stream *s)
+{
+	return downstream_peer_principal(&s->hc->super);
+}
+
+bool http_stream_downstream_tls(const struct http_stream *s)
+{
+	return conn_is_tls(s->hc->super.bev);
+}
