@@ -483,11 +483,28 @@ void tls_ctx_publish(struct tls_ctx *t, SSL_CTX *ctx)
 	SSL_CTX_free(ctx);
 }
 
+static void ctx_free_main(void *arg);
+
+/* Snapshots may be released on a worker: the context list, the secret store
+ * and stats scopes belong to the main thread, so the work moves there. */
 void tls_ctx_free(struct tls_ctx *t)
 {
 	if (!t)
 		return;
+	if (current_worker) {
+		main_post(ctx_free_main, t);
+		return;
+	}
+	ctx_free_main(t);
+}
+
+static void ctx_free_main(void *arg)
+{
+	struct tls_ctx *t = arg;
 	tls_ctx_unlink(t);
+	for (size_t i = 0; i < t->ncerts; i++)
+		tls_secret_release(t->certs[i]);
+	tls_secret_release(t->val);
 	for (unsigned i = 0; i < t->nslots; i++) {
 		SSL_CTX_free(t->slots[i].ctx);
 		if (t->slots[i].sess)

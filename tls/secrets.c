@@ -44,6 +44,7 @@ struct tls_secret *tls_secret_add(const char *name, enum secret_kind kind)
 {
 	struct tls_secret *s = xcalloc(1, sizeof(*s));
 	s->name = name ? xstrdup(name) : NULL;
+	s->anonymous = !name;
 	s->kind = kind;
 	s->next = secrets;
 	secrets = s;
@@ -66,6 +67,28 @@ static void validation_free(struct tls_validation *v)
 	free(v->sans);
 	free(v->hashes);
 	free(v->spkis);
+}
+
+static void secret_free(struct tls_secret *s)
+{
+	datasrc_free(&s->chain);
+	datasrc_free(&s->key);
+	validation_free(&s->val);
+	free(s->name);
+	free(s);
+}
+
+void tls_secret_release(struct tls_secret *s)
+{
+	if (!s || !s->anonymous)
+		return;
+	for (struct tls_secret **pp = &secrets; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	secret_free(s);
 }
 
 void tls_ctx_link(struct tls_ctx *t)
@@ -549,11 +572,7 @@ void tls_secrets_stop(void)
 	while (secrets) {
 		struct tls_secret *s = secrets;
 		secrets = s->next;
-		datasrc_free(&s->chain);
-		datasrc_free(&s->key);
-		validation_free(&s->val);
-		free(s->name);
-		free(s);
+		secret_free(s);
 	}
 }
 

@@ -58,6 +58,7 @@ struct tls_secret {
 	struct tls_datasrc chain, key;  /* SECRET_CERT */
 	struct tls_validation val;      /* SECRET_VALIDATION */
 	bool dirty;                     /* contents changed since the last rebuild */
+	bool anonymous;                 /* inline: owned by the one context using it */
 	struct tls_secret *next;        /* the store's list */
 };
 
@@ -114,6 +115,7 @@ struct tls_conn {
 /* secrets.c */
 struct tls_secret *tls_secret_find(const char *name);
 struct tls_secret *tls_secret_add(const char *name, enum secret_kind kind);
+void tls_secret_release(struct tls_secret *s);   /* frees anonymous secrets only */
 int tls_datasrc_parse(struct cfg_ctx *c, const json_t *obj, const char *field,
 		      struct tls_datasrc *ds, bool required);
 int tls_validation_parse(struct cfg_ctx *c, const json_t *v, struct tls_validation *val);
