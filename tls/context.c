@@ -385,6 +385,7 @@ SSL_CTX *tls_ctx_build(struct tls_ctx *t, char *err, size_t errlen)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
 				 SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_read_ahead(ctx, 1);   /* a record (or several) per read syscall */
 	const char *ciphers = t->ciphers ? t->ciphers :
 		"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"
 		"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305:"
@@ -418,8 +419,12 @@ SSL_CTX *tls_ctx_build(struct tls_ctx *t, char *err, size_t errlen)
 		SSL_CTX_set_session_id_context(ctx, t->sid_ctx, sizeof(t->sid_ctx));
 		if (t->alpn_len)
 			SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, t);
-		if (t->no_tickets)
+		if (t->no_tickets) {
+			/* no TLS 1.2 tickets, and no TLS 1.3 tickets at all (OpenSSL
+			 * would send stateful ones; BoringSSL, Envoy's, sends none) */
 			SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+			SSL_CTX_set_num_tickets(ctx, 0);
+		}
 		else if (t->nticket_keys)
 			SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
 		if (t->session_timeout_s)
