@@ -458,3 +458,33 @@ def test_large_bodies_both_ways_over_tls(remora, upstream, ports, pki, tmp_path)
         assert echo["body_length"] == n and echo["body_sha256"] == want
     assert client.stat("cluster.server.ssl.handshake") >= 1
     assert client.stat(lstat(c_port, "handshake")) == 4
+
+
+def test_tcp_proxy_mtls_tunnel(remora, echo_server, ports, pki):
+    """Plain TCP in -> tcp_proxy originating mTLS -> TLS listener with
+    tcp_proxy -> echo server: bytes pass both ways, the half-close too."""
+    from harness import TCP_PROXY_TYPE, tcp_proxy_listener
+    s_admin, s_port = ports.get(), ports.get()
+    lst = tcp_proxy_listener(s_port, "echo", stat_prefix="in")
+    lst["filter_chains"][0]["transport_socket"] = downstream_tls(
+        pki, mtls=True, sans=spiffe_exact(CLIENT_ID), alpn=None)
+    server = remora(bootstrap(s_admin, [lst], [static_cluster("echo", echo_server.port)]),
+                    name="server-sidecar")
+    c_admin, c_port = ports.get(), ports.get()
+    client = remora(bootstrap(c_admin, [tcp_proxy_listener(c_port, "server", stat_prefix="out")],
+                              [static_cluster("server", s_port, transport_socket=upstream_tls(
+                                  pki, sans=spiffe_exact(SERVER_ID)))]), name="client-sidecar")
+    payload = os.urandom(300000)
+    with socket.create_connection(("127.0.0.1", c_port), timeout=10) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+    assert got == payload
+    assert client.stat("cluster.server.ssl.handshake") == 1
+    assert server.stat(lstat(s_port, "handshake")) == 1
+    assert server.stat(lstat(s_port, "no_certificate")) == 0
