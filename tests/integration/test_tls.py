@@ -488,3 +488,28 @@ def test_tcp_proxy_mtls_tunnel(remora, echo_server, ports, pki):
     assert client.stat("cluster.server.ssl.handshake") == 1
     assert server.stat(lstat(s_port, "handshake")) == 1
     assert server.stat(lstat(s_port, "no_certificate")) == 0
+
+
+def test_health_checks_use_the_cluster_tls(remora, upstream, ports, pki):
+    """An HTTP health check of a TLS cluster runs over mTLS (as Envoy: the
+    cluster's transport socket); a server that refuses our identity marks the
+    host unhealthy."""
+    s_admin, s_port = ports.get(), ports.get()
+    server = remora(bootstrap(s_admin, [tls_listener(
+        s_port, "app", downstream_tls(pki, mtls=True, sans=spiffe_exact(CLIENT_ID)))],
+        [static_cluster("app", upstream.port)]), name="server-sidecar")
+    hc = {"timeout": "1s", "interval": "0.2s", "unhealthy_threshold": 1, "healthy_threshold": 1,
+          "http_health_check": {"path": "/healthz"}}
+    c_admin = ports.get()
+    client = remora(bootstrap(c_admin, [], [
+        static_cluster("good", s_port, health_checks=[hc], transport_socket=upstream_tls(pki)),
+        static_cluster("bad", s_port, health_checks=[hc],
+                       transport_socket=upstream_tls(pki, cert="intruder"))]), name="client-sidecar")
+    client.wait_stat("cluster.good.health_check.success", lambda v: v >= 2, timeout=10)
+    client.wait_stat("cluster.bad.health_check.failure", lambda v: v >= 2, timeout=10)
+    assert client.stat("cluster.good.ssl.handshake") >= 1
+    # (with TLS 1.3 the client's handshake completes before the server
+    # checks its certificate: the refusal arrives as an alert on first read)
+    assert client.stat("cluster.bad.health_check.success") == 0
+    server.wait_stat(lstat(s_port, "fail_verify_san"), lambda v: v >= 1)
+    assert any(r["path"] == "/healthz" for r in upstream.requests)
