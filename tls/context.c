@@ -421,12 +421,18 @@ SSL_CTX *tls_ctx_build(struct tls_ctx *t, char *err, size_t errlen)
 			SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, t);
 		if (t->no_tickets) {
 			/* no TLS 1.2 tickets, and no TLS 1.3 tickets at all (OpenSSL
-			 * would send stateful ones; BoringSSL, Envoy's, sends none) */
+			 * would send stateful ones; BoringSSL, Envoy's, sends none);
+			 * TLS 1.2 session ids still resume from the internal cache */
 			SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 			SSL_CTX_set_num_tickets(ctx, 0);
+		} else {
+			/* tickets carry the sessions: no server-side cache, so no
+			 * shared, locked table on the handshake path and no memory
+			 * that grows with the number of clients */
+			SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+			if (t->nticket_keys)
+				SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
 		}
-		else if (t->nticket_keys)
-			SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
 		if (t->session_timeout_s)
 			SSL_CTX_set_timeout(ctx, (long)t->session_timeout_s);
 	} else {

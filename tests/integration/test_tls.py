@@ -513,3 +513,16 @@ def test_health_checks_use_the_cluster_tls(remora, upstream, ports, pki):
     assert client.stat("cluster.bad.health_check.success") == 0
     server.wait_stat(lstat(s_port, "fail_verify_san"), lambda v: v >= 1)
     assert any(r["path"] == "/healthz" for r in upstream.requests)
+
+
+def test_tls13_resumption_with_generated_ticket_keys(remora, upstream, ports, pki, tmp_path):
+    admin, port = ports.get(), ports.get()
+    r = remora(bootstrap(admin, [tls_listener(port, "app", downstream_tls(pki))],
+                         [static_cluster("app", upstream.port)]))
+    sess = str(tmp_path / "sess.pem")
+    req = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    out = s_client(port, "-tls1_3", "-CAfile", pki["ca"], "-sess_out", sess, "-ign_eof", data=req)
+    assert "New, TLSv1.3" in out and os.path.getsize(sess) > 0, out
+    out = s_client(port, "-tls1_3", "-CAfile", pki["ca"], "-sess_in", sess, "-ign_eof", data=req)
+    assert "Reused, TLSv1.3" in out, out
+    assert r.stat(lstat(port, "session_reused")) == 1
