@@ -14,6 +14,7 @@
 #include "log.h"
 #include "config/address.h"
 #include "upstream/cluster.h"
+#include "tls/tls.h"
 
 static const struct stat_desc listener_stat_desc[] = { LISTENER_STATS(STATS_DESC) };
 
@@ -290,6 +291,8 @@ static void filter_chain_free(struct filter_chain *fc)
 		fc->ops->free_config(fc->cfg);
 	fc->ops = NULL;
 	fc->cfg = NULL;
+	tls_ctx_free(fc->tls);
+	fc->tls = NULL;
 }
 
 /* filters[]: non-terminal filters first, exactly one terminal filter last. */
@@ -298,7 +301,8 @@ static void filter_chain_free(struct filter_chain *fc)
 static int parse_filter_chain(struct cfg_ctx *c, const json_t *fc, struct filter_chain *out,
 			      struct fc_match *match, struct build_ctx *b)
 {
-	static const char *const f[] = { "filter_chain_match", "filters", "name", NULL };
+	static const char *const f[] = { "filter_chain_match", "filters", "name", "transport_socket",
+					 NULL };
 	const json_t *v, *arr;
 
 	if (cfg_expect_object(c, fc) || cfg_check_fields(c, fc, f))
@@ -342,6 +346,35 @@ static int parse_filter_chain(struct cfg_ctx *c, const json_t *fc, struct filter
 	cfg_leave(c);
 	if (rc)
 		filter_chain_free(out);
+	return rc;
+}
+
+/* A chain's transport_socket (TLS; tls/tls.h); c is positioned on the chain. */
+static int chain_tls_one(struct cfg_ctx *c, const json_t *fc, struct filter_chain *chain,
+			 const char *stat_prefix, struct build_ctx *b)
+{
+	const json_t *ts;
+	int rc = RM_OK;
+	if ((ts = cfg_enter(c, fc, "transport_socket"))) {
+		char *scope = xasprintf("listener.%s", stat_prefix);
+		rc = tls_transport_socket_parse(c, ts, true, b, scope, "listener",
+						"envoy_listener_address", stat_prefix, &chain->tls);
+		free(scope);
+		cfg_leave(c);
+	}
+	return rc;
+}
+
+/* filter_chains[i].transport_socket of every chain. */
+static int parse_chain_tls(struct cfg_ctx *c, const json_t *chains, struct listener_cfg *l,
+			   const char *stat_prefix, struct build_ctx *b)
+{
+	int rc = RM_OK;
+	for (size_t i = 0; !rc && i < l->nchains; i++) {
+		const json_t *fc = cfg_enter_idx(c, chains, i);
+		rc = chain_tls_one(c, fc, &l->chains[i], stat_prefix, b);
+		cfg_leave(c);
+	}
 	return rc;
 }
 
@@ -431,14 +464,23 @@ static struct listener_cfg *parse_listener(struct cfg_ctx *c, const json_t *j, s
 		cfg_leave(c);
 		goto error;
 	}
-	if (v)
-		cfg_leave(c);
-	if ((v = cfg_enter(c, j, "default_filter_chain"))) {
-		l->default_chain = xcalloc(1, sizeof(*l->default_chain));
-		int rc = parse_filter_chain(c, v, l->default_chain, NULL, b);
-		cfg_leave(c);
-		if (rc)
+	{
+		const char *sp = prefix ? prefix : l->addr_str;
+		if (v && parse_chain_tls(c, v, l, sp, b)) {
+			cfg_leave(c);
 			goto error;
+		}
+		if (v)
+			cfg_leave(c);
+		if ((v = cfg_enter(c, j, "default_filter_chain"))) {
+			l->default_chain = xcalloc(1, sizeof(*l->default_chain));
+			int rc = parse_filter_chain(c, v, l->default_chain, NULL, b);
+			if (!rc)
+				rc = chain_tls_one(c, v, l->default_chain, sp, b);
+			cfg_leave(c);
+			if (rc)
+				goto error;
+		}
 	}
 	{
 		const char *sp = prefix ? prefix : l->addr_str;
@@ -493,7 +535,7 @@ static int parse_admin(struct cfg_ctx *c, const json_t *a, struct server *srv)
 struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, struct server *srv)
 {
 	static const char *const f[] = { "node", "admin", "static_resources", NULL };
-	static const char *const sf[] = { "listeners", "clusters", NULL };
+	static const char *const sf[] = { "listeners", "clusters", "secrets", NULL };
 	struct snapshot *s = xcalloc(1, sizeof(*s));
 	struct build_ctx b = { .srv = srv, .snap = s, .stats = srv->stats, .nworkers = srv->nworkers };
 	const json_t *v, *sr;
@@ -517,6 +559,11 @@ struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, s
 	if ((sr = cfg_enter(c, root, "static_resources"))) {
 		if (cfg_expect_object(c, sr) || cfg_check_fields(c, sr, sf))
 			goto error_sr;
+		if ((v = cfg_enter(c, sr, "secrets"))) {   /* before their users */
+			if (tls_secrets_parse(c, v))
+				goto error_v;
+			cfg_leave(c);
+		}
 		if ((v = cfg_enter(c, sr, "clusters"))) {
 			if (cfg_expect_array(c, v))
 				goto error_v;

@@ -8,11 +8,14 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <event2/buffer.h>
+#include "tls/tls.h"
 
 #define CONN_READ_CHUNK (64 * 1024)
 
 static void conn_release(struct conn *c)
 {
+	tls_conn_free(c->tls);
+	free(c->tls_sni);
 	if (c->rev)
 		event_free(c->rev);
 	if (c->wev)
@@ -44,7 +47,8 @@ static void report(struct conn *c, short what)
 
 static void update_read(struct conn *c)
 {
-	bool want = c->read_on && !c->eof && !c->connecting && c->fd >= 0 && !c->dead;
+	bool want = (c->read_on || c->tls_hs || c->tls_write_wants_read) && !c->eof &&
+		    !c->connecting && c->fd >= 0 && !c->dead;
 	if (want && !c->rev_added) {
 		event_add(c->rev, NULL);
 		c->rev_added = true;
@@ -54,9 +58,13 @@ static void update_read(struct conn *c)
 	}
 }
 
+static bool tls_flush(struct conn *c);
+
 /* Write as much as the socket takes.  Returns false if the conn failed. */
 static bool do_flush(struct conn *c)
 {
+	if (c->tls)
+		return tls_flush(c);
 	while (evbuffer_get_length(c->out)) {
 		int n = evbuffer_write(c->out, c->fd);
 		if (n > 0)
@@ -86,6 +94,9 @@ static void after_flush(struct conn *c)
 		c->writecb(c, c->arg);
 }
 
+static bool tls_handshake_step(struct conn *c);
+static void tls_read(struct conn *c);
+
 static void fev_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
@@ -98,10 +109,16 @@ static void fev_cb(evutil_socket_t fd, short what, void *arg)
 		c->pending_event = 0;
 		if (ev & CONN_CONNECTED)
 			c->connecting = false;
-		report(c, ev);
-		if (!c->dead && (ev & CONN_CONNECTED))
-			update_read(c);
+		if ((ev & CONN_CONNECTED) && c->tls) {
+			tls_handshake_step(c);   /* CONNECTED comes after the handshake */
+		} else {
+			report(c, ev);
+			if (!c->dead && (ev & CONN_CONNECTED))
+				update_read(c);
+		}
 	}
+	if (!c->dead && c->tls_pending_read)
+		tls_read(c);
 	if (!c->dead && !c->connecting && c->fd >= 0 && evbuffer_get_length(c->out)) {
 		if (do_flush(c))
 			after_flush(c);
@@ -136,6 +153,21 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
 	struct evbuffer_iovec v[2];
 	struct iovec iov[2];
 	(void)what;
+	if (c->tls) {
+		c->in_cb++;
+		if (c->tls_hs)
+			tls_handshake_step(c);
+		if (!c->dead && c->tls_write_wants_read) {
+			c->tls_write_wants_read = false;
+			update_read(c);
+			if (do_flush(c))
+				after_flush(c);
+		}
+		if (!c->dead && !c->tls_hs && c->read_on)
+			tls_read(c);
+		leave(c);
+		return;
+	}
 	if (evbuffer_reserve_space(c->in, 4096, v, 1) != 1)
 		die("evbuffer_reserve_space");
 	iov[0].iov_base = v[0].iov_base;
@@ -191,6 +223,11 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
 		int one = 1;
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->connecting = false;
+		if (c->tls) {
+			tls_handshake_step(c);
+			leave(c);
+			return;
+		}
 		report(c, CONN_CONNECTED);
 		if (!c->dead) {
 			update_read(c);
@@ -199,6 +236,14 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		leave(c);
 		return;
+	}
+	if (c->tls && c->tls_read_wants_write) {
+		c->tls_read_wants_write = false;
+		tls_read(c);
+		if (c->dead) {
+			leave(c);
+			return;
+		}
 	}
 	if (do_flush(c))
 		after_flush(c);
@@ -236,6 +281,11 @@ void conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len)
 		return;
 	}
 	conn_events(c);
+	if (c->tls_ctx) {
+		c->tls = tls_conn_new(c->tls_ctx, c->fd, false, c->tls_sni, sa);
+		c->tls_hs = true;
+		c->tls_ctx = NULL;
+	}
 	if (connect(c->fd, sa, len) == 0) {
 		int one = 1;
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -285,6 +335,10 @@ void conn_enable_read(struct conn *c)
 {
 	c->read_on = true;
 	update_read(c);
+	if (c->tls && !c->tls_hs && !c->dead && tls_io_pending(c->tls)) {
+		c->tls_pending_read = true;   /* no socket event will announce these */
+		schedule(c);
+	}
 }
 
 void conn_disable_read(struct conn *c)
@@ -295,6 +349,129 @@ void conn_disable_read(struct conn *c)
 
 void conn_shutdown_write(struct conn *c)
 {
+	if (c->tls)
+		tls_io_shutdown(c->tls);
 	if (c->fd >= 0)
 		shutdown(c->fd, SHUT_WR);
+}
+
+/* ---- TLS mode ------------------------------------------------------------------ */
+
+void conn_set_tls(struct conn *c, struct tls_ctx *t, bool server, const char *sni)
+{
+	c->tls_server = server;
+	if (!server) {
+		c->tls_ctx = t;   /* the SSL is made once the socket exists */
+		c->tls_sni = sni ? xstrdup(sni) : NULL;
+		return;
+	}
+	struct sockaddr_storage peer;
+	socklen_t pl = sizeof(peer);
+	bool have = getpeername(c->fd, (struct sockaddr *)&peer, &pl) == 0;
+	c->tls = tls_conn_new(t, c->fd, true, NULL, have ? (struct sockaddr *)&peer : NULL);
+	c->tls_hs = true;
+	update_read(c);
+}
+
+/* Advance the handshake (the caller holds in_cb).  False: failed, reported. */
+static bool tls_handshake_step(struct conn *c)
+{
+	switch (tls_io_handshake(c->tls)) {
+	case TLS_IO_OK:
+		c->tls_hs = false;
+		if (c->wev_added) {
+			event_del(c->wev);
+			c->wev_added = false;
+		}
+		if (!c->tls_server)
+			report(c, CONN_CONNECTED);
+		if (c->dead)
+			return true;
+		update_read(c);
+		/* a TLS 1.3 client's first request may arrive with its Finished:
+		 * it is inside OpenSSL already, no socket event will follow */
+		if (c->read_on)
+			c->tls_pending_read = true;
+		schedule(c);
+		return true;
+	case TLS_IO_WANT_READ:
+		if (c->wev_added) {
+			event_del(c->wev);
+			c->wev_added = false;
+		}
+		update_read(c);
+		return true;
+	case TLS_IO_WANT_WRITE:
+		if (!c->wev_added) {
+			event_add(c->wev, NULL);
+			c->wev_added = true;
+		}
+		return true;
+	default:
+		c->tls_hs = false;
+		c->read_on = false;
+		update_read(c);
+		report(c, CONN_ERROR | CONN_READING);
+		return false;
+	}
+}
+
+/* Decrypt what is available into the input (the caller holds in_cb). */
+static void tls_read(struct conn *c)
+{
+	size_t n = 0;
+	c->tls_pending_read = false;
+	if (!c->read_on || c->eof || c->tls_hs)
+		return;
+	enum tls_io r = tls_io_read(c->tls, c->in, CONN_READ_CHUNK, &n);
+	if (r == TLS_IO_WANT_WRITE && !c->wev_added) {
+		c->tls_read_wants_write = true;
+		event_add(c->wev, NULL);
+		c->wev_added = true;
+	}
+	if (n && c->readcb)
+		c->readcb(c, c->arg);
+	if (c->dead)
+		return;
+	if (r == TLS_IO_EOF) {
+		c->eof = true;
+		update_read(c);
+		report(c, CONN_EOF | CONN_READING);
+	} else if (r == TLS_IO_ERROR) {
+		c->read_on = false;
+		update_read(c);
+		report(c, CONN_ERROR | CONN_READING);
+	} else if (r == TLS_IO_OK && c->read_on && tls_io_pending(c->tls)) {
+		c->tls_pending_read = true;   /* stopped at the chunk limit */
+		schedule(c);
+	}
+}
+
+static bool tls_flush(struct conn *c)
+{
+	if (c->tls_hs)
+		return tls_handshake_step(c);
+	if (c->fd < 0 || c->connecting)
+		return true;
+	switch (tls_io_write(c->tls, c->out)) {
+	case TLS_IO_OK:
+		if (c->wev_added && !c->tls_read_wants_write) {
+			event_del(c->wev);
+			c->wev_added = false;
+		}
+		return true;
+	case TLS_IO_WANT_WRITE:
+		if (!c->wev_added) {
+			event_add(c->wev, NULL);
+			c->wev_added = true;
+		}
+		return true;
+	case TLS_IO_WANT_READ:
+		c->tls_write_wants_read = true;
+		update_read(c);
+		return true;
+	default:
+		report(c, CONN_ERROR | CONN_WRITING);
+		return false;
+	}
 }

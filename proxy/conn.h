@@ -8,7 +8,11 @@
  *    one flush at the end of the current loop iteration (event_active, no
  *    syscall), which writes immediately; EV_WRITE is registered only when
  *    the socket cannot take everything.
- * The transport is raw TCP; TLS will plug in behind the same struct.
+ * The transport is raw TCP, or TLS (conn_set_tls): OpenSSL's record layer
+ * sits between the socket and the same two evbuffers, so owners see
+ * plaintext either way.  A TLS handshake runs before anything else: a client
+ * sees CONN_CONNECTED only once it completed, a failed handshake is
+ * CONN_ERROR (counted and logged by tls/).  The OpenSSL code is in tls/.
  *
  * Callbacks: readcb after bytes were appended to the input; writecb after a
  * flush left the output at or below the write low watermark; eventcb with
@@ -25,6 +29,8 @@
 
 struct evbuffer;
 struct conn;
+struct tls_ctx;
+struct tls_conn;
 
 #define CONN_READING   0x01
 #define CONN_WRITING   0x02
@@ -49,6 +55,15 @@ struct conn {
 	bool read_on;                    /* owner wants to read */
 	bool rev_added, wev_added, flush_scheduled;
 	bool connecting, eof, dead;
+	/* TLS mode (NULL/false for raw TCP): */
+	struct tls_conn *tls;            /* owned: the SSL of this connection */
+	struct tls_ctx *tls_ctx;         /* not owned: set until conn_connect creates tls */
+	char *tls_sni;                   /* owned, may be NULL: client SNI until connect */
+	bool tls_server;                 /* accepted side */
+	bool tls_hs;                     /* handshake in progress */
+	bool tls_read_wants_write;       /* SSL_read needs the socket writable */
+	bool tls_write_wants_read;       /* SSL_write needs the socket readable */
+	bool tls_pending_read;           /* decrypted bytes wait inside OpenSSL */
 };
 
 /* fd >= 0: an accepted socket (made non-blocking); fd < 0: call
@@ -72,5 +87,14 @@ static inline void conn_set_write_lowat(struct conn *c, size_t lowat) { c->wlowa
 void conn_trigger_error(struct conn *c);
 /* Half-close once the output has been written (tunnels). */
 void conn_shutdown_write(struct conn *c);
+
+/* Make c a TLS connection using context t: for an accepted socket right
+ * after conn_new, for a client before conn_connect (sni: the server name to
+ * send; NULL: the context's configured sni). */
+void conn_set_tls(struct conn *c, struct tls_ctx *t, bool server, const char *sni);
+static inline bool conn_is_tls(const struct conn *c) { return c->tls || c->tls_ctx; }
+/* The TLS state for tls/ accessors (peer identity, ALPN); NULL for raw TCP
+ * or before the handshake completed. */
+static inline struct tls_conn *conn_tls(const struct conn *c) { return c->tls_hs ? NULL : c->tls; }
 
 #endif

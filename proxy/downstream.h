@@ -60,6 +60,9 @@ struct downstream *downstream_new(size_t size, const struct accept_info *ai);
 /* Close now: unlink, free bev, call ops->destroy, free.  Must not be called
  * while the caller will still touch d. */
 void downstream_close(struct downstream *d);
+/* The peer's TLS identity (SPIFFE ID, else subject) once the handshake is
+ * done; NULL on plaintext / no client certificate (tls/tls_io.c). */
+const char *downstream_peer_principal(const struct downstream *d);
 
 #include "worker.h"
 static inline bool downstream_draining(const struct downstream *d)

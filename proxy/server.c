@@ -15,6 +15,7 @@
 #include "config/address.h"
 #include "upstream/cluster.h"
 #include "../stats/admin.h"
+#include "../tls/tls.h"
 
 struct server g_server;
 
@@ -538,6 +539,7 @@ int server_run(struct server *srv)
 	srv->sigint_ev = evsignal_new(srv->base, SIGINT, signal_cb, srv);
 	evsignal_add(srv->sigterm_ev, NULL);
 	evsignal_add(srv->sigint_ev, NULL);
+	tls_secrets_start(srv->base);   /* certificate file watching, expiry gauge */
 	srv->tick_ev = event_new(srv->base, -1, EV_PERSIST, tick_cb, srv);
 	struct timeval sec = { 1, 0 };
 	event_add(srv->tick_ev, &sec);
@@ -600,6 +602,7 @@ void server_free(struct server *srv)
 	srv->workers = NULL;
 	snapshot_unref(srv->snap);
 	srv->snap = NULL;
+	tls_secrets_stop();
 	if (srv->sigterm_ev)
 		event_free(srv->sigterm_ev);
 	if (srv->sigint_ev)

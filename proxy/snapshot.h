@@ -14,6 +14,7 @@
 struct cluster;
 struct fc_match;
 struct lf_pred;
+struct tls_ctx;
 struct network_filter_ops;
 struct listener_filter_ops;
 struct server;
@@ -38,6 +39,8 @@ struct filter_chain {
 	size_t npre;
 	const struct network_filter_ops *ops; /* terminal network filter */
 	void *cfg;                           /* owned via ops->free_config */
+	struct tls_ctx *tls;                 /* owned (tls_ctx_free): transport_socket
+						envoy.transport_sockets.tls, NULL = raw */
 };
 
 enum listener_direction { LISTENER_UNSPECIFIED = 0, LISTENER_INBOUND = 1, LISTENER_OUTBOUND = 2 };

@@ -289,6 +289,8 @@ static void accept_finish(struct worker *w, struct lf_state *st)
 		evutil_closesocket(fd);
 		return;
 	}
+	if (fc->tls)
+		conn_set_tls(bev, fc->tls, true, NULL);   /* handshake before any filter reads */
 	/* The filter allocates its connection struct with downstream_new(). */
 	ai.bev = bev;
 	fc->ops->on_accept(&ai, fc->cfg);

@@ -14,6 +14,7 @@
 #include "../proxy/log.h"
 #include "../proxy/config/address.h"
 #include "../proxy/upstream/cluster.h"
+#include "../tls/tls.h"
 
 #define REMORA_VERSION "remora/0.1.0"
 
@@ -191,6 +192,14 @@ static void h_listeners(struct admin *a, struct evhttp_request *req, struct evke
 	evbuffer_free(b);
 }
 
+/* Envoy's /certs: {"certificates":[{"ca_cert":[...],"cert_chain":[...]}]} (tls/). */
+static void h_certs(struct admin *a, struct evhttp_request *req, struct evkeyvalq *q)
+{
+	(void)a;
+	(void)q;
+	reply_json(req, tls_certs_json());
+}
+
 static void h_config_dump(struct admin *a, struct evhttp_request *req, struct evkeyvalq *q)
 {
 	struct snapshot *s = a->srv->snap;
@@ -314,6 +323,7 @@ static const struct endpoint endpoints[] = {
 	{ "/clusters", false, h_clusters, "upstream cluster status" },
 	{ "/listeners", false, h_listeners, "print listener info (format=json)" },
 	{ "/config_dump", false, h_config_dump, "dump current configuration" },
+	{ "/certs", false, h_certs, "print certs on machine" },
 	{ "/quitquitquit", true, h_quit, "drain every listener, then exit the server" },
 	{ "/healthcheck/fail", true, h_hc_fail, "cause the server to fail health checks" },
 	{ "/healthcheck/ok", true, h_hc_ok, "cause the server to pass health checks" },

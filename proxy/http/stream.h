@@ -67,6 +67,12 @@ void http_stream_addresses(const struct http_stream *s, const struct sockaddr **
 			   const struct sockaddr **local);
 /* The downstream connection (addresses; local_restored: original destination). */
 const struct downstream *http_stream_downstream(const struct http_stream *s);
+/* The downstream peer's TLS identity: its SPIFFE ID (first URI SAN), else
+ * its certificate subject; NULL on plaintext or without a client
+ * certificate.  Valid for the stream's lifetime.  (RBAC principals.) */
+const char *http_stream_peer_principal(const struct http_stream *s);
+/* The downstream connection is TLS. */
+bool http_stream_downstream_tls(const struct http_stream *s);
 uint64_t http_stream_start_ns(const struct http_stream *s);
 
 /* The stream's route, matched once by the connection manager after the

@@ -12,6 +12,7 @@
 #include "../snapshot.h"
 #include "../worker.h"
 #include "../log.h"
+#include "../../tls/tls.h"
 #include "../config/address.h"
 
 static const struct stat_desc cluster_stat_desc[] = { CLUSTER_STATS(STATS_DESC) };
@@ -574,7 +575,8 @@ static const char *const cluster_fields[] = {
 	"least_request_lb_config", "round_robin_lb_config", "http_protocol_options",
 	"circuit_breakers", "outlier_detection", "common_lb_config",
 	"ring_hash_lb_config", "maglev_lb_config", "health_checks", "load_balancing_policy",
-	"original_dst_lb_config", "cleanup_interval", "http2_protocol_options", NULL
+	"original_dst_lb_config", "cleanup_interval", "http2_protocol_options", "transport_socket",
+	NULL
 };
 static const char *const type_names[] = { "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST" };
 static const char *const lb_names[] = { "ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM",
@@ -1174,6 +1176,7 @@ static void cluster_free(struct cluster *cl)
 		event_free(cl->od_timer);
 	health_checker_free(cl->hc);
 	original_dst_free(cl->odst);
+	tls_ctx_free(cl->tls);
 	hc_cfg_free(cl->hc_cfg);
 	stats_scope_free(cl->hc_stats);
 	json_decref(cl->json);
@@ -1364,6 +1367,15 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	}
 	if ((v = cfg_enter(c, j, "load_assignment"))) {
 		int rc = parse_load_assignment(c, v, cl);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	if ((v = cfg_enter(c, j, "transport_socket"))) {
+		char *scope = xasprintf("cluster.%s", cl->name);
+		int rc = tls_transport_socket_parse(c, v, false, b, scope, "cluster",
+						    "envoy_cluster_name", cl->name, &cl->tls);
+		free(scope);
 		cfg_leave(c);
 		if (rc)
 			goto error;

@@ -22,6 +22,7 @@ struct build_ctx;
 struct hc_cfg;
 struct health_checker;
 struct odst;
+struct tls_ctx;
 
 #define CLUSTER_STATS(X)                                                           \
 	X(COUNTER, upstream_cx_total) X(GAUGE, upstream_cx_active)                \
@@ -268,6 +269,7 @@ struct cluster {
 	uint32_t dns_min_ttl_s;             /* smallest TTL of this round */
 	struct cb_prio cb[CB_PRIO_N];       /* circuit breakers by RoutingPriority */
 	struct odst *odst;                  /* owned: ORIGINAL_DST state (original_dst.h), else NULL */
+	struct tls_ctx *tls;                /* owned: transport_socket (UpstreamTlsContext), NULL = raw */
 	bool initialized;                   /* first membership known */
 	void (*on_init)(struct cluster *cl, void *arg); /* called once, see cluster_start */
 	void *on_init_arg;

@@ -819,6 +819,8 @@ static void session_start_check(struct hc_session *s)
 		s->conn = conn_new(hc->base, -1);
 		conn_setcb(s->conn, on_read, NULL, on_event, s);
 		conn_enable_read(s->conn);
+		if (hc->cl->tls)   /* the cluster's transport socket, as Envoy */
+			conn_set_tls(s->conn, hc->cl->tls, false, NULL);
 		conn_connect(s->conn, (struct sockaddr *)&s->h->addr, s->h->addrlen);
 	}
 	if (cfg->kind == HC_HTTP) {

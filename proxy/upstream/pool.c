@@ -248,6 +248,8 @@ static struct upstream_conn *connect_new(struct pool *p, enum cb_priority prio, 
 	uc->ready_arg = arg;
 	pool_cx_opened(p, false);
 	conn_setcb(uc->bev, NULL, NULL, connect_event_cb, uc);
+	if (cl->tls)   /* auto_sni hook: pass the request's host instead of NULL */
+		conn_set_tls(uc->bev, cl->tls, false, NULL);
 	/* Failures, even synchronous ones, are reported from the loop. */
 	conn_connect(uc->bev, (struct sockaddr *)&h->addr, h->addrlen);
 	struct timeval tv = { (time_t)(cl->connect_timeout_ms / 1000),

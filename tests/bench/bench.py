@@ -18,8 +18,12 @@ Environment:
                    h2load (10 connections x 10 streams) against Remora's listener
                    (codec_type AUTO), HAProxy's `proto h2` bind and nginx's `http2`
                    listen, same upstream; 0 skips it
+  BENCH_TLS        1 (default): a TLS leg for Remora and HAProxy (TLS 1.3, ECDSA P-256
+                   certificate made with the openssl CLI, X25519): wrk over HTTPS keep-alive,
+                   then wrk with "connection: close" (one full handshake per request,
+                   session resumption off on both: handshakes/s); 0 skips it
   BENCH_PORT_BASE  first loopback port (default 28080, or the first free one from 29080
-                   on when those ports are taken; uses base..base+4, base+10, base+11)
+                   on when those ports are taken; uses base..base+8, base+10..base+12)
   BENCH_DOC        markdown file to update (default docs/benchmarks.md; "-" = none)
   REMORA_BIN       proxy binary (default build/remora)
 """
@@ -45,8 +49,8 @@ CONNECTIONS = 50
 DEFAULT_BASE = 28080
 # offset of each port from the base; the config files carry the default ports
 PORT_OFFSETS = {"upstream": 0, "haproxy": 1, "nginx": 2, "remora": 3, "remora-filters": 4,
-                "haproxy-h2": 5, "nginx-h2": 6,
-                "admin": 10, "admin-filters": 11}
+                "haproxy-h2": 5, "nginx-h2": 6, "remora-tls": 7, "haproxy-tls": 8,
+                "admin": 10, "admin-filters": 11, "admin-tls": 12}
 BEGIN_MARK = "<!-- bench:begin -->"
 END_MARK = "<!-- bench:end -->"
 NAMES = {"remora": "Remora", "remora-filters": "Remora+filters", "haproxy": "HAProxy", "nginx": "nginx"}
@@ -316,9 +320,9 @@ def parse_wrk(out):
     return r
 
 
-def run_wrk(port, seconds):
+def run_wrk(port, seconds, scheme="http", extra=()):
     cmd = ["taskset", "-c", LOAD_CPU, "/usr/bin/wrk", "-t1", "-c%d" % CONNECTIONS, "-d%ds" % seconds,
-           "--latency", "http://127.0.0.1:%d/" % port]
+           "--latency", *extra, "%s://127.0.0.1:%d/" % (scheme, port)]
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        timeout=seconds + 30)
     out = p.stdout.decode(errors="replace")
@@ -541,7 +545,7 @@ def loadavg():
         return 0.0
 
 
-def report(legs, started, load_before, load_after):
+def report(legs, started, load_before, load_after, tls=None):
     ncpu, model, kernel = machine()
     v = tool_versions()
     L = []
@@ -631,6 +635,7 @@ def report(legs, started, load_before, load_after):
                     NAMES[leg.key], statistics.median(r["rps"] for r in leg.h2_rounds),
                     statistics.median(r["cpu_us"] for r in leg.h2_rounds)))
         L.append("")
+    L += tls_report(tls)
     notes = [r["cpu_note"] for leg in legs for r in leg.rounds if r.get("cpu_note")]
     if notes:
         L.append("- CPU caveat: " + "; ".join(sorted(set(notes))))
@@ -671,6 +676,171 @@ def write_doc(path, section):
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- TLS (HTTPS)
+
+TLS_KEYS = ("remora", "haproxy")
+TLS_NAMES = {"remora": "Remora", "haproxy": "HAProxy"}
+
+
+def make_tls_files(tmp):
+    """An ECDSA P-256 self-signed certificate for 127.0.0.1 (openssl CLI)."""
+    key, crt = os.path.join(tmp, "tls.key"), os.path.join(tmp, "tls.crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", crt, "-days", "30", "-subj", "/CN=bench",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=60)
+    pem = os.path.join(tmp, "haproxy-tls.pem")
+    with open(pem, "w") as f:
+        f.write(open(crt).read() + open(key).read())
+    return crt, key, pem
+
+
+def tls_configs(tmp, crt, key, pem):
+    up = PORTS["upstream"]
+    remora_cfg = os.path.join(tmp, "remora-tls.yaml")
+    with open(remora_cfg, "w") as f:
+        f.write("""admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+static_resources:
+  listeners:
+  - name: bench_tls
+    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          disable_stateless_session_resumption: true
+          common_tls_context:
+            alpn_protocols: [http/1.1]
+            tls_params: {tls_minimum_protocol_version: TLSv1_3}
+            tls_certificates:
+            - certificate_chain: {filename: %s}
+              private_key: {filename: %s}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench_tls
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{match: {prefix: "/"}, route: {cluster: upstream}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
+""" % (PORTS["admin-tls"], PORTS["remora-tls"], crt, key, up))
+    haproxy_cfg = os.path.join(tmp, "haproxy-tls.cfg")
+    with open(haproxy_cfg, "w") as f:
+        f.write("""global
+	nbthread 1
+	maxconn 4096
+	tune.ssl.cachesize 0
+defaults
+	mode http
+	option http-keep-alive
+	http-reuse always
+	timeout connect 1s
+	timeout client 60s
+	timeout server 60s
+	timeout http-keep-alive 60s
+frontend bench_tls
+	bind 127.0.0.1:%d ssl crt %s alpn http/1.1 ssl-min-ver TLSv1.3 no-tls-tickets
+	default_backend upstream
+backend upstream
+	server nginx 127.0.0.1:%d
+""" % (PORTS["haproxy-tls"], pem, up))
+    return remora_cfg, haproxy_cfg
+
+
+def https_ok(port):
+    p = subprocess.run(["curl", "-sk", "--max-time", "3", "https://127.0.0.1:%d/" % port],
+                       capture_output=True, timeout=10)
+    return p.returncode == 0 and p.stdout == b"hello"
+
+
+def run_tls_leg(key, tmp, cfgs):
+    """Keep-alive HTTPS and handshakes/s for one proxy: {"ka": [rounds], "hs": [rounds]}."""
+    binary = os.environ.get("REMORA_BIN", os.path.join(ROOT, "build", "remora"))
+    port = PORTS[key + "-tls"]
+    if key == "remora":
+        cmd, ports = [binary, "-c", cfgs[0], "--concurrency", "1"], [port, PORTS["admin-tls"]]
+    else:
+        cmd, ports = ["/usr/sbin/haproxy", "-db", "-f", cfgs[1]], [port]
+    srv = Server(key + "-tls", cmd, PROXY_CPU, tmp)
+    SERVERS.append(srv)
+    res = {"ka": [], "hs": [], "status": None}
+    try:
+        wait_listening(srv, ports)
+        if not https_ok(port):
+            raise BenchError("first HTTPS request failed")
+        for n in range(1, ROUNDS + 1):
+            for kind, extra in (("ka", ()), ("hs", ("-H", "Connection: close"))):
+                print("bench: tls %s round %d/%d %s ..." % (kind, n, ROUNDS, TLS_NAMES[key]), flush=True)
+                warm = run_wrk(port, WARMUP, "https", extra)
+                if warm["errors"]:
+                    raise BenchError("tls %s warm-up: %s" % (kind, "; ".join(warm["errors"])))
+                t0 = cpu_ticks(srv.pid)
+                r = run_wrk(port, SECONDS, "https", extra)
+                t1 = cpu_ticks(srv.pid)
+                if r["errors"] or not srv.alive():
+                    raise BenchError("tls %s round %d: %s" % (kind, n, "; ".join(r["errors"]) or "exited"))
+                r["cpu_us"] = sum(v - t0.get(p, 0) for p, v in t1.items()) * 1e6 / CLK_TCK / r["requests"]
+                res[kind].append(r)
+                print("bench:   %.0f req/s, %.1f CPU µs/req" % (r["rps"], r["cpu_us"]), flush=True)
+        if key == "remora":
+            try:
+                _, body = http_get(PORTS["admin-tls"], "/stats?filter=ssl")
+                st = dict(l.split(": ", 1) for l in body.decode().splitlines() if ": " in l)
+                res["ssl"] = {k.split(".ssl.", 1)[1]: v for k, v in st.items() if ".ssl." in k}
+            except OSError:
+                pass
+    except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+        res["status"] = "FAILED: %s" % e
+        print("bench:   %s" % res["status"], flush=True)
+    finally:
+        srv.stop()
+    return res
+
+
+def tls_report(tls):
+    if not tls:
+        return []
+    L = ["", "HTTPS (TLS 1.3, ECDSA P-256, X25519; HTTP/1.1 to the same plaintext upstream), wrk %d "
+         "connections, %d s per round, medians. Keep-alive: requests on open TLS connections; "
+         "handshakes: `connection: close`, so every request is a new connection and a full "
+         "handshake (wrk would resume sessions: both proxies have resumption off, Remora with "
+         "`disable_stateless_session_resumption`, HAProxy with `no-tls-tickets` and "
+         "`tune.ssl.cachesize 0`):" % (CONNECTIONS, SECONDS), "",
+         "| Proxy (TLS) | keep-alive req/s | CPU µs/req | handshakes/s | CPU µs/handshake |",
+         "|---|--:|--:|--:|--:|"]
+    med = {}
+    for key, res in tls.items():
+        if res["status"]:
+            L.append("| %s | %s | | | |" % (TLS_NAMES[key], res["status"].replace("|", "/")))
+            continue
+        m = [statistics.median(r[f] for r in res[k]) for k in ("ka", "hs") for f in ("rps", "cpu_us")]
+        med[key] = m
+        L.append("| %s | %.0f | %.1f | %.0f | %.1f |" % (TLS_NAMES[key], *m))
+    if "remora" in med and "haproxy" in med:
+        a, b = med["remora"], med["haproxy"]
+        L += ["", "- Remora / HAProxy over TLS: keep-alive req/s ratio %s, handshakes/s ratio %s" % (
+            fmt_ratio(a[0], b[0]), fmt_ratio(a[2], b[2]))]
+    if tls.get("remora", {}).get("ssl"):
+        ssl = tls["remora"]["ssl"]
+        L.append("- Remora ssl stats after the TLS leg: " + ", ".join(
+            "%s %s" % (k, ssl[k]) for k in ("handshake", "session_reused", "connection_error") if k in ssl))
+    return L
 
 
 # ---------------------------------------------------------------- main
@@ -746,7 +916,17 @@ def main():
                     except (BenchError, subprocess.TimeoutExpired, OSError) as e:
                         leg.h2_status = "FAILED: %s" % e
                         print("bench:   %s" % leg.h2_status, flush=True)
-        section = report(legs, started, load_before, loadavg())
+        tls = {}
+        if os.environ.get("BENCH_TLS", "1") != "0":
+            try:
+                files = make_tls_files(tmp)
+                cfgs = tls_configs(tmp, *files)
+                for key in TLS_KEYS:
+                    if key in keys:
+                        tls[key] = run_tls_leg(key, tmp, cfgs)
+            except (subprocess.SubprocessError, OSError) as e:
+                print("bench: TLS leg not run: %s" % e, flush=True)
+        section = report(legs, started, load_before, loadavg(), tls)
     finally:
         cleanup()
         shutil.rmtree(tmp, ignore_errors=True)

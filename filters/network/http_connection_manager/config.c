@@ -14,7 +14,8 @@ static const char *const hcm_fields[] = {
 	"common_http_protocol_options", "max_request_headers_kb", "request_timeout",
 	"request_headers_timeout", "stream_idle_timeout", "upgrade_configs", "http_protocol_options",
 	"drain_timeout", "delayed_close_timeout", "http2_protocol_options", "access_log",
-	"internal_address_config", NULL
+	"internal_address_config", "forward_client_cert_details", "set_current_client_cert_details",
+	NULL
 };
 static const char *const codec_names[] = { "AUTO", "HTTP1", "HTTP2", "HTTP3" };
 static const char *const server_modes[] = { "OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH" };
@@ -272,7 +273,8 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 	    cfg_u32(c, j, "max_request_headers_kb", &kb) ||
 	    cfg_duration_ms(c, j, "request_timeout", &cfg->request_timeout_ms) ||
 	    cfg_duration_ms(c, j, "request_headers_timeout", &cfg->request_headers_timeout_ms) ||
-	    cfg_duration_ms(c, j, "stream_idle_timeout", &cfg->stream_idle_timeout_ms))
+	    cfg_duration_ms(c, j, "stream_idle_timeout", &cfg->stream_idle_timeout_ms) ||
+	    hcm_parse_client_cert(c, j, cfg))
 		goto error;
 	if (codec == 3) {
 		cfg_fail_field(c, j, "codec_type", "codec_type %s is not supported yet (AUTO, HTTP1 and HTTP2 are)", codec_names[codec]);

@@ -23,6 +23,10 @@ struct hcm_filter_cfg {
 
 enum hcm_codec { HCM_CODEC_AUTO, HCM_CODEC_HTTP1, HCM_CODEC_HTTP2 };
 
+/* forward_client_cert_details (Envoy's enum order). */
+enum hcm_fcc { HCM_FCC_SANITIZE, HCM_FCC_FORWARD_ONLY, HCM_FCC_APPEND_FORWARD,
+	       HCM_FCC_SANITIZE_SET, HCM_FCC_ALWAYS_FORWARD_ONLY };
+
 /* http2_protocol_options (Envoy's defaults in parentheses). */
 struct hcm_h2_opts {
 	uint32_t max_concurrent_streams;  /* advertised SETTINGS_MAX_CONCURRENT_STREAMS (2^31-1) */
@@ -76,6 +80,8 @@ struct hcm_cfg {
 	                                    starts with the connection preface) */
 	struct hcm_h2_opts h2;           /* http2_protocol_options */
 	struct stats_scope *h2stats;     /* shared "http2" scope, one reference */
+	enum hcm_fcc fcc_mode;           /* forward_client_cert_details (SANITIZE) */
+	unsigned fcc_details;            /* set_current_client_cert_details: TLS_XFCC_* */
 };
 
 /* A CIDR range (internal_address_config.cidr_ranges). */
@@ -172,6 +178,11 @@ struct hcm_conn {
 };
 
 void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b);
+
+/* ---- TLS downstreams (tls_hooks.c) ---- */
+int hcm_parse_client_cert(struct cfg_ctx *c, const json_t *j, struct hcm_cfg *cfg);
+int hcm_alpn_proto(struct hcm_conn *hc);       /* 2 "h2", 1 "http/1.1", 0 none */
+void hcm_tls_request_headers(struct hcm_conn *hc, struct http_headers *h);
 void hcm_free_config(void *cfg);
 
 /* ---- shared by the codecs (hcm.c) ---- */

@@ -1000,6 +1000,7 @@ static void prepare_request(struct hcm_conn *hc, struct http_stream *s)
 	struct http_headers *h = &s->req.hdrs;
 	size_t n;
 
+	const char *fwd_proto = conn_is_tls(hc->super.bev) ? "https" : "http";
 	hdrs_set(h, ":scheme", "http", 4);
 	/* x-forwarded-for / x-forwarded-proto */
 	if (cfg->use_remote_address) {
@@ -1012,10 +1013,11 @@ static void prepare_request(struct hcm_conn *hc, struct http_stream *s)
 		} else {
 			hdrs_add(h, "x-forwarded-for", 15, ip, strlen(ip));
 		}
-		hdrs_set(h, "x-forwarded-proto", "http", 4);
+		hdrs_set(h, "x-forwarded-proto", fwd_proto, strlen(fwd_proto));
 	} else if (hdrs_find(h, "x-forwarded-proto", 17, 0) < 0) {
-		hdrs_add(h, "x-forwarded-proto", 17, "http", 4);
+		hdrs_add(h, "x-forwarded-proto", 17, fwd_proto, strlen(fwd_proto));
 	}
+	hcm_tls_request_headers(hc, h);   /* :scheme https, x-forwarded-client-cert */
 	/* x-request-id, as Envoy's ConnectionManagerUtility: an edge request
 	 * (use_remote_address and a peer that is not internal) gets a new id
 	 * unless preserve_external_request_id; any request without one gets one. */
@@ -1265,6 +1267,11 @@ static bool hc_detect(struct hcm_conn *hc)
 {
 	struct evbuffer *in = conn_input(hc->super.bev);
 	size_t len = MIN(evbuffer_get_length(in), (size_t)24);
+	int alpn = hcm_alpn_proto(hc);   /* TLS: ALPN decides */
+	if (alpn) {
+		set_proto(hc, (uint8_t)alpn);
+		return true;
+	}
 	if (!len) {
 		arm_wait_timer(hc);
 		return false;

@@ -347,6 +347,8 @@ static void tcp_on_accept(const struct accept_info *ai, const void *vcfg)
 	host_stat_add(h, sh, HOST_CX_TOTAL, 1);
 	host_stat_add(h, sh, HOST_CX_ACTIVE, 1);
 	conn_setcb(t->up, up_read, up_write, up_event, t);
+	if (t->cl->tls)
+		conn_set_tls(t->up, t->cl->tls, false, NULL);
 	conn_connect(t->up, (struct sockaddr *)&h->addr, h->addrlen);
 	arm_idle(t, t->cl->connect_timeout_ms);
 }

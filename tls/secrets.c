@@ -1,0 +1,685 @@
+/* secrets.c - the secret store: named and inline certificates and validation
+ * contexts, their data sources, inotify file watching, /certs.
+ *
+ * Everything here runs on the main thread.  A secret's bytes are read when
+ * the config is compiled (so a missing file is a config error naming its
+ * field) and again when inotify reports a change in the file's directory
+ * (Kubernetes swaps a "..data" symlink, so we watch directories, not files).
+ * After a 100 ms debounce every file-backed secret is re-read; contexts that
+ * use a changed secret rebuild their SSL_CTX and post it to the workers.  A
+ * rebuild that fails (say the certificate was replaced but not yet its key)
+ * keeps the previous SSL_CTX and is retried at the next change.
+ * SDS (xDS) will update secrets through the same path: replace the data,
+ * mark the secret dirty, call tls_ctx_rebuild_all(). */
+#include "tls-t.h"
+
+#include <errno.h>
+#include <ctype.h>
+#include <inttypes.h>
+#include <arpa/inet.h>
+#include <limits.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <sys/inotify.h>
+#include <openssl/pem.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <event2/event.h>
+#include "../proxy/log.h"
+#include "../proxy/server.h"
+
+static struct tls_secret *secrets;          /* the store */
+static struct tls_ctx *contexts;            /* every live context */
+
+struct tls_secret *tls_secret_find(const char *name)
+{
+	for (struct tls_secret *s = secrets; s; s = s->next)
+		if (s->name && !strcmp(s->name, name))
+			return s;
+	return NULL;
+}
+
+struct tls_secret *tls_secret_add(const char *name, enum secret_kind kind)
+{
+	struct tls_secret *s = xcalloc(1, sizeof(*s));
+	s->name = name ? xstrdup(name) : NULL;
+	s->anonymous = !name;
+	s->kind = kind;
+	s->next = secrets;
+	secrets = s;
+	return s;
+}
+
+static void datasrc_free(struct tls_datasrc *ds)
+{
+	free(ds->path);
+	free(ds->data);
+	memset(ds, 0, sizeof(*ds));
+}
+
+static void validation_free(struct tls_validation *v)
+{
+	datasrc_free(&v->ca);
+	datasrc_free(&v->crl);
+	for (size_t i = 0; i < v->nsans; i++)
+		tls_strm_free(&v->sans[i].m);
+	free(v->sans);
+	free(v->hashes);
+	free(v->spkis);
+}
+
+static void secret_free(struct tls_secret *s)
+{
+	datasrc_free(&s->chain);
+	datasrc_free(&s->key);
+	validation_free(&s->val);
+	free(s->name);
+	free(s);
+}
+
+void tls_secret_release(struct tls_secret *s)
+{
+	if (!s || !s->anonymous)
+		return;
+	for (struct tls_secret **pp = &secrets; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	secret_free(s);
+}
+
+void tls_ctx_link(struct tls_ctx *t)
+{
+	t->next = contexts;
+	if (contexts)
+		contexts->prev = t;
+	contexts = t;
+}
+
+void tls_ctx_unlink(struct tls_ctx *t)
+{
+	if (t->prev)
+		t->prev->next = t->next;
+	else if (contexts == t)
+		contexts = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	t->next = t->prev = NULL;
+}
+
+struct tls_ctx *tls_ctx_list(void) { return contexts; }
+
+/* ---- data sources ---------------------------------------------------------------- */
+
+static int read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t cap = 0, n = 0;
+	if (!f) {
+		snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
+		return RM_ERROR;
+	}
+	for (;;) {
+		if (n + 4096 + 1 > cap) {
+			cap = cap ? cap * 2 : 8192;
+			if (cap > 16 * 1024 * 1024) {
+				snprintf(err, errlen, "'%s' is too large", path);
+				fclose(f);
+				free(buf);
+				return RM_ERROR;
+			}
+			buf = xrealloc(buf, cap);
+		}
+		size_t r = fread(buf + n, 1, cap - n - 1, f);
+		n += r;
+		if (r == 0)
+			break;
+	}
+	bool bad = ferror(f);
+	fclose(f);
+	if (bad) {
+		snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
+		free(buf);
+		return RM_ERROR;
+	}
+	buf[n] = 0;
+	*out = buf;
+	*len = n;
+	return RM_OK;
+}
+
+/* DataSource member field of obj: {filename | inline_string | inline_bytes |
+ * environment_variable}.  Files are read now. */
+int tls_datasrc_parse(struct cfg_ctx *c, const json_t *obj, const char *field,
+		      struct tls_datasrc *ds, bool required)
+{
+	static const char *const f[] = { "filename", "inline_string", "inline_bytes",
+					 "environment_variable", "watched_directory", NULL };
+	const char *fn = NULL, *is = NULL, *ib = NULL, *env = NULL;
+	const json_t *v = required ? cfg_enter_req(c, obj, field) : cfg_enter(c, obj, field);
+	char err[512];
+	int rc;
+	if (!v)
+		return required ? RM_ERROR : RM_OK;
+	rc = cfg_expect_object(c, v) || cfg_check_fields(c, v, f) ||
+	     cfg_string(c, v, "filename", &fn) || cfg_string(c, v, "inline_string", &is) ||
+	     cfg_string(c, v, "inline_bytes", &ib) || cfg_string(c, v, "environment_variable", &env);
+	if (!rc && cfg_get(v, "watched_directory"))
+		rc = cfg_fail_field(c, v, "watched_directory", "watched_directory is not supported "
+				    "(the file's directory is always watched)");
+	if (!rc && (!!fn + !!is + !!ib + !!env) != 1)
+		rc = cfg_fail(c, "exactly one of filename, inline_string, inline_bytes, "
+				 "environment_variable is required");
+	if (rc)
+		goto out;
+	if (fn) {
+		ds->kind = DS_FILE;
+		ds->path = xstrdup(fn);
+		if (read_file(fn, &ds->data, &ds->len, err, sizeof(err)))
+			rc = cfg_fail_field(c, v, "filename", "%s", err);
+	} else if (is) {
+		ds->kind = DS_INLINE;
+		ds->data = xstrdup(is);
+		ds->len = strlen(is);
+	} else if (ib) {
+		ds->kind = DS_INLINE;
+		ds->data = base64_decode(ib, &ds->len);
+		if (!ds->data)
+			rc = cfg_fail_field(c, v, "inline_bytes", "invalid base64");
+	} else {
+		const char *e = getenv(env);
+		if (!e)
+			rc = cfg_fail_field(c, v, "environment_variable", "environment variable '%s' is not set", env);
+		else {
+			ds->kind = DS_INLINE;
+			ds->data = xstrdup(e);
+			ds->len = strlen(e);
+		}
+	}
+out:
+	cfg_leave(c);
+	return rc;
+}
+
+static const char *ds_name(const struct tls_datasrc *ds)
+{
+	return ds->kind == DS_FILE ? ds->path : "<inline>";
+}
+
+/* TlsCertificate into s->chain / s->key: both required, the key must match. */
+int tls_certpair_parse(struct cfg_ctx *c, const json_t *v, struct tls_secret *s)
+{
+	static const char *const f[] = { "certificate_chain", "private_key", NULL };
+	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f))
+		return RM_ERROR;
+	if (cfg_get(v, "password") || cfg_get(v, "ocsp_staple"))
+		return cfg_fail(c, "password and ocsp_staple are not supported");
+	if (tls_datasrc_parse(c, v, "certificate_chain", &s->chain, true) ||
+	    tls_datasrc_parse(c, v, "private_key", &s->key, true))
+		return RM_ERROR;
+	STACK_OF(X509) *chain = tls_pem_certs(s->chain.data, s->chain.len);
+	if (!chain || !sk_X509_num(chain)) {
+		sk_X509_pop_free(chain, X509_free);
+		return cfg_fail_field(c, v, "certificate_chain", "no PEM certificate in '%s'",
+				      ds_name(&s->chain));
+	}
+	BIO *bio = BIO_new_mem_buf(s->key.data, (int)s->key.len);
+	EVP_PKEY *pk = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	int rc = RM_OK;
+	if (!pk)
+		rc = cfg_fail_field(c, v, "private_key", "no PEM private key in '%s'", ds_name(&s->key));
+	else if (X509_check_private_key(sk_X509_value(chain, 0), pk) != 1)
+		rc = cfg_fail_field(c, v, "private_key", "the private key in '%s' does not match the "
+				    "certificate in '%s'", ds_name(&s->key), ds_name(&s->chain));
+	ERR_clear_error();
+	EVP_PKEY_free(pk);
+	sk_X509_pop_free(chain, X509_free);
+	return rc;
+}
+
+static int hex_val(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch |= 0x20;
+	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* CertificateValidationContext. */
+int tls_validation_parse(struct cfg_ctx *c, const json_t *v, struct tls_validation *val)
+{
+	static const char *const f[] = { "trusted_ca", "match_typed_subject_alt_names",
+					 "match_subject_alt_names", "crl", "verify_certificate_spki",
+					 "verify_certificate_hash", "allow_expired_certificate",
+					 "trust_chain_verification", "only_verify_leaf_cert_crl", NULL };
+	static const char *const tcv[] = { "VERIFY_TRUST_CHAIN", "ACCEPT_UNTRUSTED" };
+	static const char *const tf[] = { "san_type", "matcher", NULL };
+	static const char *const san_types[] = { "SAN_TYPE_UNSPECIFIED", "EMAIL", "DNS", "URI",
+						 "IP_ADDRESS", "OTHER_NAME" };
+	static const int gen_of[] = { -1, GEN_EMAIL, GEN_DNS, GEN_URI, GEN_IPADD, -1 };
+	const json_t *arr;
+	int trust = 0;
+	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f) ||
+	    cfg_bool(c, v, "allow_expired_certificate", &val->allow_expired) ||
+	    cfg_bool(c, v, "only_verify_leaf_cert_crl", &val->crl_leaf_only) ||
+	    cfg_enum(c, v, "trust_chain_verification", tcv, 2, &trust) ||
+	    tls_datasrc_parse(c, v, "trusted_ca", &val->ca, false) ||
+	    tls_datasrc_parse(c, v, "crl", &val->crl, false))
+		return RM_ERROR;
+	val->accept_untrusted = trust == 1;
+	if (val->ca.kind) {
+		STACK_OF(X509) *cas = tls_pem_certs(val->ca.data, val->ca.len);
+		int n = cas ? sk_X509_num(cas) : 0;
+		sk_X509_pop_free(cas, X509_free);
+		if (!n)
+			return cfg_fail_field(c, v, "trusted_ca", "no PEM certificate in '%s'", ds_name(&val->ca));
+	}
+	if (val->crl.kind) {
+		BIO *bio = BIO_new_mem_buf(val->crl.data, (int)val->crl.len);
+		X509_CRL *crl = bio ? PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL) : NULL;
+		BIO_free(bio);
+		ERR_clear_error();
+		if (!crl)
+			return cfg_fail_field(c, v, "crl", "no PEM CRL in '%s'", ds_name(&val->crl));
+		X509_CRL_free(crl);
+		if (!val->ca.kind)
+			return cfg_fail_field(c, v, "crl", "crl needs trusted_ca");
+	}
+	size_t nt = (arr = cfg_get(v, "match_typed_subject_alt_names")) ? json_array_size(arr) : 0;
+	size_t nl = (arr = cfg_get(v, "match_subject_alt_names")) ? json_array_size(arr) : 0;
+	val->sans = xcalloc(nt + nl + 1, sizeof(*val->sans));
+	if ((arr = cfg_enter(c, v, "match_typed_subject_alt_names"))) {
+		if (cfg_expect_array(c, arr))
+			return RM_ERROR;
+		for (size_t i = 0; i < json_array_size(arr); i++) {
+			const json_t *e = cfg_enter_idx(c, arr, i), *m;
+			int st = 0;
+			if (cfg_expect_object(c, e) || cfg_check_fields(c, e, tf) ||
+			    cfg_enum(c, e, "san_type", san_types, ARRAY_SIZE(san_types), &st))
+				return RM_ERROR;
+			if (gen_of[st] < 0)
+				return cfg_fail_field(c, e, "san_type", "san_type must be EMAIL, DNS, URI or IP_ADDRESS");
+			if (!(m = cfg_enter_req(c, e, "matcher")))
+				return RM_ERROR;
+			struct tls_san_m *sm = &val->sans[val->nsans];
+			if (tls_strm_parse(c, m, &sm->m))
+				return RM_ERROR;
+			sm->type = gen_of[st];
+			val->nsans++;
+			cfg_leave(c);
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+	}
+	if ((arr = cfg_enter(c, v, "match_subject_alt_names"))) {
+		if (cfg_expect_array(c, arr))
+			return RM_ERROR;
+		for (size_t i = 0; i < json_array_size(arr); i++) {
+			const json_t *m = cfg_enter_idx(c, arr, i);
+			if (tls_strm_parse(c, m, &val->sans[val->nsans].m))
+				return RM_ERROR;
+			val->sans[val->nsans++].type = 0;
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+	}
+	if ((arr = cfg_enter(c, v, "verify_certificate_hash"))) {
+		if (cfg_expect_array(c, arr))
+			return RM_ERROR;
+		val->hashes = xcalloc(json_array_size(arr) + 1, 32);
+		for (size_t i = 0; i < json_array_size(arr); i++) {
+			cfg_enter_idx(c, arr, i);
+			const char *h = json_string_value(json_array_get(arr, i));
+			size_t k = 0;
+			for (; h && *h && k < 64; h++) {
+				if (*h == ':')
+					continue;
+				int d = hex_val((unsigned char)*h);
+				if (d < 0)
+					break;
+				val->hashes[val->nhashes][k / 2] |= (unsigned char)(k % 2 ? d : d << 4);
+				k++;
+			}
+			if (!h || *h || k != 64)
+				return cfg_fail(c, "expected a hex SHA-256 fingerprint (64 hex digits, colons allowed)");
+			val->nhashes++;
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+	}
+	if ((arr = cfg_enter(c, v, "verify_certificate_spki"))) {
+		if (cfg_expect_array(c, arr))
+			return RM_ERROR;
+		val->spkis = xcalloc(json_array_size(arr) + 1, 32);
+		for (size_t i = 0; i < json_array_size(arr); i++) {
+			cfg_enter_idx(c, arr, i);
+			const char *s = json_string_value(json_array_get(arr, i));
+			size_t n = 0;
+			char *d = s ? base64_decode(s, &n) : NULL;
+			if (!d || n != 32) {
+				free(d);
+				return cfg_fail(c, "expected a base64 SHA-256 of the SubjectPublicKeyInfo");
+			}
+			memcpy(val->spkis[val->nspkis++], d, 32);
+			free(d);
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+	}
+	return RM_OK;
+}
+
+/* static_resources.secrets[]: {name, tls_certificate | validation_context}. */
+int tls_secrets_parse(struct cfg_ctx *c, const json_t *arr)
+{
+	static const char *const f[] = { "name", "tls_certificate", "validation_context", NULL };
+	if (cfg_expect_array(c, arr))
+		return RM_ERROR;
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		const json_t *e = cfg_enter_idx(c, arr, i), *v;
+		const char *name = NULL;
+		if (cfg_expect_object(c, e) || cfg_check_fields(c, e, f) ||
+		    cfg_string_req(c, e, "name", &name))
+			return RM_ERROR;
+		if (tls_secret_find(name))
+			return cfg_fail_field(c, e, "name", "duplicate secret name '%s'", name);
+		if (cfg_get(e, "tls_certificate") && cfg_get(e, "validation_context"))
+			return cfg_fail(c, "a secret holds one of tls_certificate, validation_context");
+		if ((v = cfg_enter(c, e, "tls_certificate"))) {
+			struct tls_secret *s = tls_secret_add(name, SECRET_CERT);
+			if (tls_certpair_parse(c, v, s))
+				return RM_ERROR;
+		} else if ((v = cfg_enter(c, e, "validation_context"))) {
+			struct tls_secret *s = tls_secret_add(name, SECRET_VALIDATION);
+			if (tls_validation_parse(c, v, &s->val))
+				return RM_ERROR;
+		} else {
+			return cfg_fail(c, "one of tls_certificate, validation_context is required "
+					   "(session_ticket_keys and generic_secret are not supported)");
+		}
+		cfg_leave(c);
+		cfg_leave(c);
+	}
+	return RM_OK;
+}
+
+/* ---- rebuilds ---------------------------------------------------------------------- */
+
+static bool ctx_uses_dirty(const struct tls_ctx *t)
+{
+	for (size_t i = 0; i < t->ncerts; i++)
+		if (t->certs[i]->dirty)
+			return true;
+	return t->val && t->val->dirty;
+}
+
+static unsigned rebuild(bool only_dirty)
+{
+	unsigned failed = 0;
+	char err[512];
+	for (struct tls_ctx *t = contexts; t; t = t->next) {
+		if (only_dirty && !ctx_uses_dirty(t))
+			continue;
+		SSL_CTX *ctx = tls_ctx_build(t, err, sizeof(err));
+		if (!ctx) {
+			log_warn("tls: %s: keeping the previous certificates: %s", t->label, err);
+			failed++;
+			continue;
+		}
+		tls_ctx_publish(t, ctx);
+		log_info("tls: %s: new certificates in use for new handshakes", t->label);
+	}
+	if (!failed)
+		for (struct tls_secret *s = secrets; s; s = s->next)
+			s->dirty = false;
+	tls_update_expiry_gauge();
+	return failed;
+}
+
+unsigned tls_ctx_rebuild_all(void)
+{
+	return rebuild(false);
+}
+
+static bool reload_ds(struct tls_datasrc *ds)
+{
+	char *data;
+	size_t len;
+	char err[512];
+	if (ds->kind != DS_FILE)
+		return false;
+	if (read_file(ds->path, &data, &len, err, sizeof(err))) {
+		log_warn("tls: %s", err);
+		return false;
+	}
+	if (len == ds->len && !memcmp(data, ds->data, len)) {
+		free(data);
+		return false;
+	}
+	free(ds->data);
+	ds->data = data;
+	ds->len = len;
+	return true;
+}
+
+void tls_secrets_reload_all(void)
+{
+	bool any = false;
+	for (struct tls_secret *s = secrets; s; s = s->next) {
+		bool ch = s->kind == SECRET_CERT ? reload_ds(&s->chain) | reload_ds(&s->key)
+						 : reload_ds(&s->val.ca) | reload_ds(&s->val.crl);
+		if (ch) {
+			s->dirty = true;
+			any = true;
+		}
+	}
+	/* retry contexts whose last rebuild failed too (dirty stays set) */
+	for (struct tls_secret *s = secrets; !any && s; s = s->next)
+		any = s->dirty;
+	if (any)
+		rebuild(true);
+}
+
+/* ---- inotify ---------------------------------------------------------------------- */
+
+static int ino_fd = -1;
+static struct event *ino_ev, *debounce_ev, *expiry_ev;
+
+static void debounce_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	tls_secrets_reload_all();
+}
+
+static void ino_cb(evutil_socket_t fd, short what, void *arg)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	(void)what;
+	(void)arg;
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	struct timeval tv = { 0, 100 * 1000 };
+	event_add(debounce_ev, &tv);
+}
+
+static void watch_dir_of(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	if (inotify_add_watch(ino_fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE |
+				      IN_MODIFY | IN_ATTRIB) < 0)
+		log_warn("tls: cannot watch '%s': %s (rotations will not be seen)", dir, strerror(errno));
+}
+
+static void expiry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	tls_update_expiry_gauge();
+}
+
+void tls_secrets_start(struct event_base *base)
+{
+	tls_update_expiry_gauge();
+	if (!secrets || ino_fd >= 0)
+		return;
+	expiry_ev = event_new(base, -1, EV_PERSIST, expiry_cb, NULL);
+	struct timeval minute = { 60, 0 };
+	event_add(expiry_ev, &minute);
+	ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (ino_fd < 0) {
+		log_warn("tls: inotify: %s (certificate rotation disabled)", strerror(errno));
+		return;
+	}
+	for (struct tls_secret *s = secrets; s; s = s->next) {
+		const struct tls_datasrc *ds[2] = { s->kind == SECRET_CERT ? &s->chain : &s->val.ca,
+						    s->kind == SECRET_CERT ? &s->key : &s->val.crl };
+		for (int i = 0; i < 2; i++)
+			if (ds[i]->kind == DS_FILE)
+				watch_dir_of(ds[i]->path);
+	}
+	ino_ev = event_new(base, ino_fd, EV_READ | EV_PERSIST, ino_cb, NULL);
+	debounce_ev = evtimer_new(base, debounce_cb, NULL);
+	event_add(ino_ev, NULL);
+}
+
+void tls_secrets_stop(void)
+{
+	if (ino_ev)
+		event_free(ino_ev);
+	if (debounce_ev)
+		event_free(debounce_ev);
+	if (expiry_ev)
+		event_free(expiry_ev);
+	ino_ev = debounce_ev = expiry_ev = NULL;
+	if (ino_fd >= 0)
+		close(ino_fd);
+	ino_fd = -1;
+	while (secrets) {
+		struct tls_secret *s = secrets;
+		secrets = s->next;
+		secret_free(s);
+	}
+}
+
+/* ---- /certs ------------------------------------------------------------------------ */
+
+static void fmt_time(const ASN1_TIME *t, char *buf, size_t len)
+{
+	struct tm tm;
+	if (ASN1_TIME_to_tm(t, &tm) != 1) {
+		snprintf(buf, len, "%s", "");
+		return;
+	}
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int64_t days_left(X509 *x)
+{
+	int days = 0, secs = 0;
+	if (ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)) != 1)
+		return 0;
+	return days < 0 || (days == 0 && secs < 0) ? 0 : days;
+}
+
+static json_t *cert_json(X509 *x, const char *path)
+{
+	char from[64], to[64];
+	json_t *sans = json_array();
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+	char *hex = bn ? BN_bn2hex(bn) : NULL;
+	for (char *p = hex; p && *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+		if (g->type == GEN_URI || g->type == GEN_DNS || g->type == GEN_EMAIL) {
+			const ASN1_IA5STRING *s = g->d.ia5;
+			const char *key = g->type == GEN_URI ? "uri" : g->type == GEN_DNS ? "dns" : "email";
+			json_array_append_new(sans, json_pack("{s:s%}", key, (const char *)s->data,
+							     (size_t)s->length));
+		} else if (g->type == GEN_IPADD) {
+			char ip[64] = "";
+			if (g->d.ip->length == 4)
+				inet_ntop(AF_INET, g->d.ip->data, ip, sizeof(ip));
+			else if (g->d.ip->length == 16)
+				inet_ntop(AF_INET6, g->d.ip->data, ip, sizeof(ip));
+			json_array_append_new(sans, json_pack("{s:s}", "ip_address", ip));
+		}
+	}
+	GENERAL_NAMES_free(gens);
+	fmt_time(X509_get0_notBefore(x), from, sizeof(from));
+	fmt_time(X509_get0_notAfter(x), to, sizeof(to));
+	char days[32];
+	snprintf(days, sizeof(days), "%" PRId64, days_left(x));
+	json_t *j = json_pack("{s:s, s:s, s:o, s:s, s:s, s:s}", "path", path, "serial_number",
+			      hex ? hex : "", "subject_alt_names", sans, "days_until_expiration", days,
+			      "valid_from", from, "expiration_time", to);
+	OPENSSL_free(hex);
+	BN_free(bn);
+	return j;
+}
+
+static void add_certs(json_t *arr, const struct tls_datasrc *ds, bool leaf_only, int64_t *min_days)
+{
+	STACK_OF(X509) *xs = tls_pem_certs(ds->data, ds->len);
+	for (int i = 0; xs && i < sk_X509_num(xs); i++) {
+		X509 *x = sk_X509_value(xs, i);
+		if (arr)
+			json_array_append_new(arr, cert_json(x, ds_name(ds)));
+		if (min_days && days_left(x) < *min_days)
+			*min_days = days_left(x);
+		if (leaf_only)
+			break;
+	}
+	sk_X509_pop_free(xs, X509_free);
+}
+
+json_t *tls_certs_json(void)
+{
+	json_t *list = json_array();
+	for (struct tls_ctx *t = contexts; t; t = t->next) {
+		json_t *ca = json_array(), *chain = json_array();
+		if (t->val && t->val->val.ca.kind)
+			add_certs(ca, &t->val->val.ca, true, NULL);
+		for (size_t i = 0; i < t->ncerts; i++)
+			add_certs(chain, &t->certs[i]->chain, true, NULL);
+		json_array_append_new(list, json_pack("{s:o, s:o}", "ca_cert", ca, "cert_chain", chain));
+	}
+	return json_pack("{s:o}", "certificates", list);
+}
+
+int64_t tls_days_until_first_expiry(void)
+{
+	int64_t min = INT64_MAX;
+	for (struct tls_ctx *t = contexts; t; t = t->next) {
+		if (t->val && t->val->val.ca.kind)
+			add_certs(NULL, &t->val->val.ca, false, &min);
+		for (size_t i = 0; i < t->ncerts; i++)
+			add_certs(NULL, &t->certs[i]->chain, false, &min);
+	}
+	return min;
+}
+
+void tls_update_expiry_gauge(void)
+{
+	if (!g_server.server_stats)
+		return;
+	int64_t d = tls_days_until_first_expiry();
+	if (d != INT64_MAX)   /* no certificate: leave the gauge alone */
+		stats_gauge_set(g_server.server_stats, SRV_days_until_first_cert_expiring, d);
+}
