@@ -127,7 +127,7 @@ static int64_t version_gauge(const char *v)
 static struct dyn_cluster *find_dc(struct ads *a, const char *name)
 {
 	for (size_t i = 0; i < a->ndc; i++)
-		if (!strcmp(a->dc[i].name, name))
+		if (a->dc[i].name && !strcmp(a->dc[i].name, name))
 			return &a->dc[i];
 	return NULL;
 }
@@ -135,7 +135,7 @@ static struct dyn_cluster *find_dc(struct ads *a, const char *name)
 static struct dyn_listener *find_dl(struct ads *a, const char *name)
 {
 	for (size_t i = 0; i < a->ndl; i++)
-		if (!strcmp(a->dl[i].name, name))
+		if (a->dl[i].name && !strcmp(a->dl[i].name, name))
 			return &a->dl[i];
 	return NULL;
 }
