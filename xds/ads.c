@@ -42,8 +42,7 @@ static const char *const type_names[T_N] = { "Cluster", "ClusterLoadAssignment",
 #define XU_ENUM(type, name) XU_##name,
 enum { XDS_UPDATE_STATS(XU_ENUM) XU_N };
 static const struct stat_desc xu_desc[] = { XDS_UPDATE_STATS(STATS_DESC) };
-#define CP_STATS(X) X(GAUGE, connected_state) X(COUNTER, rate_limit_enforced) \
-	X(GAUGE, pending_requests) X(COUNTER, stream_reconnects)
+#define CP_STATS(X) X(GAUGE, connected_state) X(COUNTER, stream_reconnects)
 #define CP_ENUM(type, name) CP_##name,
 enum { CP_STATS(CP_ENUM) CP_N };
 static const struct stat_desc cp_desc[] = { CP_STATS(STATS_DESC) };
@@ -103,6 +102,7 @@ static void ads_connect(struct ads *a);
 static void send_request(struct ads *a, int t, const char *error);
 static void try_publish(struct ads *a);
 static void check_initial(struct ads *a);
+static void refresh_tcp_listeners(struct ads *a);
 
 /* ---- helpers ------------------------------------------------------------------ */
 
@@ -182,6 +182,7 @@ static void cluster_warmed(struct cluster *cl, void *arg)
 		d->active = d->warming;
 		d->warming = NULL;
 		log_info("xds: cluster '%s' warmed", d->name);
+		refresh_tcp_listeners(a);
 		break;
 	}
 	try_publish(a);
@@ -304,14 +305,19 @@ static void apply_cds(struct ads *a, json_t *got, char *err, size_t errlen)
 		nd[nn++] = take;
 	}
 	/* clusters absent from the full state are removed */
+	bool removed = false;
 	for (size_t i = 0; i < a->ndc; i++) {
-		if (a->dc[i].name)
+		if (a->dc[i].name) {
 			log_info("xds: cluster '%s' removed", a->dc[i].name);
+			removed = true;
+		}
 		dc_clear(&a->dc[i]);
 	}
 	free(a->dc);
 	a->dc = nd;
 	a->ndc = nn;
+	if (removed)
+		refresh_tcp_listeners(a);
 	/* start after the swap: a cluster may initialize synchronously */
 	for (size_t i = 0; i < nstart; i++)
 		start_warming(a, &a->dc[start_idx[i]], start[i]);
@@ -323,7 +329,12 @@ static void apply_eds(struct ads *a, json_t *got, char *err, size_t errlen)
 {
 	const char *name;
 	json_t *j;
+	if (!a->t[T_EDS].res)
+		a->t[T_EDS].res = json_object();
 	json_object_foreach(got, name, j) {
+		bool bad = false;
+		if (json_equal(json_object_get(a->t[T_EDS].res, name), j))
+			continue;   /* unchanged ClusterLoadAssignment */
 		for (size_t i = 0; i < a->ndc; i++) {
 			struct cluster *cls[2] = { a->dc[i].active, a->dc[i].warming };
 			for (int k = 0; k < 2; k++) {
@@ -332,10 +343,15 @@ static void apply_eds(struct ads *a, json_t *got, char *err, size_t errlen)
 					continue;
 				struct cfg_ctx c;
 				cfg_init(&c, NULL, NULL);
-				if (cluster_eds_update(cls[k], &c, j))
+				if (cluster_eds_update(cls[k], &c, j)) {
 					add_error(err, errlen, "ClusterLoadAssignment", name, c.err);
+					bad = true;
+				}
 			}
 		}
+		/* accepted state: only what applied (a rejected one is retried when resent) */
+		if (!bad)
+			json_object_set(a->t[T_EDS].res, name, j);
 	}
 }
 
@@ -369,6 +385,24 @@ static json_t *listener_rds_names(const json_t *l)
 	return names;
 }
 
+/* A tcp_proxy filter holds references to the cluster objects it was compiled
+ * with: such listeners are recompiled when a cluster object changes. */
+static bool listener_has_tcp_proxy(const json_t *l)
+{
+	size_t i, m;
+	const json_t *fc, *f;
+	json_array_foreach(json_object_get(l, "filter_chains"), i, fc) {
+		json_array_foreach(json_object_get(fc, "filters"), m, f) {
+			const char *t = json_string_value(json_object_get(json_object_get(f, "typed_config"),
+									  "@type"));
+			const char *n = json_string_value(json_object_get(f, "name"));
+			if ((t && strstr(t, ".tcp_proxy.")) || (n && strstr(n, "tcp_proxy")))
+				return true;
+		}
+	}
+	return false;
+}
+
 static const json_t *rds_lookup(void *arg, const char *name)
 {
 	json_t *used = arg;   /* name -> RouteConfiguration, filled by compile_listener */
@@ -378,7 +412,8 @@ static const json_t *rds_lookup(void *arg, const char *name)
 /* Compile LDS resource j if its routes are there.  Returns 1 compiled (or
  * unchanged), 0 warming, -1 error (err set). */
 static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t *j,
-			    struct snapshot *view, char *err, size_t errlen, const char *blame)
+			    struct snapshot *view, char *err, size_t errlen, const char *blame,
+			    bool clusters_changed)
 {
 	json_t *names = listener_rds_names(j), *used = json_object();
 	size_t i;
@@ -398,7 +433,8 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 		json_object_set_new(used, rn, r);
 	}
 	json_decref(names);
-	if (rc == 0 || (d->l && json_equal(d->l->json, j) && json_equal(d->rds_used, used))) {
+	if (rc == 0 || (d->l && json_equal(d->l->json, j) && json_equal(d->rds_used, used) &&
+			!(clusters_changed && listener_has_tcp_proxy(j)))) {
 		json_decref(used);
 		return rc;
 	}
@@ -441,7 +477,8 @@ static void rds_timeout_cb(evutil_socket_t fd, short what, void *arg);
 
 /* Recompile the listeners of the accepted LDS state; blame_rds: the RDS
  * resource being applied (its errors NACK RDS), or NULL (LDS update). */
-static void rebuild_listeners(struct ads *a, char *err, size_t errlen, const char *blame_rds)
+static void rebuild_listeners_ex(struct ads *a, char *err, size_t errlen, const char *blame_rds,
+				 bool clusters_changed)
 {
 	struct snapshot *view = cluster_view(a);
 	struct dyn_listener *nd = xcalloc(json_object_size(a->t[T_LDS].res) + 1, sizeof(*nd));
@@ -450,6 +487,7 @@ static void rebuild_listeners(struct ads *a, char *err, size_t errlen, const cha
 	json_t *j;
 	bool warming = false;
 
+	json_t *drop = json_array();
 	json_object_foreach(a->t[T_LDS].res, name, j) {
 		struct dyn_listener *old = find_dl(a, name);
 		if (old) {
@@ -458,10 +496,28 @@ static void rebuild_listeners(struct ads *a, char *err, size_t errlen, const cha
 		} else {
 			nd[nn].name = xstrdup(name);
 		}
-		if (compile_listener(a, &nd[nn], j, view, err, errlen, blame_rds) == 0)
+		int rc = compile_listener(a, &nd[nn], j, view, err, errlen, blame_rds, clusters_changed);
+		if (rc == 0)
 			warming = true;
+		if (rc < 0 && !blame_rds) {
+			/* rejected: the accepted state keeps the previous version (or
+			 * nothing), so a later RDS update does not retry it */
+			if (nd[nn].l) {
+				json_object_set(a->t[T_LDS].res, name, nd[nn].l->json);
+			} else {
+				json_array_append_new(drop, json_string(name));
+				dl_clear(&nd[nn]);
+				memset(&nd[nn], 0, sizeof(nd[nn]));
+				continue;
+			}
+		}
 		nn++;
 	}
+	size_t di;
+	json_t *dn;
+	json_array_foreach(drop, di, dn)
+		json_object_del(a->t[T_LDS].res, json_string_value(dn));
+	json_decref(drop);
 	for (size_t i = 0; i < a->ndl; i++) {
 		if (a->dl[i].name)
 			log_info("xds: listener '%s' removed", a->dl[i].name);
@@ -477,6 +533,22 @@ static void rebuild_listeners(struct ads *a, char *err, size_t errlen, const cha
 		struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 		evtimer_add(a->rds_ev, &tv);
 	}
+}
+
+static void rebuild_listeners(struct ads *a, char *err, size_t errlen, const char *blame_rds)
+{
+	rebuild_listeners_ex(a, err, errlen, blame_rds, false);
+}
+
+/* Cluster objects changed (warmed or removed): recompile tcp_proxy listeners. */
+static void refresh_tcp_listeners(struct ads *a)
+{
+	char err[2048] = "";
+	if (!a->ndl)
+		return;
+	rebuild_listeners_ex(a, err, sizeof(err), NULL, true);
+	if (err[0])
+		log_warn("xds: after a cluster change: %s (the previous listener version stays)", err);
 }
 
 static json_t *rds_names(struct ads *a)
@@ -657,8 +729,24 @@ static void update_subscriptions(struct ads *a)
 }
 
 /* Decode one resource to JSON and its name; NULL with err on failure. */
+/* The name of a resource that failed to convert, for the NACK ("" if none). */
+static void resource_name(const char *url, const uint8_t *data, size_t len, int t, char *out,
+			  size_t outlen)
+{
+	const ProtobufCMessageDescriptor *d = pb_find_descriptor(url);
+	ProtobufCMessage *m = d ? protobuf_c_message_unpack(d, NULL, len, data) : NULL;
+	const ProtobufCFieldDescriptor *f =
+		m ? protobuf_c_message_descriptor_get_field_by_name(d, t == T_EDS ? "cluster_name"
+										     : "name")
+		  : NULL;
+	const char *v = f ? *(char *const *)((const char *)m + f->offset) : NULL;
+	snprintf(out, outlen, "%s", v ? v : "");
+	if (m)
+		protobuf_c_message_free_unpacked(m, NULL);
+}
+
 static json_t *decode_resource(struct ads *a, int t, const Google__Protobuf__Any *any, size_t idx,
-			       char *err, size_t errlen)
+			       char *err, size_t errlen, char *name, size_t namelen)
 {
 	char path[64];
 	const char *url = any->type_url;
@@ -688,10 +776,12 @@ static json_t *decode_resource(struct ads *a, int t, const Google__Protobuf__Any
 		a->pj.flags = a->srv->opt.allow_unknown_fields ? PB_JSON_ALLOW_UNKNOWN : 0;
 		a->pj.unknown_seen = 0;
 		j = pb_any_to_json(&a->pj, url, data, len, path);
-		if (!j)
+		if (!j) {
 			snprintf(err, errlen, "%s", a->pj.err);
-		else
+			resource_name(url, data, len, t, name, namelen);
+		} else {
 			json_object_del(j, "@type");
+		}
 		if (a->pj.unknown_seen)
 			stats_add(a->srv->server_stats, 0, SRV_dynamic_unknown_fields,
 				  (int64_t)a->pj.unknown_seen);
@@ -720,11 +810,12 @@ static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__
 	/* decode everything first; names per type */
 	json_t *got = json_object();
 	for (size_t i = 0; i < r->n_resources; i++) {
-		char e[1024] = "";
-		json_t *j = decode_resource(a, t, r->resources[i], i, e, sizeof(e));
+		char e[1024] = "", bad_name[256] = "";
+		json_t *j = decode_resource(a, t, r->resources[i], i, e, sizeof(e), bad_name,
+					    sizeof(bad_name));
 		const char *name = j ? json_string_value(json_object_get(j, t == T_EDS ? "cluster_name"
 											: "name"))
-				     : NULL;
+				     : bad_name[0] ? bad_name : NULL;
 		if (j && (!name || !*name))
 			snprintf(e, sizeof(e), "resources[%zu]: missing %s", i,
 				 t == T_EDS ? "cluster_name" : "name");
@@ -745,20 +836,19 @@ static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__
 		switch (t) {
 		case T_CDS:
 			apply_cds(a, got, err, sizeof(err));
+			/* accepted state: the versions in force (a rejected cluster
+			 * keeps its previous one, or is absent) */
 			json_decref(x->res);
-			x->res = json_incref(got);
+			x->res = json_object();
+			for (size_t i = 0; i < a->ndc; i++) {
+				struct cluster *cl = a->dc[i].warming ? a->dc[i].warming : a->dc[i].active;
+				if (cl)
+					json_object_set(x->res, a->dc[i].name, cl->json);
+			}
 			break;
-		case T_EDS: {
-			/* SotW for EDS names only what was asked: merge */
-			const char *n;
-			json_t *v;
+		case T_EDS:   /* SotW for EDS names only what was asked: merged */
 			apply_eds(a, got, err, sizeof(err));
-			if (!x->res)
-				x->res = json_object();
-			json_object_foreach(got, n, v)
-				json_object_set(x->res, n, v);
 			break;
-		}
 		case T_LDS: {
 			json_t *prev = x->res;
 			x->res = json_incref(got);
@@ -879,6 +969,9 @@ static void on_close(void *arg, int status, const char *message)
 	struct ads *a = arg;
 	log_warn("xds: stream closed: grpc-status %d %s", status, message ? message : "");
 	stats_gauge_set(a->cp_stats, CP_connected_state, 0);
+	for (int t = 0; t < T_N; t++)   /* Envoy: a stream failure is an update failure */
+		if (a->t[t].stats)
+			stats_inc(a->t[t].stats, 0, XU_update_failure);
 	a->dead = a->g;
 	a->g = NULL;
 	struct timeval zero = { 0, 0 };

@@ -377,17 +377,44 @@ static json_t *wkt_json(struct pb_json_ctx *c, const ProtobufCMessage *m, bool *
 	return NULL;
 }
 
+/* Envoy fields the subset leaves out (unsupported): named in errors. */
+static const struct dropped_field {
+	const char *msg;
+	uint32_t num;
+	const char *name;
+} dropped_fields[] = {
+#define X(m, n, f) { m, n, f },
+#include "proto/dropped_fields.def"
+#undef X
+};
+
+static const char *dropped_name(const char *msg, uint32_t num)
+{
+	for (size_t i = 0; i < sizeof(dropped_fields) / sizeof(dropped_fields[0]); i++)
+		if (dropped_fields[i].num == num && !strcmp(dropped_fields[i].msg, msg))
+			return dropped_fields[i].name;
+	return NULL;
+}
+
 static int check_unknown(struct pb_json_ctx *c, const ProtobufCMessage *m)
 {
 	for (unsigned i = 0; i < m->n_unknown_fields; i++) {
 		uint32_t tag = m->unknown_fields[i].tag;
+		const char *name = dropped_name(m->descriptor->name, tag);
+		char what[160];
+		if (name)
+			snprintf(what, sizeof(what), "field '%s' (number %u) of %s is not supported yet",
+				 name, tag, m->descriptor->name);
+		else
+			snprintf(what, sizeof(what), "unknown field number %u in %s", tag,
+				 m->descriptor->name);
 		if (c->flags & PB_JSON_ALLOW_UNKNOWN) {
 			c->unknown_seen++;
-			log_warn("%s: unknown field number %u in %s ignored (--allow-unknown-fields)",
-				 c->path[0] ? c->path : "<root>", tag, m->descriptor->name);
+			log_warn("%s: %s: ignored (--allow-unknown-fields)",
+				 c->path[0] ? c->path : "<root>", what);
 			continue;
 		}
-		return fail(c, "unknown or unsupported field number %u in %s", tag, m->descriptor->name);
+		return fail(c, "%s", what);
 	}
 	return 0;
 }
@@ -509,6 +536,12 @@ json_t *pb_any_to_json(struct pb_json_ctx *c, const char *url, const uint8_t *da
 		fail(c, "Any type URL '%s' has no '/'", url);
 		return NULL;
 	}
+	json_t *type = json_string(url);
+	if (!type) {
+		fail(c, "Any type URL is not valid UTF-8");
+		return NULL;
+	}
+	json_decref(type);
 	if (!(d = pb_find_descriptor(url))) {
 		fail(c, "unknown or unsupported type '%s'", url);
 		return NULL;

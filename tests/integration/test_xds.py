@@ -235,7 +235,8 @@ def test_invalid_resource_nacked_old_config_serves(remora, cp, make_upstream, po
                         rds_listener("second", lport2, "r1")])
     q = wait_until(lambda: last_request(cp, LDS, lambda q: q["error_detail"]), 10, what="LDS NACK")
     msg = q["error_detail"]["message"]
-    assert "filter_chains[0]" in msg and "field number 6" in msg, msg
+    assert "Listener 'tls'" in msg and "filter_chains[0]" in msg, msg
+    assert "field 'transport_socket' (number 6)" in msg, msg
     assert q["version_info"] == "1"
     wait_until(lambda: curl(f"http://127.0.0.1:{lport2}/").status == 200, 10,
                what="valid listener of the rejected response applied")
@@ -296,3 +297,76 @@ def test_bootstrap_validation(tmp_path, ports):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1
     assert "node 'id' and 'cluster' are required" in out.stderr + out.stdout
+
+
+def test_proto_subset_matches_envoy_api(tmp_path):
+    """xds/proto is exactly what gen_subset.py derives from the official Envoy
+    protos (the ones the test control plane installs): same names, field
+    numbers and types; regenerating changes nothing."""
+    pb = tmp_path / "envoy.pb"
+    subprocess.run(["sh", os.path.join(XDS_DIR, "protos.sh"), "descriptor", str(pb)], check=True,
+                   timeout=60)
+    out = tmp_path / "subset"
+    subprocess.run(["/usr/bin/python3", os.path.join(harness.REPO, "xds", "proto", "gen_subset.py"),
+                    str(pb), str(out)], check=True, timeout=60, capture_output=True)
+    committed = os.path.join(harness.REPO, "xds", "proto")
+    generated = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert "envoy/config/cluster/v3/subset.proto" in generated
+    for rel in generated:
+        with open(os.path.join(committed, rel)) as f:
+            assert f.read() == (out / rel).read_text(), f"xds/proto/{rel} is stale: make xds-proto-subset"
+    have = sorted(os.path.relpath(os.path.join(d, n), committed)
+                  for d, _, files in os.walk(committed) for n in files
+                  if n.endswith(".proto") or n.endswith(".def"))
+    assert have == generated
+
+
+def test_fetch_timeouts_release_warming(remora, cp, make_upstream, ports):
+    """Endpoints and routes that never arrive do not block startup forever:
+    after initial_fetch_timeout the EDS cluster starts empty (503) and the RDS
+    listener with an empty route table (404); when they arrive they apply."""
+    a = make_upstream("a")
+    admin, lport = ports.get(), ports.get()
+    c = eds_cluster("backend")
+    c["eds_cluster_config"]["eds_config"]["initial_fetch_timeout"] = {"seconds": 1}
+    cp.set("cds", "1", [c])
+    cp.set("lds", "1", [rds_listener("ingress", lport, "missing")])
+    r = remora(xds_bootstrap(admin, cp.grpc_port, fetch_timeout="1s"), wait_ready=False)
+    r.wait_ready(timeout=20)
+    assert curl(f"http://127.0.0.1:{lport}/").status == 404
+    cp.set("rds", "1", [routes("missing", [("/", "backend")])])
+    wait_until(lambda: curl(f"http://127.0.0.1:{lport}/").status == 503, 10, what="routes applied")
+    cp.set("eds", "1", [cla("backend", [a.port])])
+    wait_until(lambda: curl(f"http://127.0.0.1:{lport}/").status == 200, 10,
+               what="endpoints applied")
+    r.stop()
+
+
+def test_tcp_proxy_follows_cluster_update(remora, cp, echo_server, make_upstream, ports):
+    """A tcp_proxy listener sees a changed cluster (it holds cluster objects,
+    so it is recompiled when the new version warms)."""
+    up = make_upstream("u")
+    admin, lport = ports.get(), ports.get()
+    static = {"name": "backend", "type": "STATIC", "connect_timeout": {"seconds": 1},
+              "load_assignment": cla("backend", [up.port])}
+    cp.set("cds", "1", [static])
+    cp.set("lds", "1", [{
+        "name": "tcp", "address": {"socket_address": {"address": "127.0.0.1", "port_value": lport}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network."
+                                      "tcp_proxy.v3.TcpProxy",
+                             "stat_prefix": "tcp", "cluster": "backend"}}]}]}])
+    r = remora(xds_bootstrap(admin, cp.grpc_port))
+    assert curl(f"http://127.0.0.1:{lport}/").json()["server"] == "u"
+    static2 = dict(static, load_assignment=cla("backend", [echo_server.port]))
+    cp.set("cds", "2", [static2])
+
+    def echoed():
+        import socket
+        with socket.create_connection(("127.0.0.1", lport), timeout=3) as s:
+            s.sendall(b"ping\n")
+            s.settimeout(3)
+            return s.recv(16) == b"ping\n"
+    wait_until(echoed, 10, what="tcp_proxy uses the new cluster version")
+    r.stop()
