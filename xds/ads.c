@@ -30,6 +30,8 @@
 #define BACKOFF_BASE_MS 500
 #define BACKOFF_MAX_MS 30000
 #define KEEPALIVE_MS 30000
+#define NACK_DELAY_BASE_MS 100
+#define NACK_DELAY_MAX_MS 10000
 
 enum { T_CDS, T_EDS, T_LDS, T_RDS, T_N };
 static const char *const type_urls[T_N] = { TYPE_CDS, TYPE_EDS, TYPE_LDS, TYPE_RDS };
@@ -58,6 +60,11 @@ struct xtype {
 	json_t *sent_names;         /* owned: resource_names last requested (EDS/RDS) */
 	bool got_first;             /* a response arrived (initial fetch) */
 	char *nacked_version;       /* owned: last version NACKed (log once) */
+	unsigned nack_repeats;      /* the same version NACKed again in a row */
+	struct event *nack_ev;      /* owned: a delayed repeat NACK */
+	char *nack_err;             /* owned: its error_detail */
+	struct ads *owner;
+	int type;
 	struct stats_scope *stats;  /* owned for CDS/LDS, else NULL */
 };
 
@@ -453,8 +460,10 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 		return -1;
 	}
 	for (size_t k = 0; k < a->nsl; k++)
-		if (a->sl[k]->addrlen == l->addrlen && !memcmp(&a->sl[k]->addr, &l->addr, l->addrlen)) {
-			add_error(err, errlen, "Listener", d->name, "a static listener has that address");
+		if ((a->sl[k]->addrlen == l->addrlen && !memcmp(&a->sl[k]->addr, &l->addr, l->addrlen)) ||
+		    !strcmp(a->sl[k]->name, l->name)) {
+			add_error(err, errlen, "Listener", d->name,
+				  "a static listener has that name or address");
 			listener_unref(l);
 			json_decref(used);
 			return -1;
@@ -804,6 +813,7 @@ static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__
 	}
 	struct xtype *x = &a->t[t];
 	set_str(&x->nonce, r->nonce);   /* always echo the newest nonce */
+	evtimer_del(x->nack_ev);        /* a delayed NACK is superseded */
 	if (x->stats)
 		stats_inc(x->stats, 0, XU_update_attempt);
 
@@ -884,13 +894,30 @@ static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__
 	json_decref(got);
 	x->got_first = true;
 	if (err[0]) {
-		if (!x->nacked_version || strcmp(x->nacked_version, r->version_info ? r->version_info : ""))
+		bool again = x->nacked_version &&
+			     !strcmp(x->nacked_version, r->version_info ? r->version_info : "");
+		if (!again)
 			log_warn("xds: rejecting %s version '%s': %s", type_names[t], r->version_info, err);
 		set_str(&x->nacked_version, r->version_info ? r->version_info : "");
 		if (x->stats)
 			stats_inc(x->stats, 0, XU_update_rejected);
-		send_request(a, t, err);
+		x->nack_repeats = again ? x->nack_repeats + 1 : 0;
+		if (!x->nack_repeats) {
+			send_request(a, t, err);
+		} else {
+			/* A server resending the rejected version at once (e.g.
+			 * go-control-plane answers every NACK with its snapshot)
+			 * would make a busy loop: repeat NACKs are delayed
+			 * 100 ms, doubling up to 10 s; a new response cancels. */
+			uint64_t ms = NACK_DELAY_BASE_MS << (x->nack_repeats > 8 ? 7 : x->nack_repeats - 1);
+			if (ms > NACK_DELAY_MAX_MS)
+				ms = NACK_DELAY_MAX_MS;
+			struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+			set_str(&x->nack_err, err);
+			evtimer_add(x->nack_ev, &tv);
+		}
 	} else {
+		x->nack_repeats = 0;
 		set_str(&x->version, r->version_info ? r->version_info : "");
 		if (x->stats) {
 			stats_inc(x->stats, 0, XU_update_success);
@@ -914,8 +941,11 @@ static void on_open(void *arg)
 	log_info("xds: connected to '%s'", a->srv->xds.cluster);
 	/* (re)subscribe: nonces do not survive a stream; versions do */
 	a->node_sent = false;
-	for (int t = 0; t < T_N; t++)
+	for (int t = 0; t < T_N; t++) {
 		set_str(&a->t[t].nonce, NULL);
+		evtimer_del(a->t[t].nack_ev);
+		a->t[t].nack_repeats = 0;
+	}
 	if (a->srv->xds.cds)
 		send_request(a, T_CDS, NULL);
 	if (a->t[T_EDS].sent_names && json_array_size(a->t[T_EDS].sent_names))
@@ -988,6 +1018,14 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 	ads_connect(a);
 }
 
+static void nack_delayed_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct xtype *x = arg;
+	(void)fd;
+	(void)what;
+	send_request(x->owner, x->type, x->nack_err);
+}
+
 static void ads_connect(struct ads *a)
 {
 	static const struct grpc_client_cbs cbs = { on_open, on_message, on_close };
@@ -1029,6 +1067,11 @@ struct ads *ads_start(struct server *srv)
 	a->free_ev = evtimer_new(srv->base, free_cb, a);
 	a->init_ev = evtimer_new(srv->base, init_timeout_cb, a);
 	a->rds_ev = evtimer_new(srv->base, rds_timeout_cb, a);
+	for (int t = 0; t < T_N; t++) {
+		a->t[t].owner = a;
+		a->t[t].type = t;
+		a->t[t].nack_ev = evtimer_new(srv->base, nack_delayed_cb, &a->t[t]);
+	}
 	uint64_t ms = srv->xds.cds_timeout_ms > srv->xds.lds_timeout_ms ? srv->xds.cds_timeout_ms
 									 : srv->xds.lds_timeout_ms;
 	if (ms && srv->xds.cds && srv->xds.lds && (!srv->xds.cds_timeout_ms || !srv->xds.lds_timeout_ms))
@@ -1072,6 +1115,8 @@ void ads_free(struct ads *a)
 		free(a->t[t].version);
 		free(a->t[t].nonce);
 		free(a->t[t].nacked_version);
+		free(a->t[t].nack_err);
+		event_free(a->t[t].nack_ev);
 		json_decref(a->t[t].res);
 		json_decref(a->t[t].sent_names);
 		stats_scope_free(a->t[t].stats);

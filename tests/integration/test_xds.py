@@ -53,9 +53,10 @@ class ControlPlane:
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
-    def set(self, type_, version, resources):
+    def set(self, type_, version, resources, resend_on_nack=False):
         return self._call("POST", "/set", {"type": type_, "version": version,
-                                           "resources": resources})
+                                           "resources": resources,
+                                           "resend_on_nack": resend_on_nack})
 
     def requests(self):
         return self._call("GET", "/requests")
@@ -241,6 +242,54 @@ def test_invalid_resource_nacked_old_config_serves(remora, cp, make_upstream, po
     wait_until(lambda: curl(f"http://127.0.0.1:{lport2}/").status == 200, 10,
                what="valid listener of the rejected response applied")
     assert curl(f"http://127.0.0.1:{lport}/").status == 200
+
+    # RDS v2: a route with an invalid regex -> NACK naming the route table and
+    # the field; the previous routes keep serving both listeners
+    bad_rt = routes("r1", [("/", "backend")])
+    bad_rt["virtual_hosts"][0]["routes"].insert(0, {
+        "match": {"safe_regex": {"regex": "(unclosed"}}, "route": {"cluster": "backend"}})
+    cp.set("rds", "2", [bad_rt])
+    q = wait_until(lambda: last_request(cp, RDS, lambda q: q["error_detail"]), 10, what="RDS NACK")
+    msg = q["error_detail"]["message"]
+    assert "RouteConfiguration 'r1'" in msg and "safe_regex" in msg, msg
+    assert q["version_info"] == "1" and q["resource_names"] == ["r1"]
+    for p in (lport, lport2):
+        assert curl(f"http://127.0.0.1:{p}/").status == 200
+    r.stop()
+
+
+def test_unchanged_resources_keep_their_objects(remora, cp, make_upstream, ports):
+    """A response that repeats accepted resources under a new version is ACKed
+    without recompiling them: the cluster keeps its stats and host set, and a
+    listener keeps its socket; a listener removed from the full LDS state
+    stops accepting."""
+    a = make_upstream("a")
+    admin, lport, lport2 = ports.get(), ports.get(), ports.get()
+    cp.set("cds", "1", [eds_cluster("backend")])
+    cp.set("eds", "1", [cla("backend", [a.port])])
+    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
+    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    r = remora(xds_bootstrap(admin, cp.grpc_port))
+    for _ in range(5):
+        assert curl(f"http://127.0.0.1:{lport}/").status == 200
+    wait_until(lambda: r.stat("cluster.backend.upstream_rq_total") == 5, 5)
+    conns = a.connections
+    cp.set("cds", "2", [eds_cluster("backend")])
+    cp.set("eds", "2", [cla("backend", [a.port])])
+    cp.set("lds", "2", [rds_listener("ingress", lport, "r1"), rds_listener("two", lport2, "r1")])
+    wait_until(lambda: last_request(cp, LDS, lambda q: q["version_info"] == "2"), 10, what="LDS ACK")
+    assert last_request(cp, CDS, lambda q: q["version_info"] == "2")["error_detail"] is None
+    wait_until(lambda: curl(f"http://127.0.0.1:{lport2}/").status == 200, 10)
+    # same cluster object: its counter went on from 5, and the pooled
+    # upstream connection(s) were reused rather than new ones opened
+    for _ in range(5):
+        assert curl(f"http://127.0.0.1:{lport}/").status == 200
+    wait_until(lambda: r.stat("cluster.backend.upstream_rq_total") == 11, 5)
+    assert a.connections == conns, "the pool of the unchanged cluster was kept"
+    # full state: 'two' removed -> its port is closed
+    cp.set("lds", "3", [rds_listener("ingress", lport, "r1")])
+    wait_until(lambda: harness.connect_refused(lport2), 10, what="removed listener closed")
+    assert curl(f"http://127.0.0.1:{lport}/").status == 200
     r.stop()
 
 
@@ -369,4 +418,32 @@ def test_tcp_proxy_follows_cluster_update(remora, cp, echo_server, make_upstream
             s.settimeout(3)
             return s.recv(16) == b"ping\n"
     wait_until(echoed, 10, what="tcp_proxy uses the new cluster version")
+    r.stop()
+
+
+def test_resent_bad_version_is_not_a_busy_loop(remora, cp, make_upstream, ports):
+    """A control plane that answers every NACK by resending the same bad
+    version (go-control-plane does) gets delayed repeat NACKs (100 ms doubling
+    to 10 s), not a request per round trip; a good version then applies."""
+    a = make_upstream("a")
+    admin, lport = ports.get(), ports.get()
+    cp.set("cds", "1", [eds_cluster("backend")])
+    cp.set("eds", "1", [cla("backend", [a.port])])
+    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
+    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    r = remora(xds_bootstrap(admin, cp.grpc_port))
+    bad = eds_cluster("backend")
+    bad["lb_policy"] = "CLUSTER_PROVIDED"
+    cp.set("cds", "2", [bad], resend_on_nack=True)
+    time.sleep(3.0)
+    nacks = [q for q in cp.requests() if q["type_url"] == CDS and q["error_detail"]]
+    # undelayed, a loopback round trip would allow thousands in 3 s; with the
+    # backoff it is 1 + ~5 (0.1+0.2+0.4+0.8+1.6 s)
+    assert 2 <= len(nacks) <= 12, len(nacks)
+    assert all(q["version_info"] == "1" for q in nacks)
+    assert r.stderr_text().count("rejecting Cluster version '2'") == 1, "logged once per version"
+    assert curl(f"http://127.0.0.1:{lport}/").status == 200
+    cp.set("cds", "3", [eds_cluster("backend")])
+    wait_until(lambda: last_request(cp, CDS, lambda q: q["version_info"] == "3"), 10,
+               what="next good version ACKed")
     r.stop()

@@ -7,10 +7,13 @@
 //   node control_plane.js [--port N]
 // prints one JSON line {"grpc_port": N, "http_port": M} when ready, and exits
 // when stdin closes.  The tests drive it over HTTP (JSON):
-//   POST /set      {"type": "cds"|"eds"|"lds"|"rds", "version": "v1", "resources": [...]}
+//   POST /set      {"type": "cds"|"eds"|"lds"|"rds", "version": "v1", "resources": [...],
+//                   "resend_on_nack": false}
 //                  resources in proto-loader object form (snake_case, Durations
 //                  as {seconds, nanos}, wrappers as {value}, Anys as {"@type": url, ...});
-//                  pushed at once to every stream subscribed to that type
+//                  pushed at once to every stream subscribed to that type; with
+//                  resend_on_nack every NACK is answered by resending the same
+//                  version at once (go-control-plane's behaviour)
 //   GET  /requests the DiscoveryRequests received so far (type_url, version_info,
 //                  response_nonce, resource_names, error_detail, has_node, stream)
 //   GET  /streams  {"open": N, "total": M}
@@ -97,7 +100,7 @@ function onRequest(st, req) {
   }
   const changed = JSON.stringify(names) !== JSON.stringify(sub.names);
   sub.names = names;
-  if (changed) respond(st, type);
+  if (changed || (req.error_detail && state[type] && state[type].resend_on_nack)) respond(st, type);
 }
 
 const server = new grpc.Server();
@@ -132,7 +135,8 @@ const api = http.createServer(async (req, res) => {
     if (req.method === 'POST' && req.url === '/set') {
       const b = JSON.parse(await body(req));
       if (!TYPES[b.type]) return send(400, { error: 'unknown type' });
-      state[b.type] = { version: String(b.version), resources: b.resources || [] };
+      state[b.type] = { version: String(b.version), resources: b.resources || [],
+                        resend_on_nack: !!b.resend_on_nack };
       let pushed = 0;
       for (const st of streams) if (st.subs[b.type]) { respond(st, b.type); pushed++; }
       return send(200, { pushed });
