@@ -508,6 +508,19 @@ static void rebuild_listeners_ex(struct ads *a, char *err, size_t errlen, const 
 		int rc = compile_listener(a, &nd[nn], j, view, err, errlen, blame_rds, clusters_changed);
 		if (rc == 0)
 			warming = true;
+		for (size_t k = 0; rc > 0 && k < nn; k++) {
+			const struct listener_cfg *o = nd[k].l, *l = nd[nn].l;
+			if (o && o->addrlen == l->addrlen && !memcmp(&o->addr, &l->addr, l->addrlen)) {
+				/* SO_REUSEPORT would let both bind and split the traffic */
+				add_error(err, errlen, "Listener", name, "another listener has that address");
+				rc = -1;
+				listener_unref(nd[nn].l);
+				nd[nn].l = NULL;
+				json_decref(nd[nn].rds_used);
+				nd[nn].rds_used = NULL;
+				break;
+			}
+		}
 		if (rc < 0 && !blame_rds) {
 			/* rejected: the accepted state keeps the previous version (or
 			 * nothing), so a later RDS update does not retry it */

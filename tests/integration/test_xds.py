@@ -290,6 +290,13 @@ def test_unchanged_resources_keep_their_objects(remora, cp, make_upstream, ports
     cp.set("lds", "3", [rds_listener("ingress", lport, "r1")])
     wait_until(lambda: harness.connect_refused(lport2), 10, what="removed listener closed")
     assert curl(f"http://127.0.0.1:{lport}/").status == 200
+    # a second listener on the same address is rejected (SO_REUSEPORT would
+    # otherwise split the connections between them)
+    cp.set("lds", "4", [rds_listener("ingress", lport, "r1"), rds_listener("dup", lport, "r1")])
+    q = wait_until(lambda: last_request(cp, LDS, lambda q: q["error_detail"]), 10, what="LDS NACK")
+    assert "Listener 'dup': another listener has that address" in q["error_detail"]["message"]
+    assert q["version_info"] == "3"
+    assert curl(f"http://127.0.0.1:{lport}/").status == 200
     r.stop()
 
 
