@@ -152,7 +152,21 @@ static void publish_hostset(struct cluster *cl, struct hostset *hs)
 /* Sockets for the listeners of s that have none yet (new listeners; shared
  * ones already live in the workers).  A listener that cannot bind is logged
  * and left without sockets (listener_create_failure). */
-static void xds_bind_new_listeners(struct server *srv, struct snapshot *s)
+/* The listener of old that a new version l replaces in place: same name,
+ * same address (workers then move their sockets to l: no socket churn). */
+static const struct listener_cfg *xds_same_listener(const struct snapshot *old,
+						    const struct listener_cfg *l)
+{
+	for (size_t i = 0; old && i < old->nlisteners; i++) {
+		const struct listener_cfg *o = old->listeners[i];
+		if (o != l && o->addrlen == l->addrlen && !memcmp(&o->addr, &l->addr, l->addrlen) &&
+		    o->bind_to_port == l->bind_to_port && !strcmp(o->name, l->name))
+			return o;
+	}
+	return NULL;
+}
+
+static void xds_bind_new_listeners(struct server *srv, struct snapshot *s, const struct snapshot *old)
 {
 	char err[256];
 	for (size_t i = 0; i < s->nlisteners; i++) {
@@ -163,6 +177,8 @@ static void xds_bind_new_listeners(struct server *srv, struct snapshot *s)
 		l->nfds = srv->nworkers;
 		for (unsigned w = 0; w < srv->nworkers; w++)
 			l->fds[w] = -1;
+		if (xds_same_listener(old, l))
+			continue;   /* the workers hand the old version's sockets over */
 		for (unsigned w = 0; w < srv->nworkers && l->bind_to_port; w++) {
 			l->fds[w] = open_listener_socket(&l->addr, l->addrlen, l->backlog, err, sizeof(err));
 			if (l->fds[w] < 0) {
@@ -191,7 +207,7 @@ void server_xds_publish(struct server *srv, struct snapshot *s)
 {
 	struct snapshot *old = srv->snap;
 	s->version = old ? old->version + 1 : 1;
-	xds_bind_new_listeners(srv, s);
+	xds_bind_new_listeners(srv, s, old);
 	srv->snap = s;
 	stats_gauge_set(srv->lm_stats, total_listeners_active, (int64_t)s->nlisteners);
 	if (workers_running && srv->state != SERVER_DRAINING)

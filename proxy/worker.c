@@ -364,10 +364,12 @@ static void unref_snapshot_main(void *arg)
 }
 
 /* arg: a new snapshot (a reference for this worker).  Listeners the new
- * snapshot shares with the old one (same listener_cfg object) keep their
- * socket and callback; new ones get the socket the main thread bound for
- * this worker; listeners that are gone stop accepting (their connections
- * finish on the snapshot they hold).  New connections use the new snapshot. */
+ * snapshot shares with the old one (same listener_cfg object), and new
+ * versions of a listener with the same name and address, keep the socket
+ * (no connection in the accept queue is lost); other new ones get the socket
+ * the main thread bound for this worker; listeners that are gone stop
+ * accepting (their connections finish on the snapshot they hold).  New
+ * connections use the new snapshot. */
 void worker_msg_set_snapshot(struct worker *w, void *arg)
 {
 	struct snapshot *s = arg, *old = w->snap;
@@ -378,8 +380,15 @@ void worker_msg_set_snapshot(struct worker *w, void *arg)
 		struct worker_listener *wl = &nl[i];
 		wl->cfg = l;
 		wl->w = w;
+		/* the same object, else its previous version (same name and
+		 * address: the main thread bound no new socket for it) */
 		for (size_t k = 0; k < w->nlisteners; k++) {
-			if (w->listeners[k].cfg == l && w->listeners[k].evl) {
+			const struct listener_cfg *o = w->listeners[k].cfg;
+			bool same = o == l || (o->addrlen == l->addrlen &&
+					       !memcmp(&o->addr, &l->addr, l->addrlen) &&
+					       o->bind_to_port == l->bind_to_port &&
+					       !strcmp(o->name, l->name) && l->fds && l->fds[w->id] < 0);
+			if (same && w->listeners[k].evl) {
 				wl->evl = w->listeners[k].evl;
 				w->listeners[k].evl = NULL;
 				evconnlistener_set_cb(wl->evl, accept_cb, wl);

@@ -454,3 +454,57 @@ def test_resent_bad_version_is_not_a_busy_loop(remora, cp, make_upstream, ports)
     wait_until(lambda: last_request(cp, CDS, lambda q: q["version_info"] == "3"), 10,
                what="next good version ACKed")
     r.stop()
+
+
+def test_updates_under_traffic_lose_nothing(remora, cp, make_upstream, ports):
+    """New connections and requests keep succeeding while routes (RDS) and
+    the listener itself (LDS, same name and address) change: a new listener
+    version takes over the old one's sockets, so nothing in the accept queue
+    is reset; requests see the new routes."""
+    import http.client
+    import threading
+    a, b = make_upstream("a"), make_upstream("b")
+    admin, lport = ports.get(), ports.get()
+    cp.set("cds", "1", [eds_cluster("ca"), eds_cluster("cb")])
+    cp.set("eds", "1", [cla("ca", [a.port]), cla("cb", [b.port])])
+    cp.set("rds", "0", [routes("r1", [("/", "ca")])])
+    cp.set("lds", "0", [rds_listener("ingress", lport, "r1")])
+    r = remora(xds_bootstrap(admin, cp.grpc_port))
+    stop = threading.Event()
+    results = {"ok": 0, "fail": [], "seen": set()}
+
+    def load():
+        while not stop.is_set():
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", lport, timeout=5)
+                c.request("GET", "/x")
+                resp = c.getresponse()
+                body = resp.read()
+                c.close()
+                if resp.status == 200:
+                    results["ok"] += 1
+                    results["seen"].add(json.loads(body)["server"])
+                else:
+                    results["fail"].append(resp.status)
+            except OSError as e:
+                results["fail"].append(repr(e))
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    try:
+        for v in range(1, 9):
+            cp.set("rds", str(v), [routes("r1", [("/", "cb" if v % 2 else "ca")])])
+            time.sleep(0.15)
+            lis = rds_listener("ingress", lport, "r1")
+            lis["filter_chains"][0]["filters"][0]["typed_config"]["common_http_protocol_options"] = {
+                "idle_timeout": {"seconds": 100 + v}}
+            cp.set("lds", str(v), [lis])
+            time.sleep(0.15)
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    assert results["fail"] == [], results["fail"][:5]
+    assert results["ok"] >= 20, results["ok"]
+    assert results["seen"] == {"a", "b"}
+    assert last_request(cp, LDS, lambda q: q["version_info"] == "8")
+    r.stop()
