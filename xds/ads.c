@@ -88,6 +88,7 @@ struct ads {
 	struct event *free_ev;      /* owned: frees a closed client outside its callback */
 	struct event *init_ev;      /* owned: initial fetch timeout */
 	struct event *rds_ev;       /* owned: RDS fetch timeout */
+	struct event *publish_ev;   /* owned: coalesced snapshot publication */
 	struct grpc_client *dead;   /* closed client waiting for free_ev */
 	uint64_t backoff_ms;
 	bool node_sent, got_response, initial_done, rds_timed_out;
@@ -131,12 +132,26 @@ static int64_t version_gauge(const char *v)
 	return (int64_t)(h >> 12);
 }
 
-static struct dyn_cluster *find_dc(struct ads *a, const char *name)
+/* The keys of a set object as a sorted array (stable subscriptions). */
+static int cmp_str(const void *x, const void *y)
 {
-	for (size_t i = 0; i < a->ndc; i++)
-		if (a->dc[i].name && !strcmp(a->dc[i].name, name))
-			return &a->dc[i];
-	return NULL;
+	return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+static json_t *set_to_array(json_t *set)
+{
+	size_t n = json_object_size(set), i = 0;
+	const char **keys = xcalloc(n + 1, sizeof(*keys));
+	const char *k;
+	json_t *v, *arr = json_array();
+	json_object_foreach(set, k, v)
+		keys[i++] = k;
+	qsort(keys, n, sizeof(*keys), cmp_str);
+	for (i = 0; i < n; i++)
+		json_array_append_new(arr, json_string(keys[i]));
+	free(keys);
+	json_decref(set);
+	return arr;
 }
 
 static struct dyn_listener *find_dl(struct ads *a, const char *name)
@@ -231,21 +246,14 @@ static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *
 /* EDS subscription: the service names of the EDS clusters (active or warming). */
 static json_t *eds_names(struct ads *a)
 {
-	json_t *n = json_array();
+	json_t *set = json_object();
 	for (size_t i = 0; i < a->ndc; i++) {
 		struct cluster *cls[2] = { a->dc[i].active, a->dc[i].warming };
-		for (int k = 0; k < 2; k++) {
-			if (!cls[k] || cls[k]->type != CLUSTER_EDS)
-				continue;
-			bool dup = false;
-			for (size_t m = 0; m < json_array_size(n) && !dup; m++)
-				dup = !strcmp(json_string_value(json_array_get(n, m)),
-					      cls[k]->eds_service_name);
-			if (!dup)
-				json_array_append_new(n, json_string(cls[k]->eds_service_name));
-		}
+		for (int k = 0; k < 2; k++)
+			if (cls[k] && cls[k]->type == CLUSTER_EDS)
+				json_object_set_new(set, cls[k]->eds_service_name, json_true());
 	}
-	return n;
+	return set_to_array(set);
 }
 
 /* A static snapshot of the current clusters for compiling listeners (route
@@ -274,8 +282,12 @@ static void apply_cds(struct ads *a, json_t *got, char *err, size_t errlen)
 	const char *name;
 	json_t *j;
 
+	json_t *index = json_object();   /* name -> position in a->dc: O(1) lookups */
+	for (size_t i = 0; i < a->ndc; i++)
+		json_object_set_new(index, a->dc[i].name, json_integer((json_int_t)i));
 	json_object_foreach(got, name, j) {
-		struct dyn_cluster *old = find_dc(a, name), take = { 0 };
+		json_t *pos = json_object_get(index, name);
+		struct dyn_cluster *old = pos ? &a->dc[json_integer_value(pos)] : NULL, take = { 0 };
 		bool is_static = false;
 		for (size_t i = 0; i < a->nscl; i++)
 			is_static |= !strcmp(a->scl[i]->name, name);
@@ -311,6 +323,7 @@ static void apply_cds(struct ads *a, json_t *got, char *err, size_t errlen)
 		start_idx[nstart++] = nn;
 		nd[nn++] = take;
 	}
+	json_decref(index);
 	/* clusters absent from the full state are removed */
 	bool removed = false;
 	for (size_t i = 0; i < a->ndc; i++) {
@@ -336,30 +349,41 @@ static void apply_eds(struct ads *a, json_t *got, char *err, size_t errlen)
 {
 	const char *name;
 	json_t *j;
+	/* service name -> [cluster objects (active and warming) using it] */
+	json_t *users = json_object();
+	for (size_t i = 0; i < a->ndc; i++) {
+		struct cluster *cls[2] = { a->dc[i].active, a->dc[i].warming };
+		for (int k = 0; k < 2; k++) {
+			if (!cls[k] || cls[k]->type != CLUSTER_EDS)
+				continue;
+			json_t *l = json_object_get(users, cls[k]->eds_service_name);
+			if (!l)
+				json_object_set_new(users, cls[k]->eds_service_name, l = json_array());
+			json_array_append_new(l, json_integer((json_int_t)(uintptr_t)cls[k]));
+		}
+	}
 	if (!a->t[T_EDS].res)
 		a->t[T_EDS].res = json_object();
 	json_object_foreach(got, name, j) {
 		bool bad = false;
+		size_t i;
+		json_t *v;
 		if (json_equal(json_object_get(a->t[T_EDS].res, name), j))
 			continue;   /* unchanged ClusterLoadAssignment */
-		for (size_t i = 0; i < a->ndc; i++) {
-			struct cluster *cls[2] = { a->dc[i].active, a->dc[i].warming };
-			for (int k = 0; k < 2; k++) {
-				if (!cls[k] || cls[k]->type != CLUSTER_EDS ||
-				    strcmp(cls[k]->eds_service_name, name))
-					continue;
-				struct cfg_ctx c;
-				cfg_init(&c, NULL, NULL);
-				if (cluster_eds_update(cls[k], &c, j)) {
-					add_error(err, errlen, "ClusterLoadAssignment", name, c.err);
-					bad = true;
-				}
+		json_array_foreach(json_object_get(users, name), i, v) {
+			struct cluster *cl = (struct cluster *)(uintptr_t)json_integer_value(v);
+			struct cfg_ctx c;
+			cfg_init(&c, NULL, NULL);
+			if (cluster_eds_update(cl, &c, j)) {
+				add_error(err, errlen, "ClusterLoadAssignment", name, c.err);
+				bad = true;
 			}
 		}
 		/* accepted state: only what applied (a rejected one is retried when resent) */
 		if (!bad)
 			json_object_set(a->t[T_EDS].res, name, j);
 	}
+	json_decref(users);
 }
 
 /* ---- listeners (LDS, RDS) -------------------------------------------------------- */
@@ -575,22 +599,17 @@ static void refresh_tcp_listeners(struct ads *a)
 
 static json_t *rds_names(struct ads *a)
 {
-	json_t *all = json_array();
+	json_t *set = json_object();
 	const char *name;
 	json_t *j;
 	json_object_foreach(a->t[T_LDS].res, name, j) {
 		json_t *n = listener_rds_names(j), *v;
 		size_t i;
-		json_array_foreach(n, i, v) {
-			bool dup = false;
-			for (size_t k = 0; k < json_array_size(all) && !dup; k++)
-				dup = json_equal(json_array_get(all, k), v);
-			if (!dup)
-				json_array_append(all, v);
-		}
+		json_array_foreach(n, i, v)
+			json_object_set_new(set, json_string_value(v), json_true());
 		json_decref(n);
 	}
-	return all;
+	return set_to_array(set);
 }
 
 static void rds_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -611,7 +630,8 @@ static void rds_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- publishing ------------------------------------------------------------------ */
 
-static void try_publish(struct ads *a)
+/* Compose and publish now (see try_publish). */
+static void do_publish(struct ads *a)
 {
 	size_t nc = 0, nl = 0, warming = 0;
 	struct cluster **cl = xcalloc(a->nscl + a->ndc + 1, sizeof(*cl));
@@ -647,6 +667,31 @@ static void try_publish(struct ads *a)
 	free(l);
 }
 
+static void publish_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	do_publish(arg);
+}
+
+/* Publish once the current event is handled: a response that warms many
+ * clusters (each EDS assignment, each cluster_warmed) builds one snapshot,
+ * not one per cluster. */
+static void try_publish(struct ads *a)
+{
+	struct timeval zero = { 0, 0 };
+	if (!evtimer_pending(a->publish_ev, NULL))
+		evtimer_add(a->publish_ev, &zero);
+}
+
+static void flush_publish(struct ads *a)
+{
+	if (evtimer_pending(a->publish_ev, NULL)) {
+		evtimer_del(a->publish_ev);
+		do_publish(a);
+	}
+}
+
 static void check_initial(struct ads *a)
 {
 	const struct xds_bootstrap *x = &a->srv->xds;
@@ -662,6 +707,7 @@ static void check_initial(struct ads *a)
 			return;
 	a->initial_done = true;
 	evtimer_del(a->init_ev);
+	flush_publish(a);   /* the workers start on the complete configuration */
 	log_info("xds: initial fetch complete");
 	server_xds_initial_fetch_done(a->srv);
 }
@@ -678,6 +724,7 @@ static void init_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		if (a->t[t].stats)
 			stats_inc(a->t[t].stats, 0, XU_init_fetch_timeout);
 	a->initial_done = true;
+	flush_publish(a);
 	server_xds_initial_fetch_done(a->srv);
 }
 
@@ -1080,6 +1127,7 @@ struct ads *ads_start(struct server *srv)
 	a->free_ev = evtimer_new(srv->base, free_cb, a);
 	a->init_ev = evtimer_new(srv->base, init_timeout_cb, a);
 	a->rds_ev = evtimer_new(srv->base, rds_timeout_cb, a);
+	a->publish_ev = evtimer_new(srv->base, publish_cb, a);
 	for (int t = 0; t < T_N; t++) {
 		a->t[t].owner = a;
 		a->t[t].type = t;
@@ -1112,6 +1160,7 @@ void ads_free(struct ads *a)
 	event_free(a->free_ev);
 	event_free(a->init_ev);
 	event_free(a->rds_ev);
+	event_free(a->publish_ev);
 	for (size_t i = 0; i < a->ndc; i++)
 		dc_clear(&a->dc[i]);
 	free(a->dc);
