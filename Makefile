@@ -42,7 +42,7 @@ UNIT_SRCS := $(shell find tests/unit -name '*_test.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_MAIN := $(BUILD)/obj/tests/unit/test_main.o
 
-.PHONY: xds-npm xds-proto-subset all remora deps run test test-unit test-integration bench fuzz fuzz-bins unit-bins clean asan format
+.PHONY: bench-xds xds-npm xds-proto-subset all remora deps run test test-unit test-integration bench fuzz fuzz-bins unit-bins clean asan format
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/remora
@@ -139,6 +139,11 @@ fuzz: deps fuzz-bins
 
 bench: deps all
 	@sh tests/bench/run.sh
+
+# xDS scale: N EDS clusters through the test control plane (tests/bench/xds_scale.py).
+XDS_BENCH_N ?= 10000
+bench-xds: deps xds-npm all
+	REMORA_BIN=$(CURDIR)/build/remora /usr/bin/python3 tests/bench/xds_scale.py $(XDS_BENCH_N)
 
 clean:
 	rm -rf build

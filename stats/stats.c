@@ -97,6 +97,9 @@ struct stats_scope *stats_scope_new(struct stats_store *st, const char *name,
 	}
 
 	s->next = st->scopes;
+	if (s->next)
+		s->next->pprev = &s->next;
+	s->pprev = &st->scopes;
 	st->scopes = s;
 	return s;
 }
@@ -115,16 +118,11 @@ int stats_scope_add_family(struct stats_scope *s, const char *family)
 
 void stats_scope_free(struct stats_scope *s)
 {
-	struct stats_scope **pp;
-
 	if (!s)
 		return;
-	for (pp = &s->store->scopes; *pp; pp = &(*pp)->next) {
-		if (*pp == s) {
-			*pp = s->next;
-			break;
-		}
-	}
+	*s->pprev = s->next;
+	if (s->next)
+		s->next->pprev = s->pprev;
 	for (unsigned i = 0; i < s->nshards; i++) {
 		struct stats_shard *sh = &s->shards[i];
 		xfree(sh->vals);

@@ -15,7 +15,9 @@
 //                  resend_on_nack every NACK is answered by resending the same
 //                  version at once (go-control-plane's behaviour)
 //   GET  /requests the DiscoveryRequests received so far (type_url, version_info,
-//                  response_nonce, resource_names, error_detail, has_node, stream)
+//                  response_nonce, resource_names, error_detail, has_node, stream,
+//                  t_ms: arrival time, ms since the epoch)
+//   GET  /now      {"t_ms": ...} the control plane's clock
 //   GET  /streams  {"open": N, "total": M}
 'use strict';
 const path = require('path');
@@ -88,7 +90,7 @@ function onRequest(st, req) {
     response_nonce: req.response_nonce || '', resource_names: req.resource_names || [],
     error_detail: req.error_detail ? { code: req.error_detail.code, message: req.error_detail.message } : null,
     has_node: !!(req.node && req.node.id), node_id: req.node ? req.node.id : '',
-    node_cluster: req.node ? req.node.cluster : '',
+    node_cluster: req.node ? req.node.cluster : '', t_ms: Date.now(),
   });
   if (!type) return;
   const names = (req.resource_names || []).slice().sort();
@@ -142,6 +144,7 @@ const api = http.createServer(async (req, res) => {
       return send(200, { pushed });
     }
     if (req.method === 'GET' && req.url === '/requests') return send(200, requests);
+    if (req.method === 'GET' && req.url === '/now') return send(200, { t_ms: Date.now() });
     if (req.method === 'GET' && req.url === '/streams') return send(200, { open: streams.size, total: streamSeq });
     send(404, { error: 'no such endpoint' });
   } catch (e) {
