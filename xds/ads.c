@@ -492,13 +492,6 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 			json_decref(used);
 			return -1;
 		}
-	if (d->l && d->l->addrlen == l->addrlen && !memcmp(&d->l->addr, &l->addr, l->addrlen)) {
-		/* Same address: the new version gets the old one's sockets
-		 * when the workers swap (they match listeners by object, so
-		 * the old object's workers sockets close and new ones open;
-		 * SO_REUSEPORT makes both bind).  Zero-loss hand-over of the
-		 * accept queue is not implemented yet. */
-	}
 	listener_unref(d->l);
 	d->l = l;
 	json_decref(d->rds_used);
