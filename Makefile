@@ -6,7 +6,8 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= -O2 -g
-ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) -D_GNU_SOURCE -pthread -I. $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) -D_GNU_SOURCE -pthread -I. -Ibuild/gen $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+GEN_CFLAGS = -std=gnu11 $(CFLAGS) -w -D_GNU_SOURCE -pthread -Ibuild/gen $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS   = $(PKG_LIBS) -pthread -lm
 
 # BUILD selects the variant directory: build (release), build/asan (tests).
@@ -14,18 +15,43 @@ BUILD    ?= build
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 LIB_SRCS  := $(shell find proxy filters stats tls xds -name '*.c' ! -name main.c 2>/dev/null | sort)
-LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+
+# xDS protobuf: the .proto subset under xds/proto (plus the google/protobuf
+# well-known types from libprotobuf-dev) compiled by protoc-c into build/gen,
+# never committed.  pb_registry.c lists every message descriptor so Any
+# type URLs resolve (xds/pb_json.c).
+GEN        := build/gen
+PROTO_SUB  := $(shell cd xds/proto 2>/dev/null && find . -name '*.proto' | sed 's|^\./||' | sort)
+PROTO_WKT  := google/protobuf/any.proto google/protobuf/duration.proto google/protobuf/wrappers.proto \
+	      google/protobuf/struct.proto google/protobuf/empty.proto google/protobuf/timestamp.proto
+PROTO_ALL  := $(PROTO_SUB) $(PROTO_WKT)
+PROTO_GEN_C := $(PROTO_ALL:%.proto=$(GEN)/%.pb-c.c) $(GEN)/pb_registry.c
+PROTO_OBJS := $(PROTO_GEN_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
+PROTO_INC  ?= /usr/include
+
+$(GEN)/.stamp: $(addprefix xds/proto/,$(PROTO_SUB)) xds/proto/gen_registry.sh
+	@rm -rf $(GEN) && mkdir -p $(GEN)
+	protoc-c -Ixds/proto -I$(PROTO_INC) --c_out=$(GEN) $(PROTO_ALL)
+	sh xds/proto/gen_registry.sh $(GEN) > $(GEN)/pb_registry.c
+	@touch $@
+$(PROTO_GEN_C): $(GEN)/.stamp
+
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(PROTO_OBJS)
 MAIN_OBJ  := $(BUILD)/obj/proxy/main.o
 UNIT_SRCS := $(shell find tests/unit -name '*_test.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_MAIN := $(BUILD)/obj/tests/unit/test_main.o
 
-.PHONY: all remora deps run test test-unit test-integration bench fuzz fuzz-bins unit-bins clean asan format
+.PHONY: bench-xds xds-npm xds-proto-subset all remora deps run test test-unit test-integration bench fuzz fuzz-bins unit-bins clean asan format
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/remora
 
-$(BUILD)/obj/%.o: %.c
+$(BUILD)/obj/gen/%.o: $(GEN)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(GEN_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c | $(GEN)/.stamp
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
@@ -44,6 +70,18 @@ unit-bins: $(UNIT_BINS)
 
 -include $(shell find $(BUILD)/obj build/fuzz/obj -name '*.d' 2>/dev/null)
 
+# Regenerate the committed .proto subset from the official Envoy protos that
+# the test control plane installs (tests/xds/node_modules); by hand.
+xds-proto-subset: xds-npm
+	sh tests/xds/protos.sh descriptor /tmp/remora-envoy.pb
+	/usr/bin/python3 xds/proto/gen_subset.py /tmp/remora-envoy.pb xds/proto
+
+# The Node.js test control plane (tests/xds): npm ci from the lock file.
+xds-npm: tests/xds/node_modules/.package-lock.json
+tests/xds/node_modules/.package-lock.json: tests/xds/package.json tests/xds/package-lock.json
+	cd tests/xds && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # Install missing Debian packages (root, apt-get).  Idempotent and quick when
 # everything is there.
 deps:
@@ -56,7 +94,7 @@ asan:
 run: deps all
 	./build/remora -c deploy/examples/quickstart.yaml
 
-test: deps
+test: deps xds-npm
 	$(MAKE) asan
 	$(MAKE) fuzz-bins
 	@sh tests/run.sh
@@ -74,10 +112,14 @@ FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang-14
 FUZZ_SRCS    := $(shell find tests/fuzz -name '*_fuzz.c' 2>/dev/null | sort)
 FUZZ_BINS    := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
-FUZZ_CFLAGS  := -std=gnu11 -g -O1 -fsanitize=fuzzer-no-link,address,undefined -D_GNU_SOURCE -pthread -I.
-FUZZ_OBJS    := $(LIB_SRCS:%.c=build/fuzz/obj/%.o)
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 -fsanitize=fuzzer-no-link,address,undefined -D_GNU_SOURCE -pthread -I. -Ibuild/gen
+FUZZ_OBJS    := $(LIB_SRCS:%.c=build/fuzz/obj/%.o) $(PROTO_GEN_C:$(GEN)/%.c=build/fuzz/obj/gen/%.o)
 
-build/fuzz/obj/%.o: %.c
+build/fuzz/obj/gen/%.o: $(GEN)/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -w $(PKG_CFLAGS) -c $< -o $@
+
+build/fuzz/obj/%.o: %.c | $(GEN)/.stamp
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
 
@@ -97,6 +139,11 @@ fuzz: deps fuzz-bins
 
 bench: deps all
 	@sh tests/bench/run.sh
+
+# xDS scale: N EDS clusters through the test control plane (tests/bench/xds_scale.py).
+XDS_BENCH_N ?= 10000
+bench-xds: deps xds-npm all
+	REMORA_BIN=$(CURDIR)/build/remora /usr/bin/python3 tests/bench/xds_scale.py $(XDS_BENCH_N)
 
 clean:
 	rm -rf build

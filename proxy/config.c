@@ -30,8 +30,9 @@ static void filter_chain_free(struct filter_chain *fc);
 
 static void listener_free(struct listener_cfg *l)
 {
-	if (!l)
+	if (!l || __atomic_sub_fetch(&l->refcnt, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
+	json_decref(l->json);
 	for (size_t i = 0; i < l->nchains; i++) {
 		filter_chain_free(&l->chains[i]);
 		if (l->chain_match)
@@ -387,6 +388,8 @@ static struct listener_cfg *parse_listener(struct cfg_ctx *c, const json_t *j, s
 					 "use_original_dst", "bind_to_port", "default_filter_chain", NULL };
 	struct listener_cfg *l = xcalloc(1, sizeof(*l));
 	const char *name = NULL, *prefix = NULL;
+
+	l->refcnt = 1;
 	const json_t *v;
 	uint32_t lim = 1024 * 1024;
 
@@ -495,6 +498,45 @@ error:
 	return NULL;
 }
 
+/* ---- dynamic configuration (xDS) ------------------------------------------------- */
+
+struct listener_cfg *listener_parse(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+{
+	struct listener_cfg *l = parse_listener(c, j, b);
+	if (l)
+		l->json = json_incref((json_t *)j);
+	return l;
+}
+
+struct listener_cfg *listener_ref(struct listener_cfg *l)
+{
+	__atomic_add_fetch(&l->refcnt, 1, __ATOMIC_RELAXED);
+	return l;
+}
+
+void listener_unref(struct listener_cfg *l)
+{
+	listener_free(l);
+}
+
+struct snapshot *snapshot_compose(struct cluster *const *clusters, size_t nclusters,
+				  struct listener_cfg *const *listeners, size_t nlisteners,
+				  const json_t *bootstrap)
+{
+	struct snapshot *s = xcalloc(1, sizeof(*s));
+	s->refcnt = 1;
+	s->clusters = xcalloc(nclusters + 1, sizeof(*s->clusters));
+	for (size_t i = 0; i < nclusters; i++)
+		s->clusters[s->nclusters++] = cluster_ref(clusters[i]);
+	s->listeners = xcalloc(nlisteners + 1, sizeof(*s->listeners));
+	for (size_t i = 0; i < nlisteners; i++)
+		s->listeners[s->nlisteners++] = listener_ref(listeners[i]);
+	snapshot_index_clusters(s);
+	snapshot_index_listeners(s);
+	s->bootstrap = bootstrap ? json_incref((json_t *)bootstrap) : NULL;
+	return s;
+}
+
 /* ---- bootstrap ------------------------------------------------------------------- */
 
 static int parse_node(struct cfg_ctx *c, const json_t *n, struct server *srv)
@@ -532,9 +574,31 @@ static int parse_admin(struct cfg_ctx *c, const json_t *a, struct server *srv)
 	return RM_OK;
 }
 
+/* dynamic_resources: the ADS cluster must be a static cluster; xDS needs
+ * node.id and node.cluster (Envoy's rule). */
+static int parse_dynamic_resources(struct cfg_ctx *c, const json_t *v, struct snapshot *s,
+				   struct server *srv)
+{
+	xds_bootstrap_free(&srv->xds);
+	if (xds_bootstrap_parse(c, v, &srv->xds))
+		return RM_ERROR;
+	if (!snapshot_find_cluster(s, srv->xds.cluster)) {
+		cfg_enter(c, v, "ads_config");
+		cfg_fail(c, "grpc_services[0].envoy_grpc.cluster_name: unknown cluster '%s' (the xDS "
+			    "server must be a static cluster)", srv->xds.cluster);
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	if (!srv->node_id || !*srv->node_id || !srv->node_cluster || !*srv->node_cluster)
+		return cfg_fail(c, "node 'id' and 'cluster' are required. Set it either in 'node' "
+			       "config or via --service-node and --service-cluster options.");
+	return RM_OK;
+}
+
 struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, struct server *srv)
 {
-	static const char *const f[] = { "node", "admin", "static_resources", NULL };
+	static const char *const f[] = { "node", "admin", "static_resources", "dynamic_resources",
+					 NULL };
 	static const char *const sf[] = { "listeners", "clusters", "secrets", NULL };
 	struct snapshot *s = xcalloc(1, sizeof(*s));
 	struct build_ctx b = { .srv = srv, .snap = s, .stats = srv->stats, .nworkers = srv->nworkers };
@@ -613,6 +677,12 @@ struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, s
 			cfg_leave(c);
 		}
 		cfg_leave(c);
+	}
+	if ((v = cfg_enter(c, root, "dynamic_resources"))) {
+		int rc = parse_dynamic_resources(c, v, s, srv);
+		cfg_leave(c);
+		if (rc)
+			goto error;
 	}
 	s->bootstrap = json_incref((json_t *)root);
 	return s;

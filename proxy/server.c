@@ -16,6 +16,7 @@
 #include "upstream/cluster.h"
 #include "../stats/admin.h"
 #include "../tls/tls.h"
+#include "../xds/ads.h"
 
 struct server g_server;
 
@@ -259,6 +260,87 @@ static void publish_hostset(struct cluster *cl, struct hostset *hs)
 		m->hs = hs;
 		worker_post(&srv->workers[i], worker_set_hostset, m);
 	}
+}
+
+/* ---- dynamic configuration (xDS) --------------------------------------------------------- */
+
+/* Sockets for the listeners of s that have none yet (new listeners; shared
+ * ones already live in the workers).  A listener that cannot bind is logged
+ * and left without sockets (listener_create_failure). */
+/* The listener of old that a new version l replaces in place: same name,
+ * same address (workers then move their sockets to l: no socket churn). */
+static const struct listener_cfg *xds_same_listener(const struct snapshot *old,
+						    const struct listener_cfg *l)
+{
+	for (size_t i = 0; old && i < old->nlisteners; i++) {
+		const struct listener_cfg *o = old->listeners[i];
+		if (o != l && o->addrlen == l->addrlen && !memcmp(&o->addr, &l->addr, l->addrlen) &&
+		    o->bind_to_port == l->bind_to_port && !strcmp(o->name, l->name))
+			return o;
+	}
+	return NULL;
+}
+
+static void xds_bind_new_listeners(struct server *srv, struct snapshot *s, const struct snapshot *old)
+{
+	char err[256];
+	for (size_t i = 0; i < s->nlisteners; i++) {
+		struct listener_cfg *l = s->listeners[i];
+		if (l->fds)
+			continue;
+		l->fds = xmalloc(srv->nworkers * sizeof(int));
+		l->nfds = srv->nworkers;
+		for (unsigned w = 0; w < srv->nworkers; w++)
+			l->fds[w] = -1;
+		if (xds_same_listener(old, l))
+			continue;   /* the workers hand the old version's sockets over */
+		for (unsigned w = 0; w < srv->nworkers && l->bind_to_port; w++) {
+			l->fds[w] = open_listener_socket(&l->addr, l->addrlen, l->backlog, err, sizeof(err));
+			if (l->fds[w] < 0) {
+				log_error("listener '%s': %s", l->name, err);
+				stats_inc(srv->lm_stats, 0, listener_create_failure);
+				for (unsigned k = 0; k < w; k++) {
+					close(l->fds[k]);
+					l->fds[k] = -1;
+				}
+				break;
+			}
+			if (w == 0 && sockaddr_port((struct sockaddr *)&l->addr) == 0) {
+				socklen_t sl = sizeof(l->addr);
+				getsockname(l->fds[0], (struct sockaddr *)&l->addr, &sl);
+			}
+		}
+		if (l->fds[0] >= 0 || !l->bind_to_port) {
+			stats_inc(srv->lm_stats, 0, listener_create_success);
+			stats_inc(srv->lm_stats, 0, listener_added);
+		}
+	}
+	snapshot_index_listeners(s);
+}
+
+void server_xds_publish(struct server *srv, struct snapshot *s)
+{
+	struct snapshot *old = srv->snap;
+	s->version = old ? old->version + 1 : 1;
+	xds_bind_new_listeners(srv, s, old);
+	srv->snap = s;
+	stats_gauge_set(srv->lm_stats, total_listeners_active, (int64_t)s->nlisteners);
+	if (workers_running && srv->state != SERVER_DRAINING)
+		for (unsigned i = 0; i < srv->nworkers; i++)
+			worker_post(&srv->workers[i], worker_msg_set_snapshot, snapshot_ref(s));
+	snapshot_unref(old);
+}
+
+bool server_workers_running(void)
+{
+	return workers_running;
+}
+
+static void cluster_initialized(struct cluster *cl, void *arg);
+
+void server_xds_initial_fetch_done(struct server *srv)
+{
+	cluster_initialized(NULL, srv);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -549,9 +631,11 @@ int server_run(struct server *srv)
 	 * listeners start once every cluster knows its first membership. */
 	srv->state = SERVER_INITIALIZING;
 	cluster_publish_hook = publish_hostset;
-	srv->clusters_pending = srv->snap->nclusters + 1;
+	srv->clusters_pending = srv->snap->nclusters + 1 + (srv->xds.enabled ? 1 : 0);
 	for (size_t i = 0; i < srv->snap->nclusters; i++)
 		cluster_start(srv->snap->clusters[i], srv->base, cluster_initialized, srv);
+	if (srv->xds.enabled)   /* its +1 ends with the initial fetch (or its timeout) */
+		srv->ads = ads_start(srv);
 	cluster_initialized(NULL, srv);   /* the +1: covers zero clusters */
 
 	log_info("remora started (concurrency %u, config %s)", srv->nworkers, srv->opt.config_path);
@@ -568,6 +652,9 @@ out:
 
 void server_free(struct server *srv)
 {
+	ads_free(srv->ads);
+	srv->ads = NULL;
+	xds_bootstrap_free(&srv->xds);
 	cluster_publish_hook = NULL;
 	admin_free(srv->admin);
 	srv->admin = NULL;
@@ -584,6 +671,8 @@ void server_free(struct server *srv)
 				hostset_unref(hm->hs);
 				cluster_unref(hm->cl);
 				free(hm);
+			} else if (m->fn == worker_msg_set_snapshot) {
+				snapshot_unref(m->arg);
 			}
 			free(m);
 			m = next;

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <event2/event.h>
 #include "snapshot.h"
+#include "../xds/xds_bootstrap.h"
 
 #define SERVER_STATS(X)                                                          \
 	X(GAUGE, live) X(GAUGE, state) X(GAUGE, uptime) X(GAUGE, concurrency)    \
@@ -22,6 +23,7 @@ enum server_state { SERVER_LIVE = 0, SERVER_DRAINING = 1, SERVER_PRE_INITIALIZIN
 
 struct worker;
 struct admin;
+struct ads;
 
 struct server_options {
 	const char *config_path;
@@ -59,7 +61,10 @@ struct server {
 					     for the deadline unless exit_on_zero_active */
 	struct event *graceful_timer;     /* /drain_listeners?graceful: stop listeners later */
 	unsigned graceful_flags;          /* WDRAIN_* for graceful_timer */
-	size_t clusters_pending;          /* clusters not yet initialized */
+	size_t clusters_pending;          /* clusters not yet initialized (+1 for the xDS
+					     initial fetch) */
+	struct xds_bootstrap xds;         /* dynamic_resources */
+	struct ads *ads;                  /* owned: the ADS client, NULL without xDS */
 	int exit_code;
 };
 
@@ -87,6 +92,13 @@ void server_quit(struct server *srv);
  * The process keeps running. */
 void server_drain_listeners(struct server *srv, bool inbound_only, bool graceful, bool skip_exit);
 void server_free(struct server *srv);
+
+/* xDS (main thread): make s (a reference, taken over) the current snapshot:
+ * bind sockets for its new listeners, hand it to the workers. */
+void server_xds_publish(struct server *srv, struct snapshot *s);
+/* The xDS initial fetch completed (or timed out): workers may start. */
+void server_xds_initial_fetch_done(struct server *srv);
+bool server_workers_running(void);
 /* Total downstream connections across workers. */
 long server_active_connections(const struct server *srv);
 

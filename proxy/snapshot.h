@@ -52,6 +52,10 @@ struct listener_filter {                   /* one listener_filters[] entry */
 };
 
 struct listener_cfg {
+	int refcnt;                          /* atomic: snapshots sharing it (xDS updates keep
+						unchanged listeners) */
+	json_t *json;                        /* owned ref: what it was compiled from (xDS:
+						unchanged resources are not recompiled) */
 	char *name;                          /* owned */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
@@ -97,6 +101,11 @@ struct build_ctx {
 	unsigned nworkers;
 	const char *http_stat_prefix;        /* set by the HCM while its http_filters are
 	                                        parsed ("ingress_http"), NULL otherwise */
+	/* RDS: the RouteConfiguration (proto3 JSON) named by an HCM's
+	 * rds.route_config_name, or NULL when not (yet) received.  Set by the
+	 * xDS client (xds/ads.c); NULL for the bootstrap. */
+	const json_t *(*rds_lookup)(void *arg, const char *name);
+	void *rds_arg;
 };
 
 struct snapshot *snapshot_ref(struct snapshot *s);
@@ -112,5 +121,18 @@ void snapshot_index_listeners(struct snapshot *s);
 
 /* Compile a bootstrap tree.  Returns NULL with c->err set. */
 struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, struct server *srv);
+
+/* ---- dynamic configuration (xDS) ---- */
+
+/* Compile one Listener (proto3 JSON); NULL with c->err set.  b->snap must
+ * hold the clusters its filters may reference. */
+struct listener_cfg *listener_parse(struct cfg_ctx *c, const json_t *j, struct build_ctx *b);
+struct listener_cfg *listener_ref(struct listener_cfg *l);
+void listener_unref(struct listener_cfg *l);   /* main thread (closes unused fds) */
+/* A new snapshot (refcount 1) sharing the given clusters and listeners (each
+ * gets a reference), indexed; version is set by the caller. */
+struct snapshot *snapshot_compose(struct cluster *const *clusters, size_t nclusters,
+				  struct listener_cfg *const *listeners, size_t nlisteners,
+				  const json_t *bootstrap);
 
 #endif

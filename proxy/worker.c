@@ -615,3 +615,61 @@ int worker_start(struct worker *w)
 		return RM_ERROR;
 	return RM_OK;
 }
+
+/* ---- dynamic configuration (xDS): swap to a new snapshot ------------------- */
+
+static void unref_snapshot_main(void *arg)
+{
+	snapshot_unref(arg);
+}
+
+/* arg: a new snapshot (a reference for this worker).  Listeners the new
+ * snapshot shares with the old one (same listener_cfg object), and new
+ * versions of a listener with the same name and address, keep the socket
+ * (no connection in the accept queue is lost); other new ones get the socket
+ * the main thread bound for this worker; listeners that are gone stop
+ * accepting (their connections finish on the snapshot they hold).  New
+ * connections use the new snapshot. */
+void worker_msg_set_snapshot(struct worker *w, void *arg)
+{
+	struct snapshot *s = arg, *old = w->snap;
+	struct worker_listener *nl = xcalloc(s->nlisteners ? s->nlisteners : 1, sizeof(*nl));
+
+	for (size_t i = 0; i < s->nlisteners; i++) {
+		struct listener_cfg *l = s->listeners[i];
+		struct worker_listener *wl = &nl[i];
+		wl->cfg = l;
+		wl->w = w;
+		/* the same object, else its previous version (same name and
+		 * address: the main thread bound no new socket for it) */
+		for (size_t k = 0; k < w->nlisteners; k++) {
+			const struct listener_cfg *o = w->listeners[k].cfg;
+			bool same = o == l || (o->addrlen == l->addrlen &&
+					       !memcmp(&o->addr, &l->addr, l->addrlen) &&
+					       o->bind_to_port == l->bind_to_port &&
+					       !strcmp(o->name, l->name) && l->fds && l->fds[w->id] < 0);
+			if (same && w->listeners[k].evl) {
+				wl->evl = w->listeners[k].evl;
+				w->listeners[k].evl = NULL;
+				evconnlistener_set_cb(wl->evl, accept_cb, wl);
+				break;
+			}
+		}
+		if (wl->evl || w->draining || !l->bind_to_port || !l->fds || l->fds[w->id] < 0)
+			continue;
+		wl->evl = evconnlistener_new(w->base, accept_cb, wl,
+					     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1, l->fds[w->id]);
+		if (!wl->evl)
+			die("evconnlistener_new");
+		l->fds[w->id] = -1;
+		evconnlistener_set_error_cb(wl->evl, accept_error_cb);
+	}
+	for (size_t k = 0; k < w->nlisteners; k++)
+		if (w->listeners[k].evl)
+			evconnlistener_free(w->listeners[k].evl);
+	free(w->listeners);
+	w->listeners = nl;
+	w->nlisteners = s->nlisteners;
+	w->snap = s;
+	main_post(unref_snapshot_main, old);
+}

@@ -80,6 +80,8 @@ void worker_msg_drain(struct worker *w, void *arg);
 #define WDRAIN_CONNS      0x200u           /* drain their connections */
 void worker_msg_drain_some(struct worker *w, void *arg);
 void worker_msg_exit(struct worker *w, void *arg);
+/* xDS: run on snapshot arg (a reference), keeping shared listeners' sockets. */
+void worker_msg_set_snapshot(struct worker *w, void *arg);
 
 /* Thread-local current worker (NULL on the main thread). */
 extern __thread struct worker *current_worker;

@@ -14,6 +14,7 @@
 #include "stats.h"
 
 #include <math.h>
+#include <pthread.h>
 
 /* Shared with render.c only (no private header yet). */
 
@@ -28,7 +29,8 @@ const double stats_hist_bounds[STATS_HIST_BUCKETS] = {
 
 struct stats_store {
 	unsigned nshards;
-	struct stats_scope *scopes;               /* owned; list through ->next */
+	struct stats_scope *scopes;               /* owned; list through ->next / ->pprev */
+	pthread_mutex_t lock;                     /* adding and removing scopes (rare) */
 };
 
 struct stats_store *stats_store_new(unsigned nshards)
@@ -39,6 +41,7 @@ struct stats_store *stats_store_new(unsigned nshards)
 		die("stats: bad shard count %u", nshards);
 	st = xcalloc(1, sizeof(*st));
 	st->nshards = nshards;
+	pthread_mutex_init(&st->lock, NULL);
 	return st;
 }
 
@@ -49,6 +52,7 @@ void stats_store_free(struct stats_store *st)
 		return;
 	while (st->scopes)
 		stats_scope_free(st->scopes);
+	pthread_mutex_destroy(&st->lock);
 	xfree(st);
 }
 
@@ -96,14 +100,18 @@ struct stats_scope *stats_scope_new(struct stats_store *st, const char *name,
 			s->shards[i].hists = xcalloc(1, nhist * sizeof(struct stats_hist) + STATS_PAD);
 	}
 
-	/* Published with a release CAS so a worker may add a scope (first use
-	 * of a dynamic name, e.g. grpc_stats per method) while the main thread
-	 * renders: readers see the old list or the complete new scope. */
-	struct stats_scope *head = __atomic_load_n(&st->scopes, __ATOMIC_RELAXED);
-	do
-		s->next = head;
-	while (!__atomic_compare_exchange_n(&st->scopes, &head, s, true, __ATOMIC_RELEASE,
-					    __ATOMIC_RELAXED));
+	/* A worker may add a scope (first use of a dynamic name, e.g.
+	 * grpc_stats per method) while the main thread renders or removes one:
+	 * changes to the list are serialised by the store's lock, and the new
+	 * head is published with a release store so a reader walking ->next
+	 * without the lock sees the old list or the complete new scope. */
+	pthread_mutex_lock(&st->lock);
+	s->next = st->scopes;
+	if (s->next)
+		s->next->pprev = &s->next;
+	s->pprev = &st->scopes;
+	__atomic_store_n(&st->scopes, s, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&st->lock);
 	return s;
 }
 
@@ -121,21 +129,13 @@ int stats_scope_add_family(struct stats_scope *s, const char *family)
 
 void stats_scope_free(struct stats_scope *s)
 {
-	struct stats_scope **pp;
-
 	if (!s)
 		return;
-	/* the head may be replaced concurrently by stats_scope_new on a worker */
-	struct stats_scope *head = s;
-	if (!__atomic_compare_exchange_n(&s->store->scopes, &head, s->next, false, __ATOMIC_ACQ_REL,
-					 __ATOMIC_ACQUIRE)) {
-		for (pp = &s->store->scopes; *pp; pp = &(*pp)->next) {
-			if (*pp == s) {
-				*pp = s->next;
-				break;
-			}
-		}
-	}
+	pthread_mutex_lock(&s->store->lock);
+	__atomic_store_n(s->pprev, s->next, __ATOMIC_RELEASE);   /* O(1) unlink */
+	if (s->next)
+		s->next->pprev = s->pprev;
+	pthread_mutex_unlock(&s->store->lock);
 	for (unsigned i = 0; i < s->nshards; i++) {
 		struct stats_shard *sh = &s->shards[i];
 		xfree(sh->vals);

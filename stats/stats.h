@@ -82,6 +82,8 @@ struct stats_scope {
 	unsigned nshards;
 	struct stats_shard *shards;               /* owned; [nshards] */
 	struct stats_scope *next;                 /* store's list */
+	struct stats_scope **pprev;               /* the pointer to this scope in that list
+						     (O(1) removal: xDS frees scopes one by one) */
 };
 
 /* nshards = 1 + number of workers. */

@@ -568,7 +568,7 @@ struct host *cluster_pick_host_hash(struct cluster *cl, struct worker *w, uint64
 /* ---- config ------------------------------------------------------------- */
 
 static const char *const cluster_fields[] = {
-	"name", "type", "connect_timeout", "lb_policy", "load_assignment",
+	"name", "type", "connect_timeout", "lb_policy", "load_assignment", "eds_cluster_config",
 	"per_connection_buffer_limit_bytes", "max_requests_per_connection",
 	"dns_refresh_rate", "dns_lookup_family", "respect_dns_ttl", "typed_dns_resolver_config",
 	"dns_resolvers", "common_http_protocol_options", "typed_extension_protocol_options",
@@ -1079,7 +1079,8 @@ static int parse_lb_endpoint(struct cfg_ctx *c, const json_t *lb, struct cluster
 		struct sockaddr_storage ss;
 		socklen_t len;
 		/* STATIC endpoints must be IP literals; DNS types take names. */
-		if (cl->type != CLUSTER_STATIC || !cfg_address(c, addr, &ss, &len)) {
+		if ((cl->type != CLUSTER_STATIC && cl->type != CLUSTER_EDS) ||
+		    !cfg_address(c, addr, &ss, &len)) {
 			add_endpoint(cl, host, port, weight, health_status_flags[status]);
 			rc = RM_OK;
 		}
@@ -1114,6 +1115,60 @@ static int parse_locality(struct cfg_ctx *c, const json_t *le, struct cluster *c
 		cfg_leave(c);
 	}
 	cfg_leave(c);
+	return rc;
+}
+
+/* eds_cluster_config {eds_config {ads {} | initial_fetch_timeout, resource_api_version},
+ * service_name}: EDS clusters only, and only over ADS for now. */
+static int parse_eds_cluster_config(struct cfg_ctx *c, const json_t *j, struct cluster *cl)
+{
+	static const char *const f[] = { "eds_config", "service_name", NULL };
+	static const char *const sf[] = { "ads", "initial_fetch_timeout", "resource_api_version",
+					  "api_config_source", "path", "path_config_source", "self",
+					  "authorities", NULL };
+	static const char *const versions[] = { "AUTO", "V2", "V3" };
+	static const char *const empty[] = { NULL };
+	const json_t *e = cfg_get(j, "eds_cluster_config"), *s, *a;
+	const char *svc = NULL;
+	int rc = RM_ERROR, ver = 2;
+
+	cl->eds_fetch_timeout_ms = 15000;
+	if (cl->type != CLUSTER_EDS) {
+		if (e)
+			return cfg_fail_field(c, j, "eds_cluster_config", "only for type EDS");
+		return RM_OK;
+	}
+	if (cfg_get(j, "load_assignment"))
+		return cfg_fail_field(c, j, "load_assignment",
+				      "an EDS cluster takes its endpoints from EDS, not load_assignment");
+	if (!(e = cfg_enter_req(c, j, "eds_cluster_config")))
+		return RM_ERROR;
+	if (cfg_expect_object(c, e) || cfg_check_fields(c, e, f) ||
+	    cfg_string(c, e, "service_name", &svc) || !(s = cfg_enter_req(c, e, "eds_config")))
+		goto out;
+	if (cfg_expect_object(c, s) || cfg_check_fields(c, s, sf) ||
+	    cfg_duration_ms(c, s, "initial_fetch_timeout", &cl->eds_fetch_timeout_ms) ||
+	    cfg_enum(c, s, "resource_api_version", versions, 3, &ver))
+		goto out_s;
+	if (ver == 1) {
+		cfg_fail_field(c, s, "resource_api_version", "only V3 is supported");
+		goto out_s;
+	}
+	for (size_t i = 3; sf[i]; i++)
+		if (cfg_get(s, sf[i])) {
+			cfg_fail_field(c, s, sf[i], "not supported yet: EDS over ADS only (eds_config: {ads: {}})");
+			goto out_s;
+		}
+	if (!(a = cfg_enter_req(c, s, "ads")))
+		goto out_s;
+	rc = cfg_expect_object(c, a) || cfg_check_fields(c, a, empty) ? RM_ERROR : RM_OK;
+	cfg_leave(c);
+out_s:
+	cfg_leave(c);
+out:
+	cfg_leave(c);
+	if (!rc)
+		cl->eds_service_name = xstrdup(svc && *svc ? svc : cl->name);
 	return rc;
 }
 
@@ -1181,6 +1236,7 @@ static void cluster_free(struct cluster *cl)
 	stats_scope_free(cl->hc_stats);
 	json_decref(cl->json);
 	free(cl->name);
+	free(cl->eds_service_name);
 	free(cl);
 }
 
@@ -1237,12 +1293,9 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		cfg_fail_field(c, j, "name", "must not be empty");
 		goto error;
 	}
-	if (type == 3) {
-		cfg_fail_field(c, j, "type", "cluster type %s is not supported yet (STATIC, STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST are)",
-			 type_names[type]);
+	cl->type = type == 4 ? CLUSTER_ORIGINAL_DST : type == 3 ? CLUSTER_EDS : (enum cluster_type)type;
+	if (parse_eds_cluster_config(c, j, cl))
 		goto error;
-	}
-	cl->type = type == 4 ? CLUSTER_ORIGINAL_DST : (enum cluster_type)type;
 	if (original_dst_parse(c, j, cl, &lb, b))   /* its fields; ORIGINAL_DST only */
 		goto error;
 	if (lb == 0)
@@ -1452,13 +1505,14 @@ static void publish_from_endpoints(struct cluster *cl)
 	bool health_changed = false;
 	for (size_t i = 0; i < cl->nendpoints; i++) {
 		struct endpoint_cfg *e = &cl->endpoints[i];
-		size_t na = cl->type == CLUSTER_STATIC ? 1 : cl->dns_naddrs[i];
+		bool literal = cl->type == CLUSTER_STATIC || cl->type == CLUSTER_EDS;
+		size_t na = literal ? 1 : cl->dns_naddrs[i];
 		if (cl->type == CLUSTER_LOGICAL_DNS && na > 1)
 			na = 1;   /* LOGICAL_DNS: first address only, as Envoy */
 		for (size_t k = 0; k < na; k++) {
 			struct sockaddr_storage ss;
 			socklen_t len;
-			if (cl->type == CLUSTER_STATIC) {
+			if (literal) {
 				if (sockaddr_parse_ip(e->address, e->port, &ss, &len))
 					continue;
 			} else {
@@ -1480,7 +1534,7 @@ static void publish_from_endpoints(struct cluster *cl)
 					health_changed = true;
 				}
 			} else {
-				h = host_new(cl, &ss, cl->type == CLUSTER_STATIC ? NULL : e->address,
+				h = host_new(cl, &ss, literal ? NULL : e->address,
 					     e->weight);
 				/* actively checked hosts start unhealthy until their
 				 * first check (Envoy) */
@@ -1584,6 +1638,13 @@ void cluster_start(struct cluster *cl, struct event_base *base,
 	cl->on_init_arg = arg;
 	if (cl->hc_cfg)
 		cl->hc = health_checker_new(cl, base);
+	if (cl->type == CLUSTER_EDS) {
+		if (cl->nendpoints) {   /* an update arrived before the start */
+			publish_from_endpoints(cl);
+			cluster_mark_initialized(cl);
+		}
+		return;   /* cluster_eds_update / cluster_eds_fetch_timeout */
+	}
 	if (cl->type == CLUSTER_STATIC || cl->nendpoints == 0) {
 		publish_from_endpoints(cl);
 		cluster_mark_initialized(cl);
@@ -1603,6 +1664,44 @@ void cluster_start(struct cluster *cl, struct event_base *base,
 	cl->dns_naddrs = xcalloc(cl->nendpoints, sizeof(*cl->dns_naddrs));
 	cl->dns_timer = evtimer_new(base, dns_timer_cb, cl);
 	dns_round(cl);
+}
+
+/* ---- EDS -------------------------------------------------------------- */
+
+int cluster_eds_update(struct cluster *cl, struct cfg_ctx *c, const json_t *cla)
+{
+	struct endpoint_cfg *old = cl->endpoints;
+	size_t nold = cl->nendpoints;
+
+	cl->endpoints = NULL;
+	cl->nendpoints = 0;
+	if (parse_load_assignment(c, cla, cl)) {
+		for (size_t i = 0; i < cl->nendpoints; i++)
+			free(cl->endpoints[i].address);
+		free(cl->endpoints);
+		cl->endpoints = old;
+		cl->nendpoints = nold;
+		return RM_ERROR;
+	}
+	for (size_t i = 0; i < nold; i++)
+		free(old[i].address);
+	free(old);
+	if (!cl->on_init && !cl->initialized && !cl->hs)
+		return RM_OK;   /* not started yet: cluster_start publishes */
+	publish_from_endpoints(cl);
+	if (!cl->initialized)
+		cluster_mark_initialized(cl);
+	return RM_OK;
+}
+
+void cluster_eds_fetch_timeout(struct cluster *cl)
+{
+	if (cl->initialized)
+		return;
+	log_warn("cluster '%s': no ClusterLoadAssignment '%s' within initial_fetch_timeout; "
+		 "initializing with no endpoints", cl->name, cl->eds_service_name);
+	publish_from_endpoints(cl);
+	cluster_mark_initialized(cl);
 }
 
 /* ---- admin -------------------------------------------------------------- */

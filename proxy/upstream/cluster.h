@@ -93,7 +93,8 @@ enum { HOST_CX_TOTAL, HOST_CX_ACTIVE, HOST_CX_CONNECT_FAIL, HOST_RQ_TOTAL, HOST_
         * externally / locally originated results, ok and failed */
        HOST_OD_EXT_OK, HOST_OD_EXT_ERR, HOST_OD_LO_OK, HOST_OD_LO_ERR, HOST_STATS_N };
 
-enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS, CLUSTER_ORIGINAL_DST };
+enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS, CLUSTER_ORIGINAL_DST,
+		    CLUSTER_EDS };
 enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV,
 		 LB_PEAK_EWMA };
 
@@ -271,6 +272,9 @@ struct cluster {
 	struct odst *odst;                  /* owned: ORIGINAL_DST state (original_dst.h), else NULL */
 	struct tls_ctx *tls;                /* owned: transport_socket (UpstreamTlsContext), NULL = raw */
 	bool initialized;                   /* first membership known */
+	char *eds_service_name;             /* owned, EDS: the ClusterLoadAssignment to ask for
+					       (eds_cluster_config.service_name, else name) */
+	uint64_t eds_fetch_timeout_ms;      /* eds_config.initial_fetch_timeout (15 s; 0 = none) */
 	void (*on_init)(struct cluster *cl, void *arg); /* called once, see cluster_start */
 	void *on_init_arg;
 };
@@ -364,6 +368,16 @@ void cluster_republish(struct cluster *cl);
 /* Main thread: the health checker finished its first round (every host
  * checked once); the cluster may now report itself initialized. */
 void cluster_hc_warmed(struct cluster *cl);
+
+/* EDS cluster (main thread): replace the endpoints with those of a
+ * ClusterLoadAssignment (proto3 JSON, walked with c for errors) and publish
+ * the host set; the first call initializes the cluster.  Hosts whose address
+ * and weight are unchanged are kept (stats, pools).  RM_ERROR with c->err set
+ * leaves the current endpoints in force. */
+int cluster_eds_update(struct cluster *cl, struct cfg_ctx *c, const json_t *cla);
+/* EDS cluster: nothing arrived within initial_fetch_timeout: initialize with
+ * no hosts (Envoy's behaviour), so warming does not block forever. */
+void cluster_eds_fetch_timeout(struct cluster *cl);
 
 /* Refresh the circuit-breaker gauges from the live counts (main thread). */
 void cluster_update_cb_gauges(struct cluster *cl);

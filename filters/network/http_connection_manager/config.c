@@ -249,6 +249,49 @@ static void check_cluster(const char *name, void *arg)
 		cc->rc = cfg_fail(cc->c, "route references unknown cluster '%s'", name);
 }
 
+/* rds {config_source {ads {}}, route_config_name}: exclusive with route_config;
+ * *out is the received RouteConfiguration (proto3 JSON). */
+static int hcm_parse_rds(struct cfg_ctx *c, const json_t *j, struct build_ctx *b,
+			 const json_t **out)
+{
+	static const char *const f[] = { "config_source", "route_config_name", NULL };
+	static const char *const sf[] = { "ads", "initial_fetch_timeout", "resource_api_version",
+					  NULL };
+	static const char *const empty[] = { NULL };
+	static const char *const versions[] = { "AUTO", "V2", "V3" };
+	const json_t *r, *s, *a;
+	const char *name = NULL;
+	uint64_t t;
+	int ver = 2, rc = RM_ERROR;
+
+	if (cfg_get(j, "route_config"))
+		return cfg_fail_field(c, j, "route_config", "route_config and rds are exclusive");
+	r = cfg_enter(c, j, "rds");
+	if (cfg_expect_object(c, r) || cfg_check_fields(c, r, f) ||
+	    cfg_string_req(c, r, "route_config_name", &name) ||
+	    !(s = cfg_enter_req(c, r, "config_source")))
+		goto out;
+	if (cfg_expect_object(c, s) || cfg_check_fields(c, s, sf) ||
+	    cfg_duration_ms(c, s, "initial_fetch_timeout", &t) ||
+	    cfg_enum(c, s, "resource_api_version", versions, 3, &ver) ||
+	    !(a = cfg_enter_req(c, s, "ads"))) {
+		if (!c->failed)
+			cfg_fail(c, "only config_source {ads: {}} is supported");
+		goto out_s;
+	}
+	rc = cfg_expect_object(c, a) || cfg_check_fields(c, a, empty) ? RM_ERROR : RM_OK;
+	cfg_leave(c);
+	if (!rc && !(*out = b->rds_lookup ? b->rds_lookup(b->rds_arg, name) : NULL))
+		rc = cfg_fail(c, "RDS route configuration '%s' is not available (rds needs "
+				 "dynamic_resources.ads_config; the xDS client compiles a listener "
+				 "once its routes arrived)", name);
+out_s:
+	cfg_leave(c);
+out:
+	cfg_leave(c);
+	return rc;
+}
+
 void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 {
 	struct hcm_cfg *cfg = xcalloc(1, sizeof(*cfg));
@@ -356,10 +399,11 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 	if (al_list_parse(c, j, b, false, &cfg->access_logs))
 		goto error;
 	cfg->al_needs = al_list_needs(cfg->access_logs);
-	if (cfg_get(j, "rds")) {
-		cfg_fail_field(c, j, "rds", "RDS is not supported yet (use an inline route_config)");
+	/* rds: the RouteConfiguration comes from the xDS layer (b->rds_lookup),
+	 * which only compiles a listener once its routes arrived (warming) */
+	const json_t *rds_rc = NULL;
+	if (cfg_get(j, "rds") && hcm_parse_rds(c, j, b, &rds_rc))
 		goto error;
-	}
 	if (!(v = cfg_enter_req(c, j, "http_filters")))
 		goto error;
 	/* http_filters first: the route table resolves its
@@ -372,13 +416,17 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 		if (rc)
 			goto error;
 	}
-	if (!(v = cfg_enter_req(c, j, "route_config")))
+	if (rds_rc)
+		v = cfg_enter(c, j, "rds");
+	else if (!(v = cfg_enter_req(c, j, "route_config")))
 		goto error;
+	if (rds_rc)
+		v = rds_rc;
 	{
 		/* validate_clusters is a RouteConfiguration field the table
 		 * compiler does not need: handle it here (default true for
 		 * static route configs, as Envoy). */
-		bool validate = true;
+		bool validate = rds_rc == NULL;   /* Envoy: false for RDS */
 		json_t *copy = NULL;
 		const json_t *rcj = v;
 		if (json_is_object(v) && cfg_get(v, "validate_clusters")) {

@@ -1,0 +1,165 @@
+#!/usr/bin/env node
+// A scripted ADS (state of the world) control plane for Remora's integration
+// tests, on @grpc/grpc-js and @grpc/proto-loader with the official Envoy
+// protos shipped by @grpc/grpc-js-xds: every message Remora decodes was
+// encoded from the real schemas.
+//
+//   node control_plane.js [--port N]
+// prints one JSON line {"grpc_port": N, "http_port": M} when ready, and exits
+// when stdin closes.  The tests drive it over HTTP (JSON):
+//   POST /set      {"type": "cds"|"eds"|"lds"|"rds", "version": "v1", "resources": [...],
+//                   "resend_on_nack": false}
+//                  resources in proto-loader object form (snake_case, Durations
+//                  as {seconds, nanos}, wrappers as {value}, Anys as {"@type": url, ...});
+//                  pushed at once to every stream subscribed to that type; with
+//                  resend_on_nack every NACK is answered by resending the same
+//                  version at once (go-control-plane's behaviour)
+//   GET  /requests the DiscoveryRequests received so far (type_url, version_info,
+//                  response_nonce, resource_names, error_detail, has_node, stream,
+//                  t_ms: arrival time, ms since the epoch)
+//   GET  /now      {"t_ms": ...} the control plane's clock
+//   GET  /streams  {"open": N, "total": M}
+'use strict';
+const path = require('path');
+const http = require('http');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const deps = path.join(__dirname, 'node_modules', '@grpc', 'grpc-js-xds', 'deps');
+const TYPES = {
+  cds: 'type.googleapis.com/envoy.config.cluster.v3.Cluster',
+  eds: 'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment',
+  lds: 'type.googleapis.com/envoy.config.listener.v3.Listener',
+  rds: 'type.googleapis.com/envoy.config.route.v3.RouteConfiguration',
+};
+const NAME_FIELD = { cds: 'name', eds: 'cluster_name', lds: 'name', rds: 'name' };
+
+const pkgDef = protoLoader.loadSync([
+  'envoy/service/discovery/v3/ads.proto',
+  'envoy/config/listener/v3/listener.proto',
+  'envoy/config/route/v3/route.proto',
+  'envoy/config/cluster/v3/cluster.proto',
+  'envoy/config/endpoint/v3/endpoint.proto',
+  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
+  'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
+  'envoy/extensions/filters/http/router/v3/router.proto',
+  'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
+], {
+  keepCase: true, longs: String, enums: String, defaults: false, oneofs: true, json: true,
+  includeDirs: [path.join(deps, 'envoy-api'), path.join(deps, 'xds'), path.join(deps, 'googleapis'),
+                path.join(deps, 'protoc-gen-validate')],
+});
+const loaded = grpc.loadPackageDefinition(pkgDef);
+const ADS = loaded.envoy.service.discovery.v3.AggregatedDiscoveryService;
+
+let port = 0;
+const pi = process.argv.indexOf('--port');
+if (pi > 0) port = parseInt(process.argv[pi + 1], 10);
+
+const state = {};          // type -> {version, resources: [obj]}
+const requests = [];
+const streams = new Set();
+let streamSeq = 0, nonceSeq = 0;
+
+function typeOf(url) {
+  for (const k of Object.keys(TYPES)) if (TYPES[k] === url) return k;
+  return null;
+}
+
+function respond(st, type) {
+  const s = state[type];
+  if (!s) return;
+  const sub = st.subs[type];
+  let res = s.resources;
+  if ((type === 'eds' || type === 'rds') && sub.names.length)
+    res = res.filter((r) => sub.names.includes(r[NAME_FIELD[type]]));
+  const nonce = String(++nonceSeq);
+  sub.sentVersion = s.version;
+  st.call.write({
+    version_info: s.version,
+    type_url: TYPES[type],
+    nonce,
+    resources: res.map((r) => Object.assign({ '@type': TYPES[type] }, r)),
+  });
+}
+
+function onRequest(st, req) {
+  const type = typeOf(req.type_url);
+  requests.push({
+    stream: st.id, type, type_url: req.type_url, version_info: req.version_info || '',
+    response_nonce: req.response_nonce || '', resource_names: req.resource_names || [],
+    error_detail: req.error_detail ? { code: req.error_detail.code, message: req.error_detail.message } : null,
+    has_node: !!(req.node && req.node.id), node_id: req.node ? req.node.id : '',
+    node_cluster: req.node ? req.node.cluster : '', t_ms: Date.now(),
+  });
+  if (!type) return;
+  const names = (req.resource_names || []).slice().sort();
+  const sub = st.subs[type];
+  if (!sub) {
+    st.subs[type] = { names, sentVersion: null };
+    respond(st, type);
+    return;
+  }
+  const changed = JSON.stringify(names) !== JSON.stringify(sub.names);
+  sub.names = names;
+  if (changed || (req.error_detail && state[type] && state[type].resend_on_nack)) respond(st, type);
+}
+
+const server = new grpc.Server();
+server.addService(ADS.service, {
+  StreamAggregatedResources(call) {
+    const st = { id: ++streamSeq, call, subs: {} };
+    streams.add(st);
+    call.on('data', (req) => onRequest(st, req));
+    call.on('end', () => { streams.delete(st); call.end(); });
+    call.on('error', () => streams.delete(st));
+    call.on('cancelled', () => streams.delete(st));
+  },
+  DeltaAggregatedResources(call) {
+    call.emit('error', { code: grpc.status.UNIMPLEMENTED, details: 'delta not implemented here yet' });
+  },
+});
+
+function body(req) {
+  return new Promise((resolve) => {
+    let b = '';
+    req.on('data', (d) => { b += d; });
+    req.on('end', () => resolve(b));
+  });
+}
+
+const api = http.createServer(async (req, res) => {
+  const send = (code, obj) => {
+    res.writeHead(code, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(obj));
+  };
+  try {
+    if (req.method === 'POST' && req.url === '/set') {
+      const b = JSON.parse(await body(req));
+      if (!TYPES[b.type]) return send(400, { error: 'unknown type' });
+      state[b.type] = { version: String(b.version), resources: b.resources || [],
+                        resend_on_nack: !!b.resend_on_nack };
+      let pushed = 0;
+      for (const st of streams) if (st.subs[b.type]) { respond(st, b.type); pushed++; }
+      return send(200, { pushed });
+    }
+    if (req.method === 'GET' && req.url === '/requests') return send(200, requests);
+    if (req.method === 'GET' && req.url === '/now') return send(200, { t_ms: Date.now() });
+    if (req.method === 'GET' && req.url === '/streams') return send(200, { open: streams.size, total: streamSeq });
+    send(404, { error: 'no such endpoint' });
+  } catch (e) {
+    send(500, { error: String(e && e.stack || e) });
+  }
+});
+
+server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, gport) => {
+  if (err) {
+    process.stderr.write(`bind: ${err}\n`);
+    process.exit(1);
+  }
+  api.listen(0, '127.0.0.1', () => {
+    process.stdout.write(JSON.stringify({ grpc_port: gport, http_port: api.address().port }) + '\n');
+  });
+});
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();

@@ -1,0 +1,1183 @@
+/* ads.c - ADS (SotW) client: subscriptions, ACK/NACK, applying updates.
+ *
+ * State per type URL: the last accepted version, the newest nonce, and the
+ * accepted resources as proto3 JSON (name -> JSON).  Clusters are compiled
+ * when CDS accepts them (unchanged ones keep their object, host set and
+ * pools); an updated or new cluster is "warming" until it is initialized
+ * (EDS clusters: their ClusterLoadAssignment, or initial_fetch_timeout) and
+ * the previous version stays in use meanwhile.  Listeners are compiled once
+ * every RouteConfiguration their HCMs name (rds) arrived, or the RDS fetch
+ * timed out (then an empty route table: 404s, as Envoy); until then they are
+ * warming and not published.  Every accepted change builds a new snapshot
+ * from the static resources plus the active dynamic ones. */
+#include "ads.h"
+
+#include <math.h>
+#include "grpc_client.h"
+#include "pb_json.h"
+#include "../proxy/server.h"
+#include "../proxy/log.h"
+#include "../proxy/upstream/cluster.h"
+#include "envoy/service/discovery/v3/subset.pb-c.h"
+
+#define TYPE_CDS "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+#define TYPE_EDS "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+#define TYPE_LDS "type.googleapis.com/envoy.config.listener.v3.Listener"
+#define TYPE_RDS "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+#define TYPE_RESOURCE "type.googleapis.com/envoy.service.discovery.v3.Resource"
+#define ADS_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+#define BACKOFF_BASE_MS 500
+#define BACKOFF_MAX_MS 30000
+#define KEEPALIVE_MS 30000
+#define NACK_DELAY_BASE_MS 100
+#define NACK_DELAY_MAX_MS 10000
+
+enum { T_CDS, T_EDS, T_LDS, T_RDS, T_N };
+static const char *const type_urls[T_N] = { TYPE_CDS, TYPE_EDS, TYPE_LDS, TYPE_RDS };
+static const char *const type_names[T_N] = { "Cluster", "ClusterLoadAssignment", "Listener",
+					      "RouteConfiguration" };
+
+#define XDS_UPDATE_STATS(X) X(COUNTER, update_attempt) X(COUNTER, update_success) \
+	X(COUNTER, update_rejected) X(COUNTER, update_failure) X(COUNTER, update_empty) \
+	X(GAUGE, version) X(COUNTER, init_fetch_timeout)
+#define XU_ENUM(type, name) XU_##name,
+enum { XDS_UPDATE_STATS(XU_ENUM) XU_N };
+static const struct stat_desc xu_desc[] = { XDS_UPDATE_STATS(STATS_DESC) };
+#define CP_STATS(X) X(GAUGE, connected_state) X(COUNTER, stream_reconnects)
+#define CP_ENUM(type, name) CP_##name,
+enum { CP_STATS(CP_ENUM) CP_N };
+static const struct stat_desc cp_desc[] = { CP_STATS(STATS_DESC) };
+#define CM_STATS(X) X(GAUGE, active_clusters) X(GAUGE, warming_clusters)
+#define CM_ENUM(type, name) CM_##name,
+enum { CM_STATS(CM_ENUM) CM_N };
+static const struct stat_desc cm_desc[] = { CM_STATS(STATS_DESC) };
+
+struct xtype {
+	char *version;              /* owned: last accepted version_info ("" none) */
+	char *nonce;                /* owned: newest nonce on this stream */
+	json_t *res;                /* owned: accepted resources, name -> JSON */
+	json_t *sent_names;         /* owned: resource_names last requested (EDS/RDS) */
+	bool got_first;             /* a response arrived (initial fetch) */
+	char *nacked_version;       /* owned: last version NACKed (log once) */
+	unsigned nack_repeats;      /* the same version NACKed again in a row */
+	struct event *nack_ev;      /* owned: a delayed repeat NACK */
+	char *nack_err;             /* owned: its error_detail */
+	struct ads *owner;
+	int type;
+	struct stats_scope *stats;  /* owned for CDS/LDS, else NULL */
+};
+
+struct dyn_cluster {                /* one CDS resource */
+	char *name;                 /* owned */
+	struct cluster *active;     /* ref, in snapshots; NULL until first warmed */
+	struct cluster *warming;    /* ref, started, not initialized yet; or NULL */
+	struct event *timer;        /* owned: EDS initial_fetch_timeout of warming */
+};
+
+struct dyn_listener {               /* one LDS resource */
+	char *name;                 /* owned */
+	struct listener_cfg *l;     /* ref: compiled, published; NULL while warming */
+	json_t *rds_used;           /* owned: {name: RouteConfiguration} it was compiled with */
+};
+
+struct ads {
+	struct server *srv;
+	struct grpc_client *g;      /* owned, NULL while disconnected */
+	struct event *retry_ev;     /* owned: reconnect (backoff) */
+	struct event *free_ev;      /* owned: frees a closed client outside its callback */
+	struct event *init_ev;      /* owned: initial fetch timeout */
+	struct event *rds_ev;       /* owned: RDS fetch timeout */
+	struct event *publish_ev;   /* owned: coalesced snapshot publication */
+	struct grpc_client *dead;   /* closed client waiting for free_ev */
+	uint64_t backoff_ms;
+	bool node_sent, got_response, initial_done, rds_timed_out;
+	struct xtype t[T_N];
+	struct dyn_cluster *dc;     /* owned [ndc] */
+	size_t ndc;
+	struct dyn_listener *dl;    /* owned [ndl] */
+	size_t ndl;
+	struct cluster **scl;       /* refs [nscl]: the bootstrap's clusters */
+	size_t nscl;
+	struct listener_cfg **sl;   /* refs [nsl]: the bootstrap's listeners */
+	size_t nsl;
+	json_t *bootstrap;          /* ref */
+	struct stats_scope *cp_stats, *cm_stats; /* owned */
+	struct pb_json_ctx pj;
+};
+
+static void ads_connect(struct ads *a);
+static void send_request(struct ads *a, int t, const char *error);
+static void try_publish(struct ads *a);
+static void check_initial(struct ads *a);
+static void refresh_tcp_listeners(struct ads *a);
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static void set_str(char **p, const char *v)
+{
+	free(*p);
+	*p = v ? xstrdup(v) : NULL;
+}
+
+static int64_t version_gauge(const char *v)
+{
+	char *end;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (*v && !*end)
+		return (int64_t)n;
+	uint64_t h = 1469598103934665603ull;
+	while (*v)
+		h = (h ^ (unsigned char)*v++) * 1099511628211ull;
+	return (int64_t)(h >> 12);
+}
+
+/* The keys of a set object as a sorted array (stable subscriptions). */
+static int cmp_str(const void *x, const void *y)
+{
+	return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+static json_t *set_to_array(json_t *set)
+{
+	size_t n = json_object_size(set), i = 0;
+	const char **keys = xcalloc(n + 1, sizeof(*keys));
+	const char *k;
+	json_t *v, *arr = json_array();
+	json_object_foreach(set, k, v)
+		keys[i++] = k;
+	qsort(keys, n, sizeof(*keys), cmp_str);
+	for (i = 0; i < n; i++)
+		json_array_append_new(arr, json_string(keys[i]));
+	free(keys);
+	json_decref(set);
+	return arr;
+}
+
+static struct dyn_listener *find_dl(struct ads *a, const char *name)
+{
+	for (size_t i = 0; i < a->ndl; i++)
+		if (a->dl[i].name && !strcmp(a->dl[i].name, name))
+			return &a->dl[i];
+	return NULL;
+}
+
+static void dc_clear(struct dyn_cluster *d)
+{
+	if (d->timer)
+		event_free(d->timer);
+	d->timer = NULL;
+	cluster_unref(d->active);
+	cluster_unref(d->warming);
+	free(d->name);
+}
+
+static void dl_clear(struct dyn_listener *d)
+{
+	listener_unref(d->l);
+	json_decref(d->rds_used);
+	free(d->name);
+}
+
+/* Append "<resource>: <error>" to the NACK detail. */
+static void add_error(char *buf, size_t size, const char *type, const char *name, const char *err)
+{
+	size_t n = strlen(buf);
+	if (n + 8 >= size)
+		return;
+	snprintf(buf + n, size - n, "%s%s '%s': %s", n ? "; " : "", type, name ? name : "?", err);
+}
+
+/* ---- clusters (CDS, EDS) -------------------------------------------------------- */
+
+static void cluster_warmed(struct cluster *cl, void *arg)
+{
+	struct ads *a = arg;
+	for (size_t i = 0; i < a->ndc; i++) {
+		struct dyn_cluster *d = &a->dc[i];
+		if (d->warming != cl)
+			continue;
+		if (d->timer)
+			event_free(d->timer);
+		d->timer = NULL;
+		cluster_unref(d->active);
+		d->active = d->warming;
+		d->warming = NULL;
+		log_info("xds: cluster '%s' warmed", d->name);
+		refresh_tcp_listeners(a);
+		break;
+	}
+	try_publish(a);
+	check_initial(a);
+}
+
+static void eds_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	cluster_eds_fetch_timeout(arg);   /* the warming cluster; calls cluster_warmed */
+}
+
+/* Start a compiled cluster warming; EDS data already received is applied. */
+static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *cl)
+{
+	cluster_unref(d->warming);
+	if (d->timer)
+		event_free(d->timer);
+	d->timer = NULL;
+	d->warming = cl;
+	if (cl->type == CLUSTER_EDS) {
+		const json_t *cla = json_object_get(a->t[T_EDS].res, cl->eds_service_name);
+		if (cla) {
+			struct cfg_ctx c;
+			cfg_init(&c, NULL, NULL);
+			if (cluster_eds_update(cl, &c, cla))
+				log_warn("xds: cluster '%s': stored endpoints rejected: %s", d->name, c.err);
+		} else if (cl->eds_fetch_timeout_ms) {
+			uint64_t ms = cl->eds_fetch_timeout_ms;
+			struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+			d->timer = evtimer_new(a->srv->base, eds_timeout_cb, cl);
+			event_add(d->timer, &tv);
+		}
+	}
+	cluster_start(cl, a->srv->base, cluster_warmed, a);
+}
+
+/* EDS subscription: the service names of the EDS clusters (active or warming). */
+static json_t *eds_names(struct ads *a)
+{
+	json_t *set = json_object();
+	for (size_t i = 0; i < a->ndc; i++) {
+		struct cluster *cls[2] = { a->dc[i].active, a->dc[i].warming };
+		for (int k = 0; k < 2; k++)
+			if (cls[k] && cls[k]->type == CLUSTER_EDS)
+				json_object_set_new(set, cls[k]->eds_service_name, json_true());
+	}
+	return set_to_array(set);
+}
+
+/* A static snapshot of the current clusters for compiling listeners (route
+ * and tcp_proxy cluster references). */
+static struct snapshot *cluster_view(struct ads *a)
+{
+	size_t n = 0;
+	struct cluster **cl = xcalloc(a->nscl + a->ndc + 1, sizeof(*cl));
+	for (size_t i = 0; i < a->nscl; i++)
+		cl[n++] = a->scl[i];
+	for (size_t i = 0; i < a->ndc; i++)
+		if (a->dc[i].active || a->dc[i].warming)
+			cl[n++] = a->dc[i].active ? a->dc[i].active : a->dc[i].warming;
+	struct snapshot *s = snapshot_compose(cl, n, NULL, 0, NULL);
+	free(cl);
+	return s;
+}
+
+static void apply_cds(struct ads *a, json_t *got, char *err, size_t errlen)
+{
+	struct build_ctx b = { .srv = a->srv, .stats = a->srv->stats, .nworkers = a->srv->nworkers };
+	size_t cap = json_object_size(got) + 1, nn = 0, nstart = 0;
+	struct dyn_cluster *nd = xcalloc(cap, sizeof(*nd));
+	struct cluster **start = xcalloc(cap, sizeof(*start));
+	size_t *start_idx = xcalloc(cap, sizeof(*start_idx));
+	const char *name;
+	json_t *j;
+
+	json_t *index = json_object();   /* name -> position in a->dc: O(1) lookups */
+	for (size_t i = 0; i < a->ndc; i++)
+		json_object_set_new(index, a->dc[i].name, json_integer((json_int_t)i));
+	json_object_foreach(got, name, j) {
+		json_t *pos = json_object_get(index, name);
+		struct dyn_cluster *old = pos ? &a->dc[json_integer_value(pos)] : NULL, take = { 0 };
+		bool is_static = false;
+		for (size_t i = 0; i < a->nscl; i++)
+			is_static |= !strcmp(a->scl[i]->name, name);
+		if (is_static) {
+			add_error(err, errlen, "Cluster", name, "a static cluster has that name");
+			continue;
+		}
+		if (old) {
+			take = *old;
+			memset(old, 0, sizeof(*old));
+		} else {
+			take.name = xstrdup(name);
+		}
+		struct cluster *cur = take.warming ? take.warming : take.active;
+		if (cur && json_equal(cur->json, j)) {   /* unchanged: keep it */
+			nd[nn++] = take;
+			continue;
+		}
+		struct cfg_ctx c;
+		cfg_init(&c, NULL, NULL);
+		if (a->srv->opt.allow_unknown_fields)
+			c.flags |= CFG_F_ALLOW_UNKNOWN;
+		struct cluster *cl = cluster_parse(&c, j, &b);
+		if (!cl) {
+			add_error(err, errlen, "Cluster", name, c.err);
+			if (cur)   /* the previous version stays */
+				nd[nn++] = take;
+			else
+				dc_clear(&take);
+			continue;
+		}
+		start[nstart] = cl;
+		start_idx[nstart++] = nn;
+		nd[nn++] = take;
+	}
+	json_decref(index);
+	/* clusters absent from the full state are removed */
+	bool removed = false;
+	for (size_t i = 0; i < a->ndc; i++) {
+		if (a->dc[i].name) {
+			log_info("xds: cluster '%s' removed", a->dc[i].name);
+			removed = true;
+		}
+		dc_clear(&a->dc[i]);
+	}
+	free(a->dc);
+	a->dc = nd;
+	a->ndc = nn;
+	if (removed)
+		refresh_tcp_listeners(a);
+	/* start after the swap: a cluster may initialize synchronously */
+	for (size_t i = 0; i < nstart; i++)
+		start_warming(a, &a->dc[start_idx[i]], start[i]);
+	free(start);
+	free(start_idx);
+}
+
+static void apply_eds(struct ads *a, json_t *got, char *err, size_t errlen)
+{
+	const char *name;
+	json_t *j;
+	/* service name -> [cluster objects (active and warming) using it] */
+	json_t *users = json_object();
+	for (size_t i = 0; i < a->ndc; i++) {
+		struct cluster *cls[2] = { a->dc[i].active, a->dc[i].warming };
+		for (int k = 0; k < 2; k++) {
+			if (!cls[k] || cls[k]->type != CLUSTER_EDS)
+				continue;
+			json_t *l = json_object_get(users, cls[k]->eds_service_name);
+			if (!l)
+				json_object_set_new(users, cls[k]->eds_service_name, l = json_array());
+			json_array_append_new(l, json_integer((json_int_t)(uintptr_t)cls[k]));
+		}
+	}
+	if (!a->t[T_EDS].res)
+		a->t[T_EDS].res = json_object();
+	json_object_foreach(got, name, j) {
+		bool bad = false;
+		size_t i;
+		json_t *v;
+		if (json_equal(json_object_get(a->t[T_EDS].res, name), j))
+			continue;   /* unchanged ClusterLoadAssignment */
+		json_array_foreach(json_object_get(users, name), i, v) {
+			struct cluster *cl = (struct cluster *)(uintptr_t)json_integer_value(v);
+			struct cfg_ctx c;
+			cfg_init(&c, NULL, NULL);
+			if (cluster_eds_update(cl, &c, j)) {
+				add_error(err, errlen, "ClusterLoadAssignment", name, c.err);
+				bad = true;
+			}
+		}
+		/* accepted state: only what applied (a rejected one is retried when resent) */
+		if (!bad)
+			json_object_set(a->t[T_EDS].res, name, j);
+	}
+	json_decref(users);
+}
+
+/* ---- listeners (LDS, RDS) -------------------------------------------------------- */
+
+/* The RDS names an LDS resource's HCMs reference (filter_chains[].filters[]
+ * and default_filter_chain), as a JSON array. */
+static json_t *listener_rds_names(const json_t *l)
+{
+	json_t *names = json_array();
+	const json_t *chains[2] = { json_object_get(l, "filter_chains"), NULL };
+	json_t *one = json_array();
+	if (json_object_get(l, "default_filter_chain"))
+		json_array_append(one, json_object_get(l, "default_filter_chain"));
+	chains[1] = one;
+	for (int k = 0; k < 2; k++) {
+		size_t i;
+		const json_t *fc;
+		json_array_foreach(chains[k], i, fc) {
+			size_t m;
+			const json_t *f;
+			json_array_foreach(json_object_get(fc, "filters"), m, f) {
+				const json_t *rds = json_object_get(json_object_get(f, "typed_config"), "rds");
+				const char *rn = json_string_value(json_object_get(rds, "route_config_name"));
+				if (rn)
+					json_array_append_new(names, json_string(rn));
+			}
+		}
+	}
+	json_decref(one);
+	return names;
+}
+
+/* A tcp_proxy filter holds references to the cluster objects it was compiled
+ * with: such listeners are recompiled when a cluster object changes. */
+static bool listener_has_tcp_proxy(const json_t *l)
+{
+	size_t i, m;
+	const json_t *fc, *f;
+	json_array_foreach(json_object_get(l, "filter_chains"), i, fc) {
+		json_array_foreach(json_object_get(fc, "filters"), m, f) {
+			const char *t = json_string_value(json_object_get(json_object_get(f, "typed_config"),
+									  "@type"));
+			const char *n = json_string_value(json_object_get(f, "name"));
+			if ((t && strstr(t, ".tcp_proxy.")) || (n && strstr(n, "tcp_proxy")))
+				return true;
+		}
+	}
+	return false;
+}
+
+static const json_t *rds_lookup(void *arg, const char *name)
+{
+	json_t *used = arg;   /* name -> RouteConfiguration, filled by compile_listener */
+	return json_object_get(used, name);
+}
+
+/* Compile LDS resource j if its routes are there.  Returns 1 compiled (or
+ * unchanged), 0 warming, -1 error (err set). */
+static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t *j,
+			    struct snapshot *view, char *err, size_t errlen, const char *blame,
+			    bool clusters_changed)
+{
+	json_t *names = listener_rds_names(j), *used = json_object();
+	size_t i;
+	json_t *n;
+	int rc = 1;
+	json_array_foreach(names, i, n) {
+		const char *rn = json_string_value(n);
+		json_t *r = json_object_get(a->t[T_RDS].res, rn);
+		if (!r && a->rds_timed_out)
+			r = json_pack("{s:s}", "name", rn);   /* empty table: 404s (Envoy) */
+		else if (r)
+			json_incref(r);
+		if (!r) {
+			rc = 0;
+			break;
+		}
+		json_object_set_new(used, rn, r);
+	}
+	json_decref(names);
+	if (rc == 0 || (d->l && json_equal(d->l->json, j) && json_equal(d->rds_used, used) &&
+			!(clusters_changed && listener_has_tcp_proxy(j)))) {
+		json_decref(used);
+		return rc;
+	}
+	struct build_ctx b = { .srv = a->srv, .snap = view, .stats = a->srv->stats,
+			       .nworkers = a->srv->nworkers, .rds_lookup = rds_lookup,
+			       .rds_arg = used };
+	struct cfg_ctx c;
+	cfg_init(&c, NULL, NULL);
+	if (a->srv->opt.allow_unknown_fields)
+		c.flags |= CFG_F_ALLOW_UNKNOWN;
+	struct listener_cfg *l = listener_parse(&c, j, &b);
+	if (!l) {
+		add_error(err, errlen, blame ? "RouteConfiguration" : "Listener",
+			  blame ? blame : d->name, c.err);
+		json_decref(used);
+		return -1;
+	}
+	for (size_t k = 0; k < a->nsl; k++)
+		if ((a->sl[k]->addrlen == l->addrlen && !memcmp(&a->sl[k]->addr, &l->addr, l->addrlen)) ||
+		    !strcmp(a->sl[k]->name, l->name)) {
+			add_error(err, errlen, "Listener", d->name,
+				  "a static listener has that name or address");
+			listener_unref(l);
+			json_decref(used);
+			return -1;
+		}
+	listener_unref(d->l);
+	d->l = l;
+	json_decref(d->rds_used);
+	d->rds_used = used;
+	return 1;
+}
+
+static void rds_timeout_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Recompile the listeners of the accepted LDS state; blame_rds: the RDS
+ * resource being applied (its errors NACK RDS), or NULL (LDS update). */
+static void rebuild_listeners_ex(struct ads *a, char *err, size_t errlen, const char *blame_rds,
+				 bool clusters_changed)
+{
+	struct snapshot *view = cluster_view(a);
+	struct dyn_listener *nd = xcalloc(json_object_size(a->t[T_LDS].res) + 1, sizeof(*nd));
+	size_t nn = 0;
+	const char *name;
+	json_t *j;
+	bool warming = false;
+
+	json_t *drop = json_array();
+	json_object_foreach(a->t[T_LDS].res, name, j) {
+		struct dyn_listener *old = find_dl(a, name);
+		if (old) {
+			nd[nn] = *old;
+			memset(old, 0, sizeof(*old));
+		} else {
+			nd[nn].name = xstrdup(name);
+		}
+		int rc = compile_listener(a, &nd[nn], j, view, err, errlen, blame_rds, clusters_changed);
+		if (rc == 0)
+			warming = true;
+		for (size_t k = 0; rc > 0 && k < nn; k++) {
+			const struct listener_cfg *o = nd[k].l, *l = nd[nn].l;
+			if (o && o->addrlen == l->addrlen && !memcmp(&o->addr, &l->addr, l->addrlen)) {
+				/* SO_REUSEPORT would let both bind and split the traffic */
+				add_error(err, errlen, "Listener", name, "another listener has that address");
+				rc = -1;
+				listener_unref(nd[nn].l);
+				nd[nn].l = NULL;
+				json_decref(nd[nn].rds_used);
+				nd[nn].rds_used = NULL;
+				break;
+			}
+		}
+		if (rc < 0 && !blame_rds) {
+			/* rejected: the accepted state keeps the previous version (or
+			 * nothing), so a later RDS update does not retry it */
+			if (nd[nn].l) {
+				json_object_set(a->t[T_LDS].res, name, nd[nn].l->json);
+			} else {
+				json_array_append_new(drop, json_string(name));
+				dl_clear(&nd[nn]);
+				memset(&nd[nn], 0, sizeof(nd[nn]));
+				continue;
+			}
+		}
+		nn++;
+	}
+	size_t di;
+	json_t *dn;
+	json_array_foreach(drop, di, dn)
+		json_object_del(a->t[T_LDS].res, json_string_value(dn));
+	json_decref(drop);
+	for (size_t i = 0; i < a->ndl; i++) {
+		if (a->dl[i].name)
+			log_info("xds: listener '%s' removed", a->dl[i].name);
+		dl_clear(&a->dl[i]);
+	}
+	free(a->dl);
+	a->dl = nd;
+	a->ndl = nn;
+	snapshot_unref(view);
+	if (warming && !a->rds_timed_out && a->srv->xds.lds_timeout_ms &&
+	    !evtimer_pending(a->rds_ev, NULL)) {
+		uint64_t ms = a->srv->xds.lds_timeout_ms;
+		struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+		evtimer_add(a->rds_ev, &tv);
+	}
+}
+
+static void rebuild_listeners(struct ads *a, char *err, size_t errlen, const char *blame_rds)
+{
+	rebuild_listeners_ex(a, err, errlen, blame_rds, false);
+}
+
+/* Cluster objects changed (warmed or removed): recompile tcp_proxy listeners. */
+static void refresh_tcp_listeners(struct ads *a)
+{
+	char err[2048] = "";
+	if (!a->ndl)
+		return;
+	rebuild_listeners_ex(a, err, sizeof(err), NULL, true);
+	if (err[0])
+		log_warn("xds: after a cluster change: %s (the previous listener version stays)", err);
+}
+
+static json_t *rds_names(struct ads *a)
+{
+	json_t *set = json_object();
+	const char *name;
+	json_t *j;
+	json_object_foreach(a->t[T_LDS].res, name, j) {
+		json_t *n = listener_rds_names(j), *v;
+		size_t i;
+		json_array_foreach(n, i, v)
+			json_object_set_new(set, json_string_value(v), json_true());
+		json_decref(n);
+	}
+	return set_to_array(set);
+}
+
+static void rds_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ads *a = arg;
+	char err[2048] = "";
+	(void)fd;
+	(void)what;
+	log_warn("xds: RDS initial_fetch_timeout: listeners without their routes start with an "
+		 "empty route table");
+	a->rds_timed_out = true;
+	rebuild_listeners(a, err, sizeof(err), NULL);
+	if (err[0])
+		log_warn("xds: %s", err);
+	try_publish(a);
+	check_initial(a);
+}
+
+/* ---- publishing ------------------------------------------------------------------ */
+
+/* Compose and publish now (see try_publish). */
+static void do_publish(struct ads *a)
+{
+	size_t nc = 0, nl = 0, warming = 0;
+	struct cluster **cl = xcalloc(a->nscl + a->ndc + 1, sizeof(*cl));
+	struct listener_cfg **l = xcalloc(a->nsl + a->ndl + 1, sizeof(*l));
+	for (size_t i = 0; i < a->nscl; i++)
+		cl[nc++] = a->scl[i];
+	for (size_t i = 0; i < a->ndc; i++) {
+		if (a->dc[i].active)
+			cl[nc++] = a->dc[i].active;
+		warming += a->dc[i].warming != NULL;
+	}
+	for (size_t i = 0; i < a->nsl; i++)
+		l[nl++] = a->sl[i];
+	for (size_t i = 0; i < a->ndl; i++)
+		if (a->dl[i].l)
+			l[nl++] = a->dl[i].l;
+	/* unchanged? (same objects as the current snapshot) */
+	struct snapshot *cur = a->srv->snap;
+	bool same = cur && cur->nclusters == nc && cur->nlisteners == nl;
+	for (size_t i = 0; same && i < nc; i++)
+		same = cur->clusters[i] == cl[i];
+	for (size_t i = 0; same && i < nl; i++)
+		same = cur->listeners[i] == l[i];
+	if (!same) {
+		struct snapshot *s = snapshot_compose(cl, nc, l, nl, a->bootstrap);
+		server_xds_publish(a->srv, s);
+		log_info("xds: published configuration %llu: %zu cluster(s) (%zu warming), "
+			 "%zu listener(s)", (unsigned long long)s->version, nc, warming, nl);
+	}
+	stats_gauge_set(a->cm_stats, CM_active_clusters, (int64_t)nc);
+	stats_gauge_set(a->cm_stats, CM_warming_clusters, (int64_t)warming);
+	free(cl);
+	free(l);
+}
+
+static void publish_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	do_publish(arg);
+}
+
+/* Publish once the current event is handled: a response that warms many
+ * clusters (each EDS assignment, each cluster_warmed) builds one snapshot,
+ * not one per cluster. */
+static void try_publish(struct ads *a)
+{
+	struct timeval zero = { 0, 0 };
+	if (!evtimer_pending(a->publish_ev, NULL))
+		evtimer_add(a->publish_ev, &zero);
+}
+
+static void flush_publish(struct ads *a)
+{
+	if (evtimer_pending(a->publish_ev, NULL)) {
+		evtimer_del(a->publish_ev);
+		do_publish(a);
+	}
+}
+
+static void check_initial(struct ads *a)
+{
+	const struct xds_bootstrap *x = &a->srv->xds;
+	if (a->initial_done)
+		return;
+	if ((x->cds && !a->t[T_CDS].got_first) || (x->lds && !a->t[T_LDS].got_first))
+		return;
+	for (size_t i = 0; i < a->ndc; i++)
+		if (a->dc[i].warming)
+			return;
+	for (size_t i = 0; i < a->ndl; i++)
+		if (!a->dl[i].l)
+			return;
+	a->initial_done = true;
+	evtimer_del(a->init_ev);
+	flush_publish(a);   /* the workers start on the complete configuration */
+	log_info("xds: initial fetch complete");
+	server_xds_initial_fetch_done(a->srv);
+}
+
+static void init_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ads *a = arg;
+	(void)fd;
+	(void)what;
+	if (a->initial_done)
+		return;
+	log_warn("xds: initial fetch timed out; serving what arrived");
+	for (int t = T_CDS; t < T_N; t++)
+		if (a->t[t].stats)
+			stats_inc(a->t[t].stats, 0, XU_init_fetch_timeout);
+	a->initial_done = true;
+	flush_publish(a);
+	server_xds_initial_fetch_done(a->srv);
+}
+
+/* ---- the protocol ------------------------------------------------------------------ */
+
+static void send_request(struct ads *a, int t, const char *error)
+{
+	Envoy__Service__Discovery__V3__DiscoveryRequest rq =
+		ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_REQUEST__INIT;
+	Envoy__Config__Core__V3__Node node = ENVOY__CONFIG__CORE__V3__NODE__INIT;
+	Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
+	struct xtype *x = &a->t[t];
+	char **names = NULL;
+
+	if (!a->g)
+		return;
+	rq.type_url = (char *)type_urls[t];
+	rq.version_info = x->version ? x->version : "";
+	rq.response_nonce = x->nonce ? x->nonce : "";
+	if (!a->node_sent || !a->srv->xds.node_first_only) {
+		node.id = a->srv->node_id;
+		node.cluster = a->srv->node_cluster;
+		node.user_agent_name = "remora";
+		node.user_agent_version_type_case =
+			ENVOY__CONFIG__CORE__V3__NODE__USER_AGENT_VERSION_TYPE_USER_AGENT_VERSION;
+		node.user_agent_version = "0.1.0";
+		rq.node = &node;
+		a->node_sent = true;
+	}
+	if (x->sent_names) {
+		size_t n = json_array_size(x->sent_names);
+		names = xcalloc(n + 1, sizeof(*names));
+		for (size_t i = 0; i < n; i++)
+			names[i] = (char *)json_string_value(json_array_get(x->sent_names, i));
+		rq.n_resource_names = n;
+		rq.resource_names = names;
+	}
+	if (error) {
+		st.code = 13;   /* INTERNAL, as Envoy */
+		st.message = (char *)error;
+		rq.error_detail = &st;
+	}
+	size_t len = protobuf_c_message_get_packed_size(&rq.base);
+	uint8_t *buf = xmalloc(len ? len : 1);
+	protobuf_c_message_pack(&rq.base, buf);
+	grpc_client_send(a->g, buf, len);
+	free(buf);
+	free(names);
+	log_debug("xds: sent %s request version '%s' nonce '%s'%s", type_names[t], rq.version_info,
+		  rq.response_nonce, error ? " (NACK)" : "");
+}
+
+/* EDS/RDS: request again when the set of names changed. */
+static void update_subscription(struct ads *a, int t, json_t *names)
+{
+	struct xtype *x = &a->t[t];
+	if (x->sent_names && json_equal(x->sent_names, names)) {
+		json_decref(names);
+		return;
+	}
+	json_decref(x->sent_names);
+	x->sent_names = names;
+	send_request(a, t, NULL);
+}
+
+static void update_subscriptions(struct ads *a)
+{
+	update_subscription(a, T_EDS, eds_names(a));
+	if (a->srv->xds.lds)
+		update_subscription(a, T_RDS, rds_names(a));
+}
+
+/* Decode one resource to JSON and its name; NULL with err on failure. */
+/* The name of a resource that failed to convert, for the NACK ("" if none). */
+static void resource_name(const char *url, const uint8_t *data, size_t len, int t, char *out,
+			  size_t outlen)
+{
+	const ProtobufCMessageDescriptor *d = pb_find_descriptor(url);
+	ProtobufCMessage *m = d ? protobuf_c_message_unpack(d, NULL, len, data) : NULL;
+	const ProtobufCFieldDescriptor *f =
+		m ? protobuf_c_message_descriptor_get_field_by_name(d, t == T_EDS ? "cluster_name"
+										     : "name")
+		  : NULL;
+	const char *v = f ? *(char *const *)((const char *)m + f->offset) : NULL;
+	snprintf(out, outlen, "%s", v ? v : "");
+	if (m)
+		protobuf_c_message_free_unpacked(m, NULL);
+}
+
+static json_t *decode_resource(struct ads *a, int t, const Google__Protobuf__Any *any, size_t idx,
+			       char *err, size_t errlen, char *name, size_t namelen)
+{
+	char path[64];
+	const char *url = any->type_url;
+	const uint8_t *data = any->value.data;
+	size_t len = any->value.len;
+	Envoy__Service__Discovery__V3__Resource *wrap = NULL;
+	json_t *j;
+
+	snprintf(path, sizeof(path), "resources[%zu]", idx);
+	if (url && !strcmp(url, TYPE_RESOURCE)) {   /* SotW TTL wrapper */
+		wrap = envoy__service__discovery__v3__resource__unpack(NULL, len, data);
+		if (!wrap || !wrap->resource) {
+			snprintf(err, errlen, "%s: malformed Resource wrapper", path);
+			if (wrap)
+				envoy__service__discovery__v3__resource__free_unpacked(wrap, NULL);
+			return NULL;
+		}
+		url = wrap->resource->type_url;
+		data = wrap->resource->value.data;
+		len = wrap->resource->value.len;
+	}
+	if (!url || strcmp(url, type_urls[t])) {
+		snprintf(err, errlen, "%s: %s does not match %s type URL in DiscoveryResponse", path,
+			 url ? url : "(none)", type_urls[t]);
+		j = NULL;
+	} else {
+		a->pj.flags = a->srv->opt.allow_unknown_fields ? PB_JSON_ALLOW_UNKNOWN : 0;
+		a->pj.unknown_seen = 0;
+		j = pb_any_to_json(&a->pj, url, data, len, path);
+		if (!j) {
+			snprintf(err, errlen, "%s", a->pj.err);
+			resource_name(url, data, len, t, name, namelen);
+		} else {
+			json_object_del(j, "@type");
+		}
+		if (a->pj.unknown_seen)
+			stats_add(a->srv->server_stats, 0, SRV_dynamic_unknown_fields,
+				  (int64_t)a->pj.unknown_seen);
+	}
+	if (wrap)
+		envoy__service__discovery__v3__resource__free_unpacked(wrap, NULL);
+	return j;
+}
+
+static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__DiscoveryResponse *r)
+{
+	int t;
+	char err[4096] = "";
+	for (t = 0; t < T_N; t++)
+		if (r->type_url && !strcmp(r->type_url, type_urls[t]))
+			break;
+	if (t == T_N) {
+		log_warn("xds: response for unsupported type '%s' ignored", r->type_url);
+		return;
+	}
+	struct xtype *x = &a->t[t];
+	set_str(&x->nonce, r->nonce);   /* always echo the newest nonce */
+	evtimer_del(x->nack_ev);        /* a delayed NACK is superseded */
+	if (x->stats)
+		stats_inc(x->stats, 0, XU_update_attempt);
+
+	/* decode everything first; names per type */
+	json_t *got = json_object();
+	for (size_t i = 0; i < r->n_resources; i++) {
+		char e[1024] = "", bad_name[256] = "";
+		json_t *j = decode_resource(a, t, r->resources[i], i, e, sizeof(e), bad_name,
+					    sizeof(bad_name));
+		const char *name = j ? json_string_value(json_object_get(j, t == T_EDS ? "cluster_name"
+											: "name"))
+				     : bad_name[0] ? bad_name : NULL;
+		if (j && (!name || !*name))
+			snprintf(e, sizeof(e), "resources[%zu]: missing %s", i,
+				 t == T_EDS ? "cluster_name" : "name");
+		else if (j && json_object_get(got, name))
+			snprintf(e, sizeof(e), "resources[%zu]: duplicate name", i);
+		if (e[0]) {
+			add_error(err, sizeof(err), type_names[t], name, e);
+			json_decref(j);
+			continue;
+		}
+		json_object_set_new(got, name, j);
+	}
+
+	/* unchanged resend of the accepted state: ACK without re-applying */
+	bool unchanged = !err[0] && x->res && json_equal(x->res, got) &&
+			 (t == T_CDS || t == T_LDS || json_object_size(got));
+	if (!unchanged) {
+		switch (t) {
+		case T_CDS:
+			apply_cds(a, got, err, sizeof(err));
+			/* accepted state: the versions in force (a rejected cluster
+			 * keeps its previous one, or is absent) */
+			json_decref(x->res);
+			x->res = json_object();
+			for (size_t i = 0; i < a->ndc; i++) {
+				struct cluster *cl = a->dc[i].warming ? a->dc[i].warming : a->dc[i].active;
+				if (cl)
+					json_object_set(x->res, a->dc[i].name, cl->json);
+			}
+			break;
+		case T_EDS:   /* SotW for EDS names only what was asked: merged */
+			apply_eds(a, got, err, sizeof(err));
+			break;
+		case T_LDS: {
+			json_t *prev = x->res;
+			x->res = json_incref(got);
+			rebuild_listeners(a, err, sizeof(err), NULL);
+			json_decref(prev);
+			break;
+		}
+		case T_RDS: {
+			const char *n;
+			json_t *v;
+			if (!x->res)
+				x->res = json_object();
+			json_object_foreach(got, n, v) {
+				json_t *old = json_incref(json_object_get(x->res, n));
+				char e2[2048] = "";
+				json_object_set(x->res, n, v);
+				rebuild_listeners(a, e2, sizeof(e2), n);
+				if (e2[0]) {   /* reject this route table: keep the old one */
+					add_error(err, sizeof(err), "RouteConfiguration", n, e2);
+					if (old)
+						json_object_set(x->res, n, old);
+					else
+						json_object_del(x->res, n);
+					char e3[256] = "";
+					rebuild_listeners(a, e3, sizeof(e3), NULL);
+				}
+				json_decref(old);
+			}
+			break;
+		}
+		}
+	}
+	json_decref(got);
+	x->got_first = true;
+	if (err[0]) {
+		bool again = x->nacked_version &&
+			     !strcmp(x->nacked_version, r->version_info ? r->version_info : "");
+		if (!again)
+			log_warn("xds: rejecting %s version '%s': %s", type_names[t], r->version_info, err);
+		set_str(&x->nacked_version, r->version_info ? r->version_info : "");
+		if (x->stats)
+			stats_inc(x->stats, 0, XU_update_rejected);
+		x->nack_repeats = again ? x->nack_repeats + 1 : 0;
+		if (!x->nack_repeats) {
+			send_request(a, t, err);
+		} else {
+			/* A server resending the rejected version at once (e.g.
+			 * go-control-plane answers every NACK with its snapshot)
+			 * would make a busy loop: repeat NACKs are delayed
+			 * 100 ms, doubling up to 10 s; a new response cancels. */
+			uint64_t ms = NACK_DELAY_BASE_MS << (x->nack_repeats > 8 ? 7 : x->nack_repeats - 1);
+			if (ms > NACK_DELAY_MAX_MS)
+				ms = NACK_DELAY_MAX_MS;
+			struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+			set_str(&x->nack_err, err);
+			evtimer_add(x->nack_ev, &tv);
+		}
+	} else {
+		x->nack_repeats = 0;
+		set_str(&x->version, r->version_info ? r->version_info : "");
+		if (x->stats) {
+			stats_inc(x->stats, 0, XU_update_success);
+			if (!r->n_resources)
+				stats_inc(x->stats, 0, XU_update_empty);
+			stats_gauge_set(x->stats, XU_version, version_gauge(x->version));
+		}
+		send_request(a, t, NULL);
+	}
+	update_subscriptions(a);
+	try_publish(a);
+	check_initial(a);
+}
+
+/* ---- the stream ------------------------------------------------------------------ */
+
+static void on_open(void *arg)
+{
+	struct ads *a = arg;
+	stats_gauge_set(a->cp_stats, CP_connected_state, 1);
+	log_info("xds: connected to '%s'", a->srv->xds.cluster);
+	/* (re)subscribe: nonces do not survive a stream; versions do */
+	a->node_sent = false;
+	for (int t = 0; t < T_N; t++) {
+		set_str(&a->t[t].nonce, NULL);
+		evtimer_del(a->t[t].nack_ev);
+		a->t[t].nack_repeats = 0;
+	}
+	if (a->srv->xds.cds)
+		send_request(a, T_CDS, NULL);
+	if (a->t[T_EDS].sent_names && json_array_size(a->t[T_EDS].sent_names))
+		send_request(a, T_EDS, NULL);
+	if (a->srv->xds.lds)
+		send_request(a, T_LDS, NULL);
+	if (a->t[T_RDS].sent_names && json_array_size(a->t[T_RDS].sent_names))
+		send_request(a, T_RDS, NULL);
+}
+
+static void on_message(void *arg, const uint8_t *data, size_t len)
+{
+	struct ads *a = arg;
+	Envoy__Service__Discovery__V3__DiscoveryResponse *r =
+		envoy__service__discovery__v3__discovery_response__unpack(NULL, len, data);
+	if (!r) {
+		log_warn("xds: malformed DiscoveryResponse (%zu bytes) ignored", len);
+		return;
+	}
+	a->got_response = true;
+	handle_response(a, r);
+	envoy__service__discovery__v3__discovery_response__free_unpacked(r, NULL);
+}
+
+static void free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ads *a = arg;
+	(void)fd;
+	(void)what;
+	grpc_client_free(a->dead);
+	a->dead = NULL;
+}
+
+static void schedule_reconnect(struct ads *a)
+{
+	/* jittered exponential backoff, reset after a stream that got a response */
+	if (a->got_response)
+		a->backoff_ms = 0;
+	a->got_response = false;
+	a->backoff_ms = a->backoff_ms ? a->backoff_ms * 2 : BACKOFF_BASE_MS;
+	if (a->backoff_ms > BACKOFF_MAX_MS)
+		a->backoff_ms = BACKOFF_MAX_MS;
+	uint64_t ms = a->backoff_ms / 2 + rand_u64() % (a->backoff_ms / 2 + 1);
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	evtimer_add(a->retry_ev, &tv);
+	log_info("xds: reconnecting in %llu ms", (unsigned long long)ms);
+}
+
+static void on_close(void *arg, int status, const char *message)
+{
+	struct ads *a = arg;
+	log_warn("xds: stream closed: grpc-status %d %s", status, message ? message : "");
+	stats_gauge_set(a->cp_stats, CP_connected_state, 0);
+	for (int t = 0; t < T_N; t++)   /* Envoy: a stream failure is an update failure */
+		if (a->t[t].stats)
+			stats_inc(a->t[t].stats, 0, XU_update_failure);
+	a->dead = a->g;
+	a->g = NULL;
+	struct timeval zero = { 0, 0 };
+	evtimer_add(a->free_ev, &zero);
+	schedule_reconnect(a);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct ads *a = arg;
+	stats_inc(a->cp_stats, 0, CP_stream_reconnects);
+	ads_connect(a);
+}
+
+static void nack_delayed_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct xtype *x = arg;
+	(void)fd;
+	(void)what;
+	send_request(x->owner, x->type, x->nack_err);
+}
+
+static void ads_connect(struct ads *a)
+{
+	static const struct grpc_client_cbs cbs = { on_open, on_message, on_close };
+	struct cluster *cl = snapshot_find_cluster(a->srv->snap, a->srv->xds.cluster);
+	struct hostset *hs = cl ? cl->hs : NULL;
+	if (!hs || !hs->n) {
+		log_warn("xds: cluster '%s' has no host yet", a->srv->xds.cluster);
+		schedule_reconnect(a);
+		return;
+	}
+	struct host *h = hs->hosts[rand_u64() % hs->n];
+	a->g = grpc_client_new(a->srv->base, (struct sockaddr *)&h->addr, h->addrlen,
+			       a->srv->xds.authority, ADS_PATH, KEEPALIVE_MS, &cbs, a);
+	if (!a->g)
+		schedule_reconnect(a);
+}
+
+struct ads *ads_start(struct server *srv)
+{
+	struct ads *a = xcalloc(1, sizeof(*a));
+	struct snapshot *s = srv->snap;
+	a->srv = srv;
+	a->bootstrap = json_incref(s->bootstrap);
+	a->scl = xcalloc(s->nclusters + 1, sizeof(*a->scl));
+	for (size_t i = 0; i < s->nclusters; i++)
+		a->scl[a->nscl++] = cluster_ref(s->clusters[i]);
+	a->sl = xcalloc(s->nlisteners + 1, sizeof(*a->sl));
+	for (size_t i = 0; i < s->nlisteners; i++)
+		a->sl[a->nsl++] = listener_ref(s->listeners[i]);
+	a->cp_stats = stats_scope_new(srv->stats, "control_plane", "control_plane", NULL, NULL,
+				      cp_desc, CP_N);
+	a->cm_stats = stats_scope_new(srv->stats, "cluster_manager", "cluster_manager", NULL, NULL,
+				      cm_desc, CM_N);
+	a->t[T_CDS].stats = stats_scope_new(srv->stats, "cluster_manager.cds", "cluster_manager.cds",
+					    NULL, NULL, xu_desc, XU_N);
+	a->t[T_LDS].stats = stats_scope_new(srv->stats, "listener_manager.lds",
+					    "listener_manager.lds", NULL, NULL, xu_desc, XU_N);
+	a->retry_ev = evtimer_new(srv->base, retry_cb, a);
+	a->free_ev = evtimer_new(srv->base, free_cb, a);
+	a->init_ev = evtimer_new(srv->base, init_timeout_cb, a);
+	a->rds_ev = evtimer_new(srv->base, rds_timeout_cb, a);
+	a->publish_ev = evtimer_new(srv->base, publish_cb, a);
+	for (int t = 0; t < T_N; t++) {
+		a->t[t].owner = a;
+		a->t[t].type = t;
+		a->t[t].nack_ev = evtimer_new(srv->base, nack_delayed_cb, &a->t[t]);
+	}
+	uint64_t ms = srv->xds.cds_timeout_ms > srv->xds.lds_timeout_ms ? srv->xds.cds_timeout_ms
+									 : srv->xds.lds_timeout_ms;
+	if (ms && srv->xds.cds && srv->xds.lds && (!srv->xds.cds_timeout_ms || !srv->xds.lds_timeout_ms))
+		ms = 0;   /* one of them waits forever */
+	if (ms) {
+		/* EDS and RDS have their own timeouts after CDS/LDS: allow for both */
+		struct timeval tv = { (time_t)(2 * ms / 1000), (suseconds_t)(2 * ms % 1000) * 1000 };
+		evtimer_add(a->init_ev, &tv);
+	}
+	if (!srv->xds.cds && !srv->xds.lds) {
+		a->initial_done = true;
+		server_xds_initial_fetch_done(srv);
+	}
+	ads_connect(a);
+	return a;
+}
+
+void ads_free(struct ads *a)
+{
+	if (!a)
+		return;
+	grpc_client_free(a->g);
+	grpc_client_free(a->dead);
+	event_free(a->retry_ev);
+	event_free(a->free_ev);
+	event_free(a->init_ev);
+	event_free(a->rds_ev);
+	event_free(a->publish_ev);
+	for (size_t i = 0; i < a->ndc; i++)
+		dc_clear(&a->dc[i]);
+	free(a->dc);
+	for (size_t i = 0; i < a->ndl; i++)
+		dl_clear(&a->dl[i]);
+	free(a->dl);
+	for (size_t i = 0; i < a->nscl; i++)
+		cluster_unref(a->scl[i]);
+	free(a->scl);
+	for (size_t i = 0; i < a->nsl; i++)
+		listener_unref(a->sl[i]);
+	free(a->sl);
+	for (int t = 0; t < T_N; t++) {
+		free(a->t[t].version);
+		free(a->t[t].nonce);
+		free(a->t[t].nacked_version);
+		free(a->t[t].nack_err);
+		event_free(a->t[t].nack_ev);
+		json_decref(a->t[t].res);
+		json_decref(a->t[t].sent_names);
+		stats_scope_free(a->t[t].stats);
+	}
+	stats_scope_free(a->cp_stats);
+	stats_scope_free(a->cm_stats);
+	json_decref(a->bootstrap);
+	free(a);
+}

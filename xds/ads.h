@@ -1,0 +1,21 @@
+/* ads.h - the xDS client: one ADS stream (gRPC, state of the world).
+ *
+ * Main thread only.  Subscribes to CDS and LDS (wildcard) and to the EDS and
+ * RDS resources the accepted clusters and listeners name; ACKs/NACKs per
+ * type URL; compiles resources with the same compiler as the bootstrap and
+ * publishes new snapshots (server_xds_publish) once what they need has
+ * warmed.  See docs/xds.md. */
+#ifndef REMORA_XDS_ADS_H
+#define REMORA_XDS_ADS_H
+
+#include "xds_bootstrap.h"
+
+struct server;
+struct ads;
+
+/* Start the client (srv->xds must be enabled).  The server's initial-fetch
+ * hold is released through server_xds_initial_fetch_done(). */
+struct ads *ads_start(struct server *srv);
+void ads_free(struct ads *a);   /* accepts NULL */
+
+#endif

@@ -1,0 +1,318 @@
+/* grpc_client.c - a gRPC bidi stream over h2c on nghttp2 (client side). */
+#include "grpc_client.h"
+
+#include <errno.h>
+#include <string.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <nghttp2/nghttp2.h>
+#include "../proxy/common.h"
+#include "../proxy/log.h"
+
+#define GRPC_MAX_MSG (64u << 20)   /* refuse larger messages (64 MiB) */
+
+struct grpc_client {
+	struct event_base *base;
+	struct bufferevent *bev;            /* owned */
+	nghttp2_session *h2;                /* owned */
+	int32_t stream_id;
+	struct evbuffer *out;               /* owned: framed messages not yet given to nghttp2 */
+	struct evbuffer *in;                /* owned: response DATA not yet parsed */
+	struct event *ka_timer;             /* owned: keepalive */
+	uint64_t keepalive_ms, last_rx_ms;
+	char *authority, *path;             /* owned */
+	int status;                         /* grpc-status seen, -1 none */
+	char message[256];                  /* grpc-message */
+	int http_status;
+	bool open, closed, data_deferred;
+	struct grpc_client_cbs cbs;
+	void *arg;
+};
+
+static void finish(struct grpc_client *g, int status, const char *msg)
+{
+	if (g->closed)
+		return;
+	g->closed = true;
+	if (g->ka_timer)
+		event_del(g->ka_timer);
+	if (g->bev)
+		bufferevent_disable(g->bev, EV_READ | EV_WRITE);
+	g->cbs.on_close(g->arg, status, msg);
+}
+
+static void flush(struct grpc_client *g)
+{
+	if (g->closed)
+		return;
+	for (;;) {
+		const uint8_t *data;
+		ssize_t n = nghttp2_session_mem_send(g->h2, &data);
+		if (n < 0) {
+			finish(g, 14, nghttp2_strerror((int)n));
+			return;
+		}
+		if (n == 0)
+			break;
+		bufferevent_write(g->bev, data, (size_t)n);
+	}
+	if (!nghttp2_session_want_read(g->h2) && !nghttp2_session_want_write(g->h2))
+		finish(g, g->status >= 0 ? g->status : 14,
+		       g->message[0] ? g->message : "connection closed");
+}
+
+static ssize_t read_body(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
+			 uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+	struct grpc_client *g = ud;
+	(void)s;
+	(void)sid;
+	(void)flags;
+	(void)src;
+	size_t have = evbuffer_get_length(g->out);
+	if (!have) {
+		g->data_deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	return evbuffer_remove(g->out, buf, len);
+}
+
+static void parse_messages(struct grpc_client *g)
+{
+	while (!g->closed) {
+		uint8_t hdr[5];
+		if (evbuffer_copyout(g->in, hdr, 5) < 5)
+			return;
+		uint32_t n = (uint32_t)hdr[1] << 24 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 8 | hdr[4];
+		if (hdr[0] != 0 || n > GRPC_MAX_MSG) {
+			nghttp2_submit_rst_stream(g->h2, NGHTTP2_FLAG_NONE, g->stream_id, NGHTTP2_CANCEL);
+			finish(g, 13, hdr[0] ? "compressed gRPC messages are not supported"
+					     : "gRPC message too large");
+			return;
+		}
+		if (evbuffer_get_length(g->in) < 5 + (size_t)n)
+			return;
+		evbuffer_drain(g->in, 5);
+		uint8_t *p = evbuffer_pullup(g->in, n);
+		g->cbs.on_message(g->arg, p ? p : (uint8_t *)"", n);
+		evbuffer_drain(g->in, n);
+	}
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
+			 size_t len, void *ud)
+{
+	struct grpc_client *g = ud;
+	(void)s;
+	(void)flags;
+	if (sid == g->stream_id) {
+		evbuffer_add(g->in, data, len);
+		parse_messages(g);
+	}
+	return 0;
+}
+
+static void pct_decode(char *s)
+{
+	char *o = s;
+	for (; *s; s++) {
+		if (*s == '%' && s[1] && s[2]) {
+			char h[3] = { s[1], s[2], 0 };
+			*o++ = (char)strtol(h, NULL, 16);
+			s += 2;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+		     const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+{
+	struct grpc_client *g = ud;
+	(void)s;
+	(void)flags;
+	if (f->hd.stream_id != g->stream_id)
+		return 0;
+	if (nl == 7 && !memcmp(name, ":status", 7))
+		g->http_status = atoi((const char *)value);
+	else if (nl == 11 && !memcmp(name, "grpc-status", 11))
+		g->status = atoi((const char *)value);
+	else if (nl == 12 && !memcmp(name, "grpc-message", 12)) {
+		snprintf(g->message, sizeof(g->message), "%.*s", (int)vl, (const char *)value);
+		pct_decode(g->message);
+	}
+	return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+	struct grpc_client *g = ud;
+	(void)s;
+	g->last_rx_ms = now_ms();
+	(void)f;
+	return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *ud)
+{
+	struct grpc_client *g = ud;
+	(void)s;
+	if (sid != g->stream_id)
+		return 0;
+	if (g->status >= 0)
+		finish(g, g->status, g->message);
+	else if (g->http_status && g->http_status != 200)
+		finish(g, 14, "non-200 HTTP status");
+	else
+		finish(g, 14, err ? "stream reset" : "stream closed without grpc-status");
+	return 0;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+	struct grpc_client *g = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t n;
+	while (!g->closed && (n = evbuffer_get_length(in)) > 0) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		ssize_t r = nghttp2_session_mem_recv(g->h2, v.iov_base, v.iov_len);
+		if (r < 0) {
+			finish(g, 14, nghttp2_strerror((int)r));
+			return;
+		}
+		evbuffer_drain(in, v.iov_len);
+	}
+	flush(g);
+}
+
+static void submit_request(struct grpc_client *g)
+{
+	nghttp2_settings_entry iv[] = { { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+					{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 24 } };
+	nghttp2_submit_settings(g->h2, NGHTTP2_FLAG_NONE, iv, 2);
+	nghttp2_session_set_local_window_size(g->h2, NGHTTP2_FLAG_NONE, 0, 1 << 26);
+#define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE }
+	nghttp2_nv hdrs[] = { NV(":method", "POST"), NV(":scheme", "http"), NV(":path", g->path),
+			      NV(":authority", g->authority), NV("content-type", "application/grpc"),
+			      NV("te", "trailers"), NV("user-agent", "remora-xds/0.1") };
+#undef NV
+	nghttp2_data_provider dp = { .read_callback = read_body };
+	g->stream_id = nghttp2_submit_request(g->h2, NULL, hdrs, ARRAY_SIZE(hdrs), &dp, g);
+	if (g->stream_id < 0)
+		finish(g, 13, "cannot submit the gRPC request");
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct grpc_client *g = arg;
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		g->open = true;
+		g->last_rx_ms = now_ms();
+		submit_request(g);
+		flush(g);
+		if (!g->closed && g->cbs.on_open)
+			g->cbs.on_open(g->arg);
+		return;
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		char m[128];
+		snprintf(m, sizeof(m), "%s", (what & BEV_EVENT_EOF) ? "connection closed by peer"
+				     : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		finish(g, 14, m);
+	}
+}
+
+static void ka_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct grpc_client *g = arg;
+	(void)fd;
+	(void)what;
+	if (g->closed || !g->open)
+		return;
+	if (now_ms() - g->last_rx_ms > 2 * g->keepalive_ms) {
+		finish(g, 14, "keepalive timeout");
+		return;
+	}
+	nghttp2_submit_ping(g->h2, NGHTTP2_FLAG_NONE, NULL);
+	flush(g);
+}
+
+struct grpc_client *grpc_client_new(struct event_base *base, const struct sockaddr *addr,
+				    socklen_t addrlen, const char *authority, const char *path,
+				    uint64_t keepalive_ms, const struct grpc_client_cbs *cbs,
+				    void *arg)
+{
+	struct grpc_client *g = xcalloc(1, sizeof(*g));
+	nghttp2_session_callbacks *cb;
+
+	g->base = base;
+	g->cbs = *cbs;
+	g->arg = arg;
+	g->status = -1;
+	g->authority = xstrdup(authority);
+	g->path = xstrdup(path);
+	g->keepalive_ms = keepalive_ms;
+	g->out = evbuffer_new();
+	g->in = evbuffer_new();
+	nghttp2_session_callbacks_new(&cb);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	if (nghttp2_session_client_new(&g->h2, cb, g))
+		die("nghttp2_session_client_new");
+	nghttp2_session_callbacks_del(cb);
+	g->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(g->bev, read_cb, NULL, event_cb, g);
+	bufferevent_enable(g->bev, EV_READ | EV_WRITE);
+	if (bufferevent_socket_connect(g->bev, addr, (int)addrlen) < 0) {
+		log_warn("xds: connect failed: %s", strerror(errno));
+		grpc_client_free(g);
+		return NULL;
+	}
+	if (keepalive_ms) {
+		struct timeval tv = { (time_t)(keepalive_ms / 1000), (suseconds_t)(keepalive_ms % 1000) * 1000 };
+		g->ka_timer = event_new(base, -1, EV_PERSIST, ka_cb, g);
+		event_add(g->ka_timer, &tv);
+	}
+	return g;
+}
+
+int grpc_client_send(struct grpc_client *g, const uint8_t *msg, size_t len)
+{
+	uint8_t hdr[5] = { 0, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+			   (uint8_t)len };
+	if (g->closed)
+		return RM_ERROR;
+	evbuffer_add(g->out, hdr, 5);
+	evbuffer_add(g->out, msg, len);
+	if (g->open) {
+		if (g->data_deferred) {
+			g->data_deferred = false;
+			nghttp2_session_resume_data(g->h2, g->stream_id);
+		}
+		flush(g);
+	}
+	return RM_OK;
+}
+
+void grpc_client_free(struct grpc_client *g)
+{
+	if (!g)
+		return;
+	if (g->ka_timer)
+		event_free(g->ka_timer);
+	if (g->bev)
+		bufferevent_free(g->bev);
+	nghttp2_session_del(g->h2);
+	evbuffer_free(g->out);
+	evbuffer_free(g->in);
+	free(g->authority);
+	free(g->path);
+	free(g);
+}
