@@ -933,9 +933,19 @@ void h2_conn_process(struct hcm_conn *hc)
 		evbuffer_drain(in, (size_t)rv);
 	}
 	if (c->too_many_resets && !hc->dead) {
+		/* GOAWAY ENHANCE_YOUR_CALM, then close once it is written (at
+		 * most 1 s for a peer that does not read); nothing more is read */
 		stats_inc(hcmst(c), shard(c), downstream_rq_too_many_premature_resets);
 		log_debug("h2: too many premature stream resets from %s: closing", hc->super.peer_ip);
-		hcm_close(hc, false);
+		evbuffer_drain(in, evbuffer_get_length(in));
+		nghttp2_session_terminate_session(c->ses, NGHTTP2_ENHANCE_YOUR_CALM);
+		c->in_send = true;
+		int rv = nghttp2_session_send(c->ses);
+		c->in_send = false;
+		if (rv)
+			hcm_close(hc, false);
+		else
+			close_after_flush(hc);
 		return;
 	}
 	for (int round = 0; round < 8 && !hc->dead; round++) {

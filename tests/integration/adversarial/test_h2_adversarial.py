@@ -121,6 +121,7 @@ def test_rapid_reset_closes_the_connection(remora, upstream, ports):
             sent += 50
             batch = []
     assert c.closed.wait(10), "the rapid-reset connection was not closed"
+    assert c.goaway_code == 11, c.goaway_code          # GOAWAY ENHANCE_YOUR_CALM
     c.close()
     during = good.stop()
     assert sent < 5000, "the proxy read all 5000 reset streams without closing"
@@ -165,6 +166,7 @@ def test_continuation_flood_is_cut(remora, upstream, ports):
             break
         total += len(chunk) * 16
     assert c.closed.wait(10), "CONTINUATION flood connection still open"
+    assert c.goaway_code is not None, "no GOAWAY before the close"
     c.close()
     during = good.stop()
     assert total < 64 * 1024 * 1024
