@@ -14,7 +14,7 @@ import time
 import hpack
 
 from advlib import GoodClient, check_unaffected, rss_kb
-from harness import simple_http_config
+from harness import bootstrap, http_listener, route, simple_http_config, static_cluster
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = \
@@ -100,12 +100,22 @@ def _start(remora, upstream, ports, **hcm):
     return r, lport
 
 
-def test_rapid_reset_closes_the_connection(remora, upstream, ports):
+def test_rapid_reset_closes_the_connection(remora, upstream, make_upstream, ports):
     """HEADERS + RST_STREAM in a loop (CVE-2023-44487): as Envoy, once
-    premature resets reach half of 500 streams the connection is closed and
-    http.<prefix>.downstream_rq_too_many_premature_resets counts it."""
-    r, lport = _start(remora, upstream, ports)
-    good = GoodClient(lport)
+    premature resets reach half of 500 streams the connection is closed
+    (GOAWAY ENHANCE_YOUR_CALM) and
+    http.<prefix>.downstream_rq_too_many_premature_resets counts it.  The
+    good client uses another upstream: the attack's streams each start an
+    upstream request, and the single-threaded-per-connection test upstream
+    they hit is not what is being measured; the proxy is."""
+    other = make_upstream("other")
+    admin, lport = ports.get(), ports.get()
+    r = remora(bootstrap(admin, [http_listener(lport, [route({"prefix": "/good"}, "other"),
+                                                       route({"prefix": "/"}, "backend")])],
+                         [static_cluster("backend", upstream.port),
+                          static_cluster("other", other.port)]),
+               concurrency=2, asan_options_extra=NO_QUARANTINE)
+    good = GoodClient(lport, path="/good")
     before = good.sample(1.0)
     good.start()
     c = Raw(lport)
