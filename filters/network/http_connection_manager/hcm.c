@@ -449,7 +449,11 @@ void http_stream_set_upstream_cluster(struct http_stream *s, const char *cluster
 void http_stream_set_upstream_host(struct http_stream *s, const char *host)
 {
 	s->attempts++;
-	snprintf(s->up_host, sizeof(s->up_host), "%s", host ? host : "");
+	/* every request: a plain copy (snprintf cost ~600 instructions) */
+	size_t n = host ? strnlen(host, sizeof(s->up_host) - 1) : 0;
+	if (n)
+		memcpy(s->up_host, host, n);
+	s->up_host[n] = '\0';
 }
 
 void http_stream_set_upstream_fd(struct http_stream *s, int fd)
