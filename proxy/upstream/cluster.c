@@ -605,57 +605,6 @@ static int parse_common_http(struct cfg_ctx *c, const json_t *o, struct cluster 
 	return RM_OK;
 }
 
-/* config.core.v3.Http2ProtocolOptions for upstream connections: every
- * field is known; the ones not implemented are rejected with their path. */
-static int parse_h2_client(struct cfg_ctx *c, const json_t *v, struct h2_client_opts *o)
-{
-	static const char *const f[] = {
-		"hpack_table_size", "max_concurrent_streams", "initial_stream_window_size",
-		"initial_connection_window_size", "connection_keepalive", "allow_connect",
-		"allow_metadata", "max_outbound_frames", "max_outbound_control_frames",
-		"max_consecutive_inbound_frames_with_empty_payload",
-		"max_inbound_priority_frames_per_stream",
-		"max_inbound_window_update_frames_per_data_frame_sent",
-		"stream_error_on_invalid_http_messaging",
-		"override_stream_error_on_invalid_http_message", "custom_settings_parameters",
-		"use_oghttp2_codec", "max_metadata_size", NULL
-	};
-	static const char *const ka_f[] = { "interval", "timeout", "interval_jitter",
-					    "connection_idle_interval", NULL };
-	const json_t *ka;
-	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f))
-		return RM_ERROR;
-	for (size_t i = 5; f[i]; i++)
-		if (cfg_get(v, f[i]))
-			return cfg_fail_field(c, v, f[i], "not supported yet");
-	if (cfg_u32(c, v, "hpack_table_size", &o->hpack_table_size) ||
-	    cfg_u32(c, v, "max_concurrent_streams", &o->max_concurrent_streams) ||
-	    cfg_u32(c, v, "initial_stream_window_size", &o->initial_stream_window) ||
-	    cfg_u32(c, v, "initial_connection_window_size", &o->initial_conn_window))
-		return RM_ERROR;
-	if (o->max_concurrent_streams < 1 || o->max_concurrent_streams > 2147483647u)
-		return cfg_fail_field(c, v, "max_concurrent_streams", "must be in 1..2147483647");
-	if (o->initial_stream_window < 65535 || o->initial_stream_window > 2147483647u)
-		return cfg_fail_field(c, v, "initial_stream_window_size", "must be in 65535..2147483647");
-	if (o->initial_conn_window < 65535 || o->initial_conn_window > 2147483647u)
-		return cfg_fail_field(c, v, "initial_connection_window_size",
-				      "must be in 65535..2147483647");
-	if ((ka = cfg_enter(c, v, "connection_keepalive"))) {
-		int rc = cfg_expect_object(c, ka) || cfg_check_fields(c, ka, ka_f) ||
-			 cfg_duration_ms(c, ka, "interval", &o->keepalive_interval_ms) ||
-			 cfg_duration_ms(c, ka, "timeout", &o->keepalive_timeout_ms);
-		if (!rc && (cfg_get(ka, "connection_idle_interval") || cfg_get(ka, "interval_jitter")))
-			rc = cfg_fail_field(c, ka, cfg_get(ka, "interval_jitter") ? "interval_jitter" :
-					    "connection_idle_interval", "not supported yet");
-		if (!rc && !cfg_get(ka, "timeout"))
-			rc = cfg_fail(c, "connection_keepalive.timeout is required");
-		cfg_leave(c);
-		if (rc)
-			return RM_ERROR;
-	}
-	return RM_OK;
-}
-
 /* HttpProtocolOptions.explicit_http_config / use_downstream_protocol_config:
  * exactly one of http_protocol_options / http2_protocol_options (the
  * explicit oneof), either of them (or both) for use_downstream. */
@@ -677,7 +626,7 @@ static int parse_http_config(struct cfg_ctx *c, const json_t *x, struct cluster 
 		cfg_leave(c);
 	}
 	if (!rc && (o = cfg_enter(c, x, "http2_protocol_options"))) {
-		rc = parse_h2_client(c, o, &cl->h2);
+		rc = h2_options_parse(c, o, &cl->h2, false);
 		cfg_leave(c);
 		if (!downstream)
 			cl->proto = CL_PROTO_HTTP2;
@@ -1269,10 +1218,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	}
 	cl->panic_threshold = 50;
 	cl->idle_timeout_ms = 3600 * 1000;
-	cl->h2.max_concurrent_streams = 2147483647u;
-	cl->h2.initial_stream_window = 268435456u;
-	cl->h2.initial_conn_window = 268435456u;
-	cl->h2.hpack_table_size = 4096;
+	h2_options_defaults(&cl->h2);
 	cl->lr_choice_count = 2;
 	cl->lr_bias = 1.0;
 	cl->ewma_decay_us = 10 * 1000 * 1000;
@@ -1388,7 +1334,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	}
 	if ((v = cfg_enter(c, j, "http2_protocol_options"))) {
 		/* deprecated cluster-level field: HTTP/2 to the upstream */
-		int rc = parse_h2_client(c, v, &cl->h2);
+		int rc = h2_options_parse(c, v, &cl->h2, false);
 		cfg_leave(c);
 		if (rc)
 			goto error;

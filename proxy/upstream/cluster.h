@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <event2/event.h>
 #include "../config/cfg.h"
+#include "../http/h2_options.h"
 #include "../../stats/stats.h"
 #include "dns.h"
 #include "lb_hash.h"
@@ -212,16 +213,6 @@ enum cluster_proto {
 };
 
 /* Upstream http2_protocol_options (Envoy's defaults in parentheses). */
-struct h2_client_opts {
-	uint32_t max_concurrent_streams;  /* our own cap on streams per connection (2^31-1);
-	                                     the peer's SETTINGS_MAX_CONCURRENT_STREAMS applies too */
-	uint32_t initial_stream_window;   /* SETTINGS_INITIAL_WINDOW_SIZE we send (256 MiB) */
-	uint32_t initial_conn_window;     /* connection receive window (256 MiB) */
-	uint32_t hpack_table_size;        /* SETTINGS_HEADER_TABLE_SIZE (4096) */
-	uint64_t keepalive_interval_ms;   /* connection_keepalive.interval; 0 = no PINGs */
-	uint64_t keepalive_timeout_ms;    /* connection_keepalive.timeout */
-};
-
 struct cluster {
 	int refcnt;                         /* atomic; snapshots hold refs */
 	char *name;                         /* owned */
@@ -237,7 +228,7 @@ struct cluster {
 	uint32_t max_requests_per_connection; /* 0 = unlimited */
 	uint64_t idle_timeout_ms;           /* upstream idle timeout (1 h default) */
 	enum cluster_proto proto;           /* upstream HTTP protocol */
-	struct h2_client_opts h2;           /* used when proto is HTTP2 or DOWNSTREAM */
+	struct h2_options h2;           /* used when proto is HTTP2 or DOWNSTREAM */
 	struct stats_scope *h2_stats;       /* owned: cluster.<name>.http2.*, NULL for HTTP/1 */
 	uint64_t dns_refresh_ms;            /* dns_refresh_rate (5000) */
 	bool respect_dns_ttl;

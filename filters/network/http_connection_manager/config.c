@@ -133,67 +133,6 @@ static int parse_upgrades(struct cfg_ctx *c, const json_t *arr, struct hcm_cfg *
 	return RM_OK;
 }
 
-/* Envoy's config.core.v3.Http2ProtocolOptions: every field is known, the
- * ones not implemented yet are rejected with their path. */
-static int parse_h2_options(struct cfg_ctx *c, const json_t *v, struct hcm_h2_opts *o)
-{
-	static const char *const f[] = {
-		"hpack_table_size", "max_concurrent_streams", "initial_stream_window_size",
-		"initial_connection_window_size", "connection_keepalive", "allow_connect",
-		"allow_metadata", "max_outbound_frames", "max_outbound_control_frames",
-		"max_consecutive_inbound_frames_with_empty_payload",
-		"max_inbound_priority_frames_per_stream",
-		"max_inbound_window_update_frames_per_data_frame_sent",
-		"stream_error_on_invalid_http_messaging",
-		"override_stream_error_on_invalid_http_message", "custom_settings_parameters",
-		"use_oghttp2_codec", "max_metadata_size", NULL
-	};
-	static const char *const ka_f[] = { "interval", "timeout", "interval_jitter",
-					    "connection_idle_interval", NULL };
-	const json_t *ka;
-	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f))
-		return RM_ERROR;
-	for (size_t i = 5; f[i]; i++)
-		if (cfg_get(v, f[i]))
-			return cfg_fail_field(c, v, f[i], "not supported yet");
-	if (cfg_u32(c, v, "hpack_table_size", &o->hpack_table_size) ||
-	    cfg_u32(c, v, "max_concurrent_streams", &o->max_concurrent_streams) ||
-	    cfg_u32(c, v, "initial_stream_window_size", &o->initial_stream_window) ||
-	    cfg_u32(c, v, "initial_connection_window_size", &o->initial_conn_window))
-		return RM_ERROR;
-	if (o->max_concurrent_streams < 1 || o->max_concurrent_streams > 2147483647u)
-		return cfg_fail_field(c, v, "max_concurrent_streams", "must be in 1..2147483647");
-	if (o->initial_stream_window < 65535 || o->initial_stream_window > 2147483647u)
-		return cfg_fail_field(c, v, "initial_stream_window_size", "must be in 65535..2147483647");
-	if (o->initial_conn_window < 65535 || o->initial_conn_window > 2147483647u)
-		return cfg_fail_field(c, v, "initial_connection_window_size",
-				      "must be in 65535..2147483647");
-	if ((ka = cfg_enter(c, v, "connection_keepalive"))) {
-		const json_t *jit;
-		int rc = cfg_expect_object(c, ka) || cfg_check_fields(c, ka, ka_f) ||
-			 cfg_duration_ms(c, ka, "interval", &o->keepalive_interval_ms) ||
-			 cfg_duration_ms(c, ka, "timeout", &o->keepalive_timeout_ms);
-		if (!rc && cfg_get(ka, "connection_idle_interval"))
-			rc = cfg_fail_field(c, ka, "connection_idle_interval", "not supported yet");
-		if (!rc && !cfg_get(ka, "timeout"))
-			rc = cfg_fail(c, "connection_keepalive.timeout is required");
-		if (!rc && (jit = cfg_enter(c, ka, "interval_jitter"))) {
-			static const char *const pf[] = { "value", NULL };
-			double d = 15;
-			rc = cfg_expect_object(c, jit) || cfg_check_fields(c, jit, pf) ||
-			     cfg_double(c, jit, "value", &d);
-			if (!rc && (d < 0 || d > 100))
-				rc = cfg_fail_field(c, jit, "value", "must be in 0..100");
-			o->keepalive_jitter_pct = (uint32_t)d;
-			cfg_leave(c);
-		}
-		cfg_leave(c);
-		if (rc)
-			return RM_ERROR;
-	}
-	return RM_OK;
-}
-
 /* internal_address_config: unix_sockets, cidr_ranges[{address_prefix, prefix_len}]. */
 static int parse_internal(struct cfg_ctx *c, const json_t *v, struct hcm_cfg *cfg)
 {
@@ -324,13 +263,9 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 		goto error;
 	}
 	cfg->codec = codec == 1 ? HCM_CODEC_HTTP1 : codec == 2 ? HCM_CODEC_HTTP2 : HCM_CODEC_AUTO;
-	cfg->h2.max_concurrent_streams = 2147483647u;
-	cfg->h2.initial_stream_window = 268435456u;
-	cfg->h2.initial_conn_window = 268435456u;
-	cfg->h2.hpack_table_size = 4096;
-	cfg->h2.keepalive_jitter_pct = 15;
+	h2_options_defaults(&cfg->h2);
 	if ((v = cfg_enter(c, j, "http2_protocol_options"))) {
-		int rc = parse_h2_options(c, v, &cfg->h2);
+		int rc = h2_options_parse(c, v, &cfg->h2, true);
 		cfg_leave(c);
 		if (rc)
 			goto error;

@@ -407,7 +407,7 @@ static void arm_ping(struct h2_conn *c, uint64_t ms)
 
 static uint64_t ping_interval(const struct h2_conn *c)
 {
-	const struct hcm_h2_opts *o = &c->hc->cfg->h2;
+	const struct h2_options *o = &c->hc->cfg->h2;
 	uint64_t jit = o->keepalive_interval_ms * o->keepalive_jitter_pct / 100;
 	return o->keepalive_interval_ms + (jit ? rand_u64() % (jit + 1) : 0);
 }
@@ -780,7 +780,7 @@ static void ping_cb(evutil_socket_t fd, short what, void *arg)
 
 void h2_conn_start(struct hcm_conn *hc)
 {
-	const struct hcm_h2_opts *o = &hc->cfg->h2;
+	const struct h2_options *o = &hc->cfg->h2;
 	struct h2_conn *c = xcalloc(1, sizeof(*c));
 	nghttp2_session_callbacks *cbs;
 	nghttp2_option *opt;

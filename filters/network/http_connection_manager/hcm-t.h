@@ -7,6 +7,7 @@
 #include "proxy/downstream.h"
 #include "proxy/http/h1_parser.h"
 #include "proxy/http/stream.h"
+#include "proxy/http/h2_options.h"
 #include "stats/access_log.h"
 
 #define HCM_TYPE "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -28,16 +29,6 @@ enum hcm_fcc { HCM_FCC_SANITIZE, HCM_FCC_FORWARD_ONLY, HCM_FCC_APPEND_FORWARD,
 	       HCM_FCC_SANITIZE_SET, HCM_FCC_ALWAYS_FORWARD_ONLY };
 
 /* http2_protocol_options (Envoy's defaults in parentheses). */
-struct hcm_h2_opts {
-	uint32_t max_concurrent_streams;  /* advertised SETTINGS_MAX_CONCURRENT_STREAMS (2^31-1) */
-	uint32_t initial_stream_window;   /* SETTINGS_INITIAL_WINDOW_SIZE (256 MiB) */
-	uint32_t initial_conn_window;     /* connection window, raised by WINDOW_UPDATE (256 MiB) */
-	uint32_t hpack_table_size;        /* SETTINGS_HEADER_TABLE_SIZE (4096) */
-	uint64_t keepalive_interval_ms;   /* connection_keepalive.interval; 0 = no PINGs */
-	uint64_t keepalive_timeout_ms;    /* connection_keepalive.timeout */
-	uint32_t keepalive_jitter_pct;    /* connection_keepalive.interval_jitter (15 %) */
-};
-
 /* HTTP/2 codec stats, rooted at "http2." as in Envoy (one scope shared by
  * every connection manager; see h2_stats_ref()). */
 #define H2_STATS(X)                                                                     \
@@ -78,7 +69,7 @@ struct hcm_cfg {
 	size_t nupgrades;
 	enum hcm_codec codec;            /* codec_type (AUTO: HTTP/2 if the client
 	                                    starts with the connection preface) */
-	struct hcm_h2_opts h2;           /* http2_protocol_options */
+	struct h2_options h2;           /* http2_protocol_options */
 	struct stats_scope *h2stats;     /* shared "http2" scope, one reference */
 	enum hcm_fcc fcc_mode;           /* forward_client_cert_details (SANITIZE) */
 	unsigned fcc_details;            /* set_current_client_cert_details: TLS_XFCC_* */

@@ -1,0 +1,30 @@
+/* h2_options.h - Envoy's config.core.v3.Http2ProtocolOptions, shared by the
+ * downstream codec (HCM http2_protocol_options) and the upstream one
+ * (cluster HttpProtocolOptions / http2_protocol_options). */
+#ifndef REMORA_HTTP_H2_OPTIONS_H
+#define REMORA_HTTP_H2_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "../config/cfg.h"
+
+struct h2_options {
+	uint32_t max_concurrent_streams;  /* SETTINGS_MAX_CONCURRENT_STREAMS we advertise;
+	                                     upstream: also our cap per connection (2^31-1) */
+	uint32_t initial_stream_window;   /* SETTINGS_INITIAL_WINDOW_SIZE (256 MiB) */
+	uint32_t initial_conn_window;     /* connection receive window (256 MiB) */
+	uint32_t hpack_table_size;        /* SETTINGS_HEADER_TABLE_SIZE (4096) */
+	uint64_t keepalive_interval_ms;   /* connection_keepalive.interval; 0 = no PINGs */
+	uint64_t keepalive_timeout_ms;    /* connection_keepalive.timeout */
+	uint32_t keepalive_jitter_pct;    /* connection_keepalive.interval_jitter (15 %) */
+};
+
+/* Envoy's defaults. */
+void h2_options_defaults(struct h2_options *o);
+
+/* Parse v (c positioned on it) into o.  Every Envoy field is known; the ones
+ * not implemented are rejected with their path, and so is
+ * connection_keepalive.interval_jitter unless allow_jitter. */
+int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, bool allow_jitter);
+
+#endif
