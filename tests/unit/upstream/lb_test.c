@@ -30,21 +30,28 @@ static void inited(struct cluster *cl, void *arg)
 	(void)arg;
 }
 
-/* A cluster of n hosts 10.0.0.<i+1>:80 with weights w[i] (NULL: 1) and the
- * given extra top-level fields (JSON object text without braces, or ""). */
-static struct cluster *make(size_t n, const unsigned *w, const char *extra, char *err, size_t errlen)
+/* A cluster of n hosts 10.0.0.<i+1>:80 with weights w[i] (NULL: 1), health
+ * status[i] (NULL: none given) and the given extra top-level fields (JSON
+ * object text without braces, or ""); NULL and c.err in err on a config
+ * error. */
+static struct cluster *make_eps(size_t n, const unsigned *w, const char *const *status,
+				const char *extra, char *err, size_t errlen)
 {
 	char buf[16384];
 	size_t off = 0;
 	off += (size_t)snprintf(buf + off, sizeof(buf) - off,
 				"{\"name\":\"c\",\"type\":\"STATIC\",%s%s\"load_assignment\":"
 				"{\"endpoints\":[{\"lb_endpoints\":[", extra, *extra ? "," : "");
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		off += (size_t)snprintf(buf + off, sizeof(buf) - off,
 					"%s{\"endpoint\":{\"address\":{\"socket_address\":"
 					"{\"address\":\"10.0.0.%zu\",\"port_value\":80}}},"
-					"\"load_balancing_weight\":%u}",
-					i ? "," : "", i + 1, w ? w[i] : 1);
+					"\"load_balancing_weight\":%u", i ? "," : "", i + 1, w ? w[i] : 1);
+		if (status)
+			off += (size_t)snprintf(buf + off, sizeof(buf) - off,
+						",\"health_status\":\"%s\"", status[i]);
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "}");
+	}
 	snprintf(buf + off, sizeof(buf) - off, "]}]}}");
 	json_error_t je;
 	json_t *j = json_loads(buf, 0, &je);
@@ -66,6 +73,11 @@ static struct cluster *make(size_t n, const unsigned *w, const char *extra, char
 	cluster_publish_hook = publish;
 	cluster_start(cl, NULL, inited, NULL);
 	return cl;
+}
+
+static struct cluster *make(size_t n, const unsigned *w, const char *extra, char *err, size_t errlen)
+{
+	return make_eps(n, w, NULL, extra, err, errlen);
 }
 
 static struct host *host_at(struct cluster *cl, size_t i)
@@ -419,32 +431,7 @@ TEST(lb_circuit_breaker_priorities)
  * 10.0.0.<i+1>:80 with health_status[i]. */
 static struct cluster *make_health(size_t n, const char *const *status, const char *extra)
 {
-	char buf[8192];
-	size_t off = 0;
-	off += (size_t)snprintf(buf + off, sizeof(buf) - off,
-				"{\"name\":\"c\",\"type\":\"STATIC\",%s%s\"load_assignment\":"
-				"{\"endpoints\":[{\"lb_endpoints\":[", extra, *extra ? "," : "");
-	for (size_t i = 0; i < n; i++)
-		off += (size_t)snprintf(buf + off, sizeof(buf) - off,
-					"%s{\"endpoint\":{\"address\":{\"socket_address\":"
-					"{\"address\":\"10.0.0.%zu\",\"port_value\":80}}},"
-					"\"health_status\":\"%s\"}", i ? "," : "", i + 1, status[i]);
-	snprintf(buf + off, sizeof(buf) - off, "]}]}}");
-	json_t *j = json_loads(buf, 0, NULL);
-	if (!store)
-		store = stats_store_new(2);
-	struct build_ctx b = { .stats = store, .nworkers = 1 };
-	struct cfg_ctx c;
-	cfg_init(&c, NULL, NULL);
-	struct cluster *cl = cluster_parse(&c, j, &b);
-	json_decref(j);
-	if (!cl) {
-		fprintf(stderr, "%s\n", c.err);
-		return NULL;
-	}
-	cluster_publish_hook = publish;
-	cluster_start(cl, NULL, inited, NULL);
-	return cl;
+	return make_eps(n, NULL, status, extra, NULL, 0);
 }
 
 /* picks[i] = how often host i was picked in n picks */
@@ -536,15 +523,7 @@ TEST(lb_degraded_hash_is_sticky)
 TEST(lb_health_status_config_error)
 {
 	static const char *const a[] = { "SICK" };
-	char buf[512];
-	snprintf(buf, sizeof(buf), "{\"name\":\"c\",\"type\":\"STATIC\",\"load_assignment\":"
-		 "{\"endpoints\":[{\"lb_endpoints\":[{\"endpoint\":{\"address\":{\"socket_address\":"
-		 "{\"address\":\"10.0.0.1\",\"port_value\":80}}},\"health_status\":\"%s\"}]}]}}", a[0]);
-	json_t *j = json_loads(buf, 0, NULL);
-	struct build_ctx b = { .stats = store, .nworkers = 1 };
-	struct cfg_ctx c;
-	cfg_init(&c, NULL, NULL);
-	CHECK(cluster_parse(&c, j, &b) == NULL);
-	CHECK_CONTAINS(c.err, "load_assignment.endpoints[0].lb_endpoints[0].health_status");
-	json_decref(j);
+	char err[512];
+	CHECK(make_eps(1, NULL, a, "", err, sizeof(err)) == NULL);
+	CHECK_CONTAINS(err, "load_assignment.endpoints[0].lb_endpoints[0].health_status");
 }
