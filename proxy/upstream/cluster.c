@@ -180,9 +180,8 @@ static struct hostset *hostset_new(struct host **hosts, size_t n, uint32_t panic
 				    &hs->active_weighted);
 	if (!degraded)
 		return hs;
-	bool unused;
 	hs->degraded = hostset_subset(hosts, n, HOST_DEGRADED, &hs->ndegraded,
-				      &hs->degraded_weight, &unused);
+				      &hs->degraded_weight, &hs->degraded_weighted);
 	/* availability in per-mille with the 1.4 overprovisioning factor */
 	uint64_t h_avail = MIN(1000, healthy * 1400 / n);
 	uint64_t d_avail = MIN(1000 - h_avail, degraded * 1400 / n);
@@ -466,6 +465,18 @@ static struct host *pick_peak_ewma(const struct cluster *cl, const struct worker
 	       cluster_ewma_cost(cl, w, hosts[i], now_us) ? hosts[j] : hosts[i];
 }
 
+/* A host at random in proportion to its weight; total is the sum. */
+static struct host *pick_weighted_random(struct host **hosts, size_t n, uint32_t total)
+{
+	uint32_t r = rand_below(total);
+	for (size_t i = 0; i < n - 1; i++) {
+		if (r < hosts[i]->weight)
+			return hosts[i];
+		r -= hosts[i]->weight;
+	}
+	return hosts[n - 1];
+}
+
 /* A degraded host: the same kind of choice as the policy makes, kept
  * simple (degraded hosts only take the traffic the healthy ones cannot):
  * hash tables for RING_HASH/MAGLEV (hash), P2C for LEAST_REQUEST, a
@@ -481,14 +492,8 @@ static struct host *pick_degraded(const struct cluster *cl, struct cluster_worke
 		return hosts[lb_hash_lookup(hs->lbt_degraded, hash)];
 	if (cl->lb == LB_LEAST_REQUEST)
 		return pick_least_request_p2c(cl, hosts, n, sh);
-	if (hs->degraded_weight != hosts[0]->weight * n) {
-		uint32_t r = rand_below(hs->degraded_weight);
-		for (size_t i = 0; i < n; i++) {
-			if (r < hosts[i]->weight)
-				return hosts[i];
-			r -= hosts[i]->weight;
-		}
-	}
+	if (hs->degraded_weighted)
+		return pick_weighted_random(hosts, n, hs->degraded_weight);
 	return hosts[cw->rr_degraded++ % n];
 }
 
@@ -513,14 +518,8 @@ struct host *cluster_pick_host_at(struct cluster *cl, struct worker *w, uint64_t
 		return hosts[lb_hash_lookup(hs->lbt, rand_u64())];
 	switch (cl->lb) {
 	case LB_RANDOM:
-		if (hs->active_weighted) {
-			uint32_t r = rand_below(hs->active_weight);
-			for (size_t i = 0; i < n; i++) {
-				if (r < hosts[i]->weight)
-					return hosts[i];
-				r -= hosts[i]->weight;
-			}
-		}
+		if (hs->active_weighted)
+			return pick_weighted_random(hosts, n, hs->active_weight);
 		return hosts[rand_below((uint32_t)n)];
 	case LB_LEAST_REQUEST:
 		if (hs->active_weighted && cw->lr_heap)

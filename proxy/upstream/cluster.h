@@ -167,6 +167,7 @@ struct hostset {
 	struct host **degraded;             /* owned array (no extra refs) [ndegraded] */
 	size_t ndegraded;
 	uint32_t degraded_weight;
+	bool degraded_weighted;             /* weights differ among them */
 	uint32_t degraded_load;             /* 0..100 */
 	struct lb_hash_table *lbt_degraded; /* owned; hash table over degraded[] */
 };
