@@ -190,13 +190,6 @@ static void rq_done(struct router *r, bool success)
 	host_stat_add(r->host, sh, success ? HOST_RQ_SUCCESS : HOST_RQ_ERROR, 1);
 }
 
-static bool is_grpc(struct http_stream *s)
-{
-	size_t n;
-	const char *ct = hdrs_get(http_stream_request(s), "content-type", &n);
-	return ct && n >= 16 && !strncasecmp(ct, "application/grpc", 16);
-}
-
 /* Fail before a response started: local reply; after: reset. */
 static void fail(struct router *r, int status, const char *body, const char *details)
 {
@@ -214,20 +207,9 @@ static void fail(struct router *r, int status, const char *body, const char *det
 	retry_slot_release(r);
 	if (status)
 		stats_code_inc(r->cl->stats, shard(r), 0, status);
-	if (status == 504 && is_grpc(r->s) && !http_stream_response_started(r->s)) {
-		/* a timed-out gRPC call ends DEADLINE_EXCEEDED, not the 504 ->
-		 * UNAVAILABLE mapping (which invites retries), as Envoy now does */
-		struct http_headers rh;
-		hdrs_init(&rh);
-		hdrs_add(&rh, ":status", 7, "200", 3);
-		hdrs_add(&rh, "content-type", 12, "application/grpc", 16);
-		hdrs_add(&rh, "grpc-status", 11, "4", 1);
-		hdrs_add(&rh, "grpc-message", 12, body, strlen(body));
-		http_stream_encode_headers(r->s, &rh, true);
-		hdrs_free(&rh);
-		return;
-	}
-	http_stream_send_local_reply(r->s, status, body, details);
+	/* a timed-out gRPC call ends DEADLINE_EXCEEDED (4), not the 504 ->
+	 * UNAVAILABLE mapping (which invites retries), as Envoy now does */
+	http_stream_send_local_reply_grpc(r->s, status, status == 504 ? 4 : -1, body, details);
 }
 
 static void write_body(struct router *r, struct evbuffer *data, bool end)
