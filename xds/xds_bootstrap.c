@@ -21,10 +21,9 @@ static int parse_source(struct cfg_ctx *c, const json_t *s, uint64_t *timeout_ms
 		return RM_ERROR;
 	if (ver == 1)
 		return cfg_fail_field(c, s, "resource_api_version", "only V3 is supported");
-	for (size_t i = 3; f[i]; i++)
-		if (cfg_get(s, f[i]))
-			return cfg_fail_field(c, s, f[i], "not supported yet: only {ads: {}} "
-					      "(per-type gRPC streams, REST and files are not)");
+	if (cfg_reject_fields(c, s, f + 3, "not supported yet: only {ads: {}} "
+			      "(per-type gRPC streams, REST and files are not)"))
+		return RM_ERROR;
 	if (!(a = cfg_enter_req(c, s, "ads")))
 		return RM_ERROR;
 	rc = cfg_expect_object(c, a) || cfg_check_fields(c, a, empty);
@@ -58,9 +57,8 @@ static int parse_ads(struct cfg_ctx *c, const json_t *a, struct xds_bootstrap *x
 				      "yet; delta xDS and REST are not");
 	if (ver != 2)
 		return cfg_fail_field(c, a, "transport_api_version", "must be V3");
-	for (size_t i = 4; f[i]; i++)
-		if (cfg_get(a, f[i]))
-			return cfg_fail_field(c, a, f[i], "not supported yet");
+	if (cfg_reject_fields(c, a, f + 4, "not supported yet"))
+		return RM_ERROR;
 	if (!(gs = cfg_enter_req(c, a, "grpc_services")))
 		return RM_ERROR;
 	if (cfg_expect_array(c, gs))
@@ -72,11 +70,8 @@ static int parse_ads(struct cfg_ctx *c, const json_t *a, struct xds_bootstrap *x
 	g = cfg_enter_idx(c, gs, 0);
 	if (cfg_expect_object(c, g) || cfg_check_fields(c, g, gf))
 		goto out_g;
-	for (size_t i = 1; gf[i]; i++)
-		if (cfg_get(g, gf[i])) {
-			cfg_fail_field(c, g, gf[i], "not supported yet (envoy_grpc only)");
-			goto out_g;
-		}
+	if (cfg_reject_fields(c, g, gf + 1, "not supported yet (envoy_grpc only)"))
+		goto out_g;
 	if (!(e = cfg_enter_req(c, g, "envoy_grpc")))
 		goto out_g;
 	if (!cfg_expect_object(c, e) && !cfg_check_fields(c, e, ef) &&
@@ -102,9 +97,8 @@ int xds_bootstrap_parse(struct cfg_ctx *c, const json_t *dr, struct xds_bootstra
 	x->cds_timeout_ms = x->lds_timeout_ms = 15000;
 	if (cfg_expect_object(c, dr) || cfg_check_fields(c, dr, f))
 		return RM_ERROR;
-	for (size_t i = 3; f[i]; i++)
-		if (cfg_get(dr, f[i]))
-			return cfg_fail_field(c, dr, f[i], "not supported yet (xdstp:// locators)");
+	if (cfg_reject_fields(c, dr, f + 3, "not supported yet (xdstp:// locators)"))
+		return RM_ERROR;
 	if (!(v = cfg_enter_req(c, dr, "ads_config")))
 		return RM_ERROR;
 	rc = parse_ads(c, v, x);

@@ -304,6 +304,15 @@ int cfg_fail_field(struct cfg_ctx *c, const json_t *obj, const char *snake_name,
 	return RM_ERROR;
 }
 
+int cfg_reject_fields(struct cfg_ctx *c, const json_t *obj, const char *const *names,
+		      const char *msg)
+{
+	for (size_t i = 0; names[i]; i++)
+		if (cfg_get(obj, names[i]))
+			return cfg_fail_field(c, obj, names[i], "%s", msg);
+	return RM_OK;
+}
+
 /* ------------------------------------------------------------------------
  * Lookup and the path stack */
 

@@ -53,6 +53,11 @@ int cfg_fail(struct cfg_ctx *c, const char *fmt, ...) PRINTF(2, 3);
  * balanced.  Always returns RM_ERROR. */
 int cfg_fail_field(struct cfg_ctx *c, const json_t *obj, const char *snake_name,
 		   const char *fmt, ...) PRINTF(4, 5);
+/* The first member of names[] (NULL-terminated) present in obj is an
+ * error "<msg>" at its path (RM_ERROR); RM_OK when none is.  For fields
+ * that are known but not implemented. */
+int cfg_reject_fields(struct cfg_ctx *c, const json_t *obj, const char *const *names,
+		      const char *msg);
 
 /* Look up member snake_name (or its lowerCamel form) in obj.  If present,
  * push it on the path stack and return its value; the caller must

@@ -60,10 +60,8 @@ int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, b
 	const json_t *ka;
 	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f))
 		return RM_ERROR;
-	for (size_t i = 5; f[i]; i++)
-		if (cfg_get(v, f[i]))
-			return cfg_fail_field(c, v, f[i], "not supported yet");
-	if (cfg_u32(c, v, "hpack_table_size", &o->hpack_table_size) ||
+	if (cfg_reject_fields(c, v, f + 5, "not supported yet") ||
+	    cfg_u32(c, v, "hpack_table_size", &o->hpack_table_size) ||
 	    cfg_u32(c, v, "max_concurrent_streams", &o->max_concurrent_streams) ||
 	    cfg_u32(c, v, "initial_stream_window_size", &o->initial_stream_window) ||
 	    cfg_u32(c, v, "initial_connection_window_size", &o->initial_conn_window))

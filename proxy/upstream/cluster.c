@@ -593,15 +593,7 @@ static int parse_common_http(struct cfg_ctx *c, const json_t *o, struct cluster 
 	    cfg_duration_ms(c, o, "idle_timeout", &cl->idle_timeout_ms) ||
 	    cfg_u32(c, o, "max_requests_per_connection", &cl->max_requests_per_connection))
 		return RM_ERROR;
-	if (cfg_get(o, "max_connection_duration") || cfg_get(o, "max_headers_count")) {
-		const json_t *v = cfg_enter(c, o, cfg_get(o, "max_connection_duration") ?
-						   "max_connection_duration" : "max_headers_count");
-		(void)v;
-		cfg_fail(c, "not supported yet");
-		cfg_leave(c);
-		return RM_ERROR;
-	}
-	return RM_OK;
+	return cfg_reject_fields(c, o, f + 2, "not supported yet");
 }
 
 /* HttpProtocolOptions.explicit_http_config / use_downstream_protocol_config:
@@ -1102,11 +1094,8 @@ static int parse_eds_cluster_config(struct cfg_ctx *c, const json_t *j, struct c
 		cfg_fail_field(c, s, "resource_api_version", "only V3 is supported");
 		goto out_s;
 	}
-	for (size_t i = 3; sf[i]; i++)
-		if (cfg_get(s, sf[i])) {
-			cfg_fail_field(c, s, sf[i], "not supported yet: EDS over ADS only (eds_config: {ads: {}})");
-			goto out_s;
-		}
+	if (cfg_reject_fields(c, s, sf + 3, "not supported yet: EDS over ADS only (eds_config: {ads: {}})"))
+		goto out_s;
 	if (!(a = cfg_enter_req(c, s, "ads")))
 		goto out_s;
 	rc = cfg_expect_object(c, a) || cfg_check_fields(c, a, empty) ? RM_ERROR : RM_OK;

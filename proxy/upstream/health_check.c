@@ -88,11 +88,8 @@ static int parse_tcp(struct cfg_ctx *c, const json_t *o, struct hc_cfg *cfg)
 	cfg->kind = HC_TCP;
 	if (cfg_expect_object(c, o) || cfg_check_fields(c, o, f))
 		return RM_ERROR;
-	if ((v = cfg_enter(c, o, "proxy_protocol_config"))) {
-		cfg_fail(c, "not supported yet");
-		cfg_leave(c);
-		return RM_ERROR;
-	}
+	if (cfg_get(o, "proxy_protocol_config"))
+		return cfg_fail_field(c, o, "proxy_protocol_config", "not supported yet");
 	if ((v = cfg_enter(c, o, "send"))) {
 		int rc = parse_payload(c, v, &cfg->send);
 		cfg_leave(c);
@@ -243,14 +240,8 @@ static int parse_http(struct cfg_ctx *c, const json_t *o, struct hc_cfg *cfg, co
 	    cfg_enum(c, o, "codec_client_type", codecs, ARRAY_SIZE(codecs), &codec) ||
 	    cfg_enum(c, o, "method", methods, ARRAY_SIZE(methods), &method))
 		return RM_ERROR;
-	for (size_t i = 0; unsupported[i]; i++) {
-		if (cfg_get(o, unsupported[i])) {
-			cfg_enter(c, o, unsupported[i]);
-			cfg_fail(c, "not supported yet");
-			cfg_leave(c);
-			return RM_ERROR;
-		}
-	}
+	if (cfg_reject_fields(c, o, unsupported, "not supported yet"))
+		return RM_ERROR;
 	if (codec != 0) {
 		cfg_fail_field(c, o, "codec_client_type", "only HTTP1 health checks are supported yet");
 		return RM_ERROR;
@@ -354,14 +345,8 @@ static int parse_one(struct cfg_ctx *c, const json_t *o, const char *cluster_nam
 	cfg->no_traffic_ms = 60000;
 	if (cfg_expect_object(c, o) || cfg_check_fields(c, o, f))
 		return RM_ERROR;
-	for (size_t i = 0; unsupported[i]; i++) {
-		if (cfg_get(o, unsupported[i])) {
-			cfg_enter(c, o, unsupported[i]);
-			cfg_fail(c, "not supported yet");
-			cfg_leave(c);
-			return RM_ERROR;
-		}
-	}
+	if (cfg_reject_fields(c, o, unsupported, "not supported yet"))
+		return RM_ERROR;
 	for (size_t i = 0; required[i]; i++) {
 		if (!cfg_enter_req(c, o, required[i]))
 			return RM_ERROR;

@@ -336,12 +336,8 @@ static int parse_settings(struct cfg_ctx *c, const json_t *j, struct fault_cfg *
 
 	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, fault_fields))
 		return RM_ERROR;
-	for (size_t i = 0; unsupported_fields[i]; i++) {
-		if (cfg_get(j, unsupported_fields[i])) {
-			cfg_enter(c, j, unsupported_fields[i]);
-			return cfg_fail(c, "not supported yet");
-		}
-	}
+	if (cfg_reject_fields(c, j, unsupported_fields, "not supported yet"))
+		return RM_ERROR;
 	for (size_t i = 0; runtime_fields[i]; i++)
 		if (cfg_string(c, j, runtime_fields[i], &ignored))
 			return RM_ERROR;
