@@ -427,6 +427,24 @@ static bool deliver_body(struct router *r, struct evbuffer *in)
 	return true;
 }
 
+/* The current attempt's response head is in r->resp (either codec): report
+ * it to outlier detection, then retry it, or wait for hedged attempts
+ * still in flight, when the policy says so.  True: it is not delivered. */
+static bool head_not_delivered(struct router *r)
+{
+	cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_SUCCESS, 0);
+	cluster_outlier_report(r->cl, r->host, OUTLIER_EXT_ORIGIN, r->resp.status);
+	if (!r->retry_on)
+		return false;
+	const char *g = hdrs_get(&r->resp.hdrs, "grpc-status", NULL);
+	int grpc = g ? atoi(g) : -1;
+	if (retry_maybe(r, FAIL_STATUS, r->resp.status, grpc))
+		return true;
+	/* not retried (limit, budget) but hedged attempts are still in
+	 * flight: wait for them rather than answer with this one */
+	return r->nslots && resp_retriable(r, r->resp.status, grpc) && hedge_wait(r);
+}
+
 static void up_read(struct conn *bev, void *arg)
 {
 	struct router *r = arg;
@@ -444,18 +462,8 @@ static void up_read(struct conn *bev, void *arg)
 			     "upstream_reset_before_response_started");
 			return;
 		}
-		cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_SUCCESS, 0);
-		cluster_outlier_report(r->cl, r->host, OUTLIER_EXT_ORIGIN, r->resp.status);
-		if (r->retry_on) {
-			const char *g = hdrs_get(&r->resp.hdrs, "grpc-status", NULL);
-			int grpc = g ? atoi(g) : -1;
-			if (retry_maybe(r, FAIL_STATUS, r->resp.status, grpc))
-				return;
-			/* not retried (limit, budget) but hedged attempts are still
-			 * in flight: wait for them rather than answer with this one */
-			if (r->nslots && resp_retriable(r, r->resp.status, grpc) && hedge_wait(r))
-				return;
-		}
+		if (head_not_delivered(r))
+			return;
 		deliver_head(r);
 		if (r->resp_done || !r->uc)
 			return;
@@ -1184,16 +1192,8 @@ static void h2_on_headers(void *arg, struct h2c_stream *st, struct http_headers 
 	(void)st;
 	r->last_up_ms = now_ms();
 	h2_take_head(r, h, end);
-	cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_SUCCESS, 0);
-	cluster_outlier_report(r->cl, r->host, OUTLIER_EXT_ORIGIN, r->resp.status);
-	if (r->retry_on) {
-		const char *g = hdrs_get(&r->resp.hdrs, "grpc-status", NULL);
-		int grpc = g ? atoi(g) : -1;
-		if (retry_maybe(r, FAIL_STATUS, r->resp.status, grpc))
-			return;
-		if (r->nslots && resp_retriable(r, r->resp.status, grpc) && hedge_wait(r))
-			return;
-	}
+	if (head_not_delivered(r))
+		return;
 	deliver_head(r);
 	if (r->resp_done || !r->h2s)
 		return;
