@@ -60,6 +60,24 @@ static void update_read(struct conn *c)
 
 static bool tls_flush(struct conn *c);
 
+/* The write event, armed while output waits for the socket (or the
+ * connect / TLS handshake waits for writability). */
+static void wev_on(struct conn *c)
+{
+	if (!c->wev_added) {
+		event_add(c->wev, NULL);
+		c->wev_added = true;
+	}
+}
+
+static void wev_off(struct conn *c)
+{
+	if (c->wev_added) {
+		event_del(c->wev);
+		c->wev_added = false;
+	}
+}
+
 /* Write as much as the socket takes.  Returns false if the conn failed. */
 static bool do_flush(struct conn *c)
 {
@@ -70,10 +88,7 @@ static bool do_flush(struct conn *c)
 		if (n > 0)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (!c->wev_added) {
-				event_add(c->wev, NULL);
-				c->wev_added = true;
-			}
+			wev_on(c);
 			return true;
 		}
 		if (n < 0 && errno == EINTR)
@@ -81,10 +96,7 @@ static bool do_flush(struct conn *c)
 		report(c, CONN_ERROR | CONN_WRITING);
 		return false;
 	}
-	if (c->wev_added) {
-		event_del(c->wev);
-		c->wev_added = false;
-	}
+	wev_off(c);
 	return true;
 }
 
@@ -379,10 +391,7 @@ static bool tls_handshake_step(struct conn *c)
 	switch (tls_io_handshake(c->tls)) {
 	case TLS_IO_OK:
 		c->tls_hs = false;
-		if (c->wev_added) {
-			event_del(c->wev);
-			c->wev_added = false;
-		}
+		wev_off(c);
 		if (!c->tls_server)
 			report(c, CONN_CONNECTED);
 		if (c->dead)
@@ -395,17 +404,11 @@ static bool tls_handshake_step(struct conn *c)
 		schedule(c);
 		return true;
 	case TLS_IO_WANT_READ:
-		if (c->wev_added) {
-			event_del(c->wev);
-			c->wev_added = false;
-		}
+		wev_off(c);
 		update_read(c);
 		return true;
 	case TLS_IO_WANT_WRITE:
-		if (!c->wev_added) {
-			event_add(c->wev, NULL);
-			c->wev_added = true;
-		}
+		wev_on(c);
 		return true;
 	default:
 		c->tls_hs = false;
@@ -461,10 +464,7 @@ static bool tls_flush(struct conn *c)
 		}
 		return true;
 	case TLS_IO_WANT_WRITE:
-		if (!c->wev_added) {
-			event_add(c->wev, NULL);
-			c->wev_added = true;
-		}
+		wev_on(c);
 		return true;
 	case TLS_IO_WANT_READ:
 		c->tls_write_wants_read = true;
