@@ -453,6 +453,19 @@ static uint64_t matched_descriptors(const struct lrl_cfg *cfg, struct http_strea
 	return m.mask;
 }
 
+/* One token from tb; the x-ratelimit headers describe the first bucket
+ * taken from, or the one that refused. */
+static bool take_one(struct lrl_stream *ls, struct token_bucket *tb)
+{
+	uint32_t rem;
+	bool got = token_bucket_take(tb, &rem);
+	if (!ls->bucket || !got) {
+		ls->bucket = tb;
+		ls->remaining = rem;
+	}
+	return got;
+}
+
 /* Take tokens as Envoy's requestAllowed; false when limited.  ls->bucket /
  * ls->remaining get the bucket the x-ratelimit headers describe (NULL when
  * no bucket applied). */
@@ -461,30 +474,15 @@ static bool take_tokens(struct lrl_stream *ls, const struct lrl_cfg *cfg, struct
 {
 	uint64_t mask = cfg->ndesc ? matched_descriptors(cfg, s, h) : 0;
 	struct token_bucket *conn = cfg->per_connection ? conn_buckets(cfg, s) : NULL;
-	uint32_t rem;
 
 	for (uint32_t i = 0; mask >> i; i++) {   /* sorted: lowest fill rate first */
 		if (!(mask & (1ull << i)))
 			continue;
-		struct token_bucket *tb = conn ? &conn[1 + i] : &((struct lrl_cfg *)cfg)->desc[i].bucket;
-		bool got = token_bucket_take(tb, &rem);
-		if (!ls->bucket || !got) {
-			ls->bucket = tb;
-			ls->remaining = rem;
-		}
-		if (!got)
+		if (!take_one(ls, conn ? &conn[1 + i] : &((struct lrl_cfg *)cfg)->desc[i].bucket))
 			return false;
 	}
-	if (cfg->has_bucket && (!mask || cfg->consume_default)) {
-		struct token_bucket *tb = conn ? &conn[0] : (struct token_bucket *)&cfg->bucket;
-		bool got = token_bucket_take(tb, &rem);
-		if (!ls->bucket || !got) {
-			ls->bucket = tb;
-			ls->remaining = rem;
-		}
-		if (!got)
-			return false;
-	}
+	if (cfg->has_bucket && (!mask || cfg->consume_default))
+		return take_one(ls, conn ? &conn[0] : (struct token_bucket *)&cfg->bucket);
 	return true;
 }
 
