@@ -670,6 +670,20 @@ void worker_msg_set_snapshot(struct worker *w, void *arg)
 	free(w->listeners);
 	w->listeners = nl;
 	w->nlisteners = s->nlisteners;
+	/* Clusters that left (removed, or replaced by a new version): their
+	 * hosts' pools are orphaned (idle connections close, busy ones finish),
+	 * else an idle pooled connection and its host would keep each other
+	 * alive.  O(clusters) with a per-worker mark. */
+	for (size_t i = 0; i < s->nclusters; i++)
+		s->clusters[i]->workers[w->id].snap_mark = s->version;
+	for (size_t i = 0; old && i < old->nclusters; i++) {
+		struct cluster *cl = old->clusters[i];
+		struct hostset *hs = cl->workers[w->id].hs;
+		if (cl->workers[w->id].snap_mark == s->version || cl->odst)
+			continue;
+		for (size_t k = 0; hs && k < hs->n; k++)
+			pool_orphan(w, hs->hosts[k]);
+	}
 	w->snap = s;
 	main_post(unref_snapshot_main, old);
 }

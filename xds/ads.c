@@ -1,4 +1,5 @@
-/* ads.c - ADS (SotW) client: subscriptions, ACK/NACK, applying updates.
+/* ads.c - ADS client (state of the world or delta): subscriptions, ACK/NACK,
+ * applying updates.
  *
  * State per type URL: the last accepted version, the newest nonce, and the
  * accepted resources as proto3 JSON (name -> JSON).  Clusters are compiled
@@ -9,7 +10,15 @@
  * every RouteConfiguration their HCMs name (rds) arrived, or the RDS fetch
  * timed out (then an empty route table: 404s, as Envoy); until then they are
  * warming and not published.  Every accepted change builds a new snapshot
- * from the static resources plus the active dynamic ones. */
+ * from the static resources plus the active dynamic ones.
+ *
+ * Both protocols decode into the same "got" set (name -> JSON) and apply it
+ * with the same per-resource code (cds_upsert, eds_apply_one, the listener
+ * rebuild); SotW adds full-state removal for CDS/LDS, delta adds
+ * removed_resources.  A delta apply costs O(changed resources): dynamic
+ * clusters are found through a name index, EDS users through a lazily built
+ * service-name index, and the EDS subscription set is recomputed only after a
+ * cluster change. */
 #include "ads.h"
 
 #include <math.h>
@@ -26,6 +35,7 @@
 #define TYPE_RDS "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 #define TYPE_RESOURCE "type.googleapis.com/envoy.service.discovery.v3.Resource"
 #define ADS_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#define DELTA_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 
 #define BACKOFF_BASE_MS 500
 #define BACKOFF_MAX_MS 30000
@@ -63,6 +73,9 @@ struct xtype {
 	unsigned nack_repeats;      /* the same version NACKed again in a row */
 	struct event *nack_ev;      /* owned: a delayed repeat NACK */
 	char *nack_err;             /* owned: its error_detail */
+	json_t *rver;               /* owned, delta: name -> version of the accepted resources */
+	json_t *subs;               /* owned, delta EDS/RDS: the subscribed names (set) */
+	bool sent_first;            /* delta: this type's first request went on this stream */
 	struct ads *owner;
 	int type;
 	struct stats_scope *stats;  /* owned for CDS/LDS, else NULL */
@@ -93,8 +106,13 @@ struct ads {
 	uint64_t backoff_ms;
 	bool node_sent, got_response, initial_done, rds_timed_out;
 	struct xtype t[T_N];
-	struct dyn_cluster *dc;     /* owned [ndc] */
-	size_t ndc;
+	bool delta;                 /* DeltaAggregatedResources */
+	bool eds_dirty;             /* clusters changed: recompute the EDS subscription */
+	struct dyn_cluster *dc;     /* owned [ndc], capacity capdc; order is not meaningful */
+	size_t ndc, capdc;
+	json_t *dc_index;           /* owned: cluster name -> position in dc */
+	json_t *eds_users;          /* owned, lazily built (NULL = rebuild): EDS service
+				     * name -> [positions in dc]; may hold stale entries */
 	struct dyn_listener *dl;    /* owned [ndl] */
 	size_t ndl;
 	struct cluster **scl;       /* refs [nscl]: the bootstrap's clusters */
@@ -107,7 +125,7 @@ struct ads {
 };
 
 static void ads_connect(struct ads *a);
-static void send_request(struct ads *a, int t, const char *error);
+static void send_ack(struct ads *a, int t, const char *error);
 static void try_publish(struct ads *a);
 static void check_initial(struct ads *a);
 static void refresh_tcp_listeners(struct ads *a);
@@ -179,6 +197,48 @@ static void dl_clear(struct dyn_listener *d)
 	free(d->name);
 }
 
+static struct dyn_cluster *find_dc(struct ads *a, const char *name)
+{
+	json_t *pos = json_object_get(a->dc_index, name);
+	return pos ? &a->dc[json_integer_value(pos)] : NULL;
+}
+
+static struct dyn_cluster *dc_append(struct ads *a, const char *name)
+{
+	if (a->ndc == a->capdc) {
+		a->capdc = a->capdc ? a->capdc * 2 : 16;
+		a->dc = xrealloc(a->dc, a->capdc * sizeof(*a->dc));
+	}
+	struct dyn_cluster *d = &a->dc[a->ndc];
+	memset(d, 0, sizeof(*d));
+	d->name = xstrdup(name);
+	json_object_set_new(a->dc_index, name, json_integer((json_int_t)a->ndc));
+	a->ndc++;
+	json_decref(a->eds_users);   /* positions changed */
+	a->eds_users = NULL;
+	a->eds_dirty = true;
+	return d;
+}
+
+/* Remove a dynamic cluster: the last one takes its place (O(1)). */
+static void dc_remove_at(struct ads *a, size_t pos)
+{
+	struct dyn_cluster *d = &a->dc[pos];
+	log_info("xds: cluster '%s' removed", d->name);
+	json_object_del(a->dc_index, d->name);
+	json_object_del(a->t[T_CDS].res, d->name);
+	json_object_del(a->t[T_CDS].rver, d->name);
+	dc_clear(d);
+	if (pos != a->ndc - 1) {
+		*d = a->dc[a->ndc - 1];
+		json_object_set_new(a->dc_index, d->name, json_integer((json_int_t)pos));
+	}
+	a->ndc--;
+	json_decref(a->eds_users);
+	a->eds_users = NULL;
+	a->eds_dirty = true;
+}
+
 /* Append "<resource>: <error>" to the NACK detail. */
 static void add_error(char *buf, size_t size, const char *type, const char *name, const char *err)
 {
@@ -193,19 +253,19 @@ static void add_error(char *buf, size_t size, const char *type, const char *name
 static void cluster_warmed(struct cluster *cl, void *arg)
 {
 	struct ads *a = arg;
-	for (size_t i = 0; i < a->ndc; i++) {
-		struct dyn_cluster *d = &a->dc[i];
-		if (d->warming != cl)
-			continue;
+	struct dyn_cluster *d = find_dc(a, cl->name);
+	if (d && d->warming == cl) {
 		if (d->timer)
 			event_free(d->timer);
 		d->timer = NULL;
+		if (d->active && (d->active->type == CLUSTER_EDS) &&
+		    (cl->type != CLUSTER_EDS || strcmp(d->active->eds_service_name, cl->eds_service_name)))
+			a->eds_dirty = true;   /* the old version's EDS name may go */
 		cluster_unref(d->active);
 		d->active = d->warming;
 		d->warming = NULL;
-		log_info("xds: cluster '%s' warmed", d->name);
+		log_debug("xds: cluster '%s' warmed", d->name);
 		refresh_tcp_listeners(a);
-		break;
 	}
 	try_publish(a);
 	check_initial(a);
@@ -221,11 +281,19 @@ static void eds_timeout_cb(evutil_socket_t fd, short what, void *arg)
 /* Start a compiled cluster warming; EDS data already received is applied. */
 static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *cl)
 {
+	struct cluster *prev = d->warming ? d->warming : d->active;
+	if (cl->type == CLUSTER_EDS &&
+	    (!prev || prev->type != CLUSTER_EDS || strcmp(prev->eds_service_name, cl->eds_service_name))) {
+		json_decref(a->eds_users);   /* a new service name for this position */
+		a->eds_users = NULL;
+	}
 	cluster_unref(d->warming);
 	if (d->timer)
 		event_free(d->timer);
 	d->timer = NULL;
 	d->warming = cl;
+	a->eds_dirty = true;
+	json_object_set(a->t[T_CDS].res, d->name, cl->json);   /* the accepted version */
 	if (cl->type == CLUSTER_EDS) {
 		const json_t *cla = json_object_get(a->t[T_EDS].res, cl->eds_service_name);
 		if (cla) {
@@ -243,7 +311,8 @@ static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *
 	cluster_start(cl, a->srv->base, cluster_warmed, a);
 }
 
-/* EDS subscription: the service names of the EDS clusters (active or warming). */
+/* EDS subscription: the service names of the EDS clusters (active or
+ * warming), as a set.  O(clusters): called only after a cluster change. */
 static json_t *eds_names(struct ads *a)
 {
 	json_t *set = json_object();
@@ -253,7 +322,32 @@ static json_t *eds_names(struct ads *a)
 			if (cls[k] && cls[k]->type == CLUSTER_EDS)
 				json_object_set_new(set, cls[k]->eds_service_name, json_true());
 	}
-	return set_to_array(set);
+	return set;
+}
+
+/* The positions of the dynamic clusters that use EDS service name; built once
+ * after a cluster was added or removed.  Entries may be stale (a cluster
+ * changed its service name): users check the name. */
+static json_t *eds_users_of(struct ads *a, const char *service)
+{
+	if (!a->eds_users) {
+		a->eds_users = json_object();
+		for (size_t i = 0; i < a->ndc; i++) {
+			struct cluster *cls[2] = { a->dc[i].active, a->dc[i].warming };
+			for (int k = 0; k < 2; k++) {
+				if (!cls[k] || cls[k]->type != CLUSTER_EDS)
+					continue;
+				json_t *l = json_object_get(a->eds_users, cls[k]->eds_service_name);
+				if (!l)
+					json_object_set_new(a->eds_users, cls[k]->eds_service_name,
+							    l = json_array());
+				size_t n = json_array_size(l);
+				if (!n || json_integer_value(json_array_get(l, n - 1)) != (json_int_t)i)
+					json_array_append_new(l, json_integer((json_int_t)i));
+			}
+		}
+	}
+	return json_object_get(a->eds_users, service);
 }
 
 /* A static snapshot of the current clusters for compiling listeners (route
@@ -272,118 +366,140 @@ static struct snapshot *cluster_view(struct ads *a)
 	return s;
 }
 
-static void apply_cds(struct ads *a, json_t *got, char *err, size_t errlen)
+/* One CDS resource added or changed.  Returns the compiled new version for
+ * the caller to start once the whole response is applied, or NULL (unchanged,
+ * or rejected: the previous version, if any, stays). */
+static struct cluster *cds_upsert(struct ads *a, const char *name, const json_t *j,
+				  struct build_ctx *b, char *err, size_t errlen)
 {
-	struct build_ctx b = { .srv = a->srv, .stats = a->srv->stats, .nworkers = a->srv->nworkers };
-	size_t cap = json_object_size(got) + 1, nn = 0, nstart = 0;
-	struct dyn_cluster *nd = xcalloc(cap, sizeof(*nd));
-	struct cluster **start = xcalloc(cap, sizeof(*start));
-	size_t *start_idx = xcalloc(cap, sizeof(*start_idx));
-	const char *name;
-	json_t *j;
-
-	json_t *index = json_object();   /* name -> position in a->dc: O(1) lookups */
-	for (size_t i = 0; i < a->ndc; i++)
-		json_object_set_new(index, a->dc[i].name, json_integer((json_int_t)i));
-	json_object_foreach(got, name, j) {
-		json_t *pos = json_object_get(index, name);
-		struct dyn_cluster *old = pos ? &a->dc[json_integer_value(pos)] : NULL, take = { 0 };
-		bool is_static = false;
-		for (size_t i = 0; i < a->nscl; i++)
-			is_static |= !strcmp(a->scl[i]->name, name);
-		if (is_static) {
+	for (size_t i = 0; i < a->nscl; i++)
+		if (!strcmp(a->scl[i]->name, name)) {
 			add_error(err, errlen, "Cluster", name, "a static cluster has that name");
-			continue;
+			return NULL;
 		}
-		if (old) {
-			take = *old;
-			memset(old, 0, sizeof(*old));
-		} else {
-			take.name = xstrdup(name);
-		}
-		struct cluster *cur = take.warming ? take.warming : take.active;
-		if (cur && json_equal(cur->json, j)) {   /* unchanged: keep it */
-			nd[nn++] = take;
-			continue;
-		}
-		struct cfg_ctx c;
-		cfg_init(&c, NULL, NULL);
-		if (a->srv->opt.allow_unknown_fields)
-			c.flags |= CFG_F_ALLOW_UNKNOWN;
-		struct cluster *cl = cluster_parse(&c, j, &b);
-		if (!cl) {
-			add_error(err, errlen, "Cluster", name, c.err);
-			if (cur)   /* the previous version stays */
-				nd[nn++] = take;
-			else
-				dc_clear(&take);
-			continue;
-		}
-		start[nstart] = cl;
-		start_idx[nstart++] = nn;
-		nd[nn++] = take;
+	struct dyn_cluster *d = find_dc(a, name);
+	struct cluster *cur = d ? (d->warming ? d->warming : d->active) : NULL;
+	if (cur && json_equal(cur->json, j))   /* unchanged: keep it */
+		return NULL;
+	struct cfg_ctx c;
+	cfg_init(&c, NULL, NULL);
+	if (a->srv->opt.allow_unknown_fields)
+		c.flags |= CFG_F_ALLOW_UNKNOWN;
+	struct cluster *cl = cluster_parse(&c, j, b);
+	if (!cl) {
+		add_error(err, errlen, "Cluster", name, c.err);
+		return NULL;
 	}
-	json_decref(index);
-	/* clusters absent from the full state are removed */
-	bool removed = false;
-	for (size_t i = 0; i < a->ndc; i++) {
-		if (a->dc[i].name) {
-			log_info("xds: cluster '%s' removed", a->dc[i].name);
-			removed = true;
-		}
-		dc_clear(&a->dc[i]);
-	}
-	free(a->dc);
-	a->dc = nd;
-	a->ndc = nn;
-	if (removed)
-		refresh_tcp_listeners(a);
-	/* start after the swap: a cluster may initialize synchronously */
-	for (size_t i = 0; i < nstart; i++)
-		start_warming(a, &a->dc[start_idx[i]], start[i]);
-	free(start);
-	free(start_idx);
+	if (!d)
+		dc_append(a, name);
+	return cl;
 }
 
-static void apply_eds(struct ads *a, json_t *got, char *err, size_t errlen)
+/* CDS: the clusters in got are added or changed; with full_state (SotW) the
+ * dynamic clusters absent from got are removed, else (delta) the names in
+ * removed are.  O(|got| + |removed|) for delta. */
+static void apply_cds(struct ads *a, json_t *got, const json_t *removed, bool full_state,
+		      char *err, size_t errlen)
+{
+	struct build_ctx b = { .srv = a->srv, .stats = a->srv->stats, .nworkers = a->srv->nworkers };
+	size_t nstart = 0;
+	struct cluster **start = xcalloc(json_object_size(got) + 1, sizeof(*start));
+	bool gone = false;
+	const char *name;
+	json_t *j;
+
+	if (!a->t[T_CDS].res)
+		a->t[T_CDS].res = json_object();
+	json_object_foreach(got, name, j) {
+		struct cluster *cl = cds_upsert(a, name, j, &b, err, errlen);
+		if (cl)
+			start[nstart++] = cl;
+	}
+	if (full_state) {
+		for (size_t i = a->ndc; i-- > 0;)   /* backwards: removal moves the last one here */
+			if (!json_object_get(got, a->dc[i].name)) {
+				dc_remove_at(a, i);
+				gone = true;
+			}
+	} else {
+		size_t i;
+		json_t *v;
+		json_array_foreach(removed, i, v) {
+			json_t *pos = json_object_get(a->dc_index, json_string_value(v));
+			if (pos) {
+				dc_remove_at(a, (size_t)json_integer_value(pos));
+				gone = true;
+			}
+		}
+	}
+	if (gone)
+		refresh_tcp_listeners(a);
+	/* start after the changes: a cluster may initialize synchronously */
+	for (size_t i = 0; i < nstart; i++)
+		start_warming(a, find_dc(a, start[i]->name), start[i]);
+	free(start);
+}
+
+/* One ClusterLoadAssignment (cla NULL: removed, the users get no hosts).
+ * Returns false if a cluster using it rejected it. */
+static bool eds_apply_one(struct ads *a, const char *name, const json_t *cla, char *err,
+			  size_t errlen)
+{
+	json_t *users = eds_users_of(a, name), *v, *empty = NULL;
+	struct cluster *cls[16], **many = NULL, **list = cls;
+	size_t n = 0, i;
+	bool ok = true;
+
+	/* collect (with refs) first: updating a warming cluster may warm it,
+	 * which replaces the active one */
+	if (json_array_size(users) * 2 > ARRAY_SIZE(cls))
+		list = many = xcalloc(json_array_size(users) * 2, sizeof(*many));
+	json_array_foreach(users, i, v) {
+		struct dyn_cluster *d = &a->dc[json_integer_value(v)];
+		struct cluster *two[2] = { d->active, d->warming };
+		for (int k = 0; k < 2; k++)
+			if (two[k] && two[k]->type == CLUSTER_EDS &&
+			    !strcmp(two[k]->eds_service_name, name))
+				list[n++] = cluster_ref(two[k]);
+	}
+	if (!cla)
+		cla = empty = json_pack("{s:s}", "cluster_name", name);
+	for (i = 0; i < n; i++) {
+		struct cfg_ctx c;
+		cfg_init(&c, NULL, NULL);
+		if (cluster_eds_update(list[i], &c, cla)) {
+			add_error(err, errlen, "ClusterLoadAssignment", name, c.err);
+			ok = false;
+		}
+		cluster_unref(list[i]);
+	}
+	json_decref(empty);
+	free(many);
+	return ok;
+}
+
+static void apply_eds(struct ads *a, json_t *got, const json_t *removed, char *err, size_t errlen)
 {
 	const char *name;
 	json_t *j;
-	/* service name -> [cluster objects (active and warming) using it] */
-	json_t *users = json_object();
-	for (size_t i = 0; i < a->ndc; i++) {
-		struct cluster *cls[2] = { a->dc[i].active, a->dc[i].warming };
-		for (int k = 0; k < 2; k++) {
-			if (!cls[k] || cls[k]->type != CLUSTER_EDS)
-				continue;
-			json_t *l = json_object_get(users, cls[k]->eds_service_name);
-			if (!l)
-				json_object_set_new(users, cls[k]->eds_service_name, l = json_array());
-			json_array_append_new(l, json_integer((json_int_t)(uintptr_t)cls[k]));
-		}
-	}
+	size_t i;
+
 	if (!a->t[T_EDS].res)
 		a->t[T_EDS].res = json_object();
 	json_object_foreach(got, name, j) {
-		bool bad = false;
-		size_t i;
-		json_t *v;
 		if (json_equal(json_object_get(a->t[T_EDS].res, name), j))
 			continue;   /* unchanged ClusterLoadAssignment */
-		json_array_foreach(json_object_get(users, name), i, v) {
-			struct cluster *cl = (struct cluster *)(uintptr_t)json_integer_value(v);
-			struct cfg_ctx c;
-			cfg_init(&c, NULL, NULL);
-			if (cluster_eds_update(cl, &c, j)) {
-				add_error(err, errlen, "ClusterLoadAssignment", name, c.err);
-				bad = true;
-			}
-		}
 		/* accepted state: only what applied (a rejected one is retried when resent) */
-		if (!bad)
+		if (eds_apply_one(a, name, j, err, errlen))
 			json_object_set(a->t[T_EDS].res, name, j);
 	}
-	json_decref(users);
+	json_array_foreach(removed, i, j) {
+		name = json_string_value(j);
+		if (!json_object_get(a->t[T_EDS].res, name))
+			continue;
+		json_object_del(a->t[T_EDS].res, name);
+		eds_apply_one(a, name, NULL, err, errlen);
+	}
 }
 
 /* ---- listeners (LDS, RDS) -------------------------------------------------------- */
@@ -602,7 +718,7 @@ static json_t *rds_names(struct ads *a)
 			json_object_set_new(set, json_string_value(v), json_true());
 		json_decref(n);
 	}
-	return set_to_array(set);
+	return set;
 }
 
 static void rds_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -723,7 +839,33 @@ static void init_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the protocol ------------------------------------------------------------------ */
 
-static void send_request(struct ads *a, int t, const char *error)
+static void fill_node(struct ads *a, Envoy__Config__Core__V3__Node *node,
+		      Envoy__Config__Core__V3__Node **slot)
+{
+	if (a->node_sent && a->srv->xds.node_first_only)
+		return;
+	node->id = a->srv->node_id;
+	node->cluster = a->srv->node_cluster;
+	node->user_agent_name = "remora";
+	node->user_agent_version_type_case =
+		ENVOY__CONFIG__CORE__V3__NODE__USER_AGENT_VERSION_TYPE_USER_AGENT_VERSION;
+	node->user_agent_version = "0.1.0";
+	*slot = node;
+	a->node_sent = true;
+}
+
+static void send_packed(struct ads *a, const ProtobufCMessage *m)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf = xmalloc(len ? len : 1);
+	protobuf_c_message_pack(m, buf);
+	grpc_client_send(a->g, buf, len);
+	free(buf);
+}
+
+/* SotW DiscoveryRequest: ACK (error NULL) or NACK of the newest response, or
+ * a (re)subscription. */
+static void send_sotw(struct ads *a, int t, const char *error)
 {
 	Envoy__Service__Discovery__V3__DiscoveryRequest rq =
 		ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_REQUEST__INIT;
@@ -737,16 +879,7 @@ static void send_request(struct ads *a, int t, const char *error)
 	rq.type_url = (char *)type_urls[t];
 	rq.version_info = x->version ? x->version : "";
 	rq.response_nonce = x->nonce ? x->nonce : "";
-	if (!a->node_sent || !a->srv->xds.node_first_only) {
-		node.id = a->srv->node_id;
-		node.cluster = a->srv->node_cluster;
-		node.user_agent_name = "remora";
-		node.user_agent_version_type_case =
-			ENVOY__CONFIG__CORE__V3__NODE__USER_AGENT_VERSION_TYPE_USER_AGENT_VERSION;
-		node.user_agent_version = "0.1.0";
-		rq.node = &node;
-		a->node_sent = true;
-	}
+	fill_node(a, &node, &rq.node);
 	if (x->sent_names) {
 		size_t n = json_array_size(x->sent_names);
 		names = xcalloc(n + 1, sizeof(*names));
@@ -760,37 +893,142 @@ static void send_request(struct ads *a, int t, const char *error)
 		st.message = (char *)error;
 		rq.error_detail = &st;
 	}
-	size_t len = protobuf_c_message_get_packed_size(&rq.base);
-	uint8_t *buf = xmalloc(len ? len : 1);
-	protobuf_c_message_pack(&rq.base, buf);
-	grpc_client_send(a->g, buf, len);
-	free(buf);
+	send_packed(a, &rq.base);
 	free(names);
 	log_debug("xds: sent %s request version '%s' nonce '%s'%s", type_names[t], rq.version_info,
 		  rq.response_nonce, error ? " (NACK)" : "");
 }
 
-/* EDS/RDS: request again when the set of names changed. */
-static void update_subscription(struct ads *a, int t, json_t *names)
+static char **names_of(const json_t *arr, size_t *n)
+{
+	size_t i;
+	json_t *v;
+	char **out = xcalloc(json_array_size(arr) + 1, sizeof(*out));
+	*n = 0;
+	json_array_foreach(arr, i, v)
+		out[(*n)++] = (char *)json_string_value(v);
+	return out;
+}
+
+/* DeltaDiscoveryRequest.  ack: answers the newest response (response_nonce,
+ * error_detail if error); else a spontaneous request (no nonce) carrying
+ * subscription changes (sub/unsub: arrays of names, may be NULL).  The first
+ * request of a type on a stream carries initial_resource_versions. */
+static void send_delta(struct ads *a, int t, bool ack, const char *error, const json_t *sub,
+		       const json_t *unsub)
+{
+	Envoy__Service__Discovery__V3__DeltaDiscoveryRequest rq =
+		ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_REQUEST__INIT;
+	Envoy__Config__Core__V3__Node node = ENVOY__CONFIG__CORE__V3__NODE__INIT;
+	Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
+	Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry *ents = NULL;
+	Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry **eptr = NULL;
+	struct xtype *x = &a->t[t];
+
+	if (!a->g)
+		return;
+	rq.type_url = (char *)type_urls[t];
+	fill_node(a, &node, &rq.node);
+	if (ack)
+		rq.response_nonce = x->nonce ? x->nonce : "";
+	rq.resource_names_subscribe = names_of(sub, &rq.n_resource_names_subscribe);
+	rq.resource_names_unsubscribe = names_of(unsub, &rq.n_resource_names_unsubscribe);
+	if (!x->sent_first && json_object_size(x->rver)) {
+		size_t n = json_object_size(x->rver), i = 0;
+		const char *k;
+		json_t *v;
+		ents = xcalloc(n, sizeof(*ents));
+		eptr = xcalloc(n, sizeof(*eptr));
+		json_object_foreach(x->rver, k, v) {
+			Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry e =
+				ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_REQUEST__INITIAL_RESOURCE_VERSIONS_ENTRY__INIT;
+			e.key = (char *)k;
+			e.value = (char *)json_string_value(v);
+			ents[i] = e;
+			eptr[i] = &ents[i];
+			i++;
+		}
+		rq.n_initial_resource_versions = n;
+		rq.initial_resource_versions = eptr;
+	}
+	x->sent_first = true;
+	if (error) {
+		st.code = 13;
+		st.message = (char *)error;
+		rq.error_detail = &st;
+	}
+	send_packed(a, &rq.base);
+	log_debug("xds: sent delta %s request nonce '%s' +%zu -%zu%s", type_names[t],
+		  rq.response_nonce, rq.n_resource_names_subscribe, rq.n_resource_names_unsubscribe,
+		  error ? " (NACK)" : "");
+	free(rq.resource_names_subscribe);
+	free(rq.resource_names_unsubscribe);
+	free(ents);
+	free(eptr);
+}
+
+/* ACK (error NULL) or NACK the newest response of type t. */
+static void send_ack(struct ads *a, int t, const char *error)
+{
+	if (a->delta)
+		send_delta(a, t, true, error, NULL, NULL);
+	else
+		send_sotw(a, t, error);
+}
+
+/* EDS/RDS: the wanted names (set, consumed) changed?  SotW requests the whole
+ * list again; delta sends what to subscribe and unsubscribe, and forgets the
+ * unsubscribed resources. */
+static void update_subscription(struct ads *a, int t, json_t *want)
 {
 	struct xtype *x = &a->t[t];
-	if (x->sent_names && json_equal(x->sent_names, names)) {
-		json_decref(names);
+	if (!a->delta) {
+		json_t *names = set_to_array(want);
+		if (x->sent_names && json_equal(x->sent_names, names)) {
+			json_decref(names);
+			return;
+		}
+		json_decref(x->sent_names);
+		x->sent_names = names;
+		send_sotw(a, t, NULL);
 		return;
 	}
-	json_decref(x->sent_names);
-	x->sent_names = names;
-	send_request(a, t, NULL);
+	json_t *sub = json_array(), *unsub = json_array();
+	const char *k;
+	json_t *v;
+	if (!x->subs)
+		x->subs = json_object();
+	json_object_foreach(want, k, v)
+		if (!json_object_get(x->subs, k))
+			json_array_append_new(sub, json_string(k));
+	json_object_foreach(x->subs, k, v)
+		if (!json_object_get(want, k))
+			json_array_append_new(unsub, json_string(k));
+	if (json_array_size(sub) || json_array_size(unsub)) {
+		size_t i;
+		json_array_foreach(unsub, i, v) {
+			json_object_del(x->res, json_string_value(v));
+			json_object_del(x->rver, json_string_value(v));
+		}
+		json_decref(x->subs);
+		x->subs = json_incref(want);
+		send_delta(a, t, false, NULL, sub, unsub);
+	}
+	json_decref(want);
+	json_decref(sub);
+	json_decref(unsub);
 }
 
 static void update_subscriptions(struct ads *a)
 {
-	update_subscription(a, T_EDS, eds_names(a));
+	if (a->eds_dirty) {   /* O(clusters): only after a cluster change */
+		a->eds_dirty = false;
+		update_subscription(a, T_EDS, eds_names(a));
+	}
 	if (a->srv->xds.lds)
 		update_subscription(a, T_RDS, rds_names(a));
 }
 
-/* Decode one resource to JSON and its name; NULL with err on failure. */
 /* The name of a resource that failed to convert, for the NACK ("" if none). */
 static void resource_name(const char *url, const uint8_t *data, size_t len, int t, char *out,
 			  size_t outlen)
@@ -807,6 +1045,7 @@ static void resource_name(const char *url, const uint8_t *data, size_t len, int 
 		protobuf_c_message_free_unpacked(m, NULL);
 }
 
+/* Decode one resource to JSON; NULL with err (and name if it could be read). */
 static json_t *decode_resource(struct ads *a, int t, const Google__Protobuf__Any *any, size_t idx,
 			       char *err, size_t errlen, char *name, size_t namelen)
 {
@@ -853,110 +1092,118 @@ static json_t *decode_resource(struct ads *a, int t, const Google__Protobuf__Any
 	return j;
 }
 
-static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__DiscoveryResponse *r)
+/* Decode resource idx into got (name -> JSON); errors go to err.  want_name:
+ * the name the delta Resource wrapper gives (NULL in SotW).  Returns the
+ * name stored, or NULL. */
+static const char *take_resource(struct ads *a, int t, const Google__Protobuf__Any *any, size_t idx,
+				 const char *want_name, json_t *got, char *err, size_t errlen)
 {
-	int t;
-	char err[4096] = "";
-	for (t = 0; t < T_N; t++)
-		if (r->type_url && !strcmp(r->type_url, type_urls[t]))
-			break;
-	if (t == T_N) {
-		log_warn("xds: response for unsupported type '%s' ignored", r->type_url);
-		return;
+	char e[1024] = "", bad_name[256] = "";
+	json_t *j = any ? decode_resource(a, t, any, idx, e, sizeof(e), bad_name, sizeof(bad_name))
+			: NULL;
+	if (!any)
+		snprintf(e, sizeof(e), "resources[%zu]: no resource (removals go in removed_resources)",
+			 idx);
+	const char *name = j ? json_string_value(json_object_get(j, t == T_EDS ? "cluster_name"
+									       : "name"))
+			     : bad_name[0] ? bad_name : want_name;
+	if (j && (!name || !*name))
+		snprintf(e, sizeof(e), "resources[%zu]: missing %s", idx,
+			 t == T_EDS ? "cluster_name" : "name");
+	else if (j && want_name && *want_name && strcmp(want_name, name))
+		snprintf(e, sizeof(e), "resources[%zu]: the resource's name '%s' differs from its "
+			 "Resource wrapper's name '%s'", idx, name, want_name);
+	else if (j && json_object_get(got, name))
+		snprintf(e, sizeof(e), "resources[%zu]: duplicate name", idx);
+	if (e[0]) {
+		add_error(err, errlen, type_names[t], name, e);
+		json_decref(j);
+		return NULL;
 	}
+	json_object_set_new(got, name, j);
+	return json_string_value(json_object_get(j, t == T_EDS ? "cluster_name" : "name"));
+}
+
+/* Apply the decoded resources of one response (shared by SotW and delta).
+ * full_state: SotW (CDS/LDS responses are complete); removed: delta's
+ * removed_resources (array of names, may be empty). */
+static void apply_resources(struct ads *a, int t, json_t *got, const json_t *removed,
+			    bool full_state, char *err, size_t errlen)
+{
 	struct xtype *x = &a->t[t];
-	set_str(&x->nonce, r->nonce);   /* always echo the newest nonce */
-	evtimer_del(x->nack_ev);        /* a delayed NACK is superseded */
-	if (x->stats)
-		stats_inc(x->stats, 0, XU_update_attempt);
+	const char *n;
+	json_t *v;
+	size_t i;
 
-	/* decode everything first; names per type */
-	json_t *got = json_object();
-	for (size_t i = 0; i < r->n_resources; i++) {
-		char e[1024] = "", bad_name[256] = "";
-		json_t *j = decode_resource(a, t, r->resources[i], i, e, sizeof(e), bad_name,
-					    sizeof(bad_name));
-		const char *name = j ? json_string_value(json_object_get(j, t == T_EDS ? "cluster_name"
-											: "name"))
-				     : bad_name[0] ? bad_name : NULL;
-		if (j && (!name || !*name))
-			snprintf(e, sizeof(e), "resources[%zu]: missing %s", i,
-				 t == T_EDS ? "cluster_name" : "name");
-		else if (j && json_object_get(got, name))
-			snprintf(e, sizeof(e), "resources[%zu]: duplicate name", i);
-		if (e[0]) {
-			add_error(err, sizeof(err), type_names[t], name, e);
-			json_decref(j);
-			continue;
-		}
-		json_object_set_new(got, name, j);
-	}
-
-	/* unchanged resend of the accepted state: ACK without re-applying */
-	bool unchanged = !err[0] && x->res && json_equal(x->res, got) &&
-			 (t == T_CDS || t == T_LDS || json_object_size(got));
-	if (!unchanged) {
-		switch (t) {
-		case T_CDS:
-			apply_cds(a, got, err, sizeof(err));
-			/* accepted state: the versions in force (a rejected cluster
-			 * keeps its previous one, or is absent) */
-			json_decref(x->res);
-			x->res = json_object();
-			for (size_t i = 0; i < a->ndc; i++) {
-				struct cluster *cl = a->dc[i].warming ? a->dc[i].warming : a->dc[i].active;
-				if (cl)
-					json_object_set(x->res, a->dc[i].name, cl->json);
-			}
-			break;
-		case T_EDS:   /* SotW for EDS names only what was asked: merged */
-			apply_eds(a, got, err, sizeof(err));
-			break;
-		case T_LDS: {
-			json_t *prev = x->res;
+	switch (t) {
+	case T_CDS:
+		apply_cds(a, got, removed, full_state, err, errlen);
+		break;
+	case T_EDS:   /* SotW for EDS names only what was asked: merged */
+		apply_eds(a, got, removed, err, errlen);
+		break;
+	case T_LDS: {
+		json_t *prev = x->res;
+		if (full_state) {
 			x->res = json_incref(got);
-			rebuild_listeners(a, err, sizeof(err), NULL);
-			json_decref(prev);
-			break;
+		} else {   /* delta: changed in place */
+			x->res = prev ? json_incref(prev) : json_object();
+			json_object_update(x->res, got);
+			json_array_foreach(removed, i, v)
+				json_object_del(x->res, json_string_value(v));
 		}
-		case T_RDS: {
-			const char *n;
-			json_t *v;
-			if (!x->res)
-				x->res = json_object();
-			json_object_foreach(got, n, v) {
-				json_t *old = json_incref(json_object_get(x->res, n));
-				char e2[2048] = "";
-				json_object_set(x->res, n, v);
-				rebuild_listeners(a, e2, sizeof(e2), n);
-				if (e2[0]) {   /* reject this route table: keep the old one */
-					add_error(err, sizeof(err), "RouteConfiguration", n, e2);
-					if (old)
-						json_object_set(x->res, n, old);
-					else
-						json_object_del(x->res, n);
-					char e3[256] = "";
-					rebuild_listeners(a, e3, sizeof(e3), NULL);
-				}
-				json_decref(old);
-			}
-			break;
-		}
-		}
+		rebuild_listeners(a, err, errlen, NULL);
+		json_decref(prev);
+		break;
 	}
-	json_decref(got);
+	case T_RDS: {
+		bool gone = false;
+		if (!x->res)
+			x->res = json_object();
+		json_object_foreach(got, n, v) {
+			json_t *old = json_incref(json_object_get(x->res, n));
+			char e2[2048] = "";
+			json_object_set(x->res, n, v);
+			rebuild_listeners(a, e2, sizeof(e2), n);
+			if (e2[0]) {   /* reject this route table: keep the old one */
+				add_error(err, errlen, "RouteConfiguration", n, e2);
+				if (old)
+					json_object_set(x->res, n, old);
+				else
+					json_object_del(x->res, n);
+				char e3[256] = "";
+				rebuild_listeners(a, e3, sizeof(e3), NULL);
+			}
+			json_decref(old);
+		}
+		/* a removed route table: listeners compiled with it keep it */
+		json_array_foreach(removed, i, v)
+			gone |= !json_object_del(x->res, json_string_value(v));
+		if (gone) {
+			char e3[256] = "";
+			rebuild_listeners(a, e3, sizeof(e3), NULL);
+		}
+		break;
+	}
+	}
+}
+
+/* After a response was applied: ACK, or NACK (repeats of the same rejected
+ * version delayed), stats, subscriptions, publication. */
+static void finish_response(struct ads *a, int t, const char *version, bool empty, const char *err)
+{
+	struct xtype *x = &a->t[t];
 	x->got_first = true;
 	if (err[0]) {
-		bool again = x->nacked_version &&
-			     !strcmp(x->nacked_version, r->version_info ? r->version_info : "");
+		bool again = x->nacked_version && !strcmp(x->nacked_version, version);
 		if (!again)
-			log_warn("xds: rejecting %s version '%s': %s", type_names[t], r->version_info, err);
-		set_str(&x->nacked_version, r->version_info ? r->version_info : "");
+			log_warn("xds: rejecting %s version '%s': %s", type_names[t], version, err);
+		set_str(&x->nacked_version, version);
 		if (x->stats)
 			stats_inc(x->stats, 0, XU_update_rejected);
 		x->nack_repeats = again ? x->nack_repeats + 1 : 0;
 		if (!x->nack_repeats) {
-			send_request(a, t, err);
+			send_ack(a, t, err);
 		} else {
 			/* A server resending the rejected version at once (e.g.
 			 * go-control-plane answers every NACK with its snapshot)
@@ -971,18 +1218,107 @@ static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__
 		}
 	} else {
 		x->nack_repeats = 0;
-		set_str(&x->version, r->version_info ? r->version_info : "");
+		set_str(&x->version, version);
 		if (x->stats) {
 			stats_inc(x->stats, 0, XU_update_success);
-			if (!r->n_resources)
+			if (empty)
 				stats_inc(x->stats, 0, XU_update_empty);
 			stats_gauge_set(x->stats, XU_version, version_gauge(x->version));
 		}
-		send_request(a, t, NULL);
+		send_ack(a, t, NULL);
 	}
 	update_subscriptions(a);
 	try_publish(a);
 	check_initial(a);
+}
+
+static int type_index(const char *url)
+{
+	for (int t = 0; t < T_N; t++)
+		if (url && !strcmp(url, type_urls[t]))
+			return t;
+	return -1;
+}
+
+static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__DiscoveryResponse *r)
+{
+	int t = type_index(r->type_url);
+	char err[4096] = "";
+	if (t < 0) {
+		log_warn("xds: response for unsupported type '%s' ignored", r->type_url);
+		return;
+	}
+	struct xtype *x = &a->t[t];
+	set_str(&x->nonce, r->nonce);   /* always echo the newest nonce */
+	evtimer_del(x->nack_ev);        /* a delayed NACK is superseded */
+	if (x->stats)
+		stats_inc(x->stats, 0, XU_update_attempt);
+
+	json_t *got = json_object();
+	for (size_t i = 0; i < r->n_resources; i++)
+		take_resource(a, t, r->resources[i], i, NULL, got, err, sizeof(err));
+	/* unchanged resend of the accepted state: ACK without re-applying */
+	bool unchanged = !err[0] && x->res && json_equal(x->res, got) &&
+			 (t == T_CDS || t == T_LDS || json_object_size(got));
+	if (!unchanged)
+		apply_resources(a, t, got, NULL, t == T_CDS || t == T_LDS, err, sizeof(err));
+	json_decref(got);
+	finish_response(a, t, r->version_info ? r->version_info : "", !r->n_resources, err);
+}
+
+static void handle_delta(struct ads *a,
+			 const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *r)
+{
+	int t = type_index(r->type_url);
+	char err[4096] = "", vkey[160];
+	if (t < 0) {
+		log_warn("xds: delta response for unsupported type '%s' ignored", r->type_url);
+		return;
+	}
+	struct xtype *x = &a->t[t];
+	set_str(&x->nonce, r->nonce);
+	evtimer_del(x->nack_ev);
+	if (x->stats)
+		stats_inc(x->stats, 0, XU_update_attempt);
+	if (!x->rver)
+		x->rver = json_object();
+
+	json_t *got = json_object(), *vers = json_object(), *removed = json_array();
+	for (size_t i = 0; i < r->n_resources; i++) {
+		const Envoy__Service__Discovery__V3__Resource *res = r->resources[i];
+		const char *want = res->name && *res->name ? res->name
+				   : res->resource_name ? res->resource_name->name : NULL;
+		const char *name = take_resource(a, t, res->resource, i, want, got, err, sizeof(err));
+		if (name)
+			json_object_set_new(vers, name, json_string(res->version ? res->version : ""));
+	}
+	for (size_t i = 0; i < r->n_removed_resources; i++)
+		json_array_append_new(removed, json_string(r->removed_resources[i]));
+	for (size_t i = 0; i < r->n_removed_resource_names; i++)
+		if (r->removed_resource_names[i]->name)
+			json_array_append_new(removed, json_string(r->removed_resource_names[i]->name));
+	apply_resources(a, t, got, removed, false, err, sizeof(err));
+
+	/* per-resource versions of what is now in force (a rejected resource
+	 * keeps the version of its previous state) */
+	const char *n;
+	json_t *v;
+	size_t i;
+	json_object_foreach(got, n, v) {
+		const json_t *in_force = json_object_get(x->res, n);
+		if (in_force && (in_force == v || json_equal(in_force, v)))
+			json_object_set(x->rver, n, json_object_get(vers, n));
+	}
+	json_array_foreach(removed, i, v)
+		json_object_del(x->rver, json_string_value(v));
+	json_decref(got);
+	json_decref(vers);
+	/* repeat-NACK detection keys on system_version_info, else each response
+	 * is new (its nonce) */
+	snprintf(vkey, sizeof(vkey), "%s", r->system_version_info && *r->system_version_info
+					     ? r->system_version_info : r->nonce ? r->nonce : "");
+	finish_response(a, t, vkey, !r->n_resources && !json_array_size(removed), err);
+	json_decref(removed);
 }
 
 /* ---- the stream ------------------------------------------------------------------ */
@@ -991,27 +1327,60 @@ static void on_open(void *arg)
 {
 	struct ads *a = arg;
 	stats_gauge_set(a->cp_stats, CP_connected_state, 1);
-	log_info("xds: connected to '%s'", a->srv->xds.cluster);
+	log_info("xds: connected to '%s'%s", a->srv->xds.cluster, a->delta ? " (delta)" : "");
 	/* (re)subscribe: nonces do not survive a stream; versions do */
 	a->node_sent = false;
 	for (int t = 0; t < T_N; t++) {
 		set_str(&a->t[t].nonce, NULL);
 		evtimer_del(a->t[t].nack_ev);
 		a->t[t].nack_repeats = 0;
+		a->t[t].sent_first = false;
+	}
+	if (a->delta) {
+		/* CDS/LDS: wildcard (an empty first subscription); EDS/RDS: the
+		 * names subscribed before; each with the versions held */
+		json_t *sub;
+		if (a->srv->xds.cds)
+			send_delta(a, T_CDS, false, NULL, NULL, NULL);
+		if (json_object_size(a->t[T_EDS].subs)) {
+			sub = set_to_array(json_incref(a->t[T_EDS].subs));
+			send_delta(a, T_EDS, false, NULL, sub, NULL);
+			json_decref(sub);
+		}
+		if (a->srv->xds.lds)
+			send_delta(a, T_LDS, false, NULL, NULL, NULL);
+		if (json_object_size(a->t[T_RDS].subs)) {
+			sub = set_to_array(json_incref(a->t[T_RDS].subs));
+			send_delta(a, T_RDS, false, NULL, sub, NULL);
+			json_decref(sub);
+		}
+		return;
 	}
 	if (a->srv->xds.cds)
-		send_request(a, T_CDS, NULL);
+		send_sotw(a, T_CDS, NULL);
 	if (a->t[T_EDS].sent_names && json_array_size(a->t[T_EDS].sent_names))
-		send_request(a, T_EDS, NULL);
+		send_sotw(a, T_EDS, NULL);
 	if (a->srv->xds.lds)
-		send_request(a, T_LDS, NULL);
+		send_sotw(a, T_LDS, NULL);
 	if (a->t[T_RDS].sent_names && json_array_size(a->t[T_RDS].sent_names))
-		send_request(a, T_RDS, NULL);
+		send_sotw(a, T_RDS, NULL);
 }
 
 static void on_message(void *arg, const uint8_t *data, size_t len)
 {
 	struct ads *a = arg;
+	if (a->delta) {
+		Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *d =
+			envoy__service__discovery__v3__delta_discovery_response__unpack(NULL, len, data);
+		if (!d) {
+			log_warn("xds: malformed DeltaDiscoveryResponse (%zu bytes) ignored", len);
+			return;
+		}
+		a->got_response = true;
+		handle_delta(a, d);
+		envoy__service__discovery__v3__delta_discovery_response__free_unpacked(d, NULL);
+		return;
+	}
 	Envoy__Service__Discovery__V3__DiscoveryResponse *r =
 		envoy__service__discovery__v3__discovery_response__unpack(NULL, len, data);
 	if (!r) {
@@ -1076,7 +1445,7 @@ static void nack_delayed_cb(evutil_socket_t fd, short what, void *arg)
 	struct xtype *x = arg;
 	(void)fd;
 	(void)what;
-	send_request(x->owner, x->type, x->nack_err);
+	send_ack(x->owner, x->type, x->nack_err);
 }
 
 static void ads_connect(struct ads *a)
@@ -1091,7 +1460,8 @@ static void ads_connect(struct ads *a)
 	}
 	struct host *h = hs->hosts[rand_u64() % hs->n];
 	a->g = grpc_client_new(a->srv->base, (struct sockaddr *)&h->addr, h->addrlen,
-			       a->srv->xds.authority, ADS_PATH, KEEPALIVE_MS, &cbs, a);
+			       a->srv->xds.authority, a->delta ? DELTA_PATH : ADS_PATH, KEEPALIVE_MS,
+			       &cbs, a);
 	if (!a->g)
 		schedule_reconnect(a);
 }
@@ -1101,6 +1471,8 @@ struct ads *ads_start(struct server *srv)
 	struct ads *a = xcalloc(1, sizeof(*a));
 	struct snapshot *s = srv->snap;
 	a->srv = srv;
+	a->delta = srv->xds.delta;
+	a->dc_index = json_object();
 	a->bootstrap = json_incref(s->bootstrap);
 	a->scl = xcalloc(s->nclusters + 1, sizeof(*a->scl));
 	for (size_t i = 0; i < s->nclusters; i++)
@@ -1157,6 +1529,8 @@ void ads_free(struct ads *a)
 	for (size_t i = 0; i < a->ndc; i++)
 		dc_clear(&a->dc[i]);
 	free(a->dc);
+	json_decref(a->dc_index);
+	json_decref(a->eds_users);
 	for (size_t i = 0; i < a->ndl; i++)
 		dl_clear(&a->dl[i]);
 	free(a->dl);
@@ -1174,6 +1548,8 @@ void ads_free(struct ads *a)
 		event_free(a->t[t].nack_ev);
 		json_decref(a->t[t].res);
 		json_decref(a->t[t].sent_names);
+		json_decref(a->t[t].rver);
+		json_decref(a->t[t].subs);
 		stats_scope_free(a->t[t].stats);
 	}
 	stats_scope_free(a->cp_stats);

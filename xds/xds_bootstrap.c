@@ -1,4 +1,4 @@
-/* xds_bootstrap.c - dynamic_resources: ADS over gRPC, CDS/LDS over ADS. */
+/* xds_bootstrap.c - dynamic_resources: ADS over gRPC (SotW or delta), CDS/LDS over ADS. */
 #include "xds_bootstrap.h"
 
 #include "../proxy/common.h"
@@ -52,9 +52,11 @@ static int parse_ads(struct cfg_ctx *c, const json_t *a, struct xds_bootstrap *x
 	    cfg_enum(c, a, "transport_api_version", versions, 3, &ver) ||
 	    cfg_bool(c, a, "set_node_on_first_message_only", &x->node_first_only))
 		return RM_ERROR;
-	if (type != 2 && type != 5)
-		return cfg_fail_field(c, a, "api_type", "only GRPC (state of the world) is supported "
-				      "yet; delta xDS and REST are not");
+	if (type != 2 && type != 5 && type != 3 && type != 6)
+		return cfg_fail_field(c, a, "api_type", "only GRPC / AGGREGATED_GRPC (state of the "
+				      "world) and DELTA_GRPC / AGGREGATED_DELTA_GRPC are supported; "
+				      "REST is not yet");
+	x->delta = type == 3 || type == 6;
 	if (ver != 2)
 		return cfg_fail_field(c, a, "transport_api_version", "must be V3");
 	if (cfg_reject_fields(c, a, f + 4, "not supported yet"))

@@ -12,6 +12,7 @@ struct xds_bootstrap {
 	bool enabled;                /* dynamic_resources.ads_config present */
 	char *cluster;               /* owned: ads_config.grpc_services[0].envoy_grpc.cluster_name */
 	char *authority;             /* owned: envoy_grpc.authority, else the cluster name */
+	bool delta;                  /* api_type (AGGREGATED_)DELTA_GRPC: DeltaAggregatedResources */
 	bool node_first_only;        /* set_node_on_first_message_only */
 	bool cds, lds;               /* cds_config / lds_config: {ads: {}} */
 	uint64_t cds_timeout_ms;     /* cds_config.initial_fetch_timeout (15 s; 0 = wait forever) */

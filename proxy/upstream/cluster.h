@@ -183,6 +183,8 @@ struct cluster_worker {
 	bool lr_built;                      /* lr_heap filled (on the first pick) */
 	double lr_now;                      /* EDF clock: deadline of the last pick */
 	uint64_t lr_order;                  /* EDF insertion counter (tie break) */
+	uint64_t snap_mark;                 /* worker_msg_set_snapshot: the version of the
+					       newest snapshot holding this cluster */
 };
 
 /* One host in the weighted LEAST_REQUEST EDF scheduler. */

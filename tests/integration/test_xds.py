@@ -58,8 +58,17 @@ class ControlPlane:
                                            "resources": resources,
                                            "resend_on_nack": resend_on_nack})
 
+    def delta(self, type_, version, resources=(), removed=()):
+        """Change only these resources (delta streams get only them)."""
+        return self._call("POST", "/delta", {"type": type_, "version": version,
+                                             "resources": list(resources),
+                                             "removed": list(removed)})
+
     def requests(self):
         return self._call("GET", "/requests")
+
+    def responses(self):
+        return self._call("GET", "/responses")
 
     def streams(self):
         return self._call("GET", "/streams")
@@ -83,7 +92,7 @@ def cp():
     c.stop()
 
 
-def xds_bootstrap(admin_port, cp_port, fetch_timeout=None):
+def xds_bootstrap(admin_port, cp_port, fetch_timeout=None, api_type="GRPC"):
     cds = {"ads": {}, "resource_api_version": "V3"}
     lds = {"ads": {}, "resource_api_version": "V3"}
     if fetch_timeout:
@@ -94,7 +103,7 @@ def xds_bootstrap(admin_port, cp_port, fetch_timeout=None):
         "load_assignment": harness.load_assignment("xds_cluster", [("127.0.0.1", cp_port)]),
     }], node_id="sidecar-1")
     b["dynamic_resources"] = {
-        "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
+        "ads_config": {"api_type": api_type, "transport_api_version": "V3",
                        "set_node_on_first_message_only": True,
                        "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]},
         "cds_config": cds,
@@ -341,7 +350,7 @@ def test_control_plane_restart_reconnects(remora, cp, make_upstream, ports):
 def test_bootstrap_validation(tmp_path, ports):
     """dynamic_resources errors name the field; xDS needs node id and cluster."""
     b = xds_bootstrap(ports.get(), 1)
-    b["dynamic_resources"]["ads_config"]["api_type"] = "DELTA_GRPC"
+    b["dynamic_resources"]["ads_config"]["api_type"] = "REST"
     path = tmp_path / "b.yaml"
     path.write_text(json.dumps(b))
     out = subprocess.run([harness.remora_bin(), "--mode", "validate", "-c", str(path)],

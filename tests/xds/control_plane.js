@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// A scripted ADS (state of the world) control plane for Remora's integration
-// tests, on @grpc/grpc-js and @grpc/proto-loader with the official Envoy
+// A scripted ADS (state of the world and delta) control plane for Remora's
+// integration tests, on @grpc/grpc-js and @grpc/proto-loader with the official Envoy
 // protos shipped by @grpc/grpc-js-xds: every message Remora decodes was
 // encoded from the real schemas.
 //
@@ -14,14 +14,23 @@
 //                  pushed at once to every stream subscribed to that type; with
 //                  resend_on_nack every NACK is answered by resending the same
 //                  version at once (go-control-plane's behaviour)
-//   GET  /requests the DiscoveryRequests received so far (type_url, version_info,
-//                  response_nonce, resource_names, error_detail, has_node, stream,
-//                  t_ms: arrival time, ms since the epoch)
+//                  Delta streams get the difference from what each was sent:
+//                  the resources whose content changed (Resource.version = a
+//                  hash of the resource) and removed_resources
+//   POST /delta    {"type", "version", "resources": [...], "removed": [names]}
+//                  changes only these resources of the type's state and pushes
+//                  only them to delta streams (SotW streams get the full state)
+//   GET  /requests the Discovery/DeltaDiscoveryRequests received so far (type_url,
+//                  version_info, response_nonce, resource_names, error_detail,
+//                  has_node, stream, delta, subscribe, unsubscribe,
+//                  initial_resource_versions, t_ms: arrival time, ms since the epoch)
+//   GET  /responses the responses sent (stream, type, nonce, version, n, removed, t_ms)
 //   GET  /now      {"t_ms": ...} the control plane's clock
 //   GET  /streams  {"open": N, "total": M}
 'use strict';
 const path = require('path');
 const http = require('http');
+const crypto = require('crypto');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
@@ -31,8 +40,9 @@ const TYPES = {
   eds: 'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment',
   lds: 'type.googleapis.com/envoy.config.listener.v3.Listener',
   rds: 'type.googleapis.com/envoy.config.route.v3.RouteConfiguration',
+  sds: 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret',
 };
-const NAME_FIELD = { cds: 'name', eds: 'cluster_name', lds: 'name', rds: 'name' };
+const NAME_FIELD = { cds: 'name', eds: 'cluster_name', lds: 'name', rds: 'name', sds: 'name' };
 
 const pkgDef = protoLoader.loadSync([
   'envoy/service/discovery/v3/ads.proto',
@@ -44,6 +54,8 @@ const pkgDef = protoLoader.loadSync([
   'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
+  'envoy/extensions/transport_sockets/tls/v3/secret.proto',
+  'envoy/extensions/transport_sockets/tls/v3/tls.proto',
 ], {
   keepCase: true, longs: String, enums: String, defaults: false, oneofs: true, json: true,
   includeDirs: [path.join(deps, 'envoy-api'), path.join(deps, 'xds'), path.join(deps, 'googleapis'),
@@ -56,8 +68,9 @@ let port = 0;
 const pi = process.argv.indexOf('--port');
 if (pi > 0) port = parseInt(process.argv[pi + 1], 10);
 
-const state = {};          // type -> {version, resources: [obj]}
+const state = {};          // type -> {version, resources: Map name -> {r, v}, resend_on_nack}
 const requests = [];
+const responses = [];
 const streams = new Set();
 let streamSeq = 0, nonceSeq = 0;
 
@@ -66,12 +79,22 @@ function typeOf(url) {
   return null;
 }
 
+function resourceVersion(r) {
+  return crypto.createHash('sha1').update(JSON.stringify(r)).digest('hex').slice(0, 12);
+}
+
+function setState(type, version, resources, resendOnNack) {
+  const m = new Map();
+  for (const r of resources) m.set(r[NAME_FIELD[type]], { r, v: resourceVersion(r) });
+  state[type] = { version: String(version), resources: m, resend_on_nack: !!resendOnNack };
+}
+
 function respond(st, type) {
   const s = state[type];
   if (!s) return;
   const sub = st.subs[type];
-  let res = s.resources;
-  if ((type === 'eds' || type === 'rds') && sub.names.length)
+  let res = [...s.resources.values()].map((e) => e.r);
+  if ((type === 'eds' || type === 'rds' || type === 'sds') && sub.names.length)
     res = res.filter((r) => sub.names.includes(r[NAME_FIELD[type]]));
   const nonce = String(++nonceSeq);
   sub.sentVersion = s.version;
@@ -81,12 +104,77 @@ function respond(st, type) {
     nonce,
     resources: res.map((r) => Object.assign({ '@type': TYPES[type] }, r)),
   });
+  responses.push({ stream: st.id, type, nonce, version: s.version, n: res.length, removed: 0,
+                   t_ms: Date.now() });
+}
+
+// Delta: send what changed for this stream's subscription (only the names in
+// `only` if given); force: answer even when nothing changed (a first request).
+function respondDelta(st, type, only, force) {
+  const s = state[type];
+  const sub = st.subs[type];
+  if (!s || !sub) return;
+  const inSub = (n) => sub.wildcard || sub.names.has(n);
+  const changed = [], removed = [];
+  const names = only || new Set([...s.resources.keys(), ...sub.known.keys()]);
+  for (const n of names) {
+    if (!inSub(n)) continue;
+    const e = s.resources.get(n);
+    if (e && sub.known.get(n) !== e.v) {
+      changed.push({ name: n, version: e.v,
+                     resource: Object.assign({ '@type': TYPES[type] }, e.r) });
+      sub.known.set(n, e.v);
+    } else if (!e && sub.known.has(n)) {
+      removed.push(n);
+      sub.known.delete(n);
+    }
+  }
+  if (!changed.length && !removed.length && !force) return;
+  const nonce = String(++nonceSeq);
+  st.call.write({ system_version_info: s.version, type_url: TYPES[type], nonce,
+                  resources: changed, removed_resources: removed });
+  responses.push({ stream: st.id, type, nonce, version: s.version, n: changed.length,
+                   removed: removed.length, t_ms: Date.now() });
+}
+
+function onDeltaRequest(st, req) {
+  const type = typeOf(req.type_url);
+  const subscribe = req.resource_names_subscribe || [];
+  const unsubscribe = req.resource_names_unsubscribe || [];
+  const initial = req.initial_resource_versions || {};
+  requests.push({
+    stream: st.id, delta: true, type, type_url: req.type_url,
+    response_nonce: req.response_nonce || '', subscribe, unsubscribe,
+    initial_resource_versions: initial,
+    error_detail: req.error_detail ? { code: req.error_detail.code, message: req.error_detail.message } : null,
+    has_node: !!(req.node && req.node.id), node_id: req.node ? req.node.id : '',
+    node_cluster: req.node ? req.node.cluster : '', t_ms: Date.now(),
+  });
+  if (!type) return;
+  let sub = st.subs[type];
+  let first = false;
+  if (!sub) {
+    // the first request of a type: an empty subscription is the legacy
+    // wildcard; the versions the client holds are not resent
+    first = true;
+    sub = st.subs[type] = { wildcard: subscribe.length === 0, names: new Set(),
+                            known: new Map(Object.entries(initial)) };
+  }
+  for (const n of subscribe) {
+    if (n === '*') sub.wildcard = true; else sub.names.add(n);
+  }
+  for (const n of unsubscribe) {
+    if (n === '*') sub.wildcard = false;
+    else { sub.names.delete(n); sub.known.delete(n); }
+  }
+  if (req.response_nonce && !subscribe.length && !unsubscribe.length) return;   // an ACK/NACK
+  respondDelta(st, type, null, first);
 }
 
 function onRequest(st, req) {
   const type = typeOf(req.type_url);
   requests.push({
-    stream: st.id, type, type_url: req.type_url, version_info: req.version_info || '',
+    stream: st.id, delta: false, type, type_url: req.type_url, version_info: req.version_info || '',
     response_nonce: req.response_nonce || '', resource_names: req.resource_names || [],
     error_detail: req.error_detail ? { code: req.error_detail.code, message: req.error_detail.message } : null,
     has_node: !!(req.node && req.node.id), node_id: req.node ? req.node.id : '',
@@ -116,7 +204,12 @@ server.addService(ADS.service, {
     call.on('cancelled', () => streams.delete(st));
   },
   DeltaAggregatedResources(call) {
-    call.emit('error', { code: grpc.status.UNIMPLEMENTED, details: 'delta not implemented here yet' });
+    const st = { id: ++streamSeq, call, subs: {}, delta: true };
+    streams.add(st);
+    call.on('data', (req) => onDeltaRequest(st, req));
+    call.on('end', () => { streams.delete(st); call.end(); });
+    call.on('error', () => streams.delete(st));
+    call.on('cancelled', () => streams.delete(st));
   },
 });
 
@@ -137,12 +230,37 @@ const api = http.createServer(async (req, res) => {
     if (req.method === 'POST' && req.url === '/set') {
       const b = JSON.parse(await body(req));
       if (!TYPES[b.type]) return send(400, { error: 'unknown type' });
-      state[b.type] = { version: String(b.version), resources: b.resources || [],
-                        resend_on_nack: !!b.resend_on_nack };
+      setState(b.type, b.version, b.resources || [], b.resend_on_nack);
       let pushed = 0;
-      for (const st of streams) if (st.subs[b.type]) { respond(st, b.type); pushed++; }
+      for (const st of streams) {
+        if (!st.subs[b.type]) continue;
+        if (st.delta) respondDelta(st, b.type, null, false); else respond(st, b.type);
+        pushed++;
+      }
       return send(200, { pushed });
     }
+    if (req.method === 'POST' && req.url === '/delta') {
+      const b = JSON.parse(await body(req));
+      if (!TYPES[b.type]) return send(400, { error: 'unknown type' });
+      if (!state[b.type]) setState(b.type, b.version, [], false);
+      const s = state[b.type];
+      s.version = String(b.version);
+      const names = new Set();
+      for (const r of b.resources || []) {
+        const n = r[NAME_FIELD[b.type]];
+        s.resources.set(n, { r, v: resourceVersion(r) });
+        names.add(n);
+      }
+      for (const n of b.removed || []) { s.resources.delete(n); names.add(n); }
+      let pushed = 0;
+      for (const st of streams) {
+        if (!st.subs[b.type]) continue;
+        if (st.delta) respondDelta(st, b.type, names, false); else respond(st, b.type);
+        pushed++;
+      }
+      return send(200, { pushed });
+    }
+    if (req.method === 'GET' && req.url === '/responses') return send(200, responses);
     if (req.method === 'GET' && req.url === '/requests') return send(200, requests);
     if (req.method === 'GET' && req.url === '/now') return send(200, { t_ms: Date.now() });
     if (req.method === 'GET' && req.url === '/streams') return send(200, { open: streams.size, total: streamSeq });

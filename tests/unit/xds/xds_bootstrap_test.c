@@ -57,9 +57,23 @@ TEST(xds_bootstrap_errors_name_the_field)
 {
 	struct xds_bootstrap x;
 	char err[512];
-	CHECK_INT(parse("dynamic_resources:\n  ads_config: {api_type: DELTA_GRPC, grpc_services: "
+	CHECK_INT(parse("dynamic_resources:\n  ads_config: {api_type: REST, grpc_services: "
 			"[{envoy_grpc: {cluster_name: x}}]}\n", &x, err, sizeof(err)), RM_ERROR);
 	CHECK_CONTAINS(err, "dynamic_resources.ads_config.api_type: only GRPC");
+	xds_bootstrap_free(&x);
+	/* delta: DELTA_GRPC and AGGREGATED_DELTA_GRPC */
+	CHECK_INT(parse("dynamic_resources:\n  ads_config: {api_type: DELTA_GRPC, grpc_services: "
+			"[{envoy_grpc: {cluster_name: x}}]}\n", &x, err, sizeof(err)), RM_OK);
+	CHECK(x.delta);
+	xds_bootstrap_free(&x);
+	CHECK_INT(parse("dynamic_resources:\n  ads_config: {api_type: AGGREGATED_DELTA_GRPC, "
+			"grpc_services: [{envoy_grpc: {cluster_name: x}}]}\n", &x, err, sizeof(err)),
+		  RM_OK);
+	CHECK(x.delta);
+	xds_bootstrap_free(&x);
+	CHECK_INT(parse("dynamic_resources:\n  ads_config: {api_type: GRPC, grpc_services: "
+			"[{envoy_grpc: {cluster_name: x}}]}\n", &x, err, sizeof(err)), RM_OK);
+	CHECK(!x.delta);
 	xds_bootstrap_free(&x);
 	CHECK_INT(parse("dynamic_resources:\n  ads_config: {api_type: GRPC, grpc_services: "
 			"[{google_grpc: {}}]}\n", &x, err, sizeof(err)), RM_ERROR);
