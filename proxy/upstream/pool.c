@@ -151,7 +151,8 @@ void pool_release(struct upstream_conn *uc, bool reusable)
 		stats_inc(cl->stats, p->w->shard, upstream_cx_max_requests);
 		reusable = false;
 	}
-	if (!reusable || p->w->draining || evbuffer_get_length(conn_input(uc->bev))) {
+	/* an orphaned pool (its host left the host set) keeps no idle connection */
+	if (!reusable || p->orphan || p->w->draining || evbuffer_get_length(conn_input(uc->bev))) {
 		pool_conn_close(uc, false);
 		return;
 	}
