@@ -2,10 +2,11 @@
 """make bench-xds: push N EDS clusters (one endpoint each) through the test
 control plane (tests/xds), then change 1 % of the endpoints, and report the
 time from the push to Remora's ACK (as the control plane saw it), the time
-until every cluster is warm, and RSS.  A first measurement tool for issue 6's
-benchmark (delta xDS and the memory targets are later work).
+until every cluster is warm, and RSS; first over state-of-the-world ADS, then
+over delta ADS, where the 1 % change travels as 1 % of the resources (timed
+from the control plane writing the response to the ACK arriving).
 
-  REMORA_BIN=build/remora python3 tests/bench/xds_scale.py [N]"""
+  REMORA_BIN=build/remora python3 tests/bench/xds_scale.py [N] [sotw|delta|both]"""
 import os
 import sys
 import tempfile
@@ -22,8 +23,61 @@ def ack_after(cp, type_url, version, t0_ms, timeout=600):
     return (q["t_ms"] - t0_ms) / 1000.0
 
 
+def run_delta(n):
+    cp = ControlPlane()
+    work = tempfile.mkdtemp(prefix="remora-bench-xds.")
+    b = xds_bootstrap(harness.free_port(), cp.grpc_port, api_type="AGGREGATED_DELTA_GRPC")
+    r = harness.Remora(work, b, log_level="warning", drain_time_s=1)
+    try:
+        cp.set("lds", "0", [])
+        r.start(wait_ready=False)
+        harness.wait_until(lambda: last_request(cp, CDS), 30)
+        time.sleep(0.5)
+        rss0 = r.rss_kb()
+        t0 = cp._call("GET", "/now")["t_ms"]
+        cp.set("eds", "1", [cla(f"c{i}", [10000 + i % 1000]) for i in range(n)])
+        cp.set("cds", "1", [eds_cluster(f"c{i}") for i in range(n)])
+        r.wait_ready(timeout=600)
+        full = (cp.requests()[-1]["t_ms"] - t0) / 1000.0
+        rss1 = r.rss_kb()
+        times = []
+        for rnd in range(5):   # five rounds of 1 %: median
+            k = max(1, n // 100)
+            lo = (rnd * k) % n
+            nreq = len(cp.requests())
+            cp.delta("eds", f"d{rnd}", [cla(f"c{i}", [20000 + rnd * 100 + i % 100])
+                                       for i in range(lo, lo + k)])
+            resp = [p for p in cp.responses() if p["type"] == "eds"][-1]
+            assert resp["n"] == k, resp
+            q = harness.wait_until(
+                lambda: [q for q in cp.requests()[nreq:]
+                         if q["type_url"] == EDS and q["response_nonce"] == resp["nonce"]], 60,
+                interval=0.01)[0]
+            assert q["error_detail"] is None, q
+            times.append(q["t_ms"] - resp["t_ms"])
+            time.sleep(0.2)
+        times.sort()
+        print(f"clusters: {n} (EDS, 1 endpoint each; delta)")
+        print(f"push -> all clusters warm (/ready): {full:.2f} s")
+        print(f"1 % endpoint change ({max(1, n // 100)} resources via delta) response -> ACK: "
+              f"median {times[len(times) // 2]} ms (runs: {times})")
+        print(f"RSS: {rss0} kB before, {rss1} kB after: {(rss1 - rss0) * 1024 / n:.0f} B per "
+              "cluster with its endpoint")
+    finally:
+        r.stop(check=False)
+        cp.stop()
+
+
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+    mode = sys.argv[2] if len(sys.argv) > 2 else "both"
+    if mode in ("sotw", "both"):
+        run_sotw(n)
+    if mode in ("delta", "both"):
+        run_delta(n)
+
+
+def run_sotw(n):
     cp = ControlPlane()
     work = tempfile.mkdtemp(prefix="remora-bench-xds.")
     r = harness.Remora(work, xds_bootstrap(harness.free_port(), cp.grpc_port), log_level="warning",
