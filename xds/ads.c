@@ -435,8 +435,13 @@ static void apply_cds(struct ads *a, json_t *got, const json_t *removed, bool fu
 	if (gone)
 		refresh_tcp_listeners(a);
 	/* start after the changes: a cluster may initialize synchronously */
-	for (size_t i = 0; i < nstart; i++)
-		start_warming(a, find_dc(a, start[i]->name), start[i]);
+	for (size_t i = 0; i < nstart; i++) {
+		struct dyn_cluster *d = find_dc(a, start[i]->name);
+		if (d)
+			start_warming(a, d, start[i]);
+		else   /* also in removed_resources of the same response */
+			cluster_unref(start[i]);
+	}
 	free(start);
 }
 
