@@ -42,7 +42,7 @@ UNIT_SRCS := $(shell find tests/unit -name '*_test.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_MAIN := $(BUILD)/obj/tests/unit/test_main.o
 
-.PHONY: bench-xds xds-npm xds-proto-subset all remora deps run test test-unit test-integration bench fuzz fuzz-bins unit-bins clean asan format
+.PHONY: image k8s-npm bench-xds xds-npm xds-proto-subset all remora deps run test test-unit test-integration bench fuzz fuzz-bins unit-bins clean asan format
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/remora
@@ -82,6 +82,13 @@ tests/xds/node_modules/.package-lock.json: tests/xds/package.json tests/xds/pack
 	cd tests/xds && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The Kubernetes schema checker (tests/k8s: kubernetes-models): npm ci from
+# the lock file.
+k8s-npm: tests/k8s/node_modules/.package-lock.json
+tests/k8s/node_modules/.package-lock.json: tests/k8s/package.json tests/k8s/package-lock.json
+	cd tests/k8s && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # Install missing Debian packages (root, apt-get).  Idempotent and quick when
 # everything is there.
 deps:
@@ -94,7 +101,7 @@ asan:
 run: deps all
 	./build/remora -c deploy/examples/quickstart.yaml
 
-test: deps xds-npm
+test: deps xds-npm k8s-npm
 	$(MAKE) asan
 	$(MAKE) fuzz-bins
 	@sh tests/run.sh
