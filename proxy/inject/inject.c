@@ -526,16 +526,18 @@ static bool has_container(const json_t *spec, const char *name)
 	return false;
 }
 
-/* Get parent[key] as an object/array, creating it (and recording the key in
- * `created`) when absent. */
-static json_t *ensure(json_t *parent, const char *key, bool array, json_t *created)
+/* Get parent[key] as an object/array, creating it when absent (the key is
+ * recorded in `created`) or null (recorded in `nulled`, so that uninject
+ * puts the null back). */
+static json_t *ensure(json_t *parent, const char *key, bool array, json_t *created,
+		      json_t *nulled)
 {
 	json_t *v = json_object_get(parent, key);
 	if (v && !json_is_null(v))
 		return v;
+	json_array_append_new(v ? nulled : created, json_string(key));
 	v = array ? json_array() : json_object();
 	json_object_set_new(parent, key, v);
-	json_array_append_new(created, json_string(key));
 	return v;
 }
 
@@ -580,12 +582,12 @@ static int inject_template(json_t *tmpl, const char *path, const char *workload_
 		return INJECT_FAILED;
 	}
 
-	json_t *created = json_array();
+	json_t *created = json_array(), *nulled = json_array();
 	json_t *added_ann = json_array();
 	json_t *status_init = json_array(), *status_cont = json_array();
-	meta = ensure(tmpl, "metadata", false, created);
-	ann = ensure(meta, "annotations", false, created);
-	json_t *inits = ensure(spec, "initContainers", true, created);
+	meta = ensure(tmpl, "metadata", false, created, nulled);
+	ann = ensure(meta, "annotations", false, created, nulled);
+	json_t *inits = ensure(spec, "initContainers", true, created, nulled);
 
 	json_array_insert_new(inits, 0, init);
 	json_array_append_new(status_init, json_string(INIT_NAME));
@@ -608,6 +610,9 @@ static int inject_template(json_t *tmpl, const char *path, const char *workload_
 	json_t *status = mk("version", S(INJECT_VERSION), "initContainers", status_init,
 			    "containers", status_cont, "annotations", added_ann, "created", created,
 			    NULL);
+	if (json_array_size(nulled))
+		json_object_set(status, "nulled", nulled);
+	json_decref(nulled);
 	char *s = json_dumps(status, JSON_COMPACT);
 	json_decref(status);
 	json_object_set_new(ann, INJECT_STATUS_ANNOTATION, json_string(s));
@@ -676,13 +681,17 @@ static int uninject_template(json_t *tmpl, const char *path, char *err, size_t e
 	json_object_del(ann, INJECT_STATUS_ANNOTATION);
 	/* parents we created, innermost first, only while still empty */
 	const json_t *created = json_object_get(status, "created");
-	if (in_list(created, "initContainers") &&
-	    is_empty(json_object_get(spec, "initContainers")))
-		json_object_del(spec, "initContainers");
-	if (in_list(created, "annotations") && is_empty(ann))
-		json_object_del(meta, "annotations");
-	if (in_list(created, "metadata") && is_empty(meta))
-		json_object_del(tmpl, "metadata");
+	const json_t *nulled = json_object_get(status, "nulled");
+	static const char *const keys[] = {"initContainers", "annotations", "metadata"};
+	json_t *parents[] = {spec, meta, tmpl};
+	for (size_t k = 0; k < ARRAY_SIZE(keys); k++) {
+		if (!is_empty(json_object_get(parents[k], keys[k])))
+			continue;
+		if (in_list(created, keys[k]))
+			json_object_del(parents[k], keys[k]);
+		else if (in_list(nulled, keys[k]))
+			json_object_set_new(parents[k], keys[k], json_null());
+	}
 	json_decref(status);
 	return INJECT_DONE;
 }
