@@ -89,6 +89,14 @@ tests/k8s/node_modules/.package-lock.json: tests/k8s/package.json tests/k8s/pack
 	cd tests/k8s && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The container image: an OCI image layout tarball built offline with umoci
+# from the release binary (deploy/image/build-image.sh; deploy/Dockerfile is
+# the same for Docker users).  `make test` builds it for tests/integration/test_image.py.
+IMAGE_TAG ?= 0.1.0
+image: build/remora-image.tar
+build/remora-image.tar: build/remora deploy/image/build-image.sh deploy/image/stage-rootfs.sh deploy/init/remora-init
+	sh deploy/image/build-image.sh build/remora $@ $(IMAGE_TAG)
+
 # Install missing Debian packages (root, apt-get).  Idempotent and quick when
 # everything is there.
 deps:
@@ -104,6 +112,7 @@ run: deps all
 test: deps xds-npm k8s-npm
 	$(MAKE) asan
 	$(MAKE) fuzz-bins
+	$(MAKE) image
 	@sh tests/run.sh
 
 # Only the unit tests / only the integration tests (sanitizer build).
