@@ -42,7 +42,7 @@ UNIT_SRCS := $(shell find tests/unit -name '*_test.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_MAIN := $(BUILD)/obj/tests/unit/test_main.o
 
-.PHONY: bench-xds xds-npm xds-proto-subset all remora deps run test test-unit test-integration bench fuzz fuzz-bins unit-bins clean asan format
+.PHONY: image k8s-npm bench-xds xds-npm xds-proto-subset all remora deps run test test-unit test-integration bench fuzz fuzz-bins unit-bins clean asan format
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/remora
@@ -82,6 +82,21 @@ tests/xds/node_modules/.package-lock.json: tests/xds/package.json tests/xds/pack
 	cd tests/xds && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The Kubernetes schema checker (tests/k8s: kubernetes-models): npm ci from
+# the lock file.
+k8s-npm: tests/k8s/node_modules/.package-lock.json
+tests/k8s/node_modules/.package-lock.json: tests/k8s/package.json tests/k8s/package-lock.json
+	cd tests/k8s && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The container image: an OCI image layout tarball built offline with umoci
+# from the release binary (deploy/image/build-image.sh; deploy/Dockerfile is
+# the same for Docker users).  `make test` builds it for tests/integration/test_image.py.
+IMAGE_TAG ?= 0.1.0
+image: build/remora-image.tar
+build/remora-image.tar: build/remora deploy/image/build-image.sh deploy/image/stage-rootfs.sh deploy/init/remora-init
+	sh deploy/image/build-image.sh build/remora $@ $(IMAGE_TAG)
+
 # Install missing Debian packages (root, apt-get).  Idempotent and quick when
 # everything is there.
 deps:
@@ -94,9 +109,10 @@ asan:
 run: deps all
 	./build/remora -c deploy/examples/quickstart.yaml
 
-test: deps xds-npm
+test: deps xds-npm k8s-npm
 	$(MAKE) asan
 	$(MAKE) fuzz-bins
+	$(MAKE) image
 	@sh tests/run.sh
 
 # Only the unit tests / only the integration tests (sanitizer build).

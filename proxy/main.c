@@ -5,13 +5,19 @@
 #include "server.h"
 #include "log.h"
 #include "wait_ready.h"
+#include "inject/inject_main.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: remora -c FILE [options]\n"
 		"       remora wait-ready [--timeout S] [--admin HOST:PORT]   (exit 0 once /ready is 200)\n"
+		"       remora inject -f FILE [-o FILE] [--legacy-sidecar] [--uninject]  (remora inject --help)\n"
+		"       remora uninject -f FILE [-o FILE]\n"
+		"       remora inject-webhook --cert FILE --key FILE [--port N]\n"
 		"  -c, --config-path FILE        Envoy v3 bootstrap (YAML, or JSON if *.json)\n"
+		"      --config-yaml YAML        the bootstrap inline (YAML or JSON text), e.g. from\n"
+		"                                `remora inject`; not together with -c\n"
 		"      --concurrency N           worker threads (default: usable CPUs from the\n"
 		"                                affinity mask and cgroup cpu.max)\n"
 		"      --mode serve|validate     validate: check the config and exit\n"
@@ -30,6 +36,7 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "config-path", required_argument, NULL, 'c' },
+		{ "config-yaml", required_argument, NULL, 'Y' },
 		{ "concurrency", required_argument, NULL, 'n' },
 		{ "mode", required_argument, NULL, 'm' },
 		{ "drain-time-s", required_argument, NULL, 'd' },
@@ -49,6 +56,12 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "wait-ready"))
 		return wait_ready_main(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "inject"))
+		return inject_main(argc - 1, argv + 1, false);
+	if (argc > 1 && !strcmp(argv[1], "uninject"))
+		return inject_main(argc - 1, argv + 1, true);
+	if (argc > 1 && !strcmp(argv[1], "inject-webhook"))
+		return inject_webhook_main(argc - 1, argv + 1);
 	srv->opt.drain_time_s = 5;
 	for (int i = 0; i < argc; i++)
 		linelen += strlen(argv[i]) + 1;
@@ -63,6 +76,9 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'c':
 			srv->opt.config_path = optarg;
+			break;
+		case 'Y':
+			srv->opt.config_yaml = optarg;
 			break;
 		case 'n':
 			srv->nworkers = (unsigned)strtoul(optarg, &end, 10);

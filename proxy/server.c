@@ -572,11 +572,21 @@ int server_run(struct server *srv)
 	stats_gauge_set(srv->server_stats, SRV_concurrency, srv->nworkers);
 	stats_gauge_set(srv->server_stats, SRV_state, SERVER_PRE_INITIALIZING);
 
-	if (!srv->opt.config_path) {
-		fprintf(stderr, "remora: no configuration given (-c FILE)\n");
+	if (srv->opt.config_path && srv->opt.config_yaml) {
+		/* Envoy merges the two; not supported yet */
+		fprintf(stderr, "remora: give either -c FILE or --config-yaml, not both\n");
 		goto out;
 	}
-	root = load_config(srv->opt.config_path, &src, err, sizeof(err));
+	if (srv->opt.config_yaml) {
+		const char *y = srv->opt.config_yaml;
+		root = yaml_load_buffer("--config-yaml", y, strlen(y), &src, err, sizeof(err));
+		srv->opt.config_path = "--config-yaml";
+	} else if (!srv->opt.config_path) {
+		fprintf(stderr, "remora: no configuration given (-c FILE or --config-yaml)\n");
+		goto out;
+	} else {
+		root = load_config(srv->opt.config_path, &src, err, sizeof(err));
+	}
 	if (!root) {
 		fprintf(stderr, "%s\n", err);
 		goto out;

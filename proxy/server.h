@@ -27,6 +27,7 @@ struct ads;
 
 struct server_options {
 	const char *config_path;
+	const char *config_yaml;          /* --config-yaml: the bootstrap inline (not owned) */
 	unsigned concurrency;             /* 0 = auto */
 	bool validate_only;
 	unsigned drain_time_s;            /* --drain-time-s (default 600 in Envoy; we use 5) */
