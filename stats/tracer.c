@@ -41,6 +41,7 @@ static struct {
 /* ---- spans and rings ------------------------------------------------------- */
 
 #define SPAN_TXT 1024
+#define ADD_LIT(o, lit) evbuffer_add(o, lit, sizeof(lit) - 1)
 
 /* A finished span as a worker records it: fixed size, strings packed into
  * txt as name\0 then key\0value\0 pairs. */
@@ -740,7 +741,7 @@ static void json_str(struct evbuffer *o, const char *s)
 {
 	static const char hx[] = "0123456789abcdef";
 	const char *run = s;
-	evbuffer_add(o, "\"", 1);
+	ADD_LIT(o, "\"");
 	for (; *s; s++) {
 		unsigned char ch = (unsigned char)*s;
 		if (ch >= 0x20 && ch != '"' && ch != '\\' && ch < 0x7f)
@@ -753,14 +754,14 @@ static void json_str(struct evbuffer *o, const char *s)
 		} else if (ch >= 0x80) {
 			/* pass UTF-8 bytes through unless invalid: keep it simple and
 			 * safe, replace every non-ASCII byte (collectors need valid UTF-8) */
-			evbuffer_add(o, "?", 1);
+			ADD_LIT(o, "?");
 		} else {
 			char e[6] = { '\\', 'u', '0', '0', hx[ch >> 4], hx[ch & 15] };
 			evbuffer_add(o, e, 6);
 		}
 	}
 	evbuffer_add(o, run, (size_t)(s - run));
-	evbuffer_add(o, "\"", 1);
+	ADD_LIT(o, "\"");
 }
 
 static void json_hex(struct evbuffer *o, const char *key, uint64_t v)
@@ -783,23 +784,23 @@ static void render_zipkin(const struct tracer *t, const struct span_rec *r, stru
 	json_str(o, name);
 	evbuffer_add_printf(o, ",\"timestamp\":%llu,\"duration\":%llu",
 			    (unsigned long long)r->start_us, (unsigned long long)r->dur_us);
-	evbuffer_add(o, ",\"localEndpoint\":{\"serviceName\":", 33);
+	ADD_LIT(o, ",\"localEndpoint\":{\"serviceName\":");
 	json_str(o, t->service);
-	evbuffer_add(o, "}", 1);
+	ADD_LIT(o, "}");
 	if (r->shared)
-		evbuffer_add(o, ",\"shared\":true", 14);
-	evbuffer_add(o, ",\"tags\":{", 9);
+		ADD_LIT(o, ",\"shared\":true");
+	ADD_LIT(o, ",\"tags\":{");
 	p += strlen(p) + 1;
 	for (unsigned i = 0; i < r->ntags; i++) {
 		const char *k = p, *v = k + strlen(k) + 1;
 		p = v + strlen(v) + 1;
 		if (i)
-			evbuffer_add(o, ",", 1);
+			ADD_LIT(o, ",");
 		json_str(o, k);
-		evbuffer_add(o, ":", 1);
+		ADD_LIT(o, ":");
 		json_str(o, v);
 	}
-	evbuffer_add(o, "}}", 2);
+	ADD_LIT(o, "}}");
 }
 
 static void render_otel(const struct span_rec *r, struct evbuffer *o)
@@ -811,27 +812,27 @@ static void render_otel(const struct span_rec *r, struct evbuffer *o)
 	json_hex(o, "spanId", r->id);
 	if (r->parent)
 		json_hex(o, "parentSpanId", r->parent);
-	evbuffer_add(o, ",\"name\":", 8);
+	ADD_LIT(o, ",\"name\":");
 	json_str(o, p);
 	/* SpanKind: SPAN_KIND_SERVER = 2, SPAN_KIND_CLIENT = 3 */
 	evbuffer_add_printf(o, ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":\"%llu\"",
 			    r->server ? 2 : 3, (unsigned long long)r->start_us * 1000ull,
 			    (unsigned long long)(r->start_us + r->dur_us) * 1000ull);
-	evbuffer_add(o, ",\"attributes\":[", 15);
+	ADD_LIT(o, ",\"attributes\":[");
 	p += strlen(p) + 1;
 	for (unsigned i = 0; i < r->ntags; i++) {
 		const char *k = p, *v = k + strlen(k) + 1;
 		p = v + strlen(v) + 1;
 		if (i)
-			evbuffer_add(o, ",", 1);
-		evbuffer_add(o, "{\"key\":", 7);
+			ADD_LIT(o, ",");
+		ADD_LIT(o, "{\"key\":");
 		json_str(o, k);
 		if (!strcmp(k, "http.status_code")) {
 			evbuffer_add_printf(o, ",\"value\":{\"intValue\":\"%s\"}}", v);
 		} else {
-			evbuffer_add(o, ",\"value\":{\"stringValue\":", 24);
+			ADD_LIT(o, ",\"value\":{\"stringValue\":");
 			json_str(o, v);
-			evbuffer_add(o, "}}", 2);
+			ADD_LIT(o, "}}");
 		}
 	}
 	/* Status: STATUS_CODE_ERROR = 2 on errors, unset otherwise */
@@ -852,7 +853,7 @@ static void drain_rings(struct tracer *t)
 				continue;
 			}
 			if (t->npending)
-				evbuffer_add(t->pending, ",", 1);
+				ADD_LIT(t->pending, ",");
 			if (t->kind == TRACER_ZIPKIN)
 				render_zipkin(t, r, t->pending);
 			else
@@ -908,16 +909,16 @@ static void send_report(struct tracer *t)
 		return;   /* busy: the spans wait (bounded by MAX_PENDING) */
 	struct evbuffer *body = evbuffer_new();
 	if (t->kind == TRACER_ZIPKIN) {
-		evbuffer_add(body, "[", 1);
+		ADD_LIT(body, "[");
 		evbuffer_add_buffer(body, t->pending);
-		evbuffer_add(body, "]", 1);
+		ADD_LIT(body, "]");
 	} else {
-		evbuffer_add(body, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":"
-			     "\"service.name\",\"value\":{\"stringValue\":", 75);
+		ADD_LIT(body, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":"
+			"\"service.name\",\"value\":{\"stringValue\":");
 		json_str(body, t->service);
-		evbuffer_add(body, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"envoy\"},\"spans\":[", 55);
+		ADD_LIT(body, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"envoy\"},\"spans\":[");
 		evbuffer_add_buffer(body, t->pending);
-		evbuffer_add(body, "]}]}]}", 6);
+		ADD_LIT(body, "]}]}]}");
 	}
 	stats_add(t->stats, 0, spans_sent, (int64_t)t->npending);
 	t->npending = 0;
