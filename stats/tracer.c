@@ -591,6 +591,27 @@ static void rec_tagz(struct span_rec *r, const char *k, const char *v)
 		rec_tag(r, k, v, strlen(v));
 }
 
+static size_t u64_dec(char *out, uint64_t v)
+{
+	char t[20];
+	size_t i = sizeof(t);
+	do {
+		t[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	memcpy(out, t + i, sizeof(t) - i);
+	return sizeof(t) - i;
+}
+
+/* Append s[0..n) to buf (cap bytes) at *len, truncating. */
+static void cat(char *buf, size_t cap, size_t *len, const char *s, size_t n)
+{
+	if (n > cap - *len)
+		n = cap - *len;
+	memcpy(buf + *len, s, n);
+	*len += n;
+}
+
 static void common_tags(const struct trace_cfg *tc, struct span_rec *r, const struct trace_end *e,
 			const char *status)
 {
@@ -603,17 +624,18 @@ static void common_tags(const struct trace_cfg *tc, struct span_rec *r, const st
 	/* http.url: scheme://authority + path (truncated to max_path_tag_length) */
 	{
 		char url[SPAN_TXT / 2];
-		size_t sn = 0, an = 0, pn = 0;
+		size_t sn = 0, an = 0, pn = 0, un = 0;
 		const char *sc = hdrs_get(e->req, "x-forwarded-proto", &sn);
 		const char *au = hdrs_get(e->req, ":authority", &an), *pa = hdrs_get(e->req, ":path", &pn);
 		if (!sc)
 			sc = "http", sn = 4;
 		if (pn > tc->max_path)
 			pn = tc->max_path;
-		int un = snprintf(url, sizeof(url), "%.*s://%.*s%.*s", (int)sn, sc, (int)an,
-				  au ? au : "", (int)pn, pa ? pa : "");
-		if (un > 0)
-			rec_tag(r, "http.url", url, MIN((size_t)un, sizeof(url) - 1));
+		cat(url, sizeof(url), &un, sc, sn);
+		cat(url, sizeof(url), &un, "://", 3);
+		cat(url, sizeof(url), &un, au ? au : "", au ? an : 0);
+		cat(url, sizeof(url), &un, pa ? pa : "", pa ? pn : 0);
+		rec_tag(r, "http.url", url, un);
 	}
 	rec_tagz(r, "http.protocol", e->protocol);
 	if ((v = hdrs_get(e->req, "user-agent", &n)))
@@ -677,9 +699,9 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 	clock_gettime(CLOCK_REALTIME, &tsp);
 	uint64_t now = now_ns(), wall_us = (uint64_t)tsp.tv_sec * 1000000u + (uint64_t)tsp.tv_nsec / 1000;
 	uint64_t dur_us = (now - e->start_ns) / 1000;
-	char status[8] = "";
-	if (e->status)
-		snprintf(status, sizeof(status), "%d", e->status);
+	char status[24] = "";
+	if (e->status > 0)
+		status[u64_dec(status, (uint64_t)e->status)] = 0;
 	bool error = e->status >= 500 || !e->status;
 
 	struct span_rec *r = ring_slot(rg, shard, t->stats);
@@ -703,11 +725,12 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 		const char *au = hdrs_get(e->req, ":authority", &an), *pa = hdrs_get(e->req, ":path", &pn);
 		const char *q = pa ? memchr(pa, '?', pn) : NULL;
 		char nm[256];
+		size_t nn = 0;
 		if (q)
 			pn = (size_t)(q - pa);
-		int n = snprintf(nm, sizeof(nm), "%.*s%.*s", (int)MIN(an, 128), au ? au : "",
-				 (int)MIN(pn, 120), pa ? pa : "");
-		rec_str(r, nm, n > 0 ? MIN((size_t)n, sizeof(nm) - 1) : 0);
+		cat(nm, sizeof(nm), &nn, au ? au : "", au ? MIN(an, 128) : 0);
+		cat(nm, sizeof(nm), &nn, pa ? pa : "", pa ? MIN(pn, 120) : 0);
+		rec_str(r, nm, nn);
 	}
 	common_tags(tc, r, e, status);
 	ring_push(rg);
@@ -737,106 +760,166 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 
 /* ---- rendering (main thread) -------------------------------------------- */
 
-static void json_str(struct evbuffer *o, const char *s)
+/* A span is rendered into one buffer, then added to the report with one
+ * evbuffer_add: no printf, no evbuffer chain per field.  Escaping can grow
+ * the packed strings 6x (\u00XX), which RBUF_MAX covers. */
+#define RBUF_MAX (SPAN_TXT * 6 + 1024)
+struct rbuf {
+	char b[RBUF_MAX];
+	size_t n;
+};
+
+#define W_LIT(w, lit) w_mem(w, lit, sizeof(lit) - 1)
+
+static void w_mem(struct rbuf *w, const char *s, size_t n)
+{
+	if (w->n + n > RBUF_MAX)
+		n = RBUF_MAX - w->n;   /* cannot happen: spans are bounded */
+	memcpy(w->b + w->n, s, n);
+	w->n += n;
+}
+
+static void w_u64(struct rbuf *w, uint64_t v)
+{
+	char t[20];
+	size_t i = sizeof(t);
+	do {
+		t[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	w_mem(w, t + i, sizeof(t) - i);
+}
+
+static void w_hex16(struct rbuf *w, uint64_t v)
+{
+	char t[16];
+	tc_hex16(v, t);
+	w_mem(w, t, 16);
+}
+
+/* A JSON string; bytes >= 0x80 become '?' (collectors need valid UTF-8
+ * and header values are not guaranteed to be). */
+static void w_str(struct rbuf *w, const char *s)
 {
 	static const char hx[] = "0123456789abcdef";
 	const char *run = s;
-	ADD_LIT(o, "\"");
+	W_LIT(w, "\"");
 	for (; *s; s++) {
 		unsigned char ch = (unsigned char)*s;
 		if (ch >= 0x20 && ch != '"' && ch != '\\' && ch < 0x7f)
 			continue;
-		evbuffer_add(o, run, (size_t)(s - run));
+		w_mem(w, run, (size_t)(s - run));
 		run = s + 1;
 		if (ch == '"' || ch == '\\') {
 			char e[2] = { '\\', (char)ch };
-			evbuffer_add(o, e, 2);
-		} else if (ch >= 0x80) {
-			/* pass UTF-8 bytes through unless invalid: keep it simple and
-			 * safe, replace every non-ASCII byte (collectors need valid UTF-8) */
-			ADD_LIT(o, "?");
+			w_mem(w, e, 2);
+		} else if (ch >= 0x7f) {
+			W_LIT(w, "?");
 		} else {
 			char e[6] = { '\\', 'u', '0', '0', hx[ch >> 4], hx[ch & 15] };
-			evbuffer_add(o, e, 6);
+			w_mem(w, e, 6);
 		}
 	}
-	evbuffer_add(o, run, (size_t)(s - run));
-	ADD_LIT(o, "\"");
+	w_mem(w, run, (size_t)(s - run));
+	W_LIT(w, "\"");
 }
 
-static void json_hex(struct evbuffer *o, const char *key, uint64_t v)
+static void json_str(struct evbuffer *o, const char *s)
 {
-	char b[16];
-	tc_hex16(v, b);
-	evbuffer_add_printf(o, ",\"%s\":\"%.16s\"", key, b);
+	static struct rbuf w;   /* main thread only */
+	w.n = 0;
+	w_str(&w, s);
+	evbuffer_add(o, w.b, w.n);
 }
 
-static void render_zipkin(const struct tracer *t, const struct span_rec *r, struct evbuffer *o)
+static void render_zipkin(const struct tracer *t, const struct span_rec *r, struct rbuf *w)
 {
 	char tid[32];
 	size_t tn = tc_format_trace_id(r->trace_hi, r->trace_lo, r->id128, tid);
-	const char *p = r->txt, *name = p;
-	evbuffer_add_printf(o, "{\"traceId\":\"%.*s\"", (int)tn, tid);
-	json_hex(o, "id", r->id);
-	if (r->parent)
-		json_hex(o, "parentId", r->parent);
-	evbuffer_add_printf(o, ",\"kind\":\"%s\",\"name\":", r->server ? "SERVER" : "CLIENT");
-	json_str(o, name);
-	evbuffer_add_printf(o, ",\"timestamp\":%llu,\"duration\":%llu",
-			    (unsigned long long)r->start_us, (unsigned long long)r->dur_us);
-	ADD_LIT(o, ",\"localEndpoint\":{\"serviceName\":");
-	json_str(o, t->service);
-	ADD_LIT(o, "}");
+	const char *p = r->txt;
+	W_LIT(w, "{\"traceId\":\"");
+	w_mem(w, tid, tn);
+	W_LIT(w, "\",\"id\":\"");
+	w_hex16(w, r->id);
+	if (r->parent) {
+		W_LIT(w, "\",\"parentId\":\"");
+		w_hex16(w, r->parent);
+	}
+	if (r->server)
+		W_LIT(w, "\",\"kind\":\"SERVER\",\"name\":");
+	else
+		W_LIT(w, "\",\"kind\":\"CLIENT\",\"name\":");
+	w_str(w, p);
+	W_LIT(w, ",\"timestamp\":");
+	w_u64(w, r->start_us);
+	W_LIT(w, ",\"duration\":");
+	w_u64(w, r->dur_us);
+	W_LIT(w, ",\"localEndpoint\":{\"serviceName\":");
+	w_str(w, t->service);
+	W_LIT(w, "}");
 	if (r->shared)
-		ADD_LIT(o, ",\"shared\":true");
-	ADD_LIT(o, ",\"tags\":{");
+		W_LIT(w, ",\"shared\":true");
+	W_LIT(w, ",\"tags\":{");
 	p += strlen(p) + 1;
 	for (unsigned i = 0; i < r->ntags; i++) {
 		const char *k = p, *v = k + strlen(k) + 1;
 		p = v + strlen(v) + 1;
 		if (i)
-			ADD_LIT(o, ",");
-		json_str(o, k);
-		ADD_LIT(o, ":");
-		json_str(o, v);
+			W_LIT(w, ",");
+		w_str(w, k);
+		W_LIT(w, ":");
+		w_str(w, v);
 	}
-	ADD_LIT(o, "}}");
+	W_LIT(w, "}}");
 }
 
-static void render_otel(const struct span_rec *r, struct evbuffer *o)
+static void render_otel(const struct span_rec *r, struct rbuf *w)
 {
 	char tid[32];
 	const char *p = r->txt;
 	tc_format_trace_id(r->trace_hi, r->trace_lo, true, tid);
-	evbuffer_add_printf(o, "{\"traceId\":\"%.32s\"", tid);
-	json_hex(o, "spanId", r->id);
-	if (r->parent)
-		json_hex(o, "parentSpanId", r->parent);
-	ADD_LIT(o, ",\"name\":");
-	json_str(o, p);
+	W_LIT(w, "{\"traceId\":\"");
+	w_mem(w, tid, 32);
+	W_LIT(w, "\",\"spanId\":\"");
+	w_hex16(w, r->id);
+	if (r->parent) {
+		W_LIT(w, "\",\"parentSpanId\":\"");
+		w_hex16(w, r->parent);
+	}
+	W_LIT(w, "\",\"name\":");
+	w_str(w, p);
 	/* SpanKind: SPAN_KIND_SERVER = 2, SPAN_KIND_CLIENT = 3 */
-	evbuffer_add_printf(o, ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":\"%llu\"",
-			    r->server ? 2 : 3, (unsigned long long)r->start_us * 1000ull,
-			    (unsigned long long)(r->start_us + r->dur_us) * 1000ull);
-	ADD_LIT(o, ",\"attributes\":[");
+	if (r->server)
+		W_LIT(w, ",\"kind\":2,\"startTimeUnixNano\":\"");
+	else
+		W_LIT(w, ",\"kind\":3,\"startTimeUnixNano\":\"");
+	w_u64(w, r->start_us * 1000ull);
+	W_LIT(w, "\",\"endTimeUnixNano\":\"");
+	w_u64(w, (r->start_us + r->dur_us) * 1000ull);
+	W_LIT(w, "\",\"attributes\":[");
 	p += strlen(p) + 1;
 	for (unsigned i = 0; i < r->ntags; i++) {
 		const char *k = p, *v = k + strlen(k) + 1;
 		p = v + strlen(v) + 1;
 		if (i)
-			ADD_LIT(o, ",");
-		ADD_LIT(o, "{\"key\":");
-		json_str(o, k);
+			W_LIT(w, ",");
+		W_LIT(w, "{\"key\":");
+		w_str(w, k);
 		if (!strcmp(k, "http.status_code")) {
-			evbuffer_add_printf(o, ",\"value\":{\"intValue\":\"%s\"}}", v);
+			W_LIT(w, ",\"value\":{\"intValue\":\"");
+			w_mem(w, v, strlen(v));   /* digits only */
+			W_LIT(w, "\"}}");
 		} else {
-			ADD_LIT(o, ",\"value\":{\"stringValue\":");
-			json_str(o, v);
-			ADD_LIT(o, "}}");
+			W_LIT(w, ",\"value\":{\"stringValue\":");
+			w_str(w, v);
+			W_LIT(w, "}}");
 		}
 	}
 	/* Status: STATUS_CODE_ERROR = 2 on errors, unset otherwise */
-	evbuffer_add_printf(o, "],\"status\":{%s}}", r->error ? "\"code\":2" : "");
+	if (r->error)
+		W_LIT(w, "],\"status\":{\"code\":2}}");
+	else
+		W_LIT(w, "],\"status\":{}}");
 }
 
 /* Move the spans of every ring into t->pending (rendered). */
@@ -852,12 +935,15 @@ static void drain_rings(struct tracer *t)
 				stats_inc(t->stats, 0, spans_dropped);
 				continue;
 			}
+			static struct rbuf rb;   /* main thread only */
+			rb.n = 0;
 			if (t->npending)
-				ADD_LIT(t->pending, ",");
+				W_LIT(&rb, ",");
 			if (t->kind == TRACER_ZIPKIN)
-				render_zipkin(t, r, t->pending);
+				render_zipkin(t, r, &rb);
 			else
-				render_otel(r, t->pending);
+				render_otel(r, &rb);
+			evbuffer_add(t->pending, rb.b, rb.n);
 			t->npending++;
 		}
 		atomic_store_explicit(&rg->tail, tail, memory_order_release);
