@@ -682,8 +682,8 @@ static void ring_push(struct span_ring *rg)
 	uint32_t head = atomic_load_explicit(&rg->head, memory_order_relaxed) + 1;
 	atomic_store_explicit(&rg->head, head, memory_order_release);
 	uint32_t used = head - atomic_load_explicit(&rg->tail, memory_order_relaxed);
-	if (used == TRACER_RING_SLOTS / 2 && current_worker && g_server.base)
-		main_post(tracer_kick, NULL);   /* once per half ring, not per span */
+	if (used == TRACER_RING_SLOTS / 4 && current_worker && g_server.base)
+		main_post(tracer_kick, NULL);   /* once per quarter ring, not per span */
 }
 
 void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,

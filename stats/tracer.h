@@ -18,7 +18,7 @@
  *    (and its upstream span with spawn_upstream_span) is copied into this
  *    worker's fixed-size ring for the tracer; a full ring drops the span and
  *    counts tracing.<provider>.spans_dropped.
- * Main thread: every 100 ms (sooner when a worker's ring is half full) the
+ * Main thread: every 100 ms (sooner when a worker's ring is a quarter full) the
  * rings are drained and the spans rendered as JSON; a batch is POSTed to
  * the collector cluster (proxy/upstream/async_http.h) once it holds
  * TRACER_BATCH spans or every second (timer_flushed). */
