@@ -595,10 +595,88 @@ static int parse_dynamic_resources(struct cfg_ctx *c, const json_t *v, struct sn
 	return RM_OK;
 }
 
+/* stats_config: histogram_bucket_settings, use_all_default_tags. */
+static int parse_stats_config(struct cfg_ctx *c, const json_t *v, struct server *srv)
+{
+	static const char *const f[] = { "stats_tags", "use_all_default_tags", "stats_matcher",
+					 "histogram_bucket_settings", NULL };
+	static const char *const rej[] = { "stats_tags", "stats_matcher", NULL };
+	static const char *const hf[] = { "match", "buckets", NULL };
+	static const char *const mf[] = { "exact", "prefix", "suffix", "contains", "safe_regex",
+					  "ignore_case", NULL };
+	static const char *const kinds[] = { "exact", "prefix", "suffix", "contains" };
+	bool all_tags = true;
+	const json_t *arr;
+	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f) ||
+	    cfg_reject_fields(c, v, rej, "not supported (Envoy's default tag extraction is always on)") ||
+	    cfg_bool(c, v, "use_all_default_tags", &all_tags))
+		return RM_ERROR;
+	if (!all_tags)
+		return cfg_fail_field(c, v, "use_all_default_tags",
+				      "false is not supported (Envoy's default tags are always extracted)");
+	if (!(arr = cfg_enter(c, v, "histogram_bucket_settings")))
+		return RM_OK;
+	int rc = cfg_expect_array(c, arr);
+	for (size_t i = 0; !rc && i < json_array_size(arr); i++) {
+		const json_t *e = cfg_enter_idx(c, arr, i), *m, *b;
+		const char *str = NULL;
+		int kind = -1;
+		double bounds[STATS_HIST_MAX_BOUNDS];
+		size_t n = 0;
+		rc = cfg_expect_object(c, e) || cfg_check_fields(c, e, hf) ||
+		     !(m = cfg_enter_req(c, e, "match"));
+		if (!rc) {
+			bool ic = false;
+			rc = cfg_expect_object(c, m) || cfg_check_fields(c, m, mf) ||
+			     cfg_bool(c, m, "ignore_case", &ic);
+			if (!rc && (ic || cfg_get(m, "safe_regex")))
+				rc = cfg_fail(c, "only exact, prefix, suffix and contains matches are supported");
+			for (int k = 0; !rc && k < 4; k++) {
+				const char *sv = NULL;
+				if ((rc = cfg_string(c, m, kinds[k], &sv)))
+					break;
+				if (sv && kind >= 0)
+					rc = cfg_fail(c, "one of exact, prefix, suffix, contains");
+				else if (sv) {
+					kind = k;
+					str = sv;
+				}
+			}
+			if (!rc && kind < 0)
+				rc = cfg_fail(c, "one of exact, prefix, suffix, contains is required");
+			cfg_leave(c);
+		}
+		if (!rc && !(b = cfg_enter_req(c, e, "buckets")))
+			rc = RM_ERROR;
+		else if (!rc) {
+			rc = cfg_expect_array(c, b);
+			n = json_array_size(b);
+			if (!rc && (n == 0 || n > STATS_HIST_MAX_BOUNDS))
+				rc = cfg_fail(c, "1..%d buckets", STATS_HIST_MAX_BOUNDS);
+			for (size_t k = 0; !rc && k < n; k++) {
+				const json_t *x = cfg_enter_idx(c, b, k);
+				if (!json_is_number(x) || json_number_value(x) <= 0 ||
+				    (k && json_number_value(x) <= bounds[k - 1]))
+					rc = cfg_fail(c, "buckets must be positive and ascending");
+				else
+					bounds[k] = json_number_value(x);
+				cfg_leave(c);
+			}
+			cfg_leave(c);
+		}
+		if (!rc)
+			stats_store_add_bucket_rule(srv->stats, (enum stats_match)kind, str, bounds,
+						    (unsigned)n);
+		cfg_leave(c);
+	}
+	cfg_leave(c);
+	return rc ? RM_ERROR : RM_OK;
+}
+
 struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, struct server *srv)
 {
 	static const char *const f[] = { "node", "admin", "static_resources", "dynamic_resources",
-					 NULL };
+					 "stats_config", NULL };
 	static const char *const sf[] = { "listeners", "clusters", "secrets", NULL };
 	struct snapshot *s = xcalloc(1, sizeof(*s));
 	struct build_ctx b = { .srv = srv, .snap = s, .stats = srv->stats, .nworkers = srv->nworkers };
@@ -610,6 +688,12 @@ struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, s
 		goto error;
 	if ((v = cfg_enter(c, root, "node"))) {
 		int rc = parse_node(c, v, srv);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	if ((v = cfg_enter(c, root, "stats_config"))) {   /* before any scope with histograms */
+		int rc = parse_stats_config(c, v, srv);
 		cfg_leave(c);
 		if (rc)
 			goto error;

@@ -17,6 +17,7 @@
 #include "../stats/admin.h"
 #include "../tls/tls.h"
 #include "../xds/ads.h"
+#include "../stats/tracer.h"
 
 struct server g_server;
 
@@ -632,6 +633,7 @@ int server_run(struct server *srv)
 	evsignal_add(srv->sigterm_ev, NULL);
 	evsignal_add(srv->sigint_ev, NULL);
 	tls_secrets_start(srv->base);   /* certificate file watching, expiry gauge */
+	tracer_start(srv->base);        /* span export (HCM tracing) */
 	srv->tick_ev = event_new(srv->base, -1, EV_PERSIST, tick_cb, srv);
 	struct timeval sec = { 1, 0 };
 	event_add(srv->tick_ev, &sec);
@@ -699,6 +701,7 @@ void server_free(struct server *srv)
 	}
 	free(srv->workers);
 	srv->workers = NULL;
+	tracer_stop();
 	snapshot_unref(srv->snap);
 	srv->snap = NULL;
 	tls_secrets_stop();

@@ -646,15 +646,16 @@ static void prom_sample(struct evbuffer *out, const struct item *i, struct sbuf 
 		const struct stats_hist *h = i->hist;
 		const char *l = labels->p ? labels->p : "";
 		const char *sep = *l ? "," : "";
+		const struct stats_bounds *bd = h->bounds ? h->bounds : &stats_default_bounds;
 		uint64_t cum = 0;
 
-		for (unsigned b = 0; b < STATS_HIST_BUCKETS; b++) {
+		for (unsigned b = 0; b < bd->n; b++) {
 			cum += h->buckets[b];
-			fmt_prom_double(num, sizeof(num), stats_hist_bounds[b]);
+			fmt_prom_double(num, sizeof(num), bd->b[b]);
 			evbuffer_add_printf(out, "%s_bucket{%s%sle=\"%s\"} %" PRIu64 "\n",
 					    i->prom, l, sep, num, cum);
 		}
-		cum += h->buckets[STATS_HIST_BUCKETS];
+		cum += h->buckets[bd->n];
 		evbuffer_add_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n",
 				    i->prom, l, sep, cum);
 		fmt_prom_double(num, sizeof(num), h->sum);

@@ -23,12 +23,26 @@ const double stats_hist_bounds[STATS_HIST_BUCKETS] = {
 	300000, 600000, 1800000, 3600000,
 };
 
+const struct stats_bounds stats_default_bounds = {
+	STATS_HIST_BUCKETS,
+	{ 0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+	  300000, 600000, 1800000, 3600000 },
+};
+
 #define STATS_CODE_MIN 100
 #define STATS_CODE_N 500                      /* 100..599 */
 #define STATS_PAD 64                          /* tail padding against false sharing */
 
+struct bucket_rule {
+	enum stats_match kind;
+	char *str;                                /* owned */
+	struct stats_bounds bounds;
+};
+
 struct stats_store {
 	unsigned nshards;
+	struct bucket_rule *rules;                /* owned [nrules] */
+	unsigned nrules;
 	struct stats_scope *scopes;               /* owned; list through ->next / ->pprev */
 	pthread_mutex_t lock;                     /* adding and removing scopes (rare) */
 };
@@ -52,6 +66,9 @@ void stats_store_free(struct stats_store *st)
 		return;
 	while (st->scopes)
 		stats_scope_free(st->scopes);
+	for (unsigned i = 0; i < st->nrules; i++)
+		xfree(st->rules[i].str);
+	xfree(st->rules);
 	pthread_mutex_destroy(&st->lock);
 	xfree(st);
 }
@@ -59,6 +76,54 @@ void stats_store_free(struct stats_store *st)
 unsigned stats_store_nshards(const struct stats_store *st)
 {
 	return st->nshards;
+}
+
+void stats_store_add_bucket_rule(struct stats_store *st, enum stats_match kind, const char *str,
+				 const double *bounds, unsigned n)
+{
+	if (n == 0 || n > STATS_HIST_MAX_BOUNDS)
+		die("stats: %u bucket bounds", n);
+	st->rules = xrealloc(st->rules, (st->nrules + 1) * sizeof(*st->rules));
+	struct bucket_rule *r = &st->rules[st->nrules++];
+	memset(r, 0, sizeof(*r));
+	r->kind = kind;
+	r->str = xstrdup(str);
+	r->bounds.n = n;
+	memcpy(r->bounds.b, bounds, n * sizeof(double));
+}
+
+static bool rule_match(const struct bucket_rule *r, const char *name)
+{
+	size_t n = strlen(name), k = strlen(r->str);
+	switch (r->kind) {
+	case STATS_MATCH_EXACT: return !strcmp(name, r->str);
+	case STATS_MATCH_PREFIX: return !strncmp(name, r->str, k);
+	case STATS_MATCH_SUFFIX: return n >= k && !strcmp(name + n - k, r->str);
+	case STATS_MATCH_CONTAINS: return strstr(name, r->str) != NULL;
+	}
+	return false;
+}
+
+/* Bounds of the scope's histograms from the store's rules (main thread). */
+static void scope_bounds(struct stats_store *st, struct stats_scope *s)
+{
+	if (!st->nrules)
+		return;
+	for (size_t i = 0; i < s->ndesc; i++) {
+		if (s->desc[i].type != STAT_HISTOGRAM)
+			continue;
+		char *full = *s->name ? xasprintf("%s.%s", s->name, s->desc[i].name)
+				      : xstrdup(s->desc[i].name);
+		for (unsigned r = 0; r < st->nrules; r++) {
+			if (rule_match(&st->rules[r], full)) {
+				if (!s->hbounds)
+					s->hbounds = xcalloc(s->ndesc, sizeof(*s->hbounds));
+				s->hbounds[i] = &st->rules[r].bounds;
+				break;
+			}
+		}
+		xfree(full);
+	}
 }
 
 struct stats_scope *stats_store_scopes(const struct stats_store *st)
@@ -89,6 +154,7 @@ struct stats_scope *stats_scope_new(struct stats_store *st, const char *name,
 		if (desc[i].type == STAT_HISTOGRAM)
 			nhist = i + 1;
 
+	scope_bounds(st, s);
 	s->nshards = st->nshards;
 	if (posix_memalign(&mem, 64, s->nshards * sizeof(struct stats_shard)))
 		die("out of memory (%u shards)", s->nshards);
@@ -144,6 +210,7 @@ void stats_scope_free(struct stats_scope *s)
 			xfree(sh->codes[f]);
 	}
 	free(s->shards);
+	xfree(s->hbounds);
 	xfree(s->name);
 	xfree(s->tag_prefix);
 	xfree(s->tag_name);
@@ -151,14 +218,14 @@ void stats_scope_free(struct stats_scope *s)
 	xfree(s);
 }
 
-static unsigned hist_bucket(double value)
+static unsigned hist_bucket(const struct stats_bounds *bd, double value)
 {
-	unsigned lo = 0, hi = STATS_HIST_BUCKETS;
+	unsigned lo = 0, hi = bd->n;
 
-	/* First bound >= value (le is inclusive); STATS_HIST_BUCKETS = overflow. */
+	/* First bound >= value (le is inclusive); n = overflow. */
 	while (lo < hi) {
 		unsigned mid = (lo + hi) / 2;
-		if (value <= stats_hist_bounds[mid])
+		if (value <= bd->b[mid])
 			hi = mid;
 		else
 			lo = mid + 1;
@@ -174,7 +241,8 @@ void stats_hist_record(struct stats_scope *s, unsigned shard, unsigned idx, doub
 	if (isnan(value))
 		return;
 	h = &s->shards[shard].hists[idx];
-	h->buckets[hist_bucket(value)]++;
+	h->buckets[hist_bucket(s->hbounds && s->hbounds[idx] ? s->hbounds[idx]
+							      : &stats_default_bounds, value)]++;
 	h->count++;
 	h->sum += value;
 }
@@ -235,11 +303,12 @@ uint64_t stats_code_value(const struct stats_scope *s, int family, int code)
 void stats_hist_merge(const struct stats_scope *s, unsigned idx, struct stats_hist *out)
 {
 	memset(out, 0, sizeof(*out));
+	out->bounds = s->hbounds ? s->hbounds[idx] : NULL;
 	for (unsigned i = 0; i < s->nshards; i++) {
 		const struct stats_hist *h = &s->shards[i].hists[idx];
 		double sum;
 
-		for (unsigned b = 0; b <= STATS_HIST_BUCKETS; b++)
+		for (unsigned b = 0; b <= STATS_HIST_MAX_BOUNDS; b++)
 			out->buckets[b] += __atomic_load_n(&h->buckets[b], __ATOMIC_RELAXED);
 		out->count += __atomic_load_n(&h->count, __ATOMIC_RELAXED);
 		__atomic_load(&h->sum, &sum, __ATOMIC_RELAXED);
@@ -252,28 +321,29 @@ void stats_hist_merge(const struct stats_scope *s, unsigned idx, struct stats_hi
  * has no upper edge, so values there are reported as the last bound. */
 double stats_hist_quantile(const struct stats_hist *h, double q)
 {
+	const struct stats_bounds *bd = h->bounds ? h->bounds : &stats_default_bounds;
 	uint64_t total = 0, cum = 0;
 	double target;
 
-	for (unsigned b = 0; b <= STATS_HIST_BUCKETS; b++)
+	for (unsigned b = 0; b <= bd->n; b++)
 		total += h->buckets[b];
 	if (total == 0 || isnan(q))
 		return NAN;
 	q = q < 0 ? 0 : q > 1 ? 1 : q;
 	target = q * (double)total;
-	for (unsigned b = 0; b <= STATS_HIST_BUCKETS; b++) {
+	for (unsigned b = 0; b <= bd->n; b++) {
 		double lo, hi;
 
 		if (!h->buckets[b])
 			continue;
 		if ((double)(cum + h->buckets[b]) >= target) {
-			lo = b == 0 ? 0 : stats_hist_bounds[b - 1];
-			hi = b < STATS_HIST_BUCKETS ? stats_hist_bounds[b] : lo;
+			lo = b == 0 ? 0 : bd->b[b - 1];
+			hi = b < bd->n ? bd->b[b] : lo;
 			return lo + (target - (double)cum) / (double)h->buckets[b] * (hi - lo);
 		}
 		cum += h->buckets[b];
 	}
-	return stats_hist_bounds[STATS_HIST_BUCKETS - 1]; /* not reached */
+	return bd->b[bd->n - 1]; /* not reached */
 }
 
 void stats_reset_counters(struct stats_store *st)

@@ -47,13 +47,23 @@ struct stat_desc {
 #define STATS_ENUM(type, name) name,
 #define STATS_DESC(type, name) { #name, STAT_##type },
 
-#define STATS_HIST_BUCKETS 19                 /* finite bounds; +1 overflow bucket */
+#define STATS_HIST_BUCKETS 19                 /* default finite bounds; +1 overflow bucket */
 extern const double stats_hist_bounds[STATS_HIST_BUCKETS];
+#define STATS_HIST_MAX_BOUNDS 32              /* stats_config.histogram_bucket_settings */
+
+/* A histogram's finite bucket bounds (ascending); bucket n is the overflow. */
+struct stats_bounds {
+	unsigned n;
+	double b[STATS_HIST_MAX_BOUNDS];
+};
+extern const struct stats_bounds stats_default_bounds;   /* Envoy's defaults above */
 
 struct stats_hist {                           /* one shard's histogram */
-	uint64_t buckets[STATS_HIST_BUCKETS + 1];
+	uint64_t buckets[STATS_HIST_MAX_BOUNDS + 1];
 	uint64_t count;
 	double sum;
+	const struct stats_bounds *bounds;        /* merged copies only: the histogram's
+	                                             bounds; NULL = stats_default_bounds */
 };
 
 #define STATS_MAX_CODE_FAMILIES 2
@@ -78,6 +88,8 @@ struct stats_scope {
 	char *tag_value;                          /* owned, may be NULL: "backend" */
 	const struct stat_desc *desc;             /* not owned (static) */
 	size_t ndesc;
+	const struct stats_bounds **hbounds;      /* owned array [ndesc] (entries point into the
+	                                             store's bucket rules), NULL: all default */
 	const char *families[STATS_MAX_CODE_FAMILIES]; /* not owned (static), may be NULL */
 	unsigned nshards;
 	struct stats_shard *shards;               /* owned; [nshards] */
@@ -85,6 +97,14 @@ struct stats_scope {
 	struct stats_scope **pprev;               /* the pointer to this scope in that list
 						     (O(1) removal: xDS frees scopes one by one) */
 };
+
+/* stats_config.histogram_bucket_settings: histograms created from now on
+ * whose full name matches (first rule wins) use these bounds (1 ..
+ * STATS_HIST_MAX_BOUNDS ascending positive values).  Main thread, before
+ * the scopes it should affect are created. */
+enum stats_match { STATS_MATCH_EXACT, STATS_MATCH_PREFIX, STATS_MATCH_SUFFIX, STATS_MATCH_CONTAINS };
+void stats_store_add_bucket_rule(struct stats_store *st, enum stats_match kind, const char *str,
+				 const double *bounds, unsigned n);
 
 /* nshards = 1 + number of workers. */
 struct stats_store *stats_store_new(unsigned nshards);

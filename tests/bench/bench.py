@@ -6,14 +6,16 @@ test runs pinned to CPU 0 with one worker and proxies to that upstream; wrk
 (CPU 1, 1 thread, 50 keep-alive connections) loads one proxy at a time.
 "Remora+filters" is the same binary with fault, local rate limit, retries,
 circuit breakers and outlier detection configured but never triggering
-(remora-filters.yaml).  Rounds alternate between the proxies; the table shows
+(remora-filters.yaml).  "Remora+obs" is plain Remora plus observability:
+Zipkin tracing at 100 % sampling to a sink the harness runs (answers 202) and
+a JSON access log to a file (config made by obs_config()).  Rounds alternate between the proxies; the table shows
 medians over rounds.  See docs/benchmarks.md for the method.
 
 Environment:
   BENCH_SECONDS    measured seconds per round (default 10)
   BENCH_ROUNDS     rounds per proxy (default 3)
   BENCH_WARMUP     warm-up seconds before each round (default 2)
-  BENCH_PROXIES    comma list out of remora,remora-filters,haproxy,nginx (default all four)
+  BENCH_PROXIES    comma list out of remora,remora-filters,remora-obs,haproxy,nginx (default all)
   BENCH_H2         1 (default): after the HTTP/1.1 rounds, an h2c leg per proxy with
                    h2load (10 connections x 10 streams) against Remora's listener
                    (codec_type AUTO), HAProxy's `proto h2` bind and nginx's `http2`
@@ -22,8 +24,9 @@ Environment:
                    certificate made with the openssl CLI, X25519): wrk over HTTPS keep-alive,
                    then wrk with "connection: close" (one full handshake per request,
                    session resumption off on both: handshakes/s); 0 skips it
+  BENCH_OBS        what Remora+obs enables: "trace,log" (default), "trace" or "log"
   BENCH_PORT_BASE  first loopback port (default 28080, or the first free one from 29080
-                   on when those ports are taken; uses base..base+8, base+10..base+12)
+                   on when those ports are taken; uses base..base+14)
   BENCH_DOC        markdown file to update (default docs/benchmarks.md; "-" = none)
   REMORA_BIN       proxy binary (default build/remora)
 """
@@ -50,13 +53,15 @@ DEFAULT_BASE = 28080
 # offset of each port from the base; the config files carry the default ports
 PORT_OFFSETS = {"upstream": 0, "haproxy": 1, "nginx": 2, "remora": 3, "remora-filters": 4,
                 "haproxy-h2": 5, "nginx-h2": 6, "remora-tls": 7, "haproxy-tls": 8,
-                "admin": 10, "admin-filters": 11, "admin-tls": 12}
+                "admin": 10, "admin-filters": 11, "admin-tls": 12,
+                "remora-obs": 9, "admin-obs": 13, "obs-sink": 14}
 BEGIN_MARK = "<!-- bench:begin -->"
 END_MARK = "<!-- bench:end -->"
-NAMES = {"remora": "Remora", "remora-filters": "Remora+filters", "haproxy": "HAProxy", "nginx": "nginx"}
-REMORA_KEYS = ("remora", "remora-filters")
+NAMES = {"remora": "Remora", "remora-filters": "Remora+filters", "remora-obs": "Remora+obs",
+         "haproxy": "HAProxy", "nginx": "nginx"}
+REMORA_KEYS = ("remora", "remora-filters", "remora-obs")
 CONFIGS = {"remora": "remora.yaml", "remora-filters": "remora-filters.yaml"}
-ADMIN = {"remora": "admin", "remora-filters": "admin-filters"}
+ADMIN = {"remora": "admin", "remora-filters": "admin-filters", "remora-obs": "admin-obs"}
 REMORA_STATS = ("http.bench.downstream_cx_total", "http.bench.downstream_rq_total",
                 "cluster.upstream.upstream_cx_total", "cluster.upstream.upstream_rq_total")
 # Remora+filters: the rate limit filter must have checked and passed every
@@ -286,6 +291,8 @@ def proxy_command(key, tmp):
     binary = os.environ.get("REMORA_BIN", os.path.join(ROOT, "build", "remora"))
     if not os.access(binary, os.X_OK):
         raise BenchError("not run: %s not built" % os.path.relpath(binary, ROOT))
+    if key == "remora-obs":
+        return [binary, "-c", obs_config(tmp), "--concurrency", "1"], [PORTS[key], PORTS[ADMIN[key]]]
     conf = render(CONFIGS[key], tmp)
     if conf.startswith(ROOT + os.sep):
         conf = os.path.relpath(conf, ROOT)  # as documented: -c tests/bench/remora.yaml
@@ -347,7 +354,8 @@ def remora_stats(key):
         status, body = http_get(PORTS[ADMIN[key]], "/stats")
     except OSError as e:
         return {"error": "admin /stats failed: %s" % e}
-    want = REMORA_STATS + (FILTER_STATS if key == "remora-filters" else ())
+    want = REMORA_STATS + (FILTER_STATS if key == "remora-filters" else ()) + \
+        (OBS_STATS if key == "remora-obs" else ())
     vals = {}
     for line in body.decode(errors="replace").splitlines():
         name, sep, v = line.partition(": ")
@@ -372,6 +380,124 @@ def check_filters_idle(n):
     if st[FILTER_CHECKED] != st["http.bench.downstream_rq_total"]:
         raise BenchError("round %d: %s %s but http.bench.downstream_rq_total %s" % (
             n, FILTER_CHECKED, st[FILTER_CHECKED], st["http.bench.downstream_rq_total"]))
+
+
+# ---------------------------------------------------------------- Remora+obs
+
+# Remora+obs: tracing at 100 % sampling (Zipkin HTTP_JSON to the sink below)
+# and a JSON access log to a file, against plain Remora.
+OBS_TARGET = 1.25
+OBS_STATS = ("tracing.zipkin.spans_sent", "tracing.zipkin.spans_dropped",
+             "tracing.zipkin.reports_sent", "tracing.zipkin.reports_failed",
+             "access_log_file.write_buffered", "access_log_file.write_dropped")
+OBS_SINK = {"server": None, "spans_bytes": 0, "reports": 0}
+
+
+def start_obs_sink():
+    """The trace collector of the Remora+obs leg: an HTTP/1.1 server on its
+    own thread that reads each report and answers 202, as Zipkin does."""
+    import http.server
+    import threading
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            n = int(self.headers.get("content-length", "0"))
+            OBS_SINK["spans_bytes"] += len(self.rfile.read(n))
+            OBS_SINK["reports"] += 1
+            self.send_response(202)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", PORTS["obs-sink"]), Sink)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True, name="obs-sink").start()
+    OBS_SINK["server"] = srv
+
+
+def obs_parts():
+    """BENCH_OBS: what Remora+obs turns on (default "trace,log"; "trace" or
+    "log" alone to see what each costs)."""
+    return [p.strip() for p in os.environ.get("BENCH_OBS", "trace,log").split(",") if p.strip()]
+
+
+def obs_config(tmp):
+    """remora.yaml plus tracing and a JSON access log, written to tmp."""
+    import yaml
+    with open(render(CONFIGS["remora"], tmp)) as f:
+        cfg = yaml.safe_load(f)
+    cfg["node"] = {"id": "bench-obs", "cluster": "bench"}
+    cfg["admin"]["address"]["socket_address"]["port_value"] = PORTS["admin-obs"]
+    lst = cfg["static_resources"]["listeners"][0]
+    lst["address"]["socket_address"]["port_value"] = PORTS["remora-obs"]
+    hcm = lst["filter_chains"][0]["filters"][0]["typed_config"]
+    parts = obs_parts()
+    if "trace" in parts:
+        hcm["tracing"] = {"random_sampling": {"value": 100}, "provider": {
+            "name": "envoy.tracers.zipkin",
+            "typed_config": {"@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+                             "collector_cluster": "zipkin", "collector_endpoint": "/api/v2/spans",
+                             "collector_endpoint_version": "HTTP_JSON"}}}
+    if "log" in parts:
+        hcm["access_log"] = [{"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": os.path.join(tmp, "obs-access.log"),
+            "log_format": {"json_format": {
+                "start": "%START_TIME%", "method": "%REQ(:METHOD)%",
+                "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%", "protocol": "%PROTOCOL%",
+                "code": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "rx": "%BYTES_RECEIVED%",
+                "tx": "%BYTES_SENT%", "duration": "%DURATION%", "upstream": "%UPSTREAM_HOST%",
+                "request_id": "%REQ(X-REQUEST-ID)%", "trace": "%REQ(X-B3-TRACEID)%"}}}}]
+    cfg["static_resources"]["clusters"].append({
+        "name": "zipkin", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "zipkin", "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": PORTS["obs-sink"]}}}}]}]}})
+    path = os.path.join(tmp, "remora-obs.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return path
+
+
+def check_obs(n, r):
+    """After a round: spans were exported (or counted as dropped) and the
+    access log was written, so the leg measured real work."""
+    time.sleep(1.5)   # one flush interval: the round's last spans leave
+    st = remora_stats("remora-obs")
+    if "error" in st:
+        raise BenchError("round %d: %s" % (n, st["error"]))
+    sent, dropped = int(st.get("tracing.zipkin.spans_sent", 0)), int(st.get("tracing.zipkin.spans_dropped", 0))
+    logged = int(st.get("access_log_file.write_buffered", 0))
+    total = int(st.get("http.bench.downstream_rq_total", 0))
+    parts = obs_parts()
+    if "trace" in parts and (sent + dropped < total - 1000 or
+                             int(st.get("tracing.zipkin.reports_sent", 0)) < 1):
+        raise BenchError("round %d: %d requests but %d spans sent, %d dropped, %s reports accepted"
+                         % (n, total, sent, dropped, st.get("tracing.zipkin.reports_sent")))
+    if "log" in parts and logged + int(st.get("access_log_file.write_dropped", 0)) < total:
+        raise BenchError("round %d: %d requests but %d lines logged" % (n, total, logged))
+    r["obs_dropped_share"] = dropped / total if total else 0.0
+
+
+def obs_ratio_lines(ok, present):
+    if "remora" not in present:
+        return []
+    if "remora" not in ok or "remora-obs" not in ok:
+        return ["- Remora+obs / Remora: no ratio (a leg did not produce numbers)"]
+    o, r = ok["remora-obs"], ok["remora"]
+    pairs = [a["cpu_us"] / b["cpu_us"] for a, b in zip(o.rounds, r.rounds)]
+    paired = statistics.median(pairs)
+    drop = max(x.get("obs_dropped_share", 0.0) for x in o.rounds)
+    return ["- Remora+obs / Remora (tracing 100 %% + JSON access log): req/s ratio %s, paired "
+            "CPU-per-request ratio %.2f (per round %s; target <= %.2f: %s); spans dropped: "
+            "at most %.1f %% of requests in a round; sink got %d reports, %.1f MB" % (
+                fmt_ratio(median(o, "rps"), median(r, "rps")), paired,
+                ", ".join("%.2f" % x for x in pairs), OBS_TARGET,
+                "met" if paired <= OBS_TARGET else "NOT met", 100 * drop,
+                OBS_SINK["reports"], OBS_SINK["spans_bytes"] / 1e6)]
 
 
 # ---------------------------------------------------------------- rounds
@@ -449,6 +575,8 @@ def run_round(leg, n, upstream):
                              % (n, r["requests"], r["up_reqs"]))
     if leg.key == "remora-filters":
         check_filters_idle(n)
+    if leg.key == "remora-obs":
+        check_obs(n, r)
     return r
 
 
@@ -582,6 +710,9 @@ def report(legs, started, load_before, load_after, tls=None):
         if mine not in ok:
             L.append("- %s ratios: none (%s did not produce numbers)" % (NAMES[mine], NAMES[mine]))
             continue
+        if mine == "remora-obs":
+            L += obs_ratio_lines(ok, present)
+            continue
         if mine == "remora-filters" and "remora" in present:
             if "remora" in ok:
                 f, r = ok["remora-filters"], ok["remora"]
@@ -616,7 +747,8 @@ def report(legs, started, load_before, load_after, tls=None):
             if "error" in st:
                 L.append("- %s admin: %s" % (NAMES[leg.key], st["error"]))
             else:
-                keys = REMORA_STATS + (FILTER_STATS if leg.key == "remora-filters" else ())
+                keys = REMORA_STATS + (FILTER_STATS if leg.key == "remora-filters" else ()) + \
+                    (OBS_STATS if leg.key == "remora-obs" else ())
                 L.append("- %s admin /stats after the last round: %s" % (NAMES[leg.key], ", ".join(
                     "%s %s" % (k, st.get(k, "absent")) for k in keys)))
     h2legs = [leg for leg in legs if leg.key in H2_PORT and (leg.h2_rounds or leg.h2_status)]
@@ -884,6 +1016,8 @@ def main():
             upstream = start_upstream(tmp)
         except (BenchError, OSError) as e:
             sys.exit("bench: upstream nginx: %s" % e)
+        if "remora-obs" in keys:
+            start_obs_sink()
         for leg in legs:
             start_leg(leg, tmp)
         for n in range(1, ROUNDS + 1):

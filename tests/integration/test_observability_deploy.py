@@ -113,9 +113,18 @@ def test_prometheus_rules_and_grafana_dashboard(remora, upstream, ports, tmp_pat
         assert p.returncode == 0, (p.stdout + p.stderr).decode()
     admin, lport = ports.get(), ports.get()
     od = {"consecutive_5xx": 1000, "interval": "10s"}
-    r = remora(bootstrap(admin, [http_listener(lport, [route({"prefix": "/"}, "backend")])],
-                         [static_cluster("backend", upstream.port, outlier_detection=od)]),
-               concurrency=1)
+    # static resources plus an ADS client (its control plane is down: the
+    # dashboard's xDS panel shows connected_state 0 and the static config)
+    cfg = bootstrap(admin, [http_listener(lport, [route({"prefix": "/"}, "backend")])],
+                    [static_cluster("backend", upstream.port, outlier_detection=od),
+                     static_cluster("xds_cluster", free_port())])
+    cfg["dynamic_resources"] = {
+        "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
+                       "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]},
+        "cds_config": {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "1s"},
+        "lds_config": {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "1s"},
+    }
+    r = remora(cfg, concurrency=1)
     workdir = str(tmp_path)
     cfg = _prom_config(workdir, admin)
     p = subprocess.run(["/usr/bin/promtool", "check", "config", cfg], capture_output=True,

@@ -15,7 +15,7 @@ static const char *const hcm_fields[] = {
 	"request_headers_timeout", "stream_idle_timeout", "upgrade_configs", "http_protocol_options",
 	"drain_timeout", "delayed_close_timeout", "http2_protocol_options", "access_log",
 	"internal_address_config", "forward_client_cert_details", "set_current_client_cert_details",
-	NULL
+	"tracing", NULL
 };
 static const char *const codec_names[] = { "AUTO", "HTTP1", "HTTP2", "HTTP3" };
 static const char *const server_modes[] = { "OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH" };
@@ -37,6 +37,7 @@ void hcm_free_config(void *v)
 		free(cfg->upgrades[i]);
 	free(cfg->upgrades);
 	al_list_free(cfg->access_logs);
+	trace_cfg_free(cfg->tracing);
 	free(cfg->internal);
 	stats_scope_free(cfg->stats);
 	h2_stats_unref(cfg->h2stats);
@@ -334,6 +335,8 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 	if (al_list_parse(c, j, b, false, &cfg->access_logs))
 		goto error;
 	cfg->al_needs = al_list_needs(cfg->access_logs);
+	if (trace_cfg_parse(c, j, b, cfg->stat_prefix, &cfg->tracing))
+		goto error;
 	/* rds: the RouteConfiguration comes from the xDS layer (b->rds_lookup),
 	 * which only compiles a listener once its routes arrived (warming) */
 	const json_t *rds_rc = NULL;

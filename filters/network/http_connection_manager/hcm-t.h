@@ -9,6 +9,7 @@
 #include "proxy/http/stream.h"
 #include "proxy/http/h2_options.h"
 #include "stats/access_log.h"
+#include "stats/tracer.h"
 
 #define HCM_TYPE "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
@@ -54,6 +55,7 @@ struct hcm_cfg {
 	                                    default: loopback and private ranges are internal) */
 	struct al_list *access_logs;     /* owned, NULL: none (access_log[]) */
 	unsigned al_needs;               /* AL_NEED_* of access_logs */
+	struct trace_cfg *tracing;       /* owned, NULL: no tracing (tracing with a provider) */
 	uint32_t xff_num_trusted_hops;
 	char *server_name;               /* owned; default "envoy" */
 	enum server_header_mode server_mode;
@@ -138,6 +140,7 @@ struct http_stream {
 	struct http_headers resp_hdrs;   /* copy of the response headers (only when a
 	                                    format reads them); storage kept on recycle */
 	struct http_headers resp_trailers; /* same, trailers */
+	struct trace_state trace;        /* tracing (stats/tracer.h); zeroed per stream */
 	/* HTTP/2 only (zero for HTTP/1): */
 	struct h2_stream *h2s;           /* codec state; NULL once the codec closed the
 	                                    stream (owned by the h2 connection) */

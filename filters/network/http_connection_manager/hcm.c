@@ -208,11 +208,29 @@ static void stream_log(struct http_stream *s)
 	al_list_log(cfg->access_logs, &r, shard_of(hc));
 }
 
+/* Record the stream's span (sampled streams only; no lock, no allocation). */
+static void stream_trace(struct http_stream *s)
+{
+	struct hcm_conn *hc = s->hc;
+	struct trace_end e = {
+		.req = &s->req.hdrs,
+		.protocol = hc->proto == 2 ? "HTTP/2" : s->req.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1",
+		.status = s->status,
+		.rflags = s->rflags,
+		.up_cluster = s->up_cluster,
+		.up_host = s->up_host[0] ? s->up_host : NULL,
+		.start_ns = s->start_ns,
+	};
+	trace_finish(hc->cfg->tracing, &s->trace, &e, hc->super.w->id, shard_of(hc));
+}
+
 static void stream_destroy(struct http_stream *s)
 {
 	struct hcm_conn *hc = s->hc;
 	if (hc->cfg->access_logs)
 		stream_log(s);
+	if (s->trace.active)
+		stream_trace(s);
 	if (hc->proto == 2)
 		h2_stream_detach(s);
 	for (size_t i = 0; i < s->nfilters; i++)
@@ -449,6 +467,7 @@ void http_stream_set_upstream_cluster(struct http_stream *s, const char *cluster
 void http_stream_set_upstream_host(struct http_stream *s, const char *host)
 {
 	s->attempts++;
+	trace_upstream_start(&s->trace);
 	/* every request: a plain copy (snprintf cost ~600 instructions) */
 	size_t n = host ? strnlen(host, sizeof(s->up_host) - 1) : 0;
 	if (n)
@@ -1159,6 +1178,10 @@ void hcm_stream_begin(struct http_stream *s, bool end)
 	const struct hcm_cfg *cfg = hc->cfg;
 
 	prepare_request(hc, s);
+	if (cfg->tracing)   /* SERVER span unless the listener is OUTBOUND */
+		trace_begin(cfg->tracing, &s->trace, &s->req.hdrs,
+			    hcm_peer_internal(cfg, (const struct sockaddr *)&hc->super.peer),
+			    hc->super.lcfg->direction != LISTENER_OUTBOUND, shard_of(hc));
 	/* The route is matched once, here, before any filter runs (Envoy caches
 	 * it on the stream the same way): per-route filter configs and the
 	 * router use this match.  Filters that change headers do not cause a
