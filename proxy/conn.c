@@ -392,6 +392,12 @@ static bool tls_handshake_step(struct conn *c)
 	case TLS_IO_OK:
 		c->tls_hs = false;
 		wev_off(c);
+		if (c->tls_server && c->hs_done && !c->hs_done(c, c->hs_arg)) {
+			c->read_on = false;
+			update_read(c);
+			report(c, CONN_ERROR | CONN_READING);
+			return false;
+		}
 		if (!c->tls_server)
 			report(c, CONN_CONNECTED);
 		if (c->dead)

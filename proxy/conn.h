@@ -64,6 +64,11 @@ struct conn {
 	bool tls_read_wants_write;       /* SSL_read needs the socket writable */
 	bool tls_write_wants_read;       /* SSL_write needs the socket readable */
 	bool tls_pending_read;           /* decrypted bytes wait inside OpenSSL */
+	/* Accepted TLS connections: called once when the handshake completed,
+	 * before any plaintext is read; false closes the connection (reported
+	 * as CONN_ERROR).  NULL: none.  (downstream_handshake_done.) */
+	bool (*hs_done)(struct conn *c, void *arg);
+	void *hs_arg;
 };
 
 /* fd >= 0: an accepted socket (made non-blocking); fd < 0: call
