@@ -295,6 +295,8 @@ void conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len)
 	conn_events(c);
 	if (c->tls_ctx) {
 		c->tls = tls_conn_new(c->tls_ctx, c->fd, false, c->tls_sni, sa);
+		if (c->tls_verify_sni && c->tls_sni)
+			tls_conn_set_verify_host(c->tls, c->tls_sni);
 		c->tls_hs = true;
 		c->tls_ctx = NULL;
 	}

@@ -107,6 +107,10 @@ const char *tls_conn_peer_principal(const struct tls_conn *tc);
 /* The peer's first URI SAN, NULL if none. */
 const char *tls_conn_peer_uri_san(const struct tls_conn *tc);
 bool tls_conn_peer_cert_presented(const struct tls_conn *tc);
+/* Client, before the handshake: verify the server certificate against host
+ * (DNS SANs, X509_check_host) instead of the context's SAN matchers
+ * (auto_san_validation).  The chain is still verified against trusted_ca. */
+void tls_conn_set_verify_host(struct tls_conn *tc, const char *host);
 /* The server name the client sent (SNI), NULL if none. */
 const char *tls_conn_sni(const struct tls_conn *tc);
 

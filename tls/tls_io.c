@@ -49,7 +49,8 @@ struct tls_conn *tls_conn_new(struct tls_ctx *t, int fd, bool server, const char
 			sni = t->sni;
 		if (sni)
 			SSL_set_tlsext_host_name(tc->ssl, sni);
-		if (t->client_sessions && slot->sess)
+		/* the cached session was made with the context's own sni */
+		if (t->client_sessions && slot->sess && (sni == t->sni || (sni && t->sni && !strcmp(sni, t->sni))))
 			SSL_set_session(tc->ssl, slot->sess);
 	}
 	return tc;
@@ -65,6 +66,7 @@ void tls_conn_free(struct tls_conn *tc)
 	SSL_free(tc->ssl);
 	free(tc->uri_san);
 	free(tc->principal);
+	free(tc->verify_host);
 	free(tc->xfcc);
 	free(tc);
 }
@@ -264,6 +266,12 @@ const char *tls_conn_alpn(const struct tls_conn *tc, unsigned *len)
 
 const char *tls_conn_peer_principal(const struct tls_conn *tc) { return tc->principal; }
 const char *tls_conn_peer_uri_san(const struct tls_conn *tc) { return tc->uri_san; }
+void tls_conn_set_verify_host(struct tls_conn *tc, const char *host)
+{
+	free(tc->verify_host);
+	tc->verify_host = xstrdup(host);
+}
+
 const char *tls_conn_sni(const struct tls_conn *tc)
 {
 	return SSL_get_servername(tc->ssl, TLSEXT_NAMETYPE_host_name);
