@@ -295,6 +295,8 @@ void conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len)
 	conn_events(c);
 	if (c->tls_ctx) {
 		c->tls = tls_conn_new(c->tls_ctx, c->fd, false, c->tls_sni, sa);
+		if (c->tls_verify_sni && c->tls_sni)
+			tls_conn_set_verify_host(c->tls, c->tls_sni);
 		c->tls_hs = true;
 		c->tls_ctx = NULL;
 	}
@@ -392,6 +394,12 @@ static bool tls_handshake_step(struct conn *c)
 	case TLS_IO_OK:
 		c->tls_hs = false;
 		wev_off(c);
+		if (c->tls_server && c->hs_done && !c->hs_done(c, c->hs_arg)) {
+			c->read_on = false;
+			update_read(c);
+			report(c, CONN_ERROR | CONN_READING);
+			return false;
+		}
 		if (!c->tls_server)
 			report(c, CONN_CONNECTED);
 		if (c->dead)

@@ -64,6 +64,12 @@ struct conn {
 	bool tls_read_wants_write;       /* SSL_read needs the socket writable */
 	bool tls_write_wants_read;       /* SSL_write needs the socket readable */
 	bool tls_pending_read;           /* decrypted bytes wait inside OpenSSL */
+	bool tls_verify_sni;             /* client: the server certificate must match tls_sni */
+	/* Accepted TLS connections: called once when the handshake completed,
+	 * before any plaintext is read; false closes the connection (reported
+	 * as CONN_ERROR).  NULL: none.  (downstream_handshake_done.) */
+	bool (*hs_done)(struct conn *c, void *arg);
+	void *hs_arg;
 };
 
 /* fd >= 0: an accepted socket (made non-blocking); fd < 0: call
@@ -92,6 +98,10 @@ void conn_shutdown_write(struct conn *c);
  * after conn_new, for a client before conn_connect (sni: the server name to
  * send; NULL: the context's configured sni). */
 void conn_set_tls(struct conn *c, struct tls_ctx *t, bool server, const char *sni);
+/* Client, after conn_set_tls with an sni: the server's certificate must
+ * match that name (DNS SAN, wildcards as RFC 6125) instead of the context's
+ * SAN matchers (auto_san_validation). */
+static inline void conn_tls_verify_sni(struct conn *c) { c->tls_verify_sni = true; }
 static inline bool conn_is_tls(const struct conn *c) { return c->tls || c->tls_ctx; }
 /* The TLS state for tls/ accessors (peer identity, ALPN); NULL for raw TCP
  * or before the handshake completed. */

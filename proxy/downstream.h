@@ -26,6 +26,7 @@ struct downstream {
 	struct conn *bev;             /* owned */
 	struct snapshot *snap;               /* ref held */
 	struct listener_cfg *lcfg;           /* in snap */
+	const struct filter_chain *fc;       /* in snap: the chain it was accepted on */
 	struct sockaddr_storage peer, local; /* local: the original destination when
 						local_restored (listener filter original_dst) */
 	bool local_restored;
@@ -48,6 +49,8 @@ struct accept_info {
 						 restored original destination; NULL: ask
 						 the socket */
 	bool local_restored;                 /* local is the original destination */
+	const struct filter_chain *fc;       /* the matched filter chain (in the snapshot) */
+	const char *server_name;             /* SNI seen by tls_inspector, "" if none */
 };
 
 /* Should the connection stop keep-alive / send GOAWAY: the whole worker
@@ -60,8 +63,8 @@ struct downstream *downstream_new(size_t size, const struct accept_info *ai);
 /* Close now: unlink, free bev, call ops->destroy, free.  Must not be called
  * while the caller will still touch d. */
 void downstream_close(struct downstream *d);
-/* The peer's TLS identity (SPIFFE ID, else subject) once the handshake is
- * done; NULL on plaintext / no client certificate (tls/tls_io.c). */
+/* The peer's TLS identity (SPIFFE ID, else DNS SAN, else subject) once the
+ * handshake is done; NULL on plaintext / no client certificate (tls/tls_io.c). */
 const char *downstream_peer_principal(const struct downstream *d);
 
 #include "worker.h"

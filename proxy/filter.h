@@ -34,6 +34,11 @@ struct network_filter_ops {
 	 * filter sees it, in chain order.  ai->bev is NULL (nothing is allocated
 	 * yet).  Return false to close it at once (later filters do not run). */
 	bool (*on_new_connection)(const struct accept_info *ai, const void *cfg);
+	/* Non-terminal filters on a TLS filter chain: judge the connection once
+	 * its TLS handshake completed, when the peer's identity is known
+	 * (before the terminal filter reads a byte).  Return false to close it.
+	 * May be NULL.  Called from downstream_handshake_done() (worker.c). */
+	bool (*on_handshake)(const struct downstream *d, const void *cfg);
 	/* A worker thread is exiting: free per-thread caches.  May be NULL. */
 	void (*thread_exit)(void);
 };
@@ -59,6 +64,9 @@ struct http_filter_ops {
 	 * {disabled: true} is accepted for any filter). */
 	void *(*parse_per_route)(struct cfg_ctx *c, const json_t *typed_config, struct build_ctx *b);
 	void (*free_per_route)(void *cfg);
+	/* The per-route Any's @type when it is not type_url (RBAC's
+	 * RBACPerRoute); NULL: the same message as the filter's. */
+	const char *per_route_type_url;
 	/* Per-stream state; may return NULL if the filter needs none.  The
 	 * stream's route is already matched (http_stream_route()). */
 	void *(*create)(struct http_stream *s, const void *cfg);
@@ -149,6 +157,9 @@ void filters_thread_exit(void);
 
 const struct network_filter_ops *network_filter_find(const char *name, const char *type_url);
 const struct http_filter_ops *http_filter_find(const char *name, const char *type_url);
+/* The filter whose per-route config has this @type (per_route_type_url,
+ * else type_url). */
+const struct http_filter_ops *http_filter_find_per_route(const char *type_url);
 const struct listener_filter_ops *listener_filter_find(const char *name, const char *type_url);
 
 #endif

@@ -85,6 +85,22 @@ void main_post(void (*fn)(void *arg), void *arg)
 
 /* ---- downstream connections ---------------------------------------------- */
 
+/* The post-handshake hook of an accepted TLS connection whose filter chain
+ * has filters with on_handshake (network RBAC): they judge the connection now
+ * that the peer's certificate is known.  Runs inside conn's handshake step,
+ * before the terminal filter reads anything; false closes the connection. */
+static bool downstream_handshake_done(struct conn *c, void *arg)
+{
+	struct downstream *d = arg;
+	(void)c;
+	for (size_t i = 0; i < d->fc->npre; i++) {
+		const struct net_filter *f = &d->fc->pre[i];
+		if (f->ops->on_handshake && !f->ops->on_handshake(d, f->cfg))
+			return false;
+	}
+	return true;
+}
+
 struct downstream *downstream_new(size_t size, const struct accept_info *ai)
 {
 	struct downstream *d = xcalloc(1, size);
@@ -104,6 +120,14 @@ struct downstream *downstream_new(size_t size, const struct accept_info *ai)
 	else
 		getsockname(conn_fd(bev), (struct sockaddr *)&d->local, &ll);
 	d->local_restored = ai->local_restored;
+	d->fc = ai->fc;
+	if (bev->tls && ai->fc)
+		for (size_t i = 0; i < ai->fc->npre; i++)
+			if (ai->fc->pre[i].ops->on_handshake) {
+				bev->hs_done = downstream_handshake_done;
+				bev->hs_arg = d;
+				break;
+			}
 	sockaddr_ip(peer, d->peer_ip, sizeof(d->peer_ip));
 	d->start_ms = now_ms();
 	d->next = w->conns;
@@ -275,7 +299,7 @@ static void accept_finish(struct worker *w, struct lf_state *st)
 		return;
 	}
 	struct accept_info ai = { w, NULL, l, (struct sockaddr *)&st->peer, st->peerlen,
-				  &st->la.local, st->la.local_restored };
+				  &st->la.local, st->la.local_restored, fc, st->la.server_name };
 	for (size_t i = 0; i < fc->npre; i++) {
 		if (!fc->pre[i].ops->on_new_connection(&ai, fc->pre[i].cfg)) {
 			evutil_closesocket(fd);

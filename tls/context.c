@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -206,7 +207,15 @@ static int verify_cb(X509_STORE_CTX *sctx, void *arg)
 			return 0;
 		}
 	}
-	if (!tls_san_check(v, leaf)) {
+	if (tc->verify_host) {
+		/* auto_san_validation: the request's host replaces the SAN matchers */
+		if (X509_check_host(leaf, tc->verify_host, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+				    NULL) != 1) {
+			X509_STORE_CTX_set_error(sctx, X509_V_ERR_HOSTNAME_MISMATCH);
+			fail_verify(tc, fail_verify_san, "the certificate does not match the host");
+			return 0;
+		}
+	} else if (!tls_san_check(v, leaf)) {
 		X509_STORE_CTX_set_error(sctx, X509_V_ERR_SUBJECT_ISSUER_MISMATCH);
 		fail_verify(tc, fail_verify_san, "no subject alt name matches");
 		return 0;

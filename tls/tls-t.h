@@ -107,6 +107,7 @@ struct tls_conn {
 	char peer[72];                  /* "ip:port" for logs */
 	char *uri_san;                  /* owned, may be NULL: the peer's first URI SAN */
 	char *principal;                /* owned, may be NULL */
+	char *verify_host;              /* owned, may be NULL: auto_san_validation's name */
 	char *xfcc;                     /* owned, lazily: this connection's XFCC element */
 	size_t xfcc_len;
 	size_t wpending;                /* bytes of a retried SSL_write (must not change) */

@@ -100,12 +100,19 @@ void tls_io_shutdown(struct tls_conn *tc);         /* send close_notify */
 
 /* Negotiated ALPN protocol (not NUL-terminated), NULL if none. */
 const char *tls_conn_alpn(const struct tls_conn *tc, unsigned *len);
-/* The peer's principal: its first URI SAN (the SPIFFE ID), else its
- * subject (RFC 2253), NULL without a peer certificate. */
+/* The peer's principal: its first URI SAN (the SPIFFE ID), else its first
+ * DNS SAN, else its subject (RFC 2253), NULL without a peer certificate
+ * (Envoy's RBAC authenticated.principal_name input). */
 const char *tls_conn_peer_principal(const struct tls_conn *tc);
 /* The peer's first URI SAN, NULL if none. */
 const char *tls_conn_peer_uri_san(const struct tls_conn *tc);
 bool tls_conn_peer_cert_presented(const struct tls_conn *tc);
+/* Client, before the handshake: verify the server certificate against host
+ * (DNS SANs, X509_check_host) instead of the context's SAN matchers
+ * (auto_san_validation).  The chain is still verified against trusted_ca. */
+void tls_conn_set_verify_host(struct tls_conn *tc, const char *host);
+/* The server name the client sent (SNI), NULL if none. */
+const char *tls_conn_sni(const struct tls_conn *tc);
 
 /* set_current_client_cert_details flags. */
 #define TLS_XFCC_SUBJECT 0x1

@@ -49,7 +49,8 @@ struct tls_conn *tls_conn_new(struct tls_ctx *t, int fd, bool server, const char
 			sni = t->sni;
 		if (sni)
 			SSL_set_tlsext_host_name(tc->ssl, sni);
-		if (t->client_sessions && slot->sess)
+		/* the cached session was made with the context's own sni */
+		if (t->client_sessions && slot->sess && (sni == t->sni || (sni && t->sni && !strcmp(sni, t->sni))))
 			SSL_set_session(tc->ssl, slot->sess);
 	}
 	return tc;
@@ -65,6 +66,7 @@ void tls_conn_free(struct tls_conn *tc)
 	SSL_free(tc->ssl);
 	free(tc->uri_san);
 	free(tc->principal);
+	free(tc->verify_host);
 	free(tc->xfcc);
 	free(tc);
 }
@@ -83,17 +85,23 @@ bool tls_io_pending(const struct tls_conn *tc)
 
 /* ---- identity ------------------------------------------------------------------------ */
 
-char *tls_x509_uri_san(X509 *x)
+/* The first SAN of type (GEN_URI, GEN_DNS), caller frees; NULL if none. */
+static char *x509_first_san(X509 *x, int type)
 {
 	char *out = NULL;
 	GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
 	for (int i = 0; !out && gens && i < sk_GENERAL_NAME_num(gens); i++) {
 		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-		if (g->type == GEN_URI)
+		if (g->type == type)
 			out = xstrndup((const char *)g->d.ia5->data, (size_t)g->d.ia5->length);
 	}
 	GENERAL_NAMES_free(gens);
 	return out;
+}
+
+char *tls_x509_uri_san(X509 *x)
+{
+	return x509_first_san(x, GEN_URI);
 }
 
 char *tls_x509_subject(X509 *x)
@@ -126,7 +134,10 @@ static void on_established(struct tls_conn *tc)
 		return;
 	}
 	tc->uri_san = tls_x509_uri_san(peer);
-	tc->principal = tc->uri_san ? xstrdup(tc->uri_san) : tls_x509_subject(peer);
+	/* Envoy's RBAC principal: URI SAN, else DNS SAN, else subject */
+	tc->principal = tc->uri_san ? xstrdup(tc->uri_san) : x509_first_san(peer, GEN_DNS);
+	if (!tc->principal)
+		tc->principal = tls_x509_subject(peer);
 }
 
 static void on_failed(struct tls_conn *tc, int err)
@@ -255,6 +266,16 @@ const char *tls_conn_alpn(const struct tls_conn *tc, unsigned *len)
 
 const char *tls_conn_peer_principal(const struct tls_conn *tc) { return tc->principal; }
 const char *tls_conn_peer_uri_san(const struct tls_conn *tc) { return tc->uri_san; }
+void tls_conn_set_verify_host(struct tls_conn *tc, const char *host)
+{
+	free(tc->verify_host);
+	tc->verify_host = xstrdup(host);
+}
+
+const char *tls_conn_sni(const struct tls_conn *tc)
+{
+	return SSL_get_servername(tc->ssl, TLSEXT_NAMETYPE_host_name);
+}
 const char *downstream_peer_principal(const struct downstream *d)
 {
 	struct tls_conn *tc = d->bev ? conn_tls(d->bev) : NULL;

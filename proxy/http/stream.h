@@ -68,7 +68,7 @@ void http_stream_addresses(const struct http_stream *s, const struct sockaddr **
 /* The downstream connection (addresses; local_restored: original destination). */
 const struct downstream *http_stream_downstream(const struct http_stream *s);
 /* The downstream peer's TLS identity: its SPIFFE ID (first URI SAN), else
- * its certificate subject; NULL on plaintext or without a client
+ * its first DNS SAN, else its certificate subject; NULL on plaintext or without a client
  * certificate.  Valid for the stream's lifetime.  (RBAC principals.) */
 const char *http_stream_peer_principal(const struct http_stream *s);
 /* The downstream connection is TLS. */

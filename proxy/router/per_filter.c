@@ -49,7 +49,7 @@ static int parse_any(struct cfg_ctx *c, const json_t *a, const struct route_filt
 
 	if (!type)
 		return cfg_fail(c, "missing '@type' (an Any with the filter's config)");
-	ops = http_filter_find(NULL, type);
+	ops = http_filter_find_per_route(type);
 	if (!ops) {
 		if (optional) {
 			log_warn("typed_per_filter_config: no registered HTTP filter for '%s' with "

@@ -564,6 +564,54 @@ int header_match_list_compile(struct cfg_ctx *c, const json_t *obj, const char *
 	return RM_OK;
 }
 
+int header_match_one_compile(struct cfg_ctx *c, const json_t *obj, const char *name,
+			     struct header_match_list **out)
+{
+	const json_t *m = cfg_enter_req(c, obj, name);
+	struct header_match_list *l;
+
+	*out = NULL;
+	if (!m)
+		return RM_ERROR;
+	l = xcalloc(1, sizeof(*l));
+	l->hm = xcalloc(1, sizeof(*l->hm));
+	l->nhm = 1;
+	if (cfg_expect_object(c, m) || hdr_matcher(c, m, l->hm) != RM_OK) {
+		header_match_list_free(l);
+		return RM_ERROR;   /* the caller unwinds the walker */
+	}
+	cfg_leave(c);
+	*out = l;
+	return RM_OK;
+}
+
+int string_matcher_compile(struct cfg_ctx *c, const json_t *obj, const char *name,
+			   struct str_matcher **out)
+{
+	const json_t *m = cfg_enter_req(c, obj, name);
+	struct str_matcher *sm;
+
+	*out = NULL;
+	if (!m)
+		return RM_ERROR;
+	sm = xcalloc(1, sizeof(*sm));
+	if (cfg_expect_object(c, m) || str_matcher(c, m, sm) != RM_OK) {
+		string_matcher_free(sm);
+		return RM_ERROR;   /* the caller unwinds the walker */
+	}
+	cfg_leave(c);
+	*out = sm;
+	return RM_OK;
+}
+
+void string_matcher_free(struct str_matcher *m)
+{
+	if (!m)
+		return;
+	sm_free(m);
+	xfree(m);
+}
+
 /* ------------------------------------------------------------------------
  * Header mutations */
 

@@ -300,6 +300,21 @@ bool header_match_list_match(const struct header_match_list *l, const struct htt
 /* Any matcher matches (Envoy's retriable_headers rule); a NULL list is false. */
 bool header_match_list_any(const struct header_match_list *l, const struct http_headers *h);
 
+/* One HeaderMatcher object: member `name` of obj (required), compiled as
+ * above into a one-element list (RBAC's header principal/permission). */
+int header_match_one_compile(struct cfg_ctx *c, const json_t *obj, const char *name,
+			     struct header_match_list **out);
+
+/* One StringMatcher (envoy.type.matcher.v3.StringMatcher) outside a route,
+ * with the route compiler's rules: member `name` of obj (required).  The
+ * caller owns *out (string_matcher_free, NULL ok).  Matching never
+ * allocates. */
+struct str_matcher;
+int string_matcher_compile(struct cfg_ctx *c, const json_t *obj, const char *name,
+			   struct str_matcher **out);
+bool string_matcher_match(const struct str_matcher *m, const char *v, size_t n);
+void string_matcher_free(struct str_matcher *m);
+
 /* For a REDIRECT entry: build the Location value for req into buf (NUL
  * terminated).  Returns its length, or -1 if it does not fit. */
 int route_redirect_location(const struct route_entry *re, const struct http_headers *req,

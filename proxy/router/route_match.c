@@ -122,6 +122,11 @@ static bool sm_match(const struct str_matcher *sm, const char *v, size_t n)
 	return false;
 }
 
+bool string_matcher_match(const struct str_matcher *m, const char *v, size_t n)
+{
+	return sm_match(m, v, n);
+}
+
 /* Envoy's HeaderUtility::matchHeaders for one matcher; several fields of
  * the same name are matched as their values joined with ",". */
 static bool hm_match(const struct hdr_matcher *m, const struct http_headers *h)

@@ -2,6 +2,7 @@
  * detection is in outlier.c. */
 #include "cluster.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <event2/buffer.h>
@@ -627,6 +628,27 @@ static int parse_http_config(struct cfg_ctx *c, const json_t *x, struct cluster 
 	return rc;
 }
 
+/* UpstreamHttpProtocolOptions {auto_sni, auto_san_validation,
+ * override_auto_sni_header}. */
+static int parse_upstream_http(struct cfg_ctx *c, const json_t *o, struct cluster *cl)
+{
+	static const char *const f[] = { "auto_sni", "auto_san_validation",
+					 "override_auto_sni_header", NULL };
+	const char *hdr = NULL;
+	if (cfg_expect_object(c, o) || cfg_check_fields(c, o, f) ||
+	    cfg_bool(c, o, "auto_sni", &cl->auto_sni) ||
+	    cfg_bool(c, o, "auto_san_validation", &cl->auto_san_validation) ||
+	    cfg_string(c, o, "override_auto_sni_header", &hdr))
+		return RM_ERROR;
+	if (hdr && *hdr) {
+		free(cl->auto_sni_header);
+		cl->auto_sni_header = xstrdup(hdr);
+		for (char *p = cl->auto_sni_header; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+	}
+	return RM_OK;
+}
+
 static int parse_protocol_options(struct cfg_ctx *c, const json_t *m, struct cluster *cl)
 {
 	const char *key;
@@ -639,8 +661,8 @@ static int parse_protocol_options(struct cfg_ctx *c, const json_t *m, struct clu
 		int rc = RM_OK;
 		static const char *const f[] = { "common_http_protocol_options",
 						 "explicit_http_config", "use_downstream_protocol_config",
-						 "auto_config", "upstream_http_protocol_options",
-						 "http_filters", "header_validation_config", NULL };
+						 "auto_config", "http_filters", "header_validation_config",
+						 "upstream_http_protocol_options", NULL };
 		cfg_enter(c, m, key);
 		if (strcmp(key, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions")) {
 			cfg_leave(c);
@@ -654,7 +676,7 @@ static int parse_protocol_options(struct cfg_ctx *c, const json_t *m, struct clu
 			rc = RM_ERROR;
 		else if (type && strcmp(type, HTTP_OPTS_TYPE))
 			rc = cfg_fail(c, "unexpected @type '%s'", type);
-		for (size_t i = 3; !rc && f[i]; i++)
+		for (size_t i = 3; !rc && i < 6; i++)
 			if (cfg_get(v, f[i]))
 				rc = cfg_fail_field(c, v, f[i], i == 3 ? "not supported yet (needs ALPN, "
 						    "which comes with TLS)" : "not supported yet");
@@ -671,6 +693,10 @@ static int parse_protocol_options(struct cfg_ctx *c, const json_t *m, struct clu
 		}
 		if (!rc && (x = cfg_enter(c, v, "use_downstream_protocol_config"))) {
 			rc = parse_http_config(c, x, cl, true);
+			cfg_leave(c);
+		}
+		if (!rc && (x = cfg_enter(c, v, "upstream_http_protocol_options"))) {
+			rc = parse_upstream_http(c, x, cl);
 			cfg_leave(c);
 		}
 		cfg_leave(c);
@@ -1169,6 +1195,7 @@ static void cluster_free(struct cluster *cl)
 	health_checker_free(cl->hc);
 	original_dst_free(cl->odst);
 	tls_ctx_free(cl->tls);
+	free(cl->auto_sni_header);
 	hc_cfg_free(cl->hc_cfg);
 	stats_scope_free(cl->hc_stats);
 	json_decref(cl->json);

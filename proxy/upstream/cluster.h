@@ -141,7 +141,8 @@ struct host {
 	uint32_t weight;
 	unsigned nshards;
 	int64_t *stats;                     /* owned; [nshards][HOST_STATS_N] */
-	struct pool **pools;                /* owned array [nworkers]; slot w owned by worker w */
+	struct pool **pools;                /* owned array [nworkers]; slot w owned by worker w:
+					       its pools, one per SNI (auto_sni), linked by next_sni */
 	struct host_ewma *ewma;             /* owned [nworkers] (aligned_alloc), slot w owned by
 					       worker w; NULL unless the cluster is peak-EWMA */
 };
@@ -265,6 +266,13 @@ struct cluster {
 	struct cb_prio cb[CB_PRIO_N];       /* circuit breakers by RoutingPriority */
 	struct odst *odst;                  /* owned: ORIGINAL_DST state (original_dst.h), else NULL */
 	struct tls_ctx *tls;                /* owned: transport_socket (UpstreamTlsContext), NULL = raw */
+	/* HttpProtocolOptions.upstream_http_protocol_options (TLS clusters):
+	 * the request's host names the upstream connection's SNI, connections
+	 * are pooled per SNI (struct pool.sni), and with auto_san_validation the
+	 * server certificate must match that host (instead of the SAN matchers). */
+	bool auto_sni, auto_san_validation;
+	char *auto_sni_header;              /* owned, lowercase: override_auto_sni_header;
+					       NULL: :authority */
 	bool initialized;                   /* first membership known */
 	char *eds_service_name;             /* owned, EDS: the ClusterLoadAssignment to ask for
 					       (eds_cluster_config.service_name, else name) */

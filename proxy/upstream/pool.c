@@ -13,15 +13,25 @@
 static void dispatch_cb(evutil_socket_t fd, short what, void *arg);
 static struct pool_pending *pending_add(struct pool *p, enum cb_priority prio, void *arg);
 
-static struct pool *pool_for(struct worker *w, struct cluster *cl, struct host *h)
+static bool same_sni(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+static struct pool *pool_for(struct worker *w, struct cluster *cl, struct host *h,
+			     const char *sni)
 {
 	struct pool *p = h->pools[w->id];
+	while (p && !same_sni(p->sni, sni))
+		p = p->next_sni;
 	if (!p) {
 		p = xcalloc(1, sizeof(*p));
 		p->host = host_ref(h);
 		p->cl = cl;
 		p->w = w;
+		p->sni = sni ? xstrdup(sni) : NULL;
 		p->dispatch = event_new(w->base, -1, 0, dispatch_cb, p);
+		p->next_sni = h->pools[w->id];
 		h->pools[w->id] = p;
 	}
 	return p;
@@ -33,23 +43,29 @@ static void pool_free(struct pool *p)
 {
 	if (p->dispatch)
 		event_free(p->dispatch);
-	p->host->pools[p->w->id] = NULL;
+	struct pool **pp = &p->host->pools[p->w->id];
+	while (*pp != p)
+		pp = &(*pp)->next_sni;
+	*pp = p->next_sni;
 	host_unref(p->host);
+	free(p->sni);
 	free(p);
 }
 
 void pool_orphan(struct worker *w, struct host *h)
 {
 	struct pool *p = h->pools[w->id];
-	if (!p)
-		return;
-	while (p->idle)
-		pool_conn_close(p->idle, false);
-	h2c_pool_close_idle(p);
-	if (!p->nconns && !p->npending)
-		pool_free(p);
-	else
-		p->orphan = true;   /* the last connection or queued request frees it */
+	while (p) {
+		struct pool *next = p->next_sni;
+		while (p->idle)
+			pool_conn_close(p->idle, false);
+		h2c_pool_close_idle(p);
+		if (!p->nconns && !p->npending)
+			pool_free(p);
+		else
+			p->orphan = true;   /* the last connection or queued request frees it */
+		p = next;
+	}
 }
 
 static void idle_unlink(struct upstream_conn *uc)
@@ -101,7 +117,9 @@ void pool_kick(struct pool *p)
 		event_active(p->dispatch, EV_TIMEOUT, 0);
 }
 
-/* May free the pool (orphaned and empty). */
+/* May free the pool (orphaned, or an auto_sni pool, and empty: a pool per
+ * server name must not outlive its connections, or hosts named by clients
+ * would pile up). */
 void pool_cx_closed(struct pool *p, enum cb_priority prio, uint64_t created_ms, bool remote)
 {
 	unsigned sh = p->w->shard;
@@ -114,7 +132,7 @@ void pool_cx_closed(struct pool *p, enum cb_priority prio, uint64_t created_ms, 
 	cb_put(&p->cl->cb[prio].cx);
 	cb_put(&p->host->cb_cx);
 	pool_kick(p);   /* capacity freed */
-	if (p->orphan && !p->nconns && !p->npending)
+	if ((p->orphan || p->sni) && !p->nconns && !p->npending)
 		pool_free(p);
 }
 
@@ -249,8 +267,11 @@ static struct upstream_conn *connect_new(struct pool *p, enum cb_priority prio, 
 	uc->ready_arg = arg;
 	pool_cx_opened(p, false);
 	conn_setcb(uc->bev, NULL, NULL, connect_event_cb, uc);
-	if (cl->tls)   /* auto_sni hook: pass the request's host instead of NULL */
-		conn_set_tls(uc->bev, cl->tls, false, NULL);
+	if (cl->tls) {
+		conn_set_tls(uc->bev, cl->tls, false, p->sni);   /* NULL: the context's sni */
+		if (p->sni && cl->auto_san_validation)
+			conn_tls_verify_sni(uc->bev);
+	}
 	/* Failures, even synchronous ones, are reported from the loop. */
 	conn_connect(uc->bev, (struct sockaddr *)&h->addr, h->addrlen);
 	struct timeval tv = { (time_t)(cl->connect_timeout_ms / 1000),
@@ -275,10 +296,11 @@ static bool cx_reserve(struct cluster *cl, struct host *h, enum cb_priority prio
 	return true;
 }
 
-int pool_get(struct worker *w, struct cluster *cl, struct host *h, enum cb_priority prio,
-	     pool_ready_cb cb, void *arg, struct upstream_conn **out, struct pool_pending **pend)
+int pool_get(struct worker *w, struct cluster *cl, struct host *h, const char *sni,
+	     enum cb_priority prio, pool_ready_cb cb, void *arg, struct upstream_conn **out,
+	     struct pool_pending **pend)
 {
-	struct pool *p = pool_for(w, cl, h);
+	struct pool *p = pool_for(w, cl, h, sni);
 
 	*out = NULL;
 	*pend = NULL;
@@ -291,6 +313,8 @@ int pool_get(struct worker *w, struct cluster *cl, struct host *h, enum cb_prior
 	stats_inc(cl->stats, w->shard, upstream_cx_overflow);
 	if (!cb_take(&cl->cb[prio].pending, cl->cb[prio].max_pending)) {
 		stats_inc(cl->stats, w->shard, upstream_rq_pending_overflow);
+		if (p->sni && !p->nconns && !p->npending)
+			pool_free(p);
 		return RM_ERROR;
 	}
 	struct pool_pending *pp = pending_add(p, prio, arg);
@@ -331,10 +355,11 @@ static void h2_grow(struct pool *p, enum cb_priority prio)
 	}
 }
 
-int pool_get_h2(struct worker *w, struct cluster *cl, struct host *h, enum cb_priority prio,
-		pool_h2_ready_cb cb, void *arg, struct h2c_stream **out, struct pool_pending **pend)
+int pool_get_h2(struct worker *w, struct cluster *cl, struct host *h, const char *sni,
+		enum cb_priority prio, pool_h2_ready_cb cb, void *arg, struct h2c_stream **out,
+		struct pool_pending **pend)
 {
-	struct pool *p = pool_for(w, cl, h);
+	struct pool *p = pool_for(w, cl, h, sni);
 	struct h2c_conn *c;
 
 	*out = NULL;
@@ -346,6 +371,8 @@ int pool_get_h2(struct worker *w, struct cluster *cl, struct host *h, enum cb_pr
 	/* Envoy counts a request waiting for an HTTP/2 connection as pending */
 	if (!cb_take(&cl->cb[prio].pending, cl->cb[prio].max_pending)) {
 		stats_inc(cl->stats, w->shard, upstream_rq_pending_overflow);
+		if (p->sni && !p->nconns && !p->npending)
+			pool_free(p);
 		return RM_ERROR;
 	}
 	struct pool_pending *pp = pending_add(p, prio, arg);
@@ -381,7 +408,7 @@ void pool_pending_cancel(struct pool_pending *pp)
 	struct pool *p = pp->pool;
 	pending_unlink(pp);
 	free(pp);
-	if (p->orphan && !p->nconns && !p->npending)
+	if ((p->orphan || p->sni) && !p->nconns && !p->npending)
 		pool_free(p);
 }
 
@@ -441,11 +468,11 @@ void pool_close_idle_all(struct worker *w, struct cluster *cl)
 	if (!hs)
 		return;
 	for (size_t i = 0; i < hs->n; i++) {
-		struct pool *p = hs->hosts[i]->pools[w->id];
-		while (p && p->idle)
-			pool_conn_close(p->idle, false);
-		if (p)
+		for (struct pool *p = hs->hosts[i]->pools[w->id]; p; p = p->next_sni) {
+			while (p->idle)
+				pool_conn_close(p->idle, false);
 			h2c_pool_close_idle(p);
+		}
 	}
 }
 

@@ -70,6 +70,9 @@ struct pool {
 	struct h2c_conn *h2;             /* HTTP/2 connections (any state), owned */
 	struct event *dispatch;          /* owned: hands freed capacity to pending requests */
 	bool orphan;                     /* host left the host set: free when empty */
+	char *sni;                       /* owned, may be NULL: the SNI every connection of
+					    this pool sends (auto_sni; NULL: the cluster's) */
+	struct pool *next_sni;           /* the host's next pool on this worker (other SNI) */
 };
 
 /* Get a connection to h for a request of routing priority prio (whose
@@ -78,9 +81,13 @@ struct pool {
  * connection is returned in *out, RM_AGAIN is returned, and cb runs later
  * (never from inside pool_get) with the connection (BUSY) or an error (the
  * connection is then already freed).  Cancel a pending connect with
- * pool_conn_close(*out). */
-int pool_get(struct worker *w, struct cluster *cl, struct host *h, enum cb_priority prio,
-	     pool_ready_cb cb, void *arg, struct upstream_conn **out, struct pool_pending **pend);
+ * pool_conn_close(*out).  sni (auto_sni; NULL: the cluster's own): the
+ * host has one pool per SNI on each worker, so a connection is only reused
+ * for requests naming the same server (a short list scan, no allocation
+ * once the pool exists). */
+int pool_get(struct worker *w, struct cluster *cl, struct host *h, const char *sni,
+	     enum cb_priority prio, pool_ready_cb cb, void *arg, struct upstream_conn **out,
+	     struct pool_pending **pend);
 /* The circuit breakers: with max_connections reached cluster-wide, the
  * request is queued (RM_AGAIN, *out NULL, *pend set; cb runs when a
  * connection frees up) unless max_pending_requests is reached too, in which
@@ -93,8 +100,9 @@ void pool_pending_cancel(struct pool_pending *pp);
  * when the connecting ones cannot take it and max_connections allows); cb
  * runs later with the stream or an error.  RM_ERROR: max_pending_requests
  * overflow.  Cancel with pool_pending_cancel(). */
-int pool_get_h2(struct worker *w, struct cluster *cl, struct host *h, enum cb_priority prio,
-		pool_h2_ready_cb cb, void *arg, struct h2c_stream **out, struct pool_pending **pend);
+int pool_get_h2(struct worker *w, struct cluster *cl, struct host *h, const char *sni,
+		enum cb_priority prio, pool_h2_ready_cb cb, void *arg, struct h2c_stream **out,
+		struct pool_pending **pend);
 
 /* For h2_client.c: connection accounting shared with HTTP/1. */
 void pool_cx_opened(struct pool *p, bool h2);

@@ -17,6 +17,16 @@ stats and the app's view of the peer prove which way the bytes went:
   8081  excluded port (A outbound, B inbound): no proxy at all; the app sees A's address.
   10.77.0.3  excluded CIDR in A: A's sidecar is bypassed, B still captures inbound.
 
+The A -> B hop on 8080 is mTLS (issues 5 and 8): A's outbound_8080 cluster
+originates TLS with A's SPIFFE certificate (spiffe://cluster.local/ns/default/sa/client)
+and checks B's (.../sa/server); B's 15006 listener has tls_inspector and a TLS
+filter chain for 8080 (transport_protocol tls) whose HTTP RBAC allows only A's
+SPIFFE ID, and whose access log shows %DOWNSTREAM_PEER_URI_SAN%.  The plaintext
+8080 chain stays as the permissive fallback: traffic that bypasses A's sidecar
+(the excluded CIDR) still reaches B in cleartext.
+  8090  A: listener 10.77.0.2:8090 whose cluster presents a different SPIFFE ID
+        (.../sa/intruder): B's RBAC on its TLS 8090 chain answers 403.
+
 Protocol detection on B's inbound listener (http_inspector, 1 s timeout, continue on timeout):
   8888  an "unusual" port with an HTTP chain matched on application_protocols: detected as HTTP.
   3306  server-first service on an unlisted port: the client waits for the banner; detection
@@ -38,13 +48,15 @@ import uuid
 import pytest
 
 import harness
+import tls_pki
+from tls_pki import CLIENT_ID, INTRUDER_ID, SERVER_ID
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INIT = os.path.join(ROOT, "deploy", "init", "remora-init")
 A_IP, B_IP, B_IP2 = "10.77.0.1", "10.77.0.2", "10.77.0.3"
 A_IP6, B_IP6 = "fd77::1", "fd77::2"
 PROXY_UID = 1337
-APP_PORTS = (8080, 9090, 7070, 8081, 8888)
+APP_PORTS = (8080, 9090, 7070, 8081, 8888, 8090)
 BANNER_PORTS = (3306, 5432)
 
 BANNER_APP = textwrap.dedent("""\
@@ -87,6 +99,10 @@ BANNER_CLIENT = textwrap.dedent("""\
     reply = f.readline()
     print(json.dumps({"banner": banner.decode(), "reply": reply.decode(), "waited": waited}))
     """)
+TLS_INSPECTOR_LF = {"name": "envoy.filters.listener.tls_inspector",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters."
+                                              "listener.tls_inspector.v3.TlsInspector"},
+                    "filter_disabled": {"destination_port_range": {"start": 5432, "end": 5433}}}
 HTTP_INSPECTOR_LF = {"name": "envoy.filters.listener.http_inspector",
                      "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters."
                                                "listener.http_inspector.v3.HttpInspector"},
@@ -132,7 +148,7 @@ ORIGINAL_DST_LF = {"name": "envoy.filters.listener.original_dst",
                                              "original_dst.v3.OriginalDst"}}
 
 
-def hcm(prefix, cluster):
+def hcm(prefix, cluster, filters=(), **extra):
     return {"name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network."
@@ -141,7 +157,52 @@ def hcm(prefix, cluster):
                 "route_config": {"name": prefix, "virtual_hosts": [
                     {"name": prefix, "domains": ["*"],
                      "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}]}]},
-                "http_filters": [ROUTER]}}
+                "http_filters": [*filters, ROUTER], **extra}}
+
+
+def file_log(path, fmt):
+    return [{"name": "envoy.access_loggers.file",
+             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers."
+                                       "file.v3.FileAccessLog",
+                              "path": path,
+                              "log_format": {"text_format_source": {"inline_string": fmt}}}}]
+
+
+# A: the request as it left pod A; B: the same request, with A's identity
+A_LOG_FMT = "A %REQ(:PATH)% %REQ(X-REQUEST-ID)% %RESPONSE_CODE% %UPSTREAM_HOST%\n"
+B_LOG_FMT = ("B %REQ(:PATH)% %REQ(X-REQUEST-ID)% %RESPONSE_CODE% %DOWNSTREAM_PEER_URI_SAN% "
+             "%UPSTREAM_HOST%\n")
+
+
+def tls_files(pki, who):
+    return {"tls_certificates": [{"certificate_chain": {"filename": pki[who]},
+                                  "private_key": {"filename": pki[who + "_key"]}}],
+            "validation_context": {"trusted_ca": {"filename": pki["ca"]}}}
+
+
+def upstream_mtls(pki, who):
+    """A's side of the hop: present who's SPIFFE certificate, accept only B's."""
+    common = tls_files(pki, who)
+    common["validation_context"]["match_typed_subject_alt_names"] = [
+        {"san_type": "URI", "matcher": {"exact": SERVER_ID}}]
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common}}
+
+
+def downstream_mtls(pki):
+    """B's side: any certificate of the mesh CA; RBAC decides who may call."""
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": tls_files(pki, "server"), "require_client_certificate": True}}
+
+
+def rbac_allow(spiffe_id):
+    return {"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {"action": "ALLOW", "policies": {"mesh-callers": {
+            "permissions": [{"any": True}],
+            "principals": [{"authenticated": {"principal_name": {"exact": spiffe_id}}}]}}}}}
 
 
 def tcp(prefix, cluster):
@@ -166,7 +227,7 @@ def odst_cluster(name):
             "connect_timeout": "2s", "cleanup_interval": "30s"}
 
 
-def config_a(b_ip):
+def config_a(b_ip, pki, log):
     """Pod A's sidecar: Istio-style outbound side."""
     return {
         "admin": {"address": sockaddr("127.0.0.1", 15000)},
@@ -179,28 +240,40 @@ def config_a(b_ip):
                  "use_original_dst": True, "listener_filters": [ORIGINAL_DST_LF],
                  "filter_chains": [{"filters": [tcp("PassthroughCluster", "PassthroughCluster")]}]},
                 {"name": f"{b_ip}_8080", "address": sockaddr(b_ip, 8080), "bind_to_port": False,
-                 "filter_chains": [{"filters": [hcm("outbound_8080", "outbound_8080")]}]},
+                 "filter_chains": [{"filters": [hcm("outbound_8080", "outbound_8080",
+                                                    access_log=file_log(log, A_LOG_FMT))]}]},
+                {"name": f"{b_ip}_8090", "address": sockaddr(b_ip, 8090), "bind_to_port": False,
+                 "filter_chains": [{"filters": [hcm("outbound_8090", "outbound_8090")]}]},
                 {"name": "0.0.0.0_9090", "address": sockaddr("0.0.0.0", 9090),
                  "bind_to_port": False,
                  "filter_chains": [{"filters": [tcp("outbound_9090", "outbound_9090")]}]},
             ],
-            "clusters": [static_cluster("outbound_8080", b_ip, 8080),
+            "clusters": [dict(static_cluster("outbound_8080", b_ip, 8080),
+                              transport_socket=upstream_mtls(pki, "client")),
+                         dict(static_cluster("outbound_8090", b_ip, 8090),
+                              transport_socket=upstream_mtls(pki, "intruder")),
                          odst_cluster("outbound_9090"), odst_cluster("PassthroughCluster")],
         },
     }
 
 
-def config_b():
-    """Pod B's sidecar: inbound side, one filter chain per app port."""
-    chains = [{"filter_chain_match": {"destination_port": 8080},
-               "filters": [hcm("inbound_8080", "inbound_8080")]}]
+def config_b(pki, log):
+    """Pod B's sidecar: inbound side, one filter chain per app port; mTLS +
+    RBAC for 8080 and 8090, a plaintext fallback for 8080."""
+    chains = [{"filter_chain_match": {"destination_port": p, "transport_protocol": "tls"},
+               "transport_socket": downstream_mtls(pki),
+               "filters": [hcm(f"inbound_{p}", f"inbound_{p}", filters=[rbac_allow(CLIENT_ID)],
+                               access_log=file_log(log, B_LOG_FMT))]}
+              for p in (8080, 8090)]
+    chains.append({"filter_chain_match": {"destination_port": 8080},
+                   "filters": [hcm("inbound_8080_plaintext", "inbound_8080")]})
     for p in (9090, 7070, 5432):
         chains.append({"filter_chain_match": {"destination_port": p},
                        "filters": [tcp(f"inbound_{p}", f"inbound_{p}")]})
     chains.append({"filter_chain_match": {"destination_port": 8888,
                                           "application_protocols": ["http/1.1", "h2c"]},
                    "filters": [hcm("inbound_8888", "inbound_8888")]})
-    lf = [ORIGINAL_DST_LF, HTTP_INSPECTOR_LF]
+    lf = [ORIGINAL_DST_LF, TLS_INSPECTOR_LF, HTTP_INSPECTOR_LF]
     detect = {"listener_filters_timeout": "1s", "continue_on_listener_filters_timeout": True,
               # unlisted ports: Istio passes them through to the original destination;
               # Remora cannot bind 127.0.0.6 yet, so this test sends them to 127.0.0.1:3306
@@ -213,7 +286,7 @@ def config_b():
                           {"name": "virtualInbound6", "address": sockaddr("::", 15006),
                            "listener_filters": lf, "filter_chains": chains, **detect}],
             "clusters": [static_cluster(f"inbound_{p}", "127.0.0.1", p)
-                         for p in (8080, 9090, 7070, 8888, 3306, 5432)],
+                         for p in (8080, 9090, 7070, 8888, 3306, 5432, 8090)],
         },
     }
 
@@ -346,12 +419,23 @@ def pods(workdir):
             assert p.returncode == 0, p.stderr
             assert "REMORA_OUTPUT" in ns_run(ns, "ip6tables-save", "-t", "nat").stdout
 
-        ra = NsRemora(workdir, config_a(B_IP), na, name="podA", concurrency=2)
-        rb = NsRemora(workdir, config_b(), nb, name="podB", concurrency=2)
+        # the mesh PKI and the access logs, readable / writable by UID 1337
+        pki = tls_pki.make_pki(os.path.join(workdir, "pki"))
+        os.chmod(pki["dir"], 0o755)
+        for fn in os.listdir(pki["dir"]):
+            if fn.endswith((".pem", ".key")):
+                os.chmod(os.path.join(pki["dir"], fn), 0o644)
+        logs = {k: os.path.join(workdir, f"access-{k}.log") for k in ("a", "b")}
+        for path in logs.values():
+            open(path, "w").close()
+            os.chmod(path, 0o666)
+        ra = NsRemora(workdir, config_a(B_IP, pki, logs["a"]), na, name="podA", concurrency=2)
+        rb = NsRemora(workdir, config_b(pki, logs["b"]), nb, name="podB", concurrency=2)
         for r in (ra, rb):
             remoras.append(r)
             r.start()
-        yield {"a": ra, "b": rb, "na": na, "nb": nb, "app_log": app_log, "workdir": workdir}
+        yield {"a": ra, "b": rb, "na": na, "nb": nb, "app_log": app_log, "workdir": workdir,
+               "logs": logs}
     finally:
         problems = []
         for r in remoras:
@@ -461,7 +545,9 @@ def test_excluded_cidr_bypasses_the_outbound_proxy(pods):
     # A's sidecar saw nothing (10.77.0.3/32 excluded); B still captured it inbound
     assert sum(delta(a0, a1, k) for k in a1 if k.endswith("downstream_cx_total")) == 0
     assert delta(b0, b1, B_IN) == 1
-    assert delta(b0, b1, "http.inbound_8080.downstream_rq_total") == 1
+    # cleartext from a client without a sidecar: the plaintext fallback chain
+    assert delta(b0, b1, "http.inbound_8080_plaintext.downstream_rq_total") == 1
+    assert delta(b0, b1, "http.inbound_8080.downstream_rq_total") == 0
     assert got["peer"] in ("127.0.0.1", "::ffff:127.0.0.1")
 
 
@@ -525,3 +611,64 @@ def test_server_first_protocol_on_opaque_port(pods):
     assert delta(b0, b1, "tcp.inbound_5432.downstream_cx_total") == 1
     for k in ("http10_found", "http11_found", "http2_found", "http_not_found"):
         assert delta(b0, b1, "http_inspector." + k) == 0
+
+
+# ---------------------------------------------------------------------------
+# the A -> B hop is mTLS; B's RBAC sees A's SPIFFE ID
+
+def access_log_lines(path, needle, timeout=5.0):
+    """The access-log lines containing needle (the flusher writes them
+    shortly after the request)."""
+    found = []
+
+    def check():
+        with open(path) as f:
+            found[:] = [ln.rstrip("\n") for ln in f if needle in ln]
+        return bool(found)
+    harness.wait_until(check, timeout, what=f"{needle} in {path}")
+    return found
+
+
+def test_mtls_hop_b_sees_a_spiffe_id(pods):
+    """A-app -> A-sidecar -> (mTLS) -> B-sidecar -> B-app, proven by both
+    access logs, the app's log and the stats."""
+    rid = uuid.uuid4().hex
+    path = f"/mtls/{rid}"
+    a0, b0 = snap(pods)
+    n0 = len(app_log(pods))
+    got = app_get(pods, f"http://{B_IP}:8080{path}", "-H", f"x-request-id: {rid}")
+    assert got["path"] == path and got["port"] == 8080
+    a1, b1 = snap(pods)
+    # B's RBAC allowed A's identity
+    assert delta(b0, b1, "http.inbound_8080.rbac.allowed") == 1
+    assert delta(b0, b1, "http.inbound_8080.rbac.denied") == 0
+    assert delta(b0, b1, "http.inbound_8080_plaintext.downstream_rq_total") == 0
+    # the hop was TLS from A's cluster (its connection may be reused)
+    assert a1.get("cluster.outbound_8080.ssl.handshake", 0) >= 1
+    assert a1.get("cluster.outbound_8080.ssl.fail_verify_san", 0) == 0
+    # access logs: A sent it to B's address; B saw A's SPIFFE ID and sent it to the app
+    (a_line,) = access_log_lines(pods["logs"]["a"], path)
+    assert a_line == f"A {path} {rid} 200 {B_IP}:8080", a_line
+    (b_line,) = access_log_lines(pods["logs"]["b"], path)
+    assert b_line == f"B {path} {rid} 200 {CLIENT_ID} 127.0.0.1:8080", b_line
+    assert [r["path"] for r in app_log(pods)[n0:]] == [path]
+
+
+def test_mtls_hop_other_spiffe_id_is_denied(pods):
+    """A's 8090 cluster presents another SPIFFE ID of the same CA: the
+    handshake succeeds, B's RBAC answers 403 and the app sees nothing."""
+    rid = uuid.uuid4().hex
+    path = f"/denied/{rid}"
+    a0, b0 = snap(pods)
+    n0 = len(app_log(pods))
+    p = ns_run(pods["na"], "curl", "-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}",
+               "-H", f"x-request-id: {rid}", f"http://{B_IP}:8090{path}", check=False, timeout=20)
+    body, _, code = p.stdout.rpartition("\n")
+    assert (code, body) == ("403", "RBAC: access denied"), p.stdout
+    a1, b1 = snap(pods)
+    assert delta(b0, b1, "http.inbound_8090.rbac.denied") == 1
+    assert delta(b0, b1, "http.inbound_8090.rbac.allowed") == 0
+    assert a1.get("cluster.outbound_8090.ssl.handshake", 0) >= 1
+    (b_line,) = access_log_lines(pods["logs"]["b"], path)
+    assert b_line == f"B {path} {rid} 403 {INTRUDER_ID} -", b_line
+    assert app_log(pods)[n0:] == []

@@ -20,6 +20,7 @@
  * outlier reports, breakers) is shared; the few codec-specific places test
  * r->h2s, so the HTTP/1 path is unchanged. */
 #include <sys/socket.h>
+#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include "proxy/conn.h"
 #include "proxy/filter.h"
@@ -984,6 +985,34 @@ static bool tried_before(const struct router *r, const struct host *h)
 	return false;
 }
 
+/* auto_sni: the server name of this request, in buf: the host header (or
+ * override_auto_sni_header, falling back to :authority) without its port.
+ * NULL (the cluster's own sni) when the cluster does not ask for it, for IP
+ * literals (not a server name, RFC 6066) and for empty or oversized hosts. */
+static const char *request_sni(const struct cluster *cl, const struct http_headers *req, char *buf,
+			       size_t len)
+{
+	size_t n = 0;
+	const char *v = NULL;
+	if (!cl->auto_sni || !cl->tls)
+		return NULL;
+	if (cl->auto_sni_header)
+		v = hdrs_get(req, cl->auto_sni_header, &n);
+	if (!v || !n)
+		v = hdrs_get(req, ":authority", &n);
+	if (!v || !n || v[0] == '[')
+		return NULL;
+	const char *colon = memchr(v, ':', n);
+	if (colon)
+		n = (size_t)(colon - v);
+	if (!n || n >= len)
+		return NULL;
+	memcpy(buf, v, n);
+	buf[n] = 0;
+	struct in_addr a;
+	return inet_pton(AF_INET, buf, &a) == 1 ? NULL : buf;
+}
+
 /* Start an attempt: pick a host (avoiding hosts already tried when the
  * previous_hosts predicate is set), take a connection. */
 static void attempt_start(struct router *r)
@@ -1018,9 +1047,12 @@ static void attempt_start(struct router *r)
 	r->up_start_ns = now_ns();
 	struct upstream_conn *uc;
 	struct pool_pending *pp;
+	char snibuf[256];
+	const char *sni = request_sni(r->cl, http_stream_request(s), snibuf, sizeof(snibuf));
 	if (r->use_h2) {
 		struct h2c_stream *st;
-		int rc2 = pool_get_h2(w, r->cl, host, r->re->priority, on_pool_ready_h2, r, &st, &pp);
+		int rc2 = pool_get_h2(w, r->cl, host, sni, r->re->priority, on_pool_ready_h2, r, &st,
+				      &pp);
 		if (rc2 == RM_ERROR) {   /* max_pending_requests reached */
 			reply_overloaded(r);
 			return;
@@ -1032,7 +1064,7 @@ static void attempt_start(struct router *r)
 			send_head_h2(r);
 		return;
 	}
-	int rc = pool_get(w, r->cl, host, r->re->priority, on_pool_ready, r, &uc, &pp);
+	int rc = pool_get(w, r->cl, host, sni, r->re->priority, on_pool_ready, r, &uc, &pp);
 	if (rc == RM_ERROR) {   /* max_connections and max_pending_requests both reached */
 		reply_overloaded(r);
 		return;

@@ -18,6 +18,7 @@
 #include "proxy/log.h"
 #include "proxy/snapshot.h"
 #include "proxy/router/route.h"
+#include "tls/tls.h"
 
 static void hc_process(struct hcm_conn *hc);
 static bool hc_detect(struct hcm_conn *hc);
@@ -179,6 +180,8 @@ static void stream_log(struct http_stream *s)
 	uint64_t now = now_ns(), dur = now - s->start_ns;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	uint64_t wall = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	/* the peer's URI SAN and SNI come from the TLS transport socket */
+	struct tls_conn *tc = hc->super.bev ? conn_tls(hc->super.bev) : NULL;
 	struct al_record r = {
 		.req = &s->req.hdrs,
 		.resp = cfg->al_needs & AL_NEED_RESP ? &s->resp_hdrs : NULL,
@@ -199,8 +202,8 @@ static void stream_log(struct http_stream *s)
 		.upstream_failure = s->up_failure[0] ? s->up_failure : NULL,
 		.downstream_remote = (const struct sockaddr *)&hc->super.peer,
 		.downstream_local = (const struct sockaddr *)&hc->super.local,
-		.peer_uri_san = NULL,   /* hook: the TLS transport socket's peer URI SAN */
-		.sni = NULL,            /* hook: the TLS server name */
+		.peer_uri_san = tc ? tls_conn_peer_uri_san(tc) : NULL,
+		.sni = tc ? tls_conn_sni(tc) : NULL,
 		.route_name = s->route ? s->route->name : NULL,
 		.connection_id = hc->conn_id,
 		.attempts = s->attempts,
