@@ -35,6 +35,8 @@ struct downstream {
 	bool closed;
 	bool draining;                       /* this connection was asked to drain (its
 						listener drains while others keep serving) */
+	struct listener_cfg *cx_charged;     /* listener whose cx_open counts this connection
+						(the accepting one; NULL: no limit) */
 };
 
 /* What the accept path hands to a network filter's on_accept. */
@@ -48,6 +50,7 @@ struct accept_info {
 						 restored original destination; NULL: ask
 						 the socket */
 	bool local_restored;                 /* local is the original destination */
+	struct listener_cfg *cx_charged;     /* see struct downstream */
 };
 
 /* Should the connection stop keep-alive / send GOAWAY: the whole worker

@@ -622,6 +622,7 @@ int server_run(struct server *srv)
 	evsignal_add(srv->sigterm_ev, NULL);
 	evsignal_add(srv->sigint_ev, NULL);
 	tls_secrets_start(srv->base);   /* certificate file watching, expiry gauge */
+	overload_start(&srv->overload, srv->base, srv->stats);
 	srv->tick_ev = event_new(srv->base, -1, EV_PERSIST, tick_cb, srv);
 	struct timeval sec = { 1, 0 };
 	event_add(srv->tick_ev, &sec);
@@ -691,6 +692,10 @@ void server_free(struct server *srv)
 	srv->workers = NULL;
 	snapshot_unref(srv->snap);
 	srv->snap = NULL;
+	overload_stop();
+	overload_cfg_free(&srv->overload);
+	json_decref(srv->runtime);
+	srv->runtime = NULL;
 	tls_secrets_stop();
 	if (srv->sigterm_ev)
 		event_free(srv->sigterm_ev);
