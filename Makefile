@@ -42,7 +42,7 @@ UNIT_SRCS := $(shell find tests/unit -name '*_test.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_MAIN := $(BUILD)/obj/tests/unit/test_main.o
 
-.PHONY: bench-xds xds-npm xds-proto-subset all remora deps run test test-unit test-integration bench fuzz fuzz-bins unit-bins clean asan format
+.PHONY: test-valgrind soak bench-xds xds-npm xds-proto-subset all remora deps run test test-unit test-integration bench fuzz fuzz-bins unit-bins clean asan format
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/remora
@@ -98,6 +98,19 @@ test: deps xds-npm
 	$(MAKE) asan
 	$(MAKE) fuzz-bins
 	@sh tests/run.sh
+
+# The integration subset under valgrind (memcheck) with a non-sanitized debug
+# build: any invalid access or definite leak fails the test that started
+# that remora (harness.py: REMORA_WRAPPER, valgrind's report in its stderr).
+VALGRIND_TESTS ?= test_http_basic.py test_keepalive.py test_bodies.py test_http2.py test_grpc.py \
+	test_tls.py test_retries.py test_tcp_proxy.py test_overload.py
+VALGRIND     := valgrind --leak-check=full --errors-for-leak-kinds=definite \
+	--show-leak-kinds=definite --error-exitcode=99 --num-callers=30
+test-valgrind: deps xds-npm
+	$(MAKE) BUILD=build/debug CFLAGS="-O1 -g" build/debug/remora
+	cd tests/integration && REMORA_BIN=$(CURDIR)/build/debug/remora REMORA_WRAPPER="$(VALGRIND)" \
+		REMORA_TIME_SCALE=10 TEST_TIMEOUT_S=600 /usr/bin/python3 -m pytest -q -rfEs \
+		-p no:cacheprovider $(VALGRIND_TESTS) $(PYTEST_ARGS)
 
 # Only the unit tests / only the integration tests (sanitizer build).
 test-unit: asan
