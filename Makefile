@@ -112,6 +112,13 @@ test-valgrind: deps xds-npm
 		REMORA_TIME_SCALE=10 TEST_TIMEOUT_S=600 /usr/bin/python3 -m pytest -q -rfEs \
 		-p no:cacheprovider $(VALGRIND_TESTS) $(PYTEST_ARGS)
 
+# Soak (tests/soak/soak.py): fixed-rate HTTP/1, HTTP/2, gRPC and TCP traffic
+# through the release build for SOAK_SECONDS while xDS pushes and upstream
+# restarts happen; fails on unprovoked errors, RSS or fd growth.
+SOAK_SECONDS ?= 600
+soak: deps xds-npm all
+	nice /usr/bin/python3 tests/soak/soak.py --seconds $(SOAK_SECONDS) --bin $(CURDIR)/build/remora
+
 # Only the unit tests / only the integration tests (sanitizer build).
 test-unit: asan
 	@ONLY=unit sh tests/run.sh
