@@ -252,12 +252,14 @@ def main():
     pid = r.pid
 
     cnt, prov, stop = Counters(), Provocations(), threading.Event()
-    legs = [threading.Thread(target=h1_leg, args=(lport, a.h1_rps, stop, cnt, prov), daemon=True),
-            threading.Thread(target=h2_leg, args=(lport, a.h2_rps, stop, cnt, prov), daemon=True),
-            threading.Thread(target=tcp_leg, args=(tport, a.tcp_cps, stop, cnt, prov), daemon=True)]
+    legs = []
+    kinds = [("h1", h1_leg, lport, a.h1_rps), ("h2", h2_leg, lport, a.h2_rps),
+             ("tcp", tcp_leg, tport, a.tcp_cps)]
     if grpc:
-        legs.append(threading.Thread(target=grpc_leg, args=(gport, a.grpc_rps, stop, cnt, prov),
-                                     daemon=True))
+        kinds.append(("grpc", grpc_leg, gport, a.grpc_rps))
+    for _, fn, port, rate in kinds:
+        if rate > 0:           # a rate of 0 leaves that kind out
+            legs.append(threading.Thread(target=fn, args=(port, rate, stop, cnt, prov), daemon=True))
     for t in legs:
         t.start()
 
@@ -324,8 +326,8 @@ def main():
     total_err = sum(cnt.err.values())
     if total_err:
         failed.append(f"{total_err} unprovoked errors: " + "; ".join(cnt.samples[:10]))
-    for k in ("h1", "h2", "tcp") + (("grpc",) if grpc else ()):
-        if not cnt.ok.get(k):
+    for k, _, _, rate in kinds:
+        if rate > 0 and not cnt.ok.get(k):
             failed.append(f"no successful {k} traffic")
     if a.seconds >= 120:
         base = [s for s in samples if s[0] <= warm + 10.5]
