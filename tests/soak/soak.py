@@ -253,11 +253,11 @@ def main():
 
     cnt, prov, stop = Counters(), Provocations(), threading.Event()
     legs = []
-    kinds = [("h1", h1_leg, lport, a.h1_rps), ("h2", h2_leg, lport, a.h2_rps),
-             ("tcp", tcp_leg, tport, a.tcp_cps)]
+    leg_specs = [("h1", h1_leg, lport, a.h1_rps), ("h2", h2_leg, lport, a.h2_rps),
+                 ("tcp", tcp_leg, tport, a.tcp_cps)]
     if grpc:
-        kinds.append(("grpc", grpc_leg, gport, a.grpc_rps))
-    for _, fn, port, rate in kinds:
+        leg_specs.append(("grpc", grpc_leg, gport, a.grpc_rps))
+    for _, fn, port, rate in leg_specs:
         if rate > 0:           # a rate of 0 leaves that kind out
             legs.append(threading.Thread(target=fn, args=(port, rate, stop, cnt, prov), daemon=True))
     for t in legs:
@@ -326,7 +326,7 @@ def main():
     total_err = sum(cnt.err.values())
     if total_err:
         failed.append(f"{total_err} unprovoked errors: " + "; ".join(cnt.samples[:10]))
-    for k, _, _, rate in kinds:
+    for k, _, _, rate in leg_specs:
         if rate > 0 and not cnt.ok.get(k):
             failed.append(f"no successful {k} traffic")
     if a.seconds >= 120:
