@@ -8,6 +8,7 @@ curl wrk haproxy nginx-light prometheus python3-pytest python3-yaml python3-h2 p
 clang-14 libclang-rt-14-dev iproute2 procps dnsmasq-base iptables util-linux
 testssl.sh protobuf-compiler nodejs
 umoci"
+PKGS="$PKGS valgrind"   # make test-valgrind
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

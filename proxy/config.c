@@ -1,6 +1,7 @@
 /* config.c - compile an Envoy v3 bootstrap into a snapshot.
  *
- * Supported: node, admin.address, static_resources.listeners and .clusters.
+ * Supported: node, admin.address, static_resources.listeners and .clusters,
+ * overload_manager and layered_runtime static layers (proxy/overload.c).
  * Anything else is an error naming the field (DESIGN.md: never silently
  * ignored).  Clusters are compiled first so that filters can resolve the
  * clusters they reference. */
@@ -433,6 +434,8 @@ static struct listener_cfg *parse_listener(struct cfg_ctx *c, const json_t *j, s
 		if (*p == ':')
 			*p = '_';
 	l->name = xstrdup(name ? name : l->addr_str);
+	if (b->srv)
+		l->cx_limit = runtime_listener_limit(b->srv->runtime, l->name);
 	if (!cfg_get(j, "filter_chains") && cfg_get(j, "default_filter_chain"))
 		v = NULL;   /* only the default chain */
 	else if (!(v = cfg_enter_req(c, j, "filter_chains")))
@@ -676,7 +679,7 @@ static int parse_stats_config(struct cfg_ctx *c, const json_t *v, struct server 
 struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, struct server *srv)
 {
 	static const char *const f[] = { "node", "admin", "static_resources", "dynamic_resources",
-					 "stats_config", NULL };
+					 "stats_config", "overload_manager", "layered_runtime", NULL };
 	static const char *const sf[] = { "listeners", "clusters", "secrets", NULL };
 	struct snapshot *s = xcalloc(1, sizeof(*s));
 	struct build_ctx b = { .srv = srv, .snap = s, .stats = srv->stats, .nworkers = srv->nworkers };
@@ -704,6 +707,22 @@ struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, s
 		if (rc)
 			goto error;
 	}
+	if ((v = cfg_enter(c, root, "layered_runtime"))) {   /* before the listeners */
+		json_decref(srv->runtime);
+		int rc = runtime_parse(c, v, &srv->runtime);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	if ((v = cfg_enter(c, root, "overload_manager"))) {
+		overload_cfg_free(&srv->overload);
+		int rc = overload_parse(c, v, &srv->overload);
+		cfg_leave(c);
+		if (rc)
+			goto error;
+	}
+	if (!srv->overload.max_global_cx)   /* the monitor wins over the older runtime key */
+		srv->overload.max_global_cx = runtime_global_cx_limit(srv->runtime);
 	if ((sr = cfg_enter(c, root, "static_resources"))) {
 		if (cfg_expect_object(c, sr) || cfg_check_fields(c, sr, sf))
 			goto error_sr;

@@ -36,6 +36,8 @@ struct downstream {
 	bool closed;
 	bool draining;                       /* this connection was asked to drain (its
 						listener drains while others keep serving) */
+	struct listener_cfg *cx_charged;     /* listener whose cx_open counts this connection
+						(the accepting one; NULL: no limit) */
 };
 
 /* What the accept path hands to a network filter's on_accept. */
@@ -51,6 +53,7 @@ struct accept_info {
 	bool local_restored;                 /* local is the original destination */
 	const struct filter_chain *fc;       /* the matched filter chain (in the snapshot) */
 	const char *server_name;             /* SNI seen by tls_inspector, "" if none */
+	struct listener_cfg *cx_charged;     /* see struct downstream */
 };
 
 /* Should the connection stop keep-alive / send GOAWAY: the whole worker

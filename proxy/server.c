@@ -634,6 +634,7 @@ int server_run(struct server *srv)
 	evsignal_add(srv->sigint_ev, NULL);
 	tls_secrets_start(srv->base);   /* certificate file watching, expiry gauge */
 	tracer_start(srv->base);        /* span export (HCM tracing) */
+	overload_start(&srv->overload, srv->base, srv->stats);
 	srv->tick_ev = event_new(srv->base, -1, EV_PERSIST, tick_cb, srv);
 	struct timeval sec = { 1, 0 };
 	event_add(srv->tick_ev, &sec);
@@ -704,6 +705,10 @@ void server_free(struct server *srv)
 	tracer_stop();
 	snapshot_unref(srv->snap);
 	srv->snap = NULL;
+	overload_stop();
+	overload_cfg_free(&srv->overload);
+	json_decref(srv->runtime);
+	srv->runtime = NULL;
 	tls_secrets_stop();
 	if (srv->sigterm_ev)
 		event_free(srv->sigterm_ev);

@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include "snapshot.h"
 #include "../xds/xds_bootstrap.h"
+#include "overload.h"
 
 #define SERVER_STATS(X)                                                          \
 	X(GAUGE, live) X(GAUGE, state) X(GAUGE, uptime) X(GAUGE, concurrency)    \
@@ -66,6 +67,8 @@ struct server {
 					     initial fetch) */
 	struct xds_bootstrap xds;         /* dynamic_resources */
 	struct ads *ads;                  /* owned: the ADS client, NULL without xDS */
+	struct overload_cfg overload;     /* owned: Bootstrap.overload_manager */
+	json_t *runtime;                  /* owned, may be NULL: layered_runtime, flattened */
 	int exit_code;
 };
 

@@ -24,7 +24,8 @@ struct server;
 	X(COUNTER, downstream_cx_destroy) X(COUNTER, no_filter_chain_match)     \
 	X(COUNTER, downstream_cx_overflow) X(HISTOGRAM, downstream_cx_length_ms)   \
 	X(COUNTER, downstream_pre_cx_timeout) X(GAUGE, downstream_pre_cx_active)  \
-	X(COUNTER, downstream_listener_filter_remote_close)
+	X(COUNTER, downstream_listener_filter_remote_close)                     \
+	X(COUNTER, downstream_global_cx_overflow) X(COUNTER, downstream_cx_overload_reject)
 #define LS_ENUM(type, name) LS_##name,
 enum { LISTENER_STATS(LS_ENUM) LISTENER_STATS_N };
 
@@ -76,6 +77,10 @@ struct listener_cfg {
 	bool bind_to_port;                   /* false: no socket, only a hand-off target */
 	int direction;                       /* traffic_direction: enum listener_direction */
 	int *fds;                            /* owned [nfds]: SO_REUSEPORT sockets, -1 after handoff */
+	uint64_t cx_limit;                   /* runtime envoy.resource_limits.listener.<name>.
+						connection_limit, 0 = none */
+	long cx_open;                        /* atomic: connections admitted under cx_limit
+						(all workers; only counted when cx_limit) */
 	unsigned nfds;
 };
 

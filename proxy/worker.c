@@ -83,6 +83,44 @@ void main_post(void (*fn)(void *arg), void *arg)
 		die("event_base_once");
 }
 
+/* ---- connection limits ------------------------------------------------------ */
+
+/* Admit an accepted socket under the overload actions, the listener's
+ * connection limit and the global one (overload.h); false: refused and
+ * counted, the caller closes it.  What is taken here is given back by
+ * cx_release(l): by downstream_close(), or by accept_drop() when the
+ * socket never becomes a connection. */
+static bool cx_admit(struct worker *w, struct listener_cfg *l)
+{
+	if (unlikely(overload_saturated(OL_STOP_ACCEPTING_CX))) {
+		stats_inc(l->stats, w->shard, LS_downstream_cx_overload_reject);
+		return false;
+	}
+	if (l->cx_limit &&
+	    __atomic_add_fetch(&l->cx_open, 1, __ATOMIC_RELAXED) > (long)l->cx_limit) {
+		__atomic_sub_fetch(&l->cx_open, 1, __ATOMIC_RELAXED);
+		stats_inc(l->stats, w->shard, LS_downstream_cx_overflow);
+		return false;
+	}
+	if (!overload_cx_take()) {
+		if (l->cx_limit)
+			__atomic_sub_fetch(&l->cx_open, 1, __ATOMIC_RELAXED);
+		stats_inc(l->stats, w->shard, LS_downstream_global_cx_overflow);
+		return false;
+	}
+	return true;
+}
+
+/* l: the listener charged by cx_admit (NULL after a failed admit). */
+static void cx_release(struct listener_cfg *l)
+{
+	if (!l)
+		return;
+	if (l->cx_limit)
+		__atomic_sub_fetch(&l->cx_open, 1, __ATOMIC_RELAXED);
+	overload_cx_release();
+}
+
 /* ---- downstream connections ---------------------------------------------- */
 
 /* The post-handshake hook of an accepted TLS connection whose filter chain
@@ -128,6 +166,7 @@ struct downstream *downstream_new(size_t size, const struct accept_info *ai)
 				bev->hs_arg = d;
 				break;
 			}
+	d->cx_charged = ai->cx_charged;
 	sockaddr_ip(peer, d->peer_ip, sizeof(d->peer_ip));
 	d->start_ms = now_ms();
 	d->next = w->conns;
@@ -150,6 +189,7 @@ void downstream_close(struct downstream *d)
 	if (d->next)
 		d->next->prev = d->prev;
 	__atomic_sub_fetch(&w->nconns, 1, __ATOMIC_RELAXED);
+	cx_release(d->cx_charged);
 	stats_dec(d->lcfg->stats, w->shard, LS_downstream_cx_active);
 	stats_inc(d->lcfg->stats, w->shard, LS_downstream_cx_destroy);
 	stats_hist_record(d->lcfg->stats, w->shard, LS_downstream_cx_length_ms,
@@ -176,6 +216,7 @@ struct lf_state {
 	struct listener_cfg *l;              /* current listener (in the worker's snapshot) */
 	size_t next;                         /* next listener filter of l to run */
 	bool handed_off;                     /* use_original_dst hand-off done (or skipped) */
+	struct listener_cfg *charged;        /* admitted under its limits (cx_admit) */
 	struct sockaddr_storage peer;
 	socklen_t peerlen;
 	struct listener_accept la;           /* la.peer points at peer */
@@ -286,6 +327,15 @@ static const struct filter_chain *match_chain(const struct listener_cfg *l,
 	return i >= 0 ? &l->chains[i] : l->default_chain;
 }
 
+/* A socket that will not become a connection: close it, give back its
+ * admission. */
+static void accept_drop(struct lf_state *st)
+{
+	evutil_closesocket(st->la.fd);
+	cx_release(st->charged);
+	st->charged = NULL;
+}
+
 /* The listener filters are done: choose the filter chain, run its
  * non-terminal filters, hand the socket to the terminal one. */
 static void accept_finish(struct worker *w, struct lf_state *st)
@@ -295,14 +345,14 @@ static void accept_finish(struct worker *w, struct lf_state *st)
 	const struct filter_chain *fc = match_chain(l, &st->la);
 	if (!fc) {
 		stats_inc(l->stats, w->shard, LS_no_filter_chain_match);
-		evutil_closesocket(fd);
+		accept_drop(st);
 		return;
 	}
 	struct accept_info ai = { w, NULL, l, (struct sockaddr *)&st->peer, st->peerlen,
-				  &st->la.local, st->la.local_restored, fc, st->la.server_name };
+				  &st->la.local, st->la.local_restored, fc, st->la.server_name, st->charged };
 	for (size_t i = 0; i < fc->npre; i++) {
 		if (!fc->pre[i].ops->on_new_connection(&ai, fc->pre[i].cfg)) {
-			evutil_closesocket(fd);
+			accept_drop(st);
 			return;
 		}
 	}
@@ -310,7 +360,7 @@ static void accept_finish(struct worker *w, struct lf_state *st)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct conn *bev = conn_new(w->base, fd);
 	if (!bev) {
-		evutil_closesocket(fd);
+		accept_drop(st);
 		return;
 	}
 	if (fc->tls)
@@ -333,7 +383,7 @@ static void lf_wait_free(struct lf_wait *p, bool close_fd)
 		p->next->prev = p->prev;
 	stats_dec(p->gauge_l->stats, w->shard, LS_downstream_pre_cx_active);
 	if (close_fd)
-		evutil_closesocket(p->st.la.fd);
+		accept_drop(&p->st);
 	snapshot_unref(p->snap);
 	free(p);
 }
@@ -435,6 +485,11 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 		evutil_closesocket(fd);
 		return;
 	}
+	if (!cx_admit(w, wl->cfg)) {
+		evutil_closesocket(fd);
+		return;
+	}
+	st.charged = wl->cfg;
 	st.l = wl->cfg;
 	st.next = 0;
 	st.handed_off = false;
@@ -450,7 +505,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 	getsockname(fd, (struct sockaddr *)&st.la.local, &st.la.locallen);
 	switch (lf_advance(w, &st)) {
 	case LFS_CLOSE:
-		evutil_closesocket(fd);
+		accept_drop(&st);
 		return;
 	case LFS_AGAIN:
 		lf_wait_start(w, &st);

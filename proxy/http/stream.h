@@ -45,7 +45,8 @@ struct downstream;
 	X(COUNTER, no_route) X(COUNTER, no_cluster) X(COUNTER, rq_redirect)            \
 	X(COUNTER, rq_direct_response) X(COUNTER, rq_total)                            \
 	X(COUNTER, rq_reset_after_downstream_response_started)                       \
-	X(COUNTER, downstream_rq_too_many_premature_resets)
+	X(COUNTER, downstream_rq_too_many_premature_resets)                             \
+	X(COUNTER, downstream_rq_overload_close) X(COUNTER, downstream_cx_overload_disable_keepalive)
 enum { HCM_STATS(STATS_ENUM) HCM_STATS_N };
 
 struct worker *http_stream_worker(const struct http_stream *s);

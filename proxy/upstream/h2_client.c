@@ -812,6 +812,7 @@ struct h2c_conn *h2c_conn_connect(struct pool *p, int prio)
 	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
+	nghttp2_option_set_no_closed_streams(opt, 1);   /* see h2_codec.c: unbounded otherwise */
 	if (nghttp2_session_client_new2(&c->ng, cbs, c, opt))
 		die("out of memory (nghttp2 session)");
 	nghttp2_session_callbacks_del(cbs);

@@ -36,6 +36,19 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer",
                      "ERROR: ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
+# valgrind (REMORA_WRAPPER, `make test-valgrind`): any error, or a definite leak
+VALGRIND_ERROR_RE = re.compile(r"==\d+== (ERROR SUMMARY: [1-9]|\s*definitely lost: [1-9])")
+
+
+# REMORA_TIME_SCALE stretches the harness's own waits (start, stop, admin,
+# stats, curl) for slow runs such as valgrind; tests' own bounds stay as written.
+TIME_SCALE = float(os.environ.get("REMORA_TIME_SCALE", "1"))
+
+
+def remora_wrapper():
+    """REMORA_WRAPPER: a command line the binary runs under (e.g. valgrind)."""
+    w = os.environ.get("REMORA_WRAPPER", "").split()
+    return w
 
 
 def remora_bin():
@@ -194,10 +207,10 @@ class Remora:
                               "(build it with `make asan`, or set REMORA_BIN)")
         self._out = open(self.stdout_path, "ab")
         self._err = open(self.stderr_path, "ab")
-        self.proc = spawn([binary] + self.args, stdout=self._out, stderr=self._err, env=self.env,
-                          cwd=self.workdir)
+        self.proc = spawn(remora_wrapper() + [binary] + self.args, stdout=self._out,
+                          stderr=self._err, env=self.env, cwd=self.workdir)
         if wait_ready:
-            self.wait_ready(timeout)
+            self.wait_ready(timeout * TIME_SCALE)
         return self
 
     def wait_ready(self, timeout=30.0):
@@ -240,7 +253,7 @@ class Remora:
         """Send sig, wait for exit (SIGKILL after timeout).  Returns the exit
         status.  With check, fails if a sanitizer reported anything."""
         self.stopped_by_us = True
-        rc, killed = stop_process(self.proc, sig, timeout)
+        rc, killed = stop_process(self.proc, sig, timeout * TIME_SCALE)
         self._close_files()
         if killed:
             raise AssertionError(f"remora did not exit within {timeout}s of signal {sig!r}; "
@@ -273,6 +286,12 @@ class Remora:
 
     def sanitizer_report(self):
         out = self.output()
+        m = VALGRIND_ERROR_RE.search(out)
+        if m:
+            first = re.search(r"==\d+== (Invalid|Conditional|Use of|Syscall param|Mismatched|"
+                              r"Source and destination|\S+ bytes in \S+ blocks are definitely)", out)
+            i = first.start() if first else m.start()
+            return out[i:i + 6000]
         for m in SANITIZER_MARKERS:
             i = out.find(m)
             if i >= 0:
@@ -298,7 +317,7 @@ class Remora:
         if self.proc is None:
             return problems
         if self.proc.poll() is None:
-            rc, killed = stop_process(self.proc, signal.SIGTERM, 15.0)
+            rc, killed = stop_process(self.proc, signal.SIGTERM, 15.0 * TIME_SCALE)
             if killed:
                 problems.append(f"remora ({self.name}) ignored SIGTERM for 15s; killed")
             elif rc != 0:
@@ -316,7 +335,7 @@ class Remora:
     # -- admin ------------------------------------------------------------
 
     def admin_request(self, method, path, body=None, headers=None, timeout=5.0):
-        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
+        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout * TIME_SCALE)
         try:
             c.request(method, path, body=body, headers=headers or {})
             r = c.getresponse()
@@ -352,7 +371,7 @@ class Remora:
             last[0] = self.stats().get(name, 0)
             return pred(last[0])
         try:
-            wait_until(check, timeout, interval=0.05, what=f"stat {name}")
+            wait_until(check, timeout * TIME_SCALE, interval=0.05, what=f"stat {name}")
         except AssertionError:
             raise AssertionError(f"stat {name} = {last[0]!r} did not reach the expected value "
                                  f"within {timeout}s") from None

@@ -14,6 +14,8 @@ static inline void test_bootstrap_done(struct snapshot *s)
 	snapshot_unref(s);
 	free(test_srv.node_id);
 	free(test_srv.node_cluster);
+	overload_cfg_free(&test_srv.overload);
+	json_decref(test_srv.runtime);
 	stats_store_free(test_srv.stats);
 	memset(&test_srv, 0, sizeof(test_srv));
 }

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <arpa/inet.h>
 #include "proxy/worker.h"
+#include "proxy/overload.h"
 #include "proxy/log.h"
 #include "proxy/snapshot.h"
 #include "proxy/router/route.h"
@@ -271,6 +272,11 @@ static void stream_finish(struct http_stream *s)
 	stats_hist_record(hc->cfg->stats, sh, downstream_rq_time,
 			  (double)(now_ns() - s->start_ns) / 1e6);
 	if (hc->proto == 2) {
+		if (unlikely(overload_saturated(OL_DISABLE_KEEPALIVE)) && !hc->close_after) {
+			/* GOAWAY once the streams in flight finished */
+			stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_overload_disable_keepalive);
+			hc->close_after = true;
+		}
 		/* the codec keeps what it still has to send; s goes at the next safe point */
 		if (!s->queued) {
 			s->queued = true;
@@ -325,14 +331,14 @@ static struct http_stream *stream_new(struct hcm_conn *hc)
 	s->start_ns = now_ns();
 	s->last_activity_ms = s->start_ns / 1000000;
 	s->nfilters = 0;   /* grows as filter instances are created */
-	s->idle_ms = cfg->stream_idle_timeout_ms;
+	s->idle_ms = overload_timeout(OL_TIMER_STREAM_IDLE, cfg->stream_idle_timeout_ms);
 	s->max_dur_ms = cfg->max_stream_duration_ms;
-	if (cfg->request_timeout_ms || cfg->stream_idle_timeout_ms || cfg->max_stream_duration_ms) {
+	if (cfg->request_timeout_ms || s->idle_ms || cfg->max_stream_duration_ms) {
 		uint64_t t = UINT64_MAX;
 		if (cfg->request_timeout_ms)
 			t = cfg->request_timeout_ms;
-		if (cfg->stream_idle_timeout_ms && cfg->stream_idle_timeout_ms < t)
-			t = cfg->stream_idle_timeout_ms;
+		if (s->idle_ms && s->idle_ms < t)
+			t = s->idle_ms;
 		if (cfg->max_stream_duration_ms && cfg->max_stream_duration_ms < t)
 			t = cfg->max_stream_duration_ms;
 		if (!s->timer)
@@ -355,7 +361,7 @@ void hcm_close_after_flush(struct hcm_conn *hc) { hc_close_after_flush(hc); }
 void hcm_arm_idle(struct hcm_conn *hc)
 {
 	if (hc->cfg->idle_timeout_ms)
-		set_timer(hc->timer, hc->cfg->idle_timeout_ms);
+		set_timer(hc->timer, overload_timeout(OL_TIMER_CX_IDLE, hc->cfg->idle_timeout_ms));
 }
 
 /* ---- filter chain: decode ------------------------------------------------------- */
@@ -623,6 +629,10 @@ void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, b
 	s->resp_chunked = !end_stream && !has_len && !upgrade && status >= 200 && status != 204 &&
 			  status != 304 && !s->is_head && s->req.version_minor >= 1;
 	bool close = hc->close_after || hc->closing || downstream_draining(&hc->super) || !s->req.keep_alive;
+	if (!close && unlikely(overload_saturated(OL_DISABLE_KEEPALIVE))) {
+		stats_inc(cfg->stats, shard_of(hc), downstream_cx_overload_disable_keepalive);
+		close = true;
+	}
 	if (!end_stream && !has_len && !s->resp_chunked && !upgrade && !s->is_head &&
 	    status >= 200 && status != 204 && status != 304)
 		close = true;   /* HTTP/1.0 client: body delimited by close */
@@ -975,7 +985,7 @@ static void arm_wait_timer(struct hcm_conn *hc)
 	}
 	hc->in_head_timer = false;
 	if (hc->cfg->idle_timeout_ms && !buffered)
-		set_timer(hc->timer, hc->cfg->idle_timeout_ms);
+		set_timer(hc->timer, overload_timeout(OL_TIMER_CX_IDLE, hc->cfg->idle_timeout_ms));
 	else
 		event_del(hc->timer);
 }
@@ -1190,6 +1200,17 @@ void hcm_stream_begin(struct http_stream *s, bool end)
 	 * router use this match.  Filters that change headers do not cause a
 	 * new match (no clearRouteCache). */
 	s->route = route_match(cfg->rc, &s->req.hdrs, &s->vh);
+	if (unlikely(overload_saturated(OL_STOP_ACCEPTING_RQ))) {
+		/* Envoy: 503 "envoy overloaded", flag OM, before any filter runs */
+		stats_inc(cfg->stats, shard_of(hc), downstream_rq_overload_close);
+		s->rflags |= RF_BIT(RF_OM);
+		if (end) {
+			s->req_done = true;
+			s->req_end_ns = now_ns();
+		}
+		http_stream_send_local_reply(s, 503, "envoy overloaded", "overload_manager");
+		return;
+	}
 	for (size_t i = 0; i < cfg->nfilters; i++) {
 		const struct http_filter_ops *ops = cfg->filters[i].ops;
 		if (!filter_enabled(cfg, s->route, i))
