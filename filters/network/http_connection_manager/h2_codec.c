@@ -34,6 +34,9 @@ struct h2_stream {
 	struct evbuffer *in;             /* owned: request DATA the filters have not taken */
 	struct evbuffer *out;            /* owned: response DATA not framed yet */
 	struct http_headers trailers;    /* request trailers */
+	struct http_headers resp_head;   /* response head submitted to nghttp2: the
+					  * nv array points into it (NO_COPY) until
+					  * the stream closes */
 	struct http_headers *resp_trailers; /* owned, NULL: response trailers to send */
 	uint32_t hbytes, hcount;         /* request header block so far (limits) */
 	bool started;                    /* request head handed to the HCM */
@@ -142,18 +145,20 @@ static struct h2_stream *h2s_new(struct h2_conn *c, int32_t id)
 	struct h2_stream *st = h2s_cache;
 	if (st) {
 		struct evbuffer *in = st->in, *out = st->out;
-		struct http_headers t = st->trailers;
+		struct http_headers t = st->trailers, rh = st->resp_head;
 		h2s_cache = st->next;
 		h2s_cache_n--;
 		memset(st, 0, sizeof(*st));
 		st->in = in;
 		st->out = out;
 		st->trailers = t;
+		st->resp_head = rh;
 	} else {
 		st = xcalloc(1, sizeof(*st));
 		st->in = evbuffer_new();
 		st->out = evbuffer_new();
 		hdrs_init(&st->trailers);
+		hdrs_init(&st->resp_head);
 	}
 	st->c = c;
 	st->id = id;
@@ -181,10 +186,12 @@ static void h2s_free(struct h2_stream *st)
 	evbuffer_drain(st->in, evbuffer_get_length(st->in));
 	evbuffer_drain(st->out, evbuffer_get_length(st->out));
 	hdrs_clear(&st->trailers);
+	hdrs_clear(&st->resp_head);
 	if (h2s_cache_n >= H2S_CACHE_MAX) {
 		evbuffer_free(st->in);
 		evbuffer_free(st->out);
 		hdrs_free(&st->trailers);
+		hdrs_free(&st->resp_head);
 		free(st);
 		return;
 	}
@@ -201,6 +208,7 @@ void h2_thread_exit(void)
 		evbuffer_free(st->in);
 		evbuffer_free(st->out);
 		hdrs_free(&st->trailers);
+		hdrs_free(&st->resp_head);
 		free(st);
 	}
 	h2s_cache_n = 0;
@@ -590,32 +598,57 @@ static int send_data_cb(nghttp2_session *ses, nghttp2_frame *frame, const uint8_
 	return 0;
 }
 
+/* Connection-specific fields an HTTP/1 upstream may send (RFC 9113 8.2.2). */
+static bool h2_forbidden(const char *name, size_t nl)
+{
+	switch (nl) {
+	case 7:
+		return !memcmp(name, "upgrade", 7);
+	case 10:
+		return !memcmp(name, "connection", 10) || !memcmp(name, "keep-alive", 10);
+	case 16:
+		return !memcmp(name, "proxy-connection", 16);
+	case 17:
+		return !memcmp(name, "transfer-encoding", 17);
+	default:
+		return false;
+	}
+}
+
+/* nghttp2 name/value pairs pointing into h, pseudo-headers first.  The map
+ * keeps pseudo-headers in front (headers.h) and its names lowercase, so one
+ * pass normally does and nghttp2 need not copy them (NO_COPY_NAME/VALUE): h
+ * must then stay untouched until the frame is serialised. */
 static size_t build_nva(const struct http_headers *h, nghttp2_nv *nv, size_t cap)
 {
-	static const struct { const char *n; size_t l; } drop[] = {
-		{ "connection", 10 }, { "keep-alive", 10 }, { "proxy-connection", 16 },
-		{ "transfer-encoding", 17 }, { "upgrade", 7 },
-	};
 	size_t n = 0;
-	for (int pass = 0; pass < 2; pass++)
-		for (uint32_t i = 0; i < h->n && n < cap; i++) {
-			const char *name = hdrs_name(h, i);
-			size_t nl = h->f[i].name_len;
-			bool pseudo = nl && name[0] == ':';
-			if (pseudo != (pass == 0))
+	bool regular = false, unordered = false;
+	for (uint32_t i = 0; i < h->n && n < cap; i++) {
+		const char *name = hdrs_name(h, i);
+		size_t nl = h->f[i].name_len;
+		if (nl && name[0] == ':')
+			unordered |= regular;
+		else
+			regular = true;
+		if (h2_forbidden(name, nl))
+			continue;
+		nv[n].name = (uint8_t *)name;
+		nv[n].namelen = nl;
+		nv[n].value = (uint8_t *)hdrs_value(h, i);
+		nv[n].valuelen = h->f[i].value_len;
+		nv[n].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+		n++;
+	}
+	if (unordered) {   /* stable partition: pseudo-headers first */
+		size_t w = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (!nv[i].namelen || nv[i].name[0] != ':')
 				continue;
-			bool skip = false;
-			for (size_t k = 0; k < ARRAY_SIZE(drop) && !skip; k++)
-				skip = nl == drop[k].l && !memcmp(name, drop[k].n, nl);
-			if (skip)
-				continue;
-			nv[n].name = (uint8_t *)name;
-			nv[n].namelen = nl;
-			nv[n].value = (uint8_t *)hdrs_value(h, i);
-			nv[n].valuelen = h->f[i].value_len;
-			nv[n].flags = NGHTTP2_NV_FLAG_NONE;
-			n++;
+			nghttp2_nv t = nv[i];
+			memmove(&nv[w + 1], &nv[w], (i - w) * sizeof(*nv));
+			nv[w++] = t;
 		}
+	}
 	return n;
 }
 
@@ -663,7 +696,13 @@ void h2_encode_headers(struct http_stream *s, struct http_headers *h, bool end)
 	stats_code_inc(hc->cfg->stats, shard(hc->h2), 0, status);
 	if (st) {
 		nghttp2_data_provider prd = { .source.ptr = st, .read_callback = data_read_cb };
-		NVA_BEGIN(h);
+		/* nghttp2 reads the names and values when it frames the HEADERS:
+		 * the map moves to the codec stream until then, h gets its
+		 * (empty) storage back */
+		struct http_headers t = st->resp_head;
+		st->resp_head = *h;
+		*h = t;
+		NVA_BEGIN(&st->resp_head);
 		int rv = nghttp2_submit_response(hc->h2->ses, st->id, nva, nnv, end ? NULL : &prd);
 		NVA_END();
 		if (rv)
@@ -801,6 +840,8 @@ void h2_conn_start(struct hcm_conn *hc)
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
 	nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
 	nghttp2_option_set_no_auto_window_update(opt, 1);
+	/* no RFC 7540 priority tree: closed streams are not kept for it */
+	nghttp2_option_set_no_closed_streams(opt, 1);
 	if (nghttp2_session_server_new2(&c->ses, cbs, c, opt))
 		die("out of memory (nghttp2 session)");
 	nghttp2_session_callbacks_del(cbs);
@@ -809,6 +850,8 @@ void h2_conn_start(struct hcm_conn *hc)
 		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->max_concurrent_streams },
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->initial_stream_window },
 		{ NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, o->hpack_table_size },
+		/* RFC 9218: the dependency tree is not kept (nor honoured) */
+		{ NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1 },
 	};
 	nghttp2_submit_settings(c->ses, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE(iv));
 	if (o->initial_conn_window > 65535)
