@@ -16,7 +16,9 @@ top functions (callgrind_annotate, inclusive=no).
                                   same 100 requests are in flight)
 
 Environment: REMORA_BIN (default build/remora), CALLGRIND_PORT_BASE (default
-38180), CALLGRIND_KEEP=1 keeps the temp dir with the callgrind.out files.
+38180), CALLGRIND_KEEP=1 keeps the temp dir with the callgrind.out files,
+CALLGRIND_PROXY=haproxy measures HAProxy with tests/bench/haproxy.cfg instead
+(its h1 frontend for h1, its `proto h2` frontend for h2) for comparison.
 Only loopback addresses are used; every process started is stopped.
 """
 import os
@@ -32,6 +34,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BASE = int(os.environ.get("CALLGRIND_PORT_BASE", "38180"))
 UP, PROXY, ADMIN = BASE, BASE + 3, BASE + 10
+HAPROXY = os.environ.get("CALLGRIND_PROXY", "remora") == "haproxy"
+HA_H1, HA_H2 = BASE + 1, BASE + 5
 WARM = 2000
 
 
@@ -50,7 +54,7 @@ def wait_port(port, timeout=60.0):
 def render(name, tmp):
     with open(os.path.join(HERE, name)) as f:
         text = f.read()
-    for default, port in ((28080, UP), (28083, PROXY), (28090, ADMIN)):
+    for default, port in ((28080, UP), (28083, PROXY), (28090, ADMIN), (28081, HA_H1), (28085, HA_H2)):
         text = re.sub(r"\b%d\b" % default, str(port), text)
     dst = os.path.join(tmp, name)
     with open(dst, "w") as f:
@@ -58,9 +62,15 @@ def render(name, tmp):
     return dst
 
 
+def port_for(mode):
+    if HAPROXY:
+        return HA_H2 if mode == "h2" else HA_H1
+    return PROXY
+
+
 def h2load(mode, n):
     args = ["-c", "10", "-m", "10"] if mode == "h2" else ["--h1", "-c", "100", "-m", "1"]
-    out = subprocess.run(["/usr/bin/h2load", "-n", str(n)] + args + ["http://127.0.0.1:%d/" % PROXY],
+    out = subprocess.run(["/usr/bin/h2load", "-n", str(n)] + args + ["http://127.0.0.1:%d/" % port_for(mode)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600).stdout.decode()
     m = re.search(r"status codes: (\d+) 2xx", out)
     ok = int(m.group(1)) if m else 0
@@ -72,12 +82,14 @@ def measure(mode, n, tmp):
     binary = os.environ.get("REMORA_BIN", os.path.join(ROOT, "build", "remora"))
     out = os.path.join(tmp, "callgrind.out.%s" % mode)
     log = open(os.path.join(tmp, "remora-%s.log" % mode), "wb")
-    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
-                          binary, "-c", render("remora.yaml", tmp), "--concurrency", "1"],
+    cmd = [binary, "-c", render("remora.yaml", tmp), "--concurrency", "1"]
+    if HAPROXY:
+        cmd = ["/usr/sbin/haproxy", "-db", "-f", render("haproxy.cfg", tmp)]
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + cmd,
                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                          start_new_session=True)
     try:
-        wait_port(PROXY)
+        wait_port(port_for(mode))
         h2load(mode, WARM)
         subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True, stdout=subprocess.DEVNULL)
         h2load(mode, n)
