@@ -342,7 +342,21 @@ static void begin_request(struct h2_stream *st, bool end)
 		http_stream_send_local_reply(s, 403, NULL, "upgrade_failed");
 		return;
 	}
-	hdrs_del(&s->req.hdrs, "expect");   /* the body follows anyway */
+	size_t el;
+	const char *ex = hdrs_get(&s->req.hdrs, "expect", &el);
+	if (ex) {
+		/* Envoy (proxy_100_continue off): the HCM answers "expect:
+		 * 100-continue" itself with a 100 HEADERS when a body is to
+		 * follow, and the header does not go upstream */
+		if (!end && el == 12 && !strncasecmp(ex, "100-continue", 12)) {
+			static const nghttp2_nv cont[] = { {
+				(uint8_t *)":status", (uint8_t *)"100", 7, 3,
+				NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE } };
+			nghttp2_submit_headers(st->c->ses, NGHTTP2_FLAG_NONE, st->id, NULL,
+					       cont, 1, NULL);
+		}
+		hdrs_del(&s->req.hdrs, "expect");
+	}
 	if (end)
 		st->end_delivered = true;
 	hcm_stream_begin(s, end);
