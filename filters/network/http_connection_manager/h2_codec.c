@@ -70,6 +70,9 @@ struct h2_conn {
 	 * client reset within 1 s of opening, against all closed streams */
 	uint32_t closed_streams, premature_resets;
 	bool too_many_resets;            /* close the connection now */
+	struct h2_stream *hdr_st;        /* stream of the header block being received
+					  * (set by on_begin_headers; a block is never
+					  * interleaved with another stream's frames) */
 };
 
 #define H2_PREMATURE_RESET_MS 1000   /* overload.premature_reset_min_stream_lifetime_seconds */
@@ -173,6 +176,8 @@ static struct h2_stream *h2s_new(struct h2_conn *c, int32_t id)
 static void h2s_free(struct h2_stream *st)
 {
 	struct h2_conn *c = st->c;
+	if (c->hdr_st == st)
+		c->hdr_st = NULL;
 	if (st->prev)
 		st->prev->next = st->next;
 	else
@@ -367,9 +372,15 @@ static void begin_request(struct h2_stream *st, bool end)
 static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
 {
 	struct h2_conn *c = ud;
-	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+	c->hdr_st = NULL;
+	if (frame->hd.type != NGHTTP2_HEADERS)
 		return 0;
+	if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {   /* trailers */
+		c->hdr_st = nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id);
+		return 0;
+	}
 	struct h2_stream *st = h2s_new(c, frame->hd.stream_id);
+	c->hdr_st = st;
 	struct http_stream *s = hcm_stream_new(c->hc);
 	st->s = s;
 	s->h2s = st;
@@ -380,8 +391,8 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, vo
 	if (c->live)
 		c->live->lprev = s;
 	c->live = s;
-	c->nlive++;
-	event_del(c->hc->timer);   /* no longer idle */
+	if (!c->nlive++)
+		event_del(c->hc->timer);   /* no longer idle */
 	nghttp2_session_set_stream_user_data(ses, frame->hd.stream_id, st);
 	stats_inc(h2st(c), shard(c), streams_active);
 	return 0;
@@ -391,11 +402,13 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *frame, const uin
 		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
 	struct h2_conn *c = ud;
-	struct h2_stream *st = nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id);
+	struct h2_stream *st = c->hdr_st;
 	const struct h1_limits *lim = &c->hc->cfg->limits;
 	(void)flags;
 	if (frame->hd.type != NGHTTP2_HEADERS)
 		return 0;
+	if (!st || st->id != frame->hd.stream_id)
+		st = nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id);
 	if (!st || !st->s) {
 		stats_inc(h2st(c), shard(c), headers_cb_no_stream);
 		return 0;
