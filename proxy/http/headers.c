@@ -14,6 +14,27 @@
 #define LC64(b) LC16(b), LC16((b) + 16), LC16((b) + 32), LC16((b) + 48)
 static const unsigned char lc_tab[256] = { LC64(0), LC64(64), LC64(128), LC64(192) };
 
+/* Lowercasing copy, eight bytes at a time: for each byte below 0x80, bit 7
+ * of (b + 0x3f) says b >= 'A' and bit 7 of (b + 0x25) says b > 'Z'; an
+ * uppercase letter gets 0x20 added.  No byte carries into the next (each
+ * sum stays below 0x100).  Bytes >= 0x80 are copied as they are, like
+ * lc_tab does. */
+static inline void lower_copy(char *d, const char *src, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t x, lo;
+		memcpy(&x, src + i, 8);
+		lo = x & 0x7f7f7f7f7f7f7f7fULL;
+		uint64_t up = (lo + 0x3f3f3f3f3f3f3f3fULL) & ~(lo + 0x2525252525252525ULL) & ~x &
+			      0x8080808080808080ULL;
+		x |= up >> 2;
+		memcpy(d + i, &x, 8);
+	}
+	for (; i < n; i++)
+		d[i] = (char)lc_tab[(unsigned char)src[i]];
+}
+
 #define ARENA_MIN 512
 #define FIELDS_MIN 16
 
@@ -116,8 +137,7 @@ void hdrs_add(struct http_headers *h, const char *name, size_t nlen,
 	uint32_t at = h->arena_len;
 	char *d = h->arena + at;
 	/* The source never overlaps the destination: it lies below arena_len. */
-	for (size_t i = 0; i < nlen; i++)
-		d[i] = (char)lc_tab[(unsigned char)name[i]];
+	lower_copy(d, name, nlen);
 	d[nlen] = 0;
 	memcpy(d + nlen + 1, value, vlen);
 	d[nlen + 1 + vlen] = 0;

@@ -837,7 +837,11 @@ struct h2c_conn *h2c_conn_connect(struct pool *p, int prio)
 	pool_cx_opened(p, true);
 	conn_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	conn_set_write_lowat(c->bev, c->limit / 2);
-	/* TLS with ALPN "h2" will wrap c->bev here (transport sockets) */
+	/* UpstreamTlsContext: HTTP/2 over TLS.  ALPN offers what the context's
+	 * alpn_protocols list (e.g. [h2]); the handshake completes before
+	 * CONN_CONNECTED, so the preface goes out encrypted */
+	if (cl->tls)
+		conn_set_tls(c->bev, cl->tls, false, NULL);
 	conn_connect(c->bev, (struct sockaddr *)&h->addr, h->addrlen);
 	timer_ms(c->timer, cl->connect_timeout_ms);
 	return c;

@@ -16,6 +16,8 @@ Environment:
   BENCH_ROUNDS     rounds per proxy (default 3)
   BENCH_WARMUP     warm-up seconds before each round (default 2)
   BENCH_PROXIES    comma list out of remora,remora-filters,remora-obs,haproxy,nginx (default all)
+  BENCH_H1         1 (default): the HTTP/1.1 wrk rounds; 0 skips them (with BENCH_TLS=0:
+                   the h2c leg only)
   BENCH_H2         1 (default): after the HTTP/1.1 rounds, an h2c leg per proxy with
                    h2load (10 connections x 10 streams) against Remora's listener
                    (codec_type AUTO), HAProxy's `proto h2` bind and nginx's `http2`
@@ -89,6 +91,7 @@ SECONDS = env_int("BENCH_SECONDS", 10)
 ROUNDS = env_int("BENCH_ROUNDS", 3)
 WARMUP = env_int("BENCH_WARMUP", 2)
 BASE = env_int("BENCH_PORT_BASE", DEFAULT_BASE)
+RUN_H1 = os.environ.get("BENCH_H1", "1") != "0"
 
 
 def ports_for(base):
@@ -689,7 +692,12 @@ def report(legs, started, load_before, load_after, tls=None):
     L.append("")
     L.append("| Proxy | req/s | p50 ms | p99 ms | CPU µs/req | RSS after KiB | idle RSS KiB | new upstream conns / reqs |")
     L.append("|---|--:|--:|--:|--:|--:|--:|--:|")
-    for leg in legs:
+    if not RUN_H1:  # BENCH_H1=0: no HTTP/1.1 table
+        del L[-3:]
+        legs_h1 = []
+    else:
+        legs_h1 = legs
+    for leg in legs_h1:
         name = NAMES[leg.key]
         if leg.status:
             L.append("| %s | %s | | | | | %s | |" % (name, leg.status.replace("|", "/"),
@@ -702,8 +710,8 @@ def report(legs, started, load_before, load_after, tls=None):
             name, median(leg, "rps"), median(leg, "p50") / 1e3, median(leg, "p99") / 1e3,
             median(leg, "cpu_us"), median(leg, "rss"), leg.idle_rss, up))
     L.append("")
-    ok = {leg.key: leg for leg in legs if not leg.status}
-    present = {leg.key for leg in legs}
+    ok = {leg.key: leg for leg in legs_h1 if not leg.status}
+    present = {leg.key for leg in legs_h1}
     for mine in REMORA_KEYS:
         if mine not in present:
             continue
@@ -766,6 +774,20 @@ def report(legs, started, load_before, load_after, tls=None):
                 L.append("| %s | %.0f | %.1f |" % (
                     NAMES[leg.key], statistics.median(r["rps"] for r in leg.h2_rounds),
                     statistics.median(r["cpu_us"] for r in leg.h2_rounds)))
+        L.append("")
+        h2ok = {leg.key: leg for leg in h2legs if not leg.h2_status}
+
+        def h2med(key, field):
+            return statistics.median(r[field] for r in h2ok[key].h2_rounds)
+        for other in ("haproxy", "nginx"):
+            if "remora" in h2ok and other in h2ok:
+                L.append("- Remora / %s over h2c: req/s ratio %s, CPU-per-request ratio %s" % (
+                    NAMES[other], fmt_ratio(h2med("remora", "rps"), h2med(other, "rps")),
+                    fmt_ratio(h2med("remora", "cpu_us"), h2med(other, "cpu_us"))))
+        for leg in h2legs:
+            if leg.h2_rounds:
+                L.append("- %s h2c per round (req/s, CPU µs/req): %s" % (NAMES[leg.key], "; ".join(
+                    "%.0f, %.1f" % (r["rps"], r["cpu_us"]) for r in leg.h2_rounds)))
         L.append("")
     L += tls_report(tls)
     notes = [r["cpu_note"] for leg in legs for r in leg.rounds if r.get("cpu_note")]
@@ -1020,7 +1042,7 @@ def main():
             start_obs_sink()
         for leg in legs:
             start_leg(leg, tmp)
-        for n in range(1, ROUNDS + 1):
+        for n in range(1, ROUNDS + 1 if RUN_H1 else 1):
             for leg in legs:
                 if leg.status:
                     continue

@@ -664,3 +664,31 @@ def test_http2_options_config_accepted(tmp_path):
     p, _ = write_config(tmp_path, text)
     rc, err, _ = validate(p)
     assert rc == 0, err
+
+
+def test_expect_100_continue_answered_by_remora(h2env, upstream):
+    """Envoy's default (proxy_100_continue off): an h2 request with `expect:
+    100-continue` and a body to follow gets a 100 HEADERS from Remora before
+    it sends the body; the header does not reach the upstream; a request
+    without a body (END_STREAM on HEADERS) gets no 100."""
+    r, port = h2env()
+    with H2Client(port) as c:
+        sid = c.request("/exp", method="POST", headers=[("expect", "100-continue")], end=False)
+        info = c.wait_for(lambda e: isinstance(e, h2.events.InformationalResponseReceived) and
+                          e.stream_id == sid, what="100 continue")
+        assert dict(info.headers)[":status"] == "100"
+        # nothing final before the body was sent
+        assert not any(isinstance(e, h2.events.ResponseReceived) for e in c.events)
+        c.conn.send_data(sid, b"the body", end_stream=True)
+        c.flush()
+        hdrs, body, _, reset = c.response(sid)
+        assert reset is None and hdrs[":status"] == "200"
+        echo = json.loads(body)
+        assert echo["body"] == "the body"
+        assert "expect" not in echo["headers"]
+        sid2 = c.request("/exp-nobody", headers=[("expect", "100-continue")])
+        hdrs, body, _, reset = c.response(sid2)
+        assert reset is None and hdrs[":status"] == "200"
+        assert not any(isinstance(e, h2.events.InformationalResponseReceived) and e.stream_id == sid2
+                       for e in c.events)
+        assert "expect" not in json.loads(body)["headers"]

@@ -364,3 +364,87 @@ def test_h2load_and_nghttp_h2c_to_h2_upstream(remora, ports, h2up):
     assert up.max_active_total >= 10 and up.max_active_total >= before
     # every request of both runs reached the upstream over HTTP/2
     assert len(up.requests) == 430
+
+
+# ---------------------------------------------------------------------------
+# HTTP/2 over TLS to the upstream (UpstreamTlsContext, ALPN h2)
+
+UPSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    import tls_pki
+    return tls_pki.make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def tls_h2_server(h2up, pki, alpn=("h2",)):
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki["server"], pki["server_key"])
+    ctx.set_alpn_protocols(list(alpn))
+    return h2up(ssl_context=ctx)
+
+
+def upstream_tls_h2(pki, alpn=("h2",)):
+    common = {"validation_context": {"trusted_ca": {"filename": pki["ca"]}}}
+    if alpn:
+        common["alpn_protocols"] = list(alpn)
+    return {"name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": UPSTREAM_TLS_TYPE, "sni": "server.local",
+                             "common_tls_context": common}}
+
+
+def test_h2_upstream_over_tls_with_alpn(remora, ports, h2up, pki, tmp_path):
+    """An h2 cluster with an UpstreamTlsContext (alpn_protocols [h2]): the
+    connection is TLS (verified against the CA, ALPN h2 negotiated), requests
+    from HTTP/1.1 and h2c clients share it multiplexed, trailers survive."""
+    up = tls_h2_server(h2up, pki)
+    cfg, lport = config(ports, up.port, {"typed_extension_protocol_options": h2_opts(),
+                                         "transport_socket": upstream_tls_h2(pki)})
+    r = remora(cfg, concurrency=1)
+    res = curl(f"http://127.0.0.1:{lport}/tls-h1?x=1", "-H", "x-custom: abc")
+    assert res.status == 200, res.stderr
+    echo = json.loads(res.body)
+    assert echo["path"] == "/tls-h1?x=1" and echo["headers"]["x-custom"] == "abc"
+    res = curl(f"http://127.0.0.1:{lport}/tls-h2?bytes=100000", "--http2-prior-knowledge")
+    assert res.status == 200, res.stderr
+    assert res.body == pattern_bytes(100000)
+    body = pattern_bytes(300000)
+    f = tmp_path / "body"
+    f.write_bytes(body)
+    res = curl(f"http://127.0.0.1:{lport}/tls-post", "--http2-prior-knowledge",
+               "--data-binary", f"@{f}", "-H", "content-type: application/octet-stream")
+    assert res.status == 200, res.stderr
+    echo = json.loads(res.body)
+    assert echo["body_length"] == len(body)
+    assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert not up.errors, up.errors
+    assert up.alpn and all(a == "h2" for a in up.alpn), up.alpn
+    assert r.stat("cluster.backend.upstream_cx_http2_total") == 1
+    assert r.stat("cluster.backend.ssl.handshake") == 1
+    assert r.stat("cluster.backend.upstream_rq_2xx") == 3
+    assert len(up.requests) == 3
+
+
+def test_h2_upstream_tls_failures(remora, ports, h2up, pki):
+    """Without the transport socket the h2c preface hits a TLS server: 503,
+    a connect failure; with a TLS context whose CA does not match: 503 and
+    a verification failure counted; neither gets to the upstream's streams."""
+    up = tls_h2_server(h2up, pki)
+    cfg, lport = config(ports, up.port, {"typed_extension_protocol_options": h2_opts(),
+                                         "connect_timeout": "1s"})
+    r = remora(cfg, concurrency=1)
+    res = curl(f"http://127.0.0.1:{lport}/plain")
+    assert res.status == 503, (res.status, res.body)
+    r.stop()
+    bad = upstream_tls_h2(pki)
+    bad["typed_config"]["common_tls_context"]["validation_context"]["trusted_ca"] = {
+        "filename": pki["foreign_ca"]}
+    cfg, lport = config(ports, up.port, {"typed_extension_protocol_options": h2_opts(),
+                                         "transport_socket": bad})
+    r = remora(cfg, concurrency=1)
+    res = curl(f"http://127.0.0.1:{lport}/badca")
+    assert res.status == 503, (res.status, res.body)
+    assert r.stat("cluster.backend.ssl.fail_verify_error") >= 1
+    assert not up.requests

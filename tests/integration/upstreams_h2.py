@@ -30,6 +30,7 @@ first N requests get REFUSED_STREAM.  Statistics: connections, max_active
 import hashlib
 import json
 import socket
+import ssl
 import threading
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -68,6 +69,17 @@ class _Conn:
 
     def run(self):
         srv = self.server
+        if srv.ssl_context is not None:
+            # TLS upstream: handshake here, not in the accept loop
+            try:
+                self.sock.settimeout(10)
+                self.sock.do_handshake()
+                with srv.lock:
+                    srv.alpn.append(self.sock.selected_alpn_protocol())
+            except (OSError, ssl.SSLError) as e:
+                srv.errors.append("tls: " + repr(e))
+                self.sock.close()
+                return
         settings = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65535}
         if srv.max_concurrent_streams is not None:
             settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = srv.max_concurrent_streams
@@ -273,8 +285,11 @@ class _Conn:
 
 
 class H2UpstreamServer:
-    def __init__(self, name="h2upstream", host="127.0.0.1", port=0, max_concurrent_streams=None):
+    def __init__(self, name="h2upstream", host="127.0.0.1", port=0, max_concurrent_streams=None,
+                 ssl_context=None):
         self.name = name
+        self.ssl_context = ssl_context   # server-side ssl.SSLContext: h2 over TLS
+        self.alpn = []                   # ALPN protocol negotiated per TLS connection
         self.max_concurrent_streams = max_concurrent_streams
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -311,6 +326,8 @@ class H2UpstreamServer:
             with self.lock:
                 self.connections += 1
                 cid = self.connections
+            if self.ssl_context is not None:
+                s = self.ssl_context.wrap_socket(s, server_side=True, do_handshake_on_connect=False)
             c = _Conn(self, s, cid)
             with self.lock:
                 self.conns.append(c)

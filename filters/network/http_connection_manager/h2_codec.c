@@ -34,6 +34,9 @@ struct h2_stream {
 	struct evbuffer *in;             /* owned: request DATA the filters have not taken */
 	struct evbuffer *out;            /* owned: response DATA not framed yet */
 	struct http_headers trailers;    /* request trailers */
+	struct http_headers resp_head;   /* response head submitted to nghttp2: the
+					  * nv array points into it (NO_COPY) until
+					  * the stream closes */
 	struct http_headers *resp_trailers; /* owned, NULL: response trailers to send */
 	uint32_t hbytes, hcount;         /* request header block so far (limits) */
 	bool started;                    /* request head handed to the HCM */
@@ -67,6 +70,9 @@ struct h2_conn {
 	 * client reset within 1 s of opening, against all closed streams */
 	uint32_t closed_streams, premature_resets;
 	bool too_many_resets;            /* close the connection now */
+	struct h2_stream *hdr_st;        /* stream of the header block being received
+					  * (set by on_begin_headers; a block is never
+					  * interleaved with another stream's frames) */
 };
 
 #define H2_PREMATURE_RESET_MS 1000   /* overload.premature_reset_min_stream_lifetime_seconds */
@@ -142,18 +148,20 @@ static struct h2_stream *h2s_new(struct h2_conn *c, int32_t id)
 	struct h2_stream *st = h2s_cache;
 	if (st) {
 		struct evbuffer *in = st->in, *out = st->out;
-		struct http_headers t = st->trailers;
+		struct http_headers t = st->trailers, rh = st->resp_head;
 		h2s_cache = st->next;
 		h2s_cache_n--;
 		memset(st, 0, sizeof(*st));
 		st->in = in;
 		st->out = out;
 		st->trailers = t;
+		st->resp_head = rh;
 	} else {
 		st = xcalloc(1, sizeof(*st));
 		st->in = evbuffer_new();
 		st->out = evbuffer_new();
 		hdrs_init(&st->trailers);
+		hdrs_init(&st->resp_head);
 	}
 	st->c = c;
 	st->id = id;
@@ -168,6 +176,8 @@ static struct h2_stream *h2s_new(struct h2_conn *c, int32_t id)
 static void h2s_free(struct h2_stream *st)
 {
 	struct h2_conn *c = st->c;
+	if (c->hdr_st == st)
+		c->hdr_st = NULL;
 	if (st->prev)
 		st->prev->next = st->next;
 	else
@@ -181,10 +191,12 @@ static void h2s_free(struct h2_stream *st)
 	evbuffer_drain(st->in, evbuffer_get_length(st->in));
 	evbuffer_drain(st->out, evbuffer_get_length(st->out));
 	hdrs_clear(&st->trailers);
+	hdrs_clear(&st->resp_head);
 	if (h2s_cache_n >= H2S_CACHE_MAX) {
 		evbuffer_free(st->in);
 		evbuffer_free(st->out);
 		hdrs_free(&st->trailers);
+		hdrs_free(&st->resp_head);
 		free(st);
 		return;
 	}
@@ -201,6 +213,7 @@ void h2_thread_exit(void)
 		evbuffer_free(st->in);
 		evbuffer_free(st->out);
 		hdrs_free(&st->trailers);
+		hdrs_free(&st->resp_head);
 		free(st);
 	}
 	h2s_cache_n = 0;
@@ -334,7 +347,21 @@ static void begin_request(struct h2_stream *st, bool end)
 		http_stream_send_local_reply(s, 403, NULL, "upgrade_failed");
 		return;
 	}
-	hdrs_del(&s->req.hdrs, "expect");   /* the body follows anyway */
+	size_t el;
+	const char *ex = hdrs_get(&s->req.hdrs, "expect", &el);
+	if (ex) {
+		/* Envoy (proxy_100_continue off): the HCM answers "expect:
+		 * 100-continue" itself with a 100 HEADERS when a body is to
+		 * follow, and the header does not go upstream */
+		if (!end && el == 12 && !strncasecmp(ex, "100-continue", 12)) {
+			static const nghttp2_nv cont[] = { {
+				(uint8_t *)":status", (uint8_t *)"100", 7, 3,
+				NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE } };
+			nghttp2_submit_headers(st->c->ses, NGHTTP2_FLAG_NONE, st->id, NULL,
+					       cont, 1, NULL);
+		}
+		hdrs_del(&s->req.hdrs, "expect");
+	}
 	if (end)
 		st->end_delivered = true;
 	hcm_stream_begin(s, end);
@@ -345,9 +372,15 @@ static void begin_request(struct h2_stream *st, bool end)
 static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
 {
 	struct h2_conn *c = ud;
-	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+	c->hdr_st = NULL;
+	if (frame->hd.type != NGHTTP2_HEADERS)
 		return 0;
+	if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {   /* trailers */
+		c->hdr_st = nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id);
+		return 0;
+	}
 	struct h2_stream *st = h2s_new(c, frame->hd.stream_id);
+	c->hdr_st = st;
 	struct http_stream *s = hcm_stream_new(c->hc);
 	st->s = s;
 	s->h2s = st;
@@ -358,8 +391,8 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, vo
 	if (c->live)
 		c->live->lprev = s;
 	c->live = s;
-	c->nlive++;
-	event_del(c->hc->timer);   /* no longer idle */
+	if (!c->nlive++)
+		event_del(c->hc->timer);   /* no longer idle */
 	nghttp2_session_set_stream_user_data(ses, frame->hd.stream_id, st);
 	stats_inc(h2st(c), shard(c), streams_active);
 	return 0;
@@ -369,11 +402,13 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *frame, const uin
 		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
 	struct h2_conn *c = ud;
-	struct h2_stream *st = nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id);
+	struct h2_stream *st = c->hdr_st;
 	const struct h1_limits *lim = &c->hc->cfg->limits;
 	(void)flags;
 	if (frame->hd.type != NGHTTP2_HEADERS)
 		return 0;
+	if (!st || st->id != frame->hd.stream_id)
+		st = nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id);
 	if (!st || !st->s) {
 		stats_inc(h2st(c), shard(c), headers_cb_no_stream);
 		return 0;
@@ -590,32 +625,57 @@ static int send_data_cb(nghttp2_session *ses, nghttp2_frame *frame, const uint8_
 	return 0;
 }
 
+/* Connection-specific fields an HTTP/1 upstream may send (RFC 9113 8.2.2). */
+static bool h2_forbidden(const char *name, size_t nl)
+{
+	switch (nl) {
+	case 7:
+		return !memcmp(name, "upgrade", 7);
+	case 10:
+		return !memcmp(name, "connection", 10) || !memcmp(name, "keep-alive", 10);
+	case 16:
+		return !memcmp(name, "proxy-connection", 16);
+	case 17:
+		return !memcmp(name, "transfer-encoding", 17);
+	default:
+		return false;
+	}
+}
+
+/* nghttp2 name/value pairs pointing into h, pseudo-headers first.  The map
+ * keeps pseudo-headers in front (headers.h) and its names lowercase, so one
+ * pass normally does and nghttp2 need not copy them (NO_COPY_NAME/VALUE): h
+ * must then stay untouched until the frame is serialised. */
 static size_t build_nva(const struct http_headers *h, nghttp2_nv *nv, size_t cap)
 {
-	static const struct { const char *n; size_t l; } drop[] = {
-		{ "connection", 10 }, { "keep-alive", 10 }, { "proxy-connection", 16 },
-		{ "transfer-encoding", 17 }, { "upgrade", 7 },
-	};
 	size_t n = 0;
-	for (int pass = 0; pass < 2; pass++)
-		for (uint32_t i = 0; i < h->n && n < cap; i++) {
-			const char *name = hdrs_name(h, i);
-			size_t nl = h->f[i].name_len;
-			bool pseudo = nl && name[0] == ':';
-			if (pseudo != (pass == 0))
+	bool regular = false, unordered = false;
+	for (uint32_t i = 0; i < h->n && n < cap; i++) {
+		const char *name = hdrs_name(h, i);
+		size_t nl = h->f[i].name_len;
+		if (nl && name[0] == ':')
+			unordered |= regular;
+		else
+			regular = true;
+		if (h2_forbidden(name, nl))
+			continue;
+		nv[n].name = (uint8_t *)name;
+		nv[n].namelen = nl;
+		nv[n].value = (uint8_t *)hdrs_value(h, i);
+		nv[n].valuelen = h->f[i].value_len;
+		nv[n].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+		n++;
+	}
+	if (unordered) {   /* stable partition: pseudo-headers first */
+		size_t w = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (!nv[i].namelen || nv[i].name[0] != ':')
 				continue;
-			bool skip = false;
-			for (size_t k = 0; k < ARRAY_SIZE(drop) && !skip; k++)
-				skip = nl == drop[k].l && !memcmp(name, drop[k].n, nl);
-			if (skip)
-				continue;
-			nv[n].name = (uint8_t *)name;
-			nv[n].namelen = nl;
-			nv[n].value = (uint8_t *)hdrs_value(h, i);
-			nv[n].valuelen = h->f[i].value_len;
-			nv[n].flags = NGHTTP2_NV_FLAG_NONE;
-			n++;
+			nghttp2_nv t = nv[i];
+			memmove(&nv[w + 1], &nv[w], (i - w) * sizeof(*nv));
+			nv[w++] = t;
 		}
+	}
 	return n;
 }
 
@@ -663,7 +723,13 @@ void h2_encode_headers(struct http_stream *s, struct http_headers *h, bool end)
 	stats_code_inc(hc->cfg->stats, shard(hc->h2), 0, status);
 	if (st) {
 		nghttp2_data_provider prd = { .source.ptr = st, .read_callback = data_read_cb };
-		NVA_BEGIN(h);
+		/* nghttp2 reads the names and values when it frames the HEADERS:
+		 * the map moves to the codec stream until then, h gets its
+		 * (empty) storage back */
+		struct http_headers t = st->resp_head;
+		st->resp_head = *h;
+		*h = t;
+		NVA_BEGIN(&st->resp_head);
 		int rv = nghttp2_submit_response(hc->h2->ses, st->id, nva, nnv, end ? NULL : &prd);
 		NVA_END();
 		if (rv)
@@ -813,6 +879,8 @@ void h2_conn_start(struct hcm_conn *hc)
 		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->max_concurrent_streams },
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->initial_stream_window },
 		{ NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, o->hpack_table_size },
+		/* RFC 9218: the dependency tree is not kept (nor honoured) */
+		{ NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1 },
 	};
 	nghttp2_submit_settings(c->ses, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE(iv));
 	if (o->initial_conn_window > 65535)

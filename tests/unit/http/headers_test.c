@@ -20,6 +20,28 @@ TEST(hdrs_add_lowercases_and_terminates)
 	hdrs_free(&h);
 }
 
+/* hdrs_add lowercases eight bytes at a time plus a tail: every byte value at
+ * every position of names of 1..40 bytes must come out as tolower() would. */
+TEST(hdrs_add_lowercases_every_byte)
+{
+	struct http_headers h;
+	char name[40], want[40];
+	hdrs_init(&h);
+	for (size_t len = 1; len <= sizeof(name); len++)
+		for (unsigned b = 0; b < 256; b++) {
+			for (size_t i = 0; i < len; i++) {
+				name[i] = (char)((b + i * 37) & 0xff);
+				unsigned char c = (unsigned char)name[i];
+				want[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+			}
+			hdrs_clear(&h);
+			hdrs_add(&h, name, len, "v", 1);
+			CHECK(memcmp(hdrs_name(&h, 0), want, len) == 0);
+			CHECK_INT(hdrs_name(&h, 0)[len], 0);
+		}
+	hdrs_free(&h);
+}
+
 TEST(hdrs_add_binary_lengths)
 {
 	struct http_headers h;
