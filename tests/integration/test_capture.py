@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import uuid
 
 import pytest
@@ -111,12 +112,15 @@ HTTP_INSPECTOR_LF = {"name": "envoy.filters.listener.http_inspector",
 APP = textwrap.dedent("""\
     # A tiny HTTP app: answers every request with JSON naming the port, the
     # peer address it saw and the request line; logs one JSON line per request.
-    import json, socket, sys, threading
+    import json, socket, sys, threading, time, urllib.parse
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     log = open(sys.argv[1], "a", buffering=1)
     class H(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         def do_GET(self):
+            q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            if "sleep" in q:    # a slow request (the SIGTERM test)
+                time.sleep(float(q["sleep"][0]))
             rec = {"port": self.server.server_address[1], "peer": self.client_address[0],
                    "path": self.path, "xff": self.headers.get("x-forwarded-for")}
             log.write(json.dumps(rec) + "\\n")
@@ -672,3 +676,39 @@ def test_mtls_hop_other_spiffe_id_is_denied(pods):
     (b_line,) = access_log_lines(pods["logs"]["b"], path)
     assert b_line == f"B {path} {rid} 403 {INTRUDER_ID} -", b_line
     assert app_log(pods)[n0:] == []
+
+
+def test_sigterm_drains_inbound_in_the_pod(pods):
+    """Runs last (it stops B's sidecar).  SIGTERM while a slow request is in
+    flight A-app -> A -> B -> B-app: the request completes, B's inbound
+    listener refuses new connections at once, and B exits 0 within its drain
+    time (the harness starts it with --drain-time-s 1, so the request is
+    shorter than that: at the drain deadline open connections are closed)."""
+    rb = pods["b"]
+    drain_s = 1.0
+    slow = subprocess.Popen(["ip", "netns", "exec", pods["na"], "curl", "-s", "-m", "10", "-o",
+                             "-", "-w", "\n%{http_code}", f"http://{B_IP}:8080/drain?sleep=0.7"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        # the request is open on B's inbound side before the signal (the app
+        # logs it only after its sleep)
+        harness.wait_until(lambda: rb.stats().get("http.inbound_8080.downstream_rq_active", 0) >= 1,
+                           5, interval=0.02, what="the slow request active on B")
+        t_term = time.monotonic()
+        rb.send_signal(signal.SIGTERM)
+        # a new inbound connection is refused (curl exit 7) while the old request runs on
+        p = ns_run(pods["nb"], "curl", "-s", "-m", "2", "http://127.0.0.1:15006/", check=False)
+        assert p.returncode == 7, f"new inbound connection not refused: curl exit {p.returncode}"
+        out, err = slow.communicate(timeout=15)
+        body, _, code = out.rpartition("\n")
+        assert code == "200", (out, err)
+        assert json.loads(body)["path"] == "/drain?sleep=0.7"
+        rc = rb.wait_exit(drain_s + 10)
+        elapsed = time.monotonic() - t_term
+        assert rc == 0, rb.log_tail()
+        assert elapsed < drain_s + 5, f"exit took {elapsed:.1f} s with a {drain_s} s drain time"
+    finally:
+        if slow.poll() is None:
+            os.killpg(slow.pid, signal.SIGKILL)
+            slow.wait()
