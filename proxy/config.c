@@ -787,6 +787,13 @@ struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, s
 		if (rc)
 			goto error;
 	}
+	{
+		char err[512];
+		if (tls_sds_check_sources(srv->xds.enabled ? srv->xds.cluster : NULL, err, sizeof(err))) {
+			cfg_fail(c, "%s", err);
+			goto error;
+		}
+	}
 	s->bootstrap = json_incref((json_t *)root);
 	return s;
 error_v:
@@ -794,6 +801,7 @@ error_v:
 error_sr:
 	cfg_leave(c);
 error:
+	tls_sds_check_sources(NULL, NULL, 0);   /* forget what was collected */
 	snapshot_unref(s);
 	return NULL;
 }

@@ -17,6 +17,8 @@
 #include "../proxy/router/route_regex.h"
 
 int tls_conn_ex_idx = -1;
+int tls_val_ex_idx = -1;
+static json_t *sds_sources;   /* bootstrap: envoy_grpc cluster names of sds_configs */
 
 static const struct stat_desc tls_stat_desc[] = { TLS_STATS(STATS_DESC) };
 static const struct stat_desc tls_version_desc[] = { { "TLSv1.2", STAT_COUNTER },
@@ -193,11 +195,19 @@ static int verify_cb(X509_STORE_CTX *sctx, void *arg)
 	SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
 	struct tls_conn *tc = ssl ? SSL_get_ex_data(ssl, tls_conn_ex_idx) : NULL;
 	X509 *leaf = X509_STORE_CTX_get0_cert(sctx);
-	const struct tls_validation *v = t->val ? &t->val->val : NULL;
+	/* the validation this SSL_CTX was built with (SDS may replace the
+	 * secret's on the main thread meanwhile) */
+	const struct tls_validation *v = ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_val_ex_idx)
+					     : NULL;
 	if (!tc || !leaf)
 		return 0;
-	if (!v)
+	if (!t->val)
 		return 1;
+	if (!v) {   /* an SDS validation context that has not arrived */
+		X509_STORE_CTX_set_error(sctx, X509_V_ERR_UNSPECIFIED);
+		fail_verify(tc, fail_verify_error, "the validation context secret has not arrived (SDS)");
+		return 0;
+	}
 	if (v->ca.kind && !v->accept_untrusted) {
 		if (v->allow_expired)
 			X509_STORE_CTX_set_verify_cb(sctx, ignore_expiry_cb);
@@ -408,11 +418,14 @@ SSL_CTX *tls_ctx_build(struct tls_ctx *t, char *err, size_t errlen)
 		snprintf(err, errlen, "tls_params.ecdh_curves: unsupported curve in '%s'", curves);
 		goto error;
 	}
-	for (size_t i = 0; i < t->ncerts; i++)
-		if (add_cert_secret(ctx, t->certs[i], err, errlen))
+	for (size_t i = 0; i < t->ncerts; i++)   /* a pending SDS secret: none yet */
+		if (tls_secret_usable(t->certs[i]) && add_cert_secret(ctx, t->certs[i], err, errlen))
 			goto error;
-	if (t->val && add_validation(ctx, &t->val->val, err, errlen))
-		goto error;
+	if (t->val && tls_secret_usable(t->val)) {
+		if (add_validation(ctx, t->val->v, err, errlen))
+			goto error;
+		SSL_CTX_set_ex_data(ctx, tls_val_ex_idx, t->val->v);
+	}
 	int mode = SSL_VERIFY_NONE;
 	if (t->server) {
 		if (t->val || t->require_client_cert)
@@ -611,17 +624,122 @@ static int parse_tls_params(struct cfg_ctx *c, const json_t *p, struct tls_ctx *
 	return RM_OK;
 }
 
-/* SdsSecretConfig {name} -> a static secret of that kind. */
+/* sds_config (a ConfigSource): ads, or api_config_source GRPC to the ADS
+ * cluster (served on the ADS stream).  *timeout_ms: initial_fetch_timeout. */
+static int parse_sds_config(struct cfg_ctx *c, const json_t *sc, uint64_t *timeout_ms)
+{
+	static const char *const f[] = { "ads", "api_config_source", "resource_api_version",
+					 "initial_fetch_timeout", "path", "path_config_source", "self",
+					 "authorities", NULL };
+	static const char *const unsupported[] = { "path", "path_config_source", "self",
+						   "authorities", NULL };
+	static const char *const af[] = { "api_type", "transport_api_version", "grpc_services",
+					  "set_node_on_first_message_only", "refresh_delay",
+					  "request_timeout", "cluster_names", NULL };
+	static const char *const gf[] = { "envoy_grpc", "timeout", NULL };
+	static const char *const ef[] = { "cluster_name", "authority", NULL };
+	static const char *const api_types[] = { "DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE", "REST",
+						 "GRPC", "DELTA_GRPC", "AGGREGATED_GRPC",
+						 "AGGREGATED_DELTA_GRPC" };
+	static const char *const vers[] = { "AUTO", "V2", "V3" };
+	const json_t *acs, *gs, *eg;
+	const char *cluster = NULL;
+	int rv = 2, at = 0;
+	*timeout_ms = 15000;
+	if (cfg_expect_object(c, sc) || cfg_check_fields(c, sc, f) ||
+	    cfg_reject_fields(c, sc, unsupported, "only ads or api_config_source (GRPC, to the ADS "
+			      "cluster) are supported for sds_config") ||
+	    cfg_enum(c, sc, "resource_api_version", vers, 3, &rv) ||
+	    cfg_duration_ms(c, sc, "initial_fetch_timeout", timeout_ms))
+		return RM_ERROR;
+	if (rv == 1)
+		return cfg_fail_field(c, sc, "resource_api_version", "only V3 is supported");
+	if (!!cfg_get(sc, "ads") == !!cfg_get(sc, "api_config_source"))
+		return cfg_fail(c, "exactly one of ads, api_config_source is required");
+	if (!(acs = cfg_enter(c, sc, "api_config_source"))) {
+		if (!g_server.xds.enabled) {   /* ads: {} needs dynamic_resources.ads_config */
+			if (!sds_sources)
+				sds_sources = json_array();
+			json_array_append_new(sds_sources, json_string(""));
+		}
+		return RM_OK;
+	}
+	if (cfg_expect_object(c, acs) || cfg_check_fields(c, acs, af) ||
+	    cfg_enum(c, acs, "api_type", api_types, ARRAY_SIZE(api_types), &at))
+		return RM_ERROR;
+	if (at != 2 && at != 3 && at != 4 && at != 5)
+		return cfg_fail_field(c, acs, "api_type", "sds_config: only GRPC api types are supported "
+				      "(the secret is fetched on the ADS stream)");
+	if (!(gs = cfg_enter_req(c, acs, "grpc_services")) || cfg_expect_array(c, gs))
+		return RM_ERROR;
+	if (json_array_size(gs) != 1)
+		return cfg_fail(c, "exactly one grpc_services entry is supported");
+	const json_t *g0 = cfg_enter_idx(c, gs, 0);
+	if (cfg_expect_object(c, g0) || cfg_check_fields(c, g0, gf) ||
+	    !(eg = cfg_enter_req(c, g0, "envoy_grpc")) || cfg_expect_object(c, eg) ||
+	    cfg_check_fields(c, eg, ef) || cfg_string_req(c, eg, "cluster_name", &cluster))
+		return RM_ERROR;
+	if (g_server.xds.enabled) {
+		if (strcmp(cluster, g_server.xds.cluster))
+			return cfg_fail_field(c, eg, "cluster_name", "SDS is served on the ADS stream: "
+					      "cluster_name must be the ADS cluster '%s'", g_server.xds.cluster);
+	} else {   /* the bootstrap: dynamic_resources comes later (tls_sds_check_sources) */
+		if (!sds_sources)
+			sds_sources = json_array();
+		json_array_append_new(sds_sources, json_string(cluster));
+	}
+	cfg_leave(c);
+	cfg_leave(c);
+	cfg_leave(c);
+	cfg_leave(c);
+	return RM_OK;
+}
+
+int tls_sds_check_sources(const char *ads_cluster, char *err, size_t errlen)
+{
+	size_t i;
+	json_t *v;
+	int rc = RM_OK;
+	json_array_foreach(sds_sources, i, v) {
+		const char *cl = json_string_value(v);
+		if (err && (!ads_cluster || (*cl && strcmp(cl, ads_cluster)))) {
+			snprintf(err, errlen, "sds_config: %s%s%s: SDS is "
+				 "served on the ADS stream (dynamic_resources.ads_config%s%s)",
+				 *cl ? "api_config_source cluster '" : "ads", cl, *cl ? "'" : "",
+				 ads_cluster ? ", cluster " : " is not set",
+				 ads_cluster ? ads_cluster : "");
+			rc = RM_ERROR;
+			break;
+		}
+	}
+	json_decref(sds_sources);
+	sds_sources = NULL;
+	return rc;
+}
+
+/* SdsSecretConfig {name[, sds_config]} -> a static secret of that kind, or
+ * (sds_config) an SDS secret, subscribed over ADS. */
 static struct tls_secret *sds_ref(struct cfg_ctx *c, const json_t *s, enum secret_kind kind)
 {
 	static const char *const f[] = { "name", "sds_config", NULL };
 	const char *name = NULL;
+	const json_t *sc;
 	if (cfg_expect_object(c, s) || cfg_check_fields(c, s, f) || cfg_string_req(c, s, "name", &name))
 		return NULL;
-	if (cfg_get(s, "sds_config")) {
-		cfg_fail_field(c, s, "sds_config", "SDS over xDS is not supported yet: reference a "
-			       "static_resources.secrets entry by name only");
-		return NULL;
+	if ((sc = cfg_enter(c, s, "sds_config"))) {
+		uint64_t ms = 0;
+		char err[256];
+		if (parse_sds_config(c, sc, &ms))
+			return NULL;
+		cfg_leave(c);
+		if (!*name) {
+			cfg_fail_field(c, s, "name", "an SDS secret needs a name");
+			return NULL;
+		}
+		struct tls_secret *sec = tls_sds_ref(name, kind, ms, err, sizeof(err));
+		if (!sec)
+			cfg_fail_field(c, s, "name", "%s", err);
+		return sec;
 	}
 	struct tls_secret *sec = tls_secret_find(name);
 	if (!sec)
@@ -678,7 +796,7 @@ static int parse_common(struct cfg_ctx *c, const json_t *cc, struct tls_ctx *t)
 		return cfg_fail(c, "only one of validation_context, validation_context_sds_secret_config may be set");
 	if ((v = cfg_enter(c, cc, "validation_context"))) {
 		t->val = tls_secret_add(NULL, SECRET_VALIDATION);
-		if (tls_validation_parse(c, v, &t->val->val))
+		if (tls_validation_parse(c, v, t->val->v))
 			return RM_ERROR;
 		cfg_leave(c);
 	}
@@ -826,6 +944,8 @@ int tls_transport_socket_parse(struct cfg_ctx *c, const json_t *ts, bool server,
 		return RM_ERROR;
 	if (tls_conn_ex_idx < 0)
 		tls_conn_ex_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	if (tls_val_ex_idx < 0)
+		tls_val_ex_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	struct tls_ctx *t = xcalloc(1, sizeof(*t));
 	t->server = server;
 	t->min_ver = TLS1_2_VERSION;

@@ -9,8 +9,14 @@
  * use a changed secret rebuild their SSL_CTX and post it to the workers.  A
  * rebuild that fails (say the certificate was replaced but not yet its key)
  * keeps the previous SSL_CTX and is retried at the next change.
- * SDS (xDS) will update secrets through the same path: replace the data,
- * mark the secret dirty, call tls_ctx_rebuild_all(). */
+ * SDS (xDS) updates secrets through the same path (tls_sds_apply): the new
+ * data replaces the old, the secret is marked dirty, and the contexts using
+ * it rebuild.  An SDS secret is created pending (no data) by the first
+ * context naming it; a context with a pending secret has a placeholder
+ * SSL_CTX that fails every handshake (no certificate; a pending validation
+ * context fails every verification), and listeners / clusters using it warm
+ * until it arrives (xds/ads.c asks tls_ctx_ready).  The secret is freed, and
+ * its subscription dropped, when the last context using it goes. */
 #include "tls-t.h"
 
 #include <errno.h>
@@ -31,11 +37,23 @@
 
 static struct tls_secret *secrets;          /* the store */
 static struct tls_ctx *contexts;            /* every live context */
+static struct event_base *sds_base;         /* for SDS fetch timers (tls_secrets_start) */
+static void (*sds_notify_fn)(void *arg);
+static void *sds_notify_arg;
+static const struct stat_desc sds_desc[] = { SDS_STATS(STATS_DESC) };
 
 struct tls_secret *tls_secret_find(const char *name)
 {
 	for (struct tls_secret *s = secrets; s; s = s->next)
-		if (s->name && !strcmp(s->name, name))
+		if (s->name && !s->sds && !strcmp(s->name, name))
+			return s;
+	return NULL;
+}
+
+static struct tls_secret *sds_find(const char *name)
+{
+	for (struct tls_secret *s = secrets; s; s = s->next)
+		if (s->sds && !strcmp(s->name, name))
 			return s;
 	return NULL;
 }
@@ -46,6 +64,7 @@ struct tls_secret *tls_secret_add(const char *name, enum secret_kind kind)
 	s->name = name ? xstrdup(name) : NULL;
 	s->anonymous = !name;
 	s->kind = kind;
+	s->v = &s->val;
 	s->next = secrets;
 	secrets = s;
 	return s;
@@ -74,13 +93,34 @@ static void secret_free(struct tls_secret *s)
 	datasrc_free(&s->chain);
 	datasrc_free(&s->key);
 	validation_free(&s->val);
+	if (s->v != &s->val) {
+		validation_free(s->v);
+		free(s->v);
+	}
+	for (size_t i = 0; i < s->nretired; i++) {
+		validation_free(s->retired[i]);
+		free(s->retired[i]);
+	}
+	free(s->retired);
+	if (s->timer)
+		event_free(s->timer);
+	json_decref(s->sds_json);
+	stats_scope_free(s->stats);
 	free(s->name);
 	free(s);
 }
 
+static void sds_notify(void)
+{
+	if (sds_notify_fn)
+		sds_notify_fn(sds_notify_arg);
+}
+
 void tls_secret_release(struct tls_secret *s)
 {
-	if (!s || !s->anonymous)
+	if (!s || (!s->anonymous && !s->sds))
+		return;
+	if (s->sds && --s->refs)
 		return;
 	for (struct tls_secret **pp = &secrets; *pp; pp = &(*pp)->next) {
 		if (*pp == s) {
@@ -88,7 +128,12 @@ void tls_secret_release(struct tls_secret *s)
 			break;
 		}
 	}
+	bool sds = s->sds;
+	if (sds)
+		log_info("tls: SDS secret '%s' no longer used", s->name);
 	secret_free(s);
+	if (sds)
+		sds_notify();
 }
 
 void tls_ctx_link(struct tls_ctx *t)
@@ -471,6 +516,8 @@ void tls_secrets_reload_all(void)
 {
 	bool any = false;
 	for (struct tls_secret *s = secrets; s; s = s->next) {
+		if (s->sds)
+			continue;   /* SDS data changes through tls_sds_apply */
 		bool ch = s->kind == SECRET_CERT ? reload_ds(&s->chain) | reload_ds(&s->key)
 						 : reload_ds(&s->val.ca) | reload_ds(&s->val.crl);
 		if (ch) {
@@ -532,9 +579,37 @@ static void expiry_cb(evutil_socket_t fd, short what, void *arg)
 	tls_update_expiry_gauge();
 }
 
+static void sds_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tls_secret *s = arg;
+	(void)fd;
+	(void)what;
+	if (!s->pending)
+		return;
+	s->timed_out = true;
+	stats_inc(s->stats, 0, SDS_init_fetch_timeout);
+	log_warn("tls: SDS secret '%s': initial_fetch_timeout; its listeners and clusters start "
+		 "without it (handshakes fail until it arrives)", s->name);
+	sds_notify();
+}
+
+static void sds_arm(struct tls_secret *s)
+{
+	if (!sds_base || s->timer || !s->pending || !s->fetch_timeout_ms)
+		return;
+	uint64_t ms = s->fetch_timeout_ms;
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	s->timer = evtimer_new(sds_base, sds_timeout_cb, s);
+	event_add(s->timer, &tv);
+}
+
 void tls_secrets_start(struct event_base *base)
 {
 	tls_update_expiry_gauge();
+	sds_base = base;
+	for (struct tls_secret *s = secrets; s; s = s->next)
+		if (s->sds)
+			sds_arm(s);
 	if (!secrets || ino_fd >= 0)
 		return;
 	expiry_ev = event_new(base, -1, EV_PERSIST, expiry_cb, NULL);
@@ -546,6 +621,8 @@ void tls_secrets_start(struct event_base *base)
 		return;
 	}
 	for (struct tls_secret *s = secrets; s; s = s->next) {
+		if (s->sds)
+			continue;
 		const struct tls_datasrc *ds[2] = { s->kind == SECRET_CERT ? &s->chain : &s->val.ca,
 						    s->kind == SECRET_CERT ? &s->key : &s->val.crl };
 		for (int i = 0; i < 2; i++)
@@ -569,6 +646,8 @@ void tls_secrets_stop(void)
 	if (ino_fd >= 0)
 		close(ino_fd);
 	ino_fd = -1;
+	sds_base = NULL;
+	sds_notify_fn = NULL;
 	while (secrets) {
 		struct tls_secret *s = secrets;
 		secrets = s->next;
@@ -596,7 +675,7 @@ static int64_t days_left(X509 *x)
 	return days < 0 || (days == 0 && secs < 0) ? 0 : days;
 }
 
-static json_t *cert_json(X509 *x, const char *path)
+static json_t *cert_json(X509 *x, const char *path, const char *secret)
 {
 	char from[64], to[64];
 	json_t *sans = json_array();
@@ -629,18 +708,21 @@ static json_t *cert_json(X509 *x, const char *path)
 	json_t *j = json_pack("{s:s, s:s, s:o, s:s, s:s, s:s}", "path", path, "serial_number",
 			      hex ? hex : "", "subject_alt_names", sans, "days_until_expiration", days,
 			      "valid_from", from, "expiration_time", to);
+	if (secret)
+		json_object_set_new(j, "secret_name", json_string(secret));
 	OPENSSL_free(hex);
 	BN_free(bn);
 	return j;
 }
 
-static void add_certs(json_t *arr, const struct tls_datasrc *ds, bool leaf_only, int64_t *min_days)
+static void add_certs(json_t *arr, const struct tls_datasrc *ds, const char *secret, bool leaf_only,
+		      int64_t *min_days)
 {
 	STACK_OF(X509) *xs = tls_pem_certs(ds->data, ds->len);
 	for (int i = 0; xs && i < sk_X509_num(xs); i++) {
 		X509 *x = sk_X509_value(xs, i);
 		if (arr)
-			json_array_append_new(arr, cert_json(x, ds_name(ds)));
+			json_array_append_new(arr, cert_json(x, ds_name(ds), secret));
 		if (min_days && days_left(x) < *min_days)
 			*min_days = days_left(x);
 		if (leaf_only)
@@ -654,10 +736,10 @@ json_t *tls_certs_json(void)
 	json_t *list = json_array();
 	for (struct tls_ctx *t = contexts; t; t = t->next) {
 		json_t *ca = json_array(), *chain = json_array();
-		if (t->val && t->val->val.ca.kind)
-			add_certs(ca, &t->val->val.ca, true, NULL);
+		if (t->val && t->val->v->ca.kind)
+			add_certs(ca, &t->val->v->ca, t->val->name, true, NULL);
 		for (size_t i = 0; i < t->ncerts; i++)
-			add_certs(chain, &t->certs[i]->chain, true, NULL);
+			add_certs(chain, &t->certs[i]->chain, t->certs[i]->name, true, NULL);
 		json_array_append_new(list, json_pack("{s:o, s:o}", "ca_cert", ca, "cert_chain", chain));
 	}
 	return json_pack("{s:o}", "certificates", list);
@@ -667,10 +749,10 @@ int64_t tls_days_until_first_expiry(void)
 {
 	int64_t min = INT64_MAX;
 	for (struct tls_ctx *t = contexts; t; t = t->next) {
-		if (t->val && t->val->val.ca.kind)
-			add_certs(NULL, &t->val->val.ca, false, &min);
+		if (t->val && t->val->v->ca.kind)
+			add_certs(NULL, &t->val->v->ca, NULL, false, &min);
 		for (size_t i = 0; i < t->ncerts; i++)
-			add_certs(NULL, &t->certs[i]->chain, false, &min);
+			add_certs(NULL, &t->certs[i]->chain, NULL, false, &min);
 	}
 	return min;
 }
@@ -682,4 +764,152 @@ void tls_update_expiry_gauge(void)
 	int64_t d = tls_days_until_first_expiry();
 	if (d != INT64_MAX)   /* no certificate: leave the gauge alone */
 		stats_gauge_set(g_server.server_stats, SRV_days_until_first_cert_expiring, d);
+}
+
+/* ---- SDS ------------------------------------------------------------------------------ */
+
+void tls_sds_set_notify(void (*fn)(void *arg), void *arg)
+{
+	sds_notify_fn = fn;
+	sds_notify_arg = arg;
+}
+
+bool tls_secret_usable(const struct tls_secret *s)
+{
+	return !s->pending;
+}
+
+struct tls_secret *tls_sds_ref(const char *name, enum secret_kind kind, uint64_t timeout_ms,
+			       char *err, size_t errlen)
+{
+	struct tls_secret *s = sds_find(name);
+	if (s && s->kind != kind) {
+		snprintf(err, errlen, "SDS secret '%s' is already used as a %s", name,
+			 s->kind == SECRET_CERT ? "tls_certificate" : "validation_context");
+		return NULL;
+	}
+	if (!s) {
+		s = tls_secret_add(name, kind);
+		s->sds = true;
+		s->pending = true;
+		s->fetch_timeout_ms = timeout_ms;
+		char *scope = xasprintf("sds.%s", name);
+		s->stats = stats_scope_new(g_server.stats, scope, scope, NULL, NULL, sds_desc, SDS_STATS_N);
+		free(scope);
+		sds_arm(s);
+		log_info("tls: SDS secret '%s' subscribed", name);
+		s->refs = 1;
+		sds_notify();
+		return s;
+	}
+	s->refs++;
+	return s;
+}
+
+json_t *tls_sds_names(void)
+{
+	json_t *set = json_object();
+	for (struct tls_secret *s = secrets; s; s = s->next)
+		if (s->sds)
+			json_object_set_new(set, s->name, json_true());
+	return set;
+}
+
+bool tls_sds_waiting(void)
+{
+	for (struct tls_secret *s = secrets; s; s = s->next)
+		if (s->sds && s->pending && !s->timed_out)
+			return true;
+	return false;
+}
+
+bool tls_ctx_ready(const struct tls_ctx *t)
+{
+	if (!t)
+		return true;
+	for (size_t i = 0; i < t->ncerts; i++)
+		if (t->certs[i]->pending && !t->certs[i]->timed_out)
+			return false;
+	return !t->val || !t->val->pending || t->val->timed_out;
+}
+
+static int64_t sds_version_gauge(const char *v)
+{
+	char *end;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (*v && !*end)
+		return (int64_t)n;
+	uint64_t h = 1469598103934665603ull;
+	while (*v)
+		h = (h ^ (unsigned char)*v++) * 1099511628211ull;
+	return (int64_t)(h >> 12);
+}
+
+int tls_sds_apply(const char *name, const json_t *j, const char *version, char *err, size_t errlen)
+{
+	static const char *const f[] = { "name", "tls_certificate", "validation_context",
+					 "session_ticket_keys", "generic_secret", NULL };
+	struct tls_secret *s = sds_find(name);
+	const json_t *v;
+	struct cfg_ctx c;
+	if (!s || (s->sds_json && json_equal(s->sds_json, j)))
+		return 0;
+	stats_inc(s->stats, 0, SDS_update_attempt);
+	cfg_init(&c, NULL, NULL);
+	int rc = cfg_expect_object(&c, j) || cfg_check_fields(&c, j, f);
+	if (!rc && (cfg_get(j, "session_ticket_keys") || cfg_get(j, "generic_secret")))
+		rc = cfg_fail(&c, "session_ticket_keys and generic_secret secrets are not supported");
+	const char *want = s->kind == SECRET_CERT ? "tls_certificate" : "validation_context";
+	const char *other = s->kind == SECRET_CERT ? "validation_context" : "tls_certificate";
+	if (!rc && cfg_get(j, other))
+		rc = cfg_fail_field(&c, j, other, "secret '%s' is used as a %s, not a %s", name, want,
+				    other);
+	if (!rc && !(v = cfg_enter_req(&c, j, want)))
+		rc = RM_ERROR;
+	if (!rc && s->kind == SECRET_CERT) {
+		struct tls_secret tmp = { 0 };
+		rc = tls_certpair_parse(&c, v, &tmp);
+		if (!rc) {
+			datasrc_free(&s->chain);
+			datasrc_free(&s->key);
+			s->chain = tmp.chain;
+			s->key = tmp.key;
+		} else {
+			datasrc_free(&tmp.chain);
+			datasrc_free(&tmp.key);
+		}
+	} else if (!rc) {
+		struct tls_validation *nv = xcalloc(1, sizeof(*nv));
+		rc = tls_validation_parse(&c, v, nv);
+		if (rc) {
+			validation_free(nv);
+			free(nv);
+		} else {
+			/* SSL_CTXs built before point at the old one: retire it */
+			if (s->v != &s->val) {
+				s->retired = xrealloc(s->retired, (s->nretired + 1) * sizeof(*s->retired));
+				s->retired[s->nretired++] = s->v;
+			}
+			s->v = nv;
+		}
+	}
+	if (rc) {
+		snprintf(err, errlen, "%s", c.err);
+		stats_inc(s->stats, 0, SDS_update_rejected);
+		return -1;
+	}
+	json_decref(s->sds_json);
+	s->sds_json = json_deep_copy(j);
+	bool was_pending = s->pending;
+	s->pending = false;
+	if (s->timer)
+		event_del(s->timer);
+	s->dirty = true;
+	stats_inc(s->stats, 0, SDS_update_success);
+	stats_gauge_set(s->stats, SDS_version, sds_version_gauge(version ? version : ""));
+	log_info("tls: SDS secret '%s' version '%s' accepted", name, version ? version : "");
+	rebuild(true);
+	if (was_pending)
+		sds_notify();
+	return 1;
 }

@@ -56,7 +56,21 @@ struct tls_secret {
 	char *name;                     /* owned; NULL: anonymous */
 	enum secret_kind kind;
 	struct tls_datasrc chain, key;  /* SECRET_CERT */
-	struct tls_validation val;      /* SECRET_VALIDATION */
+	struct tls_validation val;      /* SECRET_VALIDATION (static secrets) */
+	struct tls_validation *v;       /* the validation in force: &val, or (SDS) a heap
+					 * copy; SSL_CTXs point at it, so an SDS update
+					 * retires the old one instead of freeing it */
+	struct tls_validation **retired; /* owned [nretired] (SDS) */
+	size_t nretired;
+	/* SDS (sds_config): subscribed over ADS by name */
+	bool sds;
+	bool pending;                   /* no version accepted yet */
+	bool timed_out;                 /* initial_fetch_timeout passed while pending */
+	unsigned refs;                  /* contexts using it; 0: removed */
+	uint64_t fetch_timeout_ms;      /* sds_config.initial_fetch_timeout (15 s; 0 none) */
+	struct event *timer;            /* owned: the initial fetch timeout */
+	json_t *sds_json;               /* owned: the accepted Secret (proto3 JSON) */
+	struct stats_scope *stats;      /* owned: sds.<name>.* */
 	bool dirty;                     /* contents changed since the last rebuild */
 	bool anonymous;                 /* inline: owned by the one context using it */
 	struct tls_secret *next;        /* the store's list */
@@ -114,7 +128,12 @@ struct tls_conn {
 };
 
 /* secrets.c */
-struct tls_secret *tls_secret_find(const char *name);
+struct tls_secret *tls_secret_find(const char *name);      /* static secrets */
+/* The SDS secret of that name and kind, created (pending) if absent; takes a
+ * reference (released by tls_secret_release).  NULL with err: kind clash. */
+struct tls_secret *tls_sds_ref(const char *name, enum secret_kind kind, uint64_t timeout_ms,
+			       char *err, size_t errlen);
+bool tls_secret_usable(const struct tls_secret *s);       /* has data (not pending) */
 struct tls_secret *tls_secret_add(const char *name, enum secret_kind kind);
 void tls_secret_release(struct tls_secret *s);   /* frees anonymous secrets only */
 int tls_datasrc_parse(struct cfg_ctx *c, const json_t *obj, const char *field,
@@ -136,6 +155,7 @@ bool tls_san_check(const struct tls_validation *v, X509 *leaf);
 /* "cert chain" PEM -> certificates (caller frees with sk_X509_pop_free). */
 STACK_OF(X509) *tls_pem_certs(const char *data, size_t len);
 extern int tls_conn_ex_idx;
+extern int tls_val_ex_idx;     /* SSL_CTX ex data: the tls_validation it was built with */
 
 /* tls_io.c */
 char *tls_x509_uri_san(X509 *x);   /* first URI SAN, caller frees; NULL if none */

@@ -125,6 +125,34 @@ const char *tls_conn_sni(const struct tls_conn *tc);
  * and cached (owned by tc). */
 const char *tls_conn_xfcc(struct tls_conn *tc, unsigned details, size_t *len);
 
+/* ---- SDS (secrets over xDS; main thread) ---- */
+
+/* sds.<name>.* (Envoy's subscription stat names). */
+#define SDS_STATS(X) X(COUNTER, update_attempt) X(COUNTER, update_success)             \
+	X(COUNTER, update_rejected) X(COUNTER, init_fetch_timeout) X(GAUGE, version)
+#define SDS_ENUM(type, name) SDS_##name,
+enum { SDS_STATS(SDS_ENUM) SDS_STATS_N };
+
+/* Called (main thread) whenever the set of SDS secret names in use changes
+ * or a pending secret becomes usable (arrived, or its initial_fetch_timeout
+ * passed).  The xDS client registers one. */
+void tls_sds_set_notify(void (*fn)(void *arg), void *arg);
+/* The names of the SDS secrets in use, as a JSON set {name: true} (new ref). */
+json_t *tls_sds_names(void);
+/* Some SDS secret in use has not arrived yet (nor timed out). */
+bool tls_sds_waiting(void);
+/* Apply one Secret (proto3 JSON) received over SDS.  Returns 1 applied,
+ * 0 unchanged or not in use (ignored), -1 rejected (err: "<field path>:
+ * <reason>"; the previous version keeps serving).  Contexts using it build
+ * a new SSL_CTX for new handshakes; established connections keep theirs. */
+int tls_sds_apply(const char *name, const json_t *secret, const char *version, char *err,
+		  size_t errlen);
+/* The context's secrets are all usable (or timed out); NULL ok. */
+bool tls_ctx_ready(const struct tls_ctx *t);
+/* Bootstrap check: every sds_config names the ADS cluster (ads_cluster NULL:
+ * no ADS configured).  Returns -1 with err. */
+int tls_sds_check_sources(const char *ads_cluster, char *err, size_t errlen);
+
 /* Main thread: (re)build every context from its current secrets; returns
  * the number that failed (the old SSL_CTX stays in force for those). */
 unsigned tls_ctx_rebuild_all(void);

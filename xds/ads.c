@@ -27,12 +27,14 @@
 #include "../proxy/server.h"
 #include "../proxy/log.h"
 #include "../proxy/upstream/cluster.h"
+#include "../tls/tls.h"
 #include "envoy/service/discovery/v3/subset.pb-c.h"
 
 #define TYPE_CDS "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 #define TYPE_EDS "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 #define TYPE_LDS "type.googleapis.com/envoy.config.listener.v3.Listener"
 #define TYPE_RDS "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+#define TYPE_SDS "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 #define TYPE_RESOURCE "type.googleapis.com/envoy.service.discovery.v3.Resource"
 #define ADS_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 #define DELTA_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
@@ -43,10 +45,10 @@
 #define NACK_DELAY_BASE_MS 100
 #define NACK_DELAY_MAX_MS 10000
 
-enum { T_CDS, T_EDS, T_LDS, T_RDS, T_N };
-static const char *const type_urls[T_N] = { TYPE_CDS, TYPE_EDS, TYPE_LDS, TYPE_RDS };
+enum { T_CDS, T_EDS, T_LDS, T_RDS, T_SDS, T_N };
+static const char *const type_urls[T_N] = { TYPE_CDS, TYPE_EDS, TYPE_LDS, TYPE_RDS, TYPE_SDS };
 static const char *const type_names[T_N] = { "Cluster", "ClusterLoadAssignment", "Listener",
-					      "RouteConfiguration" };
+					      "RouteConfiguration", "Secret" };
 
 #define XDS_UPDATE_STATS(X) X(COUNTER, update_attempt) X(COUNTER, update_success) \
 	X(COUNTER, update_rejected) X(COUNTER, update_failure) X(COUNTER, update_empty) \
@@ -86,12 +88,16 @@ struct dyn_cluster {                /* one CDS resource */
 	struct cluster *active;     /* ref, in snapshots; NULL until first warmed */
 	struct cluster *warming;    /* ref, started, not initialized yet; or NULL */
 	struct event *timer;        /* owned: EDS initial_fetch_timeout of warming */
+	bool sds_wait;              /* warming is not started: an SDS secret it uses
+				     * has not arrived (tls_ctx_ready) */
 };
 
 struct dyn_listener {               /* one LDS resource */
 	char *name;                 /* owned */
 	struct listener_cfg *l;     /* ref: compiled, published; NULL while warming */
 	json_t *rds_used;           /* owned: {name: RouteConfiguration} it was compiled with */
+	struct listener_cfg *wl;    /* ref: compiled, waiting for SDS secrets; or NULL */
+	json_t *wl_rds;             /* owned: the routes wl was compiled with */
 };
 
 struct ads {
@@ -102,6 +108,8 @@ struct ads {
 	struct event *init_ev;      /* owned: initial fetch timeout */
 	struct event *rds_ev;       /* owned: RDS fetch timeout */
 	struct event *publish_ev;   /* owned: coalesced snapshot publication */
+	struct event *sds_ev;       /* owned: SDS secrets in use or usable changed */
+	const char *applying_version; /* version_info of the response being applied */
 	struct grpc_client *dead;   /* closed client waiting for free_ev */
 	uint64_t backoff_ms;
 	bool node_sent, got_response, initial_done, rds_timed_out;
@@ -192,6 +200,8 @@ static void dc_clear(struct dyn_cluster *d)
 
 static void dl_clear(struct dyn_listener *d)
 {
+	listener_unref(d->wl);
+	json_decref(d->wl_rds);
 	listener_unref(d->l);
 	json_decref(d->rds_used);
 	free(d->name);
@@ -278,7 +288,10 @@ static void eds_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	cluster_eds_fetch_timeout(arg);   /* the warming cluster; calls cluster_warmed */
 }
 
-/* Start a compiled cluster warming; EDS data already received is applied. */
+static void launch_warming(struct ads *a, struct dyn_cluster *d);
+
+/* Start a compiled cluster warming; EDS data already received is applied.
+ * A cluster whose SDS secrets have not arrived waits (sds_wait). */
 static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *cl)
 {
 	struct cluster *prev = d->warming ? d->warming : d->active;
@@ -294,6 +307,18 @@ static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *
 	d->warming = cl;
 	a->eds_dirty = true;
 	json_object_set(a->t[T_CDS].res, d->name, cl->json);   /* the accepted version */
+	d->sds_wait = cl->tls && !tls_ctx_ready(cl->tls);
+	if (d->sds_wait) {
+		log_info("xds: cluster '%s' warming: waiting for its SDS secrets", d->name);
+		return;
+	}
+	launch_warming(a, d);
+}
+
+/* Start the warming cluster d->warming (its secrets are there). */
+static void launch_warming(struct ads *a, struct dyn_cluster *d)
+{
+	struct cluster *cl = d->warming;
 	if (cl->type == CLUSTER_EDS) {
 		const json_t *cla = json_object_get(a->t[T_EDS].res, cl->eds_service_name);
 		if (cla) {
@@ -461,7 +486,7 @@ static bool eds_apply_one(struct ads *a, const char *name, const json_t *cla, ch
 		list = many = xcalloc(json_array_size(users) * 2, sizeof(*many));
 	json_array_foreach(users, i, v) {
 		struct dyn_cluster *d = &a->dc[json_integer_value(v)];
-		struct cluster *two[2] = { d->active, d->warming };
+		struct cluster *two[2] = { d->active, d->sds_wait ? NULL : d->warming };
 		for (int k = 0; k < 2; k++)
 			if (two[k] && two[k]->type == CLUSTER_EDS &&
 			    !strcmp(two[k]->eds_service_name, name))
@@ -555,6 +580,14 @@ static bool listener_has_tcp_proxy(const json_t *l)
 	return false;
 }
 
+static bool listener_tls_ready(const struct listener_cfg *l)
+{
+	for (size_t i = 0; i < l->nchains; i++)
+		if (!tls_ctx_ready(l->chains[i].tls))
+			return false;
+	return !l->default_chain || tls_ctx_ready(l->default_chain->tls);
+}
+
 static const json_t *rds_lookup(void *arg, const char *name)
 {
 	json_t *used = arg;   /* name -> RouteConfiguration, filled by compile_listener */
@@ -585,8 +618,30 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 		json_object_set_new(used, rn, r);
 	}
 	json_decref(names);
+	if (rc == 1 && d->wl && json_equal(d->wl->json, j) && json_equal(d->wl_rds, used) &&
+	    !(clusters_changed && listener_has_tcp_proxy(j))) {
+		if (!listener_tls_ready(d->wl)) {   /* still waiting for its secrets */
+			json_decref(used);
+			return 0;
+		}
+		log_info("xds: listener '%s': its SDS secrets arrived", d->name);
+		listener_unref(d->l);
+		d->l = d->wl;
+		d->wl = NULL;
+		json_decref(d->wl_rds);
+		d->wl_rds = NULL;
+		json_decref(d->rds_used);
+		d->rds_used = used;
+		return 1;
+	}
 	if (rc == 0 || (d->l && json_equal(d->l->json, j) && json_equal(d->rds_used, used) &&
 			!(clusters_changed && listener_has_tcp_proxy(j)))) {
+		if (rc == 1 && d->wl) {   /* back to the version in force */
+			listener_unref(d->wl);
+			d->wl = NULL;
+			json_decref(d->wl_rds);
+			d->wl_rds = NULL;
+		}
 		json_decref(used);
 		return rc;
 	}
@@ -613,6 +668,16 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 			json_decref(used);
 			return -1;
 		}
+	listener_unref(d->wl);
+	json_decref(d->wl_rds);
+	d->wl = NULL;
+	d->wl_rds = NULL;
+	if (!listener_tls_ready(l)) {   /* warm until its SDS secrets arrive */
+		log_info("xds: listener '%s' warming: waiting for its SDS secrets", d->name);
+		d->wl = l;
+		d->wl_rds = used;
+		return 0;
+	}
 	listener_unref(d->l);
 	d->l = l;
 	json_decref(d->rds_used);
@@ -819,6 +884,8 @@ static void check_initial(struct ads *a)
 	for (size_t i = 0; i < a->ndl; i++)
 		if (!a->dl[i].l)
 			return;
+	if (tls_sds_waiting())   /* static listeners / clusters using SDS secrets */
+		return;
 	a->initial_done = true;
 	evtimer_del(a->init_ev);
 	flush_publish(a);   /* the workers start on the complete configuration */
@@ -1032,6 +1099,20 @@ static void update_subscriptions(struct ads *a)
 	}
 	if (a->srv->xds.lds)
 		update_subscription(a, T_RDS, rds_names(a));
+	json_t *sds = tls_sds_names();
+	struct xtype *x = &a->t[T_SDS];
+	if (!a->delta) {
+		const char *k;
+		json_t *v, *tmp;
+		if (!x->sent_names && !json_object_size(sds)) {   /* never a wildcard SDS request */
+			json_decref(sds);
+			return;
+		}
+		json_object_foreach_safe(x->res, tmp, k, v)   /* forget what is no longer used */
+			if (!json_object_get(sds, k))
+				json_object_del(x->res, k);
+	}
+	update_subscription(a, T_SDS, sds);
 }
 
 /* The name of a resource that failed to convert, for the NACK ("" if none). */
@@ -1190,6 +1271,22 @@ static void apply_resources(struct ads *a, int t, json_t *got, const json_t *rem
 		}
 		break;
 	}
+	case T_SDS:
+		/* each secret replaces the store's (the contexts using it rebuild);
+		 * a rejected one leaves the previous version serving */
+		if (!x->res)
+			x->res = json_object();
+		json_object_foreach(got, n, v) {
+			char e[1024] = "";
+			if (tls_sds_apply(n, v, a->applying_version, e, sizeof(e)) < 0)
+				add_error(err, errlen, "Secret", n, e);
+			else
+				json_object_set(x->res, n, v);
+		}
+		/* a removed secret: its last version keeps serving (Envoy) */
+		json_array_foreach(removed, i, v)
+			json_object_del(x->res, json_string_value(v));
+		break;
 	}
 }
 
@@ -1264,7 +1361,8 @@ static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__
 		take_resource(a, t, r->resources[i], i, NULL, got, err, sizeof(err));
 	/* unchanged resend of the accepted state: ACK without re-applying */
 	bool unchanged = !err[0] && x->res && json_equal(x->res, got) &&
-			 (t == T_CDS || t == T_LDS || json_object_size(got));
+			 (t == T_CDS || t == T_LDS || json_object_size(got)) && t != T_SDS;
+	a->applying_version = r->version_info ? r->version_info : "";
 	if (!unchanged)
 		apply_resources(a, t, got, NULL, t == T_CDS || t == T_LDS, err, sizeof(err));
 	json_decref(got);
@@ -1302,6 +1400,7 @@ static void handle_delta(struct ads *a,
 	for (size_t i = 0; i < r->n_removed_resource_names; i++)
 		if (r->removed_resource_names[i]->name)
 			json_array_append_new(removed, json_string(r->removed_resource_names[i]->name));
+	a->applying_version = r->system_version_info ? r->system_version_info : "";
 	apply_resources(a, t, got, removed, false, err, sizeof(err));
 
 	/* per-resource versions of what is now in force (a rejected resource
@@ -1359,6 +1458,12 @@ static void on_open(void *arg)
 			send_delta(a, T_RDS, false, NULL, sub, NULL);
 			json_decref(sub);
 		}
+		if (json_object_size(a->t[T_SDS].subs)) {
+			sub = set_to_array(json_incref(a->t[T_SDS].subs));
+			send_delta(a, T_SDS, false, NULL, sub, NULL);
+			json_decref(sub);
+		}
+		update_subscriptions(a);   /* secrets named before the stream opened */
 		return;
 	}
 	if (a->srv->xds.cds)
@@ -1369,6 +1474,10 @@ static void on_open(void *arg)
 		send_sotw(a, T_LDS, NULL);
 	if (a->t[T_RDS].sent_names && json_array_size(a->t[T_RDS].sent_names))
 		send_sotw(a, T_RDS, NULL);
+	if (a->t[T_SDS].sent_names && json_array_size(a->t[T_SDS].sent_names))
+		send_sotw(a, T_SDS, NULL);
+	else
+		update_subscriptions(a);   /* secrets named before the stream opened */
 }
 
 static void on_message(void *arg, const uint8_t *data, size_t len)
@@ -1471,6 +1580,39 @@ static void ads_connect(struct ads *a)
 		schedule_reconnect(a);
 }
 
+/* SDS secrets in use changed, or one became usable: start the clusters and
+ * listeners that waited for them, update the subscription. */
+static void sds_changed_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ads *a = arg;
+	char err[2048] = "";
+	(void)fd;
+	(void)what;
+	for (size_t i = 0; i < a->ndc; i++) {
+		struct dyn_cluster *d = &a->dc[i];
+		if (d->sds_wait && d->warming && tls_ctx_ready(d->warming->tls)) {
+			d->sds_wait = false;
+			log_info("xds: cluster '%s': its SDS secrets arrived", d->name);
+			launch_warming(a, d);
+		}
+	}
+	if (a->ndl)
+		rebuild_listeners(a, err, sizeof(err), NULL);
+	if (err[0])
+		log_warn("xds: after an SDS update: %s", err);
+	update_subscriptions(a);
+	try_publish(a);
+	check_initial(a);
+}
+
+static void sds_notify(void *arg)
+{
+	struct ads *a = arg;
+	struct timeval zero = { 0, 0 };
+	if (!evtimer_pending(a->sds_ev, NULL))
+		evtimer_add(a->sds_ev, &zero);
+}
+
 struct ads *ads_start(struct server *srv)
 {
 	struct ads *a = xcalloc(1, sizeof(*a));
@@ -1498,6 +1640,8 @@ struct ads *ads_start(struct server *srv)
 	a->init_ev = evtimer_new(srv->base, init_timeout_cb, a);
 	a->rds_ev = evtimer_new(srv->base, rds_timeout_cb, a);
 	a->publish_ev = evtimer_new(srv->base, publish_cb, a);
+	a->sds_ev = evtimer_new(srv->base, sds_changed_cb, a);
+	tls_sds_set_notify(sds_notify, a);
 	for (int t = 0; t < T_N; t++) {
 		a->t[t].owner = a;
 		a->t[t].type = t;
@@ -1512,7 +1656,7 @@ struct ads *ads_start(struct server *srv)
 		struct timeval tv = { (time_t)(2 * ms / 1000), (suseconds_t)(2 * ms % 1000) * 1000 };
 		evtimer_add(a->init_ev, &tv);
 	}
-	if (!srv->xds.cds && !srv->xds.lds) {
+	if (!srv->xds.cds && !srv->xds.lds && !tls_sds_waiting()) {
 		a->initial_done = true;
 		server_xds_initial_fetch_done(srv);
 	}
@@ -1531,6 +1675,8 @@ void ads_free(struct ads *a)
 	event_free(a->init_ev);
 	event_free(a->rds_ev);
 	event_free(a->publish_ev);
+	tls_sds_set_notify(NULL, NULL);
+	event_free(a->sds_ev);
 	for (size_t i = 0; i < a->ndc; i++)
 		dc_clear(&a->dc[i]);
 	free(a->dc);

@@ -26,7 +26,10 @@ envoy/extensions/filters/http/router/v3/router.proto envoy/extensions/filters/ht
 envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto
 envoy/extensions/filters/listener/original_dst/v3/original_dst.proto
 envoy/extensions/upstreams/http/v3/http_protocol_options.proto
-envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.proto"
+envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.proto
+envoy/extensions/transport_sockets/tls/v3/tls.proto
+envoy/extensions/transport_sockets/tls/v3/secret.proto
+envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto"
 case "$1" in
 descriptor) protoc $INC --include_imports -o "$2" $FILES ;;
 encode) protoc $INC --encode="$2" $FILES ;;

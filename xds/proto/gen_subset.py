@@ -34,13 +34,26 @@ ROOTS = [
     "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
     "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+    "envoy.extensions.transport_sockets.tls.v3.Secret",
+    "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+    "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+    "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
 ]
 
 # Not supported by Remora (yet): never part of the subset.
 EXCLUDE_PREFIXES = [
     "xds.", "udpa.", "validate.", "google.protobuf.FileDescriptor",
     "envoy.config.accesslog.", "envoy.config.trace.", "envoy.config.common.matcher.",
-    "envoy.extensions.transport_sockets.", "envoy.config.core.v3.TransportSocket",
+    # TLS: the transport socket and SDS secrets are supported; not these parts
+    "envoy.extensions.transport_sockets.tls.v3.TlsKeyLog",
+    "envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider",
+    "envoy.extensions.transport_sockets.tls.v3.CertificateProviderPluginInstance",
+    "envoy.extensions.transport_sockets.tls.v3.GenericSecret",
+    "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider",
+    "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance",
+    "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext",
+    "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CustomHandshaker",
+    "envoy.config.core.v3.WatchedDirectory",
     "envoy.config.listener.v3.UdpListenerConfig", "envoy.config.listener.v3.QuicProtocolOptions",
     "envoy.config.listener.v3.ApiListener", "envoy.config.listener.v3.ListenerCollection",
     "envoy.config.core.v3.QuicProtocolOptions", "envoy.config.core.v3.Http3ProtocolOptions",

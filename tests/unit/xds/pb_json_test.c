@@ -96,13 +96,13 @@ TEST(pb_json_cluster_from_protoc_c)
 
 TEST(pb_json_unknown_field_names_path)
 {
-	/* A Cluster carrying field 24 (transport_socket: TLS, not in the subset). */
-	static const uint8_t wire[] = { 0x0a, 0x01, 'c', 0xc2, 0x01, 0x02, 0x0a, 0x00 };
+	/* A Cluster carrying field 40 (filters: upstream network filters, not in the subset). */
+	static const uint8_t wire[] = { 0x0a, 0x01, 'c', 0xc2, 0x02, 0x02, 0x0a, 0x00 };
 	struct pb_json_ctx ctx = { 0 };
 	json_t *j = pb_any_to_json(&ctx, "type.googleapis.com/envoy.config.cluster.v3.Cluster", wire,
 				   sizeof(wire), "resources[3]");
 	CHECK(j == NULL);
-	CHECK_CONTAINS(ctx.err, "resources[3]: field 'transport_socket' (number 24) of "
+	CHECK_CONTAINS(ctx.err, "resources[3]: field 'filters' (number 40) of "
 			   "envoy.config.cluster.v3.Cluster is not supported yet");
 	/* a number Envoy does not have either */
 	static const uint8_t wire2[] = { 0x0a, 0x01, 'c', 0xb8, 0x3e, 0x01 };   /* field 999 varint */

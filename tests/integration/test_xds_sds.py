@@ -1,0 +1,210 @@
+"""SDS over ADS: TLS certificates and validation contexts from the control
+plane (tests/xds/control_plane.js, official Envoy protos), plugged into the
+secret store: a listener warms until its certificate arrives, a rotation
+reaches new handshakes while an established connection keeps working, a bad
+secret is NACKed with its field path and the previous one keeps serving, and
+an upstream cluster validates its peer with an SDS validation context."""
+import json
+import re
+import socket
+import ssl
+import subprocess
+
+import pytest
+
+import tls_pki
+from harness import curl, wait_until
+from test_xds import (LDS, ControlPlane, cla, cp, eds_cluster, last_request, pytestmark,  # noqa: F401
+                      rds_listener, ready, routes, xds_bootstrap)
+
+SDS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+DOWNSTREAM = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+UPSTREAM = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+ADS_SRC = {"ads": {}, "resource_api_version": "V3"}
+
+
+@pytest.fixture
+def pki(tmp_path):
+    return tls_pki.make_pki(tmp_path / "pki")
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def cert_secret(name, pem, key):
+    return {"name": name, "tls_certificate": {"certificate_chain": {"inline_string": read(pem)},
+                                              "private_key": {"inline_string": read(key)}}}
+
+
+def ca_secret(name, ca):
+    return {"name": name, "validation_context": {"trusted_ca": {"inline_string": read(ca)}}}
+
+
+def tls_rds_listener(name, port, route, secret, src=None):
+    lst = rds_listener(name, port, route)
+    lst["filter_chains"][0]["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {"@type": DOWNSTREAM, "common_tls_context": {
+            "tls_certificate_sds_secret_configs": [{"name": secret,
+                                                    "sds_config": src or ADS_SRC}]}}}
+    return lst
+
+
+def secure_cluster(name, port, ca_secret_name):
+    return {"name": name, "type": "STATIC", "connect_timeout": {"seconds": 1},
+            "load_assignment": cla(name, [port]),
+            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": UPSTREAM, "sni": "localhost", "common_tls_context": {
+                    "validation_context_sds_secret_config": {
+                        "name": ca_secret_name, "sds_config": {
+                            "api_config_source": {
+                                "api_type": "GRPC", "transport_api_version": "V3",
+                                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]},
+                            "resource_api_version": "V3"}}}}}}
+
+
+def s_client_serial(port, ca):
+    """A new TLS client (openssl s_client): the server certificate's serial."""
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                        "localhost", "-CAfile", ca], input=b"", capture_output=True, timeout=20)
+    out = p.stdout.decode("utf-8", "replace")
+    m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", out, re.S)
+    if not m or "Verify return code: 0" not in out:
+        return None
+    x = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=m.group(0).encode(),
+                       capture_output=True, timeout=20)
+    return x.stdout.decode().strip().split("=", 1)[1].lower().lstrip("0")
+
+
+class KeepAlive:
+    """One TLS connection, HTTP/1.1 keep-alive requests on it."""
+
+    def __init__(self, port, ca):
+        ctx = ssl.create_default_context(cafile=ca)
+        self.s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                 server_hostname="localhost")
+
+    def serial(self):
+        der = self.s.getpeercert(binary_form=True)
+        p = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-serial"], input=der,
+                           capture_output=True, timeout=20)
+        return p.stdout.decode().strip().split("=", 1)[1].lower().lstrip("0")
+
+    def get(self, path):
+        self.s.sendall(f"GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n".encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = self.s.recv(65536)
+            assert chunk, "connection closed"
+            buf += chunk
+        head, body = buf.split(b"\r\n\r\n", 1)
+        n = int(re.search(rb"content-length: *(\d+)", head, re.I).group(1))
+        while len(body) < n:
+            chunk = self.s.recv(65536)
+            assert chunk, "connection closed"
+            body += chunk
+        return int(head.split(b" ")[1])
+
+    def close(self):
+        self.s.close()
+
+
+def run_sds(remora, cp, make_upstream, ports, pki, api_type):
+    a = make_upstream("a")
+    admin, lport, lport2 = ports.get(), ports.get(), ports.get()
+    ca = pki["ca"]
+    serial_a, serial_b = tls_pki.serial_of(pki["server"]), tls_pki.serial_of(pki["server2"])
+    assert serial_a != serial_b
+    cp.set("cds", "1", [eds_cluster("backend"), secure_cluster("secure", lport, "mesh_ca")])
+    cp.set("eds", "1", [cla("backend", [a.port])])
+    cp.set("rds", "1", [routes("r1", [("/", "backend")]), routes("r2", [("/", "secure")])])
+    cp.set("lds", "1", [tls_rds_listener("tls", lport, "r1", "server_cert"),
+                        rds_listener("plain", lport2, "r2")])
+    r = remora(xds_bootstrap(admin, cp.grpc_port, api_type=api_type), wait_ready=False)
+
+    # warming: the secrets are subscribed by name; until they arrive the
+    # listener and the cluster are not served and /ready is not 200
+    def sds_names():
+        names = set()
+        for q in cp.requests():
+            if q["type_url"] == SDS:
+                names |= set(q.get("resource_names") or q.get("subscribe") or [])
+        return names
+    wait_until(lambda: sds_names() >= {"server_cert", "mesh_ca"}, 15, what="SDS subscription")
+    assert not ready(r)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", lport), timeout=2).close()
+
+    cp.set("sds", "1", [cert_secret("server_cert", pki["server"], pki["server_key"]),
+                        ca_secret("mesh_ca", ca)])
+    wait_until(lambda: ready(r), 15, what="/ready after the secrets arrived")
+    wait_until(lambda: s_client_serial(lport, ca) == serial_a, 10, what="serial A")
+    assert curl(f"http://127.0.0.1:{lport2}/through").status == 200   # upstream TLS, SDS CA
+    kept = KeepAlive(lport, ca)
+    assert kept.serial() == serial_a
+    assert kept.get("/before") == 200
+
+    # rotation: v2 carries serial B; new clients see it, the kept one goes on
+    cp.set("sds", "2", [cert_secret("server_cert", pki["server2"], pki["server2_key"]),
+                        ca_secret("mesh_ca", ca)])
+    wait_until(lambda: s_client_serial(lport, ca) == serial_b, 5, interval=0.1,
+               what="new clients see serial B")
+    assert kept.get("/after") == 200
+    assert kept.serial() == serial_a
+    assert r.stat("sds.server_cert.update_success") == 2
+    certs = json.loads(r.admin_get("/certs")[2])["certificates"]
+    named = [c for e in certs for c in e["cert_chain"] if c.get("secret_name") == "server_cert"]
+    assert named and all(c["serial_number"] == serial_b for c in named), certs
+
+    # a bad secret (garbage PEM): NACK naming the secret and the field; B serves
+    bad = {"name": "server_cert", "tls_certificate": {
+        "certificate_chain": {"inline_string": "-----BEGIN CERTIFICATE-----\ngarbage\n"},
+        "private_key": {"inline_string": read(pki["server2_key"])}}}
+    cp.set("sds", "3", [bad, ca_secret("mesh_ca", ca)])
+    q = wait_until(lambda: last_request(cp, SDS, lambda q: q["error_detail"]), 10, what="SDS NACK")
+    msg = q["error_detail"]["message"]
+    assert "Secret 'server_cert'" in msg and "tls_certificate.certificate_chain" in msg, msg
+    if api_type == "GRPC":
+        assert q["version_info"] == "2"
+    r.wait_stat("sds.server_cert.update_rejected", lambda v: v >= 1)
+    assert s_client_serial(lport, ca) == serial_b
+    assert kept.get("/still") == 200
+    kept.close()
+
+    # the upstream's validation context from SDS: a foreign CA fails the
+    # upstream handshake (503), the mesh CA again lets it through
+    cp.set("sds", "4", [cert_secret("server_cert", pki["server2"], pki["server2_key"]),
+                        ca_secret("mesh_ca", pki["foreign_ca"])])
+    wait_until(lambda: curl(f"http://127.0.0.1:{lport2}/foreign").status == 503, 10,
+               what="upstream rejects the peer under a foreign CA")
+    assert r.stat("cluster.secure.ssl.fail_verify_error") >= 1
+    cp.set("sds", "5", [cert_secret("server_cert", pki["server2"], pki["server2_key"]),
+                        ca_secret("mesh_ca", ca)])
+    wait_until(lambda: curl(f"http://127.0.0.1:{lport2}/mesh").status == 200, 10,
+               what="upstream accepts the peer under the mesh CA")
+
+    # no listener or cluster uses the secrets any more: the subscription drops
+    # them (once the connections holding the old configuration are gone: the
+    # removed cluster's pooled connections close, ending the listener's)
+    cp.set("cds", "2", [eds_cluster("backend")])
+    cp.set("lds", "2", [rds_listener("plain", lport2, "r1")])
+
+    def unsubscribed():
+        qs = [q for q in cp.requests() if q["type_url"] == SDS]
+        if api_type == "GRPC":
+            return qs[-1]["resource_names"] == []
+        return {n for q in qs for n in q["unsubscribe"]} >= {"server_cert", "mesh_ca"}
+    wait_until(unsubscribed, 15, what="SDS secrets unsubscribed")
+    assert curl(f"http://127.0.0.1:{lport2}/plain").status == 200
+    assert "SDS secret 'server_cert' no longer used" in r.stderr_text()
+    r.stop()
+
+
+def test_sds_sotw(remora, cp, make_upstream, ports, pki):
+    run_sds(remora, cp, make_upstream, ports, pki, "GRPC")
+
+
+def test_sds_delta(remora, cp, make_upstream, ports, pki):
+    run_sds(remora, cp, make_upstream, ports, pki, "AGGREGATED_DELTA_GRPC")
