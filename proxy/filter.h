@@ -41,6 +41,12 @@ struct network_filter_ops {
 	bool (*on_handshake)(const struct downstream *d, const void *cfg);
 	/* A worker thread is exiting: free per-thread caches.  May be NULL. */
 	void (*thread_exit)(void);
+	/* Worker w swaps snapshots (on w's thread, before new work runs on the
+	 * new one): called with entering false for every config of the snapshot
+	 * it leaves, then true for every config of the one it enters (also for
+	 * its first snapshot).  Lets per-worker state follow the newest config
+	 * without locks (the HCM's RDS route tables).  May be NULL. */
+	void (*worker_snapshot)(const void *cfg, struct worker *w, bool entering);
 };
 
 /* HTTP filter hooks return one of these.  STOP pauses the chain at this
@@ -98,6 +104,12 @@ struct http_filter_ops {
 	void (*conn_state_free)(void *state);
 	/* A worker thread is exiting: free per-thread caches.  May be NULL. */
 	void (*thread_exit)(void);
+	/* Worker w swaps snapshots (on w's thread, before new work runs on the
+	 * new one): called with entering false for every config of the snapshot
+	 * it leaves, then true for every config of the one it enters (also for
+	 * its first snapshot).  Lets per-worker state follow the newest config
+	 * without locks (the HCM's RDS route tables).  May be NULL. */
+	void (*worker_snapshot)(const void *cfg, struct worker *w, bool entering);
 };
 
 /* Listener filters (Envoy's listener_filters) run on a freshly accepted

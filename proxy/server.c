@@ -14,6 +14,7 @@
 #include "config/yaml_json.h"
 #include "config/address.h"
 #include "upstream/cluster.h"
+#include "router/route.h"
 #include "../stats/admin.h"
 #include "../tls/tls.h"
 #include "../xds/ads.h"
@@ -539,6 +540,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	stats_gauge_set(srv->server_stats, SRV_memory_allocated, (int64_t)mi.uordblks);
 	stats_gauge_set(srv->server_stats, SRV_memory_heap_size, (int64_t)(mi.arena + mi.hblkhd));
 	stats_gauge_set(srv->server_stats, SRV_total_connections, server_active_connections(srv));
+	stats_gauge_set(srv->server_stats, SRV_route_tables_active, route_config_live());
 	for (size_t i = 0; srv->snap && i < srv->snap->nclusters; i++)
 		cluster_update_cb_gauges(srv->snap->clusters[i]);
 }

@@ -15,7 +15,8 @@
 	X(GAUGE, memory_heap_size) X(GAUGE, hot_restart_epoch)                   \
 	X(GAUGE, days_until_first_cert_expiring) X(COUNTER, envoy_bug_failures)   \
 	X(COUNTER, debug_assertion_failures) X(GAUGE, parent_connections)        \
-	X(GAUGE, version) X(COUNTER, dynamic_unknown_fields) X(COUNTER, static_unknown_fields)
+	X(GAUGE, version) X(COUNTER, dynamic_unknown_fields) X(COUNTER, static_unknown_fields) \
+	X(GAUGE, route_tables_active)
 #define SRV_ENUM(type, name) SRV_##name,
 enum { SERVER_STATS(SRV_ENUM) SERVER_STATS_N };
 

@@ -639,10 +639,33 @@ void worker_timer_add(struct worker *w, struct event *ev, uint64_t ms)
 	event_add(ev, &tv);
 }
 
+static void chain_notify(struct worker *w, const struct filter_chain *fc, bool entering)
+{
+	for (size_t i = 0; i < fc->npre; i++)
+		if (fc->pre[i].ops->worker_snapshot)
+			fc->pre[i].ops->worker_snapshot(fc->pre[i].cfg, w, entering);
+	if (fc->ops && fc->ops->worker_snapshot)
+		fc->ops->worker_snapshot(fc->cfg, w, entering);
+}
+
+/* Tell the network filters of every listener of s that w leaves or enters
+ * it (network_filter_ops.worker_snapshot).  O(filter chains). */
+static void snapshot_notify(struct worker *w, const struct snapshot *s, bool entering)
+{
+	for (size_t i = 0; s && i < s->nlisteners; i++) {
+		const struct listener_cfg *l = s->listeners[i];
+		for (size_t k = 0; k < l->nchains; k++)
+			chain_notify(w, &l->chains[k], entering);
+		if (l->default_chain)
+			chain_notify(w, l->default_chain, entering);
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	current_worker = w;
+	snapshot_notify(w, w->snap, true);
 	start_listeners(w);
 	event_base_dispatch(w->base);
 	/* Shutdown: close whatever is left. */
@@ -763,6 +786,10 @@ void worker_msg_set_snapshot(struct worker *w, void *arg)
 		for (size_t k = 0; hs && k < hs->n; k++)
 			pool_orphan(w, hs->hosts[k]);
 	}
+	/* per-worker filter state (RDS route tables) follows the new snapshot
+	 * before any request runs on it */
+	snapshot_notify(w, old, false);
+	snapshot_notify(w, s, true);
 	w->snap = s;
 	main_post(unref_snapshot_main, old);
 }

@@ -204,10 +204,18 @@ static void route_free_one(struct route *r)
 	rl_policy_list_free(e->rate_limits);
 }
 
+static long live_tables;   /* atomic */
+
+long route_config_live(void)
+{
+	return __atomic_load_n(&live_tables, __ATOMIC_RELAXED);
+}
+
 void route_config_free(struct route_config *rc)
 {
 	if (!rc)
 		return;
+	__atomic_sub_fetch(&live_tables, 1, __ATOMIC_RELAXED);
 	for (uint32_t i = 0; i < rc->nvhosts; i++) {
 		struct virtual_host *vh = &rc->vhosts[i];
 		for (uint32_t j = 0; j < vh->nroutes; j++) {
@@ -1407,6 +1415,8 @@ struct route_config *route_config_compile(struct cfg_ctx *c, const json_t *j,
 {
 	struct route_config *rc = xcalloc(1, sizeof(*rc));
 	int depth0 = c->depth;
+
+	__atomic_add_fetch(&live_tables, 1, __ATOMIC_RELAXED);
 	const json_t *arr;
 	const char *name = "";
 

@@ -200,6 +200,10 @@ struct route_entry {
 struct route_config *route_config_compile(struct cfg_ctx *c, const json_t *rc,
 					  const struct route_filters *filters);
 void route_config_free(struct route_config *rc);       /* NULL ok */
+/* Compiled route tables not yet freed, process-wide (any thread; for the
+ * server.route_tables_active gauge: old tables held by streams and
+ * connections show up here). */
+long route_config_live(void);
 const char *route_config_name(const struct route_config *rc);
 
 /* Cluster names the table references (for validation that they exist).

@@ -7,6 +7,7 @@ Resources are written in proto-loader object form: snake_case fields,
 Durations as {seconds, nanos}, wrappers as {value}, Anys as {"@type": ...}."""
 
 import json
+import re
 import os
 import subprocess
 import time
@@ -517,4 +518,192 @@ def test_updates_under_traffic_lose_nothing(remora, cp, make_upstream, ports):
     assert results["ok"] >= 20, results["ok"]
     assert results["seen"] == {"a", "b"}
     assert last_request(cp, LDS, lambda q: q["version_info"] == "8")
+    r.stop()
+
+
+def weighted_routes(name, wa, wb, ca="ca", cb="cb"):
+    return {"name": name, "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
+            {"name": ca, "weight": {"value": wa}},
+            {"name": cb, "weight": {"value": wb}}]}}}]}]}
+
+
+def test_route_changes_reach_existing_connections(remora, cp, make_upstream, ports):
+    """Issue 6 §6: an RDS update applies to the very next request on a
+    keep-alive HTTP/1.1 connection and on an HTTP/2 connection opened before
+    it (not only on new connections): a route change, a weighted shift
+    100/0 -> 0/100, and a route to a cluster added in the same update.  One
+    worker, so once a new connection sees the change the held connections'
+    worker has it too."""
+    from test_http2 import H2Client
+    a, b, c = make_upstream("a"), make_upstream("b"), make_upstream("c")
+    admin, lport = ports.get(), ports.get()
+    cp.set("cds", "1", [eds_cluster("ca"), eds_cluster("cb")])
+    cp.set("eds", "1", [cla("ca", [a.port]), cla("cb", [b.port])])
+    cp.set("rds", "1", [routes("r1", [("/", "ca")])])
+    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    r = remora(xds_bootstrap(admin, cp.grpc_port), concurrency=1)
+    h1 = harness.HttpConn(lport)
+    h2c = H2Client(lport)
+
+    def via_h1():
+        h1.request("GET", "/h1")
+        resp = h1.read_response()
+        assert resp.status == 200, resp
+        return resp.json()["server"]
+
+    def via_h2():
+        sid = h2c.request("/h2")
+        hdrs, body, _, reset = h2c.response(sid)
+        assert reset is None and hdrs.get(":status") == "200", (hdrs, body)
+        return json.loads(body)["server"]
+
+    def fresh():
+        res = curl(f"http://127.0.0.1:{lport}/fresh")
+        return res.json()["server"] if res.status == 200 else None
+
+    def push(version, rc, expect):
+        cp.set("rds", version, [rc])
+        wait_until(lambda: fresh() == expect, 10, what=f"RDS {version} on a new connection")
+
+    try:
+        assert via_h1() == "a" and via_h2() == "a"
+        push("2", routes("r1", [("/", "cb")]), "b")                # route change
+        assert via_h1() == "b" and via_h2() == "b"
+        push("3", weighted_routes("r1", 100, 0), "a")              # weighted 100/0
+        assert [via_h1() for _ in range(5)] == ["a"] * 5
+        assert [via_h2() for _ in range(5)] == ["a"] * 5
+        push("4", weighted_routes("r1", 0, 100), "b")              # shift to 0/100
+        assert [via_h1() for _ in range(5)] == ["b"] * 5
+        assert [via_h2() for _ in range(5)] == ["b"] * 5
+        # a cluster that arrives with the route change: the held connections
+        # look clusters up in the configuration of the request, not of the
+        # connection (they would answer 503 no cluster otherwise)
+        cp.set("cds", "2", [eds_cluster("ca"), eds_cluster("cb"), eds_cluster("cc")])
+        cp.set("eds", "2", [cla("ca", [a.port]), cla("cb", [b.port]), cla("cc", [c.port])])
+        wait_until(lambda: last_request(cp, EDS, lambda q: q["version_info"] == "2"), 10,
+                   what="EDS 2 ACKed")
+        push("5", routes("r1", [("/", "cc")]), "c")
+        assert via_h1() == "c" and via_h2() == "c"
+        assert not h2c.closed and not h1.eof, "the same connections served every request"
+    finally:
+        h1.close()
+        h2c.close()
+    assert not [q for q in cp.requests() if q["error_detail"]]
+    # stopping checks ASan's leak report: every route table (and snapshot)
+    # the streams held was released with the last stream using it
+    r.stop()
+
+
+def test_old_route_table_freed_with_last_stream(remora, cp, make_upstream, ports):
+    """A stream keeps the route table it matched against (and the
+    configuration it lives in) until it ends, then that table is freed; the
+    table a connection was opened with goes when the connection closes.
+    server.route_tables_active counts compiled tables (refreshed each second)."""
+    a, b = make_upstream("a"), make_upstream("b")
+    admin, lport = ports.get(), ports.get()
+    cp.set("cds", "1", [eds_cluster("ca"), eds_cluster("cb")])
+    cp.set("eds", "1", [cla("ca", [a.port]), cla("cb", [b.port])])
+    cp.set("rds", "1", [routes("r1", [("/", "ca")])])
+    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    r = remora(xds_bootstrap(admin, cp.grpc_port), concurrency=1)
+
+    def fresh():
+        res = curl(f"http://127.0.0.1:{lport}/fresh")
+        return res.json()["server"] if res.status == 200 else None
+
+    def tables():
+        return r.stats("route_tables_active").get("server.route_tables_active")
+
+    def settled():
+        # the gauge is refreshed once a second: two equal reads 1.2 s apart
+        while True:
+            v = tables()
+            time.sleep(1.2)
+            if tables() == v:
+                return v
+
+    with harness.HttpConn(lport) as h1:                 # opened on table 1
+        h1.request("GET", "/first")
+        assert h1.read_response().json()["server"] == "a"
+        cp.set("rds", "2", [routes("r1", [("/", "cb")])])
+        wait_until(lambda: fresh() == "b", 10, what="RDS 2 applied")
+        nb = b.request_count()
+        h1.request("GET", "/slow?sleep_ms=5000")        # matched against table 2
+        wait_until(lambda: b.request_count() > nb, 5, what="slow request upstream")
+        cp.set("rds", "3", [routes("r1", [("/", "ca")])])
+        wait_until(lambda: fresh() == "a", 10, what="RDS 3 applied")
+        held = settled()                                # tables 1, 2 (the stream's), 3
+        assert held >= 3, held
+        resp = h1.read_response()
+        assert resp.status == 200 and resp.json()["server"] == "b", resp
+        wait_until(lambda: tables() == held - 1, 5, what="table 2 freed with its last stream")
+        h1.request("GET", "/again")                     # the connection is still open
+        assert h1.read_response().json()["server"] == "a"
+    wait_until(lambda: tables() == held - 2, 5, what="table 1 freed with its connection")
+    r.stop()
+
+
+def test_weighted_shift_under_long_lived_load(remora, cp, make_upstream, ports):
+    """wrk (HTTP/1.1 keep-alive) and h2load (HTTP/2) run on long-lived
+    connections while a weighted route shifts 100/0 -> 0/100: no request
+    fails, and in a window after the shift the upstreams see the new split on
+    those same connections (all to b; a gets at most stragglers)."""
+    import threading
+    a, b = make_upstream("a"), make_upstream("b")
+    admin, lport = ports.get(), ports.get()
+    cp.set("cds", "1", [eds_cluster("ca"), eds_cluster("cb")])
+    cp.set("eds", "1", [cla("ca", [a.port]), cla("cb", [b.port])])
+    cp.set("rds", "1", [weighted_routes("r1", 100, 0)])
+    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    r = remora(xds_bootstrap(admin, cp.grpc_port))
+    assert curl(f"http://127.0.0.1:{lport}/").json()["server"] == "a"
+    out = {}
+
+    def run(key, argv):
+        p = subprocess.run(argv, capture_output=True, timeout=120)
+        out[key] = (p.returncode, p.stdout.decode() + p.stderr.decode())
+
+    dur = 8
+    threads = [
+        threading.Thread(target=run, args=("wrk", ["wrk", "-t", "1", "-c", "4", "-d", f"{dur}s",
+                                                   f"http://127.0.0.1:{lport}/wrk"])),
+        threading.Thread(target=run, args=("h2load", ["h2load", "-D", str(dur), "-c", "2",
+                                                      "-m", "4",
+                                                      f"http://127.0.0.1:{lport}/h2load"])),
+    ]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    try:
+        # both tools are connected and sending (bounded)
+        base = a.request_count()
+        wait_until(lambda: a.request_count() - base >= 50, 5, what="load reaching a")
+        cp.set("rds", "2", [weighted_routes("r1", 0, 100)])
+        wait_until(lambda: curl(f"http://127.0.0.1:{lport}/").json()["server"] == "b", 10,
+                   what="the shift on a new connection")
+        time.sleep(0.5)   # requests routed before the swap reach the upstream
+        a0, b0 = a.request_count(), b.request_count()
+        time.sleep(1.0)
+        a1, b1 = a.request_count(), b.request_count()
+        assert time.monotonic() - t0 < dur - 0.5, "the window must fall inside the load"
+    finally:
+        for t in threads:
+            t.join(timeout=130)
+    # the load ran on its long-lived connections only: the measurement window
+    # saw the new split there
+    assert b1 - b0 >= 50, (a0, a1, b0, b1)
+    assert a1 - a0 <= max(2, (b1 - b0) // 100), (a0, a1, b0, b1)
+    rc, text = out.get("wrk", (None, ""))
+    assert rc == 0, text
+    assert "Socket errors" not in text and "Non-2xx" not in text, text
+    m = re.search(r"(\d+) requests in", text)
+    assert m and int(m.group(1)) >= 100, text
+    rc, text = out.get("h2load", (None, ""))
+    assert rc == 0, text
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, 0 failed, "
+                  r"0 errored, 0 timeout", text)
+    assert m and m.group(1) == m.group(2) and int(m.group(1)) >= 100, text
+    assert re.search(rf"status codes: {m.group(1)} 2xx, 0 3xx, 0 4xx, 0 5xx", text), text
+    assert not [q for q in cp.requests() if q["error_detail"]]
     r.stop()

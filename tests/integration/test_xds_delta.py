@@ -229,9 +229,9 @@ def test_delta_updates_under_h2load_zero_failures(remora, cp, make_upstream, por
     # all updates were ACKed without a NACK
     assert not [q for q in cp.requests() if q["error_detail"]]
     # the split after the shift, on new connections: everything to cb (b).
-    # (h2load's own connections keep the route table they started with; the
-    # requests it abandoned at its end may still reach the upstreams: wait
-    # until their counts settle, bounded)
+    # (the requests h2load abandoned at its end may still reach the
+    # upstreams: wait until their counts settle, bounded; the split on
+    # long-lived connections is test_xds.py's test_weighted_shift_under_long_lived_load)
     def counts():
         return (a.request_count(), b.request_count(), c.request_count())
     before, deadline = None, time.monotonic() + 10

@@ -3,6 +3,8 @@
 #include "proxy/snapshot.h"
 #include "proxy/router/route.h"
 #include "proxy/upstream/cluster.h"
+#include "proxy/worker.h"
+#include <pthread.h>
 #include <arpa/inet.h>
 
 static const struct stat_desc hcm_stat_desc[] = { HCM_STATS(STATS_DESC) };
@@ -20,11 +22,94 @@ static const char *const hcm_fields[] = {
 static const char *const codec_names[] = { "AUTO", "HTTP1", "HTTP2", "HTTP3" };
 static const char *const server_modes[] = { "OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH" };
 
+/* ---- RDS slots (see struct rds_slot) --------------------------------------------
+ * The registry is touched when an HCM config is parsed (main thread) or freed
+ * (any thread: the last reference to a snapshot may drop on a worker), never
+ * on the request path. */
+
+static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rds_slot *slots;
+
+static char *slot_key(const struct hcm_cfg *cfg, const char *rds_name, size_t *len)
+{
+	size_t n = strlen(rds_name) + strlen(cfg->stat_prefix) + 2;
+	for (size_t i = 0; i < cfg->nfilters; i++)
+		n += strlen(cfg->filters[i].name) + strlen(cfg->filters[i].ops->name) + 2;
+	char *k = xmalloc(n), *p = k;
+	p = stpcpy(p, rds_name) + 1;
+	p = stpcpy(p, cfg->stat_prefix) + 1;
+	for (size_t i = 0; i < cfg->nfilters; i++) {
+		p = stpcpy(p, cfg->filters[i].name) + 1;
+		p = stpcpy(p, cfg->filters[i].ops->name) + 1;
+	}
+	*len = n;
+	return k;
+}
+
+/* The slot of (rds_name, cfg's prefix and filters): shared, or new.  O(slots). */
+static struct rds_slot *slot_get(const struct hcm_cfg *cfg, const char *rds_name,
+				 unsigned nworkers)
+{
+	size_t len;
+	char *key = slot_key(cfg, rds_name, &len);
+	struct rds_slot *sl;
+	pthread_mutex_lock(&slot_lock);
+	for (sl = slots; sl; sl = sl->next)
+		if (sl->keylen == len && !memcmp(sl->key, key, len))
+			break;
+	if (sl) {
+		sl->refcnt++;
+		free(key);
+	} else {
+		sl = xcalloc(1, sizeof(*sl));
+		sl->refcnt = 1;
+		sl->key = key;
+		sl->keylen = len;
+		sl->nworkers = nworkers ? nworkers : 1;
+		sl->cur = xcalloc(sl->nworkers, sizeof(*sl->cur));
+		sl->next = slots;
+		slots = sl;
+	}
+	pthread_mutex_unlock(&slot_lock);
+	return sl;
+}
+
+static void slot_put(struct rds_slot *sl)
+{
+	if (!sl)
+		return;
+	pthread_mutex_lock(&slot_lock);
+	bool last = --sl->refcnt == 0;
+	if (last)
+		for (struct rds_slot **pp = &slots; *pp; pp = &(*pp)->next)
+			if (*pp == sl) {
+				*pp = sl->next;
+				break;
+			}
+	pthread_mutex_unlock(&slot_lock);
+	if (!last)
+		return;
+	free(sl->cur);
+	free(sl->key);
+	free(sl);
+}
+
+void hcm_worker_snapshot(const void *v, struct worker *w, bool entering)
+{
+	const struct hcm_cfg *cfg = v;
+	struct rds_slot *sl = cfg->slot;
+	if (!sl || w->id >= sl->nworkers)
+		return;
+	sl->cur[w->id] = entering ? cfg->rc : NULL;
+}
+
 void hcm_free_config(void *v)
 {
 	struct hcm_cfg *cfg = v;
 	if (!cfg)
 		return;
+	slot_put(cfg->slot);
+	cfg->slot = NULL;
 	route_config_free(cfg->rc);   /* before the filters: it holds their per-route configs */
 	cfg->rc = NULL;
 	for (size_t i = 0; i < cfg->nfilters; i++) {
@@ -192,7 +277,7 @@ static void check_cluster(const char *name, void *arg)
 /* rds {config_source {ads {}}, route_config_name}: exclusive with route_config;
  * *out is the received RouteConfiguration (proto3 JSON). */
 static int hcm_parse_rds(struct cfg_ctx *c, const json_t *j, struct build_ctx *b,
-			 const json_t **out)
+			 const json_t **out, const char **out_name)
 {
 	static const char *const f[] = { "config_source", "route_config_name", NULL };
 	static const char *const sf[] = { "ads", "initial_fetch_timeout", "resource_api_version",
@@ -221,6 +306,7 @@ static int hcm_parse_rds(struct cfg_ctx *c, const json_t *j, struct build_ctx *b
 	}
 	rc = cfg_expect_object(c, a) || cfg_check_fields(c, a, empty) ? RM_ERROR : RM_OK;
 	cfg_leave(c);
+	*out_name = name;
 	if (!rc && !(*out = b->rds_lookup ? b->rds_lookup(b->rds_arg, name) : NULL))
 		rc = cfg_fail(c, "RDS route configuration '%s' is not available (rds needs "
 				 "dynamic_resources.ads_config; the xDS client compiles a listener "
@@ -340,7 +426,8 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 	/* rds: the RouteConfiguration comes from the xDS layer (b->rds_lookup),
 	 * which only compiles a listener once its routes arrived (warming) */
 	const json_t *rds_rc = NULL;
-	if (cfg_get(j, "rds") && hcm_parse_rds(c, j, b, &rds_rc))
+	const char *rds_name = NULL;
+	if (cfg_get(j, "rds") && hcm_parse_rds(c, j, b, &rds_rc, &rds_name))
 		goto error;
 	if (!(v = cfg_enter_req(c, j, "http_filters")))
 		goto error;
@@ -398,6 +485,8 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 	cfg_leave(c);
 	if (!cfg->rc || c->failed)
 		goto error;
+	if (rds_rc)
+		cfg->slot = slot_get(cfg, rds_name, b->nworkers);
 	return cfg;
 error:
 	hcm_free_config(cfg);

@@ -38,10 +38,34 @@ enum hcm_fcc { HCM_FCC_SANITIZE, HCM_FCC_FORWARD_ONLY, HCM_FCC_APPEND_FORWARD,
 	X(COUNTER, goaway_sent) X(COUNTER, headers_cb_no_stream) X(GAUGE, streams_active)
 enum { H2_STATS(STATS_ENUM) H2_STATS_N };
 
+/* RDS: the newest route table per worker for every version of an HCM with
+ * the same rds.route_config_name, stat_prefix and http_filters (names and
+ * types, in order: a route table's typed_per_filter_config slots are indexed
+ * by chain position, so only such HCMs can share tables).  Every version of
+ * that HCM shares one slot (found in a registry when parsed), so a
+ * connection opened on an older listener version serves each new request
+ * with the route table of the newest version its worker runs.
+ *
+ * cur[w] is written and read only by worker w (hcm_worker_snapshot, on each
+ * snapshot swap): NULL, or the rc of an HCM using this slot in w's current
+ * snapshot (not owned: a stream that uses it holds a reference to that
+ * snapshot).  No lock on the request path. */
+struct rds_slot {
+	int refcnt;                      /* HCM configs using it (registry lock) */
+	char *key;                       /* owned: name, prefix, filters, NUL-separated */
+	size_t keylen;
+	unsigned nworkers;
+	const struct route_config **cur; /* owned array [nworkers]; entries not owned */
+	struct rds_slot *next;           /* registry list (registry lock) */
+};
+
 struct hcm_cfg {
 	char *stat_prefix;               /* owned */
 	struct stats_scope *stats;       /* owned: http.<prefix>.* */
-	struct route_config *rc;         /* owned */
+	struct route_config *rc;         /* owned: the table this config was compiled
+	                                    with (inline route_config, or the RDS
+	                                    RouteConfiguration known then) */
+	struct rds_slot *slot;           /* one reference; NULL without rds */
 	struct hcm_filter_cfg *filters;  /* owned [nfilters]; last is terminal */
 	size_t nfilters;
 	struct h1_limits limits;         /* max_request_headers_kb, max_headers_count */
@@ -101,7 +125,16 @@ struct http_stream {
 	struct h1_chunked chunked;       /* CHUNKED decoder */
 	struct evbuffer *tmp;            /* owned: scratch for body chunks */
 	const struct route_entry *route; /* matched once before the filter chain, NULL
-	                                    = no route; in hc->cfg->rc (not owned) */
+	                                    = no route; in rc (not owned) */
+	const struct route_config *rc;   /* the route table matched against (set with
+	                                    the request headers; NULL before): the
+	                                    connection's, or with RDS the newest its
+	                                    worker knows; lives in snap */
+	struct snapshot *snap;           /* the worker's snapshot when the headers
+	                                    arrived (routes and clusters come from
+	                                    it); a reference when it is not the
+	                                    connection's (snap_ref), NULL before */
+	bool snap_ref;
 	const struct virtual_host *vh;   /* the route's virtual host (not owned) */
 	struct filter_inst *filters;     /* owned [filters_cap]: the filters that run
 	                                    (those disabled for the route are skipped) */
@@ -172,6 +205,8 @@ struct hcm_conn {
 };
 
 void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b);
+/* network_filter_ops.worker_snapshot: keep slot->cur[w->id] current. */
+void hcm_worker_snapshot(const void *cfg, struct worker *w, bool entering);
 
 /* ---- TLS downstreams (tls_hooks.c) ---- */
 int hcm_parse_client_cert(struct cfg_ctx *c, const json_t *j, struct hcm_cfg *cfg);

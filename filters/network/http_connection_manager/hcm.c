@@ -242,6 +242,15 @@ static void stream_destroy(struct http_stream *s)
 			s->filters[i].ops->destroy(s->filters[i].ctx);
 	if (s->counted_active)
 		stats_dec(hc->cfg->stats, shard_of(hc), downstream_rq_active);
+	/* after the filters and the access log: they may still read the
+	 * route, which lives in this snapshot */
+	if (s->snap_ref)
+		snapshot_unref(s->snap);
+	s->snap = NULL;
+	s->snap_ref = false;
+	s->rc = NULL;
+	s->route = NULL;
+	s->vh = NULL;
 	h1_chunked_free(&s->chunked);
 	if (hc->s == s)
 		hc->s = NULL;
@@ -441,8 +450,14 @@ void http_stream_set_idle_timeout(struct http_stream *s, uint64_t ms)
 	if (!s->upgrade)
 		stream_arm(s);
 }
-struct snapshot *http_stream_snapshot(const struct http_stream *s) { return s->hc->super.snap; }
-const struct route_config *http_stream_route_config(const struct http_stream *s) { return s->hc->cfg->rc; }
+struct snapshot *http_stream_snapshot(const struct http_stream *s)
+{
+	return s->snap ? s->snap : s->hc->super.snap;
+}
+const struct route_config *http_stream_route_config(const struct http_stream *s)
+{
+	return s->rc ? s->rc : s->hc->cfg->rc;
+}
 struct stats_scope *http_stream_stats(const struct http_stream *s) { return s->hc->cfg->stats; }
 struct http_headers *http_stream_request(struct http_stream *s) { return &s->req.hdrs; }
 bool http_stream_is_upgrade(const struct http_stream *s) { return s->upgrade; }
@@ -1185,6 +1200,29 @@ static bool hc_parse_head(struct hcm_conn *hc)
 	return true;
 }
 
+/* Take the configuration current when the request headers arrived: the
+ * worker's snapshot (clusters; a reference unless it is the connection's)
+ * and, with RDS, the newest route table of this HCM's slot on this worker
+ * (it lives in that snapshot).  A pointer load and at most one atomic. */
+static void stream_bind_config(struct http_stream *s)
+{
+	struct hcm_conn *hc = s->hc;
+	const struct hcm_cfg *cfg = hc->cfg;
+	struct worker *w = hc->super.w;
+	const struct route_config *rc = NULL;
+
+	if (s->snap)
+		return;
+	s->snap = hc->super.snap;
+	if (w->snap != s->snap) {
+		s->snap = snapshot_ref(w->snap);
+		s->snap_ref = true;
+	}
+	if (cfg->slot && w->id < cfg->slot->nworkers)
+		rc = cfg->slot->cur[w->id];
+	s->rc = rc ? rc : cfg->rc;
+}
+
 void hcm_stream_begin(struct http_stream *s, bool end)
 {
 	struct hcm_conn *hc = s->hc;
@@ -1199,7 +1237,8 @@ void hcm_stream_begin(struct http_stream *s, bool end)
 	 * it on the stream the same way): per-route filter configs and the
 	 * router use this match.  Filters that change headers do not cause a
 	 * new match (no clearRouteCache). */
-	s->route = route_match(cfg->rc, &s->req.hdrs, &s->vh);
+	stream_bind_config(s);
+	s->route = route_match(s->rc, &s->req.hdrs, &s->vh);
 	if (unlikely(overload_saturated(OL_STOP_ACCEPTING_RQ))) {
 		/* Envoy: 503 "envoy overloaded", flag OM, before any filter runs */
 		stats_inc(cfg->stats, shard_of(hc), downstream_rq_overload_close);
@@ -1509,6 +1548,7 @@ static void hcm_on_accept(const struct accept_info *ai, const void *vcfg)
 
 const struct network_filter_ops hcm_filter_ops = {
 	.name = "envoy.filters.network.http_connection_manager",
+	.worker_snapshot = hcm_worker_snapshot,
 	.type_url = HCM_TYPE,
 	.parse_config = hcm_parse_config,
 	.free_config = hcm_free_config,
