@@ -158,6 +158,36 @@ static int http_only(struct cfg_ctx *c, const json_t *j, const char *key, bool h
 	return cfg_fail_field(c, j, key, "only the HTTP RBAC filter can match '%s'", key);
 }
 
+/* The combinators shared by permissions and principals: "and_rules" /
+ * "or_rules" ({rules: [...]}) or "and_ids" / "or_ids" ({ids: [...]}) at key k
+ * with its list under list, and "not_rule" / "not_id" (one node). */
+static int parse_set(struct cfg_ctx *c, const json_t *j, const char *k, const char *list,
+		     bool http, node_parse_fn fn, struct rbac_node *n)
+{
+	const char *const f[] = { list, NULL };
+	const json_t *v;
+
+	n->kind = k[0] == 'a' ? K_AND : K_OR;
+	v = cfg_enter(c, j, k);
+	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f) ||
+	    parse_list(c, v, list, http, fn, true, n))
+		return RM_ERROR;
+	cfg_leave(c);
+	return RM_OK;
+}
+
+static int parse_not(struct cfg_ctx *c, const json_t *j, const char *k, bool http,
+		     node_parse_fn fn, struct rbac_node *n)
+{
+	n->kind = K_NOT;
+	n->kids = xcalloc(1, sizeof(*n->kids));
+	n->nkids = 1;
+	if (fn(c, cfg_enter(c, j, k), http, n->kids))
+		return RM_ERROR;
+	cfg_leave(c);
+	return RM_OK;
+}
+
 static int parse_permission(struct cfg_ctx *c, const json_t *j, bool http, struct rbac_node *n)
 {
 	static const char *const names[] = { "any", "and_rules", "or_rules", "not_rule", "header",
@@ -173,26 +203,10 @@ static int parse_permission(struct cfg_ctx *c, const json_t *j, bool http, struc
 		return RM_ERROR;
 	if (!strcmp(k, "any"))
 		return parse_any(c, j, n);
-	if (!strcmp(k, "and_rules") || !strcmp(k, "or_rules")) {
-		static const char *const f[] = { "rules", NULL };
-		n->kind = k[0] == 'a' ? K_AND : K_OR;
-		v = cfg_enter(c, j, k);
-		if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f) ||
-		    parse_list(c, v, "rules", http, parse_permission, true, n))
-			return RM_ERROR;
-		cfg_leave(c);
-		return RM_OK;
-	}
-	if (!strcmp(k, "not_rule")) {
-		n->kind = K_NOT;
-		n->kids = xcalloc(1, sizeof(*n->kids));
-		n->nkids = 1;
-		v = cfg_enter(c, j, k);
-		if (parse_permission(c, v, http, n->kids))
-			return RM_ERROR;
-		cfg_leave(c);
-		return RM_OK;
-	}
+	if (!strcmp(k, "and_rules") || !strcmp(k, "or_rules"))
+		return parse_set(c, j, k, "rules", http, parse_permission, n);
+	if (!strcmp(k, "not_rule"))
+		return parse_not(c, j, k, http, parse_permission, n);
 	if (!strcmp(k, "header")) {
 		n->kind = K_HEADER;
 		return (http_only(c, j, k, http) || header_match_one_compile(c, j, k, &n->hm)) ? RM_ERROR
@@ -247,26 +261,10 @@ static int parse_principal(struct cfg_ctx *c, const json_t *j, bool http, struct
 		return RM_ERROR;
 	if (!strcmp(k, "any"))
 		return parse_any(c, j, n);
-	if (!strcmp(k, "and_ids") || !strcmp(k, "or_ids")) {
-		static const char *const f[] = { "ids", NULL };
-		n->kind = k[0] == 'a' ? K_AND : K_OR;
-		v = cfg_enter(c, j, k);
-		if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f) ||
-		    parse_list(c, v, "ids", http, parse_principal, true, n))
-			return RM_ERROR;
-		cfg_leave(c);
-		return RM_OK;
-	}
-	if (!strcmp(k, "not_id")) {
-		n->kind = K_NOT;
-		n->kids = xcalloc(1, sizeof(*n->kids));
-		n->nkids = 1;
-		v = cfg_enter(c, j, k);
-		if (parse_principal(c, v, http, n->kids))
-			return RM_ERROR;
-		cfg_leave(c);
-		return RM_OK;
-	}
+	if (!strcmp(k, "and_ids") || !strcmp(k, "or_ids"))
+		return parse_set(c, j, k, "ids", http, parse_principal, n);
+	if (!strcmp(k, "not_id"))
+		return parse_not(c, j, k, http, parse_principal, n);
 	if (!strcmp(k, "authenticated")) {
 		static const char *const f[] = { "principal_name", NULL };
 		n->kind = K_AUTH;
