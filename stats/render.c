@@ -382,6 +382,7 @@ int stats_render_text(struct stats_store *st, struct evbuffer *out, const char *
 
 	if (filter_init(&f, filter, err, errlen) != RM_OK)
 		return RM_ERROR;
+	stats_store_read_begin(st);
 	collect(st, &f, used_only, &it);
 	if (it.n)
 		qsort(it.v, it.n, sizeof(*it.v), cmp_by_name);
@@ -413,6 +414,7 @@ int stats_render_text(struct stats_store *st, struct evbuffer *out, const char *
 		}
 	}
 	items_free(&it);
+	stats_store_read_end(st);
 	filter_fini(&f);
 	return RM_OK;
 }
@@ -505,6 +507,7 @@ int stats_render_json(struct stats_store *st, struct evbuffer *out, const char *
 
 	if (filter_init(&f, filter, err, errlen) != RM_OK)
 		return RM_ERROR;
+	stats_store_read_begin(st);
 	collect(st, &f, used_only, &it);
 	if (it.n)
 		qsort(it.v, it.n, sizeof(*it.v), cmp_by_name);
@@ -539,6 +542,7 @@ int stats_render_json(struct stats_store *st, struct evbuffer *out, const char *
 	free(text);
 	json_decref(root);
 	items_free(&it);
+	stats_store_read_end(st);
 	filter_fini(&f);
 	return RM_OK;
 }
@@ -675,6 +679,7 @@ int stats_render_prometheus(struct stats_store *st, struct evbuffer *out, const 
 
 	if (filter_init(&f, filter, err, errlen) != RM_OK)
 		return RM_ERROR;
+	stats_store_read_begin(st);
 	collect(st, &f, used_only, &it);
 	for (size_t n = 0; n < it.n; n++)
 		it.v[n].prom = prom_name(&it.v[n]);
@@ -707,6 +712,7 @@ int stats_render_prometheus(struct stats_store *st, struct evbuffer *out, const 
 	xfree(labels.p);
 	xfree(groups);
 	items_free(&it);
+	stats_store_read_end(st);
 	filter_fini(&f);
 	return RM_OK;
 }

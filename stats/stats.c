@@ -45,6 +45,9 @@ struct stats_store {
 	unsigned nrules;
 	struct stats_scope *scopes;               /* owned; list through ->next / ->pprev */
 	pthread_mutex_t lock;                     /* adding and removing scopes (rare) */
+	unsigned readers;                         /* renders in progress (under lock) */
+	struct stats_scope *graveyard;            /* owned; scopes unlinked during a render,
+						     freed by the last reader (->dead_next) */
 };
 
 struct stats_store *stats_store_new(unsigned nshards)
@@ -193,15 +196,60 @@ int stats_scope_add_family(struct stats_scope *s, const char *family)
 	    STATS_MAX_CODE_FAMILIES);
 }
 
+static void scope_destroy(struct stats_scope *s);
+
+/* Any thread: the last reference to an old snapshot may be dropped by a
+ * worker while the main thread renders /stats.  The scope leaves the list
+ * at once; if a render is walking the list (or holds items pointing at the
+ * scope) its memory stays until that render ends (stats_store_read_end). */
 void stats_scope_free(struct stats_scope *s)
 {
+	struct stats_store *st;
+
 	if (!s)
 		return;
-	pthread_mutex_lock(&s->store->lock);
+	st = s->store;
+	pthread_mutex_lock(&st->lock);
 	__atomic_store_n(s->pprev, s->next, __ATOMIC_RELEASE);   /* O(1) unlink */
 	if (s->next)
 		s->next->pprev = s->pprev;
-	pthread_mutex_unlock(&s->store->lock);
+	if (st->readers) {
+		s->dead_next = st->graveyard;
+		st->graveyard = s;
+		pthread_mutex_unlock(&st->lock);
+		return;
+	}
+	pthread_mutex_unlock(&st->lock);
+	scope_destroy(s);
+}
+
+void stats_store_read_begin(struct stats_store *st)
+{
+	pthread_mutex_lock(&st->lock);
+	st->readers++;
+	pthread_mutex_unlock(&st->lock);
+}
+
+void stats_store_read_end(struct stats_store *st)
+{
+	struct stats_scope *dead = NULL;
+
+	pthread_mutex_lock(&st->lock);
+	if (--st->readers == 0) {
+		dead = st->graveyard;
+		st->graveyard = NULL;
+	}
+	pthread_mutex_unlock(&st->lock);
+	while (dead) {
+		struct stats_scope *n = dead->dead_next;
+
+		scope_destroy(dead);
+		dead = n;
+	}
+}
+
+static void scope_destroy(struct stats_scope *s)
+{
 	for (unsigned i = 0; i < s->nshards; i++) {
 		struct stats_shard *sh = &s->shards[i];
 		xfree(sh->vals);
@@ -348,7 +396,8 @@ double stats_hist_quantile(const struct stats_hist *h, double q)
 
 void stats_reset_counters(struct stats_store *st)
 {
-	for (struct stats_scope *s = st->scopes; s; s = s->next) {
+	stats_store_read_begin(st);
+	for (struct stats_scope *s = stats_store_scopes(st); s; s = s->next) {
 		for (unsigned i = 0; i < s->nshards; i++) {
 			struct stats_shard *sh = &s->shards[i];
 
@@ -366,4 +415,5 @@ void stats_reset_counters(struct stats_store *st)
 			}
 		}
 	}
+	stats_store_read_end(st);
 }

@@ -96,6 +96,7 @@ struct stats_scope {
 	struct stats_scope *next;                 /* store's list */
 	struct stats_scope **pprev;               /* the pointer to this scope in that list
 						     (O(1) removal: xDS frees scopes one by one) */
+	struct stats_scope *dead_next;            /* store's graveyard (freed during a render) */
 };
 
 /* stats_config.histogram_bucket_settings: histograms created from now on
@@ -111,8 +112,13 @@ struct stats_store *stats_store_new(unsigned nshards);
 void stats_store_free(struct stats_store *st);
 unsigned stats_store_nshards(const struct stats_store *st);
 
-/* The registered scopes (linked through ->next), for renderers. */
+/* The registered scopes (linked through ->next), for renderers: walk them
+ * and use the scopes only between stats_store_read_begin and _read_end, so
+ * that a scope freed meanwhile by another thread (a worker dropping the
+ * last reference to an old config snapshot) stays readable until then. */
 struct stats_scope *stats_store_scopes(const struct stats_store *st);
+void stats_store_read_begin(struct stats_store *st);
+void stats_store_read_end(struct stats_store *st);
 
 /* Create a scope and register it with the store (main thread; a worker may
  * add one too, e.g. on the first use of a dynamically named scope: the

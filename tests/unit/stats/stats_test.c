@@ -63,6 +63,37 @@ TEST(stats_scope_free_unregisters)
 	stats_store_free(st);
 }
 
+/* A worker frees a scope (last reference to an old snapshot) while the
+ * main thread renders: the scope leaves the list at once but its memory
+ * stays readable until the render ends (ASan reports a use after free if
+ * it does not). */
+TEST(stats_scope_free_during_render_is_deferred)
+{
+	struct stats_store *st = stats_store_new(2);
+	struct stats_scope *a = stats_scope_new(st, "a", "a", NULL, NULL, c_desc, C_N);
+	struct stats_scope *b = stats_scope_new(st, "b", "b", NULL, NULL, c_desc, C_N);
+	const struct stats_scope *walk;
+	int n = 0;
+
+	stats_inc(a, 1, only_counter);
+	stats_store_read_begin(st);
+	walk = stats_store_scopes(st);                   /* b, then a */
+	CHECK(walk == b);
+	stats_scope_free(b);                             /* unlinked while the reader is on it */
+	CHECK(stats_store_scopes(st) == a);
+	CHECK_STR(walk->name, "b");                      /* still readable */
+	for (; walk; walk = walk->next)
+		n++;
+	CHECK_INT(n, 2);                                 /* the reader finishes its walk */
+	stats_store_read_begin(st);                      /* nested reader */
+	stats_scope_free(a);
+	stats_store_read_end(st);
+	CHECK_INT(stats_value(a, only_counter), 1);      /* outer reader still holds it */
+	stats_store_read_end(st);                        /* now both are freed */
+	CHECK(stats_store_scopes(st) == NULL);
+	stats_store_free(st);
+}
+
 struct writer {
 	struct stats_scope *s;
 	unsigned shard;
