@@ -6,6 +6,8 @@
  * ignored).  Clusters are compiled first so that filters can resolve the
  * clusters they reference. */
 #include "snapshot.h"
+#include <pthread.h>
+#include <event2/event.h>
 
 #include <unistd.h>
 #include <netinet/in.h>
@@ -61,10 +63,57 @@ static void listener_free(struct listener_cfg *l)
 	free(l);
 }
 
+static pthread_mutex_t defer_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct snapshot *deferred;            /* under defer_lock, through ->defer_next */
+static struct event *defer_ev;               /* under defer_lock; NULL: free inline */
+static pthread_t defer_main;
+
+static void snapshot_free(struct snapshot *s);
+
+void snapshot_defer_frees_to(struct event *ev)
+{
+	pthread_mutex_lock(&defer_lock);
+	defer_ev = ev;
+	defer_main = pthread_self();
+	pthread_mutex_unlock(&defer_lock);
+	if (!ev)
+		snapshot_free_deferred();
+}
+
+void snapshot_free_deferred(void)
+{
+	struct snapshot *s;
+
+	pthread_mutex_lock(&defer_lock);
+	s = deferred;
+	deferred = NULL;
+	pthread_mutex_unlock(&defer_lock);
+	while (s) {
+		struct snapshot *n = s->defer_next;
+
+		snapshot_free(s);
+		s = n;
+	}
+}
+
 void snapshot_unref(struct snapshot *s)
 {
 	if (!s || __atomic_sub_fetch(&s->refcnt, 1, __ATOMIC_ACQ_REL))
 		return;
+	pthread_mutex_lock(&defer_lock);
+	if (defer_ev && !pthread_equal(pthread_self(), defer_main)) {
+		s->defer_next = deferred;
+		deferred = s;
+		event_active(defer_ev, EV_READ, 0);   /* thread-safe; coalesces */
+		pthread_mutex_unlock(&defer_lock);
+		return;
+	}
+	pthread_mutex_unlock(&defer_lock);
+	snapshot_free(s);
+}
+
+static void snapshot_free(struct snapshot *s)
+{
 	for (size_t i = 0; i < s->nlisteners; i++)
 		listener_free(s->listeners[i]);
 	free(s->listeners);

@@ -530,6 +530,14 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 				     evtimer_pending(srv->drain_timer, NULL));
 }
 
+static void snap_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	snapshot_free_deferred();
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *srv = arg;
@@ -637,6 +645,8 @@ int server_run(struct server *srv)
 	tls_secrets_start(srv->base);   /* certificate file watching, expiry gauge */
 	tracer_start(srv->base);        /* span export (HCM tracing) */
 	overload_start(&srv->overload, srv->base, srv->stats);
+	srv->snap_free_ev = event_new(srv->base, -1, 0, snap_free_cb, srv);
+	snapshot_defer_frees_to(srv->snap_free_ev);
 	srv->tick_ev = event_new(srv->base, -1, EV_PERSIST, tick_cb, srv);
 	struct timeval sec = { 1, 0 };
 	event_add(srv->tick_ev, &sec);
@@ -667,6 +677,11 @@ out:
 
 void server_free(struct server *srv)
 {
+	/* The workers have stopped: snapshots they released wait on the list. */
+	snapshot_defer_frees_to(NULL);
+	if (srv->snap_free_ev)
+		event_free(srv->snap_free_ev);
+	srv->snap_free_ev = NULL;
 	ads_free(srv->ads);
 	srv->ads = NULL;
 	xds_bootstrap_free(&srv->xds);

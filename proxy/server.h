@@ -59,6 +59,7 @@ struct server {
 	volatile bool healthcheck_failed;
 	uint64_t start_ms;
 	struct event *sigterm_ev, *sigint_ev, *sigpipe_ev, *tick_ev, *drain_timer;
+	struct event *snap_free_ev;          /* frees snapshots released by workers */
 	uint64_t drain_deadline_ms;
 	bool drain_wait_outbound;         /* SIGTERM drain keeps outbound listeners open: wait
 					     for the deadline unless exit_on_zero_active */

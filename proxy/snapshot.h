@@ -84,6 +84,8 @@ struct listener_cfg {
 	unsigned nfds;
 };
 
+struct event;
+
 struct snapshot {
 	int refcnt;                          /* atomic */
 	uint64_t version;
@@ -96,6 +98,7 @@ struct snapshot {
 	size_t cl_hash_size;
 	struct listener_cfg **l_hash;        /* owned: listeners by address [l_hash_size] */
 	size_t l_hash_size;
+	struct snapshot *defer_next;         /* deferred-free list (snapshot_unref off main) */
 };
 
 /* What a filter's parse_config may need while a snapshot is built. */
@@ -114,7 +117,18 @@ struct build_ctx {
 };
 
 struct snapshot *snapshot_ref(struct snapshot *s);
-void snapshot_unref(struct snapshot *s);  /* any thread; frees at 0 (must be main-safe) */
+/* Any thread.  The last reference dropped on the main thread frees at once;
+ * dropped on a worker (a stream that outlived its configuration), the free
+ * is handed to the main thread, which owns what a snapshot holds (health
+ * checkers, DNS queries, timers on the main base, stats scopes the admin
+ * renders). */
+void snapshot_unref(struct snapshot *s);
+/* Main thread: after this, a last reference dropped on another thread
+ * activates ev (an event on the main base, activated with event_active,
+ * which is thread-safe) whose callback calls snapshot_free_deferred().
+ * ev NULL: back to freeing inline (shutdown, after the workers joined). */
+void snapshot_defer_frees_to(struct event *ev);
+void snapshot_free_deferred(void);
 struct cluster *snapshot_find_cluster(const struct snapshot *s, const char *name);
 void snapshot_index_clusters(struct snapshot *s);
 /* use_original_dst hand-off target for a restored destination: the listener
