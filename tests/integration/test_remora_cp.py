@@ -36,7 +36,7 @@ class RemoraCP:
         self.proc = harness.spawn(
             [cp_bin(), "--config-dir", config_dir, "--address", "127.0.0.1",
              "--grpc-port", str(self.grpc_port), "--ca-port", str(self.ca_port),
-             "--admin-port", str(self.admin_port)], stdout=self.log, stderr=subprocess.STDOUT)
+             "--admin-port", str(self.admin_port), "--log-level", "debug"], stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(lambda: self.get("/ready")[0] == 200, 15, what="remora-cp /ready")
 
     def get(self, path):
@@ -219,13 +219,20 @@ def run_live_edits(remora, make_cp, make_upstream, ports, tmp_path, delta):
         # a weighted split, then everything to cb
         write(d / "routes.yaml", route_yaml(split=[("ca", 50), ("cb", 50)]))
         wait_until(lambda: {"a", "b"} <= set(loop.seen[-40:]), 20, what="split applied")
+        # make-before-break: the route moves to cb and cluster ca goes in one
+        # reload (both files within the 100 ms debounce); CDS must not drop ca
+        # before the new routes are ACKed, or requests in between would 503
         write(d / "routes.yaml", route_yaml("cb"))
+        write(d / "clusters.yaml", clusters_yaml({"cb": b.port}))
         wait_until(lambda: len(loop.seen) > 10 and set(loop.seen[-10:]) == {"b"}, 20,
                    what="all traffic to cb")
-        # cluster ca removed while traffic flows: routes no longer use it
-        write(d / "clusters.yaml", clusters_yaml({"cb": b.port}))
-        wait_until(lambda: "ca" not in r.admin_request("GET", "/clusters")[2].decode(), 20,
-                   what="cluster ca removed from the proxy")
+        wait_until(lambda: not re.search(r"^ca::", r.admin_request("GET", "/clusters")[2].decode(),
+                                         re.M), 20, what="cluster ca removed from the proxy")
+        # the cp's push log: the RDS push to cb precedes the CDS push without ca
+        pushes = re.findall(r"push (\w+) to sidecar-1: \[([^\]]*)\]", cp.logs())
+        i_cds = max(i for i, (t, n) in enumerate(pushes) if t == "cds" and n == "cb")
+        assert not [p for p in pushes[i_cds + 1:] if p[0] == "rds"], pushes
+        assert pushes.count(("cds", "cb")) == 1, pushes
         n = loop.ok
         wait_until(lambda: loop.ok >= n + 10, 15, what="traffic after removal")
     finally:
@@ -259,9 +266,9 @@ def test_live_edits_sotw_zero_failures(remora, make_cp, make_upstream, ports, tm
         f.write(route_yaml("cb").replace("domains: ['*']", "domains: ['*']\n    bogus_field: 1"))
     wait_until(lambda: cp.debug()["last_error"], 10, what="error reported")
     err = cp.debug()["last_error"]
-    assert re.search(r"routes\.yaml:7:5: routes\[0\]\.virtual_hosts\[0\]\.bogus_field: "
+    assert re.search(r"routes\.yaml:6:5: routes\[0\]\.virtual_hosts\[0\]\.bogus_field: "
                      r"unknown field 'bogus_field'", err), err
-    assert "routes.yaml:7:5" in cp.logs()
+    assert "routes.yaml:6:5" in cp.logs()
     assert cp.metric("remora_cp_config_reload_failures_total") >= 1
     assert cp.debug()["generation"] == gen
     assert cp.get("/ready")[0] == 200
