@@ -70,7 +70,7 @@ class RemoraCP:
         # ASan reports (leaks, errors) land in the log: fail on them
         with open(self.log.name) as f:
             text = f.read()
-        assert "ERROR: AddressSanitizer" not in text and "runtime error" not in text, text[-4000:]
+        assert not re.search(r"ERROR: \w*Sanitizer|runtime error", text), text[-4000:]
 
 
 @pytest.fixture
@@ -375,9 +375,27 @@ def test_rest_with_curl_and_metrics(make_cp, ports, tmp_path):
     assert p.returncode == 0, f"promtool exit {p.returncode}:\n{out}"
 
 
+def health(port, service=""):
+    """grpc.health.v1.Health/Check with Python grpcio (a real gRPC client):
+    the serving status byte, or the grpc.StatusCode of the failure."""
+    import grpc
+    req = (b"\x0a" + bytes([len(service)]) + service.encode()) if service else b""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        call = ch.unary_unary("/grpc.health.v1.Health/Check",
+                              request_serializer=lambda x: x, response_deserializer=lambda x: x)
+        try:
+            resp = call(req, timeout=5)
+        except grpc.RpcError as e:
+            return e.code()
+    assert len(resp) == 2 and resp[0] == 0x08, resp
+    return resp[1]
+
+
 def test_unknown_grpc_method_and_bad_initial_config(tmp_path, make_cp):
     """The gRPC port answers an unknown method with UNIMPLEMENTED (12) on both
-    the xDS and the CA port; a broken initial directory keeps /ready at 503."""
+    the xDS and the CA port; a broken initial directory keeps /ready at 503
+    and the unary health check (grpcio) NOT_SERVING until it is fixed."""
+    import grpc
     d = tmp_path / "cp"
     write(d / "clusters.yaml", "clusters:\n- name: x\n  type: NOT_A_TYPE\n")
     cp = RemoraCP.__new__(RemoraCP)
@@ -397,7 +415,12 @@ def test_unknown_grpc_method_and_bad_initial_config(tmp_path, make_cp):
                        "--data-binary", "@/dev/null")
             assert res.status == 200, res
             assert res.headers.get("grpc-status") == "12", res.header_block
+            assert health(port) == 2   # NOT_SERVING
         write(d / "clusters.yaml", "clusters:\n- name: x\n  type: STATIC\n")
         wait_until(lambda: cp.get("/ready")[0] == 200, 10, what="/ready after fix")
+        for port in (cp.grpc_port, cp.ca_port):
+            assert health(port) == 1   # SERVING
+            assert health(port, "envoy.service.discovery.v3.AggregatedDiscoveryService") == 1
+            assert health(port, "nope") == grpc.StatusCode.NOT_FOUND
     finally:
         cp.stop()

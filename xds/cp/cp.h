@@ -3,6 +3,7 @@
 #ifndef REMORA_XDS_CP_CP_H
 #define REMORA_XDS_CP_CP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -64,5 +65,9 @@ char *cp_xds_metrics(struct cp_xds *x);
 /* REST: POST /v3/discovery:<key> with a DiscoveryRequest JSON body.  Returns
  * the HTTP status (200, 304, 400, 404) and *body (malloc'd JSON or text). */
 int cp_xds_rest(struct cp_xds *x, const char *key, const char *body, size_t len, char **out);
+
+/* grpc.health.v1.Health/Check on s (cp_health.c); serving() says whether a
+ * configuration is loaded. */
+void cp_health_register(struct cp_server *s, bool (*serving)(void));
 
 #endif

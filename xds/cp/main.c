@@ -30,6 +30,13 @@ struct cp_main {
 	struct evhttp *http;          /* owned: admin + REST */
 };
 
+static struct cp_main *the_main;   /* for the health check */
+
+static bool serving(void)
+{
+	return the_main && the_main->cfg;
+}
+
 static void reply(struct evhttp_request *req, int code, const char *ctype, const char *body)
 {
 	struct evbuffer *b = evbuffer_new();
@@ -200,6 +207,9 @@ int main(int argc, char **argv)
 		ports[i] = bound;
 	}
 	m.xds = cp_xds_new(srv, 2);
+	the_main = &m;
+	cp_health_register(srv[0], serving);
+	cp_health_register(srv[1], serving);
 	m.http = evhttp_new(m.base);
 	if (evhttp_bind_socket(m.http, address, (uint16_t)admin_port)) {
 		fprintf(stderr, "remora-cp: cannot listen on %s port %d (admin)\n", address, admin_port);
