@@ -74,8 +74,8 @@ def test_remora_init_in_chroot(bundle):
     assert p.returncode == 0 and "iptables-restore" in p.stdout, p.stderr
 
 
-def test_remora_cp_in_chroot(bundle, tmp_path):
-    """The control plane is in the image and loads a resource directory there."""
+def test_remora_cp_in_chroot(bundle):
+    """The control plane is in the image and runs there."""
     p = chroot(bundle, "remora-cp", "--help")
     assert p.returncode == 0, p.stderr
     assert "--config-dir" in p.stderr
