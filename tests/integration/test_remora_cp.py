@@ -28,11 +28,11 @@ def cp_bin():
 
 
 class RemoraCP:
-    def __init__(self, workdir, config_dir):
-        self.grpc_port = harness.free_port()
+    def __init__(self, workdir, config_dir, grpc_port=None, name="remora-cp"):
+        self.grpc_port = grpc_port or harness.free_port()
         self.ca_port = harness.free_port()
         self.admin_port = harness.free_port()
-        self.log = open(os.path.join(workdir, "remora-cp.log"), "w+")
+        self.log = open(os.path.join(workdir, name + ".log"), "w+")
         self.proc = harness.spawn(
             [cp_bin(), "--config-dir", config_dir, "--address", "127.0.0.1",
              "--grpc-port", str(self.grpc_port), "--ca-port", str(self.ca_port),
@@ -77,13 +77,14 @@ class RemoraCP:
 def make_cp(tmp_path):
     started = []
 
-    def make(config_dir):
-        c = RemoraCP(str(tmp_path), str(config_dir))
+    def make(config_dir, **kw):
+        c = RemoraCP(str(tmp_path), str(config_dir), **kw)
         started.append(c)
         return c
     yield make
     for c in started:
-        c.stop()
+        if c.proc.poll() is None:
+            c.stop()
 
 
 def write(path, text):
@@ -424,3 +425,25 @@ def test_unknown_grpc_method_and_bad_initial_config(tmp_path, make_cp):
             assert health(port, "nope") == grpc.StatusCode.NOT_FOUND
     finally:
         cp.stop()
+
+
+def test_control_plane_restart(remora, make_cp, make_upstream, ports, tmp_path):
+    """remora-cp stopped with a proxy connected exits cleanly (no sanitizer
+    report); the proxy keeps serving its last config, reconnects to a new
+    remora-cp on the same port and picks up what changed meanwhile."""
+    a, b = make_upstream("a"), make_upstream("b")
+    d = tmp_path / "cp"
+    admin, lport = ports.get(), ports.get()
+    setup_dir(d, {"ca": a, "cb": b}, lport, route_yaml("ca"))
+    cp = make_cp(d)
+    r = remora(bootstrap(admin, cp))
+    assert server_of(lport) == "a"
+    wait_until(lambda: cp.metric("remora_cp_connected_proxies") == 1, 10, what="connected")
+    cp.stop()
+    for _ in range(5):
+        assert server_of(lport) == "a"
+    write(d / "routes.yaml", route_yaml("cb"))
+    cp2 = make_cp(d, grpc_port=cp.grpc_port, name="remora-cp-2")
+    wait_until(lambda: server_of(lport) == "b", 30, what="new route after reconnect")
+    wait_until(lambda: cp2.metric("remora_cp_connected_proxies") == 1, 10, what="reconnected")
+    r.stop()
