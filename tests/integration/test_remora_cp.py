@@ -28,13 +28,14 @@ def cp_bin():
 
 
 class RemoraCP:
-    def __init__(self, workdir, config_dir, grpc_port=None, name="remora-cp"):
+    def __init__(self, workdir, config_dir, grpc_port=None, name="remora-cp", catalog=None):
         self.grpc_port = grpc_port or harness.free_port()
         self.ca_port = harness.free_port()
         self.admin_port = harness.free_port()
         self.log = open(os.path.join(workdir, name + ".log"), "w+")
         self.proc = harness.spawn(
-            [cp_bin(), "--config-dir", config_dir, "--address", "127.0.0.1",
+            [cp_bin(), *(["--config-dir", config_dir] if config_dir else []),
+             *(["--catalog", catalog] if catalog else []), "--address", "127.0.0.1",
              "--grpc-port", str(self.grpc_port), "--ca-port", str(self.ca_port),
              "--admin-port", str(self.admin_port), "--log-level", "debug"], stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(lambda: self.get("/ready")[0] == 200, 15, what="remora-cp /ready")
@@ -78,7 +79,7 @@ def make_cp(tmp_path):
     started = []
 
     def make(config_dir, **kw):
-        c = RemoraCP(str(tmp_path), str(config_dir), **kw)
+        c = RemoraCP(str(tmp_path), str(config_dir) if config_dir else None, **kw)
         started.append(c)
         return c
     yield make
@@ -446,4 +447,56 @@ def test_control_plane_restart(remora, make_cp, make_upstream, ports, tmp_path):
     cp2 = make_cp(d, grpc_port=cp.grpc_port, name="remora-cp-2")
     wait_until(lambda: server_of(lport) == "b", 30, what="new route after reconnect")
     wait_until(lambda: cp2.metric("remora_cp_connected_proxies") == 1, 10, what="reconnected")
+    r.stop()
+
+
+def catalog_yaml(ports, split, lport, rps=None):
+    svcs = "".join(f"- name: {n}\n  endpoints: ['127.0.0.1:{p}']\n" for n, p in ports.items())
+    to = "{" + ", ".join(f"{n}: {w}" for n, w in split) + "}"
+    rl = f"  rate_limit: {{requests_per_second: {rps}}}\n" if rps else ""
+    return (f"services:\n{svcs}listeners:\n- name: web\n  address: 127.0.0.1\n"
+            f"  port: {lport}\n{rl}  routes:\n  - match: {{prefix: /}}\n    to: {to}\n"
+            f"    timeout: 5s\n    retries: {{retry_on: connect-failure, num_retries: 1}}\n")
+
+
+def test_catalog_split_and_rate_limit(remora, make_cp, make_upstream, ports, tmp_path):
+    """--catalog: services and a listener compiled into CDS/EDS/LDS/RDS; the
+    traffic split edited in the catalog shifts live traffic with zero failed
+    requests; a rate limit turns into 429s; an unknown service in the file is
+    reported with its line and the old catalog keeps serving."""
+    a, b = make_upstream("a"), make_upstream("b")
+    admin, lport = ports.get(), ports.get()
+    cat = tmp_path / "catalog" / "catalog.yaml"
+    ups = {"web-v1": a.port, "web-v2": b.port}
+    write(cat, catalog_yaml(ups, [("web-v1", 100), ("web-v2", 0)], lport))
+    cp = make_cp(None, catalog=str(cat))
+    r = remora(bootstrap(admin, cp))
+    assert {server_of(lport) for _ in range(10)} == {"a"}
+    loop = Loop(lport)
+    try:
+        wait_until(lambda: loop.ok >= 5, 15, what="traffic")
+        write(cat, catalog_yaml(ups, [("web-v1", 50), ("web-v2", 50)], lport))
+        wait_until(lambda: {"a", "b"} <= set(loop.seen[-40:]), 20, what="50/50 split")
+        write(cat, catalog_yaml(ups, [("web-v1", 0), ("web-v2", 100)], lport))
+        wait_until(lambda: len(loop.seen) > 10 and set(loop.seen[-10:]) == {"b"}, 20,
+                   what="all to v2")
+    finally:
+        loop.stop()
+    assert loop.fail == [], loop.fail[:5]
+
+    # an unknown service: reported with position; v2 keeps serving
+    write(cat, catalog_yaml(ups, [("web-v3", 100)], lport))
+    wait_until(lambda: cp.debug()["last_error"], 10, what="catalog error")
+    err = cp.debug()["last_error"]
+    assert re.match(r"catalog\.yaml:\d+:\d+: listeners\[0\]\.routes\[0\]: "
+                    r"unknown service 'web-v3'", err), err
+    assert server_of(lport) == "b"
+
+    # a rate limit of 2 requests per second: a burst of 8 sees 429s
+    write(cat, catalog_yaml(ups, [("web-v2", 100)], lport, rps=2))
+    wait_until(lambda: cp.debug()["last_error"] == "", 10, what="catalog fixed")
+
+    def limited():
+        return 429 in [curl(f"http://127.0.0.1:{lport}/x").status for _ in range(8)]
+    wait_until(limited, 15, what="429 from the rate limit")
     r.stop()

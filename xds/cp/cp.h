@@ -39,8 +39,16 @@ struct cp_config {
 	unsigned generation;               /* 1, 2, ... per successful load */
 };
 
-/* Load dir.  NULL with err ("file:line:col: ..." or "file: <field path>: ...") on error. */
-struct cp_config *cp_config_load(const char *dir, char *err, size_t errlen);
+/* Load dir (may be NULL) and the catalog file (may be NULL) into one config.
+ * NULL with err ("file:line:col: ..." or "file: <field path>: ...") on error. */
+struct cp_config *cp_config_load(const char *dir, const char *catalog, char *err, size_t errlen);
+
+/* The service catalog (cp_catalog.c): compile the catalog tree (positions in
+ * src) into a document {clusters, endpoints, listeners, routes} (new
+ * reference; shares nodes with cat), or NULL with err. */
+struct cfg_src;
+json_t *cp_catalog_compile(const json_t *cat, const struct cfg_src *src, const char *file,
+			   char *err, size_t errlen);
 void cp_config_free(struct cp_config *c);
 
 /* The resources of one type a node sees: base, then nodes/<cluster>, then
