@@ -276,6 +276,10 @@ def test_live_edits_sotw_zero_failures(remora, make_cp, make_upstream, ports, tm
     assert cp.get("/ready")[0] == 200
     for _ in range(5):
         assert server_of(lport) == "b"
+    # a YAML syntax error: file:line:col from libyaml
+    write(d / "routes.yaml", "routes:\n- name: r1\n  virtual_hosts: [\n")
+    wait_until(lambda: "routes.yaml:4:" in cp.debug()["last_error"], 10, what="syntax error")
+    assert server_of(lport) == "b"
     # fixed: served again
     write(d / "routes.yaml", route_yaml("cb"))
     wait_until(lambda: cp.debug()["last_error"] == "" and cp.debug()["generation"] > gen, 10,
