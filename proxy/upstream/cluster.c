@@ -1413,7 +1413,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 			cl->h2_stats = h2c_stats_new(b->stats, cl->name);
 		if (cl->hc_cfg) {
 			scope = xasprintf("cluster.%s.health_check", cl->name);
-			cl->hc_stats = stats_scope_new(b->stats, scope, "cluster.health_check",
+			cl->hc_stats = stats_scope_new_main(b->stats, scope, "cluster.health_check",
 						       "envoy_cluster_name", cl->name, hc_stat_desc,
 						       HC_STATS_N);
 			free(scope);
@@ -1422,15 +1422,16 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		for (int p = 0; p < CB_PRIO_N; p++) {
 			char *group = xasprintf("cluster.circuit_breakers.%s", prio_names[p]);
 			scope = xasprintf("cluster.%s.circuit_breakers.%s", cl->name, prio_names[p]);
-			cl->cb[p].stats = stats_scope_new(b->stats, scope, group, "envoy_cluster_name",
-							  cl->name, cb_stat_desc, CB_STATS_N);
+			cl->cb[p].stats = stats_scope_new_main(b->stats, scope, group,
+							       "envoy_cluster_name", cl->name,
+							       cb_stat_desc, CB_STATS_N);
 			free(scope);
 			free(group);
 		}
 		if (cluster_lb_is_hash(cl)) {
 			bool ring = cl->lb == LB_RING_HASH;
 			scope = xasprintf("cluster.%s.%s", cl->name, ring ? "ring_hash_lb" : "maglev_lb");
-			cl->lbh_stats = stats_scope_new(b->stats, scope,
+			cl->lbh_stats = stats_scope_new_main(b->stats, scope,
 							ring ? "cluster.ring_hash_lb" : "cluster.maglev_lb",
 							"envoy_cluster_name", cl->name,
 							ring ? ring_stat_desc : maglev_stat_desc,
