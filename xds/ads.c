@@ -118,6 +118,8 @@ struct ads {
 	bool eds_dirty;             /* clusters changed: recompute the EDS subscription */
 	struct dyn_cluster *dc;     /* owned [ndc], capacity capdc; order is not meaningful */
 	size_t ndc, capdc;
+	size_t nwarming;            /* dc[] entries with a warming version (check_initial
+				     * is called per warmed cluster: O(1), not a scan) */
 	json_t *dc_index;           /* owned: cluster name -> position in dc */
 	json_t *eds_users;          /* owned, lazily built (NULL = rebuild): EDS service
 				     * name -> [positions in dc]; may hold stale entries */
@@ -238,6 +240,8 @@ static void dc_remove_at(struct ads *a, size_t pos)
 	json_object_del(a->dc_index, d->name);
 	json_object_del(a->t[T_CDS].res, d->name);
 	json_object_del(a->t[T_CDS].rver, d->name);
+	if (d->warming)
+		a->nwarming--;
 	dc_clear(d);
 	if (pos != a->ndc - 1) {
 		*d = a->dc[a->ndc - 1];
@@ -274,6 +278,7 @@ static void cluster_warmed(struct cluster *cl, void *arg)
 		cluster_unref(d->active);
 		d->active = d->warming;
 		d->warming = NULL;
+		a->nwarming--;
 		log_debug("xds: cluster '%s' warmed", d->name);
 		refresh_tcp_listeners(a);
 	}
@@ -300,6 +305,8 @@ static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *
 		json_decref(a->eds_users);   /* a new service name for this position */
 		a->eds_users = NULL;
 	}
+	if (!d->warming)
+		a->nwarming++;
 	cluster_unref(d->warming);
 	if (d->timer)
 		event_free(d->timer);
@@ -878,9 +885,8 @@ static void check_initial(struct ads *a)
 		return;
 	if ((x->cds && !a->t[T_CDS].got_first) || (x->lds && !a->t[T_LDS].got_first))
 		return;
-	for (size_t i = 0; i < a->ndc; i++)
-		if (a->dc[i].warming)
-			return;
+	if (a->nwarming)
+		return;
 	for (size_t i = 0; i < a->ndl; i++)
 		if (!a->dl[i].l)
 			return;
