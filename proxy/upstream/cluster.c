@@ -1198,7 +1198,7 @@ static void cluster_free(struct cluster *cl)
 	free(cl->auto_sni_header);
 	hc_cfg_free(cl->hc_cfg);
 	stats_scope_free(cl->hc_stats);
-	json_decref(cl->json);
+	free(cl->json_text);
 	free(cl->name);
 	free(cl->eds_service_name);
 	free(cl);
@@ -1214,6 +1214,24 @@ void cluster_unref(struct cluster *cl)
 {
 	if (cl && !__atomic_sub_fetch(&cl->refcnt, 1, __ATOMIC_ACQ_REL))
 		cluster_free(cl);
+}
+
+char *cluster_json_text(const json_t *j)
+{
+	char *t = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+
+	if (!t)
+		die("out of memory (json_dumps)");
+	return t;
+}
+
+json_t *cluster_config_json(const struct cluster *cl)
+{
+	json_t *j = json_loads(cl->json_text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+
+	if (!j)
+		die("cluster '%s': stored JSON does not decode", cl->name);
+	return j;
 }
 
 struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
@@ -1398,7 +1416,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		cfg_fail_field(c, j, "load_assignment", "LOGICAL_DNS clusters must have a single endpoint");
 		goto error;
 	}
-	cl->json = json_incref((json_t *)j);
+	cl->json_text = cluster_json_text(j);
 	cl->nworkers = b->nworkers;
 	cl->workers = xcalloc(b->nworkers ? b->nworkers : 1, sizeof(*cl->workers));
 	{
