@@ -21,6 +21,7 @@
  * cluster change. */
 #include "ads.h"
 
+#include <malloc.h>
 #include <math.h>
 #include "grpc_client.h"
 #include "pb_json.h"
@@ -1547,9 +1548,16 @@ static void on_open(void *arg)
 		update_subscriptions(a);   /* secrets named before the stream opened */
 }
 
-static void on_message(void *arg, const uint8_t *data, size_t len)
+/* A large response (the full set of 10,000 clusters) decodes into tens of
+ * MB of short-lived protobuf and JSON objects, freed again once it is
+ * applied; glibc keeps those pages (they sit between the long-lived
+ * clusters, so the heap top cannot shrink).  Give the free pages back
+ * after such a response (glibc's malloc_trim also releases whole free pages
+ * inside the heap): a few ms per large response. */
+#define ADS_TRIM_BYTES (256u << 10)
+
+static void on_message_decoded(struct ads *a, const uint8_t *data, size_t len)
 {
-	struct ads *a = arg;
 	if (a->delta) {
 		Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *d =
 			envoy__service__discovery__v3__delta_discovery_response__unpack(NULL, len, data);
@@ -1571,6 +1579,13 @@ static void on_message(void *arg, const uint8_t *data, size_t len)
 	a->got_response = true;
 	handle_response(a, r);
 	envoy__service__discovery__v3__discovery_response__free_unpacked(r, NULL);
+}
+
+static void on_message(void *arg, const uint8_t *data, size_t len)
+{
+	on_message_decoded(arg, data, len);
+	if (len >= ADS_TRIM_BYTES)
+		malloc_trim(0);   /* not arg: the callback may have freed it */
 }
 
 static void free_cb(evutil_socket_t fd, short what, void *arg)
