@@ -211,7 +211,8 @@ static void h_config_dump(struct admin *a, struct evhttp_request *req, struct ev
 	for (size_t i = 0; ls && i < json_array_size(ls); i++)
 		json_array_append_new(listeners, json_pack("{s:O}", "listener", json_array_get(ls, i)));
 	for (size_t i = 0; i < s->nclusters; i++)
-		json_array_append_new(clusters, json_pack("{s:O}", "cluster", s->clusters[i]->json));
+		json_array_append_new(clusters, json_pack("{s:o}", "cluster",
+							  cluster_config_json(s->clusters[i])));
 	json_t *j = json_pack("{s:[{s:s, s:o}, {s:s, s:o}, {s:s, s:o}]}", "configs",
 		"@type", "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump", "bootstrap", bootstrap,
 		"@type", "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "static_clusters", clusters,

@@ -69,30 +69,47 @@ struct stats_hist {                           /* one shard's histogram */
 #define STATS_MAX_CODE_FAMILIES 2
 #define STATS_MAX_SHARDS 257
 
-struct stats_shard {                          /* one thread's values for a scope */
-	int64_t *vals;                            /* owned; [ndesc], counters and gauges */
-	struct stats_hist *hists;                 /* owned; [ndesc], only histogram slots used */
-	uint64_t *codes[STATS_MAX_CODE_FAMILIES]; /* owned, lazily allocated [500] (100..599) */
-	uint64_t classes[STATS_MAX_CODE_FAMILIES][5]; /* 1xx..5xx */
-} __attribute__((aligned(64)));
+/* One thread's values for a scope.  The pointers are set once (vals at
+ * creation, hists and codes by the owning thread on first use) and only read
+ * afterwards, so the shards of a scope may share a cache line; the values
+ * never do (each shard's vals start on a line of their own). */
+struct stats_shard {
+	int64_t *vals;                            /* [ndesc] counters and gauges; points into
+						     the scope's block (not separately owned) */
+	struct stats_hist *hists;                 /* owned, allocated by the owning thread on
+						     its first record: [nhist], the scope's
+						     histograms only (hslot maps) */
+	uint64_t *codes[STATS_MAX_CODE_FAMILIES]; /* owned, allocated by the owning thread on
+						     first use: [STATS_CODES_LEN] = codes
+						     100..599, then the classes 1xx..5xx */
+};
+#define STATS_CODES_LEN 505
 
 struct stats_store;
 
+/* A scope is one allocation (the struct, its shard array, its histogram
+ * slot map, its strings and every shard's counters and gauges) plus the
+ * histogram and response-code blocks of the shards that have used them: a
+ * cluster nobody sends traffic to costs no histogram memory. */
 struct stats_scope {
 	struct stats_store *store;                /* not owned */
-	char *name;                               /* owned; full prefix without trailing dot,
-	                                             e.g. "cluster.backend" ("" for none) */
-	char *tag_prefix;                         /* owned; name with the tag value removed,
-	                                             e.g. "cluster" (used for Prometheus names) */
-	char *tag_name;                           /* owned, may be NULL: "envoy_cluster_name" */
-	char *tag_value;                          /* owned, may be NULL: "backend" */
+	char *name;                               /* in the block; full prefix without trailing
+						     dot, e.g. "cluster.backend" ("" for none) */
+	char *tag_prefix;                         /* in the block; name with the tag value
+						     removed, e.g. "cluster" (Prometheus names) */
+	char *tag_name;                           /* in the block, may be NULL:
+						     "envoy_cluster_name" */
+	char *tag_value;                          /* in the block, may be NULL: "backend" */
 	const struct stat_desc *desc;             /* not owned (static) */
 	size_t ndesc;
+	unsigned nhist;                           /* histograms in desc */
+	const uint16_t *hslot;                    /* in the block, [ndesc]: a histogram's slot in
+						     a shard's hists[] (NULL when nhist is 0) */
 	const struct stats_bounds **hbounds;      /* owned array [ndesc] (entries point into the
 	                                             store's bucket rules), NULL: all default */
 	const char *families[STATS_MAX_CODE_FAMILIES]; /* not owned (static), may be NULL */
-	unsigned nshards;
-	struct stats_shard *shards;               /* owned; [nshards] */
+	unsigned nshards;                         /* the store's, or 1 (stats_scope_new_main) */
+	struct stats_shard *shards;               /* in the block; [nshards] */
 	struct stats_scope *next;                 /* store's list */
 	struct stats_scope **pprev;               /* the pointer to this scope in that list
 						     (O(1) removal: xDS frees scopes one by one) */
@@ -133,6 +150,14 @@ struct stats_scope *stats_scope_new(struct stats_store *st, const char *name,
 				    const char *tag_prefix, const char *tag_name,
 				    const char *tag_value, const struct stat_desc *desc,
 				    size_t ndesc);
+/* The same for a scope only the main thread writes (gauges it sets and
+ * counters it bumps on shard 0: circuit breakers, outlier detection, health
+ * checks, ring/maglev sizes): a single shard, so N workers do not cost N
+ * unused copies.  Writing it with shard != 0 is a bug. */
+struct stats_scope *stats_scope_new_main(struct stats_store *st, const char *name,
+					 const char *tag_prefix, const char *tag_name,
+					 const char *tag_value, const struct stat_desc *desc,
+					 size_t ndesc);
 /* Add a response-code family ("upstream_rq"); returns its index (0..). */
 int stats_scope_add_family(struct stats_scope *s, const char *family);
 /* Unregister and free (main thread, once no worker can touch it). NULL ok. */

@@ -21,6 +21,7 @@
  * cluster change. */
 #include "ads.h"
 
+#include <malloc.h>
 #include <math.h>
 #include "grpc_client.h"
 #include "pb_json.h"
@@ -68,7 +69,9 @@ static const struct stat_desc cm_desc[] = { CM_STATS(STATS_DESC) };
 struct xtype {
 	char *version;              /* owned: last accepted version_info ("" none) */
 	char *nonce;                /* owned: newest nonce on this stream */
-	json_t *res;                /* owned: accepted resources, name -> JSON */
+	json_t *res;                /* owned: accepted resources, name -> JSON; CDS and
+				     * EDS keep no trees (see res_text): EDS name ->
+				     * canonical JSON text (a string), CDS name -> true */
 	json_t *sent_names;         /* owned: resource_names last requested (EDS/RDS) */
 	bool got_first;             /* a response arrived (initial fetch) */
 	char *nacked_version;       /* owned: last version NACKed (log once) */
@@ -118,6 +121,8 @@ struct ads {
 	bool eds_dirty;             /* clusters changed: recompute the EDS subscription */
 	struct dyn_cluster *dc;     /* owned [ndc], capacity capdc; order is not meaningful */
 	size_t ndc, capdc;
+	size_t nwarming;            /* dc[] entries with a warming version (check_initial
+				     * is called per warmed cluster: O(1), not a scan) */
 	json_t *dc_index;           /* owned: cluster name -> position in dc */
 	json_t *eds_users;          /* owned, lazily built (NULL = rebuild): EDS service
 				     * name -> [positions in dc]; may hold stale entries */
@@ -238,6 +243,8 @@ static void dc_remove_at(struct ads *a, size_t pos)
 	json_object_del(a->dc_index, d->name);
 	json_object_del(a->t[T_CDS].res, d->name);
 	json_object_del(a->t[T_CDS].rver, d->name);
+	if (d->warming)
+		a->nwarming--;
 	dc_clear(d);
 	if (pos != a->ndc - 1) {
 		*d = a->dc[a->ndc - 1];
@@ -274,6 +281,7 @@ static void cluster_warmed(struct cluster *cl, void *arg)
 		cluster_unref(d->active);
 		d->active = d->warming;
 		d->warming = NULL;
+		a->nwarming--;
 		log_debug("xds: cluster '%s' warmed", d->name);
 		refresh_tcp_listeners(a);
 	}
@@ -300,13 +308,15 @@ static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *
 		json_decref(a->eds_users);   /* a new service name for this position */
 		a->eds_users = NULL;
 	}
+	if (!d->warming)
+		a->nwarming++;
 	cluster_unref(d->warming);
 	if (d->timer)
 		event_free(d->timer);
 	d->timer = NULL;
 	d->warming = cl;
 	a->eds_dirty = true;
-	json_object_set(a->t[T_CDS].res, d->name, cl->json);   /* the accepted version */
+	json_object_set_new(a->t[T_CDS].res, d->name, json_true());   /* accepted: cl->json_text */
 	d->sds_wait = cl->tls && !tls_ctx_ready(cl->tls);
 	if (d->sds_wait) {
 		log_info("xds: cluster '%s' warming: waiting for its SDS secrets", d->name);
@@ -320,12 +330,16 @@ static void launch_warming(struct ads *a, struct dyn_cluster *d)
 {
 	struct cluster *cl = d->warming;
 	if (cl->type == CLUSTER_EDS) {
-		const json_t *cla = json_object_get(a->t[T_EDS].res, cl->eds_service_name);
-		if (cla) {
+		const char *txt = json_string_value(json_object_get(a->t[T_EDS].res,
+								    cl->eds_service_name));
+		if (txt) {
+			json_t *cla = json_loads(txt, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 			struct cfg_ctx c;
 			cfg_init(&c, NULL, NULL);
-			if (cluster_eds_update(cl, &c, cla))
-				log_warn("xds: cluster '%s': stored endpoints rejected: %s", d->name, c.err);
+			if (!cla || cluster_eds_update(cl, &c, cla))
+				log_warn("xds: cluster '%s': stored endpoints rejected: %s", d->name,
+					 cla ? c.err : "undecodable");
+			json_decref(cla);
 		} else if (cl->eds_fetch_timeout_ms) {
 			uint64_t ms = cl->eds_fetch_timeout_ms;
 			struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
@@ -391,6 +405,54 @@ static struct snapshot *cluster_view(struct ads *a)
 	return s;
 }
 
+/* CDS and EDS keep the accepted resources as canonical JSON text, not
+ * jansson trees (at 10,000 clusters the trees were ~5 KB a cluster with its
+ * endpoints): EDS in x->res (name -> string), CDS in the compiled cluster
+ * (cl->json_text; x->res maps the name to true).  The stored text of
+ * name, or NULL. */
+static const char *res_text(struct ads *a, int t, const char *name)
+{
+	if (t == T_CDS) {
+		struct dyn_cluster *d = json_object_get(a->t[T_CDS].res, name) ? find_dc(a, name)
+									       : NULL;
+		struct cluster *cur = d ? (d->warming ? d->warming : d->active) : NULL;
+		return cur ? cur->json_text : NULL;
+	}
+	return json_string_value(json_object_get(a->t[t].res, name));
+}
+
+/* Is j (a decoded resource) what is stored for name? */
+static bool res_same(struct ads *a, int t, const char *name, const json_t *j)
+{
+	if (t != T_CDS && t != T_EDS) {
+		const json_t *in_force = json_object_get(a->t[t].res, name);
+		return in_force && (in_force == j || json_equal(in_force, j));
+	}
+	const char *have = res_text(a, t, name);
+	if (!have)
+		return false;
+	char *txt = cluster_json_text(j);
+	bool same = !strcmp(have, txt);
+	free(txt);
+	return same;
+}
+
+/* Is got (name -> resource) exactly the accepted state? */
+static bool res_all_same(struct ads *a, int t, const json_t *got)
+{
+	const char *n;
+	json_t *v;
+
+	if (!a->t[t].res || json_object_size(a->t[t].res) != json_object_size(got))
+		return false;
+	if (t != T_CDS && t != T_EDS)
+		return json_equal(a->t[t].res, got);
+	json_object_foreach((json_t *)got, n, v)
+		if (!res_same(a, t, n, v))
+			return false;
+	return true;
+}
+
 /* One CDS resource added or changed.  Returns the compiled new version for
  * the caller to start once the whole response is applied, or NULL (unchanged,
  * or rejected: the previous version, if any, stays). */
@@ -404,8 +466,11 @@ static struct cluster *cds_upsert(struct ads *a, const char *name, const json_t 
 		}
 	struct dyn_cluster *d = find_dc(a, name);
 	struct cluster *cur = d ? (d->warming ? d->warming : d->active) : NULL;
-	if (cur && json_equal(cur->json, j))   /* unchanged: keep it */
+	char *txt = cluster_json_text(j);
+	if (cur && !strcmp(cur->json_text, txt)) {   /* unchanged: keep it */
+		free(txt);
 		return NULL;
+	}
 	struct cfg_ctx c;
 	cfg_init(&c, NULL, NULL);
 	if (a->srv->opt.allow_unknown_fields)
@@ -413,8 +478,11 @@ static struct cluster *cds_upsert(struct ads *a, const char *name, const json_t 
 	struct cluster *cl = cluster_parse(&c, j, b);
 	if (!cl) {
 		add_error(err, errlen, "Cluster", name, c.err);
+		free(txt);
 		return NULL;
 	}
+	free(cl->json_text);   /* the same text: reuse the one made for the comparison */
+	cl->json_text = txt;
 	if (!d)
 		dc_append(a, name);
 	return cl;
@@ -517,11 +585,13 @@ static void apply_eds(struct ads *a, json_t *got, const json_t *removed, char *e
 	if (!a->t[T_EDS].res)
 		a->t[T_EDS].res = json_object();
 	json_object_foreach(got, name, j) {
-		if (json_equal(json_object_get(a->t[T_EDS].res, name), j))
-			continue;   /* unchanged ClusterLoadAssignment */
-		/* accepted state: only what applied (a rejected one is retried when resent) */
-		if (eds_apply_one(a, name, j, err, errlen))
-			json_object_set(a->t[T_EDS].res, name, j);
+		char *txt = cluster_json_text(j);
+		const char *have = json_string_value(json_object_get(a->t[T_EDS].res, name));
+		/* unchanged ClusterLoadAssignment: nothing to do; accepted state:
+		 * only what applied (a rejected one is retried when resent) */
+		if ((!have || strcmp(have, txt)) && eds_apply_one(a, name, j, err, errlen))
+			json_object_set_new(a->t[T_EDS].res, name, json_string_nocheck(txt));
+		free(txt);
 	}
 	json_array_foreach(removed, i, j) {
 		name = json_string_value(j);
@@ -878,9 +948,8 @@ static void check_initial(struct ads *a)
 		return;
 	if ((x->cds && !a->t[T_CDS].got_first) || (x->lds && !a->t[T_LDS].got_first))
 		return;
-	for (size_t i = 0; i < a->ndc; i++)
-		if (a->dc[i].warming)
-			return;
+	if (a->nwarming)
+		return;
 	for (size_t i = 0; i < a->ndl; i++)
 		if (!a->dl[i].l)
 			return;
@@ -1360,7 +1429,7 @@ static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__
 	for (size_t i = 0; i < r->n_resources; i++)
 		take_resource(a, t, r->resources[i], i, NULL, got, err, sizeof(err));
 	/* unchanged resend of the accepted state: ACK without re-applying */
-	bool unchanged = !err[0] && x->res && json_equal(x->res, got) &&
+	bool unchanged = !err[0] && x->res && res_all_same(a, t, got) &&
 			 (t == T_CDS || t == T_LDS || json_object_size(got)) && t != T_SDS;
 	a->applying_version = r->version_info ? r->version_info : "";
 	if (!unchanged)
@@ -1409,8 +1478,7 @@ static void handle_delta(struct ads *a,
 	json_t *v;
 	size_t i;
 	json_object_foreach(got, n, v) {
-		const json_t *in_force = json_object_get(x->res, n);
-		if (in_force && (in_force == v || json_equal(in_force, v)))
+		if (res_same(a, t, n, v))
 			json_object_set(x->rver, n, json_object_get(vers, n));
 	}
 	json_array_foreach(removed, i, v)
@@ -1480,9 +1548,16 @@ static void on_open(void *arg)
 		update_subscriptions(a);   /* secrets named before the stream opened */
 }
 
-static void on_message(void *arg, const uint8_t *data, size_t len)
+/* A large response (the full set of 10,000 clusters) decodes into tens of
+ * MB of short-lived protobuf and JSON objects, freed again once it is
+ * applied; glibc keeps those pages (they sit between the long-lived
+ * clusters, so the heap top cannot shrink).  Give the free pages back
+ * after such a response (glibc's malloc_trim also releases whole free pages
+ * inside the heap): a few ms per large response. */
+#define ADS_TRIM_BYTES (256u << 10)
+
+static void on_message_decoded(struct ads *a, const uint8_t *data, size_t len)
 {
-	struct ads *a = arg;
 	if (a->delta) {
 		Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *d =
 			envoy__service__discovery__v3__delta_discovery_response__unpack(NULL, len, data);
@@ -1504,6 +1579,13 @@ static void on_message(void *arg, const uint8_t *data, size_t len)
 	a->got_response = true;
 	handle_response(a, r);
 	envoy__service__discovery__v3__discovery_response__free_unpacked(r, NULL);
+}
+
+static void on_message(void *arg, const uint8_t *data, size_t len)
+{
+	on_message_decoded(arg, data, len);
+	if (len >= ADS_TRIM_BYTES)
+		malloc_trim(0);   /* not arg: the callback may have freed it */
 }
 
 static void free_cb(evutil_socket_t fd, short what, void *arg)

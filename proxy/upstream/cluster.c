@@ -1198,7 +1198,7 @@ static void cluster_free(struct cluster *cl)
 	free(cl->auto_sni_header);
 	hc_cfg_free(cl->hc_cfg);
 	stats_scope_free(cl->hc_stats);
-	json_decref(cl->json);
+	free(cl->json_text);
 	free(cl->name);
 	free(cl->eds_service_name);
 	free(cl);
@@ -1214,6 +1214,24 @@ void cluster_unref(struct cluster *cl)
 {
 	if (cl && !__atomic_sub_fetch(&cl->refcnt, 1, __ATOMIC_ACQ_REL))
 		cluster_free(cl);
+}
+
+char *cluster_json_text(const json_t *j)
+{
+	char *t = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+
+	if (!t)
+		die("out of memory (json_dumps)");
+	return t;
+}
+
+json_t *cluster_config_json(const struct cluster *cl)
+{
+	json_t *j = json_loads(cl->json_text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+
+	if (!j)
+		die("cluster '%s': stored JSON does not decode", cl->name);
+	return j;
 }
 
 struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
@@ -1398,7 +1416,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		cfg_fail_field(c, j, "load_assignment", "LOGICAL_DNS clusters must have a single endpoint");
 		goto error;
 	}
-	cl->json = json_incref((json_t *)j);
+	cl->json_text = cluster_json_text(j);
 	cl->nworkers = b->nworkers;
 	cl->workers = xcalloc(b->nworkers ? b->nworkers : 1, sizeof(*cl->workers));
 	{
@@ -1413,7 +1431,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 			cl->h2_stats = h2c_stats_new(b->stats, cl->name);
 		if (cl->hc_cfg) {
 			scope = xasprintf("cluster.%s.health_check", cl->name);
-			cl->hc_stats = stats_scope_new(b->stats, scope, "cluster.health_check",
+			cl->hc_stats = stats_scope_new_main(b->stats, scope, "cluster.health_check",
 						       "envoy_cluster_name", cl->name, hc_stat_desc,
 						       HC_STATS_N);
 			free(scope);
@@ -1422,15 +1440,16 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		for (int p = 0; p < CB_PRIO_N; p++) {
 			char *group = xasprintf("cluster.circuit_breakers.%s", prio_names[p]);
 			scope = xasprintf("cluster.%s.circuit_breakers.%s", cl->name, prio_names[p]);
-			cl->cb[p].stats = stats_scope_new(b->stats, scope, group, "envoy_cluster_name",
-							  cl->name, cb_stat_desc, CB_STATS_N);
+			cl->cb[p].stats = stats_scope_new_main(b->stats, scope, group,
+							       "envoy_cluster_name", cl->name,
+							       cb_stat_desc, CB_STATS_N);
 			free(scope);
 			free(group);
 		}
 		if (cluster_lb_is_hash(cl)) {
 			bool ring = cl->lb == LB_RING_HASH;
 			scope = xasprintf("cluster.%s.%s", cl->name, ring ? "ring_hash_lb" : "maglev_lb");
-			cl->lbh_stats = stats_scope_new(b->stats, scope,
+			cl->lbh_stats = stats_scope_new_main(b->stats, scope,
 							ring ? "cluster.ring_hash_lb" : "cluster.maglev_lb",
 							"envoy_cluster_name", cl->name,
 							ring ? ring_stat_desc : maglev_stat_desc,

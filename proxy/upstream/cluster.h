@@ -241,7 +241,10 @@ struct cluster {
 	size_t nresolvers;
 	struct endpoint_cfg *endpoints;     /* owned [nendpoints] */
 	size_t nendpoints;
-	json_t *json;                       /* owned ref, for /config_dump */
+	char *json_text;                    /* owned: the Cluster as canonical JSON text
+					       (cluster_json_text), for diffing updates and
+					       /config_dump (cluster_config_json).  Text, not a
+					       jansson tree: ~0.3 KB instead of ~3 KB a cluster */
 	struct stats_scope *stats;          /* owned */
 	struct stats_scope *lbh_stats;      /* owned: ring_hash_lb.* or maglev_lb.*, may be NULL */
 	struct stats_scope *od_stats;       /* owned: outlier_detection.*, may be NULL */
@@ -280,6 +283,12 @@ struct cluster {
 	void (*on_init)(struct cluster *cl, void *arg); /* called once, see cluster_start */
 	void *on_init_arg;
 };
+
+/* Canonical compact JSON text of a resource (sorted keys, so equal JSON
+ * values give equal text): malloc'd, the caller frees. */
+char *cluster_json_text(const json_t *j);
+/* The Cluster this was compiled from, decoded from json_text (new ref). */
+json_t *cluster_config_json(const struct cluster *cl);
 
 /* Parse a Cluster.  Returns NULL after cfg_fail(). */
 struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_ctx *b);

@@ -355,7 +355,7 @@ int outlier_parse(struct cfg_ctx *c, const json_t *o, struct outlier_cfg *od)
 struct stats_scope *outlier_stats_new(struct stats_store *st, const char *cluster)
 {
 	char *scope = xasprintf("cluster.%s.outlier_detection", cluster);
-	struct stats_scope *s = stats_scope_new(st, scope, "cluster.outlier_detection",
+	struct stats_scope *s = stats_scope_new_main(st, scope, "cluster.outlier_detection",
 						"envoy_cluster_name", cluster, od_stat_desc, OD_STATS_N);
 	free(scope);
 	return s;

@@ -36,13 +36,86 @@ TEST(stats_scope_naming)
 	CHECK_STR(srv->name, "server");
 	CHECK(srv->tag_name == NULL && srv->tag_value == NULL);
 	CHECK(srv->shards[0].hists == NULL);              /* no histograms, no block */
-	CHECK(((uintptr_t)c->shards & 63) == 0);          /* shards are cache-line aligned */
+	CHECK(srv->hslot == NULL && srv->nhist == 0);
+	CHECK_INT(c->nhist, 1);
 	for (unsigned i = 0; i < c->nshards; i++) {
 		CHECK(c->shards[i].vals != NULL);
-		CHECK(c->shards[i].hists != NULL);
+		CHECK(((uintptr_t)c->shards[i].vals & 63) == 0); /* vals on their own lines */
+		CHECK(c->shards[i].hists == NULL);        /* allocated on the first record */
 		CHECK(c->shards[i].codes[0] == NULL);
 	}
 	stats_store_free(st);                              /* frees both scopes */
+}
+
+/* The compact layout: one block per scope, shards' values on separate
+ * cache lines, histogram blocks only for the shards that recorded, holding
+ * only the scope's histograms (several, interleaved with counters). */
+#define H_STATS(X) X(COUNTER, a_total) X(HISTOGRAM, a_time) X(GAUGE, b_active) \
+	X(HISTOGRAM, b_time) X(COUNTER, c_total) X(HISTOGRAM, c_time)
+enum { H_STATS(STATS_ENUM) H_N };
+static const struct stat_desc h_desc[] = { H_STATS(STATS_DESC) };
+
+TEST(stats_scope_compact_layout)
+{
+	struct stats_store *st = stats_store_new(4);
+	struct stats_scope *s = stats_scope_new(st, "cluster.x", "cluster", "envoy_cluster_name",
+						"x", h_desc, H_N);
+	struct stats_scope *m = stats_scope_new_main(st, "cluster.x.circuit_breakers.default",
+						     "cluster.circuit_breakers.default",
+						     "envoy_cluster_name", "x", h_desc, H_N);
+	struct stats_hist h;
+
+	CHECK_INT(s->nhist, 3);
+	CHECK_INT(s->hslot[a_time], 0);
+	CHECK_INT(s->hslot[b_time], 1);
+	CHECK_INT(s->hslot[c_time], 2);
+	for (unsigned i = 0; i + 1 < s->nshards; i++) {
+		uintptr_t a = (uintptr_t)s->shards[i].vals, b = (uintptr_t)s->shards[i + 1].vals;
+		CHECK(b >= a + H_N * sizeof(int64_t));    /* no overlap ... */
+		CHECK((a & 63) == 0 && (b & 63) == 0);    /* ... and no shared line */
+	}
+	/* strings live in the block and are intact */
+	CHECK_STR(s->name, "cluster.x");
+	CHECK_STR(s->tag_prefix, "cluster");
+	CHECK_STR(s->tag_value, "x");
+	CHECK_STR(m->name, "cluster.x.circuit_breakers.default");
+	CHECK_INT(m->nshards, 1);                         /* main-thread scope: one shard */
+
+	stats_inc(s, 3, c_total);
+	stats_add(s, 2, a_total, 5);
+	stats_inc(s, 1, b_active);
+	CHECK_INT(stats_value(s, c_total), 1);
+	CHECK_INT(stats_value(s, a_total), 5);
+	CHECK_INT(stats_value(s, b_active), 1);
+
+	stats_hist_record(s, 2, c_time, 7);
+	CHECK(s->shards[2].hists != NULL);                /* only the recording shard ... */
+	CHECK(s->shards[1].hists == NULL && s->shards[3].hists == NULL);
+	stats_hist_record(s, 3, b_time, 0.1);
+	stats_hist_record(s, 3, b_time, 0.2);
+	stats_hist_merge(s, c_time, &h);
+	CHECK_INT(h.count, 1);
+	CHECK(h.sum == 7);
+	stats_hist_merge(s, b_time, &h);
+	CHECK_INT(h.count, 2);
+	stats_hist_merge(s, a_time, &h);                  /* never recorded: empty */
+	CHECK_INT(h.count, 0);
+
+	stats_inc(m, 0, a_total);
+	stats_hist_record(m, 0, a_time, 3);
+	stats_gauge_set(m, b_active, 9);
+	CHECK_INT(stats_value(m, a_total), 1);
+	CHECK_INT(stats_value(m, b_active), 9);
+	stats_hist_merge(m, a_time, &h);
+	CHECK_INT(h.count, 1);
+
+	stats_reset_counters(st);                         /* walks lazily allocated blocks */
+	CHECK_INT(stats_value(s, c_total), 0);
+	CHECK_INT(stats_value(s, b_active), 1);           /* gauges kept */
+	stats_hist_merge(s, b_time, &h);
+	CHECK_INT(h.count, 0);
+	stats_scope_free(m);
+	stats_store_free(st);
 }
 
 TEST(stats_scope_free_unregisters)
@@ -226,7 +299,7 @@ TEST(stats_code_families)
 	CHECK_INT(stats_code_value(s, down, 2), 1);
 	CHECK_INT(stats_code_value(s, down, 200), 1);
 	CHECK_INT(stats_code_value(s, up, 600), 0);
-	CHECK_INT(s->shards[1].classes[up][4], 3);
+	CHECK_INT(s->shards[1].codes[up][STATS_CODES_LEN - 1], 3);  /* shard 1's 5xx class */
 	stats_store_free(st);
 }
 
@@ -248,8 +321,8 @@ TEST(stats_hist_bucket_boundaries)
 	stats_hist_record(s, 1, rq_time, 3600000.5);       /* -> overflow */
 	stats_hist_record(s, 1, rq_time, NAN);             /* dropped */
 
-	CHECK_INT(s->shards[0].hists[rq_time].buckets[0], 2);
-	CHECK_INT(s->shards[0].hists[rq_time].count, 4);
+	CHECK_INT(s->shards[0].hists[s->hslot[rq_time]].buckets[0], 2);
+	CHECK_INT(s->shards[0].hists[s->hslot[rq_time]].count, 4);
 	stats_hist_merge(s, rq_time, &h);
 	CHECK_INT(h.buckets[0], 2);
 	CHECK_INT(h.buckets[1], 2);

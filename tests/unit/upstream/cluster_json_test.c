@@ -1,0 +1,105 @@
+/* cluster_json_test.c - a cluster keeps the resource it was compiled from as
+ * canonical JSON text (xDS diffs updates by comparing that text, and
+ * /config_dump decodes it): equal JSON gives equal text whatever the key
+ * order, different JSON gives different text, and the text decodes back to
+ * the same JSON.  Also: the cluster's stats scopes (one block each, the
+ * circuit breakers single-shard) still carry every name. */
+#include "test.h"
+
+#include <jansson.h>
+#include <string.h>
+
+#include "proxy/common.h"
+#include "proxy/snapshot.h"
+#include "proxy/upstream/cluster.h"
+
+static json_t *load(const char *s)
+{
+	json_error_t je;
+	json_t *j = json_loads(s, 0, &je);
+
+	if (!j)
+		fprintf(stderr, "bad test json: %s\n", je.text);
+	return j;
+}
+
+TEST(cluster_json_text_is_canonical)
+{
+	json_t *a = load("{\"name\":\"c1\",\"type\":\"EDS\",\"connect_timeout\":\"1s\","
+			 "\"eds_cluster_config\":{\"service_name\":\"s\",\"eds_config\":{\"ads\":{}}}}");
+	json_t *b = load("{\"eds_cluster_config\":{\"eds_config\":{\"ads\":{}},\"service_name\":\"s\"},"
+			 "\"connect_timeout\":\"1s\",\"type\":\"EDS\",\"name\":\"c1\"}");
+	json_t *c = load("{\"name\":\"c1\",\"type\":\"EDS\",\"connect_timeout\":\"2s\","
+			 "\"eds_cluster_config\":{\"service_name\":\"s\",\"eds_config\":{\"ads\":{}}}}");
+	json_t *d = load("{\"name\":\"c1\",\"weight\":1}");
+	json_t *e = load("{\"name\":\"c1\",\"weight\":1.0}");
+	char *ta, *tb, *tc, *td, *te;
+
+	CHECK(a && b && c && d && e);
+	ta = cluster_json_text(a);
+	tb = cluster_json_text(b);
+	tc = cluster_json_text(c);
+	td = cluster_json_text(d);
+	te = cluster_json_text(e);
+	CHECK_STR(ta, tb);                       /* key order does not matter */
+	CHECK(strcmp(ta, tc) != 0);              /* a changed value does */
+	CHECK(strcmp(td, te) != 0);              /* as json_equal: 1 and 1.0 differ */
+	CHECK(strchr(ta, ' ') == NULL && strchr(ta, '\n') == NULL);   /* compact */
+	free(ta);
+	free(tb);
+	free(tc);
+	free(td);
+	free(te);
+	json_decref(a);
+	json_decref(b);
+	json_decref(c);
+	json_decref(d);
+	json_decref(e);
+}
+
+TEST(cluster_config_json_round_trips)
+{
+	json_t *j = load("{\"name\":\"web\",\"type\":\"STATIC\",\"connect_timeout\":\"0.25s\","
+			 "\"load_assignment\":{\"cluster_name\":\"web\",\"endpoints\":[{\"lb_endpoints\":["
+			 "{\"endpoint\":{\"address\":{\"socket_address\":"
+			 "{\"address\":\"127.0.0.1\",\"port_value\":8080}}}}]}]}}");
+	struct stats_store *st = stats_store_new(3);
+	struct build_ctx b = { .stats = st, .nworkers = 2 };
+	struct cfg_ctx c;
+	struct cluster *cl;
+	json_t *back;
+	int n = 0, ncb = 0;
+
+	CHECK(j != NULL);
+	cfg_init(&c, NULL, NULL);
+	cl = cluster_parse(&c, j, &b);
+	CHECK(cl != NULL);
+	if (!cl) {
+		json_decref(j);
+		stats_store_free(st);
+		return;
+	}
+	back = cluster_config_json(cl);
+	CHECK(json_equal(back, j));
+	json_decref(back);
+
+	/* the cluster's scopes: the cluster's on every shard, the circuit
+	 * breakers' (main thread only) on one */
+	stats_store_read_begin(st);
+	for (struct stats_scope *s = stats_store_scopes(st); s; s = s->next) {
+		if (!strcmp(s->name, "cluster.web")) {
+			n++;
+			CHECK_INT(s->nshards, 3);
+			CHECK(s->shards[1].hists == NULL);   /* no request yet: no histograms */
+		} else if (!strncmp(s->name, "cluster.web.circuit_breakers.", 29)) {
+			ncb++;
+			CHECK_INT(s->nshards, 1);
+		}
+	}
+	stats_store_read_end(st);
+	CHECK_INT(n, 1);
+	CHECK_INT(ncb, 2);
+	cluster_unref(cl);
+	json_decref(j);
+	stats_store_free(st);
+}
