@@ -14,7 +14,10 @@ LDLIBS   = $(PKG_LIBS) -pthread -lm
 BUILD    ?= build
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-LIB_SRCS  := $(shell find proxy filters stats tls xds -name '*.c' ! -name main.c 2>/dev/null | sort)
+LIB_SRCS  := $(shell find proxy filters stats tls xds -name '*.c' ! -name main.c ! -path 'xds/cp/*' 2>/dev/null | sort)
+# The reference control plane (build/remora-cp): its own sources, linked
+# against the same library.
+CP_SRCS   := $(shell find xds/cp -name '*.c' 2>/dev/null | sort)
 
 # xDS protobuf: the .proto subset under xds/proto (plus the google/protobuf
 # well-known types from libprotobuf-dev) compiled by protoc-c into build/gen,
@@ -38,6 +41,7 @@ $(PROTO_GEN_C): $(GEN)/.stamp
 
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(PROTO_OBJS)
 MAIN_OBJ  := $(BUILD)/obj/proxy/main.o
+CP_OBJS   := $(CP_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_SRCS := $(shell find tests/unit -name '*_test.c' 2>/dev/null | sort)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_MAIN := $(BUILD)/obj/tests/unit/test_main.o
@@ -45,7 +49,7 @@ UNIT_MAIN := $(BUILD)/obj/tests/unit/test_main.o
 .PHONY: fuzz-campaign image k8s-npm test-valgrind soak bench-xds xds-npm xds-proto-subset all remora deps run test test-unit test-integration bench fuzz fuzz-bins unit-bins clean asan format
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/remora
+all: $(BUILD)/remora $(BUILD)/remora-cp
 
 $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 	@mkdir -p $(dir $@)
@@ -61,6 +65,9 @@ $(BUILD)/libremora.a: $(LIB_OBJS)
 
 $(BUILD)/remora: $(MAIN_OBJ) $(BUILD)/libremora.a
 	$(CC) $(ALL_CFLAGS) -o $@ $(MAIN_OBJ) -Wl,--whole-archive $(BUILD)/libremora.a -Wl,--no-whole-archive $(LDLIBS)
+
+$(BUILD)/remora-cp: $(CP_OBJS) $(BUILD)/libremora.a
+	$(CC) $(ALL_CFLAGS) -o $@ $(CP_OBJS) $(BUILD)/libremora.a $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(UNIT_MAIN) $(BUILD)/libremora.a
 	@mkdir -p $(dir $@)
@@ -104,7 +111,7 @@ deps:
 
 # Sanitizer build used by the tests.
 asan:
-	$(MAKE) BUILD=build/asan EXTRA_CFLAGS="$(SAN)" CFLAGS="-O1 -g" build/asan/remora unit-bins
+	$(MAKE) BUILD=build/asan EXTRA_CFLAGS="$(SAN)" CFLAGS="-O1 -g" build/asan/remora build/asan/remora-cp unit-bins
 
 run: deps all
 	./build/remora -c deploy/examples/quickstart.yaml

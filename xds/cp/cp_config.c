@@ -1,0 +1,370 @@
+/* cp_config.c - remora-cp resources from a directory of YAML files. */
+#include "cp.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+#include "../../proxy/common.h"
+#include "../../proxy/config/cfg.h"
+#include "../../proxy/config/yaml_json.h"
+#include "../pb_encode.h"
+#include "../pb_json.h"
+
+const char *const cp_type_url[CP_NTYPES] = {
+	[CP_CDS] = "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+	[CP_EDS] = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+	[CP_SDS] = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+	[CP_LDS] = "type.googleapis.com/envoy.config.listener.v3.Listener",
+	[CP_RDS] = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+};
+const char *const cp_type_key[CP_NTYPES] = {
+	[CP_CDS] = "clusters", [CP_EDS] = "endpoints", [CP_SDS] = "secrets",
+	[CP_LDS] = "listeners", [CP_RDS] = "routes",
+};
+const char *const cp_type_short[CP_NTYPES] = {
+	[CP_CDS] = "cds", [CP_EDS] = "eds", [CP_SDS] = "sds", [CP_LDS] = "lds", [CP_RDS] = "rds",
+};
+
+int cp_type_by_url(const char *url)
+{
+	for (int t = 0; t < CP_NTYPES; t++)
+		if (!strcmp(url, cp_type_url[t]))
+			return t;
+	return -1;
+}
+
+static void resource_clear(struct cp_resource *r)
+{
+	free(r->name);
+	free(r->bytes);
+	json_decref(r->json);
+}
+
+static void layer_clear(struct cp_layer *l)
+{
+	free(l->name);
+	for (int t = 0; t < CP_NTYPES; t++) {
+		for (size_t i = 0; i < l->n[t]; i++)
+			resource_clear(&l->res[t][i]);
+		free(l->res[t]);
+	}
+}
+
+void cp_config_free(struct cp_config *c)
+{
+	if (!c)
+		return;
+	layer_clear(&c->base);
+	for (size_t i = 0; i < c->nnodes; i++)
+		layer_clear(&c->nodes[i]);
+	free(c->nodes);
+	free(c);
+}
+
+/* "file:line:col" of a node / member, or just "file". */
+static void where(char *out, size_t len, const char *file, const struct cfg_src *src,
+		  const json_t *obj, const char *key, const json_t *node)
+{
+	int line = 0, col = 0;
+	if ((obj && !cfg_src_key_pos(src, obj, key, &line, &col)) ||
+	    (node && !cfg_src_node_pos(src, node, &line, &col)))
+		snprintf(out, len, "%s:%d:%d", file, line, col);
+	else
+		snprintf(out, len, "%s", file);
+}
+
+static int add_resource(struct cp_layer *l, int t, const char *file, const struct cfg_src *src,
+			const json_t *j, const char *path, char *err, size_t errlen)
+{
+	struct pb_encode_ctx ec;
+	struct pb_json_ctx dc = { 0 };
+	char *url = NULL, pos[600];
+	uint8_t *bytes = NULL;
+	size_t len = 0;
+	if (t >= 0 && json_is_object(j) && json_object_get(j, "@type") &&
+	    cp_type_by_url(json_string_value(json_object_get(j, "@type")) ?: "") != t) {
+		where(pos, sizeof(pos), file, src, j, "@type", NULL);
+		snprintf(err, errlen, "%s: %s: \"@type\" must be %s under \"%s\"", pos, path,
+			 cp_type_url[t], cp_type_key[t]);
+		return -1;
+	}
+	if (pb_encode_any_payload(&ec, j, t >= 0 ? cp_type_url[t] : NULL, path, &url, &bytes, &len)) {
+		where(pos, sizeof(pos), file, src, ec.err_obj, ec.err_key, ec.err_node);
+		snprintf(err, errlen, "%s: %s", pos, ec.err);
+		return -1;
+	}
+	if (t < 0 && (t = cp_type_by_url(url)) < 0) {
+		where(pos, sizeof(pos), file, src, j, "@type", NULL);
+		snprintf(err, errlen, "%s: %s: type %s is not served (want a Cluster, "
+			 "ClusterLoadAssignment, Listener, RouteConfiguration or Secret)", pos, path, url);
+		goto fail;
+	}
+	/* Decode back: the canonical JSON, and proof that the subset takes it. */
+	json_t *canon = pb_any_to_json(&dc, url, bytes, len, path);
+	if (!canon) {
+		where(pos, sizeof(pos), file, src, NULL, NULL, j);
+		snprintf(err, errlen, "%s: %s", pos, dc.err);
+		goto fail;
+	}
+	const char *name = json_string_value(json_object_get(canon, t == CP_EDS ? "cluster_name" : "name"));
+	if (!name || !*name) {
+		where(pos, sizeof(pos), file, src, NULL, NULL, j);
+		snprintf(err, errlen, "%s: %s: a resource needs \"%s\"", pos, path,
+			 t == CP_EDS ? "cluster_name" : "name");
+		json_decref(canon);
+		goto fail;
+	}
+	for (size_t i = 0; i < l->n[t]; i++)
+		if (!strcmp(l->res[t][i].name, name)) {
+			where(pos, sizeof(pos), file, src, NULL, NULL, j);
+			snprintf(err, errlen, "%s: %s: %s '%s' is defined twice", pos, path,
+				 cp_type_key[t], name);
+			json_decref(canon);
+			goto fail;
+		}
+	l->res[t] = xrealloc(l->res[t], (l->n[t] + 1) * sizeof(*l->res[t]));
+	struct cp_resource *r = &l->res[t][l->n[t]++];
+	r->name = xstrdup(name);
+	r->bytes = bytes;
+	r->len = len;
+	r->json = canon;
+	snprintf(r->version, sizeof(r->version), "%016llx", (unsigned long long)XXH64(bytes, len, 0));
+	free(url);
+	return 0;
+fail:
+	free(url);
+	free(bytes);
+	return -1;
+}
+
+static int load_doc(struct cp_layer *l, const char *file, const struct cfg_src *src, const json_t *doc,
+		    size_t di, char *err, size_t errlen)
+{
+	const char *k;
+	json_t *v;
+	char pos[600], path[96];
+	if (json_is_null(doc))
+		return 0;
+	if (!json_is_object(doc)) {
+		where(pos, sizeof(pos), file, src, NULL, NULL, doc);
+		snprintf(err, errlen, "%s: a document must be a mapping with keys clusters, endpoints, "
+			 "listeners, routes, secrets or resources", pos);
+		return -1;
+	}
+	json_object_foreach((json_t *)doc, k, v) {
+		int t = -1;
+		if (strcmp(k, "resources")) {
+			for (t = 0; t < CP_NTYPES && strcmp(k, cp_type_key[t]); t++)
+				;
+			if (t == CP_NTYPES) {
+				where(pos, sizeof(pos), file, src, doc, k, NULL);
+				snprintf(err, errlen, "%s: unknown key '%s' (want clusters, endpoints, "
+					 "listeners, routes, secrets or resources)", pos, k);
+				return -1;
+			}
+		}
+		if (json_is_null(v))
+			continue;
+		if (!json_is_array(v)) {
+			where(pos, sizeof(pos), file, src, doc, k, NULL);
+			snprintf(err, errlen, "%s: '%s' must be a list", pos, k);
+			return -1;
+		}
+		for (size_t i = 0; i < json_array_size(v); i++) {
+			if (di)
+				snprintf(path, sizeof(path), "[doc %zu] %s[%zu]", di, k, i);
+			else
+				snprintf(path, sizeof(path), "%s[%zu]", k, i);
+			if (add_resource(l, t, file, src, json_array_get(v, i), path, err, errlen))
+				return -1;
+		}
+	}
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmp_res(const void *a, const void *b)
+{
+	return strcmp(((const struct cp_resource *)a)->name, ((const struct cp_resource *)b)->name);
+}
+
+/* Sorted names of dir's entries that are regular YAML/JSON files (want_dirs:
+ * subdirectories instead). */
+static size_t list_dir(const char *dir, bool want_dirs, char ***out)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char **v = NULL;
+	size_t n = 0;
+	*out = NULL;
+	if (!d)
+		return 0;
+	while ((e = readdir(d))) {
+		char p[4096];
+		struct stat st;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+		if (stat(p, &st))
+			continue;
+		size_t len = strlen(e->d_name);
+		if (want_dirs ? !S_ISDIR(st.st_mode)
+			      : (!S_ISREG(st.st_mode) ||
+				 !((len > 5 && !strcmp(e->d_name + len - 5, ".yaml")) ||
+				   (len > 4 && !strcmp(e->d_name + len - 4, ".yml")) ||
+				   (len > 5 && !strcmp(e->d_name + len - 5, ".json")))))
+			continue;
+		v = xrealloc(v, (n + 1) * sizeof(*v));
+		v[n++] = xstrdup(e->d_name);
+	}
+	closedir(d);
+	qsort(v, n, sizeof(*v), cmp_str);
+	*out = v;
+	return n;
+}
+
+static void free_list(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int load_layer(struct cp_layer *l, const char *dir, const char *shown, char *err, size_t errlen)
+{
+	char **files;
+	size_t n = list_dir(dir, false, &files);
+	int rc = 0;
+	for (size_t i = 0; i < n && !rc; i++) {
+		char p[4096], name[4096], e[1024];
+		snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
+		snprintf(name, sizeof(name), "%s%s", shown, files[i]);
+		FILE *f = fopen(p, "rb");
+		char *buf = NULL;
+		size_t len = 0;
+		if (!f) {
+			snprintf(err, errlen, "%s: cannot open", name);
+			rc = -1;
+			break;
+		}
+		FILE *m = open_memstream(&buf, &len);
+		char chunk[8192];
+		size_t got;
+		while ((got = fread(chunk, 1, sizeof(chunk), f)))
+			fwrite(chunk, 1, got, m);
+		fclose(f);
+		fclose(m);
+		struct cfg_src *src = NULL;
+		json_t *docs = yaml_load_all_buffer(name, buf, len, &src, e, sizeof(e));
+		free(buf);
+		if (!docs) {
+			snprintf(err, errlen, "%s", e);
+			rc = -1;
+			break;
+		}
+		for (size_t d = 0; d < json_array_size(docs) && !rc; d++)
+			rc = load_doc(l, name, src, json_array_get(docs, d), d, err, errlen);
+		json_decref(docs);
+		cfg_src_free(src);
+	}
+	free_list(files, n);
+	for (int t = 0; t < CP_NTYPES; t++)
+		if (l->n[t])
+			qsort(l->res[t], l->n[t], sizeof(*l->res[t]), cmp_res);
+	return rc;
+}
+
+struct cp_config *cp_config_load(const char *dir, char *err, size_t errlen)
+{
+	static unsigned generation;
+	struct cp_config *c = xcalloc(1, sizeof(*c));
+	char ndir[4096], **names;
+	struct stat st;
+	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a directory", dir);
+		goto fail;
+	}
+	c->base.name = xstrdup("");
+	if (load_layer(&c->base, dir, "", err, errlen))
+		goto fail;
+	snprintf(ndir, sizeof(ndir), "%s/nodes", dir);
+	size_t n = list_dir(ndir, true, &names);
+	c->nodes = xcalloc(n ? n : 1, sizeof(*c->nodes));
+	for (size_t i = 0; i < n; i++) {
+		char sub[8400], shown[600];
+		snprintf(sub, sizeof(sub), "%s/%s", ndir, names[i]);
+		snprintf(shown, sizeof(shown), "nodes/%.500s/", names[i]);
+		c->nodes[i].name = xstrdup(names[i]);
+		c->nnodes++;
+		if (load_layer(&c->nodes[i], sub, shown, err, errlen)) {
+			free_list(names, n);
+			goto fail;
+		}
+	}
+	free_list(names, n);
+	c->generation = ++generation;
+	return c;
+fail:
+	cp_config_free(c);
+	return NULL;
+}
+
+static const struct cp_layer *node_layer(const struct cp_config *c, const char *name)
+{
+	if (!name || !*name)
+		return NULL;
+	for (size_t i = 0; i < c->nnodes; i++)
+		if (!strcmp(c->nodes[i].name, name))
+			return &c->nodes[i];
+	return NULL;
+}
+
+size_t cp_config_view(const struct cp_config *c, const char *node_id, const char *node_cluster,
+		      enum cp_type t, const struct cp_resource ***out, char *version)
+{
+	const struct cp_layer *layers[3] = { &c->base, node_layer(c, node_cluster),
+					     node_layer(c, node_id) };
+	if (layers[1] == layers[2])
+		layers[1] = NULL;
+	size_t cap = 0, n = 0;
+	for (int i = 0; i < 3; i++)
+		cap += layers[i] ? layers[i]->n[t] : 0;
+	const struct cp_resource **v = xmalloc((cap ? cap : 1) * sizeof(*v));
+	for (int i = 0; i < 3; i++) {
+		if (!layers[i])
+			continue;
+		for (size_t k = 0; k < layers[i]->n[t]; k++) {
+			const struct cp_resource *r = &layers[i]->res[t][k];
+			size_t j;
+			for (j = 0; j < n && strcmp(v[j]->name, r->name); j++)
+				;
+			v[j] = r;
+			if (j == n)
+				n++;
+		}
+	}
+	/* sort by name (insertion: small sets) */
+	for (size_t i = 1; i < n; i++)
+		for (size_t j = i; j > 0 && strcmp(v[j - 1]->name, v[j]->name) > 0; j--) {
+			const struct cp_resource *tmp = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = tmp;
+		}
+	XXH64_state_t *h = XXH64_createState();
+	XXH64_reset(h, 0);
+	for (size_t i = 0; i < n; i++) {
+		XXH64_update(h, v[i]->name, strlen(v[i]->name) + 1);
+		XXH64_update(h, v[i]->version, 16);
+	}
+	snprintf(version, 17, "%016llx", (unsigned long long)XXH64_digest(h));
+	XXH64_freeState(h);
+	*out = v;
+	return n;
+}

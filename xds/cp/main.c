@@ -1,0 +1,242 @@
+/* main.c - remora-cp, the reference control plane: ADS (SotW and delta) and
+ * REST from a directory of Envoy v3 resources watched with inotify.
+ * Single-threaded: one libevent base carries the gRPC ports, the admin port
+ * and the directory watch.  See docs/control-plane.md. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include "cp.h"
+#include "cp_server.h"
+#include "../../proxy/common.h"
+#include "../../proxy/log.h"
+
+struct cp_main {
+	struct event_base *base;
+	const char *dir;
+	struct cp_config *cfg;        /* owned: the config being served */
+	struct cp_xds *xds;           /* owned */
+	int ifd;                      /* inotify */
+	struct event *iev, *debounce; /* owned */
+	struct evhttp *http;          /* owned: admin + REST */
+};
+
+static void reply(struct evhttp_request *req, int code, const char *ctype, const char *body)
+{
+	struct evbuffer *b = evbuffer_new();
+	evbuffer_add(b, body, strlen(body));
+	evhttp_add_header(evhttp_request_get_output_headers(req), "content-type", ctype);
+	evhttp_send_reply(req, code, code == 200 ? "OK" : code == 304 ? "Not Modified" : "Error", b);
+	evbuffer_free(b);
+}
+
+static void on_http(struct evhttp_request *req, void *arg)
+{
+	struct cp_main *m = arg;
+	const char *uri = evhttp_request_get_uri(req);
+	char path[256];
+	snprintf(path, sizeof(path), "%s", uri);
+	char *q = strchr(path, '?');
+	if (q)
+		*q = 0;
+	if (!strcmp(path, "/ready")) {
+		reply(req, m->cfg ? 200 : 503, "text/plain", m->cfg ? "LIVE\n" : "NOT READY\n");
+	} else if (!strcmp(path, "/metrics") || !strcmp(path, "/stats/prometheus")) {
+		char *t = cp_xds_metrics(m->xds);
+		reply(req, 200, "text/plain; version=0.0.4", t);
+		free(t);
+	} else if (!strcmp(path, "/debug/config")) {
+		char *t = cp_xds_debug_json(m->xds);
+		reply(req, 200, "application/json", t);
+		free(t);
+	} else if (!strncmp(path, "/v3/discovery:", 14)) {
+		if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+			reply(req, 405, "text/plain", "POST a DiscoveryRequest\n");
+			return;
+		}
+		struct evbuffer *in = evhttp_request_get_input_buffer(req);
+		size_t len = evbuffer_get_length(in);
+		char *body = xmalloc(len + 1);
+		evbuffer_remove(in, body, len);
+		body[len] = 0;
+		char *out = NULL;
+		int code = cp_xds_rest(m->xds, path + 14, body, len, &out);
+		free(body);
+		if (code == 304) {
+			evhttp_send_reply(req, 304, "Not Modified", NULL);
+		} else {
+			reply(req, code, code == 200 ? "application/json" : "text/plain", out);
+		}
+		free(out);
+	} else {
+		reply(req, 404, "text/plain", "not found: /ready /metrics /debug/config "
+					      "POST /v3/discovery:{clusters,endpoints,listeners,routes,secrets}\n");
+	}
+}
+
+static void watch_dirs(struct cp_main *m)
+{
+	static const uint32_t mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE |
+				     IN_DELETE | IN_DELETE_SELF | IN_ATTRIB;
+	char p[PATH_MAX];
+	inotify_add_watch(m->ifd, m->dir, mask);
+	snprintf(p, sizeof(p), "%s/nodes", m->dir);
+	if (inotify_add_watch(m->ifd, p, mask) < 0)
+		return;
+	for (size_t i = 0; m->cfg && i < m->cfg->nnodes; i++) {
+		char sub[PATH_MAX + 300];
+		snprintf(sub, sizeof(sub), "%s/%s", p, m->cfg->nodes[i].name);
+		inotify_add_watch(m->ifd, sub, mask);
+	}
+}
+
+static void reload(struct cp_main *m)
+{
+	char err[2048];
+	struct cp_config *c = cp_config_load(m->dir, err, sizeof(err));
+	if (!c) {
+		log_error("remora-cp: %s (keeping generation %u)", err, m->cfg ? m->cfg->generation : 0);
+		cp_xds_set_error(m->xds, err);
+		watch_dirs(m);
+		return;
+	}
+	struct cp_config *old = m->cfg;
+	m->cfg = c;
+	cp_xds_set_config(m->xds, c);
+	cp_config_free(old);
+	log_info("remora-cp: loaded %s (generation %u)", m->dir, c->generation);
+	watch_dirs(m);   /* new nodes/<name> directories */
+}
+
+static void on_debounce(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	reload(arg);
+}
+
+static void on_inotify(evutil_socket_t fd, short what, void *arg)
+{
+	struct cp_main *m = arg;
+	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+	(void)what;
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	/* editors write in several steps: reload once things settle */
+	struct timeval tv = { 0, 100000 };
+	event_add(m->debounce, &tv);
+}
+
+static void on_signal(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	event_base_loopexit(arg, NULL);
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: remora-cp --config-dir DIR [--grpc-port 15010] [--ca-port 15012]\n"
+		"                 [--admin-port 15014] [--address 0.0.0.0] [--log-level info]\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config-dir", required_argument, NULL, 'd' },
+		{ "grpc-port", required_argument, NULL, 'g' },
+		{ "ca-port", required_argument, NULL, 'c' },
+		{ "admin-port", required_argument, NULL, 'a' },
+		{ "address", required_argument, NULL, 'A' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cp_main m = { .ifd = -1 };
+	int grpc_port = 15010, ca_port = 15012, admin_port = 15014, o;
+	const char *address = "0.0.0.0";
+	while ((o = getopt_long(argc, argv, "d:h", opts, NULL)) != -1) {
+		switch (o) {
+		case 'd': m.dir = optarg; break;
+		case 'g': grpc_port = atoi(optarg); break;
+		case 'c': ca_port = atoi(optarg); break;
+		case 'a': admin_port = atoi(optarg); break;
+		case 'A': address = optarg; break;
+		case 'l':
+			if (log_set_level_name(optarg)) {
+				fprintf(stderr, "remora-cp: unknown log level '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		default: usage(); return o == 'h' ? 0 : 2;
+		}
+	}
+	if (!m.dir) {
+		usage();
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	m.base = event_base_new();
+	struct cp_server *srv[2] = { cp_server_new(m.base), cp_server_new(m.base) };
+	char addr[300], err[512];
+	int ports[2] = { grpc_port, ca_port };
+	for (int i = 0; i < 2; i++) {
+		snprintf(addr, sizeof(addr), strchr(address, ':') ? "[%s]:%d" : "%s:%d", address, ports[i]);
+		int bound = cp_server_listen(srv[i], addr, err, sizeof(err));
+		if (bound < 0) {
+			fprintf(stderr, "remora-cp: %s\n", err);
+			return 1;
+		}
+		ports[i] = bound;
+	}
+	m.xds = cp_xds_new(srv, 2);
+	m.http = evhttp_new(m.base);
+	if (evhttp_bind_socket(m.http, address, (uint16_t)admin_port)) {
+		fprintf(stderr, "remora-cp: cannot listen on %s port %d (admin)\n", address, admin_port);
+		return 1;
+	}
+	evhttp_set_allowed_methods(m.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+	evhttp_set_gencb(m.http, on_http, &m);
+
+	m.ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	m.iev = event_new(m.base, m.ifd, EV_READ | EV_PERSIST, on_inotify, &m);
+	event_add(m.iev, NULL);
+	m.debounce = evtimer_new(m.base, on_debounce, &m);
+	reload(&m);
+	if (!m.cfg) {
+		fprintf(stderr, "remora-cp: the initial config failed to load; serving nothing until "
+				"it is fixed\n");
+	}
+	log_info("remora-cp: xDS on %s:%d, CA port %d, admin on %d", address, ports[0], ports[1],
+		 admin_port);
+	fprintf(stderr, "remora-cp ready grpc=%d ca=%d admin=%d\n", ports[0], ports[1], admin_port);
+
+	struct event *sigs[2] = { evsignal_new(m.base, SIGTERM, on_signal, m.base),
+				  evsignal_new(m.base, SIGINT, on_signal, m.base) };
+	event_add(sigs[0], NULL);
+	event_add(sigs[1], NULL);
+	event_base_dispatch(m.base);
+
+	for (int i = 0; i < 2; i++) {
+		cp_server_free(srv[i]);
+		event_free(sigs[i]);
+	}
+	cp_xds_free(m.xds);
+	cp_config_free(m.cfg);
+	evhttp_free(m.http);
+	event_free(m.iev);
+	event_free(m.debounce);
+	close(m.ifd);
+	event_base_free(m.base);
+	return 0;
+}
