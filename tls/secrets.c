@@ -718,6 +718,8 @@ static json_t *cert_json(X509 *x, const char *path, const char *secret)
 static void add_certs(json_t *arr, const struct tls_datasrc *ds, const char *secret, bool leaf_only,
 		      int64_t *min_days)
 {
+	if (!ds->data)   /* a pending SDS secret has no bytes yet */
+		return;
 	STACK_OF(X509) *xs = tls_pem_certs(ds->data, ds->len);
 	for (int i = 0; xs && i < sk_X509_num(xs); i++) {
 		X509 *x = sk_X509_value(xs, i);

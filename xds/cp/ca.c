@@ -516,3 +516,18 @@ out:
 		istio__v1__auth__istio_certificate_request__free_unpacked(req, NULL);
 	return rc;
 }
+
+char *ca_metrics_text(const struct ca *ca)
+{
+	return xasprintf(
+		"# TYPE remora_cp_ca_requests_total counter\n"
+		"remora_cp_ca_requests_total %llu\n"
+		"# TYPE remora_cp_ca_certs_issued_total counter\n"
+		"remora_cp_ca_certs_issued_total %llu\n"
+		"# TYPE remora_cp_ca_unauthenticated_total counter\n"
+		"remora_cp_ca_unauthenticated_total %llu\n"
+		"# TYPE remora_cp_ca_invalid_total counter\n"
+		"remora_cp_ca_invalid_total %llu\n",
+		(unsigned long long)ca->stats.requests, (unsigned long long)ca->stats.issued,
+		(unsigned long long)ca->stats.unauthenticated, (unsigned long long)ca->stats.invalid);
+}

@@ -75,5 +75,11 @@ struct ca_stats {
 	uint64_t requests, issued, unauthenticated, invalid;
 };
 const struct ca_stats *ca_get_stats(const struct ca *ca);
+/* remora-cp's /metrics lines for them (Prometheus text, malloc'd). */
+char *ca_metrics_text(const struct ca *ca);
+
+/* Register CreateCertificate on a remora-cp gRPC server (the CA port). */
+struct cp_server;
+void ca_register(struct ca *ca, struct cp_server *s);
 
 #endif

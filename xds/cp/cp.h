@@ -41,6 +41,11 @@ struct cp_config {
 /* Load dir.  NULL with err ("file:line:col: ..." or "file: <field path>: ...") on error. */
 struct cp_config *cp_config_load(const char *dir, char *err, size_t errlen);
 void cp_config_free(struct cp_config *c);
+/* A resource (proto3 JSON, copied) that every later load adds to the base
+ * layer unless the directory defines one of the same name: the CA's ROOTCA
+ * Secret (xds/cp/ca.c).  Cleared at exit. */
+void cp_config_add_builtin(enum cp_type t, const json_t *res);
+void cp_config_clear_builtins(void);
 
 /* The resources of one type a node sees: base, then nodes/<cluster>, then
  * nodes/<id> (later layers replace resources of the same name).  Fills *out
