@@ -155,15 +155,6 @@ def s_client_cert(port):
     return pem, text
 
 
-def cert_serial(r, secret_name="default"):
-    """The serial of the identity certificate in /certs (Envoy's JSON)."""
-    certs = json.loads(r.admin_get("/certs")[2])["certificates"]
-    for c in certs:
-        for ch in c.get("cert_chain", []):
-            return ch["serial_number"]
-    return None
-
-
 def test_sidecars_get_spiffe_certificates_and_talk_mtls(remora, upstream, ports, cp, tmp_path):
     server, s_port = server_sidecar(remora, tmp_path, cp, upstream, ports)
     client, c_port = client_sidecar(remora, tmp_path, cp, s_port, ports)
@@ -190,6 +181,12 @@ def test_sidecars_get_spiffe_certificates_and_talk_mtls(remora, upstream, ports,
         assert got["path"] == f"/hop/{i}"
         assert f"URI={CLIENT_ID}" in got["headers"]["x-forwarded-client-cert"], got
     assert client.stat("cluster.server.ssl.handshake") >= 1
+    # /certs shows the installed identity (Envoy's shape)
+    certs = json.loads(server.admin_get("/certs")[2])["certificates"]
+    chains = [ch for c in certs for ch in c.get("cert_chain", [])]
+    assert chains and all(ch["subject_alt_names"] == [{"uri": SERVER_ID}] for ch in chains), certs
+    prom = server.admin_get("/stats/prometheus")[2].decode()
+    assert re.search(r"^envoy_remora_ca_client_certs_installed(\{\})? 1$", prom, re.M), prom
     assert server.stat(f"listener.127.0.0.1_{s_port}.ssl.handshake") >= 1
     for r in (server, client):
         assert r.stat("remora.ca_client.cert_requests") >= 1
