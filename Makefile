@@ -101,7 +101,7 @@ tests/k8s/node_modules/.package-lock.json: tests/k8s/package.json tests/k8s/pack
 # the same for Docker users).  `make test` builds it for tests/integration/test_image.py.
 IMAGE_TAG ?= 0.1.0
 image: build/remora-image.tar
-build/remora-image.tar: build/remora deploy/image/build-image.sh deploy/image/stage-rootfs.sh deploy/init/remora-init
+build/remora-image.tar: build/remora build/remora-cp deploy/image/build-image.sh deploy/image/stage-rootfs.sh deploy/init/remora-init
 	sh deploy/image/build-image.sh build/remora $@ $(IMAGE_TAG)
 
 # Install missing Debian packages (root, apt-get).  Idempotent and quick when

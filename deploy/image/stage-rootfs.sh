@@ -3,6 +3,7 @@
 # filesystem in ROOT (a new or empty directory): used by build-image.sh
 # (umoci, offline) and by deploy/Dockerfile, so both images hold the same files.
 #   /usr/local/bin/remora        the proxy (entrypoint), also the injector and webhook
+#   /usr/local/bin/remora-cp     the reference control plane (if built beside remora)
 #   /usr/local/bin/remora-init   the iptables init step, with what it runs:
 #                                /bin/sh (dash), tr, grep, sed and iptables
 #                                (nft backend: xtables-nft-multi + modules)
@@ -33,6 +34,8 @@ copy_with_libs() {
 copy_with_libs "$BIN" /usr/local/bin/remora
 cp "$REPO/deploy/init/remora-init" "$root/usr/local/bin/remora-init"
 chmod 755 "$root/usr/local/bin/remora" "$root/usr/local/bin/remora-init"
+# the reference control plane, when it was built beside the proxy
+if [ -x "$(dirname "$BIN")/remora-cp" ]; then copy_with_libs "$(dirname "$BIN")/remora-cp" /usr/local/bin/remora-cp; fi
 copy_with_libs "$(readlink -f /bin/sh)" /bin/sh
 for t in tr grep sed; do
 	copy_with_libs "$(command -v $t)" "/usr/bin/$t"

@@ -72,3 +72,10 @@ def test_remora_init_in_chroot(bundle):
     assert "-A REMORA_REDIRECT -p tcp -j REDIRECT --to-ports 15001" in p.stdout
     p = chroot(bundle, "iptables-restore", "--version")
     assert p.returncode == 0 and "iptables-restore" in p.stdout, p.stderr
+
+
+def test_remora_cp_in_chroot(bundle):
+    """The control plane is in the image and runs there."""
+    p = chroot(bundle, "remora-cp", "--help")
+    assert p.returncode == 0, p.stderr
+    assert "--config-dir" in p.stderr

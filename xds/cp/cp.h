@@ -3,6 +3,7 @@
 #ifndef REMORA_XDS_CP_CP_H
 #define REMORA_XDS_CP_CP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -38,8 +39,16 @@ struct cp_config {
 	unsigned generation;               /* 1, 2, ... per successful load */
 };
 
-/* Load dir.  NULL with err ("file:line:col: ..." or "file: <field path>: ...") on error. */
-struct cp_config *cp_config_load(const char *dir, char *err, size_t errlen);
+/* Load dir (may be NULL) and the catalog file (may be NULL) into one config.
+ * NULL with err ("file:line:col: ..." or "file: <field path>: ...") on error. */
+struct cp_config *cp_config_load(const char *dir, const char *catalog, char *err, size_t errlen);
+
+/* The service catalog (cp_catalog.c): compile the catalog tree (positions in
+ * src) into a document {clusters, endpoints, listeners, routes} (new
+ * reference; shares nodes with cat), or NULL with err. */
+struct cfg_src;
+json_t *cp_catalog_compile(const json_t *cat, const struct cfg_src *src, const char *file,
+			   char *err, size_t errlen);
 void cp_config_free(struct cp_config *c);
 /* A resource (proto3 JSON, copied) that every later load adds to the base
  * layer unless the directory defines one of the same name: the CA's ROOTCA
@@ -69,5 +78,9 @@ char *cp_xds_metrics(struct cp_xds *x);
 /* REST: POST /v3/discovery:<key> with a DiscoveryRequest JSON body.  Returns
  * the HTTP status (200, 304, 400, 404) and *body (malloc'd JSON or text). */
 int cp_xds_rest(struct cp_xds *x, const char *key, const char *body, size_t len, char **out);
+
+/* grpc.health.v1.Health/Check on s (cp_health.c); serving() says whether a
+ * configuration is loaded. */
+void cp_health_register(struct cp_server *s, bool (*serving)(void));
 
 #endif

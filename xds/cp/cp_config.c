@@ -325,18 +325,42 @@ static int add_builtins(struct cp_layer *l, char *err, size_t errlen)
 	return 0;
 }
 
-struct cp_config *cp_config_load(const char *dir, char *err, size_t errlen)
+static int load_catalog(struct cp_layer *l, const char *file, char *err, size_t errlen)
+{
+	struct cfg_src *src = NULL;
+	const char *slash = strrchr(file, '/');
+	const char *shown = slash ? slash + 1 : file;
+	json_t *cat = yaml_load_file(file, &src, err, errlen);
+	if (!cat)
+		return -1;
+	json_t *doc = cp_catalog_compile(cat, src, shown, err, errlen);
+	int rc = doc ? load_doc(l, shown, src, doc, 0, err, errlen) : -1;
+	json_decref(doc);
+	json_decref(cat);
+	cfg_src_free(src);
+	return rc;
+}
+
+struct cp_config *cp_config_load(const char *dir, const char *catalog, char *err, size_t errlen)
 {
 	static unsigned generation;
 	struct cp_config *c = xcalloc(1, sizeof(*c));
 	char ndir[4096], **names;
 	struct stat st;
+	c->base.name = xstrdup("");
+	if (catalog && load_catalog(&c->base, catalog, err, errlen))
+		goto fail;
+	if (!dir) {
+		for (int t = 0; t < CP_NTYPES; t++)
+			if (c->base.n[t])
+				qsort(c->base.res[t], c->base.n[t], sizeof(*c->base.res[t]), cmp_res);
+		goto done;
+	}
 	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
 		snprintf(err, errlen, "%s: not a directory", dir);
 		goto fail;
 	}
-	c->base.name = xstrdup("");
-	if (load_layer(&c->base, dir, "", err, errlen) || add_builtins(&c->base, err, errlen))
+	if (load_layer(&c->base, dir, "", err, errlen))
 		goto fail;
 	snprintf(ndir, sizeof(ndir), "%s/nodes", dir);
 	size_t n = list_dir(ndir, true, &names);
@@ -353,6 +377,9 @@ struct cp_config *cp_config_load(const char *dir, char *err, size_t errlen)
 		}
 	}
 	free_list(names, n);
+done:
+	if (add_builtins(&c->base, err, errlen))
+		goto fail;
 	c->generation = ++generation;
 	return c;
 fail:

@@ -52,6 +52,7 @@ struct cp_conn {
 	nghttp2_session *h2;               /* owned */
 	struct cp_stream *streams;
 	char peer[64];
+	struct event *kill;                /* owned: deferred conn_free */
 	int busy;                          /* inside nghttp2 callbacks */
 	bool dead;                         /* free when no longer busy */
 };
@@ -402,9 +403,29 @@ static void conn_free(struct cp_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->srv->nconns--;
+	event_free(c->kill);
 	nghttp2_session_del(c->h2);
 	bufferevent_free(c->bev);
 	free(c);
+}
+
+static void on_kill(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct cp_conn *c = arg;
+	c->dead = false;   /* conn_free sets it again; busy is 0 here */
+	conn_free(c);
+}
+
+/* The connection ends, but not now: conn_flush runs inside callers that
+ * walk stream lists (a push to every proxy), so the free (and the on_close
+ * of its streams) waits for the next loop iteration. */
+static void conn_kill(struct cp_conn *c)
+{
+	c->dead = true;
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	event_active(c->kill, EV_TIMEOUT, 1);
 }
 
 static void conn_flush(struct cp_conn *c)
@@ -415,7 +436,7 @@ static void conn_flush(struct cp_conn *c)
 		const uint8_t *data;
 		ssize_t n = nghttp2_session_mem_send(c->h2, &data);
 		if (n < 0) {
-			conn_free(c);
+			conn_kill(c);
 			return;
 		}
 		if (n == 0)
@@ -424,7 +445,7 @@ static void conn_flush(struct cp_conn *c)
 	}
 	if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2) &&
 	    !evbuffer_get_length(bufferevent_get_output(c->bev)))
-		conn_free(c);
+		conn_kill(c);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -479,6 +500,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	}
 	c->srv = s;
 	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->kill = evtimer_new(s->base, on_kill, c);
 	nghttp2_session_callbacks *cbs;
 	nghttp2_session_callbacks_new(&cbs);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);

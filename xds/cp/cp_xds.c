@@ -219,6 +219,13 @@ static void record_sent(struct xstream *s, enum cp_type t, const struct want *w)
 	ts->sent_ns = cp_now_ns();
 	ts->pushes++;
 	s->x->pushes[t]++;
+	char names[512];
+	size_t o = 0;
+	names[0] = 0;
+	for (size_t i = 0; i < w->n && o < sizeof(names) - 1; i++)
+		o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s", i ? "," : "", w->v[i].name);
+	log_debug("remora-cp: push %s to %s: [%s] version %s nonce %s", cp_type_short[t],
+		  s->node_id ? s->node_id : "?", names, ts->version, ts->nonce);
 }
 
 static void send_sotw(struct xstream *s, enum cp_type t, const struct want *w)

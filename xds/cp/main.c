@@ -24,7 +24,8 @@
 
 struct cp_main {
 	struct event_base *base;
-	const char *dir;
+	const char *dir;              /* --config-dir, or NULL */
+	const char *catalog;          /* --catalog, or NULL */
 	struct cp_config *cfg;        /* owned: the config being served */
 	struct cp_xds *xds;           /* owned */
 	int ifd;                      /* inotify */
@@ -32,6 +33,13 @@ struct cp_main {
 	struct evhttp *http;          /* owned: admin + REST */
 	struct ca *ca;                /* owned: the CA, NULL without --ca-tokens */
 };
+
+static struct cp_main *the_main;   /* for the health check */
+
+static bool serving(void)
+{
+	return the_main && the_main->cfg;
+}
 
 static void reply(struct evhttp_request *req, int code, const char *ctype, const char *body)
 {
@@ -97,6 +105,15 @@ static void watch_dirs(struct cp_main *m)
 	static const uint32_t mask = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE |
 				     IN_DELETE | IN_DELETE_SELF | IN_ATTRIB;
 	char p[PATH_MAX];
+	if (m->catalog) {   /* its directory: editors replace the file */
+		snprintf(p, sizeof(p), "%s", m->catalog);
+		char *slash = strrchr(p, '/');
+		if (slash)
+			*slash = 0;
+		inotify_add_watch(m->ifd, slash ? p : ".", mask);
+	}
+	if (!m->dir)
+		return;
 	inotify_add_watch(m->ifd, m->dir, mask);
 	snprintf(p, sizeof(p), "%s/nodes", m->dir);
 	if (inotify_add_watch(m->ifd, p, mask) < 0)
@@ -111,7 +128,7 @@ static void watch_dirs(struct cp_main *m)
 static void reload(struct cp_main *m)
 {
 	char err[2048];
-	struct cp_config *c = cp_config_load(m->dir, err, sizeof(err));
+	struct cp_config *c = cp_config_load(m->dir, m->catalog, err, sizeof(err));
 	if (!c) {
 		log_error("remora-cp: %s (keeping generation %u)", err, m->cfg ? m->cfg->generation : 0);
 		cp_xds_set_error(m->xds, err);
@@ -122,7 +139,8 @@ static void reload(struct cp_main *m)
 	m->cfg = c;
 	cp_xds_set_config(m->xds, c);
 	cp_config_free(old);
-	log_info("remora-cp: loaded %s (generation %u)", m->dir, c->generation);
+	log_info("remora-cp: loaded %s%s%s (generation %u)", m->dir ? m->dir : "",
+		 m->dir && m->catalog ? " + " : "", m->catalog ? m->catalog : "", c->generation);
 	watch_dirs(m);   /* new nodes/<name> directories */
 }
 
@@ -155,16 +173,19 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: remora-cp --config-dir DIR [--grpc-port 15010] [--ca-port 15012]\n"
-		"                 [--admin-port 15014] [--address 0.0.0.0] [--log-level info]\n"
+		"usage: remora-cp [--config-dir DIR] [--catalog FILE] [--grpc-port 15010]\n"
+		"                 [--ca-port 15012] [--admin-port 15014] [--address 0.0.0.0]\n"
+		"                 [--log-level info]\n"
 		"                 [--ca-tokens FILE [--ca-dir DIR | --ca-cert FILE --ca-key FILE]\n"
-		"                  [--trust-domain cluster.local] [--max-cert-ttl 24h]]\n");
+		"                  [--trust-domain cluster.local] [--max-cert-ttl 24h]]\n"
+		"(at least one of --config-dir and --catalog)\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "config-dir", required_argument, NULL, 'd' },
+		{ "catalog", required_argument, NULL, 'C' },
 		{ "grpc-port", required_argument, NULL, 'g' },
 		{ "ca-port", required_argument, NULL, 'c' },
 		{ "admin-port", required_argument, NULL, 'a' },
@@ -172,7 +193,7 @@ int main(int argc, char **argv)
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "ca-tokens", required_argument, NULL, 'T' },
 		{ "ca-dir", required_argument, NULL, 'D' },
-		{ "ca-cert", required_argument, NULL, 'C' },
+		{ "ca-cert", required_argument, NULL, 'E' },
 		{ "ca-key", required_argument, NULL, 'K' },
 		{ "trust-domain", required_argument, NULL, 't' },
 		{ "max-cert-ttl", required_argument, NULL, 'M' },
@@ -187,13 +208,14 @@ int main(int argc, char **argv)
 	while ((o = getopt_long(argc, argv, "d:h", opts, NULL)) != -1) {
 		switch (o) {
 		case 'd': m.dir = optarg; break;
+		case 'C': m.catalog = optarg; break;
 		case 'g': grpc_port = atoi(optarg); break;
 		case 'c': ca_port = atoi(optarg); break;
 		case 'a': admin_port = atoi(optarg); break;
 		case 'A': address = optarg; break;
 		case 'T': cao.tokens_path = optarg; break;
 		case 'D': cao.dir = optarg; break;
-		case 'C': cao.cert_path = optarg; break;
+		case 'E': cao.cert_path = optarg; break;
 		case 'K': cao.key_path = optarg; break;
 		case 't': cao.trust_domain = optarg; break;
 		case 'M':
@@ -213,7 +235,7 @@ int main(int argc, char **argv)
 		default: usage(); return o == 'h' ? 0 : 2;
 		}
 	}
-	if (!m.dir) {
+	if (!m.dir && !m.catalog) {
 		usage();
 		return 2;
 	}
@@ -249,6 +271,9 @@ int main(int argc, char **argv)
 	m.xds = cp_xds_new(srv, 2);
 	if (m.ca)   /* the CA port only, like istiod's 15012 */
 		ca_register(m.ca, srv[1]);
+	the_main = &m;
+	cp_health_register(srv[0], serving);
+	cp_health_register(srv[1], serving);
 	m.http = evhttp_new(m.base);
 	if (evhttp_bind_socket(m.http, address, (uint16_t)admin_port)) {
 		fprintf(stderr, "remora-cp: cannot listen on %s port %d (admin)\n", address, admin_port);
