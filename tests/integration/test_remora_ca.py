@@ -302,3 +302,44 @@ def test_remora_ca_option_errors(tmp_path, ports):
     assert rc != 0 and "sds_config" in err, err
     rc, err = run("--ca-address", "127.0.0.1:1", "--ca-token-file", "/x")
     assert rc == 0, err
+
+
+def test_xds_listener_from_cp_warms_until_certificate(remora, upstream, ports, cp, tmp_path):
+    """The deployment path: listeners and clusters come from remora-cp over ADS and name the
+    secrets `default` / `ROOTCA`; the certificate client provides them in-process (they are
+    never subscribed over ADS); the listener serves the CA-issued identity."""
+    from test_remora_cp import bootstrap as ads_bootstrap
+    port = ports.get()
+    lst = inbound_listener(port, "app", require_client_cert=False)
+    for s in lst["filter_chains"][0]["transport_socket"]["typed_config"][
+            "common_tls_context"]["tls_certificate_sds_secret_configs"]:
+        s["sds_config"] = {"ads": {}, "resource_api_version": "V3"}
+    (cp.dir / "config" / "mesh.json").write_text(json.dumps(
+        {"clusters": [static_cluster("app", upstream.port)], "listeners": [lst]}))
+    wait_until(lambda: '"inbound"' in curl(
+        f"http://127.0.0.1:{cp.admin_port}/v3/discovery:listeners", "-X", "POST", "-d",
+        json.dumps({"node": {"id": "x", "cluster": "y"}})).body.decode(), 10,
+        what="remora-cp to load the listener")
+    r = remora(ads_bootstrap(ports.get(), cp), name="ads-sidecar",
+               extra_args=ca_args(cp, token_file(tmp_path, "web", "tok-web-1234")))
+    _, text = s_client_cert(port)
+    assert f"URI:{SERVER_ID}" in text, text
+    ctx = ssl.create_default_context(cafile=cp.root_pem)
+    ctx.check_hostname = False
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10)) as s:
+        s.sendall(b"GET /via-xds HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    assert upstream.requests[-1]["path"] == "/via-xds"
+    # the in-process secrets were not asked for over ADS
+    dbg = json.loads(curl(f"http://127.0.0.1:{cp.admin_port}/debug/config").body)
+    assert len(dbg["proxies"]) == 1 and "inbound" in dbg["proxies"][0]["types"]["listeners"][
+        "resources"], dbg
+    sent = dbg["proxies"][0]["types"].get("secrets", {}).get("resources", [])
+    assert "default" not in sent and "ROOTCA" not in sent, dbg
+    assert r.stat("remora.ca_client.certs_installed") == 1
