@@ -772,7 +772,7 @@ static int encode_value(struct pb_encode_ctx *c, const json_t *j, struct buf *b)
 
 static bool has_special_json(const ProtobufCMessageDescriptor *d)
 {
-	return !strncmp(d->name, "google.protobuf.", 16) && strcmp(d->name, "google.protobuf.Empty");
+	return !strncmp(d->name, "google.protobuf.", 16);   /* Empty too: {"@type", "value": {}} */
 }
 
 /* The payload of an Any (j carries "@type"), into b (no Any wrapper). */

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import threading
-import time
 import urllib.request
 
 import pytest
@@ -276,6 +275,10 @@ def test_live_edits_sotw_zero_failures(remora, make_cp, make_upstream, ports, tm
     assert cp.get("/ready")[0] == 200
     for _ in range(5):
         assert server_of(lport) == "b"
+    # a YAML syntax error: file:line:col from libyaml
+    write(d / "routes.yaml", "routes:\n- name: r1\n  virtual_hosts: [\n")
+    wait_until(lambda: "routes.yaml:4:" in cp.debug()["last_error"], 10, what="syntax error")
+    assert server_of(lport) == "b"
     # fixed: served again
     write(d / "routes.yaml", route_yaml("cb"))
     wait_until(lambda: cp.debug()["last_error"] == "" and cp.debug()["generation"] > gen, 10,
@@ -293,11 +296,13 @@ def test_live_edits_sotw_zero_failures(remora, make_cp, make_upstream, ports, tm
 def test_live_edits_delta(remora, make_cp, make_upstream, ports, tmp_path):
     """The same edits over delta ADS (DeltaAggregatedResources)."""
     r, cp, d, lport = run_live_edits(remora, make_cp, make_upstream, ports, tmp_path, delta=True)
-    pushes = cp.metric('remora_cp_xds_pushes_total{type="lds"}')
-    # an unrelated file touched with the same content: nothing is re-pushed
+    pushes = {t: cp.metric(f'remora_cp_xds_pushes_total{{type="{t}"}}') for t in ("cds", "lds")}
+    gen = cp.debug()["generation"]
+    # a file rewritten with the same content: reloaded, but nothing is pushed
     write(d / "listeners.yaml", listener_yaml(lport))
-    time.sleep(1)
-    assert cp.metric('remora_cp_xds_pushes_total{type="lds"}') == pushes
+    wait_until(lambda: cp.debug()["generation"] > gen, 10, what="reload")
+    assert {t: cp.metric(f'remora_cp_xds_pushes_total{{type="{t}"}}')
+            for t in ("cds", "lds")} == pushes
     r.stop()
 
 

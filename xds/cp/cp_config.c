@@ -404,30 +404,28 @@ size_t cp_config_view(const struct cp_config *c, const char *node_id, const char
 					     node_layer(c, node_id) };
 	if (layers[1] == layers[2])
 		layers[1] = NULL;
-	size_t cap = 0, n = 0;
+	size_t cap = 0, n = 0, at[3] = { 0, 0, 0 };
 	for (int i = 0; i < 3; i++)
 		cap += layers[i] ? layers[i]->n[t] : 0;
 	const struct cp_resource **v = xmalloc((cap ? cap : 1) * sizeof(*v));
-	for (int i = 0; i < 3; i++) {
-		if (!layers[i])
-			continue;
-		for (size_t k = 0; k < layers[i]->n[t]; k++) {
-			const struct cp_resource *r = &layers[i]->res[t][k];
-			size_t j;
-			for (j = 0; j < n && strcmp(v[j]->name, r->name); j++)
-				;
-			v[j] = r;
-			if (j == n)
-				n++;
+	/* merge the sorted layers; on equal names the later layer wins */
+	for (;;) {
+		const struct cp_resource *best = NULL;
+		for (int i = 0; i < 3; i++) {
+			if (!layers[i] || at[i] >= layers[i]->n[t])
+				continue;
+			const struct cp_resource *r = &layers[i]->res[t][at[i]];
+			if (!best || strcmp(r->name, best->name) <= 0)
+				best = r;
 		}
+		if (!best)
+			break;
+		for (int i = 0; i < 3; i++)   /* consume that name in every layer */
+			if (layers[i] && at[i] < layers[i]->n[t] &&
+			    !strcmp(layers[i]->res[t][at[i]].name, best->name))
+				at[i]++;
+		v[n++] = best;
 	}
-	/* sort by name (insertion: small sets) */
-	for (size_t i = 1; i < n; i++)
-		for (size_t j = i; j > 0 && strcmp(v[j - 1]->name, v[j]->name) > 0; j--) {
-			const struct cp_resource *tmp = v[j];
-			v[j] = v[j - 1];
-			v[j - 1] = tmp;
-		}
 	XXH64_state_t *h = XXH64_createState();
 	XXH64_reset(h, 0);
 	for (size_t i = 0; i < n; i++) {

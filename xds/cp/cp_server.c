@@ -536,9 +536,33 @@ struct cp_server *cp_server_new(struct event_base *base)
 int cp_server_listen(struct cp_server *s, const char *addr, char *err, size_t errlen)
 {
 	struct sockaddr_storage ss;
-	int sslen = sizeof(ss);
-	if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen)) {
-		snprintf(err, errlen, "bad listen address '%s' (want ip:port)", addr);
+	int sslen = 0;
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon = strrchr(addr, ':');
+	char *end;
+	long port = colon ? strtol(colon + 1, &end, 10) : -1;
+	memset(&ss, 0, sizeof(ss));
+	if (colon && colon[1] && !*end && port >= 0 && port <= 65535 &&
+	    (size_t)(colon - addr) < sizeof(host)) {
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		size_t hl = strlen(host);
+		if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+			s4->sin_family = AF_INET;
+			s4->sin_port = htons((uint16_t)port);
+			sslen = sizeof(*s4);
+		} else if (hl > 2 && host[0] == '[' && host[hl - 1] == ']') {
+			host[hl - 1] = 0;
+			if (inet_pton(AF_INET6, host + 1, &s6->sin6_addr) == 1) {
+				s6->sin6_family = AF_INET6;
+				s6->sin6_port = htons((uint16_t)port);
+				sslen = sizeof(*s6);
+			}
+		}
+	}
+	if (!sslen) {
+		snprintf(err, errlen, "bad listen address '%s' (want ip:port or [ipv6]:port)", addr);
 		return -1;
 	}
 	struct evconnlistener *l = evconnlistener_new_bind(

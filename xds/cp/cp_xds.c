@@ -81,35 +81,54 @@ static uint64_t cp_now_ns(void)
 
 /* ---- subscriptions ------------------------------------------------------- */
 
+static int cmp_pstr(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmp_sent(const void *a, const void *b)
+{
+	return strcmp(((const struct sent *)a)->name, ((const struct sent *)b)->name);
+}
+
+/* Replace the explicit subscription (kept sorted and unique: lookups are
+ * binary searches, EDS subscriptions can be large). */
 static void set_names(struct tstate *ts, char **names, size_t n)
 {
 	for (size_t i = 0; i < ts->nnames; i++)
 		free(ts->names[i]);
 	free(ts->names);
-	ts->names = NULL;
+	ts->names = n ? xmalloc(n * sizeof(char *)) : NULL;
 	ts->nnames = 0;
-	for (size_t i = 0; i < n; i++) {
-		ts->names = xrealloc(ts->names, (ts->nnames + 1) * sizeof(char *));
+	for (size_t i = 0; i < n; i++)
 		ts->names[ts->nnames++] = xstrdup(names[i]);
+	if (ts->nnames)
+		qsort(ts->names, ts->nnames, sizeof(char *), cmp_pstr);
+	size_t o = 0;
+	for (size_t i = 0; i < ts->nnames; i++) {
+		if (o && !strcmp(ts->names[o - 1], ts->names[i]))
+			free(ts->names[i]);
+		else
+			ts->names[o++] = ts->names[i];
 	}
+	ts->nnames = o;
+}
+
+static char **name_find(const struct tstate *ts, const char *name)
+{
+	return ts->nnames ? bsearch(&name, ts->names, ts->nnames, sizeof(char *), cmp_pstr) : NULL;
 }
 
 static bool subscribed(const struct tstate *ts, const char *name)
 {
-	if (ts->wildcard)
-		return true;
-	for (size_t i = 0; i < ts->nnames; i++)
-		if (!strcmp(ts->names[i], name))
-			return true;
-	return false;
+	return ts->wildcard || name_find(ts, name);
 }
 
-static const struct sent *sent_find(const struct tstate *ts, const char *name)
+/* ts->sent is sorted by name. */
+static struct sent *sent_find(const struct tstate *ts, const char *name)
 {
-	for (size_t i = 0; i < ts->nsent; i++)
-		if (!strcmp(ts->sent[i].name, name))
-			return &ts->sent[i];
-	return NULL;
+	struct sent key = { .name = (char *)name };
+	return ts->nsent ? bsearch(&key, ts->sent, ts->nsent, sizeof(key), cmp_sent) : NULL;
 }
 
 static void sent_clear(struct tstate *ts)
@@ -153,15 +172,18 @@ static void compute_want(struct xstream *s, enum cp_type t, bool keep_old, struc
 		if (subscribed(ts, res[i]->name))
 			want_add(w, res[i]->name, res[i]->version, res[i]->bytes, res[i]->len);
 	free(res);
-	if (keep_old)
+	size_t sorted = w->n;   /* the view is sorted by name */
+	if (keep_old) {
 		for (size_t i = 0; i < ts->nsent; i++) {
-			bool have = false;
-			for (size_t k = 0; k < w->n && !have; k++)
-				have = !strcmp(w->v[k].name, ts->sent[i].name);
+			struct sent key = { .name = ts->sent[i].name };
+			bool have = sorted && bsearch(&key, w->v, sorted, sizeof(key), cmp_sent);
 			if (!have && subscribed(ts, ts->sent[i].name))
 				want_add(w, ts->sent[i].name, ts->sent[i].version, ts->sent[i].bytes,
 					 ts->sent[i].len);
 		}
+		if (w->n > sorted)
+			qsort(w->v, w->n, sizeof(*w->v), cmp_sent);
+	}
 	/* version of the set: a hash over names and versions (order-independent) */
 	unsigned long long h = 1469598103934665603ULL;
 	for (size_t i = 0; i < w->n; i++) {
@@ -279,10 +301,8 @@ static void send_delta(struct xstream *s, enum cp_type t, const struct want *w)
 		nres++;
 	}
 	for (size_t i = 0; i < ts->nsent; i++) {
-		bool keep = false;
-		for (size_t k = 0; k < w->n && !keep; k++)
-			keep = !strcmp(w->v[k].name, ts->sent[i].name);
-		if (!keep)
+		struct sent key = { .name = ts->sent[i].name };
+		if (!w->n || !bsearch(&key, w->v, w->n, sizeof(key), cmp_sent))
 			removed[nrem++] = xstrdup(ts->sent[i].name);
 	}
 	record_sent(s, t, w);
@@ -393,11 +413,18 @@ static void on_sotw(struct xstream *s, const uint8_t *msg, size_t len)
 	for (size_t i = 0; i < r->n_resource_names; i++)
 		if (!strcmp(r->resource_names[i], "*"))
 			wildcard = true;
-	bool names_changed = wildcard != ts->wildcard || r->n_resource_names != ts->nnames;
-	for (size_t i = 0; !names_changed && i < r->n_resource_names; i++)
-		names_changed = strcmp(r->resource_names[i], ts->names[i]);
-	ts->wildcard = wildcard;
+	char **old = ts->names;
+	size_t nold = ts->nnames;
+	ts->names = NULL;
+	ts->nnames = 0;
 	set_names(ts, r->resource_names, r->n_resource_names);
+	bool names_changed = wildcard != ts->wildcard || nold != ts->nnames;
+	for (size_t i = 0; i < nold; i++) {
+		names_changed = names_changed || strcmp(old[i], ts->names[i]);
+		free(old[i]);
+	}
+	free(old);
+	ts->wildcard = wildcard;
 	if (names_changed && r->response_nonce && *r->response_nonce)
 		ts->must_respond = true;
 	envoy__service__discovery__v3__discovery_request__free_unpacked(r, NULL);
@@ -434,34 +461,50 @@ static void on_delta(struct xstream *s, const uint8_t *msg, size_t len)
 				 r->initial_resource_versions[i]->value);
 			e->bytes = xmalloc(1);
 		}
+		if (ts->nsent)
+			qsort(ts->sent, ts->nsent, sizeof(*ts->sent), cmp_sent);
+		for (size_t i = 1; i < ts->nsent; i++)   /* duplicates: keep one */
+			if (!strcmp(ts->sent[i - 1].name, ts->sent[i].name)) {
+				free(ts->sent[i].name);
+				free(ts->sent[i].bytes);
+				memmove(&ts->sent[i], &ts->sent[i + 1], (ts->nsent - i - 1) * sizeof(*ts->sent));
+				ts->nsent--;
+				i--;
+			}
 	}
+	bool added = false;
 	for (size_t i = 0; i < r->n_resource_names_subscribe; i++) {
 		const char *n = r->resource_names_subscribe[i];
 		if (!strcmp(n, "*")) {
 			ts->wildcard = true;
-		} else if (!subscribed(ts, n)) {
+		} else if (!name_find(ts, n)) {
 			ts->names = xrealloc(ts->names, (ts->nnames + 1) * sizeof(char *));
 			ts->names[ts->nnames++] = xstrdup(n);
+			added = true;
 		}
 	}
+	if (added)
+		qsort(ts->names, ts->nnames, sizeof(char *), cmp_pstr);
 	for (size_t i = 0; i < r->n_resource_names_unsubscribe; i++) {
 		const char *n = r->resource_names_unsubscribe[i];
 		if (!strcmp(n, "*"))
 			ts->wildcard = false;
-		for (size_t k = 0; k < ts->nnames; k++)
-			if (!strcmp(ts->names[k], n)) {
-				free(ts->names[k]);
-				ts->names[k] = ts->names[--ts->nnames];
-				break;
-			}
+		char **np = name_find(ts, n);
+		if (np) {
+			size_t k = (size_t)(np - ts->names);
+			free(*np);
+			memmove(np, np + 1, (ts->nnames - k - 1) * sizeof(char *));
+			ts->nnames--;
+		}
 		/* the client drops it: no removal to send */
-		for (size_t k = 0; k < ts->nsent; k++)
-			if (!strcmp(ts->sent[k].name, n)) {
-				free(ts->sent[k].name);
-				free(ts->sent[k].bytes);
-				ts->sent[k] = ts->sent[--ts->nsent];
-				break;
-			}
+		struct sent *sp = sent_find(ts, n);
+		if (sp) {
+			size_t k = (size_t)(sp - ts->sent);
+			free(sp->name);
+			free(sp->bytes);
+			memmove(sp, sp + 1, (ts->nsent - k - 1) * sizeof(*sp));
+			ts->nsent--;
+		}
 	}
 	envoy__service__discovery__v3__delta_discovery_request__free_unpacked(r, NULL);
 	push(s);

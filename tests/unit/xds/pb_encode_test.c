@@ -141,6 +141,15 @@ TEST(pb_encode_cla_and_secret)
 		"  private_key: {inline_string: key}\n");
 }
 
+TEST(pb_encode_well_known_any_payloads)
+{
+	/* Anys of well-known types carry their JSON form under "value". */
+	check_round_trip("'@type': type.googleapis.com/google.protobuf.Duration\nvalue: 2.500s\n");
+	check_round_trip("'@type': type.googleapis.com/google.protobuf.UInt32Value\nvalue: 7\n");
+	check_round_trip("'@type': type.googleapis.com/google.protobuf.Struct\nvalue: {a: [1.5, x]}\n");
+	check_round_trip("'@type': type.googleapis.com/google.protobuf.Empty\nvalue: {}\n");
+}
+
 TEST(pb_encode_scalars_and_camel_case)
 {
 	json_t *in = json_pack("{s:s, s:s, s:s, s:s, s:i}", "@type",
