@@ -94,6 +94,8 @@ struct xtype {
 	char *rest_err;             /* owned: error_detail for the next request (after a NACK) */
 	bool rest_again;            /* poll again as soon as the request in flight ends */
 	bool rest_failing;          /* the last poll failed (logged once) */
+	json_t *meta;               /* owned: name -> {version_info, last_updated} of the
+				     * accepted version (/config_dump) */
 };
 
 struct dyn_cluster {                /* one CDS resource */
@@ -103,6 +105,7 @@ struct dyn_cluster {                /* one CDS resource */
 	struct event *timer;        /* owned: EDS initial_fetch_timeout of warming */
 	bool sds_wait;              /* warming is not started: an SDS secret it uses
 				     * has not arrived (tls_ctx_ready) */
+	json_t *ameta;              /* owned: {version_info, last_updated} of active */
 };
 
 struct dyn_listener {               /* one LDS resource */
@@ -111,6 +114,7 @@ struct dyn_listener {               /* one LDS resource */
 	json_t *rds_used;           /* owned: {name: RouteConfiguration} it was compiled with */
 	struct listener_cfg *wl;    /* ref: compiled, waiting for SDS secrets; or NULL */
 	json_t *wl_rds;             /* owned: the routes wl was compiled with */
+	json_t *ameta;              /* owned: {version_info, last_updated} of l */
 };
 
 struct ads {
@@ -210,6 +214,7 @@ static void dc_clear(struct dyn_cluster *d)
 	d->timer = NULL;
 	cluster_unref(d->active);
 	cluster_unref(d->warming);
+	json_decref(d->ameta);
 	free(d->name);
 }
 
@@ -219,6 +224,7 @@ static void dl_clear(struct dyn_listener *d)
 	json_decref(d->wl_rds);
 	listener_unref(d->l);
 	json_decref(d->rds_used);
+	json_decref(d->ameta);
 	free(d->name);
 }
 
@@ -289,6 +295,8 @@ static void cluster_warmed(struct cluster *cl, void *arg)
 		cluster_unref(d->active);
 		d->active = d->warming;
 		d->warming = NULL;
+		json_decref(d->ameta);
+		d->ameta = json_incref(json_object_get(a->t[T_CDS].meta, d->name));
 		log_debug("xds: cluster '%s' warmed", d->name);
 		refresh_tcp_listeners(a);
 	}
@@ -641,6 +649,8 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 		}
 		log_info("xds: listener '%s': its SDS secrets arrived", d->name);
 		listener_unref(d->l);
+		json_decref(d->ameta);
+		d->ameta = json_incref(json_object_get(a->t[T_LDS].meta, d->name));
 		d->l = d->wl;
 		d->wl = NULL;
 		json_decref(d->wl_rds);
@@ -695,6 +705,8 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 	}
 	listener_unref(d->l);
 	d->l = l;
+	json_decref(d->ameta);
+	d->ameta = json_incref(json_object_get(a->t[T_LDS].meta, d->name));
 	json_decref(d->rds_used);
 	d->rds_used = used;
 	return 1;
@@ -1383,11 +1395,68 @@ static const char *store_resource(int t, json_t *j, size_t idx, const char *want
 	return json_string_value(json_object_get(j, t == T_EDS ? "cluster_name" : "name"));
 }
 
-/* Apply the decoded resources of one response (shared by SotW and delta).
- * full_state: SotW (CDS/LDS responses are complete); removed: delta's
- * removed_resources (array of names, may be empty). */
+static void apply_resources_now(struct ads *a, int t, json_t *got, const json_t *removed,
+				bool full_state, char *err, size_t errlen);
+
+/* RFC 3339 UTC with milliseconds (Envoy's last_updated). */
+static void now_rfc3339(char *buf, size_t len)
+{
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+/* Apply the decoded resources of one response (shared by SotW and delta),
+ * keeping each accepted resource's {version_info, last_updated} for
+ * /config_dump.  full_state: SotW (CDS/LDS responses are complete); removed:
+ * delta's removed_resources (array of names, may be empty). */
 static void apply_resources(struct ads *a, int t, json_t *got, const json_t *removed,
 			    bool full_state, char *err, size_t errlen)
+{
+	struct xtype *x = &a->t[t];
+	char ts[40];
+	const char *n;
+	json_t *v, *tmp, *prev = json_object();
+	size_t i;
+	if (!x->meta)
+		x->meta = json_object();
+	now_rfc3339(ts, sizeof(ts));
+	json_t *m = json_pack("{s:s, s:s}", "version_info", a->applying_version ? a->applying_version : "",
+			      "last_updated", ts);
+	/* changed resources get the new meta first (compiling a listener copies it) */
+	json_object_foreach(got, n, v) {
+		json_t *cur = x->res ? json_object_get(x->res, n) : NULL;
+		if (cur && json_equal(cur, v))
+			continue;
+		json_t *old = json_object_get(x->meta, n);
+		json_object_set(prev, n, old ? old : json_null());
+		json_object_set(x->meta, n, m);
+	}
+	apply_resources_now(a, t, got, removed, full_state, err, errlen);
+	json_object_foreach(prev, n, v) {   /* rejected: the previous meta again */
+		json_t *cur = x->res ? json_object_get(x->res, n) : NULL;
+		if (cur && json_equal(cur, json_object_get(got, n)))
+			continue;
+		if (json_is_null(v))
+			json_object_del(x->meta, n);
+		else
+			json_object_set(x->meta, n, v);
+	}
+	json_array_foreach(removed, i, v)
+		json_object_del(x->meta, json_string_value(v));
+	if (full_state)
+		json_object_foreach_safe(x->meta, tmp, n, v)
+			if (!x->res || !json_object_get(x->res, n))
+				json_object_del(x->meta, n);
+	json_decref(prev);
+	json_decref(m);
+}
+
+static void apply_resources_now(struct ads *a, int t, json_t *got, const json_t *removed,
+				bool full_state, char *err, size_t errlen)
 {
 	struct xtype *x = &a->t[t];
 	const char *n;
@@ -1933,10 +2002,122 @@ void ads_free(struct ads *a)
 		json_decref(a->t[t].sent_names);
 		json_decref(a->t[t].rver);
 		json_decref(a->t[t].subs);
+		json_decref(a->t[t].meta);
 		stats_scope_free(a->t[t].stats);
 	}
 	stats_scope_free(a->cp_stats);
 	stats_scope_free(a->cm_stats);
 	json_decref(a->bootstrap);
 	free(a);
+}
+
+/* ---- /config_dump -------------------------------------------------------------------- */
+
+static json_t *with_meta(const json_t *meta, const char *key, const json_t *res)
+{
+	json_t *o = json_object();
+	const json_t *v = json_object_get(meta, "version_info");
+	const json_t *u = json_object_get(meta, "last_updated");
+	json_object_set_new(o, "version_info", json_string(v ? json_string_value(v) : ""));
+	json_object_set(o, key, (json_t *)res);
+	if (u)
+		json_object_set(o, "last_updated", (json_t *)u);
+	return o;
+}
+
+/* The Any form of a resource (compiled JSON) for the dump. */
+static json_t *typed(int t, const json_t *j)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "@type", json_string(type_urls[t]));
+	json_object_update(o, (json_t *)j);
+	return o;
+}
+
+/* Secrets: private keys are never dumped (Envoy redacts them). */
+static void redact(json_t *j)
+{
+	const char *k;
+	json_t *v;
+	if (json_is_array(j)) {
+		size_t i;
+		json_array_foreach(j, i, v)
+			redact(v);
+		return;
+	}
+	json_object_foreach(j, k, v) {
+		if (!strcmp(k, "private_key") || !strcmp(k, "password"))
+			json_object_set_new(j, k, json_pack("{s:s}", "inline_string", "[redacted]"));
+		else
+			redact(v);
+	}
+}
+
+json_t *ads_config_dump(struct ads *a)
+{
+	if (!a)
+		return json_object();
+	json_t *out = json_object(), *active = json_array(), *warming = json_array(),
+	       *lis = json_array(), *rc = json_array(), *eps = json_array(), *sec = json_array();
+	const char *n;
+	json_t *v;
+	for (size_t i = 0; i < a->ndc; i++) {
+		const struct dyn_cluster *d = &a->dc[i];
+		if (d->active) {
+			json_t *c = typed(T_CDS, d->active->json);
+			json_array_append_new(active, with_meta(d->ameta, "cluster", c));
+			json_decref(c);
+		}
+		if (d->warming) {
+			json_t *c = typed(T_CDS, d->warming->json);
+			json_array_append_new(warming, with_meta(json_object_get(a->t[T_CDS].meta, d->name),
+								 "cluster", c));
+			json_decref(c);
+		}
+	}
+	json_object_foreach(a->t[T_LDS].res, n, v) {
+		struct dyn_listener *d = find_dl(a, n);
+		json_t *o = json_pack("{s:s}", "name", n), *l;
+		if (d && d->l) {
+			l = typed(T_LDS, d->l->json);
+			json_object_set_new(o, "active_state", with_meta(d->ameta, "listener", l));
+			json_decref(l);
+		}
+		if (!d || !d->l || !json_equal(d->l->json, v)) {   /* waiting for routes or secrets */
+			l = typed(T_LDS, v);
+			json_object_set_new(o, "warming_state",
+					    with_meta(json_object_get(a->t[T_LDS].meta, n), "listener", l));
+			json_decref(l);
+		}
+		json_array_append_new(lis, o);
+	}
+	const struct { int t; json_t *arr; const char *key; } simple[] = {
+		{ T_RDS, rc, "route_config" }, { T_EDS, eps, "endpoint_config" },
+	};
+	for (size_t k = 0; k < ARRAY_SIZE(simple); k++)
+		json_object_foreach(a->t[simple[k].t].res, n, v) {
+			json_t *r = typed(simple[k].t, v);
+			json_array_append_new(simple[k].arr, with_meta(json_object_get(a->t[simple[k].t].meta, n),
+								     simple[k].key, r));
+			json_decref(r);
+		}
+	json_object_foreach(a->t[T_SDS].res, n, v) {
+		json_t *r = typed(T_SDS, v);
+		redact(r);
+		json_t *o = with_meta(json_object_get(a->t[T_SDS].meta, n), "secret", r);
+		json_object_set_new(o, "name", json_string(n));
+		json_array_append_new(sec, o);
+		json_decref(r);
+	}
+	json_object_set_new(out, "dynamic_active_clusters", active);
+	json_object_set_new(out, "dynamic_warming_clusters", warming);
+	json_object_set_new(out, "dynamic_listeners", lis);
+	json_object_set_new(out, "dynamic_route_configs", rc);
+	json_object_set_new(out, "dynamic_endpoint_configs", eps);
+	json_object_set_new(out, "dynamic_active_secrets", sec);
+	for (int t = T_CDS; t < T_N; t++)
+		if (a->t[t].version && (t == T_CDS || t == T_LDS))
+			json_object_set_new(out, t == T_CDS ? "cds_version_info" : "lds_version_info",
+					    json_string(a->t[t].version));
+	return out;
 }

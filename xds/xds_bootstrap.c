@@ -165,12 +165,14 @@ int xds_resource_source_parse(struct cfg_ctx *c, const json_t *s, uint64_t *time
 static int parse_ads(struct cfg_ctx *c, const json_t *a, struct xds_bootstrap *x)
 {
 	struct xds_api_source api;
-	if (xds_api_source_parse(c, a, &api))
-		return RM_ERROR;
-	if (api.rest)
+	const char *t = json_string_value(cfg_get(a, "api_type"));
+	if ((t && !strcmp(t, "REST")) || json_integer_value(cfg_get(a, "api_type")) == AT_REST ||
+	    (!xds_api_source_parse(c, a, &api) && api.rest))
 		return cfg_fail_field(c, a, "api_type", "ads_config must be a gRPC api_type (GRPC / "
 				      "AGGREGATED_GRPC or DELTA_GRPC / AGGREGATED_DELTA_GRPC); for REST "
 				      "polling put api_config_source in cds_config / lds_config");
+	if (c->failed)
+		return RM_ERROR;
 	if (cfg_get(a, "refresh_delay") || cfg_get(a, "request_timeout"))
 		return cfg_fail_field(c, a, cfg_get(a, "refresh_delay") ? "refresh_delay"
 					    : "request_timeout", "only for api_type REST");

@@ -5,6 +5,7 @@ proto3 JSON (lowerCamelCase, Durations "1s") encoded from the official Envoy
 protos."""
 
 import copy
+import re
 import json
 import urllib.request
 
@@ -185,3 +186,68 @@ def test_rest_bootstrap_validation(tmp_path, ports):
                          capture_output=True, text=True, timeout=20)
     assert out.returncode != 0
     assert "lds_config.ads" in out.stderr + out.stdout, out.stderr
+
+
+def config_dump(r):
+    st, _, body = r.admin_get("/config_dump")
+    assert st == 200
+    out = {}
+    for c in json.loads(body)["configs"]:
+        out[c["@type"].rsplit(".", 1)[-1]] = c
+    return out
+
+
+def test_config_dump_dynamic_sections_and_stats(remora, cp, make_upstream, ports):
+    r, a, b, lport = start(remora, cp, make_upstream, ports)
+    d = config_dump(r)
+    cl = d["ClustersConfigDump"]
+    assert [c["cluster"]["name"] for c in cl["static_clusters"]] == ["xds_rest"]
+    assert cl["version_info"] == "c1"
+    (act,) = cl["dynamic_active_clusters"]
+    assert act["version_info"] == "c1" and act["cluster"]["name"] == "backend"
+    assert act["cluster"]["@type"] == CDS
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", act["last_updated"]), act
+    assert cl["dynamic_warming_clusters"] == []
+    lis = d["ListenersConfigDump"]
+    assert lis["version_info"] == "l1"
+    (dl,) = lis["dynamic_listeners"]
+    assert dl["name"] == "ingress" and "warming_state" not in dl
+    assert dl["active_state"]["version_info"] == "l1"
+    assert dl["active_state"]["listener"]["@type"] == LDS
+    assert dl["active_state"]["last_updated"]
+    (rc,) = d["RoutesConfigDump"]["dynamic_route_configs"]
+    assert rc["version_info"] == "r1" and rc["route_config"]["name"] == "r1" and rc["last_updated"]
+    (ep,) = d["EndpointsConfigDump"]["dynamic_endpoint_configs"]
+    assert ep["version_info"] == "e1" and ep["endpoint_config"]["cluster_name"] == "backend"
+    first_update = act["last_updated"]
+
+    # warming: a cluster whose endpoints never come, a listener whose routes never come
+    cp.set("cds", "c2", [rest_cluster("backend"), rest_cluster("cold")])
+    cp.set("lds", "l2", [rest_listener("ingress", lport, "r1"),
+                         rest_listener("waiting", ports.get(), "nowhere")])
+
+    def warming():
+        d = config_dump(r)
+        w = d["ClustersConfigDump"]["dynamic_warming_clusters"]
+        ls = {x["name"]: x for x in d["ListenersConfigDump"]["dynamic_listeners"]}
+        return (w and "waiting" in ls) and (d, w, ls)
+    d, w, ls = wait_until(warming, 10, what="warming sections")
+    assert [x["cluster"]["name"] for x in w] == ["cold"] and w[0]["version_info"] == "c2"
+    assert "active_state" not in ls["waiting"]
+    assert ls["waiting"]["warming_state"]["version_info"] == "l2"
+    # unchanged resources keep their version and time
+    act = {x["cluster"]["name"]: x for x in d["ClustersConfigDump"]["dynamic_active_clusters"]}
+    assert act["backend"]["version_info"] == "c1" and act["backend"]["last_updated"] == first_update
+    assert ls["ingress"]["active_state"]["version_info"] == "l1"
+    assert d["ClustersConfigDump"]["version_info"] == "c2"
+
+    # the stats by name
+    st = r.stats()
+    for scope in ("cluster_manager.cds", "listener_manager.lds"):
+        for n in ("update_attempt", "update_success", "update_rejected", "update_failure",
+                  "version"):
+            assert f"{scope}.{n}" in st, (scope, n)
+    assert st["cluster_manager.cds.update_success"] >= 2
+    assert "control_plane.pending_requests" in st
+    assert st["cluster_manager.warming_clusters"] == 1
+    r.stop()
