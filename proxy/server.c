@@ -710,6 +710,8 @@ void server_free(struct server *srv)
 		free(w->listeners);
 		if (w->msg_ev)
 			event_free(w->msg_ev);
+		if (w->ldrain_ev)
+			event_free(w->ldrain_ev);
 		snapshot_unref(w->snap);
 		if (w->base)
 			event_base_free(w->base);

@@ -1509,6 +1509,12 @@ static void hc_drain(struct downstream *d)
 		h2_conn_drain(hc);
 		return;
 	}
+	if (!hc->s && d->drain_deadline_ms && !d->w->draining) {
+		/* its listener was replaced: an idle keep-alive connection is not
+		 * closed under a client that may be sending (its next response says
+		 * connection: close); closed at the drain deadline otherwise */
+		return;
+	}
 	if (!hc->s) {
 		stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_drain_close);
 		hc_close(hc, false);
