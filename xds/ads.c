@@ -693,6 +693,15 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 			json_decref(used);
 			return -1;
 		}
+	if (!blame) {   /* an LDS update: a listener that cannot bind is NACKed */
+		char be[320];
+		if (server_xds_bind_listener(a->srv, l, be, sizeof(be))) {
+			add_error(err, errlen, "Listener", d->name, be);
+			listener_unref(l);
+			json_decref(used);
+			return -1;
+		}
+	}
 	listener_unref(d->wl);
 	json_decref(d->wl_rds);
 	d->wl = NULL;
