@@ -736,10 +736,19 @@ static void ldrain_cb(evutil_socket_t fd, short what, void *arg)
 	while (d) {
 		struct downstream *n = d->next;
 		if (d->drain_deadline_ms && !d->closed) {
-			if (d->drain_deadline_ms <= now)
+			if (d->drain_deadline_ms <= now) {
 				downstream_close(d);
-			else if (!next || d->drain_deadline_ms < next)
-				next = d->drain_deadline_ms;
+				d = n;
+				continue;
+			}
+			if (d->drain_goaway_ms && d->drain_goaway_ms <= now) {
+				d->drain_goaway_ms = 0;   /* second half: HTTP/2 GOAWAY */
+				if (d->ops && d->ops->drain)
+					d->ops->drain(d);
+			}
+			uint64_t t = d->drain_goaway_ms ? d->drain_goaway_ms : d->drain_deadline_ms;
+			if (!next || t < next)
+				next = t;
 		}
 		d = n;
 	}
@@ -765,9 +774,10 @@ static bool listener_replaced(const struct listener_cfg *o, const struct snapsho
 }
 
 /* Listeners removed or replaced (see listener_replaced): their connections
- * drain for --drain-time-s (HTTP: connection: close on the next response /
- * GOAWAY; then closed), as Envoy drains the filter chains of an updated
- * listener.  Nothing to do unless a listener of the worker's current set
+ * drain for --drain-time-s (HTTP/1.1: connection: close on the next response;
+ * HTTP/2: GOAWAY after half the drain time, so that clients that do not retry
+ * refused streams (h2load) see none during short updates; then closed), as
+ * Envoy drains the filter chains of an updated listener.  Nothing to do unless a listener of the worker's current set
  * changed; then O(connections) with a small per-version memo. */
 static void drain_replaced(struct worker *w, const struct snapshot *s)
 {
@@ -779,7 +789,8 @@ static void drain_replaced(struct worker *w, const struct snapshot *s)
 	const struct listener_cfg *memo_l[32];
 	bool memo_v[32];
 	size_t nmemo = 0;
-	uint64_t deadline = now_ms() + (uint64_t)g_server.opt.drain_time_s * 1000;
+	uint64_t now = now_ms(), drain_ms = (uint64_t)g_server.opt.drain_time_s * 1000;
+	uint64_t deadline = now + drain_ms;
 	bool any = false;
 	struct downstream *d = w->conns;
 	while (d) {
@@ -801,6 +812,7 @@ static void drain_replaced(struct worker *w, const struct snapshot *s)
 			if (hit) {
 				d->draining = true;
 				d->drain_deadline_ms = deadline;
+				d->drain_goaway_ms = now + drain_ms / 2;
 				any = true;
 				if (d->ops && d->ops->drain)
 					d->ops->drain(d);
@@ -812,7 +824,8 @@ static void drain_replaced(struct worker *w, const struct snapshot *s)
 		if (!w->ldrain_ev)
 			w->ldrain_ev = evtimer_new(w->base, ldrain_cb, w);
 		if (!evtimer_pending(w->ldrain_ev, NULL)) {
-			struct timeval tv = { (time_t)g_server.opt.drain_time_s, 0 };
+			uint64_t ms = drain_ms / 2;
+			struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 			event_add(w->ldrain_ev, &tv);
 		}
 	}
