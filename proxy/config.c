@@ -635,6 +635,9 @@ static int parse_dynamic_resources(struct cfg_ctx *c, const json_t *v, struct sn
 	if (xds_bootstrap_parse(c, v, &srv->xds))
 		return RM_ERROR;
 	if (!snapshot_find_cluster(s, srv->xds.cluster)) {
+		if (srv->xds.rest)
+			return cfg_fail(c, "api_config_source.cluster_names[0]: unknown cluster '%s' (the "
+					   "xDS server must be a static cluster)", srv->xds.cluster);
 		cfg_enter(c, v, "ads_config");
 		cfg_fail(c, "grpc_services[0].envoy_grpc.cluster_name: unknown cluster '%s' (the xDS "
 			    "server must be a static cluster)", srv->xds.cluster);

@@ -36,6 +36,11 @@ struct downstream {
 	bool closed;
 	bool draining;                       /* this connection was asked to drain (its
 						listener drains while others keep serving) */
+	uint64_t drain_deadline_ms;          /* its listener was replaced or removed (xDS):
+						closed at this time (now_ms) if still open; 0 none */
+	uint64_t drain_goaway_ms;            /* ...and until this time (half the drain time)
+						HTTP/2 gets no GOAWAY yet (ops->drain is called
+						again then); 0: due */
 	struct listener_cfg *cx_charged;     /* listener whose cx_open counts this connection
 						(the accepting one; NULL: no limit) */
 };

@@ -284,6 +284,40 @@ static const struct listener_cfg *xds_same_listener(const struct snapshot *old,
 	return NULL;
 }
 
+/* LDS, while the update is applied (so that it can be NACKed): bind the
+ * sockets of a new listener (or of a new version at another address) now;
+ * a new version of a published listener at the same address takes over its
+ * sockets at publication instead.  RM_ERROR with err when the address cannot
+ * be bound (in use by another process). */
+int server_xds_bind_listener(struct server *srv, struct listener_cfg *l, char *err, size_t errlen)
+{
+	char e[256], a[80];
+	if (l->fds || !l->bind_to_port || xds_same_listener(srv->snap, l))
+		return RM_OK;
+	int *fds = xmalloc(srv->nworkers * sizeof(int));
+	for (unsigned w = 0; w < srv->nworkers; w++) {
+		fds[w] = open_listener_socket(&l->addr, l->addrlen, l->backlog, e, sizeof(e));
+		if (fds[w] < 0) {
+			for (unsigned k = 0; k < w; k++)
+				close(fds[k]);
+			free(fds);
+			sockaddr_format((struct sockaddr *)&l->addr, a, sizeof(a));
+			snprintf(err, errlen, "address %s: %s", a, e);
+			stats_inc(srv->lm_stats, 0, listener_create_failure);
+			return RM_ERROR;
+		}
+		if (w == 0 && sockaddr_port((struct sockaddr *)&l->addr) == 0) {
+			socklen_t sl = sizeof(l->addr);
+			getsockname(fds[0], (struct sockaddr *)&l->addr, &sl);
+		}
+	}
+	l->fds = fds;
+	l->nfds = srv->nworkers;
+	stats_inc(srv->lm_stats, 0, listener_create_success);
+	stats_inc(srv->lm_stats, 0, listener_added);
+	return RM_OK;
+}
+
 static void xds_bind_new_listeners(struct server *srv, struct snapshot *s, const struct snapshot *old)
 {
 	char err[256];
@@ -719,6 +753,8 @@ void server_free(struct server *srv)
 		free(w->listeners);
 		if (w->msg_ev)
 			event_free(w->msg_ev);
+		if (w->ldrain_ev)
+			event_free(w->ldrain_ev);
 		snapshot_unref(w->snap);
 		if (w->base)
 			event_base_free(w->base);

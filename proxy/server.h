@@ -101,6 +101,10 @@ void server_free(struct server *srv);
 
 /* xDS (main thread): make s (a reference, taken over) the current snapshot:
  * bind sockets for its new listeners, hand it to the workers. */
+/* LDS apply: bind a new listener's sockets now (RM_ERROR + err: cannot bind,
+ * the update is NACKed).  A new version at the same address keeps the
+ * published one's sockets (nothing is bound). */
+int server_xds_bind_listener(struct server *srv, struct listener_cfg *l, char *err, size_t errlen);
 void server_xds_publish(struct server *srv, struct snapshot *s);
 /* The xDS initial fetch completed (or timed out): workers may start. */
 void server_xds_initial_fetch_done(struct server *srv);

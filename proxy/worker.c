@@ -725,6 +725,112 @@ static void unref_snapshot_main(void *arg)
 	snapshot_unref(arg);
 }
 
+/* The drain time of replaced listeners ended: close what is still open. */
+static void ldrain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	uint64_t now = now_ms(), next = 0;
+	(void)fd;
+	(void)what;
+	struct downstream *d = w->conns;
+	while (d) {
+		struct downstream *n = d->next;
+		if (d->drain_deadline_ms && !d->closed) {
+			if (d->drain_deadline_ms <= now) {
+				downstream_close(d);
+				d = n;
+				continue;
+			}
+			if (d->drain_goaway_ms && d->drain_goaway_ms <= now) {
+				d->drain_goaway_ms = 0;   /* second half: HTTP/2 GOAWAY */
+				if (d->ops && d->ops->drain)
+					d->ops->drain(d);
+			}
+			uint64_t t = d->drain_goaway_ms ? d->drain_goaway_ms : d->drain_deadline_ms;
+			if (!next || t < next)
+				next = t;
+		}
+		d = n;
+	}
+	if (next) {
+		struct timeval tv = { (time_t)((next - now) / 1000), (suseconds_t)((next - now) % 1000) * 1000 };
+		event_add(w->ldrain_ev, &tv);
+	}
+}
+
+/* Does a connection accepted on listener version o drain with snapshot s:
+ * its listener was removed, or replaced by a version whose configuration
+ * changed (not a recompilation for routes or clusters: same JSON)? */
+static bool listener_replaced(const struct listener_cfg *o, const struct snapshot *s)
+{
+	for (size_t i = 0; i < s->nlisteners; i++) {
+		const struct listener_cfg *l = s->listeners[i];
+		if (l == o)
+			return false;
+		if (!strcmp(l->name, o->name))
+			return !(l->json && o->json && (l->json == o->json || json_equal(l->json, o->json)));
+	}
+	return true;
+}
+
+/* Listeners removed or replaced (see listener_replaced): their connections
+ * drain for --drain-time-s (HTTP/1.1: connection: close on the next response;
+ * HTTP/2: GOAWAY after half the drain time, so that clients that do not retry
+ * refused streams (h2load) see none during short updates; then closed), as
+ * Envoy drains the filter chains of an updated listener.  Nothing to do unless a listener of the worker's current set
+ * changed; then O(connections) with a small per-version memo. */
+static void drain_replaced(struct worker *w, const struct snapshot *s)
+{
+	bool changed = false;
+	for (size_t k = 0; !changed && k < w->nlisteners; k++)
+		changed = listener_replaced(w->listeners[k].cfg, s);
+	if (!changed || w->draining)
+		return;
+	const struct listener_cfg *memo_l[32];
+	bool memo_v[32];
+	size_t nmemo = 0;
+	uint64_t now = now_ms(), drain_ms = (uint64_t)g_server.opt.drain_time_s * 1000;
+	uint64_t deadline = now + drain_ms;
+	bool any = false;
+	struct downstream *d = w->conns;
+	while (d) {
+		struct downstream *n = d->next;
+		if (!d->draining && !d->closed) {
+			size_t i;
+			bool hit;
+			for (i = 0; i < nmemo && memo_l[i] != d->lcfg; i++)
+				;
+			if (i < nmemo) {
+				hit = memo_v[i];
+			} else {
+				hit = listener_replaced(d->lcfg, s);
+				if (nmemo < ARRAY_SIZE(memo_l)) {
+					memo_l[nmemo] = d->lcfg;
+					memo_v[nmemo++] = hit;
+				}
+			}
+			if (hit) {
+				d->draining = true;
+				d->drain_deadline_ms = deadline;
+				d->drain_goaway_ms = now + drain_ms / 2;
+				any = true;
+				if (d->ops && d->ops->drain)
+					d->ops->drain(d);
+			}
+		}
+		d = n;
+	}
+	if (any) {
+		if (!w->ldrain_ev)
+			w->ldrain_ev = evtimer_new(w->base, ldrain_cb, w);
+		if (!evtimer_pending(w->ldrain_ev, NULL)) {
+			uint64_t ms = drain_ms / 2;
+			struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+			event_add(w->ldrain_ev, &tv);
+		}
+	}
+}
+
 /* arg: a new snapshot (a reference for this worker).  Listeners the new
  * snapshot shares with the old one (same listener_cfg object), and new
  * versions of a listener with the same name and address, keep the socket
@@ -736,6 +842,8 @@ void worker_msg_set_snapshot(struct worker *w, void *arg)
 {
 	struct snapshot *s = arg, *old = w->snap;
 	struct worker_listener *nl = xcalloc(s->nlisteners ? s->nlisteners : 1, sizeof(*nl));
+
+	drain_replaced(w, s);
 
 	for (size_t i = 0; i < s->nlisteners; i++) {
 		struct listener_cfg *l = s->listeners[i];

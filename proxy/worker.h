@@ -52,6 +52,8 @@ struct worker {
 	uint64_t ct_ms[8];                 /* common-timeout durations registered... */
 	const struct timeval *ct_tv[8];    /* ...and libevent's magic timevals for them */
 	unsigned nct;
+	struct event *ldrain_ev;           /* owned, lazily: closes connections of replaced
+					      listeners at their drain deadline */
 };
 
 /* Arm ev (on w's base) to fire in ms.  Durations shared by many events (the

@@ -15,6 +15,7 @@
 #include "../proxy/config/address.h"
 #include "../proxy/upstream/cluster.h"
 #include "../tls/tls.h"
+#include "../xds/ads.h"
 
 #define REMORA_VERSION "remora/0.1.0"
 
@@ -200,23 +201,58 @@ static void h_certs(struct admin *a, struct evhttp_request *req, struct evkeyval
 	reply_json(req, tls_certs_json());
 }
 
+/* Envoy's layout: Bootstrap, Clusters (static_clusters, dynamic_active_clusters,
+ * dynamic_warming_clusters), Listeners (static_listeners, dynamic_listeners
+ * with active_state / warming_state), Routes, Endpoints and Secrets
+ * (dynamic_* from the xDS client, with version_info and last_updated). */
 static void h_config_dump(struct admin *a, struct evhttp_request *req, struct evkeyvalq *q)
 {
 	struct snapshot *s = a->srv->snap;
 	json_t *bootstrap = s->bootstrap ? json_deep_copy(s->bootstrap) : json_object();
 	json_t *listeners = json_array(), *clusters = json_array();
+	json_t *dyn = ads_config_dump(a->srv->ads);   /* {} without xDS */
 	(void)q;
 	json_t *sr = json_object_get(s->bootstrap, "static_resources");
 	json_t *ls = sr ? json_object_get(sr, "listeners") : NULL;
 	for (size_t i = 0; ls && i < json_array_size(ls); i++)
 		json_array_append_new(listeners, json_pack("{s:O}", "listener", json_array_get(ls, i)));
-	for (size_t i = 0; i < s->nclusters; i++)
-		json_array_append_new(clusters, json_pack("{s:o}", "cluster",
-							  cluster_config_json(s->clusters[i])));
-	json_t *j = json_pack("{s:[{s:s, s:o}, {s:s, s:o}, {s:s, s:o}]}", "configs",
+	json_t *cs = sr ? json_object_get(sr, "clusters") : NULL;
+	for (size_t i = 0; i < s->nclusters; i++) {
+		/* static: the bootstrap's (the snapshot also holds the dynamic ones) */
+		bool is_static = !a->srv->ads;
+		for (size_t k = 0; !is_static && k < json_array_size(cs); k++)
+			is_static = !strcmp(json_string_value(json_object_get(json_array_get(cs, k), "name"))
+					    ? json_string_value(json_object_get(json_array_get(cs, k), "name"))
+					    : "", s->clusters[i]->name);
+		if (is_static)
+			json_array_append_new(clusters, json_pack("{s:o}", "cluster", cluster_config_json(s->clusters[i])));
+	}
+	json_t *cd = json_pack("{s:s, s:o}", "@type", "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+			       "static_clusters", clusters);
+	json_t *ld = json_pack("{s:s, s:o}", "@type", "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+			       "static_listeners", listeners);
+	json_t *rd = json_pack("{s:s, s:[]}", "@type", "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+			       "static_route_configs");
+	json_t *ed = json_pack("{s:s, s:[]}", "@type", "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+			       "static_endpoint_configs");
+	json_t *sd = json_pack("{s:s}", "@type", "type.googleapis.com/envoy.admin.v3.SecretsConfigDump");
+	static const struct { const char *key; int dump; } place[] = {
+		{ "cds_version_info", 0 }, { "dynamic_active_clusters", 0 }, { "dynamic_warming_clusters", 0 },
+		{ "lds_version_info", 1 }, { "dynamic_listeners", 1 }, { "dynamic_route_configs", 2 },
+		{ "dynamic_endpoint_configs", 3 }, { "dynamic_active_secrets", 4 },
+	};
+	json_t *dumps[] = { cd, ld, rd, ed, sd };
+	for (size_t i = 0; i < ARRAY_SIZE(place); i++) {
+		json_t *v = json_object_get(dyn, place[i].key);
+		if (v)
+			json_object_set(dumps[place[i].dump],
+					!strncmp(place[i].key + 4, "version_info", 12) ? "version_info"
+										: place[i].key, v);
+	}
+	json_decref(dyn);
+	json_t *j = json_pack("{s:[{s:s, s:o}, o, o, o, o, o]}", "configs",
 		"@type", "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump", "bootstrap", bootstrap,
-		"@type", "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "static_clusters", clusters,
-		"@type", "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "static_listeners", listeners);
+		cd, ld, rd, ed, sd);
 	reply_json(req, j);
 }
 

@@ -624,79 +624,23 @@ static int parse_tls_params(struct cfg_ctx *c, const json_t *p, struct tls_ctx *
 	return RM_OK;
 }
 
-/* sds_config (a ConfigSource): ads, or api_config_source GRPC to the ADS
- * cluster (served on the ADS stream).  *timeout_ms: initial_fetch_timeout.
- * local: the secret is provided in-process (tls_sds_local_declare), so the
- * source is checked for shape only (Istio bootstraps name an "sds-grpc"
- * cluster for it). */
+/* sds_config (a ConfigSource): ads, or api_config_source (GRPC or REST) to the
+ * bootstrap's xDS cluster (served by its transport: the ADS stream or REST
+ * polling).  *timeout_ms: initial_fetch_timeout.  local: the secret is
+ * provided in-process (tls_sds_local_declare), so the source is checked for
+ * shape only (Istio bootstraps name an "sds-grpc" cluster for it). */
 static int parse_sds_config(struct cfg_ctx *c, const json_t *sc, bool local, uint64_t *timeout_ms)
 {
-	static const char *const f[] = { "ads", "api_config_source", "resource_api_version",
-					 "initial_fetch_timeout", "path", "path_config_source", "self",
-					 "authorities", NULL };
-	static const char *const unsupported[] = { "path", "path_config_source", "self",
-						   "authorities", NULL };
-	static const char *const af[] = { "api_type", "transport_api_version", "grpc_services",
-					  "set_node_on_first_message_only", "refresh_delay",
-					  "request_timeout", "cluster_names", NULL };
-	static const char *const gf[] = { "envoy_grpc", "timeout", NULL };
-	static const char *const ef[] = { "cluster_name", "authority", NULL };
-	static const char *const api_types[] = { "DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE", "REST",
-						 "GRPC", "DELTA_GRPC", "AGGREGATED_GRPC",
-						 "AGGREGATED_DELTA_GRPC" };
-	static const char *const vers[] = { "AUTO", "V2", "V3" };
-	const json_t *acs, *gs, *eg;
 	const char *cluster = NULL;
-	int rv = 2, at = 0;
-	*timeout_ms = 15000;
-	if (cfg_expect_object(c, sc) || cfg_check_fields(c, sc, f) ||
-	    cfg_reject_fields(c, sc, unsupported, "only ads or api_config_source (GRPC, to the ADS "
-			      "cluster) are supported for sds_config") ||
-	    cfg_enum(c, sc, "resource_api_version", vers, 3, &rv) ||
-	    cfg_duration_ms(c, sc, "initial_fetch_timeout", timeout_ms))
+	if (local)
+		return xds_resource_source_parse_shape(c, sc, timeout_ms);
+	if (xds_resource_source_parse(c, sc, timeout_ms, &cluster))
 		return RM_ERROR;
-	if (rv == 1)
-		return cfg_fail_field(c, sc, "resource_api_version", "only V3 is supported");
-	if (!!cfg_get(sc, "ads") == !!cfg_get(sc, "api_config_source"))
-		return cfg_fail(c, "exactly one of ads, api_config_source is required");
-	if (!(acs = cfg_enter(c, sc, "api_config_source"))) {
-		if (!g_server.xds.enabled && !local) {   /* ads: {} needs dynamic_resources.ads_config */
-			if (!sds_sources)
-				sds_sources = json_array();
-			json_array_append_new(sds_sources, json_string(""));
-		}
-		return RM_OK;
-	}
-	if (cfg_expect_object(c, acs) || cfg_check_fields(c, acs, af) ||
-	    cfg_enum(c, acs, "api_type", api_types, ARRAY_SIZE(api_types), &at))
-		return RM_ERROR;
-	if (at != 2 && at != 3 && at != 4 && at != 5)
-		return cfg_fail_field(c, acs, "api_type", "sds_config: only GRPC api types are supported "
-				      "(the secret is fetched on the ADS stream)");
-	if (!(gs = cfg_enter_req(c, acs, "grpc_services")) || cfg_expect_array(c, gs))
-		return RM_ERROR;
-	if (json_array_size(gs) != 1)
-		return cfg_fail(c, "exactly one grpc_services entry is supported");
-	const json_t *g0 = cfg_enter_idx(c, gs, 0);
-	if (cfg_expect_object(c, g0) || cfg_check_fields(c, g0, gf) ||
-	    !(eg = cfg_enter_req(c, g0, "envoy_grpc")) || cfg_expect_object(c, eg) ||
-	    cfg_check_fields(c, eg, ef) || cfg_string_req(c, eg, "cluster_name", &cluster))
-		return RM_ERROR;
-	if (local) {
-		/* served in-process: any cluster name */
-	} else if (g_server.xds.enabled) {
-		if (strcmp(cluster, g_server.xds.cluster))
-			return cfg_fail_field(c, eg, "cluster_name", "SDS is served on the ADS stream: "
-					      "cluster_name must be the ADS cluster '%s'", g_server.xds.cluster);
-	} else {   /* the bootstrap: dynamic_resources comes later (tls_sds_check_sources) */
+	if (!g_server.xds.enabled) {   /* the bootstrap: dynamic_resources comes later */
 		if (!sds_sources)
 			sds_sources = json_array();
-		json_array_append_new(sds_sources, json_string(cluster));
+		json_array_append_new(sds_sources, json_string(cluster ? cluster : ""));
 	}
-	cfg_leave(c);
-	cfg_leave(c);
-	cfg_leave(c);
-	cfg_leave(c);
 	return RM_OK;
 }
 

@@ -23,11 +23,13 @@
 
 #include <malloc.h>
 #include <math.h>
+#include <event2/buffer.h>
 #include "grpc_client.h"
 #include "pb_json.h"
 #include "../proxy/server.h"
 #include "../proxy/log.h"
 #include "../proxy/upstream/cluster.h"
+#include "../proxy/upstream/async_http.h"
 #include "../tls/tls.h"
 #include "envoy/service/discovery/v3/subset.pb-c.h"
 
@@ -50,6 +52,10 @@ enum { T_CDS, T_EDS, T_LDS, T_RDS, T_SDS, T_N };
 static const char *const type_urls[T_N] = { TYPE_CDS, TYPE_EDS, TYPE_LDS, TYPE_RDS, TYPE_SDS };
 static const char *const type_names[T_N] = { "Cluster", "ClusterLoadAssignment", "Listener",
 					      "RouteConfiguration", "Secret" };
+/* REST: POST /v3/discovery:<rest_paths[t]> */
+static const char *const rest_paths[T_N] = { "/v3/discovery:clusters", "/v3/discovery:endpoints",
+					     "/v3/discovery:listeners", "/v3/discovery:routes",
+					     "/v3/discovery:secrets" };
 
 #define XDS_UPDATE_STATS(X) X(COUNTER, update_attempt) X(COUNTER, update_success) \
 	X(COUNTER, update_rejected) X(COUNTER, update_failure) X(COUNTER, update_empty) \
@@ -57,7 +63,8 @@ static const char *const type_names[T_N] = { "Cluster", "ClusterLoadAssignment",
 #define XU_ENUM(type, name) XU_##name,
 enum { XDS_UPDATE_STATS(XU_ENUM) XU_N };
 static const struct stat_desc xu_desc[] = { XDS_UPDATE_STATS(STATS_DESC) };
-#define CP_STATS(X) X(GAUGE, connected_state) X(COUNTER, stream_reconnects)
+#define CP_STATS(X) X(GAUGE, connected_state) X(COUNTER, stream_reconnects) \
+	X(GAUGE, pending_requests)
 #define CP_ENUM(type, name) CP_##name,
 enum { CP_STATS(CP_ENUM) CP_N };
 static const struct stat_desc cp_desc[] = { CP_STATS(STATS_DESC) };
@@ -84,6 +91,14 @@ struct xtype {
 	struct ads *owner;
 	int type;
 	struct stats_scope *stats;  /* owned for CDS/LDS, else NULL */
+	/* REST polling */
+	struct async_http *rest_req; /* the request in flight, or NULL */
+	struct event *rest_ev;      /* owned: the next poll (refresh_delay) */
+	char *rest_err;             /* owned: error_detail for the next request (after a NACK) */
+	bool rest_again;            /* poll again as soon as the request in flight ends */
+	bool rest_failing;          /* the last poll failed (logged once) */
+	json_t *meta;               /* owned: name -> {version_info, last_updated} of the
+				     * accepted version (/config_dump) */
 };
 
 struct dyn_cluster {                /* one CDS resource */
@@ -93,6 +108,7 @@ struct dyn_cluster {                /* one CDS resource */
 	struct event *timer;        /* owned: EDS initial_fetch_timeout of warming */
 	bool sds_wait;              /* warming is not started: an SDS secret it uses
 				     * has not arrived (tls_ctx_ready) */
+	json_t *ameta;              /* owned: {version_info, last_updated} of active */
 };
 
 struct dyn_listener {               /* one LDS resource */
@@ -101,6 +117,7 @@ struct dyn_listener {               /* one LDS resource */
 	json_t *rds_used;           /* owned: {name: RouteConfiguration} it was compiled with */
 	struct listener_cfg *wl;    /* ref: compiled, waiting for SDS secrets; or NULL */
 	json_t *wl_rds;             /* owned: the routes wl was compiled with */
+	json_t *ameta;              /* owned: {version_info, last_updated} of l */
 };
 
 struct ads {
@@ -118,6 +135,8 @@ struct ads {
 	bool node_sent, got_response, initial_done, rds_timed_out;
 	struct xtype t[T_N];
 	bool delta;                 /* DeltaAggregatedResources */
+	bool rest;                  /* REST-JSON polling instead of a gRPC stream */
+	int64_t pending;            /* REST requests in flight (control_plane.pending_requests) */
 	bool eds_dirty;             /* clusters changed: recompute the EDS subscription */
 	struct dyn_cluster *dc;     /* owned [ndc], capacity capdc; order is not meaningful */
 	size_t ndc, capdc;
@@ -200,6 +219,7 @@ static void dc_clear(struct dyn_cluster *d)
 	d->timer = NULL;
 	cluster_unref(d->active);
 	cluster_unref(d->warming);
+	json_decref(d->ameta);
 	free(d->name);
 }
 
@@ -209,6 +229,7 @@ static void dl_clear(struct dyn_listener *d)
 	json_decref(d->wl_rds);
 	listener_unref(d->l);
 	json_decref(d->rds_used);
+	json_decref(d->ameta);
 	free(d->name);
 }
 
@@ -282,6 +303,8 @@ static void cluster_warmed(struct cluster *cl, void *arg)
 		d->active = d->warming;
 		d->warming = NULL;
 		a->nwarming--;
+		json_decref(d->ameta);
+		d->ameta = json_incref(json_object_get(a->t[T_CDS].meta, d->name));
 		log_debug("xds: cluster '%s' warmed", d->name);
 		refresh_tcp_listeners(a);
 	}
@@ -696,6 +719,8 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 		}
 		log_info("xds: listener '%s': its SDS secrets arrived", d->name);
 		listener_unref(d->l);
+		json_decref(d->ameta);
+		d->ameta = json_incref(json_object_get(a->t[T_LDS].meta, d->name));
 		d->l = d->wl;
 		d->wl = NULL;
 		json_decref(d->wl_rds);
@@ -738,6 +763,15 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 			json_decref(used);
 			return -1;
 		}
+	if (!blame) {   /* an LDS update: a listener that cannot bind is NACKed */
+		char be[320];
+		if (server_xds_bind_listener(a->srv, l, be, sizeof(be))) {
+			add_error(err, errlen, "Listener", d->name, be);
+			listener_unref(l);
+			json_decref(used);
+			return -1;
+		}
+	}
 	listener_unref(d->wl);
 	json_decref(d->wl_rds);
 	d->wl = NULL;
@@ -750,6 +784,8 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 	}
 	listener_unref(d->l);
 	d->l = l;
+	json_decref(d->ameta);
+	d->ameta = json_incref(json_object_get(a->t[T_LDS].meta, d->name));
 	json_decref(d->rds_used);
 	d->rds_used = used;
 	return 1;
@@ -1004,8 +1040,122 @@ static void send_packed(struct ads *a, const ProtobufCMessage *m)
 	free(buf);
 }
 
+/* ---- REST-JSON polling ---------------------------------------------------------------- */
+
+static void rest_poll(struct ads *a, int t);
+static int handle_json_response(struct ads *a, int t, const json_t *r);
+
+static void rest_schedule(struct ads *a, int t, uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	evtimer_add(a->t[t].rest_ev, &tv);
+}
+
+static void rest_failed(struct ads *a, struct xtype *x, const char *why)
+{
+	if (!x->rest_failing)
+		log_warn("xds: REST %s poll failed: %s (the last configuration keeps serving)",
+			 type_names[x->type], why);
+	x->rest_failing = true;
+	if (x->stats)
+		stats_inc(x->stats, 0, XU_update_failure);
+}
+
+static void rest_done(void *arg, enum async_http_result res, int status, struct evbuffer *body)
+{
+	struct xtype *x = arg;
+	struct ads *a = x->owner;
+	int t = x->type;
+	char why[256];
+	x->rest_req = NULL;
+	stats_gauge_set(a->cp_stats, CP_pending_requests, --a->pending);
+	if (res == ASYNC_HTTP_OK && status == 200) {
+		json_error_t je;
+		size_t len = body ? evbuffer_get_length(body) : 0;
+		const char *p = len ? (const char *)evbuffer_pullup(body, -1) : "";
+		json_t *r = json_loadb(p, len, 0, &je);
+		if (!r || handle_json_response(a, t, r) < 0) {
+			snprintf(why, sizeof(why), "%s", r ? "not a DiscoveryResponse of this type"
+							      : je.text);
+			rest_failed(a, x, why);
+		} else {
+			x->rest_failing = false;
+		}
+		json_decref(r);
+	} else if (res == ASYNC_HTTP_OK && status == 304) {
+		x->rest_failing = false;   /* unchanged */
+		log_debug("xds: REST %s: 304 not modified", type_names[t]);
+	} else {
+		static const char *const names[] = { "ok", "no host in the xDS cluster",
+						     "connection failed", "timed out",
+						     "malformed response" };
+		if (res == ASYNC_HTTP_OK)
+			snprintf(why, sizeof(why), "HTTP status %d", status);
+		else
+			snprintf(why, sizeof(why), "%s", names[res]);
+		rest_failed(a, x, why);
+	}
+	if (x->rest_again) {
+		x->rest_again = false;
+		rest_poll(a, t);
+	} else if (!x->rest_req && !evtimer_pending(x->rest_ev, NULL)) {
+		rest_schedule(a, t, a->srv->xds.refresh_ms);
+	}
+}
+
+/* POST the DiscoveryRequest of type t now (or once the request in flight
+ * ends).  EDS/RDS/SDS are polled only while some resource of theirs is
+ * wanted. */
+static void rest_poll(struct ads *a, int t)
+{
+	struct xtype *x = &a->t[t];
+	if (x->rest_req) {
+		x->rest_again = true;
+		return;
+	}
+	evtimer_del(x->rest_ev);
+	if (t != T_CDS && t != T_LDS && !json_array_size(x->sent_names))
+		return;
+	json_t *rq = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s}}",
+			       "versionInfo", x->version ? x->version : "",
+			       "typeUrl", type_urls[t],
+			       "responseNonce", x->nonce ? x->nonce : "",
+			       "node", "id", a->srv->node_id, "cluster", a->srv->node_cluster,
+			       "userAgentName", "remora", "userAgentVersion", "0.1.0");
+	if (x->sent_names)
+		json_object_set(rq, "resourceNames", x->sent_names);
+	if (x->rest_err)
+		json_object_set_new(rq, "errorDetail", json_pack("{s:i, s:s}", "code", 13,
+								  "message", x->rest_err));
+	char *txt = json_dumps(rq, JSON_COMPACT);
+	json_decref(rq);
+	struct evbuffer *b = evbuffer_new();
+	evbuffer_add(b, txt, strlen(txt));
+	free(txt);
+	struct async_http_req req = {
+		.cluster = a->srv->xds.cluster, .method = "POST", .path = rest_paths[t],
+		.host = a->srv->xds.authority, .content_type = "application/json",
+		.timeout_ms = a->srv->xds.request_timeout_ms,
+	};
+	x->rest_req = async_http_send(a->srv->base, &req, b, rest_done, x);
+	evbuffer_free(b);
+	stats_gauge_set(a->cp_stats, CP_pending_requests, ++a->pending);
+	if (x->stats)
+		stats_inc(x->stats, 0, XU_update_attempt);
+	log_debug("xds: REST %s poll version '%s'%s", type_names[t], x->version ? x->version : "",
+		  x->rest_err ? " (with error_detail)" : "");
+}
+
+static void rest_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct xtype *x = arg;
+	(void)fd;
+	(void)what;
+	rest_poll(x->owner, x->type);
+}
+
 /* SotW DiscoveryRequest: ACK (error NULL) or NACK of the newest response, or
- * a (re)subscription. */
+ * a (re)subscription.  REST: a subscription change polls at once. */
 static void send_sotw(struct ads *a, int t, const char *error)
 {
 	Envoy__Service__Discovery__V3__DiscoveryRequest rq =
@@ -1015,6 +1165,10 @@ static void send_sotw(struct ads *a, int t, const char *error)
 	struct xtype *x = &a->t[t];
 	char **names = NULL;
 
+	if (a->rest) {
+		rest_poll(a, t);
+		return;
+	}
 	if (!a->g)
 		return;
 	rq.type_url = (char *)type_urls[t];
@@ -1111,7 +1265,9 @@ static void send_delta(struct ads *a, int t, bool ack, const char *error, const 
 /* ACK (error NULL) or NACK the newest response of type t. */
 static void send_ack(struct ads *a, int t, const char *error)
 {
-	if (a->delta)
+	if (a->rest)   /* no ACK message: the next poll carries the version (and the error) */
+		set_str(&a->t[t].rest_err, error);
+	else if (a->delta)
 		send_delta(a, t, true, error, NULL, NULL);
 	else
 		send_sotw(a, t, error);
@@ -1250,6 +1406,10 @@ static json_t *decode_resource(struct ads *a, int t, const Google__Protobuf__Any
 /* Decode resource idx into got (name -> JSON); errors go to err.  want_name:
  * the name the delta Resource wrapper gives (NULL in SotW).  Returns the
  * name stored, or NULL. */
+static const char *store_resource(int t, json_t *j, size_t idx, const char *want_name,
+				  const char *bad_name, char *e, size_t elen, json_t *got, char *err,
+				  size_t errlen);
+
 static const char *take_resource(struct ads *a, int t, const Google__Protobuf__Any *any, size_t idx,
 				 const char *want_name, json_t *got, char *err, size_t errlen)
 {
@@ -1259,17 +1419,51 @@ static const char *take_resource(struct ads *a, int t, const Google__Protobuf__A
 	if (!any)
 		snprintf(e, sizeof(e), "resources[%zu]: no resource (removals go in removed_resources)",
 			 idx);
+	return store_resource(t, j, idx, want_name, bad_name, e, sizeof(e), got, err, errlen);
+}
+
+/* REST: one resource of a DiscoveryResponse in proto3 JSON ({"@type", ...},
+ * or a Resource wrapper {"@type": ".../Resource", "name", "resource"}). */
+static const char *take_json_resource(int t, const json_t *r, size_t idx, json_t *got, char *err,
+				      size_t errlen)
+{
+	char e[1024] = "";
+	const char *want = NULL, *url = json_string_value(json_object_get(r, "@type"));
+	json_t *j = NULL;
+	if (url && !strcmp(url, TYPE_RESOURCE)) {
+		want = json_string_value(json_object_get(r, "name"));
+		r = json_object_get(r, "resource");
+		url = json_string_value(json_object_get(r, "@type"));
+	}
+	if (!json_is_object(r))
+		snprintf(e, sizeof(e), "resources[%zu]: expected an object", idx);
+	else if (!url || strcmp(url, type_urls[t]))
+		snprintf(e, sizeof(e), "resources[%zu]: %s does not match %s type URL in "
+			 "DiscoveryResponse", idx, url ? url : "(none)", type_urls[t]);
+	else {
+		j = json_deep_copy(r);
+		json_object_del(j, "@type");
+		pb_json_snake_keys(j, url);
+	}
+	return store_resource(t, j, idx, want, "", e, sizeof(e), got, err, errlen);
+}
+
+/* The checks common to both encodings; stores j (consumed) in got. */
+static const char *store_resource(int t, json_t *j, size_t idx, const char *want_name,
+				  const char *bad_name, char *e, size_t elen, json_t *got, char *err,
+				  size_t errlen)
+{
 	const char *name = j ? json_string_value(json_object_get(j, t == T_EDS ? "cluster_name"
 									       : "name"))
 			     : bad_name[0] ? bad_name : want_name;
 	if (j && (!name || !*name))
-		snprintf(e, sizeof(e), "resources[%zu]: missing %s", idx,
+		snprintf(e, elen, "resources[%zu]: missing %s", idx,
 			 t == T_EDS ? "cluster_name" : "name");
 	else if (j && want_name && *want_name && strcmp(want_name, name))
-		snprintf(e, sizeof(e), "resources[%zu]: the resource's name '%s' differs from its "
+		snprintf(e, elen, "resources[%zu]: the resource's name '%s' differs from its "
 			 "Resource wrapper's name '%s'", idx, name, want_name);
 	else if (j && json_object_get(got, name))
-		snprintf(e, sizeof(e), "resources[%zu]: duplicate name", idx);
+		snprintf(e, elen, "resources[%zu]: duplicate name", idx);
 	if (e[0]) {
 		add_error(err, errlen, type_names[t], name, e);
 		json_decref(j);
@@ -1279,11 +1473,68 @@ static const char *take_resource(struct ads *a, int t, const Google__Protobuf__A
 	return json_string_value(json_object_get(j, t == T_EDS ? "cluster_name" : "name"));
 }
 
-/* Apply the decoded resources of one response (shared by SotW and delta).
- * full_state: SotW (CDS/LDS responses are complete); removed: delta's
- * removed_resources (array of names, may be empty). */
+static void apply_resources_now(struct ads *a, int t, json_t *got, const json_t *removed,
+				bool full_state, char *err, size_t errlen);
+
+/* RFC 3339 UTC with milliseconds (Envoy's last_updated). */
+static void now_rfc3339(char *buf, size_t len)
+{
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+/* Apply the decoded resources of one response (shared by SotW and delta),
+ * keeping each accepted resource's {version_info, last_updated} for
+ * /config_dump.  full_state: SotW (CDS/LDS responses are complete); removed:
+ * delta's removed_resources (array of names, may be empty). */
 static void apply_resources(struct ads *a, int t, json_t *got, const json_t *removed,
 			    bool full_state, char *err, size_t errlen)
+{
+	struct xtype *x = &a->t[t];
+	char ts[40];
+	const char *n;
+	json_t *v, *tmp, *prev = json_object();
+	size_t i;
+	if (!x->meta)
+		x->meta = json_object();
+	now_rfc3339(ts, sizeof(ts));
+	json_t *m = json_pack("{s:s, s:s}", "version_info", a->applying_version ? a->applying_version : "",
+			      "last_updated", ts);
+	/* changed resources get the new meta first (compiling a listener copies it) */
+	json_object_foreach(got, n, v) {
+		json_t *cur = x->res ? json_object_get(x->res, n) : NULL;
+		if (cur && json_equal(cur, v))
+			continue;
+		json_t *old = json_object_get(x->meta, n);
+		json_object_set(prev, n, old ? old : json_null());
+		json_object_set(x->meta, n, m);
+	}
+	apply_resources_now(a, t, got, removed, full_state, err, errlen);
+	json_object_foreach(prev, n, v) {   /* rejected: the previous meta again */
+		json_t *cur = x->res ? json_object_get(x->res, n) : NULL;
+		if (cur && json_equal(cur, json_object_get(got, n)))
+			continue;
+		if (json_is_null(v))
+			json_object_del(x->meta, n);
+		else
+			json_object_set(x->meta, n, v);
+	}
+	json_array_foreach(removed, i, v)
+		json_object_del(x->meta, json_string_value(v));
+	if (full_state)
+		json_object_foreach_safe(x->meta, tmp, n, v)
+			if (!x->res || !json_object_get(x->res, n))
+				json_object_del(x->meta, n);
+	json_decref(prev);
+	json_decref(m);
+}
+
+static void apply_resources_now(struct ads *a, int t, json_t *got, const json_t *removed,
+				bool full_state, char *err, size_t errlen)
 {
 	struct xtype *x = &a->t[t];
 	const char *n;
@@ -1403,6 +1654,18 @@ static void finish_response(struct ads *a, int t, const char *version, bool empt
 	check_initial(a);
 }
 
+/* A decoded state-of-the-world DiscoveryResponse. */
+struct ads_sotw_response {
+	int type;                   /* T_* */
+	const char *version;        /* version_info */
+	json_t *got;                /* the valid resources: name -> snake_case JSON */
+	size_t n_resources;         /* resources in the response (valid or not) */
+	char *err;                  /* the NACK detail so far ("" none); appended to */
+	size_t errlen;
+};
+
+static void ads_apply_sotw(struct ads *a, struct ads_sotw_response *d);
+
 static int type_index(const char *url)
 {
 	for (int t = 0; t < T_N; t++)
@@ -1428,14 +1691,48 @@ static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__
 	json_t *got = json_object();
 	for (size_t i = 0; i < r->n_resources; i++)
 		take_resource(a, t, r->resources[i], i, NULL, got, err, sizeof(err));
-	/* unchanged resend of the accepted state: ACK without re-applying */
-	bool unchanged = !err[0] && x->res && res_all_same(a, t, got) &&
-			 (t == T_CDS || t == T_LDS || json_object_size(got)) && t != T_SDS;
-	a->applying_version = r->version_info ? r->version_info : "";
-	if (!unchanged)
-		apply_resources(a, t, got, NULL, t == T_CDS || t == T_LDS, err, sizeof(err));
+	struct ads_sotw_response d = { t, r->version_info ? r->version_info : "", got,
+				       r->n_resources, err, sizeof(err) };
+	ads_apply_sotw(a, &d);
 	json_decref(got);
-	finish_response(a, t, r->version_info ? r->version_info : "", !r->n_resources, err);
+}
+
+/* REST: a DiscoveryResponse in proto3 JSON (camelCase or snake_case keys).
+ * Returns -1 (nothing applied) if it is not one for type t. */
+static int handle_json_response(struct ads *a, int t, const json_t *r)
+{
+	char err[4096] = "";
+	const char *url = json_string_value(cfg_get(r, "type_url"));
+	const json_t *res = cfg_get(r, "resources"), *v;
+	const char *version = json_string_value(cfg_get(r, "version_info"));
+	size_t i;
+	if (!json_is_object(r) || (url && strcmp(url, type_urls[t])) || (res && !json_is_array(res)))
+		return -1;
+	set_str(&a->t[t].nonce, json_string_value(cfg_get(r, "nonce")));
+	json_t *got = json_object();
+	json_array_foreach(res, i, v)
+		take_json_resource(t, v, i, got, err, sizeof(err));
+	struct ads_sotw_response d = { t, version ? version : "", got, json_array_size(res), err,
+				       sizeof(err) };
+	ads_apply_sotw(a, &d);
+	json_decref(got);
+	return 0;
+}
+
+/* Apply one decoded state-of-the-world DiscoveryResponse (gRPC or REST):
+ * the valid resources are applied (CDS/LDS as the full state), then ACK or
+ * NACK (d->err: the decode errors so far, extended here). */
+static void ads_apply_sotw(struct ads *a, struct ads_sotw_response *d)
+{
+	struct xtype *x = &a->t[d->type];
+	int t = d->type;
+	/* unchanged resend of the accepted state: ACK without re-applying */
+	bool unchanged = !d->err[0] && x->res && res_all_same(a, t, d->got) &&
+			 (t == T_CDS || t == T_LDS || json_object_size(d->got)) && t != T_SDS;
+	a->applying_version = d->version;
+	if (!unchanged)
+		apply_resources(a, t, d->got, NULL, t == T_CDS || t == T_LDS, d->err, d->errlen);
+	finish_response(a, t, d->version, !d->n_resources, d->err);
 }
 
 static void handle_delta(struct ads *a,
@@ -1724,10 +2021,12 @@ struct ads *ads_start(struct server *srv)
 	a->publish_ev = evtimer_new(srv->base, publish_cb, a);
 	a->sds_ev = evtimer_new(srv->base, sds_changed_cb, a);
 	tls_sds_set_notify(sds_notify, a);
+	a->rest = srv->xds.rest;
 	for (int t = 0; t < T_N; t++) {
 		a->t[t].owner = a;
 		a->t[t].type = t;
 		a->t[t].nack_ev = evtimer_new(srv->base, nack_delayed_cb, &a->t[t]);
+		a->t[t].rest_ev = evtimer_new(srv->base, rest_timer_cb, &a->t[t]);
 	}
 	uint64_t ms = srv->xds.cds_timeout_ms > srv->xds.lds_timeout_ms ? srv->xds.cds_timeout_ms
 									 : srv->xds.lds_timeout_ms;
@@ -1741,6 +2040,14 @@ struct ads *ads_start(struct server *srv)
 	if (!srv->xds.cds && !srv->xds.lds && !tls_sds_waiting()) {
 		a->initial_done = true;
 		server_xds_initial_fetch_done(srv);
+	}
+	if (a->rest) {   /* first polls on the next loop turn */
+		if (srv->xds.cds)
+			rest_schedule(a, T_CDS, 0);
+		if (srv->xds.lds)
+			rest_schedule(a, T_LDS, 0);
+		update_subscriptions(a);   /* secrets named by the bootstrap */
+		return a;
 	}
 	ads_connect(a);
 	return a;
@@ -1779,14 +2086,144 @@ void ads_free(struct ads *a)
 		free(a->t[t].nacked_version);
 		free(a->t[t].nack_err);
 		event_free(a->t[t].nack_ev);
+		async_http_cancel(a->t[t].rest_req);
+		event_free(a->t[t].rest_ev);
+		free(a->t[t].rest_err);
 		json_decref(a->t[t].res);
 		json_decref(a->t[t].sent_names);
 		json_decref(a->t[t].rver);
 		json_decref(a->t[t].subs);
+		json_decref(a->t[t].meta);
 		stats_scope_free(a->t[t].stats);
 	}
 	stats_scope_free(a->cp_stats);
 	stats_scope_free(a->cm_stats);
 	json_decref(a->bootstrap);
 	free(a);
+}
+
+/* ---- /config_dump -------------------------------------------------------------------- */
+
+static json_t *with_meta(const json_t *meta, const char *key, const json_t *res)
+{
+	json_t *o = json_object();
+	const json_t *v = json_object_get(meta, "version_info");
+	const json_t *u = json_object_get(meta, "last_updated");
+	json_object_set_new(o, "version_info", json_string(v ? json_string_value(v) : ""));
+	json_object_set(o, key, (json_t *)res);
+	if (u)
+		json_object_set(o, "last_updated", (json_t *)u);
+	return o;
+}
+
+/* The Any form of a resource (compiled JSON) for the dump. */
+static json_t *typed(int t, const json_t *j)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "@type", json_string(type_urls[t]));
+	if (json_is_string(j)) {   /* EDS is kept as canonical JSON text */
+		json_t *d = json_loads(json_string_value(j), 0, NULL);
+		if (d)
+			json_object_update(o, d);
+		json_decref(d);
+	} else if (j) {
+		json_object_update(o, (json_t *)j);
+	}
+	return o;
+}
+
+/* A compiled cluster's resource (kept as text: cluster_config_json). */
+static json_t *typed_cluster(const struct cluster *cl)
+{
+	json_t *j = cluster_config_json(cl), *o = typed(T_CDS, j);
+	json_decref(j);
+	return o;
+}
+
+/* Secrets: private keys are never dumped (Envoy redacts them). */
+static void redact(json_t *j)
+{
+	const char *k;
+	json_t *v;
+	if (json_is_array(j)) {
+		size_t i;
+		json_array_foreach(j, i, v)
+			redact(v);
+		return;
+	}
+	json_object_foreach(j, k, v) {
+		if (!strcmp(k, "private_key") || !strcmp(k, "password"))
+			json_object_set_new(j, k, json_pack("{s:s}", "inline_string", "[redacted]"));
+		else
+			redact(v);
+	}
+}
+
+json_t *ads_config_dump(struct ads *a)
+{
+	if (!a)
+		return json_object();
+	json_t *out = json_object(), *active = json_array(), *warming = json_array(),
+	       *lis = json_array(), *rc = json_array(), *eps = json_array(), *sec = json_array();
+	const char *n;
+	json_t *v;
+	for (size_t i = 0; i < a->ndc; i++) {
+		const struct dyn_cluster *d = &a->dc[i];
+		if (d->active) {
+			json_t *c = typed_cluster(d->active);
+			json_array_append_new(active, with_meta(d->ameta, "cluster", c));
+			json_decref(c);
+		}
+		if (d->warming) {
+			json_t *c = typed_cluster(d->warming);
+			json_array_append_new(warming, with_meta(json_object_get(a->t[T_CDS].meta, d->name),
+								 "cluster", c));
+			json_decref(c);
+		}
+	}
+	json_object_foreach(a->t[T_LDS].res, n, v) {
+		struct dyn_listener *d = find_dl(a, n);
+		json_t *o = json_pack("{s:s}", "name", n), *l;
+		if (d && d->l) {
+			l = typed(T_LDS, d->l->json);
+			json_object_set_new(o, "active_state", with_meta(d->ameta, "listener", l));
+			json_decref(l);
+		}
+		if (!d || !d->l || !json_equal(d->l->json, v)) {   /* waiting for routes or secrets */
+			l = typed(T_LDS, v);
+			json_object_set_new(o, "warming_state",
+					    with_meta(json_object_get(a->t[T_LDS].meta, n), "listener", l));
+			json_decref(l);
+		}
+		json_array_append_new(lis, o);
+	}
+	const struct { int t; json_t *arr; const char *key; } simple[] = {
+		{ T_RDS, rc, "route_config" }, { T_EDS, eps, "endpoint_config" },
+	};
+	for (size_t k = 0; k < ARRAY_SIZE(simple); k++)
+		json_object_foreach(a->t[simple[k].t].res, n, v) {
+			json_t *r = typed(simple[k].t, v);
+			json_array_append_new(simple[k].arr, with_meta(json_object_get(a->t[simple[k].t].meta, n),
+								     simple[k].key, r));
+			json_decref(r);
+		}
+	json_object_foreach(a->t[T_SDS].res, n, v) {
+		json_t *r = typed(T_SDS, v);
+		redact(r);
+		json_t *o = with_meta(json_object_get(a->t[T_SDS].meta, n), "secret", r);
+		json_object_set_new(o, "name", json_string(n));
+		json_array_append_new(sec, o);
+		json_decref(r);
+	}
+	json_object_set_new(out, "dynamic_active_clusters", active);
+	json_object_set_new(out, "dynamic_warming_clusters", warming);
+	json_object_set_new(out, "dynamic_listeners", lis);
+	json_object_set_new(out, "dynamic_route_configs", rc);
+	json_object_set_new(out, "dynamic_endpoint_configs", eps);
+	json_object_set_new(out, "dynamic_active_secrets", sec);
+	for (int t = T_CDS; t < T_N; t++)
+		if (a->t[t].version && (t == T_CDS || t == T_LDS))
+			json_object_set_new(out, t == T_CDS ? "cds_version_info" : "lds_version_info",
+					    json_string(a->t[t].version));
+	return out;
 }

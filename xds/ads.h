@@ -18,4 +18,13 @@ struct ads;
 struct ads *ads_start(struct server *srv);
 void ads_free(struct ads *a);   /* accepts NULL */
 
+/* /config_dump's dynamic sections (main thread), as Envoy names them:
+ * dynamic_active_clusters / dynamic_warming_clusters [{version_info, cluster,
+ * last_updated}], dynamic_listeners [{name, active_state, warming_state}],
+ * dynamic_route_configs, dynamic_endpoint_configs, dynamic_active_secrets
+ * (private keys redacted), cds_version_info / lds_version_info.  An empty
+ * object for NULL.  New reference. */
+#include <jansson.h>
+json_t *ads_config_dump(struct ads *a);
+
 #endif

@@ -588,3 +588,98 @@ json_t *pb_any_to_json(struct pb_json_ctx *c, const char *url, const uint8_t *da
 	json_decref(j);
 	return o;
 }
+
+/* ---- proto3 JSON (REST) -> the snake_case form --------------------------------------- */
+
+/* Does key k spell field name n in lowerCamelCase ("route_config_name" ->
+ * "routeConfigName")? */
+static bool camel_matches(const char *n, const char *k)
+{
+	bool up = false;
+	for (; *n; n++) {
+		if (*n == '_') {
+			up = true;
+			continue;
+		}
+		char want = up && *n >= 'a' && *n <= 'z' ? (char)(*n - 'a' + 'A') : *n;
+		up = false;
+		if (*k++ != want)
+			return false;
+	}
+	return !*k;
+}
+
+static const ProtobufCFieldDescriptor *field_by_json_name(const ProtobufCMessageDescriptor *d,
+							  const char *k)
+{
+	const ProtobufCFieldDescriptor *f = field_by_name(d, k);
+	if (f)
+		return f;
+	for (unsigned i = 0; i < d->n_fields; i++)
+		if (camel_matches(d->fields[i].name, k))
+			return &d->fields[i];
+	return NULL;
+}
+
+static void snake_message(json_t *j, const ProtobufCMessageDescriptor *d, int depth);
+
+static void snake_field(json_t *v, const ProtobufCFieldDescriptor *f, int depth)
+{
+	if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+		return;
+	if (is_map_entry(f)) {
+		const ProtobufCMessageDescriptor *e = f->descriptor;
+		const ProtobufCFieldDescriptor *vf = !strcmp(e->fields[1].name, "value") ? &e->fields[1]
+											  : &e->fields[0];
+		const char *k;
+		json_t *x;
+		json_object_foreach(v, k, x)
+			snake_field(x, vf, depth);
+		return;
+	}
+	if (json_is_array(v)) {
+		size_t i;
+		json_t *x;
+		json_array_foreach(v, i, x)
+			snake_message(x, f->descriptor, depth + 1);
+		return;
+	}
+	snake_message(v, f->descriptor, depth + 1);
+}
+
+static void snake_message(json_t *j, const ProtobufCMessageDescriptor *d, int depth)
+{
+	if (!json_is_object(j) || !d || depth > 100)
+		return;
+	if (!strncmp(d->name, "google.protobuf.", 16)) {
+		/* an Any's payload is a message of its @type (WKT payloads are
+		 * {"@type", "value"}: left alone); other WKTs have no field keys */
+		const ProtobufCMessageDescriptor *inner;
+		if (!strcmp(d->name, "google.protobuf.Any") &&
+		    (inner = pb_find_descriptor(json_string_value(json_object_get(j, "@type")))) &&
+		    strncmp(inner->name, "google.protobuf.", 16))
+			snake_message(j, inner, depth + 1);
+		return;
+	}
+	const char *k;
+	json_t *v, *tmp, *renames = json_object();
+	json_object_foreach_safe(j, tmp, k, v) {
+		if (k[0] == '@')
+			continue;
+		const ProtobufCFieldDescriptor *f = field_by_json_name(d, k);
+		if (!f)
+			continue;   /* unknown: the compiler names it */
+		snake_field(v, f, depth);
+		if (strcmp(f->name, k) && !json_object_get(j, f->name)) {
+			json_object_set(renames, f->name, v);
+			json_object_del(j, k);
+		}
+	}
+	json_object_update(j, renames);
+	json_decref(renames);
+}
+
+void pb_json_snake_keys(json_t *j, const char *type_url)
+{
+	snake_message(j, pb_find_descriptor(type_url), 0);
+}

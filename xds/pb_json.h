@@ -46,4 +46,10 @@ json_t *pb_to_json(struct pb_json_ctx *ctx, const ProtobufCMessage *msg, const c
 json_t *pb_any_to_json(struct pb_json_ctx *ctx, const char *type_url, const uint8_t *data,
 		       size_t len, const char *root_path);
 
+/* REST: a resource in canonical proto3 JSON (lowerCamelCase keys) of message
+ * type_url (or full name) -> the snake_case keys the compiler and the xDS
+ * client read, walking the descriptors (Any payloads by their @type; map
+ * keys, Struct contents and unknown keys are left alone).  In place. */
+void pb_json_snake_keys(json_t *j, const char *type_url);
+
 #endif

@@ -22,6 +22,8 @@ struct async_http {
 	enum async_http_result res;
 	enum h1_body_kind kind;
 	uint64_t remaining;
+	struct h1_chunked chunked;      /* H1_BODY_CHUNKED: the decoder */
+	bool chunked_init;
 };
 
 static unsigned rr_next;            /* main thread: round robin across requests */
@@ -86,6 +88,11 @@ static void on_read(struct conn *c, void *arg)
 		a->head_done = true;
 		a->kind = head.body;
 		a->remaining = head.content_length;
+		if (a->kind == H1_BODY_CHUNKED) {
+			struct h1_limits cl = { MAX_HEAD, 100 };
+			h1_chunked_init(&a->chunked, &cl);
+			a->chunked_init = true;
+		}
 	}
 	size_t avail = evbuffer_get_length(in);
 	if (a->kind == H1_BODY_NONE) {
@@ -104,7 +111,27 @@ static void on_read(struct conn *c, void *arg)
 			finish(a, ASYNC_HTTP_OK);
 		return;
 	}
-	/* chunked or until close: keep the raw bytes, end at EOF */
+	if (a->kind == H1_BODY_CHUNKED) {   /* decoded into body; ends with the last chunk */
+		while (evbuffer_get_length(in) && !a->chunked.done) {
+			size_t len = evbuffer_get_length(in), off = 0, dlen = 0;
+			const char *p = (const char *)evbuffer_pullup(in, -1);
+			struct h1_error err;
+			long n = h1_chunked_feed(&a->chunked, p, len, &off, &dlen, &err);
+			if (n < 0) {
+				finish(a, ASYNC_HTTP_BAD_RESPONSE);
+				return;
+			}
+			if (dlen)
+				evbuffer_add(a->body, p + off, dlen);
+			evbuffer_drain(in, (size_t)n);
+			if (n == 0)
+				break;
+		}
+		if (a->chunked.done)
+			finish(a, ASYNC_HTTP_OK);
+		return;
+	}
+	/* until close: keep the bytes, end at EOF */
 	evbuffer_add_buffer(a->body, in);
 }
 
@@ -115,7 +142,8 @@ static void on_event(struct conn *c, short what, void *arg)
 	if (what & CONN_CONNECTED)
 		return;
 	if (what & (CONN_EOF | CONN_ERROR))
-		finish(a, a->head_done ? ASYNC_HTTP_OK : ASYNC_HTTP_CONNECT_FAIL);
+		finish(a, a->head_done && !(a->chunked_init && !a->chunked.done) ? ASYNC_HTTP_OK
+										  : ASYNC_HTTP_CONNECT_FAIL);
 }
 
 static struct host *pick_host(const char *cluster)
@@ -171,6 +199,8 @@ void *async_http_cancel(struct async_http *a)
 	if (a->timer)
 		event_free(a->timer);
 	evbuffer_free(a->body);
+	if (a->chunked_init)
+		h1_chunked_free(&a->chunked);
 	free(a);
 	return arg;
 }

@@ -5,7 +5,8 @@
  * (Connection: close): connect to a host of a cluster (round robin over the
  * cluster's usable hosts, looked up by name in the current snapshot when
  * the request starts), send the request, read the status line and headers,
- * then the body up to ASYNC_HTTP_MAX_BODY bytes, and call back once.  The
+ * then the body (Content-Length, chunked: decoded, or until close) up to
+ * ASYNC_HTTP_MAX_BODY bytes, and call back once.  The
  * whole exchange is bounded by a timeout.  Plain TCP only (a TLS cluster is
  * refused with ASYNC_HTTP_NO_HOST, documented as not implemented).
  *

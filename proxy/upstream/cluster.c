@@ -15,6 +15,7 @@
 #include "../log.h"
 #include "../../tls/tls.h"
 #include "../config/address.h"
+#include "../../xds/xds_bootstrap.h"
 
 static const struct stat_desc cluster_stat_desc[] = { CLUSTER_STATS(STATS_DESC) };
 static const struct stat_desc cb_stat_desc[] = { CB_STATS(STATS_DESC) };
@@ -1084,19 +1085,14 @@ static int parse_locality(struct cfg_ctx *c, const json_t *le, struct cluster *c
 	return rc;
 }
 
-/* eds_cluster_config {eds_config {ads {} | initial_fetch_timeout, resource_api_version},
- * service_name}: EDS clusters only, and only over ADS for now. */
+/* eds_cluster_config {eds_config (a ConfigSource: ads, or api_config_source
+ * served by the bootstrap's xDS transport), service_name}: EDS clusters only. */
 static int parse_eds_cluster_config(struct cfg_ctx *c, const json_t *j, struct cluster *cl)
 {
 	static const char *const f[] = { "eds_config", "service_name", NULL };
-	static const char *const sf[] = { "ads", "initial_fetch_timeout", "resource_api_version",
-					  "api_config_source", "path", "path_config_source", "self",
-					  "authorities", NULL };
-	static const char *const versions[] = { "AUTO", "V2", "V3" };
-	static const char *const empty[] = { NULL };
-	const json_t *e = cfg_get(j, "eds_cluster_config"), *s, *a;
+	const json_t *e = cfg_get(j, "eds_cluster_config"), *s;
 	const char *svc = NULL;
-	int rc = RM_ERROR, ver = 2;
+	int rc = RM_ERROR;
 
 	cl->eds_fetch_timeout_ms = 15000;
 	if (cl->type != CLUSTER_EDS) {
@@ -1112,21 +1108,7 @@ static int parse_eds_cluster_config(struct cfg_ctx *c, const json_t *j, struct c
 	if (cfg_expect_object(c, e) || cfg_check_fields(c, e, f) ||
 	    cfg_string(c, e, "service_name", &svc) || !(s = cfg_enter_req(c, e, "eds_config")))
 		goto out;
-	if (cfg_expect_object(c, s) || cfg_check_fields(c, s, sf) ||
-	    cfg_duration_ms(c, s, "initial_fetch_timeout", &cl->eds_fetch_timeout_ms) ||
-	    cfg_enum(c, s, "resource_api_version", versions, 3, &ver))
-		goto out_s;
-	if (ver == 1) {
-		cfg_fail_field(c, s, "resource_api_version", "only V3 is supported");
-		goto out_s;
-	}
-	if (cfg_reject_fields(c, s, sf + 3, "not supported yet: EDS over ADS only (eds_config: {ads: {}})"))
-		goto out_s;
-	if (!(a = cfg_enter_req(c, s, "ads")))
-		goto out_s;
-	rc = cfg_expect_object(c, a) || cfg_check_fields(c, a, empty) ? RM_ERROR : RM_OK;
-	cfg_leave(c);
-out_s:
+	rc = xds_resource_source_parse(c, s, &cl->eds_fetch_timeout_ms, NULL);
 	cfg_leave(c);
 out:
 	cfg_leave(c);

@@ -46,6 +46,7 @@ class ControlPlane:
         info = json.loads(line)
         self.grpc_port = info["grpc_port"]
         self.http_port = info["http_port"]
+        self.rest_port = info["rest_port"]
 
     def _call(self, method, path, body=None):
         req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method,
@@ -67,6 +68,11 @@ class ControlPlane:
 
     def requests(self):
         return self._call("GET", "/requests")
+
+    def rest_script(self, type_, status=None, delay_ms=0):
+        """REST answers for type_: fail with status, or answer after delay_ms."""
+        return self._call("POST", "/rest_script", {"type": type_, "status": status,
+                                                   "delay_ms": delay_ms})
 
     def responses(self):
         return self._call("GET", "/responses")

@@ -189,7 +189,10 @@ def test_delta_updates_under_h2load_zero_failures(remora, cp, make_upstream, por
     cp.set("eds", "1", [cla("ca", [a.port]), cla("cb", [b.port])])
     cp.set("rds", "1", [weighted(100, 0)])
     cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
-    r = remora(delta_bootstrap(admin, cp.grpc_port))
+    # the replaced listener's HTTP/2 connections get GOAWAY after half the
+    # drain time (h2load does not retry refused streams): a drain time longer
+    # than the load keeps them serving to its end, as a real mesh's 600 s would
+    r = remora(delta_bootstrap(admin, cp.grpc_port), drain_time_s=10)
     assert server_of(lport) == "a"
     out = {}
 

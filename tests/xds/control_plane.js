@@ -27,6 +27,16 @@
 //   GET  /responses the responses sent (stream, type, nonce, version, n, removed, t_ms)
 //   GET  /now      {"t_ms": ...} the control plane's clock
 //   GET  /streams  {"open": N, "total": M}
+//   POST /rest_script {"type": "cds", "status": 500, "delay_ms": 0}
+//                  REST answers for that type: a status to fail with (null: serve),
+//                  delay_ms before answering (a timeout test)
+//
+// REST-JSON (xDS over HTTP/1.1, on its own port "rest_port"): POST
+// /v3/discovery:<clusters|endpoints|listeners|routes|secrets> with a
+// DiscoveryRequest in JSON; answers 200 with the DiscoveryResponse in canonical
+// proto3 JSON (lowerCamelCase, Durations "1.5s", Anys {"@type", ...}) from the
+// same scripted state, or 304 when the client already has the state's version
+// for the same resource names.  Requests are logged in /requests with rest: true.
 'use strict';
 const path = require('path');
 const http = require('http');
@@ -44,7 +54,7 @@ const TYPES = {
 };
 const NAME_FIELD = { cds: 'name', eds: 'cluster_name', lds: 'name', rds: 'name', sds: 'name' };
 
-const pkgDef = protoLoader.loadSync([
+const protoFiles = [
   'envoy/service/discovery/v3/ads.proto',
   'envoy/config/listener/v3/listener.proto',
   'envoy/config/route/v3/route.proto',
@@ -56,12 +66,18 @@ const pkgDef = protoLoader.loadSync([
   'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
   'envoy/extensions/transport_sockets/tls/v3/secret.proto',
   'envoy/extensions/transport_sockets/tls/v3/tls.proto',
-], {
+];
+const protoOpts = {
   keepCase: true, longs: String, enums: String, defaults: false, oneofs: true, json: true,
   includeDirs: [path.join(deps, 'envoy-api'), path.join(deps, 'xds'), path.join(deps, 'googleapis'),
                 path.join(deps, 'protoc-gen-validate')],
-});
+};
+const pkgDef = protoLoader.loadSync(protoFiles, protoOpts);
 const loaded = grpc.loadPackageDefinition(pkgDef);
+// the same protos as a protobufjs root, for the REST JSON form
+const plUtil = require('@grpc/proto-loader/build/src/util');
+plUtil.addCommonProtos();
+const root = plUtil.loadProtosWithOptionsSync(protoFiles, protoOpts);
 const ADS = loaded.envoy.service.discovery.v3.AggregatedDiscoveryService;
 
 let port = 0;
@@ -193,6 +209,130 @@ function onRequest(st, req) {
   if (changed || (req.error_detail && state[type] && state[type].resend_on_nack)) respond(st, type);
 }
 
+// ---- canonical proto3 JSON (what a REST control plane sends) ----
+const camel = (n) => n.replace(/_([a-z0-9])/g, (m, c) => c.toUpperCase());
+const WRAPPERS = new Set(['DoubleValue', 'FloatValue', 'Int64Value', 'UInt64Value', 'Int32Value',
+                          'UInt32Value', 'BoolValue', 'StringValue', 'BytesValue']);
+
+function scalarJson(f, v) {
+  if (Buffer.isBuffer(v) || v instanceof Uint8Array) return Buffer.from(v).toString('base64');
+  if (['int64', 'uint64', 'sint64', 'fixed64', 'sfixed64'].includes(f.type)) return String(v);
+  return v;
+}
+
+function valueJson(v) {   // google.protobuf.Value
+  if (v.struct_value) return structJson(v.struct_value);
+  if (v.list_value) return (v.list_value.values || []).map(valueJson);
+  if ('string_value' in v) return v.string_value;
+  if ('number_value' in v) return v.number_value;
+  if ('bool_value' in v) return v.bool_value;
+  return null;
+}
+function structJson(s) {
+  const o = {};
+  for (const [k, v] of Object.entries(s.fields || {})) o[k] = valueJson(v);
+  return o;
+}
+
+function toJson(type, m) {
+  const full = type.fullName.slice(1);
+  if (full.startsWith('google.protobuf.')) {
+    const n = full.slice(16);
+    if (n === 'Duration' || n === 'Timestamp') {
+      const secs = Number(m.seconds || 0), nanos = m.nanos || 0;
+      if (n === 'Timestamp') return new Date(secs * 1000 + nanos / 1e6).toISOString();
+      return `${nanos ? (secs + nanos / 1e9).toFixed(9).replace(/0+$/, '') : secs}s`;
+    }
+    if (WRAPPERS.has(n)) return scalarJson(type.fields.value, m.value);
+    if (n === 'Struct') return structJson(m);
+    if (n === 'Value') return valueJson(m);
+    if (n === 'Empty') return {};
+    if (n === 'Any') {
+      const inner = root.lookupType(m.type_url.slice(m.type_url.lastIndexOf('/') + 1));
+      const j = toJson(inner, inner.decode(m.value));
+      if (inner.fullName.startsWith('.google.protobuf.')) return { '@type': m.type_url, value: j };
+      return Object.assign({ '@type': m.type_url }, j);
+    }
+  }
+  const out = {};
+  for (const f of type.fieldsArray) {
+    if (!Object.prototype.hasOwnProperty.call(m, f.name)) continue;
+    const v = m[f.name];
+    if (v === null || v === undefined) continue;
+    const one = (x) => (f.resolvedType instanceof protobufjs.Type ? toJson(f.resolvedType, x)
+      : f.resolvedType instanceof protobufjs.Enum ? (f.resolvedType.valuesById[x] ?? x)
+        : scalarJson(f, x));
+    if (f.map) {
+      if (!Object.keys(v).length) continue;
+      const o = {};
+      for (const [k, x] of Object.entries(v)) o[k] = one(x);
+      out[camel(f.name)] = o;
+    } else if (f.repeated) {
+      if (!v.length) continue;
+      out[camel(f.name)] = v.map(one);
+    } else {
+      out[camel(f.name)] = one(v);
+    }
+  }
+  return out;
+}
+const protobufjs = require('protobufjs');
+const DiscoveryResponse = root.lookupType('envoy.service.discovery.v3.DiscoveryResponse');
+
+const REST_PATHS = { clusters: 'cds', endpoints: 'eds', listeners: 'lds', routes: 'rds', secrets: 'sds' };
+const restScript = {};     // type -> {status, delay_ms}
+const restSent = {};       // type -> JSON of the resource names last answered with 200
+let restNonce = 0;
+
+async function onRest(req, res) {
+  const m = /^\/v3\/discovery:([a-z]+)$/.exec(req.url);
+  const type = m && REST_PATHS[m[1]];
+  const reply = (code, obj) => {
+    res.writeHead(code, obj ? { 'content-type': 'application/json' } : {});
+    res.end(obj ? JSON.stringify(obj) : undefined);
+  };
+  if (req.method !== 'POST' || !type) return reply(404, { error: 'no such endpoint' });
+  let r;
+  try { r = JSON.parse(await body(req)); } catch (e) { return reply(400, { error: String(e) }); }
+  const pick = (c, s) => (r[c] !== undefined ? r[c] : r[s]);
+  const names = (pick('resourceNames', 'resource_names') || []).slice().sort();
+  const err = pick('errorDetail', 'error_detail');
+  const node = r.node || {};
+  const version = pick('versionInfo', 'version_info') || '';
+  requests.push({
+    stream: 0, rest: true, delta: false, type, type_url: pick('typeUrl', 'type_url') || '',
+    version_info: version, response_nonce: pick('responseNonce', 'response_nonce') || '',
+    resource_names: names, error_detail: err ? { code: err.code, message: err.message } : null,
+    has_node: !!node.id, node_id: node.id || '', node_cluster: node.cluster || '', t_ms: Date.now(),
+  });
+  const sc = restScript[type] || {};
+  if (sc.delay_ms) await new Promise((ok) => setTimeout(ok, sc.delay_ms));
+  if (sc.status) return reply(sc.status, { error: 'scripted failure' });
+  const s = state[type];
+  if (!s || (version === s.version && restSent[type] === JSON.stringify(names))) {
+    responses.push({ stream: 0, rest: true, type, status: 304, t_ms: Date.now() });
+    return reply(304);
+  }
+  let list = [...s.resources.values()].map((e) => e.r);
+  if ((type === 'eds' || type === 'rds' || type === 'sds') && names.length)
+    list = list.filter((x) => names.includes(x[NAME_FIELD[type]]));
+  const nonce = `rest-${++restNonce}`;
+  const msg = DiscoveryResponse.fromObject({
+    version_info: s.version, type_url: TYPES[type], nonce,
+    resources: list.map((x) => Object.assign({ '@type': TYPES[type] }, x)),
+  });
+  restSent[type] = JSON.stringify(names);
+  responses.push({ stream: 0, rest: true, type, status: 200, nonce, version: s.version,
+                   n: list.length, t_ms: Date.now() });
+  return reply(200, toJson(DiscoveryResponse, msg));
+}
+const rest = http.createServer((req, res) => {
+  onRest(req, res).catch((e) => {
+    res.writeHead(500, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: String(e && e.stack || e) }));
+  });
+});
+
 const server = new grpc.Server();
 server.addService(ADS.service, {
   StreamAggregatedResources(call) {
@@ -260,6 +400,12 @@ const api = http.createServer(async (req, res) => {
       }
       return send(200, { pushed });
     }
+    if (req.method === 'POST' && req.url === '/rest_script') {
+      const b = JSON.parse(await body(req));
+      if (!TYPES[b.type]) return send(400, { error: 'unknown type' });
+      restScript[b.type] = { status: b.status || null, delay_ms: b.delay_ms || 0 };
+      return send(200, {});
+    }
     if (req.method === 'GET' && req.url === '/responses') return send(200, responses);
     if (req.method === 'GET' && req.url === '/requests') return send(200, requests);
     if (req.method === 'GET' && req.url === '/now') return send(200, { t_ms: Date.now() });
@@ -276,7 +422,10 @@ server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (
     process.exit(1);
   }
   api.listen(0, '127.0.0.1', () => {
-    process.stdout.write(JSON.stringify({ grpc_port: gport, http_port: api.address().port }) + '\n');
+    rest.listen(0, '127.0.0.1', () => {
+      process.stdout.write(JSON.stringify({ grpc_port: gport, http_port: api.address().port,
+                                            rest_port: rest.address().port }) + '\n');
+    });
   });
 });
 process.stdin.on('end', () => process.exit(0));

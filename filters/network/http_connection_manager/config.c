@@ -4,6 +4,7 @@
 #include "proxy/router/route.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/worker.h"
+#include "xds/xds_bootstrap.h"
 #include <pthread.h>
 #include <arpa/inet.h>
 
@@ -274,20 +275,17 @@ static void check_cluster(const char *name, void *arg)
 		cc->rc = cfg_fail(cc->c, "route references unknown cluster '%s'", name);
 }
 
-/* rds {config_source {ads {}}, route_config_name}: exclusive with route_config;
- * *out is the received RouteConfiguration (proto3 JSON). */
+/* rds {config_source (ads, or api_config_source served by the bootstrap's
+ * xDS transport), route_config_name}: exclusive with route_config; *out is
+ * the received RouteConfiguration (proto3 JSON). */
 static int hcm_parse_rds(struct cfg_ctx *c, const json_t *j, struct build_ctx *b,
 			 const json_t **out, const char **out_name)
 {
 	static const char *const f[] = { "config_source", "route_config_name", NULL };
-	static const char *const sf[] = { "ads", "initial_fetch_timeout", "resource_api_version",
-					  NULL };
-	static const char *const empty[] = { NULL };
-	static const char *const versions[] = { "AUTO", "V2", "V3" };
-	const json_t *r, *s, *a;
+	const json_t *r, *s;
 	const char *name = NULL;
 	uint64_t t;
-	int ver = 2, rc = RM_ERROR;
+	int rc = RM_ERROR;
 
 	if (cfg_get(j, "route_config"))
 		return cfg_fail_field(c, j, "route_config", "route_config and rds are exclusive");
@@ -296,22 +294,12 @@ static int hcm_parse_rds(struct cfg_ctx *c, const json_t *j, struct build_ctx *b
 	    cfg_string_req(c, r, "route_config_name", &name) ||
 	    !(s = cfg_enter_req(c, r, "config_source")))
 		goto out;
-	if (cfg_expect_object(c, s) || cfg_check_fields(c, s, sf) ||
-	    cfg_duration_ms(c, s, "initial_fetch_timeout", &t) ||
-	    cfg_enum(c, s, "resource_api_version", versions, 3, &ver) ||
-	    !(a = cfg_enter_req(c, s, "ads"))) {
-		if (!c->failed)
-			cfg_fail(c, "only config_source {ads: {}} is supported");
-		goto out_s;
-	}
-	rc = cfg_expect_object(c, a) || cfg_check_fields(c, a, empty) ? RM_ERROR : RM_OK;
-	cfg_leave(c);
+	rc = xds_resource_source_parse(c, s, &t, NULL);
 	*out_name = name;
 	if (!rc && !(*out = b->rds_lookup ? b->rds_lookup(b->rds_arg, name) : NULL))
 		rc = cfg_fail(c, "RDS route configuration '%s' is not available (rds needs "
-				 "dynamic_resources.ads_config; the xDS client compiles a listener "
+				 "dynamic_resources; the xDS client compiles a listener "
 				 "once its routes arrived)", name);
-out_s:
 	cfg_leave(c);
 out:
 	cfg_leave(c);

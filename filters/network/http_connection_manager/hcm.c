@@ -1503,10 +1503,18 @@ static void hc_event_cb(struct conn *bev, short what, void *arg)
 static void hc_drain(struct downstream *d)
 {
 	struct hcm_conn *hc = (struct hcm_conn *)d;
+	if (hc->proto == 2 && d->drain_goaway_ms && !d->w->draining)
+		return;   /* its listener was replaced: GOAWAY in the second half of the drain time */
 	if (hc->proto == 2) {
 		if (hcm_h2_idle(hc))
 			stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_drain_close);
 		h2_conn_drain(hc);
+		return;
+	}
+	if (!hc->s && d->drain_deadline_ms && !d->w->draining) {
+		/* its listener was replaced: an idle keep-alive connection is not
+		 * closed under a client that may be sending (its next response says
+		 * connection: close); closed at the drain deadline otherwise */
 		return;
 	}
 	if (!hc->s) {

@@ -263,3 +263,34 @@ TEST(pb_json_struct_map_and_wkt_any)
 	CHECK(j && !strcmp(json_string_value(json_object_get(j, "value")), "0.250s"));
 	json_decref(j);
 }
+
+/* REST: canonical proto3 JSON keys (lowerCamelCase) -> the proto field names,
+ * through Any payloads and maps; map keys, Struct contents and unknown keys
+ * stay as they are. */
+TEST(pb_json_snake_keys_rest)
+{
+	json_error_t je;
+	json_t *j = json_loads(
+		"{\"name\":\"l\",\"perConnectionBufferLimitBytes\":5,"
+		"\"filterChains\":[{\"filters\":[{\"name\":\"hcm\",\"typedConfig\":{\"@type\":"
+		"\"type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+		"HttpConnectionManager\",\"statPrefix\":\"p\",\"rds\":{\"routeConfigName\":\"r\"}}}]}],"
+		"\"metadata\":{\"filterMetadata\":{\"myKey\":{\"camelInside\":1}}},"
+		"\"someUnknownField\":1}", 0, &je);
+	CHECK(j != NULL);
+	pb_json_snake_keys(j, "type.googleapis.com/envoy.config.listener.v3.Listener");
+	CHECK(json_object_get(j, "per_connection_buffer_limit_bytes") != NULL);
+	const json_t *f = json_array_get(json_object_get(json_array_get(json_object_get(j,
+		"filter_chains"), 0), "filters"), 0);
+	CHECK(f != NULL);
+	const json_t *tc = json_object_get(f, "typed_config");
+	CHECK(tc != NULL);
+	CHECK_STR(json_string_value(json_object_get(tc, "stat_prefix")), "p");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(tc, "rds"), "route_config_name")), "r");
+	/* Struct contents and map keys untouched; unknown keys left for the compiler */
+	const json_t *fm = json_object_get(json_object_get(j, "metadata"), "filter_metadata");
+	CHECK(fm != NULL);
+	CHECK(json_object_get(json_object_get(fm, "myKey"), "camelInside") != NULL);
+	CHECK(json_object_get(j, "someUnknownField") != NULL);
+	json_decref(j);
+}

@@ -53,13 +53,29 @@ TEST(xds_bootstrap_good)
 	xds_bootstrap_free(&x);
 }
 
+TEST(xds_bootstrap_rest)
+{
+	struct xds_bootstrap x;
+	char err[512];
+	CHECK_INT(parse("dynamic_resources:\n  cds_config: {api_config_source: {api_type: REST, "
+			"transport_api_version: V3, cluster_names: [rest], refresh_delay: 0.25s, "
+			"request_timeout: 2s}, resource_api_version: V3}\n  lds_config: "
+			"{api_config_source: {api_type: REST, cluster_names: [rest]}}\n", &x, err,
+			sizeof(err)), RM_OK);
+	CHECK(x.enabled && x.rest && x.cds && x.lds && !x.delta);
+	CHECK_STR(x.cluster, "rest");
+	CHECK_INT(x.refresh_ms, 250);
+	CHECK_INT(x.request_timeout_ms, 2000);
+	xds_bootstrap_free(&x);
+}
+
 TEST(xds_bootstrap_errors_name_the_field)
 {
 	struct xds_bootstrap x;
 	char err[512];
 	CHECK_INT(parse("dynamic_resources:\n  ads_config: {api_type: REST, grpc_services: "
 			"[{envoy_grpc: {cluster_name: x}}]}\n", &x, err, sizeof(err)), RM_ERROR);
-	CHECK_CONTAINS(err, "dynamic_resources.ads_config.api_type: only GRPC");
+	CHECK_CONTAINS(err, "dynamic_resources.ads_config.api_type: ads_config must be a gRPC api_type");
 	xds_bootstrap_free(&x);
 	/* delta: DELTA_GRPC and AGGREGATED_DELTA_GRPC */
 	CHECK_INT(parse("dynamic_resources:\n  ads_config: {api_type: DELTA_GRPC, grpc_services: "
@@ -81,7 +97,30 @@ TEST(xds_bootstrap_errors_name_the_field)
 	xds_bootstrap_free(&x);
 	CHECK_INT(parse(ADS "  cds_config: {api_config_source: {api_type: REST}}\n", &x, err,
 			sizeof(err)), RM_ERROR);
-	CHECK_CONTAINS(err, "dynamic_resources.cds_config.api_config_source: not supported yet");
+	CHECK_CONTAINS(err, "dynamic_resources.cds_config.api_config_source.cluster_names: missing");
+	xds_bootstrap_free(&x);
+	CHECK_INT(parse(ADS "  cds_config: {api_config_source: {api_type: REST, cluster_names: [r]}}\n",
+			&x, err, sizeof(err)), RM_ERROR);
+	CHECK_CONTAINS(err, "dynamic_resources.cds_config.api_config_source: REST beside ads_config");
+	xds_bootstrap_free(&x);
+	CHECK_INT(parse("dynamic_resources:\n  cds_config: {api_config_source: {api_type: GRPC, "
+			"grpc_services: [{envoy_grpc: {cluster_name: x}}]}}\n", &x, err, sizeof(err)),
+		  RM_ERROR);
+	CHECK_CONTAINS(err, "dynamic_resources.cds_config.api_config_source: per-type gRPC streams");
+	xds_bootstrap_free(&x);
+	CHECK_INT(parse("dynamic_resources:\n  cds_config: {ads: {}}\n", &x, err, sizeof(err)),
+		  RM_ERROR);
+	CHECK_CONTAINS(err, "dynamic_resources.cds_config.ads: ads: {} needs dynamic_resources.ads_config");
+	xds_bootstrap_free(&x);
+	CHECK_INT(parse("dynamic_resources:\n  cds_config: {api_config_source: {api_type: REST, "
+			"cluster_names: [a]}}\n  lds_config: {api_config_source: {api_type: REST, "
+			"cluster_names: [b]}}\n", &x, err, sizeof(err)), RM_ERROR);
+	CHECK_CONTAINS(err, "dynamic_resources.lds_config.api_config_source: all REST sources must name "
+		       "the same cluster");
+	xds_bootstrap_free(&x);
+	CHECK_INT(parse("dynamic_resources:\n  cds_config: {api_config_source: {api_type: REST, "
+			"cluster_names: [a], refresh_delay: 0s}}\n", &x, err, sizeof(err)), RM_ERROR);
+	CHECK_CONTAINS(err, "refresh_delay: must be positive");
 	xds_bootstrap_free(&x);
 	CHECK_INT(parse(ADS "  lds_config: {ads: {}, resource_api_version: V2}\n", &x, err,
 			sizeof(err)), RM_ERROR);
