@@ -1506,8 +1506,7 @@ static void apply_resources(struct ads *a, int t, json_t *got, const json_t *rem
 			      "last_updated", ts);
 	/* changed resources get the new meta first (compiling a listener copies it) */
 	json_object_foreach(got, n, v) {
-		json_t *cur = x->res ? json_object_get(x->res, n) : NULL;
-		if (cur && json_equal(cur, v))
+		if (x->res && res_same(a, t, n, v))
 			continue;
 		json_t *old = json_object_get(x->meta, n);
 		json_object_set(prev, n, old ? old : json_null());
@@ -1515,8 +1514,7 @@ static void apply_resources(struct ads *a, int t, json_t *got, const json_t *rem
 	}
 	apply_resources_now(a, t, got, removed, full_state, err, errlen);
 	json_object_foreach(prev, n, v) {   /* rejected: the previous meta again */
-		json_t *cur = x->res ? json_object_get(x->res, n) : NULL;
-		if (cur && json_equal(cur, json_object_get(got, n)))
+		if (x->res && res_same(a, t, n, json_object_get(got, n)))
 			continue;
 		if (json_is_null(v))
 			json_object_del(x->meta, n);
