@@ -109,6 +109,13 @@ bool al_format_is_json(const struct al_format *f);
 /* Append one rendered line to out (JSON formats end with "\n"). */
 void al_format_render(const struct al_format *f, const struct al_record *r, struct al_buf *out);
 
+/* Length of the prefix of s[0..n) that goes into a JSON string unescaped
+ * (no control byte, '"', '\\' or DEL; with high, no byte >= 0x80 either).
+ * Scans eight bytes at a time. */
+size_t al_json_safe_len(const char *s, size_t n, bool high);
+/* Decimal digits of v into out (at least 20 bytes, not terminated); the length. */
+size_t al_fmt_u64(char *out, uint64_t v);
+
 /* "UH,URX" (short) or "NoHealthyUpstream,..." (long) into buf; "-" if none.
  * Returns the length. */
 size_t al_flags_string(uint32_t flags, bool long_names, char *buf, size_t cap);

@@ -459,15 +459,52 @@ void trace_cfg_free(struct trace_cfg *tc)
 
 /* ---- request path (worker) ---------------------------------------------- */
 
+/* One pass over a header map for a fixed set of names (lowercase), instead
+ * of one linear hdrs_get() per name: idx[j] is the first field named
+ * names[j], -1 if none.  Only names starting with one of the bytes in
+ * `first` are compared. */
+struct hname {
+	const char *s;
+	uint8_t n;
+};
+#define HNAME(lit) { lit, sizeof(lit) - 1 }
+
+static void hdrs_scan(const struct http_headers *h, const struct hname *names, int nn,
+		      const char *first, int *idx)
+{
+	for (int j = 0; j < nn; j++)
+		idx[j] = -1;
+	for (uint32_t i = 0; i < h->n; i++) {
+		const struct hdr_field *f = &h->f[i];
+		const char *nm = h->arena + f->name_off;
+		if (!f->name_len || !strchr(first, nm[0]))
+			continue;
+		for (int j = 0; j < nn; j++) {
+			if (idx[j] < 0 && f->name_len == names[j].n && !memcmp(nm, names[j].s, names[j].n)) {
+				idx[j] = (int)i;
+				break;
+			}
+		}
+	}
+}
+
+static const char *hval(const struct http_headers *h, int i, size_t *n)
+{
+	if (i < 0)
+		return NULL;
+	*n = h->f[i].value_len;
+	return h->arena + h->f[i].value_off;
+}
+
 static bool bp_hit(uint32_t bp, uint64_t h)
 {
 	return bp >= 10000 || (bp && h % 10000 < bp);
 }
 
-static uint64_t rid_hash(const struct http_headers *h)
+static uint64_t rid_hash(const struct http_headers *h, int at)
 {
-	size_t n;
-	const char *v = hdrs_get(h, "x-request-id", &n);
+	size_t n = 0;
+	const char *v = hval(h, at, &n);
 	if (!v)
 		return rand_u64();
 	uint64_t x = 1469598103934665603ull;   /* FNV-1a */
@@ -476,12 +513,31 @@ static uint64_t rid_hash(const struct http_headers *h)
 	return x ^ (x >> 29);
 }
 
-static void set_hex(struct http_headers *h, const char *name, uint64_t v)
+/* hdrs_set() for a field known present (have) or absent (a plain add). */
+static void set_known(struct http_headers *h, bool have, const char *name, size_t nlen,
+		      const char *v, size_t vn)
+{
+	if (have)
+		hdrs_set(h, name, v, vn);
+	else
+		hdrs_add(h, name, nlen, v, vn);
+}
+
+static void set_hex(struct http_headers *h, bool have, const char *name, size_t nlen, uint64_t v)
 {
 	char b[16];
 	tc_hex16(v, b);
-	hdrs_set(h, name, b, 16);
+	set_known(h, have, name, nlen, b, 16);
 }
+
+/* The request headers trace_begin reads, found in one pass. */
+enum { TB_FORCE, TB_CLIENT, TB_RID, TB_B3_TRACE, TB_B3_SPAN, TB_B3_PARENT, TB_B3_SAMPLED,
+       TB_B3_FLAGS, TB_B3, TB_TRACEPARENT, TB_N };
+static const struct hname tb_names[TB_N] = {
+	HNAME("x-envoy-force-trace"), HNAME("x-client-trace-id"), HNAME("x-request-id"),
+	HNAME("x-b3-traceid"), HNAME("x-b3-spanid"), HNAME("x-b3-parentspanid"),
+	HNAME("x-b3-sampled"), HNAME("x-b3-flags"), HNAME("b3"), HNAME("traceparent"),
+};
 
 void trace_begin(const struct trace_cfg *tc, struct trace_state *ts, struct http_headers *h,
 		 bool internal, bool server, unsigned shard)
@@ -489,12 +545,14 @@ void trace_begin(const struct trace_cfg *tc, struct trace_state *ts, struct http
 	const struct tracer *t = tc->tracer;
 	struct trace_ctx in = { .sampled = -1 };
 	bool decided;
-	uint64_t rh = rid_hash(h);
+	int hx[TB_N];
+	hdrs_scan(h, tb_names, TB_N, "xbt", hx);
+	uint64_t rh = rid_hash(h, hx[TB_RID]);
 	/* Envoy's tracing decision */
-	if (internal && hdrs_find(h, "x-envoy-force-trace", 19, 0) >= 0) {
+	if (internal && hx[TB_FORCE] >= 0) {
 		decided = true;
 		stats_inc(tc->stats, shard, service_forced);
-	} else if (hdrs_find(h, "x-client-trace-id", 17, 0) >= 0 && bp_hit(tc->client_bp, rh)) {
+	} else if (hx[TB_CLIENT] >= 0 && bp_hit(tc->client_bp, rh)) {
 		decided = true;
 		stats_inc(tc->stats, shard, client_enabled);
 	} else if (bp_hit(tc->random_bp, rh)) {
@@ -507,7 +565,11 @@ void trace_begin(const struct trace_cfg *tc, struct trace_state *ts, struct http
 	if (decided && !bp_hit(tc->overall_bp, rh >> 17))
 		decided = false;
 
-	enum tc_format fmt = tc_extract(h, t->kind == TRACER_OTEL, &in);
+	/* no trace-context header at all (the common case): nothing to extract */
+	bool any_ctx = false;
+	for (int i = TB_B3_TRACE; i <= TB_TRACEPARENT; i++)
+		any_ctx |= hx[i] >= 0;
+	enum tc_format fmt = any_ctx ? tc_extract(h, t->kind == TRACER_OTEL, &in) : TC_NONE;
 	ts->active = true;
 	ts->server = server;
 	ts->sampled = in.sampled >= 0 ? in.sampled == 1 : decided;
@@ -537,29 +599,33 @@ void trace_begin(const struct trace_cfg *tc, struct trace_state *ts, struct http
 		parent = span;
 		span = ts->up_span_id;
 	}
+	/* Presence was scanned before any change; hdrs_set/hdrs_del only touch
+	 * their own names, so it stays true for the others below. */
 	char buf[68];
-	bool b3m = t->kind == TRACER_ZIPKIN || hdrs_find(h, "x-b3-traceid", 12, 0) >= 0;
+	bool b3m = t->kind == TRACER_ZIPKIN || hx[TB_B3_TRACE] >= 0;
 	if (b3m) {
 		size_t n = tc_format_trace_id(ts->trace_hi, ts->trace_lo, ts->id128, buf);
-		hdrs_set(h, "x-b3-traceid", buf, n);
-		set_hex(h, "x-b3-spanid", span);
+		set_known(h, hx[TB_B3_TRACE] >= 0, "x-b3-traceid", 12, buf, n);
+		set_hex(h, hx[TB_B3_SPAN] >= 0, "x-b3-spanid", 11, span);
 		if (parent)
-			set_hex(h, "x-b3-parentspanid", parent);
-		else
+			set_hex(h, hx[TB_B3_PARENT] >= 0, "x-b3-parentspanid", 17, parent);
+		else if (hx[TB_B3_PARENT] >= 0)
 			hdrs_del(h, "x-b3-parentspanid");
-		hdrs_set(h, "x-b3-sampled", ts->sampled ? "1" : "0", 1);
+		set_known(h, hx[TB_B3_SAMPLED] >= 0, "x-b3-sampled", 12, ts->sampled ? "1" : "0", 1);
 	} else {
-		hdrs_del(h, "x-b3-sampled");   /* a stale sampling-only header */
-		hdrs_del(h, "x-b3-flags");
+		if (hx[TB_B3_SAMPLED] >= 0)
+			hdrs_del(h, "x-b3-sampled");   /* a stale sampling-only header */
+		if (hx[TB_B3_FLAGS] >= 0)
+			hdrs_del(h, "x-b3-flags");
 	}
-	if (hdrs_find(h, "b3", 2, 0) >= 0) {
+	if (hx[TB_B3] >= 0) {
 		size_t n = tc_format_b3_single(ts->trace_hi, ts->trace_lo, ts->id128, span,
 					       ts->sampled, parent, buf);
 		hdrs_set(h, "b3", buf, n);
 	}
-	if (t->kind == TRACER_OTEL || hdrs_find(h, "traceparent", 11, 0) >= 0) {
+	if (t->kind == TRACER_OTEL || hx[TB_TRACEPARENT] >= 0) {
 		tc_format_traceparent(ts->trace_hi, ts->trace_lo, span, ts->sampled, buf);
-		hdrs_set(h, "traceparent", buf, 55);
+		set_known(h, hx[TB_TRACEPARENT] >= 0, "traceparent", 11, buf, 55);
 	}
 }
 
@@ -612,21 +678,28 @@ static void cat(char *buf, size_t cap, size_t *len, const char *s, size_t n)
 	*len += n;
 }
 
+/* The request headers trace_finish reads, found in one pass. */
+enum { TF_METHOD, TF_AUTHORITY, TF_PATH, TF_XFP, TF_UA, TF_RID, TF_N };
+static const struct hname tf_names[TF_N] = {
+	HNAME(":method"), HNAME(":authority"), HNAME(":path"), HNAME("x-forwarded-proto"),
+	HNAME("user-agent"), HNAME("x-request-id"),
+};
+
 static void common_tags(const struct trace_cfg *tc, struct span_rec *r, const struct trace_end *e,
-			const char *status)
+			const char *status, const int *hx)
 {
 	const struct tracer *t = tc->tracer;
 	char fl[128];
-	size_t n;
+	size_t n = 0;
 	const char *v;
-	if ((v = hdrs_get(e->req, ":method", &n)))
+	if ((v = hval(e->req, hx[TF_METHOD], &n)))
 		rec_tag(r, "http.method", v, n);
 	/* http.url: scheme://authority + path (truncated to max_path_tag_length) */
 	{
 		char url[SPAN_TXT / 2];
 		size_t sn = 0, an = 0, pn = 0, un = 0;
-		const char *sc = hdrs_get(e->req, "x-forwarded-proto", &sn);
-		const char *au = hdrs_get(e->req, ":authority", &an), *pa = hdrs_get(e->req, ":path", &pn);
+		const char *sc = hval(e->req, hx[TF_XFP], &sn);
+		const char *au = hval(e->req, hx[TF_AUTHORITY], &an), *pa = hval(e->req, hx[TF_PATH], &pn);
 		if (!sc)
 			sc = "http", sn = 4;
 		if (pn > tc->max_path)
@@ -638,17 +711,16 @@ static void common_tags(const struct trace_cfg *tc, struct span_rec *r, const st
 		rec_tag(r, "http.url", url, un);
 	}
 	rec_tagz(r, "http.protocol", e->protocol);
-	if ((v = hdrs_get(e->req, "user-agent", &n)))
+	if ((v = hval(e->req, hx[TF_UA], &n)))
 		rec_tag(r, "user_agent", v, n);
-	if ((v = hdrs_get(e->req, "x-request-id", &n)))
+	if ((v = hval(e->req, hx[TF_RID], &n)))
 		rec_tag(r, "guid:x-request-id", v, n);
 	rec_tagz(r, "http.status_code", status);
 	rec_tagz(r, "upstream_cluster", e->up_cluster);
 	rec_tagz(r, "upstream_address", e->up_host);
 	rec_tagz(r, "node_id", t->node_id);
 	rec_tagz(r, "component", "proxy");
-	al_flags_string(e->rflags, false, fl, sizeof(fl));
-	rec_tagz(r, "response_flags", fl);
+	rec_tag(r, "response_flags", fl, al_flags_string(e->rflags, false, fl, sizeof(fl)));
 	for (size_t i = 0; i < tc->ntags; i++) {
 		const struct trace_tag *tg = &tc->tags[i];
 		if (tg->header && (v = hdrs_get(e->req, tg->header, &n)))
@@ -707,6 +779,8 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 	struct span_rec *r = ring_slot(rg, shard, t->stats);
 	if (!r)
 		return;
+	int hx[TF_N];
+	hdrs_scan(e->req, tf_names, TF_N, ":xu", hx);
 	r->trace_hi = ts->trace_hi;
 	r->trace_lo = ts->trace_lo;
 	r->id = ts->span_id;
@@ -722,7 +796,7 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 		/* name: authority + path without the query (Envoy's default
 		 * operation when the route has no decorator) */
 		size_t an = 0, pn = 0;
-		const char *au = hdrs_get(e->req, ":authority", &an), *pa = hdrs_get(e->req, ":path", &pn);
+		const char *au = hval(e->req, hx[TF_AUTHORITY], &an), *pa = hval(e->req, hx[TF_PATH], &pn);
 		const char *q = pa ? memchr(pa, '?', pn) : NULL;
 		char nm[256];
 		size_t nn = 0;
@@ -732,7 +806,7 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 		cat(nm, sizeof(nm), &nn, pa ? pa : "", pa ? MIN(pn, 120) : 0);
 		rec_str(r, nm, nn);
 	}
-	common_tags(tc, r, e, status);
+	common_tags(tc, r, e, status, hx);
 	ring_push(rg);
 
 	if (tc->spawn_upstream && ts->up_start_ns) {
@@ -753,7 +827,7 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 		char nm[160];
 		int n = snprintf(nm, sizeof(nm), "router %s egress", e->up_cluster ? e->up_cluster : "-");
 		rec_str(r, nm, n > 0 ? MIN((size_t)n, sizeof(nm) - 1) : 0);
-		common_tags(tc, r, e, status);
+		common_tags(tc, r, e, status, hx);
 		ring_push(rg);
 	}
 }
@@ -797,19 +871,21 @@ static void w_hex16(struct rbuf *w, uint64_t v)
 	w_mem(w, t, 16);
 }
 
-/* A JSON string; bytes >= 0x80 become '?' (collectors need valid UTF-8
- * and header values are not guaranteed to be). */
-static void w_str(struct rbuf *w, const char *s)
+/* A JSON string of s[0..n); bytes >= 0x80 become '?' (collectors need
+ * valid UTF-8 and header values are not guaranteed to be).  Runs of plain
+ * bytes are found eight at a time and copied with one memcpy. */
+static void w_strn(struct rbuf *w, const char *s, size_t n)
 {
 	static const char hx[] = "0123456789abcdef";
-	const char *run = s;
 	W_LIT(w, "\"");
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch >= 0x20 && ch != '"' && ch != '\\' && ch < 0x7f)
-			continue;
-		w_mem(w, run, (size_t)(s - run));
-		run = s + 1;
+	for (;;) {
+		size_t run = al_json_safe_len(s, n, true);
+		w_mem(w, s, run);
+		if (run == n)
+			break;
+		unsigned char ch = (unsigned char)s[run];
+		s += run + 1;
+		n -= run + 1;
 		if (ch == '"' || ch == '\\') {
 			char e[2] = { '\\', (char)ch };
 			w_mem(w, e, 2);
@@ -820,8 +896,12 @@ static void w_str(struct rbuf *w, const char *s)
 			w_mem(w, e, 6);
 		}
 	}
-	w_mem(w, run, (size_t)(s - run));
 	W_LIT(w, "\"");
+}
+
+static void w_str(struct rbuf *w, const char *s)
+{
+	w_strn(w, s, strlen(s));
 }
 
 static void json_str(struct evbuffer *o, const char *s)
@@ -862,13 +942,13 @@ static void render_zipkin(const struct tracer *t, const struct span_rec *r, stru
 	W_LIT(w, ",\"tags\":{");
 	p += strlen(p) + 1;
 	for (unsigned i = 0; i < r->ntags; i++) {
-		const char *k = p, *v = k + strlen(k) + 1;
-		p = v + strlen(v) + 1;
+		size_t kn = strlen(p), vn = strlen(p + kn + 1);
 		if (i)
 			W_LIT(w, ",");
-		w_str(w, k);
+		w_strn(w, p, kn);
 		W_LIT(w, ":");
-		w_str(w, v);
+		w_strn(w, p + kn + 1, vn);
+		p += kn + vn + 2;
 	}
 	W_LIT(w, "}}");
 }
