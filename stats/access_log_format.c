@@ -155,31 +155,9 @@ void al_buf_free(struct al_buf *b)
 	b->len = b->cap = 0;
 }
 
-size_t al_json_safe_len(const char *s, size_t n, bool high)
-{
-	/* Eight bytes at a time (exact "any byte" tests, Bit Twiddling Hacks
-	 * hasless/haszero); the word holding a special byte is re-scanned
-	 * bytewise.  Most header values have none. */
-	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-	size_t i = 0;
-	for (; i + 8 <= n; i += 8) {
-		uint64_t x, q, bs, del;
-		memcpy(&x, s + i, 8);
-		q = x ^ (ones * '"');
-		bs = x ^ (ones * '\\');
-		del = x ^ (ones * 0x7f);
-		uint64_t hit = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs) |
-			       ((del - ones) & ~del) | (high ? x : 0);
-		if (hit & highs)
-			break;
-	}
-	for (; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c < 0x20 || c == '"' || c == '\\' || c == 0x7f || (high && c >= 0x80))
-			break;
-	}
-	return i;
-}
+const uint8_t al_json_special[256] = {
+	[0x00 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x7f] = 1, [0x80 ... 0xff] = 2,
+};
 
 size_t al_fmt_u64(char *out, uint64_t v)
 {

@@ -43,8 +43,32 @@ static struct {
 #define SPAN_TXT 1024
 #define ADD_LIT(o, lit) evbuffer_add(o, lit, sizeof(lit) - 1)
 
+/* The tags every span carries, recorded by number rather than by name: the
+ * main thread writes their JSON keys from these pre-rendered tables
+ * instead of escaping the same names for every span. */
+#define STD_TAGS(X)                                                                  \
+	X(TAG_METHOD, "http.method") X(TAG_URL, "http.url")                          \
+	X(TAG_PROTOCOL, "http.protocol") X(TAG_UA, "user_agent")                     \
+	X(TAG_RID, "guid:x-request-id") X(TAG_STATUS, "http.status_code")            \
+	X(TAG_CLUSTER, "upstream_cluster") X(TAG_ADDR, "upstream_address")           \
+	X(TAG_NODE, "node_id") X(TAG_COMPONENT, "component")                         \
+	X(TAG_FLAGS, "response_flags") X(TAG_ERROR, "error")
+#define TAG_ENUM(id, name) id,
+enum std_tag { STD_TAGS(TAG_ENUM) TAG_N };
+#define TAG_LEN(id, name) sizeof(name) - 1,
+#define TAG_ZIPKIN(id, name) "\"" name "\":",
+#define TAG_OTEL(id, name) "{\"key\":\"" name "\"",
+static const uint8_t tag_len[TAG_N] = { STD_TAGS(TAG_LEN) };
+static const char *const tag_zipkin[TAG_N] = { STD_TAGS(TAG_ZIPKIN) };   /* "name": */
+static const char *const tag_otel[TAG_N] = { STD_TAGS(TAG_OTEL) };       /* {"key":"name" */
+
+/* Key encoding in span_rec.txt: TAGK_STD then one byte (enum std_tag + 1),
+ * or TAGK_CUSTOM then the configured name. */
+#define TAGK_STD '\x01'
+#define TAGK_CUSTOM '\x02'
+
 /* A finished span as a worker records it: fixed size, strings packed into
- * txt as name\0 then key\0value\0 pairs. */
+ * txt as name\0 then key\0value\0 pairs (keys encoded as above). */
 struct span_rec {
 	uint64_t trace_hi, trace_lo, id, parent;
 	uint64_t start_us, dur_us;      /* wall-clock start, duration */
@@ -461,8 +485,8 @@ void trace_cfg_free(struct trace_cfg *tc)
 
 /* One pass over a header map for a fixed set of names (lowercase), instead
  * of one linear hdrs_get() per name: idx[j] is the first field named
- * names[j], -1 if none.  Only names starting with one of the bytes in
- * `first` are compared. */
+ * names[j], -1 if none.  Only names starting with one of the three bytes
+ * first[0..2] are compared. */
 struct hname {
 	const char *s;
 	uint8_t n;
@@ -477,7 +501,7 @@ static void hdrs_scan(const struct http_headers *h, const struct hname *names, i
 	for (uint32_t i = 0; i < h->n; i++) {
 		const struct hdr_field *f = &h->f[i];
 		const char *nm = h->arena + f->name_off;
-		if (!f->name_len || !strchr(first, nm[0]))
+		if (!f->name_len || (nm[0] != first[0] && nm[0] != first[1] && nm[0] != first[2]))
 			continue;
 		for (int j = 0; j < nn; j++) {
 			if (idx[j] < 0 && f->name_len == names[j].n && !memcmp(nm, names[j].s, names[j].n)) {
@@ -640,21 +664,40 @@ static bool rec_str(struct span_rec *r, const char *s, size_t n)
 	return true;
 }
 
-static void rec_tag(struct span_rec *r, const char *k, const char *v, size_t vn)
+/* A standard tag (enum std_tag). */
+static void rec_tag(struct span_rec *r, enum std_tag k, const char *v, size_t vn)
 {
+	char key[2] = { TAGK_STD, (char)(k + 1) };
 	uint16_t save = r->len;
 	if (!v)
 		return;
-	if (rec_str(r, k, strlen(k)) && rec_str(r, v, vn))
+	if (rec_str(r, key, 2) && rec_str(r, v, vn))
 		r->ntags++;
 	else
 		r->len = save;
 }
 
-static void rec_tagz(struct span_rec *r, const char *k, const char *v)
+static void rec_tagz(struct span_rec *r, enum std_tag k, const char *v)
 {
 	if (v)
 		rec_tag(r, k, v, strlen(v));
+}
+
+/* A custom tag (configured name). */
+static void rec_custom(struct span_rec *r, const char *k, const char *v, size_t vn)
+{
+	uint16_t save = r->len;
+	size_t kn = strlen(k);
+	if (!v)
+		return;
+	if ((size_t)r->len + kn + 2 <= SPAN_TXT) {
+		r->txt[r->len++] = TAGK_CUSTOM;
+		if (rec_str(r, k, kn) && rec_str(r, v, vn)) {
+			r->ntags++;
+			return;
+		}
+	}
+	r->len = save;
 }
 
 static size_t u64_dec(char *out, uint64_t v)
@@ -693,7 +736,7 @@ static void common_tags(const struct trace_cfg *tc, struct span_rec *r, const st
 	size_t n = 0;
 	const char *v;
 	if ((v = hval(e->req, hx[TF_METHOD], &n)))
-		rec_tag(r, "http.method", v, n);
+		rec_tag(r, TAG_METHOD, v, n);
 	/* http.url: scheme://authority + path (truncated to max_path_tag_length) */
 	{
 		char url[SPAN_TXT / 2];
@@ -708,28 +751,28 @@ static void common_tags(const struct trace_cfg *tc, struct span_rec *r, const st
 		cat(url, sizeof(url), &un, "://", 3);
 		cat(url, sizeof(url), &un, au ? au : "", au ? an : 0);
 		cat(url, sizeof(url), &un, pa ? pa : "", pa ? pn : 0);
-		rec_tag(r, "http.url", url, un);
+		rec_tag(r, TAG_URL, url, un);
 	}
-	rec_tagz(r, "http.protocol", e->protocol);
+	rec_tagz(r, TAG_PROTOCOL, e->protocol);
 	if ((v = hval(e->req, hx[TF_UA], &n)))
-		rec_tag(r, "user_agent", v, n);
+		rec_tag(r, TAG_UA, v, n);
 	if ((v = hval(e->req, hx[TF_RID], &n)))
-		rec_tag(r, "guid:x-request-id", v, n);
-	rec_tagz(r, "http.status_code", status);
-	rec_tagz(r, "upstream_cluster", e->up_cluster);
-	rec_tagz(r, "upstream_address", e->up_host);
-	rec_tagz(r, "node_id", t->node_id);
-	rec_tagz(r, "component", "proxy");
-	rec_tag(r, "response_flags", fl, al_flags_string(e->rflags, false, fl, sizeof(fl)));
+		rec_tag(r, TAG_RID, v, n);
+	rec_tagz(r, TAG_STATUS, status);
+	rec_tagz(r, TAG_CLUSTER, e->up_cluster);
+	rec_tagz(r, TAG_ADDR, e->up_host);
+	rec_tagz(r, TAG_NODE, t->node_id);
+	rec_tagz(r, TAG_COMPONENT, "proxy");
+	rec_tag(r, TAG_FLAGS, fl, al_flags_string(e->rflags, false, fl, sizeof(fl)));
 	for (size_t i = 0; i < tc->ntags; i++) {
 		const struct trace_tag *tg = &tc->tags[i];
 		if (tg->header && (v = hdrs_get(e->req, tg->header, &n)))
-			rec_tag(r, tg->tag, v, n);
-		else
-			rec_tagz(r, tg->tag, tg->value);
+			rec_custom(r, tg->tag, v, n);
+		else if (tg->value)
+			rec_custom(r, tg->tag, tg->value, strlen(tg->value));
 	}
 	if (r->error)
-		rec_tagz(r, "error", "true");
+		rec_tagz(r, TAG_ERROR, "true");
 }
 
 static struct span_rec *ring_slot(struct span_ring *rg, unsigned shard, struct stats_scope *st)
@@ -945,8 +988,13 @@ static void render_zipkin(const struct tracer *t, const struct span_rec *r, stru
 		size_t kn = strlen(p), vn = strlen(p + kn + 1);
 		if (i)
 			W_LIT(w, ",");
-		w_strn(w, p, kn);
-		W_LIT(w, ":");
+		if (p[0] == TAGK_STD) {
+			unsigned id = (uint8_t)p[1] - 1u;
+			w_mem(w, tag_zipkin[id], tag_len[id] + 3u);
+		} else {
+			w_strn(w, p + 1, kn - 1);
+			W_LIT(w, ":");
+		}
 		w_strn(w, p + kn + 1, vn);
 		p += kn + vn + 2;
 	}
@@ -983,9 +1031,16 @@ static void render_otel(const struct span_rec *r, struct rbuf *w)
 		p = v + strlen(v) + 1;
 		if (i)
 			W_LIT(w, ",");
-		W_LIT(w, "{\"key\":");
-		w_str(w, k);
-		if (!strcmp(k, "http.status_code")) {
+		bool status = false;
+		if (k[0] == TAGK_STD) {
+			unsigned id = (uint8_t)k[1] - 1u;
+			w_mem(w, tag_otel[id], tag_len[id] + 10u);
+			status = id == TAG_STATUS;
+		} else {
+			W_LIT(w, "{\"key\":");
+			w_str(w, k + 1);
+		}
+		if (status) {
 			W_LIT(w, ",\"value\":{\"intValue\":\"");
 			w_mem(w, v, strlen(v));   /* digits only */
 			W_LIT(w, "\"}}");

@@ -16,7 +16,8 @@ top functions (callgrind_annotate, inclusive=no).
                                   same 100 requests are in flight)
 
 Environment: REMORA_BIN (default build/remora), CALLGRIND_PORT_BASE (default
-38180), CALLGRIND_OBS="trace,log" (or "trace", "log") measures Remora+obs:
+29180, outside the ephemeral port range so a
+client socket of a parallel test cannot hold it), CALLGRIND_OBS="trace,log" (or "trace", "log") measures Remora+obs:
 remora.yaml plus what bench.py's obs_config() adds (Zipkin tracing at 100 %
 sampling to a sink this script runs, and/or a JSON access log to a file);
 CALLGRIND_OBS=all runs plain, trace, log and trace+log in turn and prints a
@@ -36,7 +37,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-BASE = int(os.environ.get("CALLGRIND_PORT_BASE", "38180"))
+BASE = int(os.environ.get("CALLGRIND_PORT_BASE", "29180"))
 UP, PROXY, ADMIN = BASE, BASE + 3, BASE + 10
 HAPROXY = os.environ.get("CALLGRIND_PROXY", "remora") == "haproxy"
 HA_H1, HA_H2 = BASE + 1, BASE + 5
