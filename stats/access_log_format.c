@@ -122,10 +122,8 @@ struct al_format {
 
 /* ---- output buffer --------------------------------------------------------- */
 
-static void buf_reserve(struct al_buf *b, size_t n)
+static __attribute__((noinline)) void buf_grow(struct al_buf *b, size_t n)
 {
-	if (b->len + n <= b->cap)
-		return;
 	size_t cap = b->cap ? b->cap : 256;
 	while (cap < b->len + n)
 		cap *= 2;
@@ -133,7 +131,13 @@ static void buf_reserve(struct al_buf *b, size_t n)
 	b->cap = cap;
 }
 
-static void buf_add(struct al_buf *b, const char *s, size_t n)
+static inline void buf_reserve(struct al_buf *b, size_t n)
+{
+	if (unlikely(b->len + n > b->cap))
+		buf_grow(b, n);
+}
+
+static inline void buf_add(struct al_buf *b, const char *s, size_t n)
 {
 	if (!n)
 		return;   /* b->p may still be NULL */
@@ -142,7 +146,7 @@ static void buf_add(struct al_buf *b, const char *s, size_t n)
 	b->len += n;
 }
 
-static void buf_addc(struct al_buf *b, char c)
+static inline void buf_addc(struct al_buf *b, char c)
 {
 	buf_reserve(b, 1);
 	b->p[b->len++] = c;

@@ -55,15 +55,19 @@ static struct {
 	X(TAG_FLAGS, "response_flags") X(TAG_ERROR, "error")
 #define TAG_ENUM(id, name) id,
 enum std_tag { STD_TAGS(TAG_ENUM) TAG_N };
-#define TAG_LEN(id, name) sizeof(name) - 1,
 #define TAG_ZIPKIN(id, name) "\"" name "\":",
 #define TAG_OTEL(id, name) "{\"key\":\"" name "\"",
-static const uint8_t tag_len[TAG_N] = { STD_TAGS(TAG_LEN) };
+#define TAG_ZIPKIN_LEN(id, name) sizeof("\"" name "\":") - 1,
+#define TAG_OTEL_LEN(id, name) sizeof("{\"key\":\"" name "\"") - 1,
 static const char *const tag_zipkin[TAG_N] = { STD_TAGS(TAG_ZIPKIN) };   /* "name": */
 static const char *const tag_otel[TAG_N] = { STD_TAGS(TAG_OTEL) };       /* {"key":"name" */
+static const uint8_t tag_zipkin_len[TAG_N] = { STD_TAGS(TAG_ZIPKIN_LEN) };
+static const uint8_t tag_otel_len[TAG_N] = { STD_TAGS(TAG_OTEL_LEN) };
 
-/* Key encoding in span_rec.txt: TAGK_STD then one byte (enum std_tag + 1),
- * or TAGK_CUSTOM then the configured name. */
+/* Key encoding in span_rec.txt: TAGK_STD then one byte (enum std_tag + 1,
+ * | TAG_SAFE when the worker knows the value needs no JSON escaping), or
+ * TAGK_CUSTOM then the configured name. */
+#define TAG_SAFE 0x80u
 #define TAGK_STD '\x01'
 #define TAGK_CUSTOM '\x02'
 
@@ -496,12 +500,16 @@ struct hname {
 static void hdrs_scan(const struct http_headers *h, const struct hname *names, int nn,
 		      const char *first, int *idx)
 {
-	for (int j = 0; j < nn; j++)
+	uint64_t lens = 0;   /* bit n: some wanted name has length n (all < 64) */
+	for (int j = 0; j < nn; j++) {
 		idx[j] = -1;
+		lens |= 1ull << names[j].n;
+	}
 	for (uint32_t i = 0; i < h->n; i++) {
 		const struct hdr_field *f = &h->f[i];
 		const char *nm = h->arena + f->name_off;
-		if (!f->name_len || (nm[0] != first[0] && nm[0] != first[1] && nm[0] != first[2]))
+		if (f->name_len >= 64 || !(lens >> f->name_len & 1) ||
+		    (nm[0] != first[0] && nm[0] != first[1] && nm[0] != first[2]))
 			continue;
 		for (int j = 0; j < nn; j++) {
 			if (idx[j] < 0 && f->name_len == names[j].n && !memcmp(nm, names[j].s, names[j].n)) {
@@ -664,10 +672,11 @@ static bool rec_str(struct span_rec *r, const char *s, size_t n)
 	return true;
 }
 
-/* A standard tag (enum std_tag). */
-static void rec_tag(struct span_rec *r, enum std_tag k, const char *v, size_t vn)
+/* A standard tag (enum std_tag); safe: v is plain ASCII without '"' or
+ * '\\' (a constant or digits). */
+static void rec_tag_as(struct span_rec *r, enum std_tag k, const char *v, size_t vn, bool safe)
 {
-	char key[2] = { TAGK_STD, (char)(k + 1) };
+	char key[2] = { TAGK_STD, (char)((k + 1) | (safe ? TAG_SAFE : 0)) };
 	uint16_t save = r->len;
 	if (!v)
 		return;
@@ -675,6 +684,11 @@ static void rec_tag(struct span_rec *r, enum std_tag k, const char *v, size_t vn
 		r->ntags++;
 	else
 		r->len = save;
+}
+
+static void rec_tag(struct span_rec *r, enum std_tag k, const char *v, size_t vn)
+{
+	rec_tag_as(r, k, v, vn, false);
 }
 
 static void rec_tagz(struct span_rec *r, enum std_tag k, const char *v)
@@ -753,17 +767,18 @@ static void common_tags(const struct trace_cfg *tc, struct span_rec *r, const st
 		cat(url, sizeof(url), &un, pa ? pa : "", pa ? pn : 0);
 		rec_tag(r, TAG_URL, url, un);
 	}
-	rec_tagz(r, TAG_PROTOCOL, e->protocol);
+	if (e->protocol)
+		rec_tag_as(r, TAG_PROTOCOL, e->protocol, strlen(e->protocol), true);
 	if ((v = hval(e->req, hx[TF_UA], &n)))
 		rec_tag(r, TAG_UA, v, n);
 	if ((v = hval(e->req, hx[TF_RID], &n)))
 		rec_tag(r, TAG_RID, v, n);
-	rec_tagz(r, TAG_STATUS, status);
+	rec_tag_as(r, TAG_STATUS, status, strlen(status), true);   /* "" without a response */
 	rec_tagz(r, TAG_CLUSTER, e->up_cluster);
 	rec_tagz(r, TAG_ADDR, e->up_host);
 	rec_tagz(r, TAG_NODE, t->node_id);
-	rec_tagz(r, TAG_COMPONENT, "proxy");
-	rec_tag(r, TAG_FLAGS, fl, al_flags_string(e->rflags, false, fl, sizeof(fl)));
+	rec_tag_as(r, TAG_COMPONENT, "proxy", 5, true);
+	rec_tag_as(r, TAG_FLAGS, fl, al_flags_string(e->rflags, false, fl, sizeof(fl)), true);
 	for (size_t i = 0; i < tc->ntags; i++) {
 		const struct trace_tag *tg = &tc->tags[i];
 		if (tg->header && (v = hdrs_get(e->req, tg->header, &n)))
@@ -772,7 +787,7 @@ static void common_tags(const struct trace_cfg *tc, struct span_rec *r, const st
 			rec_custom(r, tg->tag, tg->value, strlen(tg->value));
 	}
 	if (r->error)
-		rec_tagz(r, TAG_ERROR, "true");
+		rec_tag_as(r, TAG_ERROR, "true", 4, true);
 }
 
 static struct span_rec *ring_slot(struct span_ring *rg, unsigned shard, struct stats_scope *st)
@@ -888,7 +903,7 @@ struct rbuf {
 
 #define W_LIT(w, lit) w_mem(w, lit, sizeof(lit) - 1)
 
-static void w_mem(struct rbuf *w, const char *s, size_t n)
+static inline void w_mem(struct rbuf *w, const char *s, size_t n)
 {
 	if (w->n + n > RBUF_MAX)
 		n = RBUF_MAX - w->n;   /* cannot happen: spans are bounded */
@@ -988,14 +1003,22 @@ static void render_zipkin(const struct tracer *t, const struct span_rec *r, stru
 		size_t kn = strlen(p), vn = strlen(p + kn + 1);
 		if (i)
 			W_LIT(w, ",");
+		bool safe = false;
 		if (p[0] == TAGK_STD) {
-			unsigned id = (uint8_t)p[1] - 1u;
-			w_mem(w, tag_zipkin[id], tag_len[id] + 3u);
+			unsigned id = ((uint8_t)p[1] & ~TAG_SAFE) - 1u;
+			safe = (uint8_t)p[1] & TAG_SAFE;
+			w_mem(w, tag_zipkin[id], tag_zipkin_len[id]);
 		} else {
 			w_strn(w, p + 1, kn - 1);
 			W_LIT(w, ":");
 		}
-		w_strn(w, p + kn + 1, vn);
+		if (safe) {
+			W_LIT(w, "\"");
+			w_mem(w, p + kn + 1, vn);
+			W_LIT(w, "\"");
+		} else {
+			w_strn(w, p + kn + 1, vn);
+		}
 		p += kn + vn + 2;
 	}
 	W_LIT(w, "}}");
@@ -1033,8 +1056,8 @@ static void render_otel(const struct span_rec *r, struct rbuf *w)
 			W_LIT(w, ",");
 		bool status = false;
 		if (k[0] == TAGK_STD) {
-			unsigned id = (uint8_t)k[1] - 1u;
-			w_mem(w, tag_otel[id], tag_len[id] + 10u);
+			unsigned id = ((uint8_t)k[1] & ~TAG_SAFE) - 1u;
+			w_mem(w, tag_otel[id], tag_otel_len[id]);
 			status = id == TAG_STATUS;
 		} else {
 			W_LIT(w, "{\"key\":");
