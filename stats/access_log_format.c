@@ -142,7 +142,7 @@ static inline void buf_add(struct al_buf *b, const char *s, size_t n)
 	if (!n)
 		return;   /* b->p may still be NULL */
 	buf_reserve(b, n);
-	memcpy(b->p + b->len, s, n);
+	al_copy_short(b->p + b->len, s, n);
 	b->len += n;
 }
 

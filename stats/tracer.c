@@ -662,45 +662,12 @@ void trace_begin(const struct trace_cfg *tc, struct trace_state *ts, struct http
 }
 
 /* Append one string to the record; false (nothing added) if it does not fit. */
-/* memcpy for the short strings of a span (most are under 16 bytes): two
- * overlapping word moves instead of a libc call.  (GCC's -Warray-bounds
- * cannot see that a small constant n never reaches the memcpy branch.) */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Warray-bounds"
-#pragma GCC diagnostic ignored "-Wstringop-overread"
-#pragma GCC diagnostic ignored "-Wstringop-overflow"
-#endif
-static inline void copy_short(char *d, const char *s, size_t n)
-{
-	uint64_t a, b;
-	uint32_t c, e;
-	if (n >= 8 && n <= 16) {
-		memcpy(&a, s, 8);
-		memcpy(&b, s + n - 8, 8);
-		memcpy(d, &a, 8);
-		memcpy(d + n - 8, &b, 8);
-	} else if (n >= 4 && n < 8) {
-		memcpy(&c, s, 4);
-		memcpy(&e, s + n - 4, 4);
-		memcpy(d, &c, 4);
-		memcpy(d + n - 4, &e, 4);
-	} else if (n < 4) {
-		for (size_t i = 0; i < n; i++)
-			d[i] = s[i];
-	} else {
-		memcpy(d, s, n);
-	}
-}
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 static bool rec_str(struct span_rec *r, const char *s, size_t n)
 {
 	if ((size_t)r->len + n + 1 > SPAN_TXT)
 		return false;
-	copy_short(r->txt + r->len, s, n);
+	al_copy_short(r->txt + r->len, s, n);
 	r->txt[r->len + n] = 0;
 	r->len = (uint16_t)(r->len + n + 1);
 	return true;
@@ -941,7 +908,7 @@ static inline void w_mem(struct rbuf *w, const char *s, size_t n)
 {
 	if (w->n + n > RBUF_MAX)
 		n = RBUF_MAX - w->n;   /* cannot happen: spans are bounded */
-	copy_short(w->b + w->n, s, n);
+	al_copy_short(w->b + w->n, s, n);
 	w->n += n;
 }
 
