@@ -487,36 +487,22 @@ void trace_cfg_free(struct trace_cfg *tc)
 
 /* ---- request path (worker) ---------------------------------------------- */
 
-/* One pass over a header map for a fixed set of names (lowercase), instead
- * of one linear hdrs_get() per name: idx[j] is the first field named
- * names[j], -1 if none.  Only names starting with one of the three bytes
- * first[0..2] are compared. */
-struct hname {
-	const char *s;
-	uint8_t n;
-};
-#define HNAME(lit) { lit, sizeof(lit) - 1 }
+/* One pass over a header map for a fixed set of names, instead of one
+ * linear hdrs_get() per name: idx[j] is the first field whose name
+ * match() maps to j, -1 if none.  The matchers switch on the name length
+ * and compare constant-length names (inlined word compares). */
+#define NAME_IS(nm, lit) (!memcmp(nm, lit, sizeof(lit) - 1))
 
-static void hdrs_scan(const struct http_headers *h, const struct hname *names, int nn,
-		      const char *first, int *idx)
+static inline __attribute__((always_inline)) void
+hdrs_scan(const struct http_headers *h, int nn, int (*match)(const char *, uint32_t), int *idx)
 {
-	uint64_t lens = 0;   /* bit n: some wanted name has length n (all < 64) */
-	for (int j = 0; j < nn; j++) {
+	for (int j = 0; j < nn; j++)
 		idx[j] = -1;
-		lens |= 1ull << names[j].n;
-	}
 	for (uint32_t i = 0; i < h->n; i++) {
 		const struct hdr_field *f = &h->f[i];
-		const char *nm = h->arena + f->name_off;
-		if (f->name_len >= 64 || !(lens >> f->name_len & 1) ||
-		    (nm[0] != first[0] && nm[0] != first[1] && nm[0] != first[2]))
-			continue;
-		for (int j = 0; j < nn; j++) {
-			if (idx[j] < 0 && f->name_len == names[j].n && !memcmp(nm, names[j].s, names[j].n)) {
-				idx[j] = (int)i;
-				break;
-			}
-		}
+		int j = match(h->arena + f->name_off, f->name_len);
+		if (j >= 0 && idx[j] < 0)
+			idx[j] = (int)i;
 	}
 }
 
@@ -565,11 +551,21 @@ static void set_hex(struct http_headers *h, bool have, const char *name, size_t 
 /* The request headers trace_begin reads, found in one pass. */
 enum { TB_FORCE, TB_CLIENT, TB_RID, TB_B3_TRACE, TB_B3_SPAN, TB_B3_PARENT, TB_B3_SAMPLED,
        TB_B3_FLAGS, TB_B3, TB_TRACEPARENT, TB_N };
-static const struct hname tb_names[TB_N] = {
-	HNAME("x-envoy-force-trace"), HNAME("x-client-trace-id"), HNAME("x-request-id"),
-	HNAME("x-b3-traceid"), HNAME("x-b3-spanid"), HNAME("x-b3-parentspanid"),
-	HNAME("x-b3-sampled"), HNAME("x-b3-flags"), HNAME("b3"), HNAME("traceparent"),
-};
+static inline int tb_match(const char *nm, uint32_t n)
+{
+	switch (n) {
+	case 2: return NAME_IS(nm, "b3") ? TB_B3 : -1;
+	case 10: return NAME_IS(nm, "x-b3-flags") ? TB_B3_FLAGS : -1;
+	case 11: return NAME_IS(nm, "x-b3-spanid") ? TB_B3_SPAN :
+			NAME_IS(nm, "traceparent") ? TB_TRACEPARENT : -1;
+	case 12: return NAME_IS(nm, "x-request-id") ? TB_RID : NAME_IS(nm, "x-b3-traceid") ? TB_B3_TRACE :
+			NAME_IS(nm, "x-b3-sampled") ? TB_B3_SAMPLED : -1;
+	case 17: return NAME_IS(nm, "x-client-trace-id") ? TB_CLIENT :
+			NAME_IS(nm, "x-b3-parentspanid") ? TB_B3_PARENT : -1;
+	case 19: return NAME_IS(nm, "x-envoy-force-trace") ? TB_FORCE : -1;
+	default: return -1;
+	}
+}
 
 void trace_begin(const struct trace_cfg *tc, struct trace_state *ts, struct http_headers *h,
 		 bool internal, bool server, unsigned shard)
@@ -578,7 +574,7 @@ void trace_begin(const struct trace_cfg *tc, struct trace_state *ts, struct http
 	struct trace_ctx in = { .sampled = -1 };
 	bool decided;
 	int hx[TB_N];
-	hdrs_scan(h, tb_names, TB_N, "xbt", hx);
+	hdrs_scan(h, TB_N, tb_match, hx);
 	uint64_t rh = rid_hash(h, hx[TB_RID]);
 	/* Envoy's tracing decision */
 	if (internal && hx[TB_FORCE] >= 0) {
@@ -738,10 +734,17 @@ static void cat(char *buf, size_t cap, size_t *len, const char *s, size_t n)
 
 /* The request headers trace_finish reads, found in one pass. */
 enum { TF_METHOD, TF_AUTHORITY, TF_PATH, TF_XFP, TF_UA, TF_RID, TF_N };
-static const struct hname tf_names[TF_N] = {
-	HNAME(":method"), HNAME(":authority"), HNAME(":path"), HNAME("x-forwarded-proto"),
-	HNAME("user-agent"), HNAME("x-request-id"),
-};
+static inline int tf_match(const char *nm, uint32_t n)
+{
+	switch (n) {
+	case 5: return NAME_IS(nm, ":path") ? TF_PATH : -1;
+	case 7: return NAME_IS(nm, ":method") ? TF_METHOD : -1;
+	case 10: return NAME_IS(nm, ":authority") ? TF_AUTHORITY : NAME_IS(nm, "user-agent") ? TF_UA : -1;
+	case 12: return NAME_IS(nm, "x-request-id") ? TF_RID : -1;
+	case 17: return NAME_IS(nm, "x-forwarded-proto") ? TF_XFP : -1;
+	default: return -1;
+	}
+}
 
 static void common_tags(const struct trace_cfg *tc, struct span_rec *r, const struct trace_end *e,
 			const char *status, const int *hx)
@@ -839,7 +842,7 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 	if (!r)
 		return;
 	int hx[TF_N];
-	hdrs_scan(e->req, tf_names, TF_N, ":xu", hx);
+	hdrs_scan(e->req, TF_N, tf_match, hx);
 	r->trace_hi = ts->trace_hi;
 	r->trace_lo = ts->trace_lo;
 	r->id = ts->span_id;
