@@ -72,7 +72,8 @@ static const uint8_t tag_otel_len[TAG_N] = { STD_TAGS(TAG_OTEL_LEN) };
 #define TAGK_CUSTOM '\x02'
 
 /* A finished span as a worker records it: fixed size, strings packed into
- * txt as name\0 then key\0value\0 pairs (keys encoded as above). */
+ * txt by rec_put (length, bytes, NUL): the name, then key, value pairs
+ * (keys encoded as above). */
 struct span_rec {
 	uint64_t trace_hi, trace_lo, id, parent;
 	uint64_t start_us, dur_us;      /* wall-clock start, duration */
@@ -657,16 +658,38 @@ void trace_begin(const struct trace_cfg *tc, struct trace_state *ts, struct http
 	}
 }
 
-/* Append one string to the record; false (nothing added) if it does not fit. */
+/* Append one string to the record (pre, if not 0, then s[0..n)) as a
+ * 2-byte little-endian length, the bytes and a NUL; false (nothing added)
+ * if it does not fit.  The length spares the main thread a strlen. */
+static bool rec_put(struct span_rec *r, char pre, const char *s, size_t n)
+{
+	size_t len = n + (pre != 0);
+	if ((size_t)r->len + len + 3 > SPAN_TXT)
+		return false;
+	char *d = r->txt + r->len;
+	d[0] = (char)(len & 0xff);
+	d[1] = (char)(len >> 8);
+	d += 2;
+	if (pre)
+		*d++ = pre;
+	al_copy_short(d, s, n);
+	d[n] = 0;
+	r->len = (uint16_t)(r->len + len + 3);
+	return true;
+}
 
 static bool rec_str(struct span_rec *r, const char *s, size_t n)
 {
-	if ((size_t)r->len + n + 1 > SPAN_TXT)
-		return false;
-	al_copy_short(r->txt + r->len, s, n);
-	r->txt[r->len + n] = 0;
-	r->len = (uint16_t)(r->len + n + 1);
-	return true;
+	return rec_put(r, 0, s, n);
+}
+
+/* Main thread: the string at *p (as rec_put wrote it); *p moves past it. */
+static const char *rec_get(const char **p, size_t *n)
+{
+	const char *s = *p + 2;
+	*n = (uint8_t)(*p)[0] | (size_t)(uint8_t)(*p)[1] << 8;
+	*p = s + *n + 1;
+	return s;
 }
 
 /* A standard tag (enum std_tag); safe: v is plain ASCII without '"' or
@@ -677,7 +700,7 @@ static void rec_tag_as(struct span_rec *r, enum std_tag k, const char *v, size_t
 	uint16_t save = r->len;
 	if (!v)
 		return;
-	if (rec_str(r, key, 2) && rec_str(r, v, vn))
+	if (rec_put(r, 0, key, 2) && rec_put(r, 0, v, vn))
 		r->ntags++;
 	else
 		r->len = save;
@@ -701,14 +724,10 @@ static void rec_custom(struct span_rec *r, const char *k, const char *v, size_t 
 	size_t kn = strlen(k);
 	if (!v)
 		return;
-	if ((size_t)r->len + kn + 2 <= SPAN_TXT) {
-		r->txt[r->len++] = TAGK_CUSTOM;
-		if (rec_str(r, k, kn) && rec_str(r, v, vn)) {
-			r->ntags++;
-			return;
-		}
-	}
-	r->len = save;
+	if (rec_put(r, TAGK_CUSTOM, k, kn) && rec_put(r, 0, v, vn))
+		r->ntags++;
+	else
+		r->len = save;
 }
 
 static size_t u64_dec(char *out, uint64_t v)
@@ -991,7 +1010,9 @@ static void render_zipkin(const struct tracer *t, const struct span_rec *r, stru
 		W_LIT(w, "\",\"kind\":\"SERVER\",\"name\":");
 	else
 		W_LIT(w, "\",\"kind\":\"CLIENT\",\"name\":");
-	w_str(w, p);
+	size_t nn;
+	const char *nm = rec_get(&p, &nn);
+	w_strn(w, nm, nn);
 	W_LIT(w, ",\"timestamp\":");
 	w_u64(w, r->start_us);
 	W_LIT(w, ",\"duration\":");
@@ -1002,28 +1023,27 @@ static void render_zipkin(const struct tracer *t, const struct span_rec *r, stru
 	if (r->shared)
 		W_LIT(w, ",\"shared\":true");
 	W_LIT(w, ",\"tags\":{");
-	p += strlen(p) + 1;
 	for (unsigned i = 0; i < r->ntags; i++) {
-		size_t kn = strlen(p), vn = strlen(p + kn + 1);
+		size_t kn, vn;
+		const char *k = rec_get(&p, &kn), *v = rec_get(&p, &vn);
 		if (i)
 			W_LIT(w, ",");
 		bool safe = false;
-		if (p[0] == TAGK_STD) {
-			unsigned id = ((uint8_t)p[1] & ~TAG_SAFE) - 1u;
-			safe = (uint8_t)p[1] & TAG_SAFE;
+		if (k[0] == TAGK_STD) {
+			unsigned id = ((uint8_t)k[1] & ~TAG_SAFE) - 1u;
+			safe = (uint8_t)k[1] & TAG_SAFE;
 			w_mem(w, tag_zipkin[id], tag_zipkin_len[id]);
 		} else {
-			w_strn(w, p + 1, kn - 1);
+			w_strn(w, k + 1, kn - 1);
 			W_LIT(w, ":");
 		}
 		if (safe) {
 			W_LIT(w, "\"");
-			w_mem(w, p + kn + 1, vn);
+			w_mem(w, v, vn);
 			W_LIT(w, "\"");
 		} else {
-			w_strn(w, p + kn + 1, vn);
+			w_strn(w, v, vn);
 		}
-		p += kn + vn + 2;
 	}
 	W_LIT(w, "}}");
 }
@@ -1042,7 +1062,9 @@ static void render_otel(const struct span_rec *r, struct rbuf *w)
 		w_hex16(w, r->parent);
 	}
 	W_LIT(w, "\",\"name\":");
-	w_str(w, p);
+	size_t nn;
+	const char *nm = rec_get(&p, &nn);
+	w_strn(w, nm, nn);
 	/* SpanKind: SPAN_KIND_SERVER = 2, SPAN_KIND_CLIENT = 3 */
 	if (r->server)
 		W_LIT(w, ",\"kind\":2,\"startTimeUnixNano\":\"");
@@ -1052,10 +1074,9 @@ static void render_otel(const struct span_rec *r, struct rbuf *w)
 	W_LIT(w, "\",\"endTimeUnixNano\":\"");
 	w_u64(w, (r->start_us + r->dur_us) * 1000ull);
 	W_LIT(w, "\",\"attributes\":[");
-	p += strlen(p) + 1;
 	for (unsigned i = 0; i < r->ntags; i++) {
-		const char *k = p, *v = k + strlen(k) + 1;
-		p = v + strlen(v) + 1;
+		size_t kn, vn;
+		const char *k = rec_get(&p, &kn), *v = rec_get(&p, &vn);
 		if (i)
 			W_LIT(w, ",");
 		bool status = false;
@@ -1065,15 +1086,15 @@ static void render_otel(const struct span_rec *r, struct rbuf *w)
 			status = id == TAG_STATUS;
 		} else {
 			W_LIT(w, "{\"key\":");
-			w_str(w, k + 1);
+			w_strn(w, k + 1, kn - 1);
 		}
 		if (status) {
 			W_LIT(w, ",\"value\":{\"intValue\":\"");
-			w_mem(w, v, strlen(v));   /* digits only */
+			w_mem(w, v, vn);   /* digits only */
 			W_LIT(w, "\"}}");
 		} else {
 			W_LIT(w, ",\"value\":{\"stringValue\":");
-			w_str(w, v);
+			w_strn(w, v, vn);
 			W_LIT(w, "}}");
 		}
 	}
