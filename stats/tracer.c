@@ -915,26 +915,28 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 
 /* ---- rendering (main thread) -------------------------------------------- */
 
-/* A span is rendered into one buffer, then added to the report with one
- * evbuffer_add: no printf, no evbuffer chain per field.  Escaping can grow
- * the packed strings 6x (\u00XX), which RBUF_MAX covers. */
-#define RBUF_MAX (SPAN_TXT * 6 + 1024)
-struct rbuf {
-	char b[RBUF_MAX];
-	size_t n;
-};
+/* A span is rendered straight into the report's evbuffer (space reserved
+ * for the worst case first, so the writers below need no bounds checks):
+ * no printf, no evbuffer chain per field, no staging copy.  The writers
+ * take and return a local cursor, so the compiler keeps it in a register. */
 
-#define W_LIT(w, lit) w_mem(w, lit, sizeof(lit) - 1)
-
-static inline void w_mem(struct rbuf *w, const char *s, size_t n)
+/* Upper bound of a rendered span: escaping grows a byte at most 6x
+ * (\u00XX); every tag adds at most 64 bytes of keys and punctuation; the
+ * ids, times and fixed keys fit in 512. */
+static size_t span_bound(const struct span_rec *r, size_t svc_len)
 {
-	if (w->n + n > RBUF_MAX)
-		n = RBUF_MAX - w->n;   /* cannot happen: spans are bounded */
-	al_copy_short(w->b + w->n, s, n);
-	w->n += n;
+	return 512 + 6 * (size_t)r->len + 64 * (size_t)r->ntags + 6 * svc_len;
 }
 
-static void w_u64(struct rbuf *w, uint64_t v)
+#define W_LIT(o, lit) (memcpy(o, lit, sizeof(lit) - 1), (o) += sizeof(lit) - 1)
+
+static inline char *w_mem(char *o, const char *s, size_t n)
+{
+	al_copy_short(o, s, n);
+	return o + n;
+}
+
+static char *w_u64(char *o, uint64_t v)
 {
 	char t[20];
 	size_t i = sizeof(t);
@@ -942,172 +944,172 @@ static void w_u64(struct rbuf *w, uint64_t v)
 		t[--i] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v);
-	w_mem(w, t + i, sizeof(t) - i);
+	return w_mem(o, t + i, sizeof(t) - i);
 }
 
-static void w_hex16(struct rbuf *w, uint64_t v)
+static char *w_hex16(char *o, uint64_t v)
 {
-	char t[16];
-	tc_hex16(v, t);
-	w_mem(w, t, 16);
+	tc_hex16(v, o);
+	return o + 16;
 }
 
 /* A JSON string of s[0..n); bytes >= 0x80 become '?' (collectors need
  * valid UTF-8 and header values are not guaranteed to be).  Runs of plain
- * bytes are found eight at a time and copied with one memcpy. */
-static void w_strn(struct rbuf *w, const char *s, size_t n)
+ * bytes are found eight at a time and copied at once. */
+static char *w_strn(char *o, const char *s, size_t n)
 {
 	static const char hx[] = "0123456789abcdef";
-	W_LIT(w, "\"");
+	*o++ = '"';
 	for (;;) {
 		size_t run = al_json_safe_len(s, n, true);
-		w_mem(w, s, run);
+		o = w_mem(o, s, run);
 		if (run == n)
 			break;
 		unsigned char ch = (unsigned char)s[run];
 		s += run + 1;
 		n -= run + 1;
 		if (ch == '"' || ch == '\\') {
-			char e[2] = { '\\', (char)ch };
-			w_mem(w, e, 2);
+			*o++ = '\\';
+			*o++ = (char)ch;
 		} else if (ch >= 0x7f) {
-			W_LIT(w, "?");
+			*o++ = '?';
 		} else {
 			char e[6] = { '\\', 'u', '0', '0', hx[ch >> 4], hx[ch & 15] };
-			w_mem(w, e, 6);
+			o = w_mem(o, e, 6);
 		}
 	}
-	W_LIT(w, "\"");
+	*o++ = '"';
+	return o;
 }
 
-static void w_str(struct rbuf *w, const char *s)
+static void json_str(struct evbuffer *out, const char *s)
 {
-	w_strn(w, s, strlen(s));
+	size_t n = strlen(s);
+	struct evbuffer_iovec v;
+	if (evbuffer_reserve_space(out, 6 * n + 2, &v, 1) < 1)
+		die("evbuffer_reserve_space");
+	v.iov_len = (size_t)(w_strn(v.iov_base, s, n) - (char *)v.iov_base);
+	evbuffer_commit_space(out, &v, 1);
 }
 
-static void json_str(struct evbuffer *o, const char *s)
-{
-	static struct rbuf w;   /* main thread only */
-	w.n = 0;
-	w_str(&w, s);
-	evbuffer_add(o, w.b, w.n);
-}
-
-static void render_zipkin(const struct tracer *t, const struct span_rec *r, struct rbuf *w)
+static char *render_zipkin(const struct tracer *t, const struct span_rec *r, char *o)
 {
 	char tid[32];
 	size_t tn = tc_format_trace_id(r->trace_hi, r->trace_lo, r->id128, tid);
 	const char *p = r->txt;
-	W_LIT(w, "{\"traceId\":\"");
-	w_mem(w, tid, tn);
-	W_LIT(w, "\",\"id\":\"");
-	w_hex16(w, r->id);
+	W_LIT(o, "{\"traceId\":\"");
+	o = w_mem(o, tid, tn);
+	W_LIT(o, "\",\"id\":\"");
+	o = w_hex16(o, r->id);
 	if (r->parent) {
-		W_LIT(w, "\",\"parentId\":\"");
-		w_hex16(w, r->parent);
+		W_LIT(o, "\",\"parentId\":\"");
+		o = w_hex16(o, r->parent);
 	}
 	if (r->server)
-		W_LIT(w, "\",\"kind\":\"SERVER\",\"name\":");
+		W_LIT(o, "\",\"kind\":\"SERVER\",\"name\":");
 	else
-		W_LIT(w, "\",\"kind\":\"CLIENT\",\"name\":");
+		W_LIT(o, "\",\"kind\":\"CLIENT\",\"name\":");
 	size_t nn;
 	const char *nm = rec_get(&p, &nn);
-	w_strn(w, nm, nn);
-	W_LIT(w, ",\"timestamp\":");
-	w_u64(w, r->start_us);
-	W_LIT(w, ",\"duration\":");
-	w_u64(w, r->dur_us);
-	W_LIT(w, ",\"localEndpoint\":{\"serviceName\":");
-	w_str(w, t->service);
-	W_LIT(w, "}");
+	o = w_strn(o, nm, nn);
+	W_LIT(o, ",\"timestamp\":");
+	o = w_u64(o, r->start_us);
+	W_LIT(o, ",\"duration\":");
+	o = w_u64(o, r->dur_us);
+	W_LIT(o, ",\"localEndpoint\":{\"serviceName\":");
+	o = w_strn(o, t->service, strlen(t->service));
+	W_LIT(o, "}");
 	if (r->shared)
-		W_LIT(w, ",\"shared\":true");
-	W_LIT(w, ",\"tags\":{");
+		W_LIT(o, ",\"shared\":true");
+	W_LIT(o, ",\"tags\":{");
 	for (unsigned i = 0; i < r->ntags; i++) {
 		size_t kn, vn;
 		const char *k = rec_get(&p, &kn), *v = rec_get(&p, &vn);
 		if (i)
-			W_LIT(w, ",");
+			W_LIT(o, ",");
 		bool safe = false;
 		if (k[0] == TAGK_STD) {
 			unsigned id = ((uint8_t)k[1] & ~TAG_SAFE) - 1u;
 			safe = (uint8_t)k[1] & TAG_SAFE;
-			w_mem(w, tag_zipkin[id], tag_zipkin_len[id]);
+			o = w_mem(o, tag_zipkin[id], tag_zipkin_len[id]);
 		} else {
-			w_strn(w, k + 1, kn - 1);
-			W_LIT(w, ":");
+			o = w_strn(o, k + 1, kn - 1);
+			W_LIT(o, ":");
 		}
 		if (safe) {
-			W_LIT(w, "\"");
-			w_mem(w, v, vn);
-			W_LIT(w, "\"");
+			W_LIT(o, "\"");
+			o = w_mem(o, v, vn);
+			W_LIT(o, "\"");
 		} else {
-			w_strn(w, v, vn);
+			o = w_strn(o, v, vn);
 		}
 	}
-	W_LIT(w, "}}");
+	W_LIT(o, "}}");
+	return o;
 }
 
-static void render_otel(const struct span_rec *r, struct rbuf *w)
+static char *render_otel(const struct span_rec *r, char *o)
 {
 	char tid[32];
 	const char *p = r->txt;
 	tc_format_trace_id(r->trace_hi, r->trace_lo, true, tid);
-	W_LIT(w, "{\"traceId\":\"");
-	w_mem(w, tid, 32);
-	W_LIT(w, "\",\"spanId\":\"");
-	w_hex16(w, r->id);
+	W_LIT(o, "{\"traceId\":\"");
+	o = w_mem(o, tid, 32);
+	W_LIT(o, "\",\"spanId\":\"");
+	o = w_hex16(o, r->id);
 	if (r->parent) {
-		W_LIT(w, "\",\"parentSpanId\":\"");
-		w_hex16(w, r->parent);
+		W_LIT(o, "\",\"parentSpanId\":\"");
+		o = w_hex16(o, r->parent);
 	}
-	W_LIT(w, "\",\"name\":");
+	W_LIT(o, "\",\"name\":");
 	size_t nn;
 	const char *nm = rec_get(&p, &nn);
-	w_strn(w, nm, nn);
+	o = w_strn(o, nm, nn);
 	/* SpanKind: SPAN_KIND_SERVER = 2, SPAN_KIND_CLIENT = 3 */
 	if (r->server)
-		W_LIT(w, ",\"kind\":2,\"startTimeUnixNano\":\"");
+		W_LIT(o, ",\"kind\":2,\"startTimeUnixNano\":\"");
 	else
-		W_LIT(w, ",\"kind\":3,\"startTimeUnixNano\":\"");
-	w_u64(w, r->start_us * 1000ull);
-	W_LIT(w, "\",\"endTimeUnixNano\":\"");
-	w_u64(w, (r->start_us + r->dur_us) * 1000ull);
-	W_LIT(w, "\",\"attributes\":[");
+		W_LIT(o, ",\"kind\":3,\"startTimeUnixNano\":\"");
+	o = w_u64(o, r->start_us * 1000ull);
+	W_LIT(o, "\",\"endTimeUnixNano\":\"");
+	o = w_u64(o, (r->start_us + r->dur_us) * 1000ull);
+	W_LIT(o, "\",\"attributes\":[");
 	for (unsigned i = 0; i < r->ntags; i++) {
 		size_t kn, vn;
 		const char *k = rec_get(&p, &kn), *v = rec_get(&p, &vn);
 		if (i)
-			W_LIT(w, ",");
+			W_LIT(o, ",");
 		bool status = false;
 		if (k[0] == TAGK_STD) {
 			unsigned id = ((uint8_t)k[1] & ~TAG_SAFE) - 1u;
-			w_mem(w, tag_otel[id], tag_otel_len[id]);
+			o = w_mem(o, tag_otel[id], tag_otel_len[id]);
 			status = id == TAG_STATUS;
 		} else {
-			W_LIT(w, "{\"key\":");
-			w_strn(w, k + 1, kn - 1);
+			W_LIT(o, "{\"key\":");
+			o = w_strn(o, k + 1, kn - 1);
 		}
 		if (status) {
-			W_LIT(w, ",\"value\":{\"intValue\":\"");
-			w_mem(w, v, vn);   /* digits only */
-			W_LIT(w, "\"}}");
+			W_LIT(o, ",\"value\":{\"intValue\":\"");
+			o = w_mem(o, v, vn);   /* digits only */
+			W_LIT(o, "\"}}");
 		} else {
-			W_LIT(w, ",\"value\":{\"stringValue\":");
-			w_strn(w, v, vn);
-			W_LIT(w, "}}");
+			W_LIT(o, ",\"value\":{\"stringValue\":");
+			o = w_strn(o, v, vn);
+			W_LIT(o, "}}");
 		}
 	}
 	/* Status: STATUS_CODE_ERROR = 2 on errors, unset otherwise */
 	if (r->error)
-		W_LIT(w, "],\"status\":{\"code\":2}}");
+		W_LIT(o, "],\"status\":{\"code\":2}}");
 	else
-		W_LIT(w, "],\"status\":{}}");
+		W_LIT(o, "],\"status\":{}}");
+	return o;
 }
 
 /* Move the spans of every ring into t->pending (rendered). */
 static void drain_rings(struct tracer *t)
 {
+	size_t svc_len = t->kind == TRACER_ZIPKIN ? strlen(t->service) : 0;
 	for (unsigned w = 0; w < t->nrings; w++) {
 		struct span_ring *rg = &t->rings[w];
 		uint32_t tail = atomic_load_explicit(&rg->tail, memory_order_relaxed);
@@ -1118,15 +1120,18 @@ static void drain_rings(struct tracer *t)
 				stats_inc(t->stats, 0, spans_dropped);
 				continue;
 			}
-			static struct rbuf rb;   /* main thread only */
-			rb.n = 0;
+			struct evbuffer_iovec v;
+			if (evbuffer_reserve_space(t->pending, span_bound(r, svc_len), &v, 1) < 1)
+				die("evbuffer_reserve_space");
+			char *o = v.iov_base;
 			if (t->npending)
-				W_LIT(&rb, ",");
+				*o++ = ',';
 			if (t->kind == TRACER_ZIPKIN)
-				render_zipkin(t, r, &rb);
+				o = render_zipkin(t, r, o);
 			else
-				render_otel(r, &rb);
-			evbuffer_add(t->pending, rb.b, rb.n);
+				o = render_otel(r, o);
+			v.iov_len = (size_t)(o - (char *)v.iov_base);
+			evbuffer_commit_space(t->pending, &v, 1);
 			t->npending++;
 		}
 		atomic_store_explicit(&rg->tail, tail, memory_order_release);
