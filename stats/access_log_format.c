@@ -183,32 +183,45 @@ static size_t fmt_i64(char *out, int64_t v)
 	return 1 + al_fmt_u64(out + 1, -(uint64_t)v);
 }
 
-/* JSON string body (no quotes). */
-static void buf_add_json(struct al_buf *b, const char *s, size_t n)
+/* JSON string body (no quotes) at cursor o, which has room for 6n bytes;
+ * returns the new cursor.  A local cursor rather than buf_add per piece:
+ * stores through it cannot alias the buffer's length, so nothing is
+ * reloaded or re-checked per piece. */
+static char *json_esc(char *o, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	for (;;) {
 		size_t run = al_json_safe_len(s, n, false);
-		buf_add(b, s, run);
+		al_copy_short(o, s, run);
+		o += run;
 		if (run == n)
-			return;
+			return o;
 		unsigned char c = (unsigned char)s[run];
 		s += run + 1;
 		n -= run + 1;
+		*o++ = '\\';
 		if (c == '"' || c == '\\') {
-			char e[2] = { '\\', (char)c };
-			buf_add(b, e, 2);
+			*o++ = (char)c;
 		} else if (c == '\n') {
-			buf_add(b, "\\n", 2);
+			*o++ = 'n';
 		} else if (c == '\r') {
-			buf_add(b, "\\r", 2);
+			*o++ = 'r';
 		} else if (c == '\t') {
-			buf_add(b, "\\t", 2);
+			*o++ = 't';
 		} else {   /* < 0x20 or 0x7f */
-			char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-			buf_add(b, e, 6);
+			char e[5] = { 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+			memcpy(o, e, 5);
+			o += 5;
 		}
 	}
+}
+
+static void buf_add_json(struct al_buf *b, const char *s, size_t n)
+{
+	if (!n)
+		return;   /* b->p may still be NULL */
+	buf_reserve(b, 6 * n);
+	b->len = (size_t)(json_esc(b->p + b->len, s, n) - b->p);
 }
 
 /* ---- parsing ----------------------------------------------------------------- */
@@ -832,6 +845,29 @@ static void jnode_render(const struct al_format *f, const struct al_jnode *node,
 			if (v.kind == VAL_NONE && f->omit_empty)
 				continue;
 		}
+		if (k->typed) {
+			/* the whole member in one reservation */
+			size_t need = 1 + k->key_len + (v.kind == VAL_STR ? 2 + 6 * v.n : 24);
+			buf_reserve(out, need);
+			char *o = out->p + out->len;
+			if (!first)
+				*o++ = ',';
+			first = false;
+			memcpy(o, k->key, k->key_len);
+			o += k->key_len;
+			if (v.kind == VAL_NONE) {
+				memcpy(o, "null", 4);
+				o += 4;
+			} else if (v.kind == VAL_NUM) {
+				o += fmt_i64(o, v.num);
+			} else {
+				*o++ = '"';
+				o = json_esc(o, v.s, v.n);
+				*o++ = '"';
+			}
+			out->len = (size_t)(o - out->p);
+			continue;
+		}
 		if (!first)
 			buf_addc(out, ',');
 		first = false;
@@ -840,16 +876,6 @@ static void jnode_render(const struct al_format *f, const struct al_jnode *node,
 			jnode_render(f, k, r, out);
 		} else if (k->kind == JN_LITERAL) {
 			buf_add(out, k->literal, k->literal_len);
-		} else if (k->typed) {
-			if (v.kind == VAL_NONE) {
-				buf_add(out, "null", 4);
-			} else if (v.kind == VAL_NUM) {
-				buf_add(out, scratch, fmt_i64(scratch, v.num));
-			} else {
-				buf_addc(out, '"');
-				buf_add_json(out, v.s, v.n);
-				buf_addc(out, '"');
-			}
 		} else {
 			buf_addc(out, '"');
 			text_render(f, &k->text, r, out, true);
