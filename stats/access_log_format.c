@@ -102,14 +102,14 @@ enum jnode_kind { JN_TEXT, JN_OBJECT, JN_LITERAL };
 
 struct al_jnode {
 	char *key;              /* owned, JSON-escaped with quotes: "\"key\":" */
-	size_t key_len;
+	size_t key_len;         /* strlen(key) */
 	enum jnode_kind kind;
 	struct al_text text;    /* JN_TEXT */
 	bool typed;             /* JN_TEXT with exactly one operator */
 	struct al_jnode *kids;  /* owned [nkids] (JN_OBJECT) */
 	size_t nkids;
 	char *literal;          /* owned: serialized JSON (JN_LITERAL) */
-	size_t literal_len;
+	size_t literal_len;     /* strlen(literal) */
 };
 
 struct al_format {
@@ -163,7 +163,8 @@ const uint8_t al_json_special[256] = {
 	[0x00 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x7f] = 1, [0x80 ... 0xff] = 2,
 };
 
-size_t al_fmt_u64(char *out, uint64_t v)
+/* Decimal digits of v into out (20 bytes room, not terminated); the length. */
+static size_t fmt_u64(char *out, uint64_t v)
 {
 	char t[20];
 	size_t i = sizeof(t);
@@ -178,9 +179,9 @@ size_t al_fmt_u64(char *out, uint64_t v)
 static size_t fmt_i64(char *out, int64_t v)
 {
 	if (v >= 0)
-		return al_fmt_u64(out, (uint64_t)v);
+		return fmt_u64(out, (uint64_t)v);
 	out[0] = '-';
-	return 1 + al_fmt_u64(out + 1, -(uint64_t)v);
+	return 1 + fmt_u64(out + 1, -(uint64_t)v);
 }
 
 /* JSON string body (no quotes) at cursor o, which has room for 6n bytes;

@@ -173,8 +173,6 @@ static inline void al_copy_short(char *d, const char *s, size_t n)
 #pragma GCC diagnostic pop
 #endif
 
-/* Decimal digits of v into out (at least 20 bytes, not terminated); the length. */
-size_t al_fmt_u64(char *out, uint64_t v);
 
 /* "UH,URX" (short) or "NoHealthyUpstream,..." (long) into buf; "-" if none.
  * Returns the length. */
