@@ -87,8 +87,9 @@ struct al_seg {
 	bool numeric;
 	char *str;          /* owned: literal text; REQ/RESP/TRAILER: main header (lowercase);
 	                       START_TIME: its format (NULL: default) */
-	size_t len;         /* literal length */
+	size_t len;         /* literal length; REQ/RESP/TRAILER: strlen(str) */
 	char *alt;          /* owned, may be NULL: the X?Y alternative header */
+	size_t alt_len;     /* strlen(alt) (REQ/RESP/TRAILER: len is strlen(str)) */
 	size_t max_len;     /* :Z truncation, 0 = none */
 };
 
@@ -101,12 +102,14 @@ enum jnode_kind { JN_TEXT, JN_OBJECT, JN_LITERAL };
 
 struct al_jnode {
 	char *key;              /* owned, JSON-escaped with quotes: "\"key\":" */
+	size_t key_len;         /* strlen(key) */
 	enum jnode_kind kind;
 	struct al_text text;    /* JN_TEXT */
 	bool typed;             /* JN_TEXT with exactly one operator */
 	struct al_jnode *kids;  /* owned [nkids] (JN_OBJECT) */
 	size_t nkids;
 	char *literal;          /* owned: serialized JSON (JN_LITERAL) */
+	size_t literal_len;     /* strlen(literal) */
 };
 
 struct al_format {
@@ -119,10 +122,8 @@ struct al_format {
 
 /* ---- output buffer --------------------------------------------------------- */
 
-static void buf_reserve(struct al_buf *b, size_t n)
+static __attribute__((noinline)) void buf_grow(struct al_buf *b, size_t n)
 {
-	if (b->len + n <= b->cap)
-		return;
 	size_t cap = b->cap ? b->cap : 256;
 	while (cap < b->len + n)
 		cap *= 2;
@@ -130,16 +131,22 @@ static void buf_reserve(struct al_buf *b, size_t n)
 	b->cap = cap;
 }
 
-static void buf_add(struct al_buf *b, const char *s, size_t n)
+static inline void buf_reserve(struct al_buf *b, size_t n)
+{
+	if (unlikely(b->len + n > b->cap))
+		buf_grow(b, n);
+}
+
+static inline void buf_add(struct al_buf *b, const char *s, size_t n)
 {
 	if (!n)
 		return;   /* b->p may still be NULL */
 	buf_reserve(b, n);
-	memcpy(b->p + b->len, s, n);
+	al_copy_short(b->p + b->len, s, n);
 	b->len += n;
 }
 
-static void buf_addc(struct al_buf *b, char c)
+static inline void buf_addc(struct al_buf *b, char c)
 {
 	buf_reserve(b, 1);
 	b->p[b->len++] = c;
@@ -152,28 +159,70 @@ void al_buf_free(struct al_buf *b)
 	b->len = b->cap = 0;
 }
 
-/* JSON string body (no quotes). */
-static void buf_add_json(struct al_buf *b, const char *s, size_t n)
+const uint8_t al_json_special[256] = {
+	[0x00 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x7f] = 1, [0x80 ... 0xff] = 2,
+};
+
+/* Decimal digits of v into out (20 bytes room, not terminated); the length. */
+static size_t fmt_u64(char *out, uint64_t v)
+{
+	char t[20];
+	size_t i = sizeof(t);
+	do {
+		t[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	memcpy(out, t + i, sizeof(t) - i);
+	return sizeof(t) - i;
+}
+
+static size_t fmt_i64(char *out, int64_t v)
+{
+	if (v >= 0)
+		return fmt_u64(out, (uint64_t)v);
+	out[0] = '-';
+	return 1 + fmt_u64(out + 1, -(uint64_t)v);
+}
+
+/* JSON string body (no quotes) at cursor o, which has room for 6n bytes;
+ * returns the new cursor.  A local cursor rather than buf_add per piece:
+ * stores through it cannot alias the buffer's length, so nothing is
+ * reloaded or re-checked per piece. */
+static char *json_esc(char *o, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
+	for (;;) {
+		size_t run = al_json_safe_len(s, n, false);
+		al_copy_short(o, s, run);
+		o += run;
+		if (run == n)
+			return o;
+		unsigned char c = (unsigned char)s[run];
+		s += run + 1;
+		n -= run + 1;
+		*o++ = '\\';
 		if (c == '"' || c == '\\') {
-			buf_addc(b, '\\');
-			buf_addc(b, (char)c);
+			*o++ = (char)c;
 		} else if (c == '\n') {
-			buf_add(b, "\\n", 2);
+			*o++ = 'n';
 		} else if (c == '\r') {
-			buf_add(b, "\\r", 2);
+			*o++ = 'r';
 		} else if (c == '\t') {
-			buf_add(b, "\\t", 2);
-		} else if (c < 0x20 || c == 0x7f) {
-			char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-			buf_add(b, e, 6);
-		} else {
-			buf_addc(b, (char)c);
+			*o++ = 't';
+		} else {   /* < 0x20 or 0x7f */
+			char e[5] = { 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+			memcpy(o, e, 5);
+			o += 5;
 		}
 	}
+}
+
+static void buf_add_json(struct al_buf *b, const char *s, size_t n)
+{
+	if (!n)
+		return;   /* b->p may still be NULL */
+	buf_reserve(b, 6 * n);
+	b->len = (size_t)(json_esc(b->p + b->len, s, n) - b->p);
 }
 
 /* ---- parsing ----------------------------------------------------------------- */
@@ -306,12 +355,15 @@ static size_t parse_command(const char *fmt, size_t i, struct al_text *t, unsign
 		if (q) {
 			s->str = lower_dup(fmt + args, (size_t)(q - fmt - args));
 			s->alt = lower_dup(q + 1, (size_t)(fmt + args_end - q - 1));
+			s->len = strlen(s->str);
+			s->alt_len = strlen(s->alt);
 			if (!*s->str || !*s->alt) {
 				snprintf(err, errlen, "command '%%%.*s%%': empty header name", (int)nlen, name);
 				return (size_t)-1;
 			}
 		} else {
 			s->str = lower_dup(fmt + args, args_end - args);
+			s->len = args_end - args;
 		}
 		if (kind == OP_RESP)
 			*needs |= AL_NEED_RESP;
@@ -399,6 +451,7 @@ static int jnode_object(struct al_format *f, const json_t *obj, struct al_jnode 
 		buf_add_json(&kb, k, strlen(k));
 		buf_add(&kb, "\":", 3);   /* with the terminating NUL */
 		kid->key = kb.p;
+		kid->key_len = kb.len - 1;
 		if (json_is_object(v)) {
 			if (jnode_object(f, v, kid, depth + 1, err, errlen))
 				return -1;
@@ -415,6 +468,7 @@ static int jnode_object(struct al_format *f, const json_t *obj, struct al_jnode 
 			kid->literal = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
 			if (!kid->literal)
 				die("json_dumps");
+			kid->literal_len = strlen(kid->literal);
 		}
 	}
 	return 0;
@@ -456,6 +510,11 @@ size_t al_flags_string(uint32_t flags, bool long_names, char *buf, size_t cap)
 	size_t o = 0;
 	if (cap < 2)
 		return 0;
+	if (!flags) {   /* the common case */
+		buf[0] = '-';
+		buf[1] = 0;
+		return 1;
+	}
 	for (int i = 0; i < RF_COUNT; i++) {
 		if (!(flags & RF_BIT(i)))
 			continue;
@@ -493,13 +552,33 @@ static size_t fmt_addr(const struct sockaddr *sa, bool port, char *buf, size_t c
 	return 0;
 }
 
+/* Where render_time put fractional-second digits, so a cached rendering
+ * of the same second can be patched instead of re-rendered. */
+#define TIME_FRACS 4
+struct time_fracs {
+	unsigned n;             /* > TIME_FRACS: too many to patch */
+	struct {
+		uint32_t off;       /* in the rendered text */
+		uint8_t digits;
+	} at[TIME_FRACS];
+};
+
+static void nsec_digits(char out[9], uint32_t nsec)
+{
+	for (int i = 8; i >= 0; i--) {
+		out[i] = (char)('0' + nsec % 10);
+		nsec /= 10;
+	}
+}
+
 /* Append strftime output of a format with Envoy's extensions: %s (epoch
  * seconds), %f / %Nf (fractional seconds, N digits, default 9) and %ENS
- * (seconds with N fractional digits). */
-static void render_time(struct al_buf *b, const char *fmt, uint64_t wall_ns)
+ * (seconds with N fractional digits).  fr: where the fractions went
+ * (offsets from b->len at the call). */
+static void render_time_full(struct al_buf *b, const char *fmt, time_t sec, uint32_t nsec,
+			     struct time_fracs *fr)
 {
-	time_t sec = (time_t)(wall_ns / 1000000000ull);
-	uint32_t nsec = (uint32_t)(wall_ns % 1000000000ull);
+	size_t base = b->len;
 	struct tm tm;
 	char piece[128], out[256];
 	size_t pl = 0;
@@ -539,15 +618,19 @@ static void render_time(struct al_buf *b, const char *fmt, uint64_t wall_ns)
 			if (!*p)
 				break;
 			if (epoch) {
-				int n = snprintf(out, sizeof(out), "%lld", (long long)sec);
-				buf_add(b, out, (size_t)n);
+				buf_add(b, out, fmt_i64(out, (int64_t)sec));
 			} else if (digits >= 0) {
-				char frac[16];
-				snprintf(frac, sizeof(frac), "%09u", nsec);
+				char frac[9];
+				nsec_digits(frac, nsec);
 				if (esec) {
-					int n = snprintf(out, sizeof(out), "%02d.", tm.tm_sec);
-					buf_add(b, out, (size_t)n);
+					char ss[3] = { (char)('0' + tm.tm_sec / 10), (char)('0' + tm.tm_sec % 10), '.' };
+					buf_add(b, ss, 3);
 				}
+				if (fr->n < TIME_FRACS) {
+					fr->at[fr->n].off = (uint32_t)(b->len - base);
+					fr->at[fr->n].digits = (uint8_t)digits;
+				}
+				fr->n++;
 				buf_add(b, frac, (size_t)digits);
 			} else {
 				piece[pl++] = *p;
@@ -558,6 +641,55 @@ static void render_time(struct al_buf *b, const char *fmt, uint64_t wall_ns)
 		}
 		piece[pl++] = *p;
 	}
+}
+
+/* Per-thread cache of START_TIME renderings: strftime and gmtime run once
+ * per second and format; within the second only the fractional digits are
+ * rewritten in place. */
+#define TIME_SLOTS 4
+#define TIME_FMT_MAX 64
+struct time_slot {
+	char fmt[TIME_FMT_MAX];    /* "" : unused */
+	int64_t sec;
+	struct time_fracs fr;
+	struct al_buf text;        /* owned */
+};
+static __thread struct time_slot time_cache[TIME_SLOTS];
+static __thread unsigned time_next;
+
+/* The rendering of fmt at wall_ns: *s, *n valid until the next call. */
+static void render_time(const char *fmt, uint64_t wall_ns, const char **s, size_t *n)
+{
+	int64_t sec = (int64_t)(wall_ns / 1000000000ull);
+	uint32_t nsec = (uint32_t)(wall_ns % 1000000000ull);
+	struct time_slot *t = NULL;
+	for (unsigned i = 0; i < TIME_SLOTS; i++) {
+		if (time_cache[i].fmt[0] && !strcmp(time_cache[i].fmt, fmt)) {
+			t = &time_cache[i];
+			break;
+		}
+	}
+	if (!t) {
+		t = &time_cache[time_next++ % TIME_SLOTS];
+		size_t fl = strlen(fmt);
+		t->fmt[0] = 0;
+		t->sec = -1;
+		if (fl < TIME_FMT_MAX)
+			memcpy(t->fmt, fmt, fl + 1);
+	}
+	if (t->sec != sec || t->fr.n > TIME_FRACS || !t->fmt[0]) {
+		t->text.len = 0;
+		t->fr.n = 0;
+		render_time_full(&t->text, fmt, (time_t)sec, nsec, &t->fr);
+		t->sec = sec;
+	} else if (t->fr.n) {
+		char frac[9];
+		nsec_digits(frac, nsec);
+		for (unsigned i = 0; i < t->fr.n; i++)
+			memcpy(t->text.p + t->fr.at[i].off, frac, t->fr.at[i].digits);
+	}
+	*s = t->text.p ? t->text.p : "";
+	*n = t->text.len;
 }
 
 enum val_kind { VAL_NONE, VAL_STR, VAL_NUM };
@@ -573,14 +705,14 @@ static void hdr_val(const struct http_headers *h, const struct al_seg *seg, stru
 {
 	if (!h)
 		return;
-	size_t n;
-	const char *s = hdrs_get(h, seg->str, &n);
-	if (!s && seg->alt)
-		s = hdrs_get(h, seg->alt, &n);
-	if (!s)
+	int i = hdrs_find(h, seg->str, seg->len, 0);
+	if (i < 0 && seg->alt)
+		i = hdrs_find(h, seg->alt, seg->alt_len, 0);
+	if (i < 0)
 		return;
+	size_t n = h->f[i].value_len;
 	v->kind = VAL_STR;
-	v->s = s;
+	v->s = h->arena + h->f[i].value_off;
 	v->n = seg->max_len && n > seg->max_len ? seg->max_len : n;
 }
 
@@ -603,7 +735,7 @@ static void dur_val(int64_t ns, struct val *v)
 
 /* The value of operator seg; scratch holds formatted strings. */
 static void op_value(const struct al_format *f, const struct al_seg *seg, const struct al_record *r,
-		     char *scratch, size_t cap, struct al_buf *timebuf, struct val *v)
+		     char *scratch, size_t cap, struct val *v)
 {
 	v->kind = VAL_NONE;
 	switch (seg->kind) {
@@ -613,11 +745,8 @@ static void op_value(const struct al_format *f, const struct al_seg *seg, const 
 		v->n = seg->len;
 		return;
 	case OP_START_TIME:
-		timebuf->len = 0;
-		render_time(timebuf, seg->str ? seg->str : "%Y-%m-%dT%H:%M:%E3SZ", r->start_wall_ns);
+		render_time(seg->str ? seg->str : "%Y-%m-%dT%H:%M:%E3SZ", r->start_wall_ns, &v->s, &v->n);
 		v->kind = VAL_STR;
-		v->s = timebuf->p;
-		v->n = timebuf->len;
 		return;
 	case OP_REQ: hdr_val(r->req, seg, v); return;
 	case OP_RESP: hdr_val(r->resp, seg, v); return;
@@ -674,11 +803,12 @@ static void op_value(const struct al_format *f, const struct al_seg *seg, const 
 	}
 }
 
-static __thread struct al_buf time_scratch;
-
 void al_format_thread_exit(void)
 {
-	al_buf_free(&time_scratch);
+	for (unsigned i = 0; i < TIME_SLOTS; i++) {
+		al_buf_free(&time_cache[i].text);
+		time_cache[i].fmt[0] = 0;
+	}
 }
 
 /* Render a text into out; json: escape for a JSON string. */
@@ -688,10 +818,9 @@ static void text_render(const struct al_format *f, const struct al_text *t, cons
 	char scratch[512];
 	for (size_t i = 0; i < t->nsegs; i++) {
 		struct val v;
-		op_value(f, &t->segs[i], r, scratch, sizeof(scratch), &time_scratch, &v);
+		op_value(f, &t->segs[i], r, scratch, sizeof(scratch), &v);
 		if (v.kind == VAL_NUM) {
-			int n = snprintf(scratch, sizeof(scratch), "%lld", (long long)v.num);
-			buf_add(out, scratch, (size_t)n);
+			buf_add(out, scratch, fmt_i64(scratch, v.num));
 		} else if (v.kind == VAL_STR) {
 			if (json)
 				buf_add_json(out, v.s, v.n);
@@ -713,29 +842,41 @@ static void jnode_render(const struct al_format *f, const struct al_jnode *node,
 		const struct al_jnode *k = &node->kids[i];
 		struct val v = { VAL_NONE, NULL, 0, 0 };
 		if (k->kind == JN_TEXT && k->typed) {
-			op_value(f, &k->text.segs[0], r, scratch, sizeof(scratch), &time_scratch, &v);
+			op_value(f, &k->text.segs[0], r, scratch, sizeof(scratch), &v);
 			if (v.kind == VAL_NONE && f->omit_empty)
 				continue;
+		}
+		if (k->typed) {
+			/* the whole member in one reservation */
+			size_t need = 1 + k->key_len + (v.kind == VAL_STR ? 2 + 6 * v.n : 24);
+			buf_reserve(out, need);
+			char *o = out->p + out->len;
+			if (!first)
+				*o++ = ',';
+			first = false;
+			memcpy(o, k->key, k->key_len);
+			o += k->key_len;
+			if (v.kind == VAL_NONE) {
+				memcpy(o, "null", 4);
+				o += 4;
+			} else if (v.kind == VAL_NUM) {
+				o += fmt_i64(o, v.num);
+			} else {
+				*o++ = '"';
+				o = json_esc(o, v.s, v.n);
+				*o++ = '"';
+			}
+			out->len = (size_t)(o - out->p);
+			continue;
 		}
 		if (!first)
 			buf_addc(out, ',');
 		first = false;
-		buf_add(out, k->key, strlen(k->key));
+		buf_add(out, k->key, k->key_len);
 		if (k->kind == JN_OBJECT) {
 			jnode_render(f, k, r, out);
 		} else if (k->kind == JN_LITERAL) {
-			buf_add(out, k->literal, strlen(k->literal));
-		} else if (k->typed) {
-			if (v.kind == VAL_NONE) {
-				buf_add(out, "null", 4);
-			} else if (v.kind == VAL_NUM) {
-				int n = snprintf(scratch, sizeof(scratch), "%lld", (long long)v.num);
-				buf_add(out, scratch, (size_t)n);
-			} else {
-				buf_addc(out, '"');
-				buf_add_json(out, v.s, v.n);
-				buf_addc(out, '"');
-			}
+			buf_add(out, k->literal, k->literal_len);
 		} else {
 			buf_addc(out, '"');
 			text_render(f, &k->text, r, out, true);

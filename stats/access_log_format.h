@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct http_headers;
 struct sockaddr;
@@ -108,6 +109,70 @@ bool al_format_is_json(const struct al_format *f);
 
 /* Append one rendered line to out (JSON formats end with "\n"). */
 void al_format_render(const struct al_format *f, const struct al_record *r, struct al_buf *out);
+
+/* Bytes a JSON string cannot hold as they are: 1 for control bytes, '"',
+ * '\\' and DEL; 2 for bytes >= 0x80. */
+extern const uint8_t al_json_special[256];
+
+/* Length of the prefix of s[0..n) that goes into a JSON string unescaped
+ * (no control byte, '"', '\\' or DEL; with high, no byte >= 0x80 either).
+ * Eight bytes at a time (exact "any byte" tests from Bit Twiddling Hacks,
+ * hasless/haszero); the rest bytewise through the table.  Inline: it runs
+ * for every string of every access-log line and span. */
+static inline size_t al_json_safe_len(const char *s, size_t n, bool high)
+{
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+	const uint8_t stop = high ? 3 : 1;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t x, q, bs, del;
+		__builtin_memcpy(&x, s + i, 8);
+		q = x ^ (ones * '"');
+		bs = x ^ (ones * '\\');
+		del = x ^ (ones * 0x7f);
+		uint64_t hit = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((bs - ones) & ~bs) |
+			       ((del - ones) & ~del) | (high ? x : 0);
+		if (hit & highs)
+			break;
+	}
+	while (i < n && !(al_json_special[(uint8_t)s[i]] & stop))
+		i++;
+	return i;
+}
+/* memcpy for short strings (most header values, tags and names are under
+ * 16 bytes): two overlapping word moves instead of a libc call.  (GCC's -Warray-bounds
+ * cannot see that a small constant n never reaches the memcpy branch.) */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Warray-bounds"
+#pragma GCC diagnostic ignored "-Wstringop-overread"
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
+#endif
+static inline void al_copy_short(char *d, const char *s, size_t n)
+{
+	uint64_t a, b;
+	uint32_t c, e;
+	if (n >= 8 && n <= 16) {
+		memcpy(&a, s, 8);
+		memcpy(&b, s + n - 8, 8);
+		memcpy(d, &a, 8);
+		memcpy(d + n - 8, &b, 8);
+	} else if (n >= 4 && n < 8) {
+		memcpy(&c, s, 4);
+		memcpy(&e, s + n - 4, 4);
+		memcpy(d, &c, 4);
+		memcpy(d + n - 4, &e, 4);
+	} else if (n < 4) {
+		for (size_t i = 0; i < n; i++)
+			d[i] = s[i];
+	} else {
+		memcpy(d, s, n);
+	}
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 
 /* "UH,URX" (short) or "NoHealthyUpstream,..." (long) into buf; "-" if none.
  * Returns the length. */

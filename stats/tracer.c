@@ -43,8 +43,37 @@ static struct {
 #define SPAN_TXT 1024
 #define ADD_LIT(o, lit) evbuffer_add(o, lit, sizeof(lit) - 1)
 
+/* The tags every span carries, recorded by number rather than by name: the
+ * main thread writes their JSON keys from these pre-rendered tables
+ * instead of escaping the same names for every span. */
+#define STD_TAGS(X)                                                                  \
+	X(TAG_METHOD, "http.method") X(TAG_URL, "http.url")                          \
+	X(TAG_PROTOCOL, "http.protocol") X(TAG_UA, "user_agent")                     \
+	X(TAG_RID, "guid:x-request-id") X(TAG_STATUS, "http.status_code")            \
+	X(TAG_CLUSTER, "upstream_cluster") X(TAG_ADDR, "upstream_address")           \
+	X(TAG_NODE, "node_id") X(TAG_COMPONENT, "component")                         \
+	X(TAG_FLAGS, "response_flags") X(TAG_ERROR, "error")
+#define TAG_ENUM(id, name) id,
+enum std_tag { STD_TAGS(TAG_ENUM) TAG_N };
+#define TAG_ZIPKIN(id, name) "\"" name "\":",
+#define TAG_OTEL(id, name) "{\"key\":\"" name "\"",
+#define TAG_ZIPKIN_LEN(id, name) sizeof("\"" name "\":") - 1,
+#define TAG_OTEL_LEN(id, name) sizeof("{\"key\":\"" name "\"") - 1,
+static const char *const tag_zipkin[TAG_N] = { STD_TAGS(TAG_ZIPKIN) };   /* "name": */
+static const char *const tag_otel[TAG_N] = { STD_TAGS(TAG_OTEL) };       /* {"key":"name" */
+static const uint8_t tag_zipkin_len[TAG_N] = { STD_TAGS(TAG_ZIPKIN_LEN) };
+static const uint8_t tag_otel_len[TAG_N] = { STD_TAGS(TAG_OTEL_LEN) };
+
+/* Key encoding in span_rec.txt: TAGK_STD then one byte (enum std_tag + 1,
+ * | TAG_SAFE when the worker knows the value needs no JSON escaping), or
+ * TAGK_CUSTOM then the configured name. */
+#define TAG_SAFE 0x80u
+#define TAGK_STD '\x01'
+#define TAGK_CUSTOM '\x02'
+
 /* A finished span as a worker records it: fixed size, strings packed into
- * txt as name\0 then key\0value\0 pairs. */
+ * txt by rec_put (length, bytes, NUL): the name, then key, value pairs
+ * (keys encoded as above). */
 struct span_rec {
 	uint64_t trace_hi, trace_lo, id, parent;
 	uint64_t start_us, dur_us;      /* wall-clock start, duration */
@@ -459,15 +488,42 @@ void trace_cfg_free(struct trace_cfg *tc)
 
 /* ---- request path (worker) ---------------------------------------------- */
 
+/* One pass over a header map for a fixed set of names, instead of one
+ * linear hdrs_get() per name: idx[j] is the first field whose name
+ * match() maps to j, -1 if none.  The matchers switch on the name length
+ * and compare constant-length names (inlined word compares). */
+#define NAME_IS(nm, lit) (!memcmp(nm, lit, sizeof(lit) - 1))
+
+static inline __attribute__((always_inline)) void
+hdrs_scan(const struct http_headers *h, int nn, int (*match)(const char *, uint32_t), int *idx)
+{
+	for (int j = 0; j < nn; j++)
+		idx[j] = -1;
+	for (uint32_t i = 0; i < h->n; i++) {
+		const struct hdr_field *f = &h->f[i];
+		int j = match(h->arena + f->name_off, f->name_len);
+		if (j >= 0 && idx[j] < 0)
+			idx[j] = (int)i;
+	}
+}
+
+static const char *hval(const struct http_headers *h, int i, size_t *n)
+{
+	if (i < 0)
+		return NULL;
+	*n = h->f[i].value_len;
+	return h->arena + h->f[i].value_off;
+}
+
 static bool bp_hit(uint32_t bp, uint64_t h)
 {
 	return bp >= 10000 || (bp && h % 10000 < bp);
 }
 
-static uint64_t rid_hash(const struct http_headers *h)
+static uint64_t rid_hash(const struct http_headers *h, int at)
 {
-	size_t n;
-	const char *v = hdrs_get(h, "x-request-id", &n);
+	size_t n = 0;
+	const char *v = hval(h, at, &n);
 	if (!v)
 		return rand_u64();
 	uint64_t x = 1469598103934665603ull;   /* FNV-1a */
@@ -476,11 +532,40 @@ static uint64_t rid_hash(const struct http_headers *h)
 	return x ^ (x >> 29);
 }
 
-static void set_hex(struct http_headers *h, const char *name, uint64_t v)
+/* hdrs_set() for a field known present (have) or absent (a plain add). */
+static void set_known(struct http_headers *h, bool have, const char *name, size_t nlen,
+		      const char *v, size_t vn)
+{
+	if (have)
+		hdrs_set(h, name, v, vn);
+	else
+		hdrs_add(h, name, nlen, v, vn);
+}
+
+static void set_hex(struct http_headers *h, bool have, const char *name, size_t nlen, uint64_t v)
 {
 	char b[16];
 	tc_hex16(v, b);
-	hdrs_set(h, name, b, 16);
+	set_known(h, have, name, nlen, b, 16);
+}
+
+/* The request headers trace_begin reads, found in one pass. */
+enum { TB_FORCE, TB_CLIENT, TB_RID, TB_B3_TRACE, TB_B3_SPAN, TB_B3_PARENT, TB_B3_SAMPLED,
+       TB_B3_FLAGS, TB_B3, TB_TRACEPARENT, TB_N };
+static inline int tb_match(const char *nm, uint32_t n)
+{
+	switch (n) {
+	case 2: return NAME_IS(nm, "b3") ? TB_B3 : -1;
+	case 10: return NAME_IS(nm, "x-b3-flags") ? TB_B3_FLAGS : -1;
+	case 11: return NAME_IS(nm, "x-b3-spanid") ? TB_B3_SPAN :
+			NAME_IS(nm, "traceparent") ? TB_TRACEPARENT : -1;
+	case 12: return NAME_IS(nm, "x-request-id") ? TB_RID : NAME_IS(nm, "x-b3-traceid") ? TB_B3_TRACE :
+			NAME_IS(nm, "x-b3-sampled") ? TB_B3_SAMPLED : -1;
+	case 17: return NAME_IS(nm, "x-client-trace-id") ? TB_CLIENT :
+			NAME_IS(nm, "x-b3-parentspanid") ? TB_B3_PARENT : -1;
+	case 19: return NAME_IS(nm, "x-envoy-force-trace") ? TB_FORCE : -1;
+	default: return -1;
+	}
 }
 
 void trace_begin(const struct trace_cfg *tc, struct trace_state *ts, struct http_headers *h,
@@ -489,12 +574,14 @@ void trace_begin(const struct trace_cfg *tc, struct trace_state *ts, struct http
 	const struct tracer *t = tc->tracer;
 	struct trace_ctx in = { .sampled = -1 };
 	bool decided;
-	uint64_t rh = rid_hash(h);
+	int hx[TB_N];
+	hdrs_scan(h, TB_N, tb_match, hx);
+	uint64_t rh = rid_hash(h, hx[TB_RID]);
 	/* Envoy's tracing decision */
-	if (internal && hdrs_find(h, "x-envoy-force-trace", 19, 0) >= 0) {
+	if (internal && hx[TB_FORCE] >= 0) {
 		decided = true;
 		stats_inc(tc->stats, shard, service_forced);
-	} else if (hdrs_find(h, "x-client-trace-id", 17, 0) >= 0 && bp_hit(tc->client_bp, rh)) {
+	} else if (hx[TB_CLIENT] >= 0 && bp_hit(tc->client_bp, rh)) {
 		decided = true;
 		stats_inc(tc->stats, shard, client_enabled);
 	} else if (bp_hit(tc->random_bp, rh)) {
@@ -507,7 +594,11 @@ void trace_begin(const struct trace_cfg *tc, struct trace_state *ts, struct http
 	if (decided && !bp_hit(tc->overall_bp, rh >> 17))
 		decided = false;
 
-	enum tc_format fmt = tc_extract(h, t->kind == TRACER_OTEL, &in);
+	/* no trace-context header at all (the common case): nothing to extract */
+	bool any_ctx = false;
+	for (int i = TB_B3_TRACE; i <= TB_TRACEPARENT; i++)
+		any_ctx |= hx[i] >= 0;
+	enum tc_format fmt = any_ctx ? tc_extract(h, t->kind == TRACER_OTEL, &in) : TC_NONE;
 	ts->active = true;
 	ts->server = server;
 	ts->sampled = in.sampled >= 0 ? in.sampled == 1 : decided;
@@ -537,58 +628,106 @@ void trace_begin(const struct trace_cfg *tc, struct trace_state *ts, struct http
 		parent = span;
 		span = ts->up_span_id;
 	}
+	/* Presence was scanned before any change; hdrs_set/hdrs_del only touch
+	 * their own names, so it stays true for the others below. */
 	char buf[68];
-	bool b3m = t->kind == TRACER_ZIPKIN || hdrs_find(h, "x-b3-traceid", 12, 0) >= 0;
+	bool b3m = t->kind == TRACER_ZIPKIN || hx[TB_B3_TRACE] >= 0;
 	if (b3m) {
 		size_t n = tc_format_trace_id(ts->trace_hi, ts->trace_lo, ts->id128, buf);
-		hdrs_set(h, "x-b3-traceid", buf, n);
-		set_hex(h, "x-b3-spanid", span);
+		set_known(h, hx[TB_B3_TRACE] >= 0, "x-b3-traceid", 12, buf, n);
+		set_hex(h, hx[TB_B3_SPAN] >= 0, "x-b3-spanid", 11, span);
 		if (parent)
-			set_hex(h, "x-b3-parentspanid", parent);
-		else
+			set_hex(h, hx[TB_B3_PARENT] >= 0, "x-b3-parentspanid", 17, parent);
+		else if (hx[TB_B3_PARENT] >= 0)
 			hdrs_del(h, "x-b3-parentspanid");
-		hdrs_set(h, "x-b3-sampled", ts->sampled ? "1" : "0", 1);
+		set_known(h, hx[TB_B3_SAMPLED] >= 0, "x-b3-sampled", 12, ts->sampled ? "1" : "0", 1);
 	} else {
-		hdrs_del(h, "x-b3-sampled");   /* a stale sampling-only header */
-		hdrs_del(h, "x-b3-flags");
+		if (hx[TB_B3_SAMPLED] >= 0)
+			hdrs_del(h, "x-b3-sampled");   /* a stale sampling-only header */
+		if (hx[TB_B3_FLAGS] >= 0)
+			hdrs_del(h, "x-b3-flags");
 	}
-	if (hdrs_find(h, "b3", 2, 0) >= 0) {
+	if (hx[TB_B3] >= 0) {
 		size_t n = tc_format_b3_single(ts->trace_hi, ts->trace_lo, ts->id128, span,
 					       ts->sampled, parent, buf);
 		hdrs_set(h, "b3", buf, n);
 	}
-	if (t->kind == TRACER_OTEL || hdrs_find(h, "traceparent", 11, 0) >= 0) {
+	if (t->kind == TRACER_OTEL || hx[TB_TRACEPARENT] >= 0) {
 		tc_format_traceparent(ts->trace_hi, ts->trace_lo, span, ts->sampled, buf);
-		hdrs_set(h, "traceparent", buf, 55);
+		set_known(h, hx[TB_TRACEPARENT] >= 0, "traceparent", 11, buf, 55);
 	}
 }
 
-/* Append one string to the record; false (nothing added) if it does not fit. */
-static bool rec_str(struct span_rec *r, const char *s, size_t n)
+/* Append one string to the record (pre, if not 0, then s[0..n)) as a
+ * 2-byte little-endian length, the bytes and a NUL; false (nothing added)
+ * if it does not fit.  The length spares the main thread a strlen. */
+static bool rec_put(struct span_rec *r, char pre, const char *s, size_t n)
 {
-	if ((size_t)r->len + n + 1 > SPAN_TXT)
+	size_t len = n + (pre != 0);
+	if ((size_t)r->len + len + 3 > SPAN_TXT)
 		return false;
-	memcpy(r->txt + r->len, s, n);
-	r->txt[r->len + n] = 0;
-	r->len = (uint16_t)(r->len + n + 1);
+	char *d = r->txt + r->len;
+	d[0] = (char)(len & 0xff);
+	d[1] = (char)(len >> 8);
+	d += 2;
+	if (pre)
+		*d++ = pre;
+	al_copy_short(d, s, n);
+	d[n] = 0;
+	r->len = (uint16_t)(r->len + len + 3);
 	return true;
 }
 
-static void rec_tag(struct span_rec *r, const char *k, const char *v, size_t vn)
+static bool rec_str(struct span_rec *r, const char *s, size_t n)
 {
+	return rec_put(r, 0, s, n);
+}
+
+/* Main thread: the string at *p (as rec_put wrote it); *p moves past it. */
+static const char *rec_get(const char **p, size_t *n)
+{
+	const char *s = *p + 2;
+	*n = (uint8_t)(*p)[0] | (size_t)(uint8_t)(*p)[1] << 8;
+	*p = s + *n + 1;
+	return s;
+}
+
+/* A standard tag (enum std_tag); safe: v is plain ASCII without '"' or
+ * '\\' (a constant or digits). */
+static void rec_tag_as(struct span_rec *r, enum std_tag k, const char *v, size_t vn, bool safe)
+{
+	char key[2] = { TAGK_STD, (char)((k + 1) | (safe ? TAG_SAFE : 0)) };
 	uint16_t save = r->len;
 	if (!v)
 		return;
-	if (rec_str(r, k, strlen(k)) && rec_str(r, v, vn))
+	if (rec_put(r, 0, key, 2) && rec_put(r, 0, v, vn))
 		r->ntags++;
 	else
 		r->len = save;
 }
 
-static void rec_tagz(struct span_rec *r, const char *k, const char *v)
+static void rec_tag(struct span_rec *r, enum std_tag k, const char *v, size_t vn)
+{
+	rec_tag_as(r, k, v, vn, false);
+}
+
+static void rec_tagz(struct span_rec *r, enum std_tag k, const char *v)
 {
 	if (v)
 		rec_tag(r, k, v, strlen(v));
+}
+
+/* A custom tag (configured name). */
+static void rec_custom(struct span_rec *r, const char *k, const char *v, size_t vn)
+{
+	uint16_t save = r->len;
+	size_t kn = strlen(k);
+	if (!v)
+		return;
+	if (rec_put(r, TAGK_CUSTOM, k, kn) && rec_put(r, 0, v, vn))
+		r->ntags++;
+	else
+		r->len = save;
 }
 
 static size_t u64_dec(char *out, uint64_t v)
@@ -612,21 +751,35 @@ static void cat(char *buf, size_t cap, size_t *len, const char *s, size_t n)
 	*len += n;
 }
 
+/* The request headers trace_finish reads, found in one pass. */
+enum { TF_METHOD, TF_AUTHORITY, TF_PATH, TF_XFP, TF_UA, TF_RID, TF_N };
+static inline int tf_match(const char *nm, uint32_t n)
+{
+	switch (n) {
+	case 5: return NAME_IS(nm, ":path") ? TF_PATH : -1;
+	case 7: return NAME_IS(nm, ":method") ? TF_METHOD : -1;
+	case 10: return NAME_IS(nm, ":authority") ? TF_AUTHORITY : NAME_IS(nm, "user-agent") ? TF_UA : -1;
+	case 12: return NAME_IS(nm, "x-request-id") ? TF_RID : -1;
+	case 17: return NAME_IS(nm, "x-forwarded-proto") ? TF_XFP : -1;
+	default: return -1;
+	}
+}
+
 static void common_tags(const struct trace_cfg *tc, struct span_rec *r, const struct trace_end *e,
-			const char *status)
+			const char *status, const int *hx)
 {
 	const struct tracer *t = tc->tracer;
 	char fl[128];
-	size_t n;
+	size_t n = 0;
 	const char *v;
-	if ((v = hdrs_get(e->req, ":method", &n)))
-		rec_tag(r, "http.method", v, n);
+	if ((v = hval(e->req, hx[TF_METHOD], &n)))
+		rec_tag(r, TAG_METHOD, v, n);
 	/* http.url: scheme://authority + path (truncated to max_path_tag_length) */
 	{
 		char url[SPAN_TXT / 2];
 		size_t sn = 0, an = 0, pn = 0, un = 0;
-		const char *sc = hdrs_get(e->req, "x-forwarded-proto", &sn);
-		const char *au = hdrs_get(e->req, ":authority", &an), *pa = hdrs_get(e->req, ":path", &pn);
+		const char *sc = hval(e->req, hx[TF_XFP], &sn);
+		const char *au = hval(e->req, hx[TF_AUTHORITY], &an), *pa = hval(e->req, hx[TF_PATH], &pn);
 		if (!sc)
 			sc = "http", sn = 4;
 		if (pn > tc->max_path)
@@ -635,29 +788,29 @@ static void common_tags(const struct trace_cfg *tc, struct span_rec *r, const st
 		cat(url, sizeof(url), &un, "://", 3);
 		cat(url, sizeof(url), &un, au ? au : "", au ? an : 0);
 		cat(url, sizeof(url), &un, pa ? pa : "", pa ? pn : 0);
-		rec_tag(r, "http.url", url, un);
+		rec_tag(r, TAG_URL, url, un);
 	}
-	rec_tagz(r, "http.protocol", e->protocol);
-	if ((v = hdrs_get(e->req, "user-agent", &n)))
-		rec_tag(r, "user_agent", v, n);
-	if ((v = hdrs_get(e->req, "x-request-id", &n)))
-		rec_tag(r, "guid:x-request-id", v, n);
-	rec_tagz(r, "http.status_code", status);
-	rec_tagz(r, "upstream_cluster", e->up_cluster);
-	rec_tagz(r, "upstream_address", e->up_host);
-	rec_tagz(r, "node_id", t->node_id);
-	rec_tagz(r, "component", "proxy");
-	al_flags_string(e->rflags, false, fl, sizeof(fl));
-	rec_tagz(r, "response_flags", fl);
+	if (e->protocol)
+		rec_tag_as(r, TAG_PROTOCOL, e->protocol, strlen(e->protocol), true);
+	if ((v = hval(e->req, hx[TF_UA], &n)))
+		rec_tag(r, TAG_UA, v, n);
+	if ((v = hval(e->req, hx[TF_RID], &n)))
+		rec_tag(r, TAG_RID, v, n);
+	rec_tag_as(r, TAG_STATUS, status, strlen(status), true);   /* "" without a response */
+	rec_tagz(r, TAG_CLUSTER, e->up_cluster);
+	rec_tagz(r, TAG_ADDR, e->up_host);
+	rec_tagz(r, TAG_NODE, t->node_id);
+	rec_tag_as(r, TAG_COMPONENT, "proxy", 5, true);
+	rec_tag_as(r, TAG_FLAGS, fl, al_flags_string(e->rflags, false, fl, sizeof(fl)), true);
 	for (size_t i = 0; i < tc->ntags; i++) {
 		const struct trace_tag *tg = &tc->tags[i];
 		if (tg->header && (v = hdrs_get(e->req, tg->header, &n)))
-			rec_tag(r, tg->tag, v, n);
-		else
-			rec_tagz(r, tg->tag, tg->value);
+			rec_custom(r, tg->tag, v, n);
+		else if (tg->value)
+			rec_custom(r, tg->tag, tg->value, strlen(tg->value));
 	}
 	if (r->error)
-		rec_tagz(r, "error", "true");
+		rec_tag_as(r, TAG_ERROR, "true", 4, true);
 }
 
 static struct span_rec *ring_slot(struct span_ring *rg, unsigned shard, struct stats_scope *st)
@@ -707,6 +860,8 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 	struct span_rec *r = ring_slot(rg, shard, t->stats);
 	if (!r)
 		return;
+	int hx[TF_N];
+	hdrs_scan(e->req, TF_N, tf_match, hx);
 	r->trace_hi = ts->trace_hi;
 	r->trace_lo = ts->trace_lo;
 	r->id = ts->span_id;
@@ -722,7 +877,7 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 		/* name: authority + path without the query (Envoy's default
 		 * operation when the route has no decorator) */
 		size_t an = 0, pn = 0;
-		const char *au = hdrs_get(e->req, ":authority", &an), *pa = hdrs_get(e->req, ":path", &pn);
+		const char *au = hval(e->req, hx[TF_AUTHORITY], &an), *pa = hval(e->req, hx[TF_PATH], &pn);
 		const char *q = pa ? memchr(pa, '?', pn) : NULL;
 		char nm[256];
 		size_t nn = 0;
@@ -732,7 +887,7 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 		cat(nm, sizeof(nm), &nn, pa ? pa : "", pa ? MIN(pn, 120) : 0);
 		rec_str(r, nm, nn);
 	}
-	common_tags(tc, r, e, status);
+	common_tags(tc, r, e, status, hx);
 	ring_push(rg);
 
 	if (tc->spawn_upstream && ts->up_start_ns) {
@@ -753,33 +908,35 @@ void trace_finish(const struct trace_cfg *tc, const struct trace_state *ts,
 		char nm[160];
 		int n = snprintf(nm, sizeof(nm), "router %s egress", e->up_cluster ? e->up_cluster : "-");
 		rec_str(r, nm, n > 0 ? MIN((size_t)n, sizeof(nm) - 1) : 0);
-		common_tags(tc, r, e, status);
+		common_tags(tc, r, e, status, hx);
 		ring_push(rg);
 	}
 }
 
 /* ---- rendering (main thread) -------------------------------------------- */
 
-/* A span is rendered into one buffer, then added to the report with one
- * evbuffer_add: no printf, no evbuffer chain per field.  Escaping can grow
- * the packed strings 6x (\u00XX), which RBUF_MAX covers. */
-#define RBUF_MAX (SPAN_TXT * 6 + 1024)
-struct rbuf {
-	char b[RBUF_MAX];
-	size_t n;
-};
+/* A span is rendered straight into the report's evbuffer (space reserved
+ * for the worst case first, so the writers below need no bounds checks):
+ * no printf, no evbuffer chain per field, no staging copy.  The writers
+ * take and return a local cursor, so the compiler keeps it in a register. */
 
-#define W_LIT(w, lit) w_mem(w, lit, sizeof(lit) - 1)
-
-static void w_mem(struct rbuf *w, const char *s, size_t n)
+/* Upper bound of a rendered span: escaping grows a byte at most 6x
+ * (\u00XX); every tag adds at most 64 bytes of keys and punctuation; the
+ * ids, times and fixed keys fit in 512. */
+static size_t span_bound(const struct span_rec *r, size_t svc_len)
 {
-	if (w->n + n > RBUF_MAX)
-		n = RBUF_MAX - w->n;   /* cannot happen: spans are bounded */
-	memcpy(w->b + w->n, s, n);
-	w->n += n;
+	return 512 + 6 * (size_t)r->len + 64 * (size_t)r->ntags + 6 * svc_len;
 }
 
-static void w_u64(struct rbuf *w, uint64_t v)
+#define W_LIT(o, lit) (memcpy(o, lit, sizeof(lit) - 1), (o) += sizeof(lit) - 1)
+
+static inline char *w_mem(char *o, const char *s, size_t n)
+{
+	al_copy_short(o, s, n);
+	return o + n;
+}
+
+static char *w_u64(char *o, uint64_t v)
 {
 	char t[20];
 	size_t i = sizeof(t);
@@ -787,144 +944,172 @@ static void w_u64(struct rbuf *w, uint64_t v)
 		t[--i] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v);
-	w_mem(w, t + i, sizeof(t) - i);
+	return w_mem(o, t + i, sizeof(t) - i);
 }
 
-static void w_hex16(struct rbuf *w, uint64_t v)
+static char *w_hex16(char *o, uint64_t v)
 {
-	char t[16];
-	tc_hex16(v, t);
-	w_mem(w, t, 16);
+	tc_hex16(v, o);
+	return o + 16;
 }
 
-/* A JSON string; bytes >= 0x80 become '?' (collectors need valid UTF-8
- * and header values are not guaranteed to be). */
-static void w_str(struct rbuf *w, const char *s)
+/* A JSON string of s[0..n); bytes >= 0x80 become '?' (collectors need
+ * valid UTF-8 and header values are not guaranteed to be).  Runs of plain
+ * bytes are found eight at a time and copied at once. */
+static char *w_strn(char *o, const char *s, size_t n)
 {
 	static const char hx[] = "0123456789abcdef";
-	const char *run = s;
-	W_LIT(w, "\"");
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch >= 0x20 && ch != '"' && ch != '\\' && ch < 0x7f)
-			continue;
-		w_mem(w, run, (size_t)(s - run));
-		run = s + 1;
+	*o++ = '"';
+	for (;;) {
+		size_t run = al_json_safe_len(s, n, true);
+		o = w_mem(o, s, run);
+		if (run == n)
+			break;
+		unsigned char ch = (unsigned char)s[run];
+		s += run + 1;
+		n -= run + 1;
 		if (ch == '"' || ch == '\\') {
-			char e[2] = { '\\', (char)ch };
-			w_mem(w, e, 2);
+			*o++ = '\\';
+			*o++ = (char)ch;
 		} else if (ch >= 0x7f) {
-			W_LIT(w, "?");
+			*o++ = '?';
 		} else {
 			char e[6] = { '\\', 'u', '0', '0', hx[ch >> 4], hx[ch & 15] };
-			w_mem(w, e, 6);
+			o = w_mem(o, e, 6);
 		}
 	}
-	w_mem(w, run, (size_t)(s - run));
-	W_LIT(w, "\"");
+	*o++ = '"';
+	return o;
 }
 
-static void json_str(struct evbuffer *o, const char *s)
+static void json_str(struct evbuffer *out, const char *s)
 {
-	static struct rbuf w;   /* main thread only */
-	w.n = 0;
-	w_str(&w, s);
-	evbuffer_add(o, w.b, w.n);
+	size_t n = strlen(s);
+	struct evbuffer_iovec v;
+	if (evbuffer_reserve_space(out, 6 * n + 2, &v, 1) < 1)
+		die("evbuffer_reserve_space");
+	v.iov_len = (size_t)(w_strn(v.iov_base, s, n) - (char *)v.iov_base);
+	evbuffer_commit_space(out, &v, 1);
 }
 
-static void render_zipkin(const struct tracer *t, const struct span_rec *r, struct rbuf *w)
+static char *render_zipkin(const struct tracer *t, const struct span_rec *r, char *o)
 {
 	char tid[32];
 	size_t tn = tc_format_trace_id(r->trace_hi, r->trace_lo, r->id128, tid);
 	const char *p = r->txt;
-	W_LIT(w, "{\"traceId\":\"");
-	w_mem(w, tid, tn);
-	W_LIT(w, "\",\"id\":\"");
-	w_hex16(w, r->id);
+	W_LIT(o, "{\"traceId\":\"");
+	o = w_mem(o, tid, tn);
+	W_LIT(o, "\",\"id\":\"");
+	o = w_hex16(o, r->id);
 	if (r->parent) {
-		W_LIT(w, "\",\"parentId\":\"");
-		w_hex16(w, r->parent);
+		W_LIT(o, "\",\"parentId\":\"");
+		o = w_hex16(o, r->parent);
 	}
 	if (r->server)
-		W_LIT(w, "\",\"kind\":\"SERVER\",\"name\":");
+		W_LIT(o, "\",\"kind\":\"SERVER\",\"name\":");
 	else
-		W_LIT(w, "\",\"kind\":\"CLIENT\",\"name\":");
-	w_str(w, p);
-	W_LIT(w, ",\"timestamp\":");
-	w_u64(w, r->start_us);
-	W_LIT(w, ",\"duration\":");
-	w_u64(w, r->dur_us);
-	W_LIT(w, ",\"localEndpoint\":{\"serviceName\":");
-	w_str(w, t->service);
-	W_LIT(w, "}");
+		W_LIT(o, "\",\"kind\":\"CLIENT\",\"name\":");
+	size_t nn;
+	const char *nm = rec_get(&p, &nn);
+	o = w_strn(o, nm, nn);
+	W_LIT(o, ",\"timestamp\":");
+	o = w_u64(o, r->start_us);
+	W_LIT(o, ",\"duration\":");
+	o = w_u64(o, r->dur_us);
+	W_LIT(o, ",\"localEndpoint\":{\"serviceName\":");
+	o = w_strn(o, t->service, strlen(t->service));
+	W_LIT(o, "}");
 	if (r->shared)
-		W_LIT(w, ",\"shared\":true");
-	W_LIT(w, ",\"tags\":{");
-	p += strlen(p) + 1;
+		W_LIT(o, ",\"shared\":true");
+	W_LIT(o, ",\"tags\":{");
 	for (unsigned i = 0; i < r->ntags; i++) {
-		const char *k = p, *v = k + strlen(k) + 1;
-		p = v + strlen(v) + 1;
+		size_t kn, vn;
+		const char *k = rec_get(&p, &kn), *v = rec_get(&p, &vn);
 		if (i)
-			W_LIT(w, ",");
-		w_str(w, k);
-		W_LIT(w, ":");
-		w_str(w, v);
+			W_LIT(o, ",");
+		bool safe = false;
+		if (k[0] == TAGK_STD) {
+			unsigned id = ((uint8_t)k[1] & ~TAG_SAFE) - 1u;
+			safe = (uint8_t)k[1] & TAG_SAFE;
+			o = w_mem(o, tag_zipkin[id], tag_zipkin_len[id]);
+		} else {
+			o = w_strn(o, k + 1, kn - 1);
+			W_LIT(o, ":");
+		}
+		if (safe) {
+			W_LIT(o, "\"");
+			o = w_mem(o, v, vn);
+			W_LIT(o, "\"");
+		} else {
+			o = w_strn(o, v, vn);
+		}
 	}
-	W_LIT(w, "}}");
+	W_LIT(o, "}}");
+	return o;
 }
 
-static void render_otel(const struct span_rec *r, struct rbuf *w)
+static char *render_otel(const struct span_rec *r, char *o)
 {
 	char tid[32];
 	const char *p = r->txt;
 	tc_format_trace_id(r->trace_hi, r->trace_lo, true, tid);
-	W_LIT(w, "{\"traceId\":\"");
-	w_mem(w, tid, 32);
-	W_LIT(w, "\",\"spanId\":\"");
-	w_hex16(w, r->id);
+	W_LIT(o, "{\"traceId\":\"");
+	o = w_mem(o, tid, 32);
+	W_LIT(o, "\",\"spanId\":\"");
+	o = w_hex16(o, r->id);
 	if (r->parent) {
-		W_LIT(w, "\",\"parentSpanId\":\"");
-		w_hex16(w, r->parent);
+		W_LIT(o, "\",\"parentSpanId\":\"");
+		o = w_hex16(o, r->parent);
 	}
-	W_LIT(w, "\",\"name\":");
-	w_str(w, p);
+	W_LIT(o, "\",\"name\":");
+	size_t nn;
+	const char *nm = rec_get(&p, &nn);
+	o = w_strn(o, nm, nn);
 	/* SpanKind: SPAN_KIND_SERVER = 2, SPAN_KIND_CLIENT = 3 */
 	if (r->server)
-		W_LIT(w, ",\"kind\":2,\"startTimeUnixNano\":\"");
+		W_LIT(o, ",\"kind\":2,\"startTimeUnixNano\":\"");
 	else
-		W_LIT(w, ",\"kind\":3,\"startTimeUnixNano\":\"");
-	w_u64(w, r->start_us * 1000ull);
-	W_LIT(w, "\",\"endTimeUnixNano\":\"");
-	w_u64(w, (r->start_us + r->dur_us) * 1000ull);
-	W_LIT(w, "\",\"attributes\":[");
-	p += strlen(p) + 1;
+		W_LIT(o, ",\"kind\":3,\"startTimeUnixNano\":\"");
+	o = w_u64(o, r->start_us * 1000ull);
+	W_LIT(o, "\",\"endTimeUnixNano\":\"");
+	o = w_u64(o, (r->start_us + r->dur_us) * 1000ull);
+	W_LIT(o, "\",\"attributes\":[");
 	for (unsigned i = 0; i < r->ntags; i++) {
-		const char *k = p, *v = k + strlen(k) + 1;
-		p = v + strlen(v) + 1;
+		size_t kn, vn;
+		const char *k = rec_get(&p, &kn), *v = rec_get(&p, &vn);
 		if (i)
-			W_LIT(w, ",");
-		W_LIT(w, "{\"key\":");
-		w_str(w, k);
-		if (!strcmp(k, "http.status_code")) {
-			W_LIT(w, ",\"value\":{\"intValue\":\"");
-			w_mem(w, v, strlen(v));   /* digits only */
-			W_LIT(w, "\"}}");
+			W_LIT(o, ",");
+		bool status = false;
+		if (k[0] == TAGK_STD) {
+			unsigned id = ((uint8_t)k[1] & ~TAG_SAFE) - 1u;
+			o = w_mem(o, tag_otel[id], tag_otel_len[id]);
+			status = id == TAG_STATUS;
 		} else {
-			W_LIT(w, ",\"value\":{\"stringValue\":");
-			w_str(w, v);
-			W_LIT(w, "}}");
+			W_LIT(o, "{\"key\":");
+			o = w_strn(o, k + 1, kn - 1);
+		}
+		if (status) {
+			W_LIT(o, ",\"value\":{\"intValue\":\"");
+			o = w_mem(o, v, vn);   /* digits only */
+			W_LIT(o, "\"}}");
+		} else {
+			W_LIT(o, ",\"value\":{\"stringValue\":");
+			o = w_strn(o, v, vn);
+			W_LIT(o, "}}");
 		}
 	}
 	/* Status: STATUS_CODE_ERROR = 2 on errors, unset otherwise */
 	if (r->error)
-		W_LIT(w, "],\"status\":{\"code\":2}}");
+		W_LIT(o, "],\"status\":{\"code\":2}}");
 	else
-		W_LIT(w, "],\"status\":{}}");
+		W_LIT(o, "],\"status\":{}}");
+	return o;
 }
 
 /* Move the spans of every ring into t->pending (rendered). */
 static void drain_rings(struct tracer *t)
 {
+	size_t svc_len = t->kind == TRACER_ZIPKIN ? strlen(t->service) : 0;
 	for (unsigned w = 0; w < t->nrings; w++) {
 		struct span_ring *rg = &t->rings[w];
 		uint32_t tail = atomic_load_explicit(&rg->tail, memory_order_relaxed);
@@ -935,15 +1120,18 @@ static void drain_rings(struct tracer *t)
 				stats_inc(t->stats, 0, spans_dropped);
 				continue;
 			}
-			static struct rbuf rb;   /* main thread only */
-			rb.n = 0;
+			struct evbuffer_iovec v;
+			if (evbuffer_reserve_space(t->pending, span_bound(r, svc_len), &v, 1) < 1)
+				die("evbuffer_reserve_space");
+			char *o = v.iov_base;
 			if (t->npending)
-				W_LIT(&rb, ",");
+				*o++ = ',';
 			if (t->kind == TRACER_ZIPKIN)
-				render_zipkin(t, r, &rb);
+				o = render_zipkin(t, r, o);
 			else
-				render_otel(r, &rb);
-			evbuffer_add(t->pending, rb.b, rb.n);
+				o = render_otel(r, o);
+			v.iov_len = (size_t)(o - (char *)v.iov_base);
+			evbuffer_commit_space(t->pending, &v, 1);
 			t->npending++;
 		}
 		atomic_store_explicit(&rg->tail, tail, memory_order_release);

@@ -121,6 +121,112 @@ TEST(start_time_formats)
 	done();
 }
 
+/* START_TIME is cached per thread per second and format: within a second
+ * only the fraction digits change; a new second, a new format (same text
+ * at another address too) and more formats than cache slots render right. */
+TEST(start_time_cache)
+{
+	struct al_record r = sample();
+	const char *fmt = "%START_TIME%|%START_TIME(%s.%3f %9f)%|%START_TIME(%H:%M:%E6S)%";
+	char *s = render_text(fmt, false, &r);
+	CHECK_STR(s, "2016-04-15T20:17:00.310Z|1460751420.310 310123456|20:17:00.310123");
+	free(s);
+	r.start_wall_ns += 5000001;   /* same second, +5 ms */
+	s = render_text(fmt, false, &r);
+	CHECK_STR(s, "2016-04-15T20:17:00.315Z|1460751420.315 315123457|20:17:00.315123");
+	free(s);
+	r.start_wall_ns += 3600ull * 1000000000ull - 315123457ull;   /* an hour on, .000 */
+	s = render_text(fmt, false, &r);
+	CHECK_STR(s, "2016-04-15T21:17:00.000Z|1460755020.000 000000000|21:17:00.000000");
+	free(s);
+	/* more distinct formats than cache slots, rendered twice each */
+	static const char *const many[] = { "%START_TIME(%Y)%", "%START_TIME(%m)%", "%START_TIME(%d)%",
+					    "%START_TIME(%H)%", "%START_TIME(%M)%", "%START_TIME(%3f)%" };
+	static const char *const want[] = { "2016", "04", "15", "21", "17", "000" };
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < ARRAY_SIZE(many); i++) {
+			s = render_text(many[i], false, &r);
+			CHECK_STR(s, want[i]);
+			free(s);
+		}
+	}
+	/* a format longer than the cache key is rendered every time */
+	char longfmt[200];
+	snprintf(longfmt, sizeof(longfmt), "%%START_TIME(%s%%3f)%%", "..........................."
+		 "..................................................");
+	s = render_text(longfmt, false, &r);
+	CHECK_CONTAINS(s, ".000");
+	free(s);
+	r.start_wall_ns += 7000000;
+	s = render_text(longfmt, false, &r);
+	CHECK_CONTAINS(s, ".007");
+	free(s);
+	done();
+}
+
+/* The word-at-a-time JSON escaping against a bytewise reference, with the
+ * special byte at every position of strings longer than a word. */
+static void json_ref(const char *v, size_t n, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)c;
+		} else if (c == '\n') {
+			out[o++] = '\\';
+			out[o++] = 'n';
+		} else if (c == '\r') {
+			out[o++] = '\\';
+			out[o++] = 'r';
+		} else if (c == '\t') {
+			out[o++] = '\\';
+			out[o++] = 't';
+		} else if (c < 0x20 || c == 0x7f) {
+			o += (size_t)sprintf(out + o, "\\u00%c%c", hex[c >> 4], hex[c & 15]);
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	out[o] = 0;
+}
+
+TEST(json_escape_word_at_a_time)
+{
+	static const unsigned char specials[] = { '"', '\\', '\n', 0x01, 0x1f, 0x7f, 0x80, 0xff, ' ', '~' };
+	char err[256];
+	json_error_t je;
+	json_t *j = json_loads("{\"v\": \"%REQ(X-V)%\"}", 0, &je);
+	struct al_format *f = al_format_json(j, false, err, sizeof(err));
+	CHECK(f != NULL);
+	int bad = 0;
+	for (size_t len = 1; len <= 27 && f; len++) {
+		for (size_t pos = 0; pos < len; pos++) {
+			for (size_t k = 0; k < sizeof(specials); k++) {
+				char v[32], want[256], line[300];
+				for (size_t i = 0; i < len; i++)
+					v[i] = (char)('a' + i % 26);
+				v[pos] = (char)specials[k];
+				struct al_record r = sample();
+				hdrs_add(&req, "x-v", 3, v, len);
+				json_ref(v, len, want);
+				snprintf(line, sizeof(line), "{\"v\":\"%s\"}\n", want);
+				char *s = render(f, &r);
+				if (strcmp(s, line) && bad++ < 3)
+					fprintf(stderr, "  len %zu pos %zu byte %02x: %s != %s", len, pos,
+						specials[k], s, line);
+				free(s);
+				done();
+			}
+		}
+	}
+	CHECK(bad == 0);
+	al_format_free(f);
+	json_decref(j);
+}
+
 TEST(response_flags_strings)
 {
 	char buf[512];

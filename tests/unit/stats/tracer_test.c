@@ -187,3 +187,69 @@ TEST(tracer_config_errors)
 	stats_store_free(store);
 	store = NULL;
 }
+
+/* No incoming context (the common case: headers added, not searched for),
+ * standard and custom tags through their encodings, escaping of quotes,
+ * control and high bytes, and a span whose strings overflow the record
+ * (tags that do not fit are left out; the rest stays valid JSON). */
+TEST(tracer_fresh_context_tags_and_full_record)
+{
+	struct trace_cfg *tc = parse("{\"tracing\":{" ZIPKIN ",\"custom_tags\":[{\"tag\":\"q\\\"k\","
+				     "\"literal\":{\"value\":\"v\\\\1\"}},{\"tag\":\"h\","
+				     "\"request_header\":{\"name\":\"x-h\"}}]}}", NULL, 0);
+	CHECK(tc != NULL);
+	if (!tc)
+		return;
+	for (int round = 0; round < 2; round++) {
+		struct http_headers h;
+		struct trace_state ts = { 0 };
+		char big[1200];
+		hdrs_init(&h);
+		hdrs_add_cstr(&h, ":method", "POST");
+		hdrs_add_cstr(&h, ":authority", "svc");
+		hdrs_add_cstr(&h, ":path", "/p");
+		hdrs_add_cstr(&h, "user-agent", "ua\x01\xc3\xa9\"x\"");
+		if (round == 1) {   /* fills the 1 KiB record before the custom tags */
+			memset(big, 'a', sizeof(big) - 1);
+			big[sizeof(big) - 1] = 0;
+			hdrs_add_cstr(&h, "x-request-id", big + 269);   /* 930 bytes */
+		}
+		hdrs_add_cstr(&h, "x-h", "hv");
+		trace_begin(tc, &ts, &h, false, true, 0);
+		CHECK(ts.active && ts.sampled && !ts.shared && ts.parent_id == 0 && ts.span_id);
+		size_t n;
+		CHECK(hdrs_get(&h, "x-b3-traceid", &n) && n == 16);
+		CHECK(hdrs_get(&h, "x-b3-spanid", &n) && n == 16);
+		CHECK_STR(hdrs_get(&h, "x-b3-sampled", NULL), "1");
+		CHECK(hdrs_get(&h, "x-b3-parentspanid", NULL) == NULL);
+		CHECK(hdrs_get(&h, "traceparent", NULL) == NULL);
+		CHECK(hdrs_get(&h, "b3", NULL) == NULL);
+		struct trace_end e = end_of(&h, 0);   /* no response: error, status "" */
+		trace_finish(tc, &ts, &e, 0, 0);
+		json_t *j = render(tc, &n);
+		CHECK_INT(n, 1);
+		json_t *tags = json_object_get(json_array_get(j, 0), "tags");
+		CHECK(tags != NULL);
+		CHECK_STR(json_string_value(json_object_get(tags, "http.method")), "POST");
+		CHECK_STR(json_string_value(json_object_get(tags, "user_agent")), "ua\x01??\"x\"");
+		CHECK_STR(json_string_value(json_object_get(tags, "http.status_code")), "");
+		if (round == 0) {
+			CHECK_STR(json_string_value(json_object_get(tags, "error")), "true");
+			CHECK_STR(json_string_value(json_object_get(tags, "component")), "proxy");
+			CHECK_STR(json_string_value(json_object_get(tags, "response_flags")), "-");
+			CHECK_STR(json_string_value(json_object_get(tags, "upstream_cluster")), "backend");
+			CHECK_STR(json_string_value(json_object_get(tags, "q\"k")), "v\\1");
+			CHECK_STR(json_string_value(json_object_get(tags, "h")), "hv");
+		} else {
+			const char *rid = json_string_value(json_object_get(tags, "guid:x-request-id"));
+			CHECK_INT(rid ? strlen(rid) : 0, 930);
+			/* the record is full: the later tags did not fit */
+			CHECK(json_object_get(tags, "upstream_cluster") == NULL);
+			CHECK(json_object_get(tags, "h") == NULL);
+			CHECK(json_object_get(tags, "error") == NULL);
+		}
+		json_decref(j);
+		hdrs_free(&h);
+	}
+	trace_cfg_free(tc);
+}
