@@ -57,8 +57,8 @@ static const char harness_clusters[] =
 	"  \"load_assignment\":{\"cluster_name\":\"backend\",\"endpoints\":[{\"lb_endpoints\":["
 	"   {\"endpoint\":{\"address\":{\"socket_address\":{\"address\":\"127.0.0.1\","
 	"    \"port_value\":9}}}}]}]}},"
-	" {\"name\":\"fuzz-eds\",\"type\":\"EDS\",\"connect_timeout\":\"1s\","
-	"  \"eds_cluster_config\":{\"eds_config\":{\"ads\":{}}}},"
+	" {\"name\":\"svc-eds\",\"type\":\"EDS\",\"connect_timeout\":\"1s\","
+	"  \"eds_cluster_config\":{\"eds_config\":{\"ads\":{}},\"service_name\":\"svc\"}},"
 	" {\"name\":\"fuzz-tls\",\"type\":\"STATIC\",\"connect_timeout\":\"1s\","
 	"  \"transport_socket\":{\"name\":\"envoy.transport_sockets.tls\",\"typed_config\":{"
 	"   \"@type\":\"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\","
@@ -75,11 +75,19 @@ static const char harness_rds_listener[] =
 	"   \"@type\":\"type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\"}}]}}]}]}";
 
 static struct {
-	struct cluster *cl[3];        /* backend, fuzz-eds, fuzz-tls: never started */
+	struct cluster *cl[3];        /* backend, svc-eds, fuzz-tls: never started */
 	struct snapshot *view;        /* the clusters a listener may reference */
 	json_t *rds_listener;
 	bool lax;
+	bool verbose;                 /* XDS_FUZZ_VERBOSE set: say what each resource did */
 } h;
+
+/* With XDS_FUZZ_VERBOSE (seed maintenance: are the seeds accepted?). */
+static void say(const char *type, const char *name, const char *err)
+{
+	if (h.verbose)
+		fprintf(stderr, "%s '%s': %s\n", type, name ? name : "", err && *err ? err : "ok");
+}
 
 static void check(bool ok, const char *what)
 {
@@ -94,6 +102,7 @@ static void setup(void)
 	json_error_t je;
 	struct cfg_ctx c;
 	log_current_level = LOG_OFF;
+	h.verbose = getenv("XDS_FUZZ_VERBOSE") != NULL;
 	g_server.nworkers = 2;
 	g_server.stats = stats_store_new(3);
 	g_server.xds.enabled = true;
@@ -146,6 +155,8 @@ static void compile_listener(const json_t *j, const json_t *route)
 	cfg_setup(&c);
 	struct listener_cfg *l = listener_parse(&c, j, &b);
 	check(l || c.err[0], "a rejected Listener/RouteConfiguration says why");
+	say(route ? "RouteConfiguration" : "Listener", json_string_value(json_object_get(route ? route : j, "name")),
+	    l ? NULL : c.err);
 	listener_unref(l);
 	json_decref(used);
 }
@@ -161,6 +172,7 @@ static void compile(int t, const char *name, const json_t *j)
 		cfg_setup(&c);
 		struct cluster *cl = cluster_parse(&c, j, &b);
 		check(cl || c.err[0], "a rejected Cluster says why");
+		say("Cluster", name, cl ? NULL : c.err);
 		if (cl)
 			cluster_unref(cl);
 		break;
@@ -169,6 +181,7 @@ static void compile(int t, const char *name, const json_t *j)
 		cfg_init(&c, NULL, NULL);
 		if (cluster_eds_update(h.cl[1], &c, j))
 			check(c.err[0], "a rejected ClusterLoadAssignment says why");
+		say("ClusterLoadAssignment", name, c.err);
 		break;
 	case T_LDS:
 		compile_listener(j, NULL);
@@ -181,8 +194,8 @@ static void compile(int t, const char *name, const json_t *j)
 			err[0] = '\0';
 			if (tls_sds_apply(k ? "fuzz-ca" : "fuzz-cert", j, "v", err, sizeof(err)) < 0)
 				check(err[0], "a rejected Secret says why");
+			say(k ? "Secret (as fuzz-ca)" : "Secret (as fuzz-cert)", name, err);
 		}
-		(void)name;
 		break;
 	}
 }
@@ -218,6 +231,7 @@ static void take(int t, const Google__Protobuf__Any *any, size_t idx, const char
 	snprintf(path, sizeof(path), "resources[%zu]", idx);
 	if (!j) {
 		check(!strncmp(err, path, strlen(path)), "a decode error names the resource");
+		say("decode", bad_name, err);
 		return;
 	}
 	check(json_is_object(j) && !json_object_get(j, "@type"), "an object without @type");
