@@ -4,8 +4,12 @@
  * unwrap, type URL check, pb_json) and then through the same per-type
  * compile/validation function xds/ads.c applies it with:
  *   Cluster                cluster_parse (then released)
- *   ClusterLoadAssignment  cluster_eds_update on a harness EDS cluster
- *                          (and the removal: an empty assignment)
+ *                          (STATIC and EDS ones started, as ads.c does:
+ *                          host set and load balancer built)
+ *   ClusterLoadAssignment  cluster_eds_update on started harness EDS
+ *                          clusters, one per LB policy (round robin, least
+ *                          request, ring hash, Maglev, random), and the
+ *                          removal (an empty assignment)
  *   Listener               listener_parse over a view of harness clusters,
  *                          RDS names resolved to empty route tables (what
  *                          ads.c compiles after the RDS fetch timeout)
@@ -26,7 +30,8 @@
  *
  * No network, no event loop: the server is g_server with a stats store and
  * xDS "enabled" (so sds_config/rds {ads: {}} are accepted as under ADS) and
- * no workers; clusters are never started.  Invariants: a decode failure
+ * no workers; clusters that would resolve DNS or health check are not started
+ * and no timer ever fires (the event base never runs).  Invariants: a decode failure
  * names its resource ("resources[N]"); a failed compile says why; whatever
  * compiled is released without leaks (libFuzzer's leak check).  Secrets
  * accepted stay in the process-wide store between inputs (as in the proxy).
@@ -39,6 +44,7 @@
 #include "tls/tls.h"
 #include "stats/stats.h"
 #include "envoy/service/discovery/v3/subset.pb-c.h"
+#include <event2/event.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -52,19 +58,26 @@ static const char *const type_urls[T_N] = {
 };
 
 #define ADS_SRC "\"config_source\":{\"ads\":{},\"resource_api_version\":\"V3\"}"
+#define EDS_CL(name, lb) \
+	" {\"name\":\"" name "\",\"type\":\"EDS\",\"connect_timeout\":\"1s\",\"lb_policy\":\"" lb "\"," \
+	"  \"eds_cluster_config\":{\"eds_config\":{\"ads\":{}},\"service_name\":\"svc\"}},"
 static const char harness_clusters[] =
 	"[{\"name\":\"backend\",\"type\":\"STATIC\",\"connect_timeout\":\"1s\","
 	"  \"load_assignment\":{\"cluster_name\":\"backend\",\"endpoints\":[{\"lb_endpoints\":["
 	"   {\"endpoint\":{\"address\":{\"socket_address\":{\"address\":\"127.0.0.1\","
 	"    \"port_value\":9}}}}]}]}},"
-	" {\"name\":\"svc-eds\",\"type\":\"EDS\",\"connect_timeout\":\"1s\","
-	"  \"eds_cluster_config\":{\"eds_config\":{\"ads\":{}},\"service_name\":\"svc\"}},"
 	" {\"name\":\"fuzz-tls\",\"type\":\"STATIC\",\"connect_timeout\":\"1s\","
 	"  \"transport_socket\":{\"name\":\"envoy.transport_sockets.tls\",\"typed_config\":{"
 	"   \"@type\":\"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\","
 	"   \"common_tls_context\":{"
 	"    \"tls_certificate_sds_secret_configs\":[{\"name\":\"fuzz-cert\",\"sds_config\":{\"ads\":{}}}],"
-	"    \"validation_context_sds_secret_config\":{\"name\":\"fuzz-ca\",\"sds_config\":{\"ads\":{}}}}}}}]";
+	"    \"validation_context_sds_secret_config\":{\"name\":\"fuzz-ca\",\"sds_config\":{\"ads\":{}}}}}}},"
+	EDS_CL("svc-eds", "ROUND_ROBIN") EDS_CL("eds-lr", "LEAST_REQUEST")
+	EDS_CL("eds-ring", "RING_HASH") EDS_CL("eds-maglev", "MAGLEV")
+	" {\"name\":\"eds-random\",\"type\":\"EDS\",\"connect_timeout\":\"1s\",\"lb_policy\":\"RANDOM\","
+	"  \"eds_cluster_config\":{\"eds_config\":{\"ads\":{}},\"service_name\":\"svc\"}}]";
+#define NCL 7          /* harness clusters */
+#define FIRST_EDS 2    /* cl[FIRST_EDS..]: the started EDS clusters every assignment goes to */
 static const char harness_rds_listener[] =
 	"{\"name\":\"fuzz-rds\",\"address\":{\"socket_address\":{\"address\":\"127.0.0.1\","
 	" \"port_value\":10000}},\"filter_chains\":[{\"filters\":[{"
@@ -75,7 +88,9 @@ static const char harness_rds_listener[] =
 	"   \"@type\":\"type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\"}}]}}]}]}";
 
 static struct {
-	struct cluster *cl[3];        /* backend, svc-eds, fuzz-tls: never started */
+	struct cluster *cl[NCL];      /* backend, fuzz-tls (never started), then EDS
+				       * clusters of each LB policy, started */
+	struct event_base *base;      /* for cluster_start's timers; never run */
 	struct snapshot *view;        /* the clusters a listener may reference */
 	json_t *rds_listener;
 	bool lax;
@@ -111,7 +126,8 @@ static void setup(void)
 	h.rds_listener = json_loads(harness_rds_listener, 0, &je);
 	check(cls && h.rds_listener, "harness JSON parses");
 	struct build_ctx b = { .srv = &g_server, .stats = g_server.stats, .nworkers = 2 };
-	for (size_t i = 0; i < 3; i++) {
+	h.base = event_base_new();
+	for (size_t i = 0; i < NCL; i++) {
 		cfg_init(&c, NULL, NULL);
 		h.cl[i] = cluster_parse(&c, json_array_get(cls, i), &b);
 		if (!h.cl[i])
@@ -119,7 +135,9 @@ static void setup(void)
 		check(h.cl[i] != NULL, "harness clusters compile");
 	}
 	json_decref(cls);
-	h.view = snapshot_compose(h.cl, 3, NULL, 0, NULL);
+	for (size_t i = FIRST_EDS; i < NCL; i++)
+		cluster_start(h.cl[i], h.base, NULL, NULL);
+	h.view = snapshot_compose(h.cl, NCL, NULL, 0, NULL);
 }
 
 static void cfg_setup(struct cfg_ctx *c)
@@ -173,15 +191,22 @@ static void compile(int t, const char *name, const json_t *j)
 		struct cluster *cl = cluster_parse(&c, j, &b);
 		check(cl || c.err[0], "a rejected Cluster says why");
 		say("Cluster", name, cl ? NULL : c.err);
+		/* ads.c starts what it accepted (start_warming); here only what
+		 * needs no DNS, health checker or socket: STATIC and EDS (which
+		 * waits for its assignment) publish a host set and build the LB */
+		if (cl && (cl->type == CLUSTER_STATIC || cl->type == CLUSTER_EDS) && !cl->hc_cfg)
+			cluster_start(cl, h.base, NULL, NULL);
 		if (cl)
 			cluster_unref(cl);
 		break;
 	}
-	case T_EDS:
-		cfg_init(&c, NULL, NULL);
-		if (cluster_eds_update(h.cl[1], &c, j))
-			check(c.err[0], "a rejected ClusterLoadAssignment says why");
-		say("ClusterLoadAssignment", name, c.err);
+	case T_EDS:   /* as eds_apply_one: every (started) user of the assignment */
+		for (size_t i = FIRST_EDS; i < NCL; i++) {
+			cfg_init(&c, NULL, NULL);
+			if (cluster_eds_update(h.cl[i], &c, j))
+				check(c.err[0], "a rejected ClusterLoadAssignment says why");
+			say("ClusterLoadAssignment", name, c.err);
+		}
 		break;
 	case T_LDS:
 		compile_listener(j, NULL);
