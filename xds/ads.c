@@ -20,6 +20,7 @@
  * service-name index, and the EDS subscription set is recomputed only after a
  * cluster change. */
 #include "ads.h"
+#include "ads_decode.h"
 
 #include <malloc.h>
 #include <math.h>
@@ -38,7 +39,6 @@
 #define TYPE_LDS "type.googleapis.com/envoy.config.listener.v3.Listener"
 #define TYPE_RDS "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 #define TYPE_SDS "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-#define TYPE_RESOURCE "type.googleapis.com/envoy.service.discovery.v3.Resource"
 #define ADS_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 #define DELTA_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 
@@ -1340,66 +1340,17 @@ static void update_subscriptions(struct ads *a)
 	update_subscription(a, T_SDS, sds);
 }
 
-/* The name of a resource that failed to convert, for the NACK ("" if none). */
-static void resource_name(const char *url, const uint8_t *data, size_t len, int t, char *out,
-			  size_t outlen)
-{
-	const ProtobufCMessageDescriptor *d = pb_find_descriptor(url);
-	ProtobufCMessage *m = d ? protobuf_c_message_unpack(d, NULL, len, data) : NULL;
-	const ProtobufCFieldDescriptor *f =
-		m ? protobuf_c_message_descriptor_get_field_by_name(d, t == T_EDS ? "cluster_name"
-										     : "name")
-		  : NULL;
-	const char *v = f ? *(char *const *)((const char *)m + f->offset) : NULL;
-	snprintf(out, outlen, "%s", v ? v : "");
-	if (m)
-		protobuf_c_message_free_unpacked(m, NULL);
-}
-
 /* Decode one resource to JSON; NULL with err (and name if it could be read). */
 static json_t *decode_resource(struct ads *a, int t, const Google__Protobuf__Any *any, size_t idx,
 			       char *err, size_t errlen, char *name, size_t namelen)
 {
-	char path[64];
-	const char *url = any->type_url;
-	const uint8_t *data = any->value.data;
-	size_t len = any->value.len;
-	Envoy__Service__Discovery__V3__Resource *wrap = NULL;
-	json_t *j;
-
-	snprintf(path, sizeof(path), "resources[%zu]", idx);
-	if (url && !strcmp(url, TYPE_RESOURCE)) {   /* SotW TTL wrapper */
-		wrap = envoy__service__discovery__v3__resource__unpack(NULL, len, data);
-		if (!wrap || !wrap->resource) {
-			snprintf(err, errlen, "%s: malformed Resource wrapper", path);
-			if (wrap)
-				envoy__service__discovery__v3__resource__free_unpacked(wrap, NULL);
-			return NULL;
-		}
-		url = wrap->resource->type_url;
-		data = wrap->resource->value.data;
-		len = wrap->resource->value.len;
-	}
-	if (!url || strcmp(url, type_urls[t])) {
-		snprintf(err, errlen, "%s: %s does not match %s type URL in DiscoveryResponse", path,
-			 url ? url : "(none)", type_urls[t]);
-		j = NULL;
-	} else {
-		a->pj.flags = a->srv->opt.allow_unknown_fields ? PB_JSON_ALLOW_UNKNOWN : 0;
-		a->pj.unknown_seen = 0;
-		j = pb_any_to_json(&a->pj, url, data, len, path);
-		if (!j) {
-			snprintf(err, errlen, "%s", a->pj.err);
-			resource_name(url, data, len, t, name, namelen);
-		} else {
-			json_object_del(j, "@type");
-		}
-		if (a->pj.unknown_seen)
-			stats_add(a->srv->server_stats, 0, SRV_dynamic_unknown_fields,
-				  (int64_t)a->pj.unknown_seen);
-	}
-	if (wrap)
-		envoy__service__discovery__v3__resource__free_unpacked(wrap, NULL);
+	a->pj.flags = a->srv->opt.allow_unknown_fields ? PB_JSON_ALLOW_UNKNOWN : 0;
+	a->pj.unknown_seen = 0;
+	json_t *j = ads_decode_resource(&a->pj, type_urls[t], t == T_EDS ? "cluster_name" : "name",
+					any, idx, err, errlen, name, namelen);
+	if (a->pj.unknown_seen)
+		stats_add(a->srv->server_stats, 0, SRV_dynamic_unknown_fields,
+			  (int64_t)a->pj.unknown_seen);
 	return j;
 }
 

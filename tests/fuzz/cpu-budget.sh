@@ -18,7 +18,8 @@ for n in "${targets[@]}"; do
 	cp tests/fuzz/corpus/"$n"/* "$work"/ 2>/dev/null
 	mkdir -p build/fuzz/artifacts/"$n"
 	start=$(date +%s)
-	"$bin" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	dict=(); [ -f tests/fuzz/"$n".dict ] && dict=(-dict=tests/fuzz/"$n".dict)
+	"$bin" "${dict[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 		-artifact_prefix=build/fuzz/artifacts/"$n"/ "$work" > "$work.log" 2>&1 &
 	pid=$!
 	used=0

@@ -5,7 +5,9 @@
 bin=$1; corpus=$2; secs=$3
 work=$(mktemp -d /tmp/remora-fuzz.XXXXXX)
 cp "$corpus"/* "$work"/ 2>/dev/null
-"$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=0 \
+dict=tests/fuzz/$(basename "$bin" _fuzz).dict
+[ -f "$dict" ] && set -- -dict="$dict" || set --
+"$bin" "$@" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=0 \
 	-artifact_prefix=tests/fuzz/ "$work" > "$work.log" 2>&1
 rc=$?
 if [ $rc != 0 ]; then
