@@ -1381,7 +1381,7 @@ static const char *take_json_resource(int t, const json_t *r, size_t idx, json_t
 	char e[1024] = "";
 	const char *want = NULL, *url = json_string_value(json_object_get(r, "@type"));
 	json_t *j = NULL;
-	if (url && !strcmp(url, TYPE_RESOURCE)) {
+	if (url && !strcmp(url, XDS_TYPE_RESOURCE)) {
 		want = json_string_value(json_object_get(r, "name"));
 		r = json_object_get(r, "resource");
 		url = json_string_value(json_object_get(r, "@type"));
