@@ -54,7 +54,6 @@ EXCLUDE_PREFIXES = [
     "envoy.extensions.transport_sockets.tls.v3.GenericSecret",
     "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider",
     "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance",
-    "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext",
     "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CustomHandshaker",
     "envoy.config.core.v3.WatchedDirectory",
     "envoy.config.listener.v3.UdpListenerConfig", "envoy.config.listener.v3.QuicProtocolOptions",
