@@ -6,6 +6,7 @@
 #include "log.h"
 #include "wait_ready.h"
 #include "inject/inject_main.h"
+#include "../tls/ca_client.h"
 
 static void usage(FILE *f)
 {
@@ -29,6 +30,15 @@ static void usage(FILE *f)
 		"      --service-node ID         node.id (overrides the bootstrap)\n"
 		"      --service-cluster NAME    node.cluster (overrides the bootstrap)\n"
 		"      --allow-unknown-static-fields  warn on unknown config fields instead of failing\n"
+		"      --ca-address HOST:PORT    get the workload certificate from this CA (Istio's\n"
+		"                                CreateCertificate over gRPC h2c; env REMORA_CA_ADDRESS)\n"
+		"      --ca-token-file FILE      bearer token for the CA, re-read at each request\n"
+		"                                (env REMORA_CA_TOKEN_FILE)\n"
+		"      --cert-ttl DURATION       requested certificate lifetime: 24h (default), 90m,\n"
+		"                                30s (env REMORA_CERT_TTL)\n"
+		"      --identity-secret NAME    SDS secret the certificate is installed as (default\n"
+		"                                \"default\"; the trust bundle is \"ROOTCA\")\n"
+		"                                (env REMORA_IDENTITY_SECRET)\n"
 		"      --version                 print the version and exit\n");
 }
 
@@ -46,13 +56,18 @@ int main(int argc, char **argv)
 		{ "service-cluster", required_argument, NULL, 'C' },
 		{ "allow-unknown-static-fields", no_argument, NULL, 'u' },
 		{ "allow-unknown-fields", no_argument, NULL, 'u' },
+		{ "ca-address", required_argument, NULL, 'A' },
+		{ "ca-token-file", required_argument, NULL, 'A' },
+		{ "cert-ttl", required_argument, NULL, 'A' },
+		{ "identity-secret", required_argument, NULL, 'A' },
 		{ "version", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct server *srv = &g_server;
-	int c;
+	int c, li = 0;
 	size_t linelen = 0;
+	char err[512];
 
 	if (argc > 1 && !strcmp(argv[1], "wait-ready"))
 		return wait_ready_main(argc - 1, argv + 1);
@@ -71,7 +86,7 @@ int main(int argc, char **argv)
 		if (i + 1 < argc)
 			strcat(srv->opt.argv_line, " ");
 	}
-	while ((c = getopt_long(argc, argv, "c:l:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:l:h", opts, &li)) != -1) {
 		char *end;
 		switch (c) {
 		case 'c':
@@ -121,6 +136,12 @@ int main(int argc, char **argv)
 		case 'u':
 			srv->opt.allow_unknown_fields = true;
 			break;
+		case 'A':
+			if (ca_client_set_option(opts[li].name, optarg, err, sizeof(err))) {
+				fprintf(stderr, "remora: %s\n", err);
+				return 1;
+			}
+			break;
 		case 'v':
 			printf("remora version 0.1.0\n");
 			free(srv->opt.argv_line);
@@ -134,6 +155,11 @@ int main(int argc, char **argv)
 			free(srv->opt.argv_line);
 			return 1;
 		}
+	}
+	if (ca_client_configure(err, sizeof(err))) {
+		fprintf(stderr, "remora: %s\n", err);
+		free(srv->opt.argv_line);
+		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	if (evthread_use_pthreads())

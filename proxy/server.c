@@ -17,6 +17,7 @@
 #include "router/route.h"
 #include "../stats/admin.h"
 #include "../tls/tls.h"
+#include "../tls/ca_client.h"
 #include "../xds/ads.h"
 #include "../stats/tracer.h"
 
@@ -354,6 +355,11 @@ void server_xds_initial_fetch_done(struct server *srv)
 	cluster_initialized(NULL, srv);
 }
 
+void server_init_release(struct server *srv)
+{
+	cluster_initialized(NULL, srv);
+}
+
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
 static void start_workers(struct server *srv)
@@ -665,11 +671,13 @@ int server_run(struct server *srv)
 	 * listeners start once every cluster knows its first membership. */
 	srv->state = SERVER_INITIALIZING;
 	cluster_publish_hook = publish_hostset;
-	srv->clusters_pending = srv->snap->nclusters + 1 + (srv->xds.enabled ? 1 : 0);
+	srv->clusters_pending = srv->snap->nclusters + 1 + (srv->xds.enabled ? 1 : 0) +
+				(ca_client_enabled() ? 1 : 0);
 	for (size_t i = 0; i < srv->snap->nclusters; i++)
 		cluster_start(srv->snap->clusters[i], srv->base, cluster_initialized, srv);
 	if (srv->xds.enabled)   /* its +1 ends with the initial fetch (or its timeout) */
 		srv->ads = ads_start(srv);
+	ca_client_start(srv);   /* its +1 ends with the first workload certificate */
 	cluster_initialized(NULL, srv);   /* the +1: covers zero clusters */
 
 	log_info("remora started (concurrency %u, config %s)", srv->nworkers, srv->opt.config_path);
@@ -692,6 +700,7 @@ void server_free(struct server *srv)
 		event_free(srv->snap_free_ev);
 	srv->snap_free_ev = NULL;
 	ads_free(srv->ads);
+	ca_client_stop();
 	srv->ads = NULL;
 	xds_bootstrap_free(&srv->xds);
 	cluster_publish_hook = NULL;

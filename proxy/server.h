@@ -104,6 +104,9 @@ void server_free(struct server *srv);
 void server_xds_publish(struct server *srv, struct snapshot *s);
 /* The xDS initial fetch completed (or timed out): workers may start. */
 void server_xds_initial_fetch_done(struct server *srv);
+/* One initial-fetch hold counted by the caller (clusters_pending) ends, e.g.
+ * the certificate client's first certificate (tls/ca_client.c). */
+void server_init_release(struct server *srv);
 bool server_workers_running(void);
 /* Total downstream connections across workers. */
 long server_active_connections(const struct server *srv);

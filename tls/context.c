@@ -626,8 +626,11 @@ static int parse_tls_params(struct cfg_ctx *c, const json_t *p, struct tls_ctx *
 }
 
 /* sds_config (a ConfigSource): ads, or api_config_source GRPC to the ADS
- * cluster (served on the ADS stream).  *timeout_ms: initial_fetch_timeout. */
-static int parse_sds_config(struct cfg_ctx *c, const json_t *sc, uint64_t *timeout_ms)
+ * cluster (served on the ADS stream).  *timeout_ms: initial_fetch_timeout.
+ * local: the secret is provided in-process (tls_sds_local_declare), so the
+ * source is checked for shape only (Istio bootstraps name an "sds-grpc"
+ * cluster for it). */
+static int parse_sds_config(struct cfg_ctx *c, const json_t *sc, bool local, uint64_t *timeout_ms)
 {
 	static const char *const f[] = { "ads", "api_config_source", "resource_api_version",
 					 "initial_fetch_timeout", "path", "path_config_source", "self",
@@ -658,7 +661,7 @@ static int parse_sds_config(struct cfg_ctx *c, const json_t *sc, uint64_t *timeo
 	if (!!cfg_get(sc, "ads") == !!cfg_get(sc, "api_config_source"))
 		return cfg_fail(c, "exactly one of ads, api_config_source is required");
 	if (!(acs = cfg_enter(c, sc, "api_config_source"))) {
-		if (!g_server.xds.enabled) {   /* ads: {} needs dynamic_resources.ads_config */
+		if (!g_server.xds.enabled && !local) {   /* ads: {} needs dynamic_resources.ads_config */
 			if (!sds_sources)
 				sds_sources = json_array();
 			json_array_append_new(sds_sources, json_string(""));
@@ -680,7 +683,9 @@ static int parse_sds_config(struct cfg_ctx *c, const json_t *sc, uint64_t *timeo
 	    !(eg = cfg_enter_req(c, g0, "envoy_grpc")) || cfg_expect_object(c, eg) ||
 	    cfg_check_fields(c, eg, ef) || cfg_string_req(c, eg, "cluster_name", &cluster))
 		return RM_ERROR;
-	if (g_server.xds.enabled) {
+	if (local) {
+		/* served in-process: any cluster name */
+	} else if (g_server.xds.enabled) {
 		if (strcmp(cluster, g_server.xds.cluster))
 			return cfg_fail_field(c, eg, "cluster_name", "SDS is served on the ADS stream: "
 					      "cluster_name must be the ADS cluster '%s'", g_server.xds.cluster);
@@ -730,7 +735,7 @@ static struct tls_secret *sds_ref(struct cfg_ctx *c, const json_t *s, enum secre
 	if ((sc = cfg_enter(c, s, "sds_config"))) {
 		uint64_t ms = 0;
 		char err[256];
-		if (parse_sds_config(c, sc, &ms))
+		if (parse_sds_config(c, sc, tls_sds_is_local(name), &ms))
 			return NULL;
 		cfg_leave(c);
 		if (!*name) {

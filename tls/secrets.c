@@ -718,6 +718,8 @@ static json_t *cert_json(X509 *x, const char *path, const char *secret)
 static void add_certs(json_t *arr, const struct tls_datasrc *ds, const char *secret, bool leaf_only,
 		      int64_t *min_days)
 {
+	if (!ds->data)   /* a pending SDS secret has no bytes yet */
+		return;
 	STACK_OF(X509) *xs = tls_pem_certs(ds->data, ds->len);
 	for (int i = 0; xs && i < sk_X509_num(xs); i++) {
 		X509 *x = sk_X509_value(xs, i);
@@ -768,6 +770,64 @@ void tls_update_expiry_gauge(void)
 
 /* ---- SDS ------------------------------------------------------------------------------ */
 
+/* Secrets provided in-process (tls/ca_client.c): name -> the latest Secret. */
+#define SDS_LOCAL_MAX 4
+static struct sds_local {
+	char *name;                 /* owned */
+	json_t *secret;             /* owned, NULL until the provider has data */
+	char *version;              /* owned */
+} sds_local[SDS_LOCAL_MAX];
+static size_t nsds_local;
+
+static struct sds_local *local_find(const char *name)
+{
+	for (size_t i = 0; i < nsds_local; i++)
+		if (!strcmp(sds_local[i].name, name))
+			return &sds_local[i];
+	return NULL;
+}
+
+void tls_sds_local_declare(const char *name)
+{
+	if (local_find(name))
+		return;
+	if (nsds_local == SDS_LOCAL_MAX)
+		die("tls_sds_local_declare: too many local secrets");
+	sds_local[nsds_local++].name = xstrdup(name);
+}
+
+bool tls_sds_is_local(const char *name)
+{
+	return local_find(name) != NULL;
+}
+
+int tls_sds_local_set(const char *name, const json_t *secret, const char *version, char *err,
+		      size_t errlen)
+{
+	struct sds_local *l = local_find(name);
+	if (!l)
+		die("tls_sds_local_set: '%s' was not declared", name);
+	int rc = sds_find(name) ? tls_sds_apply(name, secret, version, err, errlen) : 0;
+	if (rc < 0)
+		return RM_ERROR;
+	json_decref(l->secret);
+	l->secret = json_deep_copy(secret);
+	free(l->version);
+	l->version = xstrdup(version ? version : "");
+	return RM_OK;
+}
+
+void tls_sds_local_clear(void)
+{
+	for (size_t i = 0; i < nsds_local; i++) {
+		free(sds_local[i].name);
+		json_decref(sds_local[i].secret);
+		free(sds_local[i].version);
+	}
+	memset(sds_local, 0, sizeof(sds_local));
+	nsds_local = 0;
+}
+
 void tls_sds_set_notify(void (*fn)(void *arg), void *arg)
 {
 	sds_notify_fn = fn;
@@ -789,16 +849,26 @@ struct tls_secret *tls_sds_ref(const char *name, enum secret_kind kind, uint64_t
 		return NULL;
 	}
 	if (!s) {
+		struct sds_local *l = local_find(name);
 		s = tls_secret_add(name, kind);
 		s->sds = true;
 		s->pending = true;
-		s->fetch_timeout_ms = timeout_ms;
+		s->local = l != NULL;
+		s->fetch_timeout_ms = s->local ? 0 : timeout_ms;   /* its provider holds /ready */
 		char *scope = xasprintf("sds.%s", name);
 		s->stats = stats_scope_new(g_server.stats, scope, scope, NULL, NULL, sds_desc, SDS_STATS_N);
 		free(scope);
 		sds_arm(s);
-		log_info("tls: SDS secret '%s' subscribed", name);
 		s->refs = 1;
+		if (s->local) {
+			log_info("tls: SDS secret '%s' is provided in-process", name);
+			if (l->secret && tls_sds_apply(name, l->secret, l->version, err, errlen) < 0) {
+				tls_secret_release(s);
+				return NULL;
+			}
+			return s;
+		}
+		log_info("tls: SDS secret '%s' subscribed", name);
 		sds_notify();
 		return s;
 	}
@@ -810,7 +880,7 @@ json_t *tls_sds_names(void)
 {
 	json_t *set = json_object();
 	for (struct tls_secret *s = secrets; s; s = s->next)
-		if (s->sds)
+		if (s->sds && !s->local)
 			json_object_set_new(set, s->name, json_true());
 	return set;
 }
@@ -818,7 +888,7 @@ json_t *tls_sds_names(void)
 bool tls_sds_waiting(void)
 {
 	for (struct tls_secret *s = secrets; s; s = s->next)
-		if (s->sds && s->pending && !s->timed_out)
+		if (s->sds && !s->local && s->pending && !s->timed_out)
 			return true;
 	return false;
 }

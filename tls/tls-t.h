@@ -65,6 +65,8 @@ struct tls_secret {
 	/* SDS (sds_config): subscribed over ADS by name */
 	bool sds;
 	bool pending;                   /* no version accepted yet */
+	bool local;                     /* provided in-process (tls_sds_local_declare), not
+					   subscribed over ADS */
 	bool timed_out;                 /* initial_fetch_timeout passed while pending */
 	unsigned refs;                  /* contexts using it; 0: removed */
 	uint64_t fetch_timeout_ms;      /* sds_config.initial_fetch_timeout (15 s; 0 none) */

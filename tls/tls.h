@@ -153,6 +153,20 @@ bool tls_ctx_ready(const struct tls_ctx *t);
  * no ADS configured).  Returns -1 with err. */
 int tls_sds_check_sources(const char *ads_cluster, char *err, size_t errlen);
 
+/* Secrets provided in-process (the certificate client, tls/ca_client.c,
+ * Istio's agent-side SDS): an SDS reference to a declared name (any
+ * sds_config) is served from here, never subscribed over ADS, and does not
+ * hold the xDS initial fetch (the provider holds the server instead).
+ * Declare before the bootstrap is compiled. */
+void tls_sds_local_declare(const char *name);
+bool tls_sds_is_local(const char *name);
+/* New data for a declared secret (a Secret in proto3 JSON): applied now if
+ * contexts use it (as tls_sds_apply: new handshakes get it), and to contexts
+ * created later.  RM_ERROR with err if rejected (the previous data stays). */
+int tls_sds_local_set(const char *name, const json_t *secret, const char *version, char *err,
+		      size_t errlen);
+void tls_sds_local_clear(void);   /* at exit */
+
 /* Main thread: (re)build every context from its current secrets; returns
  * the number that failed (the old SSL_CTX stays in force for those). */
 unsigned tls_ctx_rebuild_all(void);

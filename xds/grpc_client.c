@@ -10,6 +10,7 @@
 #include "../proxy/log.h"
 
 #define GRPC_MAX_MSG (64u << 20)   /* refuse larger messages (64 MiB) */
+#define GRPC_MAX_MD 4
 
 struct grpc_client {
 	struct event_base *base;
@@ -25,6 +26,9 @@ struct grpc_client {
 	char message[256];                  /* grpc-message */
 	int http_status;
 	bool open, closed, data_deferred;
+	bool half_close;                    /* grpc_client_close_send: END_STREAM after out */
+	char *md_name[GRPC_MAX_MD], *md_value[GRPC_MAX_MD];   /* owned: extra request headers */
+	size_t nmd;
 	struct grpc_client_cbs cbs;
 	void *arg;
 };
@@ -67,14 +71,20 @@ static ssize_t read_body(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
 	struct grpc_client *g = ud;
 	(void)s;
 	(void)sid;
-	(void)flags;
 	(void)src;
 	size_t have = evbuffer_get_length(g->out);
 	if (!have) {
+		if (g->half_close) {
+			*flags |= NGHTTP2_DATA_FLAG_EOF;
+			return 0;
+		}
 		g->data_deferred = true;
 		return NGHTTP2_ERR_DEFERRED;
 	}
-	return evbuffer_remove(g->out, buf, len);
+	int n = evbuffer_remove(g->out, buf, len);
+	if (g->half_close && (size_t)n == have)
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+	return n;
 }
 
 static void parse_messages(struct grpc_client *g)
@@ -196,12 +206,18 @@ static void submit_request(struct grpc_client *g)
 	nghttp2_submit_settings(g->h2, NGHTTP2_FLAG_NONE, iv, 2);
 	nghttp2_session_set_local_window_size(g->h2, NGHTTP2_FLAG_NONE, 0, 1 << 26);
 #define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE }
-	nghttp2_nv hdrs[] = { NV(":method", "POST"), NV(":scheme", "http"), NV(":path", g->path),
-			      NV(":authority", g->authority), NV("content-type", "application/grpc"),
-			      NV("te", "trailers"), NV("user-agent", "remora-xds/0.1") };
+	nghttp2_nv hdrs[7 + GRPC_MAX_MD] = {
+		NV(":method", "POST"), NV(":scheme", "http"), NV(":path", g->path),
+		NV(":authority", g->authority), NV("content-type", "application/grpc"),
+		NV("te", "trailers"), NV("user-agent", "remora-xds/0.1") };
 #undef NV
+	size_t n = 7;
+	for (size_t i = 0; i < g->nmd; i++, n++)
+		hdrs[n] = (nghttp2_nv){ (uint8_t *)g->md_name[i], (uint8_t *)g->md_value[i],
+					strlen(g->md_name[i]), strlen(g->md_value[i]),
+					NGHTTP2_NV_FLAG_NO_INDEX };   /* may be a credential */
 	nghttp2_data_provider dp = { .read_callback = read_body };
-	g->stream_id = nghttp2_submit_request(g->h2, NULL, hdrs, ARRAY_SIZE(hdrs), &dp, g);
+	g->stream_id = nghttp2_submit_request(g->h2, NULL, hdrs, n, &dp, g);
 	if (g->stream_id < 0)
 		finish(g, 13, "cannot submit the gRPC request");
 }
@@ -301,10 +317,37 @@ int grpc_client_send(struct grpc_client *g, const uint8_t *msg, size_t len)
 	return RM_OK;
 }
 
+void grpc_client_add_metadata(struct grpc_client *g, const char *name, const char *value)
+{
+	if (g->open || g->nmd == GRPC_MAX_MD)
+		die("grpc_client_add_metadata: too late or too many");
+	g->md_name[g->nmd] = xstrdup(name);
+	g->md_value[g->nmd++] = xstrdup(value);
+}
+
+int grpc_client_close_send(struct grpc_client *g)
+{
+	if (g->closed)
+		return RM_ERROR;
+	g->half_close = true;
+	if (g->open) {
+		if (g->data_deferred) {
+			g->data_deferred = false;
+			nghttp2_session_resume_data(g->h2, g->stream_id);
+		}
+		flush(g);
+	}
+	return RM_OK;
+}
+
 void grpc_client_free(struct grpc_client *g)
 {
 	if (!g)
 		return;
+	for (size_t i = 0; i < g->nmd; i++) {
+		free(g->md_name[i]);
+		free(g->md_value[i]);
+	}
 	if (g->ka_timer)
 		event_free(g->ka_timer);
 	if (g->bev)

@@ -1,7 +1,8 @@
 /* grpc_client.h - one gRPC bidirectional stream over cleartext HTTP/2 (h2c,
  * prior knowledge) on nghttp2, on the main thread's event base.
  *
- * Used by the ADS client (xds/ads.c).  One connection carries one stream; the
+ * Used by the ADS client (xds/ads.c) and, for unary calls, the certificate
+ * client (tls/ca_client.c).  One connection carries one stream; the
  * owner reconnects (with backoff) by creating a new client after on_close.
  * Messages are gRPC length-prefixed (1-byte compressed flag, 4-byte length);
  * compressed messages are refused.  Keepalive: a PING every keepalive_ms; no
@@ -35,6 +36,12 @@ struct grpc_client *grpc_client_new(struct event_base *base, const struct sockad
 				    void *arg);
 /* Queue one message (framed here).  RM_ERROR if the stream is closed. */
 int grpc_client_send(struct grpc_client *g, const uint8_t *msg, size_t len);
+/* Add a request header (e.g. "authorization"), before the connection opens
+ * (right after grpc_client_new); at most 4.  Sent never-indexed (HPACK). */
+void grpc_client_add_metadata(struct grpc_client *g, const char *name, const char *value);
+/* Half-close: END_STREAM once the queued messages are sent (a unary call is
+ * one grpc_client_send and this).  RM_ERROR if the stream is closed. */
+int grpc_client_close_send(struct grpc_client *g);
 /* Close and free; no callback afterwards.  Accepts NULL. */
 void grpc_client_free(struct grpc_client *g);
 

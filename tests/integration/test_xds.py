@@ -385,6 +385,9 @@ def test_proto_subset_matches_envoy_api(tmp_path):
     have = sorted(os.path.relpath(os.path.join(d, n), committed)
                   for d, _, files in os.walk(committed) for n in files
                   if n.endswith(".proto") or n.endswith(".def"))
+    # istio/ is not Envoy's: the CA protocol (istio/api security/v1alpha1/ca.proto),
+    # written by hand; test_remora_ca.py exercises it against remora-cp
+    have = [p for p in have if not p.startswith("istio/")]
     assert have == generated
 
 

@@ -50,6 +50,11 @@ struct cfg_src;
 json_t *cp_catalog_compile(const json_t *cat, const struct cfg_src *src, const char *file,
 			   char *err, size_t errlen);
 void cp_config_free(struct cp_config *c);
+/* A resource (proto3 JSON, copied) that every later load adds to the base
+ * layer unless the directory defines one of the same name: the CA's ROOTCA
+ * Secret (xds/cp/ca.c).  Cleared at exit. */
+void cp_config_add_builtin(enum cp_type t, const json_t *res);
+void cp_config_clear_builtins(void);
 
 /* The resources of one type a node sees: base, then nodes/<cluster>, then
  * nodes/<id> (later layers replace resources of the same name).  Fills *out

@@ -225,7 +225,8 @@ static size_t list_dir(const char *dir, bool want_dirs, char ***out)
 		v[n++] = xstrdup(e->d_name);
 	}
 	closedir(d);
-	qsort(v, n, sizeof(*v), cmp_str);
+	if (n)   /* qsort(NULL, 0) is UB */
+		qsort(v, n, sizeof(*v), cmp_str);
 	*out = v;
 	return n;
 }
@@ -281,6 +282,49 @@ static int load_layer(struct cp_layer *l, const char *dir, const char *shown, ch
 	return rc;
 }
 
+/* Resources every load adds to the base layer (the CA's ROOTCA Secret). */
+static json_t *builtins[CP_NTYPES];   /* owned arrays */
+
+void cp_config_add_builtin(enum cp_type t, const json_t *res)
+{
+	if (!builtins[t])
+		builtins[t] = json_array();
+	json_array_append_new(builtins[t], json_deep_copy(res));
+}
+
+void cp_config_clear_builtins(void)
+{
+	for (int t = 0; t < CP_NTYPES; t++) {
+		json_decref(builtins[t]);
+		builtins[t] = NULL;
+	}
+}
+
+static int add_builtins(struct cp_layer *l, char *err, size_t errlen)
+{
+	for (int t = 0; t < CP_NTYPES; t++) {
+		size_t i;
+		json_t *r;
+		bool added = false;
+		json_array_foreach(builtins[t], i, r) {
+			const char *name = json_string_value(json_object_get(r, "name"));
+			bool dup = false;
+			for (size_t k = 0; name && k < l->n[t]; k++)
+				dup |= !strcmp(l->res[t][k].name, name);
+			if (dup)   /* the directory's own resource of that name wins */
+				continue;
+			char path[300];
+			snprintf(path, sizeof(path), "%s[%s]", cp_type_key[t], name ? name : "");
+			if (add_resource(l, t, "<built-in>", NULL, r, path, err, errlen))
+				return -1;
+			added = true;
+		}
+		if (added)
+			qsort(l->res[t], l->n[t], sizeof(*l->res[t]), cmp_res);
+	}
+	return 0;
+}
+
 static int load_catalog(struct cp_layer *l, const char *file, char *err, size_t errlen)
 {
 	struct cfg_src *src = NULL;
@@ -334,6 +378,8 @@ struct cp_config *cp_config_load(const char *dir, const char *catalog, char *err
 	}
 	free_list(names, n);
 done:
+	if (add_builtins(&c->base, err, errlen))
+		goto fail;
 	c->generation = ++generation;
 	return c;
 fail:

@@ -17,6 +17,8 @@
 #include <event2/keyvalq_struct.h>
 #include "cp.h"
 #include "cp_server.h"
+#include "ca.h"
+#include "../../tls/ca_client.h"
 #include "../../proxy/common.h"
 #include "../../proxy/log.h"
 
@@ -29,6 +31,7 @@ struct cp_main {
 	int ifd;                      /* inotify */
 	struct event *iev, *debounce; /* owned */
 	struct evhttp *http;          /* owned: admin + REST */
+	struct ca *ca;                /* owned: the CA, NULL without --ca-tokens */
 };
 
 static struct cp_main *the_main;   /* for the health check */
@@ -60,6 +63,12 @@ static void on_http(struct evhttp_request *req, void *arg)
 		reply(req, m->cfg ? 200 : 503, "text/plain", m->cfg ? "LIVE\n" : "NOT READY\n");
 	} else if (!strcmp(path, "/metrics") || !strcmp(path, "/stats/prometheus")) {
 		char *t = cp_xds_metrics(m->xds);
+		if (m->ca) {
+			char *c = ca_metrics_text(m->ca), *both = xasprintf("%s%s", t, c);
+			free(t);
+			free(c);
+			t = both;
+		}
 		reply(req, 200, "text/plain; version=0.0.4", t);
 		free(t);
 	} else if (!strcmp(path, "/debug/config")) {
@@ -167,6 +176,8 @@ static void usage(void)
 		"usage: remora-cp [--config-dir DIR] [--catalog FILE] [--grpc-port 15010]\n"
 		"                 [--ca-port 15012] [--admin-port 15014] [--address 0.0.0.0]\n"
 		"                 [--log-level info]\n"
+		"                 [--ca-tokens FILE [--ca-dir DIR | --ca-cert FILE --ca-key FILE]\n"
+		"                  [--trust-domain cluster.local] [--max-cert-ttl 24h]]\n"
 		"(at least one of --config-dir and --catalog)\n");
 }
 
@@ -180,12 +191,20 @@ int main(int argc, char **argv)
 		{ "admin-port", required_argument, NULL, 'a' },
 		{ "address", required_argument, NULL, 'A' },
 		{ "log-level", required_argument, NULL, 'l' },
+		{ "ca-tokens", required_argument, NULL, 'T' },
+		{ "ca-dir", required_argument, NULL, 'D' },
+		{ "ca-cert", required_argument, NULL, 'E' },
+		{ "ca-key", required_argument, NULL, 'K' },
+		{ "trust-domain", required_argument, NULL, 't' },
+		{ "max-cert-ttl", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cp_main m = { .ifd = -1 };
 	int grpc_port = 15010, ca_port = 15012, admin_port = 15014, o;
 	const char *address = "0.0.0.0";
+	struct ca_options cao = { 0 };
+	unsigned long ttl;
 	while ((o = getopt_long(argc, argv, "d:h", opts, NULL)) != -1) {
 		switch (o) {
 		case 'd': m.dir = optarg; break;
@@ -194,6 +213,19 @@ int main(int argc, char **argv)
 		case 'c': ca_port = atoi(optarg); break;
 		case 'a': admin_port = atoi(optarg); break;
 		case 'A': address = optarg; break;
+		case 'T': cao.tokens_path = optarg; break;
+		case 'D': cao.dir = optarg; break;
+		case 'E': cao.cert_path = optarg; break;
+		case 'K': cao.key_path = optarg; break;
+		case 't': cao.trust_domain = optarg; break;
+		case 'M':
+			if (ca_client_parse_ttl(optarg, &ttl)) {
+				fprintf(stderr, "remora-cp: --max-cert-ttl: '%s' is not a duration (24h, "
+						"90m, 30s)\n", optarg);
+				return 2;
+			}
+			cao.max_ttl_s = ttl;
+			break;
 		case 'l':
 			if (log_set_level_name(optarg)) {
 				fprintf(stderr, "remora-cp: unknown log level '%s'\n", optarg);
@@ -206,6 +238,21 @@ int main(int argc, char **argv)
 	if (!m.dir && !m.catalog) {
 		usage();
 		return 2;
+	}
+	if (!cao.tokens_path && (cao.dir || cao.cert_path || cao.key_path || cao.trust_domain ||
+				 cao.max_ttl_s)) {
+		fprintf(stderr, "remora-cp: the CA options need --ca-tokens (the CA is enabled by it)\n");
+		return 2;
+	}
+	if (cao.tokens_path) {
+		char cerr[1024];
+		if (!(m.ca = ca_new(&cao, cerr, sizeof(cerr)))) {
+			fprintf(stderr, "remora-cp: CA: %s\n", cerr);
+			return 1;
+		}
+		json_t *root = ca_root_secret_json(m.ca);   /* the trust bundle for every node */
+		cp_config_add_builtin(CP_SDS, root);
+		json_decref(root);
 	}
 	signal(SIGPIPE, SIG_IGN);
 	m.base = event_base_new();
@@ -222,6 +269,8 @@ int main(int argc, char **argv)
 		ports[i] = bound;
 	}
 	m.xds = cp_xds_new(srv, 2);
+	if (m.ca)   /* the CA port only, like istiod's 15012 */
+		ca_register(m.ca, srv[1]);
 	the_main = &m;
 	cp_health_register(srv[0], serving);
 	cp_health_register(srv[1], serving);
@@ -258,6 +307,8 @@ int main(int argc, char **argv)
 	}
 	cp_xds_free(m.xds);
 	cp_config_free(m.cfg);
+	cp_config_clear_builtins();
+	ca_free(m.ca);
 	evhttp_free(m.http);
 	event_free(m.iev);
 	event_free(m.debounce);
