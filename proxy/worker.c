@@ -772,6 +772,24 @@ void worker_msg_set_snapshot(struct worker *w, void *arg)
 	free(w->listeners);
 	w->listeners = nl;
 	w->nlisteners = s->nlisteners;
+	/* Connections of a listener that was replaced (a new version: new
+	 * filter chains, RBAC, TLS) or removed drain as on shutdown (HTTP/1
+	 * closes after the response in flight, HTTP/2 GOAWAY), so clients
+	 * reconnect to the version in force (Envoy drains them too).  An
+	 * unchanged listener keeps its object: its connections stay. */
+	if (old) {
+		for (struct downstream *d = w->conns, *next; d; d = next) {
+			next = d->next;
+			bool kept = false;
+			for (size_t i = 0; i < s->nlisteners && !kept; i++)
+				kept = s->listeners[i] == d->lcfg;
+			if (!kept && !d->draining) {
+				d->draining = true;
+				if (d->ops && d->ops->drain)
+					d->ops->drain(d);
+			}
+		}
+	}
 	/* Clusters that left (removed, or replaced by a new version): their
 	 * hosts' pools are orphaned (idle connections close, busy ones finish),
 	 * else an idle pooled connection and its host would keep each other
