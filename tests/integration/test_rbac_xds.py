@@ -3,7 +3,6 @@ network RBAC filter arrive in listeners and routes pushed by remora-cp over
 ADS (protobuf on the wire, xds/proto subset) and are enforced; a field of
 RBAC that the subset leaves out (a CEL condition) is NACKed naming it."""
 
-import pytest
 
 from harness import curl, wait_until
 from test_remora_cp import make_cp, write, clusters_yaml, bootstrap, HCM, ROUTER  # noqa: F401
