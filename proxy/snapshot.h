@@ -55,6 +55,8 @@ struct listener_filter {                   /* one listener_filters[] entry */
 struct listener_cfg {
 	int refcnt;                          /* atomic: snapshots sharing it (xDS updates keep
 						unchanged listeners) */
+	uint64_t lds_id;                     /* xDS: same id = same LDS resource (only its
+					      * RDS changed): its connections stay; 0 static */
 	json_t *json;                        /* owned ref: what it was compiled from (xDS:
 						unchanged resources are not recompiled) */
 	char *name;                          /* owned */

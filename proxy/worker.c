@@ -772,17 +772,19 @@ void worker_msg_set_snapshot(struct worker *w, void *arg)
 	free(w->listeners);
 	w->listeners = nl;
 	w->nlisteners = s->nlisteners;
-	/* Connections of a listener that was replaced (a new version: new
+	/* Connections of a listener that was replaced (a new LDS version: new
 	 * filter chains, RBAC, TLS) or removed drain as on shutdown (HTTP/1
 	 * closes after the response in flight, HTTP/2 GOAWAY), so clients
 	 * reconnect to the version in force (Envoy drains them too).  An
-	 * unchanged listener keeps its object: its connections stay. */
+	 * unchanged listener keeps its object, one whose RDS alone changed
+	 * its lds_id: their connections stay (routes follow per worker). */
 	if (old) {
 		for (struct downstream *d = w->conns, *next; d; d = next) {
 			next = d->next;
 			bool kept = false;
 			for (size_t i = 0; i < s->nlisteners && !kept; i++)
-				kept = s->listeners[i] == d->lcfg;
+				kept = s->listeners[i] == d->lcfg ||
+				       (d->lcfg->lds_id && s->listeners[i]->lds_id == d->lcfg->lds_id);
 			if (!kept && !d->draining) {
 				d->draining = true;
 				if (d->ops && d->ops->drain)

@@ -668,6 +668,9 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 			json_decref(used);
 			return -1;
 		}
+	/* only its routes changed: the same LDS version (connections stay) */
+	static uint64_t lds_ids;
+	l->lds_id = d->l && d->l->lds_id && json_equal(d->l->json, j) ? d->l->lds_id : ++lds_ids;
 	listener_unref(d->wl);
 	json_decref(d->wl_rds);
 	d->wl = NULL;

@@ -40,11 +40,11 @@ def cp_bin():
     return os.path.join(os.path.dirname(harness.remora_bin()), "remora-cp")
 
 
-def catalog(split=(100, 0), allowed_sa="client"):
+def catalog(split=(100, 0), allowed_sa="client", server_sa="server"):
     svc = ""
     for name, port in (("b-v1", 8080), ("b-v2", 8090)):
         svc += (f"- name: {name}\n  endpoints: ['{B_IP}:{port}']\n"
-                f"  identity: {{namespace: default, serviceAccount: server}}\n"
+                f"  identity: {{namespace: default, serviceAccount: {server_sa}}}\n"
                 f"  allow: [{{from: {{namespace: default, serviceAccount: {allowed_sa}}}}}]\n"
                 f"- name: app-{port}\n  endpoints: ['127.0.0.1:{port}']\n")
     return (f"trust_domain: cluster.local\n"
@@ -266,3 +266,11 @@ def test_mesh_from_remora_cp(mesh):
     write(mesh["catalog"], catalog(split=(0, 100), allowed_sa="client"))
     wait_until(lambda: call(mesh)[0] == 200, 5, what="200 after allowing A again")
     assert json.loads(call(mesh)[1])["port"] == 8090
+
+    # A checks B's SPIFFE ID too: a catalog that expects another identity for
+    # the service makes A's sidecar refuse B's certificate (503, SAN failure)
+    write(mesh["catalog"], catalog(split=(0, 100), server_sa="not-b"))
+    wait_until(lambda: call(mesh)[0] == 503, 10, what="503 on a SAN mismatch")
+    assert a.stats().get("cluster.b-v2.ssl.fail_verify_san", 0) >= 1
+    write(mesh["catalog"], catalog(split=(0, 100)))
+    wait_until(lambda: call(mesh)[0] == 200, 10, what="200 with B's identity again")

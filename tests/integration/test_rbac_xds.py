@@ -117,3 +117,65 @@ def test_rbac_filters_over_ads(remora, make_cp, make_upstream, ports, tmp_path):
                10, what="edited policy")
     assert curl(f"http://127.0.0.1:{lport}/x", "-H", "x-other: 1").status == 403
     r.stop()
+
+
+def test_catalog_authorization_compiles_to_rbac_and_mtls(make_cp, tmp_path):
+    """--catalog: `identity` becomes the cluster's UpstreamTlsContext (SDS
+    default + ROOTCA with the peer's SPIFFE ID as SAN), `allow` an RBAC filter
+    on the service's inbound listener (exact ID, or a namespace prefix), and
+    mistakes are reported with their position."""
+    import json
+    import re
+    import urllib.request
+    cat = tmp_path / "catalog" / "catalog.yaml"
+    text = """trust_domain: example.org
+services:
+- name: web
+  endpoints: ['127.0.0.1:9']
+  identity: {namespace: prod, serviceAccount: web}
+  allow:
+  - from: {namespace: prod, serviceAccount: frontend}
+  - from: {namespace: ops}
+- name: app
+  endpoints: ['127.0.0.1:10']
+listeners:
+- name: web-in
+  port: 19080
+  service: web
+  routes: [{to: app}]
+"""
+    write(cat, text)
+    cp = make_cp(None, catalog=str(cat))
+
+    def rest(kind, node="n1"):
+        req = urllib.request.Request(f"http://127.0.0.1:{cp.admin_port}/v3/discovery:{kind}",
+                                     data=json.dumps({"node": {"id": node}}).encode())
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())["resources"]
+    web = [c for c in rest("clusters") if c["name"] == "web"][0]
+    ctx = web["transport_socket"]["typed_config"]["common_tls_context"]
+    assert ctx["tls_certificate_sds_secret_configs"][0]["name"] == "default"
+    comb = ctx["combined_validation_context"]
+    assert comb["validation_context_sds_secret_config"]["name"] == "ROOTCA"
+    assert comb["default_validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": "spiffe://example.org/ns/prod/sa/web"}}]
+    (lis,) = rest("listeners")
+    chain = lis["filter_chains"][0]
+    assert chain["transport_socket"]["typed_config"]["require_client_certificate"] is True
+    hcm = chain["filters"][0]["typed_config"]
+    rbac = hcm["http_filters"][0]["typed_config"]["rules"]
+    ids = rbac["policies"]["catalog-allow"]["principals"][0]["or_ids"]["ids"]
+    assert [i["authenticated"]["principal_name"] for i in ids] == [
+        {"exact": "spiffe://example.org/ns/prod/sa/frontend"},
+        {"prefix": "spiffe://example.org/ns/ops/sa/"}]
+
+    gen = cp.debug()["generation"]
+    write(cat, text.replace("- from: {namespace: ops}", "- from: {serviceAccount: ops}"))
+    wait_until(lambda: cp.debug()["last_error"], 10, what="catalog error")
+    err = cp.debug()["last_error"]
+    assert re.match(r"catalog\.yaml:8:11: services\[0\]\.allow\[1\]\.from: "
+                    r"'namespace' is required", err), err
+    write(cat, text.replace("service: web", "service: nope"))
+    wait_until(lambda: "unknown service 'nope'" in cp.debug()["last_error"], 10,
+               what="unknown service")
+    assert cp.debug()["generation"] == gen

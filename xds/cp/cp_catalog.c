@@ -379,7 +379,7 @@ static int listener(struct cat *c, const json_t *l, size_t i, const json_t *serv
 			json_t *pols = json_object();
 			if (json_array_size(pr))
 				json_object_set_new(pols, "catalog-allow", json_pack(
-					"{s:[{s:b}], s:{s:[{s:{s:o}}]}}", "permissions", "any", 1,
+					"{s:[{s:b}], s:[{s:{s:o}}]}", "permissions", "any", 1,
 					"principals", "or_ids", "ids", pr));
 			else
 				json_decref(pr);
@@ -443,6 +443,7 @@ static int listener(struct cat *c, const json_t *l, size_t i, const json_t *serv
 	json_t *rs = json_object_get(l, "routes"), *out = json_array();
 	if (!json_is_array(rs)) {
 		json_decref(out);
+		json_decref(lis);
 		return bad(c, rs ? l : NULL, "routes", rs ? NULL : l, path, "'routes' must be a list");
 	}
 	for (size_t k = 0; k < json_array_size(rs); k++) {
@@ -451,6 +452,7 @@ static int listener(struct cat *c, const json_t *l, size_t i, const json_t *serv
 		json_t *r = route(c, json_array_get(rs, k), p, services);
 		if (!r) {
 			json_decref(out);
+			json_decref(lis);
 			return -1;
 		}
 		json_array_append_new(out, r);

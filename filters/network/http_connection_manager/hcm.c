@@ -1509,7 +1509,14 @@ static void hc_drain(struct downstream *d)
 		h2_conn_drain(hc);
 		return;
 	}
-	if (!hc->s) {
+	/* shutting down: an idle connection closes now.  Its listener replaced
+	 * (a new LDS version: RBAC, TLS...): an idle keep-alive connection
+	 * (served requests, nothing buffered) closes now too, so the old
+	 * filter chain serves nobody again; a fresh one may have its first
+	 * request on the way: it closes after that response (keep_alive off) */
+	bool shutdown = d->w->draining || (d->w->drain_dirs & (1u << d->lcfg->direction));
+	bool idle_ka = hc->nrequests && !hc->s && !evbuffer_get_length(conn_input(hc->super.bev));
+	if (!hc->s && (shutdown || idle_ka)) {
 		stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_drain_close);
 		hc_close(hc, false);
 	} else {
