@@ -1503,7 +1503,13 @@ static void hc_event_cb(struct conn *bev, short what, void *arg)
 static void hc_drain(struct downstream *d)
 {
 	struct hcm_conn *hc = (struct hcm_conn *)d;
+	bool shutdown = d->w->draining || (d->w->drain_dirs & (1u << d->lcfg->direction));
 	if (hc->proto == 2) {
+		/* a replaced listener's HTTP/2 connections are not sent GOAWAY
+		 * (clients that do not reconnect would fail): they keep the old
+		 * version until they close (docs/xds.md) */
+		if (!shutdown)
+			return;
 		if (hcm_h2_idle(hc))
 			stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_drain_close);
 		h2_conn_drain(hc);
@@ -1514,7 +1520,6 @@ static void hc_drain(struct downstream *d)
 	 * (served requests, nothing buffered) closes now too, so the old
 	 * filter chain serves nobody again; a fresh one may have its first
 	 * request on the way: it closes after that response (keep_alive off) */
-	bool shutdown = d->w->draining || (d->w->drain_dirs & (1u << d->lcfg->direction));
 	bool idle_ka = hc->nrequests && !hc->s && !evbuffer_get_length(conn_input(hc->super.bev));
 	if (!hc->s && (shutdown || idle_ka)) {
 		stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_drain_close);
