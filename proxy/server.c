@@ -329,7 +329,16 @@ static void xds_bind_new_listeners(struct server *srv, struct snapshot *s, const
 		l->nfds = srv->nworkers;
 		for (unsigned w = 0; w < srv->nworkers; w++)
 			l->fds[w] = -1;
-		if (xds_same_listener(old, l))
+		const struct listener_cfg *same = xds_same_listener(old, l);
+		if (same && !workers_running && same->fds) {
+			/* before the workers start (an initial fetch published
+			 * in steps) nobody hands sockets over: move them */
+			memcpy(l->fds, same->fds, srv->nworkers * sizeof(int));
+			for (unsigned w = 0; w < srv->nworkers; w++)
+				same->fds[w] = -1;
+			continue;
+		}
+		if (same)
 			continue;   /* the workers hand the old version's sockets over */
 		for (unsigned w = 0; w < srv->nworkers && l->bind_to_port; w++) {
 			l->fds[w] = open_listener_socket(&l->addr, l->addrlen, l->backlog, err, sizeof(err));

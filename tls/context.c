@@ -225,7 +225,7 @@ static int verify_cb(X509_STORE_CTX *sctx, void *arg)
 			fail_verify(tc, fail_verify_san, "the certificate does not match the host");
 			return 0;
 		}
-	} else if (!tls_san_check(v, leaf)) {
+	} else if (!tls_san_check(v, leaf) || (t->san_val && !tls_san_check(t->san_val->v, leaf))) {
 		X509_STORE_CTX_set_error(sctx, X509_V_ERR_SUBJECT_ISSUER_MISMATCH);
 		fail_verify(tc, fail_verify_san, "no subject alt name matches");
 		return 0;
@@ -538,6 +538,7 @@ static void ctx_free_main(void *arg)
 	for (size_t i = 0; i < t->ncerts; i++)
 		tls_secret_release(t->certs[i]);
 	tls_secret_release(t->val);
+	tls_secret_release(t->san_val);
 	for (unsigned i = 0; i < t->nslots; i++) {
 		SSL_CTX_free(t->slots[i].ctx);
 		if (t->slots[i].sess)
@@ -705,7 +706,8 @@ static int parse_common(struct cfg_ctx *c, const json_t *cc, struct tls_ctx *t)
 {
 	static const char *const f[] = { "tls_params", "tls_certificates",
 					 "tls_certificate_sds_secret_configs", "validation_context",
-					 "validation_context_sds_secret_config", "alpn_protocols", NULL };
+					 "validation_context_sds_secret_config", "combined_validation_context",
+					 "alpn_protocols", NULL };
 	const json_t *v;
 	if (cfg_expect_object(c, cc) || cfg_check_fields(c, cc, f))
 		return RM_ERROR;
@@ -741,8 +743,43 @@ static int parse_common(struct cfg_ctx *c, const json_t *cc, struct tls_ctx *t)
 		}
 		cfg_leave(c);
 	}
-	if (cfg_get(cc, "validation_context") && cfg_get(cc, "validation_context_sds_secret_config"))
-		return cfg_fail(c, "only one of validation_context, validation_context_sds_secret_config may be set");
+	if (!!cfg_get(cc, "validation_context") + !!cfg_get(cc, "validation_context_sds_secret_config") +
+	    !!cfg_get(cc, "combined_validation_context") > 1)
+		return cfg_fail(c, "only one of validation_context, validation_context_sds_secret_config, "
+				"combined_validation_context may be set");
+	if ((v = cfg_enter(c, cc, "combined_validation_context"))) {
+		/* the SDS trust (ROOTCA) plus SAN matchers checked on top of it
+		 * (Istio's outbound clusters); only the SAN fields are merged */
+		static const char *const cf[] = { "default_validation_context",
+						  "validation_context_sds_secret_config", NULL };
+		static const char *const df[] = { "match_typed_subject_alt_names",
+						  "match_subject_alt_names", NULL };
+		const json_t *d, *sv;
+		if (cfg_expect_object(c, v) || cfg_check_fields(c, v, cf) ||
+		    !(sv = cfg_enter_req(c, v, "validation_context_sds_secret_config")) ||
+		    !(t->val = sds_ref(c, sv, SECRET_VALIDATION)))
+			return RM_ERROR;
+		cfg_leave(c);
+		if ((d = cfg_enter(c, v, "default_validation_context"))) {
+			if (cfg_expect_object(c, d))
+				return RM_ERROR;
+			const char *k;
+			json_t *x;
+			json_object_foreach((json_t *)d, k, x) {
+				const char *const *a;
+				for (a = df; *a && strcmp(*a, k); a++)
+					;
+				if (!*a)
+					return cfg_fail_field(c, d, k, "only the subject alt name matchers "
+							      "are supported in a combined validation context");
+			}
+			t->san_val = tls_secret_add(NULL, SECRET_VALIDATION);
+			if (tls_validation_parse(c, d, t->san_val->v))
+				return RM_ERROR;
+			cfg_leave(c);
+		}
+		cfg_leave(c);
+	}
 	if ((v = cfg_enter(c, cc, "validation_context"))) {
 		t->val = tls_secret_add(NULL, SECRET_VALIDATION);
 		if (tls_validation_parse(c, v, t->val->v))

@@ -90,6 +90,8 @@ struct tls_ctx {
 	struct tls_secret **certs;      /* owned array [ncerts] of store secrets */
 	size_t ncerts;
 	struct tls_secret *val;         /* store secret, may be NULL (no validation) */
+	struct tls_secret *san_val;     /* anonymous, may be NULL: combined_validation_context's
+					 * default_validation_context (SAN matchers) */
 	bool require_client_cert;
 	int min_ver, max_ver;           /* TLS1_2_VERSION.. */
 	char *ciphers;                  /* owned, may be NULL: TLS 1.2 cipher list */

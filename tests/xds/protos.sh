@@ -29,7 +29,9 @@ envoy/extensions/upstreams/http/v3/http_protocol_options.proto
 envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.proto
 envoy/extensions/transport_sockets/tls/v3/tls.proto
 envoy/extensions/transport_sockets/tls/v3/secret.proto
-envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto"
+envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto
+envoy/extensions/filters/http/rbac/v3/rbac.proto
+envoy/extensions/filters/network/rbac/v3/rbac.proto"
 case "$1" in
 descriptor) protoc $INC --include_imports -o "$2" $FILES ;;
 encode) protoc $INC --encode="$2" $FILES ;;

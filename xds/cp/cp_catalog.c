@@ -17,13 +17,29 @@
 #define ROUTER_TYPE "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 #define LRL_TYPE "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 #define HPO_TYPE "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+#define RBAC_TYPE "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+#define UTLS_TYPE "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+#define DTLS_TYPE "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+#define ODST_TYPE "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+#define TCP_TYPE "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
 struct cat {
 	const char *file;
 	const struct cfg_src *src;
 	char *err;
 	size_t errlen;
+	const char *td;          /* trust_domain (SPIFFE IDs) */
+	json_t *nodes;           /* {node name: {listeners, routes}} */
+	json_t *inbound;         /* the sidecar's virtualInbound listener, or NULL */
 };
+
+/* An SDS secret reference: `default` and `ROOTCA` are what the certificate
+ * client installs in-process (docs/tls.md); over ADS otherwise. */
+static json_t *sds(const char *name)
+{
+	return json_pack("{s:s, s:{s:{}, s:s}}", "name", name, "sds_config", "ads",
+			 "resource_api_version", "V3");
+}
 
 static int bad(struct cat *c, const json_t *obj, const char *key, const json_t *node,
 	       const char *path, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -80,10 +96,82 @@ static const char *get_str(struct cat *c, const json_t *obj, const char *key, co
 	return json_string_value(v);
 }
 
+/* {namespace, serviceAccount} -> its SPIFFE ID (sa may be omitted when
+ * want_sa is false: then a prefix ".../sa/"). */
+static int spiffe(struct cat *c, const json_t *id, const char *path, bool want_sa, char *out,
+		  size_t outlen)
+{
+	static const char *const keys[] = { "namespace", "serviceAccount", NULL };
+	int rc = 0;
+	if (check_keys(c, id, path, keys))
+		return -1;
+	const char *ns = get_str(c, id, "namespace", path, NULL, &rc);
+	const char *sa = get_str(c, id, "serviceAccount", path, want_sa ? NULL : "", &rc);
+	if (rc)
+		return -1;
+	if (!*ns || strchr(ns, '/') || strchr(sa, '/'))
+		return bad(c, NULL, NULL, id, path, "namespace and serviceAccount must be non-empty "
+			   "names without '/'");
+	snprintf(out, outlen, "spiffe://%s/ns/%s/sa/%s", c->td, ns, sa);
+	return 0;
+}
+
+static int identity(struct cat *c, const json_t *id, const char *path, char *out, size_t outlen)
+{
+	return spiffe(c, id, path, true, out, outlen);
+}
+
+/* allow: [{from: {namespace, serviceAccount?}}] -> RBAC principals (new
+ * reference; an empty list for `allow: []`), NULL with c->err. */
+static json_t *allow_principals(struct cat *c, const json_t *svc, const json_t *allow,
+				const char *path)
+{
+	static const char *const keys[] = { "from", NULL };
+	if (!json_is_array(allow)) {
+		bad(c, svc, "allow", NULL, path, "'allow' must be a list of {from: {namespace, "
+		    "serviceAccount}}");
+		return NULL;
+	}
+	json_t *out = json_array();
+	for (size_t i = 0; i < json_array_size(allow); i++) {
+		const json_t *a = json_array_get(allow, i), *from;
+		char p[128], id[512];
+		snprintf(p, sizeof(p), "%s[%zu]", path, i);
+		if (check_keys(c, a, p, keys)) {
+			json_decref(out);
+			return NULL;
+		}
+		if (!(from = json_object_get(a, "from"))) {
+			bad(c, NULL, NULL, a, p, "'from' is required");
+			json_decref(out);
+			return NULL;
+		}
+		strcat(p, ".from");
+		if (spiffe(c, from, p, false, id, sizeof(id))) {
+			json_decref(out);
+			return NULL;
+		}
+		bool prefix = id[strlen(id) - 1] == '/';
+		json_array_append_new(out, json_pack("{s:{s:{s:s}}}", "authenticated", "principal_name",
+						     prefix ? "prefix" : "exact", id));
+	}
+	return out;
+}
+
+static const json_t *find_service(const json_t *services, const char *name)
+{
+	for (size_t i = 0; i < json_array_size(services); i++) {
+		const json_t *s = json_array_get(services, i);
+		if (!strcmp(json_string_value(json_object_get(s, "name")) ?: "", name))
+			return s;
+	}
+	return NULL;
+}
+
 static int service(struct cat *c, const json_t *s, size_t i, json_t *clusters, json_t *endpoints)
 {
 	static const char *const keys[] = { "name", "endpoints", "connect_timeout", "lb_policy",
-					    "http2", NULL };
+					    "http2", "identity", "allow", NULL };
 	char path[64];
 	int rc = 0;
 	snprintf(path, sizeof(path), "services[%zu]", i);
@@ -108,6 +196,35 @@ static int service(struct cat *c, const json_t *s, size_t i, json_t *clusters, j
 					      "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
 					      "@type", HPO_TYPE, "explicit_http_config",
 					      "http2_protocol_options"));
+	json_t *id = json_object_get(s, "identity");
+	if (id) {
+		char p[96], san[512];
+		snprintf(p, sizeof(p), "%s.identity", path);
+		if (identity(c, id, p, san, sizeof(san))) {
+			json_decref(cl);
+			return -1;
+		}
+		/* mTLS to the service: our `default` certificate, its chain
+		 * checked against ROOTCA and its SPIFFE ID as the SAN */
+		json_object_set_new(cl, "transport_socket", json_pack(
+			"{s:s, s:{s:s, s:{s:[o], s:{s:{s:[{s:s, s:{s:s}}]}, s:o}}}}",
+			"name", "envoy.transport_sockets.tls", "typed_config", "@type", UTLS_TYPE,
+			"common_tls_context", "tls_certificate_sds_secret_configs", sds("default"),
+			"combined_validation_context", "default_validation_context",
+			"match_typed_subject_alt_names", "san_type", "URI", "matcher", "exact", san,
+			"validation_context_sds_secret_config", sds("ROOTCA")));
+	}
+	json_t *allow = json_object_get(s, "allow");
+	if (allow) {
+		char p[96];
+		snprintf(p, sizeof(p), "%s.allow", path);
+		json_t *pr = allow_principals(c, s, allow, p);
+		if (!pr) {
+			json_decref(cl);
+			return -1;
+		}
+		json_decref(pr);
+	}
 	json_array_append_new(clusters, cl);
 
 	json_t *eps = json_object_get(s, "endpoints"), *lbe = json_array();
@@ -206,7 +323,8 @@ fail:
 static int listener(struct cat *c, const json_t *l, size_t i, const json_t *services,
 		    json_t *listeners, json_t *routes)
 {
-	static const char *const keys[] = { "name", "address", "port", "routes", "rate_limit", NULL };
+	static const char *const keys[] = { "name", "address", "port", "routes", "rate_limit",
+					    "service", "bind", "nodes", NULL };
 	char path[64];
 	int rc = 0;
 	snprintf(path, sizeof(path), "listeners[%zu]", i);
@@ -241,18 +359,91 @@ static int listener(struct cat *c, const json_t *l, size_t i, const json_t *serv
 			"default_value", "numerator", 100, "denominator", "HUNDRED", "runtime_key",
 			"rl_enforced"));
 	}
+	/* inbound for a service: mTLS required, the service's `allow` as RBAC */
+	json_t *svcname = json_object_get(l, "service"), *tls = NULL;
+	if (svcname) {
+		const json_t *svc = json_is_string(svcname) ?
+			find_service(services, json_string_value(svcname)) : NULL;
+		if (!svc) {
+			json_decref(filters);
+			return bad(c, l, "service", NULL, path, "unknown service '%s'",
+				   json_string_value(svcname) ?: "");
+		}
+		json_t *allow = json_object_get(svc, "allow");
+		if (allow) {
+			json_t *pr = allow_principals(c, svc, allow, path);
+			if (!pr) {
+				json_decref(filters);
+				return -1;
+			}
+			json_t *pols = json_object();
+			if (json_array_size(pr))
+				json_object_set_new(pols, "catalog-allow", json_pack(
+					"{s:[{s:b}], s:[{s:{s:o}}]}", "permissions", "any", 1,
+					"principals", "or_ids", "ids", pr));
+			else
+				json_decref(pr);
+			/* an empty allow list: ALLOW without policies, nobody */
+			json_array_insert_new(filters, 0, json_pack(
+				"{s:s, s:{s:s, s:s, s:{s:s, s:o}}}", "name", "envoy.filters.http.rbac",
+				"typed_config", "@type", RBAC_TYPE, "rules_stat_prefix", "catalog.",
+				"rules", "action", "ALLOW", "policies", pols));
+		}
+		tls = json_pack("{s:s, s:{s:s, s:{s:[o], s:o}, s:b}}", "name",
+				"envoy.transport_sockets.tls", "typed_config", "@type", DTLS_TYPE,
+				"common_tls_context", "tls_certificate_sds_secret_configs", sds("default"),
+				"validation_context_sds_secret_config", sds("ROOTCA"),
+				"require_client_certificate", 1);
+	}
+	json_t *bind = json_object_get(l, "bind");
+	if (bind && !json_is_boolean(bind)) {
+		json_decref(filters);
+		json_decref(tls);
+		return bad(c, l, "bind", NULL, path, "'bind' must be true or false");
+	}
+	json_t *nodes = json_object_get(l, "nodes");
+	if (nodes && (!json_is_array(nodes) || !json_array_size(nodes))) {
+		json_decref(filters);
+		json_decref(tls);
+		return bad(c, l, "nodes", NULL, path, "'nodes' must be a non-empty list of node "
+			   "cluster or node id names");
+	}
+	for (size_t k = 0; k < json_array_size(nodes); k++)
+		if (!json_is_string(json_array_get(nodes, k)) ||
+		    !*json_string_value(json_array_get(nodes, k))) {
+			json_decref(filters);
+			json_decref(tls);
+			return bad(c, NULL, NULL, json_array_get(nodes, k), path,
+				   "'nodes' entries must be names");
+		}
 	json_array_append_new(filters, json_pack("{s:s, s:{s:s}}", "name", "envoy.filters.http.router",
 						 "typed_config", "@type", ROUTER_TYPE));
-	json_array_append_new(listeners, json_pack(
-		"{s:s, s:{s:{s:s, s:O}}, s:[{s:[{s:s, s:{s:s, s:s, s:{s:s, s:{s:{}, s:s}}, s:o}}]}]}",
-		"name", name, "address", "socket_address", "address", addr, "port_value", port,
-		"filter_chains", "filters", "name", "envoy.filters.network.http_connection_manager",
+	json_t *chain = json_pack(
+		"{s:[{s:s, s:{s:s, s:s, s:{s:s, s:{s:{}, s:s}}, s:o}}]}",
+		"filters", "name", "envoy.filters.network.http_connection_manager",
 		"typed_config", "@type", HCM_TYPE, "stat_prefix", name, "rds", "route_config_name", name,
-		"config_source", "ads", "resource_api_version", "V3", "http_filters", filters));
+		"config_source", "ads", "resource_api_version", "V3", "http_filters", filters);
+	if (tls)
+		json_object_set_new(chain, "transport_socket", tls);
+	json_t *lis = NULL;
+	if (svcname && c->inbound) {
+		/* with a sidecar inbound port: a filter chain of virtualInbound
+		 * for the original destination port */
+		json_object_set_new(chain, "filter_chain_match", json_pack("{s:O}", "destination_port",
+									   port));
+		json_array_append_new(json_object_get(c->inbound, "filter_chains"), chain);
+	} else {
+		lis = json_pack("{s:s, s:{s:{s:s, s:O}}, s:[o]}", "name", name, "address",
+				"socket_address", "address", addr, "port_value", port,
+				"filter_chains", chain);
+		if (json_is_false(bind))
+			json_object_set_new(lis, "bind_to_port", json_false());
+	}
 
 	json_t *rs = json_object_get(l, "routes"), *out = json_array();
 	if (!json_is_array(rs)) {
 		json_decref(out);
+		json_decref(lis);
 		return bad(c, rs ? l : NULL, "routes", rs ? NULL : l, path, "'routes' must be a list");
 	}
 	for (size_t k = 0; k < json_array_size(rs); k++) {
@@ -261,31 +452,111 @@ static int listener(struct cat *c, const json_t *l, size_t i, const json_t *serv
 		json_t *r = route(c, json_array_get(rs, k), p, services);
 		if (!r) {
 			json_decref(out);
+			json_decref(lis);
 			return -1;
 		}
 		json_array_append_new(out, r);
 	}
-	json_array_append_new(routes, json_pack("{s:s, s:[{s:s, s:[s], s:o}]}", "name", name,
-						"virtual_hosts", "name", name, "domains", "*", "routes",
-						out));
+	json_t *rc_ = json_pack("{s:s, s:[{s:s, s:[s], s:o}]}", "name", name, "virtual_hosts", "name",
+				name, "domains", "*", "routes", out);
+	if (!nodes || !lis) {   /* a chain of virtualInbound: every node has it */
+		if (lis)
+			json_array_append_new(listeners, lis);
+		json_array_append_new(routes, rc_);
+		return 0;
+	}
+	/* placed on some nodes only (by node.cluster or node.id) */
+	for (size_t k = 0; k < json_array_size(nodes); k++) {
+		const char *nn = json_string_value(json_array_get(nodes, k));
+		json_t *nd = json_object_get(c->nodes, nn);
+		if (!nd) {
+			nd = json_pack("{s:[], s:[]}", "listeners", "routes");
+			json_object_set_new(c->nodes, nn, nd);
+		}
+		if (lis)
+			json_array_append(json_object_get(nd, "listeners"), lis);
+		json_array_append(json_object_get(nd, "routes"), rc_);
+	}
+	json_decref(lis);
+	json_decref(rc_);
+	return 0;
+}
+
+static json_t *port_of(struct cat *c, const json_t *obj, const char *key, const char *path)
+{
+	json_t *p = json_object_get(obj, key);
+	if (p && (!json_is_integer(p) || json_integer_value(p) <= 0 || json_integer_value(p) > 65535)) {
+		bad(c, obj, key, NULL, path, "'%s' must be a port number", key);
+		return NULL;
+	}
+	return p;
+}
+
+/* sidecar: {outbound_port: 15001, inbound_port: 15006}: the capture
+ * listeners of a sidecar behind remora-init.  virtualOutbound takes the
+ * redirected outbound connections and hands them to the listener of their
+ * original destination (catalog listeners with `bind: false`), else tunnels
+ * them to it (PassthroughCluster); virtualInbound holds one filter chain per
+ * inbound catalog listener (`service:`), matched on the original port. */
+static int sidecar(struct cat *c, const json_t *sc, json_t *doc)
+{
+	static const char *const keys[] = { "outbound_port", "inbound_port", NULL };
+	const char *path = "sidecar";
+	if (check_keys(c, sc, path, keys))
+		return -1;
+	json_t *op = port_of(c, sc, "outbound_port", path), *ip = NULL;
+	if (c->err[0] || (ip = port_of(c, sc, "inbound_port", path), c->err[0]))
+		return -1;
+	json_t *odst = json_pack("[{s:s, s:{s:s}}]", "name", "envoy.filters.listener.original_dst",
+				 "typed_config", "@type", ODST_TYPE);
+	if (op) {
+		json_array_append_new(json_object_get(doc, "clusters"), json_pack(
+			"{s:s, s:s, s:s, s:s}", "name", "PassthroughCluster", "type", "ORIGINAL_DST",
+			"lb_policy", "CLUSTER_PROVIDED", "connect_timeout", "2s"));
+		json_array_append_new(json_object_get(doc, "listeners"), json_pack(
+			"{s:s, s:{s:{s:s, s:O}}, s:b, s:O, s:[{s:[{s:s, s:{s:s, s:s, s:s}}]}]}",
+			"name", "virtualOutbound", "address", "socket_address", "address", "0.0.0.0",
+			"port_value", op, "use_original_dst", 1, "listener_filters", odst,
+			"filter_chains", "filters", "name", "envoy.filters.network.tcp_proxy",
+			"typed_config", "@type", TCP_TYPE, "stat_prefix", "PassthroughCluster",
+			"cluster", "PassthroughCluster"));
+	}
+	if (ip)
+		c->inbound = json_pack("{s:s, s:{s:{s:s, s:O}}, s:O, s:[]}", "name", "virtualInbound",
+				       "address", "socket_address", "address", "0.0.0.0",
+				       "port_value", ip, "listener_filters", odst, "filter_chains");
+	json_decref(odst);
 	return 0;
 }
 
 json_t *cp_catalog_compile(const json_t *cat, const struct cfg_src *src, const char *file,
 			   char *err, size_t errlen)
 {
-	static const char *const keys[] = { "services", "listeners", NULL };
-	struct cat c = { file, src, err, errlen };
+	static const char *const keys[] = { "services", "listeners", "trust_domain", "sidecar", NULL };
+	struct cat c = { file, src, err, errlen, "cluster.local", NULL, NULL };
+	int rc = 0;
 	err[0] = 0;
 	if (check_keys(&c, cat, "<catalog>", keys))
 		return NULL;
+	c.td = get_str(&c, cat, "trust_domain", "<catalog>", "cluster.local", &rc);
+	if (rc)
+		return NULL;
+	if (!*c.td || strchr(c.td, '/')) {
+		bad(&c, cat, "trust_domain", NULL, "<catalog>", "'trust_domain' must be a domain name");
+		return NULL;
+	}
 	json_t *services = json_object_get(cat, "services"), *ls = json_object_get(cat, "listeners");
 	if ((services && !json_is_array(services)) || (ls && !json_is_array(ls))) {
 		bad(&c, cat, services && !json_is_array(services) ? "services" : "listeners", NULL,
 		    "<catalog>", "'services' and 'listeners' must be lists");
 		return NULL;
 	}
-	json_t *doc = json_pack("{s:[], s:[], s:[], s:[]}", "clusters", "endpoints", "listeners", "routes");
+	json_t *doc = json_pack("{s:[], s:[], s:[], s:[], s:{}}", "clusters", "endpoints", "listeners",
+				"routes", "nodes");
+	c.nodes = json_object_get(doc, "nodes");
+	json_t *sc = json_object_get(cat, "sidecar");
+	if (sc && sidecar(&c, sc, doc))
+		goto fail;
 	for (size_t i = 0; i < json_array_size(services); i++)
 		if (service(&c, json_array_get(services, i), i, json_object_get(doc, "clusters"),
 			    json_object_get(doc, "endpoints")))
@@ -294,8 +565,12 @@ json_t *cp_catalog_compile(const json_t *cat, const struct cfg_src *src, const c
 		if (listener(&c, json_array_get(ls, i), i, services, json_object_get(doc, "listeners"),
 			     json_object_get(doc, "routes")))
 			goto fail;
+	if (c.inbound)
+		json_array_append(json_object_get(doc, "listeners"), c.inbound);
+	json_decref(c.inbound);
 	return doc;
 fail:
+	json_decref(c.inbound);
 	json_decref(doc);
 	return NULL;
 }

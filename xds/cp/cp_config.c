@@ -325,7 +325,20 @@ static int add_builtins(struct cp_layer *l, char *err, size_t errlen)
 	return 0;
 }
 
-static int load_catalog(struct cp_layer *l, const char *file, char *err, size_t errlen)
+/* The layer of nodes/<name> (or of the catalog's per-node listeners),
+ * created empty on first use. */
+static struct cp_layer *node_layer_get(struct cp_config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nnodes; i++)
+		if (!strcmp(c->nodes[i].name, name))
+			return &c->nodes[i];
+	c->nodes = xrealloc(c->nodes, (c->nnodes + 1) * sizeof(*c->nodes));
+	memset(&c->nodes[c->nnodes], 0, sizeof(*c->nodes));
+	c->nodes[c->nnodes].name = xstrdup(name);
+	return &c->nodes[c->nnodes++];
+}
+
+static int load_catalog(struct cp_config *c, const char *file, char *err, size_t errlen)
 {
 	struct cfg_src *src = NULL;
 	const char *slash = strrchr(file, '/');
@@ -334,11 +347,32 @@ static int load_catalog(struct cp_layer *l, const char *file, char *err, size_t 
 	if (!cat)
 		return -1;
 	json_t *doc = cp_catalog_compile(cat, src, shown, err, errlen);
-	int rc = doc ? load_doc(l, shown, src, doc, 0, err, errlen) : -1;
+	int rc = -1;
+	if (doc) {
+		/* listeners placed on some nodes only: their node layers */
+		json_t *nodes = json_object_get(doc, "nodes"), *nd;
+		const char *name;
+		json_incref(nodes);
+		json_object_del(doc, "nodes");
+		rc = load_doc(&c->base, shown, src, doc, 0, err, errlen);
+		json_object_foreach(nodes, name, nd) {
+			if (rc)
+				break;
+			rc = load_doc(node_layer_get(c, name), shown, src, nd, 0, err, errlen);
+		}
+		json_decref(nodes);
+	}
 	json_decref(doc);
 	json_decref(cat);
 	cfg_src_free(src);
 	return rc;
+}
+
+static void sort_layer(struct cp_layer *l)
+{
+	for (int t = 0; t < CP_NTYPES; t++)
+		if (l->n[t])
+			qsort(l->res[t], l->n[t], sizeof(*l->res[t]), cmp_res);
 }
 
 struct cp_config *cp_config_load(const char *dir, const char *catalog, char *err, size_t errlen)
@@ -348,14 +382,10 @@ struct cp_config *cp_config_load(const char *dir, const char *catalog, char *err
 	char ndir[4096], **names;
 	struct stat st;
 	c->base.name = xstrdup("");
-	if (catalog && load_catalog(&c->base, catalog, err, errlen))
+	if (catalog && load_catalog(c, catalog, err, errlen))
 		goto fail;
-	if (!dir) {
-		for (int t = 0; t < CP_NTYPES; t++)
-			if (c->base.n[t])
-				qsort(c->base.res[t], c->base.n[t], sizeof(*c->base.res[t]), cmp_res);
+	if (!dir)
 		goto done;
-	}
 	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
 		snprintf(err, errlen, "%s: not a directory", dir);
 		goto fail;
@@ -364,20 +394,20 @@ struct cp_config *cp_config_load(const char *dir, const char *catalog, char *err
 		goto fail;
 	snprintf(ndir, sizeof(ndir), "%s/nodes", dir);
 	size_t n = list_dir(ndir, true, &names);
-	c->nodes = xcalloc(n ? n : 1, sizeof(*c->nodes));
 	for (size_t i = 0; i < n; i++) {
 		char sub[8400], shown[600];
 		snprintf(sub, sizeof(sub), "%s/%s", ndir, names[i]);
 		snprintf(shown, sizeof(shown), "nodes/%.500s/", names[i]);
-		c->nodes[i].name = xstrdup(names[i]);
-		c->nnodes++;
-		if (load_layer(&c->nodes[i], sub, shown, err, errlen)) {
+		if (load_layer(node_layer_get(c, names[i]), sub, shown, err, errlen)) {
 			free_list(names, n);
 			goto fail;
 		}
 	}
 	free_list(names, n);
 done:
+	sort_layer(&c->base);
+	for (size_t i = 0; i < c->nnodes; i++)
+		sort_layer(&c->nodes[i]);
 	if (add_builtins(&c->base, err, errlen))
 		goto fail;
 	c->generation = ++generation;

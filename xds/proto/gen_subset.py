@@ -38,6 +38,9 @@ ROOTS = [
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
     "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
     "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+    "envoy.extensions.filters.http.rbac.v3.RBAC",
+    "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+    "envoy.extensions.filters.network.rbac.v3.RBAC",
 ]
 
 # Not supported by Remora (yet): never part of the subset.
@@ -51,7 +54,6 @@ EXCLUDE_PREFIXES = [
     "envoy.extensions.transport_sockets.tls.v3.GenericSecret",
     "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProvider",
     "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CertificateProviderInstance",
-    "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext",
     "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CustomHandshaker",
     "envoy.config.core.v3.WatchedDirectory",
     "envoy.config.listener.v3.UdpListenerConfig", "envoy.config.listener.v3.QuicProtocolOptions",
@@ -91,6 +93,14 @@ EXCLUDE_PREFIXES = [
     "envoy.config.core.v3.AlternateProtocolsCacheOptions",
     "envoy.service.discovery.v3.DynamicParameterConstraints",
     "envoy.config.core.v3.ControlPlane.",
+    # RBAC: what filters/common/rbac evaluates (docs/tls.md); not CEL
+    # conditions, metadata / filter-state matchers, custom matchers, audit
+    # logging or the xds matcher tree (matcher / shadow_matcher); metadata
+    # matchers stay in the subset (routes use them) and the RBAC parser
+    # rejects them by name.
+    "google.api.expr.",
+    "envoy.type.matcher.v3.FilterStateMatcher", "envoy.config.rbac.v3.RBAC.AuditLoggingOptions",
+    "envoy.config.rbac.v3.SourcedMetadata",
 ]
 
 TYPES = {1: "double", 2: "float", 3: "int64", 4: "uint64", 5: "int32", 6: "fixed64", 7: "fixed32",

@@ -186,3 +186,41 @@ TEST(tls_alpn_select_prefers_server_order)
 	const unsigned char only[] = "\x06spdy/3";
 	CHECK_INT(alpn_select_cb(NULL, &out, &outlen, only, sizeof(only) - 1, &t), SSL_TLSEXT_ERR_NOACK);
 }
+
+/* combined_validation_context: exclusive with the other two; its SDS
+ * secret is required; default_validation_context holds SAN matchers only. */
+static int parse_common_text(const char *text)
+{
+	char *s = strdup(text);
+	for (char *p = s; *p; p++)
+		if (*p == '\'')
+			*p = '"';
+	json_error_t je;
+	json_t *j = json_loads(s, 0, &je);
+	free(s);
+	if (!j)
+		return -2;
+	struct cfg_ctx c;
+	cfg_init(&c, NULL, NULL);
+	struct tls_ctx *t = xcalloc(1, sizeof(*t));
+	int rc = parse_common(&c, j, t);
+	snprintf(last_err, sizeof(last_err), "%s", c.err);
+	free(t->certs);   /* the error paths tested here set nothing else */
+	free(t);
+	json_decref(j);
+	return rc;
+}
+
+TEST(tls_combined_validation_context_errors)
+{
+	CHECK_INT(parse_common_text("{'validation_context':{},'combined_validation_context':"
+				    "{'validation_context_sds_secret_config':{'name':'ROOTCA'}}}"),
+		  RM_ERROR);
+	CHECK_CONTAINS(last_err, "only one of validation_context, validation_context_sds_secret_config, "
+		       "combined_validation_context");
+	CHECK_INT(parse_common_text("{'combined_validation_context':{'default_validation_context':{}}}"),
+		  RM_ERROR);
+	CHECK_CONTAINS(last_err, "validation_context_sds_secret_config");
+	CHECK_INT(parse_common_text("{'combined_validation_context':{'bogus':1}}"), RM_ERROR);
+	CHECK_CONTAINS(last_err, "unknown field 'bogus'");
+}

@@ -1,0 +1,276 @@
+"""The mesh of test_capture.py configured only by remora-cp (issue 9).
+
+  pod A (10.77.0.1)                                  pod B (10.77.0.2)
+  curl --iptables--> sidecar :15001 ==mTLS==> iptables --> sidecar :15006 --> app :8080 (v1)
+                     (UID 1337)                           (UID 1337)          app :8090 (v2)
+                                                          remora-cp :15010 ADS, :15012 CA
+
+Both sidecars are bootstrapped with nothing but ADS to remora-cp and the
+certificate client flags (a token file per pod): every listener, route and
+cluster comes from the catalog (--catalog, its `sidecar`, `identity`, `allow`,
+`service`, `bind: false` and `nodes` keys) and the certificates from the CA
+(A is spiffe://cluster.local/ns/default/sa/client, B .../sa/server).
+remora-cp runs in B's namespace (its ports are excluded from B's inbound
+capture), so A's sidecar reaches it over the same veth.
+
+Checked: A's app calls B by IP:port and gets 200 from v1 over mTLS that B
+authorizes by A's SPIFFE ID; a split edited in the catalog shifts live traffic
+to v2 with zero failed requests under a client loop; an `allow` edited to
+another service account makes A's calls 403 within 5 s, and allowing A again
+restores 200."""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import uuid
+
+import pytest
+
+import harness
+from harness import wait_until
+from test_capture import (APP, A_IP, B_IP, NsRemora, _skip_reason, ns_run,  # noqa: F401
+                          workdir)
+
+CP_PORTS = (15010, 15012, 15014)   # ADS, CA, admin: in B's namespace
+
+
+def cp_bin():
+    return os.path.join(os.path.dirname(harness.remora_bin()), "remora-cp")
+
+
+def catalog(split=(100, 0), allowed_sa="client", server_sa="server"):
+    svc = ""
+    for name, port in (("b-v1", 8080), ("b-v2", 8090)):
+        svc += (f"- name: {name}\n  endpoints: ['{B_IP}:{port}']\n"
+                f"  identity: {{namespace: default, serviceAccount: {server_sa}}}\n"
+                f"  allow: [{{from: {{namespace: default, serviceAccount: {allowed_sa}}}}}]\n"
+                f"- name: app-{port}\n  endpoints: ['127.0.0.1:{port}']\n")
+    return (f"trust_domain: cluster.local\n"
+            f"sidecar: {{outbound_port: 15001, inbound_port: 15006}}\n"
+            f"services:\n{svc}"
+            f"listeners:\n"
+            f"- name: b-out\n  address: {B_IP}\n  port: 8080\n  bind: false\n  nodes: [pod-a]\n"
+            f"  routes: [{{to: {{b-v1: {split[0]}, b-v2: {split[1]}}}}}]\n"
+            f"- name: b-in-8080\n  port: 8080\n  service: b-v1\n  routes: [{{to: app-8080}}]\n"
+            f"- name: b-in-8090\n  port: 8090\n  service: b-v2\n  routes: [{{to: app-8090}}]\n")
+
+
+def write(path, text):
+    tmp = path + ".tmp~"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.rename(tmp, path)
+
+
+def sidecar_config(node, cp_ip):
+    return {
+        "node": {"id": node, "cluster": node},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 15000}}},
+        "static_resources": {"clusters": [{
+            "name": "xds_cluster", "type": "STATIC", "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                             "HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": harness.load_assignment("xds_cluster", [(cp_ip, CP_PORTS[0])])}]},
+        "dynamic_resources": {
+            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
+                           "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"}},
+    }
+
+
+@pytest.fixture(scope="module")
+def mesh(workdir):
+    why = _skip_reason()
+    if why:
+        pytest.skip(why)
+    tag = uuid.uuid4().hex[:6]
+    na, nb = f"rmA-{tag}", f"rmB-{tag}"
+    created, procs, remoras = [], [], []
+    cp_log_path = os.path.join(workdir, "remora-cp.log")
+    try:
+        for ns in (na, nb):
+            p = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+            if p.returncode != 0:
+                pytest.skip(f"the kernel refuses network namespaces: {p.stderr.strip()}")
+            created.append(ns)
+            ns_run(ns, "ip", "link", "set", "lo", "up")
+        va, vb = f"va{tag}", f"vb{tag}"
+        subprocess.run(["ip", "link", "add", va, "netns", na, "type", "veth", "peer", "name", vb,
+                        "netns", nb], check=True, capture_output=True)
+        ns_run(na, "ip", "addr", "add", f"{A_IP}/24", "dev", va)
+        ns_run(nb, "ip", "addr", "add", f"{B_IP}/24", "dev", vb)
+        ns_run(na, "ip", "link", "set", va, "up")
+        ns_run(nb, "ip", "link", "set", vb, "up")
+
+        app_py = os.path.join(workdir, "mesh_app.py")
+        with open(app_py, "w") as f:
+            f.write(APP)
+        app_log = os.path.join(workdir, "mesh_app.log")
+        open(app_log, "w").close()
+        app = subprocess.Popen(["ip", "netns", "exec", nb, "/usr/bin/python3", app_py, app_log,
+                                "8080", "8090"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        procs.append(app)
+        assert app.stdout.readline().strip() == "ready", "B's app did not start"
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REMORA_")}
+        env_b = dict(env, REMORA_INBOUND_PORTS_EXCLUDE="15090,15021,15020," +
+                     ",".join(map(str, CP_PORTS)))
+        for ns, e in ((na, env), (nb, env_b)):
+            p = subprocess.run(["ip", "netns", "exec", ns, "sh",
+                                os.path.join(harness.REPO, "deploy", "init", "remora-init")],
+                               env=e, capture_output=True, text=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+
+        # remora-cp with its CA, in B's namespace (root: not captured outbound
+        # either way, it only answers)
+        cat_dir = os.path.join(workdir, "catalog")
+        os.makedirs(cat_dir, exist_ok=True)
+        cat = os.path.join(cat_dir, "catalog.yaml")
+        write(cat, catalog())
+        tokens = os.path.join(workdir, "tokens.yaml")
+        with open(tokens, "w") as f:
+            f.write("tokens:\n  tok-pod-a-1234: {namespace: default, service_account: client}\n"
+                    "  tok-pod-b-5678: {namespace: default, service_account: server}\n")
+        cp_log = open(cp_log_path, "w")
+        cp = subprocess.Popen(["ip", "netns", "exec", nb, cp_bin(), "--catalog", cat,
+                               "--address", "0.0.0.0", "--grpc-port", str(CP_PORTS[0]),
+                               "--ca-port", str(CP_PORTS[1]), "--admin-port", str(CP_PORTS[2]),
+                               "--ca-tokens", tokens, "--ca-dir", os.path.join(workdir, "ca")],
+                              stdout=cp_log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(cp)
+        wait_until(lambda: ns_run(nb, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                  f"http://127.0.0.1:{CP_PORTS[2]}/ready",
+                                  check=False).stdout == "200", 15, what="remora-cp ready")
+
+        rs = {}
+        for pod, ns, cp_ip in (("a", na, B_IP), ("b", nb, "127.0.0.1")):
+            tok = os.path.join(workdir, f"pod-{pod}.token")
+            with open(tok, "w") as f:
+                f.write(f"tok-pod-{pod}-{'1234' if pod == 'a' else '5678'}\n")
+            os.chmod(tok, 0o644)
+            r = NsRemora(workdir, sidecar_config(f"pod-{pod}", cp_ip), ns, name=f"mesh-{pod}",
+                         concurrency=2, extra_args=["--ca-address", f"{cp_ip}:{CP_PORTS[1]}",
+                                                    "--ca-token-file", tok])
+            remoras.append(r)
+            rs[pod] = r
+        for r in remoras:
+            r.start(timeout=45)
+        yield {"a": rs["a"], "b": rs["b"], "na": na, "nb": nb, "catalog": cat,
+               "app_log": app_log, "cp_log": cp_log_path}
+    finally:
+        problems = []
+        for r in remoras:
+            problems += r.finalize()
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=10)
+        if os.path.exists(cp_log_path):
+            with open(cp_log_path) as f:
+                text = f.read()
+            if "ERROR: AddressSanitizer" in text or "runtime error" in text:
+                problems.append("remora-cp:\n" + text[-4000:])
+        for ns in created:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        if problems:
+            pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def call(mesh, path="/x"):
+    """One request from A's app (root: captured) to B by IP:port: (status, body)."""
+    p = ns_run(mesh["na"], "curl", "-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}",
+               f"http://{B_IP}:8080{path}", check=False, timeout=15)
+    body, _, code = p.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+class Loop:
+    """A client loop in pod A (one curl process per batch of fresh
+    connections); every response is recorded."""
+
+    def __init__(self, mesh):
+        self.mesh, self.ports, self.fail = mesh, [], []
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            code, body = call(self.mesh)
+            if code == 200:
+                self.ports.append(json.loads(body)["port"])
+            else:
+                self.fail.append((code, body[:200]))
+
+    def stop(self):
+        self.stop_ev.set()
+        self.t.join(timeout=30)
+
+
+def test_mesh_from_remora_cp(mesh):
+    a, b = mesh["a"], mesh["b"]
+    # certificates from the CA: each sidecar's own SPIFFE ID
+    for r, sa in ((a, "client"), (b, "server")):
+        code, _, certs = r.admin_request("GET", "/certs")
+        assert code == 200 and f"spiffe://cluster.local/ns/default/sa/{sa}" in certs.decode(), certs
+
+    # A's app calls B by IP:port: v1 answers, reached from B's sidecar
+    code, body = call(mesh, "/hello")
+    assert code == 200, body
+    got = json.loads(body)
+    assert got["port"] == 8080 and got["peer"] in ("127.0.0.1", "::ffff:127.0.0.1"), got
+    sa, sb = a.stats(), b.stats()
+    assert sa.get("cluster.b-v1.upstream_rq_total", 0) >= 1, sa
+    assert sb.get("http.b-in-8080.downstream_rq_total", 0) >= 1
+    # over mTLS, authorized by A's SPIFFE ID (the RBAC allows that principal only)
+    assert sb.get("listener.0.0.0.0_15006.ssl.handshake", 0) >= 1, sb
+    assert sb.get("http.b-in-8080.rbac.catalog.allowed", 0) >= 1, sb
+
+    # the split edited in the catalog shifts live traffic, nothing fails
+    loop = Loop(mesh)
+    try:
+        wait_until(lambda: len(loop.ports) >= 3, 20, what="traffic")
+        write(mesh["catalog"], catalog(split=(50, 50)))
+        wait_until(lambda: {8080, 8090} <= set(loop.ports[-30:]), 30, what="50/50 split")
+        write(mesh["catalog"], catalog(split=(0, 100)))
+        wait_until(lambda: len(loop.ports) > 10 and set(loop.ports[-8:]) == {8090}, 30,
+                   what="all to v2")
+    finally:
+        loop.stop()
+    assert loop.fail == [], loop.fail[:5]
+    assert b.stats().get("http.b-in-8090.rbac.catalog.allowed", 0) >= 1
+
+    # authorization: another service account only -> A is denied within 5 s
+    write(mesh["catalog"], catalog(split=(0, 100), allowed_sa="someone-else"))
+    # (the listener's new version: B drains the connections of the old one,
+    # A's pooled connection is closed after its response and reconnects)
+    wait_until(lambda: call(mesh)[0] == 403, 5, what="403 after the allow edit")
+    code, body = call(mesh)
+    assert code == 403 and "RBAC: access denied" in body, (code, body)
+    assert b.stats().get("http.b-in-8090.rbac.catalog.denied", 0) >= 1
+    # allowed again
+    write(mesh["catalog"], catalog(split=(0, 100), allowed_sa="client"))
+    wait_until(lambda: call(mesh)[0] == 200, 5, what="200 after allowing A again")
+    assert json.loads(call(mesh)[1])["port"] == 8090
+
+    # A checks B's SPIFFE ID too: a catalog that expects another identity for
+    # the service makes A's sidecar refuse B's certificate (503, SAN failure)
+    write(mesh["catalog"], catalog(split=(0, 100), server_sa="not-b"))
+    wait_until(lambda: call(mesh)[0] == 503, 10, what="503 on a SAN mismatch")
+    assert a.stats().get("cluster.b-v2.ssl.fail_verify_san", 0) >= 1
+    write(mesh["catalog"], catalog(split=(0, 100)))
+    wait_until(lambda: call(mesh)[0] == 200, 10, what="200 with B's identity again")
