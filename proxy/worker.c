@@ -552,7 +552,7 @@ static void start_listeners(struct worker *w)
 		wl->evl = evconnlistener_new(w->base, accept_cb, wl,
 					     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1, l->fds[w->id]);
 		if (!wl->evl)
-			die("evconnlistener_new");
+			die("evconnlistener_new (listener '%s' fd %d snap %llu)", l->name, l->fds[w->id], (unsigned long long)s->version);
 		l->fds[w->id] = -1;
 		evconnlistener_set_error_cb(wl->evl, accept_error_cb);
 	}

@@ -158,7 +158,10 @@ def mesh(workdir):
             os.chmod(tok, 0o644)
             r = NsRemora(workdir, sidecar_config(f"pod-{pod}", cp_ip), ns, name=f"mesh-{pod}",
                          concurrency=2, extra_args=["--ca-address", f"{cp_ip}:{CP_PORTS[1]}",
-                                                    "--ca-token-file", tok])
+                                                    "--ca-token-file", tok,
+                                                    # a replaced listener's connections
+                                                    # drain for 2 s (default 600)
+                                                    "--drain-time-s", "2"])
             remoras.append(r)
             rs[pod] = r
         for r in remoras:
@@ -258,13 +261,21 @@ def test_mesh_from_remora_cp(mesh):
     write(mesh["catalog"], catalog(split=(0, 100), allowed_sa="someone-else"))
     # (the listener's new version: B drains the connections of the old one,
     # A's pooled connection is closed after its response and reconnects)
-    wait_until(lambda: call(mesh)[0] == 403, 5, what="403 after the allow edit")
+    # (pooled connections opened on the old version may each serve one more
+    # request before they close: wait for a steady run of 403s)
+    wait_until(lambda: [call(mesh)[0] for _ in range(4)] == [403] * 4, 5,
+               what="403 after the allow edit")
     code, body = call(mesh)
     assert code == 403 and "RBAC: access denied" in body, (code, body)
-    assert b.stats().get("http.b-in-8090.rbac.catalog.denied", 0) >= 1
+    # counted by the new listener version's RBAC scope; while the old version
+    # drains (2 s here) both versions' scopes are listed under the same name
+    # (docs/operations.md, known problem), so read it once the drain ended
+    wait_until(lambda: b.stats().get("http.b-in-8090.rbac.catalog.denied", 0) >= 1, 10,
+               what="denied counted")
     # allowed again
     write(mesh["catalog"], catalog(split=(0, 100), allowed_sa="client"))
-    wait_until(lambda: call(mesh)[0] == 200, 5, what="200 after allowing A again")
+    wait_until(lambda: [call(mesh)[0] for _ in range(4)] == [200] * 4, 5,
+               what="200 after allowing A again")
     assert json.loads(call(mesh)[1])["port"] == 8090
 
     # A checks B's SPIFFE ID too: a catalog that expects another identity for

@@ -1506,11 +1506,6 @@ static void hc_drain(struct downstream *d)
 	if (hc->proto == 2 && d->drain_goaway_ms && !d->w->draining)
 		return;   /* its listener was replaced: GOAWAY in the second half of the drain time */
 	if (hc->proto == 2) {
-		/* a replaced listener's HTTP/2 connections are not sent GOAWAY
-		 * (clients that do not reconnect would fail): they keep the old
-		 * version until they close (docs/xds.md) */
-		if (!shutdown)
-			return;
 		if (hcm_h2_idle(hc))
 			stats_inc(hc->cfg->stats, shard_of(hc), downstream_cx_drain_close);
 		h2_conn_drain(hc);
