@@ -597,13 +597,34 @@ out:
 
 /* ---- well-known types ------------------------------------------------------- */
 
+/* *p at the '.' of "<seconds>.<fraction>": 1..9 digits -> nanoseconds in
+ * *nanos, *p moved past them.  -1 without digits or with more than 9. */
+static int parse_fraction(const char **p, int32_t *nanos)
+{
+	const char *q = *p + 1;
+	int32_t nv = 0;
+	int digits = 0;
+	while (isdigit((unsigned char)*q)) {
+		if (digits == 9)
+			return -1;
+		nv = nv * 10 + (*q++ - '0');
+		digits++;
+	}
+	if (!digits)
+		return -1;
+	for (; digits < 9; digits++)
+		nv *= 10;
+	*nanos = nv;
+	*p = q;
+	return 0;
+}
+
 static int parse_duration(const char *s, int64_t *sec, int32_t *nanos)
 {
 	bool neg = *s == '-';
 	const char *p = s + neg;
 	int64_t sv = 0;
 	int32_t nv = 0;
-	int digits = 0;
 	if (!isdigit((unsigned char)*p))
 		return -1;
 	while (isdigit((unsigned char)*p)) {
@@ -611,19 +632,8 @@ static int parse_duration(const char *s, int64_t *sec, int32_t *nanos)
 			return -1;
 		sv = sv * 10 + (*p++ - '0');
 	}
-	if (*p == '.') {
-		p++;
-		while (isdigit((unsigned char)*p)) {
-			if (digits == 9)
-				return -1;
-			nv = nv * 10 + (*p++ - '0');
-			digits++;
-		}
-		if (!digits)
-			return -1;
-		for (; digits < 9; digits++)
-			nv *= 10;
-	}
+	if (*p == '.' && parse_fraction(&p, &nv))
+		return -1;
 	if (strcmp(p, "s") || sv > 315576000000LL)
 		return -1;
 	*sec = neg ? -sv : sv;
@@ -639,20 +649,8 @@ static int parse_timestamp(const char *s, int64_t *sec, int32_t *nanos)
 	int off = 0;
 	if (!p)
 		return -1;
-	if (*p == '.') {
-		int digits = 0;
-		p++;
-		while (isdigit((unsigned char)*p)) {
-			if (digits == 9)
-				return -1;
-			nv = nv * 10 + (*p++ - '0');
-			digits++;
-		}
-		if (!digits)
-			return -1;
-		for (; digits < 9; digits++)
-			nv *= 10;
-	}
+	if (*p == '.' && parse_fraction(&p, &nv))
+		return -1;
 	if (*p == 'Z' || *p == 'z') {
 		p++;
 	} else if ((*p == '+' || *p == '-') && isdigit((unsigned char)p[1]) &&
