@@ -303,6 +303,28 @@ def ns_run(ns, *cmd, check=True, timeout=30):
     return p
 
 
+def pod_pair(na, nb, tag, created, a_addrs, b_addrs):
+    """Two network namespaces (appended to created as they are made, for the
+    caller's cleanup) joined by a veth pair carrying a_addrs / b_addrs
+    ("ip/len"; IPv6 ones without duplicate address detection).  Skips the
+    test when the kernel refuses namespaces."""
+    for ns in (na, nb):
+        p = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+        if p.returncode != 0:
+            pytest.skip(f"the kernel refuses network namespaces: {p.stderr.strip()}")
+        created.append(ns)
+        ns_run(ns, "ip", "link", "set", "lo", "up")
+    va, vb = f"va{tag}", f"vb{tag}"
+    subprocess.run(["ip", "link", "add", va, "netns", na, "type", "veth", "peer", "name", vb,
+                    "netns", nb], check=True, capture_output=True)
+    for ns, dev, addrs in ((na, va, a_addrs), (nb, vb, b_addrs)):
+        for a in addrs:
+            ns_run(ns, "ip", *(["-6"] if ":" in a else []), "addr", "add", a, "dev", dev,
+                   *(["nodad"] if ":" in a else []))
+    ns_run(na, "ip", "link", "set", va, "up")
+    ns_run(nb, "ip", "link", "set", vb, "up")
+
+
 class NsRemora(harness.Remora):
     """A Remora run inside a network namespace as UID/GID 1337; its admin
     port is reached with curl inside the namespace."""
@@ -373,22 +395,8 @@ def pods(workdir):
     na, nb = f"rmA-{tag}", f"rmB-{tag}"
     created, procs, remoras = [], [], []
     try:
-        for ns in (na, nb):
-            p = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
-            if p.returncode != 0:
-                pytest.skip(f"the kernel refuses network namespaces: {p.stderr.strip()}")
-            created.append(ns)
-            ns_run(ns, "ip", "link", "set", "lo", "up")
-        va, vb = f"va{tag}", f"vb{tag}"
-        subprocess.run(["ip", "link", "add", va, "netns", na, "type", "veth", "peer", "name", vb,
-                        "netns", nb], check=True, capture_output=True)
-        ns_run(na, "ip", "addr", "add", f"{A_IP}/24", "dev", va)
-        ns_run(na, "ip", "-6", "addr", "add", f"{A_IP6}/64", "dev", va, "nodad")
-        ns_run(nb, "ip", "addr", "add", f"{B_IP}/24", "dev", vb)
-        ns_run(nb, "ip", "addr", "add", f"{B_IP2}/24", "dev", vb)
-        ns_run(nb, "ip", "-6", "addr", "add", f"{B_IP6}/64", "dev", vb, "nodad")
-        ns_run(na, "ip", "link", "set", va, "up")
-        ns_run(nb, "ip", "link", "set", vb, "up")
+        pod_pair(na, nb, tag, created, [f"{A_IP}/24", f"{A_IP6}/64"],
+                 [f"{B_IP}/24", f"{B_IP2}/24", f"{B_IP6}/64"])
 
         # B's app (plain, as root: it is not the proxy)
         app_py = os.path.join(workdir, "app.py")

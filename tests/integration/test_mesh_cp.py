@@ -30,7 +30,7 @@ import pytest
 
 import harness
 from harness import wait_until
-from test_capture import (APP, A_IP, B_IP, NsRemora, _skip_reason, ns_run,  # noqa: F401
+from test_capture import (APP, A_IP, B_IP, NsRemora, _skip_reason, ns_run, pod_pair,  # noqa: F401
                           workdir)
 
 CP_PORTS = (15010, 15012, 15014)   # ADS, CA, admin: in B's namespace
@@ -95,19 +95,7 @@ def mesh(workdir):
     created, procs, remoras = [], [], []
     cp_log_path = os.path.join(workdir, "remora-cp.log")
     try:
-        for ns in (na, nb):
-            p = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
-            if p.returncode != 0:
-                pytest.skip(f"the kernel refuses network namespaces: {p.stderr.strip()}")
-            created.append(ns)
-            ns_run(ns, "ip", "link", "set", "lo", "up")
-        va, vb = f"va{tag}", f"vb{tag}"
-        subprocess.run(["ip", "link", "add", va, "netns", na, "type", "veth", "peer", "name", vb,
-                        "netns", nb], check=True, capture_output=True)
-        ns_run(na, "ip", "addr", "add", f"{A_IP}/24", "dev", va)
-        ns_run(nb, "ip", "addr", "add", f"{B_IP}/24", "dev", vb)
-        ns_run(na, "ip", "link", "set", va, "up")
-        ns_run(nb, "ip", "link", "set", vb, "up")
+        pod_pair(na, nb, tag, created, [f"{A_IP}/24"], [f"{B_IP}/24"])
 
         app_py = os.path.join(workdir, "mesh_app.py")
         with open(app_py, "w") as f:
