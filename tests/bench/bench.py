@@ -603,9 +603,10 @@ def run_h2load(port, seconds):
     r["requests"] = int(m.group(3)) if m else 0
     if not m or m.group(4) != "0" or m.group(5) != "0":
         r["errors"].append("h2load: " + (m.group(0) if m else "no result: " + out.strip()[-200:]))
-    m = re.search(r"status codes: (\d+) 2xx", out)
+    m = re.search(r"status codes: (\d+) 2xx[^\n]*", out)
     if not m or int(m.group(1)) != r["requests"]:
-        r["errors"].append("h2load: not all 2xx")
+        r["errors"].append("h2load: not all 2xx (%s of %d done)" % (m.group(0) if m else "no status line",
+                                                                  r["requests"]))
     if p.returncode != 0:
         r["errors"].append("h2load exited with status %d" % p.returncode)
     if r["rps"] is None or not r["requests"]:
