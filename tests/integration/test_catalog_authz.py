@@ -12,7 +12,8 @@ principals are real SPIFFE IDs checked on real handshakes.
 Checked: a DENY on a path prefix answers 403 there and 200 elsewhere; DENY
 wins over an ALLOW that matches; method rules; a `when` header condition;
 PERMISSIVE takes a plaintext curl and an mTLS client on the same port while
-STRICT refuses the plaintext one; a TCP service lets alice through and
+STRICT refuses the plaintext one, DISABLE is plaintext only (no TLS from
+the callers either); a TCP service lets alice through and
 closes bob's connection (rbac stat); catalog edits apply live and a broken
 edit is reported with file:line:col while the last good catalog keeps
 serving."""
@@ -140,6 +141,10 @@ services:
   mtls: STRICT
   endpoints: ['127.0.0.1:{p['strict_in']}']
   {ident}
+- name: plain
+  mtls: DISABLE
+  endpoints: ['127.0.0.1:{p['plain_in']}']
+  {ident}
 - name: db
   protocol: tcp
   endpoints: ['127.0.0.1:{p['db_in']}']
@@ -154,10 +159,11 @@ listeners:
 - {{name: web-in, address: 127.0.0.1, port: {p['web_in']}, service: web, nodes: [srv], routes: [{{to: app}}]}}
 - {{name: perm-in, address: 127.0.0.1, port: {p['perm_in']}, service: perm, nodes: [srv], routes: [{{to: app}}]}}
 - {{name: strict-in, address: 127.0.0.1, port: {p['strict_in']}, service: strict, nodes: [srv], routes: [{{to: app}}]}}
+- {{name: plain-in, address: 127.0.0.1, port: {p['plain_in']}, service: plain, nodes: [srv], routes: [{{to: app}}]}}
 - {{name: db-in, address: 127.0.0.1, port: {p['db_in']}, service: db, nodes: [srv], to: app-tcp}}
 """
     for c in CLIENTS:
-        for svc in ("web", "perm", "strict"):
+        for svc in ("web", "perm", "strict", "plain"):
             out += (f"- {{name: {svc}-out-{c}, address: 127.0.0.1, port: {p[svc + '_' + c]}, "
                     f"nodes: [{c}], routes: [{{to: {svc}}}]}}\n")
         out += (f"- {{name: db-out-{c}, address: 127.0.0.1, port: {p['db_' + c]}, "
@@ -182,10 +188,10 @@ def stat_sum(r, name):
 def mesh(remora, make_upstream, tmp_path):
     up = make_upstream("app")
     p = {"app": up.port}
-    for k in ("web_in", "perm_in", "strict_in", "db_in"):
+    for k in ("web_in", "perm_in", "strict_in", "plain_in", "db_in"):
         p[k] = harness.free_port()
     for c in CLIENTS:
-        for svc in ("web", "perm", "strict", "db"):
+        for svc in ("web", "perm", "strict", "plain", "db"):
             p[f"{svc}_{c}"] = harness.free_port()
     cp = CatalogCP(tmp_path / "cp", catalog(p))
     rs = {}
@@ -274,7 +280,7 @@ def test_service_with_only_deny_rules_allows_the_rest_and_edits_apply_live(mesh)
     assert get(b).status == 403 and get(a).status == 200
 
 
-def test_permissive_takes_plaintext_and_mtls_strict_only_mtls(mesh):
+def test_mtls_modes_permissive_strict_disable(mesh):
     p, srv = mesh["p"], mesh["srv"]
     # PERMISSIVE: an mTLS client (alice's sidecar) and a plaintext curl, same port
     hs = f"listener.127.0.0.1_{p['perm_in']}.ssl.handshake"
@@ -293,6 +299,13 @@ def test_permissive_takes_plaintext_and_mtls_strict_only_mtls(mesh):
     assert get(p["strict_alice"]).status == 200
     res = get(p["strict_in"], "/plain")
     assert res.status == 0, (res.status, res.body[:200])
+    # DISABLE: plaintext only; the callers' cluster does not originate TLS
+    # although the service has an identity
+    served(p["plain_alice"])
+    assert get(p["plain_alice"]).status == 200
+    assert get(p["plain_in"], "/plain").status == 200
+    assert stat_sum(mesh["alice"], "cluster.plain.upstream_cx_total") >= 1
+    assert stat_sum(mesh["alice"], "cluster.plain.ssl.handshake") == 0
     # a TLS client without a certificate is refused by STRICT and PERMISSIVE alike
     for port in (p["strict_in"], p["perm_in"]):
         res = curl(f"https://127.0.0.1:{port}/x", "-k", timeout=5)
