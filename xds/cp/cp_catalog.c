@@ -4,7 +4,9 @@
  * routes), which then take the same encode/validate path (cp_config.c).
  * Envoy fragments the catalog passes through (route match, retry policy)
  * are the catalog's own json_t nodes, so errors inside them still resolve
- * to file:line:col.  Format: docs/control-plane.md "Service catalog". */
+ * to file:line:col.  Format: docs/control-plane.md "Service catalog".
+ * Authorization rules (`rules`, `allow`) are compiled by cp_catalog_authz.c;
+ * this file places them, with the mTLS mode, on the inbound chains. */
 #include "cp.h"
 #include "cp_catalog.h"
 
@@ -26,7 +28,6 @@
 #define TI_TYPE "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 #define TCP_TYPE "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
-
 /* An SDS secret reference: `default` and `ROOTCA` are what the certificate
  * client installs in-process (docs/tls.md); over ADS otherwise. */
 static json_t *sds(const char *name)
@@ -36,7 +37,7 @@ static json_t *sds(const char *name)
 }
 
 int cat_bad(struct cat *c, const json_t *obj, const char *key, const json_t *node,
-	       const char *path, const char *fmt, ...)
+	    const char *path, const char *fmt, ...)
 {
 	char msg[512];
 	int line = 0, col = 0;
@@ -73,7 +74,7 @@ int cat_check_keys(struct cat *c, const json_t *obj, const char *path, const cha
 }
 
 const char *cat_get_str(struct cat *c, const json_t *obj, const char *key, const char *path,
-			   const char *def, int *rc)
+			const char *def, int *rc)
 {
 	json_t *v = json_object_get(obj, key);
 	if (!v) {
@@ -91,7 +92,7 @@ const char *cat_get_str(struct cat *c, const json_t *obj, const char *key, const
 /* {namespace, serviceAccount} -> its SPIFFE ID (sa may be omitted when
  * want_sa is false: then a prefix ".../sa/"). */
 int cat_spiffe(struct cat *c, const json_t *id, const char *path, bool want_sa, char *out,
-		  size_t outlen)
+	       size_t outlen)
 {
 	static const char *const keys[] = { "namespace", "serviceAccount", NULL };
 	int rc = 0;
@@ -103,7 +104,7 @@ int cat_spiffe(struct cat *c, const json_t *id, const char *path, bool want_sa, 
 		return -1;
 	if (!*ns || strchr(ns, '/') || strchr(sa, '/'))
 		return cat_bad(c, NULL, NULL, id, path, "namespace and serviceAccount must be non-empty "
-			   "names without '/'");
+			       "names without '/'");
 	snprintf(out, outlen, "spiffe://%s/ns/%s/sa/%s", c->td, ns, sa);
 	return 0;
 }
