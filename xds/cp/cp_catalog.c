@@ -144,8 +144,8 @@ static int service(struct cat *c, const json_t *s, size_t i, json_t *clusters, j
 					    NULL };
 	char path[64];
 	int rc = 0;
-	enum cat_mtls mtls;
-	bool tcp;
+	enum cat_mtls mtls = CAT_MTLS_STRICT;
+	bool tcp = false;
 	snprintf(path, sizeof(path), "services[%zu]", i);
 	if (cat_check_keys(c, s, path, keys))
 		return -1;
