@@ -485,6 +485,19 @@ struct swap_msg {
 	SSL_CTX *ctx;                 /* one reference, for the worker's slot */
 };
 
+static void ctx_free_main(void *arg);
+
+/* Drop one reference; the last one frees t on the main thread. */
+static void ctx_unref(struct tls_ctx *t)
+{
+	if (__atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	if (current_worker)
+		main_post(ctx_free_main, t);
+	else
+		ctx_free_main(t);
+}
+
 static void worker_swap(struct worker *w, void *arg)
 {
 	struct swap_msg *m = arg;
@@ -492,6 +505,10 @@ static void worker_swap(struct worker *w, void *arg)
 	SSL_CTX *old = slot->ctx;
 	slot->ctx = m->ctx;
 	SSL_CTX_free(old);   /* connections using it hold their own references */
+	/* the context may have been released while this swap was queued (a
+	 * listener rebuilt before its workers ran the swap): the message's
+	 * reference kept it alive until now */
+	ctx_unref(m->t);
 	free(m);
 }
 
@@ -511,24 +528,20 @@ void tls_ctx_publish(struct tls_ctx *t, SSL_CTX *ctx)
 		m->t = t;
 		m->ctx = ctx;
 		SSL_CTX_up_ref(ctx);
+		__atomic_add_fetch(&t->refs, 1, __ATOMIC_RELAXED);
 		worker_post(&srv->workers[i - 1], worker_swap, m);
 	}
 	SSL_CTX_free(ctx);
 }
 
-static void ctx_free_main(void *arg);
-
 /* Snapshots may be released on a worker: the context list, the secret store
- * and stats scopes belong to the main thread, so the work moves there. */
+ * and stats scopes belong to the main thread, so the work moves there (and
+ * waits for swaps still queued to workers, see worker_swap). */
 void tls_ctx_free(struct tls_ctx *t)
 {
 	if (!t)
 		return;
-	if (current_worker) {
-		main_post(ctx_free_main, t);
-		return;
-	}
-	ctx_free_main(t);
+	ctx_unref(t);
 }
 
 static void ctx_free_main(void *arg)
@@ -933,6 +946,7 @@ int tls_transport_socket_parse(struct cfg_ctx *c, const json_t *ts, bool server,
 	if (tls_val_ex_idx < 0)
 		tls_val_ex_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	struct tls_ctx *t = xcalloc(1, sizeof(*t));
+	t->refs = 1;
 	t->server = server;
 	t->min_ver = TLS1_2_VERSION;
 	t->max_ver = TLS1_3_VERSION;

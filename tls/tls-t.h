@@ -110,6 +110,8 @@ struct tls_ctx {
 	unsigned nslots;
 	struct tls_slot *slots;         /* owned [nslots], slot = stats shard */
 	struct tls_ctx *next, *prev;    /* every live context (secrets.c rebuilds them) */
+	unsigned refs;                  /* atomic: 1 for the owner + one per swap posted to a
+					 * worker and not yet run (freed when it drops to 0) */
 };
 
 /* ssl.versions.* */

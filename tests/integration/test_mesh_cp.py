@@ -40,12 +40,15 @@ def cp_bin():
     return os.path.join(os.path.dirname(harness.remora_bin()), "remora-cp")
 
 
-def catalog(split=(100, 0), allowed_sa="client", server_sa="server"):
+def catalog(split=(100, 0), allowed_sa="client", server_sa="server", v2_mtls=None,
+            v2_allow=True):
     svc = ""
     for name, port in (("b-v1", 8080), ("b-v2", 8090)):
-        svc += (f"- name: {name}\n  endpoints: ['{B_IP}:{port}']\n"
+        mtls = f"  mtls: {v2_mtls}\n" if v2_mtls and name == "b-v2" else ""
+        svc += (f"- name: {name}\n  endpoints: ['{B_IP}:{port}']\n{mtls}"
                 f"  identity: {{namespace: default, serviceAccount: {server_sa}}}\n"
-                f"  allow: [{{from: {{namespace: default, serviceAccount: {allowed_sa}}}}}]\n"
+                + (f"  allow: [{{from: {{namespace: default, serviceAccount: {allowed_sa}}}}}]\n"
+                   if v2_allow or name == "b-v1" else "") +
                 f"- name: app-{port}\n  endpoints: ['127.0.0.1:{port}']\n")
     return (f"trust_domain: cluster.local\n"
             f"sidecar: {{outbound_port: 15001, inbound_port: 15006}}\n"
@@ -273,3 +276,39 @@ def test_mesh_from_remora_cp(mesh):
     assert a.stats().get("cluster.b-v2.ssl.fail_verify_san", 0) >= 1
     write(mesh["catalog"], catalog(split=(0, 100)))
     wait_until(lambda: call(mesh)[0] == 200, 10, what="200 with B's identity again")
+
+
+def plain_from_a(mesh, port):
+    """A plaintext request from pod A that its capture lets through (UID
+    1337, as the sidecar's own traffic): it reaches B's inbound capture
+    without TLS. The HTTP status, 0 when the connection failed."""
+    p = ns_run(mesh["na"], "setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups",
+               "curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+               f"http://{B_IP}:{port}/plain", check=False, timeout=15)
+    return int(p.stdout or 0)
+
+
+def test_permissive_inbound_under_capture(mesh):
+    """`mtls: PERMISSIVE` on b-v2: B's virtualInbound gets tls_inspector and
+    a plaintext chain for port 8090 beside the mTLS one; port 8080 (b-v1)
+    stays STRICT."""
+    # with b-v2's `allow`: plaintext reaches the HTTP chain but has no
+    # principal, so the ALLOW rule refuses it (403, not a failed handshake)
+    write(mesh["catalog"], catalog(split=(0, 100), v2_mtls="PERMISSIVE"))
+    wait_until(lambda: plain_from_a(mesh, 8090) == 403, 10, what="plaintext reaches RBAC")
+    # without rules: plaintext is served on the PERMISSIVE port ...
+    write(mesh["catalog"], catalog(split=(0, 100), v2_mtls="PERMISSIVE", v2_allow=False))
+    wait_until(lambda: plain_from_a(mesh, 8090) == 200, 10, what="plaintext to the PERMISSIVE port")
+    # ... and refused on the STRICT one (the TLS handshake fails)
+    assert plain_from_a(mesh, 8080) == 0
+    # A's sidecar: still mTLS to 8090, now told from plaintext by tls_inspector
+    # (once A's pooled connections of the old listener version are drained)
+    def mtls_inspected():
+        code, body = call(mesh)
+        assert code == 200 and json.loads(body)["port"] == 8090, (code, body)
+        return mesh["b"].stats().get("tls_inspector.tls_found", 0) >= 1
+    wait_until(mtls_inspected, 10, what="an mTLS connection through tls_inspector")
+    assert mesh["b"].stats().get("tls_inspector.tls_not_found", 0) >= 1
+    write(mesh["catalog"], catalog(split=(0, 100)))
+    wait_until(lambda: plain_from_a(mesh, 8090) == 0, 10, what="STRICT again")
+    assert call(mesh)[0] == 200

@@ -25,6 +25,7 @@ envoy/extensions/filters/network/local_ratelimit/v3/local_rate_limit.proto
 envoy/extensions/filters/http/router/v3/router.proto envoy/extensions/filters/http/fault/v3/fault.proto
 envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto
 envoy/extensions/filters/listener/original_dst/v3/original_dst.proto
+envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto
 envoy/extensions/upstreams/http/v3/http_protocol_options.proto
 envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.proto
 envoy/extensions/transport_sockets/tls/v3/tls.proto

@@ -32,6 +32,7 @@ ROOTS = [
     "envoy.extensions.filters.http.fault.v3.HTTPFault",
     "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
     "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+    "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
     "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
     "envoy.extensions.transport_sockets.tls.v3.Secret",
