@@ -38,6 +38,8 @@ static void usage(FILE *f)
 		"      --ca-server-name NAME     name the CA's certificate must carry, and SNI\n"
 		"                                (default: the host of --ca-address;\n"
 		"                                env REMORA_CA_SERVER_NAME)\n"
+		"      --spiffe-id URI           the identity the CA must issue; another one is\n"
+		"                                refused (env REMORA_SPIFFE_ID)\n"
 		"      --ca-token-file FILE      bearer token for the CA, re-read at each request\n"
 		"                                (env REMORA_CA_TOKEN_FILE)\n"
 		"      --cert-ttl DURATION       requested certificate lifetime: 24h (default), 90m,\n"
@@ -68,6 +70,7 @@ int main(int argc, char **argv)
 		{ "identity-secret", required_argument, NULL, 'A' },
 		{ "ca-root-cert", required_argument, NULL, 'A' },
 		{ "ca-server-name", required_argument, NULL, 'A' },
+		{ "spiffe-id", required_argument, NULL, 'A' },
 		{ "version", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },

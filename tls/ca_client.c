@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <event2/event.h>
 #include <jansson.h>
 #include "istio/security/v1alpha1/ca.pb-c.h"
@@ -40,6 +41,7 @@
 static struct {
 	char *address, *token_file, *identity;   /* owned */
 	char *root_cert, *server_name;           /* owned: TLS to the CA (NULL: h2c) */
+	char *spiffe_id;                         /* owned: the identity we must get, or NULL */
 	unsigned long ttl_s;
 	bool ttl_set;
 } opt;
@@ -135,6 +137,13 @@ int ca_client_set_option(const char *flag, const char *value, char *err, size_t 
 		set_str(&opt.root_cert, value);
 	else if (!strcmp(flag, "ca-server-name"))
 		set_str(&opt.server_name, value);
+	else if (!strcmp(flag, "spiffe-id")) {
+		if (strncmp(value, "spiffe://", 9) || !value[9] || strpbrk(value, " \t\r\n")) {
+			snprintf(err, errlen, "--spiffe-id: '%s' is not a spiffe:// URI", value);
+			return RM_ERROR;
+		}
+		set_str(&opt.spiffe_id, value);
+	}
 	else if (!strcmp(flag, "cert-ttl")) {
 		if (ca_client_parse_ttl(value, &opt.ttl_s)) {
 			snprintf(err, errlen, "--cert-ttl: '%s' is not a duration (24h, 90m, 30s, 3600)",
@@ -174,6 +183,7 @@ int ca_client_configure(char *err, size_t errlen)
 		{ "REMORA_CA_ADDRESS", "ca-address" }, { "REMORA_CA_TOKEN_FILE", "ca-token-file" },
 		{ "REMORA_CERT_TTL", "cert-ttl" }, { "REMORA_IDENTITY_SECRET", "identity-secret" },
 		{ "REMORA_CA_ROOT_CERT", "ca-root-cert" }, { "REMORA_CA_SERVER_NAME", "ca-server-name" },
+		{ "REMORA_SPIFFE_ID", "spiffe-id" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(envs); i++) {
 		const char *v = getenv(envs[i].env);
@@ -181,7 +191,8 @@ int ca_client_configure(char *err, size_t errlen)
 			 : !strcmp(envs[i].flag, "ca-token-file") ? !!opt.token_file
 			 : !strcmp(envs[i].flag, "cert-ttl") ? opt.ttl_set
 			 : !strcmp(envs[i].flag, "ca-root-cert") ? !!opt.root_cert
-			 : !strcmp(envs[i].flag, "ca-server-name") ? !!opt.server_name : !!opt.identity;
+			 : !strcmp(envs[i].flag, "ca-server-name") ? !!opt.server_name
+			 : !strcmp(envs[i].flag, "spiffe-id") ? !!opt.spiffe_id : !!opt.identity;
 		if (v && *v && !set && ca_client_set_option(envs[i].flag, v, err, errlen)) {
 			size_t l = strlen(err);
 			snprintf(err + l, errlen - l, " (from %s)", envs[i].env);
@@ -189,9 +200,10 @@ int ca_client_configure(char *err, size_t errlen)
 		}
 	}
 	if (!opt.address) {
-		if (opt.token_file || opt.ttl_set || opt.identity || opt.root_cert || opt.server_name) {
+		if (opt.token_file || opt.ttl_set || opt.identity || opt.root_cert || opt.server_name ||
+		    opt.spiffe_id) {
 			snprintf(err, errlen, "--ca-token-file, --cert-ttl, --identity-secret, "
-				 "--ca-root-cert and --ca-server-name need --ca-address");
+				 "--ca-root-cert, --ca-server-name and --spiffe-id need --ca-address");
 			return RM_ERROR;
 		}
 		return RM_OK;
@@ -362,6 +374,21 @@ static char *key_pem(EVP_PKEY *k)
 	return out;
 }
 
+static bool has_uri_san(X509 *leaf, const char *uri)
+{
+	GENERAL_NAMES *names = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+	bool found = false;
+	for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !found; i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+		if (g->type != GEN_URI)
+			continue;
+		const ASN1_IA5STRING *u = g->d.uniformResourceIdentifier;
+		found = (size_t)u->length == strlen(uri) && !memcmp(u->data, uri, (size_t)u->length);
+	}
+	GENERAL_NAMES_free(names);
+	return found;
+}
+
 /* Check the reply and install it; RM_ERROR with err. */
 static int install(char *err, size_t errlen)
 {
@@ -387,6 +414,11 @@ static int install(char *err, size_t errlen)
 		ERR_clear_error();
 		snprintf(err, errlen, "the CA's leaf certificate %s", leaf ? "is not for our key"
 								       : "does not parse");
+		goto out;
+	}
+	if (opt.spiffe_id && !has_uri_san(leaf, opt.spiffe_id)) {
+		snprintf(err, errlen, "the CA issued a certificate for another identity than %s "
+			 "(--spiffe-id)", opt.spiffe_id);
 		goto out;
 	}
 	/* identity: leaf + intermediates; ROOTCA: the last one */
@@ -675,6 +707,7 @@ void ca_client_stop(void)
 	free(opt.identity);
 	free(opt.root_cert);
 	free(opt.server_name);
+	free(opt.spiffe_id);
 	memset(&opt, 0, sizeof(opt));
 	tls_sds_local_clear();
 }
