@@ -82,6 +82,7 @@ void inject_opts_default(struct inject_opts *o)
 	o->xds_plaintext = false;
 	o->ca_address = DEFAULT_CP;
 	o->trust_domain = "cluster.local";
+	o->token_secret = NULL;
 	o->legacy_sidecar = false;
 }
 
@@ -127,6 +128,16 @@ int inject_opts_set(struct inject_opts *o, const char *name, const char *value, 
 					value), -1;
 		else
 			o->ca_address = value;
+	} else if (!strcmp(name, "ca-token-secret")) {
+		/* a DNS-1123 subdomain */
+		bool ok = *value && strlen(value) <= 253 && isalnum((unsigned char)*value);
+		for (const char *p = value; ok && *p; p++)
+			ok = islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '-' ||
+			     *p == '.';
+		if (!ok)
+			return snprintf(err, errlen, "--ca-token-secret: '%s' is not a Secret name",
+					value), -1;
+		o->token_secret = value;
 	} else if (!strcmp(name, "trust-domain")) {
 		if (!trust_domain_ok(value))
 			return snprintf(err, errlen, "--trust-domain: '%s' is not a trust domain", value),
@@ -659,7 +670,13 @@ static json_t *pod_volumes(const struct inject_opts *o)
 	if (o->ca_address || !o->xds_plaintext)
 		json_array_append_new(vols, mk("name", S(ROOT_VOLUME), "configMap",
 					       mk("name", S(INJECT_ROOT_CONFIGMAP), NULL), NULL));
-	if (o->ca_address) {
+	if (o->ca_address && o->token_secret) {
+		json_t *items = json_array();
+		json_array_append_new(items, mk("key", S("token"), "path", S("remora-token"), NULL));
+		json_array_append_new(vols, mk("name", S(TOKEN_VOLUME), "secret",
+					       mk("secretName", S(o->token_secret), "items", items,
+						  NULL), NULL));
+	} else if (o->ca_address) {
 		json_t *src = json_array();
 		json_array_append_new(src, mk("serviceAccountToken",
 					      mk("path", S("remora-token"), "audience",
@@ -729,13 +746,15 @@ static int inject_template(json_t *tmpl, const char *path, const char *workload_
 		return fail(err, errlen, "%sspec.volumes: not a list", path);
 	/* per-pod control plane and CA addresses */
 	struct inject_opts po = *o;
-	static const char *const addr_ann[] = {"remora.io/xds-address", "remora.io/ca-address"};
+	static const char *const addr_ann[][2] = {{"remora.io/xds-address", "xds-address"},
+						  {"remora.io/ca-address", "ca-address"},
+						  {"remora.io/ca-token-secret", "ca-token-secret"}};
 	char aerr[256];
 	for (size_t i = 0; i < ARRAY_SIZE(addr_ann); i++) {
-		const char *v = str(ann, addr_ann[i]);
-		if (v && inject_opts_set(&po, i ? "ca-address" : "xds-address", v, aerr, sizeof(aerr)))
-			return fail(err, errlen, "metadata.annotations[\"%s\"]: invalid address '%s'",
-				    addr_ann[i], v);
+		const char *v = str(ann, addr_ann[i][0]);
+		if (v && inject_opts_set(&po, addr_ann[i][1], v, aerr, sizeof(aerr)))
+			return fail(err, errlen, "metadata.annotations[\"%s\"]: invalid value '%s'",
+				    addr_ann[i][0], v);
 	}
 	o = &po;
 	if (init_container(spec, ann, o, &init, err, errlen) != INJECT_DONE)

@@ -35,6 +35,9 @@ struct inject_opts {
 				      against the mounted root */
 	const char *ca_address;	   /* host:port of the CA; NULL: no certificate client */
 	const char *trust_domain;  /* of the SPIFFE identity the sidecar expects */
+	const char *token_secret;  /* NULL: a projected service account token (needs a
+				      TokenReview-capable CA); else a Secret whose key
+				      "token" is listed in remora-cp's --ca-tokens */
 	bool legacy_sidecar;	   /* regular first container instead of a native sidecar */
 };
 
@@ -44,7 +47,7 @@ struct inject_opts {
 void inject_opts_default(struct inject_opts *o);
 /* A long option shared by `remora inject` and `remora inject-webhook`
  * (name without "--": xds-address, control-plane, xds-plaintext, ca-address,
- * trust-domain; value NULL for flags; value kept, not copied).  1 if the name
+ * trust-domain, ca-token-secret; value NULL for flags; value kept, not copied).  1 if the name
  * is not one of those, 0 done, -1 bad value (err says why). */
 int inject_opts_set(struct inject_opts *o, const char *name, const char *value, char *err,
 		    size_t errlen);

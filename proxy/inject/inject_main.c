@@ -29,6 +29,9 @@ static void usage(FILE *f)
 		"                              remora-cp.remora-system.svc:15012; none: no\n"
 		"                              certificate client, no token volume)\n"
 		"      --trust-domain TD       SPIFFE trust domain (default cluster.local)\n"
+		"      --ca-token-secret NAME  the CA token from this Secret's key \"token\"\n"
+		"                              (a token listed in remora-cp's --ca-tokens)\n"
+		"                              instead of a projected service account token\n"
 		"      --print-bootstrap       print the sidecar's generated bootstrap and exit\n"
 		"  -q, --quiet                 no notes about skipped documents on stderr\n");
 }
@@ -121,6 +124,7 @@ int inject_main(int argc, char **argv, bool uninject)
 		{"xds-plaintext", no_argument, NULL, 'p'},
 		{"ca-address", required_argument, NULL, 'p'},
 		{"trust-domain", required_argument, NULL, 'p'},
+		{"ca-token-secret", required_argument, NULL, 'p'},
 		{"print-bootstrap", no_argument, NULL, 'B'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"help", no_argument, NULL, 'h'},

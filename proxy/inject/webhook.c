@@ -147,6 +147,7 @@ int inject_webhook_main(int argc, char **argv)
 		{"xds-plaintext", no_argument, NULL, 'P'},
 		{"ca-address", required_argument, NULL, 'P'},
 		{"trust-domain", required_argument, NULL, 'P'},
+		{"ca-token-secret", required_argument, NULL, 'P'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -182,7 +183,7 @@ int inject_webhook_main(int argc, char **argv)
 			printf("usage: remora inject-webhook --cert FILE --key FILE [--port N (15017)]\n"
 			       "       [--address IP] [--image IMAGE] [--xds-address HOST:PORT]\n"
 			       "       [--xds-plaintext] [--ca-address HOST:PORT|none]\n"
-			       "       [--trust-domain TD] [--legacy-sidecar]\n"
+			       "       [--trust-domain TD] [--ca-token-secret NAME] [--legacy-sidecar]\n"
 			       "(the same injection as `remora inject`; see its --help)\n");
 			return 0;
 		default:

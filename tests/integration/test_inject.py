@@ -541,6 +541,12 @@ def test_ca_and_xds_flags(tmp_path):
     assert xds["transport_socket"]["typed_config"]["sni"] == "xds.mesh.svc"
     assert {e["name"]: e.get("value") for e in side["env"]}["REMORA_SPIFFE_ID"] == \
         "spiffe://example.org/ns/$(POD_NAMESPACE)/sa/$(SERVICE_ACCOUNT)"
+    # the token from a Secret listed in remora-cp's --ca-tokens (no TokenReview needed)
+    t, side = sidecar_of(load_all(inject(src, "--ca-token-secret", "client-ca-token"))[0])
+    assert t["spec"]["volumes"][1] == {"name": "remora-token", "secret": {
+        "secretName": "client-ca-token", "items": [{"key": "token", "path": "remora-token"}]}}
+    assert side["args"][side["args"].index("--ca-token-file") + 1] == \
+        "/var/run/secrets/tokens/remora-token"
     # no certificate client: no token volume, no CA args, the root stays for xDS over TLS
     t, side = sidecar_of(load_all(inject(src, "--ca-address", "none"))[0])
     assert "--ca-address" not in side["args"]
@@ -566,7 +572,8 @@ def test_ca_and_xds_flags(tmp_path):
         {"san_type": "IP_ADDRESS", "matcher": {"exact": "10.0.0.7"}}]
     # bad values are usage errors, for the CLI and the webhook alike
     for flag, value in (("--ca-address", "no-port"), ("--xds-address", "a b:1"),
-                        ("--trust-domain", "bad/td"), ("--control-plane", "x:99999")):
+                        ("--trust-domain", "bad/td"), ("--control-plane", "x:99999"),
+                        ("--ca-token-secret", "Bad_Name")):
         p = run("inject", "-f", src, flag, value, check=False)
         assert p.returncode == 2 and flag.lstrip("-") in p.stderr, (flag, p.stderr)
     p = run("inject-webhook", "--cert", "x", "--key", "y", "--ca-address", "nope", check=False)
@@ -582,6 +589,10 @@ def test_address_annotations_and_volume_clash(tmp_path):
     t, side = sidecar_of(load_all(inject(str(p)))[0])
     assert "--ca-address" not in side["args"]
     assert "cp.other.svc" in side["args"][side["args"].index("--config-yaml") + 1]
+    pod["metadata"]["annotations"] = {"remora.io/ca-token-secret": "web-token"}
+    p.write_text(yaml.safe_dump(pod, sort_keys=False))
+    t, side = sidecar_of(load_all(inject(str(p)))[0])
+    assert t["spec"]["volumes"][1]["secret"]["secretName"] == "web-token"
     pod["metadata"]["annotations"] = {"remora.io/ca-address": "$(evil)"}
     p.write_text(yaml.safe_dump(pod, sort_keys=False))
     r = run("inject", "-f", str(p), check=False)
