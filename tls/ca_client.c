@@ -525,9 +525,9 @@ static void call(const struct sockaddr *sa, socklen_t salen)
 	istio__v1__auth__istio_certificate_request__pack(&rq, buf);
 	free(csr);
 	root_refresh();
-	cac->g = grpc_client_new_tls(cac->base, sa, salen,
+	cac->g = grpc_client_new_tls(cac->base, sa, salen, cac->tls,
 				     opt.server_name ? opt.server_name : opt.address, CAC_PATH, 0,
-				     cac->tls, &cbs, cac);
+				     &cbs, cac);
 	if (cac->g) {
 		char *bearer = xasprintf("Bearer %s", tok);
 		grpc_client_add_metadata(cac->g, "authorization", bearer);

@@ -1,5 +1,5 @@
 /* grpc_client.c - a gRPC bidi stream over HTTP/2 on nghttp2 (client side),
- * cleartext (h2c) or TLS (proxy/conn.c's TLS mode). */
+ * cleartext (h2c) or TLS (proxy/conn.c's transport). */
 #include "grpc_client.h"
 
 #include <errno.h>
@@ -15,8 +15,8 @@
 
 struct grpc_client {
 	struct event_base *base;
-	struct conn *c;                     /* owned */
-	bool tls;                           /* over TLS (":scheme" https) */
+	struct conn *c;                     /* owned: TCP or TLS */
+	bool tls;
 	nghttp2_session *h2;                /* owned */
 	int32_t stream_id;
 	struct evbuffer *out;               /* owned: framed messages not yet given to nghttp2 */
@@ -227,7 +227,8 @@ static void submit_request(struct grpc_client *g)
 static void event_cb(struct conn *c, short what, void *arg)
 {
 	struct grpc_client *g = arg;
-	if (what & CONN_CONNECTED) {   /* TLS: once the handshake completed */
+	(void)c;
+	if (what & CONN_CONNECTED) {   /* after the TLS handshake, if any */
 		g->open = true;
 		g->last_rx_ms = now_ms();
 		submit_request(g);
@@ -236,19 +237,10 @@ static void event_cb(struct conn *c, short what, void *arg)
 			g->cbs.on_open(g->arg);
 		return;
 	}
-	if (what & (CONN_EOF | CONN_ERROR)) {
-		char m[160];
-		if (what & CONN_EOF)
-			snprintf(m, sizeof(m), "connection closed by peer");
-		else if (!g->open && g->tls && c->tls && !c->tls_hs)
-			/* tls/ logged the reason and counted it in <scope>.ssl.* */
-			snprintf(m, sizeof(m), "TLS handshake failed (server certificate not "
-					       "trusted, wrong name, or protocol error)");
-		else
-			snprintf(m, sizeof(m), "%s", !g->open ? "cannot connect"
-					       : "connection error");
-		finish(g, 14, m);
-	}
+	if (what & (CONN_EOF | CONN_ERROR))
+		finish(g, 14, (what & CONN_EOF) ? "connection closed by peer"
+			   : g->open ? "connection error" : g->tls ? "connect or TLS handshake failed"
+			   : "connect failed");
 }
 
 static void ka_cb(evutil_socket_t fd, short what, void *arg)
@@ -271,14 +263,15 @@ struct grpc_client *grpc_client_new(struct event_base *base, const struct sockad
 				    uint64_t keepalive_ms, const struct grpc_client_cbs *cbs,
 				    void *arg)
 {
-	return grpc_client_new_tls(base, addr, addrlen, authority, path, keepalive_ms, NULL, cbs,
+	return grpc_client_new_tls(base, addr, addrlen, NULL, authority, path, keepalive_ms, cbs,
 				   arg);
 }
 
 struct grpc_client *grpc_client_new_tls(struct event_base *base, const struct sockaddr *addr,
-					socklen_t addrlen, const char *authority, const char *path,
-					uint64_t keepalive_ms, struct tls_ctx *tls,
-					const struct grpc_client_cbs *cbs, void *arg)
+					socklen_t addrlen, struct tls_ctx *tls,
+					const char *authority, const char *path,
+					uint64_t keepalive_ms, const struct grpc_client_cbs *cbs,
+					void *arg)
 {
 	struct grpc_client *g = xcalloc(1, sizeof(*g));
 	nghttp2_session_callbacks *cb;
@@ -301,13 +294,12 @@ struct grpc_client *grpc_client_new_tls(struct event_base *base, const struct so
 		die("nghttp2_session_client_new");
 	nghttp2_session_callbacks_del(cb);
 	g->c = conn_new(base, -1);
+	g->tls = tls != NULL;
+	if (tls)
+		conn_set_tls(g->c, tls, false, NULL);   /* the context's sni */
 	conn_setcb(g->c, read_cb, NULL, event_cb, g);
-	if (tls) {   /* the context's sni and SAN matchers apply */
-		g->tls = true;
-		conn_set_tls(g->c, tls, false, NULL);
-	}
 	conn_enable_read(g->c);
-	conn_connect(g->c, addr, addrlen);   /* errors arrive through event_cb */
+	conn_connect(g->c, addr, addrlen);   /* failures arrive as CONN_ERROR */
 	if (keepalive_ms) {
 		struct timeval tv = { (time_t)(keepalive_ms / 1000), (suseconds_t)(keepalive_ms % 1000) * 1000 };
 		g->ka_timer = event_new(base, -1, EV_PERSIST, ka_cb, g);

@@ -1,7 +1,7 @@
 /* grpc_client.h - one gRPC bidirectional stream over HTTP/2 on nghttp2, on
- * the main thread's event base: cleartext (h2c, prior knowledge) or TLS
- * (grpc_client_new_tls: an UpstreamTlsContext of tls/, its verification,
- * SNI, ALPN and <scope>.ssl.* stats).
+ * the main thread's event base: cleartext (h2c, prior knowledge), or TLS with
+ * a cluster's UpstreamTlsContext (grpc_client_new_tls; gRPC servers want
+ * ALPN "h2": the context's alpn_protocols).
  *
  * Used by the ADS client (xds/ads.c) and, for unary calls, the certificate
  * client (tls/ca_client.c).  One connection carries one stream; the
@@ -18,6 +18,7 @@
 #include <event2/event.h>
 
 struct grpc_client;
+struct tls_ctx;
 
 struct grpc_client_cbs {
 	/* The HTTP/2 connection is up and the request headers are sent. */
@@ -31,20 +32,18 @@ struct grpc_client_cbs {
 };
 
 /* Connect to addr and open POST path (":authority" authority).  Never NULL:
- * a connect error arrives as on_close (UNAVAILABLE), from the loop. */
+ * a failed connect (or TLS handshake) arrives as on_close (14 UNAVAILABLE). */
 struct grpc_client *grpc_client_new(struct event_base *base, const struct sockaddr *addr,
 				    socklen_t addrlen, const char *authority, const char *path,
 				    uint64_t keepalive_ms, const struct grpc_client_cbs *cbs,
 				    void *arg);
-/* The same over TLS with context tls (client side; not owned, must outlive
- * the client; NULL: cleartext).  on_open follows the handshake; a failed
- * handshake is on_close(14, "TLS handshake failed ..."), logged and counted
- * by tls/. */
-struct tls_ctx;
+/* The same over TLS with context tls (not owned: it must outlive the client;
+ * NULL: cleartext). */
 struct grpc_client *grpc_client_new_tls(struct event_base *base, const struct sockaddr *addr,
-					socklen_t addrlen, const char *authority, const char *path,
-					uint64_t keepalive_ms, struct tls_ctx *tls,
-					const struct grpc_client_cbs *cbs, void *arg);
+					socklen_t addrlen, struct tls_ctx *tls,
+					const char *authority, const char *path,
+					uint64_t keepalive_ms, const struct grpc_client_cbs *cbs,
+					void *arg);
 /* Queue one message (framed here).  RM_ERROR if the stream is closed. */
 int grpc_client_send(struct grpc_client *g, const uint8_t *msg, size_t len);
 /* Add a request header (e.g. "authorization"), before the connection opens
