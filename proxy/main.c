@@ -31,7 +31,15 @@ static void usage(FILE *f)
 		"      --service-cluster NAME    node.cluster (overrides the bootstrap)\n"
 		"      --allow-unknown-static-fields  warn on unknown config fields instead of failing\n"
 		"      --ca-address HOST:PORT    get the workload certificate from this CA (Istio's\n"
-		"                                CreateCertificate over gRPC h2c; env REMORA_CA_ADDRESS)\n"
+		"                                CreateCertificate over gRPC: TLS with --ca-root-cert,\n"
+		"                                else h2c; env REMORA_CA_ADDRESS)\n"
+		"      --ca-root-cert FILE       PEM root the CA's serving certificate must chain to\n"
+		"                                (TLS to the CA; env REMORA_CA_ROOT_CERT)\n"
+		"      --ca-server-name NAME     name the CA's certificate must carry, and SNI\n"
+		"                                (default: the host of --ca-address;\n"
+		"                                env REMORA_CA_SERVER_NAME)\n"
+		"      --spiffe-id URI           the identity the CA must issue; another one is\n"
+		"                                refused (env REMORA_SPIFFE_ID)\n"
 		"      --ca-token-file FILE      bearer token for the CA, re-read at each request\n"
 		"                                (env REMORA_CA_TOKEN_FILE)\n"
 		"      --cert-ttl DURATION       requested certificate lifetime: 24h (default), 90m,\n"
@@ -60,6 +68,9 @@ int main(int argc, char **argv)
 		{ "ca-token-file", required_argument, NULL, 'A' },
 		{ "cert-ttl", required_argument, NULL, 'A' },
 		{ "identity-secret", required_argument, NULL, 'A' },
+		{ "ca-root-cert", required_argument, NULL, 'A' },
+		{ "ca-server-name", required_argument, NULL, 'A' },
+		{ "spiffe-id", required_argument, NULL, 'A' },
 		{ "version", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },

@@ -7,6 +7,8 @@
 #include <stdarg.h>
 #include <netdb.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <arpa/inet.h>
 #include <time.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -15,13 +17,16 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <event2/event.h>
 #include <jansson.h>
 #include "istio/security/v1alpha1/ca.pb-c.h"
 #include "tls.h"
 #include "../proxy/common.h"
 #include "../proxy/log.h"
+#include "../proxy/config/cfg.h"
 #include "../proxy/server.h"
+#include "../proxy/snapshot.h"
 #include "../proxy/upstream/dns.h"
 #include "../stats/stats.h"
 #include "../xds/grpc_client.h"
@@ -35,6 +40,8 @@
 
 static struct {
 	char *address, *token_file, *identity;   /* owned */
+	char *root_cert, *server_name;           /* owned: TLS to the CA (NULL: h2c) */
+	char *spiffe_id;                         /* owned: the identity we must get, or NULL */
 	unsigned long ttl_s;
 	bool ttl_set;
 } opt;
@@ -58,6 +65,8 @@ static struct cac {
 	bool released;                  /* the initial hold was released */
 	time_t not_after;               /* of the installed certificate, 0 none */
 	struct stats_scope *stats;      /* owned: remora.ca_client.* */
+	struct tls_ctx *tls;            /* owned: --ca-root-cert (remora.ca_client.ssl.*) */
+	struct timespec root_mtime;     /* of --ca-root-cert when last (re)loaded */
 } *cac;
 
 static const struct stat_desc cac_desc[] = { CA_CLIENT_STATS(STATS_DESC) };
@@ -124,6 +133,17 @@ int ca_client_set_option(const char *flag, const char *value, char *err, size_t 
 		set_str(&opt.token_file, value);
 	else if (!strcmp(flag, "identity-secret"))
 		set_str(&opt.identity, value);
+	else if (!strcmp(flag, "ca-root-cert"))
+		set_str(&opt.root_cert, value);
+	else if (!strcmp(flag, "ca-server-name"))
+		set_str(&opt.server_name, value);
+	else if (!strcmp(flag, "spiffe-id")) {
+		if (strncmp(value, "spiffe://", 9) || !value[9] || strpbrk(value, " \t\r\n")) {
+			snprintf(err, errlen, "--spiffe-id: '%s' is not a spiffe:// URI", value);
+			return RM_ERROR;
+		}
+		set_str(&opt.spiffe_id, value);
+	}
 	else if (!strcmp(flag, "cert-ttl")) {
 		if (ca_client_parse_ttl(value, &opt.ttl_s)) {
 			snprintf(err, errlen, "--cert-ttl: '%s' is not a duration (24h, 90m, 30s, 3600)",
@@ -138,17 +158,41 @@ int ca_client_set_option(const char *flag, const char *value, char *err, size_t 
 	return RM_OK;
 }
 
+/* The root file holds at least one PEM certificate. */
+static int root_check(const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errlen, "--ca-root-cert: %s: %s", path, strerror(errno));
+		return RM_ERROR;
+	}
+	X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	ERR_clear_error();
+	if (!x) {
+		snprintf(err, errlen, "--ca-root-cert: %s: no PEM certificate in it", path);
+		return RM_ERROR;
+	}
+	X509_free(x);
+	return RM_OK;
+}
+
 int ca_client_configure(char *err, size_t errlen)
 {
 	static const struct { const char *env, *flag; } envs[] = {
 		{ "REMORA_CA_ADDRESS", "ca-address" }, { "REMORA_CA_TOKEN_FILE", "ca-token-file" },
 		{ "REMORA_CERT_TTL", "cert-ttl" }, { "REMORA_IDENTITY_SECRET", "identity-secret" },
+		{ "REMORA_CA_ROOT_CERT", "ca-root-cert" }, { "REMORA_CA_SERVER_NAME", "ca-server-name" },
+		{ "REMORA_SPIFFE_ID", "spiffe-id" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(envs); i++) {
 		const char *v = getenv(envs[i].env);
 		bool set = !strcmp(envs[i].flag, "ca-address") ? !!opt.address
 			 : !strcmp(envs[i].flag, "ca-token-file") ? !!opt.token_file
-			 : !strcmp(envs[i].flag, "cert-ttl") ? opt.ttl_set : !!opt.identity;
+			 : !strcmp(envs[i].flag, "cert-ttl") ? opt.ttl_set
+			 : !strcmp(envs[i].flag, "ca-root-cert") ? !!opt.root_cert
+			 : !strcmp(envs[i].flag, "ca-server-name") ? !!opt.server_name
+			 : !strcmp(envs[i].flag, "spiffe-id") ? !!opt.spiffe_id : !!opt.identity;
 		if (v && *v && !set && ca_client_set_option(envs[i].flag, v, err, errlen)) {
 			size_t l = strlen(err);
 			snprintf(err + l, errlen - l, " (from %s)", envs[i].env);
@@ -156,9 +200,10 @@ int ca_client_configure(char *err, size_t errlen)
 		}
 	}
 	if (!opt.address) {
-		if (opt.token_file || opt.ttl_set || opt.identity) {
-			snprintf(err, errlen, "--ca-token-file, --cert-ttl and --identity-secret need "
-				 "--ca-address");
+		if (opt.token_file || opt.ttl_set || opt.identity || opt.root_cert || opt.server_name ||
+		    opt.spiffe_id) {
+			snprintf(err, errlen, "--ca-token-file, --cert-ttl, --identity-secret, "
+				 "--ca-root-cert, --ca-server-name and --spiffe-id need --ca-address");
 			return RM_ERROR;
 		}
 		return RM_OK;
@@ -170,6 +215,12 @@ int ca_client_configure(char *err, size_t errlen)
 		return RM_ERROR;
 	}
 	free(h);
+	if (opt.server_name && !opt.root_cert) {
+		snprintf(err, errlen, "--ca-server-name needs --ca-root-cert (it names the TLS server)");
+		return RM_ERROR;
+	}
+	if (opt.root_cert && root_check(opt.root_cert, err, errlen))
+		return RM_ERROR;
 	if (!opt.token_file) {
 		snprintf(err, errlen, "--ca-address needs --ca-token-file (the bearer token)");
 		return RM_ERROR;
@@ -220,6 +271,7 @@ static void end_call(void)
 }
 
 static void fail(const char *fmt, ...) PRINTF(1, 2);
+static void root_refresh(void);
 static void fail(const char *fmt, ...)
 {
 	char m[512];
@@ -322,6 +374,21 @@ static char *key_pem(EVP_PKEY *k)
 	return out;
 }
 
+static bool has_uri_san(X509 *leaf, const char *uri)
+{
+	GENERAL_NAMES *names = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+	bool found = false;
+	for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !found; i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+		if (g->type != GEN_URI)
+			continue;
+		const ASN1_IA5STRING *u = g->d.uniformResourceIdentifier;
+		found = (size_t)u->length == strlen(uri) && !memcmp(u->data, uri, (size_t)u->length);
+	}
+	GENERAL_NAMES_free(names);
+	return found;
+}
+
 /* Check the reply and install it; RM_ERROR with err. */
 static int install(char *err, size_t errlen)
 {
@@ -347,6 +414,11 @@ static int install(char *err, size_t errlen)
 		ERR_clear_error();
 		snprintf(err, errlen, "the CA's leaf certificate %s", leaf ? "is not for our key"
 								       : "does not parse");
+		goto out;
+	}
+	if (opt.spiffe_id && !has_uri_san(leaf, opt.spiffe_id)) {
+		snprintf(err, errlen, "the CA issued a certificate for another identity than %s "
+			 "(--spiffe-id)", opt.spiffe_id);
 		goto out;
 	}
 	/* identity: leaf + intermediates; ROOTCA: the last one */
@@ -452,7 +524,10 @@ static void call(const struct sockaddr *sa, socklen_t salen)
 	uint8_t *buf = xmalloc(n ? n : 1);
 	istio__v1__auth__istio_certificate_request__pack(&rq, buf);
 	free(csr);
-	cac->g = grpc_client_new(cac->base, sa, salen, opt.address, CAC_PATH, 0, &cbs, cac);
+	root_refresh();
+	cac->g = grpc_client_new_tls(cac->base, sa, salen, cac->tls,
+				     opt.server_name ? opt.server_name : opt.address, CAC_PATH, 0,
+				     &cbs, cac);
 	if (cac->g) {
 		char *bearer = xasprintf("Bearer %s", tok);
 		grpc_client_add_metadata(cac->g, "authorization", bearer);
@@ -537,6 +612,51 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 			cac->not_after > now ? (int64_t)(cac->not_after - now) : 0);
 }
 
+/* The UpstreamTlsContext of the CA connection, as a user would write it:
+ * the root as trusted_ca (a file: rotation is picked up), ALPN h2, and the
+ * server's name (--ca-server-name, else the host of --ca-address) as SNI and
+ * as the SAN it must present (DNS, or IP_ADDRESS for an IP literal). */
+static struct tls_ctx *build_tls(struct server *srv)
+{
+	const char *name = opt.server_name ? opt.server_name : cac->host;
+	unsigned char ip[16];
+	bool is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+	json_t *ts = json_pack(
+		"{s:s, s:{s:s, s:{s:[s], s:{s:{s:s}, s:[{s:s, s:{s:s}}]}}}}", "name",
+		TLS_TRANSPORT_NAME, "typed_config", "@type", TLS_UPSTREAM_TYPE, "common_tls_context",
+		"alpn_protocols", "h2", "validation_context", "trusted_ca", "filename",
+		opt.root_cert, "match_typed_subject_alt_names", "san_type",
+		is_ip ? "IP_ADDRESS" : "DNS", "matcher", "exact", name);
+	if (!is_ip)
+		json_object_set_new(json_object_get(ts, "typed_config"), "sni", json_string(name));
+	struct cfg_ctx c;
+	struct build_ctx b = { .srv = srv, .stats = srv->stats, .nworkers = 0 };
+	struct tls_ctx *t = NULL;
+	cfg_init(&c, NULL, "--ca-root-cert");
+	if (tls_transport_socket_parse(&c, ts, false, &b, "remora.ca_client", "remora.ca_client",
+				       NULL, NULL, &t))
+		die("ca_client: %s", c.err);   /* the file was checked by ca_client_configure */
+	json_decref(ts);
+	return t;
+}
+
+/* The root file changed since it was loaded (a ConfigMap update): re-read
+ * file-backed secrets so the next handshake trusts the new root. */
+static void root_refresh(void)
+{
+	struct stat st;
+	if (!cac->tls || stat(opt.root_cert, &st))
+		return;
+	if (st.st_mtim.tv_sec == cac->root_mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == cac->root_mtime.tv_nsec)
+		return;
+	if (cac->root_mtime.tv_sec || cac->root_mtime.tv_nsec) {
+		log_info("ca_client: %s changed: reloading the CA root", opt.root_cert);
+		tls_secrets_reload_all();
+	}
+	cac->root_mtime = st.st_mtim;
+}
+
 void ca_client_start(struct server *srv)
 {
 	if (!opt.address || cac)
@@ -552,10 +672,14 @@ void ca_client_start(struct server *srv)
 	cac->tick = event_new(cac->base, -1, EV_PERSIST, tick_cb, NULL);
 	cac->stats = stats_scope_new(srv->stats, "remora.ca_client", "remora.ca_client", NULL, NULL,
 				     cac_desc, CA_CLIENT_STATS_N);
+	if (opt.root_cert) {
+		cac->tls = build_tls(srv);
+		root_refresh();
+	}
 	struct timeval sec = { 1, 0 };
 	event_add(cac->tick, &sec);
-	log_info("ca_client: requesting '%s' from %s (lifetime %lu s)", opt.identity, opt.address,
-		 opt.ttl_s);
+	log_info("ca_client: requesting '%s' from %s over %s (lifetime %lu s)", opt.identity,
+		 opt.address, cac->tls ? "TLS" : "cleartext h2c", opt.ttl_s);
 	schedule(0);
 }
 
@@ -574,12 +698,16 @@ void ca_client_stop(void)
 		free(cac->resp);
 		free(cac->host);
 		stats_scope_free(cac->stats);
+		tls_ctx_free(cac->tls);
 		free(cac);
 		cac = NULL;
 	}
 	free(opt.address);
 	free(opt.token_file);
 	free(opt.identity);
+	free(opt.root_cert);
+	free(opt.server_name);
+	free(opt.spiffe_id);
 	memset(&opt, 0, sizeof(opt));
 	tls_sds_local_clear();
 }

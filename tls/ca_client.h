@@ -3,8 +3,11 @@
  *
  * With --ca-address, Remora generates an EC P-256 key (it never leaves the
  * process), sends a CSR to the CA's
- * istio.v1.auth.IstioCertificateService/CreateCertificate over gRPC (h2c,
- * xds/grpc_client.c, a unary call) authenticated by the bearer token read
+ * istio.v1.auth.IstioCertificateService/CreateCertificate over gRPC
+ * (xds/grpc_client.c, a unary call; TLS when --ca-root-cert names the root
+ * the CA's serving certificate chains to — its SAN must be --ca-server-name
+ * or the host of --ca-address, counted in remora.ca_client.ssl.* — else
+ * h2c) authenticated by the bearer token read
  * from --ca-token-file at every request, and installs the answer in the
  * secret store as two in-process SDS secrets (tls_sds_local_set): the
  * identity secret (--identity-secret, default "default": key + chain) and
@@ -32,11 +35,11 @@ struct server;
 enum { CA_CLIENT_STATS(CAC_ENUM) CA_CLIENT_STATS_N };
 
 /* A command-line flag (name without "--": ca-address, ca-token-file,
- * cert-ttl, identity-secret).  RM_ERROR with err on a bad value. */
+ * cert-ttl, identity-secret, ca-root-cert, ca-server-name).  RM_ERROR with err on a bad value. */
 int ca_client_set_option(const char *flag, const char *value, char *err, size_t errlen);
 /* After the flags: fill unset options from the environment
  * (REMORA_CA_ADDRESS, REMORA_CA_TOKEN_FILE, REMORA_CERT_TTL,
- * REMORA_IDENTITY_SECRET), check them and, when enabled, declare the
+ * REMORA_IDENTITY_SECRET, REMORA_CA_ROOT_CERT, REMORA_CA_SERVER_NAME), check them and, when enabled, declare the
  * in-process secrets (before the bootstrap is compiled). */
 int ca_client_configure(char *err, size_t errlen);
 bool ca_client_enabled(void);

@@ -1901,9 +1901,10 @@ static void ads_connect(struct ads *a)
 		return;
 	}
 	struct host *h = hs->hosts[rand_u64() % hs->n];
-	a->g = grpc_client_new(a->srv->base, (struct sockaddr *)&h->addr, h->addrlen,
-			       a->srv->xds.authority, a->delta ? DELTA_PATH : ADS_PATH, KEEPALIVE_MS,
-			       &cbs, a);
+	/* a cluster with a TLS transport_socket: TLS (mTLS with a certificate) */
+	a->g = grpc_client_new_tls(a->srv->base, (struct sockaddr *)&h->addr, h->addrlen, cl->tls,
+				   a->srv->xds.authority, a->delta ? DELTA_PATH : ADS_PATH,
+				   KEEPALIVE_MS, &cbs, a);
 	if (!a->g)
 		schedule_reconnect(a);
 }

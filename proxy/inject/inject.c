@@ -8,11 +8,16 @@
 #include "inject.h"
 #include "proxy/common.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdarg.h>
 
 #define SIDECAR_NAME "remora-proxy"
 #define INIT_NAME "remora-init"
+#define TOKEN_VOLUME "remora-token"
+#define ROOT_VOLUME "remora-ca-root"
+#define TOKEN_EXPIRATION_S 3600
+#define DEFAULT_CP "remora-cp.remora-system.svc:15012"
 #define PROXY_UID 1337
 #define DEFAULT_INBOUND_EXCLUDE "15090,15021,15020"
 
@@ -73,8 +78,75 @@ static void note(char *err, size_t errlen, const char *s)
 void inject_opts_default(struct inject_opts *o)
 {
 	o->image = "remora:" INJECT_VERSION;
-	o->control_plane = "remora-cp.remora-system.svc:15010";
+	o->control_plane = DEFAULT_CP;
+	o->xds_plaintext = false;
+	o->ca_address = DEFAULT_CP;
+	o->trust_domain = "cluster.local";
+	o->token_secret = NULL;
 	o->legacy_sidecar = false;
+}
+
+static bool split_host_port(const char *hp, char *host, size_t hostlen, long long *port);
+
+/* host:port with a host of letters, digits, '.', '-' (or an [IPv6]). */
+static bool address_ok(const char *v)
+{
+	char host[256];
+	long long port;
+	if (!split_host_port(v, host, sizeof(host), &port) || !*host)
+		return false;
+	for (const char *p = host; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr(".-:", *p))
+			return false;
+	return true;
+}
+
+static bool trust_domain_ok(const char *v)
+{
+	if (!*v || strlen(v) > 255)
+		return false;
+	for (const char *p = v; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr(".-_", *p))
+			return false;
+	return true;
+}
+
+int inject_opts_set(struct inject_opts *o, const char *name, const char *value, char *err,
+		    size_t errlen)
+{
+	if (!strcmp(name, "xds-address") || !strcmp(name, "control-plane")) {
+		if (!address_ok(value))
+			return snprintf(err, errlen, "--%s takes HOST:PORT, not '%s'", name, value), -1;
+		o->control_plane = value;
+	} else if (!strcmp(name, "xds-plaintext")) {
+		o->xds_plaintext = true;
+	} else if (!strcmp(name, "ca-address")) {
+		if (!strcmp(value, "none") || !*value)
+			o->ca_address = NULL;
+		else if (!address_ok(value))
+			return snprintf(err, errlen, "--ca-address takes HOST:PORT or 'none', not '%s'",
+					value), -1;
+		else
+			o->ca_address = value;
+	} else if (!strcmp(name, "ca-token-secret")) {
+		/* a DNS-1123 subdomain */
+		bool ok = *value && strlen(value) <= 253 && isalnum((unsigned char)*value);
+		for (const char *p = value; ok && *p; p++)
+			ok = islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '-' ||
+			     *p == '.';
+		if (!ok)
+			return snprintf(err, errlen, "--ca-token-secret: '%s' is not a Secret name",
+					value), -1;
+		o->token_secret = value;
+	} else if (!strcmp(name, "trust-domain")) {
+		if (!trust_domain_ok(value))
+			return snprintf(err, errlen, "--trust-domain: '%s' is not a trust domain", value),
+			       -1;
+		o->trust_domain = value;
+	} else {
+		return 1;
+	}
+	return 0;
 }
 
 /* ---- small jansson helpers ------------------------------------------------ */
@@ -232,7 +304,31 @@ json_t *inject_bootstrap(const struct inject_opts *o)
 	json_array_append_new(listeners, admin_alias_listener("remora-prometheus", 15090, "prefix",
 							      "/stats/prometheus", NULL));
 	json_t *clusters = json_array();
-	json_array_append_new(clusters, static_cluster("xds-grpc", "STRICT_DNS", host, port, true));
+	json_t *xds = static_cluster("xds-grpc", "STRICT_DNS", host, port, true);
+	if (!o->xds_plaintext) {
+		/* Istio's xds-grpc: TLS verified against the mounted root, and the
+		 * control plane's certificate must carry the name we dial */
+		unsigned char ip[16];
+		bool is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+		json_t *sans = json_array();
+		json_array_append_new(sans, mk("san_type", S(is_ip ? "IP_ADDRESS" : "DNS"), "matcher",
+					       mk("exact", S(host), NULL), NULL));
+		json_t *tc = mk("@type", S("type.googleapis.com/"
+					   "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"),
+				NULL);
+		if (!is_ip)
+			json_object_set_new(tc, "sni", S(host));
+		json_object_set_new(
+		    tc, "common_tls_context",
+		    mk("alpn_protocols", strings("h2", NULL), "validation_context",
+		       mk("trusted_ca", mk("filename", S(INJECT_ROOT_CERT), NULL),
+			  "match_typed_subject_alt_names", sans, NULL),
+		       NULL));
+		json_object_set_new(xds, "transport_socket",
+				    mk("name", S("envoy.transport_sockets.tls"), "typed_config", tc,
+				       NULL));
+	}
+	json_array_append_new(clusters, xds);
 	json_array_append_new(clusters,
 			      static_cluster("remora-admin", "STATIC", "127.0.0.1", 15000, false));
 	return mk("admin", mk("address", socket_address("127.0.0.1", 15000), NULL),
@@ -471,11 +567,26 @@ static int sidecar_container(const json_t *meta, const json_t *ann, const char *
 	    "--service-cluster", cluster, NULL);
 	free(boot_s);
 	free(cluster);
+	if (o->ca_address) {   /* the workload certificate from remora-cp's CA */
+		json_t *ca = strings("--ca-address", o->ca_address, "--ca-token-file",
+				     INJECT_TOKEN_FILE, "--ca-root-cert", INJECT_ROOT_CERT, NULL);
+		json_array_extend(args, ca);
+		json_decref(ca);
+	}
 	json_t *env = json_array();
 	json_array_append_new(env, env_field("POD_NAME", "metadata.name"));
 	json_array_append_new(env, env_field("POD_NAMESPACE", "metadata.namespace"));
 	json_array_append_new(env, env_field("INSTANCE_IP", "status.podIP"));
 	json_array_append_new(env, env_field("SERVICE_ACCOUNT", "spec.serviceAccountName"));
+	if (o->ca_address) {
+		/* the identity the CA must issue (the kubelet expands the
+		 * variables defined above); a certificate naming another one is
+		 * refused by the sidecar */
+		char *id = xasprintf("spiffe://%s/ns/$(POD_NAMESPACE)/sa/$(SERVICE_ACCOUNT)",
+				     o->trust_domain);
+		json_array_append_new(env, env_value("REMORA_SPIFFE_ID", id));
+		free(id);
+	}
 	json_t *ports = json_array();
 	json_array_append_new(ports, port("remora-outbound", 15001));
 	json_array_append_new(ports, port("remora-inbound", 15006));
@@ -504,6 +615,17 @@ static int sidecar_container(const json_t *meta, const json_t *ann, const char *
 	}
 	json_object_set_new(c, "resources", mk("requests", req, "limits", lim, NULL));
 	json_object_set_new(c, "securityContext", sc);
+	json_t *mounts = json_array();
+	if (o->ca_address || !o->xds_plaintext)
+		json_array_append_new(mounts, mk("name", S(ROOT_VOLUME), "mountPath", S(INJECT_ROOT_DIR),
+						 "readOnly", json_true(), NULL));
+	if (o->ca_address)
+		json_array_append_new(mounts, mk("name", S(TOKEN_VOLUME), "mountPath",
+						 S(INJECT_TOKEN_DIR), "readOnly", json_true(), NULL));
+	if (json_array_size(mounts))
+		json_object_set_new(c, "volumeMounts", mounts);
+	else
+		json_decref(mounts);
 	*out = c;
 	return INJECT_DONE;
 }
@@ -524,6 +646,47 @@ static bool has_container(const json_t *spec, const char *name)
 		}
 	}
 	return false;
+}
+
+static bool has_volume(const json_t *spec, const char *name)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(json_object_get(spec, "volumes"), i, v)
+	{
+		const char *n = str(v, "name");
+		if (n && !strcmp(n, name))
+			return true;
+	}
+	return false;
+}
+
+/* The pod volumes the sidecar mounts: the root certificate published in
+ * the namespace (Istio's istio-ca-root-cert) and a projected service
+ * account token for the CA (audience remora-ca, rotated by the kubelet). */
+static json_t *pod_volumes(const struct inject_opts *o)
+{
+	json_t *vols = json_array();
+	if (o->ca_address || !o->xds_plaintext)
+		json_array_append_new(vols, mk("name", S(ROOT_VOLUME), "configMap",
+					       mk("name", S(INJECT_ROOT_CONFIGMAP), NULL), NULL));
+	if (o->ca_address && o->token_secret) {
+		json_t *items = json_array();
+		json_array_append_new(items, mk("key", S("token"), "path", S("remora-token"), NULL));
+		json_array_append_new(vols, mk("name", S(TOKEN_VOLUME), "secret",
+					       mk("secretName", S(o->token_secret), "items", items,
+						  NULL), NULL));
+	} else if (o->ca_address) {
+		json_t *src = json_array();
+		json_array_append_new(src, mk("serviceAccountToken",
+					      mk("path", S("remora-token"), "audience",
+						 S(INJECT_TOKEN_AUDIENCE), "expirationSeconds",
+						 I(TOKEN_EXPIRATION_S), NULL),
+					      NULL));
+		json_array_append_new(vols, mk("name", S(TOKEN_VOLUME), "projected",
+					       mk("sources", src, NULL), NULL));
+	}
+	return vols;
 }
 
 /* Get parent[key] as an object/array, creating it when absent (the key is
@@ -575,6 +738,25 @@ static int inject_template(json_t *tmpl, const char *path, const char *workload_
 	    !json_is_array(json_object_get(spec, "initContainers")) &&
 	    !json_is_null(json_object_get(spec, "initContainers")))
 		return fail(err, errlen, "%sspec.initContainers: not a list", path);
+	if (has_volume(spec, TOKEN_VOLUME) || has_volume(spec, ROOT_VOLUME))
+		return fail(err, errlen, "%sspec.volumes: a volume is already named %s or %s", path,
+			    TOKEN_VOLUME, ROOT_VOLUME);
+	if (json_object_get(spec, "volumes") && !json_is_array(json_object_get(spec, "volumes")) &&
+	    !json_is_null(json_object_get(spec, "volumes")))
+		return fail(err, errlen, "%sspec.volumes: not a list", path);
+	/* per-pod control plane and CA addresses */
+	struct inject_opts po = *o;
+	static const char *const addr_ann[][2] = {{"remora.io/xds-address", "xds-address"},
+						  {"remora.io/ca-address", "ca-address"},
+						  {"remora.io/ca-token-secret", "ca-token-secret"}};
+	char aerr[256];
+	for (size_t i = 0; i < ARRAY_SIZE(addr_ann); i++) {
+		const char *v = str(ann, addr_ann[i][0]);
+		if (v && inject_opts_set(&po, addr_ann[i][1], v, aerr, sizeof(aerr)))
+			return fail(err, errlen, "metadata.annotations[\"%s\"]: invalid value '%s'",
+				    addr_ann[i][0], v);
+	}
+	o = &po;
 	if (init_container(spec, ann, o, &init, err, errlen) != INJECT_DONE)
 		return INJECT_FAILED;
 	if (sidecar_container(meta, ann, workload_name, o, &side, err, errlen) != INJECT_DONE) {
@@ -588,6 +770,16 @@ static int inject_template(json_t *tmpl, const char *path, const char *workload_
 	meta = ensure(tmpl, "metadata", false, created, nulled);
 	ann = ensure(meta, "annotations", false, created, nulled);
 	json_t *inits = ensure(spec, "initContainers", true, created, nulled);
+	json_t *vols = pod_volumes(o), *status_vols = json_array();
+	if (json_array_size(vols)) {
+		json_t *pv = ensure(spec, "volumes", true, created, nulled);
+		size_t i;
+		json_t *v;
+		json_array_foreach(vols, i, v)
+			json_array_append_new(status_vols, json_string(str(v, "name")));
+		json_array_extend(pv, vols);
+	}
+	json_decref(vols);
 
 	json_array_insert_new(inits, 0, init);
 	json_array_append_new(status_init, json_string(INIT_NAME));
@@ -608,8 +800,11 @@ static int inject_template(json_t *tmpl, const char *path, const char *workload_
 		json_array_append_new(added_ann, json_string(prom[i][0]));
 	}
 	json_t *status = mk("version", S(INJECT_VERSION), "initContainers", status_init,
-			    "containers", status_cont, "annotations", added_ann, "created", created,
-			    NULL);
+			    "containers", status_cont, "annotations", added_ann, NULL);
+	if (json_array_size(status_vols))
+		json_object_set(status, "volumes", status_vols);
+	json_decref(status_vols);
+	json_object_set_new(status, "created", created);
 	if (json_array_size(nulled))
 		json_object_set(status, "nulled", nulled);
 	json_decref(nulled);
@@ -673,6 +868,7 @@ static int uninject_template(json_t *tmpl, const char *path, char *err, size_t e
 	remove_named(json_object_get(spec, "initContainers"),
 		     json_object_get(status, "initContainers"));
 	remove_named(json_object_get(spec, "containers"), json_object_get(status, "containers"));
+	remove_named(json_object_get(spec, "volumes"), json_object_get(status, "volumes"));
 	json_array_foreach(json_object_get(status, "annotations"), i, v)
 	{
 		if (json_is_string(v))
@@ -682,8 +878,8 @@ static int uninject_template(json_t *tmpl, const char *path, char *err, size_t e
 	/* parents we created, innermost first, only while still empty */
 	const json_t *created = json_object_get(status, "created");
 	const json_t *nulled = json_object_get(status, "nulled");
-	static const char *const keys[] = {"initContainers", "annotations", "metadata"};
-	json_t *parents[] = {spec, meta, tmpl};
+	static const char *const keys[] = {"initContainers", "volumes", "annotations", "metadata"};
+	json_t *parents[] = {spec, spec, meta, tmpl};
 	for (size_t k = 0; k < ARRAY_SIZE(keys); k++) {
 		if (!is_empty(json_object_get(parents[k], keys[k])))
 			continue;

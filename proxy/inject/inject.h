@@ -20,15 +20,37 @@
 #define INJECT_STATUS_ANNOTATION "remora.io/status"
 #define INJECT_VERSION "0.1.0"
 
+/* Where the injected sidecar's root certificate and token are mounted. */
+#define INJECT_ROOT_CONFIGMAP "remora-ca-root-cert"
+#define INJECT_ROOT_DIR "/var/run/secrets/remora"
+#define INJECT_ROOT_CERT INJECT_ROOT_DIR "/root-cert.pem"
+#define INJECT_TOKEN_DIR "/var/run/secrets/tokens"
+#define INJECT_TOKEN_FILE INJECT_TOKEN_DIR "/remora-token"
+#define INJECT_TOKEN_AUDIENCE "remora-ca"
+
 struct inject_opts {
 	const char *image;	   /* sidecar and init image (not owned) */
 	const char *control_plane; /* host:port of the xDS control plane (not owned) */
+	bool xds_plaintext;	   /* cleartext xDS (15010) instead of TLS verified
+				      against the mounted root */
+	const char *ca_address;	   /* host:port of the CA; NULL: no certificate client */
+	const char *trust_domain;  /* of the SPIFFE identity the sidecar expects */
+	const char *token_secret;  /* NULL: a projected service account token (needs a
+				      TokenReview-capable CA); else a Secret whose key
+				      "token" is listed in remora-cp's --ca-tokens */
 	bool legacy_sidecar;	   /* regular first container instead of a native sidecar */
 };
 
-/* Defaults: image "remora:0.1.0", control plane
- * "remora-cp.remora-system.svc:15010", native sidecar. */
+/* Defaults: image "remora:0.1.0", xDS over TLS to
+ * "remora-cp.remora-system.svc:15012", the CA at the same address, trust
+ * domain "cluster.local", native sidecar. */
 void inject_opts_default(struct inject_opts *o);
+/* A long option shared by `remora inject` and `remora inject-webhook`
+ * (name without "--": xds-address, control-plane, xds-plaintext, ca-address,
+ * trust-domain, ca-token-secret; value NULL for flags; value kept, not copied).  1 if the name
+ * is not one of those, 0 done, -1 bad value (err says why). */
+int inject_opts_set(struct inject_opts *o, const char *name, const char *value, char *err,
+		    size_t errlen);
 
 /* Outcome of one document. */
 enum inject_result {

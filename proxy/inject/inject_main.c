@@ -20,8 +20,18 @@ static void usage(FILE *f)
 		"                              sidecar, an init container with restartPolicy Always)\n"
 		"      --uninject              remove what inject added (same as `remora uninject`)\n"
 		"      --image IMAGE           sidecar and init image (default remora:" INJECT_VERSION ")\n"
-		"      --control-plane H:P     xDS control plane (default\n"
-		"                              remora-cp.remora-system.svc:15010)\n"
+		"      --xds-address H:P       xDS control plane (default\n"
+		"                              remora-cp.remora-system.svc:15012), over TLS\n"
+		"                              verified against the root from the ConfigMap\n"
+		"                              " INJECT_ROOT_CONFIGMAP " (alias --control-plane)\n"
+		"      --xds-plaintext         cleartext xDS (remora-cp's 15010) instead\n"
+		"      --ca-address H:P|none   CA for the workload certificate (default\n"
+		"                              remora-cp.remora-system.svc:15012; none: no\n"
+		"                              certificate client, no token volume)\n"
+		"      --trust-domain TD       SPIFFE trust domain (default cluster.local)\n"
+		"      --ca-token-secret NAME  the CA token from this Secret's key \"token\"\n"
+		"                              (a token listed in remora-cp's --ca-tokens)\n"
+		"                              instead of a projected service account token\n"
 		"      --print-bootstrap       print the sidecar's generated bootstrap and exit\n"
 		"  -q, --quiet                 no notes about skipped documents on stderr\n");
 }
@@ -110,6 +120,11 @@ int inject_main(int argc, char **argv, bool uninject)
 		{"uninject", no_argument, NULL, 'U'},
 		{"image", required_argument, NULL, 'i'},
 		{"control-plane", required_argument, NULL, 'p'},
+		{"xds-address", required_argument, NULL, 'p'},
+		{"xds-plaintext", no_argument, NULL, 'p'},
+		{"ca-address", required_argument, NULL, 'p'},
+		{"trust-domain", required_argument, NULL, 'p'},
+		{"ca-token-secret", required_argument, NULL, 'p'},
 		{"print-bootstrap", no_argument, NULL, 'B'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"help", no_argument, NULL, 'h'},
@@ -119,18 +134,23 @@ int inject_main(int argc, char **argv, bool uninject)
 	const char *in = NULL, *out = NULL;
 	bool print_boot = false, quiet = false;
 	char err[1024], host[8];
-	int c;
+	int c, li = 0;
 
 	inject_opts_default(&o);
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "f:o:qh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:o:qh", opts, &li)) != -1) {
 		switch (c) {
 		case 'f': in = optarg; break;
 		case 'o': out = optarg; break;
 		case 'L': o.legacy_sidecar = true; break;
 		case 'U': uninject = true; break;
 		case 'i': o.image = optarg; break;
-		case 'p': o.control_plane = optarg; break;
+		case 'p':
+			if (inject_opts_set(&o, opts[li].name, optarg, err, sizeof(err))) {
+				fprintf(stderr, "remora inject: %s\n", err);
+				return 2;
+			}
+			break;
 		case 'B': print_boot = true; break;
 		case 'q': quiet = true; break;
 		case 'h': usage(stdout); return 0;

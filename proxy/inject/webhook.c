@@ -143,25 +143,35 @@ int inject_webhook_main(int argc, char **argv)
 		{"legacy-sidecar", no_argument, NULL, 'L'},
 		{"image", required_argument, NULL, 'i'},
 		{"control-plane", required_argument, NULL, 'P'},
+		{"xds-address", required_argument, NULL, 'P'},
+		{"xds-plaintext", no_argument, NULL, 'P'},
+		{"ca-address", required_argument, NULL, 'P'},
+		{"trust-domain", required_argument, NULL, 'P'},
+		{"ca-token-secret", required_argument, NULL, 'P'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	struct inject_opts o;
 	const char *cert = NULL, *key = NULL, *addr = "0.0.0.0";
 	long port = 15017;
-	int c, rc = 1;
-	char *end;
+	int c, rc = 1, li = 0;
+	char *end, oerr[256];
 
 	inject_opts_default(&o);
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", opts, &li)) != -1) {
 		switch (c) {
 		case 'c': cert = optarg; break;
 		case 'k': key = optarg; break;
 		case 'a': addr = optarg; break;
 		case 'L': o.legacy_sidecar = true; break;
 		case 'i': o.image = optarg; break;
-		case 'P': o.control_plane = optarg; break;
+		case 'P':
+			if (inject_opts_set(&o, opts[li].name, optarg, oerr, sizeof(oerr))) {
+				fprintf(stderr, "remora inject-webhook: %s\n", oerr);
+				return 2;
+			}
+			break;
 		case 'p':
 			port = strtol(optarg, &end, 10);
 			if (*end || port <= 0 || port > 65535) {
@@ -171,8 +181,10 @@ int inject_webhook_main(int argc, char **argv)
 			break;
 		case 'h':
 			printf("usage: remora inject-webhook --cert FILE --key FILE [--port N (15017)]\n"
-			       "       [--address IP] [--image IMAGE] [--control-plane HOST:PORT]\n"
-			       "       [--legacy-sidecar]\n");
+			       "       [--address IP] [--image IMAGE] [--xds-address HOST:PORT]\n"
+			       "       [--xds-plaintext] [--ca-address HOST:PORT|none]\n"
+			       "       [--trust-domain TD] [--ca-token-secret NAME] [--legacy-sidecar]\n"
+			       "(the same injection as `remora inject`; see its --help)\n");
 			return 0;
 		default:
 			return 2;

@@ -69,6 +69,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	emit_round_trip(docs);
 	inject_opts_default(&o);
 	o.legacy_sidecar = size & 1;
+	if (size & 2)   /* no certificate client: no token volume */
+		o.ca_address = NULL;
+	o.xds_plaintext = size & 4;   /* with both: no volumes at all */
 	size_t i;
 	json_t *doc;
 	json_array_foreach(docs, i, doc)

@@ -122,16 +122,38 @@ def test_injected_pod_shape():
     assert {p["containerPort"] for p in side["ports"]} == {15001, 15006, 15000, 15090, 15021}
     assert side["readinessProbe"]["httpGet"] == {"path": "/healthz/ready", "port": 15021}
     assert side["startupProbe"]["httpGet"]["port"] == 15021
-    fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in side["env"]}
+    fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in side["env"]
+              if "valueFrom" in e}
     assert fields == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace",
                       "INSTANCE_IP": "status.podIP",
                       "SERVICE_ACCOUNT": "spec.serviceAccountName"}
+    # the identity the CA must issue, from the downward API (after the variables it uses)
+    assert side["env"][-1] == {"name": "REMORA_SPIFFE_ID", "value":
+                               "spiffe://cluster.local/ns/$(POD_NAMESPACE)/sa/$(SERVICE_ACCOUNT)"}
     args = side["args"]
     boot = json.loads(args[args.index("--config-yaml") + 1])
     xds = boot["static_resources"]["clusters"][0]
     assert xds["name"] == "xds-grpc"
     assert (xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-            ["socket_address"]) == {"address": "remora-cp.remora-system.svc", "port_value": 15010}
+            ["socket_address"]) == {"address": "remora-cp.remora-system.svc", "port_value": 15012}
+    # xDS over TLS to the CA port, verified against the mounted root for the Service's name
+    tc = xds["transport_socket"]["typed_config"]
+    assert tc["sni"] == "remora-cp.remora-system.svc"
+    assert tc["common_tls_context"]["validation_context"] == {
+        "trusted_ca": {"filename": "/var/run/secrets/remora/root-cert.pem"},
+        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {
+            "exact": "remora-cp.remora-system.svc"}}]}
+    # the certificate client: CA address, projected token, root
+    assert args[args.index("--ca-address") + 1] == "remora-cp.remora-system.svc:15012"
+    assert args[args.index("--ca-token-file") + 1] == "/var/run/secrets/tokens/remora-token"
+    assert args[args.index("--ca-root-cert") + 1] == "/var/run/secrets/remora/root-cert.pem"
+    assert side["volumeMounts"] == [
+        {"name": "remora-ca-root", "mountPath": "/var/run/secrets/remora", "readOnly": True},
+        {"name": "remora-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True}]
+    assert t["spec"]["volumes"] == [
+        {"name": "remora-ca-root", "configMap": {"name": "remora-ca-root-cert"}},
+        {"name": "remora-token", "projected": {"sources": [{"serviceAccountToken": {
+            "path": "remora-token", "audience": "remora-ca", "expirationSeconds": 3600}}]}}]
     assert args[args.index("--service-cluster") + 1] == "web.$(POD_NAMESPACE)"
     assert "$(POD_NAME)" in args[args.index("--service-node") + 1]
     assert side["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"},
@@ -463,8 +485,8 @@ def test_generated_bootstrap_readiness_and_prometheus(tmp_path):
     from test_xds import ControlPlane
     cp = ControlPlane()
     try:
-        boot = yaml.safe_load(run("inject", "--print-bootstrap", "--control-plane",
-                                  f"127.0.0.1:{cp.grpc_port}").stdout)
+        boot = yaml.safe_load(run("inject", "--print-bootstrap", "--xds-plaintext",
+                                  "--control-plane", f"127.0.0.1:{cp.grpc_port}").stdout)
         text = json.dumps(boot)
         assert all(f'"port_value": {p}' in text for p in (15000, 15021, 15090))
         admin, health, prom = (harness.free_port() for _ in range(3))
@@ -494,3 +516,187 @@ def test_generated_bootstrap_readiness_and_prometheus(tmp_path):
             r.check_sanitizers()
     finally:
         cp.stop()
+
+
+# ---- the certificate client, the token and the root: flags and annotations ---------
+
+def sidecar_of(doc):
+    t = template_of(doc)
+    for c in t["spec"].get("initContainers", []) + t["spec"]["containers"]:
+        if c["name"] == "remora-proxy":
+            return t, c
+    raise AssertionError("no sidecar")
+
+
+def test_ca_and_xds_flags(tmp_path):
+    src = os.path.join(GOLDEN, "pod.yaml")
+    # a custom CA, control plane and trust domain
+    t, side = sidecar_of(load_all(inject(src, "--ca-address", "ca.mesh.svc:8443",
+                                         "--xds-address", "xds.mesh.svc:9443",
+                                         "--trust-domain", "example.org"))[0])
+    args = side["args"]
+    assert args[args.index("--ca-address") + 1] == "ca.mesh.svc:8443"
+    boot = json.loads(args[args.index("--config-yaml") + 1])
+    xds = boot["static_resources"]["clusters"][0]
+    assert xds["transport_socket"]["typed_config"]["sni"] == "xds.mesh.svc"
+    assert {e["name"]: e.get("value") for e in side["env"]}["REMORA_SPIFFE_ID"] == \
+        "spiffe://example.org/ns/$(POD_NAMESPACE)/sa/$(SERVICE_ACCOUNT)"
+    # the token from a Secret listed in remora-cp's --ca-tokens (no TokenReview needed)
+    t, side = sidecar_of(load_all(inject(src, "--ca-token-secret", "client-ca-token"))[0])
+    assert t["spec"]["volumes"][1] == {"name": "remora-token", "secret": {
+        "secretName": "client-ca-token", "items": [{"key": "token", "path": "remora-token"}]}}
+    assert side["args"][side["args"].index("--ca-token-file") + 1] == \
+        "/var/run/secrets/tokens/remora-token"
+    # no certificate client: no token volume, no CA args, the root stays for xDS over TLS
+    t, side = sidecar_of(load_all(inject(src, "--ca-address", "none"))[0])
+    assert "--ca-address" not in side["args"]
+    assert "REMORA_SPIFFE_ID" not in [e["name"] for e in side["env"]]
+    assert [v["name"] for v in t["spec"]["volumes"]] == ["remora-ca-root"]
+    assert [m["name"] for m in side["volumeMounts"]] == ["remora-ca-root"]
+    # cleartext xDS and no CA: nothing mounted, the pod spec gets no volumes
+    out = inject(src, "--ca-address", "none", "--xds-plaintext", "--control-plane",
+                 "remora-cp.remora-system.svc:15010")
+    t, side = sidecar_of(load_all(out)[0])
+    assert "volumes" not in t["spec"] and "volumeMounts" not in side
+    boot = json.loads(side["args"][side["args"].index("--config-yaml") + 1])
+    assert "transport_socket" not in boot["static_resources"]["clusters"][0]
+    p = tmp_path / "plain.yaml"
+    p.write_text(out)
+    assert load_all(run("uninject", "-q", "-f", str(p)).stdout) == load_all(open(src).read())
+    # an IP control plane: the SAN to match is an IP, no SNI
+    boot = yaml.safe_load(run("inject", "--print-bootstrap", "--xds-address",
+                              "10.0.0.7:15012").stdout)
+    tc = boot["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+    assert "sni" not in tc
+    assert tc["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "IP_ADDRESS", "matcher": {"exact": "10.0.0.7"}}]
+    # bad values are usage errors, for the CLI and the webhook alike
+    for flag, value in (("--ca-address", "no-port"), ("--xds-address", "a b:1"),
+                        ("--trust-domain", "bad/td"), ("--control-plane", "x:99999"),
+                        ("--ca-token-secret", "Bad_Name")):
+        p = run("inject", "-f", src, flag, value, check=False)
+        assert p.returncode == 2 and flag.lstrip("-") in p.stderr, (flag, p.stderr)
+    p = run("inject-webhook", "--cert", "x", "--key", "y", "--ca-address", "nope", check=False)
+    assert p.returncode == 2 and "--ca-address" in p.stderr
+
+
+def test_address_annotations_and_volume_clash(tmp_path):
+    pod = load_all(open(os.path.join(GOLDEN, "pod.yaml")).read())[0]
+    pod["metadata"]["annotations"] = {"remora.io/ca-address": "none",
+                                      "remora.io/xds-address": "cp.other.svc:15012"}
+    p = tmp_path / "ann.yaml"
+    p.write_text(yaml.safe_dump(pod, sort_keys=False))
+    t, side = sidecar_of(load_all(inject(str(p)))[0])
+    assert "--ca-address" not in side["args"]
+    assert "cp.other.svc" in side["args"][side["args"].index("--config-yaml") + 1]
+    pod["metadata"]["annotations"] = {"remora.io/ca-token-secret": "web-token"}
+    p.write_text(yaml.safe_dump(pod, sort_keys=False))
+    t, side = sidecar_of(load_all(inject(str(p)))[0])
+    assert t["spec"]["volumes"][1]["secret"]["secretName"] == "web-token"
+    pod["metadata"]["annotations"] = {"remora.io/ca-address": "$(evil)"}
+    p.write_text(yaml.safe_dump(pod, sort_keys=False))
+    r = run("inject", "-f", str(p), check=False)
+    assert r.returncode == 1 and 'metadata.annotations["remora.io/ca-address"]' in r.stderr
+    pod["metadata"]["annotations"] = {}
+    pod["spec"]["volumes"] = [{"name": "remora-token", "emptyDir": {}}]
+    p.write_text(yaml.safe_dump(pod, sort_keys=False))
+    r = run("inject", "-f", str(p), check=False)
+    assert r.returncode == 1 and "spec.volumes" in r.stderr and "remora-token" in r.stderr
+
+
+def test_existing_volumes_are_kept_and_uninject_restores_them():
+    src = os.path.join(GOLDEN, "daemonset.yaml")
+    t, side = sidecar_of(load_all(inject(src))[0])
+    assert [v["name"] for v in t["spec"]["volumes"]] == ["cache", "remora-ca-root",
+                                                        "remora-token"]
+    status = json.loads(t["metadata"]["annotations"]["remora.io/status"])
+    assert status["volumes"] == ["remora-ca-root", "remora-token"]
+    assert "volumes" not in status["created"]
+
+
+def test_injected_sidecar_gets_certificate_and_xds_over_tls(tmp_path, ports, upstream):
+    """The sidecar exactly as injected (its args and env, with the kubelet's
+    variable expansion done here, the mounted paths pointed at the test's files,
+    the Service name resolved to 127.0.0.1 and the fixed ports moved to free
+    ones) against a real remora-cp: it gets its certificate over TLS with the
+    projected token, its config over ADS on the TLS port, and becomes ready.
+    With the identity of another service account it refuses the certificate."""
+    from test_remora_ca import ControlPlane
+    cp = ControlPlane(tmp_path)
+    procs = []
+    try:
+        lport = harness.free_port()
+        lst = harness.http_listener(lport, [harness.route({"prefix": "/"}, "app")], name="web")
+        (cp.dir / "config" / "mesh.json").write_text(json.dumps(
+            {"clusters": [harness.static_cluster("app", upstream.port)], "listeners": [lst]}))
+        root = tmp_path / "root-cert.pem"   # the remora-ca-root-cert ConfigMap
+        root.write_bytes(open(cp.root_pem, "rb").read())
+        token = tmp_path / "remora-token"   # the projected token
+        token.write_text("tok-web-1234\n")
+        t, side = sidecar_of(load_all(inject(os.path.join(GOLDEN, "pod.yaml")))[0])
+        env = {"POD_NAME": "client", "POD_NAMESPACE": "prod", "INSTANCE_IP": "127.0.0.1",
+               "SERVICE_ACCOUNT": "web"}
+        for e in side["env"]:
+            if "value" in e:
+                env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], e["value"])
+        assert env["REMORA_SPIFFE_ID"] == "spiffe://cluster.local/ns/prod/sa/web"
+        admin, health, prom = (harness.free_port() for _ in range(3))
+
+        def args_for(spiffe_env):
+            out = []
+            for a in side["args"]:
+                a = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a)
+                a = (a.replace("/var/run/secrets/remora/root-cert.pem", str(root))
+                      .replace("/var/run/secrets/tokens/remora-token", str(token))
+                      .replace('"address":"remora-cp.remora-system.svc","port_value":15012',
+                               f'"address":"127.0.0.1","port_value":{cp.ca_port}')
+                      .replace('"port_value":15000', f'"port_value":{admin}')
+                      .replace('"port_value":15021', f'"port_value":{health}')
+                      .replace('"port_value":15090', f'"port_value":{prom}')
+                      .replace("remora-cp.remora-system.svc:15012", f"127.0.0.1:{cp.ca_port}"))
+                out.append(a)
+            # the Service's DNS name is what the certificate must carry
+            return out + ["--ca-server-name", "remora-cp.remora-system.svc", "--concurrency",
+                          "1", "--drain-time-s", "1"], dict(os.environ, REMORA_SPIFFE_ID=spiffe_env)
+
+        args, penv = args_for(env["REMORA_SPIFFE_ID"])
+        penv = {k: v for k, v in penv.items() if not k.startswith("REMORA_") or
+                k == "REMORA_SPIFFE_ID"}
+        log = open(tmp_path / "sidecar.stderr", "wb")
+        proc = harness.spawn([harness.remora_bin(), *args], stderr=log, env=penv)
+        procs.append((proc, log))
+
+        def ready():
+            try:
+                return harness.curl(f"http://127.0.0.1:{health}/healthz/ready").status == 200
+            except Exception:
+                return False
+        wait_until(ready, 60, interval=0.2, what="the injected sidecar ready")
+        assert harness.curl(f"http://127.0.0.1:{lport}/via-injected").status == 200
+        stats = harness.parse_stats_text(harness.curl(f"http://127.0.0.1:{admin}/stats").text())
+        assert stats["remora.ca_client.certs_installed"] == 1
+        assert stats["remora.ca_client.ssl.handshake"] >= 1
+        assert stats["cluster.xds-grpc.ssl.handshake"] >= 1
+        assert "issued spiffe://cluster.local/ns/prod/sa/web" in cp.log()
+        # the root from the "ConfigMap" is what the xDS and CA connections trust
+        certs = json.loads(harness.curl(f"http://127.0.0.1:{admin}/certs").text())
+        assert [c["path"] for cert in certs["certificates"] for c in cert["ca_cert"]] == \
+            [str(root)] * 2, certs
+        harness.stop_process(proc)
+
+        # the token maps to sa/web but the pod expects sa/other: refused
+        args, penv = args_for("spiffe://cluster.local/ns/prod/sa/other")
+        log2 = open(tmp_path / "sidecar2.stderr", "wb")
+        proc2 = harness.spawn([harness.remora_bin(), *args], stderr=log2, env=penv)
+        procs.append((proc2, log2))
+        wait_until(lambda: "another identity" in open(tmp_path / "sidecar2.stderr").read(), 30,
+                   what="the identity mismatch refused")
+        assert not ready()
+    finally:
+        for p, f in procs:
+            harness.stop_process(p)
+            f.close()
+        cp.stop()
+    for name in ("sidecar.stderr", "sidecar2.stderr"):
+        text = open(tmp_path / name).read()
+        assert "ERROR: AddressSanitizer" not in text and "runtime error" not in text, text

@@ -3,10 +3,11 @@
   pod A (10.77.0.1)                                  pod B (10.77.0.2)
   curl --iptables--> sidecar :15001 ==mTLS==> iptables --> sidecar :15006 --> app :8080 (v1)
                      (UID 1337)                           (UID 1337)          app :8090 (v2)
-                                                          remora-cp :15010 ADS, :15012 CA
+                                                          remora-cp :15012 ADS + CA (TLS)
 
-Both sidecars are bootstrapped with nothing but ADS to remora-cp and the
-certificate client flags (a token file per pod): every listener, route and
+Both sidecars are bootstrapped with nothing but ADS to remora-cp over TLS (its
+CA port, verified against the published root for the Service's name) and the
+certificate client flags (a token file per pod, the same root): every listener, route and
 cluster comes from the catalog (--catalog, its `sidecar`, `identity`, `allow`,
 `service`, `bind: false` and `nodes` keys) and the certificates from the CA
 (A is spiffe://cluster.local/ns/default/sa/client, B .../sa/server).
@@ -21,6 +22,7 @@ restores 200."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -68,7 +70,12 @@ def write(path, text):
     os.rename(tmp, path)
 
 
-def sidecar_config(node, cp_ip):
+CP_NAME = "remora-cp.remora-system.svc"   # a default SAN of remora-cp's serving certificate
+
+
+def sidecar_config(node, cp_ip, root):
+    """The injected sidecar's shape: ADS over TLS to the CA port (istiod's
+    15012), trusting the published root, the certificate must name the Service."""
     return {
         "node": {"id": node, "cluster": node},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 15000}}},
@@ -79,7 +86,16 @@ def sidecar_config(node, cp_ip):
                     "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
                              "HttpProtocolOptions",
                     "explicit_http_config": {"http2_protocol_options": {}}}},
-            "load_assignment": harness.load_assignment("xds_cluster", [(cp_ip, CP_PORTS[0])])}]},
+            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                         "UpstreamTlsContext",
+                "sni": CP_NAME, "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "validation_context": {
+                        "trusted_ca": {"filename": root},
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "DNS", "matcher": {"exact": CP_NAME}}]}}}},
+            "load_assignment": harness.load_assignment("xds_cluster", [(cp_ip, CP_PORTS[1])])}]},
         "dynamic_resources": {
             "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
                            "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]},
@@ -141,15 +157,23 @@ def mesh(workdir):
                                   f"http://127.0.0.1:{CP_PORTS[2]}/ready",
                                   check=False).stdout == "200", 15, what="remora-cp ready")
 
+        # the root as the sidecars get it (the remora-ca-root-cert ConfigMap):
+        # world-readable, outside the CA's private directory
+        root = os.path.join(workdir, "root-cert.pem")
+        shutil.copy(os.path.join(workdir, "ca", "root-cert.pem"), root)
+        os.chmod(root, 0o644)
         rs = {}
         for pod, ns, cp_ip in (("a", na, B_IP), ("b", nb, "127.0.0.1")):
             tok = os.path.join(workdir, f"pod-{pod}.token")
             with open(tok, "w") as f:
                 f.write(f"tok-pod-{pod}-{'1234' if pod == 'a' else '5678'}\n")
             os.chmod(tok, 0o644)
-            r = NsRemora(workdir, sidecar_config(f"pod-{pod}", cp_ip), ns, name=f"mesh-{pod}",
+            r = NsRemora(workdir, sidecar_config(f"pod-{pod}", cp_ip, root), ns,
+                         name=f"mesh-{pod}",
                          concurrency=2, extra_args=["--ca-address", f"{cp_ip}:{CP_PORTS[1]}",
                                                     "--ca-token-file", tok,
+                                                    "--ca-root-cert", root,
+                                                    "--ca-server-name", CP_NAME,
                                                     # a replaced listener's connections
                                                     # drain for 2 s (default 600)
                                                     "--drain-time-s", "2"])

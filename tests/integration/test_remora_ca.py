@@ -6,7 +6,13 @@ each sidecar generates its key, sends a CSR with its bearer token, installs
 the chain as the SDS secret `default` and the trust bundle as `ROOTCA`.
 Checked with openssl s_client / Python ssl against the root the CA wrote to
 its --ca-dir, and with two chained sidecars talking mTLS (test_rbac.py's
-pattern)."""
+pattern).
+
+With the CA, remora-cp's CA port serves TLS (istiod's 15012) with a serving
+certificate its own CA issued for the Service's DNS names; sidecars verify it
+against the root (--ca-root-cert) for CreateCertificate, and an xDS bootstrap
+whose ADS cluster has an UpstreamTlsContext gets its config over the same port.
+The xDS port stays cleartext."""
 
 import json
 import os
@@ -27,6 +33,9 @@ TD = "cluster.local"
 SERVER_ID = f"spiffe://{TD}/ns/prod/sa/web"
 CLIENT_ID = f"spiffe://{TD}/ns/prod/sa/curl"
 TOKENS = {"tok-web-1234": ("prod", "web"), "tok-curl-5678": ("prod", "curl")}
+CP_NAME = "remora-cp.remora-system.svc"   # one of the default serving SANs
+DEFAULT_SANS = ["remora-cp", "remora-cp.remora-system", "remora-cp.remora-system.svc",
+                "remora-cp.remora-system.svc.cluster.local"]
 
 
 def cp_bin():
@@ -48,6 +57,7 @@ class ControlPlane:
         self._err = open(self.err_path, "ab")
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
+        env.pop("POD_NAMESPACE", None)   # the default serving SANs use remora-system
         self.proc = spawn([cp_bin(), "--config-dir", str(self.dir / "config"),
                            "--address", "127.0.0.1", "--grpc-port", str(self.grpc_port),
                            "--ca-port", str(self.ca_port), "--admin-port", str(self.admin_port),
@@ -108,8 +118,12 @@ def inbound_listener(port, cluster, require_client_cert=True):
                         set_current_client_cert_details={"uri": True})]}]}
 
 
-def ca_args(cp, token_file, ttl=None):
-    a = ["--ca-address", f"127.0.0.1:{cp.ca_port}", "--ca-token-file", str(token_file)]
+def ca_args(cp, token_file, ttl=None, root=None, name=CP_NAME):
+    """The CA over TLS, as an injected sidecar reaches it: verified against the
+    root, the serving certificate must name the Service (no DNS here: the
+    address is 127.0.0.1 and --ca-server-name says which name to expect)."""
+    a = ["--ca-address", f"127.0.0.1:{cp.ca_port}", "--ca-token-file", str(token_file),
+         "--ca-root-cert", str(root or cp.root_pem), "--ca-server-name", name]
     if ttl:
         a += ["--cert-ttl", ttl]
     return a
@@ -343,3 +357,183 @@ def test_xds_listener_from_cp_warms_until_certificate(remora, upstream, ports, c
     sent = dbg["proxies"][0]["types"].get("secrets", {}).get("resources", [])
     assert "default" not in sent and "ROOTCA" not in sent, dbg
     assert r.stat("remora.ca_client.certs_installed") == 1
+
+
+# ---- TLS on the CA port (istiod's 15012) ------------------------------------------------
+
+def read_log(path):
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", "replace")
+
+
+def test_ca_port_serves_tls_with_a_certificate_from_its_own_ca(cp, tmp_path):
+    """openssl s_client verifies the CA port's certificate against the root the CA
+    wrote, for the Service's names; ALPN h2; a cleartext client is refused and
+    counted; the xDS port stays cleartext."""
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{cp.ca_port}",
+                        "-CAfile", cp.root_pem, "-verify_hostname", CP_NAME, "-alpn", "h2",
+                        "-verify_return_error", "-showcerts"],
+                       input=b"", capture_output=True, timeout=20)
+    out = p.stdout.decode("utf-8", "replace")
+    assert "Verify return code: 0 (ok)" in out, out + p.stderr.decode()
+    assert "ALPN protocol: h2" in out, out
+    pem = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", out, re.S).group(0)
+    text = subprocess.run(["openssl", "x509", "-noout", "-text"], input=pem.encode(),
+                          capture_output=True, timeout=10, check=True).stdout.decode()
+    sans = re.search(r"X509v3 Subject Alternative Name:.*?\n\s*(.*)\n", text).group(1)
+    assert [s.strip() for s in sans.split(",")] == [f"DNS:{n}" for n in DEFAULT_SANS], sans
+    assert "TLS Web Server Authentication" in text and "CA:FALSE" in text, text
+    # a name it does not carry fails verification
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{cp.ca_port}",
+                        "-CAfile", cp.root_pem, "-verify_hostname", "evil.example",
+                        "-verify_return_error"], input=b"", capture_output=True, timeout=20)
+    assert p.returncode != 0
+    before = cp.metrics()["remora_cp_tls_handshake_errors_total"]
+    # an h2c (cleartext) client on the TLS port: refused, logged, counted
+    with socket.create_connection(("127.0.0.1", cp.ca_port), timeout=5) as s:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00" * 9)
+        s.settimeout(5)
+        try:
+            while s.recv(4096):
+                pass
+        except (ConnectionResetError, socket.timeout):
+            pass
+    wait_until(lambda: cp.metrics()["remora_cp_tls_handshake_errors_total"] > before, 10,
+               what="the handshake error counted")
+    assert re.search(r"remora-cp: TLS handshake with 127\.0\.0\.1:\d+ failed", cp.log()), cp.log()
+    m = cp.metrics()
+    assert m["remora_cp_tls_handshakes_total"] >= 1
+    assert 29 * 86400 < m["remora_cp_serving_cert_expiry_seconds"] <= 30 * 86400, m
+    # the xDS port is cleartext gRPC as before (a gRPC health check over h2c)
+    from test_remora_cp import health
+    assert health(cp.grpc_port) == 1   # SERVING
+    # and a real gRPC client (grpcio) speaks to the TLS port with the root
+    import grpc
+    creds = grpc.ssl_channel_credentials(root_certificates=open(cp.root_pem, "rb").read())
+    with grpc.secure_channel(f"127.0.0.1:{cp.ca_port}", creds, options=[
+            ("grpc.ssl_target_name_override", CP_NAME)]) as ch:
+        call = ch.unary_unary("/grpc.health.v1.Health/Check",
+                              request_serializer=lambda x: x, response_deserializer=lambda x: x)
+        assert call(b"", timeout=10) == b"\x08\x01"   # SERVING
+
+
+def test_csr_over_tls_with_ip_san(remora, upstream, ports, tmp_path):
+    """--serving-san with an IP: a sidecar addressing the CA by IP (no
+    --ca-server-name) verifies the IP SAN."""
+    c = ControlPlane(tmp_path, extra=["--serving-san", "localhost,127.0.0.1"])
+    try:
+        admin, port = ports.get(), ports.get()
+        tok = token_file(tmp_path, "web", "tok-web-1234")
+        r = remora(bootstrap(admin, [inbound_listener(port, "app", False)],
+                             [static_cluster("app", upstream.port)]), name="ip-san",
+                   extra_args=["--ca-address", f"127.0.0.1:{c.ca_port}", "--ca-token-file",
+                               str(tok), "--ca-root-cert", c.root_pem])
+        assert r.stat("remora.ca_client.certs_installed") == 1
+        assert r.stat("remora.ca_client.ssl.handshake") >= 1
+        assert r.stat("remora.ca_client.ssl.fail_verify_san") == 0
+        assert "over TLS" in read_log(r.stderr_path)
+    finally:
+        c.stop()
+
+
+def test_csr_over_tls_wrong_root_or_name_is_refused(remora, upstream, ports, cp, tmp_path):
+    """A sidecar that trusts another root does not talk to the CA: no token is
+    sent, a clear log line on both sides, counters, not ready.  A wrong expected
+    name fails the SAN check the same way."""
+    other = tmp_path / "other-ca"
+    p = subprocess.run([cp_bin(), "--ca-init", "--ca-dir", str(other)], capture_output=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().split() == [f"{other}/root-cert.pem", f"{other}/root-key.pem"]
+    issued = cp.metrics()["remora_cp_ca_requests_total"]
+    admin, port = ports.get(), ports.get()
+    tok = token_file(tmp_path, "web", "tok-web-1234")
+    r = remora(bootstrap(admin, [inbound_listener(port, "app")],
+                         [static_cluster("app", upstream.port)]), name="wrong-root",
+               wait_ready=False, extra_args=ca_args(cp, tok, root=other / "root-cert.pem"))
+    wait_until(lambda: r.stat("remora.ca_client.ssl.fail_verify_error") >= 2, 30,
+               what="two refused handshakes")
+    assert r.stat("remora.ca_client.cert_request_failures") >= 2
+    assert r.stat("remora.ca_client.certs_installed") == 0
+    assert r.stat("remora.ca_client.ssl.handshake") == 0
+    assert r.admin_request("GET", "/ready")[0] == 503
+    log = read_log(r.stderr_path)
+    assert re.search(r"tls: remora\.ca_client: peer 127\.0\.0\.1:\d+: certificate verification "
+                     r"failed: unable to get local issuer certificate", log), log
+    assert "certificate request to 127.0.0.1" in log and "TLS handshake failed" in log, log
+    # the CA never saw a request (the token stayed in the sidecar)
+    assert cp.metrics()["remora_cp_ca_requests_total"] == issued
+    wait_until(lambda: "TLS handshake with" in cp.log(), 10, what="remora-cp's log line")
+    assert cp.metrics()["remora_cp_tls_handshake_errors_total"] >= 1
+    r.stop()
+
+    # the right root but the wrong expected name: SAN check fails
+    r2 = remora(bootstrap(ports.get(), [], []), name="wrong-name", wait_ready=False,
+                extra_args=ca_args(cp, tok, name="istiod.istio-system.svc"))
+    wait_until(lambda: r2.stat("remora.ca_client.ssl.fail_verify_san") >= 1, 30,
+               what="a SAN mismatch")
+    assert r2.stat("remora.ca_client.certs_installed") == 0
+    assert "no subject alt name matches" in read_log(r2.stderr_path)
+
+
+def test_plaintext_ca_port_option(remora, upstream, ports, tmp_path):
+    """--plaintext-ca-port keeps the CA port cleartext (h2c, no --ca-root-cert)."""
+    c = ControlPlane(tmp_path, extra=["--plaintext-ca-port"])
+    try:
+        admin, port = ports.get(), ports.get()
+        tok = token_file(tmp_path, "web", "tok-web-1234")
+        r = remora(bootstrap(admin, [inbound_listener(port, "app", False)],
+                             [static_cluster("app", upstream.port)]), name="h2c-ca",
+                   extra_args=["--ca-address", f"127.0.0.1:{c.ca_port}", "--ca-token-file",
+                               str(tok)])
+        assert r.stat("remora.ca_client.certs_installed") == 1
+        assert "cleartext h2c" in read_log(r.stderr_path)
+        assert "remora_cp_tls_handshakes_total" not in c.metrics()
+    finally:
+        c.stop()
+
+
+def tls_ads_bootstrap(admin, cp, root, name=CP_NAME):
+    """Istio's xds-grpc cluster shape: ADS to the CA port over TLS, trusting the
+    mounted root, the control plane's certificate must carry `name`."""
+    from test_remora_cp import bootstrap as ads_bootstrap
+    b = ads_bootstrap(admin, cp)
+    xc = b["static_resources"]["clusters"][0]
+    xc["load_assignment"] = harness.load_assignment("xds_cluster", [("127.0.0.1", cp.ca_port)])
+    xc["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": UPSTREAM, "sni": name, "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "validation_context": {"trusted_ca": {"filename": str(root)},
+                                   "match_typed_subject_alt_names": [
+                                       {"san_type": "DNS", "matcher": {"exact": name}}]}}}}
+    return b
+
+
+def test_xds_bootstrap_over_tls_to_the_ca_port(remora, upstream, ports, cp, tmp_path):
+    """An xDS bootstrap whose ADS cluster uses TLS to the CA port gets its
+    listeners and clusters (and serves them); with the wrong root it gets
+    nothing and says why."""
+    lport = ports.get()
+    lst = harness.http_listener(lport, [route({"prefix": "/"}, "app")], name="web")
+    (cp.dir / "config" / "mesh.json").write_text(json.dumps(
+        {"clusters": [static_cluster("app", upstream.port)], "listeners": [lst]}))
+    r = remora(tls_ads_bootstrap(ports.get(), cp, cp.root_pem), name="ads-tls")
+    wait_until(lambda: curl(f"http://127.0.0.1:{lport}/over-tls").status == 200, 20,
+               what="the listener from ADS over TLS")
+    assert upstream.requests[-1]["path"] == "/over-tls"
+    assert r.stat("cluster.xds_cluster.ssl.handshake") >= 1
+    assert r.stat("cluster.xds_cluster.ssl.versions.TLSv1.3") >= 1
+    assert cp.metrics()["remora_cp_tls_handshakes_total"] >= 1
+    dbg = json.loads(curl(f"http://127.0.0.1:{cp.admin_port}/debug/config").body)
+    assert any("web" in p["types"]["listeners"]["resources"] for p in dbg["proxies"]), dbg
+
+    other = tmp_path / "other-ca"
+    subprocess.run([cp_bin(), "--ca-init", "--ca-dir", str(other)], check=True,
+                   capture_output=True, timeout=30)
+    bad = remora(tls_ads_bootstrap(ports.get(), cp, other / "root-cert.pem"), name="ads-bad",
+                 wait_ready=False)
+    wait_until(lambda: bad.stat("cluster.xds_cluster.ssl.fail_verify_error") >= 1, 30,
+               what="the ADS handshake refused")
+    assert bad.admin_request("GET", "/ready")[0] == 503
+    assert re.search(r"tls: cluster\.xds_cluster: peer 127\.0\.0\.1:\d+: certificate "
+                     r"verification failed", read_log(bad.stderr_path)), read_log(bad.stderr_path)

@@ -1,6 +1,8 @@
 /* ca.c - remora-cp's certificate authority (see ca.h). */
 #include "ca.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -468,6 +470,76 @@ out:
 	X509_free(x);
 	X509_REQ_free(req);
 	return rc;
+}
+
+/* One SAN entry of --serving-san: "DNS:name" or "IP:addr", NULL if it is
+ * neither a host name (letters, digits, '-', '.', a leading "*.") nor an IP. */
+static char *san_entry(const char *v, size_t n)
+{
+	char buf[256];
+	unsigned char ip[16];
+	if (!n || n >= sizeof(buf))
+		return NULL;
+	memcpy(buf, v, n);
+	buf[n] = 0;
+	if (inet_pton(AF_INET, buf, ip) == 1 || inet_pton(AF_INET6, buf, ip) == 1)
+		return xasprintf("IP:%s", buf);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)buf[i];
+		if (!isalnum(ch) && ch != '-' && ch != '.' && !(ch == '*' && i == 0 && buf[1] == '.'))
+			return NULL;
+	}
+	return xasprintf("DNS:%s", buf);
+}
+
+int ca_issue_serving(const struct ca *ca, const char *sans, uint64_t ttl_s, X509 **cert,
+		     EVP_PKEY **key, char *err, size_t errlen)
+{
+	size_t cap = strlen(sans) * 2 + 16, len = 0;
+	char *list = xcalloc(1, cap);
+	const char *p = sans;
+	*cert = NULL;
+	*key = NULL;
+	while (*p) {
+		size_t n = strcspn(p, ",");
+		char *e = san_entry(p, n);
+		if (!e) {
+			snprintf(err, errlen, "--serving-san: '%.*s' is not a DNS name or an IP address",
+				 (int)n, p);
+			free(list);
+			return RM_ERROR;
+		}
+		len += (size_t)snprintf(list + len, cap - len, "%s%s", len ? "," : "", e);
+		free(e);
+		p += n + (p[n] == ',');
+	}
+	if (!len) {
+		snprintf(err, errlen, "--serving-san: no name");
+		free(list);
+		return RM_ERROR;
+	}
+	EVP_PKEY *k = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	/* a server certificate chained to the root the sidecars trust */
+	int bad = !k || !x || !X509_set_version(x, X509_VERSION_3) || set_serial(x) ||
+		  !X509_set_issuer_name(x, X509_get_subject_name(ca->cert)) ||
+		  !X509_gmtime_adj(X509_getm_notBefore(x), -300) ||
+		  !X509_gmtime_adj(X509_getm_notAfter(x), (long)ttl_s) || !X509_set_pubkey(x, k) ||
+		  add_ext(x, ca->cert, NID_basic_constraints, "critical,CA:FALSE") ||
+		  add_ext(x, ca->cert, NID_key_usage, "critical,digitalSignature,keyEncipherment") ||
+		  add_ext(x, ca->cert, NID_ext_key_usage, "serverAuth") ||
+		  add_ext(x, ca->cert, NID_authority_key_identifier, "keyid:always") ||
+		  add_ext(x, ca->cert, NID_subject_alt_name, list) || !X509_sign(x, ca->key, EVP_sha256());
+	free(list);
+	if (bad) {
+		ssl_err(err, errlen, "cannot issue the serving certificate");
+		X509_free(x);
+		EVP_PKEY_free(k);
+		return RM_ERROR;
+	}
+	*cert = x;
+	*key = k;
+	return RM_OK;
 }
 
 int ca_handle(struct ca *ca, const char *authorization, const char *peer, const uint8_t *reqb,

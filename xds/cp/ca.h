@@ -70,6 +70,15 @@ int ca_sign_csr(const struct ca *ca, const char *csr_pem, size_t csr_len, const 
 int ca_handle(struct ca *ca, const char *authorization, const char *peer, const uint8_t *req,
 	      size_t len, uint8_t **resp, size_t *resp_len, char *msg, size_t msglen);
 
+/* A serving certificate for remora-cp's own TLS port (15012), issued by the
+ * root: a new EC P-256 key, serverAuth, valid ttl_s, with the SANs of sans
+ * (comma-separated: DNS names, "*.x" wildcards, IP addresses).  *cert and
+ * *key are new references.  RM_ERROR with err on a bad name. */
+struct x509_st;
+struct evp_pkey_st;
+int ca_issue_serving(const struct ca *ca, const char *sans, uint64_t ttl_s, struct x509_st **cert,
+		     struct evp_pkey_st **key, char *err, size_t errlen);
+
 /* Counters for the control plane's /metrics. */
 struct ca_stats {
 	uint64_t requests, issued, unauthenticated, invalid;

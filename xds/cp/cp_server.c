@@ -8,7 +8,10 @@
 #include <string.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <event2/util.h>
 #include <nghttp2/nghttp2.h>
 #include "../../proxy/common.h"
@@ -53,6 +56,7 @@ struct cp_conn {
 	struct cp_stream *streams;
 	char peer[64];
 	struct event *kill;                /* owned: deferred conn_free */
+	bool tls, tls_up;                  /* a TLS connection / its handshake completed */
 	int busy;                          /* inside nghttp2 callbacks */
 	bool dead;                         /* free when no longer busy */
 };
@@ -63,6 +67,8 @@ struct cp_server {
 	struct cp_listener *listeners;
 	struct cp_conn *conns;
 	unsigned nconns;
+	SSL_CTX *tls;                      /* ref, NULL: cleartext */
+	struct cp_tls_stats tls_stats;
 };
 
 static void conn_flush(struct cp_conn *c);
@@ -475,9 +481,27 @@ static void on_write(struct bufferevent *bev, void *arg)
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
-	(void)bev;
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-		conn_free(arg);
+	struct cp_conn *c = arg;
+	if (c->tls && (what & BEV_EVENT_CONNECTED) && !c->tls_up) {
+		c->tls_up = true;
+		c->srv->tls_stats.handshakes++;
+		return;
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if (c->tls && !c->tls_up) {
+			unsigned long e = bufferevent_get_openssl_error(bev);
+			char reason[256];
+			if (e)
+				ERR_error_string_n(e, reason, sizeof(reason));
+			else
+				snprintf(reason, sizeof(reason), "%s", (what & BEV_EVENT_EOF)
+					 ? "the client closed the connection (it may not trust our "
+					   "certificate)" : "not a TLS client hello or socket error");
+			c->srv->tls_stats.handshake_errors++;
+			log_warn("remora-cp: TLS handshake with %s failed: %s", c->peer, reason);
+		}
+		conn_free(c);
+	}
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
@@ -499,7 +523,17 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		snprintf(c->peer, sizeof(c->peer), "[%s]:%d", host, port);
 	}
 	c->srv = s;
-	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (s->tls) {
+		SSL *ssl = SSL_new(s->tls);
+		if (!ssl)
+			die("SSL_new");
+		c->tls = true;
+		c->bev = bufferevent_openssl_socket_new(s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+							BEV_OPT_CLOSE_ON_FREE);
+		bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+	} else {
+		c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	}
 	c->kill = evtimer_new(s->base, on_kill, c);
 	nghttp2_session_callbacks *cbs;
 	nghttp2_session_callbacks_new(&cbs);
@@ -583,6 +617,52 @@ int cp_server_listen(struct cp_server *s, const char *addr, char *err, size_t er
 					   : ntohs(((struct sockaddr_in *)&bound)->sin_port);
 }
 
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+		   const unsigned char *in, unsigned int inlen, void *arg)
+{
+	static const unsigned char h2[] = { 2, 'h', '2' };
+	(void)ssl;
+	(void)arg;
+	/* h2 when offered; otherwise no ALPN (gRPC is HTTP/2 with prior knowledge) */
+	if (SSL_select_next_proto((unsigned char **)out, outlen, h2, sizeof(h2), in, inlen) ==
+	    OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_OK;
+	return SSL_TLSEXT_ERR_NOACK;
+}
+
+SSL_CTX *cp_server_tls_ctx(X509 *cert, EVP_PKEY *key, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+	    SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		unsigned long e = ERR_get_error();
+		char r[200] = "?";
+		if (e)
+			ERR_error_string_n(e, r, sizeof(r));
+		snprintf(err, errlen, "TLS context: %s", r);
+		ERR_clear_error();
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+	return ctx;
+}
+
+void cp_server_set_tls(struct cp_server *s, SSL_CTX *ctx)
+{
+	if (ctx)
+		SSL_CTX_up_ref(ctx);
+	SSL_CTX_free(s->tls);
+	s->tls = ctx;
+}
+
+const struct cp_tls_stats *cp_server_tls_stats(const struct cp_server *s)
+{
+	return &s->tls_stats;
+}
+
 unsigned cp_server_connections(const struct cp_server *s)
 {
 	return s->nconns;
@@ -606,5 +686,6 @@ void cp_server_free(struct cp_server *s)
 		free(m->path);
 		free(m);
 	}
+	SSL_CTX_free(s->tls);
 	free(s);
 }

@@ -1,6 +1,8 @@
 /* cp_server.h - the gRPC server of the reference control plane (remora-cp).
  *
- * Cleartext HTTP/2 (h2c, prior knowledge) on nghttp2, on one libevent base
+ * HTTP/2 on nghttp2 — cleartext (h2c, prior knowledge), or TLS once
+ * cp_server_set_tls gave it a context (libevent's OpenSSL bufferevents;
+ * ALPN "h2") — on one libevent base
  * (remora-cp is single-threaded).  The server listens on one or more ports
  * (xDS 15010, CA 15012); every port serves the same method table.  Methods
  * are dispatched by exact :path:
@@ -66,6 +68,24 @@ struct cp_server *cp_server_new(struct event_base *base);
 /* Listen on addr ("0.0.0.0:15010", "127.0.0.1:0", "[::]:15012").  Returns
  * the bound port, or -1 with err filled. */
 int cp_server_listen(struct cp_server *s, const char *addr, char *err, size_t errlen);
+/* TLS for every connection accepted from now on (NULL: cleartext).  Takes a
+ * reference to ctx; connections already open keep the context they started
+ * with, so replacing it rotates the serving certificate. */
+struct ssl_ctx_st;
+struct x509_st;
+struct evp_pkey_st;
+void cp_server_set_tls(struct cp_server *s, struct ssl_ctx_st *ctx);
+/* A server context for cert/key: TLS 1.2+, ALPN h2 selected when offered, no
+ * client certificate asked.  New reference, NULL with err. */
+struct ssl_ctx_st *cp_server_tls_ctx(struct x509_st *cert, struct evp_pkey_st *key, char *err,
+				     size_t errlen);
+/* TLS handshakes completed / failed on this server (failures are logged with
+ * the peer and OpenSSL's reason). */
+struct cp_tls_stats {
+	uint64_t handshakes, handshake_errors;
+};
+const struct cp_tls_stats *cp_server_tls_stats(const struct cp_server *s);
+
 /* Number of open HTTP/2 connections. */
 unsigned cp_server_connections(const struct cp_server *s);
 /* Close every connection and listener and free.  Accepts NULL. */

@@ -15,6 +15,9 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include "cp.h"
 #include "cp_server.h"
 #include "ca.h"
@@ -32,6 +35,11 @@ struct cp_main {
 	struct event *iev, *debounce; /* owned */
 	struct evhttp *http;          /* owned: admin + REST */
 	struct ca *ca;                /* owned: the CA, NULL without --ca-tokens */
+	struct cp_server *tls_srv;    /* not owned: the CA port when it serves TLS */
+	const char *serving_san;      /* --serving-san */
+	uint64_t serving_ttl_s;       /* --serving-cert-ttl */
+	time_t serving_not_after;     /* of the serving certificate in force */
+	struct event *renew;          /* owned: reissue at half-life */
 };
 
 static struct cp_main *the_main;   /* for the health check */
@@ -50,6 +58,58 @@ static void reply(struct evhttp_request *req, int code, const char *ctype, const
 	evbuffer_free(b);
 }
 
+/* Issue a serving certificate for the CA port from the CA's root and put it
+ * in force for new connections.  RM_ERROR with err. */
+static int serving_cert(struct cp_main *m, char *err, size_t errlen)
+{
+	X509 *x;
+	EVP_PKEY *k;
+	if (ca_issue_serving(m->ca, m->serving_san, m->serving_ttl_s, &x, &k, err, errlen))
+		return RM_ERROR;
+	SSL_CTX *ctx = cp_server_tls_ctx(x, k, err, errlen);
+	X509_free(x);
+	EVP_PKEY_free(k);
+	if (!ctx)
+		return RM_ERROR;
+	cp_server_set_tls(m->tls_srv, ctx);
+	SSL_CTX_free(ctx);
+	m->serving_not_after = time(NULL) + (time_t)m->serving_ttl_s;
+	if (m->renew) {
+		struct timeval tv = { (time_t)(m->serving_ttl_s / 2), 0 };
+		evtimer_add(m->renew, &tv);
+	}
+	log_info("remora-cp: CA port serves TLS with a certificate for %s (valid %llu s, "
+		 "renewed at half-life)", m->serving_san, (unsigned long long)m->serving_ttl_s);
+	return RM_OK;
+}
+
+static void on_renew(evutil_socket_t fd, short what, void *arg)
+{
+	struct cp_main *m = arg;
+	char err[512];
+	(void)fd;
+	(void)what;
+	if (serving_cert(m, err, sizeof(err))) {
+		log_error("remora-cp: renewing the serving certificate: %s (retrying in 60 s)", err);
+		struct timeval tv = { 60, 0 };
+		evtimer_add(m->renew, &tv);
+	}
+}
+
+static char *tls_metrics_text(const struct cp_main *m)
+{
+	const struct cp_tls_stats *t = cp_server_tls_stats(m->tls_srv);
+	time_t now = time(NULL);
+	return xasprintf("# TYPE remora_cp_tls_handshakes_total counter\n"
+			 "remora_cp_tls_handshakes_total %llu\n"
+			 "# TYPE remora_cp_tls_handshake_errors_total counter\n"
+			 "remora_cp_tls_handshake_errors_total %llu\n"
+			 "# TYPE remora_cp_serving_cert_expiry_seconds gauge\n"
+			 "remora_cp_serving_cert_expiry_seconds %lld\n",
+			 (unsigned long long)t->handshakes, (unsigned long long)t->handshake_errors,
+			 (long long)(m->serving_not_after > now ? m->serving_not_after - now : 0));
+}
+
 static void on_http(struct evhttp_request *req, void *arg)
 {
 	struct cp_main *m = arg;
@@ -65,6 +125,12 @@ static void on_http(struct evhttp_request *req, void *arg)
 		char *t = cp_xds_metrics(m->xds);
 		if (m->ca) {
 			char *c = ca_metrics_text(m->ca), *both = xasprintf("%s%s", t, c);
+			free(t);
+			free(c);
+			t = both;
+		}
+		if (m->tls_srv) {
+			char *c = tls_metrics_text(m), *both = xasprintf("%s%s", t, c);
 			free(t);
 			free(c);
 			t = both;
@@ -177,8 +243,16 @@ static void usage(void)
 		"                 [--ca-port 15012] [--admin-port 15014] [--address 0.0.0.0]\n"
 		"                 [--log-level info]\n"
 		"                 [--ca-tokens FILE [--ca-dir DIR | --ca-cert FILE --ca-key FILE]\n"
-		"                  [--trust-domain cluster.local] [--max-cert-ttl 24h]]\n"
-		"(at least one of --config-dir and --catalog)\n");
+		"                  [--trust-domain cluster.local] [--max-cert-ttl 24h]\n"
+		"                  [--serving-san NAMES] [--serving-cert-ttl 720h]\n"
+		"                  [--plaintext-ca-port]]\n"
+		"       remora-cp --ca-init --ca-dir DIR [--trust-domain cluster.local]\n"
+		"(at least one of --config-dir and --catalog)\n"
+		"With the CA, the CA port (15012) serves xDS and CreateCertificate over TLS with a\n"
+		"certificate the CA issues itself for --serving-san (default: remora-cp,\n"
+		"remora-cp.NS, remora-cp.NS.svc, remora-cp.NS.svc.cluster.local with NS =\n"
+		"$POD_NAMESPACE or remora-system); --plaintext-ca-port keeps it cleartext.\n"
+		"--ca-init writes a new root to --ca-dir (root-cert.pem, root-key.pem) and exits.\n");
 }
 
 int main(int argc, char **argv)
@@ -197,6 +271,10 @@ int main(int argc, char **argv)
 		{ "ca-key", required_argument, NULL, 'K' },
 		{ "trust-domain", required_argument, NULL, 't' },
 		{ "max-cert-ttl", required_argument, NULL, 'M' },
+		{ "serving-san", required_argument, NULL, 'S' },
+		{ "serving-cert-ttl", required_argument, NULL, 'V' },
+		{ "plaintext-ca-port", no_argument, NULL, 'P' },
+		{ "ca-init", no_argument, NULL, 'I' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -205,6 +283,9 @@ int main(int argc, char **argv)
 	const char *address = "0.0.0.0";
 	struct ca_options cao = { 0 };
 	unsigned long ttl;
+	bool plaintext_ca = false, ca_init = false;
+	char *default_san = NULL;
+	m.serving_ttl_s = 720 * 3600;
 	while ((o = getopt_long(argc, argv, "d:h", opts, NULL)) != -1) {
 		switch (o) {
 		case 'd': m.dir = optarg; break;
@@ -226,6 +307,17 @@ int main(int argc, char **argv)
 			}
 			cao.max_ttl_s = ttl;
 			break;
+		case 'S': m.serving_san = optarg; break;
+		case 'P': plaintext_ca = true; break;
+		case 'I': ca_init = true; break;
+		case 'V':
+			if (ca_client_parse_ttl(optarg, &ttl) || ttl < 120) {
+				fprintf(stderr, "remora-cp: --serving-cert-ttl: '%s' is not a duration of "
+						"at least 2m (720h, 90m)\n", optarg);
+				return 2;
+			}
+			m.serving_ttl_s = ttl;
+			break;
 		case 'l':
 			if (log_set_level_name(optarg)) {
 				fprintf(stderr, "remora-cp: unknown log level '%s'\n", optarg);
@@ -235,12 +327,27 @@ int main(int argc, char **argv)
 		default: usage(); return o == 'h' ? 0 : 2;
 		}
 	}
+	if (ca_init) {   /* make the root for the Secret, then exit */
+		char cerr[1024];
+		if (!cao.dir || cao.cert_path || cao.key_path) {
+			fprintf(stderr, "remora-cp: --ca-init needs --ca-dir (and no --ca-cert/--ca-key)\n");
+			return 2;
+		}
+		struct ca *ca = ca_new(&cao, cerr, sizeof(cerr));
+		if (!ca) {
+			fprintf(stderr, "remora-cp: CA: %s\n", cerr);
+			return 1;
+		}
+		ca_free(ca);
+		printf("%s/root-cert.pem\n%s/root-key.pem\n", cao.dir, cao.dir);
+		return 0;
+	}
 	if (!m.dir && !m.catalog) {
 		usage();
 		return 2;
 	}
 	if (!cao.tokens_path && (cao.dir || cao.cert_path || cao.key_path || cao.trust_domain ||
-				 cao.max_ttl_s)) {
+				 cao.max_ttl_s || m.serving_san || plaintext_ca)) {
 		fprintf(stderr, "remora-cp: the CA options need --ca-tokens (the CA is enabled by it)\n");
 		return 2;
 	}
@@ -271,6 +378,21 @@ int main(int argc, char **argv)
 	m.xds = cp_xds_new(srv, 2);
 	if (m.ca)   /* the CA port only, like istiod's 15012 */
 		ca_register(m.ca, srv[1]);
+	if (m.ca && !plaintext_ca) {   /* TLS on the CA port, as istiod's 15012 */
+		const char *ns = getenv("POD_NAMESPACE");
+		if (!ns || !*ns)
+			ns = "remora-system";
+		if (!m.serving_san)
+			m.serving_san = default_san = xasprintf(
+				"remora-cp,remora-cp.%s,remora-cp.%s.svc,remora-cp.%s.svc.cluster.local",
+				ns, ns, ns);
+		m.tls_srv = srv[1];
+		m.renew = evtimer_new(m.base, on_renew, &m);
+		if (serving_cert(&m, err, sizeof(err))) {
+			fprintf(stderr, "remora-cp: CA port TLS: %s\n", err);
+			return 1;
+		}
+	}
 	the_main = &m;
 	cp_health_register(srv[0], serving);
 	cp_health_register(srv[1], serving);
@@ -291,8 +413,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "remora-cp: the initial config failed to load; serving nothing until "
 				"it is fixed\n");
 	}
-	log_info("remora-cp: xDS on %s:%d, CA port %d, admin on %d", address, ports[0], ports[1],
-		 admin_port);
+	log_info("remora-cp: xDS on %s:%d, CA port %d (%s), admin on %d", address, ports[0],
+		 ports[1], m.tls_srv ? "TLS" : "cleartext", admin_port);
 	fprintf(stderr, "remora-cp ready grpc=%d ca=%d admin=%d\n", ports[0], ports[1], admin_port);
 
 	struct event *sigs[2] = { evsignal_new(m.base, SIGTERM, on_signal, m.base),
@@ -309,6 +431,9 @@ int main(int argc, char **argv)
 	cp_config_free(m.cfg);
 	cp_config_clear_builtins();
 	ca_free(m.ca);
+	if (m.renew)
+		event_free(m.renew);
+	free(default_san);
 	evhttp_free(m.http);
 	event_free(m.iev);
 	event_free(m.debounce);

@@ -175,3 +175,47 @@ TEST(inject_bootstrap_control_plane_address)
 	CHECK_INT(json_integer_value(json_object_get(sa, "port_value")), 15010);
 	json_decref(b);
 }
+
+TEST(inject_volumes_and_ca_options)
+{
+	struct inject_opts o;
+	char err[256];
+	inject_opts_default(&o);
+	CHECK_INT(inject_opts_set(&o, "ca-address", "none", err, sizeof(err)), 0);
+	CHECK(o.ca_address == NULL);
+	CHECK_INT(inject_opts_set(&o, "ca-address", "ca:1", err, sizeof(err)), 0);
+	CHECK_STR(o.ca_address, "ca:1");
+	CHECK_INT(inject_opts_set(&o, "ca-address", "ca", err, sizeof(err)), -1);
+	CHECK_CONTAINS(err, "HOST:PORT");
+	CHECK_INT(inject_opts_set(&o, "trust-domain", "a/b", err, sizeof(err)), -1);
+	CHECK_INT(inject_opts_set(&o, "xds-address", "[::1]:15012", err, sizeof(err)), 0);
+	CHECK_INT(inject_opts_set(&o, "image", "x", err, sizeof(err)), 1);
+	inject_opts_default(&o);
+	/* existing volumes stay, ours are appended and removed again */
+	json_t *orig = Y("kind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: b}]\n"
+			 "  volumes: [{name: data, emptyDir: {}}]\n");
+	json_t *doc = json_deep_copy(orig);
+	CHECK_INT(inject_doc(doc, &o, err, sizeof(err)), INJECT_DONE);
+	json_t *vols = json_object_get(json_object_get(doc, "spec"), "volumes");
+	CHECK_INT(json_array_size(vols), 3);
+	CHECK_STR(json_string_value(json_object_get(json_array_get(vols, 2), "name")), "remora-token");
+	CHECK_INT(uninject_doc(doc, err, sizeof(err)), INJECT_DONE);
+	CHECK(json_equal(doc, orig));
+	json_decref(doc);
+	json_decref(orig);
+	/* volumes: null is put back as null */
+	orig = Y("kind: Pod\nspec:\n  containers: [{name: a, image: b}]\n  volumes: null\n");
+	doc = json_deep_copy(orig);
+	CHECK_INT(inject_doc(doc, &o, err, sizeof(err)), INJECT_DONE);
+	CHECK_INT(json_array_size(json_object_get(json_object_get(doc, "spec"), "volumes")), 2);
+	CHECK_INT(uninject_doc(doc, err, sizeof(err)), INJECT_DONE);
+	CHECK(json_equal(doc, orig));
+	json_decref(doc);
+	json_decref(orig);
+	/* a name clash */
+	doc = Y("kind: Pod\nspec:\n  containers: [{name: a, image: b}]\n"
+		"  volumes: [{name: remora-ca-root, emptyDir: {}}]\n");
+	CHECK_INT(inject_doc(doc, &o, err, sizeof(err)), INJECT_FAILED);
+	CHECK_CONTAINS(err, "spec.volumes");
+	json_decref(doc);
+}

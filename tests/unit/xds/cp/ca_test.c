@@ -350,3 +350,47 @@ TEST(ca_handle_create_certificate)
 	ca_free(ca);
 	cleanup_dir();
 }
+
+TEST(ca_serving_certificate_for_the_ca_port)
+{
+	setup_dir();
+	struct ca *ca = new_ca(0);
+	CHECK(ca != NULL);
+	if (!ca)
+		return;
+	X509 *x = NULL;
+	EVP_PKEY *k = NULL;
+	char err[256] = "";
+	CHECK_INT(ca_issue_serving(ca, "remora-cp,remora-cp.ns.svc,*.ns.svc,127.0.0.1,::1", 7200,
+				   &x, &k, err, sizeof(err)), RM_OK);
+	X509 *root = parse_pem(ca_root_pem(ca));
+	CHECK(x && k && root);
+	if (x && k && root) {
+		CHECK_INT(X509_check_host(x, "remora-cp.ns.svc", 0, 0, NULL), 1);
+		CHECK_INT(X509_check_host(x, "remora-cp", 0, 0, NULL), 1);
+		CHECK_INT(X509_check_host(x, "other.ns.svc", 0, 0, NULL), 1);   /* the wildcard */
+		CHECK_INT(X509_check_host(x, "evil.example", 0, 0, NULL), 0);
+		CHECK_INT(X509_check_ip_asc(x, "127.0.0.1", 0), 1);
+		CHECK_INT(X509_check_ip_asc(x, "::1", 0), 1);
+		CHECK_INT(X509_check_ip_asc(x, "10.0.0.1", 0), 0);
+		CHECK_INT(X509_verify(x, X509_get0_pubkey(root)), 1);
+		CHECK_INT(X509_check_private_key(x, k), 1);
+		CHECK_INT(X509_check_ca(x), 0);
+		CHECK(X509_get_extended_key_usage(x) & XKU_SSL_SERVER);
+		CHECK(!(X509_get_extended_key_usage(x) & XKU_SSL_CLIENT));
+		CHECK_INT(X509_cmp_time(X509_get0_notAfter(x), NULL), 1);   /* in the future */
+	}
+	X509_free(x);
+	EVP_PKEY_free(k);
+	X509_free(root);
+	/* names that would smuggle other SAN types or config syntax are refused */
+	static const char *const bad[] = { "a,DNS:x", "email:x@y", "a b", "", "x,,y", "a*.b" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		x = NULL;
+		k = NULL;
+		CHECK_INT(ca_issue_serving(ca, bad[i], 7200, &x, &k, err, sizeof(err)), RM_ERROR);
+		CHECK(!x && !k);
+	}
+	ca_free(ca);
+	cleanup_dir();
+}
