@@ -57,6 +57,7 @@ class CatalogCP:
             f"  {t}: {{namespace: default, service_account: {sa}}}\n"
             for t, sa in TOKENS.items()))
         self.grpc_port, self.ca_port, self.admin_port = (harness.free_port() for _ in range(3))
+        self.root_pem = d / "ca" / "root-cert.pem"
         self.err_path = d / "cp.stderr"
         self._err = open(self.err_path, "ab")
         self.proc = spawn([cp_bin(), "--catalog", str(self.catalog), "--address", "127.0.0.1",
@@ -202,7 +203,11 @@ def mesh(remora, make_upstream, tmp_path):
             tf.write_text(tok + "\n")
             rs[node] = remora(sidecar_bootstrap(node, harness.free_port(), cp), name=node,
                               extra_args=["--ca-address", f"127.0.0.1:{cp.ca_port}",
-                                          "--ca-token-file", str(tf)])
+                                          "--ca-token-file", str(tf),
+                                          # the CA port is TLS: verify remora-cp's serving
+                                          # certificate against its root, for the Service name
+                                          "--ca-root-cert", str(cp.root_pem),
+                                          "--ca-server-name", "remora-cp"])
         yield {"cp": cp, "p": p, **rs}
     finally:
         cp.stop()
