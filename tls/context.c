@@ -424,6 +424,7 @@ SSL_CTX *tls_ctx_build(struct tls_ctx *t, char *err, size_t errlen)
 	if (t->val && tls_secret_usable(t->val)) {
 		if (add_validation(ctx, t->val->v, err, errlen))
 			goto error;
+		atomic_fetch_add_explicit(&t->val->v->ctx_refs, 1, memory_order_relaxed);
 		SSL_CTX_set_ex_data(ctx, tls_val_ex_idx, t->val->v);
 	}
 	int mode = SSL_VERIFY_NONE;
@@ -476,6 +477,22 @@ error:
 	ERR_clear_error();
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+/* An SSL_CTX is freed (any thread: a worker swapping its slot, the last
+ * connection using it closing): drop its reference on the validation it
+ * was built with.  The main thread frees retired validations at 0
+ * (secrets.c, tls_validation_sweep). */
+static void val_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	struct tls_validation *v = ptr;
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	if (v)
+		atomic_fetch_sub_explicit(&v->ctx_refs, 1, memory_order_release);
 }
 
 /* ---- publishing to the workers ------------------------------------------------------ */
@@ -931,7 +948,7 @@ int tls_transport_socket_parse(struct cfg_ctx *c, const json_t *ts, bool server,
 	if (tls_conn_ex_idx < 0)
 		tls_conn_ex_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	if (tls_val_ex_idx < 0)
-		tls_val_ex_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+		tls_val_ex_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, val_ex_free);
 	struct tls_ctx *t = xcalloc(1, sizeof(*t));
 	t->server = server;
 	t->min_ver = TLS1_2_VERSION;

@@ -208,3 +208,50 @@ def test_sds_sotw(remora, cp, make_upstream, ports, pki):
 
 def test_sds_delta(remora, cp, make_upstream, ports, pki):
     run_sds(remora, cp, make_upstream, ports, pki, "AGGREGATED_DELTA_GRPC")
+
+
+def test_sds_validation_rotations_free_retired_contexts(remora, cp, make_upstream, ports, pki):
+    """200 changes of an SDS validation context: each replaced one is freed
+    once no SSL_CTX built with it is left (sds.<name>.retired_contexts), not
+    kept until the secret is dropped.  A connection established before the
+    rotations keeps the context it was built with (exactly one retired)
+    and still serves; closing it frees that one too."""
+    a = make_upstream("a")
+    admin, lport = ports.get(), ports.get()
+    ca = pki["ca"]
+    ca_pem = read(ca)
+    cp.set("cds", "1", [eds_cluster("backend")])
+    cp.set("eds", "1", [cla("backend", [a.port])])
+    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
+    lst = tls_rds_listener("tls", lport, "r1", "server_cert")
+    # the listener asks for (but does not require) a client certificate,
+    # verified with the SDS validation context "peer_ca"
+    ctc = lst["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+    ctc["validation_context_sds_secret_config"] = {"name": "peer_ca", "sds_config": ADS_SRC}
+    cp.set("lds", "1", [lst])
+
+    def versioned_ca(i):
+        # distinct bytes each time (text outside the PEM block is ignored)
+        return {"name": "peer_ca", "validation_context": {
+            "trusted_ca": {"inline_string": f"rotation {i}\n" + ca_pem}}}
+    cp.set("sds", "0", [cert_secret("server_cert", pki["server"], pki["server_key"]),
+                        versioned_ca(0)])
+    r = remora(xds_bootstrap(admin, cp.grpc_port))
+    kept = KeepAlive(lport, ca)   # its SSL_CTX holds the first validation context
+    assert kept.get("/first") == 200
+    assert r.stat("sds.peer_ca.retired_contexts") == 0
+
+    n = 200
+    for i in range(1, n + 1):
+        cp.set("sds", str(i), [cert_secret("server_cert", pki["server"], pki["server_key"]),
+                               versioned_ca(i)])
+        r.wait_stat("sds.peer_ca.update_success", lambda v, i=i: v >= i + 1, timeout=10)
+    # every replaced context but the kept connection's is freed (the last
+    # replaced one once the workers swapped their SSL_CTX: a sweep follows)
+    r.wait_stat("sds.peer_ca.retired_contexts", lambda v: v == 1, timeout=10)
+    assert kept.get("/after") == 200
+    assert s_client_serial(lport, ca) is not None   # new handshakes use the newest
+    assert r.stat("sds.peer_ca.update_success") == n + 1
+    kept.close()
+    r.wait_stat("sds.peer_ca.retired_contexts", lambda v: v == 0, timeout=10)
+    r.stop()
