@@ -166,8 +166,9 @@ bool tls_san_check(const struct tls_validation *v, X509 *leaf);
 /* "cert chain" PEM -> certificates (caller frees with sk_X509_pop_free). */
 STACK_OF(X509) *tls_pem_certs(const char *data, size_t len);
 extern int tls_conn_ex_idx;
-extern int tls_val_ex_idx;     /* SSL_CTX ex data: the tls_validation it was built with
-				 * (holds one ctx_refs, dropped when the SSL_CTX is freed) */
+extern int tls_val_ex_idx;     /* SSL_CTX ex data: the tls_validation it was built with */
+extern int tls_val_ref_ex_idx; /* the same, SDS (heap) validations only: holds one
+				 * ctx_refs, dropped when the SSL_CTX is freed */
 
 /* tls_io.c */
 char *tls_x509_uri_san(X509 *x);   /* first URI SAN, caller frees; NULL if none */
