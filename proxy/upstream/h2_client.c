@@ -32,6 +32,7 @@ struct h2c_stream {
 	uint32_t reset_code;
 	bool refused, head_seen, recv_end, send_end, deferred, out_blocked;
 	bool ng_closed, released, counted, not_sent, in_cb, free_later;
+	bool rst_recv;                       /* the peer sent RST_STREAM */
 	struct h2c_stream *prev, *next;      /* connection's stream list */
 };
 
@@ -424,6 +425,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 		}
 		c->kicked = true;
 		break;
+	case NGHTTP2_RST_STREAM:
+		if ((st = stream_of(c, f->hd.stream_id)))
+			st->rst_recv = true;
+		break;
 	case NGHTTP2_GOAWAY:
 		c->goaway = true;
 		c->kicked = true;   /* waiting requests need another connection */
@@ -563,7 +568,9 @@ again:
 			st->ops->on_body(st->owner, st);
 		} else if (pend & P_RESET) {
 			st->pend = 0;
-			st->ops->on_reset(st->owner, st, st->reset_code, st->refused);
+			st->ops->on_reset(st->owner, st, st->reset_code,
+					  st->refused ? H2C_RESET_REFUSED :
+					  st->rst_recv ? H2C_RESET_REMOTE : H2C_RESET_PROTOCOL);
 		} else if (pend & P_WRITABLE) {
 			st->pend &= ~P_WRITABLE;
 			if (st->ops->on_writable)
@@ -617,7 +624,8 @@ static void conn_close(struct h2c_conn *c)
 		if (!st->recv_end) {
 			st->pend = 0;
 			if (st->ops)
-				st->ops->on_reset(st->owner, st, NGHTTP2_CONNECT_ERROR, st->not_sent);
+				st->ops->on_reset(st->owner, st, NGHTTP2_CONNECT_ERROR,
+						  st->not_sent ? H2C_RESET_REFUSED : H2C_RESET_CONNECTION);
 		} else if (st->pend && st->ops) {
 			st->pend = 0;
 			st->ops->on_body(st->owner, st);
