@@ -17,6 +17,7 @@ enum h2c_state { H2C_CONNECTING, H2C_READY, H2C_CLOSED };
 #define P_BODY     0x02
 #define P_RESET    0x04
 #define P_WRITABLE 0x08
+#define P_CONTINUE 0x10
 
 struct h2c_stream {
 	struct h2c_conn *c;                  /* not owned; NULL once the connection is gone */
@@ -396,7 +397,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 			const char *sv = hdrs_get(&st->hdrs, ":status", NULL);
 			int status = sv ? atoi(sv) : 0;
 			if (status >= 100 && status < 200) {
-				hdrs_clear(&st->hdrs);   /* interim: the HCM answers 100-continue itself */
+				/* interim: the owner may pass a 100 on (proxy_100_continue) */
+				hdrs_clear(&st->hdrs);
+				if (status == 100)
+					st->pend |= P_CONTINUE;
 				return 0;
 			}
 			st->head_seen = true;
@@ -557,7 +561,11 @@ again:
 			continue;
 		}
 		st->in_cb = true;
-		if (pend & P_HEADERS) {
+		if (pend & P_CONTINUE) {
+			st->pend &= ~P_CONTINUE;
+			if (st->ops->on_continue)
+				st->ops->on_continue(st->owner, st);
+		} else if (pend & P_HEADERS) {
 			st->pend &= ~P_HEADERS;
 			bool end = st->recv_end && !evbuffer_get_length(st->in) && !st->trailers;
 			if (end)

@@ -67,6 +67,8 @@ struct h2c_owner_ops {
 	void (*on_reset)(void *arg, struct h2c_stream *s, uint32_t code, enum h2c_reset why);
 	/* request body queued for the upstream drained to half the limit */
 	void (*on_writable)(void *arg, struct h2c_stream *s);
+	/* a 100 Continue arrived (before the final headers; may be NULL) */
+	void (*on_continue)(void *arg, struct h2c_stream *s);
 };
 
 void h2c_stream_set_owner(struct h2c_stream *s, const struct h2c_owner_ops *ops, void *arg);

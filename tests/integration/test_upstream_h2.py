@@ -508,3 +508,22 @@ def test_response_flags_match_http1(remora, ports, h2up, tmp_path):
     wait_until(all_logged, 10, what="one access log line per request")
     assert got == cases
     r.stop()
+
+
+def test_proxy_100_continue_from_h2_upstream(remora, ports, h2up, tmp_path):
+    """proxy_100_continue with an HTTP/2 upstream: its :status 100 reaches an
+    HTTP/1.1 curl as "100 Continue", the expect header reached it."""
+    up = h2up()
+    f = tmp_path / "e.bin"
+    data = bytes(range(256)) * 256
+    f.write_bytes(data)
+    cfg, lport = config(ports, up.port, {"typed_extension_protocol_options": h2_opts()},
+                        hcm_extra={"proxy_100_continue": True})
+    remora(cfg)
+    res = curl(f"http://127.0.0.1:{lport}/e", "-H", "Expect: 100-continue",
+               "--expect100-timeout", "10", "--data-binary", f"@{f}", "-v")
+    assert res.status == 200, res
+    assert "HTTP/1.1 100" in res.stderr, res.stderr
+    echo = res.json()
+    assert echo["headers"].get("expect") == "100-continue", echo["headers"]
+    assert echo["body_sha256"] == hashlib.sha256(data).hexdigest()

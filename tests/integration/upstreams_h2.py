@@ -17,6 +17,7 @@ The query string steers it:
   grpc_status=N   (with trailers) trailer grpc-status N
   action=reset    RST_STREAM(INTERNAL_ERROR) instead of answering
   action=refuse   RST_STREAM(REFUSED_STREAM) instead of answering
+  (a request with "expect: 100-continue" and a body gets a :status 100 first)
   action=close    close the TCP connection (no GOAWAY) instead of answering
   action=close_after_head  send the response HEADERS, then close the connection
   cl_mismatch=1   announce content-length 100, send 10 bytes
@@ -161,6 +162,8 @@ class _Conn:
                 srv.max_active_total = max(srv.max_active_total, srv.active_total)
             if ev.stream_ended:
                 self.complete(ev.stream_id)
+            elif dict(ev.headers).get("expect", "").lower() == "100-continue":
+                self.h2.send_headers(ev.stream_id, [(":status", "100")])
         elif isinstance(ev, h2.events.DataReceived):
             st = self.streams.get(ev.stream_id)
             if st is not None:

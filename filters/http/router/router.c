@@ -307,8 +307,13 @@ static int read_head(struct router *r, struct evbuffer *in, struct h1_scan *scan
 		evbuffer_drain(in, (size_t)n);
 		stats_add(r->cl->stats, sh, upstream_cx_rx_bytes_total, n);
 		memset(scan, 0, sizeof(*scan));
-		if (r->resp.status >= 100 && r->resp.status < 200 && r->resp.status != 101)
-			continue;   /* 100 Continue etc.: the HCM answered the client itself */
+		if (r->resp.status >= 100 && r->resp.status < 200 && r->resp.status != 101) {
+			/* 100 Continue: passed on with proxy_100_continue (else the
+			 * HCM answered the client itself); other 1xx are dropped */
+			if (r->resp.status == 100)
+				http_stream_encode_100_continue(r->s);
+			continue;
+		}
 		return RM_OK;
 	}
 }
@@ -1301,11 +1306,19 @@ static void h2_on_writable(void *arg, struct h2c_stream *st)
 	}
 }
 
+static void h2_on_continue(void *arg, struct h2c_stream *st)
+{
+	struct router *r = arg;
+	(void)st;
+	http_stream_encode_100_continue(r->s);
+}
+
 static const struct h2c_owner_ops router_h2_ops = {
 	.on_headers = h2_on_headers,
 	.on_body = h2_on_body,
 	.on_reset = h2_on_reset,
 	.on_writable = h2_on_writable,
+	.on_continue = h2_on_continue,
 };
 
 /* A hedged HTTP/2 attempt: only its response head matters until promoted. */
