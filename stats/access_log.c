@@ -7,7 +7,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "proxy/common.h"
 #include "proxy/config/cfg.h"
@@ -37,26 +40,41 @@ struct al_ring {
 	char data[AL_RING_BYTES];
 };
 
+/* Files are written without ever blocking: ours are opened O_NONBLOCK (a
+ * regular file still takes every byte; a FIFO or socket whose reader stalls
+ * takes what fits), stdout/stderr (whose flags we share with whoever else
+ * holds them) are polled for room and written PIPE_BUF bytes at a time when
+ * they are not regular files.  Bytes that do not fit stay in the ring; a
+ * full ring drops new lines (write_dropped).  So the flusher only ever
+ * waits in poll(), a stalled pipe delays no other file, and stopping the
+ * flusher is bounded. */
 struct al_file {
 	char *path;                     /* owned */
-	int fd;                         /* owned unless std */
+	int fd;                         /* owned unless std; -1: not open yet (a FIFO
+					   without a reader: retried every round) */
 	bool std;                       /* stdout/stderr: never closed or reopened */
-	int refs;                       /* under reg_lock */
+	bool chunked;                   /* std and not a regular file: poll, PIPE_BUF writes */
+	bool stalled;                   /* flusher only: the last write would have blocked */
+	int refs;                       /* loggers using it; under reg_lock */
+	int busy;                       /* flushers using it this round; under reg_lock */
 	unsigned nshards;
 	struct al_ring *_Atomic *rings; /* owned [nshards], each allocated by its producer */
-	unsigned reopen_gen;            /* flusher only */
 	int64_t buffered_reported;      /* flusher only: its share of write_total_buffered */
-	struct al_file *next;           /* registry list */
+	struct al_file *next;           /* registry list, or the graveyard */
 };
 
+#define AL_CLOSE_WAIT_MS 1000         /* a removed file's last drain: then drop the rest */
+#define AL_JOIN_WAIT_S 5              /* stopping the flusher waits at most this long */
+
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct al_file *reg_files;
+static struct al_file *reg_files;        /* in use by loggers */
+static struct al_file *graveyard;        /* no logger left: the flusher drains and frees */
 static struct stats_scope *al_stats;      /* written by workers (own shard), flusher (0) */
 static struct stats_store *al_stats_store;
 static int flush_efd = -1;
 static pthread_t flusher;
-static bool flusher_running;
-static atomic_bool flusher_stop;
+static bool flusher_running;              /* under reg_lock */
+static atomic_uint flusher_epoch;         /* a flusher runs while it equals its start value */
 static atomic_uint reopen_gen;
 static _Atomic uint64_t conn_ids;
 
@@ -79,47 +97,69 @@ void al_reopen_all(void)
 	al_flush_kick();
 }
 
+/* Never blocks: a FIFO without a reader fails (ENXIO) instead of waiting. */
 static int open_path(const char *path)
 {
-	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
 }
 
-/* Write all of p (blocking); false on error. */
-static bool write_all(int fd, const char *p, size_t n)
+/* Write what fits of p[n] now.  Returns the bytes written (< n: stalled),
+ * or -1 on an error. */
+static ssize_t write_some(struct al_file *f, const char *p, size_t n)
 {
-	while (n) {
-		ssize_t w = write(fd, p, n);
+	size_t done = 0;
+	while (done < n) {
+		size_t len = n - done;
+		if (f->chunked) {
+			struct pollfd pfd = { f->fd, POLLOUT, 0 };
+			if (poll(&pfd, 1, 0) <= 0 || !(pfd.revents & POLLOUT))
+				break;
+			if (len > PIPE_BUF)   /* POLLOUT promises room for PIPE_BUF */
+				len = PIPE_BUF;
+		}
+		ssize_t w = write(f->fd, p + done, len);
 		if (w < 0 && errno == EINTR)
 			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
 		if (w <= 0)
-			return false;
-		p += w;
-		n -= (size_t)w;
+			return -1;
+		done += (size_t)w;
 	}
-	return true;
+	return (ssize_t)done;
 }
 
-/* Drain every ring of f (flusher, or the last owner at free). */
+/* Write out what the rings of f hold, as far as the file takes it without
+ * blocking (flusher).  Sets f->stalled when bytes had to stay. */
 static void file_drain(struct al_file *f)
 {
 	int64_t pending = 0;
+	f->stalled = false;
 	for (unsigned i = 0; i < f->nshards; i++) {
 		struct al_ring *r = atomic_load_explicit(&f->rings[i], memory_order_acquire);
 		if (!r)
 			continue;
-		size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+		size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed), start = tail;
 		size_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-		size_t n = head - tail;
-		if (n) {
-			size_t off = tail % AL_RING_BYTES, first = MIN(n, AL_RING_BYTES - off);
-			bool ok = f->fd >= 0 && write_all(f->fd, r->data + off, first) &&
-				  (first == n || write_all(f->fd, r->data, n - first));
-			if (al_stats)
-				stats_inc(al_stats, 0, ok ? write_completed : write_failed);
-			atomic_store_explicit(&r->tail, head, memory_order_release);
+		bool failed = false;
+		while (tail != head && f->fd >= 0 && !f->stalled) {
+			size_t n = head - tail, off = tail % AL_RING_BYTES;
+			size_t first = MIN(n, AL_RING_BYTES - off);
+			ssize_t w = write_some(f, r->data + off, first);
+			if (w < 0) {   /* EPIPE, EIO, ENOSPC...: these bytes are lost */
+				failed = true;
+				tail = head;
+				break;
+			}
+			tail += (size_t)w;
+			if ((size_t)w < first)
+				f->stalled = true;
 		}
+		if (al_stats && (failed || tail != start))
+			stats_inc(al_stats, 0, failed ? write_failed : write_completed);
+		atomic_store_explicit(&r->tail, tail, memory_order_release);
 		atomic_store_explicit(&r->kicked, 0, memory_order_relaxed);
-		pending += (int64_t)(atomic_load_explicit(&r->head, memory_order_relaxed) - head);
+		pending += (int64_t)(atomic_load_explicit(&r->head, memory_order_relaxed) - tail);
 	}
 	if (al_stats) {
 		stats_add(al_stats, 0, write_total_buffered, pending - f->buffered_reported);
@@ -143,9 +183,43 @@ static void file_reopen(struct al_file *f)
 	f->fd = fd;
 }
 
-static void file_destroy(struct al_file *f)
+/* The bytes still in f's rings, dropped: counted as lines. */
+static uint64_t file_discard(struct al_file *f)
 {
-	file_drain(f);
+	uint64_t lines = 0;
+	for (unsigned i = 0; i < f->nshards; i++) {
+		struct al_ring *r = atomic_load(&f->rings[i]);
+		if (!r)
+			continue;
+		size_t tail = atomic_load(&r->tail), head = atomic_load(&r->head);
+		for (; tail != head; tail++)
+			lines += r->data[tail % AL_RING_BYTES] == '\n';
+		atomic_store(&r->tail, head);
+	}
+	return lines;
+}
+
+/* A file no logger uses: write what is left, waiting for a stalled reader
+ * until deadline_ms at most, drop the rest, and free it. */
+static void file_destroy(struct al_file *f, uint64_t deadline_ms)
+{
+	if (f->fd < 0 && !f->std)
+		f->fd = open_path(f->path);
+	for (;;) {
+		file_drain(f);
+		uint64_t now = now_ms();
+		if (!f->stalled || f->fd < 0 || now >= deadline_ms)
+			break;
+		struct pollfd pfd = { f->fd, POLLOUT, 0 };
+		poll(&pfd, 1, (int)MIN(deadline_ms - now, (uint64_t)AL_FLUSH_MS));
+	}
+	uint64_t lost = file_discard(f);
+	if (lost) {
+		log_warn("access log: %s: the reader is not reading; %llu line(s) dropped at close",
+			 f->path, (unsigned long long)lost);
+		if (al_stats)
+			stats_add(al_stats, 0, write_dropped, (int64_t)lost);
+	}
 	if (al_stats)
 		stats_add(al_stats, 0, write_total_buffered, -f->buffered_reported);
 	if (!f->std && f->fd >= 0)
@@ -157,53 +231,75 @@ static void file_destroy(struct al_file *f)
 	free(f);
 }
 
+/* Free the graveyard's files no flusher is using (their last drain shares
+ * one deadline). */
+static void bury(void)
+{
+	struct al_file *dead = NULL;
+	pthread_mutex_lock(&reg_lock);
+	for (struct al_file **pp = &graveyard; *pp;) {
+		struct al_file *f = *pp;
+		if (f->busy) {
+			pp = &f->next;
+			continue;
+		}
+		*pp = f->next;
+		f->next = dead;
+		dead = f;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	uint64_t deadline = now_ms() + AL_CLOSE_WAIT_MS;
+	while (dead) {
+		struct al_file *f = dead;
+		dead = f->next;
+		file_destroy(f, deadline);
+	}
+}
+
 static void *flusher_main(void *arg)
 {
-	(void)arg;
-	struct pollfd pfd = { flush_efd, POLLIN, 0 };
+	unsigned epoch = (unsigned)(uintptr_t)arg;
 	unsigned seen_gen = atomic_load(&reopen_gen);
-	while (!atomic_load(&flusher_stop)) {
-		int pr = poll(&pfd, 1, AL_FLUSH_MS);
-		if (pr > 0) {
+	while (atomic_load(&flusher_epoch) == epoch) {
+		/* mark the files busy for the round: the graveyard waits for them */
+		struct al_file *list[64];
+		struct pollfd pfd[1 + ARRAY_SIZE(list)];
+		size_t n = 0, np = 1;
+		pthread_mutex_lock(&reg_lock);
+		for (struct al_file *f = reg_files; f && n < ARRAY_SIZE(list); f = f->next) {
+			f->busy++;
+			list[n++] = f;
+		}
+		pthread_mutex_unlock(&reg_lock);
+		unsigned gen = atomic_load(&reopen_gen);
+		for (size_t i = 0; i < n; i++) {
+			struct al_file *f = list[i];
+			if (gen != seen_gen)
+				file_reopen(f);
+			else if (f->fd < 0 && !f->std && (f->fd = open_path(f->path)) >= 0)
+				log_info("access log: %s: a reader opened it", f->path);
+			file_drain(f);
+			if (f->stalled)   /* wake when it takes bytes again */
+				pfd[np++] = (struct pollfd){ f->fd, POLLOUT, 0 };
+		}
+		seen_gen = gen;
+		pfd[0] = (struct pollfd){ flush_efd, POLLIN, 0 };
+		int pr = poll(pfd, (nfds_t)np, AL_FLUSH_MS);
+		if (pr > 0 && (pfd[0].revents & POLLIN)) {
 			uint64_t v;
 			if (read(flush_efd, &v, sizeof(v)) < 0) {
 				/* spurious: EAGAIN */
 			}
 		}
-		unsigned gen = atomic_load(&reopen_gen);
-		/* hold a reference on every file while writing without the lock */
-		struct al_file *list[64];
-		size_t n = 0;
-		pthread_mutex_lock(&reg_lock);
-		for (struct al_file *f = reg_files; f && n < ARRAY_SIZE(list); f = f->next) {
-			f->refs++;
-			list[n++] = f;
-		}
 		if (pr == 0 && al_stats)
 			stats_inc(al_stats, 0, flushed_by_timer);
+		pthread_mutex_lock(&reg_lock);
+		for (size_t i = 0; i < n; i++)
+			list[i]->busy--;
 		pthread_mutex_unlock(&reg_lock);
-		for (size_t i = 0; i < n; i++) {
-			if (gen != seen_gen)
-				file_reopen(list[i]);
-			file_drain(list[i]);
-		}
-		seen_gen = gen;
-		for (size_t i = 0; i < n; i++) {
-			struct al_file *f = list[i], *dead = NULL;
-			pthread_mutex_lock(&reg_lock);
-			if (--f->refs == 0) {
-				for (struct al_file **pp = &reg_files; *pp; pp = &(*pp)->next)
-					if (*pp == f) {
-						*pp = f->next;
-						break;
-					}
-				dead = f;
-			}
-			pthread_mutex_unlock(&reg_lock);
-			if (dead)
-				file_destroy(dead);
-		}
+		bury();
 	}
+	bury();
 	return NULL;
 }
 
@@ -224,13 +320,19 @@ static struct al_file *file_get(const char *path, unsigned nshards, char *err, s
 	f->nshards = nshards;
 	f->refs = 1;
 	if (!strcmp(path, "<stdout>") || !strcmp(path, "<stderr>")) {
+		struct stat st;
 		f->std = true;
 		f->fd = path[4] == 'o' ? STDOUT_FILENO : STDERR_FILENO;
+		f->chunked = fstat(f->fd, &st) == 0 && !S_ISREG(st.st_mode);
 	} else if ((f->fd = open_path(path)) < 0) {
-		snprintf(err, errlen, "cannot open access log '%s': %s", path, strerror(errno));
-		free(f->path);
-		free(f);
-		return NULL;
+		if (errno != ENXIO) {
+			snprintf(err, errlen, "cannot open access log '%s': %s", path, strerror(errno));
+			free(f->path);
+			free(f);
+			return NULL;
+		}
+		log_warn("access log: %s is a FIFO without a reader: lines wait in memory (then are "
+			 "dropped) until one opens it", path);
 	}
 	f->rings = xcalloc(nshards, sizeof(*f->rings));
 	pthread_mutex_lock(&reg_lock);
@@ -239,8 +341,8 @@ static struct al_file *file_get(const char *path, unsigned nshards, char *err, s
 	if (!flusher_running) {
 		if (flush_efd < 0 && (flush_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
 			die("eventfd: %s", strerror(errno));
-		atomic_store(&flusher_stop, false);
-		if (pthread_create(&flusher, NULL, flusher_main, NULL))
+		unsigned epoch = atomic_fetch_add(&flusher_epoch, 1) + 1;
+		if (pthread_create(&flusher, NULL, flusher_main, (void *)(uintptr_t)epoch))
 			die("pthread_create: access log flusher");
 		flusher_running = true;
 	}
@@ -248,13 +350,17 @@ static struct al_file *file_get(const char *path, unsigned nshards, char *err, s
 	return f;
 }
 
-/* Main thread.  The last file gone stops the flusher (it is restarted with
- * the next file), so nothing touches the stats scope after shutdown. */
+/* Main thread.  A file no logger uses goes to the graveyard (the flusher
+ * writes what is left, within AL_CLOSE_WAIT_MS, and frees it); the last
+ * file gone stops the flusher (restarted with the next file), so nothing
+ * touches the stats scope after shutdown.  Waits AL_JOIN_WAIT_S at most:
+ * a flusher that does not stop by then (a write that blocked after all,
+ * e.g. on a stderr pipe another writer filled) is left behind. */
 static void file_put(struct al_file *f)
 {
 	if (!f)
 		return;
-	bool dead = false, stop = false;
+	bool stop = false;
 	pthread_mutex_lock(&reg_lock);
 	if (--f->refs == 0) {
 		for (struct al_file **pp = &reg_files; *pp; pp = &(*pp)->next)
@@ -262,18 +368,26 @@ static void file_put(struct al_file *f)
 				*pp = f->next;
 				break;
 			}
-		dead = true;
+		f->next = graveyard;
+		graveyard = f;
 	}
 	stop = !reg_files && flusher_running;
 	if (stop)
 		flusher_running = false;
 	pthread_mutex_unlock(&reg_lock);
-	if (dead)
-		file_destroy(f);
-	if (stop) {
-		atomic_store(&flusher_stop, true);
-		al_flush_kick();
-		pthread_join(flusher, NULL);
+	if (!stop) {
+		al_flush_kick();   /* the flusher frees it soon */
+		return;
+	}
+	atomic_fetch_add(&flusher_epoch, 1);
+	al_flush_kick();
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += AL_JOIN_WAIT_S;
+	if (pthread_timedjoin_np(flusher, NULL, &ts)) {
+		log_warn("access log: the flusher did not stop within %d s (a blocked write); "
+			 "leaving it behind", AL_JOIN_WAIT_S);
+		pthread_detach(flusher);
 	}
 }
 

@@ -7,10 +7,10 @@
  * Writing: a worker renders the line into a per-thread scratch buffer and
  * copies it into its own ring for the file (single producer, single
  * consumer, no lock).  One flusher thread (started with the first file)
- * drains every ring with blocking write()s every 100 ms, or sooner when a
- * ring is half full, so a full disk or a stalled pipe only ever blocks the
- * flusher: a worker whose ring is full drops the line and counts it
- * (access_log_file.write_dropped).  Files are shared by path between
+ * drains every ring every 100 ms, or sooner when a ring is half full, with
+ * writes that never block (a stalled pipe keeps its bytes in the ring and
+ * delays no other file): a worker whose ring is full drops the line and
+ * counts it (access_log_file.write_dropped).  Files are shared by path between
  * loggers and config versions.  al_reopen_all() (admin /reopen_logs) makes
  * the flusher reopen every file before its next write, for log rotation.
  *

@@ -18,6 +18,7 @@
 
 int tls_conn_ex_idx = -1;
 int tls_val_ex_idx = -1;
+int tls_val_ref_ex_idx = -1;
 static json_t *sds_sources;   /* bootstrap: envoy_grpc cluster names of sds_configs */
 
 static const struct stat_desc tls_stat_desc[] = { TLS_STATS(STATS_DESC) };
@@ -425,6 +426,10 @@ SSL_CTX *tls_ctx_build(struct tls_ctx *t, char *err, size_t errlen)
 		if (add_validation(ctx, t->val->v, err, errlen))
 			goto error;
 		SSL_CTX_set_ex_data(ctx, tls_val_ex_idx, t->val->v);
+		if (t->val->v != &t->val->val) {   /* SDS: replaced by updates, refcounted */
+			atomic_fetch_add_explicit(&t->val->v->ctx_refs, 1, memory_order_relaxed);
+			SSL_CTX_set_ex_data(ctx, tls_val_ref_ex_idx, t->val->v);
+		}
 	}
 	int mode = SSL_VERIFY_NONE;
 	if (t->server) {
@@ -476,6 +481,22 @@ error:
 	ERR_clear_error();
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+/* An SSL_CTX is freed (any thread: a worker swapping its slot, the last
+ * connection using it closing): drop its reference on the validation it
+ * was built with.  The main thread frees retired validations at 0
+ * (secrets.c, tls_validation_sweep). */
+static void val_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	struct tls_validation *v = ptr;
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	if (v)
+		atomic_fetch_sub_explicit(&v->ctx_refs, 1, memory_order_release);
 }
 
 /* ---- publishing to the workers ------------------------------------------------------ */
@@ -548,15 +569,16 @@ static void ctx_free_main(void *arg)
 {
 	struct tls_ctx *t = arg;
 	tls_ctx_unlink(t);
-	for (size_t i = 0; i < t->ncerts; i++)
-		tls_secret_release(t->certs[i]);
-	tls_secret_release(t->val);
-	tls_secret_release(t->san_val);
+	/* the SSL_CTXs first: they point at the secrets' validations */
 	for (unsigned i = 0; i < t->nslots; i++) {
 		SSL_CTX_free(t->slots[i].ctx);
 		if (t->slots[i].sess)
 			SSL_SESSION_free(t->slots[i].sess);
 	}
+	for (size_t i = 0; i < t->ncerts; i++)
+		tls_secret_release(t->certs[i]);
+	tls_secret_release(t->val);
+	tls_secret_release(t->san_val);
 	free(t->slots);
 	free(t->certs);
 	free(t->label);
@@ -945,6 +967,8 @@ int tls_transport_socket_parse(struct cfg_ctx *c, const json_t *ts, bool server,
 		tls_conn_ex_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	if (tls_val_ex_idx < 0)
 		tls_val_ex_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	if (tls_val_ref_ex_idx < 0)
+		tls_val_ref_ex_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, val_ex_free);
 	struct tls_ctx *t = xcalloc(1, sizeof(*t));
 	t->refs = 1;
 	t->server = server;

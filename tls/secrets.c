@@ -88,19 +88,99 @@ static void validation_free(struct tls_validation *v)
 	free(v->spkis);
 }
 
+/* ---- retired validation contexts ---------------------------------------------------
+ * An SDS update replaces a secret's validation context while SSL_CTXs built
+ * with the old one live on (worker slots until they swap, established
+ * connections until they close).  Each SSL_CTX holds a reference
+ * (ctx_refs, dropped by its ex-data free callback on whatever thread frees
+ * it); the replaced context waits on the secret's retired list and is freed
+ * here, on the main thread, once no SSL_CTX uses it: at the next update of
+ * the secret and by a 1 s sweep while any is waiting.  A secret dropped
+ * while its contexts are still used hands them to the orphan list. */
+
+static struct tls_validation **orphans;     /* owned [norphans]: of secrets freed */
+static size_t norphans;
+static struct event *sweep_ev;              /* owned: the 1 s sweep, armed while any waits */
+
+static bool validation_used(struct tls_validation *v)
+{
+	return atomic_load_explicit(&v->ctx_refs, memory_order_acquire) != 0;
+}
+
+/* Free the entries of arr[*n] no SSL_CTX uses; the others move to the front. */
+static void sweep_list(struct tls_validation **arr, size_t *n)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < *n; i++) {
+		if (validation_used(arr[i])) {
+			arr[k++] = arr[i];
+			continue;
+		}
+		validation_free(arr[i]);
+		free(arr[i]);
+	}
+	*n = k;
+}
+
+static void sweep_arm(void);
+
+static void sweep_all(void)
+{
+	bool left = false;
+	for (struct tls_secret *s = secrets; s; s = s->next) {
+		if (!s->nretired)
+			continue;
+		sweep_list(s->retired, &s->nretired);
+		stats_gauge_set(s->stats, SDS_retired_contexts, (int64_t)s->nretired);
+		left |= s->nretired != 0;
+	}
+	sweep_list(orphans, &norphans);
+	if (left || norphans)
+		sweep_arm();
+}
+
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	sweep_all();
+}
+
+static void sweep_arm(void)
+{
+	if (!sds_base)   /* not started yet (or stopping): the next update sweeps */
+		return;
+	if (!sweep_ev)
+		sweep_ev = evtimer_new(sds_base, sweep_cb, NULL);
+	if (!evtimer_pending(sweep_ev, NULL)) {
+		struct timeval sec = { 1, 0 };
+		evtimer_add(sweep_ev, &sec);
+	}
+}
+
+/* A heap validation leaving its secret: freed now if unused, else orphaned. */
+static void validation_drop(struct tls_validation *v)
+{
+	if (!validation_used(v)) {
+		validation_free(v);
+		free(v);
+		return;
+	}
+	orphans = xrealloc(orphans, (norphans + 1) * sizeof(*orphans));
+	orphans[norphans++] = v;
+	sweep_arm();
+}
+
 static void secret_free(struct tls_secret *s)
 {
 	datasrc_free(&s->chain);
 	datasrc_free(&s->key);
 	validation_free(&s->val);
-	if (s->v != &s->val) {
-		validation_free(s->v);
-		free(s->v);
-	}
-	for (size_t i = 0; i < s->nretired; i++) {
-		validation_free(s->retired[i]);
-		free(s->retired[i]);
-	}
+	if (s->v != &s->val)
+		validation_drop(s->v);
+	for (size_t i = 0; i < s->nretired; i++)
+		validation_drop(s->retired[i]);
 	free(s->retired);
 	if (s->timer)
 		event_free(s->timer);
@@ -646,12 +726,23 @@ void tls_secrets_stop(void)
 	if (ino_fd >= 0)
 		close(ino_fd);
 	ino_fd = -1;
+	if (sweep_ev)
+		event_free(sweep_ev);
+	sweep_ev = NULL;
 	sds_base = NULL;
 	sds_notify_fn = NULL;
 	while (secrets) {
 		struct tls_secret *s = secrets;
 		secrets = s->next;
 		secret_free(s);
+	}
+	/* every SSL_CTX is gone by now (workers joined, snapshots freed); one
+	 * still alive keeps its validation (a leak the sanitizer reports, not
+	 * a write after free in its ex-data callback) */
+	sweep_list(orphans, &norphans);
+	if (!norphans) {
+		free(orphans);
+		orphans = NULL;
 	}
 }
 
@@ -955,10 +1046,15 @@ int tls_sds_apply(const char *name, const json_t *j, const char *version, char *
 			validation_free(nv);
 			free(nv);
 		} else {
-			/* SSL_CTXs built before point at the old one: retire it */
+			/* SSL_CTXs built before point at the old one: retire it
+			 * (freed once they are gone), and free the earlier ones
+			 * nothing uses any more */
 			if (s->v != &s->val) {
+				sweep_list(s->retired, &s->nretired);
 				s->retired = xrealloc(s->retired, (s->nretired + 1) * sizeof(*s->retired));
 				s->retired[s->nretired++] = s->v;
+				stats_gauge_set(s->stats, SDS_retired_contexts, (int64_t)s->nretired);
+				sweep_arm();
 			}
 			s->v = nv;
 		}

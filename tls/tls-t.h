@@ -2,6 +2,7 @@
 #ifndef REMORA_TLS_TLS_T_H
 #define REMORA_TLS_TLS_T_H
 
+#include <stdatomic.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include "tls.h"
@@ -46,6 +47,10 @@ struct tls_validation {
 	bool allow_expired;             /* allow_expired_certificate */
 	bool accept_untrusted;          /* trust_chain_verification: ACCEPT_UNTRUSTED */
 	bool crl_leaf_only;             /* only_verify_leaf_cert_crl */
+	atomic_uint ctx_refs;           /* SSL_CTXs built with it (their ex data): taken
+					 * on the main thread, dropped by whichever thread
+					 * frees the SSL_CTX; only the main thread frees the
+					 * validation, once retired and at 0 */
 };
 
 enum secret_kind { SECRET_CERT, SECRET_VALIDATION };
@@ -60,7 +65,9 @@ struct tls_secret {
 	struct tls_validation *v;       /* the validation in force: &val, or (SDS) a heap
 					 * copy; SSL_CTXs point at it, so an SDS update
 					 * retires the old one instead of freeing it */
-	struct tls_validation **retired; /* owned [nretired] (SDS) */
+	struct tls_validation **retired; /* owned [nretired] (SDS): replaced, still used
+					  * by SSL_CTXs (ctx_refs > 0); freed by the
+					  * sweep once unused */
 	size_t nretired;
 	/* SDS (sds_config): subscribed over ADS by name */
 	bool sds;
@@ -162,6 +169,8 @@ bool tls_san_check(const struct tls_validation *v, X509 *leaf);
 STACK_OF(X509) *tls_pem_certs(const char *data, size_t len);
 extern int tls_conn_ex_idx;
 extern int tls_val_ex_idx;     /* SSL_CTX ex data: the tls_validation it was built with */
+extern int tls_val_ref_ex_idx; /* the same, SDS (heap) validations only: holds one
+				 * ctx_refs, dropped when the SSL_CTX is freed */
 
 /* tls_io.c */
 char *tls_x509_uri_san(X509 *x);   /* first URI SAN, caller frees; NULL if none */

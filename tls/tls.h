@@ -129,7 +129,8 @@ const char *tls_conn_xfcc(struct tls_conn *tc, unsigned details, size_t *len);
 
 /* sds.<name>.* (Envoy's subscription stat names). */
 #define SDS_STATS(X) X(COUNTER, update_attempt) X(COUNTER, update_success)             \
-	X(COUNTER, update_rejected) X(COUNTER, init_fetch_timeout) X(GAUGE, version)
+	X(COUNTER, update_rejected) X(COUNTER, init_fetch_timeout) X(GAUGE, version)         \
+	X(GAUGE, retired_contexts)
 #define SDS_ENUM(type, name) SDS_##name,
 enum { SDS_STATS(SDS_ENUM) SDS_STATS_N };
 

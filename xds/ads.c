@@ -687,8 +687,14 @@ static const json_t *rds_lookup(void *arg, const char *name)
 	return json_object_get(used, name);
 }
 
-/* Compile LDS resource j if its routes are there.  Returns 1 compiled (or
- * unchanged), 0 warming, -1 error (err set). */
+/* compile_listener results.  Only a listener waiting for its routes holds
+ * the RDS initial_fetch_timeout: one waiting for its SDS secrets has its
+ * own (the secret's sds_config). */
+enum { CL_ERROR = -1, CL_WAIT_ROUTES = 0, CL_OK = 1, CL_WAIT_SECRETS = 2 };
+
+/* Compile LDS resource j if its routes are there.  Returns CL_OK compiled
+ * (or unchanged), CL_WAIT_ROUTES / CL_WAIT_SECRETS warming, CL_ERROR (err
+ * set). */
 static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t *j,
 			    struct snapshot *view, char *err, size_t errlen, const char *blame,
 			    bool clusters_changed)
@@ -715,7 +721,7 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 	    !(clusters_changed && listener_has_tcp_proxy(j))) {
 		if (!listener_tls_ready(d->wl)) {   /* still waiting for its secrets */
 			json_decref(used);
-			return 0;
+			return CL_WAIT_SECRETS;
 		}
 		log_info("xds: listener '%s': its SDS secrets arrived", d->name);
 		listener_unref(d->l);
@@ -780,7 +786,7 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 		log_info("xds: listener '%s' warming: waiting for its SDS secrets", d->name);
 		d->wl = l;
 		d->wl_rds = used;
-		return 0;
+		return CL_WAIT_SECRETS;
 	}
 	listener_unref(d->l);
 	d->l = l;
@@ -803,7 +809,7 @@ static void rebuild_listeners_ex(struct ads *a, char *err, size_t errlen, const 
 	size_t nn = 0;
 	const char *name;
 	json_t *j;
-	bool warming = false;
+	bool wait_routes = false;
 
 	json_t *drop = json_array();
 	json_object_foreach(a->t[T_LDS].res, name, j) {
@@ -815,9 +821,9 @@ static void rebuild_listeners_ex(struct ads *a, char *err, size_t errlen, const 
 			nd[nn].name = xstrdup(name);
 		}
 		int rc = compile_listener(a, &nd[nn], j, view, err, errlen, blame_rds, clusters_changed);
-		if (rc == 0)
-			warming = true;
-		for (size_t k = 0; rc > 0 && k < nn; k++) {
+		if (rc == CL_WAIT_ROUTES)
+			wait_routes = true;
+		for (size_t k = 0; rc == CL_OK && k < nn; k++) {
 			const struct listener_cfg *o = nd[k].l, *l = nd[nn].l;
 			if (o && o->addrlen == l->addrlen && !memcmp(&o->addr, &l->addr, l->addrlen)) {
 				/* SO_REUSEPORT would let both bind and split the traffic */
@@ -858,8 +864,12 @@ static void rebuild_listeners_ex(struct ads *a, char *err, size_t errlen, const 
 	a->dl = nd;
 	a->ndl = nn;
 	snapshot_unref(view);
-	if (warming && !a->rds_timed_out && a->srv->xds.lds_timeout_ms &&
-	    !evtimer_pending(a->rds_ev, NULL)) {
+	/* the RDS timeout runs while some listener misses routes (not while
+	 * listeners only wait for their secrets), from the first such moment */
+	if (!wait_routes) {
+		evtimer_del(a->rds_ev);
+	} else if (!a->rds_timed_out && a->srv->xds.lds_timeout_ms &&
+		   !evtimer_pending(a->rds_ev, NULL)) {
 		uint64_t ms = a->srv->xds.lds_timeout_ms;
 		struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 		evtimer_add(a->rds_ev, &tv);
@@ -903,8 +913,26 @@ static void rds_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	char err[2048] = "";
 	(void)fd;
 	(void)what;
-	log_warn("xds: RDS initial_fetch_timeout: listeners without their routes start with an "
-		 "empty route table");
+	/* name what is missing (the timer runs only while something is) */
+	const char *name;
+	json_t *j;
+	size_t nmiss = 0;
+	json_object_foreach(a->t[T_LDS].res, name, j) {
+		json_t *names = listener_rds_names(j), *n;
+		size_t i;
+		json_array_foreach(names, i, n) {
+			const char *rn = json_string_value(n);
+			if (json_object_get(a->t[T_RDS].res, rn))
+				continue;
+			log_warn("xds: RDS initial_fetch_timeout: listener '%s' starts without "
+				 "RouteConfiguration '%s' (an empty route table: 404 until it arrives)",
+				 name, rn);
+			nmiss++;
+		}
+		json_decref(names);
+	}
+	if (!nmiss)
+		return;
 	a->rds_timed_out = true;
 	rebuild_listeners(a, err, sizeof(err), NULL);
 	if (err[0])

@@ -99,6 +99,10 @@ void **http_stream_conn_state(struct http_stream *s, const void *filter_cfg);
 void http_stream_encode_headers(struct http_stream *s, struct http_headers *h, bool end_stream);
 void http_stream_encode_data(struct http_stream *s, struct evbuffer *data, bool end_stream);
 void http_stream_encode_trailers(struct http_stream *s, struct http_headers *t);
+/* The upstream answered 100 Continue: pass it to the client, once, if the
+ * HCM forwards 100-continue (proxy_100_continue) and the client asked for
+ * it; otherwise nothing (the HCM answered the client itself). */
+void http_stream_encode_100_continue(struct http_stream *s);
 /* A filter that returned STOP from encode_data / encode_trailers (it holds
  * response data, e.g. to pace it) sends it on with these: only the filters
  * before it (ctx: its per-stream context) run, then the codec. */

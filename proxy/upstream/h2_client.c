@@ -17,6 +17,7 @@ enum h2c_state { H2C_CONNECTING, H2C_READY, H2C_CLOSED };
 #define P_BODY     0x02
 #define P_RESET    0x04
 #define P_WRITABLE 0x08
+#define P_CONTINUE 0x10
 
 struct h2c_stream {
 	struct h2c_conn *c;                  /* not owned; NULL once the connection is gone */
@@ -32,6 +33,7 @@ struct h2c_stream {
 	uint32_t reset_code;
 	bool refused, head_seen, recv_end, send_end, deferred, out_blocked;
 	bool ng_closed, released, counted, not_sent, in_cb, free_later;
+	bool rst_recv;                       /* the peer sent RST_STREAM */
 	struct h2c_stream *prev, *next;      /* connection's stream list */
 };
 
@@ -395,7 +397,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 			const char *sv = hdrs_get(&st->hdrs, ":status", NULL);
 			int status = sv ? atoi(sv) : 0;
 			if (status >= 100 && status < 200) {
-				hdrs_clear(&st->hdrs);   /* interim: the HCM answers 100-continue itself */
+				/* interim: the owner may pass a 100 on (proxy_100_continue) */
+				hdrs_clear(&st->hdrs);
+				if (status == 100)
+					st->pend |= P_CONTINUE;
 				return 0;
 			}
 			st->head_seen = true;
@@ -423,6 +428,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 			event_del(c->timer);
 		}
 		c->kicked = true;
+		break;
+	case NGHTTP2_RST_STREAM:
+		if ((st = stream_of(c, f->hd.stream_id)))
+			st->rst_recv = true;
 		break;
 	case NGHTTP2_GOAWAY:
 		c->goaway = true;
@@ -552,7 +561,11 @@ again:
 			continue;
 		}
 		st->in_cb = true;
-		if (pend & P_HEADERS) {
+		if (pend & P_CONTINUE) {
+			st->pend &= ~P_CONTINUE;
+			if (st->ops->on_continue)
+				st->ops->on_continue(st->owner, st);
+		} else if (pend & P_HEADERS) {
 			st->pend &= ~P_HEADERS;
 			bool end = st->recv_end && !evbuffer_get_length(st->in) && !st->trailers;
 			if (end)
@@ -563,7 +576,9 @@ again:
 			st->ops->on_body(st->owner, st);
 		} else if (pend & P_RESET) {
 			st->pend = 0;
-			st->ops->on_reset(st->owner, st, st->reset_code, st->refused);
+			st->ops->on_reset(st->owner, st, st->reset_code,
+					  st->refused ? H2C_RESET_REFUSED :
+					  st->rst_recv ? H2C_RESET_REMOTE : H2C_RESET_PROTOCOL);
 		} else if (pend & P_WRITABLE) {
 			st->pend &= ~P_WRITABLE;
 			if (st->ops->on_writable)
@@ -617,7 +632,8 @@ static void conn_close(struct h2c_conn *c)
 		if (!st->recv_end) {
 			st->pend = 0;
 			if (st->ops)
-				st->ops->on_reset(st->owner, st, NGHTTP2_CONNECT_ERROR, st->not_sent);
+				st->ops->on_reset(st->owner, st, NGHTTP2_CONNECT_ERROR,
+						  st->not_sent ? H2C_RESET_REFUSED : H2C_RESET_CONNECTION);
 		} else if (st->pend && st->ops) {
 			st->pend = 0;
 			st->ops->on_body(st->owner, st);

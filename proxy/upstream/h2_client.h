@@ -43,6 +43,17 @@ enum { H2C_STATS(STATS_ENUM) H2C_STATS_N };
 /* Create the cluster's http2 scope (main thread). */
 struct stats_scope *h2c_stats_new(struct stats_store *st, const char *cluster);
 
+/* Why a stream ended before its response did (the router maps these to
+ * Envoy's response flags: UR, UR, UC, UPE). */
+enum h2c_reset {
+	H2C_RESET_REMOTE,       /* RST_STREAM from the peer */
+	H2C_RESET_REFUSED,      /* REFUSED_STREAM, or above a GOAWAY's last stream id, or
+				   never sent: the peer processed nothing (retriable) */
+	H2C_RESET_CONNECTION,   /* the connection was lost */
+	H2C_RESET_PROTOCOL,     /* reset here: the response broke HTTP/2 messaging rules
+				   (bad headers, content-length not matching DATA) */
+};
+
 /* Owner callbacks.  arg is the one given to h2c_stream_set_owner(). */
 struct h2c_owner_ops {
 	/* final response headers (1xx skipped): h is the stream's map, the
@@ -51,12 +62,13 @@ struct h2c_owner_ops {
 	/* body bytes in h2c_stream_input(), or the end (h2c_stream_recv_done),
 	 * possibly with trailers (h2c_stream_trailers()) */
 	void (*on_body)(void *arg, struct h2c_stream *s);
-	/* the stream ended before its response did: reset by the peer
-	 * (code: HTTP/2 error code), refused (REFUSED_STREAM, or above a
-	 * GOAWAY's last stream id: never processed), or its connection was lost */
-	void (*on_reset)(void *arg, struct h2c_stream *s, uint32_t code, bool refused);
+	/* the stream ended before its response did (code: the HTTP/2 error
+	 * code; why: see enum h2c_reset) */
+	void (*on_reset)(void *arg, struct h2c_stream *s, uint32_t code, enum h2c_reset why);
 	/* request body queued for the upstream drained to half the limit */
 	void (*on_writable)(void *arg, struct h2c_stream *s);
+	/* a 100 Continue arrived (before the final headers; may be NULL) */
+	void (*on_continue)(void *arg, struct h2c_stream *s);
 };
 
 void h2c_stream_set_owner(struct h2c_stream *s, const struct h2c_owner_ops *ops, void *arg);

@@ -398,3 +398,91 @@ def test_http2_stream_logged(remora, ports, upstream, tmp_path):
     res = curl(f"http://127.0.0.1:{lport}/h2?bytes=300", "--http2-prior-knowledge")
     assert res.status == 200 and len(res.body) == 300
     assert read_lines(log, 1) == ["HTTP/2 200 /h2?bytes=300 300"]
+
+
+def test_stalled_fifo_never_blocks_main_thread(remora, ports, upstream, tmp_path):
+    """Access log to a FIFO whose reader stops reading, beside a regular
+    file: requests keep being served, FIFO lines beyond the buffers are
+    dropped and counted, the other file keeps getting its lines and can be
+    rotated (POST /reopen_logs), the admin endpoint keeps answering, and
+    SIGTERM ends the process promptly with the regular file complete (no
+    thread waits on the pipe without bound)."""
+    fifo, log, rotated = tmp_path / "al.fifo", tmp_path / "al.log", tmp_path / "al.log.1"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)   # the reader: opens, reads once, stalls
+    try:
+        fmt = "%RESPONSE_CODE% %REQ(:PATH)% %REQ(X-PAD)%\n"
+        r, lport = start_http(remora, ports, upstream,
+                              [file_log(fifo, fmt), file_log(log, FLAGS_FMT)])
+        assert get(lport, "/first")[0] == 200
+
+        def fifo_line():
+            try:
+                return os.read(rfd, 65536)
+            except BlockingIOError:
+                return None
+        assert wait_until(fifo_line, 10, what="the first line in the FIFO").startswith(
+            b"200 /first ")
+        # the reader stops; 8 KiB lines fill the pipe (64 KiB), then the
+        # ring of the worker serving this keep-alive connection (1 MiB)
+        pad = "p" * 8192
+        c = http.client.HTTPConnection("127.0.0.1", lport, timeout=10)
+        for i in range(200):
+            c.request("GET", f"/fill/{i}", headers={"host": "test.local", "x-pad": pad})
+            resp = c.getresponse()
+            resp.read()
+            assert resp.status == 200
+        c.close()
+        r.wait_stat("access_log_file.write_dropped", lambda v: v > 0, timeout=10)
+        # the regular file is not held up by the stalled pipe
+        assert get(lport, "/marker")[0] == 200
+        lines = read_lines(log, 202, timeout=5)
+        assert lines[0] == "200 - /first" and "200 - /marker" in lines, lines[-3:]
+        # rotation of the regular file still works; the admin answers at once
+        os.rename(log, rotated)
+        t0 = time.monotonic()
+        st, _, _ = r.admin_post("/reopen_logs", timeout=5)
+        assert st == 200
+        st, _, _ = r.admin_get("/stats", timeout=5)
+        assert st == 200
+        assert time.monotonic() - t0 < 5
+        wait_until(lambda: os.path.exists(log), 5, what="the reopened log file")
+        assert get(lport, "/after-reopen")[0] == 200
+        assert read_lines(log, 1, timeout=5) == ["200 - /after-reopen"]
+        assert get(lport, "/last")[0] == 200
+        t0 = time.monotonic()
+        r.stop(timeout=10)   # raises if it does not exit within 10 s
+        assert time.monotonic() - t0 < 10
+        assert open(log).read().splitlines() == ["200 - /after-reopen", "200 - /last"]
+    finally:
+        os.close(rfd)
+
+
+def test_fifo_without_reader_does_not_block_startup(remora, ports, upstream, tmp_path):
+    """A FIFO nobody reads yet: the proxy starts anyway (opening it never
+    waits for a reader), keeps the lines in memory, and writes them once a
+    reader opens the FIFO."""
+    fifo = tmp_path / "late.fifo"
+    os.mkfifo(fifo)
+    r, lport = start_http(remora, ports, upstream, [file_log(fifo, FLAGS_FMT)])
+    assert "is a FIFO without a reader" in r.stderr_text()
+    assert get(lport, "/early")[0] == 200
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        buf = b""
+
+        def got():
+            nonlocal buf
+            try:
+                buf += os.read(rfd, 65536)
+            except BlockingIOError:
+                pass
+            return b"/late\n" in buf
+        assert get(lport, "/late")[0] == 200
+        wait_until(got, 10, what="both lines through the FIFO")
+        # two connections, maybe two workers: lines of different workers
+        # are not ordered
+        assert sorted(buf.decode().splitlines()) == ["200 - /early", "200 - /late"]
+        r.stop(timeout=10)
+    finally:
+        os.close(rfd)

@@ -142,6 +142,56 @@ def test_expect_100_continue_with_curl(remora, upstream, ports, tmp_path):
     assert res.json()["body_sha256"] == hashlib.sha256(data).hexdigest()
 
 
+def test_proxy_100_continue_with_curl(remora, upstream, ports, tmp_path):
+    """proxy_100_continue: "Expect: 100-continue" goes to the upstream and
+    the upstream's own 100 comes back to curl (the proxy sends none of its
+    own: an upstream that answers no 100 leaves curl to its expect
+    timeout); without the option the proxy answers 100 itself and the
+    upstream never sees the header."""
+    f = tmp_path / "e.bin"
+    data = os.urandom(64 * 1024)
+    f.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    admin, lport = ports.get(), ports.get()
+    remora(simple_http_config(admin, lport, upstream.port, proxy_100_continue=True))
+    base = f"http://127.0.0.1:{lport}"
+
+    res = curl(base + "/fwd", "-H", "Expect: 100-continue", "--expect100-timeout", "10",
+               "--data-binary", f"@{f}", "-v")
+    assert res.status == 200, res
+    assert "HTTP/1.1 100" in res.stderr, res.stderr
+    echo = res.json()
+    assert echo["expect_continue_seen"] and echo["body_sha256"] == digest, echo
+
+    # the upstream sends no 100: neither does the proxy; curl sends the body
+    # after its (short) expect timeout
+    res = curl(base + "/quiet?continue=0", "-H", "Expect: 100-continue",
+               "--expect100-timeout", "0.5", "--data-binary", f"@{f}", "-v")
+    assert res.status == 200, res
+    assert "HTTP/1.1 100" not in res.stderr, res.stderr
+    echo = res.json()
+    assert echo["expect_continue_seen"] and echo["body_sha256"] == digest, echo
+
+    # HTTP/2 client: the upstream's 100 comes back as a :status 100 HEADERS
+    res = curl(base + "/h2", "--http2-prior-knowledge", "-H", "Expect: 100-continue",
+               "--expect100-timeout", "10", "--data-binary", f"@{f}", "-v")
+    assert res.status == 200, res
+    assert "HTTP/2 100" in res.stderr, res.stderr
+    echo = res.json()
+    assert echo["expect_continue_seen"] and echo["body_sha256"] == digest, echo
+
+
+def test_expect_100_answered_locally_by_default(remora, upstream, ports, tmp_path):
+    f = tmp_path / "e.bin"
+    f.write_bytes(os.urandom(4096))
+    r, base, _ = _start(remora, upstream, ports)
+    res = curl(base + "/quiet?continue=0", "-H", "Expect: 100-continue",
+               "--expect100-timeout", "10", "--data-binary", f"@{f}", "-v")
+    assert res.status == 200, res
+    assert "HTTP/1.1 100" in res.stderr, res.stderr   # from the proxy itself
+    assert not res.json()["expect_continue_seen"]
+
+
 def test_head_and_204_framing(remora, upstream, ports):
     r, base, lport = _start(remora, upstream, ports)
     with HttpConn(lport) as c:

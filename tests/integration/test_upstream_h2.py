@@ -448,3 +448,82 @@ def test_h2_upstream_tls_failures(remora, ports, h2up, pki):
     assert res.status == 503, (res.status, res.body)
     assert r.stat("cluster.backend.ssl.fail_verify_error") >= 1
     assert not up.requests
+
+
+def test_response_flags_match_http1(remora, ports, h2up, tmp_path):
+    """%RESPONSE_FLAGS% for an HTTP/2 upstream, as for HTTP/1 and with
+    Envoy's reset-reason mapping: connection lost UC (before or after the
+    response head), RST_STREAM or REFUSED_STREAM from the peer UR, retries
+    used up URX beside the cause, route and per-try timeouts UT, connect
+    failure UF (with its reason), a malformed response UPE."""
+    up = h2up()
+    log = tmp_path / "flags.log"
+    dead = ports.get()   # nothing listens there
+    admin, lport = ports.get(), ports.get()
+    fast = {"base_interval": "0.001s"}
+    routes = [
+        route({"prefix": "/retry"}, "backend",
+              retry_policy={"retry_on": "reset", "num_retries": 1, "retry_back_off": fast}),
+        route({"prefix": "/slow"}, "backend", timeout="0.2s"),
+        route({"prefix": "/pertry"}, "backend", timeout="5s",
+              retry_policy={"retry_on": "5xx", "num_retries": 1, "per_try_timeout": "0.2s",
+                            "retry_back_off": fast}),
+        route({"prefix": "/dead"}, "dead"),
+        route({"prefix": "/"}, "backend"),
+    ]
+    fmt = "%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_TRANSPORT_FAILURE_REASON% %REQ(:PATH)%\n"
+    al = [{"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": str(log), "log_format": {"text_format_source": {"inline_string": fmt}}}}]
+    lst = http_listener(lport, routes, access_log=al)
+    opts = {"typed_extension_protocol_options": h2_opts()}
+    clusters = [static_cluster("backend", up.port, **opts), static_cluster("dead", dead, **opts)]
+    r = remora(bootstrap(admin, [lst], clusters))
+    cases = {
+        "/ok": "200 - -",
+        "/x?action=reset": "503 UR -",
+        "/x?action=refuse": "503 UR -",
+        "/x?action=close": "503 UC -",
+        "/x?action=close_after_head": "200 UC -",
+        "/x?cl_mismatch=1": "200 UPE -",
+        "/retry?action=reset": "503 UR,URX -",
+        "/retry?action=close": "503 UC,URX -",
+        "/slow?sleep_ms=3000": "504 UT -",
+        "/pertry?sleep_ms=3000": "504 UT,URX -",
+        "/dead": "503 UF connection failure",
+    }
+    for path in cases:
+        curl(f"http://127.0.0.1:{lport}{path}")
+    got = {}
+
+    def all_logged():
+        try:
+            text = log.read_text()
+        except OSError:
+            return False
+        for ln in text.splitlines():
+            head, _, path = ln.rpartition(" ")
+            got[path] = head
+        return len(got) >= len(cases)
+    wait_until(all_logged, 10, what="one access log line per request")
+    assert got == cases
+    r.stop()
+
+
+def test_proxy_100_continue_from_h2_upstream(remora, ports, h2up, tmp_path):
+    """proxy_100_continue with an HTTP/2 upstream: its :status 100 reaches an
+    HTTP/1.1 curl as "100 Continue", the expect header reached it."""
+    up = h2up()
+    f = tmp_path / "e.bin"
+    data = bytes(range(256)) * 256
+    f.write_bytes(data)
+    cfg, lport = config(ports, up.port, {"typed_extension_protocol_options": h2_opts()},
+                        hcm_extra={"proxy_100_continue": True})
+    remora(cfg)
+    res = curl(f"http://127.0.0.1:{lport}/e", "-H", "Expect: 100-continue",
+               "--expect100-timeout", "10", "--data-binary", f"@{f}", "-v")
+    assert res.status == 200, res
+    assert "HTTP/1.1 100" in res.stderr, res.stderr
+    echo = res.json()
+    assert echo["headers"].get("expect") == "100-continue", echo["headers"]
+    assert echo["body_sha256"] == hashlib.sha256(data).hexdigest()

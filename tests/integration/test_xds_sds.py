@@ -9,6 +9,7 @@ import re
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -208,3 +209,89 @@ def test_sds_sotw(remora, cp, make_upstream, ports, pki):
 
 def test_sds_delta(remora, cp, make_upstream, ports, pki):
     run_sds(remora, cp, make_upstream, ports, pki, "AGGREGATED_DELTA_GRPC")
+
+
+def test_sds_validation_rotations_free_retired_contexts(remora, cp, make_upstream, ports, pki):
+    """200 changes of an SDS validation context: each replaced one is freed
+    once no SSL_CTX built with it is left (sds.<name>.retired_contexts), not
+    kept until the secret is dropped.  A connection established before the
+    rotations keeps the context it was built with (exactly one retired)
+    and still serves; closing it frees that one too."""
+    a = make_upstream("a")
+    admin, lport = ports.get(), ports.get()
+    ca = pki["ca"]
+    ca_pem = read(ca)
+    cp.set("cds", "1", [eds_cluster("backend")])
+    cp.set("eds", "1", [cla("backend", [a.port])])
+    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
+    lst = tls_rds_listener("tls", lport, "r1", "server_cert")
+    # the listener asks for (but does not require) a client certificate,
+    # verified with the SDS validation context "peer_ca"
+    ctc = lst["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+    ctc["validation_context_sds_secret_config"] = {"name": "peer_ca", "sds_config": ADS_SRC}
+    cp.set("lds", "1", [lst])
+
+    def versioned_ca(i):
+        # distinct bytes each time (text outside the PEM block is ignored)
+        return {"name": "peer_ca", "validation_context": {
+            "trusted_ca": {"inline_string": f"rotation {i}\n" + ca_pem}}}
+    cp.set("sds", "0", [cert_secret("server_cert", pki["server"], pki["server_key"]),
+                        versioned_ca(0)])
+    r = remora(xds_bootstrap(admin, cp.grpc_port))
+    kept = KeepAlive(lport, ca)   # its SSL_CTX holds the first validation context
+    assert kept.get("/first") == 200
+    assert r.stat("sds.peer_ca.retired_contexts") == 0
+
+    n = 200
+    for i in range(1, n + 1):
+        cp.set("sds", str(i), [cert_secret("server_cert", pki["server"], pki["server_key"]),
+                               versioned_ca(i)])
+        r.wait_stat("sds.peer_ca.update_success", lambda v, i=i: v >= i + 1, timeout=10)
+    # every replaced context but the kept connection's is freed (the last
+    # replaced one once the workers swapped their SSL_CTX: a sweep follows)
+    r.wait_stat("sds.peer_ca.retired_contexts", lambda v: v == 1, timeout=10)
+    assert kept.get("/after") == 200
+    assert s_client_serial(lport, ca) is not None   # new handshakes use the newest
+    assert r.stat("sds.peer_ca.update_success") == n + 1
+    kept.close()
+    r.wait_stat("sds.peer_ca.retired_contexts", lambda v: v == 0, timeout=10)
+    r.stop()
+
+
+def test_listener_waiting_for_secrets_is_not_an_rds_timeout(remora, cp, make_upstream, ports,
+                                                            pki):
+    """A listener whose routes are there but whose certificate (SDS) comes
+    later than the LDS initial_fetch_timeout warms for its secret only: no
+    "RDS initial_fetch_timeout" warning, and its routes serve once the
+    certificate arrives.  Control: a listener that really misses its routes
+    gets the warning, naming it and the RouteConfiguration."""
+    a = make_upstream("a")
+    admin, lport, lport2 = ports.get(), ports.get(), ports.get()
+    cp.set("cds", "1", [eds_cluster("backend")])
+    cp.set("eds", "1", [cla("backend", [a.port])])
+    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
+    cp.set("lds", "1", [tls_rds_listener("tls", lport, "r1", "server_cert")])
+    r = remora(xds_bootstrap(admin, cp.grpc_port, fetch_timeout="1s"), wait_ready=False)
+    r.wait_ready(timeout=20)   # the initial fetch times out after 1 s
+    # well past the 1 s timeout while the listener waits for its certificate
+    wait_until(lambda: "listener 'tls' warming: waiting for its SDS secrets" in r.stderr_text(),
+               10, what="listener warming for its secret")
+    time.sleep(2.5)
+    cp.set("sds", "1", [cert_secret("server_cert", pki["server"], pki["server_key"])])
+    wait_until(lambda: s_client_serial(lport, pki["ca"]) is not None, 10,
+               what="the listener serves TLS")
+    kept = KeepAlive(lport, pki["ca"])
+    assert kept.get("/routed") == 200   # its routes, not an empty table
+    kept.close()
+    time.sleep(1.5)   # a timer armed when the certificate arrived would fire by now
+    assert "RDS initial_fetch_timeout" not in r.stderr_text()
+
+    # control: a listener missing its routes does time out, and says which
+    cp.set("lds", "2", [tls_rds_listener("tls", lport, "r1", "server_cert"),
+                        rds_listener("plain", lport2, "nowhere")])
+    wait_until(lambda: "RDS initial_fetch_timeout" in r.stderr_text(), 10,
+               what="the RDS timeout warning for the listener missing its routes")
+    warn = [ln for ln in r.stderr_text().splitlines() if "RDS initial_fetch_timeout" in ln]
+    assert len(warn) == 1 and "'plain'" in warn[0] and "'nowhere'" in warn[0], warn
+    assert curl(f"http://127.0.0.1:{lport2}/").status == 404
+    r.stop()

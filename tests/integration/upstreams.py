@@ -21,6 +21,7 @@ The query string of the request path steers it (so any client can use it):
   action=truncate send headers announcing 1000 bytes, send 10, then close
   close=1         answer with "connection: close" and close afterwards
   resp_header=k:v add a response header (repeatable)
+  continue=0      do not answer "Expect: 100-continue" with a 100 (read the body anyway)
 
 server.health_status, when set, is the status of every answer to the path
 /healthz (health checks), and server.health_headers [(name, value)] are added
@@ -234,7 +235,7 @@ class UpstreamServer:
         clen = headers.get("content-length")
         has_body = chunked or (clen is not None and int(clen) > 0)
         expect_seen = "100-continue" in headers.get("expect", "").lower()
-        if expect_seen and has_body:
+        if expect_seen and has_body and qget("continue", "1") != "0":
             s.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = _Body()
         trailers = {}

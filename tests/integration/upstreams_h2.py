@@ -17,6 +17,9 @@ The query string steers it:
   grpc_status=N   (with trailers) trailer grpc-status N
   action=reset    RST_STREAM(INTERNAL_ERROR) instead of answering
   action=refuse   RST_STREAM(REFUSED_STREAM) instead of answering
+  (a request with "expect: 100-continue" and a body gets a :status 100 first)
+  action=close    close the TCP connection (no GOAWAY) instead of answering
+  action=close_after_head  send the response HEADERS, then close the connection
   cl_mismatch=1   announce content-length 100, send 10 bytes
 
 server.max_concurrent_streams is advertised in SETTINGS (None: unlimited).
@@ -65,6 +68,7 @@ class _Conn:
         self.goaway_pending = False
         self.goaway_sent = False
         self.goaway_last = 0
+        self.close_now = False
         self.lock = threading.Lock()
 
     def run(self):
@@ -99,6 +103,8 @@ class _Conn:
                     pass
                 self.tick()
                 self.flush()
+                if self.close_now:
+                    break
                 if self.goaway_sent and self.active == 0 and not self.sending:
                     self.linger()
                     break
@@ -156,6 +162,8 @@ class _Conn:
                 srv.max_active_total = max(srv.max_active_total, srv.active_total)
             if ev.stream_ended:
                 self.complete(ev.stream_id)
+            elif dict(ev.headers).get("expect", "").lower() == "100-continue":
+                self.h2.send_headers(ev.stream_id, [(":status", "100")])
         elif isinstance(ev, h2.events.DataReceived):
             st = self.streams.get(ev.stream_id)
             if st is not None:
@@ -224,6 +232,9 @@ class _Conn:
             return
         q = st["q"]
         action = q.get("action", [""])[0]
+        if action == "close":
+            self.close_now = True
+            return
         if action in ("reset", "refuse"):
             code = h2.errors.ErrorCodes.REFUSED_STREAM if action == "refuse" \
                 else h2.errors.ErrorCodes.INTERNAL_ERROR
@@ -255,6 +266,9 @@ class _Conn:
         elif trailers is None:
             headers.append(("content-length", str(len(body))))
         self.h2.send_headers(sid, headers, end_stream=False)
+        if action == "close_after_head":
+            self.close_now = True
+            return
         self.sending[sid] = [bytes(body), trailers]
         self.pace(sid)
 

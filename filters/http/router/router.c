@@ -307,8 +307,13 @@ static int read_head(struct router *r, struct evbuffer *in, struct h1_scan *scan
 		evbuffer_drain(in, (size_t)n);
 		stats_add(r->cl->stats, sh, upstream_cx_rx_bytes_total, n);
 		memset(scan, 0, sizeof(*scan));
-		if (r->resp.status >= 100 && r->resp.status < 200 && r->resp.status != 101)
-			continue;   /* 100 Continue etc.: the HCM answered the client itself */
+		if (r->resp.status >= 100 && r->resp.status < 200 && r->resp.status != 101) {
+			/* 100 Continue: passed on with proxy_100_continue (else the
+			 * HCM answered the client itself); other 1xx are dropped */
+			if (r->resp.status == 100)
+				http_stream_encode_100_continue(r->s);
+			continue;
+		}
 		return RM_OK;
 	}
 }
@@ -830,15 +835,18 @@ static bool hedge_wait(struct router *r)
 	return true;
 }
 
-/* A hedged attempt failed before its response headers. */
-static void slot_fail(struct router *r, struct hedge_slot *hs)
+/* A hedged attempt failed before its response headers (flag: why, as
+ * for the current attempt; reason: the local reply's reset reason). */
+static void slot_fail(struct router *r, struct hedge_slot *hs, enum response_flag flag,
+		      const char *reason)
 {
 	slot_close(r, hs, true);
 	if (r->nslots || up_attached(r) || r->pend || backoff_pending(r))
 		return;   /* another attempt may still answer */
-	http_stream_set_response_flag(r->s, RF_UC);
-	fail(r, 503, RESET_BEFORE_HEADERS "connection termination",
-	     "upstream_reset_before_response_started");
+	char body[160];
+	http_stream_set_response_flag(r->s, flag);
+	snprintf(body, sizeof(body), RESET_BEFORE_HEADERS "%s", reason);
+	fail(r, 503, body, "upstream_reset_before_response_started");
 }
 
 /* Make hedge slot hs the current attempt (its response headers arrived
@@ -912,7 +920,7 @@ static void slot_read(struct conn *bev, void *arg)
 	if (rc == RM_AGAIN)
 		return;
 	if (rc == RM_ERROR) {
-		slot_fail(r, hs);
+		slot_fail(r, hs, RF_UPE, "protocol error");
 		return;
 	}
 	if (slot_head(r, hs))
@@ -927,7 +935,7 @@ static void slot_event(struct conn *bev, short what, void *arg)
 	(void)what;
 	stats_inc(r->cl->stats, shard(r), upstream_rq_rx_reset);
 	cluster_outlier_report(r->cl, hs->host, OUTLIER_LOCAL_RESET, 0);
-	slot_fail(r, hs);
+	slot_fail(r, hs, RF_UC, "connection termination");
 }
 
 /* Per-try timeout with hedge_on_per_try_timeout, as Envoy's "soft" per-try
@@ -1241,26 +1249,50 @@ static void h2_on_body(void *arg, struct h2c_stream *st)
 		h2_deliver_body(r);
 }
 
-static void h2_on_reset(void *arg, struct h2c_stream *st, uint32_t code, bool refused)
+/* Envoy's mapping of a stream reset reason to a response flag and the
+ * reason text of the local reply. */
+static enum response_flag h2_reset_flag(enum h2c_reset why, const char **reason)
+{
+	switch (why) {
+	case H2C_RESET_REFUSED:
+		*reason = "remote refused stream reset";
+		return RF_UR;
+	case H2C_RESET_REMOTE:
+		*reason = "remote reset";
+		return RF_UR;
+	case H2C_RESET_PROTOCOL:
+		*reason = "protocol error";
+		return RF_UPE;
+	case H2C_RESET_CONNECTION:
+		break;
+	}
+	*reason = "connection termination";
+	return RF_UC;
+}
+
+static void h2_on_reset(void *arg, struct h2c_stream *st, uint32_t code, enum h2c_reset why)
 {
 	struct router *r = arg;
 	char body[160];
+	const char *reason;
+	enum response_flag flag = h2_reset_flag(why, &reason);
 	(void)st;
+	(void)code;
 	stats_inc(r->cl->stats, shard(r), upstream_rq_rx_reset);
 	if (!r->head_done) {
 		cluster_outlier_report(r->cl, r->host, OUTLIER_LOCAL_RESET, 0);
-		if (retry_maybe(r, refused ? FAIL_REFUSED : FAIL_RESET, 0, -1) || hedge_wait(r))
+		if (retry_maybe(r, why == H2C_RESET_REFUSED ? FAIL_REFUSED : FAIL_RESET, 0, -1) ||
+		    hedge_wait(r))
 			return;
-		snprintf(body, sizeof(body), RESET_BEFORE_HEADERS "%s",
-			 refused ? "remote refused stream reset" :
-			 code == 0x0a /* CONNECT_ERROR: our connection-lost code */ ? "connection termination"
-										     : "remote reset");
+		http_stream_set_response_flag(r->s, flag);
+		snprintf(body, sizeof(body), RESET_BEFORE_HEADERS "%s", reason);
 		fail(r, 503, body, "upstream_reset_before_response_started");
 		return;
 	}
 	release_upstream(r, false);
 	rq_done(r, false);
 	r->resp_done = true;
+	http_stream_set_response_flag(r->s, flag);
 	http_stream_reset(r->s, "upstream_reset_after_response_started");
 }
 
@@ -1274,11 +1306,19 @@ static void h2_on_writable(void *arg, struct h2c_stream *st)
 	}
 }
 
+static void h2_on_continue(void *arg, struct h2c_stream *st)
+{
+	struct router *r = arg;
+	(void)st;
+	http_stream_encode_100_continue(r->s);
+}
+
 static const struct h2c_owner_ops router_h2_ops = {
 	.on_headers = h2_on_headers,
 	.on_body = h2_on_body,
 	.on_reset = h2_on_reset,
 	.on_writable = h2_on_writable,
+	.on_continue = h2_on_continue,
 };
 
 /* A hedged HTTP/2 attempt: only its response head matters until promoted. */
@@ -1298,16 +1338,17 @@ static void slot_h2_body(void *arg, struct h2c_stream *st)
 	(void)st;   /* no body before the head; the promoted attempt drains it */
 }
 
-static void slot_h2_reset(void *arg, struct h2c_stream *st, uint32_t code, bool refused)
+static void slot_h2_reset(void *arg, struct h2c_stream *st, uint32_t code, enum h2c_reset why)
 {
 	struct hedge_slot *hs = arg;
 	struct router *r = hs->r;
+	const char *reason;
+	enum response_flag flag = h2_reset_flag(why, &reason);
 	(void)st;
 	(void)code;
-	(void)refused;
 	stats_inc(r->cl->stats, shard(r), upstream_rq_rx_reset);
 	cluster_outlier_report(r->cl, hs->host, OUTLIER_LOCAL_RESET, 0);
-	slot_fail(r, hs);
+	slot_fail(r, hs, flag, reason);
 }
 
 static const struct h2c_owner_ops slot_h2_ops = {
@@ -1365,7 +1406,11 @@ static void on_pool_ready_h2(void *arg, struct h2c_stream *st, enum pool_err err
 		if (retry_maybe(r, FAIL_CONNECT, 0, -1) || hedge_wait(r))
 			return;
 		char body[160];
-		snprintf(body, sizeof(body), RESET_BEFORE_HEADERS "%s", detail ? detail : "connection failure");
+		if (!detail)
+			detail = "connection failure";
+		http_stream_set_upstream_failure(r->s, detail);
+		http_stream_set_response_flag(r->s, err == POOL_E_OVERFLOW ? RF_UO : RF_UF);
+		snprintf(body, sizeof(body), RESET_BEFORE_HEADERS "%s", detail);
 		fail(r, 503, body, "upstream_reset_before_response_started");
 		return;
 	}

@@ -18,7 +18,7 @@ static const char *const hcm_fields[] = {
 	"request_headers_timeout", "stream_idle_timeout", "upgrade_configs", "http_protocol_options",
 	"drain_timeout", "delayed_close_timeout", "http2_protocol_options", "access_log",
 	"internal_address_config", "forward_client_cert_details", "set_current_client_cert_details",
-	"tracing", NULL
+	"tracing", "proxy_100_continue", NULL
 };
 static const char *const codec_names[] = { "AUTO", "HTTP1", "HTTP2", "HTTP3" };
 static const char *const server_modes[] = { "OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH" };
@@ -322,6 +322,7 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 	    cfg_enum(c, j, "codec_type", codec_names, ARRAY_SIZE(codec_names), &codec) ||
 	    cfg_bool(c, j, "generate_request_id", &cfg->generate_request_id) ||
 	    cfg_bool(c, j, "preserve_external_request_id", &cfg->preserve_external_request_id) ||
+	    cfg_bool(c, j, "proxy_100_continue", &cfg->proxy_100_continue) ||
 	    cfg_bool(c, j, "always_set_request_id_in_response", &cfg->always_set_request_id_in_response) ||
 	    cfg_bool(c, j, "use_remote_address", &cfg->use_remote_address) ||
 	    cfg_u32(c, j, "xff_num_trusted_hops", &cfg->xff_num_trusted_hops) ||

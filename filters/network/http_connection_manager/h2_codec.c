@@ -349,7 +349,10 @@ static void begin_request(struct h2_stream *st, bool end)
 	}
 	size_t el;
 	const char *ex = hdrs_get(&s->req.hdrs, "expect", &el);
-	if (ex) {
+	if (ex && !end && el == 12 && !strncasecmp(ex, "100-continue", 12) &&
+	    s->hc->cfg->proxy_100_continue) {
+		s->expect_100 = true;   /* forwarded; the upstream's 100 comes back */
+	} else if (ex) {
 		/* Envoy (proxy_100_continue off): the HCM answers "expect:
 		 * 100-continue" itself with a 100 HEADERS when a body is to
 		 * follow, and the header does not go upstream */
@@ -714,6 +717,18 @@ static ssize_t data_read_cb(nghttp2_session *ses, int32_t id, uint8_t *buf, size
 }
 
 /* ---- response path (stream API, called by hcm.c) -------------------------------- */
+
+void h2_encode_100_continue(struct http_stream *s)
+{
+	static const nghttp2_nv cont[] = { {
+		(uint8_t *)":status", (uint8_t *)"100", 7, 3,
+		NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE } };
+	struct h2_stream *st = s->h2s;
+	if (!st)
+		return;
+	nghttp2_submit_headers(s->hc->h2->ses, NGHTTP2_FLAG_NONE, st->id, NULL, cont, 1, NULL);
+	hcm_schedule(s->hc);
+}
 
 void h2_encode_headers(struct http_stream *s, struct http_headers *h, bool end)
 {

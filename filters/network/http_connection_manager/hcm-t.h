@@ -89,6 +89,8 @@ struct hcm_cfg {
 	uint64_t stream_idle_timeout_ms; /* 5 min default; 0 = off */
 	uint64_t max_stream_duration_ms; /* 0 = off */
 	bool accept_http_10;             /* http_protocol_options.accept_http_10 */
+	bool proxy_100_continue;         /* forward "expect: 100-continue" and the
+	                                    upstream's 100 instead of answering it */
 	char *default_host_http_10;      /* owned, may be NULL: default_host_for_http_10 */
 	bool websocket;                  /* upgrade_configs has websocket */
 	char **upgrades;                 /* owned [nupgrades] lowercase upgrade types */
@@ -154,6 +156,9 @@ struct http_stream {
 	bool encode_hold;                /* a filter holding response data asked the
 	                                    source to stop (http_stream_set_encode_hold) */
 	bool counted_active;
+	bool expect_100;                 /* proxy_100_continue: the client waits for the
+	                                    upstream's 100 Continue */
+	bool sent_100;                   /* it was passed on (once per stream) */
 	int status;
 	const char *details;             /* static */
 	uint64_t start_ns;
@@ -245,6 +250,7 @@ void h2_stream_detach(struct http_stream *s);  /* the HCM destroys s */
 void h2_encode_headers(struct http_stream *s, struct http_headers *h, bool end_stream);
 void h2_encode_data(struct http_stream *s, struct evbuffer *data, bool end_stream);
 void h2_encode_trailers(struct http_stream *s, struct http_headers *t);
+void h2_encode_100_continue(struct http_stream *s);   /* a :status 100 HEADERS */
 void h2_reset_stream(struct http_stream *s);
 void h2_stream_resume(struct http_stream *s);  /* decoding resumed / continued */
 void h2_queue_push(struct hcm_conn *hc, struct http_stream *s); /* s->queued was set */

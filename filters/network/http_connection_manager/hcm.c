@@ -1083,11 +1083,29 @@ static void prepare_request(struct hcm_conn *hc, struct http_stream *s)
 		}
 	}
 	if (s->req.expect_continue) {
-		hdrs_del(h, "expect");
-		if (s->body != H1_BODY_NONE)
-			evbuffer_add(conn_output(hc->super.bev),
-				     "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		if (hc->cfg->proxy_100_continue && s->body != H1_BODY_NONE) {
+			/* the header goes upstream; its 100 comes back through
+			 * http_stream_encode_100_continue */
+			s->expect_100 = true;
+		} else {
+			hdrs_del(h, "expect");
+			if (s->body != H1_BODY_NONE)
+				evbuffer_add(conn_output(hc->super.bev),
+					     "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		}
 	}
+}
+
+void http_stream_encode_100_continue(struct http_stream *s)
+{
+	if (!s->expect_100 || s->sent_100 || s->resp_started || s->done || s->hc->dead)
+		return;
+	s->sent_100 = true;
+	if (s->hc->proto == 2) {
+		h2_encode_100_continue(s);
+		return;
+	}
+	evbuffer_add(conn_output(s->hc->super.bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 
 static bool upgrade_allowed(const struct hcm_cfg *cfg, const struct http_headers *h)
