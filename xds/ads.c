@@ -2051,8 +2051,9 @@ static void chan_connect(struct xchan *ch)
 	struct host *h = hs->hosts[rand_u64() % hs->n];
 	const char *path = ch->only < 0 ? (ch->delta ? DELTA_PATH : ADS_PATH)
 					: type_paths[ch->only][ch->delta];
-	ch->g = grpc_client_new(a->srv->base, (struct sockaddr *)&h->addr, h->addrlen,
-				ch->src->authority, path, KEEPALIVE_MS, &cbs, ch);
+	/* a cluster with a TLS transport_socket: TLS (mTLS with a certificate) */
+	ch->g = grpc_client_new_tls(a->srv->base, (struct sockaddr *)&h->addr, h->addrlen, cl->tls,
+				    ch->src->authority, path, KEEPALIVE_MS, &cbs, ch);
 	if (!ch->g)
 		schedule_reconnect(ch);
 }

@@ -1,12 +1,13 @@
-/* grpc_client.c - a gRPC bidi stream over h2c on nghttp2 (client side). */
+/* grpc_client.c - a gRPC bidi stream over HTTP/2 on nghttp2 (client side),
+ * cleartext (h2c) or TLS (proxy/conn.c's transport). */
 #include "grpc_client.h"
 
 #include <errno.h>
 #include <string.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <nghttp2/nghttp2.h>
 #include "../proxy/common.h"
+#include "../proxy/conn.h"
 #include "../proxy/log.h"
 
 #define GRPC_MAX_MSG (64u << 20)   /* refuse larger messages (64 MiB) */
@@ -14,7 +15,8 @@
 
 struct grpc_client {
 	struct event_base *base;
-	struct bufferevent *bev;            /* owned */
+	struct conn *c;                     /* owned: TCP or TLS */
+	bool tls;
 	nghttp2_session *h2;                /* owned */
 	int32_t stream_id;
 	struct evbuffer *out;               /* owned: framed messages not yet given to nghttp2 */
@@ -40,8 +42,8 @@ static void finish(struct grpc_client *g, int status, const char *msg)
 	g->closed = true;
 	if (g->ka_timer)
 		event_del(g->ka_timer);
-	if (g->bev)
-		bufferevent_disable(g->bev, EV_READ | EV_WRITE);
+	if (g->c)
+		conn_disable_read(g->c);
 	g->cbs.on_close(g->arg, status, msg);
 }
 
@@ -58,7 +60,7 @@ static void flush(struct grpc_client *g)
 		}
 		if (n == 0)
 			break;
-		bufferevent_write(g->bev, data, (size_t)n);
+		evbuffer_add(conn_output(g->c), data, (size_t)n);
 	}
 	if (!nghttp2_session_want_read(g->h2) && !nghttp2_session_want_write(g->h2))
 		finish(g, g->status >= 0 ? g->status : 14,
@@ -180,10 +182,10 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *
 	return 0;
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+static void read_cb(struct conn *c, void *arg)
 {
 	struct grpc_client *g = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = conn_input(c);
 	size_t n;
 	while (!g->closed && (n = evbuffer_get_length(in)) > 0) {
 		struct evbuffer_iovec v;
@@ -207,7 +209,7 @@ static void submit_request(struct grpc_client *g)
 	nghttp2_session_set_local_window_size(g->h2, NGHTTP2_FLAG_NONE, 0, 1 << 26);
 #define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE }
 	nghttp2_nv hdrs[7 + GRPC_MAX_MD] = {
-		NV(":method", "POST"), NV(":scheme", "http"), NV(":path", g->path),
+		NV(":method", "POST"), NV(":scheme", g->tls ? "https" : "http"), NV(":path", g->path),
 		NV(":authority", g->authority), NV("content-type", "application/grpc"),
 		NV("te", "trailers"), NV("user-agent", "remora-xds/0.1") };
 #undef NV
@@ -222,11 +224,11 @@ static void submit_request(struct grpc_client *g)
 		finish(g, 13, "cannot submit the gRPC request");
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
+static void event_cb(struct conn *c, short what, void *arg)
 {
 	struct grpc_client *g = arg;
-	(void)bev;
-	if (what & BEV_EVENT_CONNECTED) {
+	(void)c;
+	if (what & CONN_CONNECTED) {   /* after the TLS handshake, if any */
 		g->open = true;
 		g->last_rx_ms = now_ms();
 		submit_request(g);
@@ -235,12 +237,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 			g->cbs.on_open(g->arg);
 		return;
 	}
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		char m[128];
-		snprintf(m, sizeof(m), "%s", (what & BEV_EVENT_EOF) ? "connection closed by peer"
-				     : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-		finish(g, 14, m);
-	}
+	if (what & (CONN_EOF | CONN_ERROR))
+		finish(g, 14, (what & CONN_EOF) ? "connection closed by peer"
+			   : g->open ? "connection error" : g->tls ? "connect or TLS handshake failed"
+			   : "connect failed");
 }
 
 static void ka_cb(evutil_socket_t fd, short what, void *arg)
@@ -263,6 +263,16 @@ struct grpc_client *grpc_client_new(struct event_base *base, const struct sockad
 				    uint64_t keepalive_ms, const struct grpc_client_cbs *cbs,
 				    void *arg)
 {
+	return grpc_client_new_tls(base, addr, addrlen, NULL, authority, path, keepalive_ms, cbs,
+				   arg);
+}
+
+struct grpc_client *grpc_client_new_tls(struct event_base *base, const struct sockaddr *addr,
+					socklen_t addrlen, struct tls_ctx *tls,
+					const char *authority, const char *path,
+					uint64_t keepalive_ms, const struct grpc_client_cbs *cbs,
+					void *arg)
+{
 	struct grpc_client *g = xcalloc(1, sizeof(*g));
 	nghttp2_session_callbacks *cb;
 
@@ -283,14 +293,13 @@ struct grpc_client *grpc_client_new(struct event_base *base, const struct sockad
 	if (nghttp2_session_client_new(&g->h2, cb, g))
 		die("nghttp2_session_client_new");
 	nghttp2_session_callbacks_del(cb);
-	g->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(g->bev, read_cb, NULL, event_cb, g);
-	bufferevent_enable(g->bev, EV_READ | EV_WRITE);
-	if (bufferevent_socket_connect(g->bev, addr, (int)addrlen) < 0) {
-		log_warn("xds: connect failed: %s", strerror(errno));
-		grpc_client_free(g);
-		return NULL;
-	}
+	g->c = conn_new(base, -1);
+	g->tls = tls != NULL;
+	if (tls)
+		conn_set_tls(g->c, tls, false, NULL);   /* the context's sni */
+	conn_setcb(g->c, read_cb, NULL, event_cb, g);
+	conn_enable_read(g->c);
+	conn_connect(g->c, addr, addrlen);   /* failures arrive as CONN_ERROR */
 	if (keepalive_ms) {
 		struct timeval tv = { (time_t)(keepalive_ms / 1000), (suseconds_t)(keepalive_ms % 1000) * 1000 };
 		g->ka_timer = event_new(base, -1, EV_PERSIST, ka_cb, g);
@@ -350,8 +359,7 @@ void grpc_client_free(struct grpc_client *g)
 	}
 	if (g->ka_timer)
 		event_free(g->ka_timer);
-	if (g->bev)
-		bufferevent_free(g->bev);
+	conn_free(g->c);
 	nghttp2_session_del(g->h2);
 	evbuffer_free(g->out);
 	evbuffer_free(g->in);

@@ -1,5 +1,7 @@
-/* grpc_client.h - one gRPC bidirectional stream over cleartext HTTP/2 (h2c,
- * prior knowledge) on nghttp2, on the main thread's event base.
+/* grpc_client.h - one gRPC bidirectional stream over HTTP/2 on nghttp2, on
+ * the main thread's event base: cleartext (h2c, prior knowledge), or TLS with
+ * a cluster's UpstreamTlsContext (grpc_client_new_tls; gRPC servers want
+ * ALPN "h2": the context's alpn_protocols).
  *
  * Used by the ADS client (xds/ads.c) and, for unary calls, the certificate
  * client (tls/ca_client.c).  One connection carries one stream; the
@@ -16,6 +18,7 @@
 #include <event2/event.h>
 
 struct grpc_client;
+struct tls_ctx;
 
 struct grpc_client_cbs {
 	/* The HTTP/2 connection is up and the request headers are sent. */
@@ -28,12 +31,19 @@ struct grpc_client_cbs {
 	void (*on_close)(void *arg, int status, const char *message);
 };
 
-/* Connect to addr and open POST path (":authority" authority).  NULL only on
- * an immediate socket error (then nothing is called). */
+/* Connect to addr and open POST path (":authority" authority).  Never NULL:
+ * a failed connect (or TLS handshake) arrives as on_close (14 UNAVAILABLE). */
 struct grpc_client *grpc_client_new(struct event_base *base, const struct sockaddr *addr,
 				    socklen_t addrlen, const char *authority, const char *path,
 				    uint64_t keepalive_ms, const struct grpc_client_cbs *cbs,
 				    void *arg);
+/* The same over TLS with context tls (not owned: it must outlive the client;
+ * NULL: cleartext). */
+struct grpc_client *grpc_client_new_tls(struct event_base *base, const struct sockaddr *addr,
+					socklen_t addrlen, struct tls_ctx *tls,
+					const char *authority, const char *path,
+					uint64_t keepalive_ms, const struct grpc_client_cbs *cbs,
+					void *arg);
 /* Queue one message (framed here).  RM_ERROR if the stream is closed. */
 int grpc_client_send(struct grpc_client *g, const uint8_t *msg, size_t len);
 /* Add a request header (e.g. "authorization"), before the connection opens

@@ -35,12 +35,15 @@ ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Route
 
 
 class ControlPlane:
-    def __init__(self, port=0, rest_port=0, rest_tls=None, rest_tls_port=0):
+    def __init__(self, port=0, rest_port=0, rest_tls=None, rest_tls_port=0, grpc_tls=None):
         """rest_tls: (cert, key) or (cert, key, client_ca) for an HTTPS REST
-        server beside the plain one (client_ca: mTLS)."""
+        server beside the plain one (client_ca: mTLS); grpc_tls: the same for
+        the gRPC port (TLS instead of h2c)."""
         args = ["--port", str(port), "--rest-port", str(rest_port)]
         if rest_tls:
             args += ["--rest-tls", ",".join(rest_tls), "--rest-tls-port", str(rest_tls_port)]
+        if grpc_tls:
+            args += ["--grpc-tls", ",".join(grpc_tls)]
         self.proc = subprocess.Popen(
             ["node", os.path.join(XDS_DIR, "control_plane.js")] + args,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

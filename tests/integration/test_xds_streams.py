@@ -222,6 +222,49 @@ def test_rest_over_tls(remora, make_upstream, ports, pki, mtls):
         c.stop()
 
 
+@pytest.mark.parametrize("mtls", [False, True], ids=["tls", "mtls"])
+def test_grpc_streams_over_tls(remora, make_upstream, ports, pki, mtls):
+    """ADS and a per-type stream to an xDS cluster whose transport_socket is
+    TLS (ALPN h2): the control plane's gRPC port accepts only TLS (and, for
+    mTLS, only clients with a certificate of its CA)."""
+    a = make_upstream("a")
+    admin, lport = ports.get(), ports.get()
+    c = ControlPlane(grpc_tls=(pki["server"], pki["server_key"]) + ((pki["ca"],) if mtls else ()))
+    try:
+        ads = {"ads": {}, "resource_api_version": "V3"}
+        own = grpc_src("DELTA_GRPC")
+        c.set("cds", "1", [cluster_from("backend", own)])
+        c.set("eds", "1", [cla("backend", [a.port])])
+        c.set("rds", "1", [routes("r1", [("/", "backend")])])
+        c.set("lds", "1", [listener_from("ingress", lport, "r1", ads)])
+        ts = upstream_tls(pki, client_cert=mtls)
+        ts["typed_config"]["common_tls_context"]["alpn_protocols"] = ["h2"]
+        xds = static_cluster("xds_cluster", c.grpc_port, ts)
+        r = remora(bootstrap(admin, [xds], ads, ads, ads_api_type="GRPC"))
+        assert curl(f"http://127.0.0.1:{lport}/").json()["server"] == "a"
+        assert c.streams()["by_service"] == {"StreamAggregatedResources": 1, "DeltaEndpoints": 1}
+        assert r.stat("cluster.xds_cluster.ssl.handshake") >= 2
+        r.stop()
+    finally:
+        c.stop()
+
+
+def test_grpc_plaintext_to_tls_server_fails(remora, ports, pki):
+    """A cleartext xDS cluster against a TLS-only control plane: the stream
+    never opens (update_failure counts, connected_state stays 0)."""
+    c = ControlPlane(grpc_tls=(pki["server"], pki["server_key"]))
+    try:
+        ads = {"ads": {}, "resource_api_version": "V3"}
+        r = remora(bootstrap(ports.get(), [static_cluster("xds_cluster", c.grpc_port)], ads, ads,
+                             ads_api_type="GRPC"), wait_ready=False)
+        r.wait_stat("cluster_manager.cds.update_failure", lambda v: v >= 2, timeout=15)
+        assert r.stat("control_plane.connected_state") == 0
+        assert not c.requests()
+        r.stop()
+    finally:
+        c.stop()
+
+
 def test_rest_mtls_without_client_certificate_fails(remora, ports, pki):
     """The REST server requires a client certificate the cluster does not
     have: every poll fails (update_failure), nothing is applied, and /ready

@@ -6,6 +6,7 @@
 //
 //   node control_plane.js [--port N] [--rest-port N]
 //                         [--rest-tls CERT,KEY[,CLIENT_CA]] [--rest-tls-port N]
+//                         [--grpc-tls CERT,KEY[,CLIENT_CA]]
 // prints one JSON line {"grpc_port": N, "http_port": M, "rest_port": R
 // [, "rest_tls_port": T]} when ready, and exits when stdin closes.
 //
@@ -20,7 +21,8 @@
 // --rest-tls: the REST server is also served over HTTPS on rest_tls_port with
 // that certificate and key; with CLIENT_CA, clients must present a
 // certificate signed by it (mTLS), whose subject CN is logged as
-// "client_cn".  The tests drive it over HTTP (JSON):
+// "client_cn".  --grpc-tls: the gRPC port speaks TLS instead (mTLS with
+// CLIENT_CA).  The tests drive it over HTTP (JSON):
 //   POST /set      {"type": "cds"|"eds"|"lds"|"rds", "version": "v1", "resources": [...],
 //                   "resend_on_nack": false}
 //                  resources in proto-loader object form (snake_case, Durations
@@ -107,6 +109,7 @@ const port = parseInt(arg('--port', '0'), 10);
 const restPort = parseInt(arg('--rest-port', '0'), 10);
 const restTls = arg('--rest-tls', null);
 const restTlsPort = parseInt(arg('--rest-tls-port', '0'), 10);
+const grpcTls = arg('--grpc-tls', null);
 
 const state = {};          // type -> {version, resources: Map name -> {r, v}, resend_on_nack}
 const requests = [];
@@ -470,7 +473,14 @@ const api = http.createServer(async (req, res) => {
   }
 });
 
-server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, gport) => {
+function grpcCreds() {
+  if (!grpcTls) return grpc.ServerCredentials.createInsecure();
+  const fs = require('fs');
+  const [cert, key, ca] = grpcTls.split(',');
+  return grpc.ServerCredentials.createSsl(ca ? fs.readFileSync(ca) : null,
+    [{ cert_chain: fs.readFileSync(cert), private_key: fs.readFileSync(key) }], !!ca);
+}
+server.bindAsync(`127.0.0.1:${port}`, grpcCreds(), (err, gport) => {
   if (err) {
     process.stderr.write(`bind: ${err}\n`);
     process.exit(1);
