@@ -183,8 +183,8 @@ def pki(tmp_path):
     return tls_pki.make_pki(tmp_path / "pki")
 
 
-def upstream_tls(pki, client_cert=True):
-    common = {"validation_context": {"trusted_ca": {"filename": pki["ca"]}}}
+def upstream_tls(pki, client_cert=True, ca="ca"):
+    common = {"validation_context": {"trusted_ca": {"filename": pki[ca]}}}
     if client_cert:
         common["tls_certificates"] = [{"certificate_chain": {"filename": pki["client"]},
                                        "private_key": {"filename": pki["client_key"]}}]
@@ -260,6 +260,26 @@ def test_grpc_plaintext_to_tls_server_fails(remora, ports, pki):
         r.wait_stat("cluster_manager.cds.update_failure", lambda v: v >= 2, timeout=15)
         assert r.stat("control_plane.connected_state") == 0
         assert not c.requests()
+        r.stop()
+    finally:
+        c.stop()
+
+
+def test_rest_tls_untrusted_server_fails(remora, ports, pki):
+    """The REST server's certificate is not signed by the cluster's trusted
+    CA: the handshake fails (cluster.<name>.ssl.fail_verify_error), every poll
+    counts update_failure, nothing is applied."""
+    c = ControlPlane(rest_tls=(pki["server"], pki["server_key"]))
+    try:
+        c.set("cds", "1", [])
+        rest = rest_src()
+        xds = static_cluster("xds_rest", c.rest_tls_port,
+                             upstream_tls(pki, client_cert=False, ca="foreign_ca"))
+        r = remora(bootstrap(ports.get(), [xds], rest, copy.deepcopy(rest)), wait_ready=False)
+        r.wait_stat("cluster_manager.cds.update_failure", lambda v: v >= 2, timeout=15)
+        assert r.stat("cluster.xds_rest.ssl.fail_verify_error") >= 1
+        assert r.stat("cluster_manager.cds.update_success") == 0
+        assert not [q for q in c.requests() if q.get("rest")], "no request got through"
         r.stop()
     finally:
         c.stop()
