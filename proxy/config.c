@@ -626,24 +626,16 @@ static int parse_admin(struct cfg_ctx *c, const json_t *a, struct server *srv)
 	return RM_OK;
 }
 
-/* dynamic_resources: the ADS cluster must be a static cluster; xDS needs
- * node.id and node.cluster (Envoy's rule). */
+/* dynamic_resources (its server clusters are checked with the other sources
+ * once the whole bootstrap is compiled); xDS needs node.id and node.cluster
+ * (Envoy's rule). */
 static int parse_dynamic_resources(struct cfg_ctx *c, const json_t *v, struct snapshot *s,
 				   struct server *srv)
 {
+	(void)s;
 	xds_bootstrap_free(&srv->xds);
 	if (xds_bootstrap_parse(c, v, &srv->xds))
 		return RM_ERROR;
-	if (!snapshot_find_cluster(s, srv->xds.cluster)) {
-		if (srv->xds.rest)
-			return cfg_fail(c, "api_config_source.cluster_names[0]: unknown cluster '%s' (the "
-					   "xDS server must be a static cluster)", srv->xds.cluster);
-		cfg_enter(c, v, "ads_config");
-		cfg_fail(c, "grpc_services[0].envoy_grpc.cluster_name: unknown cluster '%s' (the xDS "
-			    "server must be a static cluster)", srv->xds.cluster);
-		cfg_leave(c);
-		return RM_ERROR;
-	}
 	if (!srv->node_id || !*srv->node_id || !srv->node_cluster || !*srv->node_cluster)
 		return cfg_fail(c, "node 'id' and 'cluster' are required. Set it either in 'node' "
 			       "config or via --service-node and --service-cluster options.");
@@ -840,11 +832,16 @@ struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, s
 			goto error;
 	}
 	{
+		/* sds_config without dynamic_resources is an error (tls/); with it,
+		 * every source is checked here (xds/xds_bootstrap.c) */
 		char err[512];
-		if (tls_sds_check_sources(srv->xds.enabled ? srv->xds.cluster : NULL, err, sizeof(err))) {
+		if (!srv->xds.enabled && tls_sds_check_sources(NULL, err, sizeof(err))) {
 			cfg_fail(c, "%s", err);
 			goto error;
 		}
+		tls_sds_check_sources(NULL, NULL, 0);   /* forget what was collected */
+		if (xds_bootstrap_check_sources(&srv->xds, s, c))
+			goto error;
 	}
 	s->bootstrap = json_incref((json_t *)root);
 	return s;
@@ -854,6 +851,7 @@ error_sr:
 	cfg_leave(c);
 error:
 	tls_sds_check_sources(NULL, NULL, 0);   /* forget what was collected */
+	xds_bootstrap_check_sources(&srv->xds, NULL, c);
 	snapshot_unref(s);
 	return NULL;
 }

@@ -737,6 +737,7 @@ void server_free(struct server *srv)
 	ca_client_stop();
 	srv->ads = NULL;
 	xds_bootstrap_free(&srv->xds);
+	xds_sources_free();
 	cluster_publish_hook = NULL;
 	admin_free(srv->admin);
 	srv->admin = NULL;

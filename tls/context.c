@@ -716,6 +716,7 @@ static struct tls_secret *sds_ref(struct cfg_ctx *c, const json_t *s, enum secre
 		char err[256];
 		if (parse_sds_config(c, sc, tls_sds_is_local(name), &ms))
 			return NULL;
+		xds_sds_source_note(name, sc);   /* the stream it is fetched on */
 		cfg_leave(c);
 		if (!*name) {
 			cfg_fail_field(c, s, "name", "an SDS secret needs a name");

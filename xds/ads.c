@@ -73,32 +73,62 @@ static const struct stat_desc cp_desc[] = { CP_STATS(STATS_DESC) };
 enum { CM_STATS(CM_ENUM) CM_N };
 static const struct stat_desc cm_desc[] = { CM_STATS(STATS_DESC) };
 
+/* The state of one resource type, whatever transports carry it. */
 struct xtype {
-	char *version;              /* owned: last accepted version_info ("" none) */
-	char *nonce;                /* owned: newest nonce on this stream */
+	char *version;              /* owned: last accepted version_info from any source
+				     * ("" none; /config_dump, the version gauge) */
 	json_t *res;                /* owned: accepted resources, name -> JSON; CDS and
 				     * EDS keep no trees (see res_text): EDS name ->
 				     * canonical JSON text (a string), CDS name -> true */
-	json_t *sent_names;         /* owned: resource_names last requested (EDS/RDS) */
 	bool got_first;             /* a response arrived (initial fetch) */
+	json_t *rver;               /* owned, delta: name -> version of the accepted resources */
+	struct ads *owner;
+	int type;
+	struct stats_scope *stats;  /* owned for CDS/LDS, else NULL */
+	json_t *meta;               /* owned: name -> {version_info, last_updated} of the
+				     * accepted version (/config_dump) */
+};
+
+struct xchan;
+
+/* One type on one transport: its protocol state.  A source's versions and
+ * nonces are its own (Envoy: one subscription per (config source, type)). */
+struct xsub {
+	struct xchan *ch;           /* the transport */
+	int type;
+	bool wildcard;              /* CDS/LDS of dynamic_resources: subscribed to all */
+	char *version;              /* owned: last version_info accepted from this source */
+	char *nonce;                /* owned: newest nonce on this stream */
+	json_t *sent_names;         /* owned: resource_names last requested (SotW, REST) */
+	json_t *subs;               /* owned, delta: the subscribed names (set) */
+	bool sent_first;            /* delta: this type's first request went on this stream */
 	char *nacked_version;       /* owned: last version NACKed (log once) */
 	unsigned nack_repeats;      /* the same version NACKed again in a row */
 	struct event *nack_ev;      /* owned: a delayed repeat NACK */
 	char *nack_err;             /* owned: its error_detail */
-	json_t *rver;               /* owned, delta: name -> version of the accepted resources */
-	json_t *subs;               /* owned, delta EDS/RDS: the subscribed names (set) */
-	bool sent_first;            /* delta: this type's first request went on this stream */
-	struct ads *owner;
-	int type;
-	struct stats_scope *stats;  /* owned for CDS/LDS, else NULL */
 	/* REST polling */
 	struct async_http *rest_req; /* the request in flight, or NULL */
 	struct event *rest_ev;      /* owned: the next poll (refresh_delay) */
 	char *rest_err;             /* owned: error_detail for the next request (after a NACK) */
 	bool rest_again;            /* poll again as soon as the request in flight ends */
 	bool rest_failing;          /* the last poll failed (logged once) */
-	json_t *meta;               /* owned: name -> {version_info, last_updated} of the
-				     * accepted version (/config_dump) */
+};
+
+/* One transport: the ADS stream (every type), a per-type gRPC stream, or the
+ * REST polling of one type, for one source (xds_bootstrap.h). */
+struct xchan {
+	struct ads *a;
+	const struct xds_source *src; /* interned (xds_source_get) */
+	int only;                   /* T_* of a per-type transport; -1: ADS */
+	bool delta;                 /* Delta* RPCs */
+	struct grpc_client *g;      /* owned, NULL while disconnected (gRPC) */
+	struct grpc_client *dead;   /* closed client waiting for free_ev */
+	struct event *retry_ev;     /* owned: reconnect (backoff) */
+	struct event *free_ev;      /* owned: frees a closed client outside its callback */
+	uint64_t backoff_ms;
+	bool node_sent, got_response, connected;
+	struct xsub s[T_N];
+	struct xchan *next;         /* owned: the next transport */
 };
 
 struct dyn_cluster {                /* one CDS resource */
@@ -109,6 +139,7 @@ struct dyn_cluster {                /* one CDS resource */
 	bool sds_wait;              /* warming is not started: an SDS secret it uses
 				     * has not arrived (tls_ctx_ready) */
 	json_t *ameta;              /* owned: {version_info, last_updated} of active */
+	const char *akey, *wkey;    /* interned: the EDS sources of active / warming */
 };
 
 struct dyn_listener {               /* one LDS resource */
@@ -122,20 +153,15 @@ struct dyn_listener {               /* one LDS resource */
 
 struct ads {
 	struct server *srv;
-	struct grpc_client *g;      /* owned, NULL while disconnected */
-	struct event *retry_ev;     /* owned: reconnect (backoff) */
-	struct event *free_ev;      /* owned: frees a closed client outside its callback */
 	struct event *init_ev;      /* owned: initial fetch timeout */
 	struct event *rds_ev;       /* owned: RDS fetch timeout */
 	struct event *publish_ev;   /* owned: coalesced snapshot publication */
 	struct event *sds_ev;       /* owned: SDS secrets in use or usable changed */
 	const char *applying_version; /* version_info of the response being applied */
-	struct grpc_client *dead;   /* closed client waiting for free_ev */
-	uint64_t backoff_ms;
-	bool node_sent, got_response, initial_done, rds_timed_out;
+	bool initial_done, rds_timed_out;
 	struct xtype t[T_N];
-	bool delta;                 /* DeltaAggregatedResources */
-	bool rest;                  /* REST-JSON polling instead of a gRPC stream */
+	struct xchan *chans;        /* owned: every transport, created as sources appear */
+	struct xchan *ads_ch;       /* the ADS stream (in chans), NULL without ads_config */
 	int64_t pending;            /* REST requests in flight (control_plane.pending_requests) */
 	bool eds_dirty;             /* clusters changed: recompute the EDS subscription */
 	struct dyn_cluster *dc;     /* owned [ndc], capacity capdc; order is not meaningful */
@@ -156,8 +182,8 @@ struct ads {
 	struct pb_json_ctx pj;
 };
 
-static void ads_connect(struct ads *a);
-static void send_ack(struct ads *a, int t, const char *error);
+static void chan_connect(struct xchan *ch);
+static void send_ack(struct xsub *s, const char *error);
 static void try_publish(struct ads *a);
 static void check_initial(struct ads *a);
 static void refresh_tcp_listeners(struct ads *a);
@@ -301,6 +327,7 @@ static void cluster_warmed(struct cluster *cl, void *arg)
 			a->eds_dirty = true;   /* the old version's EDS name may go */
 		cluster_unref(d->active);
 		d->active = d->warming;
+		d->akey = d->wkey;
 		d->warming = NULL;
 		a->nwarming--;
 		json_decref(d->ameta);
@@ -323,7 +350,8 @@ static void launch_warming(struct ads *a, struct dyn_cluster *d);
 
 /* Start a compiled cluster warming; EDS data already received is applied.
  * A cluster whose SDS secrets have not arrived waits (sds_wait). */
-static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *cl)
+static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *cl,
+			  const char *eds_key)
 {
 	struct cluster *prev = d->warming ? d->warming : d->active;
 	if (cl->type == CLUSTER_EDS &&
@@ -338,6 +366,7 @@ static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *
 		event_free(d->timer);
 	d->timer = NULL;
 	d->warming = cl;
+	d->wkey = eds_key;
 	a->eds_dirty = true;
 	json_object_set_new(a->t[T_CDS].res, d->name, json_true());   /* accepted: cl->json_text */
 	d->sds_wait = cl->tls && !tls_ctx_ready(cl->tls);
@@ -373,18 +402,31 @@ static void launch_warming(struct ads *a, struct dyn_cluster *d)
 	cluster_start(cl, a->srv->base, cluster_warmed, a);
 }
 
-/* EDS subscription: the service names of the EDS clusters (active or
- * warming), as a set.  O(clusters): called only after a cluster change. */
-static json_t *eds_names(struct ads *a)
+/* wants[key][name] = true: name is wanted from source key (NULL: ADS). */
+static void want_add(json_t *wants, const char *key, const char *name)
 {
-	json_t *set = json_object();
+	if (!key)
+		key = XDS_ADS_KEY;
+	json_t *set = json_object_get(wants, key);
+	if (!set)
+		json_object_set_new(wants, key, set = json_object());
+	json_object_set_new(set, name, json_true());
+}
+
+/* EDS subscriptions: the service names of the EDS clusters (active or
+ * warming), by the source of their eds_config: {key: {name: true}}.
+ * O(clusters): called only after a cluster change. */
+static json_t *eds_wants(struct ads *a)
+{
+	json_t *wants = json_object();
 	for (size_t i = 0; i < a->ndc; i++) {
 		struct cluster *cls[2] = { a->dc[i].active, a->dc[i].warming };
+		const char *keys[2] = { a->dc[i].akey, a->dc[i].wkey };
 		for (int k = 0; k < 2; k++)
 			if (cls[k] && cls[k]->type == CLUSTER_EDS)
-				json_object_set_new(set, cls[k]->eds_service_name, json_true());
+				want_add(wants, keys[k], cls[k]->eds_service_name);
 	}
-	return set;
+	return wants;
 }
 
 /* The positions of the dynamic clusters that use EDS service name; built once
@@ -480,7 +522,7 @@ static bool res_all_same(struct ads *a, int t, const json_t *got)
  * the caller to start once the whole response is applied, or NULL (unchanged,
  * or rejected: the previous version, if any, stays). */
 static struct cluster *cds_upsert(struct ads *a, const char *name, const json_t *j,
-				  struct build_ctx *b, char *err, size_t errlen)
+				  struct build_ctx *b, char *err, size_t errlen, const char **eds_key)
 {
 	for (size_t i = 0; i < a->nscl; i++)
 		if (!strcmp(a->scl[i]->name, name)) {
@@ -506,6 +548,8 @@ static struct cluster *cds_upsert(struct ads *a, const char *name, const json_t 
 	}
 	free(cl->json_text);   /* the same text: reuse the one made for the comparison */
 	cl->json_text = txt;
+	*eds_key = cl->type == CLUSTER_EDS ? xds_source_key(cfg_get(cfg_get(j, "eds_cluster_config"),
+								   "eds_config")) : NULL;
 	if (!d)
 		dc_append(a, name);
 	return cl;
@@ -520,6 +564,7 @@ static void apply_cds(struct ads *a, json_t *got, const json_t *removed, bool fu
 	struct build_ctx b = { .srv = a->srv, .stats = a->srv->stats, .nworkers = a->srv->nworkers };
 	size_t nstart = 0;
 	struct cluster **start = xcalloc(json_object_size(got) + 1, sizeof(*start));
+	const char **keys = xcalloc(json_object_size(got) + 1, sizeof(*keys));
 	bool gone = false;
 	const char *name;
 	json_t *j;
@@ -527,9 +572,12 @@ static void apply_cds(struct ads *a, json_t *got, const json_t *removed, bool fu
 	if (!a->t[T_CDS].res)
 		a->t[T_CDS].res = json_object();
 	json_object_foreach(got, name, j) {
-		struct cluster *cl = cds_upsert(a, name, j, &b, err, errlen);
-		if (cl)
+		const char *key = NULL;
+		struct cluster *cl = cds_upsert(a, name, j, &b, err, errlen, &key);
+		if (cl) {
+			keys[nstart] = key;
 			start[nstart++] = cl;
+		}
 	}
 	if (full_state) {
 		for (size_t i = a->ndc; i-- > 0;)   /* backwards: removal moves the last one here */
@@ -554,11 +602,12 @@ static void apply_cds(struct ads *a, json_t *got, const json_t *removed, bool fu
 	for (size_t i = 0; i < nstart; i++) {
 		struct dyn_cluster *d = find_dc(a, start[i]->name);
 		if (d)
-			start_warming(a, d, start[i]);
+			start_warming(a, d, start[i], keys[i]);
 		else   /* also in removed_resources of the same response */
 			cluster_unref(start[i]);
 	}
 	free(start);
+	free(keys);
 }
 
 /* One ClusterLoadAssignment (cla NULL: removed, the users get no hosts).
@@ -628,8 +677,9 @@ static void apply_eds(struct ads *a, json_t *got, const json_t *removed, char *e
 /* ---- listeners (LDS, RDS) -------------------------------------------------------- */
 
 /* The RDS names an LDS resource's HCMs reference (filter_chains[].filters[]
- * and default_filter_chain), as a JSON array. */
-static json_t *listener_rds_names(const json_t *l)
+ * and default_filter_chain), as a JSON array; with wants, also added there
+ * by the source of their config_source (want_add). */
+static json_t *listener_rds_names(const json_t *l, json_t *wants)
 {
 	json_t *names = json_array();
 	const json_t *chains[2] = { json_object_get(l, "filter_chains"), NULL };
@@ -648,6 +698,8 @@ static json_t *listener_rds_names(const json_t *l)
 				const char *rn = json_string_value(json_object_get(rds, "route_config_name"));
 				if (rn)
 					json_array_append_new(names, json_string(rn));
+				if (rn && wants)
+					want_add(wants, xds_source_key(cfg_get(rds, "config_source")), rn);
 			}
 		}
 	}
@@ -699,7 +751,7 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 			    struct snapshot *view, char *err, size_t errlen, const char *blame,
 			    bool clusters_changed)
 {
-	json_t *names = listener_rds_names(j), *used = json_object();
+	json_t *names = listener_rds_names(j, NULL), *used = json_object();
 	size_t i;
 	json_t *n;
 	int rc = 1;
@@ -892,19 +944,15 @@ static void refresh_tcp_listeners(struct ads *a)
 		log_warn("xds: after a cluster change: %s (the previous listener version stays)", err);
 }
 
-static json_t *rds_names(struct ads *a)
+/* RDS subscriptions by source: {key: {name: true}}. */
+static json_t *rds_wants(struct ads *a)
 {
-	json_t *set = json_object();
+	json_t *wants = json_object();
 	const char *name;
 	json_t *j;
-	json_object_foreach(a->t[T_LDS].res, name, j) {
-		json_t *n = listener_rds_names(j), *v;
-		size_t i;
-		json_array_foreach(n, i, v)
-			json_object_set_new(set, json_string_value(v), json_true());
-		json_decref(n);
-	}
-	return set;
+	json_object_foreach(a->t[T_LDS].res, name, j)
+		json_decref(listener_rds_names(j, wants));
+	return wants;
 }
 
 static void rds_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -1044,74 +1092,76 @@ static void init_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the protocol ------------------------------------------------------------------ */
 
-static void fill_node(struct ads *a, Envoy__Config__Core__V3__Node *node,
+static void fill_node(struct xchan *ch, Envoy__Config__Core__V3__Node *node,
 		      Envoy__Config__Core__V3__Node **slot)
 {
-	if (a->node_sent && a->srv->xds.node_first_only)
+	struct server *srv = ch->a->srv;
+	if (ch->node_sent && ch->src->node_first_only)
 		return;
-	node->id = a->srv->node_id;
-	node->cluster = a->srv->node_cluster;
+	node->id = srv->node_id;
+	node->cluster = srv->node_cluster;
 	node->user_agent_name = "remora";
 	node->user_agent_version_type_case =
 		ENVOY__CONFIG__CORE__V3__NODE__USER_AGENT_VERSION_TYPE_USER_AGENT_VERSION;
 	node->user_agent_version = "0.1.0";
 	*slot = node;
-	a->node_sent = true;
+	ch->node_sent = true;
 }
 
-static void send_packed(struct ads *a, const ProtobufCMessage *m)
+static void send_packed(struct xchan *ch, const ProtobufCMessage *m)
 {
 	size_t len = protobuf_c_message_get_packed_size(m);
 	uint8_t *buf = xmalloc(len ? len : 1);
 	protobuf_c_message_pack(m, buf);
-	grpc_client_send(a->g, buf, len);
+	grpc_client_send(ch->g, buf, len);
 	free(buf);
 }
 
 /* ---- REST-JSON polling ---------------------------------------------------------------- */
 
-static void rest_poll(struct ads *a, int t);
-static int handle_json_response(struct ads *a, int t, const json_t *r);
+static void rest_poll(struct xsub *s);
+static int handle_json_response(struct xsub *s, const json_t *r);
 
-static void rest_schedule(struct ads *a, int t, uint64_t ms)
+static void rest_schedule(struct xsub *s, uint64_t ms)
 {
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-	evtimer_add(a->t[t].rest_ev, &tv);
+	evtimer_add(s->rest_ev, &tv);
 }
 
-static void rest_failed(struct ads *a, struct xtype *x, const char *why)
+static void rest_failed(struct xsub *s, const char *why)
 {
-	if (!x->rest_failing)
-		log_warn("xds: REST %s poll failed: %s (the last configuration keeps serving)",
-			 type_names[x->type], why);
-	x->rest_failing = true;
+	struct xtype *x = &s->ch->a->t[s->type];
+	if (!s->rest_failing)
+		log_warn("xds: REST %s poll of '%s' failed: %s (the last configuration keeps serving)",
+			 type_names[s->type], s->ch->src->cluster, why);
+	s->rest_failing = true;
 	if (x->stats)
 		stats_inc(x->stats, 0, XU_update_failure);
 }
 
 static void rest_done(void *arg, enum async_http_result res, int status, struct evbuffer *body)
 {
-	struct xtype *x = arg;
-	struct ads *a = x->owner;
-	int t = x->type;
+	struct xsub *s = arg;
+	struct ads *a = s->ch->a;
+	int t = s->type;
 	char why[256];
-	x->rest_req = NULL;
+	s->rest_req = NULL;
 	stats_gauge_set(a->cp_stats, CP_pending_requests, --a->pending);
 	if (res == ASYNC_HTTP_OK && status == 200) {
 		json_error_t je;
 		size_t len = body ? evbuffer_get_length(body) : 0;
 		const char *p = len ? (const char *)evbuffer_pullup(body, -1) : "";
 		json_t *r = json_loadb(p, len, 0, &je);
-		if (!r || handle_json_response(a, t, r) < 0) {
+		if (!r || handle_json_response(s, r) < 0) {
 			snprintf(why, sizeof(why), "%s", r ? "not a DiscoveryResponse of this type"
 							      : je.text);
-			rest_failed(a, x, why);
+			rest_failed(s, why);
 		} else {
-			x->rest_failing = false;
+			s->rest_failing = false;
 		}
 		json_decref(r);
 	} else if (res == ASYNC_HTTP_OK && status == 304) {
-		x->rest_failing = false;   /* unchanged */
+		s->rest_failing = false;   /* unchanged */
 		log_debug("xds: REST %s: 304 not modified", type_names[t]);
 	} else {
 		static const char *const names[] = { "ok", "no host in the xDS cluster",
@@ -1121,93 +1171,97 @@ static void rest_done(void *arg, enum async_http_result res, int status, struct 
 			snprintf(why, sizeof(why), "HTTP status %d", status);
 		else
 			snprintf(why, sizeof(why), "%s", names[res]);
-		rest_failed(a, x, why);
+		rest_failed(s, why);
 	}
-	if (x->rest_again) {
-		x->rest_again = false;
-		rest_poll(a, t);
-	} else if (!x->rest_req && !evtimer_pending(x->rest_ev, NULL)) {
-		rest_schedule(a, t, a->srv->xds.refresh_ms);
+	if (s->rest_again) {
+		s->rest_again = false;
+		rest_poll(s);
+	} else if (!s->rest_req && !evtimer_pending(s->rest_ev, NULL)) {
+		rest_schedule(s, s->ch->src->refresh_ms);
 	}
 }
 
-/* POST the DiscoveryRequest of type t now (or once the request in flight
+/* POST the DiscoveryRequest of this type now (or once the request in flight
  * ends).  EDS/RDS/SDS are polled only while some resource of theirs is
- * wanted. */
-static void rest_poll(struct ads *a, int t)
+ * wanted from this source. */
+static void rest_poll(struct xsub *s)
 {
+	struct xchan *ch = s->ch;
+	struct ads *a = ch->a;
+	int t = s->type;
 	struct xtype *x = &a->t[t];
-	if (x->rest_req) {
-		x->rest_again = true;
+	if (s->rest_req) {
+		s->rest_again = true;
 		return;
 	}
-	evtimer_del(x->rest_ev);
-	if (t != T_CDS && t != T_LDS && !json_array_size(x->sent_names))
+	evtimer_del(s->rest_ev);
+	if (!s->wildcard && !json_array_size(s->sent_names))
 		return;
 	json_t *rq = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s}}",
-			       "versionInfo", x->version ? x->version : "",
+			       "versionInfo", s->version ? s->version : "",
 			       "typeUrl", type_urls[t],
-			       "responseNonce", x->nonce ? x->nonce : "",
+			       "responseNonce", s->nonce ? s->nonce : "",
 			       "node", "id", a->srv->node_id, "cluster", a->srv->node_cluster,
 			       "userAgentName", "remora", "userAgentVersion", "0.1.0");
-	if (x->sent_names)
-		json_object_set(rq, "resourceNames", x->sent_names);
-	if (x->rest_err)
+	if (s->sent_names)
+		json_object_set(rq, "resourceNames", s->sent_names);
+	if (s->rest_err)
 		json_object_set_new(rq, "errorDetail", json_pack("{s:i, s:s}", "code", 13,
-								  "message", x->rest_err));
+								  "message", s->rest_err));
 	char *txt = json_dumps(rq, JSON_COMPACT);
 	json_decref(rq);
 	struct evbuffer *b = evbuffer_new();
 	evbuffer_add(b, txt, strlen(txt));
 	free(txt);
 	struct async_http_req req = {
-		.cluster = a->srv->xds.cluster, .method = "POST", .path = rest_paths[t],
-		.host = a->srv->xds.authority, .content_type = "application/json",
-		.timeout_ms = a->srv->xds.request_timeout_ms,
+		.cluster = ch->src->cluster, .method = "POST", .path = rest_paths[t],
+		.host = ch->src->authority, .content_type = "application/json",
+		.timeout_ms = ch->src->timeout_ms,
 	};
-	x->rest_req = async_http_send(a->srv->base, &req, b, rest_done, x);
+	s->rest_req = async_http_send(a->srv->base, &req, b, rest_done, s);
 	evbuffer_free(b);
 	stats_gauge_set(a->cp_stats, CP_pending_requests, ++a->pending);
 	if (x->stats)
 		stats_inc(x->stats, 0, XU_update_attempt);
-	log_debug("xds: REST %s poll version '%s'%s", type_names[t], x->version ? x->version : "",
-		  x->rest_err ? " (with error_detail)" : "");
+	log_debug("xds: REST %s poll of '%s' version '%s'%s", type_names[t], ch->src->cluster,
+		  s->version ? s->version : "", s->rest_err ? " (with error_detail)" : "");
 }
 
 static void rest_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct xtype *x = arg;
 	(void)fd;
 	(void)what;
-	rest_poll(x->owner, x->type);
+	rest_poll(arg);
 }
 
 /* SotW DiscoveryRequest: ACK (error NULL) or NACK of the newest response, or
- * a (re)subscription.  REST: a subscription change polls at once. */
-static void send_sotw(struct ads *a, int t, const char *error)
+ * a (re)subscription.  REST: a subscription change polls at once.  Nothing
+ * while the stream is down: on_open sends the state. */
+static void send_sotw(struct xsub *s, const char *error)
 {
 	Envoy__Service__Discovery__V3__DiscoveryRequest rq =
 		ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_REQUEST__INIT;
 	Envoy__Config__Core__V3__Node node = ENVOY__CONFIG__CORE__V3__NODE__INIT;
 	Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
-	struct xtype *x = &a->t[t];
+	struct xchan *ch = s->ch;
+	int t = s->type;
 	char **names = NULL;
 
-	if (a->rest) {
-		rest_poll(a, t);
+	if (ch->src->kind == XDS_REST) {
+		rest_poll(s);
 		return;
 	}
-	if (!a->g)
+	if (!ch->g || !ch->connected)
 		return;
 	rq.type_url = (char *)type_urls[t];
-	rq.version_info = x->version ? x->version : "";
-	rq.response_nonce = x->nonce ? x->nonce : "";
-	fill_node(a, &node, &rq.node);
-	if (x->sent_names) {
-		size_t n = json_array_size(x->sent_names);
+	rq.version_info = s->version ? s->version : "";
+	rq.response_nonce = s->nonce ? s->nonce : "";
+	fill_node(ch, &node, &rq.node);
+	if (s->sent_names) {
+		size_t n = json_array_size(s->sent_names);
 		names = xcalloc(n + 1, sizeof(*names));
 		for (size_t i = 0; i < n; i++)
-			names[i] = (char *)json_string_value(json_array_get(x->sent_names, i));
+			names[i] = (char *)json_string_value(json_array_get(s->sent_names, i));
 		rq.n_resource_names = n;
 		rq.resource_names = names;
 	}
@@ -1216,10 +1270,10 @@ static void send_sotw(struct ads *a, int t, const char *error)
 		st.message = (char *)error;
 		rq.error_detail = &st;
 	}
-	send_packed(a, &rq.base);
+	send_packed(ch, &rq.base);
 	free(names);
-	log_debug("xds: sent %s request version '%s' nonce '%s'%s", type_names[t], rq.version_info,
-		  rq.response_nonce, error ? " (NACK)" : "");
+	log_debug("xds: sent %s request to '%s' version '%s' nonce '%s'%s", type_names[t],
+		  ch->src->cluster, rq.version_info, rq.response_nonce, error ? " (NACK)" : "");
 }
 
 static char **names_of(const json_t *arr, size_t *n)
@@ -1236,8 +1290,9 @@ static char **names_of(const json_t *arr, size_t *n)
 /* DeltaDiscoveryRequest.  ack: answers the newest response (response_nonce,
  * error_detail if error); else a spontaneous request (no nonce) carrying
  * subscription changes (sub/unsub: arrays of names, may be NULL).  The first
- * request of a type on a stream carries initial_resource_versions. */
-static void send_delta(struct ads *a, int t, bool ack, const char *error, const json_t *sub,
+ * request of a type on a stream carries initial_resource_versions (of the
+ * resources this stream subscribes: all for a wildcard type). */
+static void send_delta(struct xsub *s, bool ack, const char *error, const json_t *sub,
 		       const json_t *unsub)
 {
 	Envoy__Service__Discovery__V3__DeltaDiscoveryRequest rq =
@@ -1246,23 +1301,27 @@ static void send_delta(struct ads *a, int t, bool ack, const char *error, const 
 	Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
 	Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry *ents = NULL;
 	Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry **eptr = NULL;
-	struct xtype *x = &a->t[t];
+	struct xchan *ch = s->ch;
+	int t = s->type;
+	struct xtype *x = &ch->a->t[t];
 
-	if (!a->g)
+	if (!ch->g || !ch->connected)
 		return;
 	rq.type_url = (char *)type_urls[t];
-	fill_node(a, &node, &rq.node);
+	fill_node(ch, &node, &rq.node);
 	if (ack)
-		rq.response_nonce = x->nonce ? x->nonce : "";
+		rq.response_nonce = s->nonce ? s->nonce : "";
 	rq.resource_names_subscribe = names_of(sub, &rq.n_resource_names_subscribe);
 	rq.resource_names_unsubscribe = names_of(unsub, &rq.n_resource_names_unsubscribe);
-	if (!x->sent_first && json_object_size(x->rver)) {
+	if (!s->sent_first && json_object_size(x->rver)) {
 		size_t n = json_object_size(x->rver), i = 0;
 		const char *k;
 		json_t *v;
 		ents = xcalloc(n, sizeof(*ents));
 		eptr = xcalloc(n, sizeof(*eptr));
 		json_object_foreach(x->rver, k, v) {
+			if (!s->wildcard && !json_object_get(s->subs, k))
+				continue;   /* another source's */
 			Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry e =
 				ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_REQUEST__INITIAL_RESOURCE_VERSIONS_ENTRY__INIT;
 			e.key = (char *)k;
@@ -1271,101 +1330,148 @@ static void send_delta(struct ads *a, int t, bool ack, const char *error, const 
 			eptr[i] = &ents[i];
 			i++;
 		}
-		rq.n_initial_resource_versions = n;
+		rq.n_initial_resource_versions = i;
 		rq.initial_resource_versions = eptr;
 	}
-	x->sent_first = true;
+	s->sent_first = true;
 	if (error) {
 		st.code = 13;
 		st.message = (char *)error;
 		rq.error_detail = &st;
 	}
-	send_packed(a, &rq.base);
-	log_debug("xds: sent delta %s request nonce '%s' +%zu -%zu%s", type_names[t],
-		  rq.response_nonce, rq.n_resource_names_subscribe, rq.n_resource_names_unsubscribe,
-		  error ? " (NACK)" : "");
+	send_packed(ch, &rq.base);
+	log_debug("xds: sent delta %s request to '%s' nonce '%s' +%zu -%zu%s", type_names[t],
+		  ch->src->cluster, rq.response_nonce, rq.n_resource_names_subscribe,
+		  rq.n_resource_names_unsubscribe, error ? " (NACK)" : "");
 	free(rq.resource_names_subscribe);
 	free(rq.resource_names_unsubscribe);
 	free(ents);
 	free(eptr);
 }
 
-/* ACK (error NULL) or NACK the newest response of type t. */
-static void send_ack(struct ads *a, int t, const char *error)
+/* ACK (error NULL) or NACK the newest response of this type on its stream. */
+static void send_ack(struct xsub *s, const char *error)
 {
-	if (a->rest)   /* no ACK message: the next poll carries the version (and the error) */
-		set_str(&a->t[t].rest_err, error);
-	else if (a->delta)
-		send_delta(a, t, true, error, NULL, NULL);
+	if (s->ch->src->kind == XDS_REST)   /* no ACK message: the next poll carries the
+					     * version (and the error) */
+		set_str(&s->rest_err, error);
+	else if (s->ch->delta)
+		send_delta(s, true, error, NULL, NULL);
 	else
-		send_sotw(a, t, error);
+		send_sotw(s, error);
 }
 
-/* EDS/RDS: the wanted names (set, consumed) changed?  SotW requests the whole
- * list again; delta sends what to subscribe and unsubscribe, and forgets the
- * unsubscribed resources. */
-static void update_subscription(struct ads *a, int t, json_t *want)
+/* Is name (type t) subscribed on a transport other than except? */
+static bool wanted_elsewhere(struct ads *a, int t, const char *name, const struct xchan *except)
 {
-	struct xtype *x = &a->t[t];
-	if (!a->delta) {
+	for (struct xchan *ch = a->chans; ch; ch = ch->next) {
+		const struct xsub *s = &ch->s[t];
+		if (ch == except)
+			continue;
+		if (json_object_get(s->subs, name))
+			return true;
+		size_t i;
+		json_t *v;
+		json_array_foreach(s->sent_names, i, v)
+			if (!strcmp(json_string_value(v), name))
+				return true;
+	}
+	return false;
+}
+
+/* EDS/RDS/SDS: the names wanted from this source (set, consumed) changed?
+ * SotW requests the whole list again (never an empty first request: that
+ * would be a wildcard); delta sends what to subscribe and unsubscribe, and
+ * forgets the unsubscribed resources (unless another source still serves
+ * them). */
+static void update_subscription(struct xsub *s, json_t *want)
+{
+	struct ads *a = s->ch->a;
+	struct xtype *x = &a->t[s->type];
+	if (!s->ch->delta) {
+		if (!s->sent_names && !json_object_size(want)) {
+			json_decref(want);
+			return;
+		}
 		json_t *names = set_to_array(want);
-		if (x->sent_names && json_equal(x->sent_names, names)) {
+		if (s->sent_names && json_equal(s->sent_names, names)) {
 			json_decref(names);
 			return;
 		}
-		json_decref(x->sent_names);
-		x->sent_names = names;
-		send_sotw(a, t, NULL);
+		json_decref(s->sent_names);
+		s->sent_names = names;
+		send_sotw(s, NULL);
 		return;
 	}
 	json_t *sub = json_array(), *unsub = json_array();
 	const char *k;
 	json_t *v;
-	if (!x->subs)
-		x->subs = json_object();
+	if (!s->subs)
+		s->subs = json_object();
 	json_object_foreach(want, k, v)
-		if (!json_object_get(x->subs, k))
+		if (!json_object_get(s->subs, k))
 			json_array_append_new(sub, json_string(k));
-	json_object_foreach(x->subs, k, v)
+	json_object_foreach(s->subs, k, v)
 		if (!json_object_get(want, k))
 			json_array_append_new(unsub, json_string(k));
 	if (json_array_size(sub) || json_array_size(unsub)) {
 		size_t i;
+		json_decref(s->subs);
+		s->subs = json_incref(want);
 		json_array_foreach(unsub, i, v) {
+			if (wanted_elsewhere(a, s->type, json_string_value(v), s->ch))
+				continue;
 			json_object_del(x->res, json_string_value(v));
 			json_object_del(x->rver, json_string_value(v));
 		}
-		json_decref(x->subs);
-		x->subs = json_incref(want);
-		send_delta(a, t, false, NULL, sub, unsub);
+		send_delta(s, false, NULL, sub, unsub);
 	}
 	json_decref(want);
 	json_decref(sub);
 	json_decref(unsub);
 }
 
+static struct xchan *chan_get(struct ads *a, const char *key, int t);
+
+/* Route the wanted names of type t ({source key: {name: true}}, consumed) to
+ * the transports of their sources; transports that no longer have any get
+ * an empty subscription. */
+static void route_wants(struct ads *a, int t, json_t *wants)
+{
+	const char *k;
+	json_t *set;
+	json_object_foreach(wants, k, set) {
+		struct xchan *ch = chan_get(a, k, t);
+		if (ch)
+			update_subscription(&ch->s[t], json_incref(set));
+		else
+			log_warn("xds: %s resources from an unknown source '%s' are not fetched",
+				 type_names[t], k);
+	}
+	for (struct xchan *ch = a->chans; ch; ch = ch->next)
+		if ((ch->only < 0 || ch->only == t) && !json_object_get(wants, ch->src->key))
+			update_subscription(&ch->s[t], json_object());
+	json_decref(wants);
+}
+
 static void update_subscriptions(struct ads *a)
 {
 	if (a->eds_dirty) {   /* O(clusters): only after a cluster change */
 		a->eds_dirty = false;
-		update_subscription(a, T_EDS, eds_names(a));
+		route_wants(a, T_EDS, eds_wants(a));
 	}
 	if (a->srv->xds.lds)
-		update_subscription(a, T_RDS, rds_names(a));
-	json_t *sds = tls_sds_names();
+		route_wants(a, T_RDS, rds_wants(a));
+	json_t *sds = tls_sds_names(), *wants = json_object(), *v, *tmp;
 	struct xtype *x = &a->t[T_SDS];
-	if (!a->delta) {
-		const char *k;
-		json_t *v, *tmp;
-		if (!x->sent_names && !json_object_size(sds)) {   /* never a wildcard SDS request */
-			json_decref(sds);
-			return;
-		}
-		json_object_foreach_safe(x->res, tmp, k, v)   /* forget what is no longer used */
-			if (!json_object_get(sds, k))
-				json_object_del(x->res, k);
-	}
-	update_subscription(a, T_SDS, sds);
+	const char *k;
+	json_object_foreach(sds, k, v)
+		want_add(wants, xds_sds_source(k), k);
+	json_object_foreach_safe(x->res, tmp, k, v)   /* forget what is no longer used */
+		if (!json_object_get(sds, k))
+			json_object_del(x->res, k);
+	json_decref(sds);
+	route_wants(a, T_SDS, wants);
 }
 
 /* Decode one resource to JSON; NULL with err (and name if it could be read). */
@@ -1589,34 +1695,38 @@ static void apply_resources_now(struct ads *a, int t, json_t *got, const json_t 
 
 /* After a response was applied: ACK, or NACK (repeats of the same rejected
  * version delayed), stats, subscriptions, publication. */
-static void finish_response(struct ads *a, int t, const char *version, bool empty, const char *err)
+static void finish_response(struct xsub *s, const char *version, bool empty, const char *err)
 {
+	struct ads *a = s->ch->a;
+	int t = s->type;
 	struct xtype *x = &a->t[t];
 	x->got_first = true;
 	if (err[0]) {
-		bool again = x->nacked_version && !strcmp(x->nacked_version, version);
+		bool again = s->nacked_version && !strcmp(s->nacked_version, version);
 		if (!again)
-			log_warn("xds: rejecting %s version '%s': %s", type_names[t], version, err);
-		set_str(&x->nacked_version, version);
+			log_warn("xds: rejecting %s version '%s' from '%s': %s", type_names[t], version,
+				 s->ch->src->cluster, err);
+		set_str(&s->nacked_version, version);
 		if (x->stats)
 			stats_inc(x->stats, 0, XU_update_rejected);
-		x->nack_repeats = again ? x->nack_repeats + 1 : 0;
-		if (!x->nack_repeats) {
-			send_ack(a, t, err);
+		s->nack_repeats = again ? s->nack_repeats + 1 : 0;
+		if (!s->nack_repeats) {
+			send_ack(s, err);
 		} else {
 			/* A server resending the rejected version at once (e.g.
 			 * go-control-plane answers every NACK with its snapshot)
 			 * would make a busy loop: repeat NACKs are delayed
 			 * 100 ms, doubling up to 10 s; a new response cancels. */
-			uint64_t ms = NACK_DELAY_BASE_MS << (x->nack_repeats > 8 ? 7 : x->nack_repeats - 1);
+			uint64_t ms = NACK_DELAY_BASE_MS << (s->nack_repeats > 8 ? 7 : s->nack_repeats - 1);
 			if (ms > NACK_DELAY_MAX_MS)
 				ms = NACK_DELAY_MAX_MS;
 			struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-			set_str(&x->nack_err, err);
-			evtimer_add(x->nack_ev, &tv);
+			set_str(&s->nack_err, err);
+			evtimer_add(s->nack_ev, &tv);
 		}
 	} else {
-		x->nack_repeats = 0;
+		s->nack_repeats = 0;
+		set_str(&s->version, version);
 		set_str(&x->version, version);
 		if (x->stats) {
 			stats_inc(x->stats, 0, XU_update_success);
@@ -1624,7 +1734,7 @@ static void finish_response(struct ads *a, int t, const char *version, bool empt
 				stats_inc(x->stats, 0, XU_update_empty);
 			stats_gauge_set(x->stats, XU_version, version_gauge(x->version));
 		}
-		send_ack(a, t, NULL);
+		send_ack(s, NULL);
 	}
 	update_subscriptions(a);
 	try_publish(a);
@@ -1641,7 +1751,7 @@ struct ads_sotw_response {
 	size_t errlen;
 };
 
-static void ads_apply_sotw(struct ads *a, struct ads_sotw_response *d);
+static void ads_apply_sotw(struct xsub *s, struct ads_sotw_response *d);
 
 static int type_index(const char *url)
 {
@@ -1651,17 +1761,32 @@ static int type_index(const char *url)
 	return -1;
 }
 
-static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__DiscoveryResponse *r)
+/* The subscription a gRPC response of type_url belongs to on ch, or NULL
+ * (logged): an unknown type, or another type than a per-type stream's. */
+static struct xsub *response_sub(struct xchan *ch, const char *type_url, const char *what)
 {
-	int t = type_index(r->type_url);
-	char err[4096] = "";
-	if (t < 0) {
-		log_warn("xds: response for unsupported type '%s' ignored", r->type_url);
-		return;
+	int t = type_index(type_url);
+	if (t < 0 || (ch->only >= 0 && t != ch->only)) {
+		log_warn("xds: %s for %s type '%s' on the %s stream to '%s' ignored", what,
+			 t < 0 ? "unsupported" : "another", type_url ? type_url : "",
+			 ch->only < 0 ? "ADS" : type_names[ch->only], ch->src->cluster);
+		return NULL;
 	}
+	return &ch->s[t];
+}
+
+static void handle_response(struct xchan *ch,
+			    const Envoy__Service__Discovery__V3__DiscoveryResponse *r)
+{
+	struct xsub *s = response_sub(ch, r->type_url, "response");
+	char err[4096] = "";
+	if (!s)
+		return;
+	struct ads *a = ch->a;
+	int t = s->type;
 	struct xtype *x = &a->t[t];
-	set_str(&x->nonce, r->nonce);   /* always echo the newest nonce */
-	evtimer_del(x->nack_ev);        /* a delayed NACK is superseded */
+	set_str(&s->nonce, r->nonce);   /* always echo the newest nonce */
+	evtimer_del(s->nack_ev);        /* a delayed NACK is superseded */
 	if (x->stats)
 		stats_inc(x->stats, 0, XU_update_attempt);
 
@@ -1670,37 +1795,40 @@ static void handle_response(struct ads *a, const Envoy__Service__Discovery__V3__
 		take_resource(a, t, r->resources[i], i, NULL, got, err, sizeof(err));
 	struct ads_sotw_response d = { t, r->version_info ? r->version_info : "", got,
 				       r->n_resources, err, sizeof(err) };
-	ads_apply_sotw(a, &d);
+	ads_apply_sotw(s, &d);
 	json_decref(got);
 }
 
 /* REST: a DiscoveryResponse in proto3 JSON (camelCase or snake_case keys).
- * Returns -1 (nothing applied) if it is not one for type t. */
-static int handle_json_response(struct ads *a, int t, const json_t *r)
+ * Returns -1 (nothing applied) if it is not one for this type. */
+static int handle_json_response(struct xsub *s, const json_t *r)
 {
 	char err[4096] = "";
+	int t = s->type;
 	const char *url = json_string_value(cfg_get(r, "type_url"));
 	const json_t *res = cfg_get(r, "resources"), *v;
 	const char *version = json_string_value(cfg_get(r, "version_info"));
 	size_t i;
 	if (!json_is_object(r) || (url && strcmp(url, type_urls[t])) || (res && !json_is_array(res)))
 		return -1;
-	set_str(&a->t[t].nonce, json_string_value(cfg_get(r, "nonce")));
+	set_str(&s->nonce, json_string_value(cfg_get(r, "nonce")));
 	json_t *got = json_object();
 	json_array_foreach(res, i, v)
 		take_json_resource(t, v, i, got, err, sizeof(err));
 	struct ads_sotw_response d = { t, version ? version : "", got, json_array_size(res), err,
 				       sizeof(err) };
-	ads_apply_sotw(a, &d);
+	ads_apply_sotw(s, &d);
 	json_decref(got);
 	return 0;
 }
 
-/* Apply one decoded state-of-the-world DiscoveryResponse (gRPC or REST):
- * the valid resources are applied (CDS/LDS as the full state), then ACK or
- * NACK (d->err: the decode errors so far, extended here). */
-static void ads_apply_sotw(struct ads *a, struct ads_sotw_response *d)
+/* Apply one decoded state-of-the-world DiscoveryResponse (ADS, a per-type
+ * stream or REST: every transport ends here): the valid resources are
+ * applied (CDS/LDS as the full state), then ACK or NACK on the transport it
+ * came from (d->err: the decode errors so far, extended here). */
+static void ads_apply_sotw(struct xsub *s, struct ads_sotw_response *d)
 {
+	struct ads *a = s->ch->a;
 	struct xtype *x = &a->t[d->type];
 	int t = d->type;
 	/* unchanged resend of the accepted state: ACK without re-applying */
@@ -1709,21 +1837,21 @@ static void ads_apply_sotw(struct ads *a, struct ads_sotw_response *d)
 	a->applying_version = d->version;
 	if (!unchanged)
 		apply_resources(a, t, d->got, NULL, t == T_CDS || t == T_LDS, d->err, d->errlen);
-	finish_response(a, t, d->version, !d->n_resources, d->err);
+	finish_response(s, d->version, !d->n_resources, d->err);
 }
 
-static void handle_delta(struct ads *a,
+static void handle_delta(struct xchan *ch,
 			 const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *r)
 {
-	int t = type_index(r->type_url);
+	struct xsub *s = response_sub(ch, r->type_url, "delta response");
 	char err[4096] = "", vkey[160];
-	if (t < 0) {
-		log_warn("xds: delta response for unsupported type '%s' ignored", r->type_url);
+	if (!s)
 		return;
-	}
+	struct ads *a = ch->a;
+	int t = s->type;
 	struct xtype *x = &a->t[t];
-	set_str(&x->nonce, r->nonce);
-	evtimer_del(x->nack_ev);
+	set_str(&s->nonce, r->nonce);
+	evtimer_del(s->nack_ev);
 	if (x->stats)
 		stats_inc(x->stats, 0, XU_update_attempt);
 	if (!x->rver)
@@ -1763,63 +1891,77 @@ static void handle_delta(struct ads *a,
 	 * is new (its nonce) */
 	snprintf(vkey, sizeof(vkey), "%s", r->system_version_info && *r->system_version_info
 					     ? r->system_version_info : r->nonce ? r->nonce : "");
-	finish_response(a, t, vkey, !r->n_resources && !json_array_size(removed), err);
+	finish_response(s, vkey, !r->n_resources && !json_array_size(removed), err);
 	json_decref(removed);
 }
 
-/* ---- the stream ------------------------------------------------------------------ */
+/* ---- the streams ------------------------------------------------------------------ */
+
+/* Per-type gRPC services (transport_api_version V3), [type][delta]. */
+static const char *const type_paths[T_N][2] = {
+	{ "/envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters",
+	  "/envoy.service.cluster.v3.ClusterDiscoveryService/DeltaClusters" },
+	{ "/envoy.service.endpoint.v3.EndpointDiscoveryService/StreamEndpoints",
+	  "/envoy.service.endpoint.v3.EndpointDiscoveryService/DeltaEndpoints" },
+	{ "/envoy.service.listener.v3.ListenerDiscoveryService/StreamListeners",
+	  "/envoy.service.listener.v3.ListenerDiscoveryService/DeltaListeners" },
+	{ "/envoy.service.route.v3.RouteDiscoveryService/StreamRoutes",
+	  "/envoy.service.route.v3.RouteDiscoveryService/DeltaRoutes" },
+	{ "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets",
+	  "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets" },
+};
+
+static const char *chan_name(const struct xchan *ch)
+{
+	return ch->only < 0 ? "ADS" : type_names[ch->only];
+}
+
+/* control_plane.connected_state: 1 while every gRPC stream is up. */
+static void update_connected(struct ads *a)
+{
+	int n = 0, up = 0;
+	for (struct xchan *ch = a->chans; ch; ch = ch->next)
+		if (ch->src->kind != XDS_REST) {
+			n++;
+			up += ch->connected;
+		}
+	stats_gauge_set(a->cp_stats, CP_connected_state, n && up == n);
+}
 
 static void on_open(void *arg)
 {
-	struct ads *a = arg;
-	stats_gauge_set(a->cp_stats, CP_connected_state, 1);
-	log_info("xds: connected to '%s'%s", a->srv->xds.cluster, a->delta ? " (delta)" : "");
+	struct xchan *ch = arg;
+	struct ads *a = ch->a;
+	ch->connected = true;
+	update_connected(a);
+	log_info("xds: %s stream to '%s' connected%s", chan_name(ch), ch->src->cluster,
+		 ch->delta ? " (delta)" : "");
 	/* (re)subscribe: nonces do not survive a stream; versions do */
-	a->node_sent = false;
+	ch->node_sent = false;
 	for (int t = 0; t < T_N; t++) {
-		set_str(&a->t[t].nonce, NULL);
-		evtimer_del(a->t[t].nack_ev);
-		a->t[t].nack_repeats = 0;
-		a->t[t].sent_first = false;
+		set_str(&ch->s[t].nonce, NULL);
+		evtimer_del(ch->s[t].nack_ev);
+		ch->s[t].nack_repeats = 0;
+		ch->s[t].sent_first = false;
 	}
-	if (a->delta) {
-		/* CDS/LDS: wildcard (an empty first subscription); EDS/RDS: the
-		 * names subscribed before; each with the versions held */
-		json_t *sub;
-		if (a->srv->xds.cds)
-			send_delta(a, T_CDS, false, NULL, NULL, NULL);
-		if (json_object_size(a->t[T_EDS].subs)) {
-			sub = set_to_array(json_incref(a->t[T_EDS].subs));
-			send_delta(a, T_EDS, false, NULL, sub, NULL);
-			json_decref(sub);
+	for (int t = 0; t < T_N; t++) {
+		struct xsub *s = &ch->s[t];
+		if (ch->delta) {
+			/* wildcard types: an empty first subscription; by-name
+			 * types: the names subscribed before; each with the
+			 * versions held */
+			if (s->wildcard) {
+				send_delta(s, false, NULL, NULL, NULL);
+			} else if (json_object_size(s->subs)) {
+				json_t *sub = set_to_array(json_incref(s->subs));
+				send_delta(s, false, NULL, sub, NULL);
+				json_decref(sub);
+			}
+		} else if (s->wildcard || json_array_size(s->sent_names)) {
+			send_sotw(s, NULL);
 		}
-		if (a->srv->xds.lds)
-			send_delta(a, T_LDS, false, NULL, NULL, NULL);
-		if (json_object_size(a->t[T_RDS].subs)) {
-			sub = set_to_array(json_incref(a->t[T_RDS].subs));
-			send_delta(a, T_RDS, false, NULL, sub, NULL);
-			json_decref(sub);
-		}
-		if (json_object_size(a->t[T_SDS].subs)) {
-			sub = set_to_array(json_incref(a->t[T_SDS].subs));
-			send_delta(a, T_SDS, false, NULL, sub, NULL);
-			json_decref(sub);
-		}
-		update_subscriptions(a);   /* secrets named before the stream opened */
-		return;
 	}
-	if (a->srv->xds.cds)
-		send_sotw(a, T_CDS, NULL);
-	if (a->t[T_EDS].sent_names && json_array_size(a->t[T_EDS].sent_names))
-		send_sotw(a, T_EDS, NULL);
-	if (a->srv->xds.lds)
-		send_sotw(a, T_LDS, NULL);
-	if (a->t[T_RDS].sent_names && json_array_size(a->t[T_RDS].sent_names))
-		send_sotw(a, T_RDS, NULL);
-	if (a->t[T_SDS].sent_names && json_array_size(a->t[T_SDS].sent_names))
-		send_sotw(a, T_SDS, NULL);
-	else
-		update_subscriptions(a);   /* secrets named before the stream opened */
+	update_subscriptions(a);   /* names that appeared while the stream was down */
 }
 
 /* A large response (the full set of 10,000 clusters) decodes into tens of
@@ -1830,17 +1972,17 @@ static void on_open(void *arg)
  * inside the heap): a few ms per large response. */
 #define ADS_TRIM_BYTES (256u << 10)
 
-static void on_message_decoded(struct ads *a, const uint8_t *data, size_t len)
+static void on_message_decoded(struct xchan *ch, const uint8_t *data, size_t len)
 {
-	if (a->delta) {
+	if (ch->delta) {
 		Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *d =
 			envoy__service__discovery__v3__delta_discovery_response__unpack(NULL, len, data);
 		if (!d) {
 			log_warn("xds: malformed DeltaDiscoveryResponse (%zu bytes) ignored", len);
 			return;
 		}
-		a->got_response = true;
-		handle_delta(a, d);
+		ch->got_response = true;
+		handle_delta(ch, d);
 		envoy__service__discovery__v3__delta_discovery_response__free_unpacked(d, NULL);
 		return;
 	}
@@ -1850,8 +1992,8 @@ static void on_message_decoded(struct ads *a, const uint8_t *data, size_t len)
 		log_warn("xds: malformed DiscoveryResponse (%zu bytes) ignored", len);
 		return;
 	}
-	a->got_response = true;
-	handle_response(a, r);
+	ch->got_response = true;
+	handle_response(ch, r);
 	envoy__service__discovery__v3__discovery_response__free_unpacked(r, NULL);
 }
 
@@ -1864,77 +2006,151 @@ static void on_message(void *arg, const uint8_t *data, size_t len)
 
 static void free_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct ads *a = arg;
+	struct xchan *ch = arg;
 	(void)fd;
 	(void)what;
-	grpc_client_free(a->dead);
-	a->dead = NULL;
+	grpc_client_free(ch->dead);
+	ch->dead = NULL;
 }
 
-static void schedule_reconnect(struct ads *a)
+/* Each stream has its own jittered exponential backoff, reset after a stream
+ * that got a response. */
+static void schedule_reconnect(struct xchan *ch)
 {
-	/* jittered exponential backoff, reset after a stream that got a response */
-	if (a->got_response)
-		a->backoff_ms = 0;
-	a->got_response = false;
-	a->backoff_ms = a->backoff_ms ? a->backoff_ms * 2 : BACKOFF_BASE_MS;
-	if (a->backoff_ms > BACKOFF_MAX_MS)
-		a->backoff_ms = BACKOFF_MAX_MS;
-	uint64_t ms = a->backoff_ms / 2 + rand_u64() % (a->backoff_ms / 2 + 1);
+	if (ch->got_response)
+		ch->backoff_ms = 0;
+	ch->got_response = false;
+	ch->backoff_ms = ch->backoff_ms ? ch->backoff_ms * 2 : BACKOFF_BASE_MS;
+	if (ch->backoff_ms > BACKOFF_MAX_MS)
+		ch->backoff_ms = BACKOFF_MAX_MS;
+	uint64_t ms = ch->backoff_ms / 2 + rand_u64() % (ch->backoff_ms / 2 + 1);
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-	evtimer_add(a->retry_ev, &tv);
-	log_info("xds: reconnecting in %llu ms", (unsigned long long)ms);
+	evtimer_add(ch->retry_ev, &tv);
+	log_info("xds: %s stream to '%s': reconnecting in %llu ms", chan_name(ch), ch->src->cluster,
+		 (unsigned long long)ms);
 }
 
 static void on_close(void *arg, int status, const char *message)
 {
-	struct ads *a = arg;
-	log_warn("xds: stream closed: grpc-status %d %s", status, message ? message : "");
-	stats_gauge_set(a->cp_stats, CP_connected_state, 0);
+	struct xchan *ch = arg;
+	struct ads *a = ch->a;
+	log_warn("xds: %s stream to '%s' closed: grpc-status %d %s", chan_name(ch), ch->src->cluster,
+		 status, message ? message : "");
+	ch->connected = false;
+	update_connected(a);
 	for (int t = 0; t < T_N; t++)   /* Envoy: a stream failure is an update failure */
-		if (a->t[t].stats)
+		if (a->t[t].stats && (ch->only < 0 || ch->only == t))
 			stats_inc(a->t[t].stats, 0, XU_update_failure);
-	a->dead = a->g;
-	a->g = NULL;
+	ch->dead = ch->g;
+	ch->g = NULL;
 	struct timeval zero = { 0, 0 };
-	evtimer_add(a->free_ev, &zero);
-	schedule_reconnect(a);
+	evtimer_add(ch->free_ev, &zero);
+	schedule_reconnect(ch);
 }
 
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	struct ads *a = arg;
-	stats_inc(a->cp_stats, 0, CP_stream_reconnects);
-	ads_connect(a);
+	struct xchan *ch = arg;
+	stats_inc(ch->a->cp_stats, 0, CP_stream_reconnects);
+	chan_connect(ch);
 }
 
 static void nack_delayed_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct xtype *x = arg;
+	struct xsub *s = arg;
 	(void)fd;
 	(void)what;
-	send_ack(x->owner, x->type, x->nack_err);
+	send_ack(s, s->nack_err);
 }
 
-static void ads_connect(struct ads *a)
+static void chan_connect(struct xchan *ch)
 {
 	static const struct grpc_client_cbs cbs = { on_open, on_message, on_close };
-	struct cluster *cl = snapshot_find_cluster(a->srv->snap, a->srv->xds.cluster);
+	struct ads *a = ch->a;
+	struct cluster *cl = snapshot_find_cluster(a->srv->snap, ch->src->cluster);
 	struct hostset *hs = cl ? cl->hs : NULL;
 	if (!hs || !hs->n) {
-		log_warn("xds: cluster '%s' has no host yet", a->srv->xds.cluster);
-		schedule_reconnect(a);
+		log_warn("xds: cluster '%s' has no host yet", ch->src->cluster);
+		schedule_reconnect(ch);
 		return;
 	}
 	struct host *h = hs->hosts[rand_u64() % hs->n];
+	const char *path = ch->only < 0 ? (ch->delta ? DELTA_PATH : ADS_PATH)
+					: type_paths[ch->only][ch->delta];
 	/* a cluster with a TLS transport_socket: TLS (mTLS with a certificate) */
-	a->g = grpc_client_new_tls(a->srv->base, (struct sockaddr *)&h->addr, h->addrlen, cl->tls,
-				   a->srv->xds.authority, a->delta ? DELTA_PATH : ADS_PATH,
-				   KEEPALIVE_MS, &cbs, a);
-	if (!a->g)
-		schedule_reconnect(a);
+	ch->g = grpc_client_new_tls(a->srv->base, (struct sockaddr *)&h->addr, h->addrlen, cl->tls,
+				    ch->src->authority, path, KEEPALIVE_MS, &cbs, ch);
+	if (!ch->g)
+		schedule_reconnect(ch);
+}
+
+/* A new transport for src (only: its type, -1 for ADS); gRPC streams
+ * connect at once. */
+static struct xchan *chan_new(struct ads *a, const struct xds_source *src, int only)
+{
+	struct xchan *ch = xcalloc(1, sizeof(*ch));
+	ch->a = a;
+	ch->src = src;
+	ch->only = only;
+	ch->delta = src->delta;
+	ch->retry_ev = evtimer_new(a->srv->base, retry_cb, ch);
+	ch->free_ev = evtimer_new(a->srv->base, free_cb, ch);
+	for (int t = 0; t < T_N; t++) {
+		ch->s[t].ch = ch;
+		ch->s[t].type = t;
+		ch->s[t].nack_ev = evtimer_new(a->srv->base, nack_delayed_cb, &ch->s[t]);
+		if (src->kind == XDS_REST)
+			ch->s[t].rest_ev = evtimer_new(a->srv->base, rest_timer_cb, &ch->s[t]);
+	}
+	struct xchan **tail = &a->chans;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = ch;
+	if (src->kind == XDS_REST)
+		log_info("xds: polling %s over REST from '%s' every %llu ms", type_names[only],
+			 src->cluster, (unsigned long long)src->refresh_ms);
+	else
+		chan_connect(ch);
+	return ch;
+}
+
+static void chan_free(struct xchan *ch)
+{
+	grpc_client_free(ch->g);
+	grpc_client_free(ch->dead);
+	event_free(ch->retry_ev);
+	event_free(ch->free_ev);
+	for (int t = 0; t < T_N; t++) {
+		struct xsub *s = &ch->s[t];
+		free(s->version);
+		free(s->nonce);
+		free(s->nacked_version);
+		free(s->nack_err);
+		event_free(s->nack_ev);
+		if (async_http_cancel(s->rest_req))
+			ch->a->pending--;
+		if (s->rest_ev)
+			event_free(s->rest_ev);
+		free(s->rest_err);
+		json_decref(s->sent_names);
+		json_decref(s->subs);
+	}
+	free(ch);
+}
+
+/* The transport of source key for type t (created on first use); NULL for
+ * a source that is not known (or ads without ads_config). */
+static struct xchan *chan_get(struct ads *a, const char *key, int t)
+{
+	if (!key || !strcmp(key, XDS_ADS_KEY))
+		return a->ads_ch;
+	for (struct xchan *ch = a->chans; ch; ch = ch->next)
+		if (ch->only == t && !strcmp(ch->src->key, key))
+			return ch;
+	const struct xds_source *src = xds_source_get(key);
+	return src && src->kind != XDS_ADS ? chan_new(a, src, t) : NULL;
 }
 
 /* SDS secrets in use changed, or one became usable: start the clusters and
@@ -1970,12 +2186,26 @@ static void sds_notify(void *arg)
 		evtimer_add(a->sds_ev, &zero);
 }
 
+/* CDS or LDS of dynamic_resources: wildcard on the transport of its source. */
+static void subscribe_wildcard(struct ads *a, const char *key, int t)
+{
+	struct xchan *ch = chan_get(a, key, t);
+	if (!ch) {
+		log_warn("xds: %s source '%s' unknown: not subscribed", type_names[t], key);
+		return;
+	}
+	ch->s[t].wildcard = true;
+	if (ch->src->kind == XDS_REST)
+		rest_schedule(&ch->s[t], 0);   /* the first poll on the next loop turn */
+	else if (ch->connected)
+		send_sotw(&ch->s[t], NULL);   /* delta: on_open subscribes */
+}
+
 struct ads *ads_start(struct server *srv)
 {
 	struct ads *a = xcalloc(1, sizeof(*a));
 	struct snapshot *s = srv->snap;
 	a->srv = srv;
-	a->delta = srv->xds.delta;
 	a->dc_index = json_object();
 	a->bootstrap = json_incref(s->bootstrap);
 	a->scl = xcalloc(s->nclusters + 1, sizeof(*a->scl));
@@ -1992,19 +2222,14 @@ struct ads *ads_start(struct server *srv)
 					    NULL, NULL, xu_desc, XU_N);
 	a->t[T_LDS].stats = stats_scope_new(srv->stats, "listener_manager.lds",
 					    "listener_manager.lds", NULL, NULL, xu_desc, XU_N);
-	a->retry_ev = evtimer_new(srv->base, retry_cb, a);
-	a->free_ev = evtimer_new(srv->base, free_cb, a);
 	a->init_ev = evtimer_new(srv->base, init_timeout_cb, a);
 	a->rds_ev = evtimer_new(srv->base, rds_timeout_cb, a);
 	a->publish_ev = evtimer_new(srv->base, publish_cb, a);
 	a->sds_ev = evtimer_new(srv->base, sds_changed_cb, a);
 	tls_sds_set_notify(sds_notify, a);
-	a->rest = srv->xds.rest;
 	for (int t = 0; t < T_N; t++) {
 		a->t[t].owner = a;
 		a->t[t].type = t;
-		a->t[t].nack_ev = evtimer_new(srv->base, nack_delayed_cb, &a->t[t]);
-		a->t[t].rest_ev = evtimer_new(srv->base, rest_timer_cb, &a->t[t]);
 	}
 	uint64_t ms = srv->xds.cds_timeout_ms > srv->xds.lds_timeout_ms ? srv->xds.cds_timeout_ms
 									 : srv->xds.lds_timeout_ms;
@@ -2019,15 +2244,13 @@ struct ads *ads_start(struct server *srv)
 		a->initial_done = true;
 		server_xds_initial_fetch_done(srv);
 	}
-	if (a->rest) {   /* first polls on the next loop turn */
-		if (srv->xds.cds)
-			rest_schedule(a, T_CDS, 0);
-		if (srv->xds.lds)
-			rest_schedule(a, T_LDS, 0);
-		update_subscriptions(a);   /* secrets named by the bootstrap */
-		return a;
-	}
-	ads_connect(a);
+	if (srv->xds.cluster)
+		a->ads_ch = chan_new(a, xds_source_get(XDS_ADS_KEY), -1);
+	if (srv->xds.cds)
+		subscribe_wildcard(a, srv->xds.cds_key, T_CDS);
+	if (srv->xds.lds)
+		subscribe_wildcard(a, srv->xds.lds_key, T_LDS);
+	update_subscriptions(a);   /* secrets named by the bootstrap */
 	return a;
 }
 
@@ -2035,10 +2258,11 @@ void ads_free(struct ads *a)
 {
 	if (!a)
 		return;
-	grpc_client_free(a->g);
-	grpc_client_free(a->dead);
-	event_free(a->retry_ev);
-	event_free(a->free_ev);
+	while (a->chans) {
+		struct xchan *next = a->chans->next;
+		chan_free(a->chans);
+		a->chans = next;
+	}
 	event_free(a->init_ev);
 	event_free(a->rds_ev);
 	event_free(a->publish_ev);
@@ -2060,17 +2284,8 @@ void ads_free(struct ads *a)
 	free(a->sl);
 	for (int t = 0; t < T_N; t++) {
 		free(a->t[t].version);
-		free(a->t[t].nonce);
-		free(a->t[t].nacked_version);
-		free(a->t[t].nack_err);
-		event_free(a->t[t].nack_ev);
-		async_http_cancel(a->t[t].rest_req);
-		event_free(a->t[t].rest_ev);
-		free(a->t[t].rest_err);
 		json_decref(a->t[t].res);
-		json_decref(a->t[t].sent_names);
 		json_decref(a->t[t].rver);
-		json_decref(a->t[t].subs);
 		json_decref(a->t[t].meta);
 		stats_scope_free(a->t[t].stats);
 	}

@@ -1,15 +1,115 @@
-/* xds_bootstrap.c - dynamic_resources: ADS over gRPC (SotW or delta) or REST
- * polling; CDS/LDS over ADS or REST; per-resource config sources. */
+/* xds_bootstrap.c - dynamic_resources and ConfigSources: ADS over gRPC (SotW
+ * or delta), per-type gRPC streams, REST polling, mixed freely; the registry
+ * of sources the xDS client opens transports for. */
 #include "xds_bootstrap.h"
 
 #include "../proxy/common.h"
 #include "../proxy/config/cfg.h"
 #include "../proxy/server.h"
+#include "../proxy/snapshot.h"
+#include "../proxy/upstream/cluster.h"
 
 static const char *const versions[] = { "AUTO", "V2", "V3" };
 static const char *const api_types[] = { "DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE", "REST", "GRPC",
 					 "DELTA_GRPC", "AGGREGATED_GRPC", "AGGREGATED_DELTA_GRPC" };
 enum { AT_REST = 1, AT_GRPC, AT_DELTA, AT_AGG, AT_AGG_DELTA };
+
+/* ---- the source registry ------------------------------------------------------ */
+
+static json_t *registry;        /* key -> pointer (integer) to a struct xds_source */
+static json_t *sds_sources;     /* secret name -> key */
+static json_t *static_ok;       /* static non-EDS cluster names (after the bootstrap) */
+/* per-resource sources met while compiling the bootstrap, checked at its
+ * end: [{"path": "<where>", "cluster": name or null (ads), "agg": bool}] */
+static json_t *pending;
+
+static const char *intern(const struct xds_source *tmpl)
+{
+	if (!registry)
+		registry = json_object();
+	json_t *v = json_object_get(registry, tmpl->key);
+	if (v)
+		return ((struct xds_source *)(uintptr_t)json_integer_value(v))->key;
+	struct xds_source *s = xcalloc(1, sizeof(*s));
+	*s = *tmpl;
+	s->key = xstrdup(tmpl->key);
+	s->cluster = tmpl->cluster ? xstrdup(tmpl->cluster) : NULL;
+	s->authority = tmpl->authority ? xstrdup(tmpl->authority) : NULL;
+	json_object_set_new(registry, s->key, json_integer((json_int_t)(uintptr_t)s));
+	return s->key;
+}
+
+const struct xds_source *xds_source_get(const char *key)
+{
+	json_t *v = key ? json_object_get(registry, key) : NULL;
+	if (!v && key && !strcmp(key, XDS_ADS_KEY) && g_server.xds.cluster) {
+		struct xds_source ads = { .key = XDS_ADS_KEY, .kind = XDS_ADS,
+					  .delta = g_server.xds.delta, .cluster = g_server.xds.cluster,
+					  .authority = g_server.xds.authority,
+					  .node_first_only = g_server.xds.node_first_only };
+		intern(&ads);
+		v = json_object_get(registry, key);
+	}
+	return v ? (const struct xds_source *)(uintptr_t)json_integer_value(v) : NULL;
+}
+
+void xds_sources_free(void)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach(registry, k, v) {
+		struct xds_source *s = (struct xds_source *)(uintptr_t)json_integer_value(v);
+		free((char *)s->key);
+		free((char *)s->cluster);
+		free((char *)s->authority);
+		free(s);
+	}
+	json_decref(registry);
+	json_decref(sds_sources);
+	json_decref(static_ok);
+	json_decref(pending);
+	registry = sds_sources = static_ok = pending = NULL;
+}
+
+/* The key of a parsed api_config_source (every option that tells two
+ * transports apart). */
+static const char *api_key(const struct xds_api_source *api)
+{
+	char buf[1024];
+	struct xds_source s = { .key = buf, .cluster = api->cluster, .delta = api->delta,
+				.node_first_only = api->node_first_only,
+				.refresh_ms = api->refresh_ms, .timeout_ms = api->timeout_ms };
+	if (api->rest) {
+		s.kind = XDS_REST;
+		s.authority = api->cluster;
+		snprintf(buf, sizeof(buf), "rest|%s|%llu|%llu", api->cluster,
+			 (unsigned long long)api->refresh_ms, (unsigned long long)api->timeout_ms);
+	} else {
+		s.kind = XDS_GRPC;
+		s.authority = api->authority && *api->authority ? api->authority : api->cluster;
+		snprintf(buf, sizeof(buf), "%s|%s|%s|%d", api->delta ? "delta_grpc" : "grpc",
+			 api->cluster, s.authority, api->node_first_only);
+	}
+	return intern(&s);
+}
+
+void xds_sds_source_note(const char *secret, const json_t *sds_config)
+{
+	const char *key = xds_source_key(sds_config);
+	if (!key)
+		return;
+	if (!sds_sources)
+		sds_sources = json_object();
+	json_object_set_new(sds_sources, secret, json_string(key));
+}
+
+const char *xds_sds_source(const char *secret)
+{
+	const char *k = json_string_value(json_object_get(sds_sources, secret));
+	return k ? k : XDS_ADS_KEY;
+}
+
+/* ---- parsing ------------------------------------------------------------------ */
 
 static int parse_grpc_service(struct cfg_ctx *c, const json_t *a, struct xds_api_source *o)
 {
@@ -71,14 +171,21 @@ int xds_api_source_parse(struct cfg_ctx *c, const json_t *a, struct xds_api_sour
 		return cfg_fail_field(c, a, "transport_api_version", "must be V3");
 	o->rest = type == AT_REST;
 	o->delta = type == AT_DELTA || type == AT_AGG_DELTA;
+	o->aggregated = type == AT_AGG || type == AT_AGG_DELTA;
 	if (!o->rest) {
 		if (cfg_get(a, "cluster_names"))
 			return cfg_fail_field(c, a, "cluster_names", "only for api_type REST (gRPC "
 					      "uses grpc_services)");
+		if (cfg_get(a, "refresh_delay") || cfg_get(a, "request_timeout"))
+			return cfg_fail_field(c, a, cfg_get(a, "refresh_delay") ? "refresh_delay"
+					      : "request_timeout", "only for api_type REST");
 		return parse_grpc_service(c, a, o);
 	}
 	if (cfg_get(a, "grpc_services"))
 		return cfg_fail_field(c, a, "grpc_services", "not for api_type REST (uses cluster_names)");
+	if (cfg_get(a, "set_node_on_first_message_only"))
+		return cfg_fail_field(c, a, "set_node_on_first_message_only", "only for gRPC api types "
+				      "(REST sends node on every request)");
 	if (!o->refresh_ms)
 		return cfg_fail_field(c, a, "refresh_delay", "must be positive");
 	if (!o->timeout_ms)
@@ -94,8 +201,8 @@ int xds_api_source_parse(struct cfg_ctx *c, const json_t *a, struct xds_api_sour
 	return rc;
 }
 
-/* The source fields common to every ConfigSource; *acs: api_config_source or
- * NULL (ads). */
+/* The source fields common to every ConfigSource; *has_api: api_config_source
+ * (in *api), else ads. */
 static int parse_config_source(struct cfg_ctx *c, const json_t *s, uint64_t *timeout_ms,
 			       struct xds_api_source *api, bool *has_api)
 {
@@ -131,6 +238,43 @@ static int parse_config_source(struct cfg_ctx *c, const json_t *s, uint64_t *tim
 	return rc ? RM_ERROR : RM_OK;
 }
 
+const char *xds_source_key(const json_t *cs)
+{
+	struct xds_api_source api;
+	struct cfg_ctx c;
+	const json_t *a = cs ? cfg_get(cs, "api_config_source") : NULL;
+	if (!a)
+		return cs && cfg_get(cs, "ads") ? XDS_ADS_KEY : NULL;
+	cfg_init(&c, NULL, NULL);
+	if (xds_api_source_parse(&c, a, &api))
+		return NULL;
+	return api.aggregated ? XDS_ADS_KEY : api_key(&api);
+}
+
+/* What is wrong with a source given the bootstrap x (NULL: fine).  api NULL:
+ * ads. */
+static const char *source_problem(const struct xds_bootstrap *x, const char *cluster, bool ads,
+				  bool aggregated, char *buf, size_t len)
+{
+	if (ads && !x->cluster)
+		return "ads: {} needs dynamic_resources.ads_config";
+	if (aggregated && !x->cluster)
+		return "an AGGREGATED_* api_type is served on the ADS stream: it needs "
+		       "dynamic_resources.ads_config (a stream of its own is api_type GRPC or DELTA_GRPC)";
+	if (aggregated && strcmp(cluster, x->cluster)) {
+		snprintf(buf, len, "cluster '%s': an AGGREGATED_* api_type is served on the ADS "
+			 "stream, whose cluster is '%s' (a stream of its own is api_type GRPC or "
+			 "DELTA_GRPC)", cluster, x->cluster);
+		return buf;
+	}
+	if (!ads && !aggregated && static_ok && !json_object_get(static_ok, cluster)) {
+		snprintf(buf, len, "unknown cluster '%s' (an xDS server must be a static cluster, "
+			 "not of type EDS)", cluster);
+		return buf;
+	}
+	return NULL;
+}
+
 int xds_resource_source_parse_shape(struct cfg_ctx *c, const json_t *s, uint64_t *timeout_ms)
 {
 	struct xds_api_source api;
@@ -144,29 +288,39 @@ int xds_resource_source_parse(struct cfg_ctx *c, const json_t *s, uint64_t *time
 {
 	struct xds_api_source api;
 	bool has_api;
+	char buf[512];
 	const struct xds_bootstrap *x = &g_server.xds;
 	*timeout_ms = 15000;
 	if (parse_config_source(c, s, timeout_ms, &api, &has_api))
 		return RM_ERROR;
 	if (api_cluster)
 		*api_cluster = has_api ? api.cluster : NULL;
-	if (!x->enabled)   /* the bootstrap's own resources: dynamic_resources comes later */
-		return RM_OK;
-	if (!has_api) {
-		if (x->rest)
-			return cfg_fail_field(c, s, "ads", "ads: {} needs dynamic_resources.ads_config "
-					      "(this bootstrap polls REST: use api_config_source REST)");
+	if (has_api && !api.aggregated)
+		api_key(&api);   /* registered for the xDS client */
+	if (!x->enabled) {
+		/* the bootstrap's own resources: dynamic_resources comes later;
+		 * remember where this source is, for the message */
+		struct cfg_ctx *tmp = xmalloc(sizeof(*tmp));
+		*tmp = *c;
+		tmp->failed = false;
+		tmp->err[0] = 0;
+		cfg_fail_field(tmp, s, has_api ? "api_config_source" : "ads", "%s", "");
+		size_t n = strlen(tmp->err);
+		if (n >= 2 && !strcmp(tmp->err + n - 2, ": "))
+			tmp->err[n - 2] = 0;
+		if (!pending)
+			pending = json_array();
+		json_array_append_new(pending, json_pack("{s:s, s:o, s:b}", "path", tmp->err,
+							 "cluster", has_api ? json_string(api.cluster)
+									    : json_null(),
+							 "agg", has_api && api.aggregated));
+		free(tmp);
 		return RM_OK;
 	}
-	if (api.rest != x->rest)
-		return cfg_fail_field(c, s, "api_config_source", "api_type %s: %s", api.rest ? "REST" : "GRPC",
-				      x->rest ? "this bootstrap polls REST (mixing REST and gRPC "
-				      "sources is not supported yet)" : "this bootstrap uses ADS (REST "
-				      "sources beside ADS are not supported yet)");
-	if (strcmp(api.cluster, x->cluster))
-		return cfg_fail_field(c, s, "api_config_source", "cluster '%s': resources are fetched "
-				      "from the bootstrap's xDS cluster '%s' (other clusters are not "
-				      "supported yet)", api.cluster, x->cluster);
+	const char *why = source_problem(x, has_api ? api.cluster : NULL, !has_api,
+					 has_api && api.aggregated, buf, sizeof(buf));
+	if (why)
+		return cfg_fail_field(c, s, has_api ? "api_config_source" : "ads", "%s", why);
 	return RM_OK;
 }
 
@@ -181,9 +335,6 @@ static int parse_ads(struct cfg_ctx *c, const json_t *a, struct xds_bootstrap *x
 				      "polling put api_config_source in cds_config / lds_config");
 	if (c->failed)
 		return RM_ERROR;
-	if (cfg_get(a, "refresh_delay") || cfg_get(a, "request_timeout"))
-		return cfg_fail_field(c, a, cfg_get(a, "refresh_delay") ? "refresh_delay"
-					    : "request_timeout", "only for api_type REST");
 	x->delta = api.delta;
 	x->node_first_only = api.node_first_only;
 	x->cluster = xstrdup(api.cluster);
@@ -191,37 +342,22 @@ static int parse_ads(struct cfg_ctx *c, const json_t *a, struct xds_bootstrap *x
 	return RM_OK;
 }
 
-/* cds_config / lds_config: {ads: {}} (needs ads_config) or api_config_source
- * REST (all REST sources name one cluster). */
+/* cds_config / lds_config: {ads: {}} (needs ads_config), or an
+ * api_config_source: REST polling or a per-type gRPC stream of its own. */
 static int parse_source(struct cfg_ctx *c, const json_t *s, uint64_t *timeout_ms,
-			struct xds_bootstrap *x, bool have_ads)
+			struct xds_bootstrap *x, const char **key)
 {
 	struct xds_api_source api;
 	bool has_api;
+	char buf[512];
+	const char *why;
 	if (parse_config_source(c, s, timeout_ms, &api, &has_api))
 		return RM_ERROR;
-	if (!has_api) {
-		if (!have_ads)
-			return cfg_fail_field(c, s, "ads", "ads: {} needs dynamic_resources.ads_config");
-		return RM_OK;
-	}
-	if (!api.rest)
-		return cfg_fail_field(c, s, "api_config_source", "per-type gRPC streams are not "
-				      "supported yet: use ads: {} with dynamic_resources.ads_config, "
-				      "or api_type REST");
-	if (have_ads)
-		return cfg_fail_field(c, s, "api_config_source", "REST beside ads_config is not "
-				      "supported yet (use ads: {})");
-	if (x->rest && strcmp(x->cluster, api.cluster))
-		return cfg_fail_field(c, s, "api_config_source", "all REST sources must name the same "
-				      "cluster ('%s')", x->cluster);
-	if (!x->rest) {
-		x->rest = true;
-		x->cluster = xstrdup(api.cluster);
-		x->authority = xstrdup(api.cluster);
-		x->refresh_ms = api.refresh_ms;
-		x->request_timeout_ms = api.timeout_ms;
-	}
+	why = source_problem(x, has_api ? api.cluster : NULL, !has_api, has_api && api.aggregated,
+			     buf, sizeof(buf));
+	if (why)
+		return cfg_fail_field(c, s, has_api ? "api_config_source" : "ads", "%s", why);
+	*key = !has_api || api.aggregated ? XDS_ADS_KEY : api_key(&api);
 	return RM_OK;
 }
 
@@ -231,7 +367,6 @@ int xds_bootstrap_parse(struct cfg_ctx *c, const json_t *dr, struct xds_bootstra
 					 "cds_resources_locator", "lds_resources_locator", NULL };
 	const json_t *v;
 	int rc;
-	bool have_ads = false;
 	x->cds_timeout_ms = x->lds_timeout_ms = 15000;
 	if (cfg_expect_object(c, dr) || cfg_check_fields(c, dr, f))
 		return RM_ERROR;
@@ -242,27 +377,81 @@ int xds_bootstrap_parse(struct cfg_ctx *c, const json_t *dr, struct xds_bootstra
 		cfg_leave(c);
 		if (rc)
 			return RM_ERROR;
-		have_ads = true;
 	}
 	if ((v = cfg_enter(c, dr, "cds_config"))) {
-		rc = parse_source(c, v, &x->cds_timeout_ms, x, have_ads);
+		rc = parse_source(c, v, &x->cds_timeout_ms, x, &x->cds_key);
 		cfg_leave(c);
 		if (rc)
 			return RM_ERROR;
 		x->cds = true;
 	}
 	if ((v = cfg_enter(c, dr, "lds_config"))) {
-		rc = parse_source(c, v, &x->lds_timeout_ms, x, have_ads);
+		rc = parse_source(c, v, &x->lds_timeout_ms, x, &x->lds_key);
 		cfg_leave(c);
 		if (rc)
 			return RM_ERROR;
 		x->lds = true;
 	}
-	if (!have_ads && !x->rest)
+	if (!x->cluster && !x->cds && !x->lds)
 		return cfg_fail(c, "missing required field 'ads_config' (or a cds_config / lds_config "
-				   "api_config_source with api_type REST)");
+				   "with an api_config_source)");
 	x->enabled = true;
 	return RM_OK;
+}
+
+/* One server cluster named by dynamic_resources: a static, non-EDS cluster. */
+static int check_server_cluster(struct cfg_ctx *c, const struct snapshot *s, const char *cluster,
+				const char *where)
+{
+	struct cluster *cl = snapshot_find_cluster(s, cluster);
+	if (cl && cl->type != CLUSTER_EDS)
+		return RM_OK;
+	return cfg_fail(c, "%s: %s cluster '%s' (the xDS server must be a static cluster, not of "
+			"type EDS)", where, cl ? "EDS" : "unknown", cluster);
+}
+
+int xds_bootstrap_check_sources(const struct xds_bootstrap *x, const struct snapshot *s,
+				struct cfg_ctx *c)
+{
+	int rc = RM_OK;
+	size_t i;
+	json_t *v;
+	char buf[512];
+	if (s && x->enabled) {
+		json_decref(static_ok);
+		static_ok = json_object();
+		for (i = 0; i < s->nclusters; i++)
+			if (s->clusters[i]->type != CLUSTER_EDS)
+				json_object_set_new(static_ok, s->clusters[i]->name, json_true());
+		if (x->cluster)
+			rc = check_server_cluster(c, s, x->cluster, "dynamic_resources.ads_config."
+						  "grpc_services[0].envoy_grpc.cluster_name");
+		const char *keys[2] = { x->cds ? x->cds_key : NULL, x->lds ? x->lds_key : NULL };
+		for (int k = 0; !rc && k < 2; k++) {
+			const struct xds_source *src = keys[k] ? xds_source_get(keys[k]) : NULL;
+			if (src && src->kind != XDS_ADS)
+				rc = check_server_cluster(c, s, src->cluster, k ? "dynamic_resources.lds_config."
+							  "api_config_source" : "dynamic_resources."
+							  "cds_config.api_config_source");
+		}
+		json_array_foreach(pending, i, v) {
+			if (rc)
+				break;
+			const char *why = source_problem(x, json_string_value(json_object_get(v, "cluster")),
+							 json_is_null(json_object_get(v, "cluster")),
+							 json_is_true(json_object_get(v, "agg")), buf,
+							 sizeof(buf));
+			if (why) {
+				snprintf(c->err, sizeof(c->err), "%s: %s",
+					 json_string_value(json_object_get(v, "path")), why);
+				c->failed = true;
+				rc = RM_ERROR;
+			}
+		}
+	}
+	json_decref(pending);
+	pending = NULL;
+	return rc;
 }
 
 void xds_bootstrap_free(struct xds_bootstrap *x)
@@ -270,6 +459,6 @@ void xds_bootstrap_free(struct xds_bootstrap *x)
 	free(x->cluster);
 	free(x->authority);
 	x->cluster = x->authority = NULL;
-	x->enabled = false;
-	x->rest = false;
+	x->enabled = x->cds = x->lds = false;
+	x->cds_key = x->lds_key = NULL;
 }

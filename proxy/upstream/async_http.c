@@ -12,6 +12,7 @@
 
 struct async_http {
 	struct conn *c;                 /* owned */
+	struct cluster *cl;             /* ref: its TLS context is used by c */
 	struct event *timer;            /* owned: timeout, and the deferred callback */
 	async_http_cb cb;
 	void *arg;
@@ -146,11 +147,12 @@ static void on_event(struct conn *c, short what, void *arg)
 										  : ASYNC_HTTP_CONNECT_FAIL);
 }
 
-static struct host *pick_host(const char *cluster)
+static struct host *pick_host(const char *cluster, struct cluster **out)
 {
 	struct snapshot *snap = g_server.snap;
 	struct cluster *cl = snap && cluster ? snapshot_find_cluster(snap, cluster) : NULL;
-	if (!cl || cl->tls || !cl->hs)
+	*out = cl;
+	if (!cl || !cl->hs)
 		return NULL;
 	const struct hostset *hs = cl->hs;
 	if (hs->nactive)
@@ -162,7 +164,8 @@ struct async_http *async_http_send(struct event_base *base, const struct async_h
 				   struct evbuffer *body, async_http_cb cb, void *arg)
 {
 	struct async_http *a = xcalloc(1, sizeof(*a));
-	struct host *h = pick_host(rq->cluster);
+	struct cluster *cl;
+	struct host *h = pick_host(rq->cluster, &cl);
 	a->cb = cb;
 	a->arg = arg;
 	a->body = evbuffer_new();
@@ -175,6 +178,10 @@ struct async_http *async_http_send(struct event_base *base, const struct async_h
 	struct timeval tv = { (time_t)(rq->timeout_ms / 1000), (suseconds_t)(rq->timeout_ms % 1000) * 1000 };
 	evtimer_add(a->timer, &tv);
 	a->c = conn_new(base, -1);
+	if (cl->tls) {   /* the cluster's transport_socket: TLS (mTLS with a certificate) */
+		a->cl = cluster_ref(cl);
+		conn_set_tls(a->c, cl->tls, false, NULL);
+	}
 	conn_setcb(a->c, on_read, NULL, on_event, a);
 	conn_enable_read(a->c);
 	conn_connect(a->c, (const struct sockaddr *)&h->addr, h->addrlen);
@@ -196,6 +203,7 @@ void *async_http_cancel(struct async_http *a)
 		return NULL;
 	void *arg = a->arg;
 	conn_free(a->c);
+	cluster_unref(a->cl);
 	if (a->timer)
 		event_free(a->timer);
 	evbuffer_free(a->body);

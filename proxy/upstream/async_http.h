@@ -7,8 +7,10 @@
  * the request starts), send the request, read the status line and headers,
  * then the body (Content-Length, chunked: decoded, or until close) up to
  * ASYNC_HTTP_MAX_BODY bytes, and call back once.  The
- * whole exchange is bounded by a timeout.  Plain TCP only (a TLS cluster is
- * refused with ASYNC_HTTP_NO_HOST, documented as not implemented).
+ * whole exchange is bounded by a timeout.  A cluster with a TLS
+ * transport_socket is spoken to over TLS with its UpstreamTlsContext (SNI,
+ * server verification, a client certificate for mTLS), as the data path
+ * does; the handshake counts in cluster.<name>.ssl.*.
  *
  * Main thread only.  The request takes copies of everything it is given. */
 #ifndef REMORA_ASYNC_HTTP_H
@@ -25,7 +27,7 @@ struct async_http;
 
 enum async_http_result {
 	ASYNC_HTTP_OK = 0,          /* a response arrived: see status */
-	ASYNC_HTTP_NO_HOST,         /* unknown cluster, no host, or a TLS cluster */
+	ASYNC_HTTP_NO_HOST,         /* unknown cluster, or no host */
 	ASYNC_HTTP_CONNECT_FAIL,    /* connect or I/O error, or closed before a response */
 	ASYNC_HTTP_TIMEOUT,
 	ASYNC_HTTP_BAD_RESPONSE,    /* unparsable response head */

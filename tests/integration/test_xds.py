@@ -35,9 +35,17 @@ ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Route
 
 
 class ControlPlane:
-    def __init__(self, port=0):
+    def __init__(self, port=0, rest_port=0, rest_tls=None, rest_tls_port=0, grpc_tls=None):
+        """rest_tls: (cert, key) or (cert, key, client_ca) for an HTTPS REST
+        server beside the plain one (client_ca: mTLS); grpc_tls: the same for
+        the gRPC port (TLS instead of h2c)."""
+        args = ["--port", str(port), "--rest-port", str(rest_port)]
+        if rest_tls:
+            args += ["--rest-tls", ",".join(rest_tls), "--rest-tls-port", str(rest_tls_port)]
+        if grpc_tls:
+            args += ["--grpc-tls", ",".join(grpc_tls)]
         self.proc = subprocess.Popen(
-            ["node", os.path.join(XDS_DIR, "control_plane.js"), "--port", str(port)],
+            ["node", os.path.join(XDS_DIR, "control_plane.js")] + args,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True)
         line = self.proc.stdout.readline()
@@ -47,6 +55,7 @@ class ControlPlane:
         self.grpc_port = info["grpc_port"]
         self.http_port = info["http_port"]
         self.rest_port = info["rest_port"]
+        self.rest_tls_port = info.get("rest_tls_port")
 
     def _call(self, method, path, body=None):
         req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method,

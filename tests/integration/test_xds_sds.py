@@ -53,7 +53,9 @@ def tls_rds_listener(name, port, route, secret, src=None):
     return lst
 
 
-def secure_cluster(name, port, ca_secret_name):
+def secure_cluster(name, port, ca_secret_name, api_type="GRPC"):
+    """Its CA comes over SDS on a stream of its own (api_config_source
+    api_type GRPC / DELTA_GRPC: SecretDiscoveryService, as Envoy)."""
     return {"name": name, "type": "STATIC", "connect_timeout": {"seconds": 1},
             "load_assignment": cla(name, [port]),
             "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
@@ -61,7 +63,7 @@ def secure_cluster(name, port, ca_secret_name):
                     "validation_context_sds_secret_config": {
                         "name": ca_secret_name, "sds_config": {
                             "api_config_source": {
-                                "api_type": "GRPC", "transport_api_version": "V3",
+                                "api_type": api_type, "transport_api_version": "V3",
                                 "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]},
                             "resource_api_version": "V3"}}}}}}
 
@@ -118,7 +120,9 @@ def run_sds(remora, cp, make_upstream, ports, pki, api_type):
     ca = pki["ca"]
     serial_a, serial_b = tls_pki.serial_of(pki["server"]), tls_pki.serial_of(pki["server2"])
     assert serial_a != serial_b
-    cp.set("cds", "1", [eds_cluster("backend"), secure_cluster("secure", lport, "mesh_ca")])
+    cp.set("cds", "1", [eds_cluster("backend"),
+                        secure_cluster("secure", lport, "mesh_ca",
+                                       "GRPC" if api_type == "GRPC" else "DELTA_GRPC")])
     cp.set("eds", "1", [cla("backend", [a.port])])
     cp.set("rds", "1", [routes("r1", [("/", "backend")]), routes("r2", [("/", "secure")])])
     cp.set("lds", "1", [tls_rds_listener("tls", lport, "r1", "server_cert"),
@@ -134,6 +138,16 @@ def run_sds(remora, cp, make_upstream, ports, pki, api_type):
                 names |= set(q.get("resource_names") or q.get("subscribe") or [])
         return names
     wait_until(lambda: sds_names() >= {"server_cert", "mesh_ca"}, 15, what="SDS subscription")
+    # each secret on the stream of the source that named it: the listener's
+    # (ads: {}) on ADS, the cluster's (api_config_source GRPC) on SDS's own
+    by_service = {}
+    for q in cp.requests():
+        if q["type_url"] == SDS:
+            by_service.setdefault(q["service"], set()).update(
+                q.get("resource_names") or q.get("subscribe") or [])
+    own = "StreamSecrets" if api_type == "GRPC" else "DeltaSecrets"
+    assert by_service.get(own) == {"mesh_ca"}, by_service
+    assert "mesh_ca" not in set().union(*(v for k, v in by_service.items() if k != own))
     assert not ready(r)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", lport), timeout=2).close()
@@ -194,8 +208,9 @@ def run_sds(remora, cp, make_upstream, ports, pki, api_type):
 
     def unsubscribed():
         qs = [q for q in cp.requests() if q["type_url"] == SDS]
-        if api_type == "GRPC":
-            return qs[-1]["resource_names"] == []
+        if api_type == "GRPC":   # the last request on each stream names nothing
+            last = {q["stream"]: q for q in qs}
+            return all(q["resource_names"] == [] for q in last.values())
         return {n for q in qs for n in q["unsubscribe"]} >= {"server_cert", "mesh_ca"}
     wait_until(unsubscribed, 15, what="SDS secrets unsubscribed")
     assert curl(f"http://127.0.0.1:{lport2}/plain").status == 200

@@ -4,9 +4,25 @@
 // protos shipped by @grpc/grpc-js-xds: every message Remora decodes was
 // encoded from the real schemas.
 //
-//   node control_plane.js [--port N]
-// prints one JSON line {"grpc_port": N, "http_port": M} when ready, and exits
-// when stdin closes.  The tests drive it over HTTP (JSON):
+//   node control_plane.js [--port N] [--rest-port N]
+//                         [--rest-tls CERT,KEY[,CLIENT_CA]] [--rest-tls-port N]
+//                         [--grpc-tls CERT,KEY[,CLIENT_CA]]
+// prints one JSON line {"grpc_port": N, "http_port": M, "rest_port": R
+// [, "rest_tls_port": T]} when ready, and exits when stdin closes.
+//
+// gRPC services: ADS (StreamAggregatedResources, DeltaAggregatedResources)
+// and the per-type services (ClusterDiscoveryService StreamClusters /
+// DeltaClusters, EndpointDiscoveryService StreamEndpoints / DeltaEndpoints,
+// ListenerDiscoveryService StreamListeners / DeltaListeners,
+// RouteDiscoveryService StreamRoutes / DeltaRoutes, SecretDiscoveryService
+// StreamSecrets / DeltaSecrets), all from the same scripted state; a per-type
+// stream answers only its own type (a request for another is logged and
+// ignored).  Each request in /requests names its "service" (the RPC).
+// --rest-tls: the REST server is also served over HTTPS on rest_tls_port with
+// that certificate and key; with CLIENT_CA, clients must present a
+// certificate signed by it (mTLS), whose subject CN is logged as
+// "client_cn".  --grpc-tls: the gRPC port speaks TLS instead (mTLS with
+// CLIENT_CA).  The tests drive it over HTTP (JSON):
 //   POST /set      {"type": "cds"|"eds"|"lds"|"rds", "version": "v1", "resources": [...],
 //                   "resend_on_nack": false}
 //                  resources in proto-loader object form (snake_case, Durations
@@ -26,7 +42,7 @@
 //                  initial_resource_versions, t_ms: arrival time, ms since the epoch)
 //   GET  /responses the responses sent (stream, type, nonce, version, n, removed, t_ms)
 //   GET  /now      {"t_ms": ...} the control plane's clock
-//   GET  /streams  {"open": N, "total": M}
+//   GET  /streams  {"open": N, "total": M, "by_service": {rpc name: open streams}}
 //   POST /rest_script {"type": "cds", "status": 500, "delay_ms": 0}
 //                  REST answers for that type: a status to fail with (null: serve),
 //                  delay_ms before answering (a timeout test)
@@ -56,6 +72,11 @@ const NAME_FIELD = { cds: 'name', eds: 'cluster_name', lds: 'name', rds: 'name',
 
 const protoFiles = [
   'envoy/service/discovery/v3/ads.proto',
+  'envoy/service/cluster/v3/cds.proto',
+  'envoy/service/endpoint/v3/eds.proto',
+  'envoy/service/listener/v3/lds.proto',
+  'envoy/service/route/v3/rds.proto',
+  'envoy/service/secret/v3/sds.proto',
   'envoy/config/listener/v3/listener.proto',
   'envoy/config/route/v3/route.proto',
   'envoy/config/cluster/v3/cluster.proto',
@@ -80,9 +101,15 @@ plUtil.addCommonProtos();
 const root = plUtil.loadProtosWithOptionsSync(protoFiles, protoOpts);
 const ADS = loaded.envoy.service.discovery.v3.AggregatedDiscoveryService;
 
-let port = 0;
-const pi = process.argv.indexOf('--port');
-if (pi > 0) port = parseInt(process.argv[pi + 1], 10);
+function arg(name, dflt) {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : dflt;
+}
+const port = parseInt(arg('--port', '0'), 10);
+const restPort = parseInt(arg('--rest-port', '0'), 10);
+const restTls = arg('--rest-tls', null);
+const restTlsPort = parseInt(arg('--rest-tls-port', '0'), 10);
+const grpcTls = arg('--grpc-tls', null);
 
 const state = {};          // type -> {version, resources: Map name -> {r, v}, resend_on_nack}
 const requests = [];
@@ -159,14 +186,14 @@ function onDeltaRequest(st, req) {
   const unsubscribe = req.resource_names_unsubscribe || [];
   const initial = req.initial_resource_versions || {};
   requests.push({
-    stream: st.id, delta: true, type, type_url: req.type_url,
+    stream: st.id, service: st.service, delta: true, type, type_url: req.type_url,
     response_nonce: req.response_nonce || '', subscribe, unsubscribe,
     initial_resource_versions: initial,
     error_detail: req.error_detail ? { code: req.error_detail.code, message: req.error_detail.message } : null,
     has_node: !!(req.node && req.node.id), node_id: req.node ? req.node.id : '',
     node_cluster: req.node ? req.node.cluster : '', t_ms: Date.now(),
   });
-  if (!type) return;
+  if (!type || (st.only && type !== st.only)) return;
   let sub = st.subs[type];
   let first = false;
   if (!sub) {
@@ -190,13 +217,14 @@ function onDeltaRequest(st, req) {
 function onRequest(st, req) {
   const type = typeOf(req.type_url);
   requests.push({
-    stream: st.id, delta: false, type, type_url: req.type_url, version_info: req.version_info || '',
+    stream: st.id, service: st.service, delta: false, type, type_url: req.type_url,
+    version_info: req.version_info || '',
     response_nonce: req.response_nonce || '', resource_names: req.resource_names || [],
     error_detail: req.error_detail ? { code: req.error_detail.code, message: req.error_detail.message } : null,
     has_node: !!(req.node && req.node.id), node_id: req.node ? req.node.id : '',
     node_cluster: req.node ? req.node.cluster : '', t_ms: Date.now(),
   });
-  if (!type) return;
+  if (!type || (st.only && type !== st.only)) return;
   const names = (req.resource_names || []).slice().sort();
   const sub = st.subs[type];
   if (!sub) {
@@ -300,7 +328,8 @@ async function onRest(req, res) {
   const node = r.node || {};
   const version = pick('versionInfo', 'version_info') || '';
   requests.push({
-    stream: 0, rest: true, delta: false, type, type_url: pick('typeUrl', 'type_url') || '',
+    stream: 0, rest: true, tls: !!req.socket.encrypted, client_cn: clientCn(req), delta: false,
+    type, type_url: pick('typeUrl', 'type_url') || '',
     version_info: version, response_nonce: pick('responseNonce', 'response_nonce') || '',
     resource_names: names, error_detail: err ? { code: err.code, message: err.message } : null,
     has_node: !!node.id, node_id: node.id || '', node_cluster: node.cluster || '', t_ms: Date.now(),
@@ -326,32 +355,56 @@ async function onRest(req, res) {
                    n: list.length, t_ms: Date.now() });
   return reply(200, toJson(DiscoveryResponse, msg));
 }
-const rest = http.createServer((req, res) => {
+function clientCn(req) {
+  if (!req.socket.encrypted || !req.socket.getPeerCertificate) return null;
+  const c = req.socket.getPeerCertificate();
+  return c && c.subject ? c.subject.CN || null : null;
+}
+function restHandler(req, res) {
   onRest(req, res).catch((e) => {
     res.writeHead(500, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ error: String(e && e.stack || e) }));
   });
-});
+}
+const rest = http.createServer(restHandler);
+let restTlsServer = null;
+if (restTls) {
+  const fs = require('fs');
+  const [cert, key, ca] = restTls.split(',');
+  const opts = { cert: fs.readFileSync(cert), key: fs.readFileSync(key) };
+  if (ca) Object.assign(opts, { ca: fs.readFileSync(ca), requestCert: true, rejectUnauthorized: true });
+  restTlsServer = require('https').createServer(opts, restHandler);
+}
 
+// one stream: service is the RPC's name, only the type a per-type service serves
+function serve(service, delta, only) {
+  return (call) => {
+    const st = { id: ++streamSeq, call, subs: {}, delta, service, only };
+    streams.add(st);
+    call.on('data', (req) => (delta ? onDeltaRequest(st, req) : onRequest(st, req)));
+    call.on('end', () => { streams.delete(st); call.end(); });
+    call.on('error', () => streams.delete(st));
+    call.on('cancelled', () => streams.delete(st));
+  };
+}
 const server = new grpc.Server();
 server.addService(ADS.service, {
-  StreamAggregatedResources(call) {
-    const st = { id: ++streamSeq, call, subs: {} };
-    streams.add(st);
-    call.on('data', (req) => onRequest(st, req));
-    call.on('end', () => { streams.delete(st); call.end(); });
-    call.on('error', () => streams.delete(st));
-    call.on('cancelled', () => streams.delete(st));
-  },
-  DeltaAggregatedResources(call) {
-    const st = { id: ++streamSeq, call, subs: {}, delta: true };
-    streams.add(st);
-    call.on('data', (req) => onDeltaRequest(st, req));
-    call.on('end', () => { streams.delete(st); call.end(); });
-    call.on('error', () => streams.delete(st));
-    call.on('cancelled', () => streams.delete(st));
-  },
+  StreamAggregatedResources: serve('StreamAggregatedResources', false, null),
+  DeltaAggregatedResources: serve('DeltaAggregatedResources', true, null),
 });
+const SVC = loaded.envoy.service;
+for (const [type, svc, noun] of [
+  ['cds', SVC.cluster.v3.ClusterDiscoveryService, 'Clusters'],
+  ['eds', SVC.endpoint.v3.EndpointDiscoveryService, 'Endpoints'],
+  ['lds', SVC.listener.v3.ListenerDiscoveryService, 'Listeners'],
+  ['rds', SVC.route.v3.RouteDiscoveryService, 'Routes'],
+  ['sds', SVC.secret.v3.SecretDiscoveryService, 'Secrets']]) {
+  const impl = {};
+  impl[`Stream${noun}`] = serve(`Stream${noun}`, false, type);
+  impl[`Delta${noun}`] = serve(`Delta${noun}`, true, type);
+  impl[`Fetch${noun}`] = (call, cb) => cb({ code: grpc.status.UNIMPLEMENTED });
+  server.addService(svc.service, impl);
+}
 
 function body(req) {
   return new Promise((resolve) => {
@@ -409,22 +462,41 @@ const api = http.createServer(async (req, res) => {
     if (req.method === 'GET' && req.url === '/responses') return send(200, responses);
     if (req.method === 'GET' && req.url === '/requests') return send(200, requests);
     if (req.method === 'GET' && req.url === '/now') return send(200, { t_ms: Date.now() });
-    if (req.method === 'GET' && req.url === '/streams') return send(200, { open: streams.size, total: streamSeq });
+    if (req.method === 'GET' && req.url === '/streams') {
+      const open = {};
+      for (const st of streams) open[st.service] = (open[st.service] || 0) + 1;
+      return send(200, { open: streams.size, total: streamSeq, by_service: open });
+    }
     send(404, { error: 'no such endpoint' });
   } catch (e) {
     send(500, { error: String(e && e.stack || e) });
   }
 });
 
-server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, gport) => {
+function grpcCreds() {
+  if (!grpcTls) return grpc.ServerCredentials.createInsecure();
+  const fs = require('fs');
+  const [cert, key, ca] = grpcTls.split(',');
+  return grpc.ServerCredentials.createSsl(ca ? fs.readFileSync(ca) : null,
+    [{ cert_chain: fs.readFileSync(cert), private_key: fs.readFileSync(key) }], !!ca);
+}
+server.bindAsync(`127.0.0.1:${port}`, grpcCreds(), (err, gport) => {
   if (err) {
     process.stderr.write(`bind: ${err}\n`);
     process.exit(1);
   }
   api.listen(0, '127.0.0.1', () => {
-    rest.listen(0, '127.0.0.1', () => {
-      process.stdout.write(JSON.stringify({ grpc_port: gport, http_port: api.address().port,
-                                            rest_port: rest.address().port }) + '\n');
+    rest.listen(restPort, '127.0.0.1', () => {
+      const info = { grpc_port: gport, http_port: api.address().port,
+                     rest_port: rest.address().port };
+      if (!restTlsServer) {
+        process.stdout.write(JSON.stringify(info) + '\n');
+        return;
+      }
+      restTlsServer.listen(restTlsPort, '127.0.0.1', () => {
+        info.rest_tls_port = restTlsServer.address().port;
+        process.stdout.write(JSON.stringify(info) + '\n');
+      });
     });
   });
 });

@@ -60,13 +60,78 @@ TEST(xds_bootstrap_rest)
 	CHECK_INT(parse("dynamic_resources:\n  cds_config: {api_config_source: {api_type: REST, "
 			"transport_api_version: V3, cluster_names: [rest], refresh_delay: 0.25s, "
 			"request_timeout: 2s}, resource_api_version: V3}\n  lds_config: "
-			"{api_config_source: {api_type: REST, cluster_names: [rest]}}\n", &x, err,
+			"{api_config_source: {api_type: REST, cluster_names: [rest2]}}\n", &x, err,
 			sizeof(err)), RM_OK);
-	CHECK(x.enabled && x.rest && x.cds && x.lds && !x.delta);
-	CHECK_STR(x.cluster, "rest");
-	CHECK_INT(x.refresh_ms, 250);
-	CHECK_INT(x.request_timeout_ms, 2000);
+	CHECK(x.enabled && x.cds && x.lds && !x.cluster);
+	const struct xds_source *c = xds_source_get(x.cds_key), *l = xds_source_get(x.lds_key);
+	CHECK(c && l && c != l);
+	CHECK_INT(c->kind, XDS_REST);
+	CHECK_STR(c->cluster, "rest");
+	CHECK_INT(c->refresh_ms, 250);
+	CHECK_INT(c->timeout_ms, 2000);
+	CHECK_STR(l->cluster, "rest2");
+	CHECK_INT(l->refresh_ms, 1000);
 	xds_bootstrap_free(&x);
+}
+
+/* Per-type gRPC streams, and every kind of source mixed with ADS. */
+TEST(xds_bootstrap_mixed_sources)
+{
+	struct xds_bootstrap x;
+	char err[512];
+	CHECK_INT(parse("dynamic_resources:\n  cds_config: {api_config_source: {api_type: GRPC, "
+			"transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: cp}}]}}\n"
+			"  lds_config: {api_config_source: {api_type: DELTA_GRPC, "
+			"set_node_on_first_message_only: true, "
+			"grpc_services: [{envoy_grpc: {cluster_name: cp, authority: a.b}}]}}\n",
+			&x, err, sizeof(err)), RM_OK);
+	CHECK_STR(err, "");
+	const struct xds_source *c = xds_source_get(x.cds_key), *l = xds_source_get(x.lds_key);
+	CHECK(c && l && c != l && !x.cluster);
+	CHECK_INT(c->kind, XDS_GRPC);
+	CHECK(!c->delta && l->delta && l->node_first_only && !c->node_first_only);
+	CHECK_STR(c->authority, "cp");
+	CHECK_STR(l->authority, "a.b");
+	xds_bootstrap_free(&x);
+	/* REST beside ADS; AGGREGATED_GRPC naming the ADS cluster is ADS */
+	CHECK_INT(parse(ADS "  cds_config: {ads: {}}\n  lds_config: {api_config_source: "
+			"{api_type: REST, cluster_names: [r]}}\n", &x, err, sizeof(err)), RM_OK);
+	CHECK_STR(x.cds_key, XDS_ADS_KEY);
+	CHECK_INT(xds_source_get(x.lds_key)->kind, XDS_REST);
+	xds_bootstrap_free(&x);
+	CHECK_INT(parse(ADS "  cds_config: {api_config_source: {api_type: AGGREGATED_GRPC, "
+			"grpc_services: [{envoy_grpc: {cluster_name: xds}}]}}\n", &x, err, sizeof(err)),
+		  RM_OK);
+	CHECK_STR(x.cds_key, XDS_ADS_KEY);
+	xds_bootstrap_free(&x);
+	CHECK_INT(parse(ADS "  cds_config: {api_config_source: {api_type: AGGREGATED_GRPC, "
+			"grpc_services: [{envoy_grpc: {cluster_name: other}}]}}\n", &x, err, sizeof(err)),
+		  RM_ERROR);
+	CHECK_CONTAINS(err, "dynamic_resources.cds_config.api_config_source: cluster 'other': an "
+		       "AGGREGATED_* api_type is served on the ADS stream");
+	xds_bootstrap_free(&x);
+	/* the same options intern to the same source; any difference is another */
+	json_t *a = json_loads("{\"api_config_source\": {\"api_type\": \"GRPC\", \"grpcServices\": "
+			       "[{\"envoyGrpc\": {\"clusterName\": \"cp\"}}]}}", 0, NULL);
+	json_t *b = json_loads("{\"api_config_source\": {\"api_type\": \"DELTA_GRPC\", \"grpc_services\": "
+			       "[{\"envoy_grpc\": {\"cluster_name\": \"cp\"}}]}}", 0, NULL);
+	json_t *ads = json_loads("{\"ads\": {}}", 0, NULL);
+	const char *ka = xds_source_key(a), *kb = xds_source_key(b);
+	CHECK(ka && kb && strcmp(ka, kb));
+	CHECK(ka == xds_source_key(a));
+	CHECK_STR(xds_source_key(ads), XDS_ADS_KEY);
+	CHECK(xds_source_key(NULL) == NULL);
+	json_decref(a);
+	json_decref(b);
+	json_decref(ads);
+	/* secrets: the source noted for the name, else ADS */
+	json_t *rest = json_loads("{\"api_config_source\": {\"api_type\": \"REST\", "
+				  "\"cluster_names\": [\"r\"]}}", 0, NULL);
+	xds_sds_source_note("cert", rest);
+	CHECK_INT(xds_source_get(xds_sds_source("cert"))->kind, XDS_REST);
+	CHECK_STR(xds_sds_source("other"), XDS_ADS_KEY);
+	json_decref(rest);
+	xds_sources_free();
 }
 
 TEST(xds_bootstrap_errors_name_the_field)
@@ -99,24 +164,15 @@ TEST(xds_bootstrap_errors_name_the_field)
 			sizeof(err)), RM_ERROR);
 	CHECK_CONTAINS(err, "dynamic_resources.cds_config.api_config_source.cluster_names: missing");
 	xds_bootstrap_free(&x);
-	CHECK_INT(parse(ADS "  cds_config: {api_config_source: {api_type: REST, cluster_names: [r]}}\n",
-			&x, err, sizeof(err)), RM_ERROR);
-	CHECK_CONTAINS(err, "dynamic_resources.cds_config.api_config_source: REST beside ads_config");
-	xds_bootstrap_free(&x);
-	CHECK_INT(parse("dynamic_resources:\n  cds_config: {api_config_source: {api_type: GRPC, "
-			"grpc_services: [{envoy_grpc: {cluster_name: x}}]}}\n", &x, err, sizeof(err)),
-		  RM_ERROR);
-	CHECK_CONTAINS(err, "dynamic_resources.cds_config.api_config_source: per-type gRPC streams");
-	xds_bootstrap_free(&x);
 	CHECK_INT(parse("dynamic_resources:\n  cds_config: {ads: {}}\n", &x, err, sizeof(err)),
 		  RM_ERROR);
 	CHECK_CONTAINS(err, "dynamic_resources.cds_config.ads: ads: {} needs dynamic_resources.ads_config");
 	xds_bootstrap_free(&x);
-	CHECK_INT(parse("dynamic_resources:\n  cds_config: {api_config_source: {api_type: REST, "
-			"cluster_names: [a]}}\n  lds_config: {api_config_source: {api_type: REST, "
-			"cluster_names: [b]}}\n", &x, err, sizeof(err)), RM_ERROR);
-	CHECK_CONTAINS(err, "dynamic_resources.lds_config.api_config_source: all REST sources must name "
-		       "the same cluster");
+	CHECK_INT(parse("dynamic_resources:\n  cds_config: {api_config_source: {api_type: GRPC, "
+			"refresh_delay: 1s, grpc_services: [{envoy_grpc: {cluster_name: x}}]}}\n", &x, err,
+			sizeof(err)), RM_ERROR);
+	CHECK_CONTAINS(err, "dynamic_resources.cds_config.api_config_source.refresh_delay: only for "
+		       "api_type REST");
 	xds_bootstrap_free(&x);
 	CHECK_INT(parse("dynamic_resources:\n  cds_config: {api_config_source: {api_type: REST, "
 			"cluster_names: [a], refresh_delay: 0s}}\n", &x, err, sizeof(err)), RM_ERROR);
