@@ -84,6 +84,7 @@ struct h2_conn {
 					  * ACKs and resets it was asked for, less those
 					  * framed; 0 whenever its queue is empty) */
 	enum h2_flood_kind flood;        /* the limit exceeded: GOAWAY and close */
+	bool shut_wr;                    /* flood: GOAWAY written, FIN sent */
 	/* max_requests_per_io_cycle */
 	uint32_t cycle_requests;         /* requests started in this I/O cycle */
 	struct h2_stream *whead, *wtail; /* streams waiting to start (FIFO) */
@@ -429,6 +430,7 @@ static void start_request(struct h2_stream *st, bool end)
 		else
 			c->whead = st;
 		c->wtail = st;
+		stats_inc(h2st(c), shard(c), requests_deferred);
 		arm_wait(c);
 		return;
 	}
@@ -464,6 +466,10 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (c->hc->dead || c->hc->closing)
 		return;
+	if (c->flood) {   /* the end of a lingering close (flood_close) */
+		hcm_close(c->hc, false);
+		return;
+	}
 	c->cycle_requests = 0;
 	run_waiting(c);
 	h2_conn_process(c->hc);
@@ -650,11 +656,15 @@ static const uint8_t flood_stat[] = {
 	[H2_FLOOD_CONTINUATION] = inbound_continuation_frames_flood,
 };
 
-/* A flood limit was exceeded: count it, write GOAWAY ENHANCE_YOUR_CALM
- * ourselves (whatever nghttp2 still queues is never framed) and close once
- * it is written, at most 1 s later for a peer that does not read.  An
- * outbound flood means the peer does not read: what it has not started to
- * receive is dropped, so the GOAWAY follows the last whole frame. */
+/* A flood limit was exceeded: count it, reset the streams, write GOAWAY
+ * ENHANCE_YOUR_CALM ourselves (whatever nghttp2 still queues is never
+ * framed).  An outbound flood means the peer does not read: what it has not
+ * started to receive is dropped, so the GOAWAY follows the last whole
+ * frame.  Then a lingering close: once the GOAWAY is written the sending
+ * side is shut down (FIN after it) and whatever the peer still sends is
+ * read and discarded, so the kernel does not answer unread input with a
+ * reset that would destroy the GOAWAY; the connection closes when the peer
+ * closes or 1 s later (wait_ev). */
 static void flood_close(struct h2_conn *c)
 {
 	struct hcm_conn *hc = c->hc;
@@ -689,7 +699,15 @@ static void flood_close(struct h2_conn *c)
 	stats_inc(h2st(c), shard(c), goaway_sent);
 	stats_inc(hcmst(c), shard(c), downstream_cx_protocol_error);
 	c->goaway = true;
-	close_after_flush(hc);
+	h2_conn_eof(hc);   /* the streams end now (their upstream requests too) */
+	c->send_blocked = false;
+	conn_set_write_lowat(hc->super.bev, 0);   /* the writecb says when it is out */
+	conn_enable_read(hc->super.bev);
+	event_del(hc->timer);
+	if (!c->wait_ev)
+		c->wait_ev = evtimer_new(hc->super.w->base, wait_cb, c);
+	struct timeval tv = { 1, 0 };
+	evtimer_add(c->wait_ev, &tv);
 }
 
 static int on_data_chunk(nghttp2_session *ses, uint8_t flags, int32_t id, const uint8_t *data,
@@ -1043,7 +1061,7 @@ static void ping_cb(evutil_socket_t fd, short what, void *arg)
 	struct h2_conn *c = arg;
 	(void)fd;
 	(void)what;
-	if (c->hc->dead || c->hc->closing)
+	if (c->hc->dead || c->hc->closing || c->flood)
 		return;
 	if (c->ping_out) {
 		/* no PING ACK within connection_keepalive.timeout */
@@ -1217,6 +1235,10 @@ void h2_conn_process(struct hcm_conn *hc)
 
 	if (hc->dead || hc->closing || c->in_send)
 		return;
+	if (c->flood) {   /* lingering close after a flood: discard */
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
 	if (evbuffer_get_length(in))
 		c->cycle_requests = 0;   /* a read: a new I/O cycle */
 	while (evbuffer_get_length(in) && !hc->dead && !c->too_many_resets && !c->flood) {
@@ -1309,6 +1331,13 @@ void h2_conn_process(struct hcm_conn *hc)
 void h2_conn_on_write(struct hcm_conn *hc)
 {
 	struct h2_conn *c = hc->h2;
+	if (c->flood) {
+		if (!c->shut_wr && !evbuffer_get_length(conn_output(hc->super.bev))) {
+			c->shut_wr = true;
+			conn_shutdown_write(hc->super.bev);   /* FIN after the GOAWAY */
+		}
+		return;
+	}
 	if (c->send_blocked) {
 		c->send_blocked = false;
 		conn_set_write_lowat(hc->super.bev, 0);

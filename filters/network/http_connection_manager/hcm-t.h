@@ -39,7 +39,7 @@ enum hcm_fcc { HCM_FCC_SANITIZE, HCM_FCC_FORWARD_ONLY, HCM_FCC_APPEND_FORWARD,
 	X(COUNTER, outbound_flood) X(COUNTER, outbound_control_flood)                   \
 	X(COUNTER, inbound_empty_frames_flood) X(COUNTER, inbound_priority_frames_flood) \
 	X(COUNTER, inbound_window_update_frames_flood)                                 \
-	X(COUNTER, inbound_continuation_frames_flood)
+	X(COUNTER, inbound_continuation_frames_flood) X(COUNTER, requests_deferred)
 enum { H2_STATS(STATS_ENUM) H2_STATS_N };
 
 /* RDS: the newest route table per worker for every version of an HCM with
