@@ -84,7 +84,8 @@ struct h2_conn {
 					  * ACKs and resets it was asked for, less those
 					  * framed; 0 whenever its queue is empty) */
 	enum h2_flood_kind flood;        /* the limit exceeded: GOAWAY and close */
-	bool shut_wr;                    /* flood: GOAWAY written, FIN sent */
+	bool lingering;                  /* flood: GOAWAY written, discarding input */
+	bool shut_wr;                    /* flood: FIN sent after the GOAWAY */
 	/* max_requests_per_io_cycle */
 	uint32_t cycle_requests;         /* requests started in this I/O cycle */
 	struct h2_stream *whead, *wtail; /* streams waiting to start (FIFO) */
@@ -466,7 +467,7 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (c->hc->dead || c->hc->closing)
 		return;
-	if (c->flood) {   /* the end of a lingering close (flood_close) */
+	if (c->lingering) {   /* the end of a lingering close (flood_close) */
 		hcm_close(c->hc, false);
 		return;
 	}
@@ -699,7 +700,19 @@ static void flood_close(struct h2_conn *c)
 	stats_inc(h2st(c), shard(c), goaway_sent);
 	stats_inc(hcmst(c), shard(c), downstream_cx_protocol_error);
 	c->goaway = true;
-	h2_conn_eof(hc);   /* the streams end now (their upstream requests too) */
+	c->lingering = true;
+	/* the streams end now: their filters see a reset (the router cancels
+	 * its upstream request) and they are destroyed, so no timer of theirs
+	 * runs during the lingering close */
+	bool active = false;
+	for (struct http_stream *s = c->live; s; s = s->lnext)
+		active |= !s->done;
+	if (active)
+		stats_inc(hcmst(c), shard(c), downstream_cx_destroy_active_rq);
+	h2_conn_eof(hc);
+	c->qhead = c->qtail = NULL;   /* the work queue is never run again */
+	while (c->live)
+		hcm_stream_destroy(c->live);   /* unlinks itself (h2_stream_detach) */
 	c->send_blocked = false;
 	conn_set_write_lowat(hc->super.bev, 0);   /* the writecb says when it is out */
 	conn_enable_read(hc->super.bev);
@@ -1235,8 +1248,11 @@ void h2_conn_process(struct hcm_conn *hc)
 
 	if (hc->dead || hc->closing || c->in_send)
 		return;
-	if (c->flood) {   /* lingering close after a flood: discard */
-		evbuffer_drain(in, evbuffer_get_length(in));
+	if (c->flood) {
+		if (!c->lingering)
+			flood_close(c);
+		else   /* lingering close after a flood: discard */
+			evbuffer_drain(in, evbuffer_get_length(in));
 		return;
 	}
 	if (evbuffer_get_length(in))
@@ -1331,7 +1347,7 @@ void h2_conn_process(struct hcm_conn *hc)
 void h2_conn_on_write(struct hcm_conn *hc)
 {
 	struct h2_conn *c = hc->h2;
-	if (c->flood) {
+	if (c->lingering) {
 		if (!c->shut_wr && !evbuffer_get_length(conn_output(hc->super.bev))) {
 			c->shut_wr = true;
 			conn_shutdown_write(hc->super.bev);   /* FIN after the GOAWAY */
