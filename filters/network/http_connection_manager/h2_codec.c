@@ -95,8 +95,6 @@ struct h2_conn {
 #define H2_PREMATURE_RESET_MS 1000   /* overload.premature_reset_min_stream_lifetime_seconds */
 #define H2_PREMATURE_RESET_COUNT 500 /* overload.premature_reset_total_stream_count */
 
-static void close_after_flush(struct hcm_conn *hc);
-
 static inline unsigned shard(const struct h2_conn *c) { return c->hc->super.w->shard; }
 static inline struct stats_scope *h2st(const struct h2_conn *c) { return c->hc->cfg->h2stats; }
 static inline struct stats_scope *hcmst(const struct h2_conn *c) { return c->hc->cfg->stats; }
