@@ -509,6 +509,7 @@ int runtime_parse(struct cfg_ctx *c, const json_t *j, json_t **flat)
 	json_t *val;
 	json_object_foreach(*flat, k, val) {
 		bool ours = !strcmp(k, "overload.global_downstream_max_connections") ||
+			    !strcmp(k, "http.max_requests_per_io_cycle") ||
 			    (!strncmp(k, "envoy.resource_limits.listener.", 31) &&
 			     strlen(k) > 31 + 17 && !strcmp(k + strlen(k) - 17, ".connection_limit"));
 		if (!ours) {
@@ -541,4 +542,12 @@ uint64_t runtime_global_cx_limit(const json_t *flat)
 {
 	const json_t *v = flat ? json_object_get(flat, "overload.global_downstream_max_connections") : NULL;
 	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
+uint32_t runtime_max_requests_per_io_cycle(const json_t *flat)
+{
+	const json_t *v = flat ? json_object_get(flat, "http.max_requests_per_io_cycle") : NULL;
+	if (!json_is_integer(v) || json_integer_value(v) <= 0)
+		return 0;
+	return json_integer_value(v) > UINT32_MAX ? UINT32_MAX : (uint32_t)json_integer_value(v);
 }

@@ -142,5 +142,8 @@ int runtime_parse(struct cfg_ctx *c, const json_t *j, json_t **flat);
 uint64_t runtime_listener_limit(const json_t *flat, const char *listener_name);
 /* overload.global_downstream_max_connections (Envoy's older runtime key), 0 = none. */
 uint64_t runtime_global_cx_limit(const json_t *flat);
+/* http.max_requests_per_io_cycle (requests one connection starts per I/O
+ * cycle), 0 = no limit (Envoy's default). */
+uint32_t runtime_max_requests_per_io_cycle(const json_t *flat);
 
 #endif

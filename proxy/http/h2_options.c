@@ -10,6 +10,11 @@ void h2_options_defaults(struct h2_options *o)
 		.initial_conn_window = 268435456u,
 		.hpack_table_size = 4096,
 		.keepalive_jitter_pct = 15,
+		.max_outbound_frames = 10000,
+		.max_outbound_control_frames = 1000,
+		.max_empty_frames = 1,
+		.max_priority_per_stream = 100,
+		.max_window_update_per_data = 10,
 	};
 }
 
@@ -43,16 +48,45 @@ static int parse_keepalive(struct cfg_ctx *c, const json_t *ka, struct h2_option
 	return rc ? RM_ERROR : RM_OK;
 }
 
-int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, bool allow_jitter)
+/* The flood limits (Envoy's validation: the outbound ones and the
+ * WINDOW_UPDATE ratio must be >= 1). */
+static const char *const flood_fields[] = {
+	"max_outbound_frames", "max_outbound_control_frames",
+	"max_consecutive_inbound_frames_with_empty_payload",
+	"max_inbound_priority_frames_per_stream",
+	"max_inbound_window_update_frames_per_data_frame_sent", NULL
+};
+
+static int parse_flood(struct cfg_ctx *c, const json_t *v, struct h2_options *o)
+{
+	if (cfg_u32(c, v, "max_outbound_frames", &o->max_outbound_frames) ||
+	    cfg_u32(c, v, "max_outbound_control_frames", &o->max_outbound_control_frames) ||
+	    cfg_u32(c, v, "max_consecutive_inbound_frames_with_empty_payload", &o->max_empty_frames) ||
+	    cfg_u32(c, v, "max_inbound_priority_frames_per_stream", &o->max_priority_per_stream) ||
+	    cfg_u32(c, v, "max_inbound_window_update_frames_per_data_frame_sent",
+		    &o->max_window_update_per_data))
+		return RM_ERROR;
+	if (o->max_outbound_frames < 1)
+		return cfg_fail_field(c, v, "max_outbound_frames", "must be >= 1");
+	if (o->max_outbound_control_frames < 1)
+		return cfg_fail_field(c, v, "max_outbound_control_frames", "must be >= 1");
+	if (o->max_window_update_per_data < 1)
+		return cfg_fail_field(c, v, "max_inbound_window_update_frames_per_data_frame_sent",
+				      "must be >= 1");
+	return RM_OK;
+}
+
+int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, bool downstream)
 {
 	static const char *const f[] = {
 		"hpack_table_size", "max_concurrent_streams", "initial_stream_window_size",
 		"initial_connection_window_size", "connection_keepalive",
-		/* known, not implemented: */
-		"allow_connect", "allow_metadata", "max_outbound_frames", "max_outbound_control_frames",
+		"max_outbound_frames", "max_outbound_control_frames",
 		"max_consecutive_inbound_frames_with_empty_payload",
 		"max_inbound_priority_frames_per_stream",
 		"max_inbound_window_update_frames_per_data_frame_sent",
+		/* known, not implemented: */
+		"allow_connect", "allow_metadata",
 		"stream_error_on_invalid_http_messaging",
 		"override_stream_error_on_invalid_http_message", "custom_settings_parameters",
 		"use_oghttp2_codec", "max_metadata_size", NULL
@@ -60,7 +94,10 @@ int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, b
 	const json_t *ka;
 	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f))
 		return RM_ERROR;
-	if (cfg_reject_fields(c, v, f + 5, "not supported yet") ||
+	if (cfg_reject_fields(c, v, f + 10, "not supported yet") ||
+	    (!downstream && cfg_reject_fields(c, v, flood_fields,
+					      "not supported yet on upstream connections")) ||
+	    (downstream && parse_flood(c, v, o)) ||
 	    cfg_u32(c, v, "hpack_table_size", &o->hpack_table_size) ||
 	    cfg_u32(c, v, "max_concurrent_streams", &o->max_concurrent_streams) ||
 	    cfg_u32(c, v, "initial_stream_window_size", &o->initial_stream_window) ||
@@ -74,7 +111,7 @@ int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, b
 		return cfg_fail_field(c, v, "initial_connection_window_size",
 				      "must be in 65535..2147483647");
 	if ((ka = cfg_enter(c, v, "connection_keepalive"))) {
-		int rc = parse_keepalive(c, ka, o, allow_jitter);
+		int rc = parse_keepalive(c, ka, o, downstream);
 		cfg_leave(c);
 		if (rc)
 			return RM_ERROR;

@@ -17,14 +17,21 @@ struct h2_options {
 	uint64_t keepalive_interval_ms;   /* connection_keepalive.interval; 0 = no PINGs */
 	uint64_t keepalive_timeout_ms;    /* connection_keepalive.timeout */
 	uint32_t keepalive_jitter_pct;    /* connection_keepalive.interval_jitter (15 %) */
+	/* Flood limits (downstream only; see h2_flood.h): */
+	uint32_t max_outbound_frames;     /* frames queued for the peer, unwritten (10000) */
+	uint32_t max_outbound_control_frames; /* of those PING, SETTINGS, RST_STREAM (1000) */
+	uint32_t max_empty_frames;        /* max_consecutive_inbound_frames_with_empty_payload (1) */
+	uint32_t max_priority_per_stream; /* max_inbound_priority_frames_per_stream (100) */
+	uint32_t max_window_update_per_data; /* max_inbound_window_update_frames_per_data_frame_sent (10) */
 };
 
 /* Envoy's defaults. */
 void h2_options_defaults(struct h2_options *o);
 
 /* Parse v (c positioned on it) into o.  Every Envoy field is known; the ones
- * not implemented are rejected with their path, and so is
- * connection_keepalive.interval_jitter unless allow_jitter. */
-int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, bool allow_jitter);
+ * not implemented are rejected with their path.  downstream (the HCM's
+ * http2_protocol_options) also accepts connection_keepalive.interval_jitter
+ * and the flood limits, which the upstream codec does not enforce. */
+int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, bool downstream);
 
 #endif

@@ -4,6 +4,8 @@
 #include "proxy/router/route.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/worker.h"
+#include "proxy/overload.h"
+#include "proxy/server.h"
 #include "xds/xds_bootstrap.h"
 #include <pthread.h>
 #include <arpa/inet.h>
@@ -347,6 +349,8 @@ void *hcm_parse_config(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
 			goto error;
 	}
 	cfg->h2stats = h2_stats_ref(b->stats);
+	cfg->max_requests_per_io_cycle =
+		runtime_max_requests_per_io_cycle(b->srv ? b->srv->runtime : NULL);
 	if (kb < 1 || kb > 8192) {
 		cfg_fail_field(c, j, "max_request_headers_kb", "must be in 1..8192");
 		goto error;

@@ -19,6 +19,7 @@
  * when the peer's window allows; past the listener's buffer limit the stream
  * reports itself blocked so the router stops reading its upstream. */
 #include "hcm-t.h"
+#include "h2_flood.h"
 
 #include <nghttp2/nghttp2.h>
 #include <event2/buffer.h>
@@ -50,7 +51,11 @@ struct h2_stream {
 	bool out_end;                    /* the response ends after out (and trailers) */
 	bool deferred;                   /* data provider deferred: resume on more data */
 	bool unblock;                    /* out drained below the low mark: tell filters */
+	bool waiting;                    /* on the connection's wait list: its request
+					  * starts in a later I/O cycle (max_requests_per_io_cycle) */
+	bool wait_end;                   /* its HEADERS had END_STREAM */
 	struct h2_stream *prev, *next;   /* the connection's codec streams */
+	struct h2_stream *wprev, *wnext; /* the wait list */
 };
 
 struct h2_conn {
@@ -73,6 +78,18 @@ struct h2_conn {
 	struct h2_stream *hdr_st;        /* stream of the header block being received
 					  * (set by on_begin_headers; a block is never
 					  * interleaved with another stream's frames) */
+	/* flood limits (h2_flood.h) */
+	struct h2_flood fl;
+	uint32_t ctl_queued;             /* control frames nghttp2 holds for us (estimate:
+					  * ACKs and resets it was asked for, less those
+					  * framed; 0 whenever its queue is empty) */
+	enum h2_flood_kind flood;        /* the limit exceeded: GOAWAY and close */
+	bool lingering;                  /* flood: GOAWAY written, discarding input */
+	bool shut_wr;                    /* flood: FIN sent after the GOAWAY */
+	/* max_requests_per_io_cycle */
+	uint32_t cycle_requests;         /* requests started in this I/O cycle */
+	struct h2_stream *whead, *wtail; /* streams waiting to start (FIFO) */
+	struct event *wait_ev;           /* owned, lazily: next-iteration timer */
 };
 
 #define H2_PREMATURE_RESET_MS 1000   /* overload.premature_reset_min_stream_lifetime_seconds */
@@ -178,6 +195,16 @@ static void h2s_free(struct h2_stream *st)
 	struct h2_conn *c = st->c;
 	if (c->hdr_st == st)
 		c->hdr_st = NULL;
+	if (st->waiting) {
+		if (st->wprev)
+			st->wprev->wnext = st->wnext;
+		else
+			c->whead = st->wnext;
+		if (st->wnext)
+			st->wnext->wprev = st->wprev;
+		else
+			c->wtail = st->wprev;
+	}
 	if (st->prev)
 		st->prev->next = st->next;
 	else
@@ -370,6 +397,86 @@ static void begin_request(struct h2_stream *st, bool end)
 	hcm_stream_begin(s, end);
 }
 
+/* ---- max_requests_per_io_cycle ------------------------------------------------- */
+
+/* As Envoy's runtime key http.max_requests_per_io_cycle: a connection
+ * starts at most that many requests (filter chains) per I/O cycle (a read
+ * of its socket, or one run of its wait timer); the codec still parses
+ * every frame, and the other requests wait, in order, for the next loop
+ * iteration, so the worker polls its other connections in between. */
+
+static void wait_cb(evutil_socket_t fd, short what, void *arg);
+
+static void arm_wait(struct h2_conn *c)
+{
+	static const struct timeval zero = { 0, 0 };
+	if (!c->wait_ev)
+		c->wait_ev = evtimer_new(c->hc->super.w->base, wait_cb, c);
+	/* a timer, not event_active: it fires after the next poll, with the
+	 * I/O events of the other connections */
+	if (!evtimer_pending(c->wait_ev, NULL))
+		evtimer_add(c->wait_ev, &zero);
+}
+
+static void start_request(struct h2_stream *st, bool end)
+{
+	struct h2_conn *c = st->c;
+	uint32_t lim = c->hc->cfg->max_requests_per_io_cycle;
+	if (lim && (c->whead || c->cycle_requests >= lim)) {
+		st->waiting = true;
+		st->wait_end = end;
+		st->wnext = NULL;
+		st->wprev = c->wtail;
+		if (c->wtail)
+			c->wtail->wnext = st;
+		else
+			c->whead = st;
+		c->wtail = st;
+		stats_inc(h2st(c), shard(c), requests_deferred);
+		arm_wait(c);
+		return;
+	}
+	c->cycle_requests++;
+	begin_request(st, end);
+}
+
+/* Start waiting requests while this cycle allows. */
+static void run_waiting(struct h2_conn *c)
+{
+	uint32_t lim = c->hc->cfg->max_requests_per_io_cycle;
+	while (c->whead && c->cycle_requests < lim && !c->hc->dead && !c->hc->closing) {
+		struct h2_stream *st = c->whead;
+		c->whead = st->wnext;
+		if (c->whead)
+			c->whead->wprev = NULL;
+		else
+			c->wtail = NULL;
+		st->waiting = false;
+		st->wprev = st->wnext = NULL;
+		c->cycle_requests++;
+		begin_request(st, st->wait_end);
+		deliver(st);   /* body, end or trailers that arrived meanwhile */
+	}
+	if (c->whead)
+		arm_wait(c);
+}
+
+static void wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct h2_conn *c = arg;
+	(void)fd;
+	(void)what;
+	if (c->hc->dead || c->hc->closing)
+		return;
+	if (c->lingering) {   /* the end of a lingering close (flood_close) */
+		hcm_close(c->hc, false);
+		return;
+	}
+	c->cycle_requests = 0;
+	run_waiting(c);
+	h2_conn_process(c->hc);
+}
+
 /* ---- nghttp2 callbacks --------------------------------------------------------- */
 
 static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
@@ -383,6 +490,7 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, vo
 		return 0;
 	}
 	struct h2_stream *st = h2s_new(c, frame->hd.stream_id);
+	h2_flood_stream_opened(&c->fl);
 	c->hdr_st = st;
 	struct http_stream *s = hcm_stream_new(c->hc);
 	st->s = s;
@@ -463,7 +571,7 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void 
 			return 0;
 		if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
 			st->in_end = end;
-			begin_request(st, end);
+			start_request(st, end);
 		} else if (end) {
 			st->in_end = true;
 			st->have_trailers = true;
@@ -484,15 +592,136 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void 
 			st->rx_rst = true;
 		break;
 	case NGHTTP2_PING:
-		if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && c->ping_out) {
+		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+			c->ctl_queued++;   /* nghttp2 queues the PING ACK */
+		else if (c->ping_out) {
 			c->ping_out = false;
 			arm_ping(c, ping_interval(c));
 		}
+		break;
+	case NGHTTP2_SETTINGS:
+		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+			c->ctl_queued++;   /* and the SETTINGS ACK */
 		break;
 	default:
 		break;
 	}
 	return 0;
+}
+
+/* ---- flood limits (h2_flood.h) --------------------------------------------------- */
+
+/* Frames queued for the peer and not written to the socket yet: those in the
+ * output buffer (fl) and those nghttp2 still holds. */
+static enum h2_flood_kind outbound_check(struct h2_conn *c)
+{
+	size_t queued = nghttp2_session_get_outbound_queue_size(c->ses);
+	if (!queued)
+		c->ctl_queued = 0;
+	h2_flood_written(&c->fl, evbuffer_get_length(conn_output(c->hc->super.bev)));
+	return h2_flood_outbound(&c->fl, &c->hc->cfg->h2, queued, c->ctl_queued);
+}
+
+/* Every frame header from the peer, before its payload is processed. */
+static int on_begin_frame(nghttp2_session *ses, const nghttp2_frame_hd *hd, void *ud)
+{
+	struct h2_conn *c = ud;
+	enum h2_flood_kind k;
+	(void)ses;
+	k = h2_flood_inbound(&c->fl, &c->hc->cfg->h2, hd->type, hd->flags, hd->length);
+	if (!k)
+		k = outbound_check(c);
+	if (k) {
+		c->flood = k;
+		return NGHTTP2_ERR_CALLBACK_FAILURE;   /* stop parsing now */
+	}
+	return 0;
+}
+
+/* nghttp2 answers an invalid frame with RST_STREAM or GOAWAY. */
+static int on_invalid_frame(nghttp2_session *ses, const nghttp2_frame *frame, int err, void *ud)
+{
+	struct h2_conn *c = ud;
+	(void)ses;
+	(void)frame;
+	(void)err;
+	c->ctl_queued++;
+	return 0;
+}
+
+static const uint8_t flood_stat[] = {
+	[H2_FLOOD_OUTBOUND] = outbound_flood,
+	[H2_FLOOD_OUTBOUND_CONTROL] = outbound_control_flood,
+	[H2_FLOOD_EMPTY] = inbound_empty_frames_flood,
+	[H2_FLOOD_PRIORITY] = inbound_priority_frames_flood,
+	[H2_FLOOD_WINDOW_UPDATE] = inbound_window_update_frames_flood,
+	[H2_FLOOD_CONTINUATION] = inbound_continuation_frames_flood,
+};
+
+/* A flood limit was exceeded: count it, reset the streams, write GOAWAY
+ * ENHANCE_YOUR_CALM ourselves (whatever nghttp2 still queues is never
+ * framed).  An outbound flood means the peer does not read: what it has not
+ * started to receive is dropped, so the GOAWAY follows the last whole
+ * frame.  Then a lingering close: once the GOAWAY is written the sending
+ * side is shut down (FIN after it) and whatever the peer still sends is
+ * read and discarded, so the kernel does not answer unread input with a
+ * reset that would destroy the GOAWAY; the connection closes when the peer
+ * closes or 1 s later (wait_ev). */
+static void flood_close(struct h2_conn *c)
+{
+	struct hcm_conn *hc = c->hc;
+	struct evbuffer *out = conn_output(hc->super.bev);
+	struct evbuffer *in = conn_input(hc->super.bev);
+	uint8_t g[17] = { 0, 0, 8, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0 };
+	uint32_t last = (uint32_t)nghttp2_session_get_last_proc_stream_id(c->ses) & 0x7fffffffu;
+
+	stats_inc(h2st(c), shard(c), flood_stat[c->flood]);
+	log_debug("h2: %s from %s: GOAWAY ENHANCE_YOUR_CALM, closing",
+		  h2_stat_desc[flood_stat[c->flood]].name, hc->super.peer_ip);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	if (c->flood == H2_FLOOD_OUTBOUND || c->flood == H2_FLOOD_OUTBOUND_CONTROL) {
+		size_t len = evbuffer_get_length(out);
+		h2_flood_written(&c->fl, len);
+		size_t keep = h2_flood_partial(&c->fl, len);
+		if (keep < len) {
+			struct evbuffer *head = evbuffer_new();
+			evbuffer_remove_buffer(out, head, keep);
+			evbuffer_drain(out, evbuffer_get_length(out));
+			evbuffer_add_buffer(out, head);
+			evbuffer_free(head);
+		}
+	}
+	g[9] = (uint8_t)(last >> 24);
+	g[10] = (uint8_t)(last >> 16);
+	g[11] = (uint8_t)(last >> 8);
+	g[12] = (uint8_t)last;
+	g[16] = NGHTTP2_ENHANCE_YOUR_CALM;
+	evbuffer_add(out, g, sizeof(g));
+	stats_add(hcmst(c), shard(c), downstream_cx_tx_bytes_total, (int64_t)sizeof(g));
+	stats_inc(h2st(c), shard(c), goaway_sent);
+	stats_inc(hcmst(c), shard(c), downstream_cx_protocol_error);
+	c->goaway = true;
+	c->lingering = true;
+	/* the streams end now: their filters see a reset (the router cancels
+	 * its upstream request) and they are destroyed, so no timer of theirs
+	 * runs during the lingering close */
+	bool active = false;
+	for (struct http_stream *s = c->live; s; s = s->lnext)
+		active |= !s->done;
+	if (active)
+		stats_inc(hcmst(c), shard(c), downstream_cx_destroy_active_rq);
+	h2_conn_eof(hc);
+	c->qhead = c->qtail = NULL;   /* the work queue is never run again */
+	while (c->live)
+		hcm_stream_destroy(c->live);   /* unlinks itself (h2_stream_detach) */
+	c->send_blocked = false;
+	conn_set_write_lowat(hc->super.bev, 0);   /* the writecb says when it is out */
+	conn_enable_read(hc->super.bev);
+	event_del(hc->timer);
+	if (!c->wait_ev)
+		c->wait_ev = evtimer_new(hc->super.w->base, wait_cb, c);
+	struct timeval tv = { 1, 0 };
+	evtimer_add(c->wait_ev, &tv);
 }
 
 static int on_data_chunk(nghttp2_session *ses, uint8_t flags, int32_t id, const uint8_t *data,
@@ -579,9 +808,10 @@ static int on_frame_send(nghttp2_session *ses, const nghttp2_frame *frame, void 
 		/* A complete response before the complete request: ask the client
 		 * to stop sending (RFC 9113 8.1, RST_STREAM NO_ERROR). */
 		if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
-		    nghttp2_session_get_stream_remote_close(ses, frame->hd.stream_id) == 0)
-			nghttp2_submit_rst_stream(ses, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
-						  NGHTTP2_NO_ERROR);
+		    nghttp2_session_get_stream_remote_close(ses, frame->hd.stream_id) == 0 &&
+		    nghttp2_submit_rst_stream(ses, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+					      NGHTTP2_NO_ERROR) == 0)
+			c->ctl_queued++;
 		break;
 	default:
 		break;
@@ -595,12 +825,20 @@ static ssize_t send_cb(nghttp2_session *ses, const uint8_t *data, size_t len, in
 	struct evbuffer *out = conn_output(c->hc->super.bev);
 	(void)ses;
 	(void)flags;
+	if (c->flood)
+		return NGHTTP2_ERR_WOULDBLOCK;   /* closing: nothing more is framed */
 	if (evbuffer_get_length(out) >= c->limit) {
 		c->send_blocked = true;
 		return NGHTTP2_ERR_WOULDBLOCK;
 	}
 	evbuffer_add(out, data, len);
 	stats_add(hcmst(c), shard(c), downstream_cx_tx_bytes_total, (int64_t)len);
+	/* nghttp2 hands us one frame per call (we never take part of one) */
+	uint8_t type = len >= 9 ? data[3] : 0xff;
+	h2_flood_sent(&c->fl, len, type);
+	if (h2_flood_is_control(type) && c->ctl_queued)
+		c->ctl_queued--;
+	c->flood = outbound_check(c);
 	return (ssize_t)len;
 }
 
@@ -611,6 +849,8 @@ static int send_data_cb(nghttp2_session *ses, nghttp2_frame *frame, const uint8_
 	struct h2_stream *st = source->ptr;
 	struct evbuffer *out = conn_output(c->hc->super.bev);
 	(void)ses;
+	if (c->flood)
+		return NGHTTP2_ERR_WOULDBLOCK;
 	if (evbuffer_get_length(out) >= c->limit) {
 		c->send_blocked = true;
 		return NGHTTP2_ERR_WOULDBLOCK;
@@ -620,6 +860,8 @@ static int send_data_cb(nghttp2_session *ses, nghttp2_frame *frame, const uint8_
 	evbuffer_add(out, framehd, 9);
 	evbuffer_remove_buffer(st->out, out, length);
 	stats_add(hcmst(c), shard(c), downstream_cx_tx_bytes_total, (int64_t)(length + 9));
+	h2_flood_sent(&c->fl, length + 9, NGHTTP2_DATA);
+	c->flood = outbound_check(c);
 	if (st->s && st->s->blocked && !st->unblock &&
 	    evbuffer_get_length(st->out) <= c->limit / 2) {
 		st->unblock = true;
@@ -809,8 +1051,9 @@ void h2_encode_trailers(struct http_stream *s, struct http_headers *t)
 void h2_reset_stream(struct http_stream *s)
 {
 	struct h2_stream *st = s->h2s;
-	if (st)
-		nghttp2_submit_rst_stream(st->c->ses, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+	if (st && nghttp2_submit_rst_stream(st->c->ses, NGHTTP2_FLAG_NONE, st->id,
+					    NGHTTP2_INTERNAL_ERROR) == 0)
+		st->c->ctl_queued++;
 	hcm_schedule(s->hc);
 }
 
@@ -844,6 +1087,8 @@ static void ping_cb(evutil_socket_t fd, short what, void *arg)
 	struct h2_conn *c = arg;
 	(void)fd;
 	(void)what;
+	if (c->hc->dead || c->hc->closing || c->flood)
+		return;
 	if (c->ping_out) {
 		/* no PING ACK within connection_keepalive.timeout */
 		stats_inc(h2st(c), shard(c), keepalive_timeout);
@@ -867,6 +1112,7 @@ void h2_conn_start(struct hcm_conn *hc)
 	nghttp2_option *opt;
 
 	c->hc = hc;
+	h2_flood_init(&c->fl);
 	c->limit = hc->super.lcfg->buffer_limit;
 	if (c->limit < 16384)
 		c->limit = 16384;
@@ -881,7 +1127,15 @@ void h2_conn_start(struct hcm_conn *hc)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
 	nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+	nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
+	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
 	nghttp2_option_set_no_auto_window_update(opt, 1);
+	/* nghttp2's own bound on the PING/SETTINGS ACKs it queues (a backstop
+	 * for ours, which also counts those in the output buffer) */
+	nghttp2_option_set_max_outbound_ack(opt, o->max_outbound_control_frames);
+	/* CONTINUATION frames per header block: nghttp2's default (8) unless
+	 * max_request_headers_kb needs more 16 KiB frames */
+	nghttp2_option_set_max_continuations(opt, MAX(8, hc->cfg->limits.max_head_bytes / 16384 + 2));
 	/* nghttp2 keeps closed streams (for priority) up to our
 	 * max_concurrent_streams, 2^31-1 by default: a long-lived connection
 	 * grew by ~300 bytes per request (soak).  Priority is not used. */
@@ -926,6 +1180,9 @@ void h2_conn_free(struct hcm_conn *hc)
 	nghttp2_session_del(c->ses);
 	if (c->ping_timer)
 		event_free(c->ping_timer);
+	if (c->wait_ev)
+		event_free(c->wait_ev);
+	h2_flood_free(&c->fl);
 	free(c);
 }
 
@@ -1004,12 +1261,27 @@ void h2_conn_process(struct hcm_conn *hc)
 
 	if (hc->dead || hc->closing || c->in_send)
 		return;
-	while (evbuffer_get_length(in) && !hc->dead && !c->too_many_resets) {
+	if (c->flood) {
+		if (!c->lingering)
+			flood_close(c);
+		else   /* lingering close after a flood: discard */
+			evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
+	if (evbuffer_get_length(in))
+		c->cycle_requests = 0;   /* a read: a new I/O cycle */
+	while (evbuffer_get_length(in) && !hc->dead && !c->too_many_resets && !c->flood) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
 		ssize_t rv = nghttp2_session_mem_recv(c->ses, v.iov_base, v.iov_len);
 		if (rv < 0) {
+			if (rv == NGHTTP2_ERR_FLOODED)   /* nghttp2's ACK bound */
+				c->flood = H2_FLOOD_OUTBOUND_CONTROL;
+			else if (rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
+				c->flood = H2_FLOOD_CONTINUATION;
+			if (c->flood)
+				break;   /* rv may be a callback failure we asked for */
 			stats_inc(hcmst(c), shard(c), downstream_cx_protocol_error);
 			log_debug("h2: %s from %s", nghttp2_strerror((int)rv), hc->super.peer_ip);
 			evbuffer_drain(in, evbuffer_get_length(in));
@@ -1018,6 +1290,12 @@ void h2_conn_process(struct hcm_conn *hc)
 		}
 		stats_add(hcmst(c), shard(c), downstream_cx_rx_bytes_total, rv);
 		evbuffer_drain(in, (size_t)rv);
+	}
+	if (!c->flood && !hc->dead)
+		c->flood = outbound_check(c);   /* what the last frames queued */
+	if (c->flood && !hc->dead) {
+		flood_close(c);
+		return;
 	}
 	if (c->too_many_resets && !hc->dead) {
 		/* GOAWAY ENHANCE_YOUR_CALM, then close once it is written (at
@@ -1042,6 +1320,10 @@ void h2_conn_process(struct hcm_conn *hc)
 		c->in_send = true;
 		int rv = nghttp2_session_send(c->ses);
 		c->in_send = false;
+		if (c->flood) {
+			flood_close(c);
+			return;
+		}
 		if (rv) {
 			log_debug("h2: send: %s", nghttp2_strerror(rv));
 			hcm_close(hc, false);
@@ -1078,6 +1360,13 @@ void h2_conn_process(struct hcm_conn *hc)
 void h2_conn_on_write(struct hcm_conn *hc)
 {
 	struct h2_conn *c = hc->h2;
+	if (c->lingering) {
+		if (!c->shut_wr && !evbuffer_get_length(conn_output(hc->super.bev))) {
+			c->shut_wr = true;
+			conn_shutdown_write(hc->super.bev);   /* FIN after the GOAWAY */
+		}
+		return;
+	}
 	if (c->send_blocked) {
 		c->send_blocked = false;
 		conn_set_write_lowat(hc->super.bev, 0);

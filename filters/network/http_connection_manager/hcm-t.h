@@ -35,7 +35,11 @@ enum hcm_fcc { HCM_FCC_SANITIZE, HCM_FCC_FORWARD_ONLY, HCM_FCC_APPEND_FORWARD,
 #define H2_STATS(X)                                                                     \
 	X(COUNTER, rx_reset) X(COUNTER, tx_reset) X(COUNTER, header_overflow)          \
 	X(COUNTER, rx_messaging_error) X(COUNTER, trailers) X(COUNTER, keepalive_timeout) \
-	X(COUNTER, goaway_sent) X(COUNTER, headers_cb_no_stream) X(GAUGE, streams_active)
+	X(COUNTER, goaway_sent) X(COUNTER, headers_cb_no_stream) X(GAUGE, streams_active)  \
+	X(COUNTER, outbound_flood) X(COUNTER, outbound_control_flood)                   \
+	X(COUNTER, inbound_empty_frames_flood) X(COUNTER, inbound_priority_frames_flood) \
+	X(COUNTER, inbound_window_update_frames_flood)                                 \
+	X(COUNTER, inbound_continuation_frames_flood) X(COUNTER, requests_deferred)
 enum { H2_STATS(STATS_ENUM) H2_STATS_N };
 
 /* RDS: the newest route table per worker for every version of an HCM with
@@ -98,6 +102,10 @@ struct hcm_cfg {
 	enum hcm_codec codec;            /* codec_type (AUTO: HTTP/2 if the client
 	                                    starts with the connection preface) */
 	struct h2_options h2;           /* http2_protocol_options */
+	uint32_t max_requests_per_io_cycle; /* runtime http.max_requests_per_io_cycle:
+	                                    new requests one connection starts per
+	                                    I/O cycle, the rest wait for the next
+	                                    loop iteration; 0 = no limit */
 	struct stats_scope *h2stats;     /* shared "http2" scope, one reference */
 	enum hcm_fcc fcc_mode;           /* forward_client_cert_details (SANITIZE) */
 	unsigned fcc_details;            /* set_current_client_cert_details: TLS_XFCC_* */

@@ -73,3 +73,32 @@ def check_unaffected(before, during, errors, what):
     assert not errors, f"{what}: good client failed: {errors[:5]}"
     assert n1 > 0, f"{what}: good client made no request during the attack"
     assert p1 < 5.0, f"{what}: good client stalled ({p1:.1f} s)"
+
+
+class GoodH2Client(GoodClient):
+    """The same over HTTP/2 with prior knowledge: h2load sends `batch`
+    requests one after the other on one connection per run, each run's
+    latency divided among them."""
+
+    def __init__(self, port, path="/", batch=10):
+        super().__init__(port, path)
+        self.batch = batch
+
+    def _run(self):
+        import subprocess
+        url = f"http://127.0.0.1:{self.port}{self.path}"
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                p = subprocess.run(["h2load", "-n", str(self.batch), "-c", "1", "-m", "1",
+                                    "-T", "10", url],
+                                   capture_output=True, text=True, timeout=30)
+                want = f"status codes: {self.batch} 2xx,"
+                if p.returncode != 0 or want not in p.stdout:
+                    self.errors.append(f"h2load rc {p.returncode}: " + " / ".join(
+                        ln for ln in p.stdout.splitlines() if "requests:" in ln or "status" in ln))
+            except Exception as e:                  # noqa: BLE001 - recorded
+                self.errors.append(repr(e))
+            dt = (time.monotonic() - t0) / self.batch
+            self.lat.extend([dt] * self.batch)
+            time.sleep(0.01)
