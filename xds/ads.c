@@ -966,7 +966,7 @@ static void rds_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	json_t *j;
 	size_t nmiss = 0;
 	json_object_foreach(a->t[T_LDS].res, name, j) {
-		json_t *names = listener_rds_names(j), *n;
+		json_t *names = listener_rds_names(j, NULL), *n;
 		size_t i;
 		json_array_foreach(names, i, n) {
 			const char *rn = json_string_value(n);
