@@ -190,3 +190,38 @@ def test_rds_and_eds_init_fetch_timeout(mode, remora, cp, make_upstream, ports):
     assert st["http.waiting.rds.nowhere.update_success"] == 0
     assert curl(f"http://127.0.0.1:{lport2}/").status == 404   # an empty route table
     r.stop()
+
+
+@pytest.mark.parametrize("mode", ["sotw", "delta"])
+def test_sds_subscription_stats(mode, remora, cp, make_upstream, ports, tmp_path):
+    """sds.<name>.*: update_time and version of the accepted secret, a
+    resend of the same secret counts as a success, the stream failing counts
+    update_failure."""
+    import tls_pki
+    from test_xds_sds import cert_secret, tls_rds_listener
+    pki = tls_pki.make_pki(tmp_path / "pki")
+    a = make_upstream("a")
+    lport = ports.get()
+    cp.set("cds", "1", [eds_cluster("backend")])
+    cp.set("eds", "1", [cla("backend", [a.port])])
+    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
+    cp.set("lds", "1", [tls_rds_listener("tls", lport, "r1", "server_cert")])
+    cp.set("sds", "1", [cert_secret("server_cert", pki["server"], pki["server_key"])])
+    t0_ms = time.time() * 1000
+    r = start(mode, remora, cp, ports)
+    p = "sds.server_cert."
+    st = r.stats()
+    assert st[p + "update_success"] == 1 and st[p + "version"] == 1, st
+    assert st[p + "update_time"] > t0_ms - 60000
+    assert st[p + "update_failure"] == 0 and st[p + "update_rejected"] == 0
+    cp.set("sds", "2", [cert_secret("server_cert", pki["server2"], pki["server2_key"])])
+    r.wait_stat(p + "version", lambda v: v == 2, timeout=15)
+    assert r.stat(p + "update_success") == 2
+    if mode == "sotw":   # the same secret again, a new response version: accepted
+        cp.set("sds", "3", [cert_secret("server_cert", pki["server2"], pki["server2_key"])])
+        r.wait_stat(p + "version", lambda v: v == 3, timeout=15)
+        assert r.stat(p + "update_success") == 3
+    cp.stop()
+    r.wait_stat(p + "update_failure", lambda v: v >= 1, timeout=15)
+    assert r.stat(p + "update_attempt") >= r.stat(p + "update_success") + 1
+    r.stop()
