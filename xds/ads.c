@@ -32,6 +32,7 @@
 #include "../proxy/upstream/cluster.h"
 #include "../proxy/upstream/async_http.h"
 #include "../tls/tls.h"
+#include "../stats/config_dump.h"
 #include "envoy/service/discovery/v3/subset.pb-c.h"
 
 #define TYPE_CDS "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -2411,26 +2412,7 @@ static json_t *typed_cluster(const struct cluster *cl)
 	return o;
 }
 
-/* Secrets: private keys are never dumped (Envoy redacts them). */
-static void redact(json_t *j)
-{
-	const char *k;
-	json_t *v;
-	if (json_is_array(j)) {
-		size_t i;
-		json_array_foreach(j, i, v)
-			redact(v);
-		return;
-	}
-	json_object_foreach(j, k, v) {
-		if (!strcmp(k, "private_key") || !strcmp(k, "password"))
-			json_object_set_new(j, k, json_pack("{s:s}", "inline_string", "[redacted]"));
-		else
-			redact(v);
-	}
-}
-
-json_t *ads_config_dump(struct ads *a)
+json_t *ads_config_dump(struct ads *a, bool include_eds)
 {
 	if (!a)
 		return json_object();
@@ -2471,16 +2453,19 @@ json_t *ads_config_dump(struct ads *a)
 	const struct { int t; json_t *arr; const char *key; } simple[] = {
 		{ T_RDS, rc, "route_config" }, { T_EDS, eps, "endpoint_config" },
 	};
-	for (size_t k = 0; k < ARRAY_SIZE(simple); k++)
+	for (size_t k = 0; k < ARRAY_SIZE(simple); k++) {
+		if (simple[k].t == T_EDS && !include_eds)
+			continue;
 		json_object_foreach(a->t[simple[k].t].res, n, v) {
 			json_t *r = typed(simple[k].t, v);
 			json_array_append_new(simple[k].arr, with_meta(json_object_get(a->t[simple[k].t].meta, n),
 								     simple[k].key, r));
 			json_decref(r);
 		}
+	}
 	json_object_foreach(a->t[T_SDS].res, n, v) {
 		json_t *r = typed(T_SDS, v);
-		redact(r);
+		config_dump_redact(r);   /* private keys are never dumped */
 		json_t *o = with_meta(json_object_get(a->t[T_SDS].meta, n), "secret", r);
 		json_object_set_new(o, "name", json_string(n));
 		json_array_append_new(sec, o);
