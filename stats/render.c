@@ -607,7 +607,7 @@ static void prom_labels(struct sbuf *b, const struct item *i)
 		sbuf_adds(b, "\"");
 	}
 	prom_label(b, i->s->tag_name, i->s->tag_value);
-	prom_label(b, i->s->tag2_name, i->s->tag2_value);
+	prom_label(b, stats_scope_tag2_name(i->s), stats_scope_tag2_value(i->s));
 }
 
 static int cmp_prom(const void *a, const void *b)

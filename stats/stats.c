@@ -305,22 +305,42 @@ static void scope_unlink_locked(struct stats_scope *s)
 		s->next->pprev = s->pprev;
 }
 
-/* The stat list copied into one allocation (names after the array). */
-static struct stat_desc *desc_copy(const struct stat_desc *desc, size_t ndesc)
+/* The scope's extra block (stats.h: ->extra): the second tag's strings,
+ * then the copied stat list and its names.  NULL when neither is asked. */
+static char *scope_extra(struct stats_scope *s, const struct stats_scope_spec *sp)
 {
-	size_t total = ndesc * sizeof(*desc);
-	struct stat_desc *d;
-	char *p;
+	bool tag2 = sp->tag2_name && *sp->tag2_name && sp->tag2_value;
+	bool copy = sp->flags & STATS_SCOPE_COPY_DESC;
+	size_t off_desc, total;
+	char *x, *p;
 
-	for (size_t i = 0; i < ndesc; i++)
-		total += strlen(desc[i].name) + 1;
-	d = xmalloc(total ? total : 1);
-	p = (char *)(d + ndesc);
-	for (size_t i = 0; i < ndesc; i++) {
-		d[i].type = desc[i].type;
-		d[i].name = put_str(&p, desc[i].name);
+	if (!tag2 && !copy)
+		return NULL;
+	total = tag2 ? strlen(sp->tag2_name) + 1 + strlen(sp->tag2_value) + 1 : 2;
+	off_desc = ALIGN_UP(total, _Alignof(struct stat_desc));
+	total = off_desc;
+	if (copy) {
+		total += sp->ndesc * sizeof(struct stat_desc);
+		for (size_t i = 0; i < sp->ndesc; i++)
+			total += strlen(sp->desc[i].name) + 1;
 	}
-	return d;
+	x = xcalloc(1, total);
+	p = x;
+	if (tag2) {
+		put_str(&p, sp->tag2_name);
+		put_str(&p, sp->tag2_value);
+	}
+	if (copy) {
+		struct stat_desc *d = (struct stat_desc *)(x + off_desc);
+
+		p = (char *)(d + sp->ndesc);
+		for (size_t i = 0; i < sp->ndesc; i++) {
+			d[i].type = sp->desc[i].type;
+			d[i].name = put_str(&p, sp->desc[i].name);
+		}
+		s->desc = d;
+	}
+	return x;
 }
 
 struct stats_scope *stats_scope_get(struct stats_store *st, const struct stats_scope_spec *sp)
@@ -346,16 +366,7 @@ struct stats_scope *stats_scope_get(struct stats_store *st, const struct stats_s
 			sp->ndesc);
 	s->hash = h;
 	s->refs = 1;
-	if (sp->flags & STATS_SCOPE_COPY_DESC)
-		s->desc = s->desc_copy = desc_copy(sp->desc, sp->ndesc);
-	if (sp->tag2_name && *sp->tag2_name && sp->tag2_value) {
-		size_t n = strlen(sp->tag2_name) + 1;
-
-		s->tag2_name = xmalloc(n + strlen(sp->tag2_value) + 1);
-		memcpy(s->tag2_name, sp->tag2_name, n);
-		s->tag2_value = s->tag2_name + n;
-		strcpy(s->tag2_value, sp->tag2_value);
-	}
+	s->extra = scope_extra(s, sp);
 	scope_bounds(st, s);
 	hash_insert_locked(st, s);
 	s->next = st->scopes;
@@ -478,8 +489,7 @@ static void scope_destroy(struct stats_scope *s)
 			xfree(sh->codes[f]);
 	}
 	xfree(s->hbounds);
-	xfree(s->tag2_name);
-	xfree(s->desc_copy);
+	xfree(s->extra);
 	free(s);                                  /* the block: strings, shards, vals */
 }
 

@@ -103,12 +103,15 @@ struct stats_scope {
 	const struct stat_desc *desc;             /* not owned (static) */
 	size_t ndesc;
 	unsigned nhist;                           /* histograms in desc */
+	unsigned refs;                            /* users (stats_scope_new / _free pairs);
+						     under the store's lock */
 	const uint16_t *hslot;                    /* in the block, [ndesc]: a histogram's slot in
 						     a shard's hists[] (NULL when nhist is 0) */
 	const struct stats_bounds **hbounds;      /* owned array [ndesc] (entries point into the
 	                                             store's bucket rules), NULL: all default */
 	const char *families[STATS_MAX_CODE_FAMILIES]; /* not owned (static), may be NULL */
 	unsigned nshards;                         /* the store's, or 1 (stats_scope_new_main) */
+	uint32_t hash;                            /* of name, for the store's hash */
 	struct stats_shard *shards;               /* in the block; [nshards] */
 	struct stats_scope *next;                 /* store's list */
 	struct stats_scope **pprev;               /* the pointer to this scope in that list
@@ -119,16 +122,24 @@ struct stats_scope {
 		struct stats_scope *dead_next;    /* once unlinked: the store's graveyard
 						     (freed after a render) */
 	};
-	unsigned refs;                            /* users (stats_scope_new / _free pairs);
-						     under the store's lock */
-	uint32_t hash;                            /* of name, for the store's hash */
-	char *tag2_name;                          /* owned (one allocation with tag2_value),
-						     may be NULL: a second tag, e.g.
-						     "envoy_rds_route_config" */
-	char *tag2_value;                         /* in tag2_name's allocation, may be NULL */
-	struct stat_desc *desc_copy;              /* owned, NULL unless STATS_SCOPE_COPY_DESC:
-						     desc points here (names in the same block) */
+	char *extra;                              /* owned, NULL for most scopes: a second tag
+						     "<name>\0<value>\0" ("\0\0": none; see
+						     stats_scope_tag2_*), then, with
+						     STATS_SCOPE_COPY_DESC, the copied stat list
+						     (desc points there) */
 };
+
+/* A scope's second tag (e.g. "envoy_rds_route_config" = "local_route"), or NULL. */
+static inline const char *stats_scope_tag2_name(const struct stats_scope *s)
+{
+	return s->extra && *s->extra ? s->extra : NULL;
+}
+static inline const char *stats_scope_tag2_value(const struct stats_scope *s)
+{
+	const char *n = stats_scope_tag2_name(s);
+
+	return n ? n + strlen(n) + 1 : NULL;
+}
 
 /* stats_config.histogram_bucket_settings: histograms created from now on
  * whose full name matches (first rule wins) use these bounds (1 ..
