@@ -265,7 +265,7 @@ static struct stats_scope *hash_find_locked(struct stats_store *st, uint32_t h, 
 
 static void hash_insert_locked(struct stats_store *st, struct stats_scope *s)
 {
-	if (st->nscopes + 1 > st->hcap) {   /* load factor 1: double */
+	if (st->nscopes + 1 > 2 * st->hcap) {   /* at 2 scopes a bucket: double (4-8 B a scope) */
 		size_t ncap = st->hcap ? st->hcap * 2 : 64;
 		struct stats_scope **nh = xcalloc(ncap, sizeof(*nh));
 
