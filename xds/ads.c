@@ -101,7 +101,6 @@ struct rds_sub {                    /* http.<prefix>.rds.<name>: one per (HCM st
 	char *prefix;               /* owned */
 	char *name;                 /* owned */
 	struct stats_scope *stats;  /* owned (a reference: shared by name) */
-	bool keep;                  /* rds_subs_sync: still referenced */
 };
 #define CP_STATS(X) X(GAUGE, connected_state) X(COUNTER, stream_reconnects) \
 	X(GAUGE, pending_requests)
@@ -195,7 +194,10 @@ struct ads {
 	struct stats_scope *cp_stats, *cm_stats; /* owned */
 	struct rds_sub *rsub;       /* owned [nrsub]: RDS subscription stats */
 	size_t nrsub;
+	json_t *rsub_index;         /* owned: route config name -> [positions in rsub] */
 	bool rsub_dirty;            /* LDS changed: rds_subs_sync */
+	json_t *eds_rejected;       /* owned: the ClusterLoadAssignments the response being
+				     * applied had rejected (name -> true; count_resources) */
 	uint64_t apply_start_us;    /* the response being applied arrived (update_duration) */
 	struct pb_json_ctx pj;
 };
@@ -737,8 +739,12 @@ static void apply_eds(struct ads *a, json_t *got, const json_t *removed, char *e
 		const char *have = json_string_value(json_object_get(a->t[T_EDS].res, name));
 		/* unchanged ClusterLoadAssignment: nothing to do; accepted state:
 		 * only what applied (a rejected one is retried when resent) */
-		if ((!have || strcmp(have, txt)) && eds_apply_one(a, name, j, err, errlen))
-			json_object_set_new(a->t[T_EDS].res, name, json_string_nocheck(txt));
+		if (!have || strcmp(have, txt)) {
+			if (eds_apply_one(a, name, j, err, errlen))
+				json_object_set_new(a->t[T_EDS].res, name, json_string_nocheck(txt));
+			else
+				json_object_set_new(a->eds_rejected, name, json_true());
+		}
 		free(txt);
 	}
 	json_array_foreach(removed, i, j) {
@@ -810,31 +816,40 @@ static void listener_rds_pairs(const json_t *l, json_t *pairs)
 }
 
 /* Bring the RDS subscription stats in line with the accepted listeners:
- * http.<prefix>.rds.<name>.* for each pair in use (O(pairs x subs), after an
+ * http.<prefix>.rds.<name>.* for each pair in use (O(pairs + subs), after an
  * LDS change only; a scope is shared by name, so a listener update that
  * keeps a pair keeps its counts). */
 static void rds_subs_sync(struct ads *a)
 {
-	json_t *pairs = json_array(), *p, *l;
+	json_t *pairs = json_array(), *want = json_object(), *p, *l, *tmp;
 	const char *n;
 	size_t i, k;
 
 	a->rsub_dirty = false;
 	json_object_foreach(a->t[T_LDS].res, n, l)
 		listener_rds_pairs(l, pairs);
-	for (k = 0; k < a->nrsub; k++)
-		a->rsub[k].keep = false;
-	json_array_foreach(pairs, i, p) {
+	json_array_foreach(pairs, i, p) {   /* "<prefix>\x1f<name>" -> [prefix, name] */
+		char *key = xasprintf("%s\x1f%s", json_string_value(json_array_get(p, 0)),
+				      json_string_value(json_array_get(p, 1)));
+		json_object_set(want, key, p);
+		free(key);
+	}
+	for (k = a->nrsub; k-- > 0;) {
+		char *key = xasprintf("%s\x1f%s", a->rsub[k].prefix, a->rsub[k].name);
+		bool keep = json_object_get(want, key) != NULL;
+
+		json_object_del(want, key);   /* kept: nothing to create */
+		free(key);
+		if (keep)
+			continue;
+		free(a->rsub[k].prefix);
+		free(a->rsub[k].name);
+		stats_scope_free(a->rsub[k].stats);
+		a->rsub[k] = a->rsub[--a->nrsub];
+	}
+	json_object_foreach_safe(want, tmp, n, p) {
 		const char *sp = json_string_value(json_array_get(p, 0));
 		const char *rn = json_string_value(json_array_get(p, 1));
-
-		for (k = 0; k < a->nrsub; k++)
-			if (!strcmp(a->rsub[k].prefix, sp) && !strcmp(a->rsub[k].name, rn))
-				break;
-		if (k < a->nrsub) {
-			a->rsub[k].keep = true;
-			continue;
-		}
 		char *scope = xasprintf("http.%s.rds.%s", sp, rn);
 		struct stats_scope_spec spec = {
 			.name = scope, .tag_prefix = "http.rds",
@@ -844,26 +859,35 @@ static void rds_subs_sync(struct ads *a)
 		};
 		a->rsub = xrealloc(a->rsub, (a->nrsub + 1) * sizeof(*a->rsub));
 		a->rsub[a->nrsub++] = (struct rds_sub){ xstrdup(sp), xstrdup(rn),
-							stats_scope_get(a->srv->stats, &spec), true };
+							stats_scope_get(a->srv->stats, &spec) };
 		free(scope);
 	}
-	for (k = a->nrsub; k-- > 0;) {
-		if (a->rsub[k].keep)
-			continue;
-		free(a->rsub[k].prefix);
-		free(a->rsub[k].name);
-		stats_scope_free(a->rsub[k].stats);
-		a->rsub[k] = a->rsub[--a->nrsub];
+	json_decref(a->rsub_index);
+	a->rsub_index = json_object();
+	for (k = 0; k < a->nrsub; k++) {
+		json_t *pos = json_object_get(a->rsub_index, a->rsub[k].name);
+
+		if (!pos)
+			json_object_set_new(a->rsub_index, a->rsub[k].name, pos = json_array());
+		json_array_append_new(pos, json_integer((json_int_t)k));
 	}
+	json_decref(want);
 	json_decref(pairs);
 }
 
 /* ev for every RDS subscription of route configuration name (NULL: all). */
 static void rds_count(struct ads *a, const char *name, enum sub_ev ev, const char *version)
 {
-	for (size_t k = 0; k < a->nrsub; k++)
-		if (!name || !strcmp(a->rsub[k].name, name))
-			sub_count(a->rsub[k].stats, &xu_idx, ev, true, version);
+	json_t *v;
+	size_t i;
+
+	if (!name) {
+		for (i = 0; i < a->nrsub; i++)
+			sub_count(a->rsub[i].stats, &xu_idx, ev, true, version);
+		return;
+	}
+	json_array_foreach(json_object_get(a->rsub_index, name), i, v)
+		sub_count(a->rsub[json_integer_value(v)].stats, &xu_idx, ev, true, version);
 }
 
 /* A tcp_proxy filter holds references to the cluster objects it was compiled
@@ -1691,6 +1715,7 @@ static void apply_resources(struct ads *a, int t, json_t *got, const json_t *rem
 	size_t i;
 	if (!x->meta)
 		x->meta = json_object();
+	json_object_clear(a->eds_rejected);
 	now_rfc3339(ts, sizeof(ts));
 	json_t *m = json_pack("{s:s, s:s}", "version_info", a->applying_version ? a->applying_version : "",
 			      "last_updated", ts);
@@ -1830,18 +1855,24 @@ static void count_resources(struct ads *a, int t, const json_t *got, const json_
 			eds_count(a, NULL, SE_EMPTY, ver);
 		else
 			rds_count(a, NULL, SE_EMPTY, ver);
+		json_object_clear(a->eds_rejected);
 		return;
 	}
 	json_object_foreach((json_t *)got, n, v) {
-		bool ok = res_same(a, t, n, v), diff = json_object_get(changed, n) != NULL;
+		/* EDS: apply_eds noted what it rejected (res_same would re-serialize
+		 * every assignment); RDS: the table in force is this one */
+		bool ok = t == T_EDS ? !json_object_get(a->eds_rejected, n) : res_same(a, t, n, v);
+		bool diff = json_object_get(changed, n) != NULL;
 
 		if (t == T_RDS) {
 			rds_count(a, n, ok ? SE_SUCCESS : SE_REJECTED, ver);
-			for (size_t k = 0; ok && diff && k < a->nrsub; k++) {
-				if (strcmp(a->rsub[k].name, n))
-					continue;
-				stats_inc(a->rsub[k].stats, 0, RS_config_reload);
-				stats_gauge_set(a->rsub[k].stats, RS_config_reload_time_ms, wall_ms());
+			if (!ok || !diff)
+				continue;
+			json_t *pos;
+			json_array_foreach(json_object_get(a->rsub_index, n), i, pos) {
+				struct stats_scope *sc = a->rsub[json_integer_value(pos)].stats;
+				stats_inc(sc, 0, RS_config_reload);
+				stats_gauge_set(sc, RS_config_reload_time_ms, wall_ms());
 			}
 			continue;
 		}
@@ -1867,6 +1898,7 @@ static void count_resources(struct ads *a, int t, const json_t *got, const json_
 		else
 			rds_count(a, json_string_value(v), SE_SUCCESS, ver);
 	}
+	json_object_clear(a->eds_rejected);   /* this response's only */
 }
 
 /* After a response was applied: ACK, or NACK (repeats of the same rejected
@@ -2265,6 +2297,7 @@ struct ads *ads_start(struct server *srv)
 	a->srv = srv;
 	a->delta = srv->xds.delta;
 	a->dc_index = json_object();
+	a->eds_rejected = json_object();
 	a->bootstrap = json_incref(s->bootstrap);
 	a->scl = xcalloc(s->nclusters + 1, sizeof(*a->scl));
 	for (size_t i = 0; i < s->nclusters; i++)
@@ -2370,6 +2403,8 @@ void ads_free(struct ads *a)
 		stats_scope_free(a->rsub[k].stats);
 	}
 	free(a->rsub);
+	json_decref(a->rsub_index);
+	json_decref(a->eds_rejected);
 	json_decref(a->bootstrap);
 	free(a);
 }
