@@ -10,6 +10,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include "stats.h"
+#include "config_dump.h"
 #include "../proxy/server.h"
 #include "../proxy/log.h"
 #include "../proxy/config/address.h"
@@ -201,59 +202,223 @@ static void h_certs(struct admin *a, struct evhttp_request *req, struct evkeyval
 	reply_json(req, tls_certs_json());
 }
 
-/* Envoy's layout: Bootstrap, Clusters (static_clusters, dynamic_active_clusters,
- * dynamic_warming_clusters), Listeners (static_listeners, dynamic_listeners
- * with active_state / warming_state), Routes, Endpoints and Secrets
- * (dynamic_* from the xDS client, with version_info and last_updated). */
+static bool query_flag(struct evhttp_request *req, const char *name);
+
+#define T_ADMIN "type.googleapis.com/envoy.admin.v3."
+#define T_CLUSTER "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+#define T_LISTENER "type.googleapis.com/envoy.config.listener.v3.Listener"
+#define T_ROUTE "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+#define T_CLA "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+#define T_SECRET "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+/* The value of query parameter name ("name=value", %-decoded, '+' is a
+ * space), "" for a bare "name", NULL if absent.  Caller frees. */
+static char *query_value(struct evhttp_request *req, const char *name)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
+	size_t n = strlen(name);
+
+	while (q && *q) {
+		size_t len = strcspn(q, "&");
+
+		if (len >= n && !strncmp(q, name, n) && (len == n || q[n] == '=')) {
+			char *raw = len > n ? xstrndup(q + n + 1, len - n - 1) : xstrdup("");
+			char *v = evhttp_uridecode(raw, 1, NULL);
+
+			free(raw);
+			if (!v)
+				die("out of memory (uri decode)");
+			return v;
+		}
+		q += len;
+		if (*q == '&')
+			q++;
+	}
+	return NULL;
+}
+
+/* {"@type": type, ...j} (a copy). */
+static json_t *typed_copy(const char *type, const json_t *j)
+{
+	json_t *o = json_deep_copy(j);
+
+	if (!json_is_object(o)) {
+		json_decref(o);
+		o = json_object();
+	}
+	json_object_set_new(o, "@type", json_string(type));
+	return o;
+}
+
+/* A cluster's current hosts as a ClusterLoadAssignment (Envoy's endpoint
+ * dump for clusters not fed by EDS). */
+static json_t *hosts_cla(const struct cluster *cl)
+{
+	static const char *const health[] = { "HEALTHY", "DEGRADED", "UNHEALTHY" };
+	const struct hostset *hs = cl->hs;
+	json_t *lbs = json_array();
+
+	for (size_t i = 0; hs && i < hs->n; i++) {
+		const struct host *h = hs->hosts[i];
+		int hf = __atomic_load_n(&h->health_flags, __ATOMIC_RELAXED);
+		char ip[64];
+		json_t *lb;
+
+		sockaddr_ip((struct sockaddr *)&h->addr, ip, sizeof(ip));
+		lb = json_pack("{s:{s:{s:{s:s, s:i}}}, s:s, s:i}", "endpoint", "address",
+			       "socket_address", "address", ip, "port_value",
+			       (int)sockaddr_port((struct sockaddr *)&h->addr), "health_status",
+			       health[host_health_of(hf)], "load_balancing_weight", (int)h->weight);
+		if (h->hostname)
+			json_object_set_new(json_object_get(lb, "endpoint"), "hostname",
+					    json_string(h->hostname));
+		json_array_append_new(lbs, lb);
+	}
+	return json_pack("{s:s, s:s, s:[{s:o}]}", "@type", T_CLA, "cluster_name", cl->name,
+			 "endpoints", "lb_endpoints", lbs);
+}
+
+/* The route configurations inline in a listener's HCMs, appended to out as
+ * RoutesConfigDump.StaticRouteConfig (Envoy lists them there, whatever the
+ * listener's origin). */
+static void inline_routes(const json_t *lis, json_t *out)
+{
+	const json_t *chains[2] = { json_object_get(lis, "filter_chains"), NULL };
+	json_t *one = json_array();
+
+	if (json_object_get(lis, "default_filter_chain"))
+		json_array_append(one, json_object_get(lis, "default_filter_chain"));
+	chains[1] = one;
+	for (int k = 0; k < 2; k++) {
+		size_t i, m;
+		const json_t *fc, *f;
+
+		json_array_foreach(chains[k], i, fc)
+			json_array_foreach(json_object_get(fc, "filters"), m, f) {
+				const json_t *rc = json_object_get(json_object_get(f, "typed_config"),
+								   "route_config");
+				if (json_is_object(rc))
+					json_array_append_new(out, json_pack("{s:o}", "route_config",
+									     typed_copy(T_ROUTE, rc)));
+			}
+	}
+	json_decref(one);
+}
+
+/* Envoy's layout, in Envoy's order: Bootstrap, Clusters (static_clusters,
+ * dynamic_active_clusters, dynamic_warming_clusters), Endpoints (only with
+ * ?include_eds), Listeners (static_listeners, dynamic_listeners with
+ * active_state / warming_state), Routes (static_route_configs: the inline
+ * ones; dynamic_route_configs) and Secrets (static_secrets,
+ * dynamic_active_secrets); dynamic_* from the xDS client with version_info
+ * and last_updated.  ?resource=, ?mask=, ?name_regex= (stats/config_dump.h). */
 static void h_config_dump(struct admin *a, struct evhttp_request *req, struct evkeyvalq *q)
 {
 	struct snapshot *s = a->srv->snap;
+	bool include_eds = query_flag(req, "include_eds");
+	char *resource = query_value(req, "resource"), *mask = query_value(req, "mask");
+	char *name_regex = query_value(req, "name_regex");
 	json_t *bootstrap = s->bootstrap ? json_deep_copy(s->bootstrap) : json_object();
-	json_t *listeners = json_array(), *clusters = json_array();
-	json_t *dyn = ads_config_dump(a->srv->ads);   /* {} without xDS */
+	json_t *listeners = json_array(), *clusters = json_array(), *routes = json_array();
+	json_t *st_eps = json_array(), *dyn_eps = NULL, *secrets = json_array();
+	json_t *dyn = ads_config_dump(a->srv->ads, include_eds);   /* {} without xDS */
+	json_t *sr = json_object_get(s->bootstrap, "static_resources"), *v;
+	json_t *cs = json_object_get(sr, "clusters");
+	size_t i;
 	(void)q;
-	json_t *sr = json_object_get(s->bootstrap, "static_resources");
-	json_t *ls = sr ? json_object_get(sr, "listeners") : NULL;
-	for (size_t i = 0; ls && i < json_array_size(ls); i++)
-		json_array_append_new(listeners, json_pack("{s:O}", "listener", json_array_get(ls, i)));
-	json_t *cs = sr ? json_object_get(sr, "clusters") : NULL;
-	for (size_t i = 0; i < s->nclusters; i++) {
+
+	config_dump_redact(bootstrap);
+	json_array_foreach(json_object_get(sr, "listeners"), i, v) {
+		json_array_append_new(listeners, json_pack("{s:o}", "listener", typed_copy(T_LISTENER, v)));
+		inline_routes(v, routes);
+	}
+	json_array_foreach(json_object_get(dyn, "dynamic_listeners"), i, v)
+		inline_routes(json_object_get(json_object_get(v, "active_state"), "listener"), routes);
+	json_array_foreach(json_object_get(sr, "secrets"), i, v) {
+		json_t *sec = typed_copy(T_SECRET, v);
+
+		config_dump_redact(sec);
+		const char *sn = json_string_value(json_object_get(v, "name"));
+
+		json_array_append_new(secrets, json_pack("{s:s, s:o}", "name", sn ? sn : "",
+							 "secret", sec));
+	}
+	if (include_eds)
+		dyn_eps = json_incref(json_object_get(dyn, "dynamic_endpoint_configs"));
+	if (include_eds && !dyn_eps)
+		dyn_eps = json_array();
+	for (i = 0; i < s->nclusters; i++) {
+		const struct cluster *cl = s->clusters[i];
 		/* static: the bootstrap's (the snapshot also holds the dynamic ones) */
 		bool is_static = !a->srv->ads;
-		for (size_t k = 0; !is_static && k < json_array_size(cs); k++)
-			is_static = !strcmp(json_string_value(json_object_get(json_array_get(cs, k), "name"))
-					    ? json_string_value(json_object_get(json_array_get(cs, k), "name"))
-					    : "", s->clusters[i]->name);
-		if (is_static)
-			json_array_append_new(clusters, json_pack("{s:o}", "cluster", cluster_config_json(s->clusters[i])));
+		for (size_t k = 0; !is_static && k < json_array_size(cs); k++) {
+			const char *n = json_string_value(json_object_get(json_array_get(cs, k), "name"));
+			is_static = n && !strcmp(n, cl->name);
+		}
+		if (is_static) {
+			json_t *c = cluster_config_json(cl);
+			json_array_append_new(clusters, json_pack("{s:o}", "cluster", typed_copy(T_CLUSTER, c)));
+			json_decref(c);
+		}
+		/* endpoints: EDS ones as received (from the xDS client, with their
+		 * versions), the others from their current hosts */
+		if (include_eds && cl->type != CLUSTER_EDS)
+			json_array_append_new(is_static ? st_eps : dyn_eps,
+					      json_pack("{s:o}", "endpoint_config", hosts_cla(cl)));
 	}
-	json_t *cd = json_pack("{s:s, s:o}", "@type", "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+	json_t *cd = json_pack("{s:s, s:o}", "@type", T_ADMIN "ClustersConfigDump",
 			       "static_clusters", clusters);
-	json_t *ld = json_pack("{s:s, s:o}", "@type", "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+	json_t *ld = json_pack("{s:s, s:o}", "@type", T_ADMIN "ListenersConfigDump",
 			       "static_listeners", listeners);
-	json_t *rd = json_pack("{s:s, s:[]}", "@type", "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
-			       "static_route_configs");
-	json_t *ed = json_pack("{s:s, s:[]}", "@type", "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
-			       "static_endpoint_configs");
-	json_t *sd = json_pack("{s:s}", "@type", "type.googleapis.com/envoy.admin.v3.SecretsConfigDump");
+	json_t *rd = json_pack("{s:s, s:o}", "@type", T_ADMIN "RoutesConfigDump",
+			       "static_route_configs", routes);
+	json_t *sd = json_pack("{s:s, s:o}", "@type", T_ADMIN "SecretsConfigDump",
+			       "static_secrets", secrets);
+	json_t *ed = include_eds ? json_pack("{s:s, s:o, s:o}", "@type", T_ADMIN "EndpointsConfigDump",
+					     "static_endpoint_configs", st_eps,
+					     "dynamic_endpoint_configs", dyn_eps)
+				 : NULL;
 	static const struct { const char *key; int dump; } place[] = {
 		{ "cds_version_info", 0 }, { "dynamic_active_clusters", 0 }, { "dynamic_warming_clusters", 0 },
 		{ "lds_version_info", 1 }, { "dynamic_listeners", 1 }, { "dynamic_route_configs", 2 },
-		{ "dynamic_endpoint_configs", 3 }, { "dynamic_active_secrets", 4 },
+		{ "dynamic_active_secrets", 3 },
 	};
-	json_t *dumps[] = { cd, ld, rd, ed, sd };
-	for (size_t i = 0; i < ARRAY_SIZE(place); i++) {
-		json_t *v = json_object_get(dyn, place[i].key);
+	json_t *dumps[] = { cd, ld, rd, sd };
+	for (i = 0; i < ARRAY_SIZE(place); i++) {
+		v = json_object_get(dyn, place[i].key);
 		if (v)
 			json_object_set(dumps[place[i].dump],
 					!strncmp(place[i].key + 4, "version_info", 12) ? "version_info"
 										: place[i].key, v);
 	}
 	json_decref(dyn);
-	json_t *j = json_pack("{s:[{s:s, s:o}, o, o, o, o, o]}", "configs",
-		"@type", "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump", "bootstrap", bootstrap,
-		cd, ld, rd, ed, sd);
-	reply_json(req, j);
+	if (!include_eds)
+		json_decref(st_eps);
+	json_t *configs = json_pack("[{s:s, s:o}, o]",
+		"@type", T_ADMIN "BootstrapConfigDump", "bootstrap", bootstrap, cd);
+	if (ed)
+		json_array_append_new(configs, ed);
+	json_array_append_new(configs, ld);
+	json_array_append_new(configs, rd);
+	json_array_append_new(configs, sd);
+
+	struct config_dump_query cq = { resource, mask, name_regex };
+	json_t *out;
+	char *msg;
+	int code = config_dump_query(configs, &cq, &out, &msg);
+	json_decref(configs);
+	free(resource);
+	free(mask);
+	free(name_regex);
+	if (code != 200) {
+		char *text = xasprintf("%s\n", msg);
+		reply_text(req, code, text);
+		free(text);
+		free(msg);
+		return;
+	}
+	reply_json(req, out);
 }
 
 static void quit_cb(evutil_socket_t fd, short what, void *arg)
@@ -344,6 +509,8 @@ static void h_logging(struct admin *a, struct evhttp_request *req, struct evkeyv
 struct endpoint {
 	const char *path;
 	bool post;                            /* mutates state: POST only */
+	bool raw_query;                       /* takes Envoy's bare flags ("?include_eds"),
+						 not only key=value pairs: reads the raw query */
 	void (*fn)(struct admin *a, struct evhttp_request *req, struct evkeyvalq *q);
 	const char *help;
 };
@@ -351,24 +518,25 @@ struct endpoint {
 static void h_help(struct admin *a, struct evhttp_request *req, struct evkeyvalq *q);
 
 static const struct endpoint endpoints[] = {
-	{ "/", false, h_help, "print this help" },
-	{ "/help", false, h_help, "print this help" },
-	{ "/ready", false, h_ready, "print server state, 200 only when LIVE" },
-	{ "/server_info", false, h_server_info, "print server version/status information" },
-	{ "/stats", false, h_stats, "print server stats (filter=REGEX, format=json|prometheus, usedonly)" },
-	{ "/stats/prometheus", false, h_prometheus, "print server stats in prometheus format" },
-	{ "/clusters", false, h_clusters, "upstream cluster status" },
-	{ "/listeners", false, h_listeners, "print listener info (format=json)" },
-	{ "/config_dump", false, h_config_dump, "dump current configuration" },
-	{ "/certs", false, h_certs, "print certs on machine" },
-	{ "/quitquitquit", true, h_quit, "drain every listener, then exit the server" },
-	{ "/healthcheck/fail", true, h_hc_fail, "cause the server to fail health checks" },
-	{ "/healthcheck/ok", true, h_hc_ok, "cause the server to pass health checks" },
-	{ "/drain_listeners", true, h_drain,
+	{ "/", false, false, h_help, "print this help" },
+	{ "/help", false, false, h_help, "print this help" },
+	{ "/ready", false, false, h_ready, "print server state, 200 only when LIVE" },
+	{ "/server_info", false, false, h_server_info, "print server version/status information" },
+	{ "/stats", false, false, h_stats, "print server stats (filter=REGEX, format=json|prometheus, usedonly)" },
+	{ "/stats/prometheus", false, false, h_prometheus, "print server stats in prometheus format" },
+	{ "/clusters", false, false, h_clusters, "upstream cluster status" },
+	{ "/listeners", false, false, h_listeners, "print listener info (format=json)" },
+	{ "/config_dump", false, true, h_config_dump,
+	  "dump current configuration (resource=, mask=, name_regex=, include_eds)" },
+	{ "/certs", false, false, h_certs, "print certs on machine" },
+	{ "/quitquitquit", true, false, h_quit, "drain every listener, then exit the server" },
+	{ "/healthcheck/fail", true, false, h_hc_fail, "cause the server to fail health checks" },
+	{ "/healthcheck/ok", true, false, h_hc_ok, "cause the server to pass health checks" },
+	{ "/drain_listeners", true, true, h_drain,
 	  "drain listeners (?inboundonly: INBOUND only; ?graceful: drain connections first)" },
-	{ "/reset_counters", true, h_reset, "reset all counters to zero" },
-	{ "/reopen_logs", true, h_reopen_logs, "reopen access logs" },
-	{ "/logging", true, h_logging, "query/change logging levels (level=...)" },
+	{ "/reset_counters", true, false, h_reset, "reset all counters to zero" },
+	{ "/reopen_logs", true, false, h_reopen_logs, "reopen access logs" },
+	{ "/logging", true, false, h_logging, "query/change logging levels (level=...)" },
 };
 
 static void h_help(struct admin *a, struct evhttp_request *req, struct evkeyvalq *q)
@@ -396,7 +564,11 @@ static void admin_cb(struct evhttp_request *req, void *arg)
 	TAILQ_INIT(&q);
 	/* Envoy's bare flags ("/drain_listeners?inboundonly") are not
 	 * key=value pairs: those endpoints read the raw query (query_flag) */
-	if (query && evhttp_parse_query_str(query, &q) && strcmp(path ? path : "", "/drain_listeners")) {
+	bool raw = false;
+	for (size_t i = 0; path && i < ARRAY_SIZE(endpoints); i++)
+		if (!strcmp(path, endpoints[i].path))
+			raw = endpoints[i].raw_query;
+	if (query && evhttp_parse_query_str(query, &q) && !raw) {
 		reply_text(req, 400, "bad query string\n");
 		return;
 	}

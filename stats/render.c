@@ -578,9 +578,23 @@ static char *prom_name(const struct item *i)
 	return b.p;
 }
 
+static void prom_label(struct sbuf *b, const char *name, const char *value)
+{
+	if (!name)
+		return;
+	if (b->len)
+		sbuf_adds(b, ",");
+	if (*name >= '0' && *name <= '9')
+		sbuf_adds(b, "_");
+	add_sanitized(b, name, false);
+	sbuf_adds(b, "=\"");
+	add_utf8(b, value, true);
+	sbuf_adds(b, "\"");
+}
+
 /* Labels without braces: the extracted response code first (Envoy's
  * unprefixed extractors run before the scope-prefixed ones), then the
- * scope's tag. */
+ * scope's tags. */
 static void prom_labels(struct sbuf *b, const struct item *i)
 {
 	char num[16];
@@ -592,16 +606,8 @@ static void prom_labels(struct sbuf *b, const struct item *i)
 		sbuf_adds(b, num);
 		sbuf_adds(b, "\"");
 	}
-	if (i->s->tag_name) {
-		if (b->len)
-			sbuf_adds(b, ",");
-		if (*i->s->tag_name >= '0' && *i->s->tag_name <= '9')
-			sbuf_adds(b, "_");
-		add_sanitized(b, i->s->tag_name, false);
-		sbuf_adds(b, "=\"");
-		add_utf8(b, i->s->tag_value, true);
-		sbuf_adds(b, "\"");
-	}
+	prom_label(b, i->s->tag_name, i->s->tag_value);
+	prom_label(b, stats_scope_tag2_name(i->s), stats_scope_tag2_value(i->s));
 }
 
 static int cmp_prom(const void *a, const void *b)

@@ -46,6 +46,9 @@ struct stats_store {
 	struct bucket_rule *rules;                /* owned [nrules] */
 	unsigned nrules;
 	struct stats_scope *scopes;               /* owned; list through ->next / ->pprev */
+	struct stats_scope **hash;                /* owned [hcap] chains (->hnext) of the
+						     registered scopes by name (under lock) */
+	size_t hcap, nscopes;
 	pthread_mutex_t lock;                     /* adding and removing scopes (rare) */
 	unsigned readers;                         /* renders in progress (under lock) */
 	struct stats_scope *graveyard;            /* owned; scopes unlinked during a render,
@@ -64,13 +67,22 @@ struct stats_store *stats_store_new(unsigned nshards)
 	return st;
 }
 
-/* Frees the store and every scope still registered with it. */
+static void scope_unlink_locked(struct stats_scope *s);
+static void scope_destroy(struct stats_scope *s);
+
+/* Frees the store and every scope still registered with it (whatever
+ * references are left). */
 void stats_store_free(struct stats_store *st)
 {
 	if (!st)
 		return;
-	while (st->scopes)
-		stats_scope_free(st->scopes);
+	while (st->scopes) {
+		struct stats_scope *s = st->scopes;
+
+		scope_unlink_locked(s);
+		scope_destroy(s);
+	}
+	xfree(st->hash);
 	for (unsigned i = 0; i < st->nrules; i++)
 		xfree(st->rules[i].str);
 	xfree(st->rules);
@@ -209,15 +221,154 @@ static struct stats_scope *scope_alloc(struct stats_store *st, unsigned nshards,
 	return s;
 }
 
-static struct stats_scope *scope_register(struct stats_store *st, struct stats_scope *s)
+/* ---- scopes shared by name ----
+ *
+ * The store keeps its registered scopes in a hash by full name (chains
+ * through ->hnext, under the lock; renders walk the ->next list instead and
+ * never look at the hash).  A scope is found again when the name, the shard
+ * count and the stat list (by content: two X-macro lists with the same
+ * names and types are one kind) match. */
+
+static uint32_t name_hash(const char *s)
 {
-	scope_bounds(st, s);
-	/* A worker may add a scope (first use of a dynamic name, e.g.
-	 * grpc_stats per method) while the main thread renders or removes one:
-	 * changes to the list are serialised by the store's lock, and the new
-	 * head is published with a release store so a reader walking ->next
-	 * without the lock sees the old list or the complete new scope. */
+	uint32_t h = 2166136261u;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h;
+}
+
+static bool same_desc(const struct stats_scope *s, const struct stat_desc *desc, size_t ndesc)
+{
+	if (s->ndesc != ndesc)
+		return false;
+	if (s->desc == desc)
+		return true;
+	for (size_t i = 0; i < ndesc; i++)
+		if (s->desc[i].type != desc[i].type || strcmp(s->desc[i].name, desc[i].name))
+			return false;
+	return true;
+}
+
+static struct stats_scope *hash_find_locked(struct stats_store *st, uint32_t h, const char *name,
+					    unsigned nshards, const struct stat_desc *desc,
+					    size_t ndesc)
+{
+	if (!st->hcap)
+		return NULL;
+	for (struct stats_scope *s = st->hash[h & (st->hcap - 1)]; s; s = s->hnext)
+		if (s->hash == h && s->nshards == nshards && !strcmp(s->name, name) &&
+		    same_desc(s, desc, ndesc))
+			return s;
+	return NULL;
+}
+
+static void hash_insert_locked(struct stats_store *st, struct stats_scope *s)
+{
+	if (st->nscopes + 1 > 2 * st->hcap) {   /* at 2 scopes a bucket: double (4-8 B a scope) */
+		size_t ncap = st->hcap ? st->hcap * 2 : 64;
+		struct stats_scope **nh = xcalloc(ncap, sizeof(*nh));
+
+		for (size_t i = 0; i < st->hcap; i++) {
+			struct stats_scope *c = st->hash[i], *n;
+
+			for (; c; c = n) {
+				n = c->hnext;
+				c->hnext = nh[c->hash & (ncap - 1)];
+				nh[c->hash & (ncap - 1)] = c;
+			}
+		}
+		xfree(st->hash);
+		st->hash = nh;
+		st->hcap = ncap;
+	}
+	s->hnext = st->hash[s->hash & (st->hcap - 1)];
+	st->hash[s->hash & (st->hcap - 1)] = s;
+	st->nscopes++;
+}
+
+/* Off the list and the hash (under the lock, or at store teardown). */
+static void scope_unlink_locked(struct stats_scope *s)
+{
+	struct stats_store *st = s->store;
+	struct stats_scope **pp = &st->hash[s->hash & (st->hcap - 1)];
+
+	while (*pp && *pp != s)
+		pp = &(*pp)->hnext;
+	if (*pp) {
+		*pp = s->hnext;
+		st->nscopes--;
+	}
+	s->hnext = NULL;
+	__atomic_store_n(s->pprev, s->next, __ATOMIC_RELEASE);   /* O(1) unlink */
+	if (s->next)
+		s->next->pprev = s->pprev;
+}
+
+/* The scope's extra block (stats.h: ->extra): the second tag's strings,
+ * then the copied stat list and its names.  NULL when neither is asked. */
+static char *scope_extra(struct stats_scope *s, const struct stats_scope_spec *sp)
+{
+	bool tag2 = sp->tag2_name && *sp->tag2_name && sp->tag2_value;
+	bool copy = sp->flags & STATS_SCOPE_COPY_DESC;
+	size_t off_desc, total;
+	char *x, *p;
+
+	if (!tag2 && !copy)
+		return NULL;
+	total = tag2 ? strlen(sp->tag2_name) + 1 + strlen(sp->tag2_value) + 1 : 2;
+	off_desc = ALIGN_UP(total, _Alignof(struct stat_desc));
+	total = off_desc;
+	if (copy) {
+		total += sp->ndesc * sizeof(struct stat_desc);
+		for (size_t i = 0; i < sp->ndesc; i++)
+			total += strlen(sp->desc[i].name) + 1;
+	}
+	x = xcalloc(1, total);
+	p = x;
+	if (tag2) {
+		put_str(&p, sp->tag2_name);
+		put_str(&p, sp->tag2_value);
+	}
+	if (copy) {
+		struct stat_desc *d = (struct stat_desc *)(x + off_desc);
+
+		p = (char *)(d + sp->ndesc);
+		for (size_t i = 0; i < sp->ndesc; i++) {
+			d[i].type = sp->desc[i].type;
+			d[i].name = put_str(&p, sp->desc[i].name);
+		}
+		s->desc = d;
+	}
+	return x;
+}
+
+struct stats_scope *stats_scope_get(struct stats_store *st, const struct stats_scope_spec *sp)
+{
+	const char *name = sp->name ? sp->name : "";
+	unsigned nshards = sp->flags & STATS_SCOPE_MAIN ? 1 : st->nshards;
+	uint32_t h = name_hash(name);
+	struct stats_scope *s;
+
+	/* Creation holds the lock throughout (a worker may create a scope, e.g.
+	 * grpc_stats per method, while the main thread creates or frees one):
+	 * two creators of one name get one scope.  The new head of the list
+	 * is published with a release store so a reader walking ->next without
+	 * the lock sees the old list or the complete new scope. */
 	pthread_mutex_lock(&st->lock);
+	s = hash_find_locked(st, h, name, nshards, sp->desc, sp->ndesc);
+	if (s) {
+		s->refs++;
+		pthread_mutex_unlock(&st->lock);
+		return s;
+	}
+	s = scope_alloc(st, nshards, name, sp->tag_prefix, sp->tag_name, sp->tag_value, sp->desc,
+			sp->ndesc);
+	s->hash = h;
+	s->refs = 1;
+	s->extra = scope_extra(s, sp);
+	scope_bounds(st, s);
+	hash_insert_locked(st, s);
 	s->next = st->scopes;
 	if (s->next)
 		s->next->pprev = &s->next;
@@ -232,8 +383,11 @@ struct stats_scope *stats_scope_new(struct stats_store *st, const char *name,
 				    const char *tag_value, const struct stat_desc *desc,
 				    size_t ndesc)
 {
-	return scope_register(st, scope_alloc(st, st->nshards, name, tag_prefix, tag_name,
-					      tag_value, desc, ndesc));
+	struct stats_scope_spec sp = { .name = name, .tag_prefix = tag_prefix,
+				       .tag_name = tag_name, .tag_value = tag_value,
+				       .desc = desc, .ndesc = ndesc };
+
+	return stats_scope_get(st, &sp);
 }
 
 struct stats_scope *stats_scope_new_main(struct stats_store *st, const char *name,
@@ -241,13 +395,28 @@ struct stats_scope *stats_scope_new_main(struct stats_store *st, const char *nam
 					 const char *tag_value, const struct stat_desc *desc,
 					 size_t ndesc)
 {
-	return scope_register(st, scope_alloc(st, 1, name, tag_prefix, tag_name, tag_value, desc,
-					      ndesc));
+	struct stats_scope_spec sp = { .name = name, .tag_prefix = tag_prefix,
+				       .tag_name = tag_name, .tag_value = tag_value,
+				       .desc = desc, .ndesc = ndesc, .flags = STATS_SCOPE_MAIN };
+
+	return stats_scope_get(st, &sp);
+}
+
+size_t stats_store_nscopes(struct stats_store *st)
+{
+	size_t n;
+
+	pthread_mutex_lock(&st->lock);
+	n = st->nscopes;
+	pthread_mutex_unlock(&st->lock);
+	return n;
 }
 
 int stats_scope_add_family(struct stats_scope *s, const char *family)
 {
 	for (int i = 0; i < STATS_MAX_CODE_FAMILIES; i++) {
+		if (s->families[i] && !strcmp(s->families[i], family))
+			return i;   /* a shared scope: its first user added it */
 		if (!s->families[i]) {
 			s->families[i] = family;
 			return i;
@@ -257,12 +426,12 @@ int stats_scope_add_family(struct stats_scope *s, const char *family)
 	    STATS_MAX_CODE_FAMILIES);
 }
 
-static void scope_destroy(struct stats_scope *s);
-
 /* Any thread: the last reference to an old snapshot may be dropped by a
- * worker while the main thread renders /stats.  The scope leaves the list
- * at once; if a render is walking the list (or holds items pointing at the
- * scope) its memory stays until that render ends (stats_store_read_end). */
+ * worker while the main thread renders /stats.  When the last user drops
+ * it, the scope leaves the list and the hash at once (a later creator of the
+ * name gets a new one); if a render is walking the list (or holds items
+ * pointing at the scope) its memory stays until that render ends
+ * (stats_store_read_end). */
 void stats_scope_free(struct stats_scope *s)
 {
 	struct stats_store *st;
@@ -271,9 +440,11 @@ void stats_scope_free(struct stats_scope *s)
 		return;
 	st = s->store;
 	pthread_mutex_lock(&st->lock);
-	__atomic_store_n(s->pprev, s->next, __ATOMIC_RELEASE);   /* O(1) unlink */
-	if (s->next)
-		s->next->pprev = s->pprev;
+	if (--s->refs) {
+		pthread_mutex_unlock(&st->lock);
+		return;
+	}
+	scope_unlink_locked(s);
 	if (st->readers) {
 		s->dead_next = st->graveyard;
 		st->graveyard = s;
@@ -318,6 +489,7 @@ static void scope_destroy(struct stats_scope *s)
 			xfree(sh->codes[f]);
 	}
 	xfree(s->hbounds);
+	xfree(s->extra);
 	free(s);                                  /* the block: strings, shards, vals */
 }
 

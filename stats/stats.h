@@ -103,18 +103,43 @@ struct stats_scope {
 	const struct stat_desc *desc;             /* not owned (static) */
 	size_t ndesc;
 	unsigned nhist;                           /* histograms in desc */
+	unsigned refs;                            /* users (stats_scope_new / _free pairs);
+						     under the store's lock */
 	const uint16_t *hslot;                    /* in the block, [ndesc]: a histogram's slot in
 						     a shard's hists[] (NULL when nhist is 0) */
 	const struct stats_bounds **hbounds;      /* owned array [ndesc] (entries point into the
 	                                             store's bucket rules), NULL: all default */
 	const char *families[STATS_MAX_CODE_FAMILIES]; /* not owned (static), may be NULL */
 	unsigned nshards;                         /* the store's, or 1 (stats_scope_new_main) */
+	uint32_t hash;                            /* of name, for the store's hash */
 	struct stats_shard *shards;               /* in the block; [nshards] */
 	struct stats_scope *next;                 /* store's list */
 	struct stats_scope **pprev;               /* the pointer to this scope in that list
 						     (O(1) removal: xDS frees scopes one by one) */
-	struct stats_scope *dead_next;            /* store's graveyard (freed during a render) */
+	union {
+		struct stats_scope *hnext;        /* while registered: the store's name hash
+						     chain (under the store's lock) */
+		struct stats_scope *dead_next;    /* once unlinked: the store's graveyard
+						     (freed after a render) */
+	};
+	char *extra;                              /* owned, NULL for most scopes: a second tag
+						     "<name>\0<value>\0" ("\0\0": none; see
+						     stats_scope_tag2_*), then, with
+						     STATS_SCOPE_COPY_DESC, the copied stat list
+						     (desc points there) */
 };
+
+/* A scope's second tag (e.g. "envoy_rds_route_config" = "local_route"), or NULL. */
+static inline const char *stats_scope_tag2_name(const struct stats_scope *s)
+{
+	return s->extra && *s->extra ? s->extra : NULL;
+}
+static inline const char *stats_scope_tag2_value(const struct stats_scope *s)
+{
+	const char *n = stats_scope_tag2_name(s);
+
+	return n ? n + strlen(n) + 1 : NULL;
+}
 
 /* stats_config.histogram_bucket_settings: histograms created from now on
  * whose full name matches (first rule wins) use these bounds (1 ..
@@ -139,8 +164,20 @@ void stats_store_read_end(struct stats_store *st);
 
 /* Create a scope and register it with the store (main thread; a worker may
  * add one too, e.g. on the first use of a dynamically named scope: the
- * insertion is lock-free and safe against a concurrent render or free).
+ * insertion is safe against a concurrent render or free).
  * tag_name/tag_value may be NULL (no tag; then tag_prefix should equal name).
+ *
+ * Scopes are shared by name, as Envoy shares stats by name: if the store
+ * already holds a scope with this full name and the same kind (the same
+ * stat list, compared by content, and the same shard count: per-worker or
+ * main-only), that scope is returned with one more reference, so two users
+ * (two HCMs with one stat_prefix, an old listener draining next to its
+ * replacement, two versions of a cluster) bump the same counters and every
+ * name is rendered once.  The first creator's tags, code families and
+ * histogram bounds stand.  Every stats_scope_new* is paired with one
+ * stats_scope_free; the scope goes when its last user frees it.  A scope of
+ * another kind under the same name is a separate scope (its stat names
+ * should differ).
  * Examples:
  *   ("server", "server", NULL, NULL)
  *   ("cluster.backend", "cluster", "envoy_cluster_name", "backend")
@@ -158,10 +195,31 @@ struct stats_scope *stats_scope_new_main(struct stats_store *st, const char *nam
 					 const char *tag_prefix, const char *tag_name,
 					 const char *tag_value, const struct stat_desc *desc,
 					 size_t ndesc);
-/* Add a response-code family ("upstream_rq"); returns its index (0..). */
+
+/* The general form of the two above. */
+#define STATS_SCOPE_MAIN      0x1   /* a single shard (stats_scope_new_main) */
+#define STATS_SCOPE_COPY_DESC 0x2   /* desc and its names are copied into the scope: for a
+				       stat list built at run time (the caller may free it
+				       while another user of the shared scope goes on) */
+struct stats_scope_spec {
+	const char *name, *tag_prefix;
+	const char *tag_name, *tag_value;          /* may be NULL */
+	const char *tag2_name, *tag2_value;        /* a second tag (Prometheus label after
+						      the first), may be NULL */
+	const struct stat_desc *desc;              /* not owned: static unless COPY_DESC */
+	size_t ndesc;
+	unsigned flags;                            /* STATS_SCOPE_* */
+};
+struct stats_scope *stats_scope_get(struct stats_store *st, const struct stats_scope_spec *sp);
+
+/* Add a response-code family ("upstream_rq"); returns its index (0..).  A
+ * family the scope already has (a shared scope) returns its index. */
 int stats_scope_add_family(struct stats_scope *s, const char *family);
-/* Unregister and free (main thread, once no worker can touch it). NULL ok. */
+/* Drop one reference (any thread); the last one unregisters and frees the
+ * scope (deferred while a render reads the list).  NULL ok. */
 void stats_scope_free(struct stats_scope *s);
+/* Number of distinct scopes registered (tests, /memory-style accounting). */
+size_t stats_store_nscopes(struct stats_store *st);
 
 static inline void stats_add(struct stats_scope *s, unsigned shard, unsigned idx, int64_t v)
 {

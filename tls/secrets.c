@@ -667,6 +667,7 @@ static void sds_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	if (!s->pending)
 		return;
 	s->timed_out = true;
+	stats_inc(s->stats, 0, SDS_update_attempt);
 	stats_inc(s->stats, 0, SDS_init_fetch_timeout);
 	log_warn("tls: SDS secret '%s': initial_fetch_timeout; its listeners and clusters start "
 		 "without it (handshakes fail until it arrives)", s->name);
@@ -947,7 +948,8 @@ struct tls_secret *tls_sds_ref(const char *name, enum secret_kind kind, uint64_t
 		s->local = l != NULL;
 		s->fetch_timeout_ms = s->local ? 0 : timeout_ms;   /* its provider holds /ready */
 		char *scope = xasprintf("sds.%s", name);
-		s->stats = stats_scope_new(g_server.stats, scope, scope, NULL, NULL, sds_desc, SDS_STATS_N);
+		s->stats = stats_scope_new_main(g_server.stats, scope, scope, NULL, NULL, sds_desc,
+						SDS_STATS_N);
 		free(scope);
 		sds_arm(s);
 		s->refs = 1;
@@ -1006,6 +1008,36 @@ static int64_t sds_version_gauge(const char *v)
 	return (int64_t)(h >> 12);
 }
 
+static void sds_count_success(struct tls_secret *s, const char *version)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	stats_inc(s->stats, 0, SDS_update_success);
+	stats_gauge_set(s->stats, SDS_version, sds_version_gauge(version ? version : ""));
+	stats_gauge_set(s->stats, SDS_update_time, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+void tls_sds_stream_failed(void)
+{
+	for (struct tls_secret *s = secrets; s; s = s->next) {
+		if (s->sds && !s->local && s->stats) {
+			stats_inc(s->stats, 0, SDS_update_attempt);
+			stats_inc(s->stats, 0, SDS_update_failure);
+		}
+	}
+}
+
+void tls_sds_reject(const char *name)
+{
+	struct tls_secret *s = name ? sds_find(name) : NULL;
+
+	if (s && s->stats) {
+		stats_inc(s->stats, 0, SDS_update_attempt);
+		stats_inc(s->stats, 0, SDS_update_rejected);
+	}
+}
+
 int tls_sds_apply(const char *name, const json_t *j, const char *version, char *err, size_t errlen)
 {
 	static const char *const f[] = { "name", "tls_certificate", "validation_context",
@@ -1013,9 +1045,13 @@ int tls_sds_apply(const char *name, const json_t *j, const char *version, char *
 	struct tls_secret *s = sds_find(name);
 	const json_t *v;
 	struct cfg_ctx c;
-	if (!s || (s->sds_json && json_equal(s->sds_json, j)))
+	if (!s)
 		return 0;
 	stats_inc(s->stats, 0, SDS_update_attempt);
+	if (s->sds_json && json_equal(s->sds_json, j)) {   /* a resend: accepted, no change */
+		sds_count_success(s, version);
+		return 0;
+	}
 	cfg_init(&c, NULL, NULL);
 	int rc = cfg_expect_object(&c, j) || cfg_check_fields(&c, j, f);
 	if (!rc && (cfg_get(j, "session_ticket_keys") || cfg_get(j, "generic_secret")))
@@ -1071,8 +1107,7 @@ int tls_sds_apply(const char *name, const json_t *j, const char *version, char *
 	if (s->timer)
 		event_del(s->timer);
 	s->dirty = true;
-	stats_inc(s->stats, 0, SDS_update_success);
-	stats_gauge_set(s->stats, SDS_version, sds_version_gauge(version ? version : ""));
+	sds_count_success(s, version);
 	log_info("tls: SDS secret '%s' version '%s' accepted", name, version ? version : "");
 	rebuild(true);
 	if (was_pending)

@@ -130,7 +130,7 @@ const char *tls_conn_xfcc(struct tls_conn *tc, unsigned details, size_t *len);
 /* sds.<name>.* (Envoy's subscription stat names). */
 #define SDS_STATS(X) X(COUNTER, update_attempt) X(COUNTER, update_success)             \
 	X(COUNTER, update_rejected) X(COUNTER, init_fetch_timeout) X(GAUGE, version)         \
-	X(GAUGE, retired_contexts)
+	X(COUNTER, update_failure) X(GAUGE, update_time) X(GAUGE, retired_contexts)
 #define SDS_ENUM(type, name) SDS_##name,
 enum { SDS_STATS(SDS_ENUM) SDS_STATS_N };
 
@@ -148,6 +148,12 @@ bool tls_sds_waiting(void);
  * a new SSL_CTX for new handshakes; established connections keep theirs. */
 int tls_sds_apply(const char *name, const json_t *secret, const char *version, char *err,
 		  size_t errlen);
+/* Subscription events the xDS client reports for sds.<name>.*: the stream
+ * (or a REST poll) failed: update_attempt + update_failure on every secret
+ * subscribed over xDS; a Secret named name could not be decoded:
+ * update_attempt + update_rejected (if it is subscribed). */
+void tls_sds_stream_failed(void);
+void tls_sds_reject(const char *name);
 /* The context's secrets are all usable (or timed out); NULL ok. */
 bool tls_ctx_ready(const struct tls_ctx *t);
 /* Bootstrap check: every sds_config names the ADS cluster (ads_cluster NULL:

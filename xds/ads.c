@@ -32,6 +32,7 @@
 #include "../proxy/upstream/cluster.h"
 #include "../proxy/upstream/async_http.h"
 #include "../tls/tls.h"
+#include "../stats/config_dump.h"
 #include "envoy/service/discovery/v3/subset.pb-c.h"
 
 #define TYPE_CDS "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -57,12 +58,50 @@ static const char *const rest_paths[T_N] = { "/v3/discovery:clusters", "/v3/disc
 					     "/v3/discovery:listeners", "/v3/discovery:routes",
 					     "/v3/discovery:secrets" };
 
-#define XDS_UPDATE_STATS(X) X(COUNTER, update_attempt) X(COUNTER, update_success) \
+/* Subscription stats (Envoy's names), main-thread-only scopes:
+ * cluster_manager.cds.*, listener_manager.lds.* (XDS_UPDATE_STATS) and
+ * http.<stat_prefix>.rds.<route_config_name>.* (RDS_STATS) share the first
+ * eight; EDS counts the same events in cluster.<name>.* (CLUSTER_STATS) and
+ * SDS in sds.<name>.* (tls/secrets.c). */
+#define SUB_STATS(X) X(COUNTER, update_attempt) X(COUNTER, update_success) \
 	X(COUNTER, update_rejected) X(COUNTER, update_failure) X(COUNTER, update_empty) \
-	X(GAUGE, version) X(COUNTER, init_fetch_timeout)
+	X(GAUGE, version) X(COUNTER, init_fetch_timeout) X(GAUGE, update_time)
+#define XDS_UPDATE_STATS(X) SUB_STATS(X) X(HISTOGRAM, update_duration)
+#define RDS_STATS(X) SUB_STATS(X) X(COUNTER, config_reload) X(GAUGE, config_reload_time_ms)
 #define XU_ENUM(type, name) XU_##name,
 enum { XDS_UPDATE_STATS(XU_ENUM) XU_N };
+#define RS_ENUM(type, name) RS_##name,
+enum { RDS_STATS(RS_ENUM) RS_N };
+_Static_assert((int)RS_update_time == (int)XU_update_time, "RDS_STATS starts with SUB_STATS");
 static const struct stat_desc xu_desc[] = { XDS_UPDATE_STATS(STATS_DESC) };
+static const struct stat_desc rds_desc[] = { RDS_STATS(STATS_DESC) };
+
+/* What happened to one subscription (one resource name, or CDS/LDS). */
+enum sub_ev {
+	SE_SUCCESS,                 /* accepted (unchanged included) */
+	SE_EMPTY,                   /* accepted, no resource for it (update_empty too) */
+	SE_REJECTED,                /* invalid: NACKed */
+	SE_FAILURE,                 /* the stream failed / a REST poll failed */
+	SE_TIMEOUT,                 /* initial_fetch_timeout */
+};
+/* The stat indices a scope counts sub_ev in: attempt, success, rejected,
+ * failure, empty, init_fetch_timeout, version, update_time. */
+struct sub_idx {
+	unsigned attempt, success, rejected, failure, empty, timeout, version, time;
+};
+static const struct sub_idx xu_idx = { XU_update_attempt, XU_update_success, XU_update_rejected,
+				       XU_update_failure, XU_update_empty, XU_init_fetch_timeout,
+				       XU_version, XU_update_time };
+static const struct sub_idx eds_idx = { update_attempt, update_success, CL_update_rejected,
+					update_failure, CL_update_empty, CL_init_fetch_timeout,
+					CL_version, CL_update_time };
+
+struct rds_sub {                    /* http.<prefix>.rds.<name>: one per (HCM stat_prefix,
+				     * route_config_name) of the accepted listeners */
+	char *prefix;               /* owned */
+	char *name;                 /* owned */
+	struct stats_scope *stats;  /* owned (a reference: shared by name) */
+};
 #define CP_STATS(X) X(GAUGE, connected_state) X(COUNTER, stream_reconnects) \
 	X(GAUGE, pending_requests)
 #define CP_ENUM(type, name) CP_##name,
@@ -179,6 +218,13 @@ struct ads {
 	size_t nsl;
 	json_t *bootstrap;          /* ref */
 	struct stats_scope *cp_stats, *cm_stats; /* owned */
+	struct rds_sub *rsub;       /* owned [nrsub]: RDS subscription stats */
+	size_t nrsub;
+	json_t *rsub_index;         /* owned: route config name -> [positions in rsub] */
+	bool rsub_dirty;            /* LDS changed: rds_subs_sync */
+	json_t *eds_rejected;       /* owned: the ClusterLoadAssignments the response being
+				     * applied had rejected (name -> true; count_resources) */
+	uint64_t apply_start_us;    /* the response being applied arrived (update_duration) */
 	struct pb_json_ctx pj;
 };
 
@@ -206,6 +252,53 @@ static int64_t version_gauge(const char *v)
 	while (*v)
 		h = (h ^ (unsigned char)*v++) * 1099511628211ull;
 	return (int64_t)(h >> 12);
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Count ev in one subscription's scope (main thread, shard 0).  attempt:
+ * also update_attempt (not for REST CDS/LDS, counted when the poll went
+ * out).  version: of the accepted response (SE_SUCCESS, SE_EMPTY). */
+static void sub_count(struct stats_scope *s, const struct sub_idx *ix, enum sub_ev ev,
+		      bool attempt, const char *version)
+{
+	if (!s)
+		return;
+	if (attempt)
+		stats_inc(s, 0, ix->attempt);
+	switch (ev) {
+	case SE_EMPTY:
+		stats_inc(s, 0, ix->empty);
+		/* fall through */
+	case SE_SUCCESS:
+		stats_inc(s, 0, ix->success);
+		stats_gauge_set(s, ix->version, version_gauge(version ? version : ""));
+		stats_gauge_set(s, ix->time, wall_ms());
+		break;
+	case SE_REJECTED:
+		stats_inc(s, 0, ix->rejected);
+		break;
+	case SE_FAILURE:
+		stats_inc(s, 0, ix->failure);
+		break;
+	case SE_TIMEOUT:
+		stats_inc(s, 0, ix->timeout);
+		break;
+	}
 }
 
 /* The keys of a set object as a sorted array (stable subscriptions). */
@@ -341,9 +434,12 @@ static void cluster_warmed(struct cluster *cl, void *arg)
 
 static void eds_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct cluster *cl = arg;
 	(void)fd;
 	(void)what;
-	cluster_eds_fetch_timeout(arg);   /* the warming cluster; calls cluster_warmed */
+	if (!cl->initialized)
+		sub_count(cl->stats, &eds_idx, SE_TIMEOUT, true, NULL);
+	cluster_eds_fetch_timeout(cl);   /* the warming cluster; calls cluster_warmed */
 }
 
 static void launch_warming(struct ads *a, struct dyn_cluster *d);
@@ -452,6 +548,37 @@ static json_t *eds_users_of(struct ads *a, const char *service)
 		}
 	}
 	return json_object_get(a->eds_users, service);
+}
+
+/* The stats of the dynamic cluster at pos if it uses EDS service name
+ * (NULL: any), else NULL.  Its versions share the scope (by name). */
+static struct stats_scope *eds_scope(struct ads *a, size_t pos, const char *service)
+{
+	struct dyn_cluster *d = &a->dc[pos];
+	struct cluster *two[2] = { d->warming, d->active };
+
+	for (int k = 0; k < 2; k++)
+		if (two[k] && two[k]->type == CLUSTER_EDS &&
+		    (!service || !strcmp(two[k]->eds_service_name, service)))
+			return two[k]->stats;
+	return NULL;
+}
+
+/* ev in cluster.<name>.* of every EDS cluster using service (NULL: all of
+ * them; Envoy roots each EDS cluster's subscription stats there). */
+static void eds_count(struct ads *a, const char *service, enum sub_ev ev, const char *version)
+{
+	json_t *v;
+	size_t i;
+
+	if (!service) {
+		for (i = 0; i < a->ndc; i++)
+			sub_count(eds_scope(a, i, NULL), &eds_idx, ev, true, version);
+		return;
+	}
+	json_array_foreach(eds_users_of(a, service), i, v)
+		sub_count(eds_scope(a, (size_t)json_integer_value(v), service), &eds_idx, ev, true,
+			  version);
 }
 
 /* A static snapshot of the current clusters for compiling listeners (route
@@ -661,8 +788,12 @@ static void apply_eds(struct ads *a, json_t *got, const json_t *removed, char *e
 		const char *have = json_string_value(json_object_get(a->t[T_EDS].res, name));
 		/* unchanged ClusterLoadAssignment: nothing to do; accepted state:
 		 * only what applied (a rejected one is retried when resent) */
-		if ((!have || strcmp(have, txt)) && eds_apply_one(a, name, j, err, errlen))
-			json_object_set_new(a->t[T_EDS].res, name, json_string_nocheck(txt));
+		if (!have || strcmp(have, txt)) {
+			if (eds_apply_one(a, name, j, err, errlen))
+				json_object_set_new(a->t[T_EDS].res, name, json_string_nocheck(txt));
+			else
+				json_object_set_new(a->eds_rejected, name, json_true());
+		}
 		free(txt);
 	}
 	json_array_foreach(removed, i, j) {
@@ -705,6 +836,110 @@ static json_t *listener_rds_names(const json_t *l, json_t *wants)
 	}
 	json_decref(one);
 	return names;
+}
+
+/* The (HCM stat_prefix, route_config_name) pairs of an LDS resource's RDS
+ * HCMs, appended to pairs as [prefix, name] arrays. */
+static void listener_rds_pairs(const json_t *l, json_t *pairs)
+{
+	const json_t *chains[2] = { json_object_get(l, "filter_chains"), NULL };
+	json_t *one = json_array();
+
+	if (json_object_get(l, "default_filter_chain"))
+		json_array_append(one, json_object_get(l, "default_filter_chain"));
+	chains[1] = one;
+	for (int k = 0; k < 2; k++) {
+		size_t i, m;
+		const json_t *fc, *f;
+
+		json_array_foreach(chains[k], i, fc) {
+			json_array_foreach(json_object_get(fc, "filters"), m, f) {
+				const json_t *tc = json_object_get(f, "typed_config");
+				const char *rn = json_string_value(json_object_get(
+					json_object_get(tc, "rds"), "route_config_name"));
+				const char *sp = json_string_value(json_object_get(tc, "stat_prefix"));
+
+				if (rn && sp)
+					json_array_append_new(pairs, json_pack("[s,s]", sp, rn));
+			}
+		}
+	}
+	json_decref(one);
+}
+
+/* Bring the RDS subscription stats in line with the accepted listeners:
+ * http.<prefix>.rds.<name>.* for each pair in use (O(pairs + subs), after an
+ * LDS change only; a scope is shared by name, so a listener update that
+ * keeps a pair keeps its counts). */
+static void rds_subs_sync(struct ads *a)
+{
+	json_t *pairs = json_array(), *want = json_object(), *p, *l, *tmp;
+	const char *n;
+	size_t i, k;
+
+	a->rsub_dirty = false;
+	json_object_foreach(a->t[T_LDS].res, n, l)
+		listener_rds_pairs(l, pairs);
+	json_array_foreach(pairs, i, p) {   /* "<prefix>\x1f<name>" -> [prefix, name] */
+		char *key = xasprintf("%s\x1f%s", json_string_value(json_array_get(p, 0)),
+				      json_string_value(json_array_get(p, 1)));
+		json_object_set(want, key, p);
+		free(key);
+	}
+	for (k = a->nrsub; k-- > 0;) {
+		char *key = xasprintf("%s\x1f%s", a->rsub[k].prefix, a->rsub[k].name);
+		bool keep = json_object_get(want, key) != NULL;
+
+		json_object_del(want, key);   /* kept: nothing to create */
+		free(key);
+		if (keep)
+			continue;
+		free(a->rsub[k].prefix);
+		free(a->rsub[k].name);
+		stats_scope_free(a->rsub[k].stats);
+		a->rsub[k] = a->rsub[--a->nrsub];
+	}
+	json_object_foreach_safe(want, tmp, n, p) {
+		const char *sp = json_string_value(json_array_get(p, 0));
+		const char *rn = json_string_value(json_array_get(p, 1));
+		char *scope = xasprintf("http.%s.rds.%s", sp, rn);
+		struct stats_scope_spec spec = {
+			.name = scope, .tag_prefix = "http.rds",
+			.tag_name = "envoy_http_conn_manager_prefix", .tag_value = sp,
+			.tag2_name = "envoy_rds_route_config", .tag2_value = rn,
+			.desc = rds_desc, .ndesc = RS_N, .flags = STATS_SCOPE_MAIN,
+		};
+		a->rsub = xrealloc(a->rsub, (a->nrsub + 1) * sizeof(*a->rsub));
+		a->rsub[a->nrsub++] = (struct rds_sub){ xstrdup(sp), xstrdup(rn),
+							stats_scope_get(a->srv->stats, &spec) };
+		free(scope);
+	}
+	json_decref(a->rsub_index);
+	a->rsub_index = json_object();
+	for (k = 0; k < a->nrsub; k++) {
+		json_t *pos = json_object_get(a->rsub_index, a->rsub[k].name);
+
+		if (!pos)
+			json_object_set_new(a->rsub_index, a->rsub[k].name, pos = json_array());
+		json_array_append_new(pos, json_integer((json_int_t)k));
+	}
+	json_decref(want);
+	json_decref(pairs);
+}
+
+/* ev for every RDS subscription of route configuration name (NULL: all). */
+static void rds_count(struct ads *a, const char *name, enum sub_ev ev, const char *version)
+{
+	json_t *v;
+	size_t i;
+
+	if (!name) {
+		for (i = 0; i < a->nrsub; i++)
+			sub_count(a->rsub[i].stats, &xu_idx, ev, true, version);
+		return;
+	}
+	json_array_foreach(json_object_get(a->rsub_index, name), i, v)
+		sub_count(a->rsub[json_integer_value(v)].stats, &xu_idx, ev, true, version);
 }
 
 /* A tcp_proxy filter holds references to the cluster objects it was compiled
@@ -982,6 +1217,9 @@ static void rds_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	if (!nmiss)
 		return;
 	a->rds_timed_out = true;
+	for (size_t k = 0; k < a->nrsub; k++)
+		if (!json_object_get(a->t[T_RDS].res, a->rsub[k].name))
+			sub_count(a->rsub[k].stats, &xu_idx, SE_TIMEOUT, true, NULL);
 	rebuild_listeners(a, err, sizeof(err), NULL);
 	if (err[0])
 		log_warn("xds: %s", err);
@@ -1074,6 +1312,15 @@ static void check_initial(struct ads *a)
 	server_xds_initial_fetch_done(a->srv);
 }
 
+/* Whether type t's wildcard subscription (CDS, LDS) polls over REST: its
+ * update_attempt was counted when the poll went out. */
+static bool type_rest(struct ads *a, int t)
+{
+	const char *key = t == T_CDS ? a->srv->xds.cds_key : t == T_LDS ? a->srv->xds.lds_key : NULL;
+	const struct xds_source *src = key && strcmp(key, XDS_ADS_KEY) ? xds_source_get(key) : NULL;
+	return src && src->kind == XDS_REST;
+}
+
 static void init_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct ads *a = arg;
@@ -1083,8 +1330,8 @@ static void init_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	log_warn("xds: initial fetch timed out; serving what arrived");
 	for (int t = T_CDS; t < T_N; t++)
-		if (a->t[t].stats)
-			stats_inc(a->t[t].stats, 0, XU_init_fetch_timeout);
+		if (!a->t[t].got_first)
+			sub_count(a->t[t].stats, &xu_idx, SE_TIMEOUT, !type_rest(a, t), NULL);
 	a->initial_done = true;
 	flush_publish(a);
 	server_xds_initial_fetch_done(a->srv);
@@ -1117,6 +1364,26 @@ static void send_packed(struct xchan *ch, const ProtobufCMessage *m)
 	free(buf);
 }
 
+/* The stream (gRPC) or a poll of type t (REST) failed: update_failure in
+ * every subscription of t (CDS/LDS over REST counted their attempt when the
+ * poll went out). */
+static void count_failure(struct ads *a, int t, bool rest)
+{
+	switch (t) {
+	case T_EDS:
+		eds_count(a, NULL, SE_FAILURE, NULL);
+		break;
+	case T_RDS:
+		rds_count(a, NULL, SE_FAILURE, NULL);
+		break;
+	case T_SDS:
+		tls_sds_stream_failed();
+		break;
+	default:
+		sub_count(a->t[t].stats, &xu_idx, SE_FAILURE, !rest, NULL);
+	}
+}
+
 /* ---- REST-JSON polling ---------------------------------------------------------------- */
 
 static void rest_poll(struct xsub *s);
@@ -1130,13 +1397,12 @@ static void rest_schedule(struct xsub *s, uint64_t ms)
 
 static void rest_failed(struct xsub *s, const char *why)
 {
-	struct xtype *x = &s->ch->a->t[s->type];
+	struct ads *a = s->ch->a;
 	if (!s->rest_failing)
 		log_warn("xds: REST %s poll of '%s' failed: %s (the last configuration keeps serving)",
 			 type_names[s->type], s->ch->src->cluster, why);
 	s->rest_failing = true;
-	if (x->stats)
-		stats_inc(x->stats, 0, XU_update_failure);
+	count_failure(a, s->type, true);
 }
 
 static void rest_done(void *arg, enum async_http_result res, int status, struct evbuffer *body)
@@ -1462,6 +1728,8 @@ static void update_subscriptions(struct ads *a)
 	}
 	if (a->srv->xds.lds)
 		route_wants(a, T_RDS, rds_wants(a));
+	if (a->rsub_dirty)
+		rds_subs_sync(a);
 	json_t *sds = tls_sds_names(), *wants = json_object(), *v, *tmp;
 	struct xtype *x = &a->t[T_SDS];
 	const char *k;
@@ -1492,11 +1760,12 @@ static json_t *decode_resource(struct ads *a, int t, const Google__Protobuf__Any
  * the name the delta Resource wrapper gives (NULL in SotW).  Returns the
  * name stored, or NULL. */
 static const char *store_resource(int t, json_t *j, size_t idx, const char *want_name,
-				  const char *bad_name, char *e, size_t elen, json_t *got, char *err,
-				  size_t errlen);
+				  const char *bad_name, char *e, size_t elen, json_t *got, json_t *bad,
+				  char *err, size_t errlen);
 
 static const char *take_resource(struct ads *a, int t, const Google__Protobuf__Any *any, size_t idx,
-				 const char *want_name, json_t *got, char *err, size_t errlen)
+				 const char *want_name, json_t *got, json_t *bad, char *err,
+				 size_t errlen)
 {
 	char e[1024] = "", bad_name[256] = "";
 	json_t *j = any ? decode_resource(a, t, any, idx, e, sizeof(e), bad_name, sizeof(bad_name))
@@ -1504,13 +1773,13 @@ static const char *take_resource(struct ads *a, int t, const Google__Protobuf__A
 	if (!any)
 		snprintf(e, sizeof(e), "resources[%zu]: no resource (removals go in removed_resources)",
 			 idx);
-	return store_resource(t, j, idx, want_name, bad_name, e, sizeof(e), got, err, errlen);
+	return store_resource(t, j, idx, want_name, bad_name, e, sizeof(e), got, bad, err, errlen);
 }
 
 /* REST: one resource of a DiscoveryResponse in proto3 JSON ({"@type", ...},
  * or a Resource wrapper {"@type": ".../Resource", "name", "resource"}). */
-static const char *take_json_resource(int t, const json_t *r, size_t idx, json_t *got, char *err,
-				      size_t errlen)
+static const char *take_json_resource(int t, const json_t *r, size_t idx, json_t *got, json_t *bad,
+				      char *err, size_t errlen)
 {
 	char e[1024] = "";
 	const char *want = NULL, *url = json_string_value(json_object_get(r, "@type"));
@@ -1530,13 +1799,14 @@ static const char *take_json_resource(int t, const json_t *r, size_t idx, json_t
 		json_object_del(j, "@type");
 		pb_json_snake_keys(j, url);
 	}
-	return store_resource(t, j, idx, want, "", e, sizeof(e), got, err, errlen);
+	return store_resource(t, j, idx, want, "", e, sizeof(e), got, bad, err, errlen);
 }
 
-/* The checks common to both encodings; stores j (consumed) in got. */
+/* The checks common to both encodings; stores j (consumed) in got, or the
+ * name of a resource that cannot be used (if known) in the set bad. */
 static const char *store_resource(int t, json_t *j, size_t idx, const char *want_name,
-				  const char *bad_name, char *e, size_t elen, json_t *got, char *err,
-				  size_t errlen)
+				  const char *bad_name, char *e, size_t elen, json_t *got, json_t *bad,
+				  char *err, size_t errlen)
 {
 	const char *name = j ? json_string_value(json_object_get(j, t == T_EDS ? "cluster_name"
 									       : "name"))
@@ -1551,6 +1821,8 @@ static const char *store_resource(int t, json_t *j, size_t idx, const char *want
 		snprintf(e, elen, "resources[%zu]: duplicate name", idx);
 	if (e[0]) {
 		add_error(err, errlen, type_names[t], name, e);
+		if (name && *name)
+			json_object_set_new(bad, name, json_true());
 		json_decref(j);
 		return NULL;
 	}
@@ -1577,7 +1849,7 @@ static void now_rfc3339(char *buf, size_t len)
  * /config_dump.  full_state: SotW (CDS/LDS responses are complete); removed:
  * delta's removed_resources (array of names, may be empty). */
 static void apply_resources(struct ads *a, int t, json_t *got, const json_t *removed,
-			    bool full_state, char *err, size_t errlen)
+			    bool full_state, json_t *changed, char *err, size_t errlen)
 {
 	struct xtype *x = &a->t[t];
 	char ts[40];
@@ -1586,6 +1858,7 @@ static void apply_resources(struct ads *a, int t, json_t *got, const json_t *rem
 	size_t i;
 	if (!x->meta)
 		x->meta = json_object();
+	json_object_clear(a->eds_rejected);
 	now_rfc3339(ts, sizeof(ts));
 	json_t *m = json_pack("{s:s, s:s}", "version_info", a->applying_version ? a->applying_version : "",
 			      "last_updated", ts);
@@ -1596,6 +1869,7 @@ static void apply_resources(struct ads *a, int t, json_t *got, const json_t *rem
 		json_t *old = json_object_get(x->meta, n);
 		json_object_set(prev, n, old ? old : json_null());
 		json_object_set(x->meta, n, m);
+		json_object_set_new(changed, n, json_true());
 	}
 	apply_resources_now(a, t, got, removed, full_state, err, errlen);
 	json_object_foreach(prev, n, v) {   /* rejected: the previous meta again */
@@ -1643,6 +1917,7 @@ static void apply_resources_now(struct ads *a, int t, json_t *got, const json_t 
 		}
 		rebuild_listeners(a, err, errlen, NULL);
 		json_decref(prev);
+		a->rsub_dirty = true;
 		break;
 	}
 	case T_RDS: {
@@ -1693,6 +1968,82 @@ static void apply_resources_now(struct ads *a, int t, json_t *got, const json_t 
 	}
 }
 
+/* The per-resource subscription stats of one applied response of type t:
+ * EDS (cluster.<name>.*), RDS (http.<prefix>.rds.<name>.*) and the SDS
+ * secrets that could not be decoded (tls_sds_apply counts the others).
+ * got: the decoded resources; bad: names that could not be decoded;
+ * removed: delta's removed names (may be NULL); changed: names whose
+ * resource differed from the accepted one; n_resources: in the response.
+ * Each resource counts in the subscriptions of its name: update_success if
+ * it is in force now (an unchanged resend too), else update_rejected; a
+ * response with no resource at all counts update_empty in every
+ * subscription of the type, a removed ClusterLoadAssignment update_empty in
+ * its clusters (Envoy's EDS), a removed RouteConfiguration update_success. */
+static void count_resources(struct ads *a, int t, const json_t *got, const json_t *bad,
+			    const json_t *removed, const json_t *changed, size_t n_resources)
+{
+	const char *ver = a->applying_version, *n;
+	json_t *v;
+	size_t i;
+
+	if (t == T_SDS) {
+		json_object_foreach((json_t *)bad, n, v)
+			tls_sds_reject(n);
+		return;
+	}
+	if (t != T_EDS && t != T_RDS)
+		return;
+	if (!n_resources && !json_array_size(removed)) {
+		if (t == T_EDS)
+			eds_count(a, NULL, SE_EMPTY, ver);
+		else
+			rds_count(a, NULL, SE_EMPTY, ver);
+		json_object_clear(a->eds_rejected);
+		return;
+	}
+	json_object_foreach((json_t *)got, n, v) {
+		/* EDS: apply_eds noted what it rejected (res_same would re-serialize
+		 * every assignment); RDS: the table in force is this one */
+		bool ok = t == T_EDS ? !json_object_get(a->eds_rejected, n) : res_same(a, t, n, v);
+		bool diff = json_object_get(changed, n) != NULL;
+
+		if (t == T_RDS) {
+			rds_count(a, n, ok ? SE_SUCCESS : SE_REJECTED, ver);
+			if (!ok || !diff)
+				continue;
+			json_t *pos;
+			json_array_foreach(json_object_get(a->rsub_index, n), i, pos) {
+				struct stats_scope *sc = a->rsub[json_integer_value(pos)].stats;
+				stats_inc(sc, 0, RS_config_reload);
+				stats_gauge_set(sc, RS_config_reload_time_ms, wall_ms());
+			}
+			continue;
+		}
+		eds_count(a, n, ok ? SE_SUCCESS : SE_REJECTED, ver);
+		if (ok && !diff) {   /* the same assignment again: no host set rebuilt */
+			json_t *u;
+			json_array_foreach(eds_users_of(a, n), i, u) {
+				struct stats_scope *sc = eds_scope(a, (size_t)json_integer_value(u), n);
+				if (sc)
+					stats_inc(sc, 0, update_no_rebuild);
+			}
+		}
+	}
+	json_object_foreach((json_t *)bad, n, v) {
+		if (t == T_EDS)
+			eds_count(a, n, SE_REJECTED, NULL);
+		else
+			rds_count(a, n, SE_REJECTED, NULL);
+	}
+	json_array_foreach(removed, i, v) {
+		if (t == T_EDS)
+			eds_count(a, json_string_value(v), SE_EMPTY, ver);
+		else
+			rds_count(a, json_string_value(v), SE_SUCCESS, ver);
+	}
+	json_object_clear(a->eds_rejected);   /* this response's only */
+}
+
 /* After a response was applied: ACK, or NACK (repeats of the same rejected
  * version delayed), stats, subscriptions, publication. */
 static void finish_response(struct xsub *s, const char *version, bool empty, const char *err)
@@ -1707,8 +2058,7 @@ static void finish_response(struct xsub *s, const char *version, bool empty, con
 			log_warn("xds: rejecting %s version '%s' from '%s': %s", type_names[t], version,
 				 s->ch->src->cluster, err);
 		set_str(&s->nacked_version, version);
-		if (x->stats)
-			stats_inc(x->stats, 0, XU_update_rejected);
+		sub_count(x->stats, &xu_idx, SE_REJECTED, s->ch->src->kind != XDS_REST, NULL);
 		s->nack_repeats = again ? s->nack_repeats + 1 : 0;
 		if (!s->nack_repeats) {
 			send_ack(s, err);
@@ -1728,12 +2078,11 @@ static void finish_response(struct xsub *s, const char *version, bool empty, con
 		s->nack_repeats = 0;
 		set_str(&s->version, version);
 		set_str(&x->version, version);
-		if (x->stats) {
-			stats_inc(x->stats, 0, XU_update_success);
-			if (empty)
-				stats_inc(x->stats, 0, XU_update_empty);
-			stats_gauge_set(x->stats, XU_version, version_gauge(x->version));
-		}
+		sub_count(x->stats, &xu_idx, empty ? SE_EMPTY : SE_SUCCESS,
+			  s->ch->src->kind != XDS_REST, x->version);
+		if (x->stats)
+			stats_hist_record(x->stats, 0, XU_update_duration,
+					  (double)(mono_us() - a->apply_start_us) / 1000.0);
 		send_ack(s, NULL);
 	}
 	update_subscriptions(a);
@@ -1747,6 +2096,7 @@ struct ads_sotw_response {
 	const char *version;        /* version_info */
 	json_t *got;                /* the valid resources: name -> snake_case JSON */
 	size_t n_resources;         /* resources in the response (valid or not) */
+	json_t *bad;                /* names of the resources that could not be decoded */
 	char *err;                  /* the NACK detail so far ("" none); appended to */
 	size_t errlen;
 };
@@ -1787,16 +2137,16 @@ static void handle_response(struct xchan *ch,
 	struct xtype *x = &a->t[t];
 	set_str(&s->nonce, r->nonce);   /* always echo the newest nonce */
 	evtimer_del(s->nack_ev);        /* a delayed NACK is superseded */
-	if (x->stats)
-		stats_inc(x->stats, 0, XU_update_attempt);
+	a->apply_start_us = mono_us();
 
-	json_t *got = json_object();
+	json_t *got = json_object(), *bad = json_object();
 	for (size_t i = 0; i < r->n_resources; i++)
-		take_resource(a, t, r->resources[i], i, NULL, got, err, sizeof(err));
+		take_resource(a, t, r->resources[i], i, NULL, got, bad, err, sizeof(err));
 	struct ads_sotw_response d = { t, r->version_info ? r->version_info : "", got,
-				       r->n_resources, err, sizeof(err) };
+				       r->n_resources, bad, err, sizeof(err) };
 	ads_apply_sotw(s, &d);
 	json_decref(got);
+	json_decref(bad);
 }
 
 /* REST: a DiscoveryResponse in proto3 JSON (camelCase or snake_case keys).
@@ -1812,13 +2162,15 @@ static int handle_json_response(struct xsub *s, const json_t *r)
 	if (!json_is_object(r) || (url && strcmp(url, type_urls[t])) || (res && !json_is_array(res)))
 		return -1;
 	set_str(&s->nonce, json_string_value(cfg_get(r, "nonce")));
-	json_t *got = json_object();
+	a->apply_start_us = mono_us();
+	json_t *got = json_object(), *bad = json_object();
 	json_array_foreach(res, i, v)
-		take_json_resource(t, v, i, got, err, sizeof(err));
-	struct ads_sotw_response d = { t, version ? version : "", got, json_array_size(res), err,
-				       sizeof(err) };
+		take_json_resource(t, v, i, got, bad, err, sizeof(err));
+	struct ads_sotw_response d = { t, version ? version : "", got, json_array_size(res), bad,
+				       err, sizeof(err) };
 	ads_apply_sotw(s, &d);
 	json_decref(got);
+	json_decref(bad);
 	return 0;
 }
 
@@ -1834,9 +2186,13 @@ static void ads_apply_sotw(struct xsub *s, struct ads_sotw_response *d)
 	/* unchanged resend of the accepted state: ACK without re-applying */
 	bool unchanged = !d->err[0] && x->res && res_all_same(a, t, d->got) &&
 			 (t == T_CDS || t == T_LDS || json_object_size(d->got)) && t != T_SDS;
+	json_t *changed = json_object();
 	a->applying_version = d->version;
 	if (!unchanged)
-		apply_resources(a, t, d->got, NULL, t == T_CDS || t == T_LDS, d->err, d->errlen);
+		apply_resources(a, t, d->got, NULL, t == T_CDS || t == T_LDS, changed, d->err,
+				d->errlen);
+	count_resources(a, t, d->got, d->bad, NULL, changed, d->n_resources);
+	json_decref(changed);
 	finish_response(s, d->version, !d->n_resources, d->err);
 }
 
@@ -1852,17 +2208,18 @@ static void handle_delta(struct xchan *ch,
 	struct xtype *x = &a->t[t];
 	set_str(&s->nonce, r->nonce);
 	evtimer_del(s->nack_ev);
-	if (x->stats)
-		stats_inc(x->stats, 0, XU_update_attempt);
+	a->apply_start_us = mono_us();
 	if (!x->rver)
 		x->rver = json_object();
 
 	json_t *got = json_object(), *vers = json_object(), *removed = json_array();
+	json_t *bad = json_object(), *changed = json_object();
 	for (size_t i = 0; i < r->n_resources; i++) {
 		const Envoy__Service__Discovery__V3__Resource *res = r->resources[i];
 		const char *want = res->name && *res->name ? res->name
 				   : res->resource_name ? res->resource_name->name : NULL;
-		const char *name = take_resource(a, t, res->resource, i, want, got, err, sizeof(err));
+		const char *name = take_resource(a, t, res->resource, i, want, got, bad, err,
+						 sizeof(err));
 		if (name)
 			json_object_set_new(vers, name, json_string(res->version ? res->version : ""));
 	}
@@ -1872,7 +2229,10 @@ static void handle_delta(struct xchan *ch,
 		if (r->removed_resource_names[i]->name)
 			json_array_append_new(removed, json_string(r->removed_resource_names[i]->name));
 	a->applying_version = r->system_version_info ? r->system_version_info : "";
-	apply_resources(a, t, got, removed, false, err, sizeof(err));
+	apply_resources(a, t, got, removed, false, changed, err, sizeof(err));
+	count_resources(a, t, got, bad, removed, changed, r->n_resources);
+	json_decref(bad);
+	json_decref(changed);
 
 	/* per-resource versions of what is now in force (a rejected resource
 	 * keeps the version of its previous state) */
@@ -2039,8 +2399,8 @@ static void on_close(void *arg, int status, const char *message)
 	ch->connected = false;
 	update_connected(a);
 	for (int t = 0; t < T_N; t++)   /* Envoy: a stream failure is an update failure */
-		if (a->t[t].stats && (ch->only < 0 || ch->only == t))
-			stats_inc(a->t[t].stats, 0, XU_update_failure);
+		if (ch->only < 0 || ch->only == t)
+			count_failure(a, t, false);
 	ch->dead = ch->g;
 	ch->g = NULL;
 	struct timeval zero = { 0, 0 };
@@ -2207,6 +2567,7 @@ struct ads *ads_start(struct server *srv)
 	struct snapshot *s = srv->snap;
 	a->srv = srv;
 	a->dc_index = json_object();
+	a->eds_rejected = json_object();
 	a->bootstrap = json_incref(s->bootstrap);
 	a->scl = xcalloc(s->nclusters + 1, sizeof(*a->scl));
 	for (size_t i = 0; i < s->nclusters; i++)
@@ -2218,10 +2579,10 @@ struct ads *ads_start(struct server *srv)
 				      cp_desc, CP_N);
 	a->cm_stats = stats_scope_new(srv->stats, "cluster_manager", "cluster_manager", NULL, NULL,
 				      cm_desc, CM_N);
-	a->t[T_CDS].stats = stats_scope_new(srv->stats, "cluster_manager.cds", "cluster_manager.cds",
-					    NULL, NULL, xu_desc, XU_N);
-	a->t[T_LDS].stats = stats_scope_new(srv->stats, "listener_manager.lds",
-					    "listener_manager.lds", NULL, NULL, xu_desc, XU_N);
+	a->t[T_CDS].stats = stats_scope_new_main(srv->stats, "cluster_manager.cds",
+						 "cluster_manager.cds", NULL, NULL, xu_desc, XU_N);
+	a->t[T_LDS].stats = stats_scope_new_main(srv->stats, "listener_manager.lds",
+						 "listener_manager.lds", NULL, NULL, xu_desc, XU_N);
 	a->init_ev = evtimer_new(srv->base, init_timeout_cb, a);
 	a->rds_ev = evtimer_new(srv->base, rds_timeout_cb, a);
 	a->publish_ev = evtimer_new(srv->base, publish_cb, a);
@@ -2291,6 +2652,14 @@ void ads_free(struct ads *a)
 	}
 	stats_scope_free(a->cp_stats);
 	stats_scope_free(a->cm_stats);
+	for (size_t k = 0; k < a->nrsub; k++) {
+		free(a->rsub[k].prefix);
+		free(a->rsub[k].name);
+		stats_scope_free(a->rsub[k].stats);
+	}
+	free(a->rsub);
+	json_decref(a->rsub_index);
+	json_decref(a->eds_rejected);
 	json_decref(a->bootstrap);
 	free(a);
 }
@@ -2333,26 +2702,7 @@ static json_t *typed_cluster(const struct cluster *cl)
 	return o;
 }
 
-/* Secrets: private keys are never dumped (Envoy redacts them). */
-static void redact(json_t *j)
-{
-	const char *k;
-	json_t *v;
-	if (json_is_array(j)) {
-		size_t i;
-		json_array_foreach(j, i, v)
-			redact(v);
-		return;
-	}
-	json_object_foreach(j, k, v) {
-		if (!strcmp(k, "private_key") || !strcmp(k, "password"))
-			json_object_set_new(j, k, json_pack("{s:s}", "inline_string", "[redacted]"));
-		else
-			redact(v);
-	}
-}
-
-json_t *ads_config_dump(struct ads *a)
+json_t *ads_config_dump(struct ads *a, bool include_eds)
 {
 	if (!a)
 		return json_object();
@@ -2393,16 +2743,19 @@ json_t *ads_config_dump(struct ads *a)
 	const struct { int t; json_t *arr; const char *key; } simple[] = {
 		{ T_RDS, rc, "route_config" }, { T_EDS, eps, "endpoint_config" },
 	};
-	for (size_t k = 0; k < ARRAY_SIZE(simple); k++)
+	for (size_t k = 0; k < ARRAY_SIZE(simple); k++) {
+		if (simple[k].t == T_EDS && !include_eds)
+			continue;
 		json_object_foreach(a->t[simple[k].t].res, n, v) {
 			json_t *r = typed(simple[k].t, v);
 			json_array_append_new(simple[k].arr, with_meta(json_object_get(a->t[simple[k].t].meta, n),
 								     simple[k].key, r));
 			json_decref(r);
 		}
+	}
 	json_object_foreach(a->t[T_SDS].res, n, v) {
 		json_t *r = typed(T_SDS, v);
-		redact(r);
+		config_dump_redact(r);   /* private keys are never dumped */
 		json_t *o = with_meta(json_object_get(a->t[T_SDS].meta, n), "secret", r);
 		json_object_set_new(o, "name", json_string(n));
 		json_array_append_new(sec, o);

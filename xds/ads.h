@@ -21,10 +21,12 @@ void ads_free(struct ads *a);   /* accepts NULL */
 /* /config_dump's dynamic sections (main thread), as Envoy names them:
  * dynamic_active_clusters / dynamic_warming_clusters [{version_info, cluster,
  * last_updated}], dynamic_listeners [{name, active_state, warming_state}],
- * dynamic_route_configs, dynamic_endpoint_configs, dynamic_active_secrets
- * (private keys redacted), cds_version_info / lds_version_info.  An empty
- * object for NULL.  New reference. */
+ * dynamic_route_configs, dynamic_endpoint_configs (only with include_eds:
+ * Envoy's ?include_eds; at 10,000 clusters they are the bulk of the dump),
+ * dynamic_active_secrets (private keys redacted), cds_version_info /
+ * lds_version_info.  An empty object for NULL.  New reference. */
 #include <jansson.h>
-json_t *ads_config_dump(struct ads *a);
+#include <stdbool.h>
+json_t *ads_config_dump(struct ads *a, bool include_eds);
 
 #endif

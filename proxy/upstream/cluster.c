@@ -17,7 +17,8 @@
 #include "../config/address.h"
 #include "../../xds/xds_bootstrap.h"
 
-static const struct stat_desc cluster_stat_desc[] = { CLUSTER_STATS(STATS_DESC) };
+static const struct stat_desc cluster_stat_desc[] = { CLUSTER_STATS(STATS_DESC)
+						       CLUSTER_SUB_STATS(STATS_DESC) };
 static const struct stat_desc cb_stat_desc[] = { CB_STATS(STATS_DESC) };
 
 static const struct stat_desc ring_stat_desc[] = { RING_STATS(STATS_DESC) };
@@ -252,13 +253,16 @@ static void cluster_set_hostset_ex(struct cluster *cl, struct hostset *hs, bool 
 	bool same = old && old->n == hs->n;
 	for (size_t i = 0; same && i < hs->n; i++)
 		same = old->hosts[i] == hs->hosts[i];
-	stats_inc(cl->stats, 0, update_attempt);
+	bool eds = cl->type == CLUSTER_EDS;   /* EDS: the subscription counts (xds/ads.c) */
+	if (!eds)
+		stats_inc(cl->stats, 0, update_attempt);
 	if (same && !force) {
 		stats_inc(cl->stats, 0, update_no_rebuild);
 		hostset_unref(hs);
 		return;
 	}
-	stats_inc(cl->stats, 0, update_success);
+	if (!eds)
+		stats_inc(cl->stats, 0, update_success);
 	stats_inc(cl->stats, 0, membership_change);
 	stats_gauge_set(cl->stats, membership_total, (int64_t)hs->n);
 	{

@@ -25,6 +25,11 @@ struct health_checker;
 struct odst;
 struct tls_ctx;
 
+/* update_attempt/_success/_failure count service-discovery updates: DNS
+ * rounds, and for EDS clusters the EDS subscription's responses (counted by
+ * xds/ads.c with update_rejected, update_empty, init_fetch_timeout, version,
+ * update_time: Envoy roots the EDS subscription stats in the cluster's
+ * scope). */
 #define CLUSTER_STATS(X)                                                           \
 	X(COUNTER, upstream_cx_total) X(GAUGE, upstream_cx_active)                \
 	X(COUNTER, upstream_cx_http1_total) X(COUNTER, upstream_cx_connect_fail)  \
@@ -51,8 +56,13 @@ struct tls_ctx;
 	X(COUNTER, upstream_rq_per_try_timeout) X(COUNTER, upstream_rq_pending_overflow) \
 	X(COUNTER, upstream_rq_per_try_idle_timeout)                              \
 	X(COUNTER, upstream_cx_overflow)
+/* ... then these, whose enumerators are prefixed (CL_version: "version" and
+ * "update_time" are common variable names). */
+#define CLUSTER_SUB_STATS(X) X(COUNTER, update_empty) X(GAUGE, version)          \
+	X(COUNTER, update_rejected) X(COUNTER, init_fetch_timeout) X(GAUGE, update_time)
+#define CL_ENUM(type, name) CL_##name,
 
-enum { CLUSTER_STATS(STATS_ENUM) CLUSTER_STATS_N };
+enum { CLUSTER_STATS(STATS_ENUM) CLUSTER_SUB_STATS(CL_ENUM) CLUSTER_STATS_N };
 
 /* cluster.<name>.circuit_breakers.{default,high}.* gauges (main thread, 1 s tick). */
 #define CB_STATS(X) X(GAUGE, cx_open) X(GAUGE, cx_pool_open) X(GAUGE, rq_pending_open) \

@@ -116,7 +116,8 @@ static void op_new_scope(struct fz *f, struct rd *r)
 	if (!name || !prefix || ((how & 8) && (!tag || !value)))
 		return;
 	s = stats_scope_new(f->st, name, prefix, tag, value, desc, ndesc);
-	for (int i = 0; i < (how >> 7) + (how & 1); i++) {
+	/* a scope shared by name keeps its first user's families (at most 2) */
+	for (int i = 0; s->refs == 1 && i < (how >> 7) + (how & 1); i++) {
 		const char *fam = rd_u8(r) & 1 ? rd_str(f, r) : "upstream_rq";
 		if (fam)
 			stats_scope_add_family(s, fam);

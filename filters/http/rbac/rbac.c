@@ -44,7 +44,7 @@ static void hrbac_free_config(void *v)
 		return;
 	rbac_engine_free(cfg->rules);
 	rbac_engine_free(cfg->shadow);
-	stats_scope_free(cfg->stats);   /* before the names it points to */
+	stats_scope_free(cfg->stats);   /* holds its own copy of the names */
 	rbac_stat_names_free(&cfg->names);
 	free(cfg);
 }
@@ -84,8 +84,12 @@ static void *hrbac_parse_config(struct cfg_ctx *c, const json_t *j, struct build
 	const char *hcm = b->http_stat_prefix ? b->http_stat_prefix : "";
 	char *scope = xasprintf("http.%s.rbac", hcm);
 	rbac_stat_names_init(&cfg->names, rp, sp);
-	cfg->stats = stats_scope_new(b->stats, scope, "http.rbac", "envoy_http_conn_manager_prefix",
-				     hcm, cfg->names.desc, RBAC_STATS_N);
+	/* the names are built per config: copied into the (shared-by-name) scope */
+	struct stats_scope_spec spec = { .name = scope, .tag_prefix = "http.rbac",
+					 .tag_name = "envoy_http_conn_manager_prefix", .tag_value = hcm,
+					 .desc = cfg->names.desc, .ndesc = RBAC_STATS_N,
+					 .flags = STATS_SCOPE_COPY_DESC };
+	cfg->stats = stats_scope_get(b->stats, &spec);
 	free(scope);
 	return cfg;
 }

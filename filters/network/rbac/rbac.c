@@ -75,8 +75,11 @@ static void *nrbac_parse_config(struct cfg_ctx *c, const json_t *j, struct build
 			n--;
 		char *scope = xasprintf("%.*s.rbac", (int)n, prefix);
 		rbac_stat_names_init(&cfg->names, NULL, sp);
-		cfg->stats = stats_scope_new(b->stats, scope, scope, NULL, NULL, cfg->names.desc,
-					     RBAC_STATS_N);
+		/* the names are built per config: copied into the (shared) scope */
+		struct stats_scope_spec spec = { .name = scope, .tag_prefix = scope,
+						 .desc = cfg->names.desc, .ndesc = RBAC_STATS_N,
+						 .flags = STATS_SCOPE_COPY_DESC };
+		cfg->stats = stats_scope_get(b->stats, &spec);
 		free(scope);
 	}
 	return cfg;

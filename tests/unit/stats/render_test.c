@@ -592,3 +592,52 @@ TEST(render_all_formats_realistic_consistent)
 	xfree(js);
 	stats_store_free(st);
 }
+
+/* Two users of one name (two HCMs with one stat_prefix): one series per
+ * name in every format; a second tag becomes a second label. */
+TEST(render_shared_scope_once_and_second_tag)
+{
+	struct stats_store *st = stats_store_new(3);
+	struct stats_scope *a = stats_scope_new(st, "http.in", "http",
+						"envoy_http_conn_manager_prefix", "in", hcm_desc, HCM_N);
+	struct stats_scope *b = stats_scope_new(st, "http.in", "http",
+						"envoy_http_conn_manager_prefix", "in", hcm_desc, HCM_N);
+	struct stats_scope_spec sp = { .name = "http.in.rds.local_route", .tag_prefix = "http.rds",
+				       .tag_name = "envoy_http_conn_manager_prefix", .tag_value = "in",
+				       .tag2_name = "envoy_rds_route_config",
+				       .tag2_value = "local_route", .desc = srv_desc, .ndesc = SRV_N,
+				       .flags = STATS_SCOPE_MAIN };
+	struct stats_scope *r = stats_scope_get(st, &sp);
+	char err[128], *s;
+
+	stats_scope_add_family(a, "downstream_rq");
+	stats_scope_add_family(b, "downstream_rq");
+	stats_inc(a, 1, downstream_rq_total);
+	stats_inc(b, 2, downstream_rq_total);
+	stats_code_inc(a, 1, 0, 200);
+	stats_code_inc(b, 2, 0, 200);
+	stats_gauge_set(r, live, 7);
+	s = render(st, FMT_TEXT, NULL, false, err, sizeof(err));
+	CHECK_INT(count_substr(s, "http.in.downstream_rq_total: 2\n"), 1);
+	CHECK_INT(count_substr(s, "http.in.downstream_rq_total"), 1);
+	CHECK_INT(count_substr(s, "http.in.downstream_rq_200: 2\n"), 1);
+	CHECK_INT(count_substr(s, "http.in.downstream_rq_2xx: 2\n"), 1);
+	CHECK_CONTAINS(s, "http.in.rds.local_route.live: 7\n");
+	xfree(s);
+	s = render(st, FMT_PROM, NULL, false, err, sizeof(err));
+	CHECK_INT(count_substr(s, "envoy_http_downstream_rq_total{"), 1);
+	CHECK_INT(count_substr(s, "# TYPE envoy_http_downstream_rq_time histogram"), 1);
+	CHECK_INT(count_substr(s, "envoy_http_downstream_rq_time_count{"), 1);
+	CHECK_CONTAINS(s, "envoy_http_downstream_rq{envoy_response_code=\"200\","
+		       "envoy_http_conn_manager_prefix=\"in\"} 2\n");
+	CHECK_CONTAINS(s, "envoy_http_rds_live{envoy_http_conn_manager_prefix=\"in\","
+		       "envoy_rds_route_config=\"local_route\"} 7\n");
+	xfree(s);
+	stats_scope_free(a);
+	stats_scope_free(r);
+	s = render(st, FMT_TEXT, NULL, false, err, sizeof(err));
+	CHECK_CONTAINS(s, "http.in.downstream_rq_total: 2\n");   /* b still holds it */
+	xfree(s);
+	stats_scope_free(b);
+	stats_store_free(st);
+}

@@ -400,3 +400,212 @@ TEST(stats_reset_counters_keeps_gauges)
 	CHECK_INT(stats_code_value(s, fam, 404), 1);
 	stats_store_free(st);
 }
+
+/* ---- scopes shared by name ---- */
+
+/* The same stat list declared a second time (another X-macro expansion):
+ * equal by content, a different array. */
+static const struct stat_desc t_desc_again[] = { T_STATS(STATS_DESC) };
+#define U_STATS(X) X(COUNTER, rq_total) X(GAUGE, cx_active)
+enum { U_N = 2 };
+static const struct stat_desc u_desc[] = { U_STATS(STATS_DESC) };
+
+TEST(stats_scope_shared_by_name_and_kind)
+{
+	struct stats_store *st = stats_store_new(3);
+	struct stats_scope *a = stats_scope_new(st, "http.in", "http", "envoy_http_conn_manager_prefix",
+						"in", t_desc, T_N);
+	struct stats_scope *b = stats_scope_new(st, "http.in", "http", "envoy_http_conn_manager_prefix",
+						"in", t_desc_again, T_N);
+	struct stats_scope *other = stats_scope_new(st, "http.out", "http",
+						    "envoy_http_conn_manager_prefix", "out", t_desc, T_N);
+	struct stats_scope *kind = stats_scope_new(st, "http.in", "http",
+						   "envoy_http_conn_manager_prefix", "in", u_desc, U_N);
+	struct stats_scope *main1 = stats_scope_new_main(st, "http.in", "http",
+							 "envoy_http_conn_manager_prefix", "in",
+							 t_desc, T_N);
+
+	CHECK(a == b);                                     /* same name, same list: shared */
+	CHECK(a != other);                                 /* another name */
+	CHECK(a != kind);                                  /* another list under the name */
+	CHECK(a != main1 && main1->nshards == 1);          /* main-only is another kind */
+	CHECK_INT(a->refs, 2);
+	CHECK_INT(stats_store_nscopes(st), 4);
+	/* both users bump the same counters, from their workers' shards */
+	stats_inc(a, 1, rq_total);
+	stats_inc(b, 2, rq_total);
+	stats_add(b, 1, rq_total, 3);
+	stats_hist_record(a, 1, rq_time, 7);
+	stats_hist_record(b, 2, rq_time, 9);
+	CHECK_INT(stats_value(a, rq_total), 5);
+	{
+		struct stats_hist h;
+
+		stats_hist_merge(b, rq_time, &h);
+		CHECK_INT(h.count, 2);
+	}
+	/* code families: the second user's add finds the first's */
+	CHECK_INT(stats_scope_add_family(a, "downstream_rq"), 0);
+	CHECK_INT(stats_scope_add_family(b, "downstream_rq"), 0);
+	CHECK(a->families[1] == NULL);
+	stats_code_inc(b, 1, 0, 200);
+	CHECK_INT(stats_code_value(a, 0, 2), 1);
+
+	/* the first user goes: the scope and its values stay for the second */
+	stats_scope_free(a);
+	CHECK_INT(stats_store_nscopes(st), 4);
+	CHECK_INT(b->refs, 1);
+	CHECK_INT(stats_value(b, rq_total), 5);
+	stats_inc(b, 0, rq_total);
+	CHECK_INT(stats_value(b, rq_total), 6);
+	/* the last user goes: freed (ASan checks), and the name is free again */
+	stats_scope_free(b);
+	CHECK_INT(stats_store_nscopes(st), 3);
+	a = stats_scope_new(st, "http.in", "http", "envoy_http_conn_manager_prefix", "in", t_desc, T_N);
+	CHECK_INT(a->refs, 1);
+	CHECK_INT(stats_value(a, rq_total), 0);            /* a new scope, from zero */
+	CHECK(stats_scope_new(st, "http.in", "http", NULL, NULL, u_desc, U_N) == kind);
+	CHECK_INT(kind->refs, 2);
+	stats_scope_free(kind);
+	stats_scope_free(kind);
+	stats_scope_free(main1);
+	stats_scope_free(other);
+	stats_scope_free(a);
+	CHECK_INT(stats_store_nscopes(st), 0);
+	CHECK(stats_store_scopes(st) == NULL);
+	stats_store_free(st);
+}
+
+/* Many names: the hash grows and every scope is still found (and freed). */
+TEST(stats_scope_hash_grows)
+{
+	struct stats_store *st = stats_store_new(2);
+	struct stats_scope *s[300];
+	char name[32];
+
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "cluster.c%d", i);
+		s[i] = stats_scope_new_main(st, name, "cluster", "envoy_cluster_name", name + 8,
+					    c_desc, C_N);
+	}
+	CHECK_INT(stats_store_nscopes(st), 300);
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "cluster.c%d", i);
+		CHECK(stats_scope_new_main(st, name, "cluster", "envoy_cluster_name", name + 8,
+					   c_desc, C_N) == s[i]);
+	}
+	for (int i = 0; i < 300; i += 2) {
+		stats_scope_free(s[i]);
+		stats_scope_free(s[i]);
+	}
+	CHECK_INT(stats_store_nscopes(st), 150);
+	for (int i = 1; i < 300; i += 2) {
+		snprintf(name, sizeof(name), "cluster.c%d", i);
+		CHECK(stats_scope_new_main(st, name, NULL, NULL, NULL, c_desc, C_N) == s[i]);
+		stats_scope_free(s[i]);
+	}
+	CHECK_INT(stats_store_nscopes(st), 150);
+	stats_store_free(st);                              /* frees the rest, refs or not */
+}
+
+/* A stat list built at run time (RBAC's prefixed names) is copied: the
+ * first user may free its list while the second goes on. */
+TEST(stats_scope_copy_desc_outlives_the_callers_list)
+{
+	struct stats_store *st = stats_store_new(2);
+	struct stat_desc *d1 = xcalloc(2, sizeof(*d1)), *d2 = xcalloc(2, sizeof(*d2));
+	struct stats_scope_spec sp = { .name = "http.in.rbac", .tag_prefix = "http.rbac",
+				       .ndesc = 2, .flags = STATS_SCOPE_COPY_DESC };
+	struct stats_scope *a, *b;
+
+	d1[0] = (struct stat_desc){ xstrdup("p_allowed"), STAT_COUNTER };
+	d1[1] = (struct stat_desc){ xstrdup("p_denied"), STAT_COUNTER };
+	d2[0] = (struct stat_desc){ xstrdup("p_allowed"), STAT_COUNTER };
+	d2[1] = (struct stat_desc){ xstrdup("p_denied"), STAT_COUNTER };
+	sp.desc = d1;
+	a = stats_scope_get(st, &sp);
+	sp.desc = d2;
+	b = stats_scope_get(st, &sp);
+	CHECK(a == b);
+	CHECK(a->desc != d1 && a->desc != d2);
+	for (int i = 0; i < 2; i++) {
+		xfree((char *)d1[i].name);
+		xfree((char *)d2[i].name);
+	}
+	xfree(d1);
+	xfree(d2);
+	stats_inc(b, 1, 1);
+	stats_scope_free(a);
+	CHECK_STR(b->desc[1].name, "p_denied");            /* ASan: still valid */
+	CHECK_INT(stats_value(b, 1), 1);
+	stats_scope_free(b);
+	stats_store_free(st);
+}
+
+/* The last user of a shared scope drops it during a render: deferred to
+ * the render's end like any free. */
+TEST(stats_scope_shared_last_free_during_render_is_deferred)
+{
+	struct stats_store *st = stats_store_new(2);
+	struct stats_scope *a = stats_scope_new(st, "a", "a", NULL, NULL, c_desc, C_N);
+	struct stats_scope *b = stats_scope_new(st, "a", "a", NULL, NULL, c_desc, C_N);
+
+	stats_inc(a, 1, only_counter);
+	stats_store_read_begin(st);
+	CHECK(stats_store_scopes(st) == a);
+	stats_scope_free(a);
+	CHECK(stats_store_scopes(st) == a);                /* one user left: still listed */
+	stats_scope_free(b);
+	CHECK(stats_store_scopes(st) == NULL);             /* unlinked ... */
+	CHECK_INT(stats_value(a, only_counter), 1);        /* ... but readable until read_end */
+	/* the name can be created again meanwhile: a new scope */
+	b = stats_scope_new(st, "a", "a", NULL, NULL, c_desc, C_N);
+	CHECK(b != a);
+	stats_store_read_end(st);
+	CHECK_INT(stats_value(b, only_counter), 0);
+	stats_scope_free(b);
+	stats_store_free(st);
+}
+
+struct sharer {
+	struct stats_store *st;
+	int n;
+};
+
+/* Worker-created scopes (grpc_stats per method) race the main thread's
+ * creates and frees of the same name: the count stays consistent. */
+static void *sharer_main(void *arg)
+{
+	struct sharer *s = arg;
+
+	for (int i = 0; i < s->n; i++) {
+		struct stats_scope *sc = stats_scope_new(s->st, "shared", "shared", NULL, NULL,
+							 c_desc, C_N);
+		stats_inc(sc, 1, only_counter);
+		stats_scope_free(sc);
+	}
+	return NULL;
+}
+
+TEST(stats_scope_shared_create_free_race)
+{
+	struct stats_store *st = stats_store_new(2);
+	struct stats_scope *keep = stats_scope_new(st, "shared", "shared", NULL, NULL, c_desc, C_N);
+	struct sharer s = { st, 20000 };
+	pthread_t th;
+
+	CHECK_INT(pthread_create(&th, NULL, sharer_main, &s), 0);
+	for (int i = 0; i < 20000; i++) {
+		struct stats_scope *sc = stats_scope_new(st, "shared", "shared", NULL, NULL, c_desc,
+							 C_N);
+		CHECK(sc == keep);
+		stats_scope_free(sc);
+	}
+	pthread_join(th, NULL);
+	CHECK_INT(keep->refs, 1);
+	CHECK_INT(stats_value(keep, only_counter), 20000); /* every worker bump landed in it */
+	CHECK_INT(stats_store_nscopes(st), 1);
+	stats_scope_free(keep);
+	CHECK_INT(stats_store_nscopes(st), 0);
+	stats_store_free(st);
+}
