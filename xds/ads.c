@@ -2134,7 +2134,6 @@ static void handle_response(struct xchan *ch,
 		return;
 	struct ads *a = ch->a;
 	int t = s->type;
-	struct xtype *x = &a->t[t];
 	set_str(&s->nonce, r->nonce);   /* always echo the newest nonce */
 	evtimer_del(s->nack_ev);        /* a delayed NACK is superseded */
 	a->apply_start_us = mono_us();
@@ -2162,7 +2161,7 @@ static int handle_json_response(struct xsub *s, const json_t *r)
 	if (!json_is_object(r) || (url && strcmp(url, type_urls[t])) || (res && !json_is_array(res)))
 		return -1;
 	set_str(&s->nonce, json_string_value(cfg_get(r, "nonce")));
-	a->apply_start_us = mono_us();
+	s->ch->a->apply_start_us = mono_us();
 	json_t *got = json_object(), *bad = json_object();
 	json_array_foreach(res, i, v)
 		take_json_resource(t, v, i, got, bad, err, sizeof(err));
