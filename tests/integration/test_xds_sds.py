@@ -55,9 +55,18 @@ def tls_rds_listener(name, port, route, secret, src=None):
 
 def secure_cluster(name, port, ca_secret_name, api_type="GRPC"):
     """Its CA comes over SDS on a stream of its own (api_config_source
-    api_type GRPC / DELTA_GRPC: SecretDiscoveryService, as Envoy)."""
+    api_type GRPC / DELTA_GRPC: SecretDiscoveryService, as Envoy).  One request
+    per upstream connection: a new validation context applies to new
+    handshakes only (as Envoy: pooled connections are not drained), so every
+    request here must make one, whichever worker's pool it lands in."""
     return {"name": name, "type": "STATIC", "connect_timeout": {"seconds": 1},
             "load_assignment": cla(name, [port]),
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                             "HttpProtocolOptions",
+                    "common_http_protocol_options": {"max_requests_per_connection": {"value": 1}},
+                    "explicit_http_config": {"http_protocol_options": {}}}},
             "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
                 "@type": UPSTREAM, "sni": "localhost", "common_tls_context": {
                     "validation_context_sds_secret_config": {
