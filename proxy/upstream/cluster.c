@@ -17,8 +17,12 @@
 #include "../config/address.h"
 #include "../../xds/xds_bootstrap.h"
 
-static const struct stat_desc cluster_stat_desc[] = { CLUSTER_STATS(STATS_DESC) };
-static const struct stat_desc cb_stat_desc[] = { CB_STATS(STATS_DESC) };
+#define CB_DESC_DEFAULT(type, name) { "circuit_breakers.default." #name, STAT_##type },
+#define CB_DESC_HIGH(type, name) { "circuit_breakers.high." #name, STAT_##type },
+static const struct stat_desc cluster_stat_desc[] = {
+	CLUSTER_STATS(STATS_DESC) CB_STATS(CB_DESC_DEFAULT) CB_STATS(CB_DESC_HIGH)
+};
+_Static_assert(ARRAY_SIZE(cluster_stat_desc) == CLUSTER_SCOPE_N, "cluster scope layout");
 
 static const struct stat_desc ring_stat_desc[] = { RING_STATS(STATS_DESC) };
 static const struct stat_desc maglev_stat_desc[] = { MAGLEV_STATS(STATS_DESC) };
@@ -37,9 +41,10 @@ uint32_t cluster_retry_limit(const struct cluster *cl, enum cb_priority p)
 
 void cluster_update_cb_gauges(struct cluster *cl)
 {
+	struct stats_scope *s = cl->stats;
+
 	for (int p = 0; p < CB_PRIO_N; p++) {
 		const struct cb_prio *b = &cl->cb[p];
-		struct stats_scope *s = b->stats;
 		int64_t cx = __atomic_load_n(&b->cx, __ATOMIC_RELAXED);
 		int64_t rq = __atomic_load_n(&b->rq, __ATOMIC_RELAXED);
 		int64_t pend = __atomic_load_n(&b->pending, __ATOMIC_RELAXED);
@@ -47,15 +52,19 @@ void cluster_update_cb_gauges(struct cluster *cl)
 		uint32_t rlim = cluster_retry_limit(cl, (enum cb_priority)p);
 		if (!s)
 			continue;
-		stats_gauge_set(s, CB_cx_open, cx >= b->max_connections);
-		stats_gauge_set(s, CB_rq_pending_open, pend >= b->max_pending);
-		stats_gauge_set(s, CB_rq_open, rq >= b->max_requests);
-		stats_gauge_set(s, CB_rq_retry_open, rt >= rlim);
+		stats_gauge_set(s, CLUSTER_CB(p, CB_cx_open), cx >= b->max_connections);
+		stats_gauge_set(s, CLUSTER_CB(p, CB_rq_pending_open), pend >= b->max_pending);
+		stats_gauge_set(s, CLUSTER_CB(p, CB_rq_open), rq >= b->max_requests);
+		stats_gauge_set(s, CLUSTER_CB(p, CB_rq_retry_open), rt >= rlim);
 		if (b->track_remaining) {
-			stats_gauge_set(s, CB_remaining_cx, MAX(0, (int64_t)b->max_connections - cx));
-			stats_gauge_set(s, CB_remaining_pending, MAX(0, (int64_t)b->max_pending - pend));
-			stats_gauge_set(s, CB_remaining_rq, MAX(0, (int64_t)b->max_requests - rq));
-			stats_gauge_set(s, CB_remaining_retries, MAX(0, (int64_t)rlim - rt));
+			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_cx),
+					MAX(0, (int64_t)b->max_connections - cx));
+			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_pending),
+					MAX(0, (int64_t)b->max_pending - pend));
+			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_rq),
+					MAX(0, (int64_t)b->max_requests - rq));
+			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_retries),
+					MAX(0, (int64_t)rlim - rt));
 		}
 	}
 }
@@ -1167,8 +1176,6 @@ static void cluster_free(struct cluster *cl)
 	free(cl->workers);
 	hostset_unref(cl->hs);
 	stats_scope_free(cl->stats);
-	for (int p = 0; p < CB_PRIO_N; p++)
-		stats_scope_free(cl->cb[p].stats);
 	stats_scope_free(cl->lbh_stats);
 	stats_scope_free(cl->od_stats);
 	stats_scope_free(cl->h2_stats);
@@ -1403,8 +1410,9 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	cl->workers = xcalloc(b->nworkers ? b->nworkers : 1, sizeof(*cl->workers));
 	{
 		char *scope = xasprintf("cluster.%s", cl->name);
-		cl->stats = stats_scope_new(b->stats, scope, "cluster", "envoy_cluster_name", cl->name,
-					    cluster_stat_desc, CLUSTER_STATS_N);
+		cl->stats = stats_scope_new_split(b->stats, scope, "cluster", "envoy_cluster_name",
+						  cl->name, cluster_stat_desc, CLUSTER_SCOPE_N,
+						  CLUSTER_MAIN_FIRST, CLUSTER_SHARED_FIRST);
 		stats_scope_add_family(cl->stats, "upstream_rq");
 		free(scope);
 		if (cl->od.enabled)
@@ -1417,16 +1425,6 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 						       "envoy_cluster_name", cl->name, hc_stat_desc,
 						       HC_STATS_N);
 			free(scope);
-		}
-		static const char *const prio_names[CB_PRIO_N] = { "default", "high" };
-		for (int p = 0; p < CB_PRIO_N; p++) {
-			char *group = xasprintf("cluster.circuit_breakers.%s", prio_names[p]);
-			scope = xasprintf("cluster.%s.circuit_breakers.%s", cl->name, prio_names[p]);
-			cl->cb[p].stats = stats_scope_new_main(b->stats, scope, group,
-							       "envoy_cluster_name", cl->name,
-							       cb_stat_desc, CB_STATS_N);
-			free(scope);
-			free(group);
 		}
 		if (cluster_lb_is_hash(cl)) {
 			bool ring = cl->lb == LB_RING_HASH;

@@ -25,7 +25,12 @@ struct health_checker;
 struct odst;
 struct tls_ctx;
 
-#define CLUSTER_STATS(X)                                                           \
+/* cluster.<name>.* in one split scope (stats_scope_new_split): the stats
+ * only workers write first, then those both write (ORIGINAL_DST workers
+ * count their own membership), then those only the main thread writes
+ * (membership and update counts, the circuit-breaker gauges), so an idle
+ * cluster stores nothing per worker and its main-thread values only. */
+#define CLUSTER_WORKER_STATS(X)                                                    \
 	X(COUNTER, upstream_cx_total) X(GAUGE, upstream_cx_active)                \
 	X(COUNTER, upstream_cx_http1_total) X(COUNTER, upstream_cx_connect_fail)  \
 	X(COUNTER, upstream_cx_http2_total)                                       \
@@ -40,26 +45,38 @@ struct tls_ctx;
 	X(COUNTER, upstream_rq_rx_reset) X(COUNTER, upstream_rq_tx_reset)         \
 	X(COUNTER, upstream_rq_pending_total) X(GAUGE, upstream_rq_pending_active) \
 	X(COUNTER, upstream_rq_pending_failure_eject) X(HISTOGRAM, upstream_rq_time) \
-	X(GAUGE, membership_healthy) X(GAUGE, membership_total)                   \
-	X(GAUGE, membership_degraded) X(GAUGE, membership_excluded)               \
-	X(COUNTER, membership_change) X(COUNTER, update_attempt)                  \
-	X(COUNTER, update_success) X(COUNTER, update_failure)                     \
-	X(COUNTER, update_no_rebuild) X(COUNTER, lb_healthy_panic)                \
+	X(COUNTER, lb_healthy_panic)                                              \
 	X(COUNTER, upstream_rq_retry) X(COUNTER, upstream_rq_retry_success)       \
 	X(COUNTER, upstream_rq_retry_overflow) X(COUNTER, upstream_rq_retry_limit_exceeded) \
 	X(COUNTER, upstream_rq_retry_backoff_exponential)                         \
 	X(COUNTER, upstream_rq_per_try_timeout) X(COUNTER, upstream_rq_pending_overflow) \
 	X(COUNTER, upstream_rq_per_try_idle_timeout)                              \
 	X(COUNTER, upstream_cx_overflow)
+#define CLUSTER_SHARED_STATS(X)                                                    \
+	X(GAUGE, membership_healthy) X(GAUGE, membership_total) X(COUNTER, membership_change)
+#define CLUSTER_MAIN_STATS(X)                                                      \
+	X(GAUGE, membership_degraded) X(GAUGE, membership_excluded)               \
+	X(COUNTER, update_attempt) X(COUNTER, update_success) X(COUNTER, update_failure) \
+	X(COUNTER, update_no_rebuild)
+#define CLUSTER_STATS(X) CLUSTER_WORKER_STATS(X) CLUSTER_SHARED_STATS(X) CLUSTER_MAIN_STATS(X)
 
 enum { CLUSTER_STATS(STATS_ENUM) CLUSTER_STATS_N };
+#define CLUSTER_STAT_COUNT(type, name) + 1
+enum {
+	CLUSTER_SHARED_FIRST = 0 CLUSTER_WORKER_STATS(CLUSTER_STAT_COUNT),
+	CLUSTER_MAIN_FIRST = CLUSTER_SHARED_FIRST CLUSTER_SHARED_STATS(CLUSTER_STAT_COUNT),
+};
 
-/* cluster.<name>.circuit_breakers.{default,high}.* gauges (main thread, 1 s tick). */
+/* cluster.<name>.circuit_breakers.{default,high}.* gauges (main thread, 1 s
+ * tick): in the cluster scope after CLUSTER_STATS, one block of
+ * CB_STATS_N per priority (CLUSTER_CB(p, CB_cx_open)). */
 #define CB_STATS(X) X(GAUGE, cx_open) X(GAUGE, cx_pool_open) X(GAUGE, rq_pending_open) \
 	X(GAUGE, rq_open) X(GAUGE, rq_retry_open) X(GAUGE, remaining_cx)                \
 	X(GAUGE, remaining_pending) X(GAUGE, remaining_rq) X(GAUGE, remaining_retries)
 #define CB_ENUM(type, name) CB_##name,
 enum { CB_STATS(CB_ENUM) CB_STATS_N };
+#define CLUSTER_CB(p, idx) (CLUSTER_STATS_N + (p) * CB_STATS_N + (idx))
+#define CLUSTER_SCOPE_N (CLUSTER_STATS_N + 2 * CB_STATS_N)
 
 /* cluster.<name>.ring_hash_lb.* / maglev_lb.* gauges (main thread, set when
  * the table is rebuilt). */
@@ -82,7 +99,6 @@ struct cb_prio {
 	double budget_percent;              /* default 20 */
 	uint32_t min_retry_concurrency;     /* default 3 */
 	bool track_remaining;
-	struct stats_scope *stats;          /* owned: circuit_breakers.<default|high>.* */
 	/* atomic current counts, on their own cache line (every worker bumps them) */
 	_Alignas(64) int cx, pending, rq, retries;
 };

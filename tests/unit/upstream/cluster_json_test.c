@@ -5,6 +5,7 @@
  * the same JSON.  Also: the cluster's stats scopes (one block each, the
  * circuit breakers single-shard) still carry every name. */
 #include "test.h"
+#include <event2/buffer.h>
 
 #include <jansson.h>
 #include <string.h>
@@ -83,22 +84,37 @@ TEST(cluster_config_json_round_trips)
 	CHECK(json_equal(back, j));
 	json_decref(back);
 
-	/* the cluster's scopes: the cluster's on every shard, the circuit
-	 * breakers' (main thread only) on one */
+	/* one scope for the cluster, circuit breakers included; no worker
+	 * storage before a worker uses the cluster */
 	stats_store_read_begin(st);
 	for (struct stats_scope *s = stats_store_scopes(st); s; s = s->next) {
-		if (!strcmp(s->name, "cluster.web")) {
+		if (!strncmp(s->name, "cluster.web", 11)) {
 			n++;
+			CHECK_STR(s->name, "cluster.web");
 			CHECK_INT(s->nshards, 3);
-			CHECK(s->shards[1].hists == NULL);   /* no request yet: no histograms */
-		} else if (!strncmp(s->name, "cluster.web.circuit_breakers.", 29)) {
-			ncb++;
-			CHECK_INT(s->nshards, 1);
+			CHECK(s->shards[1] == NULL && s->shards[2] == NULL);
 		}
 	}
 	stats_store_read_end(st);
 	CHECK_INT(n, 1);
-	CHECK_INT(ncb, 2);
+	{
+		struct evbuffer *out = evbuffer_new();
+		char err[64];
+		const char *txt;
+
+		CHECK_INT(stats_render_prometheus(st, out, "circuit_breakers", false, err,
+						  sizeof(err)), RM_OK);
+		evbuffer_add(out, "", 1);
+		txt = (const char *)evbuffer_pullup(out, -1);
+		for (const char *p = txt; (p = strstr(p, "envoy_cluster_circuit_breakers_")); p++)
+			ncb++;
+		CHECK_INT(ncb, 2 * 2 * CB_STATS_N);   /* TYPE line + sample, 2 priorities */
+		CHECK_CONTAINS(txt, "envoy_cluster_circuit_breakers_high_rq_open"
+			       "{envoy_cluster_name=\"web\"} 0\n");
+		CHECK_CONTAINS(txt, "envoy_cluster_circuit_breakers_default_remaining_cx"
+			       "{envoy_cluster_name=\"web\"} 0\n");
+		evbuffer_free(out);
+	}
 	cluster_unref(cl);
 	json_decref(j);
 	stats_store_free(st);

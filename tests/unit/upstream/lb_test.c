@@ -418,8 +418,20 @@ TEST(lb_circuit_breaker_priorities)
 	CHECK(cluster_retry_take(cl, CB_PRIO_DEFAULT));
 	CHECK(!cluster_retry_take(cl, CB_PRIO_DEFAULT));
 	cluster_retry_put(cl, CB_PRIO_DEFAULT);
-	/* gauges per priority */
-	CHECK(cl->cb[CB_PRIO_DEFAULT].stats && cl->cb[CB_PRIO_HIGH].stats);
+	/* gauges per priority, in the cluster's scope (main-thread values) */
+	cluster_rq_take(cl, CB_PRIO_HIGH);
+	cluster_update_cb_gauges(cl);
+	CHECK_STR(cl->stats->desc[CLUSTER_CB(CB_PRIO_HIGH, CB_rq_open)].name,
+		  "circuit_breakers.high.rq_open");
+	CHECK_INT(stats_value(cl->stats, CLUSTER_CB(CB_PRIO_DEFAULT, CB_rq_open)), 0);
+	CHECK_INT(stats_value(cl->stats, CLUSTER_CB(CB_PRIO_HIGH, CB_rq_open)), 0);
+	for (int k = 0; k < 4; k++)
+		cluster_rq_take(cl, CB_PRIO_HIGH);
+	cluster_update_cb_gauges(cl);
+	CHECK_INT(stats_value(cl->stats, CLUSTER_CB(CB_PRIO_HIGH, CB_rq_open)), 1);
+	CHECK_INT(stats_value(cl->stats, CLUSTER_CB(CB_PRIO_DEFAULT, CB_rq_open)), 0);
+	for (int k = 0; k < 5; k++)
+		cluster_rq_put(cl, CB_PRIO_HIGH);
 	cluster_unref(cl);
 
 	CHECK(!make(1, NULL, "\"circuit_breakers\":{\"thresholds\":[{\"priority\":\"LOW\"}]}",
