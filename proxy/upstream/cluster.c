@@ -16,6 +16,7 @@
 #include "../../tls/tls.h"
 #include "../config/address.h"
 #include "../../xds/xds_bootstrap.h"
+#include "../../xds/xres.h"
 
 #define CB_DESC_DEFAULT(type, name) { "circuit_breakers.default." #name, STAT_##type },
 #define CB_DESC_HIGH(type, name) { "circuit_breakers.high." #name, STAT_##type },
@@ -1295,7 +1296,7 @@ static void cluster_free(struct cluster *cl)
 	stats_scope_free(cl->stats);
 	original_dst_free(cl->odst);
 	tls_ctx_free(cl->tls);
-	free(cl->json_text);
+	free(cl->src);
 	if (cl->eds_service_name != cl->name)
 		free(cl->eds_service_name);
 	free(cl->name);
@@ -1314,22 +1315,11 @@ void cluster_unref(struct cluster *cl)
 		cluster_free(cl);
 }
 
-char *cluster_json_text(const json_t *j)
-{
-	char *t = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-
-	if (!t)
-		die("out of memory (json_dumps)");
-	return t;
-}
-
 json_t *cluster_config_json(const struct cluster *cl)
 {
-	json_t *j = json_loads(cl->json_text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+	json_t *j = xblob_to_json(cl->src, "type.googleapis.com/envoy.config.cluster.v3.Cluster");
 
-	if (!j)
-		die("cluster '%s': stored JSON does not decode", cl->name);
-	return j;
+	return j ? j : json_object();
 }
 
 /* A zeroed cluster with its per-worker slots, 64-byte aligned (the
@@ -1533,7 +1523,6 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		cfg_fail_field(c, j, "load_assignment", "LOGICAL_DNS clusters must have a single endpoint");
 		goto error;
 	}
-	cl->json_text = cluster_json_text(j);
 	{
 		char *scope = xasprintf("cluster.%s", cl->name);
 		cl->stats = stats_scope_new_split(b->stats, scope, "cluster", "envoy_cluster_name",

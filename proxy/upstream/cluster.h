@@ -24,6 +24,7 @@ struct hc_cfg;
 struct health_checker;
 struct odst;
 struct tls_ctx;
+struct xblob;
 
 /* cluster.<name>.* in one split scope (stats_scope_new_split): the stats
  * only workers write first, then those both write (ORIGINAL_DST workers
@@ -341,10 +342,9 @@ struct cluster {
 	struct endpoint_cfg *endpoints;     /* owned [nendpoints]; EDS clusters drop theirs
 					       once published (the hosts carry them) */
 	size_t nendpoints;
-	char *json_text;                    /* owned: the Cluster as canonical JSON text
-					       (cluster_json_text), for diffing updates and
-					       /config_dump (cluster_config_json).  Text, not a
-					       jansson tree: ~0.3 KB instead of ~3 KB a cluster */
+	struct xblob *src;                  /* owned: the resource it was compiled from, as
+					       received (xds/xres.h): set by its user (xDS: for
+					       diffing updates; both: /config_dump); may be NULL */
 	struct hostset *hs;                 /* main thread: current host set (ref) */
 	unsigned nworkers;
 	struct cluster_worker workers[];    /* [nworkers]: slot w written by worker w */
@@ -354,10 +354,8 @@ struct cluster {
  * the main thread's feature state only). */
 struct cluster_ext *cluster_ext_mut(struct cluster *cl);
 
-/* Canonical compact JSON text of a resource (sorted keys, so equal JSON
- * values give equal text): malloc'd, the caller frees. */
-char *cluster_json_text(const json_t *j);
-/* The Cluster this was compiled from, decoded from json_text (new ref). */
+/* The Cluster this was compiled from, decoded from src (new ref; an empty
+ * object if there is none). */
 json_t *cluster_config_json(const struct cluster *cl);
 
 /* Parse a Cluster.  Returns NULL after cfg_fail(). */
