@@ -33,6 +33,7 @@
 #include "grpc_client.h"
 #include "pb_json.h"
 #include "xres.h"
+#include "pb_fast.h"
 #include "../proxy/strmap.h"
 #include "../proxy/server.h"
 #include "../proxy/log.h"
@@ -177,6 +178,9 @@ struct ads {
 	bool eds_users_dirty;       /* clusters changed: rebuild eds_user before use */
 	size_t eds_nsub;            /* dyn_eds entries subscribed */
 	bool eds_sent;              /* SotW: an EDS request went out (even with no names) */
+	char **eds_sorted;          /* owned array (of the entries' names) or NULL: the
+				     * subscribed names sorted, for every SotW EDS request
+				     * (an ACK repeats them); dropped when they change */
 	uint64_t gen;               /* apply generation (dyn_*.seen) */
 	struct dyn_listener *dl;    /* owned [ndl] */
 	size_t ndl;
@@ -426,6 +430,7 @@ static void launch_warming(struct ads *a, struct dyn_cluster *d)
 			json_t *cla = xblob_to_json(e->src, type_urls[T_EDS]);
 			struct cfg_ctx c;
 			cfg_init(&c, NULL, NULL);
+			c.flags |= CFG_F_SNAKE_KEYS;
 			if (!cla || cluster_eds_update(cl, &c, cla))
 				log_warn("xds: cluster '%s': stored endpoints rejected: %s", d->name,
 					 cla ? c.err : "undecodable");
@@ -721,22 +726,33 @@ static void cds_one(struct ads *a, struct xbatch *bt, struct xin *in, char *err,
 		}
 		return;
 	}
-	if (bad || !xin_json(a, in, err, errlen)) {   /* undecodable: as if absent */
+	if (bad) {   /* undecodable: as if absent */
 		batch_failed(bt, name);
 		return;
 	}
+	/* the common shape straight from the protobuf; else proto3 JSON and
+	 * the config walker (which also has every error message) */
+	if (!in->pb || !pb_fast_cluster(in->pb, in->pblen, &bt->b, &cl)) {
+		if (!xin_json(a, in, err, errlen)) {
+			batch_failed(bt, name);
+			return;
+		}
+		if (d)
+			d->seen = bt->gen;
+		cfg_init(&c, NULL, NULL);
+		c.flags |= CFG_F_SNAKE_KEYS;   /* pb_json / pb_json_snake_keys output */
+		if (a->srv->opt.allow_unknown_fields)
+			c.flags |= CFG_F_ALLOW_UNKNOWN;
+		cl = cluster_parse(&c, in->j, &bt->b);
+		if (!cl) {
+			add_error(err, errlen, "Cluster", name, c.err);
+			if (!d)
+				batch_failed(bt, name);
+			return;
+		}
+	}
 	if (d)
 		d->seen = bt->gen;
-	cfg_init(&c, NULL, NULL);
-	if (a->srv->opt.allow_unknown_fields)
-		c.flags |= CFG_F_ALLOW_UNKNOWN;
-	cl = cluster_parse(&c, in->j, &bt->b);
-	if (!cl) {
-		add_error(err, errlen, "Cluster", name, c.err);
-		if (!d)
-			batch_failed(bt, name);
-		return;
-	}
 	cl->src = xin_blob(in);
 	if (!d) {
 		d = dc_append(a, name);
@@ -753,10 +769,11 @@ static void cds_one(struct ads *a, struct xbatch *bt, struct xin *in, char *err,
 	bt->start[bt->nstart++] = cl;
 }
 
-/* One ClusterLoadAssignment (cla NULL: removed, the users get no hosts) to
- * every cluster using name.  Returns false if one of them rejected it. */
-static bool eds_apply_one(struct ads *a, const char *name, const json_t *cla, char *err,
-			  size_t errlen)
+/* One ClusterLoadAssignment (cla NULL and no eps: removed, the users get no
+ * hosts; or eps[neps], already parsed, each user getting a copy) to every
+ * cluster using name.  Returns false if one of them rejected it. */
+static bool eds_apply_eps(struct ads *a, const char *name, const json_t *cla,
+			  const struct endpoint_cfg *eps, size_t neps, char *err, size_t errlen)
 {
 	struct dyn_eds *e;
 	struct cluster *cls[16], **many = NULL, **list = cls;
@@ -778,11 +795,22 @@ static bool eds_apply_one(struct ads *a, const char *name, const json_t *cla, ch
 		for (size_t m = 0; m < k; m++)
 			list[n++] = cluster_ref(two[m]);
 	}
-	if (!cla)
+	if (!cla && !eps)
 		cla = empty = json_pack("{s:s}", "cluster_name", name);
 	for (i = 0; i < n; i++) {
 		struct cfg_ctx c;
+		if (eps) {
+			struct endpoint_cfg *copy = xmalloc((neps ? neps : 1) * sizeof(*copy));
+			for (size_t k = 0; k < neps; k++) {
+				copy[k] = eps[k];
+				copy[k].address = xstrdup(eps[k].address);
+			}
+			cluster_eds_set(list[i], copy, neps);
+			cluster_unref(list[i]);
+			continue;
+		}
 		cfg_init(&c, NULL, NULL);
+		c.flags |= CFG_F_SNAKE_KEYS;
 		if (cluster_eds_update(list[i], &c, cla)) {
 			add_error(err, errlen, "ClusterLoadAssignment", name, c.err);
 			ok = false;
@@ -792,6 +820,12 @@ static bool eds_apply_one(struct ads *a, const char *name, const json_t *cla, ch
 	json_decref(empty);
 	free(many);
 	return ok;
+}
+
+static bool eds_apply_one(struct ads *a, const char *name, const json_t *cla, char *err,
+			  size_t errlen)
+{
+	return eds_apply_eps(a, name, cla, NULL, 0, err, errlen);
 }
 
 /* One EDS resource: unchanged, or applied to its clusters and kept; one a
@@ -812,11 +846,25 @@ static void eds_one(struct ads *a, struct xbatch *bt, struct xin *in, char *err,
 		}
 		return;
 	}
-	if ((e && bad) || !xin_json(a, in, err, errlen)) {
+	if (e && bad) {
 		batch_failed(bt, in->name);
 		return;
 	}
-	if (!eds_apply_one(a, in->name, in->j, err, errlen)) {
+	struct endpoint_cfg *eps = NULL;
+	size_t neps = 0;
+	bool applied;
+	if (in->pb && pb_fast_cla(in->pb, in->pblen, &eps, &neps)) {   /* the common shape */
+		applied = eds_apply_eps(a, in->name, NULL, eps, neps, err, errlen);
+		for (size_t k = 0; k < neps; k++)
+			free(eps[k].address);
+		free(eps);
+	} else if (!xin_json(a, in, err, errlen)) {
+		batch_failed(bt, in->name);
+		return;
+	} else {
+		applied = eds_apply_one(a, in->name, in->j, err, errlen);
+	}
+	if (!applied) {
 		if (e)
 			e->seen = bt->gen;
 		else
@@ -826,7 +874,7 @@ static void eds_one(struct ads *a, struct xbatch *bt, struct xin *in, char *err,
 	e = eds_entry(a, in->name);
 	e->seen = bt->gen;
 	free(e->src);
-	e->src = xin_blob(in);
+	e->src = xin_blob(in);   /* pb: the payload; REST: in->j's text */
 	xmeta_unref(e->meta);
 	e->meta = xmeta_ref(bt->meta);
 	if (bt->rver)
@@ -1433,18 +1481,22 @@ static void rest_timer_cb(evutil_socket_t fd, short what, void *arg)
 	rest_poll(x->owner, x->type);
 }
 
-/* The subscribed EDS names, sorted (stable requests): an array of
- * pointers to the entries' names (free the array only). */
+/* The subscribed EDS names, sorted (stable requests): pointers to the
+ * entries' names, cached until the subscription changes (not to be freed). */
 static char **eds_names_sorted(struct ads *a, size_t *n)
 {
-	char **names = xcalloc(a->eds_nsub + 1, sizeof(*names));
-	size_t k = 0;
-	for (size_t i = 0; i < a->eds_map.cap; i++)
-		if (strmap_live(&a->eds_map, i) && ((struct dyn_eds *)a->eds_map.slots[i])->subscribed)
-			names[k++] = ((struct dyn_eds *)a->eds_map.slots[i])->name;
-	qsort(names, k, sizeof(*names), cmp_str);
-	*n = k;
-	return names;
+	if (!a->eds_sorted) {
+		size_t k = 0;
+		a->eds_sorted = xcalloc(a->eds_nsub + 1, sizeof(*a->eds_sorted));
+		for (size_t i = 0; i < a->eds_map.cap; i++) {
+			struct dyn_eds *e = strmap_live(&a->eds_map, i) ? a->eds_map.slots[i] : NULL;
+			if (e && e->subscribed)
+				a->eds_sorted[k++] = e->name;
+		}
+		qsort(a->eds_sorted, k, sizeof(*a->eds_sorted), cmp_str);
+	}
+	*n = a->eds_nsub;
+	return a->eds_sorted;
 }
 
 static json_t *eds_names_json(struct ads *a)
@@ -1454,7 +1506,6 @@ static json_t *eds_names_json(struct ads *a)
 	json_t *arr = json_array();
 	for (size_t i = 0; i < n; i++)
 		json_array_append_new(arr, json_string(names[i]));
-	free(names);
 	return arr;
 }
 
@@ -1505,8 +1556,7 @@ static void send_sotw(struct ads *a, int t, const char *error)
 	rq.response_nonce = x->nonce ? x->nonce : "";
 	fill_node(a, &node, &rq.node);
 	if (t == T_EDS) {
-		names = eds_names_sorted(a, &rq.n_resource_names);
-		rq.resource_names = names;
+		rq.resource_names = eds_names_sorted(a, &rq.n_resource_names);
 	} else if (x->sent_names) {
 		size_t n = json_array_size(x->sent_names);
 		names = xcalloc(n + 1, sizeof(*names));
@@ -1678,6 +1728,8 @@ static void update_eds_subscription(struct ads *a)
 		sub = json_array();
 		unsub = json_array();
 	}
+	free(a->eds_sorted);   /* the names change (entries may go) */
+	a->eds_sorted = NULL;
 	for (size_t i = 0; i < a->eds_map.cap; i++) {
 		struct dyn_eds *e = strmap_live(&a->eds_map, i) ? a->eds_map.slots[i] : NULL;
 		if (!e || e->wanted == e->subscribed)
@@ -2530,6 +2582,7 @@ void ads_free(struct ads *a)
 	}
 	strmap_fini(&a->eds_map);
 	free(a->eds_user);
+	free(a->eds_sorted);
 	for (size_t i = 0; i < a->ndl; i++)
 		dl_clear(&a->dl[i]);
 	free(a->dl);

@@ -1340,9 +1340,45 @@ static struct cluster *cluster_alloc(unsigned nworkers)
 	return cl;
 }
 
-struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+/* A cluster with Envoy's defaults (the parsers set what the resource says). */
+static struct cluster *cluster_new_default(struct build_ctx *b)
 {
 	struct cluster *cl = cluster_alloc(b->nworkers ? b->nworkers : 1);
+
+	cl->refcnt = 1;
+	cl->connect_timeout_ms = 5000;
+	cl->buffer_limit = 1024 * 1024;
+	for (int p = 0; p < CB_PRIO_N; p++) {   /* Envoy's defaults, for both priorities */
+		cl->cb[p].max_connections = cl->cb[p].max_pending = cl->cb[p].max_requests = 1024;
+		cl->cb[p].max_retries = 3;
+	}
+	cl->panic_threshold = 50;
+	cl->idle_timeout_ms = 3600 * 1000;
+	return cl;
+}
+
+static void cluster_finish(struct cluster *cl, struct build_ctx *b);
+
+struct cluster *cluster_new_eds(struct build_ctx *b, const char *name, enum lb_policy lb,
+				uint64_t connect_timeout_ms, const char *service_name,
+				uint32_t fetch_timeout_ms)
+{
+	struct cluster *cl = cluster_new_default(b);
+
+	cl->name = xstrdup(name);
+	cl->type = CLUSTER_EDS;
+	cl->lb = lb;
+	cl->connect_timeout_ms = connect_timeout_ms;
+	cl->eds_service_name = service_name && *service_name && strcmp(service_name, name)
+			       ? xstrdup(service_name) : cl->name;
+	cl->eds_fetch_timeout_ms = fetch_timeout_ms;
+	cluster_finish(cl, b);
+	return cl;
+}
+
+struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+{
+	struct cluster *cl = cluster_new_default(b);
 	const char *name = NULL;
 	const json_t *v;
 	int type = 0, lb = 0, fam = 0;
@@ -1350,14 +1386,6 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	uint64_t refresh = 5000;
 	bool respect_ttl = false;
 
-	cl->refcnt = 1;
-	cl->connect_timeout_ms = 5000;
-	for (int p = 0; p < CB_PRIO_N; p++) {   /* Envoy's defaults, for both priorities */
-		cl->cb[p].max_connections = cl->cb[p].max_pending = cl->cb[p].max_requests = 1024;
-		cl->cb[p].max_retries = 3;
-	}
-	cl->panic_threshold = 50;
-	cl->idle_timeout_ms = 3600 * 1000;
 	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, cluster_fields) ||
 	    cfg_string_req(c, j, "name", &name) ||
 	    cfg_enum(c, j, "type", type_names, ARRAY_SIZE(type_names), &type) ||
@@ -1523,6 +1551,16 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		cfg_fail_field(c, j, "load_assignment", "LOGICAL_DNS clusters must have a single endpoint");
 		goto error;
 	}
+	cluster_finish(cl, b);
+	return cl;
+error:
+	cluster_free(cl);
+	return NULL;
+}
+
+/* After the options: the cluster's stats scopes. */
+static void cluster_finish(struct cluster *cl, struct build_ctx *b)
+{
 	{
 		char *scope = xasprintf("cluster.%s", cl->name);
 		cl->stats = stats_scope_new_split(b->stats, scope, "cluster", "envoy_cluster_name",
@@ -1553,10 +1591,6 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 			free(scope);
 		}
 	}
-	return cl;
-error:
-	cluster_free(cl);
-	return NULL;
 }
 
 /* ---- membership (main thread) ------------------------------------------- */
@@ -1763,8 +1797,8 @@ static void eds_drop_endpoints(struct cluster *cl)
 
 int cluster_eds_update(struct cluster *cl, struct cfg_ctx *c, const json_t *cla)
 {
-	struct endpoint_cfg *old = cl->endpoints;
-	size_t nold = cl->nendpoints;
+	struct endpoint_cfg *old = cl->endpoints, *eps;
+	size_t nold = cl->nendpoints, n;
 
 	cl->endpoints = NULL;
 	cl->nendpoints = 0;
@@ -1776,16 +1810,27 @@ int cluster_eds_update(struct cluster *cl, struct cfg_ctx *c, const json_t *cla)
 		cl->nendpoints = nold;
 		return RM_ERROR;
 	}
-	for (size_t i = 0; i < nold; i++)
-		free(old[i].address);
-	free(old);
+	eps = cl->endpoints;
+	n = cl->nendpoints;
+	cl->endpoints = old;
+	cl->nendpoints = nold;
+	cluster_eds_set(cl, eps, n);
+	return RM_OK;
+}
+
+void cluster_eds_set(struct cluster *cl, struct endpoint_cfg *eps, size_t n)
+{
+	for (size_t i = 0; i < cl->nendpoints; i++)
+		free(cl->endpoints[i].address);
+	free(cl->endpoints);
+	cl->endpoints = eps;
+	cl->nendpoints = n;
 	if (!cl->on_init && !cl->initialized && !cl->hs)
-		return RM_OK;   /* not started yet: cluster_start publishes */
+		return;   /* not started yet: cluster_start publishes */
 	publish_from_endpoints(cl);
 	eds_drop_endpoints(cl);
 	if (!cl->initialized)
 		cluster_mark_initialized(cl);
-	return RM_OK;
 }
 
 void cluster_eds_fetch_timeout(struct cluster *cl)

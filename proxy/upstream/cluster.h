@@ -360,6 +360,13 @@ json_t *cluster_config_json(const struct cluster *cl);
 
 /* Parse a Cluster.  Returns NULL after cfg_fail(). */
 struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_ctx *b);
+/* The cluster cluster_parse builds for an EDS Cluster that sets only name,
+ * type EDS, lb_policy (ROUND_ROBIN, LEAST_REQUEST or RANDOM),
+ * connect_timeout and eds_cluster_config {eds_config: ads, service_name}
+ * (xds/pb_fast.c decides that from the protobuf, without JSON). */
+struct cluster *cluster_new_eds(struct build_ctx *b, const char *name, enum lb_policy lb,
+				uint64_t connect_timeout_ms, const char *service_name,
+				uint32_t fetch_timeout_ms);
 struct cluster *cluster_ref(struct cluster *cl);
 void cluster_unref(struct cluster *cl);              /* main thread; frees at 0 */
 
@@ -461,6 +468,9 @@ void cluster_hc_warmed(struct cluster *cl);
  * and weight are unchanged are kept (stats, pools).  RM_ERROR with c->err set
  * leaves the current endpoints in force. */
 int cluster_eds_update(struct cluster *cl, struct cfg_ctx *c, const json_t *cla);
+/* The same with the endpoints already parsed (eps: owned array of n, taken;
+ * an xDS fast path that reads the protobuf directly). */
+void cluster_eds_set(struct cluster *cl, struct endpoint_cfg *eps, size_t n);
 /* EDS cluster: nothing arrived within initial_fetch_timeout: initialize with
  * no hosts (Envoy's behaviour), so warming does not block forever. */
 void cluster_eds_fetch_timeout(struct cluster *cl);

@@ -33,16 +33,24 @@ from test_xds import CDS, EDS, ControlPlane, cla, eds_cluster, last_request, xds
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def slow_cluster(name):
+    """An EDS cluster whose endpoints may take 10 min (under valgrind the
+    default 15 s initial_fetch_timeout would fire during the push)."""
+    c = eds_cluster(name)
+    c["eds_cluster_config"]["eds_config"]["initial_fetch_timeout"] = {"seconds": 600}
+    return c
+
+
 def push(cp, n, delta, r):
     """The full set: n ClusterLoadAssignments then n Clusters; returns once
     Remora is ready (every cluster warm)."""
     cp.set("eds", "1", [cla(f"c{i}", [10000 + i % 1000]) for i in range(n)])
-    cp.set("cds", "1", [eds_cluster(f"c{i}") for i in range(n)])
+    cp.set("cds", "1", [slow_cluster(f"c{i}") for i in range(n)])
     r.wait_ready(timeout=1200)
 
 
 def start(cp, work, delta, wrapper=None, log_level="warning"):
-    b = xds_bootstrap(harness.free_port(), cp.grpc_port,
+    b = xds_bootstrap(harness.free_port(), cp.grpc_port, fetch_timeout={"seconds": 600},
                       api_type="AGGREGATED_DELTA_GRPC" if delta else "GRPC")
     if wrapper is not None:
         os.environ["REMORA_WRAPPER"] = wrapper
