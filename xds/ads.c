@@ -2354,27 +2354,31 @@ static void on_open(void *arg)
 
 static void on_message_decoded(struct ads *a, const uint8_t *data, size_t len)
 {
+	struct pb_arena arena;   /* the response's objects: released at once, off the heap */
+
+	pb_arena_init(&arena);
 	if (a->delta) {
 		Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *d =
-			envoy__service__discovery__v3__delta_discovery_response__unpack(NULL, len, data);
+			envoy__service__discovery__v3__delta_discovery_response__unpack(&arena.alloc,
+											len, data);
 		if (!d) {
 			log_warn("xds: malformed DeltaDiscoveryResponse (%zu bytes) ignored", len);
-			return;
+		} else {
+			a->got_response = true;
+			handle_delta(a, d);
 		}
-		a->got_response = true;
-		handle_delta(a, d);
-		envoy__service__discovery__v3__delta_discovery_response__free_unpacked(d, NULL);
+		pb_arena_release(&arena);
 		return;
 	}
 	Envoy__Service__Discovery__V3__DiscoveryResponse *r =
-		envoy__service__discovery__v3__discovery_response__unpack(NULL, len, data);
+		envoy__service__discovery__v3__discovery_response__unpack(&arena.alloc, len, data);
 	if (!r) {
 		log_warn("xds: malformed DiscoveryResponse (%zu bytes) ignored", len);
-		return;
+	} else {
+		a->got_response = true;
+		handle_response(a, r);
 	}
-	a->got_response = true;
-	handle_response(a, r);
-	envoy__service__discovery__v3__discovery_response__free_unpacked(r, NULL);
+	pb_arena_release(&arena);
 }
 
 static void on_message(void *arg, const uint8_t *data, size_t len)
@@ -2494,6 +2498,13 @@ static void sds_notify(void *arg)
 struct ads *ads_start(struct server *srv)
 {
 	struct ads *a = xcalloc(1, sizeof(*a));
+
+	/* Responses of several MB arrive whole (grpc_client's contiguous
+	 * message buffer): keep such buffers in their own mappings, returned
+	 * when freed, instead of letting glibc raise its mmap threshold after
+	 * the first one and carve the next from the heap between long-lived
+	 * clusters. */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 	struct snapshot *s = srv->snap;
 	a->srv = srv;
 	a->delta = srv->xds.delta;

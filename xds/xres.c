@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include "pb_json.h"
 #include "../proxy/common.h"
 
@@ -150,4 +151,60 @@ int pb_scan_string(const uint8_t *data, size_t len, uint32_t field, const char *
 		}
 	}
 	return found;
+}
+
+struct pb_arena_chunk {
+	struct pb_arena_chunk *next;
+	size_t size;                  /* of the mapping, this header included */
+};
+
+#define PB_ARENA_CHUNK (1u << 20)
+
+static void *arena_alloc(void *data, size_t n)
+{
+	struct pb_arena *a = data;
+	size_t need = (n + 15) & ~(size_t)15;
+	char *p;
+
+	if ((size_t)(a->end - a->cur) < need) {
+		size_t size = sizeof(struct pb_arena_chunk) + 16 + need;
+		struct pb_arena_chunk *c;
+		if (size < PB_ARENA_CHUNK)
+			size = PB_ARENA_CHUNK;
+		c = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (c == MAP_FAILED)
+			die("out of memory (xDS response arena of %zu bytes)", size);
+		c->next = a->chunks;
+		c->size = size;
+		a->chunks = c;
+		a->cur = (char *)c + ((sizeof(*c) + 15) & ~(size_t)15);
+		a->end = (char *)c + size;
+	}
+	p = a->cur;
+	a->cur += need;
+	return p;
+}
+
+static void arena_free(void *data, void *p)
+{
+	(void)data;
+	(void)p;   /* all at once, in pb_arena_release */
+}
+
+void pb_arena_init(struct pb_arena *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->alloc.alloc = arena_alloc;
+	a->alloc.free = arena_free;
+	a->alloc.allocator_data = a;
+}
+
+void pb_arena_release(struct pb_arena *a)
+{
+	while (a->chunks) {
+		struct pb_arena_chunk *c = a->chunks;
+		a->chunks = c->next;
+		munmap(c, c->size);
+	}
+	pb_arena_init(a);
 }

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
 
 enum xblob_kind { XBLOB_PB, XBLOB_JSON };
 
@@ -49,6 +50,19 @@ struct xmeta {
 struct xmeta *xmeta_new(const char *version);   /* stamped now, refcount 1 */
 struct xmeta *xmeta_ref(struct xmeta *m);
 void xmeta_unref(struct xmeta *m);             /* NULL ok */
+
+/* A bump allocator for unpacking one xDS response with protobuf-c: its
+ * thousands of small objects come from a few mmap'd chunks released at
+ * once (pb_arena_release), never from the heap, so a large response
+ * leaves no freed holes between long-lived objects, and nothing is freed
+ * one by one (protobuf-c's free_unpacked need not be called). */
+struct pb_arena {
+	ProtobufCAllocator alloc;     /* pass &arena->alloc to *_unpack */
+	struct pb_arena_chunk *chunks; /* owned, newest first */
+	char *cur, *end;              /* free space of the newest chunk */
+};
+void pb_arena_init(struct pb_arena *a);
+void pb_arena_release(struct pb_arena *a);   /* everything allocated; reusable */
 
 /* The last occurrence of top-level string field `field` of a serialized
  * protobuf message (proto3: the last one wins), without unpacking it: 1

@@ -6,7 +6,14 @@ until every cluster is warm, and RSS; first over state-of-the-world ADS, then
 over delta ADS, where the 1 % change travels as 1 % of the resources (timed
 from the control plane writing the response to the ACK arriving).
 
-  REMORA_BIN=build/remora python3 tests/bench/xds_scale.py [N] [sotw|delta|both]"""
+The state-of-the-world run also splits the time between the control plane
+(encoding the CDS response; receiving the EDS subscription to writing the
+EDS response: filtering and encoding) and Remora (response written to ACK:
+decode, compile, apply).  The "endpoints" run (also part of "all") measures
+RSS with 1 and with 9 endpoints per cluster to separate the cost of an
+endpoint from that of a cluster.
+
+  REMORA_BIN=build/remora python3 tests/bench/xds_scale.py [N] [sotw|delta|both|endpoints|all]"""
 import os
 import sys
 import tempfile
@@ -32,6 +39,50 @@ def resp_to_ack(cp, kind, type_url, version):
                                                 lambda q: q["response_nonce"] == resp["nonce"]), 60)
     assert q["error_detail"] is None and q["version_info"] == version, q
     return (q["t_ms"] - resp["t_ms"]) / 1000.0
+
+
+def resp_of(cp, kind, version):
+    return [p for p in cp.responses() if p["type"] == kind and p["version"] == version][-1]
+
+
+def first_request(cp, type_url, pred=lambda q: True):
+    for q in cp.requests():
+        if q["type_url"] == type_url and pred(q):
+            return q
+    return None
+
+
+def run_endpoints(n, ks=(1, 9)):
+    """RSS growth with k endpoints per cluster for each k: per endpoint is the
+    difference over the extra endpoints, per cluster what is left."""
+    rss = {}
+    for k in ks:
+        cp = ControlPlane()
+        work = tempfile.mkdtemp(prefix="remora-bench-xds.")
+        r = harness.Remora(work, xds_bootstrap(harness.free_port(), cp.grpc_port),
+                           log_level="warning", drain_time_s=1)
+        try:
+            cp.set("lds", "0", [])
+            r.start(wait_ready=False)
+            harness.wait_until(lambda: last_request(cp, CDS), 30)
+            time.sleep(0.5)
+            rss0 = r.rss_kb()
+            cp.set("eds", "1", [cla(f"c{i}", [10000 + (i * k + j) % 50000 for j in range(k)])
+                                for i in range(n)])
+            cp.set("cds", "1", [eds_cluster(f"c{i}") for i in range(n)])
+            ack_after(cp, EDS, "1", 0)
+            r.wait_ready(timeout=600)
+            time.sleep(0.5)
+            rss[k] = (r.rss_kb() - rss0) * 1024
+        finally:
+            r.stop(check=False)
+            cp.stop()
+    k0, k1 = ks[0], ks[-1]
+    per_ep = (rss[k1] - rss[k0]) / (n * (k1 - k0))
+    per_cl = rss[k0] / n - k0 * per_ep
+    print(f"clusters: {n} with {k0} and with {k1} endpoints each (state of the world)")
+    print(f"RSS growth: {rss[k0] / n:.0f} B per cluster with {k0}, {rss[k1] / n:.0f} B with {k1}: "
+          f"{per_ep:.0f} B per endpoint, {per_cl:.0f} B per cluster without its endpoints")
 
 
 def run_delta(n):
@@ -81,11 +132,13 @@ def run_delta(n):
 
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
-    mode = sys.argv[2] if len(sys.argv) > 2 else "both"
-    if mode in ("sotw", "both"):
+    mode = sys.argv[2] if len(sys.argv) > 2 else "all"
+    if mode in ("sotw", "both", "all"):
         run_sotw(n)
-    if mode in ("delta", "both"):
+    if mode in ("delta", "both", "all"):
         run_delta(n)
+    if mode in ("endpoints", "all"):
+        run_endpoints(max(1, n // 5))
 
 
 def run_sotw(n):
@@ -106,6 +159,9 @@ def run_sotw(n):
         eds_ack = ack_after(cp, EDS, "1", t0)
         cds_r2a = resp_to_ack(cp, "cds", CDS, "1")
         eds_r2a = resp_to_ack(cp, "eds", EDS, "1")
+        cp_cds = (resp_of(cp, "cds", "1")["t_ms"] - t0) / 1000.0
+        sub = first_request(cp, EDS, lambda q: len(q["resource_names"]) == n)
+        cp_eds = (resp_of(cp, "eds", "1")["t_ms"] - sub["t_ms"]) / 1000.0
         r.wait_ready(timeout=600)
         rss1 = r.rss_kb()
         t1 = cp._call("GET", "/now")["t_ms"]
@@ -118,6 +174,8 @@ def run_sotw(n):
               f"{eds_ack:.2f} s")
         print(f"response written -> ACK (Remora's decode and apply): CDS {cds_r2a:.2f} s, "
               f"EDS {eds_r2a:.2f} s")
+        print(f"control plane: push -> CDS response written {cp_cds:.2f} s; EDS subscription "
+              f"received -> EDS response written {cp_eds:.2f} s")
         print(f"1 % endpoint change (full EDS state resent) -> ACK: {change * 1000:.0f} ms "
               f"(response written -> ACK: {change_r2a * 1000:.0f} ms)")
         print(f"RSS: {rss0} kB before, {rss1} kB after: {(rss1 - rss0) * 1024 / n:.0f} B per "
