@@ -166,6 +166,8 @@ struct ads {
 	bool rest;                  /* REST-JSON polling instead of a gRPC stream */
 	int64_t pending;            /* REST requests in flight (control_plane.pending_requests) */
 	bool eds_dirty;             /* clusters changed: recompute the EDS subscription */
+	bool tcp_dirty;             /* cluster objects changed: recompile tcp_proxy listeners
+				     * before the next publication (refresh_tcp_now) */
 	struct dyn_cluster **dc;    /* owned [ndc], capacity capdc; order is not meaningful */
 	size_t ndc, capdc;
 	size_t nwarming;            /* dc[] entries with a warming version (check_initial
@@ -1195,10 +1197,24 @@ static void rebuild_listeners(struct ads *a, char *err, size_t errlen, const cha
 	rebuild_listeners_ex(a, err, errlen, blame_rds, false);
 }
 
-/* Cluster objects changed (warmed or removed): recompile tcp_proxy listeners. */
+/* Cluster objects changed (warmed or removed): recompile tcp_proxy listeners
+ * before the next publication.  Deferred to it (publish_cb, flush_publish),
+ * so a response that warms 10,000 clusters rebuilds the listeners once, not
+ * once per cluster (each rebuild is O(clusters)). */
 static void refresh_tcp_listeners(struct ads *a)
 {
+	if (!a->ndl)
+		return;
+	a->tcp_dirty = true;
+	try_publish(a);
+}
+
+static void refresh_tcp_now(struct ads *a)
+{
 	char err[2048] = "";
+	if (!a->tcp_dirty)
+		return;
+	a->tcp_dirty = false;
 	if (!a->ndl)
 		return;
 	rebuild_listeners_ex(a, err, sizeof(err), NULL, true);
@@ -1280,7 +1296,9 @@ static void publish_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
+	refresh_tcp_now(arg);
 	do_publish(arg);
+	check_initial(arg);   /* a listener may have compiled in the refresh */
 }
 
 /* Publish once the current event is handled: a response that warms many
@@ -1295,6 +1313,7 @@ static void try_publish(struct ads *a)
 
 static void flush_publish(struct ads *a)
 {
+	refresh_tcp_now(a);
 	if (evtimer_pending(a->publish_ev, NULL)) {
 		evtimer_del(a->publish_ev);
 		do_publish(a);
@@ -1310,6 +1329,7 @@ static void check_initial(struct ads *a)
 		return;
 	if (a->nwarming)
 		return;
+	refresh_tcp_now(a);   /* listeners waiting for the clusters that just warmed */
 	for (size_t i = 0; i < a->ndl; i++)
 		if (!a->dl[i].l)
 			return;
