@@ -13,7 +13,10 @@ decode, compile, apply).  The "endpoints" run (also part of "all") measures
 RSS with 1 and with 9 endpoints per cluster to separate the cost of an
 endpoint from that of a cluster.
 
-  REMORA_BIN=build/remora python3 tests/bench/xds_scale.py [N] [sotw|delta|both|endpoints|all]"""
+  The "routes" run is issue 6's whole set: the clusters plus one listener whose
+RDS RouteConfiguration has N virtual hosts.
+
+  REMORA_BIN=build/remora python3 tests/bench/xds_scale.py [N] [sotw|delta|both|endpoints|routes|all]"""
 import os
 import sys
 import tempfile
@@ -21,7 +24,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import harness  # noqa: E402
-from test_xds import CDS, EDS, ControlPlane, cla, eds_cluster, last_request, xds_bootstrap  # noqa: E402
+from test_xds import (CDS, EDS, RDS, ControlPlane, cla, eds_cluster, last_request,  # noqa: E402
+                      rds_listener, xds_bootstrap)
 
 
 def ack_after(cp, type_url, version, t0_ms, timeout=600):
@@ -85,6 +89,49 @@ def run_endpoints(n, ks=(1, 9)):
           f"{per_ep:.0f} B per endpoint, {per_cl:.0f} B per cluster without its endpoints")
 
 
+def cpu_s(pid):
+    """CPU time (user + system, all threads) of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_routes(n):
+    """Issue 6's full set: n EDS clusters and one listener whose RDS
+    RouteConfiguration has n virtual hosts (one per cluster)."""
+    cp = ControlPlane()
+    work = tempfile.mkdtemp(prefix="remora-bench-xds.")
+    r = harness.Remora(work, xds_bootstrap(harness.free_port(), cp.grpc_port), log_level="warning",
+                       drain_time_s=1)
+    try:
+        cp.set("lds", "0", [])
+        r.start(wait_ready=False)
+        harness.wait_until(lambda: last_request(cp, CDS), 30)
+        time.sleep(0.5)
+        rss0, cpu0 = r.rss_kb(), cpu_s(r.pid)
+        t0 = cp._call("GET", "/now")["t_ms"]
+        cp.set("eds", "1", [cla(f"c{i}", [10000 + i % 1000]) for i in range(n)])
+        cp.set("cds", "1", [eds_cluster(f"c{i}") for i in range(n)])
+        cp.set("rds", "1", [{"name": "r1", "virtual_hosts": [
+            {"name": f"vh{i}", "domains": [f"svc{i}.example"],
+             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": f"c{i}"}}]}
+            for i in range(n)]}])
+        cp.set("lds", "1", [rds_listener("l1", harness.free_port(), "r1")])
+        ack_after(cp, RDS, "1", t0)
+        r.wait_ready(timeout=600)
+        ready = (cp._call("GET", "/now")["t_ms"] - t0) / 1000.0
+        time.sleep(0.5)
+        print(f"clusters: {n} (EDS, 1 endpoint each) and one RouteConfiguration of {n} virtual "
+              "hosts (state of the world)")
+        print(f"push -> ready (every cluster warm, listener serving): {ready:.2f} s; Remora's CPU "
+              f"(all threads): {cpu_s(r.pid) - cpu0:.2f} s")
+        print(f"RSS: {(r.rss_kb() - rss0) * 1024 / n:.0f} B per cluster with its endpoint and "
+              "virtual host")
+    finally:
+        r.stop(check=False)
+        cp.stop()
+
+
 def run_delta(n):
     cp = ControlPlane()
     work = tempfile.mkdtemp(prefix="remora-bench-xds.")
@@ -139,6 +186,8 @@ def main():
         run_delta(n)
     if mode in ("endpoints", "all"):
         run_endpoints(max(1, n // 5))
+    if mode in ("routes", "all"):
+        run_routes(n)
 
 
 def run_sotw(n):
