@@ -17,6 +17,7 @@
 #include "log.h"
 #include "config/address.h"
 #include "upstream/cluster.h"
+#include "../xds/xres.h"
 #include "tls/tls.h"
 
 static const struct stat_desc listener_stat_desc[] = { LISTENER_STATS(STATS_DESC) };
@@ -782,6 +783,8 @@ struct snapshot *config_build_bootstrap(struct cfg_ctx *c, const json_t *root, s
 			for (size_t i = 0; i < json_array_size(v); i++) {
 				const json_t *cj = cfg_enter_idx(c, v, i);
 				struct cluster *cl = cluster_parse(c, cj, &b);
+				if (cl)   /* for /config_dump */
+					cl->src = xblob_from_json(cj);
 				if (cl && snapshot_find_cluster(s, cl->name)) {
 					cfg_fail_field(c, cj, "name", "duplicate cluster name '%s'", cl->name);
 					cluster_unref(cl);

@@ -293,8 +293,9 @@ static void collect_codes(struct items *it, const struct filter *f,
 	/* Exact codes exist only once some shard allocated them; sum them in
 	 * one pass over the shards rather than one pass per code. */
 	for (unsigned sh = 0; sh < s->nshards; sh++) {
-		const uint64_t *codes = __atomic_load_n(&s->shards[sh].codes[fam],
-							__ATOMIC_ACQUIRE);
+		const struct stats_shard *shd = __atomic_load_n(&s->shards[sh], __ATOMIC_ACQUIRE);
+		const uint64_t *codes = shd ? __atomic_load_n(&shd->codes[fam], __ATOMIC_ACQUIRE)
+					    : NULL;
 		if (!codes)
 			continue;
 		if (!sums)

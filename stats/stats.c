@@ -1,15 +1,17 @@
 /* stats.c - the stats store: scopes, per-thread shards, histograms and
  * response-code families, and the main thread's summing reads.
  *
- * Memory per scope: one 64-byte-aligned block holding the scope, its shard
- * array, its histogram slot map, its strings and every shard's counters and
- * gauges (each shard's on whole cache lines of its own, so two shards' hot
- * words never share a line).  A shard's histograms (only the scope's
- * histograms, mapped by hslot) and its response-code arrays (4 KB) are
- * allocated by the writing thread on first use and published with a release
- * store; readers load them with acquire.  At 10,000 xDS clusters this is
- * what keeps an idle cluster's stats near 1.5 KB (it was ~26 KB when every
- * shard had eager histogram slots up to the last histogram's index).
+ * Memory per scope: one block holding the scope, its shard pointer array,
+ * its strings and shard 0 (the main thread's values).  A worker's shard
+ * (its values on whole cache lines of their own), a shard's histograms
+ * (only the scope's histograms, mapped by hslot, which scopes with the same
+ * stat list share) and its response-code arrays (4 KB) are allocated by
+ * the writing thread on first use and published with a release store;
+ * readers load them with acquire.  At 10,000 xDS clusters this is what
+ * keeps an idle cluster's stats near 0.5 KB (it was ~26 KB when every shard
+ * had eager histogram slots up to the last histogram's index, and ~2.4 KB
+ * with every worker's counters allocated up front and the circuit breakers
+ * in scopes of their own).
  *
  * Concurrency: a shard is written by one thread with plain stores; the main
  * thread reads every shard with relaxed atomic loads.  A torn or stale read
@@ -41,8 +43,17 @@ struct bucket_rule {
 	struct stats_bounds bounds;
 };
 
+/* A histogram slot map, shared by every scope with the same stat list. */
+struct hslot_map {
+	const struct stat_desc *desc;             /* not owned, informative only (may dangle) */
+	size_t ndesc;
+	struct hslot_map *next;
+	uint16_t slot[];                          /* [ndesc] */
+};
+
 struct stats_store {
 	unsigned nshards;
+	struct hslot_map *hslots;                 /* owned list (under lock) */
 	struct bucket_rule *rules;                /* owned [nrules] */
 	unsigned nrules;
 	struct stats_scope *scopes;               /* owned; list through ->next / ->pprev */
@@ -86,6 +97,11 @@ void stats_store_free(struct stats_store *st)
 	for (unsigned i = 0; i < st->nrules; i++)
 		xfree(st->rules[i].str);
 	xfree(st->rules);
+	while (st->hslots) {
+		struct hslot_map *m = st->hslots;
+		st->hslots = m->next;
+		xfree(m);
+	}
 	pthread_mutex_destroy(&st->lock);
 	xfree(st);
 }
@@ -160,55 +176,89 @@ static char *put_str(char **p, const char *s)
 	return r;
 }
 
-/* One 64-byte-aligned block: [scope][shards][hslot][strings] then, from the
- * next cache line, each shard's vals on whole cache lines of their own. */
+/* The histogram slot map of a stat list: one per distinct set of histogram
+ * positions, for the store's lifetime (the scopes of 10,000 clusters share
+ * one).  Matched by content, not by the desc pointer: a stat list copied
+ * into a scope (STATS_SCOPE_COPY_DESC) is freed with it and its address may
+ * be reused by another list.  Under the store's lock (stats_scope_get). */
+static const uint16_t *hslot_get_locked(struct stats_store *st, const struct stat_desc *desc,
+					size_t ndesc)
+{
+	struct hslot_map *m;
+	uint16_t n = 0;
+
+	for (m = st->hslots; m; m = m->next) {
+		size_t i;
+
+		if (m->ndesc != ndesc)
+			continue;
+		for (i = 0; i < ndesc; i++)
+			if ((desc[i].type == STAT_HISTOGRAM) != (m->slot[i] != UINT16_MAX))
+				break;
+		if (i == ndesc)
+			return m->slot;
+	}
+	m = xmalloc(sizeof(*m) + ndesc * sizeof(uint16_t));
+	m->desc = desc;
+	m->ndesc = ndesc;
+	for (size_t i = 0; i < ndesc; i++)
+		m->slot[i] = desc[i].type == STAT_HISTOGRAM ? n++ : UINT16_MAX;
+	m->next = st->hslots;
+	st->hslots = m;
+	return m->slot;
+}
+
+/* vals such that vals[idx] is the first of the shard's values for idx = lo
+ * (the shard stores desc[lo..hi) from v on).  Computed on integers: the
+ * pointer itself may lie before the storage, only vals[lo..hi) is used. */
+static int64_t *biased_vals(int64_t *v, size_t lo)
+{
+	return (int64_t *)((uintptr_t)v - lo * sizeof(int64_t));
+}
+
+/* One block: [scope][shard pointers][shard 0][shard 0's values][strings]. */
 static struct stats_scope *scope_alloc(struct stats_store *st, unsigned nshards, const char *name,
 				       const char *tag_prefix, const char *tag_name,
 				       const char *tag_value, const struct stat_desc *desc,
-				       size_t ndesc)
+				       size_t ndesc, size_t nw, size_t lo0)
 {
 	struct stats_scope *s;
 	bool tagged = tag_name && *tag_name && tag_value;
 	unsigned nhist = 0;
-	size_t off_sh, off_hs, off_str, off_vals, stride, total;
+	size_t off_ptrs, off_sh0, off_vals, off_str, total;
 	char *base, *p;
-	void *mem;
 
 	name = name ? name : "";
 	tag_prefix = tag_prefix ? tag_prefix : name;
 	for (size_t i = 0; i < ndesc; i++)
 		if (desc[i].type == STAT_HISTOGRAM)
 			nhist++;
-	if (nhist > UINT16_MAX)
+	if (nhist > UINT16_MAX || ndesc > UINT32_MAX)
 		die("stats: %u histograms in one scope", nhist);
-	off_sh = ALIGN_UP(sizeof(*s), _Alignof(struct stats_shard));
-	off_hs = off_sh + nshards * sizeof(struct stats_shard);
-	off_str = off_hs + (nhist ? ndesc * sizeof(uint16_t) : 0);
+	if (lo0 > nw || nw > ndesc)
+		die("stats: scope '%s': bad split %zu/%zu of %zu", name, nw, lo0, ndesc);
+	off_ptrs = ALIGN_UP(sizeof(*s), _Alignof(struct stats_shard *));
+	off_sh0 = ALIGN_UP(off_ptrs + nshards * sizeof(struct stats_shard *),
+			   _Alignof(struct stats_shard));
+	off_vals = off_sh0 + sizeof(struct stats_shard);
+	off_str = off_vals + (ndesc - lo0) * sizeof(int64_t);
 	total = off_str + strlen(name) + 1 + strlen(tag_prefix) + 1;
 	if (tagged)
 		total += strlen(tag_name) + 1 + strlen(tag_value) + 1;
-	off_vals = ALIGN_UP(total, 64);
-	stride = ALIGN_UP(ndesc * sizeof(int64_t), 64);
-	total = off_vals + nshards * stride;
-	if (posix_memalign(&mem, 64, total))
-		die("out of memory (scope of %zu bytes)", total);
-	memset(mem, 0, total);
-	base = mem;
-	s = mem;
+	base = xcalloc(1, total);
+	s = (struct stats_scope *)base;
 	s->store = st;
 	s->desc = desc;
-	s->ndesc = ndesc;
+	s->ndesc = (uint32_t)ndesc;
+	s->nw = (uint32_t)nw;
+	s->lo0 = (uint32_t)lo0;
 	s->nhist = nhist;
 	s->nshards = nshards;
-	s->shards = (struct stats_shard *)(base + off_sh);
-	if (nhist) {
-		uint16_t *hs = (uint16_t *)(base + off_hs);
-		uint16_t n = 0;
-
-		for (size_t i = 0; i < ndesc; i++)
-			hs[i] = desc[i].type == STAT_HISTOGRAM ? n++ : UINT16_MAX;
-		s->hslot = hs;
-	}
+	s->shards = (struct stats_shard **)(base + off_ptrs);
+	s->shards[0] = (struct stats_shard *)(base + off_sh0);
+	s->shards[0]->vals = biased_vals((int64_t *)(base + off_vals), lo0);
+	if (nhist)
+		s->hslot = hslot_get_locked(st, desc, ndesc);
 	p = base + off_str;
 	s->name = put_str(&p, name);
 	s->tag_prefix = put_str(&p, tag_prefix);
@@ -216,10 +266,33 @@ static struct stats_scope *scope_alloc(struct stats_store *st, unsigned nshards,
 		s->tag_name = put_str(&p, tag_name);
 		s->tag_value = put_str(&p, tag_value);
 	}
-	for (unsigned i = 0; i < nshards; i++)
-		s->shards[i].vals = (int64_t *)(base + off_vals + i * stride);
 	return s;
 }
+
+/* A worker's shard: values desc[0..nw) on whole cache lines of its own. */
+struct stats_shard *stats_shard_new(struct stats_scope *s, unsigned shard)
+{
+	size_t size = ALIGN_UP(sizeof(struct stats_shard) + s->nw * sizeof(int64_t), 64);
+	struct stats_shard *sh;
+	void *mem;
+
+	if (shard == 0 || shard >= s->nshards)
+		die("stats: scope '%s': no shard %u", s->name, shard);
+	if (posix_memalign(&mem, 64, size))
+		die("out of memory (stats shard of %zu bytes)", size);
+	memset(mem, 0, size);
+	sh = mem;
+	sh->vals = (int64_t *)(sh + 1);
+	__atomic_store_n(&s->shards[shard], sh, __ATOMIC_RELEASE);
+	return sh;
+}
+
+/* Does shard i hold stat idx? */
+static inline bool shard_holds(const struct stats_scope *s, unsigned i, size_t idx)
+{
+	return i == 0 ? idx >= s->lo0 : idx < s->nw;
+}
+
 
 /* ---- scopes shared by name ----
  *
@@ -252,13 +325,13 @@ static bool same_desc(const struct stats_scope *s, const struct stat_desc *desc,
 
 static struct stats_scope *hash_find_locked(struct stats_store *st, uint32_t h, const char *name,
 					    unsigned nshards, const struct stat_desc *desc,
-					    size_t ndesc)
+					    size_t ndesc, size_t nw, size_t lo0)
 {
 	if (!st->hcap)
 		return NULL;
 	for (struct stats_scope *s = st->hash[h & (st->hcap - 1)]; s; s = s->hnext)
-		if (s->hash == h && s->nshards == nshards && !strcmp(s->name, name) &&
-		    same_desc(s, desc, ndesc))
+		if (s->hash == h && s->nshards == nshards && s->nw == nw && s->lo0 == lo0 &&
+		    !strcmp(s->name, name) && same_desc(s, desc, ndesc))
 			return s;
 	return NULL;
 }
@@ -348,7 +421,19 @@ struct stats_scope *stats_scope_get(struct stats_store *st, const struct stats_s
 	const char *name = sp->name ? sp->name : "";
 	unsigned nshards = sp->flags & STATS_SCOPE_MAIN ? 1 : st->nshards;
 	uint32_t h = name_hash(name);
+	size_t nw, lo0;
 	struct stats_scope *s;
+
+	if (sp->flags & STATS_SCOPE_SPLIT) {        /* worker stats first, main-only last */
+		nw = sp->nw;
+		lo0 = sp->lo0;
+	} else if (nshards == 1) {                 /* shard 0 holds everything */
+		nw = 0;
+		lo0 = 0;
+	} else {                                   /* every shard holds everything */
+		nw = sp->ndesc;
+		lo0 = 0;
+	}
 
 	/* Creation holds the lock throughout (a worker may create a scope, e.g.
 	 * grpc_stats per method, while the main thread creates or frees one):
@@ -356,14 +441,14 @@ struct stats_scope *stats_scope_get(struct stats_store *st, const struct stats_s
 	 * is published with a release store so a reader walking ->next without
 	 * the lock sees the old list or the complete new scope. */
 	pthread_mutex_lock(&st->lock);
-	s = hash_find_locked(st, h, name, nshards, sp->desc, sp->ndesc);
+	s = hash_find_locked(st, h, name, nshards, sp->desc, sp->ndesc, nw, lo0);
 	if (s) {
 		s->refs++;
 		pthread_mutex_unlock(&st->lock);
 		return s;
 	}
 	s = scope_alloc(st, nshards, name, sp->tag_prefix, sp->tag_name, sp->tag_value, sp->desc,
-			sp->ndesc);
+			sp->ndesc, nw, lo0);
 	s->hash = h;
 	s->refs = 1;
 	s->extra = scope_extra(s, sp);
@@ -386,6 +471,19 @@ struct stats_scope *stats_scope_new(struct stats_store *st, const char *name,
 	struct stats_scope_spec sp = { .name = name, .tag_prefix = tag_prefix,
 				       .tag_name = tag_name, .tag_value = tag_value,
 				       .desc = desc, .ndesc = ndesc };
+
+	return stats_scope_get(st, &sp);
+}
+
+struct stats_scope *stats_scope_new_split(struct stats_store *st, const char *name,
+					  const char *tag_prefix, const char *tag_name,
+					  const char *tag_value, const struct stat_desc *desc,
+					  size_t ndesc, size_t nw, size_t lo0)
+{
+	struct stats_scope_spec sp = { .name = name, .tag_prefix = tag_prefix,
+				       .tag_name = tag_name, .tag_value = tag_value,
+				       .desc = desc, .ndesc = ndesc, .nw = nw, .lo0 = lo0,
+				       .flags = STATS_SCOPE_SPLIT };
 
 	return stats_scope_get(st, &sp);
 }
@@ -483,14 +581,18 @@ void stats_store_read_end(struct stats_store *st)
 static void scope_destroy(struct stats_scope *s)
 {
 	for (unsigned i = 0; i < s->nshards; i++) {
-		struct stats_shard *sh = &s->shards[i];
+		struct stats_shard *sh = s->shards[i];
+		if (!sh)
+			continue;
 		xfree(sh->hists);
 		for (int f = 0; f < STATS_MAX_CODE_FAMILIES; f++)
 			xfree(sh->codes[f]);
+		if (i)
+			free(sh);
 	}
 	xfree(s->hbounds);
 	xfree(s->extra);
-	free(s);                                  /* the block: strings, shards, vals */
+	xfree(s);                                 /* the block: strings, shard 0 */
 }
 
 static unsigned hist_bucket(const struct stats_bounds *bd, double value)
@@ -514,11 +616,12 @@ static unsigned hist_bucket(const struct stats_bounds *bd, double value)
  * published with a release store for the main thread's merge. */
 void stats_hist_record(struct stats_scope *s, unsigned shard, unsigned idx, double value)
 {
-	struct stats_shard *sh = &s->shards[shard];
+	struct stats_shard *sh;
 	struct stats_hist *hs, *h;
 
 	if (isnan(value))
 		return;
+	sh = stats_shard_of(s, shard);
 	hs = __atomic_load_n(&sh->hists, __ATOMIC_RELAXED);   /* only this thread stores it */
 	if (unlikely(!hs)) {
 		hs = xcalloc(s->nhist, sizeof(*hs));
@@ -534,13 +637,14 @@ void stats_hist_record(struct stats_scope *s, unsigned shard, unsigned idx, doub
 /* Codes outside 100..599 and unknown families are ignored. */
 void stats_code_inc(struct stats_scope *s, unsigned shard, int family, int code)
 {
-	struct stats_shard *sh = &s->shards[shard];
+	struct stats_shard *sh;
 	uint64_t *codes;
 
 	if (family < 0 || family >= STATS_MAX_CODE_FAMILIES || !s->families[family])
 		return;
 	if (code < STATS_CODE_MIN || code >= STATS_CODE_MIN + STATS_CODE_N)
 		return;
+	sh = stats_shard_of(s, shard);
 	/* Only this thread stores the pointer, so a relaxed load suffices here. */
 	codes = __atomic_load_n(&sh->codes[family], __ATOMIC_RELAXED);
 	if (unlikely(!codes)) {
@@ -555,8 +659,11 @@ int64_t stats_value(const struct stats_scope *s, unsigned idx)
 {
 	int64_t sum = 0;
 
-	for (unsigned i = 0; i < s->nshards; i++)
-		sum += __atomic_load_n(&s->shards[i].vals[idx], __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < s->nshards; i++) {
+		const struct stats_shard *sh = __atomic_load_n(&s->shards[i], __ATOMIC_ACQUIRE);
+		if (sh && shard_holds(s, i, idx))
+			sum += __atomic_load_n(&sh->vals[idx], __ATOMIC_RELAXED);
+	}
 	return sum;
 }
 
@@ -572,8 +679,9 @@ uint64_t stats_code_value(const struct stats_scope *s, int family, int code)
 	else if (code < STATS_CODE_MIN || code >= STATS_CODE_MIN + STATS_CODE_N)
 		return 0;
 	for (unsigned i = 0; i < s->nshards; i++) {
-		const uint64_t *codes = __atomic_load_n(&s->shards[i].codes[family],
-							__ATOMIC_ACQUIRE);
+		const struct stats_shard *sh = __atomic_load_n(&s->shards[i], __ATOMIC_ACQUIRE);
+		const uint64_t *codes = sh ? __atomic_load_n(&sh->codes[family], __ATOMIC_ACQUIRE)
+					   : NULL;
 		if (codes)
 			sum += __atomic_load_n(&codes[code - STATS_CODE_MIN], __ATOMIC_RELAXED);
 	}
@@ -585,8 +693,9 @@ void stats_hist_merge(const struct stats_scope *s, unsigned idx, struct stats_hi
 	memset(out, 0, sizeof(*out));
 	out->bounds = s->hbounds ? s->hbounds[idx] : NULL;
 	for (unsigned i = 0; i < s->nshards; i++) {
-		const struct stats_hist *hs = __atomic_load_n(&s->shards[i].hists,
-							      __ATOMIC_ACQUIRE);
+		const struct stats_shard *sh = __atomic_load_n(&s->shards[i], __ATOMIC_ACQUIRE);
+		const struct stats_hist *hs = sh ? __atomic_load_n(&sh->hists, __ATOMIC_ACQUIRE)
+						 : NULL;
 		const struct stats_hist *h;
 		double sum;
 
@@ -636,11 +745,14 @@ void stats_reset_counters(struct stats_store *st)
 	stats_store_read_begin(st);
 	for (struct stats_scope *s = stats_store_scopes(st); s; s = s->next) {
 		for (unsigned i = 0; i < s->nshards; i++) {
-			struct stats_shard *sh = &s->shards[i];
-			struct stats_hist *hs = __atomic_load_n(&sh->hists, __ATOMIC_ACQUIRE);
+			struct stats_shard *sh = __atomic_load_n(&s->shards[i], __ATOMIC_ACQUIRE);
+			struct stats_hist *hs;
 
+			if (!sh)
+				continue;
+			hs = __atomic_load_n(&sh->hists, __ATOMIC_ACQUIRE);
 			for (size_t d = 0; d < s->ndesc; d++)
-				if (s->desc[d].type == STAT_COUNTER)
+				if (s->desc[d].type == STAT_COUNTER && shard_holds(s, i, d))
 					__atomic_store_n(&sh->vals[d], 0, __ATOMIC_RELAXED);
 			if (hs)
 				memset(hs, 0, s->nhist * sizeof(*hs));

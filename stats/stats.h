@@ -69,13 +69,16 @@ struct stats_hist {                           /* one shard's histogram */
 #define STATS_MAX_CODE_FAMILIES 2
 #define STATS_MAX_SHARDS 257
 
-/* One thread's values for a scope.  The pointers are set once (vals at
- * creation, hists and codes by the owning thread on first use) and only read
- * afterwards, so the shards of a scope may share a cache line; the values
- * never do (each shard's vals start on a line of their own). */
+/* One thread's values for a scope.  Shard 0 (the main thread's) lives in
+ * the scope's block; a worker's shard is allocated by that worker on its
+ * first write (stats_shard_of) and published with a release store, so a
+ * scope nobody has used on a worker costs that worker nothing.  Each
+ * worker shard is a block of whole cache lines of its own.  The pointers
+ * are set once (by the owning thread) and only read afterwards. */
 struct stats_shard {
-	int64_t *vals;                            /* [ndesc] counters and gauges; points into
-						     the scope's block (not separately owned) */
+	int64_t *vals;                            /* values by desc index: valid for the indexes
+						     this shard holds (see stats_scope.lo0/nw);
+						     points into this block (not owned) */
 	struct stats_hist *hists;                 /* owned, allocated by the owning thread on
 						     its first record: [nhist], the scope's
 						     histograms only (hslot maps) */
@@ -87,10 +90,17 @@ struct stats_shard {
 
 struct stats_store;
 
-/* A scope is one allocation (the struct, its shard array, its histogram
- * slot map, its strings and every shard's counters and gauges) plus the
- * histogram and response-code blocks of the shards that have used them: a
- * cluster nobody sends traffic to costs no histogram memory. */
+/* A scope is one allocation (the struct, its shard pointer array, its
+ * strings and shard 0's values) plus the worker shards, histogram and
+ * response-code blocks of the threads that have used them: a cluster nobody
+ * sends traffic to costs no worker memory.
+ *
+ * Which shard holds which stat: shard 0 holds desc[lo0..ndesc), worker
+ * shards desc[0..nw).  A plain scope has lo0 = 0 and nw = ndesc (every
+ * thread may write every stat); a main-thread scope has one shard; a split
+ * scope (stats_scope_new_split) keeps the stats only workers write first
+ * and those only the main thread writes last, so neither side stores the
+ * other's. */
 struct stats_scope {
 	struct stats_store *store;                /* not owned */
 	char *name;                               /* in the block; full prefix without trailing
@@ -101,18 +111,23 @@ struct stats_scope {
 						     "envoy_cluster_name" */
 	char *tag_value;                          /* in the block, may be NULL: "backend" */
 	const struct stat_desc *desc;             /* not owned (static) */
-	size_t ndesc;
-	unsigned nhist;                           /* histograms in desc */
+	uint32_t ndesc;
+	uint32_t lo0;                             /* shard 0 holds desc[lo0..ndesc) */
+	uint32_t nw;                              /* worker shards hold desc[0..nw) */
+	uint32_t nhist;                           /* histograms in desc */
 	unsigned refs;                            /* users (stats_scope_new / _free pairs);
 						     under the store's lock */
-	const uint16_t *hslot;                    /* in the block, [ndesc]: a histogram's slot in
-						     a shard's hists[] (NULL when nhist is 0) */
+	const uint16_t *hslot;                    /* shared by the store's scopes with the same
+						     histogram positions (not owned), [ndesc]:
+						     a histogram's slot in a shard's hists[]
+						     (NULL if nhist is 0) */
 	const struct stats_bounds **hbounds;      /* owned array [ndesc] (entries point into the
 	                                             store's bucket rules), NULL: all default */
 	const char *families[STATS_MAX_CODE_FAMILIES]; /* not owned (static), may be NULL */
 	unsigned nshards;                         /* the store's, or 1 (stats_scope_new_main) */
 	uint32_t hash;                            /* of name, for the store's hash */
-	struct stats_shard *shards;               /* in the block; [nshards] */
+	struct stats_shard **shards;              /* in the block; [nshards]: [0] in the block,
+						     the others owned, NULL until first use */
 	struct stats_scope *next;                 /* store's list */
 	struct stats_scope **pprev;               /* the pointer to this scope in that list
 						     (O(1) removal: xDS frees scopes one by one) */
@@ -195,12 +210,22 @@ struct stats_scope *stats_scope_new_main(struct stats_store *st, const char *nam
 					 const char *tag_prefix, const char *tag_name,
 					 const char *tag_value, const struct stat_desc *desc,
 					 size_t ndesc);
+/* A scope whose first nw stats only workers write and whose stats from lo0
+ * on only the main thread writes (lo0 <= nw: the stats in between both
+ * may write): shard 0 stores desc[lo0..ndesc) and a worker shard
+ * desc[0..nw).  The cluster scope uses it so an idle cluster stores only
+ * its membership and circuit-breaker values. */
+struct stats_scope *stats_scope_new_split(struct stats_store *st, const char *name,
+					  const char *tag_prefix, const char *tag_name,
+					  const char *tag_value, const struct stat_desc *desc,
+					  size_t ndesc, size_t nw, size_t lo0);
 
-/* The general form of the two above. */
+/* The general form of the three above. */
 #define STATS_SCOPE_MAIN      0x1   /* a single shard (stats_scope_new_main) */
 #define STATS_SCOPE_COPY_DESC 0x2   /* desc and its names are copied into the scope: for a
 				       stat list built at run time (the caller may free it
 				       while another user of the shared scope goes on) */
+#define STATS_SCOPE_SPLIT     0x4   /* nw/lo0 below apply (stats_scope_new_split) */
 struct stats_scope_spec {
 	const char *name, *tag_prefix;
 	const char *tag_name, *tag_value;          /* may be NULL */
@@ -208,8 +233,11 @@ struct stats_scope_spec {
 						      the first), may be NULL */
 	const struct stat_desc *desc;              /* not owned: static unless COPY_DESC */
 	size_t ndesc;
+	size_t nw, lo0;                            /* with STATS_SCOPE_SPLIT only */
 	unsigned flags;                            /* STATS_SCOPE_* */
 };
+/* A scope is shared (refcounted) when the name, the stat list (by content)
+ * and the shard layout (main-only, all shards, or the same split) match. */
 struct stats_scope *stats_scope_get(struct stats_store *st, const struct stats_scope_spec *sp);
 
 /* Add a response-code family ("upstream_rq"); returns its index (0..).  A
@@ -221,22 +249,34 @@ void stats_scope_free(struct stats_scope *s);
 /* Number of distinct scopes registered (tests, /memory-style accounting). */
 size_t stats_store_nscopes(struct stats_store *st);
 
+/* Shard `shard` of s for writing by its own thread: a worker's shard is
+ * allocated on the thread's first write (once per scope and worker). */
+struct stats_shard *stats_shard_new(struct stats_scope *s, unsigned shard);
+static inline struct stats_shard *stats_shard_of(struct stats_scope *s, unsigned shard)
+{
+	/* only this thread stores the pointer: a relaxed load suffices */
+	struct stats_shard *sh = __atomic_load_n(&s->shards[shard], __ATOMIC_RELAXED);
+
+	if (unlikely(!sh))
+		sh = stats_shard_new(s, shard);
+	return sh;
+}
 static inline void stats_add(struct stats_scope *s, unsigned shard, unsigned idx, int64_t v)
 {
-	s->shards[shard].vals[idx] += v;
+	stats_shard_of(s, shard)->vals[idx] += v;
 }
 static inline void stats_inc(struct stats_scope *s, unsigned shard, unsigned idx)
 {
-	s->shards[shard].vals[idx]++;
+	stats_shard_of(s, shard)->vals[idx]++;
 }
 static inline void stats_dec(struct stats_scope *s, unsigned shard, unsigned idx)
 {
-	s->shards[shard].vals[idx]--;
+	stats_shard_of(s, shard)->vals[idx]--;
 }
 /* Main-thread-owned gauge: shard 0 holds the value. */
 static inline void stats_gauge_set(struct stats_scope *s, unsigned idx, int64_t v)
 {
-	s->shards[0].vals[idx] = v;
+	s->shards[0]->vals[idx] = v;
 }
 void stats_hist_record(struct stats_scope *s, unsigned shard, unsigned idx, double value);
 void stats_code_inc(struct stats_scope *s, unsigned shard, int family, int code);

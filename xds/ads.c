@@ -12,13 +12,18 @@
  * warming and not published.  Every accepted change builds a new snapshot
  * from the static resources plus the active dynamic ones.
  *
- * Both protocols decode into the same "got" set (name -> JSON) and apply it
- * with the same per-resource code (cds_upsert, eds_apply_one, the listener
- * rebuild); SotW adds full-state removal for CDS/LDS, delta adds
- * removed_resources.  A delta apply costs O(changed resources): dynamic
- * clusters are found through a name index, EDS users through a lazily built
- * service-name index, and the EDS subscription set is recomputed only after a
- * cluster change. */
+ * CDS and EDS resources are applied one at a time as they are decoded
+ * (cds_one, eds_one; both protocols and REST), and kept compactly (xres.h):
+ * the payload as received, compared byte for byte with the next version,
+ * so an unchanged resource is neither decoded nor compiled again; a
+ * changed one is decoded to proto3 JSON, compiled and the JSON freed at
+ * once, so a response's transient memory is one resource's.  Dynamic
+ * clusters and EDS names are found through hash indexes (strmap), EDS users
+ * through a lazily rebuilt array grouped by service name, and the EDS
+ * subscription set is recomputed only after a cluster change.  LDS, RDS and
+ * SDS decode into a "got" set (name -> JSON) applied with the listener
+ * rebuild; SotW adds full-state removal for CDS/LDS, delta adds
+ * removed_resources.  A delta apply costs O(changed resources). */
 #include "ads.h"
 #include "ads_decode.h"
 
@@ -27,6 +32,9 @@
 #include <event2/buffer.h>
 #include "grpc_client.h"
 #include "pb_json.h"
+#include "xres.h"
+#include "pb_fast.h"
+#include "../proxy/strmap.h"
 #include "../proxy/server.h"
 #include "../proxy/log.h"
 #include "../proxy/upstream/cluster.h"
@@ -116,11 +124,11 @@ static const struct stat_desc cm_desc[] = { CM_STATS(STATS_DESC) };
 struct xtype {
 	char *version;              /* owned: last accepted version_info from any source
 				     * ("" none; /config_dump, the version gauge) */
-	json_t *res;                /* owned: accepted resources, name -> JSON; CDS and
-				     * EDS keep no trees (see res_text): EDS name ->
-				     * canonical JSON text (a string), CDS name -> true */
+	json_t *res;                /* owned: accepted resources, name -> JSON (LDS, RDS,
+				     * SDS; CDS and EDS: a->dc, a->eds_map) */
 	bool got_first;             /* a response arrived (initial fetch) */
-	json_t *rver;               /* owned, delta: name -> version of the accepted resources */
+	json_t *rver;               /* owned, delta: name -> version of the accepted resources
+				     * (CDS, EDS: in their entries) */
 	struct ads *owner;
 	int type;
 	struct stats_scope *stats;  /* owned for CDS/LDS, else NULL */
@@ -170,15 +178,33 @@ struct xchan {
 	struct xchan *next;         /* owned: the next transport */
 };
 
-struct dyn_cluster {                /* one CDS resource */
-	char *name;                 /* owned */
+struct dyn_cluster {                /* one CDS resource (individually allocated) */
+	char *name;                 /* owned; the key in a->dc_map */
 	struct cluster *active;     /* ref, in snapshots; NULL until first warmed */
 	struct cluster *warming;    /* ref, started, not initialized yet; or NULL */
 	struct event *timer;        /* owned: EDS initial_fetch_timeout of warming */
+	struct xmeta *meta;         /* ref: the response the accepted version (warming,
+				     * else active) came in */
+	struct xmeta *ameta;        /* ref: the same for active */
+	char *rver;                 /* owned, delta: the accepted version's resource version */
+	uint64_t seen;              /* the last apply (a->gen) that named it */
+	uint32_t pos;               /* its index in a->dc */
 	bool sds_wait;              /* warming is not started: an SDS secret it uses
 				     * has not arrived (tls_ctx_ready) */
-	json_t *ameta;              /* owned: {version_info, last_updated} of active */
 	const char *akey, *wkey;    /* interned: the EDS sources of active / warming */
+};
+
+struct dyn_eds {                    /* one EDS name, subscribed and/or received */
+	char *name;                 /* owned; the key in a->eds_map (the service name) */
+	struct xblob *src;          /* owned: the accepted ClusterLoadAssignment; NULL
+				     * while only subscribed */
+	struct xmeta *meta;         /* ref: the response src came in, or NULL */
+	char *rver;                 /* owned, delta: src's resource version */
+	uint64_t seen;              /* the last apply (a->gen) that named it */
+	uint32_t first_user, nusers; /* its users: a->eds_user[first_user ..] (while
+				      * !a->eds_users_dirty) */
+	bool subscribed;            /* in the subscription last sent */
+	bool wanted;                /* scratch of update_eds_subscription */
 };
 
 struct dyn_listener {               /* one LDS resource */
@@ -203,13 +229,19 @@ struct ads {
 	struct xchan *ads_ch;       /* the ADS stream (in chans), NULL without ads_config */
 	int64_t pending;            /* REST requests in flight (control_plane.pending_requests) */
 	bool eds_dirty;             /* clusters changed: recompute the EDS subscription */
-	struct dyn_cluster *dc;     /* owned [ndc], capacity capdc; order is not meaningful */
+	bool tcp_dirty;             /* cluster objects changed: recompile tcp_proxy listeners
+				     * before the next publication (refresh_tcp_now) */
+	struct dyn_cluster **dc;    /* owned [ndc], capacity capdc; order is not meaningful */
 	size_t ndc, capdc;
 	size_t nwarming;            /* dc[] entries with a warming version (check_initial
 				     * is called per warmed cluster: O(1), not a scan) */
-	json_t *dc_index;           /* owned: cluster name -> position in dc */
-	json_t *eds_users;          /* owned, lazily built (NULL = rebuild): EDS service
-				     * name -> [positions in dc]; may hold stale entries */
+	struct strmap dc_map;       /* cluster name -> dyn_cluster */
+	struct strmap eds_map;      /* EDS service name -> dyn_eds (owned) */
+	struct dyn_cluster **eds_user; /* owned [neds_user]: the clusters using each EDS name,
+					* grouped by name (dyn_eds.first_user/nusers) */
+	size_t neds_user;
+	bool eds_users_dirty;       /* clusters changed: rebuild eds_user before use */
+	uint64_t gen;               /* apply generation (dyn_*.seen) */
 	struct dyn_listener *dl;    /* owned [ndl] */
 	size_t ndl;
 	struct cluster **scl;       /* refs [nscl]: the bootstrap's clusters */
@@ -331,15 +363,17 @@ static struct dyn_listener *find_dl(struct ads *a, const char *name)
 	return NULL;
 }
 
-static void dc_clear(struct dyn_cluster *d)
+static void dc_free(struct dyn_cluster *d)
 {
 	if (d->timer)
 		event_free(d->timer);
-	d->timer = NULL;
 	cluster_unref(d->active);
 	cluster_unref(d->warming);
-	json_decref(d->ameta);
+	xmeta_unref(d->meta);
+	xmeta_unref(d->ameta);
+	free(d->rver);
 	free(d->name);
+	free(d);
 }
 
 static void dl_clear(struct dyn_listener *d)
@@ -354,23 +388,22 @@ static void dl_clear(struct dyn_listener *d)
 
 static struct dyn_cluster *find_dc(struct ads *a, const char *name)
 {
-	json_t *pos = json_object_get(a->dc_index, name);
-	return pos ? &a->dc[json_integer_value(pos)] : NULL;
+	return strmap_get(&a->dc_map, name);
 }
 
 static struct dyn_cluster *dc_append(struct ads *a, const char *name)
 {
+	struct dyn_cluster *d = xcalloc(1, sizeof(*d));
+
 	if (a->ndc == a->capdc) {
 		a->capdc = a->capdc ? a->capdc * 2 : 16;
 		a->dc = xrealloc(a->dc, a->capdc * sizeof(*a->dc));
 	}
-	struct dyn_cluster *d = &a->dc[a->ndc];
-	memset(d, 0, sizeof(*d));
 	d->name = xstrdup(name);
-	json_object_set_new(a->dc_index, name, json_integer((json_int_t)a->ndc));
-	a->ndc++;
-	json_decref(a->eds_users);   /* positions changed */
-	a->eds_users = NULL;
+	d->pos = (uint32_t)a->ndc;
+	a->dc[a->ndc++] = d;
+	strmap_put(&a->dc_map, d);
+	a->eds_users_dirty = true;
 	a->eds_dirty = true;
 	return d;
 }
@@ -378,22 +411,57 @@ static struct dyn_cluster *dc_append(struct ads *a, const char *name)
 /* Remove a dynamic cluster: the last one takes its place (O(1)). */
 static void dc_remove_at(struct ads *a, size_t pos)
 {
-	struct dyn_cluster *d = &a->dc[pos];
+	struct dyn_cluster *d = a->dc[pos];
 	log_info("xds: cluster '%s' removed", d->name);
-	json_object_del(a->dc_index, d->name);
-	json_object_del(a->t[T_CDS].res, d->name);
-	json_object_del(a->t[T_CDS].rver, d->name);
+	strmap_del(&a->dc_map, d->name);
 	if (d->warming)
 		a->nwarming--;
-	dc_clear(d);
+	dc_free(d);
 	if (pos != a->ndc - 1) {
-		*d = a->dc[a->ndc - 1];
-		json_object_set_new(a->dc_index, d->name, json_integer((json_int_t)pos));
+		a->dc[pos] = a->dc[a->ndc - 1];
+		a->dc[pos]->pos = (uint32_t)pos;
 	}
 	a->ndc--;
-	json_decref(a->eds_users);
-	a->eds_users = NULL;
+	a->eds_users_dirty = true;
 	a->eds_dirty = true;
+}
+
+static struct dyn_eds *find_eds(struct ads *a, const char *name)
+{
+	return strmap_get(&a->eds_map, name);
+}
+
+static struct dyn_eds *eds_entry(struct ads *a, const char *name)
+{
+	struct dyn_eds *e = find_eds(a, name);
+
+	if (!e) {
+		e = xcalloc(1, sizeof(*e));
+		e->name = xstrdup(name);
+		strmap_put(&a->eds_map, e);
+		/* no users: every name a cluster uses got its entry when the
+		 * index was built, and a cluster change marks it dirty */
+	}
+	return e;
+}
+
+/* Forget what was received for e (src, versions); the entry itself goes
+ * unless it is subscribed. */
+static void eds_drop(struct ads *a, struct dyn_eds *e)
+{
+	free(e->src);
+	e->src = NULL;
+	xmeta_unref(e->meta);
+	e->meta = NULL;
+	free(e->rver);
+	e->rver = NULL;
+	if (e->subscribed)
+		return;
+	if (e->nusers)   /* the index lists them under this entry */
+		a->eds_users_dirty = true;
+	strmap_del(&a->eds_map, e->name);
+	free(e->name);
+	free(e);
 }
 
 /* Append "<resource>: <error>" to the NACK detail. */
@@ -416,15 +484,17 @@ static void cluster_warmed(struct cluster *cl, void *arg)
 			event_free(d->timer);
 		d->timer = NULL;
 		if (d->active && (d->active->type == CLUSTER_EDS) &&
-		    (cl->type != CLUSTER_EDS || strcmp(d->active->eds_service_name, cl->eds_service_name)))
+		    (cl->type != CLUSTER_EDS || strcmp(d->active->eds_service_name, cl->eds_service_name))) {
 			a->eds_dirty = true;   /* the old version's EDS name may go */
+			a->eds_users_dirty = true;
+		}
 		cluster_unref(d->active);
 		d->active = d->warming;
 		d->akey = d->wkey;
 		d->warming = NULL;
 		a->nwarming--;
-		json_decref(d->ameta);
-		d->ameta = json_incref(json_object_get(a->t[T_CDS].meta, d->name));
+		xmeta_unref(d->ameta);
+		d->ameta = xmeta_ref(d->meta);
 		log_debug("xds: cluster '%s' warmed", d->name);
 		refresh_tcp_listeners(a);
 	}
@@ -451,10 +521,8 @@ static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *
 {
 	struct cluster *prev = d->warming ? d->warming : d->active;
 	if (cl->type == CLUSTER_EDS &&
-	    (!prev || prev->type != CLUSTER_EDS || strcmp(prev->eds_service_name, cl->eds_service_name))) {
-		json_decref(a->eds_users);   /* a new service name for this position */
-		a->eds_users = NULL;
-	}
+	    (!prev || prev->type != CLUSTER_EDS || strcmp(prev->eds_service_name, cl->eds_service_name)))
+		a->eds_users_dirty = true;   /* a new service name for this cluster */
 	if (!d->warming)
 		a->nwarming++;
 	cluster_unref(d->warming);
@@ -464,7 +532,6 @@ static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *
 	d->warming = cl;
 	d->wkey = eds_key;
 	a->eds_dirty = true;
-	json_object_set_new(a->t[T_CDS].res, d->name, json_true());   /* accepted: cl->json_text */
 	d->sds_wait = cl->tls && !tls_ctx_ready(cl->tls);
 	if (d->sds_wait) {
 		log_info("xds: cluster '%s' warming: waiting for its SDS secrets", d->name);
@@ -478,12 +545,12 @@ static void launch_warming(struct ads *a, struct dyn_cluster *d)
 {
 	struct cluster *cl = d->warming;
 	if (cl->type == CLUSTER_EDS) {
-		const char *txt = json_string_value(json_object_get(a->t[T_EDS].res,
-								    cl->eds_service_name));
-		if (txt) {
-			json_t *cla = json_loads(txt, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+		const struct dyn_eds *e = find_eds(a, cl->eds_service_name);
+		if (e && e->src) {
+			json_t *cla = xblob_to_json(e->src, type_urls[T_EDS]);
 			struct cfg_ctx c;
 			cfg_init(&c, NULL, NULL);
+			c.flags |= CFG_F_SNAKE_KEYS;
 			if (!cla || cluster_eds_update(cl, &c, cla))
 				log_warn("xds: cluster '%s': stored endpoints rejected: %s", d->name,
 					 cla ? c.err : "undecodable");
@@ -510,51 +577,99 @@ static void want_add(json_t *wants, const char *key, const char *name)
 }
 
 /* EDS subscriptions: the service names of the EDS clusters (active or
- * warming), by the source of their eds_config: {key: {name: true}}.
+ * warming), by the source of their eds_config: {key: {name: true}}; the
+ * dyn_eds of every name wanted is marked wanted (update_eds_subscription).
  * O(clusters): called only after a cluster change. */
 static json_t *eds_wants(struct ads *a)
 {
 	json_t *wants = json_object();
 	for (size_t i = 0; i < a->ndc; i++) {
-		struct cluster *cls[2] = { a->dc[i].active, a->dc[i].warming };
-		const char *keys[2] = { a->dc[i].akey, a->dc[i].wkey };
+		struct cluster *cls[2] = { a->dc[i]->active, a->dc[i]->warming };
+		const char *keys[2] = { a->dc[i]->akey, a->dc[i]->wkey };
 		for (int k = 0; k < 2; k++)
-			if (cls[k] && cls[k]->type == CLUSTER_EDS)
+			if (cls[k] && cls[k]->type == CLUSTER_EDS) {
 				want_add(wants, keys[k], cls[k]->eds_service_name);
+				eds_entry(a, cls[k]->eds_service_name)->wanted = true;
+			}
 	}
 	return wants;
 }
 
-/* The positions of the dynamic clusters that use EDS service name; built once
- * after a cluster was added or removed.  Entries may be stale (a cluster
- * changed its service name): users check the name. */
-static json_t *eds_users_of(struct ads *a, const char *service)
+/* The EDS clusters (active, and warming unless waiting for secrets) of d
+ * using service name; up to two. */
+static size_t dc_eds_versions(const struct dyn_cluster *d, const char *service, bool warming_too,
+			      struct cluster **out)
 {
-	if (!a->eds_users) {
-		a->eds_users = json_object();
-		for (size_t i = 0; i < a->ndc; i++) {
-			struct cluster *cls[2] = { a->dc[i].active, a->dc[i].warming };
-			for (int k = 0; k < 2; k++) {
-				if (!cls[k] || cls[k]->type != CLUSTER_EDS)
-					continue;
-				json_t *l = json_object_get(a->eds_users, cls[k]->eds_service_name);
-				if (!l)
-					json_object_set_new(a->eds_users, cls[k]->eds_service_name,
-							    l = json_array());
-				size_t n = json_array_size(l);
-				if (!n || json_integer_value(json_array_get(l, n - 1)) != (json_int_t)i)
-					json_array_append_new(l, json_integer((json_int_t)i));
-			}
-		}
-	}
-	return json_object_get(a->eds_users, service);
+	struct cluster *two[2] = { d->active, warming_too && !d->sds_wait ? d->warming : NULL };
+	size_t n = 0;
+	for (int k = 0; k < 2; k++)
+		if (two[k] && two[k]->type == CLUSTER_EDS &&
+		    (!service || !strcmp(two[k]->eds_service_name, service)))
+			out[n++] = two[k];
+	return n;
 }
 
-/* The stats of the dynamic cluster at pos if it uses EDS service name
- * (NULL: any), else NULL.  Its versions share the scope (by name). */
-static struct stats_scope *eds_scope(struct ads *a, size_t pos, const char *service)
+/* Rebuild the users index: every dyn_eds gets the clusters (active or
+ * warming) using its name, in one array grouped by name.  O(clusters),
+ * after a cluster change only. */
+static void eds_users_rebuild(struct ads *a)
 {
-	struct dyn_cluster *d = &a->dc[pos];
+	size_t total = 0, next = 0;
+	struct cluster *cls[2];
+
+	for (size_t i = 0; i < a->eds_map.cap; i++)
+		if (strmap_live(&a->eds_map, i))
+			((struct dyn_eds *)a->eds_map.slots[i])->nusers = 0;
+	for (size_t i = 0; i < a->ndc; i++) {   /* count (an entry for every name used) */
+		size_t n = dc_eds_versions(a->dc[i], NULL, true, cls);
+		for (size_t k = 0; k < n; k++) {
+			if (k == 1 && !strcmp(cls[0]->eds_service_name, cls[1]->eds_service_name))
+				break;   /* both versions on one name: one user */
+			eds_entry(a, cls[k]->eds_service_name)->nusers++;
+			total++;
+		}
+	}
+	for (size_t i = 0; i < a->eds_map.cap; i++) {   /* place */
+		if (strmap_live(&a->eds_map, i)) {
+			struct dyn_eds *e = a->eds_map.slots[i];
+			e->first_user = (uint32_t)next;
+			next += e->nusers;
+			e->nusers = 0;
+		}
+	}
+	free(a->eds_user);
+	a->eds_user = xmalloc((total ? total : 1) * sizeof(*a->eds_user));
+	a->neds_user = total;
+	for (size_t i = 0; i < a->ndc; i++) {   /* fill */
+		size_t n = dc_eds_versions(a->dc[i], NULL, true, cls);
+		for (size_t k = 0; k < n; k++) {
+			struct dyn_eds *e;
+			if (k == 1 && !strcmp(cls[0]->eds_service_name, cls[1]->eds_service_name))
+				break;
+			e = find_eds(a, cls[k]->eds_service_name);
+			a->eds_user[e->first_user + e->nusers++] = a->dc[i];
+		}
+	}
+	a->eds_users_dirty = false;
+}
+
+/* The dynamic clusters using EDS service name: *n of them (the index is
+ * rebuilt first if clusters changed). */
+static struct dyn_cluster **eds_users_of(struct ads *a, const char *service, size_t *n)
+{
+	struct dyn_eds *e;
+
+	if (a->eds_users_dirty)
+		eds_users_rebuild(a);
+	e = find_eds(a, service);
+	*n = e ? e->nusers : 0;
+	return e && e->nusers ? &a->eds_user[e->first_user] : NULL;
+}
+
+/* The stats of the dynamic cluster d if it uses EDS service name (NULL:
+ * any), else NULL.  Its versions share the scope (by name). */
+static struct stats_scope *eds_scope(const struct dyn_cluster *d, const char *service)
+{
 	struct cluster *two[2] = { d->warming, d->active };
 
 	for (int k = 0; k < 2; k++)
@@ -568,17 +683,17 @@ static struct stats_scope *eds_scope(struct ads *a, size_t pos, const char *serv
  * them; Envoy roots each EDS cluster's subscription stats there). */
 static void eds_count(struct ads *a, const char *service, enum sub_ev ev, const char *version)
 {
-	json_t *v;
-	size_t i;
+	size_t i, n;
+	struct dyn_cluster **users;
 
 	if (!service) {
 		for (i = 0; i < a->ndc; i++)
-			sub_count(eds_scope(a, i, NULL), &eds_idx, ev, true, version);
+			sub_count(eds_scope(a->dc[i], NULL), &eds_idx, ev, true, version);
 		return;
 	}
-	json_array_foreach(eds_users_of(a, service), i, v)
-		sub_count(eds_scope(a, (size_t)json_integer_value(v), service), &eds_idx, ev, true,
-			  version);
+	users = eds_users_of(a, service, &n);
+	for (i = 0; i < n; i++)
+		sub_count(eds_scope(users[i], service), &eds_idx, ev, true, version);
 }
 
 /* A static snapshot of the current clusters for compiling listeners (route
@@ -590,180 +705,319 @@ static struct snapshot *cluster_view(struct ads *a)
 	for (size_t i = 0; i < a->nscl; i++)
 		cl[n++] = a->scl[i];
 	for (size_t i = 0; i < a->ndc; i++)
-		if (a->dc[i].active || a->dc[i].warming)
-			cl[n++] = a->dc[i].active ? a->dc[i].active : a->dc[i].warming;
+		if (a->dc[i]->active || a->dc[i]->warming)
+			cl[n++] = a->dc[i]->active ? a->dc[i]->active : a->dc[i]->warming;
 	struct snapshot *s = snapshot_compose(cl, n, NULL, 0, NULL);
 	free(cl);
 	return s;
 }
 
-/* CDS and EDS keep the accepted resources as canonical JSON text, not
- * jansson trees (at 10,000 clusters the trees were ~5 KB a cluster with its
- * endpoints): EDS in x->res (name -> string), CDS in the compiled cluster
- * (cl->json_text; x->res maps the name to true).  The stored text of
- * name, or NULL. */
-static const char *res_text(struct ads *a, int t, const char *name)
-{
-	if (t == T_CDS) {
-		struct dyn_cluster *d = json_object_get(a->t[T_CDS].res, name) ? find_dc(a, name)
-									       : NULL;
-		struct cluster *cur = d ? (d->warming ? d->warming : d->active) : NULL;
-		return cur ? cur->json_text : NULL;
-	}
-	return json_string_value(json_object_get(a->t[t].res, name));
-}
-
-/* Is j (a decoded resource) what is stored for name? */
+/* Is j (a decoded LDS/RDS/SDS resource) what is in force for name? */
 static bool res_same(struct ads *a, int t, const char *name, const json_t *j)
 {
-	if (t != T_CDS && t != T_EDS) {
-		const json_t *in_force = json_object_get(a->t[t].res, name);
-		return in_force && (in_force == j || json_equal(in_force, j));
-	}
-	const char *have = res_text(a, t, name);
-	if (!have)
+	const json_t *in_force = json_object_get(a->t[t].res, name);
+	return in_force && (in_force == j || json_equal(in_force, j));
+}
+
+/* Is got (name -> resource) exactly the accepted state?  (LDS, RDS, SDS) */
+static bool res_all_same(struct ads *a, int t, const json_t *got)
+{
+	if (!a->t[t].res || json_object_size(a->t[t].res) != json_object_size(got))
 		return false;
-	char *txt = cluster_json_text(j);
-	bool same = !strcmp(have, txt);
-	free(txt);
+	return json_equal(a->t[t].res, got);
+}
+
+/* ---- CDS and EDS: one resource at a time ---------------------------------------- */
+
+/* One CDS or EDS resource of a response, before it is compared and applied:
+ * its name and payload (gRPC) or JSON (REST), decoded to JSON only when it
+ * differs from what is stored. */
+struct xin {
+	int t;
+	size_t idx;                 /* resources[idx] */
+	char *name;                 /* owned */
+	const uint8_t *pb;          /* gRPC: the payload (in the response), else NULL */
+	size_t pblen;
+	json_t *j;                  /* owned: decoded (REST: given), NULL until needed */
+	Envoy__Service__Discovery__V3__Resource *wrap; /* owned: an unwrapped SotW Resource */
+};
+
+/* What one response applies to CDS or EDS. */
+struct xbatch {
+	int t;
+	uint64_t gen;               /* a->gen of this response */
+	bool full_state;            /* SotW CDS: dynamic clusters not named are removed */
+	struct xmeta *meta;         /* owned ref: the response's version_info and time */
+	const char *rver;           /* delta: the resource version of the current one */
+	json_t *failed;             /* owned, may be NULL: names rejected before they had an
+				     * entry (to report duplicates) */
+	struct cluster **start;     /* owned [nstart]: compiled, started once all are applied */
+	const char **keys;          /* owned [nstart]: their EDS sources (interned; NULL: ADS) */
+	size_t nstart, capstart;
+	json_t *got;                /* owned: EDS names taken (valid name; xobs's stats) */
+	json_t *bad;                /* owned: EDS names that could not be used (rejected) */
+	json_t *changed;            /* owned: EDS names whose assignment was applied anew */
+	struct build_ctx b;
+};
+
+static void xin_done(struct xin *in)
+{
+	free(in->name);
+	json_decref(in->j);
+	if (in->wrap)
+		envoy__service__discovery__v3__resource__free_unpacked(in->wrap, NULL);
+	memset(in, 0, sizeof(*in));
+}
+
+static const char *name_field(int t)
+{
+	return t == T_EDS ? "cluster_name" : "name";
+}
+
+/* The JSON of in, decoding the payload if not done yet.  NULL with the
+ * error added to err. */
+static json_t *xin_json(struct ads *a, struct xin *in, char *err, size_t errlen)
+{
+	char e[1024] = "", path[64];
+
+	if (in->j)
+		return in->j;
+	snprintf(path, sizeof(path), "resources[%zu]", in->idx);
+	a->pj.flags = a->srv->opt.allow_unknown_fields ? PB_JSON_ALLOW_UNKNOWN : 0;
+	a->pj.unknown_seen = 0;
+	in->j = pb_any_to_json(&a->pj, type_urls[in->t], in->pb, in->pblen, path);
+	if (a->pj.unknown_seen)
+		stats_add(a->srv->server_stats, 0, SRV_dynamic_unknown_fields,
+			  (int64_t)a->pj.unknown_seen);
+	if (!in->j) {
+		snprintf(e, sizeof(e), "%s", a->pj.err);
+		add_error(err, errlen, type_names[in->t], in->name, e);
+		return NULL;
+	}
+	json_object_del(in->j, "@type");
+	return in->j;
+}
+
+/* Is in what b holds?  Byte for byte (no decoding) when both are protobuf;
+ * else (different bytes, or REST) by their JSON. */
+static bool xin_same(struct ads *a, struct xin *in, const struct xblob *b, bool *decode_failed,
+		     char *err, size_t errlen)
+{
+	json_t *old, *j;
+	bool same;
+
+	*decode_failed = false;
+	if (!b)
+		return false;
+	if (in->pb && xblob_equal(b, XBLOB_PB, in->pb, in->pblen))
+		return true;
+	if (!(j = xin_json(a, in, err, errlen))) {
+		*decode_failed = true;
+		return false;
+	}
+	if (!in->pb && b->kind == XBLOB_JSON) {   /* REST: canonical text */
+		struct xblob *nb = xblob_from_json(j);
+		same = xblob_equal(b, XBLOB_JSON, nb->data, nb->len);
+		free(nb);
+		return same;
+	}
+	old = xblob_to_json(b, type_urls[in->t]);
+	same = old && json_equal(old, j);
+	json_decref(old);
 	return same;
 }
 
-/* Is got (name -> resource) exactly the accepted state? */
-static bool res_all_same(struct ads *a, int t, const json_t *got)
+/* The blob to keep for an accepted in. */
+static struct xblob *xin_blob(const struct xin *in)
 {
-	const char *n;
-	json_t *v;
+	return in->pb ? xblob_from_pb(in->pb, in->pblen) : xblob_from_json(in->j);
+}
 
-	if (!a->t[t].res || json_object_size(a->t[t].res) != json_object_size(got))
-		return false;
-	if (t != T_CDS && t != T_EDS)
-		return json_equal(a->t[t].res, got);
-	json_object_foreach((json_t *)got, n, v)
-		if (!res_same(a, t, n, v))
+/* A resource of the response (j, a REST resource, consumed; or the payload
+ * pb of a gRPC one): its name and the checks common to all of them.  false
+ * (error added) if it cannot be applied. */
+static bool xin_init(struct ads *a, struct xbatch *bt, struct xin *in, size_t idx,
+		     const char *want_name, char *err, size_t errlen)
+{
+	char e[1024] = "";
+	const char *s;
+	size_t slen;
+	bool dup;
+
+	in->t = bt->t;
+	in->idx = idx;
+	if (!in->j && in->pb && pb_scan_string(in->pb, in->pblen, 1, &s, &slen) == 1 && slen &&
+	    !memchr(s, 0, slen)) {
+		in->name = xstrndup(s, slen);   /* Cluster.name, ClusterLoadAssignment.cluster_name */
+	} else {
+		/* no readable name: decode for the error (or the name) */
+		const json_t *n;
+		if (!xin_json(a, in, err, errlen))
 			return false;
+		n = json_object_get(in->j, name_field(bt->t));
+		if (json_string_value(n) && *json_string_value(n))
+			in->name = xstrdup(json_string_value(n));
+	}
+	if (!in->name)
+		snprintf(e, sizeof(e), "resources[%zu]: missing %s", idx, name_field(bt->t));
+	else if (want_name && *want_name && strcmp(want_name, in->name))
+		snprintf(e, sizeof(e), "resources[%zu]: the resource's name '%s' differs from its "
+			 "Resource wrapper's name '%s'", idx, in->name, want_name);
+	if (!e[0] && in->name) {
+		if (bt->t == T_CDS) {
+			const struct dyn_cluster *d = find_dc(a, in->name);
+			dup = d && d->seen == bt->gen;
+		} else {
+			const struct dyn_eds *ed = find_eds(a, in->name);
+			dup = ed && ed->seen == bt->gen;
+		}
+		if (dup || json_object_get(bt->failed, in->name))
+			snprintf(e, sizeof(e), "resources[%zu]: duplicate name", idx);
+	}
+	if (e[0]) {
+		const char *n = in->name ? in->name : want_name;
+		add_error(err, errlen, type_names[bt->t], n, e);
+		if (bt->t == T_EDS && n && *n)   /* counted update_rejected */
+			json_object_set_new(bt->bad, n, json_true());
+		return false;
+	}
 	return true;
 }
 
-/* One CDS resource added or changed.  Returns the compiled new version for
- * the caller to start once the whole response is applied, or NULL (unchanged,
- * or rejected: the previous version, if any, stays). */
-static struct cluster *cds_upsert(struct ads *a, const char *name, const json_t *j,
-				  struct build_ctx *b, char *err, size_t errlen, const char **eds_key)
+static void batch_failed(struct xbatch *bt, const char *name)
 {
+	if (!bt->failed)
+		bt->failed = json_object();
+	json_object_set_new(bt->failed, name, json_true());
+}
+
+static void set_rver(char **slot, const char *v)
+{
+	free(*slot);
+	*slot = v ? xstrdup(v) : NULL;
+}
+
+/* One CDS resource: unchanged (kept), or compiled and queued to start once
+ * the whole response is applied; rejected: the previous version stays. */
+static void cds_one(struct ads *a, struct xbatch *bt, struct xin *in, char *err, size_t errlen)
+{
+	const char *name = in->name;
+	struct dyn_cluster *d;
+	struct cluster *cur, *cl;
+	struct cfg_ctx c;
+	const char *eds_key = NULL;   /* the source of its eds_config (NULL: ADS, the only
+				       * one the protobuf fast path accepts) */
+	bool bad = false;
+
 	for (size_t i = 0; i < a->nscl; i++)
 		if (!strcmp(a->scl[i]->name, name)) {
 			add_error(err, errlen, "Cluster", name, "a static cluster has that name");
-			return NULL;
+			batch_failed(bt, name);
+			return;
 		}
-	struct dyn_cluster *d = find_dc(a, name);
-	struct cluster *cur = d ? (d->warming ? d->warming : d->active) : NULL;
-	char *txt = cluster_json_text(j);
-	if (cur && !strcmp(cur->json_text, txt)) {   /* unchanged: keep it */
-		free(txt);
-		return NULL;
-	}
-	struct cfg_ctx c;
-	cfg_init(&c, NULL, NULL);
-	if (a->srv->opt.allow_unknown_fields)
-		c.flags |= CFG_F_ALLOW_UNKNOWN;
-	struct cluster *cl = cluster_parse(&c, j, b);
-	if (!cl) {
-		add_error(err, errlen, "Cluster", name, c.err);
-		free(txt);
-		return NULL;
-	}
-	free(cl->json_text);   /* the same text: reuse the one made for the comparison */
-	cl->json_text = txt;
-	*eds_key = cl->type == CLUSTER_EDS ? xds_source_key(cfg_get(cfg_get(j, "eds_cluster_config"),
-								   "eds_config")) : NULL;
-	if (!d)
-		dc_append(a, name);
-	return cl;
-}
-
-/* CDS: the clusters in got are added or changed; with full_state (SotW) the
- * dynamic clusters absent from got are removed, else (delta) the names in
- * removed are.  O(|got| + |removed|) for delta. */
-static void apply_cds(struct ads *a, json_t *got, const json_t *removed, bool full_state,
-		      char *err, size_t errlen)
-{
-	struct build_ctx b = { .srv = a->srv, .stats = a->srv->stats, .nworkers = a->srv->nworkers };
-	size_t nstart = 0;
-	struct cluster **start = xcalloc(json_object_size(got) + 1, sizeof(*start));
-	const char **keys = xcalloc(json_object_size(got) + 1, sizeof(*keys));
-	bool gone = false;
-	const char *name;
-	json_t *j;
-
-	if (!a->t[T_CDS].res)
-		a->t[T_CDS].res = json_object();
-	json_object_foreach(got, name, j) {
-		const char *key = NULL;
-		struct cluster *cl = cds_upsert(a, name, j, &b, err, errlen, &key);
-		if (cl) {
-			keys[nstart] = key;
-			start[nstart++] = cl;
+	d = find_dc(a, name);
+	cur = d ? (d->warming ? d->warming : d->active) : NULL;
+	if (cur && xin_same(a, in, cur->src, &bad, err, errlen)) {   /* unchanged: keep it */
+		d->seen = bt->gen;
+		if (bt->rver)
+			set_rver(&d->rver, bt->rver);
+		if (in->pb && cur->src->kind == XBLOB_PB &&
+		    !xblob_equal(cur->src, XBLOB_PB, in->pb, in->pblen)) {
+			free(cur->src);   /* same JSON, other bytes: compare with these next time */
+			cur->src = xblob_from_pb(in->pb, in->pblen);
 		}
+		return;
 	}
-	if (full_state) {
-		for (size_t i = a->ndc; i-- > 0;)   /* backwards: removal moves the last one here */
-			if (!json_object_get(got, a->dc[i].name)) {
-				dc_remove_at(a, i);
-				gone = true;
-			}
-	} else {
-		size_t i;
-		json_t *v;
-		json_array_foreach(removed, i, v) {
-			json_t *pos = json_object_get(a->dc_index, json_string_value(v));
-			if (pos) {
-				dc_remove_at(a, (size_t)json_integer_value(pos));
-				gone = true;
-			}
+	if (bad) {   /* undecodable: as if absent */
+		batch_failed(bt, name);
+		return;
+	}
+	/* the common shape straight from the protobuf; else proto3 JSON and
+	 * the config walker (which also has every error message) */
+	if (!in->pb || !pb_fast_cluster(in->pb, in->pblen, &bt->b, &cl)) {
+		if (!xin_json(a, in, err, errlen)) {
+			batch_failed(bt, name);
+			return;
 		}
-	}
-	if (gone)
-		refresh_tcp_listeners(a);
-	/* start after the changes: a cluster may initialize synchronously */
-	for (size_t i = 0; i < nstart; i++) {
-		struct dyn_cluster *d = find_dc(a, start[i]->name);
 		if (d)
-			start_warming(a, d, start[i], keys[i]);
-		else   /* also in removed_resources of the same response */
-			cluster_unref(start[i]);
+			d->seen = bt->gen;
+		cfg_init(&c, NULL, NULL);
+		c.flags |= CFG_F_SNAKE_KEYS;   /* pb_json / pb_json_snake_keys output */
+		if (a->srv->opt.allow_unknown_fields)
+			c.flags |= CFG_F_ALLOW_UNKNOWN;
+		cl = cluster_parse(&c, in->j, &bt->b);
+		if (!cl) {
+			add_error(err, errlen, "Cluster", name, c.err);
+			if (!d)
+				batch_failed(bt, name);
+			return;
+		}
+		if (cl->type == CLUSTER_EDS)
+			eds_key = xds_source_key(cfg_get(cfg_get(in->j, "eds_cluster_config"),
+							 "eds_config"));
 	}
-	free(start);
-	free(keys);
+	if (d)
+		d->seen = bt->gen;
+	cl->src = xin_blob(in);
+	if (!d) {
+		d = dc_append(a, name);
+		d->seen = bt->gen;
+	}
+	xmeta_unref(d->meta);
+	d->meta = xmeta_ref(bt->meta);
+	if (bt->rver)
+		set_rver(&d->rver, bt->rver);
+	if (bt->nstart == bt->capstart) {
+		bt->capstart = bt->capstart ? bt->capstart * 2 : 16;
+		bt->start = xrealloc(bt->start, bt->capstart * sizeof(*bt->start));
+		bt->keys = xrealloc(bt->keys, bt->capstart * sizeof(*bt->keys));
+	}
+	bt->keys[bt->nstart] = eds_key;
+	bt->start[bt->nstart++] = cl;
 }
 
-/* One ClusterLoadAssignment (cla NULL: removed, the users get no hosts).
- * Returns false if a cluster using it rejected it. */
-static bool eds_apply_one(struct ads *a, const char *name, const json_t *cla, char *err,
-			  size_t errlen)
+/* One ClusterLoadAssignment (cla NULL and no eps: removed, the users get no
+ * hosts; or eps[neps], already parsed, each user getting a copy) to every
+ * cluster using name.  Returns false if one of them rejected it. */
+static bool eds_apply_eps(struct ads *a, const char *name, const json_t *cla,
+			  const struct endpoint_cfg *eps, size_t neps, char *err, size_t errlen)
 {
-	json_t *users = eds_users_of(a, name), *v, *empty = NULL;
+	struct dyn_eds *e;
 	struct cluster *cls[16], **many = NULL, **list = cls;
-	size_t n = 0, i;
+	json_t *empty = NULL;
+	size_t n = 0, i, nusers;
 	bool ok = true;
 
+	if (a->eds_users_dirty)
+		eds_users_rebuild(a);
+	e = find_eds(a, name);
+	nusers = e ? e->nusers : 0;
 	/* collect (with refs) first: updating a warming cluster may warm it,
 	 * which replaces the active one */
-	if (json_array_size(users) * 2 > ARRAY_SIZE(cls))
-		list = many = xcalloc(json_array_size(users) * 2, sizeof(*many));
-	json_array_foreach(users, i, v) {
-		struct dyn_cluster *d = &a->dc[json_integer_value(v)];
-		struct cluster *two[2] = { d->active, d->sds_wait ? NULL : d->warming };
-		for (int k = 0; k < 2; k++)
-			if (two[k] && two[k]->type == CLUSTER_EDS &&
-			    !strcmp(two[k]->eds_service_name, name))
-				list[n++] = cluster_ref(two[k]);
+	if (nusers * 2 > ARRAY_SIZE(cls))
+		list = many = xcalloc(nusers * 2, sizeof(*many));
+	for (i = 0; i < nusers; i++) {
+		struct cluster *two[2];
+		size_t k = dc_eds_versions(a->eds_user[e->first_user + i], name, true, two);
+		for (size_t m = 0; m < k; m++)
+			list[n++] = cluster_ref(two[m]);
 	}
-	if (!cla)
+	if (!cla && !eps)
 		cla = empty = json_pack("{s:s}", "cluster_name", name);
 	for (i = 0; i < n; i++) {
 		struct cfg_ctx c;
+		if (eps) {
+			struct endpoint_cfg *copy = xmalloc((neps ? neps : 1) * sizeof(*copy));
+			for (size_t k = 0; k < neps; k++) {
+				copy[k] = eps[k];
+				copy[k].address = xstrdup(eps[k].address);
+			}
+			cluster_eds_set(list[i], copy, neps);
+			cluster_unref(list[i]);
+			continue;
+		}
 		cfg_init(&c, NULL, NULL);
+		c.flags |= CFG_F_SNAKE_KEYS;
 		if (cluster_eds_update(list[i], &c, cla)) {
 			add_error(err, errlen, "ClusterLoadAssignment", name, c.err);
 			ok = false;
@@ -775,34 +1029,148 @@ static bool eds_apply_one(struct ads *a, const char *name, const json_t *cla, ch
 	return ok;
 }
 
-static void apply_eds(struct ads *a, json_t *got, const json_t *removed, char *err, size_t errlen)
+static bool eds_apply_one(struct ads *a, const char *name, const json_t *cla, char *err,
+			  size_t errlen)
 {
-	const char *name;
-	json_t *j;
-	size_t i;
+	return eds_apply_eps(a, name, cla, NULL, 0, err, errlen);
+}
 
-	if (!a->t[T_EDS].res)
-		a->t[T_EDS].res = json_object();
-	json_object_foreach(got, name, j) {
-		char *txt = cluster_json_text(j);
-		const char *have = json_string_value(json_object_get(a->t[T_EDS].res, name));
-		/* unchanged ClusterLoadAssignment: nothing to do; accepted state:
-		 * only what applied (a rejected one is retried when resent) */
-		if (!have || strcmp(have, txt)) {
-			if (eds_apply_one(a, name, j, err, errlen))
-				json_object_set_new(a->t[T_EDS].res, name, json_string_nocheck(txt));
-			else
-				json_object_set_new(a->eds_rejected, name, json_true());
+/* One EDS resource: unchanged, or applied to its clusters and kept; one a
+ * cluster rejected is not kept (retried when resent). */
+static void eds_one(struct ads *a, struct xbatch *bt, struct xin *in, char *err, size_t errlen)
+{
+	struct dyn_eds *e = find_eds(a, in->name);
+	bool bad = false;
+
+	json_object_set_new(bt->got, in->name, json_true());
+	if (e && xin_same(a, in, e->src, &bad, err, errlen)) {
+		e->seen = bt->gen;
+		if (bt->rver)
+			set_rver(&e->rver, bt->rver);
+		if (in->pb && e->src->kind == XBLOB_PB &&
+		    !xblob_equal(e->src, XBLOB_PB, in->pb, in->pblen)) {
+			free(e->src);
+			e->src = xblob_from_pb(in->pb, in->pblen);
 		}
-		free(txt);
+		return;
 	}
-	json_array_foreach(removed, i, j) {
-		name = json_string_value(j);
-		if (!json_object_get(a->t[T_EDS].res, name))
-			continue;
-		json_object_del(a->t[T_EDS].res, name);
-		eds_apply_one(a, name, NULL, err, errlen);
+	if (e && bad) {
+		batch_failed(bt, in->name);
+		json_object_set_new(a->eds_rejected, in->name, json_true());
+		return;
 	}
+	struct endpoint_cfg *eps = NULL;
+	size_t neps = 0;
+	bool applied;
+	if (in->pb && pb_fast_cla(in->pb, in->pblen, &eps, &neps)) {   /* the common shape */
+		applied = eds_apply_eps(a, in->name, NULL, eps, neps, err, errlen);
+		for (size_t k = 0; k < neps; k++)
+			free(eps[k].address);
+		free(eps);
+	} else if (!xin_json(a, in, err, errlen)) {
+		batch_failed(bt, in->name);
+		json_object_set_new(a->eds_rejected, in->name, json_true());
+		return;
+	} else {
+		applied = eds_apply_one(a, in->name, in->j, err, errlen);
+	}
+	if (!applied) {
+		if (e)
+			e->seen = bt->gen;
+		else
+			batch_failed(bt, in->name);
+		json_object_set_new(a->eds_rejected, in->name, json_true());
+		return;
+	}
+	json_object_set_new(bt->changed, in->name, json_true());
+	e = eds_entry(a, in->name);
+	e->seen = bt->gen;
+	free(e->src);
+	e->src = xin_blob(in);   /* pb: the payload; REST: in->j's text */
+	xmeta_unref(e->meta);
+	e->meta = xmeta_ref(bt->meta);
+	if (bt->rver)
+		set_rver(&e->rver, bt->rver);
+}
+
+static void batch_init(struct ads *a, struct xbatch *bt, int t, const char *version,
+		       bool full_state)
+{
+	memset(bt, 0, sizeof(*bt));
+	bt->t = t;
+	bt->gen = ++a->gen;
+	bt->full_state = full_state;
+	bt->meta = xmeta_new(version);
+	bt->got = json_object();
+	bt->bad = json_object();
+	bt->changed = json_object();
+	bt->b = (struct build_ctx){ .srv = a->srv, .stats = a->srv->stats,
+				    .nworkers = a->srv->nworkers };
+}
+
+static void batch_apply(struct ads *a, struct xbatch *bt, struct xin *in, char *err, size_t errlen)
+{
+	if (bt->t == T_CDS)
+		cds_one(a, bt, in, err, errlen);
+	else
+		eds_one(a, bt, in, err, errlen);
+}
+
+/* After the last resource: SotW CDS removes the clusters not named, delta
+ * the removed names; then the compiled clusters start (after the changes:
+ * a cluster may initialize synchronously).  Frees bt. */
+static void count_resources(struct ads *a, int t, const json_t *got, const json_t *bad,
+			    const json_t *removed, const json_t *changed, size_t n_resources);
+
+static void batch_finish(struct ads *a, struct xbatch *bt, const json_t *removed,
+			 size_t n_resources)
+{
+	bool gone = false;
+	size_t i;
+	json_t *v;
+
+	if (bt->t == T_CDS) {
+		if (bt->full_state) {
+			for (i = a->ndc; i-- > 0;)   /* backwards: removal moves the last one here */
+				if (a->dc[i]->seen != bt->gen) {
+					dc_remove_at(a, i);
+					gone = true;
+				}
+		}
+		json_array_foreach(removed, i, v) {
+			struct dyn_cluster *d = find_dc(a, json_string_value(v));
+			if (d) {
+				dc_remove_at(a, d->pos);
+				gone = true;
+			}
+		}
+		if (gone)
+			refresh_tcp_listeners(a);
+		for (i = 0; i < bt->nstart; i++) {
+			struct dyn_cluster *d = find_dc(a, bt->start[i]->name);
+			if (d)
+				start_warming(a, d, bt->start[i], bt->keys[i]);
+			else   /* also in removed_resources of the same response */
+				cluster_unref(bt->start[i]);
+		}
+	} else {
+		char e2[256] = "";
+		json_array_foreach(removed, i, v) {
+			struct dyn_eds *e = find_eds(a, json_string_value(v));
+			if (!e || !e->src)
+				continue;
+			eds_apply_one(a, e->name, NULL, e2, sizeof(e2));   /* users: no hosts */
+			eds_drop(a, e);
+		}
+		count_resources(a, T_EDS, bt->got, bt->bad, removed, bt->changed, n_resources);
+	}
+	free(bt->start);
+	free(bt->keys);
+	json_decref(bt->failed);
+	json_decref(bt->got);
+	json_decref(bt->bad);
+	json_decref(bt->changed);
+	xmeta_unref(bt->meta);
 }
 
 /* ---- listeners (LDS, RDS) -------------------------------------------------------- */
@@ -1168,10 +1536,24 @@ static void rebuild_listeners(struct ads *a, char *err, size_t errlen, const cha
 	rebuild_listeners_ex(a, err, errlen, blame_rds, false);
 }
 
-/* Cluster objects changed (warmed or removed): recompile tcp_proxy listeners. */
+/* Cluster objects changed (warmed or removed): recompile tcp_proxy listeners
+ * before the next publication.  Deferred to it (publish_cb, flush_publish),
+ * so a response that warms 10,000 clusters rebuilds the listeners once, not
+ * once per cluster (each rebuild is O(clusters)). */
 static void refresh_tcp_listeners(struct ads *a)
 {
+	if (!a->ndl)
+		return;
+	a->tcp_dirty = true;
+	try_publish(a);
+}
+
+static void refresh_tcp_now(struct ads *a)
+{
 	char err[2048] = "";
+	if (!a->tcp_dirty)
+		return;
+	a->tcp_dirty = false;
 	if (!a->ndl)
 		return;
 	rebuild_listeners_ex(a, err, sizeof(err), NULL, true);
@@ -1238,9 +1620,9 @@ static void do_publish(struct ads *a)
 	for (size_t i = 0; i < a->nscl; i++)
 		cl[nc++] = a->scl[i];
 	for (size_t i = 0; i < a->ndc; i++) {
-		if (a->dc[i].active)
-			cl[nc++] = a->dc[i].active;
-		warming += a->dc[i].warming != NULL;
+		if (a->dc[i]->active)
+			cl[nc++] = a->dc[i]->active;
+		warming += a->dc[i]->warming != NULL;
 	}
 	for (size_t i = 0; i < a->nsl; i++)
 		l[nl++] = a->sl[i];
@@ -1270,7 +1652,9 @@ static void publish_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
+	refresh_tcp_now(arg);
 	do_publish(arg);
+	check_initial(arg);   /* a listener may have compiled in the refresh */
 }
 
 /* Publish once the current event is handled: a response that warms many
@@ -1285,6 +1669,7 @@ static void try_publish(struct ads *a)
 
 static void flush_publish(struct ads *a)
 {
+	refresh_tcp_now(a);
 	if (evtimer_pending(a->publish_ev, NULL)) {
 		evtimer_del(a->publish_ev);
 		do_publish(a);
@@ -1300,6 +1685,7 @@ static void check_initial(struct ads *a)
 		return;
 	if (a->nwarming)
 		return;
+	refresh_tcp_now(a);   /* listeners waiting for the clusters that just warmed */
 	for (size_t i = 0; i < a->ndl; i++)
 		if (!a->dl[i].l)
 			return;
@@ -1500,6 +1886,31 @@ static void rest_timer_cb(evutil_socket_t fd, short what, void *arg)
 	rest_poll(arg);
 }
 
+/* Delta: name -> version of the accepted resources of type t (new ref; for
+ * initial_resource_versions on a new stream). */
+static json_t *resource_versions(struct ads *a, int t)
+{
+	json_t *o;
+	if (t == T_CDS) {
+		o = json_object();
+		for (size_t i = 0; i < a->ndc; i++)
+			if (a->dc[i]->rver)
+				json_object_set_new(o, a->dc[i]->name, json_string(a->dc[i]->rver));
+		return o;
+	}
+	if (t == T_EDS) {
+		o = json_object();
+		for (size_t i = 0; i < a->eds_map.cap; i++) {
+			const struct dyn_eds *e = strmap_live(&a->eds_map, i) ? a->eds_map.slots[i]
+									      : NULL;
+			if (e && e->src && e->rver)
+				json_object_set_new(o, e->name, json_string(e->rver));
+		}
+		return o;
+	}
+	return json_incref(a->t[t].rver);
+}
+
 /* SotW DiscoveryRequest: ACK (error NULL) or NACK of the newest response, or
  * a (re)subscription.  REST: a subscription change polls at once.  Nothing
  * while the stream is down: on_open sends the state. */
@@ -1569,7 +1980,6 @@ static void send_delta(struct xsub *s, bool ack, const char *error, const json_t
 	Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry **eptr = NULL;
 	struct xchan *ch = s->ch;
 	int t = s->type;
-	struct xtype *x = &ch->a->t[t];
 
 	if (!ch->g || !ch->connected)
 		return;
@@ -1579,13 +1989,14 @@ static void send_delta(struct xsub *s, bool ack, const char *error, const json_t
 		rq.response_nonce = s->nonce ? s->nonce : "";
 	rq.resource_names_subscribe = names_of(sub, &rq.n_resource_names_subscribe);
 	rq.resource_names_unsubscribe = names_of(unsub, &rq.n_resource_names_unsubscribe);
-	if (!s->sent_first && json_object_size(x->rver)) {
-		size_t n = json_object_size(x->rver), i = 0;
+	json_t *rver = !s->sent_first ? resource_versions(ch->a, t) : NULL;
+	if (json_object_size(rver)) {
+		size_t n = json_object_size(rver), i = 0;
 		const char *k;
 		json_t *v;
 		ents = xcalloc(n, sizeof(*ents));
 		eptr = xcalloc(n, sizeof(*eptr));
-		json_object_foreach(x->rver, k, v) {
+		json_object_foreach(rver, k, v) {
 			if (!s->wildcard && !json_object_get(s->subs, k))
 				continue;   /* another source's */
 			Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry e =
@@ -1613,6 +2024,7 @@ static void send_delta(struct xsub *s, bool ack, const char *error, const json_t
 	free(rq.resource_names_unsubscribe);
 	free(ents);
 	free(eptr);
+	json_decref(rver);
 }
 
 /* ACK (error NULL) or NACK the newest response of this type on its stream. */
@@ -1720,11 +2132,34 @@ static void route_wants(struct ads *a, int t, json_t *wants)
 	json_decref(wants);
 }
 
+/* EDS: the service names of the EDS clusters (active or warming), routed
+ * to the transports of their eds_config sources (route_wants).  What was
+ * received for names no longer wanted is forgotten.  O(clusters): only after
+ * a cluster change. */
+static void update_eds_subscription(struct ads *a)
+{
+	json_t *wants;
+
+	for (size_t i = 0; i < a->eds_map.cap; i++)
+		if (strmap_live(&a->eds_map, i))
+			((struct dyn_eds *)a->eds_map.slots[i])->wanted = false;
+	wants = eds_wants(a);
+	for (size_t i = 0; i < a->eds_map.cap; i++) {
+		struct dyn_eds *e = strmap_live(&a->eds_map, i) ? a->eds_map.slots[i] : NULL;
+		if (!e)
+			continue;
+		e->subscribed = e->wanted;
+		if (!e->wanted)
+			eds_drop(a, e);   /* frees e */
+	}
+	route_wants(a, T_EDS, wants);
+}
+
 static void update_subscriptions(struct ads *a)
 {
 	if (a->eds_dirty) {   /* O(clusters): only after a cluster change */
 		a->eds_dirty = false;
-		route_wants(a, T_EDS, eds_wants(a));
+		update_eds_subscription(a);
 	}
 	if (a->srv->xds.lds)
 		route_wants(a, T_RDS, rds_wants(a));
@@ -1900,10 +2335,7 @@ static void apply_resources_now(struct ads *a, int t, json_t *got, const json_t 
 
 	switch (t) {
 	case T_CDS:
-		apply_cds(a, got, removed, full_state, err, errlen);
-		break;
-	case T_EDS:   /* SotW for EDS names only what was asked: merged */
-		apply_eds(a, got, removed, err, errlen);
+	case T_EDS:   /* applied one at a time (cds_one, eds_one) */
 		break;
 	case T_LDS: {
 		json_t *prev = x->res;
@@ -2021,9 +2453,10 @@ static void count_resources(struct ads *a, int t, const json_t *got, const json_
 		}
 		eds_count(a, n, ok ? SE_SUCCESS : SE_REJECTED, ver);
 		if (ok && !diff) {   /* the same assignment again: no host set rebuilt */
-			json_t *u;
-			json_array_foreach(eds_users_of(a, n), i, u) {
-				struct stats_scope *sc = eds_scope(a, (size_t)json_integer_value(u), n);
+			size_t nu;
+			struct dyn_cluster **users = eds_users_of(a, n, &nu);
+			for (size_t u = 0; u < nu; u++) {
+				struct stats_scope *sc = eds_scope(users[u], n);
 				if (sc)
 					stats_inc(sc, 0, update_no_rebuild);
 			}
@@ -2090,6 +2523,76 @@ static void finish_response(struct xsub *s, const char *version, bool empty, con
 	check_initial(a);
 }
 
+/* CDS/EDS: resources[idx] (a protobuf Any, possibly in a Resource wrapper)
+ * checked and applied at once; errors go to err. */
+static void take_xres(struct ads *a, struct xbatch *bt, const Google__Protobuf__Any *any,
+		      size_t idx, const char *want_name, char *err, size_t errlen)
+{
+	struct xin in = { 0 };
+	const char *url;
+	char e[512] = "";
+
+	if (!any) {
+		snprintf(e, sizeof(e), "resources[%zu]: no resource (removals go in removed_resources)",
+			 idx);
+		add_error(err, errlen, type_names[bt->t], want_name, e);
+		return;
+	}
+	url = any->type_url;
+	in.pb = any->value.data;
+	in.pblen = any->value.len;
+	if (url && !strcmp(url, XDS_TYPE_RESOURCE)) {   /* SotW TTL wrapper */
+		in.wrap = envoy__service__discovery__v3__resource__unpack(NULL, in.pblen, in.pb);
+		if (!in.wrap || !in.wrap->resource) {
+			snprintf(e, sizeof(e), "resources[%zu]: malformed Resource wrapper", idx);
+			add_error(err, errlen, type_names[bt->t], want_name, e);
+			xin_done(&in);
+			return;
+		}
+		url = in.wrap->resource->type_url;
+		in.pb = in.wrap->resource->value.data;
+		in.pblen = in.wrap->resource->value.len;
+	}
+	if (!url || strcmp(url, type_urls[bt->t])) {
+		snprintf(e, sizeof(e), "resources[%zu]: %s does not match %s type URL in "
+			 "DiscoveryResponse", idx, url ? url : "(none)", type_urls[bt->t]);
+		add_error(err, errlen, type_names[bt->t], want_name, e);
+	} else if (xin_init(a, bt, &in, idx, want_name, err, errlen)) {
+		batch_apply(a, bt, &in, err, errlen);
+	}
+	xin_done(&in);
+}
+
+/* REST CDS/EDS: one resource in proto3 JSON, applied at once. */
+static void take_json_xres(struct ads *a, struct xbatch *bt, const json_t *r, size_t idx,
+			   char *err, size_t errlen)
+{
+	char e[1024] = "";
+	const char *want = NULL, *url = json_string_value(json_object_get(r, "@type"));
+	struct xin in = { 0 };
+
+	if (url && !strcmp(url, XDS_TYPE_RESOURCE)) {
+		want = json_string_value(json_object_get(r, "name"));
+		r = json_object_get(r, "resource");
+		url = json_string_value(json_object_get(r, "@type"));
+	}
+	if (!json_is_object(r))
+		snprintf(e, sizeof(e), "resources[%zu]: expected an object", idx);
+	else if (!url || strcmp(url, type_urls[bt->t]))
+		snprintf(e, sizeof(e), "resources[%zu]: %s does not match %s type URL in "
+			 "DiscoveryResponse", idx, url ? url : "(none)", type_urls[bt->t]);
+	if (e[0]) {
+		add_error(err, errlen, type_names[bt->t], want, e);
+		return;
+	}
+	in.j = json_deep_copy(r);
+	json_object_del(in.j, "@type");
+	pb_json_snake_keys(in.j, url);
+	if (xin_init(a, bt, &in, idx, want, err, errlen))
+		batch_apply(a, bt, &in, err, errlen);
+	xin_done(&in);
+}
+
 /* A decoded state-of-the-world DiscoveryResponse. */
 struct ads_sotw_response {
 	int type;                   /* T_* */
@@ -2137,6 +2640,17 @@ static void handle_response(struct xchan *ch,
 	set_str(&s->nonce, r->nonce);   /* always echo the newest nonce */
 	evtimer_del(s->nack_ev);        /* a delayed NACK is superseded */
 	a->apply_start_us = mono_us();
+	if (t == T_CDS || t == T_EDS) {
+		const char *version = r->version_info ? r->version_info : "";
+		struct xbatch bt;
+		a->applying_version = version;
+		batch_init(a, &bt, t, version, t == T_CDS);
+		for (size_t i = 0; i < r->n_resources; i++)
+			take_xres(a, &bt, r->resources[i], i, NULL, err, sizeof(err));
+		batch_finish(a, &bt, NULL, r->n_resources);
+		finish_response(s, version, !r->n_resources, err);
+		return;
+	}
 
 	json_t *got = json_object(), *bad = json_object();
 	for (size_t i = 0; i < r->n_resources; i++)
@@ -2160,8 +2674,19 @@ static int handle_json_response(struct xsub *s, const json_t *r)
 	size_t i;
 	if (!json_is_object(r) || (url && strcmp(url, type_urls[t])) || (res && !json_is_array(res)))
 		return -1;
+	struct ads *a = s->ch->a;
 	set_str(&s->nonce, json_string_value(cfg_get(r, "nonce")));
-	s->ch->a->apply_start_us = mono_us();
+	a->apply_start_us = mono_us();
+	if (t == T_CDS || t == T_EDS) {
+		struct xbatch bt;
+		a->applying_version = version ? version : "";
+		batch_init(a, &bt, t, version ? version : "", t == T_CDS);
+		json_array_foreach(res, i, v)
+			take_json_xres(a, &bt, v, i, err, sizeof(err));
+		batch_finish(a, &bt, NULL, json_array_size(res));
+		finish_response(s, version ? version : "", !json_array_size(res), err);
+		return 0;
+	}
 	json_t *got = json_object(), *bad = json_object();
 	json_array_foreach(res, i, v)
 		take_json_resource(t, v, i, got, bad, err, sizeof(err));
@@ -2210,6 +2735,31 @@ static void handle_delta(struct xchan *ch,
 	a->apply_start_us = mono_us();
 	if (!x->rver)
 		x->rver = json_object();
+	if (t == T_CDS || t == T_EDS) {
+		json_t *removed = json_array();
+		struct xbatch bt;
+		for (size_t i = 0; i < r->n_removed_resources; i++)
+			json_array_append_new(removed, json_string(r->removed_resources[i]));
+		for (size_t i = 0; i < r->n_removed_resource_names; i++)
+			if (r->removed_resource_names[i]->name)
+				json_array_append_new(removed,
+						      json_string(r->removed_resource_names[i]->name));
+		a->applying_version = r->system_version_info ? r->system_version_info : "";
+		batch_init(a, &bt, t, a->applying_version, false);
+		for (size_t i = 0; i < r->n_resources; i++) {
+			const Envoy__Service__Discovery__V3__Resource *res = r->resources[i];
+			const char *want = res->name && *res->name ? res->name
+					   : res->resource_name ? res->resource_name->name : NULL;
+			bt.rver = res->version ? res->version : "";
+			take_xres(a, &bt, res->resource, i, want, err, sizeof(err));
+		}
+		batch_finish(a, &bt, removed, r->n_resources);
+		snprintf(vkey, sizeof(vkey), "%s", r->system_version_info && *r->system_version_info
+						     ? r->system_version_info : r->nonce ? r->nonce : "");
+		finish_response(s, vkey, !r->n_resources && !json_array_size(removed), err);
+		json_decref(removed);
+		return;
+	}
 
 	json_t *got = json_object(), *vers = json_object(), *removed = json_array();
 	json_t *bad = json_object(), *changed = json_object();
@@ -2333,27 +2883,31 @@ static void on_open(void *arg)
 
 static void on_message_decoded(struct xchan *ch, const uint8_t *data, size_t len)
 {
+	struct pb_arena arena;   /* the response's objects: released at once, off the heap */
+
+	pb_arena_init(&arena);
 	if (ch->delta) {
 		Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *d =
-			envoy__service__discovery__v3__delta_discovery_response__unpack(NULL, len, data);
+			envoy__service__discovery__v3__delta_discovery_response__unpack(&arena.alloc,
+											len, data);
 		if (!d) {
 			log_warn("xds: malformed DeltaDiscoveryResponse (%zu bytes) ignored", len);
-			return;
+		} else {
+			ch->got_response = true;
+			handle_delta(ch, d);
 		}
-		ch->got_response = true;
-		handle_delta(ch, d);
-		envoy__service__discovery__v3__delta_discovery_response__free_unpacked(d, NULL);
+		pb_arena_release(&arena);
 		return;
 	}
 	Envoy__Service__Discovery__V3__DiscoveryResponse *r =
-		envoy__service__discovery__v3__discovery_response__unpack(NULL, len, data);
+		envoy__service__discovery__v3__discovery_response__unpack(&arena.alloc, len, data);
 	if (!r) {
 		log_warn("xds: malformed DiscoveryResponse (%zu bytes) ignored", len);
-		return;
+	} else {
+		ch->got_response = true;
+		handle_response(ch, r);
 	}
-	ch->got_response = true;
-	handle_response(ch, r);
-	envoy__service__discovery__v3__discovery_response__free_unpacked(r, NULL);
+	pb_arena_release(&arena);
 }
 
 static void on_message(void *arg, const uint8_t *data, size_t len)
@@ -2521,7 +3075,7 @@ static void sds_changed_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	for (size_t i = 0; i < a->ndc; i++) {
-		struct dyn_cluster *d = &a->dc[i];
+		struct dyn_cluster *d = a->dc[i];
 		if (d->sds_wait && d->warming && tls_ctx_ready(d->warming->tls)) {
 			d->sds_wait = false;
 			log_info("xds: cluster '%s': its SDS secrets arrived", d->name);
@@ -2563,9 +3117,17 @@ static void subscribe_wildcard(struct ads *a, const char *key, int t)
 struct ads *ads_start(struct server *srv)
 {
 	struct ads *a = xcalloc(1, sizeof(*a));
+
+	/* Responses of several MB arrive whole (grpc_client's contiguous
+	 * message buffer): keep such buffers in their own mappings, returned
+	 * when freed, instead of letting glibc raise its mmap threshold after
+	 * the first one and carve the next from the heap between long-lived
+	 * clusters. */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 	struct snapshot *s = srv->snap;
 	a->srv = srv;
-	a->dc_index = json_object();
+	strmap_init(&a->dc_map, offsetof(struct dyn_cluster, name));
+	strmap_init(&a->eds_map, offsetof(struct dyn_eds, name));
 	a->eds_rejected = json_object();
 	a->bootstrap = json_incref(s->bootstrap);
 	a->scl = xcalloc(s->nclusters + 1, sizeof(*a->scl));
@@ -2629,10 +3191,21 @@ void ads_free(struct ads *a)
 	tls_sds_set_notify(NULL, NULL);
 	event_free(a->sds_ev);
 	for (size_t i = 0; i < a->ndc; i++)
-		dc_clear(&a->dc[i]);
+		dc_free(a->dc[i]);
 	free(a->dc);
-	json_decref(a->dc_index);
-	json_decref(a->eds_users);
+	strmap_fini(&a->dc_map);
+	for (size_t i = 0; i < a->eds_map.cap; i++) {
+		struct dyn_eds *e = strmap_live(&a->eds_map, i) ? a->eds_map.slots[i] : NULL;
+		if (!e)
+			continue;
+		free(e->src);
+		xmeta_unref(e->meta);
+		free(e->rver);
+		free(e->name);
+		free(e);
+	}
+	strmap_fini(&a->eds_map);
+	free(a->eds_user);
 	for (size_t i = 0; i < a->ndl; i++)
 		dl_clear(&a->dl[i]);
 	free(a->dl);
@@ -2677,26 +3250,31 @@ static json_t *with_meta(const json_t *meta, const char *key, const json_t *res)
 	return o;
 }
 
+/* The same from an xmeta (CDS, EDS). */
+static json_t *with_xmeta(const struct xmeta *m, const char *key, const json_t *res)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "version_info", json_string(m ? m->version : ""));
+	json_object_set(o, key, (json_t *)res);
+	if (m)
+		json_object_set_new(o, "last_updated", json_string(m->last_updated));
+	return o;
+}
+
 /* The Any form of a resource (compiled JSON) for the dump. */
 static json_t *typed(int t, const json_t *j)
 {
 	json_t *o = json_object();
 	json_object_set_new(o, "@type", json_string(type_urls[t]));
-	if (json_is_string(j)) {   /* EDS is kept as canonical JSON text */
-		json_t *d = json_loads(json_string_value(j), 0, NULL);
-		if (d)
-			json_object_update(o, d);
-		json_decref(d);
-	} else if (j) {
+	if (j)
 		json_object_update(o, (json_t *)j);
-	}
 	return o;
 }
 
-/* A compiled cluster's resource (kept as text: cluster_config_json). */
-static json_t *typed_cluster(const struct cluster *cl)
+/* The Any form of a kept CDS/EDS resource (decoded from its blob). */
+static json_t *typed_blob(int t, const struct xblob *b)
 {
-	json_t *j = cluster_config_json(cl), *o = typed(T_CDS, j);
+	json_t *j = xblob_to_json(b, type_urls[t]), *o = typed(t, j);
 	json_decref(j);
 	return o;
 }
@@ -2710,16 +3288,15 @@ json_t *ads_config_dump(struct ads *a, bool include_eds)
 	const char *n;
 	json_t *v;
 	for (size_t i = 0; i < a->ndc; i++) {
-		const struct dyn_cluster *d = &a->dc[i];
+		const struct dyn_cluster *d = a->dc[i];
 		if (d->active) {
-			json_t *c = typed_cluster(d->active);
-			json_array_append_new(active, with_meta(d->ameta, "cluster", c));
+			json_t *c = typed_blob(T_CDS, d->active->src);
+			json_array_append_new(active, with_xmeta(d->ameta, "cluster", c));
 			json_decref(c);
 		}
 		if (d->warming) {
-			json_t *c = typed_cluster(d->warming);
-			json_array_append_new(warming, with_meta(json_object_get(a->t[T_CDS].meta, d->name),
-								 "cluster", c));
+			json_t *c = typed_blob(T_CDS, d->warming->src);
+			json_array_append_new(warming, with_xmeta(d->meta, "cluster", c));
 			json_decref(c);
 		}
 	}
@@ -2739,18 +3316,20 @@ json_t *ads_config_dump(struct ads *a, bool include_eds)
 		}
 		json_array_append_new(lis, o);
 	}
-	const struct { int t; json_t *arr; const char *key; } simple[] = {
-		{ T_RDS, rc, "route_config" }, { T_EDS, eps, "endpoint_config" },
-	};
-	for (size_t k = 0; k < ARRAY_SIZE(simple); k++) {
-		if (simple[k].t == T_EDS && !include_eds)
+	json_object_foreach(a->t[T_RDS].res, n, v) {
+		json_t *r = typed(T_RDS, v);
+		json_array_append_new(rc, with_meta(json_object_get(a->t[T_RDS].meta, n),
+						    "route_config", r));
+		json_decref(r);
+	}
+	for (size_t i = 0; include_eds && i < a->eds_map.cap; i++) {
+		const struct dyn_eds *e = strmap_live(&a->eds_map, i) ? a->eds_map.slots[i] : NULL;
+		json_t *r;
+		if (!e || !e->src)
 			continue;
-		json_object_foreach(a->t[simple[k].t].res, n, v) {
-			json_t *r = typed(simple[k].t, v);
-			json_array_append_new(simple[k].arr, with_meta(json_object_get(a->t[simple[k].t].meta, n),
-								     simple[k].key, r));
-			json_decref(r);
-		}
+		r = typed_blob(T_EDS, e->src);
+		json_array_append_new(eps, with_xmeta(e->meta, "endpoint_config", r));
+		json_decref(r);
 	}
 	json_object_foreach(a->t[T_SDS].res, n, v) {
 		json_t *r = typed(T_SDS, v);

@@ -207,6 +207,42 @@ static bool is_default(const ProtobufCFieldDescriptor *f, const void *p)
 	return true;
 }
 
+/* Is field f of m set, as message_to_json decides (proto3: a default
+ * value is not set; a oneof member or an explicit-presence field is set
+ * when present)? */
+static bool field_set(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+	const void *p = (const char *)m + f->offset;
+
+	if (f->label == PROTOBUF_C_LABEL_REPEATED)
+		return *(const size_t *)((const char *)m + f->quantifier_offset) != 0;
+	if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+		return *(const uint32_t *)((const char *)m + f->quantifier_offset) == f->id;
+	if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->quantifier_offset &&
+	    f->type != PROTOBUF_C_TYPE_MESSAGE && f->type != PROTOBUF_C_TYPE_STRING)
+		return *(const protobuf_c_boolean *)((const char *)m + f->quantifier_offset);
+	return !is_default(f, p);
+}
+
+bool pb_only_fields(const ProtobufCMessage *m, const char *const *allowed)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+
+	if (m->n_unknown_fields)
+		return false;
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		size_t k;
+		if (!field_set(m, f))
+			continue;
+		for (k = 0; allowed[k] && strcmp(allowed[k], f->name); k++)
+			;
+		if (!allowed[k])
+			return false;
+	}
+	return true;
+}
+
 static bool is_map_entry(const ProtobufCFieldDescriptor *f)
 {
 	const ProtobufCMessageDescriptor *d = f->descriptor;

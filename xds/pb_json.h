@@ -18,6 +18,7 @@
 #ifndef REMORA_XDS_PB_JSON_H
 #define REMORA_XDS_PB_JSON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -45,6 +46,11 @@ json_t *pb_to_json(struct pb_json_ctx *ctx, const ProtobufCMessage *msg, const c
  * malformed payload. */
 json_t *pb_any_to_json(struct pb_json_ctx *ctx, const char *type_url, const uint8_t *data,
 		       size_t len, const char *root_path);
+
+/* Does m set no field but those named in allowed (NULL-terminated), and
+ * carry no unknown field?  "Set" as pb_to_json decides (proto3 defaults
+ * are unset).  Lets a caller read m directly when it has a simple shape. */
+bool pb_only_fields(const ProtobufCMessage *m, const char *const *allowed);
 
 /* REST: a resource in canonical proto3 JSON (lowerCamelCase keys) of message
  * type_url (or full name) -> the snake_case keys the compiler and the xDS

@@ -374,6 +374,20 @@ static void *lookup_iter(const json_t *obj, const char *snake_name)
 	return NULL;
 }
 
+/* lookup_iter for a reader with a context: snake_case only under
+ * CFG_F_SNAKE_KEYS. */
+static void *lookup_iter_c(const struct cfg_ctx *c, const json_t *obj, const char *snake_name)
+{
+	void *it;
+
+	if (!(c->flags & CFG_F_SNAKE_KEYS))
+		return lookup_iter(obj, snake_name);
+	if (!json_is_object(obj) || !snake_name)
+		return NULL;
+	it = json_object_iter_at((json_t *)obj, snake_name);
+	return it && !json_is_null(json_object_iter_value(it)) ? it : NULL;
+}
+
 const json_t *cfg_get(const json_t *obj, const char *snake_name)
 {
 	void *it = lookup_iter(obj, snake_name);
@@ -395,7 +409,7 @@ static int push(struct cfg_ctx *c, const json_t *container, const char *key, siz
 /* RM_OK: pushed, *out is the value; RM_DECLINED: absent; RM_ERROR: too deep. */
 static int enter_member(struct cfg_ctx *c, const json_t *obj, const char *name, const json_t **out)
 {
-	void *it = lookup_iter(obj, name);
+	void *it = lookup_iter_c(c, obj, name);
 
 	if (!it)
 		return RM_DECLINED;
@@ -494,7 +508,8 @@ int cfg_check_fields(struct cfg_ctx *c, const json_t *obj, const char *const *al
 		if (key[0] == '@')
 			continue;
 		for (j = 0; j < n; j++)
-			if (name_matches(key, allowed[j]))
+			if ((c->flags & CFG_F_SNAKE_KEYS) ? !strcmp(key, allowed[j])
+							  : name_matches(key, allowed[j]))
 				break;
 		if (j == n) {
 			if (unknown_field(c, obj, key) != RM_OK) {
@@ -583,7 +598,7 @@ int cfg_string(struct cfg_ctx *c, const json_t *obj, const char *name, const cha
 
 int cfg_string_req(struct cfg_ctx *c, const json_t *obj, const char *name, const char **out)
 {
-	if (!lookup_iter(obj, name))
+	if (!lookup_iter_c(c, obj, name))
 		return fail_at(c, obj, name, "missing required field '%s'", name);
 	return cfg_string(c, obj, name, out);
 }

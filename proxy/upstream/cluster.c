@@ -16,13 +16,41 @@
 #include "../../tls/tls.h"
 #include "../config/address.h"
 #include "../../xds/xds_bootstrap.h"
+#include "../../xds/xres.h"
 
-static const struct stat_desc cluster_stat_desc[] = { CLUSTER_STATS(STATS_DESC)
-						       CLUSTER_SUB_STATS(STATS_DESC) };
-static const struct stat_desc cb_stat_desc[] = { CB_STATS(STATS_DESC) };
+#define CB_DESC_DEFAULT(type, name) { "circuit_breakers.default." #name, STAT_##type },
+#define CB_DESC_HIGH(type, name) { "circuit_breakers.high." #name, STAT_##type },
+static const struct stat_desc cluster_stat_desc[] = {
+	CLUSTER_STATS(STATS_DESC) CLUSTER_SUB_STATS(STATS_DESC)
+	CB_STATS(CB_DESC_DEFAULT) CB_STATS(CB_DESC_HIGH)
+};
+_Static_assert(ARRAY_SIZE(cluster_stat_desc) == CLUSTER_SCOPE_N, "cluster scope layout");
 
 static const struct stat_desc ring_stat_desc[] = { RING_STATS(STATS_DESC) };
 static const struct stat_desc maglev_stat_desc[] = { MAGLEV_STATS(STATS_DESC) };
+
+const struct cluster_ext cluster_ext_default = {
+	.lr_choice_count = 2,
+	.lr_bias = 1.0,
+	.ewma_decay_us = 10 * 1000 * 1000,
+	.ewma_default_rtt_us = 10 * 1000,
+	.hash_cfg = { .kind = LB_HASH_RING, .ring_min = LB_RING_MIN_DEFAULT,
+		      .ring_max = LB_RING_MAX_DEFAULT, .maglev_size = LB_MAGLEV_SIZE_DEFAULT },
+	.h2 = { .max_concurrent_streams = 2147483647u, .initial_stream_window = 268435456u,
+		.initial_conn_window = 268435456u, .hpack_table_size = 4096,
+		.keepalive_jitter_pct = 15 },
+	.dns_refresh_ms = 5000,
+};
+
+struct cluster_ext *cluster_ext_mut(struct cluster *cl)
+{
+	if (cl->ext == &cluster_ext_default) {
+		struct cluster_ext *x = xmalloc(sizeof(*x));
+		*x = cluster_ext_default;
+		cl->ext = x;
+	}
+	return (struct cluster_ext *)cl->ext;
+}
 
 uint32_t cluster_retry_limit(const struct cluster *cl, enum cb_priority p)
 {
@@ -30,33 +58,39 @@ uint32_t cluster_retry_limit(const struct cluster *cl, enum cb_priority p)
 	if (!b->retry_budget)
 		return b->max_retries;
 	/* Envoy: a share of the active and pending requests, with a floor */
-	double active = (double)__atomic_load_n(&b->rq, __ATOMIC_RELAXED) +
-			(double)__atomic_load_n(&b->pending, __ATOMIC_RELAXED);
+	double active = (double)__atomic_load_n(&cl->cbc[p].rq, __ATOMIC_RELAXED) +
+			(double)__atomic_load_n(&cl->cbc[p].pending, __ATOMIC_RELAXED);
 	uint32_t budget = (uint32_t)(active * b->budget_percent / 100.0);
 	return MAX(budget, b->min_retry_concurrency);
 }
 
 void cluster_update_cb_gauges(struct cluster *cl)
 {
+	struct stats_scope *s = cl->stats;
+
 	for (int p = 0; p < CB_PRIO_N; p++) {
 		const struct cb_prio *b = &cl->cb[p];
-		struct stats_scope *s = b->stats;
-		int64_t cx = __atomic_load_n(&b->cx, __ATOMIC_RELAXED);
-		int64_t rq = __atomic_load_n(&b->rq, __ATOMIC_RELAXED);
-		int64_t pend = __atomic_load_n(&b->pending, __ATOMIC_RELAXED);
-		int64_t rt = __atomic_load_n(&b->retries, __ATOMIC_RELAXED);
+		const struct cb_count *n = &cl->cbc[p];
+		int64_t cx = __atomic_load_n(&n->cx, __ATOMIC_RELAXED);
+		int64_t rq = __atomic_load_n(&n->rq, __ATOMIC_RELAXED);
+		int64_t pend = __atomic_load_n(&n->pending, __ATOMIC_RELAXED);
+		int64_t rt = __atomic_load_n(&n->retries, __ATOMIC_RELAXED);
 		uint32_t rlim = cluster_retry_limit(cl, (enum cb_priority)p);
 		if (!s)
 			continue;
-		stats_gauge_set(s, CB_cx_open, cx >= b->max_connections);
-		stats_gauge_set(s, CB_rq_pending_open, pend >= b->max_pending);
-		stats_gauge_set(s, CB_rq_open, rq >= b->max_requests);
-		stats_gauge_set(s, CB_rq_retry_open, rt >= rlim);
+		stats_gauge_set(s, CLUSTER_CB(p, CB_cx_open), cx >= b->max_connections);
+		stats_gauge_set(s, CLUSTER_CB(p, CB_rq_pending_open), pend >= b->max_pending);
+		stats_gauge_set(s, CLUSTER_CB(p, CB_rq_open), rq >= b->max_requests);
+		stats_gauge_set(s, CLUSTER_CB(p, CB_rq_retry_open), rt >= rlim);
 		if (b->track_remaining) {
-			stats_gauge_set(s, CB_remaining_cx, MAX(0, (int64_t)b->max_connections - cx));
-			stats_gauge_set(s, CB_remaining_pending, MAX(0, (int64_t)b->max_pending - pend));
-			stats_gauge_set(s, CB_remaining_rq, MAX(0, (int64_t)b->max_requests - rq));
-			stats_gauge_set(s, CB_remaining_retries, MAX(0, (int64_t)rlim - rt));
+			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_cx),
+					MAX(0, (int64_t)b->max_connections - cx));
+			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_pending),
+					MAX(0, (int64_t)b->max_pending - pend));
+			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_rq),
+					MAX(0, (int64_t)b->max_requests - rq));
+			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_retries),
+					MAX(0, (int64_t)rlim - rt));
 		}
 	}
 }
@@ -75,37 +109,66 @@ void host_unref(struct host *h)
 {
 	if (!h || __atomic_sub_fetch(&h->refcnt, 1, __ATOMIC_ACQ_REL))
 		return;
+	for (unsigned s = 0; s < h->nshards; s++)
+		free(h->stats[s]);
 	free(h->hostname);
-	free(h->stats);
-	free(h->pools);
+	free(h->od);
 	free(h->ewma);
 	free(h);
+}
+
+int64_t *host_stats_new(struct host *h, unsigned shard)
+{
+	size_t size = (HOST_STATS_N * sizeof(int64_t) + 63) & ~(size_t)63;
+	void *mem;
+
+	if (shard >= h->nshards)
+		die("host %s: no stats shard %u", h->addr_str, shard);
+	if (posix_memalign(&mem, 64, size))
+		die("out of memory");
+	memset(mem, 0, size);
+	__atomic_store_n(&h->stats[shard], (int64_t *)mem, __ATOMIC_RELEASE);
+	return mem;
 }
 
 int64_t host_stat(const struct host *h, int idx)
 {
 	int64_t v = 0;
-	for (unsigned s = 0; s < h->nshards; s++)
-		v += __atomic_load_n(&h->stats[s * HOST_STATS_N + idx], __ATOMIC_RELAXED);
+	for (unsigned s = 0; s < h->nshards; s++) {
+		const int64_t *st = __atomic_load_n(&h->stats[s], __ATOMIC_ACQUIRE);
+		if (st)
+			v += __atomic_load_n(&st[idx], __ATOMIC_RELAXED);
+	}
 	return v;
 }
 
 struct host *host_new(const struct cluster *cl, const struct sockaddr_storage *ss,
 		      const char *hostname, uint32_t weight)
 {
-	unsigned nworkers = cl->nworkers;
-	struct host *h = xcalloc(1, sizeof(*h));
+	unsigned nworkers = cl->nworkers ? cl->nworkers : 1, nshards = nworkers + 1;
+	char txt[INET6_ADDRSTRLEN + 16];
+	size_t off_pools = (sizeof(struct host) + 7) & ~(size_t)7, off_stats, off_str, len;
+	struct host *h;
+
+	sockaddr_format((const struct sockaddr *)ss, txt, sizeof(txt));
+	len = strlen(txt) + 1;
+	off_stats = off_pools + nworkers * sizeof(struct pool *);
+	off_str = off_stats + nshards * sizeof(int64_t *);
+	h = xcalloc(1, off_str + len);
 	h->refcnt = 1;
-	h->addr = *ss;
 	h->addrlen = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-	sockaddr_format((struct sockaddr *)ss, h->addr_str, sizeof(h->addr_str));
+	memcpy(&h->addr, ss, h->addrlen);
+	h->nworkers = (uint16_t)nworkers;
+	h->nshards = (uint16_t)nshards;
+	h->pools = (struct pool **)((char *)h + off_pools);
+	h->stats = (int64_t **)((char *)h + off_stats);
+	h->addr_str = memcpy((char *)h + off_str, txt, len);
 	h->hostname = hostname ? xstrdup(hostname) : NULL;
 	h->weight = weight ? weight : 1;
-	h->nshards = nworkers + 1;
-	h->stats = xcalloc(h->nshards * HOST_STATS_N, sizeof(int64_t));
-	h->pools = xcalloc(nworkers ? nworkers : 1, sizeof(struct pool *));
+	if (cl->ext->od.enabled)
+		h->od = xcalloc(1, sizeof(*h->od));
 	if (cl->lb == LB_PEAK_EWMA) {
-		size_t sz = (nworkers ? nworkers : 1) * sizeof(struct host_ewma);
+		size_t sz = nworkers * sizeof(struct host_ewma);
 		if (!(h->ewma = aligned_alloc(_Alignof(struct host_ewma), sz)))
 			die("out of memory");
 		memset(h->ewma, 0, sz);   /* stamp 0: no sample yet, cost = default_rtt */
@@ -199,15 +262,16 @@ static void hostset_lb_gauges(const struct cluster *cl, const struct lb_hash_tab
 {
 	int64_t size = t ? (int64_t)t->size : 0;
 	int64_t lo = t ? t->min_per_host : 0, hi = t ? t->max_per_host : 0;
-	if (!cl->lbh_stats)
+	struct stats_scope *s = cl->ext->lbh_stats;
+	if (!s)
 		return;
 	if (cl->lb == LB_RING_HASH) {
-		stats_gauge_set(cl->lbh_stats, LBH_size, size);
-		stats_gauge_set(cl->lbh_stats, LBH_min_hashes_per_host, lo);
-		stats_gauge_set(cl->lbh_stats, LBH_max_hashes_per_host, hi);
+		stats_gauge_set(s, LBH_size, size);
+		stats_gauge_set(s, LBH_min_hashes_per_host, lo);
+		stats_gauge_set(s, LBH_max_hashes_per_host, hi);
 	} else {
-		stats_gauge_set(cl->lbh_stats, LBH_min_entries_per_host, lo);
-		stats_gauge_set(cl->lbh_stats, LBH_max_entries_per_host, hi);
+		stats_gauge_set(s, LBH_min_entries_per_host, lo);
+		stats_gauge_set(s, LBH_max_entries_per_host, hi);
 	}
 }
 
@@ -228,7 +292,7 @@ static void hostset_build_lb(const struct cluster *cl, struct hostset *hs)
 		keys[i] = hs->active[i]->addr_str;
 		weights[i] = hs->active[i]->weight;
 	}
-	hs->lbt = lb_hash_build(&cl->hash_cfg, keys, weights, hs->nactive);
+	hs->lbt = lb_hash_build(&cl->ext->hash_cfg, keys, weights, hs->nactive);
 	free(keys);
 	free(weights);
 	hostset_lb_gauges(cl, hs->lbt);
@@ -239,7 +303,7 @@ static void hostset_build_lb(const struct cluster *cl, struct hostset *hs)
 			keys[i] = hs->degraded[i]->addr_str;
 			weights[i] = hs->degraded[i]->weight;
 		}
-		hs->lbt_degraded = lb_hash_build(&cl->hash_cfg, keys, weights, hs->ndegraded);
+		hs->lbt_degraded = lb_hash_build(&cl->ext->hash_cfg, keys, weights, hs->ndegraded);
 		free(keys);
 		free(weights);
 	}
@@ -277,8 +341,8 @@ static void cluster_set_hostset_ex(struct cluster *cl, struct hostset *hs, bool 
 	if (cluster_publish_hook)
 		cluster_publish_hook(cl, hs);
 	hostset_unref(old);
-	if (cl->hc && !same)   /* membership changed: check new hosts, stop old ones */
-		health_checker_sync(cl->hc);
+	if (cl->ext->hc && !same)   /* membership changed: check new hosts, stop old ones */
+		health_checker_sync(cl->ext->hc);
 }
 
 /* Same hosts, new health: rebuild the active subset and publish it. */
@@ -294,18 +358,51 @@ void cluster_republish(struct cluster *cl)
 }
 
 /* Worker w: adopt hs (a ref is passed in); orphan pools of hosts that left. */
+static void worker_lb_free(struct cluster_worker_lb *lb)
+{
+	if (!lb)
+		return;
+	free(lb->cur_weight);
+	free(lb->lr_heap);
+	free(lb);
+}
+
+/* Worker w: the LB state a host set needs beyond the round-robin cursor
+ * (weights differ, or degraded hosts), reset for the new set; a plain set
+ * keeps none. */
+static void worker_lb_reset(struct cluster *cl, struct cluster_worker *cw,
+			    const struct hostset *hs)
+{
+	bool weighted = hs && hs->active_weighted;
+	struct cluster_worker_lb *lb = cw->lb;
+
+	if (!weighted && !(hs && hs->ndegraded)) {
+		worker_lb_free(lb);
+		cw->lb = NULL;
+		return;
+	}
+	if (!lb)
+		lb = cw->lb = xcalloc(1, sizeof(*lb));
+	lb->lr_built = false;
+	if (weighted && lb->cap < hs->nactive) {
+		free(lb->cur_weight);
+		free(lb->lr_heap);
+		lb->cap = hs->nactive;
+		lb->cur_weight = xmalloc(lb->cap * sizeof(*lb->cur_weight));
+		lb->lr_heap = cl->lb == LB_LEAST_REQUEST ? xmalloc(lb->cap * sizeof(*lb->lr_heap))
+							 : NULL;
+	}
+	if (weighted)
+		memset(lb->cur_weight, 0, hs->nactive * sizeof(*lb->cur_weight));
+}
+
 void cluster_worker_set_hostset(struct cluster *cl, unsigned w, struct hostset *hs)
 {
 	struct cluster_worker *cw = &cl->workers[w];
 	struct hostset *old = cw->hs;
 
 	cw->hs = hs;
-	free(cw->cur_weight);
-	cw->cur_weight = hs && hs->active_weighted ? xcalloc(hs->nactive, sizeof(int64_t)) : NULL;
-	free(cw->lr_heap);
-	cw->lr_heap = hs && hs->active_weighted && cl->lb == LB_LEAST_REQUEST ?
-		      xcalloc(hs->nactive, sizeof(*cw->lr_heap)) : NULL;
-	cw->lr_built = false;
+	worker_lb_reset(cl, cw, hs);
 	if (old && current_worker) {
 		for (size_t i = 0; i < old->n; i++) {
 			bool kept = false;
@@ -324,7 +421,9 @@ void cluster_worker_set_hostset(struct cluster *cl, unsigned w, struct hostset *
  * worker's view (as in Envoy, where each worker thread has its own LB). */
 static inline int64_t host_active(const struct host *h, unsigned sh)
 {
-	return h->stats[sh * HOST_STATS_N + HOST_RQ_ACTIVE];
+	const int64_t *s = h->stats[sh];   /* this worker's own shard */
+
+	return s ? s[HOST_RQ_ACTIVE] : 0;
 }
 
 /* LEAST_REQUEST, all weights equal: the fewest active requests among
@@ -335,7 +434,7 @@ static struct host *pick_least_request_p2c(const struct cluster *cl, struct host
 {
 	struct host *best = NULL;
 	int64_t best_load = 0;
-	for (uint32_t k = 0; k < cl->lr_choice_count; k++) {
+	for (uint32_t k = 0; k < cl->ext->lr_choice_count; k++) {
 		struct host *h = hosts[rand_below((uint32_t)n)];
 		int64_t load = host_active(h, sh);
 		if (!best || load < best_load) {
@@ -349,11 +448,11 @@ static struct host *pick_least_request_p2c(const struct cluster *cl, struct host
 /* Envoy's least-request host weight: weight / (active + 1) ^ bias. */
 static double lr_weight(const struct cluster *cl, const struct host *h, unsigned sh)
 {
-	double ew = h->weight, a = (double)host_active(h, sh) + 1;
-	if (cl->lr_bias == 1.0)
+	double ew = h->weight, a = (double)host_active(h, sh) + 1, bias = cl->ext->lr_bias;
+	if (bias == 1.0)
 		ew /= a;
-	else if (cl->lr_bias != 0.0)
-		ew /= pow(a, cl->lr_bias);
+	else if (bias != 0.0)
+		ew /= pow(a, bias);
 	return ew;
 }
 
@@ -390,23 +489,23 @@ static void edf_sift_down(struct lr_edf *heap, size_t n, size_t i)
  * the first pick, so it sees the active requests of that moment).  With
  * bias 0 it is weighted round robin by weight. */
 static struct host *pick_least_request_weighted(const struct cluster *cl,
-						struct cluster_worker *cw, struct host **hosts,
+						struct cluster_worker_lb *lb, struct host **hosts,
 						size_t n, unsigned sh)
 {
-	struct lr_edf *heap = cw->lr_heap;
-	if (!cw->lr_built) {
-		cw->lr_now = 0;
-		cw->lr_order = n;
+	struct lr_edf *heap = lb->lr_heap;
+	if (!lb->lr_built) {
+		lb->lr_now = 0;
+		lb->lr_order = n;
 		for (size_t i = 0; i < n; i++)
 			heap[i] = (struct lr_edf){ 1.0 / lr_weight(cl, hosts[i], sh), i, (uint32_t)i };
 		for (size_t i = n / 2; i-- > 0;)
 			edf_sift_down(heap, n, i);
-		cw->lr_built = true;
+		lb->lr_built = true;
 	}
 	struct host *h = hosts[heap[0].host];
-	cw->lr_now = heap[0].deadline;
-	heap[0].deadline = cw->lr_now + 1.0 / lr_weight(cl, h, sh);
-	heap[0].order = cw->lr_order++;
+	lb->lr_now = heap[0].deadline;
+	heap[0].deadline = lb->lr_now + 1.0 / lr_weight(cl, h, sh);
+	heap[0].order = lb->lr_order++;
 	edf_sift_down(heap, n, 0);
 	return h;
 }
@@ -416,9 +515,9 @@ static struct host *pick_least_request_weighted(const struct cluster *cl,
 static double ewma_value(const struct cluster *cl, const struct host_ewma *e, uint64_t now_us)
 {
 	if (!e->stamp_us)
-		return (double)cl->ewma_default_rtt_us;
+		return (double)cl->ext->ewma_default_rtt_us;
 	double dt = now_us > e->stamp_us ? (double)(now_us - e->stamp_us) : 0;
-	return e->cost_us * exp(-dt / (double)cl->ewma_decay_us);
+	return e->cost_us * exp(-dt / (double)cl->ext->ewma_decay_us);
 }
 
 double cluster_ewma_cost(const struct cluster *cl, const struct worker *w,
@@ -439,7 +538,7 @@ void cluster_lb_observe_at(struct cluster *cl, struct worker *w, struct host *h,
 	struct host_ewma *e = &h->ewma[w->id];
 	double rtt = (double)rtt_us;
 	if (!e->stamp_us) {   /* first sample: start from default_rtt */
-		e->cost_us = (double)cl->ewma_default_rtt_us;
+		e->cost_us = (double)cl->ext->ewma_default_rtt_us;
 		e->stamp_us = now_us;
 	}
 	if (rtt > e->cost_us) {
@@ -448,7 +547,7 @@ void cluster_lb_observe_at(struct cluster *cl, struct worker *w, struct host *h,
 		/* Finagle's time-weighted EWMA: the longer since the last sample,
 		 * the more the new one counts (time constant decay_time). */
 		double dt = now_us > e->stamp_us ? (double)(now_us - e->stamp_us) : 0;
-		double keep = exp(-dt / (double)cl->ewma_decay_us);
+		double keep = exp(-dt / (double)cl->ext->ewma_decay_us);
 		e->cost_us = e->cost_us * keep + rtt * (1 - keep);
 	}
 	e->stamp_us = now_us ? now_us : 1;
@@ -500,7 +599,7 @@ static struct host *pick_degraded(const struct cluster *cl, struct cluster_worke
 		return pick_least_request_p2c(cl, hosts, n, sh);
 	if (hs->degraded_weighted)
 		return pick_weighted_random(hosts, n, hs->degraded_weight);
-	return hosts[cw->rr_degraded++ % n];
+	return hosts[cw->lb->rr_degraded++ % n];
 }
 
 struct host *cluster_pick_host_at(struct cluster *cl, struct worker *w, uint64_t now_us)
@@ -528,22 +627,23 @@ struct host *cluster_pick_host_at(struct cluster *cl, struct worker *w, uint64_t
 			return pick_weighted_random(hosts, n, hs->active_weight);
 		return hosts[rand_below((uint32_t)n)];
 	case LB_LEAST_REQUEST:
-		if (hs->active_weighted && cw->lr_heap)
-			return pick_least_request_weighted(cl, cw, hosts, n, w->shard);
+		if (hs->active_weighted && cw->lb && cw->lb->lr_heap)
+			return pick_least_request_weighted(cl, cw->lb, hosts, n, w->shard);
 		return pick_least_request_p2c(cl, hosts, n, w->shard);
 	case LB_PEAK_EWMA:
 		return pick_peak_ewma(cl, w, hosts, n, now_us);
 	case LB_ROUND_ROBIN:
 	default:
-		if (hs->active_weighted && cw->cur_weight) {
+		if (hs->active_weighted && cw->lb) {
 			/* Smooth weighted round robin (nginx's algorithm). */
+			int64_t *cur = cw->lb->cur_weight;
 			size_t best = 0;
 			for (size_t i = 0; i < n; i++) {
-				cw->cur_weight[i] += hosts[i]->weight;
-				if (cw->cur_weight[i] > cw->cur_weight[best])
+				cur[i] += hosts[i]->weight;
+				if (cur[i] > cur[best])
 					best = i;
 			}
-			cw->cur_weight[best] -= hs->active_weight;
+			cur[best] -= hs->active_weight;
 			return hosts[best];
 		}
 		return hosts[cw->rr++ % n];
@@ -623,7 +723,7 @@ static int parse_http_config(struct cfg_ctx *c, const json_t *x, struct cluster 
 		cfg_leave(c);
 	}
 	if (!rc && (o = cfg_enter(c, x, "http2_protocol_options"))) {
-		rc = h2_options_parse(c, o, &cl->h2, false);
+		rc = h2_options_parse(c, o, &cluster_ext_mut(cl)->h2, false);
 		cfg_leave(c);
 		if (!downstream)
 			cl->proto = CL_PROTO_HTTP2;
@@ -640,15 +740,16 @@ static int parse_upstream_http(struct cfg_ctx *c, const json_t *o, struct cluste
 	static const char *const f[] = { "auto_sni", "auto_san_validation",
 					 "override_auto_sni_header", NULL };
 	const char *hdr = NULL;
+	struct cluster_ext *x = cluster_ext_mut(cl);
 	if (cfg_expect_object(c, o) || cfg_check_fields(c, o, f) ||
-	    cfg_bool(c, o, "auto_sni", &cl->auto_sni) ||
-	    cfg_bool(c, o, "auto_san_validation", &cl->auto_san_validation) ||
+	    cfg_bool(c, o, "auto_sni", &x->auto_sni) ||
+	    cfg_bool(c, o, "auto_san_validation", &x->auto_san_validation) ||
 	    cfg_string(c, o, "override_auto_sni_header", &hdr))
 		return RM_ERROR;
 	if (hdr && *hdr) {
-		free(cl->auto_sni_header);
-		cl->auto_sni_header = xstrdup(hdr);
-		for (char *p = cl->auto_sni_header; *p; p++)
+		free(x->auto_sni_header);
+		x->auto_sni_header = xstrdup(hdr);
+		for (char *p = x->auto_sni_header; *p; p++)
 			*p = (char)tolower((unsigned char)*p);
 	}
 	return RM_OK;
@@ -794,14 +895,16 @@ static int parse_circuit_breakers(struct cfg_ctx *c, const json_t *o, struct clu
 
 static int parse_resolver_list(struct cfg_ctx *c, const json_t *arr, struct cluster *cl)
 {
+	struct cluster_ext *x = cluster_ext_mut(cl);
 	if (cfg_expect_array(c, arr))
 		return RM_ERROR;
-	cl->nresolvers = json_array_size(arr);
-	cl->resolvers = xcalloc(cl->nresolvers ? cl->nresolvers : 1, sizeof(*cl->resolvers));
-	for (size_t i = 0; i < cl->nresolvers; i++) {
+	free(x->resolvers);
+	x->nresolvers = json_array_size(arr);
+	x->resolvers = xcalloc(x->nresolvers ? x->nresolvers : 1, sizeof(*x->resolvers));
+	for (size_t i = 0; i < x->nresolvers; i++) {
 		socklen_t len;
 		const json_t *a = cfg_enter_idx(c, arr, i);
-		int rc = cfg_address(c, a, &cl->resolvers[i], &len);
+		int rc = cfg_address(c, a, &x->resolvers[i], &len);
 		cfg_leave(c);
 		if (rc)
 			return rc;
@@ -842,10 +945,11 @@ static int parse_least_request(struct cfg_ctx *c, const json_t *o, struct cluste
 	static const char *const bf[] = { "default_value", "runtime_key", NULL };
 	const json_t *b;
 	const char *key = NULL;
+	struct cluster_ext *x = cluster_ext_mut(cl);
 	if (cfg_expect_object(c, o) || cfg_check_fields(c, o, f) ||
-	    cfg_u32(c, o, "choice_count", &cl->lr_choice_count))
+	    cfg_u32(c, o, "choice_count", &x->lr_choice_count))
 		return RM_ERROR;
-	if (cl->lr_choice_count < 2) {
+	if (x->lr_choice_count < 2) {
 		cfg_fail_field(c, o, "choice_count", "must be at least 2");
 		return RM_ERROR;
 	}
@@ -853,9 +957,9 @@ static int parse_least_request(struct cfg_ctx *c, const json_t *o, struct cluste
 		/* RuntimeDouble: runtime overrides are not implemented, the
 		 * default_value is used */
 		int rc = cfg_expect_object(c, b) || cfg_check_fields(c, b, bf) ||
-			 cfg_double(c, b, "default_value", &cl->lr_bias) ||
+			 cfg_double(c, b, "default_value", &x->lr_bias) ||
 			 cfg_string(c, b, "runtime_key", &key);
-		if (!rc && !(cl->lr_bias >= 0 && isfinite(cl->lr_bias))) {
+		if (!rc && !(x->lr_bias >= 0 && isfinite(x->lr_bias))) {
 			rc = cfg_fail_field(c, b, "default_value", "must be a finite number >= 0");
 		}
 		cfg_leave(c);
@@ -881,8 +985,8 @@ static int parse_peak_ewma(struct cfg_ctx *c, const json_t *o, struct cluster *c
 		return RM_ERROR;
 	}
 	cl->lb = LB_PEAK_EWMA;
-	cl->ewma_decay_us = decay * 1000;
-	cl->ewma_default_rtt_us = rtt * 1000;
+	cluster_ext_mut(cl)->ewma_decay_us = decay * 1000;
+	cluster_ext_mut(cl)->ewma_default_rtt_us = rtt * 1000;
 	return RM_OK;
 }
 
@@ -960,10 +1064,14 @@ static int parse_hash_lb_config(struct cfg_ctx *c, const json_t *j, struct clust
 					  "hash_function", NULL };
 	static const char *const mf[] = { "table_size", NULL };
 	static const char *const hash_fns[] = { "XX_HASH", "MURMUR_HASH_2" };
-	struct lb_hash_cfg *h = &cl->hash_cfg;
+	struct lb_hash_cfg *h;
 	const json_t *v;
 	int fn = 0, rc = RM_OK;
 
+	if (!cluster_lb_is_hash(cl) && !cfg_get(j, "ring_hash_lb_config") &&
+	    !cfg_get(j, "maglev_lb_config"))
+		return RM_OK;
+	h = &cluster_ext_mut(cl)->hash_cfg;
 	h->kind = cl->lb == LB_MAGLEV ? LB_HASH_MAGLEV : LB_HASH_RING;
 	h->ring_min = LB_RING_MIN_DEFAULT;
 	h->ring_max = LB_RING_MAX_DEFAULT;
@@ -1096,6 +1204,7 @@ static int parse_eds_cluster_config(struct cfg_ctx *c, const json_t *j, struct c
 	static const char *const f[] = { "eds_config", "service_name", NULL };
 	const json_t *e = cfg_get(j, "eds_cluster_config"), *s;
 	const char *svc = NULL;
+	uint64_t tmo = 15000;
 	int rc = RM_ERROR;
 
 	cl->eds_fetch_timeout_ms = 15000;
@@ -1112,12 +1221,13 @@ static int parse_eds_cluster_config(struct cfg_ctx *c, const json_t *j, struct c
 	if (cfg_expect_object(c, e) || cfg_check_fields(c, e, f) ||
 	    cfg_string(c, e, "service_name", &svc) || !(s = cfg_enter_req(c, e, "eds_config")))
 		goto out;
-	rc = xds_resource_source_parse(c, s, &cl->eds_fetch_timeout_ms, NULL);
+	rc = xds_resource_source_parse(c, s, &tmo, NULL);
+	cl->eds_fetch_timeout_ms = tmo > UINT32_MAX ? UINT32_MAX : (uint32_t)tmo;
 	cfg_leave(c);
 out:
 	cfg_leave(c);
-	if (!rc)
-		cl->eds_service_name = xstrdup(svc && *svc ? svc : cl->name);
+	if (!rc)   /* the usual case, no service_name: the cluster's name, not copied */
+		cl->eds_service_name = svc && *svc && strcmp(svc, cl->name) ? xstrdup(svc) : cl->name;
 	return rc;
 }
 
@@ -1140,53 +1250,60 @@ static int parse_load_assignment(struct cfg_ctx *c, const json_t *la, struct clu
 	return rc;
 }
 
+static void ext_free(struct cluster *cl)
+{
+	struct cluster_ext *x = (struct cluster_ext *)cl->ext;
+
+	if (x == &cluster_ext_default)
+		return;
+	if (x->dns_timer)
+		event_free(x->dns_timer);
+	if (x->queries) {
+		for (size_t i = 0; i < cl->nendpoints; i++)
+			if (x->queries[i])
+				dns_cancel(x->queries[i]);
+	}
+	dns_resolver_free(x->dns);
+	for (size_t i = 0; x->dns_addrs && i < cl->nendpoints; i++)
+		free(x->dns_addrs[i]);
+	free(x->queries);
+	free(x->dns_args);
+	free(x->dns_addrs);
+	free(x->dns_naddrs);
+	free(x->resolvers);
+	stats_scope_free(x->lbh_stats);
+	stats_scope_free(x->od_stats);
+	stats_scope_free(x->h2_stats);
+	if (x->od_timer)
+		event_free(x->od_timer);
+	health_checker_free(x->hc);
+	free(x->auto_sni_header);
+	hc_cfg_free(x->hc_cfg);
+	stats_scope_free(x->hc_stats);
+	free(x);
+	cl->ext = &cluster_ext_default;
+}
+
 static void cluster_free(struct cluster *cl)
 {
 	if (!cl)
 		return;
-	if (cl->dns_timer)
-		event_free(cl->dns_timer);
-	if (cl->queries) {
-		for (size_t i = 0; i < cl->nendpoints; i++)
-			if (cl->queries[i])
-				dns_cancel(cl->queries[i]);
-	}
-	dns_resolver_free(cl->dns);
-	for (size_t i = 0; i < cl->nendpoints; i++) {
+	ext_free(cl);   /* first: DNS queries in flight refer to the endpoints */
+	for (size_t i = 0; i < cl->nendpoints; i++)
 		free(cl->endpoints[i].address);
-		if (cl->dns_addrs)
-			free(cl->dns_addrs[i]);
-	}
-	free(cl->queries);
-	free(cl->dns_args);
-	free(cl->dns_addrs);
-	free(cl->dns_naddrs);
 	free(cl->endpoints);
-	free(cl->resolvers);
-	for (unsigned w = 0; cl->workers && w < cl->nworkers; w++) {
+	for (unsigned w = 0; w < cl->nworkers; w++) {
 		hostset_unref(cl->workers[w].hs);
-		free(cl->workers[w].cur_weight);
-		free(cl->workers[w].lr_heap);
+		worker_lb_free(cl->workers[w].lb);
 	}
-	free(cl->workers);
 	hostset_unref(cl->hs);
 	stats_scope_free(cl->stats);
-	for (int p = 0; p < CB_PRIO_N; p++)
-		stats_scope_free(cl->cb[p].stats);
-	stats_scope_free(cl->lbh_stats);
-	stats_scope_free(cl->od_stats);
-	stats_scope_free(cl->h2_stats);
-	if (cl->od_timer)
-		event_free(cl->od_timer);
-	health_checker_free(cl->hc);
 	original_dst_free(cl->odst);
 	tls_ctx_free(cl->tls);
-	free(cl->auto_sni_header);
-	hc_cfg_free(cl->hc_cfg);
-	stats_scope_free(cl->hc_stats);
-	free(cl->json_text);
+	free(cl->src);
+	if (cl->eds_service_name != cl->name)
+		free(cl->eds_service_name);
 	free(cl->name);
-	free(cl->eds_service_name);
 	free(cl);
 }
 
@@ -1202,46 +1319,77 @@ void cluster_unref(struct cluster *cl)
 		cluster_free(cl);
 }
 
-char *cluster_json_text(const json_t *j)
-{
-	char *t = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-
-	if (!t)
-		die("out of memory (json_dumps)");
-	return t;
-}
-
 json_t *cluster_config_json(const struct cluster *cl)
 {
-	json_t *j = json_loads(cl->json_text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+	json_t *j = xblob_to_json(cl->src, "type.googleapis.com/envoy.config.cluster.v3.Cluster");
 
-	if (!j)
-		die("cluster '%s': stored JSON does not decode", cl->name);
-	return j;
+	return j ? j : json_object();
 }
 
-struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+/* A zeroed cluster with its per-worker slots, 64-byte aligned (the
+ * circuit-breaker counts every worker bumps are on a line of their own). */
+static struct cluster *cluster_alloc(unsigned nworkers)
 {
-	struct cluster *cl = xcalloc(1, sizeof(*cl));
-	const char *name = NULL;
-	const json_t *v;
-	int type = 0, lb = 0, fam = 0;
-	uint32_t lim = 1024 * 1024;
-	uint64_t refresh = 5000;
+	size_t size = sizeof(struct cluster) + nworkers * sizeof(struct cluster_worker);
+	struct cluster *cl;
+	void *mem;
+
+	size = (size + 63) & ~(size_t)63;
+	if (posix_memalign(&mem, 64, size))
+		die("out of memory (cluster of %zu bytes)", size);
+	memset(mem, 0, size);
+	cl = mem;
+	cl->nworkers = nworkers;
+	cl->ext = &cluster_ext_default;
+	return cl;
+}
+
+/* A cluster with Envoy's defaults (the parsers set what the resource says). */
+static struct cluster *cluster_new_default(struct build_ctx *b)
+{
+	struct cluster *cl = cluster_alloc(b->nworkers ? b->nworkers : 1);
 
 	cl->refcnt = 1;
 	cl->connect_timeout_ms = 5000;
+	cl->buffer_limit = 1024 * 1024;
 	for (int p = 0; p < CB_PRIO_N; p++) {   /* Envoy's defaults, for both priorities */
 		cl->cb[p].max_connections = cl->cb[p].max_pending = cl->cb[p].max_requests = 1024;
 		cl->cb[p].max_retries = 3;
 	}
 	cl->panic_threshold = 50;
 	cl->idle_timeout_ms = 3600 * 1000;
-	h2_options_defaults(&cl->h2);
-	cl->lr_choice_count = 2;
-	cl->lr_bias = 1.0;
-	cl->ewma_decay_us = 10 * 1000 * 1000;
-	cl->ewma_default_rtt_us = 10 * 1000;
+	return cl;
+}
+
+static void cluster_finish(struct cluster *cl, struct build_ctx *b);
+
+struct cluster *cluster_new_eds(struct build_ctx *b, const char *name, enum lb_policy lb,
+				uint64_t connect_timeout_ms, const char *service_name,
+				uint32_t fetch_timeout_ms)
+{
+	struct cluster *cl = cluster_new_default(b);
+
+	cl->name = xstrdup(name);
+	cl->type = CLUSTER_EDS;
+	cl->lb = lb;
+	cl->connect_timeout_ms = connect_timeout_ms;
+	cl->eds_service_name = service_name && *service_name && strcmp(service_name, name)
+			       ? xstrdup(service_name) : cl->name;
+	cl->eds_fetch_timeout_ms = fetch_timeout_ms;
+	cluster_finish(cl, b);
+	return cl;
+}
+
+struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_ctx *b)
+{
+	struct cluster *cl = cluster_new_default(b);
+	const char *name = NULL;
+	const json_t *v;
+	int type = 0, lb = 0, fam = 0;
+	uint32_t lim = 1024 * 1024;
+	uint64_t refresh = 5000;
+	bool respect_ttl = false;
+
 	if (cfg_expect_object(c, j) || cfg_check_fields(c, j, cluster_fields) ||
 	    cfg_string_req(c, j, "name", &name) ||
 	    cfg_enum(c, j, "type", type_names, ARRAY_SIZE(type_names), &type) ||
@@ -1251,7 +1399,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	    cfg_u32(c, j, "per_connection_buffer_limit_bytes", &lim) ||
 	    cfg_u32(c, j, "max_requests_per_connection", &cl->max_requests_per_connection) ||
 	    cfg_duration_ms(c, j, "dns_refresh_rate", &refresh) ||
-	    cfg_bool(c, j, "respect_dns_ttl", &cl->respect_dns_ttl))
+	    cfg_bool(c, j, "respect_dns_ttl", &respect_ttl))
 		goto error;
 	cl->name = xstrdup(name);
 	if (!*name) {
@@ -1280,17 +1428,22 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 			 "RING_HASH, MAGLEV, LOAD_BALANCING_POLICY_CONFIG are)", lb_names[lb]);
 		goto error;
 	}
-	cl->dns_family = (enum dns_family)fam;
 	cl->buffer_limit = lim;
-	cl->dns_refresh_ms = refresh ? refresh : 5000;
+	if (cl->type == CLUSTER_STRICT_DNS || cl->type == CLUSTER_LOGICAL_DNS || fam ||
+	    respect_ttl || (refresh && refresh != 5000)) {
+		struct cluster_ext *x = cluster_ext_mut(cl);   /* DNS state lives there */
+		x->dns_family = (enum dns_family)fam;
+		x->respect_dns_ttl = respect_ttl;
+		x->dns_refresh_ms = refresh ? refresh : 5000;
+	}
 	if ((v = cfg_enter(c, j, "outlier_detection"))) {
-		int rc = outlier_parse(c, v, &cl->od);
+		int rc = outlier_parse(c, v, &cluster_ext_mut(cl)->od);
 		cfg_leave(c);
 		if (rc)
 			goto error;
 	}
 	if ((v = cfg_enter(c, j, "health_checks"))) {
-		int rc = hc_parse(c, v, cl->name, &cl->hc_cfg);
+		int rc = hc_parse(c, v, cl->name, &cluster_ext_mut(cl)->hc_cfg);
 		cfg_leave(c);
 		if (rc)
 			goto error;
@@ -1353,7 +1506,7 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 	}
 	if ((v = cfg_enter(c, j, "http2_protocol_options"))) {
 		/* deprecated cluster-level field: HTTP/2 to the upstream */
-		int rc = h2_options_parse(c, v, &cl->h2, false);
+		int rc = h2_options_parse(c, v, &cluster_ext_mut(cl)->h2, false);
 		cfg_leave(c);
 		if (rc)
 			goto error;
@@ -1402,40 +1555,39 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 		cfg_fail_field(c, j, "load_assignment", "LOGICAL_DNS clusters must have a single endpoint");
 		goto error;
 	}
-	cl->json_text = cluster_json_text(j);
-	cl->nworkers = b->nworkers;
-	cl->workers = xcalloc(b->nworkers ? b->nworkers : 1, sizeof(*cl->workers));
+	cluster_finish(cl, b);
+	return cl;
+error:
+	cluster_free(cl);
+	return NULL;
+}
+
+/* After the options: the cluster's stats scopes. */
+static void cluster_finish(struct cluster *cl, struct build_ctx *b)
+{
 	{
 		char *scope = xasprintf("cluster.%s", cl->name);
-		cl->stats = stats_scope_new(b->stats, scope, "cluster", "envoy_cluster_name", cl->name,
-					    cluster_stat_desc, CLUSTER_STATS_N);
+		cl->stats = stats_scope_new_split(b->stats, scope, "cluster", "envoy_cluster_name",
+						  cl->name, cluster_stat_desc, CLUSTER_SCOPE_N,
+						  CLUSTER_MAIN_FIRST, CLUSTER_SHARED_FIRST);
 		stats_scope_add_family(cl->stats, "upstream_rq");
 		free(scope);
-		if (cl->od.enabled)
-			cl->od_stats = outlier_stats_new(b->stats, cl->name);
+		if (cl->ext->od.enabled)
+			cluster_ext_mut(cl)->od_stats = outlier_stats_new(b->stats, cl->name);
 		if (cl->proto != CL_PROTO_HTTP1)
-			cl->h2_stats = h2c_stats_new(b->stats, cl->name);
-		if (cl->hc_cfg) {
+			cluster_ext_mut(cl)->h2_stats = h2c_stats_new(b->stats, cl->name);
+		if (cl->ext->hc_cfg) {
 			scope = xasprintf("cluster.%s.health_check", cl->name);
-			cl->hc_stats = stats_scope_new_main(b->stats, scope, "cluster.health_check",
+			cluster_ext_mut(cl)->hc_stats = stats_scope_new_main(b->stats, scope,
+							"cluster.health_check",
 						       "envoy_cluster_name", cl->name, hc_stat_desc,
 						       HC_STATS_N);
 			free(scope);
 		}
-		static const char *const prio_names[CB_PRIO_N] = { "default", "high" };
-		for (int p = 0; p < CB_PRIO_N; p++) {
-			char *group = xasprintf("cluster.circuit_breakers.%s", prio_names[p]);
-			scope = xasprintf("cluster.%s.circuit_breakers.%s", cl->name, prio_names[p]);
-			cl->cb[p].stats = stats_scope_new_main(b->stats, scope, group,
-							       "envoy_cluster_name", cl->name,
-							       cb_stat_desc, CB_STATS_N);
-			free(scope);
-			free(group);
-		}
 		if (cluster_lb_is_hash(cl)) {
 			bool ring = cl->lb == LB_RING_HASH;
 			scope = xasprintf("cluster.%s.%s", cl->name, ring ? "ring_hash_lb" : "maglev_lb");
-			cl->lbh_stats = stats_scope_new_main(b->stats, scope,
+			cluster_ext_mut(cl)->lbh_stats = stats_scope_new_main(b->stats, scope,
 							ring ? "cluster.ring_hash_lb" : "cluster.maglev_lb",
 							"envoy_cluster_name", cl->name,
 							ring ? ring_stat_desc : maglev_stat_desc,
@@ -1443,10 +1595,6 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 			free(scope);
 		}
 	}
-	return cl;
-error:
-	cluster_free(cl);
-	return NULL;
 }
 
 /* ---- membership (main thread) ------------------------------------------- */
@@ -1457,7 +1605,7 @@ static struct host *find_old_host(const struct cluster *cl, const struct sockadd
 		return NULL;
 	for (size_t i = 0; i < cl->hs->n; i++) {
 		struct host *h = cl->hs->hosts[i];
-		if (h->addr.ss_family == ss->ss_family &&
+		if (h->addr.sa.sa_family == ss->ss_family &&
 		    !memcmp(&h->addr, ss, h->addrlen))
 			return h;
 	}
@@ -1472,7 +1620,7 @@ static void publish_from_endpoints(struct cluster *cl)
 	for (size_t i = 0; i < cl->nendpoints; i++) {
 		struct endpoint_cfg *e = &cl->endpoints[i];
 		bool literal = cl->type == CLUSTER_STATIC || cl->type == CLUSTER_EDS;
-		size_t na = literal ? 1 : cl->dns_naddrs[i];
+		size_t na = literal ? 1 : cl->ext->dns_naddrs[i];
 		if (cl->type == CLUSTER_LOGICAL_DNS && na > 1)
 			na = 1;   /* LOGICAL_DNS: first address only, as Envoy */
 		for (size_t k = 0; k < na; k++) {
@@ -1482,7 +1630,7 @@ static void publish_from_endpoints(struct cluster *cl)
 				if (sockaddr_parse_ip(e->address, e->port, &ss, &len))
 					continue;
 			} else {
-				ss = cl->dns_addrs[i][k];
+				ss = cl->ext->dns_addrs[i][k];
 			}
 			bool dup = false;
 			for (size_t m = 0; m < n && !dup; m++)
@@ -1505,7 +1653,7 @@ static void publish_from_endpoints(struct cluster *cl)
 				/* actively checked hosts start unhealthy until their
 				 * first check (Envoy) */
 				h->health_flags = e->eds_flags;
-				if (cl->hc_cfg)
+				if (cl->ext->hc_cfg)
 					h->health_flags |= HOST_FAILED_ACTIVE_HC;
 			}
 			if (n == cap) {
@@ -1519,13 +1667,14 @@ static void publish_from_endpoints(struct cluster *cl)
 }
 
 static void dns_round(struct cluster *cl);
+static void eds_drop_endpoints(struct cluster *cl);
 
 /* The first membership is known.  With active health checking the cluster
  * reports itself initialized only after the first check round, as Envoy. */
 static void cluster_mark_initialized(struct cluster *cl)
 {
 	cl->initialized = true;
-	if (cl->hc && !health_checker_warmed(cl->hc))
+	if (cl->ext->hc && !health_checker_warmed(cl->ext->hc))
 		return;   /* cluster_hc_warmed() finishes */
 	void (*fn)(struct cluster *, void *) = cl->on_init;
 	cl->on_init = NULL;
@@ -1548,12 +1697,13 @@ static void dns_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 static void dns_round_done(struct cluster *cl)
 {
-	uint64_t next = cl->dns_refresh_ms;
+	const struct cluster_ext *x = cl->ext;
+	uint64_t next = x->dns_refresh_ms;
 	publish_from_endpoints(cl);
-	if (cl->respect_dns_ttl && cl->dns_min_ttl_s)
-		next = (uint64_t)cl->dns_min_ttl_s * 1000;
+	if (x->respect_dns_ttl && x->dns_min_ttl_s)
+		next = (uint64_t)x->dns_min_ttl_s * 1000;
 	struct timeval tv = { (time_t)(next / 1000), (suseconds_t)(next % 1000) * 1000 };
-	evtimer_add(cl->dns_timer, &tv);
+	evtimer_add(x->dns_timer, &tv);
 	if (!cl->initialized)
 		cluster_mark_initialized(cl);
 }
@@ -1563,50 +1713,53 @@ static void dns_answer(const struct dns_result *res, void *arg)
 {
 	struct dns_cb_arg *a = arg;
 	struct cluster *cl = a->cl;
+	struct cluster_ext *x = cluster_ext_mut(cl);
 	size_t i = a->idx;
-	cl->queries[i] = NULL;
+	x->queries[i] = NULL;
 	if (res->status == 0) {
-		free(cl->dns_addrs[i]);
-		cl->dns_addrs[i] = xmalloc((res->naddrs ? res->naddrs : 1) * sizeof(struct sockaddr_storage));
-		memcpy(cl->dns_addrs[i], res->addrs, res->naddrs * sizeof(struct sockaddr_storage));
-		cl->dns_naddrs[i] = res->naddrs;
-		if (res->min_ttl_s && (!cl->dns_min_ttl_s || res->min_ttl_s < cl->dns_min_ttl_s))
-			cl->dns_min_ttl_s = res->min_ttl_s;
+		free(x->dns_addrs[i]);
+		x->dns_addrs[i] = xmalloc((res->naddrs ? res->naddrs : 1) * sizeof(struct sockaddr_storage));
+		memcpy(x->dns_addrs[i], res->addrs, res->naddrs * sizeof(struct sockaddr_storage));
+		x->dns_naddrs[i] = res->naddrs;
+		if (res->min_ttl_s && (!x->dns_min_ttl_s || res->min_ttl_s < x->dns_min_ttl_s))
+			x->dns_min_ttl_s = res->min_ttl_s;
 	} else {
 		stats_inc(cl->stats, 0, update_failure);
 		log_warn("cluster '%s': DNS resolution of '%s' failed: %s", cl->name,
 			 cl->endpoints[i].address, res->error ? res->error : "error");
 	}
-	if (--cl->dns_pending)
+	if (--x->dns_pending)
 		return;
 	dns_round_done(cl);
 }
 
 static void dns_round(struct cluster *cl)
 {
-	cl->dns_pending = cl->nendpoints;
-	cl->dns_min_ttl_s = 0;
+	struct cluster_ext *x = cluster_ext_mut(cl);
+	x->dns_pending = cl->nendpoints;
+	x->dns_min_ttl_s = 0;
 	for (size_t i = 0; i < cl->nendpoints; i++) {
-		struct dns_cb_arg *a = &cl->dns_args[i];
+		struct dns_cb_arg *a = &x->dns_args[i];
 		a->cl = cl;
 		a->idx = i;
-		cl->queries[i] = dns_resolve(cl->dns, cl->endpoints[i].address, cl->endpoints[i].port,
-					     cl->dns_family, dns_answer, a);
+		x->queries[i] = dns_resolve(x->dns, cl->endpoints[i].address, cl->endpoints[i].port,
+					    x->dns_family, dns_answer, a);
 	}
 }
 
 void cluster_start(struct cluster *cl, struct event_base *base,
 		   void (*on_init)(struct cluster *cl, void *arg), void *arg)
 {
-	if (cl->od.enabled)
+	if (cl->ext->od.enabled)
 		outlier_start(cl, base);
 	cl->on_init = on_init;
 	cl->on_init_arg = arg;
-	if (cl->hc_cfg)
-		cl->hc = health_checker_new(cl, base);
+	if (cl->ext->hc_cfg)
+		cluster_ext_mut(cl)->hc = health_checker_new(cl, base);
 	if (cl->type == CLUSTER_EDS) {
 		if (cl->nendpoints) {   /* an update arrived before the start */
 			publish_from_endpoints(cl);
+			eds_drop_endpoints(cl);
 			cluster_mark_initialized(cl);
 		}
 		return;   /* cluster_eds_update / cluster_eds_fetch_timeout */
@@ -1617,27 +1770,39 @@ void cluster_start(struct cluster *cl, struct event_base *base,
 		return;
 	}
 	char err[256];
-	cl->dns = dns_resolver_new(base, cl->resolvers, cl->nresolvers, err, sizeof(err));
-	if (!cl->dns) {
+	struct cluster_ext *x = cluster_ext_mut(cl);
+	x->dns = dns_resolver_new(base, x->resolvers, x->nresolvers, err, sizeof(err));
+	if (!x->dns) {
 		log_error("cluster '%s': cannot create DNS resolver: %s", cl->name, err);
 		publish_from_endpoints(cl);
 		cluster_mark_initialized(cl);
 		return;
 	}
-	cl->queries = xcalloc(cl->nendpoints, sizeof(*cl->queries));
-	cl->dns_args = xcalloc(cl->nendpoints, sizeof(*cl->dns_args));
-	cl->dns_addrs = xcalloc(cl->nendpoints, sizeof(*cl->dns_addrs));
-	cl->dns_naddrs = xcalloc(cl->nendpoints, sizeof(*cl->dns_naddrs));
-	cl->dns_timer = evtimer_new(base, dns_timer_cb, cl);
+	x->queries = xcalloc(cl->nendpoints, sizeof(*x->queries));
+	x->dns_args = xcalloc(cl->nendpoints, sizeof(*x->dns_args));
+	x->dns_addrs = xcalloc(cl->nendpoints, sizeof(*x->dns_addrs));
+	x->dns_naddrs = xcalloc(cl->nendpoints, sizeof(*x->dns_naddrs));
+	x->dns_timer = evtimer_new(base, dns_timer_cb, cl);
 	dns_round(cl);
 }
 
 /* ---- EDS -------------------------------------------------------------- */
 
+/* An EDS cluster's endpoints are only needed until they are published:
+ * the hosts carry address, weight and health from then on. */
+static void eds_drop_endpoints(struct cluster *cl)
+{
+	for (size_t i = 0; i < cl->nendpoints; i++)
+		free(cl->endpoints[i].address);
+	free(cl->endpoints);
+	cl->endpoints = NULL;
+	cl->nendpoints = 0;
+}
+
 int cluster_eds_update(struct cluster *cl, struct cfg_ctx *c, const json_t *cla)
 {
-	struct endpoint_cfg *old = cl->endpoints;
-	size_t nold = cl->nendpoints;
+	struct endpoint_cfg *old = cl->endpoints, *eps;
+	size_t nold = cl->nendpoints, n;
 
 	cl->endpoints = NULL;
 	cl->nendpoints = 0;
@@ -1649,15 +1814,27 @@ int cluster_eds_update(struct cluster *cl, struct cfg_ctx *c, const json_t *cla)
 		cl->nendpoints = nold;
 		return RM_ERROR;
 	}
-	for (size_t i = 0; i < nold; i++)
-		free(old[i].address);
-	free(old);
+	eps = cl->endpoints;
+	n = cl->nendpoints;
+	cl->endpoints = old;
+	cl->nendpoints = nold;
+	cluster_eds_set(cl, eps, n);
+	return RM_OK;
+}
+
+void cluster_eds_set(struct cluster *cl, struct endpoint_cfg *eps, size_t n)
+{
+	for (size_t i = 0; i < cl->nendpoints; i++)
+		free(cl->endpoints[i].address);
+	free(cl->endpoints);
+	cl->endpoints = eps;
+	cl->nendpoints = n;
 	if (!cl->on_init && !cl->initialized && !cl->hs)
-		return RM_OK;   /* not started yet: cluster_start publishes */
+		return;   /* not started yet: cluster_start publishes */
 	publish_from_endpoints(cl);
+	eds_drop_endpoints(cl);
 	if (!cl->initialized)
 		cluster_mark_initialized(cl);
-	return RM_OK;
 }
 
 void cluster_eds_fetch_timeout(struct cluster *cl)

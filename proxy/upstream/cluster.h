@@ -24,13 +24,21 @@ struct hc_cfg;
 struct health_checker;
 struct odst;
 struct tls_ctx;
+struct xblob;
 
-/* update_attempt/_success/_failure count service-discovery updates: DNS
+/* cluster.<name>.* in one split scope (stats_scope_new_split): the stats
+ * only workers write first, then those both write (ORIGINAL_DST workers
+ * count their own membership), then those only the main thread writes
+ * (membership and update counts, the EDS subscription stats, the
+ * circuit-breaker gauges), so an idle cluster stores nothing per worker and
+ * its main-thread values only.
+ *
+ * update_attempt/_success/_failure count service-discovery updates: DNS
  * rounds, and for EDS clusters the EDS subscription's responses (counted by
  * xds/ads.c with update_rejected, update_empty, init_fetch_timeout, version,
  * update_time: Envoy roots the EDS subscription stats in the cluster's
  * scope). */
-#define CLUSTER_STATS(X)                                                           \
+#define CLUSTER_WORKER_STATS(X)                                                    \
 	X(COUNTER, upstream_cx_total) X(GAUGE, upstream_cx_active)                \
 	X(COUNTER, upstream_cx_http1_total) X(COUNTER, upstream_cx_connect_fail)  \
 	X(COUNTER, upstream_cx_http2_total)                                       \
@@ -45,31 +53,44 @@ struct tls_ctx;
 	X(COUNTER, upstream_rq_rx_reset) X(COUNTER, upstream_rq_tx_reset)         \
 	X(COUNTER, upstream_rq_pending_total) X(GAUGE, upstream_rq_pending_active) \
 	X(COUNTER, upstream_rq_pending_failure_eject) X(HISTOGRAM, upstream_rq_time) \
-	X(GAUGE, membership_healthy) X(GAUGE, membership_total)                   \
-	X(GAUGE, membership_degraded) X(GAUGE, membership_excluded)               \
-	X(COUNTER, membership_change) X(COUNTER, update_attempt)                  \
-	X(COUNTER, update_success) X(COUNTER, update_failure)                     \
-	X(COUNTER, update_no_rebuild) X(COUNTER, lb_healthy_panic)                \
+	X(COUNTER, lb_healthy_panic)                                              \
 	X(COUNTER, upstream_rq_retry) X(COUNTER, upstream_rq_retry_success)       \
 	X(COUNTER, upstream_rq_retry_overflow) X(COUNTER, upstream_rq_retry_limit_exceeded) \
 	X(COUNTER, upstream_rq_retry_backoff_exponential)                         \
 	X(COUNTER, upstream_rq_per_try_timeout) X(COUNTER, upstream_rq_pending_overflow) \
 	X(COUNTER, upstream_rq_per_try_idle_timeout)                              \
 	X(COUNTER, upstream_cx_overflow)
-/* ... then these, whose enumerators are prefixed (CL_version: "version" and
- * "update_time" are common variable names). */
+#define CLUSTER_SHARED_STATS(X)                                                    \
+	X(GAUGE, membership_healthy) X(GAUGE, membership_total) X(COUNTER, membership_change)
+#define CLUSTER_MAIN_STATS(X)                                                      \
+	X(GAUGE, membership_degraded) X(GAUGE, membership_excluded)               \
+	X(COUNTER, update_attempt) X(COUNTER, update_success) X(COUNTER, update_failure) \
+	X(COUNTER, update_no_rebuild)
+#define CLUSTER_STATS(X) CLUSTER_WORKER_STATS(X) CLUSTER_SHARED_STATS(X) CLUSTER_MAIN_STATS(X)
+/* ... then these (main thread only too: the EDS subscription stats), whose
+ * enumerators are prefixed (CL_version: "version" and "update_time" are
+ * common variable names). */
 #define CLUSTER_SUB_STATS(X) X(COUNTER, update_empty) X(GAUGE, version)          \
 	X(COUNTER, update_rejected) X(COUNTER, init_fetch_timeout) X(GAUGE, update_time)
 #define CL_ENUM(type, name) CL_##name,
 
 enum { CLUSTER_STATS(STATS_ENUM) CLUSTER_SUB_STATS(CL_ENUM) CLUSTER_STATS_N };
+#define CLUSTER_STAT_COUNT(type, name) + 1
+enum {
+	CLUSTER_SHARED_FIRST = 0 CLUSTER_WORKER_STATS(CLUSTER_STAT_COUNT),
+	CLUSTER_MAIN_FIRST = CLUSTER_SHARED_FIRST CLUSTER_SHARED_STATS(CLUSTER_STAT_COUNT),
+};
 
-/* cluster.<name>.circuit_breakers.{default,high}.* gauges (main thread, 1 s tick). */
+/* cluster.<name>.circuit_breakers.{default,high}.* gauges (main thread, 1 s
+ * tick): in the cluster scope after CLUSTER_STATS, one block of
+ * CB_STATS_N per priority (CLUSTER_CB(p, CB_cx_open)). */
 #define CB_STATS(X) X(GAUGE, cx_open) X(GAUGE, cx_pool_open) X(GAUGE, rq_pending_open) \
 	X(GAUGE, rq_open) X(GAUGE, rq_retry_open) X(GAUGE, remaining_cx)                \
 	X(GAUGE, remaining_pending) X(GAUGE, remaining_rq) X(GAUGE, remaining_retries)
 #define CB_ENUM(type, name) CB_##name,
 enum { CB_STATS(CB_ENUM) CB_STATS_N };
+#define CLUSTER_CB(p, idx) (CLUSTER_STATS_N + (p) * CB_STATS_N + (idx))
+#define CLUSTER_SCOPE_N (CLUSTER_STATS_N + 2 * CB_STATS_N)
 
 /* cluster.<name>.ring_hash_lb.* / maglev_lb.* gauges (main thread, set when
  * the table is rebuilt). */
@@ -83,18 +104,21 @@ enum { MAGLEV_STATS(LBH_ENUM) MAGLEV_STATS_N };
  * counters) of its priority. */
 enum cb_priority { CB_PRIO_DEFAULT, CB_PRIO_HIGH, CB_PRIO_N };
 
-/* circuit_breakers.thresholds[] of one priority, and what is held against
- * them.  Limits are cluster-wide across workers, counted with atomics. */
+/* circuit_breakers.thresholds[] of one priority.  The limits are
+ * cluster-wide across workers; what is held against them is counted with
+ * atomics in struct cb_count. */
 struct cb_prio {
 	uint32_t max_connections, max_pending, max_requests, max_retries; /* 1024 x 3, 3 */
 	uint32_t max_host_connections;      /* per_host_thresholds.max_connections, 0 = none */
-	bool retry_budget;                  /* retry_budget set: replaces max_retries */
-	double budget_percent;              /* default 20 */
 	uint32_t min_retry_concurrency;     /* default 3 */
+	double budget_percent;              /* default 20 */
+	bool retry_budget;                  /* retry_budget set: replaces max_retries */
 	bool track_remaining;
-	struct stats_scope *stats;          /* owned: circuit_breakers.<default|high>.* */
-	/* atomic current counts, on their own cache line (every worker bumps them) */
-	_Alignas(64) int cx, pending, rq, retries;
+};
+
+/* What one priority holds against its limits (atomic, any worker). */
+struct cb_count {
+	int cx, pending, rq, retries;
 };
 
 /* Per-host counters kept per shard (for /clusters). */
@@ -132,10 +156,17 @@ static inline enum host_health host_health_of(int flags)
 	       (flags & HOST_DEGRADED_MASK) ? HOST_DEGRADED : HOST_HEALTHY;
 }
 
-struct host {
-	int refcnt;                         /* atomic; host sets and pools hold refs */
-	int health_flags;                   /* HOST_FAILED_* / HOST_DEGRADED_*; written by the
-					       main thread */
+/* A host's address: IPv4 or IPv6 (28 bytes, not a 128-byte
+ * sockaddr_storage). */
+union host_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
+
+/* Outlier detection's state of one host (clusters with outlier_detection
+ * only). */
+struct host_od {
 	int consecutive_5xx;                /* atomic; outlier detection (all workers) */
 	int consecutive_gw;                 /* atomic; consecutive gateway failures */
 	int consecutive_lo;                 /* atomic; consecutive local-origin failures
@@ -143,18 +174,32 @@ struct host {
 	uint32_t ejections;                 /* main thread: times ejected (multiplier) */
 	uint64_t ejected_until_ms;          /* main thread */
 	int64_t od_prev[4];                 /* main thread: HOST_OD_* sums at the last interval */
+};
+
+/* One allocation: the struct, then pools[nworkers], stats[nshards] and the
+ * address text (~0.15 KB for an IPv4 host with two workers). */
+struct host {
+	int refcnt;                         /* atomic; host sets and pools hold refs */
+	int health_flags;                   /* HOST_FAILED_* / HOST_DEGRADED_*; written by the
+					       main thread */
 	int cb_cx;                          /* atomic: connections to this host (all workers) */
-	struct sockaddr_storage addr;
-	socklen_t addrlen;
-	char addr_str[64];                  /* "127.0.0.1:8080" / "[::1]:8080" */
-	char *hostname;                     /* owned, may be NULL (DNS name it came from) */
 	uint32_t weight;
-	unsigned nshards;
-	int64_t *stats;                     /* owned; [nshards][HOST_STATS_N] */
-	struct pool **pools;                /* owned array [nworkers]; slot w owned by worker w:
-					       its pools, one per SNI (auto_sni), linked by next_sni */
+	union host_addr addr;
+	socklen_t addrlen;
+	uint16_t nshards, nworkers;
+	const char *addr_str;               /* in this allocation: "127.0.0.1:8080" / "[::1]:8080" */
+	char *hostname;                     /* owned, may be NULL (DNS name it came from) */
+	struct host_od *od;                 /* owned, NULL unless the cluster has outlier
+					       detection */
 	struct host_ewma *ewma;             /* owned [nworkers] (aligned_alloc), slot w owned by
 					       worker w; NULL unless the cluster is peak-EWMA */
+	struct pool **pools;                /* in this allocation, [nworkers]; slot w owned by
+					       worker w: its pools, one per SNI (auto_sni),
+					       linked by next_sni */
+	int64_t **stats;                    /* in this allocation, [nshards]: shard s's
+					       [HOST_STATS_N] counters, owned, allocated by the
+					       thread of shard s on its first write (a host
+					       nobody sent traffic to has none) */
 };
 
 struct hostset {
@@ -183,19 +228,27 @@ struct hostset {
 	struct lb_hash_table *lbt_degraded; /* owned; hash table over degraded[] */
 };
 
-/* Worker w's view of a cluster. */
-struct cluster_worker {
-	struct hostset *hs;                 /* ref held; NULL until the first set arrives */
-	uint64_t rr;                        /* round-robin cursor */
+/* Worker w's load-balancing state beyond a plain round-robin cursor: only
+ * for host sets with different weights or degraded hosts (allocated by the
+ * worker when such a set arrives, freed with the cluster). */
+struct cluster_worker_lb {
 	uint64_t rr_degraded;               /* round-robin cursor over hs->degraded */
+	double lr_now;                      /* EDF clock: deadline of the last pick */
+	uint64_t lr_order;                  /* EDF insertion counter (tie break) */
+	bool lr_built;                      /* lr_heap filled (on the first pick) */
+	size_t cap;                         /* entries cur_weight / lr_heap have room for */
 	int64_t *cur_weight;                /* owned; smooth-WRR state [hs->nactive] when weighted */
 	struct lr_edf *lr_heap;             /* owned; LEAST_REQUEST EDF min-heap [hs->nactive]
 					       when weighted */
-	bool lr_built;                      /* lr_heap filled (on the first pick) */
-	double lr_now;                      /* EDF clock: deadline of the last pick */
-	uint64_t lr_order;                  /* EDF insertion counter (tie break) */
+};
+
+/* Worker w's view of a cluster (in the cluster's allocation). */
+struct cluster_worker {
+	struct hostset *hs;                 /* ref held; NULL until the first set arrives */
+	uint64_t rr;                        /* round-robin cursor */
 	uint64_t snap_mark;                 /* worker_msg_set_snapshot: the version of the
 					       newest snapshot holding this cluster */
+	struct cluster_worker_lb *lb;       /* owned (written by worker w), NULL: plain */
 };
 
 /* One host in the weighted LEAST_REQUEST EDF scheduler. */
@@ -226,59 +279,33 @@ enum cluster_proto {
 	CL_PROTO_DOWNSTREAM,   /* use_downstream_protocol_config: same as the downstream */
 };
 
-/* Upstream http2_protocol_options (Envoy's defaults in parentheses). */
-struct cluster {
-	int refcnt;                         /* atomic; snapshots hold refs */
-	char *name;                         /* owned */
-	enum cluster_type type;
-	enum lb_policy lb;
+/* The options most clusters leave at their defaults, and the state of the
+ * features they enable.  A cluster that sets none of them points at the
+ * shared, read-only cluster_ext_default (no allocation): at 10,000 xDS
+ * clusters this keeps struct cluster near 0.3 KB instead of 1.3 KB.  An
+ * owned copy is made (cluster_ext_mut) when parsing sets one of them, and
+ * for the types and features that keep state here (DNS, outlier detection,
+ * health checks, hash load balancers, HTTP/2). */
+struct cluster_ext {
 	uint32_t lr_choice_count;           /* least_request_lb_config.choice_count (2) */
 	double lr_bias;                     /* least_request_lb_config.active_request_bias (1.0) */
 	uint64_t ewma_decay_us;             /* peak_ewma decay_time (10 s) */
 	uint64_t ewma_default_rtt_us;       /* peak_ewma default_rtt (10 ms) */
 	struct lb_hash_cfg hash_cfg;        /* ring_hash_lb_config / maglev_lb_config */
-	uint64_t connect_timeout_ms;        /* default 5000 */
-	uint32_t buffer_limit;              /* per_connection_buffer_limit_bytes (1 MiB) */
-	uint32_t max_requests_per_connection; /* 0 = unlimited */
-	uint64_t idle_timeout_ms;           /* upstream idle timeout (1 h default) */
-	enum cluster_proto proto;           /* upstream HTTP protocol */
-	struct h2_options h2;           /* used when proto is HTTP2 or DOWNSTREAM */
+	struct h2_options h2;               /* used when proto is HTTP2 or DOWNSTREAM */
 	struct stats_scope *h2_stats;       /* owned: cluster.<name>.http2.*, NULL for HTTP/1 */
 	uint64_t dns_refresh_ms;            /* dns_refresh_rate (5000) */
 	bool respect_dns_ttl;
 	enum dns_family dns_family;
 	struct sockaddr_storage *resolvers; /* owned [nresolvers] */
 	size_t nresolvers;
-	struct endpoint_cfg *endpoints;     /* owned [nendpoints] */
-	size_t nendpoints;
-	char *json_text;                    /* owned: the Cluster as canonical JSON text
-					       (cluster_json_text), for diffing updates and
-					       /config_dump (cluster_config_json).  Text, not a
-					       jansson tree: ~0.3 KB instead of ~3 KB a cluster */
-	struct stats_scope *stats;          /* owned */
 	struct stats_scope *lbh_stats;      /* owned: ring_hash_lb.* or maglev_lb.*, may be NULL */
-	struct stats_scope *od_stats;       /* owned: outlier_detection.*, may be NULL */
 	struct outlier_cfg od;
-	uint32_t panic_threshold;           /* common_lb_config.healthy_panic_threshold %, default 50 */
+	struct stats_scope *od_stats;       /* owned: outlier_detection.*, may be NULL */
 	struct event *od_timer;             /* owned: unejection sweep (main thread) */
 	struct hc_cfg *hc_cfg;              /* owned: health_checks[0], NULL if none */
 	struct stats_scope *hc_stats;       /* owned: health_check.*, NULL if none */
 	struct health_checker *hc;          /* owned, main thread; from cluster_start */
-	unsigned nworkers;
-	struct cluster_worker *workers;     /* owned [nworkers] */
-	/* main thread only */
-	struct hostset *hs;                 /* current host set (ref) */
-	struct dns_resolver *dns;           /* owned, STRICT_DNS only */
-	struct dns_query **queries;         /* owned [nendpoints], pending queries */
-	struct dns_cb_arg *dns_args;        /* owned [nendpoints] */
-	struct sockaddr_storage **dns_addrs; /* owned per endpoint: last answer */
-	size_t *dns_naddrs;
-	size_t dns_pending;                 /* queries in flight this round */
-	struct event *dns_timer;            /* owned */
-	uint32_t dns_min_ttl_s;             /* smallest TTL of this round */
-	struct cb_prio cb[CB_PRIO_N];       /* circuit breakers by RoutingPriority */
-	struct odst *odst;                  /* owned: ORIGINAL_DST state (original_dst.h), else NULL */
-	struct tls_ctx *tls;                /* owned: transport_socket (UpstreamTlsContext), NULL = raw */
 	/* HttpProtocolOptions.upstream_http_protocol_options (TLS clusters):
 	 * the request's host names the upstream connection's SNI, connections
 	 * are pooled per SNI (struct pool.sni), and with auto_san_validation the
@@ -286,22 +313,73 @@ struct cluster {
 	bool auto_sni, auto_san_validation;
 	char *auto_sni_header;              /* owned, lowercase: override_auto_sni_header;
 					       NULL: :authority */
-	bool initialized;                   /* first membership known */
-	char *eds_service_name;             /* owned, EDS: the ClusterLoadAssignment to ask for
-					       (eds_cluster_config.service_name, else name) */
-	uint64_t eds_fetch_timeout_ms;      /* eds_config.initial_fetch_timeout (15 s; 0 = none) */
+	/* STRICT_DNS / LOGICAL_DNS membership (main thread) */
+	struct dns_resolver *dns;           /* owned */
+	struct dns_query **queries;         /* owned [nendpoints], pending queries */
+	struct dns_cb_arg *dns_args;        /* owned [nendpoints] */
+	struct sockaddr_storage **dns_addrs; /* owned per endpoint: last answer */
+	size_t *dns_naddrs;
+	size_t dns_pending;                 /* queries in flight this round */
+	struct event *dns_timer;            /* owned */
+	uint32_t dns_min_ttl_s;             /* smallest TTL of this round */
+};
+extern const struct cluster_ext cluster_ext_default;
+
+struct cluster {
+	/* First cache line: what every worker writes (circuit-breaker counts)
+	 * and fields only the main thread touches, rarely; the read-mostly
+	 * fields below are on lines of their own. */
+	struct cb_count cbc[CB_PRIO_N];     /* held against cb[p] (atomic) */
+	int refcnt;                         /* atomic; snapshots hold refs */
+	uint32_t eds_fetch_timeout_ms;      /* eds_config.initial_fetch_timeout (15 s; 0 = none) */
 	void (*on_init)(struct cluster *cl, void *arg); /* called once, see cluster_start */
 	void *on_init_arg;
+	_Alignas(64) char *name;            /* owned */
+	enum cluster_type type : 8;
+	enum lb_policy lb : 8;
+	enum cluster_proto proto : 8;       /* upstream HTTP protocol */
+	bool initialized;                   /* first membership known (main thread) */
+	uint32_t panic_threshold;           /* common_lb_config.healthy_panic_threshold %, default 50 */
+	uint32_t buffer_limit;              /* per_connection_buffer_limit_bytes (1 MiB) */
+	uint32_t max_requests_per_connection; /* 0 = unlimited */
+	uint64_t connect_timeout_ms;        /* default 5000 */
+	uint64_t idle_timeout_ms;           /* upstream idle timeout (1 h default) */
+	struct stats_scope *stats;          /* owned: cluster.<name>.* (circuit breakers too) */
+	struct cb_prio cb[CB_PRIO_N];       /* circuit breakers by RoutingPriority */
+	const struct cluster_ext *ext;      /* &cluster_ext_default, or owned */
+	struct tls_ctx *tls;                /* owned: transport_socket (UpstreamTlsContext), NULL = raw */
+	struct odst *odst;                  /* owned: ORIGINAL_DST state (original_dst.h), else NULL */
+	char *eds_service_name;             /* EDS: the ClusterLoadAssignment to ask for
+					       (eds_cluster_config.service_name; owned), else
+					       == name (not owned); NULL for other types */
+	struct endpoint_cfg *endpoints;     /* owned [nendpoints]; EDS clusters drop theirs
+					       once published (the hosts carry them) */
+	size_t nendpoints;
+	struct xblob *src;                  /* owned: the resource it was compiled from, as
+					       received (xds/xres.h): set by its user (xDS: for
+					       diffing updates; both: /config_dump); may be NULL */
+	struct hostset *hs;                 /* main thread: current host set (ref) */
+	unsigned nworkers;
+	struct cluster_worker workers[];    /* [nworkers]: slot w written by worker w */
 };
 
-/* Canonical compact JSON text of a resource (sorted keys, so equal JSON
- * values give equal text): malloc'd, the caller frees. */
-char *cluster_json_text(const json_t *j);
-/* The Cluster this was compiled from, decoded from json_text (new ref). */
+/* The cluster's own copy of its extension, made on first use (parsing and
+ * the main thread's feature state only). */
+struct cluster_ext *cluster_ext_mut(struct cluster *cl);
+
+/* The Cluster this was compiled from, decoded from src (new ref; an empty
+ * object if there is none). */
 json_t *cluster_config_json(const struct cluster *cl);
 
 /* Parse a Cluster.  Returns NULL after cfg_fail(). */
 struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_ctx *b);
+/* The cluster cluster_parse builds for an EDS Cluster that sets only name,
+ * type EDS, lb_policy (ROUND_ROBIN, LEAST_REQUEST or RANDOM),
+ * connect_timeout and eds_cluster_config {eds_config: ads, service_name}
+ * (xds/pb_fast.c decides that from the protobuf, without JSON). */
+struct cluster *cluster_new_eds(struct build_ctx *b, const char *name, enum lb_policy lb,
+				uint64_t connect_timeout_ms, const char *service_name,
+				uint32_t fetch_timeout_ms);
 struct cluster *cluster_ref(struct cluster *cl);
 void cluster_unref(struct cluster *cl);              /* main thread; frees at 0 */
 
@@ -341,9 +419,16 @@ struct host *host_new(const struct cluster *cl, const struct sockaddr_storage *s
 struct host *host_ref(struct host *h);
 void host_unref(struct host *h);
 void hostset_unref(struct hostset *hs);
+/* Shard `shard`'s counters of h for its own thread, allocated on first use
+ * (a cache line or two of its own) and published with a release store. */
+int64_t *host_stats_new(struct host *h, unsigned shard);
 static inline void host_stat_add(struct host *h, unsigned shard, int idx, int64_t v)
 {
-	h->stats[shard * HOST_STATS_N + idx] += v;
+	int64_t *s = __atomic_load_n(&h->stats[shard], __ATOMIC_RELAXED);   /* ours */
+
+	if (unlikely(!s))
+		s = host_stats_new(h, shard);
+	s[idx] += v;
 }
 int64_t host_stat(const struct host *h, int idx);   /* summed over shards */
 
@@ -368,20 +453,20 @@ static inline void cb_put(int *count)
 /* max_requests: one outstanding request of priority p. */
 static inline bool cluster_rq_take(struct cluster *cl, enum cb_priority p)
 {
-	return cb_take(&cl->cb[p].rq, cl->cb[p].max_requests);
+	return cb_take(&cl->cbc[p].rq, cl->cb[p].max_requests);
 }
 static inline void cluster_rq_put(struct cluster *cl, enum cb_priority p)
 {
-	cb_put(&cl->cb[p].rq);
+	cb_put(&cl->cbc[p].rq);
 }
 /* max_retries / retry_budget: one concurrent retry of priority p. */
 static inline bool cluster_retry_take(struct cluster *cl, enum cb_priority p)
 {
-	return cb_take(&cl->cb[p].retries, cluster_retry_limit(cl, p));
+	return cb_take(&cl->cbc[p].retries, cluster_retry_limit(cl, p));
 }
 static inline void cluster_retry_put(struct cluster *cl, enum cb_priority p)
 {
-	cb_put(&cl->cb[p].retries);
+	cb_put(&cl->cbc[p].retries);
 }
 /* Main thread: same hosts, new health flags: rebuild the active subset
  * and publish a new host set to the workers. */
@@ -396,6 +481,9 @@ void cluster_hc_warmed(struct cluster *cl);
  * and weight are unchanged are kept (stats, pools).  RM_ERROR with c->err set
  * leaves the current endpoints in force. */
 int cluster_eds_update(struct cluster *cl, struct cfg_ctx *c, const json_t *cla);
+/* The same with the endpoints already parsed (eps: owned array of n, taken;
+ * an xDS fast path that reads the protobuf directly). */
+void cluster_eds_set(struct cluster *cl, struct endpoint_cfg *eps, size_t n);
 /* EDS cluster: nothing arrived within initial_fetch_timeout: initialize with
  * no hosts (Envoy's behaviour), so warming does not block forever. */
 void cluster_eds_fetch_timeout(struct cluster *cl);

@@ -69,7 +69,7 @@ struct stats_scope *h2c_stats_new(struct stats_store *st, const char *cluster)
 
 static inline struct cluster *ccl(const struct h2c_conn *c) { return c->p->cl; }
 static inline unsigned csh(const struct h2c_conn *c) { return c->p->w->shard; }
-static inline struct stats_scope *h2st(const struct h2c_conn *c) { return c->p->cl->h2_stats; }
+static inline struct stats_scope *h2st(const struct h2c_conn *c) { return c->p->cl->ext->h2_stats; }
 
 static void pump(struct h2c_conn *c);
 static void conn_close(struct h2c_conn *c);
@@ -442,7 +442,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 	case NGHTTP2_PING:
 		if ((f->hd.flags & NGHTTP2_FLAG_ACK) && c->ping_out) {
 			c->ping_out = false;
-			timer_ms(c->ping_timer, ccl(c)->h2.keepalive_interval_ms);
+			timer_ms(c->ping_timer, ccl(c)->ext->h2.keepalive_interval_ms);
 		}
 		break;
 	default:
@@ -521,7 +521,7 @@ static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int err
 static bool has_room(const struct h2c_conn *c)
 {
 	const struct cluster *cl = ccl(c);
-	uint32_t cap = MIN(cl->h2.max_concurrent_streams, c->peer_max);
+	uint32_t cap = MIN(cl->ext->h2.max_concurrent_streams, c->peer_max);
 	return c->state == H2C_READY && !c->goaway && !c->dead && !c->p->w->draining &&
 	       c->nactive < cap &&
 	       (!cl->max_requests_per_connection || c->ntotal < cl->max_requests_per_connection);
@@ -538,7 +538,7 @@ struct h2c_conn *h2c_pool_pick(struct pool *p)
 unsigned h2c_pool_promised(const struct pool *p)
 {
 	unsigned n = 0;
-	uint32_t cap = p->cl->h2.max_concurrent_streams;
+	uint32_t cap = p->cl->ext->h2.max_concurrent_streams;
 	if (p->cl->max_requests_per_connection && p->cl->max_requests_per_connection < cap)
 		cap = p->cl->max_requests_per_connection;
 	for (const struct h2c_conn *c = p->h2; c; c = c->next)
@@ -646,7 +646,7 @@ static void connect_failed(struct h2c_conn *c, enum pool_err err, const char *de
 {
 	struct pool *p = c->p;
 	struct cluster *cl = ccl(c);
-	uint32_t cap = cl->h2.max_concurrent_streams;
+	uint32_t cap = cl->ext->h2.max_concurrent_streams;
 	stats_inc(cl->stats, csh(c), upstream_cx_connect_fail);
 	if (err == POOL_E_TIMEOUT)
 		stats_inc(cl->stats, csh(c), upstream_cx_connect_timeout);
@@ -794,7 +794,7 @@ static void ping_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	c->ping_out = true;
 	nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, NULL);
-	timer_ms(c->ping_timer, ccl(c)->h2.keepalive_timeout_ms);
+	timer_ms(c->ping_timer, ccl(c)->ext->h2.keepalive_timeout_ms);
 	pump(c);
 }
 
@@ -835,16 +835,16 @@ struct h2c_conn *h2c_conn_connect(struct pool *p, int prio)
 	nghttp2_option_del(opt);
 	nghttp2_settings_entry iv[] = {
 		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
-		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cl->h2.initial_stream_window },
-		{ NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, cl->h2.hpack_table_size },
+		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cl->ext->h2.initial_stream_window },
+		{ NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, cl->ext->h2.hpack_table_size },
 	};
 	nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE(iv));
-	if (cl->h2.initial_conn_window > 65535)
+	if (cl->ext->h2.initial_conn_window > 65535)
 		nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0,
-						      (int32_t)cl->h2.initial_conn_window);
-	if (cl->h2.keepalive_interval_ms) {
+						      (int32_t)cl->ext->h2.initial_conn_window);
+	if (cl->ext->h2.keepalive_interval_ms) {
 		c->ping_timer = evtimer_new(w->base, ping_cb, c);
-		timer_ms(c->ping_timer, cl->h2.keepalive_interval_ms);
+		timer_ms(c->ping_timer, cl->ext->h2.keepalive_interval_ms);
 	}
 	c->next = p->h2;
 	if (p->h2)

@@ -503,8 +503,8 @@ static void update_healthy_gauge(struct health_checker *hc)
 			degraded += !!(f & HOST_DEGRADED_ACTIVE_HC);
 		}
 	}
-	stats_gauge_set(hc->cl->hc_stats, HC_healthy, healthy);
-	stats_gauge_set(hc->cl->hc_stats, HC_degraded, degraded);
+	stats_gauge_set(hc->cl->ext->hc_stats, HC_healthy, healthy);
+	stats_gauge_set(hc->cl->ext->hc_stats, HC_degraded, degraded);
 }
 
 static void check_warmed(struct health_checker *hc)
@@ -555,7 +555,7 @@ static void session_done(struct hc_session *s, enum hc_result r, bool close)
 	struct health_checker *hc = s->hc;
 	const struct hc_cfg *cfg = hc->cfg;
 	struct host *h = s->h;
-	struct stats_scope *st = hc->cl->hc_stats;
+	struct stats_scope *st = hc->cl->ext->hc_stats;
 	bool failed = __atomic_load_n(&h->health_flags, __ATOMIC_RELAXED) & HOST_FAILED_ACTIVE_HC;
 	bool pending = false, changed = false;
 
@@ -797,7 +797,7 @@ static void session_start_check(struct hc_session *s)
 {
 	struct health_checker *hc = s->hc;
 	const struct hc_cfg *cfg = hc->cfg;
-	stats_inc(hc->cl->hc_stats, 0, HC_attempt);
+	stats_inc(hc->cl->ext->hc_stats, 0, HC_attempt);
 	arm(s->timeout_ev, cfg->timeout_ms);
 	bool fresh = !s->conn;
 	if (fresh) {
@@ -855,7 +855,7 @@ struct health_checker *health_checker_new(struct cluster *cl, struct event_base 
 {
 	struct health_checker *hc = xcalloc(1, sizeof(*hc));
 	hc->cl = cl;
-	hc->cfg = cl->hc_cfg;
+	hc->cfg = cl->ext->hc_cfg;
 	hc->base = base;
 	return hc;
 }

@@ -101,31 +101,32 @@ void original_dst_free(struct odst *o)
 
 /* ---- the per-worker table ------------------------------------------------------ */
 
-static uint64_t addr_hash(const struct sockaddr_storage *ss)
+/* Addresses as struct sockaddr: a host keeps a compact union, the
+ * destination a sockaddr_storage; only the family's own fields are read. */
+static uint64_t addr_hash(const struct sockaddr *ss)
 {
 	uint64_t h = 1469598103934665603ull;
 	const unsigned char *p;
 	size_t n;
-	if (ss->ss_family == AF_INET) {
+	if (ss->sa_family == AF_INET) {
 		p = (const unsigned char *)&((const struct sockaddr_in *)ss)->sin_addr;
 		n = 4;
 	} else {
 		p = (const unsigned char *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
 		n = 16;
 	}
-	h = (h ^ ss->ss_family) * 1099511628211ull;
-	h = (h ^ sockaddr_port((const struct sockaddr *)ss)) * 1099511628211ull;
+	h = (h ^ ss->sa_family) * 1099511628211ull;
+	h = (h ^ sockaddr_port(ss)) * 1099511628211ull;
 	while (n--)
 		h = (h ^ *p++) * 1099511628211ull;
 	return h ^ (h >> 29);
 }
 
-static bool addr_eq(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+static bool addr_eq(const struct sockaddr *a, const struct sockaddr *b)
 {
-	if (a->ss_family != b->ss_family ||
-	    sockaddr_port((const struct sockaddr *)a) != sockaddr_port((const struct sockaddr *)b))
+	if (a->sa_family != b->sa_family || sockaddr_port(a) != sockaddr_port(b))
 		return false;
-	if (a->ss_family == AF_INET)
+	if (a->sa_family == AF_INET)
 		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
 		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
 	return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
@@ -134,7 +135,7 @@ static bool addr_eq(const struct sockaddr_storage *a, const struct sockaddr_stor
 
 static void table_put(struct odst_entry *tab, size_t cap, struct odst_entry e)
 {
-	size_t k = addr_hash(&e.h->addr) & (cap - 1);
+	size_t k = addr_hash(&e.h->addr.sa) & (cap - 1);
 	while (tab[k].h)
 		k = (k + 1) & (cap - 1);
 	tab[k] = e;
@@ -250,9 +251,9 @@ struct host *original_dst_pick(struct cluster *cl, struct worker *w, const struc
 	if (o->port_override)
 		sockaddr_set_port(&dst, o->port_override);
 	if (ow->cap) {
-		size_t k = addr_hash(&dst) & (ow->cap - 1);
+		size_t k = addr_hash((const struct sockaddr *)&dst) & (ow->cap - 1);
 		while (ow->tab[k].h) {
-			if (addr_eq(&ow->tab[k].h->addr, &dst)) {
+			if (addr_eq(&ow->tab[k].h->addr.sa, (const struct sockaddr *)&dst)) {
 				ow->tab[k].used = true;
 				return ow->tab[k].h;
 			}

@@ -57,34 +57,34 @@ static bool od_try_eject(struct cluster *cl, struct host *h, enum od_kind kind)
 		OD_ejections_enforced_success_rate, OD_ejections_enforced_failure_percentage,
 		OD_ejections_enforced_local_origin_success_rate,
 		OD_ejections_enforced_local_origin_failure_percentage };
-	const struct outlier_cfg *od = &cl->od;
+	const struct outlier_cfg *od = &cl->ext->od;
 	const uint32_t enforcing[] = { od->enforcing_5xx, od->enforcing_gw, od->enforcing_lo,
 				       od->enforcing_sr, od->enforcing_fp, od->enforcing_lo_sr,
 				       od->enforcing_lo_fp };
 
 	if (h->health_flags & HOST_FAILED_OUTLIER)
 		return false;
-	stats_inc(cl->od_stats, 0, detected[kind]);
+	stats_inc(cl->ext->od_stats, 0, detected[kind]);
 	if (rand_below(100) >= enforcing[kind])
 		return false;
 	/* max_ejection_percent, but at least one host may always be ejected */
 	size_t n = cl->hs->n, ej = ejected_count(cl);
 	if (ej && (ej + 1) * 100 > (size_t)od->max_ejection_percent * n) {
-		stats_inc(cl->od_stats, 0, OD_ejections_overflow);
+		stats_inc(cl->ext->od_stats, 0, OD_ejections_overflow);
 		return false;
 	}
-	h->ejections++;
-	uint64_t t = od->base_ejection_ms * h->ejections;
+	h->od->ejections++;
+	uint64_t t = od->base_ejection_ms * h->od->ejections;
 	uint64_t cap = MAX(od->base_ejection_ms, od->max_ejection_ms);
-	h->ejected_until_ms = outlier_clock() + MIN(t, cap);
+	h->od->ejected_until_ms = outlier_clock() + MIN(t, cap);
 	__atomic_or_fetch(&h->health_flags, HOST_FAILED_OUTLIER, __ATOMIC_RELAXED);
-	__atomic_store_n(&h->consecutive_5xx, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&h->consecutive_gw, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&h->consecutive_lo, 0, __ATOMIC_RELAXED);
-	stats_inc(cl->od_stats, 0, OD_ejections_enforced_total);
-	stats_inc(cl->od_stats, 0, OD_ejections_total);
-	stats_inc(cl->od_stats, 0, enforced[kind]);
-	stats_gauge_set(cl->od_stats, OD_ejections_active, (int64_t)ejected_count(cl));
+	__atomic_store_n(&h->od->consecutive_5xx, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->od->consecutive_gw, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->od->consecutive_lo, 0, __ATOMIC_RELAXED);
+	stats_inc(cl->ext->od_stats, 0, OD_ejections_enforced_total);
+	stats_inc(cl->ext->od_stats, 0, OD_ejections_total);
+	stats_inc(cl->ext->od_stats, 0, enforced[kind]);
+	stats_gauge_set(cl->ext->od_stats, OD_ejections_active, (int64_t)ejected_count(cl));
 	log_info("cluster '%s': host %s ejected by outlier detection for %llu ms", cl->name,
 		 h->addr_str, (unsigned long long)MIN(t, cap));
 	return true;
@@ -101,9 +101,9 @@ static void od_eject(void *arg)
 
 	for (size_t i = 0; cl->hs && i < cl->hs->n && !present; i++)
 		present = cl->hs->hosts[i] == m->h;
-	if (present && cl->od_stats) {
-		int *ctr = m->kind == OD_5XX ? &m->h->consecutive_5xx :
-			   m->kind == OD_GATEWAY ? &m->h->consecutive_gw : &m->h->consecutive_lo;
+	if (present && cl->ext->od_stats) {
+		int *ctr = m->kind == OD_5XX ? &m->h->od->consecutive_5xx :
+			   m->kind == OD_GATEWAY ? &m->h->od->consecutive_gw : &m->h->od->consecutive_lo;
 		bool ejected = od_try_eject(cl, m->h, m->kind);
 		__atomic_store_n(ctr, 0, __ATOMIC_RELAXED);
 		if (ejected)
@@ -115,23 +115,23 @@ static void od_eject(void *arg)
 }
 
 /* Envoy's success-rate and failure-percentage algorithms over one input set
- * (ok/err: HOST_OD_EXT_* or HOST_OD_LO_*; prev: index into h->od_prev) for
+ * (ok/err: HOST_OD_EXT_* or HOST_OD_LO_*; prev: index into h->od->od_prev) for
  * the interval just ended.  Hosts below the request volume, or too few such
  * hosts, are not judged. */
 static bool od_statistics_set(struct cluster *cl, int ok_idx, int err_idx, size_t prev,
 			      enum od_kind sr_kind, enum od_kind fp_kind, double *rate,
 			      int64_t *vol)
 {
-	const struct outlier_cfg *od = &cl->od;
+	const struct outlier_cfg *od = &cl->ext->od;
 	size_t n = cl->hs->n, sr_hosts = 0, fp_hosts = 0;
 	bool changed = false;
 	double sum = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct host *h = cl->hs->hosts[i];
 		int64_t ok = host_stat(h, ok_idx), err = host_stat(h, err_idx);
-		int64_t dok = ok - h->od_prev[prev], derr = err - h->od_prev[prev + 1];
-		h->od_prev[prev] = ok;
-		h->od_prev[prev + 1] = err;
+		int64_t dok = ok - h->od->od_prev[prev], derr = err - h->od->od_prev[prev + 1];
+		h->od->od_prev[prev] = ok;
+		h->od->od_prev[prev + 1] = err;
 		vol[i] = dok + derr;
 		rate[i] = vol[i] ? 100.0 * (double)dok / (double)vol[i] : 100.0;
 		if (h->health_flags & HOST_FAILED_OUTLIER)
@@ -170,7 +170,7 @@ static bool od_statistics(struct cluster *cl)
 	int64_t *vol = xcalloc(n, sizeof(int64_t));
 	bool changed = od_statistics_set(cl, HOST_OD_EXT_OK, HOST_OD_EXT_ERR, 0, OD_SUCCESS_RATE,
 					 OD_FAILURE_PCT, rate, vol);
-	if (cl->od.split)
+	if (cl->ext->od.split)
 		changed |= od_statistics_set(cl, HOST_OD_LO_OK, HOST_OD_LO_ERR, 2, OD_LO_SUCCESS_RATE,
 					     OD_LO_FAILURE_PCT, rate, vol);
 	free(rate);
@@ -184,14 +184,14 @@ void outlier_interval(struct cluster *cl)
 	uint64_t now = outlier_clock();
 	for (size_t i = 0; cl->hs && i < cl->hs->n; i++) {
 		struct host *h = cl->hs->hosts[i];
-		if ((h->health_flags & HOST_FAILED_OUTLIER) && now >= h->ejected_until_ms) {
+		if ((h->health_flags & HOST_FAILED_OUTLIER) && now >= h->od->ejected_until_ms) {
 			__atomic_and_fetch(&h->health_flags, ~HOST_FAILED_OUTLIER, __ATOMIC_RELAXED);
 			changed = true;
 		}
 	}
 	changed |= od_statistics(cl);
 	if (changed) {
-		stats_gauge_set(cl->od_stats, OD_ejections_active, (int64_t)ejected_count(cl));
+		stats_gauge_set(cl->ext->od_stats, OD_ejections_active, (int64_t)ejected_count(cl));
 		cluster_republish(cl);
 	}
 }
@@ -216,22 +216,22 @@ static void od_post(struct cluster *cl, struct host *h, enum od_kind kind)
 /* Envoy's putHttpResponseCode: the externally originated detectors. */
 static void od_put_status(struct cluster *cl, struct host *h, unsigned sh, int status)
 {
-	const struct outlier_cfg *od = &cl->od;
+	const struct outlier_cfg *od = &cl->ext->od;
 	if (status < 500) {
 		host_stat_add(h, sh, HOST_OD_EXT_OK, 1);
 		/* loads first: successes, the common case, do not dirty the line */
-		if (__atomic_load_n(&h->consecutive_5xx, __ATOMIC_RELAXED))
-			__atomic_store_n(&h->consecutive_5xx, 0, __ATOMIC_RELAXED);
-		if (__atomic_load_n(&h->consecutive_gw, __ATOMIC_RELAXED))
-			__atomic_store_n(&h->consecutive_gw, 0, __ATOMIC_RELAXED);
+		if (__atomic_load_n(&h->od->consecutive_5xx, __ATOMIC_RELAXED))
+			__atomic_store_n(&h->od->consecutive_5xx, 0, __ATOMIC_RELAXED);
+		if (__atomic_load_n(&h->od->consecutive_gw, __ATOMIC_RELAXED))
+			__atomic_store_n(&h->od->consecutive_gw, 0, __ATOMIC_RELAXED);
 		return;
 	}
 	host_stat_add(h, sh, HOST_OD_EXT_ERR, 1);
 	bool gw = status >= 502 && status <= 504;
-	int n5 = __atomic_add_fetch(&h->consecutive_5xx, 1, __ATOMIC_RELAXED);
-	int ng = gw ? __atomic_add_fetch(&h->consecutive_gw, 1, __ATOMIC_RELAXED) : 0;
-	if (!gw && __atomic_load_n(&h->consecutive_gw, __ATOMIC_RELAXED))
-		__atomic_store_n(&h->consecutive_gw, 0, __ATOMIC_RELAXED);
+	int n5 = __atomic_add_fetch(&h->od->consecutive_5xx, 1, __ATOMIC_RELAXED);
+	int ng = gw ? __atomic_add_fetch(&h->od->consecutive_gw, 1, __ATOMIC_RELAXED) : 0;
+	if (!gw && __atomic_load_n(&h->od->consecutive_gw, __ATOMIC_RELAXED))
+		__atomic_store_n(&h->od->consecutive_gw, 0, __ATOMIC_RELAXED);
 	bool hit5 = od->consecutive_5xx && (uint32_t)n5 == od->consecutive_5xx;
 	bool hitg = od->consecutive_gw && (uint32_t)ng == od->consecutive_gw;
 	/* both at once: both detected, as Envoy (5xx first: it is enforced by
@@ -245,7 +245,7 @@ static void od_put_status(struct cluster *cl, struct host *h, unsigned sh, int s
 void cluster_outlier_report(struct cluster *cl, struct host *h, enum outlier_result r,
 			    int status)
 {
-	const struct outlier_cfg *od = &cl->od;
+	const struct outlier_cfg *od = &cl->ext->od;
 	if (!od->enabled || !h)
 		return;
 	unsigned sh = current_worker ? current_worker->shard : 0;
@@ -268,8 +268,8 @@ void cluster_outlier_report(struct cluster *cl, struct host *h, enum outlier_res
 	case OUTLIER_LOCAL_SUCCESS:
 	case OUTLIER_LOCAL_SUCCESS_FINAL:
 		host_stat_add(h, sh, HOST_OD_LO_OK, 1);
-		if (__atomic_load_n(&h->consecutive_lo, __ATOMIC_RELAXED))
-			__atomic_store_n(&h->consecutive_lo, 0, __ATOMIC_RELAXED);
+		if (__atomic_load_n(&h->od->consecutive_lo, __ATOMIC_RELAXED))
+			__atomic_store_n(&h->od->consecutive_lo, 0, __ATOMIC_RELAXED);
 		return;
 	case OUTLIER_LOCAL_CONNECT_FAILED:
 	case OUTLIER_LOCAL_RESET:
@@ -277,7 +277,7 @@ void cluster_outlier_report(struct cluster *cl, struct host *h, enum outlier_res
 		break;
 	}
 	host_stat_add(h, sh, HOST_OD_LO_ERR, 1);
-	int nl = __atomic_add_fetch(&h->consecutive_lo, 1, __ATOMIC_RELAXED);
+	int nl = __atomic_add_fetch(&h->od->consecutive_lo, 1, __ATOMIC_RELAXED);
 	if (od->consecutive_lo && (uint32_t)nl == od->consecutive_lo)
 		od_post(cl, h, OD_LOCAL);
 }
@@ -363,8 +363,8 @@ struct stats_scope *outlier_stats_new(struct stats_store *st, const char *cluste
 
 void outlier_start(struct cluster *cl, struct event_base *base)
 {
-	struct timeval tv = { (time_t)(cl->od.interval_ms / 1000),
-			      (suseconds_t)(cl->od.interval_ms % 1000) * 1000 };
-	cl->od_timer = event_new(base, -1, EV_PERSIST, od_sweep, cl);
-	event_add(cl->od_timer, &tv);
+	struct timeval tv = { (time_t)(cl->ext->od.interval_ms / 1000),
+			      (suseconds_t)(cl->ext->od.interval_ms % 1000) * 1000 };
+	cluster_ext_mut(cl)->od_timer = event_new(base, -1, EV_PERSIST, od_sweep, cl);
+	event_add(cl->ext->od_timer, &tv);
 }

@@ -129,7 +129,7 @@ void pool_cx_closed(struct pool *p, enum cb_priority prio, uint64_t created_ms, 
 	stats_hist_record(p->cl->stats, sh, upstream_cx_length_ms, (double)(now_ms() - created_ms));
 	host_stat_add(p->host, sh, HOST_CX_ACTIVE, -1);
 	p->nconns--;
-	cb_put(&p->cl->cb[prio].cx);
+	cb_put(&p->cl->cbc[prio].cx);
 	cb_put(&p->host->cb_cx);
 	pool_kick(p);   /* capacity freed */
 	if ((p->orphan || p->sni) && !p->nconns && !p->npending)
@@ -269,7 +269,7 @@ static struct upstream_conn *connect_new(struct pool *p, enum cb_priority prio, 
 	conn_setcb(uc->bev, NULL, NULL, connect_event_cb, uc);
 	if (cl->tls) {
 		conn_set_tls(uc->bev, cl->tls, false, p->sni);   /* NULL: the context's sni */
-		if (p->sni && cl->auto_san_validation)
+		if (p->sni && cl->ext->auto_san_validation)
 			conn_tls_verify_sni(uc->bev);
 	}
 	/* Failures, even synchronous ones, are reported from the loop. */
@@ -287,10 +287,10 @@ static struct upstream_conn *connect_new(struct pool *p, enum cb_priority prio, 
 static bool cx_reserve(struct cluster *cl, struct host *h, enum cb_priority prio)
 {
 	const struct cb_prio *b = &cl->cb[prio];
-	if (!cb_take(&cl->cb[prio].cx, b->max_connections))
+	if (!cb_take(&cl->cbc[prio].cx, b->max_connections))
 		return false;
 	if (!cb_take(&h->cb_cx, b->max_host_connections ? b->max_host_connections : UINT32_MAX)) {
-		cb_put(&cl->cb[prio].cx);
+		cb_put(&cl->cbc[prio].cx);
 		return false;
 	}
 	return true;
@@ -311,7 +311,7 @@ int pool_get(struct worker *w, struct cluster *cl, struct host *h, const char *s
 		return RM_AGAIN;
 	}
 	stats_inc(cl->stats, w->shard, upstream_cx_overflow);
-	if (!cb_take(&cl->cb[prio].pending, cl->cb[prio].max_pending)) {
+	if (!cb_take(&cl->cbc[prio].pending, cl->cb[prio].max_pending)) {
 		stats_inc(cl->stats, w->shard, upstream_rq_pending_overflow);
 		if (p->sni && !p->nconns && !p->npending)
 			pool_free(p);
@@ -369,7 +369,7 @@ int pool_get_h2(struct worker *w, struct cluster *cl, struct host *h, const char
 		return RM_OK;
 	}
 	/* Envoy counts a request waiting for an HTTP/2 connection as pending */
-	if (!cb_take(&cl->cb[prio].pending, cl->cb[prio].max_pending)) {
+	if (!cb_take(&cl->cbc[prio].pending, cl->cb[prio].max_pending)) {
 		stats_inc(cl->stats, w->shard, upstream_rq_pending_overflow);
 		if (p->sni && !p->nconns && !p->npending)
 			pool_free(p);
@@ -397,7 +397,7 @@ static void pending_unlink(struct pool_pending *pp)
 	p->npending--;
 	if (pp->cb2)
 		p->npending_h2--;
-	cb_put(&p->cl->cb[pp->prio].pending);
+	cb_put(&p->cl->cbc[pp->prio].pending);
 	stats_dec(p->cl->stats, p->w->shard, upstream_rq_pending_active);
 }
 

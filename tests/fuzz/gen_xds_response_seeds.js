@@ -78,6 +78,23 @@ const cla = (name, ports, extra) => Object.assign({
 const claPriorities = (name) => Object.assign(cla(name, [9200]), {
   endpoints: [{ lb_endpoints: [{ endpoint: { address: sa(9201) } }] },
               { priority: 1, lb_endpoints: [{ endpoint: { address: sa(9202) } }] }] });
+// the shapes xds/pb_fast.c compiles straight from the protobuf (the fuzz
+// target checks the general path agrees)
+const simpleCla = (name) => ({
+  cluster_name: name,
+  endpoints: [{ locality: { region: 'r1', zone: 'z1' },
+                lb_endpoints: [{ endpoint: { address: sa(9300) } },
+                               { endpoint: { address: { socket_address: { address: '::1', port_value: 9301 } } },
+                                 load_balancing_weight: { value: 5 }, health_status: 'DEGRADED' },
+                               { endpoint: { address: sa(9302) }, health_status: 'UNHEALTHY' }] },
+              { lb_endpoints: [{ endpoint: { address: { socket_address: { address: '10.1.2.3' } } } }] }],
+});
+const simpleClusters = [
+  { name: 'svc-eds', type: 'EDS', connect_timeout: { seconds: 1, nanos: 500000000 },
+    eds_cluster_config: { eds_config: ADS, service_name: 'svc' } },
+  { name: 'eds-lr', type: 'EDS', lb_policy: 'LEAST_REQUEST',
+    eds_cluster_config: { eds_config: Object.assign({ initial_fetch_timeout: { seconds: 30 } }, ADS) } },
+];
 const staticCluster = {
   name: 'backend', type: 'STATIC', connect_timeout: { seconds: 1 }, lb_policy: 'LEAST_REQUEST',
   load_assignment: cla('backend', [9001, 9002]),
@@ -203,6 +220,9 @@ const seeds = {
   rest_lds: [2, rest('lds', [any('lds', mixedListener)])],
   rest_rds_resource: [2, rest('rds', [wrapped('rds', routes('local_routes'), 10)])],
   rest_sds_lax: [5, rest('sds', [any('sds', caSecret)])],
+  sotw_cds_simple: [0, sotw('cds', simpleClusters.map((c) => any('cds', c)))],
+  sotw_eds_simple: [0, sotw('eds', [any('eds', simpleCla('svc')), any('eds', simpleCla('other'))])],
+  delta_eds_simple: [1, delta('eds', [simpleCla('svc')], [])],
 };
 
 fs.mkdirSync(out, { recursive: true });

@@ -38,6 +38,7 @@
  * Seeds: tests/fuzz/corpus/xds_response (tests/fuzz/gen_xds_response_seeds.js).
  * Run: make fuzz-bins; bash tests/fuzz/cpu-budget.sh 600 xds_response */
 #include "xds/ads_decode.h"
+#include "xds/pb_fast.h"
 #include "proxy/server.h"
 #include "proxy/log.h"
 #include "proxy/upstream/cluster.h"
@@ -194,7 +195,7 @@ static void compile(int t, const char *name, const json_t *j)
 		/* ads.c starts what it accepted (start_warming); here only what
 		 * needs no DNS, health checker or socket: STATIC and EDS (which
 		 * waits for its assignment) publish a host set and build the LB */
-		if (cl && (cl->type == CLUSTER_STATIC || cl->type == CLUSTER_EDS) && !cl->hc_cfg)
+		if (cl && (cl->type == CLUSTER_STATIC || cl->type == CLUSTER_EDS) && !cl->ext->hc_cfg)
 			cluster_start(cl, h.base, NULL, NULL);
 		if (cl)
 			cluster_unref(cl);
@@ -242,6 +243,53 @@ static int type_index(const char *url)
 	return -1;
 }
 
+/* The protobuf fast path (xds/pb_fast.c) must agree with the general path:
+ * whatever it accepts, cluster_parse / cluster_eds_update accept too, with
+ * the same result. */
+static void fast_agrees(int t, const Google__Protobuf__Any *any, const json_t *j)
+{
+	struct build_ctx b = { .srv = &g_server, .stats = g_server.stats, .nworkers = 2 };
+	struct cfg_ctx c;
+
+	if (t == T_CDS) {
+		struct cluster *f = NULL, *s;
+		if (!pb_fast_cluster(any->value.data, any->value.len, &b, &f))
+			return;
+		cfg_init(&c, NULL, NULL);
+		s = cluster_parse(&c, j, &b);
+		check(s != NULL, "a fast-path Cluster compiles on the general path");
+		check(!strcmp(f->name, s->name) && f->type == s->type && f->lb == s->lb &&
+		      f->connect_timeout_ms == s->connect_timeout_ms &&
+		      !strcmp(f->eds_service_name, s->eds_service_name) &&
+		      f->eds_fetch_timeout_ms == s->eds_fetch_timeout_ms &&
+		      f->buffer_limit == s->buffer_limit && f->ext == s->ext &&
+		      !memcmp(f->cb, s->cb, sizeof(f->cb)), "fast and general Cluster agree");
+		say("Cluster (protobuf fast path)", f->name, NULL);
+		cluster_unref(f);
+		cluster_unref(s);
+	} else if (t == T_EDS) {
+		struct endpoint_cfg *eps = NULL;
+		size_t n = 0;
+		struct cluster *s;
+		if (!pb_fast_cla(any->value.data, any->value.len, &eps, &n))
+			return;
+		s = cluster_new_eds(&b, "fast", LB_ROUND_ROBIN, 1000, NULL, 15000);   /* not started */
+		cfg_init(&c, NULL, NULL);
+		check(!cluster_eds_update(s, &c, j), "a fast-path assignment applies on the general path");
+		check(s->nendpoints == n, "fast and general endpoint counts agree");
+		for (size_t i = 0; i < n && i < s->nendpoints; i++)
+			check(!strcmp(eps[i].address, s->endpoints[i].address) &&
+			      eps[i].port == s->endpoints[i].port &&
+			      eps[i].weight == s->endpoints[i].weight &&
+			      eps[i].eds_flags == s->endpoints[i].eds_flags, "fast and general endpoints agree");
+		say("ClusterLoadAssignment (protobuf fast path)", NULL, NULL);
+		for (size_t i = 0; i < n; i++)
+			free(eps[i].address);
+		free(eps);
+		cluster_unref(s);
+	}
+}
+
 /* Decode resources[idx] the way ads.c does (take_resource) and compile it.
  * want_name: the delta Resource wrapper's name, or NULL. */
 static void take(int t, const Google__Protobuf__Any *any, size_t idx, const char *want_name)
@@ -261,8 +309,11 @@ static void take(int t, const Google__Protobuf__Any *any, size_t idx, const char
 	}
 	check(json_is_object(j) && !json_object_get(j, "@type"), "an object without @type");
 	const char *name = json_string_value(json_object_get(j, field));
-	if (name && *name && (!want_name || !*want_name || !strcmp(want_name, name)))
+	if (name && *name && (!want_name || !*want_name || !strcmp(want_name, name))) {
 		compile(t, name, j);
+		if (any->type_url && !strcmp(any->type_url, type_urls[t]))
+			fast_agrees(t, any, j);
+	}
 	json_decref(j);
 }
 

@@ -1002,10 +1002,10 @@ static const char *request_sni(const struct cluster *cl, const struct http_heade
 {
 	size_t n = 0;
 	const char *v = NULL;
-	if (!cl->auto_sni || !cl->tls)
+	if (!cl->ext->auto_sni || !cl->tls)
 		return NULL;
-	if (cl->auto_sni_header)
-		v = hdrs_get(req, cl->auto_sni_header, &n);
+	if (cl->ext->auto_sni_header)
+		v = hdrs_get(req, cl->ext->auto_sni_header, &n);
 	if (!v || !n)
 		v = hdrs_get(req, ":authority", &n);
 	if (!v || !n || v[0] == '[')

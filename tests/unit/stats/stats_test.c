@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <event2/buffer.h>
 
 #define T_STATS(X) X(COUNTER, rq_total) X(GAUGE, cx_active) X(HISTOGRAM, rq_time) \
 	X(COUNTER, cx_total) X(GAUGE, membership_total)
@@ -35,15 +36,13 @@ TEST(stats_scope_naming)
 	CHECK_INT(c->desc[rq_time].type, STAT_HISTOGRAM);
 	CHECK_STR(srv->name, "server");
 	CHECK(srv->tag_name == NULL && srv->tag_value == NULL);
-	CHECK(srv->shards[0].hists == NULL);              /* no histograms, no block */
+	CHECK(srv->shards[0]->hists == NULL);             /* no histograms, no block */
 	CHECK(srv->hslot == NULL && srv->nhist == 0);
 	CHECK_INT(c->nhist, 1);
-	for (unsigned i = 0; i < c->nshards; i++) {
-		CHECK(c->shards[i].vals != NULL);
-		CHECK(((uintptr_t)c->shards[i].vals & 63) == 0); /* vals on their own lines */
-		CHECK(c->shards[i].hists == NULL);        /* allocated on the first record */
-		CHECK(c->shards[i].codes[0] == NULL);
-	}
+	CHECK(c->shards[0] != NULL && c->shards[0]->vals != NULL);   /* in the block */
+	CHECK(c->shards[0]->hists == NULL && c->shards[0]->codes[0] == NULL);
+	for (unsigned i = 1; i < c->nshards; i++)
+		CHECK(c->shards[i] == NULL);              /* a worker's shard: on its first write */
 	stats_store_free(st);                              /* frees both scopes */
 }
 
@@ -69,11 +68,7 @@ TEST(stats_scope_compact_layout)
 	CHECK_INT(s->hslot[a_time], 0);
 	CHECK_INT(s->hslot[b_time], 1);
 	CHECK_INT(s->hslot[c_time], 2);
-	for (unsigned i = 0; i + 1 < s->nshards; i++) {
-		uintptr_t a = (uintptr_t)s->shards[i].vals, b = (uintptr_t)s->shards[i + 1].vals;
-		CHECK(b >= a + H_N * sizeof(int64_t));    /* no overlap ... */
-		CHECK((a & 63) == 0 && (b & 63) == 0);    /* ... and no shared line */
-	}
+	CHECK(m->hslot == s->hslot);                      /* one slot map per stat list */
 	/* strings live in the block and are intact */
 	CHECK_STR(s->name, "cluster.x");
 	CHECK_STR(s->tag_prefix, "cluster");
@@ -84,13 +79,22 @@ TEST(stats_scope_compact_layout)
 	stats_inc(s, 3, c_total);
 	stats_add(s, 2, a_total, 5);
 	stats_inc(s, 1, b_active);
+	for (unsigned i = 1; i < s->nshards; i++) {     /* each worker shard: lines of its own */
+		uintptr_t a = (uintptr_t)s->shards[i], v = (uintptr_t)s->shards[i]->vals;
+		CHECK((a & 63) == 0);
+		CHECK(v >= a + sizeof(struct stats_shard));
+		for (unsigned k = 1; k < s->nshards; k++) {
+			uintptr_t b = (uintptr_t)s->shards[k];
+			CHECK(k == i || b >= v + H_N * sizeof(int64_t) || b + 64 <= a);
+		}
+	}
 	CHECK_INT(stats_value(s, c_total), 1);
 	CHECK_INT(stats_value(s, a_total), 5);
 	CHECK_INT(stats_value(s, b_active), 1);
 
 	stats_hist_record(s, 2, c_time, 7);
-	CHECK(s->shards[2].hists != NULL);                /* only the recording shard ... */
-	CHECK(s->shards[1].hists == NULL && s->shards[3].hists == NULL);
+	CHECK(s->shards[2]->hists != NULL);               /* only the recording shard ... */
+	CHECK(s->shards[1]->hists == NULL && s->shards[3]->hists == NULL);
 	stats_hist_record(s, 3, b_time, 0.1);
 	stats_hist_record(s, 3, b_time, 0.2);
 	stats_hist_merge(s, c_time, &h);
@@ -223,7 +227,7 @@ TEST(stats_shards_sum_across_workers)
 	/* each writer leaves ceil(n/2) connections open */
 	CHECK_INT(stats_value(s, cx_active), 5000 + 5001 + 5001 + 5002);
 	for (unsigned i = 1; i <= 4; i++)
-		CHECK_INT(s->shards[i].vals[rq_total], 10000 + (int)i - 1);
+		CHECK_INT(s->shards[i]->vals[rq_total], 10000 + (int)i - 1);
 	CHECK_INT(stats_code_value(s, 0, 200), 5000 + 5001 + 5001 + 5002);
 	CHECK_INT(stats_code_value(s, 0, 503), 5000 + 5000 + 5001 + 5001);
 	CHECK_INT(stats_code_value(s, 0, 2), 5000 + 5001 + 5001 + 5002);
@@ -244,7 +248,7 @@ TEST(stats_gauges_deltas_and_set)
 	stats_inc(s, 1, cx_active);
 	stats_dec(s, 2, cx_active);                        /* closed on another worker */
 	CHECK_INT(stats_value(s, cx_active), 2);
-	CHECK_INT(s->shards[2].vals[cx_active], -1);
+	CHECK_INT(s->shards[2]->vals[cx_active], -1);
 	stats_add(s, 2, cx_active, -5);
 	CHECK_INT(stats_value(s, cx_active), -3);
 	stats_add(s, 1, cx_active, 3);
@@ -254,7 +258,7 @@ TEST(stats_gauges_deltas_and_set)
 	CHECK_INT(stats_value(s, membership_total), 42);
 	stats_gauge_set(s, membership_total, 7);
 	CHECK_INT(stats_value(s, membership_total), 7);
-	CHECK_INT(s->shards[0].vals[membership_total], 7);
+	CHECK_INT(s->shards[0]->vals[membership_total], 7);
 	stats_store_free(st);
 }
 
@@ -270,14 +274,14 @@ TEST(stats_code_families)
 	CHECK_INT(up, 0);
 	CHECK_INT(down, 1);
 	CHECK_STR(s->families[1], "downstream_rq");
-	for (unsigned i = 0; i < 3; i++)
-		CHECK(s->shards[i].codes[0] == NULL && s->shards[i].codes[1] == NULL);
+	CHECK(s->shards[0]->codes[0] == NULL && s->shards[0]->codes[1] == NULL);
+	CHECK(s->shards[1] == NULL && s->shards[2] == NULL);
 	CHECK_INT(stats_code_value(s, up, 503), 0);
 
 	stats_code_inc(s, 2, up, 503);
-	CHECK(s->shards[2].codes[up] != NULL);             /* allocated on first use */
-	CHECK(s->shards[1].codes[up] == NULL);             /* ... only for that shard */
-	CHECK(s->shards[2].codes[down] == NULL);           /* ... and that family */
+	CHECK(s->shards[2]->codes[up] != NULL);            /* allocated on first use */
+	CHECK(s->shards[1] == NULL);                       /* ... only for that shard */
+	CHECK(s->shards[2]->codes[down] == NULL);          /* ... and that family */
 	stats_code_inc(s, 1, up, 503);
 	stats_code_inc(s, 1, up, 504);
 	stats_code_inc(s, 1, up, 100);
@@ -299,7 +303,7 @@ TEST(stats_code_families)
 	CHECK_INT(stats_code_value(s, down, 2), 1);
 	CHECK_INT(stats_code_value(s, down, 200), 1);
 	CHECK_INT(stats_code_value(s, up, 600), 0);
-	CHECK_INT(s->shards[1].codes[up][STATS_CODES_LEN - 1], 3);  /* shard 1's 5xx class */
+	CHECK_INT(s->shards[1]->codes[up][STATS_CODES_LEN - 1], 3);  /* shard 1's 5xx class */
 	stats_store_free(st);
 }
 
@@ -321,8 +325,8 @@ TEST(stats_hist_bucket_boundaries)
 	stats_hist_record(s, 1, rq_time, 3600000.5);       /* -> overflow */
 	stats_hist_record(s, 1, rq_time, NAN);             /* dropped */
 
-	CHECK_INT(s->shards[0].hists[s->hslot[rq_time]].buckets[0], 2);
-	CHECK_INT(s->shards[0].hists[s->hslot[rq_time]].count, 4);
+	CHECK_INT(s->shards[0]->hists[s->hslot[rq_time]].buckets[0], 2);
+	CHECK_INT(s->shards[0]->hists[s->hslot[rq_time]].count, 4);
 	stats_hist_merge(s, rq_time, &h);
 	CHECK_INT(h.buckets[0], 2);
 	CHECK_INT(h.buckets[1], 2);
@@ -606,6 +610,139 @@ TEST(stats_scope_shared_create_free_race)
 	CHECK_INT(stats_value(keep, only_counter), 20000); /* every worker bump landed in it */
 	CHECK_INT(stats_store_nscopes(st), 1);
 	stats_scope_free(keep);
+	CHECK_INT(stats_store_nscopes(st), 0);
+	stats_store_free(st);
+}
+
+/* A split scope: workers store only the stats before nw, shard 0 only
+ * those from lo0 on (both the ones in between); sums, resets and renders
+ * see each stat where it is stored. */
+#define S_STATS(X) X(COUNTER, w_total) X(HISTOGRAM, w_time) X(GAUGE, both_active) \
+	X(COUNTER, both_change) X(COUNTER, m_attempt) X(GAUGE, m_open)
+enum { S_STATS(STATS_ENUM) S_N };
+static const struct stat_desc s_desc[] = { S_STATS(STATS_DESC) };
+
+TEST(stats_split_scope)
+{
+	struct stats_store *st = stats_store_new(3);
+	struct stats_scope *s = stats_scope_new_split(st, "cluster.s", "cluster",
+						      "envoy_cluster_name", "s", s_desc, S_N,
+						      m_attempt, both_active);
+	struct stats_hist h;
+	struct evbuffer *out = evbuffer_new();
+	char err[128], *txt;
+
+	CHECK_INT(s->nw, m_attempt);
+	CHECK_INT(s->lo0, both_active);
+	CHECK(s->shards[1] == NULL && s->shards[2] == NULL);
+	stats_inc(s, 0, m_attempt);
+	stats_gauge_set(s, m_open, 4);
+	stats_inc(s, 0, both_change);
+	stats_add(s, 0, both_active, 10);
+	CHECK(s->shards[1] == NULL && s->shards[2] == NULL);  /* main writes: no worker shard */
+	stats_inc(s, 2, w_total);
+	stats_inc(s, 2, both_change);
+	stats_add(s, 2, both_active, -3);
+	stats_hist_record(s, 2, w_time, 5);
+	CHECK(s->shards[1] == NULL && s->shards[2] != NULL);
+	CHECK(((uintptr_t)s->shards[2] & 63) == 0);
+	CHECK_INT(stats_value(s, w_total), 1);
+	CHECK_INT(stats_value(s, both_change), 2);
+	CHECK_INT(stats_value(s, both_active), 7);
+	CHECK_INT(stats_value(s, m_attempt), 1);
+	CHECK_INT(stats_value(s, m_open), 4);
+	stats_hist_merge(s, w_time, &h);
+	CHECK_INT(h.count, 1);
+	CHECK_INT(stats_render_text(st, out, NULL, false, err, sizeof(err)), RM_OK);
+	evbuffer_add(out, "", 1);
+	txt = (char *)evbuffer_pullup(out, -1);
+	CHECK(strstr(txt, "cluster.s.w_total: 1\n") != NULL);
+	CHECK(strstr(txt, "cluster.s.both_active: 7\n") != NULL);
+	CHECK(strstr(txt, "cluster.s.m_attempt: 1\n") != NULL);
+	CHECK(strstr(txt, "cluster.s.m_open: 4\n") != NULL);
+	stats_reset_counters(st);
+	CHECK_INT(stats_value(s, w_total), 0);
+	CHECK_INT(stats_value(s, both_change), 0);
+	CHECK_INT(stats_value(s, m_attempt), 0);
+	CHECK_INT(stats_value(s, m_open), 4);
+	CHECK_INT(stats_value(s, both_active), 7);
+	evbuffer_free(out);
+	stats_store_free(st);
+}
+
+/* Worker shards created concurrently by their threads while the main thread
+ * sums: every worker's first write allocates and publishes its shard (TSan
+ * and ASan builds check the publication). */
+static void *first_writer(void *arg)
+{
+	struct writer *w = arg;
+
+	for (int i = 0; i < w->n; i++) {
+		stats_inc(w->s, w->shard, w_total);
+		if (i % 100 == 0)
+			stats_hist_record(w->s, w->shard, w_time, 1);
+	}
+	return NULL;
+}
+
+TEST(stats_lazy_shards_concurrent_first_use)
+{
+	struct stats_store *st = stats_store_new(9);
+	pthread_t th[8];
+	struct writer w[8];
+	struct stats_scope *s[50];
+	int64_t seen = 0;
+	char name[32];
+
+	for (int k = 0; k < 50; k++) {       /* 50 names: one name would be one shared scope */
+		snprintf(name, sizeof(name), "cluster.l%d", k);
+		s[k] = stats_scope_new_split(st, name, "cluster", "envoy_cluster_name", name + 8,
+					     s_desc, S_N, m_attempt, both_active);
+	}
+	for (int round = 0; round < 50; round++) {
+		for (int i = 0; i < 8; i++) {
+			w[i] = (struct writer){ s[round], (unsigned)i + 1, 1000 };
+			CHECK_INT(pthread_create(&th[i], NULL, first_writer, &w[i]), 0);
+		}
+		for (int k = 0; k < 20; k++)
+			seen += stats_value(s[round], w_total) >= 0;
+		for (int i = 0; i < 8; i++)
+			pthread_join(th[i], NULL);
+		CHECK_INT(stats_value(s[round], w_total), 8000);
+	}
+	CHECK_INT(seen, 1000);
+	stats_store_free(st);
+}
+
+/* Sharing by name keys on the shard layout too: a split scope is found
+ * again only with the same split; a plain or main-only scope of the same
+ * name and list is another scope. */
+TEST(stats_split_scope_shared_by_layout)
+{
+	struct stats_store *st = stats_store_new(3);
+	struct stats_scope *a = stats_scope_new_split(st, "cluster.x", "cluster", "envoy_cluster_name",
+						      "x", s_desc, S_N, m_attempt, both_active);
+	struct stats_scope *b = stats_scope_new_split(st, "cluster.x", "cluster", "envoy_cluster_name",
+						      "x", s_desc, S_N, m_attempt, both_active);
+	struct stats_scope *c = stats_scope_new_split(st, "cluster.x", "cluster", "envoy_cluster_name",
+						      "x", s_desc, S_N, both_change, both_active);
+	struct stats_scope *d = stats_scope_new(st, "cluster.x", "cluster", "envoy_cluster_name", "x",
+						s_desc, S_N);
+	struct stats_scope *e = stats_scope_new_main(st, "cluster.x", "cluster",
+						     "envoy_cluster_name", "x", s_desc, S_N);
+
+	CHECK(a == b);
+	CHECK_INT(a->refs, 2);
+	CHECK(c != a && d != a && e != a && d != c && e != d && e != c);
+	CHECK_INT(stats_store_nscopes(st), 4);
+	stats_inc(b, 1, w_total);
+	stats_hist_record(a, 2, w_time, 3);
+	CHECK_INT(stats_value(a, w_total), 1);
+	stats_scope_free(a);
+	stats_scope_free(b);
+	stats_scope_free(c);
+	stats_scope_free(d);
+	stats_scope_free(e);
 	CHECK_INT(stats_store_nscopes(st), 0);
 	stats_store_free(st);
 }

@@ -27,13 +27,13 @@ TEST(h2_options_explicit_http2)
 	CHECK(cl != NULL);
 	if (cl) {
 		CHECK_INT(cl->proto, CL_PROTO_HTTP2);
-		CHECK_INT(cl->h2.max_concurrent_streams, 7);
-		CHECK_INT(cl->h2.initial_stream_window, 65535);
-		CHECK_INT(cl->h2.initial_conn_window, 1048576);
-		CHECK_INT(cl->h2.hpack_table_size, 0);
-		CHECK_INT(cl->h2.keepalive_interval_ms, 2000);
-		CHECK_INT(cl->h2.keepalive_timeout_ms, 1000);
-		CHECK(cl->h2_stats != NULL);
+		CHECK_INT(cl->ext->h2.max_concurrent_streams, 7);
+		CHECK_INT(cl->ext->h2.initial_stream_window, 65535);
+		CHECK_INT(cl->ext->h2.initial_conn_window, 1048576);
+		CHECK_INT(cl->ext->h2.hpack_table_size, 0);
+		CHECK_INT(cl->ext->h2.keepalive_interval_ms, 2000);
+		CHECK_INT(cl->ext->h2.keepalive_timeout_ms, 1000);
+		CHECK(cl->ext->h2_stats != NULL);
 	}
 	if (s)
 		test_bootstrap_done(s);
@@ -44,20 +44,20 @@ TEST(h2_options_defaults_and_forms)
 	char err[1024];
 	struct snapshot *s = test_bootstrap(C1, err, sizeof(err));
 	struct cluster *cl = only_cluster(s);
-	CHECK(cl && cl->proto == CL_PROTO_HTTP1 && !cl->h2_stats);
+	CHECK(cl && cl->proto == CL_PROTO_HTTP1 && !cl->ext->h2_stats);
 	if (s)
 		test_bootstrap_done(s);
 	s = test_bootstrap(C1 "    http2_protocol_options: {}\n", err, sizeof(err));
 	cl = only_cluster(s);
-	CHECK(cl && cl->proto == CL_PROTO_HTTP2 && cl->h2.max_concurrent_streams == 2147483647u &&
-	      cl->h2.initial_stream_window == 268435456u);
+	CHECK(cl && cl->proto == CL_PROTO_HTTP2 && cl->ext->h2.max_concurrent_streams == 2147483647u &&
+	      cl->ext->h2.initial_stream_window == 268435456u);
 	if (s)
 		test_bootstrap_done(s);
 	s = test_bootstrap(C1 OPTS "        use_downstream_protocol_config:\n"
 			   "          http_protocol_options: {}\n"
 			   "          http2_protocol_options: {max_concurrent_streams: 3}\n", err, sizeof(err));
 	cl = only_cluster(s);
-	CHECK(cl && cl->proto == CL_PROTO_DOWNSTREAM && cl->h2.max_concurrent_streams == 3);
+	CHECK(cl && cl->proto == CL_PROTO_DOWNSTREAM && cl->ext->h2.max_concurrent_streams == 3);
 	if (s)
 		test_bootstrap_done(s);
 	s = test_bootstrap(C1 OPTS "        explicit_http_config: {http_protocol_options: {}}\n", err,

@@ -88,7 +88,8 @@ static struct host *host_at(struct cluster *cl, size_t i)
 static void set_active(struct cluster *cl, size_t i, int64_t v)
 {
 	struct host *h = host_at(cl, i);
-	host_stat_add(h, wk.shard, HOST_RQ_ACTIVE, v - h->stats[wk.shard * HOST_STATS_N + HOST_RQ_ACTIVE]);
+	int64_t cur = h->stats[wk.shard] ? h->stats[wk.shard][HOST_RQ_ACTIVE] : 0;
+	host_stat_add(h, wk.shard, HOST_RQ_ACTIVE, v - cur);
 }
 
 static size_t index_of(struct cluster *cl, const struct host *h)
@@ -104,7 +105,7 @@ TEST(lb_least_request_p2c_never_picks_the_busier_of_two)
 	/* Two hosts: every pick draws both or the same one twice.  The busier
 	 * host may only be picked when both draws hit it (25 %). */
 	struct cluster *cl = make(2, NULL, "\"lb_policy\":\"LEAST_REQUEST\"", NULL, 0);
-	CHECK(cl && cl->lb == LB_LEAST_REQUEST && cl->lr_choice_count == 2);
+	CHECK(cl && cl->lb == LB_LEAST_REQUEST && cl->ext->lr_choice_count == 2);
 	set_active(cl, 0, 5);
 	set_active(cl, 1, 1);
 	int busy = 0;
@@ -117,7 +118,7 @@ TEST(lb_least_request_p2c_never_picks_the_busier_of_two)
 	cluster_unref(cl);
 	cl = make(10, NULL, "\"lb_policy\":\"LEAST_REQUEST\","
 		  "\"least_request_lb_config\":{\"choice_count\":10}", NULL, 0);
-	CHECK(cl && cl->lr_choice_count == 10);
+	CHECK(cl && cl->ext->lr_choice_count == 10);
 	for (size_t i = 0; i < 10; i++)
 		set_active(cl, i, 10 + (int64_t)i);
 	set_active(cl, 3, 0);
@@ -142,7 +143,7 @@ TEST(lb_least_request_weighted_bias)
 	struct cluster *cl = make(2, w, "\"lb_policy\":\"LEAST_REQUEST\",\"least_request_lb_config\":"
 				  "{\"active_request_bias\":{\"default_value\":0,\"runtime_key\":\"x\"}}",
 				  err, sizeof(err));
-	CHECK(cl && cl->lr_bias == 0.0);
+	CHECK(cl && cl->ext->lr_bias == 0.0);
 	if (!cl) {
 		fprintf(stderr, "%s\n", err);
 		return;
@@ -157,7 +158,7 @@ TEST(lb_least_request_weighted_bias)
 
 	/* default bias 1: 3 / (5 + 1) = 0.5 < 1 / (0 + 1): the light host gets 2/3 */
 	cl = make(2, w, "\"lb_policy\":\"LEAST_REQUEST\"", NULL, 0);
-	CHECK(cl && cl->lr_bias == 1.0);
+	CHECK(cl && cl->ext->lr_bias == 1.0);
 	set_active(cl, 1, 5);
 	heavy = 0;
 	for (int k = 0; k < 300; k++)
@@ -204,8 +205,8 @@ TEST(lb_peak_ewma_prefers_fast_reacts_to_peaks_and_decays)
 		fprintf(stderr, "%s\n", err);
 		return;
 	}
-	CHECK_INT(cl->ewma_decay_us, 10000000);
-	CHECK_INT(cl->ewma_default_rtt_us, 10000);
+	CHECK_INT(cl->ext->ewma_decay_us, 10000000);
+	CHECK_INT(cl->ext->ewma_default_rtt_us, 10000);
 	struct host *h0 = host_at(cl, 0), *h1 = host_at(cl, 1), *h2 = host_at(cl, 2);
 	uint64_t t = 1000000;
 	/* no samples: default_rtt for everyone */
@@ -272,14 +273,14 @@ TEST(lb_peak_ewma_weights_and_config)
 		  "{\"typed_extension_config\":{\"name\":\"lr\",\"typed_config\":{\"@type\":"
 		  "\"type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest\","
 		  "\"choice_count\":3}}}]}", err, sizeof(err));
-	CHECK(cl && cl->lb == LB_LEAST_REQUEST && cl->lr_choice_count == 3);
+	CHECK(cl && cl->lb == LB_LEAST_REQUEST && cl->ext->lr_choice_count == 3);
 	cluster_unref(cl);
 	cl = make(2, NULL, "\"load_balancing_policy\":{\"policies\":["
 		  "{\"typed_extension_config\":{\"name\":\"x\",\"typed_config\":{\"@type\":\"type.googleapis.com/x.Y\"}}},"
 		  "{\"typed_extension_config\":{\"name\":\"e\",\"typed_config\":{\"@type\":"
 		  "\"type.googleapis.com/remora.extensions.load_balancers.peak_ewma.v1.PeakEwma\","
 		  "\"decay_time\":\"5s\"}}}]}", err, sizeof(err));
-	CHECK(cl && cl->lb == LB_PEAK_EWMA && cl->ewma_decay_us == 5000000 && host_at(cl, 0)->ewma);
+	CHECK(cl && cl->lb == LB_PEAK_EWMA && cl->ext->ewma_decay_us == 5000000 && host_at(cl, 0)->ewma);
 	cluster_unref(cl);
 
 	CHECK(!make(2, NULL, "\"lb_policy\":\"LOAD_BALANCING_POLICY_CONFIG\"", err, sizeof(err)));
@@ -305,7 +306,7 @@ TEST(lb_least_request_weighted_edf_split)
 	/* weights 1 and 3, no active requests: EDF picks 1:3 (Envoy) */
 	static const unsigned w[] = { 1, 3 };
 	struct cluster *cl = make(2, w, "\"lb_policy\":\"LEAST_REQUEST\"", NULL, 0);
-	CHECK(cl && cl->workers[0].lr_heap);
+	CHECK(cl && cl->workers[0].lb && cl->workers[0].lb->lr_heap);
 	if (!cl)
 		return;
 	int heavy = 0, run = 0, longest = 0;
@@ -351,23 +352,23 @@ TEST(lb_hash_gauges)
 	static const unsigned w[] = { 1, 2, 1 };
 	struct cluster *cl = make(3, w, "\"lb_policy\":\"RING_HASH\",\"ring_hash_lb_config\":"
 				  "{\"minimum_ring_size\":64}", NULL, 0);
-	CHECK(cl && cl->lbh_stats && cl->workers[0].hs->lbt);
+	CHECK(cl && cl->ext->lbh_stats && cl->workers[0].hs->lbt);
 	if (!cl)
 		return;
 	const struct lb_hash_table *t = cl->workers[0].hs->lbt;
-	CHECK_INT(stats_value(cl->lbh_stats, LBH_size), (int64_t)t->size);
+	CHECK_INT(stats_value(cl->ext->lbh_stats, LBH_size), (int64_t)t->size);
 	CHECK_INT(t->size, 64);   /* minimum_ring_size, shared 1:2:1 */
-	CHECK_INT(stats_value(cl->lbh_stats, LBH_min_hashes_per_host), 16);
-	CHECK_INT(stats_value(cl->lbh_stats, LBH_max_hashes_per_host), 32);
+	CHECK_INT(stats_value(cl->ext->lbh_stats, LBH_min_hashes_per_host), 16);
+	CHECK_INT(stats_value(cl->ext->lbh_stats, LBH_max_hashes_per_host), 32);
 	cluster_unref(cl);
 
 	cl = make(3, w, "\"lb_policy\":\"MAGLEV\",\"maglev_lb_config\":{\"table_size\":1009}", NULL, 0);
-	CHECK(cl && cl->lbh_stats);
+	CHECK(cl && cl->ext->lbh_stats);
 	if (!cl)
 		return;
 	t = cl->workers[0].hs->lbt;
-	int64_t lo = stats_value(cl->lbh_stats, LBH_min_entries_per_host);
-	int64_t hi = stats_value(cl->lbh_stats, LBH_max_entries_per_host);
+	int64_t lo = stats_value(cl->ext->lbh_stats, LBH_min_entries_per_host);
+	int64_t hi = stats_value(cl->ext->lbh_stats, LBH_max_entries_per_host);
 	CHECK_INT(lo, t->min_per_host);
 	CHECK_INT(hi, t->max_per_host);
 	CHECK(lo > 200 && lo < 300 && hi > 450 && hi < 560);   /* 1009 x 1/4, 1/2 */
@@ -375,7 +376,7 @@ TEST(lb_hash_gauges)
 
 	/* other policies have no such scope */
 	cl = make(2, NULL, "", NULL, 0);
-	CHECK(cl && !cl->lbh_stats);
+	CHECK(cl && !cl->ext->lbh_stats);
 	cluster_unref(cl);
 }
 
@@ -418,8 +419,20 @@ TEST(lb_circuit_breaker_priorities)
 	CHECK(cluster_retry_take(cl, CB_PRIO_DEFAULT));
 	CHECK(!cluster_retry_take(cl, CB_PRIO_DEFAULT));
 	cluster_retry_put(cl, CB_PRIO_DEFAULT);
-	/* gauges per priority */
-	CHECK(cl->cb[CB_PRIO_DEFAULT].stats && cl->cb[CB_PRIO_HIGH].stats);
+	/* gauges per priority, in the cluster's scope (main-thread values) */
+	cluster_rq_take(cl, CB_PRIO_HIGH);
+	cluster_update_cb_gauges(cl);
+	CHECK_STR(cl->stats->desc[CLUSTER_CB(CB_PRIO_HIGH, CB_rq_open)].name,
+		  "circuit_breakers.high.rq_open");
+	CHECK_INT(stats_value(cl->stats, CLUSTER_CB(CB_PRIO_DEFAULT, CB_rq_open)), 0);
+	CHECK_INT(stats_value(cl->stats, CLUSTER_CB(CB_PRIO_HIGH, CB_rq_open)), 0);
+	for (int k = 0; k < 4; k++)
+		cluster_rq_take(cl, CB_PRIO_HIGH);
+	cluster_update_cb_gauges(cl);
+	CHECK_INT(stats_value(cl->stats, CLUSTER_CB(CB_PRIO_HIGH, CB_rq_open)), 1);
+	CHECK_INT(stats_value(cl->stats, CLUSTER_CB(CB_PRIO_DEFAULT, CB_rq_open)), 0);
+	for (int k = 0; k < 5; k++)
+		cluster_rq_put(cl, CB_PRIO_HIGH);
 	cluster_unref(cl);
 
 	CHECK(!make(1, NULL, "\"circuit_breakers\":{\"thresholds\":[{\"priority\":\"LOW\"}]}",

@@ -96,12 +96,12 @@ static void report(struct cluster *cl, size_t i, enum outlier_result r, int stat
 		cluster_outlier_report(cl, H(cl, i), r, status);
 }
 
-#define OD(cl, name) stats_value((cl)->od_stats, OD_##name)
+#define OD(cl, name) stats_value((cl)->ext->od_stats, OD_##name)
 
 TEST(outlier_split_off_maps_local_origin_to_5xx)
 {
 	struct cluster *cl = make(2, "{\"consecutive_5xx\":3,\"max_ejection_percent\":100}", NULL, 0);
-	CHECK(cl && !cl->od.split);
+	CHECK(cl && !cl->ext->od.split);
 	/* connect failure, reset and timeout are 503, 503, 504: three 5xx */
 	report(cl, 0, OUTLIER_LOCAL_CONNECT_FAILED, 0, 1);
 	report(cl, 0, OUTLIER_LOCAL_RESET, 0, 1);
@@ -145,7 +145,7 @@ TEST(outlier_split_consecutive_local_origin_failure)
 		fprintf(stderr, "%s\n", err);
 		return;
 	}
-	CHECK(cl->od.split && cl->od.consecutive_lo == 3 && cl->od.enforcing_lo == 100);
+	CHECK(cl->ext->od.split && cl->ext->od.consecutive_lo == 3 && cl->ext->od.enforcing_lo == 100);
 	/* host 0: a local success resets the run; failures of any local kind add up */
 	report(cl, 0, OUTLIER_LOCAL_CONNECT_FAILED, 0, 2);
 	report(cl, 0, OUTLIER_LOCAL_SUCCESS, 0, 1);
@@ -171,8 +171,8 @@ TEST(outlier_split_consecutive_local_origin_failure)
 		report(cl, 1, OUTLIER_EXT_ORIGIN, 500, 1);
 	}
 	CHECK(!ejected(cl, 1));
-	CHECK_INT(H(cl, 1)->consecutive_lo, 0);
-	CHECK_INT(H(cl, 1)->consecutive_5xx, 3);
+	CHECK_INT(H(cl, 1)->od->consecutive_lo, 0);
+	CHECK_INT(H(cl, 1)->od->consecutive_5xx, 3);
 	/* ... while the external detectors see the 5xx: the 4th ejects */
 	report(cl, 1, OUTLIER_LOCAL_SUCCESS, 0, 1);
 	report(cl, 1, OUTLIER_EXT_ORIGIN, 500, 1);
@@ -186,7 +186,7 @@ TEST(outlier_split_consecutive_local_origin_failure)
 	report(cl, 2, OUTLIER_EXT_ORIGIN, 200, 1);
 	report(cl, 2, OUTLIER_EXT_ORIGIN, 500, 3);
 	CHECK(!ejected(cl, 2));
-	CHECK_INT(H(cl, 2)->consecutive_lo, 2);   /* the 200 did not reset it either */
+	CHECK_INT(H(cl, 2)->od->consecutive_lo, 2);   /* the 200 did not reset it either */
 	cluster_unref(cl);
 }
 
@@ -199,7 +199,7 @@ TEST(outlier_local_origin_not_enforced_is_detected_again)
 	report(cl, 0, OUTLIER_LOCAL_CONNECT_FAILED, 0, 2);
 	CHECK(!ejected(cl, 0));
 	CHECK_INT(OD(cl, ejections_detected_consecutive_local_origin_failure), 1);
-	CHECK_INT(H(cl, 0)->consecutive_lo, 0);   /* restarts, as Envoy */
+	CHECK_INT(H(cl, 0)->od->consecutive_lo, 0);   /* restarts, as Envoy */
 	report(cl, 0, OUTLIER_LOCAL_CONNECT_FAILED, 0, 3);
 	CHECK_INT(OD(cl, ejections_detected_consecutive_local_origin_failure), 2);
 	CHECK_INT(OD(cl, ejections_enforced_consecutive_local_origin_failure), 0);
@@ -247,7 +247,7 @@ TEST(outlier_local_origin_failure_percentage_and_success_rate)
 				  "\"failure_percentage_minimum_hosts\":4,"
 				  "\"success_rate_request_volume\":1000,"
 				  "\"enforcing_failure_percentage_local_origin\":100}", NULL, 0);
-	CHECK(cl && cl->od.enforcing_lo_fp == 100 && cl->od.enforcing_lo_sr == 100);
+	CHECK(cl && cl->ext->od.enforcing_lo_fp == 100 && cl->ext->od.enforcing_lo_sr == 100);
 	report(cl, 0, OUTLIER_LOCAL_CONNECT_FAILED, 0, 10);
 	for (size_t i = 1; i < 5; i++) {
 		report(cl, i, OUTLIER_LOCAL_SUCCESS, 0, 10);
@@ -300,8 +300,8 @@ TEST(outlier_config_fields)
 {
 	char err[512];
 	struct cluster *cl = make(1, "{}", err, sizeof(err));
-	CHECK(cl && !cl->od.split && cl->od.consecutive_lo == 5 && cl->od.enforcing_lo == 100 &&
-	      cl->od.enforcing_lo_sr == 100 && cl->od.enforcing_lo_fp == 0);
+	CHECK(cl && !cl->ext->od.split && cl->ext->od.consecutive_lo == 5 && cl->ext->od.enforcing_lo == 100 &&
+	      cl->ext->od.enforcing_lo_sr == 100 && cl->ext->od.enforcing_lo_fp == 0);
 	cluster_unref(cl);
 	cl = make(1, "{\"splitExternalLocalOriginErrors\":true,\"consecutiveLocalOriginFailure\":7,"
 		  "\"enforcing_consecutive_local_origin_failure\":50,"
@@ -309,8 +309,8 @@ TEST(outlier_config_fields)
 		  "\"enforcing_failure_percentage_local_origin\":30}", err, sizeof(err));
 	CHECK(cl);
 	if (cl)
-		CHECK(cl->od.split && cl->od.consecutive_lo == 7 && cl->od.enforcing_lo == 50 &&
-		      cl->od.enforcing_lo_sr == 20 && cl->od.enforcing_lo_fp == 30);
+		CHECK(cl->ext->od.split && cl->ext->od.consecutive_lo == 7 && cl->ext->od.enforcing_lo == 50 &&
+		      cl->ext->od.enforcing_lo_sr == 20 && cl->ext->od.enforcing_lo_fp == 30);
 	else
 		fprintf(stderr, "%s\n", err);
 	cluster_unref(cl);
