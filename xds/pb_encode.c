@@ -1,6 +1,7 @@
 /* pb_encode.c - proto3 JSON -> protobuf wire bytes, driven by the descriptors. */
 #include "pb_encode.h"
 #include "pb_json.h"
+#include "proxy/common.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -181,46 +182,17 @@ static int get_double(struct pb_encode_ctx *c, const json_t *j, double *out)
 	return fail(c, j, "expected a number");
 }
 
-static int b64val(int ch)
-{
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	if (ch == '+' || ch == '-')
-		return 62;
-	if (ch == '/' || ch == '_')
-		return 63;
-	return -1;
-}
-
 /* Base64 (standard or URL-safe, padding optional) into b. */
 static int put_base64(struct pb_encode_ctx *c, const json_t *j, struct buf *b)
 {
 	if (!json_is_string(j))
 		return fail(c, j, "expected a base64 string");
-	const char *s = json_string_value(j);
-	size_t n = strlen(s);
-	while (n && s[n - 1] == '=')
-		n--;
-	uint32_t acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < n; i++) {
-		int v = b64val((unsigned char)s[i]);
-		if (v < 0)
-			return fail(c, j, "invalid base64 character at offset %zu", i);
-		acc = acc << 6 | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			uint8_t o = (uint8_t)(acc >> bits);
-			buf_put(b, &o, 1);
-		}
-	}
-	if (bits >= 6)
-		return fail(c, j, "truncated base64");
+	size_t n;
+	char *raw = base64_decode(json_string_value(j), &n);
+	if (!raw)
+		return fail(c, j, "invalid base64 (standard or URL-safe alphabet, padding optional)");
+	buf_put(b, raw, n);
+	free(raw);
 	return 0;
 }
 
