@@ -150,7 +150,8 @@ static int parse_percent(struct cfg_ctx *c, const json_t *j, const char *name, u
 	if (!rc && (d < 0 || d > 100))
 		rc = cfg_fail_field(c, v, "value", "must be in 0..100");
 	cfg_leave(c);
-	*bp = (uint32_t)(d * 100 + 0.5);
+	if (!rc)
+		*bp = (uint32_t)(d * 100 + 0.5);
 	return rc ? RM_ERROR : RM_OK;
 }
 

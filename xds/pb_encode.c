@@ -125,7 +125,10 @@ static int get_int(struct pb_encode_ctx *c, const json_t *j, bool is_unsigned, i
 	}
 	if (json_is_real(j)) {
 		double d = json_real_value(j);
-		if (d != floor(d) || d < (double)lo || d > (double)hi)
+		/* (double)INT64_MAX and (double)UINT64_MAX round up to 2^63 and
+		 * 2^64, which are out of range themselves */
+		double top = hi == UINT64_MAX ? 0x1p64 : hi == INT64_MAX ? 0x1p63 : (double)hi + 1;
+		if (d != floor(d) || d < (double)lo || d >= top)
 			return fail(c, j, "%g is not an integer in range", d);
 		*out = d < 0 ? (uint64_t)(int64_t)d : (uint64_t)d;
 		return 0;

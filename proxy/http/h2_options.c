@@ -42,7 +42,8 @@ static int parse_keepalive(struct cfg_ctx *c, const json_t *ka, struct h2_option
 		     cfg_double(c, jit, "value", &d);
 		if (!rc && (d < 0 || d > 100))
 			rc = cfg_fail_field(c, jit, "value", "must be in 0..100");
-		o->keepalive_jitter_pct = (uint32_t)d;
+		if (!rc)
+			o->keepalive_jitter_pct = (uint32_t)d;
 		cfg_leave(c);
 	}
 	return rc ? RM_ERROR : RM_OK;

@@ -1459,7 +1459,8 @@ struct cluster *cluster_parse(struct cfg_ctx *c, const json_t *j, struct build_c
 			     cfg_double(c, pt, "value", &pct);
 			if (!rc && (pct < 0 || pct > 100))
 				rc = cfg_fail(c, "must be in 0..100");
-			cl->panic_threshold = (uint32_t)pct;
+			if (!rc)
+				cl->panic_threshold = (uint32_t)pct;
 			cfg_leave(c);
 		}
 		cfg_leave(c);

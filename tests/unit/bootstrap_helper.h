@@ -32,13 +32,13 @@ static inline struct snapshot *test_bootstrap(const char *yaml, char *err, size_
 	test_srv.stats = stats_store_new(3);
 	json_t *root = yaml_load_buffer("t.yaml", yaml, strlen(yaml), &src, lerr, sizeof(lerr));
 	if (!root) {
-		snprintf(err, errlen, "%s", lerr);
+		snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), lerr);
 		test_bootstrap_done(NULL);
 		return NULL;
 	}
 	cfg_init(&c, src, "t.yaml");
 	struct snapshot *s = config_build_bootstrap(&c, root, &test_srv);
-	snprintf(err, errlen, "%s", c.err);
+	snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), c.err);
 	json_decref(root);
 	cfg_src_free(src);
 	if (!s)

@@ -206,3 +206,19 @@ TEST(config_cluster_hash_lb)
 	CHECK_CONTAINS(err, "lb_policy: lb_policy CLUSTER_PROVIDED is not supported yet");
 #undef C1
 }
+
+/* Out-of-range percents are errors, never converted (a huge double into
+ * uint32_t is undefined behaviour; found by the xds_response fuzzer). */
+TEST(config_percent_out_of_range)
+{
+	char err[1024];
+	const char *y = "static_resources:\n  clusters:\n  - name: a\n"
+			"    common_lb_config: {healthy_panic_threshold: {value: 3.4e175}}\n";
+	CHECK(!test_bootstrap_ok(y, err, sizeof(err)));
+	CHECK_CONTAINS(err, "static_resources.clusters[0].common_lb_config.healthy_panic_threshold: "
+			    "must be in 0..100");
+	y = "static_resources:\n  clusters:\n  - name: a\n"
+	    "    common_lb_config: {healthy_panic_threshold: {value: -1e300}}\n";
+	CHECK(!test_bootstrap_ok(y, err, sizeof(err)));
+	CHECK_CONTAINS(err, "must be in 0..100");
+}

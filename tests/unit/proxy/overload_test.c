@@ -20,7 +20,7 @@ static int parse(const char *yaml, struct overload_cfg *o, char *err, size_t err
 	const json_t *om = cfg_enter(&c, root, "overload_manager");
 	int rc = overload_parse(&c, om, o);
 	cfg_leave(&c);
-	snprintf(err, errlen, "%s", c.err);
+	snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), c.err);
 	json_decref(root);
 	cfg_src_free(src);
 	return rc;

@@ -322,7 +322,7 @@ static struct al_list *parse(const char *text, char *err, size_t errlen)
 	}
 	cfg_init(&c, NULL, NULL);
 	if (al_list_parse(&c, j, NULL, false, &l))
-		snprintf(err, errlen, "%s", c.err);
+		snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), c.err);
 	json_decref(j);
 	return l;
 }

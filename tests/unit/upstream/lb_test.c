@@ -66,7 +66,7 @@ static struct cluster *make_eps(size_t n, const unsigned *w, const char *const *
 	cfg_init(&c, NULL, NULL);
 	struct cluster *cl = cluster_parse(&c, j, &b);
 	if (err)
-		snprintf(err, errlen, "%s", c.err);
+		snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), c.err);
 	json_decref(j);
 	if (!cl)
 		return NULL;

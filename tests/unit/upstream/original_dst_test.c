@@ -33,7 +33,7 @@ static struct cluster *make(const char *extra, char *err, size_t errlen)
 	struct cfg_ctx c;
 	cfg_init(&c, NULL, NULL);
 	struct cluster *cl = cluster_parse(&c, j, &b);
-	snprintf(err, errlen, "%s", c.err);
+	snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), c.err);
 	json_decref(j);
 	return cl;
 }

@@ -71,7 +71,7 @@ static struct cluster *make(size_t n, const char *od, char *err, size_t errlen)
 	cfg_init(&c, NULL, NULL);
 	struct cluster *cl = cluster_parse(&c, j, &b);
 	if (err)
-		snprintf(err, errlen, "%s", c.err);
+		snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), c.err);
 	json_decref(j);
 	if (!cl)
 		return NULL;

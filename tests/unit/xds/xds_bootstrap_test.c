@@ -21,7 +21,7 @@ static int parse(const char *yaml, struct xds_bootstrap *x, char *err, size_t er
 	const json_t *dr = cfg_enter(&c, root, "dynamic_resources");
 	int rc = xds_bootstrap_parse(&c, dr, x);
 	cfg_leave(&c);
-	snprintf(err, errlen, "%s", c.err);
+	snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), c.err);
 	json_decref(root);
 	cfg_src_free(src);
 	return rc;
