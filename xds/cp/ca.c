@@ -18,7 +18,9 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <openssl/sha.h>
 #include "istio/security/v1alpha1/ca.pb-c.h"
+#include "kube_api.h"
 #include "../../proxy/common.h"
 #include "../../proxy/log.h"
 #include "../../proxy/config/yaml_json.h"
@@ -30,6 +32,27 @@
 struct ca_token {
 	char *token;                       /* owned */
 	struct ca_identity id;
+};
+
+#define CA_REVIEW_CACHE 1024   /* positive TokenReviews kept (a renewal storm of that many pods) */
+
+struct ca_review_entry {
+	uint8_t hash[SHA256_DIGEST_LENGTH];   /* of the token: the token itself is not kept */
+	struct ca_identity id;
+	time_t until;                          /* 0: free slot */
+};
+
+struct ca_pending {
+	struct ca_pending *prev, *next;   /* in ca->pending */
+	struct ca *ca;
+	struct kube_review *review;       /* in flight */
+	uint8_t *req;                     /* owned: the request message */
+	size_t len;
+	char *peer;                       /* owned */
+	uint8_t hash[SHA256_DIGEST_LENGTH];
+	int64_t exp;                      /* the token's exp claim, 0 if none */
+	ca_done_fn done;
+	void *arg;
 };
 
 struct ca {
@@ -44,6 +67,11 @@ struct ca {
 	struct ca_token *tokens;           /* owned [ntokens] */
 	size_t ntokens;
 	struct ca_stats stats;
+	struct kube_api *kube;             /* not owned, NULL: no TokenReview */
+	uint64_t review_cache_s;
+	struct ca_review_entry *cache;     /* owned [CA_REVIEW_CACHE], NULL without kube */
+	struct ca_pending *pending;        /* TokenReviews in flight */
+	unsigned npending;
 };
 
 static void ssl_err(char *msg, size_t msglen, const char *what)
@@ -337,6 +365,10 @@ struct ca *ca_new(const struct ca_options *o, char *err, size_t errlen)
 								       : "cluster.local");
 	ca->max_ttl_s = o->max_ttl_s ? o->max_ttl_s : CA_DEFAULT_TTL_S;
 	ca->tokens_path = o->tokens_path ? xstrdup(o->tokens_path) : NULL;
+	ca->kube = o->kube;
+	ca->review_cache_s = o->review_cache_s;
+	if (ca->kube)
+		ca->cache = xcalloc(CA_REVIEW_CACHE, sizeof(*ca->cache));
 	if (!!o->cert_path != !!o->key_path) {
 		snprintf(err, errlen, "--ca-cert and --ca-key go together");
 		goto fail;
@@ -374,6 +406,9 @@ void ca_free(struct ca *ca)
 	free(ca->trust_domain);
 	free(ca->tokens_path);
 	tokens_free(ca->tokens, ca->ntokens);
+	while (ca->pending)
+		ca_pending_cancel(ca->pending);
+	free(ca->cache);
 	free(ca);
 }
 
@@ -542,28 +577,23 @@ int ca_issue_serving(const struct ca *ca, const char *sans, uint64_t ttl_s, X509
 	return RM_OK;
 }
 
-int ca_handle(struct ca *ca, const char *authorization, const char *peer, const uint8_t *reqb,
-	      size_t len, uint8_t **resp, size_t *resp_len, char *msg, size_t msglen)
+/* Decode the request and sign for id (the token was authenticated). */
+static int ca_issue(struct ca *ca, const struct ca_identity *id, const char *peer,
+		    const uint8_t *reqb, size_t len, uint8_t **resp, size_t *resp_len, char *msg,
+		    size_t msglen)
 {
-	struct ca_identity id;
 	Istio__V1__Auth__IstioCertificateRequest *req = NULL;
 	char *leaf = NULL, *spiffe = NULL;
 	int rc;
-	ca->stats.requests++;
 	*resp = NULL;
 	*resp_len = 0;
-	if ((rc = ca_authenticate(ca, authorization, &id, msg, msglen))) {
-		ca->stats.unauthenticated++;
-		log_info("ca: %s: refused: %s", peer ? peer : "?", msg);
-		return rc;
-	}
 	req = istio__v1__auth__istio_certificate_request__unpack(NULL, len, reqb);
 	if (!req) {
 		snprintf(msg, msglen, "cannot decode IstioCertificateRequest");
 		rc = CA_INVALID_ARGUMENT;
 		goto out;
 	}
-	spiffe = xasprintf("spiffe://%s/ns/%s/sa/%s", ca->trust_domain, id.ns, id.sa);
+	spiffe = xasprintf("spiffe://%s/ns/%s/sa/%s", ca->trust_domain, id->ns, id->sa);
 	rc = ca_sign_csr(ca, req->csr ? req->csr : "", req->csr ? strlen(req->csr) : 0, spiffe,
 			 req->validity_duration, &leaf, msg, msglen);
 	if (rc)
@@ -589,6 +619,178 @@ out:
 	return rc;
 }
 
+int ca_handle(struct ca *ca, const char *authorization, const char *peer, const uint8_t *reqb,
+	      size_t len, uint8_t **resp, size_t *resp_len, char *msg, size_t msglen)
+{
+	struct ca_identity id;
+	int rc;
+	ca->stats.requests++;
+	*resp = NULL;
+	*resp_len = 0;
+	if ((rc = ca_authenticate(ca, authorization, &id, msg, msglen))) {
+		ca->stats.unauthenticated++;
+		log_info("ca: %s: refused: %s", peer ? peer : "?", msg);
+		return rc;
+	}
+	return ca_issue(ca, &id, peer, reqb, len, resp, resp_len, msg, msglen);
+}
+
+/* ---- TokenReview (asynchronous) ----------------------------------------------------- */
+
+static struct ca_review_entry *cache_find(struct ca *ca, const uint8_t *hash, time_t now)
+{
+	for (size_t i = 0; i < CA_REVIEW_CACHE; i++) {
+		struct ca_review_entry *e = &ca->cache[i];
+		if (e->until > now && !CRYPTO_memcmp(e->hash, hash, SHA256_DIGEST_LENGTH))
+			return e;
+	}
+	return NULL;
+}
+
+/* Keep a positive review until min(now + cache ttl, the token's exp); the
+ * slot of an expired entry, else of the one expiring first. */
+static void cache_put(struct ca *ca, const uint8_t *hash, const struct ca_identity *id,
+		      int64_t exp, time_t now)
+{
+	if (!ca->review_cache_s || exp <= (int64_t)now)
+		return;   /* no exp claim (or past): not cached */
+	time_t until = now + (time_t)ca->review_cache_s;
+	if ((int64_t)until > exp)
+		until = (time_t)exp;
+	struct ca_review_entry *slot = &ca->cache[0];
+	for (size_t i = 0; i < CA_REVIEW_CACHE; i++) {
+		struct ca_review_entry *e = &ca->cache[i];
+		if (e->until <= now || !CRYPTO_memcmp(e->hash, hash, SHA256_DIGEST_LENGTH)) {
+			slot = e;
+			break;
+		}
+		if (e->until < slot->until)
+			slot = e;
+	}
+	memcpy(slot->hash, hash, SHA256_DIGEST_LENGTH);
+	slot->id = *id;
+	slot->until = until;
+}
+
+static void pending_free(struct ca_pending *p)
+{
+	struct ca *ca = p->ca;
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		ca->pending = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	ca->npending--;
+	free(p->req);
+	free(p->peer);
+	free(p);
+}
+
+void ca_pending_cancel(struct ca_pending *p)
+{
+	if (!p)
+		return;
+	kube_review_cancel(p->review);
+	pending_free(p);
+}
+
+static void issue_and_reply(struct ca *ca, const struct ca_identity *id, const char *peer,
+			    const uint8_t *req, size_t len, ca_done_fn done, void *arg)
+{
+	uint8_t *resp;
+	size_t resp_len;
+	char msg[256] = "";
+	int rc = ca_issue(ca, id, peer, req, len, &resp, &resp_len, msg, sizeof(msg));
+	done(arg, rc, resp, resp_len, msg);
+	free(resp);
+}
+
+static void on_review(void *arg, enum kube_review_result res, const char *ns, const char *sa,
+		      const char *why)
+{
+	struct ca_pending *p = arg;
+	struct ca *ca = p->ca;
+	char msg[600];
+	if (res == KUBE_REVIEW_OK) {
+		struct ca_identity id;
+		snprintf(id.ns, sizeof(id.ns), "%s", ns);
+		snprintf(id.sa, sizeof(id.sa), "%s", sa);
+		cache_put(ca, p->hash, &id, p->exp, time(NULL));
+		issue_and_reply(ca, &id, p->peer, p->req, p->len, p->done, p->arg);
+	} else if (res == KUBE_REVIEW_DENIED) {
+		ca->stats.unauthenticated++;
+		snprintf(msg, sizeof(msg), "TokenReview: %s", why);
+		log_info("ca: %s: refused: %s", p->peer, msg);
+		p->done(p->arg, CA_UNAUTHENTICATED, NULL, 0, msg);
+	} else {
+		ca->stats.unavailable++;
+		snprintf(msg, sizeof(msg), "cannot verify the token: %s", why);
+		log_warn("ca: %s: refused: %s", p->peer, msg);
+		p->done(p->arg, CA_UNAVAILABLE, NULL, 0, msg);
+	}
+	pending_free(p);
+}
+
+struct ca_pending *ca_handle_async(struct ca *ca, const char *authorization, const char *peer,
+				   const uint8_t *req, size_t len, ca_done_fn done, void *arg)
+{
+	struct ca_identity id;
+	char msg[256];
+	int rc;
+	peer = peer ? peer : "?";
+	if (!ca->kube || !authorization || strncasecmp(authorization, "Bearer ", 7) ||
+	    !authorization[7]) {   /* the tokens file only */
+		uint8_t *resp;
+		size_t resp_len;
+		rc = ca_handle(ca, authorization, peer, req, len, &resp, &resp_len, msg, sizeof(msg));
+		done(arg, rc, resp, resp_len, msg);
+		free(resp);
+		return NULL;
+	}
+	ca->stats.requests++;
+	if (ca->tokens_path && !ca_authenticate(ca, authorization, &id, msg, sizeof(msg))) {
+		issue_and_reply(ca, &id, peer, req, len, done, arg);
+		return NULL;
+	}
+	const char *tok = authorization + 7;
+	uint8_t hash[SHA256_DIGEST_LENGTH];
+	SHA256((const unsigned char *)tok, strlen(tok), hash);
+	time_t now = time(NULL);
+	const struct ca_review_entry *hit = cache_find(ca, hash, now);
+	if (hit) {
+		ca->stats.review_cache_hits++;
+		id = hit->id;
+		issue_and_reply(ca, &id, peer, req, len, done, arg);
+		return NULL;
+	}
+	if (ca->npending >= CA_MAX_PENDING) {
+		ca->stats.unavailable++;
+		snprintf(msg, sizeof(msg), "too many TokenReviews in flight (%d): retry later",
+			 CA_MAX_PENDING);
+		log_warn("ca: %s: refused: %s", peer, msg);
+		done(arg, CA_UNAVAILABLE, NULL, 0, msg);
+		return NULL;
+	}
+	struct ca_pending *p = xcalloc(1, sizeof(*p));
+	p->ca = ca;
+	p->req = xmalloc(len ? len : 1);
+	memcpy(p->req, req, len);
+	p->len = len;
+	p->peer = xstrdup(peer);
+	memcpy(p->hash, hash, sizeof(hash));
+	p->exp = kube_jwt_exp(tok);
+	p->done = done;
+	p->arg = arg;
+	p->next = ca->pending;
+	if (ca->pending)
+		ca->pending->prev = p;
+	ca->pending = p;
+	ca->npending++;
+	p->review = kube_token_review(ca->kube, tok, CA_TOKEN_AUDIENCE, on_review, p);
+	return p;
+}
+
 char *ca_metrics_text(const struct ca *ca)
 {
 	return xasprintf(
@@ -599,7 +801,13 @@ char *ca_metrics_text(const struct ca *ca)
 		"# TYPE remora_cp_ca_unauthenticated_total counter\n"
 		"remora_cp_ca_unauthenticated_total %llu\n"
 		"# TYPE remora_cp_ca_invalid_total counter\n"
-		"remora_cp_ca_invalid_total %llu\n",
+		"remora_cp_ca_invalid_total %llu\n"
+		"# TYPE remora_cp_ca_unavailable_total counter\n"
+		"remora_cp_ca_unavailable_total %llu\n"
+		"# TYPE remora_cp_ca_token_review_cache_hits_total counter\n"
+		"remora_cp_ca_token_review_cache_hits_total %llu\n",
 		(unsigned long long)ca->stats.requests, (unsigned long long)ca->stats.issued,
-		(unsigned long long)ca->stats.unauthenticated, (unsigned long long)ca->stats.invalid);
+		(unsigned long long)ca->stats.unauthenticated, (unsigned long long)ca->stats.invalid,
+		(unsigned long long)ca->stats.unavailable,
+		(unsigned long long)ca->stats.review_cache_hits);
 }

@@ -23,6 +23,7 @@ struct cp_method {
 	struct cp_method *next;
 	char *path;                        /* owned */
 	cp_unary_fn unary;                 /* either unary ... */
+	cp_unary_async_fn unary_async;     /* ... or asynchronous unary ... */
 	const struct cp_stream_ops *ops;   /* ... or streaming */
 	void *arg;
 };
@@ -44,6 +45,8 @@ struct cp_stream {
 	struct evbuffer *in, *out;         /* owned: request bytes / framed replies */
 	bool opened;                       /* on_open returned state: on_close owed */
 	bool headers_sent, finishing, trailers_sent, deferred;
+	void (*abort_fn)(void *);          /* async unary: owed if freed unanswered */
+	void *abort_arg;
 	int status;
 	char message[256];
 };
@@ -92,6 +95,17 @@ void cp_server_register_unary(struct cp_server *s, const char *path, cp_unary_fn
 {
 	struct cp_method *m = method_slot(s, path);
 	m->unary = fn;
+	m->unary_async = NULL;
+	m->ops = NULL;
+	m->arg = arg;
+}
+
+void cp_server_register_unary_async(struct cp_server *s, const char *path, cp_unary_async_fn fn,
+				    void *arg)
+{
+	struct cp_method *m = method_slot(s, path);
+	m->unary = NULL;
+	m->unary_async = fn;
 	m->ops = NULL;
 	m->arg = arg;
 }
@@ -101,6 +115,7 @@ void cp_server_register_stream(struct cp_server *s, const char *path,
 {
 	struct cp_method *m = method_slot(s, path);
 	m->unary = NULL;
+	m->unary_async = NULL;
 	m->ops = ops;
 	m->arg = arg;
 }
@@ -121,6 +136,11 @@ static void stream_free(struct cp_stream *st)
 	if (st->opened) {
 		st->opened = false;
 		st->method->ops->on_close(st->state);
+	}
+	if (st->abort_fn) {
+		void (*fn)(void *) = st->abort_fn;
+		st->abort_fn = NULL;
+		fn(st->abort_arg);
 	}
 	if (st->prev)
 		st->prev->next = st->next;
@@ -218,6 +238,24 @@ void cp_stream_finish(struct cp_stream *st, int status, const char *message)
 	conn_flush(st->conn);
 }
 
+void cp_stream_on_abort(struct cp_stream *st, void (*fn)(void *), void *arg)
+{
+	st->abort_fn = fn;
+	st->abort_arg = arg;
+}
+
+void cp_unary_reply(struct cp_stream *st, int status, const uint8_t *resp, size_t len,
+		    const char *msg)
+{
+	st->abort_fn = NULL;
+	if (status) {
+		cp_stream_finish(st, status, msg);
+		return;
+	}
+	cp_stream_send(st, resp ? resp : (const uint8_t *)"", len);
+	cp_stream_finish(st, 0, "");
+}
+
 const char *cp_stream_peer(const struct cp_stream *st)
 {
 	return st->conn->peer;
@@ -271,6 +309,10 @@ static void unary_call(struct cp_stream *st)
 	char msg[256] = "";
 	struct cp_call call;
 	call_of(st, &call);
+	if (st->method->unary_async) {
+		st->method->unary_async(st->method->arg, st, &call, p ? p : (uint8_t *)"", n);
+		return;
+	}
 	int status = st->method->unary(st->method->arg, &call, p ? p : (uint8_t *)"", n, &resp,
 				       &resp_len, msg, sizeof(msg));
 	if (status) {
@@ -351,7 +393,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 		dispatch(st);
 	if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
 	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->method && !st->finishing) {
-		if (st->method->unary)
+		if (st->method->unary || st->method->unary_async)
 			unary_call(st);
 		else
 			cp_stream_finish(st, 0, "");   /* the client half-closed */

@@ -41,6 +41,23 @@ typedef int (*cp_unary_fn)(void *arg, const struct cp_call *call, const uint8_t 
 void cp_server_register_unary(struct cp_server *s, const char *path, cp_unary_fn fn,
 			      void *arg);
 
+/* An asynchronous unary method: fn gets the request message (valid during
+ * the call only) and the call's stream, and answers exactly once, during the
+ * call or later from any event callback, with cp_unary_reply.  If the stream
+ * goes away first (client reset, connection closed, shutdown), the abort
+ * hook set with cp_stream_on_abort runs instead and the stream handle is
+ * invalid from then on. */
+typedef void (*cp_unary_async_fn)(void *arg, struct cp_stream *st, const struct cp_call *call,
+				  const uint8_t *req, size_t len);
+void cp_server_register_unary_async(struct cp_server *s, const char *path, cp_unary_async_fn fn,
+				    void *arg);
+/* The answer to an asynchronous unary call: status 0 with the reply message
+ * resp/len (copied), else a grpc-status with msg. */
+void cp_unary_reply(struct cp_stream *st, int status, const uint8_t *resp, size_t len,
+		    const char *msg);
+/* fn(arg) runs once if st is freed before cp_unary_reply (NULL clears). */
+void cp_stream_on_abort(struct cp_stream *st, void (*fn)(void *), void *arg);
+
 /* A bidirectional streaming method.  on_open is called when the request
  * headers arrive and returns the method's per-stream state (NULL refuses the
  * stream with grpc-status 13); on_message once per request message; on_close

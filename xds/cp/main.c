@@ -21,6 +21,7 @@
 #include "cp.h"
 #include "cp_server.h"
 #include "ca.h"
+#include "kube_api.h"
 #include "../../tls/ca_client.h"
 #include "../../proxy/common.h"
 #include "../../proxy/log.h"
@@ -34,7 +35,8 @@ struct cp_main {
 	int ifd;                      /* inotify */
 	struct event *iev, *debounce; /* owned */
 	struct evhttp *http;          /* owned: admin + REST */
-	struct ca *ca;                /* owned: the CA, NULL without --ca-tokens */
+	struct ca *ca;                /* owned: the CA, NULL without --ca-tokens / the API */
+	struct kube_api *kube;        /* owned: TokenReview client, NULL without the API */
 	struct cp_server *tls_srv;    /* not owned: the CA port when it serves TLS */
 	const char *serving_san;      /* --serving-san */
 	uint64_t serving_ttl_s;       /* --serving-cert-ttl */
@@ -125,6 +127,12 @@ static void on_http(struct evhttp_request *req, void *arg)
 		char *t = cp_xds_metrics(m->xds);
 		if (m->ca) {
 			char *c = ca_metrics_text(m->ca), *both = xasprintf("%s%s", t, c);
+			free(t);
+			free(c);
+			t = both;
+		}
+		if (m->kube) {
+			char *c = kube_api_metrics_text(m->kube), *both = xasprintf("%s%s", t, c);
 			free(t);
 			free(c);
 			t = both;
@@ -246,12 +254,20 @@ static void usage(void)
 		"                  [--trust-domain cluster.local] [--max-cert-ttl 24h]\n"
 		"                  [--serving-san NAMES] [--serving-cert-ttl 720h]\n"
 		"                  [--plaintext-ca-port]]\n"
+		"                 [--kube-api https://HOST:PORT | --no-kube-api]\n"
+		"                 [--kube-token-file FILE] [--kube-ca-file FILE]\n"
+		"                 [--token-review-cache-ttl 60s]\n"
 		"       remora-cp --ca-init --ca-dir DIR [--trust-domain cluster.local]\n"
 		"(at least one of --config-dir and --catalog)\n"
 		"With the CA, the CA port (15012) serves xDS and CreateCertificate over TLS with a\n"
 		"certificate the CA issues itself for --serving-san (default: remora-cp,\n"
 		"remora-cp.NS, remora-cp.NS.svc, remora-cp.NS.svc.cluster.local with NS =\n"
 		"$POD_NAMESPACE or remora-system); --plaintext-ca-port keeps it cleartext.\n"
+		"The CA is enabled by --ca-tokens and/or the Kubernetes API: --kube-api URL, or\n"
+		"in a pod (KUBERNETES_SERVICE_HOST/PORT set) with --ca-dir or --ca-cert, unless\n"
+		"--no-kube-api.  With the API, a bearer token not in --ca-tokens is checked\n"
+		"with a TokenReview (audience remora-ca) using the pod's service-account token\n"
+		"and ca.crt (" KUBE_SA_DIR ").\n"
 		"--ca-init writes a new root to --ca-dir (root-cert.pem, root-key.pem) and exits.\n");
 }
 
@@ -275,6 +291,11 @@ int main(int argc, char **argv)
 		{ "serving-cert-ttl", required_argument, NULL, 'V' },
 		{ "plaintext-ca-port", no_argument, NULL, 'P' },
 		{ "ca-init", no_argument, NULL, 'I' },
+		{ "kube-api", required_argument, NULL, 'k' },
+		{ "no-kube-api", no_argument, NULL, 'N' },
+		{ "kube-token-file", required_argument, NULL, 'F' },
+		{ "kube-ca-file", required_argument, NULL, 'R' },
+		{ "token-review-cache-ttl", required_argument, NULL, 'Y' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -283,7 +304,10 @@ int main(int argc, char **argv)
 	const char *address = "0.0.0.0";
 	struct ca_options cao = { 0 };
 	unsigned long ttl;
-	bool plaintext_ca = false, ca_init = false;
+	bool plaintext_ca = false, ca_init = false, no_kube = false, kube_explicit = false;
+	struct kube_api_options kao = { 0 };
+	char *auto_url = NULL;
+	cao.review_cache_s = 60;
 	char *default_san = NULL;
 	m.serving_ttl_s = 720 * 3600;
 	while ((o = getopt_long(argc, argv, "d:h", opts, NULL)) != -1) {
@@ -310,6 +334,21 @@ int main(int argc, char **argv)
 		case 'S': m.serving_san = optarg; break;
 		case 'P': plaintext_ca = true; break;
 		case 'I': ca_init = true; break;
+		case 'k': kao.url = optarg; kube_explicit = true; break;
+		case 'N': no_kube = true; break;
+		case 'F': kao.token_path = optarg; break;
+		case 'R': kao.ca_path = optarg; break;
+		case 'Y':
+			if (!strcmp(optarg, "0")) {
+				cao.review_cache_s = 0;
+			} else if (ca_client_parse_ttl(optarg, &ttl)) {
+				fprintf(stderr, "remora-cp: --token-review-cache-ttl: '%s' is not a "
+						"duration (60s, 5m, 0)\n", optarg);
+				return 2;
+			} else {
+				cao.review_cache_s = ttl;
+			}
+			break;
 		case 'V':
 			if (ca_client_parse_ttl(optarg, &ttl) || ttl < 120) {
 				fprintf(stderr, "remora-cp: --serving-cert-ttl: '%s' is not a duration of "
@@ -346,12 +385,43 @@ int main(int argc, char **argv)
 		usage();
 		return 2;
 	}
-	if (!cao.tokens_path && (cao.dir || cao.cert_path || cao.key_path || cao.trust_domain ||
-				 cao.max_ttl_s || m.serving_san || plaintext_ca)) {
-		fprintf(stderr, "remora-cp: the CA options need --ca-tokens (the CA is enabled by it)\n");
+	if (kube_explicit && no_kube) {
+		fprintf(stderr, "remora-cp: --kube-api and --no-kube-api exclude each other\n");
 		return 2;
 	}
-	if (cao.tokens_path) {
+	if (!kube_explicit && !no_kube && (cao.dir || cao.cert_path || cao.tokens_path)) {
+		/* in a pod: the API server's Service, as client-go's InClusterConfig */
+		const char *h = getenv("KUBERNETES_SERVICE_HOST"), *p = getenv("KUBERNETES_SERVICE_PORT");
+		if (h && *h && p && *p)
+			kao.url = auto_url = xasprintf(strchr(h, ':') ? "https://[%s]:%s" : "https://%s:%s",
+						       h, p);
+	}
+	if ((kao.token_path || kao.ca_path) && !kao.url) {
+		fprintf(stderr, "remora-cp: --kube-token-file/--kube-ca-file need the Kubernetes API "
+				"(--kube-api, or KUBERNETES_SERVICE_HOST/PORT)\n");
+		return 2;
+	}
+	if (!cao.tokens_path && !kao.url && (cao.dir || cao.cert_path || cao.key_path ||
+					      cao.trust_domain || cao.max_ttl_s || m.serving_san ||
+					      plaintext_ca)) {
+		fprintf(stderr, "remora-cp: the CA options need --ca-tokens or the Kubernetes API "
+				"(--kube-api, or in a pod KUBERNETES_SERVICE_HOST/PORT) to authenticate "
+				"workloads\n");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	m.base = event_base_new();
+	if (kao.url) {
+		char kerr[1024];
+		if (!(m.kube = kube_api_new(m.base, &kao, kerr, sizeof(kerr)))) {
+			fprintf(stderr, "remora-cp: Kubernetes API: %s\n", kerr);
+			return 1;
+		}
+		cao.kube = m.kube;
+		log_info("remora-cp: the CA reviews tokens (audience %s) with the API server %s%s",
+			 CA_TOKEN_AUDIENCE, kao.url, auto_url ? " (in-cluster)" : "");
+	}
+	if (cao.tokens_path || m.kube) {
 		char cerr[1024];
 		if (!(m.ca = ca_new(&cao, cerr, sizeof(cerr)))) {
 			fprintf(stderr, "remora-cp: CA: %s\n", cerr);
@@ -361,8 +431,6 @@ int main(int argc, char **argv)
 		cp_config_add_builtin(CP_SDS, root);
 		json_decref(root);
 	}
-	signal(SIGPIPE, SIG_IGN);
-	m.base = event_base_new();
 	struct cp_server *srv[2] = { cp_server_new(m.base), cp_server_new(m.base) };
 	char addr[300], err[512];
 	int ports[2] = { grpc_port, ca_port };
@@ -430,7 +498,9 @@ int main(int argc, char **argv)
 	cp_xds_free(m.xds);
 	cp_config_free(m.cfg);
 	cp_config_clear_builtins();
-	ca_free(m.ca);
+	ca_free(m.ca);   /* after the servers: their calls cancelled their reviews */
+	kube_api_free(m.kube);
+	free(auto_url);
 	if (m.renew)
 		event_free(m.renew);
 	free(default_san);

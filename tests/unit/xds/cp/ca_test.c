@@ -1,6 +1,7 @@
 /* ca_test.c - xds/cp/ca.c: root generation and persistence, token lookup,
  * leaf contents (SPIFFE URI SAN, issuer, lifetime cap, CSR subject/SANs
- * ignored), bad CSRs, and the CreateCertificate message round trip. */
+ * ignored), bad CSRs, the CreateCertificate message round trip, and the
+ * TokenReview helpers (service-account user names, JWT exp, review cache). */
 #include "test.h"
 
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include "xds/cp/ca.c"
+#include "xds/cp/kube_api.c"
 
 static char tmpdir[64];
 
@@ -393,4 +395,69 @@ TEST(ca_serving_certificate_for_the_ca_port)
 	}
 	ca_free(ca);
 	cleanup_dir();
+}
+
+TEST(kube_service_account_user_names)
+{
+	char ns[64], sa[64];
+	CHECK_INT(kube_sa_username("system:serviceaccount:shop:frontend", ns, sizeof(ns), sa,
+				   sizeof(sa)), 0);
+	CHECK_STR(ns, "shop");
+	CHECK_STR(sa, "frontend");
+	CHECK_INT(kube_sa_username("system:serviceaccount:shop", ns, sizeof(ns), sa, sizeof(sa)), -1);
+	CHECK_INT(kube_sa_username("system:serviceaccount:shop:a:b", ns, sizeof(ns), sa, sizeof(sa)),
+		  -1);   /* ':' is not in a DNS-1123 name */
+	CHECK_INT(kube_sa_username("system:serviceaccount::sa", ns, sizeof(ns), sa, sizeof(sa)), -1);
+	CHECK_INT(kube_sa_username("system:serviceaccount:Shop:sa", ns, sizeof(ns), sa, sizeof(sa)),
+		  -1);
+	CHECK_INT(kube_sa_username("system:serviceaccount:a/b:sa", ns, sizeof(ns), sa, sizeof(sa)),
+		  -1);
+	CHECK_INT(kube_sa_username("alice", ns, sizeof(ns), sa, sizeof(sa)), -1);
+	CHECK_INT(kube_sa_username(NULL, ns, sizeof(ns), sa, sizeof(sa)), -1);
+	CHECK_INT(kube_sa_username("system:serviceaccount:shop:frontend", ns, 4, sa, sizeof(sa)), -1);
+}
+
+TEST(kube_jwt_exp_claim)
+{
+	/* {"alg":"none"} . {"aud":["remora-ca"],"exp":1900000000,"sub":"x"} . sig */
+	CHECK_INT(kube_jwt_exp("eyJhbGciOiJub25lIn0.eyJhdWQiOlsicmVtb3JhLWNhIl0sImV4cCI6MTkwMDAwMDAw"
+			       "MCwic3ViIjoieCJ9.c2ln"), 1900000000);
+	CHECK_INT(kube_jwt_exp("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln"), 0);   /* no exp */
+	CHECK_INT(kube_jwt_exp("opaque-token"), 0);
+	CHECK_INT(kube_jwt_exp("a.!!!.b"), 0);
+	CHECK_INT(kube_jwt_exp("a..b"), 0);
+}
+
+TEST(ca_review_cache_bounded_by_exp_and_size)
+{
+	struct ca c = { .review_cache_s = 60 };
+	c.cache = xcalloc(CA_REVIEW_CACHE, sizeof(*c.cache));
+	struct ca_identity id = { "shop", "frontend" };
+	uint8_t h[SHA256_DIGEST_LENGTH] = { 1 };
+	time_t now = 1000000;
+	cache_put(&c, h, &id, now + 3600, now);
+	CHECK(cache_find(&c, h, now + 59) != NULL);
+	CHECK(cache_find(&c, h, now + 60) == NULL);        /* the cache ttl */
+	h[0] = 2;
+	cache_put(&c, h, &id, now + 10, now);
+	CHECK(cache_find(&c, h, now + 9) != NULL);
+	CHECK(cache_find(&c, h, now + 10) == NULL);        /* the token's exp first */
+	h[0] = 3;
+	cache_put(&c, h, &id, 0, now);                     /* no exp: not cached */
+	CHECK(cache_find(&c, h, now) == NULL);
+	/* full: the entry expiring first makes room, the rest stay */
+	for (unsigned i = 0; i < CA_REVIEW_CACHE + 10; i++) {
+		uint8_t k[SHA256_DIGEST_LENGTH] = { 9, (uint8_t)(i >> 8), (uint8_t)i };
+		cache_put(&c, k, &id, now + 100 + i, now);
+	}
+	unsigned kept = 0;
+	for (unsigned i = 0; i < CA_REVIEW_CACHE + 10; i++) {
+		uint8_t k[SHA256_DIGEST_LENGTH] = { 9, (uint8_t)(i >> 8), (uint8_t)i };
+		kept += cache_find(&c, k, now) != NULL;
+	}
+	CHECK_INT(kept, CA_REVIEW_CACHE);
+	uint8_t last[SHA256_DIGEST_LENGTH] = { 9, (uint8_t)((CA_REVIEW_CACHE + 9) >> 8),
+					       (uint8_t)(CA_REVIEW_CACHE + 9) };
+	CHECK(cache_find(&c, last, now) != NULL);
+	free(c.cache);
 }

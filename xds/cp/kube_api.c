@@ -1,0 +1,515 @@
+/* kube_api.c - TokenReview client of remora-cp (see kube_api.h). */
+#include "kube_api.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include "../../proxy/common.h"
+#include "../../proxy/log.h"
+
+#define KUBE_TOKEN_MAX (64 * 1024)
+#define KUBE_REVIEW_PATH "/apis/authentication.k8s.io/v1/tokenreviews"
+
+struct kube_review {
+	struct kube_review *prev, *next;   /* in kube_api->reviews */
+	struct kube_api *k;
+	struct evhttp_request *req;        /* owned by its connection */
+	kube_review_cb cb;                 /* NULL once cancelled */
+	void *arg;
+	char *audience;                    /* owned */
+	char tls_err[200];                 /* the certificate verification failure, if any */
+};
+
+struct kube_api {
+	struct event_base *base;
+	char *url;                         /* owned */
+	char *host;                        /* owned: the URL's host (name or IP, no brackets) */
+	char *addr;                        /* owned: host resolved to a numeric address */
+	char *host_header;                 /* owned: host[:port] */
+	uint16_t port;
+	bool host_is_ip;
+	SSL_CTX *ctx;                      /* owned */
+	char *token_path, *ca_path;        /* owned */
+	char *token;                       /* owned: remora-cp's bearer token, NULL until read */
+	struct timespec token_mtime;
+	off_t token_size;
+	uint64_t timeout_ms;
+	struct kube_review *reviews;       /* in flight */
+	struct kube_api_stats stats;
+};
+
+static int ex_review = -1;   /* SSL ex_data index: the review of a connection */
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static bool dns1123(const char *s, size_t n)
+{
+	if (!n || n > 253)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (!(islower(c) || isdigit(c) || c == '-' || c == '.'))
+			return false;
+	}
+	return true;
+}
+
+int kube_sa_username(const char *user, char *ns, size_t nslen, char *sa, size_t salen)
+{
+	static const char pfx[] = "system:serviceaccount:";
+	if (!user || strncmp(user, pfx, sizeof(pfx) - 1))
+		return -1;
+	const char *n = user + sizeof(pfx) - 1, *colon = strchr(n, ':');
+	if (!colon)
+		return -1;
+	size_t nl = (size_t)(colon - n), sl = strlen(colon + 1);
+	if (!dns1123(n, nl) || !dns1123(colon + 1, sl) || nl >= nslen || sl >= salen)
+		return -1;
+	memcpy(ns, n, nl);
+	ns[nl] = 0;
+	memcpy(sa, colon + 1, sl + 1);
+	return 0;
+}
+
+int64_t kube_jwt_exp(const char *token)
+{
+	const char *a = strchr(token, '.'), *b = a ? strchr(a + 1, '.') : NULL;
+	if (!a || !b || b - a - 1 <= 0 || b - a - 1 > 8192)
+		return 0;
+	char *part = xstrndup(a + 1, (size_t)(b - a - 1));
+	size_t len;
+	char *raw = base64_decode(part, &len);
+	free(part);
+	if (!raw)
+		return 0;
+	json_t *j = json_loadb(raw, len, 0, NULL);
+	free(raw);
+	json_t *exp = json_object_get(j, "exp");
+	int64_t v = json_is_integer(exp) ? (int64_t)json_integer_value(exp)
+		    : json_is_real(exp) ? (int64_t)json_real_value(exp) : 0;
+	json_decref(j);
+	return v > 0 ? v : 0;
+}
+
+/* https://host[:port] or https://[v6]:port, nothing after. */
+static int parse_url(struct kube_api *k, const char *url, char *err, size_t errlen)
+{
+	if (strncmp(url, "https://", 8)) {
+		snprintf(err, errlen, "--kube-api: '%s' is not an https:// URL", url);
+		return RM_ERROR;
+	}
+	const char *h = url + 8, *end, *port = NULL;
+	if (*h == '[') {
+		end = strchr(h, ']');
+		if (!end)
+			goto bad;
+		k->host = xstrndup(h + 1, (size_t)(end - h - 1));
+		if (end[1] == ':')
+			port = end + 2;
+		else if (end[1] && strcmp(end + 1, "/"))
+			goto bad;
+	} else {
+		size_t n = strcspn(h, ":/");
+		k->host = xstrndup(h, n);
+		if (h[n] == ':')
+			port = h + n + 1;
+		else if (h[n] && strcmp(h + n, "/"))
+			goto bad;
+	}
+	if (!*k->host)
+		goto bad;
+	k->port = 443;
+	if (port) {
+		char *e;
+		long p = strtol(port, &e, 10);
+		if (e == port || p <= 0 || p > 65535 || (*e && strcmp(e, "/")))
+			goto bad;
+		k->port = (uint16_t)p;
+	}
+	k->host_header = strchr(k->host, ':') ? xasprintf("[%s]:%u", k->host, k->port)
+					      : xasprintf("%s:%u", k->host, k->port);
+	return RM_OK;
+bad:
+	snprintf(err, errlen, "--kube-api: '%s': expected https://HOST[:PORT]", url);
+	return RM_ERROR;
+}
+
+static int resolve(struct kube_api *k, char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
+	unsigned char ip[16];
+	k->host_is_ip = inet_pton(AF_INET, k->host, ip) == 1 || inet_pton(AF_INET6, k->host, ip) == 1;
+	int rc = getaddrinfo(k->host, NULL, &hints, &ai);
+	if (rc || !ai) {
+		snprintf(err, errlen, "--kube-api: cannot resolve %s: %s", k->host, gai_strerror(rc));
+		return RM_ERROR;
+	}
+	char buf[NI_MAXHOST];
+	rc = getnameinfo(ai->ai_addr, ai->ai_addrlen, buf, sizeof(buf), NULL, 0, NI_NUMERICHOST);
+	freeaddrinfo(ai);
+	if (rc) {
+		snprintf(err, errlen, "--kube-api: %s: %s", k->host, gai_strerror(rc));
+		return RM_ERROR;
+	}
+	k->addr = xstrdup(buf);
+	return RM_OK;
+}
+
+/* Re-read remora-cp's token when the file changed (the kubelet rotates it:
+ * a new file behind the ..data symlink). */
+static const char *own_token(struct kube_api *k)
+{
+	struct stat st;
+	if (stat(k->token_path, &st)) {
+		log_error("kube-api: remora-cp's service-account token %s: %s", k->token_path,
+			  strerror(errno));
+		return NULL;
+	}
+	if (k->token && st.st_mtim.tv_sec == k->token_mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == k->token_mtime.tv_nsec && st.st_size == k->token_size)
+		return k->token;
+	FILE *f = fopen(k->token_path, "r");
+	char *buf = xmalloc(KUBE_TOKEN_MAX + 1);
+	size_t n = f ? fread(buf, 1, KUBE_TOKEN_MAX + 1, f) : 0;
+	if (f)
+		fclose(f);
+	while (n && isspace((unsigned char)buf[n - 1]))
+		n--;
+	buf[n < KUBE_TOKEN_MAX ? n : 0] = 0;
+	if (!f || !n || n >= KUBE_TOKEN_MAX || strpbrk(buf, "\r\n")) {
+		log_error("kube-api: remora-cp's service-account token %s is %s", k->token_path,
+			  !f ? "unreadable" : "empty, too large or not one line");
+		free(buf);
+		return NULL;
+	}
+	if (k->token) {
+		OPENSSL_cleanse(k->token, strlen(k->token));
+		log_info("kube-api: remora-cp's service-account token %s changed: using the new one",
+			 k->token_path);
+	}
+	free(k->token);
+	k->token = buf;
+	k->token_mtime = st.st_mtim;
+	k->token_size = st.st_size;
+	return k->token;
+}
+
+/* ---- life cycle ---------------------------------------------------------------- */
+
+struct kube_api *kube_api_new(struct event_base *base, const struct kube_api_options *o,
+			      char *err, size_t errlen)
+{
+	struct kube_api *k = xcalloc(1, sizeof(*k));
+	k->base = base;
+	k->url = xstrdup(o->url);
+	k->token_path = xstrdup(o->token_path ? o->token_path : KUBE_SA_DIR "/token");
+	k->ca_path = xstrdup(o->ca_path ? o->ca_path : KUBE_SA_DIR "/ca.crt");
+	k->timeout_ms = o->timeout_ms ? o->timeout_ms : 5000;
+	if (ex_review < 0)
+		ex_review = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	if (parse_url(k, o->url, err, errlen) || resolve(k, err, errlen))
+		goto fail;
+	k->ctx = SSL_CTX_new(TLS_client_method());
+	if (!k->ctx || !SSL_CTX_set_min_proto_version(k->ctx, TLS1_2_VERSION) ||
+	    SSL_CTX_load_verify_locations(k->ctx, k->ca_path, NULL) != 1) {
+		unsigned long e = ERR_get_error();
+		char buf[256] = "";
+		if (e)
+			ERR_error_string_n(e, buf, sizeof(buf));
+		ERR_clear_error();
+		snprintf(err, errlen, "--kube-ca-file %s: cannot load the API server's CA bundle%s%s",
+			 k->ca_path, buf[0] ? ": " : "", buf);
+		goto fail;
+	}
+	return k;
+fail:
+	kube_api_free(k);
+	return NULL;
+}
+
+static void review_free(struct kube_review *r)
+{
+	struct kube_api *k = r->k;
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		k->reviews = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	k->stats.in_flight--;
+	free(r->audience);
+	free(r);
+}
+
+void kube_api_free(struct kube_api *k)
+{
+	if (!k)
+		return;
+	while (k->reviews) {
+		struct kube_review *r = k->reviews;
+		r->cb = NULL;
+		if (r->req)
+			evhttp_cancel_request(r->req);   /* may or may not run on_done */
+		if (k->reviews == r)
+			review_free(r);
+	}
+	SSL_CTX_free(k->ctx);
+	free(k->url);
+	free(k->host);
+	free(k->addr);
+	free(k->host_header);
+	free(k->token_path);
+	free(k->ca_path);
+	if (k->token)
+		OPENSSL_cleanse(k->token, strlen(k->token));
+	free(k->token);
+	free(k);
+}
+
+const char *kube_api_url(const struct kube_api *k)
+{
+	return k->url;
+}
+
+const struct kube_api_stats *kube_api_get_stats(const struct kube_api *k)
+{
+	return &k->stats;
+}
+
+/* ---- one review ----------------------------------------------------------------- */
+
+static void finish(struct kube_review *r, enum kube_review_result res, const char *ns,
+		   const char *sa, const char *msg)
+{
+	struct kube_api *k = r->k;
+	if (res == KUBE_REVIEW_DENIED)
+		k->stats.denied++;
+	if (r->cb)
+		r->cb(r->arg, res, ns, sa, msg);
+	review_free(r);
+}
+
+static void fail(struct kube_review *r, enum kube_fail_reason why, const char *msg)
+{
+	r->k->stats.failed[why]++;
+	finish(r, KUBE_REVIEW_FAILED, NULL, NULL, msg);
+}
+
+/* The message of a v1 Status body, or "". */
+static const char *status_message(json_t *j)
+{
+	const char *m = json_string_value(json_object_get(j, "message"));
+	return m ? m : "";
+}
+
+static void on_response(struct kube_review *r, int code, struct evbuffer *body)
+{
+	struct kube_api *k = r->k;
+	char msg[512], ns[256], sa[256];
+	size_t len = evbuffer_get_length(body);
+	json_t *j = json_loadb((const char *)evbuffer_pullup(body, -1), len, 0, NULL);
+	if (code == 401 || code == 403) {
+		snprintf(msg, sizeof(msg), "the API server %s %s remora-cp's TokenReview (%d %s%s%s)%s",
+			 k->url, code == 401 ? "did not accept the credentials of" : "forbids", code,
+			 code == 401 ? "Unauthorized" : "Forbidden", j ? ": " : "",
+			 j ? status_message(j) : "",
+			 code == 401 ? ": check remora-cp's service-account token"
+				     : ": remora-cp needs create on tokenreviews (system:auth-delegator)");
+		log_error("kube-api: %s", msg);
+		fail(r, code == 401 ? KUBE_FAIL_unauthorized : KUBE_FAIL_forbidden, msg);
+		goto out;
+	}
+	if (code != 200 && code != 201) {
+		snprintf(msg, sizeof(msg), "the API server %s answered the TokenReview with %d%s%s",
+			 k->url, code, j ? ": " : "", j ? status_message(j) : "");
+		log_error("kube-api: %s", msg);
+		fail(r, KUBE_FAIL_http_error, msg);
+		goto out;
+	}
+	json_t *st = json_object_get(j, "status");
+	const char *kind = json_string_value(json_object_get(j, "kind"));
+	json_t *auth = json_object_get(st, "authenticated");
+	if (!kind || strcmp(kind, "TokenReview") || (st && !json_is_object(st)) ||
+	    (auth && !json_is_boolean(auth))) {
+		snprintf(msg, sizeof(msg), "the API server %s answered the TokenReview with something "
+			 "else than a TokenReview", k->url);
+		log_error("kube-api: %s", msg);
+		fail(r, KUBE_FAIL_bad_response, msg);
+		goto out;
+	}
+	if (!json_is_true(auth)) {
+		const char *e = json_string_value(json_object_get(st, "error"));
+		snprintf(msg, sizeof(msg), "token not authenticated by the API server%s%s",
+			 e ? ": " : "", e ? e : "");
+		finish(r, KUBE_REVIEW_DENIED, NULL, NULL, msg);
+		goto out;
+	}
+	bool aud = false;
+	size_t i;
+	json_t *a;
+	json_array_foreach(json_object_get(st, "audiences"), i, a)
+		aud |= json_is_string(a) && !strcmp(json_string_value(a), r->audience);
+	if (!aud) {
+		snprintf(msg, sizeof(msg), "the token is not for the audience %s", r->audience);
+		finish(r, KUBE_REVIEW_DENIED, NULL, NULL, msg);
+		goto out;
+	}
+	const char *user = json_string_value(json_object_get(json_object_get(st, "user"), "username"));
+	if (kube_sa_username(user, ns, sizeof(ns), sa, sizeof(sa))) {
+		snprintf(msg, sizeof(msg), "the token's user '%.200s' is not a service account "
+			 "(system:serviceaccount:<namespace>:<name>)", user ? user : "");
+		finish(r, KUBE_REVIEW_DENIED, NULL, NULL, msg);
+		goto out;
+	}
+	finish(r, KUBE_REVIEW_OK, ns, sa, "");
+out:
+	json_decref(j);
+}
+
+static void on_done(struct evhttp_request *req, void *arg)
+{
+	struct kube_review *r = arg;
+	char msg[512];
+	if (!r->cb) {   /* cancelled: nobody waits */
+		review_free(r);
+		return;
+	}
+	if (!req || !evhttp_request_get_response_code(req)) {
+		snprintf(msg, sizeof(msg), "cannot reach the API server %s%s%s", r->k->url,
+			 r->tls_err[0] ? ": " : " (connect, TLS or timeout)", r->tls_err);
+		log_error("kube-api: %s", msg);
+		fail(r, KUBE_FAIL_unreachable, msg);
+		return;
+	}
+	on_response(r, evhttp_request_get_response_code(req), evhttp_request_get_input_buffer(req));
+}
+
+static int verify_cb(int ok, X509_STORE_CTX *x)
+{
+	if (!ok) {
+		SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+		struct kube_review *r = ssl ? SSL_get_ex_data(ssl, ex_review) : NULL;
+		if (r)
+			snprintf(r->tls_err, sizeof(r->tls_err), "the server certificate does not "
+				 "verify against the CA bundle: %s",
+				 X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)));
+	}
+	return ok;
+}
+
+static void defer_fail(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	fail(arg, KUBE_FAIL_no_credentials, "remora-cp's own service-account token is unreadable");
+}
+
+struct kube_review *kube_token_review(struct kube_api *k, const char *token, const char *audience,
+				      kube_review_cb cb, void *arg)
+{
+	struct kube_review *r = xcalloc(1, sizeof(*r));
+	r->k = k;
+	r->cb = cb;
+	r->arg = arg;
+	r->audience = xstrdup(audience);
+	r->next = k->reviews;
+	if (k->reviews)
+		k->reviews->prev = r;
+	k->reviews = r;
+	k->stats.in_flight++;
+	k->stats.reviews++;
+	const char *own = own_token(k);
+	if (!own) {   /* the callback never runs inside this call */
+		event_base_once(k->base, -1, EV_TIMEOUT, defer_fail, r, NULL);
+		return r;
+	}
+	SSL *ssl = SSL_new(k->ctx);
+	SSL_set_ex_data(ssl, ex_review, r);
+	SSL_set_verify(ssl, SSL_VERIFY_PEER, verify_cb);
+	if (k->host_is_ip) {
+		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), k->host);
+	} else {
+		SSL_set_tlsext_host_name(ssl, k->host);
+		SSL_set1_host(ssl, k->host);
+	}
+	struct bufferevent *bev = bufferevent_openssl_socket_new(
+		k->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	struct evhttp_connection *conn = evhttp_connection_base_bufferevent_new(k->base, NULL, bev,
+										k->addr, k->port);
+	struct timeval tv = { (time_t)(k->timeout_ms / 1000), (suseconds_t)(k->timeout_ms % 1000) * 1000 };
+	evhttp_connection_set_timeout_tv(conn, &tv);
+	evhttp_connection_set_max_body_size(conn, 1 << 20);
+	evhttp_connection_free_on_completion(conn);
+	r->req = evhttp_request_new(on_done, r);
+	struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+	char *bearer = xasprintf("Bearer %s", own);
+	evhttp_add_header(h, "Host", k->host_header);
+	evhttp_add_header(h, "Authorization", bearer);
+	evhttp_add_header(h, "Content-Type", "application/json");
+	evhttp_add_header(h, "Accept", "application/json");
+	evhttp_add_header(h, "User-Agent", "remora-cp");
+	evhttp_add_header(h, "Connection", "close");
+	OPENSSL_cleanse(bearer, strlen(bearer));
+	free(bearer);
+	json_t *body = json_pack("{s:s, s:s, s:{s:s, s:[s]}}", "apiVersion", "authentication.k8s.io/v1",
+				 "kind", "TokenReview", "spec", "token", token, "audiences", audience);
+	char *text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	evbuffer_add(evhttp_request_get_output_buffer(r->req), text, strlen(text));
+	OPENSSL_cleanse(text, strlen(text));
+	free(text);
+	if (evhttp_make_request(conn, r->req, EVHTTP_REQ_POST, KUBE_REVIEW_PATH)) {
+		/* the request was freed by evhttp; the callback does not run */
+		r->req = NULL;
+		event_base_once(k->base, -1, EV_TIMEOUT, defer_fail, r, NULL);
+	}
+	return r;
+}
+
+void kube_review_cancel(struct kube_review *r)
+{
+	if (r)
+		r->cb = NULL;
+}
+
+char *kube_api_metrics_text(const struct kube_api *k)
+{
+	static const char *names[] = {
+#define KUBE_FAIL_NAME(n) #n,
+		KUBE_FAIL_REASONS(KUBE_FAIL_NAME)
+	};
+	char *out = xasprintf("# TYPE remora_cp_ca_token_review_total counter\n"
+			      "remora_cp_ca_token_review_total %llu\n"
+			      "# TYPE remora_cp_ca_token_review_denied_total counter\n"
+			      "remora_cp_ca_token_review_denied_total %llu\n"
+			      "# TYPE remora_cp_ca_token_review_in_flight gauge\n"
+			      "remora_cp_ca_token_review_in_flight %llu\n"
+			      "# TYPE remora_cp_ca_token_review_failed_total counter\n",
+			      (unsigned long long)k->stats.reviews,
+			      (unsigned long long)k->stats.denied,
+			      (unsigned long long)k->stats.in_flight);
+	for (int i = 0; i < KUBE_FAIL_N; i++) {
+		char *more = xasprintf("%sremora_cp_ca_token_review_failed_total{reason=\"%s\"} %llu\n",
+				       out, names[i], (unsigned long long)k->stats.failed[i]);
+		free(out);
+		out = more;
+	}
+	return out;
+}
