@@ -14,7 +14,15 @@ async function model(apiVersion, kind) {
     const mod = await import(`kubernetes-models/${dir}/${kind}`);
     return mod[kind];
   } catch (e) {
-    return null;
+    // meta/v1 kinds the API server answers with (Status) live in the
+    // apimachinery package kubernetes-models depends on
+    if (group) return null;
+    try {
+      const mod = await import(`@kubernetes-models/apimachinery/apis/meta/${version}/${kind}`);
+      return mod[kind];
+    } catch (e2) {
+      return null;
+    }
   }
 }
 

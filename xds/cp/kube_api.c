@@ -29,7 +29,7 @@
 struct kube_review {
 	struct kube_review *prev, *next;   /* in kube_api->reviews */
 	struct kube_api *k;
-	struct evhttp_request *req;        /* owned by its connection */
+	struct evhttp_connection *conn;    /* owned, NULL if the review failed before sending */
 	kube_review_cb cb;                 /* NULL once cancelled */
 	void *arg;
 	char *audience;                    /* owned */
@@ -51,6 +51,9 @@ struct kube_api {
 	off_t token_size;
 	uint64_t timeout_ms;
 	struct kube_review *reviews;       /* in flight */
+	struct evhttp_connection **dead;   /* owned [ndead]: finished, freed by reap */
+	size_t ndead, capdead;
+	struct event *reap;                /* owned: frees dead connections outside their callbacks */
 	struct kube_api_stats stats;
 };
 
@@ -212,6 +215,31 @@ static const char *own_token(struct kube_api *k)
 
 /* ---- life cycle ---------------------------------------------------------------- */
 
+/* A connection cannot be freed inside its own request callback, and
+ * libevent 2.1 does not free an "on completion" connection whose connect
+ * failed: every connection ends here, freed on the next loop turn. */
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct kube_api *k = arg;
+	(void)fd;
+	(void)what;
+	for (size_t i = 0; i < k->ndead; i++)
+		evhttp_connection_free(k->dead[i]);
+	k->ndead = 0;
+}
+
+static void conn_release(struct kube_api *k, struct evhttp_connection *c)
+{
+	if (!c)
+		return;
+	if (k->ndead == k->capdead) {
+		k->capdead = k->capdead ? k->capdead * 2 : 16;
+		k->dead = xrealloc(k->dead, k->capdead * sizeof(*k->dead));
+	}
+	k->dead[k->ndead++] = c;
+	event_active(k->reap, EV_TIMEOUT, 1);
+}
+
 struct kube_api *kube_api_new(struct event_base *base, const struct kube_api_options *o,
 			      char *err, size_t errlen)
 {
@@ -221,6 +249,7 @@ struct kube_api *kube_api_new(struct event_base *base, const struct kube_api_opt
 	k->token_path = xstrdup(o->token_path ? o->token_path : KUBE_SA_DIR "/token");
 	k->ca_path = xstrdup(o->ca_path ? o->ca_path : KUBE_SA_DIR "/ca.crt");
 	k->timeout_ms = o->timeout_ms ? o->timeout_ms : 5000;
+	k->reap = event_new(base, -1, 0, on_reap, k);
 	if (ex_review < 0)
 		ex_review = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	if (parse_url(k, o->url, err, errlen) || resolve(k, err, errlen))
@@ -261,14 +290,17 @@ void kube_api_free(struct kube_api *k)
 {
 	if (!k)
 		return;
-	while (k->reviews) {
+	while (k->reviews) {   /* freeing a connection frees its request without callback */
 		struct kube_review *r = k->reviews;
-		r->cb = NULL;
-		if (r->req)
-			evhttp_cancel_request(r->req);   /* may or may not run on_done */
-		if (k->reviews == r)
-			review_free(r);
+		if (r->conn)
+			evhttp_connection_free(r->conn);
+		review_free(r);
 	}
+	if (k->reap) {
+		on_reap(-1, 0, k);
+		event_free(k->reap);
+	}
+	free(k->dead);
 	SSL_CTX_free(k->ctx);
 	free(k->url);
 	free(k->host);
@@ -325,12 +357,14 @@ static void on_response(struct kube_review *r, int code, struct evbuffer *body)
 	size_t len = evbuffer_get_length(body);
 	json_t *j = json_loadb((const char *)evbuffer_pullup(body, -1), len, 0, NULL);
 	if (code == 401 || code == 403) {
-		snprintf(msg, sizeof(msg), "the API server %s %s remora-cp's TokenReview (%d %s%s%s)%s",
-			 k->url, code == 401 ? "did not accept the credentials of" : "forbids", code,
-			 code == 401 ? "Unauthorized" : "Forbidden", j ? ": " : "",
-			 j ? status_message(j) : "",
-			 code == 401 ? ": check remora-cp's service-account token"
-				     : ": remora-cp needs create on tokenreviews (system:auth-delegator)");
+		if (code == 401)
+			snprintf(msg, sizeof(msg), "the API server %s refused remora-cp's own credentials "
+				 "(401 Unauthorized: %s): check its service-account token %s", k->url,
+				 j ? status_message(j) : "", k->token_path);
+		else
+			snprintf(msg, sizeof(msg), "remora-cp may not create tokenreviews (bind it to "
+				 "system:auth-delegator): the API server %s answered 403 Forbidden: %s",
+				 k->url, j ? status_message(j) : "");
 		log_error("kube-api: %s", msg);
 		fail(r, code == 401 ? KUBE_FAIL_unauthorized : KUBE_FAIL_forbidden, msg);
 		goto out;
@@ -385,7 +419,10 @@ out:
 static void on_done(struct evhttp_request *req, void *arg)
 {
 	struct kube_review *r = arg;
+	struct kube_api *k = r->k;
 	char msg[512];
+	conn_release(k, r->conn);
+	r->conn = NULL;
 	if (!r->cb) {   /* cancelled: nobody waits */
 		review_free(r);
 		return;
@@ -456,9 +493,9 @@ struct kube_review *kube_token_review(struct kube_api *k, const char *token, con
 	struct timeval tv = { (time_t)(k->timeout_ms / 1000), (suseconds_t)(k->timeout_ms % 1000) * 1000 };
 	evhttp_connection_set_timeout_tv(conn, &tv);
 	evhttp_connection_set_max_body_size(conn, 1 << 20);
-	evhttp_connection_free_on_completion(conn);
-	r->req = evhttp_request_new(on_done, r);
-	struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+	r->conn = conn;
+	struct evhttp_request *req = evhttp_request_new(on_done, r);
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 	char *bearer = xasprintf("Bearer %s", own);
 	evhttp_add_header(h, "Host", k->host_header);
 	evhttp_add_header(h, "Authorization", bearer);
@@ -472,12 +509,13 @@ struct kube_review *kube_token_review(struct kube_api *k, const char *token, con
 				 "kind", "TokenReview", "spec", "token", token, "audiences", audience);
 	char *text = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
-	evbuffer_add(evhttp_request_get_output_buffer(r->req), text, strlen(text));
+	evbuffer_add(evhttp_request_get_output_buffer(req), text, strlen(text));
 	OPENSSL_cleanse(text, strlen(text));
 	free(text);
-	if (evhttp_make_request(conn, r->req, EVHTTP_REQ_POST, KUBE_REVIEW_PATH)) {
-		/* the request was freed by evhttp; the callback does not run */
-		r->req = NULL;
+	if (evhttp_make_request(conn, req, EVHTTP_REQ_POST, KUBE_REVIEW_PATH)) {
+		/* the callback does not run; freeing the connection frees what is left */
+		conn_release(k, conn);
+		r->conn = NULL;
 		event_base_once(k->base, -1, EV_TIMEOUT, defer_fail, r, NULL);
 	}
 	return r;
