@@ -71,6 +71,7 @@ class KubeStandin:
         self.bodies = []        # (what, dict) for the schema check
         self.requests = []      # (caller bearer, reviewed token, audiences)
         self.problems = []      # malformed requests seen (a test asserts none)
+        self.delay_s = 0        # answer reviews this much later (a slow API server)
         self.lock = threading.Lock()
         self.port = port
         self.srv = None
@@ -159,6 +160,8 @@ class KubeStandin:
                     spec = req["spec"]
                     standin.requests.append((bearer, spec["token"], spec.get("audiences")))
                     t = standin.tokens.get(spec["token"])
+                if standin.delay_s:
+                    time.sleep(standin.delay_s)
                 self.reply(201, standin.review(req, t))
 
         self.srv = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
