@@ -5,8 +5,9 @@
 #     made by `remora-cp --ca-init` (or the one already in --ca-dir);
 #   - ConfigMap remora-ca-root-cert with root-cert.pem in every namespace given,
 #     the trust anchor injected sidecars mount (Istio's istio-ca-root-cert).
-# The tokens Secret (remora-ca-tokens) is yours to write: it maps the tokens
-# your workloads present to their namespace and service account.
+# Workloads' tokens are checked with a TokenReview (nothing to write here); an
+# optional static tokens Secret (remora-ca-tokens, --ca-tokens) is yours to
+# write if you also use tokens that are not Kubernetes tokens.
 #
 # usage: ca-setup.sh [--ca-dir DIR] [--remora-cp BIN] [--namespace NS]... 
 #   --ca-dir DIR      where the root is kept (created with --ca-init if empty;

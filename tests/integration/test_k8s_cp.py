@@ -10,8 +10,18 @@ symlink ..data_tmp at it, renaming ..data_tmp over ..data (atomic) and removing
 the old directory.  Checked: the Deployment's args, env, probes and mounts start
 remora-cp (readiness /ready on 15014, liveness port open, TLS on the CA port for
 the Service's names), a catalog edit delivered by such a swap is served, a
-tokens Secret swap is honoured by the CA, and deploy/kubernetes/ca-setup.sh
-prints a valid Secret + ConfigMaps whose roots agree."""
+tokens Secret swap is honoured by the CA (the optional --ca-tokens file, added
+to the manifest's args as docs/kubernetes.md says), and
+deploy/kubernetes/ca-setup.sh prints a valid Secret + ConfigMaps whose roots
+agree.
+
+The kubelet also gives the pod its service-account volume
+(/var/run/secrets/kubernetes.io/serviceaccount: token, ca.crt, namespace) and
+the env KUBERNETES_SERVICE_HOST/PORT; with them remora-cp's CA reviews tokens
+at the API server.  Here the API server is the stand-in of kube_standin.py
+(see there why), the volume is laid out under the test's pod root like the
+others, and since remora-cp's default path for it is compiled in, the test
+adds --kube-token-file/--kube-ca-file pointing at the moved volume."""
 
 import base64
 import json
@@ -86,7 +96,8 @@ class DeployedCP:
     """remora-cp started from the manifest's container spec: its args with the
     mount paths moved under tmp_path and its ports moved to free ones."""
 
-    def __init__(self, tmp_path, catalog, tokens_yaml):
+    def __init__(self, tmp_path, catalog, tokens_yaml=None):
+        from kube_standin import KubeStandin
         docs, by = manifest()
         dep = by[("Deployment", "remora-cp")]
         pod = dep["spec"]["template"]["spec"]
@@ -105,8 +116,15 @@ class DeployedCP:
         kubelet_write(self.mount["ca"], {k: base64.b64decode(v)
                                          for k, v in secret["data"].items()})
         self.root_pem = str(ca_dir / "root-cert.pem")
-        assert vols["tokens"]["secret"]["secretName"] == "remora-ca-tokens"
-        kubelet_write(self.mount["tokens"], {"tokens.yaml": tokens_yaml})
+        # the kubelet's service-account volume and the API server (a stand-in)
+        assert pod.get("automountServiceAccountToken", True) is True
+        assert pod["serviceAccountName"] == "remora-cp"
+        self.api = KubeStandin(tmp_path / "kube")
+        self.api.add_caller("remora-cp-sa-token")
+        self.sa_dir = str(self.root) + "/var/run/secrets/kubernetes.io/serviceaccount"
+        kubelet_write(self.sa_dir, {"token": "remora-cp-sa-token\n",
+                                    "ca.crt": open(self.api.ca_pem).read(),
+                                    "namespace": dep["metadata"]["namespace"]})
         self.ports = {p["containerPort"]: harness.free_port() for p in c["ports"]}
         args = []
         for a in c["args"]:
@@ -116,7 +134,15 @@ class DeployedCP:
             if a.isdigit() and int(a) in self.ports:
                 a = str(self.ports[int(a)])
             args.append("127.0.0.1" if a == "0.0.0.0" else a)
+        args += ["--kube-token-file", self.sa_dir + "/token", "--kube-ca-file",
+                 self.sa_dir + "/ca.crt"]
+        if tokens_yaml is not None:   # the optional static tokens Secret
+            self.mount["tokens"] = str(self.root) + "/etc/remora-cp/tokens"
+            kubelet_write(self.mount["tokens"], {"tokens.yaml": tokens_yaml})
+            args += ["--ca-tokens", self.mount["tokens"] + "/tokens.yaml"]
         env = dict(os.environ)
+        env["KUBERNETES_SERVICE_HOST"] = "127.0.0.1"
+        env["KUBERNETES_SERVICE_PORT"] = str(self.api.port)
         for e in c["env"]:
             assert e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
             env[e["name"]] = dep["metadata"]["namespace"]
@@ -153,10 +179,16 @@ class DeployedCP:
     def stop(self):
         rc, killed = harness.stop_process(self.proc)
         self._log.close()
+        self.api.stop()
+        assert not self.api.problems, self.api.problems
         text = self.log()
         assert not killed and rc == 0, text[-3000:]
         for m in harness.SANITIZER_MARKERS:
             assert m not in text, text[-3000:]
+
+
+def by_kind_name():
+    return manifest()[1]
 
 
 def catalog_of_manifest():
@@ -210,8 +242,7 @@ def create_certificate(cp, token):
 def deployed(tmp_path):
     cps = []
 
-    def make(catalog=None, tokens="tokens:\n  tok-one: {namespace: shop, "
-                                  "service_account: frontend}\n"):
+    def make(catalog=None, tokens=None):
         c = DeployedCP(tmp_path, catalog or catalog_of_manifest(), tokens)
         cps.append(c)
         return c
@@ -237,9 +268,21 @@ def test_manifest_starts_remora_cp_with_tls_and_probes(deployed):
         with socket.create_connection(("127.0.0.1", cp.ca_port), timeout=5) as s:
             with ctx.wrap_socket(s, server_hostname=name) as t:
                 assert t.version() in ("TLSv1.2", "TLSv1.3")
-    # the CA answers over TLS for a listed token, refuses others
-    assert create_certificate(cp, "tok-one") == "OK"
+    # the CA answers over TLS for a projected token the API server authenticates
+    # (in-cluster: from the env and the service-account volume), refuses others
+    assert "(in-cluster)" in cp.log()
+    assert create_certificate(cp, cp.api.issue("shop", "frontend")) == "OK"
     assert create_certificate(cp, "tok-unknown") == "UNAUTHENTICATED"
+    assert cp.api.requests[0][0] == "remora-cp-sa-token"
+    assert "issued spiffe://cluster.local/ns/shop/sa/frontend" in cp.log()
+    # RBAC for it: tokenreviews create, and the system:auth-delegator binding
+    rules = by_kind_name()[("ClusterRole", "remora-cp")]["rules"]
+    assert any("authentication.k8s.io" in r["apiGroups"] and "tokenreviews" in r["resources"]
+               and "create" in r["verbs"] for r in rules), rules
+    crbs = [d for (k, _), d in by_kind_name().items() if k == "ClusterRoleBinding"]
+    assert any(d["roleRef"]["name"] == "system:auth-delegator" and
+               {"kind": "ServiceAccount", "name": "remora-cp", "namespace": "remora-system"}
+               in d["subjects"] for d in crbs), crbs
     # the root came from the Secret: nothing was generated
     assert "root loaded from" in cp.log() and "generated a new root" not in cp.log()
     # the Service exposes the three ports under the container's port names
@@ -269,7 +312,8 @@ def test_configmap_symlink_swap_reloads_the_catalog(deployed):
 
 
 def test_tokens_secret_swap_is_honoured(deployed):
-    cp = deployed()
+    cp = deployed(tokens="tokens:\n  tok-one: {namespace: shop, service_account: frontend}\n")
+    assert create_certificate(cp, "tok-one") == "OK"
     assert create_certificate(cp, "tok-two") == "UNAUTHENTICATED"
     kubelet_write(cp.mount["tokens"], {"tokens.yaml": (
         "tokens:\n  tok-two: {namespace: shop, service_account: backend}\n")})
