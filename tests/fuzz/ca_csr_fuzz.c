@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "xds/cp/ca.c"
+#include "xds/cp/kube_api.c"   /* ca.c calls the TokenReview client */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
