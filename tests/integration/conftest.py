@@ -25,6 +25,12 @@ from upstreams import TcpEchoServer, UpstreamServer  # noqa: E402
 
 PHASE_TIMEOUT_S = float(os.environ.get("TEST_TIMEOUT_S", "120"))
 
+# remora-cp reviews tokens with the Kubernetes API on its own when these are
+# set (in a pod); tests run inside a cluster must not reach the real one:
+# tests that want the API give remora-cp a stand-in explicitly.
+for _k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+    os.environ.pop(_k, None)
+
 
 class PhaseTimeout(Exception):
     pass
