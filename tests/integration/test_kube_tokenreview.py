@@ -279,32 +279,43 @@ def test_tokens_file_still_accepted_beside_the_api(api, make_cp, tmp_path):
 
 
 def test_slow_review_blocks_nothing_and_abandoned_calls_are_cancelled(api, make_cp, tmp_path):
+    import grpc
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text("tokens:\n  listed-1: {namespace: legacy, service_account: app}\n")
-    cp = make_cp(api, extra=["--ca-tokens", str(tokens), "--token-review-cache-ttl", "0"])
-    import grpc
-    api.delay_s = 6
+    cp = make_cp(api, extra=["--ca-tokens", str(tokens), "--token-review-cache-ttl", "0",
+                             "--kube-api-timeout", "60s"])
+    api.delay_s = 4
     slow = api.issue("shop", "frontend")
+    reqs = [csr_request() for _ in range(3)]   # openssl runs before anything is timed
     ch = grpc.insecure_channel(f"127.0.0.1:{cp.ca_port}")
     call = ch.unary_unary("/istio.v1.auth.IstioCertificateService/CreateCertificate",
                           request_serializer=lambda x: x, response_deserializer=lambda x: x)
-    fut = call.future(csr_request(), timeout=20, metadata=[("authorization", f"Bearer {slow}")])
+    fut = call.future(reqs[0], timeout=60, metadata=[("authorization", f"Bearer {slow}")])
     wait_until(lambda: api.requests, 10, what="the review to reach the API server")
     # while the review waits, the loop serves the admin port and listed tokens
     assert curl(f"http://127.0.0.1:{cp.admin_port}/ready").status in (200, 503)
-    assert cp.create("listed-1")[0] == "OK"
+    assert call(reqs[1], timeout=30, metadata=[("authorization", "Bearer listed-1")])
     assert not fut.done(), "served only after the slow review"
     assert cp.metrics()["remora_cp_ca_token_review_in_flight"] == 1
-    assert fut.result(timeout=20)   # then the slow one completes
+    assert fut.result(timeout=60)   # then the slow one completes
     # a caller that gives up before the answer: its review is cancelled, nothing breaks
-    gone = call.future(csr_request(), timeout=1, metadata=[("authorization", f"Bearer {slow}")])
+    gone = call.future(reqs[2], timeout=1, metadata=[("authorization", f"Bearer {slow}")])
     with pytest.raises(grpc.RpcError):
-        gone.result(timeout=10)
-    wait_until(lambda: cp.metrics()["remora_cp_ca_token_review_in_flight"] == 0, 15,
+        gone.result(timeout=30)
+    wait_until(lambda: cp.metrics()["remora_cp_ca_token_review_in_flight"] == 0, 30,
                what="the abandoned review to finish")
     api.delay_s = 0
     assert cp.create(slow)[0] == "OK"
     ch.close()
+
+
+def test_review_timeout(api, make_cp):
+    cp = make_cp(api, extra=["--kube-api-timeout", "1s"])
+    api.delay_s = 4   # longer than remora-cp waits
+    code, details = cp.create(api.issue("shop", "frontend"))
+    assert code == "UNAVAILABLE" and "cannot reach the API server" in details, (code, details)
+    assert cp.metrics()['remora_cp_ca_token_review_failed_total{reason="unreachable"}'] == 1
+    api.delay_s = 0
 
 
 def test_schema_check_of_bodies_can_fail(tmp_path):

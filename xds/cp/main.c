@@ -256,7 +256,7 @@ static void usage(void)
 		"                  [--plaintext-ca-port]]\n"
 		"                 [--kube-api https://HOST:PORT | --no-kube-api]\n"
 		"                 [--kube-token-file FILE] [--kube-ca-file FILE]\n"
-		"                 [--token-review-cache-ttl 60s]\n"
+		"                 [--token-review-cache-ttl 60s] [--kube-api-timeout 5s]\n"
 		"       remora-cp --ca-init --ca-dir DIR [--trust-domain cluster.local]\n"
 		"(at least one of --config-dir and --catalog)\n"
 		"With the CA, the CA port (15012) serves xDS and CreateCertificate over TLS with a\n"
@@ -296,6 +296,7 @@ int main(int argc, char **argv)
 		{ "kube-token-file", required_argument, NULL, 'F' },
 		{ "kube-ca-file", required_argument, NULL, 'R' },
 		{ "token-review-cache-ttl", required_argument, NULL, 'Y' },
+		{ "kube-api-timeout", required_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -336,6 +337,14 @@ int main(int argc, char **argv)
 		case 'I': ca_init = true; break;
 		case 'k': kao.url = optarg; kube_explicit = true; break;
 		case 'N': no_kube = true; break;
+		case 'O':
+			if (ca_client_parse_ttl(optarg, &ttl) || !ttl || ttl > 300) {
+				fprintf(stderr, "remora-cp: --kube-api-timeout: '%s' is not a duration "
+						"of 1s to 5m\n", optarg);
+				return 2;
+			}
+			kao.timeout_ms = (uint64_t)ttl * 1000;
+			break;
 		case 'F': kao.token_path = optarg; break;
 		case 'R': kao.ca_path = optarg; break;
 		case 'Y':
