@@ -174,6 +174,13 @@ struct xchan {
 	struct event *free_ev;      /* owned: frees a closed client outside its callback */
 	uint64_t backoff_ms;
 	bool node_sent, got_response, connected;
+	/* xDS failover (src->nsvc == 2), Envoy's policy: see reconnect_next */
+	unsigned cur;               /* the grpc_services[] entry of this stream / the next
+				     * attempt: 0 primary, 1 failover */
+	int answered;               /* the server whose response was last received on this
+				     * transport: -1 none yet, else 0 / 1 */
+	bool primary_answered;      /* the primary has ever responded: no failover after */
+	unsigned primary_fails;     /* primary attempts in a row without a response */
 	struct xsub s[T_N];
 	struct xchan *next;         /* owned: the next transport */
 };
@@ -1989,7 +1996,10 @@ static void send_delta(struct xsub *s, bool ack, const char *error, const json_t
 		rq.response_nonce = s->nonce ? s->nonce : "";
 	rq.resource_names_subscribe = names_of(sub, &rq.n_resource_names_subscribe);
 	rq.resource_names_unsubscribe = names_of(unsub, &rq.n_resource_names_unsubscribe);
-	json_t *rver = !s->sent_first ? resource_versions(ch->a, t) : NULL;
+	/* with a failover server, the versions held are sent only to the server
+	 * they came from (Envoy) */
+	json_t *rver = !s->sent_first && (ch->src->nsvc < 2 || ch->answered == (int)ch->cur)
+		       ? resource_versions(ch->a, t) : NULL;
 	if (json_object_size(rver)) {
 		size_t n = json_object_size(rver), i = 0;
 		const char *k;
@@ -2843,8 +2853,9 @@ static void on_open(void *arg)
 	struct ads *a = ch->a;
 	ch->connected = true;
 	update_connected(a);
-	log_info("xds: %s stream to '%s' connected%s", chan_name(ch), ch->src->cluster,
-		 ch->delta ? " (delta)" : "");
+	log_info("xds: %s stream to '%s' connected%s%s", chan_name(ch),
+		 ch->src->svc[ch->cur].cluster ? ch->src->svc[ch->cur].cluster : ch->src->cluster,
+		 ch->delta ? " (delta)" : "", ch->cur ? " (failover server)" : "");
 	/* (re)subscribe: nonces do not survive a stream; versions do */
 	ch->node_sent = false;
 	for (int t = 0; t < T_N; t++) {
@@ -2881,6 +2892,24 @@ static void on_open(void *arg)
  * inside the heap): a few ms per large response. */
 #define ADS_TRIM_BYTES (256u << 10)
 
+/* A response arrived on ch's stream: its server is reachable (Envoy counts
+ * a server as connected from its first response). */
+static void chan_answered(struct xchan *ch)
+{
+	if (!ch->got_response && ch->src->nsvc > 1) {
+		if (ch->cur == 0) {
+			ch->primary_answered = true;
+			ch->primary_fails = 0;
+		}
+		if (ch->answered != (int)ch->cur)
+			log_info("xds: %s stream: configuration now from the %s server '%s'",
+				 chan_name(ch), ch->cur ? "failover" : "primary",
+				 ch->src->svc[ch->cur].cluster);
+		ch->answered = (int)ch->cur;
+	}
+	ch->got_response = true;
+}
+
 static void on_message_decoded(struct xchan *ch, const uint8_t *data, size_t len)
 {
 	struct pb_arena arena;   /* the response's objects: released at once, off the heap */
@@ -2893,7 +2922,7 @@ static void on_message_decoded(struct xchan *ch, const uint8_t *data, size_t len
 		if (!d) {
 			log_warn("xds: malformed DeltaDiscoveryResponse (%zu bytes) ignored", len);
 		} else {
-			ch->got_response = true;
+			chan_answered(ch);
 			handle_delta(ch, d);
 		}
 		pb_arena_release(&arena);
@@ -2904,7 +2933,7 @@ static void on_message_decoded(struct xchan *ch, const uint8_t *data, size_t len
 	if (!r) {
 		log_warn("xds: malformed DiscoveryResponse (%zu bytes) ignored", len);
 	} else {
-		ch->got_response = true;
+		chan_answered(ch);
 		handle_response(ch, r);
 	}
 	pb_arena_release(&arena);
@@ -2943,11 +2972,40 @@ static void schedule_reconnect(struct xchan *ch)
 		 (unsigned long long)ms);
 }
 
+/* After a stream ended: the next attempt.  One server: the backoff.  With a
+ * failover server (grpc_services[1]), Envoy's policy
+ * (envoy.restart_features.xds_failover_support with
+ * xds_failover_to_primary_enabled): while the primary has never responded,
+ * its second attempt in a row without a response switches to the failover
+ * at once; a failover stream that ends (before or after responses) goes
+ * back to the primary after the backoff; once the primary has responded,
+ * only the primary is retried. */
+static void reconnect_next(struct xchan *ch)
+{
+	if (ch->src->nsvc < 2) {
+		schedule_reconnect(ch);
+		return;
+	}
+	if (ch->cur == 0 && !ch->got_response && !ch->primary_answered &&
+	    ++ch->primary_fails >= 2) {
+		struct timeval zero = { 0, 0 };
+		ch->cur = 1;
+		log_warn("xds: %s stream: primary server '%s' did not respond (%u attempts): "
+			 "trying the failover server '%s'", chan_name(ch), ch->src->svc[0].cluster,
+			 ch->primary_fails, ch->src->svc[1].cluster);
+		evtimer_add(ch->retry_ev, &zero);
+		return;
+	}
+	ch->cur = 0;   /* the failover's stream ended: the primary next */
+	schedule_reconnect(ch);
+}
+
 static void on_close(void *arg, int status, const char *message)
 {
 	struct xchan *ch = arg;
 	struct ads *a = ch->a;
-	log_warn("xds: %s stream to '%s' closed: grpc-status %d %s", chan_name(ch), ch->src->cluster,
+	log_warn("xds: %s stream to '%s' closed: grpc-status %d %s", chan_name(ch),
+		 ch->src->svc[ch->cur].cluster ? ch->src->svc[ch->cur].cluster : ch->src->cluster,
 		 status, message ? message : "");
 	ch->connected = false;
 	update_connected(a);
@@ -2958,7 +3016,7 @@ static void on_close(void *arg, int status, const char *message)
 	ch->g = NULL;
 	struct timeval zero = { 0, 0 };
 	evtimer_add(ch->free_ev, &zero);
-	schedule_reconnect(ch);
+	reconnect_next(ch);
 }
 
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -2982,11 +3040,13 @@ static void chan_connect(struct xchan *ch)
 {
 	static const struct grpc_client_cbs cbs = { on_open, on_message, on_close };
 	struct ads *a = ch->a;
-	struct cluster *cl = snapshot_find_cluster(a->srv->snap, ch->src->cluster);
+	const struct xds_grpc_svc *svc = &ch->src->svc[ch->cur];
+	struct cluster *cl = snapshot_find_cluster(a->srv->snap, svc->cluster);
 	struct hostset *hs = cl ? cl->hs : NULL;
 	if (!hs || !hs->n) {
-		log_warn("xds: cluster '%s' has no host yet", ch->src->cluster);
-		schedule_reconnect(ch);
+		log_warn("xds: cluster '%s' has no host yet", svc->cluster);
+		ch->got_response = false;
+		reconnect_next(ch);   /* an attempt that failed */
 		return;
 	}
 	struct host *h = hs->hosts[rand_u64() % hs->n];
@@ -2994,9 +3054,17 @@ static void chan_connect(struct xchan *ch)
 					: type_paths[ch->only][ch->delta];
 	/* a cluster with a TLS transport_socket: TLS (mTLS with a certificate) */
 	ch->g = grpc_client_new_tls(a->srv->base, (struct sockaddr *)&h->addr, h->addrlen, cl->tls,
-				    ch->src->authority, path, KEEPALIVE_MS, &cbs, ch);
-	if (!ch->g)
+				    svc->authority, path, KEEPALIVE_MS, &cbs, ch);
+	if (!ch->g) {
 		schedule_reconnect(ch);
+		return;
+	}
+	/* initial_metadata: request headers of the stream (checked at parse) */
+	for (size_t i = 0; i < json_array_size(svc->md); i++) {
+		const json_t *kv = json_array_get(svc->md, i);
+		grpc_client_add_metadata(ch->g, json_string_value(json_array_get(kv, 0)),
+					 json_string_value(json_array_get(kv, 1)));
+	}
 }
 
 /* A new transport for src (only: its type, -1 for ADS); gRPC streams
@@ -3008,6 +3076,7 @@ static struct xchan *chan_new(struct ads *a, const struct xds_source *src, int o
 	ch->src = src;
 	ch->only = only;
 	ch->delta = src->delta;
+	ch->answered = -1;
 	ch->retry_ev = evtimer_new(a->srv->base, retry_cb, ch);
 	ch->free_ev = evtimer_new(a->srv->base, free_cb, ch);
 	for (int t = 0; t < T_N; t++) {

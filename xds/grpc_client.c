@@ -11,7 +11,7 @@
 #include "../proxy/log.h"
 
 #define GRPC_MAX_MSG (64u << 20)   /* refuse larger messages (64 MiB) */
-#define GRPC_MAX_MD 4
+#define GRPC_MAX_MD 16
 
 struct grpc_client {
 	struct event_base *base;
