@@ -134,6 +134,8 @@ struct xtype {
 	struct stats_scope *stats;  /* owned for CDS/LDS, else NULL */
 	json_t *meta;               /* owned: name -> {version_info, last_updated} of the
 				     * accepted version (/config_dump) */
+	json_t *errors;             /* owned, NULL if none: name -> UpdateFailureState of its
+				     * last rejected update (/config_dump error_state) */
 };
 
 struct xchan;
@@ -471,9 +473,50 @@ static void eds_drop(struct ads *a, struct dyn_eds *e)
 	free(e);
 }
 
+/* The per-resource errors of the response being applied, for /config_dump's
+ * error_state: add_error notes those written into the response's own NACK
+ * buffer (resp.buf; inner buffers are wrapped by their caller), and
+ * finish_response moves them to a->t[].errors.  Main thread only. */
+static struct {
+	const char *buf;            /* the response's error buffer; NULL outside one */
+	json_t *errs;               /* owned: type name -> {resource name: detail} */
+	json_t *seen;               /* owned: names the response carried (count_resources;
+				     * only while errors exist), name -> failed config or true */
+	json_t *gone;               /* owned: names it removed (set) */
+} resp;
+
+static void resp_begin(const char *buf)
+{
+	resp.buf = buf;
+	json_decref(resp.errs);
+	json_decref(resp.seen);
+	json_decref(resp.gone);
+	resp.errs = resp.seen = resp.gone = NULL;
+}
+
+static void resp_note_error(const char *type, const char *name, const char *detail)
+{
+	char d[4096];
+	if (!name || !*name)
+		return;   /* no name to show it under */
+	if (!resp.errs)
+		resp.errs = json_object();
+	json_t *m = json_object_get(resp.errs, type);
+	if (!m) {
+		m = json_object();
+		json_object_set_new(resp.errs, type, m);
+	}
+	const char *prev = json_string_value(json_object_get(m, name));
+	snprintf(d, sizeof(d), "%s%s%s '%s': %s", prev ? prev : "", prev ? "; " : "", type, name,
+		 detail);
+	json_object_set_new(m, name, json_string(d));
+}
+
 /* Append "<resource>: <error>" to the NACK detail. */
 static void add_error(char *buf, size_t size, const char *type, const char *name, const char *err)
 {
+	if (buf == resp.buf)
+		resp_note_error(type, name, err);
 	size_t n = strlen(buf);
 	if (n + 8 >= size)
 		return;
@@ -2421,6 +2464,28 @@ static void apply_resources_now(struct ads *a, int t, json_t *got, const json_t 
  * response with no resource at all counts update_empty in every
  * subscription of the type, a removed ClusterLoadAssignment update_empty in
  * its clusters (Envoy's EDS), a removed RouteConfiguration update_success. */
+/* The names a response of type t carried (got: name -> resource JSON, or
+ * true for EDS) and removed, kept only while type t has errors to set or
+ * clear; a rejected listener's or route table's JSON is kept as its
+ * failed_configuration. */
+static void resp_note_names(struct ads *a, int t, const json_t *got, const json_t *removed)
+{
+	const char *n;
+	json_t *v;
+	size_t i;
+	if (!resp.buf || (!json_object_size(a->t[t].errors) &&
+			  !json_object_get(resp.errs, type_names[t])))
+		return;
+	if (!resp.seen)
+		resp.seen = json_object();
+	if (!resp.gone)
+		resp.gone = json_object();
+	json_object_foreach((json_t *)got, n, v)
+		json_object_set(resp.seen, n, (t == T_LDS || t == T_RDS) ? v : json_true());
+	json_array_foreach(removed, i, v)
+		json_object_set(resp.gone, json_string_value(v), json_true());
+}
+
 static void count_resources(struct ads *a, int t, const json_t *got, const json_t *bad,
 			    const json_t *removed, const json_t *changed, size_t n_resources)
 {
@@ -2428,6 +2493,7 @@ static void count_resources(struct ads *a, int t, const json_t *got, const json_
 	json_t *v;
 	size_t i;
 
+	resp_note_names(a, t, got, removed);
 	if (t == T_SDS) {
 		json_object_foreach((json_t *)bad, n, v)
 			tls_sds_reject(n);
@@ -2489,12 +2555,62 @@ static void count_resources(struct ads *a, int t, const json_t *got, const json_
 
 /* After a response was applied: ACK, or NACK (repeats of the same rejected
  * version delayed), stats, subscriptions, publication. */
+/* After a response of type t (errors noted in resp): set the error_state of
+ * the resources it rejected, clear it for those it carried and accepted or
+ * removed (a full state of the world: for all others too).  Envoy: "set if
+ * the last update failed, cleared after the next successful update". */
+static void update_error_states(struct ads *a, int t, const char *version, bool full_state)
+{
+	struct xtype *x = &a->t[t];
+	const json_t *errs = json_object_get(resp.errs, type_names[t]);
+	const char *n;
+	json_t *v, *tmp;
+	char ts[40];
+
+	if (x->errors) {
+		json_object_foreach_safe(x->errors, tmp, n, v) {
+			bool clear;
+			if (json_object_get(errs, n))
+				continue;
+			if (full_state || json_object_get(resp.gone, n) || json_object_get(resp.seen, n))
+				clear = true;
+			else if (t == T_CDS) {   /* named by this response and accepted */
+				const struct dyn_cluster *d = find_dc(a, n);
+				clear = d && d->seen == a->gen;
+			} else
+				clear = false;
+			if (clear)
+				json_object_del(x->errors, n);
+		}
+	}
+	if (!json_object_size(errs))
+		return;
+	if (!x->errors)
+		x->errors = json_object();
+	now_rfc3339(ts, sizeof(ts));
+	json_object_foreach((json_t *)errs, n, v) {
+		json_t *st = json_pack("{s:O, s:s, s:s}", "details", v, "last_update_attempt", ts,
+				       "version_info", version);
+		json_t *cfg = json_object_get(resp.seen, n);
+		if (json_is_object(cfg)) {   /* a listener / route table that did not compile */
+			json_t *any = json_pack("{s:s}", "@type", type_urls[t]);
+			json_object_update(any, cfg);
+			json_object_set_new(st, "failed_configuration", any);
+		}
+		json_object_set_new(x->errors, n, st);
+	}
+}
+
 static void finish_response(struct xsub *s, const char *version, bool empty, const char *err)
 {
 	struct ads *a = s->ch->a;
 	int t = s->type;
 	struct xtype *x = &a->t[t];
 	x->got_first = true;
+	if (resp.buf == err) {
+		update_error_states(a, t, version, !s->ch->delta && (t == T_CDS || t == T_LDS));
+		resp_begin(NULL);
+	}
 	if (err[0]) {
 		bool again = s->nacked_version && !strcmp(s->nacked_version, version);
 		if (!again)
@@ -2650,6 +2766,7 @@ static void handle_response(struct xchan *ch,
 	set_str(&s->nonce, r->nonce);   /* always echo the newest nonce */
 	evtimer_del(s->nack_ev);        /* a delayed NACK is superseded */
 	a->apply_start_us = mono_us();
+	resp_begin(err);
 	if (t == T_CDS || t == T_EDS) {
 		const char *version = r->version_info ? r->version_info : "";
 		struct xbatch bt;
@@ -2687,6 +2804,7 @@ static int handle_json_response(struct xsub *s, const json_t *r)
 	struct ads *a = s->ch->a;
 	set_str(&s->nonce, json_string_value(cfg_get(r, "nonce")));
 	a->apply_start_us = mono_us();
+	resp_begin(err);
 	if (t == T_CDS || t == T_EDS) {
 		struct xbatch bt;
 		a->applying_version = version ? version : "";
@@ -2743,6 +2861,7 @@ static void handle_delta(struct xchan *ch,
 	set_str(&s->nonce, r->nonce);
 	evtimer_del(s->nack_ev);
 	a->apply_start_us = mono_us();
+	resp_begin(err);
 	if (!x->rver)
 		x->rver = json_object();
 	if (t == T_CDS || t == T_EDS) {
@@ -3289,7 +3408,9 @@ void ads_free(struct ads *a)
 		json_decref(a->t[t].res);
 		json_decref(a->t[t].rver);
 		json_decref(a->t[t].meta);
+		json_decref(a->t[t].errors);
 		stats_scope_free(a->t[t].stats);
+		resp_begin(NULL);
 	}
 	stats_scope_free(a->cp_stats);
 	stats_scope_free(a->cm_stats);
@@ -3346,6 +3467,38 @@ static json_t *typed_blob(int t, const struct xblob *b)
 	json_t *j = xblob_to_json(b, type_urls[t]), *o = typed(t, j);
 	json_decref(j);
 	return o;
+}
+
+/* error_state onto the dump entries of type t in arr: the entry whose name
+ * (at path, two levels at most) is the resource's, else a new entry {error_state}
+ * (with "name" when name_key: listeners and secrets, as Envoy's listener
+ * dump does for a listener never accepted). */
+static void dump_errors(const json_t *errors, json_t *arr, const char *obj, const char *field,
+			bool name_key)
+{
+	const char *n;
+	json_t *st, *el, *byname;
+	size_t i;
+	if (!json_object_size(errors))
+		return;
+	byname = json_object();
+	json_array_foreach(arr, i, el) {
+		const json_t *o = obj ? json_object_get(el, obj) : el;
+		const char *en = json_string_value(json_object_get(o, field));
+		if (en)
+			json_object_set(byname, en, el);
+	}
+	json_object_foreach((json_t *)errors, n, st) {
+		el = json_object_get(byname, n);
+		if (!el) {
+			el = json_object();
+			if (name_key)
+				json_object_set_new(el, "name", json_string(n));
+			json_array_append_new(arr, el);
+		}
+		json_object_set(el, "error_state", st);
+	}
+	json_decref(byname);
 }
 
 json_t *ads_config_dump(struct ads *a, bool include_eds)
@@ -3408,6 +3561,12 @@ json_t *ads_config_dump(struct ads *a, bool include_eds)
 		json_array_append_new(sec, o);
 		json_decref(r);
 	}
+	dump_errors(a->t[T_CDS].errors, active, "cluster", "name", false);
+	dump_errors(a->t[T_LDS].errors, lis, NULL, "name", true);
+	dump_errors(a->t[T_RDS].errors, rc, "route_config", "name", false);
+	if (include_eds)
+		dump_errors(a->t[T_EDS].errors, eps, "endpoint_config", "cluster_name", false);
+	dump_errors(a->t[T_SDS].errors, sec, NULL, "name", true);
 	json_object_set_new(out, "dynamic_active_clusters", active);
 	json_object_set_new(out, "dynamic_warming_clusters", warming);
 	json_object_set_new(out, "dynamic_listeners", lis);

@@ -45,8 +45,8 @@
 //   GET  /streams  {"open": N, "total": M, "by_service": {rpc name: open streams}}
 //   GET  /stream_log every gRPC stream opened: {stream, service, metadata: {header: value}
 //                  (the request headers / initial metadata, grpc-js's view), t_ms}
-//   POST /close_streams ends every open gRPC stream with status UNAVAILABLE (the
-//                  server stays up): {"closed": N}
+//   POST /close_streams ends every open gRPC stream (trailers with grpc-status 0;
+//                  the server stays up): {"closed": N}
 //   POST /rest_script {"type": "cds", "status": 500, "delay_ms": 0}
 //                  REST answers for that type: a status to fail with (null: serve),
 //                  delay_ms before answering (a timeout test)
@@ -475,7 +475,7 @@ const api = http.createServer(async (req, res) => {
       let closed = 0;
       for (const st of Array.from(streams)) {
         streams.delete(st);
-        st.call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'closed by the test' });
+        st.call.end();   // grpc-status 0: the client sees the stream end
         closed++;
       }
       return send(200, { closed });
