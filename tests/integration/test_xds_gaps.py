@@ -264,3 +264,42 @@ def test_config_dump_error_state(remora, cp, make_upstream, ports):
     assert "error_state" not in text, text
     assert server_of(lport) == "a"
     r.stop()
+
+
+def test_delta_reconnect_versions_per_source(remora, cp, make_upstream, ports):
+    """Two EDS sources (per-type DeltaEndpoints streams to two server
+    clusters): after both streams reconnect, each one's
+    initial_resource_versions name only the resources it subscribes, with
+    the versions it got (the resource cache is per type; a stream sends the
+    part of it that is its own)."""
+    from test_xds_streams import bootstrap, cluster_from, grpc_src, listener_from
+    a, b = make_upstream("a"), make_upstream("b")
+    admin, lport = ports.get(), ports.get()
+    s1, s2 = grpc_src("DELTA_GRPC", "xds_one"), grpc_src("DELTA_GRPC", "xds_two")
+    cp.set("cds", "1", [cluster_from("c1", s1), cluster_from("c2", s2)])
+    cp.set("eds", "1", [cla("c1", [a.port]), cla("c2", [b.port])])
+    cp.set("rds", "1", [routes("r1", [("/one", "c1"), ("/", "c2")])])
+    cp.set("lds", "1", [listener_from("ingress", lport, "r1", s1)])
+    r = remora(bootstrap(admin, [static_cluster("xds_one", cp.grpc_port),
+                                 static_cluster("xds_two", cp.grpc_port)], s1, s1))
+    assert curl(f"http://127.0.0.1:{lport}/one").json()["server"] == "a"
+    assert server_of(lport) == "b"
+    assert cp.streams()["by_service"]["DeltaEndpoints"] == 2
+    first = {}
+    for q in cp.requests():
+        first.setdefault(q["stream"], q)
+    versions = {q["subscribe"][0]: None for q in first.values() if q["service"] == "DeltaEndpoints"}
+    assert set(versions) == {"c1", "c2"}
+    opened = len(call(cp, "GET", "/stream_log"))
+    assert call(cp, "POST", "/close_streams")["closed"] == 5
+    wait_until(lambda: cp.streams()["open"] == 5 and
+               len(call(cp, "GET", "/stream_log")) == opened + 5, 30, what="all reconnected")
+    new = [s["stream"] for s in call(cp, "GET", "/stream_log")[opened:]
+           if s["service"] == "DeltaEndpoints"]
+    assert len(new) == 2
+    for sid in new:
+        q = wait_until(lambda: [q for q in cp.requests() if q["stream"] == sid], 10)[0]
+        assert len(q["subscribe"]) == 1, q
+        assert set(q["initial_resource_versions"]) == set(q["subscribe"]), q
+    assert curl(f"http://127.0.0.1:{lport}/one").json()["server"] == "a"
+    r.stop()
