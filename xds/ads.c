@@ -134,6 +134,8 @@ struct xtype {
 	struct stats_scope *stats;  /* owned for CDS/LDS, else NULL */
 	json_t *meta;               /* owned: name -> {version_info, last_updated} of the
 				     * accepted version (/config_dump) */
+	json_t *errors;             /* owned, NULL if none: name -> UpdateFailureState of its
+				     * last rejected update (/config_dump error_state) */
 };
 
 struct xchan;
@@ -174,6 +176,13 @@ struct xchan {
 	struct event *free_ev;      /* owned: frees a closed client outside its callback */
 	uint64_t backoff_ms;
 	bool node_sent, got_response, connected;
+	/* xDS failover (src->nsvc == 2), Envoy's policy: see reconnect_next */
+	unsigned cur;               /* the grpc_services[] entry of this stream / the next
+				     * attempt: 0 primary, 1 failover */
+	int answered;               /* the server whose response was last received on this
+				     * transport: -1 none yet, else 0 / 1 */
+	bool primary_answered;      /* the primary has ever responded: no failover after */
+	unsigned primary_fails;     /* primary attempts in a row without a response */
 	struct xsub s[T_N];
 	struct xchan *next;         /* owned: the next transport */
 };
@@ -464,9 +473,50 @@ static void eds_drop(struct ads *a, struct dyn_eds *e)
 	free(e);
 }
 
+/* The per-resource errors of the response being applied, for /config_dump's
+ * error_state: add_error notes those written into the response's own NACK
+ * buffer (resp.buf; inner buffers are wrapped by their caller), and
+ * finish_response moves them to a->t[].errors.  Main thread only. */
+static struct {
+	const char *buf;            /* the response's error buffer; NULL outside one */
+	json_t *errs;               /* owned: type name -> {resource name: detail} */
+	json_t *seen;               /* owned: names the response carried (count_resources;
+				     * only while errors exist), name -> failed config or true */
+	json_t *gone;               /* owned: names it removed (set) */
+} resp;
+
+static void resp_begin(const char *buf)
+{
+	resp.buf = buf;
+	json_decref(resp.errs);
+	json_decref(resp.seen);
+	json_decref(resp.gone);
+	resp.errs = resp.seen = resp.gone = NULL;
+}
+
+static void resp_note_error(const char *type, const char *name, const char *detail)
+{
+	char d[4096];
+	if (!name || !*name)
+		return;   /* no name to show it under */
+	if (!resp.errs)
+		resp.errs = json_object();
+	json_t *m = json_object_get(resp.errs, type);
+	if (!m) {
+		m = json_object();
+		json_object_set_new(resp.errs, type, m);
+	}
+	const char *prev = json_string_value(json_object_get(m, name));
+	snprintf(d, sizeof(d), "%s%s%s '%s': %s", prev ? prev : "", prev ? "; " : "", type, name,
+		 detail);
+	json_object_set_new(m, name, json_string(d));
+}
+
 /* Append "<resource>: <error>" to the NACK detail. */
 static void add_error(char *buf, size_t size, const char *type, const char *name, const char *err)
 {
+	if (buf == resp.buf)
+		resp_note_error(type, name, err);
 	size_t n = strlen(buf);
 	if (n + 8 >= size)
 		return;
@@ -1989,7 +2039,10 @@ static void send_delta(struct xsub *s, bool ack, const char *error, const json_t
 		rq.response_nonce = s->nonce ? s->nonce : "";
 	rq.resource_names_subscribe = names_of(sub, &rq.n_resource_names_subscribe);
 	rq.resource_names_unsubscribe = names_of(unsub, &rq.n_resource_names_unsubscribe);
-	json_t *rver = !s->sent_first ? resource_versions(ch->a, t) : NULL;
+	/* with a failover server, the versions held are sent only to the server
+	 * they came from (Envoy) */
+	json_t *rver = !s->sent_first && (ch->src->nsvc < 2 || ch->answered == (int)ch->cur)
+		       ? resource_versions(ch->a, t) : NULL;
 	if (json_object_size(rver)) {
 		size_t n = json_object_size(rver), i = 0;
 		const char *k;
@@ -2411,6 +2464,28 @@ static void apply_resources_now(struct ads *a, int t, json_t *got, const json_t 
  * response with no resource at all counts update_empty in every
  * subscription of the type, a removed ClusterLoadAssignment update_empty in
  * its clusters (Envoy's EDS), a removed RouteConfiguration update_success. */
+/* The names a response of type t carried (got: name -> resource JSON, or
+ * true for EDS) and removed, kept only while type t has errors to set or
+ * clear; a rejected listener's or route table's JSON is kept as its
+ * failed_configuration. */
+static void resp_note_names(struct ads *a, int t, const json_t *got, const json_t *removed)
+{
+	const char *n;
+	json_t *v;
+	size_t i;
+	if (!resp.buf || (!json_object_size(a->t[t].errors) &&
+			  !json_object_get(resp.errs, type_names[t])))
+		return;
+	if (!resp.seen)
+		resp.seen = json_object();
+	if (!resp.gone)
+		resp.gone = json_object();
+	json_object_foreach((json_t *)got, n, v)
+		json_object_set(resp.seen, n, (t == T_LDS || t == T_RDS) ? v : json_true());
+	json_array_foreach(removed, i, v)
+		json_object_set(resp.gone, json_string_value(v), json_true());
+}
+
 static void count_resources(struct ads *a, int t, const json_t *got, const json_t *bad,
 			    const json_t *removed, const json_t *changed, size_t n_resources)
 {
@@ -2418,6 +2493,7 @@ static void count_resources(struct ads *a, int t, const json_t *got, const json_
 	json_t *v;
 	size_t i;
 
+	resp_note_names(a, t, got, removed);
 	if (t == T_SDS) {
 		json_object_foreach((json_t *)bad, n, v)
 			tls_sds_reject(n);
@@ -2479,12 +2555,62 @@ static void count_resources(struct ads *a, int t, const json_t *got, const json_
 
 /* After a response was applied: ACK, or NACK (repeats of the same rejected
  * version delayed), stats, subscriptions, publication. */
+/* After a response of type t (errors noted in resp): set the error_state of
+ * the resources it rejected, clear it for those it carried and accepted or
+ * removed (a full state of the world: for all others too).  Envoy: "set if
+ * the last update failed, cleared after the next successful update". */
+static void update_error_states(struct ads *a, int t, const char *version, bool full_state)
+{
+	struct xtype *x = &a->t[t];
+	const json_t *errs = json_object_get(resp.errs, type_names[t]);
+	const char *n;
+	json_t *v, *tmp;
+	char ts[40];
+
+	if (x->errors) {
+		json_object_foreach_safe(x->errors, tmp, n, v) {
+			bool clear;
+			if (json_object_get(errs, n))
+				continue;
+			if (full_state || json_object_get(resp.gone, n) || json_object_get(resp.seen, n))
+				clear = true;
+			else if (t == T_CDS) {   /* named by this response and accepted */
+				const struct dyn_cluster *d = find_dc(a, n);
+				clear = d && d->seen == a->gen;
+			} else
+				clear = false;
+			if (clear)
+				json_object_del(x->errors, n);
+		}
+	}
+	if (!json_object_size(errs))
+		return;
+	if (!x->errors)
+		x->errors = json_object();
+	now_rfc3339(ts, sizeof(ts));
+	json_object_foreach((json_t *)errs, n, v) {
+		json_t *st = json_pack("{s:O, s:s, s:s}", "details", v, "last_update_attempt", ts,
+				       "version_info", version);
+		json_t *cfg = json_object_get(resp.seen, n);
+		if (json_is_object(cfg)) {   /* a listener / route table that did not compile */
+			json_t *any = json_pack("{s:s}", "@type", type_urls[t]);
+			json_object_update(any, cfg);
+			json_object_set_new(st, "failed_configuration", any);
+		}
+		json_object_set_new(x->errors, n, st);
+	}
+}
+
 static void finish_response(struct xsub *s, const char *version, bool empty, const char *err)
 {
 	struct ads *a = s->ch->a;
 	int t = s->type;
 	struct xtype *x = &a->t[t];
 	x->got_first = true;
+	if (resp.buf == err) {
+		update_error_states(a, t, version, !s->ch->delta && (t == T_CDS || t == T_LDS));
+		resp_begin(NULL);
+	}
 	if (err[0]) {
 		bool again = s->nacked_version && !strcmp(s->nacked_version, version);
 		if (!again)
@@ -2640,6 +2766,7 @@ static void handle_response(struct xchan *ch,
 	set_str(&s->nonce, r->nonce);   /* always echo the newest nonce */
 	evtimer_del(s->nack_ev);        /* a delayed NACK is superseded */
 	a->apply_start_us = mono_us();
+	resp_begin(err);
 	if (t == T_CDS || t == T_EDS) {
 		const char *version = r->version_info ? r->version_info : "";
 		struct xbatch bt;
@@ -2677,6 +2804,7 @@ static int handle_json_response(struct xsub *s, const json_t *r)
 	struct ads *a = s->ch->a;
 	set_str(&s->nonce, json_string_value(cfg_get(r, "nonce")));
 	a->apply_start_us = mono_us();
+	resp_begin(err);
 	if (t == T_CDS || t == T_EDS) {
 		struct xbatch bt;
 		a->applying_version = version ? version : "";
@@ -2733,6 +2861,7 @@ static void handle_delta(struct xchan *ch,
 	set_str(&s->nonce, r->nonce);
 	evtimer_del(s->nack_ev);
 	a->apply_start_us = mono_us();
+	resp_begin(err);
 	if (!x->rver)
 		x->rver = json_object();
 	if (t == T_CDS || t == T_EDS) {
@@ -2843,8 +2972,9 @@ static void on_open(void *arg)
 	struct ads *a = ch->a;
 	ch->connected = true;
 	update_connected(a);
-	log_info("xds: %s stream to '%s' connected%s", chan_name(ch), ch->src->cluster,
-		 ch->delta ? " (delta)" : "");
+	log_info("xds: %s stream to '%s' connected%s%s", chan_name(ch),
+		 ch->src->svc[ch->cur].cluster ? ch->src->svc[ch->cur].cluster : ch->src->cluster,
+		 ch->delta ? " (delta)" : "", ch->cur ? " (failover server)" : "");
 	/* (re)subscribe: nonces do not survive a stream; versions do */
 	ch->node_sent = false;
 	for (int t = 0; t < T_N; t++) {
@@ -2881,6 +3011,24 @@ static void on_open(void *arg)
  * inside the heap): a few ms per large response. */
 #define ADS_TRIM_BYTES (256u << 10)
 
+/* A response arrived on ch's stream: its server is reachable (Envoy counts
+ * a server as connected from its first response). */
+static void chan_answered(struct xchan *ch)
+{
+	if (!ch->got_response && ch->src->nsvc > 1) {
+		if (ch->cur == 0) {
+			ch->primary_answered = true;
+			ch->primary_fails = 0;
+		}
+		if (ch->answered != (int)ch->cur)
+			log_info("xds: %s stream: configuration now from the %s server '%s'",
+				 chan_name(ch), ch->cur ? "failover" : "primary",
+				 ch->src->svc[ch->cur].cluster);
+		ch->answered = (int)ch->cur;
+	}
+	ch->got_response = true;
+}
+
 static void on_message_decoded(struct xchan *ch, const uint8_t *data, size_t len)
 {
 	struct pb_arena arena;   /* the response's objects: released at once, off the heap */
@@ -2893,7 +3041,7 @@ static void on_message_decoded(struct xchan *ch, const uint8_t *data, size_t len
 		if (!d) {
 			log_warn("xds: malformed DeltaDiscoveryResponse (%zu bytes) ignored", len);
 		} else {
-			ch->got_response = true;
+			chan_answered(ch);
 			handle_delta(ch, d);
 		}
 		pb_arena_release(&arena);
@@ -2904,7 +3052,7 @@ static void on_message_decoded(struct xchan *ch, const uint8_t *data, size_t len
 	if (!r) {
 		log_warn("xds: malformed DiscoveryResponse (%zu bytes) ignored", len);
 	} else {
-		ch->got_response = true;
+		chan_answered(ch);
 		handle_response(ch, r);
 	}
 	pb_arena_release(&arena);
@@ -2943,11 +3091,40 @@ static void schedule_reconnect(struct xchan *ch)
 		 (unsigned long long)ms);
 }
 
+/* After a stream ended: the next attempt.  One server: the backoff.  With a
+ * failover server (grpc_services[1]), Envoy's policy
+ * (envoy.restart_features.xds_failover_support with
+ * xds_failover_to_primary_enabled): while the primary has never responded,
+ * its second attempt in a row without a response switches to the failover
+ * at once; a failover stream that ends (before or after responses) goes
+ * back to the primary after the backoff; once the primary has responded,
+ * only the primary is retried. */
+static void reconnect_next(struct xchan *ch)
+{
+	if (ch->src->nsvc < 2) {
+		schedule_reconnect(ch);
+		return;
+	}
+	if (ch->cur == 0 && !ch->got_response && !ch->primary_answered &&
+	    ++ch->primary_fails >= 2) {
+		struct timeval zero = { 0, 0 };
+		ch->cur = 1;
+		log_warn("xds: %s stream: primary server '%s' did not respond (%u attempts): "
+			 "trying the failover server '%s'", chan_name(ch), ch->src->svc[0].cluster,
+			 ch->primary_fails, ch->src->svc[1].cluster);
+		evtimer_add(ch->retry_ev, &zero);
+		return;
+	}
+	ch->cur = 0;   /* the failover's stream ended: the primary next */
+	schedule_reconnect(ch);
+}
+
 static void on_close(void *arg, int status, const char *message)
 {
 	struct xchan *ch = arg;
 	struct ads *a = ch->a;
-	log_warn("xds: %s stream to '%s' closed: grpc-status %d %s", chan_name(ch), ch->src->cluster,
+	log_warn("xds: %s stream to '%s' closed: grpc-status %d %s", chan_name(ch),
+		 ch->src->svc[ch->cur].cluster ? ch->src->svc[ch->cur].cluster : ch->src->cluster,
 		 status, message ? message : "");
 	ch->connected = false;
 	update_connected(a);
@@ -2958,7 +3135,7 @@ static void on_close(void *arg, int status, const char *message)
 	ch->g = NULL;
 	struct timeval zero = { 0, 0 };
 	evtimer_add(ch->free_ev, &zero);
-	schedule_reconnect(ch);
+	reconnect_next(ch);
 }
 
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -2982,11 +3159,13 @@ static void chan_connect(struct xchan *ch)
 {
 	static const struct grpc_client_cbs cbs = { on_open, on_message, on_close };
 	struct ads *a = ch->a;
-	struct cluster *cl = snapshot_find_cluster(a->srv->snap, ch->src->cluster);
+	const struct xds_grpc_svc *svc = &ch->src->svc[ch->cur];
+	struct cluster *cl = snapshot_find_cluster(a->srv->snap, svc->cluster);
 	struct hostset *hs = cl ? cl->hs : NULL;
 	if (!hs || !hs->n) {
-		log_warn("xds: cluster '%s' has no host yet", ch->src->cluster);
-		schedule_reconnect(ch);
+		log_warn("xds: cluster '%s' has no host yet", svc->cluster);
+		ch->got_response = false;
+		reconnect_next(ch);   /* an attempt that failed */
 		return;
 	}
 	struct host *h = hs->hosts[rand_u64() % hs->n];
@@ -2994,9 +3173,17 @@ static void chan_connect(struct xchan *ch)
 					: type_paths[ch->only][ch->delta];
 	/* a cluster with a TLS transport_socket: TLS (mTLS with a certificate) */
 	ch->g = grpc_client_new_tls(a->srv->base, (struct sockaddr *)&h->addr, h->addrlen, cl->tls,
-				    ch->src->authority, path, KEEPALIVE_MS, &cbs, ch);
-	if (!ch->g)
+				    svc->authority, path, KEEPALIVE_MS, &cbs, ch);
+	if (!ch->g) {
 		schedule_reconnect(ch);
+		return;
+	}
+	/* initial_metadata: request headers of the stream (checked at parse) */
+	for (size_t i = 0; i < json_array_size(svc->md); i++) {
+		const json_t *kv = json_array_get(svc->md, i);
+		grpc_client_add_metadata(ch->g, json_string_value(json_array_get(kv, 0)),
+					 json_string_value(json_array_get(kv, 1)));
+	}
 }
 
 /* A new transport for src (only: its type, -1 for ADS); gRPC streams
@@ -3008,6 +3195,7 @@ static struct xchan *chan_new(struct ads *a, const struct xds_source *src, int o
 	ch->src = src;
 	ch->only = only;
 	ch->delta = src->delta;
+	ch->answered = -1;
 	ch->retry_ev = evtimer_new(a->srv->base, retry_cb, ch);
 	ch->free_ev = evtimer_new(a->srv->base, free_cb, ch);
 	for (int t = 0; t < T_N; t++) {
@@ -3220,7 +3408,9 @@ void ads_free(struct ads *a)
 		json_decref(a->t[t].res);
 		json_decref(a->t[t].rver);
 		json_decref(a->t[t].meta);
+		json_decref(a->t[t].errors);
 		stats_scope_free(a->t[t].stats);
+		resp_begin(NULL);
 	}
 	stats_scope_free(a->cp_stats);
 	stats_scope_free(a->cm_stats);
@@ -3277,6 +3467,38 @@ static json_t *typed_blob(int t, const struct xblob *b)
 	json_t *j = xblob_to_json(b, type_urls[t]), *o = typed(t, j);
 	json_decref(j);
 	return o;
+}
+
+/* error_state onto the dump entries of type t in arr: the entry whose name
+ * (at path, two levels at most) is the resource's, else a new entry {error_state}
+ * (with "name" when name_key: listeners and secrets, as Envoy's listener
+ * dump does for a listener never accepted). */
+static void dump_errors(const json_t *errors, json_t *arr, const char *obj, const char *field,
+			bool name_key)
+{
+	const char *n;
+	json_t *st, *el, *byname;
+	size_t i;
+	if (!json_object_size(errors))
+		return;
+	byname = json_object();
+	json_array_foreach(arr, i, el) {
+		const json_t *o = obj ? json_object_get(el, obj) : el;
+		const char *en = json_string_value(json_object_get(o, field));
+		if (en)
+			json_object_set(byname, en, el);
+	}
+	json_object_foreach((json_t *)errors, n, st) {
+		el = json_object_get(byname, n);
+		if (!el) {
+			el = json_object();
+			if (name_key)
+				json_object_set_new(el, "name", json_string(n));
+			json_array_append_new(arr, el);
+		}
+		json_object_set(el, "error_state", st);
+	}
+	json_decref(byname);
 }
 
 json_t *ads_config_dump(struct ads *a, bool include_eds)
@@ -3339,6 +3561,12 @@ json_t *ads_config_dump(struct ads *a, bool include_eds)
 		json_array_append_new(sec, o);
 		json_decref(r);
 	}
+	dump_errors(a->t[T_CDS].errors, active, "cluster", "name", false);
+	dump_errors(a->t[T_LDS].errors, lis, NULL, "name", true);
+	dump_errors(a->t[T_RDS].errors, rc, "route_config", "name", false);
+	if (include_eds)
+		dump_errors(a->t[T_EDS].errors, eps, "endpoint_config", "cluster_name", false);
+	dump_errors(a->t[T_SDS].errors, sec, NULL, "name", true);
 	json_object_set_new(out, "dynamic_active_clusters", active);
 	json_object_set_new(out, "dynamic_warming_clusters", warming);
 	json_object_set_new(out, "dynamic_listeners", lis);

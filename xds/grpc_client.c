@@ -11,7 +11,7 @@
 #include "../proxy/log.h"
 
 #define GRPC_MAX_MSG (64u << 20)   /* refuse larger messages (64 MiB) */
-#define GRPC_MAX_MD 4
+#define GRPC_MAX_MD 16
 
 struct grpc_client {
 	struct event_base *base;
@@ -158,12 +158,29 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 	return 0;
 }
 
+/* The call is over: its status from the trailers (or why there is none). */
+static void end_call(struct grpc_client *g, uint32_t err)
+{
+	if (g->status >= 0)
+		finish(g, g->status, g->message);
+	else if (g->http_status && g->http_status != 200)
+		finish(g, 14, "non-200 HTTP status");
+	else
+		finish(g, 14, err ? "stream reset" : "stream closed without grpc-status");
+}
+
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
 	struct grpc_client *g = ud;
 	(void)s;
 	g->last_rx_ms = now_ms();
-	(void)f;
+	/* END_STREAM from the server (trailers, or a trailers-only response)
+	 * ends the call even while our side is open (a bidi stream never
+	 * half-closes): waiting for on_stream_close would hang forever on a
+	 * server that ends xDS streams with trailers */
+	if (f->hd.stream_id == g->stream_id && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+	    (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA))
+		end_call(g, 0);
 	return 0;
 }
 
@@ -173,12 +190,7 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *
 	(void)s;
 	if (sid != g->stream_id)
 		return 0;
-	if (g->status >= 0)
-		finish(g, g->status, g->message);
-	else if (g->http_status && g->http_status != 200)
-		finish(g, 14, "non-200 HTTP status");
-	else
-		finish(g, 14, err ? "stream reset" : "stream closed without grpc-status");
+	end_call(g, err);
 	return 0;
 }
 

@@ -47,7 +47,7 @@ struct grpc_client *grpc_client_new_tls(struct event_base *base, const struct so
 /* Queue one message (framed here).  RM_ERROR if the stream is closed. */
 int grpc_client_send(struct grpc_client *g, const uint8_t *msg, size_t len);
 /* Add a request header (e.g. "authorization"), before the connection opens
- * (right after grpc_client_new); at most 4.  Sent never-indexed (HPACK). */
+ * (right after grpc_client_new); at most 16.  Sent never-indexed (HPACK). */
 void grpc_client_add_metadata(struct grpc_client *g, const char *name, const char *value);
 /* Half-close: END_STREAM once the queued messages are sent (a unary call is
  * one grpc_client_send and this).  RM_ERROR if the stream is closed. */

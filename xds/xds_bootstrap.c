@@ -3,6 +3,8 @@
  * of sources the xDS client opens transports for. */
 #include "xds_bootstrap.h"
 
+#include <ctype.h>
+
 #include "../proxy/common.h"
 #include "../proxy/config/cfg.h"
 #include "../proxy/server.h"
@@ -33,8 +35,18 @@ static const char *intern(const struct xds_source *tmpl)
 	struct xds_source *s = xcalloc(1, sizeof(*s));
 	*s = *tmpl;
 	s->key = xstrdup(tmpl->key);
-	s->cluster = tmpl->cluster ? xstrdup(tmpl->cluster) : NULL;
-	s->authority = tmpl->authority ? xstrdup(tmpl->authority) : NULL;
+	for (unsigned i = 0; i < s->nsvc; i++) {
+		s->svc[i].cluster = xstrdup(tmpl->svc[i].cluster);
+		s->svc[i].authority = xstrdup(tmpl->svc[i].authority);
+		s->svc[i].md = json_incref(tmpl->svc[i].md);
+	}
+	if (s->nsvc) {   /* gRPC: the primary's, shared */
+		s->cluster = s->svc[0].cluster;
+		s->authority = s->svc[0].authority;
+	} else {
+		s->cluster = tmpl->cluster ? xstrdup(tmpl->cluster) : NULL;
+		s->authority = tmpl->authority ? xstrdup(tmpl->authority) : NULL;
+	}
 	json_object_set_new(registry, s->key, json_integer((json_int_t)(uintptr_t)s));
 	return s->key;
 }
@@ -42,11 +54,17 @@ static const char *intern(const struct xds_source *tmpl)
 const struct xds_source *xds_source_get(const char *key)
 {
 	json_t *v = key ? json_object_get(registry, key) : NULL;
-	if (!v && key && !strcmp(key, XDS_ADS_KEY) && g_server.xds.cluster) {
+	const struct xds_bootstrap *x = &g_server.xds;
+	if (!v && key && !strcmp(key, XDS_ADS_KEY) && x->cluster) {
 		struct xds_source ads = { .key = XDS_ADS_KEY, .kind = XDS_ADS,
-					  .delta = g_server.xds.delta, .cluster = g_server.xds.cluster,
-					  .authority = g_server.xds.authority,
-					  .node_first_only = g_server.xds.node_first_only };
+					  .delta = x->delta, .cluster = x->cluster,
+					  .authority = x->authority,
+					  .node_first_only = x->node_first_only, .nsvc = 1 };
+		ads.svc[0] = (struct xds_grpc_svc){ x->cluster, x->authority, x->md };
+		if (x->cluster2) {
+			ads.svc[1] = (struct xds_grpc_svc){ x->cluster2, x->authority2, x->md2 };
+			ads.nsvc = 2;
+		}
 		intern(&ads);
 		v = json_object_get(registry, key);
 	}
@@ -60,8 +78,15 @@ void xds_sources_free(void)
 	json_object_foreach(registry, k, v) {
 		struct xds_source *s = (struct xds_source *)(uintptr_t)json_integer_value(v);
 		free((char *)s->key);
-		free((char *)s->cluster);
-		free((char *)s->authority);
+		for (unsigned i = 0; i < s->nsvc; i++) {
+			free((char *)s->svc[i].cluster);
+			free((char *)s->svc[i].authority);
+			json_decref(s->svc[i].md);
+		}
+		if (!s->nsvc) {
+			free((char *)s->cluster);
+			free((char *)s->authority);
+		}
 		free(s);
 	}
 	json_decref(registry);
@@ -75,7 +100,7 @@ void xds_sources_free(void)
  * transports apart). */
 static const char *api_key(const struct xds_api_source *api)
 {
-	char buf[1024];
+	char buf[4096];
 	struct xds_source s = { .key = buf, .cluster = api->cluster, .delta = api->delta,
 				.node_first_only = api->node_first_only,
 				.refresh_ms = api->refresh_ms, .timeout_ms = api->timeout_ms };
@@ -87,8 +112,24 @@ static const char *api_key(const struct xds_api_source *api)
 	} else {
 		s.kind = XDS_GRPC;
 		s.authority = api->authority && *api->authority ? api->authority : api->cluster;
-		snprintf(buf, sizeof(buf), "%s|%s|%s|%d", api->delta ? "delta_grpc" : "grpc",
-			 api->cluster, s.authority, api->node_first_only);
+		s.nsvc = 1;
+		s.svc[0] = (struct xds_grpc_svc){ api->cluster, s.authority, api->md };
+		if (api->cluster2) {
+			s.svc[1] = (struct xds_grpc_svc){ api->cluster2, api->authority2 &&
+							  *api->authority2 ? api->authority2
+							  : api->cluster2, api->md2 };
+			s.nsvc = 2;
+		}
+		/* every option that tells two transports apart: the metadata and
+		 * the failover server too */
+		char *md = api->md ? json_dumps(api->md, JSON_COMPACT) : NULL;
+		char *md2 = api->md2 ? json_dumps(api->md2, JSON_COMPACT) : NULL;
+		snprintf(buf, sizeof(buf), "%s|%s|%s|%d|%s|%s|%s|%s", api->delta ? "delta_grpc" : "grpc",
+			 api->cluster, s.authority, api->node_first_only, md ? md : "",
+			 s.nsvc > 1 ? s.svc[1].cluster : "", s.nsvc > 1 ? s.svc[1].authority : "",
+			 md2 ? md2 : "");
+		free(md);
+		free(md2);
 	}
 	return intern(&s);
 }
@@ -111,37 +152,142 @@ const char *xds_sds_source(const char *secret)
 
 /* ---- parsing ------------------------------------------------------------------ */
 
+/* initial_metadata: HeaderValue {key, value} pairs sent as request headers
+ * of the xDS stream (Envoy lowercases the keys).  *out: [[name, value], ...]
+ * (new reference; NULL when empty). */
+static int parse_metadata(struct cfg_ctx *c, const json_t *g, json_t **out)
+{
+	static const char *const hf[] = { "key", "value", "raw_value", NULL };
+	static const char *const reserved[] = { "content-type", "te", "user-agent", "host",
+						"connection", "keep-alive", "proxy-connection",
+						"transfer-encoding", "upgrade", NULL };
+	const json_t *md = cfg_enter(c, g, "initial_metadata"), *h;
+	size_t i;
+	int rc = RM_OK;
+
+	*out = NULL;
+	if (!md)
+		return RM_OK;
+	if (cfg_expect_array(c, md)) {
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	if (json_array_size(md) > XDS_MAX_METADATA) {
+		cfg_fail(c, "at most %d entries", XDS_MAX_METADATA);
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	*out = json_array();
+	for (i = 0; !rc && i < json_array_size(md); i++) {
+		const char *key = NULL, *value = "";
+		char name[256];
+		size_t n;
+		h = cfg_enter_idx(c, md, i);
+		rc = cfg_expect_object(c, h) || cfg_check_fields(c, h, hf) ||
+		     cfg_reject_fields(c, h, hf + 2, "not supported (use value)") ||
+		     cfg_string_req(c, h, "key", &key) || cfg_string(c, h, "value", &value);
+		if (!rc) {
+			n = strlen(key);
+			if (!n || n >= sizeof(name))
+				rc = cfg_fail_field(c, h, "key", "must be 1 to %zu characters",
+						    sizeof(name) - 1);
+			else if (key[0] == ':')
+				rc = cfg_fail_field(c, h, "key", "'%s': pseudo-headers cannot be set", key);
+		}
+		for (size_t k = 0; !rc && k < n; k++) {
+			unsigned char ch = (unsigned char)key[k];
+			/* RFC 9110 token characters */
+			if (!(isalnum(ch) || strchr("!#$%&'*+-.^_`|~", ch)))
+				rc = cfg_fail_field(c, h, "key", "'%s' is not a valid header name", key);
+			name[k] = (char)tolower(ch);
+		}
+		if (!rc) {
+			name[n] = 0;
+			for (const char *const *r = reserved; !rc && *r; r++)
+				if (!strcmp(name, *r))
+					rc = cfg_fail_field(c, h, "key", "'%s' is set by the gRPC transport "
+							    "itself", name);
+			if (!rc && !strncmp(name, "grpc-", 5))
+				rc = cfg_fail_field(c, h, "key", "'%s': grpc- headers are reserved by "
+						    "gRPC", name);
+			if (!rc && strpbrk(value, "\r\n"))
+				rc = cfg_fail_field(c, h, "value", "must not contain CR or LF");
+		}
+		if (!rc)
+			json_array_append_new(*out, json_pack("[s, s]", name, value));
+		cfg_leave(c);
+	}
+	cfg_leave(c);
+	if (rc || !json_array_size(*out)) {
+		json_decref(*out);
+		*out = NULL;
+	}
+	return rc ? RM_ERROR : RM_OK;
+}
+
+/* grpc_services: one, or two (the second is the failover server, as Envoy's
+ * xDS failover); each envoy_grpc {cluster_name, authority} with
+ * initial_metadata. */
 static int parse_grpc_service(struct cfg_ctx *c, const json_t *a, struct xds_api_source *o)
 {
-	static const char *const gf[] = { "envoy_grpc", "google_grpc", "timeout", "initial_metadata",
+	static const char *const gf[] = { "envoy_grpc", "initial_metadata", "google_grpc", "timeout",
 					  "retry_policy", NULL };
 	static const char *const ef[] = { "cluster_name", "authority", NULL };
 	const json_t *gs, *g, *e;
-	int rc = RM_ERROR;
+	int rc = RM_OK;
 
 	if (!(gs = cfg_enter_req(c, a, "grpc_services")))
 		return RM_ERROR;
-	if (cfg_expect_array(c, gs))
-		goto out;
-	if (json_array_size(gs) != 1) {
-		cfg_fail(c, "exactly one gRPC service is supported");
-		goto out;
+	if (cfg_expect_array(c, gs)) {
+		cfg_leave(c);
+		return RM_ERROR;
 	}
-	g = cfg_enter_idx(c, gs, 0);
-	if (cfg_expect_object(c, g) || cfg_check_fields(c, g, gf) ||
-	    cfg_reject_fields(c, g, gf + 1, "not supported yet (envoy_grpc only)") ||
-	    !(e = cfg_enter_req(c, g, "envoy_grpc")))
-		goto out_g;
-	if (!cfg_expect_object(c, e) && !cfg_check_fields(c, e, ef) &&
-	    !cfg_string_req(c, e, "cluster_name", &o->cluster) &&
-	    !cfg_string(c, e, "authority", &o->authority))
-		rc = RM_OK;
-	cfg_leave(c);
-out_g:
-	cfg_leave(c);
-out:
+	if (!json_array_size(gs) || json_array_size(gs) > XDS_MAX_GRPC_SERVICES) {
+		cfg_fail(c, "one or two gRPC services are supported (the second is the failover "
+			    "server), got %zu", json_array_size(gs));
+		cfg_leave(c);
+		return RM_ERROR;
+	}
+	for (size_t i = 0; !rc && i < json_array_size(gs); i++) {
+		const char *cluster = NULL, *authority = NULL;
+		json_t *md = NULL;
+		rc = RM_ERROR;
+		g = cfg_enter_idx(c, gs, i);
+		if (cfg_expect_object(c, g) || cfg_check_fields(c, g, gf) ||
+		    cfg_reject_fields(c, g, gf + 2, "not supported yet (envoy_grpc only)") ||
+		    !(e = cfg_enter_req(c, g, "envoy_grpc"))) {
+			cfg_leave(c);
+			break;
+		}
+		if (!cfg_expect_object(c, e) && !cfg_check_fields(c, e, ef) &&
+		    !cfg_string_req(c, e, "cluster_name", &cluster) &&
+		    !cfg_string(c, e, "authority", &authority))
+			rc = RM_OK;
+		cfg_leave(c);
+		if (!rc)
+			rc = parse_metadata(c, g, &md);
+		cfg_leave(c);
+		if (rc)
+			break;
+		if (i == 0) {
+			o->cluster = cluster;
+			o->authority = authority;
+			o->md = md;
+		} else {
+			o->cluster2 = cluster;
+			o->authority2 = authority;
+			o->md2 = md;
+		}
+	}
 	cfg_leave(c);
 	return rc;
+}
+
+void xds_api_source_done(struct xds_api_source *api)
+{
+	json_decref(api->md);
+	json_decref(api->md2);
+	api->md = api->md2 = NULL;
 }
 
 int xds_api_source_parse(struct cfg_ctx *c, const json_t *a, struct xds_api_source *o)
@@ -214,6 +360,7 @@ static int parse_config_source(struct cfg_ctx *c, const json_t *s, uint64_t *tim
 	static const char *const empty[] = { NULL };
 	const json_t *a;
 	int ver = 2, rc;
+	memset(api, 0, sizeof(*api));
 	if (cfg_expect_object(c, s) || cfg_check_fields(c, s, f) ||
 	    cfg_duration_ms(c, s, "initial_fetch_timeout", timeout_ms) ||
 	    cfg_enum(c, s, "resource_api_version", versions, 3, &ver))
@@ -246,9 +393,11 @@ const char *xds_source_key(const json_t *cs)
 	if (!a)
 		return cs && cfg_get(cs, "ads") ? XDS_ADS_KEY : NULL;
 	cfg_init(&c, NULL, NULL);
-	if (xds_api_source_parse(&c, a, &api))
-		return NULL;
-	return api.aggregated ? XDS_ADS_KEY : api_key(&api);
+	const char *key = NULL;
+	if (!xds_api_source_parse(&c, a, &api))
+		key = api.aggregated ? XDS_ADS_KEY : api_key(&api);
+	xds_api_source_done(&api);
+	return key;
 }
 
 /* What is wrong with a source given the bootstrap x (NULL: fine).  api NULL:
@@ -280,7 +429,9 @@ int xds_resource_source_parse_shape(struct cfg_ctx *c, const json_t *s, uint64_t
 	struct xds_api_source api;
 	bool has_api;
 	*timeout_ms = 15000;
-	return parse_config_source(c, s, timeout_ms, &api, &has_api) ? RM_ERROR : RM_OK;
+	int rc = parse_config_source(c, s, timeout_ms, &api, &has_api);
+	xds_api_source_done(&api);
+	return rc ? RM_ERROR : RM_OK;
 }
 
 int xds_resource_source_parse(struct cfg_ctx *c, const json_t *s, uint64_t *timeout_ms,
@@ -291,8 +442,11 @@ int xds_resource_source_parse(struct cfg_ctx *c, const json_t *s, uint64_t *time
 	char buf[512];
 	const struct xds_bootstrap *x = &g_server.xds;
 	*timeout_ms = 15000;
-	if (parse_config_source(c, s, timeout_ms, &api, &has_api))
+	if (parse_config_source(c, s, timeout_ms, &api, &has_api)) {
+		xds_api_source_done(&api);
 		return RM_ERROR;
+	}
+	xds_api_source_done(&api);   /* the strings stay (borrowed from s) */
 	if (api_cluster)
 		*api_cluster = has_api ? api.cluster : NULL;
 	if (has_api && !api.aggregated)
@@ -314,11 +468,16 @@ int xds_resource_source_parse(struct cfg_ctx *c, const json_t *s, uint64_t *time
 							 "cluster", has_api ? json_string(api.cluster)
 									    : json_null(),
 							 "agg", has_api && api.aggregated));
+		if (has_api && !api.aggregated && api.cluster2)   /* the failover server too */
+			json_array_append_new(pending, json_pack("{s:s, s:s, s:b}", "path", tmp->err,
+								 "cluster", api.cluster2, "agg", 0));
 		free(tmp);
 		return RM_OK;
 	}
 	const char *why = source_problem(x, has_api ? api.cluster : NULL, !has_api,
 					 has_api && api.aggregated, buf, sizeof(buf));
+	if (!why && has_api && !api.aggregated && api.cluster2)
+		why = source_problem(x, api.cluster2, false, false, buf, sizeof(buf));
 	if (why)
 		return cfg_fail_field(c, s, has_api ? "api_config_source" : "ads", "%s", why);
 	return RM_OK;
@@ -326,19 +485,32 @@ int xds_resource_source_parse(struct cfg_ctx *c, const json_t *s, uint64_t *time
 
 static int parse_ads(struct cfg_ctx *c, const json_t *a, struct xds_bootstrap *x)
 {
-	struct xds_api_source api;
+	struct xds_api_source api = { 0 };
 	const char *t = json_string_value(cfg_get(a, "api_type"));
 	if ((t && !strcmp(t, "REST")) || json_integer_value(cfg_get(a, "api_type")) == AT_REST ||
-	    (!xds_api_source_parse(c, a, &api) && api.rest))
+	    (!xds_api_source_parse(c, a, &api) && api.rest)) {
+		xds_api_source_done(&api);
 		return cfg_fail_field(c, a, "api_type", "ads_config must be a gRPC api_type (GRPC / "
 				      "AGGREGATED_GRPC or DELTA_GRPC / AGGREGATED_DELTA_GRPC); for REST "
 				      "polling put api_config_source in cds_config / lds_config");
-	if (c->failed)
+	}
+	if (c->failed) {
+		xds_api_source_done(&api);
 		return RM_ERROR;
+	}
 	x->delta = api.delta;
 	x->node_first_only = api.node_first_only;
 	x->cluster = xstrdup(api.cluster);
 	x->authority = xstrdup(api.authority && *api.authority ? api.authority : api.cluster);
+	x->md = api.md;   /* the references move */
+	if (api.cluster2) {
+		x->cluster2 = xstrdup(api.cluster2);
+		x->authority2 = xstrdup(api.authority2 && *api.authority2 ? api.authority2
+					: api.cluster2);
+		x->md2 = api.md2;
+	} else {
+		json_decref(api.md2);
+	}
 	return RM_OK;
 }
 
@@ -351,13 +523,20 @@ static int parse_source(struct cfg_ctx *c, const json_t *s, uint64_t *timeout_ms
 	bool has_api;
 	char buf[512];
 	const char *why;
-	if (parse_config_source(c, s, timeout_ms, &api, &has_api))
+	if (parse_config_source(c, s, timeout_ms, &api, &has_api)) {
+		xds_api_source_done(&api);
 		return RM_ERROR;
+	}
 	why = source_problem(x, has_api ? api.cluster : NULL, !has_api, has_api && api.aggregated,
 			     buf, sizeof(buf));
-	if (why)
+	if (!why && has_api && !api.aggregated && api.cluster2)
+		why = source_problem(x, api.cluster2, false, false, buf, sizeof(buf));
+	if (why) {
+		xds_api_source_done(&api);
 		return cfg_fail_field(c, s, has_api ? "api_config_source" : "ads", "%s", why);
+	}
 	*key = !has_api || api.aggregated ? XDS_ADS_KEY : api_key(&api);
+	xds_api_source_done(&api);
 	return RM_OK;
 }
 
@@ -426,11 +605,16 @@ int xds_bootstrap_check_sources(const struct xds_bootstrap *x, const struct snap
 		if (x->cluster)
 			rc = check_server_cluster(c, s, x->cluster, "dynamic_resources.ads_config."
 						  "grpc_services[0].envoy_grpc.cluster_name");
+		if (!rc && x->cluster2)
+			rc = check_server_cluster(c, s, x->cluster2, "dynamic_resources.ads_config."
+						  "grpc_services[1].envoy_grpc.cluster_name");
 		const char *keys[2] = { x->cds ? x->cds_key : NULL, x->lds ? x->lds_key : NULL };
 		for (int k = 0; !rc && k < 2; k++) {
 			const struct xds_source *src = keys[k] ? xds_source_get(keys[k]) : NULL;
-			if (src && src->kind != XDS_ADS)
-				rc = check_server_cluster(c, s, src->cluster, k ? "dynamic_resources.lds_config."
+			for (unsigned j = 0; src && src->kind != XDS_ADS && !rc &&
+					    j < (src->nsvc ? src->nsvc : 1); j++)
+				rc = check_server_cluster(c, s, src->nsvc ? src->svc[j].cluster : src->cluster,
+							  k ? "dynamic_resources.lds_config."
 							  "api_config_source" : "dynamic_resources."
 							  "cds_config.api_config_source");
 		}
@@ -458,7 +642,12 @@ void xds_bootstrap_free(struct xds_bootstrap *x)
 {
 	free(x->cluster);
 	free(x->authority);
-	x->cluster = x->authority = NULL;
+	free(x->cluster2);
+	free(x->authority2);
+	json_decref(x->md);
+	json_decref(x->md2);
+	x->cluster = x->authority = x->cluster2 = x->authority2 = NULL;
+	x->md = x->md2 = NULL;
 	x->enabled = x->cds = x->lds = false;
 	x->cds_key = x->lds_key = NULL;
 }

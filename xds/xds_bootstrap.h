@@ -20,13 +20,29 @@ struct snapshot;
 
 enum xds_kind { XDS_ADS, XDS_GRPC, XDS_REST };
 
+/* One grpc_services[] entry of a gRPC source. */
+struct xds_grpc_svc {
+	const char *cluster;         /* owned: envoy_grpc.cluster_name (a static cluster) */
+	const char *authority;       /* owned: envoy_grpc.authority, else the cluster name */
+	json_t *md;                  /* owned, NULL if none: initial_metadata as
+				      * [[name, value], ...], names lowercased and checked */
+};
+
+/* grpc_services[] Remora accepts: the primary and a failover (Envoy's xDS
+ * failover: at most two). */
+#define XDS_MAX_GRPC_SERVICES 2
+/* initial_metadata entries per grpc_service. */
+#define XDS_MAX_METADATA 16
+
 /* One interned source (xds_source_get); lives until xds_sources_free. */
 struct xds_source {
 	const char *key;             /* owned by the registry: "ads", "grpc|..." or "rest|..." */
 	enum xds_kind kind;
 	bool delta;                  /* DELTA_GRPC (per-type gRPC; ADS: the bootstrap's) */
-	const char *cluster;         /* owned: the static cluster of the server */
-	const char *authority;       /* owned: envoy_grpc.authority, else the cluster name */
+	const char *cluster;         /* the static cluster of the server (gRPC: svc[0]'s) */
+	const char *authority;       /* envoy_grpc.authority, else the cluster name (svc[0]'s) */
+	struct xds_grpc_svc svc[XDS_MAX_GRPC_SERVICES]; /* gRPC: grpc_services[] */
+	unsigned nsvc;               /* gRPC: 1, or 2 with a failover server */
 	bool node_first_only;        /* set_node_on_first_message_only */
 	uint64_t refresh_ms;         /* REST: refresh_delay (1 s) */
 	uint64_t timeout_ms;         /* REST: request_timeout (1 s) */
@@ -38,6 +54,8 @@ struct xds_bootstrap {
 	bool enabled;                /* dynamic_resources present */
 	char *cluster;               /* owned: ads_config's cluster, NULL without ads_config */
 	char *authority;             /* owned: ads_config envoy_grpc.authority, else the cluster */
+	char *cluster2, *authority2; /* owned: ads_config grpc_services[1] (failover), or NULL */
+	json_t *md, *md2;            /* owned: the two services' initial_metadata, or NULL */
 	bool delta;                  /* ads_config api_type (AGGREGATED_)DELTA_GRPC */
 	bool node_first_only;        /* ads_config set_node_on_first_message_only */
 	bool cds, lds;               /* cds_config / lds_config present */
@@ -54,12 +72,19 @@ struct xds_api_source {
 	const char *cluster;         /* cluster_names[0] (REST) / envoy_grpc.cluster_name;
 				      * borrowed from the JSON */
 	const char *authority;       /* envoy_grpc.authority or NULL */
+	json_t *md;                  /* owned ref, NULL if none: initial_metadata (see
+				      * struct xds_grpc_svc); xds_api_source_done frees */
+	const char *cluster2;        /* grpc_services[1] (failover): cluster, or NULL */
+	const char *authority2;
+	json_t *md2;                 /* owned ref, as md */
 	uint64_t refresh_ms, timeout_ms;
 	bool node_first_only;
 };
 
-/* Parse an api_config_source object (the walker is positioned on it). */
+/* Parse an api_config_source object (the walker is positioned on it); then
+ * xds_api_source_done (also after an error). */
 int xds_api_source_parse(struct cfg_ctx *c, const json_t *a, struct xds_api_source *out);
+void xds_api_source_done(struct xds_api_source *api);
 /* The same ConfigSource checked for shape only (any cluster name, whatever
  * the bootstrap's transport): for secrets served in-process. */
 int xds_resource_source_parse_shape(struct cfg_ctx *c, const json_t *s, uint64_t *timeout_ms);

@@ -43,6 +43,10 @@
 //   GET  /responses the responses sent (stream, type, nonce, version, n, removed, t_ms)
 //   GET  /now      {"t_ms": ...} the control plane's clock
 //   GET  /streams  {"open": N, "total": M, "by_service": {rpc name: open streams}}
+//   GET  /stream_log every gRPC stream opened: {stream, service, metadata: {header: value}
+//                  (the request headers / initial metadata, grpc-js's view), t_ms}
+//   POST /close_streams ends every open gRPC stream (trailers with grpc-status 0;
+//                  the server stays up): {"closed": N}
 //   POST /rest_script {"type": "cds", "status": 500, "delay_ms": 0}
 //                  REST answers for that type: a status to fail with (null: serve),
 //                  delay_ms before answering (a timeout test)
@@ -115,6 +119,7 @@ const state = {};          // type -> {version, resources: Map name -> {r, v}, r
 const requests = [];
 const responses = [];
 const streams = new Set();
+const streamLog = [];
 let streamSeq = 0, nonceSeq = 0;
 
 function typeOf(url) {
@@ -381,6 +386,9 @@ function serve(service, delta, only) {
   return (call) => {
     const st = { id: ++streamSeq, call, subs: {}, delta, service, only };
     streams.add(st);
+    const md = {};
+    for (const [k, v] of Object.entries(call.metadata.getMap())) md[k] = String(v);
+    streamLog.push({ stream: st.id, service, metadata: md, t_ms: Date.now() });
     call.on('data', (req) => (delta ? onDeltaRequest(st, req) : onRequest(st, req)));
     call.on('end', () => { streams.delete(st); call.end(); });
     call.on('error', () => streams.delete(st));
@@ -462,6 +470,16 @@ const api = http.createServer(async (req, res) => {
     if (req.method === 'GET' && req.url === '/responses') return send(200, responses);
     if (req.method === 'GET' && req.url === '/requests') return send(200, requests);
     if (req.method === 'GET' && req.url === '/now') return send(200, { t_ms: Date.now() });
+    if (req.method === 'GET' && req.url === '/stream_log') return send(200, streamLog);
+    if (req.method === 'POST' && req.url === '/close_streams') {
+      let closed = 0;
+      for (const st of Array.from(streams)) {
+        streams.delete(st);
+        st.call.end();   // grpc-status 0: the client sees the stream end
+        closed++;
+      }
+      return send(200, { closed });
+    }
     if (req.method === 'GET' && req.url === '/streams') {
       const open = {};
       for (const st of streams) open[st.service] = (open[st.service] || 0) + 1;

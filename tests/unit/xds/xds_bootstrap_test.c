@@ -187,6 +187,45 @@ TEST(xds_bootstrap_errors_name_the_field)
 	xds_bootstrap_free(&x);
 	CHECK_INT(parse("dynamic_resources:\n  ads_config: {api_type: GRPC, grpc_services: []}\n", &x,
 			err, sizeof(err)), RM_ERROR);
-	CHECK_CONTAINS(err, "exactly one gRPC service");
+	CHECK_CONTAINS(err, "one or two gRPC services");
+	xds_bootstrap_free(&x);
+	CHECK_INT(parse("dynamic_resources:\n  ads_config: {api_type: GRPC, grpc_services: ["
+			"{envoy_grpc: {cluster_name: a}}, {envoy_grpc: {cluster_name: b}}, "
+			"{envoy_grpc: {cluster_name: c}}]}\n", &x, err, sizeof(err)), RM_ERROR);
+	CHECK_CONTAINS(err, "dynamic_resources.ads_config.grpc_services: one or two gRPC services");
+	xds_bootstrap_free(&x);
+	/* a failover server; initial_metadata keys lowercased (Envoy) */
+	CHECK_INT(parse("dynamic_resources:\n  ads_config: {api_type: GRPC, grpc_services: ["
+			"{envoy_grpc: {cluster_name: p}, initial_metadata: [{key: X-Token, value: s1}]}, "
+			"{envoy_grpc: {cluster_name: f, authority: fa}}]}\n", &x, err, sizeof(err)),
+		  RM_OK);
+	CHECK_STR(x.cluster, "p");
+	CHECK_STR(x.cluster2, "f");
+	CHECK_STR(x.authority2, "fa");
+	CHECK_STR(json_string_value(json_array_get(json_array_get(x.md, 0), 0)), "x-token");
+	CHECK_STR(json_string_value(json_array_get(json_array_get(x.md, 0), 1)), "s1");
+	CHECK(x.md2 == NULL);
+	xds_bootstrap_free(&x);
+	static const char *const bad[][2] = {
+		{ ":authority", "pseudo-headers cannot be set" },
+		{ "Content-Type", "'content-type' is set by the gRPC transport" },
+		{ "grpc-timeout", "reserved by gRPC" },
+		{ "a b", "not a valid header name" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		char y[512];
+		snprintf(y, sizeof(y), "dynamic_resources:\n  cds_config: {api_config_source: "
+			 "{api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: x}, "
+			 "initial_metadata: [{key: '%s', value: v}]}]}}\n", bad[i][0]);
+		CHECK_INT(parse(y, &x, err, sizeof(err)), RM_ERROR);
+		CHECK_CONTAINS(err, "dynamic_resources.cds_config.api_config_source.grpc_services[0]."
+			       "initial_metadata[0].key");
+		CHECK_CONTAINS(err, bad[i][1]);
+		xds_bootstrap_free(&x);
+	}
+	CHECK_INT(parse("dynamic_resources:\n  cds_config: {api_config_source: {api_type: GRPC, "
+			"grpc_services: [{envoy_grpc: {cluster_name: x}, initial_metadata: "
+			"[{key: k, raw_value: dg==}]}]}}\n", &x, err, sizeof(err)), RM_ERROR);
+	CHECK_CONTAINS(err, "initial_metadata[0].raw_value");
 	xds_bootstrap_free(&x);
 }
