@@ -71,7 +71,7 @@ struct kube_watch {
 	struct kw_stats st;
 };
 
-static void step(struct kw_res *r);
+static void kw_step(struct kw_res *r);
 
 /* ---- mapping ---------------------------------------------------------------------- */
 
@@ -98,24 +98,24 @@ const char *kube_port_protocol(const char *name, const char *app)
 	return NULL;
 }
 
-static const char *str(const json_t *o, const char *k)
+static const char *kw_str(const json_t *o, const char *k)
 {
 	return json_string_value(json_object_get(o, k));
 }
 
-static int cmp_json_str(const void *a, const void *b)
+static int kw_cmp_json_str(const void *a, const void *b)
 {
 	return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
 }
 
 /* The ready addresses of slices for the Service port named pname, as
  * sorted unique "ip:port" strings (new array). */
-static json_t *endpoints_of(const json_t *slices, const char *pname)
+static json_t *kw_endpoints_of(const json_t *slices, const char *pname)
 {
 	json_t *set = json_object(), *slice;
 	size_t i;
 	json_array_foreach(slices, i, slice) {
-		const char *at = str(slice, "addressType");
+		const char *at = kw_str(slice, "addressType");
 		int af = at && !strcmp(at, "IPv4") ? AF_INET : at && !strcmp(at, "IPv6") ? AF_INET6 : 0;
 		if (!af)   /* FQDN slices are not followed */
 			continue;
@@ -123,7 +123,7 @@ static json_t *endpoints_of(const json_t *slices, const char *pname)
 		size_t k;
 		json_int_t port = 0;
 		json_array_foreach(json_object_get(slice, "ports"), k, sp) {
-			const char *n = str(sp, "name");
+			const char *n = kw_str(sp, "name");
 			if (!strcmp(n ? n : "", pname) && json_is_integer(json_object_get(sp, "port")))
 				port = json_integer_value(json_object_get(sp, "port"));
 		}
@@ -154,7 +154,7 @@ static json_t *endpoints_of(const json_t *slices, const char *pname)
 	json_object_foreach(set, key, val)
 		v[at++] = json_string(key);
 	if (n)
-		qsort(v, n, sizeof(*v), cmp_json_str);
+		qsort(v, n, sizeof(*v), kw_cmp_json_str);
 	json_t *out = json_array();
 	for (size_t k = 0; k < n; k++)
 		json_array_append_new(out, v[k]);
@@ -167,12 +167,12 @@ void kube_watch_map_service(const json_t *svc, const json_t *slices, const char 
 			    json_t *out)
 {
 	json_t *md = json_object_get(svc, "metadata"), *spec = json_object_get(svc, "spec"), *p;
-	const char *name = str(md, "name"), *ns = str(md, "namespace"), *type = str(spec, "type");
+	const char *name = kw_str(md, "name"), *ns = kw_str(md, "namespace"), *type = kw_str(spec, "type");
 	size_t i;
 	if (!name || !ns || (type && !strcmp(type, "ExternalName")))
 		return;
 	json_array_foreach(json_object_get(spec, "ports"), i, p) {
-		const char *proto = str(p, "protocol"), *pname = str(p, "name");
+		const char *proto = kw_str(p, "protocol"), *pname = kw_str(p, "name");
 		json_t *port = json_object_get(p, "port");
 		if ((proto && strcmp(proto, "TCP")) || !json_is_integer(port))
 			continue;
@@ -183,8 +183,8 @@ void kube_watch_map_service(const json_t *svc, const json_t *slices, const char 
 			snprintf(cname, sizeof(cname), "%s.%s.svc.%s:%lld", name, ns, domain,
 				 (long long)json_integer_value(port));
 		json_t *e = json_pack("{s:s, s:o}", "name", cname, "endpoints",
-				      endpoints_of(slices, pname ? pname : ""));
-		const char *lp = kube_port_protocol(pname, str(p, "appProtocol"));
+				      kw_endpoints_of(slices, pname ? pname : ""));
+		const char *lp = kube_port_protocol(pname, kw_str(p, "appProtocol"));
 		if (lp) {
 			json_object_set_new(e, "protocol", json_string(!strcmp(lp, "tcp") ? "tcp" : "http"));
 			if (!strcmp(lp, "http2"))
@@ -195,7 +195,7 @@ void kube_watch_map_service(const json_t *svc, const json_t *slices, const char 
 }
 
 /* What is kept of an object (the fields the mapping reads). */
-static json_t *trim(enum kw_kind kind, const json_t *o)
+static json_t *kw_trim(enum kw_kind kind, const json_t *o)
 {
 	json_t *md = json_object_get(o, "metadata");
 	json_t *t = json_pack("{s:{s:O?, s:O?}}", "metadata", "name", json_object_get(md, "name"),
@@ -215,9 +215,9 @@ static json_t *trim(enum kw_kind kind, const json_t *o)
 	return t;
 }
 
-static int cmp_entry(const void *a, const void *b)
+static int kw_cmp_entry(const void *a, const void *b)
 {
-	return strcmp(str(*(json_t *const *)a, "name"), str(*(json_t *const *)b, "name"));
+	return strcmp(kw_str(*(json_t *const *)a, "name"), kw_str(*(json_t *const *)b, "name"));
 }
 
 static void on_recompute(evutil_socket_t fd, short what, void *arg)
@@ -233,7 +233,7 @@ static void on_recompute(evutil_socket_t fd, short what, void *arg)
 			continue;
 		json_object_foreach(w->res[i].objs, key, o) {
 			json_t *md = json_object_get(o, "metadata");
-			const char *svc = str(md, "service"), *ns = str(md, "namespace");
+			const char *svc = kw_str(md, "service"), *ns = kw_str(md, "namespace");
 			if (!svc || !ns)
 				continue;
 			char k[600];
@@ -260,7 +260,7 @@ static void on_recompute(evutil_socket_t fd, short what, void *arg)
 	for (size_t i = 0; i < n; i++)
 		v[i] = json_incref(json_array_get(out, i));
 	if (n)
-		qsort(v, n, sizeof(*v), cmp_entry);
+		qsort(v, n, sizeof(*v), kw_cmp_entry);
 	json_array_clear(out);
 	size_t neps = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -287,27 +287,27 @@ static void on_recompute(evutil_socket_t fd, short what, void *arg)
 	w->cb(w->arg);
 }
 
-static void dirty(struct kube_watch *w)
+static void kw_dirty(struct kube_watch *w)
 {
 	event_active(w->recompute, EV_TIMEOUT, 1);
 }
 
 /* ---- requests ------------------------------------------------------------------------ */
 
-static char *base_path(const struct kw_res *r)
+static char *kw_base_path(const struct kw_res *r)
 {
 	if (r->ns)
 		return xasprintf("%s/namespaces/%s/%s", kind_prefix[r->kind], r->ns, kind_name[r->kind]);
 	return xasprintf("%s/%s", kind_prefix[r->kind], kind_name[r->kind]);
 }
 
-static const char *where(const struct kw_res *r)
+static const char *kw_where(const struct kw_res *r)
 {
 	return r->ns ? r->ns : "*";
 }
 
 /* Try again later: a jittered exponential backoff. */
-static void retry(struct kw_res *r)
+static void kw_retry(struct kw_res *r)
 {
 	unsigned f = r->failures < 6 ? r->failures : 6;
 	uint64_t ms = (uint64_t)KW_BACKOFF_MIN_MS << f;
@@ -319,14 +319,14 @@ static void retry(struct kw_res *r)
 	evtimer_add(r->timer, &tv);
 }
 
-static void now(struct kw_res *r)
+static void kw_now(struct kw_res *r)
 {
 	struct timeval tv = { 0, 0 };
 	evtimer_add(r->timer, &tv);
 }
 
-static void fail(struct kw_res *r, bool relist, const char *fmt, ...) PRINTF(3, 4);
-static void fail(struct kw_res *r, bool relist, const char *fmt, ...)
+static void kw_fail(struct kw_res *r, bool relist, const char *fmt, ...) PRINTF(3, 4);
+static void kw_fail(struct kw_res *r, bool relist, const char *fmt, ...)
 {
 	char msg[600];
 	va_list ap;
@@ -335,19 +335,19 @@ static void fail(struct kw_res *r, bool relist, const char *fmt, ...)
 	va_end(ap);
 	r->w->st.errors[r->kind]++;
 	r->need_list |= relist;
-	log_warn("kube-watch: %s in %s: %s (%s after a backoff)", kind_name[r->kind], where(r), msg,
+	log_warn("kube-watch: %s in %s: %s (%s after a backoff)", kind_name[r->kind], kw_where(r), msg,
 		 r->need_list ? "relisting" : "watching again");
-	retry(r);
+	kw_retry(r);
 }
 
 /* The message of a v1 Status, or "". */
-static const char *status_msg(const json_t *s)
+static const char *kw_status_msg(const json_t *s)
 {
-	const char *m = str(s, "message");
+	const char *m = kw_str(s, "message");
 	return m ? m : "";
 }
 
-static void list_page(struct kw_res *r, const char *cont);
+static void kw_list_page(struct kw_res *r, const char *cont);
 
 static void on_list_end(void *arg, int code, struct evbuffer *body, const char *err)
 {
@@ -359,19 +359,19 @@ static void on_list_end(void *arg, int code, struct evbuffer *body, const char *
 		json_decref(r->pending);
 		r->pending = NULL;
 		if (code)
-			fail(r, true, "LIST answered %d: %s", code, j ? status_msg(j) : "");
+			kw_fail(r, true, "LIST answered %d: %s", code, j ? kw_status_msg(j) : "");
 		else
-			fail(r, true, "LIST: %s", err);
+			kw_fail(r, true, "LIST: %s", err);
 		json_decref(j);
 		return;
 	}
 	json_t *items = json_object_get(j, "items"), *it;
-	const char *kind = str(j, "kind");
+	const char *kind = kw_str(j, "kind");
 	if (!json_is_array(items) || !kind || strlen(kind) < 5 ||
 	    strcmp(kind + strlen(kind) - 4, "List")) {
 		json_decref(r->pending);
 		r->pending = NULL;
-		fail(r, true, "LIST answered something else than a list");
+		kw_fail(r, true, "LIST answered something else than a list");
 		json_decref(j);
 		return;
 	}
@@ -380,24 +380,24 @@ static void on_list_end(void *arg, int code, struct evbuffer *body, const char *
 	size_t i;
 	json_array_foreach(items, i, it) {
 		json_t *md = json_object_get(it, "metadata");
-		const char *n = str(md, "name"), *ns = str(md, "namespace");
+		const char *n = kw_str(md, "name"), *ns = kw_str(md, "namespace");
 		if (!n || !ns)
 			continue;
 		char k[600];
 		snprintf(k, sizeof(k), "%s/%s", ns, n);
-		json_object_set_new(r->pending, k, trim(r->kind, it));
+		json_object_set_new(r->pending, k, kw_trim(r->kind, it));
 	}
 	json_t *lmd = json_object_get(j, "metadata");
-	const char *cont = str(lmd, "continue"), *rv = str(lmd, "resourceVersion");
+	const char *cont = kw_str(lmd, "continue"), *rv = kw_str(lmd, "resourceVersion");
 	if (cont && *cont) {
-		list_page(r, cont);
+		kw_list_page(r, cont);
 		json_decref(j);
 		return;
 	}
 	if (!rv || !*rv) {
 		json_decref(r->pending);
 		r->pending = NULL;
-		fail(r, true, "LIST without metadata.resourceVersion");
+		kw_fail(r, true, "LIST without metadata.resourceVersion");
 		json_decref(j);
 		return;
 	}
@@ -411,19 +411,19 @@ static void on_list_end(void *arg, int code, struct evbuffer *body, const char *
 	if (r->synced) {
 		r->w->st.relists[r->kind]++;
 		log_info("kube-watch: relisted %s in %s: %zu objects at resourceVersion %s",
-			 kind_name[r->kind], where(r), json_object_size(r->objs), rv);
+			 kind_name[r->kind], kw_where(r), json_object_size(r->objs), rv);
 	}
 	r->synced = true;
 	r->need_list = false;
 	r->failures = 0;
 	json_decref(j);
-	dirty(r->w);
-	step(r);
+	kw_dirty(r->w);
+	kw_step(r);
 }
 
-static void list_page(struct kw_res *r, const char *cont)
+static void kw_list_page(struct kw_res *r, const char *cont)
 {
-	char *base = base_path(r), *path;
+	char *base = kw_base_path(r), *path;
 	if (cont) {
 		char *enc = evhttp_encode_uri(cont);
 		path = xasprintf("%s?limit=%d&continue=%s", base, KW_PAGE, enc);
@@ -437,11 +437,11 @@ static void list_page(struct kw_res *r, const char *cont)
 }
 
 /* One watch event; false: stop this watch (relist). */
-static bool on_event(struct kw_res *r, const char *text, size_t len)
+static bool kw_on_event(struct kw_res *r, const char *text, size_t len)
 {
 	struct kw_stats *st = &r->w->st;
 	json_t *ev = json_loadb(text, len, 0, NULL);
-	const char *type = str(ev, "type");
+	const char *type = kw_str(ev, "type");
 	json_t *obj = json_object_get(ev, "object");
 	static const char *const types[] = {
 #define KW_EV_STR(n, s) s,
@@ -451,7 +451,7 @@ static bool on_event(struct kw_res *r, const char *text, size_t len)
 	for (t = 0; type && t < KW_EV_N && strcmp(types[t], type); t++)
 		;
 	if (!type || t == KW_EV_N || !json_is_object(obj)) {
-		fail(r, true, "a watch event that is not one: %.100s", text);
+		kw_fail(r, true, "a watch event that is not one: %.100s", text);
 		json_decref(ev);
 		return false;
 	}
@@ -460,29 +460,29 @@ static bool on_event(struct kw_res *r, const char *text, size_t len)
 		json_t *code = json_object_get(obj, "code");
 		bool gone = json_integer_value(code) == 410;
 		if (gone) {   /* the resourceVersion is compacted away: relist at once */
-			log_info("kube-watch: %s in %s: %s: relisting", kind_name[r->kind], where(r),
-				 status_msg(obj));
+			log_info("kube-watch: %s in %s: %s: relisting", kind_name[r->kind], kw_where(r),
+				 kw_status_msg(obj));
 			r->need_list = true;
-			now(r);
+			kw_now(r);
 		} else {
-			fail(r, true, "watch ERROR event %lld: %s", (long long)json_integer_value(code),
-			     status_msg(obj));
+			kw_fail(r, true, "watch ERROR event %lld: %s", (long long)json_integer_value(code),
+			     kw_status_msg(obj));
 		}
 		json_decref(ev);
 		return false;
 	}
 	json_t *md = json_object_get(obj, "metadata");
-	const char *rv = str(md, "resourceVersion");
+	const char *rv = kw_str(md, "resourceVersion");
 	if (t != KW_EV_bookmark) {
-		const char *n = str(md, "name"), *ns = str(md, "namespace");
+		const char *n = kw_str(md, "name"), *ns = kw_str(md, "namespace");
 		if (n && ns) {
 			char k[600];
 			snprintf(k, sizeof(k), "%s/%s", ns, n);
 			if (t == KW_EV_deleted)
 				json_object_del(r->objs, k);
 			else
-				json_object_set_new(r->objs, k, trim(r->kind, obj));
-			dirty(r->w);
+				json_object_set_new(r->objs, k, kw_trim(r->kind, obj));
+			kw_dirty(r->w);
 		}
 	}
 	if (rv && *rv) {
@@ -503,7 +503,7 @@ static void on_watch_data(void *arg, struct evbuffer *data)
 			break;
 		size_t n = (size_t)eol.pos;
 		char *text = (char *)evbuffer_pullup(r->line, (ev_ssize_t)n + 1);
-		bool go = n == 0 || on_event(r, text, n);
+		bool go = n == 0 || kw_on_event(r, text, n);
 		evbuffer_drain(r->line, n + 1);
 		if (!go) {
 			kube_call_cancel(r->call);
@@ -517,7 +517,7 @@ static void on_watch_data(void *arg, struct evbuffer *data)
 		kube_call_cancel(r->call);
 		r->call = NULL;
 		evbuffer_drain(r->line, evbuffer_get_length(r->line));
-		fail(r, true, "a watch event larger than %u bytes", KW_EVENT_MAX);
+		kw_fail(r, true, "a watch event larger than %u bytes", KW_EVENT_MAX);
 	}
 }
 
@@ -527,29 +527,29 @@ static void on_watch_end(void *arg, int code, struct evbuffer *body, const char 
 	r->call = NULL;
 	evbuffer_drain(r->line, evbuffer_get_length(r->line));
 	if (code == 200) {   /* the server ended it (timeoutSeconds): resume */
-		now(r);
+		kw_now(r);
 		return;
 	}
 	json_t *j = body && code ? json_loadb((const char *)evbuffer_pullup(body, -1),
 					      evbuffer_get_length(body), 0, NULL) : NULL;
 	if (code == 410) {
-		log_info("kube-watch: %s in %s: 410 Gone %s: relisting", kind_name[r->kind], where(r),
-			 j ? status_msg(j) : "");
+		log_info("kube-watch: %s in %s: 410 Gone %s: relisting", kind_name[r->kind], kw_where(r),
+			 j ? kw_status_msg(j) : "");
 		r->need_list = true;
-		now(r);
+		kw_now(r);
 	} else if (code) {
-		fail(r, false, "WATCH answered %d: %s", code, j ? status_msg(j) : "");
+		kw_fail(r, false, "WATCH answered %d: %s", code, j ? kw_status_msg(j) : "");
 	} else {
-		fail(r, false, "WATCH: %s", err);
+		kw_fail(r, false, "WATCH: %s", err);
 	}
 	json_decref(j);
 }
 
-static void watch(struct kw_res *r)
+static void kw_watch(struct kw_res *r)
 {
 	struct kube_watch *w = r->w;
 	unsigned to = w->watch_timeout_s ? w->watch_timeout_s : 300 + (unsigned)(random() % 300);
-	char *base = base_path(r), *enc = evhttp_encode_uri(r->rv);
+	char *base = kw_base_path(r), *enc = evhttp_encode_uri(r->rv);
 	char *path = xasprintf("%s?watch=1&resourceVersion=%s&allowWatchBookmarks=true&"
 			       "timeoutSeconds=%u", base, enc, to);
 	/* the server sends bookmarks about every minute; silence beyond the
@@ -561,26 +561,26 @@ static void watch(struct kw_res *r)
 	free(base);
 }
 
-static void step(struct kw_res *r)
+static void kw_step(struct kw_res *r)
 {
 	if (r->call)
 		return;
 	if (r->need_list || !r->rv)
-		list_page(r, NULL);
+		kw_list_page(r, NULL);
 	else
-		watch(r);
+		kw_watch(r);
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+static void kw_on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	step(arg);
+	kw_step(arg);
 }
 
 /* ---- life cycle -------------------------------------------------------------------- */
 
-static bool dns1123_label(const char *s, size_t n)
+static bool kw_dns1123_label(const char *s, size_t n)
 {
 	if (!n || n > 63 || s[0] == '-' || s[n - 1] == '-')
 		return false;
@@ -590,7 +590,7 @@ static bool dns1123_label(const char *s, size_t n)
 	return true;
 }
 
-static void add_res(struct kube_watch *w, enum kw_kind kind, const char *ns, size_t nslen)
+static void kw_add_res(struct kube_watch *w, enum kw_kind kind, const char *ns, size_t nslen)
 {
 	w->res = xrealloc(w->res, (w->nres + 1) * sizeof(*w->res));
 	struct kw_res *r = &w->res[w->nres++];
@@ -614,18 +614,18 @@ struct kube_watch *kube_watch_new(struct kube_api *api, const struct kube_watch_
 	srandom((unsigned)time(NULL) ^ (unsigned)getpid());   /* the backoff's jitter */
 	for (int kind = 0; kind < KW_NKINDS; kind++) {
 		if (!o->namespaces) {
-			add_res(w, (enum kw_kind)kind, NULL, 0);
+			kw_add_res(w, (enum kw_kind)kind, NULL, 0);
 			continue;
 		}
 		for (const char *p = o->namespaces; *p;) {
 			size_t n = strcspn(p, ",");
-			if (!dns1123_label(p, n)) {
+			if (!kw_dns1123_label(p, n)) {
 				snprintf(err, errlen, "--kube-namespaces: '%.*s' is not a namespace name",
 					 (int)n, p);
 				kube_watch_free(w);
 				return NULL;
 			}
-			add_res(w, (enum kw_kind)kind, p, n);
+			kw_add_res(w, (enum kw_kind)kind, p, n);
 			p += n + (p[n] == ',');
 		}
 	}
@@ -635,8 +635,8 @@ struct kube_watch *kube_watch_new(struct kube_api *api, const struct kube_watch_
 		struct kw_res *r = &w->res[i];
 		r->w = w;
 		r->line = evbuffer_new();
-		r->timer = evtimer_new(base, on_timer, r);
-		now(r);
+		r->timer = evtimer_new(base, kw_on_timer, r);
+		kw_now(r);
 	}
 	return w;
 }
