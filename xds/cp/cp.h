@@ -55,6 +55,10 @@ void cp_config_free(struct cp_config *c);
  * Secret (xds/cp/ca.c).  Cleared at exit. */
 void cp_config_add_builtin(enum cp_type t, const json_t *res);
 void cp_config_clear_builtins(void);
+/* The catalog services discovered from the Kubernetes API (a JSON array of
+ * catalog `services` entries, copied; NULL clears) that every later load
+ * merges under the catalog file's (or uses alone without one). */
+void cp_config_set_discovered(const json_t *services);
 
 /* The resources of one type a node sees: base, then nodes/<cluster>, then
  * nodes/<id> (later layers replace resources of the same name).  Fills *out

@@ -338,14 +338,63 @@ static struct cp_layer *node_layer_get(struct cp_config *c, const char *name)
 	return &c->nodes[c->nnodes++];
 }
 
+/* Services discovered from the Kubernetes API (kube_watch.c), or NULL. */
+static json_t *discovered;   /* owned */
+
+void cp_config_set_discovered(const json_t *services)
+{
+	json_decref(discovered);
+	discovered = services ? json_deep_copy(services) : NULL;
+}
+
+/* The discovered services under the catalog's own: a service the file
+ * defines too keeps its fields and gets the discovered endpoints (unless it
+ * lists its own) and protocol (unless it sets protocol or http2). */
+static void merge_discovered(json_t *cat)
+{
+	if (!json_array_size(discovered) || !json_is_object(cat))
+		return;
+	json_t *svcs = json_object_get(cat, "services"), *d, *mine = json_object();
+	if (!svcs)
+		json_object_set_new(cat, "services", svcs = json_array());
+	if (!json_is_array(svcs)) {   /* the compiler reports it */
+		json_decref(mine);
+		return;
+	}
+	size_t i;
+	json_array_foreach(svcs, i, d) {
+		const char *n = json_string_value(json_object_get(d, "name"));
+		if (n)
+			json_object_set(mine, n, d);
+	}
+	json_array_foreach(discovered, i, d) {
+		json_t *own = json_object_get(mine, json_string_value(json_object_get(d, "name")));
+		if (!own) {
+			json_array_append_new(svcs, json_deep_copy(d));
+			continue;
+		}
+		if (!json_object_get(own, "endpoints"))
+			json_object_set(own, "endpoints", json_object_get(d, "endpoints"));
+		if (!json_object_get(own, "protocol") && !json_object_get(own, "http2")) {
+			if (json_object_get(d, "protocol"))
+				json_object_set(own, "protocol", json_object_get(d, "protocol"));
+			if (json_object_get(d, "http2"))
+				json_object_set(own, "http2", json_object_get(d, "http2"));
+		}
+	}
+	json_decref(mine);
+}
+
+/* file NULL: the discovered services alone. */
 static int load_catalog(struct cp_config *c, const char *file, char *err, size_t errlen)
 {
 	struct cfg_src *src = NULL;
-	const char *slash = strrchr(file, '/');
-	const char *shown = slash ? slash + 1 : file;
-	json_t *cat = yaml_load_file(file, &src, err, errlen);
+	const char *slash = file ? strrchr(file, '/') : NULL;
+	const char *shown = slash ? slash + 1 : file ? file : "<kubernetes>";
+	json_t *cat = file ? yaml_load_file(file, &src, err, errlen) : json_object();
 	if (!cat)
 		return -1;
+	merge_discovered(cat);
 	json_t *doc = cp_catalog_compile(cat, src, shown, err, errlen);
 	int rc = -1;
 	if (doc) {
@@ -382,7 +431,7 @@ struct cp_config *cp_config_load(const char *dir, const char *catalog, char *err
 	char ndir[4096], **names;
 	struct stat st;
 	c->base.name = xstrdup("");
-	if (catalog && load_catalog(c, catalog, err, errlen))
+	if ((catalog || json_array_size(discovered)) && load_catalog(c, catalog, err, errlen))
 		goto fail;
 	if (!dir)
 		goto done;

@@ -36,6 +36,20 @@ struct kube_review {
 	char tls_err[200];                 /* the certificate verification failure, if any */
 };
 
+struct kube_call {
+	struct kube_call *prev, *next;     /* in kube_api->calls while running */
+	struct kube_api *k;
+	struct evhttp_connection *conn;    /* owned (released to the reaper), or NULL */
+	kube_data_cb data;                 /* NULL: collect the body */
+	kube_end_cb end;
+	void *arg;
+	bool cancelled;
+	size_t max_body;
+	struct evbuffer *body;             /* owned: a streamed call's non-200 body */
+	struct event *later;               /* owned: a failure reported on the next turn */
+	char tls_err[200];
+};
+
 struct kube_api {
 	struct event_base *base;
 	char *url;                         /* owned */
@@ -51,13 +65,16 @@ struct kube_api {
 	off_t token_size;
 	uint64_t timeout_ms;
 	struct kube_review *reviews;       /* in flight */
+	struct kube_call *calls;           /* GETs running */
+	struct kube_call **deadcalls;      /* owned [ndeadcalls]: cancelled, freed by reap */
+	size_t ndeadcalls, capdeadcalls;
 	struct evhttp_connection **dead;   /* owned [ndead]: finished, freed by reap */
 	size_t ndead, capdead;
 	struct event *reap;                /* owned: frees dead connections outside their callbacks */
 	struct kube_api_stats stats;
 };
 
-static int ex_review = -1;   /* SSL ex_data index: the review of a connection */
+static int ex_review = -1;   /* SSL ex_data index: the tls_err buffer (200 bytes) of a call */
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -215,6 +232,14 @@ static const char *own_token(struct kube_api *k)
 
 /* ---- life cycle ---------------------------------------------------------------- */
 
+static void call_free(struct kube_call *c)
+{
+	if (c->later)
+		event_free(c->later);
+	evbuffer_free(c->body);
+	free(c);
+}
+
 /* A connection cannot be freed inside its own request callback, and
  * libevent 2.1 does not free an "on completion" connection whose connect
  * failed: every connection ends here, freed on the next loop turn. */
@@ -226,6 +251,9 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 	for (size_t i = 0; i < k->ndead; i++)
 		evhttp_connection_free(k->dead[i]);
 	k->ndead = 0;
+	for (size_t i = 0; i < k->ndeadcalls; i++)
+		call_free(k->deadcalls[i]);
+	k->ndeadcalls = 0;
 }
 
 static void conn_release(struct kube_api *k, struct evhttp_connection *c)
@@ -296,11 +324,19 @@ void kube_api_free(struct kube_api *k)
 			evhttp_connection_free(r->conn);
 		review_free(r);
 	}
+	while (k->calls) {
+		struct kube_call *c = k->calls;
+		k->calls = c->next;
+		if (c->conn)
+			evhttp_connection_free(c->conn);
+		call_free(c);
+	}
 	if (k->reap) {
 		on_reap(-1, 0, k);
 		event_free(k->reap);
 	}
 	free(k->dead);
+	free(k->deadcalls);
 	SSL_CTX_free(k->ctx);
 	free(k->url);
 	free(k->host);
@@ -317,6 +353,11 @@ void kube_api_free(struct kube_api *k)
 const char *kube_api_url(const struct kube_api *k)
 {
 	return k->url;
+}
+
+struct event_base *kube_api_base(const struct kube_api *k)
+{
+	return k->base;
 }
 
 const struct kube_api_stats *kube_api_get_stats(const struct kube_api *k)
@@ -441,13 +482,48 @@ static int verify_cb(int ok, X509_STORE_CTX *x)
 {
 	if (!ok) {
 		SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
-		struct kube_review *r = ssl ? SSL_get_ex_data(ssl, ex_review) : NULL;
-		if (r)
-			snprintf(r->tls_err, sizeof(r->tls_err), "the server certificate does not "
+		char *tls_err = ssl ? SSL_get_ex_data(ssl, ex_review) : NULL;
+		if (tls_err)
+			snprintf(tls_err, 200, "the server certificate does not "
 				 "verify against the CA bundle: %s",
 				 X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)));
 	}
 	return ok;
+}
+
+/* A TLS connection to the API server verified against the CA bundle and
+ * the URL's host; tls_err (200 bytes) gets a verification failure. */
+static struct evhttp_connection *new_conn(struct kube_api *k, char *tls_err, uint64_t idle_ms)
+{
+	SSL *ssl = SSL_new(k->ctx);
+	SSL_set_ex_data(ssl, ex_review, tls_err);
+	SSL_set_verify(ssl, SSL_VERIFY_PEER, verify_cb);
+	if (k->host_is_ip) {
+		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), k->host);
+	} else {
+		SSL_set_tlsext_host_name(ssl, k->host);
+		SSL_set1_host(ssl, k->host);
+	}
+	struct bufferevent *bev = bufferevent_openssl_socket_new(
+		k->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	struct evhttp_connection *conn = evhttp_connection_base_bufferevent_new(k->base, NULL, bev,
+										k->addr, k->port);
+	struct timeval tv = { (time_t)(idle_ms / 1000), (suseconds_t)(idle_ms % 1000) * 1000 };
+	evhttp_connection_set_timeout_tv(conn, &tv);
+	return conn;
+}
+
+static void add_headers(struct kube_api *k, struct evkeyvalq *h, const char *own)
+{
+	char *bearer = xasprintf("Bearer %s", own);
+	evhttp_add_header(h, "Host", k->host_header);
+	evhttp_add_header(h, "Authorization", bearer);
+	evhttp_add_header(h, "Accept", "application/json");
+	evhttp_add_header(h, "User-Agent", "remora-cp");
+	evhttp_add_header(h, "Connection", "close");
+	OPENSSL_cleanse(bearer, strlen(bearer));
+	free(bearer);
 }
 
 static void defer_fail(evutil_socket_t fd, short what, void *arg)
@@ -476,35 +552,13 @@ struct kube_review *kube_token_review(struct kube_api *k, const char *token, con
 		event_base_once(k->base, -1, EV_TIMEOUT, defer_fail, r, NULL);
 		return r;
 	}
-	SSL *ssl = SSL_new(k->ctx);
-	SSL_set_ex_data(ssl, ex_review, r);
-	SSL_set_verify(ssl, SSL_VERIFY_PEER, verify_cb);
-	if (k->host_is_ip) {
-		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), k->host);
-	} else {
-		SSL_set_tlsext_host_name(ssl, k->host);
-		SSL_set1_host(ssl, k->host);
-	}
-	struct bufferevent *bev = bufferevent_openssl_socket_new(
-		k->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-	struct evhttp_connection *conn = evhttp_connection_base_bufferevent_new(k->base, NULL, bev,
-										k->addr, k->port);
-	struct timeval tv = { (time_t)(k->timeout_ms / 1000), (suseconds_t)(k->timeout_ms % 1000) * 1000 };
-	evhttp_connection_set_timeout_tv(conn, &tv);
+	struct evhttp_connection *conn = new_conn(k, r->tls_err, k->timeout_ms);
 	evhttp_connection_set_max_body_size(conn, 1 << 20);
 	r->conn = conn;
 	struct evhttp_request *req = evhttp_request_new(on_done, r);
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	char *bearer = xasprintf("Bearer %s", own);
-	evhttp_add_header(h, "Host", k->host_header);
-	evhttp_add_header(h, "Authorization", bearer);
+	add_headers(k, h, own);
 	evhttp_add_header(h, "Content-Type", "application/json");
-	evhttp_add_header(h, "Accept", "application/json");
-	evhttp_add_header(h, "User-Agent", "remora-cp");
-	evhttp_add_header(h, "Connection", "close");
-	OPENSSL_cleanse(bearer, strlen(bearer));
-	free(bearer);
 	json_t *body = json_pack("{s:s, s:s, s:{s:s, s:[s]}}", "apiVersion", "authentication.k8s.io/v1",
 				 "kind", "TokenReview", "spec", "token", token, "audiences", audience);
 	char *text = json_dumps(body, JSON_COMPACT);
@@ -519,6 +573,126 @@ struct kube_review *kube_token_review(struct kube_api *k, const char *token, con
 		event_base_once(k->base, -1, EV_TIMEOUT, defer_fail, r, NULL);
 	}
 	return r;
+}
+
+/* ---- GET ------------------------------------------------------------------------ */
+
+static void call_unlink(struct kube_call *c)
+{
+	struct kube_api *k = c->k;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		k->calls = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void call_end(struct kube_call *c, int code, struct evbuffer *body, const char *err)
+{
+	call_unlink(c);
+	c->end(c->arg, code, body, err);
+	call_free(c);
+}
+
+static void on_call_later(evutil_socket_t fd, short what, void *arg)
+{
+	struct kube_call *c = arg;
+	(void)fd;
+	(void)what;
+	call_end(c, 0, NULL, "remora-cp's own service-account token is unreadable");
+}
+
+static void on_call_chunk(struct evhttp_request *req, void *arg)
+{
+	struct kube_call *c = arg;
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	if (c->cancelled)
+		return;
+	if (evhttp_request_get_response_code(req) == 200) {
+		c->data(c->arg, in);
+	} else if (evbuffer_get_length(c->body) < c->max_body) {
+		evbuffer_add_buffer(c->body, in);
+	}
+}
+
+static void on_call_done(struct evhttp_request *req, void *arg)
+{
+	struct kube_call *c = arg;
+	char msg[512];
+	if (c->cancelled)   /* the reaper frees c */
+		return;
+	conn_release(c->k, c->conn);
+	c->conn = NULL;
+	int code = req ? evhttp_request_get_response_code(req) : 0;
+	if (!code) {
+		snprintf(msg, sizeof(msg), "cannot reach the API server %s%s%s", c->k->url,
+			 c->tls_err[0] ? ": " : " (connect, TLS, timeout or connection closed)",
+			 c->tls_err);
+		call_end(c, 0, NULL, msg);
+		return;
+	}
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	call_end(c, code, evbuffer_get_length(c->body) ? c->body : in, NULL);
+}
+
+struct kube_call *kube_get(struct kube_api *k, const char *path, uint64_t idle_ms,
+			   size_t max_body, kube_data_cb data, kube_end_cb end, void *arg)
+{
+	struct kube_call *c = xcalloc(1, sizeof(*c));
+	c->k = k;
+	c->data = data;
+	c->end = end;
+	c->arg = arg;
+	c->max_body = max_body;
+	c->body = evbuffer_new();
+	c->next = k->calls;
+	if (k->calls)
+		k->calls->prev = c;
+	k->calls = c;
+	const char *own = own_token(k);
+	if (!own) {   /* end never runs inside this call */
+		c->later = evtimer_new(k->base, on_call_later, c);
+		event_active(c->later, EV_TIMEOUT, 1);
+		return c;
+	}
+	c->conn = new_conn(k, c->tls_err, idle_ms ? idle_ms : k->timeout_ms);
+	if (!data)
+		evhttp_connection_set_max_body_size(c->conn, (ev_ssize_t)max_body);
+	struct evhttp_request *req = evhttp_request_new(on_call_done, c);
+	if (data)
+		evhttp_request_set_chunked_cb(req, on_call_chunk);
+	add_headers(k, evhttp_request_get_output_headers(req), own);
+	if (evhttp_make_request(c->conn, req, EVHTTP_REQ_GET, path)) {
+		conn_release(k, c->conn);
+		c->conn = NULL;
+		c->later = evtimer_new(k->base, on_call_later, c);
+		event_active(c->later, EV_TIMEOUT, 1);
+	}
+	return c;
+}
+
+void kube_call_cancel(struct kube_call *c)
+{
+	if (!c || c->cancelled)
+		return;
+	struct kube_api *k = c->k;
+	c->cancelled = true;
+	call_unlink(c);
+	if (c->later)
+		event_del(c->later);
+	if (!c->conn) {
+		call_free(c);
+		return;
+	}
+	conn_release(k, c->conn);   /* freed (with its request, no callback) on the next turn */
+	c->conn = NULL;
+	if (k->ndeadcalls == k->capdeadcalls) {
+		k->capdeadcalls = k->capdeadcalls ? k->capdeadcalls * 2 : 8;
+		k->deadcalls = xrealloc(k->deadcalls, k->capdeadcalls * sizeof(*k->deadcalls));
+	}
+	k->deadcalls[k->ndeadcalls++] = c;
 }
 
 void kube_review_cancel(struct kube_review *r)

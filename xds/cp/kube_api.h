@@ -19,6 +19,7 @@
 
 struct kube_api;
 struct kube_review;
+struct evbuffer;
 
 #define KUBE_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -37,6 +38,7 @@ struct kube_api *kube_api_new(struct event_base *base, const struct kube_api_opt
 /* Abort the reviews in flight (their callbacks do not run) and free.  NULL ok. */
 void kube_api_free(struct kube_api *k);
 const char *kube_api_url(const struct kube_api *k);
+struct event_base *kube_api_base(const struct kube_api *k);
 
 enum kube_review_result {
 	KUBE_REVIEW_OK,       /* authenticated: ns/sa filled */
@@ -55,6 +57,25 @@ struct kube_review *kube_token_review(struct kube_api *k, const char *token, con
 				      kube_review_cb cb, void *arg);
 /* The callback will not run; the request finishes (or fails) on its own. */
 void kube_review_cancel(struct kube_review *r);
+
+/* ---- GET (list, watch) ------------------------------------------------------- */
+struct kube_call;
+/* Body bytes of a 200 answer as they arrive (streaming: a watch); take them
+ * all from data (what is left is dropped).  May cancel the call. */
+typedef void (*kube_data_cb)(void *arg, struct evbuffer *data);
+/* The end: code 0 with err when no answer came (connect, TLS, I/O, timeout),
+ * else the HTTP status and the body (for a streamed 200: what data did not
+ * take, i.e. nothing).  Called once, never from inside kube_get. */
+typedef void (*kube_end_cb)(void *arg, int code, struct evbuffer *body, const char *err);
+
+/* GET path (with query) from the API server with remora-cp's token.
+ * data NULL: the body is collected (up to max_body bytes) for end.  idle_ms:
+ * the read/write inactivity limit (0: the API's timeout).  The handle is
+ * valid until end has run or kube_call_cancel. */
+struct kube_call *kube_get(struct kube_api *k, const char *path, uint64_t idle_ms,
+			   size_t max_body, kube_data_cb data, kube_end_cb end, void *arg);
+/* Close the call; no callback runs after this (also fine inside data). */
+void kube_call_cancel(struct kube_call *c);
 
 /* The reasons a review fails, for the failed counter's label. */
 #define KUBE_FAIL_REASONS(X) \

@@ -22,6 +22,7 @@
 #include "cp_server.h"
 #include "ca.h"
 #include "kube_api.h"
+#include "kube_watch.h"
 #include "../../tls/ca_client.h"
 #include "../../proxy/common.h"
 #include "../../proxy/log.h"
@@ -37,6 +38,8 @@ struct cp_main {
 	struct evhttp *http;          /* owned: admin + REST */
 	struct ca *ca;                /* owned: the CA, NULL without --ca-tokens / the API */
 	struct kube_api *kube;        /* owned: TokenReview client, NULL without the API */
+	struct kube_watch *kw;        /* owned: service discovery, NULL without --kube-discovery */
+	struct event *kw_start;       /* owned: serve without discovery if it does not sync */
 	struct cp_server *tls_srv;    /* not owned: the CA port when it serves TLS */
 	const char *serving_san;      /* --serving-san */
 	uint64_t serving_ttl_s;       /* --serving-cert-ttl */
@@ -127,6 +130,12 @@ static void on_http(struct evhttp_request *req, void *arg)
 		char *t = cp_xds_metrics(m->xds);
 		if (m->ca) {
 			char *c = ca_metrics_text(m->ca), *both = xasprintf("%s%s", t, c);
+			free(t);
+			free(c);
+			t = both;
+		}
+		if (m->kw) {
+			char *c = kube_watch_metrics_text(m->kw), *both = xasprintf("%s%s", t, c);
 			free(t);
 			free(c);
 			t = both;
@@ -225,6 +234,27 @@ static void on_debounce(evutil_socket_t fd, short what, void *arg)
 	reload(arg);
 }
 
+/* Discovery changed: reload like a catalog edit (debounced). */
+static void on_discovered(void *arg)
+{
+	struct cp_main *m = arg;
+	cp_config_set_discovered(kube_watch_services(m->kw));
+	struct timeval tv = { 0, 100000 };
+	event_add(m->debounce, &tv);
+}
+
+static void on_kw_start(evutil_socket_t fd, short what, void *arg)
+{
+	struct cp_main *m = arg;
+	(void)fd;
+	(void)what;
+	if (!m->cfg && !kube_watch_synced(m->kw)) {
+		log_warn("remora-cp: the Kubernetes API has not been listed yet: serving the "
+			 "configuration without discovered services meanwhile");
+		reload(m);
+	}
+}
+
 static void on_inotify(evutil_socket_t fd, short what, void *arg)
 {
 	struct cp_main *m = arg;
@@ -257,6 +287,8 @@ static void usage(void)
 		"                 [--kube-api https://HOST:PORT | --no-kube-api]\n"
 		"                 [--kube-token-file FILE] [--kube-ca-file FILE]\n"
 		"                 [--token-review-cache-ttl 60s] [--kube-api-timeout 5s]\n"
+		"                 [--kube-discovery [--kube-namespaces NS,...]\n"
+		"                  [--kube-cluster-domain cluster.local] [--kube-watch-timeout 5m]]\n"
 		"       remora-cp --ca-init --ca-dir DIR [--trust-domain cluster.local]\n"
 		"(at least one of --config-dir and --catalog)\n"
 		"With the CA, the CA port (15012) serves xDS and CreateCertificate over TLS with a\n"
@@ -268,6 +300,10 @@ static void usage(void)
 		"--no-kube-api.  With the API, a bearer token not in --ca-tokens is checked\n"
 		"with a TokenReview (audience remora-ca) using the pod's service-account token\n"
 		"and ca.crt (" KUBE_SA_DIR ").\n"
+		"--kube-discovery lists and watches Services and EndpointSlices (every namespace,\n"
+		"or --kube-namespaces) and serves each Service port as a catalog service\n"
+		"NAME.NS.svc.DOMAIN (further ports NAME.NS.svc.DOMAIN:PORT) with the ready\n"
+		"endpoints; it needs the API (--kube-api, or in a pod).\n"
 		"--ca-init writes a new root to --ca-dir (root-cert.pem, root-key.pem) and exits.\n");
 }
 
@@ -297,6 +333,10 @@ int main(int argc, char **argv)
 		{ "kube-ca-file", required_argument, NULL, 'R' },
 		{ "token-review-cache-ttl", required_argument, NULL, 'Y' },
 		{ "kube-api-timeout", required_argument, NULL, 'O' },
+		{ "kube-discovery", no_argument, NULL, 'W' },
+		{ "kube-namespaces", required_argument, NULL, 'n' },
+		{ "kube-watch-timeout", required_argument, NULL, 'w' },
+		{ "kube-cluster-domain", required_argument, NULL, 'm' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -307,6 +347,8 @@ int main(int argc, char **argv)
 	unsigned long ttl;
 	bool plaintext_ca = false, ca_init = false, no_kube = false, kube_explicit = false;
 	struct kube_api_options kao = { 0 };
+	struct kube_watch_options kwo = { 0 };
+	bool discovery = false;
 	char *auto_url = NULL;
 	cao.review_cache_s = 60;
 	char *default_san = NULL;
@@ -344,6 +386,17 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			kao.timeout_ms = (uint64_t)ttl * 1000;
+			break;
+		case 'W': discovery = true; break;
+		case 'n': kwo.namespaces = optarg; break;
+		case 'm': kwo.domain = optarg; break;
+		case 'w':
+			if (ca_client_parse_ttl(optarg, &ttl) || !ttl || ttl > 3600) {
+				fprintf(stderr, "remora-cp: --kube-watch-timeout: '%s' is not a duration "
+						"of 1s to 1h\n", optarg);
+				return 2;
+			}
+			kwo.watch_timeout_s = (unsigned)ttl;
 			break;
 		case 'F': kao.token_path = optarg; break;
 		case 'R': kao.ca_path = optarg; break;
@@ -398,7 +451,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "remora-cp: --kube-api and --no-kube-api exclude each other\n");
 		return 2;
 	}
-	if (!kube_explicit && !no_kube && (cao.dir || cao.cert_path || cao.tokens_path)) {
+	if ((kwo.namespaces || kwo.domain || kwo.watch_timeout_s) && !discovery) {
+		fprintf(stderr, "remora-cp: --kube-namespaces/--kube-cluster-domain/--kube-watch-timeout "
+				"need --kube-discovery\n");
+		return 2;
+	}
+	if (discovery && no_kube) {
+		fprintf(stderr, "remora-cp: --kube-discovery needs the Kubernetes API (not --no-kube-api)\n");
+		return 2;
+	}
+	if (!kube_explicit && !no_kube && (cao.dir || cao.cert_path || cao.tokens_path || discovery)) {
 		/* in a pod: the API server's Service, as client-go's InClusterConfig */
 		const char *h = getenv("KUBERNETES_SERVICE_HOST"), *p = getenv("KUBERNETES_SERVICE_PORT");
 		if (h && *h && p && *p)
@@ -426,11 +488,20 @@ int main(int argc, char **argv)
 			fprintf(stderr, "remora-cp: Kubernetes API: %s\n", kerr);
 			return 1;
 		}
+	}
+	if (discovery && !m.kube) {
+		fprintf(stderr, "remora-cp: --kube-discovery needs the Kubernetes API (--kube-api, or in "
+				"a pod KUBERNETES_SERVICE_HOST/PORT)\n");
+		return 2;
+	}
+	/* the CA: --ca-tokens, or the API (given, or found in a pod with CA options) */
+	bool ca_on = cao.tokens_path || (m.kube && (kube_explicit || cao.dir || cao.cert_path));
+	if (m.kube && ca_on) {
 		cao.kube = m.kube;
 		log_info("remora-cp: the CA reviews tokens (audience %s) with the API server %s%s",
 			 CA_TOKEN_AUDIENCE, kao.url, auto_url ? " (in-cluster)" : "");
 	}
-	if (cao.tokens_path || m.kube) {
+	if (ca_on) {
 		char cerr[1024];
 		if (!(m.ca = ca_new(&cao, cerr, sizeof(cerr)))) {
 			fprintf(stderr, "remora-cp: CA: %s\n", cerr);
@@ -485,8 +556,23 @@ int main(int argc, char **argv)
 	m.iev = event_new(m.base, m.ifd, EV_READ | EV_PERSIST, on_inotify, &m);
 	event_add(m.iev, NULL);
 	m.debounce = evtimer_new(m.base, on_debounce, &m);
-	reload(&m);
-	if (!m.cfg) {
+	if (discovery) {
+		char kerr[512];
+		if (!(m.kw = kube_watch_new(m.kube, &kwo, on_discovered, &m, kerr, sizeof(kerr)))) {
+			fprintf(stderr, "remora-cp: %s\n", kerr);
+			return 2;
+		}
+		log_info("remora-cp: discovering Services and EndpointSlices (%s) from %s",
+			 kwo.namespaces ? kwo.namespaces : "every namespace", kao.url);
+		/* the first load waits for the first lists (bounded): proxies do
+		 * not see a catalog whose discovered services are missing */
+		m.kw_start = evtimer_new(m.base, on_kw_start, &m);
+		struct timeval tv = { 10, 0 };
+		evtimer_add(m.kw_start, &tv);
+	} else {
+		reload(&m);
+	}
+	if (!m.cfg && !discovery) {
 		fprintf(stderr, "remora-cp: the initial config failed to load; serving nothing until "
 				"it is fixed\n");
 	}
@@ -507,7 +593,11 @@ int main(int argc, char **argv)
 	cp_xds_free(m.xds);
 	cp_config_free(m.cfg);
 	cp_config_clear_builtins();
+	cp_config_set_discovered(NULL);
 	ca_free(m.ca);   /* after the servers: their calls cancelled their reviews */
+	kube_watch_free(m.kw);
+	if (m.kw_start)
+		event_free(m.kw_start);
 	kube_api_free(m.kube);
 	free(auto_url);
 	if (m.renew)
