@@ -18,30 +18,17 @@ closes bob's connection (rbac stat); catalog edits apply live and a broken
 edit is reported with file:line:col while the last good catalog keeps
 serving."""
 
-import os
 import re
 
 import pytest
 
 import harness
 from harness import curl, spawn, stop_process, wait_until
+from cp_common import ads_bootstrap, cp_bin, write_atomic as write
 
 TD = "cluster.local"
 TOKENS = {"tok-srv-0001": "server", "tok-alice-0002": "alice", "tok-bob-0003": "bob"}
 CLIENTS = ("alice", "bob")
-
-
-def cp_bin():
-    return os.environ.get("REMORA_CP_BIN") or os.path.join(
-        os.path.dirname(harness.remora_bin()), "remora-cp")
-
-
-def write(path, text):
-    """Atomic replace, as editors and ConfigMap updates do."""
-    tmp = str(path) + ".tmp~"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, path)
 
 
 class CatalogCP:
@@ -87,25 +74,7 @@ class CatalogCP:
 
 
 def sidecar_bootstrap(node, admin_port, cp):
-    return {
-        "node": {"id": node, "cluster": node},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1",
-                                                 "port_value": admin_port}}},
-        "static_resources": {"clusters": [{
-            "name": "xds_cluster", "type": "STATIC", "connect_timeout": "1s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
-                             "HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}}}},
-            "load_assignment": harness.load_assignment(
-                "xds_cluster", [("127.0.0.1", cp.grpc_port)])}]},
-        "dynamic_resources": {
-            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
-                           "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]},
-            "cds_config": {"ads": {}, "resource_api_version": "V3"},
-            "lds_config": {"ads": {}, "resource_api_version": "V3"}},
-    }
+    return ads_bootstrap(admin_port, "127.0.0.1", cp.grpc_port, node_id=node, node_cluster=node)
 
 
 # the rules of service `web` (HTTP): what most tests check

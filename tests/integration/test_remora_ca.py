@@ -27,20 +27,15 @@ import pytest
 import harness
 from harness import (bootstrap, curl, hcm, route, route_config, sockaddr, spawn, static_cluster,
                      stop_process, virtual_host, wait_until)
+from cp_common import CP_NAME, ads_bootstrap, cp_bin, xds_tls_socket
 from test_tls import DOWNSTREAM, UPSTREAM
 
 TD = "cluster.local"
 SERVER_ID = f"spiffe://{TD}/ns/prod/sa/web"
 CLIENT_ID = f"spiffe://{TD}/ns/prod/sa/curl"
 TOKENS = {"tok-web-1234": ("prod", "web"), "tok-curl-5678": ("prod", "curl")}
-CP_NAME = "remora-cp.remora-system.svc"   # one of the default serving SANs
 DEFAULT_SANS = ["remora-cp", "remora-cp.remora-system", "remora-cp.remora-system.svc",
                 "remora-cp.remora-system.svc.cluster.local"]
-
-
-def cp_bin():
-    return os.environ.get("REMORA_CP_BIN") or os.path.join(
-        os.path.dirname(harness.remora_bin()), "remora-cp")
 
 
 class ControlPlane:
@@ -496,17 +491,7 @@ def test_plaintext_ca_port_option(remora, upstream, ports, tmp_path):
 def tls_ads_bootstrap(admin, cp, root, name=CP_NAME):
     """Istio's xds-grpc cluster shape: ADS to the CA port over TLS, trusting the
     mounted root, the control plane's certificate must carry `name`."""
-    from test_remora_cp import bootstrap as ads_bootstrap
-    b = ads_bootstrap(admin, cp)
-    xc = b["static_resources"]["clusters"][0]
-    xc["load_assignment"] = harness.load_assignment("xds_cluster", [("127.0.0.1", cp.ca_port)])
-    xc["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": UPSTREAM, "sni": name, "common_tls_context": {
-            "alpn_protocols": ["h2"],
-            "validation_context": {"trusted_ca": {"filename": str(root)},
-                                   "match_typed_subject_alt_names": [
-                                       {"san_type": "DNS", "matcher": {"exact": name}}]}}}}
-    return b
+    return ads_bootstrap(admin, "127.0.0.1", cp.ca_port, transport_socket=xds_tls_socket(root, name))
 
 
 def test_xds_bootstrap_over_tls_to_the_ca_port(remora, upstream, ports, cp, tmp_path):
