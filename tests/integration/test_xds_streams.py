@@ -68,6 +68,16 @@ def listener_from(name, port, route, src):
     return lst
 
 
+def push_per_type(cp, src, versions, ports, lport):
+    """Cluster "backend" (EDS), RouteConfiguration "r1" and listener "ingress"
+    on lport, each naming src as its source; versions: (CDS, EDS, RDS, LDS)."""
+    vc, ve, vr, vl = versions
+    cp.set("cds", vc, [cluster_from("backend", src)])
+    cp.set("eds", ve, [cla("backend", ports)])
+    cp.set("rds", vr, [routes("r1", [("/", "backend")])])
+    cp.set("lds", vl, [listener_from("ingress", lport, "r1", src)])
+
+
 def service_of(q):
     return "REST" if q.get("rest") else q["service"]
 
@@ -80,10 +90,7 @@ def test_per_type_streams(remora, cp, make_upstream, ports):
     a, b = make_upstream("a"), make_upstream("b")
     admin, lport = ports.get(), ports.get()
     src = grpc_src("GRPC")
-    cp.set("cds", "c1", [cluster_from("backend", src)])
-    cp.set("eds", "e1", [cla("backend", [a.port])])
-    cp.set("rds", "r1", [routes("r1", [("/", "backend")])])
-    cp.set("lds", "l1", [listener_from("ingress", lport, "r1", src)])
+    push_per_type(cp, src, ("c1", "e1", "r1", "l1"), [a.port], lport)
     r = remora(bootstrap(admin, [static_cluster("xds_cluster", cp.grpc_port)], src, src))
     assert curl(f"http://127.0.0.1:{lport}/x").json()["server"] == "a"
     assert cp.streams()["by_service"] == {"StreamClusters": 1, "StreamEndpoints": 1,
@@ -338,10 +345,7 @@ def test_control_plane_restart_each_stream_reconnects(remora, cp, make_upstream,
     a, b = make_upstream("a"), make_upstream("b")
     admin, lport = ports.get(), ports.get()
     src = grpc_src("GRPC")
-    cp.set("cds", "c1", [cluster_from("backend", src)])
-    cp.set("eds", "e1", [cla("backend", [a.port])])
-    cp.set("rds", "r1", [routes("r1", [("/", "backend")])])
-    cp.set("lds", "l1", [listener_from("ingress", lport, "r1", src)])
+    push_per_type(cp, src, ("c1", "e1", "r1", "l1"), [a.port], lport)
     r = remora(bootstrap(admin, [static_cluster("xds_cluster", cp.grpc_port)], src, src))
     assert curl(f"http://127.0.0.1:{lport}/").json()["server"] == "a"
     port = cp.grpc_port
@@ -352,10 +356,7 @@ def test_control_plane_restart_each_stream_reconnects(remora, cp, make_upstream,
     time.sleep(1.0)   # reconnect attempts fail meanwhile
     cp2 = ControlPlane(port)
     try:
-        cp2.set("cds", "c2", [cluster_from("backend", src)])
-        cp2.set("eds", "e2", [cla("backend", [b.port])])
-        cp2.set("rds", "r2", [routes("r1", [("/", "backend")])])
-        cp2.set("lds", "l2", [listener_from("ingress", lport, "r1", src)])
+        push_per_type(cp2, src, ("c2", "e2", "r2", "l2"), [b.port], lport)
         wait_until(lambda: r.stat("control_plane.connected_state") == 1, 40, what="reconnected")
         wait_until(lambda: len(cp2.streams()["by_service"]) == 4, 40, what="four streams")
         first = {}
