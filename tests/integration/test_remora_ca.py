@@ -412,17 +412,25 @@ def test_ca_port_serves_tls_with_a_certificate_from_its_own_ca(cp, tmp_path):
         assert call(b"", timeout=10) == b"\x08\x01"   # SERVING
 
 
+def _web_sidecar(remora, upstream, ports, tmp_path, c, name, ca_extra):
+    """A sidecar with the web token and an inbound listener (no client
+    certificate required) that gets its certificate from c's CA port; ca_extra:
+    more --ca-* arguments."""
+    admin, port = ports.get(), ports.get()
+    tok = token_file(tmp_path, "web", "tok-web-1234")
+    return remora(bootstrap(admin, [inbound_listener(port, "app", False)],
+                            [static_cluster("app", upstream.port)]), name=name,
+                  extra_args=["--ca-address", f"127.0.0.1:{c.ca_port}", "--ca-token-file",
+                              str(tok), *ca_extra])
+
+
 def test_csr_over_tls_with_ip_san(remora, upstream, ports, tmp_path):
     """--serving-san with an IP: a sidecar addressing the CA by IP (no
     --ca-server-name) verifies the IP SAN."""
     c = ControlPlane(tmp_path, extra=["--serving-san", "localhost,127.0.0.1"])
     try:
-        admin, port = ports.get(), ports.get()
-        tok = token_file(tmp_path, "web", "tok-web-1234")
-        r = remora(bootstrap(admin, [inbound_listener(port, "app", False)],
-                             [static_cluster("app", upstream.port)]), name="ip-san",
-                   extra_args=["--ca-address", f"127.0.0.1:{c.ca_port}", "--ca-token-file",
-                               str(tok), "--ca-root-cert", c.root_pem])
+        r = _web_sidecar(remora, upstream, ports, tmp_path, c, "ip-san",
+                         ["--ca-root-cert", c.root_pem])
         assert r.stat("remora.ca_client.certs_installed") == 1
         assert r.stat("remora.ca_client.ssl.handshake") >= 1
         assert r.stat("remora.ca_client.ssl.fail_verify_san") == 0
@@ -475,12 +483,7 @@ def test_plaintext_ca_port_option(remora, upstream, ports, tmp_path):
     """--plaintext-ca-port keeps the CA port cleartext (h2c, no --ca-root-cert)."""
     c = ControlPlane(tmp_path, extra=["--plaintext-ca-port"])
     try:
-        admin, port = ports.get(), ports.get()
-        tok = token_file(tmp_path, "web", "tok-web-1234")
-        r = remora(bootstrap(admin, [inbound_listener(port, "app", False)],
-                             [static_cluster("app", upstream.port)]), name="h2c-ca",
-                   extra_args=["--ca-address", f"127.0.0.1:{c.ca_port}", "--ca-token-file",
-                               str(tok)])
+        r = _web_sidecar(remora, upstream, ports, tmp_path, c, "h2c-ca", [])
         assert r.stat("remora.ca_client.certs_installed") == 1
         assert "cleartext h2c" in read_log(r.stderr_path)
         assert "remora_cp_tls_handshakes_total" not in c.metrics()
