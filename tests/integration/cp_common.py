@@ -61,3 +61,38 @@ def ads_bootstrap(admin_port, ip, port, node_id="sidecar-1", node_cluster="remor
         "lds_config": {"ads": {}, "resource_api_version": "V3"},
     }
     return b
+
+
+class CpProcess:
+    """A remora-cp process a test starts (subclasses build the arguments):
+    stderr kept in err_path, log(), metrics(), stop() (exit status 0 and no
+    sanitizer report, else the test fails with the log)."""
+
+    def _spawn(self, args, err_path, env=None):
+        self.err_path = err_path
+        self._err = open(err_path, "ab")
+        self.proc = harness.spawn([cp_bin(), *args], stderr=self._err, env=env)
+        harness.wait_until(lambda: self.proc.poll() is not None or b"remora-cp ready" in
+                           self.err_path.read_bytes(), 30, what="remora-cp to start")
+        assert self.proc.poll() is None, self.log()
+
+    def log(self):
+        return self.err_path.read_bytes().decode("utf-8", "replace")[-4000:]
+
+    def metrics(self):
+        res = harness.curl(f"http://127.0.0.1:{self.admin_port}/metrics")
+        assert res.status == 200, res
+        out = {}
+        for line in res.body.decode().splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                out[k] = float(v)
+        return out
+
+    def stop(self):
+        rc, killed = harness.stop_process(self.proc)
+        self._err.close()
+        log = self.log()
+        assert not killed and rc == 0, f"remora-cp exit {rc}\n{log}"
+        for m in harness.SANITIZER_MARKERS:
+            assert m not in log, log

@@ -23,15 +23,15 @@ import re
 import pytest
 
 import harness
-from harness import curl, spawn, stop_process, wait_until
-from cp_common import ads_bootstrap, cp_bin, write_atomic as write
+from harness import curl, wait_until
+from cp_common import CpProcess, ads_bootstrap, write_atomic as write
 
 TD = "cluster.local"
 TOKENS = {"tok-srv-0001": "server", "tok-alice-0002": "alice", "tok-bob-0003": "bob"}
 CLIENTS = ("alice", "bob")
 
 
-class CatalogCP:
+class CatalogCP(CpProcess):
     """remora-cp serving --catalog FILE with its CA (--ca-tokens)."""
 
     def __init__(self, d, catalog_text):
@@ -45,32 +45,16 @@ class CatalogCP:
             for t, sa in TOKENS.items()))
         self.grpc_port, self.ca_port, self.admin_port = (harness.free_port() for _ in range(3))
         self.root_pem = d / "ca" / "root-cert.pem"
-        self.err_path = d / "cp.stderr"
-        self._err = open(self.err_path, "ab")
-        self.proc = spawn([cp_bin(), "--catalog", str(self.catalog), "--address", "127.0.0.1",
-                           "--grpc-port", str(self.grpc_port), "--ca-port", str(self.ca_port),
-                           "--admin-port", str(self.admin_port), "--ca-tokens", str(tok),
-                           "--ca-dir", str(d / "ca")], stderr=self._err)
-        wait_until(lambda: self.proc.poll() is not None or b"remora-cp ready" in
-                   self.err_path.read_bytes(), 30, what="remora-cp to start")
-        assert self.proc.poll() is None, self.log()
-
-    def log(self):
-        return self.err_path.read_bytes().decode("utf-8", "replace")[-4000:]
+        self._spawn(["--catalog", str(self.catalog), "--address", "127.0.0.1",
+                     "--grpc-port", str(self.grpc_port), "--ca-port", str(self.ca_port),
+                     "--admin-port", str(self.admin_port), "--ca-tokens", str(tok),
+                     "--ca-dir", str(d / "ca")], d / "cp.stderr")
 
     def debug(self):
         import json
         res = curl(f"http://127.0.0.1:{self.admin_port}/debug/config")
         assert res.status == 200, res
         return json.loads(res.body)
-
-    def stop(self):
-        rc, killed = stop_process(self.proc)
-        self._err.close()
-        log = self.log()
-        assert not killed and rc == 0, f"remora-cp exit {rc}\n{log}"
-        for m in harness.SANITIZER_MARKERS:
-            assert m not in log, log
 
 
 def sidecar_bootstrap(node, admin_port, cp):

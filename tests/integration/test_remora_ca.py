@@ -25,9 +25,9 @@ import time
 import pytest
 
 import harness
-from harness import (bootstrap, curl, hcm, route, route_config, sockaddr, spawn, static_cluster,
-                     stop_process, virtual_host, wait_until)
-from cp_common import CP_NAME, ads_bootstrap, cp_bin, xds_tls_socket
+from harness import (bootstrap, curl, hcm, route, route_config, sockaddr, static_cluster,
+                     virtual_host, wait_until)
+from cp_common import CP_NAME, CpProcess, ads_bootstrap, cp_bin, xds_tls_socket
 from test_tls import DOWNSTREAM, UPSTREAM
 
 TD = "cluster.local"
@@ -38,7 +38,7 @@ DEFAULT_SANS = ["remora-cp", "remora-cp.remora-system", "remora-cp.remora-system
                 "remora-cp.remora-system.svc.cluster.local"]
 
 
-class ControlPlane:
+class ControlPlane(CpProcess):
     def __init__(self, tmp_path, extra=()):
         self.dir = tmp_path / "cp"
         (self.dir / "config").mkdir(parents=True)
@@ -48,41 +48,15 @@ class ControlPlane:
             f"  {t}: {{namespace: {ns}, service_account: {sa}}}\n"
             for t, (ns, sa) in TOKENS.items()))
         self.grpc_port, self.ca_port, self.admin_port = (harness.free_port() for _ in range(3))
-        self.err_path = self.dir / "cp.stderr"
-        self._err = open(self.err_path, "ab")
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
         env.pop("POD_NAMESPACE", None)   # the default serving SANs use remora-system
-        self.proc = spawn([cp_bin(), "--config-dir", str(self.dir / "config"),
-                           "--address", "127.0.0.1", "--grpc-port", str(self.grpc_port),
-                           "--ca-port", str(self.ca_port), "--admin-port", str(self.admin_port),
-                           "--ca-tokens", str(tok), "--ca-dir", str(self.ca_dir), *extra],
-                          stderr=self._err, env=env)
-        wait_until(lambda: self.proc.poll() is not None or b"remora-cp ready" in
-                   self.err_path.read_bytes(), 30, what="remora-cp to start")
-        assert self.proc.poll() is None, self.log()
+        self._spawn(["--config-dir", str(self.dir / "config"),
+                     "--address", "127.0.0.1", "--grpc-port", str(self.grpc_port),
+                     "--ca-port", str(self.ca_port), "--admin-port", str(self.admin_port),
+                     "--ca-tokens", str(tok), "--ca-dir", str(self.ca_dir), *extra],
+                    self.dir / "cp.stderr", env=env)
         self.root_pem = str(self.ca_dir / "root-cert.pem")
-
-    def log(self):
-        return self.err_path.read_bytes().decode("utf-8", "replace")[-4000:]
-
-    def metrics(self):
-        res = curl(f"http://127.0.0.1:{self.admin_port}/metrics")
-        assert res.status == 200, res
-        out = {}
-        for line in res.body.decode().splitlines():
-            if line and not line.startswith("#"):
-                k, _, v = line.rpartition(" ")
-                out[k] = float(v)
-        return out
-
-    def stop(self):
-        rc, killed = stop_process(self.proc)
-        self._err.close()
-        log = self.log()
-        assert not killed and rc == 0, f"remora-cp exit {rc}\n{log}"
-        for m in harness.SANITIZER_MARKERS:
-            assert m not in log, log
 
 
 @pytest.fixture

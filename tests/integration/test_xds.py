@@ -160,6 +160,19 @@ def routes(name, prefix_to_cluster):
         {"match": {"prefix": p}, "route": {"cluster": c}} for p, c in prefix_to_cluster]}]}
 
 
+def restart_control_plane(r, cp, lport):
+    """Stop cp: Remora disconnects and the last configuration keeps serving
+    on lport (checked); a few reconnect attempts fail; then a new, empty
+    control plane on the same port (returned: the caller stops it)."""
+    port = cp.grpc_port
+    cp.stop()
+    wait_until(lambda: r.stat("control_plane.connected_state") == 0, 10, what="disconnected")
+    for _ in range(5):
+        assert curl(f"http://127.0.0.1:{lport}/").status == 200
+    time.sleep(1.0)   # a few reconnect attempts fail meanwhile
+    return ControlPlane(port)
+
+
 def push_backend(cp, version, ports, lport):
     """The usual four resources at one version: cluster "backend" (EDS) on
     the upstream ports, RouteConfiguration "r1" sending / to it, listener
@@ -338,13 +351,7 @@ def test_control_plane_restart_reconnects(remora, cp, make_upstream, ports):
     push_backend(cp, "1", [a.port], lport)
     r = remora(xds_bootstrap(admin, cp.grpc_port))
     assert curl(f"http://127.0.0.1:{lport}/").json()["server"] == "a"
-    port = cp.grpc_port
-    cp.stop()
-    wait_until(lambda: r.stat("control_plane.connected_state") == 0, 10, what="disconnected")
-    for _ in range(5):
-        assert curl(f"http://127.0.0.1:{lport}/").status == 200
-    time.sleep(1.0)   # a few reconnect attempts fail meanwhile
-    cp2 = ControlPlane(port)
+    cp2 = restart_control_plane(r, cp, lport)
     try:
         push_backend(cp2, "2", [b.port], lport)
         wait_until(lambda: r.stat("control_plane.connected_state") == 1, 40, what="reconnected")
