@@ -28,7 +28,12 @@ if [ "${ONLY:-unit}" = unit ] || [ -z "$ONLY" ]; then
 fi
 
 # Each libFuzzer target runs briefly over its seed corpus (longer: make fuzz).
+# The seed is fixed for the whole run (FUZZ_SEED, default the UTC date) and
+# printed, so a finding can be replayed (docs/security.md).
 if [ "${ONLY:-fuzz}" = fuzz ] || [ -z "$ONLY" ]; then
+	export FUZZ_SEED="${FUZZ_SEED:-$(date -u +%Y%m%d)}"
+	[ -n "$(find build/fuzz -maxdepth 1 -type f -name '*_fuzz' 2>/dev/null)" ] &&
+		echo "fuzz smoke: libFuzzer -seed=$FUZZ_SEED, ${FUZZ_SECONDS:-5} s a target (FUZZ_SEED=N to choose)"
 	for f in $(find build/fuzz -maxdepth 1 -type f -name '*_fuzz' 2>/dev/null | sort); do
 		n=$(basename "$f" _fuzz)
 		if sh tests/fuzz/run-one.sh "$f" "tests/fuzz/corpus/$n" "${FUZZ_SECONDS:-5}"; then

@@ -82,34 +82,12 @@ static int fail(struct pb_encode_ctx *c, const json_t *node, const char *fmt, ..
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	snprintf(c->err, sizeof(c->err), "%.500s: %.500s", c->path[0] ? c->path : "<root>", msg);
+	snprintf(c->err, sizeof(c->err), "%.500s: %.500s", json_path_str(&c->path), msg);
 	if (!c->err_obj)
 		c->err_node = node;
 	return -1;
 }
 
-static size_t path_push(struct pb_encode_ctx *c, const char *name)
-{
-	size_t n = strlen(c->path);
-	snprintf(c->path + n, sizeof(c->path) - n, "%s%s", n ? "." : "", name);
-	return n;
-}
-static size_t path_push_idx(struct pb_encode_ctx *c, size_t i)
-{
-	size_t n = strlen(c->path);
-	snprintf(c->path + n, sizeof(c->path) - n, "[%zu]", i);
-	return n;
-}
-static size_t path_push_key(struct pb_encode_ctx *c, const char *k)
-{
-	size_t n = strlen(c->path);
-	snprintf(c->path + n, sizeof(c->path) - n, "[\"%s\"]", k);
-	return n;
-}
-static void path_pop(struct pb_encode_ctx *c, size_t n)
-{
-	c->path[n] = 0;
-}
 
 /* ---- scalars ---------------------------------------------------------------- */
 
@@ -397,7 +375,7 @@ static int put_map(struct pb_encode_ctx *c, const ProtobufCFieldDescriptor *f, c
 		return fail(c, j, "expected an object (map)");
 	json_object_foreach((json_t *)j, k, v) {
 		struct buf e = { 0 };
-		size_t mark = path_push_key(c, k);
+		size_t mark = json_path_push_key(&c->path, k);
 		json_t *kj;
 		int rc;
 		if (kf->type == PROTOBUF_C_TYPE_STRING)
@@ -410,7 +388,7 @@ static int put_map(struct pb_encode_ctx *c, const ProtobufCFieldDescriptor *f, c
 		json_decref(kj);
 		if (!rc && !json_is_null(v))
 			rc = put_value(c, vf, v, &e, false);
-		path_pop(c, mark);
+		json_path_pop(&c->path, mark);
 		if (!rc)
 			put_bytes(b, f->id, e.p, e.len);
 		free(e.p);
@@ -440,10 +418,10 @@ static int put_field(struct pb_encode_ctx *c, const ProtobufCFieldDescriptor *f,
 		if (packable(f) && json_array_size(j)) {
 			struct buf t = { 0 };
 			for (size_t i = 0; i < json_array_size(j); i++) {
-				size_t mark = path_push_idx(c, i);
+				size_t mark = json_path_push_idx(&c->path, i);
 				bool def;
 				int rc = put_numeric(c, f, json_array_get(j, i), &t, &def);
-				path_pop(c, mark);
+				json_path_pop(&c->path, mark);
 				if (rc) {
 					free(t.p);
 					return -1;
@@ -454,9 +432,9 @@ static int put_field(struct pb_encode_ctx *c, const ProtobufCFieldDescriptor *f,
 			return 0;
 		}
 		for (size_t i = 0; i < json_array_size(j); i++) {
-			size_t mark = path_push_idx(c, i);
+			size_t mark = json_path_push_idx(&c->path, i);
 			int rc = put_value(c, f, json_array_get(j, i), b, false);
-			path_pop(c, mark);
+			json_path_pop(&c->path, mark);
 			if (rc)
 				return -1;
 		}
@@ -525,16 +503,16 @@ static int encode_message(struct pb_encode_ctx *c, const ProtobufCMessageDescrip
 	json_object_foreach((json_t *)j, k, v) {
 		const ProtobufCFieldDescriptor *f = find_field(d, k);
 		if (!f) {
-			size_t mark = path_push(c, k);
+			size_t mark = json_path_push(&c->path, k);
 			rc = fail_key(c, j, k, "unknown field '%s' in %s", k, d->name);
-			path_pop(c, mark);
+			json_path_pop(&c->path, mark);
 			goto out;
 		}
 		size_t i = (size_t)(f - d->fields);
 		if (vals[i]) {
-			size_t mark = path_push(c, f->name);
+			size_t mark = json_path_push(&c->path, f->name);
 			rc = fail_key(c, j, k, "field given twice ('%s' and '%s')", keys[i], k);
-			path_pop(c, mark);
+			json_path_pop(&c->path, mark);
 			goto out;
 		}
 		vals[i] = v;
@@ -548,19 +526,19 @@ static int encode_message(struct pb_encode_ctx *c, const ProtobufCMessageDescrip
 			if (vals[o] && !json_is_null(vals[o]) &&
 			    (d->fields[o].flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
 			    d->fields[o].quantifier_offset == f->quantifier_offset) {
-				size_t mark = path_push(c, d->fields[o].name);
+				size_t mark = json_path_push(&c->path, d->fields[o].name);
 				rc = fail_key(c, j, keys[o], "'%s' and '%s' are members of the same oneof",
 					      f->name, d->fields[o].name);
-				path_pop(c, mark);
+				json_path_pop(&c->path, mark);
 				goto out;
 			}
 	}
 	for (unsigned i = 0; i < d->n_fields; i++) {
 		if (!vals[i])
 			continue;
-		size_t mark = path_push(c, d->fields[i].name);
+		size_t mark = json_path_push(&c->path, d->fields[i].name);
 		rc = put_field(c, &d->fields[i], vals[i], b);
-		path_pop(c, mark);
+		json_path_pop(&c->path, mark);
 		if (rc)
 			goto out;
 	}
@@ -667,9 +645,9 @@ static int encode_struct(struct pb_encode_ctx *c, const json_t *j, struct buf *b
 		return fail(c, j, "expected an object (google.protobuf.Struct)");
 	json_object_foreach((json_t *)j, k, v) {
 		struct buf e = { 0 }, val = { 0 };
-		size_t mark = path_push_key(c, k);
+		size_t mark = json_path_push_key(&c->path, k);
 		int rc = encode_value(c, v, &val);
-		path_pop(c, mark);
+		json_path_pop(&c->path, mark);
 		if (!rc) {
 			put_bytes(&e, 1, k, strlen(k));
 			put_bytes(&e, 2, val.p, val.len);
@@ -689,9 +667,9 @@ static int encode_list(struct pb_encode_ctx *c, const json_t *j, struct buf *b)
 		return fail(c, j, "expected an array (google.protobuf.ListValue)");
 	for (size_t i = 0; i < json_array_size(j); i++) {
 		struct buf val = { 0 };
-		size_t mark = path_push_idx(c, i);
+		size_t mark = json_path_push_idx(&c->path, i);
 		int rc = encode_value(c, json_array_get(j, i), &val);
-		path_pop(c, mark);
+		json_path_pop(&c->path, mark);
 		if (!rc)
 			put_bytes(b, 1, val.p, val.len);
 		free(val.p);
@@ -764,9 +742,9 @@ static int encode_any_payload(struct pb_encode_ctx *c, const ProtobufCMessageDes
 		}
 		if (!val)
 			return fail(c, j, "an Any of %s needs \"value\"", d->name);
-		size_t mark = path_push(c, "value");
+		size_t mark = json_path_push(&c->path, "value");
 		int rc = encode_message(c, d, val, b);
-		path_pop(c, mark);
+		json_path_pop(&c->path, mark);
 		return rc;
 	}
 	json_t *copy = json_copy((json_t *)j);   /* shallow: drop "@type" */
@@ -864,7 +842,7 @@ static int encode_wkt(struct pb_encode_ctx *c, const ProtobufCMessageDescriptor 
 
 static void ctx_reset(struct pb_encode_ctx *c, const char *root_path)
 {
-	snprintf(c->path, sizeof(c->path), "%s", root_path ? root_path : "");
+	json_path_set(&c->path, root_path);
 	c->err[0] = 0;
 	c->err_obj = NULL;
 	c->err_node = NULL;

@@ -24,9 +24,10 @@
 #include <stdint.h>
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
+#include "json_path.h"
 
 struct pb_encode_ctx {
-	char path[512];          /* field path being encoded / of the error */
+	struct json_path path;   /* field path being encoded / of the error */
 	char err[1024];          /* "<path>: <message>" of the first error */
 	const json_t *err_obj;   /* with err_key: the object member at fault (for
 				    file positions via cfg_src_key_pos), or NULL */

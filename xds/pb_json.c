@@ -34,55 +34,13 @@ static int fail(struct pb_json_ctx *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	size_t n = strlen(c->path);
-	if (!n) {
-		memcpy(c->err, "<root>", 7);
-		n = 6;
-	} else {
-		memcpy(c->err, c->path, n + 1);
-	}
+	const char *path = json_path_str(&c->path);
+	size_t n = strlen(path);
+	memcpy(c->err, path, n + 1);
 	snprintf(c->err + n, sizeof(c->err) - n, ": %.*s", (int)(sizeof(c->err) - n - 3), msg);
 	return -1;
 }
 
-/* Path helpers: push returns the old length to restore with pop.  They run
- * for every field of every resource (10,000 clusters: ~10^5 calls), so
- * they append with memcpy, not snprintf; a path that would not fit is cut
- * (it only appears in error messages). */
-static size_t path_append(struct pb_json_ctx *c, size_t n, const char *a, size_t la)
-{
-	if (n + la >= sizeof(c->path))
-		la = sizeof(c->path) - 1 - n;
-	memcpy(c->path + n, a, la);
-	c->path[n + la] = 0;
-	return n + la;
-}
-static size_t path_push(struct pb_json_ctx *c, const char *name)
-{
-	size_t n = strlen(c->path), m = n;
-	if (n)
-		m = path_append(c, m, ".", 1);
-	path_append(c, m, name, strlen(name));
-	return n;
-}
-static size_t path_push_idx(struct pb_json_ctx *c, size_t i)
-{
-	char b[32];
-	size_t n = strlen(c->path);
-	int l = snprintf(b, sizeof(b), "[%zu]", i);
-	path_append(c, n, b, (size_t)l);
-	return n;
-}
-static size_t path_push_key(struct pb_json_ctx *c, const char *k)
-{
-	size_t n = strlen(c->path);
-	snprintf(c->path + n, sizeof(c->path) - n, "[\"%s\"]", k);
-	return n;
-}
-static void path_pop(struct pb_json_ctx *c, size_t n)
-{
-	c->path[n] = 0;
-}
 
 static const ProtobufCFieldDescriptor *field_by_name(const ProtobufCMessageDescriptor *d,
 						     const char *name)
@@ -332,9 +290,9 @@ static json_t *struct_json(struct pb_json_ctx *c, const ProtobufCMessage *m)
 		const ProtobufCFieldDescriptor *kf, *vf;
 		const char *k = *(char *const *)wkt_field(ents[i], "key", &kf);
 		const ProtobufCMessage *v = *(ProtobufCMessage *const *)wkt_field(ents[i], "value", &vf);
-		size_t mark = path_push_key(c, k ? k : "");
+		size_t mark = json_path_push_key(&c->path, k ? k : "");
 		json_t *j = v ? struct_value_json(c, v) : json_null();
-		path_pop(c, mark);
+		json_path_pop(&c->path, mark);
 		if (!j) {
 			json_decref(o);
 			return NULL;
@@ -352,9 +310,9 @@ static json_t *list_json(struct pb_json_ctx *c, const ProtobufCMessage *m)
 	ProtobufCMessage *const *vals = *(ProtobufCMessage *const *const *)p;
 	json_t *a = json_array();
 	for (size_t i = 0; i < n; i++) {
-		size_t mark = path_push_idx(c, i);
+		size_t mark = json_path_push_idx(&c->path, i);
 		json_t *j = struct_value_json(c, vals[i]);
-		path_pop(c, mark);
+		json_path_pop(&c->path, mark);
 		if (!j) {
 			json_decref(a);
 			return NULL;
@@ -462,7 +420,7 @@ static int check_unknown(struct pb_json_ctx *c, const ProtobufCMessage *m)
 		if (c->flags & PB_JSON_ALLOW_UNKNOWN) {
 			c->unknown_seen++;
 			log_warn("%s: %s: ignored (--allow-unknown-fields)",
-				 c->path[0] ? c->path : "<root>", what);
+				 json_path_str(&c->path), what);
 			continue;
 		}
 		return fail(c, "%s", what);
@@ -484,7 +442,7 @@ static json_t *message_to_json(struct pb_json_ctx *c, const ProtobufCMessage *m)
 		const ProtobufCFieldDescriptor *f = &d->fields[i];
 		const void *p = FIELD_PTR(m, f);
 		json_t *j = NULL;
-		size_t mark = path_push(c, f->name);
+		size_t mark = json_path_push(&c->path, f->name);
 
 		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 			size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
@@ -505,9 +463,9 @@ static json_t *message_to_json(struct pb_json_ctx *c, const ProtobufCMessage *m)
 					else
 						snprintf(kb, sizeof(kb), "%" JSON_INTEGER_FORMAT,
 							 json_integer_value(kj));
-					size_t km = path_push_key(c, key);
+					size_t km = json_path_push_key(&c->path, key);
 					json_t *vj = value_to_json(c, vf, FIELD_PTR(e, vf));
-					path_pop(c, km);
+					json_path_pop(&c->path, km);
 					if (!vj) {
 						json_decref(kj);
 						json_decref(j);
@@ -521,9 +479,9 @@ static json_t *message_to_json(struct pb_json_ctx *c, const ProtobufCMessage *m)
 				size_t es = elem_size(f);
 				j = json_array();
 				for (size_t k = 0; k < n; k++) {
-					size_t im = path_push_idx(c, k);
+					size_t im = json_path_push_idx(&c->path, k);
 					json_t *e = value_to_json(c, f, arr + k * es);
-					path_pop(c, im);
+					json_path_pop(&c->path, im);
 					if (!e) {
 						json_decref(j);
 						j = NULL;
@@ -548,13 +506,13 @@ static json_t *message_to_json(struct pb_json_ctx *c, const ProtobufCMessage *m)
 			j = value_to_json(c, f, p);
 		}
 		if (!j) {
-			path_pop(c, mark);
+			json_path_pop(&c->path, mark);
 			json_decref(o);
 			return NULL;
 		}
 		json_object_set_new(o, f->name, j);
 next:
-		path_pop(c, mark);
+		json_path_pop(&c->path, mark);
 	}
 	return o;
 }
@@ -562,7 +520,7 @@ next:
 json_t *pb_to_json(struct pb_json_ctx *c, const ProtobufCMessage *msg, const char *root_path)
 {
 	if (root_path) {
-		snprintf(c->path, sizeof(c->path), "%s", root_path);
+		json_path_set(&c->path, root_path);
 		c->err[0] = 0;
 	}
 	json_t *j = message_to_json(c, msg);
@@ -580,7 +538,7 @@ json_t *pb_any_to_json(struct pb_json_ctx *c, const char *url, const uint8_t *da
 	bool wkt;
 
 	if (root_path) {
-		snprintf(c->path, sizeof(c->path), "%s", root_path);
+		json_path_set(&c->path, root_path);
 		c->err[0] = 0;
 	}
 	if (strncmp(url, TYPE_PREFIX, strlen(TYPE_PREFIX)) && !strchr(url, '/')) {

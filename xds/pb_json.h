@@ -23,13 +23,14 @@
 #include <stdint.h>
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
+#include "json_path.h"
 
 #define PB_JSON_ALLOW_UNKNOWN 0x1
 
 struct pb_json_ctx {
 	unsigned flags;               /* PB_JSON_* */
 	unsigned long unknown_seen;   /* unknown fields skipped (ALLOW_UNKNOWN) */
-	char path[512];               /* field path of the error (or being walked) */
+	struct json_path path;        /* field path of the error (or being walked) */
 	char err[1024];               /* "<path>: <message>" of the first error */
 };
 

@@ -18,33 +18,20 @@ closes bob's connection (rbac stat); catalog edits apply live and a broken
 edit is reported with file:line:col while the last good catalog keeps
 serving."""
 
-import os
 import re
 
 import pytest
 
 import harness
-from harness import curl, spawn, stop_process, wait_until
+from harness import curl, wait_until
+from cp_common import CpProcess, ads_bootstrap, write_atomic as write
 
 TD = "cluster.local"
 TOKENS = {"tok-srv-0001": "server", "tok-alice-0002": "alice", "tok-bob-0003": "bob"}
 CLIENTS = ("alice", "bob")
 
 
-def cp_bin():
-    return os.environ.get("REMORA_CP_BIN") or os.path.join(
-        os.path.dirname(harness.remora_bin()), "remora-cp")
-
-
-def write(path, text):
-    """Atomic replace, as editors and ConfigMap updates do."""
-    tmp = str(path) + ".tmp~"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, path)
-
-
-class CatalogCP:
+class CatalogCP(CpProcess):
     """remora-cp serving --catalog FILE with its CA (--ca-tokens)."""
 
     def __init__(self, d, catalog_text):
@@ -58,18 +45,10 @@ class CatalogCP:
             for t, sa in TOKENS.items()))
         self.grpc_port, self.ca_port, self.admin_port = (harness.free_port() for _ in range(3))
         self.root_pem = d / "ca" / "root-cert.pem"
-        self.err_path = d / "cp.stderr"
-        self._err = open(self.err_path, "ab")
-        self.proc = spawn([cp_bin(), "--catalog", str(self.catalog), "--address", "127.0.0.1",
-                           "--grpc-port", str(self.grpc_port), "--ca-port", str(self.ca_port),
-                           "--admin-port", str(self.admin_port), "--ca-tokens", str(tok),
-                           "--ca-dir", str(d / "ca")], stderr=self._err)
-        wait_until(lambda: self.proc.poll() is not None or b"remora-cp ready" in
-                   self.err_path.read_bytes(), 30, what="remora-cp to start")
-        assert self.proc.poll() is None, self.log()
-
-    def log(self):
-        return self.err_path.read_bytes().decode("utf-8", "replace")[-4000:]
+        self._spawn(["--catalog", str(self.catalog), "--address", "127.0.0.1",
+                     "--grpc-port", str(self.grpc_port), "--ca-port", str(self.ca_port),
+                     "--admin-port", str(self.admin_port), "--ca-tokens", str(tok),
+                     "--ca-dir", str(d / "ca")], d / "cp.stderr")
 
     def debug(self):
         import json
@@ -77,35 +56,9 @@ class CatalogCP:
         assert res.status == 200, res
         return json.loads(res.body)
 
-    def stop(self):
-        rc, killed = stop_process(self.proc)
-        self._err.close()
-        log = self.log()
-        assert not killed and rc == 0, f"remora-cp exit {rc}\n{log}"
-        for m in harness.SANITIZER_MARKERS:
-            assert m not in log, log
-
 
 def sidecar_bootstrap(node, admin_port, cp):
-    return {
-        "node": {"id": node, "cluster": node},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1",
-                                                 "port_value": admin_port}}},
-        "static_resources": {"clusters": [{
-            "name": "xds_cluster", "type": "STATIC", "connect_timeout": "1s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
-                             "HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}}}},
-            "load_assignment": harness.load_assignment(
-                "xds_cluster", [("127.0.0.1", cp.grpc_port)])}]},
-        "dynamic_resources": {
-            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
-                           "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]},
-            "cds_config": {"ads": {}, "resource_api_version": "V3"},
-            "lds_config": {"ads": {}, "resource_api_version": "V3"}},
-    }
+    return ads_bootstrap(admin_port, "127.0.0.1", cp.grpc_port, node_id=node, node_cluster=node)
 
 
 # the rules of service `web` (HTTP): what most tests check

@@ -32,14 +32,11 @@ import pytest
 
 import harness
 from harness import wait_until
+from cp_common import CP_NAME, ads_bootstrap, cp_bin, write_atomic, xds_tls_socket
 from test_capture import (APP, A_IP, B_IP, NsRemora, _skip_reason, ns_run, pod_pair,  # noqa: F401
                           workdir)
 
 CP_PORTS = (15010, 15012, 15014)   # ADS, CA, admin: in B's namespace
-
-
-def cp_bin():
-    return os.path.join(os.path.dirname(harness.remora_bin()), "remora-cp")
 
 
 def catalog(split=(100, 0), allowed_sa="client", server_sa="server", v2_mtls=None,
@@ -63,45 +60,16 @@ def catalog(split=(100, 0), allowed_sa="client", server_sa="server", v2_mtls=Non
 
 
 def write(path, text):
-    tmp = path + ".tmp~"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, path)
-
-
-CP_NAME = "remora-cp.remora-system.svc"   # a default SAN of remora-cp's serving certificate
+    write_atomic(path, text, mode=0o644)
 
 
 def sidecar_config(node, cp_ip, root):
     """The injected sidecar's shape: ADS over TLS to the CA port (istiod's
     15012), trusting the published root, the certificate must name the Service."""
-    return {
-        "node": {"id": node, "cluster": node},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 15000}}},
-        "static_resources": {"clusters": [{
-            "name": "xds_cluster", "type": "STATIC", "connect_timeout": "1s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
-                             "HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}}}},
-            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
-                         "UpstreamTlsContext",
-                "sni": CP_NAME, "common_tls_context": {
-                    "alpn_protocols": ["h2"],
-                    "validation_context": {
-                        "trusted_ca": {"filename": root},
-                        "match_typed_subject_alt_names": [
-                            {"san_type": "DNS", "matcher": {"exact": CP_NAME}}]}}}},
-            "load_assignment": harness.load_assignment("xds_cluster", [(cp_ip, CP_PORTS[1])])}]},
-        "dynamic_resources": {
-            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
-                           "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]},
-            "cds_config": {"ads": {}, "resource_api_version": "V3"},
-            "lds_config": {"ads": {}, "resource_api_version": "V3"}},
-    }
+    b = ads_bootstrap(15000, cp_ip, CP_PORTS[1], node_id=node, node_cluster=node,
+                      transport_socket=xds_tls_socket(root))
+    del b["static_resources"]["listeners"]
+    return b
 
 
 @pytest.fixture(scope="module")

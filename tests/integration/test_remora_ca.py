@@ -25,25 +25,20 @@ import time
 import pytest
 
 import harness
-from harness import (bootstrap, curl, hcm, route, route_config, sockaddr, spawn, static_cluster,
-                     stop_process, virtual_host, wait_until)
+from harness import (bootstrap, curl, hcm, route, route_config, sockaddr, static_cluster,
+                     virtual_host, wait_until)
+from cp_common import CP_NAME, CpProcess, ads_bootstrap, cp_bin, xds_tls_socket
 from test_tls import DOWNSTREAM, UPSTREAM
 
 TD = "cluster.local"
 SERVER_ID = f"spiffe://{TD}/ns/prod/sa/web"
 CLIENT_ID = f"spiffe://{TD}/ns/prod/sa/curl"
 TOKENS = {"tok-web-1234": ("prod", "web"), "tok-curl-5678": ("prod", "curl")}
-CP_NAME = "remora-cp.remora-system.svc"   # one of the default serving SANs
 DEFAULT_SANS = ["remora-cp", "remora-cp.remora-system", "remora-cp.remora-system.svc",
                 "remora-cp.remora-system.svc.cluster.local"]
 
 
-def cp_bin():
-    return os.environ.get("REMORA_CP_BIN") or os.path.join(
-        os.path.dirname(harness.remora_bin()), "remora-cp")
-
-
-class ControlPlane:
+class ControlPlane(CpProcess):
     def __init__(self, tmp_path, extra=()):
         self.dir = tmp_path / "cp"
         (self.dir / "config").mkdir(parents=True)
@@ -53,41 +48,15 @@ class ControlPlane:
             f"  {t}: {{namespace: {ns}, service_account: {sa}}}\n"
             for t, (ns, sa) in TOKENS.items()))
         self.grpc_port, self.ca_port, self.admin_port = (harness.free_port() for _ in range(3))
-        self.err_path = self.dir / "cp.stderr"
-        self._err = open(self.err_path, "ab")
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
         env.pop("POD_NAMESPACE", None)   # the default serving SANs use remora-system
-        self.proc = spawn([cp_bin(), "--config-dir", str(self.dir / "config"),
-                           "--address", "127.0.0.1", "--grpc-port", str(self.grpc_port),
-                           "--ca-port", str(self.ca_port), "--admin-port", str(self.admin_port),
-                           "--ca-tokens", str(tok), "--ca-dir", str(self.ca_dir), *extra],
-                          stderr=self._err, env=env)
-        wait_until(lambda: self.proc.poll() is not None or b"remora-cp ready" in
-                   self.err_path.read_bytes(), 30, what="remora-cp to start")
-        assert self.proc.poll() is None, self.log()
+        self._spawn(["--config-dir", str(self.dir / "config"),
+                     "--address", "127.0.0.1", "--grpc-port", str(self.grpc_port),
+                     "--ca-port", str(self.ca_port), "--admin-port", str(self.admin_port),
+                     "--ca-tokens", str(tok), "--ca-dir", str(self.ca_dir), *extra],
+                    self.dir / "cp.stderr", env=env)
         self.root_pem = str(self.ca_dir / "root-cert.pem")
-
-    def log(self):
-        return self.err_path.read_bytes().decode("utf-8", "replace")[-4000:]
-
-    def metrics(self):
-        res = curl(f"http://127.0.0.1:{self.admin_port}/metrics")
-        assert res.status == 200, res
-        out = {}
-        for line in res.body.decode().splitlines():
-            if line and not line.startswith("#"):
-                k, _, v = line.rpartition(" ")
-                out[k] = float(v)
-        return out
-
-    def stop(self):
-        rc, killed = stop_process(self.proc)
-        self._err.close()
-        log = self.log()
-        assert not killed and rc == 0, f"remora-cp exit {rc}\n{log}"
-        for m in harness.SANITIZER_MARKERS:
-            assert m not in log, log
 
 
 @pytest.fixture
@@ -417,17 +386,25 @@ def test_ca_port_serves_tls_with_a_certificate_from_its_own_ca(cp, tmp_path):
         assert call(b"", timeout=10) == b"\x08\x01"   # SERVING
 
 
+def _web_sidecar(remora, upstream, ports, tmp_path, c, name, ca_extra):
+    """A sidecar with the web token and an inbound listener (no client
+    certificate required) that gets its certificate from c's CA port; ca_extra:
+    more --ca-* arguments."""
+    admin, port = ports.get(), ports.get()
+    tok = token_file(tmp_path, "web", "tok-web-1234")
+    return remora(bootstrap(admin, [inbound_listener(port, "app", False)],
+                            [static_cluster("app", upstream.port)]), name=name,
+                  extra_args=["--ca-address", f"127.0.0.1:{c.ca_port}", "--ca-token-file",
+                              str(tok), *ca_extra])
+
+
 def test_csr_over_tls_with_ip_san(remora, upstream, ports, tmp_path):
     """--serving-san with an IP: a sidecar addressing the CA by IP (no
     --ca-server-name) verifies the IP SAN."""
     c = ControlPlane(tmp_path, extra=["--serving-san", "localhost,127.0.0.1"])
     try:
-        admin, port = ports.get(), ports.get()
-        tok = token_file(tmp_path, "web", "tok-web-1234")
-        r = remora(bootstrap(admin, [inbound_listener(port, "app", False)],
-                             [static_cluster("app", upstream.port)]), name="ip-san",
-                   extra_args=["--ca-address", f"127.0.0.1:{c.ca_port}", "--ca-token-file",
-                               str(tok), "--ca-root-cert", c.root_pem])
+        r = _web_sidecar(remora, upstream, ports, tmp_path, c, "ip-san",
+                         ["--ca-root-cert", c.root_pem])
         assert r.stat("remora.ca_client.certs_installed") == 1
         assert r.stat("remora.ca_client.ssl.handshake") >= 1
         assert r.stat("remora.ca_client.ssl.fail_verify_san") == 0
@@ -480,12 +457,7 @@ def test_plaintext_ca_port_option(remora, upstream, ports, tmp_path):
     """--plaintext-ca-port keeps the CA port cleartext (h2c, no --ca-root-cert)."""
     c = ControlPlane(tmp_path, extra=["--plaintext-ca-port"])
     try:
-        admin, port = ports.get(), ports.get()
-        tok = token_file(tmp_path, "web", "tok-web-1234")
-        r = remora(bootstrap(admin, [inbound_listener(port, "app", False)],
-                             [static_cluster("app", upstream.port)]), name="h2c-ca",
-                   extra_args=["--ca-address", f"127.0.0.1:{c.ca_port}", "--ca-token-file",
-                               str(tok)])
+        r = _web_sidecar(remora, upstream, ports, tmp_path, c, "h2c-ca", [])
         assert r.stat("remora.ca_client.certs_installed") == 1
         assert "cleartext h2c" in read_log(r.stderr_path)
         assert "remora_cp_tls_handshakes_total" not in c.metrics()
@@ -496,17 +468,7 @@ def test_plaintext_ca_port_option(remora, upstream, ports, tmp_path):
 def tls_ads_bootstrap(admin, cp, root, name=CP_NAME):
     """Istio's xds-grpc cluster shape: ADS to the CA port over TLS, trusting the
     mounted root, the control plane's certificate must carry `name`."""
-    from test_remora_cp import bootstrap as ads_bootstrap
-    b = ads_bootstrap(admin, cp)
-    xc = b["static_resources"]["clusters"][0]
-    xc["load_assignment"] = harness.load_assignment("xds_cluster", [("127.0.0.1", cp.ca_port)])
-    xc["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": UPSTREAM, "sni": name, "common_tls_context": {
-            "alpn_protocols": ["h2"],
-            "validation_context": {"trusted_ca": {"filename": str(root)},
-                                   "match_typed_subject_alt_names": [
-                                       {"san_type": "DNS", "matcher": {"exact": name}}]}}}}
-    return b
+    return ads_bootstrap(admin, "127.0.0.1", cp.ca_port, transport_socket=xds_tls_socket(root, name))
 
 
 def test_xds_bootstrap_over_tls_to_the_ca_port(remora, upstream, ports, cp, tmp_path):

@@ -15,15 +15,12 @@ import pytest
 
 import harness
 from harness import curl, wait_until
+from cp_common import ads_bootstrap, cp_bin
 
 PROMTOOL = "/usr/bin/promtool"
 HCM = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
        "HttpConnectionManager")
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-
-
-def cp_bin():
-    return os.path.join(os.path.dirname(harness.remora_bin()), "remora-cp")
 
 
 class RemoraCP:
@@ -145,23 +142,8 @@ def route_yaml(cluster=None, split=None, name="r1"):
 
 
 def bootstrap(admin, cp, node_id="sidecar-1", node_cluster="remora-tests", delta=False):
-    b = harness.bootstrap(admin, [], [{
-        "name": "xds_cluster", "type": "STATIC", "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}}},
-        "load_assignment": harness.load_assignment("xds_cluster", [("127.0.0.1", cp.grpc_port)]),
-    }], node_id=node_id)
-    b["node"]["cluster"] = node_cluster
-    b["dynamic_resources"] = {
-        "ads_config": {"api_type": "AGGREGATED_DELTA_GRPC" if delta else "GRPC",
-                       "transport_api_version": "V3",
-                       "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]},
-        "cds_config": {"ads": {}, "resource_api_version": "V3"},
-        "lds_config": {"ads": {}, "resource_api_version": "V3"},
-    }
-    return b
+    return ads_bootstrap(admin, "127.0.0.1", cp.grpc_port, node_id=node_id,
+                         node_cluster=node_cluster, delta=delta)
 
 
 def server_of(port, path="/x"):

@@ -11,6 +11,7 @@ import subprocess
 from harness import (bootstrap, curl, http_listener, route, static_cluster, wait_until)
 from test_xds import (cla, cp, eds_cluster, last_request, pytestmark,  # noqa: F401
                       rds_listener, routes, xds_bootstrap, LDS)
+from test_xds import push_backend
 from test_xds_drain import h1
 
 PROMTOOL = "/usr/bin/promtool"
@@ -94,10 +95,7 @@ def test_listener_replaced_while_draining_no_duplicate_series(remora, cp, make_u
     scope each, counting the traffic of both."""
     a = make_upstream("a")
     admin, lport = ports.get(), ports.get()
-    cp.set("cds", "1", [eds_cluster("backend")])
-    cp.set("eds", "1", [cla("backend", [a.port])])
-    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
-    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    push_backend(cp, "1", [a.port], lport)
     r = remora(xds_bootstrap(admin, cp.grpc_port), drain_time_s=30)
     old = socket.create_connection(("127.0.0.1", lport), timeout=5)
     assert h1(old)[0] == 200

@@ -92,29 +92,44 @@ def test_large_bodies_both_ways(remora, ports, h2up, tmp_path):
     assert len(res.body) == 5000000 and res.body == pattern_bytes(5000000)
 
 
+def _held_burst(up, lport, n=20):
+    """n concurrent requests the upstream holds open (hold=1) until every one
+    has arrived there; then released.  The state under test (connections,
+    streams per connection) is read while all n are open, so it does not
+    depend on how fast the clients start (no sleep to outlast).  Returns the
+    curl results."""
+    urls = [f"http://127.0.0.1:{lport}/slow?hold=1&i={i}" for i in range(n)]
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        futs = [ex.submit(curl, u, timeout=120) for u in urls]
+        try:
+            wait_until(lambda: up.active_total == n or any(f.done() for f in futs), 90,
+                       what=f"{n} streams open at the upstream")
+            assert up.active_total == n, \
+                f"a request ended before all {n} were open: {up.active_total} open"
+        finally:
+            up.release()
+        return [f.result() for f in futs]
+
+
 def test_multiplexing_and_max_concurrent_streams(remora, ports, h2up):
-    """20 concurrent slow requests: the peer allows 5 streams per connection,
-    so they need at least 4 connections and no connection ever carries more
-    than 5; with 100 allowed, a few connections carry them all."""
+    """20 concurrent requests held open: the peer allows 5 streams per
+    connection, so they need at least 4 connections and no connection ever
+    carries more than 5; with 100 allowed, a few connections carry them all."""
     up = h2up(max_concurrent_streams=5)
     cfg, lport = config(ports, up.port, {"typed_extension_protocol_options": h2_opts()})
     r = remora(cfg, concurrency=1)
-    urls = [f"http://127.0.0.1:{lport}/slow?sleep_ms=400&i={i}" for i in range(20)]
-    with concurrent.futures.ThreadPoolExecutor(20) as ex:
-        results = list(ex.map(lambda u: curl(u), urls))
+    results = _held_burst(up, lport)
     assert all(x.status == 200 for x in results), [x.status for x in results]
     assert up.max_active <= 5
-    assert up.max_active_total >= 10          # they did run concurrently
+    assert up.max_active_total == 20          # they did run concurrently
     assert 4 <= up.connections < 20
     assert r.stat("cluster.backend.upstream_cx_http2_total") == up.connections
 
     up2 = h2up(max_concurrent_streams=100)
     cfg, lport = config(ports, up2.port, {"typed_extension_protocol_options": h2_opts()})
     remora(cfg, concurrency=1)
-    urls = [f"http://127.0.0.1:{lport}/slow?sleep_ms=400&i={i}" for i in range(20)]
-    with concurrent.futures.ThreadPoolExecutor(20) as ex:
-        results = list(ex.map(lambda u: curl(u), urls))
-    assert all(x.status == 200 for x in results)
+    results = _held_burst(up2, lport)
+    assert all(x.status == 200 for x in results), [x.status for x in results]
     assert up2.connections <= 2               # multiplexed
     assert up2.max_active >= 10
 

@@ -160,6 +160,29 @@ def routes(name, prefix_to_cluster):
         {"match": {"prefix": p}, "route": {"cluster": c}} for p, c in prefix_to_cluster]}]}
 
 
+def restart_control_plane(r, cp, lport):
+    """Stop cp: Remora disconnects and the last configuration keeps serving
+    on lport (checked); a few reconnect attempts fail; then a new, empty
+    control plane on the same port (returned: the caller stops it)."""
+    port = cp.grpc_port
+    cp.stop()
+    wait_until(lambda: r.stat("control_plane.connected_state") == 0, 10, what="disconnected")
+    for _ in range(5):
+        assert curl(f"http://127.0.0.1:{lport}/").status == 200
+    time.sleep(1.0)   # a few reconnect attempts fail meanwhile
+    return ControlPlane(port)
+
+
+def push_backend(cp, version, ports, lport):
+    """The usual four resources at one version: cluster "backend" (EDS) on
+    the upstream ports, RouteConfiguration "r1" sending / to it, listener
+    "ingress" on lport using r1."""
+    cp.set("cds", version, [eds_cluster("backend")])
+    cp.set("eds", version, [cla("backend", ports)])
+    cp.set("rds", version, [routes("r1", [("/", "backend")])])
+    cp.set("lds", version, [rds_listener("ingress", lport, "r1")])
+
+
 def ready(r):
     st, _, _ = r.admin_request("GET", "/ready", timeout=2)
     return st == 200
@@ -229,10 +252,7 @@ def test_invalid_resource_nacked_old_config_serves(remora, cp, make_upstream, po
     valid resources of the same response are applied."""
     a = make_upstream("a")
     admin, lport, lport2 = ports.get(), ports.get(), ports.get()
-    cp.set("cds", "1", [eds_cluster("backend")])
-    cp.set("eds", "1", [cla("backend", [a.port])])
-    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
-    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    push_backend(cp, "1", [a.port], lport)
     r = remora(xds_bootstrap(admin, cp.grpc_port))
     assert curl(f"http://127.0.0.1:{lport}/").status == 200
 
@@ -289,10 +309,7 @@ def test_unchanged_resources_keep_their_objects(remora, cp, make_upstream, ports
     stops accepting."""
     a = make_upstream("a")
     admin, lport, lport2 = ports.get(), ports.get(), ports.get()
-    cp.set("cds", "1", [eds_cluster("backend")])
-    cp.set("eds", "1", [cla("backend", [a.port])])
-    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
-    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    push_backend(cp, "1", [a.port], lport)
     # one worker: with two, a request after the update may land on the
     # worker whose pool is still empty and open a connection legitimately
     r = remora(xds_bootstrap(admin, cp.grpc_port), concurrency=1)
@@ -331,24 +348,12 @@ def test_control_plane_restart_reconnects(remora, cp, make_upstream, ports):
     (backoff), resubscribes with its accepted versions, and applies the next push."""
     a, b = make_upstream("a"), make_upstream("b")
     admin, lport = ports.get(), ports.get()
-    cp.set("cds", "1", [eds_cluster("backend")])
-    cp.set("eds", "1", [cla("backend", [a.port])])
-    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
-    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    push_backend(cp, "1", [a.port], lport)
     r = remora(xds_bootstrap(admin, cp.grpc_port))
     assert curl(f"http://127.0.0.1:{lport}/").json()["server"] == "a"
-    port = cp.grpc_port
-    cp.stop()
-    wait_until(lambda: r.stat("control_plane.connected_state") == 0, 10, what="disconnected")
-    for _ in range(5):
-        assert curl(f"http://127.0.0.1:{lport}/").status == 200
-    time.sleep(1.0)   # a few reconnect attempts fail meanwhile
-    cp2 = ControlPlane(port)
+    cp2 = restart_control_plane(r, cp, lport)
     try:
-        cp2.set("cds", "2", [eds_cluster("backend")])
-        cp2.set("eds", "2", [cla("backend", [b.port])])
-        cp2.set("rds", "2", [routes("r1", [("/", "backend")])])
-        cp2.set("lds", "2", [rds_listener("ingress", lport, "r1")])
+        push_backend(cp2, "2", [b.port], lport)
         wait_until(lambda: r.stat("control_plane.connected_state") == 1, 40, what="reconnected")
         reqs = cp2.requests()
         cds = [q for q in reqs if q["type_url"] == CDS]
@@ -463,10 +468,7 @@ def test_resent_bad_version_is_not_a_busy_loop(remora, cp, make_upstream, ports)
     to 10 s), not a request per round trip; a good version then applies."""
     a = make_upstream("a")
     admin, lport = ports.get(), ports.get()
-    cp.set("cds", "1", [eds_cluster("backend")])
-    cp.set("eds", "1", [cla("backend", [a.port])])
-    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
-    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    push_backend(cp, "1", [a.port], lport)
     r = remora(xds_bootstrap(admin, cp.grpc_port))
     bad = eds_cluster("backend")
     bad["lb_policy"] = "CLUSTER_PROVIDED"

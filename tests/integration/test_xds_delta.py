@@ -11,6 +11,7 @@ import time
 from harness import curl, wait_until
 from test_xds import (CDS, EDS, LDS, RDS, ControlPlane, cla, cp, eds_cluster, pytestmark,  # noqa: F401
                       rds_listener, ready, routes, xds_bootstrap)
+from test_xds import push_backend
 
 
 def delta_bootstrap(admin, cp_port, **kw):
@@ -98,10 +99,7 @@ def test_delta_reconnect_sends_initial_resource_versions(remora, cp, make_upstre
     control plane sends only what differs."""
     a, b = make_upstream("a"), make_upstream("b")
     admin, lport = ports.get(), ports.get()
-    cp.set("cds", "1", [eds_cluster("backend")])
-    cp.set("eds", "1", [cla("backend", [a.port])])
-    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
-    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    push_backend(cp, "1", [a.port], lport)
     r = remora(delta_bootstrap(admin, cp.grpc_port))
     assert server_of(lport) == "a"
     port = cp.grpc_port

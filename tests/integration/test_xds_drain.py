@@ -12,6 +12,7 @@ import time
 from harness import wait_until
 from test_xds import (LDS, cla, cp, eds_cluster, last_request, pytestmark,  # noqa: F401
                       rds_listener, routes, xds_bootstrap)
+from test_xds import push_backend
 
 
 def h1(sock, path="/x"):
@@ -44,10 +45,7 @@ def closed_by_peer(sock, timeout):
 def start_xds(remora, cp, make_upstream, ports, drain_time_s):
     a = make_upstream("a")
     admin, lport = ports.get(), ports.get()
-    cp.set("cds", "1", [eds_cluster("backend")])
-    cp.set("eds", "1", [cla("backend", [a.port])])
-    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
-    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    push_backend(cp, "1", [a.port], lport)
     r = remora(xds_bootstrap(admin, cp.grpc_port), drain_time_s=drain_time_s)
     return r, a, lport
 

@@ -9,7 +9,6 @@ each request came on."""
 import copy
 import json
 import subprocess
-import time
 
 import pytest
 
@@ -18,6 +17,7 @@ import tls_pki
 from harness import curl, wait_until
 from test_xds import (CDS, EDS, LDS, RDS, ControlPlane, cla, cp, eds_cluster,  # noqa: F401
                       last_request, pytestmark, rds_listener, ready, routes)
+from test_xds import restart_control_plane
 
 SERVICE_TYPE = {"Clusters": CDS, "Endpoints": EDS, "Listeners": LDS, "Routes": RDS}
 
@@ -68,6 +68,27 @@ def listener_from(name, port, route, src):
     return lst
 
 
+def push_per_type(cp, src, versions, ports, lport):
+    """Cluster "backend" (EDS), RouteConfiguration "r1" and listener "ingress"
+    on lport, each naming src as its source; versions: (CDS, EDS, RDS, LDS)."""
+    vc, ve, vr, vl = versions
+    cp.set("cds", vc, [cluster_from("backend", src)])
+    cp.set("eds", ve, [cla("backend", ports)])
+    cp.set("rds", vr, [routes("r1", [("/", "backend")])])
+    cp.set("lds", vl, [listener_from("ingress", lport, "r1", src)])
+
+
+def _start_per_type(remora, cp, make_upstream, ports):
+    """Upstreams a and b; cp serves backend -> a over per-type GRPC streams
+    (no ADS); a Remora on them.  Returns (a, b, lport, src, remora)."""
+    a, b = make_upstream("a"), make_upstream("b")
+    admin, lport = ports.get(), ports.get()
+    src = grpc_src("GRPC")
+    push_per_type(cp, src, ("c1", "e1", "r1", "l1"), [a.port], lport)
+    r = remora(bootstrap(admin, [static_cluster("xds_cluster", cp.grpc_port)], src, src))
+    return a, b, lport, src, r
+
+
 def service_of(q):
     return "REST" if q.get("rest") else q["service"]
 
@@ -77,14 +98,7 @@ def test_per_type_streams(remora, cp, make_upstream, ports):
     and RDS names their resources reference on StreamEndpoints / StreamRoutes
     (the sources the cluster and the listener name).  Every request goes on
     the stream of its type, with that stream's own nonces and versions."""
-    a, b = make_upstream("a"), make_upstream("b")
-    admin, lport = ports.get(), ports.get()
-    src = grpc_src("GRPC")
-    cp.set("cds", "c1", [cluster_from("backend", src)])
-    cp.set("eds", "e1", [cla("backend", [a.port])])
-    cp.set("rds", "r1", [routes("r1", [("/", "backend")])])
-    cp.set("lds", "l1", [listener_from("ingress", lport, "r1", src)])
-    r = remora(bootstrap(admin, [static_cluster("xds_cluster", cp.grpc_port)], src, src))
+    a, b, lport, src, r = _start_per_type(remora, cp, make_upstream, ports)
     assert curl(f"http://127.0.0.1:{lport}/x").json()["server"] == "a"
     assert cp.streams()["by_service"] == {"StreamClusters": 1, "StreamEndpoints": 1,
                                           "StreamListeners": 1, "StreamRoutes": 1}
@@ -335,27 +349,11 @@ def test_control_plane_restart_each_stream_reconnects(remora, cp, make_upstream,
     """The control plane dies: the last configuration keeps serving; each
     per-type stream reconnects on its own backoff and resubscribes with its
     own accepted version; the next push applies."""
-    a, b = make_upstream("a"), make_upstream("b")
-    admin, lport = ports.get(), ports.get()
-    src = grpc_src("GRPC")
-    cp.set("cds", "c1", [cluster_from("backend", src)])
-    cp.set("eds", "e1", [cla("backend", [a.port])])
-    cp.set("rds", "r1", [routes("r1", [("/", "backend")])])
-    cp.set("lds", "l1", [listener_from("ingress", lport, "r1", src)])
-    r = remora(bootstrap(admin, [static_cluster("xds_cluster", cp.grpc_port)], src, src))
+    a, b, lport, src, r = _start_per_type(remora, cp, make_upstream, ports)
     assert curl(f"http://127.0.0.1:{lport}/").json()["server"] == "a"
-    port = cp.grpc_port
-    cp.stop()
-    wait_until(lambda: r.stat("control_plane.connected_state") == 0, 10, what="disconnected")
-    for _ in range(5):
-        assert curl(f"http://127.0.0.1:{lport}/").status == 200
-    time.sleep(1.0)   # reconnect attempts fail meanwhile
-    cp2 = ControlPlane(port)
+    cp2 = restart_control_plane(r, cp, lport)
     try:
-        cp2.set("cds", "c2", [cluster_from("backend", src)])
-        cp2.set("eds", "e2", [cla("backend", [b.port])])
-        cp2.set("rds", "r2", [routes("r1", [("/", "backend")])])
-        cp2.set("lds", "l2", [listener_from("ingress", lport, "r1", src)])
+        push_per_type(cp2, src, ("c2", "e2", "r2", "l2"), [b.port], lport)
         wait_until(lambda: r.stat("control_plane.connected_state") == 1, 40, what="reconnected")
         wait_until(lambda: len(cp2.streams()["by_service"]) == 4, 40, what="four streams")
         first = {}

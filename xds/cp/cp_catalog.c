@@ -54,6 +54,22 @@ int cat_bad(struct cat *c, const json_t *obj, const char *key, const json_t *nod
 }
 
 /* Every key of obj must be in allowed (NULL-terminated). */
+json_t *cat_map(struct cat *c, const json_t *l, const char *path, cat_map_fn *fn, const void *arg)
+{
+	json_t *out = json_array();
+	for (size_t i = 0; i < json_array_size(l); i++) {
+		char p[512];
+		snprintf(p, sizeof(p), "%s[%zu]", path, i);
+		json_t *n = fn(c, json_array_get(l, i), p, arg);
+		if (!n) {
+			json_decref(out);
+			return NULL;
+		}
+		json_array_append_new(out, n);
+	}
+	return out;
+}
+
 int cat_check_keys(struct cat *c, const json_t *obj, const char *path, const char *const *allowed)
 {
 	const char *k;
@@ -461,26 +477,24 @@ static json_t *tls_inspector(void)
 			 "typed_config", "@type", TI_TYPE);
 }
 
+static json_t *route_elem(struct cat *c, const json_t *r, const char *path, const void *services)
+{
+	return route(c, r, path, services);
+}
+
 /* The route configuration of an HTTP listener (new reference). */
 static json_t *route_config(struct cat *c, const json_t *l, const char *name, const char *path,
 			    const json_t *services)
 {
-	json_t *rs = json_object_get(l, "routes"), *out = json_array();
+	json_t *rs = json_object_get(l, "routes"), *out;
+	char p[400];
 	if (!json_is_array(rs)) {
-		json_decref(out);
 		cat_bad(c, l, "routes", NULL, path, "'routes' must be a list");
 		return NULL;
 	}
-	for (size_t k = 0; k < json_array_size(rs); k++) {
-		char p[96];
-		snprintf(p, sizeof(p), "%s.routes[%zu]", path, k);
-		json_t *r = route(c, json_array_get(rs, k), p, services);
-		if (!r) {
-			json_decref(out);
-			return NULL;
-		}
-		json_array_append_new(out, r);
-	}
+	snprintf(p, sizeof(p), "%s.routes", path);
+	if (!(out = cat_map(c, rs, p, route_elem, services)))
+		return NULL;
 	return json_pack("{s:s, s:[{s:s, s:[s], s:o}]}", "name", name, "virtual_hosts", "name",
 			 name, "domains", "*", "routes", out);
 }

@@ -33,6 +33,11 @@ int cat_bad(struct cat *c, const json_t *obj, const char *key, const json_t *nod
 /* Every key of obj must be in allowed (NULL-terminated); 0 or -1. */
 int cat_check_keys(struct cat *c, const json_t *obj, const char *path,
 		   const char *const *allowed);
+/* Each element of the array l converted by fn(c, element, "path[i]", arg):
+ * a new array of the results (new reference), or NULL when fn fails (c->err
+ * set by fn). */
+typedef json_t *cat_map_fn(struct cat *c, const json_t *v, const char *path, const void *arg);
+json_t *cat_map(struct cat *c, const json_t *l, const char *path, cat_map_fn *fn, const void *arg);
 /* obj[key] as a string (borrowed), def when absent (an error when def is
  * NULL); on error *rc = -1 and def is returned. */
 const char *cat_get_str(struct cat *c, const json_t *obj, const char *key, const char *path,

@@ -215,6 +215,18 @@ static json_t *conv_header(struct cat *c, const json_t *v, const char *path, con
 
 /* ---- clauses ---------------------------------------------------------------------- */
 
+/* A conv_fn and its argument, as cat_map's argument. */
+struct conv_call {
+	conv_fn *fn;
+	const char *arg;
+};
+
+static json_t *conv_elem(struct cat *c, const json_t *v, const char *path, const void *arg)
+{
+	const struct conv_call *k = arg;
+	return k->fn(c, v, path, k->arg);
+}
+
 /* obj[key]: a non-empty list, every value converted: any of them (new
  * reference), NULL with c->err. */
 static json_t *values(struct cat *c, const json_t *obj, const char *key, const char *path,
@@ -227,18 +239,9 @@ static json_t *values(struct cat *c, const json_t *obj, const char *key, const c
 		cat_bad(c, obj, key, NULL, p, "'%s' must be a non-empty list", key);
 		return NULL;
 	}
-	json_t *out = json_array();
-	for (size_t i = 0; i < json_array_size(l); i++) {
-		char pi[480];
-		snprintf(pi, sizeof(pi), "%s[%zu]", p, i);
-		json_t *n = fn(c, json_array_get(l, i), pi, arg);
-		if (!n) {
-			json_decref(out);
-			return NULL;
-		}
-		json_array_append_new(out, n);
-	}
-	return any_of(out, perm);
+	const struct conv_call call = { fn, arg };
+	json_t *out = cat_map(c, l, p, conv_elem, &call);
+	return out ? any_of(out, perm) : NULL;
 }
 
 struct field {
@@ -305,6 +308,18 @@ fail:
 	return NULL;
 }
 
+/* clause()'s arguments but the entry, as cat_map's argument. */
+struct clause_call {
+	const struct field *fields;
+	bool perm, tcp;
+};
+
+static json_t *clause_elem(struct cat *c, const json_t *v, const char *path, const void *arg)
+{
+	const struct clause_call *k = arg;
+	return clause(c, v, path, k->fields, k->perm, k->tcp);
+}
+
 /* `from` / `to`: one entry or a list of alternatives (new reference). */
 static json_t *alternatives(struct cat *c, const json_t *r, const char *key, const char *path,
 			    const struct field *fields, bool perm, bool tcp)
@@ -318,18 +333,9 @@ static json_t *alternatives(struct cat *c, const json_t *r, const char *key, con
 		cat_bad(c, r, key, NULL, p, "'%s' must be a mapping or a non-empty list of them", key);
 		return NULL;
 	}
-	json_t *out = json_array();
-	for (size_t i = 0; i < json_array_size(v); i++) {
-		char pi[480];
-		snprintf(pi, sizeof(pi), "%s[%zu]", p, i);
-		json_t *n = clause(c, json_array_get(v, i), pi, fields, perm, tcp);
-		if (!n) {
-			json_decref(out);
-			return NULL;
-		}
-		json_array_append_new(out, n);
-	}
-	return any_of(out, perm);
+	const struct clause_call call = { fields, perm, tcp };
+	json_t *out = cat_map(c, v, p, clause_elem, &call);
+	return out ? any_of(out, perm) : NULL;
 }
 
 /* when: [{key, values, not_values}]: each condition goes to the

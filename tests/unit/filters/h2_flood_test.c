@@ -154,33 +154,11 @@ TEST(h2_flood_outbound_counts_unwritten_frames)
 
 /* ---- configuration ------------------------------------------------------------ */
 
-static const char *yaml_fmt =
-	"%s"
-	"static_resources:\n"
-	"  listeners:\n"
-	"  - name: l\n"
-	"    address: {socket_address: {address: 127.0.0.1, port_value: 1}}\n"
-	"    filter_chains:\n"
-	"    - filters:\n"
-	"      - name: envoy.filters.network.http_connection_manager\n"
-	"        typed_config:\n"
-	"          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n"
-	"          stat_prefix: a\n"
-	"          %s\n"
-	"          route_config: {virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]}\n"
-	"          http_filters:\n"
-	"          - name: envoy.filters.http.router\n"
-	"            typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}\n";
-
 static const struct hcm_cfg *compile(const char *pre, const char *extra, struct snapshot **out,
 				     char *err, size_t n)
 {
-	char y[4096];
-	snprintf(y, sizeof(y), yaml_fmt, pre, extra);
-	*out = test_bootstrap(y, err, n);
-	if (!*out)
-		return NULL;
-	return (*out)->listeners[0]->chains[0].cfg;
+	*out = test_bootstrap_hcm(pre, extra, err, n);
+	return *out ? (*out)->listeners[0]->chains[0].cfg : NULL;
 }
 
 TEST(h2_flood_options_parsed)

@@ -33,31 +33,10 @@ TEST(grpc_status_mapping_is_envoys)
 	CHECK_INT(grpc_status_from_http(200), 2);
 }
 
-static const char *yaml_fmt =
-	"static_resources:\n"
-	"  listeners:\n"
-	"  - name: l\n"
-	"    address: {socket_address: {address: 127.0.0.1, port_value: 1}}\n"
-	"    filter_chains:\n"
-	"    - filters:\n"
-	"      - name: envoy.filters.network.http_connection_manager\n"
-	"        typed_config:\n"
-	"          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n"
-	"          stat_prefix: a\n"
-	"          %s\n"
-	"          route_config: {virtual_hosts: [{name: v, domains: [\"*\"], routes: []}]}\n"
-	"          http_filters:\n"
-	"          - name: envoy.filters.http.router\n"
-	"            typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}\n";
-
 static const struct hcm_cfg *compile(const char *extra, struct snapshot **out, char *err, size_t n)
 {
-	char y[4096];
-	snprintf(y, sizeof(y), yaml_fmt, extra);
-	*out = test_bootstrap(y, err, n);
-	if (!*out)
-		return NULL;
-	return (*out)->listeners[0]->chains[0].cfg;
+	*out = test_bootstrap_hcm("", extra, err, n);
+	return *out ? (*out)->listeners[0]->chains[0].cfg : NULL;
 }
 
 TEST(http2_protocol_options_defaults_and_values)
@@ -113,9 +92,10 @@ TEST(http2_protocol_options_errors_name_the_field)
 		{ "http2_protocol_options: []", "typed_config.http2_protocol_options" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		char y[4096];
-		snprintf(y, sizeof(y), yaml_fmt, cases[i].extra);
-		CHECK(!test_bootstrap_ok(y, err, sizeof(err)));
+		struct snapshot *s = test_bootstrap_hcm("", cases[i].extra, err, sizeof(err));
+		CHECK(s == NULL);
+		if (s)
+			test_bootstrap_done(s);
 		CHECK_CONTAINS(err, cases[i].want);
 	}
 }

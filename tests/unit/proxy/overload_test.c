@@ -8,22 +8,11 @@
 /* Parse the overload_manager object of a YAML document. */
 static int parse(const char *yaml, struct overload_cfg *o, char *err, size_t errlen)
 {
-	struct cfg_src *src = NULL;
-	struct cfg_ctx c;
-	char lerr[256];
-	json_t *root = yaml_load_buffer("t.yaml", yaml, strlen(yaml), &src, lerr, sizeof(lerr));
-	if (!root) {
-		snprintf(err, errlen, "%s", lerr);
+	struct test_yaml t;
+	const json_t *om;
+	if (test_yaml_enter(&t, yaml, "overload_manager", &om, err, errlen))
 		return RM_ERROR;
-	}
-	cfg_init(&c, src, "t.yaml");
-	const json_t *om = cfg_enter(&c, root, "overload_manager");
-	int rc = overload_parse(&c, om, o);
-	cfg_leave(&c);
-	snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), c.err);
-	json_decref(root);
-	cfg_src_free(src);
-	return rc;
+	return test_yaml_leave(&t, overload_parse(&t.c, om, o), err, errlen);
 }
 
 #define MONITORS \

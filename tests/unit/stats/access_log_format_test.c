@@ -7,6 +7,7 @@
 #include "proxy/config/cfg.h"
 #include "proxy/http/headers.h"
 #include "stats/access_log.h"
+#include "bootstrap_helper.h"
 
 static char *render(const struct al_format *f, const struct al_record *r)
 {
@@ -313,11 +314,10 @@ TEST(json_typed_values)
 static struct al_list *parse(const char *text, char *err, size_t errlen)
 {
 	struct cfg_ctx c;
-	json_error_t je;
 	struct al_list *l = NULL;
-	json_t *j = json_loads(text, 0, &je);
+	json_t *j = test_json(text);
 	if (!j) {
-		snprintf(err, errlen, "bad test json: %s", je.text);
+		snprintf(err, errlen, "bad test json");
 		return NULL;
 	}
 	cfg_init(&c, NULL, NULL);

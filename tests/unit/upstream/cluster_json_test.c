@@ -13,23 +13,14 @@
 #include "proxy/common.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream/cluster.h"
-
-static json_t *load(const char *s)
-{
-	json_error_t je;
-	json_t *j = json_loads(s, 0, &je);
-
-	if (!j)
-		fprintf(stderr, "bad test json: %s\n", je.text);
-	return j;
-}
+#include "bootstrap_helper.h"
 
 TEST(cluster_config_json_round_trips)
 {
-	json_t *j = load("{\"name\":\"web\",\"type\":\"STATIC\",\"connect_timeout\":\"0.25s\","
-			 "\"load_assignment\":{\"cluster_name\":\"web\",\"endpoints\":[{\"lb_endpoints\":["
-			 "{\"endpoint\":{\"address\":{\"socket_address\":"
-			 "{\"address\":\"127.0.0.1\",\"port_value\":8080}}}}]}]}}");
+	json_t *j = test_json("{\"name\":\"web\",\"type\":\"STATIC\",\"connect_timeout\":\"0.25s\","
+			      "\"load_assignment\":{\"cluster_name\":\"web\",\"endpoints\":[{\"lb_endpoints\":["
+			      "{\"endpoint\":{\"address\":{\"socket_address\":"
+			      "{\"address\":\"127.0.0.1\",\"port_value\":8080}}}}]}]}}");
 	struct stats_store *st = stats_store_new(3);
 	struct build_ctx b = { .stats = st, .nworkers = 2 };
 	struct cfg_ctx c;

@@ -14,21 +14,9 @@
 #include "proxy/snapshot.h"
 #include "proxy/worker.h"
 #include "proxy/upstream/cluster.h"
+#include "bootstrap_helper.h"
 
-static struct stats_store *store;
 static struct worker wk = { .id = 0, .shard = 1 };
-
-static void publish(struct cluster *cl, struct hostset *hs)
-{
-	__atomic_add_fetch(&hs->refcnt, 1, __ATOMIC_RELAXED);
-	cluster_worker_set_hostset(cl, 0, hs);
-}
-
-static void inited(struct cluster *cl, void *arg)
-{
-	(void)cl;
-	(void)arg;
-}
 
 /* A cluster of n hosts 10.0.0.<i+1>:80 with weights w[i] (NULL: 1), health
  * status[i] (NULL: none given) and the given extra top-level fields (JSON
@@ -53,25 +41,9 @@ static struct cluster *make_eps(size_t n, const unsigned *w, const char *const *
 		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "}");
 	}
 	snprintf(buf + off, sizeof(buf) - off, "]}]}}");
-	json_error_t je;
-	json_t *j = json_loads(buf, 0, &je);
-	if (!j) {
-		fprintf(stderr, "bad test json: %s\n%s\n", je.text, buf);
-		return NULL;
-	}
-	if (!store)
-		store = stats_store_new(2);
-	struct build_ctx b = { .stats = store, .nworkers = 1 };
-	struct cfg_ctx c;
-	cfg_init(&c, NULL, NULL);
-	struct cluster *cl = cluster_parse(&c, j, &b);
-	if (err)
-		snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), c.err);
-	json_decref(j);
-	if (!cl)
-		return NULL;
-	cluster_publish_hook = publish;
-	cluster_start(cl, NULL, inited, NULL);
+	struct cluster *cl = test_cluster_parse(buf, err, errlen);
+	if (cl)
+		test_cluster_start(cl, NULL);
 	return cl;
 }
 

@@ -15,27 +15,14 @@
 #include "proxy/config/address.h"
 #include "proxy/upstream/cluster.h"
 #include "proxy/upstream/original_dst.h"
-
-static struct stats_store *store;
+#include "bootstrap_helper.h"
 
 static struct cluster *make(const char *extra, char *err, size_t errlen)
 {
 	char buf[1024];
 	snprintf(buf, sizeof(buf), "{\"name\":\"o\",\"type\":\"ORIGINAL_DST\","
 		 "\"lb_policy\":\"CLUSTER_PROVIDED\"%s%s}", *extra ? "," : "", extra);
-	json_error_t je;
-	json_t *j = json_loads(buf, 0, &je);
-	if (!j)
-		return NULL;
-	if (!store)
-		store = stats_store_new(2);
-	struct build_ctx b = { .stats = store, .nworkers = 1 };
-	struct cfg_ctx c;
-	cfg_init(&c, NULL, NULL);
-	struct cluster *cl = cluster_parse(&c, j, &b);
-	snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), c.err);
-	json_decref(j);
-	return cl;
+	return test_cluster_parse(buf, err, errlen);
 }
 
 static void restored(struct downstream *d, const char *ip, uint16_t port)

@@ -12,8 +12,8 @@
 #include "proxy/snapshot.h"
 #include "proxy/worker.h"
 #include "proxy/upstream/cluster.h"
+#include "bootstrap_helper.h"
 
-static struct stats_store *store;
 static struct event_base *base;
 static uint64_t fake_now = 1000000;
 
@@ -25,18 +25,6 @@ static uint64_t fake_clock(void)
 static void post_now(void (*fn)(void *arg), void *arg)
 {
 	fn(arg);
-}
-
-static void publish(struct cluster *cl, struct hostset *hs)
-{
-	__atomic_add_fetch(&hs->refcnt, 1, __ATOMIC_RELAXED);
-	cluster_worker_set_hostset(cl, 0, hs);
-}
-
-static void inited(struct cluster *cl, void *arg)
-{
-	(void)cl;
-	(void)arg;
 }
 
 /* A cluster of n hosts with outlier_detection = od (JSON object text);
@@ -54,29 +42,13 @@ static struct cluster *make(size_t n, const char *od, char *err, size_t errlen)
 					"{\"address\":\"10.0.0.%zu\",\"port_value\":80}}}}",
 					i ? "," : "", i + 1);
 	snprintf(buf + off, sizeof(buf) - off, "]}]}}");
-	json_error_t je;
-	json_t *j = json_loads(buf, 0, &je);
-	if (!j) {
-		fprintf(stderr, "bad test json: %s\n%s\n", je.text, buf);
-		return NULL;
-	}
-	if (!store)
-		store = stats_store_new(2);
 	if (!base)
 		base = event_base_new();
 	outlier_clock = fake_clock;
 	outlier_post = post_now;
-	struct build_ctx b = { .stats = store, .nworkers = 1 };
-	struct cfg_ctx c;
-	cfg_init(&c, NULL, NULL);
-	struct cluster *cl = cluster_parse(&c, j, &b);
-	if (err)
-		snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), c.err);
-	json_decref(j);
-	if (!cl)
-		return NULL;
-	cluster_publish_hook = publish;
-	cluster_start(cl, base, inited, NULL);
+	struct cluster *cl = test_cluster_parse(buf, err, errlen);
+	if (cl)
+		test_cluster_start(cl, base);
 	return cl;
 }
 

@@ -13,24 +13,16 @@
 #include "xds/pb_encode.h"
 #include "xds/pb_fast.h"
 #include "xds/pb_json.h"
+#include "bootstrap_helper.h"
 
 #define CDS "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 #define EDS "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-
-static json_t *load(const char *s)
-{
-	json_error_t e;
-	json_t *j = json_loads(s, 0, &e);
-	if (!j)
-		fprintf(stderr, "bad test JSON: %s: %s\n", e.text, s);
-	return j;
-}
 
 /* JSON text -> protobuf bytes of type_url. */
 static uint8_t *encode(const char *type_url, const char *text, size_t *len)
 {
 	struct pb_encode_ctx c;
-	json_t *j = load(text);
+	json_t *j = test_json(text);
 	uint8_t *out = NULL;
 
 	memset(&c, 0, sizeof(c));

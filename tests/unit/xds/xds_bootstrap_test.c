@@ -4,27 +4,17 @@
 #include "xds/xds_bootstrap.h"
 #include "proxy/config/cfg.h"
 #include "proxy/config/yaml_json.h"
+#include "bootstrap_helper.h"
 
 /* Parse the YAML text of a dynamic_resources object; err gets the message. */
 static int parse(const char *yaml, struct xds_bootstrap *x, char *err, size_t errlen)
 {
-	struct cfg_src *src = NULL;
-	struct cfg_ctx c;
-	char lerr[256];
-	json_t *root = yaml_load_buffer("t.yaml", yaml, strlen(yaml), &src, lerr, sizeof(lerr));
-	if (!root) {
-		snprintf(err, errlen, "%s", lerr);
-		return RM_ERROR;
-	}
-	cfg_init(&c, src, "t.yaml");
+	struct test_yaml t;
+	const json_t *dr;
 	memset(x, 0, sizeof(*x));
-	const json_t *dr = cfg_enter(&c, root, "dynamic_resources");
-	int rc = xds_bootstrap_parse(&c, dr, x);
-	cfg_leave(&c);
-	snprintf(err, errlen, "%.*s", (int)(errlen ? errlen - 1 : 0), c.err);
-	json_decref(root);
-	cfg_src_free(src);
-	return rc;
+	if (test_yaml_enter(&t, yaml, "dynamic_resources", &dr, err, errlen))
+		return RM_ERROR;
+	return test_yaml_leave(&t, xds_bootstrap_parse(&t.c, dr, x), err, errlen);
 }
 
 #define ADS "dynamic_resources:\n" \

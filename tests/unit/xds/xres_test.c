@@ -7,18 +7,10 @@
 #include "xds/xres.h"
 #include "xds/pb_encode.h"
 #include "xds/pb_json.h"
+#include "bootstrap_helper.h"
 
 #define CDS "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 #define EDS "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-
-static json_t *load(const char *s)
-{
-	json_error_t e;
-	json_t *j = json_loads(s, 0, &e);
-	if (!j)
-		fprintf(stderr, "bad test JSON: %s\n", e.text);
-	return j;
-}
 
 /* JSON -> protobuf bytes of message type_url (pb_encode). */
 static uint8_t *encode(const char *type_url, const json_t *j, size_t *len)
@@ -36,9 +28,9 @@ static uint8_t *encode(const char *type_url, const json_t *j, size_t *len)
 
 TEST(xblob_json_is_canonical)
 {
-	json_t *a = load("{\"name\":\"web\",\"type\":\"EDS\",\"connect_timeout\":\"1s\"}");
-	json_t *b = load("{\"connect_timeout\":\"1s\",\"type\":\"EDS\",\"name\":\"web\"}");
-	json_t *c = load("{\"name\":\"web\",\"type\":\"EDS\",\"connect_timeout\":\"2s\"}");
+	json_t *a = test_json("{\"name\":\"web\",\"type\":\"EDS\",\"connect_timeout\":\"1s\"}");
+	json_t *b = test_json("{\"connect_timeout\":\"1s\",\"type\":\"EDS\",\"name\":\"web\"}");
+	json_t *c = test_json("{\"name\":\"web\",\"type\":\"EDS\",\"connect_timeout\":\"2s\"}");
 	struct xblob *ba = xblob_from_json(a), *bb = xblob_from_json(b), *bc = xblob_from_json(c);
 	json_t *back;
 
@@ -65,12 +57,12 @@ TEST(xblob_json_is_canonical)
  * encoded from (without "@type"), and its name is found without unpacking. */
 TEST(xblob_pb_round_trip_and_name_scan)
 {
-	json_t *cl = load("{\"name\":\"outbound|80||web.default.svc\",\"type\":\"EDS\","
-			  "\"connect_timeout\":\"1s\",\"eds_cluster_config\":{\"eds_config\":"
-			  "{\"ads\":{},\"resource_api_version\":\"V3\"},\"service_name\":\"svc-a\"}}");
-	json_t *cla = load("{\"cluster_name\":\"svc-a\",\"endpoints\":[{\"lb_endpoints\":["
-			   "{\"endpoint\":{\"address\":{\"socket_address\":{\"address\":\"10.0.0.1\","
-			   "\"port_value\":8080}}}}]}]}");
+	json_t *cl = test_json("{\"name\":\"outbound|80||web.default.svc\",\"type\":\"EDS\","
+			       "\"connect_timeout\":\"1s\",\"eds_cluster_config\":{\"eds_config\":"
+			       "{\"ads\":{},\"resource_api_version\":\"V3\"},\"service_name\":\"svc-a\"}}");
+	json_t *cla = test_json("{\"cluster_name\":\"svc-a\",\"endpoints\":[{\"lb_endpoints\":["
+			        "{\"endpoint\":{\"address\":{\"socket_address\":{\"address\":\"10.0.0.1\","
+			        "\"port_value\":8080}}}}]}]}");
 	size_t n1 = 0, n2 = 0, slen = 0;
 	uint8_t *p1 = encode(CDS, cl, &n1), *p2 = encode(EDS, cla, &n2);
 	struct xblob *b1, *b2;
