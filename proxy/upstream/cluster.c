@@ -78,18 +78,18 @@ void cluster_update_cb_gauges(struct cluster *cl)
 		uint32_t rlim = cluster_retry_limit(cl, (enum cb_priority)p);
 		if (!s)
 			continue;
-		stats_gauge_set(s, CLUSTER_CB(p, CB_cx_open), cx >= b->max_connections);
-		stats_gauge_set(s, CLUSTER_CB(p, CB_rq_pending_open), pend >= b->max_pending);
-		stats_gauge_set(s, CLUSTER_CB(p, CB_rq_open), rq >= b->max_requests);
-		stats_gauge_set(s, CLUSTER_CB(p, CB_rq_retry_open), rt >= rlim);
+		stats_lazy_set(s, CLUSTER_CB(p, CB_cx_open), cx >= b->max_connections);
+		stats_lazy_set(s, CLUSTER_CB(p, CB_rq_pending_open), pend >= b->max_pending);
+		stats_lazy_set(s, CLUSTER_CB(p, CB_rq_open), rq >= b->max_requests);
+		stats_lazy_set(s, CLUSTER_CB(p, CB_rq_retry_open), rt >= rlim);
 		if (b->track_remaining) {
-			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_cx),
+			stats_lazy_set(s, CLUSTER_CB(p, CB_remaining_cx),
 					MAX(0, (int64_t)b->max_connections - cx));
-			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_pending),
+			stats_lazy_set(s, CLUSTER_CB(p, CB_remaining_pending),
 					MAX(0, (int64_t)b->max_pending - pend));
-			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_rq),
+			stats_lazy_set(s, CLUSTER_CB(p, CB_remaining_rq),
 					MAX(0, (int64_t)b->max_requests - rq));
-			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_retries),
+			stats_lazy_set(s, CLUSTER_CB(p, CB_remaining_retries),
 					MAX(0, (int64_t)rlim - rt));
 		}
 	}
@@ -1568,9 +1568,15 @@ static void cluster_finish(struct cluster *cl, struct build_ctx *b)
 {
 	{
 		char *scope = xasprintf("cluster.%s", cl->name);
-		cl->stats = stats_scope_new_split(b->stats, scope, "cluster", "envoy_cluster_name",
-						  cl->name, cluster_stat_desc, CLUSTER_SCOPE_N,
-						  CLUSTER_MAIN_FIRST, CLUSTER_SHARED_FIRST);
+		/* the circuit-breaker gauges stay zero in an idle cluster: stored
+		 * on their first non-zero value (stats_lazy_set) */
+		struct stats_scope_spec sp = {
+			.name = scope, .tag_prefix = "cluster", .tag_name = "envoy_cluster_name",
+			.tag_value = cl->name, .desc = cluster_stat_desc, .ndesc = CLUSTER_SCOPE_N,
+			.nw = CLUSTER_MAIN_FIRST, .lo0 = CLUSTER_SHARED_FIRST,
+			.nlazy = 2 * CB_STATS_N, .flags = STATS_SCOPE_SPLIT,
+		};
+		cl->stats = stats_scope_get(b->stats, &sp);
 		stats_scope_add_family(cl->stats, "upstream_rq");
 		free(scope);
 		if (cl->ext->od.enabled)
