@@ -631,15 +631,25 @@ static void want_add(json_t *wants, const char *key, const char *name)
  * O(clusters): called only after a cluster change. */
 static json_t *eds_wants(struct ads *a)
 {
-	json_t *wants = json_object();
-	for (size_t i = 0; i < a->ndc; i++) {
-		struct cluster *cls[2] = { a->dc[i]->active, a->dc[i]->warming };
-		const char *keys[2] = { a->dc[i]->akey, a->dc[i]->wkey };
-		for (int k = 0; k < 2; k++)
-			if (cls[k] && cls[k]->type == CLUSTER_EDS) {
-				want_add(wants, keys[k], cls[k]->eds_service_name);
-				eds_entry(a, cls[k]->eds_service_name)->wanted = true;
+	json_t *wants;
+
+	/* Two passes: the long-lived entries first, then the short-lived set.
+	 * Interleaved, each freed set member left a hole between two entries
+	 * that the heap could not give back (~80 B a cluster at 10,000). */
+	for (int pass = 0; pass < 2; pass++) {
+		wants = pass ? json_object() : NULL;
+		for (size_t i = 0; i < a->ndc; i++) {
+			struct cluster *cls[2] = { a->dc[i]->active, a->dc[i]->warming };
+			const char *keys[2] = { a->dc[i]->akey, a->dc[i]->wkey };
+			for (int k = 0; k < 2; k++) {
+				if (!cls[k] || cls[k]->type != CLUSTER_EDS)
+					continue;
+				if (pass)
+					want_add(wants, keys[k], cls[k]->eds_service_name);
+				else
+					eds_entry(a, cls[k]->eds_service_name)->wanted = true;
 			}
+		}
 	}
 	return wants;
 }
@@ -803,9 +813,13 @@ struct xbatch {
 	struct cluster **start;     /* owned [nstart]: compiled, started once all are applied */
 	const char **keys;          /* owned [nstart]: their EDS sources (interned; NULL: ADS) */
 	size_t nstart, capstart;
-	json_t *got;                /* owned: EDS names taken (valid name; xobs's stats) */
+	char *got;                  /* owned [ngot]: EDS names taken (valid name; xobs's
+				     * stats), each "<c><name>\0", c '1' when the assignment
+				     * was applied anew, else '0'.  One block, not JSON sets
+				     * built while the hosts are: their freed members were
+				     * holes between long-lived hosts (~80 B a cluster) */
+	size_t ngot, capgot;
 	json_t *bad;                /* owned: EDS names that could not be used (rejected) */
-	json_t *changed;            /* owned: EDS names whose assignment was applied anew */
 	struct build_ctx b;
 };
 
@@ -1084,6 +1098,21 @@ static bool eds_apply_one(struct ads *a, const char *name, const json_t *cla, ch
 	return eds_apply_eps(a, name, cla, NULL, 0, err, errlen);
 }
 
+/* Record an EDS name taken (bt->got); returns its offset there. */
+static size_t batch_got(struct xbatch *bt, const char *name)
+{
+	size_t len = strlen(name) + 1, off = bt->ngot;
+
+	if (bt->ngot + len + 1 > bt->capgot) {
+		bt->capgot = MAX(bt->capgot * 2, bt->ngot + len + 1 + 4096);
+		bt->got = xrealloc(bt->got, bt->capgot);
+	}
+	bt->got[off] = '0';
+	memcpy(bt->got + off + 1, name, len);
+	bt->ngot += len + 1;
+	return off;
+}
+
 /* One EDS resource: unchanged, or applied to its clusters and kept; one a
  * cluster rejected is not kept (retried when resent). */
 static void eds_one(struct ads *a, struct xbatch *bt, struct xin *in, char *err, size_t errlen)
@@ -1091,7 +1120,7 @@ static void eds_one(struct ads *a, struct xbatch *bt, struct xin *in, char *err,
 	struct dyn_eds *e = find_eds(a, in->name);
 	bool bad = false;
 
-	json_object_set_new(bt->got, in->name, json_true());
+	size_t got = batch_got(bt, in->name);
 	if (e && xin_same(a, in, e->src, &bad, err, errlen)) {
 		e->seen = bt->gen;
 		if (bt->rver)
@@ -1131,7 +1160,7 @@ static void eds_one(struct ads *a, struct xbatch *bt, struct xin *in, char *err,
 		json_object_set_new(a->eds_rejected, in->name, json_true());
 		return;
 	}
-	json_object_set_new(bt->changed, in->name, json_true());
+	bt->got[got] = '1';   /* changed */
 	e = eds_entry(a, in->name);
 	e->seen = bt->gen;
 	free(e->src);
@@ -1150,9 +1179,7 @@ static void batch_init(struct ads *a, struct xbatch *bt, int t, const char *vers
 	bt->gen = ++a->gen;
 	bt->full_state = full_state;
 	bt->meta = xmeta_new(version);
-	bt->got = json_object();
 	bt->bad = json_object();
-	bt->changed = json_object();
 	bt->b = (struct build_ctx){ .srv = a->srv, .stats = a->srv->stats,
 				    .nworkers = a->srv->nworkers };
 }
@@ -1211,14 +1238,21 @@ static void batch_finish(struct ads *a, struct xbatch *bt, const json_t *removed
 			eds_apply_one(a, e->name, NULL, e2, sizeof(e2));   /* users: no hosts */
 			eds_drop(a, e);
 		}
-		count_resources(a, T_EDS, bt->got, bt->bad, removed, bt->changed, n_resources);
+		json_t *got = json_object(), *changed = json_object();
+		for (size_t off = 0; off < bt->ngot; off += strlen(bt->got + off) + 1) {
+			json_object_set_new(got, bt->got + off + 1, json_true());
+			if (bt->got[off] == '1')
+				json_object_set_new(changed, bt->got + off + 1, json_true());
+		}
+		count_resources(a, T_EDS, got, bt->bad, removed, changed, n_resources);
+		json_decref(got);
+		json_decref(changed);
 	}
 	free(bt->start);
 	free(bt->keys);
 	json_decref(bt->failed);
-	json_decref(bt->got);
+	free(bt->got);
 	json_decref(bt->bad);
-	json_decref(bt->changed);
 	xmeta_unref(bt->meta);
 }
 
