@@ -234,59 +234,19 @@ static int bind_listeners(struct server *srv, struct snapshot *s)
 
 /* ---- host set publishing ----------------------------------------------------------- */
 
-/* Host sets reach the workers in batches: the host sets published during
- * one pass of the main loop (the EDS response of 10,000 clusters) travel as
- * one message per worker, not one per cluster and worker.  Those were two
- * small allocations each (the closure and the queue entry), made by the
- * main thread between the clusters' long-lived objects and freed by the
- * workers: ~130 bytes of holes per cluster left in the main heap after a
- * full push, 20,000 worker wake-ups, and as many frees taking the main
- * arena's lock from the workers while the main thread allocates.  A batch
- * is sent when the main loop's pass ends (hs_flush_ev) or before any other
- * message to that worker (worker_post_hook), so the order the workers see
- * is unchanged. */
-struct hs_item {
-	struct cluster *cl;                 /* ref */
-	struct hostset *hs;                 /* ref */
-};
-struct hs_batch {
-	size_t n, cap;
-	struct hs_item v[];                 /* [cap], n used */
+struct hs_msg {
+	struct cluster *cl;
+	struct hostset *hs;
 };
 
 static bool workers_running;
-static struct hs_batch **hs_pending;        /* [nworkers], main thread; NULL: none */
-static struct event *hs_flush_ev;           /* owned: sends hs_pending */
-static pthread_t main_thread;
 
-static void worker_set_hostsets(struct worker *w, void *arg)
+static void worker_set_hostset(struct worker *w, void *arg)
 {
-	struct hs_batch *b = arg;
-	for (size_t i = 0; i < b->n; i++) {
-		cluster_worker_set_hostset(b->v[i].cl, w->id, b->v[i].hs);
-		cluster_unref(b->v[i].cl);
-	}
-	free(b);
-}
-
-/* Send worker w's pending host sets (main thread). */
-static void hs_flush_worker(struct worker *w)
-{
-	struct hs_batch *b;
-
-	if (!hs_pending || !pthread_equal(pthread_self(), main_thread) || !(b = hs_pending[w->id]))
-		return;
-	hs_pending[w->id] = NULL;   /* before posting: worker_post calls back here */
-	worker_post(w, worker_set_hostsets, b);
-}
-
-static void hs_flush_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct server *srv = arg;
-	(void)fd;
-	(void)what;
-	for (unsigned i = 0; i < srv->nworkers; i++)
-		hs_flush_worker(&srv->workers[i]);
+	struct hs_msg *m = arg;
+	cluster_worker_set_hostset(m->cl, w->id, m->hs);
+	cluster_unref(m->cl);
+	free(m);
 }
 
 static void publish_hostset(struct cluster *cl, struct hostset *hs)
@@ -294,42 +254,15 @@ static void publish_hostset(struct cluster *cl, struct hostset *hs)
 	struct server *srv = &g_server;
 	for (unsigned i = 0; i < srv->nworkers; i++) {
 		__atomic_add_fetch(&hs->refcnt, 1, __ATOMIC_RELAXED);
-		if (!workers_running || !hs_pending) {
+		if (!workers_running) {
 			cluster_worker_set_hostset(cl, i, hs);
 			continue;
 		}
-		struct hs_batch *b = hs_pending[i];
-		if (!b || b->n == b->cap) {
-			size_t cap = b ? b->cap * 2 : 16;
-			b = xrealloc(b, sizeof(*b) + cap * sizeof(b->v[0]));
-			b->cap = cap;
-			if (!hs_pending[i]) {
-				b->n = 0;
-				event_active(hs_flush_ev, EV_TIMEOUT, 0);
-			}
-			hs_pending[i] = b;
-		}
-		b->v[b->n++] = (struct hs_item){ cluster_ref(cl), hs };
+		struct hs_msg *m = xmalloc(sizeof(*m));
+		m->cl = cluster_ref(cl);
+		m->hs = hs;
+		worker_post(&srv->workers[i], worker_set_hostset, m);
 	}
-}
-
-/* Teardown: what was never sent (the workers have stopped). */
-static void hs_pending_free(struct server *srv)
-{
-	for (unsigned i = 0; hs_pending && i < srv->nworkers; i++) {
-		struct hs_batch *b = hs_pending[i];
-		for (size_t k = 0; b && k < b->n; k++) {
-			hostset_unref(b->v[k].hs);
-			cluster_unref(b->v[k].cl);
-		}
-		free(b);
-	}
-	free(hs_pending);
-	hs_pending = NULL;
-	worker_post_hook = NULL;
-	if (hs_flush_ev)
-		event_free(hs_flush_ev);
-	hs_flush_ev = NULL;
 }
 
 /* ---- dynamic configuration (xDS) --------------------------------------------------------- */
@@ -772,10 +705,6 @@ int server_run(struct server *srv)
 	 * listeners start once every cluster knows its first membership. */
 	srv->state = SERVER_INITIALIZING;
 	cluster_publish_hook = publish_hostset;
-	main_thread = pthread_self();
-	hs_pending = xcalloc(srv->nworkers, sizeof(*hs_pending));
-	hs_flush_ev = event_new(srv->base, -1, 0, hs_flush_cb, srv);
-	worker_post_hook = hs_flush_worker;
 	srv->clusters_pending = srv->snap->nclusters + 1 + (srv->xds.enabled ? 1 : 0) +
 				(ca_client_enabled() ? 1 : 0);
 	for (size_t i = 0; i < srv->snap->nclusters; i++)
@@ -810,7 +739,6 @@ void server_free(struct server *srv)
 	xds_bootstrap_free(&srv->xds);
 	xds_sources_free();
 	cluster_publish_hook = NULL;
-	hs_pending_free(srv);
 	admin_free(srv->admin);
 	srv->admin = NULL;
 	for (unsigned i = 0; srv->workers && i < srv->nworkers; i++) {
@@ -821,13 +749,11 @@ void server_free(struct server *srv)
 		struct worker_msg *m = w->mq_head;
 		while (m) {
 			struct worker_msg *next = m->next;
-			if (m->fn == worker_set_hostsets) {
-				struct hs_batch *b = m->arg;
-				for (size_t k = 0; k < b->n; k++) {
-					hostset_unref(b->v[k].hs);
-					cluster_unref(b->v[k].cl);
-				}
-				free(b);
+			if (m->fn == worker_set_hostset) {
+				struct hs_msg *hm = m->arg;
+				hostset_unref(hm->hs);
+				cluster_unref(hm->cl);
+				free(hm);
 			} else if (m->fn == worker_msg_set_snapshot) {
 				snapshot_unref(m->arg);
 			}

@@ -40,12 +40,8 @@ static void msg_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-void (*worker_post_hook)(struct worker *w);
-
 void worker_post(struct worker *w, void (*fn)(struct worker *w, void *arg), void *arg)
 {
-	if (worker_post_hook)
-		worker_post_hook(w);
 	struct worker_msg *m = xmalloc(sizeof(*m));
 	m->fn = fn;
 	m->arg = arg;

@@ -65,9 +65,6 @@ void worker_init(struct worker *w, unsigned id);
 int worker_start(struct worker *w);
 /* Queue fn(w, arg) on w's loop.  Any thread. */
 void worker_post(struct worker *w, void (*fn)(struct worker *w, void *arg), void *arg);
-/* Called first by worker_post (any thread; NULL: none): the server sends
- * the host sets it batches for w before anything posted after them. */
-extern void (*worker_post_hook)(struct worker *w);
 /* Run fn on the main thread's loop (from a worker). */
 void main_post(void (*fn)(void *arg), void *arg);
 

@@ -351,19 +351,35 @@ static inline bool shard_holds(const struct stats_scope *s, unsigned i, size_t i
 	return i == 0 ? idx >= s->lo0 && idx < s->lazy0 : idx < s->nw;
 }
 
-void stats_lazy_set(struct stats_scope *s, unsigned idx, int64_t v)
+/* The lazy block of s for writing stat idx (main thread); NULL while it is
+ * not allocated and v (the value to store, or to add) is 0. */
+static int64_t *lazy_block(struct stats_scope *s, unsigned idx, int64_t v)
 {
 	int64_t *l = s->lazy;
 
 	if (idx < s->lazy0 || idx >= s->ndesc)
 		die("stats: scope '%s': stat %u is not stored lazily", s->name, idx);
-	if (!l) {
-		if (!v)
-			return;
+	if (!l && v) {
 		l = xcalloc(s->ndesc - s->lazy0, sizeof(*l));
 		__atomic_store_n(&s->lazy, l, __ATOMIC_RELEASE);
 	}
-	__atomic_store_n(&l[idx - s->lazy0], v, __ATOMIC_RELAXED);
+	return l;
+}
+
+void stats_lazy_set(struct stats_scope *s, unsigned idx, int64_t v)
+{
+	int64_t *l = lazy_block(s, idx, v);
+
+	if (l)
+		__atomic_store_n(&l[idx - s->lazy0], v, __ATOMIC_RELAXED);
+}
+
+void stats_lazy_add(struct stats_scope *s, unsigned idx, int64_t v)
+{
+	int64_t *l = lazy_block(s, idx, v);
+
+	if (l)
+		__atomic_store_n(&l[idx - s->lazy0], l[idx - s->lazy0] + v, __ATOMIC_RELAXED);
 }
 
 

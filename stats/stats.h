@@ -297,6 +297,16 @@ static inline void stats_gauge_set(struct stats_scope *s, unsigned idx, int64_t 
  * allocated on the first non-zero value, so a scope whose lazy stats stay
  * zero (an idle cluster's circuit-breaker gauges) stores none of them. */
 void stats_lazy_set(struct stats_scope *s, unsigned idx, int64_t v);
+void stats_lazy_add(struct stats_scope *s, unsigned idx, int64_t v);
+/* Main thread: add to a stat shard 0 or the lazy block holds (code that
+ * counts in scopes of several layouts, e.g. xDS subscription stats). */
+static inline void stats_main_add(struct stats_scope *s, unsigned idx, int64_t v)
+{
+	if (idx >= s->lazy0)
+		stats_lazy_add(s, idx, v);
+	else
+		stats_add(s, 0, idx, v);
+}
 void stats_hist_record(struct stats_scope *s, unsigned shard, unsigned idx, double value);
 void stats_code_inc(struct stats_scope *s, unsigned shard, int family, int code);
 

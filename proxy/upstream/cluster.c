@@ -22,6 +22,7 @@
 #define CB_DESC_HIGH(type, name) { "circuit_breakers.high." #name, STAT_##type },
 static const struct stat_desc cluster_stat_desc[] = {
 	CLUSTER_STATS(STATS_DESC) CLUSTER_SUB_STATS(STATS_DESC)
+	CLUSTER_LAZY_STATS(STATS_DESC) CLUSTER_LAZY_SUB_STATS(STATS_DESC)
 	CB_STATS(CB_DESC_DEFAULT) CB_STATS(CB_DESC_HIGH)
 };
 _Static_assert(ARRAY_SIZE(cluster_stat_desc) == CLUSTER_SCOPE_N, "cluster scope layout");
@@ -334,7 +335,7 @@ static void cluster_set_hostset_ex(struct cluster *cl, struct hostset *hs, bool 
 		for (size_t i = 0; i < hs->n; i++)
 			by[host_health_of(__atomic_load_n(&hs->hosts[i]->health_flags, __ATOMIC_RELAXED))]++;
 		stats_gauge_set(cl->stats, membership_healthy, by[HOST_HEALTHY]);
-		stats_gauge_set(cl->stats, membership_degraded, by[HOST_DEGRADED]);
+		stats_lazy_set(cl->stats, membership_degraded, by[HOST_DEGRADED]);
 	}
 	hostset_build_lb(cl, hs);
 	cl->hs = hs;
@@ -1568,13 +1569,13 @@ static void cluster_finish(struct cluster *cl, struct build_ctx *b)
 {
 	{
 		char *scope = xasprintf("cluster.%s", cl->name);
-		/* the circuit-breaker gauges stay zero in an idle cluster: stored
-		 * on their first non-zero value (stats_lazy_set) */
+		/* the circuit-breaker gauges and a few main-thread stats stay
+		 * zero in most clusters: stored on their first non-zero value */
 		struct stats_scope_spec sp = {
 			.name = scope, .tag_prefix = "cluster", .tag_name = "envoy_cluster_name",
 			.tag_value = cl->name, .desc = cluster_stat_desc, .ndesc = CLUSTER_SCOPE_N,
 			.nw = CLUSTER_MAIN_FIRST, .lo0 = CLUSTER_SHARED_FIRST,
-			.nlazy = 2 * CB_STATS_N, .flags = STATS_SCOPE_SPLIT,
+			.nlazy = CLUSTER_SCOPE_N - CLUSTER_LAZY_FIRST, .flags = STATS_SCOPE_SPLIT,
 		};
 		cl->stats = stats_scope_get(b->stats, &sp);
 		stats_scope_add_family(cl->stats, "upstream_rq");
@@ -1731,7 +1732,7 @@ static void dns_answer(const struct dns_result *res, void *arg)
 		if (res->min_ttl_s && (!x->dns_min_ttl_s || res->min_ttl_s < x->dns_min_ttl_s))
 			x->dns_min_ttl_s = res->min_ttl_s;
 	} else {
-		stats_inc(cl->stats, 0, update_failure);
+		stats_main_add(cl->stats, update_failure, 1);
 		log_warn("cluster '%s': DNS resolution of '%s' failed: %s", cl->name,
 			 cl->endpoints[i].address, res->error ? res->error : "error");
 	}

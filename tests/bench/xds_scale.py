@@ -108,17 +108,16 @@ def cpu_s(pid):
 
 
 def thread_cpu(pid):
-    """{thread name and id: CPU seconds} of every thread of a process."""
+    """{thread id: (CPU seconds, seconds waiting for a CPU on a run queue)}
+    of every thread of a process (/proc/.../schedstat)."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                run_ns, wait_ns = map(int, f.read().split()[:2])
         except OSError:
             continue
-        out[f"{name}/{tid}"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        out[int(tid)] = (run_ns / 1e9, wait_ns / 1e9)
     return out
 
 
@@ -187,17 +186,21 @@ def start_nginx(work):
     return p, port
 
 
-def window(log, lo_us, hi_us):
-    """Requests that started in [lo_us, hi_us): count, req/s, p50/p99/max
-    latency (ms), non-2xx, and the longest gap (ms) between two responses
-    completing in the window."""
-    rs = [r for r in log if lo_us <= r[0] < hi_us]
+def window(log, spans):
+    """Requests that started in the spans [(lo_us, hi_us), ...]: count,
+    req/s, p50/p99/max latency (ms), non-2xx, and the longest gap (ms)
+    between two responses completing in one span."""
+    rs, gap, length = [], 0, 0
+    for lo_us, hi_us in spans:
+        part = [r for r in log if lo_us <= r[0] < hi_us]
+        ends = sorted(r[0] + r[2] for r in part)
+        gap = max([gap] + [b - a for a, b in zip(ends, ends[1:])])
+        rs += part
+        length += hi_us - lo_us
     if not rs:
         return None
     lat = sorted(r[2] for r in rs)
-    ends = sorted(r[0] + r[2] for r in rs)
-    gap = max([b - a for a, b in zip(ends, ends[1:])] + [0])
-    return {"n": len(rs), "rps": len(rs) / ((hi_us - lo_us) / 1e6),
+    return {"n": len(rs), "rps": len(rs) / (length / 1e6),
             "p50": lat[len(lat) // 2] / 1000, "p99": lat[min(len(lat) - 1, len(lat) * 99 // 100)] / 1000,
             "max": lat[-1] / 1000, "gap": gap / 1000,
             "non2xx": sum(1 for r in rs if not 200 <= r[1] < 300)}
@@ -237,6 +240,9 @@ def run_load(n, before_s=3.0, after_s=3.0, budget_s=None):
         time.sleep(1 + before_s)
         t_push = time.time()
         cpu0, th0 = cpu_s(r.pid), thread_cpu(r.pid)
+        others0 = {k: cpu_s(p) for k, p in (("control plane", cp.proc.pid), ("h2load", h2.pid),
+                                            ("nginx", ngx.pid))}
+        load0 = os.getloadavg()[0]
         cp.set("eds", "2", [cla("live", [up_port])] +
                [cla(f"c{i}", [10000 + i % 1000]) for i in range(n)])
         cp.set("cds", "2", [eds_cluster("live")] + [eds_cluster(f"c{i}") for i in range(n)])
@@ -247,6 +253,9 @@ def run_load(n, before_s=3.0, after_s=3.0, budget_s=None):
         acks = [ack_after(cp, t, "2", t_push * 1000, timeout=budget_s) for t in (CDS, EDS, RDS)]
         t_done = t_push + max(acks)
         cpu, th1 = cpu_s(r.pid) - cpu0, thread_cpu(r.pid)
+        others = {k: cpu_s(p) - v for k, p, v in (
+            ("control plane", cp.proc.pid, others0["control plane"]),
+            ("h2load", h2.pid, others0["h2load"]), ("nginx", ngx.pid, others0["nginx"]))}
         try:
             out, _ = h2.communicate(timeout=before_s + budget_s + 30)
         except subprocess.TimeoutExpired:
@@ -262,10 +271,18 @@ def run_load(n, before_s=3.0, after_s=3.0, budget_s=None):
         if not log:
             raise RuntimeError("h2load wrote no per-request log:\n" + out)
         last_start = max(x[0] for x in log) / 1e6
-        wins = [("before (%.1f s)" % before_s, t_push - before_s, t_push),
-                ("during the apply (%.2f s)" % (t_done - t_push), t_push, t_done),
-                ("after (%.1f s)" % min(after_s, last_start - t_done), t_done,
-                 min(t_done + after_s, last_start))]
+        # Remora's own work: from each response of the push written to its ACK
+        mine = []
+        for kind, url in (("cds", CDS), ("eds", EDS), ("rds", RDS)):
+            resp = resp_of(cp, kind, "2")
+            q = last_request(cp, url, lambda q: q["response_nonce"] == resp["nonce"])
+            mine.append((resp["t_ms"] / 1000.0, q["t_ms"] / 1000.0))
+        wins = [("before (%.1f s)" % before_s, [(t_push - before_s, t_push)]),
+                ("push to last ACK (%.2f s)" % (t_done - t_push), [(t_push, t_done)]),
+                ("Remora applying: response written to ACK, CDS+EDS+RDS (%.2f s)"
+                 % sum(b - a for a, b in mine), mine),
+                ("after (%.1f s)" % min(after_s, last_start - t_done),
+                 [(t_done, min(t_done + after_s, last_start))])]
         failed = re.search(r"requests: .*?(\d+) failed, (\d+) errored", out)
         status = re.search(r"status codes: .*", out)
         print(f"clusters: {n} (EDS, 1 endpoint each) and one RouteConfiguration of {n + 1} "
@@ -273,10 +290,14 @@ def run_load(n, before_s=3.0, after_s=3.0, budget_s=None):
               f"({clients} HTTP/1.1 connections, {rps + ' req/s each' if rps else 'closed loop'})")
         print(f"push -> last ACK (CDS {acks[0]:.2f} s, EDS {acks[1]:.2f} s, RDS {acks[2]:.2f} s); "
               f"Remora's CPU meanwhile (all threads, to the end of the ACK wait) {cpu:.2f} s")
-        print("  CPU by thread during the apply: " + ", ".join(
-            f"{k} {th1[k] - th0.get(k, 0):.2f} s" for k in sorted(th1)))
-        for name, lo, hi in wins:
-            w = window(log, int(lo * 1e6), int(hi * 1e6)) if hi > lo else None
+        print("  Remora's threads from the push to the last ACK (CPU / waiting for a CPU): " +
+              ", ".join(f"{'main' if k == r.pid else k} {th1[k][0] - th0.get(k, (0, 0))[0]:.2f} s / "
+                        f"{th1[k][1] - th0.get(k, (0, 0))[1]:.2f} s" for k in sorted(th1)) +
+              "; the others' CPU meanwhile: " +
+            ", ".join(f"{k} {v:.2f} s" for k, v in others.items()) +
+            f"; load average (1 min) at the push {load0:.1f}")
+        for name, spans in wins:
+            w = window(log, [(int(lo * 1e6), int(hi * 1e6)) for lo, hi in spans if hi > lo])
             if w is None:
                 print(f"  {name}: no requests")
                 continue
