@@ -765,6 +765,7 @@ TEST(stats_lazy_tail)
 	CHECK(s->lazy == NULL);
 	stats_lazy_set(s, m_open, 0);                 /* zero: still nothing stored */
 	stats_lazy_set(s, m_attempt, 0);
+	stats_main_add(s, m_attempt, 0);
 	CHECK(s->lazy == NULL);
 	CHECK_INT(stats_value(s, m_open), 0);
 	stats_inc(s, 0, both_change);
@@ -786,6 +787,10 @@ TEST(stats_lazy_tail)
 	txt = (char *)evbuffer_pullup(out, -1);
 	CHECK(strstr(txt, "cluster.z.m_open: 1\n") != NULL);
 	CHECK(strstr(txt, "cluster.z.m_attempt: 5\n") != NULL);
+	stats_main_add(s, m_attempt, 2);               /* lazily stored: the block */
+	stats_main_add(s, both_change, 3);             /* shard 0 */
+	CHECK_INT(stats_value(s, m_attempt), 7);
+	CHECK_INT(stats_value(s, both_change), 5);
 	stats_reset_counters(st);                     /* counters zeroed, gauges kept */
 	CHECK_INT(stats_value(s, m_attempt), 0);
 	CHECK_INT(stats_value(s, m_open), 1);
