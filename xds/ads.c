@@ -312,7 +312,8 @@ static uint64_t mono_us(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* Count ev in one subscription's scope (main thread, shard 0).  attempt:
+/* Count ev in one subscription's scope (main thread: shard 0, or the block
+ * of lazily stored stats, stats_main_add).  attempt:
  * also update_attempt (not for REST CDS/LDS, counted when the poll went
  * out).  version: of the accepted response (SE_SUCCESS, SE_EMPTY). */
 static void sub_count(struct stats_scope *s, const struct sub_idx *ix, enum sub_ev ev,
