@@ -827,6 +827,23 @@ TEST(stats_scope_strings_shared)
 	CHECK_STR(c->tag_value, "not_a_suffix");
 	CHECK_STR(c->tag_prefix, "odd");
 	CHECK(d->tag_prefix == d->name);
+	/* past the interning cap a scope copies its strings into its block */
+	enum { MANY = 4200 };
+	struct stats_scope **many = calloc(MANY, sizeof(*many));
+	char n[64], tp[32], tn[32];
+	for (int i = 0; i < MANY; i++) {
+		snprintf(n, sizeof(n), "p%d.v%d", i, i);
+		snprintf(tp, sizeof(tp), "p%d", i);
+		snprintf(tn, sizeof(tn), "t%d", i);
+		many[i] = stats_scope_new(st, n, tp, tn, "x", c_desc, C_N);
+	}
+	CHECK_STR(many[MANY - 1]->tag_prefix, "p4199");
+	CHECK_STR(many[MANY - 1]->tag_name, "t4199");
+	CHECK_STR(many[MANY - 1]->tag_value, "x");
+	CHECK_STR(many[7]->tag_name, "t7");
+	for (int i = 0; i < MANY; i++)
+		stats_scope_free(many[i]);
+	free(many);
 	stats_scope_free(a);
 	stats_scope_free(b);
 	stats_scope_free(c);
