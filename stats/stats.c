@@ -7,8 +7,10 @@
  * (only the scope's histograms, mapped by hslot, which scopes with the same
  * stat list share) and its response-code arrays (4 KB) are allocated by
  * the writing thread on first use and published with a release store;
- * readers load them with acquire.  At 10,000 xDS clusters this is what
- * keeps an idle cluster's stats near 0.5 KB (it was ~26 KB when every shard
+ * readers load them with acquire.  Rarely non-zero main-thread stats (the
+ * circuit-breaker gauges) can be stored lazily (stats_lazy_set), and tag
+ * names and prefixes are interned.  At 10,000 xDS clusters this is what
+ * keeps an idle cluster's stats near 0.35 KB (it was ~26 KB when every shard
  * had eager histogram slots up to the last histogram's index, and ~2.4 KB
  * with every worker's counters allocated up front and the circuit breakers
  * in scopes of their own).
@@ -20,6 +22,8 @@
 
 #include <math.h>
 #include <pthread.h>
+
+#include "proxy/strmap.h"
 
 /* Shared with render.c only (no private header yet). */
 
@@ -64,7 +68,18 @@ struct stats_store {
 	unsigned readers;                         /* renders in progress (under lock) */
 	struct stats_scope *graveyard;            /* owned; scopes unlinked during a render,
 						     freed by the last reader (->dead_next) */
+	struct strmap interned;                   /* tag names and prefixes shared by scopes
+						     (struct interned, owned; under lock) */
 };
+
+/* A string many scopes point to ("envoy_cluster_name", "cluster"), kept
+ * until the store goes: at 10,000 clusters that is ~30 bytes a scope not
+ * copied.  Capped (INTERN_MAX): past it a scope copies its strings. */
+struct interned {
+	char *key;                                /* -> s */
+	char s[];
+};
+#define INTERN_MAX 4096
 
 struct stats_store *stats_store_new(unsigned nshards)
 {
@@ -74,8 +89,27 @@ struct stats_store *stats_store_new(unsigned nshards)
 		die("stats: bad shard count %u", nshards);
 	st = xcalloc(1, sizeof(*st));
 	st->nshards = nshards;
+	strmap_init(&st->interned, offsetof(struct interned, key));
 	pthread_mutex_init(&st->lock, NULL);
 	return st;
+}
+
+/* str as interned by the store (under the lock), or NULL past INTERN_MAX. */
+static const char *intern_locked(struct stats_store *st, const char *str)
+{
+	struct interned *in = strmap_get(&st->interned, str);
+	size_t len;
+
+	if (in)
+		return in->s;
+	if (st->interned.n >= INTERN_MAX)
+		return NULL;
+	len = strlen(str);
+	in = xmalloc(sizeof(*in) + len + 1);
+	memcpy(in->s, str, len + 1);
+	in->key = in->s;
+	strmap_put(&st->interned, in);
+	return in->s;
 }
 
 static void scope_unlink_locked(struct stats_scope *s);
@@ -102,6 +136,10 @@ void stats_store_free(struct stats_store *st)
 		st->hslots = m->next;
 		xfree(m);
 	}
+	for (size_t i = 0; i < st->interned.cap; i++)
+		if (strmap_live(&st->interned, i))
+			xfree(st->interned.slots[i]);
+	strmap_fini(&st->interned);
 	pthread_mutex_destroy(&st->lock);
 	xfree(st);
 }
@@ -216,35 +254,54 @@ static int64_t *biased_vals(int64_t *v, size_t lo)
 	return (int64_t *)((uintptr_t)v - lo * sizeof(int64_t));
 }
 
-/* One block: [scope][shard pointers][shard 0][shard 0's values][strings]. */
+/* One block: [scope][shard pointers][shard 0][shard 0's values][strings].
+ * Under the store's lock (interning).  The strings: name; tag_prefix when
+ * it is neither name nor interned; tag_name when not interned; tag_value
+ * when name does not end with it.  Shard 0 holds desc[lo0..lazy0). */
 static struct stats_scope *scope_alloc(struct stats_store *st, unsigned nshards, const char *name,
 				       const char *tag_prefix, const char *tag_name,
 				       const char *tag_value, const struct stat_desc *desc,
-				       size_t ndesc, size_t nw, size_t lo0)
+				       size_t ndesc, size_t nw, size_t lo0, size_t lazy0)
 {
 	struct stats_scope *s;
 	bool tagged = tag_name && *tag_name && tag_value;
 	unsigned nhist = 0;
-	size_t off_ptrs, off_sh0, off_vals, off_str, total;
+	size_t off_ptrs, off_sh0, off_vals, off_str, total, nlen, vlen = 0;
+	const char *tp = NULL, *tn = NULL;
+	bool value_in_name = false;
 	char *base, *p;
 
 	name = name ? name : "";
 	tag_prefix = tag_prefix ? tag_prefix : name;
+	nlen = strlen(name);
 	for (size_t i = 0; i < ndesc; i++)
-		if (desc[i].type == STAT_HISTOGRAM)
+		if (desc[i].type == STAT_HISTOGRAM && i >= lazy0)
+			die("stats: scope '%s': a histogram cannot be stored lazily", name);
+		else if (desc[i].type == STAT_HISTOGRAM)
 			nhist++;
 	if (nhist > UINT16_MAX || ndesc > UINT32_MAX)
 		die("stats: %u histograms in one scope", nhist);
-	if (lo0 > nw || nw > ndesc)
-		die("stats: scope '%s': bad split %zu/%zu of %zu", name, nw, lo0, ndesc);
+	if (lo0 > nw || nw > lazy0 || lo0 > lazy0 || lazy0 > ndesc)
+		die("stats: scope '%s': bad split %zu/%zu/%zu of %zu", name, nw, lo0, lazy0, ndesc);
+	if (strcmp(tag_prefix, name))
+		tp = intern_locked(st, tag_prefix);
+	if (tagged) {
+		tn = intern_locked(st, tag_name);
+		vlen = strlen(tag_value);
+		value_in_name = vlen <= nlen && !memcmp(name + nlen - vlen, tag_value, vlen);
+	}
 	off_ptrs = ALIGN_UP(sizeof(*s), _Alignof(struct stats_shard *));
 	off_sh0 = ALIGN_UP(off_ptrs + nshards * sizeof(struct stats_shard *),
 			   _Alignof(struct stats_shard));
 	off_vals = off_sh0 + sizeof(struct stats_shard);
-	off_str = off_vals + (ndesc - lo0) * sizeof(int64_t);
-	total = off_str + strlen(name) + 1 + strlen(tag_prefix) + 1;
-	if (tagged)
-		total += strlen(tag_name) + 1 + strlen(tag_value) + 1;
+	off_str = off_vals + (lazy0 - lo0) * sizeof(int64_t);
+	total = off_str + nlen + 1;
+	if (strcmp(tag_prefix, name) && !tp)
+		total += strlen(tag_prefix) + 1;
+	if (tagged && !tn)
+		total += strlen(tag_name) + 1;
+	if (tagged && !value_in_name)
+		total += vlen + 1;
 	base = xcalloc(1, total);
 	s = (struct stats_scope *)base;
 	s->store = st;
@@ -252,6 +309,7 @@ static struct stats_scope *scope_alloc(struct stats_store *st, unsigned nshards,
 	s->ndesc = (uint32_t)ndesc;
 	s->nw = (uint32_t)nw;
 	s->lo0 = (uint32_t)lo0;
+	s->lazy0 = (uint32_t)lazy0;
 	s->nhist = nhist;
 	s->nshards = nshards;
 	s->shards = (struct stats_shard **)(base + off_ptrs);
@@ -261,10 +319,10 @@ static struct stats_scope *scope_alloc(struct stats_store *st, unsigned nshards,
 		s->hslot = hslot_get_locked(st, desc, ndesc);
 	p = base + off_str;
 	s->name = put_str(&p, name);
-	s->tag_prefix = put_str(&p, tag_prefix);
+	s->tag_prefix = !strcmp(tag_prefix, name) ? s->name : tp ? tp : put_str(&p, tag_prefix);
 	if (tagged) {
-		s->tag_name = put_str(&p, tag_name);
-		s->tag_value = put_str(&p, tag_value);
+		s->tag_name = tn ? tn : put_str(&p, tag_name);
+		s->tag_value = value_in_name ? s->name + nlen - vlen : put_str(&p, tag_value);
 	}
 	return s;
 }
@@ -290,7 +348,38 @@ struct stats_shard *stats_shard_new(struct stats_scope *s, unsigned shard)
 /* Does shard i hold stat idx? */
 static inline bool shard_holds(const struct stats_scope *s, unsigned i, size_t idx)
 {
-	return i == 0 ? idx >= s->lo0 : idx < s->nw;
+	return i == 0 ? idx >= s->lo0 && idx < s->lazy0 : idx < s->nw;
+}
+
+/* The lazy block of s for writing stat idx (main thread); NULL while it is
+ * not allocated and v (the value to store, or to add) is 0. */
+static int64_t *lazy_block(struct stats_scope *s, unsigned idx, int64_t v)
+{
+	int64_t *l = s->lazy;
+
+	if (idx < s->lazy0 || idx >= s->ndesc)
+		die("stats: scope '%s': stat %u is not stored lazily", s->name, idx);
+	if (!l && v) {
+		l = xcalloc(s->ndesc - s->lazy0, sizeof(*l));
+		__atomic_store_n(&s->lazy, l, __ATOMIC_RELEASE);
+	}
+	return l;
+}
+
+void stats_lazy_set(struct stats_scope *s, unsigned idx, int64_t v)
+{
+	int64_t *l = lazy_block(s, idx, v);
+
+	if (l)
+		__atomic_store_n(&l[idx - s->lazy0], v, __ATOMIC_RELAXED);
+}
+
+void stats_lazy_add(struct stats_scope *s, unsigned idx, int64_t v)
+{
+	int64_t *l = lazy_block(s, idx, v);
+
+	if (l)
+		__atomic_store_n(&l[idx - s->lazy0], l[idx - s->lazy0] + v, __ATOMIC_RELAXED);
 }
 
 
@@ -325,12 +414,13 @@ static bool same_desc(const struct stats_scope *s, const struct stat_desc *desc,
 
 static struct stats_scope *hash_find_locked(struct stats_store *st, uint32_t h, const char *name,
 					    unsigned nshards, const struct stat_desc *desc,
-					    size_t ndesc, size_t nw, size_t lo0)
+					    size_t ndesc, size_t nw, size_t lo0, size_t lazy0)
 {
 	if (!st->hcap)
 		return NULL;
 	for (struct stats_scope *s = st->hash[h & (st->hcap - 1)]; s; s = s->hnext)
 		if (s->hash == h && s->nshards == nshards && s->nw == nw && s->lo0 == lo0 &&
+		    s->lazy0 == lazy0 &&
 		    !strcmp(s->name, name) && same_desc(s, desc, ndesc))
 			return s;
 	return NULL;
@@ -421,7 +511,7 @@ struct stats_scope *stats_scope_get(struct stats_store *st, const struct stats_s
 	const char *name = sp->name ? sp->name : "";
 	unsigned nshards = sp->flags & STATS_SCOPE_MAIN ? 1 : st->nshards;
 	uint32_t h = name_hash(name);
-	size_t nw, lo0;
+	size_t nw, lo0, lazy0;
 	struct stats_scope *s;
 
 	if (sp->flags & STATS_SCOPE_SPLIT) {        /* worker stats first, main-only last */
@@ -434,6 +524,8 @@ struct stats_scope *stats_scope_get(struct stats_store *st, const struct stats_s
 		nw = sp->ndesc;
 		lo0 = 0;
 	}
+	lazy0 = sp->ndesc - MIN(sp->nlazy, sp->ndesc);
+	nw = MIN(nw, lazy0);
 
 	/* Creation holds the lock throughout (a worker may create a scope, e.g.
 	 * grpc_stats per method, while the main thread creates or frees one):
@@ -441,14 +533,14 @@ struct stats_scope *stats_scope_get(struct stats_store *st, const struct stats_s
 	 * is published with a release store so a reader walking ->next without
 	 * the lock sees the old list or the complete new scope. */
 	pthread_mutex_lock(&st->lock);
-	s = hash_find_locked(st, h, name, nshards, sp->desc, sp->ndesc, nw, lo0);
+	s = hash_find_locked(st, h, name, nshards, sp->desc, sp->ndesc, nw, lo0, lazy0);
 	if (s) {
 		s->refs++;
 		pthread_mutex_unlock(&st->lock);
 		return s;
 	}
 	s = scope_alloc(st, nshards, name, sp->tag_prefix, sp->tag_name, sp->tag_value, sp->desc,
-			sp->ndesc, nw, lo0);
+			sp->ndesc, nw, lo0, lazy0);
 	s->hash = h;
 	s->refs = 1;
 	s->extra = scope_extra(s, sp);
@@ -591,6 +683,7 @@ static void scope_destroy(struct stats_scope *s)
 			free(sh);
 	}
 	xfree(s->hbounds);
+	xfree(s->lazy);
 	xfree(s->extra);
 	xfree(s);                                 /* the block: strings, shard 0 */
 }
@@ -663,6 +756,11 @@ int64_t stats_value(const struct stats_scope *s, unsigned idx)
 		const struct stats_shard *sh = __atomic_load_n(&s->shards[i], __ATOMIC_ACQUIRE);
 		if (sh && shard_holds(s, i, idx))
 			sum += __atomic_load_n(&sh->vals[idx], __ATOMIC_RELAXED);
+	}
+	if (idx >= s->lazy0) {
+		const int64_t *l = __atomic_load_n(&s->lazy, __ATOMIC_ACQUIRE);
+		if (l)
+			sum += __atomic_load_n(&l[idx - s->lazy0], __ATOMIC_RELAXED);
 	}
 	return sum;
 }
@@ -744,6 +842,11 @@ void stats_reset_counters(struct stats_store *st)
 {
 	stats_store_read_begin(st);
 	for (struct stats_scope *s = stats_store_scopes(st); s; s = s->next) {
+		int64_t *l = __atomic_load_n(&s->lazy, __ATOMIC_ACQUIRE);
+
+		for (size_t d = s->lazy0; l && d < s->ndesc; d++)
+			if (s->desc[d].type == STAT_COUNTER)
+				__atomic_store_n(&l[d - s->lazy0], 0, __ATOMIC_RELAXED);
 		for (unsigned i = 0; i < s->nshards; i++) {
 			struct stats_shard *sh = __atomic_load_n(&s->shards[i], __ATOMIC_ACQUIRE);
 			struct stats_hist *hs;

@@ -95,21 +95,26 @@ struct stats_store;
  * response-code blocks of the threads that have used them: a cluster nobody
  * sends traffic to costs no worker memory.
  *
- * Which shard holds which stat: shard 0 holds desc[lo0..ndesc), worker
- * shards desc[0..nw).  A plain scope has lo0 = 0 and nw = ndesc (every
- * thread may write every stat); a main-thread scope has one shard; a split
- * scope (stats_scope_new_split) keeps the stats only workers write first
- * and those only the main thread writes last, so neither side stores the
- * other's. */
+ * Which shard holds which stat: shard 0 holds desc[lo0..lazy0), worker
+ * shards desc[0..nw), ->lazy desc[lazy0..ndesc) once one of them is not
+ * zero.  A plain scope has lo0 = 0 and nw = lazy0 = ndesc (every thread may
+ * write every stat); a main-thread scope has one shard; a split scope
+ * (stats_scope_new_split) keeps the stats only workers write first and
+ * those only the main thread writes last, so neither side stores the
+ * other's; lazily stored stats (stats_scope_spec.nlazy) come last of all.
+ * The strings shared by many scopes (tag names and prefixes) are interned
+ * by the store. */
 struct stats_scope {
 	struct stats_store *store;                /* not owned */
 	char *name;                               /* in the block; full prefix without trailing
 						     dot, e.g. "cluster.backend" ("" for none) */
-	char *tag_prefix;                         /* in the block; name with the tag value
-						     removed, e.g. "cluster" (Prometheus names) */
-	char *tag_name;                           /* in the block, may be NULL:
-						     "envoy_cluster_name" */
-	char *tag_value;                          /* in the block, may be NULL: "backend" */
+	const char *tag_prefix;                   /* name with the tag value removed, e.g.
+						     "cluster" (Prometheus names): name itself,
+						     or interned by the store (not owned) */
+	const char *tag_name;                     /* may be NULL: "envoy_cluster_name";
+						     interned by the store (not owned) */
+	const char *tag_value;                    /* may be NULL: "backend"; the end of name
+						     when name ends with it, else in the block */
 	const struct stat_desc *desc;             /* not owned (static) */
 	uint32_t ndesc;
 	uint32_t lo0;                             /* shard 0 holds desc[lo0..ndesc) */
@@ -117,6 +122,8 @@ struct stats_scope {
 	uint32_t nhist;                           /* histograms in desc */
 	unsigned refs;                            /* users (stats_scope_new / _free pairs);
 						     under the store's lock */
+	uint32_t lazy0;                           /* desc[lazy0..ndesc) (main thread only) are
+						     in ->lazy, not in shard 0; ndesc: none */
 	const uint16_t *hslot;                    /* shared by the store's scopes with the same
 						     histogram positions (not owned), [ndesc]:
 						     a histogram's slot in a shard's hists[]
@@ -137,6 +144,9 @@ struct stats_scope {
 		struct stats_scope *dead_next;    /* once unlinked: the store's graveyard
 						     (freed after a render) */
 	};
+	int64_t *lazy;                            /* owned [ndesc - lazy0], NULL (all zero)
+						     until stats_lazy_set writes a non-zero
+						     value: rarely set main-thread stats */
 	char *extra;                              /* owned, NULL for most scopes: a second tag
 						     "<name>\0<value>\0" ("\0\0": none; see
 						     stats_scope_tag2_*), then, with
@@ -234,6 +244,10 @@ struct stats_scope_spec {
 	const struct stat_desc *desc;              /* not owned: static unless COPY_DESC */
 	size_t ndesc;
 	size_t nw, lo0;                            /* with STATS_SCOPE_SPLIT only */
+	size_t nlazy;                              /* the last nlazy stats of desc are
+						      main-thread only and stored lazily:
+						      written with stats_lazy_set only
+						      (rarely non-zero gauges) */
 	unsigned flags;                            /* STATS_SCOPE_* */
 };
 /* A scope is shared (refcounted) when the name, the stat list (by content)
@@ -273,10 +287,25 @@ static inline void stats_dec(struct stats_scope *s, unsigned shard, unsigned idx
 {
 	stats_shard_of(s, shard)->vals[idx]--;
 }
-/* Main-thread-owned gauge: shard 0 holds the value. */
+/* Main-thread-owned gauge: shard 0 holds the value (not for the lazily
+ * stored stats of a scope: stats_lazy_set). */
 static inline void stats_gauge_set(struct stats_scope *s, unsigned idx, int64_t v)
 {
 	s->shards[0]->vals[idx] = v;
+}
+/* Set a lazily stored stat (idx >= s->lazy0; main thread): their block is
+ * allocated on the first non-zero value, so a scope whose lazy stats stay
+ * zero (an idle cluster's circuit-breaker gauges) stores none of them. */
+void stats_lazy_set(struct stats_scope *s, unsigned idx, int64_t v);
+void stats_lazy_add(struct stats_scope *s, unsigned idx, int64_t v);
+/* Main thread: add to a stat shard 0 or the lazy block holds (code that
+ * counts in scopes of several layouts, e.g. xDS subscription stats). */
+static inline void stats_main_add(struct stats_scope *s, unsigned idx, int64_t v)
+{
+	if (idx >= s->lazy0)
+		stats_lazy_add(s, idx, v);
+	else
+		stats_add(s, 0, idx, v);
 }
 void stats_hist_record(struct stats_scope *s, unsigned shard, unsigned idx, double value);
 void stats_code_inc(struct stats_scope *s, unsigned shard, int family, int code);

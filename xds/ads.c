@@ -140,6 +140,14 @@ struct xtype {
 
 struct xchan;
 
+/* A sorted list of distinct names in one allocation (the pointers, then the
+ * strings): a subscription of 10,000 EDS names costs ~14 bytes a name, not
+ * a jansson string and its array slot (~60 with malloc's overhead). */
+struct namelist {
+	size_t n;
+	const char *v[];            /* [n], sorted (strcmp), pointing after v[n - 1] */
+};
+
 /* One type on one transport: its protocol state.  A source's versions and
  * nonces are its own (Envoy: one subscription per (config source, type)). */
 struct xsub {
@@ -148,8 +156,8 @@ struct xsub {
 	bool wildcard;              /* CDS/LDS of dynamic_resources: subscribed to all */
 	char *version;              /* owned: last version_info accepted from this source */
 	char *nonce;                /* owned: newest nonce on this stream */
-	json_t *sent_names;         /* owned: resource_names last requested (SotW, REST) */
-	json_t *subs;               /* owned, delta: the subscribed names (set) */
+	struct namelist *sent_names; /* owned: resource_names last requested (SotW, REST) */
+	struct namelist *subs;      /* owned, delta: the subscribed names */
 	bool sent_first;            /* delta: this type's first request went on this stream */
 	char *nacked_version;       /* owned: last version NACKed (log once) */
 	unsigned nack_repeats;      /* the same version NACKed again in a row */
@@ -188,7 +196,8 @@ struct xchan {
 };
 
 struct dyn_cluster {                /* one CDS resource (individually allocated) */
-	char *name;                 /* owned; the key in a->dc_map */
+	char *name;                 /* in this allocation, after the struct; the key in
+				     * a->dc_map */
 	struct cluster *active;     /* ref, in snapshots; NULL until first warmed */
 	struct cluster *warming;    /* ref, started, not initialized yet; or NULL */
 	struct event *timer;        /* owned: EDS initial_fetch_timeout of warming */
@@ -204,7 +213,8 @@ struct dyn_cluster {                /* one CDS resource (individually allocated)
 };
 
 struct dyn_eds {                    /* one EDS name, subscribed and/or received */
-	char *name;                 /* owned; the key in a->eds_map (the service name) */
+	char *name;                 /* in this allocation, after the struct; the key in
+				     * a->eds_map (the service name) */
 	struct xblob *src;          /* owned: the accepted ClusterLoadAssignment; NULL
 				     * while only subscribed */
 	struct xmeta *meta;         /* ref: the response src came in, or NULL */
@@ -311,7 +321,8 @@ static uint64_t mono_us(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* Count ev in one subscription's scope (main thread, shard 0).  attempt:
+/* Count ev in one subscription's scope (main thread: shard 0, or the block
+ * of lazily stored stats, stats_main_add).  attempt:
  * also update_attempt (not for REST CDS/LDS, counted when the poll went
  * out).  version: of the accepted response (SE_SUCCESS, SE_EMPTY). */
 static void sub_count(struct stats_scope *s, const struct sub_idx *ix, enum sub_ev ev,
@@ -320,47 +331,86 @@ static void sub_count(struct stats_scope *s, const struct sub_idx *ix, enum sub_
 	if (!s)
 		return;
 	if (attempt)
-		stats_inc(s, 0, ix->attempt);
+		stats_main_add(s, ix->attempt, 1);
 	switch (ev) {
 	case SE_EMPTY:
-		stats_inc(s, 0, ix->empty);
+		stats_main_add(s, ix->empty, 1);
 		/* fall through */
 	case SE_SUCCESS:
-		stats_inc(s, 0, ix->success);
+		stats_main_add(s, ix->success, 1);
 		stats_gauge_set(s, ix->version, version_gauge(version ? version : ""));
 		stats_gauge_set(s, ix->time, wall_ms());
 		break;
-	case SE_REJECTED:
-		stats_inc(s, 0, ix->rejected);
+	case SE_REJECTED:	/* (the cluster scope stores these lazily) */
+		stats_main_add(s, ix->rejected, 1);
 		break;
 	case SE_FAILURE:
-		stats_inc(s, 0, ix->failure);
+		stats_main_add(s, ix->failure, 1);
 		break;
 	case SE_TIMEOUT:
-		stats_inc(s, 0, ix->timeout);
+		stats_main_add(s, ix->timeout, 1);
 		break;
 	}
 }
 
-/* The keys of a set object as a sorted array (stable subscriptions). */
+/* Names in strcmp order (qsort/bsearch over arrays of char *). */
 static int cmp_str(const void *x, const void *y)
 {
 	return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-static json_t *set_to_array(json_t *set)
+/* The keys of a set object (consumed) as a namelist (stable subscriptions). */
+static struct namelist *namelist_of_set(json_t *set)
 {
-	size_t n = json_object_size(set), i = 0;
-	const char **keys = xcalloc(n + 1, sizeof(*keys));
+	size_t n = json_object_size(set), i = 0, bytes = 0;
 	const char *k;
-	json_t *v, *arr = json_array();
+	json_t *v;
+	struct namelist *l;
+	char *p;
+
 	json_object_foreach(set, k, v)
-		keys[i++] = k;
-	qsort(keys, n, sizeof(*keys), cmp_str);
-	for (i = 0; i < n; i++)
-		json_array_append_new(arr, json_string(keys[i]));
-	free(keys);
+		bytes += strlen(k) + 1;
+	l = xmalloc(sizeof(*l) + n * sizeof(l->v[0]) + bytes);
+	p = (char *)&l->v[n];
+	json_object_foreach(set, k, v) {
+		size_t len = strlen(k) + 1;
+		memcpy(p, k, len);
+		l->v[i++] = p;
+		p += len;
+	}
+	l->n = n;
+	qsort(l->v, n, sizeof(l->v[0]), cmp_str);
 	json_decref(set);
+	return l;
+}
+
+static size_t namelist_size(const struct namelist *l)
+{
+	return l ? l->n : 0;
+}
+
+static bool namelist_has(const struct namelist *l, const char *name)
+{
+	return l && bsearch(&name, l->v, l->n, sizeof(l->v[0]), cmp_str);
+}
+
+static bool namelist_equal(const struct namelist *x, const struct namelist *y)
+{
+	if (namelist_size(x) != namelist_size(y))
+		return false;
+	for (size_t i = 0; i < namelist_size(x); i++)
+		if (strcmp(x->v[i], y->v[i]))
+			return false;
+	return true;
+}
+
+/* A new JSON array of the names (REST requests, delta resubscription). */
+static json_t *namelist_json(const struct namelist *l)
+{
+	json_t *arr = json_array();
+
+	for (size_t i = 0; i < namelist_size(l); i++)
+		json_array_append_new(arr, json_string(l->v[i]));
 	return arr;
 }
 
@@ -381,8 +431,7 @@ static void dc_free(struct dyn_cluster *d)
 	xmeta_unref(d->meta);
 	xmeta_unref(d->ameta);
 	free(d->rver);
-	free(d->name);
-	free(d);
+	free(d);   /* and its name */
 }
 
 static void dl_clear(struct dyn_listener *d)
@@ -402,13 +451,14 @@ static struct dyn_cluster *find_dc(struct ads *a, const char *name)
 
 static struct dyn_cluster *dc_append(struct ads *a, const char *name)
 {
-	struct dyn_cluster *d = xcalloc(1, sizeof(*d));
+	size_t len = strlen(name) + 1;
+	struct dyn_cluster *d = xcalloc(1, sizeof(*d) + len);   /* the name follows */
 
 	if (a->ndc == a->capdc) {
 		a->capdc = a->capdc ? a->capdc * 2 : 16;
 		a->dc = xrealloc(a->dc, a->capdc * sizeof(*a->dc));
 	}
-	d->name = xstrdup(name);
+	d->name = memcpy(d + 1, name, len);
 	d->pos = (uint32_t)a->ndc;
 	a->dc[a->ndc++] = d;
 	strmap_put(&a->dc_map, d);
@@ -445,8 +495,9 @@ static struct dyn_eds *eds_entry(struct ads *a, const char *name)
 	struct dyn_eds *e = find_eds(a, name);
 
 	if (!e) {
-		e = xcalloc(1, sizeof(*e));
-		e->name = xstrdup(name);
+		size_t len = strlen(name) + 1;
+		e = xcalloc(1, sizeof(*e) + len);   /* the name follows */
+		e->name = memcpy(e + 1, name, len);
 		strmap_put(&a->eds_map, e);
 		/* no users: every name a cluster uses got its entry when the
 		 * index was built, and a cluster change marks it dirty */
@@ -469,7 +520,6 @@ static void eds_drop(struct ads *a, struct dyn_eds *e)
 	if (e->nusers)   /* the index lists them under this entry */
 		a->eds_users_dirty = true;
 	strmap_del(&a->eds_map, e->name);
-	free(e->name);
 	free(e);
 }
 
@@ -632,15 +682,25 @@ static void want_add(json_t *wants, const char *key, const char *name)
  * O(clusters): called only after a cluster change. */
 static json_t *eds_wants(struct ads *a)
 {
-	json_t *wants = json_object();
-	for (size_t i = 0; i < a->ndc; i++) {
-		struct cluster *cls[2] = { a->dc[i]->active, a->dc[i]->warming };
-		const char *keys[2] = { a->dc[i]->akey, a->dc[i]->wkey };
-		for (int k = 0; k < 2; k++)
-			if (cls[k] && cls[k]->type == CLUSTER_EDS) {
-				want_add(wants, keys[k], cls[k]->eds_service_name);
-				eds_entry(a, cls[k]->eds_service_name)->wanted = true;
+	json_t *wants;
+
+	/* Two passes: the long-lived entries first, then the short-lived set.
+	 * Interleaved, each freed set member left a hole between two entries
+	 * that the heap could not give back (~80 B a cluster at 10,000). */
+	for (int pass = 0; pass < 2; pass++) {
+		wants = pass ? json_object() : NULL;
+		for (size_t i = 0; i < a->ndc; i++) {
+			struct cluster *cls[2] = { a->dc[i]->active, a->dc[i]->warming };
+			const char *keys[2] = { a->dc[i]->akey, a->dc[i]->wkey };
+			for (int k = 0; k < 2; k++) {
+				if (!cls[k] || cls[k]->type != CLUSTER_EDS)
+					continue;
+				if (pass)
+					want_add(wants, keys[k], cls[k]->eds_service_name);
+				else
+					eds_entry(a, cls[k]->eds_service_name)->wanted = true;
 			}
+		}
 	}
 	return wants;
 }
@@ -804,9 +864,13 @@ struct xbatch {
 	struct cluster **start;     /* owned [nstart]: compiled, started once all are applied */
 	const char **keys;          /* owned [nstart]: their EDS sources (interned; NULL: ADS) */
 	size_t nstart, capstart;
-	json_t *got;                /* owned: EDS names taken (valid name; xobs's stats) */
+	char *got;                  /* owned [ngot]: EDS names taken (valid name; xobs's
+				     * stats), each "<c><name>\0", c '1' when the assignment
+				     * was applied anew, else '0'.  One block, not JSON sets
+				     * built while the hosts are: their freed members were
+				     * holes between long-lived hosts (~80 B a cluster) */
+	size_t ngot, capgot;
 	json_t *bad;                /* owned: EDS names that could not be used (rejected) */
-	json_t *changed;            /* owned: EDS names whose assignment was applied anew */
 	struct build_ctx b;
 };
 
@@ -1085,6 +1149,21 @@ static bool eds_apply_one(struct ads *a, const char *name, const json_t *cla, ch
 	return eds_apply_eps(a, name, cla, NULL, 0, err, errlen);
 }
 
+/* Record an EDS name taken (bt->got); returns its offset there. */
+static size_t batch_got(struct xbatch *bt, const char *name)
+{
+	size_t len = strlen(name) + 1, off = bt->ngot;
+
+	if (bt->ngot + len + 1 > bt->capgot) {
+		bt->capgot = MAX(bt->capgot * 2, bt->ngot + len + 1 + 4096);
+		bt->got = xrealloc(bt->got, bt->capgot);
+	}
+	bt->got[off] = '0';
+	memcpy(bt->got + off + 1, name, len);
+	bt->ngot += len + 1;
+	return off;
+}
+
 /* One EDS resource: unchanged, or applied to its clusters and kept; one a
  * cluster rejected is not kept (retried when resent). */
 static void eds_one(struct ads *a, struct xbatch *bt, struct xin *in, char *err, size_t errlen)
@@ -1092,7 +1171,7 @@ static void eds_one(struct ads *a, struct xbatch *bt, struct xin *in, char *err,
 	struct dyn_eds *e = find_eds(a, in->name);
 	bool bad = false;
 
-	json_object_set_new(bt->got, in->name, json_true());
+	size_t got = batch_got(bt, in->name);
 	if (e && xin_same(a, in, e->src, &bad, err, errlen)) {
 		e->seen = bt->gen;
 		if (bt->rver)
@@ -1132,7 +1211,7 @@ static void eds_one(struct ads *a, struct xbatch *bt, struct xin *in, char *err,
 		json_object_set_new(a->eds_rejected, in->name, json_true());
 		return;
 	}
-	json_object_set_new(bt->changed, in->name, json_true());
+	bt->got[got] = '1';   /* changed */
 	e = eds_entry(a, in->name);
 	e->seen = bt->gen;
 	free(e->src);
@@ -1151,9 +1230,7 @@ static void batch_init(struct ads *a, struct xbatch *bt, int t, const char *vers
 	bt->gen = ++a->gen;
 	bt->full_state = full_state;
 	bt->meta = xmeta_new(version);
-	bt->got = json_object();
 	bt->bad = json_object();
-	bt->changed = json_object();
 	bt->b = (struct build_ctx){ .srv = a->srv, .stats = a->srv->stats,
 				    .nworkers = a->srv->nworkers };
 }
@@ -1212,14 +1289,21 @@ static void batch_finish(struct ads *a, struct xbatch *bt, const json_t *removed
 			eds_apply_one(a, e->name, NULL, e2, sizeof(e2));   /* users: no hosts */
 			eds_drop(a, e);
 		}
-		count_resources(a, T_EDS, bt->got, bt->bad, removed, bt->changed, n_resources);
+		json_t *got = json_object(), *changed = json_object();
+		for (size_t off = 0; off < bt->ngot; off += strlen(bt->got + off) + 1) {
+			json_object_set_new(got, bt->got + off + 1, json_true());
+			if (bt->got[off] == '1')
+				json_object_set_new(changed, bt->got + off + 1, json_true());
+		}
+		count_resources(a, T_EDS, got, bt->bad, removed, changed, n_resources);
+		json_decref(got);
+		json_decref(changed);
 	}
 	free(bt->start);
 	free(bt->keys);
 	json_decref(bt->failed);
-	json_decref(bt->got);
+	free(bt->got);
 	json_decref(bt->bad);
-	json_decref(bt->changed);
 	xmeta_unref(bt->meta);
 }
 
@@ -1897,7 +1981,7 @@ static void rest_poll(struct xsub *s)
 		return;
 	}
 	evtimer_del(s->rest_ev);
-	if (!s->wildcard && !json_array_size(s->sent_names))
+	if (!s->wildcard && !namelist_size(s->sent_names))
 		return;
 	json_t *rq = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s}}",
 			       "versionInfo", s->version ? s->version : "",
@@ -1906,7 +1990,7 @@ static void rest_poll(struct xsub *s)
 			       "node", "id", a->srv->node_id, "cluster", a->srv->node_cluster,
 			       "userAgentName", "remora", "userAgentVersion", "0.1.0");
 	if (s->sent_names)
-		json_object_set(rq, "resourceNames", s->sent_names);
+		json_object_set_new(rq, "resourceNames", namelist_json(s->sent_names));
 	if (s->rest_err)
 		json_object_set_new(rq, "errorDetail", json_pack("{s:i, s:s}", "code", 13,
 								  "message", s->rest_err));
@@ -1972,7 +2056,6 @@ static void send_sotw(struct xsub *s, const char *error)
 	Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
 	struct xchan *ch = s->ch;
 	int t = s->type;
-	char **names = NULL;
 
 	if (ch->src->kind == XDS_REST) {
 		rest_poll(s);
@@ -1985,12 +2068,8 @@ static void send_sotw(struct xsub *s, const char *error)
 	rq.response_nonce = s->nonce ? s->nonce : "";
 	fill_node(ch, &node, &rq.node);
 	if (s->sent_names) {
-		size_t n = json_array_size(s->sent_names);
-		names = xcalloc(n + 1, sizeof(*names));
-		for (size_t i = 0; i < n; i++)
-			names[i] = (char *)json_string_value(json_array_get(s->sent_names, i));
-		rq.n_resource_names = n;
-		rq.resource_names = names;
+		rq.n_resource_names = s->sent_names->n;
+		rq.resource_names = (char **)s->sent_names->v;
 	}
 	if (error) {
 		st.code = 13;   /* INTERNAL, as Envoy */
@@ -1998,7 +2077,6 @@ static void send_sotw(struct xsub *s, const char *error)
 		rq.error_detail = &st;
 	}
 	send_packed(ch, &rq.base);
-	free(names);
 	log_debug("xds: sent %s request to '%s' version '%s' nonce '%s'%s", type_names[t],
 		  ch->src->cluster, rq.version_info, rq.response_nonce, error ? " (NACK)" : "");
 }
@@ -2050,7 +2128,7 @@ static void send_delta(struct xsub *s, bool ack, const char *error, const json_t
 		ents = xcalloc(n, sizeof(*ents));
 		eptr = xcalloc(n, sizeof(*eptr));
 		json_object_foreach(rver, k, v) {
-			if (!s->wildcard && !json_object_get(s->subs, k))
+			if (!s->wildcard && !namelist_has(s->subs, k))
 				continue;   /* another source's */
 			Envoy__Service__Discovery__V3__DeltaDiscoveryRequest__InitialResourceVersionsEntry e =
 				ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_REQUEST__INITIAL_RESOURCE_VERSIONS_ENTRY__INIT;
@@ -2099,13 +2177,8 @@ static bool wanted_elsewhere(struct ads *a, int t, const char *name, const struc
 		const struct xsub *s = &ch->s[t];
 		if (ch == except)
 			continue;
-		if (json_object_get(s->subs, name))
+		if (namelist_has(s->subs, name) || namelist_has(s->sent_names, name))
 			return true;
-		size_t i;
-		json_t *v;
-		json_array_foreach(s->sent_names, i, v)
-			if (!strcmp(json_string_value(v), name))
-				return true;
 	}
 	return false;
 }
@@ -2124,31 +2197,29 @@ static void update_subscription(struct xsub *s, json_t *want)
 			json_decref(want);
 			return;
 		}
-		json_t *names = set_to_array(want);
-		if (s->sent_names && json_equal(s->sent_names, names)) {
-			json_decref(names);
+		struct namelist *names = namelist_of_set(want);
+		if (s->sent_names && namelist_equal(s->sent_names, names)) {
+			free(names);
 			return;
 		}
-		json_decref(s->sent_names);
+		free(s->sent_names);
 		s->sent_names = names;
 		send_sotw(s, NULL);
 		return;
 	}
-	json_t *sub = json_array(), *unsub = json_array();
-	const char *k;
-	json_t *v;
-	if (!s->subs)
-		s->subs = json_object();
-	json_object_foreach(want, k, v)
-		if (!json_object_get(s->subs, k))
-			json_array_append_new(sub, json_string(k));
-	json_object_foreach(s->subs, k, v)
-		if (!json_object_get(want, k))
-			json_array_append_new(unsub, json_string(k));
+	json_t *sub = json_array(), *unsub = json_array(), *v;
+	struct namelist *names = namelist_of_set(want);
+	for (size_t i = 0; i < names->n; i++)
+		if (!namelist_has(s->subs, names->v[i]))
+			json_array_append_new(sub, json_string(names->v[i]));
+	for (size_t i = 0; i < namelist_size(s->subs); i++)
+		if (!namelist_has(names, s->subs->v[i]))
+			json_array_append_new(unsub, json_string(s->subs->v[i]));
 	if (json_array_size(sub) || json_array_size(unsub)) {
 		size_t i;
-		json_decref(s->subs);
-		s->subs = json_incref(want);
+		free(s->subs);
+		s->subs = names;
+		names = NULL;
 		json_array_foreach(unsub, i, v) {
 			if (wanted_elsewhere(a, s->type, json_string_value(v), s->ch))
 				continue;
@@ -2157,7 +2228,7 @@ static void update_subscription(struct xsub *s, json_t *want)
 		}
 		send_delta(s, false, NULL, sub, unsub);
 	}
-	json_decref(want);
+	free(names);
 	json_decref(sub);
 	json_decref(unsub);
 }
@@ -2991,12 +3062,12 @@ static void on_open(void *arg)
 			 * versions held */
 			if (s->wildcard) {
 				send_delta(s, false, NULL, NULL, NULL);
-			} else if (json_object_size(s->subs)) {
-				json_t *sub = set_to_array(json_incref(s->subs));
+			} else if (namelist_size(s->subs)) {
+				json_t *sub = namelist_json(s->subs);
 				send_delta(s, false, NULL, sub, NULL);
 				json_decref(sub);
 			}
-		} else if (s->wildcard || json_array_size(s->sent_names)) {
+		} else if (s->wildcard || namelist_size(s->sent_names)) {
 			send_sotw(s, NULL);
 		}
 	}
@@ -3008,8 +3079,9 @@ static void on_open(void *arg)
  * applied; glibc keeps those pages (they sit between the long-lived
  * clusters, so the heap top cannot shrink).  Give the free pages back
  * after such a response (glibc's malloc_trim also releases whole free pages
- * inside the heap): a few ms per large response. */
-#define ADS_TRIM_BYTES (256u << 10)
+ * inside the heap): a few ms per large response.  64 KB: a push of 2,000
+ * clusters (~100 KB of CDS) kept ~0.3 KB a cluster of such pages at 256 KB. */
+#define ADS_TRIM_BYTES (64u << 10)
 
 /* A response arrived on ch's stream: its server is reachable (Envoy counts
  * a server as connected from its first response). */
@@ -3235,8 +3307,8 @@ static void chan_free(struct xchan *ch)
 		if (s->rest_ev)
 			event_free(s->rest_ev);
 		free(s->rest_err);
-		json_decref(s->sent_names);
-		json_decref(s->subs);
+		free(s->sent_names);
+		free(s->subs);
 	}
 	free(ch);
 }
@@ -3389,7 +3461,6 @@ void ads_free(struct ads *a)
 		free(e->src);
 		xmeta_unref(e->meta);
 		free(e->rver);
-		free(e->name);
 		free(e);
 	}
 	strmap_fini(&a->eds_map);

@@ -22,6 +22,7 @@
 #define CB_DESC_HIGH(type, name) { "circuit_breakers.high." #name, STAT_##type },
 static const struct stat_desc cluster_stat_desc[] = {
 	CLUSTER_STATS(STATS_DESC) CLUSTER_SUB_STATS(STATS_DESC)
+	CLUSTER_LAZY_STATS(STATS_DESC) CLUSTER_LAZY_SUB_STATS(STATS_DESC)
 	CB_STATS(CB_DESC_DEFAULT) CB_STATS(CB_DESC_HIGH)
 };
 _Static_assert(ARRAY_SIZE(cluster_stat_desc) == CLUSTER_SCOPE_N, "cluster scope layout");
@@ -78,18 +79,18 @@ void cluster_update_cb_gauges(struct cluster *cl)
 		uint32_t rlim = cluster_retry_limit(cl, (enum cb_priority)p);
 		if (!s)
 			continue;
-		stats_gauge_set(s, CLUSTER_CB(p, CB_cx_open), cx >= b->max_connections);
-		stats_gauge_set(s, CLUSTER_CB(p, CB_rq_pending_open), pend >= b->max_pending);
-		stats_gauge_set(s, CLUSTER_CB(p, CB_rq_open), rq >= b->max_requests);
-		stats_gauge_set(s, CLUSTER_CB(p, CB_rq_retry_open), rt >= rlim);
+		stats_lazy_set(s, CLUSTER_CB(p, CB_cx_open), cx >= b->max_connections);
+		stats_lazy_set(s, CLUSTER_CB(p, CB_rq_pending_open), pend >= b->max_pending);
+		stats_lazy_set(s, CLUSTER_CB(p, CB_rq_open), rq >= b->max_requests);
+		stats_lazy_set(s, CLUSTER_CB(p, CB_rq_retry_open), rt >= rlim);
 		if (b->track_remaining) {
-			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_cx),
+			stats_lazy_set(s, CLUSTER_CB(p, CB_remaining_cx),
 					MAX(0, (int64_t)b->max_connections - cx));
-			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_pending),
+			stats_lazy_set(s, CLUSTER_CB(p, CB_remaining_pending),
 					MAX(0, (int64_t)b->max_pending - pend));
-			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_rq),
+			stats_lazy_set(s, CLUSTER_CB(p, CB_remaining_rq),
 					MAX(0, (int64_t)b->max_requests - rq));
-			stats_gauge_set(s, CLUSTER_CB(p, CB_remaining_retries),
+			stats_lazy_set(s, CLUSTER_CB(p, CB_remaining_retries),
 					MAX(0, (int64_t)rlim - rt));
 		}
 	}
@@ -334,7 +335,7 @@ static void cluster_set_hostset_ex(struct cluster *cl, struct hostset *hs, bool 
 		for (size_t i = 0; i < hs->n; i++)
 			by[host_health_of(__atomic_load_n(&hs->hosts[i]->health_flags, __ATOMIC_RELAXED))]++;
 		stats_gauge_set(cl->stats, membership_healthy, by[HOST_HEALTHY]);
-		stats_gauge_set(cl->stats, membership_degraded, by[HOST_DEGRADED]);
+		stats_lazy_set(cl->stats, membership_degraded, by[HOST_DEGRADED]);
 	}
 	hostset_build_lb(cl, hs);
 	cl->hs = hs;
@@ -1568,9 +1569,15 @@ static void cluster_finish(struct cluster *cl, struct build_ctx *b)
 {
 	{
 		char *scope = xasprintf("cluster.%s", cl->name);
-		cl->stats = stats_scope_new_split(b->stats, scope, "cluster", "envoy_cluster_name",
-						  cl->name, cluster_stat_desc, CLUSTER_SCOPE_N,
-						  CLUSTER_MAIN_FIRST, CLUSTER_SHARED_FIRST);
+		/* the circuit-breaker gauges and a few main-thread stats stay
+		 * zero in most clusters: stored on their first non-zero value */
+		struct stats_scope_spec sp = {
+			.name = scope, .tag_prefix = "cluster", .tag_name = "envoy_cluster_name",
+			.tag_value = cl->name, .desc = cluster_stat_desc, .ndesc = CLUSTER_SCOPE_N,
+			.nw = CLUSTER_MAIN_FIRST, .lo0 = CLUSTER_SHARED_FIRST,
+			.nlazy = CLUSTER_SCOPE_N - CLUSTER_LAZY_FIRST, .flags = STATS_SCOPE_SPLIT,
+		};
+		cl->stats = stats_scope_get(b->stats, &sp);
 		stats_scope_add_family(cl->stats, "upstream_rq");
 		free(scope);
 		if (cl->ext->od.enabled)
@@ -1725,7 +1732,7 @@ static void dns_answer(const struct dns_result *res, void *arg)
 		if (res->min_ttl_s && (!x->dns_min_ttl_s || res->min_ttl_s < x->dns_min_ttl_s))
 			x->dns_min_ttl_s = res->min_ttl_s;
 	} else {
-		stats_inc(cl->stats, 0, update_failure);
+		stats_main_add(cl->stats, update_failure, 1);
 		log_warn("cluster '%s': DNS resolution of '%s' failed: %s", cl->name,
 			 cl->endpoints[i].address, res->error ? res->error : "error");
 	}

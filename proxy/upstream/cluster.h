@@ -63,18 +63,24 @@ struct xblob;
 #define CLUSTER_SHARED_STATS(X)                                                    \
 	X(GAUGE, membership_healthy) X(GAUGE, membership_total) X(COUNTER, membership_change)
 #define CLUSTER_MAIN_STATS(X)                                                      \
-	X(GAUGE, membership_degraded) X(GAUGE, membership_excluded)               \
-	X(COUNTER, update_attempt) X(COUNTER, update_success) X(COUNTER, update_failure) \
-	X(COUNTER, update_no_rebuild)
+	X(COUNTER, update_attempt) X(COUNTER, update_success) X(COUNTER, update_no_rebuild)
 #define CLUSTER_STATS(X) CLUSTER_WORKER_STATS(X) CLUSTER_SHARED_STATS(X) CLUSTER_MAIN_STATS(X)
 /* ... then these (main thread only too: the EDS subscription stats), whose
  * enumerators are prefixed (CL_version: "version" and "update_time" are
- * common variable names). */
-#define CLUSTER_SUB_STATS(X) X(COUNTER, update_empty) X(GAUGE, version)          \
-	X(COUNTER, update_rejected) X(COUNTER, init_fetch_timeout) X(GAUGE, update_time)
+ * common variable names) ... */
+#define CLUSTER_SUB_STATS(X) X(GAUGE, version) X(GAUGE, update_time)
+/* ... then the main-thread stats that are rarely anything but zero, stored
+ * lazily (stats_lazy_set, stats_main_add: no storage until one is not
+ * zero), with the circuit-breaker gauges below after them. */
+#define CLUSTER_LAZY_STATS(X)                                                      \
+	X(GAUGE, membership_degraded) X(GAUGE, membership_excluded) X(COUNTER, update_failure)
+#define CLUSTER_LAZY_SUB_STATS(X)                                                  \
+	X(COUNTER, update_empty) X(COUNTER, update_rejected) X(COUNTER, init_fetch_timeout)
 #define CL_ENUM(type, name) CL_##name,
 
-enum { CLUSTER_STATS(STATS_ENUM) CLUSTER_SUB_STATS(CL_ENUM) CLUSTER_STATS_N };
+enum { CLUSTER_STATS(STATS_ENUM) CLUSTER_SUB_STATS(CL_ENUM) CLUSTER_LAZY_STATS(STATS_ENUM)
+       CLUSTER_LAZY_SUB_STATS(CL_ENUM) CLUSTER_STATS_N };
+enum { CLUSTER_LAZY_FIRST = membership_degraded };   /* stored lazily from here on */
 #define CLUSTER_STAT_COUNT(type, name) + 1
 enum {
 	CLUSTER_SHARED_FIRST = 0 CLUSTER_WORKER_STATS(CLUSTER_STAT_COUNT),
@@ -82,7 +88,7 @@ enum {
 };
 
 /* cluster.<name>.circuit_breakers.{default,high}.* gauges (main thread, 1 s
- * tick): in the cluster scope after CLUSTER_STATS, one block of
+ * tick; stored lazily): in the cluster scope after CLUSTER_STATS_N, one block of
  * CB_STATS_N per priority (CLUSTER_CB(p, CB_cx_open)). */
 #define CB_STATS(X) X(GAUGE, cx_open) X(GAUGE, cx_pool_open) X(GAUGE, rq_pending_open) \
 	X(GAUGE, rq_open) X(GAUGE, rq_retry_open) X(GAUGE, remaining_cx)                \

@@ -16,8 +16,19 @@ endpoint from that of a cluster.
   The "routes" run is issue 6's whole set: the clusters plus one listener whose
 RDS RouteConfiguration has N virtual hosts.
 
-  REMORA_BIN=build/remora python3 tests/bench/xds_scale.py [N] [sotw|delta|both|endpoints|routes|all]"""
+  The "load" run (also part of "all") sends requests on a route that is already
+configured (one cluster, an nginx upstream) with h2load while that whole set
+arrives, and compares a window before the push with the apply (push to the
+last ACK) and a window after: req/s, p50/p99/max latency, the longest gap
+between two completed responses, and the non-2xx and failed requests (which
+must be 0).  XDS_LOAD_RPS=<n> paces each of the XDS_LOAD_CLIENTS (default 8)
+HTTP/1.1 connections at n requests per second (default: as fast as they go).
+
+  REMORA_BIN=build/remora python3 tests/bench/xds_scale.py [N] [sotw|delta|both|endpoints|routes|load|all]"""
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,6 +107,20 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid):
+    """{thread id: (CPU seconds, seconds waiting for a CPU on a run queue)}
+    of every thread of a process (/proc/.../schedstat)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                run_ns, wait_ns = map(int, f.read().split()[:2])
+        except OSError:
+            continue
+        out[int(tid)] = (run_ns / 1e9, wait_ns / 1e9)
+    return out
+
+
 def run_routes(n):
     """Issue 6's full set: n EDS clusters and one listener whose RDS
     RouteConfiguration has n virtual hosts (one per cluster)."""
@@ -130,6 +155,171 @@ def run_routes(n):
     finally:
         r.stop(check=False)
         cp.stop()
+
+
+NGINX_CONF = """daemon off;
+master_process off;
+worker_processes 1;
+pid nginx.pid;
+error_log stderr warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path tmp;
+    proxy_temp_path tmp;
+    server { listen 127.0.0.1:%d; location / { return 200 "hello"; } }
+}
+"""
+
+
+def start_nginx(work):
+    """nginx answering 200 "hello" on a free port: (process, port)."""
+    port = harness.free_port()
+    d = os.path.join(work, "nginx")
+    os.makedirs(os.path.join(d, "tmp"))
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write(NGINX_CONF % port)
+    p = subprocess.Popen(["/usr/sbin/nginx", "-p", d + "/", "-c", "nginx.conf"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    harness.wait_until(lambda: harness.curl(f"http://127.0.0.1:{port}/", timeout=2).status == 200, 10)
+    return p, port
+
+
+def window(log, spans):
+    """Requests that started in the spans [(lo_us, hi_us), ...]: count,
+    req/s, p50/p99/max latency (ms), non-2xx, and the longest gap (ms)
+    between two responses completing in one span."""
+    rs, gap, length = [], 0, 0
+    for lo_us, hi_us in spans:
+        part = [r for r in log if lo_us <= r[0] < hi_us]
+        ends = sorted(r[0] + r[2] for r in part)
+        gap = max([gap] + [b - a for a, b in zip(ends, ends[1:])])
+        rs += part
+        length += hi_us - lo_us
+    if not rs:
+        return None
+    lat = sorted(r[2] for r in rs)
+    return {"n": len(rs), "rps": len(rs) / (length / 1e6),
+            "p50": lat[len(lat) // 2] / 1000, "p99": lat[min(len(lat) - 1, len(lat) * 99 // 100)] / 1000,
+            "max": lat[-1] / 1000, "gap": gap / 1000,
+            "non2xx": sum(1 for r in rs if not 200 <= r[1] < 300)}
+
+
+def run_load(n, before_s=3.0, after_s=3.0, budget_s=None):
+    """Requests on an existing route while issue 6's whole set (n clusters,
+    n virtual hosts) applies; see the module's docstring."""
+    clients = int(os.environ.get("XDS_LOAD_CLIENTS", "8"))
+    rps = os.environ.get("XDS_LOAD_RPS")
+    budget_s = budget_s or float(os.environ.get("XDS_LOAD_BUDGET_S", "20"))
+    cp = ControlPlane()
+    work = tempfile.mkdtemp(prefix="remora-bench-xds.")
+    ngx, up_port = start_nginx(work)
+    port = harness.free_port()
+    r = harness.Remora(work, xds_bootstrap(harness.free_port(), cp.grpc_port), log_level="warning",
+                       drain_time_s=1)
+    live_vh = {"name": "live", "domains": ["live.example"],
+               "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "live"}}]}
+    h2 = None
+    try:
+        cp.set("eds", "1", [cla("live", [up_port])])
+        cp.set("cds", "1", [eds_cluster("live")])
+        cp.set("rds", "1", [{"name": "r1", "virtual_hosts": [live_vh]}])
+        cp.set("lds", "1", [rds_listener("l1", port, "r1")])
+        r.start(wait_ready=False)
+        r.wait_ready(timeout=60)
+        url = f"http://127.0.0.1:{port}/"
+        harness.wait_until(lambda: harness.curl(url, "-H", "host: live.example",
+                                                timeout=2).status == 200, 30)
+        log_path = os.path.join(work, "h2load.log")
+        cmd = ["h2load", "--h1", "-c", str(clients), "-m", "1", "-D", str(int(before_s + budget_s)),
+               "--warm-up-time", "1", "-H", ":authority: live.example", f"--log-file={log_path}", url]
+        if rps:
+            cmd[1:1] = ["--rps", rps]
+        h2 = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1 + before_s)
+        t_push = time.time()
+        cpu0, th0 = cpu_s(r.pid), thread_cpu(r.pid)
+        others0 = {k: cpu_s(p) for k, p in (("control plane", cp.proc.pid), ("h2load", h2.pid),
+                                            ("nginx", ngx.pid))}
+        load0 = os.getloadavg()[0]
+        cp.set("eds", "2", [cla("live", [up_port])] +
+               [cla(f"c{i}", [10000 + i % 1000]) for i in range(n)])
+        cp.set("cds", "2", [eds_cluster("live")] + [eds_cluster(f"c{i}") for i in range(n)])
+        cp.set("rds", "2", [{"name": "r1", "virtual_hosts": [live_vh] + [
+            {"name": f"vh{i}", "domains": [f"svc{i}.example"],
+             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": f"c{i}"}}]}
+            for i in range(n)]}])
+        acks = [ack_after(cp, t, "2", t_push * 1000, timeout=budget_s) for t in (CDS, EDS, RDS)]
+        t_done = t_push + max(acks)
+        cpu, th1 = cpu_s(r.pid) - cpu0, thread_cpu(r.pid)
+        others = {k: cpu_s(p) - v for k, p, v in (
+            ("control plane", cp.proc.pid, others0["control plane"]),
+            ("h2load", h2.pid, others0["h2load"]), ("nginx", ngx.pid, others0["nginx"]))}
+        try:
+            out, _ = h2.communicate(timeout=before_s + budget_s + 30)
+        except subprocess.TimeoutExpired:
+            print(r.admin_get("/stats?filter=^(cluster.live|http.l1|listener)")[2][:3000])
+            raise
+        h2 = None
+        log = []
+        with open(log_path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3:
+                    log.append((int(parts[0]), int(parts[1]), int(parts[2])))
+        if not log:
+            raise RuntimeError("h2load wrote no per-request log:\n" + out)
+        last_start = max(x[0] for x in log) / 1e6
+        # Remora's own work: from each response of the push written to its ACK
+        mine = []
+        for kind, url in (("cds", CDS), ("eds", EDS), ("rds", RDS)):
+            resp = resp_of(cp, kind, "2")
+            q = last_request(cp, url, lambda q: q["response_nonce"] == resp["nonce"])
+            mine.append((resp["t_ms"] / 1000.0, q["t_ms"] / 1000.0))
+        wins = [("before (%.1f s)" % before_s, [(t_push - before_s, t_push)]),
+                ("push to last ACK (%.2f s)" % (t_done - t_push), [(t_push, t_done)]),
+                ("Remora applying: response written to ACK, CDS+EDS+RDS (%.2f s)"
+                 % sum(b - a for a, b in mine), mine),
+                ("after (%.1f s)" % min(after_s, last_start - t_done),
+                 [(t_done, min(t_done + after_s, last_start))])]
+        failed = re.search(r"requests: .*?(\d+) failed, (\d+) errored", out)
+        status = re.search(r"status codes: .*", out)
+        print(f"clusters: {n} (EDS, 1 endpoint each) and one RouteConfiguration of {n + 1} "
+              f"virtual hosts pushed while h2load sends requests on an existing route "
+              f"({clients} HTTP/1.1 connections, {rps + ' req/s each' if rps else 'closed loop'})")
+        print(f"push -> last ACK (CDS {acks[0]:.2f} s, EDS {acks[1]:.2f} s, RDS {acks[2]:.2f} s); "
+              f"Remora's CPU meanwhile (all threads, to the end of the ACK wait) {cpu:.2f} s")
+        print("  Remora's threads from the push to the last ACK (CPU / waiting for a CPU): " +
+              ", ".join(f"{'main' if k == r.pid else k} {th1[k][0] - th0.get(k, (0, 0))[0]:.2f} s / "
+                        f"{th1[k][1] - th0.get(k, (0, 0))[1]:.2f} s" for k in sorted(th1)) +
+              "; the others' CPU meanwhile: " +
+            ", ".join(f"{k} {v:.2f} s" for k, v in others.items()) +
+            f"; load average (1 min) at the push {load0:.1f}")
+        for name, spans in wins:
+            w = window(log, [(int(lo * 1e6), int(hi * 1e6)) for lo, hi in spans if hi > lo])
+            if w is None:
+                print(f"  {name}: no requests")
+                continue
+            print(f"  {name}: {w['rps']:.0f} req/s, p50 {w['p50']:.2f} ms, p99 {w['p99']:.2f} ms, "
+                  f"max {w['max']:.1f} ms, longest gap between responses {w['gap']:.1f} ms, "
+                  f"non-2xx {w['non2xx']}")
+        print(f"  h2load: {failed.group(0) if failed else '?'}; "
+              f"{status.group(0) if status else '?'}")
+        non2xx = sum(1 for x in log if not 200 <= x[1] < 300)
+        print(f"  whole run: {len(log)} requests, non-2xx {non2xx}")
+    finally:
+        if h2 is not None:
+            h2.kill()
+            h2.wait()
+        r.stop(check=False)
+        cp.stop()
+        ngx.terminate()
+        ngx.wait(timeout=10)
+        if not os.environ.get("XDS_BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("kept", work)
 
 
 def run_delta(n):
@@ -188,6 +378,8 @@ def main():
         run_endpoints(max(1, n // 5))
     if mode in ("routes", "all"):
         run_routes(n)
+    if mode in ("load", "all"):
+        run_load(n)
 
 
 def run_sotw(n):

@@ -746,3 +746,107 @@ TEST(stats_split_scope_shared_by_layout)
 	CHECK_INT(stats_store_nscopes(st), 0);
 	stats_store_free(st);
 }
+
+/* Lazily stored stats (the circuit-breaker gauges of a cluster): no storage
+ * until a non-zero value is set, read as zero before, summed, rendered and
+ * reset like the others; part of the layout a shared scope must match. */
+TEST(stats_lazy_tail)
+{
+	struct stats_store *st = stats_store_new(3);
+	struct stats_scope_spec sp = { .name = "cluster.z", .tag_prefix = "cluster",
+				       .tag_name = "envoy_cluster_name", .tag_value = "z",
+				       .desc = s_desc, .ndesc = S_N, .nw = m_attempt,
+				       .lo0 = both_active, .nlazy = 2, .flags = STATS_SCOPE_SPLIT };
+	struct stats_scope *s = stats_scope_get(st, &sp), *same, *other;
+	struct evbuffer *out = evbuffer_new();
+	char err[128], *txt;
+
+	CHECK_INT(s->lazy0, m_attempt);
+	CHECK(s->lazy == NULL);
+	stats_lazy_set(s, m_open, 0);                 /* zero: still nothing stored */
+	stats_lazy_set(s, m_attempt, 0);
+	stats_main_add(s, m_attempt, 0);
+	CHECK(s->lazy == NULL);
+	CHECK_INT(stats_value(s, m_open), 0);
+	stats_inc(s, 0, both_change);
+	stats_inc(s, 1, both_change);
+	CHECK_INT(stats_value(s, both_change), 2);
+	CHECK_INT(stats_render_text(st, out, NULL, false, err, sizeof(err)), RM_OK);
+	evbuffer_add(out, "", 1);
+	txt = (char *)evbuffer_pullup(out, -1);
+	CHECK(strstr(txt, "cluster.z.m_open: 0\n") != NULL);   /* rendered while unstored */
+	CHECK(strstr(txt, "cluster.z.m_attempt: 0\n") != NULL);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	stats_lazy_set(s, m_open, 1);
+	stats_lazy_set(s, m_attempt, 5);
+	CHECK(s->lazy != NULL);
+	CHECK_INT(stats_value(s, m_open), 1);
+	CHECK_INT(stats_value(s, m_attempt), 5);
+	CHECK_INT(stats_render_text(st, out, NULL, false, err, sizeof(err)), RM_OK);
+	evbuffer_add(out, "", 1);
+	txt = (char *)evbuffer_pullup(out, -1);
+	CHECK(strstr(txt, "cluster.z.m_open: 1\n") != NULL);
+	CHECK(strstr(txt, "cluster.z.m_attempt: 5\n") != NULL);
+	stats_main_add(s, m_attempt, 2);               /* lazily stored: the block */
+	stats_main_add(s, both_change, 3);             /* shard 0 */
+	CHECK_INT(stats_value(s, m_attempt), 7);
+	CHECK_INT(stats_value(s, both_change), 5);
+	stats_reset_counters(st);                     /* counters zeroed, gauges kept */
+	CHECK_INT(stats_value(s, m_attempt), 0);
+	CHECK_INT(stats_value(s, m_open), 1);
+	same = stats_scope_get(st, &sp);
+	sp.nlazy = 1;
+	other = stats_scope_get(st, &sp);
+	CHECK(same == s && other != s);
+	CHECK_INT(other->lazy0, m_open);
+	stats_scope_free(other);
+	stats_scope_free(same);
+	stats_scope_free(s);
+	evbuffer_free(out);
+	stats_store_free(st);
+}
+
+/* Tag names and prefixes are interned by the store (one copy for every
+ * cluster), the tag value points into the name when it ends it. */
+TEST(stats_scope_strings_shared)
+{
+	struct stats_store *st = stats_store_new(2);
+	struct stats_scope *a = stats_scope_new(st, "cluster.a1", "cluster", "envoy_cluster_name",
+						"a1", t_desc, T_N);
+	struct stats_scope *b = stats_scope_new(st, "cluster.b22", "cluster", "envoy_cluster_name",
+						"b22", t_desc, T_N);
+	struct stats_scope *c = stats_scope_new(st, "odd.name", "odd", "t", "not_a_suffix",
+						t_desc, T_N);
+	struct stats_scope *d = stats_scope_new(st, "server", "server", NULL, NULL, c_desc, C_N);
+
+	CHECK(a->tag_prefix == b->tag_prefix && a->tag_name == b->tag_name);
+	CHECK_STR(a->tag_prefix, "cluster");
+	CHECK_STR(b->tag_name, "envoy_cluster_name");
+	CHECK(a->tag_value == a->name + strlen("cluster."));
+	CHECK_STR(b->tag_value, "b22");
+	CHECK_STR(c->tag_value, "not_a_suffix");
+	CHECK_STR(c->tag_prefix, "odd");
+	CHECK(d->tag_prefix == d->name);
+	/* past the interning cap a scope copies its strings into its block */
+	enum { MANY = 4200 };
+	struct stats_scope **many = calloc(MANY, sizeof(*many));
+	char n[64], tp[32], tn[32];
+	for (int i = 0; i < MANY; i++) {
+		snprintf(n, sizeof(n), "p%d.v%d", i, i);
+		snprintf(tp, sizeof(tp), "p%d", i);
+		snprintf(tn, sizeof(tn), "t%d", i);
+		many[i] = stats_scope_new(st, n, tp, tn, "x", c_desc, C_N);
+	}
+	CHECK_STR(many[MANY - 1]->tag_prefix, "p4199");
+	CHECK_STR(many[MANY - 1]->tag_name, "t4199");
+	CHECK_STR(many[MANY - 1]->tag_value, "x");
+	CHECK_STR(many[7]->tag_name, "t7");
+	for (int i = 0; i < MANY; i++)
+		stats_scope_free(many[i]);
+	free(many);
+	stats_scope_free(a);
+	stats_scope_free(b);
+	stats_scope_free(c);
+	stats_scope_free(d);
+	stats_store_free(st);
+}
