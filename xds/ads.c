@@ -104,11 +104,23 @@ static const struct sub_idx eds_idx = { update_attempt, update_success, CL_updat
 					update_failure, CL_update_empty, CL_init_fetch_timeout,
 					CL_version, CL_update_time };
 
-struct rds_sub {                    /* http.<prefix>.rds.<name>: one per (HCM stat_prefix,
-				     * route_config_name) of the accepted listeners */
+struct ads;
+/* One RDS subscription, as Envoy's: http.<prefix>.rds.<name>, one per (HCM
+ * stat_prefix, route_config_name) of the accepted listeners, individually
+ * allocated (its timer points to it).  Its initial_fetch_timeout runs from
+ * its creation until the route configuration first arrives; a later update
+ * or a listener update keeping the pair does not restart it. */
+struct rds_sub {
+	struct ads *a;
 	char *prefix;               /* owned */
 	char *name;                 /* owned */
 	struct stats_scope *stats;  /* owned (a reference: shared by name) */
+	struct event *timer;        /* owned: initial_fetch_timeout; NULL if it is 0 or
+				     * the configuration was there at creation */
+	uint64_t timeout_ms;        /* rds.config_source.initial_fetch_timeout (0: none) */
+	bool fetched;               /* the configuration arrived once: the timer is over */
+	bool timed_out;             /* the timer fired first: while the configuration
+				     * is missing, the listeners use an empty table */
 };
 #define CP_STATS(X) X(GAUGE, connected_state) X(COUNTER, stream_reconnects) \
 	X(GAUGE, pending_requests)
@@ -238,11 +250,10 @@ struct dyn_listener {               /* one LDS resource */
 struct ads {
 	struct server *srv;
 	struct event *init_ev;      /* owned: initial fetch timeout */
-	struct event *rds_ev;       /* owned: RDS fetch timeout */
 	struct event *publish_ev;   /* owned: coalesced snapshot publication */
 	struct event *sds_ev;       /* owned: SDS secrets in use or usable changed */
 	const char *applying_version; /* version_info of the response being applied */
-	bool initial_done, rds_timed_out;
+	bool initial_done;
 	struct xtype t[T_N];
 	struct xchan *chans;        /* owned: every transport, created as sources appear */
 	struct xchan *ads_ch;       /* the ADS stream (in chans), NULL without ads_config */
@@ -269,7 +280,7 @@ struct ads {
 	size_t nsl;
 	json_t *bootstrap;          /* ref */
 	struct stats_scope *cp_stats, *cm_stats; /* owned */
-	struct rds_sub *rsub;       /* owned [nrsub]: RDS subscription stats */
+	struct rds_sub **rsub;      /* owned [nrsub]: the RDS subscriptions */
 	size_t nrsub;
 	json_t *rsub_index;         /* owned: route config name -> [positions in rsub] */
 	bool rsub_dirty;            /* LDS changed: rds_subs_sync */
@@ -1340,9 +1351,10 @@ static json_t *listener_rds_names(const json_t *l, json_t *wants)
 	return names;
 }
 
-/* The (HCM stat_prefix, route_config_name) pairs of an LDS resource's RDS
- * HCMs, appended to pairs as [prefix, name] arrays. */
-static void listener_rds_pairs(const json_t *l, json_t *pairs)
+/* Call fn for each HCM typed_config of an LDS resource that names a
+ * route_config_name (filter_chains[] and default_filter_chain). */
+static void listener_foreach_rds(const json_t *l,
+				 void (*fn)(const json_t *hcm, const char *rn, void *arg), void *arg)
 {
 	const json_t *chains[2] = { json_object_get(l, "filter_chains"), NULL };
 	json_t *one = json_array();
@@ -1359,20 +1371,93 @@ static void listener_rds_pairs(const json_t *l, json_t *pairs)
 				const json_t *tc = json_object_get(f, "typed_config");
 				const char *rn = json_string_value(json_object_get(
 					json_object_get(tc, "rds"), "route_config_name"));
-				const char *sp = json_string_value(json_object_get(tc, "stat_prefix"));
 
-				if (rn && sp)
-					json_array_append_new(pairs, json_pack("[s,s]", sp, rn));
+				if (rn)
+					fn(tc, rn, arg);
 			}
 		}
 	}
 	json_decref(one);
 }
 
-/* Bring the RDS subscription stats in line with the accepted listeners:
- * http.<prefix>.rds.<name>.* for each pair in use (O(pairs + subs), after an
- * LDS change only; a scope is shared by name, so a listener update that
- * keeps a pair keeps its counts). */
+/* rds.config_source.initial_fetch_timeout of an HCM (15 s if absent; the
+ * listener compiler validated it). */
+static uint64_t hcm_rds_timeout_ms(const json_t *hcm)
+{
+	const json_t *cs = cfg_get(cfg_get(hcm, "rds"), "config_source");
+	uint64_t ms = 15000;
+	struct cfg_ctx c;
+
+	cfg_init(&c, NULL, NULL);
+	if (cs && cfg_duration_ms(&c, cs, "initial_fetch_timeout", &ms))
+		ms = 15000;
+	return ms;
+}
+
+static void add_pair(const json_t *hcm, const char *rn, void *arg)
+{
+	const char *sp = json_string_value(json_object_get(hcm, "stat_prefix"));
+
+	if (sp)
+		json_array_append_new(arg, json_pack("[s,s,I]", sp, rn,
+						     (json_int_t)hcm_rds_timeout_ms(hcm)));
+}
+
+/* The RDS HCMs of an LDS resource, appended to pairs as [stat_prefix,
+ * route_config_name, initial_fetch_timeout ms] arrays. */
+static void listener_rds_pairs(const json_t *l, json_t *pairs)
+{
+	listener_foreach_rds(l, add_pair, pairs);
+}
+
+static void rds_sub_timeout_cb(evutil_socket_t fd, short what, void *arg);
+
+/* A new subscription: its timer starts unless the configuration is there. */
+static struct rds_sub *rds_sub_new(struct ads *a, const char *sp, const char *rn, uint64_t ms)
+{
+	struct rds_sub *s = xcalloc(1, sizeof(*s));
+	char *scope = xasprintf("http.%s.rds.%s", sp, rn);
+	struct stats_scope_spec spec = {
+		.name = scope, .tag_prefix = "http.rds",
+		.tag_name = "envoy_http_conn_manager_prefix", .tag_value = sp,
+		.tag2_name = "envoy_rds_route_config", .tag2_value = rn,
+		.desc = rds_desc, .ndesc = RS_N, .flags = STATS_SCOPE_MAIN,
+	};
+
+	s->a = a;
+	s->prefix = xstrdup(sp);
+	s->name = xstrdup(rn);
+	s->stats = stats_scope_get(a->srv->stats, &spec);
+	s->timeout_ms = ms;
+	free(scope);
+	if (json_object_get(a->t[T_RDS].res, rn)) {
+		s->fetched = true;
+	} else if (ms) {
+		struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+		s->timer = evtimer_new(a->srv->base, rds_sub_timeout_cb, s);
+		evtimer_add(s->timer, &tv);
+	}
+	return s;
+}
+
+static void rds_sub_free(struct rds_sub *s)
+{
+	if (!s)
+		return;
+	if (s->timer)
+		event_free(s->timer);
+	free(s->prefix);
+	free(s->name);
+	stats_scope_free(s->stats);
+	free(s);
+}
+
+/* Bring the RDS subscriptions in line with the accepted listeners: one for
+ * each (stat_prefix, route_config_name) in use (O(pairs + subs), after an
+ * LDS change only).  A pair kept by a listener update keeps its
+ * subscription (counts, timer state); several HCMs with the same pair share
+ * it, with the initial_fetch_timeout of the first (in LDS order). */
 static void rds_subs_sync(struct ads *a)
 {
 	json_t *pairs = json_array(), *want = json_object(), *p, *l, *tmp;
@@ -1382,51 +1467,100 @@ static void rds_subs_sync(struct ads *a)
 	a->rsub_dirty = false;
 	json_object_foreach(a->t[T_LDS].res, n, l)
 		listener_rds_pairs(l, pairs);
-	json_array_foreach(pairs, i, p) {   /* "<prefix>\x1f<name>" -> [prefix, name] */
+	json_array_foreach(pairs, i, p) {   /* "<prefix>\x1f<name>" -> the first pair */
 		char *key = xasprintf("%s\x1f%s", json_string_value(json_array_get(p, 0)),
 				      json_string_value(json_array_get(p, 1)));
-		json_object_set(want, key, p);
+		if (!json_object_get(want, key))
+			json_object_set(want, key, p);
 		free(key);
 	}
 	for (k = a->nrsub; k-- > 0;) {
-		char *key = xasprintf("%s\x1f%s", a->rsub[k].prefix, a->rsub[k].name);
+		char *key = xasprintf("%s\x1f%s", a->rsub[k]->prefix, a->rsub[k]->name);
 		bool keep = json_object_get(want, key) != NULL;
 
 		json_object_del(want, key);   /* kept: nothing to create */
 		free(key);
 		if (keep)
 			continue;
-		free(a->rsub[k].prefix);
-		free(a->rsub[k].name);
-		stats_scope_free(a->rsub[k].stats);
+		rds_sub_free(a->rsub[k]);
 		a->rsub[k] = a->rsub[--a->nrsub];
 	}
 	json_object_foreach_safe(want, tmp, n, p) {
-		const char *sp = json_string_value(json_array_get(p, 0));
-		const char *rn = json_string_value(json_array_get(p, 1));
-		char *scope = xasprintf("http.%s.rds.%s", sp, rn);
-		struct stats_scope_spec spec = {
-			.name = scope, .tag_prefix = "http.rds",
-			.tag_name = "envoy_http_conn_manager_prefix", .tag_value = sp,
-			.tag2_name = "envoy_rds_route_config", .tag2_value = rn,
-			.desc = rds_desc, .ndesc = RS_N, .flags = STATS_SCOPE_MAIN,
-		};
 		a->rsub = xrealloc(a->rsub, (a->nrsub + 1) * sizeof(*a->rsub));
-		a->rsub[a->nrsub++] = (struct rds_sub){ xstrdup(sp), xstrdup(rn),
-							stats_scope_get(a->srv->stats, &spec) };
-		free(scope);
+		a->rsub[a->nrsub++] = rds_sub_new(a, json_string_value(json_array_get(p, 0)),
+						  json_string_value(json_array_get(p, 1)),
+						  (uint64_t)json_integer_value(json_array_get(p, 2)));
 	}
 	json_decref(a->rsub_index);
 	a->rsub_index = json_object();
 	for (k = 0; k < a->nrsub; k++) {
-		json_t *pos = json_object_get(a->rsub_index, a->rsub[k].name);
+		json_t *pos = json_object_get(a->rsub_index, a->rsub[k]->name);
 
 		if (!pos)
-			json_object_set_new(a->rsub_index, a->rsub[k].name, pos = json_array());
+			json_object_set_new(a->rsub_index, a->rsub[k]->name, pos = json_array());
 		json_array_append_new(pos, json_integer((json_int_t)k));
 	}
 	json_decref(want);
 	json_decref(pairs);
+}
+
+/* The subscription (prefix, name), or NULL. */
+static struct rds_sub *rds_sub_find(struct ads *a, const char *prefix, const char *name)
+{
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(json_object_get(a->rsub_index, name), i, v) {
+		struct rds_sub *s = a->rsub[json_integer_value(v)];
+		if (!strcmp(s->prefix, prefix))
+			return s;
+	}
+	return NULL;
+}
+
+/* Route configuration name was accepted: its subscriptions' first fetch is
+ * over (their timers stop for good). */
+static void rds_arrived(struct ads *a, const char *name)
+{
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(json_object_get(a->rsub_index, name), i, v) {
+		struct rds_sub *s = a->rsub[json_integer_value(v)];
+		s->fetched = true;
+		if (s->timer)
+			evtimer_del(s->timer);
+	}
+}
+
+struct missing_check {
+	struct ads *a;
+	const char *name;
+	bool ok;
+};
+
+static void check_missing(const json_t *hcm, const char *rn, void *arg)
+{
+	struct missing_check *m = arg;
+	const char *sp = json_string_value(json_object_get(hcm, "stat_prefix"));
+	const struct rds_sub *s;
+
+	if (strcmp(rn, m->name) || !sp)   /* no stat_prefix: the compiler says so */
+		return;
+	s = rds_sub_find(m->a, sp, rn);
+	if (!s || !s->timed_out)
+		m->ok = false;
+}
+
+/* May LDS resource l compile with an empty table for the missing route
+ * configuration name?  When every subscription of its HCMs naming it timed
+ * out (Envoy: the listener waits for all its init targets). */
+static bool rds_missing_ok(struct ads *a, const json_t *l, const char *name)
+{
+	struct missing_check m = { a, name, true };
+
+	listener_foreach_rds(l, check_missing, &m);
+	return m.ok;
 }
 
 /* ev for every RDS subscription of route configuration name (NULL: all). */
@@ -1437,11 +1571,11 @@ static void rds_count(struct ads *a, const char *name, enum sub_ev ev, const cha
 
 	if (!name) {
 		for (i = 0; i < a->nrsub; i++)
-			sub_count(a->rsub[i].stats, &xu_idx, ev, true, version);
+			sub_count(a->rsub[i]->stats, &xu_idx, ev, true, version);
 		return;
 	}
 	json_array_foreach(json_object_get(a->rsub_index, name), i, v)
-		sub_count(a->rsub[json_integer_value(v)].stats, &xu_idx, ev, true, version);
+		sub_count(a->rsub[json_integer_value(v)]->stats, &xu_idx, ev, true, version);
 }
 
 /* A tcp_proxy filter holds references to the cluster objects it was compiled
@@ -1476,9 +1610,9 @@ static const json_t *rds_lookup(void *arg, const char *name)
 	return json_object_get(used, name);
 }
 
-/* compile_listener results.  Only a listener waiting for its routes holds
- * the RDS initial_fetch_timeout: one waiting for its SDS secrets has its
- * own (the secret's sds_config). */
+/* compile_listener results.  A listener waiting for its routes is released
+ * by its RDS subscriptions' initial_fetch_timeouts; one waiting for its SDS
+ * secrets by the secret's own (its sds_config). */
 enum { CL_ERROR = -1, CL_WAIT_ROUTES = 0, CL_OK = 1, CL_WAIT_SECRETS = 2 };
 
 /* Compile LDS resource j if its routes are there.  Returns CL_OK compiled
@@ -1495,7 +1629,7 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 	json_array_foreach(names, i, n) {
 		const char *rn = json_string_value(n);
 		json_t *r = json_object_get(a->t[T_RDS].res, rn);
-		if (!r && a->rds_timed_out)
+		if (!r && rds_missing_ok(a, j, rn))
 			r = json_pack("{s:s}", "name", rn);   /* empty table: 404s (Envoy) */
 		else if (r)
 			json_incref(r);
@@ -1586,8 +1720,6 @@ static int compile_listener(struct ads *a, struct dyn_listener *d, const json_t 
 	return 1;
 }
 
-static void rds_timeout_cb(evutil_socket_t fd, short what, void *arg);
-
 /* Recompile the listeners of the accepted LDS state; blame_rds: the RDS
  * resource being applied (its errors NACK RDS), or NULL (LDS update). */
 static void rebuild_listeners_ex(struct ads *a, char *err, size_t errlen, const char *blame_rds,
@@ -1598,8 +1730,6 @@ static void rebuild_listeners_ex(struct ads *a, char *err, size_t errlen, const 
 	size_t nn = 0;
 	const char *name;
 	json_t *j;
-	bool wait_routes = false;
-
 	json_t *drop = json_array();
 	json_object_foreach(a->t[T_LDS].res, name, j) {
 		struct dyn_listener *old = find_dl(a, name);
@@ -1610,8 +1740,6 @@ static void rebuild_listeners_ex(struct ads *a, char *err, size_t errlen, const 
 			nd[nn].name = xstrdup(name);
 		}
 		int rc = compile_listener(a, &nd[nn], j, view, err, errlen, blame_rds, clusters_changed);
-		if (rc == CL_WAIT_ROUTES)
-			wait_routes = true;
 		for (size_t k = 0; rc == CL_OK && k < nn; k++) {
 			const struct listener_cfg *o = nd[k].l, *l = nd[nn].l;
 			if (o && o->addrlen == l->addrlen && !memcmp(&o->addr, &l->addr, l->addrlen)) {
@@ -1653,16 +1781,6 @@ static void rebuild_listeners_ex(struct ads *a, char *err, size_t errlen, const 
 	a->dl = nd;
 	a->ndl = nn;
 	snapshot_unref(view);
-	/* the RDS timeout runs while some listener misses routes (not while
-	 * listeners only wait for their secrets), from the first such moment */
-	if (!wait_routes) {
-		evtimer_del(a->rds_ev);
-	} else if (!a->rds_timed_out && a->srv->xds.lds_timeout_ms &&
-		   !evtimer_pending(a->rds_ev, NULL)) {
-		uint64_t ms = a->srv->xds.lds_timeout_ms;
-		struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-		evtimer_add(a->rds_ev, &tv);
-	}
 }
 
 static void rebuild_listeners(struct ads *a, char *err, size_t errlen, const char *blame_rds)
@@ -1706,36 +1824,40 @@ static json_t *rds_wants(struct ads *a)
 	return wants;
 }
 
-static void rds_timeout_cb(evutil_socket_t fd, short what, void *arg)
+struct timeout_note {
+	const struct rds_sub *s;
+	const char *listener;
+};
+
+static void note_timeout(const json_t *hcm, const char *rn, void *arg)
 {
-	struct ads *a = arg;
+	struct timeout_note *t = arg;
+	const char *sp = json_string_value(json_object_get(hcm, "stat_prefix"));
+
+	if (sp && !strcmp(rn, t->s->name) && !strcmp(sp, t->s->prefix))
+		log_warn("xds: RDS initial_fetch_timeout (%llu ms): listener '%s' (stat_prefix '%s') "
+			 "uses an empty route table for RouteConfiguration '%s' (404 until it "
+			 "arrives)", (unsigned long long)t->s->timeout_ms, t->listener, sp, rn);
+}
+
+/* A subscription's first fetch timed out: its listeners stop waiting for it. */
+static void rds_sub_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rds_sub *s = arg;
+	struct ads *a = s->a;
 	char err[2048] = "";
-	(void)fd;
-	(void)what;
-	/* name what is missing (the timer runs only while something is) */
 	const char *name;
 	json_t *j;
-	size_t nmiss = 0;
+	(void)fd;
+	(void)what;
+	if (s->fetched || json_object_get(a->t[T_RDS].res, s->name))
+		return;   /* (rds_arrived deletes the timer) */
+	s->timed_out = true;
+	sub_count(s->stats, &xu_idx, SE_TIMEOUT, true, NULL);
 	json_object_foreach(a->t[T_LDS].res, name, j) {
-		json_t *names = listener_rds_names(j, NULL), *n;
-		size_t i;
-		json_array_foreach(names, i, n) {
-			const char *rn = json_string_value(n);
-			if (json_object_get(a->t[T_RDS].res, rn))
-				continue;
-			log_warn("xds: RDS initial_fetch_timeout: listener '%s' starts without "
-				 "RouteConfiguration '%s' (an empty route table: 404 until it arrives)",
-				 name, rn);
-			nmiss++;
-		}
-		json_decref(names);
+		struct timeout_note t = { s, name };
+		listener_foreach_rds(j, note_timeout, &t);
 	}
-	if (!nmiss)
-		return;
-	a->rds_timed_out = true;
-	for (size_t k = 0; k < a->nrsub; k++)
-		if (!json_object_get(a->t[T_RDS].res, a->rsub[k].name))
-			sub_count(a->rsub[k].stats, &xu_idx, SE_TIMEOUT, true, NULL);
 	rebuild_listeners(a, err, sizeof(err), NULL);
 	if (err[0])
 		log_warn("xds: %s", err);
@@ -2493,6 +2615,8 @@ static void apply_resources_now(struct ads *a, int t, json_t *got, const json_t 
 					json_object_del(x->res, n);
 				char e3[256] = "";
 				rebuild_listeners(a, e3, sizeof(e3), NULL);
+			} else {
+				rds_arrived(a, n);
 			}
 			json_decref(old);
 		}
@@ -2592,7 +2716,7 @@ static void count_resources(struct ads *a, int t, const json_t *got, const json_
 				continue;
 			json_t *pos;
 			json_array_foreach(json_object_get(a->rsub_index, n), i, pos) {
-				struct stats_scope *sc = a->rsub[json_integer_value(pos)].stats;
+				struct stats_scope *sc = a->rsub[json_integer_value(pos)]->stats;
 				stats_inc(sc, 0, RS_config_reload);
 				stats_gauge_set(sc, RS_config_reload_time_ms, wall_ms());
 			}
@@ -3405,7 +3529,6 @@ struct ads *ads_start(struct server *srv)
 	a->t[T_LDS].stats = stats_scope_new_main(srv->stats, "listener_manager.lds",
 						 "listener_manager.lds", NULL, NULL, xu_desc, XU_N);
 	a->init_ev = evtimer_new(srv->base, init_timeout_cb, a);
-	a->rds_ev = evtimer_new(srv->base, rds_timeout_cb, a);
 	a->publish_ev = evtimer_new(srv->base, publish_cb, a);
 	a->sds_ev = evtimer_new(srv->base, sds_changed_cb, a);
 	tls_sds_set_notify(sds_notify, a);
@@ -3446,7 +3569,6 @@ void ads_free(struct ads *a)
 		a->chans = next;
 	}
 	event_free(a->init_ev);
-	event_free(a->rds_ev);
 	event_free(a->publish_ev);
 	tls_sds_set_notify(NULL, NULL);
 	event_free(a->sds_ev);
@@ -3485,11 +3607,8 @@ void ads_free(struct ads *a)
 	}
 	stats_scope_free(a->cp_stats);
 	stats_scope_free(a->cm_stats);
-	for (size_t k = 0; k < a->nrsub; k++) {
-		free(a->rsub[k].prefix);
-		free(a->rsub[k].name);
-		stats_scope_free(a->rsub[k].stats);
-	}
+	for (size_t k = 0; k < a->nrsub; k++)
+		rds_sub_free(a->rsub[k]);
 	free(a->rsub);
 	json_decref(a->rsub_index);
 	json_decref(a->eds_rejected);

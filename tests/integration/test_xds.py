@@ -142,15 +142,19 @@ def cla(name, ports):
         for p in ports]}]}
 
 
-def rds_listener(name, port, route_name):
+def rds_listener(name, port, route_name, fetch_timeout=None):
+    """fetch_timeout: the RDS config source's initial_fetch_timeout (a
+    Duration object; default 15 s)."""
+    src = {"ads": {}, "resource_api_version": "V3"}
+    if fetch_timeout is not None:
+        src["initial_fetch_timeout"] = fetch_timeout
     return {"name": name,
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
             "filter_chains": [{"filters": [{
                 "name": "envoy.filters.network.http_connection_manager",
                 "typed_config": {
                     "@type": HCM_TYPE, "stat_prefix": name,
-                    "rds": {"route_config_name": route_name,
-                            "config_source": {"ads": {}, "resource_api_version": "V3"}},
+                    "rds": {"route_config_name": route_name, "config_source": src},
                     "http_filters": [{"name": "envoy.filters.http.router",
                                       "typed_config": {"@type": ROUTER_TYPE}}]}}]}]}
 
@@ -420,7 +424,7 @@ def test_fetch_timeouts_release_warming(remora, cp, make_upstream, ports):
     c = eds_cluster("backend")
     c["eds_cluster_config"]["eds_config"]["initial_fetch_timeout"] = {"seconds": 1}
     cp.set("cds", "1", [c])
-    cp.set("lds", "1", [rds_listener("ingress", lport, "missing")])
+    cp.set("lds", "1", [rds_listener("ingress", lport, "missing", fetch_timeout={"seconds": 1})])
     r = remora(xds_bootstrap(admin, cp.grpc_port, fetch_timeout="1s"), wait_ready=False)
     r.wait_ready(timeout=20)
     assert curl(f"http://127.0.0.1:{lport}/").status == 404
@@ -429,6 +433,80 @@ def test_fetch_timeouts_release_warming(remora, cp, make_upstream, ports):
     cp.set("eds", "1", [cla("backend", [a.port])])
     wait_until(lambda: curl(f"http://127.0.0.1:{lport}/").status == 200, 10,
                what="endpoints applied")
+    r.stop()
+
+
+def test_rds_initial_fetch_timeout_per_subscription(remora, cp, make_upstream, ports):
+    """Each RDS subscription (HCM stat_prefix, route_config_name) has its own
+    initial_fetch_timeout, its rds.config_source's, running from its creation
+    (as Envoy), not the LDS one: a listener whose routes never come starts
+    after its own timeout with an empty route table (404, NR) while the
+    other listener's routes arrive and serve; a subscription created later
+    waits for its own timeout; 0s waits forever; the timer covers only the
+    first fetch (a listener update keeping the subscription does not restart
+    it)."""
+    a = make_upstream("a")
+    admin, pa, pb, pc, pd = (ports.get() for _ in range(5))
+    cp.set("cds", "1", [eds_cluster("backend")])
+    cp.set("eds", "1", [cla("backend", [a.port])])
+    cp.set("rds", "1", [routes("present", [("/", "backend")])])
+    lst_a = rds_listener("fast", pa, "never_a", fetch_timeout={"seconds": 1})
+    lst_b = rds_listener("slow", pb, "present", fetch_timeout={"seconds": 60})
+    cp.set("lds", "1", [lst_a, lst_b])
+    # CDS/LDS (and so the process-wide startup hold) wait 60 s: only the
+    # 1 s RDS timeout of 'fast' lets the initial fetch complete in time
+    r = remora(xds_bootstrap(admin, cp.grpc_port, fetch_timeout="60s"), wait_ready=False)
+    r.wait_ready(timeout=30)
+    assert curl(f"http://127.0.0.1:{pb}/x").json()["server"] == "a"
+    res = curl(f"http://127.0.0.1:{pa}/x")
+    assert res.status == 404, res
+    st = r.stats()
+    assert st["http.fast.no_route"] >= 1   # NR: the empty route table
+    assert st["http.fast.rds.never_a.init_fetch_timeout"] == 1
+    assert st["http.slow.rds.present.init_fetch_timeout"] == 0
+    assert st["http.slow.rds.present.update_success"] >= 1
+    assert st["http.fast.rds.never_a.update_success"] == 0
+    warn = [ln for ln in r.stderr_text().splitlines() if "RDS initial_fetch_timeout" in ln]
+    assert len(warn) == 1 and "'fast'" in warn[0] and "'never_a'" in warn[0], warn
+
+    # later subscriptions: 'late' (4 s) waits its own 4 s although 'never_a'
+    # timed out long ago; 'forever' (0s) never times out
+    lst_c = rds_listener("late", pc, "never_c", fetch_timeout={"seconds": 4})
+    lst_d = rds_listener("forever", pd, "never_d", fetch_timeout={"seconds": 0})
+    t_push = time.monotonic()
+    cp.set("lds", "2", [lst_a, lst_b, lst_c, lst_d])
+    wait_until(lambda: curl(f"http://127.0.0.1:{pc}/x", timeout=3).status == 404, 30,
+               what="'late' serves its empty route table")
+    # a timer does not fire early: 'late' cannot have started before 4 s
+    assert time.monotonic() - t_push >= 4.0 - 0.05
+    st = r.stats()
+    assert st["http.late.rds.never_c.init_fetch_timeout"] == 1
+    assert st["http.fast.rds.never_a.init_fetch_timeout"] == 1
+    assert "http.forever.rds.never_d.update_attempt" in st   # subscribed
+    assert st["http.forever.rds.never_d.init_fetch_timeout"] == 0
+    assert curl(f"http://127.0.0.1:{pd}/x", timeout=3).status == 0   # still warming: not bound
+    cd = json.loads(r.admin_get("/config_dump")[2])
+    dyn = [d for c in cd["configs"] if "dynamic_listeners" in c for d in c["dynamic_listeners"]]
+    assert {d["name"] for d in dyn if "active_state" in d} == {"fast", "slow", "late"}, dyn
+
+    # the timer covers only the first fetch: a new version of 'late' (same
+    # subscription) starts at once with the empty table, and no second
+    # timeout is counted
+    lst_c2 = rds_listener("late", pc, "never_c", fetch_timeout={"seconds": 4})
+    lst_c2["filter_chains"][0]["filters"][0]["typed_config"]["server_name"] = "late-v2"
+    cp.set("lds", "3", [lst_a, lst_b, lst_c2, lst_d])
+    wait_until(lambda: curl(f"http://127.0.0.1:{pc}/x", timeout=3).headers.get("server")
+               == "late-v2", 30, what="the new version of 'late' in force")
+    time.sleep(4.5)   # a restarted 4 s timer would have fired by now
+    assert r.stat("http.late.rds.never_c.init_fetch_timeout") == 1
+    # the missing routes arrive: 'fast' and 'forever' serve them
+    cp.set("rds", "2", [routes("present", [("/", "backend")]),
+                        routes("never_a", [("/", "backend")]),
+                        routes("never_d", [("/", "backend")])])
+    wait_until(lambda: curl(f"http://127.0.0.1:{pa}/x").status == 200, 15, what="'fast' routes")
+    wait_until(lambda: curl(f"http://127.0.0.1:{pd}/x", timeout=3).status == 200, 15,
+               what="'forever' routes")
+    assert r.stat("http.forever.rds.never_d.init_fetch_timeout") == 0
     r.stop()
 
 

@@ -43,8 +43,8 @@ def ca_secret(name, ca):
     return {"name": name, "validation_context": {"trusted_ca": {"inline_string": read(ca)}}}
 
 
-def tls_rds_listener(name, port, route, secret, src=None):
-    lst = rds_listener(name, port, route)
+def tls_rds_listener(name, port, route, secret, src=None, fetch_timeout=None):
+    lst = rds_listener(name, port, route, fetch_timeout=fetch_timeout)
     lst["filter_chains"][0]["transport_socket"] = {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {"@type": DOWNSTREAM, "common_tls_context": {
@@ -285,7 +285,7 @@ def test_sds_validation_rotations_free_retired_contexts(remora, cp, make_upstrea
 def test_listener_waiting_for_secrets_is_not_an_rds_timeout(remora, cp, make_upstream, ports,
                                                             pki):
     """A listener whose routes are there but whose certificate (SDS) comes
-    later than the LDS initial_fetch_timeout warms for its secret only: no
+    later than its RDS initial_fetch_timeout warms for its secret only: no
     "RDS initial_fetch_timeout" warning, and its routes serve once the
     certificate arrives.  Control: a listener that really misses its routes
     gets the warning, naming it and the RouteConfiguration."""
@@ -294,7 +294,8 @@ def test_listener_waiting_for_secrets_is_not_an_rds_timeout(remora, cp, make_ups
     cp.set("cds", "1", [eds_cluster("backend")])
     cp.set("eds", "1", [cla("backend", [a.port])])
     cp.set("rds", "1", [routes("r1", [("/", "backend")])])
-    cp.set("lds", "1", [tls_rds_listener("tls", lport, "r1", "server_cert")])
+    one = {"seconds": 1}   # the RDS initial_fetch_timeout of both listeners
+    cp.set("lds", "1", [tls_rds_listener("tls", lport, "r1", "server_cert", fetch_timeout=one)])
     r = remora(xds_bootstrap(admin, cp.grpc_port, fetch_timeout="1s"), wait_ready=False)
     r.wait_ready(timeout=20)   # the initial fetch times out after 1 s
     # well past the 1 s timeout while the listener waits for its certificate
@@ -311,8 +312,8 @@ def test_listener_waiting_for_secrets_is_not_an_rds_timeout(remora, cp, make_ups
     assert "RDS initial_fetch_timeout" not in r.stderr_text()
 
     # control: a listener missing its routes does time out, and says which
-    cp.set("lds", "2", [tls_rds_listener("tls", lport, "r1", "server_cert"),
-                        rds_listener("plain", lport2, "nowhere")])
+    cp.set("lds", "2", [tls_rds_listener("tls", lport, "r1", "server_cert", fetch_timeout=one),
+                        rds_listener("plain", lport2, "nowhere", fetch_timeout=one)])
     wait_until(lambda: "RDS initial_fetch_timeout" in r.stderr_text(), 10,
                what="the RDS timeout warning for the listener missing its routes")
     warn = [ln for ln in r.stderr_text().splitlines() if "RDS initial_fetch_timeout" in ln]

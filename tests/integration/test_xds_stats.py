@@ -24,13 +24,15 @@ from test_xds_rest import REST_SRC, rest_bootstrap
 MODES = ["sotw", "delta", "rest"]
 
 
-def listener(mode, name, port, route_name, stat_prefix=None):
+def listener(mode, name, port, route_name, stat_prefix=None, fetch_timeout=None):
     lis = rds_listener(name, port, route_name)
     hcm = lis["filter_chains"][0]["filters"][0]["typed_config"]
     if stat_prefix:
         hcm["stat_prefix"] = stat_prefix
     if mode == "rest":
         hcm["rds"]["config_source"] = copy.deepcopy(REST_SRC)
+    if fetch_timeout is not None:
+        hcm["rds"]["config_source"]["initial_fetch_timeout"] = fetch_timeout
     return lis
 
 
@@ -180,7 +182,8 @@ def test_rds_and_eds_init_fetch_timeout(mode, remora, cp, make_upstream, ports):
     cp.set("eds", "1", [cla("backend", [a.port])])
     cp.set("rds", "1", [routes("r1", [("/", "backend")])])
     cp.set("lds", "1", [listener(mode, "ingress", lport, "r1"),
-                        listener(mode, "waiting", lport2, "nowhere")])
+                        listener(mode, "waiting", lport2, "nowhere",
+                                 fetch_timeout={"seconds": 1})])
     r = start(mode, remora, cp, ports, fetch_timeout="1s")
     r.wait_stat("http.waiting.rds.nowhere.init_fetch_timeout", lambda v: v == 1, timeout=15)
     r.wait_stat("cluster.cold.init_fetch_timeout", lambda v: v == 1, timeout=15)
