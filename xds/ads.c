@@ -437,6 +437,10 @@ static void dc_free(struct dyn_cluster *d)
 {
 	if (d->timer)
 		event_free(d->timer);
+	/* removed: a version still draining leaves the gauges (a cluster of
+	 * that name added again owns them) */
+	cluster_set_gauges_owner(d->active, false);
+	cluster_set_gauges_owner(d->warming, false);
 	cluster_unref(d->active);
 	cluster_unref(d->warming);
 	xmeta_unref(d->meta);
@@ -599,6 +603,10 @@ static void cluster_warmed(struct cluster *cl, void *arg)
 			a->eds_dirty = true;   /* the old version's EDS name may go */
 			a->eds_users_dirty = true;
 		}
+		/* the new version is in force: it writes the shared gauges, the
+		 * previous one (draining) no longer does */
+		cluster_set_gauges_owner(d->active, false);
+		cluster_set_gauges_owner(cl, true);
 		cluster_unref(d->active);
 		d->active = d->warming;
 		d->akey = d->wkey;
@@ -636,7 +644,11 @@ static void start_warming(struct ads *a, struct dyn_cluster *d, struct cluster *
 		a->eds_users_dirty = true;   /* a new service name for this cluster */
 	if (!d->warming)
 		a->nwarming++;
+	cluster_set_gauges_owner(d->warming, false);
 	cluster_unref(d->warming);
+	/* while the version in force serves, it keeps the gauges (the first
+	 * version of a cluster owns them at once) */
+	cl->gauges_off = d->active != NULL;
 	if (d->timer)
 		event_free(d->timer);
 	d->timer = NULL;

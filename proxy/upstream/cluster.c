@@ -67,7 +67,7 @@ uint32_t cluster_retry_limit(const struct cluster *cl, enum cb_priority p)
 
 void cluster_update_cb_gauges(struct cluster *cl)
 {
-	struct stats_scope *s = cl->stats;
+	struct stats_scope *s = cl->gauges_off ? NULL : cl->stats;
 
 	for (int p = 0; p < CB_PRIO_N; p++) {
 		const struct cb_prio *b = &cl->cb[p];
@@ -264,7 +264,7 @@ static void hostset_lb_gauges(const struct cluster *cl, const struct lb_hash_tab
 	int64_t size = t ? (int64_t)t->size : 0;
 	int64_t lo = t ? t->min_per_host : 0, hi = t ? t->max_per_host : 0;
 	struct stats_scope *s = cl->ext->lbh_stats;
-	if (!s)
+	if (!s || cl->gauges_off)
 		return;
 	if (cl->lb == LB_RING_HASH) {
 		stats_gauge_set(s, LBH_size, size);
@@ -310,6 +310,37 @@ static void hostset_build_lb(const struct cluster *cl, struct hostset *hs)
 	}
 }
 
+/* Main thread: the membership_* gauges of host set hs (NULL: none), unless
+ * a newer version of the cluster owns them. */
+static void membership_gauges(const struct cluster *cl, const struct hostset *hs)
+{
+	int64_t by[3] = { 0 };
+	size_t n = hs ? hs->n : 0;
+
+	if (cl->gauges_off)
+		return;
+	for (size_t i = 0; i < n; i++)
+		by[host_health_of(__atomic_load_n(&hs->hosts[i]->health_flags, __ATOMIC_RELAXED))]++;
+	stats_gauge_set(cl->stats, membership_total, (int64_t)n);
+	stats_gauge_set(cl->stats, membership_healthy, by[HOST_HEALTHY]);
+	stats_lazy_set(cl->stats, membership_degraded, by[HOST_DEGRADED]);
+}
+
+void cluster_set_gauges_owner(struct cluster *cl, bool owner)
+{
+	if (!cl)
+		return;
+	cl->gauges_off = !owner;
+	if (!owner)
+		return;
+	membership_gauges(cl, cl->hs);
+	if (cluster_lb_is_hash(cl))
+		hostset_lb_gauges(cl, cl->hs ? cl->hs->lbt : NULL);
+	cluster_update_cb_gauges(cl);
+	health_checker_gauges(cl->ext->hc);
+	outlier_gauges(cl);
+}
+
 /* Main thread: install a new host set and tell the workers.  force: the
  * hosts are the same but their health changed. */
 static void cluster_set_hostset_ex(struct cluster *cl, struct hostset *hs, bool force)
@@ -329,14 +360,7 @@ static void cluster_set_hostset_ex(struct cluster *cl, struct hostset *hs, bool 
 	if (!eds)
 		stats_inc(cl->stats, 0, update_success);
 	stats_inc(cl->stats, 0, membership_change);
-	stats_gauge_set(cl->stats, membership_total, (int64_t)hs->n);
-	{
-		int64_t by[3] = { 0 };
-		for (size_t i = 0; i < hs->n; i++)
-			by[host_health_of(__atomic_load_n(&hs->hosts[i]->health_flags, __ATOMIC_RELAXED))]++;
-		stats_gauge_set(cl->stats, membership_healthy, by[HOST_HEALTHY]);
-		stats_lazy_set(cl->stats, membership_degraded, by[HOST_DEGRADED]);
-	}
+	membership_gauges(cl, hs);
 	hostset_build_lb(cl, hs);
 	cl->hs = hs;
 	if (cluster_publish_hook)

@@ -345,6 +345,10 @@ struct cluster {
 	enum lb_policy lb : 8;
 	enum cluster_proto proto : 8;       /* upstream HTTP protocol */
 	bool initialized;                   /* first membership known (main thread) */
+	bool gauges_off;                    /* main thread: a newer version of this cluster
+					       (same name, so the same stats scopes) is in
+					       force, or it was removed: it leaves the shared
+					       gauges alone (cluster_set_gauges_owner) */
 	uint32_t panic_threshold;           /* common_lb_config.healthy_panic_threshold %, default 50 */
 	uint32_t buffer_limit;              /* per_connection_buffer_limit_bytes (1 MiB) */
 	uint32_t max_requests_per_connection; /* 0 = unlimited */
@@ -490,6 +494,16 @@ int cluster_eds_update(struct cluster *cl, struct cfg_ctx *c, const json_t *cla)
 /* The same with the endpoints already parsed (eps: owned array of n, taken;
  * an xDS fast path that reads the protobuf directly). */
 void cluster_eds_set(struct cluster *cl, struct endpoint_cfg *eps, size_t n);
+/* Main thread.  The versions of a cluster updated over CDS share its stats
+ * scopes (by name), and the previous version lives on while requests still
+ * use it: only one version writes the gauges (membership_*, circuit
+ * breakers, health_check.healthy/degraded, outlier_detection.ejections_active,
+ * ring_hash_lb / maglev_lb sizes), the one in force.  owner false: this
+ * version stops writing them (a newer one is in force, or it was removed);
+ * true: it writes them from now on, starting with its current values.
+ * Counters are not affected (every version counts its own events).  A
+ * cluster owns them from creation (cluster_parse). NULL ok. */
+void cluster_set_gauges_owner(struct cluster *cl, bool owner);
 /* EDS cluster: nothing arrived within initial_fetch_timeout: initialize with
  * no hosts (Envoy's behaviour), so warming does not block forever. */
 void cluster_eds_fetch_timeout(struct cluster *cl);

@@ -496,6 +496,8 @@ static void session_start_check(struct hc_session *s);
 static void update_healthy_gauge(struct health_checker *hc)
 {
 	int64_t healthy = 0, degraded = 0;
+	if (hc->cl->gauges_off)   /* a newer version of the cluster owns them */
+		return;
 	for (size_t i = 0; i < hc->n; i++) {
 		int f = __atomic_load_n(&hc->s[i]->h->health_flags, __ATOMIC_RELAXED);
 		if (!(f & HOST_FAILED_ACTIVE_HC)) {
@@ -901,6 +903,12 @@ void health_checker_sync(struct health_checker *hc)
 bool health_checker_warmed(const struct health_checker *hc)
 {
 	return hc->warmed;
+}
+
+void health_checker_gauges(struct health_checker *hc)
+{
+	if (hc)
+		update_healthy_gauge(hc);
 }
 
 void health_checker_free(struct health_checker *hc)

@@ -90,5 +90,7 @@ void health_checker_sync(struct health_checker *hc);
 /* Every host present at the first sync has had its first check. */
 bool health_checker_warmed(const struct health_checker *hc);
 void health_checker_free(struct health_checker *hc);   /* NULL ok; cancels all */
+/* Write the healthy/degraded gauges now (cluster_set_gauges_owner); NULL ok. */
+void health_checker_gauges(struct health_checker *hc);
 
 #endif

@@ -41,6 +41,12 @@ static size_t ejected_count(const struct cluster *cl)
 	return n;
 }
 
+void outlier_gauges(struct cluster *cl)
+{
+	if (cl->ext->od_stats && !cl->gauges_off)
+		stats_gauge_set(cl->ext->od_stats, OD_ejections_active, (int64_t)ejected_count(cl));
+}
+
 /* Main thread: eject h for kind if enforcement and max_ejection_percent
  * allow; returns true if it was ejected (the caller republishes). */
 static bool od_try_eject(struct cluster *cl, struct host *h, enum od_kind kind)
@@ -84,7 +90,7 @@ static bool od_try_eject(struct cluster *cl, struct host *h, enum od_kind kind)
 	stats_inc(cl->ext->od_stats, 0, OD_ejections_enforced_total);
 	stats_inc(cl->ext->od_stats, 0, OD_ejections_total);
 	stats_inc(cl->ext->od_stats, 0, enforced[kind]);
-	stats_gauge_set(cl->ext->od_stats, OD_ejections_active, (int64_t)ejected_count(cl));
+	outlier_gauges(cl);
 	log_info("cluster '%s': host %s ejected by outlier detection for %llu ms", cl->name,
 		 h->addr_str, (unsigned long long)MIN(t, cap));
 	return true;
@@ -191,7 +197,7 @@ void outlier_interval(struct cluster *cl)
 	}
 	changed |= od_statistics(cl);
 	if (changed) {
-		stats_gauge_set(cl->ext->od_stats, OD_ejections_active, (int64_t)ejected_count(cl));
+		outlier_gauges(cl);
 		cluster_republish(cl);
 	}
 }

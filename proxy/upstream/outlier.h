@@ -94,6 +94,9 @@ void cluster_outlier_report(struct cluster *cl, struct host *h, enum outlier_res
  * success-rate and failure-percentage detectors).  The timer calls it; tests
  * may call it directly. */
 void outlier_interval(struct cluster *cl);
+/* Main thread: write ejections_active now (cluster_set_gauges_owner); a
+ * cluster without outlier detection: nothing. */
+void outlier_gauges(struct cluster *cl);
 
 /* For tests: the clock of ejection times (default now_ms) and the way a
  * worker hands a threshold crossing to the main thread (default main_post;

@@ -510,6 +510,69 @@ def test_rds_initial_fetch_timeout_per_subscription(remora, cp, make_upstream, p
     r.stop()
 
 
+def test_draining_cluster_version_leaves_gauges(remora, cp, make_upstream, ports):
+    """A cluster updated over CDS keeps its previous version while a request
+    still uses it; both share the cluster.backend.* scopes.  Only the version
+    in force writes the gauges: the draining one's health checker seeing a
+    host come back (a host only it has) changes neither membership_* nor
+    health_check.healthy, and the circuit-breaker gauges show the new
+    thresholds; the draining version's counters still count."""
+    import threading
+    u1, u2, u3, u4 = (make_upstream(n) for n in ("u1", "u2", "u3", "u4"))
+    x_port = harness.free_port()   # down until the old version drains
+    admin, lport = ports.get(), ports.get()
+    hc = {"timeout": {"seconds": 1}, "interval": {"nanos": 200000000},
+          "unhealthy_threshold": {"value": 1}, "healthy_threshold": {"value": 1},
+          "http_health_check": {"path": "/healthz"}}
+
+    def version(hosts, max_rq):
+        return {"name": "backend", "type": "STATIC", "connect_timeout": {"seconds": 1},
+                "lb_policy": "ROUND_ROBIN", "load_assignment": cla("backend", hosts),
+                "health_checks": [hc],
+                "circuit_breakers": {"thresholds": [{"max_requests": {"value": max_rq},
+                                                     "track_remaining": True}]}}
+    cp.set("cds", "1", [version([u1.port, u2.port, x_port], 10)])
+    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
+    cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
+    r = remora(xds_bootstrap(admin, cp.grpc_port))
+    c = "cluster.backend."
+    r.wait_stat(c + "membership_healthy", lambda v: v == 2, timeout=10)
+    assert r.stat(c + "membership_total") == 3
+    r.wait_stat(c + "circuit_breakers.default.remaining_rq", lambda v: v == 10, timeout=10)
+
+    # a long request holds version 1 (on u1 or u2: x is unhealthy)
+    long_res = []
+    t = threading.Thread(target=lambda: long_res.append(
+        curl(f"http://127.0.0.1:{lport}/long?sleep_ms=15000", timeout=40)))
+    t.start()
+    wait_until(lambda: any(q["path"].startswith("/long") for q in u1.requests + u2.requests),
+               10, what="the long request reached an upstream")
+    ok200 = r.stat(c + "upstream_rq_200")
+
+    # version 2: four other-or-same hosts, other thresholds; in force at once
+    cp.set("cds", "2", [version([u1.port, u2.port, u3.port, u4.port], 50)])
+    r.wait_stat(c + "membership_total", lambda v: v == 4, timeout=15)
+    wait_until(lambda: curl(f"http://127.0.0.1:{lport}/").json()["server"] in ("u3", "u4"),
+               10, what="version 2 serves")
+    # x comes up: only version 1 checks it; once it has answered two checks
+    # (so the first result was applied) version 1 has seen it healthy
+    x = make_upstream("x", port=x_port)
+    wait_until(lambda: sum(q["path"] == "/healthz" for q in x.requests) >= 2, 15,
+               what="the draining version health-checks x")
+    assert t.is_alive(), "the long request ended: the old version was not draining"
+    st = r.stats()
+    assert st[c + "membership_total"] == 4, st[c + "membership_total"]
+    assert st[c + "membership_healthy"] == 4, st[c + "membership_healthy"]
+    assert st[c + "health_check.healthy"] == 4, st[c + "health_check.healthy"]
+    assert st[c + "circuit_breakers.default.remaining_rq"] == 50
+    # the draining version's request completes and counts
+    t.join(60)
+    assert long_res and long_res[0].status == 200, long_res
+    r.wait_stat(c + "upstream_rq_200", lambda v: v >= ok200 + 1, timeout=10)
+    assert r.stat(c + "membership_total") == 4
+    r.stop()
+
+
 def test_tcp_proxy_follows_cluster_update(remora, cp, echo_server, make_upstream, ports):
     """A tcp_proxy listener sees a changed cluster (it holds cluster objects,
     so it is recompiled when the new version warms)."""
