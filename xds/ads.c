@@ -7,8 +7,9 @@
  * pools); an updated or new cluster is "warming" until it is initialized
  * (EDS clusters: their ClusterLoadAssignment, or initial_fetch_timeout) and
  * the previous version stays in use meanwhile.  Listeners are compiled once
- * every RouteConfiguration their HCMs name (rds) arrived, or the RDS fetch
- * timed out (then an empty route table: 404s, as Envoy); until then they are
+ * every RouteConfiguration their HCMs name (rds) arrived, or the
+ * subscription's own initial_fetch_timeout passed (struct rds_sub; then an
+ * empty route table: 404s, as Envoy); until then they are
  * warming and not published.  Every accepted change builds a new snapshot
  * from the static resources plus the active dynamic ones.
  *

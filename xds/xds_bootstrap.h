@@ -61,7 +61,8 @@ struct xds_bootstrap {
 	bool cds, lds;               /* cds_config / lds_config present */
 	const char *cds_key, *lds_key; /* their sources (interned keys; XDS_ADS_KEY for ads) */
 	uint64_t cds_timeout_ms;     /* cds_config.initial_fetch_timeout (15 s; 0 = wait forever) */
-	uint64_t lds_timeout_ms;     /* lds_config.initial_fetch_timeout (15 s); also for RDS */
+	uint64_t lds_timeout_ms;     /* lds_config.initial_fetch_timeout (15 s; RDS: each
+				      * rds.config_source has its own, xds/ads.c) */
 };
 
 /* A ConfigSource's api_config_source, as parsed (borrowed strings). */
