@@ -74,10 +74,11 @@ class CpProcess:
         self.proc = harness.spawn([cp_bin(), *args], stderr=self._err, env=env)
         harness.wait_until(lambda: self.proc.poll() is not None or b"remora-cp ready" in
                            self.err_path.read_bytes(), 30, what="remora-cp to start")
-        assert self.proc.poll() is None, self.log()
+        assert self.proc.poll() is None, self.log()[-4000:]
 
     def log(self):
-        return self.err_path.read_bytes().decode("utf-8", "replace")[-4000:]
+        """remora-cp's whole stderr so far (cut it in assertion messages)."""
+        return self.err_path.read_bytes().decode("utf-8", "replace")
 
     def metrics(self):
         res = harness.curl(f"http://127.0.0.1:{self.admin_port}/metrics")
@@ -93,6 +94,6 @@ class CpProcess:
         rc, killed = harness.stop_process(self.proc)
         self._err.close()
         log = self.log()
-        assert not killed and rc == 0, f"remora-cp exit {rc}\n{log}"
+        assert not killed and rc == 0, f"remora-cp exit {rc}\n{log[-4000:]}"
         for m in harness.SANITIZER_MARKERS:
-            assert m not in log, log
+            assert m not in log, log[-4000:]

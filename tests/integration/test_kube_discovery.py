@@ -25,7 +25,8 @@ import time
 import pytest
 
 import harness
-from harness import curl, spawn, stop_process, wait_until
+from harness import curl, wait_until
+from cp_common import CpProcess, cp_bin
 from kube_standin import KubeStandin
 from test_inject import validate
 from test_k8s_cp import kubelet_write
@@ -36,11 +37,7 @@ WEB = "web.default.svc.cluster.local"
 API = "api.default.svc.cluster.local"
 
 
-def cp_bin():
-    return os.path.join(os.path.dirname(harness.remora_bin()), "remora-cp")
-
-
-class CP:
+class CP(CpProcess):
     """remora-cp discovering from the stand-in."""
 
     def __init__(self, tmp_path, api, catalog=None, extra=()):
@@ -50,33 +47,15 @@ class CP:
         kubelet_write(str(sa), {"token": "cp-token-1\n", "ca.crt": open(api.ca_pem).read(),
                                 "namespace": "remora-system"})
         self.grpc_port, self.ca_port, self.admin_port = (harness.free_port() for _ in range(3))
-        self.err_path = self.dir / "cp.stderr"
-        self._err = open(self.err_path, "ab")
         env = {k: v for k, v in os.environ.items()
                if k not in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "POD_NAMESPACE")}
-        args = [cp_bin(), "--address", "127.0.0.1", "--grpc-port", str(self.grpc_port),
+        args = ["--address", "127.0.0.1", "--grpc-port", str(self.grpc_port),
                 "--ca-port", str(self.ca_port), "--admin-port", str(self.admin_port),
                 "--kube-api", api.url, "--kube-token-file", str(sa / "token"),
                 "--kube-ca-file", str(sa / "ca.crt"), "--ca-dir", str(self.dir / "ca"),
                 "--plaintext-ca-port", "--kube-discovery", *extra]
         args += ["--catalog", str(catalog)] if catalog else ["--config-dir", str(self.dir / "config")]
-        self.proc = spawn(args, stderr=self._err, env=env)
-        wait_until(lambda: self.proc.poll() is not None or b"remora-cp ready" in
-                   self.err_path.read_bytes(), 30, what="remora-cp to start")
-        assert self.proc.poll() is None, self.log()
-
-    def log(self):
-        return self.err_path.read_bytes().decode("utf-8", "replace")
-
-    def metrics(self):
-        res = curl(f"http://127.0.0.1:{self.admin_port}/metrics")
-        assert res.status == 200, res
-        out = {}
-        for line in res.body.decode().splitlines():
-            if line and not line.startswith("#"):
-                k, _, v = line.rpartition(" ")
-                out[k] = float(v)
-        return out
+        self._spawn(args, self.dir / "cp.stderr", env=env)
 
     def m(self, name):
         return self.metrics().get(name, 0)
@@ -102,13 +81,6 @@ class CP:
                 for g in cla.get("endpoints", []) for e in g.get("lb_endpoints", []))
         return out
 
-    def stop(self):
-        rc, killed = stop_process(self.proc)
-        self._err.close()
-        log = self.log()
-        assert not killed and rc == 0, f"remora-cp exit {rc}\n{log[-3000:]}"
-        for mk in harness.SANITIZER_MARKERS:
-            assert mk not in log, log[-3000:]
 
 
 @pytest.fixture

@@ -25,12 +25,12 @@ import json
 import os
 import re
 import subprocess
-import time
 
 import pytest
 
 import harness
-from harness import bootstrap, curl, spawn, stop_process, wait_until
+from harness import bootstrap, curl, wait_until
+from cp_common import CpProcess, cp_bin
 from kube_standin import KubeStandin
 from test_inject import validate
 from test_k8s_cp import csr_request, kubelet_write
@@ -38,11 +38,7 @@ from test_k8s_cp import csr_request, kubelet_write
 TD = "cluster.local"
 
 
-def cp_bin():
-    return os.path.join(os.path.dirname(harness.remora_bin()), "remora-cp")
-
-
-class CP:
+class CP(CpProcess):
     """remora-cp with its CA reviewing tokens at the stand-in."""
 
     def __init__(self, tmp_path, api, own_token="cp-token-1", extra=(), sa_dir=None):
@@ -54,37 +50,19 @@ class CP:
                                              "ca.crt": open(api.ca_pem).read(),
                                              "namespace": "remora-system"})
         self.grpc_port, self.ca_port, self.admin_port = (harness.free_port() for _ in range(3))
-        self.err_path = self.dir / "cp.stderr"
-        self._err = open(self.err_path, "ab")
         env = dict(os.environ)
         env.pop("POD_NAMESPACE", None)
         for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
             env.pop(k, None)
-        self.proc = spawn([cp_bin(), "--config-dir", str(self.dir / "config"),
-                           "--address", "127.0.0.1", "--grpc-port", str(self.grpc_port),
-                           "--ca-port", str(self.ca_port), "--admin-port", str(self.admin_port),
-                           "--ca-dir", str(self.dir / "ca"), "--plaintext-ca-port",
-                           "--kube-api", api.url,
-                           "--kube-token-file", str(self.sa_dir / "token"),
-                           "--kube-ca-file", str(self.sa_dir / "ca.crt"), *extra],
-                          stderr=self._err, env=env)
-        wait_until(lambda: self.proc.poll() is not None or b"remora-cp ready" in
-                   self.err_path.read_bytes(), 30, what="remora-cp to start")
-        assert self.proc.poll() is None, self.log()
+        self._spawn(["--config-dir", str(self.dir / "config"),
+                     "--address", "127.0.0.1", "--grpc-port", str(self.grpc_port),
+                     "--ca-port", str(self.ca_port), "--admin-port", str(self.admin_port),
+                     "--ca-dir", str(self.dir / "ca"), "--plaintext-ca-port",
+                     "--kube-api", api.url,
+                     "--kube-token-file", str(self.sa_dir / "token"),
+                     "--kube-ca-file", str(self.sa_dir / "ca.crt"), *extra],
+                    self.dir / "cp.stderr", env=env)
         self.root_pem = str(self.dir / "ca" / "root-cert.pem")
-
-    def log(self):
-        return self.err_path.read_bytes().decode("utf-8", "replace")
-
-    def metrics(self):
-        res = curl(f"http://127.0.0.1:{self.admin_port}/metrics")
-        assert res.status == 200, res
-        out = {}
-        for line in res.body.decode().splitlines():
-            if line and not line.startswith("#"):
-                k, _, v = line.rpartition(" ")
-                out[k] = float(v)
-        return out
 
     def create(self, token):
         """CreateCertificate with grpcio (cleartext CA port): (code name, details)."""
@@ -100,13 +78,6 @@ class CP:
             except grpc.RpcError as e:
                 return e.code().name, e.details()
 
-    def stop(self):
-        rc, killed = stop_process(self.proc)
-        self._err.close()
-        log = self.log()
-        assert not killed and rc == 0, f"remora-cp exit {rc}\n{log[-3000:]}"
-        for m in harness.SANITIZER_MARKERS:
-            assert m not in log, log[-3000:]
 
 
 def leaf_uri(resp):
@@ -157,7 +128,7 @@ def test_sidecar_gets_certificate_for_its_reviewed_service_account(api, make_cp,
     admin = harness.free_port()
     r = remora(bootstrap(admin), name="sidecar", wait_ready=False,
                extra_args=["--ca-address", f"127.0.0.1:{cp.ca_port}", "--ca-token-file", str(tf),
-                           "--spiffe-id", spiffe])
+                     "--spiffe-id", spiffe])
     wait_until(lambda: r.stat("remora.ca_client.certs_installed") >= 1, 30,
                what="the sidecar's certificate")
     # the sidecar installs a leaf only if it carries --spiffe-id; remora-cp says what it signed
