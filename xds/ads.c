@@ -2472,27 +2472,40 @@ static const char *take_resource(struct ads *a, int t, const Google__Protobuf__A
 
 /* REST: one resource of a DiscoveryResponse in proto3 JSON ({"@type", ...},
  * or a Resource wrapper {"@type": ".../Resource", "name", "resource"}). */
+/* resources[idx] of a REST (proto3 JSON) response of type t, unwrapped from
+ * an envoy.service.discovery.v3.Resource (*want: its name): a copy with
+ * snake_case keys and no "@type", or NULL with the reason in e. */
+static json_t *json_resource_copy(int t, const json_t *r, size_t idx, const char **want, char *e,
+				  size_t elen)
+{
+	const char *url = json_string_value(json_object_get(r, "@type"));
+	*want = NULL;
+	if (url && !strcmp(url, XDS_TYPE_RESOURCE)) {
+		*want = json_string_value(json_object_get(r, "name"));
+		r = json_object_get(r, "resource");
+		url = json_string_value(json_object_get(r, "@type"));
+	}
+	if (!json_is_object(r)) {
+		snprintf(e, elen, "resources[%zu]: expected an object", idx);
+		return NULL;
+	}
+	if (!url || strcmp(url, type_urls[t])) {
+		snprintf(e, elen, "resources[%zu]: %s does not match %s type URL in "
+			 "DiscoveryResponse", idx, url ? url : "(none)", type_urls[t]);
+		return NULL;
+	}
+	json_t *j = json_deep_copy(r);
+	json_object_del(j, "@type");
+	pb_json_snake_keys(j, url);
+	return j;
+}
+
 static const char *take_json_resource(int t, const json_t *r, size_t idx, json_t *got, json_t *bad,
 				      char *err, size_t errlen)
 {
 	char e[1024] = "";
-	const char *want = NULL, *url = json_string_value(json_object_get(r, "@type"));
-	json_t *j = NULL;
-	if (url && !strcmp(url, XDS_TYPE_RESOURCE)) {
-		want = json_string_value(json_object_get(r, "name"));
-		r = json_object_get(r, "resource");
-		url = json_string_value(json_object_get(r, "@type"));
-	}
-	if (!json_is_object(r))
-		snprintf(e, sizeof(e), "resources[%zu]: expected an object", idx);
-	else if (!url || strcmp(url, type_urls[t]))
-		snprintf(e, sizeof(e), "resources[%zu]: %s does not match %s type URL in "
-			 "DiscoveryResponse", idx, url ? url : "(none)", type_urls[t]);
-	else {
-		j = json_deep_copy(r);
-		json_object_del(j, "@type");
-		pb_json_snake_keys(j, url);
-	}
+	const char *want;
+	json_t *j = json_resource_copy(t, r, idx, &want, e, sizeof(e));
 	return store_resource(t, j, idx, want, "", e, sizeof(e), got, bad, err, errlen);
 }
 
@@ -2902,26 +2915,14 @@ static void take_json_xres(struct ads *a, struct xbatch *bt, const json_t *r, si
 			   char *err, size_t errlen)
 {
 	char e[1024] = "";
-	const char *want = NULL, *url = json_string_value(json_object_get(r, "@type"));
+	const char *want;
 	struct xin in = { 0 };
 
-	if (url && !strcmp(url, XDS_TYPE_RESOURCE)) {
-		want = json_string_value(json_object_get(r, "name"));
-		r = json_object_get(r, "resource");
-		url = json_string_value(json_object_get(r, "@type"));
-	}
-	if (!json_is_object(r))
-		snprintf(e, sizeof(e), "resources[%zu]: expected an object", idx);
-	else if (!url || strcmp(url, type_urls[bt->t]))
-		snprintf(e, sizeof(e), "resources[%zu]: %s does not match %s type URL in "
-			 "DiscoveryResponse", idx, url ? url : "(none)", type_urls[bt->t]);
-	if (e[0]) {
+	in.j = json_resource_copy(bt->t, r, idx, &want, e, sizeof(e));
+	if (!in.j) {
 		add_error(err, errlen, type_names[bt->t], want, e);
 		return;
 	}
-	in.j = json_deep_copy(r);
-	json_object_del(in.j, "@type");
-	pb_json_snake_keys(in.j, url);
 	if (xin_init(a, bt, &in, idx, want, err, errlen))
 		batch_apply(a, bt, &in, err, errlen);
 	xin_done(&in);

@@ -238,14 +238,18 @@ class KubeStandin:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def caller(self):
+                """(bearer token, the caller it names: None is a 401)."""
+                auth = self.headers.get("Authorization", "")
+                bearer = auth[7:] if auth.startswith("Bearer ") else None
+                with standin.lock:
+                    return bearer, standin.callers.get(bearer)
+
             def do_GET(self):
                 from urllib.parse import parse_qsl, urlsplit
                 u = urlsplit(self.path)
                 q = dict(parse_qsl(u.query, keep_blank_values=True))
-                auth = self.headers.get("Authorization", "")
-                bearer = auth[7:] if auth.startswith("Bearer ") else None
-                with standin.lock:
-                    caller = standin.callers.get(bearer)
+                bearer, caller = self.caller()
                 if not caller:
                     return self.reply(401, status(401, "Unauthorized", "Unauthorized"))
                 what = parse_list_path(u.path)
@@ -270,10 +274,7 @@ class KubeStandin:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(n)
-                auth = self.headers.get("Authorization", "")
-                bearer = auth[7:] if auth.startswith("Bearer ") else None
-                with standin.lock:
-                    caller = standin.callers.get(bearer)
+                bearer, caller = self.caller()
                 if not caller:
                     return self.reply(401, status(401, "Unauthorized", "Unauthorized"))
                 if self.path != REVIEW_PATH:
