@@ -67,8 +67,10 @@ uint32_t cluster_retry_limit(const struct cluster *cl, enum cb_priority p)
 
 void cluster_update_cb_gauges(struct cluster *cl)
 {
-	struct stats_scope *s = cl->gauges_off ? NULL : cl->stats;
+	struct stats_scope *s = cl->stats;
 
+	if (cl->gauges_off)   /* not the version in force: its gauges are not shown */
+		return;
 	for (int p = 0; p < CB_PRIO_N; p++) {
 		const struct cb_prio *b = &cl->cb[p];
 		const struct cb_count *n = &cl->cbc[p];
@@ -77,8 +79,6 @@ void cluster_update_cb_gauges(struct cluster *cl)
 		int64_t pend = __atomic_load_n(&n->pending, __ATOMIC_RELAXED);
 		int64_t rt = __atomic_load_n(&n->retries, __ATOMIC_RELAXED);
 		uint32_t rlim = cluster_retry_limit(cl, (enum cb_priority)p);
-		if (!s)
-			continue;
 		stats_lazy_set(s, CLUSTER_CB(p, CB_cx_open), cx >= b->max_connections);
 		stats_lazy_set(s, CLUSTER_CB(p, CB_rq_pending_open), pend >= b->max_pending);
 		stats_lazy_set(s, CLUSTER_CB(p, CB_rq_open), rq >= b->max_requests);
