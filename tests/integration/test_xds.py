@@ -532,7 +532,11 @@ def test_draining_cluster_version_leaves_gauges(remora, cp, make_upstream, ports
                 "circuit_breakers": {"thresholds": [{"max_requests": {"value": max_rq},
                                                      "track_remaining": True}]}}
     cp.set("cds", "1", [version([u1.port, u2.port, x_port], 10)])
-    cp.set("rds", "1", [routes("r1", [("/", "backend")])])
+    # the long request below sleeps 15 s upstream: the route timeout (15 s
+    # by default, as in Envoy) must not race it
+    rc = routes("r1", [("/", "backend")])
+    rc["virtual_hosts"][0]["routes"][0]["route"]["timeout"] = {"seconds": 60}
+    cp.set("rds", "1", [rc])
     cp.set("lds", "1", [rds_listener("ingress", lport, "r1")])
     r = remora(xds_bootstrap(admin, cp.grpc_port))
     c = "cluster.backend."
