@@ -16,10 +16,10 @@ same upstream now behaving, gets a 200.  A well-behaved upstream streaming
 10,000 messages (and acknowledging every DATA frame it receives) is never
 cut."""
 
+import re
 import socket
 import struct
 import threading
-import time
 
 import hpack
 import pytest
@@ -115,7 +115,6 @@ class _Conn:
                         break
         finally:
             self.closed.set()
-            self.srv.conn_done(self)
             try:
                 self.sock.close()
             except OSError:
@@ -228,9 +227,6 @@ class FloodUpstream:
                 c = _Conn(self, s, mode)
                 self.conns.append(c)
             threading.Thread(target=c.run, daemon=True).start()
-
-    def conn_done(self, c):
-        pass
 
     def stop(self):
         self.stopping = True
@@ -450,7 +446,6 @@ def test_flood_counters_in_prometheus(remora, ports, floodup):
     st, _, body = r.admin_get("/stats/prometheus")
     assert st == 200
     text = body.decode()
-    import re
     for k in FLOODS:
         m = re.search(rf'^envoy_cluster_http2_{k}\{{envoy_cluster_name="backend"\}} (\d+)$',
                       text, re.M)
