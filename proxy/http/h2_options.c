@@ -49,15 +49,8 @@ static int parse_keepalive(struct cfg_ctx *c, const json_t *ka, struct h2_option
 	return rc ? RM_ERROR : RM_OK;
 }
 
-/* The flood limits (Envoy's validation: the outbound ones and the
- * WINDOW_UPDATE ratio must be >= 1). */
-static const char *const flood_fields[] = {
-	"max_outbound_frames", "max_outbound_control_frames",
-	"max_consecutive_inbound_frames_with_empty_payload",
-	"max_inbound_priority_frames_per_stream",
-	"max_inbound_window_update_frames_per_data_frame_sent", NULL
-};
-
+/* The flood limits, on both sides (Envoy's validation: the outbound ones
+ * and the WINDOW_UPDATE ratio must be >= 1). */
 static int parse_flood(struct cfg_ctx *c, const json_t *v, struct h2_options *o)
 {
 	if (cfg_u32(c, v, "max_outbound_frames", &o->max_outbound_frames) ||
@@ -95,10 +88,7 @@ int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, b
 	const json_t *ka;
 	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f))
 		return RM_ERROR;
-	if (cfg_reject_fields(c, v, f + 10, "not supported yet") ||
-	    (!downstream && cfg_reject_fields(c, v, flood_fields,
-					      "not supported yet on upstream connections")) ||
-	    (downstream && parse_flood(c, v, o)) ||
+	if (cfg_reject_fields(c, v, f + 10, "not supported yet") || parse_flood(c, v, o) ||
 	    cfg_u32(c, v, "hpack_table_size", &o->hpack_table_size) ||
 	    cfg_u32(c, v, "max_concurrent_streams", &o->max_concurrent_streams) ||
 	    cfg_u32(c, v, "initial_stream_window_size", &o->initial_stream_window) ||

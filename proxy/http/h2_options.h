@@ -17,7 +17,7 @@ struct h2_options {
 	uint64_t keepalive_interval_ms;   /* connection_keepalive.interval; 0 = no PINGs */
 	uint64_t keepalive_timeout_ms;    /* connection_keepalive.timeout */
 	uint32_t keepalive_jitter_pct;    /* connection_keepalive.interval_jitter (15 %) */
-	/* Flood limits (downstream only; see h2_flood.h): */
+	/* Flood limits (both sides; see h2_flood.h): */
 	uint32_t max_outbound_frames;     /* frames queued for the peer, unwritten (10000) */
 	uint32_t max_outbound_control_frames; /* of those PING, SETTINGS, RST_STREAM (1000) */
 	uint32_t max_empty_frames;        /* max_consecutive_inbound_frames_with_empty_payload (1) */
@@ -30,8 +30,9 @@ void h2_options_defaults(struct h2_options *o);
 
 /* Parse v (c positioned on it) into o.  Every Envoy field is known; the ones
  * not implemented are rejected with their path.  downstream (the HCM's
- * http2_protocol_options) also accepts connection_keepalive.interval_jitter
- * and the flood limits, which the upstream codec does not enforce. */
+ * http2_protocol_options) also accepts connection_keepalive.interval_jitter,
+ * which the upstream codec does not implement.  The flood limits are
+ * accepted on both sides. */
 int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, bool downstream);
 
 #endif

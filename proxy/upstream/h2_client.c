@@ -6,6 +6,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include "pool.h"
+#include "../http/h2_flood.h"
 #include "../conn.h"
 #include "../worker.h"
 #include "../log.h"
@@ -44,6 +45,12 @@ struct h2c_conn {
 	enum h2c_state state;
 	enum cb_priority prio;               /* max_connections slot it holds */
 	bool goaway, dead, remote_close, ping_out, kicked;
+	bool lingering;                      /* flood: GOAWAY written, discarding input */
+	bool shut_wr;                        /* lingering: FIN sent after the GOAWAY */
+	enum h2_flood_kind flood;            /* the limit exceeded: GOAWAY and close */
+	struct h2_flood fl;                  /* flood limits (h2_flood.h) */
+	uint32_t ctl_queued;                 /* control frames nghttp2 queued for us
+						(ACKs, RST_STREAMs; an estimate) */
 	unsigned nactive;                    /* streams counted against capacity */
 	uint32_t ntotal;                     /* streams opened in its life */
 	uint32_t peer_max;                   /* peer's SETTINGS_MAX_CONCURRENT_STREAMS */
@@ -245,6 +252,7 @@ void h2c_stream_send_headers(struct h2c_stream *st, const struct http_headers *h
 		stream_uncount(st);
 	} else {
 		st->id = id;
+		h2_flood_stream_opened(&c->fl);   /* a stream we opened (Envoy's client count) */
 	}
 	schedule(c);
 }
@@ -322,7 +330,9 @@ void h2c_stream_release(struct h2c_stream *st)
 		if (st->id > 0 && !st->ng_closed) {
 			/* still open: cancel it; freed when nghttp2 closes it */
 			if (!(st->recv_end && st->send_end && !evbuffer_get_length(st->out))) {
-				nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+				if (nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->id,
+							      NGHTTP2_CANCEL) == 0)
+					c->ctl_queued++;
 				if (h2st(c))
 					stats_inc(h2st(c), csh(c), tx_reset);
 			}
@@ -339,17 +349,53 @@ void h2c_stream_release(struct h2c_stream *st)
 
 /* ---- nghttp2 callbacks ------------------------------------------------------------ */
 
+/* Frames queued for the peer and not written to the socket yet: those in
+ * the output buffer (fl) and those nghttp2 still holds. */
+static enum h2_flood_kind outbound_check(struct h2c_conn *c)
+{
+	size_t queued = nghttp2_session_get_outbound_queue_size(c->ng);
+	if (!queued)
+		c->ctl_queued = 0;
+	h2_flood_written(&c->fl, evbuffer_get_length(conn_output(c->bev)));
+	return h2_flood_outbound(&c->fl, &ccl(c)->ext->h2, queued, c->ctl_queued);
+}
+
 static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
 {
 	struct h2c_conn *c = ud;
 	(void)ng;
 	(void)flags;
 	struct evbuffer *out = conn_output(c->bev);
+	if (c->flood)
+		return NGHTTP2_ERR_WOULDBLOCK;   /* closing: nothing more is framed */
 	if (evbuffer_get_length(out) > c->limit)
 		return NGHTTP2_ERR_WOULDBLOCK;
 	evbuffer_add(out, data, len);
 	stats_add(ccl(c)->stats, csh(c), upstream_cx_tx_bytes_total, (int64_t)len);
+	/* nghttp2 hands us one whole frame per call (we never take part of
+	 * one; DATA frames are copied into its buffer, header included) */
+	uint8_t type = len >= 9 ? data[3] : 0xff;
+	h2_flood_sent(&c->fl, len, type);
+	if (h2_flood_is_control(type) && c->ctl_queued)
+		c->ctl_queued--;
+	c->flood = outbound_check(c);
 	return (ssize_t)len;
+}
+
+/* Every frame header from the peer, before its payload is processed. */
+static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *ud)
+{
+	struct h2c_conn *c = ud;
+	enum h2_flood_kind k;
+	(void)ng;
+	k = h2_flood_inbound(&c->fl, &ccl(c)->ext->h2, hd->type, hd->flags, hd->length);
+	if (!k)
+		k = outbound_check(c);
+	if (k) {
+		c->flood = k;
+		return NGHTTP2_ERR_CALLBACK_FAILURE;   /* stop parsing now */
+	}
+	return 0;
 }
 
 static struct h2c_stream *stream_of(struct h2c_conn *c, int32_t id)
@@ -422,6 +468,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 	case NGHTTP2_SETTINGS:
 		if (f->hd.flags & NGHTTP2_FLAG_ACK)
 			break;
+		c->ctl_queued++;   /* nghttp2 queues the SETTINGS ACK */
 		c->peer_max = nghttp2_session_get_remote_settings(ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 		if (c->state == H2C_CONNECTING) {
 			c->state = H2C_READY;
@@ -440,7 +487,9 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 			stats_inc(h2st(c), csh(c), goaway_received);
 		break;
 	case NGHTTP2_PING:
-		if ((f->hd.flags & NGHTTP2_FLAG_ACK) && c->ping_out) {
+		if (!(f->hd.flags & NGHTTP2_FLAG_ACK))
+			c->ctl_queued++;   /* nghttp2 queues the PING ACK */
+		else if (c->ping_out) {
 			c->ping_out = false;
 			timer_ms(c->ping_timer, ccl(c)->ext->h2.keepalive_interval_ms);
 		}
@@ -511,6 +560,7 @@ static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int err
 	(void)ng;
 	(void)f;
 	(void)err;
+	c->ctl_queued++;   /* nghttp2 answers with RST_STREAM or GOAWAY */
 	if (h2st(c))
 		stats_inc(h2st(c), csh(c), rx_messaging_error);
 	return 0;
@@ -591,37 +641,25 @@ again:
 	}
 }
 
-static void conn_close(struct h2c_conn *c)
+/* Detach every stream from c (they no longer count against it); the
+ * caller hands the list to lost_streams() once it is done with c. */
+static struct h2c_stream *detach_streams(struct h2c_conn *c)
 {
-	struct pool *p = c->p;
-	struct h2c_stream *list = c->streams, *st, *next;
-	bool remote = c->remote_close;
-
-	if (c->state == H2C_CLOSED)
-		return;
-	c->state = H2C_CLOSED;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		p->h2 = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	/* detach every stream from the connection; owners learn of the loss below */
-	for (st = list; st; st = st->next) {
+	struct h2c_stream *list = c->streams;
+	for (struct h2c_stream *st = list; st; st = st->next) {
 		stream_uncount(st);
 		st->c = NULL;
 	}
 	c->streams = NULL;
-	nghttp2_session_del(c->ng);
-	conn_free(c->bev);
-	event_free(c->timer);
-	event_free(c->ev);
-	if (c->ping_timer)
-		event_free(c->ping_timer);
-	enum cb_priority prio = c->prio;
-	uint64_t created = c->created_ms;
-	free(c);
-	/* owners: streams without a complete response are reset */
+	return list;
+}
+
+/* Owners of streams detached from a lost connection: those without a
+ * complete response are reset.  An owner may close connections (of this
+ * pool too): the caller must not touch its connection afterwards. */
+static void lost_streams(struct h2c_stream *list)
+{
+	struct h2c_stream *st, *next;
 	for (st = list; st; st = next) {
 		next = st->next;
 		st->prev = st->next = NULL;
@@ -639,7 +677,102 @@ static void conn_close(struct h2c_conn *c)
 			st->ops->on_body(st->owner, st);
 		}
 	}
+}
+
+static void conn_close(struct h2c_conn *c)
+{
+	struct pool *p = c->p;
+	struct h2c_stream *list;
+	bool remote = c->remote_close;
+
+	if (c->state == H2C_CLOSED)
+		return;
+	c->state = H2C_CLOSED;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		p->h2 = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	/* owners learn of the loss below, once c is gone */
+	list = detach_streams(c);
+	nghttp2_session_del(c->ng);
+	conn_free(c->bev);
+	event_free(c->timer);
+	event_free(c->ev);
+	if (c->ping_timer)
+		event_free(c->ping_timer);
+	h2_flood_free(&c->fl);
+	enum cb_priority prio = c->prio;
+	uint64_t created = c->created_ms;
+	free(c);
+	lost_streams(list);
 	pool_cx_closed(p, prio, created, remote);
+}
+
+static const uint8_t flood_stat[] = {
+	[H2_FLOOD_OUTBOUND] = outbound_flood,
+	[H2_FLOOD_OUTBOUND_CONTROL] = outbound_control_flood,
+	[H2_FLOOD_EMPTY] = inbound_empty_frames_flood,
+	[H2_FLOOD_PRIORITY] = inbound_priority_frames_flood,
+	[H2_FLOOD_WINDOW_UPDATE] = inbound_window_update_frames_flood,
+	[H2_FLOOD_CONTINUATION] = inbound_continuation_frames_flood,
+};
+
+/* A flood limit was exceeded (c->flood): count it once, end every stream
+ * as a connection reset, and write GOAWAY ENHANCE_YOUR_CALM ourselves
+ * (whatever nghttp2 still queues is never framed).  An outbound flood
+ * means the upstream does not read: what it has not started to receive is
+ * dropped, so the GOAWAY follows the last whole frame.  Then the
+ * connection lingers in the pool's list without room for streams: once the
+ * GOAWAY is written the sending side is shut down (FIN after it) and input
+ * is discarded (unread input at close would make the kernel answer with a
+ * reset that destroys the GOAWAY); it closes when the upstream closes or
+ * 1 s later (c->timer), or with the pool's idle connections.  c may be
+ * freed on return (an owner may close idle connections). */
+static void flood_close(struct h2c_conn *c)
+{
+	struct evbuffer *out = conn_output(c->bev);
+	struct evbuffer *in = conn_input(c->bev);
+	/* last stream id: the upstream opens none (push is disabled) */
+	uint8_t g[17] = { 0, 0, 8, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0 };
+	struct pool *p = c->p;
+
+	if (h2st(c)) {
+		stats_inc(h2st(c), csh(c), flood_stat[c->flood]);
+		stats_inc(h2st(c), csh(c), goaway_sent);
+	}
+	stats_inc(ccl(c)->stats, csh(c), upstream_cx_protocol_error);
+	log_debug("upstream h2 %s: %s: GOAWAY ENHANCE_YOUR_CALM, closing", p->host->addr_str,
+		  h2c_stat_desc[flood_stat[c->flood]].name);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	if (c->flood == H2_FLOOD_OUTBOUND || c->flood == H2_FLOOD_OUTBOUND_CONTROL) {
+		size_t len = evbuffer_get_length(out);
+		h2_flood_written(&c->fl, len);
+		size_t keep = h2_flood_partial(&c->fl, len);
+		if (keep < len) {
+			struct evbuffer *head = evbuffer_new();
+			evbuffer_remove_buffer(out, head, keep);
+			evbuffer_drain(out, evbuffer_get_length(out));
+			evbuffer_add_buffer(out, head);
+			evbuffer_free(head);
+		}
+	}
+	g[16] = NGHTTP2_ENHANCE_YOUR_CALM;
+	evbuffer_add(out, g, sizeof(g));
+	stats_add(ccl(c)->stats, csh(c), upstream_cx_tx_bytes_total, (int64_t)sizeof(g));
+	c->lingering = true;
+	c->goaway = true;          /* no room for streams (has_room) */
+	c->state = H2C_READY;      /* not promised to waiting requests any more */
+	if (c->ping_timer)
+		event_del(c->ping_timer);
+	conn_set_write_lowat(c->bev, 0);   /* the write callback says when it is out */
+	conn_enable_read(c->bev);
+	event_del(c->timer);
+	timer_ms(c->timer, 1000);
+	struct h2c_stream *list = detach_streams(c);
+	pool_kick(p);              /* waiting requests need another connection */
+	lost_streams(list);
 }
 
 static void connect_failed(struct h2c_conn *c, enum pool_err err, const char *detail)
@@ -689,6 +822,15 @@ static void settle(struct h2c_conn *c)
 static void pump(struct h2c_conn *c)
 {
 	bool more = false;
+	if (c->lingering) {   /* after a flood: nothing but the close */
+		if (c->dead)
+			conn_close(c);
+		return;
+	}
+	if (c->flood) {
+		flood_close(c);
+		return;
+	}
 	for (int i = 0; i < 8 && c->state != H2C_CLOSED; i++) {
 		deliver(c);
 		if (c->dead)
@@ -697,6 +839,8 @@ static void pump(struct h2c_conn *c)
 			c->dead = true;
 			break;
 		}
+		if (c->flood)
+			break;
 		more = false;
 		for (struct h2c_stream *st = c->streams; st && !more; st = st->next)
 			more = st->pend && !st->released && st->ops;
@@ -705,6 +849,10 @@ static void pump(struct h2c_conn *c)
 	}
 	if (c->state == H2C_CLOSED)
 		return;
+	if (c->flood && !c->dead) {
+		flood_close(c);
+		return;
+	}
 	if (more)
 		schedule(c);   /* bounded work per event: the rest from the loop */
 	if (!c->dead && !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng))
@@ -723,11 +871,21 @@ static void read_cb(struct conn *bev, void *arg)
 {
 	struct h2c_conn *c = arg;
 	struct evbuffer *in = conn_input(bev);
-	while (evbuffer_get_length(in) && !c->dead) {
+	if (c->lingering) {   /* after a flood: discard */
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
+	while (evbuffer_get_length(in) && !c->dead && !c->flood) {
 		struct evbuffer_iovec v;
 		evbuffer_peek(in, -1, NULL, &v, 1);
 		ssize_t n = nghttp2_session_mem_recv(c->ng, v.iov_base, v.iov_len);
 		if (n < 0) {
+			if (n == NGHTTP2_ERR_FLOODED)   /* nghttp2's bound on queued ACKs */
+				c->flood = H2_FLOOD_OUTBOUND_CONTROL;
+			else if (n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
+				c->flood = H2_FLOOD_CONTINUATION;
+			if (c->flood)
+				break;   /* n may be the callback failure on_begin_frame asked for */
 			log_debug("upstream h2 %s: %s", c->p->host->addr_str, nghttp2_strerror((int)n));
 			stats_inc(ccl(c)->stats, csh(c), upstream_cx_protocol_error);
 			c->dead = true;
@@ -736,13 +894,22 @@ static void read_cb(struct conn *bev, void *arg)
 		evbuffer_drain(in, (size_t)n);
 		stats_add(ccl(c)->stats, csh(c), upstream_cx_rx_bytes_total, n);
 	}
+	if (!c->flood && !c->dead)
+		c->flood = outbound_check(c);   /* what the last frames queued */
 	pump(c);
 }
 
 static void write_cb(struct conn *bev, void *arg)
 {
-	(void)bev;
-	pump(arg);
+	struct h2c_conn *c = arg;
+	if (c->lingering) {
+		if (!c->shut_wr && !evbuffer_get_length(conn_output(bev))) {
+			c->shut_wr = true;
+			conn_shutdown_write(bev);   /* FIN after the GOAWAY */
+		}
+		return;
+	}
+	pump(c);
 }
 
 static void event_cb(struct conn *bev, short what, void *arg)
@@ -760,6 +927,10 @@ static void event_cb(struct conn *bev, short what, void *arg)
 		connect_failed(c, POOL_E_CONNECT_FAIL, "connection failure");
 		return;
 	}
+	if (c->lingering) {   /* the end of the close after a flood */
+		conn_close(c);
+		return;
+	}
 	c->remote_close = true;
 	c->dead = true;
 	pump(c);
@@ -772,6 +943,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (c->state == H2C_CONNECTING) {
 		connect_failed(c, POOL_E_TIMEOUT, "connection timeout");
+		return;
+	}
+	if (c->lingering) {   /* the upstream did not close within 1 s of the GOAWAY */
+		conn_close(c);
 		return;
 	}
 	if (!c->nactive) {
@@ -813,6 +988,7 @@ struct h2c_conn *h2c_conn_connect(struct pool *p, int prio)
 	c->created_ms = now_ms();
 	c->peer_max = 100;
 	c->limit = cl->buffer_limit < 16384 ? 16384 : cl->buffer_limit;
+	h2_flood_init(&c->fl);
 	c->bev = conn_new(w->base, -1);
 	c->timer = evtimer_new(w->base, timer_cb, c);
 	c->ev = event_new(w->base, -1, 0, ev_cb, c);
@@ -826,7 +1002,12 @@ struct h2c_conn *h2c_conn_connect(struct pool *p, int prio)
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
 	nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs, on_frame_not_send);
 	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
+	nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
 	nghttp2_option_set_no_auto_window_update(opt, 1);
+	/* nghttp2's own bound on the PING/SETTINGS ACKs it queues (a backstop
+	 * for ours, which also counts those in the output buffer); its bound
+	 * on CONTINUATION frames per header block stays at its default (8) */
+	nghttp2_option_set_max_outbound_ack(opt, cl->ext->h2.max_outbound_control_frames);
 	nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
 	nghttp2_option_set_no_closed_streams(opt, 1);   /* see h2_codec.c: unbounded otherwise */
 	if (nghttp2_session_client_new2(&c->ng, cbs, c, opt))

@@ -12,6 +12,18 @@
  * finish, the others end as refused (retriable), new streams go to a new
  * connection.
  *
+ * Flood limits (the cluster's http2_protocol_options max_outbound_frames,
+ * max_outbound_control_frames, max_consecutive_inbound_frames_with_empty_payload,
+ * max_inbound_priority_frames_per_stream,
+ * max_inbound_window_update_frames_per_data_frame_sent; rules in
+ * proxy/http/h2_flood.h) apply to the upstream as to a downstream client:
+ * past one, cluster.<name>.http2.<kind>_flood is counted once, every
+ * stream of the connection ends as a connection reset (H2C_RESET_CONNECTION:
+ * the router answers 503 UC or retries), GOAWAY ENHANCE_YOUR_CALM is
+ * written after the last whole frame, and the connection lingers (takes no
+ * stream, discards its input) until the GOAWAY is out and the peer closes,
+ * at most 1 s.
+ *
  * Streams are codec-neutral for their owner (the router): headers arrive as
  * a header map, body bytes in an evbuffer the owner drains at its own pace
  * (window updates follow what it consumed: a slow downstream bounds memory
@@ -37,7 +49,11 @@ struct stats_store;
 #define H2C_STATS(X)                                                                  \
 	X(COUNTER, rx_reset) X(COUNTER, tx_reset) X(COUNTER, rx_messaging_error)     \
 	X(COUNTER, trailers) X(COUNTER, keepalive_timeout) X(COUNTER, goaway_received) \
-	X(COUNTER, refused_stream) X(GAUGE, streams_active)
+	X(COUNTER, refused_stream) X(GAUGE, streams_active)                          \
+	X(COUNTER, outbound_flood) X(COUNTER, outbound_control_flood)                \
+	X(COUNTER, inbound_empty_frames_flood) X(COUNTER, inbound_priority_frames_flood) \
+	X(COUNTER, inbound_window_update_frames_flood)                               \
+	X(COUNTER, inbound_continuation_frames_flood) X(COUNTER, goaway_sent)
 enum { H2C_STATS(STATS_ENUM) H2C_STATS_N };
 
 /* Create the cluster's http2 scope (main thread). */

@@ -19,7 +19,7 @@
  * when the peer's window allows; past the listener's buffer limit the stream
  * reports itself blocked so the router stops reading its upstream. */
 #include "hcm-t.h"
-#include "h2_flood.h"
+#include "proxy/http/h2_flood.h"
 
 #include <nghttp2/nghttp2.h>
 #include <event2/buffer.h>

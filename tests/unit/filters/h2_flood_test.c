@@ -4,7 +4,7 @@
 #include "test.h"
 #include "bootstrap_helper.h"
 #include "filters/network/http_connection_manager/hcm-t.h"
-#include "filters/network/http_connection_manager/h2_flood.h"
+#include "proxy/http/h2_flood.h"
 
 enum { T_DATA = 0, T_HEADERS = 1, T_PRIORITY = 2, T_RST = 3, T_SETTINGS = 4, T_PING = 6,
        T_WU = 8, T_CONT = 9 };
@@ -202,14 +202,6 @@ TEST(h2_flood_options_validated)
 	CHECK_CONTAINS(err, "max_inbound_window_update_frames_per_data_frame_sent: must be >= 1");
 	CHECK(!compile("", "http2_protocol_options: {max_outbound_frames: -1}", &s, err, sizeof(err)));
 	CHECK_CONTAINS(err, "http2_protocol_options.max_outbound_frames");
-}
-
-TEST(h2_flood_options_not_on_upstreams)
-{
-	char err[1024];
-	CHECK(!test_bootstrap_ok("static_resources:\n  clusters:\n  - name: a\n"
-				 "    http2_protocol_options: {max_outbound_frames: 5}\n", err, sizeof(err)));
-	CHECK_CONTAINS(err, "http2_protocol_options.max_outbound_frames: not supported yet on upstream connections");
 }
 
 TEST(max_requests_per_io_cycle_runtime_key)

@@ -2,14 +2,19 @@
  * max_outbound_frames, max_outbound_control_frames,
  * max_consecutive_inbound_frames_with_empty_payload,
  * max_inbound_priority_frames_per_stream,
- * max_inbound_window_update_frames_per_data_frame_sent) for the downstream
- * codec, kept free of nghttp2 and sockets so it can be unit-tested.
+ * max_inbound_window_update_frames_per_data_frame_sent) for both HTTP/2
+ * codecs: the downstream one (filters/network/http_connection_manager/
+ * h2_codec.c) and the upstream client (proxy/upstream/h2_client.c).  Kept
+ * free of nghttp2 and sockets so it can be unit-tested.
  *
  * Inbound: h2_flood_inbound() is called with every frame header the peer
  * sends (nghttp2's on_begin_frame) and applies Envoy's rules:
  *  - consecutive DATA / HEADERS / CONTINUATION frames with an empty payload
  *    and no END_STREAM: more than max_empty in a row;
  *  - PRIORITY frames: more than max_priority_per_stream * (1 + opened streams);
+ *    "opened streams" are the streams the peer opened (downstream: request
+ *    HEADERS) or that we opened (upstream: requests sent), as Envoy counts
+ *    them in its server and client codecs;
  *  - WINDOW_UPDATE frames: more than
  *    5 + 2 * (opened streams + max_window_update_per_data * DATA frames sent).
  * Outbound: every frame handed to the connection's output buffer is
@@ -21,13 +26,13 @@
  * Cost: a few integer operations per frame; the ring lives in the struct
  * (16 entries) and grows on the heap only while a peer leaves more frames
  * unread, up to the limit, after which the connection is closed. */
-#ifndef REMORA_HCM_H2_FLOOD_H
-#define REMORA_HCM_H2_FLOOD_H
+#ifndef REMORA_HTTP_H2_FLOOD_H
+#define REMORA_HTTP_H2_FLOOD_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "proxy/http/h2_options.h"
+#include "h2_options.h"
 
 /* Which limit a connection exceeded (0: none).  The order is the order of
  * the counters in H2_STATS. */
@@ -44,7 +49,7 @@ enum h2_flood_kind {
 #define H2_FLOOD_RING_INLINE 16
 
 struct h2_flood {
-	uint64_t opened_streams;         /* request HEADERS that opened a stream */
+	uint64_t opened_streams;         /* streams opened (requests received or sent) */
 	uint64_t priority_frames;        /* PRIORITY frames received */
 	uint64_t window_update_frames;   /* WINDOW_UPDATE frames received */
 	uint64_t data_frames_sent;       /* DATA frames handed to the output */
@@ -66,7 +71,7 @@ void h2_flood_free(struct h2_flood *f);      /* the ring, if on the heap */
  * exceeded.  type/flags/length as on the wire (length includes padding). */
 enum h2_flood_kind h2_flood_inbound(struct h2_flood *f, const struct h2_options *o,
 				    uint8_t type, uint8_t flags, size_t length);
-/* A request HEADERS opened a new stream. */
+/* A request opened a new stream (received by a server, sent by a client). */
 static inline void h2_flood_stream_opened(struct h2_flood *f) { f->opened_streams++; }
 
 /* A frame of `len` bytes (header included) of `type` was appended to the
