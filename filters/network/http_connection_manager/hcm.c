@@ -1498,8 +1498,10 @@ static void hc_event_cb(struct conn *bev, short what, void *arg)
 	}
 	if ((what & CONN_EOF) && s && !s->done) {
 		if (hc->tunnel) {
-			/* client closed its side of the tunnel: pass the rest, then end */
+			/* client closed its side of the tunnel: pass the rest (also
+			 * what a pause left in the input), then end */
 			hc_read_body(hc, s);
+			evbuffer_add_buffer(s->tmp, conn_input(hc->super.bev));
 			run_decode_data(s, s->tmp, true);
 			s->req_done = true;
 			return;
