@@ -342,6 +342,45 @@ def test_connect_terminated_tunnel_and_half_close(remora, echo_server, ports):
     _stat_settles(r, "http.ingress_http.downstream_cx_upgrades_active", 0)
 
 
+def test_connect_upstream_reset_is_connect_error(remora, ports):
+    """RFC 9113 8.5: a tunnel whose TCP connection is reset is reset with
+    CONNECT_ERROR; the HTTP/2 connection goes on."""
+    import struct
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    ls.settimeout(30)
+
+    def resetter():              # reads one message, then closes with RST
+        try:
+            s, _ = ls.accept()
+            s.settimeout(30)
+            s.recv(100)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        except OSError:
+            pass
+
+    t = threading.Thread(target=resetter, daemon=True)
+    t.start()
+    admin, lport = ports.get(), ports.get()
+    remora(_config(admin, lport, ls.getsockname()[1]))
+    try:
+        with H2(lport) as c:
+            sid = c.open(_plain_connect_headers("reset.test:1"))
+            assert dict(c.response(sid).headers)[":status"] == "200"
+            c.send(sid, b"hello")
+            e = c.wait_for(lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == sid,
+                           what="RST_STREAM")
+            assert e.error_code == h2.errors.ErrorCodes.CONNECT_ERROR, e
+            c.conn.ping(b"after-rs")
+            c.flush()
+            c.wait_for(lambda e: isinstance(e, h2.events.PingAckReceived), what="PING ACK")
+    finally:
+        ls.close()
+        t.join(timeout=10)
+
+
 def test_connect_forwarded_to_http1_upstream(remora, upstream, ports):
     """Without connect_config the CONNECT goes to the HTTP/1.1 upstream; its
     2xx opens the tunnel (here the harness upstream answers 200 with a JSON
