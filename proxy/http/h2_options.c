@@ -79,7 +79,7 @@ int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, b
 		"max_consecutive_inbound_frames_with_empty_payload",
 		"max_inbound_priority_frames_per_stream",
 		"max_inbound_window_update_frames_per_data_frame_sent",
-		/* known, not implemented: */
+		/* known, not implemented (allow_connect: upstream only): */
 		"allow_connect", "allow_metadata",
 		"stream_error_on_invalid_http_messaging",
 		"override_stream_error_on_invalid_http_message", "custom_settings_parameters",
@@ -88,7 +88,9 @@ int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, b
 	const json_t *ka;
 	if (cfg_expect_object(c, v) || cfg_check_fields(c, v, f))
 		return RM_ERROR;
-	if (cfg_reject_fields(c, v, f + 10, "not supported yet") || parse_flood(c, v, o) ||
+	if (cfg_reject_fields(c, v, f + 10 + downstream, "not supported yet") ||
+	    (downstream && cfg_bool(c, v, "allow_connect", &o->allow_connect)) ||
+	    parse_flood(c, v, o) ||
 	    cfg_u32(c, v, "hpack_table_size", &o->hpack_table_size) ||
 	    cfg_u32(c, v, "max_concurrent_streams", &o->max_concurrent_streams) ||
 	    cfg_u32(c, v, "initial_stream_window_size", &o->initial_stream_window) ||

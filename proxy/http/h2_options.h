@@ -23,6 +23,8 @@ struct h2_options {
 	uint32_t max_empty_frames;        /* max_consecutive_inbound_frames_with_empty_payload (1) */
 	uint32_t max_priority_per_stream; /* max_inbound_priority_frames_per_stream (100) */
 	uint32_t max_window_update_per_data; /* max_inbound_window_update_frames_per_data_frame_sent (10) */
+	bool allow_connect;               /* downstream only: SETTINGS_ENABLE_CONNECT_PROTOCOL,
+	                                     CONNECT and extended CONNECT (RFC 8441) accepted */
 };
 
 /* Envoy's defaults. */
@@ -31,8 +33,8 @@ void h2_options_defaults(struct h2_options *o);
 /* Parse v (c positioned on it) into o.  Every Envoy field is known; the ones
  * not implemented are rejected with their path.  downstream (the HCM's
  * http2_protocol_options) also accepts connection_keepalive.interval_jitter,
- * which the upstream codec does not implement.  The flood limits are
- * accepted on both sides. */
+ * which the upstream codec does not implement, and allow_connect (upstream:
+ * "not supported yet").  The flood limits are accepted on both sides. */
 int h2_options_parse(struct cfg_ctx *c, const json_t *v, struct h2_options *o, bool downstream);
 
 #endif

@@ -8,7 +8,8 @@
  * (the committed seeds start with the client preface), the event loop runs
  * until nothing moves, then the client end closes and the connection must
  * be torn down without leaks.  Routes are local (direct_response, fault
- * abort, no route, gRPC content types) so no upstream or timer is needed.
+ * abort, no route, gRPC content types, a CONNECT whose direct 200 opens a
+ * tunnel, extended CONNECT) so no upstream or timer is needed.
  *
  * Seeds: tests/fuzz/corpus/h2_codec (made with python3-h2).  Run:
  *   make fuzz-bins && sh tests/fuzz/run-one.sh build/fuzz/h2_codec_fuzz tests/fuzz/corpus/h2_codec 60 */
@@ -39,12 +40,16 @@ static const char yaml[] =
 	"          stat_prefix: f\n"
 	"          codec_type: HTTP2\n"
 	"          max_request_headers_kb: 4\n"
-	"          http2_protocol_options: {max_concurrent_streams: 16, initial_stream_window_size: 65535}\n"
+	"          http2_protocol_options: {max_concurrent_streams: 16, initial_stream_window_size: 65535,\n"
+	"                                   allow_connect: true}\n"
+	"          upgrade_configs: [{upgrade_type: websocket}, {upgrade_type: CONNECT}]\n"
 	"          route_config:\n"
 	"            virtual_hosts:\n"
 	"            - name: v\n"
 	"              domains: [\"*\"]\n"
 	"              routes:\n"
+	"              - match: {connect_matcher: {}}\n"
+	"                direct_response: {status: 200, body: {inline_string: \"tunnel\"}}\n"
 	"              - match: {prefix: \"/d\"}\n"
 	"                direct_response: {status: 200, body: {inline_string: \"hello world\"}}\n"
 	"              - match: {prefix: \"/e\"}\n"

@@ -3,6 +3,7 @@ proxy (route upgrade_configs CONNECT + connect_config), driven by the real
 curl --proxytunnel, and refused with 403 when the HCM does not allow CONNECT."""
 
 import hashlib
+import time
 
 from harness import (HttpConn, bootstrap, curl, http_listener, pattern_sha256, route,
                      static_cluster)
@@ -59,3 +60,69 @@ def test_connect_without_connect_route_is_404(remora, upstream, ports):
         c.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
         version, status, reason, headers = c.read_head()
         assert status == 404
+
+
+def test_connect_tunnel_upload_is_flow_controlled(remora, ports):
+    """HTTP/1.1 CONNECT (terminated) to an upstream that does not read: the
+    proxy stops reading the client once the cluster's buffer limit is
+    reached, so the client cannot push the whole upload into the proxy."""
+    import select
+    import socket
+    import threading
+
+    from harness import RssSampler, pattern_bytes
+
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    accepted, release = [], threading.Event()
+
+    def sink():                      # accepts, reads nothing until released
+        ls.settimeout(30)
+        try:
+            s, _ = ls.accept()
+        except OSError:
+            return
+        accepted.append(s)
+        release.wait(60)
+        s.settimeout(30)
+        try:
+            while s.recv(262144):
+                pass
+        except OSError:
+            pass
+        s.close()
+
+    t = threading.Thread(target=sink, daemon=True)
+    t.start()
+    admin, lport = ports.get(), ports.get()
+    cfg = _connect_config(admin, lport, ls.getsockname()[1])
+    cfg["static_resources"]["clusters"][0]["per_connection_buffer_limit_bytes"] = 65536
+    r = remora(cfg)
+    total = 64 * 1024 * 1024
+    data = pattern_bytes(1 << 20)
+    try:
+        with HttpConn(lport, timeout=10) as c:
+            c.send(b"CONNECT sink:1 HTTP/1.1\r\nHost: sink:1\r\n\r\n")
+            assert c.read_head()[1] == 200
+            c.sock.setblocking(False)
+            rss0 = r.rss_kb()
+            sent, last = 0, time.monotonic()
+            with RssSampler(r) as rss:
+                while sent < total and time.monotonic() - last < 2.0:
+                    _, w, _ = select.select([], [c.sock], [], 0.1)
+                    if not w:
+                        continue
+                    try:
+                        n = c.sock.send(data[sent % len(data):])
+                    except BlockingIOError:
+                        continue
+                    sent += n
+                    last = time.monotonic()
+            assert sent < total // 2, f"client pushed {sent} bytes into a tunnel nobody reads"
+            assert rss.peak_kb - rss0 < 32 * 1024, (rss0, rss.peak_kb, sent)
+    finally:
+        release.set()
+        ls.close()
+        t.join(timeout=10)

@@ -629,8 +629,8 @@ HCM_PATH = "static_resources.listeners[0].filter_chains[0].filters[0].typed_conf
 
 
 @pytest.mark.parametrize("extra,path,msg", [
-    ("http2_protocol_options: {allow_connect: true}",
-     "http2_protocol_options.allow_connect", "not supported yet"),
+    ("http2_protocol_options: {allow_metadata: true}",
+     "http2_protocol_options.allow_metadata", "not supported yet"),
     ("http2_protocol_options: {max_concurrent_streams: 0}",
      "http2_protocol_options.max_concurrent_streams", "1..2147483647"),
     ("http2_protocol_options: {initial_stream_window_size: 1000}",

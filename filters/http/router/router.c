@@ -1614,7 +1614,9 @@ static enum filter_status router_decode_data(void *ctx, struct http_stream *s,
 	}
 	if (r->connected && up_attached(r)) {
 		if (r->tunnel) {
-			evbuffer_add_buffer(conn_output(r->uc->bev), data);
+			/* raw bytes; past the cluster's buffer limit the downstream
+			 * stops (HTTP/1: its socket, HTTP/2: the stream's window) */
+			write_body(r, data, false);
 			if (end_stream) {
 				r->shut_up_wr = true;
 				up_write(r->uc->bev, r);

@@ -54,6 +54,9 @@ struct h2_stream {
 	bool waiting;                    /* on the connection's wait list: its request
 					  * starts in a later I/O cycle (max_requests_per_io_cycle) */
 	bool wait_end;                   /* its HEADERS had END_STREAM */
+	bool tunnel;                     /* CONNECT / upgrade accepted (2xx / 101): the
+					  * stream is a byte tunnel (counts in
+					  * downstream_cx_upgrades_active until it closes) */
 	struct h2_stream *prev, *next;   /* the connection's codec streams */
 	struct h2_stream *wprev, *wnext; /* the wait list */
 };
@@ -195,6 +198,8 @@ static void h2s_free(struct h2_stream *st)
 	struct h2_conn *c = st->c;
 	if (c->hdr_st == st)
 		c->hdr_st = NULL;
+	if (st->tunnel)
+		stats_dec(hcmst(c), shard(c), downstream_cx_upgrades_active);
 	if (st->waiting) {
 		if (st->wprev)
 			st->wprev->wnext = st->wnext;
@@ -286,6 +291,8 @@ static void deliver(struct h2_stream *st)
 	struct http_stream *s = st->s;
 	if (!s || s->done || !st->started || s->paused || s->headers_held || st->end_delivered)
 		return;
+	if (unlikely(s->upgrade) && !st->tunnel)
+		return;   /* as HTTP/1: tunnel bytes wait for the 101 / 2xx */
 	size_t n = evbuffer_get_length(st->in);
 	bool end = st->in_end && !st->have_trailers;
 	if (n || end) {
@@ -350,6 +357,44 @@ static void fix_request_head(struct h2_stream *st, struct http_headers *h)
 	}
 }
 
+/* CONNECT on this stream (nghttp2 checked the pseudo-headers: plain CONNECT
+ * has only :method and :authority; extended CONNECT (RFC 8441, accepted only
+ * because we advertise SETTINGS_ENABLE_CONNECT_PROTOCOL) has :protocol,
+ * :scheme, :path and :authority).  As Envoy, extended CONNECT becomes the
+ * HTTP/1.1 upgrade it stands for (GET + "upgrade: <:protocol>"), so routing
+ * and the router treat it like one; plain CONNECT stays CONNECT (matched by
+ * connect_matcher routes).  False: refused (allow_connect off, or the
+ * upgrade type is not in upgrade_configs): 403 as on HTTP/1. */
+static bool connect_accept(struct h2_stream *st)
+{
+	struct http_stream *s = st->s;
+	const struct hcm_cfg *cfg = s->hc->cfg;
+	struct http_headers *h = &s->req.hdrs;
+	size_t pl;
+	if (!cfg->h2.allow_connect)
+		return false;
+	const char *proto = hdrs_get(h, ":protocol", &pl);
+	if (!proto) {
+		if (!hcm_upgrade_type_allowed(cfg, "connect", 7))
+			return false;
+		s->req.connect = true;
+		s->upgrade = true;
+		return true;
+	}
+	if (!hcm_upgrade_type_allowed(cfg, proto, pl))
+		return false;
+	/* rare path: a copy, since adding to the map may move its arena */
+	char *type = xmalloc(pl + 1);
+	memcpy(type, proto, pl);
+	hdrs_del(h, ":protocol");
+	hdrs_set(h, ":method", "GET", 3);
+	hdrs_add(h, "upgrade", 7, type, pl);
+	free(type);
+	s->req.upgrade = true;
+	s->upgrade = true;
+	return true;
+}
+
 static void begin_request(struct h2_stream *st, bool end)
 {
 	struct http_stream *s = st->s;
@@ -367,8 +412,7 @@ static void begin_request(struct h2_stream *st, bool end)
 	st->started = true;
 	const char *m = hdrs_get(&s->req.hdrs, ":method", &ml);
 	s->is_head = m && ml == 4 && !memcmp(m, "HEAD", 4);
-	if (m && ml == 7 && !memcmp(m, "CONNECT", 7)) {
-		/* CONNECT over HTTP/2 (allow_connect) is not supported yet */
+	if (m && ml == 7 && !memcmp(m, "CONNECT", 7) && !connect_accept(st)) {
 		st->end_delivered = true;
 		s->req_done = end;
 		http_stream_send_local_reply(s, 403, NULL, "upgrade_failed");
@@ -972,12 +1016,36 @@ void h2_encode_100_continue(struct http_stream *s)
 	hcm_schedule(s->hc);
 }
 
+/* The response to an accepted CONNECT / upgrade: a 2xx to CONNECT or a 101
+ * to an upgrade opens the tunnel.  On HTTP/2 that is :status 200 (RFC 8441
+ * 5; the upgrade / connection fields are never sent on HTTP/2) and the
+ * stream carries raw bytes both ways from now on; a 2xx to CONNECT has no
+ * content-length (RFC 9113 8.5).  Other answers are ordinary responses. */
+static void tunnel_open(struct http_stream *s, struct h2_stream *st, struct http_headers *h,
+			int status)
+{
+	struct hcm_conn *hc = s->hc;
+	if (s->req.connect ? status < 200 || status > 299 : status != 101)
+		return;
+	if (status == 101)
+		hdrs_set(h, ":status", "200", 3);
+	hdrs_del(h, "content-length");
+	st->tunnel = true;
+	stats_inc(hc->cfg->stats, shard(hc->h2), downstream_cx_upgrades_total);
+	stats_inc(hc->cfg->stats, shard(hc->h2), downstream_cx_upgrades_active);
+	if (s->timer)
+		event_del(s->timer);   /* as HTTP/1: no request / idle timer on a tunnel */
+	queue(s);   /* request DATA held until now (deliver) */
+}
+
 void h2_encode_headers(struct http_stream *s, struct http_headers *h, bool end)
 {
 	struct hcm_conn *hc = s->hc;
 	struct h2_stream *st = s->h2s;
 	int status = hcm_response_prepare(s, h, end);
 	stats_code_inc(hc->cfg->stats, shard(hc->h2), 0, status);
+	if (unlikely(s->upgrade) && st && !end)
+		tunnel_open(s, st, h, status);
 	if (st) {
 		nghttp2_data_provider prd = { .source.ptr = st, .read_callback = data_read_cb };
 		/* nghttp2 reads the names and values when it frames the HEADERS:
@@ -1051,8 +1119,10 @@ void h2_encode_trailers(struct http_stream *s, struct http_headers *t)
 void h2_reset_stream(struct http_stream *s)
 {
 	struct h2_stream *st = s->h2s;
+	/* RFC 9113 8.5: a tunnel whose TCP side failed is reset with CONNECT_ERROR */
 	if (st && nghttp2_submit_rst_stream(st->c->ses, NGHTTP2_FLAG_NONE, st->id,
-					    NGHTTP2_INTERNAL_ERROR) == 0)
+					    st->tunnel ? NGHTTP2_CONNECT_ERROR :
+							 NGHTTP2_INTERNAL_ERROR) == 0)
 		st->c->ctl_queued++;
 	hcm_schedule(s->hc);
 }
@@ -1150,8 +1220,12 @@ void h2_conn_start(struct hcm_conn *hc)
 		{ NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, o->hpack_table_size },
 		/* RFC 9218: the dependency tree is not kept (nor honoured) */
 		{ NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1 },
+		/* RFC 8441 extended CONNECT (WebSocket over HTTP/2); last, so
+		 * it is left out without allow_connect */
+		{ NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1 },
 	};
-	nghttp2_submit_settings(c->ses, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE(iv));
+	nghttp2_submit_settings(c->ses, NGHTTP2_FLAG_NONE, iv,
+				ARRAY_SIZE(iv) - !o->allow_connect);
 	if (o->initial_conn_window > 65535)
 		nghttp2_session_set_local_window_size(c->ses, NGHTTP2_FLAG_NONE, 0,
 						      (int32_t)o->initial_conn_window);

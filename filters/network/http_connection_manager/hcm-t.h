@@ -242,6 +242,8 @@ void hcm_schedule(struct hcm_conn *hc);
 void hcm_close(struct hcm_conn *hc, bool remote);
 void hcm_close_after_flush(struct hcm_conn *hc);
 void hcm_arm_idle(struct hcm_conn *hc);
+/* Is type (any case) listed in upgrade_configs?  CONNECT is "connect". */
+bool hcm_upgrade_type_allowed(const struct hcm_cfg *cfg, const char *type, size_t n);
 /* Is the peer internal for x-request-id (internal_address_config)? */
 bool hcm_peer_internal(const struct hcm_cfg *cfg, const struct sockaddr *sa);
 

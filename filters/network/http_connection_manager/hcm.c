@@ -1108,16 +1108,19 @@ void http_stream_encode_100_continue(struct http_stream *s)
 	evbuffer_add(conn_output(s->hc->super.bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 
+bool hcm_upgrade_type_allowed(const struct hcm_cfg *cfg, const char *type, size_t n)
+{
+	for (size_t i = 0; i < cfg->nupgrades; i++)
+		if (strlen(cfg->upgrades[i]) == n && mem_ieq(cfg->upgrades[i], type, n))
+			return true;
+	return false;
+}
+
 static bool upgrade_allowed(const struct hcm_cfg *cfg, const struct http_headers *h)
 {
 	size_t n;
 	const char *u = hdrs_get(h, "upgrade", &n);
-	if (!u)
-		return false;
-	for (size_t i = 0; i < cfg->nupgrades; i++)
-		if (strlen(cfg->upgrades[i]) == n && mem_ieq(cfg->upgrades[i], u, n))
-			return true;
-	return false;
+	return u && hcm_upgrade_type_allowed(cfg, u, n);
 }
 
 /* Is chain filter i on for this route?  The most specific
@@ -1495,8 +1498,10 @@ static void hc_event_cb(struct conn *bev, short what, void *arg)
 	}
 	if ((what & CONN_EOF) && s && !s->done) {
 		if (hc->tunnel) {
-			/* client closed its side of the tunnel: pass the rest, then end */
+			/* client closed its side of the tunnel: pass the rest (also
+			 * what a pause left in the input), then end */
 			hc_read_body(hc, s);
+			evbuffer_add_buffer(s->tmp, conn_input(hc->super.bev));
 			run_decode_data(s, s->tmp, true);
 			s->req_done = true;
 			return;

@@ -52,13 +52,14 @@ TEST(http2_protocol_options_defaults_and_values)
 		CHECK_INT(c->h2.initial_conn_window, 268435456);
 		CHECK_INT(c->h2.hpack_table_size, 4096);
 		CHECK_INT(c->h2.keepalive_interval_ms, 0);
+		CHECK(!c->h2.allow_connect);
 		CHECK(c->h2stats != NULL);
 		test_bootstrap_done(s);
 	}
 	c = compile("codec_type: HTTP2\n          http2_protocol_options: {max_concurrent_streams: 9, "
 		    "initial_stream_window_size: 70000, initial_connection_window_size: 80000, "
 		    "hpack_table_size: 0, connection_keepalive: {interval: 2s, timeout: 0.5s, "
-		    "interval_jitter: {value: 0}}}", &s, err, sizeof(err));
+		    "interval_jitter: {value: 0}}, allow_connect: true}", &s, err, sizeof(err));
 	CHECK(c != NULL);
 	if (c) {
 		CHECK_INT(c->codec, HCM_CODEC_HTTP2);
@@ -69,6 +70,7 @@ TEST(http2_protocol_options_defaults_and_values)
 		CHECK_INT(c->h2.keepalive_interval_ms, 2000);
 		CHECK_INT(c->h2.keepalive_timeout_ms, 500);
 		CHECK_INT(c->h2.keepalive_jitter_pct, 0);
+		CHECK(c->h2.allow_connect);
 		test_bootstrap_done(s);
 	}
 	c = compile("codec_type: HTTP1", &s, err, sizeof(err));
@@ -90,6 +92,8 @@ TEST(http2_protocol_options_errors_name_the_field)
 		{ "http2_protocol_options: {connection_keepalive: {timeout: 1s, interval_jitter: {value: 101}}}",
 		  "connection_keepalive.interval_jitter.value" },
 		{ "http2_protocol_options: []", "typed_config.http2_protocol_options" },
+		{ "http2_protocol_options: {allow_connect: 1}",
+		  "typed_config.http2_protocol_options.allow_connect" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct snapshot *s = test_bootstrap_hcm("", cases[i].extra, err, sizeof(err));
