@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <event2/buffer.h>
 #include "proxy/common.h"
 
 #define CTL_BIT (1ull << 63)
@@ -119,4 +120,31 @@ size_t h2_flood_partial(const struct h2_flood *f, size_t unwritten)
 	if (!f->n || written <= f->released_end)
 		return 0;
 	return (size_t)((f->ring[f->head] & ~CTL_BIT) - written);
+}
+
+size_t h2_flood_goaway(struct h2_flood *f, enum h2_flood_kind k, struct evbuffer *out,
+		       uint32_t last_stream_id)
+{
+	/* GOAWAY: length 8, type 7, no flags, stream 0; last stream id, error */
+	uint8_t g[17] = { 0, 0, 8, 7, 0, 0, 0, 0, 0 };
+	if (k == H2_FLOOD_OUTBOUND || k == H2_FLOOD_OUTBOUND_CONTROL) {
+		size_t len = evbuffer_get_length(out);
+		h2_flood_written(f, len);
+		size_t keep = h2_flood_partial(f, len);
+		if (keep < len) {
+			struct evbuffer *head = evbuffer_new();
+			evbuffer_remove_buffer(out, head, keep);
+			evbuffer_drain(out, evbuffer_get_length(out));
+			evbuffer_add_buffer(out, head);
+			evbuffer_free(head);
+		}
+	}
+	last_stream_id &= 0x7fffffffu;
+	g[9] = (uint8_t)(last_stream_id >> 24);
+	g[10] = (uint8_t)(last_stream_id >> 16);
+	g[11] = (uint8_t)(last_stream_id >> 8);
+	g[12] = (uint8_t)last_stream_id;
+	g[16] = 0x0b;   /* ENHANCE_YOUR_CALM */
+	evbuffer_add(out, g, sizeof(g));
+	return sizeof(g);
 }

@@ -89,6 +89,15 @@ enum h2_flood_kind h2_flood_outbound(const struct h2_flood *f, const struct h2_o
  * sees whole frames); 0 when the head is a frame boundary. */
 size_t h2_flood_partial(const struct h2_flood *f, size_t unwritten);
 
+struct evbuffer;
+/* The connection exceeded limit k: end `out` (its output buffer) with
+ * GOAWAY(last_stream_id, ENHANCE_YOUR_CALM).  For an outbound flood the
+ * peer does not read, so what it has not started to receive is dropped
+ * first and the GOAWAY follows the last whole frame.  Returns the bytes
+ * appended (the GOAWAY frame). */
+size_t h2_flood_goaway(struct h2_flood *f, enum h2_flood_kind k, struct evbuffer *out,
+		       uint32_t last_stream_id);
+
 /* Is this frame type a control frame for max_outbound_control_frames? */
 static inline bool h2_flood_is_control(uint8_t type)
 {

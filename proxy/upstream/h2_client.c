@@ -734,8 +734,6 @@ static void flood_close(struct h2c_conn *c)
 {
 	struct evbuffer *out = conn_output(c->bev);
 	struct evbuffer *in = conn_input(c->bev);
-	/* last stream id: the upstream opens none (push is disabled) */
-	uint8_t g[17] = { 0, 0, 8, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0 };
 	struct pool *p = c->p;
 
 	if (h2st(c)) {
@@ -746,21 +744,9 @@ static void flood_close(struct h2c_conn *c)
 	log_debug("upstream h2 %s: %s: GOAWAY ENHANCE_YOUR_CALM, closing", p->host->addr_str,
 		  h2c_stat_desc[flood_stat[c->flood]].name);
 	evbuffer_drain(in, evbuffer_get_length(in));
-	if (c->flood == H2_FLOOD_OUTBOUND || c->flood == H2_FLOOD_OUTBOUND_CONTROL) {
-		size_t len = evbuffer_get_length(out);
-		h2_flood_written(&c->fl, len);
-		size_t keep = h2_flood_partial(&c->fl, len);
-		if (keep < len) {
-			struct evbuffer *head = evbuffer_new();
-			evbuffer_remove_buffer(out, head, keep);
-			evbuffer_drain(out, evbuffer_get_length(out));
-			evbuffer_add_buffer(out, head);
-			evbuffer_free(head);
-		}
-	}
-	g[16] = NGHTTP2_ENHANCE_YOUR_CALM;
-	evbuffer_add(out, g, sizeof(g));
-	stats_add(ccl(c)->stats, csh(c), upstream_cx_tx_bytes_total, (int64_t)sizeof(g));
+	/* last stream id 0: the upstream opens none (push is disabled) */
+	size_t glen = h2_flood_goaway(&c->fl, c->flood, out, 0);
+	stats_add(ccl(c)->stats, csh(c), upstream_cx_tx_bytes_total, (int64_t)glen);
 	c->lingering = true;
 	c->goaway = true;          /* no room for streams (has_room) */
 	c->state = H2C_READY;      /* not promised to waiting requests any more */

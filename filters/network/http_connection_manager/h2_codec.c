@@ -716,32 +716,14 @@ static void flood_close(struct h2_conn *c)
 	struct hcm_conn *hc = c->hc;
 	struct evbuffer *out = conn_output(hc->super.bev);
 	struct evbuffer *in = conn_input(hc->super.bev);
-	uint8_t g[17] = { 0, 0, 8, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0 };
 	uint32_t last = (uint32_t)nghttp2_session_get_last_proc_stream_id(c->ses) & 0x7fffffffu;
 
 	stats_inc(h2st(c), shard(c), flood_stat[c->flood]);
 	log_debug("h2: %s from %s: GOAWAY ENHANCE_YOUR_CALM, closing",
 		  h2_stat_desc[flood_stat[c->flood]].name, hc->super.peer_ip);
 	evbuffer_drain(in, evbuffer_get_length(in));
-	if (c->flood == H2_FLOOD_OUTBOUND || c->flood == H2_FLOOD_OUTBOUND_CONTROL) {
-		size_t len = evbuffer_get_length(out);
-		h2_flood_written(&c->fl, len);
-		size_t keep = h2_flood_partial(&c->fl, len);
-		if (keep < len) {
-			struct evbuffer *head = evbuffer_new();
-			evbuffer_remove_buffer(out, head, keep);
-			evbuffer_drain(out, evbuffer_get_length(out));
-			evbuffer_add_buffer(out, head);
-			evbuffer_free(head);
-		}
-	}
-	g[9] = (uint8_t)(last >> 24);
-	g[10] = (uint8_t)(last >> 16);
-	g[11] = (uint8_t)(last >> 8);
-	g[12] = (uint8_t)last;
-	g[16] = NGHTTP2_ENHANCE_YOUR_CALM;
-	evbuffer_add(out, g, sizeof(g));
-	stats_add(hcmst(c), shard(c), downstream_cx_tx_bytes_total, (int64_t)sizeof(g));
+	size_t glen = h2_flood_goaway(&c->fl, c->flood, out, last);
+	stats_add(hcmst(c), shard(c), downstream_cx_tx_bytes_total, (int64_t)glen);
 	stats_inc(h2st(c), shard(c), goaway_sent);
 	stats_inc(hcmst(c), shard(c), downstream_cx_protocol_error);
 	c->goaway = true;

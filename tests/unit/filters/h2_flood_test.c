@@ -5,6 +5,7 @@
 #include "bootstrap_helper.h"
 #include "filters/network/http_connection_manager/hcm-t.h"
 #include "proxy/http/h2_flood.h"
+#include <event2/buffer.h>
 
 enum { T_DATA = 0, T_HEADERS = 1, T_PRIORITY = 2, T_RST = 3, T_SETTINGS = 4, T_PING = 6,
        T_WU = 8, T_CONT = 9 };
@@ -159,6 +160,56 @@ static const struct hcm_cfg *compile(const char *pre, const char *extra, struct 
 {
 	*out = test_bootstrap_hcm(pre, extra, err, n);
 	return *out ? (*out)->listeners[0]->chains[0].cfg : NULL;
+}
+
+/* The GOAWAY written after a flood: after an outbound flood, only the frame
+ * the socket has partly taken stays before it; after an inbound one the
+ * output is kept whole. */
+static void frames(struct h2_flood *f, struct evbuffer *out, int n, size_t len, uint8_t type)
+{
+	uint8_t b[64] = { 0 };
+	for (int i = 0; i < n; i++) {
+		b[3] = type;
+		evbuffer_add(out, b, len);
+		h2_flood_sent(f, len, type);
+	}
+}
+
+TEST(h2_flood_goaway_follows_the_last_whole_frame)
+{
+	struct h2_flood f;
+	struct evbuffer *out = evbuffer_new();
+	uint8_t g[17];
+	h2_flood_init(&f);
+	frames(&f, out, 3, 30, T_HEADERS);
+	evbuffer_drain(out, 10);   /* the socket took 10 bytes of the first */
+	CHECK_INT(h2_flood_goaway(&f, H2_FLOOD_OUTBOUND, out, 0x80000007u), 17);
+	CHECK_INT(evbuffer_get_length(out), 20 + 17);
+	evbuffer_drain(out, 20);
+	evbuffer_remove(out, g, sizeof(g));
+	CHECK_INT(g[2], 8);
+	CHECK_INT(g[3], 7);        /* GOAWAY */
+	CHECK_INT(g[8], 0);        /* stream 0 */
+	CHECK_INT(g[12], 7);       /* last stream id, reserved bit cleared */
+	CHECK_INT(g[9], 0);
+	CHECK_INT(g[16], 0x0b);    /* ENHANCE_YOUR_CALM */
+	h2_flood_free(&f);
+
+	/* at a frame boundary nothing of the unread frames is left */
+	h2_flood_init(&f);
+	frames(&f, out, 4, 9, T_PING);
+	CHECK_INT(h2_flood_goaway(&f, H2_FLOOD_OUTBOUND_CONTROL, out, 0), 17);
+	CHECK_INT(evbuffer_get_length(out), 17);
+	evbuffer_drain(out, 17);
+	h2_flood_free(&f);
+
+	/* inbound: what is queued still goes out, then the GOAWAY */
+	h2_flood_init(&f);
+	frames(&f, out, 2, 30, T_HEADERS);
+	CHECK_INT(h2_flood_goaway(&f, H2_FLOOD_EMPTY, out, 3), 17);
+	CHECK_INT(evbuffer_get_length(out), 60 + 17);
+	h2_flood_free(&f);
+	evbuffer_free(out);
 }
 
 TEST(h2_flood_options_parsed)
