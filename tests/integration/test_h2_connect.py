@@ -14,13 +14,12 @@ import socket
 import threading
 import time
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.settings
 import pytest
 
+from h2client import H2Client
 from harness import (RssSampler, bootstrap, http_listener, pattern_bytes, route, static_cluster,
                      wait_until, ws_accept_key, ws_encode, ws_read_frame)
 
@@ -28,70 +27,31 @@ TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 ECP = h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL
 
 
-class H2:
-    """One h2c connection; every wait is bounded."""
+class H2(H2Client):
+    """One h2c connection without header validation (plain CONNECT has no
+    :path / :scheme, and the malformed-request tests send what h2 would
+    refuse) that collects each stream's DATA in data[sid] and acknowledges
+    it as it arrives unless ack is False."""
+
+    recv_size = 262144
 
     def __init__(self, port, timeout=10.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        # validation off: plain CONNECT has no :path / :scheme, and the
-        # malformed-request tests send what h2 would refuse
-        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
-                                        validate_outbound_headers=False,
-                                        normalize_outbound_headers=False)
-        self.conn = h2.connection.H2Connection(config=cfg)
-        self.conn.initiate_connection()
-        self.events = []
-        self.closed = False
-        self.remote_settings = {}
         self.data = {}            # stream id -> bytearray (data not yet taken)
         self.ack = True           # acknowledge DATA as it arrives (opens our windows)
         self.unacked = {}         # stream id -> bytes received but not acknowledged
-        self.flush()
+        super().__init__(port, timeout=timeout, validate=False)
 
-    def flush(self):
-        out = self.conn.data_to_send()
-        if out:
-            self.sock.sendall(out)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
+    def _received(self, e):
+        if isinstance(e, h2.events.DataReceived):
+            self.data.setdefault(e.stream_id, bytearray()).extend(e.data)
+            if self.ack:
+                self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            else:
+                self.unacked[e.stream_id] = (self.unacked.get(e.stream_id, 0) +
+                                             e.flow_controlled_length)
 
     def pump(self, timeout=0.2):
-        self.sock.settimeout(timeout)
-        try:
-            d = self.sock.recv(262144)
-        except socket.timeout:
-            return []
-        except (ConnectionResetError, BrokenPipeError):
-            self.closed = True
-            return []
-        if not d:
-            self.closed = True
-            return []
-        evs = self.conn.receive_data(d)
-        for e in evs:
-            if isinstance(e, h2.events.RemoteSettingsChanged):
-                for k, v in e.changed_settings.items():
-                    self.remote_settings[k] = v.new_value
-            elif isinstance(e, h2.events.DataReceived):
-                self.data.setdefault(e.stream_id, bytearray()).extend(e.data)
-                if self.ack:
-                    self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
-                else:
-                    self.unacked[e.stream_id] = (self.unacked.get(e.stream_id, 0) +
-                                                 e.flow_controlled_length)
-        self.events += evs
-        self.flush()
-        return evs
+        return super().pump(timeout)
 
     def ack_all(self):
         self.ack = True
@@ -100,26 +60,6 @@ class H2:
                 self.conn.acknowledge_received_data(n, sid)
         self.unacked = {}
         self.flush()
-
-    def find(self, pred):
-        for e in self.events:
-            if pred(e):
-                return e
-        return None
-
-    def wait_for(self, pred, timeout=10.0, what="event"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            e = self.find(pred)
-            if e is not None:
-                return e
-            if self.closed:
-                break
-            self.pump(0.2)
-        e = self.find(pred)
-        if e is not None:
-            return e
-        raise AssertionError(f"timed out waiting for {what}; events: {self.events[-10:]}")
 
     def wait_settings(self):
         self.wait_for(lambda e: isinstance(e, h2.events.RemoteSettingsChanged), what="SETTINGS")

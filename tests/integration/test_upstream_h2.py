@@ -13,7 +13,7 @@ import time
 import pytest
 
 from harness import (remora_bin, bootstrap, curl, http_listener, pattern_bytes, route, static_cluster,
-                     virtual_host, wait_until)
+                     wait_until)
 from upstreams_h2 import H2UpstreamServer
 
 HTTP_OPTS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -284,7 +284,7 @@ def test_config_accepts_all_supported_fields(tmp_path, ports):
 @pytest.mark.parametrize("up_proto", ["h1", "h2"])
 def test_bridging_matrix_with_trailers(remora, ports, h2up, make_upstream, down, up_proto):
     from harness import HttpConn
-    from test_http2 import H2Client
+    from h2client import H2Client
     if up_proto == "h2":
         up = h2up()
         extra = {"typed_extension_protocol_options": downstream_opts()} if down == "h2" \

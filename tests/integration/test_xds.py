@@ -700,7 +700,7 @@ def test_route_changes_reach_existing_connections(remora, cp, make_upstream, por
     100/0 -> 0/100, and a route to a cluster added in the same update.  One
     worker, so once a new connection sees the change the held connections'
     worker has it too."""
-    from test_http2 import H2Client
+    from h2client import H2Client
     a, b, c = make_upstream("a"), make_upstream("b"), make_upstream("c")
     admin, lport = ports.get(), ports.get()
     cp.set("cds", "1", [eds_cluster("ca"), eds_cluster("cb")])
