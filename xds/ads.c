@@ -1333,37 +1333,6 @@ static void batch_finish(struct ads *a, struct xbatch *bt, const json_t *removed
 
 /* ---- listeners (LDS, RDS) -------------------------------------------------------- */
 
-/* The RDS names an LDS resource's HCMs reference (filter_chains[].filters[]
- * and default_filter_chain), as a JSON array; with wants, also added there
- * by the source of their config_source (want_add). */
-static json_t *listener_rds_names(const json_t *l, json_t *wants)
-{
-	json_t *names = json_array();
-	const json_t *chains[2] = { json_object_get(l, "filter_chains"), NULL };
-	json_t *one = json_array();
-	if (json_object_get(l, "default_filter_chain"))
-		json_array_append(one, json_object_get(l, "default_filter_chain"));
-	chains[1] = one;
-	for (int k = 0; k < 2; k++) {
-		size_t i;
-		const json_t *fc;
-		json_array_foreach(chains[k], i, fc) {
-			size_t m;
-			const json_t *f;
-			json_array_foreach(json_object_get(fc, "filters"), m, f) {
-				const json_t *rds = json_object_get(json_object_get(f, "typed_config"), "rds");
-				const char *rn = json_string_value(json_object_get(rds, "route_config_name"));
-				if (rn)
-					json_array_append_new(names, json_string(rn));
-				if (rn && wants)
-					want_add(wants, xds_source_key(cfg_get(rds, "config_source")), rn);
-			}
-		}
-	}
-	json_decref(one);
-	return names;
-}
-
 /* Call fn for each HCM typed_config of an LDS resource that names a
  * route_config_name (filter_chains[] and default_filter_chain). */
 static void listener_foreach_rds(const json_t *l,
@@ -1391,6 +1360,31 @@ static void listener_foreach_rds(const json_t *l,
 		}
 	}
 	json_decref(one);
+}
+
+struct rds_names {
+	json_t *names;              /* the route_config_names, in order */
+	json_t *wants;              /* NULL, or also added there (want_add) */
+};
+
+static void add_rds_name(const json_t *hcm, const char *rn, void *arg)
+{
+	struct rds_names *r = arg;
+
+	json_array_append_new(r->names, json_string(rn));
+	if (r->wants)
+		want_add(r->wants, xds_source_key(cfg_get(cfg_get(hcm, "rds"), "config_source")), rn);
+}
+
+/* The RDS names an LDS resource's HCMs reference (filter_chains[].filters[]
+ * and default_filter_chain), as a JSON array; with wants, also added there
+ * by the source of their config_source (want_add). */
+static json_t *listener_rds_names(const json_t *l, json_t *wants)
+{
+	struct rds_names r = { json_array(), wants };
+
+	listener_foreach_rds(l, add_rds_name, &r);
+	return r.names;
 }
 
 /* rds.config_source.initial_fetch_timeout of an HCM (15 s if absent; the
@@ -2470,11 +2464,10 @@ static const char *take_resource(struct ads *a, int t, const Google__Protobuf__A
 	return store_resource(t, j, idx, want_name, bad_name, e, sizeof(e), got, bad, err, errlen);
 }
 
-/* REST: one resource of a DiscoveryResponse in proto3 JSON ({"@type", ...},
- * or a Resource wrapper {"@type": ".../Resource", "name", "resource"}). */
-/* resources[idx] of a REST (proto3 JSON) response of type t, unwrapped from
- * an envoy.service.discovery.v3.Resource (*want: its name): a copy with
- * snake_case keys and no "@type", or NULL with the reason in e. */
+/* resources[idx] of a REST (proto3 JSON) response of type t ({"@type", ...},
+ * or a Resource wrapper {"@type": ".../Resource", "name", "resource"}: *want
+ * is its name): a copy with snake_case keys and no "@type", or NULL with the
+ * reason in e. */
 static json_t *json_resource_copy(int t, const json_t *r, size_t idx, const char **want, char *e,
 				  size_t elen)
 {
@@ -2500,6 +2493,7 @@ static json_t *json_resource_copy(int t, const json_t *r, size_t idx, const char
 	return j;
 }
 
+/* REST: one resource of a SotW DiscoveryResponse. */
 static const char *take_json_resource(int t, const json_t *r, size_t idx, json_t *got, json_t *bad,
 				      char *err, size_t errlen)
 {

@@ -35,7 +35,7 @@
 #include "h2_options.h"
 
 /* Which limit a connection exceeded (0: none).  The order is the order of
- * the counters in H2_STATS. */
+ * the counters in H2_FLOOD_STATS (below). */
 enum h2_flood_kind {
 	H2_FLOOD_NONE,
 	H2_FLOOD_OUTBOUND,           /* http2.outbound_flood */
@@ -45,6 +45,16 @@ enum h2_flood_kind {
 	H2_FLOOD_WINDOW_UPDATE,      /* http2.inbound_window_update_frames_flood */
 	H2_FLOOD_CONTINUATION,       /* http2.inbound_continuation_frames_flood (Remora) */
 };
+
+/* The counters of the limits, in enum h2_flood_kind order: both codecs'
+ * stat lists include them as one run, so kind k counts in stat
+ * outbound_flood + (k - H2_FLOOD_OUTBOUND) of either (h2_flood_stat()). */
+#define H2_FLOOD_STATS(X)                                                         \
+	X(COUNTER, outbound_flood) X(COUNTER, outbound_control_flood)             \
+	X(COUNTER, inbound_empty_frames_flood) X(COUNTER, inbound_priority_frames_flood) \
+	X(COUNTER, inbound_window_update_frames_flood)                            \
+	X(COUNTER, inbound_continuation_frames_flood)
+#define h2_flood_stat(first, k) ((first) + (int)(k) - (int)H2_FLOOD_OUTBOUND)
 
 #define H2_FLOOD_RING_INLINE 16
 

@@ -4,18 +4,7 @@
 
 void h2_options_defaults(struct h2_options *o)
 {
-	*o = (struct h2_options){
-		.max_concurrent_streams = 2147483647u,
-		.initial_stream_window = 268435456u,
-		.initial_conn_window = 268435456u,
-		.hpack_table_size = 4096,
-		.keepalive_jitter_pct = 15,
-		.max_outbound_frames = 10000,
-		.max_outbound_control_frames = 1000,
-		.max_empty_frames = 1,
-		.max_priority_per_stream = 100,
-		.max_window_update_per_data = 10,
-	};
+	*o = (struct h2_options)H2_OPTIONS_DEFAULTS;
 }
 
 static int parse_keepalive(struct cfg_ctx *c, const json_t *ka, struct h2_options *o,

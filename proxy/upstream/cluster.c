@@ -37,13 +37,7 @@ const struct cluster_ext cluster_ext_default = {
 	.ewma_default_rtt_us = 10 * 1000,
 	.hash_cfg = { .kind = LB_HASH_RING, .ring_min = LB_RING_MIN_DEFAULT,
 		      .ring_max = LB_RING_MAX_DEFAULT, .maglev_size = LB_MAGLEV_SIZE_DEFAULT },
-	.h2 = { .max_concurrent_streams = 2147483647u, .initial_stream_window = 268435456u,
-		.initial_conn_window = 268435456u, .hpack_table_size = 4096,
-		.keepalive_jitter_pct = 15,
-		/* flood limits: Envoy's defaults, as h2_options_defaults() */
-		.max_outbound_frames = 10000, .max_outbound_control_frames = 1000,
-		.max_empty_frames = 1, .max_priority_per_stream = 100,
-		.max_window_update_per_data = 10 },
+	.h2 = H2_OPTIONS_DEFAULTS,
 	.dns_refresh_ms = 5000,
 };
 

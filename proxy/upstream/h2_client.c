@@ -710,15 +710,6 @@ static void conn_close(struct h2c_conn *c)
 	pool_cx_closed(p, prio, created, remote);
 }
 
-static const uint8_t flood_stat[] = {
-	[H2_FLOOD_OUTBOUND] = outbound_flood,
-	[H2_FLOOD_OUTBOUND_CONTROL] = outbound_control_flood,
-	[H2_FLOOD_EMPTY] = inbound_empty_frames_flood,
-	[H2_FLOOD_PRIORITY] = inbound_priority_frames_flood,
-	[H2_FLOOD_WINDOW_UPDATE] = inbound_window_update_frames_flood,
-	[H2_FLOOD_CONTINUATION] = inbound_continuation_frames_flood,
-};
-
 /* A flood limit was exceeded (c->flood): count it once, end every stream
  * as a connection reset, and write GOAWAY ENHANCE_YOUR_CALM ourselves
  * (whatever nghttp2 still queues is never framed).  An outbound flood
@@ -737,12 +728,12 @@ static void flood_close(struct h2c_conn *c)
 	struct pool *p = c->p;
 
 	if (h2st(c)) {
-		stats_inc(h2st(c), csh(c), flood_stat[c->flood]);
+		stats_inc(h2st(c), csh(c), h2_flood_stat(outbound_flood, c->flood));
 		stats_inc(h2st(c), csh(c), goaway_sent);
 	}
 	stats_inc(ccl(c)->stats, csh(c), upstream_cx_protocol_error);
 	log_debug("upstream h2 %s: %s: GOAWAY ENHANCE_YOUR_CALM, closing", p->host->addr_str,
-		  h2c_stat_desc[flood_stat[c->flood]].name);
+		  h2c_stat_desc[h2_flood_stat(outbound_flood, c->flood)].name);
 	evbuffer_drain(in, evbuffer_get_length(in));
 	/* last stream id 0: the upstream opens none (push is disabled) */
 	size_t glen = h2_flood_goaway(&c->fl, c->flood, out, 0);

@@ -37,6 +37,7 @@
 #define REMORA_UPSTREAM_H2_CLIENT_H
 
 #include "../http/headers.h"
+#include "../http/h2_flood.h"
 #include "../../stats/stats.h"
 
 struct evbuffer;
@@ -50,10 +51,7 @@ struct stats_store;
 	X(COUNTER, rx_reset) X(COUNTER, tx_reset) X(COUNTER, rx_messaging_error)     \
 	X(COUNTER, trailers) X(COUNTER, keepalive_timeout) X(COUNTER, goaway_received) \
 	X(COUNTER, refused_stream) X(GAUGE, streams_active)                          \
-	X(COUNTER, outbound_flood) X(COUNTER, outbound_control_flood)                \
-	X(COUNTER, inbound_empty_frames_flood) X(COUNTER, inbound_priority_frames_flood) \
-	X(COUNTER, inbound_window_update_frames_flood)                               \
-	X(COUNTER, inbound_continuation_frames_flood) X(COUNTER, goaway_sent)
+	H2_FLOOD_STATS(X) X(COUNTER, goaway_sent)
 enum { H2C_STATS(STATS_ENUM) H2C_STATS_N };
 
 /* Create the cluster's http2 scope (main thread). */

@@ -22,6 +22,7 @@ import pytest
 from h2client import H2Client
 from harness import (RssSampler, bootstrap, http_listener, pattern_bytes, route, static_cluster,
                      wait_until, ws_accept_key, ws_encode, ws_read_frame)
+from upstreams import TcpEchoServer
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 ECP = h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL
@@ -345,54 +346,13 @@ def test_connect_forwarded_to_http1_upstream(remora, upstream, ports):
         [("CONNECT", "example.com:443"), ("GET", "/inside")]
 
 
-class _SlowEcho:
-    """Echo server with small socket buffers (no autotuning), so the kernel
-    holds little and the proxy's flow control is what bounds the tunnel."""
-
-    def __init__(self):
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            self.lsock.setsockopt(socket.SOL_SOCKET, opt, 65536)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(8)
-        self.port = self.lsock.getsockname()[1]
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-
-    def _run(self):
-        self.lsock.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            s.settimeout(60)
-            try:
-                while True:
-                    d = s.recv(65536)
-                    if not d:
-                        s.shutdown(socket.SHUT_WR)
-                        break
-                    s.sendall(d)
-            except OSError:
-                pass
-            finally:
-                s.close()
-
-    def close(self):
-        self.stop.set()
-        self.lsock.close()
-        self.t.join(timeout=5)
-
-
 @pytest.fixture
 def slow_echo():
-    s = _SlowEcho()
+    """A TCP echo server with 64 KiB socket buffers (no autotuning): it holds
+    little, so the proxy's flow control is what bounds the tunnel."""
+    s = TcpEchoServer(bufsize=65536).start()
     yield s
-    s.close()
+    s.stop()
 
 
 def test_connect_tunnel_flow_control_slow_reader(remora, slow_echo, ports):

@@ -420,11 +420,17 @@ def _reason(status):
 
 
 class TcpEchoServer:
-    """Echoes every byte back; on EOF from the client shuts down its write side."""
+    """Echoes every byte back; on EOF from the client shuts down its write side.
+    bufsize: the sockets' kernel buffers and the read size (small: the server
+    holds little, so a proxy's flow control is what bounds a transfer)."""
 
-    def __init__(self, host="127.0.0.1", port=0):
+    def __init__(self, host="127.0.0.1", port=0, bufsize=None):
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.read_size = bufsize or 262144
+        if bufsize:   # accepted sockets inherit them
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                self.lsock.setsockopt(socket.SOL_SOCKET, opt, bufsize)
         self.lsock.bind((host, port))
         self.lsock.listen(128)
         self.lsock.settimeout(0.2)
@@ -479,7 +485,7 @@ class TcpEchoServer:
         s.settimeout(60)
         try:
             while True:
-                d = s.recv(262144)
+                d = s.recv(self.read_size)
                 if not d:
                     s.shutdown(socket.SHUT_WR)
                     break

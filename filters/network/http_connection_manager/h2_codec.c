@@ -693,15 +693,6 @@ static int on_invalid_frame(nghttp2_session *ses, const nghttp2_frame *frame, in
 	return 0;
 }
 
-static const uint8_t flood_stat[] = {
-	[H2_FLOOD_OUTBOUND] = outbound_flood,
-	[H2_FLOOD_OUTBOUND_CONTROL] = outbound_control_flood,
-	[H2_FLOOD_EMPTY] = inbound_empty_frames_flood,
-	[H2_FLOOD_PRIORITY] = inbound_priority_frames_flood,
-	[H2_FLOOD_WINDOW_UPDATE] = inbound_window_update_frames_flood,
-	[H2_FLOOD_CONTINUATION] = inbound_continuation_frames_flood,
-};
-
 /* A flood limit was exceeded: count it, reset the streams, write GOAWAY
  * ENHANCE_YOUR_CALM ourselves (whatever nghttp2 still queues is never
  * framed).  An outbound flood means the peer does not read: what it has not
@@ -718,9 +709,9 @@ static void flood_close(struct h2_conn *c)
 	struct evbuffer *in = conn_input(hc->super.bev);
 	uint32_t last = (uint32_t)nghttp2_session_get_last_proc_stream_id(c->ses) & 0x7fffffffu;
 
-	stats_inc(h2st(c), shard(c), flood_stat[c->flood]);
+	stats_inc(h2st(c), shard(c), h2_flood_stat(outbound_flood, c->flood));
 	log_debug("h2: %s from %s: GOAWAY ENHANCE_YOUR_CALM, closing",
-		  h2_stat_desc[flood_stat[c->flood]].name, hc->super.peer_ip);
+		  h2_stat_desc[h2_flood_stat(outbound_flood, c->flood)].name, hc->super.peer_ip);
 	evbuffer_drain(in, evbuffer_get_length(in));
 	size_t glen = h2_flood_goaway(&c->fl, c->flood, out, last);
 	stats_add(hcmst(c), shard(c), downstream_cx_tx_bytes_total, (int64_t)glen);

@@ -8,6 +8,7 @@
 #include "proxy/http/h1_parser.h"
 #include "proxy/http/stream.h"
 #include "proxy/http/h2_options.h"
+#include "proxy/http/h2_flood.h"
 #include "stats/access_log.h"
 #include "stats/tracer.h"
 
@@ -36,10 +37,7 @@ enum hcm_fcc { HCM_FCC_SANITIZE, HCM_FCC_FORWARD_ONLY, HCM_FCC_APPEND_FORWARD,
 	X(COUNTER, rx_reset) X(COUNTER, tx_reset) X(COUNTER, header_overflow)          \
 	X(COUNTER, rx_messaging_error) X(COUNTER, trailers) X(COUNTER, keepalive_timeout) \
 	X(COUNTER, goaway_sent) X(COUNTER, headers_cb_no_stream) X(GAUGE, streams_active)  \
-	X(COUNTER, outbound_flood) X(COUNTER, outbound_control_flood)                   \
-	X(COUNTER, inbound_empty_frames_flood) X(COUNTER, inbound_priority_frames_flood) \
-	X(COUNTER, inbound_window_update_frames_flood)                                 \
-	X(COUNTER, inbound_continuation_frames_flood) X(COUNTER, requests_deferred)
+	H2_FLOOD_STATS(X) X(COUNTER, requests_deferred)
 enum { H2_STATS(STATS_ENUM) H2_STATS_N };
 
 /* RDS: the newest route table per worker for every version of an HCM with
